@@ -1,0 +1,8 @@
+"""hf_mpwriter: every process of a distributed job logs to TensorBoard; one uploader per node
+brings the logs to the Hugging Face Hub (or a local directory) safely, promptly and without loss."""
+
+from .writer import SummaryWriter
+
+__version__ = "0.1.0"
+
+__all__ = ["SummaryWriter", "__version__"]

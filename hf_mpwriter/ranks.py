@@ -1,0 +1,85 @@
+"""Which process of a distributed job this is, from the launcher's environment.
+
+Each rank must write into a run directory of its own (TensorBoard erases a run's events when two
+writers interleave steps in one directory), and a rank restarted on the same logdir must find its
+old run directory again so that ``purge_step`` continues the same TensorBoard run. The rank number
+is the stable identity that gives both.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+# (variable of the global rank, of the world size, of the local rank, launcher name), most specific
+# first. torchrun also sets TORCHELASTIC_RESTART_COUNT, which we report but do not need: the run
+# directory stays the same across restarts by design.
+_LAUNCHERS = (
+    ("RANK", "WORLD_SIZE", "LOCAL_RANK", "torchrun"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "slurm"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "openmpi"),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "pmi"),
+    ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK", "pmix"),
+)
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """Where this process sits in its job. ``rank is None`` means "not part of a multi-process job"."""
+
+    rank: Optional[int]
+    world_size: int
+    local_rank: Optional[int]
+    launcher: str
+    restart_count: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.rank is not None and self.world_size > 1 or self.launcher == "explicit"
+
+    def run_name(self) -> Optional[str]:
+        """Name of this rank's run directory inside the logdir, ``None`` for the plain layout."""
+        if not self.distributed or self.rank is None:
+            return None
+        return f"rank-{self.rank:03d}"
+
+
+def _int(env: Mapping[str, str], name: str) -> Optional[int]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer; fix or unset it") from None
+
+
+def check_rank(rank: object) -> int:
+    """Validate a user-given ``rank=``: a non-negative int (bools and strings are mistakes)."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"rank must be a non-negative integer (the process's global rank), got {rank!r}")
+    return rank
+
+
+def detect(rank: Optional[int] = None, env: Optional[Mapping[str, str]] = None) -> RankInfo:
+    """Rank of this process: the explicit ``rank`` if given, else the first launcher found in ``env``."""
+    env = os.environ if env is None else env
+    restarts = _int(env, "TORCHELASTIC_RESTART_COUNT") or 0
+    if rank is not None:
+        rank = check_rank(rank)
+        world = None
+        for _, size_var, _, _ in _LAUNCHERS:
+            world = _int(env, size_var)
+            if world:
+                break
+        return RankInfo(rank, max(world or 0, rank + 1), None, "explicit", restarts)
+    for rank_var, size_var, local_var, name in _LAUNCHERS:
+        found = _int(env, rank_var)
+        if found is None:
+            continue
+        world = _int(env, size_var) or 1
+        if found < 0 or found >= world:
+            raise ValueError(f"{rank_var}={found} is outside the world size {size_var}={world}")
+        return RankInfo(found, world, _int(env, local_var), name, restarts)
+    return RankInfo(None, 1, None, "none", restarts)

@@ -1,0 +1,183 @@
+"""The ``<logdir>/.hf_mpwriter/`` directory: who writes where, who uploads, and what to upload to.
+
+Everything processes of one logdir must agree on lives here, as small files that survive any crash:
+
+- ``claims/<run>.lock``: held (``filelock``) by the process writing run directory ``<run>``. The OS
+  drops the lock when the holder dies, so a restarted rank takes its run directory back, and two
+  live processes can never share one.
+- ``writers/<host>-<pid>-<n>.json``: one per live writer; the uploader keeps running while any of
+  them is alive (checked with ``psutil``, pid + start time, so a reused pid is not mistaken for it).
+- ``config.json``: the upload target and settings (never a token).
+- ``uploader.lock`` / ``uploader.json``: the elected uploader and its pid.
+- ``queue.db``: the persistent job queue (see :mod:`hf_mpwriter.jobqueue`).
+
+The directory is private to the user (0700): it holds staged copies of the logs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import psutil
+from filelock import FileLock, Timeout
+
+logger = logging.getLogger(__name__)
+
+STATE_DIRNAME = ".hf_mpwriter"
+HOST = socket.gethostname()
+_registration_counter = itertools.count()
+# Run directories claimed by this process (a second writer of the same process must not share).
+_claimed_here: set[str] = set()
+
+
+def state_dir(logdir: str | os.PathLike, create: bool = True) -> Path:
+    """``<logdir>/.hf_mpwriter``, created private (0700) on first use."""
+    path = Path(logdir) / STATE_DIRNAME
+    if create and not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+    return path
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON so that readers see the old or the new content, never a torn file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def read_json(path: Path) -> Optional[dict]:
+    """The JSON object in ``path``, or ``None`` if it is missing or unreadable."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# -- process identity ------------------------------------------------------------------------
+def process_identity(pid: Optional[int] = None) -> dict:
+    """pid + start time + host: enough to tell a live process from a reused pid."""
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "create_time": psutil.Process(pid).create_time(), "host": HOST}
+
+
+def is_alive(identity: Optional[dict]) -> bool:
+    """Whether the process ``identity`` names still runs (``False`` for other hosts' processes is
+    not claimed: a process of another host is assumed alive, we cannot see it)."""
+    if not identity:
+        return False
+    if identity.get("host", HOST) != HOST:
+        return True
+    try:
+        proc = psutil.Process(int(identity["pid"]))
+        if abs(proc.create_time() - float(identity["create_time"])) > 1.0:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, ValueError, TypeError):
+        return False
+
+
+# -- run directory claims ----------------------------------------------------------------------
+@dataclass
+class Claim:
+    """A run directory this process writes into, held until :meth:`release`."""
+
+    name: str  # "." for the plain layout
+    path: Path
+    lock: FileLock
+
+    def release(self) -> None:
+        _claimed_here.discard(str(self.path))
+        self.lock.release(force=True)
+
+
+def claim_run_dir(logdir: Path, preferred: Optional[str]) -> Claim:
+    """Claim ``preferred`` (or the plain layout ``logdir`` itself when ``None``).
+
+    If another live process holds it (two processes without rank information, or a second
+    writer in this process), fall back to the first free ``<preferred>.<n>`` / ``proc-<n>``: every
+    process gets a run directory of its own, and restarted processes find the same names again in
+    the same order.
+    """
+    claims = state_dir(logdir) / "claims"
+    claims.mkdir(mode=0o700, exist_ok=True)
+    base = preferred or "."
+    for n in itertools.count():
+        if n == 0:
+            name = base
+        else:
+            name = f"{preferred}.{n}" if preferred else f"proc-{n:03d}"
+        path = (logdir / name) if name != "." else logdir
+        if str(path) in _claimed_here:
+            continue
+        lock_name = "plain" if name == "." else name
+        lock = FileLock(str(claims / f"{lock_name}.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue
+        if n and preferred:
+            logger.warning("run directory %s is in use by another live process; writing to %s instead", base, name)
+        path.mkdir(parents=True, exist_ok=True)
+        _claimed_here.add(str(path))
+        return Claim(name, path, lock)
+    raise AssertionError("unreachable")
+
+
+def forget_claims_after_fork() -> None:
+    _claimed_here.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=forget_claims_after_fork)
+
+
+# -- writer registrations ----------------------------------------------------------------------
+def register_writer(logdir: Path, run_dir: Path) -> Path:
+    """Record that this process writes into ``logdir`` (the uploader waits for it)."""
+    writers = state_dir(logdir) / "writers"
+    writers.mkdir(mode=0o700, exist_ok=True)
+    ident = process_identity()
+    path = writers / f"{HOST}-{ident['pid']}-{next(_registration_counter)}.json"
+    write_json_atomic(path, {**ident, "run_dir": str(run_dir)})
+    return path
+
+
+def live_writers(logdir: Path) -> list[dict]:
+    """Registrations of writers whose process still runs; stale ones are removed."""
+    writers = state_dir(logdir, create=False) / "writers"
+    live = []
+    try:
+        entries = list(writers.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.suffix != ".json":
+            continue
+        data = read_json(entry)
+        if data is not None and is_alive(data):
+            live.append(data)
+        elif data is None or data.get("host", HOST) == HOST:
+            try:
+                entry.unlink()
+            except OSError:
+                pass
+    return live
