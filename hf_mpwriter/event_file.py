@@ -17,6 +17,7 @@ event file is complete and the uploader can send it once, as it is, without copy
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -96,7 +97,7 @@ class EventFileWriter:
         record = frame(data)
         with self._lock:
             if self.closed:
-                raise RuntimeError("this event writer is closed; call reopen() to write again")
+                raise RuntimeError(self._closed_message())
             buf = self._buffer
             buf.append(record)
             if len(buf) >= self._max_queue:
@@ -125,6 +126,12 @@ class EventFileWriter:
             self.closed = False
             if self._fd is None:
                 self._open_new_file()
+
+    def _closed_message(self) -> str:
+        if getattr(self, "_forked", False):
+            return ("this writer was created in a parent process before fork(); create a new writer in "
+                    "each worker process (each process writes its own files)")
+        return "this event writer is closed; call reopen() to write again"
 
     @property
     def pending_error(self) -> Optional[str]:
@@ -212,6 +219,7 @@ class EventFileWriter:
     def _forget_after_fork(self) -> None:
         """In a forked child: the parent owns the file and its buffer; write nothing of them."""
         self._lock = threading.Lock()
+        self._forked = True
         self._buffer = []
         self._unwritten = b""
         if self._fd is not None:
@@ -255,6 +263,14 @@ class _Flusher:
                 except Exception:  # never let one writer's trouble stop the others' flushes
                     logger.exception("periodic flush failed")
 
+    def close_all(self) -> None:
+        """At interpreter exit: flush every writer and close its file (so it counts as complete)."""
+        for writer in list(self._writers):
+            try:
+                writer.close()  # type: ignore[attr-defined]
+            except Exception:
+                logger.exception("closing an event writer at exit failed")
+
     def after_fork_in_child(self) -> None:
         for writer in list(self._writers):
             writer._forget_after_fork()  # type: ignore[attr-defined]
@@ -264,5 +280,6 @@ class _Flusher:
 
 
 _flusher = _Flusher()
+atexit.register(_flusher.close_all)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_flusher.after_fork_in_child)

@@ -1,0 +1,114 @@
+"""Upload settings shared by the writers and the uploader of a logdir, in ``.hf_mpwriter/config.json``.
+
+Writers record them; the uploader (a separate process, possibly started much later by
+``hf-mpwriter sync``) reads them. A token is never part of them: the uploader gets it from its
+environment, like any ``huggingface_hub`` program.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .errors import ConfigurationError
+from .snapshot import DEFAULT_ALLOW
+from .state import read_json, state_dir, write_json_atomic
+from .targets import HubTarget, LocalTarget, Target
+
+logger = logging.getLogger(__name__)
+
+#: The Hub accepts about 128 commits per hour per repository.
+HUB_MIN_INTERVAL_S = 3600 / 128
+REPO_TYPES = ("model", "dataset", "space")
+
+
+@dataclass
+class UploadConfig:
+    """Where and how often a logdir is uploaded."""
+
+    kind: str  # "hub" | "local"
+    prefix: str  # folder in the target: path_in_repo/<logdir name>
+    commit_every: float = 300.0  # seconds
+    repo_id: Optional[str] = None
+    repo_type: str = "model"
+    revision: str = "main"
+    private: Optional[bool] = None
+    squash_history: bool = False
+    directory: Optional[str] = None  # local target
+    allow_patterns: list = field(default_factory=lambda: list(DEFAULT_ALLOW))
+    ignore_patterns: list = field(default_factory=list)
+    drain_timeout: float = 600.0  # seconds an uploader keeps retrying once every writer is gone
+
+    def make_target(self, token: Optional[str] = None) -> Target:
+        if self.kind == "hub":
+            assert self.repo_id
+            return HubTarget(
+                self.repo_id,
+                prefix=self.prefix,
+                repo_type=self.repo_type,
+                revision=self.revision,
+                private=self.private,
+                squash_history=self.squash_history,
+                token=token,
+            )
+        if self.kind == "local":
+            assert self.directory
+            return LocalTarget(self.directory, self.prefix)
+        raise ConfigurationError(f"unknown target kind {self.kind!r} in the upload config")
+
+    @property
+    def target_key(self) -> str:
+        return self.make_target().key
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, logdir: Path) -> None:
+        """Record the settings; refuse to point a logdir that already uploads somewhere else elsewhere."""
+        path = state_dir(logdir) / "config.json"
+        old = load(logdir)
+        if old is not None and old.target_key != self.target_key:
+            raise ConfigurationError(
+                f"logdir {str(logdir)!r} already uploads to {old.make_target().description} "
+                f"(prefix {old.prefix!r}); use a new logdir for {self.make_target().description}, or delete "
+                f"{path} once `hf-mpwriter status` shows nothing pending"
+            )
+        write_json_atomic(path, asdict(self))
+
+
+def load(logdir: Path) -> Optional[UploadConfig]:
+    """The saved settings of ``logdir``, or ``None``."""
+    data = read_json(state_dir(logdir, create=False) / "config.json")
+    if data is None:
+        return None
+    known = set(UploadConfig.__dataclass_fields__)
+    return UploadConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def hub_prefix(path_in_repo: Optional[str], logdir: Path) -> str:
+    """``path_in_repo/<logdir name>``, as ``huggingface_hub.HFSummaryWriter`` lays it out."""
+    name = Path(os.path.abspath(logdir)).name
+    if not path_in_repo:
+        return name
+    return path_in_repo.strip("/") + "/" + name
+
+
+def check_hub_settings(repo_id: str, repo_type: Optional[str], commit_every_s: float) -> str:
+    """Validate Hub settings before anything is written; return the repo type."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ConfigurationError(f"invalid repo_id {repo_id!r}: {exc}. Expected 'namespace/name' or 'name'") from None
+    repo_type = repo_type or "model"
+    if repo_type not in REPO_TYPES:
+        raise ConfigurationError(f"invalid repo_type {repo_type!r}: use one of {', '.join(REPO_TYPES)}")
+    if commit_every_s < HUB_MIN_INTERVAL_S:
+        logger.warning(
+            "commit_every=%.2f min asks for more than the ~128 commits per hour the Hub accepts per repo; "
+            "commits may be rate-limited (they are retried, nothing is lost)",
+            commit_every_s / 60,
+        )
+    return repo_type

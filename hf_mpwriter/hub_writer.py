@@ -1,0 +1,245 @@
+"""``HFSummaryWriter``: the drop-in for ``huggingface_hub.HFSummaryWriter``, safe in every process.
+
+Same constructor arguments (plus ``rank``, and ``target_dir`` / ``uploader`` / ``close_timeout``
+keywords). Each process writes its own event files with :class:`~hf_mpwriter.writer.SummaryWriter`
+and registers itself; the node's uploader (:mod:`hf_mpwriter.uploader`) commits them. The training
+process never hashes and never does HTTP (unless ``uploader="thread"``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from . import config as config_mod
+from . import election, state
+from .config import UploadConfig, check_hub_settings, hub_prefix
+from .errors import ConfigurationError
+from .jobqueue import JobQueue, QueueCorrupted
+from .writer import SummaryWriter, _default_logdir, check_logdir
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_S = 2.0
+DEFAULT_CLOSE_TIMEOUT_S = 120.0
+
+
+class _Scheduler:
+    """``writer.scheduler.trigger()`` as with ``huggingface_hub.HFSummaryWriter``: commit now."""
+
+    def __init__(self, writer: "HFSummaryWriter") -> None:
+        self._writer = writer
+
+    def trigger(self) -> "concurrent.futures.Future[bool]":
+        """Ask the uploader to commit now; the future resolves once what was logged so far is committed."""
+        self._writer.flush()
+        sizes = self._writer._file_sizes()
+        election.trigger(self._writer._root)
+        future: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+        def wait() -> None:
+            future.set_result(self._writer._wait_committed(sizes, self._writer.close_timeout))
+
+        threading.Thread(target=wait, daemon=True).start()
+        return future
+
+
+class HFSummaryWriter(SummaryWriter):
+    """Logs TensorBoard events in every process and has them committed to the Hub, without loss.
+
+    Args (as ``huggingface_hub.HFSummaryWriter``):
+        repo_id: the repo to push to; ``None`` keeps the logs local (or sends them to ``target_dir``).
+        logdir: local directory of the logs (default ``runs/<date>_<host>``).
+        commit_every: minutes between commits (default 5). One commit per interval per node,
+            whatever the number of processes.
+        squash_history, repo_type, repo_revision, repo_private, path_in_repo, repo_allow_patterns,
+        repo_ignore_patterns, token: as in ``huggingface_hub``. The token goes to the uploader
+            through its environment, never to disk, a command line or a log.
+        rank: this process's global rank (default: from the launcher's environment).
+        target_dir: with ``repo_id=None``, commit to this local directory instead of the Hub.
+        uploader: ``"process"`` (default), ``"thread"`` or ``"none"``; see :mod:`hf_mpwriter.election`.
+        close_timeout: seconds ``close()`` waits for this process's logs to be committed.
+        kwargs: passed to :class:`~hf_mpwriter.writer.SummaryWriter`.
+
+    Example:
+        >>> from hf_mpwriter import HFSummaryWriter
+        >>> with HFSummaryWriter(repo_id="me/my-run", commit_every=1) as logger:  # doctest: +SKIP
+        ...     logger.add_scalar("loss", 0.1, 1)
+    """
+
+    def __init__(
+        self,
+        repo_id: Optional[str] = None,
+        *,
+        logdir: Optional[Union[str, os.PathLike]] = None,
+        commit_every: Union[int, float] = 5,
+        squash_history: bool = False,
+        repo_type: Optional[str] = None,
+        repo_revision: Optional[str] = None,
+        repo_private: Optional[bool] = None,
+        path_in_repo: Optional[str] = "tensorboard",
+        repo_allow_patterns: Union[list, str, None] = "*.tfevents.*",
+        repo_ignore_patterns: Union[list, str, None] = None,
+        token: Optional[str] = None,
+        rank: Optional[int] = None,
+        target_dir: Optional[Union[str, os.PathLike]] = None,
+        uploader: str = "process",
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(commit_every, bool) or not isinstance(commit_every, (int, float)) or commit_every <= 0:
+            raise ConfigurationError(f"commit_every must be a positive number of minutes, got {commit_every!r}")
+        if uploader not in election.MODES:
+            raise ConfigurationError(f"uploader must be one of {', '.join(election.MODES)}, got {uploader!r}")
+        logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
+        root = check_logdir(logdir)
+        self.repo_id = repo_id
+        self.repo_type = repo_type or "model"
+        self.repo_revision = repo_revision or "main"
+        self.close_timeout = float(close_timeout)
+        self._mode = uploader
+        self._token = token
+        self._upload: Optional[UploadConfig] = self._upload_config(
+            root, repo_id, commit_every * 60.0, squash_history, repo_type, repo_revision, repo_private,
+            path_in_repo, repo_allow_patterns, repo_ignore_patterns, target_dir,
+        )
+        if self._upload is not None:
+            self._upload.save(root)
+        self._event_writers: list = []
+        self._registration: Optional[Path] = None
+        self._stop = threading.Event()
+        super().__init__(logdir=logdir, rank=rank, **kwargs)
+        self.scheduler = _Scheduler(self)
+        if self._upload is not None:
+            self._registration = state.register_writer(self._root, self.run_dir)
+            threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True).start()
+
+    @staticmethod
+    def _upload_config(
+        root: Path, repo_id: Optional[str], every_s: float, squash: bool, repo_type: Optional[str],
+        revision: Optional[str], private: Optional[bool], path_in_repo: Optional[str],
+        allow: Union[list, str, None], ignore: Union[list, str, None], target_dir: Any,
+    ) -> Optional[UploadConfig]:
+        """The upload settings, validated before anything is written."""
+        allow_list = [allow] if isinstance(allow, str) else list(allow or [])
+        ignore_list = [ignore] if isinstance(ignore, str) else list(ignore or [])
+        prefix = hub_prefix(path_in_repo, root)
+        if repo_id is not None:
+            if target_dir is not None:
+                raise ConfigurationError("pass either repo_id (the Hub) or target_dir (a local directory), not both")
+            kind_type = check_hub_settings(repo_id, repo_type, every_s)
+            return UploadConfig(
+                kind="hub", prefix=prefix, commit_every=every_s, repo_id=repo_id, repo_type=kind_type,
+                revision=revision or "main", private=private, squash_history=squash,
+                allow_patterns=allow_list, ignore_patterns=ignore_list,
+            )
+        if target_dir is not None:
+            return UploadConfig(
+                kind="local", prefix=prefix, commit_every=every_s, directory=str(Path(target_dir).resolve()),
+                allow_patterns=allow_list, ignore_patterns=ignore_list,
+            )
+        return None
+
+    # -- keeping an uploader alive -----------------------------------------------------------
+    def _heartbeat(self) -> None:
+        """Fail-over: start an uploader whenever none is alive (a flock + a psutil check, no I/O)."""
+        while not self._stop.is_set():
+            try:
+                election.ensure_uploader(self._root, self._mode, self._token)
+            except Exception:
+                logger.exception("could not check or start the uploader of %s", self._root)
+            self._stop.wait(HEARTBEAT_S)
+
+    def _new_file_writer(self, directory: Union[str, os.PathLike]) -> Any:
+        writer = super()._new_file_writer(directory)
+        self._event_writers.append(writer.event_writer)
+        return writer
+
+    def _file_sizes(self) -> dict[str, int]:
+        """Relative path -> size of every event file this writer created."""
+        sizes = {}
+        for event_writer in self._event_writers:
+            for path in event_writer.files:
+                try:
+                    sizes[os.path.relpath(path, self._root).replace(os.sep, "/")] = os.path.getsize(path)
+                except OSError:
+                    pass
+        return sizes
+
+    def _wait_committed(self, sizes: dict[str, int], timeout: float) -> bool:
+        """Wait until the queue shows every file committed up to ``sizes``; ``False`` on timeout."""
+        if self._upload is None or self._mode == "none":
+            return not sizes
+        key = self._upload.target_key
+        deadline = time.monotonic() + timeout
+        next_check = 0.0
+        while True:
+            try:
+                queue = JobQueue(state.state_dir(self._root) / "queue.db", readonly=True)
+                try:
+                    committed = queue.committed(key)
+                finally:
+                    queue.close()
+            except (QueueCorrupted, Exception):
+                committed = {}
+            if all(committed.get(rel, (0,))[0] >= size for rel, size in sizes.items()):
+                return True
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            if now >= next_check:  # the uploader may have died and we may be the last writer
+                election.ensure_uploader(self._root, self._mode, self._token, wait=0)
+                next_check = now + HEARTBEAT_S
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Flush, close, and wait (at most ``close_timeout``) until this process's logs are committed."""
+        if self._stop.is_set() and self.file_writer is None:
+            return
+        super().close()
+        self._stop.set()
+        if self._upload is None:
+            return
+        sizes = self._file_sizes()
+        if self._registration is not None:
+            try:
+                self._registration.unlink()
+            except OSError:
+                pass
+            self._registration = None
+        election.trigger(self._root)
+        if self._mode == "none":
+            logger.info("logs of %s are queued; run `hf-mpwriter sync %s` to upload them", self._root, self._root)
+            return
+        if not self._wait_committed(sizes, self.close_timeout):
+            missing = self._missing(sizes)
+            logger.warning(
+                "%d file(s) of %s are not committed to %s after %.0f s%s. They are safe on disk and queued; "
+                "the uploader keeps trying in the background, or run: hf-mpwriter sync %s",
+                missing, self._root, self._upload.make_target().description, self.close_timeout,
+                self._last_error_suffix(), self._root,
+            )
+
+    def _missing(self, sizes: dict[str, int]) -> int:
+        try:
+            queue = JobQueue(state.state_dir(self._root) / "queue.db", readonly=True)
+            committed = queue.committed(self._upload.target_key)  # type: ignore[union-attr]
+            queue.close()
+        except Exception:
+            return len(sizes)
+        return sum(1 for rel, size in sizes.items() if committed.get(rel, (0,))[0] < size)
+
+    def _last_error_suffix(self) -> str:
+        try:
+            queue = JobQueue(state.state_dir(self._root) / "queue.db", readonly=True)
+            job = queue.unfinished(self._upload.target_key)  # type: ignore[union-attr]
+            error = (job.last_error if job else None) or queue.get_meta("last_error")
+            queue.close()
+        except Exception:
+            return ""
+        return f" (last error: {error})" if error else ""

@@ -1,0 +1,194 @@
+"""Consistent snapshots of a logdir: which bytes of which files to commit next.
+
+A snapshot names immutable data: "file F up to offset O, cut at a whole-record boundary, with
+sha256 S". Event files are append-only, so their first O bytes never change; still, a file that a
+writer keeps appending to cannot be handed to an upload client that reads it twice (once to hash,
+once to send), so the first O bytes are *staged*: copied, while hashing, to
+``.hf_mpwriter/staging/<sha256>`` (content-addressed, so a retry or a merge reuses the copy). A
+file its writer has closed (made read-only) is complete and is sent as it is, once, without a copy.
+Each commit then costs the data since the last one plus the size of the open files, which
+rotation bounds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import os
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+from .records import last_whole_record
+from .state import STATE_DIRNAME
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+DEFAULT_ALLOW = ("*.tfevents.*",)
+
+
+@dataclass
+class Piece:
+    """A prefix of one file, ready to commit (``path`` is relative to the logdir, POSIX style)."""
+
+    path: str
+    size: int
+    sha256: str
+    source: str  # the file in the logdir
+    staged: Optional[str] = None  # immutable copy of the first ``size`` bytes, if the file is open
+    complete: bool = False  # the writer closed the file: nothing will be added to it
+
+    @property
+    def local_path(self) -> str:
+        """A file whose whole content is this piece."""
+        return self.staged or self.source
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _patterns(value: Union[str, Sequence[str], None]) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def matches(path: str, allow: Sequence[str], ignore: Sequence[str]) -> bool:
+    """``huggingface_hub``'s allow/ignore semantics (fnmatch on the relative path; a pattern ending
+    in ``/`` means everything below that folder)."""
+    def _fix(p: str) -> str:
+        return p + "*" if p.endswith("/") else p
+
+    if allow and not any(fnmatch.fnmatch(path, _fix(p)) for p in allow):
+        return False
+    return not any(fnmatch.fnmatch(path, _fix(p)) for p in ignore)
+
+
+def sha256_prefix(path: Union[str, os.PathLike], size: int, copy_to: Optional[Path] = None) -> str:
+    """sha256 of the first ``size`` bytes of ``path``; also copies them to ``copy_to`` if given."""
+    digest = hashlib.sha256()
+    remaining = size
+    out = open(copy_to, "wb") if copy_to is not None else None
+    try:
+        with open(path, "rb") as src:
+            while remaining:
+                chunk = src.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise OSError(f"{path} is shorter than {size} bytes: it was truncated")
+                digest.update(chunk)
+                if out is not None:
+                    out.write(chunk)
+                remaining -= len(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    return digest.hexdigest()
+
+
+class Scanner:
+    """Finds what changed in a logdir since the last snapshot, and snapshots it.
+
+    Remembers, per file, the last whole-record boundary it validated, so each scan reads only the
+    new bytes of each file to find where whole records end.
+    """
+
+    def __init__(
+        self,
+        logdir: Union[str, os.PathLike],
+        allow_patterns: Union[str, Sequence[str], None] = DEFAULT_ALLOW,
+        ignore_patterns: Union[str, Sequence[str], None] = None,
+    ) -> None:
+        self.logdir = Path(logdir)
+        self.allow = _patterns(allow_patterns)
+        self.ignore = _patterns(ignore_patterns)
+        self.staging = self.logdir / STATE_DIRNAME / "staging"
+        self._boundary: dict[str, int] = {}
+
+    def files(self) -> Iterator[tuple[str, os.stat_result]]:
+        """``(relative path, stat)`` of every file to upload (never the state directory)."""
+        for root, dirs, names in os.walk(self.logdir):
+            if root == str(self.logdir):
+                dirs[:] = [d for d in dirs if d != STATE_DIRNAME]
+            dirs.sort()
+            for name in sorted(names):
+                full = os.path.join(root, name)
+                rel = os.path.relpath(full, self.logdir).replace(os.sep, "/")
+                if not matches(rel, self.allow, self.ignore):
+                    continue
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    yield rel, st
+
+    def whole_size(self, rel: str, st: os.stat_result, known: int) -> int:
+        """How many leading bytes of the file are whole records (whole file for non-event files)."""
+        if "tfevents" not in rel:
+            return st.st_size
+        start = self._boundary.get(rel, known)
+        if start > st.st_size:  # the file was replaced by a shorter one: start over
+            logger.warning("%s shrank from %d to %d bytes; snapshotting it again from the start", rel, start, st.st_size)
+            start = 0
+        with open(self.logdir / rel, "rb") as handle:
+            cut = last_whole_record(handle, start, st.st_size)
+        self._boundary[rel] = cut
+        return cut
+
+    def snapshot(self, known: dict[str, int]) -> list[Piece]:
+        """Pieces for every file that has whole records beyond ``known[path]`` bytes."""
+        pieces = []
+        for rel, st in self.files():
+            have = known.get(rel, 0)
+            if st.st_size <= have:
+                continue
+            cut = self.whole_size(rel, st, have if have <= st.st_size else 0)
+            if cut <= have or cut == 0:
+                continue
+            pieces.append(self._piece(rel, st, cut))
+        return pieces
+
+    def _piece(self, rel: str, st: os.stat_result, cut: int) -> Piece:
+        source = str(self.logdir / rel)
+        complete = not (st.st_mode & 0o222) and cut == st.st_size
+        if complete:
+            return Piece(rel, cut, sha256_prefix(source, cut), source, None, True)
+        self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.staging / f".{os.getpid()}.tmp"
+        digest = sha256_prefix(source, cut, copy_to=tmp)
+        staged = self.staging / digest
+        os.replace(tmp, staged)
+        return Piece(rel, cut, digest, source, str(staged), False)
+
+    def restage(self, piece: Piece) -> Piece:
+        """Re-create a piece whose staged copy is gone or damaged, from the append-only source."""
+        if piece.staged is None:
+            return piece
+        path = Path(piece.staged)
+        if path.exists() and path.stat().st_size == piece.size:
+            return piece
+        self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.staging / f".{os.getpid()}.tmp"
+        digest = sha256_prefix(piece.source, piece.size, copy_to=tmp)
+        if digest != piece.sha256:
+            tmp.unlink()
+            raise OSError(f"{piece.source} no longer starts with the bytes queued for upload (was it rewritten?)")
+        os.replace(tmp, path)
+        return piece
+
+    def clean_staging(self, keep: Iterable[Piece]) -> None:
+        """Delete staged copies no unfinished job refers to."""
+        wanted = {Path(p.staged).name for p in keep if p.staged}
+        try:
+            entries = list(self.staging.iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name not in wanted:
+                try:
+                    entry.unlink()
+                except OSError:
+                    pass

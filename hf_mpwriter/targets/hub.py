@@ -1,0 +1,201 @@
+"""The Hugging Face Hub as the target, through the real ``huggingface_hub.HfApi`` client.
+
+Files are given to ``create_commit`` as *paths* (staged copies or complete event files), never as
+file objects: the client sends file objects through the legacy LFS path, paths can go through Xet
+and its chunk de-duplication. The client itself drops files whose remote oid already matches, and
+``holds`` asks the Hub (``get_paths_info``) what it has, which resolves commits whose response was
+lost. Only the uploader talks to the Hub: it creates the repository once and adds the
+``hf-summary-writer`` tag to the model card once, where ``huggingface_hub.HFSummaryWriter`` does
+both in every process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from typing import Any, Optional, Sequence
+
+from ..errors import TargetError
+from ..snapshot import Piece
+from .base import Target
+
+logger = logging.getLogger(__name__)
+
+_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{8,}")
+_TRANSIENT_STATUS = {408, 409, 412, 423, 425, 429, 500, 502, 503, 504}
+
+
+def redact(text: str, token: Optional[str] = None) -> str:
+    """``text`` without the token (or anything that looks like a Hub token)."""
+    if token:
+        text = text.replace(token, "***")
+    return _TOKEN_RE.sub("hf_***", text)
+
+
+def retry_after(response: Any) -> Optional[float]:
+    """Seconds the server asks us to wait: ``Retry-After`` or the ``t=`` of a ``RateLimit`` header."""
+    headers = getattr(response, "headers", None) or {}
+    raw = headers.get("Retry-After")
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            pass
+    limit = headers.get("RateLimit") or ""
+    match = re.search(r"\bt=(\d+(?:\.\d+)?)", limit)
+    return float(match.group(1)) if match else None
+
+
+def git_blob_sha1(path: str, size: int) -> str:
+    """The git object id of a file: how the Hub names regular (non-LFS) files."""
+    digest = hashlib.sha1(b"blob %d\0" % size)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class HubTarget(Target):
+    """Commits into ``repo_id`` at ``revision`` under ``prefix``."""
+
+    def __init__(
+        self,
+        repo_id: str,
+        *,
+        prefix: str,
+        repo_type: Optional[str] = None,
+        revision: Optional[str] = None,
+        private: Optional[bool] = None,
+        squash_history: bool = False,
+        token: Optional[str] = None,
+        endpoint: Optional[str] = None,
+    ) -> None:
+        super().__init__(prefix)
+        self.repo_id = repo_id
+        self.repo_type = repo_type or "model"
+        self.revision = revision or "main"
+        self.private = private
+        self.squash_history = squash_history
+        self._token = token
+        self._endpoint = endpoint
+        self._api: Any = None
+        self.key = f"hub:{self.repo_type}:{repo_id}@{self.revision}:{self.prefix}"
+        self.description = f"https://huggingface.co/{'' if self.repo_type == 'model' else self.repo_type + 's/'}{repo_id}"
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            from huggingface_hub import HfApi  # imported here: writers never need it
+
+            self._api = HfApi(token=self._token, endpoint=self._endpoint)
+            self.description = self.description.replace("https://huggingface.co", self._api.endpoint)
+        return self._api
+
+    # -- the interface -------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the repository if needed and tag its model card, once per process start."""
+        try:
+            self.api.create_repo(self.repo_id, repo_type=self.repo_type, private=self.private, exist_ok=True)
+        except Exception as exc:
+            raise self._error(exc, "create the repository") from None
+
+    def tag_model_card(self) -> None:
+        """Add the ``hf-summary-writer`` tag to the model card, as ``HFSummaryWriter`` does."""
+        from huggingface_hub import ModelCard
+        from huggingface_hub.errors import EntryNotFoundError
+
+        try:
+            try:
+                card = ModelCard.load(self.repo_id, repo_type=self.repo_type, token=self._token)
+            except EntryNotFoundError:
+                card = ModelCard("")
+            tags = card.data.get("tags") or []
+            if "hf-summary-writer" not in tags:
+                tags.append("hf-summary-writer")
+                card.data["tags"] = tags
+                card.push_to_hub(self.repo_id, repo_type=self.repo_type, token=self._token)
+        except Exception as exc:
+            raise self._error(exc, "tag the model card") from None
+
+    def commit(self, pieces: Sequence[Piece], message: str) -> Optional[str]:
+        from huggingface_hub import CommitOperationAdd
+
+        operations = [CommitOperationAdd(self.remote_path(p), p.local_path) for p in pieces]
+        try:
+            info = self.api.create_commit(
+                self.repo_id,
+                operations=operations,
+                commit_message=message,
+                repo_type=self.repo_type,
+                revision=self.revision,
+            )
+            if self.squash_history:
+                self.api.super_squash_history(self.repo_id, branch=self.revision, repo_type=self.repo_type)
+        except Exception as exc:
+            raise self._error(exc, "commit") from None
+        return getattr(info, "oid", None)
+
+    def holds(self, pieces: Sequence[Piece]) -> bool:
+        try:
+            infos = self.api.get_paths_info(
+                self.repo_id, [self.remote_path(p) for p in pieces], repo_type=self.repo_type, revision=self.revision
+            )
+        except Exception as exc:
+            raise self._error(exc, "list remote files") from None
+        remote = {info.path: info for info in infos}
+        for piece in pieces:
+            info = remote.get(self.remote_path(piece))
+            if info is None or getattr(info, "size", None) != piece.size:
+                return False
+            lfs = getattr(info, "lfs", None)
+            if lfs is not None:
+                if lfs.sha256 != piece.sha256:
+                    return False
+            elif getattr(info, "blob_id", None) != git_blob_sha1(piece.local_path, piece.size):
+                return False
+        return True
+
+    def read(self, path: str) -> bytes:
+        from huggingface_hub import hf_hub_download
+
+        local = hf_hub_download(
+            self.repo_id, f"{self.prefix}/{path}" if self.prefix else path, repo_type=self.repo_type,
+            revision=self.revision, token=self._token,
+        )
+        with open(local, "rb") as handle:
+            return handle.read()
+
+    # -- errors --------------------------------------------------------------------------------
+    def _error(self, exc: BaseException, doing: str) -> TargetError:
+        """A :class:`TargetError` that says what failed, whether it will be retried, what to do."""
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+        name = type(exc).__name__
+        detail = redact(str(exc).splitlines()[0] if str(exc) else name, self._token)
+        where = f"{self.repo_type} repo {self.repo_id!r}"
+        if status in (401, 403):
+            return TargetError(
+                f"cannot {doing} on {where}: the Hub refused the token (HTTP {status}). Use a token with write "
+                f"access (HF_TOKEN or `hf auth login`), then run `hf-mpwriter sync LOGDIR`",
+                transient=False,
+            )
+        if name == "RevisionNotFoundError":
+            return TargetError(
+                f"cannot {doing} on {where}: revision {self.revision!r} does not exist. Create the branch "
+                f"(`hf repo branch create {self.repo_id} {self.revision}`) or use repo_revision='main'",
+                transient=False,
+            )
+        if name in ("RepositoryNotFoundError", "GatedRepoError") or status == 404:
+            return TargetError(
+                f"cannot {doing} on {where}: the repository was not found (HTTP {status}). Check repo_id and "
+                f"repo_type, and that the token can see it",
+                transient=False,
+            )
+        if status is not None and status not in _TRANSIENT_STATUS and 400 <= status < 500:
+            return TargetError(f"cannot {doing} on {where}: HTTP {status}: {detail}", transient=False)
+        return TargetError(
+            f"cannot {doing} on {where} ({'HTTP %s' % status if status else name}: {detail}); will retry",
+            transient=True,
+            retry_after=retry_after(response),
+        )

@@ -1,0 +1,344 @@
+"""The uploader: one commit loop per node and logdir.
+
+Like ``huggingface_hub.CommitScheduler`` it commits the logdir every ``commit_every``; unlike it, it
+runs once per node whatever the number of training processes, records every commit in a
+persistent queue before sending it, and survives any crash::
+
+    every commit_every (or when a writer closes):
+        reconcile a job left in flight by a crash  (ask the target what it holds)
+        snapshot: new whole records of every file -> merged into the one pending job
+        commit the pending job -> acknowledge it in the queue, or back off and retry
+    exit when every registered writer is gone and the queue is drained
+
+Election: the uploader holds ``.hf_mpwriter/uploader.lock`` (``filelock``) while it runs; the OS
+drops the lock when it dies, and the writers, which check for a live uploader every couple of
+seconds, start a new one, which resumes the queue. Delivery is at least once and its effect
+exactly once: a job's bytes are fixed when it is queued, a retry sends the same bytes to the same
+paths, and a job whose outcome is unknown is checked against the target before it is sent again.
+
+Example:
+    >>> from hf_mpwriter.uploader import Uploader
+    >>> Uploader("runs/exp1").drain(timeout=60)  # what `hf-mpwriter sync runs/exp1` does  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from filelock import FileLock, Timeout
+
+from . import config as config_mod
+from .config import UploadConfig
+from .errors import ConfigurationError, TargetError
+from .jobqueue import Job, JobQueue
+from .snapshot import Scanner
+from .state import live_writers, process_identity, state_dir, write_json_atomic
+from .targets import Target
+from .targets.hub import HubTarget, redact
+
+logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
+
+POLL_S = 0.25
+MAX_BACKOFF_S = 300.0
+
+
+class AlreadyRunning(Exception):
+    """Another live uploader holds the lock of this logdir."""
+
+
+@dataclass
+class Progress:
+    """What a cycle did, for progress bars and logs."""
+
+    committed_bytes: int = 0
+    pending_bytes: int = 0
+    commits: int = 0
+    error: Optional[str] = None
+
+
+def backoff(attempts: int, error: TargetError) -> float:
+    """Seconds before retrying: exponential with jitter, at least what the server asked for."""
+    delay = min(MAX_BACKOFF_S, 2.0 ** max(0, attempts - 1)) * random.uniform(0.5, 1.5)
+    if not error.transient:
+        delay = max(delay, 30.0)
+    if error.retry_after is not None:
+        delay = max(delay, error.retry_after)
+    return delay
+
+
+class Uploader:
+    """Commits a logdir's new whole records to its target, from a persistent queue."""
+
+    def __init__(
+        self,
+        logdir: str | os.PathLike,
+        config: Optional[UploadConfig] = None,
+        *,
+        token: Optional[str] = None,
+        target: Optional[Target] = None,
+    ) -> None:
+        self.logdir = Path(logdir)
+        self.state = state_dir(self.logdir, create=False)
+        if not self.state.is_dir():
+            raise ConfigurationError(f"{str(self.logdir)!r} has no {self.state.name}/: no hf_mpwriter writer used it")
+        loaded = config or config_mod.load(self.logdir)
+        if loaded is None:
+            raise ConfigurationError(
+                f"{str(self.logdir)!r} has no upload target configured; pass --repo-id or --target"
+            )
+        self.config = loaded
+        self.target = target or loaded.make_target(token or os.environ.get("HF_TOKEN"))
+        self._token = token or os.environ.get("HF_TOKEN")
+        self.scanner = Scanner(self.logdir, loaded.allow_patterns, loaded.ignore_patterns)
+        self._queue: Optional[JobQueue] = None
+        self._prepared = False
+        self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0)
+
+    @property
+    def queue(self) -> JobQueue:
+        if self._queue is None:  # opened in the thread that uses it
+            self._queue = JobQueue(self.state / "queue.db")
+        return self._queue
+
+    # -- election ------------------------------------------------------------------------------
+    def acquire(self, wait: float = 3.0) -> None:
+        """Become the logdir's uploader, or raise :class:`AlreadyRunning`."""
+        try:
+            self._lock.acquire(timeout=wait)
+        except Timeout:
+            raise AlreadyRunning(f"another uploader is running for {self.logdir}") from None
+        write_json_atomic(
+            self.state / "uploader.json",
+            {**process_identity(), "target": self.target.description, "started": time.time(),
+             "thread": threading.current_thread().name},
+        )
+
+    def release(self) -> None:
+        try:
+            (self.state / "uploader.json").unlink()
+        except OSError:
+            pass
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
+        self._lock.release(force=True)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, stop: Optional[threading.Event] = None) -> int:
+        """Elected loop: commit every ``commit_every`` until the writers are gone and all is sent.
+
+        Returns 0 when everything is committed, 1 when it gave up after ``drain_timeout`` with a
+        backlog left (``hf-mpwriter sync`` finishes it), 2 if another uploader is running.
+        """
+        try:
+            self.acquire()
+        except AlreadyRunning as exc:
+            logger.info("%s; exiting", exc)
+            return 2
+        logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
+        try:
+            return self._loop(stop or threading.Event())
+        finally:
+            self.release()
+
+    def _loop(self, stop: threading.Event) -> int:
+        next_cycle = 0.0  # a backlog from an earlier run goes out at once
+        writers_gone_at: Optional[float] = None
+        while not stop.is_set():
+            now = time.monotonic()
+            triggered = self._consume_trigger()
+            writers = live_writers(self.logdir)
+            if triggered or now >= next_cycle or not writers:
+                if triggered:
+                    stop.wait(0.5)  # let the other ranks closing at the same moment join this commit
+                self.cycle()
+                if now >= next_cycle:
+                    next_cycle = now + self.config.commit_every
+            if not writers:
+                if self.drained():
+                    logger.info("every writer is gone and everything is committed; uploader exits")
+                    return 0
+                writers_gone_at = writers_gone_at or now
+                if now - writers_gone_at > self.config.drain_timeout:
+                    logger.error(
+                        "every writer is gone but the backlog could not be committed within %.0f s (%s); "
+                        "it is kept: run `hf-mpwriter sync %s` to finish",
+                        self.config.drain_timeout, self.last_error(), self.logdir,
+                    )
+                    return 1
+            else:
+                writers_gone_at = None
+            stop.wait(POLL_S if writers else 1.0)
+        return 0
+
+    def _consume_trigger(self) -> bool:
+        try:
+            (self.state / "trigger").unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+    # -- one cycle -----------------------------------------------------------------------------
+    def cycle(self, force_send: bool = False) -> Progress:
+        """Reconcile, snapshot, and commit if the pending job is due. Never raises for target errors."""
+        progress = Progress()
+        if not self._prepare():
+            progress.error = self.last_error()
+            return progress
+        key = self.target.key
+        job = self.queue.unfinished(key)
+        try:
+            if job is not None and job.state == "inflight":
+                job = self._reconcile(job)
+            known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
+            if job is not None:
+                known.update({p.path: p.size for p in job.pieces})
+            pieces = self.scanner.snapshot(known)
+            if pieces:
+                job = self.queue.add(key, pieces)
+            if job is not None and job.state == "pending" and (force_send or job.next_try <= time.time()):
+                self._send(job, progress)
+        except TargetError as exc:  # from reconciling: the target could not be asked
+            logger.warning("%s", exc)
+            progress.error = str(exc)
+        job = self.queue.unfinished(key)
+        progress.pending_bytes = job.bytes if job else 0
+        return progress
+
+    def _prepare(self) -> bool:
+        if self._prepared:
+            return True
+        try:
+            self.target.prepare()
+        except TargetError as exc:
+            self.queue.set_meta("last_error", str(exc))
+            logger.error("%s", exc)
+            return False
+        self.queue.set_meta("last_error", None)
+        self._prepared = True
+        card_key = f"card:{self.target.key}"
+        if isinstance(self.target, HubTarget) and self.queue.get_meta(card_key) is None:
+            try:
+                self.target.tag_model_card()
+                self.queue.set_meta(card_key, "done")
+            except TargetError as exc:
+                logger.warning("model card not tagged (will try again at the next start): %s", exc)
+        return True
+
+    def _reconcile(self, job: Job) -> Optional[Job]:
+        """A job left in flight (crash, lost response): done if the target holds it, else resend."""
+        job.pieces = [self.scanner.restage(p) for p in job.pieces]
+        if self.target.holds(job.pieces):
+            logger.info("job %d had been committed before the interruption; acknowledged", job.id)
+            self.queue.mark_done(job, job.commit_id or "reconciled")
+            self.scanner.clean_staging(())
+            return None
+        logger.info("job %d did not reach the target before the interruption; sending it again", job.id)
+        self.queue.mark_pending(job)
+        return job
+
+    def _send(self, job: Job, progress: Progress) -> None:
+        try:
+            job.pieces = [self.scanner.restage(p) for p in job.pieces]
+        except OSError as exc:
+            logger.error("job %d cannot be rebuilt (%s); dropping it and rescanning", job.id, exc)
+            self.queue.mark_done(job, None)
+            return
+        message = f"Upload TensorBoard logs: {len(job.pieces)} file(s), {job.bytes} bytes (hf_mpwriter)"
+        self.queue.mark_inflight(job)
+        try:
+            commit_id = self.target.commit(job.pieces, message)
+        except TargetError as exc:
+            delay = backoff(job.attempts, exc)
+            text = redact(str(exc), self._token)
+            self.queue.mark_failed(job, text, time.time() + delay)
+            (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", text, delay)
+            progress.error = text
+            return
+        self.queue.mark_done(job, commit_id)
+        self.scanner.clean_staging(())
+        progress.commits += 1
+        progress.committed_bytes += job.bytes
+        logger.info("committed %d file(s), %d bytes as %s", len(job.pieces), job.bytes, commit_id)
+
+    # -- state ---------------------------------------------------------------------------------
+    def drained(self) -> bool:
+        """Nothing queued, and no file has whole records beyond what the target holds."""
+        key = self.target.key
+        if self.queue.unfinished(key) is not None:
+            return False
+        known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
+        for rel, st in self.scanner.files():
+            if st.st_size > known.get(rel, 0) and self.scanner.whole_size(rel, st, known.get(rel, 0)) > known.get(rel, 0):
+                return False
+        return True
+
+    def last_error(self) -> Optional[str]:
+        job = self.queue.unfinished(self.target.key)
+        return (job.last_error if job else None) or self.queue.get_meta("last_error")
+
+    def drain(
+        self, timeout: Optional[float] = None, on_progress: Optional[Callable[[Progress], None]] = None
+    ) -> bool:
+        """Commit everything now (elected for the duration); ``True`` once all is committed.
+
+        Backoff still applies between attempts, bounded by ``timeout``. Used by ``hf-mpwriter sync``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.acquire(wait=10.0)
+        try:
+            while True:
+                progress = self.cycle()
+                if on_progress is not None:
+                    on_progress(progress)
+                if self.drained():
+                    return True
+                job = self.queue.unfinished(self.target.key)
+                wait = max(0.2, (job.next_try - time.time()) if job else 0.2)
+                if deadline is not None and time.monotonic() + min(wait, 1.0) > deadline:
+                    return False
+                time.sleep(min(wait, 1.0))
+        finally:
+            self.release()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the uploader process: ``python -m hf_mpwriter.uploader LOGDIR``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("logdir")
+    args = parser.parse_args(argv)
+    logdir = Path(args.logdir)
+    handler = logging.FileHandler(state_dir(logdir) / "uploader.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_RedactFilter())
+    root = logging.getLogger("hf_mpwriter")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        return Uploader(logdir).run()
+    except ConfigurationError as exc:
+        logger.error("%s", exc)
+        return 3
+
+
+class _RedactFilter(logging.Filter):
+    """Keeps tokens out of the uploader's log file, whatever a library puts in a message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), os.environ.get("HF_TOKEN"))
+        record.args = ()
+        return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())
