@@ -64,6 +64,7 @@ class Progress:
     pending_bytes: int = 0
     commits: int = 0
     error: Optional[str] = None
+    fatal: bool = False  # the error needs the user (token, repo, revision): retrying alone won't help
 
 
 def backoff(attempts: int, error: TargetError) -> float:
@@ -102,6 +103,8 @@ class Uploader:
         self.scanner = Scanner(self.logdir, loaded.allow_patterns, loaded.ignore_patterns)
         self._queue: Optional[JobQueue] = None
         self._prepared = False
+        self._prepare_fatal = False
+        self._prepare_retry_at = 0.0
         self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0)
 
     @property
@@ -134,7 +137,7 @@ class Uploader:
         self._lock.release(force=True)
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self, stop: Optional[threading.Event] = None) -> int:
+    def run(self, stop: Optional[threading.Event] = None, watch: bool = False) -> int:
         """Elected loop: commit every ``commit_every`` until the writers are gone and all is sent.
 
         Returns 0 when everything is committed, 1 when it gave up after ``drain_timeout`` with a
@@ -147,24 +150,24 @@ class Uploader:
             return 2
         logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
         try:
-            return self._loop(stop or threading.Event())
+            return self._loop(stop or threading.Event(), watch)
         finally:
             self.release()
 
-    def _loop(self, stop: threading.Event) -> int:
+    def _loop(self, stop: threading.Event, watch: bool) -> int:
         next_cycle = 0.0  # a backlog from an earlier run goes out at once
         writers_gone_at: Optional[float] = None
         while not stop.is_set():
             now = time.monotonic()
             triggered = self._consume_trigger()
             writers = live_writers(self.logdir)
-            if triggered or now >= next_cycle or not writers:
+            if triggered or now >= next_cycle or (not writers and not watch):
                 if triggered:
                     stop.wait(0.5)  # let the other ranks closing at the same moment join this commit
                 self.cycle()
                 if now >= next_cycle:
                     next_cycle = now + self.config.commit_every
-            if not writers:
+            if not writers and not watch:
                 if self.drained():
                     logger.info("every writer is gone and everything is committed; uploader exits")
                     return 0
@@ -193,7 +196,7 @@ class Uploader:
         """Reconcile, snapshot, and commit if the pending job is due. Never raises for target errors."""
         progress = Progress()
         if not self._prepare():
-            progress.error = self.last_error()
+            progress.error, progress.fatal = self.last_error(), self._prepare_fatal
             return progress
         key = self.target.key
         job = self.queue.unfinished(key)
@@ -218,11 +221,15 @@ class Uploader:
     def _prepare(self) -> bool:
         if self._prepared:
             return True
+        if time.monotonic() < self._prepare_retry_at:
+            return False
         try:
             self.target.prepare()
         except TargetError as exc:
-            self.queue.set_meta("last_error", str(exc))
-            logger.error("%s", exc)
+            self.queue.set_meta("last_error", redact(str(exc), self._token))
+            self._prepare_fatal = not exc.transient
+            self._prepare_retry_at = time.monotonic() + (30.0 if self._prepare_fatal else 2.0)
+            logger.error("%s", redact(str(exc), self._token))
             return False
         self.queue.set_meta("last_error", None)
         self._prepared = True
@@ -263,7 +270,7 @@ class Uploader:
             text = redact(str(exc), self._token)
             self.queue.mark_failed(job, text, time.time() + delay)
             (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", text, delay)
-            progress.error = text
+            progress.error, progress.fatal = text, not exc.transient
             return
         self.queue.mark_done(job, commit_id)
         self.scanner.clean_staging(())
@@ -303,6 +310,8 @@ class Uploader:
                     on_progress(progress)
                 if self.drained():
                     return True
+                if progress.fatal:
+                    return False
                 job = self.queue.unfinished(self.target.key)
                 wait = max(0.2, (job.next_try - time.time()) if job else 0.2)
                 if deadline is not None and time.monotonic() + min(wait, 1.0) > deadline:

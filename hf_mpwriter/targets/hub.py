@@ -161,7 +161,7 @@ class HubTarget(Target):
 
         local = hf_hub_download(
             self.repo_id, f"{self.prefix}/{path}" if self.prefix else path, repo_type=self.repo_type,
-            revision=self.revision, token=self._token,
+            revision=self.revision, token=self._token, endpoint=self.api.endpoint,
         )
         with open(local, "rb") as handle:
             return handle.read()

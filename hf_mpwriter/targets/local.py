@@ -29,7 +29,7 @@ class LocalTarget(Target):
         super().__init__(prefix)
         self.directory = Path(directory).expanduser().resolve()
         self.key = f"local:{self.directory}:{self.prefix}"
-        self.description = str(self.directory / self.prefix) if self.prefix else str(self.directory)
+        self.description = str(self.directory)
 
     def prepare(self) -> None:
         try:

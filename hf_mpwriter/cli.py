@@ -1,0 +1,219 @@
+"""``hf-mpwriter``: run the demo, look at a logdir's upload status, drain a backlog.
+
+Every expected failure prints one line (what, why, what to do) and exits non-zero; ``--debug``
+shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+from .errors import HFMPWriterError
+
+logger = logging.getLogger(__name__)
+
+
+class CLIError(HFMPWriterError):
+    """An expected failure: printed as one line, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- status ----------------------------------------------------------------------------------
+def _age(ts: Optional[float]) -> str:
+    if not ts:
+        return "never"
+    secs = max(0, time.time() - ts)
+    return f"{secs:.0f}s ago" if secs < 120 else f"{secs / 60:.0f}min ago"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import collect
+
+    info = collect(Path(args.logdir))
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    target = info["target"]
+    up = info["uploader"]
+    print(f"logdir    {info['logdir']}")
+    print(f"target    {target['description'] + ' (' + target['prefix'] + '/)' if target else 'none (local only; `hf-mpwriter sync LOGDIR --repo-id ID` uploads it)'}")
+    print(f"uploader  {'none' if up is None else ('pid %s on %s, %s' % (up['pid'], up['host'], 'alive' if up['alive'] else 'DEAD'))}")
+    print(f"writers   {len(info['writers'])} live")
+    last = info["last_commit"]
+    print(f"commits   {info['commits']} (last: {_age(last['time']) if last else 'never'}{', ' + str(last['id']) if last and last['id'] else ''})")
+    print(f"pending   {info['pending_jobs']} job(s), {info['pending_bytes']} bytes")
+    if info["last_error"]:
+        print(f"error     {info['last_error']}")
+    print()
+    rows = [("run", "file", "written", "committed", "")]
+    for f in info["files"]:
+        state = "complete" if f["complete"] else "open"
+        if f["torn_tail_bytes"]:
+            state += f", {f['torn_tail_bytes']} B torn tail"
+        rows.append((f["run"], os.path.basename(f["path"]), str(f["bytes_written"]), str(f["bytes_committed"]), state))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print()
+    print("up to date" if info["up_to_date"] else "NOT up to date: `hf-mpwriter sync " + args.logdir + "` finishes it")
+    return 0
+
+
+# -- sync ------------------------------------------------------------------------------------
+def _sync_config(args: argparse.Namespace, logdir: Path):  # -> UploadConfig
+    from . import config as config_mod
+    from .config import UploadConfig, check_hub_settings, hub_prefix
+
+    current = config_mod.load(logdir)
+    if args.repo_id or args.target:
+        if args.repo_id and args.target:
+            raise CLIError("pass either --repo-id or --target, not both", 2)
+        prefix = hub_prefix(args.path_in_repo, logdir)
+        every = current.commit_every if current else 300.0
+        if args.repo_id:
+            repo_type = check_hub_settings(args.repo_id, args.repo_type, every)
+            wanted = UploadConfig(kind="hub", prefix=prefix, commit_every=every, repo_id=args.repo_id,
+                                  repo_type=repo_type, revision=args.revision or "main")
+        else:
+            wanted = UploadConfig(kind="local", prefix=prefix, commit_every=every, directory=str(Path(args.target).resolve()))
+        if current is None or current.target_key != wanted.target_key:
+            wanted.save(logdir)  # refuses a logdir already bound to another target
+        return wanted
+    if current is None:
+        raise CLIError(f"{str(logdir)!r} has no upload target yet: pass --repo-id ID or --target DIR", 2)
+    return current
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .status import check_used_logdir, collect
+    from .uploader import AlreadyRunning, Uploader
+
+    logdir = Path(args.logdir)
+    check_used_logdir(logdir)
+    config = _sync_config(args, logdir)
+    uploader = Uploader(logdir, config)
+    if args.watch:
+        print(f"watching {logdir} -> {uploader.target.description} (Ctrl-C to stop)")
+        code = uploader.run(watch=True)
+        if code == 2:
+            raise CLIError(f"another uploader is already running for {logdir}; `hf-mpwriter status {logdir}` shows it")
+        return code
+    from tqdm.auto import tqdm
+
+    total = max(1, collect(logdir)["bytes_written"])
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="sync", disable=args.quiet)
+
+    def show(_progress=None) -> None:
+        info = collect(logdir)
+        bar.n = min(total, info["bytes_committed"])
+        bar.set_postfix(commits=info["commits"], pending=info["pending_bytes"])
+        bar.refresh()
+
+    try:
+        ok = uploader.drain(timeout=args.timeout, on_progress=show)
+    except AlreadyRunning:  # the node's uploader is at work: ask it to commit now and watch it
+        from .election import trigger
+
+        trigger(logdir)
+        deadline = time.monotonic() + args.timeout
+        ok = False
+        while time.monotonic() < deadline:
+            show()
+            if collect(logdir)["up_to_date"]:
+                ok = True
+                break
+            time.sleep(0.5)
+    show()
+    bar.close()
+    info = collect(logdir)
+    if ok and info["up_to_date"]:
+        print(f"synced: {info['bytes_committed']} bytes in {len(info['files'])} file(s) are on {info['target']['description']}")
+        return 0
+    error = info["last_error"] or "timed out"
+    raise CLIError(
+        f"not everything is committed ({info['bytes_written'] - info['bytes_committed']} bytes left): {error}. "
+        f"The logs are safe and queued; fix the cause and run `hf-mpwriter sync {args.logdir}` again"
+    )
+
+
+# -- demo ------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(
+        workers=args.workers, steps=args.steps, repo_id=args.repo_id, target=args.target, chaos=args.chaos,
+        out=args.out, commit_every=args.commit_every, local_hub=args.local_hub, quiet=args.quiet,
+    )
+
+
+# -- main ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-mpwriter", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hf-mpwriter {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="N worker processes log while the uploader commits; then verify")
+    demo.add_argument("--workers", type=int, default=4)
+    demo.add_argument("--steps", type=int, default=200)
+    where = demo.add_mutually_exclusive_group()
+    where.add_argument("--repo-id", help="commit to this Hub repo (needs a token and network)")
+    where.add_argument("--target", help="commit to this local directory (default: inside --out)")
+    where.add_argument("--local-hub", action="store_true",
+                       help="commit through the real huggingface_hub client to the project's own local Hub server")
+    demo.add_argument("--chaos", action="store_true", help="SIGKILL and restart a worker and the uploader on the way")
+    demo.add_argument("--out", default="hf_mpwriter_demo", help="directory for the demo's logs and target")
+    demo.add_argument("--commit-every", type=float, default=2.0, help="seconds between commits (default 2)")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    status = sub.add_parser("status", help="per file: bytes written and committed; jobs, uploader, errors")
+    status.add_argument("logdir")
+    status.add_argument("--json", action="store_true", help="stable JSON output")
+    status.set_defaults(func=cmd_status)
+
+    sync = sub.add_parser("sync", help="commit a logdir's backlog now (exit 0 only when all is committed)")
+    sync.add_argument("logdir")
+    where = sync.add_mutually_exclusive_group()
+    where.add_argument("--repo-id", help="Hub repo to commit to (needed if the logdir has no target yet)")
+    where.add_argument("--target", help="local directory to commit to")
+    sync.add_argument("--repo-type", default=None, choices=["model", "dataset", "space"])
+    sync.add_argument("--revision", default=None)
+    sync.add_argument("--path-in-repo", default="tensorboard")
+    sync.add_argument("--watch", action="store_true", help="keep running as this node's uploader")
+    sync.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds (default 300)")
+    sync.add_argument("--quiet", action="store_true")
+    sync.set_defaults(func=cmd_sync)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; nothing is lost: `hf-mpwriter sync LOGDIR` resumes", file=sys.stderr)
+        return 130
+    except (HFMPWriterError, OSError) as exc:
+        if args.debug:
+            raise
+        code = getattr(exc, "code", 1)
+        print(f"hf-mpwriter: error: {exc}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

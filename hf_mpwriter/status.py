@@ -1,0 +1,94 @@
+"""What a logdir's upload looks like right now: for ``hf-mpwriter status`` and for tests.
+
+Read-only: it opens the queue read-only and never touches the target.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from . import config as config_mod
+from .election import uploader_info
+from .errors import ConfigurationError
+from .jobqueue import JobQueue, QueueCorrupted
+from .snapshot import Scanner
+from .state import STATE_DIRNAME, is_alive, live_writers, state_dir
+
+
+def check_used_logdir(logdir: Path) -> None:
+    """Raise :class:`ConfigurationError` unless ``logdir`` exists and an hf_mpwriter writer used it."""
+    if not logdir.exists():
+        raise ConfigurationError(f"no such logdir: {str(logdir)!r}")
+    if not logdir.is_dir():
+        raise ConfigurationError(f"{str(logdir)!r} is not a directory")
+    if not (logdir / STATE_DIRNAME).is_dir():
+        raise ConfigurationError(
+            f"{str(logdir)!r} was never used by an hf_mpwriter writer (it has no {STATE_DIRNAME}/ directory); "
+            f"pass the logdir given to SummaryWriter/HFSummaryWriter"
+        )
+
+
+def collect(logdir: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-able picture of the logdir: files, what is committed, jobs, uploader, errors."""
+    root = Path(logdir)
+    check_used_logdir(root)
+    config = config_mod.load(root)
+    key = config.target_key if config else None
+    committed: dict[str, tuple[int, str, bool]] = {}
+    pending: Optional[Any] = None
+    last: Optional[Any] = None
+    commits = 0
+    meta_error: Optional[str] = None
+    queue_error: Optional[str] = None
+    if key is not None and (state_dir(root, create=False) / "queue.db").exists():
+        try:
+            queue = JobQueue(state_dir(root, create=False) / "queue.db", readonly=True)
+            try:
+                committed = queue.committed(key)
+                pending = queue.unfinished(key)
+                last = queue.last_done(key)
+                commits = queue.count_done(key)
+                meta_error = queue.get_meta("last_error")
+            finally:
+                queue.close()
+        except (QueueCorrupted, Exception) as exc:  # the uploader rebuilds it; say so
+            queue_error = f"queue unreadable ({exc}); the next uploader start rebuilds it"
+    scanner = Scanner(root, config.allow_patterns if config else ("*.tfevents.*",),
+                      config.ignore_patterns if config else None)
+    files = []
+    for rel, st in scanner.files():
+        done = committed.get(rel, (0, "", False))
+        whole = scanner.whole_size(rel, st, min(done[0], st.st_size))
+        files.append({
+            "path": rel,
+            "run": os.path.dirname(rel) or ".",
+            "bytes_written": st.st_size,
+            "bytes_committed": done[0],
+            "torn_tail_bytes": st.st_size - whole,  # an unfinished last record (a writer was killed)
+            "complete": not (st.st_mode & 0o222),
+        })
+    info = uploader_info(root)
+    target = config.make_target() if config else None
+    return {
+        "logdir": str(root.resolve()),
+        "target": None if config is None else {"kind": config.kind, "description": target.description,
+                                               "prefix": config.prefix, "commit_every_s": config.commit_every},
+        "uploader": None if info is None else {"pid": info.get("pid"), "host": info.get("host"),
+                                               "alive": is_alive(info), "started": info.get("started")},
+        "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in live_writers(root)],
+        "files": files,
+        "bytes_written": sum(f["bytes_written"] for f in files),
+        "bytes_committed": sum(f["bytes_committed"] for f in files),
+        "pending_jobs": 1 if pending else 0,
+        "pending_bytes": pending.bytes if pending else 0,
+        "commits": commits,
+        "last_commit": None if last is None else {"time": last.updated, "id": last.commit_id},
+        "last_error": (pending.last_error if pending else None) or meta_error or queue_error,
+        "up_to_date": config is not None and all(
+            f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in files)
+        and pending is None,
+        "checked_at": time.time(),
+    }
