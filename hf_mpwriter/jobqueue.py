@@ -230,6 +230,10 @@ class JobQueue:
         )
         job.state, job.last_error, job.next_try = "pending", error, next_try
 
+    def reset_backoff(self, target: str) -> None:
+        """Make the unfinished job due now (a new uploader or an explicit sync should not wait)."""
+        self._db.execute("UPDATE jobs SET next_try = 0 WHERE target = ? AND state != 'done'", (target,))
+
     def mark_pending(self, job: Job) -> None:
         """An in-flight job found not to have landed: send it again now."""
         self._db.execute("UPDATE jobs SET state = 'pending', next_try = 0 WHERE id = ?", (job.id,))

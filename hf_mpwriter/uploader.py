@@ -120,6 +120,7 @@ class Uploader:
             self._lock.acquire(timeout=wait)
         except Timeout:
             raise AlreadyRunning(f"another uploader is running for {self.logdir}") from None
+        self.queue.reset_backoff(self.target.key)  # a new uploader (or a sync) tries at once
         write_json_atomic(
             self.state / "uploader.json",
             {**process_identity(), "target": self.target.description, "started": time.time(),
@@ -201,8 +202,8 @@ class Uploader:
         key = self.target.key
         job = self.queue.unfinished(key)
         try:
-            if job is not None and job.state == "inflight":
-                job = self._reconcile(job)
+            if job is not None and (job.state == "inflight" or (job.attempts and job.next_try <= time.time())):
+                job = self._reconcile(job)  # the last attempt may have landed although it failed
             known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
             if job is not None:
                 known.update({p.path: p.size for p in job.pieces})
@@ -212,8 +213,11 @@ class Uploader:
             if job is not None and job.state == "pending" and (force_send or job.next_try <= time.time()):
                 self._send(job, progress)
         except TargetError as exc:  # from reconciling: the target could not be asked
-            logger.warning("%s", exc)
-            progress.error = str(exc)
+            text = redact(str(exc), self._token)
+            if job is not None:
+                self.queue.mark_failed(job, text, time.time() + backoff(max(1, job.attempts), exc))
+            logger.warning("%s", text)
+            progress.error, progress.fatal = text, not exc.transient
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
         return progress

@@ -1,0 +1,191 @@
+"""Shared test helpers: read event files back with TensorBoard's own reader, run child processes.
+
+Everything read back here goes through TensorBoard's code (its record reader, which checks the
+framing and both crc32c checksums in pure Python, independently of the ``crc32c`` package the
+writer uses; its ``EventAccumulator``, which implements ``purge_step``; its multiplexer, which
+decides what a "run" is). The writer is never asked to read its own files.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader, RawEventFileLoader
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Environment variables through which launchers tell a process its rank (cleared for tests).
+LAUNCHER_VARS = (
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RESTART_COUNT",
+    "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
+    "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+    "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID",
+    "PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK",
+)
+
+#: "Keep everything" for TensorBoard's reservoirs (the defaults sample).
+ALL = {
+    event_accumulator.SCALARS: 0,
+    event_accumulator.HISTOGRAMS: 0,
+    event_accumulator.COMPRESSED_HISTOGRAMS: 0,
+    event_accumulator.IMAGES: 0,
+    event_accumulator.AUDIO: 0,
+    event_accumulator.TENSORS: 0,
+    event_accumulator.GRAPH: 0,
+}
+
+
+# -- reading back ------------------------------------------------------------------------------
+def event_files(run_dir: os.PathLike | str) -> list[Path]:
+    """The event files directly in ``run_dir``, in TensorBoard's read order (by name)."""
+    run_dir = Path(run_dir)
+    return sorted((p for p in run_dir.iterdir() if "tfevents" in p.name and p.is_file()), key=lambda p: p.name)
+
+
+def read_file_events(path: os.PathLike | str) -> list:
+    """Every event TensorBoard's record reader gets out of one file (stops at a torn tail)."""
+    return list(LegacyEventFileLoader(str(path)).Load())
+
+
+def read_raw_records(path: os.PathLike | str) -> list[bytes]:
+    """The serialized events of one file, as TensorBoard's record reader returns them."""
+    return list(RawEventFileLoader(str(path)).Load())
+
+
+def read_run_events(run_dir: os.PathLike | str) -> list:
+    """Every event of a run directory, files in name order (what TensorBoard reads)."""
+    events = []
+    for path in event_files(run_dir):
+        events.extend(read_file_events(path))
+    return events
+
+
+def summary_values(events: Iterable) -> list[tuple[int, object]]:
+    """``(step, Summary.Value)`` for every summary value in ``events``."""
+    return [(e.step, v) for e in events if e.HasField("summary") for v in e.summary.value]
+
+
+def scalar_points(events: Iterable, tag: Optional[str] = None) -> list[tuple[int, float]]:
+    """``(step, simple_value)`` of every scalar (optionally only ``tag``) in ``events``."""
+    return [
+        (step, v.simple_value)
+        for step, v in summary_values(events)
+        if v.WhichOneof("value") == "simple_value" and (tag is None or v.tag == tag)
+    ]
+
+
+def accumulator(path: os.PathLike | str, purge: bool = True) -> event_accumulator.EventAccumulator:
+    """TensorBoard's ``EventAccumulator`` on a run directory (or one file), everything kept."""
+    acc = event_accumulator.EventAccumulator(str(path), size_guidance=ALL, purge_orphaned_data=purge)
+    return acc.Reload()
+
+
+def plugin_accumulator(path: os.PathLike | str, purge: bool = True) -> plugin_event_accumulator.EventAccumulator:
+    """TensorBoard's plugin ``EventAccumulator`` (everything as tensors, as the plugins see it)."""
+    acc = plugin_event_accumulator.EventAccumulator(
+        str(path), size_guidance=ALL, tensor_size_guidance={}, purge_orphaned_data=purge
+    )
+    return acc.Reload()
+
+
+def scalars(path: os.PathLike | str, tag: str, purge: bool = True) -> list[tuple[int, float]]:
+    """``(step, value)`` of ``tag`` as TensorBoard's accumulator shows it."""
+    return [(e.step, e.value) for e in accumulator(path, purge).Scalars(tag)]
+
+
+def tensorboard_runs(logdir: os.PathLike | str) -> dict[str, Path]:
+    """The runs TensorBoard's multiplexer finds under ``logdir``: ``{run name: directory}``."""
+    mux = EventMultiplexer(size_guidance=ALL)
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    return {run: Path(mux.RunPaths()[run]) for run in mux.Runs()}
+
+
+def record_spans(path: os.PathLike | str) -> tuple[int, int]:
+    """``(whole records, bytes they cover)`` from the length fields alone (no checksums).
+
+    An independent framing walk: compared with what TensorBoard's checksumming reader yields, it
+    shows that every whole record in a file is also a valid one.
+    """
+    data = Path(path).read_bytes()
+    offset = count = 0
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        end = offset + 12 + length + 4
+        if end > len(data):
+            break
+        offset, count = end, count + 1
+    return count, offset
+
+
+# -- waiting and child processes ----------------------------------------------------------------
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+
+
+#: Children do not import torch (tensorboardX imports it if it can, ~1.5 s per process): the
+#: process tests are about files and locks, not tensors.
+_PREAMBLE = """\
+import sys
+if {no_torch}:
+    sys.modules["torch"] = None
+sys.path.insert(0, {root!r})
+"""
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment without launcher variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def child_code(code: str, torch: bool = False) -> str:
+    return _PREAMBLE.format(no_torch=not torch, root=str(REPO_ROOT)) + textwrap.dedent(code)
+
+
+def spawn(code: str, env: Optional[dict] = None, torch: bool = False, **popen) -> subprocess.Popen:
+    """Start ``python -c code`` (stdout/stderr piped, text mode)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", child_code(code, torch)],
+        env=env if env is not None else child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 30.0) -> str:
+    """Wait for ``proc``; fail with its stderr unless it exited 0. Returns its stdout."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"child timed out after {timeout} s\nstdout:\n{out}\nstderr:\n{err}") from None
+    assert proc.returncode == 0, f"child exited with {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    return out
+
+
+def run(code: str, env: Optional[dict] = None, timeout: float = 30.0, torch: bool = False) -> str:
+    """Run ``python -c code`` to completion; its stdout."""
+    return finish(spawn(code, env, torch), timeout)

@@ -1,0 +1,164 @@
+"""The uploader with the local-directory target: real writer processes, real SIGKILLs."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from hf_mpwriter import HFSummaryWriter
+from hf_mpwriter.jobqueue import JobQueue
+from hf_mpwriter.status import collect
+from hf_mpwriter.uploader import Uploader
+from upload_helpers import (
+    check_remote, finish, local_commits, local_target_files, read_line, sigkill, start_writer, uploader_pid,
+    wait_for,
+)
+
+
+def _cfg(tmp_path: Path, rank: int, **kw) -> dict:
+    cfg = {"logdir": str(tmp_path / "logs"), "target_dir": str(tmp_path / "target"), "rank": rank,
+           "commit_every_s": 1.0, "steps": 200, "sleep": 0.01}
+    cfg.update(kw)
+    return cfg
+
+
+def test_four_writers_one_uploader_commit_per_interval(tmp_path):
+    started = time.monotonic()
+    procs = [start_writer(_cfg(tmp_path, r, steps=400)) for r in range(4)]
+    for proc in procs:
+        finish(proc)
+    elapsed = time.monotonic() - started
+    logdir, target = tmp_path / "logs", tmp_path / "target"
+    remote = local_target_files(target, "tensorboard/logs")
+    check_remote(logdir, remote, {r: range(400) for r in range(4)}, tmp_path / "remote")
+    commits = local_commits(target)
+    # One commit per interval for the node (not per rank), plus at most a couple for the closes.
+    assert 2 <= len(commits) <= math.ceil(elapsed / 1.0) + 3, (len(commits), elapsed)
+    status = collect(logdir)
+    assert status["up_to_date"] and status["pending_jobs"] == 0
+    assert (logdir / ".hf_mpwriter").stat().st_mode & 0o777 == 0o700
+
+
+def test_uploader_and_writer_sigkilled_then_everything_arrives(tmp_path):
+    logdir = tmp_path / "logs"
+    procs = [start_writer(_cfg(tmp_path, r, steps=600)) for r in range(3)]
+    for proc in procs:
+        read_line(proc, "started")
+    first = wait_for(lambda: uploader_pid(logdir), 20, "an uploader")
+    wait_for(lambda: local_commits(tmp_path / "target"), 20, "a first commit")
+    sigkill(first)
+    second = wait_for(lambda: (uploader_pid(logdir) or first) != first and uploader_pid(logdir), 15,
+                      "a writer to start a new uploader")
+    assert second != first
+    # SIGKILL writer 2 once it has flushed some steps: what it flushed must arrive anyway.
+    flushed = int(read_line(procs[2], "flushed 2").split()[1])
+    sigkill(procs[2].pid)
+    procs[2].wait()
+    for proc in procs[:2]:
+        finish(proc)
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    wait_for(lambda: collect(logdir)["up_to_date"], 30, "the killed writer's records to be committed")
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    check_remote(logdir, remote, {0: range(600), 1: range(600), 2: range(flushed + 1)}, tmp_path / "remote")
+
+
+def _offline_logs(tmp_path: Path, ranks=(0, 1), steps=50) -> Path:
+    """Logs written with no uploader (``uploader="none"``), queued for the local target."""
+    logdir = tmp_path / "logs"
+    for rank in ranks:
+        with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=rank,
+                             uploader="none", commit_every=1) as writer:
+            for step in range(steps):
+                writer.add_scalar("loss", float(rank * 100000 + step), step)
+    return logdir
+
+
+def _crash_mid_commit(logdir: Path, apply: int) -> None:
+    """Leave the state a SIGKILL mid-commit leaves: job in flight, ``apply`` files written."""
+    uploader = Uploader(logdir)
+    uploader.acquire()
+    try:
+        assert uploader._prepare()
+        job = uploader.queue.add(uploader.target.key, uploader.scanner.snapshot({}))
+        uploader.queue.mark_inflight(job)
+        if apply:
+            uploader.target.commit(job.pieces[:apply], "interrupted")
+    finally:
+        uploader.release()
+
+
+@pytest.mark.parametrize("apply", [0, 1, 2])
+def test_job_in_flight_at_crash_is_reconciled(tmp_path, apply):
+    logdir = _offline_logs(tmp_path)
+    _crash_mid_commit(logdir, apply)
+    before = len(local_commits(tmp_path / "target"))
+    assert Uploader(logdir).drain(timeout=30)
+    after = local_commits(tmp_path / "target")
+    # Fully applied: acknowledged without a second commit. Otherwise: sent once more.
+    assert len(after) == before + (0 if apply == 2 else 1)
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    check_remote(logdir, remote, {0: range(50), 1: range(50)}, tmp_path / "remote")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupted_queue_is_set_aside_and_rebuilt(tmp_path, damage):
+    logdir = _offline_logs(tmp_path)
+    assert Uploader(logdir).drain(timeout=30)
+    queue = logdir / ".hf_mpwriter" / "queue.db"
+    for extra in ("-wal", "-shm"):
+        Path(str(queue) + extra).unlink(missing_ok=True)
+    data = queue.read_bytes()
+    queue.write_bytes(b"this is not a database" * 100 if damage == "garbage" else data[: len(data) // 3])
+    # More data arrives after the damage: it must be committed along with everything else.
+    with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none",
+                         commit_every=1, purge_step=50) as writer:
+        for step in range(50, 80):
+            writer.add_scalar("loss", float(step), step)
+    assert Uploader(logdir).drain(timeout=30)
+    assert list((logdir / ".hf_mpwriter").glob("queue.db.corrupt-*")), "the damaged queue was not set aside"
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    check_remote(logdir, remote, {0: range(80), 1: range(50)}, tmp_path / "remote")
+    assert JobQueue(queue).unfinished(Uploader(logdir).target.key) is None
+
+
+def test_backlog_without_uploader_is_drained_by_sync_api(tmp_path):
+    logdir = _offline_logs(tmp_path, ranks=(0, 1, 2))
+    assert not local_commits(tmp_path / "target")
+    status = collect(logdir)
+    assert not status["up_to_date"] and status["bytes_committed"] == 0
+    assert Uploader(logdir).drain(timeout=30)
+    assert collect(logdir)["up_to_date"]
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    check_remote(logdir, remote, {r: range(50) for r in range(3)}, tmp_path / "remote")
+
+
+def test_thread_mode_uploads_in_process(tmp_path):
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="thread",
+                         commit_every=1, close_timeout=30) as writer:
+        for step in range(100):
+            writer.add_scalar("loss", float(step), step)
+    info = collect(logdir)
+    assert info["up_to_date"], info
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    check_remote(logdir, remote, {0: range(100)}, tmp_path / "remote")
+
+
+def test_rotation_sends_closed_files_once(tmp_path):
+    logdir = tmp_path / "logs"
+    proc = start_writer(_cfg(tmp_path, 0, steps=3000, sleep=0.0005, rotate_bytes=16384, commit_every_s=0.5))
+    finish(proc)
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    assert len(remote) > 5
+    check_remote(logdir, remote, {0: range(3000)}, tmp_path / "remote")
+    sizes: dict[str, list[int]] = {}
+    for commit in local_commits(tmp_path / "target"):
+        for path, size in commit["files"].items():
+            sizes.setdefault(path, []).append(size)
+    # Each commit carries only what grew: a file is never re-sent at a size already sent, so a
+    # completed (rotated) file goes out at most once more after its last growth.
+    for path, seen in sizes.items():
+        assert seen == sorted(set(seen)), (path, seen)

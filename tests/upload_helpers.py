@@ -1,0 +1,138 @@
+"""Helpers for the upload tests: real writer processes, waiting on conditions, checking targets.
+
+Targets are checked by materialising what the target holds into a directory and reading it with
+TensorBoard's own reader: every rank's remote run must hold each logged step exactly once, with
+its value, and every remote event file must be byte-identical to a whole-record prefix of the
+local one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+from helpers import LAUNCHER_VARS, read_file_events, read_raw_records, scalar_points
+
+TESTS = Path(__file__).resolve().parent
+
+
+def writer_env(extra: Optional[Mapping[str, str]] = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    env["PYTHONPATH"] = str(TESTS.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def start_writer(cfg: dict, env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+    """A real writer process running ``tests/proc_writer.py``."""
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "proc_writer.py"), json.dumps(cfg)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=writer_env(env),
+    )
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
+    """Poll ``predicate`` until truthy; fail the test with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def read_line(proc: subprocess.Popen, prefix: str, timeout: float = 60) -> str:
+    """Next stdout line of ``proc`` starting with ``prefix`` (fails if the process dies first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"process exited ({proc.wait()}) before printing {prefix!r}: {proc.stderr.read()}")
+        if line.startswith(prefix):
+            return line.strip()
+    raise AssertionError(f"no {prefix!r} line within {timeout} s")
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
+    """Wait for a writer to exit 0; return its stderr."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"writer failed ({proc.returncode}): {err}"
+    return err
+
+
+def uploader_pid(logdir: Path) -> Optional[int]:
+    from hf_mpwriter.election import uploader_info
+    from hf_mpwriter.state import is_alive
+
+    info = uploader_info(logdir)
+    return int(info["pid"]) if info and is_alive(info) else None
+
+
+def sigkill(pid: int) -> None:
+    """SIGKILL ``pid`` and wait until it is gone (or a zombie)."""
+    import psutil
+
+    os.kill(pid, signal.SIGKILL)
+    try:
+        proc = psutil.Process(pid)
+        wait_for(lambda: not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE, 10, f"pid {pid} to die")
+    except psutil.NoSuchProcess:
+        pass
+
+
+def local_event_files(logdir: Path) -> dict[str, bytes]:
+    """``relative path -> bytes`` of the logdir's event files (state directory excluded)."""
+    out = {}
+    for path in sorted(logdir.rglob("*tfevents*")):
+        if ".hf_mpwriter" not in path.parts:
+            out[path.relative_to(logdir).as_posix()] = path.read_bytes()
+    return out
+
+
+def materialise(files: Mapping[str, bytes], into: Path) -> Path:
+    for rel, data in files.items():
+        dest = into / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    return into
+
+
+def check_remote(logdir: Path, remote: Mapping[str, bytes], expected: Mapping[int, range], tmp: Path) -> None:
+    """The target holds every expected step of every rank exactly once; its files are prefixes of
+    the local ones ending at whole records (TensorBoard's reader consumes them entirely)."""
+    local = local_event_files(logdir)
+    assert set(remote) == set(local), f"remote files {sorted(remote)} != local {sorted(local)}"
+    copy = materialise(remote, tmp)
+    for rel, data in remote.items():
+        assert local[rel].startswith(data), f"{rel}: remote is not a prefix of local"
+        consumed = sum(16 + len(r) for r in read_raw_records(copy / rel))
+        assert consumed == len(data), f"{rel}: remote file ends mid-record ({consumed} != {len(data)})"
+    for rank, steps in expected.items():
+        points = Counter()
+        for rel in remote:
+            if rel.startswith(f"rank-{rank:03d}/"):
+                points.update(scalar_points(read_file_events(copy / rel), "loss"))
+        want = Counter({(s, float(rank * 100000 + s)): 1 for s in steps})
+        missing = want - points
+        assert not missing, f"rank {rank}: {len(missing)} records missing remotely, e.g. {sorted(missing)[:5]}"
+        dupes = {k: n for k, n in points.items() if n > 1}
+        assert not dupes, f"rank {rank}: records duplicated remotely: {sorted(dupes)[:5]}"
+
+
+def local_target_files(target: Path, prefix: str) -> dict[str, bytes]:
+    root = target / prefix
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*tfevents*")) if p.is_file()}
+
+
+def local_commits(target: Path) -> list[dict]:
+    log = target / ".hf_mpwriter-commits.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
