@@ -162,7 +162,7 @@ class Uploader:
             now = time.monotonic()
             triggered = self._consume_trigger()
             writers = live_writers(self.logdir)
-            if triggered or now >= next_cycle or (not writers and not watch):
+            if triggered or now >= next_cycle or self._retry_due() or (not writers and not watch):
                 if triggered:
                     stop.wait(0.5)  # let the other ranks closing at the same moment join this commit
                 self.cycle()
@@ -184,6 +184,11 @@ class Uploader:
                 writers_gone_at = None
             stop.wait(POLL_S if writers else 1.0)
         return 0
+
+    def _retry_due(self) -> bool:
+        """A failed job's backoff has run out (retries need not wait for the next interval)."""
+        job = self.queue.unfinished(self.target.key)
+        return job is not None and job.attempts > 0 and job.next_try <= time.time()
 
     def _consume_trigger(self) -> bool:
         try:

@@ -7,6 +7,7 @@ and on the server's stored state.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -88,7 +89,8 @@ def test_upload_list_download_squash(server: HubServer, tmp_path: Path) -> None:
             for f in api.get_paths_info("ns/run", ["logs/a.txt", "logs/big.bin", "logs", "missing"])
         ]
         out["a"] = open(hf_hub_download("ns/run", "logs/a.txt"), "rb").read().decode()
-        out["big_ok"] = open(hf_hub_download("ns/run", "logs/big.bin"), "rb").read() == open(os.path.join(W, "big.bin"), "rb").read()
+        big = open(os.path.join(W, "big.bin"), "rb").read()
+        out["big_ok"] = open(hf_hub_download("ns/run", "logs/big.bin"), "rb").read() == big
         try:
             hf_hub_download("ns/run", "nope.txt")
         except Exception as e:
@@ -96,8 +98,9 @@ def test_upload_list_download_squash(server: HubServer, tmp_path: Path) -> None:
         api.super_squash_history("ns/run")
         out["after_squash"] = len(api.list_repo_commits("ns/run"))
         api.create_repo("ns/data", repo_type="dataset")
-        api.upload_file(path_or_fileobj=os.path.join(W, "big.bin"), path_in_repo="d.bin", repo_id="ns/data", repo_type="dataset")
-        out["ds_ok"] = open(hf_hub_download("ns/data", "d.bin", repo_type="dataset"), "rb").read() == open(os.path.join(W, "big.bin"), "rb").read()
+        api.upload_file(path_or_fileobj=os.path.join(W, "big.bin"), path_in_repo="d.bin", repo_id="ns/data",
+                        repo_type="dataset")
+        out["ds_ok"] = open(hf_hub_download("ns/data", "d.bin", repo_type="dataset"), "rb").read() == big
         """,
     )
     assert res["url"].endswith("/ns/run") and res["url2"] == res["url"]
@@ -106,7 +109,7 @@ def test_upload_list_download_squash(server: HubServer, tmp_path: Path) -> None:
     assert res["c1"] == res["c2"]
     assert server.commit_count("ns/run") == 1
     tree = {t["path"]: t for t in res["tree"]}
-    sha = __import__("hashlib").sha256(big).hexdigest()
+    sha = hashlib.sha256(big).hexdigest()
     assert tree["logs/big.bin"]["lfs"]["sha256"] == sha
     assert tree["logs/big.bin"]["lfs"]["size"] == len(big)
     assert tree["logs/a.txt"]["lfs"] is None
@@ -210,7 +213,16 @@ def test_faults(server: HubServer, tmp_path: Path) -> None:
 def test_down_stop_start_keep_data(server: HubServer, tmp_path: Path) -> None:
     server.create_repo("ns/s")
     server.set_down(True)
-    down = run_client(server, tmp_path, "try:\n    api.model_info('ns/s')\nexcept Exception as e:\n    out['e'] = describe(e)\n")
+    down = run_client(
+        server,
+        tmp_path,
+        """
+        try:
+            api.model_info("ns/s")
+        except Exception as e:
+            out["e"] = describe(e)
+        """,
+    )
     assert down["e"]["status"] == 503
     server.set_down(False)
     port = server.port

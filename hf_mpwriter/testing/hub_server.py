@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -306,11 +307,13 @@ class _Handler(BaseHTTPRequestHandler):
     """Turns HTTP requests into :meth:`HubServer._handle` calls; owns nothing but the socket."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small JSON answers must not wait for delayed ACKs
     server: "_HTTPServer"
 
     def setup(self) -> None:
         super().setup()
         self.server.hub._track_connection(self.connection, add=True)
+        self.server.hub._bump("connections")
 
     def finish(self) -> None:
         try:
@@ -365,9 +368,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(response.body)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        # Headers and body in one write (what end_headers() + wfile.write() would send in two).
+        self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD" and response.body:
-            self.wfile.write(response.body)
+            self._headers_buffer.append(response.body)
+        self.flush_headers()
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _dispatch
 
@@ -583,6 +588,7 @@ class HubServer:
             "bytes_received": 0,
             "lfs_bytes_received": 0,
             "lfs_uploads": 0,
+            "connections": 0,
             "requests": {},
             "faults_triggered": {},
         }
@@ -593,7 +599,8 @@ class HubServer:
 
         ``commits``: commits applied through ``/commit``; ``commits_per_repo``: same, keyed
         ``"{repo_type}:{repo_id}"``; ``bytes_received``: all request bodies; ``lfs_bytes_received``
-        and ``lfs_uploads``: LFS PUTs; ``requests``: by route name; ``faults_triggered``: by kind.
+        and ``lfs_uploads``: LFS PUTs; ``connections``: TCP connections accepted (keep-alive reuse
+        keeps it low); ``requests``: by route name; ``faults_triggered``: by kind.
         """
         with self._meta_lock:
             return copy.deepcopy(self._stats)
@@ -790,10 +797,14 @@ class HubServer:
         return None if lost_response else response
 
     def _check_auth(self, request: _Request, route: _Route) -> None:
-        if self.tokens is None or route.name in ("lfs_upload", "unknown"):
+        if route.name in ("lfs_upload", "unknown"):
             return
         auth = request.headers.get("Authorization") or ""
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        if self.tokens is None:  # open server; read-only tokens still cannot write
+            if token in self.read_only_tokens and route.name in _WRITE_ROUTES:
+                raise _HubError(403, "You don't have write access with this (read-only) token")
+            return
         if not token:
             # Plain-http 401s must name the error code, or the client raises a bare HfHubHTTPError.
             raise _HubError(401, "Unauthorized: a token is required", error_code="RepoNotFound")
@@ -899,7 +910,8 @@ class HubServer:
         if not auth.lower().startswith("bearer ") or not auth[7:].strip():
             raise _HubError(401, "Invalid credentials in Authorization header")
         token = auth[7:].strip()
-        role = "read" if token in self.read_only_tokens and (self.tokens is None or token not in self.tokens) else "write"
+        read_only = token in self.read_only_tokens and (self.tokens is None or token not in self.tokens)
+        role = "read" if read_only else "write"
         return _json_response(
             {
                 "type": "user",
@@ -1325,6 +1337,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = HubServer(host=args.host, port=args.port, tokens=args.token, read_only_tokens=args.read_only_token)
+    # SIGTERM (e.g. from a benchmark harness) ends the server like Ctrl-C, so the stats get printed.
+    def _on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     server.start()
     print(f"HubServer listening on {server.endpoint}", flush=True)
     print("client environment: " + " ".join(f"{k}={v}" for k, v in server.env().items() if k != "no_proxy"), flush=True)
