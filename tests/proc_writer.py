@@ -27,6 +27,7 @@ def main() -> int:
         rotate_bytes=cfg.get("rotate_bytes", 8 << 20),
         uploader=cfg.get("uploader", "process"),
         token=os.environ.get("TEST_TOKEN"),
+        repo_revision=cfg.get("repo_revision"),
     )
     print("started", flush=True)
     base = (rank or 0) * 100000

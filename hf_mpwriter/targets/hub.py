@@ -81,7 +81,13 @@ class HubTarget(Target):
         self._endpoint = endpoint
         self._api: Any = None
         self.key = f"hub:{self.repo_type}:{repo_id}@{self.revision}:{self.prefix}"
-        self.description = f"https://huggingface.co/{'' if self.repo_type == 'model' else self.repo_type + 's/'}{repo_id}"
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        from huggingface_hub import constants
+
+        kind = "" if self.repo_type == "model" else f"{self.repo_type}s/"
+        return f"{(self._endpoint or constants.ENDPOINT).rstrip('/')}/{kind}{self.repo_id}"
 
     @property
     def api(self) -> Any:
@@ -89,7 +95,6 @@ class HubTarget(Target):
             from huggingface_hub import HfApi  # imported here: writers never need it
 
             self._api = HfApi(token=self._token, endpoint=self._endpoint)
-            self.description = self.description.replace("https://huggingface.co", self._api.endpoint)
         return self._api
 
     # -- the interface -------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""``transformers`` integration: the ``Trainer`` logs through an :class:`~hf_mpwriter.HFSummaryWriter`.
+
+:class:`HFMPWriterCallback` is ``transformers``' own ``TensorBoardCallback`` (same tags, same
+``args`` / ``model_config`` texts, same main-process-only logging) whose writer is an
+``HFSummaryWriter``, created lazily when training starts::
+
+    from transformers import Trainer, TrainingArguments
+    from hf_mpwriter.integrations import HFMPWriterCallback
+
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(output_dir="out", report_to="none", logging_steps=10),
+        train_dataset=dataset,
+        callbacks=[HFMPWriterCallback(repo_id="me/my-run", commit_every=5)],
+    )
+    trainer.train()  # returns once the logs are committed
+
+Use ``report_to="none"`` (or leave out ``"tensorboard"``) so that ``transformers`` does not add its
+own ``TensorBoardCallback`` as well. ``report_to="hf_mpwriter"`` is not offered: ``transformers``
+has no public way to register a ``report_to`` name (``INTEGRATION_TO_CALLBACK`` is an internal
+dict, and callbacks named there are built without arguments), so ``callbacks=[...]`` is the
+supported spelling.
+
+Already have a ``TensorBoardCallback``? ``TensorBoardCallback(tb_writer=HFSummaryWriter(...))``
+works too; this class only adds the lazy creation in the right directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional, Union
+
+from transformers.integrations import TensorBoardCallback
+
+from ..hub_writer import HFSummaryWriter
+from ._common import check_writer_kwargs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HFMPWriterCallback"]
+
+
+def _default_logdir(output_dir: str) -> str:
+    """``<output_dir>/runs/<date>_<host>``: the directory ``TensorBoardCallback`` uses."""
+    try:
+        from transformers.integrations.integration_utils import default_logdir
+    except ImportError:  # pragma: no cover - older layouts
+        from transformers.training_args import default_logdir  # type: ignore[no-redef]
+    return os.path.join(output_dir, default_logdir())
+
+
+class HFMPWriterCallback(TensorBoardCallback):
+    """A ``TrainerCallback`` that logs the ``Trainer``'s metrics with an :class:`~hf_mpwriter.HFSummaryWriter`.
+
+    The writer is created when training starts, on the main process (world process zero) only,
+    as ``TensorBoardCallback`` does, and closed when training ends (``close()`` returns once the
+    logs are committed).
+
+    Args:
+        repo_id: Hub repo to push to; ``None`` keeps the logs local (or sends them to ``target_dir``).
+        logdir: where the event files go. Default, in this order: the ``TENSORBOARD_LOGGING_DIR``
+            environment variable, ``args.logging_dir`` (``transformers`` < 5), then
+            ``<output_dir>/runs/<date>_<host>`` (``TensorBoardCallback``'s default).
+        commit_every: minutes between commits (one commit per interval per node).
+        **writer_kwargs: any other :class:`~hf_mpwriter.HFSummaryWriter` argument (``target_dir``,
+            ``path_in_repo``, ``repo_private``, ``uploader``, ``close_timeout``, ``flush_secs`` ...).
+            Checked here: a wrong one fails now, not when training starts.
+
+    Example:
+        >>> from hf_mpwriter.integrations import HFMPWriterCallback
+        >>> callback = HFMPWriterCallback(repo_id="me/my-run", commit_every=5)  # doctest: +SKIP
+        >>> Trainer(model=model, args=args, train_dataset=ds, callbacks=[callback]).train()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        repo_id: Optional[str] = None,
+        *,
+        logdir: Optional[Union[str, os.PathLike]] = None,
+        commit_every: Union[int, float] = 5,
+        **writer_kwargs: Any,
+    ) -> None:
+        writer_kwargs["commit_every"] = commit_every
+        check_writer_kwargs(type(self).__name__, repo_id, writer_kwargs)
+        super().__init__(tb_writer=None)
+        self.repo_id = repo_id
+        self.writer_kwargs = writer_kwargs
+        if logdir is not None:
+            self.logging_dir = os.path.expanduser(os.fspath(logdir))
+
+    def _init_summary_writer(self, args: Any) -> None:
+        if self.logging_dir is None:  # on_log before on_train_begin (e.g. evaluate() alone)
+            self.logging_dir = getattr(args, "logging_dir", None) or _default_logdir(args.output_dir)
+        self.tb_writer = HFSummaryWriter(self.repo_id, logdir=self.logging_dir, **self.writer_kwargs)
+        logger.info("logging to %s (run directory %s)", self.logging_dir, self.tb_writer.run_dir)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # transformers < 5 has args.logging_dir; TensorBoardCallback >= 5 only looks at output_dir.
+        if self.logging_dir is None and getattr(args, "logging_dir", None):
+            self.logging_dir = args.logging_dir
+        super().on_train_begin(args, state, control, **kwargs)

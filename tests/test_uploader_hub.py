@@ -1,0 +1,190 @@
+"""The uploader against the project's Hub-compatible server, through the real huggingface_hub
+client: real writer processes, real SIGKILLs, injected server faults, a server that is down."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hf_mpwriter import ConfigurationError, HFSummaryWriter
+from hf_mpwriter.status import collect
+from hf_mpwriter.testing import HubServer
+from upload_helpers import (
+    check_remote, finish, read_line, sigkill, start_writer, uploader_pid, wait_for, writer_env,
+)
+
+TOKEN = "hf_goodTokenForTests0123456789"
+READ_ONLY = "hf_readOnlyTokenForTests0123"
+REPO = "tester/run"
+PREFIX = "tensorboard/logs/"
+
+
+@pytest.fixture
+def hub():
+    server = HubServer(tokens={TOKEN}, read_only_tokens={READ_ONLY}).start()
+    yield server
+    server.stop()
+
+
+def _env(hub: HubServer, tmp_path: Path, token: str = TOKEN) -> dict:
+    env = hub.env()
+    env.update({"HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": token})
+    env.pop("HF_TOKEN", None)
+    return env
+
+
+def _cfg(tmp_path: Path, rank: int, **kw) -> dict:
+    cfg = {"logdir": str(tmp_path / "logs"), "repo_id": REPO, "rank": rank, "commit_every_s": 1.0,
+           "steps": 200, "sleep": 0.01, "close_timeout": 90}
+    cfg.update(kw)
+    return cfg
+
+
+def _remote(hub: HubServer) -> dict[str, bytes]:
+    return {p[len(PREFIX):]: hub.read_file(REPO, p) for p in hub.list_files(REPO) if p.startswith(PREFIX)}
+
+
+def _log_commits(hub: HubServer) -> list[dict]:
+    return [c for c in hub.commits(REPO) if c["summary"].startswith("Upload TensorBoard logs")]
+
+
+def _no_token_anywhere(logdir: Path, *texts: str) -> None:
+    for path in (logdir / ".hf_mpwriter").rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), f"token found in {path}"
+    for text in texts:
+        assert TOKEN not in text
+
+
+def test_four_writers_reach_the_hub_with_one_uploader(hub, tmp_path):
+    env = _env(hub, tmp_path)
+    started = time.monotonic()
+    procs = [start_writer(_cfg(tmp_path, r, steps=400), env) for r in range(4)]
+    logdir = tmp_path / "logs"
+    pid = wait_for(lambda: uploader_pid(logdir), 30, "an uploader")
+    cmdline = " ".join(psutil.Process(pid).cmdline())
+    errs = [finish(p) for p in procs]
+    elapsed = time.monotonic() - started
+    check_remote(logdir, _remote(hub), {r: range(400) for r in range(4)}, tmp_path / "remote")
+    commits = _log_commits(hub)
+    assert 2 <= len(commits) <= math.ceil(elapsed / 1.0) + 3, (len(commits), elapsed)
+    # Only the uploader creates the repo and tags the model card: once, not once per rank.
+    assert hub.stats["requests"].get("create_repo") == 1
+    assert b"hf-summary-writer" in hub.read_file(REPO, "README.md")
+    assert len([c for c in hub.commits(REPO) if "README" in c["summary"] or "README.md" in c.get("added", [])]) <= 1
+    _no_token_anywhere(logdir, cmdline, *errs)
+    assert collect(logdir)["up_to_date"]
+
+
+@pytest.mark.parametrize("faults", [
+    [("status", {"status": 503}), ("rate_limit", {"retry_after": 1}), ("status", {"status": 409})],
+    [("lost_response", {}), ("drop", {})],
+], ids=["5xx-429-409", "lost-response-and-drop"])
+def test_server_faults_lose_and_duplicate_nothing(hub, tmp_path, faults):
+    hub.create_repo(REPO)
+    injected = [hub.inject(kind, route="commit", **params) for kind, params in faults]
+    procs = [start_writer(_cfg(tmp_path, r, steps=300), _env(hub, tmp_path)) for r in range(2)]
+    for proc in procs:
+        finish(proc)
+    assert all(fault.hits == 1 for fault in injected), [f.hits for f in injected]
+    check_remote(tmp_path / "logs", _remote(hub), {r: range(300) for r in range(2)}, tmp_path / "remote")
+    assert collect(tmp_path / "logs")["up_to_date"]
+
+
+@pytest.mark.parametrize("route", ["lfs_upload", "commit"], ids=["mid-upload", "mid-commit"])
+def test_uploader_sigkilled_mid_request(hub, tmp_path, route):
+    hub.create_repo(REPO)
+    logdir = tmp_path / "logs"
+    fault = hub.inject("latency", route=route, seconds=4.0)
+    procs = [start_writer(_cfg(tmp_path, r, steps=500), _env(hub, tmp_path)) for r in range(2)]
+    wait_for(lambda: fault.hits, 30, f"a {route} request to be in flight")
+    first = uploader_pid(logdir)
+    sigkill(first)
+    wait_for(lambda: uploader_pid(logdir) not in (None, first), 20, "a new uploader")
+    for proc in procs:
+        finish(proc)
+    check_remote(logdir, _remote(hub), {r: range(500) for r in range(2)}, tmp_path / "remote")
+
+
+def test_server_down_for_the_whole_run_then_next_start_drains(hub, tmp_path):
+    hub.stop()
+    logdir = tmp_path / "logs"
+    env = _env(hub, tmp_path)
+    procs = [start_writer(_cfg(tmp_path, r, steps=100, close_timeout=3), env) for r in range(2)]
+    errs = [finish(p) for p in procs]
+    assert all("hf-mpwriter sync" in err and "safe on disk" in err for err in errs), errs
+    status = collect(logdir)
+    assert not status["up_to_date"] and status["last_error"], status
+    sigkill(uploader_pid(logdir))  # the job ends: nothing runs any more
+    hub.start()
+    # The next start (a new writer in the same logdir) drains the backlog of the first run.
+    finish(start_writer(_cfg(tmp_path, 2, steps=20), env))
+    wait_for(lambda: collect(logdir)["up_to_date"], 60, "the backlog to drain")
+    check_remote(logdir, _remote(hub), {0: range(100), 1: range(100), 2: range(20)}, tmp_path / "remote")
+
+
+def test_sync_command_drains_a_backlog(hub, tmp_path):
+    logdir = tmp_path / "logs"
+    env = _env(hub, tmp_path)
+    for rank in range(2):
+        finish(start_writer(_cfg(tmp_path, rank, steps=50, uploader="none"), env))
+    env["HF_TOKEN"] = TOKEN
+    result = subprocess.run([sys.executable, "-m", "hf_mpwriter", "sync", str(logdir), "--quiet"],
+                            env=writer_env(env), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "synced" in result.stdout
+    check_remote(logdir, _remote(hub), {0: range(50), 1: range(50)}, tmp_path / "remote")
+
+
+@pytest.mark.parametrize("token,expect", [("hf_wrongTokenXYZ0123456789", "refused the token (HTTP 401)"),
+                                          (READ_ONLY, "refused the token (HTTP 403)")])
+def test_bad_token_is_reported_and_nothing_is_lost(hub, tmp_path, token, expect):
+    logdir = tmp_path / "logs"
+    proc = start_writer(_cfg(tmp_path, 0, steps=50, close_timeout=4), _env(hub, tmp_path, token))
+    err = finish(proc)
+    assert expect in err and "hf-mpwriter sync" in err, err
+    assert token not in err
+    status = collect(logdir)
+    assert expect in (status["last_error"] or ""), status
+    for path in (logdir / ".hf_mpwriter").rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    sigkill(uploader_pid(logdir) or os.getpid() * 0 + wait_for(lambda: uploader_pid(logdir), 5, "uploader"))
+    # With a good token, the same logdir is finished by sync: nothing was lost.
+    env = _env(hub, tmp_path)
+    env["HF_TOKEN"] = TOKEN
+    result = subprocess.run([sys.executable, "-m", "hf_mpwriter", "sync", str(logdir), "--quiet"],
+                            env=writer_env(env), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    check_remote(logdir, _remote(hub), {0: range(50)}, tmp_path / "remote")
+
+
+def test_missing_revision_is_reported(hub, tmp_path):
+    hub.create_repo(REPO)
+    logdir = tmp_path / "logs"
+    err = finish(start_writer(_cfg(tmp_path, 0, steps=20, close_timeout=4, repo_revision="nope"),
+                              _env(hub, tmp_path)))
+    assert "hf-mpwriter sync" in err
+    wait_for(lambda: "revision 'nope' does not exist" in (collect(logdir)["last_error"] or ""), 10,
+             "the revision error in status")
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"repo_id": "not a valid/repo id"}, "invalid repo_id"),
+    ({"repo_id": "a/b/c"}, "invalid repo_id"),
+    ({"repo_id": "me/run", "repo_type": "modle"}, "invalid repo_type"),
+    ({"repo_id": "me/run", "commit_every": 0}, "commit_every"),
+    ({"repo_id": "me/run", "uploader": "cron"}, "uploader must be one of"),
+    ({"repo_id": "me/run", "target_dir": "/tmp/x"}, "either repo_id"),
+])
+def test_bad_settings_fail_at_construction(tmp_path, kwargs, message):
+    with pytest.raises(ConfigurationError, match=message):
+        HFSummaryWriter(logdir=str(tmp_path / "logs"), **kwargs)
+    assert not list((tmp_path / "logs").rglob("*tfevents*")), "nothing may be written before the error"
