@@ -9,7 +9,10 @@ tensorboardX's own summary functions and protobufs.
 
 from __future__ import annotations
 
+import math
 import struct
+
+from tensorboardX.summary import _clean_tag
 
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
@@ -32,8 +35,8 @@ def _value_prefix(tag: str) -> bytes:
     """``Summary.Value.tag`` field plus the key of ``simple_value``: constant for a tag."""
     prefix = _tag_prefix.get(tag)
     if prefix is None:
-        raw = tag.encode("utf-8")
-        prefix = b"\x0a" + varint(len(raw)) + raw + b"\x15"
+        raw = _clean_tag(tag).encode("utf-8")  # tensorboardX's scalar() rewrites illegal characters
+        prefix = (b"\x0a" + varint(len(raw)) + raw if raw else b"") + b"\x15"
         if len(_tag_prefix) < _TAG_CACHE_LIMIT:
             _tag_prefix[tag] = prefix
     return prefix
@@ -44,7 +47,11 @@ def scalar_event(tag: str, value: float, step: int | None, wall_time: float) -> 
 
     ``step`` must be ``None`` or a non-negative int (callers fall back to protobuf otherwise).
     """
-    val = _value_prefix(tag) + _FLOAT.pack(value)
+    try:
+        packed = _FLOAT.pack(value)
+    except OverflowError:  # beyond float32: protobuf stores an infinity, struct refuses
+        packed = _FLOAT.pack(math.copysign(math.inf, value))
+    val = _value_prefix(tag) + packed
     summary = b"\x0a" + varint(len(val)) + val
     head = b"\x09" + _DOUBLE.pack(wall_time)
     if step:  # proto3 leaves a zero step out

@@ -213,13 +213,13 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         writer = self.file_writer
         if (
             writer is None
+            or not self._write_to_disk
             or writer._default_metadata
             or display_name
             or summary_description
             or new_style
             or double_precision
             or self._comet_enabled
-            or not self._write_to_disk
         ):
             return self._add_scalar_slow(
                 tag, scalar_value, global_step, walltime, display_name, summary_description, new_style, double_precision
@@ -263,6 +263,8 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         Unlike tensorboardX, values are not also kept in memory (which grows without bound), so
         ``export_scalars_to_json`` is not available.
         """
+        if not self._write_to_disk:
+            return
         walltime = time.time() if walltime is None else walltime
         run = self._get_file_writer().get_logdir()
         for tag, value in tag_scalar_dict.items():
@@ -293,6 +295,8 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             raise TypeError("hparam_dict and metric_dict should be dictionaries")
         if hparam_domain_discrete:
             logger.debug("hparam_domain_discrete is not supported by tensorboardX's hparams; ignored")
+        if not self._write_to_disk:
+            return
         exp, ssi, sei = hparams(hparam_dict, metric_dict)
         name = run_name or name or str(time.time())
         writer = self._new_file_writer(os.path.join(self._get_file_writer().get_logdir(), name))

@@ -14,8 +14,6 @@ import os
 import random
 import signal
 import stat
-import struct
-import sys
 import threading
 import time
 from pathlib import Path
@@ -196,12 +194,12 @@ def test_pr_curve_reads_back_as_tensorboardx_computes_it(logdir):
     acc = H.plugin_accumulator(logdir)
     assert acc.SummaryMetadata("pr").plugin_data.plugin_name == "pr_curves"
     [e] = acc.Tensors("pr")
-    want = tbx_summary.pr_curve("pr", labels, preds, num_thresholds=11).value[0].tensor
-    want_array = tensor_util.make_ndarray(TbSummary.FromString(
-        tbx_summary.pr_curve("pr", labels, preds, num_thresholds=11).SerializeToString()).value[0].tensor)
+    # What tensorboardX computes for these inputs, parsed with TensorBoard's protos:
+    expected = TbSummary.FromString(tbx_summary.pr_curve("pr", labels, preds, num_thresholds=11).SerializeToString())
+    want = tensor_util.make_ndarray(expected.value[0].tensor)
     got = tensor_util.make_ndarray(e.tensor_proto)
-    assert e.step == 4 and got.shape == (6, 11) and list(want.tensor_shape.dim[1:2])[0].size == 11
-    assert np.array_equal(got, want_array)
+    assert e.step == 4 and got.shape == (6, 11)
+    assert np.array_equal(got, want)
     assert got[0, 0] == 4 and got[1, 0] == 4  # true and false positives at threshold 0
 
 
@@ -218,7 +216,7 @@ def test_hparams_in_a_sub_run(logdir):
     acc = H.plugin_accumulator(runs["trial1"])
     content = acc.PluginTagToContent("hparams")
     start = hp_metadata.parse_session_start_info_plugin_data(content["_hparams_/session_start_info"])
-    assert start.hparams["lr"].number_value == pytest.approx(0.1)
+    assert start.hparams["lr"].number_value == 0.1
     assert start.hparams["opt"].string_value == "adam"
     assert start.hparams["bs"].number_value == 32
     assert start.hparams["nesterov"].bool_value is True
@@ -379,9 +377,8 @@ def test_writer_records_are_byte_identical_to_tensorboardx(logdir):
         assert got == expected, (i, (cases + extra)[i][1:])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: fast path skips tensorboardX's _clean_tag (see report)")
 def test_fast_path_cleans_tags_like_tensorboardx(logdir):
-    tags = ["loss train", "/leading/slash", "acc (val)", "emoji🙂", "a:b"]
+    tags = ["loss train", "/leading/slash", "acc (val)", "emoji🙂", "a:b", ""]
     with SummaryWriter(logdir) as writer:
         for tag in tags:
             writer.add_scalar(tag, 1.0, 1, walltime=5.0)
@@ -389,7 +386,6 @@ def test_fast_path_cleans_tags_like_tensorboardx(logdir):
     assert records == [_tbx_bytes(tag, 1.0, 1, 5.0) for tag in tags]
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="BUG: struct.pack('<f') overflows (see report)")
 def test_values_beyond_float32_are_logged_as_infinity_like_tensorboardx(logdir):
     with SummaryWriter(logdir) as writer:
         writer.add_scalar("diverged", 1e39, 1)  # a float64 loss that blew up must not crash training
@@ -545,27 +541,30 @@ def test_restarted_writer_lands_in_the_same_run_dir(logdir, monkeypatch):
 # ================================================================================================
 # Real processes
 # ================================================================================================
-_BARRIER = """
+_RENDEZVOUS = """
 import os, sys, time
 from pathlib import Path
-barrier = Path(os.environ["T_BARRIER"])
-(barrier / ("ready-" + os.environ["T_ID"])).touch()
-deadline = time.monotonic() + 20
-while not (barrier / "go").exists():
-    if time.monotonic() > deadline:
-        sys.exit("barrier: no go after 20 s")
-    time.sleep(0.0005)
+_barrier, _ident, _n = Path(os.environ["T_BARRIER"]), os.environ["T_ID"], int(os.environ["T_N"])
+
+
+def rendezvous(name):
+    \"\"\"Wait until all T_N processes got here (a barrier made of files).\"\"\"
+    (_barrier / f"{name}-{_ident}").touch()
+    deadline = time.monotonic() + 20
+    while sum((_barrier / f"{name}-{i}").exists() for i in range(_n)) < _n:
+        if time.monotonic() > deadline:
+            sys.exit(f"rendezvous {name!r}: the other processes did not arrive within 20 s")
+        time.sleep(0.0005)
 """
 
 
-def _start_together(tmp_path, envs, body: str) -> list[str]:
+def _run_together(tmp_path, envs, body: str) -> list[str]:
+    """Run ``body`` in ``len(envs)`` processes at once; their stdouts."""
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    procs = [H.spawn(_BARRIER + body, H.child_env(T_BARRIER=barrier, T_ID=i, **env)) for i, env in enumerate(envs)]
+    procs = [H.spawn(_RENDEZVOUS + body, H.child_env(T_BARRIER=barrier, T_ID=i, T_N=len(envs), **env))
+             for i, env in enumerate(envs)]
     try:
-        H.wait_for(lambda: all((barrier / f"ready-{i}").exists() or procs[i].poll() is not None
-                               for i in range(len(procs))), timeout=30, what="children at the barrier")
-        (barrier / "go").touch()
         return [H.finish(proc) for proc in procs]
     finally:
         for proc in procs:
@@ -574,21 +573,25 @@ def _start_together(tmp_path, envs, body: str) -> list[str]:
                 proc.wait()
 
 
+# All processes open their writers at the same moment, and all are still open when each has logged
+# everything: they overlap for their whole life.
 _LOG_200 = """
 from hf_mpwriter import SummaryWriter
 kwargs = {"rank": int(os.environ["T_RANK"])} if "T_RANK" in os.environ else {}
 ident = int(os.environ["T_ID"])
+rendezvous("start")
 with SummaryWriter(os.environ["T_LOGDIR"], **kwargs) as w:
     print(w.get_logdir(), flush=True)
     for step in range(200):
         w.add_scalar("loss", ident * 1000.0 + step, step)
         if step % 50 == 0:
             w.add_histogram("h", [float(ident)] * 3, step)
+    rendezvous("logged")
 """
 
 
 def test_two_processes_without_rank_info_keep_all_their_data(tmp_path, logdir):
-    outs = _start_together(tmp_path, [{"T_LOGDIR": logdir}] * 2, _LOG_200)
+    outs = _run_together(tmp_path, [{"T_LOGDIR": logdir}] * 2, _LOG_200)
     dirs = sorted(Path(out.strip()) for out in outs)
     assert dirs == [logdir, logdir / "proc-001"]
     runs = H.tensorboard_runs(logdir)
@@ -605,7 +608,7 @@ def test_two_processes_without_rank_info_keep_all_their_data(tmp_path, logdir):
 
 def test_four_ranks_each_in_their_own_run_dir(tmp_path, logdir):
     envs = [{"T_LOGDIR": logdir, "T_RANK": r} for r in range(4)]
-    outs = _start_together(tmp_path, envs, _LOG_200)
+    outs = _run_together(tmp_path, envs, _LOG_200)
     assert [Path(out.strip()) for out in outs] == [logdir / f"rank-{r:03d}" for r in range(4)]
     runs = H.tensorboard_runs(logdir)
     assert set(runs) == {f"rank-{r:03d}" for r in range(4)}
@@ -819,7 +822,6 @@ for step in range(5):
     assert all(mode(path) == 0o444 for path in H.event_files(logdir))  # closed at exit: complete
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: write_to_disk=False crashes / still writes (see report)")
 def test_write_to_disk_false_writes_nothing(logdir):
     writer = SummaryWriter(logdir, write_to_disk=False)
     writer.add_scalar("loss", 1.0, 1)

@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Hot-path cost of ``add_scalar`` / ``add_histogram``: hf_mpwriter vs tensorboardX vs torch.
+
+Measures, in one process and one run, the median over ``--repeats`` repeats of the mean time per
+call of ``N`` consecutive calls (the time the *training loop* spends in the call), for each writer:
+
+- ``hf_mpwriter.SummaryWriter``
+- ``tensorboardX.SummaryWriter``
+- ``torch.utils.tensorboard.SummaryWriter`` (if torch and tensorboard are importable)
+
+and, separately, the time of the final ``flush()`` + ``close()`` (where writers that queue events
+for a background thread pay for what the loop did not). Repeats of the libraries are interleaved
+(rotating order) so that machine noise hits them alike. Each writer runs with its library's default
+settings in a fresh temporary directory. Prints markdown tables; nothing passes or fails.
+
+    python scripts/bench_hotpath.py            # full run (~1 min)
+    python scripts/bench_hotpath.py --quick    # a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+import tensorboardX  # noqa: E402
+
+import hf_mpwriter  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # pragma: no cover
+    torch = None
+
+try:
+    from torch.utils.tensorboard import SummaryWriter as TorchSummaryWriter
+except Exception:  # torch missing, or the tensorboard package it needs
+    TorchSummaryWriter = None
+
+LIBRARIES: dict[str, Callable[[str], Any]] = {
+    "hf_mpwriter": lambda d: hf_mpwriter.SummaryWriter(d),
+    "tensorboardX": lambda d: tensorboardX.SummaryWriter(d),
+}
+if TorchSummaryWriter is not None:
+    LIBRARIES["torch.utils.tensorboard"] = lambda d: TorchSummaryWriter(d)
+
+
+def operations(hist_values: np.ndarray) -> list[tuple[str, Callable[[Any, int], None], bool]]:
+    """``(name, call(writer, step), is_histogram)``."""
+    ops = [
+        ("add_scalar(python float)", lambda w, s: w.add_scalar("loss/train", 0.125, s), False),
+        ("add_scalar(np.float32)", lambda w, s, v=np.float32(0.125): w.add_scalar("loss/train", v, s), False),
+    ]
+    if torch is not None:
+        tensor = torch.tensor(0.125)
+        ops.append(("add_scalar(0-d torch tensor)", lambda w, s, v=tensor: w.add_scalar("loss/train", v, s), False))
+    ops.append(("add_histogram(1000 values)", lambda w, s, v=hist_values: w.add_histogram("weights", v, s), True))
+    return ops
+
+
+def bench(n_scalar: int, n_hist: int, repeats: int, root: Path) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for op_name, call, is_hist in operations(rng.normal(size=1000)):
+        n = n_hist if is_hist else n_scalar
+        writers = {lib: make(str(root / f"{lib}-{len(rows)}")) for lib, make in LIBRARIES.items()}
+        steps = dict.fromkeys(writers, 0)
+        per_call: dict[str, list[float]] = {lib: [] for lib in writers}
+        for lib, writer in writers.items():  # warm-up: first file, caches, lazy imports
+            for _ in range(max(10, n // 10)):
+                call(writer, steps[lib])
+                steps[lib] += 1
+        libs = list(writers)
+        for r in range(repeats):
+            order = libs[r % len(libs):] + libs[: r % len(libs)]
+            for lib in order:
+                writer, step0 = writers[lib], steps[lib]
+                gc.collect()
+                start = time.perf_counter()
+                for step in range(step0, step0 + n):
+                    call(writer, step)
+                elapsed = time.perf_counter() - start
+                steps[lib] = step0 + n
+                per_call[lib].append(elapsed / n * 1e6)
+        closes = {}
+        for lib, writer in writers.items():
+            start = time.perf_counter()
+            writer.flush()
+            writer.close()
+            closes[lib] = (time.perf_counter() - start) * 1e3
+        rows.append({
+            "op": op_name,
+            "n": n,
+            "us": {lib: statistics.median(v) for lib, v in per_call.items()},
+            "spread": {lib: (min(v), max(v)) for lib, v in per_call.items()},
+            "close_ms": closes,
+            "events": {lib: steps[lib] for lib in writers},
+        })
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    libs = list(LIBRARIES)
+    others = [lib for lib in libs if lib != "tensorboardX"]
+    head = ["operation", "N/repeat"] + [f"{lib} µs/call" for lib in libs] + [f"{lib} / tensorboardX" for lib in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        base = row["us"]["tensorboardX"]
+        cells = [row["op"], str(row["n"])]
+        cells += [f"{row['us'][lib]:.2f} ({row['spread'][lib][0]:.2f}–{row['spread'][lib][1]:.2f})" for lib in libs]
+        cells += [f"{row['us'][lib] / base:.2f}×" for lib in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Final `flush()` + `close()` after the run (ms; includes draining any background queue):", ""]
+    head = ["operation", "events written"] + [f"{lib} ms" for lib in libs]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["op"], str(row["events"][libs[0]])] + [f"{row['close_ms'][lib]:.1f}" for lib in libs]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short run (smaller N, 3 repeats)")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--n-scalar", type=int, default=None, help="add_scalar calls per repeat")
+    parser.add_argument("--n-hist", type=int, default=None, help="add_histogram calls per repeat")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 7)
+    n_scalar = args.n_scalar or (2_000 if args.quick else 20_000)
+    n_hist = args.n_hist or (100 if args.quick else 500)
+
+    root = Path(tempfile.mkdtemp(prefix="bench_hotpath_"))
+    try:
+        rows = bench(n_scalar, n_hist, repeats, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    versions = [f"python {platform.python_version()}", f"hf_mpwriter {hf_mpwriter.__version__}",
+                f"tensorboardX {tensorboardX.__version__}"]
+    if torch is not None:
+        versions.append(f"torch {torch.__version__}")
+    print(f"{platform.machine()}, {os.cpu_count()} CPUs; {', '.join(versions)}; median of {repeats} repeats "
+          f"(min–max in parentheses), default settings of each writer\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
