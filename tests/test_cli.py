@@ -1,0 +1,132 @@
+"""The ``hf-mpwriter`` console script, run as a user runs it: a subprocess, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hf_mpwriter import HFSummaryWriter, SummaryWriter
+from hf_mpwriter.testing import HubServer
+from upload_helpers import writer_env
+
+SCRIPT = shutil.which("hf-mpwriter", path=os.path.dirname(sys.executable)) or shutil.which("hf-mpwriter")
+TOKEN = "hf_cliTestToken0123456789abc"
+
+
+def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    assert SCRIPT, "the hf-mpwriter console script is not installed (pip install -e .)"
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, env=writer_env(env), cwd=cwd,
+                          timeout=timeout)
+
+
+def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Expected failures: non-zero exit, one ``hf-mpwriter: error:`` line, no traceback."""
+    assert result.returncode != 0, result
+    lines = [line for line in result.stderr.splitlines() if line.startswith("hf-mpwriter: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def _local_logs(tmp_path: Path, uploader: str = "none") -> Path:
+    logdir = tmp_path / "logs"
+    for rank in range(2):
+        with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=rank,
+                             uploader=uploader, commit_every=1) as writer:
+            for step in range(30):
+                writer.add_scalar("loss", float(step), step)
+    return logdir
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_version_and_help():
+    assert run("--version").stdout.startswith("hf-mpwriter ")
+    assert "demo" in run("--help").stdout
+
+
+def test_status_errors(tmp_path):
+    one_line_error(run("status", str(tmp_path / "nope")), "no such logdir")
+    one_line_error(run("status", str(tmp_path)), "never used by an hf_mpwriter writer")
+
+
+def test_status_and_sync_of_a_local_backlog(tmp_path):
+    logdir = _local_logs(tmp_path)
+    info = json.loads(run("status", str(logdir), "--json").stdout)
+    assert info["pending_jobs"] == 0 and info["bytes_committed"] == 0 and not info["up_to_date"]
+    assert {f["run"] for f in info["files"]} == {"rank-000", "rank-001"}
+    assert info["target"]["kind"] == "local" and info["uploader"] is None
+    human = run("status", str(logdir))
+    assert human.returncode == 0 and "NOT up to date" in human.stdout and "rank-001" in human.stdout
+    synced = run("sync", str(logdir), "--quiet")
+    assert synced.returncode == 0, synced.stderr
+    info = json.loads(run("status", str(logdir), "--json").stdout)
+    assert info["up_to_date"] and info["bytes_committed"] == info["bytes_written"] > 0
+    assert info["commits"] == 1 and info["last_commit"]["id"]
+    assert "up to date" in run("status", str(logdir)).stdout
+
+
+def test_sync_needs_a_target_for_local_only_logs(tmp_path):
+    with SummaryWriter(str(tmp_path / "logs")) as writer:
+        writer.add_scalar("x", 1.0, 1)
+    one_line_error(run("sync", str(tmp_path / "logs")), "no upload target", "--repo-id")
+    one_line_error(run("sync", str(tmp_path / "logs"), "--repo-id", "bad id with spaces"), "invalid repo_id")
+    done = run("sync", str(tmp_path / "logs"), "--target", str(tmp_path / "target"), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "target").rglob("*tfevents*"))
+
+
+def test_sync_unreachable_endpoint(tmp_path):
+    logdir = tmp_path / "logs"
+    with SummaryWriter(str(logdir)) as writer:
+        writer.add_scalar("x", 1.0, 1)
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}", "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
+           "HF_HOME": str(tmp_path / "hf"), "NO_PROXY": "127.0.0.1,localhost"}
+    result = run("sync", str(logdir), "--repo-id", "me/run", "--timeout", "4", "--quiet", env=env)
+    one_line_error(result, "not everything is committed", "hf-mpwriter sync")
+    assert TOKEN not in result.stderr + result.stdout
+
+
+def test_sync_auth_failure_from_the_test_hub(tmp_path):
+    logdir = tmp_path / "logs"
+    with SummaryWriter(str(logdir)) as writer:
+        writer.add_scalar("x", 1.0, 1)
+    with HubServer(tokens={"hf_theOnlyGoodToken0123456"}) as hub:
+        env = {**hub.env(), "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf")}
+        result = run("sync", str(logdir), "--repo-id", "me/run", "--timeout", "60", "--quiet", env=env)
+        one_line_error(result, "refused the token (HTTP 401)")
+        assert TOKEN not in result.stderr + result.stdout
+        debug = run("--debug", "sync", str(logdir), "--timeout", "60", "--quiet", env=env)
+        assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_demo_default_runs_offline_and_verifies(tmp_path):
+    result = run("demo", "--workers", "2", "--steps", "60", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verify    OK" in result.stdout and "tensorboard --logdir" in result.stdout
+    assert list((tmp_path / "hf_mpwriter_demo").rglob("target/tensorboard/logs/rank-001/*tfevents*"))
+
+
+def test_demo_chaos_kills_and_still_verifies(tmp_path):
+    result = run("demo", "--workers", "3", "--steps", "150", "--chaos", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SIGKILLed worker 1" in result.stdout and "SIGKILLed uploader" in result.stdout
+    assert "verify    OK" in result.stdout
+
+
+def test_demo_through_the_local_hub(tmp_path):
+    result = run("demo", "--workers", "2", "--steps", "40", "--local-hub", "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verify    OK" in result.stdout
