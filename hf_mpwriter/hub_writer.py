@@ -199,7 +199,7 @@ class HFSummaryWriter(SummaryWriter):
 
     def close(self) -> None:
         """Flush, close, and wait (at most ``close_timeout``) until this process's logs are committed."""
-        if self._stop.is_set() and self.file_writer is None:
+        if (self._stop.is_set() and self.file_writer is None) or os.getpid() != self._owner_pid:
             return
         super().close()
         self._stop.set()

@@ -143,6 +143,7 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         self._root = check_logdir(logdir) if write_to_disk else Path(logdir)
+        self._owner_pid = os.getpid()  # a forked child must not close what its parent owns
         self._rotate_bytes = rotate_bytes
         self._claim: Optional[state.Claim] = None
         self._purge_pending = purge_step is not None
@@ -315,6 +316,9 @@ class SummaryWriter(tensorboardX.SummaryWriter):
 
     def close(self) -> None:
         """Flush and close this writer's files (they become read-only: complete)."""
+        if os.getpid() != self._owner_pid:
+            logger.debug("close() in a forked child of the writer's process: the parent owns its files")
+            return
         super().close()
         if self._claim is not None:
             self._claim.release()

@@ -14,8 +14,11 @@ same ``rank-NNN`` TensorBoard runs continue, and TensorBoard hides the steps log
 checkpoint by the failed attempt. ``--crash-rank R --crash-at-step S`` makes rank R fail once at
 step S to try it::
 
-    torchrun --standalone --nproc-per-node 4 --max-restarts 1 scripts/torchrun_example.py \\
-        --logdir runs/ddp --target-dir tb-mirror --crash-rank 2 --crash-at-step 37
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --standalone --nproc-per-node 4 --max-restarts 1 \\
+        scripts/torchrun_example.py --logdir runs/ddp --target-dir tb-mirror --crash-rank 2 --crash-at-step 37
+
+(``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``: with torch 2.13, restarted ranks otherwise share the failed
+attempt's rendezvous store and gloo often cannot connect them; see pytorch/pytorch#135712.)
 """
 
 from __future__ import annotations
