@@ -18,7 +18,7 @@ _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
 
 _TAG_CACHE_LIMIT = 100_000
-_tag_prefix: dict[str, bytes] = {}
+_tag_tails: dict[str, bytes] = {}
 
 
 def varint(value: int) -> bytes:
@@ -31,15 +31,35 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _value_prefix(tag: str) -> bytes:
-    """``Summary.Value.tag`` field plus the key of ``simple_value``: constant for a tag."""
-    prefix = _tag_prefix.get(tag)
-    if prefix is None:
+def _tag_tail(tag: str) -> bytes:
+    """Everything of a scalar event after wall time and step, but the 4 value bytes.
+
+    ``summary`` key + length, ``Summary.value`` key + length, ``Value.tag``, ``simple_value`` key:
+    all constant for a tag (the value is always 4 bytes), so computed once per tag.
+    """
+    tail = _tag_tails.get(tag)
+    if tail is None:
         raw = _clean_tag(tag).encode("utf-8")  # tensorboardX's scalar() rewrites illegal characters
-        prefix = (b"\x0a" + varint(len(raw)) + raw if raw else b"") + b"\x15"
-        if len(_tag_prefix) < _TAG_CACHE_LIMIT:
-            _tag_prefix[tag] = prefix
-    return prefix
+        value = (b"\x0a" + varint(len(raw)) + raw if raw else b"") + b"\x15"
+        value_len = len(value) + 4
+        summary = b"\x0a" + varint(value_len) + value
+        tail = b"\x2a" + varint(len(summary) + 4) + summary
+        if len(_tag_tails) < _TAG_CACHE_LIMIT:
+            _tag_tails[tag] = tail
+    return tail
+
+
+def _step_field(step: int) -> bytes:
+    """``Event.step`` key + varint; steps repeat across the tags of one step, so the last is cached."""
+    global _last_step, _last_step_field
+    if step != _last_step:
+        _last_step_field = b"\x10" + varint(step) if step else b""  # proto3 leaves a zero step out
+        _last_step = step
+    return _last_step_field
+
+
+_last_step = 0
+_last_step_field = b""
 
 
 def scalar_event(tag: str, value: float, step: int | None, wall_time: float) -> bytes:
@@ -51,9 +71,5 @@ def scalar_event(tag: str, value: float, step: int | None, wall_time: float) -> 
         packed = _FLOAT.pack(value)
     except OverflowError:  # beyond float32: protobuf stores an infinity, struct refuses
         packed = _FLOAT.pack(math.copysign(math.inf, value))
-    val = _value_prefix(tag) + packed
-    summary = b"\x0a" + varint(len(val)) + val
-    head = b"\x09" + _DOUBLE.pack(wall_time)
-    if step:  # proto3 leaves a zero step out
-        head += b"\x10" + varint(step)
-    return head + b"\x2a" + varint(len(summary)) + summary
+    step_field = _step_field(step) if step else b""
+    return b"".join((b"\x09", _DOUBLE.pack(wall_time), step_field, _tag_tails.get(tag) or _tag_tail(tag), packed))

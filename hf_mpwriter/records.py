@@ -31,10 +31,25 @@ def masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+def _record_head(length: int) -> bytes:
+    header = _HEADER.pack(length)
+    return header + _CRC.pack(masked_crc(header))
+
+
+# The 12-byte head depends on the length only; events of the hot path are short, so it is cached.
+_HEADS = [_record_head(n) for n in range(1024)]
+_pack_crc = _CRC.pack
+
+
 def frame(data: bytes) -> bytes:
     """One whole record holding ``data``."""
-    header = _HEADER.pack(len(data))
-    return header + _CRC.pack(masked_crc(header)) + data + _CRC.pack(masked_crc(data))
+    n = len(data)
+    crc = crc32c(data)
+    return b"".join((
+        _HEADS[n] if n < 1024 else _record_head(n),
+        data,
+        _pack_crc((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF),
+    ))
 
 
 def iter_records(stream: BinaryIO, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
