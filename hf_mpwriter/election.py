@@ -117,7 +117,7 @@ def _start_thread(logdir: Path, token: Optional[str]) -> bool:
         except Exception:
             logger.exception("uploader thread for %s failed", logdir)
 
-    thread = threading.Thread(target=run, name=f"hf_mpwriter-uploader", daemon=True)
+    thread = threading.Thread(target=run, name="hf_mpwriter-uploader", daemon=True)
     _threads[key] = thread
     thread.start()
     deadline = time.monotonic() + 5

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from . import config as config_mod
 from . import election, state
 from .config import UploadConfig, check_hub_settings, hub_prefix
 from .errors import ConfigurationError

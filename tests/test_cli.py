@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from hf_mpwriter import HFSummaryWriter, SummaryWriter
 from hf_mpwriter.testing import HubServer

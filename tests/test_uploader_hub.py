@@ -17,7 +17,7 @@ from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.status import collect
 from hf_mpwriter.testing import HubServer
 from upload_helpers import (
-    check_remote, finish, read_line, sigkill, start_writer, uploader_pid, wait_for, writer_env,
+    check_remote, finish, sigkill, start_writer, uploader_pid, wait_for, writer_env,
 )
 
 TOKEN = "hf_goodTokenForTests0123456789"

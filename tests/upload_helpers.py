@@ -16,9 +16,9 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
-from helpers import LAUNCHER_VARS, read_file_events, read_raw_records, scalar_points
+from helpers import LAUNCHER_VARS, read_file_events, read_raw_records, scalar_points, wait_for  # noqa: F401
 
 TESTS = Path(__file__).resolve().parent
 
@@ -36,18 +36,6 @@ def start_writer(cfg: dict, env: Optional[Mapping[str, str]] = None) -> subproce
         [sys.executable, str(TESTS / "proc_writer.py"), json.dumps(cfg)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=writer_env(env),
     )
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    """Poll ``predicate`` until truthy; fail the test with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def read_line(proc: subprocess.Popen, prefix: str, timeout: float = 60) -> str:
