@@ -55,7 +55,9 @@ class LocalTarget(Target):
     def _replace(self, piece: Piece) -> None:
         dest = self.directory / self.remote_path(piece)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        # No "tfevents" in the name: TensorBoard reads every such file, so a partial copy (mid-commit,
+        # or left by a crash) would show as duplicated, truncated data.
+        tmp = dest.with_name(f".hf_mpwriter-partial.{os.getpid()}.tmp")
         with open(piece.local_path, "rb") as src, open(tmp, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
             out.truncate(piece.size)
