@@ -157,15 +157,23 @@ class Uploader:
 
     def _loop(self, stop: threading.Event, watch: bool) -> int:
         next_cycle = 0.0  # a backlog from an earlier run goes out at once
+        # Closing writers ask for a commit now, but not more often than the Hub's rate allows: a
+        # job whose ranks close one after the other still makes one commit per ~30 s, not one per rank.
+        trigger_gap = min(self.config.commit_every, config_mod.HUB_MIN_INTERVAL_S)
+        last_cycle = -trigger_gap
+        triggered = False
         writers_gone_at: Optional[float] = None
         while not stop.is_set():
             now = time.monotonic()
-            triggered = self._consume_trigger()
+            triggered = self._consume_trigger() or triggered
             writers = live_writers(self.logdir)
-            if triggered or now >= next_cycle or self._retry_due() or (not writers and not watch):
-                if triggered:
+            final = not writers and not watch
+            if (triggered and now - last_cycle >= trigger_gap) or now >= next_cycle or self._retry_due() or final:
+                if triggered and not final:
                     stop.wait(0.5)  # let the other ranks closing at the same moment join this commit
+                triggered = False
                 self.cycle()
+                last_cycle = now
                 if now >= next_cycle:
                     next_cycle = now + self.config.commit_every
             if not writers and not watch:
