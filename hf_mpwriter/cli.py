@@ -87,8 +87,9 @@ def _sync_config(args: argparse.Namespace, logdir: Path):  # -> UploadConfig
                                   repo_type=repo_type, revision=args.revision or "main")
         else:
             wanted = UploadConfig(kind="local", prefix=prefix, commit_every=every, directory=str(Path(args.target).resolve()))
-        if current is None or current.target_key != wanted.target_key:
-            wanted.save(logdir)  # refuses a logdir already bound to another target
+        if current is not None and current.target_key == wanted.target_key:
+            return current  # same target: keep its saved settings (patterns, privacy, squash)
+        wanted.save(logdir)  # refuses a logdir already bound to another target
         return wanted
     if current is None:
         raise CLIError(f"{str(logdir)!r} has no upload target yet: pass --repo-id ID or --target DIR", 2)

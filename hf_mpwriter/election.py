@@ -1,6 +1,6 @@
 """How writers make sure an uploader runs: check, spawn, fail over, trigger.
 
-Writers never upload. They check every couple of seconds (from the flusher thread, never the
+Writers never upload. They check every couple of seconds (from a heartbeat thread, never the
 training thread) whether the logdir's uploader is alive (``uploader.json`` + ``psutil``) and, if
 not, start one. Many writers may notice at once; ``spawn.lock`` makes one of them spawn and the
 uploader's own lock makes sure a single uploader ever runs.
@@ -33,7 +33,11 @@ from .state import is_alive, read_json, state_dir
 logger = logging.getLogger(__name__)
 
 MODES = ("process", "thread", "none")
+#: After an uploader exits with an error right away, writers wait this long before the next try
+#: (instead of respawning it every heartbeat).
+SPAWN_PAUSE_S = 30.0
 _threads: dict[str, threading.Thread] = {}
+_spawn_pause_until: dict[str, float] = {}
 
 
 def uploader_info(logdir: Path) -> Optional[dict]:
@@ -42,7 +46,7 @@ def uploader_info(logdir: Path) -> Optional[dict]:
 
 
 def uploader_alive(logdir: Path) -> bool:
-    return is_alive(uploader_info(logdir))
+    return is_alive(uploader_info(logdir), state_dir(logdir, create=False) / "uploader.json")
 
 
 def trigger(logdir: Path) -> None:
@@ -67,12 +71,21 @@ def ensure_uploader(logdir: Path, mode: str, token: Optional[str] = None, wait: 
             return True
         if mode == "thread":
             return _start_thread(logdir, token)
+        key = str(Path(logdir).resolve())
+        if time.monotonic() < _spawn_pause_until.get(key, 0.0):
+            return False
         proc = _spawn_process(logdir, token)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if uploader_alive(logdir):
                 return True
             if proc.poll() is not None:
+                if proc.returncode not in (0, 2):  # 2: another uploader won the election
+                    _spawn_pause_until[key] = time.monotonic() + SPAWN_PAUSE_S
+                    logger.error(
+                        "the uploader of %s exited with code %s (see %s); not restarting it for %.0f s",
+                        logdir, proc.returncode, state_dir(logdir) / "uploader.log", SPAWN_PAUSE_S,
+                    )
                 return uploader_alive(logdir)
             time.sleep(0.05)
         return False

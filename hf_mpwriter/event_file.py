@@ -100,7 +100,9 @@ class EventFileWriter:
                 raise RuntimeError(self._closed_message())
             buf = self._buffer
             buf.append(record)
-            if len(buf) >= self._max_queue:
+            # After a failed write (disk full) only the flusher retries, every flush_secs: the
+            # training thread must not pay for a retry every max_queue events.
+            if len(buf) >= self._max_queue and self._write_error is None:
                 self._flush_locked()
 
     def flush(self) -> None:
@@ -116,6 +118,13 @@ class EventFileWriter:
             self._flush_locked()
             if not self._buffer and not self._unwritten:
                 self._close_file_locked()
+            else:
+                logger.error(
+                    "closing %s with %d bytes not yet written (%s); they stay in memory and are retried "
+                    "every %.0f s while this process runs",
+                    self.files[-1], len(self._unwritten) + sum(map(len, self._buffer)), self._write_error,
+                    self.flush_secs,
+                )
             self.closed = True
 
     def reopen(self) -> None:
@@ -213,8 +222,15 @@ class EventFileWriter:
         self._fd = None
 
     def _tick(self, now: float) -> None:
-        if now - self._last_flush >= self.flush_secs and not self.closed:
-            self.flush()
+        if now - self._last_flush < self.flush_secs:
+            return
+        with self._lock:
+            if not self.closed:
+                self._flush_locked()
+            elif self._unwritten or self._buffer:  # closed during a write error: finish the job
+                self._flush_locked()
+                if not self._unwritten and not self._buffer:
+                    self._close_file_locked()
 
     def _forget_after_fork(self) -> None:
         """In a forked child: the parent owns the file and its buffer; write nothing of them."""
@@ -236,7 +252,7 @@ class _Flusher:
     """One daemon thread per process that flushes every writer every ``flush_secs``.
 
     One thread for all writers (not one per writer, as tensorboardX does) keeps a process with many
-    writers cheap. Other periodic work (the uploader heartbeat) registers here too.
+    writers cheap.
     """
 
     PERIOD = 0.25

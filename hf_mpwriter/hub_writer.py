@@ -20,6 +20,7 @@ from . import election, state
 from .config import UploadConfig, check_hub_settings, hub_prefix
 from .errors import ConfigurationError
 from .jobqueue import JobQueue, QueueCorrupted
+from .snapshot import matches
 from .writer import SummaryWriter, _default_logdir, check_logdir
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class HFSummaryWriter(SummaryWriter):
         """Fail-over: start an uploader whenever none is alive (a flock + a psutil check, no I/O)."""
         while not self._stop.is_set():
             try:
+                state.touch(self._registration)  # other hosts sharing the logdir see we are alive
                 election.ensure_uploader(self._root, self._mode, self._token)
             except Exception:
                 logger.exception("could not check or start the uploader of %s", self._root)
@@ -162,10 +164,14 @@ class HFSummaryWriter(SummaryWriter):
     def _file_sizes(self) -> dict[str, int]:
         """Relative path -> size of every event file this writer created."""
         sizes = {}
+        allow, ignore = (self._upload.allow_patterns, self._upload.ignore_patterns) if self._upload else ([], [])
         for event_writer in self._event_writers:
             for path in event_writer.files:
+                rel = os.path.relpath(path, self._root).replace(os.sep, "/")
+                if not matches(rel, allow, ignore):  # the uploader will not send it: don't wait for it
+                    continue
                 try:
-                    sizes[os.path.relpath(path, self._root).replace(os.sep, "/")] = os.path.getsize(path)
+                    sizes[rel] = os.path.getsize(path)
                 except OSError:
                     pass
         return sizes

@@ -230,6 +230,15 @@ class JobQueue:
         )
         job.state, job.last_error, job.next_try = "pending", error, next_try
 
+    def set_pieces(self, job: Job, pieces: list[Piece]) -> None:
+        """Replace a job's pieces (some could no longer be uploaded)."""
+        self._db.execute("UPDATE jobs SET pieces = ?, updated = ? WHERE id = ?", (_dump(pieces), time.time(), job.id))
+        job.pieces = list(pieces)
+
+    def drop(self, job: Job) -> None:
+        """Forget a job none of whose pieces can be uploaded any more."""
+        self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+
     def reset_backoff(self, target: str) -> None:
         """Make the unfinished job due now (a new uploader or an explicit sync should not wait)."""
         self._db.execute("UPDATE jobs SET next_try = 0 WHERE target = ? AND state != 'done'", (target,))

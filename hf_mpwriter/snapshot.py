@@ -110,9 +110,7 @@ class Scanner:
     def files(self) -> Iterator[tuple[str, os.stat_result]]:
         """``(relative path, stat)`` of every file to upload (never the state directory)."""
         for root, dirs, names in os.walk(self.logdir):
-            if root == str(self.logdir):
-                dirs[:] = [d for d in dirs if d != STATE_DIRNAME]
-            dirs.sort()
+            dirs[:] = sorted(d for d in dirs if d != STATE_DIRNAME)  # at any depth: nested logdirs too
             for name in sorted(names):
                 full = os.path.join(root, name)
                 rel = os.path.relpath(full, self.logdir).replace(os.sep, "/")
@@ -145,10 +143,13 @@ class Scanner:
             have = known.get(rel, 0)
             if st.st_size <= have:
                 continue
-            cut = self.whole_size(rel, st, have if have <= st.st_size else 0)
-            if cut <= have or cut == 0:
-                continue
-            pieces.append(self._piece(rel, st, cut))
+            try:
+                cut = self.whole_size(rel, st, have if have <= st.st_size else 0)
+                if cut <= have or cut == 0:
+                    continue
+                pieces.append(self._piece(rel, st, cut))
+            except OSError as exc:  # one unreadable file must not hold back the others
+                logger.error("cannot snapshot %s (%s); the other files go ahead, it is retried later", rel, exc)
         return pieces
 
     def _piece(self, rel: str, st: os.stat_result, cut: int) -> Piece:

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -79,13 +80,32 @@ def process_identity(pid: Optional[int] = None) -> dict:
     return {"pid": pid, "create_time": psutil.Process(pid).create_time(), "host": HOST}
 
 
-def is_alive(identity: Optional[dict]) -> bool:
-    """Whether the process ``identity`` names still runs (``False`` for other hosts' processes is
-    not claimed: a process of another host is assumed alive, we cannot see it)."""
+#: A process of another host (shared logdir) counts as alive while its file is fresher than this:
+#: we cannot ask that host's kernel, so writers and uploaders refresh their file's mtime.
+OTHER_HOST_STALE_S = 30.0
+
+
+def touch(path: Optional[Path]) -> None:
+    """Refresh ``path``'s mtime (a heartbeat other hosts can see); missing files are ignored."""
+    if path is not None:
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+
+def is_alive(identity: Optional[dict], path: Optional[Path] = None) -> bool:
+    """Whether the process ``identity`` (read from ``path``) still runs.
+
+    On this host: psutil, pid + start time. On another host: its heartbeat file is fresh.
+    """
     if not identity:
         return False
     if identity.get("host", HOST) != HOST:
-        return True
+        try:
+            return path is not None and time.time() - path.stat().st_mtime < OTHER_HOST_STALE_S
+        except OSError:
+            return False
     try:
         proc = psutil.Process(int(identity["pid"]))
         if abs(proc.create_time() - float(identity["create_time"])) > 1.0:
@@ -173,9 +193,9 @@ def live_writers(logdir: Path) -> list[dict]:
         if entry.suffix != ".json":
             continue
         data = read_json(entry)
-        if data is not None and is_alive(data):
+        if data is not None and is_alive(data, entry):
             live.append(data)
-        elif data is None or data.get("host", HOST) == HOST:
+        else:
             try:
                 entry.unlink()
             except OSError:

@@ -1,6 +1,7 @@
 """What a logdir's upload looks like right now: for ``hf-mpwriter status`` and for tests.
 
-Read-only: it opens the queue read-only and never touches the target.
+It opens the queue read-only and never touches the target (it does clear registrations of
+writers that are dead, as every reader of them does).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
         "target": None if config is None else {"kind": config.kind, "description": target.description,
                                                "prefix": config.prefix, "commit_every_s": config.commit_every},
         "uploader": None if info is None else {"pid": info.get("pid"), "host": info.get("host"),
-                                               "alive": is_alive(info), "started": info.get("started")},
+                                               "alive": is_alive(info, state_dir(root, create=False) / "uploader.json"), "started": info.get("started")},
         "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in live_writers(root)],
         "files": files,
         "bytes_written": sum(f["bytes_written"] for f in files),

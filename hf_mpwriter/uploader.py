@@ -28,6 +28,7 @@ import argparse
 import logging
 import os
 import random
+import sqlite3
 import sys
 import threading
 import time
@@ -50,6 +51,7 @@ logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module 
 
 POLL_S = 0.25
 MAX_BACKOFF_S = 300.0
+UNEXPECTED_ERROR_PAUSE_S = 10.0
 
 
 class AlreadyRunning(Exception):
@@ -165,14 +167,21 @@ class Uploader:
         writers_gone_at: Optional[float] = None
         while not stop.is_set():
             now = time.monotonic()
-            triggered = self._consume_trigger() or triggered
+            if self._consume_trigger():  # a writer closing (or `sync`) wants it now: skip the backoff
+                triggered = True
+                self.queue.reset_backoff(self.target.key)
+            self._touch()
             writers = live_writers(self.logdir)
             final = not writers and not watch
             if (triggered and now - last_cycle >= trigger_gap) or now >= next_cycle or self._retry_due() or final:
                 if triggered and not final:
                     stop.wait(0.5)  # let the other ranks closing at the same moment join this commit
                 triggered = False
-                self.cycle()
+                try:
+                    self.cycle()
+                except Exception:  # never die on a surprise: writers would respawn us in a loop
+                    logger.exception("uploader cycle failed; retrying in %.0f s", UNEXPECTED_ERROR_PAUSE_S)
+                    stop.wait(UNEXPECTED_ERROR_PAUSE_S)
                 last_cycle = now
                 if now >= next_cycle:
                     next_cycle = now + self.config.commit_every
@@ -193,6 +202,13 @@ class Uploader:
             stop.wait(POLL_S if writers else 1.0)
         return 0
 
+    def _touch(self) -> None:
+        """Refresh ``uploader.json``'s mtime: how other hosts sharing the logdir see we are alive."""
+        try:
+            os.utime(self.state / "uploader.json")
+        except OSError:
+            pass
+
     def _retry_due(self) -> bool:
         """A failed job's backoff has run out (retries need not wait for the next interval)."""
         job = self.queue.unfinished(self.target.key)
@@ -207,7 +223,11 @@ class Uploader:
 
     # -- one cycle -----------------------------------------------------------------------------
     def cycle(self, force_send: bool = False) -> Progress:
-        """Reconcile, snapshot, and commit if the pending job is due. Never raises for target errors."""
+        """Reconcile, snapshot, and commit if the pending job is due.
+
+        Never raises for target or local I/O errors (a full disk, a vanished file, a locked
+        database): they are recorded as the last error, shown by ``status``, and retried later.
+        """
         progress = Progress()
         if not self._prepare():
             progress.error, progress.fatal = self.last_error(), self._prepare_fatal
@@ -217,12 +237,15 @@ class Uploader:
         try:
             if job is not None and (job.state == "inflight" or (job.attempts and job.next_try <= time.time())):
                 job = self._reconcile(job)  # the last attempt may have landed although it failed
-            known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
-            if job is not None:
-                known.update({p.path: p.size for p in job.pieces})
-            pieces = self.scanner.snapshot(known)
-            if pieces:
-                job = self.queue.add(key, pieces)
+            backing_off = job is not None and job.attempts > 0 and job.next_try > time.time() and not force_send
+            if not backing_off:  # while backing off, new data waits on disk: no staged copy per retry
+                known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
+                if job is not None:
+                    known.update({p.path: p.size for p in job.pieces})
+                pieces = self.scanner.snapshot(known)
+                if pieces:
+                    job = self.queue.add(key, pieces)
+                    self.scanner.clean_staging(job.pieces)  # copies the merge superseded
             if job is not None and job.state == "pending" and (force_send or job.next_try <= time.time()):
                 self._send(job, progress)
         except TargetError as exc:  # from reconciling: the target could not be asked
@@ -231,6 +254,11 @@ class Uploader:
                 self.queue.mark_failed(job, text, time.time() + backoff(max(1, job.attempts), exc))
             logger.warning("%s", text)
             progress.error, progress.fatal = text, not exc.transient
+        except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry later
+            text = f"local error while snapshotting {self.logdir}: {exc}; will retry"
+            logger.error("%s", text)
+            self.queue.set_meta("last_error", text)
+            progress.error = text
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
         return progress
@@ -259,25 +287,46 @@ class Uploader:
                 logger.warning("model card not tagged (will try again at the next start): %s", exc)
         return True
 
+    def _usable(self, job: Job) -> Optional[Job]:
+        """Re-stage what needs it; drop pieces whose source is gone (deleted by someone), keep the rest."""
+        usable = []
+        for piece in job.pieces:
+            try:
+                piece = self.scanner.restage(piece)
+                if os.path.getsize(piece.local_path) < piece.size:
+                    raise OSError(f"{piece.local_path} is shorter than the {piece.size} bytes queued")
+            except OSError as exc:
+                text = f"{piece.path} can no longer be uploaded ({exc}); it is left out"
+                logger.error("%s", text)
+                self.queue.set_meta("last_error", text)
+                continue
+            usable.append(piece)
+        if len(usable) != len(job.pieces):
+            if not usable:
+                self.queue.drop(job)
+                return None
+            self.queue.set_pieces(job, usable)
+        return job
+
     def _reconcile(self, job: Job) -> Optional[Job]:
         """A job left in flight (crash, lost response): done if the target holds it, else resend."""
-        job.pieces = [self.scanner.restage(p) for p in job.pieces]
-        if self.target.holds(job.pieces):
+        usable = self._usable(job)
+        if usable is None:
+            return None
+        if self.target.holds(usable.pieces):
             logger.info("job %d had been committed before the interruption; acknowledged", job.id)
-            self.queue.mark_done(job, job.commit_id or "reconciled")
+            self.queue.mark_done(usable, job.commit_id or "reconciled")
             self.scanner.clean_staging(())
             return None
         logger.info("job %d did not reach the target before the interruption; sending it again", job.id)
-        self.queue.mark_pending(job)
-        return job
+        self.queue.mark_pending(usable)
+        return usable
 
     def _send(self, job: Job, progress: Progress) -> None:
-        try:
-            job.pieces = [self.scanner.restage(p) for p in job.pieces]
-        except OSError as exc:
-            logger.error("job %d cannot be rebuilt (%s); dropping it and rescanning", job.id, exc)
-            self.queue.mark_done(job, None)
+        usable = self._usable(job)
+        if usable is None:
             return
+        job = usable
         message = f"Upload TensorBoard logs: {len(job.pieces)} file(s), {job.bytes} bytes (hf_mpwriter)"
         self.queue.mark_inflight(job)
         try:
@@ -290,6 +339,7 @@ class Uploader:
             progress.error, progress.fatal = text, not exc.transient
             return
         self.queue.mark_done(job, commit_id)
+        self.queue.set_meta("last_error", None)
         self.scanner.clean_staging(())
         progress.commits += 1
         progress.committed_bytes += job.bytes

@@ -162,3 +162,83 @@ def test_rotation_sends_closed_files_once(tmp_path):
     # completed (rotated) file goes out at most once more after its last growth.
     for path, seen in sizes.items():
         assert seen == sorted(set(seen)), (path, seen)
+
+
+def test_unreachable_target_does_not_pile_up_staged_copies(tmp_path):
+    logdir = tmp_path / "logs"
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "tensorboard").write_text("a file where the target needs a directory")
+    writer = HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none",
+                             commit_every=1)
+    uploader = Uploader(logdir)
+    uploader.acquire()
+    staging = logdir / ".hf_mpwriter" / "staging"
+    try:
+        for round_ in range(6):
+            for step in range(round_ * 100, (round_ + 1) * 100):
+                writer.add_scalar("loss", float(step), step)
+            writer.flush()
+            uploader.cycle()
+            if round_ % 2:
+                uploader.queue.reset_backoff(uploader.target.key)  # as a trigger or a new start does
+            # One open file: never more than one staged copy, however many retries.
+            assert len([p for p in staging.iterdir() if not p.name.startswith(".")]) <= 1
+        assert "Not a directory" in (uploader.last_error() or "")
+    finally:
+        uploader.release()
+        writer.close()
+    (tmp_path / "target" / "tensorboard").unlink()
+    assert Uploader(logdir).drain(timeout=30)
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    check_remote(logdir, remote, {0: range(600)}, tmp_path / "remote")
+
+
+def test_a_deleted_run_does_not_block_the_others(tmp_path):
+    import shutil
+
+    logdir = _offline_logs(tmp_path)
+    _crash_mid_commit(logdir, apply=0)  # a job with both ranks' files is in flight
+    shutil.rmtree(logdir / "rank-001")  # then someone deletes rank 1's run
+    assert Uploader(logdir).drain(timeout=30)
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    assert {p.split("/")[0] for p in remote} == {"rank-000"}
+    check_remote(logdir, remote, {0: range(50)}, tmp_path / "remote")
+
+
+def test_close_does_not_wait_for_files_the_patterns_exclude(tmp_path, caplog):
+    with HFSummaryWriter(logdir=str(tmp_path / "logs"), target_dir=str(tmp_path / "target"), rank=1,
+                         repo_ignore_patterns=["rank-001/*"], commit_every=1, close_timeout=5) as writer:
+        writer.add_scalar("loss", 1.0, 1)
+    assert "not committed" not in caplog.text
+    assert not list((tmp_path / "target").rglob("*tfevents*"))
+
+
+def test_sync_keeps_the_saved_patterns(tmp_path):
+    import subprocess
+    import sys
+
+    logdir = tmp_path / "logs"
+    for rank in (0, 1):
+        with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=rank, uploader="none",
+                             repo_ignore_patterns=["rank-001/*"], commit_every=1) as writer:
+            writer.add_scalar("loss", 1.0, 1)
+    result = subprocess.run([sys.executable, "-m", "hf_mpwriter", "sync", str(logdir), "--target",
+                             str(tmp_path / "target"), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    synced = {p.parent.name for p in (tmp_path / "target").rglob("*tfevents*")}
+    assert synced == {"rank-000"}
+
+
+def test_processes_of_other_hosts_are_alive_while_their_heartbeat_is_fresh(tmp_path):
+    import json
+    import os
+
+    from hf_mpwriter.state import OTHER_HOST_STALE_S, is_alive
+
+    path = tmp_path / "w.json"
+    identity = {"pid": 1, "create_time": 0.0, "host": "some-other-node"}
+    path.write_text(json.dumps(identity))
+    assert is_alive(identity, path)
+    old = time.time() - OTHER_HOST_STALE_S - 1
+    os.utime(path, (old, old))
+    assert not is_alive(identity, path)
