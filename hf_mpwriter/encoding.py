@@ -50,16 +50,18 @@ def _tag_tail(tag: str) -> bytes:
 
 
 def _step_field(step: int) -> bytes:
-    """``Event.step`` key + varint; steps repeat across the tags of one step, so the last is cached."""
-    global _last_step, _last_step_field
-    if step != _last_step:
-        _last_step_field = b"\x10" + varint(step) if step else b""  # proto3 leaves a zero step out
-        _last_step = step
-    return _last_step_field
+    """``Event.step`` key + varint; steps repeat across the tags of one step, so the last is cached
+    (one tuple, swapped atomically: threads logging at once never pair a step with another's bytes)."""
+    global _last_step
+    last = _last_step
+    if last[0] == step:
+        return last[1]
+    field = b"\x10" + varint(step)
+    _last_step = (step, field)
+    return field
 
 
-_last_step = 0
-_last_step_field = b""
+_last_step: tuple = (0, b"")
 
 
 def scalar_event(tag: str, value: float, step: int | None, wall_time: float) -> bytes:

@@ -225,7 +225,7 @@ class HFSummaryWriter(SummaryWriter):
             missing = self._missing(sizes)
             logger.warning(
                 "%d file(s) of %s are not committed to %s after %.0f s%s. They are safe on disk and queued; "
-                "the uploader keeps trying in the background, or run: hf-mpwriter sync %s",
+                "the uploader keeps trying while it runs, and this finishes the job: hf-mpwriter sync %s",
                 missing, self._root, self._upload.make_target().description, self.close_timeout,
                 self._last_error_suffix(), self._root,
             )

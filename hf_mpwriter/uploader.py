@@ -32,6 +32,7 @@ import sqlite3
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -405,13 +406,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigurationError as exc:
         logger.error("%s", exc)
         return 3
+    except Exception:  # logged through the redacting handler, not printed raw to uploader.out
+        logger.exception("the uploader failed")
+        return 1
 
 
 class _RedactFilter(logging.Filter):
     """Keeps tokens out of the uploader's log file, whatever a library puts in a message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), os.environ.get("HF_TOKEN"))
+        message = record.getMessage()
+        if record.exc_info:  # tracebacks too: format them here, redacted
+            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            record.exc_info, record.exc_text = None, None
+        record.msg = redact(message, os.environ.get("HF_TOKEN"))
         record.args = ()
         return True
 
