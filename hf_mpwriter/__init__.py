@@ -1,10 +1,24 @@
 """hf_mpwriter: every process of a distributed job logs to TensorBoard; one uploader per node
 brings the logs to the Hugging Face Hub (or a local directory) safely, promptly and without loss."""
 
+from typing import Any
+
 from .errors import ConfigurationError, HFMPWriterError, TargetError
-from .hub_writer import HFSummaryWriter
-from .writer import SummaryWriter
 
 __version__ = "0.1.0"
 
 __all__ = ["SummaryWriter", "HFSummaryWriter", "ConfigurationError", "HFMPWriterError", "TargetError", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy: ``python -m hf_mpwriter.uploader`` must not import the writers, which import
+    tensorboardX, which imports torch (~1.5 s and ~210 MB RSS per uploader start)."""
+    if name == "HFSummaryWriter":
+        from .hub_writer import HFSummaryWriter
+
+        return HFSummaryWriter
+    if name == "SummaryWriter":
+        from .writer import SummaryWriter
+
+        return SummaryWriter
+    raise AttributeError(f"module 'hf_mpwriter' has no attribute {name!r}")

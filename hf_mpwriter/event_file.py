@@ -34,7 +34,7 @@ from .records import frame
 logger = logging.getLogger(__name__)
 
 #: Rotation size: bounds what one commit re-sends for an open file.
-DEFAULT_ROTATE_BYTES = 8 * 1024 * 1024
+DEFAULT_ROTATE_BYTES = 4 * 1024 * 1024
 #: Default ``flush_secs``: what a crash can lose, in seconds of logging.
 DEFAULT_FLUSH_SECS = 2.0
 _HOST = socket.gethostname().replace("/", "_") or "localhost"

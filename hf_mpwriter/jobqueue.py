@@ -222,13 +222,20 @@ class JobQueue:
             )
         job.state, job.commit_id, job.last_error = "done", commit_id, None
 
-    def mark_failed(self, job: Job, error: str, next_try: float) -> None:
-        """The attempt failed (or its outcome is known not to have landed): pending again."""
+    def mark_failed(self, job: Job, error: str, next_try: float, count_attempt: bool = False) -> None:
+        """The attempt failed (or its outcome is known not to have landed): pending again.
+
+        ``count_attempt``: count a failure that was not a send (the target could not even be asked
+        whether it holds the job), so that the backoff grows while the target stays unreachable.
+        """
+        bump = 1 if count_attempt else 0
         self._db.execute(
-            "UPDATE jobs SET state = 'pending', last_error = ?, next_try = ?, updated = ? WHERE id = ?",
-            (error, next_try, time.time(), job.id),
+            "UPDATE jobs SET state = 'pending', last_error = ?, next_try = ?, updated = ?, attempts = attempts + ? "
+            "WHERE id = ?",
+            (error, next_try, time.time(), bump, job.id),
         )
         job.state, job.last_error, job.next_try = "pending", error, next_try
+        job.attempts += bump
 
     def set_pieces(self, job: Job, pieces: list[Piece]) -> None:
         """Replace a job's pieces (some could no longer be uploaded)."""

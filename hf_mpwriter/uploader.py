@@ -252,7 +252,7 @@ class Uploader:
         except TargetError as exc:  # from reconciling: the target could not be asked
             text = redact(str(exc), self._token)
             if job is not None:
-                self.queue.mark_failed(job, text, time.time() + backoff(max(1, job.attempts), exc))
+                self.queue.mark_failed(job, text, time.time() + backoff(job.attempts + 1, exc), count_attempt=True)
             logger.warning("%s", text)
             progress.error, progress.fatal = text, not exc.transient
         except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry later
