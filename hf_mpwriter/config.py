@@ -20,8 +20,7 @@ from .targets import HubTarget, LocalTarget, Target
 
 logger = logging.getLogger(__name__)
 
-#: The Hub accepts about 128 commits per hour per repository.
-HUB_MIN_INTERVAL_S = 3600 / 128
+HUB_MIN_INTERVAL_S = HubTarget.min_interval
 REPO_TYPES = ("model", "dataset", "space")
 
 

@@ -160,9 +160,9 @@ class Uploader:
 
     def _loop(self, stop: threading.Event, watch: bool) -> int:
         next_cycle = 0.0  # a backlog from an earlier run goes out at once
-        # Closing writers ask for a commit now, but not more often than the Hub's rate allows: a
-        # job whose ranks close one after the other still makes one commit per ~30 s, not one per rank.
-        trigger_gap = min(self.config.commit_every, config_mod.HUB_MIN_INTERVAL_S)
+        # Closing writers ask for a commit now, but not more often than the target allows: on the
+        # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
+        trigger_gap = min(self.config.commit_every, self.target.min_interval)
         last_cycle = -trigger_gap
         triggered = False
         writers_gone_at: Optional[float] = None

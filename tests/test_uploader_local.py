@@ -242,3 +242,14 @@ def test_processes_of_other_hosts_are_alive_while_their_heartbeat_is_fresh(tmp_p
     old = time.time() - OTHER_HOST_STALE_S - 1
     os.utime(path, (old, old))
     assert not is_alive(identity, path)
+
+
+def test_scheduler_trigger_commits_now(tmp_path):
+    """``writer.scheduler.trigger()``, as with huggingface_hub's HFSummaryWriter: no wait for the interval."""
+    with HFSummaryWriter(logdir=str(tmp_path / "logs"), target_dir=str(tmp_path / "target"), rank=0,
+                         commit_every=10, close_timeout=30) as writer:  # 10 minutes
+        for step in range(40):
+            writer.add_scalar("loss", float(step), step)
+        assert writer.scheduler.trigger().result(timeout=60)
+        remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+        check_remote(tmp_path / "logs", remote, {0: range(40)}, tmp_path / "remote")

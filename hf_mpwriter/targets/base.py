@@ -24,6 +24,9 @@ class Target(abc.ABC):
     key: str
     #: For people: where the logs go.
     description: str
+    #: Seconds between commits the target tolerates; commits asked for by closing writers are spaced
+    #: at least this much (the Hub accepts about 128 commits per hour per repository).
+    min_interval: float = 0.0
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.strip("/")

@@ -59,6 +59,8 @@ def git_blob_sha1(path: str, size: int) -> str:
 class HubTarget(Target):
     """Commits into ``repo_id`` at ``revision`` under ``prefix``."""
 
+    min_interval = 3600 / 128  # the Hub accepts about 128 commits per hour per repository
+
     def __init__(
         self,
         repo_id: str,
