@@ -108,6 +108,7 @@ class Uploader:
         self._prepared = False
         self._prepare_fatal = False
         self._prepare_retry_at = 0.0
+        self._prepare_failures = 0
         self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0)
 
     @property
@@ -171,6 +172,7 @@ class Uploader:
             if self._consume_trigger():  # a writer closing (or `sync`) wants it now: skip the backoff
                 triggered = True
                 self.queue.reset_backoff(self.target.key)
+                self._prepare_retry_at = 0.0
             self._touch()
             writers = live_writers(self.logdir)
             final = not writers and not watch
@@ -274,7 +276,8 @@ class Uploader:
         except TargetError as exc:
             self.queue.set_meta("last_error", redact(str(exc), self._token))
             self._prepare_fatal = not exc.transient
-            self._prepare_retry_at = time.monotonic() + (30.0 if self._prepare_fatal else 2.0)
+            self._prepare_failures += 1
+            self._prepare_retry_at = time.monotonic() + backoff(self._prepare_failures, exc)
             logger.error("%s", redact(str(exc), self._token))
             return False
         self.queue.set_meta("last_error", None)
