@@ -14,12 +14,12 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from . import election, state
 from .config import UploadConfig, check_hub_settings, hub_prefix
 from .errors import ConfigurationError
-from .jobqueue import JobQueue, QueueCorrupted
+from .jobqueue import JobQueue
 from .snapshot import matches
 from .writer import SummaryWriter, _default_logdir, check_logdir
 
@@ -176,6 +176,19 @@ class HFSummaryWriter(SummaryWriter):
                     pass
         return sizes
 
+    def _read_queue(self, read: Callable[[JobQueue], Any], default: Any) -> Any:
+        """``read(queue)`` on a read-only view of the queue; ``default`` if it cannot be read yet."""
+        try:
+            queue = JobQueue(state.state_dir(self._root) / "queue.db", readonly=True)
+        except Exception:  # not created yet, or being rebuilt by the uploader
+            return default
+        try:
+            return read(queue)
+        except Exception:
+            return default
+        finally:
+            queue.close()
+
     def _wait_committed(self, sizes: dict[str, int], timeout: float) -> bool:
         """Wait until the queue shows every file committed up to ``sizes``; ``False`` on timeout."""
         if self._upload is None or self._mode == "none":
@@ -184,14 +197,7 @@ class HFSummaryWriter(SummaryWriter):
         deadline = time.monotonic() + timeout
         next_check = 0.0
         while True:
-            try:
-                queue = JobQueue(state.state_dir(self._root) / "queue.db", readonly=True)
-                try:
-                    committed = queue.committed(key)
-                finally:
-                    queue.close()
-            except (QueueCorrupted, Exception):
-                committed = {}
+            committed = self._read_queue(lambda queue: queue.committed(key), {})
             if all(committed.get(rel, (0,))[0] >= size for rel, size in sizes.items()):
                 return True
             now = time.monotonic()
@@ -231,20 +237,13 @@ class HFSummaryWriter(SummaryWriter):
             )
 
     def _missing(self, sizes: dict[str, int]) -> int:
-        try:
-            queue = JobQueue(state.state_dir(self._root) / "queue.db", readonly=True)
-            committed = queue.committed(self._upload.target_key)  # type: ignore[union-attr]
-            queue.close()
-        except Exception:
-            return len(sizes)
+        committed = self._read_queue(lambda queue: queue.committed(self._upload.target_key), {})  # type: ignore[union-attr]
         return sum(1 for rel, size in sizes.items() if committed.get(rel, (0,))[0] < size)
 
     def _last_error_suffix(self) -> str:
-        try:
-            queue = JobQueue(state.state_dir(self._root) / "queue.db", readonly=True)
+        def last_error(queue: JobQueue) -> Optional[str]:
             job = queue.unfinished(self._upload.target_key)  # type: ignore[union-attr]
-            error = (job.last_error if job else None) or queue.get_meta("last_error")
-            queue.close()
-        except Exception:
-            return ""
+            return (job.last_error if job else None) or queue.get_meta("last_error")
+
+        error = self._read_queue(last_error, None)
         return f" (last error: {error})" if error else ""

@@ -157,27 +157,28 @@ class Scanner:
         complete = not (st.st_mode & 0o222) and cut == st.st_size
         if complete:
             return Piece(rel, cut, sha256_prefix(source, cut), source, None, True)
+        digest, staged = self._stage(source, cut)
+        return Piece(rel, cut, digest, source, str(staged), False)
+
+    def _stage(self, source: str, size: int, expected: Optional[str] = None) -> tuple[str, Path]:
+        """Copy the first ``size`` bytes of ``source`` to ``staging/<sha256>`` (hashing as it copies)."""
         self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.staging / f".{os.getpid()}.tmp"
-        digest = sha256_prefix(source, cut, copy_to=tmp)
+        digest = sha256_prefix(source, size, copy_to=tmp)
+        if expected is not None and digest != expected:
+            tmp.unlink()
+            raise OSError(f"{source} no longer starts with the bytes queued for upload (was it rewritten?)")
         staged = self.staging / digest
         os.replace(tmp, staged)
-        return Piece(rel, cut, digest, source, str(staged), False)
+        return digest, staged
 
     def restage(self, piece: Piece) -> Piece:
         """Re-create a piece whose staged copy is gone or damaged, from the append-only source."""
         if piece.staged is None:
             return piece
         path = Path(piece.staged)
-        if path.exists() and path.stat().st_size == piece.size:
-            return piece
-        self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.staging / f".{os.getpid()}.tmp"
-        digest = sha256_prefix(piece.source, piece.size, copy_to=tmp)
-        if digest != piece.sha256:
-            tmp.unlink()
-            raise OSError(f"{piece.source} no longer starts with the bytes queued for upload (was it rewritten?)")
-        os.replace(tmp, path)
+        if not (path.exists() and path.stat().st_size == piece.size):
+            self._stage(piece.source, piece.size, expected=piece.sha256)
         return piece
 
     def clean_staging(self, keep: Iterable[Piece]) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from . import config as config_mod
 from .election import uploader_info
 from .errors import ConfigurationError
-from .jobqueue import JobQueue, QueueCorrupted
+from .jobqueue import JobQueue
 from .snapshot import Scanner
 from .state import STATE_DIRNAME, is_alive, live_writers, state_dir
 
@@ -55,7 +55,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
                 meta_error = queue.get_meta("last_error")
             finally:
                 queue.close()
-        except (QueueCorrupted, Exception) as exc:  # the uploader rebuilds it; say so
+        except Exception as exc:  # corrupt, or being rebuilt by the uploader: say so
             queue_error = f"queue unreadable ({exc}); the next uploader start rebuilds it"
     scanner = Scanner(root, config.allow_patterns if config else ("*.tfevents.*",),
                       config.ignore_patterns if config else None)
