@@ -29,6 +29,7 @@ from typing import Callable, Optional
 
 from tensorboardX.proto.event_pb2 import Event
 
+from .errors import LogWriteError
 from .records import frame
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_ROTATE_BYTES = 4 * 1024 * 1024
 #: Default ``flush_secs``: what a crash can lose, in seconds of logging.
 DEFAULT_FLUSH_SECS = 2.0
+#: ``close()`` on a full disk keeps trying this long for space to return before giving up.
+CLOSE_RETRY_SECS = 10.0
+#: While the disk refuses writes, records are kept in memory up to this many bytes per writer;
+#: past it they are dropped and counted (said loudly), so a long full-disk period cannot exhaust
+#: the training process's memory.
+MAX_UNWRITTEN_BYTES = 64 * 1024 * 1024
 _HOST = socket.gethostname().replace("/", "_") or "localhost"
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
@@ -79,6 +86,9 @@ class EventFileWriter:
         self._last_name = ""
         self._last_flush = time.monotonic()
         self._write_error: Optional[str] = None
+        self._unwritten_since: Optional[float] = None
+        self._buffered_bytes = 0  # counted only while the disk refuses writes
+        self._dropped = 0  # records dropped past MAX_UNWRITTEN_BYTES (a long full-disk period)
         self.files: list[Path] = []
         self.closed = False
         self._open_new_file()
@@ -99,33 +109,94 @@ class EventFileWriter:
             if self.closed:
                 raise RuntimeError(self._closed_message())
             buf = self._buffer
+            if self._write_error is not None:  # disk full: keep records, up to a bound
+                self._keep_while_unwritable(record)
+                return
             buf.append(record)
-            # After a failed write (disk full) only the flusher retries, every flush_secs: the
-            # training thread must not pay for a retry every max_queue events.
-            if len(buf) >= self._max_queue and self._write_error is None:
+            if len(buf) >= self._max_queue:
                 self._flush_locked()
 
     def flush(self) -> None:
-        """Hand every buffered record to the OS (one ``write``; whole records only)."""
+        """Hand every buffered record to the OS (one ``write``; whole records only).
+
+        Returns only once every record logged so far is written (a SIGKILL of the process can no
+        longer lose it); raises :class:`~hf_mpwriter.errors.LogWriteError` if the OS refused them
+        (e.g. disk full): they are kept in memory and retried every ``flush_secs``.
+        """
         with self._lock:
             self._flush_locked()
+            if (self._unwritten or self._buffer) and not self.closed:  # closed: close() said it already
+                raise LogWriteError(self._unwritten_message())
 
-    def close(self) -> None:
-        """Flush, and make the current file read-only: it is complete."""
+    def try_flush(self) -> bool:
+        """Like :meth:`flush`, but returns ``False`` instead of raising (records stay in memory)."""
+        with self._lock:
+            self._flush_locked()
+            return not (self._unwritten or self._buffer)
+
+    def close(self, retry_secs: float | None = None) -> None:
+        """Flush, and make the current file read-only: it is complete.
+
+        If the disk is full, keeps trying for ``retry_secs`` (default :data:`CLOSE_RETRY_SECS`)
+        in case space returns. What still cannot be written then stays in memory, retried every
+        ``flush_secs`` while the process runs, and an error says exactly that: how many bytes,
+        logged since when, and that they are lost if the process exits first.
+        """
+        deadline = time.monotonic() + (CLOSE_RETRY_SECS if retry_secs is None else retry_secs)
         with self._lock:
             if self.closed:
                 return
             self._flush_locked()
+            while (self._unwritten or self._buffer) and time.monotonic() < deadline:
+                self._lock.release()  # let other threads log meanwhile
+                try:
+                    time.sleep(0.1)
+                finally:
+                    self._lock.acquire()
+                self._flush_locked()
             if not self._buffer and not self._unwritten:
                 self._close_file_locked()
             else:
-                logger.error(
-                    "closing %s with %d bytes not yet written (%s); they stay in memory and are retried "
-                    "every %.0f s while this process runs",
-                    self.files[-1], len(self._unwritten) + sum(map(len, self._buffer)), self._write_error,
-                    self.flush_secs,
-                )
+                logger.error("%s", self._unwritten_message(closing=True))
             self.closed = True
+
+    @property
+    def unwritten_bytes(self) -> int:
+        """Bytes of records accepted but not yet written (disk full); 0 normally."""
+        with self._lock:
+            return len(self._unwritten) + sum(map(len, self._buffer))
+
+    def _unwritten_message(self, closing: bool = False) -> str:
+        pending = len(self._unwritten) + sum(map(len, self._buffer))
+        since = time.strftime("%H:%M:%S", time.localtime(self._unwritten_since or time.time()))
+        text = (
+            f"{pending} bytes of TensorBoard records logged since {since} could not be written to "
+            f"{self.files[-1] if self.files else self._logdir} ({self._write_error}); they are kept in memory "
+            f"and retried every {self.flush_secs:g} s while this process runs"
+        )
+        if self._dropped:
+            text += f"; {self._dropped} later records were dropped (over {MAX_UNWRITTEN_BYTES >> 20} MiB unwritten)"
+        if closing:
+            text += ". They are LOST if the process exits before space returns: free disk space now"
+        return text
+
+    def _keep_while_unwritable(self, record: bytes) -> None:
+        """Keep ``record`` in memory while the disk refuses writes; past a bound, drop and count.
+
+        Only the flusher retries writing (every ``flush_secs``): the training thread must not pay
+        for a failed write every ``max_queue`` events.
+        """
+        if len(self._unwritten) + self._buffered_bytes >= MAX_UNWRITTEN_BYTES:
+            if not self._dropped:
+                logger.error(
+                    "more than %d MiB of records could not be written to %s (%s); records are now DROPPED "
+                    "(and counted) until space returns: free disk space",
+                    MAX_UNWRITTEN_BYTES >> 20, self._logdir, self._write_error,
+                )
+            self._dropped += 1
+            return
+        self._buffer.append(record)
+        self._buffered_bytes += len(record)
 
     def reopen(self) -> None:
         """Continue in a new file after ``close()`` (tensorboardX's reopen is broken; this is not)."""
@@ -178,6 +249,7 @@ class EventFileWriter:
             self._open_new_file()
         data = self._unwritten + b"".join(self._buffer) if self._buffer else self._unwritten
         self._buffer = []
+        self._buffered_bytes = 0
         self._unwritten = b""
         if not data:
             return
@@ -185,18 +257,24 @@ class EventFileWriter:
             self._write_all(data)
         except OSError as exc:
             if self._write_error is None:
+                self._unwritten_since = time.time()
                 logger.error(
-                    "cannot write event file %s (%s); %d bytes are kept in memory and retried at the next "
-                    "flush: free disk space or fix permissions",
-                    self.files[-1],
-                    exc,
-                    len(self._unwritten),
+                    "cannot write event file %s (%s); %d bytes are kept in memory and retried every %g s: "
+                    "free disk space or fix permissions",
+                    self.files[-1], exc, len(self._unwritten), self.flush_secs,
                 )
             self._write_error = str(exc)
             return
         if self._write_error is not None:
-            logger.warning("event file %s is writable again; nothing was lost", self.files[-1])
+            if self._dropped:
+                logger.error(
+                    "event file %s is writable again; %d records logged while it was not were dropped",
+                    self.files[-1], self._dropped,
+                )
+            else:
+                logger.warning("event file %s is writable again; nothing was lost", self.files[-1])
             self._write_error = None
+            self._unwritten_since = None
         if self._size >= self._rotate_bytes:
             self._close_file_locked()
 
@@ -231,6 +309,22 @@ class EventFileWriter:
                 self._flush_locked()
                 if not self._unwritten and not self._buffer:
                     self._close_file_locked()
+
+    def _last_attempt(self) -> None:
+        """At exit, for a writer closed with records it could not write: try once more, then say."""
+        with self._lock:
+            if not (self._unwritten or self._buffer):
+                return
+            self._flush_locked()
+            if self._unwritten or self._buffer:
+                pending = len(self._unwritten) + sum(map(len, self._buffer))
+                logger.error(
+                    "the process is exiting and %d bytes of TensorBoard records for %s could still not be written "
+                    "(%s): they are LOST; everything before them is on disk", pending,
+                    self.files[-1] if self.files else self._logdir, self._write_error,
+                )
+            else:
+                self._close_file_locked()
 
     def _forget_after_fork(self) -> None:
         """In a forked child: the parent owns the file and its buffer; write nothing of them."""
@@ -280,10 +374,17 @@ class _Flusher:
                     logger.exception("periodic flush failed")
 
     def close_all(self) -> None:
-        """At interpreter exit: flush every writer and close its file (so it counts as complete)."""
+        """At interpreter exit: flush every writer and close its file (so it counts as complete).
+
+        A writer closed earlier on a full disk still holds records: one last bounded attempt, then
+        the error says they are lost (they are: the process is ending).
+        """
         for writer in list(self._writers):
             try:
-                writer.close()  # type: ignore[attr-defined]
+                if writer.closed:  # type: ignore[attr-defined]
+                    writer._last_attempt()  # type: ignore[attr-defined]
+                else:
+                    writer.close()  # type: ignore[attr-defined]
             except Exception:
                 logger.exception("closing an event writer at exit failed")
 

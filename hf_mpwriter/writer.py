@@ -194,7 +194,7 @@ class SummaryWriter(tensorboardX.SummaryWriter):
                 self.file_writer.add_event(
                     Event(step=self.purge_step, session_log=SessionLog(status=SessionLog.START))
                 )
-            self.file_writer.flush()
+            self.file_writer.event_writer.try_flush()  # a full disk must not stop construction
             self.all_writers = {self.file_writer.get_logdir(): self.file_writer}
         return self.file_writer
 
@@ -319,6 +319,11 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         if os.getpid() != self._owner_pid:
             logger.debug("close() in a forked child of the writer's process: the parent owns its files")
             return
+        if self.all_writers is not None:
+            # Not tensorboardX's close(): it calls flush() first, which raises on a full disk; each
+            # file writer's close() flushes, waits a little for space, and says what it could not write.
+            for file_writer in self.all_writers.values():
+                file_writer.close()
         super().close()
         if self._claim is not None:
             self._claim.release()

@@ -847,20 +847,24 @@ for step in range(100):
 w.flush()
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 resource.setrlimit(resource.RLIMIT_FSIZE, (os.fstat(ev._fd).st_size + 100, hard))
+from hf_mpwriter.errors import LogWriteError
+def flush():  # flush() returns only once the records are written, or raises
+    try:
+        w.flush()
+        return "ok"
+    except LogWriteError as exc:
+        return "raised" if "kept in memory" in str(exc) else str(exc)
 for step in range(100, 300):
     w.add_scalar("loss", float(step), step)
-w.flush()
-print("error1", ev.pending_error is not None)
+print("error1", flush(), ev.pending_error is not None)
 for step in range(300, 400):
     w.add_scalar("loss", float(step), step)
-w.flush()
-print("error2", ev.pending_error is not None)
+print("error2", flush(), ev.pending_error is not None)
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-w.flush()
-print("error3", ev.pending_error is not None)
+print("error3", flush(), ev.pending_error is not None)
 w.close()
 """, H.child_env(T_LOGDIR=logdir))
-    assert out.split() == ["error1", "True", "error2", "True", "error3", "False"]
+    assert out.split() == ["error1", "raised", "True", "error2", "raised", "True", "error3", "ok", "False"]
     [path] = H.event_files(logdir)
     whole, covered = H.record_spans(path)
     assert covered == path.stat().st_size and len(H.read_file_events(path)) == whole
