@@ -53,6 +53,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     last = info["last_commit"]
     print(f"commits   {info['commits']} (last: {_age(last['time']) if last else 'never'}{', ' + str(last['id']) if last and last['id'] else ''})")
     print(f"pending   {info['pending_jobs']} job(s), {info['pending_bytes']} bytes")
+    audit = info["audit"]
+    if audit["verified_at"] is None:
+        print("audit     the target was never checked yet")
+    else:
+        repairing = audit["repairing"]
+        print(f"audit     target checked {_age(audit['verified_at'])}"
+              f" (full audit: {_age(audit['last_full_audit'])}, {audit['files_checked'] or 0} files);"
+              f" {len(repairing)} file(s) being repaired, {audit['repaired_total']} repaired in all")
+        for path, why in sorted(repairing.items())[:10]:
+            print(f"          {path}: {why}")
     if info["last_error"]:
         print(f"error     {info['last_error']}")
     print()

@@ -17,6 +17,7 @@ from .errors import ConfigurationError
 from .snapshot import DEFAULT_ALLOW
 from .state import read_json, state_dir, write_json_atomic
 from .targets import HubTarget, LocalTarget, Target
+from .targets.base import check_remote_path
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class UploadConfig:
     allow_patterns: list = field(default_factory=lambda: list(DEFAULT_ALLOW))
     ignore_patterns: list = field(default_factory=list)
     drain_timeout: float = 600.0  # seconds an uploader keeps retrying once every writer is gone
+    audit_every: float = 600.0  # seconds between full audits of the target (and one at every start)
 
     def make_target(self, token: Optional[str] = None) -> Target:
         if self.kind == "hub":
@@ -89,8 +91,8 @@ def hub_prefix(path_in_repo: Optional[str], logdir: Path) -> str:
     """``path_in_repo/<logdir name>``, as ``huggingface_hub.HFSummaryWriter`` lays it out."""
     name = Path(os.path.abspath(logdir)).name
     if not path_in_repo:
-        return name
-    return path_in_repo.strip("/") + "/" + name
+        return check_remote_path(name, "the logdir's name")
+    return check_remote_path(path_in_repo.strip("/") + "/" + name, "path_in_repo")
 
 
 def check_hub_settings(repo_id: str, repo_type: Optional[str], commit_every_s: float) -> str:

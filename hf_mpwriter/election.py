@@ -28,7 +28,7 @@ from typing import Optional
 
 from filelock import FileLock, Timeout
 
-from .state import is_alive, read_json, state_dir
+from .state import is_alive, private_open, read_json, state_dir
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +46,37 @@ def uploader_info(logdir: Path) -> Optional[dict]:
 
 
 def uploader_alive(logdir: Path) -> bool:
-    return is_alive(uploader_info(logdir), state_dir(logdir, create=False) / "uploader.json")
+    """Whether an uploader runs: its ``uploader.json`` names a live process, or its lock is held.
+
+    The lock counts on its own because an uploader that could not write ``uploader.json`` (full
+    disk) still runs and must not be replaced in a loop.
+    """
+    if is_alive(uploader_info(logdir), state_dir(logdir, create=False) / "uploader.json"):
+        return True
+    return lock_held(logdir)
+
+
+def lock_held(logdir: Path) -> bool:
+    """Whether some process (this one included) holds the logdir's ``uploader.lock`` right now."""
+    path = state_dir(logdir, create=False) / "uploader.lock"
+    if not path.exists():
+        return False
+    probe = FileLock(str(path), timeout=0, mode=0o600)
+    try:
+        probe.acquire()
+    except Timeout:
+        return True
+    except OSError:
+        return False
+    probe.release()
+    return False
 
 
 def trigger(logdir: Path) -> None:
     """Ask the uploader to commit now (used by ``close()`` and ``scheduler.trigger()``)."""
     try:
-        (state_dir(logdir) / "trigger").touch()
+        os.close(private_open(state_dir(logdir) / "trigger"))
+        os.utime(state_dir(logdir) / "trigger")
     except OSError as exc:
         logger.warning("could not trigger the uploader of %s: %s", logdir, exc)
 
@@ -61,7 +85,7 @@ def ensure_uploader(logdir: Path, mode: str, token: Optional[str] = None, wait: 
     """Start an uploader for ``logdir`` unless one is alive. Returns whether one is (now) alive."""
     if mode == "none" or uploader_alive(logdir):
         return mode != "none"
-    lock = FileLock(str(state_dir(logdir) / "spawn.lock"), timeout=0)
+    lock = FileLock(str(state_dir(logdir) / "spawn.lock"), timeout=0, mode=0o600)
     try:
         lock.acquire()
     except Timeout:
@@ -99,7 +123,7 @@ def _spawn_process(logdir: Path, token: Optional[str]) -> subprocess.Popen:
         env["HF_TOKEN"] = token  # environment, never the command line
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID"):
         env.pop(var, None)
-    log = open(state_dir(logdir) / "uploader.out", "ab")
+    log = os.fdopen(private_open(state_dir(logdir) / "uploader.out"), "ab")
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hf_mpwriter.uploader", str(Path(logdir).resolve())],

@@ -108,16 +108,52 @@ class HFSummaryWriter(SummaryWriter):
             root, repo_id, commit_every * 60.0, squash_history, repo_type, repo_revision, repo_private,
             path_in_repo, repo_allow_patterns, repo_ignore_patterns, target_dir,
         )
-        if self._upload is not None:
-            self._upload.save(root)
+        self._settings_saved = self._upload is None or self._save_settings(root, first=True)
         self._event_writers: list = []
         self._registration: Optional[Path] = None
         self._stop = threading.Event()
         super().__init__(logdir=logdir, rank=rank, **kwargs)
         self.scheduler = _Scheduler(self)
         if self._upload is not None:
-            self._registration = state.register_writer(self._root, self.run_dir)
+            self._register(first=True)
             threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True).start()
+
+    def _save_settings(self, root: Path, first: bool = False) -> bool:
+        """Record the upload settings for the uploader; on a full disk, keep them in memory.
+
+        Training must not crash because the disk is full: the settings are saved by the heartbeat as
+        soon as space returns (uploads start then); any other error says what to fix.
+        """
+        assert self._upload is not None
+        try:
+            state.secure_state_dir(root)
+            self._upload.save(root)
+        except OSError as exc:
+            if not state.is_disk_full(exc):
+                raise ConfigurationError(
+                    f"cannot write the upload settings in {state.state_dir(root, create=False)}: "
+                    f"{exc.strerror or exc}; make the logdir writable or choose another one"
+                ) from None
+            if first:
+                logger.error(
+                    "the disk of %s is full: the upload settings are kept in memory and saved as soon as space "
+                    "returns; logging goes on (records wait in memory) and uploads start then", root,
+                )
+            return False
+        return True
+
+    def _register(self, first: bool = False) -> None:
+        """Register this process as a writer of the logdir (retried by the heartbeat if the disk is full)."""
+        try:
+            self._registration = state.register_writer(self._root, self.run_dir)
+        except OSError as exc:
+            if not state.is_disk_full(exc):
+                raise ConfigurationError(
+                    f"cannot register this writer in {state.state_dir(self._root, create=False)}: "
+                    f"{exc.strerror or exc}; make the logdir writable or choose another one"
+                ) from None
+            if first:
+                logger.warning("cannot register this writer yet (disk full); retrying every %.0f s", HEARTBEAT_S)
 
     @staticmethod
     def _upload_config(
@@ -150,8 +186,13 @@ class HFSummaryWriter(SummaryWriter):
         """Fail-over: start an uploader whenever none is alive (a flock + a psutil check, no I/O)."""
         while not self._stop.is_set():
             try:
+                if not self._settings_saved:  # full disk at construction: save once space returns
+                    self._settings_saved = self._save_settings(self._root)
+                if self._registration is None:
+                    self._register()
                 state.touch(self._registration)  # other hosts sharing the logdir see we are alive
-                election.ensure_uploader(self._root, self._mode, self._token)
+                if self._settings_saved:
+                    election.ensure_uploader(self._root, self._mode, self._token)
             except Exception:
                 logger.exception("could not check or start the uploader of %s", self._root)
             self._stop.wait(HEARTBEAT_S)
@@ -209,13 +250,20 @@ class HFSummaryWriter(SummaryWriter):
             time.sleep(0.1)
 
     def close(self) -> None:
-        """Flush, close, and wait (at most ``close_timeout``) until this process's logs are committed."""
+        """Flush, close, and wait (at most ``close_timeout``) until this process's logs are committed.
+
+        Says the truth about anything it could not do: records the disk refused (kept in memory
+        while the process runs), files not committed yet (safe on disk and queued).
+        """
         if (self._stop.is_set() and self.file_writer is None) or os.getpid() != self._owner_pid:
             return
         super().close()
         self._stop.set()
         if self._upload is None:
             return
+        if not self._settings_saved:
+            self._settings_saved = self._save_settings(self._root)
+        unwritten = sum(w.unwritten_bytes for w in self._event_writers)
         sizes = self._file_sizes()
         if self._registration is not None:
             try:
@@ -227,13 +275,20 @@ class HFSummaryWriter(SummaryWriter):
         if self._mode == "none":
             logger.info("logs of %s are queued; run `hf-mpwriter sync %s` to upload them", self._root, self._root)
             return
-        if not self._wait_committed(sizes, self.close_timeout):
+        committed = self._settings_saved and self._wait_committed(sizes, self.close_timeout)
+        if not committed:
             missing = self._missing(sizes)
             logger.warning(
-                "%d file(s) of %s are not committed to %s after %.0f s%s. They are safe on disk and queued; "
+                "%d file(s) of %s are not committed to %s after %.0f s%s. What is on disk is safe and queued; "
                 "the uploader keeps trying while it runs, and this finishes the job: hf-mpwriter sync %s",
                 missing, self._root, self._upload.make_target().description, self.close_timeout,
                 self._last_error_suffix(), self._root,
+            )
+        if unwritten:
+            logger.error(
+                "%d bytes of records of %s are NOT on disk (it refused them: see the error above); they are kept "
+                "in memory and written if space returns before this process exits, otherwise they are lost",
+                unwritten, self._root,
             )
 
     def _missing(self, sizes: dict[str, int]) -> int:

@@ -11,14 +11,17 @@ there is at most one unfinished job: a new snapshot taken while a job waits merg
 is sent until the target acknowledges it; a job found ``inflight`` after a crash has an unknown
 outcome and is reconciled with the target before anything is sent again.
 
-A corrupt or truncated database is set aside (renamed ``queue.db.corrupt-<time>``) and rebuilt
-empty: the next snapshot then finds every file "new" and re-sends it; targets skip content they
-already hold, so nothing is lost and nothing is duplicated.
+A corrupt or truncated database (SQLite's own ``quick_check`` says so, or it is not a database) is
+set aside under a name of its own (``queue.db.corrupt-<time>-<pid>-<n>``) and rebuilt empty: the
+next snapshot then finds every file "new" and re-sends it whole; the target ends with the same
+content, so nothing is lost and nothing is duplicated. A transient error (disk full, database
+locked, too many open files) is not corruption: it is raised, and the uploader retries later.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import logging
 import sqlite3
 import time
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from .snapshot import Piece
+from .state import make_private
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,9 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (target, state);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 _KEEP_DONE_JOBS = 200
+#: ``meta`` key of the audit record: what the uploader last found at the target (see
+#: :func:`audit_record`).
+AUDIT_META = "audit"
 
 
 @dataclass
@@ -89,6 +96,10 @@ class JobQueue:
         self.readonly = readonly
         try:
             self._db = self._connect()
+        except sqlite3.OperationalError:
+            # Disk full, locked, too many open files: the queue is fine, this moment is not. The
+            # caller retries later; setting a healthy queue aside would send everything again.
+            raise
         except (sqlite3.DatabaseError, QueueCorrupted) as exc:
             if readonly:
                 raise QueueCorrupted(f"queue {self.path} is unreadable ({exc})") from None
@@ -103,6 +114,8 @@ class JobQueue:
             db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
         else:
             db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            for suffix in ("", "-wal", "-shm"):  # it names every file of the logs: private
+                make_private(Path(str(self.path) + suffix))
         try:
             if not self.readonly:
                 db.execute("PRAGMA journal_mode=WAL")
@@ -121,14 +134,14 @@ class JobQueue:
 
     def _quarantine(self, reason: BaseException) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}-{time.time_ns() % 10**9}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(str(self.path) + suffix)
             if src.exists():
                 src.replace(Path(str(aside) + suffix))
         logger.warning(
             "the upload queue %s was unreadable (%s); it was moved to %s and is rebuilt by rescanning the "
-            "logs: nothing is lost, files the target already holds are not sent again",
+            "logs: nothing is lost, but every file is sent again once, whole (the target ends with the same content)",
             self.path,
             reason,
             aside,
@@ -242,6 +255,11 @@ class JobQueue:
         self._db.execute("UPDATE jobs SET pieces = ?, updated = ? WHERE id = ?", (_dump(pieces), time.time(), job.id))
         job.pieces = list(pieces)
 
+    def forget(self, target: str, paths: list[str]) -> None:
+        """Forget that ``paths`` were committed (the audit found the target does not hold them):
+        the next snapshot sends each of them again, whole."""
+        self._db.executemany("DELETE FROM files WHERE target = ? AND path = ?", [(target, p) for p in paths])
+
     def drop(self, job: Job) -> None:
         """Forget a job none of whose pieces can be uploaded any more."""
         self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
@@ -274,6 +292,22 @@ class JobQueue:
             created=created,
             updated=updated,
         )
+
+
+def audit_record(queue: JobQueue) -> dict:
+    """What the last checks of the target found: ``{"time", "files", "found", "verified_at",
+    "repairing", "repaired_total"}`` (empty before the first audit).
+
+    ``time``/``files``/``found``: the last full audit; ``verified_at``: the last check of any kind
+    (each commit's files are checked right after it); ``repairing``: files found wrong and not yet
+    found right again; ``repaired_total``: how many were ever found wrong and re-sent.
+    """
+    raw = queue.get_meta(AUDIT_META)
+    try:
+        record = json.loads(raw) if raw else {}
+    except ValueError:
+        record = {}
+    return record if isinstance(record, dict) else {}
 
 
 class _Tx:

@@ -19,10 +19,10 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import BinaryIO, Iterable, Iterator, Optional, Sequence, Union
 
 from .records import last_whole_record
-from .state import STATE_DIRNAME
+from .state import STATE_DIRNAME, private_open
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +67,29 @@ def matches(path: str, allow: Sequence[str], ignore: Sequence[str]) -> bool:
     return not any(fnmatch.fnmatch(path, _fix(p)) for p in ignore)
 
 
+def open_nofollow(path: Union[str, os.PathLike]) -> BinaryIO:
+    """Open a regular file for reading, refusing a symlink (``O_NOFOLLOW``) or anything not regular.
+
+    Why: nothing outside the logdir may be uploaded. A symlink named like an event file (or any
+    file with ``repo_allow_patterns=None``) would otherwise send the content of its target.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file; it is not uploaded")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def sha256_prefix(path: Union[str, os.PathLike], size: int, copy_to: Optional[Path] = None) -> str:
     """sha256 of the first ``size`` bytes of ``path``; also copies them to ``copy_to`` if given."""
     digest = hashlib.sha256()
     remaining = size
-    out = open(copy_to, "wb") if copy_to is not None else None
+    out = os.fdopen(private_open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") if copy_to else None
     try:
-        with open(path, "rb") as src:
+        with open_nofollow(path) as src:
             while remaining:
                 chunk = src.read(min(_CHUNK, remaining))
                 if not chunk:
@@ -106,9 +122,14 @@ class Scanner:
         self.ignore = _patterns(ignore_patterns)
         self.staging = self.logdir / STATE_DIRNAME / "staging"
         self._boundary: dict[str, int] = {}
+        self._warned_links: set[str] = set()
 
     def files(self) -> Iterator[tuple[str, os.stat_result]]:
-        """``(relative path, stat)`` of every file to upload (never the state directory)."""
+        """``(relative path, stat)`` of every file to upload (never the state directory).
+
+        Symlinks are skipped, to files and to directories alike (``os.walk`` does not descend into
+        linked directories; ``lstat`` tells a linked file): only what lies in the logdir is sent.
+        """
         for root, dirs, names in os.walk(self.logdir):
             dirs[:] = sorted(d for d in dirs if d != STATE_DIRNAME)  # at any depth: nested logdirs too
             for name in sorted(names):
@@ -117,11 +138,14 @@ class Scanner:
                 if not matches(rel, self.allow, self.ignore):
                     continue
                 try:
-                    st = os.stat(full)
+                    st = os.lstat(full)
                 except FileNotFoundError:
                     continue
                 if stat.S_ISREG(st.st_mode):
                     yield rel, st
+                elif stat.S_ISLNK(st.st_mode) and rel not in self._warned_links:
+                    self._warned_links.add(rel)
+                    logger.warning("%s is a symbolic link; it is not uploaded (only files inside the logdir are)", rel)
 
     def whole_size(self, rel: str, st: os.stat_result, known: int) -> int:
         """How many leading bytes of the file are whole records (whole file for non-event files)."""
@@ -131,7 +155,7 @@ class Scanner:
         if start > st.st_size:  # the file was replaced by a shorter one: start over
             logger.warning("%s shrank from %d to %d bytes; snapshotting it again from the start", rel, start, st.st_size)
             start = 0
-        with open(self.logdir / rel, "rb") as handle:
+        with open_nofollow(self.logdir / rel) as handle:
             cut = last_whole_record(handle, start, st.st_size)
         self._boundary[rel] = cut
         return cut
@@ -173,13 +197,28 @@ class Scanner:
         return digest, staged
 
     def restage(self, piece: Piece) -> Piece:
-        """Re-create a piece whose staged copy is gone or damaged, from the append-only source."""
+        """Re-create a piece whose staged copy is gone or damaged, from the append-only source.
+
+        A piece sent from its own path (a complete file) is checked once more just before it is
+        handed to the upload client, which opens it by path: it must still be a regular file
+        inside the logdir, not a symlink put in its place since the snapshot.
+        """
         if piece.staged is None:
+            self._check_inside(piece.source)
             return piece
         path = Path(piece.staged)
         if not (path.exists() and path.stat().st_size == piece.size):
             self._stage(piece.source, piece.size, expected=piece.sha256)
         return piece
+
+    def _check_inside(self, source: str) -> None:
+        st = os.lstat(source)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{source} is no longer a regular file (a symlink?); it is not uploaded")
+        real = os.path.realpath(source)
+        root = os.path.realpath(self.logdir)
+        if os.path.commonpath([real, root]) != root:
+            raise OSError(f"{source} resolves to {real}, outside the logdir; it is not uploaded")
 
     def clean_staging(self, keep: Iterable[Piece]) -> None:
         """Delete staged copies no unfinished job refers to."""

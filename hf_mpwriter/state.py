@@ -16,11 +16,13 @@ The directory is private to the user (0700): it holds staged copies of the logs.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import logging
 import os
 import socket
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,13 +41,73 @@ _registration_counter = itertools.count()
 _claimed_here: set[str] = set()
 
 
+#: Subdirectories of the state directory (kept private like it).
+_PRIVATE_SUBDIRS = ("claims", "writers", "staging")
+
+
 def state_dir(logdir: str | os.PathLike, create: bool = True) -> Path:
     """``<logdir>/.hf_mpwriter``, created private (0700) on first use."""
     path = Path(logdir) / STATE_DIRNAME
     if create and not path.is_dir():
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+        make_private(path)
     return path
+
+
+def make_private(path: Path) -> None:
+    """Mode 0700 for a directory, 0600 for a file, whatever it was (owner's files only).
+
+    The state directory holds staged copies of the logs and the queue: a directory that already
+    existed with mode 0777 (created by hand, or by a tool with a permissive umask) must not stay so.
+    Best effort: a file owned by someone else is left alone (chmod would fail anyway).
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid():
+        return
+    wanted = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+    if stat.S_IMODE(st.st_mode) != wanted:
+        try:
+            os.chmod(path, wanted)
+        except OSError as exc:
+            logger.warning("could not make %s private (mode %o): %s", path, wanted, exc)
+
+
+def secure_state_dir(logdir: str | os.PathLike) -> Path:
+    """Create the state directory if needed and make it and everything in it private."""
+    root = state_dir(logdir)
+    make_private(root)
+    for entry in _scandir(root):
+        make_private(Path(entry.path))
+        if entry.name in _PRIVATE_SUBDIRS:
+            for sub in _scandir(Path(entry.path)):
+                make_private(Path(sub.path))
+    return root
+
+
+def _scandir(path: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as entries:
+            return list(entries)
+    except OSError:
+        return []
+
+
+def private_open(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
+    """``os.open`` with mode 0600 (and 0600 enforced if the file already existed)."""
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    return fd
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An ``OSError`` that means "no space": waiting for space fixes it, nothing else to change."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -149,7 +211,7 @@ def claim_run_dir(logdir: Path, preferred: Optional[str]) -> Claim:
         if str(path) in _claimed_here:
             continue
         lock_name = "plain" if name == "." else name
-        lock = FileLock(str(claims / f"{lock_name}.lock"), timeout=0)
+        lock = FileLock(str(claims / f"{lock_name}.lock"), timeout=0, mode=0o600)
         try:
             lock.acquire()
         except Timeout:

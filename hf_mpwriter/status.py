@@ -1,7 +1,8 @@
 """What a logdir's upload looks like right now: for ``hf-mpwriter status`` and for tests.
 
-It opens the queue read-only and never touches the target (it does clear registrations of
-writers that are dead, as every reader of them does).
+It opens the queue read-only and never touches the target: what it says of the target is what the
+uploader's last audit saw there (it does clear registrations of writers that are dead, as every
+reader of them does).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Optional
 from . import config as config_mod
 from .election import uploader_info
 from .errors import ConfigurationError
-from .jobqueue import JobQueue
+from .jobqueue import JobQueue, audit_record
 from .snapshot import Scanner
 from .state import STATE_DIRNAME, is_alive, live_writers, state_dir
 
@@ -44,6 +45,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
     commits = 0
     meta_error: Optional[str] = None
     queue_error: Optional[str] = None
+    audit: dict[str, Any] = {}
     if key is not None and (state_dir(root, create=False) / "queue.db").exists():
         try:
             queue = JobQueue(state_dir(root, create=False) / "queue.db", readonly=True)
@@ -53,6 +55,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
                 last = queue.last_done(key)
                 commits = queue.count_done(key)
                 meta_error = queue.get_meta("last_error")
+                audit = audit_record(queue)
             finally:
                 queue.close()
         except Exception as exc:  # corrupt, or being rebuilt by the uploader: say so
@@ -88,8 +91,29 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
         "commits": commits,
         "last_commit": None if last is None else {"time": last.updated, "id": last.commit_id},
         "last_error": (pending.last_error if pending else None) or meta_error or queue_error,
+        "audit": _audit_summary(audit, last),
         "up_to_date": config is not None and all(
             f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in files)
-        and pending is None,
+        and pending is None and _audit_summary(audit, last)["agrees"],
         "checked_at": time.time(),
+    }
+
+
+def _audit_summary(audit: dict[str, Any], last: Optional[Any]) -> dict[str, Any]:
+    """What the uploader last saw at the target, and whether it agrees with the queue.
+
+    It agrees once a check of the target came after the last commit and nothing found wrong is
+    still waiting to be sent again: ``up_to_date`` is never based on the queue's word alone.
+    """
+    verified_at = audit.get("verified_at")
+    repairing = audit.get("repairing") or {}
+    checked_after_last_commit = verified_at is not None and (last is None or verified_at >= last.updated)
+    return {
+        "last_full_audit": audit.get("time"),
+        "files_checked": audit.get("files"),
+        "found_wrong": audit.get("found") or {},
+        "verified_at": verified_at,
+        "repairing": repairing,
+        "repaired_total": audit.get("repaired_total", 0),
+        "agrees": bool(checked_after_last_commit and not repairing),
     }

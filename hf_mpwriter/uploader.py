@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -42,9 +43,9 @@ from filelock import FileLock, Timeout
 from . import config as config_mod
 from .config import UploadConfig
 from .errors import ConfigurationError, TargetError
-from .jobqueue import Job, JobQueue
-from .snapshot import Scanner
-from .state import live_writers, process_identity, state_dir, write_json_atomic
+from .jobqueue import AUDIT_META, Job, JobQueue, audit_record
+from .snapshot import Piece, Scanner
+from .state import live_writers, private_open, process_identity, secure_state_dir, state_dir, write_json_atomic
 from .targets import Target
 from .targets.hub import HubTarget, redact
 
@@ -53,6 +54,9 @@ logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module 
 POLL_S = 0.25
 MAX_BACKOFF_S = 300.0
 UNEXPECTED_ERROR_PAUSE_S = 10.0
+#: After a local error (disk full, database locked), the next try comes this soon, not at the next
+#: interval: the backlog resumes as soon as space returns.
+LOCAL_RETRY_S = 2.0
 
 
 class AlreadyRunning(Exception):
@@ -109,7 +113,10 @@ class Uploader:
         self._prepare_fatal = False
         self._prepare_retry_at = 0.0
         self._prepare_failures = 0
-        self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0)
+        self._audit_due = True
+        self._next_audit = 0.0
+        self._local_retry_at = float("inf")
+        self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0, mode=0o600)
 
     @property
     def queue(self) -> JobQueue:
@@ -124,12 +131,22 @@ class Uploader:
             self._lock.acquire(timeout=wait)
         except Timeout:
             raise AlreadyRunning(f"another uploader is running for {self.logdir}") from None
-        self.queue.reset_backoff(self.target.key)  # a new uploader (or a sync) tries at once
-        write_json_atomic(
-            self.state / "uploader.json",
-            {**process_identity(), "target": self.target.description, "started": time.time(),
-             "thread": threading.current_thread().name},
-        )
+        self._audit_due = True  # a takeover trusts nothing it did not check itself
+        # Nothing written here may stop the uploader: on a full disk it starts anyway, holds the
+        # lock (which is how writers see it alive), and resumes as soon as space returns.
+        try:
+            secure_state_dir(self.logdir)
+            self.queue.reset_backoff(self.target.key)  # a new uploader (or a sync) tries at once
+        except (OSError, sqlite3.Error) as exc:
+            logger.warning("cannot update the queue yet (%s); retrying in the loop", exc)
+        try:
+            write_json_atomic(
+                self.state / "uploader.json",
+                {**process_identity(), "target": self.target.description, "started": time.time(),
+                 "thread": threading.current_thread().name},
+            )
+        except OSError as exc:
+            logger.warning("cannot write %s (%s); writers see this uploader by its lock", self.state / "uploader.json", exc)
 
     def release(self) -> None:
         try:
@@ -169,27 +186,35 @@ class Uploader:
         writers_gone_at: Optional[float] = None
         while not stop.is_set():
             now = time.monotonic()
-            if self._consume_trigger():  # a writer closing (or `sync`) wants it now: skip the backoff
-                triggered = True
-                self.queue.reset_backoff(self.target.key)
-                self._prepare_retry_at = 0.0
-            self._touch()
             writers = live_writers(self.logdir)
-            final = not writers and not watch
-            if (triggered and now - last_cycle >= trigger_gap) or now >= next_cycle or self._retry_due() or final:
-                if triggered and not final:
-                    stop.wait(0.5)  # let the other ranks closing at the same moment join this commit
-                triggered = False
-                try:
+            try:
+                if self._consume_trigger():  # a writer closing (or `sync`) wants it now: skip the backoff
+                    triggered = True
+                    self.queue.reset_backoff(self.target.key)
+                    self._prepare_retry_at = 0.0
+                self._touch()
+                final = not writers and not watch
+                due = now >= next_cycle or self._retry_due() or final or now >= self._local_retry_at
+                if (triggered and now - last_cycle >= trigger_gap) or due:
+                    if triggered and not final:
+                        stop.wait(0.5)  # let the other ranks closing at the same moment join this commit
+                    triggered = False
                     self.cycle()
-                except Exception:  # never die on a surprise: writers would respawn us in a loop
-                    logger.exception("uploader cycle failed; retrying in %.0f s", UNEXPECTED_ERROR_PAUSE_S)
-                    stop.wait(UNEXPECTED_ERROR_PAUSE_S)
-                last_cycle = now
-                if now >= next_cycle:
-                    next_cycle = now + self.config.commit_every
+                    last_cycle = now
+                    if now >= next_cycle:
+                        next_cycle = now + self.config.commit_every
+                drained = self.drained() if not writers and not watch else False
+            except (OSError, sqlite3.Error) as exc:  # full disk, locked database: wait, then resume
+                logger.error("local error in %s (%s); retrying in %.0f s", self.state, exc, LOCAL_RETRY_S)
+                self._local_retry_at = time.monotonic() + LOCAL_RETRY_S
+                stop.wait(LOCAL_RETRY_S)
+                continue
+            except Exception:  # never die on a surprise: writers would respawn us in a loop
+                logger.exception("uploader cycle failed; retrying in %.0f s", UNEXPECTED_ERROR_PAUSE_S)
+                stop.wait(UNEXPECTED_ERROR_PAUSE_S)
+                continue
             if not writers and not watch:
-                if self.drained():
+                if drained:
                     logger.info("every writer is gone and everything is committed; uploader exits")
                     return 0
                 writers_gone_at = writers_gone_at or now
@@ -238,6 +263,8 @@ class Uploader:
         key = self.target.key
         job = self.queue.unfinished(key)
         try:
+            if self._audit_due or time.monotonic() >= self._next_audit:
+                self.audit()
             if job is not None and (job.state == "inflight" or (job.attempts and job.next_try <= time.time())):
                 job = self._reconcile(job)  # the last attempt may have landed although it failed
             backing_off = job is not None and job.attempts > 0 and job.next_try > time.time() and not force_send
@@ -257,11 +284,14 @@ class Uploader:
                 self.queue.mark_failed(job, text, time.time() + backoff(job.attempts + 1, exc), count_attempt=True)
             logger.warning("%s", text)
             progress.error, progress.fatal = text, not exc.transient
-        except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry later
-            text = f"local error while snapshotting {self.logdir}: {exc}; will retry"
+        except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry soon
+            text = f"local error while snapshotting {self.logdir}: {exc}; retrying every {LOCAL_RETRY_S:.0f} s"
             logger.error("%s", text)
+            self._local_retry_at = time.monotonic() + LOCAL_RETRY_S
             self.queue.set_meta("last_error", text)
             progress.error = text
+        else:
+            self._local_retry_at = float("inf")
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
         return progress
@@ -348,12 +378,66 @@ class Uploader:
         progress.commits += 1
         progress.committed_bytes += job.bytes
         logger.info("committed %d file(s), %d bytes as %s", len(job.pieces), job.bytes, commit_id)
+        self._verify(job.pieces, full=False)  # trust, but verify: the acknowledgement is not the proof
+
+    # -- audit ---------------------------------------------------------------------------------
+    def audit(self) -> dict[str, str]:
+        """Check every file the queue believes committed against what the target really holds.
+
+        Runs at every start (a takeover trusts nothing) and every ``audit_every`` seconds. Costs a
+        ``get_paths_info`` call per 100 files on the Hub, a ``stat`` per unchanged file locally.
+        """
+        committed = self.queue.committed(self.target.key)
+        pieces = [
+            Piece(path, size, sha, str(self.logdir / path), None, complete)
+            for path, (size, sha, complete) in sorted(committed.items())
+        ]
+        found = self._verify(pieces, full=True)
+        self._audit_due = False
+        self._next_audit = time.monotonic() + self.config.audit_every
+        return found
+
+    def _verify(self, pieces: list[Piece], full: bool) -> dict[str, str]:
+        """Compare ``pieces`` with the target; forget (so re-send) any it does not hold exactly.
+
+        A file the target holds shorter or different from what was acknowledged (a late commit of a
+        dead uploader, a hand edit, a target restored from an old backup) is sent again, whole, by
+        the next snapshot, and counted in ``repaired_total``. ``status`` shows what was found.
+        """
+        try:
+            found = self.target.differences(pieces) if pieces else {}
+        except TargetError:
+            self._audit_due = True  # could not ask: the next cycle asks again
+            raise
+        record = audit_record(self.queue)
+        repairing = dict(record.get("repairing", {}))
+        for piece in pieces:
+            if piece.path not in found:
+                repairing.pop(piece.path, None)  # found right again: repaired
+        if found:
+            logger.error(
+                "the target does not hold %d file(s) as acknowledged (%s); sending them again",
+                len(found), "; ".join(f"{p}: {why}" for p, why in sorted(found.items())[:5]),
+            )
+            lost = [p for p in found if not os.path.lexists(self.logdir / p)]
+            for path in lost:  # nothing to send it from: say so, do not wait for it forever
+                logger.error("%s cannot be repaired: its local file is gone from %s", path, self.logdir)
+            self.queue.forget(self.target.key, sorted(set(found) - set(lost)))
+            repairing.update({p: why for p, why in found.items() if p not in lost})
+            record["repaired_total"] = record.get("repaired_total", 0) + len(found) - len(lost)
+        now = time.time()
+        record.update({"verified_at": now, "repairing": repairing})
+        if full:
+            record.update({"time": now, "files": len(pieces), "found": found})
+        self.queue.set_meta(AUDIT_META, json.dumps(record, sort_keys=True))
+        return found
 
     # -- state ---------------------------------------------------------------------------------
     def drained(self) -> bool:
-        """Nothing queued, and no file has whole records beyond what the target holds."""
+        """Nothing queued, nothing being repaired, and no file has whole records beyond what the
+        target holds."""
         key = self.target.key
-        if self.queue.unfinished(key) is not None:
+        if self.queue.unfinished(key) is not None or audit_record(self.queue).get("repairing"):
             return False
         known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
         for rel, st in self.scanner.files():
@@ -398,6 +482,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("logdir")
     args = parser.parse_args(argv)
     logdir = Path(args.logdir)
+    secure_state_dir(logdir)
+    os.close(private_open(state_dir(logdir) / "uploader.log"))  # private before the handler opens it
     handler = logging.FileHandler(state_dir(logdir) / "uploader.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_RedactFilter())

@@ -119,7 +119,7 @@ def test_server_down_for_the_whole_run_then_next_start_drains(hub, tmp_path):
     env = _env(hub, tmp_path)
     procs = [start_writer(_cfg(tmp_path, r, steps=100, close_timeout=3), env) for r in range(2)]
     errs = [finish(p) for p in procs]
-    assert all("hf-mpwriter sync" in err and "safe on disk" in err for err in errs), errs
+    assert all("hf-mpwriter sync" in err and "is safe and queued" in err for err in errs), errs
     status = collect(logdir)
     assert not status["up_to_date"] and status["last_error"], status
     sigkill(uploader_pid(logdir))  # the job ends: nothing runs any more

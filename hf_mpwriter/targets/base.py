@@ -5,7 +5,25 @@ from __future__ import annotations
 import abc
 from typing import Optional, Sequence
 
+from ..errors import ConfigurationError
 from ..snapshot import Piece
+
+
+def check_remote_path(prefix: str, what: str = "path_in_repo") -> str:
+    """``prefix`` if it stays inside the target once normalised, else a :class:`ConfigurationError`.
+
+    Why here: a ``..`` would make a local target write outside its directory, and makes every Hub
+    commit fail inside the client before any request (retried forever, nothing uploaded).
+    """
+    if not isinstance(prefix, str):
+        raise ConfigurationError(f"{what} must be a string, got {type(prefix).__name__}")
+    parts = prefix.replace("\\", "/").split("/")
+    if any(part == ".." for part in parts) or "\0" in prefix:
+        raise ConfigurationError(
+            f"{what} {prefix!r} would leave the repository (or target directory): use a relative folder "
+            f"without '..', e.g. path_in_repo='tensorboard'"
+        )
+    return "/".join(part for part in parts if part not in ("", "."))
 
 
 class Target(abc.ABC):
@@ -15,8 +33,9 @@ class Target(abc.ABC):
 
     - :meth:`commit` is atomic per file (a file is replaced by a whole new version, never left
       half-written) and idempotent: committing content the target already holds is harmless;
-    - :meth:`holds` tells whether the target already has exactly these pieces, which resolves a
-      commit whose outcome is unknown (crash or lost response) without sending it twice;
+    - :meth:`differences` says which pieces the target does *not* hold exactly (missing, shorter,
+      different): it resolves a commit whose outcome is unknown (crash or lost response) without
+      sending it twice, and it is how the uploader audits what it believes committed;
     - failures raise :class:`~hf_mpwriter.errors.TargetError`, ``transient`` or not.
     """
 
@@ -29,10 +48,11 @@ class Target(abc.ABC):
     min_interval: float = 0.0
 
     def __init__(self, prefix: str) -> None:
-        self.prefix = prefix.strip("/")
+        self.prefix = check_remote_path(prefix.strip("/"), "the target prefix (path_in_repo)")
 
     def remote_path(self, piece: Piece) -> str:
-        return f"{self.prefix}/{piece.path}" if self.prefix else piece.path
+        path = check_remote_path(piece.path, "a queued file path")
+        return f"{self.prefix}/{path}" if self.prefix else path
 
     def prepare(self) -> None:
         """Create what must exist before the first commit (repository, model card). Idempotent."""
@@ -41,9 +61,13 @@ class Target(abc.ABC):
     def commit(self, pieces: Sequence[Piece], message: str) -> Optional[str]:
         """Make the target hold ``pieces``; return a commit id."""
 
-    @abc.abstractmethod
     def holds(self, pieces: Sequence[Piece]) -> bool:
         """Whether the target already holds exactly these pieces."""
+        return not self.differences(pieces)
+
+    @abc.abstractmethod
+    def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
+        """``piece.path -> what is wrong`` for every piece the target does not hold exactly."""
 
     def read(self, path: str) -> bytes:
         """Content of a remote file (relative to ``prefix``): for verification."""

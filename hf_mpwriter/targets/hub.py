@@ -17,12 +17,14 @@ import re
 from typing import Any, Optional, Sequence
 
 from ..errors import TargetError
-from ..snapshot import Piece
+from ..snapshot import Piece, open_nofollow
 from .base import Target
 
 logger = logging.getLogger(__name__)
 
 _TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{8,}")
+#: ``get_paths_info`` batch size: one call per this many files when checking what the Hub holds.
+PATHS_PER_CALL = 100
 _TRANSIENT_STATUS = {408, 409, 412, 423, 425, 429, 500, 502, 503, 504}
 
 
@@ -48,12 +50,34 @@ def retry_after(response: Any) -> Optional[float]:
 
 
 def git_blob_sha1(path: str, size: int) -> str:
-    """The git object id of a file: how the Hub names regular (non-LFS) files."""
+    """The git object id of the first ``size`` bytes of a file: how the Hub names regular files."""
     digest = hashlib.sha1(b"blob %d\0" % size)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
+    remaining = size
+    with open_nofollow(path) as handle:
+        while remaining:
+            chunk = handle.read(min(1 << 20, remaining))
+            if not chunk:
+                raise OSError(f"{path} is shorter than {size} bytes")
             digest.update(chunk)
+            remaining -= len(chunk)
     return digest.hexdigest()
+
+
+def _compare(piece: Piece, info: Any) -> Optional[str]:
+    """What is wrong with the remote file ``info`` for ``piece``, or ``None`` if it matches."""
+    if info is None:
+        return "missing"
+    size = getattr(info, "size", None)
+    if size != piece.size:
+        return f"holds {size} bytes, {piece.size} expected"
+    lfs = getattr(info, "lfs", None)
+    if lfs is not None:
+        return None if lfs.sha256 == piece.sha256 else "same size, different content (sha256)"
+    try:
+        local = git_blob_sha1(piece.local_path, piece.size)
+    except OSError:
+        return None  # the local copy is gone: the size is all that can be compared
+    return None if getattr(info, "blob_id", None) == local else "same size, different content (git oid)"
 
 
 class HubTarget(Target):
@@ -125,44 +149,58 @@ class HubTarget(Target):
         except Exception as exc:
             raise self._error(exc, "tag the model card") from None
 
+    def head(self) -> str:
+        """The commit the branch points to now: what the next commit must name as its parent."""
+        info = self.api.repo_info(self.repo_id, repo_type=self.repo_type, revision=self.revision)
+        return str(info.sha)
+
     def commit(self, pieces: Sequence[Piece], message: str) -> Optional[str]:
+        """One commit of ``pieces``, fenced: it names the head it was based on as ``parent_commit``.
+
+        Why: a commit whose client died (SIGKILL, lost connection) may still be applied by the Hub
+        later. Had it no parent, it would replace newer files with its older, shorter versions. With
+        a parent, the Hub refuses it (412) once anything else was committed, and refuses ours (412)
+        if it landed first; the uploader then reconciles against the new head and tries again.
+        """
         from huggingface_hub import CommitOperationAdd
 
-        operations = [CommitOperationAdd(self.remote_path(p), p.local_path) for p in pieces]
         try:
+            operations = [CommitOperationAdd(self.remote_path(p), p.local_path) for p in pieces]
+            parent = self.head()
             info = self.api.create_commit(
                 self.repo_id,
                 operations=operations,
                 commit_message=message,
                 repo_type=self.repo_type,
                 revision=self.revision,
+                parent_commit=parent,
             )
             if self.squash_history:
                 self.api.super_squash_history(self.repo_id, branch=self.revision, repo_type=self.repo_type)
+        except TargetError:
+            raise
         except Exception as exc:
             raise self._error(exc, "commit") from None
         return getattr(info, "oid", None)
 
-    def holds(self, pieces: Sequence[Piece]) -> bool:
-        try:
-            infos = self.api.get_paths_info(
-                self.repo_id, [self.remote_path(p) for p in pieces], repo_type=self.repo_type, revision=self.revision
-            )
-        except Exception as exc:
-            raise self._error(exc, "list remote files") from None
-        remote = {info.path: info for info in infos}
-        for piece in pieces:
-            info = remote.get(self.remote_path(piece))
-            if info is None or getattr(info, "size", None) != piece.size:
-                return False
-            lfs = getattr(info, "lfs", None)
-            if lfs is not None:
-                if lfs.sha256 != piece.sha256:
-                    return False
-            elif getattr(info, "blob_id", None) != git_blob_sha1(piece.local_path, piece.size):
-                return False
-        return True
-
+    def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
+        """Compare sizes and hashes with ``get_paths_info``, one call per batch of files."""
+        wrong: dict[str, str] = {}
+        for start in range(0, len(pieces), PATHS_PER_CALL):
+            batch = pieces[start:start + PATHS_PER_CALL]
+            try:
+                infos = self.api.get_paths_info(
+                    self.repo_id, [self.remote_path(p) for p in batch], repo_type=self.repo_type,
+                    revision=self.revision,
+                )
+            except Exception as exc:
+                raise self._error(exc, "list remote files") from None
+            remote = {info.path: info for info in infos}
+            for piece in batch:
+                problem = _compare(piece, remote.get(self.remote_path(piece)))
+                if problem:
+                    wrong[piece.path] = problem
+        return wrong
     def read(self, path: str) -> bytes:
         from huggingface_hub import hf_hub_download
 
@@ -198,6 +236,12 @@ class HubTarget(Target):
                 f"cannot {doing} on {where}: the repository was not found (HTTP {status}). Check repo_id and "
                 f"repo_type, and that the token can see it",
                 transient=False,
+            )
+        if status == 412:
+            return TargetError(
+                f"cannot {doing} on {where}: the branch {self.revision!r} moved since this commit was prepared "
+                f"(another commit landed first); reconciling against the new head and retrying",
+                transient=True,
             )
         if status is not None and status not in _TRANSIENT_STATUS and 400 <= status < 500:
             return TargetError(f"cannot {doing} on {where}: HTTP {status}: {detail}", transient=False)

@@ -11,12 +11,13 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import TargetError
-from ..snapshot import Piece, sha256_prefix
+from ..snapshot import Piece, open_nofollow, sha256_prefix
 from .base import Target
 
 COMMIT_LOG = ".hf_mpwriter-commits.jsonl"
@@ -30,6 +31,7 @@ class LocalTarget(Target):
         self.directory = Path(directory).expanduser().resolve()
         self.key = f"local:{self.directory}:{self.prefix}"
         self.description = str(self.directory)
+        self._verified: dict[str, tuple[int, int, int, str]] = {}  # path -> what was last found intact
 
     def prepare(self) -> None:
         try:
@@ -52,28 +54,59 @@ class LocalTarget(Target):
             raise TargetError(f"cannot write to {self.directory}: {exc}", transient=True) from None
         return commit_id
 
-    def _replace(self, piece: Piece) -> None:
+    def _dest(self, piece: Piece) -> Path:
+        """Where ``piece`` goes: always inside the directory, whatever symlinks it contains."""
         dest = self.directory / self.remote_path(piece)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        real = os.path.realpath(dest.parent)
+        if os.path.commonpath([real, str(self.directory)]) != str(self.directory):
+            raise TargetError(
+                f"cannot write {piece.path}: {dest.parent} resolves to {real}, outside the target directory "
+                f"{self.directory} (a symlink?); remove the link, then run `hf-mpwriter sync LOGDIR`",
+                transient=False,
+            )
+        return dest
+
+    def _replace(self, piece: Piece) -> None:
+        dest = self._dest(piece)
         # No "tfevents" in the name: TensorBoard reads every such file, so a partial copy (mid-commit,
         # or left by a crash) would show as duplicated, truncated data.
         tmp = dest.with_name(f".hf_mpwriter-partial.{os.getpid()}.tmp")
-        with open(piece.local_path, "rb") as src, open(tmp, "wb") as out:
+        with open_nofollow(piece.local_path) as src, open(tmp, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
             out.truncate(piece.size)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
+        self._verified.pop(str(dest), None)
 
-    def holds(self, pieces: Sequence[Piece]) -> bool:
+    def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
+        """Compare sizes and sha256 with the files on disk.
+
+        A file verified before and unchanged since (same size, mtime and inode) is not hashed again:
+        an audit of a long run then costs a ``stat`` per file, not a read of every byte.
+        """
+        wrong = {}
         for piece in pieces:
             dest = self.directory / self.remote_path(piece)
             try:
-                if dest.stat().st_size != piece.size or sha256_prefix(dest, piece.size) != piece.sha256:
-                    return False
+                st = os.lstat(dest)
+                if not stat.S_ISREG(st.st_mode):
+                    wrong[piece.path] = "not a regular file"
+                    continue
+                if st.st_size != piece.size:
+                    wrong[piece.path] = f"holds {st.st_size} bytes, {piece.size} expected"
+                    continue
+                seen = (st.st_size, st.st_mtime_ns, st.st_ino, piece.sha256)
+                if self._verified.get(str(dest)) == seen:
+                    continue
+                if sha256_prefix(dest, piece.size) != piece.sha256:
+                    wrong[piece.path] = "same size, different content (sha256)"
+                    continue
+                self._verified[str(dest)] = seen
             except OSError:
-                return False
-        return True
+                wrong[piece.path] = "missing"
+        return wrong
 
     def read(self, path: str) -> bytes:
         return (self.directory / self.prefix / path).read_bytes()
