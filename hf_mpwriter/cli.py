@@ -83,7 +83,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # -- sync ------------------------------------------------------------------------------------
 def _sync_config(args: argparse.Namespace, logdir: Path):  # -> UploadConfig
     from . import config as config_mod
-    from .config import UploadConfig, check_hub_settings, hub_prefix
+    from .config import UploadConfig, hub_prefix
 
     current = config_mod.load(logdir)
     if args.repo_id or args.target:
@@ -92,11 +92,10 @@ def _sync_config(args: argparse.Namespace, logdir: Path):  # -> UploadConfig
         prefix = hub_prefix(args.path_in_repo, logdir)
         every = current.commit_every if current else 300.0
         if args.repo_id:
-            repo_type = check_hub_settings(args.repo_id, args.repo_type, every)
-            wanted = UploadConfig(kind="hub", prefix=prefix, commit_every=every, repo_id=args.repo_id,
-                                  repo_type=repo_type, revision=args.revision or "main")
+            wanted = UploadConfig.for_hub(args.repo_id, prefix=prefix, commit_every=every,
+                                          repo_type=args.repo_type, revision=args.revision)
         else:
-            wanted = UploadConfig(kind="local", prefix=prefix, commit_every=every, directory=str(Path(args.target).resolve()))
+            wanted = UploadConfig.for_local(args.target, prefix=prefix, commit_every=every)
         if current is not None and current.target_key == wanted.target_key:
             return current  # same target: keep its saved settings (patterns, privacy, squash)
         wanted.save(logdir)  # refuses a logdir already bound to another target

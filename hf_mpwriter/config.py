@@ -8,10 +8,11 @@ environment, like any ``huggingface_hub`` program.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence, Union
 
 from .errors import ConfigurationError
 from .snapshot import DEFAULT_ALLOW
@@ -42,6 +43,33 @@ class UploadConfig:
     ignore_patterns: list = field(default_factory=list)
     drain_timeout: float = 600.0  # seconds an uploader keeps retrying once every writer is gone
     audit_every: float = 600.0  # seconds between full audits of the target (and one at every start)
+
+    # -- the one way settings are built (writers, the CLI, the integrations) -----------------
+    @classmethod
+    def for_hub(
+        cls, repo_id: str, *, prefix: str, commit_every: float = 300.0, repo_type: str | None = None,
+        revision: str | None = None, private: bool | None = None, squash_history: bool = False,
+        allow_patterns: PatternArg = DEFAULT_ALLOW, ignore_patterns: PatternArg = None,
+    ) -> UploadConfig:
+        """Settings for a Hub repository, checked (repo id and type, interval) before anything is written."""
+        kind_type = check_hub_settings(repo_id, repo_type, commit_every)
+        return cls(
+            kind="hub", prefix=check_remote_path(prefix), commit_every=commit_every, repo_id=repo_id,
+            repo_type=kind_type, revision=revision or "main", private=private, squash_history=squash_history,
+            allow_patterns=pattern_list(allow_patterns), ignore_patterns=pattern_list(ignore_patterns),
+        )
+
+    @classmethod
+    def for_local(
+        cls, directory: str | os.PathLike, *, prefix: str, commit_every: float = 300.0,
+        allow_patterns: PatternArg = DEFAULT_ALLOW, ignore_patterns: PatternArg = None,
+    ) -> UploadConfig:
+        """Settings for a local target directory."""
+        return cls(
+            kind="local", prefix=check_remote_path(prefix), commit_every=commit_every,
+            directory=str(Path(directory).expanduser().resolve()),
+            allow_patterns=pattern_list(allow_patterns), ignore_patterns=pattern_list(ignore_patterns),
+        )
 
     def make_target(self, token: Optional[str] = None) -> Target:
         if self.kind == "hub":
@@ -76,6 +104,52 @@ class UploadConfig:
                 f"{path} once `hf-mpwriter status` shows nothing pending"
             )
         write_json_atomic(path, asdict(self))
+
+
+PatternArg = Union[str, Sequence[str], None]
+
+
+def pattern_list(value: PatternArg) -> list[str]:
+    """``huggingface_hub``'s pattern arguments (a string, a list or ``None``) as a list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def check_commit_every(minutes: Any) -> float:
+    """``commit_every`` (minutes, as ``huggingface_hub``) in seconds, or a clear error."""
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes < math.inf:
+        raise ConfigurationError(f"commit_every must be a positive, finite number of minutes, got {minutes!r}")
+    return float(minutes) * 60.0
+
+
+def writer_settings(
+    logdir: Path, repo_id: str | None, *, target_dir: str | os.PathLike | None = None, commit_every: Any = 5,
+    squash_history: bool = False, repo_type: str | None = None, repo_revision: str | None = None,
+    repo_private: bool | None = None, path_in_repo: str | None = "tensorboard",
+    repo_allow_patterns: PatternArg = DEFAULT_ALLOW, repo_ignore_patterns: PatternArg = None,
+) -> UploadConfig | None:
+    """The upload settings of ``HFSummaryWriter``'s arguments (``None``: local only), all checked.
+
+    Used by the writer, the integrations (to fail when a callback is built, not at the first log
+    call) and nothing else: one place decides what the arguments mean.
+    """
+    every_s = check_commit_every(commit_every)
+    prefix = hub_prefix(path_in_repo, logdir)
+    if repo_id is not None:
+        if target_dir is not None:
+            raise ConfigurationError("pass either repo_id (the Hub) or target_dir (a local directory), not both")
+        return UploadConfig.for_hub(
+            repo_id, prefix=prefix, commit_every=every_s, repo_type=repo_type, revision=repo_revision,
+            private=repo_private, squash_history=squash_history, allow_patterns=repo_allow_patterns,
+            ignore_patterns=repo_ignore_patterns,
+        )
+    if target_dir is not None:
+        return UploadConfig.for_local(
+            target_dir, prefix=prefix, commit_every=every_s, allow_patterns=repo_allow_patterns,
+            ignore_patterns=repo_ignore_patterns,
+        )
+    return None
 
 
 def load(logdir: Path) -> Optional[UploadConfig]:

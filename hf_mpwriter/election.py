@@ -28,6 +28,7 @@ from typing import Optional
 
 from filelock import FileLock, Timeout
 
+from .errors import ConfigurationError
 from .state import is_alive, private_open, read_json, state_dir
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,13 @@ MODES = ("process", "thread", "none")
 SPAWN_PAUSE_S = 30.0
 _threads: dict[str, threading.Thread] = {}
 _spawn_pause_until: dict[str, float] = {}
+
+
+def check_mode(mode: object) -> str:
+    """``mode`` if it is one of :data:`MODES`, else a :class:`~hf_mpwriter.ConfigurationError`."""
+    if mode not in MODES:
+        raise ConfigurationError(f"uploader must be one of {', '.join(MODES)}, got {mode!r}")
+    return str(mode)
 
 
 def uploader_info(logdir: Path) -> Optional[dict]:

@@ -14,12 +14,12 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 from . import election, state
-from .config import UploadConfig, check_hub_settings, hub_prefix
+from .config import UploadConfig, writer_settings
 from .errors import ConfigurationError
-from .jobqueue import JobQueue
+from .jobqueue import read_committed, read_last_error
 from .snapshot import matches
 from .writer import SummaryWriter, _default_logdir, check_logdir
 
@@ -92,11 +92,15 @@ class HFSummaryWriter(SummaryWriter):
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
         **kwargs: Any,
     ) -> None:
-        if isinstance(commit_every, bool) or not isinstance(commit_every, (int, float)) or commit_every <= 0:
-            raise ConfigurationError(f"commit_every must be a positive number of minutes, got {commit_every!r}")
-        if uploader not in election.MODES:
-            raise ConfigurationError(f"uploader must be one of {', '.join(election.MODES)}, got {uploader!r}")
+        election.check_mode(uploader)
         logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
+        # Every setting is checked before anything is created: a rejected call leaves no trace.
+        self._upload: Optional[UploadConfig] = writer_settings(
+            Path(logdir).expanduser(), repo_id, target_dir=target_dir, commit_every=commit_every,
+            squash_history=squash_history, repo_type=repo_type, repo_revision=repo_revision,
+            repo_private=repo_private, path_in_repo=path_in_repo, repo_allow_patterns=repo_allow_patterns,
+            repo_ignore_patterns=repo_ignore_patterns,
+        )
         root = check_logdir(logdir)
         self.repo_id = repo_id
         self.repo_type = repo_type or "model"
@@ -104,10 +108,6 @@ class HFSummaryWriter(SummaryWriter):
         self.close_timeout = float(close_timeout)
         self._mode = uploader
         self._token = token
-        self._upload: Optional[UploadConfig] = self._upload_config(
-            root, repo_id, commit_every * 60.0, squash_history, repo_type, repo_revision, repo_private,
-            path_in_repo, repo_allow_patterns, repo_ignore_patterns, target_dir,
-        )
         self._settings_saved = self._upload is None or self._save_settings(root, first=True)
         self._event_writers: list = []
         self._registration: Optional[Path] = None
@@ -155,32 +155,6 @@ class HFSummaryWriter(SummaryWriter):
             if first:
                 logger.warning("cannot register this writer yet (disk full); retrying every %.0f s", HEARTBEAT_S)
 
-    @staticmethod
-    def _upload_config(
-        root: Path, repo_id: Optional[str], every_s: float, squash: bool, repo_type: Optional[str],
-        revision: Optional[str], private: Optional[bool], path_in_repo: Optional[str],
-        allow: Union[list, str, None], ignore: Union[list, str, None], target_dir: Any,
-    ) -> Optional[UploadConfig]:
-        """The upload settings, validated before anything is written."""
-        allow_list = [allow] if isinstance(allow, str) else list(allow or [])
-        ignore_list = [ignore] if isinstance(ignore, str) else list(ignore or [])
-        prefix = hub_prefix(path_in_repo, root)
-        if repo_id is not None:
-            if target_dir is not None:
-                raise ConfigurationError("pass either repo_id (the Hub) or target_dir (a local directory), not both")
-            kind_type = check_hub_settings(repo_id, repo_type, every_s)
-            return UploadConfig(
-                kind="hub", prefix=prefix, commit_every=every_s, repo_id=repo_id, repo_type=kind_type,
-                revision=revision or "main", private=private, squash_history=squash,
-                allow_patterns=allow_list, ignore_patterns=ignore_list,
-            )
-        if target_dir is not None:
-            return UploadConfig(
-                kind="local", prefix=prefix, commit_every=every_s, directory=str(Path(target_dir).resolve()),
-                allow_patterns=allow_list, ignore_patterns=ignore_list,
-            )
-        return None
-
     # -- keeping an uploader alive -----------------------------------------------------------
     def _heartbeat(self) -> None:
         """Fail-over: start an uploader whenever none is alive (a flock + a psutil check, no I/O)."""
@@ -217,19 +191,6 @@ class HFSummaryWriter(SummaryWriter):
                     pass
         return sizes
 
-    def _read_queue(self, read: Callable[[JobQueue], Any], default: Any) -> Any:
-        """``read(queue)`` on a read-only view of the queue; ``default`` if it cannot be read yet."""
-        try:
-            queue = JobQueue(state.state_dir(self._root) / "queue.db", readonly=True)
-        except Exception:  # not created yet, or being rebuilt by the uploader
-            return default
-        try:
-            return read(queue)
-        except Exception:
-            return default
-        finally:
-            queue.close()
-
     def _wait_committed(self, sizes: dict[str, int], timeout: float) -> bool:
         """Wait until the queue shows every file committed up to ``sizes``; ``False`` on timeout."""
         if self._upload is None or self._mode == "none":
@@ -238,8 +199,8 @@ class HFSummaryWriter(SummaryWriter):
         deadline = time.monotonic() + timeout
         next_check = 0.0
         while True:
-            committed = self._read_queue(lambda queue: queue.committed(key), {})
-            if all(committed.get(rel, (0,))[0] >= size for rel, size in sizes.items()):
+            committed = read_committed(self._queue_path, key)
+            if all(committed.get(rel, 0) >= size for rel, size in sizes.items()):
                 return True
             now = time.monotonic()
             if now >= deadline:
@@ -291,14 +252,16 @@ class HFSummaryWriter(SummaryWriter):
                 unwritten, self._root,
             )
 
+    @property
+    def _queue_path(self) -> Path:
+        return state.state_dir(self._root, create=False) / "queue.db"
+
     def _missing(self, sizes: dict[str, int]) -> int:
-        committed = self._read_queue(lambda queue: queue.committed(self._upload.target_key), {})  # type: ignore[union-attr]
-        return sum(1 for rel, size in sizes.items() if committed.get(rel, (0,))[0] < size)
+        assert self._upload is not None
+        committed = read_committed(self._queue_path, self._upload.target_key)
+        return sum(1 for rel, size in sizes.items() if committed.get(rel, 0) < size)
 
     def _last_error_suffix(self) -> str:
-        def last_error(queue: JobQueue) -> Optional[str]:
-            job = queue.unfinished(self._upload.target_key)  # type: ignore[union-attr]
-            return (job.last_error if job else None) or queue.get_meta("last_error")
-
-        error = self._read_queue(last_error, None)
+        assert self._upload is not None
+        error = read_last_error(self._queue_path, self._upload.target_key)
         return f" (last error: {error})" if error else ""

@@ -4,7 +4,7 @@ Why SQLite: it is in the standard library, its WAL journal makes every transacti
 durable against a SIGKILL at any instant, and several processes can read it while the uploader
 writes (writers wait on it in ``close()``, the CLI shows it in ``status``).
 
-A job is an exact, replayable snapshot: a list of :class:`~hf_mpwriter.snapshot.Piece` (a file cut
+A job is an exact, replayable snapshot: a list of :class:`~hf_mpwriter.piece.Piece` (a file cut
 at a whole-record offset, with its sha256 and a path to bytes that cannot change). Per target
 there is at most one unfinished job: a new snapshot taken while a job waits merges into it
 (coalescing), so a backlog is always sent as one commit. A job is ``inflight`` from just before it
@@ -26,10 +26,11 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
-from .snapshot import Piece
+from .piece import Piece
 from .state import make_private
 
 logger = logging.getLogger(__name__)
@@ -64,13 +65,37 @@ _KEEP_DONE_JOBS = 200
 AUDIT_META = "audit"
 
 
+class JobState(str, Enum):
+    """Where a job stands, as stored in the queue."""
+
+    PENDING = "pending"  # queued (new snapshots merge into it); after a failure, with a retry time
+    INFLIGHT = "inflight"  # handed to the target: found so after a crash, its outcome is unknown
+    DONE = "done"  # the target holds it (acknowledged, or found there when reconciled)
+
+
+class Step(str, Enum):
+    """What the uploader does with the unfinished job now; decided in one place, :meth:`Job.step`."""
+
+    RECONCILE = "reconcile"  # the last attempt's outcome is unknown: ask the target, then send if needed
+    BACK_OFF = "back_off"  # it failed: wait until ``next_try`` (new data waits on disk meanwhile)
+    SEND = "send"  # due: commit it
+
+
+#: The only moves a job can make (:meth:`JobQueue.move` refuses any other).
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.INFLIGHT, JobState.PENDING, JobState.DONE}),
+    JobState.INFLIGHT: frozenset({JobState.PENDING, JobState.DONE}),
+    JobState.DONE: frozenset(),
+}
+
+
 @dataclass
 class Job:
     """One commit: the pieces it carries and where it stands."""
 
     id: int
     target: str
-    state: str  # "pending" | "inflight" | "done"
+    state: JobState
     pieces: list[Piece]
     attempts: int = 0
     next_try: float = 0.0
@@ -82,6 +107,16 @@ class Job:
     @property
     def bytes(self) -> int:
         return sum(p.size for p in self.pieces)
+
+    def step(self, now: float, force: bool = False) -> Step:
+        """The job's next step at time ``now`` (``force``: a sync or a closing writer skips the backoff)."""
+        if self.state is JobState.INFLIGHT:
+            return Step.RECONCILE  # a crash or a lost answer: it may have landed
+        if self.attempts and self.next_try > now and not force:
+            return Step.BACK_OFF
+        if self.attempts:
+            return Step.RECONCILE  # it failed, but may have landed anyway (a lost response)
+        return Step.SEND
 
 
 class QueueCorrupted(Exception):
@@ -192,7 +227,7 @@ class JobQueue:
         now = time.time()
         with self._transaction():
             job = self.unfinished(target)
-            if job is not None and job.state == "pending":
+            if job is not None and job.state is JobState.PENDING:
                 merged = {p.path: p for p in job.pieces}
                 merged.update({p.path: p for p in pieces})
                 job.pieces = sorted(merged.values(), key=lambda p: p.path)
@@ -206,49 +241,57 @@ class JobQueue:
                 "INSERT INTO jobs (target, state, created, updated, pieces) VALUES (?, 'pending', ?, ?, ?)",
                 (target, now, now, _dump(pieces)),
             )
-            return Job(int(cur.lastrowid), target, "pending", list(pieces), created=now, updated=now)
+            return Job(int(cur.lastrowid), target, JobState.PENDING, list(pieces), created=now, updated=now)
 
-    def mark_inflight(self, job: Job) -> None:
-        """Record that ``job`` is about to be sent: after a crash its outcome is unknown."""
-        self._db.execute(
-            "UPDATE jobs SET state = 'inflight', attempts = attempts + 1, updated = ? WHERE id = ?",
-            (time.time(), job.id),
-        )
-        job.state = "inflight"
-        job.attempts += 1
+    def move(
+        self, job: Job, to: JobState, *, commit_id: Optional[str] = None, error: Optional[str] = None,
+        next_try: float = 0.0, count_attempt: bool = False,
+    ) -> None:
+        """Move ``job`` to state ``to``: the one place a job's life changes, each move one transaction.
 
-    def mark_done(self, job: Job, commit_id: Optional[str]) -> None:
-        """The target holds ``job``: acknowledge it and advance the committed offsets, atomically."""
+        - to ``INFLIGHT``: it is about to be sent (counts an attempt); after a crash its outcome is
+          unknown and it must be reconciled before anything is sent again;
+        - to ``DONE``: the target holds it (``commit_id``); the committed offsets advance with it;
+        - to ``PENDING``: an attempt failed (``error``, retry at ``next_try``; ``count_attempt`` for a
+          failure that was not a send, e.g. the target could not even be asked, so backoff grows),
+          or it was found not to have landed (``next_try=0``: send again now).
+        """
+        if to not in TRANSITIONS[job.state]:
+            raise ValueError(f"job {job.id} cannot move from {job.state.value} to {to.value}")
         now = time.time()
         with self._transaction():
-            self._db.execute(
-                "UPDATE jobs SET state = 'done', commit_id = ?, last_error = NULL, updated = ? WHERE id = ?",
-                (commit_id, now, job.id),
-            )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO files (target, path, committed_size, sha256, complete) VALUES (?, ?, ?, ?, ?)",
-                [(job.target, p.path, p.size, p.sha256, int(p.complete)) for p in job.pieces],
-            )
-            self._db.execute(
-                "DELETE FROM jobs WHERE target = ? AND state = 'done' AND id <= ?",
-                (job.target, job.id - _KEEP_DONE_JOBS),
-            )
-        job.state, job.commit_id, job.last_error = "done", commit_id, None
-
-    def mark_failed(self, job: Job, error: str, next_try: float, count_attempt: bool = False) -> None:
-        """The attempt failed (or its outcome is known not to have landed): pending again.
-
-        ``count_attempt``: count a failure that was not a send (the target could not even be asked
-        whether it holds the job), so that the backoff grows while the target stays unreachable.
-        """
-        bump = 1 if count_attempt else 0
-        self._db.execute(
-            "UPDATE jobs SET state = 'pending', last_error = ?, next_try = ?, updated = ?, attempts = attempts + ? "
-            "WHERE id = ?",
-            (error, next_try, time.time(), bump, job.id),
-        )
-        job.state, job.last_error, job.next_try = "pending", error, next_try
-        job.attempts += bump
+            if to is JobState.INFLIGHT:
+                self._db.execute(
+                    "UPDATE jobs SET state = ?, attempts = attempts + 1, updated = ? WHERE id = ?",
+                    (to.value, now, job.id),
+                )
+                job.attempts += 1
+            elif to is JobState.DONE:
+                self._db.execute(
+                    "UPDATE jobs SET state = ?, commit_id = ?, last_error = NULL, updated = ? WHERE id = ?",
+                    (to.value, commit_id, now, job.id),
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO files (target, path, committed_size, sha256, complete) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(job.target, p.path, p.size, p.sha256, int(p.complete)) for p in job.pieces],
+                )
+                self._db.execute(
+                    "DELETE FROM jobs WHERE target = ? AND state = 'done' AND id <= ?",
+                    (job.target, job.id - _KEEP_DONE_JOBS),
+                )
+                job.commit_id, job.last_error = commit_id, None
+            else:
+                bump = 1 if count_attempt else 0
+                self._db.execute(
+                    "UPDATE jobs SET state = ?, last_error = COALESCE(?, last_error), next_try = ?, updated = ?, "
+                    "attempts = attempts + ? WHERE id = ?",
+                    (to.value, error, next_try, now, bump, job.id),
+                )
+                job.last_error = error or job.last_error
+                job.next_try = next_try
+                job.attempts += bump
+        job.state = to
 
     def set_pieces(self, job: Job, pieces: list[Piece]) -> None:
         """Replace a job's pieces (some could no longer be uploaded)."""
@@ -268,11 +311,6 @@ class JobQueue:
         """Make the unfinished job due now (a new uploader or an explicit sync should not wait)."""
         self._db.execute("UPDATE jobs SET next_try = 0 WHERE target = ? AND state != 'done'", (target,))
 
-    def mark_pending(self, job: Job) -> None:
-        """An in-flight job found not to have landed: send it again now."""
-        self._db.execute("UPDATE jobs SET state = 'pending', next_try = 0 WHERE id = ?", (job.id,))
-        job.state, job.next_try = "pending", 0.0
-
     # -- helpers ----------------------------------------------------------------------------
     def _transaction(self) -> "_Tx":
         return _Tx(self._db)
@@ -283,7 +321,7 @@ class JobQueue:
         return Job(
             id=id_,
             target=target,
-            state=state,
+            state=JobState(state),
             pieces=[Piece(**p) for p in json.loads(pieces)],
             attempts=attempts,
             next_try=next_try,
@@ -292,6 +330,35 @@ class JobQueue:
             created=created,
             updated=updated,
         )
+
+
+def read_committed(db: Path, target: str) -> dict[str, int]:
+    """``path -> committed size`` for a training process waiting in ``close()``: read-only, never
+    blocks the uploader, and ``{}`` while the queue does not exist yet or is being rebuilt."""
+    return _read_only(db, lambda queue: {p: size for p, (size, _, _) in queue.committed(target).items()}, {})
+
+
+def read_last_error(db: Path, target: str) -> Optional[str]:
+    """The error that keeps ``target``'s job from being committed, if any (read-only)."""
+
+    def last_error(queue: JobQueue) -> Optional[str]:
+        job = queue.unfinished(target)
+        return (job.last_error if job else None) or queue.get_meta("last_error")
+
+    return _read_only(db, last_error, None)
+
+
+def _read_only(db: Path, read: Callable[[JobQueue], Any], default: Any) -> Any:
+    try:
+        queue = JobQueue(db, readonly=True)
+    except Exception:  # not created yet, or being rebuilt by the uploader
+        return default
+    try:
+        return read(queue)
+    except Exception:
+        return default
+    finally:
+        queue.close()
 
 
 def audit_record(queue: JobQueue) -> dict:

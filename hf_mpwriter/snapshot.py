@@ -13,41 +13,19 @@ rotation bounds.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import logging
 import os
 import stat
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, Optional, Sequence, Union
+from typing import Iterable, Iterator, Optional, Sequence, Union
 
+from .piece import Piece, open_nofollow, sha256_prefix
 from .records import last_whole_record
-from .state import STATE_DIRNAME, private_open
+from .state import STATE_DIRNAME
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 1 << 20
 DEFAULT_ALLOW = ("*.tfevents.*",)
-
-
-@dataclass
-class Piece:
-    """A prefix of one file, ready to commit (``path`` is relative to the logdir, POSIX style)."""
-
-    path: str
-    size: int
-    sha256: str
-    source: str  # the file in the logdir
-    staged: Optional[str] = None  # immutable copy of the first ``size`` bytes, if the file is open
-    complete: bool = False  # the writer closed the file: nothing will be added to it
-
-    @property
-    def local_path(self) -> str:
-        """A file whose whole content is this piece."""
-        return self.staged or self.source
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _patterns(value: Union[str, Sequence[str], None]) -> list[str]:
@@ -65,43 +43,6 @@ def matches(path: str, allow: Sequence[str], ignore: Sequence[str]) -> bool:
     if allow and not any(fnmatch.fnmatch(path, _fix(p)) for p in allow):
         return False
     return not any(fnmatch.fnmatch(path, _fix(p)) for p in ignore)
-
-
-def open_nofollow(path: Union[str, os.PathLike]) -> BinaryIO:
-    """Open a regular file for reading, refusing a symlink (``O_NOFOLLOW``) or anything not regular.
-
-    Why: nothing outside the logdir may be uploaded. A symlink named like an event file (or any
-    file with ``repo_allow_patterns=None``) would otherwise send the content of its target.
-    """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file; it is not uploaded")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def sha256_prefix(path: Union[str, os.PathLike], size: int, copy_to: Optional[Path] = None) -> str:
-    """sha256 of the first ``size`` bytes of ``path``; also copies them to ``copy_to`` if given."""
-    digest = hashlib.sha256()
-    remaining = size
-    out = os.fdopen(private_open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") if copy_to else None
-    try:
-        with open_nofollow(path) as src:
-            while remaining:
-                chunk = src.read(min(_CHUNK, remaining))
-                if not chunk:
-                    raise OSError(f"{path} is shorter than {size} bytes: it was truncated")
-                digest.update(chunk)
-                if out is not None:
-                    out.write(chunk)
-                remaining -= len(chunk)
-    finally:
-        if out is not None:
-            out.close()
-    return digest.hexdigest()
 
 
 class Scanner:

@@ -243,8 +243,12 @@ def register_writer(logdir: Path, run_dir: Path) -> Path:
     return path
 
 
-def live_writers(logdir: Path) -> list[dict]:
-    """Registrations of writers whose process still runs; stale ones are removed."""
+def live_writers(logdir: Path, prune: bool = False) -> list[dict]:
+    """Registrations of writers whose process still runs.
+
+    Only the uploader prunes (``prune=True``) registrations it finds dead; every other reader
+    (``status``, writers) only reads.
+    """
     writers = state_dir(logdir, create=False) / "writers"
     live = []
     try:
@@ -257,7 +261,7 @@ def live_writers(logdir: Path) -> list[dict]:
         data = read_json(entry)
         if data is not None and is_alive(data, entry):
             live.append(data)
-        else:
+        elif prune:
             try:
                 entry.unlink()
             except OSError:

@@ -1,8 +1,7 @@
 """What a logdir's upload looks like right now: for ``hf-mpwriter status`` and for tests.
 
-It opens the queue read-only and never touches the target: what it says of the target is what the
-uploader's last audit saw there (it does clear registrations of writers that are dead, as every
-reader of them does).
+It only reads: the queue (read-only), the state files, the logs. It never touches the target: what
+it says of the target is what the uploader's last audit saw there.
 """
 
 from __future__ import annotations

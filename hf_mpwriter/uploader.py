@@ -33,7 +33,6 @@ import sqlite3
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -43,11 +42,12 @@ from filelock import FileLock, Timeout
 from . import config as config_mod
 from .config import UploadConfig
 from .errors import ConfigurationError, TargetError
-from .jobqueue import AUDIT_META, Job, JobQueue, audit_record
-from .snapshot import Piece, Scanner
+from .jobqueue import AUDIT_META, Job, JobQueue, JobState, Step, audit_record
+from .piece import Piece
+from .snapshot import Scanner
 from .state import live_writers, private_open, process_identity, secure_state_dir, state_dir, write_json_atomic
 from .targets import Target
-from .targets.hub import HubTarget, redact
+from .redaction import RedactingFilter, redact
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
 
@@ -186,7 +186,7 @@ class Uploader:
         writers_gone_at: Optional[float] = None
         while not stop.is_set():
             now = time.monotonic()
-            writers = live_writers(self.logdir)
+            writers = live_writers(self.logdir, prune=True)
             try:
                 if self._consume_trigger():  # a writer closing (or `sync`) wants it now: skip the backoff
                     triggered = True
@@ -240,7 +240,7 @@ class Uploader:
     def _retry_due(self) -> bool:
         """A failed job's backoff has run out (retries need not wait for the next interval)."""
         job = self.queue.unfinished(self.target.key)
-        return job is not None and job.attempts > 0 and job.next_try <= time.time()
+        return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
 
     def _consume_trigger(self) -> bool:
         try:
@@ -265,10 +265,10 @@ class Uploader:
         try:
             if self._audit_due or time.monotonic() >= self._next_audit:
                 self.audit()
-            if job is not None and (job.state == "inflight" or (job.attempts and job.next_try <= time.time())):
+            step = job.step(time.time(), force_send) if job is not None else Step.SEND
+            if job is not None and step is Step.RECONCILE:
                 job = self._reconcile(job)  # the last attempt may have landed although it failed
-            backing_off = job is not None and job.attempts > 0 and job.next_try > time.time() and not force_send
-            if not backing_off:  # while backing off, new data waits on disk: no staged copy per retry
+            if step is not Step.BACK_OFF:  # while backing off, new data waits on disk: no staged copy per retry
                 known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
                 if job is not None:
                     known.update({p.path: p.size for p in job.pieces})
@@ -276,12 +276,13 @@ class Uploader:
                 if pieces:
                     job = self.queue.add(key, pieces)
                     self.scanner.clean_staging(job.pieces)  # copies the merge superseded
-            if job is not None and job.state == "pending" and (force_send or job.next_try <= time.time()):
-                self._send(job, progress)
-        except TargetError as exc:  # from reconciling: the target could not be asked
+                if job is not None:
+                    self._send(job, progress)
+        except TargetError as exc:  # from reconciling or auditing: the target could not be asked
             text = redact(str(exc), self._token)
-            if job is not None:
-                self.queue.mark_failed(job, text, time.time() + backoff(job.attempts + 1, exc), count_attempt=True)
+            if job is not None and job.state is not JobState.DONE:
+                self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + backoff(job.attempts + 1, exc),
+                                count_attempt=True)
             logger.warning("%s", text)
             progress.error, progress.fatal = text, not exc.transient
         except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry soon
@@ -312,13 +313,6 @@ class Uploader:
             return False
         self.queue.set_meta("last_error", None)
         self._prepared = True
-        card_key = f"card:{self.target.key}"
-        if isinstance(self.target, HubTarget) and self.queue.get_meta(card_key) is None:
-            try:
-                self.target.tag_model_card()
-                self.queue.set_meta(card_key, "done")
-            except TargetError as exc:
-                logger.warning("model card not tagged (will try again at the next start): %s", exc)
         return True
 
     def _usable(self, job: Job) -> Optional[Job]:
@@ -349,11 +343,11 @@ class Uploader:
             return None
         if self.target.holds(usable.pieces):
             logger.info("job %d had been committed before the interruption; acknowledged", job.id)
-            self.queue.mark_done(usable, job.commit_id or "reconciled")
+            self.queue.move(usable, JobState.DONE, commit_id=job.commit_id or "reconciled")
             self.scanner.clean_staging(())
             return None
         logger.info("job %d did not reach the target before the interruption; sending it again", job.id)
-        self.queue.mark_pending(usable)
+        self.queue.move(usable, JobState.PENDING, next_try=0.0)
         return usable
 
     def _send(self, job: Job, progress: Progress) -> None:
@@ -362,17 +356,17 @@ class Uploader:
             return
         job = usable
         message = f"Upload TensorBoard logs: {len(job.pieces)} file(s), {job.bytes} bytes (hf_mpwriter)"
-        self.queue.mark_inflight(job)
+        self.queue.move(job, JobState.INFLIGHT)
         try:
             commit_id = self.target.commit(job.pieces, message)
         except TargetError as exc:
             delay = backoff(job.attempts, exc)
             text = redact(str(exc), self._token)
-            self.queue.mark_failed(job, text, time.time() + delay)
+            self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + delay)
             (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", text, delay)
             progress.error, progress.fatal = text, not exc.transient
             return
-        self.queue.mark_done(job, commit_id)
+        self.queue.move(job, JobState.DONE, commit_id=commit_id)
         self.queue.set_meta("last_error", None)
         self.scanner.clean_staging(())
         progress.commits += 1
@@ -486,7 +480,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.close(private_open(state_dir(logdir) / "uploader.log"))  # private before the handler opens it
     handler = logging.FileHandler(state_dir(logdir) / "uploader.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_RedactFilter())
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger("hf_mpwriter")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -498,19 +492,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception:  # logged through the redacting handler, not printed raw to uploader.out
         logger.exception("the uploader failed")
         return 1
-
-
-class _RedactFilter(logging.Filter):
-    """Keeps tokens out of the uploader's log file, whatever a library puts in a message."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info:  # tracebacks too: format them here, redacted
-            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-            record.exc_info, record.exc_text = None, None
-        record.msg = redact(message, os.environ.get("HF_TOKEN"))
-        record.args = ()
-        return True
 
 
 if __name__ == "__main__":

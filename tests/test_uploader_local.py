@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hf_mpwriter import HFSummaryWriter
-from hf_mpwriter.jobqueue import JobQueue
+from hf_mpwriter.jobqueue import JobQueue, JobState
 from hf_mpwriter.status import collect
 from hf_mpwriter.uploader import Uploader
 from upload_helpers import (
@@ -83,7 +83,7 @@ def _crash_mid_commit(logdir: Path, apply: int) -> None:
     try:
         assert uploader._prepare()
         job = uploader.queue.add(uploader.target.key, uploader.scanner.snapshot({}))
-        uploader.queue.mark_inflight(job)
+        uploader.queue.move(job, JobState.INFLIGHT)
         if apply:
             uploader.target.commit(job.pieces[:apply], "interrupted")
     finally:

@@ -6,7 +6,7 @@ import abc
 from typing import Optional, Sequence
 
 from ..errors import ConfigurationError
-from ..snapshot import Piece
+from ..piece import Piece
 
 
 def check_remote_path(prefix: str, what: str = "path_in_repo") -> str:

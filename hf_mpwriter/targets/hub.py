@@ -17,22 +17,15 @@ import re
 from typing import Any, Optional, Sequence
 
 from ..errors import TargetError
-from ..snapshot import Piece, open_nofollow
+from ..redaction import redact
+from ..piece import Piece, open_nofollow
 from .base import Target
 
 logger = logging.getLogger(__name__)
 
-_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{8,}")
 #: ``get_paths_info`` batch size: one call per this many files when checking what the Hub holds.
 PATHS_PER_CALL = 100
 _TRANSIENT_STATUS = {408, 409, 412, 423, 425, 429, 500, 502, 503, 504}
-
-
-def redact(text: str, token: Optional[str] = None) -> str:
-    """``text`` without the token (or anything that looks like a Hub token)."""
-    if token:
-        text = text.replace(token, "***")
-    return _TOKEN_RE.sub("hf_***", text)
 
 
 def retry_after(response: Any) -> Optional[float]:
@@ -125,11 +118,20 @@ class HubTarget(Target):
 
     # -- the interface -------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the repository if needed and tag its model card, once per process start."""
+        """Create the repository if needed and tag its model card, once per uploader start.
+
+        Only the uploader does this (``huggingface_hub.HFSummaryWriter`` does both in every
+        process). The card is pushed only if it lacks the tag, so restarts add no commits; a card
+        that cannot be tagged is not worth holding the logs back: it is logged and tried next start.
+        """
         try:
             self.api.create_repo(self.repo_id, repo_type=self.repo_type, private=self.private, exist_ok=True)
         except Exception as exc:
             raise self._error(exc, "create the repository") from None
+        try:
+            self.tag_model_card()
+        except TargetError as exc:
+            logger.warning("model card not tagged (tried again at the next start): %s", exc)
 
     def tag_model_card(self) -> None:
         """Add the ``hf-summary-writer`` tag to the model card, as ``HFSummaryWriter`` does."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import TargetError
-from ..snapshot import Piece, open_nofollow, sha256_prefix
+from ..piece import Piece, open_nofollow, sha256_prefix
 from .base import Target
 
 COMMIT_LOG = ".hf_mpwriter-commits.jsonl"

@@ -1,0 +1,79 @@
+"""The unit that flows from snapshot to queue to target: a :class:`Piece`, and how to read one safely.
+
+A piece names immutable data: "file F up to offset O, cut at a whole-record boundary, with sha256
+S". The scanner makes pieces, the queue stores them, the targets send and check them; none of those
+needs the others, so the piece lives here, on its own.
+
+Reading is always ``O_NOFOLLOW`` and of regular files only: nothing outside the logdir is ever read,
+even if a symlink is put where an event file was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import BinaryIO, Optional, Union
+
+from .state import private_open
+
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Piece:
+    """A prefix of one file, ready to commit (``path`` is relative to the logdir, POSIX style)."""
+
+    path: str
+    size: int
+    sha256: str
+    source: str  # the file in the logdir
+    staged: Optional[str] = None  # immutable copy of the first ``size`` bytes, if the file is open
+    complete: bool = False  # the writer closed the file: nothing will be added to it
+
+    @property
+    def local_path(self) -> str:
+        """A file whose whole content is this piece."""
+        return self.staged or self.source
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def open_nofollow(path: Union[str, os.PathLike]) -> BinaryIO:
+    """Open a regular file for reading, refusing a symlink (``O_NOFOLLOW``) or anything not regular.
+
+    Why: nothing outside the logdir may be uploaded. A symlink named like an event file (or any
+    file with ``repo_allow_patterns=None``) would otherwise send the content of its target.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file; it is not uploaded")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def sha256_prefix(path: Union[str, os.PathLike], size: int, copy_to: Optional[Path] = None) -> str:
+    """sha256 of the first ``size`` bytes of ``path``; also copies them to ``copy_to`` if given."""
+    digest = hashlib.sha256()
+    remaining = size
+    out = os.fdopen(private_open(copy_to, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") if copy_to else None
+    try:
+        with open_nofollow(path) as src:
+            while remaining:
+                chunk = src.read(min(_CHUNK, remaining))
+                if not chunk:
+                    raise OSError(f"{path} is shorter than {size} bytes: it was truncated")
+                digest.update(chunk)
+                if out is not None:
+                    out.write(chunk)
+                remaining -= len(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    return digest.hexdigest()
