@@ -95,7 +95,7 @@ def _sync_config(args: argparse.Namespace, logdir: Path):  # -> UploadConfig
             wanted = UploadConfig.for_hub(args.repo_id, prefix=prefix, commit_every=every,
                                           repo_type=args.repo_type, revision=args.revision)
         else:
-            wanted = UploadConfig.for_local(args.target, prefix=prefix, commit_every=every)
+            wanted = UploadConfig.for_local(args.target, prefix=prefix, logdir=logdir, commit_every=every)
         if current is not None and current.target_key == wanted.target_key:
             return current  # same target: keep its saved settings (patterns, privacy, squash)
         wanted.save(logdir)  # refuses a logdir already bound to another target
@@ -103,6 +103,24 @@ def _sync_config(args: argparse.Namespace, logdir: Path):  # -> UploadConfig
     if current is None:
         raise CLIError(f"{str(logdir)!r} has no upload target yet: pass --repo-id ID or --target DIR", 2)
     return current
+
+
+#: How long ``sync`` waits for a running uploader to finish its cycle and hand over.
+HANDOVER_WAIT_S = 30.0
+
+
+def _take_over(logdir: Path, quiet: bool) -> None:
+    """Make a running uploader give way: ``sync`` runs with the settings and token it was given now
+    (a fixed token, a new target), not with those the running one started with."""
+    from . import election
+
+    state = election.uploader_state(logdir)
+    if state == "hung":
+        election.stop_hung_uploader(logdir)
+    elif state == "alive":
+        if not quiet:
+            print("asking the running uploader to hand over (it finishes its current cycle first)")
+        election.request_handover(logdir)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -130,9 +148,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
         bar.set_postfix(commits=info["commits"], pending=info["pending_bytes"])
         bar.refresh()
 
+    _take_over(logdir, args.quiet)
     try:
-        ok = uploader.drain(timeout=args.timeout, on_progress=show)
-    except AlreadyRunning:  # the node's uploader is at work: ask it to commit now and watch it
+        ok = uploader.drain(timeout=args.timeout, on_progress=show, wait=HANDOVER_WAIT_S)
+    except AlreadyRunning:  # the node's uploader did not hand over: ask it to commit now and watch it
         from .election import trigger
 
         trigger(logdir)

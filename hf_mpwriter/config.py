@@ -61,10 +61,11 @@ class UploadConfig:
 
     @classmethod
     def for_local(
-        cls, directory: str | os.PathLike, *, prefix: str, commit_every: float = 300.0,
+        cls, directory: str | os.PathLike, *, prefix: str, logdir: Path, commit_every: float = 300.0,
         allow_patterns: PatternArg = DEFAULT_ALLOW, ignore_patterns: PatternArg = None,
     ) -> UploadConfig:
-        """Settings for a local target directory."""
+        """Settings for a local target directory (neither inside the logdir nor containing it)."""
+        check_apart(Path(logdir), Path(directory))
         return cls(
             kind="local", prefix=check_remote_path(prefix), commit_every=commit_every,
             directory=str(Path(directory).expanduser().resolve()),
@@ -146,10 +147,22 @@ def writer_settings(
         )
     if target_dir is not None:
         return UploadConfig.for_local(
-            target_dir, prefix=prefix, commit_every=every_s, allow_patterns=repo_allow_patterns,
+            target_dir, prefix=prefix, logdir=logdir, commit_every=every_s, allow_patterns=repo_allow_patterns,
             ignore_patterns=repo_ignore_patterns,
         )
     return None
+
+
+def check_apart(logdir: Path, directory: Path) -> None:
+    """Refuse a target directory inside the logdir (the uploader would upload its own mirror into
+    itself, deeper at every commit) or a logdir inside the target directory."""
+    logs = Path(os.path.realpath(logdir.expanduser()))
+    target = Path(os.path.realpath(directory.expanduser()))
+    if logs == target or logs in target.parents or target in logs.parents:
+        raise ConfigurationError(
+            f"target_dir {str(directory)!r} and logdir {str(logdir)!r} overlap ({'the same directory' if logs == target else 'one is inside the other'}); "
+            f"choose a target directory outside the logdir, e.g. {str(logs.parent / (logs.name + '-mirror'))!r}"
+        )
 
 
 def load(logdir: Path) -> Optional[UploadConfig]:

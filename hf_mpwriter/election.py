@@ -17,6 +17,7 @@ Modes:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -24,16 +25,25 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
+
+import psutil
 
 from filelock import FileLock, Timeout
 
 from .errors import ConfigurationError
-from .state import is_alive, private_open, read_json, state_dir
+from .state import HOST, is_alive, private_open, read_json, state_dir
 
 logger = logging.getLogger(__name__)
 
 MODES = ("process", "thread", "none")
+#: An uploader whose heartbeat has not moved for this long is stopped or blocked, and is replaced.
+#: Its loop beats at least every second, also while it waits on the network.
+HUNG_AFTER_S = 5.0
+#: ``uploader.out`` (the uploader's raw stdout/stderr) is set aside past this size at the next spawn.
+OUT_BYTES = 1 << 20
+UploaderState = Literal["alive", "hung", "none"]
+_beats: dict[str, tuple[int, float]] = {}  # heartbeat file -> (mtime seen, when first seen: monotonic)
 #: After an uploader exits with an error right away, writers wait this long before the next try
 #: (instead of respawning it every heartbeat).
 SPAWN_PAUSE_S = 30.0
@@ -54,14 +64,83 @@ def uploader_info(logdir: Path) -> Optional[dict]:
 
 
 def uploader_alive(logdir: Path) -> bool:
-    """Whether an uploader runs: its ``uploader.json`` names a live process, or its lock is held.
+    """Whether an uploader runs and makes progress (see :func:`uploader_state`)."""
+    return uploader_state(logdir) == "alive"
 
-    The lock counts on its own because an uploader that could not write ``uploader.json`` (full
-    disk) still runs and must not be replaced in a loop.
+
+def uploader_state(logdir: Path) -> UploaderState:
+    """``"alive"``, ``"hung"`` (it exists but its loop made no progress) or ``"none"``.
+
+    Liveness comes from what cannot lie: the election lock (an uploader that could not write
+    ``uploader.json``, e.g. on a full disk, still runs and must not be replaced in a loop), and the
+    progress heartbeat its loop writes (the mtime of ``uploader.json``), judged on this process's own
+    monotonic clock, so that neither a clock step nor a stopped process fools it. A process that merely
+    exists (stopped with SIGSTOP, blocked forever) is not alive.
     """
-    if is_alive(uploader_info(logdir), state_dir(logdir, create=False) / "uploader.json"):
-        return True
-    return lock_held(logdir)
+    path = state_dir(logdir, create=False) / "uploader.json"
+    info = read_json(path)
+    if is_alive(info, path):
+        return "hung" if _stalled(path) else "alive"
+    return "alive" if lock_held(logdir) else "none"
+
+
+def _stalled(path: Path) -> bool:
+    """The heartbeat at ``path`` has not moved for :data:`HUNG_AFTER_S` of this process's time."""
+    try:
+        beat = path.stat().st_mtime_ns
+    except OSError:
+        return False
+    now = time.monotonic()
+    seen = _beats.get(str(path))
+    if seen is None or seen[0] != beat:
+        _beats[str(path)] = (beat, now)
+        return False
+    return now - seen[1] > HUNG_AFTER_S
+
+
+def stop_hung_uploader(logdir: Path) -> bool:
+    """SIGKILL the logdir's uploader process if it is hung; ``True`` once it is gone.
+
+    Only a dedicated uploader process of this host is stopped (never a training process hosting an
+    uploader thread, never a process of another host: there the heartbeat going stale and the lock
+    decide). Its queue survives a SIGKILL by design; the replacement resumes it, and fencing
+    (``parent_commit``, the queue's generation) keeps a late commit of the old one harmless.
+    """
+    info = uploader_info(logdir) or {}
+    if info.get("host") != HOST or info.get("thread") != "MainThread":
+        return False
+    try:
+        pid = int(info["pid"])
+        proc = psutil.Process(pid)
+        if pid == os.getpid() or abs(proc.create_time() - float(info["create_time"])) > 1.0:
+            return False
+        if "hf_mpwriter" not in " ".join(proc.cmdline()) and "hf-mpwriter" not in " ".join(proc.cmdline()):
+            return False
+        logger.warning(
+            "the uploader of %s (pid %d) made no progress for over %.0f s (stopped or blocked); replacing it",
+            logdir, pid, HUNG_AFTER_S,
+        )
+        proc.kill()
+        proc.wait(5)
+    except (psutil.Error, KeyError, ValueError, TypeError, subprocess.TimeoutExpired):
+        return False
+    return True
+
+
+def request_handover(logdir: Path) -> None:
+    """Ask the running uploader to finish its cycle and exit (a ``sync`` with new settings, a writer
+    with a new token after an error that needed the user): the next one starts with what is new."""
+    try:
+        os.close(private_open(state_dir(logdir) / "handover"))
+    except OSError as exc:
+        logger.warning("could not ask the uploader of %s to hand over: %s", logdir, exc)
+
+
+def token_id(token: Optional[str]) -> Optional[str]:
+    """A short one-way fingerprint of a token: tells "another token" without storing the token."""
+    if not token:
+        return None
+    return hashlib.sha256(b"hf_mpwriter token id\0" + token.encode()).hexdigest()[:16]
 
 
 def lock_held(logdir: Path) -> bool:
@@ -90,9 +169,19 @@ def trigger(logdir: Path) -> None:
 
 
 def ensure_uploader(logdir: Path, mode: str, token: Optional[str] = None, wait: float = 10.0) -> bool:
-    """Start an uploader for ``logdir`` unless one is alive. Returns whether one is (now) alive."""
-    if mode == "none" or uploader_alive(logdir):
-        return mode != "none"
+    """Start an uploader for ``logdir`` unless one is alive and working. Returns whether one is (now) alive.
+
+    A hung uploader is stopped and replaced. One that waits for the user (bad token) while this
+    writer has another token is asked to hand over, so that the fix takes effect.
+    """
+    if mode == "none":
+        return False
+    current = uploader_state(logdir)
+    if current == "alive":
+        _hand_over_for_new_token(logdir, token)
+        return True
+    if current == "hung" and not stop_hung_uploader(logdir):
+        return False
     lock = FileLock(str(state_dir(logdir) / "spawn.lock"), timeout=0, mode=0o600)
     try:
         lock.acquire()
@@ -125,13 +214,45 @@ def ensure_uploader(logdir: Path, mode: str, token: Optional[str] = None, wait: 
         lock.release()
 
 
+def _hand_over_for_new_token(logdir: Path, token: Optional[str]) -> None:
+    info = uploader_info(logdir) or {}
+    if "token_id" not in info or info.get("token_id") == token_id(token or os.environ.get("HF_TOKEN")):
+        return
+    if fatal_error(logdir) is not None:
+        logger.warning("the uploader of %s runs with another token and waits for the user; handing over", logdir)
+        request_handover(logdir)
+
+
+def fatal_error(logdir: Path, token: Optional[str] = None) -> Optional[str]:
+    """The error the running uploader cannot fix by retrying (bad token, missing repo...), if any.
+
+    With ``token``: only if the uploader runs with that token (a writer with another token has asked
+    it to hand over: the error is not its own).
+    """
+    from .jobqueue import read_fatal  # the queue module is not needed by writers otherwise
+
+    record = read_fatal(state_dir(logdir, create=False) / "queue.db")
+    info = uploader_info(logdir) or {}
+    if record is None or record.get("pid") != info.get("pid"):
+        return None  # none, or recorded by an uploader that is gone
+    if token is not None and info.get("token_id") != token_id(token or os.environ.get("HF_TOKEN")):
+        return None
+    return str(record.get("error"))
+
+
 def _spawn_process(logdir: Path, token: Optional[str]) -> subprocess.Popen:
     env = dict(os.environ)
     if token:
         env["HF_TOKEN"] = token  # environment, never the command line
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID"):
         env.pop(var, None)
-    log = os.fdopen(private_open(state_dir(logdir) / "uploader.out"), "ab")
+    out = state_dir(logdir) / "uploader.out"  # only what escapes logging (a crash): rotated here
+    try:
+        if out.stat().st_size > OUT_BYTES:
+            out.replace(out.with_name("uploader.out.1"))
+    except OSError:
+        pass
+    log = os.fdopen(private_open(out), "ab")
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hf_mpwriter.uploader", str(Path(logdir).resolve())],

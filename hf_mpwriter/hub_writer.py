@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from . import election, state
 from .config import UploadConfig, writer_settings
@@ -25,7 +25,9 @@ from .writer import SummaryWriter, _default_logdir, check_logdir
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_S = 2.0
+HEARTBEAT_S = 1.0
+#: A new writer waits at most this long for an uploader to be up before returning.
+START_WAIT_S = 5.0
 DEFAULT_CLOSE_TIMEOUT_S = 120.0
 
 
@@ -116,6 +118,10 @@ class HFSummaryWriter(SummaryWriter):
         self.scheduler = _Scheduler(self)
         if self._upload is not None:
             self._register(first=True)
+            if self._settings_saved:
+                # Before returning: a process that fails right after creating its writer must still
+                # leave an uploader behind (it outlives the process and commits what was flushed).
+                election.ensure_uploader(self._root, self._mode, self._token, wait=START_WAIT_S)
             threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True).start()
 
     def _save_settings(self, root: Path, first: bool = False) -> bool:
@@ -125,35 +131,43 @@ class HFSummaryWriter(SummaryWriter):
         soon as space returns (uploads start then); any other error says what to fix.
         """
         assert self._upload is not None
-        try:
+        upload = self._upload
+
+        def save() -> None:
             state.secure_state_dir(root)
-            self._upload.save(root)
-        except OSError as exc:
-            if not state.is_disk_full(exc):
-                raise ConfigurationError(
-                    f"cannot write the upload settings in {state.state_dir(root, create=False)}: "
-                    f"{exc.strerror or exc}; make the logdir writable or choose another one"
-                ) from None
-            if first:
-                logger.error(
-                    "the disk of %s is full: the upload settings are kept in memory and saved as soon as space "
-                    "returns; logging goes on (records wait in memory) and uploads start then", root,
-                )
-            return False
-        return True
+            upload.save(root)
+
+        saved = self._write_state(root, "the upload settings", save)
+        if not saved and first:
+            logger.error(
+                "the disk of %s is full: the upload settings are kept in memory and saved as soon as space "
+                "returns; logging goes on (records wait in memory) and uploads start then", root,
+            )
+        return saved
 
     def _register(self, first: bool = False) -> None:
         """Register this process as a writer of the logdir (retried by the heartbeat if the disk is full)."""
-        try:
+
+        def register() -> None:
             self._registration = state.register_writer(self._root, self.run_dir)
+
+        if not self._write_state(self._root, "this writer's registration", register) and first:
+            logger.warning("cannot register this writer yet (disk full); retrying every %.0f s", HEARTBEAT_S)
+
+    @staticmethod
+    def _write_state(root: Path, what: str, write: Callable[[], None]) -> bool:
+        """``write()`` a small file of ``.hf_mpwriter/``: ``False`` if the disk is full (the heartbeat
+        tries again), a :class:`ConfigurationError` that says what to fix for any other error."""
+        try:
+            write()
         except OSError as exc:
             if not state.is_disk_full(exc):
                 raise ConfigurationError(
-                    f"cannot register this writer in {state.state_dir(self._root, create=False)}: "
-                    f"{exc.strerror or exc}; make the logdir writable or choose another one"
+                    f"cannot write {what} in {state.state_dir(root, create=False)}: {exc.strerror or exc}; "
+                    f"make the logdir writable or choose another one"
                 ) from None
-            if first:
-                logger.warning("cannot register this writer yet (disk full); retrying every %.0f s", HEARTBEAT_S)
+            return False
+        return True
 
     # -- keeping an uploader alive -----------------------------------------------------------
     def _heartbeat(self) -> None:
@@ -162,8 +176,8 @@ class HFSummaryWriter(SummaryWriter):
             try:
                 if not self._settings_saved:  # full disk at construction: save once space returns
                     self._settings_saved = self._save_settings(self._root)
-                if self._registration is None:
-                    self._register()
+                if self._registration is None or not self._registration.exists():
+                    self._register()  # first failed (disk full), or deleted by someone: never left out
                 state.touch(self._registration)  # other hosts sharing the logdir see we are alive
                 if self._settings_saved:
                     election.ensure_uploader(self._root, self._mode, self._token)
@@ -205,9 +219,11 @@ class HFSummaryWriter(SummaryWriter):
             now = time.monotonic()
             if now >= deadline:
                 return False
-            if now >= next_check:  # the uploader may have died and we may be the last writer
+            if now >= next_check:  # the uploader may have died or hung, and we may be the last writer
                 election.ensure_uploader(self._root, self._mode, self._token, wait=0)
                 next_check = now + HEARTBEAT_S
+                if election.fatal_error(self._root, self._token or "") is not None:
+                    return False  # retrying cannot fix it: say so now, not after close_timeout
             time.sleep(0.1)
 
     def close(self) -> None:
@@ -237,7 +253,14 @@ class HFSummaryWriter(SummaryWriter):
             logger.info("logs of %s are queued; run `hf-mpwriter sync %s` to upload them", self._root, self._root)
             return
         committed = self._settings_saved and self._wait_committed(sizes, self.close_timeout)
-        if not committed:
+        fatal = None if committed else election.fatal_error(self._root, self._token or "")
+        if fatal is not None:
+            logger.error(
+                "%d file(s) of %s cannot be committed: %s. Nothing is lost (the logs are on disk and queued); "
+                "once that is fixed, this finishes the job: hf-mpwriter sync %s",
+                self._missing(sizes), self._root, fatal, self._root,
+            )
+        elif not committed:
             missing = self._missing(sizes)
             logger.warning(
                 "%d file(s) of %s are not committed to %s after %.0f s%s. What is on disk is safe and queued; "

@@ -63,6 +63,11 @@ _KEEP_DONE_JOBS = 200
 #: ``meta`` key of the audit record: what the uploader last found at the target (see
 #: :func:`audit_record`).
 AUDIT_META = "audit"
+#: ``meta`` key of the error the running uploader cannot fix by retrying (see :func:`read_fatal`).
+FATAL_META = "fatal"
+#: ``meta`` key of the uploader generation: each uploader that takes over increments it, and one
+#: that finds a newer generation before sending knows it was replaced and stops.
+GENERATION_META = "generation"
 
 
 class JobState(str, Enum):
@@ -298,6 +303,13 @@ class JobQueue:
         self._db.execute("UPDATE jobs SET pieces = ?, updated = ? WHERE id = ?", (_dump(pieces), time.time(), job.id))
         job.pieces = list(pieces)
 
+    def new_generation(self) -> int:
+        """Take over: the generation after the current one (see :data:`GENERATION_META`)."""
+        with self._transaction():
+            current = int(self.get_meta(GENERATION_META) or 0)
+            self.set_meta(GENERATION_META, str(current + 1))
+        return current + 1
+
     def forget(self, target: str, paths: list[str]) -> None:
         """Forget that ``paths`` were committed (the audit found the target does not hold them):
         the next snapshot sends each of them again, whole."""
@@ -308,8 +320,13 @@ class JobQueue:
         self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
 
     def reset_backoff(self, target: str) -> None:
-        """Make the unfinished job due now (a new uploader or an explicit sync should not wait)."""
-        self._db.execute("UPDATE jobs SET next_try = 0 WHERE target = ? AND state != 'done'", (target,))
+        """Make the unfinished job due now (a new uploader or an explicit sync should not wait), and
+        start its backoff over: a series of restarts must not make the next failure wait minutes.
+        (``attempts`` stays at least 1 if it was: a job that was tried is reconciled before resending.)"""
+        self._db.execute(
+            "UPDATE jobs SET next_try = 0, attempts = MIN(attempts, 1) WHERE target = ? AND state != 'done'",
+            (target,),
+        )
 
     # -- helpers ----------------------------------------------------------------------------
     def _transaction(self) -> "_Tx":
@@ -330,6 +347,16 @@ class JobQueue:
             created=created,
             updated=updated,
         )
+
+
+def read_fatal(db: Path) -> Optional[dict]:
+    """``{"pid", "error", "time"}`` of the error the uploader ``pid`` waits on the user for, if any."""
+
+    def fatal(queue: JobQueue) -> Optional[dict]:
+        raw = queue.get_meta(FATAL_META)
+        return json.loads(raw) if raw else None
+
+    return _read_only(db, fatal, None)
 
 
 def read_committed(db: Path, target: str) -> dict[str, int]:

@@ -243,12 +243,8 @@ def register_writer(logdir: Path, run_dir: Path) -> Path:
     return path
 
 
-def live_writers(logdir: Path, prune: bool = False) -> list[dict]:
-    """Registrations of writers whose process still runs.
-
-    Only the uploader prunes (``prune=True``) registrations it finds dead; every other reader
-    (``status``, writers) only reads.
-    """
+def live_writers(logdir: Path) -> list[dict]:
+    """Registrations of writers whose process still runs (read only: see :func:`prune_stale_registrations`)."""
     writers = state_dir(logdir, create=False) / "writers"
     live = []
     try:
@@ -261,9 +257,24 @@ def live_writers(logdir: Path, prune: bool = False) -> list[dict]:
         data = read_json(entry)
         if data is not None and is_alive(data, entry):
             live.append(data)
-        elif prune:
-            try:
-                entry.unlink()
-            except OSError:
-                pass
     return live
+
+
+def prune_stale_registrations(logdir: Path, stale_after: float) -> None:
+    """Delete registrations of dead writers whose heartbeat is older than ``stale_after`` seconds.
+
+    Only then: a live writer refreshes its file every couple of seconds, so a writer wrongly judged
+    dead (another PID namespace, a clock step, no permission to inspect it) keeps its registration.
+    """
+    writers = state_dir(logdir, create=False) / "writers"
+    now = time.time()
+    try:
+        entries = list(writers.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if now - entry.stat().st_mtime > stale_after and not is_alive(read_json(entry), entry):
+                entry.unlink()
+        except OSError:
+            pass

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import os
 import random
 import sqlite3
@@ -35,17 +36,21 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from filelock import FileLock, Timeout
 
 from . import config as config_mod
+from . import election
 from .config import UploadConfig
 from .errors import ConfigurationError, TargetError
-from .jobqueue import AUDIT_META, Job, JobQueue, JobState, Step, audit_record
+from .jobqueue import AUDIT_META, FATAL_META, GENERATION_META, Job, JobQueue, JobState, Step, audit_record
 from .piece import Piece
 from .snapshot import Scanner
-from .state import live_writers, private_open, process_identity, secure_state_dir, state_dir, write_json_atomic
+from .state import (
+    live_writers, private_open, process_identity, prune_stale_registrations, secure_state_dir, state_dir,
+    write_json_atomic,
+)
 from .targets import Target
 from .redaction import RedactingFilter, redact
 
@@ -57,6 +62,17 @@ UNEXPECTED_ERROR_PAUSE_S = 10.0
 #: After a local error (disk full, database locked), the next try comes this soon, not at the next
 #: interval: the backlog resumes as soon as space returns.
 LOCAL_RETRY_S = 2.0
+#: With no writer left, drain attempts come at most this often (and never more than the target allows).
+FINAL_GAP_S = 5.0
+#: Registrations of dead writers are deleted only once their heartbeat is this old.
+REGISTRATION_STALE_S = 3600.0
+#: ``uploader.log`` rotates past this size (two old copies are kept).
+LOG_BYTES = 1 << 20
+T = TypeVar("T")
+
+
+class Superseded(Exception):
+    """A newer uploader took over the queue (this one was stopped, then woke up): send nothing."""
 
 
 class AlreadyRunning(Exception):
@@ -116,6 +132,8 @@ class Uploader:
         self._audit_due = True
         self._next_audit = 0.0
         self._local_retry_at = float("inf")
+        self._next_prune = 0.0
+        self._generation: Optional[int] = None
         self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0, mode=0o600)
 
     @property
@@ -136,14 +154,16 @@ class Uploader:
         # lock (which is how writers see it alive), and resumes as soon as space returns.
         try:
             secure_state_dir(self.logdir)
+            self._generation = self.queue.new_generation()
             self.queue.reset_backoff(self.target.key)  # a new uploader (or a sync) tries at once
+            self.queue.set_meta(FATAL_META, None)  # whatever stopped the last one: try again
         except (OSError, sqlite3.Error) as exc:
             logger.warning("cannot update the queue yet (%s); retrying in the loop", exc)
         try:
             write_json_atomic(
                 self.state / "uploader.json",
                 {**process_identity(), "target": self.target.description, "started": time.time(),
-                 "thread": threading.current_thread().name},
+                 "thread": threading.current_thread().name, "token_id": election.token_id(self._token)},
             )
         except OSError as exc:
             logger.warning("cannot write %s (%s); writers see this uploader by its lock", self.state / "uploader.json", exc)
@@ -184,18 +204,25 @@ class Uploader:
         last_cycle = -trigger_gap
         triggered = False
         writers_gone_at: Optional[float] = None
+        # Writers gone (or judged gone: a PID namespace, a clock step) count as a trigger, spaced
+        # the same way: how many writers the uploader counts never sets how often it commits.
+        final_gap = max(trigger_gap, FINAL_GAP_S)
         while not stop.is_set():
             now = time.monotonic()
-            writers = live_writers(self.logdir, prune=True)
+            self._beat()
+            if self._consume("handover"):
+                logger.info("handing over to a newer uploader (new settings or token); exiting")
+                return 0
+            writers = live_writers(self.logdir)
+            self._prune_registrations()
             try:
-                if self._consume_trigger():  # a writer closing (or `sync`) wants it now: skip the backoff
+                if self._consume("trigger"):  # a writer closing (or `sync`) wants it now: skip the backoff
                     triggered = True
                     self.queue.reset_backoff(self.target.key)
                     self._prepare_retry_at = 0.0
-                self._touch()
                 final = not writers and not watch
-                due = now >= next_cycle or self._retry_due() or final or now >= self._local_retry_at
-                if (triggered and now - last_cycle >= trigger_gap) or due:
+                due = now >= next_cycle or self._retry_due() or now >= self._local_retry_at
+                if (triggered and now - last_cycle >= trigger_gap) or (final and now - last_cycle >= final_gap) or due:
                     if triggered and not final:
                         stop.wait(0.5)  # let the other ranks closing at the same moment join this commit
                     triggered = False
@@ -204,6 +231,9 @@ class Uploader:
                     if now >= next_cycle:
                         next_cycle = now + self.config.commit_every
                 drained = self.drained() if not writers and not watch else False
+            except Superseded as exc:
+                logger.warning("%s; exiting without sending anything", exc)
+                return 2
             except (OSError, sqlite3.Error) as exc:  # full disk, locked database: wait, then resume
                 logger.error("local error in %s (%s); retrying in %.0f s", self.state, exc, LOCAL_RETRY_S)
                 self._local_retry_at = time.monotonic() + LOCAL_RETRY_S
@@ -230,23 +260,64 @@ class Uploader:
             stop.wait(POLL_S if writers else 1.0)
         return 0
 
-    def _touch(self) -> None:
-        """Refresh ``uploader.json``'s mtime: how other hosts sharing the logdir see we are alive."""
+    def _beat(self) -> None:
+        """The progress heartbeat: refresh ``uploader.json``'s mtime.
+
+        Written by the loop itself (never by a side thread that would live on while the loop hangs),
+        at least every second, also while it waits on the network (:meth:`_call`). Writers replace an
+        uploader whose heartbeat stops; other hosts sharing the logdir see it alive by it.
+        """
         try:
             os.utime(self.state / "uploader.json")
         except OSError:
             pass
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` (a call to the target), beating while it runs.
+
+        Network calls have timeouts (see :func:`hf_mpwriter.targets.hub.install_timeouts`), so the
+        wait ends; meanwhile the loop shows it is alive and waiting, not stopped.
+        """
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                result["value"] = fn(*args)
+            except BaseException as exc:  # handed to the loop's thread, raised there
+                result["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"hf_mpwriter-{what}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            self._beat()
+            worker.join(0.5)
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
+
+    def _prune_registrations(self) -> None:
+        """Delete registrations of writers dead for long (their heartbeat stale for an hour).
+
+        A writer judged dead by mistake (PID namespaces, a clock step) keeps refreshing its file, so
+        it is never deleted; a writer whose file vanished registers again.
+        """
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + 60.0
+        prune_stale_registrations(self.logdir, REGISTRATION_STALE_S)
 
     def _retry_due(self) -> bool:
         """A failed job's backoff has run out (retries need not wait for the next interval)."""
         job = self.queue.unfinished(self.target.key)
         return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
 
-    def _consume_trigger(self) -> bool:
+    def _consume(self, name: str) -> bool:
+        """Whether a writer (or ``sync``) left the request file ``name``; removes it."""
         try:
-            (self.state / "trigger").unlink()
+            (self.state / name).unlink()
             return True
-        except FileNotFoundError:
+        except OSError:
             return False
 
     # -- one cycle -----------------------------------------------------------------------------
@@ -284,6 +355,7 @@ class Uploader:
                 self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + backoff(job.attempts + 1, exc),
                                 count_attempt=True)
             logger.warning("%s", text)
+            self._record_fatal(text if not exc.transient else None)
             progress.error, progress.fatal = text, not exc.transient
         except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry soon
             text = f"local error while snapshotting {self.logdir}: {exc}; retrying every {LOCAL_RETRY_S:.0f} s"
@@ -303,15 +375,17 @@ class Uploader:
         if time.monotonic() < self._prepare_retry_at:
             return False
         try:
-            self.target.prepare()
+            self._call("prepare", self.target.prepare)
         except TargetError as exc:
             self.queue.set_meta("last_error", redact(str(exc), self._token))
             self._prepare_fatal = not exc.transient
             self._prepare_failures += 1
             self._prepare_retry_at = time.monotonic() + backoff(self._prepare_failures, exc)
             logger.error("%s", redact(str(exc), self._token))
+            self._record_fatal(redact(str(exc), self._token) if self._prepare_fatal else None)
             return False
         self.queue.set_meta("last_error", None)
+        self._record_fatal(None)
         self._prepared = True
         return True
 
@@ -341,7 +415,7 @@ class Uploader:
         usable = self._usable(job)
         if usable is None:
             return None
-        if self.target.holds(usable.pieces):
+        if self._call("check", self.target.holds, usable.pieces):
             logger.info("job %d had been committed before the interruption; acknowledged", job.id)
             self.queue.move(usable, JobState.DONE, commit_id=job.commit_id or "reconciled")
             self.scanner.clean_staging(())
@@ -356,23 +430,42 @@ class Uploader:
             return
         job = usable
         message = f"Upload TensorBoard logs: {len(job.pieces)} file(s), {job.bytes} bytes (hf_mpwriter)"
+        self._check_generation()
         self.queue.move(job, JobState.INFLIGHT)
         try:
-            commit_id = self.target.commit(job.pieces, message)
+            commit_id = self._call("commit", self.target.commit, job.pieces, message)
         except TargetError as exc:
             delay = backoff(job.attempts, exc)
             text = redact(str(exc), self._token)
             self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + delay)
             (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", text, delay)
+            self._record_fatal(text if not exc.transient else None)
             progress.error, progress.fatal = text, not exc.transient
             return
         self.queue.move(job, JobState.DONE, commit_id=commit_id)
         self.queue.set_meta("last_error", None)
+        self._record_fatal(None)
         self.scanner.clean_staging(())
         progress.commits += 1
         progress.committed_bytes += job.bytes
         logger.info("committed %d file(s), %d bytes as %s", len(job.pieces), job.bytes, commit_id)
         self._verify(job.pieces, full=False)  # trust, but verify: the acknowledgement is not the proof
+
+    def _record_fatal(self, error: Optional[str]) -> None:
+        """Record (or clear) an error retrying cannot fix: writers waiting in ``close()`` stop waiting
+        at once and say it, with the command that finishes the job once it is fixed."""
+        value = None if error is None else json.dumps({"pid": os.getpid(), "error": error, "time": time.time()})
+        if value is not None or self.queue.get_meta(FATAL_META) is not None:
+            self.queue.set_meta(FATAL_META, value)
+
+    def _check_generation(self) -> None:
+        """Raise :class:`Superseded` if a newer uploader took the queue over since this one started."""
+        if self._generation is None:  # the queue could not be written at start (disk full): now
+            self._generation = self.queue.new_generation()
+            return
+        current = int(self.queue.get_meta(GENERATION_META) or 0)
+        if current != self._generation:
+            raise Superseded(f"uploader generation {self._generation} was replaced by generation {current}")
 
     # -- audit ---------------------------------------------------------------------------------
     def audit(self) -> dict[str, str]:
@@ -399,7 +492,7 @@ class Uploader:
         the next snapshot, and counted in ``repaired_total``. ``status`` shows what was found.
         """
         try:
-            found = self.target.differences(pieces) if pieces else {}
+            found = self._call("audit", self.target.differences, pieces) if pieces else {}
         except TargetError:
             self._audit_due = True  # could not ask: the next cycle asks again
             raise
@@ -444,16 +537,18 @@ class Uploader:
         return (job.last_error if job else None) or self.queue.get_meta("last_error")
 
     def drain(
-        self, timeout: Optional[float] = None, on_progress: Optional[Callable[[Progress], None]] = None
+        self, timeout: Optional[float] = None, on_progress: Optional[Callable[[Progress], None]] = None,
+        wait: float = 10.0,
     ) -> bool:
         """Commit everything now (elected for the duration); ``True`` once all is committed.
 
         Backoff still applies between attempts, bounded by ``timeout``. Used by ``hf-mpwriter sync``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.acquire(wait=10.0)
+        self.acquire(wait=wait)
         try:
             while True:
+                self._beat()
                 progress = self.cycle()
                 if on_progress is not None:
                     on_progress(progress)
@@ -478,12 +573,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     logdir = Path(args.logdir)
     secure_state_dir(logdir)
     os.close(private_open(state_dir(logdir) / "uploader.log"))  # private before the handler opens it
-    handler = logging.FileHandler(state_dir(logdir) / "uploader.log")
+    handler = logging.handlers.RotatingFileHandler(
+        state_dir(logdir) / "uploader.log", maxBytes=LOG_BYTES, backupCount=2, delay=True
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
-    root = logging.getLogger("hf_mpwriter")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    for name in ("hf_mpwriter", "huggingface_hub"):  # the client's own warnings too, redacted
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("hf_mpwriter").setLevel(logging.INFO)
     try:
         return Uploader(logdir).run()
     except ConfigurationError as exc:

@@ -28,6 +28,7 @@ def main() -> int:
         uploader=cfg.get("uploader", "process"),
         token=os.environ.get("TEST_TOKEN"),
         repo_revision=cfg.get("repo_revision"),
+        repo_type=cfg.get("repo_type"),
     )
     print("started", flush=True)
     base = (rank or 0) * 100000

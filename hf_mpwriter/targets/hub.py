@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from typing import Any, Optional, Sequence
 
@@ -113,6 +114,7 @@ class HubTarget(Target):
         if self._api is None:
             from huggingface_hub import HfApi  # imported here: writers never need it
 
+            install_timeouts()
             self._api = HfApi(token=self._token, endpoint=self._endpoint)
         return self._api
 
@@ -125,7 +127,10 @@ class HubTarget(Target):
         that cannot be tagged is not worth holding the logs back: it is logged and tried next start.
         """
         try:
-            self.api.create_repo(self.repo_id, repo_type=self.repo_type, private=self.private, exist_ok=True)
+            self.api.create_repo(
+                self.repo_id, repo_type=self.repo_type, private=self.private, exist_ok=True,
+                space_sdk="static" if self.repo_type == "space" else None,  # a Space needs an SDK to exist
+            )
         except Exception as exc:
             raise self._error(exc, "create the repository") from None
         try:
@@ -219,7 +224,7 @@ class HubTarget(Target):
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
         name = type(exc).__name__
-        detail = redact(str(exc).splitlines()[0] if str(exc) else name, self._token)
+        detail = _detail(exc, self._token)
         where = f"{self.repo_type} repo {self.repo_id!r}"
         if status in (401, 403):
             return TargetError(
@@ -245,10 +250,62 @@ class HubTarget(Target):
                 f"(another commit landed first); reconciling against the new head and retrying",
                 transient=True,
             )
-        if status is not None and status not in _TRANSIENT_STATUS and 400 <= status < 500:
-            return TargetError(f"cannot {doing} on {where}: HTTP {status}: {detail}", transient=False)
+        if status is not None and status not in _TRANSIENT_STATUS and not 500 <= status < 600:
+            return TargetError(
+                f"cannot {doing} on {where}: HTTP {status}: {detail}. This is not retried: fix the cause, then run "
+                f"`hf-mpwriter sync LOGDIR`",
+                transient=False,
+            )
+        if status is None and not _is_network_error(exc):
+            return TargetError(
+                f"cannot {doing} on {where}: {name}: {detail}. This is not a network error and is not retried: "
+                f"fix the cause, then run `hf-mpwriter sync LOGDIR`",
+                transient=False,
+            )
         return TargetError(
-            f"cannot {doing} on {where} ({'HTTP %s' % status if status else name}: {detail}); will retry",
+            f"cannot {doing} on {where} ({f'HTTP {status}' if status else name}: {detail}); will retry",
             transient=True,
             retry_after=retry_after(response),
         )
+
+
+def _detail(exc: BaseException, token: Optional[str]) -> str:
+    """What the server said (not only the request-id line the client puts first), redacted."""
+    server = getattr(exc, "server_message", None)
+    text = str(server or exc).strip() or type(exc).__name__
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("(Request ID")]
+    return redact(" ".join(lines)[:500] or type(exc).__name__, token)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """Network trouble, timeouts, and Xet transfer failures: retrying can fix them."""
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return True
+    if type(exc).__name__ == "XetAuthenticationError":
+        return False
+    module = type(exc).__module__ or ""
+    # httpx2's TransportError family (connect/read/write/pool timeouts, protocol errors) and hf_xet's
+    # transfer errors (surfaced as RuntimeError or its own classes).
+    return module.startswith(("httpx", "httpcore", "hf_xet")) or isinstance(exc, RuntimeError)
+
+
+def install_timeouts(connect: float = 10.0, read: float | None = None) -> None:
+    """Give ``huggingface_hub``'s HTTP client timeouts (its default has none: a server that accepts the
+    connection and never answers would block the uploader forever). A factory the user installed is
+    kept. ``read`` defaults to ``HF_MPWRITER_HTTP_TIMEOUT`` or 60 s."""
+    from huggingface_hub.utils import _http
+
+    if read is None:
+        read = float(os.environ.get("HF_MPWRITER_HTTP_TIMEOUT") or 60.0)
+
+    if _http._GLOBAL_CLIENT_FACTORY is not _http.default_client_factory:
+        return
+
+    def with_timeouts() -> Any:
+        import httpx2
+
+        client = _http.default_client_factory()
+        client.timeout = httpx2.Timeout(read, connect=connect)
+        return client
+
+    _http.set_client_factory(with_timeouts)

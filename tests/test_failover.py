@@ -1,0 +1,311 @@
+"""Fail-over and recovery that trust nothing: hung uploaders, stale settings, the first second.
+
+Real processes and real signals: SIGSTOP for a hung uploader, a server that accepts connections and
+never answers, bad tokens fixed by the user, processes that die right after creating their writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from hf_mpwriter import ConfigurationError, HFSummaryWriter
+from hf_mpwriter.jobqueue import JobQueue, JobState
+from hf_mpwriter.redaction import redact
+from hf_mpwriter.state import register_writer
+from hf_mpwriter.status import collect
+from hf_mpwriter.targets.hub import HubTarget
+from hf_mpwriter.testing import HubServer
+from hf_mpwriter.uploader import Uploader
+from upload_helpers import (
+    check_remote, finish, local_commits, local_target_files, read_line, start_writer, uploader_pid, wait_for,
+    writer_env,
+)
+
+TOKEN = "hf_goodTokenForTests0123456789"
+BAD = "hf_badTokenForTests0123456789"
+REPO = "tester/run"
+PREFIX = "tensorboard/logs/"
+
+
+@pytest.fixture
+def hub():
+    server = HubServer(tokens={TOKEN}).start()
+    yield server
+    server.stop()
+
+
+def _env(hub: HubServer, tmp_path: Path, token: str = TOKEN, **extra: str) -> dict:
+    env = hub.env()
+    env.update({"HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": token, **extra})
+    env.pop("HF_TOKEN", None)
+    return env
+
+
+def _local_cfg(tmp_path: Path, rank: int, **kw) -> dict:
+    cfg = {"logdir": str(tmp_path / "logs"), "target_dir": str(tmp_path / "target"), "rank": rank,
+           "commit_every_s": 1.0, "steps": 300, "sleep": 0.02}
+    cfg.update(kw)
+    return cfg
+
+
+def _hub_cfg(tmp_path: Path, rank: int, **kw) -> dict:
+    cfg = {"logdir": str(tmp_path / "logs"), "repo_id": REPO, "rank": rank, "commit_every_s": 1.0,
+           "steps": 100, "sleep": 0.01, "close_timeout": 60}
+    cfg.update(kw)
+    return cfg
+
+
+def _remote(hub: HubServer) -> dict[str, bytes]:
+    return {p[len(PREFIX):]: hub.read_file(REPO, p) for p in hub.list_files(REPO) if p.startswith(PREFIX)}
+
+
+# -- a hung uploader is replaced -------------------------------------------------------------------
+def test_stopped_uploader_is_replaced_and_never_commits_again(tmp_path):
+    logdir = tmp_path / "logs"
+    procs = [start_writer(_local_cfg(tmp_path, r)) for r in range(2)]
+    for proc in procs:
+        read_line(proc, "flushed 9")
+    old = wait_for(lambda: uploader_pid(logdir), 20, "an uploader")
+    wait_for(lambda: local_commits(tmp_path / "target"), 20, "a first commit")
+    os.kill(old, signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        new = wait_for(lambda: (uploader_pid(logdir) or old) != old and uploader_pid(logdir), 20,
+                       "a writer to replace the stopped uploader")
+        first_new = wait_for(lambda: [c for c in local_commits(tmp_path / "target") if c["time"] > stopped_at], 20,
+                             "a commit by the new uploader")
+        assert first_new[0]["time"] - stopped_at < 10, first_new[0]["time"] - stopped_at
+    finally:
+        try:
+            os.kill(old, signal.SIGCONT)  # if it still existed, it would wake up now
+        except ProcessLookupError:
+            pass
+    assert new != old
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE, "the old one lives on"
+    for proc in procs:
+        finish(proc)
+    remote = local_target_files(tmp_path / "target", "tensorboard/logs")
+    check_remote(logdir, remote, {0: range(300), 1: range(300)}, tmp_path / "remote")  # nothing lost or twice
+
+
+def test_superseded_uploader_sends_nothing(tmp_path):
+    """The fence behind the kill: an uploader that finds a newer generation in the queue stops."""
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none",
+                         commit_every=1) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    old = Uploader(logdir)
+    old.acquire()
+    old.release()  # as if it had been stopped while holding the queue...
+    newer = Uploader(logdir)
+    newer.acquire()  # ...and replaced
+    newer.release()
+    old._queue = None
+    with pytest.raises(Exception, match="replaced by generation"):
+        old.cycle()
+    assert not local_commits(tmp_path / "target")
+
+
+def test_a_server_that_never_answers_times_out_and_everything_lands_after(hub, tmp_path):
+    hub.create_repo(REPO)
+    logdir = tmp_path / "logs"
+    hang = hub.inject("latency", route="any", seconds=20, times=None)  # accepts, then says nothing
+    env = _env(hub, tmp_path, HF_MPWRITER_HTTP_TIMEOUT="2")
+    proc = start_writer(_hub_cfg(tmp_path, 0, close_timeout=3), env)
+    finish(proc)  # close() gives up after its timeout; the uploader keeps trying
+    wait_for(lambda: hang.hits >= 2, 30, "the uploader to time out and try again")
+    hub.clear_faults()
+    answered = time.monotonic()
+    wait_for(lambda: collect(logdir)["up_to_date"], 45, "everything on the target once the Hub answers")
+    assert time.monotonic() - answered < 30
+    check_remote(logdir, _remote(hub), {0: range(100)}, tmp_path / "remote")
+
+
+# -- the fix takes ------------------------------------------------------------------------------------
+def test_bad_token_close_returns_at_once_then_sync_with_the_fix_takes_over(hub, tmp_path):
+    logdir = tmp_path / "logs"
+    started = time.monotonic()
+    proc = start_writer(_hub_cfg(tmp_path, 0, steps=50, close_timeout=60), _env(hub, tmp_path, BAD))
+    err = finish(proc)
+    assert time.monotonic() - started < 30, "close() waited for an error retrying cannot fix"
+    assert "refused the token (HTTP 401)" in err and "hf-mpwriter sync" in err and BAD not in err, err
+    old = uploader_pid(logdir)
+    assert old, "the uploader with the bad token still holds the logdir (it waits for the user)"
+    env = _env(hub, tmp_path)
+    env["HF_TOKEN"] = TOKEN
+    result = subprocess.run([sys.executable, "-m", "hf_mpwriter", "sync", str(logdir), "--quiet", "--timeout", "60"],
+                            env=writer_env(env), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    check_remote(logdir, _remote(hub), {0: range(50)}, tmp_path / "remote")
+    wait_for(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE, 10,
+             "the old uploader to hand over and exit")
+
+
+def test_writer_with_the_fixed_token_takes_over_from_a_stuck_uploader(hub, tmp_path):
+    logdir = tmp_path / "logs"
+    finish(start_writer(_hub_cfg(tmp_path, 0, steps=30, close_timeout=10), _env(hub, tmp_path, BAD)))
+    assert uploader_pid(logdir)
+    finish(start_writer(_hub_cfg(tmp_path, 1, steps=30, close_timeout=60), _env(hub, tmp_path)))
+    check_remote(logdir, _remote(hub), {0: range(30), 1: range(30)}, tmp_path / "remote")
+
+
+# -- the first second ---------------------------------------------------------------------------------
+_DIES_EARLY = """
+import sys, time
+from hf_mpwriter import HFSummaryWriter
+logdir, target, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
+writer = HFSummaryWriter(logdir=logdir, target_dir=target, rank=rank, commit_every=5)
+for step in range(20):
+    writer.add_scalar("loss", float(rank * 100000 + step), step)
+writer.flush()
+time.sleep(0.1)
+raise SystemExit("training failed right after it started")
+"""
+
+
+def test_processes_that_fail_right_after_creating_their_writer_lose_nothing(tmp_path):
+    logdir, target = tmp_path / "logs", tmp_path / "target"
+    for batch in range(2):
+        procs = [subprocess.Popen([sys.executable, "-c", _DIES_EARLY, str(logdir), str(target), str(batch * 10 + i)],
+                                  env=writer_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for i in range(10)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 1 and "training failed" in err, err
+    # No manual sync: the uploader they started outlives them and commits everything.
+    wait_for(lambda: collect(logdir)["up_to_date"], 60, "every record on the target")
+    remote = local_target_files(target, "tensorboard/logs")
+    check_remote(logdir, remote, {r: range(20) for r in range(20)}, tmp_path / "remote")
+
+
+# -- writers judged dead by mistake --------------------------------------------------------------------
+def test_a_writer_judged_dead_by_mistake_is_not_deleted_and_does_not_speed_up_commits(tmp_path):
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none",
+                         commit_every=10) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    registration = register_writer(logdir, logdir / "rank-000")
+    data = json.loads(registration.read_text())
+    data["create_time"] -= 3600  # a clock step: psutil's start time no longer matches
+    registration.write_text(json.dumps(data))
+    collect(logdir)
+    assert registration.exists(), "status deleted a registration"
+    uploader = Uploader(logdir)
+    stop = __import__("threading").Event()
+    thread = __import__("threading").Thread(target=uploader.run, kwargs={"stop": stop, "watch": False})
+    thread.start()
+    try:
+        wait_for(lambda: local_commits(tmp_path / "target"), 20, "the backlog to be committed")
+        # Meanwhile the "dead" writer keeps writing: the uploader must pace by its interval, not
+        # commit at every loop because it counts no live writer.
+        with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=1, uploader="none",
+                             commit_every=10, flush_secs=0.1) as writer:
+            deadline = time.monotonic() + 4
+            step = 0
+            while time.monotonic() < deadline:
+                writer.add_scalar("loss", float(step), step)
+                writer.flush()
+                step += 1
+                time.sleep(0.05)
+            commits = len(local_commits(tmp_path / "target"))
+    finally:
+        stop.set()
+        thread.join(30)
+    assert commits <= 2, f"{commits} commits in 4 s with commit_every=10 min"
+    assert registration.exists(), "the uploader deleted a live writer's registration"
+
+
+# -- errors that retrying cannot fix, and transient ones -----------------------------------------------
+def test_errors_are_classified_by_what_retrying_can_fix():
+    import httpx2
+
+    target = HubTarget("me/run", prefix="tb")
+    assert not target._error(ValueError("bad argument"), "commit").transient
+    assert not target._error(TypeError("bad type"), "commit").transient
+    assert target._error(httpx2.ReadTimeout("timed out"), "commit").transient
+    assert target._error(ConnectionError("refused"), "commit").transient
+    assert target._error(RuntimeError("xet transfer failed"), "commit").transient
+
+
+def test_space_repos_are_created_and_receive_the_logs(hub, tmp_path):
+    logdir = tmp_path / "logs"
+    finish(start_writer(_hub_cfg(tmp_path, 0, steps=30, repo_type="space"), _env(hub, tmp_path)))
+    files = [p for p in hub.list_files(REPO, repo_type="space") if p.startswith(PREFIX)]
+    assert files and collect(logdir)["up_to_date"]
+
+
+@pytest.mark.parametrize("layout", ["target-inside-logdir", "logdir-inside-target", "same"])
+def test_overlapping_target_and_logdir_are_refused(tmp_path, layout):
+    logdir = tmp_path / "logs"
+    target = {"target-inside-logdir": logdir / "mirror", "logdir-inside-target": tmp_path,
+              "same": logdir}[layout]
+    with pytest.raises(ConfigurationError, match="overlap"):
+        HFSummaryWriter(logdir=str(logdir), target_dir=str(target), rank=0)
+    assert not logdir.exists() or not any(logdir.iterdir())
+
+
+def test_transient_sqlite_errors_never_set_the_queue_aside(tmp_path):
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none",
+                         commit_every=1) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    assert Uploader(logdir).drain(timeout=30)
+    code = """
+import resource, sqlite3, sys
+from hf_mpwriter.jobqueue import JobQueue
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+keep = []
+try:
+    while True:
+        keep.append(open(sys.argv[1] + "/.hf_mpwriter/config.json"))  # use up every descriptor
+except OSError:
+    pass
+try:
+    JobQueue(__import__("pathlib").Path(sys.argv[1]) / ".hf_mpwriter" / "queue.db")
+    print("opened")
+except sqlite3.OperationalError as exc:
+    print("transient", exc)
+"""
+    result = subprocess.run([sys.executable, "-c", code, str(logdir)], env=writer_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.startswith(("transient", "opened")), result.stderr
+    assert not list((logdir / ".hf_mpwriter").glob("queue.db.corrupt-*")), "a healthy queue was set aside"
+    assert collect(logdir)["up_to_date"]
+
+
+def test_backoff_starts_over_when_an_uploader_takes_over(tmp_path):
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none",
+                         commit_every=1) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    uploader = Uploader(logdir)
+    job = uploader.queue.add(uploader.target.key, uploader.scanner.snapshot({}))
+    for _ in range(8):  # eight failed attempts: the next backoff would be minutes
+        uploader.queue.move(job, JobState.INFLIGHT)
+        uploader.queue.move(job, JobState.PENDING, error="boom", next_try=time.time() + 300)
+    uploader.queue.close()
+    uploader._queue = None  # a new uploader process: it opens the queue afresh
+    uploader.acquire()
+    try:
+        job = uploader.queue.unfinished(uploader.target.key)
+        assert job.attempts == 1 and job.next_try == 0
+    finally:
+        uploader.release()
+    assert JobQueue(logdir / ".hf_mpwriter" / "queue.db").unfinished(uploader.target.key) is not None
+
+
+def test_redaction_keeps_paths_and_names_readable():
+    token = "hf_" + "a1B2" * 9
+    text = f"error at /data/.hf_mpwriter/queue.db for hf_mpwriter and {token} (Bearer {token})"
+    assert redact(text, token) == "error at /data/.hf_mpwriter/queue.db for hf_mpwriter and *** (Bearer ***)"
+    assert redact("abc abcdef xabc", "abc") == "*** abcdef xabc"  # a short token: whole words only
+    assert redact("Bearer hf_" + "Z" * 34) == "Bearer hf_***"  # shaped like a Hub token, unknown
