@@ -1,6 +1,6 @@
-"""``hf-mpwriter``: run the demo, look at a logdir's upload status, drain a backlog.
+"""hf-mpwriter: run the demo, look at a logdir's upload status, drain a backlog.
 
-Every expected failure prints one line (what, why, what to do) and exits non-zero; ``--debug``
+Every expected failure prints one line (what, why, what to do) and exits non-zero; --debug
 shows the traceback too.
 """
 
@@ -76,7 +76,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     print()
-    print("up to date" if info["up_to_date"] else "NOT up to date: `hf-mpwriter sync " + args.logdir + "` finishes it")
+    if target is None:
+        print(f"local only: `hf-mpwriter sync {args.logdir} --repo-id ID` (or `--target DIR`) uploads it")
+    else:
+        print("up to date" if info["up_to_date"] else f"NOT up to date: `hf-mpwriter sync {args.logdir}` finishes it")
     return 0
 
 
@@ -188,14 +191,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- main ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-mpwriter", description=__doc__.splitlines()[0])
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="hf-mpwriter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hf-mpwriter {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="N worker processes log while the uploader commits; then verify")
-    demo.add_argument("--workers", type=int, default=4)
-    demo.add_argument("--steps", type=int, default=200)
+    demo = sub.add_parser("demo", help="N worker processes log while the uploader commits; then verify",
+                          description="Worker processes log while the uploader commits; then every remote file is "
+                                      "checked against the local one, record by record.", formatter_class=formatter)
+    demo.add_argument("--workers", type=int, default=4, help="number of worker processes (ranks)")
+    demo.add_argument("--steps", type=int, default=200, help="training steps each worker logs")
     where = demo.add_mutually_exclusive_group()
     where.add_argument("--repo-id", help="commit to this Hub repo (needs a token and network)")
     where.add_argument("--target", help="commit to this local directory (default: inside --out)")
@@ -203,34 +209,53 @@ def build_parser() -> argparse.ArgumentParser:
                        help="commit through the real huggingface_hub client to the project's own local Hub server")
     demo.add_argument("--chaos", action="store_true", help="SIGKILL and restart a worker and the uploader on the way")
     demo.add_argument("--out", default="hf_mpwriter_demo", help="directory for the demo's logs and target")
-    demo.add_argument("--commit-every", type=float, default=2.0, help="seconds between commits (default 2)")
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--commit-every", type=float, default=2.0, help="seconds between commits")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar; only the result")
     demo.set_defaults(func=cmd_demo)
 
-    status = sub.add_parser("status", help="per file: bytes written and committed; jobs, uploader, errors")
-    status.add_argument("logdir")
+    status = sub.add_parser("status", help="per file: bytes written and committed; jobs, uploader, audit, errors",
+                            description="What a logdir's upload looks like now (reads only).", formatter_class=formatter)
+    status.add_argument("logdir", help="the logdir given to the writers")
     status.add_argument("--json", action="store_true", help="stable JSON output")
     status.set_defaults(func=cmd_status)
 
-    sync = sub.add_parser("sync", help="commit a logdir's backlog now (exit 0 only when all is committed)")
-    sync.add_argument("logdir")
+    sync = sub.add_parser("sync", help="commit a logdir's backlog now (exit 0 only when all is committed)",
+                          description="Commit a logdir's backlog now, taking over from a running uploader "
+                                      "(exit 0 only when everything is committed).", formatter_class=formatter)
+    sync.add_argument("logdir", help="the logdir given to the writers")
     where = sync.add_mutually_exclusive_group()
     where.add_argument("--repo-id", help="Hub repo to commit to (needed if the logdir has no target yet)")
     where.add_argument("--target", help="local directory to commit to")
-    sync.add_argument("--repo-type", default=None, choices=["model", "dataset", "space"])
-    sync.add_argument("--revision", default=None)
-    sync.add_argument("--path-in-repo", default="tensorboard")
+    sync.add_argument("--repo-type", default=None, choices=["model", "dataset", "space"],
+                      help="type of --repo-id (default: model)")
+    sync.add_argument("--revision", default=None, help="branch of --repo-id (default: main)")
+    sync.add_argument("--path-in-repo", default="tensorboard", help="folder in the repo (or --target) for the logs")
     sync.add_argument("--watch", action="store_true", help="keep running as this node's uploader")
-    sync.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds (default 300)")
-    sync.add_argument("--quiet", action="store_true")
+    sync.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
+    sync.add_argument("--quiet", action="store_true", help="no progress bars (ours or the client's)")
     sync.set_defaults(func=cmd_sync)
     return parser
 
 
+def _setup_logging(debug: bool) -> None:
+    """Our warnings on stderr, redacted; huggingface_hub keeps its own handler (adding ours to the root
+    logger as well would print each of its warnings twice)."""
+    from .redaction import RedactingFilter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    package = logging.getLogger("hf_mpwriter")
+    package.addHandler(handler)
+    package.setLevel(logging.DEBUG if debug else logging.WARNING)
+    package.propagate = False
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    _setup_logging(args.debug)
+    if getattr(args, "quiet", False):  # the client's bars too (read when huggingface_hub is imported)
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

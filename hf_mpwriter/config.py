@@ -105,6 +105,8 @@ class UploadConfig:
                 f"{path} once `hf-mpwriter status` shows nothing pending"
             )
         write_json_atomic(path, asdict(self))
+        if old is None:  # the first writer of the logdir says it, not every rank
+            warn_about_interval(self)
 
 
 PatternArg = Union[str, Sequence[str], None]
@@ -193,10 +195,20 @@ def check_hub_settings(repo_id: str, repo_type: Optional[str], commit_every_s: f
     repo_type = repo_type or "model"
     if repo_type not in REPO_TYPES:
         raise ConfigurationError(f"invalid repo_type {repo_type!r}: use one of {', '.join(REPO_TYPES)}")
-    if commit_every_s < HUB_MIN_INTERVAL_S:
-        logger.warning(
-            "commit_every=%.2f min asks for more than the ~128 commits per hour the Hub accepts per repo; "
-            "commits may be rate-limited (they are retried, nothing is lost)",
-            commit_every_s / 60,
-        )
     return repo_type
+
+
+def warn_about_interval(config: UploadConfig) -> None:
+    """Warn once per logdir (the caller saves the settings first) when ``commit_every`` asks the Hub
+    for more commits than it accepts. Not for other endpoints (a local test Hub has no such limit)."""
+    from huggingface_hub import constants
+
+    if config.kind != "hub" or config.commit_every >= HUB_MIN_INTERVAL_S:
+        return
+    if "huggingface.co" not in constants.ENDPOINT:
+        return
+    logger.warning(
+        "commit_every=%.2f min asks for more than the ~128 commits per hour the Hub accepts per repo; "
+        "commits may be rate-limited (they are retried, nothing is lost)",
+        config.commit_every / 60,
+    )

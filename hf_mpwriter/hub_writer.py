@@ -104,7 +104,7 @@ class HFSummaryWriter(SummaryWriter):
             repo_ignore_patterns=repo_ignore_patterns,
         )
         root = check_logdir(logdir)
-        self.repo_id = repo_id
+        self._given_repo_id = repo_id
         self.repo_type = repo_type or "model"
         self.repo_revision = repo_revision or "main"
         self.close_timeout = float(close_timeout)
@@ -123,6 +123,20 @@ class HFSummaryWriter(SummaryWriter):
                 # leave an uploader behind (it outlives the process and commits what was flushed).
                 election.ensure_uploader(self._root, self._mode, self._token, wait=START_WAIT_S)
             threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True).start()
+
+    @property
+    def repo_id(self) -> Optional[str]:
+        """The repository, as ``huggingface_hub.HFSummaryWriter.repo_id``: with its namespace.
+
+        ``repo_id="name"`` is created by the Hub in the token's namespace; the uploader (the only
+        process that talks to the Hub) records the full id once it has created the repository.
+        Until then, this is the id as given.
+        """
+        given = self._given_repo_id
+        if given is None or "/" in given:
+            return given
+        recorded = state.read_json(state.state_dir(self._root, create=False) / "target.json") or {}
+        return recorded.get("repo_id") or given
 
     def _save_settings(self, root: Path, first: bool = False) -> bool:
         """Record the upload settings for the uploader; on a full disk, keep them in memory.

@@ -387,6 +387,11 @@ class Uploader:
         self.queue.set_meta("last_error", None)
         self._record_fatal(None)
         self._prepared = True
+        try:  # what the target really is (a repo id without namespace, completed): for writer.repo_id
+            write_json_atomic(self.state / "target.json", {"repo_id": getattr(self.target, "repo_id", None),
+                                                           "description": self.target.description})
+        except OSError as exc:
+            logger.warning("cannot record the target's full name (%s)", exc)
         return True
 
     def _usable(self, job: Job) -> Optional[Job]:

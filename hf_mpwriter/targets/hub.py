@@ -127,12 +127,16 @@ class HubTarget(Target):
         that cannot be tagged is not worth holding the logs back: it is logged and tried next start.
         """
         try:
-            self.api.create_repo(
+            url = self.api.create_repo(
                 self.repo_id, repo_type=self.repo_type, private=self.private, exist_ok=True,
                 space_sdk="static" if self.repo_type == "space" else None,  # a Space needs an SDK to exist
             )
         except Exception as exc:
             raise self._error(exc, "create the repository") from None
+        resolved = getattr(url, "repo_id", None)
+        if resolved and resolved != self.repo_id:  # 'name' alone: the Hub put it in the token's namespace
+            logger.info("repository %r is %r", self.repo_id, resolved)
+            self.repo_id = resolved
         try:
             self.tag_model_card()
         except TargetError as exc:
