@@ -18,12 +18,15 @@ from .errors import ConfigurationError
 from .snapshot import DEFAULT_ALLOW
 from .state import read_json, state_dir, write_json_atomic
 from .targets import HubTarget, LocalTarget, Target
+from .targets.bucket import BucketTarget, parse_bucket_url
 from .targets.base import check_remote_path
 
 logger = logging.getLogger(__name__)
 
 HUB_MIN_INTERVAL_S = HubTarget.min_interval
 REPO_TYPES = ("model", "dataset", "space")
+#: Default interval for a bucket: no commit budget, so seconds rather than minutes.
+BUCKET_COMMIT_EVERY_S = 10.0
 
 
 @dataclass
@@ -43,6 +46,20 @@ class UploadConfig:
     ignore_patterns: list = field(default_factory=list)
     drain_timeout: float = 600.0  # seconds an uploader keeps retrying once every writer is gone
     audit_every: float = 600.0  # seconds between full audits of the target (and one at every start)
+    nodes: int = 1  # nodes of the job that commit to this target, each with its own uploader
+    node_rank: int = 0  # this logdir's node: its turn among them
+    min_interval: Optional[float] = None  # the target's own spacing (benchmarks scale it); None: the target's
+
+    def pacing(self, target_min_interval: float) -> tuple[float, float]:
+        """``(interval, phase)`` in seconds: how often this node commits, and when in the cycle.
+
+        The nodes of a job share one repository's budget (about one commit per ~28 s): each commits
+        at most once per ``max(commit_every, nodes × min_interval)``, at an offset of ``node_rank``
+        slots, so that together they stay within it whatever their number, and rarely collide.
+        """
+        spacing = self.min_interval if self.min_interval is not None else target_min_interval
+        interval = max(self.commit_every, self.nodes * spacing)
+        return interval, interval * self.node_rank / max(1, self.nodes)
 
     # -- the one way settings are built (writers, the CLI, the integrations) -----------------
     @classmethod
@@ -57,6 +74,19 @@ class UploadConfig:
             kind="hub", prefix=check_remote_path(prefix), commit_every=commit_every, repo_id=repo_id,
             repo_type=kind_type, revision=revision or "main", private=private, squash_history=squash_history,
             allow_patterns=pattern_list(allow_patterns), ignore_patterns=pattern_list(ignore_patterns),
+        )
+
+    @classmethod
+    def for_bucket(
+        cls, bucket_id: str, *, prefix: str, commit_every: float = BUCKET_COMMIT_EVERY_S, private: bool | None = None,
+        allow_patterns: PatternArg = DEFAULT_ALLOW, ignore_patterns: PatternArg = None,
+    ) -> UploadConfig:
+        """Settings for a Hub Storage Bucket (``ns/name`` or ``name``)."""
+        check_hub_settings(bucket_id, "model", commit_every)  # same id rules as a repository
+        return cls(
+            kind="bucket", prefix=check_remote_path(prefix), commit_every=commit_every, repo_id=bucket_id,
+            repo_type="bucket", private=private, allow_patterns=pattern_list(allow_patterns),
+            ignore_patterns=pattern_list(ignore_patterns),
         )
 
     @classmethod
@@ -87,6 +117,9 @@ class UploadConfig:
         if self.kind == "local":
             assert self.directory
             return LocalTarget(self.directory, self.prefix)
+        if self.kind == "bucket":
+            assert self.repo_id
+            return BucketTarget(self.repo_id, prefix=self.prefix, private=self.private, token=token)
         raise ConfigurationError(f"unknown target kind {self.kind!r} in the upload config")
 
     @property
@@ -119,18 +152,22 @@ def pattern_list(value: PatternArg) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def check_commit_every(minutes: Any) -> float:
-    """``commit_every`` (minutes, as ``huggingface_hub``) in seconds, or a clear error."""
+def check_commit_every(minutes: Any) -> float | None:
+    """``commit_every`` (minutes, as ``huggingface_hub``) in seconds (``None``: the target's default),
+    or a clear error."""
+    if minutes is None:
+        return None
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes < math.inf:
         raise ConfigurationError(f"commit_every must be a positive, finite number of minutes, got {minutes!r}")
     return float(minutes) * 60.0
 
 
 def writer_settings(
-    logdir: Path, repo_id: str | None, *, target_dir: str | os.PathLike | None = None, commit_every: Any = 5,
+    logdir: Path, repo_id: str | None, *, target_dir: str | os.PathLike | None = None, commit_every: Any = None,
     squash_history: bool = False, repo_type: str | None = None, repo_revision: str | None = None,
     repo_private: bool | None = None, path_in_repo: str | None = "tensorboard",
     repo_allow_patterns: PatternArg = DEFAULT_ALLOW, repo_ignore_patterns: PatternArg = None,
+    nodes: int = 1, node_rank: int = 0,
 ) -> UploadConfig | None:
     """The upload settings of ``HFSummaryWriter``'s arguments (``None``: local only), all checked.
 
@@ -138,21 +175,26 @@ def writer_settings(
     call) and nothing else: one place decides what the arguments mean.
     """
     every_s = check_commit_every(commit_every)
-    prefix = hub_prefix(path_in_repo, logdir)
+    config: UploadConfig | None = None
     if repo_id is not None:
         if target_dir is not None:
             raise ConfigurationError("pass either repo_id (the Hub) or target_dir (a local directory), not both")
-        return UploadConfig.for_hub(
-            repo_id, prefix=prefix, commit_every=every_s, repo_type=repo_type, revision=repo_revision,
-            private=repo_private, squash_history=squash_history, allow_patterns=repo_allow_patterns,
-            ignore_patterns=repo_ignore_patterns,
+        config = hub_settings(
+            repo_id, logdir=logdir, path_in_repo=path_in_repo, commit_every=every_s, repo_type=repo_type,
+            revision=repo_revision, private=repo_private, squash_history=squash_history,
+            allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
         )
-    if target_dir is not None:
-        return UploadConfig.for_local(
-            target_dir, prefix=prefix, logdir=logdir, commit_every=every_s, allow_patterns=repo_allow_patterns,
-            ignore_patterns=repo_ignore_patterns,
+    elif target_dir is not None:
+        config = UploadConfig.for_local(
+            target_dir, prefix=hub_prefix(path_in_repo, logdir), logdir=logdir, commit_every=every_s or 300.0,
+            allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
         )
-    return None
+    if config is not None:
+        config.nodes, config.node_rank = nodes, node_rank
+        scaled = os.environ.get("HF_MPWRITER_HUB_MIN_INTERVAL")  # benchmarks that scale time down
+        if scaled:
+            config.min_interval = float(scaled)
+    return config
 
 
 def check_apart(logdir: Path, directory: Path) -> None:
@@ -176,6 +218,32 @@ def load(logdir: Path) -> Optional[UploadConfig]:
     return UploadConfig(**{k: v for k, v in data.items() if k in known})
 
 
+def hub_settings(
+    repo_id: str, *, logdir: Path, path_in_repo: str | None = "tensorboard", commit_every: float | None = None,
+    repo_type: str | None = None, revision: str | None = None, private: bool | None = None,
+    squash_history: bool = False, allow_patterns: PatternArg = DEFAULT_ALLOW, ignore_patterns: PatternArg = None,
+) -> UploadConfig:
+    """Settings for the Hub: a repository, or a bucket (``repo_type="bucket"`` or an
+    ``hf://buckets/ns/name[/path]`` id, whose path replaces ``path_in_repo``)."""
+    bucket = parse_bucket_url(repo_id)
+    if bucket is None and repo_type == "bucket":
+        bucket = (repo_id, "")
+    if bucket is not None:
+        bucket_id, path = bucket
+        if revision not in (None, "main") or squash_history:
+            raise ConfigurationError("a bucket has no revisions or history: drop repo_revision / squash_history")
+        return UploadConfig.for_bucket(
+            bucket_id, prefix=hub_prefix(path or path_in_repo, logdir),
+            commit_every=commit_every or BUCKET_COMMIT_EVERY_S, private=private,
+            allow_patterns=allow_patterns, ignore_patterns=ignore_patterns,
+        )
+    return UploadConfig.for_hub(
+        repo_id, prefix=hub_prefix(path_in_repo, logdir), commit_every=commit_every or 300.0, repo_type=repo_type,
+        revision=revision, private=private, squash_history=squash_history, allow_patterns=allow_patterns,
+        ignore_patterns=ignore_patterns,
+    )
+
+
 def hub_prefix(path_in_repo: Optional[str], logdir: Path) -> str:
     """``path_in_repo/<logdir name>``, as ``huggingface_hub.HFSummaryWriter`` lays it out."""
     name = Path(os.path.abspath(logdir)).name
@@ -194,7 +262,7 @@ def check_hub_settings(repo_id: str, repo_type: Optional[str], commit_every_s: f
         raise ConfigurationError(f"invalid repo_id {repo_id!r}: {exc}. Expected 'namespace/name' or 'name'") from None
     repo_type = repo_type or "model"
     if repo_type not in REPO_TYPES:
-        raise ConfigurationError(f"invalid repo_type {repo_type!r}: use one of {', '.join(REPO_TYPES)}")
+        raise ConfigurationError(f"invalid repo_type {repo_type!r}: use one of {', '.join(REPO_TYPES)}, or bucket")
     return repo_type
 
 

@@ -148,7 +148,7 @@ def lock_held(logdir: Path) -> bool:
     path = state_dir(logdir, create=False) / "uploader.lock"
     if not path.exists():
         return False
-    probe = FileLock(str(path), timeout=0, mode=0o600)
+    probe = FileLock(str(path), timeout=0, mode=0o600, fallback_to_soft=False)
     try:
         probe.acquire()
     except Timeout:

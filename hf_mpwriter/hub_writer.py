@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from . import election, state
+from . import election, ranks, state
 from .config import UploadConfig, writer_settings
 from .errors import ConfigurationError
 from .jobqueue import read_committed, read_last_error
@@ -79,7 +79,7 @@ class HFSummaryWriter(SummaryWriter):
         repo_id: Optional[str] = None,
         *,
         logdir: Optional[Union[str, os.PathLike]] = None,
-        commit_every: Union[int, float] = 5,
+        commit_every: Union[int, float, None] = None,
         squash_history: bool = False,
         repo_type: Optional[str] = None,
         repo_revision: Optional[str] = None,
@@ -97,11 +97,15 @@ class HFSummaryWriter(SummaryWriter):
         election.check_mode(uploader)
         logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
         # Every setting is checked before anything is created: a rejected call leaves no trace.
+        try:
+            node_rank, nodes = ranks.detect_nodes()
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self._upload: Optional[UploadConfig] = writer_settings(
             Path(logdir).expanduser(), repo_id, target_dir=target_dir, commit_every=commit_every,
             squash_history=squash_history, repo_type=repo_type, repo_revision=repo_revision,
             repo_private=repo_private, path_in_repo=path_in_repo, repo_allow_patterns=repo_allow_patterns,
-            repo_ignore_patterns=repo_ignore_patterns,
+            repo_ignore_patterns=repo_ignore_patterns, nodes=nodes, node_rank=node_rank,
         )
         root = check_logdir(logdir)
         self._given_repo_id = repo_id

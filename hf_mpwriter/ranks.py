@@ -33,6 +33,8 @@ class RankInfo:
     local_rank: Optional[int]
     launcher: str
     restart_count: int = 0
+    node_rank: int = 0  # which node (machine) of the job this is
+    nodes: int = 1  # how many nodes the job spans
 
     @property
     def distributed(self) -> bool:
@@ -60,6 +62,27 @@ def check_rank(rank: object) -> int:
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
         raise ValueError(f"rank must be a non-negative integer (the process's global rank), got {rank!r}")
     return rank
+
+
+#: (variable of the node rank, of the node count) per launcher: torchrun's groups are its nodes.
+_NODES = (("GROUP_RANK", "GROUP_WORLD_SIZE"), ("SLURM_NODEID", "SLURM_NNODES"))
+
+
+def detect_nodes(env: Optional[Mapping[str, str]] = None) -> tuple[int, int]:
+    """``(node rank, node count)`` from the launcher's environment; ``(0, 1)`` on a single node.
+
+    Why: every node runs its own uploader, and the nodes of one job share one repository's commit
+    budget; they take turns by node rank.
+    """
+    env = os.environ if env is None else env
+    for rank_var, count_var in _NODES:
+        count = _int(env, count_var)
+        node = _int(env, rank_var)
+        if count and node is not None:
+            if not 0 <= node < count:
+                raise ValueError(f"{rank_var}={node} is outside the node count {count_var}={count}")
+            return node, count
+    return 0, 1
 
 
 def detect(rank: Optional[int] = None, env: Optional[Mapping[str, str]] = None) -> RankInfo:

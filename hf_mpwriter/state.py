@@ -144,7 +144,7 @@ def process_identity(pid: Optional[int] = None) -> dict:
 
 #: A process of another host (shared logdir) counts as alive while its file is fresher than this:
 #: we cannot ask that host's kernel, so writers and uploaders refresh their file's mtime.
-OTHER_HOST_STALE_S = 30.0
+OTHER_HOST_STALE_S = 10.0
 
 
 def touch(path: Optional[Path]) -> None:

@@ -134,7 +134,8 @@ class Uploader:
         self._local_retry_at = float("inf")
         self._next_prune = 0.0
         self._generation: Optional[int] = None
-        self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0, mode=0o600)
+        # No soft-lock fallback: a lock file left by a SIGKILLed holder would block every successor.
+        self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0, mode=0o600, fallback_to_soft=False)
 
     @property
     def queue(self) -> JobQueue:
@@ -149,6 +150,12 @@ class Uploader:
             self._lock.acquire(timeout=wait)
         except Timeout:
             raise AlreadyRunning(f"another uploader is running for {self.logdir}") from None
+        except OSError as exc:  # ENOSYS/ENOLCK: the filesystem has no working flock
+            raise ConfigurationError(
+                f"the filesystem of {self.logdir} does not support file locks ({exc}): an uploader cannot be "
+                f"elected safely there. Use a node-local logdir, or run `hf-mpwriter sync {self.logdir} --watch` "
+                f"on exactly one node"
+            ) from None
         self._audit_due = True  # a takeover trusts nothing it did not check itself
         # Nothing written here may stop the uploader: on a full disk it starts anyway, holds the
         # lock (which is how writers see it alive), and resumes as soon as space returns.
@@ -197,10 +204,13 @@ class Uploader:
             self.release()
 
     def _loop(self, stop: threading.Event, watch: bool) -> int:
-        next_cycle = 0.0  # a backlog from an earlier run goes out at once
+        interval, phase = self.config.pacing(self.target.min_interval)
+        # A single node sends a backlog from an earlier run at once; the nodes of a job wait for their turn.
+        next_cycle = 0.0 if self.config.nodes <= 1 else time.monotonic() + _until_turn(interval, phase)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
-        trigger_gap = min(self.config.commit_every, self.target.min_interval)
+        min_interval = self.config.min_interval if self.config.min_interval is not None else self.target.min_interval
+        trigger_gap = min(self.config.commit_every, min_interval)
         last_cycle = -trigger_gap
         triggered = False
         writers_gone_at: Optional[float] = None
@@ -229,7 +239,8 @@ class Uploader:
                     self.cycle()
                     last_cycle = now
                     if now >= next_cycle:
-                        next_cycle = now + self.config.commit_every
+                        single = self.config.nodes <= 1
+                        next_cycle = now + (interval if single else _until_turn(interval, phase, after=interval / 2))
                 drained = self.drained() if not writers and not watch else False
             except Superseded as exc:
                 logger.warning("%s; exiting without sending anything", exc)
@@ -568,6 +579,17 @@ class Uploader:
                 time.sleep(min(wait, 1.0))
         finally:
             self.release()
+
+
+def _until_turn(interval: float, phase: float, after: float = 0.0) -> float:
+    """Seconds until this node's next turn: wall-clock times ``phase`` modulo ``interval``, at least
+    ``after`` from now. The wall clock is what the nodes of a job share; an error in it only shifts
+    a node's turns, it never makes a node commit more often than once per ``interval``."""
+    now = time.time()
+    wait = (phase - now) % interval if interval > 0 else 0.0
+    while wait < after:
+        wait += interval
+    return wait
 
 
 def main(argv: Optional[list[str]] = None) -> int:

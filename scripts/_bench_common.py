@@ -138,16 +138,21 @@ class Bench:
         """Start a worker; see the module docstring for ``cfg``."""
         cfg.setdefault("rank", len(self.workers))
         cfg["stderr"] = str(self.tmp / f"worker-{len(self.workers)}-{cfg['lib']}.err")
+        argv = [sys.executable, __file__, json.dumps(cfg)]
+        if cfg.get("host") and os.geteuid() == 0 and shutil.which("unshare"):  # a simulated node of its own
+            argv = ["unshare", "--uts", "sh", "-c", f'hostname {cfg["host"]} && exec "$@"', "node", *argv]
+        env = self.env()
+        env.update(cfg.get("env") or {})
         with open(cfg["stderr"], "w") as err:
-            proc = subprocess.Popen([sys.executable, __file__, json.dumps(cfg)], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=err, text=True, env=self.env())
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                                    env=env)
         worker = Worker(proc, cfg)
         self.workers.append(worker)
         return worker
 
-    def start_many(self, n: int, **cfg: Any) -> list[Worker]:
-        """``n`` workers (ranks 0..n-1); returns once all are ready (writer created)."""
-        workers = [self.start(**cfg, rank=r) for r in range(n)]
+    def start_many(self, n: int, first_rank: int = 0, **cfg: Any) -> list[Worker]:
+        """``n`` workers (ranks first_rank.. first_rank+n-1); returns once all are ready (writer created)."""
+        workers = [self.start(**cfg, rank=first_rank + r) for r in range(n)]
         for w in workers:
             w.wait("ready", timeout=180)
         return workers
