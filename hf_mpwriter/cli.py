@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -86,19 +87,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 # -- sync ------------------------------------------------------------------------------------
 def _sync_config(args: argparse.Namespace, logdir: Path):  # -> UploadConfig
     from . import config as config_mod
-    from .config import UploadConfig, hub_prefix
+    from .config import UploadConfig, hub_prefix, hub_settings
 
     current = config_mod.load(logdir)
     if args.repo_id or args.target:
         if args.repo_id and args.target:
             raise CLIError("pass either --repo-id or --target, not both", 2)
-        prefix = hub_prefix(args.path_in_repo, logdir)
-        every = current.commit_every if current else 300.0
+        every = current.commit_every if current else None
         if args.repo_id:
-            wanted = UploadConfig.for_hub(args.repo_id, prefix=prefix, commit_every=every,
-                                          repo_type=args.repo_type, revision=args.revision)
+            wanted = hub_settings(args.repo_id, logdir=logdir, path_in_repo=args.path_in_repo, commit_every=every,
+                                  repo_type=args.repo_type, revision=args.revision)
         else:
-            wanted = UploadConfig.for_local(args.target, prefix=prefix, logdir=logdir, commit_every=every)
+            wanted = UploadConfig.for_local(args.target, prefix=hub_prefix(args.path_in_repo, logdir), logdir=logdir,
+                                            commit_every=every or 300.0)
         if current is not None and current.target_key == wanted.target_key:
             return current  # same target: keep its saved settings (patterns, privacy, squash)
         wanted.save(logdir)  # refuses a logdir already bound to another target
@@ -179,6 +180,49 @@ def cmd_sync(args: argparse.Namespace) -> int:
     )
 
 
+# -- view ------------------------------------------------------------------------------------
+def remote_url(where: str) -> str:
+    """What TensorBoard should read for ``where``: a logdir's remote copy, a repo id or an ``hf://`` URL.
+
+    TensorBoard reads ``hf://`` URLs through fsspec and ``huggingface_hub.HfFileSystem`` (with its
+    Python loader, ``--load_fast=false``): the remote copy is viewed where it is, nothing is
+    downloaded first.
+    """
+    from . import config as config_mod
+
+    if where.startswith("hf://") or "://" in where:
+        return where
+    logdir = Path(where)
+    if logdir.is_dir():
+        config = config_mod.load(logdir)
+        if config is None:
+            raise CLIError(f"{where!r} has no upload target: view it locally with `tensorboard --logdir {where}`", 2)
+        if config.kind == "local":
+            return str(Path(config.directory or ".") / config.prefix)
+        if config.kind == "bucket":
+            return f"hf://buckets/{config.repo_id}/{config.prefix}"
+        kind = {"model": "", "dataset": "datasets/", "space": "spaces/"}[config.repo_type]
+        revision = "" if config.revision == "main" else f"@{config.revision}"
+        return f"hf://{kind}{config.repo_id}{revision}/{config.prefix}"
+    return f"hf://{where.strip('/')}"
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    url = remote_url(args.target)
+    command = ["tensorboard", "--logdir", url, "--port", str(args.port)]
+    if url.startswith("hf://"):
+        command.append("--load_fast=false")  # the Rust loader does not read fsspec URLs
+    if args.print:
+        print(" ".join(command))
+        return 0
+    tensorboard = shutil.which("tensorboard")
+    if tensorboard is None:
+        raise CLIError("tensorboard is not installed in this environment: pip install tensorboard", 2)
+    print(f"TensorBoard on {url} (Ctrl-C to stop)", flush=True)
+    os.execv(tensorboard, [tensorboard, *command[1:]])  # TensorBoard takes this process's place (and signals)
+    return 0  # not reached
+
+
 # -- demo ------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
@@ -224,16 +268,26 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(exit 0 only when everything is committed).", formatter_class=formatter)
     sync.add_argument("logdir", help="the logdir given to the writers")
     where = sync.add_mutually_exclusive_group()
-    where.add_argument("--repo-id", help="Hub repo to commit to (needed if the logdir has no target yet)")
+    where.add_argument("--repo-id", help="Hub repo (or hf://buckets/NS/NAME[/PATH]) to commit to (needed if the "
+                                         "logdir has no target yet)")
     where.add_argument("--target", help="local directory to commit to")
-    sync.add_argument("--repo-type", default=None, choices=["model", "dataset", "space"],
-                      help="type of --repo-id (default: model)")
+    sync.add_argument("--repo-type", default=None, choices=["model", "dataset", "space", "bucket"],
+                      help="type of --repo-id (default: model; hf://buckets/NS/NAME[/PATH] is a bucket)")
     sync.add_argument("--revision", default=None, help="branch of --repo-id (default: main)")
     sync.add_argument("--path-in-repo", default="tensorboard", help="folder in the repo (or --target) for the logs")
     sync.add_argument("--watch", action="store_true", help="keep running as this node's uploader")
     sync.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
     sync.add_argument("--quiet", action="store_true", help="no progress bars (ours or the client's)")
     sync.set_defaults(func=cmd_sync)
+    view = sub.add_parser("view", help="TensorBoard on the remote copy (repo or bucket), nothing downloaded first",
+                          description="Start TensorBoard on the remote copy of a logdir (its repo or bucket), or "
+                                      "on a repo id or hf:// URL, read where it is through huggingface_hub.",
+                          formatter_class=formatter)
+    view.add_argument("target", help="a logdir (its remote copy), a repo id, or an hf:// URL "
+                                     "(hf://me/repo/tensorboard, hf://datasets/..., hf://buckets/me/name/...)")
+    view.add_argument("--port", type=int, default=6006, help="TensorBoard's port")
+    view.add_argument("--print", action="store_true", help="print the TensorBoard command instead of running it")
+    view.set_defaults(func=cmd_view)
     return parser
 
 

@@ -228,7 +228,7 @@ def test_a_writer_judged_dead_by_mistake_is_not_deleted_and_does_not_speed_up_co
 def test_errors_are_classified_by_what_retrying_can_fix():
     import httpx2
 
-    target = HubTarget("me/run", prefix="tb")
+    target = HubTarget("me/run", prefix="tb")  # classification only: no request is made
     assert not target._error(ValueError("bad argument"), "commit").transient
     assert not target._error(TypeError("bad type"), "commit").transient
     assert target._error(httpx2.ReadTimeout("timed out"), "commit").transient

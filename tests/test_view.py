@@ -1,0 +1,77 @@
+"""Looking at the remote copy without downloading it: ``hf-mpwriter view`` starts stock TensorBoard on
+an ``hf://`` URL, which it reads through fsspec and ``huggingface_hub.HfFileSystem``."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hf_mpwriter.testing import HubServer
+from upload_helpers import finish, start_writer, wait_for, writer_env
+
+TOKEN = "hf_goodTokenForTests0123456789"
+REPO = "tester/view"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def uploaded(tmp_path):
+    with HubServer(tokens={TOKEN}) as hub:
+        env = {**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN}
+        cfg = {"logdir": str(tmp_path / "logs"), "repo_id": REPO, "commit_every_s": 1.0, "steps": 30, "sleep": 0.0}
+        for rank in range(2):
+            finish(start_writer({**cfg, "rank": rank}, env))
+        yield hub, tmp_path / "logs", env
+
+
+def test_view_prints_the_command_for_a_logdir(uploaded):
+    _, logdir, env = uploaded
+    result = subprocess.run([sys.executable, "-m", "hf_mpwriter", "view", str(logdir), "--print"],
+                            env=writer_env(env), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tensorboard", "--logdir", f"hf://{REPO}/tensorboard/logs", "--port", "6006",
+                                     "--load_fast=false"]
+
+
+def test_view_starts_tensorboard_on_the_repository(uploaded):
+    """TensorBoard itself serves every rank's scalars, read from the test Hub through the real client."""
+    _, logdir, env = uploaded
+    port = _free_port()
+    env = {**env, "HF_TOKEN": TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "hf_mpwriter", "view", str(logdir), "--port", str(port)],
+                            env=writer_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}/data"
+        runs = wait_for(lambda: (_get(f"{base}/runs") or None) if len(_get(f"{base}/runs") or []) >= 2 else None,
+                        90, "TensorBoard to list the remote runs")
+        assert sorted(runs) == ["rank-000", "rank-001"], runs
+        for rank, run in enumerate(sorted(runs)):
+            points = wait_for(lambda run=run: _get(f"{base}/plugin/scalars/scalars?run={run}&tag=loss"), 30,
+                              f"the scalars of {run}")
+            assert [(p[1], p[2]) for p in points] == [(s, float(rank * 100000 + s)) for s in range(30)]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
