@@ -13,8 +13,8 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from . import __version__
 from .errors import HFMPWriterError
@@ -31,7 +31,7 @@ class CLIError(HFMPWriterError):
 
 
 # -- status ----------------------------------------------------------------------------------
-def _age(ts: Optional[float]) -> str:
+def _age(ts: float | None) -> str:
     if not ts:
         return "never"
     secs = max(0, time.time() - ts)
@@ -48,11 +48,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     target = info["target"]
     up = info["uploader"]
     print(f"logdir    {info['logdir']}")
-    print(f"target    {target['description'] + ' (' + target['prefix'] + '/)' if target else 'none (local only; `hf-mpwriter sync LOGDIR --repo-id ID` uploads it)'}")
-    print(f"uploader  {'none' if up is None else ('pid %s on %s, %s' % (up['pid'], up['host'], 'alive' if up['alive'] else 'DEAD'))}")
+    local_only = "none (local only; `hf-mpwriter sync LOGDIR --repo-id ID` uploads it)"
+    print(f"target    {target['description'] + ' (' + target['prefix'] + '/)' if target else local_only}")
+    liveness = {"alive": "alive", "hung": "HUNG (no progress; writers replace it)", "none": "DEAD"}
+    print("uploader  " + ("none" if up is None else f"pid {up['pid']} on {up['host']}, {liveness[up['state']]}"))
     print(f"writers   {len(info['writers'])} live")
     last = info["last_commit"]
-    print(f"commits   {info['commits']} (last: {_age(last['time']) if last else 'never'}{', ' + str(last['id']) if last and last['id'] else ''})")
+    last_id = f", {last['id']}" if last and last["id"] else ""
+    print(f"commits   {info['commits']} (last: {_age(last['time']) if last else 'never'}{last_id})")
     print(f"pending   {info['pending_jobs']} job(s), {info['pending_bytes']} bytes")
     audit = info["audit"]
     if audit["verified_at"] is None:
@@ -236,7 +239,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- main ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="hf-mpwriter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hf-mpwriter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"hf-mpwriter {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -305,7 +310,7 @@ def _setup_logging(debug: bool) -> None:
     package.propagate = False
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.debug)
     if getattr(args, "quiet", False):  # the client's bars too (read when huggingface_hub is imported)

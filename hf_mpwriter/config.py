@@ -10,16 +10,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Union
 
 from .errors import ConfigurationError
 from .snapshot import DEFAULT_ALLOW
 from .state import read_json, state_dir, write_json_atomic
 from .targets import HubTarget, LocalTarget, Target
-from .targets.bucket import BucketTarget, parse_bucket_url
 from .targets.base import check_remote_path
+from .targets.bucket import BucketTarget, parse_bucket_url
 
 logger = logging.getLogger(__name__)
 
@@ -36,19 +37,19 @@ class UploadConfig:
     kind: str  # "hub" | "local"
     prefix: str  # folder in the target: path_in_repo/<logdir name>
     commit_every: float = 300.0  # seconds
-    repo_id: Optional[str] = None
+    repo_id: str | None = None
     repo_type: str = "model"
     revision: str = "main"
-    private: Optional[bool] = None
+    private: bool | None = None
     squash_history: bool = False
-    directory: Optional[str] = None  # local target
+    directory: str | None = None  # local target
     allow_patterns: list = field(default_factory=lambda: list(DEFAULT_ALLOW))
     ignore_patterns: list = field(default_factory=list)
     drain_timeout: float = 600.0  # seconds an uploader keeps retrying once every writer is gone
     audit_every: float = 600.0  # seconds between full audits of the target (and one at every start)
     nodes: int = 1  # nodes of the job that commit to this target, each with its own uploader
     node_rank: int = 0  # this logdir's node: its turn among them
-    min_interval: Optional[float] = None  # the target's own spacing (benchmarks scale it); None: the target's
+    min_interval: float | None = None  # the target's own spacing (benchmarks scale it); None: the target's
 
     def pacing(self, target_min_interval: float) -> tuple[float, float]:
         """``(interval, phase)`` in seconds: how often this node commits, and when in the cycle.
@@ -102,7 +103,7 @@ class UploadConfig:
             allow_patterns=pattern_list(allow_patterns), ignore_patterns=pattern_list(ignore_patterns),
         )
 
-    def make_target(self, token: Optional[str] = None) -> Target:
+    def make_target(self, token: str | None = None) -> Target:
         if self.kind == "hub":
             assert self.repo_id
             return HubTarget(
@@ -203,13 +204,14 @@ def check_apart(logdir: Path, directory: Path) -> None:
     logs = Path(os.path.realpath(logdir.expanduser()))
     target = Path(os.path.realpath(directory.expanduser()))
     if logs == target or logs in target.parents or target in logs.parents:
+        how = "the same directory" if logs == target else "one is inside the other"
         raise ConfigurationError(
-            f"target_dir {str(directory)!r} and logdir {str(logdir)!r} overlap ({'the same directory' if logs == target else 'one is inside the other'}); "
+            f"target_dir {str(directory)!r} and logdir {str(logdir)!r} overlap ({how}); "
             f"choose a target directory outside the logdir, e.g. {str(logs.parent / (logs.name + '-mirror'))!r}"
         )
 
 
-def load(logdir: Path) -> Optional[UploadConfig]:
+def load(logdir: Path) -> UploadConfig | None:
     """The saved settings of ``logdir``, or ``None``."""
     data = read_json(state_dir(logdir, create=False) / "config.json")
     if data is None:
@@ -244,7 +246,7 @@ def hub_settings(
     )
 
 
-def hub_prefix(path_in_repo: Optional[str], logdir: Path) -> str:
+def hub_prefix(path_in_repo: str | None, logdir: Path) -> str:
     """``path_in_repo/<logdir name>``, as ``huggingface_hub.HFSummaryWriter`` lays it out."""
     name = Path(os.path.abspath(logdir)).name
     if not path_in_repo:
@@ -252,7 +254,7 @@ def hub_prefix(path_in_repo: Optional[str], logdir: Path) -> str:
     return check_remote_path(path_in_repo.strip("/") + "/" + name, "path_in_repo")
 
 
-def check_hub_settings(repo_id: str, repo_type: Optional[str], commit_every_s: float) -> str:
+def check_hub_settings(repo_id: str, repo_type: str | None, commit_every_s: float) -> str:
     """Validate Hub settings before anything is written; return the repo type."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 

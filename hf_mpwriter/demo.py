@@ -20,7 +20,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 logger = logging.getLogger("hf_mpwriter.demo")
 
@@ -158,7 +158,7 @@ class _Demo:
 
 
 def run_demo(
-    workers: int = 4, steps: int = 200, repo_id: Optional[str] = None, target: Optional[str] = None,
+    workers: int = 4, steps: int = 200, repo_id: str | None = None, target: str | None = None,
     chaos: bool = False, out: str = "hf_mpwriter_demo", commit_every: float = 2.0, local_hub: bool = False,
     quiet: bool = False,
 ) -> int:

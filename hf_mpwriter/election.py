@@ -25,10 +25,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import psutil
-
 from filelock import FileLock, Timeout
 
 from .errors import ConfigurationError
@@ -58,7 +57,7 @@ def check_mode(mode: object) -> str:
     return str(mode)
 
 
-def uploader_info(logdir: Path) -> Optional[dict]:
+def uploader_info(logdir: Path) -> dict | None:
     """Who claims to be the uploader (pid, host, start time, target), or ``None``."""
     return read_json(state_dir(logdir, create=False) / "uploader.json")
 
@@ -136,7 +135,7 @@ def request_handover(logdir: Path) -> None:
         logger.warning("could not ask the uploader of %s to hand over: %s", logdir, exc)
 
 
-def token_id(token: Optional[str]) -> Optional[str]:
+def token_id(token: str | None) -> str | None:
     """A short one-way fingerprint of a token: tells "another token" without storing the token."""
     if not token:
         return None
@@ -168,7 +167,7 @@ def trigger(logdir: Path) -> None:
         logger.warning("could not trigger the uploader of %s: %s", logdir, exc)
 
 
-def ensure_uploader(logdir: Path, mode: str, token: Optional[str] = None, wait: float = 10.0) -> bool:
+def ensure_uploader(logdir: Path, mode: str, token: str | None = None, wait: float = 10.0) -> bool:
     """Start an uploader for ``logdir`` unless one is alive and working. Returns whether one is (now) alive.
 
     A hung uploader is stopped and replaced. One that waits for the user (bad token) while this
@@ -214,7 +213,7 @@ def ensure_uploader(logdir: Path, mode: str, token: Optional[str] = None, wait: 
         lock.release()
 
 
-def _hand_over_for_new_token(logdir: Path, token: Optional[str]) -> None:
+def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:
     info = uploader_info(logdir) or {}
     if "token_id" not in info or info.get("token_id") == token_id(token or os.environ.get("HF_TOKEN")):
         return
@@ -223,7 +222,7 @@ def _hand_over_for_new_token(logdir: Path, token: Optional[str]) -> None:
         request_handover(logdir)
 
 
-def fatal_error(logdir: Path, token: Optional[str] = None) -> Optional[str]:
+def fatal_error(logdir: Path, token: str | None = None) -> str | None:
     """The error the running uploader cannot fix by retrying (bad token, missing repo...), if any.
 
     With ``token``: only if the uploader runs with that token (a writer with another token has asked
@@ -240,7 +239,7 @@ def fatal_error(logdir: Path, token: Optional[str] = None) -> Optional[str]:
     return str(record.get("error"))
 
 
-def _spawn_process(logdir: Path, token: Optional[str]) -> subprocess.Popen:
+def _spawn_process(logdir: Path, token: str | None) -> subprocess.Popen:
     env = dict(os.environ)
     if token:
         env["HF_TOKEN"] = token  # environment, never the command line
@@ -269,7 +268,7 @@ def _spawn_process(logdir: Path, token: Optional[str]) -> subprocess.Popen:
     return proc
 
 
-def _start_thread(logdir: Path, token: Optional[str]) -> bool:
+def _start_thread(logdir: Path, token: str | None) -> bool:
     from .uploader import Uploader
 
     key = str(Path(logdir).resolve())

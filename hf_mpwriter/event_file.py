@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from tensorboardX.proto.event_pb2 import Event
 
@@ -70,7 +70,7 @@ class EventFileWriter:
         flush_secs: float = DEFAULT_FLUSH_SECS,
         filename_suffix: str = "",
         rotate_bytes: int = DEFAULT_ROTATE_BYTES,
-        on_new_file: Optional[Callable[[Path], None]] = None,
+        on_new_file: Callable[[Path], None] | None = None,
     ) -> None:
         self._logdir = Path(logdir)
         self._max_queue = max(1, int(max_queue or 1))
@@ -81,12 +81,12 @@ class EventFileWriter:
         self._lock = threading.Lock()
         self._buffer: list[bytes] = []
         self._unwritten = b""  # tail of a batch the OS refused (disk full): written first next time
-        self._fd: Optional[int] = None
+        self._fd: int | None = None
         self._size = 0
         self._last_name = ""
         self._last_flush = time.monotonic()
-        self._write_error: Optional[str] = None
-        self._unwritten_since: Optional[float] = None
+        self._write_error: str | None = None
+        self._unwritten_since: float | None = None
         self._buffered_bytes = 0  # counted only while the disk refuses writes
         self._dropped = 0  # records dropped past MAX_UNWRITTEN_BYTES (a long full-disk period)
         self.files: list[Path] = []
@@ -214,7 +214,7 @@ class EventFileWriter:
         return "this event writer is closed; call reopen() to write again"
 
     @property
-    def pending_error(self) -> Optional[str]:
+    def pending_error(self) -> str | None:
         """Why the last flush could not write (e.g. disk full), or ``None``."""
         return self._write_error
 
@@ -352,8 +352,8 @@ class _Flusher:
     PERIOD = 0.25
 
     def __init__(self) -> None:
-        self._writers: "weakref.WeakSet[object]" = weakref.WeakSet()
-        self._thread: Optional[threading.Thread] = None
+        self._writers: weakref.WeakSet[object] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def add(self, writer: object) -> None:

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable
 
 from . import election, ranks, state
 from .config import UploadConfig, writer_settings
@@ -34,10 +34,10 @@ DEFAULT_CLOSE_TIMEOUT_S = 120.0
 class _Scheduler:
     """``writer.scheduler.trigger()`` as with ``huggingface_hub.HFSummaryWriter``: commit now."""
 
-    def __init__(self, writer: "HFSummaryWriter") -> None:
+    def __init__(self, writer: HFSummaryWriter) -> None:
         self._writer = writer
 
-    def trigger(self) -> "concurrent.futures.Future[bool]":
+    def trigger(self) -> concurrent.futures.Future[bool]:
         """Ask the uploader to commit now; the future resolves once what was logged so far is committed."""
         self._writer.flush()
         sizes = self._writer._file_sizes()
@@ -76,20 +76,20 @@ class HFSummaryWriter(SummaryWriter):
 
     def __init__(
         self,
-        repo_id: Optional[str] = None,
+        repo_id: str | None = None,
         *,
-        logdir: Optional[Union[str, os.PathLike]] = None,
-        commit_every: Union[int, float, None] = None,
+        logdir: str | os.PathLike | None = None,
+        commit_every: int | float | None = None,
         squash_history: bool = False,
-        repo_type: Optional[str] = None,
-        repo_revision: Optional[str] = None,
-        repo_private: Optional[bool] = None,
-        path_in_repo: Optional[str] = "tensorboard",
-        repo_allow_patterns: Union[list, str, None] = "*.tfevents.*",
-        repo_ignore_patterns: Union[list, str, None] = None,
-        token: Optional[str] = None,
-        rank: Optional[int] = None,
-        target_dir: Optional[Union[str, os.PathLike]] = None,
+        repo_type: str | None = None,
+        repo_revision: str | None = None,
+        repo_private: bool | None = None,
+        path_in_repo: str | None = "tensorboard",
+        repo_allow_patterns: list | str | None = "*.tfevents.*",
+        repo_ignore_patterns: list | str | None = None,
+        token: str | None = None,
+        rank: int | None = None,
+        target_dir: str | os.PathLike | None = None,
         uploader: str = "process",
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
         **kwargs: Any,
@@ -101,7 +101,7 @@ class HFSummaryWriter(SummaryWriter):
             node_rank, nodes = ranks.detect_nodes()
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        self._upload: Optional[UploadConfig] = writer_settings(
+        self._upload: UploadConfig | None = writer_settings(
             Path(logdir).expanduser(), repo_id, target_dir=target_dir, commit_every=commit_every,
             squash_history=squash_history, repo_type=repo_type, repo_revision=repo_revision,
             repo_private=repo_private, path_in_repo=path_in_repo, repo_allow_patterns=repo_allow_patterns,
@@ -116,7 +116,7 @@ class HFSummaryWriter(SummaryWriter):
         self._token = token
         self._settings_saved = self._upload is None or self._save_settings(root, first=True)
         self._event_writers: list = []
-        self._registration: Optional[Path] = None
+        self._registration: Path | None = None
         self._stop = threading.Event()
         super().__init__(logdir=logdir, rank=rank, **kwargs)
         self.scheduler = _Scheduler(self)
@@ -129,7 +129,7 @@ class HFSummaryWriter(SummaryWriter):
             threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True).start()
 
     @property
-    def repo_id(self) -> Optional[str]:
+    def repo_id(self) -> str | None:
         """The repository, as ``huggingface_hub.HFSummaryWriter.repo_id``: with its namespace.
 
         ``repo_id="name"`` is created by the Hub in the token's namespace; the uploader (the only
@@ -203,7 +203,7 @@ class HFSummaryWriter(SummaryWriter):
                 logger.exception("could not check or start the uploader of %s", self._root)
             self._stop.wait(HEARTBEAT_S)
 
-    def _new_file_writer(self, directory: Union[str, os.PathLike]) -> Any:
+    def _new_file_writer(self, directory: str | os.PathLike) -> Any:
         writer = super()._new_file_writer(directory)
         self._event_writers.append(writer.event_writer)
         return writer

@@ -21,14 +21,14 @@ locked, too many open files) is not corruption: it is raised, and the uploader r
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from .piece import Piece
 from .state import make_private
@@ -104,8 +104,8 @@ class Job:
     pieces: list[Piece]
     attempts: int = 0
     next_try: float = 0.0
-    last_error: Optional[str] = None
-    commit_id: Optional[str] = None
+    last_error: str | None = None
+    commit_id: str | None = None
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -198,14 +198,14 @@ class JobQueue:
         )
         return {path: (size, sha, bool(done)) for path, size, sha, done in rows}
 
-    def unfinished(self, target: str) -> Optional[Job]:
+    def unfinished(self, target: str) -> Job | None:
         """The pending or in-flight job of ``target`` (at most one exists)."""
         row = self._db.execute(
             "SELECT * FROM jobs WHERE target = ? AND state != 'done' ORDER BY id LIMIT 1", (target,)
         ).fetchone()
         return self._job(row) if row else None
 
-    def last_done(self, target: str) -> Optional[Job]:
+    def last_done(self, target: str) -> Job | None:
         row = self._db.execute(
             "SELECT * FROM jobs WHERE target = ? AND state = 'done' ORDER BY id DESC LIMIT 1", (target,)
         ).fetchone()
@@ -216,12 +216,12 @@ class JobQueue:
             "SELECT COUNT(*) FROM jobs WHERE target = ? AND state = 'done'", (target,)
         ).fetchone()[0]
 
-    def get_meta(self, key: str) -> Optional[str]:
+    def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     # -- writes (each one transaction) ------------------------------------------------------
-    def set_meta(self, key: str, value: Optional[str]) -> None:
+    def set_meta(self, key: str, value: str | None) -> None:
         if value is None:
             self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
         else:
@@ -246,10 +246,10 @@ class JobQueue:
                 "INSERT INTO jobs (target, state, created, updated, pieces) VALUES (?, 'pending', ?, ?, ?)",
                 (target, now, now, _dump(pieces)),
             )
-            return Job(int(cur.lastrowid), target, JobState.PENDING, list(pieces), created=now, updated=now)
+            return Job(int(cur.lastrowid or 0), target, JobState.PENDING, list(pieces), created=now, updated=now)
 
     def move(
-        self, job: Job, to: JobState, *, commit_id: Optional[str] = None, error: Optional[str] = None,
+        self, job: Job, to: JobState, *, commit_id: str | None = None, error: str | None = None,
         next_try: float = 0.0, count_attempt: bool = False,
     ) -> None:
         """Move ``job`` to state ``to``: the one place a job's life changes, each move one transaction.
@@ -329,7 +329,7 @@ class JobQueue:
         )
 
     # -- helpers ----------------------------------------------------------------------------
-    def _transaction(self) -> "_Tx":
+    def _transaction(self) -> _Tx:
         return _Tx(self._db)
 
     @staticmethod
@@ -349,10 +349,10 @@ class JobQueue:
         )
 
 
-def read_fatal(db: Path) -> Optional[dict]:
+def read_fatal(db: Path) -> dict | None:
     """``{"pid", "error", "time"}`` of the error the uploader ``pid`` waits on the user for, if any."""
 
-    def fatal(queue: JobQueue) -> Optional[dict]:
+    def fatal(queue: JobQueue) -> dict | None:
         raw = queue.get_meta(FATAL_META)
         return json.loads(raw) if raw else None
 
@@ -365,10 +365,10 @@ def read_committed(db: Path, target: str) -> dict[str, int]:
     return _read_only(db, lambda queue: {p: size for p, (size, _, _) in queue.committed(target).items()}, {})
 
 
-def read_last_error(db: Path, target: str) -> Optional[str]:
+def read_last_error(db: Path, target: str) -> str | None:
     """The error that keeps ``target``'s job from being committed, if any (read-only)."""
 
-    def last_error(queue: JobQueue) -> Optional[str]:
+    def last_error(queue: JobQueue) -> str | None:
         job = queue.unfinished(target)
         return (job.last_error if job else None) or queue.get_meta("last_error")
 

@@ -15,7 +15,7 @@ import os
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO
 
 from .state import private_open
 
@@ -30,7 +30,7 @@ class Piece:
     size: int
     sha256: str
     source: str  # the file in the logdir
-    staged: Optional[str] = None  # immutable copy of the first ``size`` bytes, if the file is open
+    staged: str | None = None  # immutable copy of the first ``size`` bytes, if the file is open
     complete: bool = False  # the writer closed the file: nothing will be added to it
 
     @property
@@ -42,7 +42,7 @@ class Piece:
         return asdict(self)
 
 
-def open_nofollow(path: Union[str, os.PathLike]) -> BinaryIO:
+def open_nofollow(path: str | os.PathLike) -> BinaryIO:
     """Open a regular file for reading, refusing a symlink (``O_NOFOLLOW``) or anything not regular.
 
     Why: nothing outside the logdir may be uploaded. A symlink named like an event file (or any
@@ -58,7 +58,7 @@ def open_nofollow(path: Union[str, os.PathLike]) -> BinaryIO:
         raise
 
 
-def sha256_prefix(path: Union[str, os.PathLike], size: int, copy_to: Optional[Path] = None) -> str:
+def sha256_prefix(path: str | os.PathLike, size: int, copy_to: Path | None = None) -> str:
     """sha256 of the first ``size`` bytes of ``path``; also copies them to ``copy_to`` if given."""
     digest = hashlib.sha256()
     remaining = size

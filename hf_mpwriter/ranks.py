@@ -9,8 +9,8 @@ is the stable identity that gives both.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
 
 # (variable of the global rank, of the world size, of the local rank, launcher name), most specific
 # first. torchrun also sets TORCHELASTIC_RESTART_COUNT, which we report but do not need: the run
@@ -28,9 +28,9 @@ _LAUNCHERS = (
 class RankInfo:
     """Where this process sits in its job. ``rank is None`` means "not part of a multi-process job"."""
 
-    rank: Optional[int]
+    rank: int | None
     world_size: int
-    local_rank: Optional[int]
+    local_rank: int | None
     launcher: str
     restart_count: int = 0
     node_rank: int = 0  # which node (machine) of the job this is
@@ -40,14 +40,14 @@ class RankInfo:
     def distributed(self) -> bool:
         return self.rank is not None and self.world_size > 1 or self.launcher == "explicit"
 
-    def run_name(self) -> Optional[str]:
+    def run_name(self) -> str | None:
         """Name of this rank's run directory inside the logdir, ``None`` for the plain layout."""
         if not self.distributed or self.rank is None:
             return None
         return f"rank-{self.rank:03d}"
 
 
-def _int(env: Mapping[str, str], name: str) -> Optional[int]:
+def _int(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return None
@@ -68,7 +68,7 @@ def check_rank(rank: object) -> int:
 _NODES = (("GROUP_RANK", "GROUP_WORLD_SIZE"), ("SLURM_NODEID", "SLURM_NNODES"))
 
 
-def detect_nodes(env: Optional[Mapping[str, str]] = None) -> tuple[int, int]:
+def detect_nodes(env: Mapping[str, str] | None = None) -> tuple[int, int]:
     """``(node rank, node count)`` from the launcher's environment; ``(0, 1)`` on a single node.
 
     Why: every node runs its own uploader, and the nodes of one job share one repository's commit
@@ -85,7 +85,7 @@ def detect_nodes(env: Optional[Mapping[str, str]] = None) -> tuple[int, int]:
     return 0, 1
 
 
-def detect(rank: Optional[int] = None, env: Optional[Mapping[str, str]] = None) -> RankInfo:
+def detect(rank: int | None = None, env: Mapping[str, str] | None = None) -> RankInfo:
     """Rank of this process: the explicit ``rank`` if given, else the first launcher found in ``env``."""
     env = os.environ if env is None else env
     restarts = _int(env, "TORCHELASTIC_RESTART_COUNT") or 0

@@ -13,7 +13,8 @@ boundary returned by :func:`last_whole_record`.
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from crc32c import crc32c
 
@@ -87,6 +88,6 @@ def last_whole_record(stream: BinaryIO, start: int = 0, end: int | None = None) 
     the cost of a scan is the new data only, not the whole file.
     """
     offset = start
-    for offset, _ in iter_records(stream, start, end):
+    for offset, _ in iter_records(stream, start, end):  # noqa: B007 - the last record's end is the answer
         pass
     return offset

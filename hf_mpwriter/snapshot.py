@@ -16,8 +16,8 @@ import fnmatch
 import logging
 import os
 import stat
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
 
 from .piece import Piece, open_nofollow, sha256_prefix
 from .records import last_whole_record
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_ALLOW = ("*.tfevents.*",)
 
 
-def _patterns(value: Union[str, Sequence[str], None]) -> list[str]:
+def _patterns(value: str | Sequence[str] | None) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
@@ -54,9 +54,9 @@ class Scanner:
 
     def __init__(
         self,
-        logdir: Union[str, os.PathLike],
-        allow_patterns: Union[str, Sequence[str], None] = DEFAULT_ALLOW,
-        ignore_patterns: Union[str, Sequence[str], None] = None,
+        logdir: str | os.PathLike,
+        allow_patterns: str | Sequence[str] | None = DEFAULT_ALLOW,
+        ignore_patterns: str | Sequence[str] | None = None,
     ) -> None:
         self.logdir = Path(logdir)
         self.allow = _patterns(allow_patterns)
@@ -125,7 +125,7 @@ class Scanner:
         digest, staged = self._stage(source, cut)
         return Piece(rel, cut, digest, source, str(staged), False)
 
-    def _stage(self, source: str, size: int, expected: Optional[str] = None) -> tuple[str, Path]:
+    def _stage(self, source: str, size: int, expected: str | None = None) -> tuple[str, Path]:
         """Copy the first ``size`` bytes of ``source`` to ``staging/<sha256>`` (hashing as it copies)."""
         self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.staging / f".{os.getpid()}.tmp"

@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import psutil
 from filelock import FileLock, Timeout
@@ -125,7 +125,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def read_json(path: Path) -> Optional[dict]:
+def read_json(path: Path) -> dict | None:
     """The JSON object in ``path``, or ``None`` if it is missing or unreadable."""
     try:
         with open(path) as handle:
@@ -136,7 +136,7 @@ def read_json(path: Path) -> Optional[dict]:
 
 
 # -- process identity ------------------------------------------------------------------------
-def process_identity(pid: Optional[int] = None) -> dict:
+def process_identity(pid: int | None = None) -> dict:
     """pid + start time + host: enough to tell a live process from a reused pid."""
     pid = os.getpid() if pid is None else pid
     return {"pid": pid, "create_time": psutil.Process(pid).create_time(), "host": HOST}
@@ -147,7 +147,7 @@ def process_identity(pid: Optional[int] = None) -> dict:
 OTHER_HOST_STALE_S = 10.0
 
 
-def touch(path: Optional[Path]) -> None:
+def touch(path: Path | None) -> None:
     """Refresh ``path``'s mtime (a heartbeat other hosts can see); missing files are ignored."""
     if path is not None:
         try:
@@ -156,7 +156,7 @@ def touch(path: Optional[Path]) -> None:
             pass
 
 
-def is_alive(identity: Optional[dict], path: Optional[Path] = None) -> bool:
+def is_alive(identity: dict | None, path: Path | None = None) -> bool:
     """Whether the process ``identity`` (read from ``path``) still runs.
 
     On this host: psutil, pid + start time. On another host: its heartbeat file is fresh.
@@ -191,7 +191,7 @@ class Claim:
         self.lock.release(force=True)
 
 
-def claim_run_dir(logdir: Path, preferred: Optional[str]) -> Claim:
+def claim_run_dir(logdir: Path, preferred: str | None) -> Claim:
     """Claim ``preferred`` (or the plain layout ``logdir`` itself when ``None``).
 
     If another live process holds it (two processes without rank information, or a second

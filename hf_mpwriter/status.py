@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from . import config as config_mod
-from .election import uploader_info
+from .election import uploader_info, uploader_state
 from .errors import ConfigurationError
 from .jobqueue import JobQueue, audit_record
 from .snapshot import Scanner
-from .state import STATE_DIRNAME, is_alive, live_writers, state_dir
+from .state import STATE_DIRNAME, live_writers, state_dir
 
 
 def check_used_logdir(logdir: Path) -> None:
@@ -39,11 +39,11 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
     config = config_mod.load(root)
     key = config.target_key if config else None
     committed: dict[str, tuple[int, str, bool]] = {}
-    pending: Optional[Any] = None
-    last: Optional[Any] = None
+    pending: Any | None = None
+    last: Any | None = None
     commits = 0
-    meta_error: Optional[str] = None
-    queue_error: Optional[str] = None
+    meta_error: str | None = None
+    queue_error: str | None = None
     audit: dict[str, Any] = {}
     if key is not None and (state_dir(root, create=False) / "queue.db").exists():
         try:
@@ -61,7 +61,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
             queue_error = f"queue unreadable ({exc}); the next uploader start rebuilds it"
     scanner = Scanner(root, config.allow_patterns if config else ("*.tfevents.*",),
                       config.ignore_patterns if config else None)
-    files = []
+    files: list[dict[str, Any]] = []
     for rel, st in scanner.files():
         done = committed.get(rel, (0, "", False))
         whole = scanner.whole_size(rel, st, min(done[0], st.st_size))
@@ -74,13 +74,14 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
             "complete": not (st.st_mode & 0o222),
         })
     info = uploader_info(root)
-    target = config.make_target() if config else None
+    target = None if config is None else {"kind": config.kind, "description": config.make_target().description,
+                                          "prefix": config.prefix, "commit_every_s": config.commit_every}
+    liveness = uploader_state(root) if info is not None else "none"
     return {
         "logdir": str(root.resolve()),
-        "target": None if config is None else {"kind": config.kind, "description": target.description,
-                                               "prefix": config.prefix, "commit_every_s": config.commit_every},
-        "uploader": None if info is None else {"pid": info.get("pid"), "host": info.get("host"),
-                                               "alive": is_alive(info, state_dir(root, create=False) / "uploader.json"), "started": info.get("started")},
+        "target": target,
+        "uploader": None if info is None else {"pid": info.get("pid"), "host": info.get("host"), "state": liveness,
+                                               "alive": liveness == "alive", "started": info.get("started")},
         "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in live_writers(root)],
         "files": files,
         "bytes_written": sum(f["bytes_written"] for f in files),
@@ -98,7 +99,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def _audit_summary(audit: dict[str, Any], last: Optional[Any]) -> dict[str, Any]:
+def _audit_summary(audit: dict[str, Any], last: Any | None) -> dict[str, Any]:
     """What the uploader last saw at the target, and whether it agrees with the queue.
 
     It agrees once a check of the target came after the last commit and nothing found wrong is

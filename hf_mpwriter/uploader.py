@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, TypeVar
 
 from filelock import FileLock, Timeout
 
@@ -46,13 +46,18 @@ from .config import UploadConfig
 from .errors import ConfigurationError, TargetError
 from .jobqueue import AUDIT_META, FATAL_META, GENERATION_META, Job, JobQueue, JobState, Step, audit_record
 from .piece import Piece
+from .redaction import RedactingFilter, redact
 from .snapshot import Scanner
 from .state import (
-    live_writers, private_open, process_identity, prune_stale_registrations, secure_state_dir, state_dir,
+    live_writers,
+    private_open,
+    process_identity,
+    prune_stale_registrations,
+    secure_state_dir,
+    state_dir,
     write_json_atomic,
 )
 from .targets import Target
-from .redaction import RedactingFilter, redact
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
 
@@ -86,7 +91,7 @@ class Progress:
     committed_bytes: int = 0
     pending_bytes: int = 0
     commits: int = 0
-    error: Optional[str] = None
+    error: str | None = None
     fatal: bool = False  # the error needs the user (token, repo, revision): retrying alone won't help
 
 
@@ -106,10 +111,10 @@ class Uploader:
     def __init__(
         self,
         logdir: str | os.PathLike,
-        config: Optional[UploadConfig] = None,
+        config: UploadConfig | None = None,
         *,
-        token: Optional[str] = None,
-        target: Optional[Target] = None,
+        token: str | None = None,
+        target: Target | None = None,
     ) -> None:
         self.logdir = Path(logdir)
         self.state = state_dir(self.logdir, create=False)
@@ -124,7 +129,7 @@ class Uploader:
         self.target = target or loaded.make_target(token or os.environ.get("HF_TOKEN"))
         self._token = token or os.environ.get("HF_TOKEN")
         self.scanner = Scanner(self.logdir, loaded.allow_patterns, loaded.ignore_patterns)
-        self._queue: Optional[JobQueue] = None
+        self._queue: JobQueue | None = None
         self._prepared = False
         self._prepare_fatal = False
         self._prepare_retry_at = 0.0
@@ -133,7 +138,7 @@ class Uploader:
         self._next_audit = 0.0
         self._local_retry_at = float("inf")
         self._next_prune = 0.0
-        self._generation: Optional[int] = None
+        self._generation: int | None = None
         # No soft-lock fallback: a lock file left by a SIGKILLed holder would block every successor.
         self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0, mode=0o600, fallback_to_soft=False)
 
@@ -186,7 +191,7 @@ class Uploader:
         self._lock.release(force=True)
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self, stop: Optional[threading.Event] = None, watch: bool = False) -> int:
+    def run(self, stop: threading.Event | None = None, watch: bool = False) -> int:
         """Elected loop: commit every ``commit_every`` until the writers are gone and all is sent.
 
         Returns 0 when everything is committed, 1 when it gave up after ``drain_timeout`` with a
@@ -213,7 +218,7 @@ class Uploader:
         trigger_gap = min(self.config.commit_every, min_interval)
         last_cycle = -trigger_gap
         triggered = False
-        writers_gone_at: Optional[float] = None
+        writers_gone_at: float | None = None
         # Writers gone (or judged gone: a PID namespace, a clock step) count as a trigger, spaced
         # the same way: how many writers the uploader counts never sets how often it commits.
         final_gap = max(trigger_gap, FINAL_GAP_S)
@@ -405,7 +410,7 @@ class Uploader:
             logger.warning("cannot record the target's full name (%s)", exc)
         return True
 
-    def _usable(self, job: Job) -> Optional[Job]:
+    def _usable(self, job: Job) -> Job | None:
         """Re-stage what needs it; drop pieces whose source is gone (deleted by someone), keep the rest."""
         usable = []
         for piece in job.pieces:
@@ -426,7 +431,7 @@ class Uploader:
             self.queue.set_pieces(job, usable)
         return job
 
-    def _reconcile(self, job: Job) -> Optional[Job]:
+    def _reconcile(self, job: Job) -> Job | None:
         """A job left in flight (crash, lost response): done if the target holds it, else resend."""
         usable = self._usable(job)
         if usable is None:
@@ -467,7 +472,7 @@ class Uploader:
         logger.info("committed %d file(s), %d bytes as %s", len(job.pieces), job.bytes, commit_id)
         self._verify(job.pieces, full=False)  # trust, but verify: the acknowledgement is not the proof
 
-    def _record_fatal(self, error: Optional[str]) -> None:
+    def _record_fatal(self, error: str | None) -> None:
         """Record (or clear) an error retrying cannot fix: writers waiting in ``close()`` stop waiting
         at once and say it, with the command that finishes the job once it is fixed."""
         value = None if error is None else json.dumps({"pid": os.getpid(), "error": error, "time": time.time()})
@@ -548,12 +553,12 @@ class Uploader:
                 return False
         return True
 
-    def last_error(self) -> Optional[str]:
+    def last_error(self) -> str | None:
         job = self.queue.unfinished(self.target.key)
         return (job.last_error if job else None) or self.queue.get_meta("last_error")
 
     def drain(
-        self, timeout: Optional[float] = None, on_progress: Optional[Callable[[Progress], None]] = None,
+        self, timeout: float | None = None, on_progress: Callable[[Progress], None] | None = None,
         wait: float = 10.0,
     ) -> bool:
         """Commit everything now (elected for the duration); ``True`` once all is committed.
@@ -592,7 +597,7 @@ def _until_turn(interval: float, phase: float, after: float = 0.0) -> float:
     return wait
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of the uploader process: ``python -m hf_mpwriter.uploader LOGDIR``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("logdir")

@@ -39,8 +39,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hf_benchmarktoken0000"
@@ -59,7 +60,7 @@ class Worker:
 
     def __init__(self, proc: subprocess.Popen, cfg: dict) -> None:
         self.proc, self.cfg = proc, cfg
-        self.events: "queue.Queue[dict]" = queue.Queue()
+        self.events: queue.Queue[dict] = queue.Queue()
         self.seen: dict[str, dict] = {}
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -114,7 +115,7 @@ class Bench:
         self.workers: list[Worker] = []
         self.uploaders: dict[int, Any] = {}  # pid -> psutil.Process (guards against pid reuse)
 
-    def __enter__(self) -> "Bench":
+    def __enter__(self) -> Bench:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
@@ -157,12 +158,12 @@ class Bench:
             w.wait("ready", timeout=180)
         return workers
 
-    def uploader_pid(self, logdir: Path) -> Optional[int]:
+    def uploader_pid(self, logdir: Path) -> int | None:
         """The live hf_mpwriter uploader of ``logdir`` (remembered, so :meth:`close` can end it)."""
+        import psutil
+
         from hf_mpwriter.election import uploader_info
         from hf_mpwriter.state import is_alive
-
-        import psutil
 
         info = uploader_info(Path(logdir))
         if info and is_alive(info):

@@ -30,7 +30,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -41,7 +40,7 @@ from hf_mpwriter import HFSummaryWriter
 logger = logging.getLogger("torchrun_example")
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", required=True, help="TensorBoard logdir (rank r writes into <logdir>/rank-00r)")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -94,7 +93,7 @@ def learning_rate(step: int, steps: int, base: float = 0.05) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

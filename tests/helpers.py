@@ -14,8 +14,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable
 
 from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader, RawEventFileLoader
@@ -74,7 +75,7 @@ def summary_values(events: Iterable) -> list[tuple[int, object]]:
     return [(e.step, v) for e in events if e.HasField("summary") for v in e.summary.value]
 
 
-def scalar_points(events: Iterable, tag: Optional[str] = None) -> list[tuple[int, float]]:
+def scalar_points(events: Iterable, tag: str | None = None) -> list[tuple[int, float]]:
     """``(step, simple_value)`` of every scalar (optionally only ``tag``) in ``events``."""
     return [
         (step, v.simple_value)
@@ -162,7 +163,7 @@ def child_code(code: str, torch: bool = False) -> str:
     return _PREAMBLE.format(no_torch=not torch, root=str(REPO_ROOT)) + textwrap.dedent(code)
 
 
-def spawn(code: str, env: Optional[dict] = None, torch: bool = False, **popen) -> subprocess.Popen:
+def spawn(code: str, env: dict | None = None, torch: bool = False, **popen) -> subprocess.Popen:
     """Start ``python -c code`` (stdout/stderr piped, text mode)."""
     return subprocess.Popen(
         [sys.executable, "-c", child_code(code, torch)],
@@ -186,6 +187,6 @@ def finish(proc: subprocess.Popen, timeout: float = 30.0) -> str:
     return out
 
 
-def run(code: str, env: Optional[dict] = None, timeout: float = 30.0, torch: bool = False) -> str:
+def run(code: str, env: dict | None = None, timeout: float = 30.0, torch: bool = False) -> str:
     """Run ``python -c code`` to completion; its stdout."""
     return finish(spawn(code, env, torch), timeout)

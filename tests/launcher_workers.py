@@ -10,16 +10,16 @@ import itertools
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hf_mpwriter import HFSummaryWriter
 
 COMMIT_EVERY_MIN = 1 / 60  # one second
 
-_barrier: Optional[Any] = None
+_barrier: Any | None = None
 
 
-def init_worker(barrier: Optional[Any] = None) -> None:
+def init_worker(barrier: Any | None = None) -> None:
     """Pool initializer: remember the barrier that makes the workers' writers live at the same time."""
     global _barrier
     _barrier = barrier
@@ -30,7 +30,7 @@ def _together() -> None:
         _barrier.wait(timeout=120)
 
 
-def log_steps(logdir: str, target: str, rank: Optional[int], base: int, steps: int) -> tuple[int, str]:
+def log_steps(logdir: str, target: str, rank: int | None, base: int, steps: int) -> tuple[int, str]:
     """Log ``steps`` values with ``rank`` (``None``: derived); returns ``(base, run directory)``."""
     with HFSummaryWriter(repo_id=None, logdir=logdir, target_dir=target, rank=rank,
                          commit_every=COMMIT_EVERY_MIN, close_timeout=90) as writer:

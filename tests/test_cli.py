@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from upload_helpers import writer_env
 
 from hf_mpwriter import HFSummaryWriter, SummaryWriter
 from hf_mpwriter.testing import HubServer
-from upload_helpers import writer_env
 
 SCRIPT = shutil.which("hf-mpwriter", path=os.path.dirname(sys.executable)) or shutil.which("hf-mpwriter")
 TOKEN = "hf_cliTestToken0123456789abc"

@@ -16,15 +16,22 @@ import sys
 from pathlib import Path
 
 import pytest
+from upload_helpers import (
+    check_remote,
+    finish,
+    local_target_files,
+    sigkill,
+    start_writer,
+    uploader_pid,
+    wait_for,
+    writer_env,
+)
 
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.status import collect
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.uploader import Uploader
-from upload_helpers import (
-    check_remote, finish, local_target_files, sigkill, start_writer, uploader_pid, wait_for, writer_env,
-)
 
 TOKEN = "hf_goodTokenForTests0123456789"
 REPO = "tester/run"

@@ -16,6 +16,17 @@ from pathlib import Path
 
 import psutil
 import pytest
+from upload_helpers import (
+    check_remote,
+    finish,
+    local_commits,
+    local_target_files,
+    read_line,
+    start_writer,
+    uploader_pid,
+    wait_for,
+    writer_env,
+)
 
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.jobqueue import JobQueue, JobState
@@ -25,10 +36,6 @@ from hf_mpwriter.status import collect
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.uploader import Uploader
-from upload_helpers import (
-    check_remote, finish, local_commits, local_target_files, read_line, start_writer, uploader_pid, wait_for,
-    writer_env,
-)
 
 TOKEN = "hf_goodTokenForTests0123456789"
 BAD = "hf_badTokenForTests0123456789"

@@ -7,13 +7,12 @@ import logging
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from upload_helpers import check_remote, writer_env
 
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.testing import HubServer
-from upload_helpers import check_remote, writer_env
 
 TOKEN = "hf_goodTokenForTests0123456789"
 

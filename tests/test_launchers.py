@@ -23,14 +23,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import launcher_workers
 import pytest
+from helpers import LAUNCHER_VARS, accumulator, child_env, read_raw_records, scalars, tensorboard_runs
+from upload_helpers import check_remote, local_event_files, local_target_files, materialise, uploader_pid, wait_for
 
 from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.status import collect
 from hf_mpwriter.uploader import Uploader
-from helpers import LAUNCHER_VARS, accumulator, child_env, read_raw_records, scalars, tensorboard_runs
-from upload_helpers import check_remote, local_event_files, local_target_files, materialise, uploader_pid, wait_for
-import launcher_workers
 
 REPO = Path(__file__).resolve().parent.parent
 DOC_SOURCES = (REPO / "README.md",)
@@ -218,7 +218,7 @@ def test_torchrun_restart_resumes_same_runs_with_purge_step(tmp_path):
         unpurged = Counter(steps(copy / "rank-002", "train/loss", purge=False))
         assert {s for s, n in unpurged.items() if n == 2} >= set(range(30, 37))
         # One uploader at a time, and one that finished the job after the restart.
-        wait_for(lambda: uploader_pid(logdir) is None, 30, "the uploader to exit once all is committed")
+        wait_for(lambda logdir=logdir: uploader_pid(logdir) is None, 30, "the uploader to exit once all is committed")
         assert 1 <= len(uploader_starts(logdir)) <= 2
 
 

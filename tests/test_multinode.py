@@ -15,18 +15,17 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
+from helpers import read_file_events, scalar_points
+from upload_helpers import local_target_files, read_line, wait_for, writer_env
 
 from hf_mpwriter.status import collect
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
-from helpers import read_file_events, scalar_points
-from upload_helpers import local_target_files, read_line, start_writer, wait_for, writer_env
 
 REPO = "tester/multinode"
 TOKEN = "hf_goodTokenForTests0123456789"
@@ -130,7 +129,7 @@ def test_a_logdir_shared_by_every_node_has_one_uploader(tmp_path):
     starts = [line for line in (shared / ".hf_mpwriter" / "uploader.log").read_text().splitlines()
               if "started for" in line]
     spans = _uploader_spans(shared)
-    for (a_start, a_end), (b_start, _) in zip(spans, spans[1:]):
+    for (_a_start, a_end), (b_start, _) in zip(spans, spans[1:]):
         assert b_start >= a_end, f"two uploaders at once: {starts}"
 
 

@@ -12,13 +12,19 @@ from pathlib import Path
 
 import psutil
 import pytest
+from upload_helpers import (
+    check_remote,
+    finish,
+    sigkill,
+    start_writer,
+    uploader_pid,
+    wait_for,
+    writer_env,
+)
 
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.status import collect
 from hf_mpwriter.testing import HubServer
-from upload_helpers import (
-    check_remote, finish, sigkill, start_writer, uploader_pid, wait_for, writer_env,
-)
 
 TOKEN = "hf_goodTokenForTests0123456789"
 READ_ONLY = "hf_readOnlyTokenForTests0123"

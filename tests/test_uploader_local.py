@@ -7,15 +7,22 @@ import time
 from pathlib import Path
 
 import pytest
+from upload_helpers import (
+    check_remote,
+    finish,
+    local_commits,
+    local_target_files,
+    read_line,
+    sigkill,
+    start_writer,
+    uploader_pid,
+    wait_for,
+)
 
 from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.jobqueue import JobQueue, JobState
 from hf_mpwriter.status import collect
 from hf_mpwriter.uploader import Uploader
-from upload_helpers import (
-    check_remote, finish, local_commits, local_target_files, read_line, sigkill, start_writer, uploader_pid,
-    wait_for,
-)
 
 
 def _cfg(tmp_path: Path, rank: int, **kw) -> dict:

@@ -8,12 +8,11 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
+from upload_helpers import finish, start_writer, wait_for, writer_env
 
 from hf_mpwriter.testing import HubServer
-from upload_helpers import finish, start_writer, wait_for, writer_env
 
 TOKEN = "hf_goodTokenForTests0123456789"
 REPO = "tester/view"

@@ -15,22 +15,22 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 from helpers import LAUNCHER_VARS, read_file_events, read_raw_records, scalar_points, wait_for  # noqa: F401
 
 TESTS = Path(__file__).resolve().parent
 
 
-def writer_env(extra: Optional[Mapping[str, str]] = None) -> dict:
+def writer_env(extra: Mapping[str, str] | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     env["PYTHONPATH"] = str(TESTS.parent) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env
 
 
-def start_writer(cfg: dict, env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+def start_writer(cfg: dict, env: Mapping[str, str] | None = None) -> subprocess.Popen:
     """A real writer process running ``tests/proc_writer.py``."""
     return subprocess.Popen(
         [sys.executable, str(TESTS / "proc_writer.py"), json.dumps(cfg)],
@@ -57,7 +57,7 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
     return err
 
 
-def uploader_pid(logdir: Path) -> Optional[int]:
+def uploader_pid(logdir: Path) -> int | None:
     from hf_mpwriter.election import uploader_info
     from hf_mpwriter.state import is_alive
 

@@ -4,8 +4,9 @@ not at the first log call deep inside a training loop."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from .. import election
 from ..config import writer_settings
@@ -25,7 +26,7 @@ def writer_parameters() -> set[str]:
     return names - _SET_BY_INTEGRATION
 
 
-def check_writer_kwargs(owner: str, repo_id: Optional[str], kwargs: Mapping[str, Any]) -> None:
+def check_writer_kwargs(owner: str, repo_id: str | None, kwargs: Mapping[str, Any]) -> None:
     """Raise ``TypeError`` / :class:`~hf_mpwriter.ConfigurationError` for settings the writer would reject."""
     unknown = sorted(set(kwargs) - writer_parameters())
     if unknown:

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Optional, Union
+from typing import Any
 
 from accelerate.state import PartialState
 from accelerate.tracking import GeneralTracker, on_main_process
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["HFMPWriterTracker"]
 
 
-def _hparam_value(value: Any) -> Union[bool, int, float, str]:
+def _hparam_value(value: Any) -> bool | int | float | str:
     """A value TensorBoard's hparams plugin can show (others become their ``str``)."""
     if isinstance(value, (bool, int, float, str)):
         return value
@@ -90,11 +90,11 @@ class HFMPWriterTracker(GeneralTracker):
     def __init__(
         self,
         run_name: str,
-        logging_dir: Union[str, os.PathLike],
-        repo_id: Optional[str] = None,
+        logging_dir: str | os.PathLike,
+        repo_id: str | None = None,
         *,
         all_ranks: bool = False,
-        commit_every: Union[int, float] = 5,
+        commit_every: int | float = 5,
         **writer_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -109,7 +109,7 @@ class HFMPWriterTracker(GeneralTracker):
         self.all_ranks = bool(all_ranks)
         self.main_process_only = not self.all_ranks  # read by accelerate's on_main_process
         self.writer_kwargs = writer_kwargs
-        self.writer: Optional[HFSummaryWriter] = None
+        self.writer: HFSummaryWriter | None = None
         self._warned: set[str] = set()
 
     # -- GeneralTracker API ----------------------------------------------------------------------
@@ -119,7 +119,7 @@ class HFMPWriterTracker(GeneralTracker):
         self._writer()
 
     @property
-    def tracker(self) -> Optional[HFSummaryWriter]:
+    def tracker(self) -> HFSummaryWriter | None:
         """The underlying :class:`~hf_mpwriter.HFSummaryWriter` (``None`` before ``start``)."""
         return self.writer
 
@@ -137,7 +137,7 @@ class HFMPWriterTracker(GeneralTracker):
         writer.flush()
 
     @on_main_process
-    def log(self, values: dict, step: Optional[int] = None, **kwargs: Any) -> None:
+    def log(self, values: dict, step: int | None = None, **kwargs: Any) -> None:
         """Log ``values``: numbers as scalars, strings as text, ``{name: number}`` dicts with
         ``add_scalars``. ``kwargs`` go to the writer method, as with ``TensorBoardTracker``."""
         writer = self._writer()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional, Union
+from typing import Any
 
 from transformers.integrations import TensorBoardCallback
 
@@ -46,7 +46,7 @@ def _default_logdir(output_dir: str) -> str:
     try:
         from transformers.integrations.integration_utils import default_logdir
     except ImportError:  # pragma: no cover - older layouts
-        from transformers.training_args import default_logdir  # type: ignore[no-redef]
+        from transformers.training_args import default_logdir  # type: ignore[no-redef,attr-defined]
     return os.path.join(output_dir, default_logdir())
 
 
@@ -75,10 +75,10 @@ class HFMPWriterCallback(TensorBoardCallback):
 
     def __init__(
         self,
-        repo_id: Optional[str] = None,
+        repo_id: str | None = None,
         *,
-        logdir: Optional[Union[str, os.PathLike]] = None,
-        commit_every: Union[int, float] = 5,
+        logdir: str | os.PathLike | None = None,
+        commit_every: int | float = 5,
         **writer_kwargs: Any,
     ) -> None:
         writer_kwargs["commit_every"] = commit_every

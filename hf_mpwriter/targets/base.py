@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from ..errors import ConfigurationError
 from ..piece import Piece
@@ -54,11 +54,11 @@ class Target(abc.ABC):
         path = check_remote_path(piece.path, "a queued file path")
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - optional hook: most targets need nothing
         """Create what must exist before the first commit (repository, model card). Idempotent."""
 
     @abc.abstractmethod
-    def commit(self, pieces: Sequence[Piece], message: str) -> Optional[str]:
+    def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         """Make the target hold ``pieces``; return a commit id."""
 
     def holds(self, pieces: Sequence[Piece]) -> bool:

@@ -23,7 +23,8 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import TargetError
 from ..piece import Piece
@@ -46,7 +47,7 @@ def parse_bucket_url(url: str) -> tuple[str, str] | None:
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 
-def xet_hash(path: str, size: int) -> Optional[str]:
+def xet_hash(path: str, size: int) -> str | None:
     """The Xet hash of the file at ``path`` if it has exactly ``size`` bytes (``None`` otherwise)."""
     import os
 
@@ -68,8 +69,8 @@ class BucketTarget(Target):
     min_interval = 0.0
 
     def __init__(
-        self, bucket_id: str, *, prefix: str, private: Optional[bool] = None, token: Optional[str] = None,
-        endpoint: Optional[str] = None,
+        self, bucket_id: str, *, prefix: str, private: bool | None = None, token: str | None = None,
+        endpoint: str | None = None,
     ) -> None:
         super().__init__(prefix)
         self.repo_id = bucket_id  # the name every target exposes for "where", completed by prepare()
@@ -103,7 +104,7 @@ class BucketTarget(Target):
             logger.info("bucket %r is %r", self.repo_id, resolved)
             self.repo_id = resolved
 
-    def commit(self, pieces: Sequence[Piece], message: str) -> Optional[str]:
+    def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         """One ``batch_bucket_files`` call: each file replaced whole (see the module docstring)."""
         try:
             self.api.batch_bucket_files(self.repo_id, add=[(p.local_path, self.remote_path(p)) for p in pieces])

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..errors import TargetError
 from ..piece import Piece, open_nofollow
@@ -40,7 +41,7 @@ def git_blob_sha1(path: str, size: int) -> str:
     return digest.hexdigest()
 
 
-def _compare(piece: Piece, info: Any) -> Optional[str]:
+def _compare(piece: Piece, info: Any) -> str | None:
     """What is wrong with the remote file ``info`` for ``piece``, or ``None`` if it matches."""
     if info is None:
         return "missing"
@@ -67,12 +68,12 @@ class HubTarget(Target):
         repo_id: str,
         *,
         prefix: str,
-        repo_type: Optional[str] = None,
-        revision: Optional[str] = None,
-        private: Optional[bool] = None,
+        repo_type: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
         squash_history: bool = False,
-        token: Optional[str] = None,
-        endpoint: Optional[str] = None,
+        token: str | None = None,
+        endpoint: str | None = None,
     ) -> None:
         super().__init__(prefix)
         self.repo_id = repo_id
@@ -148,7 +149,7 @@ class HubTarget(Target):
         info = self.api.repo_info(self.repo_id, repo_type=self.repo_type, revision=self.revision)
         return str(info.sha)
 
-    def commit(self, pieces: Sequence[Piece], message: str) -> Optional[str]:
+    def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         """One commit of ``pieces``, fenced: it names the head it was based on as ``parent_commit``.
 
         Why: a commit whose client died (SIGKILL, lost connection) may still be applied by the Hub

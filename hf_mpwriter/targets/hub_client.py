@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import TargetError
 from ..redaction import redact
@@ -20,7 +20,7 @@ _TRANSIENT_STATUS = {408, 409, 412, 423, 425, 429}
 
 
 def classify(
-    exc: BaseException, doing: str, where: str, token: Optional[str], *, missing: str, fix_missing: str,
+    exc: BaseException, doing: str, where: str, token: str | None, *, missing: str, fix_missing: str,
 ) -> TargetError:
     """A :class:`TargetError` for ``exc``: what failed, whether it is retried, and what to do."""
     response = getattr(exc, "response", None)
@@ -54,7 +54,7 @@ def classify(
     )
 
 
-def retry_after(response: Any) -> Optional[float]:
+def retry_after(response: Any) -> float | None:
     """Seconds the server asks us to wait: ``Retry-After`` or the ``t=`` of a ``RateLimit`` header."""
     headers = getattr(response, "headers", None) or {}
     raw = headers.get("Retry-After")
@@ -68,7 +68,7 @@ def retry_after(response: Any) -> Optional[float]:
     return float(match.group(1)) if match else None
 
 
-def _detail(exc: BaseException, token: Optional[str]) -> str:
+def _detail(exc: BaseException, token: str | None) -> str:
     """What the server said (not only the request-id line the client puts first), redacted."""
     server = getattr(exc, "server_message", None)
     text = str(server or exc).strip() or type(exc).__name__

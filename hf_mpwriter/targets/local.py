@@ -13,8 +13,8 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from ..errors import TargetError
 from ..piece import Piece, open_nofollow, sha256_prefix
@@ -39,7 +39,7 @@ class LocalTarget(Target):
         except OSError as exc:
             raise TargetError(f"cannot create target directory {self.directory}: {exc}", transient=False) from None
 
-    def commit(self, pieces: Sequence[Piece], message: str) -> Optional[str]:
+    def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         commit_id = hashlib.sha1(
             json.dumps([(p.path, p.sha256) for p in pieces] + [time.time()]).encode()
         ).hexdigest()
