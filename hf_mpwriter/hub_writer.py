@@ -21,13 +21,15 @@ from .config import UploadConfig, writer_settings
 from .errors import ConfigurationError
 from .jobqueue import read_committed, read_last_error
 from .snapshot import matches
-from .writer import SummaryWriter, _default_logdir, check_logdir
+from .writer import SummaryWriter, _default_logdir, check_logdir, check_writer_args
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 1.0
 #: A new writer waits at most this long for an uploader to be up before returning.
 START_WAIT_S = 5.0
+#: SummaryWriter arguments checked (with no file system change) before anything is created.
+_WRITER_CHECKED = ("purge_step", "max_queue", "flush_secs", "filename_suffix", "rotate_bytes")
 DEFAULT_CLOSE_TIMEOUT_S = 120.0
 
 
@@ -97,6 +99,9 @@ class HFSummaryWriter(SummaryWriter):
         election.check_mode(uploader)
         logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
         # Every setting is checked before anything is created: a rejected call leaves no trace.
+        check_writer_args(
+            logdir, rank=rank, **{k: kwargs[k] for k in _WRITER_CHECKED if k in kwargs},
+        )
         try:
             node_rank, nodes = ranks.detect_nodes()
         except ValueError as exc:

@@ -13,8 +13,11 @@ for a background thread pay for what the loop did not). Repeats of the libraries
 (rotating order) so that machine noise hits them alike. Each writer runs with its library's default
 settings in a fresh temporary directory. Prints markdown tables; nothing passes or fails.
 
-    python scripts/bench_hotpath.py            # full run (~1 min)
+    python scripts/bench_hotpath.py            # full run (~2 min)
     python scripts/bench_hotpath.py --quick    # a few seconds
+
+With torch, it also times ``add_histogram`` of 1M- and 10M-element float32 CPU tensors (the
+"where the tensor lives" path of :mod:`hf_mpwriter.histogram`; ``--quick`` runs the 1M one only).
 """
 
 from __future__ import annotations
@@ -70,16 +73,32 @@ def operations(hist_values: np.ndarray) -> list[tuple[str, Callable[[Any, int], 
     return ops
 
 
-def bench(n_scalar: int, n_hist: int, repeats: int, root: Path) -> list[dict]:
+def tensor_histogram_ops(sizes: list[int]) -> list[tuple[str, Callable[[Any, int], None], bool]]:
+    """``add_histogram`` of large torch tensors (empty without torch)."""
+    if torch is None:
+        return []
+    gen = torch.Generator().manual_seed(0)
+    ops = []
+    for size in sizes:
+        tensor = torch.randn(size, generator=gen)
+        label = f"{size // 1_000_000}M" if size >= 1_000_000 else str(size)
+        ops.append((f"add_histogram({label}-element torch tensor)",
+                    lambda w, s, v=tensor: w.add_histogram("weights", v, s), True))
+    return ops
+
+
+def bench(n_scalar: int, n_hist: int, repeats: int, root: Path, big: list[int]) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
-    for op_name, call, is_hist in operations(rng.normal(size=1000)):
-        n = n_hist if is_hist else n_scalar
+    n_big = {size: max(2, min(n_hist, 20_000_000 // size)) for size in big}
+    sized = [(op, None) for op in operations(rng.normal(size=1000))] + list(zip(tensor_histogram_ops(big), big))
+    for (op_name, call, is_hist), size in sized:
+        n = n_big[size] if size else (n_hist if is_hist else n_scalar)
         writers = {lib: make(str(root / f"{lib}-{len(rows)}")) for lib, make in LIBRARIES.items()}
         steps = dict.fromkeys(writers, 0)
         per_call: dict[str, list[float]] = {lib: [] for lib in writers}
         for lib, writer in writers.items():  # warm-up: first file, caches, lazy imports
-            for _ in range(max(10, n // 10)):
+            for _ in range(max(2 if n < 10 else 10, n // 10)):
                 call(writer, steps[lib])
                 steps[lib] += 1
         libs = list(writers)
@@ -137,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--n-scalar", type=int, default=None, help="add_scalar calls per repeat")
     parser.add_argument("--n-hist", type=int, default=None, help="add_histogram calls per repeat")
+    parser.add_argument("--no-big", action="store_true", help="skip the 1M / 10M-element tensor histograms")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
     n_scalar = args.n_scalar or (2_000 if args.quick else 20_000)
@@ -144,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
 
     root = Path(tempfile.mkdtemp(prefix="bench_hotpath_"))
     try:
-        rows = bench(n_scalar, n_hist, repeats, root)
+        big = [] if args.no_big else ([1_000_000] if args.quick else [1_000_000, 10_000_000])
+        rows = bench(n_scalar, n_hist, repeats, root, big)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     versions = [f"python {platform.python_version()}", f"hf_mpwriter {hf_mpwriter.__version__}",

@@ -77,9 +77,11 @@ def test_bad_intervals_are_refused_and_leave_no_logdir(tmp_path, commit_every):
 
 def test_rejected_arguments_leave_no_logdir(tmp_path):
     for kwargs in ({"repo_id": "not a valid/repo id"}, {"repo_id": "me/run", "repo_type": "modle"},
-                   {"repo_id": "me/run", "path_in_repo": "../up"}, {"repo_id": "me/run", "uploader": "cron"}):
+                   {"repo_id": "me/run", "path_in_repo": "../up"}, {"repo_id": "me/run", "uploader": "cron"},
+                   {"repo_id": "me/run", "purge_step": -1}, {"repo_id": "me/run", "rotate_bytes": 10},
+                   {"repo_id": "me/run", "flush_secs": "x"}, {"repo_id": "me/run", "logdir": "s3://bucket/logs"}):
         with pytest.raises(ConfigurationError):
-            HFSummaryWriter(logdir=str(tmp_path / "new"), **kwargs)
+            HFSummaryWriter(**{"logdir": str(tmp_path / "new"), **kwargs})
         assert not (tmp_path / "new").exists(), kwargs
 
 

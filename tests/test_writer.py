@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import helpers as H
 import numpy as np
 import pytest
 from tensorboard.compat.proto.event_pb2 import Event as TbEvent
@@ -26,7 +27,6 @@ from tensorboard.util import tensor_util
 from tensorboardX import summary as tbx_summary
 from tensorboardX.proto.event_pb2 import Event as TbxEvent
 
-import helpers as H
 from hf_mpwriter import SummaryWriter
 from hf_mpwriter.encoding import scalar_event
 from hf_mpwriter.errors import ConfigurationError
@@ -182,7 +182,7 @@ def test_text_reads_back(logdir):
     acc = H.plugin_accumulator(logdir)
     assert acc.SummaryMetadata("notes/text_summary").plugin_data.plugin_name == "text"
     got = [(e.step, tensor_util.make_ndarray(e.tensor_proto).item()) for e in acc.Tensors("notes/text_summary")]
-    assert got == [(3, "hello *world*".encode()), (4, "ünïcödé 日本".encode())]
+    assert got == [(3, b"hello *world*"), (4, "ünïcödé 日本".encode())]
 
 
 def test_pr_curve_reads_back_as_tensorboardx_computes_it(logdir):
