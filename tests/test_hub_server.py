@@ -14,8 +14,12 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable
 
 import pytest
 
@@ -48,10 +52,10 @@ def server() -> Iterator[HubServer]:
         yield srv
 
 
-def run_client(server: HubServer, tmp_path: Path, code: str, token: Optional[str] = GOOD) -> dict[str, Any]:
+def run_client(server: HubServer, tmp_path: Path, code: str, token: str | None = GOOD, xet: bool = True) -> dict[str, Any]:
     """Run `code` (after _PRELUDE) in a fresh interpreter pointed at `server`; return its `out`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(server.env(), HF_HOME=str(tmp_path / "hf_home"), WORK=str(tmp_path))
+    env.update(server.env(xet=xet), HF_HOME=str(tmp_path / "hf_home"), WORK=str(tmp_path))
     if token is not None:
         env["HF_TOKEN"] = token
     script = _PRELUDE + textwrap.dedent(code) + "\nprint('RESULT ' + json.dumps(out))\n"
@@ -61,7 +65,49 @@ def run_client(server: HubServer, tmp_path: Path, code: str, token: Optional[str
     return json.loads(line[len("RESULT ") :])
 
 
-def test_upload_list_download_squash(server: HubServer, tmp_path: Path) -> None:
+def http(
+    server: HubServer, method: str, path: str, body: bytes | None = None, token: str | None = GOOD, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    """One raw request to the server from this process: (status, headers, body)."""
+    req = urllib.request.Request(server.endpoint + path, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    for key, value in headers.items():
+        req.add_header(key.replace("_", "-"), value)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def ndjson_commit(*ops: dict[str, Any], summary: str = "raw", parent: str | None = None) -> bytes:
+    header: dict[str, Any] = {"summary": summary, "description": ""}
+    if parent:
+        header["parentCommit"] = parent
+    lines = [{"key": "header", "value": header}, *ops]
+    return b"\n".join(json.dumps(line).encode() for line in lines) + b"\n"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it is true, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def start_client(server: HubServer, tmp_path: Path, code: str, token: str = GOOD) -> subprocess.Popen[str]:
+    """Like run_client, without waiting: the caller kills it or reads its RESULT line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(server.env(), HF_HOME=str(tmp_path / "hf_home"), WORK=str(tmp_path), HF_TOKEN=token)
+    script = _PRELUDE + textwrap.dedent(code) + "\nprint('RESULT ' + json.dumps(out))\n"
+    return subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_legacy_lfs_upload_list_download_squash(server: HubServer, tmp_path: Path) -> None:
+    """The legacy path (HF_HUB_DISABLE_XET=1): LFS batch + PUT, plain downloads."""
     big = os.urandom(2 * 1024 * 1024)
     (tmp_path / "big.bin").write_bytes(big)
     res = run_client(
@@ -102,6 +148,7 @@ def test_upload_list_download_squash(server: HubServer, tmp_path: Path) -> None:
                         repo_type="dataset")
         out["ds_ok"] = open(hf_hub_download("ns/data", "d.bin", repo_type="dataset"), "rb").read() == big
         """,
+        xet=False,
     )
     assert res["url"].endswith("/ns/run") and res["url2"] == res["url"]
     assert res["dup"]["status"] == 409
@@ -195,6 +242,7 @@ def test_faults(server: HubServer, tmp_path: Path) -> None:
                 out[name] = describe(e)
         out["lfs"] = api.upload_file(path_or_fileobj=os.urandom(4096), path_in_repo="blob.bin", repo_id="ns/f").oid
         """,
+        xet=False,
     )
     assert res["s503"]["hf"] and res["s503"]["status"] == 503
     assert res["s429"]["status"] == 429 and res["s429"]["headers"]["retry-after"] == "7"
@@ -242,7 +290,59 @@ def test_inject_validation_and_reset(server: HubServer) -> None:
         server.inject("status", route="nowhere")
     with pytest.raises(ValueError):
         server.inject("latency")
+    with pytest.raises(ValueError):
+        server.inject("hold", route="commit")  # needs seconds
+    with pytest.raises(ValueError):
+        server.inject("hold", route="tree", seconds=1)  # only writes can be held
     server.inject("status", route="any", times=None, status=500)
     server.clear_faults()
     server.reset_stats()
     assert server.stats["commits"] == 0 and server.stats["requests"] == {}
+
+
+_HELD_COMMIT = """
+try:
+    out["oid"] = api.create_commit("ns/h", [CommitOperationAdd("{path}", b"{path}")], commit_message="{path}",
+                                   parent_commit="{parent}").oid
+except HfHubHTTPError as e:
+    out["err"] = describe(e)
+"""
+
+
+def test_held_commit_applies_after_its_client_is_gone(server: HubServer, tmp_path: Path) -> None:
+    """A zombie commit: the client is killed while the Hub works on its commit, which lands anyway."""
+    server.create_repo("ns/h")
+    hold = server.inject("hold", route="commit", seconds=1.0)
+    proc = start_client(server, tmp_path, _HELD_COMMIT.format(path="zombie.txt", parent=server.head("ns/h")))
+    try:
+        wait_for(lambda: hold.hits, 30, "the commit to reach the server")
+        proc.kill()
+    finally:
+        proc.wait(timeout=30)
+    assert server.list_files("ns/h") == [".gitattributes"] and server.active_requests == 1  # still held
+    wait_for(lambda: hold.done, 30, "the held commit to be applied")
+    assert hold.outcomes == [200]
+    assert server.read_file("ns/h", "zombie.txt") == b"zombie.txt" and server.commit_count("ns/h") == 1
+    wait_for(lambda: server.active_requests == 0, 10, "the server to be idle")
+
+
+def test_held_commit_with_a_stale_parent_is_not_applied(server: HubServer, tmp_path: Path) -> None:
+    """The parent is checked when the held commit applies, not when it arrived: a newer commit wins."""
+    server.create_repo("ns/h")
+    parent = server.head("ns/h")
+    hold = server.inject("hold", route="commit", seconds=1.0)
+    proc = start_client(server, tmp_path, _HELD_COMMIT.format(path="old.txt", parent=parent))
+    try:
+        wait_for(lambda: hold.hits, 30, "the commit to reach the server")
+        # Meanwhile another writer commits (the hold fault is used up: this one is not held).
+        op = {"key": "file", "value": {"path": "new.txt", "content": "bmV3", "encoding": "base64"}}
+        assert http(server, "POST", "/api/models/ns/h/commit/main", ndjson_commit(op, parent=parent))[0] == 200
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert hold.done == 1 and hold.outcomes == [412]
+    res = json.loads([ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1][len("RESULT ") :])
+    assert res["err"]["status"] == 412, stderr
+    assert server.list_files("ns/h") == [".gitattributes", "new.txt"] and server.commit_count("ns/h") == 1
+    assert server.stats["faults_triggered"] == {"hold": 1}

@@ -1,7 +1,9 @@
 """Test helpers for hf_mpwriter.
 
 `HubServer` is a Hub-compatible HTTP server that the real `huggingface_hub` client can talk to, so
-tests and benchmarks exercise the real upload code paths without network access.
+tests and benchmarks exercise the real upload code paths without network access: git repositories
+(commits, legacy LFS and Xet uploads, downloads), Storage Buckets, and fault injection. Run it
+standalone with ``python -m hf_mpwriter.testing.hub_server --port 8765``.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -1,0 +1,219 @@
+"""Storage Bucket routes of the test Hub: create/info/delete/list, batch writes, tree, paths-info, resolve.
+
+Buckets (huggingface_hub 2.x) hold files by path with no git history: each write applies at once,
+per file, with no commits, no parent and no rate limit. Content always goes through Xet: the client
+uploads xorbs and a shard to the CAS (write token from ``/api/buckets/{id}/xet-write-token``), then
+names each file by its Xet hash in a batch. What the client sends:
+
+* ``POST /api/buckets/{ns}/{name}`` ``{visibility?}`` -> ``{url}`` (``ns`` = ``me`` means the caller;
+  409 with ``url`` if it exists), ``GET`` -> ``{id, private, createdAt, size, totalFiles}``,
+  ``DELETE``; ``GET /api/buckets/{ns}`` lists a namespace.
+* ``POST /api/buckets/{id}/batch``, NDJSON lines ``{type: addFile|copyFile, path, xetHash, mtime (ms),
+  contentType?}`` or ``{type: deleteFile, path}`` -> ``{failed: [{path, error}]}`` (200, or 422 when
+  every operation failed). Adding a Xet hash the CAS does not hold fails that operation.
+* ``GET /api/buckets/{id}/tree[/{prefix}]?recursive=`` -> files ``{type: file, path, size, xetHash,
+  mtime, uploadedAt}`` and, when not recursive, the direct sub-directories ``{type: directory, path}``;
+  ``POST /api/buckets/{id}/paths-info`` ``{paths}`` -> the files among them.
+* ``HEAD``/``GET /buckets/{id}/resolve/{path}``: content (``Range`` honoured) with ``X-Xet-Hash`` and
+  ``Link: <.../api/buckets/{id}/xet-read-token>; rel="xet-auth"``.
+
+A missing bucket answers 404 with ``X-Error-Code: RepoNotFound``, which the client turns into
+``BucketNotFoundError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import unquote
+
+from .httpd import HubError, Request, Response, Route, json_response
+from .repos import content_response
+from .storage import Bucket, BucketFile, HubState, dirs_of, iso
+
+logger = logging.getLogger("hf_mpwriter.testing.hub_server")
+
+
+def route_bucket_api(method: str, segs: list[str], username: str) -> Route:
+    """``/api/buckets/...`` after the ``buckets`` segment."""
+    if not segs:
+        return Route("unknown")
+    namespace = unquote(segs[0])
+    if namespace == "me":
+        namespace = username
+    if len(segs) == 1:
+        return Route("bucket_list" if method == "GET" else "unknown", repo_type="bucket", repo_id=namespace)
+    r = Route("unknown", repo_type="bucket", repo_id=f"{namespace}/{unquote(segs[1])}")
+    rest = segs[2:]
+    if not rest:
+        r.name = {"POST": "bucket_create", "GET": "bucket_info", "DELETE": "bucket_delete"}.get(method, "unknown")
+    elif rest == ["batch"] and method == "POST":
+        r.name = "bucket_batch"
+    elif rest[0] == "tree" and method == "GET":
+        r.name, r.path_in_repo = "bucket_tree", "/".join(unquote(s) for s in rest[1:])
+    elif rest == ["paths-info"] and method == "POST":
+        r.name = "bucket_paths_info"
+    elif len(rest) == 1 and rest[0] in ("xet-read-token", "xet-write-token") and method in ("GET", "POST"):
+        r.name, r.key = "xet_token", rest[0][4:-6]
+    return r
+
+
+def route_bucket_web(method: str, segs: list[str]) -> Route:
+    """``/buckets/{ns}/{name}/resolve/{path}`` (the path may be quoted as one segment)."""
+    if len(segs) >= 4 and segs[2] == "resolve" and method in ("GET", "HEAD"):
+        return Route(
+            "bucket_resolve",
+            repo_type="bucket",
+            repo_id=f"{unquote(segs[0])}/{unquote(segs[1])}",
+            path_in_repo="/".join(unquote(s) for s in segs[3:]),
+        )
+    return Route("unknown")
+
+
+class BucketRoutes(HubState):
+    """Handlers of the Storage Bucket routes (``_h_bucket_*``)."""
+
+    def _bucket_info_json(self, bucket: Bucket) -> dict[str, Any]:
+        return {
+            "id": bucket.bucket_id,
+            "private": bucket.private,
+            "createdAt": iso(bucket.created_at),
+            "size": sum(f.size for f in bucket.files.values()),
+            "totalFiles": len(bucket.files),
+        }
+
+    @staticmethod
+    def _bucket_file_json(path: str, f: BucketFile) -> dict[str, Any]:
+        return {
+            "type": "file",
+            "path": path,
+            "size": f.size,
+            "xetHash": f.xet_hash,
+            "mtime": iso(f.mtime),
+            "uploadedAt": iso(f.uploaded_at),
+        }
+
+    def _h_bucket_create(self, request: Request, route: Route) -> Response:
+        payload = request.json()
+        bucket_id = route.repo_id or ""
+        url = f"{request.base_url}/buckets/{bucket_id}"
+        with self._lock:
+            if bucket_id in self._buckets:
+                raise HubError(409, "You already created this bucket", extra={"url": url})
+            private = payload.get("visibility") == "private" or bool(payload.get("private"))
+            self._buckets[bucket_id] = Bucket(bucket_id, private, time.time())
+        logger.info("created bucket %s", bucket_id)
+        return json_response({"url": url, "id": bucket_id, "name": bucket_id.split("/", 1)[-1]})
+
+    def _h_bucket_info(self, request: Request, route: Route) -> Response:
+        with self._lock:
+            return json_response(self._bucket_info_json(self._bucket_by(route.repo_id)))
+
+    def _h_bucket_list(self, request: Request, route: Route) -> Response:
+        prefix = f"{route.repo_id}/"
+        with self._lock:
+            return json_response([self._bucket_info_json(b) for i, b in sorted(self._buckets.items()) if i.startswith(prefix)])
+
+    def _h_bucket_delete(self, request: Request, route: Route) -> Response:
+        with self._lock:
+            if self._buckets.pop(route.repo_id or "", None) is None:
+                raise HubError(404, "Bucket not found", error_code="RepoNotFound")
+        logger.info("deleted bucket %s", route.repo_id)
+        return Response(200)
+
+    def _h_bucket_batch(self, request: Request, route: Route) -> Response:
+        try:
+            ops = [json.loads(line) for line in request.body.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise HubError(400, f"Invalid NDJSON batch payload: {exc}") from exc
+        failed: list[dict[str, str]] = []
+        applied = 0
+        now = time.time()
+        with self._lock:
+            bucket = self._bucket_by(route.repo_id)
+            for op in ops:
+                kind, path = op.get("type"), op.get("path")
+                if not isinstance(path, str) or not path.strip("/"):
+                    failed.append({"path": str(path), "error": "missing path"})
+                    continue
+                path = path.strip("/")
+                if kind in ("addFile", "copyFile"):
+                    xf = self._cas.files.get(str(op.get("xetHash")))
+                    if xf is None:
+                        failed.append({"path": path, "error": f"unknown xetHash {op.get('xetHash')!r}"})
+                        continue
+                    mtime = op.get("mtime")
+                    bucket.files[path] = BucketFile(
+                        xet_hash=xf.hash,
+                        size=xf.size,
+                        mtime=float(mtime) / 1000 if isinstance(mtime, (int, float)) else now,
+                        uploaded_at=now,
+                        content_type=op.get("contentType"),
+                    )
+                elif kind == "deleteFile":
+                    if bucket.files.pop(path, None) is None:
+                        failed.append({"path": path, "error": "file not found"})
+                        continue
+                else:
+                    failed.append({"path": path, "error": f"unknown operation type {kind!r}"})
+                    continue
+                applied += 1
+        if applied:
+            with self._meta_lock:
+                self._stats["bucket_writes"] += 1
+                self._stats["bucket_ops"] += applied
+        logger.info("bucket batch on %s: %d applied, %d failed", route.repo_id, applied, len(failed))
+        return json_response({"failed": failed}, status=422 if ops and not applied else 200)
+
+    def _h_bucket_tree(self, request: Request, route: Route) -> Response:
+        recursive = request.qbool("recursive")
+        base = (route.path_in_repo or "").strip("/")
+        with self._lock:
+            bucket = self._bucket_by(route.repo_id)
+            files = dict(bucket.files)
+        if base in files:  # listing a file gives that file
+            return json_response([self._bucket_file_json(base, files[base])])
+        prefix = base + "/" if base else ""
+        under = {p: f for p, f in sorted(files.items()) if p.startswith(prefix)}
+        if recursive:
+            return json_response([self._bucket_file_json(p, f) for p, f in under.items()])
+        out = []
+        for d in sorted(dirs_of(under)):
+            if d.startswith(prefix) and "/" not in d[len(prefix) :]:
+                newest = max(f.uploaded_at for p, f in under.items() if p.startswith(d + "/"))
+                out.append({"type": "directory", "path": d, "uploadedAt": iso(newest)})
+        out += [self._bucket_file_json(p, f) for p, f in under.items() if "/" not in p[len(prefix) :]]
+        return json_response(out)
+
+    def _h_bucket_paths_info(self, request: Request, route: Route) -> Response:
+        paths = request.json().get("paths") or []
+        if isinstance(paths, str):
+            paths = [paths]
+        with self._lock:
+            bucket = self._bucket_by(route.repo_id)
+            out = [
+                self._bucket_file_json(p, bucket.files[p]) for p in (str(raw).strip("/") for raw in paths) if p in bucket.files
+            ]
+        return json_response(out)
+
+    def _h_bucket_resolve(self, request: Request, route: Route) -> Response:
+        path = (route.path_in_repo or "").strip("/")
+        with self._lock:
+            bucket = self._bucket_by(route.repo_id)
+            entry = bucket.files.get(path)
+            data = self._cas.files[entry.xet_hash].data if entry is not None else b""
+        if entry is None:
+            raise HubError(404, "Entry not found", error_code="EntryNotFound")
+        token_url = f"{request.base_url}/api/buckets/{bucket.bucket_id}/xet-read-token"
+        headers = {
+            "ETag": f'"{entry.xet_hash}"',
+            "X-Linked-Size": str(entry.size),
+            "X-Xet-Hash": entry.xet_hash,
+            "X-Xet-Refresh-Route": token_url,
+            "Link": f'<{token_url}>; rel="xet-auth"',
+        }
+        if entry.content_type:
+            headers["Content-Type"] = entry.content_type
+        return content_response(request, data, headers, path.rsplit("/", 1)[-1])

@@ -1,0 +1,113 @@
+"""The test Hub's Storage Buckets, through the real huggingface_hub 2.x client (HfApi and HfFileSystem).
+
+Clients run in subprocesses (see ``run_client`` in test_hub_server.py): huggingface_hub reads
+HF_ENDPOINT at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_hub_server import GOOD, READ_ONLY, http, run_client, start_client, wait_for
+
+from hf_mpwriter.testing import HubServer
+
+
+@pytest.fixture
+def server() -> Iterator[HubServer]:
+    with HubServer(tokens={GOOD}, read_only_tokens={READ_ONLY}) as srv:
+        yield srv
+
+
+def test_bucket_lifecycle_through_the_client(server: HubServer, tmp_path: Path) -> None:
+    big = os.urandom(700_000)
+    (tmp_path / "events.out.tfevents.1").write_bytes(big)
+    res = run_client(
+        server,
+        tmp_path,
+        """
+        from huggingface_hub import HfFileSystem
+        from huggingface_hub.errors import BucketNotFoundError
+        W = os.environ["WORK"]
+        out["url"] = api.create_bucket("ns/logs").url
+        out["again"] = api.create_bucket("ns/logs", exist_ok=True).url
+        api.batch_bucket_files("ns/logs", add=[(os.path.join(W, "events.out.tfevents.1"), "run1/tb/events.out.tfevents.1"),
+                                               (b"hello\\n", "README.txt")])
+        info = api.bucket_info("ns/logs")
+        out["info"] = [info.id, info.size, info.total_files]
+        out["top"] = sorted((e.type, e.path) for e in api.list_bucket_tree("ns/logs"))
+        out["all"] = sorted(e.path for e in api.list_bucket_tree("ns/logs", recursive=True))
+        out["sub"] = sorted(e.path for e in api.list_bucket_tree("ns/logs", prefix="run1", recursive=True))
+        out["paths"] = {f.path: [f.size, len(f.xet_hash)] for f in api.get_bucket_paths_info("ns/logs", ["README.txt", "nope"])}
+        fs = HfFileSystem()
+        out["ls"] = sorted(fs.ls("buckets/ns/logs/run1/tb", detail=False))
+        out["cat"] = fs.cat_file("hf://buckets/ns/logs/README.txt").decode()
+        with fs.open("hf://buckets/ns/logs/run1/tb/events.out.tfevents.1", "rb") as f:
+            f.seek(500_000)
+            out["slice"] = f.read(8).hex()
+        fs.get_file("hf://buckets/ns/logs/run1/tb/events.out.tfevents.1", os.path.join(W, "copy.bin"))  # Xet download
+        with open(os.path.join(W, "copy.bin"), "rb") as a, open(os.path.join(W, "events.out.tfevents.1"), "rb") as b:
+            out["copy_ok"] = a.read() == b.read()
+        api.batch_bucket_files("ns/logs", delete=["README.txt"])
+        out["after_delete"] = sorted(e.path for e in api.list_bucket_tree("ns/logs", recursive=True))
+        api.delete_bucket("ns/logs")
+        try:
+            api.bucket_info("ns/logs")
+        except BucketNotFoundError as e:
+            out["gone"] = describe(e)
+        """,
+    )
+    assert res["url"] == f"{server.endpoint}/buckets/ns/logs" == res["again"]
+    assert res["info"] == ["ns/logs", len(big) + 6, 2]
+    assert res["top"] == [["directory", "run1"], ["file", "README.txt"]]
+    assert res["all"] == ["README.txt", "run1/tb/events.out.tfevents.1"] and res["sub"] == res["all"][1:]
+    assert res["paths"] == {"README.txt": [6, 64]}
+    assert res["ls"] == ["buckets/ns/logs/run1/tb/events.out.tfevents.1"]
+    assert res["cat"] == "hello\n" and bytes.fromhex(res["slice"]) == big[500_000:500_008] and res["copy_ok"]
+    assert res["after_delete"] == ["run1/tb/events.out.tfevents.1"]
+    assert res["gone"]["status"] == 404 and not server.bucket_exists("ns/logs")
+    stats = server.stats
+    assert stats["bucket_writes"] == 2 and stats["bucket_ops"] == 3 and stats["commits"] == 0
+    assert stats["xet_files"] == 2 and stats["xorb_bytes_received"] >= len(big)
+    assert stats["xet_bytes_served"] >= len(big)  # get_file downloaded through the CAS
+
+
+def test_bucket_inspection_and_failed_operations(server: HubServer, tmp_path: Path) -> None:
+    server.create_bucket("ns/b")
+    run_client(server, tmp_path, "api.batch_bucket_files('ns/b', add=[(b'x' * 100, 'a/x.txt'), (b'y', 'y.txt')])\n")
+    assert server.bucket_files("ns/b") == {"a/x.txt": b"x" * 100, "y.txt": b"y"}
+    assert server.read_bucket_file("ns/b", "y.txt") == b"y"
+    with pytest.raises(KeyError):
+        server.read_bucket_file("ns/b", "nope")
+    # Naming content the CAS does not hold fails that operation (422 when all of them fail).
+    unknown = json.dumps({"type": "addFile", "path": "z.bin", "xetHash": "00" * 32, "mtime": 0}).encode()
+    status, _, body = http(server, "POST", "/api/buckets/ns/b/batch", unknown, **{"Content-Type": "application/x-ndjson"})
+    assert status == 422 and json.loads(body)["failed"][0]["path"] == "z.bin"
+    delete = json.dumps({"type": "deleteFile", "path": "y.txt"}).encode()
+    assert http(server, "POST", "/api/buckets/ns/b/batch", unknown + b"\n" + delete)[0] == 200
+    assert sorted(server.bucket_files("ns/b")) == ["a/x.txt"]
+    # Read-only tokens read but do not write; missing buckets are 404 RepoNotFound.
+    assert http(server, "GET", "/api/buckets/ns/b", token=READ_ONLY)[0] == 200
+    assert http(server, "POST", "/api/buckets/ns/b/batch", delete, token=READ_ONLY)[0] == 403
+    assert http(server, "GET", "/api/buckets/ns/b/xet-write-token", token=READ_ONLY)[0] == 403
+    status, headers, _ = http(server, "GET", "/api/buckets/ns/missing")
+    assert status == 404 and headers["X-Error-Code"] == "RepoNotFound"
+
+
+def test_held_bucket_batch_applies_after_its_client_is_gone(server: HubServer, tmp_path: Path) -> None:
+    server.create_bucket("ns/held")
+    hold = server.inject("hold", route="bucket_batch", seconds=1.0)
+    proc = start_client(server, tmp_path, "api.batch_bucket_files('ns/held', add=[(b'late', 'late.txt')])\n")
+    try:
+        wait_for(lambda: hold.hits, 30, "the batch to reach the server")
+        proc.kill()
+    finally:
+        proc.wait(timeout=30)
+    assert server.bucket_files("ns/held") == {}  # still held
+    wait_for(lambda: hold.done, 30, "the held batch to be applied")
+    assert hold.outcomes == [200] and server.bucket_files("ns/held") == {"late.txt": b"late"}
+    wait_for(lambda: server.active_requests == 0, 10, "the server to be idle")
