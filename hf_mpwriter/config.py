@@ -28,6 +28,8 @@ HUB_MIN_INTERVAL_S = HubTarget.min_interval
 REPO_TYPES = ("model", "dataset", "space")
 #: Default interval for a bucket: no commit budget, so seconds rather than minutes.
 BUCKET_COMMIT_EVERY_S = 10.0
+#: Full audits of a bucket this often (a bucket's paths-info answers 1000 files per call).
+BUCKET_AUDIT_EVERY_S = 60.0
 
 
 @dataclass
@@ -86,7 +88,8 @@ class UploadConfig:
         check_hub_settings(bucket_id, "model", commit_every)  # same id rules as a repository
         return cls(
             kind="bucket", prefix=check_remote_path(prefix), commit_every=commit_every, repo_id=bucket_id,
-            repo_type="bucket", private=private, allow_patterns=pattern_list(allow_patterns),
+            # Bucket writes are not fenced: a late write of a dead uploader is found by the audit, so audit often.
+            repo_type="bucket", private=private, audit_every=BUCKET_AUDIT_EVERY_S, allow_patterns=pattern_list(allow_patterns),
             ignore_patterns=pattern_list(ignore_patterns),
         )
 

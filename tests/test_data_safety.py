@@ -90,6 +90,8 @@ def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tm
     """The Hub applies a commit after its uploader is SIGKILLed; the commits made meanwhile by the
     new uploader must win: the zombie names a parent that is no longer the head (412)."""
     hub.create_repo(REPO)
+    # The card is already tagged: the uploader's first commit is a commit of logs, the one held.
+    _plant(hub, tmp_path, "README.md", b"---\ntags:\n- hf-summary-writer\n---\n")
     logdir = tmp_path / "logs"
     hold = hub.inject("hold", route="commit", seconds=8.0)
     procs = [start_writer(_hub_cfg(tmp_path, r), _env(hub, tmp_path)) for r in range(2)]
@@ -102,6 +104,8 @@ def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tm
     # The writers are done and everything was committed by the new uploader; now the zombie lands.
     wait_for(lambda: _server_idle(hub), 30, "the held commit to be processed")
     assert hold.done == 1, "the held commit was never processed"
+    held = [c for c in hub.commits(REPO) if c["summary"].startswith("Upload TensorBoard logs")]
+    assert held, "no commit of logs"
     assert_history_only_extends(hub)
     check_remote(logdir, _remote(hub), {r: range(300) for r in range(2)}, tmp_path / "remote")
     assert collect(logdir)["up_to_date"]

@@ -1,5 +1,6 @@
 """The uploader against the project's Hub-compatible server, through the real huggingface_hub
-client: real writer processes, real SIGKILLs, injected server faults, a server that is down."""
+client on the Xet path (what every user with hf_xet gets): real writer processes, real SIGKILLs,
+injected server faults, a server that is down. ``test_uploader_lfs.py`` keeps the legacy LFS path."""
 
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ def test_four_writers_reach_the_hub_with_one_uploader(hub, tmp_path):
     assert len([c for c in hub.commits(REPO) if "README" in c["summary"] or "README.md" in c.get("added", [])]) <= 1
     _no_token_anywhere(logdir, cmdline, *errs)
     assert collect(logdir)["up_to_date"]
+    assert hub.stats["xorb_bytes_received"] > 0 and hub.stats["lfs_uploads"] == 0, "not the Xet path"
 
 
 @pytest.mark.parametrize("faults", [
@@ -104,7 +106,7 @@ def test_server_faults_lose_and_duplicate_nothing(hub, tmp_path, faults):
     assert collect(tmp_path / "logs")["up_to_date"]
 
 
-@pytest.mark.parametrize("route", ["lfs_upload", "commit"], ids=["mid-upload", "mid-commit"])
+@pytest.mark.parametrize("route", ["xorb_upload", "commit"], ids=["mid-upload", "mid-commit"])
 def test_uploader_sigkilled_mid_request(hub, tmp_path, route):
     hub.create_repo(REPO)
     logdir = tmp_path / "logs"

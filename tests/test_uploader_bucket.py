@@ -1,0 +1,118 @@
+"""A Storage Bucket as the target, through the real client's bucket methods and Xet: real writer
+processes, SIGKILLs mid-upload and mid-write (a write the Hub finishes after its uploader died, landing
+after newer ones), server faults, a server that is down. Read back through the real client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from upload_helpers import check_remote, finish, sigkill, start_writer, uploader_pid, wait_for, writer_env
+
+from hf_mpwriter.status import collect
+from hf_mpwriter.targets.bucket import BucketTarget
+from hf_mpwriter.testing import HubServer
+
+TOKEN = "hf_goodTokenForTests0123456789"
+BUCKET = "tester/runs"
+PREFIX = "tensorboard/logs/"
+
+
+@pytest.fixture
+def hub():
+    server = HubServer(tokens={TOKEN}).start()
+    yield server
+    server.stop()
+
+
+def _env(hub: HubServer, tmp_path: Path) -> dict:
+    return {**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN}
+
+
+def _cfg(tmp_path: Path, rank: int, **kw) -> dict:
+    cfg = {"logdir": str(tmp_path / "logs"), "repo_id": f"hf://buckets/{BUCKET}", "rank": rank,
+           "commit_every_s": 1.0, "steps": 300, "sleep": 0.01, "close_timeout": 60}
+    cfg.update(kw)
+    return cfg
+
+
+def _remote(hub: HubServer) -> dict[str, bytes]:
+    return {p[len(PREFIX):]: data for p, data in hub.bucket_files(BUCKET).items() if p.startswith(PREFIX)}
+
+
+def _through_the_client(hub: HubServer) -> dict[str, bytes]:
+    """The bucket's files as a user reads them: ``HfFileSystem`` on ``hf://buckets/...`` (Xet download)."""
+    target = BucketTarget(BUCKET, prefix=PREFIX.rstrip("/"), token=TOKEN, endpoint=hub.endpoint)
+    return {rel: target.read(rel) for rel in _remote(hub)}
+
+
+def _sync(hub: HubServer, tmp_path: Path, logdir: Path) -> subprocess.CompletedProcess:
+    env = {**_env(hub, tmp_path), "HF_TOKEN": TOKEN}
+    return subprocess.run([sys.executable, "-m", "hf_mpwriter", "sync", str(logdir), "--quiet", "--timeout", "60"],
+                          env=writer_env(env), capture_output=True, text=True, timeout=120)
+
+
+def test_writers_store_into_a_bucket_and_close_promptly(hub, tmp_path):
+    logdir = tmp_path / "logs"
+    procs = [start_writer(_cfg(tmp_path, r), _env(hub, tmp_path)) for r in range(2)]
+    for proc in procs:
+        finish(proc)
+    assert hub.bucket_exists(BUCKET) and hub.stats["commits"] == 0, "a bucket has no commits"
+    assert hub.stats["bucket_writes"] > 0 and hub.stats["xorb_bytes_received"] > 0
+    check_remote(logdir, _through_the_client(hub), {r: range(300) for r in range(2)}, tmp_path / "remote")
+    status = collect(logdir)
+    assert status["up_to_date"] and status["target"]["kind"] == "bucket", status
+
+
+@pytest.mark.parametrize("faults", [
+    [("status", {"status": 503}), ("rate_limit", {"retry_after": 1}), ("lost_response", {}), ("drop", {})],
+], ids=["5xx-429-lost-drop"])
+def test_bucket_write_faults_lose_and_duplicate_nothing(hub, tmp_path, faults):
+    injected = [hub.inject(kind, route="bucket_batch", **params) for kind, params in faults]
+    procs = [start_writer(_cfg(tmp_path, r), _env(hub, tmp_path)) for r in range(2)]
+    for proc in procs:
+        finish(proc)
+    assert all(fault.hits == 1 for fault in injected), [f.hits for f in injected]
+    check_remote(tmp_path / "logs", _remote(hub), {r: range(300) for r in range(2)}, tmp_path / "remote")
+    assert collect(tmp_path / "logs")["up_to_date"]
+
+
+def test_sigkill_mid_upload_and_a_late_write_are_repaired(hub, tmp_path):
+    """SIGKILL while the Hub still holds a write: it lands later, after newer writes of the next
+    uploader, with older (shorter) files. Nothing fences a bucket write; the audit of the next
+    uploader (here: a sync) finds the regression and stores the newer files again."""
+    logdir = tmp_path / "logs"
+    hold = hub.inject("hold", route="bucket_batch", seconds=6.0)
+    procs = [start_writer(_cfg(tmp_path, r, steps=400), _env(hub, tmp_path)) for r in range(2)]
+    wait_for(lambda: hold.hits, 30, "a bucket write held by the server")
+    first = uploader_pid(logdir)
+    sigkill(first)
+    wait_for(lambda: uploader_pid(logdir) not in (None, first), 20, "a new uploader")
+    for proc in procs:
+        finish(proc)
+    wait_for(lambda: hold.done == 1, 30, "the held write to land")
+    late = _remote(hub)
+    result = _sync(hub, tmp_path, logdir)
+    assert result.returncode == 0, result.stderr
+    check_remote(logdir, _through_the_client(hub), {r: range(400) for r in range(2)}, tmp_path / "remote")
+    local = {rel: data for rel, data in _remote(hub).items()}
+    regressed = [rel for rel in late if len(late[rel]) < len(local[rel])]
+    assert collect(logdir)["audit"]["repaired_total"] >= len(regressed), (regressed, collect(logdir)["audit"])
+
+
+def test_bucket_server_down_then_next_start_drains(hub, tmp_path):
+    hub.stop()
+    logdir = tmp_path / "logs"
+    procs = [start_writer(_cfg(tmp_path, r, steps=100, close_timeout=3), _env(hub, tmp_path)) for r in range(2)]
+    errs = [finish(p) for p in procs]
+    assert all("hf-mpwriter sync" in err for err in errs), errs
+    sigkill(uploader_pid(logdir))
+    hub.start()
+    started = time.monotonic()
+    finish(start_writer(_cfg(tmp_path, 2, steps=20), _env(hub, tmp_path)))
+    wait_for(lambda: collect(logdir)["up_to_date"], 60, "the backlog to drain")
+    assert time.monotonic() - started < 60
+    check_remote(logdir, _remote(hub), {0: range(100), 1: range(100), 2: range(20)}, tmp_path / "remote")
