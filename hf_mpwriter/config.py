@@ -56,10 +56,13 @@ class UploadConfig:
     def pacing(self, target_min_interval: float) -> tuple[float, float]:
         """``(interval, phase)`` in seconds: how often this node commits, and when in the cycle.
 
-        The nodes of a job share one repository's budget (about one commit per ~28 s): each commits
+        A single node commits every ``commit_every``. The nodes of a job share one repository's budget
+        (about one commit per ~28 s): each commits
         at most once per ``max(commit_every, nodes × min_interval)``, at an offset of ``node_rank``
         slots, so that together they stay within it whatever their number, and rarely collide.
         """
+        if self.nodes <= 1:  # one uploader: an explicit interval is honoured (the Hub's spacing only warns)
+            return self.commit_every, 0.0
         spacing = self.min_interval if self.min_interval is not None else target_min_interval
         interval = max(self.commit_every, self.nodes * spacing)
         return interval, interval * self.node_rank / max(1, self.nodes)

@@ -291,7 +291,7 @@ class Uploader:
     def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` (a call to the target), beating while it runs.
 
-        Network calls have timeouts (see :func:`hf_mpwriter.targets.hub.install_timeouts`), so the
+        Network calls have timeouts (see :func:`hf_mpwriter.targets.hub_client.install_timeouts`), so the
         wait ends; meanwhile the loop shows it is alive and waiting, not stopped.
         """
         result: dict[str, Any] = {}

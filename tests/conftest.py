@@ -14,6 +14,18 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 
+@pytest.fixture
+def hub():
+    """The project's Hub-compatible server on a free port (tokens: upload_helpers.TOKEN, READ_ONLY)."""
+    from upload_helpers import READ_ONLY, TOKEN
+
+    from hf_mpwriter.testing import HubServer
+
+    server = HubServer(tokens={TOKEN}, read_only_tokens={READ_ONLY}).start()
+    yield server
+    server.stop()
+
+
 def _processes_using(path: str) -> list[psutil.Process]:
     """Processes (other than this one) whose command line names ``path``: uploaders of a test's logdir."""
     found = []

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 from upload_helpers import (
+    TOKEN,
     check_remote,
     finish,
+    hub_env,
     local_target_files,
     sigkill,
     start_writer,
@@ -33,23 +35,12 @@ from hf_mpwriter.status import collect
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.uploader import Uploader
 
-TOKEN = "hf_goodTokenForTests0123456789"
 REPO = "tester/run"
 PREFIX = "tensorboard/logs/"
 
 
-@pytest.fixture
-def hub():
-    server = HubServer(tokens={TOKEN}).start()
-    yield server
-    server.stop()
-
-
-def _env(hub: HubServer, tmp_path: Path) -> dict:
-    env = hub.env()
-    env.update({"HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN})
-    env.pop("HF_TOKEN", None)
-    return env
+#: A writer's environment for the test Hub.
+_env = hub_env
 
 
 def _hub_cfg(tmp_path: Path, rank: int, **kw) -> dict:

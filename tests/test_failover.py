@@ -17,8 +17,10 @@ from pathlib import Path
 import psutil
 import pytest
 from upload_helpers import (
+    TOKEN,
     check_remote,
     finish,
+    hub_env,
     local_commits,
     local_target_files,
     read_line,
@@ -37,24 +39,13 @@ from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.uploader import Uploader
 
-TOKEN = "hf_goodTokenForTests0123456789"
 BAD = "hf_badTokenForTests0123456789"
 REPO = "tester/run"
 PREFIX = "tensorboard/logs/"
 
 
-@pytest.fixture
-def hub():
-    server = HubServer(tokens={TOKEN}).start()
-    yield server
-    server.stop()
-
-
-def _env(hub: HubServer, tmp_path: Path, token: str = TOKEN, **extra: str) -> dict:
-    env = hub.env()
-    env.update({"HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": token, **extra})
-    env.pop("HF_TOKEN", None)
-    return env
+#: A writer's environment for the test Hub.
+_env = hub_env
 
 
 def _local_cfg(tmp_path: Path, rank: int, **kw) -> dict:

@@ -10,26 +10,28 @@ import time
 from pathlib import Path
 
 import pytest
-from upload_helpers import check_remote, finish, sigkill, start_writer, uploader_pid, wait_for, writer_env
+from upload_helpers import (
+    TOKEN,
+    check_remote,
+    finish,
+    hub_env,
+    sigkill,
+    start_writer,
+    uploader_pid,
+    wait_for,
+    writer_env,
+)
 
 from hf_mpwriter.status import collect
 from hf_mpwriter.targets.bucket import BucketTarget
 from hf_mpwriter.testing import HubServer
 
-TOKEN = "hf_goodTokenForTests0123456789"
 BUCKET = "tester/runs"
 PREFIX = "tensorboard/logs/"
 
 
-@pytest.fixture
-def hub():
-    server = HubServer(tokens={TOKEN}).start()
-    yield server
-    server.stop()
-
-
-def _env(hub: HubServer, tmp_path: Path) -> dict:
-    return {**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN}
+#: A writer's environment for the test Hub.
+_env = hub_env
 
 
 def _cfg(tmp_path: Path, rank: int, **kw) -> dict:

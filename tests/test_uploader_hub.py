@@ -14,8 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 from upload_helpers import (
+    READ_ONLY,
+    TOKEN,
     check_remote,
     finish,
+    hub_env,
     sigkill,
     start_writer,
     uploader_pid,
@@ -27,24 +30,12 @@ from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.status import collect
 from hf_mpwriter.testing import HubServer
 
-TOKEN = "hf_goodTokenForTests0123456789"
-READ_ONLY = "hf_readOnlyTokenForTests0123"
 REPO = "tester/run"
 PREFIX = "tensorboard/logs/"
 
 
-@pytest.fixture
-def hub():
-    server = HubServer(tokens={TOKEN}, read_only_tokens={READ_ONLY}).start()
-    yield server
-    server.stop()
-
-
-def _env(hub: HubServer, tmp_path: Path, token: str = TOKEN) -> dict:
-    env = hub.env()
-    env.update({"HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": token})
-    env.pop("HF_TOKEN", None)
-    return env
+#: A writer's environment for the test Hub.
+_env = hub_env
 
 
 def _cfg(tmp_path: Path, rank: int, **kw) -> dict:

@@ -3,30 +3,20 @@ SIGKILL mid-upload lose and duplicate nothing, exactly as on the Xet path."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
-import pytest
-from upload_helpers import check_remote, finish, sigkill, start_writer, uploader_pid, wait_for
+from upload_helpers import check_remote, finish, hub_env, sigkill, start_writer, uploader_pid, wait_for
 
 from hf_mpwriter.status import collect
 from hf_mpwriter.testing import HubServer
 
-TOKEN = "hf_goodTokenForTests0123456789"
 REPO = "tester/lfs"
 PREFIX = "tensorboard/logs/"
 
 
-@pytest.fixture
-def hub():
-    server = HubServer(tokens={TOKEN}).start()
-    yield server
-    server.stop()
-
-
-def _env(hub: HubServer, tmp_path: Path) -> dict:
-    env = hub.env(xet=False)
-    env.update({"HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN})
-    return env
+#: A writer's environment for the test Hub.
+_env = functools.partial(hub_env, xet=False)
 
 
 def _cfg(tmp_path: Path, rank: int, steps: int) -> dict:

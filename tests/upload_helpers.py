@@ -21,6 +21,18 @@ from pathlib import Path
 from helpers import LAUNCHER_VARS, read_file_events, read_raw_records, scalar_points, wait_for  # noqa: F401
 
 TESTS = Path(__file__).resolve().parent
+#: Tokens the test Hub (the ``hub`` fixture of conftest.py) accepts: read-write, and read-only.
+TOKEN = "hf_goodTokenForTests0123456789"
+READ_ONLY = "hf_readOnlyTokenForTests0123"
+
+
+def hub_env(hub, tmp_path: Path, token: str = TOKEN, xet: bool = True, **extra: str) -> dict:
+    """Environment of a writer process talking to the test Hub: its endpoint, its own ``HF_HOME``,
+    and the token in ``TEST_TOKEN`` (passed as ``token=``, never in ``HF_TOKEN``)."""
+    env = hub.env(xet=xet)
+    env.update({"HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": token, **extra})
+    env.pop("HF_TOKEN", None)
+    return env
 
 
 def writer_env(extra: Mapping[str, str] | None = None) -> dict:

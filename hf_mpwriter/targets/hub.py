@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import TargetError
 from ..piece import Piece, open_nofollow
 from .base import Target
-from .hub_client import classify, install_timeouts
+from .hub_client import classify, hub_api
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,7 @@ class HubTarget(Target):
     @property
     def api(self) -> Any:
         if self._api is None:
-            from huggingface_hub import HfApi  # imported here: writers never need it
-
-            install_timeouts()
-            self._api = HfApi(token=self._token, endpoint=self._endpoint)
+            self._api = hub_api(self._token, self._endpoint)
         return self._api
 
     # -- the interface -------------------------------------------------------------------------

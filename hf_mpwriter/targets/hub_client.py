@@ -88,6 +88,14 @@ def _is_network_error(exc: BaseException) -> bool:
     return module.startswith(("httpx", "httpcore", "hf_xet")) or isinstance(exc, RuntimeError)
 
 
+def hub_api(token: str | None, endpoint: str | None) -> Any:
+    """A ``huggingface_hub.HfApi`` whose every call has a timeout (imported here: writers never need it)."""
+    from huggingface_hub import HfApi
+
+    install_timeouts()
+    return HfApi(token=token, endpoint=endpoint)
+
+
 def install_timeouts(connect: float = 10.0, read: float | None = None) -> None:
     """Give ``huggingface_hub``'s HTTP client timeouts (its default has none: a server that accepts the
     connection and never answers would block the uploader forever). A factory the user installed is
