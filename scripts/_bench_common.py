@@ -16,10 +16,10 @@
   ``none``         no writer
 
   prints ``ready``, waits for a ``go`` line on stdin (so all workers start together), then loops:
-  ``work`` iterations of a pure-Python loop, ``per_tick`` ``add_scalar`` calls, a ``tick_s``
-  sleep; until ``duration_s`` / ``steps`` / a ``stop`` line. It prints ``logged``, waits for
-  ``stop`` if ``hold``, closes (timed) and prints ``closed``. Events are JSON lines that
-  :class:`Worker` reads.
+  ``work`` iterations of a pure-Python loop, ``per_tick`` ``add_scalar`` calls (at step = the wall
+  time in tenths of a second with ``step_clock``), a ``tick_s`` sleep; until ``duration_s`` /
+  ``steps`` / a ``stop`` line. It prints ``logged``, waits for ``stop`` if ``hold``, closes (timed)
+  and prints ``closed``. Events are JSON lines that :class:`Worker` reads.
 - :func:`table` prints a markdown table; :func:`header` the machine and versions.
 
 Every library runs with its own defaults except what a benchmark states (commit interval,
@@ -313,7 +313,7 @@ def _emit(event: str, **data: Any) -> None:
 def _make_writer(cfg: dict) -> tuple[Any, Callable[[], None]]:
     """``(writer, close)`` for ``cfg['lib']``."""
     lib, rank, logdir = cfg["lib"], cfg["rank"], Path(cfg["logdir"])
-    every_min = cfg.get("commit_every_s", 2.0) / 60
+    every_min = None if cfg.get("default_interval") else cfg.get("commit_every_s", 2.0) / 60
     kwargs = cfg.get("kwargs") or {}
     if lib == "hf_mpwriter":
         import hf_mpwriter
@@ -366,8 +366,9 @@ def worker_main(cfg: dict) -> None:
         for i in range(work):  # fixed CPU work (a stand-in for a training step)
             sink += i * i % 7
         if writer is not None:
+            at = int(time.time() * 10) if cfg.get("step_clock") else step  # the step says when it was logged
             for tag in tags:
-                writer.add_scalar(tag, float(step % 1000) * 0.001, step)
+                writer.add_scalar(tag, float(step % 1000) * 0.001, at)
             scalars += per_tick
         if record_steps:
             step_times.append(time.perf_counter() - t0)
