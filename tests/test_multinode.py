@@ -194,3 +194,35 @@ def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
     spans = _uploader_spans(logdir)
     for (_, a_end), (b_start, _) in zip(spans, spans[1:]):
         assert b_start >= a_end, spans
+
+
+def test_nodes_write_their_own_files_into_one_bucket(tmp_path):
+    """SLURM-style nodes (no torchrun), node-local logdirs, one bucket: no coordination needed."""
+    script = Path(__file__).resolve().parent / "proc_writer.py"
+    with HubServer(tokens={TOKEN}) as hub:
+        env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN})
+        procs = []
+        for node in range(2):
+            node_env = {**env, "SLURM_NODEID": str(node), "SLURM_NNODES": "2"}
+            for local in range(2):
+                cfg = {"logdir": str(tmp_path / f"node-{node}" / "logs"), "repo_id": "hf://buckets/tester/nodes",
+                       "rank": 2 * node + local, "commit_every_s": 1.0, "steps": 100, "sleep": 0.01,
+                       "close_timeout": 60}
+                procs.append(subprocess.Popen(_in_node(node, [sys.executable, str(script), json.dumps(cfg)]),
+                                              env=node_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        files = {p[len("tensorboard/logs/"):]: d for p, d in hub.bucket_files("tester/nodes").items()
+                 if p.startswith("tensorboard/logs/")}
+    copy = tmp_path / "copy"
+    for rel, data in files.items():
+        (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (copy / rel).write_bytes(data)
+    for rank in range(4):
+        points = Counter()
+        for path in (copy / f"rank-{rank:03d}").glob("*tfevents*"):
+            points.update(scalar_points(read_file_events(path), "loss"))
+        assert points == Counter({(s, float(rank * 100000 + s)): 1 for s in range(100)}), f"rank {rank}"
+    for node in range(2):
+        assert collect(tmp_path / f"node-{node}" / "logs")["up_to_date"]
