@@ -162,6 +162,7 @@ class Uploader:
                 f"on exactly one node"
             ) from None
         self._audit_due = True  # a takeover trusts nothing it did not check itself
+        self._consume("handover")  # a request to hand over was for the uploader this one replaces
         # Nothing written here may stop the uploader: on a full disk it starts anyway, holds the
         # lock (which is how writers see it alive), and resumes as soon as space returns.
         try:
