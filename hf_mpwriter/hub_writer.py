@@ -59,8 +59,9 @@ class HFSummaryWriter(SummaryWriter):
     Args (as ``huggingface_hub.HFSummaryWriter``):
         repo_id: the repo to push to; ``None`` keeps the logs local (or sends them to ``target_dir``).
         logdir: local directory of the logs (default ``runs/<date>_<host>``).
-        commit_every: minutes between commits (default 5). One commit per interval per node,
-            whatever the number of processes.
+        commit_every: minutes between commits (default 5; 10 s for a bucket). One commit per interval
+            per node, whatever the number of processes (the nodes of a job share a repository's budget).
+        repo_id: also ``"hf://buckets/ns/name[/path]"`` (or ``repo_type="bucket"``): a Storage Bucket.
         squash_history, repo_type, repo_revision, repo_private, path_in_repo, repo_allow_patterns,
         repo_ignore_patterns, token: as in ``huggingface_hub``. The token goes to the uploader
             through its environment, never to disk, a command line or a log.
