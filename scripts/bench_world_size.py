@@ -14,6 +14,7 @@ the anchor makes about N times as many.
 
     python scripts/bench_world_size.py            # N = 1, 4, 16; 20 s windows (~3-4 min)
     python scripts/bench_world_size.py --quick    # N = 1, 4; 4 s windows, 1 s interval (<1 min)
+    python scripts/bench_world_size.py --bucket 16   # 16 processes to a Storage Bucket (~1 min)
 """
 
 from __future__ import annotations
@@ -60,6 +61,29 @@ def run_one(bench: Bench, lib: str, n: int, window: float, interval: float, tick
     }
 
 
+def run_bucket(bench: Bench, n: int, window: float, tick: float) -> dict:
+    """hf_mpwriter to a Storage Bucket at its default interval: how many writes, and what arrived.
+
+    (The test Hub does not enforce the real Hub's rate limits; a bucket has no commit budget anyway.)"""
+    bucket, logdir = f"bench/ws-bucket-{n}", bench.tmp / f"bucket-{n}"
+    before = bench.server.stats
+    workers = bench.start_many(n, lib="hf_mpwriter", repo_id=f"hf://buckets/{bucket}", logdir=str(logdir),
+                               duration_s=window, tick_s=tick, per_tick=1, default_interval=True)
+    bench.uploader_pid(logdir)
+    for w in workers:
+        w.send("go")
+    for w in workers:
+        w.wait("logged", timeout=window + 120)
+    closes = [w.wait("closed", timeout=300)["close_s"] for w in workers]
+    bench.finish(workers)
+    after = bench.server.stats
+    remote = {"/".join(p.split("/")[-2:]): d for p, d in bench.server.bucket_files(bucket).items()}
+    local = {"/".join(p.parts[-2:]): p.stat().st_size for p in logdir.rglob("*tfevents*") if ".hf_mpwriter" not in p.parts}
+    held = sum(min(size, len(remote.get(key, b""))) for key, size in local.items())
+    return {"n": n, "writes": after["bucket_writes"] - before["bucket_writes"],
+            "coverage": held / max(1, sum(local.values())), "close_max": max(closes)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 1, 4; 4 s windows; 1 s interval")
@@ -67,7 +91,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window", type=float, default=None, help="logging seconds per configuration")
     parser.add_argument("--interval", type=float, default=None, help="commit interval (s), both libraries")
     parser.add_argument("--tick", type=float, default=0.005, help="seconds between scalars per process")
+    parser.add_argument("--bucket", type=int, default=None, metavar="N",
+                        help="only: N processes (e.g. 16) to a Storage Bucket at its default interval")
     args = parser.parse_args(argv)
+    if args.bucket:
+        window = args.window or 20.0
+        with Bench("world_size_bucket") as bench:
+            r = run_bucket(bench, args.bucket, window, args.tick)
+        print(header(f"hf_mpwriter to a Storage Bucket, default interval (10 s), {args.bucket} processes, one "
+                     f"scalar per process every {args.tick * 1000:g} ms for {window:g} s") + "\n")
+        print(table(["processes", "bucket writes (one uploader)", "event-file bytes on the bucket", "slowest close (s)"],
+                    [[r["n"], r["writes"], f"{r['coverage']:.0%}", f"{r['close_max']:.2f}"]]))
+        return
     sizes = args.sizes or ([1, 4] if args.quick else [1, 4, 16])
     window = args.window or (4.0 if args.quick else 20.0)
     interval = args.interval or (1.0 if args.quick else 2.0)
