@@ -21,6 +21,7 @@ from .state import read_json, state_dir, write_json_atomic
 from .targets import HubTarget, LocalTarget, Target
 from .targets.base import check_remote_path
 from .targets.bucket import BucketTarget, parse_bucket_url
+from .targets.hub_client import BUCKETS_VERSION, require_hub_version
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class UploadConfig:
         allow_patterns: PatternArg = DEFAULT_ALLOW, ignore_patterns: PatternArg = None,
     ) -> UploadConfig:
         """Settings for a Hub Storage Bucket (``ns/name`` or ``name``)."""
+        require_hub_version(BUCKETS_VERSION, "Storage Buckets")
         check_hub_settings(bucket_id, "model", commit_every)  # same id rules as a repository
         return cls(
             kind="bucket", prefix=check_remote_path(prefix), commit_every=commit_every, repo_id=bucket_id,

@@ -138,7 +138,7 @@ class BucketTarget(Target):
 
         remote = f"buckets/{self.repo_id}/{self.prefix}/{path}" if self.prefix else f"buckets/{self.repo_id}/{path}"
         fs = HfFileSystem(token=self._token, endpoint=self.api.endpoint)
-        with fs.open(remote, "rb") as handle:
+        with self.api.scope(), fs.open(remote, "rb") as handle:
             return handle.read()
 
     def _error(self, exc: BaseException, doing: str) -> TargetError:

@@ -124,20 +124,30 @@ class HubTarget(Target):
             logger.warning("model card not tagged (tried again at the next start): %s", exc)
 
     def tag_model_card(self) -> None:
-        """Add the ``hf-summary-writer`` tag to the model card, as ``HFSummaryWriter`` does."""
+        """Add the ``hf-summary-writer`` tag to the model card, as ``HFSummaryWriter`` does.
+
+        Read and written through our ``HfApi`` (its endpoint, its client, its timeouts), not with
+        ``ModelCard.load``/``push_to_hub``: huggingface_hub 0.x validates a card by posting it to
+        ``https://huggingface.co`` whatever the endpoint; ``create_commit`` has the Hub the repository
+        lives on validate it, in every version.
+        """
         from huggingface_hub import ModelCard
         from huggingface_hub.errors import EntryNotFoundError
 
         try:
             try:
-                card = ModelCard.load(self.repo_id, repo_type=self.repo_type, token=self._token)
+                local = self.api.hf_hub_download(self.repo_id, "README.md", repo_type=self.repo_type)
+                card = ModelCard.load(local, repo_type=self.repo_type)
             except EntryNotFoundError:
                 card = ModelCard("")
             tags = card.data.get("tags") or []
             if "hf-summary-writer" not in tags:
                 tags.append("hf-summary-writer")
                 card.data["tags"] = tags
-                card.push_to_hub(self.repo_id, repo_type=self.repo_type, token=self._token)
+                self.api.upload_file(
+                    path_or_fileobj=str(card).encode(), path_in_repo="README.md", repo_id=self.repo_id,
+                    repo_type=self.repo_type, commit_message="Tag the model card: hf-summary-writer",
+                )
         except Exception as exc:
             raise self._error(exc, "tag the model card") from None
 
@@ -194,11 +204,9 @@ class HubTarget(Target):
                     wrong[piece.path] = problem
         return wrong
     def read(self, path: str) -> bytes:
-        from huggingface_hub import hf_hub_download
-
-        local = hf_hub_download(
+        local = self.api.hf_hub_download(
             self.repo_id, f"{self.prefix}/{path}" if self.prefix else path, repo_type=self.repo_type,
-            revision=self.revision, token=self._token, endpoint=self.api.endpoint,
+            revision=self.revision,
         )
         with open(local, "rb") as handle:
             return handle.read()
