@@ -136,14 +136,15 @@ def test_own_client_times_out_with_or_without_the_private_factory(hub, monkeypat
                          ids=["url", "repo_type"])
 def test_buckets_need_1_5_and_say_so_at_construction(tmp_path, kwargs):
     logdir = tmp_path / "logs"
-    with pytest.raises(ConfigurationError, match=r"huggingface_hub>=1\.5.*this environment has huggingface_hub 0\."):
+    needs_1_5 = r"Storage Buckets: requires huggingface_hub>=1\.5; this environment has huggingface_hub 0\."
+    with pytest.raises(ConfigurationError, match=needs_1_5):
         HFSummaryWriter(logdir=str(logdir), **kwargs)
     assert not logdir.exists(), "a constructor that rejects its arguments creates nothing"
 
 
 def test_version_requirement_names_the_version():
     require_hub_version((0, 34), "anything")  # the floor: always met
-    with pytest.raises(ConfigurationError, match=r"Time travel need huggingface_hub>=99\.1; this environment has"):
+    with pytest.raises(ConfigurationError, match=r"Time travel: requires huggingface_hub>=99\.1; this environment has"):
         require_hub_version((99, 1), "Time travel")
     assert BUCKETS_VERSION == (1, 5) and BUCKET_FS_VERSION == (1, 6)
 

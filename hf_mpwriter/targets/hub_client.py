@@ -330,7 +330,8 @@ def require_hub_version(minimum: tuple[int, int], feature: str) -> None:
 
         needed = ".".join(map(str, minimum))
         raise ConfigurationError(
-            f"{feature} need huggingface_hub>={needed}; this environment has huggingface_hub {version('huggingface_hub')}. "
+            f"{feature}: requires huggingface_hub>={needed}; this environment has huggingface_hub "
+            f"{version('huggingface_hub')}. "
             f"Upgrade it (pip install -U 'huggingface_hub>={needed}'; transformers 4.x pins huggingface_hub<1.0: "
-            f"transformers>=5 lifts that), or log to a Hub repository (repo_id='me/run') instead"
+            f"transformers>=5 lifts that), or use a Hub repository (repo_id='me/run') instead"
         )
