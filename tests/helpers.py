@@ -9,6 +9,7 @@ decides what a "run" is). The writer is never asked to read its own files.
 from __future__ import annotations
 
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -175,14 +176,70 @@ def spawn(code: str, env: dict | None = None, torch: bool = False, **popen) -> s
     )
 
 
+def _unread(proc: subprocess.Popen) -> bytearray:
+    """Bytes of ``proc``'s stdout that :func:`read_line` read past the line it returned."""
+    if not hasattr(proc, "_unread_stdout"):
+        proc._unread_stdout = bytearray()  # type: ignore[attr-defined]
+    return proc._unread_stdout  # type: ignore[attr-defined]
+
+
+def kill_and_collect(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGKILL ``proc``; whatever is left of its stdout and stderr (never blocks for long)."""
+    proc.kill()
+    try:
+        out, err = proc.communicate(timeout=10)
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        out, err = "", "(stderr unreadable)"
+    return _unread(proc).decode(errors="replace") + (out or ""), err or ""
+
+
+def read_line(proc: subprocess.Popen, prefix: str = "", timeout: float = 60.0) -> str:
+    """Next stdout line of ``proc`` that starts with ``prefix`` (stripped), waiting at most ``timeout``
+    seconds: a child that hangs or dies first fails the test (and is killed), it never hangs it.
+
+    Reads the pipe's file descriptor directly (``select`` + ``os.read``), so the deadline can fire
+    while the child prints nothing; bytes read past the line are kept for the next call and for
+    :func:`finish`. Do not mix with ``proc.stdout.readline()`` on the same process.
+    """
+    assert proc.stdout is not None, "read_line needs stdout=PIPE"
+    fd = proc.stdout.fileno()
+    pending = _unread(proc)
+    deadline = time.monotonic() + timeout
+    while True:
+        end = pending.find(b"\n")
+        if end >= 0:
+            line = pending[: end + 1].decode(errors="replace")
+            del pending[: end + 1]
+            if line.startswith(prefix):
+                return line.strip()
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            out, err = kill_and_collect(proc)
+            raise AssertionError(f"no {prefix!r} line within {timeout} s (child killed)\nstdout:\n{out}\nstderr:\n{err}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:  # EOF: the child closed its stdout (it exited)
+            try:
+                code = proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                code = "still running"
+            out, err = kill_and_collect(proc)
+            raise AssertionError(f"process exited ({code}) before printing {prefix!r}\nstdout:\n{out}\nstderr:\n{err}")
+        pending += chunk
+
+
 def finish(proc: subprocess.Popen, timeout: float = 30.0) -> str:
-    """Wait for ``proc``; fail with its stderr unless it exited 0. Returns its stdout."""
+    """Wait for ``proc``; fail with its stderr unless it exited 0. Returns its stdout (what
+    :func:`read_line` did not consume)."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
+        out, err = kill_and_collect(proc)
         raise AssertionError(f"child timed out after {timeout} s\nstdout:\n{out}\nstderr:\n{err}") from None
+    out = _unread(proc).decode(errors="replace") + (out or "")
     assert proc.returncode == 0, f"child exited with {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
     return out
 

@@ -22,6 +22,7 @@ from upload_helpers import (
     finish,
     hub_env,
     local_target_files,
+    read_line,
     sigkill,
     start_writer,
     uploader_pid,
@@ -139,7 +140,7 @@ def test_regression_planted_in_the_hub_is_found_repaired_and_reported(hub, tmp_p
     assert not status["up_to_date"]
     assert victim in status["audit"]["repairing"] and victim in status["audit"]["found_wrong"], status["audit"]
     assert "repaired" in subprocess.run([sys.executable, "-m", "hf_mpwriter", "status", str(logdir)],
-                                        env=writer_env(), capture_output=True, text=True).stdout
+                                        env=writer_env(), capture_output=True, text=True, timeout=60).stdout
     hub.clear_faults()
     result = _sync(hub, tmp_path, logdir)
     assert result.returncode == 0, result.stderr
@@ -315,9 +316,10 @@ def _full_disk_writer(tmp_path: Path, disk: Path, **cfg) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _expect(proc: subprocess.Popen, line: str) -> None:
-    got = proc.stdout.readline().strip()
-    assert got == line, f"expected {line!r}, got {got!r}; stderr: {proc.stderr.read() if not got else ''}"
+def _expect(proc: subprocess.Popen, line: str, timeout: float = 60) -> None:
+    """The child's next stdout line is ``line`` (fails, never hangs, if it prints nothing in time)."""
+    got = read_line(proc, "", timeout)
+    assert got == line, f"expected {line!r}, got {got!r}"
 
 
 def _target_steps(tmp_path: Path) -> list[int]:

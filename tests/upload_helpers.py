@@ -13,12 +13,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from helpers import LAUNCHER_VARS, read_file_events, read_raw_records, scalar_points, wait_for  # noqa: F401
+from helpers import (  # noqa: F401
+    LAUNCHER_VARS,
+    kill_and_collect,
+    read_file_events,
+    read_line,
+    read_raw_records,
+    scalar_points,
+    wait_for,
+)
 
 TESTS = Path(__file__).resolve().parent
 #: Tokens the test Hub (the ``hub`` fixture of conftest.py) accepts: read-write, and read-only.
@@ -42,29 +49,27 @@ def writer_env(extra: Mapping[str, str] | None = None) -> dict:
     return env
 
 
+#: Runs ``proc_writer.py`` with torch made unimportable: the writer logs floats, and tensorboardX would
+#: import torch if it could (~1.5 s of CPU per process, the largest cost of a writer process).
+_WITHOUT_TORCH = ("import runpy, sys; sys.modules['torch'] = None; del sys.argv[0]; "
+                  "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
 def start_writer(cfg: dict, env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """A real writer process running ``tests/proc_writer.py``."""
+    """A real writer process running ``tests/proc_writer.py`` (without torch)."""
     return subprocess.Popen(
-        [sys.executable, str(TESTS / "proc_writer.py"), json.dumps(cfg)],
+        [sys.executable, "-c", _WITHOUT_TORCH, str(TESTS / "proc_writer.py"), json.dumps(cfg)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=writer_env(env),
     )
 
 
-def read_line(proc: subprocess.Popen, prefix: str, timeout: float = 60) -> str:
-    """Next stdout line of ``proc`` starting with ``prefix`` (fails if the process dies first)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"process exited ({proc.wait()}) before printing {prefix!r}: {proc.stderr.read()}")
-        if line.startswith(prefix):
-            return line.strip()
-    raise AssertionError(f"no {prefix!r} line within {timeout} s")
-
-
 def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
-    """Wait for a writer to exit 0; return its stderr."""
-    out, err = proc.communicate(timeout=timeout)
+    """Wait for a writer to exit 0 (killed and failed after ``timeout`` s); return its stderr."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, err = kill_and_collect(proc)
+        raise AssertionError(f"writer still running after {timeout} s (killed)\nstdout:\n{out}\nstderr:\n{err}") from None
     assert proc.returncode == 0, f"writer failed ({proc.returncode}): {err}"
     return err
 
