@@ -78,6 +78,10 @@ def _server_idle(hub: HubServer) -> bool:
 
 
 # -- fencing --------------------------------------------------------------------------------------
+#: How long the test Hub holds the killed uploader's commit (it sleeps in a server thread: no CPU).
+_ZOMBIE_HOLD_S = 15.0
+
+
 def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tmp_path):
     """The Hub applies a commit after its uploader is SIGKILLed; the commits made meanwhile by the
     new uploader must win: the zombie names a parent that is no longer the head (412)."""
@@ -85,17 +89,23 @@ def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tm
     # The card is already tagged: the uploader's first commit is a commit of logs, the one held.
     _plant(hub, tmp_path, "README.md", b"---\ntags:\n- hf-summary-writer\n---\n")
     logdir = tmp_path / "logs"
-    hold = hub.inject("hold", route="commit", seconds=8.0)
+    # Long enough for the new uploader to start and commit first even on a loaded machine; if it
+    # does not, the test fails (outcome 200), it does not pass without a zombie.
+    hold = hub.inject("hold", route="commit", seconds=_ZOMBIE_HOLD_S)
     procs = [start_writer(_hub_cfg(tmp_path, r), _env(hub, tmp_path)) for r in range(2)]
     wait_for(lambda: hold.hits, 30, "a commit held by the server")
+    commits_before = hub.commit_count(REPO)
     first = uploader_pid(logdir)
     sigkill(first)
-    wait_for(lambda: uploader_pid(logdir) not in (None, first), 20, "a new uploader")
+    wait_for(lambda: uploader_pid(logdir) not in (None, first), 30, "a new uploader")
     for proc in procs:
         finish(proc)
-    # The writers are done and everything was committed by the new uploader; now the zombie lands.
-    wait_for(lambda: _server_idle(hub), 30, "the held commit to be processed")
+    # The writers are done and everything was committed by the new uploader (the head moved under
+    # the held commit); now the zombie lands, and the fence refuses it: its parent is stale (412).
+    assert hub.commit_count(REPO) > commits_before, "the new uploader committed nothing"
+    wait_for(lambda: _server_idle(hub), _ZOMBIE_HOLD_S + 30, "the held commit to be processed")
     assert hold.done == 1, "the held commit was never processed"
+    assert hold.outcomes == [412], f"the zombie commit was not fenced off: {hold.outcomes}"
     held = [c for c in hub.commits(REPO) if c["summary"].startswith("Upload TensorBoard logs")]
     assert held, "no commit of logs"
     assert_history_only_extends(hub)

@@ -82,27 +82,38 @@ def test_bucket_write_faults_lose_and_duplicate_nothing(hub, tmp_path, faults):
     assert collect(tmp_path / "logs")["up_to_date"]
 
 
+#: How long the test Hub holds the killed uploader's bucket write (a server thread sleeps: no CPU).
+_LATE_WRITE_HOLD_S = 25.0
+
+
 def test_sigkill_mid_upload_and_a_late_write_are_repaired(hub, tmp_path):
     """SIGKILL while the Hub still holds a write: it lands later, after newer writes of the next
     uploader, with older (shorter) files. Nothing fences a bucket write; the audit of the next
     uploader (here: a sync) finds the regression and stores the newer files again."""
     logdir = tmp_path / "logs"
-    hold = hub.inject("hold", route="bucket_batch", seconds=6.0)
+    # Held long enough for the next uploader to store newer versions first, even on a loaded machine.
+    hold = hub.inject("hold", route="bucket_batch", seconds=_LATE_WRITE_HOLD_S)
     procs = [start_writer(_cfg(tmp_path, r, steps=400), _env(hub, tmp_path)) for r in range(2)]
     wait_for(lambda: hold.hits, 30, "a bucket write held by the server")
     first = uploader_pid(logdir)
     sigkill(first)
-    wait_for(lambda: uploader_pid(logdir) not in (None, first), 20, "a new uploader")
+    wait_for(lambda: uploader_pid(logdir) not in (None, first), 30, "a new uploader")
     for proc in procs:
         finish(proc)
-    wait_for(lambda: hold.done == 1, 30, "the held write to land")
+    # Everything is stored (the writers closed) and the killed uploader's write is still held.
+    newer = _remote(hub)
+    assert hold.done == 0, "the held write landed before the new uploader was done: no late write to repair"
+    wait_for(lambda: hold.done == 1, _LATE_WRITE_HOLD_S + 30, "the held write to land")
+    assert hold.outcomes == [200]
     late = _remote(hub)
+    regressed = sorted(rel for rel in late if rel in newer and len(late[rel]) < len(newer[rel]))
+    assert regressed, "the late write regressed nothing: the scenario did not happen"
     result = _sync(hub, tmp_path, logdir)
     assert result.returncode == 0, result.stderr
     check_remote(logdir, _through_the_client(hub), {r: range(400) for r in range(2)}, tmp_path / "remote")
-    local = {rel: data for rel, data in _remote(hub).items()}
-    regressed = [rel for rel in late if len(late[rel]) < len(local[rel])]
-    assert collect(logdir)["audit"]["repaired_total"] >= len(regressed), (regressed, collect(logdir)["audit"])
+    audit = collect(logdir)["audit"]
+    assert set(regressed) <= set(audit["found_wrong"]), (regressed, audit)  # the audit found each one...
+    assert audit["repaired_total"] >= len(regressed) and not audit["repairing"], (regressed, audit)  # ...and repaired it
 
 
 def test_bucket_server_down_then_next_start_drains(hub, tmp_path):
