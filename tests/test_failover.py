@@ -160,6 +160,7 @@ def test_writer_with_the_fixed_token_takes_over_from_a_stuck_uploader(hub, tmp_p
 # -- the first second ---------------------------------------------------------------------------------
 _DIES_EARLY = """
 import sys, time
+sys.modules["torch"] = None  # floats only: tensorboardX would import torch (~1.5 s of CPU per process)
 from hf_mpwriter import HFSummaryWriter
 logdir, target, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
 writer = HFSummaryWriter(logdir=logdir, target_dir=target, rank=rank, commit_every=5)
