@@ -3,6 +3,8 @@ make sure the suite leaves no process of its own behind."""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -27,11 +29,13 @@ def hub():
 
 
 def _processes_using(path: str) -> list[psutil.Process]:
-    """Processes (other than this one) whose command line names ``path``: uploaders of a test's logdir."""
+    """Processes (other than this one) whose command line names ``path`` or a path under it: uploaders
+    of a test's logdir. ``.../test_x1`` does not match ``.../test_x10`` (nor ``popen-gw1`` ``popen-gw10``)."""
+    named = re.compile(re.escape(path.rstrip(os.sep)) + r"(?![^/\s\"',\]}])")
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if proc.pid != psutil.Process().pid and path in " ".join(proc.info["cmdline"] or []):
+            if proc.pid != os.getpid() and named.search(" ".join(proc.info["cmdline"] or [])):
                 found.append(proc)
         except psutil.Error:
             pass
