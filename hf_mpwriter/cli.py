@@ -116,9 +116,10 @@ def _sync_config(args: argparse.Namespace, logdir: Path):  # -> UploadConfig
 HANDOVER_WAIT_S = 30.0
 
 
-def _take_over(logdir: Path, quiet: bool) -> None:
+def _take_over(logdir: Path, quiet: bool) -> bool:
     """Make a running uploader give way: ``sync`` runs with the settings and token it was given now
-    (a fixed token, a new target), not with those the running one started with."""
+    (a fixed token, a new target), not with those the running one started with. Returns whether
+    one was running (``sync`` restarts one if it gives up: see :func:`_give_back`)."""
     from . import election
 
     state = election.uploader_state(logdir)
@@ -128,18 +129,33 @@ def _take_over(logdir: Path, quiet: bool) -> None:
         if not quiet:
             print("asking the running uploader to hand over (it finishes its current cycle first)")
         election.request_handover(logdir)
+    return state != "none"
+
+
+def _give_back(logdir: Path, replaced: bool, quiet: bool) -> None:
+    """A ``sync`` that gives up takes its handover request back, and if it replaced a running
+    uploader, starts one again: the backlog must not be left with nobody to send it (the writers
+    may have exited meanwhile)."""
+    from . import election
+
+    election.withdraw_handover(logdir)
+    if replaced and election.uploader_state(logdir) == "none":
+        started = election.ensure_uploader(logdir, "process")
+        if not quiet and started:
+            print("a background uploader was started again; it keeps trying (`hf-mpwriter status` shows it)")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from .status import check_used_logdir, collect
-    from .uploader import AlreadyRunning, Uploader
+    from .uploader import AlreadyRunning, Uploader, on_termination
 
     logdir = Path(args.logdir)
     check_used_logdir(logdir)
     config = _sync_config(args, logdir)
     uploader = Uploader(logdir, config)
     if args.watch:
-        print(f"watching {logdir} -> {uploader.target.description} (Ctrl-C to stop)")
+        print(f"watching {logdir} -> {uploader.target.description} (Ctrl-C: last commit, then exit; twice: exit now)")
+        on_termination(uploader.terminate)
         code = uploader.run(watch=True)
         if code == 2:
             raise CLIError(f"another uploader is already running for {logdir}; `hf-mpwriter status {logdir}` shows it")
@@ -155,12 +171,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
         bar.set_postfix(commits=info["commits"], pending=info["pending_bytes"])
         bar.refresh()
 
-    _take_over(logdir, args.quiet)
+    replaced = _take_over(logdir, args.quiet)
+    ok = False
     try:
-        ok = uploader.drain(timeout=args.timeout, on_progress=show, wait=HANDOVER_WAIT_S)
+        ok = uploader.drain(timeout=args.timeout, on_progress=show, wait=min(HANDOVER_WAIT_S, args.timeout))
     except AlreadyRunning:  # the node's uploader did not hand over: ask it to commit now and watch it
-        from .election import trigger
+        from .election import trigger, withdraw_handover
 
+        withdraw_handover(logdir)  # not waiting for it any more: it must not exit for us later
         trigger(logdir)
         deadline = time.monotonic() + args.timeout
         ok = False
@@ -170,6 +188,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 ok = True
                 break
             time.sleep(0.5)
+    finally:
+        if not ok:
+            _give_back(logdir, replaced, args.quiet)
     show()
     bar.close()
     info = collect(logdir)
@@ -212,6 +233,14 @@ def remote_url(where: str) -> str:
 
 def cmd_view(args: argparse.Namespace) -> int:
     url = remote_url(args.target)
+    if url.startswith("hf://buckets/"):
+        from .errors import ConfigurationError
+        from .targets.hub_client import BUCKET_FS_VERSION, require_hub_version
+
+        try:
+            require_hub_version(BUCKET_FS_VERSION, "Viewing a Storage Bucket (hf://buckets/ in HfFileSystem)")
+        except ConfigurationError as exc:
+            raise CLIError(str(exc), 2) from None
     command = ["tensorboard", "--logdir", url, "--port", str(args.port)]
     if url.startswith("hf://"):
         command.append("--load_fast=false")  # the Rust loader does not read fsspec URLs

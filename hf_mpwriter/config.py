@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any, Union
 
 from .errors import ConfigurationError
+from .schedule import DEFAULT_PREEMPTION_DEADLINE_S
 from .snapshot import DEFAULT_ALLOW
 from .state import read_json, state_dir, write_json_atomic
+from .system_metrics import period_seconds
 from .targets import HubTarget, LocalTarget, Target
 from .targets.base import check_remote_path
 from .targets.bucket import BucketTarget, parse_bucket_url
@@ -53,6 +55,10 @@ class UploadConfig:
     nodes: int = 1  # nodes of the job that commit to this target, each with its own uploader
     node_rank: int = 0  # this logdir's node: its turn among them
     min_interval: float | None = None  # the target's own spacing (benchmarks scale it); None: the target's
+    #: After SIGTERM (preemption), the uploader's last commit must end by then: fits a 30 s grace period.
+    preemption_deadline: float = DEFAULT_PREEMPTION_DEADLINE_S
+    #: Seconds between samples of the node's system metrics (:mod:`hf_mpwriter.system_metrics`); 0: off.
+    system_metrics: float = 0.0
 
     def pacing(self, target_min_interval: float) -> tuple[float, float]:
         """``(interval, phase)`` in seconds: how often this node commits, and when in the cycle.
@@ -171,12 +177,35 @@ def check_commit_every(minutes: Any) -> float | None:
     return float(minutes) * 60.0
 
 
+def check_preemption_deadline(seconds: Any) -> float:
+    """``preemption_deadline`` (seconds after SIGTERM by which the uploader's last commit must end),
+    checked; ``None``: the default, or ``HF_MPWRITER_PREEMPTION_DEADLINE`` (set it in a job script once
+    for every writer: the one setting to tune to the cluster's grace period)."""
+    where = "preemption_deadline"
+    if seconds is None:
+        seconds = os.environ.get("HF_MPWRITER_PREEMPTION_DEADLINE")
+        where = "HF_MPWRITER_PREEMPTION_DEADLINE"
+        if seconds is None:
+            return DEFAULT_PREEMPTION_DEADLINE_S
+        try:
+            seconds = float(seconds)
+        except ValueError:
+            seconds = str(seconds)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+        raise ConfigurationError(
+            f"{where} must be a positive number of seconds (a few seconds less than the cluster's grace "
+            f"period between SIGTERM and SIGKILL, e.g. 20 for 30), got {seconds!r}"
+        )
+    return float(seconds)
+
+
 def writer_settings(
     logdir: Path, repo_id: str | None, *, target_dir: str | os.PathLike | None = None, commit_every: Any = None,
     squash_history: bool = False, repo_type: str | None = None, repo_revision: str | None = None,
     repo_private: bool | None = None, path_in_repo: str | None = "tensorboard",
     repo_allow_patterns: PatternArg = DEFAULT_ALLOW, repo_ignore_patterns: PatternArg = None,
-    nodes: int = 1, node_rank: int = 0,
+    nodes: int = 1, node_rank: int = 0, preemption_deadline: Any = None,
+    system_metrics: Any = False,
 ) -> UploadConfig | None:
     """The upload settings of ``HFSummaryWriter``'s arguments (``None``: local only), all checked.
 
@@ -184,6 +213,8 @@ def writer_settings(
     call) and nothing else: one place decides what the arguments mean.
     """
     every_s = check_commit_every(commit_every)
+    deadline_s = check_preemption_deadline(preemption_deadline)
+    metrics_s = period_seconds(system_metrics)
     config: UploadConfig | None = None
     if repo_id is not None:
         if target_dir is not None:
@@ -200,6 +231,8 @@ def writer_settings(
         )
     if config is not None:
         config.nodes, config.node_rank = nodes, node_rank
+        config.preemption_deadline = deadline_s
+        config.system_metrics = metrics_s
         scaled = os.environ.get("HF_MPWRITER_HUB_MIN_INTERVAL")  # benchmarks that scale time down
         if scaled:
             config.min_interval = float(scaled)

@@ -25,13 +25,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 from filelock import FileLock, Timeout
 
+from .compat import os_file_lock
 from .errors import ConfigurationError
-from .state import HOST, is_alive, private_open, read_json, state_dir
+from .state import HOST, is_alive, private_open, process_identity, read_json, state_dir, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ _beats: dict[str, tuple[int, float]] = {}  # heartbeat file -> (mtime seen, when
 #: (instead of respawning it every heartbeat).
 SPAWN_PAUSE_S = 30.0
 _threads: dict[str, threading.Thread] = {}
+_thread_uploaders: dict[str, Any] = {}  # logdir -> the Uploader running in a thread of this process
 _spawn_pause_until: dict[str, float] = {}
 
 
@@ -128,11 +130,37 @@ def stop_hung_uploader(logdir: Path) -> bool:
 
 def request_handover(logdir: Path) -> None:
     """Ask the running uploader to finish its cycle and exit (a ``sync`` with new settings, a writer
-    with a new token after an error that needed the user): the next one starts with what is new."""
+    with a new token after an error that needed the user): the next one starts with what is new.
+
+    The request names its requester: it is honoured only while the requester is alive, and a
+    requester that gives up takes it back (:func:`withdraw_handover`). A request left behind must never
+    make an uploader exit with nobody to take over.
+    """
     try:
-        os.close(private_open(state_dir(logdir) / "handover"))
+        write_json_atomic(state_dir(logdir) / "handover", process_identity())
     except OSError as exc:
         logger.warning("could not ask the uploader of %s to hand over: %s", logdir, exc)
+
+
+def handover_requester(logdir: Path) -> dict | None:
+    """Who asks the uploader to hand over (``{}``: a request that names nobody), or ``None``."""
+    path = state_dir(logdir, create=False) / "handover"
+    if not path.exists():
+        return None
+    return read_json(path) or {}
+
+
+def withdraw_handover(logdir: Path, requester: dict | None = None) -> None:
+    """Remove the handover request: this process's own (default), ``requester``'s, or any (``{}``)."""
+    path = state_dir(logdir, create=False) / "handover"
+    owner = process_identity() if requester is None else requester
+    current = read_json(path) or {}
+    if owner and current and current.get("pid") != owner.get("pid"):
+        return  # someone else's request: not ours to take back
+    try:
+        path.unlink()
+    except OSError:
+        pass
 
 
 def token_id(token: str | None) -> str | None:
@@ -147,7 +175,7 @@ def lock_held(logdir: Path) -> bool:
     path = state_dir(logdir, create=False) / "uploader.lock"
     if not path.exists():
         return False
-    probe = FileLock(str(path), timeout=0, mode=0o600, fallback_to_soft=False)
+    probe = os_file_lock(str(path), timeout=0, mode=0o600)
     try:
         probe.acquire()
     except Timeout:
@@ -268,6 +296,15 @@ def _spawn_process(logdir: Path, token: str | None) -> subprocess.Popen:
     return proc
 
 
+def terminate_thread_uploader(logdir: Path) -> bool:
+    """SIGTERM for an uploader running as a thread of this process: its last commit, now.
+    Returns whether there is one."""
+    uploader = _thread_uploaders.get(str(Path(logdir).resolve()))
+    if uploader is not None:
+        uploader.terminate()
+    return uploader is not None
+
+
 def _start_thread(logdir: Path, token: str | None) -> bool:
     from .uploader import Uploader
 
@@ -278,9 +315,12 @@ def _start_thread(logdir: Path, token: str | None) -> bool:
 
     def run() -> None:
         try:
-            Uploader(logdir, token=token).run()
+            uploader = _thread_uploaders[key] = Uploader(logdir, token=token)
+            uploader.run()
         except Exception:
             logger.exception("uploader thread for %s failed", logdir)
+        finally:
+            _thread_uploaders.pop(key, None)
 
     thread = threading.Thread(target=run, name="hf_mpwriter-uploader", daemon=True)
     _threads[key] = thread

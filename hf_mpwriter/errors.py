@@ -21,8 +21,3 @@ class TargetError(HFMPWriterError):
         super().__init__(message)
         self.transient = transient
         self.retry_after = retry_after
-
-
-class LogWriteError(HFMPWriterError, OSError):
-    """Records could not be written to the event file (disk full, permissions). They are kept in
-    memory and retried; the message says how many bytes and since when."""

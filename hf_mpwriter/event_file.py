@@ -21,16 +21,17 @@ import atexit
 import logging
 import os
 import socket
+import struct
 import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from tensorboardX.proto.event_pb2 import Event
-
-from .errors import LogWriteError
 from .records import frame
+
+if TYPE_CHECKING:  # tensorboardX imports torch: not at run time here (the uploader stays light)
+    from tensorboardX.proto.event_pb2 import Event
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,13 @@ CLOSE_RETRY_SECS = 10.0
 MAX_UNWRITTEN_BYTES = 64 * 1024 * 1024
 _HOST = socket.gethostname().replace("/", "_") or "localhost"
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+
+
+def file_version_event(wall_time: float) -> bytes:
+    """Serialized ``Event(wall_time=wall_time, file_version="brain.Event:2")``, byte for byte, without
+    tensorboardX: importing it imports torch (~200 MiB, ~1 s), which the uploader must not pay for
+    writing the system metrics (:mod:`hf_mpwriter.system_metrics`) with this writer."""
+    return b"\x09" + struct.pack("<d", wall_time) + b"\x1a\x0dbrain.Event:2"
 
 
 def event_file_name(created: float, suffix: str = "") -> str:
@@ -78,7 +86,10 @@ class EventFileWriter:
         self._suffix = filename_suffix or ""
         self._rotate_bytes = int(rotate_bytes)
         self._on_new_file = on_new_file
-        self._lock = threading.Lock()
+        # Re-entrant: the SIGTERM handler (see :mod:`hf_mpwriter.termination`) runs in the main thread,
+        # possibly between two bytecodes of this very writer's add_serialized.
+        self._lock = threading.RLock()
+        self._flushing = False  # inside _flush_locked: a signal handler must not write meanwhile
         self._buffer: list[bytes] = []
         self._unwritten = b""  # tail of a batch the OS refused (disk full): written first next time
         self._fd: int | None = None
@@ -108,31 +119,46 @@ class EventFileWriter:
         with self._lock:
             if self.closed:
                 raise RuntimeError(self._closed_message())
-            buf = self._buffer
             if self._write_error is not None:  # disk full: keep records, up to a bound
                 self._keep_while_unwritable(record)
                 return
-            buf.append(record)
-            if len(buf) >= self._max_queue:
+            # self._buffer, not a local alias: a signal handler may flush (and replace it) between two bytecodes.
+            self._buffer.append(record)
+            if len(self._buffer) >= self._max_queue:
                 self._flush_locked()
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
         """Hand every buffered record to the OS (one ``write``; whole records only).
 
-        Returns only once every record logged so far is written (a SIGKILL of the process can no
-        longer lose it); raises :class:`~hf_mpwriter.errors.LogWriteError` if the OS refused them
-        (e.g. disk full): they are kept in memory and retried every ``flush_secs``.
+        Returns ``True`` once every record logged so far is written (a SIGKILL of the process can no
+        longer lose it). If the OS refuses them (disk full) it returns ``False`` and never raises:
+        the transformers Trainer, Accelerate and Lightning call ``flush()`` after every log, and a
+        logger must not be the reason a training run dies. The records are kept in memory (bounded,
+        see :data:`MAX_UNWRITTEN_BYTES`) and retried every ``flush_secs``; the error is logged once,
+        with what to do; :attr:`unwritten_bytes` tells how much waits.
         """
         with self._lock:
             self._flush_locked()
-            if (self._unwritten or self._buffer) and not self.closed:  # closed: close() said it already
-                raise LogWriteError(self._unwritten_message())
-
-    def try_flush(self) -> bool:
-        """Like :meth:`flush`, but returns ``False`` instead of raising (records stay in memory)."""
-        with self._lock:
-            self._flush_locked()
             return not (self._unwritten or self._buffer)
+
+    def flush_for_signal(self) -> bool:
+        """Flush from a signal handler; ``False`` if it cannot be done right now.
+
+        The handler runs in the main thread, which may itself be inside :meth:`_flush_locked` with
+        records in a local variable: writing then would duplicate or lose them, so the caller comes
+        back a moment later (:mod:`hf_mpwriter.termination`). The flusher thread holding the lock
+        only delays this (one write).
+        """
+        if not self._lock.acquire(timeout=1.0):
+            return False
+        try:
+            if self._flushing:
+                return False
+            if not self.closed or self._unwritten or self._buffer:
+                self._flush_locked()
+            return True
+        finally:
+            self._lock.release()
 
     def close(self, retry_secs: float | None = None) -> None:
         """Flush, and make the current file read-only: it is complete.
@@ -237,11 +263,18 @@ class EventFileWriter:
         self._size = 0
         self.files.append(path)
         # Every event file starts with its version record, as TensorFlow's and tensorboardX's do.
-        self._buffer.insert(0, frame(Event(wall_time=now, file_version="brain.Event:2").SerializeToString()))
+        self._buffer.insert(0, frame(file_version_event(now)))
         if self._on_new_file is not None:
             self._on_new_file(path)
 
     def _flush_locked(self) -> None:
+        self._flushing = True
+        try:
+            self._flush_unguarded()
+        finally:
+            self._flushing = False
+
+    def _flush_unguarded(self) -> None:
         self._last_flush = time.monotonic()
         if self._fd is None:
             if not self._buffer:
@@ -328,7 +361,7 @@ class EventFileWriter:
 
     def _forget_after_fork(self) -> None:
         """In a forked child: the parent owns the file and its buffer; write nothing of them."""
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._forked = True
         self._buffer = []
         self._unwritten = b""

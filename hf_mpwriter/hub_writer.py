@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import election, ranks, state
+from . import election, ranks, state, termination
 from .config import UploadConfig, writer_settings
 from .errors import ConfigurationError
 from .jobqueue import read_committed, read_last_error
@@ -69,6 +69,12 @@ class HFSummaryWriter(SummaryWriter):
         target_dir: with ``repo_id=None``, commit to this local directory instead of the Hub.
         uploader: ``"process"`` (default), ``"thread"`` or ``"none"``; see :mod:`hf_mpwriter.election`.
         close_timeout: seconds ``close()`` waits for this process's logs to be committed.
+        preemption_deadline: seconds after SIGTERM by which the uploader's last commit must be done
+            (default 20, or ``HF_MPWRITER_PREEMPTION_DEADLINE``): a few seconds less than the grace
+            period between SIGTERM and SIGKILL of the cluster (30 s for SLURM, Kubernetes, torchrun).
+        system_metrics: ``True`` (every 10 s) or a period in seconds: the node's uploader also logs
+            the node's CPU, memory, disk, network and GPUs into ``<logdir>/system/<host>``
+            (:mod:`hf_mpwriter.system_metrics`). Nothing runs in the training process.
         kwargs: passed to :class:`~hf_mpwriter.writer.SummaryWriter`.
 
     Example:
@@ -95,6 +101,8 @@ class HFSummaryWriter(SummaryWriter):
         target_dir: str | os.PathLike | None = None,
         uploader: str = "process",
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT_S,
+        preemption_deadline: float | None = None,
+        system_metrics: bool | float = False,
         **kwargs: Any,
     ) -> None:
         election.check_mode(uploader)
@@ -112,6 +120,7 @@ class HFSummaryWriter(SummaryWriter):
             squash_history=squash_history, repo_type=repo_type, repo_revision=repo_revision,
             repo_private=repo_private, path_in_repo=path_in_repo, repo_allow_patterns=repo_allow_patterns,
             repo_ignore_patterns=repo_ignore_patterns, nodes=nodes, node_rank=node_rank,
+            preemption_deadline=preemption_deadline, system_metrics=system_metrics,
         )
         root = check_logdir(logdir)
         self._given_repo_id = repo_id
@@ -127,6 +136,8 @@ class HFSummaryWriter(SummaryWriter):
         super().__init__(logdir=logdir, rank=rank, **kwargs)
         self.scheduler = _Scheduler(self)
         if self._upload is not None:
+            # On SIGTERM (after the flush): the uploader commits at once, within the grace period.
+            termination.on_term(self._root, self._on_sigterm)
             self._register(first=True)
             if self._settings_saved:
                 # Before returning: a process that fails right after creating its writer must still
@@ -192,6 +203,14 @@ class HFSummaryWriter(SummaryWriter):
                 ) from None
             return False
         return True
+
+    def _on_sigterm(self, dying: bool) -> None:
+        """Ask for a commit now. With the uploader in a thread of this process (``uploader="thread"``)
+        and the process about to end, wait for it (up to ``preemption_deadline``): it dies with us."""
+        election.trigger(self._root)
+        if dying and self._mode == "thread" and self._upload is not None:
+            if election.terminate_thread_uploader(self._root):
+                self._wait_committed(self._file_sizes(), self._upload.preemption_deadline)
 
     # -- keeping an uploader alive -----------------------------------------------------------
     def _heartbeat(self) -> None:
@@ -262,6 +281,7 @@ class HFSummaryWriter(SummaryWriter):
         self._stop.set()
         if self._upload is None:
             return
+        termination.forget(self._root)
         if not self._settings_saved:
             self._settings_saved = self._save_settings(self._root)
         unwritten = sum(w.unwritten_bytes for w in self._event_writers)

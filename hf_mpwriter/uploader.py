@@ -29,7 +29,7 @@ import json
 import logging
 import logging.handlers
 import os
-import random
+import signal
 import sqlite3
 import sys
 import threading
@@ -38,17 +38,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from . import config as config_mod
-from . import election
+from . import election, system_metrics
+from . import schedule as schedule_mod
+from .compat import os_file_lock
 from .config import UploadConfig
 from .errors import ConfigurationError, TargetError
 from .jobqueue import AUDIT_META, FATAL_META, GENERATION_META, Job, JobQueue, JobState, Step, audit_record
 from .piece import Piece
 from .redaction import RedactingFilter, redact
+from .schedule import FINAL_GAP_S, LOCAL_RETRY_S, POLL_S, UNEXPECTED_ERROR_PAUSE_S, Action, Decision, Pacing, Schedule
 from .snapshot import Scanner
 from .state import (
+    is_alive,
     live_writers,
     private_open,
     process_identity,
@@ -61,18 +65,12 @@ from .targets import Target
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
 
-POLL_S = 0.25
-MAX_BACKOFF_S = 300.0
-UNEXPECTED_ERROR_PAUSE_S = 10.0
-#: After a local error (disk full, database locked), the next try comes this soon, not at the next
-#: interval: the backlog resumes as soon as space returns.
-LOCAL_RETRY_S = 2.0
-#: With no writer left, drain attempts come at most this often (and never more than the target allows).
-FINAL_GAP_S = 5.0
 #: Registrations of dead writers are deleted only once their heartbeat is this old.
 REGISTRATION_STALE_S = 3600.0
 #: ``uploader.log`` rotates past this size (two old copies are kept).
 LOG_BYTES = 1 << 20
+#: Signals that end the uploader: each starts a last commit (see :mod:`hf_mpwriter.schedule`).
+TERMINATION_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 T = TypeVar("T")
 
 
@@ -84,6 +82,10 @@ class AlreadyRunning(Exception):
     """Another live uploader holds the lock of this logdir."""
 
 
+class Abandoned(Exception):
+    """The preemption deadline passed (or a second signal came) while a call to the target ran."""
+
+
 @dataclass
 class Progress:
     """What a cycle did, for progress bars and logs."""
@@ -93,16 +95,12 @@ class Progress:
     commits: int = 0
     error: str | None = None
     fatal: bool = False  # the error needs the user (token, repo, revision): retrying alone won't help
+    local_error: bool = False  # the disk or the queue refused (full disk, locked database): retry soon
 
 
 def backoff(attempts: int, error: TargetError) -> float:
-    """Seconds before retrying: exponential with jitter, at least what the server asked for."""
-    delay = min(MAX_BACKOFF_S, 2.0 ** max(0, attempts - 1)) * random.uniform(0.5, 1.5)
-    if not error.transient:
-        delay = max(delay, 30.0)
-    if error.retry_after is not None:
-        delay = max(delay, error.retry_after)
-    return delay
+    """Seconds before retrying after ``error`` (see :func:`hf_mpwriter.schedule.backoff`)."""
+    return schedule_mod.backoff(attempts, error.transient, error.retry_after)
 
 
 class Uploader:
@@ -136,11 +134,12 @@ class Uploader:
         self._prepare_failures = 0
         self._audit_due = True
         self._next_audit = 0.0
-        self._local_retry_at = float("inf")
         self._next_prune = 0.0
+        self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
+        self._schedule: Schedule | None = None
         self._generation: int | None = None
         # No soft-lock fallback: a lock file left by a SIGKILLed holder would block every successor.
-        self._lock = FileLock(str(self.state / "uploader.lock"), timeout=0, mode=0o600, fallback_to_soft=False)
+        self._lock = os_file_lock(str(self.state / "uploader.lock"), timeout=0, mode=0o600)
 
     @property
     def queue(self) -> JobQueue:
@@ -162,7 +161,7 @@ class Uploader:
                 f"on exactly one node"
             ) from None
         self._audit_due = True  # a takeover trusts nothing it did not check itself
-        self._consume("handover")  # a request to hand over was for the uploader this one replaces
+        election.withdraw_handover(self.logdir, {})  # any request was for the uploader this one replaces
         # Nothing written here may stop the uploader: on a full disk it starts anyway, holds the
         # lock (which is how writers see it alive), and resumes as soon as space returns.
         try:
@@ -204,78 +203,110 @@ class Uploader:
             logger.info("%s; exiting", exc)
             return 2
         logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
+        sampler = system_metrics.start_for(self.logdir, self.config)  # None unless system_metrics is on
         try:
             return self._loop(stop or threading.Event(), watch)
         finally:
+            if sampler is not None:
+                sampler.stop()
             self.release()
 
-    def _loop(self, stop: threading.Event, watch: bool) -> int:
+    def _pacing(self, watch: bool) -> Pacing:
+        """The schedule's settings, from the logdir's config and the target's own spacing."""
         interval, phase = self.config.pacing(self.target.min_interval)
-        # A single node sends a backlog from an earlier run at once; the nodes of a job wait for their turn.
-        next_cycle = 0.0 if self.config.nodes <= 1 else time.monotonic() + _until_turn(interval, phase)
+        spacing = self.config.min_interval if self.config.min_interval is not None else self.target.min_interval
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
-        min_interval = self.config.min_interval if self.config.min_interval is not None else self.target.min_interval
-        trigger_gap = min(self.config.commit_every, min_interval)
-        last_cycle = -trigger_gap
-        triggered = False
-        writers_gone_at: float | None = None
-        # Writers gone (or judged gone: a PID namespace, a clock step) count as a trigger, spaced
-        # the same way: how many writers the uploader counts never sets how often it commits.
-        final_gap = max(trigger_gap, FINAL_GAP_S)
+        trigger_gap = min(self.config.commit_every, spacing)
+        return Pacing(
+            interval=interval, phase=phase if self.config.nodes > 1 else None, trigger_gap=trigger_gap,
+            final_gap=max(trigger_gap, FINAL_GAP_S), drain_timeout=self.config.drain_timeout,
+            preemption_deadline=self.config.preemption_deadline, watch=watch,
+        )
+
+    def terminate(self) -> None:
+        """Ask for the last commit now (SIGTERM, SIGINT, SIGHUP); a second call ends the loop at once.
+
+        Called from a signal handler (the main thread, between two bytecodes): it only notes the time.
+        """
+        self._signals.append(time.monotonic())
+
+    def _take_signals(self, schedule: Schedule) -> None:
+        while self._signals:
+            at = self._signals.pop(0)
+            first = schedule.term_at is None
+            schedule.terminate(at)
+            if first:
+                logger.warning(
+                    "termination signal: committing everything written so far now (deadline %.0f s)",
+                    self.config.preemption_deadline,
+                )
+            else:
+                logger.warning("second termination signal: exiting now")
+
+    def _loop(self, stop: threading.Event, watch: bool) -> int:
+        """Ask the schedule what is due, do it, tell it how it went (see :mod:`hf_mpwriter.schedule`)."""
+        schedule = self._schedule = Schedule(self._pacing(watch), time.monotonic(), time.time())
         while not stop.is_set():
             now = time.monotonic()
             self._beat()
-            if self._consume("handover"):
+            self._take_signals(schedule)
+            if schedule.term_at is None and self._handover_requested():
                 logger.info("handing over to a newer uploader (new settings or token); exiting")
                 return 0
-            writers = live_writers(self.logdir)
-            self._prune_registrations()
+            schedule.writers(now, bool(live_writers(self.logdir)))
             try:
-                if self._consume("trigger"):  # a writer closing (or `sync`) wants it now: skip the backoff
-                    triggered = True
-                    self.queue.reset_backoff(self.target.key)
-                    self._prepare_retry_at = 0.0
-                final = not writers and not watch
-                due = now >= next_cycle or self._retry_due() or now >= self._local_retry_at
-                if (triggered and now - last_cycle >= trigger_gap) or (final and now - last_cycle >= final_gap) or due:
-                    if triggered and not final:
-                        stop.wait(0.5)  # let the other ranks closing at the same moment join this commit
-                    triggered = False
-                    self.cycle()
-                    last_cycle = now
-                    if now >= next_cycle:
-                        single = self.config.nodes <= 1
-                        next_cycle = now + (interval if single else _until_turn(interval, phase, after=interval / 2))
-                drained = self.drained() if not writers and not watch else False
+                self._prune_registrations()
+                if self._consume("trigger"):
+                    schedule.trigger(now)
+                ending = schedule.term_at is not None or (not schedule.writers_alive and not watch)
+                decision = schedule.decide(now, drained=ending and self.drained(), retry_due=self._retry_due())
+                if decision.action is Action.EXIT:
+                    return self._exit(decision, schedule)
+                if decision.action is Action.CYCLE:
+                    if decision.urgent:  # a writer or a signal wants it now: skip the backoff
+                        self.queue.reset_backoff(self.target.key)
+                        self._prepare_retry_at = 0.0
+                    progress = self.cycle()
+                    if progress.local_error:
+                        schedule.failed(time.monotonic(), local=True)
+                    else:
+                        schedule.cycled(time.monotonic(), time.time(), decision.reason)
+                    continue
             except Superseded as exc:
                 logger.warning("%s; exiting without sending anything", exc)
                 return 2
+            except Abandoned:
+                return self._exit(Decision(Action.EXIT, "the preemption deadline passed during a call", code=1), schedule)
             except (OSError, sqlite3.Error) as exc:  # full disk, locked database: wait, then resume
                 logger.error("local error in %s (%s); retrying in %.0f s", self.state, exc, LOCAL_RETRY_S)
-                self._local_retry_at = time.monotonic() + LOCAL_RETRY_S
-                stop.wait(LOCAL_RETRY_S)
-                continue
+                schedule.failed(time.monotonic(), local=True)
+                decision = Decision(Action.WAIT, "local error", wait=POLL_S)
             except Exception:  # never die on a surprise: writers would respawn us in a loop
                 logger.exception("uploader cycle failed; retrying in %.0f s", UNEXPECTED_ERROR_PAUSE_S)
-                stop.wait(UNEXPECTED_ERROR_PAUSE_S)
-                continue
-            if not writers and not watch:
-                if drained:
-                    logger.info("every writer is gone and everything is committed; uploader exits")
-                    return 0
-                writers_gone_at = writers_gone_at or now
-                if now - writers_gone_at > self.config.drain_timeout:
-                    logger.error(
-                        "every writer is gone but the backlog could not be committed within %.0f s (%s); "
-                        "it is kept: run `hf-mpwriter sync %s` to finish",
-                        self.config.drain_timeout, self.last_error(), self.logdir,
-                    )
-                    return 1
-            else:
-                writers_gone_at = None
-            stop.wait(POLL_S if writers else 1.0)
+                schedule.failed(time.monotonic(), local=False)
+                decision = Decision(Action.WAIT, "unexpected error", wait=POLL_S)
+            stop.wait(min(decision.wait, POLL_S))
         return 0
+
+    def _exit(self, decision: Decision, schedule: Schedule) -> int:
+        """Say why the loop ends, and what is left (with the command that sends it) if anything."""
+        if decision.code == 0:
+            if schedule.term_at is not None:
+                logger.info("%s (%.1f s after the signal); uploader exits", decision.reason,
+                            time.monotonic() - schedule.term_at)
+            else:
+                logger.info("%s; uploader exits", decision.reason)
+            return 0
+        try:
+            left = f"{self.backlog_bytes()} bytes are"
+        except (OSError, sqlite3.Error):
+            left = "what is not committed is"
+        logger.error(
+            "%s; %s not committed (%s). They are kept queued: run `hf-mpwriter sync %s` to send them",
+            decision.reason, left, self.last_error() or "no error recorded", self.logdir,
+        )
+        return decision.code
 
     def _beat(self) -> None:
         """The progress heartbeat: refresh ``uploader.json``'s mtime.
@@ -292,7 +323,7 @@ class Uploader:
     def _call(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` (a call to the target), beating while it runs.
 
-        Network calls have timeouts (see :func:`hf_mpwriter.targets.hub_client.install_timeouts`), so the
+        Network calls have timeouts (see :class:`hf_mpwriter.targets.hub_client.ScopedApi`), so the
         wait ends; meanwhile the loop shows it is alive and waiting, not stopped.
         """
         result: dict[str, Any] = {}
@@ -307,7 +338,12 @@ class Uploader:
         worker.start()
         while worker.is_alive():
             self._beat()
-            worker.join(0.5)
+            worker.join(0.25)
+            schedule = self._schedule
+            if schedule is not None and worker.is_alive():
+                self._take_signals(schedule)
+                if time.monotonic() >= schedule.deadline():  # the process is about to be killed anyway
+                    raise Abandoned(f"{what} still running at the preemption deadline")
         if "error" in result:
             raise result["error"]
         return result["value"]
@@ -337,8 +373,25 @@ class Uploader:
         except OSError:
             return False
 
+    def _handover_requested(self) -> bool:
+        """A live process asks this uploader to give way (see :func:`election.request_handover`).
+
+        A request whose requester is gone (a ``sync`` that gave up or was killed, a writer that
+        exited) is dropped, not honoured: honouring it would leave the writers' data with nobody to send it.
+        """
+        requester = election.handover_requester(self.logdir)
+        if requester is None:
+            return False
+        if requester.get("pid") == os.getpid():  # our own request (sync taking over): not for us
+            return False
+        if not is_alive(requester):
+            logger.info("dropping a handover request of pid %s, which is gone", requester.get("pid"))
+            election.withdraw_handover(self.logdir, requester)
+            return False
+        return True
+
     # -- one cycle -----------------------------------------------------------------------------
-    def cycle(self, force_send: bool = False) -> Progress:
+    def cycle(self) -> Progress:
         """Reconcile, snapshot, and commit if the pending job is due.
 
         Never raises for target or local I/O errors (a full disk, a vanished file, a locked
@@ -353,7 +406,7 @@ class Uploader:
         try:
             if self._audit_due or time.monotonic() >= self._next_audit:
                 self.audit()
-            step = job.step(time.time(), force_send) if job is not None else Step.SEND
+            step = job.step(time.time()) if job is not None else Step.SEND
             if job is not None and step is Step.RECONCILE:
                 job = self._reconcile(job)  # the last attempt may have landed although it failed
             if step is not Step.BACK_OFF:  # while backing off, new data waits on disk: no staged copy per retry
@@ -377,11 +430,8 @@ class Uploader:
         except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry soon
             text = f"local error while snapshotting {self.logdir}: {exc}; retrying every {LOCAL_RETRY_S:.0f} s"
             logger.error("%s", text)
-            self._local_retry_at = time.monotonic() + LOCAL_RETRY_S
             self.queue.set_meta("last_error", text)
-            progress.error = text
-        else:
-            self._local_retry_at = float("inf")
+            progress.error, progress.local_error = text, True
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
         return progress
@@ -554,6 +604,19 @@ class Uploader:
                 return False
         return True
 
+    def backlog_bytes(self) -> int:
+        """Bytes not on the target yet: the unfinished job and whole records newer than it."""
+        key = self.target.key
+        job = self.queue.unfinished(key)
+        known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
+        if job is not None:
+            known.update({p.path: p.size for p in job.pieces})
+        new = sum(
+            max(0, self.scanner.whole_size(rel, st, known.get(rel, 0)) - known.get(rel, 0))
+            for rel, st in self.scanner.files() if st.st_size > known.get(rel, 0)
+        )
+        return (job.bytes if job else 0) + new
+
     def last_error(self) -> str | None:
         job = self.queue.unfinished(self.target.key)
         return (job.last_error if job else None) or self.queue.get_meta("last_error")
@@ -587,17 +650,6 @@ class Uploader:
             self.release()
 
 
-def _until_turn(interval: float, phase: float, after: float = 0.0) -> float:
-    """Seconds until this node's next turn: wall-clock times ``phase`` modulo ``interval``, at least
-    ``after`` from now. The wall clock is what the nodes of a job share; an error in it only shifts
-    a node's turns, it never makes a node commit more often than once per ``interval``."""
-    now = time.time()
-    wait = (phase - now) % interval if interval > 0 else 0.0
-    while wait < after:
-        wait += interval
-    return wait
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the uploader process: ``python -m hf_mpwriter.uploader LOGDIR``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -615,13 +667,25 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).addHandler(handler)
     logging.getLogger("hf_mpwriter").setLevel(logging.INFO)
     try:
-        return Uploader(logdir).run()
+        uploader = Uploader(logdir)
+        on_termination(uploader.terminate)
+        return uploader.run()
     except ConfigurationError as exc:
         logger.error("%s", exc)
         return 3
     except Exception:  # logged through the redacting handler, not printed raw to uploader.out
         logger.exception("the uploader failed")
         return 1
+
+
+def on_termination(handler: Callable[[], None]) -> None:
+    """SIGTERM, SIGINT, SIGHUP: the last commit now (preemption), not death with the backlog on a
+    disk that may not survive it. The uploader runs in its own session, but SLURM, systemd and
+    Kubernetes signal every process of the job (its cgroup), so it gets them too."""
+    for name in TERMINATION_SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            signal.signal(signum, lambda _signum, _frame: handler())
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from tensorboardX.proto.tensor_pb2 import TensorProto
 from tensorboardX.summary import hparams, scalar
 
 from . import histogram as _histogram
-from . import ranks, state
+from . import ranks, state, termination
 from .encoding import scalar_event
 from .errors import ConfigurationError
 from .event_file import DEFAULT_FLUSH_SECS, DEFAULT_ROTATE_BYTES, EventFileWriter
@@ -66,6 +66,7 @@ class FileWriter(tbx_writer.FileWriter):
     ) -> None:  # no super().__init__: it would open a tensorboardX event file
         Path(logdir).mkdir(parents=True, exist_ok=True)
         self.event_writer = EventFileWriter(logdir, max_queue, flush_secs, filename_suffix, rotate_bytes)
+        termination.watch(self.event_writer)  # on SIGTERM, its records reach the OS before the process ends
         self._default_metadata: dict = {}
 
 
@@ -447,7 +448,7 @@ class SummaryWriter(tensorboardX.SummaryWriter):
                 self.file_writer.add_event(
                     Event(step=self.purge_step, session_log=SessionLog(status=SessionLog.START))
                 )
-            self.file_writer.event_writer.try_flush()  # a full disk must not stop construction
+            self.file_writer.event_writer.flush()  # never raises: a full disk must not stop construction
             self.all_writers = {self.file_writer.get_logdir(): self.file_writer}
         return self.file_writer
 
@@ -641,8 +642,20 @@ class SummaryWriter(tensorboardX.SummaryWriter):
 
     # -- lifecycle ---------------------------------------------------------------------------
     def flush(self) -> None:
-        """Hand everything logged so far to the OS (no network, never blocks on upload)."""
+        """Hand everything logged so far to the OS (no network, never blocks on upload).
+
+        Never raises: on a full disk the records stay in memory (retried every ``flush_secs``, the
+        error logged once, with what to do). Frameworks call ``flush()`` after every log (the
+        transformers Trainer does): a full disk must not crash training. :attr:`unwritten_bytes`
+        says how much is waiting.
+        """
         super().flush()
+
+    @property
+    def unwritten_bytes(self) -> int:
+        """Bytes of records logged but not on disk yet (the disk refused them); 0 normally."""
+        writers = (self.all_writers or {}).values()
+        return sum(w.event_writer.unwritten_bytes for w in writers if isinstance(w, FileWriter))
 
     def close(self) -> None:
         """Flush and close this writer's files (they become read-only: complete)."""

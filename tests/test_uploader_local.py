@@ -260,21 +260,3 @@ def test_scheduler_trigger_commits_now(tmp_path):
         assert writer.scheduler.trigger().result(timeout=60)
         remote = local_target_files(tmp_path / "target", "tensorboard/logs")
         check_remote(tmp_path / "logs", remote, {0: range(40)}, tmp_path / "remote")
-
-
-def test_pacing_a_single_node_honours_its_interval_and_nodes_take_turns():
-    from hf_mpwriter.config import UploadConfig
-    from hf_mpwriter.uploader import _until_turn
-
-    single = UploadConfig(kind="hub", prefix="tb", commit_every=1.5)
-    assert single.pacing(3600 / 128) == (1.5, 0.0)  # an explicit interval is honoured
-    turns = []
-    for node in range(4):
-        config = UploadConfig(kind="hub", prefix="tb", commit_every=60.0, nodes=4, node_rank=node)
-        interval, phase = config.pacing(3600 / 128)
-        assert interval == 4 * 3600 / 128  # 4 nodes x the Hub's spacing: the job stays within its budget
-        turns.append(phase)
-        wait = _until_turn(interval, phase)
-        offset = (time.time() + wait - phase) % interval
-        assert 0 <= wait <= interval and min(offset, interval - offset) < 0.05
-    assert turns == [0.0, interval / 4, interval / 2, 3 * interval / 4]  # one slot each

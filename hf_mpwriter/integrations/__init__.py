@@ -5,9 +5,11 @@
   :class:`~hf_mpwriter.HFSummaryWriter`.
 - :class:`HFMPWriterTracker` (:mod:`hf_mpwriter.integrations.accelerate`): an ``accelerate``
   tracker for ``Accelerator(log_with=...)``.
+- :class:`HFMPWriterLogger` (:mod:`hf_mpwriter.integrations.lightning`): a Lightning logger for
+  ``Trainer(logger=...)`` that logs on every rank.
 
-``import hf_mpwriter`` (and ``import hf_mpwriter.integrations``) never imports ``transformers`` or
-``accelerate``; ``from hf_mpwriter.integrations import HFMPWriterCallback`` does.
+``import hf_mpwriter`` (and ``import hf_mpwriter.integrations``) never imports ``transformers``,
+``accelerate`` or ``lightning``; ``from hf_mpwriter.integrations import HFMPWriterCallback`` does.
 
 Example:
     >>> from hf_mpwriter.integrations import HFMPWriterCallback  # doctest: +SKIP
@@ -21,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .accelerate import HFMPWriterTracker
+    from .lightning import HFMPWriterLogger
     from .transformers import HFMPWriterCallback
 
 #: public name -> submodule that defines it (imported on first access).
-_EXPORTS = {"HFMPWriterCallback": "transformers", "HFMPWriterTracker": "accelerate"}
+_EXPORTS = {"HFMPWriterCallback": "transformers", "HFMPWriterTracker": "accelerate", "HFMPWriterLogger": "lightning"}
 
 __all__ = sorted(_EXPORTS)
 

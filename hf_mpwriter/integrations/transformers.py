@@ -88,8 +88,12 @@ class HFMPWriterCallback(TensorBoardCallback):
         self.writer_kwargs = writer_kwargs
         if logdir is not None:
             self.logging_dir = os.path.expanduser(os.fspath(logdir))
+        elif not hasattr(self, "logging_dir"):  # transformers < 5: TensorBoardCallback has no such attribute
+            self.logging_dir = None
 
-    def _init_summary_writer(self, args: Any) -> None:
+    def _init_summary_writer(self, args: Any, log_dir: str | None = None) -> None:
+        if log_dir is not None and self.logging_dir is None:  # transformers < 5 passes args.logging_dir here
+            self.logging_dir = log_dir
         if self.logging_dir is None:  # on_log before on_train_begin (e.g. evaluate() alone)
             self.logging_dir = getattr(args, "logging_dir", None) or _default_logdir(args.output_dir)
         self.tb_writer = HFSummaryWriter(self.repo_id, logdir=self.logging_dir, **self.writer_kwargs)

@@ -1,0 +1,374 @@
+"""Preemption as clusters do it: SIGTERM, a grace period, SIGKILL, and the node's disk gone.
+
+Real rank processes (tests/proc_rank.py) log without flushing (an hour's ``flush_secs``), so what
+the target holds afterwards got there through the SIGTERM path alone: the ranks' handler handing
+their records to the OS and asking for a commit, and the uploader's last commit. The logdir is
+deleted once the grace period is over; the target is read back through the real client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import _unread, read_file_events, read_line, scalar_points, wait_for
+from test_data_safety import fill, small_disk  # noqa: F401  (small_disk: a fixture, a real tmpfs)
+from upload_helpers import TOKEN, hub_env, local_target_files, materialise, uploader_pid, writer_env
+
+from hf_mpwriter.targets import HubTarget
+from hf_mpwriter.targets.bucket import BucketTarget
+
+TESTS = Path(__file__).resolve().parent
+REPO = "tester/preempted"
+BUCKET = "tester/preempted-runs"
+PREFIX = "tensorboard/logs"
+#: SLURM's, Kubernetes' and torchrun's default grace period between SIGTERM and SIGKILL.
+GRACE_S = 30.0
+
+
+def _start_rank(cfg: dict, env: dict | None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "proc_rank.py"), json.dumps(cfg)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=writer_env(env),
+    )
+
+
+def _rest_of_output(proc: subprocess.Popen) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=10)
+    return _unread(proc).decode(errors="replace") + (out or ""), err or ""
+
+
+def _logged(out: str) -> list[int]:
+    return [int(line.split()[1]) for line in out.splitlines() if line.startswith("logged ")]
+
+
+def _target(kind: str, hub, tmp_path: Path) -> tuple[dict, dict | None]:
+    """Writer settings for ``kind`` and the ranks' environment."""
+    if kind == "local":
+        return {"target_dir": str(tmp_path / "target")}, None
+    env = hub_env(hub, tmp_path, xet=kind != "repo-lfs")
+    if kind.startswith("repo"):
+        return {"repo_id": REPO}, env
+    return {"repo_id": f"hf://buckets/{BUCKET}"}, env
+
+
+def _remote(kind: str, hub, tmp_path: Path) -> dict[str, bytes]:
+    """What the target holds, read through the real client (the local target: its directory)."""
+    if kind == "local":
+        return local_target_files(tmp_path / "target", PREFIX)
+    if kind.startswith("repo"):
+        target = HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint)
+        paths = [p[len(PREFIX) + 1:] for p in target.api.list_repo_files(REPO) if p.startswith(PREFIX + "/")]
+    else:
+        target = BucketTarget(BUCKET, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint)
+        paths = [p[len(PREFIX) + 1:] for p in hub.bucket_files(BUCKET) if p.startswith(PREFIX + "/")]
+    return {rel: target.read(rel) for rel in paths}
+
+
+def _commits(kind: str, hub, tmp_path: Path) -> int:
+    if kind.startswith("repo"):
+        return hub.commit_count(REPO)
+    if kind == "bucket":
+        return hub.stats["bucket_writes"]
+    log = tmp_path / "target" / ".hf_mpwriter-commits.jsonl"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def _grace_then_kill(children: list[subprocess.Popen], pids: list[int], grace: float) -> list[int]:
+    """Wait ``grace`` seconds for our ``children`` and other ``pids`` to exit; SIGKILL those left.
+    Returns the pids killed. (Children are waited through Popen, which keeps their exit status.)"""
+    deadline = time.monotonic() + grace
+    killed = []
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(10)
+            killed.append(child.pid)
+    others = []
+    for pid in pids:
+        try:
+            others.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(others, timeout=max(0.0, deadline - time.monotonic()))
+    for proc in alive:
+        proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+    return killed + [p.pid for p in alive]
+
+
+def _steps_on_target(remote: dict[str, bytes], tmp_path: Path) -> dict[int, Counter]:
+    copy = materialise(remote, tmp_path / "remote")
+    found: dict[int, Counter] = {}
+    for rel in remote:
+        rank = int(rel.split("/")[0].split("-")[1])
+        found.setdefault(rank, Counter()).update(s for s, _ in scalar_points(read_file_events(copy / rel), "loss"))
+    return found
+
+
+def _preempt(kind: str, hub, tmp_path: Path, *, ranks: int, uploader_too: bool, extra: dict | None = None):
+    """Run ``ranks`` ranks, SIGTERM them (and the uploader), grace, SIGKILL, delete the logdir.
+
+    Returns (steps each rank printed, what the target holds per rank, uploader pid, killed pids,
+    ranks' exit codes, commits before SIGTERM, commits after)."""
+    logdir = tmp_path / "logs"
+    settings, env = _target(kind, hub, tmp_path)
+    procs = [_start_rank({"logdir": str(logdir), "rank": r, **settings, **(extra or {})}, env) for r in range(ranks)]
+    try:
+        for proc in procs:
+            read_line(proc, "started", 60)
+        uploader = wait_for(lambda: uploader_pid(logdir), 30, "the uploader")
+        for proc in procs:
+            read_line(proc, "logged 30", 60)  # each rank has logged (in memory only: nothing flushed)
+        before = _commits(kind, hub, tmp_path)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        if uploader_too:
+            os.kill(uploader, signal.SIGTERM)
+        killed = _grace_then_kill(procs, [uploader], GRACE_S)
+        outputs = [_rest_of_output(p) for p in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    shutil.rmtree(logdir)  # the node's local disk does not survive preemption
+    # read_line consumed the lines up to "logged 30": every rank logged 0..30, then what it printed after
+    logged = {r: list(range(max([30, *_logged(out)]) + 1)) for r, (out, _) in enumerate(outputs)}
+    on_target = _steps_on_target(_remote(kind, hub, tmp_path), tmp_path)
+    codes = [p.returncode for p in procs]
+    return logged, on_target, uploader, killed, codes, before, _commits(kind, hub, tmp_path), outputs
+
+
+def _assert_nothing_lost(logged: dict[int, list[int]], on_target: dict[int, Counter]) -> None:
+    for rank, steps in logged.items():
+        assert steps and steps == list(range(len(steps))), f"rank {rank} printed {steps[:5]}..."
+        have = on_target.get(rank, Counter())
+        missing = [s for s in steps if have[s] == 0]
+        assert not missing, f"rank {rank}: {len(missing)} of {len(steps)} steps logged before SIGTERM are not on the target"
+        assert all(n == 1 for n in have.values()), f"rank {rank}: duplicated records"
+        assert max(have) <= len(steps), "records nobody logged"
+
+
+@pytest.mark.parametrize("kind", ["repo", "repo-lfs", "bucket", "local"])
+def test_sigterm_to_every_process_then_sigkill_and_a_lost_disk_loses_nothing(hub, tmp_path, kind):
+    ranks = 4 if kind == "repo" else 2
+    logged, on_target, uploader, killed, codes, before, after, _ = _preempt(
+        kind, hub, tmp_path, ranks=ranks, uploader_too=True,
+    )
+    # The scenario happened: every process got SIGTERM; the ranks died of it (exit status as without
+    # us); the uploader made a commit after it (the default 5-minute interval would not have) and
+    # exited by itself within the grace period.
+    assert codes == [-signal.SIGTERM] * ranks, codes
+    assert uploader not in killed and not killed, f"SIGKILLed after the grace period: {killed}"
+    assert after > before, "no commit after SIGTERM"
+    if kind == "repo":
+        assert hub.stats["xorb_bytes_received"] > 0 and hub.stats["lfs_uploads"] == 0  # the Xet path
+    if kind == "repo-lfs":
+        assert hub.stats["lfs_uploads"] > 0 and hub.stats["xorb_bytes_received"] == 0  # the legacy LFS path
+    _assert_nothing_lost(logged, on_target)
+
+
+def test_sigterm_to_the_ranks_only_commits_at_once(hub, tmp_path):
+    logged, on_target, uploader, killed, codes, before, after, _ = _preempt(
+        "repo", hub, tmp_path, ranks=2, uploader_too=False,
+    )
+    assert codes == [-signal.SIGTERM] * 2
+    assert not killed, f"the uploader did not finish by itself within the grace period: {killed}"
+    assert after > before
+    _assert_nothing_lost(logged, on_target)
+
+
+def test_sigterm_with_the_uploader_in_a_thread_of_the_rank(tmp_path):
+    """uploader="thread": the uploader dies with its process, so the rank's handler waits for its
+    last commit (bounded by the preemption deadline) before the process ends by the signal."""
+    logged, on_target, _, killed, codes, _, after, _ = _preempt(
+        "local", None, tmp_path, ranks=1, uploader_too=False, extra={"uploader": "thread"},
+    )
+    assert codes == [-signal.SIGTERM] and not killed
+    assert after >= 1
+    _assert_nothing_lost(logged, on_target)
+
+
+def test_a_users_sigterm_handler_is_chained_and_the_process_goes_on(tmp_path):
+    """torchrun, Accelerate, Lightning or the user may have their own handler: it still runs, and the
+    process lives on as it decided; our handler only adds the flush and the commit request."""
+    logdir = tmp_path / "logs"
+    for mode in ("record", "ignore"):
+        target = tmp_path / f"target-{mode}"
+        proc = _start_rank({"logdir": str(logdir / mode), "rank": 0, "target_dir": str(target),
+                            "user_handler": mode, "steps": 10**9}, None)
+        try:
+            read_line(proc, "logged 20", 60)
+            proc.send_signal(signal.SIGTERM)
+            if mode == "record":
+                assert read_line(proc, "user handler", 30) == f"user handler {int(signal.SIGTERM)}"
+            last = int(read_line(proc, "logged", 30).split()[1])
+            read_line(proc, f"logged {last + 20}", 30)  # still alive and logging after the signal
+            # ...and what it logged before the signal is on disk although nothing else flushed it.
+            files = sorted((logdir / mode).rglob("*tfevents*"))
+            steps = sorted(s for f in files for s, _ in scalar_points(read_file_events(f), "loss"))
+            assert steps[:last] == list(range(last)), (mode, steps[:10], last)
+        finally:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def test_the_opt_out_leaves_sigterm_alone(tmp_path):
+    """With HF_MPWRITER_HANDLE_SIGTERM=0 the default action ends the rank at once: what it held in
+    memory is lost. (This is also the proof that the tests above depend on the handler.)"""
+    proc = _start_rank({"logdir": str(tmp_path / "logs"), "rank": 0, "target_dir": str(tmp_path / "target")},
+                       {"HF_MPWRITER_HANDLE_SIGTERM": "0"})
+    try:
+        read_line(proc, "logged 20", 60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    files = sorted((tmp_path / "logs").rglob("*tfevents*"))
+    steps = [s for f in files for s, _ in scalar_points(read_file_events(f), "loss")]
+    assert steps == [], "records reached the disk without a flush: the other tests would prove nothing"
+
+
+def test_full_disk_while_logging_like_the_trainer_crashes_no_rank(tmp_path, small_disk):  # noqa: F811
+    """flush() after every log (transformers' TensorBoardCallback) on a disk that fills: no rank dies,
+    and every record accepted reaches the target once space returns."""
+    logdir = small_disk / "logs"
+    cfg = {"logdir": str(logdir), "target_dir": str(tmp_path / "target"), "trainer_flush": True, "flush_secs": 0.2,
+           "commit_every_min": 1 / 60, "steps": 400, "sleep": 0.005}
+    procs = [_start_rank({**cfg, "rank": r}, None) for r in range(2)]
+    try:
+        for proc in procs:
+            read_line(proc, "logged 50", 60)
+        filler = fill(small_disk)
+        for proc in procs:
+            read_line(proc, "logged 250", 60)  # logging (and flushing) goes on on the full disk
+        filler.unlink()
+        outs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, f"a rank crashed ({proc.returncode}): {err[-2000:]}"
+            outs.append((_unread(proc).decode() + out, err))
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert any("cannot write event file" in err for _, err in outs), "the disk never refused a write"
+    for out, _ in outs:
+        assert "closed 0" in out, out[-300:]  # nothing left unwritten at close
+    remote = local_target_files(tmp_path / "target", PREFIX)
+    on_target = _steps_on_target(remote, tmp_path)
+    for rank in range(2):
+        assert sorted(on_target[rank]) == list(range(400)) and set(on_target[rank].values()) == {1}
+
+
+def test_uploader_second_signal_exits_at_once_and_says_what_is_left(hub, tmp_path):
+    """A second SIGTERM while the last commit hangs (the Hub answers nothing): the uploader exits at
+    once, logs how many bytes are left and the command that sends them; they stay queued."""
+    logdir = tmp_path / "logs"
+    settings, env = _target("repo", hub, tmp_path)
+    proc = _start_rank({"logdir": str(logdir), "rank": 0, **settings, "flush_secs": 0.2}, env)
+    try:
+        read_line(proc, "logged 50", 60)
+        uploader = wait_for(lambda: uploader_pid(logdir), 30, "the uploader")
+        wait_for(lambda: hub.commit_count(REPO) >= 1, 30, "a first commit")
+        hung = hub.inject("latency", route="any", times=None, seconds=120)
+        proc.send_signal(signal.SIGTERM)
+        os.kill(uploader, signal.SIGTERM)
+        log = logdir / ".hf_mpwriter" / "uploader.log"
+        wait_for(lambda: "termination signal" in log.read_text(), 30, "the uploader to start its last commit")
+        wait_for(lambda: hung.hits > 0, 30, "the last commit to hang in the Hub")
+        started = time.monotonic()
+        os.kill(uploader, signal.SIGTERM)
+        gone = _grace_then_kill([], [uploader], 10.0)
+        assert not gone, "the second signal did not end the uploader"
+        assert time.monotonic() - started < 10.0
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+        hub.clear_faults()
+    text = log.read_text()
+    assert "second termination signal" in text
+    assert "bytes are not committed" in text and f"hf-mpwriter sync {logdir}" in text, text[-2000:]
+
+
+def test_a_sync_that_gives_up_takes_its_handover_request_back(hub, tmp_path):
+    """`sync --timeout` during a network black hole gives up; the uploader it asked to hand over is
+    stuck in a call meanwhile. Once the call returns, that uploader must not honour the stale request
+    (the writers are gone by then: nobody would send their logs): it carries on and lands everything,
+    without anyone running `sync` again."""
+    logdir = tmp_path / "logs"
+    settings, env = _target("repo", hub, tmp_path)
+    proc = _start_rank({"logdir": str(logdir), "rank": 0, **settings, "flush_secs": 0.2, "commit_every_min": 1 / 60,
+                        "steps": 300, "close_timeout": 1}, env)
+    try:
+        read_line(proc, "logged 20", 60)
+        uploader = wait_for(lambda: uploader_pid(logdir), 30, "the uploader")
+        wait_for(lambda: hub.commit_count(REPO) >= 1, 30, "a first commit")
+        hung = hub.inject("latency", route="any", times=None, seconds=10)
+        wait_for(lambda: hung.hits > 0, 30, "the uploader to be stuck in a call")
+        sync = subprocess.run(
+            [sys.executable, "-m", "hf_mpwriter", "sync", str(logdir), "--quiet", "--timeout", "2"],
+            env=writer_env({**env, "HF_TOKEN": TOKEN}), capture_output=True, text=True, timeout=60,
+        )
+        assert sync.returncode == 1, sync.stderr  # it gave up...
+        assert not (logdir / ".hf_mpwriter" / "handover").exists()  # ...and took its request back
+        hub.clear_faults()
+        read_line(proc, "closed", 60)  # the writer closes (close_timeout 1 s) and exits: nobody waits
+        assert proc.wait(30) == 0
+        assert uploader_pid(logdir) == uploader  # the stuck uploader is still the one, still running
+        wait_for(lambda: not psutil.pid_exists(uploader) or psutil.Process(uploader).status() == psutil.STATUS_ZOMBIE,
+                 90, "the uploader to finish the job and exit")
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+        hub.clear_faults()
+    log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
+    assert "handing over" not in log and "everything is committed" in log, log[-2000:]
+    on_target = _steps_on_target(_remote("repo", hub, tmp_path), tmp_path)
+    assert sorted(on_target[0]) == list(range(300)) and set(on_target[0].values()) == {1}
+
+
+def test_a_framework_that_wraps_our_handler_keeps_control(tmp_path):
+    """Lightning installs its SIGTERM handler after ours and calls the one it found from its own
+    (training then stops gracefully, logger finalized). Called that way, our handler flushes and asks
+    for a commit, but must not end the process by the default action: the framework decides."""
+    from helpers import spawn
+
+    proc = spawn(f"""
+import signal, time
+from hf_mpwriter import SummaryWriter
+w = SummaryWriter({str(tmp_path / "logs")!r}, flush_secs=3600, max_queue=10**6)
+for step in range(50):
+    w.add_scalar("loss", float(step), step)
+found = signal.getsignal(signal.SIGTERM)
+received = []
+def framework(signum, frame):  # what lightning's _HandlersCompose does with the handler it found
+    received.append(signum)
+    found(signum, frame)
+signal.signal(signal.SIGTERM, framework)
+print("ready", flush=True)
+while not received:
+    time.sleep(0.01)
+print("graceful stop", flush=True)
+w.close()
+""")
+    try:
+        read_line(proc, "ready", 60)
+        proc.send_signal(signal.SIGTERM)
+        assert read_line(proc, "graceful stop", 30) == "graceful stop"
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    steps = [s for f in (tmp_path / "logs").rglob("*tfevents*") for s, _ in scalar_points(read_file_events(f), "loss")]
+    assert sorted(steps) == list(range(50))

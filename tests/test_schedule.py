@@ -1,0 +1,262 @@
+"""The uploader's timing rules (hf_mpwriter.schedule) with a fake clock: every pacing, trigger,
+termination and backoff rule, in milliseconds, without a process or a sleep."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hf_mpwriter.config import UploadConfig
+from hf_mpwriter.schedule import (
+    FINAL_GAP_S,
+    LOCAL_RETRY_S,
+    MAX_BACKOFF_S,
+    NEEDS_USER_BACKOFF_S,
+    POLL_S,
+    SETTLE_S,
+    TERM_GAP_S,
+    UNEXPECTED_ERROR_PAUSE_S,
+    Action,
+    Pacing,
+    Schedule,
+    backoff,
+    until_turn,
+)
+
+HUB_SPACING = 3600 / 128
+
+
+def pacing(**overrides) -> Pacing:
+    values = dict(interval=300.0, phase=None, trigger_gap=HUB_SPACING, final_gap=HUB_SPACING,
+                  drain_timeout=600.0, preemption_deadline=20.0)
+    values.update(overrides)
+    return Pacing(**values)
+
+
+class Clock:
+    """Drives a schedule the way the loop does: ask, and if a cycle is due, run it (instantly)."""
+
+    def __init__(self, schedule: Schedule, now: float = 1000.0, wall: float = 1_700_000_000.0) -> None:
+        self.schedule, self.now, self.wall = schedule, now, wall
+        self.cycles: list[tuple[float, str]] = []
+
+    def run_until(self, end: float, *, drained=lambda c: False, retry_due=lambda c: False, step: float = POLL_S):
+        """As the loop: sleep what the schedule says, but look again at least every ``step``."""
+        while self.now < end:
+            decision = self.schedule.decide(self.now, drained=drained(self), retry_due=retry_due(self))
+            if decision.action is Action.EXIT:
+                return decision
+            if decision.action is Action.CYCLE:
+                self.cycles.append((self.now, decision.reason))
+                self.schedule.cycled(self.now, self.wall, decision.reason)
+                continue
+            assert decision.wait > 0, decision
+            wait = min(decision.wait, step)
+            self.now += wait
+            self.wall += wait
+        return None
+
+
+def test_a_single_node_commits_a_backlog_at_once_then_every_interval():
+    clock = Clock(Schedule(pacing(), 1000.0, 1_700_000_000.0))
+    clock.schedule.writers(1000.0, alive=True)
+    clock.run_until(1000.0 + 3 * 300.0 + 1)
+    times = [t - 1000.0 for t, _ in clock.cycles]
+    assert times == pytest.approx([0.0, 300.0, 600.0, 900.0], abs=1e-6)  # no drift
+    assert {reason for _, reason in clock.cycles} == {"interval"}
+
+
+def test_nodes_take_their_own_slot_of_the_shared_wall_clock():
+    for node in range(4):
+        config = UploadConfig(kind="hub", prefix="tb", commit_every=60.0, nodes=4, node_rank=node)
+        interval, phase = config.pacing(HUB_SPACING)
+        assert interval == 4 * HUB_SPACING and phase == interval * node / 4
+        wall = 1_700_000_123.0
+        clock = Clock(Schedule(pacing(interval=interval, phase=phase), 50.0, wall), now=50.0, wall=wall)
+        clock.schedule.writers(50.0, alive=True)
+        clock.run_until(50.0 + 3 * interval)
+        assert len(clock.cycles) >= 2
+        for t, _ in clock.cycles:  # every commit on this node's slot of the wall clock
+            at_wall = wall + (t - 50.0)
+            offset = (at_wall - phase) % interval
+            assert min(offset, interval - offset) < 0.06
+        gaps = [b - a for (a, _), (b, _) in zip(clock.cycles, clock.cycles[1:])]
+        assert min(gaps) >= interval / 2  # never more often than once per interval (a turn skipped at worst)
+
+
+def test_a_single_node_honours_an_explicit_interval_below_the_hub_spacing():
+    assert UploadConfig(kind="hub", prefix="tb", commit_every=1.5).pacing(HUB_SPACING) == (1.5, 0.0)
+
+
+def test_until_turn_lands_on_the_slot_and_waits_at_least_after():
+    assert until_turn(100.0, 30.0, wall=1010.0) == pytest.approx(20.0)
+    assert until_turn(100.0, 30.0, wall=1010.0, after=50.0) == pytest.approx(120.0)
+    assert until_turn(0.0, 0.0, wall=5.0) == 0.0
+
+
+def test_a_trigger_settles_then_respects_the_target_spacing():
+    schedule = Schedule(pacing(), 0.0, 0.0)
+    clock = Clock(schedule, now=0.0)
+    schedule.writers(0.0, alive=True)
+    clock.run_until(1.0)  # the first (backlog) cycle at 0
+    assert [r for _, r in clock.cycles] == ["interval"]
+    schedule.trigger(clock.now)
+    clock.run_until(HUB_SPACING + 1)
+    when, reason = clock.cycles[1]
+    assert reason == "a writer asked for a commit" and when == pytest.approx(HUB_SPACING, abs=0.06)
+    # later, with the spacing long past: it waits only for the others' last records
+    clock.now = 200.0
+    schedule.trigger(200.0)
+    clock.run_until(201.0)
+    assert clock.cycles[2][0] == pytest.approx(200.0 + SETTLE_S, abs=0.06)
+    decision = schedule.decide(clock.now, drained=False, retry_due=False)
+    assert decision.action is Action.WAIT and decision.wait == pytest.approx(300.0 - clock.now)  # the next interval
+
+
+def test_a_trigger_skips_the_backoff_but_the_interval_does_not():
+    schedule = Schedule(pacing(), 0.0, 0.0)
+    schedule.writers(0.0, alive=True)
+    assert schedule.decide(0.0, drained=False, retry_due=False).urgent is False
+    schedule.cycled(0.0, 0.0, "interval")
+    schedule.trigger(100.0)
+    decision = schedule.decide(100.0 + SETTLE_S, drained=False, retry_due=False)
+    assert decision.action is Action.CYCLE and decision.urgent
+
+
+def test_the_last_writer_gone_commits_at_once_whatever_the_spacing():
+    schedule = Schedule(pacing(), 0.0, 0.0)
+    clock = Clock(schedule, now=0.0)
+    schedule.writers(0.0, alive=True)
+    clock.run_until(0.1)
+    schedule.trigger(5.0)  # a rank closed 5 s after the last commit: the spacing would hold it ~23 s
+    clock.now = 5.0
+    assert schedule.decide(5.0 + SETTLE_S, drained=False, retry_due=False).action is Action.WAIT
+    schedule.writers(5.2, alive=False)  # ...but it was the last one
+    decision = schedule.decide(5.2, drained=False, retry_due=False)
+    assert decision.action is Action.CYCLE and decision.urgent and decision.reason == "the last writer is gone"
+    schedule.cycled(5.3, 5.3, decision.reason)
+    # then drain attempts are spaced as the target wants
+    clock.now = 5.3
+    clock.run_until(5.3 + HUB_SPACING + 0.2)
+    assert clock.cycles[-1][1] == "draining: every writer is gone"
+    assert clock.cycles[-1][0] == pytest.approx(5.3 + max(HUB_SPACING, FINAL_GAP_S), abs=0.06)
+
+
+def test_writers_gone_exit_when_drained_or_after_drain_timeout():
+    schedule = Schedule(pacing(drain_timeout=60.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=False)
+    done = schedule.decide(1.0, drained=True, retry_due=False)
+    assert done.action is Action.EXIT and done.code == 0
+    clock = Clock(schedule, now=1.0)
+    end = clock.run_until(1000.0, step=1.0)
+    assert end is not None and end.code == 1 and 60.0 < clock.now <= 62.0
+    # a writer coming back resets it all
+    schedule = Schedule(pacing(drain_timeout=60.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=False)
+    schedule.writers(59.0, alive=True)
+    schedule.writers(61.0, alive=False)
+    assert schedule.decide(62.0, drained=False, retry_due=False).action is Action.CYCLE
+
+
+def test_watch_mode_never_exits_for_lack_of_writers():
+    schedule = Schedule(pacing(watch=True, drain_timeout=1.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=False)
+    clock = Clock(schedule, now=0.0)
+    assert clock.run_until(700.0, drained=lambda c: True, step=1.0) is None
+    assert [r for _, r in clock.cycles] == ["interval", "interval", "interval"]
+
+
+def test_sigterm_commits_after_settling_whatever_the_interval_and_spacing():
+    schedule = Schedule(pacing(), 0.0, 0.0)
+    clock = Clock(schedule, now=0.0)
+    schedule.writers(0.0, alive=True)
+    clock.run_until(40.0)  # one cycle at 0; the next regular one would be at 300
+    schedule.trigger(39.0)  # and a trigger still held by the spacing
+    schedule.terminate(40.0)
+    decision = schedule.decide(40.0, drained=False, retry_due=False)
+    assert decision.action is Action.WAIT and 0 < decision.wait <= SETTLE_S
+    decision = schedule.decide(40.0 + SETTLE_S, drained=False, retry_due=False)
+    assert decision.action is Action.CYCLE and decision.urgent
+    schedule.cycled(41.0, 41.0, decision.reason)
+    # the ranks flushed more after the snapshot: again, TERM_GAP_S later, not a spacing later
+    assert schedule.decide(41.5, drained=False, retry_due=False).action is Action.WAIT
+    assert schedule.decide(41.0 + TERM_GAP_S, drained=False, retry_due=False).action is Action.CYCLE
+    schedule.cycled(42.0, 42.0, "x")
+    # everything committed, but a rank still runs its handler: wait for it, do not exit yet
+    assert schedule.decide(42.5, drained=True, retry_due=False).action is Action.WAIT
+    schedule.writers(43.0, alive=False)
+    end = schedule.decide(43.0, drained=True, retry_due=False)
+    assert end.action is Action.EXIT and end.code == 0
+
+
+def test_sigterm_deadline_ends_it_with_the_backlog_counted():
+    schedule = Schedule(pacing(preemption_deadline=20.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=False)
+    schedule.terminate(100.0)
+    assert schedule.deadline() == 120.0
+    clock = Clock(schedule, now=100.0)
+    end = clock.run_until(200.0)  # the target refuses everything: never drained
+    assert end is not None and end.code == 1 and 120.0 <= clock.now < 120.1
+    times = [t for t, _ in clock.cycles]
+    assert times[0] == pytest.approx(100.0 + SETTLE_S, abs=0.06)
+    assert all(b - a >= TERM_GAP_S - 1e-9 for a, b in zip(times, times[1:]))
+    assert len(times) >= 15  # retried all along, not after a backoff
+
+
+def test_a_second_signal_exits_at_once():
+    schedule = Schedule(pacing(), 0.0, 0.0)
+    schedule.writers(0.0, alive=True)
+    schedule.terminate(10.0)
+    schedule.terminate(10.2)
+    assert schedule.deadline() == -math.inf
+    end = schedule.decide(10.2, drained=False, retry_due=False)
+    assert end.action is Action.EXIT and end.code == 1
+    assert schedule.decide(10.2, drained=True, retry_due=False).code == 0
+
+
+def test_retries_after_a_backoff_and_after_local_errors():
+    schedule = Schedule(pacing(), 0.0, 0.0)
+    schedule.writers(0.0, alive=True)
+    schedule.cycled(0.0, 0.0, "interval")
+    assert schedule.decide(10.0, drained=False, retry_due=False).action is Action.WAIT
+    assert schedule.decide(10.0, drained=False, retry_due=True).reason == "a failed job's backoff ran out"
+    schedule.failed(20.0, local=True)
+    assert schedule.decide(20.0 + LOCAL_RETRY_S - 0.01, drained=False, retry_due=False).action is Action.WAIT
+    assert schedule.decide(20.0 + LOCAL_RETRY_S, drained=False, retry_due=False).reason == "retry after a local error"
+    schedule.cycled(22.0, 22.0, "retry")
+    assert schedule.decide(23.0, drained=False, retry_due=False).action is Action.WAIT
+
+
+def test_an_unexpected_error_pauses_even_a_due_interval():
+    schedule = Schedule(pacing(interval=1.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=True)
+    schedule.failed(0.0, local=False)
+    assert schedule.decide(UNEXPECTED_ERROR_PAUSE_S - 0.1, drained=False, retry_due=True).action is Action.WAIT
+    assert schedule.decide(UNEXPECTED_ERROR_PAUSE_S, drained=False, retry_due=False).action is Action.CYCLE
+
+
+@pytest.mark.parametrize("attempts", range(1, 15))
+def test_backoff_grows_with_jitter_and_is_capped(attempts):
+    low, high = backoff(attempts, True, None, rand=0.0), backoff(attempts, True, None, rand=0.999999)
+    base = min(MAX_BACKOFF_S, 2.0 ** (attempts - 1))
+    assert low == pytest.approx(base * 0.5) and high == pytest.approx(base * 1.5, rel=1e-5)
+    assert backoff(attempts, False, None, rand=0.0) >= NEEDS_USER_BACKOFF_S  # needs the user: no hammering
+    assert backoff(attempts, True, 600.0, rand=0.0) == 600.0  # Retry-After wins
+
+
+def test_preemption_deadline_setting_is_checked_where_it_enters(monkeypatch):
+    from hf_mpwriter.config import check_preemption_deadline
+    from hf_mpwriter.errors import ConfigurationError
+
+    monkeypatch.delenv("HF_MPWRITER_PREEMPTION_DEADLINE", raising=False)
+    assert check_preemption_deadline(None) == 20.0
+    assert check_preemption_deadline(8) == 8.0
+    monkeypatch.setenv("HF_MPWRITER_PREEMPTION_DEADLINE", "45")
+    assert check_preemption_deadline(None) == 45.0
+    for bad in (0, -1, math.inf, "20", True):
+        with pytest.raises(ConfigurationError, match="preemption_deadline must be a positive number"):
+            check_preemption_deadline(bad)
+    monkeypatch.setenv("HF_MPWRITER_PREEMPTION_DEADLINE", "soon")
+    with pytest.raises(ConfigurationError, match="HF_MPWRITER_PREEMPTION_DEADLINE must be"):
+        check_preemption_deadline(None)
