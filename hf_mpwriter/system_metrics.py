@@ -45,6 +45,7 @@ import math
 import os
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -53,7 +54,6 @@ from typing import Any
 
 import psutil
 
-from .encoding import scalar_event
 from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,42 @@ def period_seconds(value: object) -> float:
     raise ConfigurationError(
         f"system_metrics must be True, False or a period in seconds (at least {MIN_PERIOD_S:g}), got {value!r}"
     )
+
+
+# -- events, encoded here: tensorboardX (and so :mod:`hf_mpwriter.encoding`) imports torch, which the
+# uploader must not load (~200 MiB of memory, ~1 s of CPU) to write a few numbers every 10 s. The tests
+# check the bytes are tensorboardX's.
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _event(wall_time: float, step: int, summary: bytes) -> bytes:
+    """``Event(wall_time, step, summary)`` serialized (fields 1, 2, 5)."""
+    return b"\x09" + struct.pack("<d", wall_time) + (b"\x10" + _varint(step) if step else b"") + _field(5, summary)
+
+
+def scalar_event(tag: str, value: float, step: int, wall_time: float) -> bytes:
+    """``Event(..., summary=Summary(value=[Value(tag=tag, simple_value=value)]))`` serialized."""
+    return _event(wall_time, step, _field(1, _field(1, tag.encode()) + b"\x15" + struct.pack("<f", value)))
+
+
+def text_event(tag: str, text: str, step: int, wall_time: float) -> bytes:
+    """The event of ``tensorboardX.summary.text(tag, text)`` (a ``<tag>/text_summary`` string tensor
+    for TensorBoard's text plugin) serialized."""
+    metadata = _field(1, _field(1, b"text"))  # SummaryMetadata.plugin_data.plugin_name
+    tensor = b"\x08\x07" + _field(2, _field(2, b"\x08\x01")) + _field(8, text.encode())  # DT_STRING, shape [1]
+    value = _field(1, f"{tag}/text_summary".encode()) + _field(8, tensor) + _field(9, metadata)
+    return _event(wall_time, step, _field(1, value))
 
 
 def host_run_name(host: str | None = None) -> str:
@@ -229,8 +265,10 @@ class SystemMetrics:
         self._failed: set[str] = set()
         self.samples = 0
         self._step = 0
-        #: CPU seconds the sampling thread has used (what sampling costs the uploader).
+        #: CPU seconds the sampling thread has used (what sampling costs the uploader) ...
         self.cpu_seconds = 0.0
+        #: ... of which the first reading and the first written sample (imports, opening the run's file).
+        self.first_cpu_seconds = 0.0
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -245,8 +283,10 @@ class SystemMetrics:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-            logger.info("system metrics: %d samples, %.1f ms of CPU in all (%.2f ms per sample)", self.samples,
-                        self.cpu_seconds * 1e3, self.cpu_seconds * 1e3 / max(1, self.samples))
+            later = self.cpu_seconds - self.first_cpu_seconds
+            logger.info("system metrics: %d samples, %.1f ms of CPU in all (%.1f ms for the first: imports, the "
+                        "run's file; then %.2f ms per sample)", self.samples, self.cpu_seconds * 1e3,
+                        self.first_cpu_seconds * 1e3, later * 1e3 / max(1, self.samples - 2))
         try:
             if self._writer is not None:
                 self._writer.close(retry_secs=0)
@@ -274,6 +314,8 @@ class SystemMetrics:
                     self._failed.add("loop")
                     logger.exception("system metrics of %s: a sample failed; continuing", self.run_dir)
             self.cpu_seconds += time.thread_time() - started
+            if not self.first_cpu_seconds and self._writer is not None:
+                self.first_cpu_seconds = self.cpu_seconds
             wait = self.period
 
     # -- readings ----------------------------------------------------------------------------
@@ -350,9 +392,6 @@ class SystemMetrics:
         writer.flush()  # one write per sample; never raises (a full disk keeps the records in memory)
 
     def _open(self) -> Any:
-        from tensorboardX.proto.event_pb2 import Event
-        from tensorboardX.summary import text
-
         from .event_file import EventFileWriter
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -363,8 +402,7 @@ class SystemMetrics:
                 f"period: {self.period:g} s"]
         if self._gpu_on:
             info.append("GPUs: " + ", ".join(f"{i}: {name}" for i, name in enumerate(self._gpu.names())))
-        self._writer.add_event(Event(wall_time=time.time(), step=int(time.time()),
-                                     summary=text("system/info", "  \n".join(info))))
+        self._writer.add_serialized(text_event("system/info", "  \n".join(info), int(time.time()), time.time()))
         logger.info("system metrics of %s every %g s into %s", socket.gethostname(), self.period, self.run_dir)
         return self._writer
 
