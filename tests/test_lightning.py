@@ -208,3 +208,31 @@ def test_pickled_without_its_writer(tmp_path, no_job):
     clone = pickle.loads(pickle.dumps(logger))
     assert clone._experiment is None and clone.version == logger.version == 0
     logger.finalize("success")
+
+
+def test_the_older_pytorch_lightning_trainer_takes_it_too(tmp_path, no_job):
+    pl = pytest.importorskip("pytorch_lightning", reason="the older package is not installed")
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Model(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    logger = HFMPWriterLogger(tmp_path / "logs", target_dir=tmp_path / "target", commit_every=10, uploader="thread")
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=4, log_every_n_steps=1, logger=logger,
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    trainer.fit(Model(), DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4))
+    logdir = tmp_path / "logs" / "lightning_logs" / "version_0"
+    copy = remote_copy(logdir, tmp_path / "target", "tensorboard/lightning_logs/version_0", tmp_path / "remote")
+    assert [s for s, _ in scalars(copy, "loss")] == [0, 1, 2, 3]

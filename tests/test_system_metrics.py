@@ -288,3 +288,33 @@ def test_real_nvml_without_a_driver_leaves_gpus_out(tmp_path):
     wait_for(lambda: sampler.samples >= 2, 10, "2 samples")
     sampler.stop()
     assert set(accumulator(sampler.run_dir).Tags()["scalars"]) == SERIES
+
+
+def test_events_are_tensorboardx_bytes_and_sampling_loads_no_torch(tmp_path):
+    """The sampler encodes its events itself: byte for byte what tensorboardX writes, without
+    importing tensorboardX, which imports torch (~200 MiB and ~1 s in every node's uploader)."""
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.summary import scalar, text
+
+    from hf_mpwriter.event_file import file_version_event
+    from hf_mpwriter.system_metrics import scalar_event, text_event
+
+    now = time.time()
+    assert scalar_event("gpu/0/temperature_C", 61.5, 1795360000, now) == \
+        Event(wall_time=now, step=1795360000, summary=scalar("gpu/0/temperature_C", 61.5)).SerializeToString()
+    assert text_event("system/info", "host: n  \nCPUs: 2 ü", 7, now) == \
+        Event(wall_time=now, step=7, summary=text("system/info", "host: n  \nCPUs: 2 ü")).SerializeToString()
+    assert file_version_event(now) == Event(wall_time=now, file_version="brain.Event:2").SerializeToString()
+    code = f"""
+        import sys, time
+        import hf_mpwriter.uploader
+        from hf_mpwriter.system_metrics import SystemMetrics
+        sampler = SystemMetrics({str(tmp_path)!r}, period=0.05)
+        sampler.start()
+        while sampler.samples < 3:
+            time.sleep(0.01)
+        sampler.stop()
+        print(sorted(m for m in ("torch", "tensorboardX") if m in sys.modules))
+    """
+    assert run(code, torch=True, timeout=60).strip().splitlines()[-1] == "[]"  # torch is installed: not loaded
+    assert len(accumulator(next((tmp_path / "system").iterdir())).Scalars("memory/percent")) >= 2
