@@ -48,7 +48,7 @@ def test_upload_and_download_through_xet(server: HubServer, tmp_path: Path) -> N
         api.create_repo("ns/xet")
         out["oid"] = api.upload_file(path_or_fileobj=os.path.join(W, "events.out.tfevents.1"),
                                      path_in_repo="tb/events.out.tfevents.1", repo_id="ns/xet").oid
-        out["tree"] = [{"path": f.path, "xet_hash": getattr(f, "xet_hash", None),
+        out["tree"] = [{"path": f.path, "xet_hash": getattr(f, "xet_hash", "(0.x: no such field)"),
                         "sha256": f.lfs.sha256 if getattr(f, "lfs", None) else None}
                        for f in api.list_repo_tree("ns/xet", recursive=True) if f.path.startswith("tb/")]
         path = hf_hub_download("ns/xet", "tb/events.out.tfevents.1")
@@ -63,7 +63,11 @@ def test_upload_and_download_through_xet(server: HubServer, tmp_path: Path) -> N
     assert server.read_file("ns/xet", "tb/events.out.tfevents.1") == data
     assert server.file_storage("ns/xet", "tb/events.out.tfevents.1") == "xet"
     [entry] = res["tree"]
-    assert entry["sha256"] == hashlib.sha256(data).hexdigest() and len(entry["xet_hash"]) == 64
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    if entry["xet_hash"] == "(0.x: no such field)":  # huggingface_hub 0.x's RepoFile ignores the tree's xetHash
+        [raw] = [f for f in json.loads(http(server, "GET", "/api/models/ns/xet/tree/main/tb")[2]) if f["type"] == "file"]
+        entry["xet_hash"] = raw["xetHash"]
+    assert len(entry["xet_hash"]) == 64
     stats = server.stats
     assert stats["lfs_uploads"] == 0 and stats["xet_files"] == 1 and stats["shards_received"] == 1
     assert len(data) * 0.5 < stats["xorb_bytes_received"] < len(data)  # the repeated tail compresses
@@ -233,6 +237,23 @@ def test_cas_wire_formats_and_checks(server: HubServer) -> None:
 
 def _xorb_of(server: HubServer, xorb: str) -> tuple[Any, tuple[str, ...], float]:
     return server._cas.xorbs[xorb], server._cas.xorb_chunk_hashes[xorb], 0.0
+
+
+def test_lfs_batch_chooses_xet_only_when_offered(server: HubServer) -> None:
+    # huggingface_hub 0.36 offers "xet" in the LFS batch call and uses Xet only if the answer chooses it.
+    server.create_repo("ns/nego")
+    oid, size = hashlib.sha256(b"x" * 10).hexdigest(), 10
+
+    def batch(transfers: list[str]) -> dict[str, Any]:
+        body = {"operation": "upload", "transfers": transfers, "objects": [{"oid": oid, "size": size}], "hash_algo": "sha256"}
+        status, _, raw = http(server, "POST", "/ns/nego.git/info/lfs/objects/batch", json.dumps(body).encode())
+        assert status == 200, raw
+        return json.loads(raw)
+
+    offered = batch(["basic", "multipart", "xet"])
+    assert offered["transfer"] == "xet" and offered["objects"] == [{"oid": oid, "size": size}]  # no LFS actions
+    legacy = batch(["basic", "multipart"])
+    assert legacy["transfer"] == "basic" and "upload" in legacy["objects"][0]["actions"]
 
 
 def test_env_without_xet_uses_legacy_lfs(server: HubServer, tmp_path: Path) -> None:

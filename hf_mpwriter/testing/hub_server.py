@@ -8,7 +8,8 @@ stores everything for real (in memory) and can inject faults on demand. One modu
 
 * :mod:`.repos` — git repositories: create, info, preupload, commit (NDJSON, ``parentCommit`` -> 412),
   tree, paths-info, resolve/download, branches, super-squash;
-* :mod:`.lfs` — the legacy git-LFS upload path (clients with ``HF_HUB_DISABLE_XET=1``);
+* :mod:`.lfs` — the legacy git-LFS upload path (clients with ``HF_HUB_DISABLE_XET=1``), and the
+  LFS batch call where huggingface_hub 0.36 negotiates Xet (``"transfer": "xet"``);
 * :mod:`.xet` — Xet: token endpoints and a CAS (xorbs, shards, reconstructions, dedup). ``hf_xet``
   is a required dependency of huggingface_hub, which then uploads every "lfs" file through Xet;
 * :mod:`.buckets` — Storage Buckets (per-file, no history);

@@ -1,11 +1,16 @@
 """Legacy git-LFS routes of the test Hub: the batch API, the upload PUT and the verify call.
 
-Used by clients that run with ``HF_HUB_DISABLE_XET=1`` (or without ``hf_xet``):
-``POST /{id}.git/info/lfs/objects/batch`` (models have no type prefix) answers each object with an
-``upload`` action whose ``href`` is an unguessable ``/__lfs__/{id}`` URL on this server (the PUT of
-raw bytes needs no token, like a presigned URL) and a ``verify`` action. The PUT body must match the
-announced size and sha256; the object then belongs to the repository and a commit may name it in an
-``lfsFile`` operation.
+``POST /{id}.git/info/lfs/objects/batch`` (models have no type prefix) is also where some clients
+*negotiate* Xet: the request's ``transfers`` lists what the client can do, the answer's ``transfer``
+is the server's choice. huggingface_hub 0.36 offers ``["basic", "multipart", "xet"]`` when
+``hf_xet`` is usable and uploads through Xet only if the answer says ``"transfer": "xet"`` (like the
+Hub for a Xet-enabled repository, which every repository here is); 0.34 asks ``repo_info(expand=
+"xetEnabled")`` instead, and 1.x and later use Xet without asking. Clients that do not offer ``xet``
+(``HF_HUB_DISABLE_XET=1``, no ``hf_xet``, file objects) get ``"basic"``: each object an ``upload``
+action whose ``href`` is an unguessable ``/__lfs__/{id}`` URL on this server (the PUT of raw bytes
+needs no token, like a presigned URL) and a ``verify`` action. The PUT body must match the announced
+size and sha256; the object then belongs to the repository and a commit may name it in an
+``lfsFile`` operation. With ``xet`` chosen, objects carry no actions: the content goes to the CAS.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ class LfsRoutes(HubState):
         objects = payload.get("objects")
         if not isinstance(objects, list):
             raise HubError(400, "Missing 'objects'")
+        transfers = payload.get("transfers") or ["basic"]
+        xet = isinstance(transfers, list) and "xet" in transfers
         out = []
         with self._lock:
             repo = self._repo_by(route.repo_type, route.repo_id)
@@ -36,8 +43,8 @@ class LfsRoutes(HubState):
                 oid, size = obj.get("oid"), obj.get("size")
                 if not isinstance(oid, str) or not isinstance(size, int):
                     raise HubError(400, "Each object needs 'oid' and 'size'")
-                if oid in repo.lfs_objects:
-                    out.append({"oid": oid, "size": size})  # no actions: already stored
+                if xet or oid in repo.lfs_objects:
+                    out.append({"oid": oid, "size": size})  # no actions: through Xet, or already stored
                     continue
                 upload_id = secrets.token_urlsafe(16)
                 self._uploads[upload_id] = (key, oid, size)
@@ -53,7 +60,7 @@ class LfsRoutes(HubState):
                     }
                 )
         return json_response(
-            {"transfer": "basic", "objects": out, "hash_algo": "sha256"},
+            {"transfer": "xet" if xet else "basic", "objects": out, "hash_algo": "sha256"},
             headers={"Content-Type": "application/vnd.git-lfs+json"},
         )
 
