@@ -120,15 +120,15 @@ def _take_over(logdir: Path, quiet: bool) -> bool:
     """Make a running uploader give way: ``sync`` runs with the settings and token it was given now
     (a fixed token, a new target), not with those the running one started with. Returns whether
     one was running (``sync`` restarts one if it gives up: see :func:`_give_back`)."""
-    from . import election
+    from . import election, mailbox, supervisor
 
     state = election.uploader_state(logdir)
     if state == "hung":
-        election.stop_hung_uploader(logdir)
+        supervisor.stop_hung_uploader(logdir)
     elif state == "alive":
         if not quiet:
             print("asking the running uploader to hand over (it finishes its current cycle first)")
-        election.request_handover(logdir)
+        mailbox.request_handover(logdir)
     return state != "none"
 
 
@@ -136,18 +136,19 @@ def _give_back(logdir: Path, replaced: bool, quiet: bool) -> None:
     """A ``sync`` that gives up takes its handover request back, and if it replaced a running
     uploader, starts one again: the backlog must not be left with nobody to send it (the writers
     may have exited meanwhile)."""
-    from . import election
+    from . import election, mailbox, supervisor
 
-    election.withdraw_handover(logdir)
+    mailbox.withdraw_handover(logdir)
     if replaced and election.uploader_state(logdir) == "none":
-        started = election.ensure_uploader(logdir, "process")
+        started = supervisor.ensure_uploader(logdir, "process")
         if not quiet and started:
             print("a background uploader was started again; it keeps trying (`hf-mpwriter status` shows it)")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    from .election import AlreadyRunning
     from .status import check_used_logdir, collect
-    from .uploader import AlreadyRunning, Uploader, on_termination
+    from .uploader import Uploader, on_termination
 
     logdir = Path(args.logdir)
     check_used_logdir(logdir)
@@ -176,7 +177,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     try:
         ok = uploader.drain(timeout=args.timeout, on_progress=show, wait=min(HANDOVER_WAIT_S, args.timeout))
     except AlreadyRunning:  # the node's uploader did not hand over: ask it to commit now and watch it
-        from .election import trigger, withdraw_handover
+        from .mailbox import trigger, withdraw_handover
 
         withdraw_handover(logdir)  # not waiting for it any more: it must not exit for us later
         trigger(logdir)

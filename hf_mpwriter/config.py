@@ -18,7 +18,7 @@ from typing import Any, Union
 from .errors import ConfigurationError
 from .schedule import DEFAULT_PREEMPTION_DEADLINE_S
 from .snapshot import DEFAULT_ALLOW
-from .state import read_json, state_dir, write_json_atomic
+from .statedir import read_json, state_dir, write_json_atomic
 from .system_metrics import period_seconds
 from .targets import HubTarget, LocalTarget, Target
 from .targets.base import check_remote_path
@@ -39,7 +39,7 @@ BUCKET_AUDIT_EVERY_S = 60.0
 class UploadConfig:
     """Where and how often a logdir is uploaded."""
 
-    kind: str  # "hub" | "local"
+    kind: str  # "hub" | "bucket" | "local"
     prefix: str  # folder in the target: path_in_repo/<logdir name>
     commit_every: float = 300.0  # seconds
     repo_id: str | None = None
@@ -54,7 +54,8 @@ class UploadConfig:
     audit_every: float = 600.0  # seconds between full audits of the target (and one at every start)
     nodes: int = 1  # nodes of the job that commit to this target, each with its own uploader
     node_rank: int = 0  # this logdir's node: its turn among them
-    min_interval: float | None = None  # the target's own spacing (benchmarks scale it); None: the target's
+    #: The Hub's spacing between commits to one repository (``HF_MPWRITER_HUB_COMMIT_SPACING``); None: ~28 s.
+    min_interval: float | None = None
     #: After SIGTERM (preemption), the uploader's last commit must end by then: fits a 30 s grace period.
     preemption_deadline: float = DEFAULT_PREEMPTION_DEADLINE_S
     #: Seconds between samples of the node's system metrics (:mod:`hf_mpwriter.system_metrics`); 0: off.
@@ -199,6 +200,25 @@ def check_preemption_deadline(seconds: Any) -> float:
     return float(seconds)
 
 
+def hub_commit_spacing() -> float | None:
+    """``HF_MPWRITER_HUB_COMMIT_SPACING``: seconds between commits the Hub accepts per repository, for
+    a Hub endpoint whose budget is not huggingface.co's ~128 commits per hour (``None``: that one).
+    The nodes of a job share it, and writers closing one after the other are spaced by it (the
+    benchmarks scale time down with it)."""
+    value = os.environ.get("HF_MPWRITER_HUB_COMMIT_SPACING")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < math.inf:
+        raise ConfigurationError(
+            f"HF_MPWRITER_HUB_COMMIT_SPACING must be a number of seconds >= 0 (e.g. 28 for huggingface.co), got {value!r}"
+        )
+    return seconds
+
+
 def writer_settings(
     logdir: Path, repo_id: str | None, *, target_dir: str | os.PathLike | None = None, commit_every: Any = None,
     squash_history: bool = False, repo_type: str | None = None, repo_revision: str | None = None,
@@ -233,9 +253,7 @@ def writer_settings(
         config.nodes, config.node_rank = nodes, node_rank
         config.preemption_deadline = deadline_s
         config.system_metrics = metrics_s
-        scaled = os.environ.get("HF_MPWRITER_HUB_MIN_INTERVAL")  # benchmarks that scale time down
-        if scaled:
-            config.min_interval = float(scaled)
+        config.min_interval = hub_commit_spacing()
     return config
 
 

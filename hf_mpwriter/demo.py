@@ -139,7 +139,7 @@ class _Demo:
 
     def kill_uploader(self) -> None:
         from .election import uploader_alive, uploader_info
-        from .state import is_alive
+        from .liveness import is_alive
 
         info = uploader_info(self.logdir)
         if not info or not uploader_alive(self.logdir):

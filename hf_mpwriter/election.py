@@ -1,173 +1,62 @@
-"""How writers make sure an uploader runs: check, spawn, fail over, trigger.
+"""The election: which process is the logdir's uploader, and is it working.
 
-Writers never upload. They check every couple of seconds (from a heartbeat thread, never the
-training thread) whether the logdir's uploader is alive (``uploader.json`` + ``psutil``) and, if
-not, start one. Many writers may notice at once; ``spawn.lock`` makes one of them spawn and the
-uploader's own lock makes sure a single uploader ever runs.
-
-Modes:
-
-- ``"process"`` (default): a detached child process (its own session, so torchrun's SIGTERM/SIGKILL
-  of the training processes does not reach it). Training processes do no hashing and no HTTP.
-- ``"thread"``: a daemon thread of one writer process, for environments that forbid child
-  processes. Same queue and guarantees while the process lives, but the thread hashes and does
-  HTTP inside a training process, and dies with it (the next start or ``hf-mpwriter sync`` resumes).
-- ``"none"``: nothing uploads; logs are written and ``hf-mpwriter sync`` sends them later.
+The uploader is whoever holds ``.hf_mpwriter/uploader.lock`` (an OS ``flock``, never a soft lock
+file: one left by a SIGKILLed holder would block every successor); the OS drops it when the holder
+dies. The holder writes ``uploader.json`` (who it is) and beats it (its mtime) from its loop.
+Liveness comes from what cannot lie: the lock, and the heartbeat judged on the observer's own clock.
+Starting, replacing and handing over an uploader is :mod:`hf_mpwriter.supervisor`'s job.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import psutil
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from .compat import os_file_lock
 from .errors import ConfigurationError
-from .state import HOST, is_alive, private_open, process_identity, read_json, state_dir, write_json_atomic
+from .liveness import Heartbeat, is_alive
+from .statedir import read_json, state_dir
 
 logger = logging.getLogger(__name__)
 
-MODES = ("process", "thread", "none")
 #: An uploader whose heartbeat has not moved for this long is stopped or blocked, and is replaced.
 #: Its loop beats at least every second, also while it waits on the network.
 HUNG_AFTER_S = 5.0
-#: ``uploader.out`` (the uploader's raw stdout/stderr) is set aside past this size at the next spawn.
-OUT_BYTES = 1 << 20
+
 UploaderState = Literal["alive", "hung", "none"]
-_beats: dict[str, tuple[int, float]] = {}  # heartbeat file -> (mtime seen, when first seen: monotonic)
-#: After an uploader exits with an error right away, writers wait this long before the next try
-#: (instead of respawning it every heartbeat).
-SPAWN_PAUSE_S = 30.0
-_threads: dict[str, threading.Thread] = {}
-_thread_uploaders: dict[str, Any] = {}  # logdir -> the Uploader running in a thread of this process
-_spawn_pause_until: dict[str, float] = {}
+
+_heartbeat = Heartbeat(HUNG_AFTER_S)
 
 
-def check_mode(mode: object) -> str:
-    """``mode`` if it is one of :data:`MODES`, else a :class:`~hf_mpwriter.ConfigurationError`."""
-    if mode not in MODES:
-        raise ConfigurationError(f"uploader must be one of {', '.join(MODES)}, got {mode!r}")
-    return str(mode)
+class AlreadyRunning(Exception):
+    """Another live uploader holds the lock of this logdir."""
 
 
-def uploader_info(logdir: Path) -> dict | None:
-    """Who claims to be the uploader (pid, host, start time, target), or ``None``."""
-    return read_json(state_dir(logdir, create=False) / "uploader.json")
+class UploaderLock:
+    """The lock that makes one process the logdir's uploader."""
 
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = Path(logdir)
+        self._lock = os_file_lock(str(state_dir(logdir, create=False) / "uploader.lock"), timeout=0, mode=0o600)
 
-def uploader_alive(logdir: Path) -> bool:
-    """Whether an uploader runs and makes progress (see :func:`uploader_state`)."""
-    return uploader_state(logdir) == "alive"
+    def acquire(self, wait: float) -> None:
+        """Become the uploader within ``wait`` seconds, or raise :class:`AlreadyRunning`."""
+        try:
+            self._lock.acquire(timeout=wait)
+        except Timeout:
+            raise AlreadyRunning(f"another uploader is running for {self.logdir}") from None
+        except OSError as exc:  # ENOSYS/ENOLCK: the filesystem has no working flock
+            raise ConfigurationError(
+                f"the filesystem of {self.logdir} does not support file locks ({exc}): an uploader cannot be "
+                f"elected safely there. Use a node-local logdir, or run `hf-mpwriter sync {self.logdir} --watch` "
+                f"on exactly one node"
+            ) from None
 
-
-def uploader_state(logdir: Path) -> UploaderState:
-    """``"alive"``, ``"hung"`` (it exists but its loop made no progress) or ``"none"``.
-
-    Liveness comes from what cannot lie: the election lock (an uploader that could not write
-    ``uploader.json``, e.g. on a full disk, still runs and must not be replaced in a loop), and the
-    progress heartbeat its loop writes (the mtime of ``uploader.json``), judged on this process's own
-    monotonic clock, so that neither a clock step nor a stopped process fools it. A process that merely
-    exists (stopped with SIGSTOP, blocked forever) is not alive.
-    """
-    path = state_dir(logdir, create=False) / "uploader.json"
-    info = read_json(path)
-    if is_alive(info, path):
-        return "hung" if _stalled(path) else "alive"
-    return "alive" if lock_held(logdir) else "none"
-
-
-def _stalled(path: Path) -> bool:
-    """The heartbeat at ``path`` has not moved for :data:`HUNG_AFTER_S` of this process's time."""
-    try:
-        beat = path.stat().st_mtime_ns
-    except OSError:
-        return False
-    now = time.monotonic()
-    seen = _beats.get(str(path))
-    if seen is None or seen[0] != beat:
-        _beats[str(path)] = (beat, now)
-        return False
-    return now - seen[1] > HUNG_AFTER_S
-
-
-def stop_hung_uploader(logdir: Path) -> bool:
-    """SIGKILL the logdir's uploader process if it is hung; ``True`` once it is gone.
-
-    Only a dedicated uploader process of this host is stopped (never a training process hosting an
-    uploader thread, never a process of another host: there the heartbeat going stale and the lock
-    decide). Its queue survives a SIGKILL by design; the replacement resumes it, and fencing
-    (``parent_commit``, the queue's generation) keeps a late commit of the old one harmless.
-    """
-    info = uploader_info(logdir) or {}
-    if info.get("host") != HOST or info.get("thread") != "MainThread":
-        return False
-    try:
-        pid = int(info["pid"])
-        proc = psutil.Process(pid)
-        if pid == os.getpid() or abs(proc.create_time() - float(info["create_time"])) > 1.0:
-            return False
-        if "hf_mpwriter" not in " ".join(proc.cmdline()) and "hf-mpwriter" not in " ".join(proc.cmdline()):
-            return False
-        logger.warning(
-            "the uploader of %s (pid %d) made no progress for over %.0f s (stopped or blocked); replacing it",
-            logdir, pid, HUNG_AFTER_S,
-        )
-        proc.kill()
-        proc.wait(5)
-    except (psutil.Error, KeyError, ValueError, TypeError, subprocess.TimeoutExpired):
-        return False
-    return True
-
-
-def request_handover(logdir: Path) -> None:
-    """Ask the running uploader to finish its cycle and exit (a ``sync`` with new settings, a writer
-    with a new token after an error that needed the user): the next one starts with what is new.
-
-    The request names its requester: it is honoured only while the requester is alive, and a
-    requester that gives up takes it back (:func:`withdraw_handover`). A request left behind must never
-    make an uploader exit with nobody to take over.
-    """
-    try:
-        write_json_atomic(state_dir(logdir) / "handover", process_identity())
-    except OSError as exc:
-        logger.warning("could not ask the uploader of %s to hand over: %s", logdir, exc)
-
-
-def handover_requester(logdir: Path) -> dict | None:
-    """Who asks the uploader to hand over (``{}``: a request that names nobody), or ``None``."""
-    path = state_dir(logdir, create=False) / "handover"
-    if not path.exists():
-        return None
-    return read_json(path) or {}
-
-
-def withdraw_handover(logdir: Path, requester: dict | None = None) -> None:
-    """Remove the handover request: this process's own (default), ``requester``'s, or any (``{}``)."""
-    path = state_dir(logdir, create=False) / "handover"
-    owner = process_identity() if requester is None else requester
-    current = read_json(path) or {}
-    if owner and current and current.get("pid") != owner.get("pid"):
-        return  # someone else's request: not ours to take back
-    try:
-        path.unlink()
-    except OSError:
-        pass
-
-
-def token_id(token: str | None) -> str | None:
-    """A short one-way fingerprint of a token: tells "another token" without storing the token."""
-    if not token:
-        return None
-    return hashlib.sha256(b"hf_mpwriter token id\0" + token.encode()).hexdigest()[:16]
+    def release(self) -> None:
+        self._lock.release(force=True)
 
 
 def lock_held(logdir: Path) -> bool:
@@ -185,147 +74,25 @@ def lock_held(logdir: Path) -> bool:
     probe.release()
     return False
 
+def uploader_info(logdir: Path) -> dict | None:
+    """Who claims to be the uploader (pid, host, start time, target), or ``None``."""
+    return read_json(state_dir(logdir, create=False) / "uploader.json")
 
-def trigger(logdir: Path) -> None:
-    """Ask the uploader to commit now (used by ``close()`` and ``scheduler.trigger()``)."""
-    try:
-        os.close(private_open(state_dir(logdir) / "trigger"))
-        os.utime(state_dir(logdir) / "trigger")
-    except OSError as exc:
-        logger.warning("could not trigger the uploader of %s: %s", logdir, exc)
+def uploader_alive(logdir: Path) -> bool:
+    """Whether an uploader runs and makes progress (see :func:`uploader_state`)."""
+    return uploader_state(logdir) == "alive"
 
+def uploader_state(logdir: Path) -> UploaderState:
+    """``"alive"``, ``"hung"`` (it exists but its loop made no progress) or ``"none"``.
 
-def ensure_uploader(logdir: Path, mode: str, token: str | None = None, wait: float = 10.0) -> bool:
-    """Start an uploader for ``logdir`` unless one is alive and working. Returns whether one is (now) alive.
-
-    A hung uploader is stopped and replaced. One that waits for the user (bad token) while this
-    writer has another token is asked to hand over, so that the fix takes effect.
+    Liveness comes from what cannot lie: the election lock (an uploader that could not write
+    ``uploader.json``, e.g. on a full disk, still runs and must not be replaced in a loop), and the
+    progress heartbeat its loop writes (the mtime of ``uploader.json``), judged on this process's own
+    monotonic clock, so that neither a clock step nor a stopped process fools it. A process that merely
+    exists (stopped with SIGSTOP, blocked forever) is not alive.
     """
-    if mode == "none":
-        return False
-    current = uploader_state(logdir)
-    if current == "alive":
-        _hand_over_for_new_token(logdir, token)
-        return True
-    if current == "hung" and not stop_hung_uploader(logdir):
-        return False
-    lock = FileLock(str(state_dir(logdir) / "spawn.lock"), timeout=0, mode=0o600)
-    try:
-        lock.acquire()
-    except Timeout:
-        return False  # another writer is spawning one right now
-    try:
-        if uploader_alive(logdir):
-            return True
-        if mode == "thread":
-            return _start_thread(logdir, token)
-        key = str(Path(logdir).resolve())
-        if time.monotonic() < _spawn_pause_until.get(key, 0.0):
-            return False
-        proc = _spawn_process(logdir, token)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if uploader_alive(logdir):
-                return True
-            if proc.poll() is not None:
-                if proc.returncode not in (0, 2):  # 2: another uploader won the election
-                    _spawn_pause_until[key] = time.monotonic() + SPAWN_PAUSE_S
-                    logger.error(
-                        "the uploader of %s exited with code %s (see %s); not restarting it for %.0f s",
-                        logdir, proc.returncode, state_dir(logdir) / "uploader.log", SPAWN_PAUSE_S,
-                    )
-                return uploader_alive(logdir)
-            time.sleep(0.05)
-        return False
-    finally:
-        lock.release()
-
-
-def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:
-    info = uploader_info(logdir) or {}
-    if "token_id" not in info or info.get("token_id") == token_id(token or os.environ.get("HF_TOKEN")):
-        return
-    if fatal_error(logdir) is not None:
-        logger.warning("the uploader of %s runs with another token and waits for the user; handing over", logdir)
-        request_handover(logdir)
-
-
-def fatal_error(logdir: Path, token: str | None = None) -> str | None:
-    """The error the running uploader cannot fix by retrying (bad token, missing repo...), if any.
-
-    With ``token``: only if the uploader runs with that token (a writer with another token has asked
-    it to hand over: the error is not its own).
-    """
-    from .jobqueue import read_fatal  # the queue module is not needed by writers otherwise
-
-    record = read_fatal(state_dir(logdir, create=False) / "queue.db")
-    info = uploader_info(logdir) or {}
-    if record is None or record.get("pid") != info.get("pid"):
-        return None  # none, or recorded by an uploader that is gone
-    if token is not None and info.get("token_id") != token_id(token or os.environ.get("HF_TOKEN")):
-        return None
-    return str(record.get("error"))
-
-
-def _spawn_process(logdir: Path, token: str | None) -> subprocess.Popen:
-    env = dict(os.environ)
-    if token:
-        env["HF_TOKEN"] = token  # environment, never the command line
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID"):
-        env.pop(var, None)
-    out = state_dir(logdir) / "uploader.out"  # only what escapes logging (a crash): rotated here
-    try:
-        if out.stat().st_size > OUT_BYTES:
-            out.replace(out.with_name("uploader.out.1"))
-    except OSError:
-        pass
-    log = os.fdopen(private_open(out), "ab")
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hf_mpwriter.uploader", str(Path(logdir).resolve())],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    finally:
-        log.close()
-    logger.debug("spawned uploader pid %d for %s", proc.pid, logdir)
-    return proc
-
-
-def terminate_thread_uploader(logdir: Path) -> bool:
-    """SIGTERM for an uploader running as a thread of this process: its last commit, now.
-    Returns whether there is one."""
-    uploader = _thread_uploaders.get(str(Path(logdir).resolve()))
-    if uploader is not None:
-        uploader.terminate()
-    return uploader is not None
-
-
-def _start_thread(logdir: Path, token: str | None) -> bool:
-    from .uploader import Uploader
-
-    key = str(Path(logdir).resolve())
-    thread = _threads.get(key)
-    if thread is not None and thread.is_alive():
-        return True
-
-    def run() -> None:
-        try:
-            uploader = _thread_uploaders[key] = Uploader(logdir, token=token)
-            uploader.run()
-        except Exception:
-            logger.exception("uploader thread for %s failed", logdir)
-        finally:
-            _thread_uploaders.pop(key, None)
-
-    thread = threading.Thread(target=run, name="hf_mpwriter-uploader", daemon=True)
-    _threads[key] = thread
-    thread.start()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and thread.is_alive() and not uploader_alive(logdir):
-        time.sleep(0.02)
-    return uploader_alive(logdir)
+    path = state_dir(logdir, create=False) / "uploader.json"
+    info = read_json(path)
+    if is_alive(info, path):
+        return "hung" if _heartbeat.stalled(path) else "alive"
+    return "alive" if lock_held(logdir) else "none"

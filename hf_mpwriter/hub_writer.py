@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import election, ranks, state, termination
+from . import mailbox, ranks, registry, statedir, supervisor, termination
 from .config import UploadConfig, writer_settings
 from .errors import ConfigurationError
 from .jobqueue import read_committed, read_last_error
+from .liveness import touch
 from .snapshot import matches
 from .writer import SummaryWriter, _default_logdir, check_logdir, check_writer_args
 
@@ -43,7 +44,7 @@ class _Scheduler:
         """Ask the uploader to commit now; the future resolves once what was logged so far is committed."""
         self._writer.flush()
         sizes = self._writer._file_sizes()
-        election.trigger(self._writer._root)
+        mailbox.trigger(self._writer._root)
         future: concurrent.futures.Future[bool] = concurrent.futures.Future()
 
         def wait() -> None:
@@ -105,7 +106,7 @@ class HFSummaryWriter(SummaryWriter):
         system_metrics: bool | float = False,
         **kwargs: Any,
     ) -> None:
-        election.check_mode(uploader)
+        supervisor.check_mode(uploader)
         logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
         # Every setting is checked before anything is created: a rejected call leaves no trace.
         check_writer_args(
@@ -142,7 +143,7 @@ class HFSummaryWriter(SummaryWriter):
             if self._settings_saved:
                 # Before returning: a process that fails right after creating its writer must still
                 # leave an uploader behind (it outlives the process and commits what was flushed).
-                election.ensure_uploader(self._root, self._mode, self._token, wait=START_WAIT_S)
+                supervisor.ensure_uploader(self._root, self._mode, self._token, wait=START_WAIT_S)
             threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True).start()
 
     @property
@@ -156,7 +157,7 @@ class HFSummaryWriter(SummaryWriter):
         given = self._given_repo_id
         if given is None or "/" in given:
             return given
-        recorded = state.read_json(state.state_dir(self._root, create=False) / "target.json") or {}
+        recorded = statedir.read_json(statedir.state_dir(self._root, create=False) / "target.json") or {}
         return recorded.get("repo_id") or given
 
     def _save_settings(self, root: Path, first: bool = False) -> bool:
@@ -169,7 +170,7 @@ class HFSummaryWriter(SummaryWriter):
         upload = self._upload
 
         def save() -> None:
-            state.secure_state_dir(root)
+            statedir.secure_state_dir(root)
             upload.save(root)
 
         saved = self._write_state(root, "the upload settings", save)
@@ -184,7 +185,7 @@ class HFSummaryWriter(SummaryWriter):
         """Register this process as a writer of the logdir (retried by the heartbeat if the disk is full)."""
 
         def register() -> None:
-            self._registration = state.register_writer(self._root, self.run_dir)
+            self._registration = registry.register_writer(self._root, self.run_dir)
 
         if not self._write_state(self._root, "this writer's registration", register) and first:
             logger.warning("cannot register this writer yet (disk full); retrying every %.0f s", HEARTBEAT_S)
@@ -196,9 +197,9 @@ class HFSummaryWriter(SummaryWriter):
         try:
             write()
         except OSError as exc:
-            if not state.is_disk_full(exc):
+            if not statedir.is_disk_full(exc):
                 raise ConfigurationError(
-                    f"cannot write {what} in {state.state_dir(root, create=False)}: {exc.strerror or exc}; "
+                    f"cannot write {what} in {statedir.state_dir(root, create=False)}: {exc.strerror or exc}; "
                     f"make the logdir writable or choose another one"
                 ) from None
             return False
@@ -207,9 +208,9 @@ class HFSummaryWriter(SummaryWriter):
     def _on_sigterm(self, dying: bool) -> None:
         """Ask for a commit now. With the uploader in a thread of this process (``uploader="thread"``)
         and the process about to end, wait for it (up to ``preemption_deadline``): it dies with us."""
-        election.trigger(self._root)
+        mailbox.trigger(self._root)
         if dying and self._mode == "thread" and self._upload is not None:
-            if election.terminate_thread_uploader(self._root):
+            if supervisor.terminate_thread_uploader(self._root):
                 self._wait_committed(self._file_sizes(), self._upload.preemption_deadline)
 
     # -- keeping an uploader alive -----------------------------------------------------------
@@ -221,9 +222,9 @@ class HFSummaryWriter(SummaryWriter):
                     self._settings_saved = self._save_settings(self._root)
                 if self._registration is None or not self._registration.exists():
                     self._register()  # first failed (disk full), or deleted by someone: never left out
-                state.touch(self._registration)  # other hosts sharing the logdir see we are alive
+                touch(self._registration)  # other hosts sharing the logdir see we are alive
                 if self._settings_saved:
-                    election.ensure_uploader(self._root, self._mode, self._token)
+                    supervisor.ensure_uploader(self._root, self._mode, self._token)
             except Exception:
                 logger.exception("could not check or start the uploader of %s", self._root)
             self._stop.wait(HEARTBEAT_S)
@@ -263,9 +264,9 @@ class HFSummaryWriter(SummaryWriter):
             if now >= deadline:
                 return False
             if now >= next_check:  # the uploader may have died or hung, and we may be the last writer
-                election.ensure_uploader(self._root, self._mode, self._token, wait=0)
+                supervisor.ensure_uploader(self._root, self._mode, self._token, wait=0)
                 next_check = now + HEARTBEAT_S
-                if election.fatal_error(self._root, self._token or "") is not None:
+                if supervisor.fatal_error(self._root, self._token or "") is not None:
                     return False  # retrying cannot fix it: say so now, not after close_timeout
             time.sleep(0.1)
 
@@ -292,12 +293,12 @@ class HFSummaryWriter(SummaryWriter):
             except OSError:
                 pass
             self._registration = None
-        election.trigger(self._root)
+        mailbox.trigger(self._root)
         if self._mode == "none":
             logger.info("logs of %s are queued; run `hf-mpwriter sync %s` to upload them", self._root, self._root)
             return
         committed = self._settings_saved and self._wait_committed(sizes, self.close_timeout)
-        fatal = None if committed else election.fatal_error(self._root, self._token or "")
+        fatal = None if committed else supervisor.fatal_error(self._root, self._token or "")
         if fatal is not None:
             logger.error(
                 "%d file(s) of %s cannot be committed: %s. Nothing is lost (the logs are on disk and queued); "
@@ -321,7 +322,7 @@ class HFSummaryWriter(SummaryWriter):
 
     @property
     def _queue_path(self) -> Path:
-        return state.state_dir(self._root, create=False) / "queue.db"
+        return statedir.state_dir(self._root, create=False) / "queue.db"
 
     def _missing(self, sizes: dict[str, int]) -> int:
         assert self._upload is not None

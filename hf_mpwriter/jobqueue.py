@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .piece import Piece
-from .state import make_private
+from .statedir import make_private
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,11 @@ class JobQueue:
         self, job: Job, to: JobState, *, commit_id: str | None = None, error: str | None = None,
         next_try: float = 0.0, count_attempt: bool = False,
     ) -> None:
-        """Move ``job`` to state ``to``: the one place a job's life changes, each move one transaction.
+        """Move ``job`` to state ``to`` (the moves :data:`TRANSITIONS` allows), each move one transaction.
+
+        The job's *state* changes only here; its content changes in :meth:`add` (new pieces merged into
+        the pending job), :meth:`set_pieces` / :meth:`drop` (pieces whose source vanished) and
+        :meth:`reset_backoff` (a trigger or a new uploader makes it due now).
 
         - to ``INFLIGHT``: it is about to be sent (counts an attempt); after a crash its outcome is
           unknown and it must be reconciled before anything is sent again;

@@ -2,7 +2,7 @@
 
 A piece names immutable data: "file F up to offset O, cut at a whole-record boundary, with sha256
 S". The scanner makes pieces, the queue stores them, the targets send and check them; none of those
-needs the others, so the piece lives here, on its own.
+needs the others, so the piece lives here, beside nothing but the state directory's file helpers.
 
 Reading is always ``O_NOFOLLOW`` and of regular files only: nothing outside the logdir is ever read,
 even if a symlink is put where an event file was.
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .state import private_open
+from .statedir import private_open
 
 _CHUNK = 1 << 20
 

@@ -10,6 +10,7 @@ that ``.hf_mpwriter/`` paths, repo ids and the package's own name stay readable.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -44,3 +45,10 @@ class RedactingFilter(logging.Filter):
         record.msg = redact(message, self._token or os.environ.get("HF_TOKEN"))
         record.args = ()
         return True
+
+
+def token_id(token: str | None) -> str | None:
+    """A short one-way fingerprint of a token: tells "another token" without storing the token."""
+    if not token:
+        return None
+    return hashlib.sha256(b"hf_mpwriter token id\0" + token.encode()).hexdigest()[:16]

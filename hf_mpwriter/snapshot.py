@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .piece import Piece, open_nofollow, sha256_prefix
 from .records import last_whole_record
-from .state import STATE_DIRNAME
+from .statedir import STATE_DIRNAME
 
 logger = logging.getLogger(__name__)
 

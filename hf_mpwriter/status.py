@@ -1,4 +1,4 @@
-"""What a logdir's upload looks like right now: for ``hf-mpwriter status`` and for tests.
+"""What a logdir's upload looks like right now (``hf-mpwriter status``, ``sync``'s progress, the demo).
 
 It only reads: the queue (read-only), the state files, the logs. It never touches the target: what
 it says of the target is what the uploader's last audit saw there.
@@ -15,8 +15,9 @@ from . import config as config_mod
 from .election import uploader_info, uploader_state
 from .errors import ConfigurationError
 from .jobqueue import JobQueue, audit_record
+from .registry import live_writers
 from .snapshot import Scanner
-from .state import STATE_DIRNAME, live_writers, state_dir
+from .statedir import STATE_DIRNAME, state_dir
 
 
 def check_used_logdir(logdir: Path) -> None:

@@ -414,7 +414,7 @@ def start_for(logdir: Path, config: Any) -> SystemMetrics | None:
         period = float(getattr(config, "system_metrics", 0.0) or 0.0)
         if period <= 0:
             return None
-        from .state import live_writers
+        from .registry import live_writers
 
         sampler = SystemMetrics(logdir, period, active=lambda: bool(live_writers(logdir)))
         sampler.start()

@@ -6,7 +6,7 @@ SIGKILL. Python's default action for SIGTERM ends the process at once: no ``atex
 the process had seconds left. On SIGTERM, every writer of the process:
 
 1. hands every record logged so far to the OS (:meth:`EventFileWriter.flush_for_signal`);
-2. asks its logdir's uploader to commit now (``election.trigger``: a small file, no network);
+2. asks its logdir's uploader to commit now (``mailbox.trigger``: a small file, no network);
 3. then does what the process would have done without us: calls the handler that was installed
    before (the user's, torchrun's, Accelerate's, Lightning's), ignores the signal if it was ignored,
    or, with the default disposition, ends the process by the same signal (same exit status).

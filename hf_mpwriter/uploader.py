@@ -38,29 +38,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from filelock import Timeout
-
 from . import config as config_mod
-from . import election, system_metrics
+from . import mailbox, system_metrics
 from . import schedule as schedule_mod
-from .compat import os_file_lock
 from .config import UploadConfig
+from .election import AlreadyRunning, UploaderLock
 from .errors import ConfigurationError, TargetError
 from .jobqueue import AUDIT_META, FATAL_META, GENERATION_META, Job, JobQueue, JobState, Step, audit_record
+from .liveness import is_alive, process_identity
 from .piece import Piece
-from .redaction import RedactingFilter, redact
+from .redaction import RedactingFilter, redact, token_id
+from .registry import live_writers, prune_stale_registrations
 from .schedule import FINAL_GAP_S, LOCAL_RETRY_S, POLL_S, UNEXPECTED_ERROR_PAUSE_S, Action, Decision, Pacing, Schedule
 from .snapshot import Scanner
-from .state import (
-    is_alive,
-    live_writers,
-    private_open,
-    process_identity,
-    prune_stale_registrations,
-    secure_state_dir,
-    state_dir,
-    write_json_atomic,
-)
+from .statedir import private_open, secure_state_dir, state_dir, write_json_atomic
 from .targets import Target
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
@@ -76,10 +67,6 @@ T = TypeVar("T")
 
 class Superseded(Exception):
     """A newer uploader took over the queue (this one was stopped, then woke up): send nothing."""
-
-
-class AlreadyRunning(Exception):
-    """Another live uploader holds the lock of this logdir."""
 
 
 class Abandoned(Exception):
@@ -138,8 +125,7 @@ class Uploader:
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
         self._schedule: Schedule | None = None
         self._generation: int | None = None
-        # No soft-lock fallback: a lock file left by a SIGKILLed holder would block every successor.
-        self._lock = os_file_lock(str(self.state / "uploader.lock"), timeout=0, mode=0o600)
+        self._lock = UploaderLock(self.logdir)
 
     @property
     def queue(self) -> JobQueue:
@@ -149,19 +135,11 @@ class Uploader:
 
     # -- election ------------------------------------------------------------------------------
     def acquire(self, wait: float = 3.0) -> None:
-        """Become the logdir's uploader, or raise :class:`AlreadyRunning`."""
-        try:
-            self._lock.acquire(timeout=wait)
-        except Timeout:
-            raise AlreadyRunning(f"another uploader is running for {self.logdir}") from None
-        except OSError as exc:  # ENOSYS/ENOLCK: the filesystem has no working flock
-            raise ConfigurationError(
-                f"the filesystem of {self.logdir} does not support file locks ({exc}): an uploader cannot be "
-                f"elected safely there. Use a node-local logdir, or run `hf-mpwriter sync {self.logdir} --watch` "
-                f"on exactly one node"
-            ) from None
+        """Become the logdir's uploader (:class:`~hf_mpwriter.election.UploaderLock`), or raise
+        :class:`~hf_mpwriter.election.AlreadyRunning`."""
+        self._lock.acquire(wait)
         self._audit_due = True  # a takeover trusts nothing it did not check itself
-        election.withdraw_handover(self.logdir, {})  # any request was for the uploader this one replaces
+        mailbox.withdraw_handover(self.logdir, {})  # any request was for the uploader this one replaces
         # Nothing written here may stop the uploader: on a full disk it starts anyway, holds the
         # lock (which is how writers see it alive), and resumes as soon as space returns.
         try:
@@ -175,7 +153,7 @@ class Uploader:
             write_json_atomic(
                 self.state / "uploader.json",
                 {**process_identity(), "target": self.target.description, "started": time.time(),
-                 "thread": threading.current_thread().name, "token_id": election.token_id(self._token)},
+                 "thread": threading.current_thread().name, "token_id": token_id(self._token)},
             )
         except OSError as exc:
             logger.warning("cannot write %s (%s); writers see this uploader by its lock", self.state / "uploader.json", exc)
@@ -188,7 +166,7 @@ class Uploader:
         if self._queue is not None:
             self._queue.close()
             self._queue = None
-        self._lock.release(force=True)
+        self._lock.release()
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, watch: bool = False) -> int:
@@ -257,7 +235,7 @@ class Uploader:
             schedule.writers(now, bool(live_writers(self.logdir)))
             try:
                 self._prune_registrations()
-                if self._consume("trigger"):
+                if mailbox.take(self.logdir, "trigger"):
                     schedule.trigger(now)
                 ending = schedule.term_at is not None or (not schedule.writers_alive and not watch)
                 decision = schedule.decide(now, drained=ending and self.drained(), retry_due=self._retry_due())
@@ -311,9 +289,10 @@ class Uploader:
     def _beat(self) -> None:
         """The progress heartbeat: refresh ``uploader.json``'s mtime.
 
-        Written by the loop itself (never by a side thread that would live on while the loop hangs),
-        at least every second, also while it waits on the network (:meth:`_call`). Writers replace an
-        uploader whose heartbeat stops; other hosts sharing the logdir see it alive by it.
+        Written by the loop's own thread, at least every second. While a call to the target runs (in a
+        worker thread, see :meth:`_call`) the loop keeps beating: calls have timeouts, so a beat then
+        means "waiting on the network", never "stopped". Writers replace an uploader whose heartbeat
+        stops; other hosts sharing the logdir see it alive by it.
         """
         try:
             os.utime(self.state / "uploader.json")
@@ -365,28 +344,20 @@ class Uploader:
         job = self.queue.unfinished(self.target.key)
         return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
 
-    def _consume(self, name: str) -> bool:
-        """Whether a writer (or ``sync``) left the request file ``name``; removes it."""
-        try:
-            (self.state / name).unlink()
-            return True
-        except OSError:
-            return False
-
     def _handover_requested(self) -> bool:
-        """A live process asks this uploader to give way (see :func:`election.request_handover`).
+        """A live process asks this uploader to give way (see :func:`hf_mpwriter.mailbox.request_handover`).
 
         A request whose requester is gone (a ``sync`` that gave up or was killed, a writer that
         exited) is dropped, not honoured: honouring it would leave the writers' data with nobody to send it.
         """
-        requester = election.handover_requester(self.logdir)
+        requester = mailbox.handover_requester(self.logdir)
         if requester is None:
             return False
         if requester.get("pid") == os.getpid():  # our own request (sync taking over): not for us
             return False
         if not is_alive(requester):
             logger.info("dropping a handover request of pid %s, which is gone", requester.get("pid"))
-            election.withdraw_handover(self.logdir, requester)
+            mailbox.withdraw_handover(self.logdir, requester)
             return False
         return True
 
@@ -394,8 +365,10 @@ class Uploader:
     def cycle(self) -> Progress:
         """Reconcile, snapshot, and commit if the pending job is due.
 
-        Never raises for target or local I/O errors (a full disk, a vanished file, a locked
-        database): they are recorded as the last error, shown by ``status``, and retried later.
+        Target errors and local I/O errors met while snapshotting or sending (a full disk, a vanished
+        file) are recorded as the last error (``status`` shows it) and retried later, not raised.
+        A queue that cannot be read at all (a locked or full database) raises ``sqlite3.Error`` /
+        ``OSError``: the loop retries every few seconds.
         """
         progress = Progress()
         if not self._prepare():

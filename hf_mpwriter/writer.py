@@ -39,7 +39,7 @@ from tensorboardX.proto.tensor_pb2 import TensorProto
 from tensorboardX.summary import hparams, scalar
 
 from . import histogram as _histogram
-from . import ranks, state, termination
+from . import ranks, registry, termination
 from .encoding import scalar_event
 from .errors import ConfigurationError
 from .event_file import DEFAULT_FLUSH_SECS, DEFAULT_ROTATE_BYTES, EventFileWriter
@@ -397,7 +397,7 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         self._root = check_logdir(logdir) if write_to_disk else Path(logdir)
         self._owner_pid = os.getpid()  # a forked child must not close what its parent owns
         self._rotate_bytes = rotate_bytes
-        self._claim: state.Claim | None = None
+        self._claim: registry.Claim | None = None
         self._purge_pending = purge_step is not None
         self._scalars_file_writers: dict[str, list[FileWriter]] = {}  # add_scalars' sub-runs, for export
         self._exported_up_to: dict[Path, int] = {}  # what export_scalars_to_json has read, per file
@@ -440,7 +440,7 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             return super()._get_file_writer()
         if self.all_writers is None or self.file_writer is None:  # type: ignore[has-type]
             if self._claim is None:
-                self._claim = state.claim_run_dir(self._root, self.rank_info.run_name())
+                self._claim = registry.claim_run_dir(self._root, self.rank_info.run_name())
             self.file_writer = self._new_file_writer(self._claim.path)
             if self._purge_pending:  # once per writer: repeated after a close it would hide our own events
                 self._purge_pending = False

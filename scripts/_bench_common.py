@@ -163,7 +163,7 @@ class Bench:
         import psutil
 
         from hf_mpwriter.election import uploader_info
-        from hf_mpwriter.state import is_alive
+        from hf_mpwriter.liveness import is_alive
 
         info = uploader_info(Path(logdir))
         if info and is_alive(info):

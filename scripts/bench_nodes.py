@@ -3,7 +3,7 @@
 node, node-local logdirs, nodes taking turns) vs ``huggingface_hub.HFSummaryWriter`` in every rank.
 
 Time is scaled down so that the Hub's spacing (~28 s per commit: about 128 commits per hour) becomes
-1 s: the uploaders are told so with ``HF_MPWRITER_HUB_MIN_INTERVAL=1``, and every interval is divided
+1 s: the uploaders are told so with ``HF_MPWRITER_HUB_COMMIT_SPACING=1``, and every interval is divided
 by the same factor (28.125). A commit interval of 1 minute becomes 2.13 s. Each simulated node is a
 group of processes with its own host name (a UTS namespace when run as root) and the SLURM
 variables of its node (``SLURM_NODEID``, ``SLURM_NNODES``), with 2 ranks and a node-local logdir.
@@ -41,7 +41,7 @@ def run_one(bench: Bench, lib: str, nodes: int, window: float, interval: float) 
     workers = []
     for node in range(nodes):
         logdir = bench.tmp / f"{lib}-{nodes}" / f"node-{node}" / "logs"  # node-local
-        env = {"SLURM_NODEID": str(node), "SLURM_NNODES": str(nodes), "HF_MPWRITER_HUB_MIN_INTERVAL": "1"}
+        env = {"SLURM_NODEID": str(node), "SLURM_NNODES": str(nodes), "HF_MPWRITER_HUB_COMMIT_SPACING": "1"}
         workers += bench.start_many(RANKS_PER_NODE, first_rank=node * RANKS_PER_NODE, lib=lib, repo_id=repo_id,
                                     logdir=str(logdir), commit_every_s=interval, duration_s=window, tick_s=0.01,
                                     per_tick=1, host=f"node-{node}", env=env)

@@ -33,7 +33,7 @@ from upload_helpers import (
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.jobqueue import JobQueue, JobState
 from hf_mpwriter.redaction import redact
-from hf_mpwriter.state import register_writer
+from hf_mpwriter.registry import register_writer
 from hf_mpwriter.status import collect
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer

@@ -240,7 +240,7 @@ def test_processes_of_other_hosts_are_alive_while_their_heartbeat_is_fresh(tmp_p
     import json
     import os
 
-    from hf_mpwriter.state import OTHER_HOST_STALE_S, is_alive
+    from hf_mpwriter.liveness import OTHER_HOST_STALE_S, is_alive
 
     path = tmp_path / "w.json"
     identity = {"pid": 1, "create_time": 0.0, "host": "some-other-node"}

@@ -76,7 +76,7 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
 
 def uploader_pid(logdir: Path) -> int | None:
     from hf_mpwriter.election import uploader_info
-    from hf_mpwriter.state import is_alive
+    from hf_mpwriter.liveness import is_alive
 
     info = uploader_info(logdir)
     return int(info["pid"]) if info and is_alive(info) else None

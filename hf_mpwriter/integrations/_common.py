@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import election
+from .. import supervisor
 from ..config import writer_settings
 from ..hub_writer import HFSummaryWriter
 from ..writer import SummaryWriter
@@ -34,6 +34,6 @@ def check_writer_kwargs(owner: str, repo_id: str | None, kwargs: Mapping[str, An
             f"{owner} got unexpected keyword argument(s) {', '.join(unknown)}; it accepts those of "
             f"HFSummaryWriter: {', '.join(sorted(writer_parameters()))}"
         )
-    election.check_mode(kwargs.get("uploader", "process"))
+    supervisor.check_mode(kwargs.get("uploader", "process"))
     settings = {k: v for k, v in kwargs.items() if k in _SETTINGS}
     writer_settings(Path("logs"), repo_id, **settings)  # the writer's own checks, nothing written
