@@ -263,7 +263,8 @@ class SystemMetrics:
         self._gpu = _Nvml()
         self._gpu_on = False
         self._failed: set[str] = set()
-        self.samples = 0
+        self.samples = 0  # readings, the first one (rates need two) included
+        self.written = 0  # samples written (none while no writer is alive)
         self._step = 0
         #: CPU seconds the sampling thread has used (what sampling costs the uploader) ...
         self.cpu_seconds = 0.0
@@ -285,8 +286,8 @@ class SystemMetrics:
             self._thread.join(timeout)
             later = self.cpu_seconds - self.first_cpu_seconds
             logger.info("system metrics: %d samples, %.1f ms of CPU in all (%.1f ms for the first: imports, the "
-                        "run's file; then %.2f ms per sample)", self.samples, self.cpu_seconds * 1e3,
-                        self.first_cpu_seconds * 1e3, later * 1e3 / max(1, self.samples - 2))
+                        "run's file; then %.2f ms per sample)", self.written, self.cpu_seconds * 1e3,
+                        self.first_cpu_seconds * 1e3, later * 1e3 / (self.written - 1) if self.written > 1 else 0.0)
         try:
             if self._writer is not None:
                 self._writer.close(retry_secs=0)
@@ -390,6 +391,7 @@ class SystemMetrics:
         for tag in sorted(values):
             writer.add_serialized(scalar_event(tag, values[tag], step, now))
         writer.flush()  # one write per sample; never raises (a full disk keeps the records in memory)
+        self.written += 1
 
     def _open(self) -> Any:
         from .event_file import EventFileWriter

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import accumulator, run, tensorboard_runs, wait_for
+from helpers import accumulator, run, scalars, tensorboard_runs, wait_for
 from test_launchers import examples, run_example, wait_up_to_date
 from upload_helpers import TOKEN, local_target_files, materialise, writer_env
 
@@ -42,15 +42,28 @@ SERIES = {
 }
 GIB = float(1 << 30)
 
+#: A rank: logs for ``seconds``, and on until its node's system run holds 3 samples (the node's uploader
+#: may start late on a loaded machine; it samples only while a writer is alive), then closes.
 WRITER = """
-import json, os, sys, threading, time
+import json, os, socket, sys, threading, time
+from pathlib import Path
 from hf_mpwriter import HFSummaryWriter
+from hf_mpwriter.records import iter_records
 
 cfg = json.loads(sys.argv[1])
 writer = HFSummaryWriter(cfg["repo_id"], logdir=cfg["logdir"], rank=cfg["rank"], commit_every=1 / 60,
                          system_metrics=1, token=os.environ["TEST_TOKEN"], close_timeout=60)
-deadline, step = time.monotonic() + cfg["seconds"], 0
-while time.monotonic() < deadline:
+system_run = Path(cfg["logdir"], "system", socket.gethostname())
+
+def samples():
+    records = 0
+    for path in system_run.glob("*tfevents*"):
+        with open(path, "rb") as f:
+            records += sum(1 for _ in iter_records(f))
+    return (records - 2) // 13  # file version and info records; 13 series a sample
+
+started, step = time.monotonic(), 0
+while time.monotonic() < started + cfg["seconds"] or (samples() < 3 and time.monotonic() < started + 90):
     writer.add_scalar("loss", float(step), step)
     step += 1
     time.sleep(0.01)
@@ -94,7 +107,7 @@ def test_two_nodes_each_upload_their_own_system_run(tmp_path, hub):
             argv = _in_node(node, [sys.executable, "-c", WRITER, json.dumps(cfg)])
             procs.append(subprocess.Popen(argv, env=node_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in procs:
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
         report = json.loads(out.strip().splitlines()[-1])
         assert not [t for t in report["threads"] if "system" in t], f"a training process samples: {report['threads']}"
@@ -128,19 +141,30 @@ def test_two_nodes_each_upload_their_own_system_run(tmp_path, hub):
 
 
 def test_readme_example(tmp_path):
+    """The example as written, alongside another rank of the same job (a writer of this process) that
+    lives until the example is done: the node's uploader is up before the example logs, whatever the
+    machine's load (alone, a 5 s example may end before a slow uploader has started)."""
+    from hf_mpwriter import HFSummaryWriter
+
     for i, example in enumerate(examples("system")):
         cwd = tmp_path / f"v{i}"
-        run_example(example, cwd, timeout=120)
         logdir = cwd / "logs" / "sys"
+        other_rank = HFSummaryWriter(repo_id=None, target_dir=cwd / "tb-mirror", logdir=logdir, rank=1, commit_every=1,
+                                     system_metrics=2)
+        wait_for(lambda logdir=logdir: (logdir / "system").is_dir(), 60, "the node's uploader to sample")
+        run_example(example, cwd, timeout=120)
+        other_rank.close()
         wait_up_to_date(logdir)
         remote = local_target_files(cwd / "tb-mirror", "tensorboard/sys")
         copy = materialise(remote, cwd / "remote")
-        (host_run,) = [run for run in tensorboard_runs(copy) if run.startswith("system/")]
+        runs = tensorboard_runs(copy)
+        (host_run,) = [run for run in runs if run.startswith("system/")]
+        assert [step for step, _ in scalars(copy, "loss")] == list(range(500)), "the example's own run"
         acc = accumulator(copy / host_run)
         assert set(acc.Tags()["scalars"]) == SERIES
         check_sane({tag: [e.value for e in acc.Scalars(tag)] for tag in SERIES}, cwd)
         config = json.loads((logdir / ".hf_mpwriter" / "config.json").read_text())
-        assert config["system_metrics"] == DEFAULT_PERIOD_S
+        assert config["system_metrics"] == DEFAULT_PERIOD_S, "the example's system_metrics=True (saved after ours)"
 
 
 # -- the sampler alone ---------------------------------------------------------------------------------
