@@ -17,7 +17,7 @@ from typing import Any, Union
 
 from .errors import ConfigurationError
 from .schedule import DEFAULT_PREEMPTION_DEADLINE_S
-from .snapshot import DEFAULT_ALLOW
+from .snapshot import DEFAULT_ALLOW, pattern_list
 from .statedir import read_json, state_dir, write_json_atomic
 from .system_metrics import period_seconds
 from .targets import HubTarget, LocalTarget, Target
@@ -159,13 +159,6 @@ class UploadConfig:
 
 
 PatternArg = Union[str, Sequence[str], None]
-
-
-def pattern_list(value: PatternArg) -> list[str]:
-    """``huggingface_hub``'s pattern arguments (a string, a list or ``None``) as a list."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
 
 
 def check_commit_every(minutes: Any) -> float | None:

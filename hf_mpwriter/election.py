@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 #: Its loop beats at least every second, also while it waits on the network.
 HUNG_AFTER_S = 5.0
 
+
 UploaderState = Literal["alive", "hung", "none"]
+
 
 _heartbeat = Heartbeat(HUNG_AFTER_S)
 
@@ -74,13 +76,16 @@ def lock_held(logdir: Path) -> bool:
     probe.release()
     return False
 
+
 def uploader_info(logdir: Path) -> dict | None:
     """Who claims to be the uploader (pid, host, start time, target), or ``None``."""
     return read_json(state_dir(logdir, create=False) / "uploader.json")
 
+
 def uploader_alive(logdir: Path) -> bool:
     """Whether an uploader runs and makes progress (see :func:`uploader_state`)."""
     return uploader_state(logdir) == "alive"
+
 
 def uploader_state(logdir: Path) -> UploaderState:
     """``"alive"``, ``"hung"`` (it exists but its loop made no progress) or ``"none"``.

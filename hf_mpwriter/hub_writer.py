@@ -19,7 +19,7 @@ from typing import Any, Callable
 from . import mailbox, ranks, registry, statedir, supervisor, termination
 from .config import UploadConfig, writer_settings
 from .errors import ConfigurationError
-from .jobqueue import read_committed, read_last_error
+from .jobqueue import read_committed, read_error
 from .liveness import touch
 from .snapshot import matches
 from .writer import SummaryWriter, _default_logdir, check_logdir, check_writer_args
@@ -331,5 +331,5 @@ class HFSummaryWriter(SummaryWriter):
 
     def _last_error_suffix(self) -> str:
         assert self._upload is not None
-        error = read_last_error(self._queue_path, self._upload.target_key)
-        return f" (last error: {error})" if error else ""
+        error = read_error(self._queue_path)
+        return f" (last error: {error.text})" if error else ""

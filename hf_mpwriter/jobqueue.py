@@ -63,8 +63,8 @@ _KEEP_DONE_JOBS = 200
 #: ``meta`` key of the audit record: what the uploader last found at the target (see
 #: :func:`audit_record`).
 AUDIT_META = "audit"
-#: ``meta`` key of the error the running uploader cannot fix by retrying (see :func:`read_fatal`).
-FATAL_META = "fatal"
+#: ``meta`` key of the uploader's current error, the one record of it (see :meth:`JobQueue.record_error`).
+ERROR_META = "error"
 #: ``meta`` key of the uploader generation: each uploader that takes over increments it, and one
 #: that finds a newer generation before sending knows it was replaced and stops.
 GENERATION_META = "generation"
@@ -323,6 +323,21 @@ class JobQueue:
         """Forget a job none of whose pieces can be uploaded any more."""
         self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
 
+    def record_error(self, kind: ErrorKind | None, text: str | None = None) -> None:
+        """Record the uploader's current error (``kind=None``: there is none any more).
+
+        The one place errors are recorded: every reader (``status``, a writer's ``close()``, the
+        CLI) reads this record through :func:`read_error` / :meth:`error`. ``text`` must be redacted.
+        """
+        value = None if kind is None else json.dumps(
+            {"kind": kind.value, "text": text or "", "pid": os.getpid(), "time": time.time()})
+        if value is not None or self.get_meta(ERROR_META) is not None:
+            self.set_meta(ERROR_META, value)
+
+    def error(self) -> UploadError | None:
+        """The uploader's current error, if any."""
+        return UploadError.parse(self.get_meta(ERROR_META))
+
     def reset_backoff(self, target: str) -> None:
         """Make the unfinished job due now (a new uploader or an explicit sync should not wait), and
         start its backoff over: a series of restarts must not make the next failure wait minutes.
@@ -353,30 +368,41 @@ class JobQueue:
         )
 
 
-def read_fatal(db: Path) -> dict | None:
-    """``{"pid", "error", "time"}`` of the error the uploader ``pid`` waits on the user for, if any."""
+class ErrorKind(str, Enum):
+    """What an error needs: time (retrying fixes it), the user (a token, a repository), or space."""
 
-    def fatal(queue: JobQueue) -> dict | None:
-        raw = queue.get_meta(FATAL_META)
-        return json.loads(raw) if raw else None
+    TRANSIENT = "transient"  # network, 5xx, 429, 409/412: retried with backoff
+    NEEDS_USER = "needs_user"  # 401/403, repository or revision not found: retrying alone won't help
+    LOCAL = "local"  # full disk, locked database, a vanished local file: retried every few seconds
 
-    return _read_only(db, fatal, None)
+
+@dataclass
+class UploadError:
+    """The uploader's current error, as recorded in the queue (one record, one reader)."""
+
+    kind: ErrorKind
+    text: str  # already redacted
+    pid: int  # the uploader that recorded it: a writer ignores the error of an uploader that is gone
+    time: float
+
+    @classmethod
+    def parse(cls, raw: str | None) -> UploadError | None:
+        try:
+            data = json.loads(raw) if raw else None
+            return None if not data else cls(ErrorKind(data["kind"]), str(data["text"]), int(data["pid"]), float(data["time"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def read_error(db: Path) -> UploadError | None:
+    """The uploader's current error (read-only): what ``status``, ``close()`` and the CLI show."""
+    return _read_only(db, lambda queue: queue.error(), None)
 
 
 def read_committed(db: Path, target: str) -> dict[str, int]:
     """``path -> committed size`` for a training process waiting in ``close()``: read-only, never
     blocks the uploader, and ``{}`` while the queue does not exist yet or is being rebuilt."""
     return _read_only(db, lambda queue: {p: size for p, (size, _, _) in queue.committed(target).items()}, {})
-
-
-def read_last_error(db: Path, target: str) -> str | None:
-    """The error that keeps ``target``'s job from being committed, if any (read-only)."""
-
-    def last_error(queue: JobQueue) -> str | None:
-        job = queue.unfinished(target)
-        return (job.last_error if job else None) or queue.get_meta("last_error")
-
-    return _read_only(db, last_error, None)
 
 
 def _read_only(db: Path, read: Callable[[JobQueue], Any], default: Any) -> Any:

@@ -28,6 +28,7 @@ def process_identity(pid: int | None = None) -> dict:
 #: we cannot ask that host's kernel, so writers and uploaders refresh their file's mtime.
 OTHER_HOST_STALE_S = 10.0
 
+
 def touch(path: Path | None) -> None:
     """Refresh ``path``'s mtime (a heartbeat other hosts can see); missing files are ignored."""
     if path is not None:
@@ -35,6 +36,7 @@ def touch(path: Path | None) -> None:
             os.utime(path)
         except OSError:
             pass
+
 
 def is_alive(identity: dict | None, path: Path | None = None) -> bool:
     """Whether the process ``identity`` (read from ``path``) still runs.

@@ -16,6 +16,7 @@ from .statedir import private_open, read_json, state_dir, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
+
 def trigger(logdir: Path) -> None:
     """Ask the uploader to commit now (used by ``close()`` and ``scheduler.trigger()``)."""
     try:
@@ -23,6 +24,7 @@ def trigger(logdir: Path) -> None:
         os.utime(state_dir(logdir) / "trigger")
     except OSError as exc:
         logger.warning("could not trigger the uploader of %s: %s", logdir, exc)
+
 
 def request_handover(logdir: Path) -> None:
     """Ask the running uploader to finish its cycle and exit (a ``sync`` with new settings, a writer
@@ -37,12 +39,14 @@ def request_handover(logdir: Path) -> None:
     except OSError as exc:
         logger.warning("could not ask the uploader of %s to hand over: %s", logdir, exc)
 
+
 def handover_requester(logdir: Path) -> dict | None:
     """Who asks the uploader to hand over (``{}``: a request that names nobody), or ``None``."""
     path = state_dir(logdir, create=False) / "handover"
     if not path.exists():
         return None
     return read_json(path) or {}
+
 
 def withdraw_handover(logdir: Path, requester: dict | None = None) -> None:
     """Remove the handover request: this process's own (default), ``requester``'s, or any (``{}``)."""

@@ -23,6 +23,7 @@ from .statedir import read_json, state_dir, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
+
 _registration_counter = itertools.count()
 
 # Run directories claimed by this process (a second writer of the same process must not share).
@@ -40,6 +41,7 @@ class Claim:
     def release(self) -> None:
         _claimed_here.discard(str(self.path))
         self.lock.release(force=True)
+
 
 def claim_run_dir(logdir: Path, preferred: str | None) -> Claim:
     """Claim ``preferred`` (or the plain layout ``logdir`` itself when ``None``).
@@ -73,8 +75,10 @@ def claim_run_dir(logdir: Path, preferred: str | None) -> Claim:
         return Claim(name, path, lock)
     raise AssertionError("unreachable")
 
+
 def forget_claims_after_fork() -> None:
     _claimed_here.clear()
+
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=forget_claims_after_fork)
@@ -88,6 +92,7 @@ def register_writer(logdir: Path, run_dir: Path) -> Path:
     path = writers / f"{HOST}-{ident['pid']}-{next(_registration_counter)}.json"
     write_json_atomic(path, {**ident, "run_dir": str(run_dir)})
     return path
+
 
 def live_writers(logdir: Path) -> list[dict]:
     """Registrations of writers whose process still runs (read only: see :func:`prune_stale_registrations`)."""
@@ -104,6 +109,7 @@ def live_writers(logdir: Path) -> list[dict]:
         if data is not None and is_alive(data, entry):
             live.append(data)
     return live
+
 
 def prune_stale_registrations(logdir: Path, stale_after: float) -> None:
     """Delete registrations of dead writers whose heartbeat is older than ``stale_after`` seconds.

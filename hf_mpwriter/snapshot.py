@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_ALLOW = ("*.tfevents.*",)
 
 
-def _patterns(value: str | Sequence[str] | None) -> list[str]:
+def pattern_list(value: str | Sequence[str] | None) -> list[str]:
+    """``huggingface_hub``'s pattern arguments (a string, a list or ``None``) as a list."""
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
@@ -59,8 +60,8 @@ class Scanner:
         ignore_patterns: str | Sequence[str] | None = None,
     ) -> None:
         self.logdir = Path(logdir)
-        self.allow = _patterns(allow_patterns)
-        self.ignore = _patterns(ignore_patterns)
+        self.allow = pattern_list(allow_patterns)
+        self.ignore = pattern_list(ignore_patterns)
         self.staging = self.logdir / STATE_DIRNAME / "staging"
         self._boundary: dict[str, int] = {}
         self._warned_links: set[str] = set()

@@ -27,10 +27,12 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+
 STATE_DIRNAME = ".hf_mpwriter"
 
 #: Subdirectories of the state directory (kept private like it).
 _PRIVATE_SUBDIRS = ("claims", "writers", "staging")
+
 
 def state_dir(logdir: str | os.PathLike, create: bool = True) -> Path:
     """``<logdir>/.hf_mpwriter``, created private (0700) on first use."""
@@ -39,6 +41,7 @@ def state_dir(logdir: str | os.PathLike, create: bool = True) -> Path:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         make_private(path)
     return path
+
 
 def make_private(path: Path) -> None:
     """Mode 0700 for a directory, 0600 for a file, whatever it was (owner's files only).
@@ -60,6 +63,7 @@ def make_private(path: Path) -> None:
         except OSError as exc:
             logger.warning("could not make %s private (mode %o): %s", path, wanted, exc)
 
+
 def secure_state_dir(logdir: str | os.PathLike) -> Path:
     """Create the state directory if needed and make it and everything in it private."""
     root = state_dir(logdir)
@@ -71,12 +75,14 @@ def secure_state_dir(logdir: str | os.PathLike) -> Path:
                 make_private(Path(sub.path))
     return root
 
+
 def _scandir(path: Path) -> list[os.DirEntry]:
     try:
         with os.scandir(path) as entries:
             return list(entries)
     except OSError:
         return []
+
 
 def private_open(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
     """``os.open`` with mode 0600 (and 0600 enforced if the file already existed)."""
@@ -87,9 +93,11 @@ def private_open(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         pass
     return fd
 
+
 def is_disk_full(exc: BaseException) -> bool:
     """An ``OSError`` that means "no space": waiting for space fixes it, nothing else to change."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that readers see the old or the new content, never a torn file."""
@@ -104,6 +112,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         except OSError:
             pass
         raise
+
 
 def read_json(path: Path) -> dict | None:
     """The JSON object in ``path``, or ``None`` if it is missing or unreadable."""

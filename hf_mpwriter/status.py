@@ -54,7 +54,8 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
                 pending = queue.unfinished(key)
                 last = queue.last_done(key)
                 commits = queue.count_done(key)
-                meta_error = queue.get_meta("last_error")
+                recorded = queue.error()
+                meta_error = recorded.text if recorded else None
                 audit = audit_record(queue)
             finally:
                 queue.close()
@@ -91,7 +92,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
         "pending_bytes": pending.bytes if pending else 0,
         "commits": commits,
         "last_commit": None if last is None else {"time": last.updated, "id": last.commit_id},
-        "last_error": (pending.last_error if pending else None) or meta_error or queue_error,
+        "last_error": meta_error or queue_error,
         "audit": _audit_summary(audit, last),
         "up_to_date": config is not None and all(
             f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in files)

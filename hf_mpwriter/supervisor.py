@@ -38,6 +38,7 @@ from .statedir import private_open, state_dir
 
 logger = logging.getLogger(__name__)
 
+
 MODES = ("process", "thread", "none")
 
 #: ``uploader.out`` (the uploader's raw stdout/stderr) is set aside past this size at the next spawn.
@@ -47,17 +48,22 @@ OUT_BYTES = 1 << 20
 #: (instead of respawning it every heartbeat).
 SPAWN_PAUSE_S = 30.0
 
+
 _threads: dict[str, threading.Thread] = {}
+
 
 _thread_uploaders: dict[str, Any] = {}  # logdir -> the Uploader running in a thread of this process
 
+
 _spawn_pause_until: dict[str, float] = {}
+
 
 def check_mode(mode: object) -> str:
     """``mode`` if it is one of :data:`MODES`, else a :class:`~hf_mpwriter.ConfigurationError`."""
     if mode not in MODES:
         raise ConfigurationError(f"uploader must be one of {', '.join(MODES)}, got {mode!r}")
     return str(mode)
+
 
 def stop_hung_uploader(logdir: Path) -> bool:
     """SIGKILL the logdir's uploader process if it is hung; ``True`` once it is gone.
@@ -86,6 +92,7 @@ def stop_hung_uploader(logdir: Path) -> bool:
     except (psutil.Error, KeyError, ValueError, TypeError, subprocess.TimeoutExpired):
         return False
     return True
+
 
 def ensure_uploader(logdir: Path, mode: str, token: str | None = None, wait: float = 10.0) -> bool:
     """Start an uploader for ``logdir`` unless one is alive and working. Returns whether one is (now) alive.
@@ -132,6 +139,7 @@ def ensure_uploader(logdir: Path, mode: str, token: str | None = None, wait: flo
     finally:
         lock.release()
 
+
 def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:
     info = uploader_info(logdir) or {}
     if "token_id" not in info or info.get("token_id") == token_id(token or os.environ.get("HF_TOKEN")):
@@ -140,21 +148,23 @@ def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:
         logger.warning("the uploader of %s runs with another token and waits for the user; handing over", logdir)
         request_handover(logdir)
 
+
 def fatal_error(logdir: Path, token: str | None = None) -> str | None:
     """The error the running uploader cannot fix by retrying (bad token, missing repo...), if any.
 
     With ``token``: only if the uploader runs with that token (a writer with another token has asked
     it to hand over: the error is not its own).
     """
-    from .jobqueue import read_fatal  # the queue module is not needed by writers otherwise
+    from .jobqueue import ErrorKind, read_error  # the queue module is not needed by writers otherwise
 
-    record = read_fatal(state_dir(logdir, create=False) / "queue.db")
+    error = read_error(state_dir(logdir, create=False) / "queue.db")
     info = uploader_info(logdir) or {}
-    if record is None or record.get("pid") != info.get("pid"):
-        return None  # none, or recorded by an uploader that is gone
+    if error is None or error.kind is not ErrorKind.NEEDS_USER or error.pid != info.get("pid"):
+        return None  # none, one that retrying fixes, or recorded by an uploader that is gone
     if token is not None and info.get("token_id") != token_id(token or os.environ.get("HF_TOKEN")):
         return None
-    return str(record.get("error"))
+    return error.text
+
 
 def _spawn_process(logdir: Path, token: str | None) -> subprocess.Popen:
     env = dict(os.environ)
@@ -184,6 +194,7 @@ def _spawn_process(logdir: Path, token: str | None) -> subprocess.Popen:
     logger.debug("spawned uploader pid %d for %s", proc.pid, logdir)
     return proc
 
+
 def terminate_thread_uploader(logdir: Path) -> bool:
     """SIGTERM for an uploader running as a thread of this process: its last commit, now.
     Returns whether there is one."""
@@ -191,6 +202,7 @@ def terminate_thread_uploader(logdir: Path) -> bool:
     if uploader is not None:
         uploader.terminate()
     return uploader is not None
+
 
 def _start_thread(logdir: Path, token: str | None) -> bool:
     from .uploader import Uploader

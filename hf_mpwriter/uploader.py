@@ -44,7 +44,7 @@ from . import schedule as schedule_mod
 from .config import UploadConfig
 from .election import AlreadyRunning, UploaderLock
 from .errors import ConfigurationError, TargetError
-from .jobqueue import AUDIT_META, FATAL_META, GENERATION_META, Job, JobQueue, JobState, Step, audit_record
+from .jobqueue import AUDIT_META, GENERATION_META, ErrorKind, Job, JobQueue, JobState, Step, audit_record
 from .liveness import is_alive, process_identity
 from .piece import Piece
 from .redaction import RedactingFilter, redact, token_id
@@ -146,7 +146,7 @@ class Uploader:
             secure_state_dir(self.logdir)
             self._generation = self.queue.new_generation()
             self.queue.reset_backoff(self.target.key)  # a new uploader (or a sync) tries at once
-            self.queue.set_meta(FATAL_META, None)  # whatever stopped the last one: try again
+            self.queue.record_error(None)  # whatever stopped the last one: try again
         except (OSError, sqlite3.Error) as exc:
             logger.warning("cannot update the queue yet (%s); retrying in the loop", exc)
         try:
@@ -398,12 +398,12 @@ class Uploader:
                 self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + backoff(job.attempts + 1, exc),
                                 count_attempt=True)
             logger.warning("%s", text)
-            self._record_fatal(text if not exc.transient else None)
+            self._record_error(exc, text)
             progress.error, progress.fatal = text, not exc.transient
         except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry soon
             text = f"local error while snapshotting {self.logdir}: {exc}; retrying every {LOCAL_RETRY_S:.0f} s"
             logger.error("%s", text)
-            self.queue.set_meta("last_error", text)
+            self.queue.record_error(ErrorKind.LOCAL, text)
             progress.error, progress.local_error = text, True
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
@@ -417,15 +417,14 @@ class Uploader:
         try:
             self._call("prepare", self.target.prepare)
         except TargetError as exc:
-            self.queue.set_meta("last_error", redact(str(exc), self._token))
+            text = redact(str(exc), self._token)
             self._prepare_fatal = not exc.transient
             self._prepare_failures += 1
             self._prepare_retry_at = time.monotonic() + backoff(self._prepare_failures, exc)
-            logger.error("%s", redact(str(exc), self._token))
-            self._record_fatal(redact(str(exc), self._token) if self._prepare_fatal else None)
+            logger.error("%s", text)
+            self._record_error(exc, text)
             return False
-        self.queue.set_meta("last_error", None)
-        self._record_fatal(None)
+        self.queue.record_error(None)
         self._prepared = True
         try:  # what the target really is (a repo id without namespace, completed): for writer.repo_id
             write_json_atomic(self.state / "target.json", {"repo_id": getattr(self.target, "repo_id", None),
@@ -445,7 +444,7 @@ class Uploader:
             except OSError as exc:
                 text = f"{piece.path} can no longer be uploaded ({exc}); it is left out"
                 logger.error("%s", text)
-                self.queue.set_meta("last_error", text)
+                self.queue.record_error(ErrorKind.LOCAL, text)
                 continue
             usable.append(piece)
         if len(usable) != len(job.pieces):
@@ -484,24 +483,21 @@ class Uploader:
             text = redact(str(exc), self._token)
             self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + delay)
             (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", text, delay)
-            self._record_fatal(text if not exc.transient else None)
+            self._record_error(exc, text)
             progress.error, progress.fatal = text, not exc.transient
             return
         self.queue.move(job, JobState.DONE, commit_id=commit_id)
-        self.queue.set_meta("last_error", None)
-        self._record_fatal(None)
+        self.queue.record_error(None)
         self.scanner.clean_staging(())
         progress.commits += 1
         progress.committed_bytes += job.bytes
         logger.info("committed %d file(s), %d bytes as %s", len(job.pieces), job.bytes, commit_id)
         self._verify(job.pieces, full=False)  # trust, but verify: the acknowledgement is not the proof
 
-    def _record_fatal(self, error: str | None) -> None:
-        """Record (or clear) an error retrying cannot fix: writers waiting in ``close()`` stop waiting
-        at once and say it, with the command that finishes the job once it is fixed."""
-        value = None if error is None else json.dumps({"pid": os.getpid(), "error": error, "time": time.time()})
-        if value is not None or self.queue.get_meta(FATAL_META) is not None:
-            self.queue.set_meta(FATAL_META, value)
+    def _record_error(self, exc: TargetError, text: str) -> None:
+        """Record a target error: one that needs the user makes writers waiting in ``close()`` stop
+        waiting at once and say it, with the command that finishes the job once it is fixed."""
+        self.queue.record_error(ErrorKind.TRANSIENT if exc.transient else ErrorKind.NEEDS_USER, text)
 
     def _check_generation(self) -> None:
         """Raise :class:`Superseded` if a newer uploader took the queue over since this one started."""
@@ -591,8 +587,9 @@ class Uploader:
         return (job.bytes if job else 0) + new
 
     def last_error(self) -> str | None:
-        job = self.queue.unfinished(self.target.key)
-        return (job.last_error if job else None) or self.queue.get_meta("last_error")
+        """The current error's text (the queue's one record of it), if any."""
+        error = self.queue.error()
+        return error.text if error else None
 
     def drain(
         self, timeout: float | None = None, on_progress: Callable[[Progress], None] | None = None,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
+import time
 from collections.abc import Sequence
 
 from ..errors import ConfigurationError
@@ -24,6 +27,12 @@ def check_remote_path(prefix: str, what: str = "path_in_repo") -> str:
             f"without '..', e.g. path_in_repo='tensorboard'"
         )
     return "/".join(part for part in parts if part not in ("", "."))
+
+
+def synthetic_commit_id(pieces: Sequence[Piece]) -> str:
+    """A commit id for a target without commits (a local directory, a bucket): unique per write,
+    40 hex digits like a git oid, so the queue and ``status`` treat every target alike."""
+    return hashlib.sha1(json.dumps([[p.path, p.sha256] for p in pieces] + [time.time()]).encode()).hexdigest()
 
 
 class Target(abc.ABC):

@@ -19,17 +19,14 @@ What is guaranteed, exactly (a bucket write is per file and not transactional):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from ..errors import TargetError
 from ..piece import Piece
-from .base import Target
-from .hub_client import classify, hub_api
+from .base import Target, synthetic_commit_id
+from .hub_client import UsesHubApi, classify
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +59,7 @@ def xet_hash(path: str, size: int) -> str | None:
         return None
 
 
-class BucketTarget(Target):
+class BucketTarget(UsesHubApi, Target):
     """Writes into bucket ``bucket_id`` under ``prefix``."""
 
     #: No commit rate limit: closing writers get their files stored at once.
@@ -84,12 +81,6 @@ class BucketTarget(Target):
     def description(self) -> str:  # type: ignore[override]
         return f"hf://buckets/{self.repo_id}" + (f"/{self.prefix}" if self.prefix else "")
 
-    @property
-    def api(self) -> Any:
-        if self._api is None:
-            self._api = hub_api(self._token, self._endpoint)
-        return self._api
-
     def prepare(self) -> None:
         """Create the bucket if needed (a name without namespace goes to the token's namespace)."""
         try:
@@ -107,8 +98,7 @@ class BucketTarget(Target):
             self.api.batch_bucket_files(self.repo_id, add=[(p.local_path, self.remote_path(p)) for p in pieces])
         except Exception as exc:
             raise self._error(exc, "write") from None
-        digest = hashlib.sha1(json.dumps([[p.path, p.sha256] for p in pieces] + [time.time()]).encode())
-        return digest.hexdigest()
+        return synthetic_commit_id(pieces)
 
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
         wrong: dict[str, str] = {}

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import TargetError
 from ..piece import Piece, open_nofollow
 from .base import Target
-from .hub_client import classify, hub_api
+from .hub_client import UsesHubApi, classify
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _compare(piece: Piece, info: Any) -> str | None:
     return None if getattr(info, "blob_id", None) == local else "same size, different content (git oid)"
 
 
-class HubTarget(Target):
+class HubTarget(UsesHubApi, Target):
     """Commits into ``repo_id`` at ``revision`` under ``prefix``."""
 
     min_interval = 3600 / 128  # the Hub accepts about 128 commits per hour per repository
@@ -92,12 +92,6 @@ class HubTarget(Target):
 
         kind = "" if self.repo_type == "model" else f"{self.repo_type}s/"
         return f"{(self._endpoint or constants.ENDPOINT).rstrip('/')}/{kind}{self.repo_id}"
-
-    @property
-    def api(self) -> Any:
-        if self._api is None:
-            self._api = hub_api(self._token, self._endpoint)
-        return self._api
 
     # -- the interface -------------------------------------------------------------------------
     def prepare(self) -> None:

@@ -335,3 +335,18 @@ def require_hub_version(minimum: tuple[int, int], feature: str) -> None:
             f"Upgrade it (pip install -U 'huggingface_hub>={needed}'; transformers 4.x pins huggingface_hub<1.0: "
             f"transformers>=5 lifts that), or use a Hub repository (repo_id='me/run') instead"
         )
+
+
+class UsesHubApi:
+    """The lazy ``HfApi`` of a Hub-backed target (a repository, a bucket): built on first use, so
+    only the uploader ever builds one (writers construct targets only to name them)."""
+
+    _token: str | None
+    _endpoint: str | None
+    _api: Any = None
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            self._api = hub_api(self._token, self._endpoint)
+        return self._api

@@ -7,7 +7,6 @@ directory has a history like a repository's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from ..errors import TargetError
 from ..piece import Piece, open_nofollow, sha256_prefix
-from .base import Target
+from .base import Target, synthetic_commit_id
 
 COMMIT_LOG = ".hf_mpwriter-commits.jsonl"
 
@@ -40,9 +39,7 @@ class LocalTarget(Target):
             raise TargetError(f"cannot create target directory {self.directory}: {exc}", transient=False) from None
 
     def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
-        commit_id = hashlib.sha1(
-            json.dumps([(p.path, p.sha256) for p in pieces] + [time.time()]).encode()
-        ).hexdigest()
+        commit_id = synthetic_commit_id(pieces)
         try:
             for piece in pieces:
                 self._replace(piece)
