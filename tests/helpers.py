@@ -193,7 +193,7 @@ def kill_and_collect(proc: subprocess.Popen) -> tuple[str, str]:
     return _unread(proc).decode(errors="replace") + (out or ""), err or ""
 
 
-def read_line(proc: subprocess.Popen, prefix: str = "", timeout: float = 60.0) -> str:
+def read_line(proc: subprocess.Popen, prefix: str = "", timeout: float = 120.0) -> str:
     """Next stdout line of ``proc`` that starts with ``prefix`` (stripped), waiting at most ``timeout``
     seconds: a child that hangs or dies first fails the test (and is killed), it never hangs it.
 

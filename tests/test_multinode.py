@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import read_file_events, scalar_points
-from upload_helpers import local_target_files, read_line, wait_for, writer_env
+from upload_helpers import local_target_files, read_line, wait_for, writer_argv, writer_env
 
 from hf_mpwriter.status import collect
 from hf_mpwriter.targets.hub import HubTarget
@@ -152,8 +152,7 @@ def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
     cfg = {"logdir": str(logdir), "target_dir": str(target), "commit_every_s": 1.0, "steps": 400, "sleep": 0.02}
     nodes = {}
     for k in range(2):
-        script = Path(__file__).resolve().parent / "proc_writer.py"
-        nodes[k] = [subprocess.Popen(_in_node(k, [sys.executable, str(script), json.dumps({**cfg, "rank": 2 * k + r})]),
+        nodes[k] = [subprocess.Popen(_in_node(k, writer_argv({**cfg, "rank": 2 * k + r})),
                                      env=writer_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                     for r in range(2)]
     for procs in nodes.values():
@@ -198,7 +197,6 @@ def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
 
 def test_nodes_write_their_own_files_into_one_bucket(tmp_path):
     """SLURM-style nodes (no torchrun), node-local logdirs, one bucket: no coordination needed."""
-    script = Path(__file__).resolve().parent / "proc_writer.py"
     with HubServer(tokens={TOKEN}) as hub:
         env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN})
         procs = []
@@ -208,7 +206,7 @@ def test_nodes_write_their_own_files_into_one_bucket(tmp_path):
                 cfg = {"logdir": str(tmp_path / f"node-{node}" / "logs"), "repo_id": "hf://buckets/tester/nodes",
                        "rank": 2 * node + local, "commit_every_s": 1.0, "steps": 100, "sleep": 0.01,
                        "close_timeout": 60}
-                procs.append(subprocess.Popen(_in_node(node, [sys.executable, str(script), json.dumps(cfg)]),
+                procs.append(subprocess.Popen(_in_node(node, writer_argv(cfg)),
                                               env=node_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         for proc in procs:
             _, err = proc.communicate(timeout=120)

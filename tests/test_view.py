@@ -37,8 +37,8 @@ def uploaded(tmp_path):
     with HubServer(tokens={TOKEN}) as hub:
         env = {**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN}
         cfg = {"logdir": str(tmp_path / "logs"), "repo_id": REPO, "commit_every_s": 1.0, "steps": 30, "sleep": 0.0}
-        for rank in range(2):
-            finish(start_writer({**cfg, "rank": rank}, env))
+        for proc in [start_writer({**cfg, "rank": rank}, env) for rank in range(2)]:
+            finish(proc)
         yield hub, tmp_path / "logs", env
 
 

@@ -55,12 +55,15 @@ _WITHOUT_TORCH = ("import runpy, sys; sys.modules['torch'] = None; del sys.argv[
                   "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
+def writer_argv(cfg: dict) -> list[str]:
+    """The command line of a writer process running ``tests/proc_writer.py`` (without torch)."""
+    return [sys.executable, "-c", _WITHOUT_TORCH, str(TESTS / "proc_writer.py"), json.dumps(cfg)]
+
+
 def start_writer(cfg: dict, env: Mapping[str, str] | None = None) -> subprocess.Popen:
     """A real writer process running ``tests/proc_writer.py`` (without torch)."""
-    return subprocess.Popen(
-        [sys.executable, "-c", _WITHOUT_TORCH, str(TESTS / "proc_writer.py"), json.dumps(cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=writer_env(env),
-    )
+    return subprocess.Popen(writer_argv(cfg), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=writer_env(env))
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
