@@ -248,7 +248,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     if args.print:
         print(" ".join(command))
         return 0
-    tensorboard = shutil.which("tensorboard")
+    # on PATH, or beside this Python (a virtual environment that is not activated)
+    tensorboard = shutil.which("tensorboard") or shutil.which("tensorboard", path=os.path.dirname(sys.executable))
     if tensorboard is None:
         raise CLIError("tensorboard is not installed in this environment: pip install tensorboard", 2)
     print(f"TensorBoard on {url} (Ctrl-C to stop)", flush=True)
