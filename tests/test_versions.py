@@ -109,13 +109,15 @@ def test_own_client_times_out_with_or_without_the_private_factory(hub, monkeypat
     """Our client is built from the user's factory (a private name) when readable, else from the default."""
     from huggingface_hub.utils import _http
 
+    # The process's own client, as the user's code has it (made before the private name goes away:
+    # huggingface_hub itself needs it to build one, and this test may be the first in its worker).
+    process_client = _http.get_session()
     if not factory_readable:
         for name in ("_GLOBAL_CLIENT_FACTORY", "_GLOBAL_BACKEND_FACTORY"):
             monkeypatch.delattr(_http, name, raising=False)
     from huggingface_hub import HfApi
 
     hub.create_repo(REPO)
-    process_client = _http.get_session()
     before = (getattr(process_client, "timeout", None), "request" in vars(process_client))
     api = ScopedApi(HfApi(token=TOKEN, endpoint=hub.endpoint), OwnClient(connect=2.0, read=1.0))
     assert api.get_paths_info(REPO, ["README.md"]) == []  # works
