@@ -14,21 +14,13 @@ import struct
 
 from tensorboardX.summary import _clean_tag
 
+from .records import varint
+
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
 
 _TAG_CACHE_LIMIT = 100_000
 _tag_tails: dict[str, bytes] = {}
-
-
-def varint(value: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative integer."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _tag_tail(tag: str) -> bytes:

@@ -26,6 +26,17 @@ _MASK_DELTA = 0xA282EAD8
 MAX_RECORD_BYTES = 1 << 30
 
 
+def varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative integer (events are encoded by hand on
+    the hot path and in the uploader, which must not import tensorboardX: it imports torch)."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def masked_crc(data: bytes) -> int:
     """The checksum TFRecord stores: crc32c rotated right by 15 bits plus a constant."""
     crc = crc32c(data)

@@ -55,6 +55,7 @@ from typing import Any
 import psutil
 
 from .errors import ConfigurationError
+from .records import varint
 
 logger = logging.getLogger(__name__)
 
@@ -91,23 +92,14 @@ def period_seconds(value: object) -> float:
 # -- events, encoded here: tensorboardX (and so :mod:`hf_mpwriter.encoding`) imports torch, which the
 # uploader must not load (~200 MiB of memory, ~1 s of CPU) to write a few numbers every 10 s. The tests
 # check the bytes are tensorboardX's.
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _field(number: int, data: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+    return varint(number << 3 | 2) + varint(len(data)) + data
 
 
 def _event(wall_time: float, step: int, summary: bytes) -> bytes:
     """``Event(wall_time, step, summary)`` serialized (fields 1, 2, 5)."""
-    return b"\x09" + struct.pack("<d", wall_time) + (b"\x10" + _varint(step) if step else b"") + _field(5, summary)
+    return b"\x09" + struct.pack("<d", wall_time) + (b"\x10" + varint(step) if step else b"") + _field(5, summary)
 
 
 def scalar_event(tag: str, value: float, step: int, wall_time: float) -> bytes:
