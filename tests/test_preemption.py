@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import _unread, read_file_events, read_line, scalar_points, wait_for
+from helpers import _unread, read_file_events, read_line, read_raw_records, scalar_points, wait_for
 from test_data_safety import fill, small_disk  # noqa: F401  (small_disk: a fixture, a real tmpfs)
 from upload_helpers import TOKEN, hub_env, local_target_files, materialise, uploader_pid, writer_env
 
@@ -149,6 +149,25 @@ def _preempt(kind: str, hub, tmp_path: Path, *, ranks: int, uploader_too: bool, 
     return logged, on_target, uploader, killed, codes, before, _commits(kind, hub, tmp_path), outputs
 
 
+def _every_applied_commit_is_whole_and_only_grows(hub, tmp_path: Path) -> int:
+    """Every commit the Hub applied (not only the last) holds event files cut at whole records, and
+    no commit replaces a file with a shorter or different one (a late commit of a killed uploader)."""
+    seen: dict[str, bytes] = {}
+    commits = hub.commits(REPO)
+    for n, commit in enumerate(reversed(commits)):  # oldest first
+        for path in hub.list_files(REPO, revision=commit["oid"]):
+            if "tfevents" not in path:
+                continue
+            data = hub.read_file(REPO, path, revision=commit["oid"])
+            copy = tmp_path / "history" / str(n) / path
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(data)
+            assert sum(16 + len(r) for r in read_raw_records(copy)) == len(data), f"{path} ends mid-record in {commit['oid']}"
+            assert data.startswith(seen.get(path, b"")), f"{path} regressed in {commit['oid']}"
+            seen[path] = data
+    return len(commits)
+
+
 def _assert_nothing_lost(logged: dict[int, list[int]], on_target: dict[int, Counter]) -> None:
     for rank, steps in logged.items():
         assert steps and steps == list(range(len(steps))), f"rank {rank} printed {steps[:5]}..."
@@ -175,6 +194,8 @@ def test_sigterm_to_every_process_then_sigkill_and_a_lost_disk_loses_nothing(hub
         assert hub.stats["xorb_bytes_received"] > 0 and hub.stats["lfs_uploads"] == 0  # the Xet path
     if kind == "repo-lfs":
         assert hub.stats["lfs_uploads"] > 0 and hub.stats["xorb_bytes_received"] == 0  # the legacy LFS path
+    if kind.startswith("repo"):
+        assert _every_applied_commit_is_whole_and_only_grows(hub, tmp_path) == after + 1  # + the initial commit
     _assert_nothing_lost(logged, on_target)
 
 
@@ -185,6 +206,7 @@ def test_sigterm_to_the_ranks_only_commits_at_once(hub, tmp_path):
     assert codes == [-signal.SIGTERM] * 2
     assert not killed, f"the uploader did not finish by itself within the grace period: {killed}"
     assert after > before
+    _every_applied_commit_is_whole_and_only_grows(hub, tmp_path)
     _assert_nothing_lost(logged, on_target)
 
 
