@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 #: A new writer waits at most this long for an uploader to be up before returning.
 START_WAIT_S = 5.0
+
+#: ``close()`` waits at most this long for a heartbeat in progress (it may be starting an uploader).
+HEARTBEAT_JOIN_S = 15.0
+
 #: SummaryWriter arguments checked (with no file system change) before anything is created.
 _WRITER_CHECKED = ("purge_step", "max_queue", "flush_secs", "filename_suffix", "rotate_bytes")
 DEFAULT_CLOSE_TIMEOUT_S = 120.0
@@ -134,6 +138,7 @@ class HFSummaryWriter(SummaryWriter):
         self._event_writers: list = []
         self._registration: Path | None = None
         self._stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
         super().__init__(logdir=logdir, rank=rank, **kwargs)
         self.scheduler = _Scheduler(self)
         if self._upload is not None:
@@ -144,7 +149,8 @@ class HFSummaryWriter(SummaryWriter):
                 # Before returning: a process that fails right after creating its writer must still
                 # leave an uploader behind (it outlives the process and commits what was flushed).
                 supervisor.ensure_uploader(self._root, self._mode, self._token, wait=START_WAIT_S)
-            threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True).start()
+            self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True)
+            self._heartbeat_thread.start()
 
     @property
     def repo_id(self) -> str | None:
@@ -256,15 +262,19 @@ class HFSummaryWriter(SummaryWriter):
         key = self._upload.target_key
         deadline = time.monotonic() + timeout
         next_check = 0.0
-        while True:
+
+        def done() -> bool:
             committed = read_committed(self._queue_path, key)
-            if all(committed.get(rel, 0) >= size for rel, size in sizes.items()):
+            return all(committed.get(rel, 0) >= size for rel, size in sizes.items())
+
+        while True:
+            if done():
                 return True
             now = time.monotonic()
             if now >= deadline:
                 return False
             if now >= next_check:  # the uploader may have died or hung, and we may be the last writer
-                supervisor.ensure_uploader(self._root, self._mode, self._token, wait=0)
+                supervisor.ensure_uploader(self._root, self._mode, self._token, wait=0, needed=lambda: not done())
                 next_check = now + HEARTBEAT_S
                 if supervisor.fatal_error(self._root, self._token or "") is not None:
                     return False  # retrying cannot fix it: say so now, not after close_timeout
@@ -280,6 +290,11 @@ class HFSummaryWriter(SummaryWriter):
             return
         super().close()
         self._stop.set()
+        if self._heartbeat_thread is not None:
+            # Let a beat in progress finish first: one that ran past our unregistering would register
+            # this closed writer again, or start an uploader after the last one had exited.
+            self._heartbeat_thread.join(HEARTBEAT_JOIN_S)
+            self._heartbeat_thread = None
         if self._upload is None:
             return
         termination.forget(self._root)

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 from filelock import FileLock, Timeout
@@ -94,11 +94,17 @@ def stop_hung_uploader(logdir: Path) -> bool:
     return True
 
 
-def ensure_uploader(logdir: Path, mode: str, token: str | None = None, wait: float = 10.0) -> bool:
+def ensure_uploader(
+    logdir: Path, mode: str, token: str | None = None, wait: float = 10.0, needed: Callable[[], bool] | None = None,
+) -> bool:
     """Start an uploader for ``logdir`` unless one is alive and working. Returns whether one is (now) alive.
 
     A hung uploader is stopped and replaced. One that waits for the user (bad token) while this
     writer has another token is asked to hand over, so that the fix takes effect.
+
+    ``needed`` (for a closing writer): asked once no uploader is alive, whether there is still work
+    for one. An uploader exits right after its last commit, so a writer that read the queue just
+    before that commit would otherwise start a new uploader with nothing to do.
     """
     if mode == "none":
         return False
@@ -116,6 +122,8 @@ def ensure_uploader(logdir: Path, mode: str, token: str | None = None, wait: flo
     try:
         if uploader_alive(logdir):
             return True
+        if needed is not None and not needed():
+            return False
         if mode == "thread":
             return _start_thread(logdir, token)
         key = str(Path(logdir).resolve())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,6 +186,44 @@ def test_processes_that_fail_right_after_creating_their_writer_lose_nothing(tmp_
     wait_for(lambda: collect(logdir)["up_to_date"], 60, "every record on the target")
     remote = local_target_files(target, "tensorboard/logs")
     check_remote(logdir, remote, {r: range(20) for r in range(20)}, tmp_path / "remote")
+
+
+def test_a_closing_writer_does_not_restart_an_uploader_that_just_finished(tmp_path, monkeypatch):
+    """The uploader commits and exits at once when the last writer is gone. A closing writer that read
+    the queue just before that commit must not start a second uploader with nothing to do."""
+    import hf_mpwriter.hub_writer as hub_writer
+
+    logdir = tmp_path / "logs"
+    real_read = hub_writer.read_committed
+    stale_reads = []
+
+    def read_committed(path, key):
+        if not stale_reads:  # the first look of close(): taken before the commit, seen after the exit
+            wait_for(lambda: uploader_pid(logdir) is None, 60, "the uploader to commit and exit")
+            stale_reads.append(real_read(path, key))
+            return {}
+        return real_read(path, key)
+
+    writer = HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, commit_every=5)
+    writer.add_scalar("loss", 1.0, 0)
+    monkeypatch.setattr(hub_writer, "read_committed", read_committed)
+    before = {p.pid for p in psutil.Process().children()}  # the uploader the writer started
+    writer.close()
+    assert stale_reads and stale_reads[0], "the scenario: the uploader had committed everything and exited"
+    spawned = [p for p in psutil.Process().children()
+               if p.pid not in before and "hf_mpwriter.uploader" in " ".join(_cmdline(p))]
+    for proc in spawned:  # (a zombie or a live one: either way, one too many)
+        proc.wait(30)
+    assert not spawned, "close() started an uploader after everything was committed"
+    log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
+    assert len(re.findall(r"uploader \d+ started", log)) == 1, log
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:  # a zombie has none: it can only be the uploader close() started
+        return ["hf_mpwriter.uploader"]
 
 
 # -- writers judged dead by mistake --------------------------------------------------------------------

@@ -219,7 +219,8 @@ def test_torchrun_restart_resumes_same_runs_with_purge_step(tmp_path):
         assert {s for s, n in unpurged.items() if n == 2} >= set(range(30, 37))
         # One uploader at a time, and one that finished the job after the restart.
         wait_for(lambda logdir=logdir: uploader_pid(logdir) is None, 30, "the uploader to exit once all is committed")
-        assert 1 <= len(uploader_starts(logdir)) <= 2
+        log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
+        assert 1 <= len(uploader_starts(logdir)) <= 2, log
 
 
 def test_torchrun_example_excerpts_are_the_script():
