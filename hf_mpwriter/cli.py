@@ -222,13 +222,7 @@ def remote_url(where: str) -> str:
         config = config_mod.load(logdir)
         if config is None:
             raise CLIError(f"{where!r} has no upload target: view it locally with `tensorboard --logdir {where}`", 2)
-        if config.kind == "local":
-            return str(Path(config.directory or ".") / config.prefix)
-        if config.kind == "bucket":
-            return f"hf://buckets/{config.repo_id}/{config.prefix}"
-        kind = {"model": "", "dataset": "datasets/", "space": "spaces/"}[config.repo_type]
-        revision = "" if config.revision == "main" else f"@{config.revision}"
-        return f"hf://{kind}{config.repo_id}{revision}/{config.prefix}"
+        return config.make_target().reader_url
     return f"hf://{where.strip('/')}"
 
 

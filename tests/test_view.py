@@ -74,3 +74,16 @@ def test_view_starts_tensorboard_on_the_repository(uploaded):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_view_reads_every_kind_of_target_where_it_is(tmp_path):
+    """The URL `view` opens comes from the target itself (one description per kind, not a copy in the CLI)."""
+    from hf_mpwriter.targets.bucket import BucketTarget
+    from hf_mpwriter.targets.hub import HubTarget
+    from hf_mpwriter.targets.local import LocalTarget
+
+    assert HubTarget("me/run", prefix="tb").reader_url == "hf://me/run/tb"
+    assert HubTarget("me/run", prefix="tb", repo_type="dataset", revision="dev").reader_url == "hf://datasets/me/run@dev/tb"
+    assert HubTarget("me/run", prefix="", repo_type="space").reader_url == "hf://spaces/me/run"
+    assert BucketTarget("me/bucket", prefix="logs/a").reader_url == "hf://buckets/me/bucket/logs/a"
+    assert LocalTarget(tmp_path, "tb").reader_url == str(tmp_path.resolve() / "tb")

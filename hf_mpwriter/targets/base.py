@@ -52,6 +52,9 @@ class Target(abc.ABC):
     key: str
     #: For people: where the logs go.
     description: str
+    #: Where a reader finds the copy: an ``hf://`` URL (``huggingface_hub.HfFileSystem``, which
+    #: TensorBoard reads through fsspec) or a local path. What ``hf-mpwriter view`` opens.
+    reader_url: str
     #: Seconds between commits the target tolerates; commits asked for by closing writers are spaced
     #: at least this much (the Hub accepts about 128 commits per hour per repository).
     min_interval: float = 0.0

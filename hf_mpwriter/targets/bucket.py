@@ -81,6 +81,10 @@ class BucketTarget(UsesHubApi, Target):
     def description(self) -> str:  # type: ignore[override]
         return f"hf://buckets/{self.repo_id}" + (f"/{self.prefix}" if self.prefix else "")
 
+    @property
+    def reader_url(self) -> str:  # type: ignore[override]
+        return self.description
+
     def prepare(self) -> None:
         """Create the bucket if needed (a name without namespace goes to the token's namespace)."""
         try:

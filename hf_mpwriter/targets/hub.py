@@ -93,6 +93,12 @@ class HubTarget(UsesHubApi, Target):
         kind = "" if self.repo_type == "model" else f"{self.repo_type}s/"
         return f"{(self._endpoint or constants.ENDPOINT).rstrip('/')}/{kind}{self.repo_id}"
 
+    @property
+    def reader_url(self) -> str:  # type: ignore[override]
+        kind = "" if self.repo_type == "model" else f"{self.repo_type}s/"
+        revision = "" if self.revision == "main" else f"@{self.revision}"
+        return f"hf://{kind}{self.repo_id}{revision}" + (f"/{self.prefix}" if self.prefix else "")
+
     # -- the interface -------------------------------------------------------------------------
     def prepare(self) -> None:
         """Create the repository if needed and tag its model card, once per uploader start.

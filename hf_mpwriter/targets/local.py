@@ -30,6 +30,7 @@ class LocalTarget(Target):
         self.directory = Path(directory).expanduser().resolve()
         self.key = f"local:{self.directory}:{self.prefix}"
         self.description = str(self.directory)
+        self.reader_url = str(self.directory / self.prefix)
         self._verified: dict[str, tuple[int, int, int, str]] = {}  # path -> what was last found intact
 
     def prepare(self) -> None:
