@@ -338,8 +338,10 @@ def _setup_logging(debug: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.debug)
-    if getattr(args, "quiet", False):  # the client's bars too (read when huggingface_hub is imported)
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if getattr(args, "quiet", False):  # the client's bars too
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -379,7 +379,9 @@ class _Flusher:
     """One daemon thread per process that flushes every writer every ``flush_secs``.
 
     One thread for all writers (not one per writer, as tensorboardX does) keeps a process with many
-    writers cheap.
+    writers cheap. It is process-wide state by nature (a thread, an exit hook, a fork hook), so it
+    is one object, and it installs its hooks when the first writer is opened: importing the package
+    changes nothing in the process.
     """
 
     PERIOD = 0.25
@@ -388,9 +390,15 @@ class _Flusher:
         self._writers: weakref.WeakSet[object] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._hooked = False
 
     def add(self, writer: object) -> None:
         with self._lock:
+            if not self._hooked:
+                atexit.register(self.close_all)
+                if hasattr(os, "register_at_fork"):
+                    os.register_at_fork(after_in_child=self.after_fork_in_child)
+                self._hooked = True
             self._writers.add(writer)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="hf_mpwriter-flusher", daemon=True)
@@ -430,6 +438,3 @@ class _Flusher:
 
 
 _flusher = _Flusher()
-atexit.register(_flusher.close_all)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_flusher.after_fork_in_child)

@@ -104,7 +104,9 @@ def _check_exactly_once(files: dict[str, bytes], tmp_path: Path) -> None:
 def test_node_local_logdirs_commit_to_one_repository_in_turns(tmp_path):
     with HubServer(tokens={TOKEN}) as hub:
         hub.create_repo(REPO)
-        env = _job_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": TOKEN})
+        # The test Hub accepts a commit every 2 s (not huggingface.co's ~28 s): turns of 2 x 2 s, not 2 x 28 s.
+        env = _job_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": TOKEN,
+                        "HF_MPWRITER_HUB_COMMIT_SPACING": "2"})
         logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(2)]
         _run_job(tmp_path, logdirs, ["--repo-id", REPO], env)
         for logdir in logdirs:
@@ -117,6 +119,7 @@ def test_node_local_logdirs_commit_to_one_repository_in_turns(tmp_path):
         # Each node paced itself: one turn per max(commit_every, nodes x the Hub's spacing).
         configs = [json.loads((d / ".hf_mpwriter" / "config.json").read_text()) for d in logdirs]
         assert sorted((c["nodes"], c["node_rank"]) for c in configs) == [(2, 0), (2, 1)], configs
+        assert all(c["min_interval"] == 2 for c in configs), configs
 
 
 def test_a_logdir_shared_by_every_node_has_one_uploader(tmp_path):
