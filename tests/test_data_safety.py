@@ -78,8 +78,9 @@ def _server_idle(hub: HubServer) -> bool:
 
 
 # -- fencing --------------------------------------------------------------------------------------
-#: How long the test Hub holds the killed uploader's commit (it sleeps in a server thread: no CPU).
-_ZOMBIE_HOLD_S = 15.0
+#: At most how long the test Hub holds the killed uploader's commit (a server thread waits: no CPU);
+#: the test releases it as soon as the new uploader has committed.
+_ZOMBIE_HOLD_S = 120.0
 
 
 def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tmp_path):
@@ -89,8 +90,8 @@ def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tm
     # The card is already tagged: the uploader's first commit is a commit of logs, the one held.
     _plant(hub, tmp_path, "README.md", b"---\ntags:\n- hf-summary-writer\n---\n")
     logdir = tmp_path / "logs"
-    # Long enough for the new uploader to start and commit first even on a loaded machine; if it
-    # does not, the test fails (outcome 200), it does not pass without a zombie.
+    # Held until the new uploader has committed (released below); if the bound runs out first, the
+    # test fails (outcome 200), it does not pass without a zombie.
     hold = hub.inject("hold", route="commit", seconds=_ZOMBIE_HOLD_S)
     procs = [start_writer(_hub_cfg(tmp_path, r), _env(hub, tmp_path)) for r in range(2)]
     wait_for(lambda: hold.hits, 30, "a commit held by the server")
@@ -103,6 +104,8 @@ def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tm
     # The writers are done and everything was committed by the new uploader (the head moved under
     # the held commit); now the zombie lands, and the fence refuses it: its parent is stale (412).
     assert hub.commit_count(REPO) > commits_before, "the new uploader committed nothing"
+    assert hold.done == 0, "the held commit was applied before the new uploader was done: no zombie"
+    hold.release()
     wait_for(lambda: _server_idle(hub), _ZOMBIE_HOLD_S + 30, "the held commit to be processed")
     assert hold.done == 1, "the held commit was never processed"
     assert hold.outcomes == [412], f"the zombie commit was not fenced off: {hold.outcomes}"

@@ -12,24 +12,41 @@ Everything is read back from the target with TensorBoard's own reader.
 
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import plugin_accumulator, read_raw_records, scalars, tensorboard_runs
 from test_launchers import example_env, examples, run_example, wait_up_to_date
 from upload_helpers import local_event_files, local_target_files, materialise
 
-pytest.importorskip("lightning", reason="the Lightning integration needs lightning")
-pytest.importorskip("torch", reason="Lightning trains torch models")
+from hf_mpwriter.errors import ConfigurationError
 
-from hf_mpwriter.errors import ConfigurationError  # noqa: E402
-from hf_mpwriter.integrations import HFMPWriterLogger  # noqa: E402
-from hf_mpwriter.integrations.lightning import job_version  # noqa: E402
+# Skipped without importing lightning: importing it takes seconds, paid by every xdist worker that
+# collects this file, while only the worker that runs a test here needs it.
+if importlib.util.find_spec("lightning") is None:
+    pytest.skip("the Lightning integration needs lightning", allow_module_level=True)
+if importlib.util.find_spec("torch") is None:
+    pytest.skip("Lightning trains torch models", allow_module_level=True)
+
+
+def HFMPWriterLogger(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - stands for the class
+    from hf_mpwriter.integrations import HFMPWriterLogger as logger_class
+
+    return logger_class(*args, **kwargs)
+
+
+def job_version(environ: dict) -> str | None:
+    from hf_mpwriter.integrations.lightning import job_version as version
+
+    return version(environ)
+
 
 REPO = Path(__file__).resolve().parent.parent
 

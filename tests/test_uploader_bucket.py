@@ -82,8 +82,9 @@ def test_bucket_write_faults_lose_and_duplicate_nothing(hub, tmp_path, faults):
     assert collect(tmp_path / "logs")["up_to_date"]
 
 
-#: How long the test Hub holds the killed uploader's bucket write (a server thread sleeps: no CPU).
-_LATE_WRITE_HOLD_S = 25.0
+#: At most how long the test Hub holds the killed uploader's bucket write (a server thread waits: no
+#: CPU); the test releases it as soon as the next uploader has stored newer versions.
+_LATE_WRITE_HOLD_S = 120.0
 
 
 def test_sigkill_mid_upload_and_a_late_write_are_repaired(hub, tmp_path):
@@ -91,7 +92,7 @@ def test_sigkill_mid_upload_and_a_late_write_are_repaired(hub, tmp_path):
     uploader, with older (shorter) files. Nothing fences a bucket write; the audit of the next
     uploader (here: a sync) finds the regression and stores the newer files again."""
     logdir = tmp_path / "logs"
-    # Held long enough for the next uploader to store newer versions first, even on a loaded machine.
+    # Held until the next uploader has stored newer versions (released below).
     hold = hub.inject("hold", route="bucket_batch", seconds=_LATE_WRITE_HOLD_S)
     procs = [start_writer(_cfg(tmp_path, r, steps=400), _env(hub, tmp_path)) for r in range(2)]
     wait_for(lambda: hold.hits, 30, "a bucket write held by the server")
@@ -103,6 +104,7 @@ def test_sigkill_mid_upload_and_a_late_write_are_repaired(hub, tmp_path):
     # Everything is stored (the writers closed) and the killed uploader's write is still held.
     newer = _remote(hub)
     assert hold.done == 0, "the held write landed before the new uploader was done: no late write to repair"
+    hold.release()
     wait_for(lambda: hold.done == 1, _LATE_WRITE_HOLD_S + 30, "the held write to land")
     assert hold.outcomes == [200]
     late = _remote(hub)

@@ -7,6 +7,7 @@ fault of a request's route and applies it (see :data:`FAULT_KINDS`).
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,9 @@ class Fault:
 
     For "latency" and "hold" faults, ``done`` counts the delayed requests whose handling has
     finished, and ``outcomes`` lists their HTTP statuses (e.g. ``[200]`` for an applied commit,
-    ``[412]`` for a held commit whose parent went stale in the meantime).
+    ``[412]`` for a held commit whose parent went stale in the meantime). :meth:`release` ends their
+    delay at once: a test sets a generous ``seconds`` (a bound) and releases the requests as soon as
+    its scenario is in place, instead of waiting the bound out.
     """
 
     kind: str
@@ -75,6 +78,15 @@ class Fault:
     hits: int = 0
     done: int = 0
     outcomes: list[int] = field(default_factory=list)
+    _released: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def delay(self) -> None:
+        """Sleep ``seconds`` (in the request's own server thread), or until :meth:`release`."""
+        self._released.wait(float(self.params["seconds"]))
+
+    def release(self) -> None:
+        """Let every request this fault delays (now or later) go on at once."""
+        self._released.set()
 
     def matches(self, route: str) -> bool:
         return (self.remaining is None or self.remaining > 0) and self.route in ("any", route)

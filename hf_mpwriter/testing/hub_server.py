@@ -236,7 +236,8 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         Returns the :class:`Fault`: ``hits`` counts the requests it hit; for "latency" and "hold",
         ``done`` counts the delayed requests whose handling finished and ``outcomes`` their
         statuses (``[200]`` applied, ``[412]`` refused for a stale parent), so a test can poll for
-        the late outcome instead of sleeping.
+        the late outcome instead of sleeping; ``release()`` ends the delay of a "latency" or "hold"
+        fault at once (``seconds`` is then only a bound).
         """
         entry = new_fault(fault, route, times, params)
         with self._meta_lock:
@@ -438,7 +439,7 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
             if fault.kind in ("latency", "hold"):
                 # The handler thread sleeps, then applies: whether the client is still connected
                 # does not matter (a held write lands even after its client was killed).
-                time.sleep(float(fault.params["seconds"]))
+                fault.delay()
                 delayed = fault
             elif fault.kind == "lost_response":
                 lost_response = True
