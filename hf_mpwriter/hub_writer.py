@@ -22,7 +22,8 @@ from .errors import ConfigurationError
 from .jobqueue import read_committed, read_error
 from .liveness import touch
 from .snapshot import matches
-from .writer import SummaryWriter, _default_logdir, check_logdir, check_writer_args
+from .writer import SummaryWriter
+from .writer_args import check_logdir, check_writer_args, default_logdir
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class HFSummaryWriter(SummaryWriter):
         **kwargs: Any,
     ) -> None:
         supervisor.check_mode(uploader)
-        logdir = logdir or kwargs.pop("log_dir", None) or _default_logdir(kwargs.get("comment") or "")
+        logdir = logdir or kwargs.pop("log_dir", None) or default_logdir(kwargs.get("comment") or "")
         # Every setting is checked before anything is created: a rejected call leaves no trace.
         check_writer_args(
             logdir, rank=rank, **{k: kwargs[k] for k in _WRITER_CHECKED if k in kwargs},
