@@ -1,12 +1,23 @@
 """A training process for the tests: ``python tests/proc_writer.py '<json settings>'``.
 
-Logs ``loss = rank * 100000 + step`` for each step (so any lost or duplicated record shows), prints
-``flushed <step>`` after each flush, and closes (waiting for the upload) unless told not to. The
-token, if any, comes from the environment (``TEST_TOKEN``), never the command line.
+Logs ``loss = rank * 100000 + step`` for each step (so any lost or duplicated record shows) and
+prints what it did, so a test knows what was logged before it kills or signals the process:
+
+- ``flushed <step>`` after each ``flush()`` (every ``flush_every`` steps, 10 by default; 0: never,
+  then records reach the disk only through ``flush_secs``, ``max_queue``, a signal or ``close()``);
+- ``logged <step>`` once ``add_scalar`` returned, with ``print_steps`` (the preemption tests: every
+  step printed was logged before the process handled its signal);
+- ``closed <unwritten bytes>`` after ``close()``, unless ``hang`` keeps it from closing.
+
+``steps`` (default: until signalled) and ``start`` bound the loop. ``trainer_flush`` calls
+``flush()`` after every log, as the transformers Trainer does. ``user_handler`` installs a SIGTERM
+handler before the writer (``"record"``: prints and goes on; ``"ignore"``: SIG_IGN). The token, if
+any, comes from the environment (``TEST_TOKEN``), never the command line.
 """
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -15,7 +26,13 @@ from hf_mpwriter import HFSummaryWriter
 
 def main() -> int:
     cfg = json.loads(sys.argv[1])
+    if cfg.get("user_handler") == "record":
+        signal.signal(signal.SIGTERM, lambda signum, frame: print("user handler", signum, flush=True))
+    elif cfg.get("user_handler") == "ignore":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     rank = cfg.get("rank")
+    options = {key: cfg[key] for key in ("flush_secs", "max_queue", "purge_step", "repo_revision", "repo_type")
+               if key in cfg}
     writer = HFSummaryWriter(
         cfg.get("repo_id"),
         logdir=cfg["logdir"],
@@ -23,27 +40,32 @@ def main() -> int:
         rank=rank,
         commit_every=cfg.get("commit_every_s", 1.0) / 60,
         close_timeout=cfg.get("close_timeout", 60),
-        purge_step=cfg.get("purge_step"),
         rotate_bytes=cfg.get("rotate_bytes", 8 << 20),
         uploader=cfg.get("uploader", "process"),
         token=os.environ.get("TEST_TOKEN"),
-        repo_revision=cfg.get("repo_revision"),
-        repo_type=cfg.get("repo_type"),
+        **options,
     )
     print("started", flush=True)
     base = (rank or 0) * 100000
-    for step in range(cfg.get("start", 0), cfg["steps"]):
+    flush_every = cfg.get("flush_every", 10)
+    step = cfg.get("start", 0)
+    while step < cfg.get("steps", sys.maxsize):
         writer.add_scalar("loss", float(base + step), step)
-        if step % 10 == 9:
+        if cfg.get("trainer_flush"):
+            writer.flush()
+        if cfg.get("print_steps"):
+            print(f"logged {step}", flush=True)
+        if flush_every and step % flush_every == flush_every - 1:
             writer.flush()
             print(f"flushed {step}", flush=True)
+        step += 1
         time.sleep(cfg.get("sleep", 0.005))
     writer.flush()
-    print(f"flushed {cfg['steps'] - 1}", flush=True)
+    print(f"flushed {step - 1}", flush=True)
     if cfg.get("hang"):
         time.sleep(3600)
     writer.close()
-    print("closed", flush=True)
+    print("closed", writer.unwritten_bytes, flush=True)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Preemption as clusters do it: SIGTERM, a grace period, SIGKILL, and the node's disk gone.
 
-Real rank processes (tests/proc_rank.py) log without flushing (an hour's ``flush_secs``), so what
+Real rank processes (tests/proc_writer.py) log without flushing (an hour's ``flush_secs``), so what
 the target holds afterwards got there through the SIGTERM path alone: the ranks' handler handing
 their records to the OS and asking for a commit, and the uploader's last commit. The logdir is
 deleted once the grace period is over; the target is read back through the real client.
@@ -8,7 +8,6 @@ deleted once the grace period is over; the target is read back through the real 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ import psutil
 import pytest
 from helpers import _unread, read_file_events, read_line, read_raw_records, scalar_points, wait_for
 from test_data_safety import fill, small_disk  # noqa: F401  (small_disk: a fixture, a real tmpfs)
-from upload_helpers import TOKEN, hub_env, local_target_files, materialise, uploader_pid, writer_env
+from upload_helpers import TOKEN, hub_env, local_target_files, materialise, uploader_pid, writer_argv, writer_env
 
 from hf_mpwriter.targets import HubTarget
 from hf_mpwriter.targets.bucket import BucketTarget
@@ -35,11 +34,15 @@ PREFIX = "tensorboard/logs"
 GRACE_S = 30.0
 
 
+#: A rank of these tests logs without flushing (an hour's ``flush_secs``, no ``flush()``) and says
+#: each step it logged; it commits every 5 minutes unless told otherwise.
+_RANK = {"commit_every_s": 300, "flush_secs": 3600, "max_queue": 10**6, "flush_every": 0, "print_steps": True,
+         "sleep": 0.01}
+
+
 def _start_rank(cfg: dict, env: dict | None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(TESTS / "proc_rank.py"), json.dumps(cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=writer_env(env),
-    )
+    return subprocess.Popen(writer_argv({**_RANK, **cfg}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=writer_env(env))
 
 
 def _rest_of_output(proc: subprocess.Popen) -> tuple[str, str]:
@@ -267,7 +270,7 @@ def test_full_disk_while_logging_like_the_trainer_crashes_no_rank(tmp_path, smal
     and every record accepted reaches the target once space returns."""
     logdir = small_disk / "logs"
     cfg = {"logdir": str(logdir), "target_dir": str(tmp_path / "target"), "trainer_flush": True, "flush_secs": 0.2,
-           "commit_every_min": 1 / 60, "steps": 400, "sleep": 0.005}
+           "commit_every_s": 1, "steps": 400, "sleep": 0.005}
     procs = [_start_rank({**cfg, "rank": r}, None) for r in range(2)]
     try:
         for proc in procs:
@@ -330,7 +333,7 @@ def test_a_sync_that_gives_up_takes_its_handover_request_back(hub, tmp_path):
     without anyone running `sync` again."""
     logdir = tmp_path / "logs"
     settings, env = _target("repo", hub, tmp_path)
-    proc = _start_rank({"logdir": str(logdir), "rank": 0, **settings, "flush_secs": 0.2, "commit_every_min": 1 / 60,
+    proc = _start_rank({"logdir": str(logdir), "rank": 0, **settings, "flush_secs": 0.2, "commit_every_s": 1,
                         "steps": 300, "close_timeout": 1}, env)
     try:
         read_line(proc, "logged 20", 60)
