@@ -109,7 +109,6 @@ def test_superseded_uploader_sends_nothing(tmp_path):
     newer = Uploader(logdir)
     newer.acquire()  # ...and replaced
     newer.release()
-    old._queue = None
     with pytest.raises(Exception, match="replaced by generation"):
         old.cycle()
     assert not local_commits(tmp_path / "target")
@@ -331,12 +330,11 @@ def test_backoff_starts_over_when_an_uploader_takes_over(tmp_path):
                          commit_every=1) as writer:
         writer.add_scalar("loss", 1.0, 0)
     uploader = Uploader(logdir)
-    job = uploader.queue.add(uploader.target.key, uploader.scanner.snapshot({}))
+    job = uploader.queue.add(uploader.target.key, uploader.committer.scanner.snapshot({}))
     for _ in range(8):  # eight failed attempts: the next backoff would be minutes
         uploader.queue.move(job, JobState.INFLIGHT)
         uploader.queue.move(job, JobState.PENDING, error="boom", next_try=time.time() + 300)
-    uploader.queue.close()
-    uploader._queue = None  # a new uploader process: it opens the queue afresh
+    uploader.committer.close()  # a new uploader process: it opens the queue afresh
     uploader.acquire()
     try:
         job = uploader.queue.unfinished(uploader.target.key)

@@ -88,8 +88,8 @@ def _crash_mid_commit(logdir: Path, apply: int) -> None:
     uploader = Uploader(logdir)
     uploader.acquire()
     try:
-        assert uploader._prepare()
-        job = uploader.queue.add(uploader.target.key, uploader.scanner.snapshot({}))
+        assert uploader.committer.prepare()
+        job = uploader.queue.add(uploader.target.key, uploader.committer.scanner.snapshot({}))
         uploader.queue.move(job, JobState.INFLIGHT)
         if apply:
             uploader.target.commit(job.pieces[:apply], "interrupted")
