@@ -152,6 +152,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     logdir = Path(args.logdir)
     check_used_logdir(logdir)
+    if args.quiet:  # the client's bars too
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     config = _sync_config(args, logdir)
     uploader = Uploader(logdir, config)
     if args.watch:
@@ -338,10 +342,6 @@ def _setup_logging(debug: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.debug)
-    if getattr(args, "quiet", False):  # the client's bars too
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -118,7 +118,8 @@ class UploadConfig:
             allow_patterns=pattern_list(allow_patterns), ignore_patterns=pattern_list(ignore_patterns),
         )
 
-    def make_target(self, token: str | None = None) -> Target:
+    def make_target(self, token: str | None = None, endpoint: str | None = None) -> Target:
+        """The target these settings name (``endpoint``: a Hub other than ``HF_ENDPOINT``'s)."""
         if self.kind == "hub":
             assert self.repo_id
             return HubTarget(
@@ -129,13 +130,14 @@ class UploadConfig:
                 private=self.private,
                 squash_history=self.squash_history,
                 token=token,
+                endpoint=endpoint,
             )
         if self.kind == "local":
             assert self.directory
             return LocalTarget(self.directory, self.prefix)
         if self.kind == "bucket":
             assert self.repo_id
-            return BucketTarget(self.repo_id, prefix=self.prefix, private=self.private, token=token)
+            return BucketTarget(self.repo_id, prefix=self.prefix, private=self.private, token=token, endpoint=endpoint)
         raise ConfigurationError(f"unknown target kind {self.kind!r} in the upload config")
 
     @property

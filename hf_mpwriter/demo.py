@@ -178,8 +178,15 @@ def run_demo(
         server = HubServer().start()
         env.update(server.env())
         env.update({"HF_TOKEN": DEMO_TOKEN, "HF_HOME": str(base / "hf_home")})
-        os.environ.update(env)  # huggingface_hub reads them at import: before our first import of it
+        # This process reads the copy back through the client too: the local Hub's settings for it as
+        # for the workers (HF_HOME keeps the demo out of the user's cache; NO_PROXY: loopback), set
+        # before its first import of huggingface_hub, which reads them then.
+        os.environ.update(env)
         repo_id = DEMO_REPO
+    if quiet:  # the client's bars too
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     upload: dict = {"commit_every_s": commit_every, "repo_id": repo_id}
     if repo_id is None:
         upload["target_dir"] = str(Path(target).resolve() if target else base / "target")
@@ -213,7 +220,7 @@ def run_demo(
 
         config = config_mod.load(demo.logdir)
         assert config is not None
-        remote = config.make_target(env.get("HF_TOKEN"))
+        remote = config.make_target(env.get("HF_TOKEN"), endpoint=server.endpoint if server else None)
         problems = verify(demo.logdir, remote, steps, workers)
         info = collect(demo.logdir)
     finally:
