@@ -31,10 +31,10 @@ from filelock import FileLock, Timeout
 
 from .election import HUNG_AFTER_S, uploader_alive, uploader_info, uploader_state
 from .errors import ConfigurationError
-from .liveness import HOST
+from .liveness import HOST, is_alive, process_identity
 from .mailbox import request_handover
 from .redaction import token_id
-from .statedir import private_open, state_dir
+from .statedir import private_open, read_json, state_dir, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ OUT_BYTES = 1 << 20
 #: After an uploader exits with an error right away, writers wait this long before the next try
 #: (instead of respawning it every heartbeat).
 SPAWN_PAUSE_S = 30.0
+
+#: An uploader this host spawned counts as on its way (no second one is spawned) while it runs and
+#: is this young: on a loaded node, starting Python and the client can take longer than a writer
+#: waits for it, and every writer spawning its own would load the node further.
+STARTING_FOR_S = 60.0
 
 
 _threads: dict[str, threading.Thread] = {}
@@ -127,9 +132,10 @@ def ensure_uploader(
         if mode == "thread":
             return _start_thread(logdir, token)
         key = str(Path(logdir).resolve())
-        if time.monotonic() < _spawn_pause_until.get(key, 0.0):
+        if time.monotonic() < _spawn_pause_until.get(key, 0.0) or _starting(logdir):
             return False
         proc = _spawn_process(logdir, token)
+        _note_spawned(logdir, proc.pid)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if uploader_alive(logdir):
@@ -146,6 +152,28 @@ def ensure_uploader(
         return False
     finally:
         lock.release()
+
+
+def _spawned_path(logdir: Path) -> Path:
+    return state_dir(logdir) / f"spawned-{HOST.replace('/', '_')}.json"
+
+
+def _note_spawned(logdir: Path, pid: int) -> None:
+    """Remember the uploader this host just spawned (under ``spawn.lock``), for :func:`_starting`."""
+    try:
+        write_json_atomic(_spawned_path(logdir), process_identity(pid))
+    except (OSError, psutil.Error):
+        pass  # then a slow start may see a second spawn, which the election turns away
+
+
+def _starting(logdir: Path) -> bool:
+    """Whether an uploader this host spawned is still starting: it runs, is younger than
+    :data:`STARTING_FOR_S`, and has not been elected yet (else :func:`uploader_alive` said so)."""
+    spawned = read_json(_spawned_path(logdir))
+    if not is_alive(spawned):
+        return False
+    assert spawned is not None
+    return time.time() - float(spawned["create_time"]) < STARTING_FOR_S
 
 
 def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:

@@ -218,6 +218,36 @@ def test_a_closing_writer_does_not_restart_an_uploader_that_just_finished(tmp_pa
     assert len(re.findall(r"uploader \d+ started", log)) == 1, log
 
 
+def test_a_slow_starting_uploader_is_not_doubled(tmp_path):
+    """On a loaded node an uploader can take longer to start than a writer waits for it: the writers'
+    heartbeats must not spawn a second one meanwhile (each would add to the load)."""
+    from hf_mpwriter import supervisor
+    from hf_mpwriter.election import uploader_alive
+
+    logdir = tmp_path / "logs"
+    writer = HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none")
+    before = {p.pid for p in psutil.Process().children()}
+
+    def spawned() -> list[psutil.Process]:
+        return [p for p in psutil.Process().children() if p.pid not in before]
+
+    try:
+        assert supervisor.ensure_uploader(logdir, "process", wait=0) is False  # spawned, not up yet
+        assert len(spawned()) == 1
+        starting = spawned()[0]
+        starting.suspend()  # SIGSTOP: still starting, as long as the test needs
+        assert not uploader_alive(logdir), "the scenario: the spawned uploader is not elected yet"
+        assert supervisor.ensure_uploader(logdir, "process", wait=0) is False
+        assert [p.pid for p in spawned()] == [starting.pid], "a second uploader was spawned"
+        starting.resume()
+        wait_for(lambda: uploader_pid(logdir) == starting.pid, 60, "the slow uploader to be elected")
+    finally:
+        writer.close()
+        for proc in spawned():
+            proc.kill()
+            proc.wait(10)
+
+
 def _cmdline(proc: psutil.Process) -> list[str]:
     try:
         return proc.cmdline()
