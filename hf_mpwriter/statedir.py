@@ -7,9 +7,12 @@ crash::
     writers/<host>-<pid>-<n>.json   one per live writer                         (registry.py)
     config.json           the upload target and settings, never a token         (config.py)
     uploader.lock / uploader.json   the elected uploader and its heartbeat      (election.py)
+    spawn.lock, spawned-<host>.json  who starts an uploader, the one on its way (supervisor.py)
     trigger, handover     requests to the uploader                              (mailbox.py)
+    target.json           the target as the uploader resolved it (full repo id) (commit_cycle.py)
     queue.db              the persistent job queue                              (jobqueue.py)
     staging/              immutable copies of open files, for the queue         (snapshot.py)
+    uploader.log, uploader.out      the uploader's log, and what escaped it     (uploader.py, supervisor.py)
 
 The directory is private to the user (0700, files 0600): it holds staged copies of the logs.
 """
