@@ -152,10 +152,7 @@ class Committer:
             if job is not None and step is Step.RECONCILE:
                 job = self._reconcile(job)  # the last attempt may have landed although it failed
             if step is not Step.BACK_OFF:  # while backing off, new data waits on disk: no staged copy per retry
-                known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
-                if job is not None:
-                    known.update({p.path: p.size for p in job.pieces})
-                pieces = self.scanner.snapshot(known)
+                pieces = self.scanner.snapshot(self.queue.known_sizes(key, job))
                 if pieces:
                     job = self.queue.add(key, pieces)
                     self.scanner.clean_staging(job.pieces)  # copies the merge superseded
@@ -337,7 +334,7 @@ class Committer:
         key = self.target.key
         if self.queue.unfinished(key) is not None or audit_record(self.queue).get("repairing"):
             return False
-        known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
+        known = self.queue.known_sizes(key)
         for rel, st in self.scanner.files():
             if st.st_size > known.get(rel, 0) and self.scanner.whole_size(rel, st, known.get(rel, 0)) > known.get(rel, 0):
                 return False
@@ -347,9 +344,7 @@ class Committer:
         """Bytes not on the target yet: the unfinished job and whole records newer than it."""
         key = self.target.key
         job = self.queue.unfinished(key)
-        known = {path: size for path, (size, _, _) in self.queue.committed(key).items()}
-        if job is not None:
-            known.update({p.path: p.size for p in job.pieces})
+        known = self.queue.known_sizes(key, job)
         new = sum(
             max(0, self.scanner.whole_size(rel, st, known.get(rel, 0)) - known.get(rel, 0))
             for rel, st in self.scanner.files() if st.st_size > known.get(rel, 0)

@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .records import frame
 
@@ -78,14 +78,12 @@ class EventFileWriter:
         flush_secs: float = DEFAULT_FLUSH_SECS,
         filename_suffix: str = "",
         rotate_bytes: int = DEFAULT_ROTATE_BYTES,
-        on_new_file: Callable[[Path], None] | None = None,
     ) -> None:
         self._logdir = Path(logdir)
         self._max_queue = max(1, int(max_queue or 1))
         self.flush_secs = float(flush_secs if flush_secs is not None else DEFAULT_FLUSH_SECS)
         self._suffix = filename_suffix or ""
         self._rotate_bytes = int(rotate_bytes)
-        self._on_new_file = on_new_file
         # Re-entrant: the SIGTERM handler (see :mod:`hf_mpwriter.termination`) runs in the main thread,
         # possibly between two bytecodes of this very writer's add_serialized.
         self._lock = threading.RLock()
@@ -264,8 +262,6 @@ class EventFileWriter:
         self.files.append(path)
         # Every event file starts with its version record, as TensorFlow's and tensorboardX's do.
         self._buffer.insert(0, frame(file_version_event(now)))
-        if self._on_new_file is not None:
-            self._on_new_file(path)
 
     def _flush_locked(self) -> None:
         self._flushing = True

@@ -113,11 +113,12 @@ class Job:
     def bytes(self) -> int:
         return sum(p.size for p in self.pieces)
 
-    def step(self, now: float, force: bool = False) -> Step:
-        """The job's next step at time ``now`` (``force``: a sync or a closing writer skips the backoff)."""
+    def step(self, now: float) -> Step:
+        """The job's next step at time ``now`` (a sync or a closing writer skips the backoff by
+        resetting ``next_try``: :meth:`JobQueue.reset_backoff`)."""
         if self.state is JobState.INFLIGHT:
             return Step.RECONCILE  # a crash or a lost answer: it may have landed
-        if self.attempts and self.next_try > now and not force:
+        if self.attempts and self.next_try > now:
             return Step.BACK_OFF
         if self.attempts:
             return Step.RECONCILE  # it failed, but may have landed anyway (a lost response)
@@ -197,6 +198,14 @@ class JobQueue:
             "SELECT path, committed_size, sha256, complete FROM files WHERE target = ?", (target,)
         )
         return {path: (size, sha, bool(done)) for path, size, sha, done in rows}
+
+    def known_sizes(self, target: str, job: Job | None = None) -> dict[str, int]:
+        """``path -> size`` the target holds, or will once ``job`` (the unfinished one) is sent:
+        where the next snapshot of each file starts."""
+        sizes = {path: size for path, (size, _, _) in self.committed(target).items()}
+        if job is not None:
+            sizes.update({p.path: p.size for p in job.pieces})
+        return sizes
 
     def unfinished(self, target: str) -> Job | None:
         """The pending or in-flight job of ``target`` (at most one exists)."""
@@ -402,7 +411,7 @@ def read_error(db: Path) -> UploadError | None:
 def read_committed(db: Path, target: str) -> dict[str, int]:
     """``path -> committed size`` for a training process waiting in ``close()``: read-only, never
     blocks the uploader, and ``{}`` while the queue does not exist yet or is being rebuilt."""
-    return _read_only(db, lambda queue: {p: size for p, (size, _, _) in queue.committed(target).items()}, {})
+    return _read_only(db, lambda queue: queue.known_sizes(target), {})
 
 
 def _read_only(db: Path, read: Callable[[JobQueue], Any], default: Any) -> Any:
