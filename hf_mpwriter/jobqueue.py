@@ -20,11 +20,13 @@ locked, too many open files) is not corruption: it is raised, and the uploader r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -357,23 +359,24 @@ class JobQueue:
         )
 
     # -- helpers ----------------------------------------------------------------------------
-    def _transaction(self) -> _Tx:
-        return _Tx(self._db)
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, all or nothing."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @staticmethod
     def _job(row: tuple) -> Job:
         (id_, target, state, created, updated, attempts, next_try, last_error, commit_id, pieces) = row
         return Job(
-            id=id_,
-            target=target,
-            state=JobState(state),
-            pieces=[Piece(**p) for p in json.loads(pieces)],
-            attempts=attempts,
-            next_try=next_try,
-            last_error=last_error,
-            commit_id=commit_id,
-            created=created,
-            updated=updated,
+            id=id_, target=target, state=JobState(state), pieces=[Piece(**p) for p in json.loads(pieces)],
+            attempts=attempts, next_try=next_try, last_error=last_error, commit_id=commit_id,
+            created=created, updated=updated,
         )
 
 
@@ -441,19 +444,6 @@ def audit_record(queue: JobQueue) -> dict:
     except ValueError:
         record = {}
     return record if isinstance(record, dict) else {}
-
-
-class _Tx:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``: one writer at a time, all or nothing."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _dump(pieces: list[Piece]) -> str:
