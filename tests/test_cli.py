@@ -61,6 +61,17 @@ def test_status_errors(tmp_path):
     one_line_error(run("status", str(tmp_path)), "never used by an hf_mpwriter writer")
 
 
+def test_output_into_a_closed_pipe_is_not_an_error(tmp_path):
+    """`hf-mpwriter status LOGDIR | head -1`: the reader leaves early; that is no failure of ours."""
+    logdir = _local_logs(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before a byte is written: the write must meet EPIPE
+    with os.fdopen(write_end, "wb") as stdout:
+        proc = subprocess.run([SCRIPT, "status", str(logdir)], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                              env=writer_env(), timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 def test_status_and_sync_of_a_local_backlog(tmp_path):
     logdir = _local_logs(tmp_path)
     info = json.loads(run("status", str(logdir), "--json").stdout)
