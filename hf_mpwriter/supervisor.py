@@ -83,9 +83,9 @@ def stop_hung_uploader(logdir: Path) -> bool:
         return False
     try:
         pid = int(info["pid"])
-        proc = psutil.Process(pid)
-        if pid == os.getpid() or abs(proc.create_time() - float(info["create_time"])) > 1.0:
+        if pid == os.getpid() or not is_alive(info):  # (a pid reused since: not ours to stop)
             return False
+        proc = psutil.Process(pid)
         if "hf_mpwriter" not in " ".join(proc.cmdline()) and "hf-mpwriter" not in " ".join(proc.cmdline()):
             return False
         logger.warning(
