@@ -4,21 +4,25 @@ The uploader is whoever holds ``.hf_mpwriter/uploader.lock`` (an OS ``flock``, n
 file: one left by a SIGKILLed holder would block every successor); the OS drops it when the holder
 dies. The holder writes ``uploader.json`` (who it is) and beats it (its mtime) from its loop.
 Liveness comes from what cannot lie: the lock, and the heartbeat judged on the observer's own clock.
-Starting, replacing and handing over an uploader is :mod:`hf_mpwriter.supervisor`'s job.
+Starting, replacing and handing over an uploader is :mod:`hf_mpwriter.supervisor`'s job; the one it
+started and that is not elected yet is a *candidate* (``spawned-<host>.json``), cleared when elected.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Literal
 
+import psutil
 from filelock import Timeout
 
 from .compat import os_file_lock
 from .errors import ConfigurationError
-from .liveness import Heartbeat, is_alive
-from .statedir import read_json, state_dir
+from .liveness import HOST, Heartbeat, is_alive, process_identity
+from .statedir import read_json, state_dir, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +60,41 @@ class UploaderLock:
                 f"elected safely there. Use a node-local logdir, or run `hf-mpwriter sync {self.logdir} --watch` "
                 f"on exactly one node"
             ) from None
+        clear_candidate(self.logdir)  # elected: no longer "on its way" (see supervisor.ensure_uploader)
 
     def release(self) -> None:
         self._lock.release(force=True)
+
+
+# -- candidates: an uploader on its way --------------------------------------------------------
+def _candidate_path(logdir: Path) -> Path:
+    return state_dir(logdir, create=False) / f"spawned-{HOST.replace('/', '_')}.json"
+
+
+def note_candidate(logdir: Path, pid: int) -> None:
+    """Record the uploader process this host just started (pid + start time), not elected yet."""
+    try:
+        write_json_atomic(_candidate_path(logdir), process_identity(pid))
+    except (OSError, psutil.Error):
+        pass  # then a slow start may see a second one started, which the election turns away
+
+
+def candidate_starting(logdir: Path, for_s: float) -> bool:
+    """Whether the candidate this host started still runs, is younger than ``for_s`` and has not
+    been elected yet (an elected one clears its record: :func:`clear_candidate`)."""
+    candidate = read_json(_candidate_path(logdir))
+    return is_alive(candidate) and time.time() - float(candidate["create_time"]) < for_s  # type: ignore[index]
+
+
+def clear_candidate(logdir: Path) -> None:
+    """The elected uploader: if the record names this process, it is not "on its way" any more."""
+    path = _candidate_path(logdir)
+    candidate = read_json(path)
+    if candidate and candidate.get("pid") == os.getpid() and candidate.get("host") == HOST:
+        try:
+            path.unlink()
+        except OSError:
+            pass
 
 
 def lock_held(logdir: Path) -> bool:

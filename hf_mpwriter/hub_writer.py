@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import mailbox, ranks, registry, statedir, supervisor, termination
-from .config import UploadConfig, writer_settings
+from .config import UploadConfig, resolved_repo_id, writer_settings
 from .errors import ConfigurationError
 from .jobqueue import read_committed, read_error
 from .liveness import touch
@@ -30,9 +30,6 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_S = 1.0
 #: A new writer waits at most this long for an uploader to be up before returning.
 START_WAIT_S = 5.0
-
-#: ``close()`` waits at most this long for a heartbeat in progress (it may be starting an uploader).
-HEARTBEAT_JOIN_S = 15.0
 
 #: SummaryWriter arguments checked (with no file system change) before anything is created.
 _WRITER_CHECKED = ("purge_step", "max_queue", "flush_secs", "filename_suffix", "rotate_bytes")
@@ -164,8 +161,7 @@ class HFSummaryWriter(SummaryWriter):
         given = self._given_repo_id
         if given is None or "/" in given:
             return given
-        recorded = statedir.read_json(statedir.state_dir(self._root, create=False) / "target.json") or {}
-        return recorded.get("repo_id") or given
+        return resolved_repo_id(self._root) or given
 
     def _save_settings(self, root: Path, first: bool = False) -> bool:
         """Record the upload settings for the uploader; on a full disk, keep them in memory.
@@ -290,11 +286,12 @@ class HFSummaryWriter(SummaryWriter):
         if (self._stop.is_set() and self.file_writer is None) or os.getpid() != self._owner_pid:
             return
         super().close()
+        deadline = time.monotonic() + self.close_timeout  # what waits for the uploader: within close_timeout
         self._stop.set()
         if self._heartbeat_thread is not None:
-            # Let a beat in progress finish first: one that ran past our unregistering would register
-            # this closed writer again, or start an uploader after the last one had exited.
-            self._heartbeat_thread.join(HEARTBEAT_JOIN_S)
+            # Let a beat in progress finish first (within close_timeout): one that ran past our
+            # unregistering would register this closed writer again, or start a needless uploader.
+            self._heartbeat_thread.join(self.close_timeout)
             self._heartbeat_thread = None
         if self._upload is None:
             return
@@ -313,7 +310,7 @@ class HFSummaryWriter(SummaryWriter):
         if self._mode == "none":
             logger.info("logs of %s are queued; run `hf-mpwriter sync %s` to upload them", self._root, self._root)
             return
-        committed = self._settings_saved and self._wait_committed(sizes, self.close_timeout)
+        committed = self._settings_saved and self._wait_committed(sizes, max(0.0, deadline - time.monotonic()))
         fatal = None if committed else supervisor.fatal_error(self._root, self._token or "")
         if fatal is not None:
             logger.error(

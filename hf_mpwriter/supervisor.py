@@ -29,12 +29,12 @@ from typing import Any, Callable
 import psutil
 from filelock import FileLock, Timeout
 
-from .election import HUNG_AFTER_S, uploader_alive, uploader_info, uploader_state
+from .election import HUNG_AFTER_S, candidate_starting, note_candidate, uploader_alive, uploader_info, uploader_state
 from .errors import ConfigurationError
-from .liveness import HOST, is_alive, process_identity
+from .liveness import HOST, is_alive
 from .mailbox import request_handover
 from .redaction import token_id
-from .statedir import private_open, read_json, state_dir, write_json_atomic
+from .statedir import private_open, state_dir
 
 logger = logging.getLogger(__name__)
 
@@ -132,10 +132,10 @@ def ensure_uploader(
         if mode == "thread":
             return _start_thread(logdir, token)
         key = str(Path(logdir).resolve())
-        if time.monotonic() < _spawn_pause_until.get(key, 0.0) or _starting(logdir):
+        if time.monotonic() < _spawn_pause_until.get(key, 0.0) or candidate_starting(logdir, STARTING_FOR_S):
             return False
         proc = _spawn_process(logdir, token)
-        _note_spawned(logdir, proc.pid)
+        note_candidate(logdir, proc.pid)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if uploader_alive(logdir):
@@ -152,28 +152,6 @@ def ensure_uploader(
         return False
     finally:
         lock.release()
-
-
-def _spawned_path(logdir: Path) -> Path:
-    return state_dir(logdir) / f"spawned-{HOST.replace('/', '_')}.json"
-
-
-def _note_spawned(logdir: Path, pid: int) -> None:
-    """Remember the uploader this host just spawned (under ``spawn.lock``), for :func:`_starting`."""
-    try:
-        write_json_atomic(_spawned_path(logdir), process_identity(pid))
-    except (OSError, psutil.Error):
-        pass  # then a slow start may see a second spawn, which the election turns away
-
-
-def _starting(logdir: Path) -> bool:
-    """Whether an uploader this host spawned is still starting: it runs, is younger than
-    :data:`STARTING_FOR_S`, and has not been elected yet (else :func:`uploader_alive` said so)."""
-    spawned = read_json(_spawned_path(logdir))
-    if not is_alive(spawned):
-        return False
-    assert spawned is not None
-    return time.time() - float(spawned["create_time"]) < STARTING_FOR_S
 
 
 def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:
@@ -208,6 +186,7 @@ def _spawn_process(logdir: Path, token: str | None) -> subprocess.Popen:
         env["HF_TOKEN"] = token  # environment, never the command line
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID"):
         env.pop(var, None)
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no terminal: bars would only fill uploader.out
     out = state_dir(logdir) / "uploader.out"  # only what escapes logging (a crash): rotated here
     try:
         if out.stat().st_size > OUT_BYTES:

@@ -191,19 +191,23 @@ def test_a_closing_writer_does_not_restart_an_uploader_that_just_finished(tmp_pa
     """The uploader commits and exits at once when the last writer is gone. A closing writer that read
     the queue just before that commit must not start a second uploader with nothing to do."""
     import hf_mpwriter.hub_writer as hub_writer
+    from hf_mpwriter import supervisor
 
     logdir = tmp_path / "logs"
     real_read = hub_writer.read_committed
     stale_reads = []
+    # This test is about close()'s second look at the queue alone, not the candidate record.
+    monkeypatch.setattr(supervisor, "candidate_starting", lambda logdir, for_s: False)
+    writer = HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, commit_every=5)
+    first = wait_for(lambda: uploader_pid(logdir), 60, "the writer's uploader to be elected")
 
     def read_committed(path, key):
         if not stale_reads:  # the first look of close(): taken before the commit, seen after the exit
-            wait_for(lambda: uploader_pid(logdir) is None, 60, "the uploader to commit and exit")
+            wait_for(lambda: _gone(first), 60, "the uploader to commit and exit")
             stale_reads.append(real_read(path, key))
             return {}
         return real_read(path, key)
 
-    writer = HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, commit_every=5)
     writer.add_scalar("loss", 1.0, 0)
     monkeypatch.setattr(hub_writer, "read_committed", read_committed)
     before = {p.pid for p in psutil.Process().children()}  # the uploader the writer started
@@ -218,11 +222,18 @@ def test_a_closing_writer_does_not_restart_an_uploader_that_just_finished(tmp_pa
     assert len(re.findall(r"uploader \d+ started", log)) == 1, log
 
 
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_a_slow_starting_uploader_is_not_doubled(tmp_path):
     """On a loaded node an uploader can take longer to start than a writer waits for it: the writers'
     heartbeats must not spawn a second one meanwhile (each would add to the load)."""
     from hf_mpwriter import supervisor
-    from hf_mpwriter.election import uploader_alive
+    from hf_mpwriter.election import candidate_starting, uploader_alive
 
     logdir = tmp_path / "logs"
     writer = HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none")
@@ -241,6 +252,8 @@ def test_a_slow_starting_uploader_is_not_doubled(tmp_path):
         assert [p.pid for p in spawned()] == [starting.pid], "a second uploader was spawned"
         starting.resume()
         wait_for(lambda: uploader_pid(logdir) == starting.pid, 60, "the slow uploader to be elected")
+        # Elected, it is no candidate any more: once it exits, the next writer starts one at once.
+        assert not candidate_starting(logdir, supervisor.STARTING_FOR_S)
     finally:
         writer.close()
         for proc in spawned():
