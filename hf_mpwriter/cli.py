@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import shutil
 import sys
 import time
@@ -226,6 +227,8 @@ def remote_url(where: str) -> str:
         config = config_mod.load(logdir)
         if config is None:
             raise CLIError(f"{where!r} has no upload target: view it locally with `tensorboard --logdir {where}`", 2)
+        if config.repo_id is not None:  # "name" alone: the full id, once the uploader has resolved it
+            config.repo_id = config_mod.resolved_repo_id(logdir) or config.repo_id
         return config.make_target().reader_url
     return f"hf://{where.strip('/')}"
 
@@ -347,15 +350,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing is lost: `hf-mpwriter sync LOGDIR` resumes", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `hf-mpwriter status LOGDIR | head`: the reader has all it wanted
+    except BrokenPipeError as exc:
+        if not _stdout_closed():
+            return _error(args, exc)
+        # `hf-mpwriter status LOGDIR | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 0
     except (HFMPWriterError, OSError) as exc:
-        if args.debug:
-            raise
-        code = getattr(exc, "code", 1)
-        print(f"hf-mpwriter: error: {exc}", file=sys.stderr)
-        return code
+        return _error(args, exc)
+
+
+def _error(args: argparse.Namespace, exc: Exception) -> int:
+    """One line on stderr, the error's exit code (a traceback with ``--debug``)."""
+    if args.debug:
+        raise exc
+    print(f"hf-mpwriter: error: {exc}", file=sys.stderr)
+    return int(getattr(exc, "code", 1))
+
+
+def _stdout_closed() -> bool:
+    """Whether the broken pipe is stdout's (its reader went away), not one of the work's own."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # a pipe whose reader is gone reports POLLERR
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows) or no stdout: assume it
+        return True
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """What the uploader does at each turn: one fenced, audited commit from the persistent queue.
 
-:class:`Committer` owns the logdir's target, queue and scanner, and nothing about time: the
+:class:`Committer` owns the logdir's target, queue and scanner, but not when a cycle runs: the
 uploader's loop (:mod:`hf_mpwriter.uploader`) decides *when* to call :meth:`Committer.cycle`, this
-module decides *what* a cycle does. Kept apart because this is where the guarantees live, and each
-rule below must hold whatever the loop, a ``sync`` or a test does around it::
+module decides *what* a cycle does (within one: whether the audit, or a failed job's backoff, is
+due). Kept apart because this is where the guarantees live, and each rule below must hold whatever
+the loop, a ``sync`` or a test does around it::
 
     cycle:
         reconcile a job left in flight by a crash  (ask the target what it holds)

@@ -274,6 +274,13 @@ def load(logdir: Path) -> UploadConfig | None:
     return UploadConfig(**{k: v for k, v in data.items() if k in known})
 
 
+def resolved_repo_id(logdir: Path) -> str | None:
+    """The repository or bucket id as the uploader resolved it (``"name"`` alone goes to the token's
+    namespace: only the uploader, which talks to the Hub, learns the full id), or ``None`` yet."""
+    recorded = read_json(state_dir(logdir, create=False) / "target.json") or {}
+    return recorded.get("repo_id")
+
+
 def hub_settings(
     repo_id: str, *, logdir: Path, path_in_repo: str | None = "tensorboard", commit_every: float | None = None,
     repo_type: str | None = None, revision: str | None = None, private: bool | None = None,

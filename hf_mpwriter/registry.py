@@ -28,6 +28,14 @@ _registration_counter = itertools.count()
 
 # Run directories claimed by this process (a second writer of the same process must not share).
 _claimed_here: set[str] = set()
+_fork_hook: list[bool] = []  # installed with the first claim: importing changes nothing in the process
+
+
+def _forget_claims_in_forked_children() -> None:
+    """A forked child holds none of its parent's claims (the locks are the parent's)."""
+    if not _fork_hook and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=forget_claims_after_fork)
+        _fork_hook.append(True)
 
 # -- run directory claims ----------------------------------------------------------------------
 @dataclass
@@ -62,6 +70,7 @@ def claim_run_dir(logdir: Path, preferred: str | None) -> Claim:
         path = (logdir / name) if name != "." else logdir
         if str(path) in _claimed_here:
             continue
+        _forget_claims_in_forked_children()
         lock_name = "plain" if name == "." else name
         lock = FileLock(str(claims / f"{lock_name}.lock"), timeout=0, mode=0o600)
         try:
@@ -78,10 +87,6 @@ def claim_run_dir(logdir: Path, preferred: str | None) -> Claim:
 
 def forget_claims_after_fork() -> None:
     _claimed_here.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=forget_claims_after_fork)
 
 # -- writer registrations ----------------------------------------------------------------------
 def register_writer(logdir: Path, run_dir: Path) -> Path:

@@ -44,6 +44,9 @@ def test_repo_id_without_namespace_uploads_to_the_token_namespace(tmp_path):
         full = f"{hub.username}/test_hf_logger"
         assert result.stdout.split() == ["repo_id", full], result.stdout + result.stderr
         assert "not committed" not in result.stderr, result.stderr
+        view = subprocess.run([sys.executable, "-m", "hf_mpwriter", "view", str(tmp_path / "logs"), "--print"],
+                              env=writer_env(env), capture_output=True, text=True, timeout=60)
+        assert f"hf://{full}/tensorboard/logs " in view.stdout, view.stdout + view.stderr  # the full id, not "name"
         prefix = "tensorboard/logs/"
         remote = {p[len(prefix):]: hub.read_file(full, p) for p in hub.list_files(full) if p.startswith(prefix)}
     from helpers import read_file_events, scalar_points
