@@ -28,14 +28,15 @@ _registration_counter = itertools.count()
 
 # Run directories claimed by this process (a second writer of the same process must not share).
 _claimed_here: set[str] = set()
-_fork_hook: list[bool] = []  # installed with the first claim: importing changes nothing in the process
+_fork_hook_installed = False  # with the first claim: importing changes nothing in the process
 
 
 def _forget_claims_in_forked_children() -> None:
     """A forked child holds none of its parent's claims (the locks are the parent's)."""
-    if not _fork_hook and hasattr(os, "register_at_fork"):
+    global _fork_hook_installed
+    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=forget_claims_after_fork)
-        _fork_hook.append(True)
+        _fork_hook_installed = True
 
 # -- run directory claims ----------------------------------------------------------------------
 @dataclass
