@@ -183,7 +183,7 @@ def run_demo(
         # before its first import of huggingface_hub, which reads them then.
         os.environ.update(env)
         repo_id = DEMO_REPO
-    if quiet:  # the client's bars too
+    if quiet and repo_id is not None:  # the client's bars too (a local target needs no client here)
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
