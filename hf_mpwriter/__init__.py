@@ -14,11 +14,11 @@ def __getattr__(name: str) -> Any:
     """Lazy: ``python -m hf_mpwriter.uploader`` must not import the writers, which import
     tensorboardX, which imports torch (~1.5 s and ~210 MB RSS per uploader start)."""
     if name == "HFSummaryWriter":
-        from .hub_writer import HFSummaryWriter
+        from .writer.hub_writer import HFSummaryWriter
 
         return HFSummaryWriter
     if name == "SummaryWriter":
-        from .writer import SummaryWriter
+        from .writer.summary_writer import SummaryWriter
 
         return SummaryWriter
     raise AttributeError(f"module 'hf_mpwriter' has no attribute {name!r}")

@@ -7,6 +7,7 @@ environment, like any ``huggingface_hub`` program.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import os
@@ -15,24 +16,99 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from .compat import BUCKETS_VERSION, require_hub_version
 from .errors import ConfigurationError
-from .schedule import DEFAULT_PREEMPTION_DEADLINE_S
-from .snapshot import DEFAULT_ALLOW, pattern_list
-from .statedir import read_json, state_dir, write_json_atomic
-from .system_metrics import period_seconds
-from .targets import HubTarget, LocalTarget, Target
-from .targets.base import check_remote_path
-from .targets.bucket import BucketTarget, parse_bucket_url
-from .targets.hub_client import BUCKETS_VERSION, require_hub_version
+from .state.statedir import read_json, state_dir, write_json_atomic
+from .timing import (
+    AUDIT_EVERY_S,
+    BUCKET_AUDIT_EVERY_S,
+    BUCKET_COMMIT_EVERY_S,
+    DEFAULT_PREEMPTION_DEADLINE_S,
+    DRAIN_TIMEOUT_S,
+    HUB_COMMIT_EVERY_S,
+    HUB_COMMIT_SPACING_S,
+    SYSTEM_METRICS_MIN_PERIOD_S,
+    SYSTEM_METRICS_PERIOD_S,
+)
 
 logger = logging.getLogger(__name__)
 
-HUB_MIN_INTERVAL_S = HubTarget.min_interval
 REPO_TYPES = ("model", "dataset", "space")
-#: Default interval for a bucket: no commit budget, so seconds rather than minutes.
-BUCKET_COMMIT_EVERY_S = 10.0
-#: Full audits of a bucket this often (a bucket's paths-info answers 1000 files per call).
-BUCKET_AUDIT_EVERY_S = 60.0
+DEFAULT_ALLOW = ("*.tfevents.*",)
+
+
+def pattern_list(value: str | Sequence[str] | None) -> list[str]:
+    """``huggingface_hub``'s pattern arguments (a string, a list or ``None``) as a list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def matches(path: str, allow: Sequence[str], ignore: Sequence[str]) -> bool:
+    """``huggingface_hub``'s allow/ignore semantics (fnmatch on the relative path; a pattern ending
+    in ``/`` means everything below that folder)."""
+    def _fix(p: str) -> str:
+        return p + "*" if p.endswith("/") else p
+
+    if allow and not any(fnmatch.fnmatch(path, _fix(p)) for p in allow):
+        return False
+    return not any(fnmatch.fnmatch(path, _fix(p)) for p in ignore)
+
+
+def check_remote_path(prefix: str, what: str = "path_in_repo") -> str:
+    """``prefix`` if it stays inside the target once normalised, else a :class:`ConfigurationError`.
+
+    Why here: a ``..`` would make a local target write outside its directory, and makes every Hub
+    commit fail inside the client before any request (retried forever, nothing uploaded).
+    """
+    if not isinstance(prefix, str):
+        raise ConfigurationError(f"{what} must be a string, got {type(prefix).__name__}")
+    parts = prefix.replace("\\", "/").split("/")
+    if any(part == ".." for part in parts) or "\0" in prefix:
+        raise ConfigurationError(
+            f"{what} {prefix!r} would leave the repository (or target directory): use a relative folder "
+            f"without '..', e.g. path_in_repo='tensorboard'"
+        )
+    return "/".join(part for part in parts if part not in ("", "."))
+
+
+def parse_bucket_url(url: str) -> tuple[str, str] | None:
+    """``hf://buckets/ns/name/some/prefix`` -> ``("ns/name", "some/prefix")``; ``None`` if not a bucket URL."""
+    if not url.startswith("hf://buckets/"):
+        return None
+    parts = url[len("hf://buckets/"):].strip("/").split("/")
+    if len(parts) < 2 or not all(parts[:2]):
+        return None
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def period_seconds(value: object) -> float:
+    """``system_metrics=`` as seconds between samples: ``False``/``None``/``0`` -> 0 (off), ``True``
+    -> :data:`SYSTEM_METRICS_PERIOD_S`, a number of seconds >= 1 -> that; anything else is refused.
+
+    At least a second: the step of a sample is its Unix time in seconds, and a node's health does
+    not change faster than that is worth a commit."""
+    if value is None or value is False or (isinstance(value, (int, float)) and value == 0):
+        return 0.0
+    if value is True:
+        return SYSTEM_METRICS_PERIOD_S
+    if isinstance(value, (int, float)) and math.isfinite(value) and value >= SYSTEM_METRICS_MIN_PERIOD_S:
+        return float(value)
+    raise ConfigurationError(
+        f"system_metrics must be True, False or a period in seconds (at least {SYSTEM_METRICS_MIN_PERIOD_S:g}), got {value!r}"
+    )
+
+#: The Hub huggingface_hub talks to when ``HF_ENDPOINT`` is not set (its ``constants._HF_DEFAULT_ENDPOINT``).
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def current_endpoint() -> str:
+    """The Hub this process's settings send to: ``HF_ENDPOINT`` (trailing ``/`` dropped), as
+    ``huggingface_hub.constants.ENDPOINT`` reads it, or huggingface_hub's default.
+
+    Read from the environment, not from huggingface_hub: a writer's process must not import the
+    client for this (the uploader process, spawned with this environment, would read the same)."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
 @dataclass
@@ -41,7 +117,7 @@ class UploadConfig:
 
     kind: str  # "hub" | "bucket" | "local"
     prefix: str  # folder in the target: path_in_repo/<logdir name>
-    commit_every: float = 300.0  # seconds
+    commit_every: float = HUB_COMMIT_EVERY_S  # seconds
     repo_id: str | None = None
     repo_type: str = "model"
     revision: str = "main"
@@ -50,16 +126,20 @@ class UploadConfig:
     directory: str | None = None  # local target
     allow_patterns: list = field(default_factory=lambda: list(DEFAULT_ALLOW))
     ignore_patterns: list = field(default_factory=list)
-    drain_timeout: float = 600.0  # seconds an uploader keeps retrying once every writer is gone
-    audit_every: float = 600.0  # seconds between full audits of the target (and one at every start)
+    drain_timeout: float = DRAIN_TIMEOUT_S  # seconds an uploader keeps retrying once every writer is gone
+    audit_every: float = AUDIT_EVERY_S  # seconds between full audits of the target (and one at every start)
     nodes: int = 1  # nodes of the job that commit to this target, each with its own uploader
     node_rank: int = 0  # this logdir's node: its turn among them
     #: The Hub's spacing between commits to one repository (``HF_MPWRITER_HUB_COMMIT_SPACING``); None: ~28 s.
     min_interval: float | None = None
     #: After SIGTERM (preemption), the uploader's last commit must end by then: fits a 30 s grace period.
     preemption_deadline: float = DEFAULT_PREEMPTION_DEADLINE_S
-    #: Seconds between samples of the node's system metrics (:mod:`hf_mpwriter.system_metrics`); 0: off.
+    #: Seconds between samples of the node's system metrics (:mod:`hf_mpwriter.uploader.system_metrics`); 0: off.
     system_metrics: float = 0.0
+    #: The Hub (hub and bucket targets) the logs go to, recorded where the settings were made, so that
+    #: ``sync``/``status``/``view`` in a shell with another ``HF_ENDPOINT`` still reach it.
+    #: ``None``: a config.json written before it was recorded (the environment's ``HF_ENDPOINT``).
+    endpoint: str | None = None
 
     def pacing(self, target_min_interval: float) -> tuple[float, float]:
         """``(interval, phase)`` in seconds: how often this node commits, and when in the cycle.
@@ -78,7 +158,7 @@ class UploadConfig:
     # -- the one way settings are built (writers, the CLI, the integrations) -----------------
     @classmethod
     def for_hub(
-        cls, repo_id: str, *, prefix: str, commit_every: float = 300.0, repo_type: str | None = None,
+        cls, repo_id: str, *, prefix: str, commit_every: float = HUB_COMMIT_EVERY_S, repo_type: str | None = None,
         revision: str | None = None, private: bool | None = None, squash_history: bool = False,
         allow_patterns: PatternArg = DEFAULT_ALLOW, ignore_patterns: PatternArg = None,
     ) -> UploadConfig:
@@ -88,6 +168,7 @@ class UploadConfig:
             kind="hub", prefix=check_remote_path(prefix), commit_every=commit_every, repo_id=repo_id,
             repo_type=kind_type, revision=revision or "main", private=private, squash_history=squash_history,
             allow_patterns=pattern_list(allow_patterns), ignore_patterns=pattern_list(ignore_patterns),
+            endpoint=current_endpoint(),
         )
 
     @classmethod
@@ -102,12 +183,12 @@ class UploadConfig:
             kind="bucket", prefix=check_remote_path(prefix), commit_every=commit_every, repo_id=bucket_id,
             # Bucket writes are not fenced: a late write of a dead uploader is found by the audit, so audit often.
             repo_type="bucket", private=private, audit_every=BUCKET_AUDIT_EVERY_S, allow_patterns=pattern_list(allow_patterns),
-            ignore_patterns=pattern_list(ignore_patterns),
+            ignore_patterns=pattern_list(ignore_patterns), endpoint=current_endpoint(),
         )
 
     @classmethod
     def for_local(
-        cls, directory: str | os.PathLike, *, prefix: str, logdir: Path, commit_every: float = 300.0,
+        cls, directory: str | os.PathLike, *, prefix: str, logdir: Path, commit_every: float = HUB_COMMIT_EVERY_S,
         allow_patterns: PatternArg = DEFAULT_ALLOW, ignore_patterns: PatternArg = None,
     ) -> UploadConfig:
         """Settings for a local target directory (neither inside the logdir nor containing it)."""
@@ -118,43 +199,23 @@ class UploadConfig:
             allow_patterns=pattern_list(allow_patterns), ignore_patterns=pattern_list(ignore_patterns),
         )
 
-    def make_target(self, token: str | None = None, endpoint: str | None = None) -> Target:
-        """The target these settings name (``endpoint``: a Hub other than ``HF_ENDPOINT``'s)."""
-        if self.kind == "hub":
-            assert self.repo_id
-            return HubTarget(
-                self.repo_id,
-                prefix=self.prefix,
-                repo_type=self.repo_type,
-                revision=self.revision,
-                private=self.private,
-                squash_history=self.squash_history,
-                token=token,
-                endpoint=endpoint,
-            )
-        if self.kind == "local":
-            assert self.directory
-            return LocalTarget(self.directory, self.prefix)
-        if self.kind == "bucket":
-            assert self.repo_id
-            return BucketTarget(self.repo_id, prefix=self.prefix, private=self.private, token=token, endpoint=endpoint)
-        raise ConfigurationError(f"unknown target kind {self.kind!r} in the upload config")
-
     @property
     def target_key(self) -> str:
-        return self.make_target().key
+        """The queue's name for the target (``Target.key`` of the target these settings name)."""
+        return target_key(self.kind, repo_id=self.repo_id, repo_type=self.repo_type, revision=self.revision,
+                          directory=self.directory, prefix=self.prefix)
+
+    @property
+    def description(self) -> str:
+        """Where the logs go, for people (``Target.description``), without building the target."""
+        return describe_target(self.kind, repo_id=self.repo_id, repo_type=self.repo_type, directory=self.directory,
+                               prefix=self.prefix, endpoint=self.endpoint or current_endpoint())
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, logdir: Path) -> None:
         """Record the settings; refuse to point a logdir that already uploads somewhere else elsewhere."""
         path = state_dir(logdir) / "config.json"
-        old = load(logdir)
-        if old is not None and old.target_key != self.target_key:
-            raise ConfigurationError(
-                f"logdir {str(logdir)!r} already uploads to {old.make_target().description} "
-                f"(prefix {old.prefix!r}); use a new logdir for {self.make_target().description}, or delete "
-                f"{path} once `hf-mpwriter status` shows nothing pending"
-            )
+        old = check_same_target(logdir, self)
         write_json_atomic(path, asdict(self))
         if old is None:  # the first writer of the logdir says it, not every rank
             warn_about_interval(self)
@@ -241,7 +302,7 @@ def writer_settings(
         )
     elif target_dir is not None:
         config = UploadConfig.for_local(
-            target_dir, prefix=hub_prefix(path_in_repo, logdir), logdir=logdir, commit_every=every_s or 300.0,
+            target_dir, prefix=hub_prefix(path_in_repo, logdir), logdir=logdir, commit_every=every_s or HUB_COMMIT_EVERY_S,
             allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
         )
     if config is not None:
@@ -263,6 +324,24 @@ def check_apart(logdir: Path, directory: Path) -> None:
             f"target_dir {str(directory)!r} and logdir {str(logdir)!r} overlap ({how}); "
             f"choose a target directory outside the logdir, e.g. {str(logs.parent / (logs.name + '-mirror'))!r}"
         )
+
+
+def check_same_target(logdir: Path, config: UploadConfig) -> UploadConfig | None:
+    """The settings ``logdir`` already has (read only), or a :class:`ConfigurationError` if they upload
+    to another target than ``config``: one logdir uploads to one target."""
+    old = load(logdir)
+    if old is not None and old.target_key != config.target_key:
+        raise ConfigurationError(
+            f"logdir {str(logdir)!r} already uploads to {old.description} "
+            f"(prefix {old.prefix!r}); use a new logdir for {config.description}, or delete "
+            f"{state_dir(logdir, create=False) / 'config.json'} once `hf-mpwriter status` shows nothing pending"
+        )
+    if old is not None and old.endpoint and config.endpoint and old.endpoint != config.endpoint:
+        raise ConfigurationError(
+            f"logdir {str(logdir)!r} sends its logs to the Hub at {old.endpoint}, but HF_ENDPOINT here is "
+            f"{config.endpoint}: set HF_ENDPOINT={old.endpoint}, or use a new logdir for {config.endpoint}"
+        )
+    return old
 
 
 def load(logdir: Path) -> UploadConfig | None:
@@ -301,7 +380,7 @@ def hub_settings(
             allow_patterns=allow_patterns, ignore_patterns=ignore_patterns,
         )
     return UploadConfig.for_hub(
-        repo_id, prefix=hub_prefix(path_in_repo, logdir), commit_every=commit_every or 300.0, repo_type=repo_type,
+        repo_id, prefix=hub_prefix(path_in_repo, logdir), commit_every=commit_every or HUB_COMMIT_EVERY_S, repo_type=repo_type,
         revision=revision, private=private, squash_history=squash_history, allow_patterns=allow_patterns,
         ignore_patterns=ignore_patterns,
     )
@@ -332,14 +411,37 @@ def check_hub_settings(repo_id: str, repo_type: str | None, commit_every_s: floa
 def warn_about_interval(config: UploadConfig) -> None:
     """Warn once per logdir (the caller saves the settings first) when ``commit_every`` asks the Hub
     for more commits than it accepts. Not for other endpoints (a local test Hub has no such limit)."""
-    from huggingface_hub import constants
-
-    if config.kind != "hub" or config.commit_every >= HUB_MIN_INTERVAL_S:
+    if config.kind != "hub" or config.commit_every >= HUB_COMMIT_SPACING_S:
         return
-    if "huggingface.co" not in constants.ENDPOINT:
+    if "huggingface.co" not in (config.endpoint or current_endpoint()):
         return
     logger.warning(
         "commit_every=%.2f min asks for more than the ~128 commits per hour the Hub accepts per repo; "
         "commits may be rate-limited (they are retried, nothing is lost)",
         config.commit_every / 60,
     )
+
+
+def target_key(kind: str, *, repo_id: str | None, repo_type: str, revision: str, directory: str | None, prefix: str) -> str:
+    """The queue's name for a target: committed offsets are per target. One formula, for the settings
+    and the targets alike (``Target.key``): a key that differed between them would re-send everything."""
+    prefix = check_remote_path(prefix.strip("/"), "the target prefix (path_in_repo)")
+    if kind == "hub":
+        return f"hub:{repo_type or 'model'}:{repo_id}@{revision or 'main'}:{prefix}"
+    if kind == "bucket":
+        return f"bucket:{repo_id}:{prefix}"
+    if kind == "local":
+        return f"local:{Path(str(directory)).expanduser().resolve()}:{prefix}"
+    raise ConfigurationError(f"unknown target kind {kind!r} in the upload config")
+
+
+def describe_target(kind: str, *, repo_id: str | None, repo_type: str, directory: str | None, prefix: str,
+                    endpoint: str) -> str:
+    """Where a target's logs go, for people: the repository's page, the bucket's URL, the directory."""
+    prefix = prefix.strip("/")
+    if kind == "hub":
+        section = "" if (repo_type or "model") == "model" else f"{repo_type}s/"
+        return f"{endpoint.rstrip('/')}/{section}{repo_id}"
+    if kind == "bucket":
+        return f"hf://buckets/{repo_id}" + (f"/{prefix}" if prefix else "")
+    return str(Path(str(directory)).expanduser().resolve())

@@ -162,8 +162,8 @@ class Bench:
         """The live hf_mpwriter uploader of ``logdir`` (remembered, so :meth:`close` can end it)."""
         import psutil
 
-        from hf_mpwriter.election import uploader_info
-        from hf_mpwriter.liveness import is_alive
+        from hf_mpwriter.state.election import uploader_info
+        from hf_mpwriter.state.liveness import is_alive
 
         info = uploader_info(Path(logdir))
         if info and is_alive(info):

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _bench_common import LIB_LABELS, Bench, header, table  # noqa: E402
 
-from hf_mpwriter.records import iter_records  # noqa: E402
+from hf_mpwriter.events.records import iter_records  # noqa: E402
 
 
 def readable_steps(files: dict[str, bytes]) -> set[int]:

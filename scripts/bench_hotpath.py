@@ -17,7 +17,7 @@ settings in a fresh temporary directory. Prints markdown tables; nothing passes 
     python scripts/bench_hotpath.py --quick    # a few seconds
 
 With torch, it also times ``add_histogram`` of 1M- and 10M-element float32 CPU tensors (the
-"where the tensor lives" path of :mod:`hf_mpwriter.histogram`; ``--quick`` runs the 1M one only).
+"where the tensor lives" path of :mod:`hf_mpwriter.writer.histogram`; ``--quick`` runs the 1M one only).
 """
 
 from __future__ import annotations

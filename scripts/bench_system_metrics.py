@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What per-node system metrics cost: the uploader's CPU, and the training processes' step time.
 
-1. **Per sample**, in this process: :class:`hf_mpwriter.system_metrics.SystemMetrics` reads every
+1. **Per sample**, in this process: :class:`hf_mpwriter.uploader.system_metrics.SystemMetrics` reads every
    source (psutil: CPU times, memory, swap, the logdir's disk use and I/O, network; NVML where a GPU
    is) and writes the sample with the project's event-file writer; CPU time (``time.thread_time``)
    per sample, and what that is as a share of one core at the default period (10 s).
@@ -36,7 +36,8 @@ import bench_interference  # noqa: E402
 import psutil  # noqa: E402
 from _bench_common import Bench, header, table  # noqa: E402
 
-from hf_mpwriter.system_metrics import DEFAULT_PERIOD_S, SystemMetrics  # noqa: E402
+from hf_mpwriter.timing import SYSTEM_METRICS_PERIOD_S as DEFAULT_PERIOD_S  # noqa: E402
+from hf_mpwriter.uploader.system_metrics import SystemMetrics  # noqa: E402
 
 #: label -> system_metrics argument
 CONDITIONS = {"off": False, "every 10 s (default)": True, "every 1 s": 1}

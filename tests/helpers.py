@@ -247,3 +247,27 @@ def finish(proc: subprocess.Popen, timeout: float = 30.0) -> str:
 def run(code: str, env: dict | None = None, timeout: float = 30.0, torch: bool = False) -> str:
     """Run ``python -c code`` to completion; its stdout."""
     return finish(spawn(code, env, torch), timeout)
+
+
+# -- file systems ------------------------------------------------------------------------------
+def on_block_device(path: os.PathLike | str) -> bool:
+    """Whether ``path``'s file system sits on a block device, whose I/O counters (``/proc/diskstats``)
+    see what is written there: tmpfs, overlay and network file systems have none (major number 0)."""
+    return os.major(os.stat(path).st_dev) != 0
+
+
+def block_device_dir(tmp_path: Path) -> Path | None:
+    """A fresh directory on a block device: ``tmp_path`` if it is on one, else one made under
+    ``/var/tmp``, the home directory or the checkout (whichever is on one and writable; the caller
+    removes it), else ``None``. For tests of disk I/O counters, which a tmpfs ``tmp_path`` never moves."""
+    if on_block_device(tmp_path):
+        return tmp_path
+    import tempfile
+
+    for parent in (Path("/var/tmp"), Path.home(), REPO_ROOT):
+        try:
+            if parent.is_dir() and on_block_device(parent):
+                return Path(tempfile.mkdtemp(prefix="hf_mpwriter-test-", dir=parent))
+        except OSError:
+            continue
+    return None

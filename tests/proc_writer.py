@@ -9,7 +9,8 @@ prints what it did, so a test knows what was logged before it kills or signals t
   step printed was logged before the process handled its signal);
 - ``closed <unwritten bytes>`` after ``close()``, unless ``hang`` keeps it from closing.
 
-``steps`` (default: until signalled) and ``start`` bound the loop. ``trainer_flush`` calls
+``steps`` (default: until signalled) and ``start`` bound the loop; ``close_after`` (a path) holds the
+process, still a live writer, after its last step until that file exists. ``trainer_flush`` calls
 ``flush()`` after every log, as the transformers Trainer does. ``user_handler`` installs a SIGTERM
 handler before the writer (``"record"``: prints and goes on; ``"ignore"``: SIG_IGN). The token, if
 any, comes from the environment (``TEST_TOKEN``), never the command line.
@@ -64,6 +65,8 @@ def main() -> int:
     print(f"flushed {step - 1}", flush=True)
     if cfg.get("hang"):
         time.sleep(3600)
+    while cfg.get("close_after") and not os.path.exists(cfg["close_after"]):
+        time.sleep(0.05)
     writer.close()
     print("closed", writer.unwritten_bytes, flush=True)
     return 0

@@ -111,3 +111,57 @@ def test_held_bucket_batch_applies_after_its_client_is_gone(server: HubServer, t
     wait_for(lambda: hold.done, 30, "the held batch to be applied")
     assert hold.outcomes == [200] and server.bucket_files("ns/held") == {"late.txt": b"late"}
     wait_for(lambda: server.active_requests == 0, 10, "the server to be idle")
+
+
+def test_bucket_batch_names_only_content_uploaded_to_the_bucket(server: HubServer, tmp_path: Path) -> None:
+    """``addFile`` may name a Xet hash only if it was uploaded to this bucket; ``copyFile`` one its source holds.
+
+    Knowing a hash gives no access to another repository's or bucket's content (the client copies
+    with ``copyFile``, naming the source, for that). A committer that names a hash nobody uploaded
+    to the bucket gets the client's BucketBatchError here, and nothing of that operation applies.
+    """
+    server.create_bucket("ns/b")
+    server.create_bucket("ns/other")
+    server.create_repo("ns/repo")
+    res = run_client(
+        server,
+        tmp_path,
+        """
+        from huggingface_hub._buckets import _BucketAddFile
+        from huggingface_hub.errors import BucketBatchError
+        def named(xet_hash, dest):  # what a committer sends for another process's upload: a hash, no upload
+            return _BucketAddFile(source=b"", destination=dest, xet_hash=xet_hash)
+        def attempt(name, **ops):
+            try:
+                api.batch_bucket_files("ns/b", **ops)
+                out[name] = "ok"
+            except BucketBatchError as e:
+                out[name] = {"status": e.response.status_code, "failures": e.failures, "message": str(e)}
+        api.batch_bucket_files("ns/b", add=[(os.urandom(20_000), "mine.bin")])  # the normal upload
+        api.batch_bucket_files("ns/other", add=[(os.urandom(20_000), "o.bin")])
+        api.upload_file(path_or_fileobj=os.urandom(20_000), path_in_repo="r.bin", repo_id="ns/repo")
+        [mine] = api.get_bucket_paths_info("ns/b", ["mine.bin"])
+        [other] = api.get_bucket_paths_info("ns/other", ["o.bin"])
+        [in_repo] = [f for f in api.list_repo_tree("ns/repo") if f.path == "r.bin"]
+        out["hashes"] = [mine.xet_hash, other.xet_hash, in_repo.xet_hash]
+        attempt("unknown", add=[named("00" * 32, "u.bin")])
+        attempt("foreign", add=[named(other.xet_hash, "f1.bin"), named(in_repo.xet_hash, "f2.bin"),
+                                named(mine.xet_hash, "again.bin")])
+        attempt("copy", copy=[("bucket", "ns/other", other.xet_hash, "c1.bin"), ("model", "ns/repo", in_repo.xet_hash, "c2.bin")])
+        attempt("bad_copy", copy=[("bucket", "ns/other", in_repo.xet_hash, "c3.bin")])
+        """,
+    )
+    mine, other, in_repo = res["hashes"]
+    assert len({mine, other, in_repo}) == 3 and all(len(h) == 64 for h in res["hashes"])
+    assert res["unknown"]["status"] == 422 and [f["path"] for f in res["unknown"]["failures"]] == ["u.bin"]
+    assert "Failed to apply 1 out of 1 operation(s) on bucket 'ns/b'" in res["unknown"]["message"]
+    # Hashes the CAS holds, for another bucket or a repository: refused in a partial failure (200).
+    assert res["foreign"] != "ok", "another bucket's and a repository's hashes were accepted"
+    assert res["foreign"]["status"] == 200 and [f["path"] for f in res["foreign"]["failures"]] == ["f1.bin", "f2.bin"]
+    assert all("not found in bucket ns/b" in f["error"] for f in res["foreign"]["failures"])
+    # The same hashes copied from where they live are accepted; from elsewhere they are not.
+    assert res["copy"] == "ok" and res["bad_copy"]["status"] == 422
+    files = server.bucket_files("ns/b")
+    assert sorted(files) == ["again.bin", "c1.bin", "c2.bin", "mine.bin"]
+    assert files["again.bin"] == files["mine.bin"] and files["c1.bin"] == server.read_bucket_file("ns/other", "o.bin")
+    assert files["c2.bin"] == server.read_file("ns/repo", "r.bin")

@@ -31,10 +31,10 @@ from upload_helpers import (
 )
 
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
+from hf_mpwriter.cli.status import collect
 from hf_mpwriter.config import UploadConfig
-from hf_mpwriter.status import collect
 from hf_mpwriter.testing import HubServer
-from hf_mpwriter.uploader import Uploader
+from hf_mpwriter.uploader.loop import Uploader
 
 REPO = "tester/run"
 PREFIX = "tensorboard/logs/"
@@ -289,7 +289,7 @@ _FULL_DISK_WRITER = """
 import json, os, sys, time
 from pathlib import Path
 from hf_mpwriter import HFSummaryWriter
-import hf_mpwriter.event_file as ef
+import hf_mpwriter.events.event_file as ef
 cfg = json.loads(sys.argv[1])
 ef.CLOSE_RETRY_SECS = cfg.get("close_retry", 10.0)
 disk = Path(cfg["disk"])
@@ -348,7 +348,7 @@ def _target_steps(tmp_path: Path) -> list[int]:
 def _new_uploader_holds_the_lock(logdir: Path, old_pid: int) -> bool:
     import psutil
 
-    from hf_mpwriter.election import lock_held
+    from hf_mpwriter.state.election import lock_held
 
     uploaders = [p for p in psutil.process_iter(["cmdline"])
                  if "hf_mpwriter.uploader" in " ".join(p.info["cmdline"] or []) and str(logdir) in " ".join(p.info["cmdline"])]

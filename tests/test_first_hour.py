@@ -45,7 +45,8 @@ def test_repo_id_without_namespace_uploads_to_the_token_namespace(tmp_path):
         assert result.stdout.split() == ["repo_id", full], result.stdout + result.stderr
         assert "not committed" not in result.stderr, result.stderr
         view = subprocess.run([sys.executable, "-m", "hf_mpwriter", "view", str(tmp_path / "logs"), "--print"],
-                              env=writer_env(env), capture_output=True, text=True, timeout=60)
+                              env=writer_env({**env, "HF_TOKEN": TOKEN}),  # view checks the repo first: it reads it
+                              capture_output=True, text=True, timeout=60)
         assert f"hf://{full}/tensorboard/logs " in view.stdout, view.stdout + view.stderr  # the full id, not "name"
         prefix = "tensorboard/logs/"
         remote = {p[len(prefix):]: hub.read_file(full, p) for p in hub.list_files(full) if p.startswith(prefix)}
@@ -99,9 +100,10 @@ def test_status_advice_for_a_local_only_logdir_works_when_followed(tmp_path):
     assert "up to date" in _cli("status", str(logdir)).stdout
 
 
-def test_sync_quiet_shows_no_progress_bars(tmp_path):
+def test_sync_quiet_shows_no_progress_bars(tmp_path, monkeypatch):
     with HubServer(tokens={TOKEN}) as hub:
         logdir = tmp_path / "logs"
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)  # the Hub the logdir records, and sync uses
         with HFSummaryWriter(repo_id="tester/run", logdir=str(logdir), rank=0, uploader="none") as writer:
             for step in range(50):
                 writer.add_scalar("loss", float(step), step)

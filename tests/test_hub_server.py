@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import pytest
 
-from hf_mpwriter.targets.hub_client import hub_version
+from hf_mpwriter.compat import hub_version
 from hf_mpwriter.testing import HubServer
 
 GOOD, READ_ONLY = "hf_good", "hf_read"
@@ -177,6 +177,65 @@ def test_legacy_lfs_upload_list_download_squash(server: HubServer, tmp_path: Pat
     assert stats["squashes"] == 1 and stats["commits_per_repo"] == {"model:ns/run": 1, "dataset:ns/data": 1}
 
 
+@pytest.mark.parametrize("xet", [True, False], ids=["xet", "legacy-lfs"])
+def test_commit_naming_content_not_uploaded_to_the_repo_is_refused(server: HubServer, tmp_path: Path, xet: bool) -> None:
+    """A commit may name (by sha256) only content uploaded to that repository, as on the Hub.
+
+    The Hub answers 400 "Your push was rejected because an LFS pointer pointed to a file that does
+    not exist ... Offending file: - <path>" (huggingface_hub issue #3829, a re-created repository),
+    which the client raises as BadRequestError. A design whose committer names content another
+    process has not uploaded (yet, or to this repository) must fail here as it would there. The
+    client's own path for that: an addition marked uploaded, which ``create_commit`` does not upload.
+    """
+    res = run_client(
+        server,
+        tmp_path,
+        """
+        api.create_repo("ns/run")
+        api.create_repo("ns/other")
+        def claimed(path, content):  # what a committer builds from another process's report: no upload
+            op = CommitOperationAdd(path, content)
+            op._upload_mode, op._is_uploaded = "lfs", True
+            return op
+        def attempt(name, repo, ops):
+            try:
+                out[name] = api.create_commit(repo, ops, commit_message=name).oid
+            except HfHubHTTPError as e:
+                out[name] = describe(e)
+        never, elsewhere, mine = os.urandom(30_000), os.urandom(30_000), os.urandom(30_000)
+        import hashlib
+        out["sha_elsewhere"] = hashlib.sha256(elsewhere).hexdigest()
+        out["normal"] = api.upload_file(path_or_fileobj=mine, path_in_repo="mine.bin", repo_id="ns/run").oid
+        api.upload_file(path_or_fileobj=elsewhere, path_in_repo="e.bin", repo_id="ns/other")
+        attempt("refused", "ns/run", [claimed("never.bin", never), claimed("elsewhere.bin", elsewhere),
+                                      CommitOperationAdd("ok.txt", b"ok")])
+        attempt("this_repo", "ns/run", [claimed("again.bin", mine)])
+        attempt("its_repo", "ns/other", [claimed("e2.bin", elsewhere)])
+        api.delete_repo("ns/other")
+        api.create_repo("ns/other")
+        attempt("recreated", "ns/other", [claimed("e3.bin", elsewhere)])
+        out["uploaded_here"] = api.upload_file(path_or_fileobj=elsewhere, path_in_repo="e.bin", repo_id="ns/run").oid
+        """,
+        xet=xet,
+    )
+    # The uploads went the way asked, and the content named in "refused" exists on this Hub (in ns/other).
+    assert server.file_storage("ns/run", "mine.bin") == ("xet" if xet else "lfs")
+    assert all(isinstance(res[k], str) and len(res[k]) == 40 for k in ("normal", "its_repo", "this_repo")), res
+    refused = res["refused"]
+    assert refused["type"] == "BadRequestError" and refused["status"] == 400, refused
+    assert "Bad request for commit endpoint" in refused["message"]
+    assert "LFS pointer pointed to a file that does not exist" in refused["message"]
+    assert "Offending file: - never.bin - elsewhere.bin" in refused["message"]
+    assert isinstance(res["recreated"], dict), f"commit applied in a re-created repository: {res['recreated']}"
+    assert res["recreated"]["type"] == "BadRequestError" and "Offending file: - e3.bin" in res["recreated"]["message"]
+    # Nothing of a refused commit applies; content uploaded to the repository itself is accepted.
+    assert server.list_files("ns/run") == [".gitattributes", "again.bin", "e.bin", "mine.bin"]
+    assert server.list_files("ns/other") == [".gitattributes"]
+    assert res["uploaded_here"] == server.head("ns/run")
+    assert hashlib.sha256(server.read_file("ns/run", "e.bin")).hexdigest() == res["sha_elsewhere"]
+    assert server.read_file("ns/run", "again.bin") == server.read_file("ns/run", "mine.bin")
+
+
 def test_stale_parent_commit_gets_412(server: HubServer, tmp_path: Path) -> None:
     server.create_repo("ns/p")
     old = server.head("ns/p")
@@ -289,6 +348,22 @@ def test_down_stop_start_keep_data(server: HubServer, tmp_path: Path) -> None:
     assert server.port == port
     res = run_client(server, tmp_path, "out['files'] = api.list_repo_files('ns/s')\n")
     assert res["files"] == [".gitattributes"]
+
+
+def test_a_keep_alive_connection_is_counted_once_and_shut_down_by_stop(server: HubServer) -> None:
+    """What the HTTP layer tells the server (connection opened / closed) is what stats and stop() use."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    for _ in range(3):
+        conn.request("GET", "/api/whoami-v2", headers={"Authorization": f"Bearer {GOOD}"})
+        assert conn.getresponse().read() and conn.sock is not None  # answered, connection kept open
+    stats = server.stats
+    assert stats["requests"]["whoami"] == 3 and stats["connections"] == 1, stats
+    server.stop()
+    conn.sock.settimeout(2)
+    assert conn.sock.recv(1) == b""  # the server shut the idle keep-alive connection down, unasked
+    conn.close()
 
 
 def test_inject_validation_and_reset(server: HubServer) -> None:

@@ -29,11 +29,11 @@ from helpers import LAUNCHER_VARS, accumulator, child_env, read_raw_records, sca
 from upload_helpers import check_remote, local_event_files, local_target_files, materialise, uploader_pid, wait_for
 
 from hf_mpwriter import HFSummaryWriter
-from hf_mpwriter.status import collect
-from hf_mpwriter.uploader import Uploader
+from hf_mpwriter.cli.status import collect
+from hf_mpwriter.uploader.loop import Uploader
 
 REPO = Path(__file__).resolve().parent.parent
-DOC_SOURCES = (REPO / "README.md",)
+README = REPO / "README.md"
 SCRIPT = REPO / "scripts" / "torchrun_example.py"
 COMMIT_EVERY_MIN = 1 / 60
 
@@ -49,42 +49,25 @@ class Example:
     commands: tuple = ()
 
 
-_BLOCK = re.compile(r"<!--\s*(example|excerpt):\s*(\S+)\s*-->\s*\n```[\w-]*\n(.*?)\n```", re.S)
-
-
-def _blocks(kind: str) -> list[tuple[str, str, str]]:
-    """``(source, reference, body)`` of every marked block of ``kind`` in the docs."""
-    found = []
-    for source in DOC_SOURCES:
-        if source.exists():
-            for block_kind, ref, body in _BLOCK.findall(source.read_text()):
-                if block_kind == kind:
-                    found.append((source.relative_to(REPO).as_posix(), ref, body))
-    return found
+def _readme_examples():
+    """The README's blocks as ``scripts/check_readme_examples.py`` reads them (one parser for both)."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import check_readme_examples
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    return check_readme_examples
 
 
 def examples(name: str) -> list[Example]:
-    """The distinct versions of example ``name`` in README.md."""
-    by_source: dict[str, dict] = {}
-    for source, ref, body in _blocks("example"):
-        section, _, filename = ref.partition("/")
-        if section != name:
-            continue
-        entry = by_source.setdefault(source, {"files": [], "commands": []})
-        if filename:
-            entry["files"].append((filename, body + "\n"))
-        else:
-            text = body.replace("\\\n", " ")
-            entry["commands"].extend(line.strip() for line in text.splitlines()
-                                     if line.strip() and not line.strip().startswith("#"))
-    distinct: dict[tuple, Example] = {}
-    for source, entry in by_source.items():
-        example = Example(name, source, tuple(entry["files"]), tuple(entry["commands"]))
-        distinct.setdefault((example.files, example.commands), example)
-    assert distinct, f"no example {name!r} in {[str(s) for s in DOC_SOURCES]}"
-    for example in distinct.values():
-        assert example.commands, f"example {name!r} of {example.source} has no command block"
-    return list(distinct.values())
+    """Example ``name`` of README.md: its files, then the commands of its command block."""
+    readme = _readme_examples()
+    found = readme.examples_of(readme.parse(README.read_text())).get(name)
+    assert found is not None and found.run is not None, f"no example {name!r} with a command block in README.md"
+    text = found.run.text.replace("\\\n", " ")
+    commands = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#"))
+    return [Example(name, "README.md", tuple((f, c if c.endswith("\n") else c + "\n") for f, c in found.files.items()),
+                    commands)]
 
 
 def example_env(cwd: Path, **extra: str) -> dict[str, str]:
@@ -116,7 +99,8 @@ def run_example(example: Example, cwd: Path, timeout: float) -> str:
         while tokens and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", tokens[0]):
             key, _, value = tokens.pop(0).partition("=")
             env[key] = value
-        program = {"torchrun": [sys.executable, "-m", "torch.distributed.run"], "python": [sys.executable]}
+        program = {"torchrun": [sys.executable, "-m", "torch.distributed.run"], "python": [sys.executable],
+                   "rm": ["rm"]}  # an example that starts clean each time
         assert tokens and tokens[0] in program, f"{example.source}: cannot run {command!r}"
         argv = program[tokens[0]] + tokens[1:]
         try:
@@ -176,8 +160,8 @@ def text_tags(run_dir: Path) -> list[str]:
 
 
 # -- torchrun --------------------------------------------------------------------------------------
-def _torchrun_checks(cwd: Path, n_steps: int) -> tuple[Path, Path]:
-    logdir, target = cwd / "runs" / "ddp", cwd / "tb-mirror"
+def _torchrun_checks(cwd: Path, n_steps: int, logdir_name: str = "runs/ddp", mirror: str = "tb-mirror") -> tuple[Path, Path]:
+    logdir, target = cwd / logdir_name, cwd / mirror
     assert sorted(p.name for p in logdir.iterdir() if p.name.startswith("rank")) == [f"rank-{r:03d}" for r in range(4)]
     status = wait_up_to_date(logdir)
     assert status["pending_jobs"] == 0 and not status["last_error"], status
@@ -209,7 +193,7 @@ def test_torchrun_restart_resumes_same_runs_with_purge_step(tmp_path):
         assert "simulated failure of rank 2 at step 37" in output
         for rank in range(4):  # every rank restarted, resumed from the step-30 checkpoint
             assert f"rank {rank} torchrun_example: attempt 1: steps 30..99 of 100 (purge_step=30)" in output, output
-        logdir, copy = _torchrun_checks(cwd, 100)
+        logdir, copy = _torchrun_checks(cwd, 100, "runs/ddp-restart", "tb-mirror-restart")  # the README's names
         for rank in range(4):
             # The same run directory holds both attempts' files: one run continued, not a new one.
             assert len(list((copy / f"rank-{rank:03d}").glob("*tfevents*"))) == 2
@@ -224,21 +208,32 @@ def test_torchrun_restart_resumes_same_runs_with_purge_step(tmp_path):
 
 
 def test_torchrun_example_excerpts_are_the_script():
-    """The README's excerpt of the torchrun example is made of the script's own lines."""
-    excerpts = _blocks("excerpt")
-    assert excerpts, "no excerpt blocks in the docs"
-    for source, ref, body in excerpts:
-        lines = {line.strip() for line in (REPO / ref).read_text().splitlines()}
-        for line in body.splitlines():
-            if line.strip() and line.strip() != "...":
-                assert line.strip() in lines, f"{source}: {line.strip()!r} is not a line of {ref}"
+    """The README's excerpts (of the torchrun example) are made of the script's own lines."""
+    readme = _readme_examples()
+    excerpts = [block for block in readme.parse(README.read_text()) if block.kind == "excerpt"]
+    assert excerpts, "no excerpt blocks in README.md"
+    problems = [readme.check_excerpt(block) for block in excerpts]
+    assert not any(problems), problems
 
 
 # -- multiprocessing -------------------------------------------------------------------------------
 @pytest.fixture
 def no_launcher_env(monkeypatch):
+    """A fresh process's view: no launcher variables, and SIGTERM as Python starts (its default
+    action, no handler of ours yet). An earlier test of this pytest worker may have left a SIGTERM
+    handler that does not end the process (Lightning's, in-process); fork workers inherit it, survive
+    ``Pool.terminate()``'s SIGTERM and wait for ever on the pool's queue lock the parent holds."""
+    import signal
+
+    from hf_mpwriter.writer import termination
+
     for var in LAUNCHER_VARS:
         monkeypatch.delenv(var, raising=False)
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    monkeypatch.setattr(termination, "_installed", False)
+    monkeypatch.setattr(termination, "_previous", None)
+    yield
+    signal.signal(signal.SIGTERM, previous)
 
 
 def _context(method: str):
@@ -268,6 +263,8 @@ def test_pool_with_explicit_ranks(tmp_path, method, no_launcher_env):
     with ctx.Pool(4, initializer=launcher_workers.init_worker, initargs=(ctx.Barrier(4),)) as pool:
         results = pool.starmap(launcher_workers.log_steps,
                                [(str(logdir), str(target), rank, rank, 120) for rank in range(4)])
+        pool.close()  # the workers exit on their own (leaving the block would terminate() them)
+        pool.join()
     assert sorted(results) == [(r, f"rank-{r:03d}") for r in range(4)]
     assert collect(logdir)["up_to_date"], "close() returned before the worker's logs were committed"
     remote = local_target_files(target, "tensorboard/logs")
@@ -280,6 +277,8 @@ def test_pool_with_derived_ranks_gives_each_worker_its_own_run(tmp_path, no_laun
     with ctx.Pool(4, initializer=launcher_workers.init_worker, initargs=(ctx.Barrier(4),)) as pool:
         results = pool.starmap(launcher_workers.log_steps,
                                [(str(logdir), str(target), None, base, 80) for base in range(4)])
+        pool.close()
+        pool.join()
     run_dirs = [run for _, run in results]
     assert len(set(run_dirs)) == 4, f"workers shared a run directory: {results}"
     assert collect(logdir)["up_to_date"]

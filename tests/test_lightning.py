@@ -13,6 +13,7 @@ Everything is read back from the target with TensorBoard's own reader.
 from __future__ import annotations
 
 import importlib.util
+import json
 import pickle
 import re
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import plugin_accumulator, read_raw_records, scalars, tensorboard_runs
+from helpers import child_env, finish, plugin_accumulator, read_raw_records, scalars, spawn, tensorboard_runs
 from test_launchers import example_env, examples, run_example, wait_up_to_date
 from upload_helpers import local_event_files, local_target_files, materialise
 
@@ -203,6 +204,11 @@ def test_arguments_are_checked_when_the_logger_is_built(tmp_path):
 
 
 def test_version_from_the_job_and_never_from_a_listing_on_other_ranks(tmp_path, monkeypatch, no_job):
+    # Rank 1 before the process group is up: its version is unknown there, not guessed. A real second
+    # process, with what Lightning's own launcher gives it (SubprocessScriptLauncher._call_children_scripts);
+    # started first, it imports Lightning while this process checks the rest.
+    env = child_env(LOCAL_RANK="1", NODE_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT="29531")
+    second_rank = spawn(SECOND_RANK.format(save_dir=str(tmp_path / "second")), env, torch=True)
     assert job_version({"TORCHELASTIC_RUN_ID": "none", "SLURM_JOB_ID": "123"}) == "slurm-123"
     assert job_version({"TORCHELASTIC_RUN_ID": "ab12-cd"}) == "torchrun-ab12-cd"
     assert job_version({"PBS_JOBID": "77.server/x"}) == "pbs-77.server_x"
@@ -211,12 +217,27 @@ def test_version_from_the_job_and_never_from_a_listing_on_other_ranks(tmp_path, 
     assert HFMPWriterLogger(tmp_path, name="n").log_dir == str(tmp_path / "n" / "slurm-4242")
     assert HFMPWriterLogger(tmp_path, name="n", version=7).version == 7
     monkeypatch.delenv("SLURM_JOB_ID")
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
+    out = json.loads(finish(second_rank, timeout=120).splitlines()[-1])
+    assert out["rank"] == 1 and not out["group"], f"the scenario: Lightning's rank 1, no process group yet: {out}"
+    assert out["version"] is None and "chosen by rank 0" in out["error"], out
+    assert not (tmp_path / "second").exists(), "rank 1 created a version directory"
 
-    monkeypatch.setattr(rank_zero_only, "rank", 1)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match="chosen by rank 0"):
-        _ = HFMPWriterLogger(tmp_path, name="n").version  # rank 1 before the process group: unknown, not guessed
+
+#: Reads the logger's version where Lightning's launcher starts rank 1, before the Trainer exists.
+SECOND_RANK = """
+import json
+import torch.distributed as dist
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from hf_mpwriter.integrations import HFMPWriterLogger
+
+logger = HFMPWriterLogger({save_dir!r}, name="n")
+try:
+    version, error = logger.version, None
+except RuntimeError as exc:
+    version, error = None, str(exc)
+group = dist.is_available() and dist.is_initialized()
+print(json.dumps({{"rank": rank_zero_only.rank, "group": group, "version": version, "error": error}}))
+"""
 
 
 def test_pickled_without_its_writer(tmp_path, no_job):

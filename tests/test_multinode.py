@@ -21,9 +21,16 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import read_file_events, scalar_points
-from upload_helpers import local_target_files, read_line, wait_for, writer_argv, writer_env
+from upload_helpers import (
+    every_applied_commit_is_whole_and_only_grows,
+    local_target_files,
+    read_line,
+    wait_for,
+    writer_argv,
+    writer_env,
+)
 
-from hf_mpwriter.status import collect
+from hf_mpwriter.cli.status import collect
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 
@@ -48,13 +55,20 @@ def _in_node(k: int, argv: list[str]) -> list[str]:
     return ["unshare", "--uts", "sh", "-c", f'hostname node-{k} && exec "$@"', "node", *argv]
 
 
-def _torchrun_node(k: int, port: int, logdir: Path, target: list[str], env: dict) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
+def _torchrun_argv(port: int, logdir: Path, target: list[str], steps: int = STEPS, commit_every: float = 1,
+                   step_time: float = 0.0, crash: bool = False) -> list[str]:
+    """One node of a 2-node x 2-rank torchrun job (c10d rendezvous on ``port``) of the example script."""
+    crashing = ["--crash-rank", "3", "--crash-at-step", "23"] if crash else []
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "multinode-test",
             "--max-restarts", "1", "--monitor-interval", "0.5", "--local-addr", "127.0.0.1",
-            str(SCRIPT), "--logdir", str(logdir), *target, "--steps", str(STEPS), "--commit-every", "1",
-            "--checkpoint-every", "10", "--crash-rank", "3", "--crash-at-step", "23",
+            str(SCRIPT), "--logdir", str(logdir), *target, "--steps", str(steps), "--commit-every", str(commit_every),
+            "--step-time", str(step_time), "--checkpoint-every", "10", *crashing,
             "--checkpoint-dir", str(logdir.parent / "checkpoints")]
+
+
+def _torchrun_node(k: int, port: int, logdir: Path, target: list[str], env: dict) -> subprocess.Popen:
+    argv = _torchrun_argv(port, logdir, target, crash=True)
     return subprocess.Popen(_in_node(k, argv), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -106,20 +120,143 @@ def test_node_local_logdirs_commit_to_one_repository_in_turns(tmp_path):
         hub.create_repo(REPO)
         # The test Hub accepts a commit every 2 s (not huggingface.co's ~28 s): turns of 2 x 2 s, not 2 x 28 s.
         env = _job_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": TOKEN,
-                        "HF_MPWRITER_HUB_COMMIT_SPACING": "2"})
+                        "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "HF_MPWRITER_JOB_STORE": "0"})
         logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(2)]
         _run_job(tmp_path, logdirs, ["--repo-id", REPO], env)
         for logdir in logdirs:
             wait_for(lambda logdir=logdir: collect(logdir)["up_to_date"], 60, f"{logdir} to be committed")
-        # Read back through the real client (downloads), as a user would.
-        target = HubTarget(REPO, prefix="tensorboard/logs", token=TOKEN, endpoint=hub.endpoint)
-        paths = [p for p in hub.list_files(REPO) if p.startswith("tensorboard/logs/") and "tfevents" in p]
-        files = {p[len("tensorboard/logs/"):]: target.read(p[len("tensorboard/logs/"):]) for p in paths}
-        _check_exactly_once(files, tmp_path)
+        _check_exactly_once(_read_back(hub), tmp_path)
         # Each node paced itself: one turn per max(commit_every, nodes x the Hub's spacing).
         configs = [json.loads((d / ".hf_mpwriter" / "config.json").read_text()) for d in logdirs]
         assert sorted((c["nodes"], c["node_rank"]) for c in configs) == [(2, 0), (2, 1)], configs
         assert all(c["min_interval"] == 2 for c in configs), configs
+
+
+def _read_back(hub: HubServer) -> dict[str, bytes]:
+    """Every event file of the repository, read through the real client (downloads), as a user would."""
+    target = HubTarget(REPO, prefix="tensorboard/logs", token=TOKEN, endpoint=hub.endpoint)
+    paths = [p for p in hub.list_files(REPO) if p.startswith("tensorboard/logs/") and "tfevents" in p]
+    return {p[len("tensorboard/logs/"):]: target.read(p[len("tensorboard/logs/"):]) for p in paths}
+
+
+def _tree(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _points(files: dict[str, bytes], rank: int, tmp: Path) -> Counter:
+    """``(step, loss)`` of every record of ``rank`` in ``files`` (relative path -> bytes)."""
+    points: Counter = Counter()
+    for rel, data in files.items():
+        if rel.startswith(f"rank-{rank:03d}/"):
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            points.update(scalar_points(read_file_events(path), "train/loss"))
+    return points
+
+
+def _log(logdir: Path) -> str:
+    path = logdir / ".hf_mpwriter" / "uploader.log"
+    return path.read_text() if path.exists() else ""
+
+
+def _leaders(logdirs: list[Path]) -> set[str]:
+    """Pids of the uploaders that took the job's lease."""
+    return {line.split()[2] for d in logdirs for line in _log(d).splitlines() if "leads the job's commits" in line}
+
+
+def _start_leader_job(hub: HubServer, tmp_path: Path) -> tuple[list[Path], list[subprocess.Popen]]:
+    """A 2-node x 2-rank torchrun job logging to ``REPO`` for minutes, node-local logdirs; its nodes'
+    uploaders meet in torchrun's agent store (one leader commits for both)."""
+    hub.create_repo(REPO)
+    env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": TOKEN,
+                      "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
+    logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(2)]
+    port = _free_port()
+    argv = [_torchrun_argv(port, logdirs[k], ["--repo-id", REPO], steps=3000, commit_every=2, step_time=0.05)
+            for k in range(2)]
+    nodes = [subprocess.Popen(_in_node(k, argv[k]), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for k in range(2)]
+    return logdirs, nodes
+
+
+def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_death_and_preemption(tmp_path):
+    """A 2-node torchrun job, node-local logdirs, one repository; torchrun's agent store coordinates the
+    nodes' uploaders. 1. Each node uploads its own content, one leader commits every node's files
+    together. 2. SIGKILL that leader: a writer of its node starts another uploader, the lease moves once
+    unrenewed, and the new leader commits for both nodes. 3. SIGKILL every process of the node hosting
+    the store while the other is preempted as a scheduler does it: SIGTERM to every one of its processes
+    at once, a grace period, SIGKILL, its disk deleted; it finds the store gone and commits its last
+    records itself before its deadline. Every record the surviving node's ranks wrote is in the repository
+    exactly once; what the dead node had committed is a whole prefix of what it wrote, once."""
+    with HubServer(tokens={TOKEN}) as hub:
+        logdirs, nodes = _start_leader_job(hub, tmp_path)
+        try:
+            # 1. The nodes joined the job's store, and the leader's commits hold the files of both
+            # nodes (ranks 0-1 on one node, 2-3 on the other).
+            wait_for(lambda: any("job leader: committed" in _log(d) for d in logdirs), 90, "the leader's first commit")
+            assert all("commits through one leader" in _log(d) for d in logdirs)
+            joint = [c for c in hub.commits(REPO) if "node(s)" in c["summary"]
+                     and {p.split("/")[2] for p in c["added"]} >= {"rank-000", "rank-002"}]
+            assert joint, [(c["summary"], c["added"]) for c in hub.commits(REPO)]
+            # 2. SIGKILL the leading uploader: another one leads, and commits for both nodes again.
+            (first,) = _leaders(logdirs)
+            os.kill(int(first), 9)
+            commits = len(hub.commits(REPO))
+            wait_for(lambda: len(_leaders(logdirs)) == 2, 60, "another uploader to take the lease")
+            wait_for(lambda: any("node(s)" in c["summary"] for c in hub.commits(REPO)[:len(hub.commits(REPO)) - commits]),
+                     30, "the new leader's first commit")
+            assert not any("commits its files itself" in _log(d) for d in logdirs)  # the leader did it all
+            # 3. The job ends hard: the node that hosts the store (torchrun's agent) dies (SIGKILL to its
+            # agent, ranks and uploader) while the scheduler preempts the other one (SIGTERM to every one of
+            # its processes at once, a grace period, SIGKILL to what is left; then its disk goes).
+            job = json.loads((logdirs[0] / ".hf_mpwriter" / "uploader.json").read_text())["job"]
+            store_port = int(job["store"].rsplit(":", 1)[1])
+            listener = next(c.pid for c in psutil.net_connections("tcp")
+                            if c.status == psutil.CONN_LISTEN and c.laddr.port == store_port)
+            host = next(k for k in range(2) if listener in {p.pid for p in _tree(psutil.Process(nodes[k].pid))})
+            alive = 1 - host
+            procs = [{p.pid: p for p in [*_tree(psutil.Process(nodes[k].pid)), psutil.Process(
+                json.loads((logdirs[k] / ".hf_mpwriter" / "uploader.json").read_text())["pid"])]} for k in range(2)]
+            assert all(len(node) >= 4 for node in procs), procs  # torchrun, 2 ranks, an uploader at least
+            for proc in procs[host].values():
+                proc.kill()
+            for proc in procs[alive].values():
+                try:
+                    proc.terminate()
+                except psutil.NoSuchProcess:
+                    pass
+            nodes[host].wait(30)
+            assert not any(c.laddr.port == store_port for c in psutil.net_connections("tcp")
+                           if c.status == psutil.CONN_LISTEN), "the store still listens"
+            _, left = psutil.wait_procs(list(procs[alive].values()), timeout=30)  # the grace (the deadline: 20 s)
+            for proc in left:
+                proc.kill()
+            assert not left, f"still running after the grace period: {left}"
+        finally:
+            for node in nodes:
+                node.kill()
+                node.communicate(timeout=30)
+        text = _log(logdirs[alive])  # the scenario: the signal taken, the store gone (none of this before step 3)
+        assert "termination signal: committing" in text and "commits its files itself" in text, text[-3000:]
+        local = {k: {str(p.relative_to(d)): p.read_bytes() for p in d.glob("rank-*/*tfevents*")}
+                 for k, d in enumerate(logdirs)}  # what each rank wrote, read before the disk goes
+        shutil.rmtree(logdirs[alive].parent)
+        # Every commit the Hub applied (the leaders', the nodes' own): whole records, no file ever shorter.
+        every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
+        remote = _read_back(hub)
+        for k in range(2):
+            for rank in (2 * k, 2 * k + 1):
+                wrote = _points(local[k], rank, tmp_path / "local")
+                landed = _points(remote, rank, tmp_path / "remote")
+                assert max(landed.values()) == 1, f"rank {rank}: a record twice"
+                if k == alive:
+                    assert wrote and landed == wrote, f"rank {rank}: {len(wrote - landed)} records missing"
+                else:  # the dead node: what it committed before dying, a whole prefix of what it wrote
+                    assert landed and not landed - wrote, f"rank {rank}"
 
 
 def test_a_logdir_shared_by_every_node_has_one_uploader(tmp_path):
@@ -153,6 +290,8 @@ def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
     once its heartbeat is stale, and nothing is lost or committed twice."""
     logdir, target = tmp_path / "shared", tmp_path / "target"
     cfg = {"logdir": str(logdir), "target_dir": str(target), "commit_every_s": 1.0, "steps": 400, "sleep": 0.02}
+    go = tmp_path / "close-now"  # the surviving node's writers stay alive until its uploader is seen
+    cfg["close_after"] = str(go)
     nodes = {}
     for k in range(2):
         nodes[k] = [subprocess.Popen(_in_node(k, writer_argv({**cfg, "rank": 2 * k + r})),
@@ -174,13 +313,18 @@ def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
     uploader.kill()
     for proc in nodes[dead]:
         proc.wait()
+    # The scenario: the other node's writers start an uploader of their own (it runs while they do,
+    # and exits once they are gone and all is committed: its record is looked for now, not afterwards).
+    try:
+        new = wait_for(lambda: _uploader_of(logdir, f"node-{alive}"), 60, f"node-{alive} to start an uploader")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_state_report(logdir)}") from None
+    assert new["pid"] != info["pid"]
+    go.touch()
     for proc in nodes[alive]:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     wait_for(lambda: collect(logdir)["up_to_date"], 60, "the other node's uploader to commit everything")
-    new = json.loads((logdir / ".hf_mpwriter" / "uploader.json").read_text()) \
-        if (logdir / ".hf_mpwriter" / "uploader.json").exists() else None
-    assert new is None or new["host"] == f"node-{alive}"
     files = local_target_files(target, "tensorboard/shared")
     copy = tmp_path / "copy"
     for rel, data in files.items():
@@ -196,6 +340,22 @@ def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
     spans = _uploader_spans(logdir)
     for (_, a_end), (b_start, _) in zip(spans, spans[1:]):
         assert b_start >= a_end, spans
+
+
+def _state_report(logdir: Path) -> str:
+    """What the logdir's state directory says (records and the uploader's log), for a failure message."""
+    state = logdir / ".hf_mpwriter"
+    parts = [f"{p.name}: {p.read_text()}" for p in sorted(state.glob("*.json"))]
+    log = state / "uploader.log"
+    return "\n".join(parts + ["uploader.log:", log.read_text()[-4000:] if log.exists() else "(none)"])
+
+
+def _uploader_of(logdir: Path, host: str) -> dict | None:
+    """The logdir's uploader record if a live uploader of ``host`` wrote it (pids are shared: one kernel)."""
+    from hf_mpwriter.state.election import uploader_info
+
+    info = uploader_info(logdir)
+    return info if info and info.get("host") == host and psutil.pid_exists(info["pid"]) else None
 
 
 def test_nodes_write_their_own_files_into_one_bucket(tmp_path):

@@ -13,18 +13,30 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import _unread, read_file_events, read_line, read_raw_records, scalar_points, wait_for
+from helpers import _unread, read_file_events, read_line, scalar_points, wait_for
 from test_data_safety import fill, small_disk  # noqa: F401  (small_disk: a fixture, a real tmpfs)
-from upload_helpers import TOKEN, hub_env, local_target_files, materialise, uploader_pid, writer_argv, writer_env
+from upload_helpers import (
+    TOKEN,
+    every_applied_commit_is_whole_and_only_grows,
+    hub_env,
+    local_target_files,
+    materialise,
+    sigkill,
+    uploader_pid,
+    writer_argv,
+    writer_env,
+)
 
 from hf_mpwriter.targets import HubTarget
 from hf_mpwriter.targets.bucket import BucketTarget
+from hf_mpwriter.timing import SIGNAL_REPEAT_S
 
 TESTS = Path(__file__).resolve().parent
 REPO = "tester/preempted"
@@ -152,25 +164,6 @@ def _preempt(kind: str, hub, tmp_path: Path, *, ranks: int, uploader_too: bool, 
     return logged, on_target, uploader, killed, codes, before, _commits(kind, hub, tmp_path), outputs
 
 
-def _every_applied_commit_is_whole_and_only_grows(hub, tmp_path: Path) -> int:
-    """Every commit the Hub applied (not only the last) holds event files cut at whole records, and
-    no commit replaces a file with a shorter or different one (a late commit of a killed uploader)."""
-    seen: dict[str, bytes] = {}
-    commits = hub.commits(REPO)
-    for n, commit in enumerate(reversed(commits)):  # oldest first
-        for path in hub.list_files(REPO, revision=commit["oid"]):
-            if "tfevents" not in path:
-                continue
-            data = hub.read_file(REPO, path, revision=commit["oid"])
-            copy = tmp_path / "history" / str(n) / path
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_bytes(data)
-            assert sum(16 + len(r) for r in read_raw_records(copy)) == len(data), f"{path} ends mid-record in {commit['oid']}"
-            assert data.startswith(seen.get(path, b"")), f"{path} regressed in {commit['oid']}"
-            seen[path] = data
-    return len(commits)
-
-
 def _assert_nothing_lost(logged: dict[int, list[int]], on_target: dict[int, Counter]) -> None:
     for rank, steps in logged.items():
         assert steps and steps == list(range(len(steps))), f"rank {rank} printed {steps[:5]}..."
@@ -198,7 +191,7 @@ def test_sigterm_to_every_process_then_sigkill_and_a_lost_disk_loses_nothing(hub
     if kind == "repo-lfs":
         assert hub.stats["lfs_uploads"] > 0 and hub.stats["xorb_bytes_received"] == 0  # the legacy LFS path
     if kind.startswith("repo"):
-        assert _every_applied_commit_is_whole_and_only_grows(hub, tmp_path) == after + 1  # + the initial commit
+        assert every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path) == after + 1  # + the initial commit
     _assert_nothing_lost(logged, on_target)
 
 
@@ -209,7 +202,7 @@ def test_sigterm_to_the_ranks_only_commits_at_once(hub, tmp_path):
     assert codes == [-signal.SIGTERM] * 2
     assert not killed, f"the uploader did not finish by itself within the grace period: {killed}"
     assert after > before
-    _every_applied_commit_is_whole_and_only_grows(hub, tmp_path)
+    every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
     _assert_nothing_lost(logged, on_target)
 
 
@@ -311,7 +304,10 @@ def test_uploader_second_signal_exits_at_once_and_says_what_is_left(hub, tmp_pat
         os.kill(uploader, signal.SIGTERM)
         log = logdir / ".hf_mpwriter" / "uploader.log"
         wait_for(lambda: "termination signal" in log.read_text(), 30, "the uploader to start its last commit")
+        first = time.monotonic()  # the uploader noted the signal before this line (its handler may run late)
         wait_for(lambda: hung.hits > 0, 30, "the last commit to hang in the Hub")
+        # A second signal, not the first one delivered twice (those come within SIGNAL_REPEAT_S).
+        time.sleep(max(0.0, first + SIGNAL_REPEAT_S - time.monotonic()))
         started = time.monotonic()
         os.kill(uploader, signal.SIGTERM)
         gone = _grace_then_kill([], [uploader], 10.0)
@@ -397,3 +393,55 @@ w.close()
         proc.communicate(timeout=10)
     steps = [s for f in (tmp_path / "logs").rglob("*tfevents*") for s, _ in scalar_points(read_file_events(f), "loss")]
     assert sorted(steps) == list(range(50))
+
+
+def _blocked_signals(native_id: int) -> int:
+    """The blocked-signal mask of one thread of this process (``SigBlk`` in its /proc status)."""
+    for line in Path(f"/proc/self/task/{native_id}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk line")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+def test_our_threads_leave_sigterm_to_the_main_thread(tmp_path):
+    """The kernel hands SIGTERM to any thread that does not block it. One of ours taking it while the
+    main thread waits on a lock (a pool worker between tasks) would leave Python's handler unrun and the
+    process alive: Pool.terminate() then waited for ever (seen in CI). Every thread hf_mpwriter starts
+    in a training process blocks SIGTERM and SIGINT; the main thread does not."""
+    from hf_mpwriter import HFSummaryWriter
+
+    with HFSummaryWriter(repo_id=None, target_dir=str(tmp_path / "target"), logdir=str(tmp_path / "logs"),
+                         uploader="none") as writer:
+        writer.add_scalar("loss", 1.0, 0)
+        ours = {t.name: t.native_id for t in threading.enumerate() if t.name.startswith("hf_mpwriter-")}
+        assert {"hf_mpwriter-flusher", "hf_mpwriter-heartbeat"} <= set(ours), ours  # the scenario: both run
+        terms = 1 << (signal.SIGTERM - 1) | 1 << (signal.SIGINT - 1)
+        for name, native_id in ours.items():
+            assert _blocked_signals(native_id) & terms == terms, name
+        assert not _blocked_signals(threading.main_thread().native_id) & terms
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+def test_an_uploader_the_heartbeat_thread_restarts_still_takes_sigterm(tmp_path):
+    """A process inherits the signal mask of the thread that started it, and the writer's heartbeat
+    thread (which starts a replacement uploader) blocks SIGTERM: such an uploader ignored preemption
+    (seen in a multi-node test). The uploader unblocks its termination signals once it handles them."""
+    from hf_mpwriter import HFSummaryWriter
+
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(repo_id=None, target_dir=str(tmp_path / "target"), logdir=str(logdir), commit_every=1,
+                         close_timeout=30) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+        first = wait_for(lambda: uploader_pid(logdir), 30, "the uploader")
+        sigkill(first)
+        second = wait_for(lambda: (uploader_pid(logdir) or first) != first and uploader_pid(logdir), 30,
+                          "the heartbeat thread to start another uploader")
+        log = logdir / ".hf_mpwriter" / "uploader.log"
+        wait_for(lambda: f"uploader {second} started" in log.read_text(), 30, "the new uploader to run its loop")
+        status = Path(f"/proc/{second}/status").read_text()
+        blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+        assert not blocked & (1 << (signal.SIGTERM - 1)), "the restarted uploader blocks SIGTERM"
+        os.kill(second, signal.SIGTERM)  # ... and acts on it: its last commit, then it exits
+        wait_for(lambda: "termination signal: committing" in log.read_text(), 30, "the uploader to take SIGTERM")
+

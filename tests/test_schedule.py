@@ -1,4 +1,4 @@
-"""The uploader's timing rules (hf_mpwriter.schedule) with a fake clock: every pacing, trigger,
+"""The uploader's timing rules (hf_mpwriter.uploader.schedule) with a fake clock: every pacing, trigger,
 termination and backoff rule, in milliseconds, without a process or a sleep."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ import math
 import pytest
 
 from hf_mpwriter.config import UploadConfig
-from hf_mpwriter.schedule import (
+from hf_mpwriter.uploader.schedule import (
     FINAL_GAP_S,
     LOCAL_RETRY_S,
     MAX_BACKOFF_S,
     NEEDS_USER_BACKOFF_S,
     POLL_S,
     SETTLE_S,
+    SIGNAL_REPEAT_S,
     TERM_GAP_S,
     UNEXPECTED_ERROR_PAUSE_S,
     Action,
@@ -207,12 +208,16 @@ def test_sigterm_deadline_ends_it_with_the_backlog_counted():
 def test_a_second_signal_exits_at_once():
     schedule = Schedule(pacing(), 0.0, 0.0)
     schedule.writers(0.0, alive=True)
-    schedule.terminate(10.0)
-    schedule.terminate(10.2)
+    assert schedule.terminate(10.0)
+    # The same event delivered twice (every process of the job signalled, a launcher forwarding it too):
+    # still the last commit, not an exit.
+    assert not schedule.terminate(10.0 + SIGNAL_REPEAT_S / 2)
+    assert schedule.deadline() == 10.0 + schedule.pacing.preemption_deadline
+    assert schedule.terminate(10.0 + SIGNAL_REPEAT_S)
     assert schedule.deadline() == -math.inf
-    end = schedule.decide(10.2, drained=False, retry_due=False)
+    end = schedule.decide(10.2 + SIGNAL_REPEAT_S, drained=False, retry_due=False)
     assert end.action is Action.EXIT and end.code == 1
-    assert schedule.decide(10.2, drained=True, retry_due=False).code == 0
+    assert schedule.decide(10.2 + SIGNAL_REPEAT_S, drained=True, retry_due=False).code == 0
 
 
 def test_retries_after_a_backoff_and_after_local_errors():

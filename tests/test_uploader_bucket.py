@@ -22,7 +22,7 @@ from upload_helpers import (
     writer_env,
 )
 
-from hf_mpwriter.status import collect
+from hf_mpwriter.cli.status import collect
 from hf_mpwriter.targets.bucket import BucketTarget
 from hf_mpwriter.testing import HubServer
 

@@ -27,7 +27,7 @@ from upload_helpers import (
 )
 
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
-from hf_mpwriter.status import collect
+from hf_mpwriter.cli.status import collect
 from hf_mpwriter.testing import HubServer
 
 REPO = "tester/run"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from upload_helpers import check_remote, finish, hub_env, sigkill, start_writer, uploader_pid, wait_for
 
-from hf_mpwriter.status import collect
+from hf_mpwriter.cli.status import collect
 from hf_mpwriter.testing import HubServer
 
 REPO = "tester/lfs"

@@ -43,19 +43,22 @@ def uploaded(tmp_path):
 
 
 def test_view_prints_the_command_for_a_logdir(uploaded):
+    """The repository is checked first (the token reads it, as TensorBoard's will), then the command printed."""
     _, logdir, env = uploaded
     result = subprocess.run([sys.executable, "-m", "hf_mpwriter", "view", str(logdir), "--print"],
-                            env=writer_env(env), capture_output=True, text=True, timeout=60)
+                            env=writer_env({**env, "HF_TOKEN": TOKEN}), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["tensorboard", "--logdir", f"hf://{REPO}/tensorboard/logs", "--port", "6006",
                                      "--load_fast=false"]
 
 
 def test_view_starts_tensorboard_on_the_repository(uploaded):
-    """TensorBoard itself serves every rank's scalars, read from the test Hub through the real client."""
-    _, logdir, env = uploaded
+    """TensorBoard itself serves every rank's scalars, read from the test Hub through the real client:
+    the logdir's Hub, though the shell's HF_ENDPOINT names another (where nothing listens)."""
+    hub, logdir, env = uploaded
     port = _free_port()
-    env = {**env, "HF_TOKEN": TOKEN}
+    env = {**env, "HF_TOKEN": TOKEN, "HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}"}
+    listed_before = hub.stats["requests"].get("tree", 0)
     proc = subprocess.Popen([sys.executable, "-m", "hf_mpwriter", "view", str(logdir), "--port", str(port)],
                             env=writer_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -63,6 +66,7 @@ def test_view_starts_tensorboard_on_the_repository(uploaded):
         runs = wait_for(lambda: (_get(f"{base}/runs") or None) if len(_get(f"{base}/runs") or []) >= 2 else None,
                         90, "TensorBoard to list the remote runs")
         assert sorted(runs) == ["rank-000", "rank-001"], runs
+        assert hub.stats["requests"].get("tree", 0) > listed_before, hub.stats  # TensorBoard listed the logdir's Hub
         for rank, run in enumerate(sorted(runs)):
             points = wait_for(lambda run=run: _get(f"{base}/plugin/scalars/scalars?run={run}&tag=loss"), 30,
                               f"the scalars of {run}")

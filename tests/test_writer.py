@@ -28,8 +28,8 @@ from tensorboardX import summary as tbx_summary
 from tensorboardX.proto.event_pb2 import Event as TbxEvent
 
 from hf_mpwriter import SummaryWriter
-from hf_mpwriter.encoding import scalar_event
 from hf_mpwriter.errors import ConfigurationError
+from hf_mpwriter.events.encoding import scalar_event
 
 try:
     import torch
@@ -357,6 +357,56 @@ def test_scalar_encoding_is_byte_identical_to_tensorboardx():
         want = _tbx_bytes(tag, value, step, walltime)
         got = scalar_event(tag, float(value), step, walltime)
         assert got == want, (tag[:40], value, step, walltime)
+
+
+#: Tags tensorboardX's scalar() rewrites (characters outside ``[-/\w.]`` become ``_``, leading
+#: slashes go): the encoder restates that rule instead of importing tensorboardX (which imports torch).
+_ODD_TAGS = ["a b", "loss:train", "/lead", "//x/y", "/", "a\tb\nc", "x%y!z", "ünï côdé/λ", "emoji ⚡ tag", "a,b;c=d",
+             "[bracket](x)", "back\\slash", "trailing/", "dots..ok", "tab\t/"]
+
+
+def test_scalar_encoding_cleans_tags_as_tensorboardx_does():
+    for tag in _ODD_TAGS:
+        for step in (None, 0, 5):
+            assert scalar_event(tag, 1.5, step, 1700000000.5) == _tbx_bytes(tag, 1.5, step, 1700000000.5), tag
+
+
+def test_other_events_are_tensorboardx_bytes():
+    """Every event file's version record and the system metrics' text event: one encoder, the same bytes."""
+    from tensorboardX.summary import text
+
+    from hf_mpwriter.events.encoding import file_version_event, text_event
+
+    for wall_time in (1.0, 1700000000.123456, 4e9):  # (a wall time of 0 is written; protobuf would omit it)
+        assert file_version_event(wall_time) == TbxEvent(wall_time=wall_time, file_version="brain.Event:2").SerializeToString()
+        for step in (0, 1, 2**40):
+            for tag, body in (("system/info", "host: n  \nCPUs: 2 ü"), ("t", ""), ("x" * 200, "y" * 300)):
+                want = TbxEvent(wall_time=wall_time, step=step, summary=text(tag, body)).SerializeToString()
+                assert text_event(tag, body, step, wall_time) == want, (tag, step)
+
+
+def test_files_named_after_the_host_follow_one_rule(logdir):
+    """Event files, writer registrations, the uploader candidate and the system-metrics run name the
+    host one way; an ordinary host name is kept as it is (names on users' disks do not change)."""
+    from hf_mpwriter.state import election, registry
+    from hf_mpwriter.state.liveness import host_file_name
+    from hf_mpwriter.uploader.system_metrics import host_run_name
+
+    for ordinary in ("node-1", "gpu07.cluster.example.org", "ip-10-0-0-1", "Node_A", "vm"):
+        assert host_file_name(ordinary) == ordinary
+    for odd, safe in (("a/b", "a_b"), ("node 1:x", "node_1_x"), ("nœud", "n_ud"), ("", "localhost"), ("..", "localhost"),
+                      (".n.", "n")):
+        assert host_file_name(odd) == safe, odd
+    assert host_run_name("a/b") == "system/a_b"
+
+    host = host_file_name()
+    with SummaryWriter(logdir) as writer:
+        writer.add_scalar("x", 1.0, 1)
+    [path] = H.event_files(logdir)
+    assert path.name.endswith(f".{host}.{os.getpid()}"), path.name
+    assert registry.register_writer(logdir, logdir).name.startswith(f"{host}-{os.getpid()}-")
+    election.note_candidate(logdir, os.getpid())
+    assert (logdir / ".hf_mpwriter" / f"spawned-{host}.json").is_file()
 
 
 def test_writer_records_are_byte_identical_to_tensorboardx(logdir):
@@ -785,6 +835,24 @@ def test_logging_after_close_continues_in_a_new_file(logdir):
     assert H.scalars(logdir, "loss") == [(s, float(s)) for s in range(20)]
     assert Path(writer.get_logdir()) == logdir
     writer.close()  # closing twice is harmless
+
+
+def test_a_closed_event_file_writer_says_to_create_a_new_writer(logdir):
+    """The SummaryWriter continues after close() on its own; its closed file writer, held directly, is done."""
+    from hf_mpwriter.events.event_file import EventFileWriter
+
+    logdir.mkdir(parents=True)
+    events = EventFileWriter(logdir)
+    events.close()
+    with pytest.raises(RuntimeError, match="closed; create a new writer"):
+        events.add_serialized(scalar_event("x", 1.0, 1, 1.0))
+    # tensorboardX's FileWriter.reopen() (broken there) says the same instead of an AttributeError.
+    from hf_mpwriter.writer.summary_writer import FileWriter
+
+    files = FileWriter(logdir / "fw")
+    files.close()
+    with pytest.raises(RuntimeError, match="closed; create a new writer"):
+        files.reopen()
 
 
 def test_with_block_closes_even_on_error(logdir):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 from helpers import (  # noqa: F401
@@ -78,8 +79,8 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> str:
 
 
 def uploader_pid(logdir: Path) -> int | None:
-    from hf_mpwriter.election import uploader_info
-    from hf_mpwriter.liveness import is_alive
+    from hf_mpwriter.state.election import uploader_info
+    from hf_mpwriter.state.liveness import is_alive
 
     info = uploader_info(logdir)
     return int(info["pid"]) if info and is_alive(info) else None
@@ -144,3 +145,35 @@ def local_target_files(target: Path, prefix: str) -> dict[str, bytes]:
 def local_commits(target: Path) -> list[dict]:
     log = target / ".hf_mpwriter-commits.jsonl"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def uploader_log_times(logdir: Path, message: str) -> list[float]:
+    """Unix times of the ``uploader.log`` lines that contain ``message`` (``"committed "``: the commits),
+    in order: what the uploader did and when, read from its own log (to the millisecond)."""
+    path = logdir / ".hf_mpwriter" / "uploader.log"
+    times = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if message in line:
+            stamp = " ".join(line.split()[:2])  # "2026-01-02 03:04:05,678", logging's asctime
+            times.append(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp())
+    return times
+
+
+def every_applied_commit_is_whole_and_only_grows(hub, repo: str, tmp_path: Path) -> int:
+    """Every commit the Hub applied to ``repo`` (not only the last) holds event files cut at whole
+    records, and no commit replaces a file with a shorter or different one (a late commit of a killed
+    or abandoned uploader, a record sent twice). Returns the number of commits."""
+    seen: dict[str, bytes] = {}
+    commits = hub.commits(repo)
+    for n, commit in enumerate(reversed(commits)):  # oldest first
+        for path in hub.list_files(repo, revision=commit["oid"]):
+            if "tfevents" not in path:
+                continue
+            data = hub.read_file(repo, path, revision=commit["oid"])
+            copy = tmp_path / "history" / str(n) / path
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(data)
+            assert sum(16 + len(r) for r in read_raw_records(copy)) == len(data), f"{path} ends mid-record in {commit['oid']}"
+            assert data.startswith(seen.get(path, b"")), f"{path} regressed in {commit['oid']}"
+            seen[path] = data
+    return len(commits)

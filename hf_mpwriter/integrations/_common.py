@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import supervisor
 from ..config import writer_settings
-from ..hub_writer import HFSummaryWriter
-from ..writer import SummaryWriter
+from ..writer import supervisor
+from ..writer.hub_writer import HFSummaryWriter
+from ..writer.summary_writer import SummaryWriter
 
 #: Arguments the integration itself sets (from the framework's settings).
 _SET_BY_INTEGRATION = {"self", "kwargs", "logdir", "log_dir", "repo_id"}

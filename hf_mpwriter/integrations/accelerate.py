@@ -29,7 +29,7 @@ from typing import Any
 from accelerate.state import PartialState
 from accelerate.tracking import GeneralTracker, on_main_process
 
-from ..hub_writer import HFSummaryWriter
+from ..writer.hub_writer import HFSummaryWriter
 from ._common import check_writer_kwargs
 
 logger = logging.getLogger(__name__)

@@ -44,8 +44,8 @@ except ImportError:  # pragma: no cover - only the older package is installed
     from lightning_fabric.utilities.rank_zero import rank_zero_only as _rank_zero_only  # type: ignore[no-redef]
     from pytorch_lightning.loggers.logger import Logger  # type: ignore[no-redef,assignment]
 
-from .. import ranks
-from ..hub_writer import HFSummaryWriter
+from ..writer import ranks
+from ..writer.hub_writer import HFSummaryWriter
 from ._common import check_writer_kwargs
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from typing import Any
 
 from transformers.integrations import TensorBoardCallback
 
-from ..hub_writer import HFSummaryWriter
+from ..writer.hub_writer import HFSummaryWriter
 from ._common import check_writer_kwargs
 
 logger = logging.getLogger(__name__)

@@ -7,26 +7,22 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from ..errors import ConfigurationError
-from ..piece import Piece
+from ..config import check_remote_path
+from ..state.piece import Piece
 
 
-def check_remote_path(prefix: str, what: str = "path_in_repo") -> str:
-    """``prefix`` if it stays inside the target once normalised, else a :class:`ConfigurationError`.
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file whose content is in the Hub's storage, ready to be committed by anyone (a job's leader):
+    its full path in the repository or bucket, the sha256 and size of its content, and its Xet hash
+    (what a bucket's batch names content by; a repository's commit names it by sha256)."""
 
-    Why here: a ``..`` would make a local target write outside its directory, and makes every Hub
-    commit fail inside the client before any request (retried forever, nothing uploaded).
-    """
-    if not isinstance(prefix, str):
-        raise ConfigurationError(f"{what} must be a string, got {type(prefix).__name__}")
-    parts = prefix.replace("\\", "/").split("/")
-    if any(part == ".." for part in parts) or "\0" in prefix:
-        raise ConfigurationError(
-            f"{what} {prefix!r} would leave the repository (or target directory): use a relative folder "
-            f"without '..', e.g. path_in_repo='tensorboard'"
-        )
-    return "/".join(part for part in parts if part not in ("", "."))
+    path: str
+    sha256: str
+    size: int
+    xet_hash: str | None = None
 
 
 def synthetic_commit_id(pieces: Sequence[Piece]) -> str:
@@ -65,6 +61,9 @@ class Target(abc.ABC):
     def remote_path(self, piece: Piece) -> str:
         path = check_remote_path(piece.path, "a queued file path")
         return f"{self.prefix}/{path}" if self.prefix else path
+
+    def reset_client(self) -> None:  # noqa: B027 - optional hook: targets without a client need nothing
+        """Drop the client after a call was abandoned (it may still hold it): the next call starts afresh."""
 
     def prepare(self) -> None:  # noqa: B027 - optional hook: most targets need nothing
         """Create what must exist before the first commit (repository, model card). Idempotent."""

@@ -23,25 +23,18 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from ..config import describe_target, target_key
 from ..errors import TargetError
-from ..piece import Piece
-from .base import Target, synthetic_commit_id
+from ..state.piece import Piece
+from .base import Target, UploadedFile, synthetic_commit_id
+from .batching import batched_differences
 from .hub_client import UsesHubApi, classify
+from .xet_content import XetContent, XetUnavailable, xet_usable
 
 logger = logging.getLogger(__name__)
 
 #: ``get_bucket_paths_info`` batch size (the client batches by 1000 itself; one call per this many).
 PATHS_PER_CALL = 1000
-
-
-def parse_bucket_url(url: str) -> tuple[str, str] | None:
-    """``hf://buckets/ns/name/some/prefix`` -> ``("ns/name", "some/prefix")``; ``None`` if not a bucket URL."""
-    if not url.startswith("hf://buckets/"):
-        return None
-    parts = url[len("hf://buckets/"):].strip("/").split("/")
-    if len(parts) < 2 or not all(parts[:2]):
-        return None
-    return "/".join(parts[:2]), "/".join(parts[2:])
 
 
 def xet_hash(path: str, size: int) -> str | None:
@@ -57,6 +50,32 @@ def xet_hash(path: str, size: int) -> str | None:
         return str(info.hash)
     except Exception:  # no hf_xet, an unreadable file: the size is all that can be compared
         return None
+
+
+def _compare(piece: Piece, info: Any) -> str | None:
+    """What is wrong with the remote file ``info`` for ``piece``, or ``None`` if it matches."""
+    if info is None:
+        return "missing"
+    if info.size != piece.size:
+        return f"holds {info.size} bytes, {piece.size} expected"
+    local = xet_hash(piece.local_path, piece.size)
+    remote_hash = getattr(info, "xet_hash", None)
+    if local is not None and remote_hash and local != remote_hash:
+        return "same size, different content (Xet hash)"
+    return None
+
+
+def batch_takes_xet_hashes() -> bool:
+    """Whether this huggingface_hub's ``batch_bucket_files`` adds files named by Xet hash alone (what a
+    job's leader sends for content the nodes uploaded): 1.10 and later take its ``_BucketAddFile``
+    with ``xet_hash`` set and send it as is; 1.5-1.9 accept only ``(local file, path)`` pairs."""
+    try:
+        import huggingface_hub
+        from huggingface_hub._buckets import _BucketAddFile
+    except ImportError:
+        return False
+    major, minor = (int(part) for part in huggingface_hub.__version__.split(".")[:2])
+    return (major, minor) >= (1, 10) and "xet_hash" in getattr(_BucketAddFile, "__dataclass_fields__", {})
 
 
 class BucketTarget(UsesHubApi, Target):
@@ -75,11 +94,14 @@ class BucketTarget(UsesHubApi, Target):
         self._token = token
         self._endpoint = endpoint
         self._api: Any = None
-        self.key = f"bucket:{bucket_id}:{self.prefix}"
+        self._xet: XetContent | None = None  # set by use_xet_content()
+        self.key = target_key("bucket", repo_id=bucket_id, repo_type="bucket", revision="main", directory=None,
+                              prefix=self.prefix)
 
     @property
     def description(self) -> str:  # type: ignore[override]
-        return f"hf://buckets/{self.repo_id}" + (f"/{self.prefix}" if self.prefix else "")
+        return describe_target("bucket", repo_id=self.repo_id, repo_type="bucket", directory=None, prefix=self.prefix,
+                               endpoint="")
 
     @property
     def reader_url(self) -> str:  # type: ignore[override]
@@ -95,9 +117,17 @@ class BucketTarget(UsesHubApi, Target):
         if resolved and resolved != self.repo_id:
             logger.info("bucket %r is %r", self.repo_id, resolved)
             self.repo_id = resolved
+        self.use_xet_content()
 
     def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
-        """One ``batch_bucket_files`` call: each file replaced whole (see the module docstring)."""
+        """One ``batch_bucket_files`` call: each file replaced whole (see the module docstring).
+
+        With hf_xet and huggingface_hub 1.10+ the content goes to Xet with a kept write token first and
+        the batch names it by hash (:meth:`preupload`, :meth:`commit_uploaded`): no token request per
+        write, which ``batch_bucket_files`` sending the files itself makes."""
+        uploaded = self.preupload(pieces)
+        if uploaded is not None:
+            return self.commit_uploaded(uploaded, message)
         try:
             self.api.batch_bucket_files(self.repo_id, add=[(p.local_path, self.remote_path(p)) for p in pieces])
         except Exception as exc:
@@ -105,26 +135,77 @@ class BucketTarget(UsesHubApi, Target):
         return synthetic_commit_id(pieces)
 
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
-        wrong: dict[str, str] = {}
-        for start in range(0, len(pieces), PATHS_PER_CALL):
-            batch = pieces[start:start + PATHS_PER_CALL]
-            try:
-                infos = list(self.api.get_bucket_paths_info(self.repo_id, [self.remote_path(p) for p in batch]))
-            except Exception as exc:
-                raise self._error(exc, "list remote files") from None
-            remote = {info.path: info for info in infos}
-            for piece in batch:
-                info = remote.get(self.remote_path(piece))
-                if info is None:
-                    wrong[piece.path] = "missing"
-                elif info.size != piece.size:
-                    wrong[piece.path] = f"holds {info.size} bytes, {piece.size} expected"
-                else:
-                    local = xet_hash(piece.local_path, piece.size)
-                    remote_hash = getattr(info, "xet_hash", None)
-                    if local is not None and remote_hash and local != remote_hash:
-                        wrong[piece.path] = "same size, different content (Xet hash)"
-        return wrong
+        """Compare sizes and Xet hashes with ``get_bucket_paths_info``, one call per batch of files."""
+        return batched_differences(pieces, remote_path=self.remote_path, fetch=self._paths_info,
+                                   per_call=PATHS_PER_CALL, compare=_compare)
+
+    # -- a job's leader writes what the nodes uploaded (hf_mpwriter.uploader.job_commit) ------------
+    def use_xet_content(self) -> None:
+        """Send content straight to the bucket's Xet storage in :meth:`preupload`, with a kept token."""
+        from huggingface_hub import constants
+
+        if xet_usable() and batch_takes_xet_hashes():
+            self._xet = XetContent(self._endpoint or constants.ENDPOINT, self.repo_id, "bucket", None, self._token)
+
+    def preupload(self, pieces: Sequence[Piece]) -> list[UploadedFile] | None:
+        """Send the content of ``pieces`` to the bucket's Xet storage, not write the files: what another
+        process can then write by Xet hash (:meth:`commit_uploaded`). ``None`` where that cannot be done
+        here (no hf_xet, a huggingface_hub whose batch takes no Xet hash): only this node can write them."""
+        if self._xet is None:
+            return None
+        try:
+            hashes = self._xet.upload([p.local_path for p in pieces], [p.sha256 for p in pieces])
+        except XetUnavailable as exc:
+            logger.info("%s; this node writes its files itself", exc)
+            self._xet = None
+            return None
+        except Exception as exc:
+            raise self._error(exc, "upload content to Xet") from None
+        return [UploadedFile(self.remote_path(p), p.sha256, size, xet_hash)
+                for p, (xet_hash, size) in zip(pieces, hashes)]
+
+    def parent(self) -> None:
+        """A bucket has no history to fence against (see the module's docstring)."""
+        return None
+
+    def commit_uploaded(self, files: Sequence[UploadedFile], message: str, parent: str | None = None) -> str | None:
+        """One ``batch_bucket_files`` call naming each file by the Xet hash a node uploaded.
+
+        The public call takes only local files to upload; ``_BucketAddFile`` with ``xet_hash`` set is
+        how huggingface_hub itself names uploaded content in that same call (1.10+:
+        :func:`batch_takes_xet_hashes`). The Hub refuses a hash not uploaded to this bucket."""
+        from huggingface_hub._buckets import _BucketAddFile
+
+        adds = [_BucketAddFile(source=b"", destination=f.path, xet_hash=f.xet_hash, size=f.size) for f in files]
+        try:
+            self.api.batch_bucket_files(self.repo_id, add=adds)
+        except Exception as exc:
+            raise self._error(exc, "write") from None
+        return synthetic_commit_id([Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files])
+
+    def verify_uploaded(self, files: Sequence[UploadedFile]) -> dict[str, str]:
+        """``path -> what is wrong`` for each of ``files`` (full paths) the bucket does not hold with that
+        size and Xet hash: one ``get_bucket_paths_info`` call per :data:`PATHS_PER_CALL` files."""
+        expected = {f.path: f.xet_hash for f in files}
+
+        def compare(piece: Piece, info: Any) -> str | None:
+            if info is None:
+                return "missing"
+            if info.size != piece.size:
+                return f"holds {info.size} bytes, {piece.size} expected"
+            if getattr(info, "xet_hash", None) != expected[piece.path]:
+                return "same size, different content (Xet hash)"
+            return None
+
+        pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files]
+        return batched_differences(pieces, remote_path=lambda p: p.path, fetch=self._paths_info,
+                                   per_call=PATHS_PER_CALL, compare=compare)
+
+    def _paths_info(self, paths: list[str]) -> list[Any]:
+        try:
+            return list(self.api.get_bucket_paths_info(self.repo_id, paths))
+        except Exception as exc:
+            raise self._error(exc, "list remote files") from None
 
     def read(self, path: str) -> bytes:
         """A remote file's bytes, downloaded through the client (``HfFileSystem`` on ``hf://buckets``)."""
@@ -132,7 +213,7 @@ class BucketTarget(UsesHubApi, Target):
 
         remote = f"buckets/{self.repo_id}/{self.prefix}/{path}" if self.prefix else f"buckets/{self.repo_id}/{path}"
         fs = HfFileSystem(token=self._token, endpoint=self.api.endpoint)
-        with self.api.scope(), fs.open(remote, "rb") as handle:
+        with fs.open(remote, "rb") as handle:
             return handle.read()
 
     def _error(self, exc: BaseException, doing: str) -> TargetError:

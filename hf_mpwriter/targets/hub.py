@@ -7,24 +7,51 @@ and its chunk de-duplication. The client itself drops files whose remote oid alr
 lost. Only the uploader talks to the Hub: it creates the repository once and adds the
 ``hf-summary-writer`` tag to the model card once, where ``huggingface_hub.HFSummaryWriter`` does
 both in every process.
+
+Requests per commit, in steady state: ``preupload`` (the Hub says how each file is stored; the
+client asks it in every ``create_commit``), the Xet write token (huggingface_hub 0.34-1.1 and 1.19+
+ask one per upload; 1.2-1.18 keep it until it expires), ``commit``, and one ``paths_info`` per 500
+files to verify it. The branch head, which every commit names as its parent, is the one the last
+commit returned: it is read (``repo_info``) only at start, after a commit that failed, for a while
+after the Hub refused one because the branch moved (:data:`SHARED_BRANCH_S`), and before every commit
+where the nodes of a job take turns on the branch (``shared_branch``). Neither preupload nor the token
+can be skipped through huggingface_hub's public API: ``create_commit`` asks both, and takes no token.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..config import describe_target, target_key
 from ..errors import TargetError
-from ..piece import Piece, open_nofollow
-from .base import Target
+from ..state.piece import Piece, open_nofollow
+from ..timing import HUB_COMMIT_SPACING_S, SHARED_BRANCH_S
+from .base import Target, UploadedFile
+from .batching import batched_differences
 from .hub_client import UsesHubApi, classify
+from .xet_content import XetContent, XetUnavailable, event_files_only, xet_usable
 
 logger = logging.getLogger(__name__)
 
-#: ``get_paths_info`` batch size: one call per this many files when checking what the Hub holds.
-PATHS_PER_CALL = 100
+#: ``get_paths_info`` batch size: one call per this many files when checking what the Hub holds. The Hub
+#: answers at most 1,000 paths per call (413 "too many parameters" beyond); huggingface_hub asks 500.
+PATHS_PER_CALL = 500
+
+
+def shared_branch_s() -> float:
+    """:data:`SHARED_BRANCH_S`, or ``HF_MPWRITER_SHARED_BRANCH_S`` where it is set to a number."""
+    raw = os.environ.get("HF_MPWRITER_SHARED_BRANCH_S")
+    try:
+        return max(0.0, float(raw)) if raw else SHARED_BRANCH_S
+    except ValueError:
+        logger.warning("HF_MPWRITER_SHARED_BRANCH_S=%r is not a number of seconds; using %.0f", raw, SHARED_BRANCH_S)
+        return SHARED_BRANCH_S
 
 
 def git_blob_sha1(path: str, size: int) -> str:
@@ -39,6 +66,11 @@ def git_blob_sha1(path: str, size: int) -> str:
             digest.update(chunk)
             remaining -= len(chunk)
     return digest.hexdigest()
+
+
+def _branch_moved(exc: BaseException) -> bool:
+    """The Hub refused a commit because its ``parent_commit`` is no longer the branch head (412)."""
+    return getattr(getattr(exc, "response", None), "status_code", None) == 412
 
 
 def _compare(piece: Piece, info: Any) -> str | None:
@@ -59,9 +91,12 @@ def _compare(piece: Piece, info: Any) -> str | None:
 
 
 class HubTarget(UsesHubApi, Target):
-    """Commits into ``repo_id`` at ``revision`` under ``prefix``."""
+    """Commits into ``repo_id`` at ``revision`` under ``prefix``.
 
-    min_interval = 3600 / 128  # the Hub accepts about 128 commits per hour per repository
+    ``shared_branch``: others commit to the branch all along (the uploaders of the other nodes of a job,
+    taking turns): the head is read before every commit, since the last commit's would be refused."""
+
+    min_interval = HUB_COMMIT_SPACING_S  # the Hub accepts about 128 commits per hour per repository
 
     def __init__(
         self,
@@ -74,6 +109,7 @@ class HubTarget(UsesHubApi, Target):
         squash_history: bool = False,
         token: str | None = None,
         endpoint: str | None = None,
+        shared_branch: bool = False,
     ) -> None:
         super().__init__(prefix)
         self.repo_id = repo_id
@@ -84,14 +120,20 @@ class HubTarget(UsesHubApi, Target):
         self._token = token
         self._endpoint = endpoint
         self._api: Any = None
-        self.key = f"hub:{self.repo_type}:{repo_id}@{self.revision}:{self.prefix}"
+        self._xet: XetContent | None = None  # set by use_xet_content()
+        #: The branch head after this target's last successful commit (``None``: unknown, read it).
+        self._known_head: str | None = None
+        #: Until then (``time.monotonic()``) the head is read before every commit (see :data:`SHARED_BRANCH_S`).
+        self._shared_until = math.inf if shared_branch else 0.0
+        self.key = target_key("hub", repo_id=repo_id, repo_type=self.repo_type, revision=self.revision,
+                              directory=None, prefix=self.prefix)
 
     @property
     def description(self) -> str:  # type: ignore[override]
         from huggingface_hub import constants
 
-        kind = "" if self.repo_type == "model" else f"{self.repo_type}s/"
-        return f"{(self._endpoint or constants.ENDPOINT).rstrip('/')}/{kind}{self.repo_id}"
+        return describe_target("hub", repo_id=self.repo_id, repo_type=self.repo_type, directory=None, prefix=self.prefix,
+                               endpoint=self._endpoint or constants.ENDPOINT)
 
     @property
     def reader_url(self) -> str:  # type: ignore[override]
@@ -107,6 +149,7 @@ class HubTarget(UsesHubApi, Target):
         process). The card is pushed only if it lacks the tag, so restarts add no commits; a card
         that cannot be tagged is not worth holding the logs back: it is logged and tried next start.
         """
+        self._known_head = None  # a start trusts no head it did not read (the card's commit moves it, too)
         try:
             url = self.api.create_repo(
                 self.repo_id, repo_type=self.repo_type, private=self.private, exist_ok=True,
@@ -115,9 +158,13 @@ class HubTarget(UsesHubApi, Target):
         except Exception as exc:
             raise self._error(exc, "create the repository") from None
         resolved = getattr(url, "repo_id", None)
-        if resolved and resolved != self.repo_id:  # 'name' alone: the Hub put it in the token's namespace
+        if resolved and "/" not in self.repo_id:  # 'name' alone: the Hub put it in the token's namespace
+            # (huggingface_hub 0.x parses the URL against HF_ENDPOINT, not the client's endpoint: with
+            # another endpoint its repo_id is the whole URL, whose last two parts are the id)
+            resolved = "/".join(str(resolved).rstrip("/").split("/")[-2:])
             logger.info("repository %r is %r", self.repo_id, resolved)
             self.repo_id = resolved
+        self.use_xet_content()
         try:
             self.tag_model_card()
         except TargetError as exc:
@@ -156,6 +203,20 @@ class HubTarget(UsesHubApi, Target):
         info = self.api.repo_info(self.repo_id, repo_type=self.repo_type, revision=self.revision)
         return str(info.sha)
 
+    def parent(self) -> str:
+        """The parent the next commit names: the head the last commit returned, else the head read now.
+
+        Remembering it saves a ``repo_info`` per commit, and weakens nothing: a commit lands only if its
+        parent is still the head, so a stale parent costs a refused commit (412), never a wrong one; and
+        a parent known since the last commit fences a paused uploader better than one read just before.
+        """
+        if self._known_head is not None and time.monotonic() >= self._shared_until:
+            return self._known_head
+        try:
+            return self.head()
+        except Exception as exc:
+            raise self._error(exc, "read the branch head") from None
+
     def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         """One commit of ``pieces``, fenced: it names the head it was based on as ``parent_commit``.
 
@@ -163,12 +224,29 @@ class HubTarget(UsesHubApi, Target):
         later. Had it no parent, it would replace newer files with its older, shorter versions. With
         a parent, the Hub refuses it (412) once anything else was committed, and refuses ours (412)
         if it landed first; the uploader then reconciles against the new head and tries again.
+        The head it returns is the next commit's parent (:meth:`parent`); any failure forgets it.
+
+        Event files go straight to Xet with a kept write token, then the commit names them
+        (:meth:`preupload`, :meth:`commit_uploaded`): two Hub API requests fewer per commit than
+        ``create_commit`` sending them itself (its ``preupload`` and Xet token; see
+        :mod:`hf_mpwriter.targets.xet_content`). Anything else, or Xet off: ``create_commit`` as is.
         """
         from huggingface_hub import CommitOperationAdd
 
+        if self._xet is not None and event_files_only([p.path for p in pieces]):
+            uploaded = self.preupload(pieces)
+            if uploaded is not None:
+                return self.commit_uploaded(uploaded, message)
         try:
             operations = [CommitOperationAdd(self.remote_path(p), p.local_path) for p in pieces]
-            parent = self.head()
+        except Exception as exc:
+            raise self._error(exc, "commit") from None
+        return self._create_commit(operations, message)
+
+    def _create_commit(self, operations: list[Any], message: str, parent: str | None = None) -> str | None:
+        try:
+            parent = parent or self.parent()
+            self._known_head = None  # until this commit answers, the head is unknown
             info = self.api.create_commit(
                 self.repo_id,
                 operations=operations,
@@ -177,32 +255,102 @@ class HubTarget(UsesHubApi, Target):
                 revision=self.revision,
                 parent_commit=parent,
             )
-            if self.squash_history:
+            if self.squash_history:  # a new root commit: the head is read again before the next commit
                 self.api.super_squash_history(self.repo_id, branch=self.revision, repo_type=self.repo_type)
         except TargetError:
             raise
         except Exception as exc:
+            if _branch_moved(exc):  # someone else commits to this branch too
+                window = shared_branch_s()
+                self._shared_until = time.monotonic() + window
+                logger.info("branch %r of %s moved since commit %s; its head is read before each commit for "
+                            "the next %.0f s", self.revision, self.repo_id, parent, window)
             raise self._error(exc, "commit") from None
-        return getattr(info, "oid", None)
+        oid = getattr(info, "oid", None)
+        if oid and not self.squash_history:
+            self._known_head = str(oid)
+        return oid
+
+    # -- a job's leader commits what the nodes uploaded (hf_mpwriter.uploader.job_commit) -----------
+    def preupload(self, pieces: Sequence[Piece]) -> list[UploadedFile] | None:
+        """Send the content of ``pieces`` to the Hub's storage (Xet or LFS), not commit it: what another
+        process can then commit by sha256 (:meth:`commit_uploaded`). ``None`` if the Hub stores one of
+        them as a regular file (its bytes travel in the commit itself: only this node can commit it).
+
+        Event files go straight to Xet with a kept token (:mod:`hf_mpwriter.targets.xet_content`: no
+        Hub API request while the token lasts); anything else, or a repository without Xet, through
+        the public ``HfApi.preupload_lfs_files`` (the ``preupload`` request, the Xet token or the LFS
+        batch, and the transfers).
+        """
+        from huggingface_hub import CommitOperationAdd
+
+        if self._xet is not None and event_files_only([p.path for p in pieces]):
+            try:
+                self._xet.upload([p.local_path for p in pieces], [p.sha256 for p in pieces])
+                return [UploadedFile(self.remote_path(p), p.sha256, p.size) for p in pieces]
+            except XetUnavailable as exc:
+                logger.info("%s; content goes through preupload_lfs_files", exc)
+                self._xet = None
+            except Exception as exc:
+                raise self._error(exc, "upload content to Xet") from None
+        try:
+            operations = [CommitOperationAdd(self.remote_path(p), p.local_path) for p in pieces]
+            self.api.preupload_lfs_files(self.repo_id, additions=operations, repo_type=self.repo_type,
+                                         revision=self.revision)
+        except Exception as exc:
+            raise self._error(exc, "upload content") from None
+        if any(op._upload_mode != "lfs" for op in operations):
+            return None
+        return [UploadedFile(op.path_in_repo, op.upload_info.sha256.hex(), op.upload_info.size) for op in operations]
+
+    def use_xet_content(self) -> None:
+        """Send event files straight to Xet in :meth:`preupload` (see :mod:`hf_mpwriter.targets.xet_content`)."""
+        from huggingface_hub import constants
+
+        if xet_usable():
+            self._xet = XetContent(self._endpoint or constants.ENDPOINT, self.repo_id, self.repo_type, self.revision,
+                                   self._token)
+
+    def commit_uploaded(self, files: Sequence[UploadedFile], message: str, parent: str | None = None) -> str | None:
+        """One commit of files whose content is already in the Hub's storage (:meth:`preupload`,
+        maybe by another process), fenced by the parent like :meth:`commit`.
+
+        huggingface_hub has no public way to commit content it did not hash itself:
+        ``CommitOperationAdd`` computes ``upload_info`` from local bytes. The smallest step through
+        its own commit path: an empty operation given the uploaded content's ``upload_info``, marked
+        uploaded in LFS mode, so that ``create_commit`` sends only the commit (the Hub checks that the
+        content exists, and refuses the commit otherwise). Tested on every supported version.
+        """
+        from huggingface_hub import CommitOperationAdd
+        from huggingface_hub.lfs import UploadInfo
+
+        operations = []
+        for file in files:
+            operation = CommitOperationAdd(file.path, b"")
+            operation.upload_info = UploadInfo(sha256=bytes.fromhex(file.sha256), size=file.size, sample=b"")
+            operation._upload_mode = "lfs"
+            operation._is_uploaded = True
+            operations.append(operation)
+        return self._create_commit(operations, message, parent)
+
+    def verify_uploaded(self, files: Sequence[UploadedFile]) -> dict[str, str]:
+        """``path -> what is wrong`` for each of ``files`` (full paths in the repository) the branch
+        does not hold with that size and sha256: one ``paths_info`` call per :data:`PATHS_PER_CALL` files."""
+        pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files]
+        return batched_differences(pieces, remote_path=lambda p: p.path, fetch=self._paths_info,
+                                   per_call=PATHS_PER_CALL, compare=_compare)
 
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
         """Compare sizes and hashes with ``get_paths_info``, one call per batch of files."""
-        wrong: dict[str, str] = {}
-        for start in range(0, len(pieces), PATHS_PER_CALL):
-            batch = pieces[start:start + PATHS_PER_CALL]
-            try:
-                infos = self.api.get_paths_info(
-                    self.repo_id, [self.remote_path(p) for p in batch], repo_type=self.repo_type,
-                    revision=self.revision,
-                )
-            except Exception as exc:
-                raise self._error(exc, "list remote files") from None
-            remote = {info.path: info for info in infos}
-            for piece in batch:
-                problem = _compare(piece, remote.get(self.remote_path(piece)))
-                if problem:
-                    wrong[piece.path] = problem
-        return wrong
+        return batched_differences(pieces, remote_path=self.remote_path, fetch=self._paths_info,
+                                   per_call=PATHS_PER_CALL, compare=_compare)
+
+    def _paths_info(self, paths: list[str]) -> list[Any]:
+        try:
+            return list(self.api.get_paths_info(self.repo_id, paths, repo_type=self.repo_type, revision=self.revision))
+        except Exception as exc:
+            raise self._error(exc, "list remote files") from None
+
     def read(self, path: str) -> bytes:
         local = self.api.hf_hub_download(
             self.repo_id, f"{self.prefix}/{path}" if self.prefix else path, repo_type=self.repo_type,
@@ -221,7 +369,7 @@ class HubTarget(UsesHubApi, Target):
                 f"(`hf repo branch create {self.repo_id} {self.revision}`) or use repo_revision='main'",
                 transient=False,
             )
-        if getattr(getattr(exc, "response", None), "status_code", None) == 412:
+        if _branch_moved(exc):
             return TargetError(
                 f"cannot {doing} on {where}: the branch {self.revision!r} moved since this commit was prepared "
                 f"(another commit landed first); reconciling against the new head and retrying",

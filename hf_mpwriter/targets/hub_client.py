@@ -1,46 +1,56 @@
-"""The ``huggingface_hub`` client as the targets use it: a timeout on every call, and each error
-classified by what retrying can fix.
+"""The ``huggingface_hub`` client as the targets use it: timeouts, and each error classified by what
+it is.
 
 Why: the client's default HTTP session has no timeout (a server that accepts the connection and never
 answers would block the uploader forever), and an uploader that retries an error only the user can
-fix (a bad token, a missing repository, a programming error inside the client) hides it for hours.
-Only network errors, timeouts, 408/409/412/423/425/429 and 5xx are transient.
+fix (a bad or missing token, a missing repository) or a programming error hides it for hours.
+Only network and server errors (timeouts, dropped connections, Xet transfer failures, 408/409/412/
+423/425/429 and 5xx) are transient.
+
+The client is configured only through what huggingface_hub documents, and only where the uploader owns
+the process (:func:`configure_process_client`). Where the uploader is a thread of the user's training
+process, the user's client stays exactly as it is: calls get a ``timeout=`` where the ``HfApi`` method
+takes one (:class:`TimedApi`), and the uploader bounds every call itself (``uploader._call``).
+Nothing here assigns into a huggingface_hub module or object.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
+import importlib
 import inspect
+import json
+import logging
 import os
 import re
 import sys
-import threading
 import types
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import TargetError
 from ..redaction import redact
 
+logger = logging.getLogger(__name__)
+
 _TRANSIENT_STATUS = {408, 409, 412, 423, 425, 429}
+#: Python's own programming errors: a call that raises one will raise it again, whatever the network does.
+_PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
+    NotImplementedError, RecursionError, TypeError, AttributeError, NameError, LookupError, AssertionError,
+    ArithmeticError, ValueError, RuntimeError, ImportError, SyntaxError,
+)
+#: How hf_xet (1.x) reports a CAS or token-endpoint answer: a ``ConnectionError`` whose message holds the status.
+_XET_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})\b")
 
 
 def classify(
     exc: BaseException, doing: str, where: str, token: str | None, *, missing: str, fix_missing: str,
 ) -> TargetError:
     """A :class:`TargetError` for ``exc``: what failed, whether it is retried, and what to do."""
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
+    status = _status(exc)
     name = type(exc).__name__
     detail = _detail(exc, token)
     if status in (401, 403) or name == "XetAuthenticationError":
-        return TargetError(
-            f"cannot {doing} on {where}: the Hub refused the token (HTTP {status or 401}). Use a token with write "
-            f"access (HF_TOKEN or `hf auth login`), then run `hf-mpwriter sync LOGDIR`",
-            transient=False,
-        )
+        return _auth_error(doing, where, status or 401, token)
     if name in ("RepositoryNotFoundError", "GatedRepoError", "BucketNotFoundError") or status == 404:
         return TargetError(f"cannot {doing} on {where}: {missing} (HTTP {status}). {fix_missing}", transient=False)
     if status is not None and status not in _TRANSIENT_STATUS and not 500 <= status < 600:
@@ -49,16 +59,67 @@ def classify(
             f"`hf-mpwriter sync LOGDIR`",
             transient=False,
         )
-    if status is None and not _is_network_error(exc):
+    if name == "OfflineModeIsEnabled":  # a ConnectionError, but no retry will ever get through
         return TargetError(
-            f"cannot {doing} on {where}: {name}: {detail}. This is not a network error and is not retried: "
-            f"fix the cause, then run `hf-mpwriter sync LOGDIR`",
+            f"cannot {doing} on {where}: HF_HUB_OFFLINE is set, so huggingface_hub makes no network call. Unset "
+            f"it in the environment the uploader runs in, then run `hf-mpwriter sync LOGDIR`",
             transient=False,
         )
+    if status is None and not is_network_error(exc):
+        return _not_network_error(exc, doing, where, detail)
+    response = getattr(exc, "response", None)
     return TargetError(
         f"cannot {doing} on {where} ({f'HTTP {status}' if status else name}: {detail}); will retry",
         transient=True,
         retry_after=retry_after(response),
+    )
+
+
+def _auth_error(doing: str, where: str, status: int, token: str | None) -> TargetError:
+    """A refused request: "no token at all" and "a token the Hub refused" need different fixes."""
+    if not _has_token(token):
+        return TargetError(
+            f"cannot {doing} on {where}: no token was given (HTTP {status}): set HF_TOKEN, run `hf auth login`, "
+            f"or pass token=... (a token with write access), then run `hf-mpwriter sync LOGDIR`",
+            transient=False,
+        )
+    return TargetError(
+        f"cannot {doing} on {where}: the Hub refused the token (HTTP {status}). Use a token with write "
+        f"access (HF_TOKEN or `hf auth login`), then run `hf-mpwriter sync LOGDIR`",
+        transient=False,
+    )
+
+
+def _has_token(token: str | None) -> bool:
+    """Whether the client sent a token: ``token``, else the one huggingface_hub finds itself
+    (``HF_TOKEN``, or the file ``hf auth login`` writes)."""
+    if token:
+        return True
+    try:
+        from huggingface_hub import get_token
+
+        return bool(get_token())
+    except Exception:  # an unreadable token file: the client found none either
+        return False
+
+
+def _not_network_error(exc: BaseException, doing: str, where: str, detail: str) -> TargetError:
+    """An error retrying cannot fix: a programming error (a bug to report), or something to fix locally."""
+    name = type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return TargetError(f"cannot {doing} on {where}: the uploader ran out of memory; will retry",
+                           transient=True)  # memory comes back (training frees it); the call is not wrong
+    if isinstance(exc, _PROGRAMMING_ERRORS):
+        return TargetError(
+            f"cannot {doing} on {where}: {name}: {detail}. This is a bug in hf_mpwriter or huggingface_hub, not "
+            f"a network error, and is not retried: please report it with LOGDIR/.hf_mpwriter/uploader.log "
+            f"(nothing is lost: `hf-mpwriter sync LOGDIR` uploads the queue once it is fixed)",
+            transient=False,
+        )
+    return TargetError(
+        f"cannot {doing} on {where}: {name}: {detail}. This is not a network error and is not retried: "
+        f"fix the cause, then run `hf-mpwriter sync LOGDIR`",
+        transient=False,
     )
 
 
@@ -76,32 +137,50 @@ def retry_after(response: Any) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status behind ``exc``: its response's, or the one hf_xet writes into its ``ConnectionError``."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status
+    if isinstance(exc, ConnectionError):
+        found = _XET_STATUS.search(str(exc))
+        if found:
+            return int(found.group(1))
+    return None
+
+
 def _detail(exc: BaseException, token: str | None) -> str:
     """What the server said (not only the request-id line the client puts first), redacted."""
     server = getattr(exc, "server_message", None)
     text = str(server or exc).strip() or type(exc).__name__
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("(Request ID")]
-    return redact(" ".join(lines)[:500] or type(exc).__name__, token)
+    return redact(" ".join(lines)[:500].rstrip(". ") or type(exc).__name__, token)
 
 
-def _is_network_error(exc: BaseException) -> bool:
-    """Network trouble, timeouts, and Xet transfer failures: retrying can fix them."""
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+def is_network_error(exc: BaseException) -> bool:
+    """Network trouble, timeouts, a server's garbled answer, and Xet transfer failures: retrying can fix them.
+
+    ``OSError`` covers the socket errors, ``requests``' whole family (0.x), and what hf_xet raises for a
+    failed or refused transfer (``ConnectionError``); httpx (1.x+) has its own transport errors."""
+    if isinstance(exc, (OSError, json.JSONDecodeError)):
         return True
-    if type(exc).__name__ == "XetAuthenticationError":
-        return False
-    module = type(exc).__module__ or ""
-    # httpx2's TransportError family (connect/read/write/pool timeouts, protocol errors) and hf_xet's
-    # transfer errors (surfaced as RuntimeError or its own classes).
-    return module.startswith(("httpx", "httpcore", "hf_xet")) or isinstance(exc, RuntimeError)
+    return isinstance(exc, _transport_errors())
 
 
-def hub_api(token: str | None, endpoint: str | None) -> Any:
-    """A ``huggingface_hub.HfApi`` whose every call has a timeout and goes through a client of our own
-    (imported here: writers never need it). See :class:`ScopedApi`."""
-    from huggingface_hub import HfApi
-
-    return ScopedApi(HfApi(token=token, endpoint=endpoint), OwnClient())
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The transport errors of the HTTP libraries loaded in this process (none is imported for this)."""
+    found: list[type[BaseException]] = []
+    for name in ("httpx2", "httpx", "httpcore"):
+        module = sys.modules.get(name)
+        for attr in ("TransportError", "DecodingError", "NetworkError", "TimeoutException", "ProtocolError",
+                     "ProxyError"):
+            kind = getattr(module, attr, None)
+            if isinstance(kind, type) and issubclass(kind, BaseException):
+                found.append(kind)
+    urllib3 = sys.modules.get("urllib3.exceptions")
+    if urllib3 is not None:
+        found.append(urllib3.HTTPError)
+    return tuple(found)
 
 
 def http_timeouts() -> tuple[float, float]:
@@ -109,83 +188,27 @@ def http_timeouts() -> tuple[float, float]:
     return 10.0, float(os.environ.get("HF_MPWRITER_HTTP_TIMEOUT") or 60.0)
 
 
-# -- a client of our own ----------------------------------------------------------------------------
-#
-# Why: huggingface_hub's default HTTP client has no timeout (0.x: a ``requests.Session`` per thread,
-# 1.x and later: one shared ``httpx`` client), and no version takes a client per ``HfApi``. Replacing the
-# process-global factory (``set_client_factory`` / ``configure_http_backend``) would give our timeouts to
-# the user's own calls too when the uploader runs as a thread of the training process. Instead, every
-# call of the uploader runs with :data:`_SCOPE` set, and huggingface_hub's internal ``get_session`` (and
-# the ``close_session`` / ``reset_sessions`` it calls after a connection error) answer with *our* client
-# inside that scope and with the library's own, untouched, everywhere else. The user's code (any other
-# thread or context) gets exactly the client it had, the same object, configured as it was.
+# -- the API the targets use -----------------------------------------------------------------------
+def hub_api(token: str | None, endpoint: str | None) -> TimedApi:
+    """A ``huggingface_hub.HfApi`` whose calls get a timeout where they take one (imported here:
+    writers never need it). See :class:`TimedApi`."""
+    from huggingface_hub import HfApi
 
-_SCOPE: contextvars.ContextVar[OwnClient | None] = contextvars.ContextVar("hf_mpwriter_http_client", default=None)
-_LOCK = threading.Lock()
-_ROUTED: dict[str, int] = {}  # module name -> id(module) whose get_session we route
-#: The library's own functions, captured once (what the routing falls back to outside our scope).
-_ORIGINAL: dict[str, Callable[..., Any]] = {}
-_ROUTED_NAMES = ("get_session", "close_session", "reset_sessions")
-#: The public namespaces keep the library's own functions: what users import stays what it was.
-_PUBLIC = ("huggingface_hub", "huggingface_hub.utils")
+    return TimedApi(HfApi(token=token, endpoint=endpoint), http_timeouts()[1])
 
 
-class OwnClient:
-    """The HTTP client (1.x+: ``httpx``) or session (0.x: ``requests``) only the uploader's calls use.
+class TimedApi:
+    """``HfApi`` whose methods get ``timeout=`` where they take one (some pass ``timeout=None`` to the
+    client explicitly, which would override a client's default).
 
-    Built by the factory the user installed, when the installed version lets us read it (so proxies and
-    certificates the user configured apply to us too), else by the library's default factory; then
-    given timeouts on *our* instance. Created lazily, in the thread that uses it."""
+    Generators are drained inside the call: their requests happen while iterating, and the uploader
+    bounds the call, not what a caller does with its result later. The client is whatever
+    huggingface_hub uses in this process: the user's own in thread mode (untouched), the one
+    :func:`configure_process_client` set up where the uploader owns its process."""
 
-    def __init__(self, connect: float | None = None, read: float | None = None) -> None:
-        default_connect, default_read = http_timeouts()
-        self.connect = default_connect if connect is None else connect
-        self.read = default_read if read is None else read
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = _with_timeouts(_new_library_client(), self.connect, self.read)
-        return self._client
-
-    def reset(self) -> None:
-        """Drop the client (what the library does to its own after a connection error)."""
-        client, self._client = self._client, None
-        if client is not None:
-            try:
-                client.close()
-            except Exception:  # a broken client is dropped anyway
-                pass
-
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        """huggingface_hub calls made in this block (this thread or context only) use this client."""
-        route_library_sessions()
-        token = _SCOPE.set(self)
-        try:
-            yield
-        finally:
-            _SCOPE.reset(token)
-
-
-class ScopedApi:
-    """``HfApi`` whose methods run inside :meth:`OwnClient.scope`, with a ``timeout=`` where the method
-    takes one (some calls pass ``timeout=None`` to the client explicitly, which would override the
-    client's default). Generators are drained inside the scope (their requests happen while iterating)."""
-
-    def __init__(self, api: Any, own: OwnClient) -> None:
+    def __init__(self, api: Any, timeout: float) -> None:
         self._api = api
-        self._own = own
-
-    @property
-    def raw(self) -> Any:
-        """The ``HfApi`` itself (its calls outside :meth:`scope` use the user's client)."""
-        return self._api
-
-    def scope(self) -> contextlib.AbstractContextManager[None]:
-        """For module-level huggingface_hub functions (``ModelCard.load``, ``hf_hub_download``)."""
-        return self._own.scope()
+        self._timeout = timeout
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._api, name)
@@ -198,143 +221,11 @@ class ScopedApi:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if takes_timeout and kwargs.get("timeout") is None:
-                kwargs["timeout"] = self._own.read
-            with self._own.scope():
-                result = attr(*args, **kwargs)
-                if isinstance(result, types.GeneratorType):
-                    result = list(result)
-                return result
+                kwargs["timeout"] = self._timeout
+            result = attr(*args, **kwargs)
+            return list(result) if isinstance(result, types.GeneratorType) else result
 
         return call
-
-
-def route_library_sessions() -> None:
-    """Make huggingface_hub's internal ``get_session`` (and ``close_session`` / ``reset_sessions``)
-    scope-aware: our client inside :meth:`OwnClient.scope`, the library's own outside it.
-
-    Idempotent and cheap; run before each scoped call so that modules huggingface_hub imports lazily
-    (``hf_file_system``, ``repocard``) are routed too. A version whose layout differs (a module without
-    these names) is simply not routed: its calls use the user's client, without our timeouts."""
-    with _LOCK:
-        modules = [(n, m) for n, m in list(sys.modules.items())
-                   if m is not None and (n == "huggingface_hub" or n.startswith("huggingface_hub."))]
-        if not _ORIGINAL:
-            http = sys.modules.get("huggingface_hub.utils._http")
-            if http is None:
-                return
-            for fname in _ROUTED_NAMES:
-                if callable(getattr(http, fname, None)):
-                    _ORIGINAL[fname] = getattr(http, fname)
-                    # Looks like the library's own (name, docs, ``__wrapped__``): it is, outside our scope.
-                    functools.update_wrapper(_ROUTERS[fname], _ORIGINAL[fname])
-        for name, module in modules:
-            if name in _PUBLIC or _ROUTED.get(name) == id(module):
-                continue
-            namespace = vars(module)
-            for fname, original in _ORIGINAL.items():
-                if namespace.get(fname) is original:
-                    namespace[fname] = _ROUTERS[fname]
-            _ROUTED[name] = id(module)
-
-
-def _route_get_session() -> Any:
-    own = _SCOPE.get()
-    return own.client if own is not None else _ORIGINAL["get_session"]()
-
-
-def _route_close_session() -> None:
-    own = _SCOPE.get()
-    own.reset() if own is not None else _ORIGINAL["close_session"]()
-
-
-def _route_reset_sessions() -> None:
-    own = _SCOPE.get()
-    own.reset() if own is not None else _ORIGINAL["reset_sessions"]()
-
-
-_ROUTERS: dict[str, Callable[..., Any]] = {
-    "get_session": _route_get_session, "close_session": _route_close_session, "reset_sessions": _route_reset_sessions,
-}
-
-
-def _new_library_client() -> Any:
-    """A new client made the way the library makes its own: the user's factory where it can be read
-    (a private name, ``_GLOBAL_CLIENT_FACTORY`` in 1.x+ and ``_GLOBAL_BACKEND_FACTORY`` in 0.x, each
-    with a fallback), else the library's default factory, else a plain client."""
-    from huggingface_hub.utils import _http
-
-    for factory_name in ("_GLOBAL_CLIENT_FACTORY", "default_client_factory",  # 1.x and later: httpx
-                         "_GLOBAL_BACKEND_FACTORY", "_default_backend_factory"):  # 0.x: requests
-        factory = getattr(_http, factory_name, None)
-        if callable(factory):
-            return factory()
-    if hasattr(_http, "set_client_factory"):
-        import httpx  # a 1.x+ whose factories moved: a plain client that follows redirects
-
-        return httpx.Client(follow_redirects=True)
-    import requests
-
-    return requests.Session()
-
-
-def _with_timeouts(client: Any, connect: float, read: float) -> Any:
-    """Give *our* client timeouts for every request that has none (the library's own is never touched)."""
-    if hasattr(client, "event_hooks") and hasattr(client, "timeout"):  # httpx (or httpx2)
-        limits = {"connect": connect, "read": read, "write": read, "pool": read}
-
-        def add_timeouts(request: Any) -> None:
-            current = dict(request.extensions.get("timeout") or {})
-            request.extensions["timeout"] = {k: current.get(k) if current.get(k) is not None else v
-                                             for k, v in limits.items()}
-
-        hooks = dict(client.event_hooks)
-        hooks["request"] = [*hooks.get("request", []), add_timeouts]
-        client.event_hooks = hooks
-        return client
-    send = client.request  # requests.Session: every verb goes through request()
-
-    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = (connect, read)
-        return send(method, url, *args, **kwargs)
-
-    client.request = request
-    return client
-
-
-# -- versions ---------------------------------------------------------------------------------------
-#: The first huggingface_hub release with each feature that needs more than the floor in setup.cfg.
-BUCKETS_VERSION = (1, 5)  # HfApi.create_bucket, batch_bucket_files, get_bucket_paths_info
-BUCKET_FS_VERSION = (1, 6)  # HfFileSystem reads hf://buckets/... (what `hf-mpwriter view` of a bucket needs)
-
-
-def hub_version() -> tuple[int, int]:
-    """``(major, minor)`` of the installed huggingface_hub (``(0, 0)`` if it cannot be read)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        found = re.match(r"(\d+)\.(\d+)", version("huggingface_hub"))
-    except PackageNotFoundError:
-        return (0, 0)
-    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
-
-
-def require_hub_version(minimum: tuple[int, int], feature: str) -> None:
-    """A :class:`~hf_mpwriter.errors.ConfigurationError` naming the version ``feature`` needs, if the
-    installed huggingface_hub is older: at construction, not hours later in the uploader."""
-    from ..errors import ConfigurationError
-
-    installed = hub_version()
-    if installed < minimum:
-        from importlib.metadata import version
-
-        needed = ".".join(map(str, minimum))
-        raise ConfigurationError(
-            f"{feature}: requires huggingface_hub>={needed}; this environment has huggingface_hub "
-            f"{version('huggingface_hub')}. "
-            f"Upgrade it (pip install -U 'huggingface_hub>={needed}'; transformers 4.x pins huggingface_hub<1.0: "
-            f"transformers>=5 lifts that), or use a Hub repository (repo_id='me/run') instead"
-        )
 
 
 class UsesHubApi:
@@ -350,3 +241,97 @@ class UsesHubApi:
         if self._api is None:
             self._api = hub_api(self._token, self._endpoint)
         return self._api
+
+    def reset_client(self) -> None:
+        """Drop the ``HfApi`` (the next call builds a fresh one), after a call was abandoned.
+
+        Where the uploader owns its process, the shared HTTP client is closed too (huggingface_hub opens
+        a new one on the next call; an abandoned call still reading from it fails instead of hanging on).
+        In thread mode the user's client is left as it is."""
+        self._api = None
+        if _process_timeouts is not None:
+            _close_library_client()
+
+
+# -- process mode: configure the client the documented way ------------------------------------------
+#: The ``(connect, read)`` timeouts :func:`configure_process_client` gave this process's client, if it ran.
+_process_timeouts: tuple[float, float] | None = None
+
+
+def configure_process_client() -> None:
+    """Give huggingface_hub's client in *this process* timeouts on every request, the way the installed
+    version documents: ``set_client_factory`` (1.x and later, ``httpx``) or ``configure_http_backend``
+    (0.x, ``requests``). The client is otherwise what the library's default factory makes (its request
+    ids, redirects, offline check).
+
+    Only for a process the uploader owns (``python -m hf_mpwriter.uploader``, ``hf-mpwriter sync``):
+    this is process-wide, so a training process (thread mode) never calls it."""
+    global _process_timeouts
+    import huggingface_hub
+
+    connect, read = http_timeouts()
+    if hasattr(huggingface_hub, "set_client_factory"):
+        huggingface_hub.set_client_factory(functools.partial(_timed_httpx_client, connect, read))
+    else:
+        huggingface_hub.configure_http_backend(backend_factory=functools.partial(_timed_requests_session, connect, read))
+    _process_timeouts = (connect, read)
+    logger.debug("huggingface_hub client: connect timeout %.0f s, read/write/pool timeout %.0f s", connect, read)
+
+
+def _timed_httpx_client(connect: float, read: float) -> Any:
+    """The library's default ``httpx`` client (1.x and later), with our timeouts on every request."""
+    try:  # the factory huggingface_hub itself uses (a public name in its private module)
+        from huggingface_hub.utils._http import default_client_factory
+
+        client = default_client_factory()
+    except ImportError:  # moved: a plain client that follows redirects, like the library's
+        httpx = sys.modules.get("httpx2") or importlib.import_module("httpx")
+        client = httpx.Client(follow_redirects=True)
+    limits = {"connect": connect, "read": read, "write": read, "pool": read}
+    client.timeout = (connect, read, read, read)
+
+    def fill_timeouts(request: Any) -> None:
+        """A request made with ``timeout=None`` (the library passes it explicitly) gets ours too."""
+        current = dict(request.extensions.get("timeout") or {})
+        request.extensions["timeout"] = {k: v if current.get(k) is None else current[k] for k, v in limits.items()}
+
+    hooks = dict(client.event_hooks)
+    hooks["request"] = [*hooks.get("request", []), fill_timeouts]
+    client.event_hooks = hooks
+    return client
+
+
+def _timed_requests_session(connect: float, read: float) -> Any:
+    """The library's default ``requests`` session (0.x), with our timeouts on every request."""
+    import requests
+    from huggingface_hub import configure_http_backend
+
+    # The library's default factory is the documented default of configure_http_backend's argument.
+    default = inspect.signature(configure_http_backend).parameters["backend_factory"].default
+    base = default() if callable(default) else requests.Session()
+
+    class TimedSession(requests.Session):
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            if kwargs.get("timeout") is None:
+                kwargs["timeout"] = (connect, read)
+            return super().request(method, url, *args, **kwargs)
+
+    session = TimedSession()
+    for prefix, adapter in base.adapters.items():  # the library's adapters: request ids, offline mode
+        session.mount(prefix, adapter)
+    return session
+
+
+def _close_library_client() -> None:
+    """Close huggingface_hub's shared client through its public names (a new one opens on the next call)."""
+    import huggingface_hub
+
+    try:
+        if hasattr(huggingface_hub, "close_session"):
+            huggingface_hub.close_session()
+        else:
+            from huggingface_hub.utils import reset_sessions
+
+            reset_sessions()
+    except Exception:  # a broken client is replaced anyway
+        logger.debug("closing huggingface_hub's client failed", exc_info=True)

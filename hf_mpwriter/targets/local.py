@@ -15,8 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..config import describe_target, target_key
 from ..errors import TargetError
-from ..piece import Piece, open_nofollow, sha256_prefix
+from ..state.piece import Piece, open_nofollow, sha256_prefix
 from .base import Target, synthetic_commit_id
 
 COMMIT_LOG = ".hf_mpwriter-commits.jsonl"
@@ -28,8 +29,10 @@ class LocalTarget(Target):
     def __init__(self, directory: str | os.PathLike, prefix: str = "") -> None:
         super().__init__(prefix)
         self.directory = Path(directory).expanduser().resolve()
-        self.key = f"local:{self.directory}:{self.prefix}"
-        self.description = str(self.directory)
+        self.key = target_key("local", repo_id=None, repo_type="", revision="", directory=str(self.directory),
+                              prefix=self.prefix)
+        self.description = describe_target("local", repo_id=None, repo_type="", directory=str(self.directory),
+                                           prefix=self.prefix, endpoint="")
         self.reader_url = str(self.directory / self.prefix)
         self._verified: dict[str, tuple[int, int, int, str]] = {}  # path -> what was last found intact
 

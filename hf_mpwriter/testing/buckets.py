@@ -10,7 +10,11 @@ names each file by its Xet hash in a batch. What the client sends:
   ``DELETE``; ``GET /api/buckets/{ns}`` lists a namespace.
 * ``POST /api/buckets/{id}/batch``, NDJSON lines ``{type: addFile|copyFile, path, xetHash, mtime (ms),
   contentType?}`` or ``{type: deleteFile, path}`` -> ``{failed: [{path, error}]}`` (200, or 422 when
-  every operation failed). Adding a Xet hash the CAS does not hold fails that operation.
+  every operation failed), which the client raises as ``BucketBatchError``. ``addFile`` may name only
+  a Xet hash uploaded *to this bucket* (a shard sent with its write token) or held by one of its
+  files; ``copyFile`` (with ``sourceRepoType``, ``sourceRepoId``) one that the source holds. Any
+  other hash, one the CAS holds for another repository or bucket included, fails that operation:
+  knowing a hash gives no access to another repository's content.
 * ``GET /api/buckets/{id}/tree[/{prefix}]?recursive=`` -> files ``{type: file, path, size, xetHash,
   mtime, uploadedAt}`` and, when not recursive, the direct sub-directories ``{type: directory, path}``;
   ``POST /api/buckets/{id}/paths-info`` ``{paths}`` -> the files among them.
@@ -31,7 +35,7 @@ from urllib.parse import unquote
 
 from .httpd import HubError, Request, Response, Route, json_response
 from .repos import content_response
-from .storage import Bucket, BucketFile, HubState, dirs_of, iso
+from .storage import Bucket, BucketFile, HubState, XetFile, cas_scope, dirs_of, iso
 
 logger = logging.getLogger("hf_mpwriter.testing.hub_server")
 
@@ -120,8 +124,36 @@ class BucketRoutes(HubState):
         with self._lock:
             if self._buckets.pop(route.repo_id or "", None) is None:
                 raise HubError(404, "Bucket not found", error_code="RepoNotFound")
+            self._forget_scope(cas_scope("bucket", route.repo_id))
         logger.info("deleted bucket %s", route.repo_id)
         return Response(200)
+
+    def _holds(self, scope: str, xet_hash: str) -> XetFile | None:
+        """The Xet file ``xet_hash`` if the repository or bucket ``scope`` holds it: uploaded to it, or in one of its files."""
+        found = self._xet_file_in(scope, xet_hash)
+        if found is not None:
+            return found
+        kind, _, name = scope.partition(":")
+        if kind == "bucket":
+            source = self._buckets.get(name)
+            held = source is not None and any(f.xet_hash == xet_hash for f in source.files.values())
+        else:
+            repo = self._repos.get((kind, name))
+            held = repo is not None and any(e.xet_hash == xet_hash for c in repo.commits.values() for e in c.tree.values())
+        return self._cas.files.get(xet_hash) if held else None
+
+    def _xet_source(self, bucket: Bucket, op: dict[str, Any]) -> tuple[XetFile | None, str]:
+        """The content an ``addFile``/``copyFile`` names, or None and the reason it cannot be used."""
+        xet_hash = str(op.get("xetHash"))
+        if op.get("type") == "copyFile":
+            source = cas_scope(op.get("sourceRepoType"), op.get("sourceRepoId"))
+            where = f"{op.get('sourceRepoType')} {op.get('sourceRepoId')}"
+        else:
+            source, where = cas_scope("bucket", bucket.bucket_id), f"bucket {bucket.bucket_id}"
+        xf = self._holds(source, xet_hash)
+        if xf is None:
+            return None, f"Xet hash {xet_hash} not found in {where}: upload the file to it through Xet first"
+        return xf, ""
 
     def _h_bucket_batch(self, request: Request, route: Route) -> Response:
         try:
@@ -140,9 +172,9 @@ class BucketRoutes(HubState):
                     continue
                 path = path.strip("/")
                 if kind in ("addFile", "copyFile"):
-                    xf = self._cas.files.get(str(op.get("xetHash")))
+                    xf, error = self._xet_source(bucket, op)
                     if xf is None:
-                        failed.append({"path": path, "error": f"unknown xetHash {op.get('xetHash')!r}"})
+                        failed.append({"path": path, "error": error})
                         continue
                     mtime = op.get("mtime")
                     bucket.files[path] = BucketFile(

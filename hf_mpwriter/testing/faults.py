@@ -1,6 +1,6 @@
 """Fault injection for the test Hub: the fault kinds, the routes they can target, validation, error answers.
 
-:meth:`HubServer.inject` creates a :class:`Fault`; ``HubServer._handle`` takes the first matching
+:meth:`HubServer.inject` creates a :class:`Fault`; ``HubServer.handle`` takes the first matching
 fault of a request's route and applies it (see :data:`FAULT_KINDS`).
 """
 

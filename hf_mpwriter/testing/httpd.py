@@ -1,7 +1,8 @@
 """HTTP plumbing of the test Hub: request/response types, Hub-style errors, the threaded HTTP/1.1 server.
 
-Nothing here knows the Hub's routes: the handler hands each request to ``HubServer._handle`` and
-writes back the :class:`Response` it returns (or closes the connection when it returns None).
+Nothing here knows the Hub's routes: the handler hands each request to its :class:`App` (the
+``HubServer``) and writes back the :class:`Response` it returns (or closes the connection when it
+returns None). :class:`App` is all this module knows of the server.
 Every response carries ``Content-Length`` and the server speaks HTTP/1.1, so httpx keep-alive
 connections are reused, as against the real Hub.
 """
@@ -10,13 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
-
-if TYPE_CHECKING:
-    from .hub_server import HubServer
 
 logger = logging.getLogger("hf_mpwriter.testing.hub_server")
 
@@ -125,8 +124,30 @@ def parse_range(value: str, total: int) -> tuple[int, int]:
     return start, end
 
 
+class App(Protocol):
+    """What the HTTP layer needs of the server behind it (``HubServer`` is one)."""
+
+    host: str
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def stopping(self) -> bool:
+        """Shutting down: answer nothing more, close the connection."""
+        ...
+
+    def connection_opened(self, conn: socket.socket) -> None: ...
+
+    def connection_closed(self, conn: socket.socket) -> None: ...
+
+    def handle(self, request: Request) -> Response | None:
+        """The answer to ``request``; ``None``: close the connection without answering."""
+        ...
+
+
 class Handler(BaseHTTPRequestHandler):
-    """Turns HTTP requests into :meth:`HubServer._handle` calls; owns nothing but the socket."""
+    """Turns HTTP requests into :meth:`App.handle` calls; owns nothing but the socket."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # small JSON answers must not wait for delayed ACKs
@@ -134,14 +155,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.server.hub._track_connection(self.connection, add=True)
-        self.server.hub._bump("connections")
+        self.server.hub.connection_opened(self.connection)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.hub._track_connection(self.connection, add=False)
+            self.server.hub.connection_closed(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         logger.debug("%s - %s", self.address_string(), format % args)
@@ -166,7 +186,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         hub = self.server.hub
-        if hub._stopping:
+        if hub.stopping:
             self.close_connection = True
             return
         body = self._read_body()
@@ -180,7 +200,7 @@ class Handler(BaseHTTPRequestHandler):
             body=body,
             base_url=f"http://{host}",
         )
-        response = hub._handle(request)
+        response = hub.handle(request)
         if response is None:  # injected "drop" / "lost_response": close without answering
             self.close_connection = True
             return
@@ -204,7 +224,7 @@ class HTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], hub: HubServer) -> None:
+    def __init__(self, address: tuple[str, int], hub: App) -> None:
         self.hub = hub
         super().__init__(address, Handler)
 

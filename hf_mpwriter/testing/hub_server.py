@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import signal
 import socket
 import threading
@@ -44,6 +45,7 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from .buckets import BucketRoutes, route_bucket_api, route_bucket_web
+from .extra import require_testing_extra
 from .faults import FAULT_KINDS, FAULT_ROUTES, HOLD_ROUTES, Fault, fault_error_response, new_fault
 from .httpd import HTTPServer, HubError, Request, Response, Route, error_response
 from .lfs import LfsRoutes
@@ -61,6 +63,7 @@ __all__ = [
     "HubServer",
     "git_blob_oid",
     "main",
+    "shell_exports",
 ]
 
 logger = logging.getLogger(__name__)
@@ -145,9 +148,11 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         return self._httpd is not None
 
     def start(self) -> HubServer:
-        """Open the listening socket (same port and same data after a :meth:`stop`)."""
+        """Open the listening socket (same port and same data after a :meth:`stop`). Without the
+        ``testing`` extra this says how to get it, rather than failing at the first Xet upload."""
         if self._httpd is not None:
             return self
+        require_testing_extra()
         self._stopping = False
         httpd = HTTPServer((self.host, self._port), self)
         self._port = httpd.server_address[1]
@@ -206,12 +211,22 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
             "no_proxy": "127.0.0.1,localhost",
         }
 
-    def _track_connection(self, conn: socket.socket, add: bool) -> None:
+    # -- what the HTTP layer (:mod:`.httpd`) calls: the :class:`~.httpd.App` interface -----------
+
+    @property
+    def stopping(self) -> bool:
+        """:meth:`stop` has begun: requests still arriving get no answer (their connection is closed)."""
+        return self._stopping
+
+    def connection_opened(self, conn: socket.socket) -> None:
+        """A client connected: counted (:attr:`stats` ``["connections"]``), and shut down by :meth:`stop`."""
         with self._meta_lock:
-            if add:
-                self._connections.add(conn)
-            else:
-                self._connections.discard(conn)
+            self._connections.add(conn)
+        self._bump("connections")
+
+    def connection_closed(self, conn: socket.socket) -> None:
+        with self._meta_lock:
+            self._connections.discard(conn)
 
     # -- faults and availability ---------------------------------------------------------------
 
@@ -400,8 +415,8 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         if len(segs) == 2 and segs[0] == "__lfs__" and method == "PUT":
             return Route("lfs_upload", upload_id=segs[1])
         route = Route("unknown")
-        if segs[:1] == ["cas"]:
-            route = route_cas(method, segs[1:])
+        if segs[:1] == ["cas"]:  # the casUrl names this store's instance (see CasStore.instance)
+            route = route_cas(method, segs[2:] if segs[1:2] == [self._cas.instance] else segs[1:])
         elif segs[:1] == ["buckets"]:
             route = route_bucket_web(method, segs[1:])
         return route if route.name != "unknown" else route_repo_web(method, segs)
@@ -409,7 +424,7 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
     def _exists(self, repo_type: str, repo_id: str) -> bool:
         return (repo_type, repo_id) in self._repos
 
-    def _handle(self, request: Request) -> Response | None:
+    def handle(self, request: Request) -> Response | None:
         """Route, count, apply faults and auth, run the handler. None means: close, no answer."""
         with self._meta_lock:
             self._active += 1
@@ -484,8 +499,22 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
             raise HubError(403, "You don't have write access with this (read-only) token")
 
 
+def shell_exports(server: HubServer, token: str, xet: bool = True) -> list[str]:
+    """``export NAME=value`` lines that point a shell's clients at ``server`` with ``token``.
+
+    Why: a person starts the server in one shell and the script in another; lines they can paste
+    (the token included: the client sends none otherwise, and the server then answers 401) beat a
+    list of variables to retype.
+    """
+    client = server.env(xet=xet)
+    client.pop("no_proxy", None)  # NO_PROXY says the same; the client reads either
+    env = {"HF_ENDPOINT": client.pop("HF_ENDPOINT"), "HF_TOKEN": token, **client}
+    return [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run a HubServer in the foreground for demos, benchmarks and offline work."""
+
     parser = argparse.ArgumentParser(description="Hub-compatible test server for huggingface_hub clients.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
@@ -494,6 +523,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-xet", action="store_true", help="print a client environment without Xet")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    try:
+        require_testing_extra("python -m hf_mpwriter.testing.hub_server")
+    except ValueError as exc:  # ConfigurationError: one line that says what to install, no traceback
+        raise SystemExit(f"hub_server: error: {exc}") from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = HubServer(host=args.host, port=args.port, tokens=args.token, read_only_tokens=args.read_only_token)
 
@@ -503,9 +536,10 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     server.start()
-    env = server.env(xet=not args.no_xet)
-    print(f"HubServer listening on {server.endpoint}", flush=True)
-    print("client environment: " + " ".join(f"{k}={v}" for k, v in env.items() if k != "no_proxy"), flush=True)
+    # Without --token the server accepts any token: print one, so that the pasted shell sends one.
+    token = (args.token or args.read_only_token or ["hf_test"])[0]
+    print(f"HubServer listening on {server.endpoint} (Ctrl-C to stop). In the shell that runs your script:", flush=True)
+    print("\n".join(shell_exports(server, token, xet=not args.no_xet)), flush=True)
     try:
         while True:
             time.sleep(3600)

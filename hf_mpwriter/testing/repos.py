@@ -10,8 +10,13 @@ percent-quoted and are unquoted one by one):
   through Xet or legacy LFS is the client's choice alone: Xet unless ``HF_HUB_DISABLE_XET=1``.)
 * ``POST /api/{T}/{id}/commit/{rev}`` NDJSON: ``header{summary, description, parentCommit?}``, then
   ``file{path, content, encoding}``, ``lfsFile{path, algo, oid=sha256, size}``, ``deletedFile``,
-  ``deletedFolder``. A stale ``parentCommit`` gets 412; an ``lfsFile`` whose sha256 the server does
-  not hold (neither through LFS nor through Xet) gets 400. The client does not retry ``/commit``.
+  ``deletedFolder``. A stale ``parentCommit`` gets 412. An ``lfsFile`` must name content uploaded
+  *to this repository* (a legacy LFS PUT, or a Xet shard sent with this repository's write token);
+  otherwise 400 with the Hub's own words, every offending path listed (:data:`DANGLING_LFS`), which
+  the client raises as ``BadRequestError`` ("Bad request for commit endpoint"). Content uploaded to
+  another repository, or to a deleted one of the same name, counts as missing, as on the Hub (it
+  copies across repositories through ``lfs-files/duplicate`` first). The client does not retry
+  ``/commit``.
 * ``GET /api/{T}/{id}/tree/{rev}[/{path}]``, ``POST .../paths-info/{rev}``: entries
   ``{type, oid, size, path, lfs?, xetHash?}``.
 * ``HEAD``/``GET /{id}/resolve/{rev}/{path}``: content with ``X-Repo-Commit`` and ``ETag``; files
@@ -39,12 +44,20 @@ from .storage import (
     FileEntry,
     HubState,
     Repo,
+    cas_scope,
     dirs_of,
     is_lfs,
     iso,
 )
 
 logger = logging.getLogger("hf_mpwriter.testing.hub_server")
+
+#: The Hub's answer (400) to a commit whose ``lfsFile`` names content it does not hold for the
+#: repository, as huggingface_hub users quote it (huggingface_hub issue #3829), offending paths appended.
+DANGLING_LFS = (
+    "Your push was rejected because an LFS pointer pointed to a file that does not exist. For instance, "
+    "this can happen if you used git push --no-verify to push your changes. Offending file: {paths}"
+)
 
 #: Path segments that follow a repo id in ``/api/{type}s/{id}/...`` URLs.
 API_ACTIONS = frozenset(
@@ -178,6 +191,10 @@ class RepoRoutes(HubState):
 
     # -- account --------------------------------------------------------------------------------
 
+    def _h_unknown(self, request: Request, route: Route) -> Response:
+        """A path this Hub does not serve: 404, as the Hub answers one."""
+        raise HubError(404, f"Not found: {request.method} {request.path}")
+
     def _h_whoami(self, request: Request, route: Route) -> Response:
         token = request.bearer()
         if not token:
@@ -230,6 +247,7 @@ class RepoRoutes(HubState):
         with self._lock:
             if self._repos.pop(key, None) is None:
                 raise HubError(404, "Repository not found", error_code="RepoNotFound")
+            self._forget_scope(cas_scope(*key))
         return Response(200)
 
     def _h_repo_info(self, request: Request, route: Route) -> Response:
@@ -296,8 +314,12 @@ class RepoRoutes(HubState):
                 out.append(item)
             return json_response({"files": out, "commitOid": commit.oid})
 
-    def _large_file(self, repo: Repo, path: str, value: dict[str, Any]) -> FileEntry:
-        """The stored content an ``lfsFile`` operation names (legacy LFS object or Xet file), verified."""
+    def _large_file(self, repo: Repo, path: str, value: dict[str, Any]) -> FileEntry | None:
+        """The content an ``lfsFile`` operation names, if it was uploaded to ``repo``; None if not.
+
+        Legacy LFS objects belong to the repository they were PUT for; Xet files to the scope of the
+        write token their shard came with (:meth:`~.storage.HubState._grant_xet_files`).
+        """
         oid = value.get("oid")
         if not isinstance(oid, str):
             raise HubError(400, f"lfsFile {path} needs an oid (sha256)")
@@ -305,14 +327,10 @@ class RepoRoutes(HubState):
         xet_hash: str | None = None
         data = repo.lfs_objects.get(oid)
         if data is None:
-            xet_hash = self._cas.by_sha256.get(oid)
-            if xet_hash is not None:
-                data = self._cas.files[xet_hash].data
-        if data is None:
-            raise HubError(
-                400,
-                f"Your push was rejected because an LFS pointer pointed to a file that does not exist ({path}, oid {oid})",
-            )
+            xf = self._xet_file_by_sha256(cas_scope(repo.repo_type, repo.repo_id), oid)
+            if xf is None:
+                return None
+            data, xet_hash = xf.data, xf.hash
         if "size" in value and value["size"] != len(data):
             raise HubError(400, f"LFS size mismatch for {path}: {value['size']} != {len(data)}")
         return FileEntry.lfs(data, oid, xet_hash=xet_hash)
@@ -344,6 +362,7 @@ class RepoRoutes(HubState):
             tree = dict(head.tree)
             added: list[str] = []
             deleted: list[str] = []
+            dangling: list[str] = []  # lfsFile paths whose content was not uploaded to this repository
             for line in lines[1:]:
                 kind, value = line.get("key"), line.get("value") or {}
                 path = value.get("path")
@@ -361,7 +380,11 @@ class RepoRoutes(HubState):
                     tree[path] = FileEntry.regular(data)
                     added.append(path)
                 elif kind == "lfsFile":
-                    tree[path] = self._large_file(repo, path, value)
+                    entry = self._large_file(repo, path, value)
+                    if entry is None:
+                        dangling.append(path)
+                        continue
+                    tree[path] = entry
                     added.append(path)
                 elif kind == "deletedFile":
                     if path not in tree:
@@ -378,6 +401,8 @@ class RepoRoutes(HubState):
                     deleted.extend(gone)
                 else:
                     raise HubError(400, f"Unknown commit operation {kind!r}")
+            if dangling:
+                raise HubError(400, DANGLING_LFS.format(paths=" ".join(f"- {p}" for p in dangling)))
             oid = self._new_oid("commit", head.oid, summary, *added, *deleted)
             repo.commits[oid] = Commit(oid, head.oid, tree, summary, header.get("description") or "", time.time(), added, deleted)
             repo.branches[branch] = oid

@@ -245,6 +245,11 @@ class XetFile:
         return len(self.data)
 
 
+def cas_scope(repo_type: str | None, repo_id: str | None) -> str:
+    """The scope a Xet token, and the files uploaded with it, belong to: ``"model:ns/name"``, ``"bucket:ns/name"``."""
+    return f"{repo_type}:{repo_id}"
+
+
 @dataclass(frozen=True)
 class CasToken:
     """A short-lived CAS access token handed out by a ``xet-{read,write}-token`` endpoint."""
@@ -260,10 +265,16 @@ class CasStore:
     xorbs: dict[str, Xorb] = field(default_factory=dict)
     files: dict[str, XetFile] = field(default_factory=dict)  # xet file hash -> file
     by_sha256: dict[str, str] = field(default_factory=dict)  # sha256 -> xet file hash
+    # scope ("model:ns/name", "bucket:ns/name"...) -> xet file hashes that shards registered for it
+    scopes: dict[str, set[str]] = field(default_factory=dict)
     chunks: dict[str, tuple[str, int]] = field(default_factory=dict)  # chunk hash -> (xorb, index), from shards
     xorb_chunk_hashes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # xorb -> its chunk hashes
     tokens: dict[str, CasToken] = field(default_factory=dict)
     url_secret: str = field(default_factory=lambda: secrets.token_hex(16))  # signs xorb download URLs
+    # In the casUrl handed out: hf_xet keeps a local shard cache per CAS URL and deduplicates new uploads
+    # against it, so a new server on a port an earlier one used (same URL) would be sent references
+    # to xorbs it never received. Each store is its own CAS, as each real Hub has its own.
+    instance: str = field(default_factory=lambda: secrets.token_hex(4))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,6 +354,38 @@ class HubState:
         if bucket is None:
             raise HubError(404, "Bucket not found", error_code="RepoNotFound")
         return bucket
+
+    # -- Xet content, by the repository or bucket it was uploaded for ---------------------------
+
+    def _grant_xet_files(self, cas_token: str | None, file_hashes: list[str]) -> None:
+        """Record that a shard uploaded with ``cas_token`` registered ``file_hashes`` for the token's scope.
+
+        Why: the Hub lets a commit (or a bucket batch) name only content uploaded *to that
+        repository or bucket*: knowing a hash is no right to another repository's file, and the
+        client copies across repositories through a server-side duplicate call first. The CAS
+        itself stays global (dedup across repositories is real), only what may be named is scoped.
+        """
+        entry = self._cas.tokens.get(cas_token or "")
+        if entry is not None and file_hashes:
+            self._cas.scopes.setdefault(entry.scope, set()).update(file_hashes)
+
+    def _xet_file_in(self, scope: str, xet_hash: str) -> XetFile | None:
+        """The Xet file ``xet_hash`` if it was uploaded for ``scope``, else None."""
+        if xet_hash in self._cas.scopes.get(scope, ()):
+            return self._cas.files.get(xet_hash)
+        return None
+
+    def _xet_file_by_sha256(self, scope: str, sha256: str) -> XetFile | None:
+        """The Xet file with content ``sha256`` uploaded for ``scope``, else None."""
+        found = self._xet_file_in(scope, self._cas.by_sha256.get(sha256, ""))
+        if found is None:  # the same content registered under another file hash (not seen with hf_xet)
+            hashes = self._cas.scopes.get(scope, ())
+            found = next((self._cas.files[h] for h in hashes if self._cas.files[h].sha256 == sha256), None)
+        return found
+
+    def _forget_scope(self, scope: str) -> None:
+        """A deleted repository or bucket takes its uploads along: one re-created under its name starts empty."""
+        self._cas.scopes.pop(scope, None)
 
     @staticmethod
     def _commit_at(repo: Repo, revision: str) -> Commit:

@@ -7,7 +7,8 @@ protocol), as spoken by ``hf_xet`` (xet-core) under huggingface_hub 2.x:
   ``/api/buckets/{id}/xet-{read,write}-token`` for buckets. The answer carries ``casUrl``,
   ``accessToken`` and ``exp`` both as JSON (what hf_xet reads) and as ``X-Xet-Cas-Url``,
   ``X-Xet-Access-Token``, ``X-Xet-Token-Expiration`` headers (what huggingface_hub reads). A write
-  token needs a Hub token with write access. ``casUrl`` is ``{endpoint}/cas`` on this same server.
+  token needs a Hub token with write access. ``casUrl`` is ``{endpoint}/cas/{instance}`` on this same
+  server (``instance``: this server's store; ``/cas`` alone is the same CAS).
 * CAS (``Authorization: Bearer <access token>``; uploads need a write token):
   ``POST /v1/xorbs/default/{hash}`` (a serialized xorb: chunks of ``[version u8, compressed size
   u24, scheme u8, uncompressed size u24]`` + data, scheme 0 = none, 1 = LZ4 frame, 2 = 4-byte
@@ -339,7 +340,7 @@ class XetRoutes(HubState):
                 scope=f"{route.repo_type}:{route.repo_id}",
             )
             self._cas.tokens[entry.token] = entry
-        cas_url = f"{request.base_url}/cas"
+        cas_url = f"{request.base_url}/cas/{self._cas.instance}"
         exp = int(entry.expires)
         return json_response(
             {"accessToken": entry.token, "exp": exp, "casUrl": cas_url},
@@ -408,6 +409,7 @@ class XetRoutes(HubState):
             for xf in registered:
                 self._cas.files.setdefault(xf.hash, xf)
                 self._cas.by_sha256.setdefault(xf.sha256, xf.hash)
+            self._grant_xet_files(request.bearer(), [xf.hash for xf in registered])  # what a commit/batch may name
         with self._meta_lock:
             self._stats["shards_received"] += 1
             self._stats["xet_files"] += len(registered)

@@ -1,0 +1,1 @@
+"""The ``hf-mpwriter`` command: demo, status, sync, view."""

@@ -1,0 +1,169 @@
+"""What a logdir's upload looks like right now (``hf-mpwriter status``, ``sync``'s progress, the demo).
+
+It only reads: the queue (read-only), the state files, the logs. It never touches the target: what
+it says of the target is what the uploader's last audit saw there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import config as config_mod
+from ..errors import ConfigurationError
+from ..state.election import uploader_info, uploader_state
+from ..state.jobqueue import JobQueue, audit_record
+from ..state.registry import live_writers
+from ..state.statedir import STATE_DIRNAME, state_dir
+from ..uploader.snapshot import Scanner
+
+#: How many levels below a directory :func:`find_logdirs` looks (a Lightning ``save_dir`` holds its
+#: logdirs at ``name/version_N``: two levels).
+LOGDIR_SEARCH_DEPTH = 4
+
+
+class HoldsLogdirs(ConfigurationError):
+    """The directory given is not a logdir but holds some: the user meant one of them (a Lightning
+    ``save_dir`` holds ``name/version_N/`` logdirs, each with its own target)."""
+
+    def __init__(self, directory: Path, logdirs: list[Path]) -> None:
+        example = logdirs[0]
+        super().__init__(
+            f"{str(directory)!r} is not a logdir but holds {len(logdirs)}; pass one of them, "
+            f"e.g. {str(example)!r} (`hf-mpwriter status {directory}` lists them with their targets)"
+        )
+        self.directory = directory
+        self.logdirs = logdirs
+
+
+def find_logdirs(root: Path, depth: int = LOGDIR_SEARCH_DEPTH) -> list[Path]:
+    """The logdirs with upload settings (``.hf_mpwriter/config.json``) at most ``depth`` levels below
+    ``root``, sorted. Symbolic links are not followed (no loops, no wandering off the tree), and a
+    logdir's own subdirectories (its runs) are not searched."""
+    found: list[Path] = []
+
+    def walk(directory: Path, level: int) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError:  # unreadable: nothing to show there
+            return
+        for entry in entries:
+            if entry.name == STATE_DIRNAME or not entry.is_dir(follow_symlinks=False):
+                continue
+            path = Path(entry.path)
+            if (path / STATE_DIRNAME / "config.json").is_file():
+                found.append(path)
+            elif level < depth:
+                walk(path, level + 1)
+
+    walk(root, 1)
+    return found
+
+
+def check_used_logdir(logdir: Path) -> None:
+    """Raise :class:`ConfigurationError` unless ``logdir`` exists and an hf_mpwriter writer used it
+    (:class:`HoldsLogdirs` if it is a directory that holds logdirs)."""
+    if not logdir.exists():
+        raise ConfigurationError(f"no such logdir: {str(logdir)!r}")
+    if not logdir.is_dir():
+        raise ConfigurationError(f"{str(logdir)!r} is not a directory")
+    if not (logdir / STATE_DIRNAME).is_dir():
+        inside = find_logdirs(logdir)
+        if inside:
+            raise HoldsLogdirs(logdir, inside)
+        raise ConfigurationError(
+            f"{str(logdir)!r} was never used by an hf_mpwriter writer (it has no {STATE_DIRNAME}/ directory); "
+            f"pass the logdir given to SummaryWriter/HFSummaryWriter"
+        )
+
+
+def collect(logdir: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-able picture of the logdir: files, what is committed, jobs, uploader, errors."""
+    root = Path(logdir)
+    check_used_logdir(root)
+    config = config_mod.load(root)
+    key = config.target_key if config else None
+    committed: dict[str, tuple[int, str, bool]] = {}
+    pending: Any | None = None
+    last: Any | None = None
+    commits = 0
+    meta_error: str | None = None
+    queue_error: str | None = None
+    audit: dict[str, Any] = {}
+    if key is not None and (state_dir(root, create=False) / "queue.db").exists():
+        try:
+            queue = JobQueue(state_dir(root, create=False) / "queue.db", readonly=True)
+            try:
+                committed = queue.committed(key)
+                pending = queue.unfinished(key)
+                last = queue.last_done(key)
+                commits = queue.count_done(key)
+                recorded = queue.error()
+                meta_error = recorded.text if recorded else None
+                audit = audit_record(queue)
+            finally:
+                queue.close()
+        except Exception as exc:  # corrupt, or being rebuilt by the uploader: say so
+            queue_error = f"queue unreadable ({exc}); the next uploader start rebuilds it"
+    scanner = Scanner(root, config.allow_patterns if config else ("*.tfevents.*",),
+                      config.ignore_patterns if config else None)
+    files: list[dict[str, Any]] = []
+    for rel, st in scanner.files():
+        done = committed.get(rel, (0, "", False))
+        whole = scanner.whole_size(rel, st, min(done[0], st.st_size))
+        files.append({
+            "path": rel,
+            "run": os.path.dirname(rel) or ".",
+            "bytes_written": st.st_size,
+            "bytes_committed": done[0],
+            "torn_tail_bytes": st.st_size - whole,  # an unfinished last record (a writer was killed)
+            "complete": not (st.st_mode & 0o222),
+        })
+    info = uploader_info(root)
+    target = None if config is None else {"kind": config.kind, "description": config.description,
+                                          "prefix": config.prefix, "commit_every_s": config.commit_every,
+                                          "endpoint": config.endpoint}
+    liveness = uploader_state(root) if info is not None else "none"
+    return {
+        "logdir": str(root.resolve()),
+        "target": target,
+        "uploader": None if info is None else {"pid": info.get("pid"), "host": info.get("host"), "state": liveness,
+                                               "alive": liveness == "alive", "started": info.get("started"),
+                                               "job": info.get("job")},
+        "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in live_writers(root)],
+        "files": files,
+        "bytes_written": sum(f["bytes_written"] for f in files),
+        "bytes_committed": sum(f["bytes_committed"] for f in files),
+        "pending_jobs": 1 if pending else 0,
+        "pending_bytes": pending.bytes if pending else 0,
+        "commits": commits,
+        "last_commit": None if last is None else {"time": last.updated, "id": last.commit_id},
+        "last_error": meta_error or queue_error,
+        "audit": _audit_summary(audit, last),
+        "up_to_date": config is not None and all(
+            f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in files)
+        and pending is None and _audit_summary(audit, last)["agrees"],
+        "checked_at": time.time(),
+    }
+
+
+def _audit_summary(audit: dict[str, Any], last: Any | None) -> dict[str, Any]:
+    """What the uploader last saw at the target, and whether it agrees with the queue.
+
+    It agrees once a check of the target came after the last commit and nothing found wrong is
+    still waiting to be sent again: ``up_to_date`` is never based on the queue's word alone.
+    """
+    verified_at = audit.get("verified_at")
+    repairing = audit.get("repairing") or {}
+    checked_after_last_commit = verified_at is not None and (last is None or verified_at >= last.updated)
+    return {
+        "last_full_audit": audit.get("time"),
+        "files_checked": audit.get("files"),
+        "found_wrong": audit.get("found") or {},
+        "verified_at": verified_at,
+        "repairing": repairing,
+        "repaired_total": audit.get("repaired_total", 0),
+        "agrees": bool(checked_after_last_commit and not repairing),
+    }

@@ -1,0 +1,127 @@
+"""Content straight to a repository's or bucket's Xet storage, with one write token kept until it expires.
+
+Why: huggingface_hub sends content only inside ``create_commit``/``preupload_lfs_files`` (a bucket:
+``batch_bucket_files``), which ask the Hub how each file is stored (``preupload``) and, in most
+versions, a fresh Xet write token, at every call: two Hub API requests per commit, as many as the
+commit and its verification. So the uploader sends content the way huggingface_hub itself does
+underneath: an upload commit of hf_xet's ``XetSession`` (what huggingface_hub 2.x uses; where hf_xet
+is older than 1.8, ``hf_xet.upload_files``, what 0.34-1.x use), seeded with a write token from the
+documented endpoint (``GET /api/{type}s/{id}/xet-write-token[/{revision}]``), fetched through
+huggingface_hub's own HTTP session and headers, and kept until it nears expiry. Then the commit (a
+bucket: the batch) names the content by sha256 (by Xet hash): see ``HubTarget.commit_uploaded`` and
+``BucketTarget.commit_uploaded``, also what a multi-node job's leader sends for every node
+(:mod:`hf_mpwriter.uploader.job_commit`).
+
+A bucket sends every file this way (it holds everything in Xet), with huggingface_hub 1.10+. For a
+repository, only event files (``*tfevents*``: the Hub's default ``.gitattributes`` stores them in
+LFS/Xet); anything else, ``HF_HUB_DISABLE_XET``, no ``hf_xet``, or a repository whose token endpoint
+refuses (no Xet): ``create_commit`` or ``preupload_lfs_files`` as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: A token is fetched again this long before it expires (an upload may take that long).
+REFRESH_BEFORE_S = 300.0
+
+
+class XetUnavailable(Exception):
+    """This repository, or this installation, does not take content through Xet."""
+
+
+def xet_usable() -> bool:
+    """``hf_xet`` is installed and huggingface_hub is not told to leave it alone."""
+    if os.environ.get("HF_HUB_DISABLE_XET", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        import hf_xet  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def event_files_only(paths: Sequence[str]) -> bool:
+    """Whether every path is an event file (stored in LFS/Xet by the Hub's default ``.gitattributes``)."""
+    return bool(paths) and all("tfevents" in os.path.basename(p) for p in paths)
+
+
+class XetContent:
+    """Uploads files to one repository's Xet storage; the write token is kept while it is good."""
+
+    def __init__(self, endpoint: str, repo_id: str, repo_type: str, revision: str | None, token: str | None) -> None:
+        self.endpoint, self.repo_id, self.repo_type, self.revision = endpoint.rstrip("/"), repo_id, repo_type, revision
+        self._token = token
+        self._lock = threading.Lock()
+        self._connection: tuple[str, str, int] | None = None  # (cas url, access token, expiry: unix seconds)
+        self._session: Any = None  # hf_xet.XetSession, where hf_xet has it
+        self._session_pid = 0
+
+    def upload(self, paths: Sequence[str], sha256s: Sequence[str]) -> list[tuple[str, int]]:
+        """Send the files' content (chunked, de-duplicated against what the storage holds), each with
+        the sha256 of its content (what a repository's commit names it by); the Xet hash and size of
+        each file, in order (what a bucket's batch names it by).
+
+        hf_xet 1.8+: an upload commit of its ``XetSession`` (what huggingface_hub 2.x uses), seeded
+        with the kept token; older hf_xet: ``upload_files`` (what huggingface_hub 0.34-1.x uses)."""
+        import hf_xet
+
+        cas_url, access, expiry = self._current()
+        if hasattr(hf_xet, "XetSession"):
+            return self._upload_in_session(hf_xet, paths, sha256s, cas_url, access, expiry)
+        results = hf_xet.upload_files(list(paths), cas_url, (access, expiry), self._refresh, None, self.repo_type)
+        return [(str(r.hash), int(getattr(r, "file_size", None) or r.filesize)) for r in results]
+
+    def _upload_in_session(self, hf_xet: Any, paths: Sequence[str], sha256s: Sequence[str], cas_url: str,
+                           access: str, expiry: int) -> list[tuple[str, int]]:
+        from huggingface_hub.utils import build_hf_headers
+
+        with self._lock:
+            if self._session is None or self._session_pid != os.getpid():  # a session does not survive a fork
+                self._session, self._session_pid = hf_xet.XetSession(), os.getpid()
+            session = self._session
+        with session.new_upload_commit(
+            endpoint=cas_url, token=access, token_expiry_unix_secs=expiry, token_refresh_url=self._url(),
+            token_refresh_headers=build_hf_headers(token=self._token),
+        ) as commit:
+            handles = [commit.start_upload_file(path, sha256=sha) for path, sha in zip(paths, sha256s)]
+        infos = [handle.result().xet_info for handle in handles]
+        return [(str(info.hash), int(info.file_size)) for info in infos]
+
+    def _current(self) -> tuple[str, str, int]:
+        with self._lock:
+            if self._connection is None or self._connection[2] - REFRESH_BEFORE_S < time.time():
+                self._connection = self._fetch()
+            return self._connection
+
+    def _refresh(self) -> tuple[str, int]:
+        """hf_xet's token refresher: a new token when the one it holds expired mid-upload."""
+        with self._lock:
+            self._connection = self._fetch()
+            return self._connection[1], self._connection[2]
+
+    def _url(self) -> str:
+        url = f"{self.endpoint}/api/{self.repo_type}s/{self.repo_id}/xet-write-token"
+        if self.revision is not None:  # a bucket has no revision (huggingface_hub's own URL has none either)
+            url += f"/{self.revision}"
+        return url
+
+    def _fetch(self) -> tuple[str, str, int]:
+        from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+        response = get_session().get(self._url(), headers=build_hf_headers(token=self._token))
+        if response.status_code in (400, 404, 501):  # a repository (or Hub) without Xet
+            raise XetUnavailable(f"no Xet write token for {self.repo_id} (HTTP {response.status_code})")
+        hf_raise_for_status(response)
+        answer = response.json()
+        try:
+            return str(answer["casUrl"]), str(answer["accessToken"]), int(answer["exp"])
+        except (KeyError, TypeError, ValueError):
+            raise XetUnavailable(f"the Xet write token answer for {self.repo_id} lacks casUrl/accessToken/exp") from None

@@ -1,0 +1,115 @@
+"""Every "when" of hf_mpwriter in one policy: how often the sides beat, when a process counts as dead
+or hung, how long the uploader waits, retries and bounds its calls.
+
+Why one module: these numbers only make sense together (a writer judges the uploader hung after
+:data:`HUNG_AFTER_S` because the uploader's loop beats at least every :data:`POLL_S`; a host's file is
+stale after :data:`OTHER_HOST_STALE_S` because writers refresh it every :data:`HEARTBEAT_S`), both the
+writer side and the uploader side read them (neither imports the other), and the README's numbers
+are checked against them (``tests/test_docs.py``). :mod:`hf_mpwriter.uploader.schedule` turns the uploader's
+into decisions. Plain constants: this module imports nothing.
+"""
+
+from __future__ import annotations
+
+# -- liveness: writers and the uploader watching each other ----------------------------------------
+#: Writers check (and if need be start) the uploader, and refresh their registration, this often.
+HEARTBEAT_S = 1.0
+#: An uploader whose heartbeat has not moved for this long is stopped or blocked, and is replaced.
+#: Its loop beats at least every second, also while it waits on the network.
+HUNG_AFTER_S = 5.0
+#: A process of another host (shared logdir) counts as alive while its file is fresher than this:
+#: we cannot ask that host's kernel, so writers and uploaders refresh their file's mtime.
+OTHER_HOST_STALE_S = 10.0
+#: A new writer waits at most this long for an uploader to be up before returning.
+START_WAIT_S = 5.0
+#: ``uploader="thread"``: the writer waits at most this long for its uploader thread to be elected.
+THREAD_START_WAIT_S = 5.0
+#: After an uploader exits with an error right away, writers wait this long before the next try
+#: (instead of respawning it every heartbeat).
+SPAWN_PAUSE_S = 30.0
+#: An uploader this host spawned counts as on its way (no second one is spawned) while it runs and
+#: is this young: on a loaded node, starting Python and the client can take longer than a writer
+#: waits for it, and every writer spawning its own would load the node further.
+STARTING_FOR_S = 60.0
+#: Registrations of dead writers are deleted only once their heartbeat is this old, looked for this often.
+REGISTRATION_STALE_S = 3600.0
+PRUNE_EVERY_S = 60.0
+#: How long ``close()`` waits, by default, for this process's files to be committed.
+DEFAULT_CLOSE_TIMEOUT_S = 120.0
+#: A transient upload error is said in the training process once it has lasted this long (longer than
+#: the backoff between two retries of a flaky network, shorter than anyone's patience).
+TRANSIENT_WARN_AFTER_S = 600.0
+#: How long ``hf-mpwriter sync`` waits for a running uploader to finish its cycle and hand over.
+HANDOVER_WAIT_S = 30.0
+
+# -- the uploader's loop (see hf_mpwriter.uploader.schedule) ------------------------------------------------
+#: How often the loop looks at its signals while nothing is due.
+POLL_S = 0.25
+#: A commit asked for by a signal or a closing writer waits this long for the others' last records.
+SETTLE_S = 0.5
+#: After SIGTERM, commits of what is new come at most this often (the deadline is near: no spacing).
+TERM_GAP_S = 1.0
+#: Default seconds between SIGTERM and the uploader's exit: fits in the usual 30 s grace period.
+DEFAULT_PREEMPTION_DEADLINE_S = 20.0
+#: A second termination signal this soon after the first is the same event, not "exit now": a scheduler
+#: may signal every process of a job, and a launcher forward the signal as well (SIGTERM and SIGHUP together).
+SIGNAL_REPEAT_S = 1.0
+#: With no writer left, drain attempts come at least this far apart.
+FINAL_GAP_S = 5.0
+#: After a local error (disk full, database locked), the next try comes this soon.
+LOCAL_RETRY_S = 2.0
+#: After an error nobody expected, the loop pauses this long (never dies: writers would respawn it in a loop).
+UNEXPECTED_ERROR_PAUSE_S = 10.0
+#: Backoff of a failing job, at most.
+MAX_BACKOFF_S = 300.0
+#: Backoff for an error that needs the user (token, repository): no point asking often.
+NEEDS_USER_BACKOFF_S = 30.0
+#: A call to the target is abandoned once it has run this many read timeouts (``HF_MPWRITER_HTTP_TIMEOUT``)...
+CALL_BOUND_TIMEOUTS = 3.0
+#: ... plus the time its bytes take at this rate (256 KiB/s: slower than any link a job logs over).
+CALL_MIN_RATE_BPS = 256 * 1024
+#: Once every writer is gone, the uploader keeps retrying a backlog this long before it gives up.
+DRAIN_TIMEOUT_S = 600.0
+
+# -- targets ---------------------------------------------------------------------------------------
+#: Seconds between commits to one Hub repository: the Hub accepts about 128 commits per hour.
+HUB_COMMIT_SPACING_S = 3600 / 128
+#: Seconds during which the head is read before every commit, after the Hub refused one because the branch
+#: had moved: someone else commits to it too (another node's uploader, the job's checkpoint pushes), and a
+#: remembered head would be refused again. Afterwards the last commit's head is trusted again.
+#: ``HF_MPWRITER_SHARED_BRANCH_S`` overrides it (read in targets/hub.py; a large value: read the head
+#: before every commit, as long as others commit to the branch).
+SHARED_BRANCH_S = 600.0
+#: ``commit_every`` of a repository when not given (huggingface_hub's HFSummaryWriter: 5 minutes).
+HUB_COMMIT_EVERY_S = 300.0
+#: Default interval for a bucket: no commit budget, so seconds rather than minutes.
+BUCKET_COMMIT_EVERY_S = 10.0
+#: Full audits of the target this often (and one at every start)...
+AUDIT_EVERY_S = 600.0
+#: ... and of a bucket this often (its writes are not fenced; its paths-info answers 1000 files per call).
+BUCKET_AUDIT_EVERY_S = 60.0
+
+# -- one leader per job (hf_mpwriter.uploader.job_commit, job_store) -------------------------------
+#: Every call to the job's torch.distributed store is abandoned after this long (a frozen store host
+#: blocks a call for ever).
+STORE_CALL_S = 5.0
+#: The leader looks at the nodes' offers, and renews its lease, this often.
+LEADER_POLL_S = 0.5
+#: A lease that has not been renewed for this long (on the observer's clock) is taken over: a dead
+#: leader is replaced within it.
+LEASE_STALE_S = 10.0
+#: The leader commits this long after the first offer of a round arrived (the nodes cycle at the same
+#: wall-clock moments, so their offers arrive within about this much of each other).
+JOB_GATHER_S = 2.0
+#: A node waits at most this long (and at most a third of its call bound) for the leader to commit
+#: its offer; then it takes the offer back and commits the files itself.
+OFFER_WAIT_S = 30.0
+
+# -- system metrics --------------------------------------------------------------------------------
+#: Seconds between two samples when ``system_metrics=True``.
+SYSTEM_METRICS_PERIOD_S = 10.0
+#: Shortest period accepted (steps are whole seconds).
+SYSTEM_METRICS_MIN_PERIOD_S = 1.0
+#: Delay of the first sample after the uploader starts (CPU use and rates need two readings): short,
+#: so that a short run gets a sample too.
+SYSTEM_METRICS_FIRST_SAMPLE_S = 0.2

@@ -1,0 +1,367 @@
+"""What the uploader does at each turn: one fenced, audited commit from the persistent queue.
+
+:class:`Committer` owns the logdir's target, queue and scanner, but not when a cycle runs: the
+uploader's loop (:mod:`hf_mpwriter.uploader.loop`) decides *when* to call :meth:`Committer.cycle`, this
+module decides *what* a cycle does (within one: whether the audit, or a failed job's backoff, is
+due). Kept apart because this is where the guarantees live, and each rule below must hold whatever
+the loop, a ``sync`` or a test does around it::
+
+    cycle:
+        reconcile a job left in flight by a crash  (ask the target what it holds)
+        snapshot: new whole records of every file -> merged into the one pending job
+        commit the pending job (fenced) -> acknowledge it in the queue, or back off and retry
+        verify what was acknowledged; audit everything at start and every ``audit_every``
+
+Delivery is at least once and its effect exactly once: a job's bytes are fixed when it is queued, a
+retry sends the same bytes to the same paths, and a job whose outcome is unknown (``inflight`` after
+a crash, a SIGKILL or an abandoned call) is checked against the target before it is sent again. The
+fence: every uploader takes a new generation of the queue when it starts, and one that finds a newer
+generation before sending (it was stopped, then woke up after its successor took over) raises
+:class:`Superseded` and sends nothing. The audit: the queue's belief is checked against the target
+(after every commit for what was sent, in full at every start and every ``audit_every``), and what
+the target does not hold exactly is sent again.
+
+Every call to the target goes through the ``call`` function the uploader hands in
+(:meth:`hf_mpwriter.uploader.loop.Uploader._call`): it keeps the loop alive while a call runs, and may
+abandon the call at the preemption deadline by raising; the queue then stays as a SIGKILL would
+leave it, which is always safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, TypeVar
+
+from ..config import UploadConfig
+from ..errors import TargetError
+from ..redaction import redact
+from ..state.jobqueue import AUDIT_META, GENERATION_META, ErrorKind, Job, JobQueue, JobState, Step, audit_record
+from ..state.piece import Piece
+from ..state.statedir import state_dir, write_json_atomic
+from ..targets import Target
+from . import schedule as schedule_mod
+from .schedule import LOCAL_RETRY_S
+from .snapshot import Scanner
+
+logger = logging.getLogger("hf_mpwriter.uploader")  # the uploader's log, whichever module speaks
+T = TypeVar("T")
+
+
+class Superseded(Exception):
+    """A newer uploader took over the queue (this one was stopped, then woke up): send nothing."""
+
+
+@dataclass
+class Progress:
+    """What a cycle did, for progress bars and logs."""
+
+    committed_bytes: int = 0
+    pending_bytes: int = 0
+    commits: int = 0
+    error: str | None = None
+    fatal: bool = False  # the error needs the user (token, repo, revision): retrying alone won't help
+    local_error: bool = False  # the disk or the queue refused (full disk, locked database): retry soon
+
+
+class TargetCall(Protocol):
+    """How the committer calls the target: ``call(what, fn, *args)`` returns ``fn(*args)``; ``nbytes``
+    (the bytes the call sends) lengthens its bound (see :func:`hf_mpwriter.uploader.schedule.call_bound`)."""
+
+    def __call__(self, what: str, fn: Callable[..., T], *args: Any, nbytes: int = 0) -> T: ...
+
+
+def backoff(attempts: int, error: TargetError) -> float:
+    """Seconds before retrying after ``error`` (see :func:`hf_mpwriter.uploader.schedule.backoff`)."""
+    return schedule_mod.backoff(attempts, error.transient, error.retry_after)
+
+
+class Committer:
+    """Commits a logdir's new whole records to its target, from a persistent queue."""
+
+    def __init__(self, logdir: Path, config: UploadConfig, target: Target, token: str | None, call: TargetCall) -> None:
+        self.logdir = Path(logdir)
+        self.state = state_dir(self.logdir, create=False)
+        self.config = config
+        self.target = target
+        self.scanner = Scanner(self.logdir, config.allow_patterns, config.ignore_patterns)
+        self._token = token
+        self._call = call
+        self._queue: JobQueue | None = None
+        self._prepared = False
+        self._prepare_fatal = False
+        self._prepare_retry_at = 0.0
+        self._prepare_failures = 0
+        #: The next cycle audits everything first (set at every start: a takeover trusts nothing).
+        self.audit_due = True
+        self._next_audit = 0.0
+        self._generation: int | None = None
+
+    @property
+    def queue(self) -> JobQueue:
+        if self._queue is None:  # opened in the thread that uses it
+            self._queue = JobQueue(self.state / "queue.db")
+        return self._queue
+
+    def close(self) -> None:
+        """Close the queue (the next use opens it again, as a new process would)."""
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
+
+    def take_over(self) -> None:
+        """This process is now the logdir's uploader: take the queue's next generation (the fence),
+        and try the unfinished job at once. Raises ``OSError`` / ``sqlite3.Error`` if the queue
+        cannot be written yet (a full disk): the generation is then taken before the first send."""
+        self._generation = self.queue.new_generation()
+        self.queue.reset_backoff(self.target.key)  # a new uploader (or a sync) tries at once
+        error = self.queue.error()
+        if error is None or error.kind is not ErrorKind.TRANSIENT:
+            self.queue.record_error(None)  # whatever stopped the last one needs checking again: try
+        # A transient error is kept (it clears at the next success): how long it has lasted goes on
+        # counting across a new uploader (a replaced process, a restart), so that writers still say
+        # an outage that outlives any one uploader (hf_mpwriter.writer.reporting).
+
+    def skip_backoff(self) -> None:
+        """A writer or a signal wants a commit now: the next cycle ignores every backoff."""
+        self.queue.reset_backoff(self.target.key)
+        self._prepare_retry_at = 0.0
+
+    def pending_job(self) -> Job | None:
+        """The target's unfinished job (at most one), if any."""
+        return self.queue.unfinished(self.target.key)
+
+    # -- one cycle -----------------------------------------------------------------------------
+    def cycle(self) -> Progress:
+        """Reconcile, snapshot, and commit if the pending job is due.
+
+        Target errors and local I/O errors met while snapshotting or sending (a full disk, a vanished
+        file) are recorded as the last error (``status`` shows it) and retried later, not raised.
+        A queue that cannot be read at all (a locked or full database) raises ``sqlite3.Error`` /
+        ``OSError``: the loop retries every few seconds. :class:`Superseded`, and whatever ``call``
+        raises to abandon a call, are raised too.
+        """
+        progress = Progress()
+        if not self.prepare():
+            progress.error, progress.fatal = self.last_error(), self._prepare_fatal
+            return progress
+        key = self.target.key
+        job = self.queue.unfinished(key)
+        try:
+            if self.audit_due or time.monotonic() >= self._next_audit:
+                self.audit()
+            step = job.step(time.time()) if job is not None else Step.SEND
+            if job is not None and step is Step.RECONCILE:
+                job = self._reconcile(job)  # the last attempt may have landed although it failed
+            if step is not Step.BACK_OFF:  # while backing off, new data waits on disk: no staged copy per retry
+                pieces = self.scanner.snapshot(self.queue.known_sizes(key, job))
+                if pieces:
+                    job = self.queue.add(key, pieces)
+                    self.scanner.clean_staging(job.pieces)  # copies the merge superseded
+                if job is not None:
+                    self._send(job, progress)
+        except TargetError as exc:  # from reconciling or auditing: the target could not be asked
+            text = redact(str(exc), self._token)
+            if job is not None and job.state is not JobState.DONE:
+                self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + backoff(job.attempts + 1, exc),
+                                count_attempt=True)
+            logger.warning("%s", text)
+            self._record_error(exc, text)
+            progress.error, progress.fatal = text, not exc.transient
+        except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry soon
+            text = f"local error while snapshotting {self.logdir}: {exc}; retrying every {LOCAL_RETRY_S:.0f} s"
+            logger.error("%s", text)
+            self.queue.record_error(ErrorKind.LOCAL, text)
+            progress.error, progress.local_error = text, True
+        job = self.queue.unfinished(key)
+        progress.pending_bytes = job.bytes if job else 0
+        return progress
+
+    def prepare(self) -> bool:
+        """Prepare the target once (create the repository...); ``False`` while it fails (backing off)."""
+        if self._prepared:
+            return True
+        if time.monotonic() < self._prepare_retry_at:
+            return False
+        try:
+            self._call("prepare", self.target.prepare)
+        except TargetError as exc:
+            text = redact(str(exc), self._token)
+            self._prepare_fatal = not exc.transient
+            self._prepare_failures += 1
+            self._prepare_retry_at = time.monotonic() + backoff(self._prepare_failures, exc)
+            logger.error("%s", text)
+            self._record_error(exc, text)
+            return False
+        self.queue.record_error(None)
+        self._prepared = True
+        try:  # what the target really is (a repo id without namespace, completed): for writer.repo_id
+            write_json_atomic(self.state / "target.json", {"repo_id": getattr(self.target, "repo_id", None),
+                                                           "description": self.target.description})
+        except OSError as exc:
+            logger.warning("cannot record the target's full name (%s)", exc)
+        return True
+
+    def _usable(self, job: Job) -> Job | None:
+        """Re-stage what needs it; drop pieces whose source is gone (deleted by someone), keep the rest."""
+        usable = []
+        for piece in job.pieces:
+            try:
+                piece = self.scanner.restage(piece)
+                if os.path.getsize(piece.local_path) < piece.size:
+                    raise OSError(f"{piece.local_path} is shorter than the {piece.size} bytes queued")
+            except OSError as exc:
+                text = f"{piece.path} can no longer be uploaded ({exc}); it is left out"
+                logger.error("%s", text)
+                self.queue.record_error(ErrorKind.LOCAL, text)
+                continue
+            usable.append(piece)
+        if len(usable) != len(job.pieces):
+            if not usable:
+                self.queue.drop(job)
+                return None
+            self.queue.set_pieces(job, usable)
+        return job
+
+    def _reconcile(self, job: Job) -> Job | None:
+        """A job left in flight (crash, lost response): done if the target holds it, else resend."""
+        usable = self._usable(job)
+        if usable is None:
+            return None
+        if self._call("check", self.target.holds, usable.pieces):
+            logger.info("job %d had been committed before the interruption; acknowledged", job.id)
+            self.queue.move(usable, JobState.DONE, commit_id=job.commit_id or "reconciled")
+            self.scanner.clean_staging(())
+            return None
+        logger.info("job %d did not reach the target before the interruption; sending it again", job.id)
+        self.queue.move(usable, JobState.PENDING, next_try=0.0)
+        return usable
+
+    def _send(self, job: Job, progress: Progress) -> None:
+        usable = self._usable(job)
+        if usable is None:
+            return
+        job = usable
+        message = f"Upload TensorBoard logs: {len(job.pieces)} file(s), {job.bytes} bytes (hf_mpwriter)"
+        self._check_generation()
+        self.queue.move(job, JobState.INFLIGHT)
+        try:
+            commit_id = self._call("commit", self.target.commit, job.pieces, message, nbytes=job.bytes)
+        except TargetError as exc:
+            delay = backoff(job.attempts, exc)
+            text = redact(str(exc), self._token)
+            self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + delay)
+            (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", text, delay)
+            self._record_error(exc, text)
+            progress.error, progress.fatal = text, not exc.transient
+            return
+        self.queue.move(job, JobState.DONE, commit_id=commit_id)
+        self.queue.record_error(None)
+        self.scanner.clean_staging(())
+        progress.commits += 1
+        progress.committed_bytes += job.bytes
+        logger.info("committed %d file(s), %d bytes as %s", len(job.pieces), job.bytes, commit_id)
+        self._verify(job.pieces, full=False)  # trust, but verify: the acknowledgement is not the proof
+
+    def _record_error(self, exc: TargetError, text: str) -> None:
+        """Record a target error: one that needs the user makes writers waiting in ``close()`` stop
+        waiting at once and say it, with the command that finishes the job once it is fixed."""
+        self.queue.record_error(ErrorKind.TRANSIENT if exc.transient else ErrorKind.NEEDS_USER, text)
+
+    def _check_generation(self) -> None:
+        """Raise :class:`Superseded` if a newer uploader took the queue over since this one started."""
+        if self._generation is None:  # the queue could not be written at start (disk full): now
+            self._generation = self.queue.new_generation()
+            return
+        current = int(self.queue.get_meta(GENERATION_META) or 0)
+        if current != self._generation:
+            raise Superseded(f"uploader generation {self._generation} was replaced by generation {current}")
+
+    # -- audit ---------------------------------------------------------------------------------
+    def audit(self) -> dict[str, str]:
+        """Check every file the queue believes committed against what the target really holds.
+
+        Runs at every start (a takeover trusts nothing) and every ``audit_every`` seconds. Costs a
+        ``get_paths_info`` call per 500 files on the Hub, a ``stat`` per unchanged file locally.
+        """
+        committed = self.queue.committed(self.target.key)
+        pieces = [
+            Piece(path, size, sha, str(self.logdir / path), None, complete)
+            for path, (size, sha, complete) in sorted(committed.items())
+        ]
+        found = self._verify(pieces, full=True)
+        error = self.queue.error()
+        if error is not None and error.kind is ErrorKind.TRANSIENT:
+            self.queue.record_error(None)  # the target answered all it was asked: the outage is over
+        self.audit_due = False
+        self._next_audit = time.monotonic() + self.config.audit_every
+        return found
+
+    def _verify(self, pieces: list[Piece], full: bool) -> dict[str, str]:
+        """Compare ``pieces`` with the target; forget (so re-send) any it does not hold exactly.
+
+        A file the target holds shorter or different from what was acknowledged (a late commit of a
+        dead uploader, a hand edit, a target restored from an old backup) is sent again, whole, by
+        the next snapshot, and counted in ``repaired_total``. ``status`` shows what was found.
+        """
+        try:
+            found = self._call("audit", self.target.differences, pieces) if pieces else {}
+        except TargetError:
+            self.audit_due = True  # could not ask: the next cycle asks again
+            raise
+        record = audit_record(self.queue)
+        repairing = dict(record.get("repairing", {}))
+        for piece in pieces:
+            if piece.path not in found:
+                repairing.pop(piece.path, None)  # found right again: repaired
+        if found:
+            logger.error(
+                "the target does not hold %d file(s) as acknowledged (%s); sending them again",
+                len(found), "; ".join(f"{p}: {why}" for p, why in sorted(found.items())[:5]),
+            )
+            lost = [p for p in found if not os.path.lexists(self.logdir / p)]
+            for path in lost:  # nothing to send it from: say so, do not wait for it forever
+                logger.error("%s cannot be repaired: its local file is gone from %s", path, self.logdir)
+            self.queue.forget(self.target.key, sorted(set(found) - set(lost)))
+            repairing.update({p: why for p, why in found.items() if p not in lost})
+            record["repaired_total"] = record.get("repaired_total", 0) + len(found) - len(lost)
+        now = time.time()
+        record.update({"verified_at": now, "repairing": repairing})
+        if full:
+            record.update({"time": now, "files": len(pieces), "found": found})
+        self.queue.set_meta(AUDIT_META, json.dumps(record, sort_keys=True))
+        return found
+
+    # -- state ---------------------------------------------------------------------------------
+    def drained(self) -> bool:
+        """Nothing queued, nothing being repaired, and no file has whole records beyond what the
+        target holds."""
+        key = self.target.key
+        if self.queue.unfinished(key) is not None or audit_record(self.queue).get("repairing"):
+            return False
+        known = self.queue.known_sizes(key)
+        for rel, st in self.scanner.files():
+            if st.st_size > known.get(rel, 0) and self.scanner.whole_size(rel, st, known.get(rel, 0)) > known.get(rel, 0):
+                return False
+        return True
+
+    def backlog_bytes(self) -> int:
+        """Bytes not on the target yet: the unfinished job and whole records newer than it."""
+        key = self.target.key
+        job = self.queue.unfinished(key)
+        known = self.queue.known_sizes(key, job)
+        new = sum(
+            max(0, self.scanner.whole_size(rel, st, known.get(rel, 0)) - known.get(rel, 0))
+            for rel, st in self.scanner.files() if st.st_size > known.get(rel, 0)
+        )
+        return (job.bytes if job else 0) + new
+
+    def last_error(self) -> str | None:
+        """The current error's text (the queue's one record of it), if any."""
+        error = self.queue.error()
+        return error.text if error else None

@@ -1,0 +1,402 @@
+"""One commit per interval for a whole multi-node job: every node uploads, one leader commits.
+
+Without this, each node's uploader commits its own files, so a job's commits and Hub API requests
+grow with its node count (the nodes take turns: :meth:`hf_mpwriter.config.UploadConfig.pacing`).
+With the job's store (:mod:`hf_mpwriter.uploader.job_store`), only the last step of a node's cycle
+changes (:class:`JobTarget`, the node's target). Its queue, snapshots, fence and audit are as before::
+
+    node, at each cycle (the nodes cycle at the same wall-clock moments):
+        send the content to the Hub's storage          (preupload: Xet, or LFS for a repository)
+        offer the files in the store: path, sha256, size, Xet hash (metadata only, under its node rank)
+        wait for the leader's answer: the commit id, or a refusal
+        no answer within OFFER_WAIT_S: take the offer back, commit the files itself (as node turns)
+
+    leader (a thread of every node's uploader; the one holding the store's lease acts):
+        renew the lease; a lease nobody renewed for LEASE_STALE_S is taken over (compare_set)
+        fix the parent (the head its last commit returned, or read it), then read the offers
+        JOB_GATHER_S after a round's first offer: one commit (a bucket: one batch) of every offered
+        file, then one paths_info per 500 files to verify it, and answer every node
+
+Nothing depends on the leader for safety, only for cost. Every commit names its parent, fixed
+*before* the offers are read: a node that takes its offer back (or finds it expired) commits only
+after that, so a leader still holding the old offer is refused (412) or landed first with content
+the node's own commit then extends. Offers carry their node's uploader incarnation: one from an
+uploader that was replaced (stopped, then woken up) is ignored. The store failing at any step
+leaves the node committing itself.
+
+A Storage Bucket works the same way: the nodes send their files' content to the bucket's Xet
+storage, offer them with their Xet hashes, and the leader writes them in one batch. A bucket has no
+parent to fence with; a late write of a leader still holding an old offer makes a file older
+(shorter), which the node's audit finds and sends again, as for any late bucket write
+(:mod:`hf_mpwriter.targets.bucket`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Union
+
+from ..config import UploadConfig
+from ..errors import TargetError
+from ..state.piece import Piece
+from ..targets import Target, target_for
+from ..targets.base import UploadedFile
+from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
+from ..targets.hub import HubTarget
+from ..targets.xet_content import xet_usable
+from ..timing import JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S
+from .job_store import JobStore, StoreAddress, StoreError, store_address
+
+logger = logging.getLogger("hf_mpwriter.uploader")
+
+#: Clocks of the nodes may differ this much: a node commits an expired offer itself only this long
+#: after the leader stops taking it.
+CLOCK_MARGIN_S = 5.0
+WITHDRAWN = b"-"
+
+#: The targets a job's leader can write for its nodes: a repository (one commit, by sha256) or a
+#: Storage Bucket (one batch, by Xet hash).
+SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between classes at run time)
+
+
+def store_prefix(address: StoreAddress, target_key: str) -> str:
+    """The keys of one job and one target (a job may log to several repositories)."""
+    return f"hf_mpwriter/{address.job_id}/{hashlib.sha1(target_key.encode()).hexdigest()[:16]}"
+
+
+class JobTarget(Target):
+    """A node's target (repository or bucket) in a job with a store: its commits go through the job's leader.
+
+    Everything else (preparing, reading, auditing) is the node's own target's (``inner``).
+    """
+
+    def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
+                 wait: float, spacing: float) -> None:
+        self.inner = inner
+        self.prefix = inner.prefix
+        self.key, self.min_interval = inner.key, inner.min_interval
+        self.store, self.node, self.wait = store, node, wait
+        self.incarnation = time.time_ns()
+        self._seq = 0
+        self._offered_at: float | None = None  # wall time of our last offer a leader may still take
+        self._verified: tuple | None = None  # the pieces the leader verified at its last commit of ours
+        self.leader = Leader(leader_target, store, node, nodes, spacing)
+        self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
+        self._deadline = float("inf")  # monotonic: the uploader's preemption deadline, once signalled
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return self.inner.description
+
+    @property
+    def reader_url(self) -> str:  # type: ignore[override]
+        return self.inner.reader_url
+
+    def job_info(self) -> dict:
+        """For ``status``: how this node's commits are made."""
+        address = self.store.address
+        return {"job_id": address.job_id, "store": f"{address.host}:{address.port}", "node": self.node,
+                "nodes": self.leader.nodes}
+
+    def pacing(self, config: UploadConfig) -> tuple[float, float]:
+        """``(interval, phase)``: every node at the same wall-clock moments while the leader commits
+        for the job; node turns while this node commits itself (the store gone: nodes committing at
+        the same moments would collide at every interval)."""
+        if self.mode == "job":
+            return config.commit_every, 0.0
+        return config.pacing(self.min_interval)
+
+    def hurry(self, deadline: float) -> None:
+        """The uploader was signalled and must be gone by ``deadline`` (monotonic): from now on a wait for
+        the leader leaves this node the rest to take its offer back and commit its files itself. The
+        leader's own uploader may be going too: its lease is let go at exit, and another node's takes it."""
+        self._deadline = deadline
+
+    def _answer_wait(self) -> float:
+        """How long to wait for the leader's answer: :attr:`wait`, or a third of what is left before the
+        preemption deadline (the rest: taking the offer back, and this node's own commit)."""
+        return min(self.wait, max(0.0, (self._deadline - time.monotonic()) / 3))
+
+    def start(self) -> None:
+        """This uploader was elected: say so in the store (older incarnations' offers are ignored), lead if due."""
+        try:
+            self.store.set(f"incarnation/{self.node}", str(self.incarnation).encode())
+        except StoreError as exc:
+            logger.warning("%s; this node commits its files itself until it answers", exc)
+        self.leader.start()
+
+    def stop(self) -> None:
+        self.leader.stop()
+
+    def reset_client(self) -> None:
+        self.inner.reset_client()
+
+    def prepare(self) -> None:
+        self.inner.prepare()
+        self.leader.target.repo_id = self.inner.repo_id  # 'name' alone: the Hub completed it
+
+    def read(self, path: str) -> bytes:
+        return self.inner.read(path)
+
+    def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
+        """What the leader verified right after committing these very pieces needs no second look;
+        anything else (the audit, a reconciliation) is asked of the Hub."""
+        if self._verified is not None and self._verified == _identity(pieces):
+            self._verified = None
+            return {}
+        return self.inner.differences(pieces)
+
+    def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
+        """Upload the content, offer it to the leader, and return its commit id; commit it ourselves
+        when the leader does not answer in time or cannot take it."""
+        if self._offered_at is not None:  # an earlier offer may still be in a store we cannot reach
+            return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
+        uploaded = self.inner.preupload(pieces)
+        if uploaded is None:  # a regular (non-LFS) file travels in the commit itself; a bucket without Xet hashes
+            return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
+        self._seq = max(self._seq + 1, time.time_ns())
+        self._offered_at = time.time()  # from now on, an offer of ours may be in the store
+        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "at": self._offered_at,
+                            "files": [[f.path, f.sha256, f.size, f.xet_hash] for f in uploaded]}).encode()
+        answer: dict | None = None
+        why = "the leader did not answer in time"
+        try:
+            self.store.set(f"offer/{self.node}", offer)
+            self.store.add("offered", 1)  # the leader polls this counter, not every node's offer
+            answer = self._await_answer(self._seq)
+            if answer is None and self.store.compare_set(f"offer/{self.node}", offer, WITHDRAWN):
+                answer = self._answer(self._seq)  # the leader may have answered just before
+                if answer is None:
+                    self._offered_at = None  # taken back: no leader can commit it any more
+        except StoreError as exc:
+            why = str(exc)
+            if self.store.gone():  # and our offer with it: no leader can take it any more
+                self._offered_at = None
+        if answer is not None:
+            self._offered_at = None  # answered: no leader takes this offer again
+            if answer.get("commit") is None:
+                return self._commit_ourselves(pieces, message, f"the leader could not commit it: {answer.get('error')}")
+            self.mode = "job"
+            if answer.get("verified"):
+                self._verified = _identity(pieces)
+            return str(answer["commit"])
+        return self._commit_ourselves(pieces, message, why)
+
+    def _await_answer(self, seq: int) -> dict | None:
+        """Our answer, read each time the leader's ``answered`` counter moves (one round trip per poll)."""
+        deadline = time.monotonic() + self._answer_wait()
+        seen = None
+        while time.monotonic() < deadline:
+            answered = self.store.add("answered", 0)
+            if answered != seen:
+                seen = answered
+                answer = self._answer(seq)
+                if answer is not None:
+                    return answer
+            time.sleep(LEADER_POLL_S / 2)
+        return None
+
+    def _answer(self, seq: int) -> dict | None:
+        raw = self.store.get(f"answer/{self.node}")
+        answer = json.loads(raw) if raw else None
+        return answer if answer and answer.get("seq") == seq else None
+
+    def _commit_ourselves(self, pieces: Sequence[Piece], message: str, why: str) -> str | None:
+        """Commit as a node taking turns would, unless an offer of ours may still be taken by a leader
+        (it could not be taken back): then not before no leader takes it any more (see the module's
+        docstring), and the queue retries meanwhile."""
+        if self._offered_at is not None:
+            free_at = self._offered_at + OFFER_WAIT_S + CLOCK_MARGIN_S
+            if time.time() < free_at:
+                raise TargetError(
+                    f"the job's leader did not commit this node's files ({why}), and the offer could not be "
+                    f"taken back: this node commits them itself in {free_at - time.time():.0f} s", transient=True,
+                )
+            self._offered_at = None
+        if self.mode == "job":
+            logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
+        self.mode = "node"
+        return self.inner.commit(pieces, message)
+
+
+def _identity(pieces: Sequence[Piece]) -> tuple:
+    return tuple(sorted((p.path, p.size, p.sha256) for p in pieces))
+
+
+class Leader:
+    """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
+
+    def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float) -> None:
+        self.target, self.store, self.node, self.nodes, self.spacing = target, store, node, nodes, spacing
+        self.leading = False
+        self._lease: bytes | None = None  # the value we last wrote (leading) or saw (watching)
+        self._lease_seen_at = time.monotonic()
+        self._renewals = 0
+        self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
+        self._offered: int | None = None  # the ``offered`` counter when the offers were last read
+        self._candidates: dict[int, dict] = {}  # what that read found
+        self._last_commit = -float("inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hf_mpwriter-job-leader", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop; a leader lets its lease go at once (the next node takes over without waiting it out)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.leading and self._lease is not None:
+            try:
+                self.store.compare_set("lease", self._lease, b"")
+            except StoreError:
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._hold_lease():
+                    self._round()
+            except StoreError as exc:
+                if self.leading:
+                    logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
+                self.leading = False
+            except TargetError as exc:  # the head could not be read: the next round tries again
+                logger.warning("job leader: %s", exc)
+            except Exception:  # never die: the nodes would fall back for good
+                logger.exception("job leader round failed")
+            self._stop.wait(LEADER_POLL_S)
+
+    # -- the lease -------------------------------------------------------------------------------
+    def _hold_lease(self) -> bool:
+        """Renew our lease, or take one that is free or was not renewed for :data:`LEASE_STALE_S`."""
+        now = time.monotonic()
+        if self.leading:
+            assert self._lease is not None
+            mine = self._lease_value()
+            if self.store.compare_set("lease", self._lease, mine):
+                self._lease = mine
+                return True
+            logger.warning("job leader: node %d lost the lease (another node took over)", self.node)
+            self.leading = False
+        current = self.store.get("lease") or b""
+        if current != self._lease:
+            self._lease, self._lease_seen_at = current, now
+        if current and now - self._lease_seen_at < LEASE_STALE_S:
+            return False
+        mine = self._lease_value()
+        if not self.store.compare_set("lease", current, mine):
+            return False
+        self.leading, self._lease = True, mine
+        logger.info("job leader: node %d leads the job's commits", self.node)
+        return True
+
+    def _lease_value(self) -> bytes:
+        self._renewals += 1
+        return json.dumps({"node": self.node, "pid": os.getpid(), "n": self._renewals}).encode()
+
+    # -- a round ----------------------------------------------------------------------------------
+    def _round(self) -> None:
+        """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)."""
+        if time.monotonic() - self._last_commit < self.spacing:
+            return
+        offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
+        if offered != self._offered:
+            self._offered, self._candidates = offered, self._offers()
+        if not self._candidates:
+            return
+        now = time.monotonic()
+        first = min(self._first_seen.setdefault((node, o["seq"]), now) for node, o in self._candidates.items())
+        if len(self._candidates) < self.nodes and now - first < JOB_GATHER_S:
+            return
+        parent = self.target.parent()  # fixed before the offers it commits are read: see the module's docstring
+        offers = self._offers()
+        self._offered, self._candidates = None, {}  # read them all again next round
+        if not offers:
+            return
+        files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
+        message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
+        self._last_commit = time.monotonic()
+        try:
+            commit = self.target.commit_uploaded(files, message, parent=parent)
+        except TargetError as exc:
+            if exc.transient:  # the branch moved, the network: the head is read again next round
+                logger.warning("job leader: %s", exc)
+                return
+            self._answer(offers, {"commit": None, "error": str(exc)})
+            return
+        try:
+            wrong = self.target.verify_uploaded(files)
+        except TargetError as exc:
+            logger.warning("job leader: commit %s not verified (%s); each node checks it itself", commit, exc)
+            wrong = {f.path: "not verified" for f in files}
+        for node, offer in offers.items():
+            verified = not any(entry[0] in wrong for entry in offer["files"])
+            self.store.set(f"answer/{node}", json.dumps({"commit": commit, "verified": verified,
+                                                          "seq": offer["seq"]}).encode())
+        self.store.add("answered", 1)
+        self._first_seen.clear()
+        logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
+
+    def _offers(self) -> dict[int, dict]:
+        """The nodes' current offers this leader may commit: not answered yet, not taken back, not
+        expired, from the node's current uploader."""
+        offers = {}
+        for node in range(self.nodes):
+            raw = self.store.get(f"offer/{node}")
+            if not raw or raw == WITHDRAWN:
+                continue
+            offer = json.loads(raw)
+            answered = json.loads(self.store.get(f"answer/{node}") or b"{}")
+            incarnation = int(self.store.get(f"incarnation/{node}") or 0)
+            if offer["seq"] <= answered.get("seq", 0) or offer["incarnation"] < incarnation:
+                continue
+            if time.time() - offer["at"] > OFFER_WAIT_S:  # the node may be committing it itself
+                continue
+            offers[node] = offer
+        return offers
+
+    def _answer(self, offers: dict[int, Any], answer: dict) -> None:
+        for node, offer in offers.items():
+            self.store.set(f"answer/{node}", json.dumps({**answer, "seq": offer["seq"]}).encode())
+        self.store.add("answered", 1)  # the nodes poll this counter, not their answers
+
+
+def for_job(config: UploadConfig, target: Target, token: str | None, call_bound: float) -> Target:
+    """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store.
+
+    Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
+    :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
+    (``config.nodes > 1``), only with a store in the environment
+    (:func:`~hf_mpwriter.uploader.job_store.store_address`); otherwise each node commits itself
+    (a repository's nodes take turns).
+    """
+    address = store_address()
+    if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):
+        return target
+    if isinstance(target, BucketTarget) and not (xet_usable() and batch_takes_xet_hashes()):
+        logger.info("job %s: each node writes its own files to the bucket (one leader needs hf_xet and "
+                    "huggingface_hub 1.10 or later)", address.job_id)
+        return target
+    store = JobStore(address, store_prefix(address, target.key))
+    try:
+        store.get("lease")
+    except StoreError as exc:
+        logger.warning("%s; the nodes of this job commit their own files instead of through one leader", exc)
+        return target
+    leader_target = target_for(dataclasses.replace(config, nodes=1, node_rank=0), token)
+    assert isinstance(leader_target, (HubTarget, BucketTarget))
+    spacing = min(config.commit_every, leader_target.min_interval) / 2  # at most one commit per round
+    logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",
+                address.job_id, address.host, address.port)
+    return JobTarget(target, leader_target, store, config.node_rank, config.nodes,
+                     wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing)

@@ -1,0 +1,167 @@
+"""The job's own torch.distributed store, as the uploaders of a multi-node job use it.
+
+Why this store: a multi-node job already runs one (torchrun's agent store, or the ``env://`` store
+rank 0 hosts) and every node can reach it at ``MASTER_ADDR:MASTER_PORT``; the uploaders of the
+nodes need nothing else to agree on one leader (:mod:`hf_mpwriter.uploader.job_commit`).
+
+Why so careful: the store is the training job's lifeline, not ours. Only small values go in
+(:data:`MAX_VALUE_BYTES`; the client drops its connection past 8 MiB), every call has a short
+deadline, and it runs in a throwaway thread: a store whose host is frozen (SIGSTOP, a dead NIC)
+blocks ``get``/``compare_set`` for ever, with the GIL released, so the caller walks away and the
+call is abandoned. Only the uploader process uses it: no training process ever waits on it.
+Importing ``torch.distributed`` costs the uploader ~1.5 s and ~220 MB, paid only in a multi-node
+job that has a store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, TypeVar
+
+from ..timing import STORE_CALL_S
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: The largest value written to the store.
+MAX_VALUE_BYTES = 256 * 1024
+#: Calls still running after their deadline; past this many, the store is not asked again (each one
+#: holds a thread and a socket until the store answers, maybe never).
+MAX_ABANDONED = 4
+#: Job ids, most specific first: torchrun's run id, then the batch schedulers'.
+JOB_ID_VARS = ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID")
+
+
+class StoreError(Exception):
+    """The store did not answer in time, refused, or is gone."""
+
+
+@dataclass(frozen=True)
+class StoreAddress:
+    """Where the job's store is, and the job it belongs to (its keys are scoped by it)."""
+
+    host: str
+    port: int
+    job_id: str
+
+
+def store_address(env: Mapping[str, str] | None = None) -> StoreAddress | None:
+    """The job's store from the launcher's environment, or ``None`` (no store: node turns).
+
+    ``HF_MPWRITER_JOB_STORE=0`` turns the job-wide leader off (node turns, as without a store).
+    """
+    env = os.environ if env is None else env
+    if env.get("HF_MPWRITER_JOB_STORE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    host, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
+    job_id = next((env[var] for var in JOB_ID_VARS if env.get(var)), None)
+    if not host or not port or not job_id:
+        return None
+    try:
+        return StoreAddress(host, int(port), job_id)
+    except ValueError:
+        logger.warning("MASTER_PORT=%r is not a port number; no job-wide leader (node turns)", port)
+        return None
+
+
+class JobStore:
+    """Bounded calls to one store: ``get``/``set``/``compare_set`` of small byte values under ``prefix``."""
+
+    def __init__(self, address: StoreAddress, prefix: str, deadline: float = STORE_CALL_S) -> None:
+        self.address = address
+        self.prefix = prefix.rstrip("/") + "/"
+        self.deadline = deadline
+        self._client: Any = None
+        self._abandoned: list[threading.Thread] = []
+
+    # -- the calls -------------------------------------------------------------------------------
+    def get(self, key: str) -> bytes | None:
+        """The value of ``key``, ``None`` if it was never set (a plain ``get`` would wait for it)."""
+        full = self.prefix + key
+
+        def call(client: Any) -> bytes | None:
+            return bytes(client.get(full)) if client.check([full]) else None
+
+        return self._bounded(call)
+
+    def set(self, key: str, value: bytes) -> None:
+        _check_size(key, value)
+        full = self.prefix + key
+        self._bounded(lambda client: client.set(full, value))
+
+    def add(self, key: str, amount: int) -> int:
+        """Add ``amount`` to the counter ``key`` (``0``: read it); its new value. One round trip: what
+        the uploaders poll, so that they read the other keys only when something changed."""
+        full = self.prefix + key
+        return self._bounded(lambda client: int(client.add(full, amount)))
+
+    def compare_set(self, key: str, expected: bytes, desired: bytes) -> bool:
+        """Set ``key`` to ``desired`` if it holds ``expected`` (``b""``: if it is unset). Whether it did."""
+        _check_size(key, desired)
+        full = self.prefix + key
+        return self._bounded(lambda client: bytes(client.compare_set(full, expected, desired)) == desired)
+
+    # -- bounding ----------------------------------------------------------------------------------
+    def _bounded(self, call: Callable[[Any], T]) -> T:
+        """Run ``call(client)`` in a throwaway thread; :class:`StoreError` if it fails or outlives the deadline."""
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        if len(self._abandoned) >= MAX_ABANDONED:
+            raise StoreError(f"the job's store at {self._where()} stopped answering ({len(self._abandoned)} calls hang)")
+        from torch.distributed import TCPStore  # noqa: F401 - imported here, not against the deadline (~1.5 s)
+
+        result: list[Any] = []
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                result.append(call(self._connected()))
+            except BaseException as exc:  # handed to the caller's thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, name="hf_mpwriter-store", daemon=True)
+        thread.start()
+        thread.join(self.deadline)
+        if thread.is_alive():
+            self._abandoned.append(thread)
+            self._client = None  # its socket may be stuck mid-message: the next call connects afresh
+            raise StoreError(f"the job's store at {self._where()} did not answer within {self.deadline:.0f} s")
+        if failure:
+            self._client = None
+            raise StoreError(f"the job's store at {self._where()} failed: {failure[0]}") from None
+        return result[0]
+
+    def gone(self) -> bool:
+        """Whether nothing listens at the store's address any more: its host process is gone, and with it
+        everything it held (a TCPStore keeps its keys in that process's memory). A store that merely does
+        not answer (a frozen host, a partition) is not gone: what it holds may still be read."""
+        try:
+            socket.create_connection((self.address.host, self.address.port), timeout=self.deadline).close()
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+        return False
+
+    def _connected(self) -> Any:
+        if self._client is None:
+            if self.gone():  # fail at once: the client would retry a dead address until its timeout
+                raise StoreError(f"nothing listens at {self._where()} any more")
+            from torch.distributed import TCPStore  # only here: a single-node uploader never loads torch
+
+            self._client = TCPStore(self.address.host, self.address.port, is_master=False,
+                                    timeout=timedelta(seconds=self.deadline))
+        return self._client
+
+    def _where(self) -> str:
+        return f"{self.address.host}:{self.address.port}"
+
+
+def _check_size(key: str, value: bytes) -> None:
+    if len(value) > MAX_VALUE_BYTES:
+        raise StoreError(f"{key}: {len(value)} bytes is more than the {MAX_VALUE_BYTES} a store value may hold here")

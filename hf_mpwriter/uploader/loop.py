@@ -1,0 +1,456 @@
+"""The uploader: one commit loop per node and logdir.
+
+Like ``huggingface_hub.CommitScheduler`` it commits the logdir every ``commit_every``; unlike it, it
+runs once per node whatever the number of training processes, records every commit in a
+persistent queue before sending it, and survives any crash::
+
+    every commit_every (or when a writer closes, or on SIGTERM):
+        one commit cycle  (hf_mpwriter.uploader.commit_cycle: reconcile, snapshot, fenced commit, audit)
+    exit when every registered writer is gone and the queue is drained
+
+This module is *when*, and the process around the cycle: the election (it holds
+``.hf_mpwriter/uploader.lock`` while it runs; the OS drops the lock when it dies, and the writers,
+which check for a live uploader every second, start a new one, which resumes the queue),
+the heartbeat, handover requests, termination signals, the loop that asks
+:class:`~hf_mpwriter.uploader.schedule.Schedule` what is due, and ``python -m hf_mpwriter.uploader``. What a
+cycle does, and the guarantees (the fence, the audit, an exactly-once effect), are
+:mod:`hf_mpwriter.uploader.commit_cycle`'s: kept apart so that they read, and hold, whatever calls the cycle
+(this loop, ``sync``, a test). One thing is done here for the cycle, because it is about time: each
+call to the target runs while the loop keeps beating and watching the preemption deadline
+(:meth:`Uploader._call`).
+
+Example:
+    >>> from hf_mpwriter.uploader.loop import Uploader
+    >>> Uploader("runs/exp1").drain(timeout=60)  # what `hf-mpwriter sync runs/exp1` does  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from .. import config as config_mod
+from ..config import UploadConfig
+from ..errors import ConfigurationError, TargetError
+from ..redaction import token_id
+from ..state import mailbox
+from ..state.election import AlreadyRunning, UploaderLock
+from ..state.jobqueue import JobQueue, Step
+from ..state.liveness import is_alive, process_identity
+from ..state.registry import live_writers, prune_stale_registrations
+from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
+from ..targets import Target, target_for
+from ..targets.hub_client import http_timeouts
+from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
+from . import job_commit, system_metrics
+from .commit_cycle import Committer, Progress, Superseded
+from .schedule import (
+    FINAL_GAP_S,
+    LOCAL_RETRY_S,
+    POLL_S,
+    UNEXPECTED_ERROR_PAUSE_S,
+    Action,
+    Decision,
+    Pacing,
+    Schedule,
+    call_bound,
+)
+
+logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
+
+#: Exit code of an uploader process that had to be replaced after an abandoned call and could not
+#: replace itself (``exec`` failed): the writers start a new one at their next check.
+REPLACE_ME = 4
+T = TypeVar("T")
+__all__ = ["REPLACE_ME", "Abandoned", "Progress", "Superseded", "Uploader"]
+
+
+class Abandoned(Exception):
+    """The preemption deadline passed (or a second signal came) while a call to the target ran."""
+
+
+class Uploader:
+    """The logdir's elected uploader: runs :class:`~hf_mpwriter.uploader.commit_cycle.Committer` cycles when
+    the schedule says so (:meth:`run`), or until everything is committed (:meth:`drain`)."""
+
+    def __init__(
+        self,
+        logdir: str | os.PathLike,
+        config: UploadConfig | None = None,
+        *,
+        token: str | None = None,
+        target: Target | None = None,
+        owns_process: bool = False,
+    ) -> None:
+        self.logdir = Path(logdir)
+        #: This process is the uploader's own (``python -m hf_mpwriter.uploader``), not the user's
+        #: training process nor ``sync``: after an abandoned call, :meth:`run` replaces it (see :meth:`_call`).
+        self.owns_process = owns_process
+        self._abandoned: list[threading.Thread] = []  # calls given up on that may still be running
+        self.state = state_dir(self.logdir, create=False)
+        if not self.state.is_dir():
+            raise ConfigurationError(f"{str(self.logdir)!r} has no {self.state.name}/: no hf_mpwriter writer used it")
+        loaded = config or config_mod.load(self.logdir)
+        if loaded is None:
+            raise ConfigurationError(
+                f"{str(self.logdir)!r} has no upload target configured; pass --repo-id or --target"
+            )
+        self.config = loaded
+        self._token = token or os.environ.get("HF_TOKEN")
+        self.target = target or target_for(loaded, self._token)
+        if target is None and owns_process:  # a multi-node job with a store: one leader commits for all
+            self.target = job_commit.for_job(loaded, self.target, self._token, call_bound(http_timeouts()[1]))
+        self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self._call)
+        self._next_prune = 0.0
+        self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
+        self._schedule: Schedule | None = None
+        self._lock = UploaderLock(self.logdir)
+
+    @property
+    def queue(self) -> JobQueue:
+        """The logdir's persistent queue (the committer's)."""
+        return self.committer.queue
+
+    def cycle(self) -> Progress:
+        """One commit cycle now, whatever the schedule (see :meth:`Committer.cycle`)."""
+        return self.committer.cycle()
+
+    def last_error(self) -> str | None:
+        """The current error's text, if any (see :meth:`Committer.last_error`)."""
+        return self.committer.last_error()
+
+    # -- election ------------------------------------------------------------------------------
+    def acquire(self, wait: float = 3.0) -> None:
+        """Become the logdir's uploader (:class:`~hf_mpwriter.state.election.UploaderLock`), or raise
+        :class:`~hf_mpwriter.state.election.AlreadyRunning`."""
+        self._lock.acquire(wait)
+        self.committer.audit_due = True  # a takeover trusts nothing it did not check itself
+        mailbox.withdraw_handover(self.logdir, {})  # any request was for the uploader this one replaces
+        # Nothing written here may stop the uploader: on a full disk it starts anyway, holds the
+        # lock (which is how writers see it alive), and resumes as soon as space returns.
+        try:
+            secure_state_dir(self.logdir)
+            self.committer.take_over()
+        except (OSError, sqlite3.Error) as exc:
+            logger.warning("cannot update the queue yet (%s); retrying in the loop", exc)
+        try:
+            write_json_atomic(
+                self.state / "uploader.json",
+                {**process_identity(), "target": self.target.description, "started": time.time(),
+                 "thread": threading.current_thread().name, "token_id": token_id(self._token),
+                 "job": self.target.job_info() if isinstance(self.target, job_commit.JobTarget) else None},
+            )
+        except OSError as exc:
+            logger.warning("cannot write %s (%s); writers see this uploader by its lock", self.state / "uploader.json", exc)
+
+    def release(self) -> None:
+        try:
+            (self.state / "uploader.json").unlink()
+        except OSError:
+            pass
+        self.committer.close()
+        self._lock.release()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None, watch: bool = False) -> int:
+        """Elected loop: commit every ``commit_every`` until the writers are gone and all is sent.
+
+        Returns 0 when everything is committed, 1 when it gave up after ``drain_timeout`` with a
+        backlog left (``hf-mpwriter sync`` finishes it), 2 if another uploader is running.
+        """
+        try:
+            self.acquire()
+        except AlreadyRunning as exc:
+            logger.info("%s; exiting", exc)
+            return 2
+        logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
+        sampler = system_metrics.start_for(self.logdir, self.config)  # None unless system_metrics is on
+        job = self.target if isinstance(self.target, job_commit.JobTarget) else None
+        if job is not None:
+            job.start()
+        try:
+            code = self._loop(stop or threading.Event(), watch)
+        finally:
+            if job is not None:
+                job.stop()
+            if sampler is not None:
+                sampler.stop()
+            self.release()
+        if code == REPLACE_ME:
+            self._replace_process()  # returns only if it failed
+        return code
+
+    def _pacing(self, watch: bool) -> Pacing:
+        """The schedule's settings, from the logdir's config and the target's own spacing."""
+        if isinstance(self.target, job_commit.JobTarget):  # one leader: the nodes offer at the same moments
+            interval, phase = self.target.pacing(self.config)
+        else:
+            interval, phase = self.config.pacing(self.target.min_interval)
+        spacing = self.config.min_interval if self.config.min_interval is not None else self.target.min_interval
+        # Closing writers ask for a commit now, but not more often than the target allows: on the
+        # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
+        trigger_gap = min(self.config.commit_every, spacing)
+        return Pacing(
+            interval=interval, phase=phase if self.config.nodes > 1 else None, trigger_gap=trigger_gap,
+            final_gap=max(trigger_gap, FINAL_GAP_S), drain_timeout=self.config.drain_timeout,
+            preemption_deadline=self.config.preemption_deadline, watch=watch,
+        )
+
+    def terminate(self) -> None:
+        """Ask for the last commit now (SIGTERM, SIGINT, SIGHUP); a second call ends the loop at once.
+
+        Called from a signal handler (the main thread, between two bytecodes): it only notes the time.
+        """
+        self._signals.append(time.monotonic())
+
+    def _take_signals(self, schedule: Schedule) -> None:
+        while self._signals:
+            at = self._signals.pop(0)
+            first = schedule.term_at is None
+            if not schedule.terminate(at):
+                logger.info("termination signal again within %.0f s of the first: the same event", SIGNAL_REPEAT_S)
+            elif first:
+                logger.warning(
+                    "termination signal: committing everything written so far now (deadline %.0f s)",
+                    self.config.preemption_deadline,
+                )
+                if isinstance(self.target, job_commit.JobTarget):  # its wait for the leader ends in time
+                    self.target.hurry(schedule.deadline())
+            else:
+                logger.warning("second termination signal: exiting now")
+
+    def _loop(self, stop: threading.Event, watch: bool) -> int:
+        """Ask the schedule what is due, do it, tell it how it went (see :mod:`hf_mpwriter.uploader.schedule`)."""
+        schedule = self._schedule = Schedule(self._pacing(watch), time.monotonic(), time.time())
+        while not stop.is_set():
+            now = time.monotonic()
+            self._beat()
+            self._take_signals(schedule)
+            if schedule.term_at is None and self._handover_requested():
+                logger.info("handing over to a newer uploader (new settings or token); exiting")
+                return 0
+            schedule.writers(now, bool(live_writers(self.logdir)))
+            try:
+                self._prune_registrations()
+                if mailbox.take(self.logdir, "trigger"):
+                    schedule.trigger(now)
+                ending = schedule.term_at is not None or (not schedule.writers_alive and not watch)
+                decision = schedule.decide(now, drained=ending and self.committer.drained(), retry_due=self._retry_due())
+                if decision.action is Action.EXIT:
+                    return self._exit(decision, schedule)
+                if decision.action is Action.CYCLE:
+                    if decision.urgent:  # a writer or a signal wants it now: skip the backoff
+                        self.committer.skip_backoff()
+                    progress = self.committer.cycle()
+                    if self._stuck_transfer(schedule):
+                        return REPLACE_ME
+                    if progress.local_error:
+                        schedule.failed(time.monotonic(), local=True)
+                    else:
+                        if isinstance(self.target, job_commit.JobTarget):  # the leader in use, or not
+                            schedule.pacing = self._pacing(watch)
+                        schedule.cycled(time.monotonic(), time.time(), decision.reason)
+                    continue
+            except Superseded as exc:
+                logger.warning("%s; exiting without sending anything", exc)
+                return 2
+            except Abandoned:
+                return self._exit(Decision(Action.EXIT, "the preemption deadline passed during a call", code=1), schedule)
+            except (OSError, sqlite3.Error) as exc:  # full disk, locked database: wait, then resume
+                logger.error("local error in %s (%s); retrying in %.0f s", self.state, exc, LOCAL_RETRY_S)
+                schedule.failed(time.monotonic(), local=True)
+                decision = Decision(Action.WAIT, "local error", wait=POLL_S)
+            except Exception:  # never die on a surprise: writers would respawn us in a loop
+                logger.exception("uploader cycle failed; retrying in %.0f s", UNEXPECTED_ERROR_PAUSE_S)
+                schedule.failed(time.monotonic(), local=False)
+                decision = Decision(Action.WAIT, "unexpected error", wait=POLL_S)
+            stop.wait(min(decision.wait, POLL_S))
+        return 0
+
+    def _exit(self, decision: Decision, schedule: Schedule) -> int:
+        """Say why the loop ends, and what is left (with the command that sends it) if anything."""
+        if decision.code == 0:
+            if schedule.term_at is not None:
+                logger.info("%s (%.1f s after the signal); uploader exits", decision.reason,
+                            time.monotonic() - schedule.term_at)
+            else:
+                logger.info("%s; uploader exits", decision.reason)
+            return 0
+        try:
+            left = f"{self.committer.backlog_bytes()} bytes are"
+        except (OSError, sqlite3.Error):
+            left = "what is not committed is"
+        logger.error(
+            "%s; %s not committed (%s). They are kept queued: run `hf-mpwriter sync %s` to send them",
+            decision.reason, left, self.committer.last_error() or "no error recorded", self.logdir,
+        )
+        return decision.code
+
+    def _beat(self) -> None:
+        """The progress heartbeat: refresh ``uploader.json``'s mtime.
+
+        Written by the loop's own thread, at least every second. While a call to the target runs (in a
+        worker thread, see :meth:`_call`) the loop keeps beating: every call is bounded (the call is
+        abandoned past :func:`~hf_mpwriter.uploader.schedule.call_bound`), so a beat then means "waiting on the
+        network, for a bounded time", never "stopped". Writers replace an uploader whose heartbeat
+        stops; other hosts sharing the logdir see it alive by it.
+        """
+        try:
+            os.utime(self.state / "uploader.json")
+        except OSError:
+            pass
+
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, nbytes: int = 0) -> T:
+        """``fn(*args)``, a call to the target (the committer makes every one through this), run in a
+        worker thread while this thread goes on being the loop.
+
+        Meanwhile the loop beats (writers see it waiting on the network, not stopped) and, in
+        :meth:`run`, takes termination signals. Two bounds end the wait without waiting for the call,
+        which is left to end on its own or to die with the process:
+
+        - its own bound (:func:`hf_mpwriter.uploader.schedule.call_bound`: read timeouts and ``nbytes``): a
+          call that never answers (an hf_xet transfer to a CAS on a half-open connection gets no
+          timeout at all) raises a transient :class:`~hf_mpwriter.errors.TargetError`; the target
+          drops its client, so the next call starts on a fresh one, and the committer backs off
+          and reconciles (asks the target whether the abandoned commit landed) before sending again;
+        - the preemption deadline, or a second signal: :class:`Abandoned` ends the loop.
+
+        Can a thread stuck in hf_xet be abandoned? Once, yes: measured with hf_xet 1.8 and the test
+        Hub, a second upload goes through while the first waits on a silent CAS. Not twice: with two
+        xorb uploads stuck, every later upload of the process waits inside hf_xet before sending
+        anything (its upload concurrency is process-wide, and the stuck transfers hold it; hf_xet gave
+        up on a silent xorb upload only after about 300 s, and shard uploads have no read timeout
+        there). So where the uploader owns its process, the loop then replaces the process
+        (:meth:`_stuck_transfer`, :meth:`_replace_process`): nothing of the stuck calls survives an
+        ``exec``. Where it cannot (a thread of the training process, ``sync``), it carries on with a
+        fresh client; a CAS silent for long can then hold its Xet uploads until hf_xet gives up.
+
+        A commit abandoned either way is treated as one whose answer was lost: a late landing of it
+        is fenced by ``parent_commit`` (412) once anything newer was committed. The worker never
+        touches the queue (its connection is this thread's).
+        """
+        bound = call_bound(http_timeouts()[1], nbytes)
+        started = time.monotonic()
+        result: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                result["value"] = fn(*args)
+            except BaseException as exc:  # handed to the loop's thread, raised there
+                result["error"] = exc
+
+        worker = threading.Thread(target=run, name=f"hf_mpwriter-{what}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            self._beat()
+            worker.join(0.25)
+            schedule = self._schedule
+            if schedule is not None and worker.is_alive():
+                self._take_signals(schedule)
+                if time.monotonic() >= schedule.deadline():  # the process is about to be killed anyway
+                    raise Abandoned(f"{what} still running at the preemption deadline")
+            if worker.is_alive() and time.monotonic() - started >= bound:
+                self.target.reset_client()  # the stuck call keeps its client; the next one gets a fresh one
+                self._abandoned.append(worker)
+                raise TargetError(
+                    f"cannot {what} on {self.target.description}: the call did not finish within {bound:.0f} s "
+                    f"(HF_MPWRITER_HTTP_TIMEOUT and the bytes in flight); abandoned, will retry with a fresh client",
+                    transient=True,
+                )
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
+
+    def _stuck_transfer(self, schedule: Schedule) -> bool:
+        """An abandoned call still runs and this process is the uploader's own: replace the process
+        (see :meth:`_call`). Not while terminating: the signal's deadline ends the process anyway."""
+        self._abandoned = [worker for worker in self._abandoned if worker.is_alive()]
+        return bool(self._abandoned) and self.owns_process and schedule.term_at is None
+
+    def _replace_process(self) -> None:
+        """``exec`` a fresh uploader in this process (same pid, no thread of the old one left): hf_xet's
+        stuck transfers and their hold on its upload concurrency end with the old image. The queue and
+        the lock were released first; the new image takes over as after a SIGKILL (it reconciles the
+        abandoned commit before sending it again). Returns only if ``exec`` failed: the loop then
+        exits with :data:`REPLACE_ME`, and the writers start a new uploader at their next check."""
+        argv = [sys.executable, "-m", "hf_mpwriter.uploader", str(self.logdir.resolve())]
+        logger.warning("a call to %s was abandoned and may still hold hf_xet's transfers: replacing this uploader "
+                       "process with a fresh one", self.target.description)
+        for name in ("hf_mpwriter", "huggingface_hub"):
+            for handler in logging.getLogger(name).handlers:
+                handler.flush()
+        try:
+            os.execv(sys.executable, argv)
+        except OSError as exc:
+            logger.error("could not start a fresh uploader in this process (%s); exiting so that a writer starts one",
+                         exc)
+
+    def _prune_registrations(self) -> None:
+        """Delete registrations of writers dead for long (their heartbeat stale for an hour).
+
+        A writer judged dead by mistake (PID namespaces, a clock step) keeps refreshing its file, so
+        it is never deleted; a writer whose file vanished registers again.
+        """
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY_S
+        prune_stale_registrations(self.logdir, REGISTRATION_STALE_S)
+
+    def _retry_due(self) -> bool:
+        """A failed job's backoff has run out (retries need not wait for the next interval)."""
+        job = self.committer.pending_job()
+        return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
+
+    def _handover_requested(self) -> bool:
+        """A live process asks this uploader to give way (see :func:`hf_mpwriter.state.mailbox.request_handover`).
+
+        A request whose requester is gone (a ``sync`` that gave up or was killed, a writer that
+        exited) is dropped, not honoured: honouring it would leave the writers' data with nobody to send it.
+        """
+        requester = mailbox.handover_requester(self.logdir)
+        if requester is None:
+            return False
+        if requester.get("pid") == os.getpid():  # our own request (sync taking over): not for us
+            return False
+        if not is_alive(requester):
+            logger.info("dropping a handover request of pid %s, which is gone", requester.get("pid"))
+            mailbox.withdraw_handover(self.logdir, requester)
+            return False
+        return True
+
+    def drain(
+        self, timeout: float | None = None, on_progress: Callable[[Progress], None] | None = None,
+        wait: float = 10.0,
+    ) -> bool:
+        """Commit everything now (elected for the duration); ``True`` once all is committed.
+
+        Backoff still applies between attempts, bounded by ``timeout``. Used by ``hf-mpwriter sync``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.acquire(wait=wait)
+        try:
+            while True:
+                self._beat()
+                progress = self.committer.cycle()
+                if on_progress is not None:
+                    on_progress(progress)
+                if self.committer.drained():
+                    return True
+                if progress.fatal:
+                    return False
+                job = self.committer.pending_job()
+                wait = max(0.2, (job.next_try - time.time()) if job else 0.2)
+                if deadline is not None and time.monotonic() + min(wait, 1.0) > deadline:
+                    return False
+                time.sleep(min(wait, 1.0))
+        finally:
+            self.release()

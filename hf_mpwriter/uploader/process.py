@@ -1,0 +1,77 @@
+"""The uploader as a process of its own: ``python -m hf_mpwriter.uploader LOGDIR``.
+
+Its command line, its log file (``uploader.log``, rotated, tokens redacted), its client (configured
+the documented way: this process is the uploader's, see
+:func:`hf_mpwriter.targets.hub_client.configure_process_client`) and its termination signals. The
+loop itself, and the process replacing itself after an abandoned call, are
+:mod:`hf_mpwriter.uploader.loop`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import signal
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConfigurationError
+from ..redaction import RedactingFilter
+from ..state.statedir import private_open, secure_state_dir, state_dir
+from ..targets.hub_client import configure_process_client
+from .loop import Uploader
+
+logger = logging.getLogger("hf_mpwriter.uploader")
+
+#: ``uploader.log`` rotates past this size (two old copies are kept).
+LOG_BYTES = 1 << 20
+#: Signals that end the uploader: each starts a last commit (see :mod:`hf_mpwriter.uploader.schedule`).
+TERMINATION_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the uploader process: ``python -m hf_mpwriter.uploader LOGDIR``."""
+    parser = argparse.ArgumentParser(description="The uploader of a logdir (one per node).")
+    parser.add_argument("logdir")
+    args = parser.parse_args(argv)
+    logdir = Path(args.logdir)
+    secure_state_dir(logdir)
+    os.close(private_open(state_dir(logdir) / "uploader.log"))  # private before the handler opens it
+    handler = logging.handlers.RotatingFileHandler(
+        state_dir(logdir) / "uploader.log", maxBytes=LOG_BYTES, backupCount=2, delay=True
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    for name in ("hf_mpwriter", "huggingface_hub"):  # the client's own warnings too, redacted
+        logging.getLogger(name).addHandler(handler)
+    logging.getLogger("hf_mpwriter").setLevel(logging.INFO)
+    configure_process_client()  # this process is the uploader's own: its client gets timeouts, the documented way
+    try:
+        uploader = Uploader(logdir, owns_process=True)
+        on_termination(uploader.terminate)
+        return uploader.run()
+    except ConfigurationError as exc:
+        logger.error("%s", exc)
+        return 3
+    except Exception:  # logged through the redacting handler, not printed raw to uploader.out
+        logger.exception("the uploader failed")
+        return 1
+
+
+def on_termination(handler: Callable[[], None]) -> None:
+    """SIGTERM, SIGINT, SIGHUP: the last commit now (preemption), not death with the backlog on a
+    disk that may not survive it. The uploader runs in its own session, but SLURM, systemd and
+    Kubernetes signal every process of the job (its cgroup), so it gets them too.
+
+    The signals are then unblocked: a process inherits its parent thread's signal mask, and a writer's
+    heartbeat thread, which starts a replacement uploader, blocks SIGTERM and SIGINT
+    (:func:`hf_mpwriter.compat.keep_signals_for_the_main_thread`): such an uploader never saw them.
+    One that arrived meanwhile runs the handler now."""
+    signums = [s for s in (getattr(signal, name, None) for name in TERMINATION_SIGNALS) if s is not None]
+    for signum in signums:
+        signal.signal(signum, lambda _signum, _frame: handler())
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signums)
+

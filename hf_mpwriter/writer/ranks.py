@@ -1,0 +1,106 @@
+"""Which process of a distributed job this is, from the launcher's environment.
+
+Each rank must write into a run directory of its own (TensorBoard erases a run's events when two
+writers interleave steps in one directory), and a rank restarted on the same logdir must find its
+old run directory again so that ``purge_step`` continues the same TensorBoard run. The rank number
+is the stable identity that gives both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# (variable of the global rank, of the world size, launcher name), most specific first. detect() reads
+# nothing else of the launcher: not the local rank (the run directory is named by the global rank), not
+# torchrun's restart count (the run directory stays the same across restarts by design).
+_LAUNCHERS = (
+    ("RANK", "WORLD_SIZE", "torchrun"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "slurm"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "openmpi"),
+    ("PMI_RANK", "PMI_SIZE", "pmi"),
+    ("PMIX_RANK", "PMIX_SIZE", "pmix"),
+)
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    """Where this process sits in its job. ``rank is None`` means "not part of a multi-process job".
+
+    The node is a separate question (:func:`detect_nodes`): only the uploader's schedule needs it.
+    """
+
+    rank: int | None
+    world_size: int
+    launcher: str
+
+    @property
+    def distributed(self) -> bool:
+        return self.rank is not None and self.world_size > 1 or self.launcher == "explicit"
+
+    def run_name(self) -> str | None:
+        """Name of this rank's run directory inside the logdir, ``None`` for the plain layout."""
+        if not self.distributed or self.rank is None:
+            return None
+        return f"rank-{self.rank:03d}"
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer; fix or unset it") from None
+
+
+def check_rank(rank: object) -> int:
+    """Validate a user-given ``rank=``: a non-negative int (bools and strings are mistakes)."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"rank must be a non-negative integer (the process's global rank), got {rank!r}")
+    return rank
+
+
+#: (variable of the node rank, of the node count) per launcher: torchrun's groups are its nodes.
+_NODES = (("GROUP_RANK", "GROUP_WORLD_SIZE"), ("SLURM_NODEID", "SLURM_NNODES"))
+
+
+def detect_nodes(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``(node rank, node count)`` from the launcher's environment; ``(0, 1)`` on a single node.
+
+    Why: every node runs its own uploader, and the nodes of one job share one repository's commit
+    budget; they take turns by node rank.
+    """
+    env = os.environ if env is None else env
+    for rank_var, count_var in _NODES:
+        count = _int(env, count_var)
+        node = _int(env, rank_var)
+        if count and node is not None:
+            if not 0 <= node < count:
+                raise ValueError(f"{rank_var}={node} is outside the node count {count_var}={count}")
+            return node, count
+    return 0, 1
+
+
+def detect(rank: int | None = None, env: Mapping[str, str] | None = None) -> RankInfo:
+    """Rank of this process: the explicit ``rank`` if given, else the first launcher found in ``env``."""
+    env = os.environ if env is None else env
+    if rank is not None:
+        rank = check_rank(rank)
+        world = None
+        for _, size_var, _ in _LAUNCHERS:
+            world = _int(env, size_var)
+            if world:
+                break
+        return RankInfo(rank, max(world or 0, rank + 1), "explicit")
+    for rank_var, size_var, name in _LAUNCHERS:
+        found = _int(env, rank_var)
+        if found is None:
+            continue
+        world = _int(env, size_var) or 1
+        if found < 0 or found >= world:
+            raise ValueError(f"{rank_var}={found} is outside the world size {size_var}={world}")
+        return RankInfo(found, world, name)
+    return RankInfo(None, 1, "none")

@@ -1,0 +1,125 @@
+"""A call to the target that never answers is abandoned and the uploader carries on (issue 24).
+
+hf_xet's transfers to the CAS get no HTTP timeout at all, and a commit is several requests: the
+uploader bounds every call itself (:func:`hf_mpwriter.uploader.schedule.call_bound`, from
+``HF_MPWRITER_HTTP_TIMEOUT`` and the bytes in flight). Each test makes one route of the test Hub
+hold its first request(s) for an hour (never answered while the test runs), proves it was held, then
+checks that every record still lands, soon after ``close()`` starts, and that no commit the Hub
+applied sent a record twice or replaced a file with a shorter one.
+
+``HF_MPWRITER_HTTP_TIMEOUT`` is small here (:data:`TIMEOUT_S`) to keep the tests short; issue 24's
+"done when" uses 10 s: ``HANG_TEST_HTTP_TIMEOUT=10 pytest tests/test_hangs.py -s`` prints the times.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from test_data_safety import REPO, _plant
+from upload_helpers import (
+    check_remote,
+    every_applied_commit_is_whole_and_only_grows,
+    finish,
+    hub_env,
+    read_line,
+    start_writer,
+    wait_for,
+)
+
+from hf_mpwriter.uploader.schedule import call_bound
+
+PREFIX = "tensorboard/logs/"
+#: ``HF_MPWRITER_HTTP_TIMEOUT`` of the tests: a call with nothing to send is abandoned after 3 of them.
+TIMEOUT_S = float(os.environ.get("HANG_TEST_HTTP_TIMEOUT") or 3)
+#: What the issue asks: every record on the Hub this soon after ``close()`` starts.
+LANDS_WITHIN_S = 90.0
+STEPS = 300
+
+
+def _writer(hub, tmp_path, **kw):
+    cfg = {"logdir": str(tmp_path / "logs"), "repo_id": REPO, "rank": 0, "commit_every_s": 1.0, "steps": STEPS,
+           "sleep": 0.01, "close_timeout": LANDS_WITHIN_S, **kw}
+    return start_writer(cfg, hub_env(hub, tmp_path, HF_MPWRITER_HTTP_TIMEOUT=f"{TIMEOUT_S:g}"))
+
+
+def _remote(hub) -> dict[str, bytes]:
+    return {p[len(PREFIX):]: hub.read_file(REPO, p) for p in hub.list_files(REPO) if p.startswith(PREFIX)}
+
+
+def _log(tmp_path) -> str:
+    """What the uploader process logged."""
+    return (tmp_path / "logs" / ".hf_mpwriter" / "uploader.log").read_text()
+
+
+def _closing(proc) -> float:
+    """When the writer's ``close()`` starts (right after its last flush)."""
+    read_line(proc, f"flushed {STEPS - 1}", timeout=60)
+    return time.monotonic()
+
+
+def _landed(hub, tmp_path, proc, close_started: float) -> tuple[float, str]:
+    """Every record lands, once, within the issue's bound of ``close()`` starting. Returns the seconds
+    it took and the writer's stderr (where an uploader thread's warnings go)."""
+    err = finish(proc, timeout=LANDS_WITHIN_S + 30)
+    landed_after = time.monotonic() - close_started
+    check_remote(tmp_path / "logs", _remote(hub), {0: range(STEPS)}, tmp_path / "remote")
+    assert landed_after < LANDS_WITHIN_S, landed_after
+    return landed_after, err
+
+
+@pytest.mark.parametrize(
+    ("route", "mode"),
+    [("xorb_upload", "process"), ("shard_upload", "process"), ("xet_token", "process"), ("commit", "process"),
+     ("commit", "thread")],
+)
+def test_a_call_that_never_answers_is_abandoned_and_every_record_lands(hub, tmp_path, route, mode):
+    hub.create_repo(REPO)
+    if route == "commit":  # the card already tagged: the uploader's first commit, the one held, is of logs
+        _plant(hub, tmp_path, "README.md", b"---\ntags:\n- hf-summary-writer\n---\n")
+    hang = hub.inject("latency", route=route, seconds=3600)  # the first request of the route: held for an hour
+    proc = _writer(hub, tmp_path, uploader=mode)
+    try:
+        close_started = _closing(proc)
+        wait_for(lambda: hang.hits == 1, 30, f"the {route} request to be held")
+        landed_after, err = _landed(hub, tmp_path, proc, close_started)
+        log = _log(tmp_path) if mode == "process" else err
+        # The scenario: the held request was never answered; the uploader gave it up and went on.
+        assert hang.done == 0, "the held request was answered: nothing was abandoned"
+        if route in ("xorb_upload", "shard_upload") or mode == "thread":
+            # hf_xet's transfers, and the user's own client (thread mode): only the uploader's bound ends them
+            assert "did not finish within" in log, log[-3000:]
+        else:  # HTTP requests of the uploader's own client: its read timeout, or the bound, whichever comes first
+            assert "did not finish within" in log or "Timeout" in log or "timed out" in log, log[-3000:]
+        if mode == "process" and "did not finish within" in log:  # hf_xet may still hold the stuck transfer
+            assert "replacing this uploader process with a fresh one" in log, log[-3000:]
+        if route == "commit":  # the Hub applies the held commit now: its parent is stale, so it is refused
+            hang.release()
+            wait_for(lambda: hang.done == 1, 30, "the held commit to be processed")
+            assert hang.outcomes == [412], f"the abandoned commit was applied late: {hang.outcomes}"
+        every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
+        print(f"{route} ({mode}), HF_MPWRITER_HTTP_TIMEOUT={TIMEOUT_S:g}: every record on the Hub "
+              f"{landed_after:.1f} s after close() started")
+    finally:
+        hang.release()
+
+
+def test_two_xorb_uploads_stuck_do_not_stop_the_uploads_after_them(hub, tmp_path):
+    """hf_xet's upload concurrency is process-wide: with two xorb uploads stuck in a process, every
+    later upload of that process waits for them (measured). The uploader process replaces itself
+    after an abandoned call, so the third try goes through as soon as the CAS answers."""
+    hub.create_repo(REPO)
+    hang = hub.inject("latency", route="xorb_upload", seconds=3600, times=2)
+    proc = _writer(hub, tmp_path)
+    try:
+        close_started = _closing(proc)
+        wait_for(lambda: hang.hits == 2, 2 * call_bound(TIMEOUT_S) + 30, "two xorb uploads to be held")
+        landed_after, _ = _landed(hub, tmp_path, proc, close_started)
+        assert hang.done == 0, "a held xorb upload was answered: nothing was abandoned"
+        assert _log(tmp_path).count("replacing this uploader process with a fresh one") >= 2, _log(tmp_path)[-3000:]
+        every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
+        print(f"two stuck xorb uploads, HF_MPWRITER_HTTP_TIMEOUT={TIMEOUT_S:g}: every record on the Hub "
+              f"{landed_after:.1f} s after close() started")
+    finally:
+        hang.release()

@@ -1,0 +1,258 @@
+"""The job-wide leader, node by node: two nodes' targets (:class:`JobTarget`) in this process, a real
+``TCPStore`` hosted here as a job's rank 0 or torchrun agent would, the test Hub and the real client.
+
+What each test proves happened before it checks the outcome: the commit that holds both nodes'
+files (and the requests it cost), the lease changing hands, the offer taken back, the store gone.
+The same path through real torchrun nodes is ``test_multinode.py``'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from upload_helpers import TOKEN, wait_for
+
+from hf_mpwriter.config import UploadConfig
+from hf_mpwriter.state.piece import Piece, sha256_prefix
+from hf_mpwriter.targets.bucket import BucketTarget, batch_takes_xet_hashes
+from hf_mpwriter.targets.hub import HubTarget
+from hf_mpwriter.timing import LEASE_STALE_S
+from hf_mpwriter.uploader.job_commit import WITHDRAWN, JobTarget, store_prefix
+from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+
+dist = pytest.importorskip("torch.distributed")
+
+REPO = "tester/job"
+
+
+@pytest.fixture(autouse=True)
+def _endpoint(hub, monkeypatch):
+    """The test Hub as the process's Hub, as ``HF_ENDPOINT`` makes it for an uploader (huggingface_hub
+    0.x parses a commit's URL against it, whatever endpoint the client was given).
+
+    huggingface_hub 0.x's ``file_download`` copies the URL template when it is first imported: it is
+    imported here before the patch, or a later test of this pytest worker would download from this
+    test's (by then stopped) Hub (CI saw test_preemption's reads refused on 0.34)."""
+    import huggingface_hub.file_download
+    import huggingface_hub.hf_api  # noqa: F401  (imported before the patch, for the same reason)
+    from huggingface_hub import constants
+
+    template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(huggingface_hub.file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template, raising=False)
+
+
+@pytest.fixture
+def store():
+    """The job's store: a TCPStore server on a free port, as the job hosts it."""
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    yield server
+    del server
+
+
+def _node(hub, port: int, node: int, wait: float = 10.0) -> JobTarget:
+    """Node ``node`` of a 2-node job: its own repository target, its leader's, the store."""
+    address = StoreAddress("127.0.0.1", port, "job-1")
+    inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
+    leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+    return JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 2, wait=wait, spacing=0.5)
+
+
+def _pieces(tmp_path: Path, rank: int, size: int) -> list[Piece]:
+    """Rank ``rank``'s event file, grown to ``size`` bytes, as the scanner would queue it."""
+    path = tmp_path / f"rank-{rank:03d}" / "events.out.tfevents.1.node"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    have = path.stat().st_size if path.exists() else 0
+    with open(path, "ab") as handle:
+        handle.write(bytes((rank + i) % 256 for i in range(have, size)))
+    rel = f"rank-{rank:03d}/{path.name}"
+    return [Piece(path=rel, size=size, sha256=sha256_prefix(path, size), source=str(path))]
+
+
+def _commit_both(targets: list[JobTarget], pieces: list[list[Piece]]) -> list[str | None]:
+    """Both nodes commit at once, as at a round's wall-clock moment."""
+    results: list = [None, None]
+
+    def run(k: int) -> None:
+        results[k] = targets[k].commit(pieces[k], "node commit")
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def _log_commits(hub) -> list[dict]:
+    return [c for c in hub.commits(REPO) if c["summary"] != "initial commit" and "README" not in str(c["added"])]
+
+
+@pytest.mark.parametrize("path", ["xet-session", "xet-upload-files", "preupload"])
+def test_two_nodes_one_commit(hub, store, tmp_path, monkeypatch, path):
+    """Event files straight to Xet with a kept token: through hf_xet's ``XetSession`` (1.8+), or its
+    ``upload_files`` (older hf_xet); else (``HF_HUB_DISABLE_XET`` for us) through the public
+    ``preupload_lfs_files``, one ``preupload`` per node and round."""
+    import hf_xet
+
+    direct = path != "preupload"
+    if path == "preupload":
+        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    calls = []
+    if path == "xet-session" and not hasattr(hf_xet, "XetSession"):
+        pytest.skip("hf_xet before 1.8 has no XetSession")
+    if path == "xet-upload-files":  # as with an hf_xet before 1.8 (the real function, its calls counted)
+        real = hf_xet.upload_files
+        monkeypatch.delattr(hf_xet, "XetSession", raising=False)
+        monkeypatch.setattr(hf_xet, "upload_files", lambda *a: calls.append(a) or real(*a))
+    hub.create_repo(REPO)
+    targets = [_node(hub, store.port, k) for k in range(2)]
+    for target in targets:
+        target.prepare()
+        target.start()
+    try:
+        wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+        for size in (4096, 9000):  # two rounds: the second builds on the head the first returned
+            pieces = [_pieces(tmp_path, rank, size) for rank in (0, 2)]
+            hub.reset_stats()
+            oids = _commit_both(targets, pieces)
+            requests = hub.stats["requests"]
+            # The scenario: one commit, made by the leader, holding both nodes' files.
+            assert oids[0] == oids[1] and oids[0] is not None, oids
+            last = _log_commits(hub)[0]
+            assert last["oid"] == oids[0] and "2 node(s)" in last["summary"], last
+            assert sorted(last["added"]) == ["tb/rank-000/events.out.tfevents.1.node",
+                                             "tb/rank-002/events.out.tfevents.1.node"]
+            assert requests.get("commit") == 1, requests
+            assert requests.get("paths_info") == 1, requests  # the leader verifies for the job
+            if direct:  # each node's content straight to Xet (storage, not Hub API requests), with a
+                # write token fetched once and kept: no preupload, no token in the next round
+                assert requests.get("xorb_upload") and requests.get("shard_upload") == 2, requests
+                assert "preupload" not in requests, requests
+                assert requests.get("xet_token", 0) == (2 if size == 4096 else 0), requests
+            else:
+                assert requests.get("preupload") == 2, requests
+            # What the leader verified needs no second look by the nodes...
+            assert all(not t.differences(p) for t, p in zip(targets, pieces))
+            assert hub.stats["requests"].get("paths_info") == 1
+            for k in range(2):  # ... and the Hub holds each node's bytes
+                assert hub.read_file(REPO, f"tb/{pieces[k][0].path}") == Path(pieces[k][0].source).read_bytes()[:size]
+        assert len(_log_commits(hub)) == 2
+        assert len(calls) == (4 if path == "xet-upload-files" else 0)  # the path taken: 2 nodes x 2 rounds
+    finally:
+        for target in targets:
+            target.stop()
+
+
+BUCKET = "tester/job-logs"
+
+
+@pytest.mark.skipif(not batch_takes_xet_hashes(), reason="a bucket's leader needs huggingface_hub 1.10+")
+def test_two_nodes_one_bucket_batch(hub, store, tmp_path):
+    """A bucket: each node sends its content straight to the bucket's Xet storage (a write token
+    fetched once and kept), the leader writes both nodes' files in one batch that names them by Xet
+    hash, and verifies them with one ``paths-info`` for the job."""
+    hub.create_bucket(BUCKET)
+    address = StoreAddress("127.0.0.1", store.port, "job-b")
+    targets = []
+    for k in range(2):
+        inner = BucketTarget(BUCKET, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+        leader = BucketTarget(BUCKET, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+        targets.append(JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), k, 2,
+                                 wait=10.0, spacing=0.0))
+    for target in targets:
+        target.prepare()
+        target.start()
+    try:
+        wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+        for size in (4096, 9000):
+            pieces = [_pieces(tmp_path, rank, size) for rank in (0, 2)]
+            hub.reset_stats()
+            oids = _commit_both(targets, pieces)
+            requests, ops = hub.stats["requests"], hub.stats["bucket_ops"]
+            # The scenario: one batch, by the leader, of both nodes' files, content through Xet only.
+            assert oids[0] == oids[1] and oids[0] is not None, oids
+            assert requests.get("bucket_batch") == 1 and ops == 2, (requests, ops)
+            assert requests.get("bucket_paths_info") == 1, requests  # the leader verifies for the job
+            assert requests.get("shard_upload") == 2, requests  # each node its own content
+            assert requests.get("xet_token", 0) == (2 if size == 4096 else 0), requests
+            assert all(t.mode == "job" for t in targets)
+            assert all(not t.differences(p) for t, p in zip(targets, pieces))
+            assert hub.stats["requests"].get("bucket_paths_info") == 1  # what the leader verified: no second look
+            files = hub.bucket_files(BUCKET)
+            for k in range(2):
+                assert files[f"tb/{pieces[k][0].path}"] == Path(pieces[k][0].source).read_bytes()[:size]
+    finally:
+        for target in targets:
+            target.stop()
+
+
+def test_a_leader_that_stops_renewing_is_replaced(hub, store, tmp_path):
+    hub.create_repo(REPO)
+    targets = [_node(hub, store.port, k) for k in range(2)]
+    for target in targets:
+        target.prepare()
+    targets[0].start()
+    wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
+    targets[1].start()
+    # Node 0's leader dies as a SIGKILL would leave it: its lease stays in the store, unrenewed.
+    targets[0].leader._stop.set()
+    targets[0].leader._thread.join(10)
+    wait_for(lambda: targets[1].leader.leading, LEASE_STALE_S + 15, "node 1 to take the lease over")
+    try:
+        oids = _commit_both(targets, [_pieces(tmp_path, rank, 5000) for rank in (0, 2)])
+        assert oids[0] == oids[1] and "2 node(s)" in _log_commits(hub)[0]["summary"]
+    finally:
+        targets[1].stop()
+
+
+def test_a_node_whose_offer_nobody_commits_takes_it_back_and_commits_itself(hub, store, tmp_path):
+    hub.create_repo(REPO)
+    node = _node(hub, store.port, 1, wait=1.0)  # no leader runs anywhere
+    node.prepare()
+    pieces = _pieces(tmp_path, 2, 3000)
+    oid = node.commit(pieces, "node commit")
+    assert node.mode == "node"
+    assert node.store.get("offer/1") == WITHDRAWN  # the path taken: the offer was taken back first
+    assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
+    assert not node.differences(pieces)
+
+
+def test_after_a_termination_signal_a_node_waits_for_the_leader_only_while_it_can_still_commit_itself(hub, store, tmp_path):
+    """Preemption: the uploader must be gone within its deadline (20 s by default), and the leader
+    may be going too. Once signalled, a node waits for an answer a third of what is left, takes its
+    offer back and commits itself: not the 10 s (here) it would wait otherwise."""
+    hub.create_repo(REPO)
+    node = _node(hub, store.port, 1, wait=10.0)  # no leader runs anywhere
+    node.prepare()
+    node.hurry(time.monotonic() + 3.0)  # what the uploader's loop does at SIGTERM
+    pieces = _pieces(tmp_path, 2, 3000)
+    started = time.monotonic()
+    oid = node.commit(pieces, "node commit")
+    took = time.monotonic() - started
+    assert node.store.get("offer/1") == WITHDRAWN and node.mode == "node"  # the path taken: offered, taken back
+    assert _log_commits(hub)[0]["oid"] == oid and not node.differences(pieces)
+    assert took < 3.0, f"the node waited {took:.1f} s for a leader: past its deadline"
+
+
+def test_with_the_store_gone_a_node_commits_itself(hub, tmp_path):
+    hub.create_repo(REPO)
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    node = _node(hub, server.port, 1)
+    node.prepare()
+    config = dataclasses.replace(UploadConfig.for_hub(REPO, prefix="tb", commit_every=6), nodes=2, node_rank=1)
+    assert node.pacing(config) == (6, 0.0)  # with a leader: every node at the same moments
+    assert node.store.get("lease") is None
+    del server  # the store's host is gone: nothing listens on its port any more
+    pieces = _pieces(tmp_path, 2, 2000)
+    oid = node.commit(pieces, "node commit")
+    assert node.mode == "node" and _log_commits(hub)[0]["oid"] == oid
+    assert not node.differences(pieces)
+    # Committing itself, the node takes its turn again: the nodes would collide at every interval otherwise.
+    assert node.pacing(config) == config.pacing(node.min_interval) and config.pacing(node.min_interval)[1] > 0
