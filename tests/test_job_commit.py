@@ -256,3 +256,48 @@ def test_with_the_store_gone_a_node_commits_itself(hub, tmp_path):
     assert not node.differences(pieces)
     # Committing itself, the node takes its turn again: the nodes would collide at every interval otherwise.
     assert node.pacing(config) == config.pacing(node.min_interval) and config.pacing(node.min_interval)[1] > 0
+
+
+def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, tmp_path, monkeypatch):
+    """An ``env://`` job whose rank 0 creates its store after the first writer started the node's
+    uploader: the node commits itself meanwhile (in its turn, and ``status`` says why), asks the store
+    again :data:`STORE_RETRY_S` later (2 s here), and from then on its files go through the job's leader."""
+    import socket
+
+    from hf_mpwriter.cli.main import _committer_text
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.uploader import job_commit
+
+    monkeypatch.setattr(job_commit, "STORE_RETRY_S", 2.0)
+    with socket.socket() as sock:  # a port nothing listens on yet: the store's, later
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-late")
+    hub.create_repo(REPO)
+    config = dataclasses.replace(UploadConfig.for_hub(REPO, prefix="tb", commit_every=6), nodes=2, node_rank=0,
+                                 endpoint=hub.endpoint)
+    node = job_commit.for_job(config, target_for(config, TOKEN), TOKEN, call_bound=60)
+    assert isinstance(node, JobTarget) and node.mode == "node" and "nothing listens" in (node.why or "")
+    assert "this node itself, in its turn among 2 nodes" in _committer_text(node.job_info(), config)
+    assert node.pacing(config) == config.pacing(node.min_interval)  # node turns meanwhile
+    node.prepare()
+    node.start()
+    server = None
+    try:
+        oid = node.commit(_pieces(tmp_path, 0, 2000), "node commit")  # the store not asked: it rests
+        assert [c["oid"] for c in _log_commits(hub) if c["summary"] == "node commit"] == [oid]
+        server = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+        wait_for(lambda: node.leader.leading, 20, "the node's leader thread to find the store and take the lease")
+        wait_for(lambda: time.monotonic() >= node._store_rests_until, 5, "the node's pause to end")
+        pieces = _pieces(tmp_path, 0, 4000)
+        oid = node.commit(pieces, "node commit")
+        assert node.mode == "job" and node.why is None
+        (last,) = [c for c in _log_commits(hub) if c["oid"] == oid]
+        assert "from 1 node(s)" in last["summary"], last  # the leader's commit, not the node's own
+        assert not node.differences(pieces)
+        assert _committer_text(node.job_info(), config).startswith("one leader for the job's 2 nodes")
+    finally:
+        node.stop()
+        del server

@@ -199,6 +199,9 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
             # nodes (ranks 0-1 on one node, 2-3 on the other).
             wait_for(lambda: any("job leader: committed" in _log(d) for d in logdirs), 90, "the leader's first commit")
             assert all("commits through one leader" in _log(d) for d in logdirs)
+            for d in logdirs:  # what `status` shows: the job's way, as the uploader last published it
+                job = json.loads((d / ".hf_mpwriter" / "uploader.json").read_text())["job"]
+                assert job["mode"] == "job" and job["nodes"] == 2, job
             joint = [c for c in hub.commits(REPO) if "node(s)" in c["summary"]
                      and {p.split("/")[2] for p in c["added"]} >= {"rank-000", "rank-002"}]
             assert joint, [(c["summary"], c["added"]) for c in hub.commits(REPO)]

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import HFMPWriterError
-from ..timing import HANDOVER_WAIT_S
+from ..timing import HANDOVER_WAIT_S, STORE_RETRY_S
 from .common import CLIError, use_logdir_endpoint, where_text
 from .view import cmd_view
 
@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 # -- status ----------------------------------------------------------------------------------
 def _committer_text(job: dict | None, config: Any) -> str:
     """Who makes this logdir's commits: the job's leader (multi-node job with a store), node turns, or this uploader."""
+    if job and job.get("mode") == "node":
+        return (f"this node itself, in its turn among {job['nodes']} nodes (job {job['job_id']}, node {job['node']}): "
+                f"{job.get('why') or 'the job store failed'}; the job's leader is asked again at the next "
+                f"commit or within {STORE_RETRY_S:.0f} s")
     if job:
         return (f"one leader for the job's {job['nodes']} nodes (job {job['job_id']}, store {job['store']}, "
                 f"this is node {job['node']}; without an answer, this node commits itself)")

@@ -22,7 +22,9 @@ Nothing depends on the leader for safety, only for cost. Every commit names its 
 after that, so a leader still holding the old offer is refused (412) or landed first with content
 the node's own commit then extends. Offers carry their node's uploader incarnation: one from an
 uploader that was replaced (stopped, then woken up) is ignored. The store failing at any step
-leaves the node committing itself.
+leaves the node committing itself, and asking the store again :data:`STORE_RETRY_S` later: a store
+that is not there yet when the uploader starts (an ``env://`` store rank 0 creates later) or that
+comes back is joined then.
 
 A Storage Bucket works the same way: the nodes send their files' content to the bucket's Xet
 storage, offer them with their Xet hashes, and the leader writes them in one batch. A bucket has no
@@ -51,7 +53,7 @@ from ..targets.base import UploadedFile
 from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ..targets.hub import HubTarget
 from ..targets.xet_content import xet_usable
-from ..timing import JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S
+from ..timing import JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S, STORE_RETRY_S
 from .job_store import JobStore, StoreAddress, StoreError, store_address
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -89,6 +91,9 @@ class JobTarget(Target):
         self._verified: tuple | None = None  # the pieces the leader verified at its last commit of ours
         self.leader = Leader(leader_target, store, node, nodes, spacing)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
+        self.why: str | None = None  # why this node last committed its files itself (for ``status``)
+        self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
+        self._announced = False  # our incarnation is in the store
         self._deadline = float("inf")  # monotonic: the uploader's preemption deadline, once signalled
 
     @property
@@ -103,7 +108,14 @@ class JobTarget(Target):
         """For ``status``: how this node's commits are made."""
         address = self.store.address
         return {"job_id": address.job_id, "store": f"{address.host}:{address.port}", "node": self.node,
-                "nodes": self.leader.nodes}
+                "nodes": self.leader.nodes, "mode": self.mode, "why": self.why}
+
+    def store_failed(self, exc: StoreError) -> None:
+        """The store failed: this node's next commits are its own, and the store is asked again in
+        :data:`STORE_RETRY_S` (one not there yet, or gone, is not asked at every interval; one that
+        comes back is joined)."""
+        self.why = str(exc)
+        self._store_rests_until = time.monotonic() + STORE_RETRY_S
 
     def pacing(self, config: UploadConfig) -> tuple[float, float]:
         """``(interval, phase)``: every node at the same wall-clock moments while the leader commits
@@ -126,11 +138,22 @@ class JobTarget(Target):
 
     def start(self) -> None:
         """This uploader was elected: say so in the store (older incarnations' offers are ignored), lead if due."""
-        try:
-            self.store.set(f"incarnation/{self.node}", str(self.incarnation).encode())
-        except StoreError as exc:
-            logger.warning("%s; this node commits its files itself until it answers", exc)
+        if time.monotonic() >= self._store_rests_until:  # (not when for_job just found no store)
+            self._announce()
         self.leader.start()
+
+    def _announce(self) -> bool:
+        """Our incarnation in the store (offers of the uploader this one replaced are then ignored):
+        at the start, or before the first offer where the store was not there yet."""
+        if not self._announced:
+            try:
+                self.store.set(f"incarnation/{self.node}", str(self.incarnation).encode())
+                self._announced = True
+            except StoreError as exc:
+                logger.warning("%s; this node commits its files itself until it answers (asked again every "
+                               "%.0f s)", exc, STORE_RETRY_S)
+                self.store_failed(exc)
+        return self._announced
 
     def stop(self) -> None:
         self.leader.stop()
@@ -158,6 +181,8 @@ class JobTarget(Target):
         when the leader does not answer in time or cannot take it."""
         if self._offered_at is not None:  # an earlier offer may still be in a store we cannot reach
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
+        if time.monotonic() < self._store_rests_until or not self._announce():
+            return self._commit_ourselves(pieces, message, self.why or "the job's store failed")
         uploaded = self.inner.preupload(pieces)
         if uploaded is None:  # a regular (non-LFS) file travels in the commit itself; a bucket without Xet hashes
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
@@ -177,13 +202,14 @@ class JobTarget(Target):
                     self._offered_at = None  # taken back: no leader can commit it any more
         except StoreError as exc:
             why = str(exc)
+            self.store_failed(exc)
             if self.store.gone():  # and our offer with it: no leader can take it any more
                 self._offered_at = None
         if answer is not None:
             self._offered_at = None  # answered: no leader takes this offer again
             if answer.get("commit") is None:
                 return self._commit_ourselves(pieces, message, f"the leader could not commit it: {answer.get('error')}")
-            self.mode = "job"
+            self.mode, self.why = "job", None
             if answer.get("verified"):
                 self._verified = _identity(pieces)
             return str(answer["commit"])
@@ -222,7 +248,7 @@ class JobTarget(Target):
             self._offered_at = None
         if self.mode == "job":
             logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
-        self.mode = "node"
+        self.mode, self.why = "node", why
         return self.inner.commit(pieces, message)
 
 
@@ -262,19 +288,22 @@ class Leader:
                 pass
 
     def _run(self) -> None:
+        failures = 0  # the store's, in a row: the pause doubles up to STORE_RETRY_S
         while not self._stop.is_set():
             try:
                 if self._hold_lease():
                     self._round()
+                failures = 0
             except StoreError as exc:
                 if self.leading:
                     logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
                 self.leading = False
+                failures += 1
             except TargetError as exc:  # the head could not be read: the next round tries again
                 logger.warning("job leader: %s", exc)
             except Exception:  # never die: the nodes would fall back for good
                 logger.exception("job leader round failed")
-            self._stop.wait(LEADER_POLL_S)
+            self._stop.wait(min(STORE_RETRY_S, LEADER_POLL_S * 2 ** min(failures, 16)))
 
     # -- the lease -------------------------------------------------------------------------------
     def _hold_lease(self) -> bool:
@@ -378,7 +407,8 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
     (``config.nodes > 1``), only with a store in the environment
     (:func:`~hf_mpwriter.uploader.job_store.store_address`); otherwise each node commits itself
-    (a repository's nodes take turns).
+    (a repository's nodes take turns). A store that does not answer yet gives a :class:`JobTarget`
+    that commits itself until it does (asked again every :data:`STORE_RETRY_S`).
     """
     address = store_address()
     if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):
@@ -388,15 +418,18 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
                     "huggingface_hub 1.10 or later)", address.job_id)
         return target
     store = JobStore(address, store_prefix(address, target.key))
-    try:
-        store.get("lease")
-    except StoreError as exc:
-        logger.warning("%s; the nodes of this job commit their own files instead of through one leader", exc)
-        return target
     leader_target = target_for(dataclasses.replace(config, nodes=1, node_rank=0), token)
     assert isinstance(leader_target, (HubTarget, BucketTarget))
     spacing = min(config.commit_every, leader_target.min_interval) / 2  # at most one commit per round
-    logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",
-                address.job_id, address.host, address.port)
-    return JobTarget(target, leader_target, store, config.node_rank, config.nodes,
-                     wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing)
+    job = JobTarget(target, leader_target, store, config.node_rank, config.nodes,
+                    wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing)
+    try:
+        store.get("lease")
+        logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",
+                    address.job_id, address.host, address.port)
+    except StoreError as exc:  # not there yet (an env:// store rank 0 creates later), or gone
+        logger.warning("%s; this node commits its own files until the store answers (asked again every %.0f s)",
+                       exc, STORE_RETRY_S)
+        job.store_failed(exc)
+        job.mode = "node"
+    return job

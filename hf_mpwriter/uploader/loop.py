@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sqlite3
 import sys
@@ -66,8 +65,7 @@ from .schedule import (
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
 
-#: Exit code of an uploader process that had to be replaced after an abandoned call and could not
-#: replace itself (``exec`` failed): the writers start a new one at their next check.
+#: Exit code of an uploader that could not replace itself after an abandoned call (``exec`` failed).
 REPLACE_ME = 4
 T = TypeVar("T")
 __all__ = ["REPLACE_ME", "Abandoned", "Progress", "Superseded", "Uploader"]
@@ -134,20 +132,25 @@ class Uploader:
         self._lock.acquire(wait)
         self.committer.audit_due = True  # a takeover trusts nothing it did not check itself
         mailbox.withdraw_handover(self.logdir, {})  # any request was for the uploader this one replaces
-        # Nothing written here may stop the uploader: on a full disk it starts anyway, holds the
-        # lock (which is how writers see it alive), and resumes as soon as space returns.
+        # Nothing written here may stop the uploader: on a full disk it starts anyway, holds the lock
+        # (writers see it alive), and resumes as soon as space returns.
         try:
             secure_state_dir(self.logdir)
             self.committer.take_over()
         except (OSError, sqlite3.Error) as exc:
             logger.warning("cannot update the queue yet (%s); retrying in the loop", exc)
+        self._identity = {**process_identity(), "target": self.target.description, "started": time.time(),
+                          "thread": threading.current_thread().name, "token_id": token_id(self._token), "job": None}
+        self._publish(force=True)
+
+    def _publish(self, force: bool = False) -> None:
+        """``uploader.json``: who this uploader is, and how its commits go (``status``) when that changes."""
+        job = self.target.job_info() if isinstance(self.target, job_commit.JobTarget) else None
+        if job == self._identity["job"] and not force:
+            return
+        self._identity["job"] = job
         try:
-            write_json_atomic(
-                self.state / "uploader.json",
-                {**process_identity(), "target": self.target.description, "started": time.time(),
-                 "thread": threading.current_thread().name, "token_id": token_id(self._token),
-                 "job": self.target.job_info() if isinstance(self.target, job_commit.JobTarget) else None},
-            )
+            write_json_atomic(self.state / "uploader.json", self._identity)
         except OSError as exc:
             logger.warning("cannot write %s (%s); writers see this uploader by its lock", self.state / "uploader.json", exc)
 
@@ -257,6 +260,7 @@ class Uploader:
                     else:
                         if isinstance(self.target, job_commit.JobTarget):  # the leader in use, or not
                             schedule.pacing = self._pacing(watch)
+                            self._publish()
                         schedule.cycled(time.monotonic(), time.time(), decision.reason)
                     continue
             except Superseded as exc:
