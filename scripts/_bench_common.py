@@ -346,6 +346,14 @@ def worker_main(cfg: dict) -> None:
         stop.set()  # the bench went away
 
     threading.Thread(target=commands, daemon=True).start()
+    store = None
+    if cfg.get("host_store"):  # the job's store, hosted by rank 0 as an ``env://`` job's init_process_group does
+        from datetime import timedelta
+
+        from torch.distributed import TCPStore
+
+        store = TCPStore("127.0.0.1", int(cfg["host_store"]), is_master=True, wait_for_workers=False,
+                         timeout=timedelta(seconds=30))
     writer, close = _make_writer(cfg)
     _emit("ready", pid=os.getpid())
     if cfg.get("wait_go", True):
@@ -382,6 +390,7 @@ def worker_main(cfg: dict) -> None:
     t0 = time.perf_counter()
     close()
     _emit("closed", close_s=time.perf_counter() - t0)
+    del store  # the job's store lives as long as rank 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """How much logging and uploading slow down a CPU-bound training loop: no logger vs hf_mpwriter vs
-tensorboardX.SummaryWriter vs ``huggingface_hub.HFSummaryWriter``.
+tensorboardX.SummaryWriter vs ``huggingface_hub.HFSummaryWriter``, and hf_mpwriter with the job's
+store in use (``--store``).
 
 One worker process per CPU runs a fixed amount of pure-Python work per step (``--work`` loop
 iterations, ~5 ms here) plus 2 ``add_scalar`` calls per step, with no sleep, so every core is busy
@@ -14,6 +15,13 @@ conditions run again in a rotated order; the table gives the median over rounds 
 Wall-clock step times are sensitive to anything else running on the machine (the header gives
 the load average at the start): compare ratios, and rerun on a quiet machine.
 
+``--store`` adds "hf_mpwriter + job store": rank 0 hosts a ``TCPStore`` (as an ``env://`` job's
+``init_process_group`` does) and the workers' environment names it (``MASTER_ADDR``/``MASTER_PORT``,
+a job id) in a job of 2 nodes (``GROUP_WORLD_SIZE=2``; this is node 0), so the node's uploader
+commits through the job's leader: its lease renewals, offers and answers are served by rank 0's
+store thread while rank 0 trains. (The second node is not run: its uploader would add the same
+small polling again.) Needs torch.
+
     python scripts/bench_interference.py            # 3 rounds x 1500 steps per process (~3 min)
     python scripts/bench_interference.py --quick    # 1 round x 800 steps (<1 min)
 """
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
 import sys
 import time
@@ -35,13 +44,38 @@ from _bench_common import LIB_LABELS, Bench, header, table  # noqa: E402
 LIBS = ("none", "hf_mpwriter", "tensorboardX", "anchor")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+STORE = "hf_mpwriter+store"
+
+
 def run_one(bench: Bench, lib: str, run: int, procs: int, steps: int, work: int, settle: float) -> dict:
-    repo_id, logdir = f"bench/interf-{lib}-{run}", bench.tmp / f"{lib}-{run}"
-    workers = bench.start_many(procs, lib=lib, repo_id=repo_id, logdir=str(logdir), commit_every_s=1.0,
-                               steps=steps, work=work, per_tick=2, tick_s=0, record_steps=True)
+    repo_id, logdir = f"bench/interf-{lib.replace('+', '-')}-{run}", bench.tmp / f"{lib}-{run}"
+    extra: dict = {}
+    if lib == STORE:
+        port = _free_port()
+        extra = {"env": {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": f"bench-{run}",
+                         "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2"}}
+        workers = [bench.start(lib="hf_mpwriter", rank=0, host_store=port, repo_id=repo_id, logdir=str(logdir),
+                               commit_every_s=1.0, steps=steps, work=work, per_tick=2, tick_s=0, record_steps=True,
+                               **extra)]
+        workers[0].wait("ready", timeout=180)  # the store is up before the other ranks' writers start
+        workers += bench.start_many(procs - 1, first_rank=1, lib="hf_mpwriter", repo_id=repo_id, logdir=str(logdir),
+                                    commit_every_s=1.0, steps=steps, work=work, per_tick=2, tick_s=0,
+                                    record_steps=True, **extra)
+    else:
+        workers = bench.start_many(procs, lib=lib, repo_id=repo_id, logdir=str(logdir), commit_every_s=1.0,
+                                   steps=steps, work=work, per_tick=2, tick_s=0, record_steps=True)
     time.sleep(settle)  # let start-up work end (imports, the uploader's start and first commit)
-    if lib == "hf_mpwriter":
+    if lib in ("hf_mpwriter", STORE):
         bench.uploader_pid(logdir)
+    if lib == STORE:  # the scenario: this node's commits go through the job's leader
+        log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
+        assert "commits through one leader" in log and "leads the job's commits" in log, log[-2000:]
     before = bench.server.commit_count(repo_id)
     for w in workers:
         w.send("go")
@@ -50,7 +84,10 @@ def run_one(bench: Bench, lib: str, run: int, procs: int, steps: int, work: int,
     for w in workers:
         w.wait("closed", timeout=300)
     bench.finish(workers)
-    if lib == "hf_mpwriter":
+    if lib == STORE:
+        log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
+        assert "job leader: committed" in log and "commits its files itself" not in log, log[-2000:]
+    if lib in ("hf_mpwriter", STORE):
         bench.wait_uploader_gone(logdir)
     return {"lib": lib, "times": [t for e in logged for t in e["step_times"]], "commits": commits,
             "seconds": max(e["seconds"] for e in logged)}
@@ -64,14 +101,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=int, default=150_000, help="pure-Python loop iterations per step")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between start-up and the loop")
     parser.add_argument("--procs", type=int, default=os.cpu_count() or 2, help="worker processes")
+    parser.add_argument("--store", action="store_true", help="also hf_mpwriter with the job's store in use")
     args = parser.parse_args(argv)
+    libs = LIBS + ((STORE,) if args.store else ())
     rounds = args.rounds or (1 if args.quick else 3)
     steps = args.steps or (800 if args.quick else 1500)
 
     per_round: list[dict] = []
     with Bench("interference") as bench:
         for r in range(rounds):
-            order = LIBS[r % len(LIBS):] + LIBS[:r % len(LIBS)]
+            order = libs[r % len(libs):] + libs[:r % len(libs)]
             per_round.append({})
             for lib in order:
                 t0 = time.monotonic()
@@ -86,14 +125,15 @@ def main(argv: list[str] | None = None) -> None:
         return text if len(values) == 1 else f"{text} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
     rows = []
-    for lib in LIBS:
+    for lib in libs:
         meds = [statistics.median(rnd[lib]["times"]) for rnd in per_round]
         means = [statistics.fmean(rnd[lib]["times"]) for rnd in per_round]
         med_ratio = [m / statistics.median(rnd["none"]["times"]) for m, rnd in zip(meds, per_round, strict=True)]
         mean_ratio = [m / statistics.fmean(rnd["none"]["times"]) for m, rnd in zip(means, per_round, strict=True)]
         commits = sum(rnd[lib]["commits"] for rnd in per_round)
         seconds = sum(rnd[lib]["seconds"] for rnd in per_round)
-        rows.append([LIB_LABELS[lib], spread([m * 1e3 for m in meds], "{:.2f}"), spread(med_ratio, "{:.3f}×"),
+        label = LIB_LABELS.get(lib, "hf_mpwriter + job store (leader)")
+        rows.append([label, spread([m * 1e3 for m in meds], "{:.2f}"), spread(med_ratio, "{:.3f}×"),
                      spread([m * 1e3 for m in means], "{:.2f}"), spread(mean_ratio, "{:.3f}×"),
                      "–" if lib in ("none", "tensorboardX") else f"{commits} in {seconds:.0f} s"])
     print(table(["logger", "median step (ms)", "median vs none", "mean step (ms)", "mean vs none",

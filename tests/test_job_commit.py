@@ -241,6 +241,33 @@ def test_after_a_termination_signal_a_node_waits_for_the_leader_only_while_it_ca
     assert took < 3.0, f"the node waited {took:.1f} s for a leader: past its deadline"
 
 
+def test_at_preemption_with_the_store_alive_the_leader_makes_one_last_commit_for_both_nodes(hub, store, tmp_path):
+    """SIGTERM to every node of a job whose store outlives the ranks (an ``env://`` store, a launcher
+    that stays): each node's uploader is signalled (its wait for the leader cut to a third of what is
+    left), both offer their last records at once, and the leader, still running in its own signalled
+    uploader, commits both in one commit well before the deadline; no node commits itself."""
+    hub.create_repo(REPO)
+    targets = [_node(hub, store.port, k, wait=30.0) for k in range(2)]
+    for target in targets:
+        target.prepare()
+        target.start()
+    try:
+        wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+        deadline = time.monotonic() + 20.0  # the default preemption deadline
+        for target in targets:
+            target.hurry(deadline)  # what each uploader's loop does at SIGTERM
+        pieces = [_pieces(tmp_path, rank, 6000) for rank in (0, 2)]
+        oids = _commit_both(targets, pieces)
+        assert time.monotonic() < deadline
+        assert oids[0] == oids[1] and oids[0] is not None, oids
+        last = _log_commits(hub)[0]
+        assert last["oid"] == oids[0] and "2 node(s)" in last["summary"], last  # the leader's, for both
+        assert all(t.mode == "job" for t in targets) and len(_log_commits(hub)) == 1
+    finally:
+        for target in targets:
+            target.stop()
+
+
 def test_with_the_store_gone_a_node_commits_itself(hub, tmp_path):
     hub.create_repo(REPO)
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
