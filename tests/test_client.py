@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 
 import pytest
 from helpers import kill_and_collect
@@ -188,9 +189,16 @@ def test_errors_are_classified_by_what_they_are(tmp_path):
     done = subprocess.run([sys.executable, str(TESTS / "client_scenarios.py"), *_EXPECTED], capture_output=True,
                           text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    results = {r["name"]: r for r in map(json.loads, done.stdout.strip().splitlines())}
+    # (hf_xet before 1.2 writes its own log lines, JSON too, to stdout: the results are those with a name)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"name"')]
+    results = {r["name"]: r for r in lines}
     assert sorted(results) == sorted(_EXPECTED), done.stderr
-    for name, (transient, says) in _EXPECTED.items():
+    expected = dict(_EXPECTED)
+    xet = tuple(int(part) for part in version("hf_xet").split(".")[:2])
+    if xet < (1, 2):  # it reads a refused xorb upload's body as its answer: "error decoding response body",
+        # no status to tell it from a garbled answer, so retried (hf_xet fetches its CAS token itself)
+        expected["xet_refused"] = (True, "error decoding response body")
+    for name, (transient, says) in expected.items():
         result = results[name]
         assert result["raised"], f"{name}: the client raised nothing"  # the scenario happened
         if name in _FAULTED:
@@ -199,7 +207,9 @@ def test_errors_are_classified_by_what_they_are(tmp_path):
         assert says in result["message"], result
         bug = name.endswith("_error") and name not in ("server_error", "xet_server_error") or name == "not_implemented"
         assert (_BUG in result["message"]) is bug, result
-    assert results["xet_server_error"]["raised"] == results["xet_refused"]["raised"] == "ConnectionError"
+    # hf_xet 1.5+ raises a failed transfer as a ConnectionError, older ones as a RuntimeError
+    raised = "ConnectionError" if xet >= (1, 5) else "RuntimeError"
+    assert results["xet_server_error"]["raised"] == results["xet_refused"]["raised"] == raised
     assert "refused" not in results["no_token"]["message"]
 
 

@@ -38,8 +38,12 @@ _PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
     NotImplementedError, RecursionError, TypeError, AttributeError, NameError, LookupError, AssertionError,
     ArithmeticError, ValueError, RuntimeError, ImportError, SyntaxError,
 )
-#: How hf_xet (1.x) reports a CAS or token-endpoint answer: a ``ConnectionError`` whose message holds the status.
-_XET_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})\b")
+#: How hf_xet (1.x) reports a CAS or token-endpoint answer: a ``ConnectionError`` whose message holds the
+#: status (``... (404 Not Found)``, or after its own retries ``(status = 500 Internal Server Error``).
+_XET_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})\b|\(status = (\d{3})\b")
+#: hf_xet before 1.5 (1.1.3 is huggingface_hub 0.34's floor) raised every failed transfer as a plain
+#: ``RuntimeError`` of this shape, which would otherwise read as a programming error (never retried).
+_OLD_XET_TRANSFER = re.compile(r"Data processing error: (?:CAS service error|Client error|.*\bReqwest)")
 
 
 def classify(
@@ -142,11 +146,16 @@ def _status(exc: BaseException) -> int | None:
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(status, int):
         return status
-    if isinstance(exc, ConnectionError):
+    if _is_xet_transfer_error(exc):
         found = _XET_STATUS.search(str(exc))
         if found:
-            return int(found.group(1))
+            return int(found.group(1) or found.group(2))
     return None
+
+
+def _is_xet_transfer_error(exc: BaseException) -> bool:
+    """A failed hf_xet transfer: a ``ConnectionError`` (hf_xet 1.5+), or an older hf_xet's ``RuntimeError``."""
+    return isinstance(exc, ConnectionError) or (type(exc) is RuntimeError and bool(_OLD_XET_TRANSFER.match(str(exc))))
 
 
 def _detail(exc: BaseException, token: str | None) -> str:
@@ -161,8 +170,9 @@ def is_network_error(exc: BaseException) -> bool:
     """Network trouble, timeouts, a server's garbled answer, and Xet transfer failures: retrying can fix them.
 
     ``OSError`` covers the socket errors, ``requests``' whole family (0.x), and what hf_xet raises for a
-    failed or refused transfer (``ConnectionError``); httpx (1.x+) has its own transport errors."""
-    if isinstance(exc, (OSError, json.JSONDecodeError)):
+    failed or refused transfer (``ConnectionError``; before 1.5 a ``RuntimeError``, see
+    :func:`_is_xet_transfer_error`); httpx (1.x+) has its own transport errors."""
+    if isinstance(exc, (OSError, json.JSONDecodeError)) or _is_xet_transfer_error(exc):
         return True
     return isinstance(exc, _transport_errors())
 

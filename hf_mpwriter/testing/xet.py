@@ -276,6 +276,12 @@ def dedup_shard(xorb: Xorb, chunk_hashes: tuple[str, ...], now: float) -> bytes:
 
 def route_cas(method: str, segs: list[str]) -> Route:
     """Paths under ``/cas`` (the ``casUrl`` the token endpoints hand out)."""
+    if segs[:1] == ["shard"] and len(segs) == 3:  # hf_xet before 1.2: POST /shard/{prefix}/{hash}
+        segs = ["v1", "shards"]
+    elif segs[:1] in (["xorb"], ["chunk"], ["reconstruction"]):  # hf_xet before 1.2: singular names, no version
+        segs = ["v1", segs[0] + "s", *segs[1:]]
+    elif segs[:1] in (["xorbs"], ["shards"], ["reconstructions"]):  # hf_xet 1.2-1.4: no version
+        segs = ["v1", *segs]
     n = len(segs)
     if n == 4 and segs[:2] == ["v1", "xorbs"] and method == "POST":
         return Route("xorb_upload", key=unquote(segs[3]))
