@@ -149,9 +149,9 @@ class JobTarget(Target):
             try:
                 self.store.set(f"incarnation/{self.node}", str(self.incarnation).encode())
                 self._announced = True
-            except StoreError as exc:
-                logger.warning("%s; this node commits its files itself until it answers (asked again every "
-                               "%.0f s)", exc, STORE_RETRY_S)
+            except StoreError as exc:  # said once, not at every retry of a store that never comes
+                logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; this node commits its files "
+                           "itself until it answers (asked again every %.0f s)", exc, STORE_RETRY_S)
                 self.store_failed(exc)
         return self._announced
 
