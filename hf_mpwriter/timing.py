@@ -104,10 +104,10 @@ JOB_GATHER_S = 2.0
 #: A node waits at most this long (and at most a third of its call bound) for the leader to commit
 #: its offer; then it takes the offer back and commits the files itself.
 OFFER_WAIT_S = 30.0
-#: After the job's store failed (not there yet, gone, not answering), a node asks it again only this
-#: long after (its leader thread backs off to it, doubling from :data:`LEADER_POLL_S`): an ``env://``
-#: store created after the first writer, or a store that comes back, is joined within about this
-#: long, and one that never answers costs a connection attempt per this long.
+#: After the job's store failed (not there yet, gone, not answering), a node offers its files there
+#: again at its first commit this long after (meanwhile it commits itself, in its node turn): an
+#: ``env://`` store created after the first writer, or a store that comes back, is joined then. (Its
+#: leader thread backs off from :data:`LEADER_POLL_S`, doubling, to half of :data:`LEASE_STALE_S`.)
 STORE_RETRY_S = 30.0
 
 # -- system metrics --------------------------------------------------------------------------------

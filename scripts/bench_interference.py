@@ -84,11 +84,11 @@ def run_one(bench: Bench, lib: str, run: int, procs: int, steps: int, work: int,
     for w in workers:
         w.wait("closed", timeout=300)
     bench.finish(workers)
-    if lib == STORE:
-        log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
-        assert "job leader: committed" in log and "commits its files itself" not in log, log[-2000:]
     if lib in ("hf_mpwriter", STORE):
         bench.wait_uploader_gone(logdir)
+    if lib == STORE:  # (its last records may be committed by the node itself: rank 0, the store's host, is gone)
+        log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
+        assert "job leader: committed" in log, log[-2000:]
     return {"lib": lib, "times": [t for e in logged for t in e["step_times"]], "commits": commits,
             "seconds": max(e["seconds"] for e in logged)}
 

@@ -61,7 +61,7 @@ def readme_claims() -> list[tuple[str, str]]:
         ("job leader: gather", f"commits every node's offers together {_s(timing.JOB_GATHER_S)} s after the first one"),
         ("job leader: replaced", f"A leader that stops renewing (its node died) is replaced after {_s(timing.LEASE_STALE_S)} s"),
         ("job leader: offer wait", f"a node with no answer within {_s(timing.OFFER_WAIT_S)} s (once its uploader"),
-        ("job store: asked again", f"in its turn, and is asked again every {_s(timing.STORE_RETRY_S)} s"),
+        ("job store: asked again", f"again at its first commit {_s(timing.STORE_RETRY_S)} s or more after the failure"),
         ("job store: deadline", f"with small values and a {_s(timing.STORE_CALL_S)} s deadline on every"),
         ("Hub commit budget", f"the Hub accepts ~{round(3600 / timing.HUB_COMMIT_SPACING_S)} commits/hour/repo"),
         ("repository commit_every default", f"(default {_s(timing.HUB_COMMIT_EVERY_S / 60)} min;"),

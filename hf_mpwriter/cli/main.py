@@ -31,8 +31,8 @@ def _committer_text(job: dict | None, config: Any) -> str:
     """Who makes this logdir's commits: the job's leader (multi-node job with a store), node turns, or this uploader."""
     if job and job.get("mode") == "node":
         return (f"this node itself, in its turn among {job['nodes']} nodes (job {job['job_id']}, node {job['node']}): "
-                f"{job.get('why') or 'the job store failed'}; the job's leader is asked again at the next "
-                f"commit or within {STORE_RETRY_S:.0f} s")
+                f"{job.get('why') or 'the job store failed'}; it offers its files to the job's leader again at "
+                f"its first commit {STORE_RETRY_S:.0f} s or more after that")
     if job:
         return (f"one leader for the job's {job['nodes']} nodes (job {job['job_id']}, store {job['store']}, "
                 f"this is node {job['node']}; without an answer, this node commits itself)")

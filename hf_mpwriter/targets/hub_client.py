@@ -40,10 +40,12 @@ _PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
 )
 #: How hf_xet (1.x) reports a CAS or token-endpoint answer: a ``ConnectionError`` whose message holds the
 #: status (``... (404 Not Found)``, or after its own retries ``(status = 500 Internal Server Error``).
-_XET_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})\b|\(status = (\d{3})\b")
+_XET_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})\b|\(status = ([45]\d\d)\b")
 #: hf_xet before 1.5 (1.1.3 is huggingface_hub 0.34's floor) raised every failed transfer as a plain
 #: ``RuntimeError`` of this shape, which would otherwise read as a programming error (never retried).
-_OLD_XET_TRANSFER = re.compile(r"Data processing error: (?:CAS service error|Client error|.*\bReqwest)")
+#: Only its transfer failures: not its configuration, parse or hash-mismatch errors (bugs, not retried).
+_OLD_XET_TRANSFER = re.compile(r"Data processing error: .*(?:Reqwest|HTTP status (?:client|server) error|"
+                               r"error sending request|error decoding response body|timed out|\(status = [45]\d\d)")
 
 
 def classify(

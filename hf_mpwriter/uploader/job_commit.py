@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ..targets.hub import HubTarget
 from ..targets.xet_content import xet_usable
 from ..timing import JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S, STORE_RETRY_S
-from .job_store import JobStore, StoreAddress, StoreError, store_address
+from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -187,9 +188,12 @@ class JobTarget(Target):
         if uploaded is None:  # a regular (non-LFS) file travels in the commit itself; a bucket without Xet hashes
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
         self._seq = max(self._seq + 1, time.time_ns())
-        self._offered_at = time.time()  # from now on, an offer of ours may be in the store
-        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "at": self._offered_at,
+        at = time.time()
+        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "at": at,
                             "files": [[f.path, f.sha256, f.size, f.xet_hash] for f in uploaded]}).encode()
+        if len(offer) > MAX_VALUE_BYTES:  # not a store failure: this round has too many files for one value
+            return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
+        self._offered_at = at  # from now on, an offer of ours may be in the store
         answer: dict | None = None
         why = "the leader did not answer in time"
         try:
@@ -288,12 +292,14 @@ class Leader:
                 pass
 
     def _run(self) -> None:
-        failures = 0  # the store's, in a row: the pause doubles up to STORE_RETRY_S
+        failures = 0  # the store's, in a row: the pause doubles, up to half the lease's staleness (a
+        # store that comes back gets a leader well before the nodes' offers expire)
         while not self._stop.is_set():
             try:
-                if self._hold_lease():
+                leading = self._hold_lease()
+                failures = 0  # the store answered
+                if leading:
                     self._round()
-                failures = 0
             except StoreError as exc:
                 if self.leading:
                     logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
@@ -303,7 +309,7 @@ class Leader:
                 logger.warning("job leader: %s", exc)
             except Exception:  # never die: the nodes would fall back for good
                 logger.exception("job leader round failed")
-            self._stop.wait(min(STORE_RETRY_S, LEADER_POLL_S * 2 ** min(failures, 16)))
+            self._stop.wait(min(LEASE_STALE_S / 2, LEADER_POLL_S * 2 ** min(failures, 16)))
 
     # -- the lease -------------------------------------------------------------------------------
     def _hold_lease(self) -> bool:
@@ -412,6 +418,10 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     """
     address = store_address()
     if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):
+        return target
+    if importlib.util.find_spec("torch") is None:  # the store's client is torch's
+        logger.info("job %s: no torch in the uploader's environment, so no job store: each node commits its own "
+                    "files", address.job_id)
         return target
     if isinstance(target, BucketTarget) and not (xet_usable() and batch_takes_xet_hashes()):
         logger.info("job %s: each node writes its own files to the bucket (one leader needs hf_xet and "
