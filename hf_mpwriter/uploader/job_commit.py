@@ -152,7 +152,8 @@ class JobTarget(Target):
                 self._announced = True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; this node commits its files "
-                           "itself until it answers (asked again every %.0f s)", exc, STORE_RETRY_S)
+                           "itself (it offers them to the job's leader again at its first commit %.0f s or more after this)",
+                           exc, STORE_RETRY_S)
                 self.store_failed(exc)
         return self._announced
 
@@ -414,7 +415,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     (``config.nodes > 1``), only with a store in the environment
     (:func:`~hf_mpwriter.uploader.job_store.store_address`); otherwise each node commits itself
     (a repository's nodes take turns). A store that does not answer yet gives a :class:`JobTarget`
-    that commits itself until it does (asked again every :data:`STORE_RETRY_S`).
+    that commits itself until it does (offering to the leader again :data:`STORE_RETRY_S` after a failure).
     """
     address = store_address()
     if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):
@@ -438,8 +439,8 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
         logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",
                     address.job_id, address.host, address.port)
     except StoreError as exc:  # not there yet (an env:// store rank 0 creates later), or gone
-        logger.warning("%s; this node commits its own files until the store answers (asked again every %.0f s)",
-                       exc, STORE_RETRY_S)
+        logger.warning("%s; this node commits its own files (it offers them to the job's leader again at its "
+                       "first commit %.0f s or more after this)", exc, STORE_RETRY_S)
         job.store_failed(exc)
         job.mode = "node"
     return job
