@@ -328,3 +328,69 @@ def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, t
     finally:
         node.stop()
         del server
+
+
+def test_a_leader_that_cannot_read_the_head_asks_again_ever_later(hub, store, tmp_path):
+    """The Hub refuses every ``repo_info``: the leader's rounds find the head unreadable and pause,
+    longer each time (0.5 s doubling), instead of asking twice a second while a node's offer waits."""
+    hub.create_repo(REPO)
+    leader_node, node = _node(hub, store.port, 0), _node(hub, store.port, 1, wait=8.0)
+    for target in (leader_node, node):
+        target.prepare()
+    leader_node.start()
+    wait_for(lambda: leader_node.leader.leading, 20, "node 0 to lead")
+    refused = hub.inject("status", route="repo_info", times=None, status=500)
+    errors: list = []
+    thread = threading.Thread(target=lambda: errors.append(_commit_or_error(node, _pieces(tmp_path, 2, 3000))))
+    try:
+        thread.start()  # node 1 offers, waits 8 s for an answer, then commits itself (its head read refused too)
+        thread.join(30)
+        # The scenario: the leader tried, and failed, to read the head (a round was due).
+        assert leader_node.leader._head_failures >= 2, leader_node.leader._head_failures
+        # Asked at about 2, 3, 5 s (then 9 s) of the 8 s wait, plus the node's own read: not ~13 times.
+        assert refused.hits <= 5, f"the head was asked {refused.hits} times in 8 s"
+        assert errors and "read the branch head" in str(errors[0]), errors
+    finally:
+        hub.clear_faults()
+        leader_node.stop()
+        node.stop()
+
+
+def _commit_or_error(node: JobTarget, pieces: list[Piece]) -> object:
+    try:
+        return node.commit(pieces, "node commit")
+    except Exception as exc:  # noqa: BLE001 - the test looks at it
+        return exc
+
+
+def test_a_store_that_comes_back_empty_is_told_the_nodes_incarnation_again(hub, tmp_path, monkeypatch):
+    """The job's store is replaced by an empty one on the same address (an ``env://`` job's rank 0
+    restarted): the node's next offer, after the failure, first writes its incarnation again, so that
+    the offers of an uploader it replaced stay ignored. A stopped uploader that wakes up never writes
+    its older incarnation over its successor's."""
+    from hf_mpwriter.uploader import job_commit
+
+    monkeypatch.setattr(job_commit, "STORE_RETRY_S", 0.0)
+    hub.create_repo(REPO)
+    first = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    port = first.port
+    node = _node(hub, port, 1, wait=1.0)  # no leader runs anywhere: each offer is taken back
+    node.prepare()
+    assert node._announce()  # what its start does (without starting its leader thread)
+    key = node.store.prefix + "incarnation/1"
+    try:
+        assert first.get(key) == str(node.incarnation).encode()
+        del first  # gone: the next commit is the node's own
+        node.commit(_pieces(tmp_path, 2, 2000), "node commit")
+        assert node.mode == "node" and f"127.0.0.1:{port}" in (node.why or "")  # the path taken: the store failed
+        second = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+        assert not second.check([key])  # a new store: empty
+        node.commit(_pieces(tmp_path, 2, 4000), "node commit")  # offered (no leader: taken back, its own)
+        assert second.get(node.store.prefix + "offer/1") == WITHDRAWN  # it did offer, through the new store
+        assert second.check([key]) and second.get(key) == str(node.incarnation).encode()
+        # An older uploader of this node (stopped, woken up) does not overwrite it.
+        older = _node(hub, port, 1, wait=1.0)
+        older.incarnation = node.incarnation - 1
+        assert older._announce() and second.get(key) == str(node.incarnation).encode()
+    finally:
+        node.stop()

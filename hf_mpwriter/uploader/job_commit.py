@@ -117,6 +117,7 @@ class JobTarget(Target):
         comes back is joined)."""
         self.why = str(exc)
         self._store_rests_until = time.monotonic() + STORE_RETRY_S
+        self._announced = False  # a store that comes back may have come back empty (a new host process)
 
     def pacing(self, config: UploadConfig) -> tuple[float, float]:
         """``(interval, phase)``: every node at the same wall-clock moments while the leader commits
@@ -145,10 +146,15 @@ class JobTarget(Target):
 
     def _announce(self) -> bool:
         """Our incarnation in the store (offers of the uploader this one replaced are then ignored):
-        at the start, or before the first offer where the store was not there yet."""
+        at the start, and again before the first offer after a store failure (the store may be a new
+        one, empty). Never over a newer uploader's: an uploader that was stopped and woke up again
+        must not make its successor's offers look stale."""
         if not self._announced:
+            key = f"incarnation/{self.node}"
             try:
-                self.store.set(f"incarnation/{self.node}", str(self.incarnation).encode())
+                current = self.store.get(key) or b""
+                if int(current or 0) < self.incarnation:
+                    self.store.compare_set(key, current, str(self.incarnation).encode())
                 self._announced = True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; this node commits its files "
@@ -274,6 +280,8 @@ class Leader:
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
         self._last_commit = -float("inf")
+        self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
+        self._head_rests_until = 0.0  # monotonic
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -306,8 +314,11 @@ class Leader:
                     logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
                 self.leading = False
                 failures += 1
-            except TargetError as exc:  # the head could not be read: the next round tries again
-                logger.warning("job leader: %s", exc)
+            except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
+                self._head_failures += 1
+                pause = min(STORE_RETRY_S, LEADER_POLL_S * 2 ** min(self._head_failures, 16))
+                self._head_rests_until = time.monotonic() + pause
+                logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
             except Exception:  # never die: the nodes would fall back for good
                 logger.exception("job leader round failed")
             self._stop.wait(min(LEASE_STALE_S / 2, LEADER_POLL_S * 2 ** min(failures, 16)))
@@ -343,7 +354,7 @@ class Leader:
     # -- a round ----------------------------------------------------------------------------------
     def _round(self) -> None:
         """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)."""
-        if time.monotonic() - self._last_commit < self.spacing:
+        if time.monotonic() - self._last_commit < self.spacing or time.monotonic() < self._head_rests_until:
             return
         offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
         if offered != self._offered:
@@ -355,6 +366,7 @@ class Leader:
         if len(self._candidates) < self.nodes and now - first < JOB_GATHER_S:
             return
         parent = self.target.parent()  # fixed before the offers it commits are read: see the module's docstring
+        self._head_failures = 0
         offers = self._offers()
         self._offered, self._candidates = None, {}  # read them all again next round
         if not offers:
