@@ -394,3 +394,58 @@ def test_a_store_that_comes_back_empty_is_told_the_nodes_incarnation_again(hub, 
         assert older._announce() and second.get(key) == str(node.incarnation).encode()
     finally:
         node.stop()
+
+
+def test_the_running_uploader_publishes_how_its_commits_go_when_that_changes(hub, tmp_path, monkeypatch):
+    """What ``status`` reads (``uploader.json``'s ``job``) is rewritten by the uploader's own loop when
+    the way its commits go changes: this node itself while the job's store is not there, the job's
+    leader once it is (an ``env://`` store rank 0 creates late)."""
+    import json
+    import socket
+
+    from hf_mpwriter import HFSummaryWriter
+    from hf_mpwriter.config import load
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.uploader import job_commit
+    from hf_mpwriter.uploader.loop import Uploader
+
+    monkeypatch.setattr(job_commit, "STORE_RETRY_S", 1.0)
+    monkeypatch.setenv("HF_MPWRITER_HUB_COMMIT_SPACING", "1")
+    with socket.socket() as sock:  # a port nothing listens on yet: the store's, later
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": "job-pub"}.items():
+        monkeypatch.setenv(name, value)
+    hub.create_repo(REPO)
+    logdir = tmp_path / "logs"
+    writer = HFSummaryWriter(REPO, logdir=str(logdir), uploader="none", rank=0, token=TOKEN, commit_every=1 / 60)
+    config = dataclasses.replace(load(logdir), nodes=2, node_rank=0, endpoint=hub.endpoint)
+    node = job_commit.for_job(config, target_for(config, TOKEN), TOKEN, call_bound=60)
+    uploader = Uploader(logdir, config=config, token=TOKEN, target=node)
+
+    def published() -> dict:
+        return json.loads((logdir / ".hf_mpwriter" / "uploader.json").read_text())["job"]
+
+    stop, server = threading.Event(), None
+    thread = threading.Thread(target=uploader.run, kwargs={"stop": stop, "watch": True})
+    try:
+        thread.start()
+        wait_for(lambda: (logdir / ".hf_mpwriter" / "uploader.json").exists(), 10, "the uploader to be elected")
+        assert published()["mode"] == "node" and "nothing listens" in published()["why"]
+        writer.add_scalar("loss", 1.0, 0)
+        writer.flush()
+        wait_for(lambda: any(c["summary"] != "initial commit" for c in hub.commits(REPO)), 30, "the node's own commit")
+        server = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+        for step in range(1, 40):  # the node logs on; its commits move to the job's leader
+            writer.add_scalar("loss", 1.0, step)
+            writer.flush()
+            if published()["mode"] == "job":
+                break
+            time.sleep(0.5)
+        assert published() == {**published(), "mode": "job", "why": None}
+        assert any("from 1 node(s)" in c["summary"] for c in hub.commits(REPO))  # the path taken: the leader's
+    finally:
+        stop.set()
+        thread.join(30)
+        writer.close()
+        del server
