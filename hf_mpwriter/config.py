@@ -309,7 +309,7 @@ def writer_settings(
         config.nodes, config.node_rank = nodes, node_rank
         config.preemption_deadline = deadline_s
         config.system_metrics = metrics_s
-        config.min_interval = hub_commit_spacing()
+        config.min_interval = hub_commit_spacing() if config.kind == "hub" else None  # a bucket has no commit budget
     return config
 
 

@@ -86,6 +86,21 @@ def test_nodes_take_their_own_slot_of_the_shared_wall_clock():
         assert min(gaps) >= interval / 2  # never more often than once per interval (a turn skipped at worst)
 
 
+def test_the_hub_commit_spacing_paces_a_repositorys_nodes_not_a_buckets(monkeypatch, tmp_path):
+    """``HF_MPWRITER_HUB_COMMIT_SPACING`` is a repository's commit budget: a bucket has none, so its
+    nodes write every interval whatever it says (before: 8 nodes each wrote every 8 s at a 1 s spacing)."""
+    from hf_mpwriter.config import writer_settings
+    from hf_mpwriter.targets.bucket import BucketTarget
+    from hf_mpwriter.targets.hub import HubTarget
+
+    monkeypatch.setenv("HF_MPWRITER_HUB_COMMIT_SPACING", "1")
+    repo = writer_settings(tmp_path, "me/run", commit_every=0.1, nodes=8, node_rank=3)
+    bucket = writer_settings(tmp_path, "hf://buckets/me/logs", commit_every=0.1, nodes=8, node_rank=3)
+    assert repo is not None and bucket is not None and bucket.kind == "bucket"
+    assert repo.pacing(HubTarget.min_interval) == (8.0, 3.0)  # turns: 8 nodes x 1 s
+    assert bucket.pacing(BucketTarget.min_interval)[0] == 6.0  # every commit_every
+
+
 def test_a_single_node_honours_an_explicit_interval_below_the_hub_spacing():
     assert UploadConfig(kind="hub", prefix="tb", commit_every=1.5).pacing(HUB_SPACING) == (1.5, 0.0)
 
