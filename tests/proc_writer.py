@@ -47,7 +47,7 @@ def main() -> int:
         **options,
     )
     print("started", flush=True)
-    base = (rank or 0) * 100000
+    base = (rank if rank is not None else int(os.environ.get("RANK", "0"))) * 100000  # under torchrun: its rank
     flush_every = cfg.get("flush_every", 10)
     step = cfg.get("start", 0)
     while step < cfg.get("steps", sys.maxsize):

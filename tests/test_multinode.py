@@ -2,20 +2,24 @@
 namespace (``unshare --uts`` + ``hostname node-k``), started by ``torchrun --nnodes 2`` with a c10d
 rendezvous on 127.0.0.1 (gloo, CPU), one rank crashing once and the job restarting.
 
-Node-local logdirs (one uploader per node, one repository, nodes taking turns) and a logdir shared by
-every node (one uploader for the whole job; when its node dies, another node's writers take over).
-Every rank's records must be on the target exactly once, read back through the real client.
+Node-local logdirs: one uploader per node, one repository, nodes taking turns (no store); one
+leader for the job through torchrun's agent store (2 nodes through a SIGKILL, the store host's death
+and preemption; 4 nodes to a repository and to a bucket, about one commit per interval). A logdir
+shared by every node: one uploader for the whole job; when its node dies, another node's writers
+take over. Every rank's records must be on the target exactly once, read back through the real client.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -31,6 +35,7 @@ from upload_helpers import (
 )
 
 from hf_mpwriter.cli.status import collect
+from hf_mpwriter.targets.bucket import BucketTarget, batch_takes_xet_hashes
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 
@@ -146,15 +151,15 @@ def _tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def _points(files: dict[str, bytes], rank: int, tmp: Path) -> Counter:
-    """``(step, loss)`` of every record of ``rank`` in ``files`` (relative path -> bytes)."""
+def _points(files: dict[str, bytes], rank: int, tmp: Path, tag: str = "train/loss") -> Counter:
+    """``(step, value)`` of every ``tag`` record of ``rank`` in ``files`` (relative path -> bytes)."""
     points: Counter = Counter()
     for rel, data in files.items():
         if rel.startswith(f"rank-{rank:03d}/"):
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            points.update(scalar_points(read_file_events(path), "train/loss"))
+            points.update(scalar_points(read_file_events(path), tag))
     return points
 
 
@@ -260,6 +265,77 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
                     assert wrote and landed == wrote, f"rank {rank}: {len(wrote - landed)} records missing"
                 else:  # the dead node: what it committed before dying, a whole prefix of what it wrote
                     assert landed and not landed - wrote, f"rank {rank}"
+
+
+BUCKET = "tester/multinode-logs"
+
+
+def _leader_commits(logdirs: list[Path]) -> list[tuple[datetime, int]]:
+    """(when, nodes) of every commit (a bucket: batch) a job's leader made, from its uploader's log."""
+    found = []
+    for d in logdirs:
+        for line in _log(d).splitlines():
+            match = re.search(r"job leader: committed \d+ file\(s\) of (\d+) node\(s\)", line)
+            if match:
+                found.append((datetime.strptime(" ".join(line.split()[:2]), "%Y-%m-%d %H:%M:%S,%f"), int(match[1])))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("kind", ["repository", "bucket"])
+def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_path, kind):
+    """A 4-node x 2-rank torchrun job (c10d rendezvous), node-local logdirs, one repository or one
+    bucket; the nodes' uploaders meet in torchrun's agent store. The ranks are ``proc_writer.py``
+    (no torch: cheap on 2 CPUs), started by torchrun with ``--no-python``. Every write the target
+    received is one of the leader's, most of them hold several nodes' files, and there is about one
+    per interval (node turns or nodes writing on their own: about four); every rank's records are at
+    the target exactly once, read back through the real client."""
+    bucket = kind == "bucket"
+    if bucket and not batch_takes_xet_hashes():
+        pytest.skip("a bucket's leader needs huggingface_hub 1.10+ (older: each node writes its own files)")
+    nodes, steps, every = 4, 300, 2.0
+    with HubServer(tokens={TOKEN}) as hub:
+        hub.create_bucket(BUCKET) if bucket else hub.create_repo(REPO)
+        env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN,
+                          "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
+        logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(nodes)]
+        port, procs, outs = _free_port(), [], [tmp_path / f"node-{k}.out" for k in range(nodes)]
+        for k in range(nodes):
+            cfg = {"logdir": str(logdirs[k]), "repo_id": f"hf://buckets/{BUCKET}" if bucket else REPO,
+                   "commit_every_s": every, "steps": steps, "sleep": 0.05, "close_timeout": 120}
+            argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc-per-node", "2",
+                    "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "four-nodes",
+                    "--monitor-interval", "0.5", "--local-addr", "127.0.0.1", "--no-python", *writer_argv(cfg)]
+            with open(outs[k], "w") as out:
+                procs.append(subprocess.Popen(_in_node(k, argv), env=env, stdout=out, stderr=subprocess.STDOUT))
+        try:
+            for k, proc in enumerate(procs):
+                assert proc.wait(240) == 0, outs[k].read_text()[-3000:]
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait(30)
+        for logdir in logdirs:
+            wait_for(lambda logdir=logdir: collect(logdir)["up_to_date"], 60, f"{logdir} to be committed")
+        # The scenario: the leader wrote every node's files, several nodes' at a time.
+        leader = _leader_commits(logdirs)
+        assert leader and max(n for _, n in leader) == nodes, leader
+        assert sum(n for _, n in leader) / len(leader) >= 2.5, leader
+        assert not any("commits its files itself" in _log(d) for d in logdirs)
+        if bucket:
+            writes = hub.stats["bucket_writes"]
+            files = {p: BucketTarget(BUCKET, prefix="tensorboard/logs", token=TOKEN, endpoint=hub.endpoint).read(p)
+                     for p in (q[len("tensorboard/logs/"):] for q in hub.bucket_files(BUCKET)
+                               if q.startswith("tensorboard/logs/") and "tfevents" in q)}
+        else:
+            writes = sum("tfevents" in str(c["added"]) for c in hub.commits(REPO))
+            every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
+            files = _read_back(hub)
+        assert writes == len(leader), f"{writes} writes, {len(leader)} of them the leader's"
+        intervals = (leader[-1][0] - leader[0][0]).total_seconds() / every + 1
+        assert len(leader) <= 1.5 * intervals, f"{len(leader)} commits in {intervals:.0f} intervals"
+    for rank in range(2 * nodes):
+        points = _points(files, rank, tmp_path / "remote", tag="loss")
+        assert points == Counter({(s, float(rank * 100000 + s)): 1 for s in range(steps)}), f"rank {rank}"
 
 
 def test_a_logdir_shared_by_every_node_has_one_uploader(tmp_path):
