@@ -90,14 +90,18 @@ def test_the_hub_commit_spacing_paces_a_repositorys_nodes_not_a_buckets(monkeypa
     """``HF_MPWRITER_HUB_COMMIT_SPACING`` is a repository's commit budget: a bucket has none, so its
     nodes write every interval whatever it says (before: 8 nodes each wrote every 8 s at a 1 s spacing)."""
     from hf_mpwriter.config import writer_settings
+    from hf_mpwriter.errors import ConfigurationError
     from hf_mpwriter.targets.bucket import BucketTarget
     from hf_mpwriter.targets.hub import HubTarget
 
     monkeypatch.setenv("HF_MPWRITER_HUB_COMMIT_SPACING", "1")
     repo = writer_settings(tmp_path, "me/run", commit_every=0.1, nodes=8, node_rank=3)
-    bucket = writer_settings(tmp_path, "hf://buckets/me/logs", commit_every=0.1, nodes=8, node_rank=3)
-    assert repo is not None and bucket is not None and bucket.kind == "bucket"
-    assert repo.pacing(HubTarget.min_interval) == (8.0, 3.0)  # turns: 8 nodes x 1 s
+    assert repo is not None and repo.pacing(HubTarget.min_interval) == (8.0, 3.0)  # turns: 8 nodes x 1 s
+    try:
+        bucket = writer_settings(tmp_path, "hf://buckets/me/logs", commit_every=0.1, nodes=8, node_rank=3)
+    except ConfigurationError as exc:  # huggingface_hub before 1.5 has no buckets
+        pytest.skip(str(exc))
+    assert bucket is not None and bucket.kind == "bucket"
     assert bucket.pacing(BucketTarget.min_interval)[0] == 6.0  # every commit_every
 
 
