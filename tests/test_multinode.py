@@ -294,7 +294,10 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
         pytest.skip("a bucket's leader needs huggingface_hub 1.10+ (older: each node writes its own files)")
     nodes, steps, every = 4, 300, 2.0
     with HubServer(tokens={TOKEN}) as hub:
-        hub.create_bucket(BUCKET) if bucket else hub.create_repo(REPO)
+        if bucket:
+            hub.create_bucket(BUCKET)
+        else:
+            hub.create_repo(REPO)
         env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN,
                           "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
         logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(nodes)]
@@ -323,9 +326,9 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
         assert not any("commits its files itself" in _log(d) for d in logdirs)
         if bucket:
             writes = hub.stats["bucket_writes"]
-            files = {p: BucketTarget(BUCKET, prefix="tensorboard/logs", token=TOKEN, endpoint=hub.endpoint).read(p)
-                     for p in (q[len("tensorboard/logs/"):] for q in hub.bucket_files(BUCKET)
-                               if q.startswith("tensorboard/logs/") and "tfevents" in q)}
+            client = BucketTarget(BUCKET, prefix="tensorboard/logs", token=TOKEN, endpoint=hub.endpoint)
+            files = {p: client.read(p) for p in (q[len("tensorboard/logs/"):] for q in hub.bucket_files(BUCKET)
+                                                 if q.startswith("tensorboard/logs/") and "tfevents" in q)}
         else:
             writes = sum("tfevents" in str(c["added"]) for c in hub.commits(REPO))
             every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
