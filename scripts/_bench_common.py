@@ -269,6 +269,15 @@ def remote_coverage(server: Any, repo_id: str, logdir: Path) -> float:
     return held / total if total else 1.0
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a store or a rendezvous the bench starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

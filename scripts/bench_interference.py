@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import time
@@ -39,15 +38,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _bench_common import LIB_LABELS, Bench, header, table  # noqa: E402
+from _bench_common import LIB_LABELS, Bench, free_port, header, table  # noqa: E402
 
 LIBS = ("none", "hf_mpwriter", "tensorboardX", "anchor")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 STORE = "hf_mpwriter+store"
@@ -57,7 +50,7 @@ def run_one(bench: Bench, lib: str, run: int, procs: int, steps: int, work: int,
     repo_id, logdir = f"bench/interf-{lib.replace('+', '-')}-{run}", bench.tmp / f"{lib}-{run}"
     extra: dict = {}
     if lib == STORE:
-        port = _free_port()
+        port = free_port()
         extra = {"env": {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": f"bench-{run}",
                          "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2"}}
         workers = [bench.start(lib="hf_mpwriter", rank=0, host_store=port, repo_id=repo_id, logdir=str(logdir),

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
+from _bench_common import free_port  # noqa: E402
 from bench_requests import api_requests  # noqa: E402
 
 from hf_mpwriter.events.records import iter_records  # noqa: E402
@@ -83,12 +83,6 @@ def rank_main(way: str, logdir: str, repo_id: str, seconds: float, commit_every:
 
 
 # -- the bench side -----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def records_by_node(files: dict[str, bytes]) -> dict[int, tuple[float, float]]:
     """Node -> wall times of its oldest and newest whole record at the target (2 ranks per node)."""
     from tensorboardX.proto.event_pb2 import Event
@@ -157,7 +151,7 @@ def run_job(hub, way: str, nodes: int, seconds: float, commit_every: float, tmp:
     env = {**os.environ, **hub.env(), "HF_HOME": str(tmp / "hf_home"), "HF_TOKEN": TOKEN, "OMP_NUM_THREADS": "1",
            "HF_MPWRITER_HUB_COMMIT_SPACING": "1", "HF_MPWRITER_JOB_STORE": "0" if way == "turns" else "1",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-    port = _free_port()
+    port = free_port()
     procs, outs = [], []
     for k in range(nodes):
         logdir = tmp / repo / f"node-{k}" / "logs"

@@ -56,6 +56,15 @@ def store():
     del server
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (yet): where a store starts later, or never."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _node(hub, port: int, node: int, wait: float = 10.0) -> JobTarget:
     """Node ``node`` of a 2-node job: its own repository target, its leader's, the store."""
     address = StoreAddress("127.0.0.1", port, "job-1")
@@ -289,16 +298,12 @@ def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, t
     """An ``env://`` job whose rank 0 creates its store after the first writer started the node's
     uploader: the node commits itself meanwhile (in its turn, and ``status`` says why), asks the store
     again :data:`STORE_RETRY_S` later (2 s here), and from then on its files go through the job's leader."""
-    import socket
-
     from hf_mpwriter.cli.main import _committer_text
     from hf_mpwriter.targets import target_for
     from hf_mpwriter.uploader import job_commit
 
     monkeypatch.setattr(job_commit, "STORE_RETRY_S", 2.0)
-    with socket.socket() as sock:  # a port nothing listens on yet: the store's, later
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _closed_port()  # the store's, later
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(port))
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-late")
@@ -401,7 +406,6 @@ def test_the_running_uploader_publishes_how_its_commits_go_when_that_changes(hub
     the way its commits go changes: this node itself while the job's store is not there, the job's
     leader once it is (an ``env://`` store rank 0 creates late)."""
     import json
-    import socket
 
     from hf_mpwriter import HFSummaryWriter
     from hf_mpwriter.config import load
@@ -411,9 +415,7 @@ def test_the_running_uploader_publishes_how_its_commits_go_when_that_changes(hub
 
     monkeypatch.setattr(job_commit, "STORE_RETRY_S", 1.0)
     monkeypatch.setenv("HF_MPWRITER_HUB_COMMIT_SPACING", "1")
-    with socket.socket() as sock:  # a port nothing listens on yet: the store's, later
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _closed_port()  # the store's, later
     for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": "job-pub"}.items():
         monkeypatch.setenv(name, value)
     hub.create_repo(REPO)

@@ -63,6 +63,9 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: after the leader stops taking it.
 CLOCK_MARGIN_S = 5.0
 WITHDRAWN = b"-"
+#: What a node does after the store failed (the logs say it where it happens).
+OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
+               f"{STORE_RETRY_S:.0f} s or more after this)")
 
 #: The targets a job's leader can write for its nodes: a repository (one commit, by sha256) or a
 #: Storage Bucket (one batch, by Xet hash).
@@ -157,9 +160,7 @@ class JobTarget(Target):
                     self.store.compare_set(key, current, str(self.incarnation).encode())
                 self._announced = True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
-                logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; this node commits its files "
-                           "itself (it offers them to the job's leader again at its first commit %.0f s or more after this)",
-                           exc, STORE_RETRY_S)
+                logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
                 self.store_failed(exc)
         return self._announced
 
@@ -263,6 +264,11 @@ class JobTarget(Target):
         return self.inner.commit(pieces, message)
 
 
+def _doubling(failures: int, cap: float) -> float:
+    """The leader's pause after ``failures`` in a row: :data:`LEADER_POLL_S`, doubling, up to ``cap``."""
+    return min(cap, LEADER_POLL_S * 2 ** min(failures, 16))
+
+
 def _identity(pieces: Sequence[Piece]) -> tuple:
     return tuple(sorted((p.path, p.size, p.sha256) for p in pieces))
 
@@ -316,12 +322,12 @@ class Leader:
                 failures += 1
             except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
                 self._head_failures += 1
-                pause = min(STORE_RETRY_S, LEADER_POLL_S * 2 ** min(self._head_failures, 16))
+                pause = _doubling(self._head_failures, STORE_RETRY_S)
                 self._head_rests_until = time.monotonic() + pause
                 logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
             except Exception:  # never die: the nodes would fall back for good
                 logger.exception("job leader round failed")
-            self._stop.wait(min(LEASE_STALE_S / 2, LEADER_POLL_S * 2 ** min(failures, 16)))
+            self._stop.wait(_doubling(failures, LEASE_STALE_S / 2))
 
     # -- the lease -------------------------------------------------------------------------------
     def _hold_lease(self) -> bool:
@@ -451,8 +457,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
         logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",
                     address.job_id, address.host, address.port)
     except StoreError as exc:  # not there yet (an env:// store rank 0 creates later), or gone
-        logger.warning("%s; this node commits its own files (it offers them to the job's leader again at its "
-                       "first commit %.0f s or more after this)", exc, STORE_RETRY_S)
+        logger.warning("%s; %s", exc, OWN_COMMITS)
         job.store_failed(exc)
         job.mode = "node"
     return job
