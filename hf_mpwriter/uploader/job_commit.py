@@ -63,7 +63,6 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: after the leader stops taking it.
 CLOCK_MARGIN_S = 5.0
 WITHDRAWN = b"-"
-#: What a node does after the store failed (the logs say it where it happens).
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
@@ -307,8 +306,7 @@ class Leader:
                 pass
 
     def _run(self) -> None:
-        failures = 0  # the store's, in a row: the pause doubles, up to half the lease's staleness (a
-        # store that comes back gets a leader well before the nodes' offers expire)
+        failures = 0  # the store's, in a row (capped at half the lease's staleness: the offers outlive it)
         while not self._stop.is_set():
             try:
                 leading = self._hold_lease()
@@ -322,8 +320,7 @@ class Leader:
                 failures += 1
             except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
                 self._head_failures += 1
-                pause = _doubling(self._head_failures, STORE_RETRY_S)
-                self._head_rests_until = time.monotonic() + pause
+                self._head_rests_until = time.monotonic() + (pause := _doubling(self._head_failures, STORE_RETRY_S))
                 logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
             except Exception:  # never die: the nodes would fall back for good
                 logger.exception("job leader round failed")
