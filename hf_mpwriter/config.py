@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from . import environment
 from .compat import BUCKETS_VERSION, require_hub_version
 from .errors import ConfigurationError
 from .state.statedir import read_json, state_dir, write_json_atomic
@@ -25,6 +26,7 @@ from .timing import (
     BUCKET_COMMIT_EVERY_S,
     DEFAULT_PREEMPTION_DEADLINE_S,
     DRAIN_TIMEOUT_S,
+    HTTP_TIMEOUT_S,
     HUB_COMMIT_EVERY_S,
     HUB_COMMIT_SPACING_S,
     SYSTEM_METRICS_MIN_PERIOD_S,
@@ -140,6 +142,10 @@ class UploadConfig:
     #: ``sync``/``status``/``view`` in a shell with another ``HF_ENDPOINT`` still reach it.
     #: ``None``: a config.json written before it was recorded (the environment's ``HF_ENDPOINT``).
     endpoint: str | None = None
+    #: The read timeout, in seconds, of the uploader's Hub calls (``HF_MPWRITER_HTTP_TIMEOUT``).
+    http_timeout: float = HTTP_TIMEOUT_S
+    #: A multi-node job commits through one leader where it has a store (``HF_MPWRITER_JOB_STORE``).
+    job_store: bool = True
 
     def pacing(self, target_min_interval: float) -> tuple[float, float]:
         """``(interval, phase)`` in seconds: how often this node commits, and when in the cycle.
@@ -234,45 +240,18 @@ def check_commit_every(minutes: Any) -> float | None:
     return float(minutes) * 60.0
 
 
-def check_preemption_deadline(seconds: Any) -> float:
+def check_preemption_deadline(seconds: Any, default: float | None = None) -> float:
     """``preemption_deadline`` (seconds after SIGTERM by which the uploader's last commit must end),
-    checked; ``None``: the default, or ``HF_MPWRITER_PREEMPTION_DEADLINE`` (set it in a job script once
-    for every writer: the one setting to tune to the cluster's grace period)."""
-    where = "preemption_deadline"
+    checked; ``None``: ``default`` (``HF_MPWRITER_PREEMPTION_DEADLINE``, read by
+    :mod:`hf_mpwriter.environment`), else :data:`DEFAULT_PREEMPTION_DEADLINE_S`."""
     if seconds is None:
-        seconds = os.environ.get("HF_MPWRITER_PREEMPTION_DEADLINE")
-        where = "HF_MPWRITER_PREEMPTION_DEADLINE"
-        if seconds is None:
-            return DEFAULT_PREEMPTION_DEADLINE_S
-        try:
-            seconds = float(seconds)
-        except ValueError:
-            seconds = str(seconds)
+        return DEFAULT_PREEMPTION_DEADLINE_S if default is None else default
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
         raise ConfigurationError(
-            f"{where} must be a positive number of seconds (a few seconds less than the cluster's grace "
-            f"period between SIGTERM and SIGKILL, e.g. 20 for 30), got {seconds!r}"
+            f"preemption_deadline must be a positive number of seconds (a few seconds less than the cluster's "
+            f"grace period between SIGTERM and SIGKILL, e.g. 20 for 30), got {seconds!r}"
         )
     return float(seconds)
-
-
-def hub_commit_spacing() -> float | None:
-    """``HF_MPWRITER_HUB_COMMIT_SPACING``: seconds between commits the Hub accepts per repository, for
-    a Hub endpoint whose budget is not huggingface.co's ~128 commits per hour (``None``: that one).
-    The nodes of a job share it, and writers closing one after the other are spaced by it (the
-    benchmarks scale time down with it)."""
-    value = os.environ.get("HF_MPWRITER_HUB_COMMIT_SPACING")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < math.inf:
-        raise ConfigurationError(
-            f"HF_MPWRITER_HUB_COMMIT_SPACING must be a number of seconds >= 0 (e.g. 28 for huggingface.co), got {value!r}"
-        )
-    return seconds
 
 
 def writer_settings(
@@ -281,15 +260,17 @@ def writer_settings(
     repo_private: bool | None = None, path_in_repo: str | None = "tensorboard",
     repo_allow_patterns: PatternArg = DEFAULT_ALLOW, repo_ignore_patterns: PatternArg = None,
     nodes: int = 1, node_rank: int = 0, preemption_deadline: Any = None,
-    system_metrics: Any = False,
+    system_metrics: Any = False, env: environment.Environment | None = None,
 ) -> UploadConfig | None:
     """The upload settings of ``HFSummaryWriter``'s arguments (``None``: local only), all checked.
 
     Used by the writer, the integrations (to fail when a callback is built, not at the first log
-    call) and nothing else: one place decides what the arguments mean.
+    call) and nothing else: one place decides what the arguments mean. ``env``: the environment's
+    settings as the writer read them (default: read them now).
     """
+    env = environment.read() if env is None else env
     every_s = check_commit_every(commit_every)
-    deadline_s = check_preemption_deadline(preemption_deadline)
+    deadline_s = check_preemption_deadline(preemption_deadline, env.preemption_deadline)
     metrics_s = period_seconds(system_metrics)
     config: UploadConfig | None = None
     if repo_id is not None:
@@ -309,7 +290,8 @@ def writer_settings(
         config.nodes, config.node_rank = nodes, node_rank
         config.preemption_deadline = deadline_s
         config.system_metrics = metrics_s
-        config.min_interval = hub_commit_spacing() if config.kind == "hub" else None  # a bucket has no commit budget
+        config.min_interval = env.hub_commit_spacing if config.kind == "hub" else None  # a bucket has no commit budget
+        config.http_timeout, config.job_store = env.http_timeout, env.job_store
     return config
 
 

@@ -64,6 +64,8 @@ UNEXPECTED_ERROR_PAUSE_S = 10.0
 MAX_BACKOFF_S = 300.0
 #: Backoff for an error that needs the user (token, repository): no point asking often.
 NEEDS_USER_BACKOFF_S = 30.0
+#: The read timeout of the uploader's Hub calls (``HF_MPWRITER_HTTP_TIMEOUT`` sets another); connecting: 10 s.
+HTTP_TIMEOUT_S = 60.0
 #: A call to the target is abandoned once it has run this many read timeouts (``HF_MPWRITER_HTTP_TIMEOUT``)...
 CALL_BOUND_TIMEOUTS = 3.0
 #: ... plus the time its bytes take at this rate (256 KiB/s: slower than any link a job logs over).
@@ -77,8 +79,6 @@ HUB_COMMIT_SPACING_S = 3600 / 128
 #: Seconds during which the head is read before every commit, after the Hub refused one because the branch
 #: had moved: someone else commits to it too (another node's uploader, the job's checkpoint pushes), and a
 #: remembered head would be refused again. Afterwards the last commit's head is trusted again.
-#: ``HF_MPWRITER_SHARED_BRANCH_S`` overrides it (read in targets/hub.py; a large value: read the head
-#: before every commit, as long as others commit to the branch).
 SHARED_BRANCH_S = 600.0
 #: ``commit_every`` of a repository when not given (huggingface_hub's HFSummaryWriter: 5 minutes).
 HUB_COMMIT_EVERY_S = 300.0

@@ -38,13 +38,14 @@ def api_requests(after: Mapping[str, Any], before: Mapping[str, Any] | None = No
 
 
 # -- the child: a writer and its uploader, one command at a time -----------------------------------------
-def drive(repo_id: str, logdir: Path) -> int:
+def drive(repo_id: str, logdir: Path, shared_branch_s: float | None = None) -> int:
     """Answer commands read from stdin, one JSON line each, until ``quit``:
 
     ``commit``: log step ``n`` (value ``n``, rank 0), flush it, run one uploader cycle; ``cycle``: one cycle
     (the backoff of a failed commit skipped); ``push``: commit ``checkpoint.txt`` to the repository with
     a client of its own (someone else moves the branch; ``checkpoint <n>`` at the n-th push). The token is
-    ``TEST_TOKEN``'s, never an argument.
+    ``TEST_TOKEN``'s, never an argument. ``shared_branch_s``: the repository target's window after a 412
+    (``HubTarget.shared_branch_s``).
     """
     sys.path.insert(0, str(ROOT))
     from hf_mpwriter import HFSummaryWriter
@@ -56,6 +57,8 @@ def drive(repo_id: str, logdir: Path) -> int:
     with HFSummaryWriter(repo_id, logdir=str(logdir), uploader="none", rank=0, token=token) as writer:
         uploader = Uploader(logdir, token=token)
         uploader.acquire()
+        if shared_branch_s is not None:
+            uploader.target.shared_branch_s = shared_branch_s  # type: ignore[attr-defined]
         try:
             _answer(answers, {"prefix": uploader.target.prefix})
             for line in sys.stdin:
@@ -92,11 +95,13 @@ def _answer(out: Any, data: dict) -> None:
 class Driven:
     """The child of :func:`drive` for ``repo_id`` (a repository, or ``hf://buckets/...``), and the Hub API
     requests each of its commands made on ``hub`` (the test Hub, in this process). ``env``: the child's
-    environment (the test Hub's, ``TEST_TOKEN``, ``HF_HOME``)."""
+    environment (the test Hub's, ``TEST_TOKEN``, ``HF_HOME``); ``shared_branch_s``: see :func:`drive`."""
 
-    def __init__(self, hub: Any, repo_id: str, logdir: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, hub: Any, repo_id: str, logdir: Path, env: Mapping[str, str],
+                 shared_branch_s: float | None = None) -> None:
         self.hub = hub
-        self.proc = subprocess.Popen([sys.executable, __file__, "--drive", repo_id, str(logdir)], env=dict(env),
+        window = [] if shared_branch_s is None else [str(shared_branch_s)]
+        self.proc = subprocess.Popen([sys.executable, __file__, "--drive", repo_id, str(logdir), *window], env=dict(env),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.prefix: str = self._read()["prefix"]
 
@@ -157,7 +162,7 @@ def child_env(hub: Any, home: Path, token: str, xet: bool = True) -> dict[str, s
 
 def main() -> int:
     if sys.argv[1:2] == ["--drive"]:
-        return drive(sys.argv[2], Path(sys.argv[3]))
+        return drive(sys.argv[2], Path(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else None)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--commits", type=int, default=6)
     parser.add_argument("--kind", choices=["repo", "bucket", "both"], default="both")

@@ -97,7 +97,7 @@ def test_thread_mode_leaves_the_process_client_alone(hub, tmp_path):
 
 
 #: A process the uploader owns: configure_process_client(), then what the client does with it. Each
-#: call meets a 5 s latency (injected by the test) with HF_MPWRITER_HTTP_TIMEOUT=1.
+#: call meets a 5 s latency (injected by the test) with a read timeout of 1 s.
 _PROCESS = r'''
 import json, os, sys, time
 import huggingface_hub
@@ -106,7 +106,7 @@ from huggingface_hub.utils import get_session
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.targets.hub_client import configure_process_client
 
-configure_process_client()
+configure_process_client(1.0)
 client = get_session()
 hooks = [getattr(h, "__name__", "") for h in (getattr(client, "event_hooks", None) or {}).get("request", [])]
 adapters = sorted({type(a).__name__ for a in (getattr(client, "adapters", None) or {}).values()})

@@ -449,3 +449,50 @@ def test_an_uploader_the_heartbeat_thread_restarts_still_takes_sigterm(tmp_path)
         os.kill(second, signal.SIGTERM)  # ... and acts on it: its last commit, then it exits
         wait_for(lambda: "termination signal: committing" in log.read_text(), 30, "the uploader to take SIGTERM")
 
+
+
+def test_sigterm_while_the_uploader_is_still_starting_gives_its_last_commit(hub, tmp_path, monkeypatch):
+    """The uploader's first seconds: a multi-node job's uploader imports torch and asks the job's store
+    (here a host that takes the connection and never answers: the whole store deadline) before its
+    loop runs. A SIGTERM then still gets the last commit, not death with the backlog."""
+    import socket
+
+    from hf_mpwriter import HFSummaryWriter
+
+    monkeypatch.setenv("GROUP_RANK", "1")  # node 1 of 2: the uploader looks for the job's store
+    monkeypatch.setenv("GROUP_WORLD_SIZE", "2")
+    env = writer_env(hub_env(hub, tmp_path))
+    for name, value in env.items():
+        if name.startswith("HF_"):
+            monkeypatch.setenv(name, value)
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(REPO, logdir=str(logdir), uploader="none", token=TOKEN, rank=0) as writer:
+        for step in range(50):
+            writer.add_scalar("loss", float(step), step)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    silent.settimeout(60)
+    env.update({"HF_TOKEN": TOKEN, "GROUP_RANK": "1", "GROUP_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "job-1",
+                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(silent.getsockname()[1])})
+    proc = subprocess.Popen([sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        conn, _ = silent.accept()  # the scenario: the uploader is inside its start, asking the store
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        code = proc.wait(GRACE_S)
+        took = time.monotonic() - sent
+        conn.close()
+    finally:
+        silent.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
+    assert code == 0, (code, proc.stderr.read() if proc.stderr else "", log[-2000:])
+    assert "termination signal" in log, log[-2000:]
+    assert took < 20.0 + 5.0, took  # within the default preemption deadline (and its last call's bound)
+    into = materialise(_remote("repo", hub, tmp_path), tmp_path / "remote")
+    steps = sorted(s for f in into.rglob("*tfevents*") for s, _ in scalar_points(read_file_events(f), "loss"))
+    assert steps == list(range(50)), steps

@@ -42,8 +42,8 @@ def _library_repo_info() -> Counter:
     return +Counter({"repo_info": 1 if hub_version() < (0, 36) else 0})
 
 
-def _driven(hub, tmp_path: Path, repo_id: str, **env: str) -> Driven:
-    return Driven(hub, repo_id, tmp_path / "logs", {**child_env(hub, tmp_path / "hf_home", TOKEN), **env})
+def _driven(hub, tmp_path: Path, repo_id: str, shared_branch_s: float | None = None, **env: str) -> Driven:
+    return Driven(hub, repo_id, tmp_path / "logs", {**child_env(hub, tmp_path / "hf_home", TOKEN), **env}, shared_branch_s)
 
 
 def _remote_repo(hub, prefix: str) -> dict[str, bytes]:
@@ -87,10 +87,10 @@ def test_a_bucket_write_costs_its_batch_its_token_and_one_verification(hub, tmp_
     check_remote(tmp_path / "logs", remote, {0: range(1 + COMMITS)}, tmp_path / "remote")
 
 
-@pytest.mark.parametrize("window", ["600", "0"], ids=["shared-window", "no-window"])
+@pytest.mark.parametrize("window", [600.0, 0.0], ids=["shared-window", "no-window"])
 def test_a_commit_refused_because_the_branch_moved_reads_the_head_and_lands(hub, tmp_path, window):
-    """``window``: ``HF_MPWRITER_SHARED_BRANCH_S``, how long the head is read before each commit after a 412."""
-    with _driven(hub, tmp_path, REPO, HF_MPWRITER_SHARED_BRANCH_S=window) as child:
+    """``window``: ``HubTarget.shared_branch_s``, how long the head is read before each commit after a 412."""
+    with _driven(hub, tmp_path, REPO, shared_branch_s=window) as child:
         _steady(child)
         child.push()  # someone else commits to the branch (the job's checkpoint push): the remembered head is stale
         moved_to = hub.head(REPO)

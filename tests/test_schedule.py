@@ -269,18 +269,14 @@ def test_backoff_grows_with_jitter_and_is_capped(attempts):
     assert backoff(attempts, True, 600.0, rand=0.0) == 600.0  # Retry-After wins
 
 
-def test_preemption_deadline_setting_is_checked_where_it_enters(monkeypatch):
+def test_preemption_deadline_setting_is_checked_where_it_enters():
     from hf_mpwriter.config import check_preemption_deadline
     from hf_mpwriter.errors import ConfigurationError
 
-    monkeypatch.delenv("HF_MPWRITER_PREEMPTION_DEADLINE", raising=False)
     assert check_preemption_deadline(None) == 20.0
     assert check_preemption_deadline(8) == 8.0
-    monkeypatch.setenv("HF_MPWRITER_PREEMPTION_DEADLINE", "45")
-    assert check_preemption_deadline(None) == 45.0
+    assert check_preemption_deadline(None, 45.0) == 45.0  # HF_MPWRITER_PREEMPTION_DEADLINE, as the writer read it
+    assert check_preemption_deadline(8, 45.0) == 8.0  # the argument wins
     for bad in (0, -1, math.inf, "20", True):
         with pytest.raises(ConfigurationError, match="preemption_deadline must be a positive number"):
             check_preemption_deadline(bad)
-    monkeypatch.setenv("HF_MPWRITER_PREEMPTION_DEADLINE", "soon")
-    with pytest.raises(ConfigurationError, match="HF_MPWRITER_PREEMPTION_DEADLINE must be"):
-        check_preemption_deadline(None)

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..errors import HFMPWriterError
+from .. import __version__, environment
+from ..errors import ConfigurationError, HFMPWriterError
 from ..timing import HANDOVER_WAIT_S, STORE_RETRY_S
 from .common import CLIError, use_logdir_endpoint, where_text
 from .view import cmd_view
@@ -204,7 +204,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     config = _sync_config(args, logdir)
     from ..targets.hub_client import configure_process_client
 
-    configure_process_client()  # sync's process is the uploader's own: its client gets timeouts, the documented way
+    # sync's process is the uploader's own: its client gets timeouts, the documented way
+    configure_process_client(config.http_timeout)
     uploader = Uploader(logdir, config)
     if args.watch:
         print(f"watching {logdir} -> {uploader.target.description} (Ctrl-C: last commit, then exit; twice: exit now)")
@@ -356,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.debug)
     try:
+        _check_environment()
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; nothing is lost: `hf-mpwriter sync LOGDIR` resumes", file=sys.stderr)
@@ -368,6 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (HFMPWriterError, OSError) as exc:
         return _error(args, exc)
+
+
+def _check_environment() -> None:
+    """A bad ``HF_MPWRITER_*`` setting is said first, whatever the command, as a usage error (exit 2)."""
+    try:
+        environment.read()
+    except ConfigurationError as exc:
+        raise CLIError(str(exc), 2) from None
 
 
 def _error(args: argparse.Namespace, exc: Exception) -> int:

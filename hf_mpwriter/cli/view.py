@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from .. import environment
 from ..errors import HFMPWriterError
 from .common import CLIError, use_logdir_endpoint, where_text
 
@@ -62,7 +63,7 @@ def check_remote_exists(url: str, logdir: str | None) -> None:
     from ..redaction import redact
     from ..targets.hub_client import configure_process_client, is_network_error
 
-    configure_process_client()  # this process is ours: its calls get timeouts
+    configure_process_client(environment.read().http_timeout)  # this process is ours: its calls get timeouts
     hub = current_endpoint()
     try:
         HfFileSystem(endpoint=hub).resolve_path(url)

@@ -26,6 +26,7 @@ from typing import Any
 from ..config import describe_target, target_key
 from ..errors import TargetError
 from ..state.piece import Piece
+from ..timing import HTTP_TIMEOUT_S
 from .base import Target, UploadedFile, synthetic_commit_id
 from .batching import batched_differences
 from .hub_client import UsesHubApi, classify
@@ -86,9 +87,10 @@ class BucketTarget(UsesHubApi, Target):
 
     def __init__(
         self, bucket_id: str, *, prefix: str, private: bool | None = None, token: str | None = None,
-        endpoint: str | None = None,
+        endpoint: str | None = None, http_timeout: float = HTTP_TIMEOUT_S,
     ) -> None:
         super().__init__(prefix)
+        self.http_timeout = http_timeout
         self.repo_id = bucket_id  # the name every target exposes for "where", completed by prepare()
         self.private = private
         self._token = token

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 from ..config import describe_target, target_key
 from ..errors import TargetError
 from ..state.piece import Piece, open_nofollow
-from ..timing import HUB_COMMIT_SPACING_S, SHARED_BRANCH_S
+from ..timing import HTTP_TIMEOUT_S, HUB_COMMIT_SPACING_S, SHARED_BRANCH_S
 from .base import Target, UploadedFile
 from .batching import batched_differences
 from .hub_client import UsesHubApi, classify
@@ -42,16 +41,6 @@ logger = logging.getLogger(__name__)
 #: ``get_paths_info`` batch size: one call per this many files when checking what the Hub holds. The Hub
 #: answers at most 1,000 paths per call (413 "too many parameters" beyond); huggingface_hub asks 500.
 PATHS_PER_CALL = 500
-
-
-def shared_branch_s() -> float:
-    """:data:`SHARED_BRANCH_S`, or ``HF_MPWRITER_SHARED_BRANCH_S`` where it is set to a number."""
-    raw = os.environ.get("HF_MPWRITER_SHARED_BRANCH_S")
-    try:
-        return max(0.0, float(raw)) if raw else SHARED_BRANCH_S
-    except ValueError:
-        logger.warning("HF_MPWRITER_SHARED_BRANCH_S=%r is not a number of seconds; using %.0f", raw, SHARED_BRANCH_S)
-        return SHARED_BRANCH_S
 
 
 def git_blob_sha1(path: str, size: int) -> str:
@@ -97,6 +86,8 @@ class HubTarget(UsesHubApi, Target):
     taking turns): the head is read before every commit, since the last commit's would be refused."""
 
     min_interval = HUB_COMMIT_SPACING_S  # the Hub accepts about 128 commits per hour per repository
+    #: After a 412, the head is read before every commit for this long (:data:`SHARED_BRANCH_S`).
+    shared_branch_s = SHARED_BRANCH_S
 
     def __init__(
         self,
@@ -110,8 +101,10 @@ class HubTarget(UsesHubApi, Target):
         token: str | None = None,
         endpoint: str | None = None,
         shared_branch: bool = False,
+        http_timeout: float = HTTP_TIMEOUT_S,
     ) -> None:
         super().__init__(prefix)
+        self.http_timeout = http_timeout
         self.repo_id = repo_id
         self.repo_type = repo_type or "model"
         self.revision = revision or "main"
@@ -261,7 +254,7 @@ class HubTarget(UsesHubApi, Target):
             raise
         except Exception as exc:
             if _branch_moved(exc):  # someone else commits to this branch too
-                window = shared_branch_s()
+                window = self.shared_branch_s
                 self._shared_until = time.monotonic() + window
                 logger.info("branch %r of %s moved since commit %s; its head is read before each commit for "
                             "the next %.0f s", self.revision, self.repo_id, parent, window)

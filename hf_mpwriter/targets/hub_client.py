@@ -21,7 +21,6 @@ import importlib
 import inspect
 import json
 import logging
-import os
 import re
 import sys
 import types
@@ -29,6 +28,7 @@ from typing import Any
 
 from ..errors import TargetError
 from ..redaction import redact
+from ..timing import HTTP_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
@@ -195,18 +195,17 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def http_timeouts() -> tuple[float, float]:
-    """``(connect, read)`` seconds for the uploader's calls: ``HF_MPWRITER_HTTP_TIMEOUT`` (read) or 60 s."""
-    return 10.0, float(os.environ.get("HF_MPWRITER_HTTP_TIMEOUT") or 60.0)
+#: Seconds to connect, for every call of the uploader (the read timeout is a setting: ``UploadConfig.http_timeout``).
+CONNECT_TIMEOUT_S = 10.0
 
 
 # -- the API the targets use -----------------------------------------------------------------------
-def hub_api(token: str | None, endpoint: str | None) -> TimedApi:
+def hub_api(token: str | None, endpoint: str | None, timeout: float = HTTP_TIMEOUT_S) -> TimedApi:
     """A ``huggingface_hub.HfApi`` whose calls get a timeout where they take one (imported here:
     writers never need it). See :class:`TimedApi`."""
     from huggingface_hub import HfApi
 
-    return TimedApi(HfApi(token=token, endpoint=endpoint), http_timeouts()[1])
+    return TimedApi(HfApi(token=token, endpoint=endpoint), timeout)
 
 
 class TimedApi:
@@ -247,11 +246,13 @@ class UsesHubApi:
     _token: str | None
     _endpoint: str | None
     _api: Any = None
+    #: The read timeout of its calls (``UploadConfig.http_timeout``).
+    http_timeout: float = HTTP_TIMEOUT_S
 
     @property
     def api(self) -> Any:
         if self._api is None:
-            self._api = hub_api(self._token, self._endpoint)
+            self._api = hub_api(self._token, self._endpoint, self.http_timeout)
         return self._api
 
     def reset_client(self) -> None:
@@ -270,7 +271,7 @@ class UsesHubApi:
 _process_timeouts: tuple[float, float] | None = None
 
 
-def configure_process_client() -> None:
+def configure_process_client(read_timeout: float = HTTP_TIMEOUT_S) -> None:
     """Give huggingface_hub's client in *this process* timeouts on every request, the way the installed
     version documents: ``set_client_factory`` (1.x and later, ``httpx``) or ``configure_http_backend``
     (0.x, ``requests``). The client is otherwise what the library's default factory makes (its request
@@ -281,7 +282,7 @@ def configure_process_client() -> None:
     global _process_timeouts
     import huggingface_hub
 
-    connect, read = http_timeouts()
+    connect, read = CONNECT_TIMEOUT_S, read_timeout
     if hasattr(huggingface_hub, "set_client_factory"):
         huggingface_hub.set_client_factory(functools.partial(_timed_httpx_client, connect, read))
     else:

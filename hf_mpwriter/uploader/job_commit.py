@@ -432,7 +432,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     (a repository's nodes take turns). A store that does not answer yet gives a :class:`JobTarget`
     that commits itself until it does (offering to the leader again :data:`STORE_RETRY_S` after a failure).
     """
-    address = store_address()
+    address = store_address() if config.job_store else None  # HF_MPWRITER_JOB_STORE=0: node turns
     if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):
         return target
     if importlib.util.find_spec("torch") is None:  # the store's client is torch's

@@ -52,13 +52,8 @@ class StoreAddress:
 
 
 def store_address(env: Mapping[str, str] | None = None) -> StoreAddress | None:
-    """The job's store from the launcher's environment, or ``None`` (no store: node turns).
-
-    ``HF_MPWRITER_JOB_STORE=0`` turns the job-wide leader off (node turns, as without a store).
-    """
+    """The job's store from the launcher's environment, or ``None`` (no store: node turns)."""
     env = os.environ if env is None else env
-    if env.get("HF_MPWRITER_JOB_STORE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
     host, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
     job_id = next((env[var] for var in JOB_ID_VARS if env.get(var)), None)
     if not host or not port or not job_id:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sqlite3
 import sys
 import threading
@@ -47,7 +48,6 @@ from ..state.liveness import is_alive, process_identity
 from ..state.registry import live_writers, prune_stale_registrations
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
-from ..targets.hub_client import http_timeouts
 from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
 from . import job_commit, system_metrics
 from .commit_cycle import Committer, Progress, Superseded
@@ -67,8 +67,15 @@ logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module 
 
 #: Exit code of an uploader that could not replace itself after an abandoned call (``exec`` failed).
 REPLACE_ME = 4
+#: Signals that end the uploader: each starts a last commit (see :mod:`hf_mpwriter.uploader.schedule`).
+TERMINATION_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 T = TypeVar("T")
 __all__ = ["REPLACE_ME", "Abandoned", "Progress", "Superseded", "Uploader"]
+
+
+def termination_signals() -> list[int]:
+    """:data:`TERMINATION_SIGNALS` this platform has."""
+    return [s for s in (getattr(signal, name, None) for name in TERMINATION_SIGNALS) if s is not None]
 
 
 class Abandoned(Exception):
@@ -105,7 +112,7 @@ class Uploader:
         self._token = token or os.environ.get("HF_TOKEN")
         self.target = target or target_for(loaded, self._token)
         if target is None and owns_process:  # a multi-node job with a store: one leader commits for all
-            self.target = job_commit.for_job(loaded, self.target, self._token, call_bound(http_timeouts()[1]))
+            self.target = job_commit.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout))
         self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self._call)
         self._next_prune = 0.0
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
@@ -207,12 +214,13 @@ class Uploader:
             preemption_deadline=self.config.preemption_deadline, watch=watch,
         )
 
-    def terminate(self) -> None:
+    def terminate(self, at: float | None = None) -> None:
         """Ask for the last commit now (SIGTERM, SIGINT, SIGHUP); a second call ends the loop at once.
+        ``at``: when the signal came (``time.monotonic()``; default now), for one kept while starting.
 
         Called from a signal handler (the main thread, between two bytecodes): it only notes the time.
         """
-        self._signals.append(time.monotonic())
+        self._signals.append(time.monotonic() if at is None else at)
 
     def _take_signals(self, schedule: Schedule) -> None:
         while self._signals:
@@ -341,7 +349,7 @@ class Uploader:
         is fenced by ``parent_commit`` (412) once anything newer was committed. The worker never
         touches the queue (its connection is this thread's).
         """
-        bound = call_bound(http_timeouts()[1], nbytes)
+        bound = call_bound(self.config.http_timeout, nbytes)
         started = time.monotonic()
         result: dict[str, Any] = {}
 
@@ -391,9 +399,16 @@ class Uploader:
         for name in ("hf_mpwriter", "huggingface_hub"):
             for handler in logging.getLogger(name).handlers:
                 handler.flush()
+        # Held (the mask survives exec) until the new image handles them: a SIGTERM during its start is
+        # its last commit, not its death (hf_mpwriter.uploader.process.on_termination unblocks them).
+        blocked = termination_signals() if hasattr(signal, "pthread_sigmask") else []
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
             os.execv(sys.executable, argv)
         except OSError as exc:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
             logger.error("could not start a fresh uploader in this process (%s); exiting so that a writer starts one",
                          exc)
 

@@ -14,21 +14,22 @@ import logging
 import logging.handlers
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Callable
 
+from .. import config as config_mod
 from ..errors import ConfigurationError
 from ..redaction import RedactingFilter
 from ..state.statedir import private_open, secure_state_dir, state_dir
 from ..targets.hub_client import configure_process_client
-from .loop import Uploader
+from ..timing import HTTP_TIMEOUT_S
+from .loop import Uploader, termination_signals
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
 #: ``uploader.log`` rotates past this size (two old copies are kept).
 LOG_BYTES = 1 << 20
-#: Signals that end the uploader: each starts a last commit (see :mod:`hf_mpwriter.uploader.schedule`).
-TERMINATION_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +37,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The uploader of a logdir (one per node).")
     parser.add_argument("logdir")
     args = parser.parse_args(argv)
+    # First: a signal during the start (torch's import, a silent job store: seconds) is kept for the
+    # loop, whose deadline counts from it, instead of ending the process with the backlog.
+    early: list[float] = []
+    on_termination(lambda: early.append(time.monotonic()))
     logdir = Path(args.logdir)
+    try:
+        _log_to_file(logdir)
+        config = config_mod.load(logdir)
+        # This process is the uploader's own: its client gets timeouts, the documented way.
+        configure_process_client(config.http_timeout if config else HTTP_TIMEOUT_S)
+        uploader = Uploader(logdir, config, owns_process=True)
+        on_termination(uploader.terminate)
+        while early:
+            uploader.terminate(early.pop(0))
+        return uploader.run()
+    except ConfigurationError as exc:
+        logger.error("%s", exc)
+        return 3
+    except Exception:  # logged through the redacting handler, not printed raw to uploader.out
+        logger.exception("the uploader failed")
+        return 1
+
+
+def _log_to_file(logdir: Path) -> None:
+    """``uploader.log`` (private, rotated, tokens redacted): where the writers and ``status`` look."""
     secure_state_dir(logdir)
     os.close(private_open(state_dir(logdir) / "uploader.log"))  # private before the handler opens it
     handler = logging.handlers.RotatingFileHandler(
@@ -47,17 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("hf_mpwriter", "huggingface_hub"):  # the client's own warnings too, redacted
         logging.getLogger(name).addHandler(handler)
     logging.getLogger("hf_mpwriter").setLevel(logging.INFO)
-    configure_process_client()  # this process is the uploader's own: its client gets timeouts, the documented way
-    try:
-        uploader = Uploader(logdir, owns_process=True)
-        on_termination(uploader.terminate)
-        return uploader.run()
-    except ConfigurationError as exc:
-        logger.error("%s", exc)
-        return 3
-    except Exception:  # logged through the redacting handler, not printed raw to uploader.out
-        logger.exception("the uploader failed")
-        return 1
 
 
 def on_termination(handler: Callable[[], None]) -> None:
@@ -69,7 +83,7 @@ def on_termination(handler: Callable[[], None]) -> None:
     heartbeat thread, which starts a replacement uploader, blocks SIGTERM and SIGINT
     (:func:`hf_mpwriter.compat.keep_signals_for_the_main_thread`): such an uploader never saw them.
     One that arrived meanwhile runs the handler now."""
-    signums = [s for s in (getattr(signal, name, None) for name in TERMINATION_SIGNALS) if s is not None]
+    signums = termination_signals()
     for signum in signums:
         signal.signal(signum, lambda _signum, _frame: handler())
     if hasattr(signal, "pthread_sigmask"):

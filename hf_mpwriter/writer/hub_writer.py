@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import environment
 from ..compat import keep_signals_for_the_main_thread
 from ..config import UploadConfig, check_same_target, matches, resolved_repo_id, writer_settings
 from ..errors import ConfigurationError
@@ -114,6 +115,7 @@ class HFSummaryWriter(SummaryWriter):
         system_metrics: bool | float = False,
         **kwargs: Any,
     ) -> None:
+        self._env = environment.read()  # HF_MPWRITER_*, checked once, before anything is created
         check_keywords("HFSummaryWriter", kwargs, SummaryWriter.__init__, extra=_OWN_ARGS)
         supervisor.check_mode(uploader)
         logdir = logdir or kwargs.pop("log_dir", None) or default_logdir(kwargs.get("comment") or "")
@@ -130,7 +132,7 @@ class HFSummaryWriter(SummaryWriter):
             squash_history=squash_history, repo_type=repo_type, repo_revision=repo_revision,
             repo_private=repo_private, path_in_repo=path_in_repo, repo_allow_patterns=repo_allow_patterns,
             repo_ignore_patterns=repo_ignore_patterns, nodes=nodes, node_rank=node_rank,
-            preemption_deadline=preemption_deadline, system_metrics=system_metrics,
+            preemption_deadline=preemption_deadline, system_metrics=system_metrics, env=self._env,
         )
         if self._upload is not None:  # a logdir that uploads elsewhere is refused before anything is created
             check_same_target(Path(logdir).expanduser(), self._upload)
@@ -151,7 +153,7 @@ class HFSummaryWriter(SummaryWriter):
         self.scheduler = _Scheduler(self)
         if self._upload is not None:
             # On SIGTERM (after the flush): the uploader commits at once, within the grace period.
-            termination.on_term(self._root, self._on_sigterm)
+            termination.on_term(self._root, self._on_sigterm, install=self._env.handle_sigterm)
             self._register(first=True)
             if self._settings_saved:
                 # Before returning: a process that fails right after creating its writer must still

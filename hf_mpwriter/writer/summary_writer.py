@@ -34,6 +34,7 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.summary import hparams, scalar
 
+from .. import environment
 from ..events.encoding import scalar_event
 from ..events.event_file import DEFAULT_FLUSH_SECS, DEFAULT_ROTATE_BYTES, EventFileWriter
 from ..state import registry
@@ -61,10 +62,14 @@ class FileWriter(tbx_writer.FileWriter):
         flush_secs: float = DEFAULT_FLUSH_SECS,
         filename_suffix: str = "",
         rotate_bytes: int = DEFAULT_ROTATE_BYTES,
+        handle_sigterm: bool | None = None,
     ) -> None:  # no super().__init__: it would open a tensorboardX event file
+        if handle_sigterm is None:  # a FileWriter made by the user: the environment says (HF_MPWRITER_HANDLE_SIGTERM)
+            handle_sigterm = environment.read().handle_sigterm
         Path(logdir).mkdir(parents=True, exist_ok=True)
         self.event_writer = EventFileWriter(logdir, max_queue, flush_secs, filename_suffix, rotate_bytes)
-        termination.watch(self.event_writer)  # on SIGTERM, its records reach the OS before the process ends
+        # On SIGTERM, its records reach the OS before the process ends.
+        termination.watch(self.event_writer, install=handle_sigterm)
         self._default_metadata: dict = {}
 
     def reopen(self) -> None:
@@ -107,6 +112,8 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         rank: int | None = None,
         rotate_bytes: int = DEFAULT_ROTATE_BYTES,
     ) -> None:
+        # HF_MPWRITER_* checked before anything is created (HFSummaryWriter has read them already).
+        self._env = getattr(self, "_env", None) or environment.read()
         if log_dir is not None and logdir is None:
             logdir = log_dir
         if not logdir:
@@ -154,7 +161,8 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         return str(self.run_dir)
 
     def _new_file_writer(self, directory: str | os.PathLike) -> FileWriter:
-        return FileWriter(directory, self._max_queue or 10, self._flush_secs, self._filename_suffix or "", self._rotate_bytes)
+        return FileWriter(directory, self._max_queue or 10, self._flush_secs, self._filename_suffix or "", self._rotate_bytes,
+                          handle_sigterm=self._env.handle_sigterm)
 
     def _get_file_writer(self) -> Any:
         """The writer of this process's run directory (claimed on first use, again after close)."""

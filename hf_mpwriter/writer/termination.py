@@ -32,8 +32,6 @@ from ..compat import keep_signals_for_the_main_thread
 
 logger = logging.getLogger(__name__)
 
-#: Set to "0" (or "false", "no") to leave SIGTERM alone.
-ENV_SWITCH = "HF_MPWRITER_HANDLE_SIGTERM"
 #: A writer busy in its own flush when the signal lands is flushed again after this long...
 RETRY_S = 0.02
 #: ...at most this many times (a second), then the handler goes on.
@@ -46,24 +44,22 @@ _installed = False
 _retries = 0
 
 
-def enabled() -> bool:
-    """Whether the SIGTERM handler may be installed (``HF_MPWRITER_HANDLE_SIGTERM``)."""
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def watch(event_writer: Any) -> None:
-    """Flush ``event_writer`` on SIGTERM (installs the handler if it can)."""
+def watch(event_writer: Any, install: bool = True) -> None:
+    """Flush ``event_writer`` on SIGTERM (installs the handler if it can and ``install``: ``False`` where
+    ``HF_MPWRITER_HANDLE_SIGTERM=0`` leaves SIGTERM to the user)."""
     _flushers.add(event_writer)
-    _install()
+    if install:
+        _install()
 
 
-def on_term(logdir: Path, trigger: Callable[[bool], None]) -> None:
+def on_term(logdir: Path, trigger: Callable[[bool], None], install: bool = True) -> None:
     """Call ``trigger(dying)`` on SIGTERM, after the flush: the logdir's uploader commits at once.
 
     ``dying``: the process ends right after (the signal's default action). An uploader running as a
     thread of this process dies with it, so that is its last chance to commit (bounded wait)."""
     _logdirs[str(logdir)] = trigger
-    _install()
+    if install:
+        _install()
 
 
 def forget(logdir: Path) -> None:
@@ -73,7 +69,7 @@ def forget(logdir: Path) -> None:
 
 def _install() -> None:
     global _installed, _previous
-    if _installed or not enabled() or threading.current_thread() is not threading.main_thread():
+    if _installed or threading.current_thread() is not threading.main_thread():
         return
     try:
         _previous = signal.getsignal(signal.SIGTERM)

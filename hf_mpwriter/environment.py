@@ -1,0 +1,89 @@
+"""The library's settings from the environment (``HF_MPWRITER_*``): each read and checked here, once.
+
+Why one reader: a job script sets these once for every process, and a bad value found later (in the
+uploader, another process) is found by nobody. The writer's constructor calls :func:`read` before it
+creates anything; a bad value is a :class:`~hf_mpwriter.errors.ConfigurationError` that names the
+variable, its value and a value that works. What the uploader needs travels in the logdir's settings
+(:class:`~hf_mpwriter.config.UploadConfig`), so ``hf-mpwriter sync`` in another shell uses what the
+writer read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import ConfigurationError
+from .timing import HTTP_TIMEOUT_S
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the environment says; ``None``: not set (the library's default applies)."""
+
+    #: ``HF_MPWRITER_PREEMPTION_DEADLINE``: seconds after SIGTERM by which the last commit must end.
+    preemption_deadline: float | None = None
+    #: ``HF_MPWRITER_HTTP_TIMEOUT``: the read timeout, in seconds, of the uploader's Hub calls.
+    http_timeout: float = HTTP_TIMEOUT_S
+    #: ``HF_MPWRITER_HUB_COMMIT_SPACING``: seconds between commits the Hub accepts per repository.
+    hub_commit_spacing: float | None = None
+    #: ``HF_MPWRITER_JOB_STORE``: a multi-node job commits through one leader (its torch.distributed store).
+    job_store: bool = True
+    #: ``HF_MPWRITER_HANDLE_SIGTERM``: writers flush (and uploaders commit) on SIGTERM.
+    handle_sigterm: bool = True
+
+
+def _seconds(minimum: float, inclusive: bool) -> Callable[[str], float | None]:
+    def parse(raw: str) -> float | None:
+        try:
+            value = float(raw)
+        except ValueError:
+            return None
+        ok = math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+        return value if ok else None
+
+    return parse
+
+
+def _switch(raw: str) -> bool | None:
+    word = raw.strip().lower()
+    return True if word in _TRUE else False if word in _FALSE else None
+
+
+#: field -> (variable, parser returning None for a bad value, what a good value is, an example value)
+_SETTINGS: dict[str, tuple[str, Callable[[str], object], str, str]] = {
+    "preemption_deadline": ("HF_MPWRITER_PREEMPTION_DEADLINE", _seconds(0.0, False),
+                            "a number of seconds > 0, a few less than the cluster's grace period", "20"),
+    "http_timeout": ("HF_MPWRITER_HTTP_TIMEOUT", _seconds(1.0, True), "a number of seconds >= 1", "60"),
+    "hub_commit_spacing": ("HF_MPWRITER_HUB_COMMIT_SPACING", _seconds(0.0, True),
+                           "a number of seconds >= 0 (28 for huggingface.co)", "28"),
+    "job_store": ("HF_MPWRITER_JOB_STORE", _switch, "1 or 0 (also true/false, yes/no, on/off)", "0"),
+    "handle_sigterm": ("HF_MPWRITER_HANDLE_SIGTERM", _switch, "1 or 0 (also true/false, yes/no, on/off)", "0"),
+}
+
+#: Every variable this library reads (the README's reference lists the same).
+VARIABLES = tuple(name for name, _, _, _ in _SETTINGS.values())
+
+
+def read(env: Mapping[str, str] | None = None) -> Environment:
+    """The settings ``env`` (default: this process's environment) gives, all checked."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for field, (name, parse, wanted, example) in _SETTINGS.items():
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        value = parse(raw.strip())
+        if value is None:
+            raise ConfigurationError(
+                f"environment variable {name}={raw!r} is not valid: it must be {wanted}, e.g. {name}={example} "
+                f"(or unset it for the default)"
+            )
+        values[field] = value
+    return Environment(**values)  # type: ignore[arg-type]
