@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
-from hf_mpwriter.compat import BUCKET_FS_VERSION, BUCKETS_VERSION, hub_version, require_hub_version
+from hf_mpwriter.compat import BUCKETS_VERSION, hub_version, require_hub_version
 
 
 @pytest.mark.skipif(hub_version() >= BUCKETS_VERSION, reason="this huggingface_hub has Storage Buckets")
@@ -36,7 +36,17 @@ def test_version_requirement_names_the_version():
     require_hub_version((0, 34), "anything")  # the floor: always met
     with pytest.raises(ConfigurationError, match=r"Time travel: requires huggingface_hub>=99\.1; this environment has"):
         require_hub_version((99, 1), "Time travel")
-    assert BUCKETS_VERSION == (1, 5) and BUCKET_FS_VERSION == (1, 6)
+
+
+
+def test_the_buckets_gate_matches_the_installed_client():
+    """Buckets are refused below :data:`BUCKETS_VERSION` exactly where the installed client lacks the bucket API
+    the target calls (on the newest stack: allowed and present; on the oldest: refused and absent)."""
+    from huggingface_hub import HfApi
+
+    assert (hub_version() >= BUCKETS_VERSION) == all(
+        hasattr(HfApi, name) for name in ("create_bucket", "batch_bucket_files", "get_bucket_paths_info")
+    )
 
 
 def test_declared_floor_is_the_installed_floor_on_the_old_stack():
