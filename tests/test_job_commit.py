@@ -451,3 +451,28 @@ def test_the_running_uploader_publishes_how_its_commits_go_when_that_changes(hub
         thread.join(30)
         writer.close()
         del server
+
+
+def test_a_round_longer_than_the_lease_never_gives_the_job_two_leaders(hub, store, tmp_path, caplog):
+    """A commit that takes longer than :data:`LEASE_STALE_S` (a big one, a slow Hub): the leader's lease
+    is renewed on its own schedule meanwhile, so no other node takes over and commits the same offers."""
+    hub.create_repo(REPO)
+    targets = [_node(hub, store.port, k, wait=LEASE_STALE_S + 20) for k in range(2)]
+    for target in targets:
+        target.prepare()
+    targets[0].start()
+    wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
+    targets[1].start()
+    slow = hub.inject("latency", route="commit", seconds=LEASE_STALE_S + 2)
+    caplog.set_level("INFO", logger="hf_mpwriter.uploader")
+    try:
+        oids = _commit_both(targets, [_pieces(tmp_path, rank, 4000) for rank in (0, 2)])
+    finally:
+        for target in targets:
+            target.stop()
+    assert slow.done == 1  # the scenario: the round's commit took longer than the lease lasts
+    takeovers = [r.getMessage() for r in caplog.records if "leads the job's commits" in r.getMessage()]
+    assert takeovers == [], takeovers  # node 0 took the lease before caplog listened; nobody took it since
+    commits = _log_commits(hub)
+    assert len(commits) == 1 and "2 node(s)" in commits[0]["summary"], [c["summary"] for c in commits]
+    assert oids[0] == oids[1] == commits[0]["oid"], oids

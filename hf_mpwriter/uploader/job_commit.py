@@ -289,34 +289,57 @@ class Leader:
         self._head_rests_until = 0.0  # monotonic
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lease_thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Two threads: the lease is kept on its own schedule, so a round of any length (a commit of
+        thousands of files, a slow Hub) never lets it go stale and another node take over mid-round."""
+        self._lease_thread = threading.Thread(target=self._keep_lease, name="hf_mpwriter-job-lease", daemon=True)
         self._thread = threading.Thread(target=self._run, name="hf_mpwriter-job-leader", daemon=True)
+        self._lease_thread.start()
         self._thread.start()
 
     def stop(self) -> None:
         """Stop; a leader lets its lease go at once (the next node takes over without waiting it out)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        for thread in (self._thread, self._lease_thread):
+            if thread is not None:
+                thread.join(10)
         if self.leading and self._lease is not None:
             try:
                 self.store.compare_set("lease", self._lease, b"")
             except StoreError:
                 pass
 
-    def _run(self) -> None:
+    def _keep_lease(self) -> None:
+        """Renew the lease while leading (every :data:`LEADER_POLL_S`); otherwise watch it, less often the
+        more nodes watch (each look is a round trip to the job's store), still well within its staleness."""
         failures = 0  # the store's, in a row (capped at half the lease's staleness: the offers outlive it)
+        watch_every = max(LEADER_POLL_S, min(LEASE_STALE_S / 4, self.nodes * LEADER_POLL_S / 100))
         while not self._stop.is_set():
             try:
-                leading = self._hold_lease()
-                failures = 0  # the store answered
-                if leading:
-                    self._round()
+                self._hold_lease()
+                failures = 0
             except StoreError as exc:
                 if self.leading:
                     logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
                 self.leading = False
+                failures += 1
+            except Exception:  # never die: the nodes would fall back for good
+                logger.exception("job leader: the lease could not be kept")
+            pause = LEADER_POLL_S if self.leading else watch_every
+            self._stop.wait(_doubling(failures, LEASE_STALE_S / 2) if failures else pause)
+
+    def _run(self) -> None:
+        """The rounds, while this node holds the lease."""
+        failures = 0  # the store's, in a row
+        while not self._stop.is_set():
+            try:
+                if self.leading:
+                    self._round()
+                failures = 0
+            except StoreError as exc:
+                logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
                 failures += 1
             except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
                 self._head_failures += 1
@@ -373,6 +396,8 @@ class Leader:
         offers = self._offers()
         self._offered, self._candidates = None, {}  # read them all again next round
         if not offers:
+            return
+        if not self.leading:  # the lease went meanwhile (the store failed, or this node was frozen for long)
             return
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
