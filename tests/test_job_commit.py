@@ -9,6 +9,7 @@ The same path through real torchrun nodes is ``test_multinode.py``'s.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from datetime import timedelta
@@ -476,3 +477,24 @@ def test_a_round_longer_than_the_lease_never_gives_the_job_two_leaders(hub, stor
     commits = _log_commits(hub)
     assert len(commits) == 1 and "2 node(s)" in commits[0]["summary"], [c["summary"] for c in commits]
     assert oids[0] == oids[1] == commits[0]["oid"], oids
+
+
+@pytest.mark.parametrize("nodes", [8, 256])
+def test_reading_the_offers_costs_the_store_the_same_at_any_job_size(hub, store, nodes):
+    """The leader reads every node's offer, answer and incarnation: a few round trips whatever the node
+    count (batched), not three ``check``+``get`` per node (at 1,024 nodes: 6,144 round trips a read)."""
+    address = StoreAddress("127.0.0.1", store.port, "job-1")
+    leader_target = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+    shared = JobStore(address, store_prefix(address, leader_target.key))  # one client for the simulated nodes
+    offering = [JobTarget(leader_target, leader_target, shared, node, nodes, wait=1.0, spacing=0.5)
+                for node in range(0, nodes, 2)]  # half the nodes have an uploader; the others never came
+    for node in offering:
+        assert node._announce()
+        node.store.set(f"offer/{node.node}", json.dumps(
+            {"seq": 1, "incarnation": node.incarnation, "at": time.time(), "files": [[f"rank-{node.node}/f", "0" * 64, 1, None]]}
+        ).encode())
+    leader = offering[0].leader
+    before = leader.store.round_trips
+    offers = leader._offers()
+    assert sorted(offers) == [node.node for node in offering]  # the scenario: every offer found, none invented
+    assert leader.store.round_trips - before <= 4, leader.store.round_trips - before

@@ -157,6 +157,11 @@ class JobTarget(Target):
                 current = self.store.get(key) or b""
                 if int(current or 0) < self.incarnation:
                     self.store.compare_set(key, current, str(self.incarnation).encode())
+                # The node's keys exist from now on (created if missing, else left as they are): the leader
+                # reads every member's keys in one batch, and a batch waits for a missing key.
+                self.store.compare_set(f"offer/{self.node}", b"", WITHDRAWN)
+                self.store.compare_set(f"answer/{self.node}", b"", b"{}")
+                self.store.append("members", f"{self.node},".encode())
                 self._announced = True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
@@ -415,35 +420,44 @@ class Leader:
         except TargetError as exc:
             logger.warning("job leader: commit %s not verified (%s); each node checks it itself", commit, exc)
             wrong = {f.path: "not verified" for f in files}
-        for node, offer in offers.items():
-            verified = not any(entry[0] in wrong for entry in offer["files"])
-            self.store.set(f"answer/{node}", json.dumps({"commit": commit, "verified": verified,
-                                                          "seq": offer["seq"]}).encode())
+        self.store.multi_set({
+            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"],
+                                          "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
+            for node, offer in offers.items()
+        })
         self.store.add("answered", 1)
         self._first_seen.clear()
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
 
     def _offers(self) -> dict[int, dict]:
         """The nodes' current offers this leader may commit: not answered yet, not taken back, not
-        expired, from the node's current uploader."""
+        expired, from the node's current uploader. Read in one batch: a few round trips at any job size."""
+        members = self._members()
+        kinds = ("offer", "answer", "incarnation")
+        values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
         offers = {}
-        for node in range(self.nodes):
-            raw = self.store.get(f"offer/{node}")
+        for k, node in enumerate(members):
+            raw, answered_raw, incarnation_raw = values[3 * k:3 * k + 3]
             if not raw or raw == WITHDRAWN:
                 continue
             offer = json.loads(raw)
-            answered = json.loads(self.store.get(f"answer/{node}") or b"{}")
-            incarnation = int(self.store.get(f"incarnation/{node}") or 0)
-            if offer["seq"] <= answered.get("seq", 0) or offer["incarnation"] < incarnation:
+            answered = json.loads(answered_raw or b"{}")
+            if offer["seq"] <= answered.get("seq", 0) or offer["incarnation"] < int(incarnation_raw or 0):
                 continue
             if time.time() - offer["at"] > OFFER_WAIT_S:  # the node may be committing it itself
                 continue
             offers[node] = offer
         return offers
 
+    def _members(self) -> list[int]:
+        """The nodes that announced themselves in this store (their keys exist)."""
+        raw = self.store.get("members") or b""
+        listed = {int(part) for part in raw.decode().split(",") if part.strip().isdigit()}
+        return sorted(node for node in listed if 0 <= node < self.nodes)
+
     def _answer(self, offers: dict[int, Any], answer: dict) -> None:
-        for node, offer in offers.items():
-            self.store.set(f"answer/{node}", json.dumps({**answer, "seq": offer["seq"]}).encode())
+        self.store.multi_set({f"answer/{node}": json.dumps({**answer, "seq": offer["seq"]}).encode()
+                              for node, offer in offers.items()})
         self.store.add("answered", 1)  # the nodes poll this counter, not their answers
 
 

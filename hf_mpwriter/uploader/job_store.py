@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
@@ -31,6 +31,9 @@ T = TypeVar("T")
 
 #: The largest value written to the store.
 MAX_VALUE_BYTES = 256 * 1024
+#: Keys per ``multi_get``/``multi_set`` round trip: a thousand offers of a few KB stay far below the 8 MiB
+#: a client message may hold.
+KEYS_PER_CALL = 256
 #: Calls still running after their deadline; past this many, the store is not asked again (each one
 #: holds a thread and a socket until the store answers, maybe never).
 MAX_ABANDONED = 4
@@ -73,6 +76,9 @@ class JobStore:
         self.prefix = prefix.rstrip("/") + "/"
         self.deadline = deadline
         self._client: Any = None
+        #: Commands sent to the store so far (a ``get`` is two: ``check``, then ``get``): what a job's
+        #: size costs the store, which serves the training job too.
+        self.round_trips = 0
         self._abandoned: list[threading.Thread] = []
 
     # -- the calls -------------------------------------------------------------------------------
@@ -83,12 +89,37 @@ class JobStore:
         def call(client: Any) -> bytes | None:
             return bytes(client.get(full)) if client.check([full]) else None
 
-        return self._bounded(call)
+        return self._bounded(call, 2)
 
     def set(self, key: str, value: bytes) -> None:
         _check_size(key, value)
         full = self.prefix + key
         self._bounded(lambda client: client.set(full, value))
+
+    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+        """The values of ``keys``, which must all exist (the store waits for a missing one): one round trip
+        per :data:`KEYS_PER_CALL` keys, so a leader reads a thousand nodes' offers at the cost of a few."""
+        full = [self.prefix + key for key in keys]
+        chunks = [full[i:i + KEYS_PER_CALL] for i in range(0, len(full), KEYS_PER_CALL)]
+        return self._bounded(lambda client: [bytes(v) for chunk in chunks for v in client.multi_get(chunk)], len(chunks))
+
+    def multi_set(self, values: Mapping[str, bytes]) -> None:
+        """Set every key of ``values``, :data:`KEYS_PER_CALL` keys a round trip."""
+        for key, value in values.items():
+            _check_size(key, value)
+        items = [(self.prefix + key, value) for key, value in values.items()]
+        chunks = [items[i:i + KEYS_PER_CALL] for i in range(0, len(items), KEYS_PER_CALL)]
+
+        def call(client: Any) -> None:
+            for chunk in chunks:
+                client.multi_set([k for k, _ in chunk], [v for _, v in chunk])
+
+        self._bounded(call, len(chunks))
+
+    def append(self, key: str, value: bytes) -> None:
+        """Append ``value`` to ``key`` (created if missing): how a node joins the list of the job's nodes."""
+        full = self.prefix + key
+        self._bounded(lambda client: client.append(full, value))
 
     def add(self, key: str, amount: int) -> int:
         """Add ``amount`` to the counter ``key`` (``0``: read it); its new value. One round trip: what
@@ -103,8 +134,9 @@ class JobStore:
         return self._bounded(lambda client: bytes(client.compare_set(full, expected, desired)) == desired)
 
     # -- bounding ----------------------------------------------------------------------------------
-    def _bounded(self, call: Callable[[Any], T]) -> T:
+    def _bounded(self, call: Callable[[Any], T], round_trips: int = 1) -> T:
         """Run ``call(client)`` in a throwaway thread; :class:`StoreError` if it fails or outlives the deadline."""
+        self.round_trips += round_trips
         self._abandoned = [t for t in self._abandoned if t.is_alive()]
         if len(self._abandoned) >= MAX_ABANDONED:
             raise StoreError(f"the job's store at {self._where()} stopped answering ({len(self._abandoned)} calls hang)")
