@@ -48,6 +48,7 @@ FENCE = re.compile(r"^```(\w*)\s*$")
 EXPECT: dict[str, list[str]] = {
     "torchrun": [r"done: 100 steps on 4 ranks"],
     "torchrun-restart": [r"simulated failure of rank 2 at step 37", r"attempt 1: steps 30\.\.99", r"done: 100 steps"],
+    "offline": [r"up to date", r"hf://test-user/run/tensorboard/exp1"],  # committed, and on the test Hub
     "testhub": [r"'tensorboard/exp1/events\.out\.tfevents\.[^']+'\] [1-9]"],  # the file, committed
 }
 

@@ -538,7 +538,9 @@ def main(argv: list[str] | None = None) -> None:
     server.start()
     # Without --token the server accepts any token: print one, so that the pasted shell sends one.
     token = (args.token or args.read_only_token or ["hf_test"])[0]
-    print(f"HubServer listening on {server.endpoint} (Ctrl-C to stop). In the shell that runs your script:", flush=True)
+    # A comment line first: what the server prints until it stops can be sourced (`. hub.env`).
+    print(f"# HubServer listening on {server.endpoint} (Ctrl-C to stop). In the shell that runs your script:",
+          flush=True)
     print("\n".join(shell_exports(server, token, xet=not args.no_xet)), flush=True)
     try:
         while True:
