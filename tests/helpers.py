@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import struct
 import subprocess
 import sys
@@ -127,6 +128,13 @@ def record_spans(path: os.PathLike | str) -> tuple[int, int]:
             break
         offset, count = end, count + 1
     return count, offset
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (yet): where a store starts later, or a server out of reach."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 # -- waiting and child processes ----------------------------------------------------------------

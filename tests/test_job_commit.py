@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from helpers import closed_port
 from upload_helpers import TOKEN, wait_for
 
 from hf_mpwriter.config import UploadConfig
@@ -55,15 +56,6 @@ def store():
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     yield server
     del server
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on (yet): where a store starts later, or never."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _node(hub, port: int, node: int, wait: float = 10.0) -> JobTarget:
@@ -304,7 +296,7 @@ def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, t
     from hf_mpwriter.uploader import job_commit
 
     monkeypatch.setattr(job_commit, "STORE_RETRY_S", 2.0)
-    port = _closed_port()  # the store's, later
+    port = closed_port()  # the store's, later
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(port))
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-late")
@@ -416,7 +408,7 @@ def test_the_running_uploader_publishes_how_its_commits_go_when_that_changes(hub
 
     monkeypatch.setattr(job_commit, "STORE_RETRY_S", 1.0)
     monkeypatch.setenv("HF_MPWRITER_HUB_COMMIT_SPACING", "1")
-    port = _closed_port()  # the store's, later
+    port = closed_port()  # the store's, later
     for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": "job-pub"}.items():
         monkeypatch.setenv(name, value)
     hub.create_repo(REPO)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import _unread, read_file_events, read_line, scalar_points, wait_for
+from helpers import _unread, closed_port, read_file_events, read_line, scalar_points, wait_for
 from test_data_safety import fill, small_disk  # noqa: F401  (small_disk: a fixture, a real tmpfs)
 from upload_helpers import (
     TOKEN,
@@ -496,3 +497,159 @@ def test_sigterm_while_the_uploader_is_still_starting_gives_its_last_commit(hub,
     into = materialise(_remote("repo", hub, tmp_path), tmp_path / "remote")
     steps = sorted(s for f in into.rglob("*tfevents*") for s, _ in scalar_points(read_file_events(f), "loss"))
     assert steps == list(range(50)), steps
+# -- a node of a multi-node job, preempted while it waits on the job's leader ------------------------
+#: The preemption deadline of these tests (seconds after SIGTERM), short: what must land, lands before it.
+JOB_DEADLINE_S = 4.0
+
+
+class _Relay:
+    """A TCP relay in front of the job's store that can go silent as a black-holed host does: it goes on
+    accepting and holding connections, and forwards nothing either way (no refusal, no reset)."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream, self.silent, self.swallowed = upstream, threading.Event(), 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:  # the accept timeout, or closed
+                continue
+            self._sockets.append(client)
+            upstream = None if self.silent.is_set() else socket.create_connection(("127.0.0.1", self.upstream))
+            if upstream is not None:
+                self._sockets.append(upstream)
+                threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket | None) -> None:
+        try:
+            while data := src.recv(65536):
+                if dst is None or self.silent.is_set():
+                    self.swallowed += len(data)
+                else:
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._closed.set()
+        for sock in [self._server, *self._sockets]:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+@pytest.fixture
+def job_store():
+    """The job's store: a real TCPStore server on a free port, as a job's rank 0 or torchrun's agent hosts it."""
+    from datetime import timedelta
+
+    TCPStore = pytest.importorskip("torch.distributed").TCPStore
+    server = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    yield server
+    del server
+
+
+def _answered(store, prefix: str, seq: int) -> bool:
+    """Whether the leader answered node 0's offer ``seq`` (a node's answer key exists from its start, empty)."""
+    import json
+
+    return store.check([prefix + "answer/0"]) and json.loads(store.get(prefix + "answer/0") or b"{}").get("seq") == seq
+
+
+def _pending_offer(store, prefix: str, logdir: Path) -> dict | None:
+    """Node 0's offer in the job's store, if it is there, unanswered, and holds every record its rank
+    wrote (the sizes of its event files on disk)."""
+    import json
+
+    from hf_mpwriter.uploader.job_commit import WITHDRAWN
+
+    if not store.check([prefix + "offer/0"]):
+        return None
+    raw = store.get(prefix + "offer/0")
+    if raw == WITHDRAWN:
+        return None
+    offer = json.loads(raw)
+    if _answered(store, prefix, offer["seq"]):
+        return None
+    sizes = {f"{PREFIX}/{p.relative_to(logdir).as_posix()}": p.stat().st_size for p in logdir.rglob("*tfevents*")
+             if ".hf_mpwriter" not in p.parts}
+    return offer if {path: size for path, _, size, _ in offer["files"]} == sizes else None
+
+
+@pytest.mark.parametrize("store_is", ["answering", "black-holed"])
+def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_itself_in_time(hub, tmp_path, job_store,
+                                                                                               store_is):
+    """Node 0 of a 2-node job offers its rank's last records to the job's leader, node 1, which holds
+    the lease but never commits (its Hub is out of reach); the job's store answers, or its host goes
+    silent (black-holed: connections held, nothing answered). SIGTERM to the node's rank and uploader
+    while the uploader waits: the node commits its records itself before its deadline (its wait for the
+    leader, and for the store, end in time), then the node and its disk are gone."""
+    from hf_mpwriter.config import load
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.uploader.job_commit import WITHDRAWN, Leader, store_prefix
+    from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+
+    hub.create_repo(REPO)
+    logdir = tmp_path / "logs"
+    _, env = _target("repo", hub, tmp_path)
+    job = {"GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2", "HF_MPWRITER_PREEMPTION_DEADLINE": str(JOB_DEADLINE_S)}
+    rank = _start_rank({"logdir": str(logdir), "rank": 0, "repo_id": REPO, "uploader": "none", "steps": 60,
+                        "flush_every": 10, "commit_every_s": 1, "close_after": str(tmp_path / "never")},
+                       {**env, **job})
+    relay = _Relay(job_store.port)
+    leader, uploader = None, None
+    try:
+        read_line(rank, "flushed 59", 60)  # every record on disk; the rank lives on, as a training does
+        address = StoreAddress("127.0.0.1", job_store.port, "job-preempted")
+        prefix = store_prefix(address, target_for(load(logdir), TOKEN).key) + "/"
+        out_of_reach = HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=f"http://127.0.0.1:{closed_port()}")
+        leader = Leader(out_of_reach, JobStore(address, prefix), node=1, nodes=2, spacing=0.5)
+        leader.start()
+        wait_for(lambda: leader.leading, 20, "node 1 to lead")
+        uploader = subprocess.Popen(  # as the rank's writer would start it, in the job's environment
+            [sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)], env=writer_env({
+                **env, **job, "HF_TOKEN": TOKEN, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(relay.port),
+                "TORCHELASTIC_RUN_ID": "job-preempted"}), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        offer = wait_for(lambda: _pending_offer(job_store, prefix, logdir), 60, "node 0 to offer all its records")
+        if store_is == "black-holed":
+            relay.silent.set()
+            wait_for(lambda: relay.swallowed > 0, 10, "node 0's store calls to go unanswered")
+        signalled = time.monotonic()
+        rank.send_signal(signal.SIGTERM)
+        os.kill(uploader.pid, signal.SIGTERM)
+        killed = _grace_then_kill([rank, uploader], [], signalled + JOB_DEADLINE_S - time.monotonic())
+        taken_back = job_store.get(prefix + "offer/0") == WITHDRAWN
+        answered = _answered(job_store, prefix, offer["seq"])
+    finally:
+        for proc in (rank, uploader):
+            if proc is not None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        if leader is not None:
+            leader.stop()
+        relay.close()
+    log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
+    shutil.rmtree(logdir)  # the node's local disk does not survive preemption
+    # The scenario: node 0 waited on the leader with all its records offered when the signal came, and
+    # the leader never answered.
+    assert offer["files"] and "commits through one leader" in log and "termination signal: committing" in log, log[-3000:]
+    assert not answered and "job leader: committed" not in log and "leads the job's commits" not in log
+    on_target = _steps_on_target(_remote("repo", hub, tmp_path), tmp_path)
+    missing = sorted(set(range(60)) - set(on_target.get(0, {})))
+    assert not missing, f"{len(missing)} of 60 records not on the target by the deadline; uploader log:\n{log[-3000:]}"
+    assert set(on_target[0].values()) == {1}
+    assert not killed, f"still running at the deadline: {killed}"  # it exited by itself, everything committed
+    if store_is == "answering":  # the path taken: the wait for the leader cut short, the offer taken back
+        assert taken_back and "commit not made (the leader did not answer in time)" in log, log[-3000:]
+    else:  # the store silent: the offer still there, the node committed anyway (the deadline came first)
+        assert not taken_back and "the preemption deadline comes first" in log, log[-3000:]

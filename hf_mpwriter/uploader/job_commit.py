@@ -97,7 +97,6 @@ class JobTarget(Target):
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
-        self._deadline = float("inf")  # monotonic: the uploader's preemption deadline, once signalled
 
     @property
     def description(self) -> str:  # type: ignore[override]
@@ -131,14 +130,10 @@ class JobTarget(Target):
 
     def hurry(self, deadline: float) -> None:
         """The uploader was signalled and must be gone by ``deadline`` (monotonic): from now on a wait for
-        the leader leaves this node the rest to take its offer back and commit its files itself. The
-        leader's own uploader may be going too: its lease is let go at exit, and another node's takes it."""
-        self._deadline = deadline
-
-    def _answer_wait(self) -> float:
-        """How long to wait for the leader's answer: :attr:`wait`, or a third of what is left before the
-        preemption deadline (the rest: taking the offer back, and this node's own commit)."""
-        return min(self.wait, max(0.0, (self._deadline - time.monotonic()) / 3))
+        the leader or the store, also one already running, leaves this node the rest to take its offer back
+        and commit its files itself (:meth:`JobStore.until`). The leader's own uploader may be going too:
+        its lease is let go at exit, and another node's takes it."""
+        self.store.hurry(deadline)
 
     def start(self) -> None:
         """This uploader was elected: say so in the store (older incarnations' offers are ignored), lead if due."""
@@ -233,9 +228,8 @@ class JobTarget(Target):
 
     def _await_answer(self, seq: int) -> dict | None:
         """Our answer, read each time the leader's ``answered`` counter moves (one round trip per poll)."""
-        deadline = time.monotonic() + self._answer_wait()
-        seen = None
-        while time.monotonic() < deadline:
+        started, seen = time.monotonic(), None
+        while time.monotonic() < self.store.until(started, self.wait):  # read again: a signal shortens it
             answered = self.store.add("answered", 0)
             if answered != seen:
                 seen = answered
@@ -253,14 +247,16 @@ class JobTarget(Target):
     def _commit_ourselves(self, pieces: Sequence[Piece], message: str, why: str) -> str | None:
         """Commit as a node taking turns would, unless an offer of ours may still be taken by a leader
         (it could not be taken back): then not before no leader takes it any more (see the module's
-        docstring), and the queue retries meanwhile."""
+        docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
+        store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
         if self._offered_at is not None:
-            free_at = self._offered_at + OFFER_WAIT_S + CLOCK_MARGIN_S
-            if time.time() < free_at:
-                raise TargetError(
-                    f"the job's leader did not commit this node's files ({why}), and the offer could not be "
-                    f"taken back: this node commits them itself in {free_at - time.time():.0f} s", transient=True,
-                )
+            now, left = time.monotonic(), self._offered_at + OFFER_WAIT_S + CLOCK_MARGIN_S - time.time()
+            if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
+                raise TargetError(f"the job's leader did not commit this node's files ({why}), and the offer could "
+                                  f"not be taken back: this node commits them itself in {left:.0f} s", transient=True)
+            if left > 0:
+                logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
+                               "this node commits its files itself now", why)
             self._offered_at = None
         if self.mode == "job":
             logger.warning("job-wide commit not made (%s); this node commits its files itself", why)

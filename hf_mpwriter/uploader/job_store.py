@@ -16,15 +16,17 @@ job that has a store.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
-from ..timing import STORE_CALL_S
+from ..timing import LEADER_POLL_S, STORE_CALL_S
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +77,7 @@ class JobStore:
         self.address = address
         self.prefix = prefix.rstrip("/") + "/"
         self.deadline = deadline
+        self.preemption = math.inf  # monotonic: the uploader's preemption deadline, once signalled (:meth:`hurry`)
         self._client: Any = None
         #: Commands sent to the store so far (a ``get`` is two: ``check``, then ``get``): what a job's
         #: size costs the store, which serves the training job too.
@@ -134,6 +137,18 @@ class JobStore:
         return self._bounded(lambda client: bytes(client.compare_set(full, expected, desired)) == desired)
 
     # -- bounding ----------------------------------------------------------------------------------
+    def hurry(self, deadline: float) -> None:
+        """The uploader was signalled and must be gone by ``deadline`` (monotonic): every wait on the job
+        (a call, the leader's answer) ends sooner from now on, also one already running (:meth:`until`)."""
+        self.preemption = deadline
+
+    def until(self, started: float, longest: float) -> float:
+        """When a wait on the job begun at ``started`` (monotonic) ends: ``longest`` later, or once the
+        uploader was signalled, after a third at most of what was left then before its deadline (the rest
+        is the node's: taking its offer back, committing its files itself). Waits read it again as they
+        wait: a signal that comes during one shortens it."""
+        return started + min(longest, max(0.0, (self.preemption - started) / 3))
+
     def _bounded(self, call: Callable[[Any], T], round_trips: int = 1) -> T:
         """Run ``call(client)`` in a throwaway thread; :class:`StoreError` if it fails or outlives the deadline."""
         self.round_trips += round_trips
@@ -152,12 +167,15 @@ class JobStore:
                 failure.append(exc)
 
         thread = threading.Thread(target=run, name="hf_mpwriter-store", daemon=True)
+        started = time.monotonic()
         thread.start()
-        thread.join(self.deadline)
+        while thread.is_alive() and (left := self.until(started, self.deadline) - time.monotonic()) > 0:
+            thread.join(min(left, LEADER_POLL_S / 2))
         if thread.is_alive():
             self._abandoned.append(thread)
             self._client = None  # its socket may be stuck mid-message: the next call connects afresh
-            raise StoreError(f"the job's store at {self._where()} did not answer within {self.deadline:.0f} s")
+            raise StoreError(f"the job's store at {self._where()} did not answer within "
+                             f"{time.monotonic() - started:.0f} s")
         if failure:
             self._client = None
             raise StoreError(f"the job's store at {self._where()} failed: {failure[0]}") from None
@@ -166,9 +184,12 @@ class JobStore:
     def gone(self) -> bool:
         """Whether nothing listens at the store's address any more: its host process is gone, and with it
         everything it held (a TCPStore keeps its keys in that process's memory). A store that merely does
-        not answer (a frozen host, a partition) is not gone: what it holds may still be read."""
+        not answer (a frozen host, a partition) is not gone: what it holds may still be read. Asked for
+        as long as a call (:meth:`until`)."""
+        now = time.monotonic()
         try:
-            socket.create_connection((self.address.host, self.address.port), timeout=self.deadline).close()
+            socket.create_connection((self.address.host, self.address.port),
+                                     timeout=self.until(now, self.deadline) - now).close()
         except ConnectionRefusedError:
             return True
         except OSError:
