@@ -101,6 +101,9 @@ LEASE_STALE_S = 10.0
 #: The leader commits this long after the first offer of a round arrived (the nodes cycle at the same
 #: wall-clock moments, so their offers arrive within about this much of each other).
 JOB_GATHER_S = 2.0
+#: At a job's start, a node waits at most this long for node 0 to have created the repository (or bucket),
+#: then creates it itself.
+PREPARED_WAIT_S = 60.0
 #: A node waits at most this long (and at most a third of its call bound) for the leader to commit
 #: its offer; then it takes the offer back and commits the files itself.
 OFFER_WAIT_S = 30.0

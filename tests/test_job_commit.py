@@ -59,11 +59,13 @@ def store():
 
 
 def _node(hub, port: int, node: int, wait: float = 10.0) -> JobTarget:
-    """Node ``node`` of a 2-node job: its own repository target, its leader's, the store."""
+    """Node ``node`` of a 2-node job: its own repository target, its leader's, the store. Each node
+    prepares its target itself (the repository exists: no node waits for node 0 to create it)."""
     address = StoreAddress("127.0.0.1", port, "job-1")
     inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
     leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
-    return JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 2, wait=wait, spacing=0.5)
+    return JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 2, wait=wait, spacing=0.5,
+                     prepared_wait=0.0)
 
 
 def _pieces(tmp_path: Path, rank: int, size: int) -> list[Piece]:
@@ -490,3 +492,27 @@ def test_reading_the_offers_costs_the_store_the_same_at_any_job_size(hub, store,
     offers = leader._offers()
     assert sorted(offers) == [node.node for node in offering]  # the scenario: every offer found, none invented
     assert leader.store.round_trips - before <= 4, leader.store.round_trips - before
+
+
+def test_only_one_node_creates_the_repository_and_tags_its_card(hub, store, tmp_path):
+    """At a job's start every node's uploader prepares its target: one of them (node 0) creates the
+    repository and tags the model card, the others take the id it resolved from the job's store (a
+    thousand nodes would otherwise spend thousands of Hub API requests before the first commit)."""
+    address = StoreAddress("127.0.0.1", store.port, "job-1")
+    targets = []
+    for node in range(3):
+        inner = HubTarget("job-run", prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
+        leader = HubTarget("job-run", prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+        targets.append(JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 3,
+                                 wait=10.0, spacing=0.5))
+    before = hub.stats["requests"]
+    threads = [threading.Thread(target=t.prepare) for t in reversed(targets)]  # the others first: they wait
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    spent = {route: n - before.get(route, 0) for route, n in hub.stats["requests"].items() if n - before.get(route, 0)}
+    assert hub.repo_exists("test-user/job-run")  # the scenario: a name without namespace, resolved by the Hub
+    assert [t.inner.repo_id for t in targets] == ["test-user/job-run"] * 3
+    assert [t.leader.target.repo_id for t in targets] == ["test-user/job-run"] * 3
+    assert spent.get("create_repo") == 1, spent

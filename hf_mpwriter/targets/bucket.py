@@ -121,6 +121,11 @@ class BucketTarget(UsesHubApi, Target):
             self.repo_id = resolved
         self.use_xet_content()
 
+    def prepared_elsewhere(self, bucket_id: str) -> None:
+        """Another node of the job created this bucket (:meth:`prepare`), and the Hub named it ``bucket_id``."""
+        self.repo_id = bucket_id
+        self.use_xet_content()
+
     def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         """One ``batch_bucket_files`` call: each file replaced whole (see the module docstring).
 

@@ -163,6 +163,12 @@ class HubTarget(UsesHubApi, Target):
         except TargetError as exc:
             logger.warning("model card not tagged (tried again at the next start): %s", exc)
 
+    def prepared_elsewhere(self, repo_id: str) -> None:
+        """Another node of the job prepared this repository (:meth:`prepare`), and the Hub named it ``repo_id``."""
+        self._known_head = None
+        self.repo_id = repo_id
+        self.use_xet_content()
+
     def tag_model_card(self) -> None:
         """Add the ``hf-summary-writer`` tag to the model card, as ``HFSummaryWriter`` does.
 

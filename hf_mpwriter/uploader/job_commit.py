@@ -54,7 +54,7 @@ from ..targets.base import UploadedFile
 from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ..targets.hub import HubTarget
 from ..targets.xet_content import xet_usable
-from ..timing import JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S, STORE_RETRY_S
+from ..timing import JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S, PREPARED_WAIT_S, STORE_RETRY_S
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -83,11 +83,11 @@ class JobTarget(Target):
     """
 
     def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
-                 wait: float, spacing: float) -> None:
+                 wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S) -> None:
         self.inner = inner
         self.prefix = inner.prefix
         self.key, self.min_interval = inner.key, inner.min_interval
-        self.store, self.node, self.wait = store, node, wait
+        self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
         self.incarnation = time.time_ns()
         self._seq = 0
         self._offered_at: float | None = None  # wall time of our last offer a leader may still take
@@ -170,8 +170,35 @@ class JobTarget(Target):
         self.inner.reset_client()
 
     def prepare(self) -> None:
-        self.inner.prepare()
+        """Node 0 creates the repository (or bucket) and tags its card, then says the id the Hub resolved
+        in the store; the other nodes take it from there instead of asking the Hub themselves (at a
+        thousand nodes, thousands of requests before the first commit). A node that hears nothing within
+        ``prepared_wait`` (:data:`PREPARED_WAIT_S`; node 0's uploader not started, the store gone) prepares its
+        target itself."""
+        resolved = None if self.node == 0 else self._prepared_by_node_0()
+        if resolved is None:
+            self.inner.prepare()
+            if self.node == 0:
+                try:
+                    self.store.set("prepared", self.inner.repo_id.encode())
+                except StoreError as exc:
+                    logger.info("job's store: %s (the other nodes prepare the target themselves)", exc)
+        else:
+            self.inner.prepared_elsewhere(resolved)
         self.leader.target.repo_id = self.inner.repo_id  # 'name' alone: the Hub completed it
+
+    def _prepared_by_node_0(self) -> str | None:
+        """The id node 0 resolved, once it says it (a few round trips a second at most), or ``None``."""
+        started = time.monotonic()
+        while time.monotonic() < self.store.until(started, self.prepared_wait):
+            try:
+                resolved = self.store.get("prepared")
+            except StoreError:
+                return None
+            if resolved:
+                return resolved.decode()
+            time.sleep(LEADER_POLL_S)
+        return None
 
     def read(self, path: str) -> bytes:
         return self.inner.read(path)
