@@ -8,9 +8,13 @@ refusals (``stats["limits_hit"]``): a design that overspends fails here, not on 
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,6 +87,17 @@ def test_a_commit_that_overfills_a_folder_is_refused_as_the_hub_refuses_it(start
     api.create_commit(REPO, [CommitOperationDelete("logs/0.txt"), *_adds("logs", range(5, 6))], commit_message="room")
     assert sorted(p for p in hub.list_files(REPO) if p.startswith("logs/")) == [f"logs/{i}.txt" for i in range(1, 6)]
     assert hub.stats["limits_hit"] == {"entries_per_folder": 2}
+
+
+def test_a_commit_of_more_files_than_files_per_commit_is_refused(start) -> None:
+    """``files_per_commit`` (off by default; the Hub only recommends 50-100): past it, 400 and nothing applied."""
+    hub = start(files_per_commit=3)
+    hub.create_repo(REPO)
+    api = _api(hub)
+    with pytest.raises(BadRequestError, match="4 file operations, more than the 3"):
+        api.create_commit(REPO, _adds("logs", range(4)), commit_message="four")
+    api.create_commit(REPO, _adds("logs", range(3)), commit_message="three")
+    assert hub.commit_count(REPO) == 1 and hub.stats["limits_hit"] == {"files_per_commit": 1}
 
 
 @pytest.mark.skipif(hub_version() < BUCKETS_VERSION, reason="Storage Buckets need huggingface_hub >= 1.5")
@@ -175,5 +190,38 @@ def test_the_api_window_counts_what_the_benchmarks_count(start, tmp_path: Path) 
     request = urllib.request.Request(f"{hub.endpoint}/api/whoami-v2", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(request, timeout=30) as answer:
         info = _parse_ratelimit(answer.headers)  # every API answer carries the window's state
-    spent = sum(api_requests(hub.stats).values())
-    assert info is not None and info.remaining == 1000 - spent, (info, hub.stats["requests"])
+    counted = api_requests(hub.stats)
+    assert not {"resolve", "xorb_upload", "shard_upload", "reconstruction"} & set(counted), counted
+    assert info is not None and info.remaining == 1000 - sum(counted.values()), (info, hub.stats["requests"])
+
+
+def _whoami(endpoint: str) -> int:
+    request = urllib.request.Request(f"{endpoint}/api/whoami-v2", headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_command_line_server_takes_the_limits_as_flags() -> None:
+    """``python -m hf_mpwriter.testing.hub_server --api-requests 2 --window-s 60``: the 3rd request gets
+    429, and the stats it prints at exit count it; a bad value is a usage error."""
+    code = "import sys; from hf_mpwriter.testing.hub_server import main; main(sys.argv[1:])"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    argv = [sys.executable, "-c", code, "--port", "0", "--token", TOKEN, "--log-level", "WARNING"]
+    bad = subprocess.run([*argv, "--api-requests", "-1"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "api_requests_per_window must be" in bad.stderr, bad.stderr
+    server = subprocess.Popen([*argv, "--api-requests", "2", "--window-s", "60"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()  # "HubServer listening on http://127.0.0.1:PORT (...)"
+        assert "listening on" in first, first + (server.stderr.read() if server.stderr else "")
+        endpoint = first.split()[3]
+        assert [_whoami(endpoint) for _ in range(3)] == [200, 200, 429]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=30)
+    stats = json.loads(out[out.index("\n{") + 1:])
+    assert stats["limits_hit"] == {"api_requests": 1}, stats
