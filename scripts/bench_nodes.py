@@ -24,7 +24,7 @@ spacing)``: every interval here, but on huggingface.co 8 nodes' turns are 224 s 
 Rates are over the steady window (:class:`Steady`: every node's records are at the target, so every
 uploader has started and paid its one-time requests, and every rank still logs); the ratios are
 against one node in the same run. Storage transfers (Xet CAS) are not Hub API requests and are left out
-(``bench_requests.STORAGE_ROUTES``). Age: every second of that window, now minus the wall time of
+(``hf_mpwriter.testing.limits.is_api_route``). Age: every second of that window, now minus the wall time of
 each node's newest record that the target holds; p50 and p95 over every look at every node.
 
 Needs root (UTS namespaces). ``python scripts/bench_nodes.py [--nodes 1 2 4 8] [--seconds 60] [--bucket]``

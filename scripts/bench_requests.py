@@ -4,7 +4,8 @@ A writer (``uploader="none"``) and its logdir's uploader run in a child process 
 huggingface_hub starts in afresh, reading ``HF_ENDPOINT`` at import as the uploader's own process does.
 The child waits for a command between commits, so each commit's requests are counted exactly by the
 test Hub, in this process. Storage transfers (Xet CAS: xorbs, shards, chunk queries, reconstructions;
-legacy LFS PUTs) are not Hub API requests and are left out.
+legacy LFS PUTs) are not Hub API requests and are left out, and so are downloads through ``/resolve/``
+URLs (the Hub's "Resolvers" have a budget of their own): the test Hub's API window counts the same.
 
 Run: ``python scripts/bench_requests.py [--commits N] [--kind repo|bucket|both] [--lfs]`` (``--lfs``:
 the legacy LFS path, ``HF_HUB_DISABLE_XET=1``). ``tests/test_requests.py`` drives the same child.
@@ -24,16 +25,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Routes of the test Hub (``hf_mpwriter.testing``) that move content to or from storage: not Hub API requests.
-STORAGE_ROUTES = frozenset({"xorb_upload", "shard_upload", "chunk_query", "reconstruction", "xorb_download",
-                            "xet_telemetry", "cas_unsupported", "lfs_upload"})
+sys.path.insert(0, str(ROOT))
+from hf_mpwriter.testing.limits import is_api_route  # noqa: E402
 
 
 def api_requests(after: Mapping[str, Any], before: Mapping[str, Any] | None = None) -> Counter:
-    """Hub API requests per route in the test Hub's ``stats`` ``after`` (minus ``before``)."""
-    count = Counter({k: v for k, v in after["requests"].items() if k not in STORAGE_ROUTES})
+    """Hub API requests per route in the test Hub's ``stats`` ``after`` (minus ``before``): the
+    requests its API window counts (``hf_mpwriter.testing.limits.is_api_route``)."""
+    count = Counter({k: v for k, v in after["requests"].items() if is_api_route(k)})
     if before is not None:
-        count.subtract({k: v for k, v in before["requests"].items() if k not in STORAGE_ROUTES})
+        count.subtract({k: v for k, v in before["requests"].items() if is_api_route(k)})
     return +count
 
 
@@ -47,7 +48,6 @@ def drive(repo_id: str, logdir: Path, shared_branch_s: float | None = None) -> i
     ``TEST_TOKEN``'s, never an argument. ``shared_branch_s``: the repository target's window after a 412
     (``HubTarget.shared_branch_s``).
     """
-    sys.path.insert(0, str(ROOT))
     from hf_mpwriter import HFSummaryWriter
     from hf_mpwriter.uploader.loop import Uploader
 
@@ -168,7 +168,6 @@ def main() -> int:
     parser.add_argument("--kind", choices=["repo", "bucket", "both"], default="both")
     parser.add_argument("--lfs", action="store_true", help="the legacy LFS path (HF_HUB_DISABLE_XET=1)")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from importlib.metadata import version
 
     from hf_mpwriter.compat import BUCKETS_VERSION, hub_version

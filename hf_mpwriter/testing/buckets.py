@@ -1,9 +1,9 @@
 """Storage Bucket routes of the test Hub: create/info/delete/list, batch writes, tree, paths-info, resolve.
 
 Buckets (huggingface_hub 2.x) hold files by path with no git history: each write applies at once,
-per file, with no commits, no parent and no rate limit. Content always goes through Xet: the client
-uploads xorbs and a shard to the CAS (write token from ``/api/buckets/{id}/xet-write-token``), then
-names each file by its Xet hash in a batch. What the client sends:
+per file, with no commits, no parent and no commit rate (their requests do spend the API window).
+Content always goes through Xet: the client uploads xorbs and a shard to the CAS (write token from
+``/api/buckets/{id}/xet-write-token``), then names each file by its Xet hash in a batch. What the client sends:
 
 * ``POST /api/buckets/{ns}/{name}`` ``{visibility?}`` -> ``{url}`` (``ns`` = ``me`` means the caller;
   409 with ``url`` if it exists), ``GET`` -> ``{id, private, createdAt, size, totalFiles}``,
@@ -22,7 +22,9 @@ names each file by its Xet hash in a batch. What the client sends:
   ``Link: <.../api/buckets/{id}/xet-read-token>; rel="xet-auth"``.
 
 A missing bucket answers 404 with ``X-Error-Code: RepoNotFound``, which the client turns into
-``BucketNotFoundError``.
+``BucketNotFoundError``. An addition that would take a folder over ``limits.entries_per_folder``
+entries fails (the Hub publishes no bucket limit; this server applies its repositories' one, see
+:mod:`.limits`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .httpd import HubError, Request, Response, Route, json_response
+from .limits import FolderEntries, folders_holding, too_many_bucket_entries
 from .repos import content_response
 from .storage import Bucket, BucketFile, HubState, XetFile, cas_scope, dirs_of, iso
 
@@ -165,6 +168,7 @@ class BucketRoutes(HubState):
         now = time.time()
         with self._lock:
             bucket = self._bucket_by(route.repo_id)
+            entries = self._bucket_entries(bucket, ops)
             for op in ops:
                 kind, path = op.get("type"), op.get("path")
                 if not isinstance(path, str) or not path.strip("/"):
@@ -172,8 +176,11 @@ class BucketRoutes(HubState):
                     continue
                 path = path.strip("/")
                 if kind in ("addFile", "copyFile"):
+                    new = path not in bucket.files
                     xf, error = self._xet_source(bucket, op)
-                    if xf is None:
+                    if xf is not None and new and entries is not None:
+                        error = self._crowding(entries, path)
+                    if xf is None or error:
                         failed.append({"path": path, "error": error})
                         continue
                     mtime = op.get("mtime")
@@ -184,10 +191,14 @@ class BucketRoutes(HubState):
                         uploaded_at=now,
                         content_type=op.get("contentType"),
                     )
+                    if new and entries is not None:
+                        entries.add(path)
                 elif kind == "deleteFile":
                     if bucket.files.pop(path, None) is None:
                         failed.append({"path": path, "error": "file not found"})
                         continue
+                    if entries is not None:
+                        entries.remove(path)
                 else:
                     failed.append({"path": path, "error": f"unknown operation type {kind!r}"})
                     continue
@@ -198,6 +209,24 @@ class BucketRoutes(HubState):
                 self._stats["bucket_ops"] += applied
         logger.info("bucket batch on %s: %d applied, %d failed", route.repo_id, applied, len(failed))
         return json_response({"failed": failed}, status=422 if ops and not applied else 200)
+
+    def _bucket_entries(self, bucket: Bucket, ops: list[dict[str, Any]]) -> FolderEntries | None:
+        """The entries of the folders a batch adds to, or None where ``limits.entries_per_folder``
+        cannot be reached (off, or fewer files than the limit even with every addition)."""
+        limit = self._quotas.limits.entries_per_folder
+        adds = [str(op.get("path")).strip("/") for op in ops if op.get("type") in ("addFile", "copyFile")]
+        if limit is None or len(bucket.files) + len(adds) <= limit:
+            return None
+        return FolderEntries(bucket.files, folders_holding(adds))
+
+    def _crowding(self, entries: FolderEntries, path: str) -> str:
+        """Why adding ``path`` fails for ``limits.entries_per_folder`` (counted), or "" if it fits."""
+        limit = self._quotas.limits.entries_per_folder
+        crowded = entries.would_crowd(path, limit) if limit is not None else []
+        if not crowded:
+            return ""
+        self._bump("limits_hit", sub="entries_per_folder")
+        return too_many_bucket_entries(limit or 0, crowded)
 
     def _h_bucket_tree(self, request: Request, route: Route) -> Response:
         recursive = request.qbool("recursive")

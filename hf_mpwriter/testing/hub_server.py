@@ -13,6 +13,7 @@ stores everything for real (in memory) and can inject faults on demand. One modu
 * :mod:`.xet` — Xet: token endpoints and a CAS (xorbs, shards, reconstructions, dedup). ``hf_xet``
   is a required dependency of huggingface_hub, which then uploads every "lfs" file through Xet;
 * :mod:`.buckets` — Storage Buckets (per-file, no history);
+* :mod:`.limits` — the Hub's limits (entries per folder, the API window, the commit rate), :class:`HubLimits`;
 * :mod:`.storage` (what is stored), :mod:`.faults` (fault injection), :mod:`.httpd` (HTTP plumbing).
 
 Client facts this server relies on (huggingface_hub 2.4):
@@ -34,6 +35,7 @@ Standard library only, except ``lz4`` to decompress Xet chunks (imported when a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
@@ -49,6 +51,7 @@ from .extra import require_testing_extra
 from .faults import FAULT_KINDS, FAULT_ROUTES, HOLD_ROUTES, Fault, fault_error_response, new_fault
 from .httpd import HTTPServer, HubError, Request, Response, Route, error_response
 from .lfs import LfsRoutes
+from .limits import HubLimits, Quotas, is_api_route
 from .repos import RepoRoutes, route_repo_api, route_repo_web
 from .storage import DEFAULT_USER, GITATTRIBUTES, PLURAL_TO_TYPE, REPO_TYPES, Bucket, Commit, empty_stats, git_blob_oid
 from .xet import CAS_ROUTES, XetRoutes, route_cas
@@ -60,6 +63,7 @@ __all__ = [
     "HOLD_ROUTES",
     "REPO_TYPES",
     "Fault",
+    "HubLimits",
     "HubServer",
     "git_blob_oid",
     "main",
@@ -110,6 +114,10 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         read_only_tokens: tokens that may read but get 403 on writes (create, commit, preupload,
             LFS, squash, branches, bucket writes, Xet write tokens).
         username: the user ``whoami`` reports and the namespace of repos created without one.
+        limits: the Hub's limits to enforce (:class:`~.limits.HubLimits`): by default 10,000 entries
+            per folder, as the Hub always does, and no rate limit (tests compress time);
+            ``HubLimits.hub_free()`` adds the Hub's API window and commit rate. Refusals are counted
+            in :attr:`stats` ``["limits_hit"]``.
     """
 
     def __init__(
@@ -119,8 +127,10 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         tokens: Iterable[str] | None = None,
         read_only_tokens: Iterable[str] | None = None,
         username: str = DEFAULT_USER,
+        limits: HubLimits | None = None,
     ) -> None:
         super().__init__()
+        self._quotas = Quotas(limits if limits is not None else HubLimits())
         self.host = host
         self._port = port
         self.tokens = set(tokens) if tokens is not None else None
@@ -138,6 +148,11 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def limits(self) -> HubLimits:
+        """The Hub limits this server enforces (fixed at construction: the windows count from then)."""
+        return self._quotas.limits
 
     @property
     def endpoint(self) -> str:
@@ -299,7 +314,10 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         registered by shards; ``xet_bytes_served``: xorb bytes downloaded; ``bucket_writes``: bucket
         batches that applied at least one operation; ``bucket_ops``: operations applied;
         ``connections``: TCP connections accepted (keep-alive reuse keeps it low); ``requests``: by
-        route name; ``faults_triggered``: by kind.
+        route name (Hub API requests: those whose route :func:`~.limits.is_api_route` names);
+        ``faults_triggered``: by kind; ``limits_hit``: requests and operations refused by
+        :attr:`limits`, by limit (``api_requests``, ``commits``, ``entries_per_folder``,
+        ``files_per_commit``).
         """
         return self._stats_copy()
 
@@ -425,7 +443,7 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         return (repo_type, repo_id) in self._repos
 
     def handle(self, request: Request) -> Response | None:
-        """Route, count, apply faults and auth, run the handler. None means: close, no answer."""
+        """Route, count, spend the API window, apply faults and auth, run the handler. None means: close, no answer."""
         with self._meta_lock:
             self._active += 1
         try:
@@ -443,7 +461,21 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         logger.debug("%s %s -> route %s", request.method, request.path, route.name)
         if down:
             return error_response(HubError(503, "Service Unavailable (HubServer.set_down)"))
+        rate_headers: dict[str, str] = {}
+        if is_api_route(route.name):
+            allowed, rate_headers = self._quotas.api_request()
+            if not allowed:
+                self._bump("limits_hit", sub="api_requests")
+                logger.info("%s %s -> 429 (API window spent)", request.method, request.path)
+                return error_response(self._quotas.api_refusal(rate_headers))
+        response = self._respond(request, route)
+        if response is not None:  # the Hub sets them on every API answer; an injected 429 keeps its own
+            for name, value in rate_headers.items():
+                response.headers.setdefault(name, value)
+        return response
 
+    def _respond(self, request: Request, route: Route) -> Response | None:
+        """Faults, auth and the route's handler."""
         lost_response = False
         delayed: Fault | None = None
         fault = self._take_fault(route.name)
@@ -512,6 +544,42 @@ def shell_exports(server: HubServer, token: str, xet: bool = True) -> list[str]:
     return [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
 
 
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """The :class:`HubLimits` flags (0 turns a limit off); ``--hub-free`` starts from the Hub's free-account rates."""
+    group = parser.add_argument_group("the Hub's limits (HubLimits; 0 turns one off)")
+    group.add_argument("--hub-free", action="store_true",
+                       help="the Hub's free-account rates: 1000 API requests per 300 s, 128 commits per hour per repository")
+    group.add_argument("--entries-per-folder", type=int, metavar="N",
+                       help="most files and sub-folders in one folder (default: 10000, as the Hub)")
+    group.add_argument("--api-requests", type=int, metavar="N",
+                       help="Hub API requests per window, for the server's one user (default: no limit)")
+    group.add_argument("--window-s", type=float, metavar="SECONDS", help="the API window, in seconds (default: 300)")
+    group.add_argument("--commits-per-hour", type=int, metavar="N",
+                       help="commits per repository per commit window (default: no limit)")
+    group.add_argument("--commit-window-s", type=float, metavar="SECONDS",
+                       help="the commit window, in seconds (default: 3600)")
+    group.add_argument("--files-per-commit", type=int, metavar="N",
+                       help="most file operations in one commit (default: no limit)")
+
+
+def _limits_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> HubLimits:
+    """The flags of :func:`_add_limit_flags` as a :class:`HubLimits` (a bad value: a usage error, exit 2)."""
+    counts = {
+        "entries_per_folder": args.entries_per_folder,
+        "api_requests_per_window": args.api_requests,
+        "commits_per_hour": args.commits_per_hour,
+        "files_per_commit": args.files_per_commit,
+    }
+    changes: dict[str, Any] = {name: value or None for name, value in counts.items() if value is not None}
+    for name, seconds in (("window_s", args.window_s), ("commit_window_s", args.commit_window_s)):
+        if seconds is not None:
+            changes[name] = seconds
+    try:
+        return dataclasses.replace(HubLimits.hub_free() if args.hub_free else HubLimits(), **changes)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run a HubServer in the foreground for demos, benchmarks and offline work."""
 
@@ -522,13 +590,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--read-only-token", action="append", help="accepted read-only token (repeatable)")
     parser.add_argument("--no-xet", action="store_true", help="print a client environment without Xet")
     parser.add_argument("--log-level", default="INFO")
+    _add_limit_flags(parser)
     args = parser.parse_args(argv)
+    limits = _limits_from(parser, args)
     try:
         require_testing_extra("python -m hf_mpwriter.testing.hub_server")
     except ValueError as exc:  # ConfigurationError: one line that says what to install, no traceback
         raise SystemExit(f"hub_server: error: {exc}") from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = HubServer(host=args.host, port=args.port, tokens=args.token, read_only_tokens=args.read_only_token)
+    server = HubServer(
+        host=args.host, port=args.port, tokens=args.token, read_only_tokens=args.read_only_token, limits=limits
+    )
 
     # SIGTERM (e.g. from a benchmark harness) ends the server like Ctrl-C, so the stats get printed.
     def _on_sigterm(signum: int, frame: Any) -> None:
@@ -536,6 +608,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     server.start()
+    logger.info("enforcing %s", server.limits)
     # Without --token the server accepts any token: print one, so that the pasted shell sends one.
     token = (args.token or args.read_only_token or ["hf_test"])[0]
     # A comment line first: what the server prints until it stops can be sourced (`. hub.env`).

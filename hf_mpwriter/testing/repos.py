@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 from .httpd import HubError, Request, Response, Route, json_response, parse_range
+from .limits import FolderEntries, folders_holding, too_many_entries
 from .storage import (
     PLURAL_TO_TYPE,
     REPO_TYPES,
@@ -349,8 +350,13 @@ class RepoRoutes(HubState):
         if not summary:
             raise HubError(400, "Commit summary is required")
         branch = route.revision or "main"
+        self._check_files_per_commit(len(lines) - 1)
         with self._lock:
             repo = self._repo(route)
+            key = f"{repo.repo_type}:{repo.repo_id}"
+            refusal = self._quotas.commit_refusal(key)
+            if refusal is not None:
+                self._refuse("commits", refusal)
             if branch not in repo.branches:
                 if repo.resolve(branch) is not None:
                     raise HubError(400, f"Invalid rev id: {branch} is not a branch")
@@ -403,10 +409,11 @@ class RepoRoutes(HubState):
                     raise HubError(400, f"Unknown commit operation {kind!r}")
             if dangling:
                 raise HubError(400, DANGLING_LFS.format(paths=" ".join(f"- {p}" for p in dangling)))
+            self._check_entries(tree, added, branch)
             oid = self._new_oid("commit", head.oid, summary, *added, *deleted)
             repo.commits[oid] = Commit(oid, head.oid, tree, summary, header.get("description") or "", time.time(), added, deleted)
             repo.branches[branch] = oid
-            key = f"{repo.repo_type}:{repo.repo_id}"
+            self._quotas.commit_applied(key)
         with self._meta_lock:
             self._stats["commits"] += 1
             self._stats["commits_per_repo"][key] = self._stats["commits_per_repo"].get(key, 0) + 1
@@ -419,6 +426,26 @@ class RepoRoutes(HubState):
                 "pullRequestUrl": None,
             }
         )
+
+    def _check_files_per_commit(self, operations: int) -> None:
+        """400 for a commit of more file operations than ``limits.files_per_commit`` (the Hub has no
+        such count, only a 60 s commit timeout: this is the test Hub's own stand-in, off by default)."""
+        limit = self._quotas.limits.files_per_commit
+        if limit is not None and operations > limit:
+            message = (
+                f"This commit has {operations} file operations, more than the {limit} this server allows "
+                "(HubLimits.files_per_commit; the Hub recommends 50-100 files per commit)"
+            )
+            self._refuse("files_per_commit", HubError(400, message))
+
+    def _check_entries(self, tree: dict[str, FileEntry], added: list[str], branch: str) -> None:
+        """The Hub's 400 for a commit that takes a folder over ``limits.entries_per_folder`` entries."""
+        limit = self._quotas.limits.entries_per_folder
+        if limit is None or len(tree) <= limit:  # a folder has no more entries than files under it
+            return
+        crowded = FolderEntries(tree, folders_holding(added)).crowded(limit)
+        if crowded:
+            self._refuse("entries_per_folder", HubError(400, too_many_entries(limit, crowded, branch)))
 
     # -- listing --------------------------------------------------------------------------------
 

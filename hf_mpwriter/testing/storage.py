@@ -16,10 +16,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 from .faults import Fault
 from .httpd import HubError
+from .limits import Quotas
 
 REPO_TYPES = ("model", "dataset", "space")
 PLURAL_TO_TYPE = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -301,6 +302,7 @@ def empty_stats() -> dict[str, Any]:
         "connections": 0,
         "requests": {},
         "faults_triggered": {},
+        "limits_hit": {},
     }
 
 
@@ -314,6 +316,7 @@ class HubState:
     username: str
     tokens: set[str] | None
     read_only_tokens: set[str]
+    _quotas: Quotas  # the Hub limits the server enforces, and their counters
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -336,6 +339,11 @@ class HubState:
                 self._stats[key] += amount
             else:
                 self._stats[key][sub] = self._stats[key].get(sub, 0) + amount
+
+    def _refuse(self, limit: str, error: HubError) -> NoReturn:
+        """Answer ``error`` for a request over one of the Hub's limits, counted in ``stats["limits_hit"]``."""
+        self._bump("limits_hit", sub=limit)
+        raise error
 
     def _stats_copy(self) -> dict[str, Any]:
         with self._meta_lock:
