@@ -216,9 +216,9 @@ def test_the_command_line_server_takes_the_limits_as_flags() -> None:
                               stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert server.stdout is not None
-        first = server.stdout.readline()  # "HubServer listening on http://127.0.0.1:PORT (...)"
+        first = server.stdout.readline()  # "# HubServer listening on http://127.0.0.1:PORT (...)"
         assert "listening on" in first, first + (server.stderr.read() if server.stderr else "")
-        endpoint = first.split()[3]
+        endpoint = first.split("listening on ", 1)[1].split()[0]
         assert [_whoami(endpoint) for _ in range(3)] == [200, 200, 429]
     finally:
         server.send_signal(signal.SIGTERM)
