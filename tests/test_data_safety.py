@@ -8,11 +8,13 @@ server applied is checked, not only the end state.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ from hf_mpwriter.cli.status import collect
 from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.uploader.loop import Uploader
+from hf_mpwriter.uploader.schedule import LOCAL_RETRY_S
 
 REPO = "tester/run"
 PREFIX = "tensorboard/logs/"
@@ -417,3 +420,40 @@ def test_writer_constructed_on_a_full_disk_works_and_uploads_once_space_returns(
     finally:
         proc.kill()
     assert _target_steps(tmp_path) == list(range(300))
+
+
+def test_full_disk_is_retried_every_few_seconds_then_everything_lands(tmp_path, small_disk, caplog):
+    """The real uploader loop started on a real full disk: every attempt fails locally (its queue cannot
+    even be opened) and the next comes ``LOCAL_RETRY_S`` later, not at the next poll (before: four a
+    second, each failing the same way); once space returns, every record lands."""
+    logdir = small_disk / "logs"
+    writer = HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none",
+                             commit_every=1)
+    for step in range(100):
+        writer.add_scalar("loss", float(step), step)
+    writer.flush()  # an open file: the uploader would have to stage a copy of it
+    filler = fill(small_disk)
+    caplog.set_level(logging.ERROR, logger="hf_mpwriter.uploader")
+    stop, codes = threading.Event(), []
+    thread = threading.Thread(target=lambda: codes.append(Uploader(logdir).run(stop)), name="test-uploader")
+    thread.start()
+    try:
+        def failures() -> list[float]:  # one line per failed attempt, when the loop met the error
+            return [r.created for r in caplog.records if r.getMessage().startswith(f"local error in {logdir}")]
+
+        wait_for(lambda: len(failures()) >= 3, 30, "three attempts failing on the full disk")
+        times = failures()
+        assert min(b - a for a, b in zip(times, times[1:])) >= 0.9 * LOCAL_RETRY_S, times
+        filler.unlink()
+        for step in range(100, 200):
+            writer.add_scalar("loss", float(step), step)
+        writer.close()
+        thread.join(60)
+        assert codes == [0]  # everything committed, then the uploader exits with the last writer gone
+    finally:
+        stop.set()
+        thread.join()
+        filler.unlink(missing_ok=True)
+        writer.close()
+    assert _target_steps(tmp_path) == list(range(200))
+    assert collect(logdir)["up_to_date"]

@@ -245,8 +245,8 @@ class Uploader:
                 self._prune_registrations()
                 if mailbox.take(self.logdir, "trigger"):
                     schedule.trigger(now)
-                ending = schedule.term_at is not None or (not schedule.writers_alive and not watch)
-                decision = schedule.decide(now, drained=ending and self.committer.drained(), retry_due=self._retry_due())
+                decision = schedule.local_wait(now) or schedule.decide(  # no queue read while a local error waits
+                    now, drained=schedule.ending and self.committer.drained(), retry_due=self._retry_due())
                 if decision.action is Action.EXIT:
                     return self._exit(decision, schedule)
                 if decision.action is Action.CYCLE:
