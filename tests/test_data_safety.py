@@ -35,6 +35,7 @@ from upload_helpers import (
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.config import UploadConfig
+from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.uploader.loop import Uploader
 from hf_mpwriter.uploader.schedule import LOCAL_RETRY_S
@@ -117,6 +118,44 @@ def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tm
     assert_history_only_extends(hub)
     check_remote(logdir, _remote(hub), {r: range(300) for r in range(2)}, tmp_path / "remote")
     assert collect(logdir)["up_to_date"]
+
+
+def test_an_uploader_replaced_during_its_commit_steps_down_and_leaves_its_successors_job_alone(hub, tmp_path):
+    """The real loop's commit is held by the server; meanwhile a newer uploader takes the queue over and
+    commits the job itself. The first's commit then comes back refused (412): its update of the job is
+    refused too (:class:`Superseded`), and its loop exits (2) leaving the job acknowledged (before: it
+    put its successor's acknowledged job back to pending, with a backoff, and went on)."""
+    hub.create_repo(REPO)
+    _plant(hub, tmp_path, "README.md", b"---\ntags:\n- hf-summary-writer\n---\n")  # the held commit: of logs
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(logdir=str(logdir), repo_id=REPO, rank=0, uploader="none") as writer:
+        for step in range(50):
+            writer.add_scalar("loss", float(step), step)
+
+    def uploader() -> Uploader:
+        return Uploader(logdir, token=TOKEN, target=HubTarget(REPO, prefix="tensorboard/logs", token=TOKEN,
+                                                              endpoint=hub.endpoint))
+
+    hold = hub.inject("hold", route="commit", seconds=_ZOMBIE_HOLD_S)
+    first, codes = uploader(), []
+    thread = threading.Thread(target=lambda: codes.append(first.run()), name="test-first-uploader")
+    thread.start()
+    try:
+        wait_for(lambda: hold.hits, 30, "the first uploader's commit held by the server")
+        second = uploader()
+        second.committer.take_over()  # what its acquire() does: the queue's next generation
+        second.cycle()  # finds the job in flight, not landed: sends it itself
+        assert second.queue.unfinished(second.target.key) is None and hub.commit_count(REPO) == 2  # README, logs
+    finally:
+        hold.release()
+        thread.join(60)
+    assert hold.outcomes == [412]  # the first's commit came back refused: the path under test was taken
+    assert codes == [2]  # it stepped down
+    job = second.queue.last_done(second.target.key)
+    assert second.queue.unfinished(second.target.key) is None and job is not None and job.attempts == 2
+    second.committer.close()
+    assert collect(logdir)["up_to_date"] and hub.commit_count(REPO) == 2
+    check_remote(logdir, _remote(hub), {0: range(50)}, tmp_path / "remote")
 
 
 # -- the audit --------------------------------------------------------------------------------------
