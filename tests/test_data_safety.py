@@ -8,11 +8,13 @@ server applied is checked, not only the end state.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -33,8 +35,10 @@ from upload_helpers import (
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.config import UploadConfig
+from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.uploader.loop import Uploader
+from hf_mpwriter.uploader.schedule import LOCAL_RETRY_S
 
 REPO = "tester/run"
 PREFIX = "tensorboard/logs/"
@@ -114,6 +118,44 @@ def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tm
     assert_history_only_extends(hub)
     check_remote(logdir, _remote(hub), {r: range(300) for r in range(2)}, tmp_path / "remote")
     assert collect(logdir)["up_to_date"]
+
+
+def test_an_uploader_replaced_during_its_commit_steps_down_and_leaves_its_successors_job_alone(hub, tmp_path):
+    """The real loop's commit is held by the server; meanwhile a newer uploader takes the queue over and
+    commits the job itself. The first's commit then comes back refused (412): its update of the job is
+    refused too (:class:`Superseded`), and its loop exits (2) leaving the job acknowledged (before: it
+    put its successor's acknowledged job back to pending, with a backoff, and went on)."""
+    hub.create_repo(REPO)
+    _plant(hub, tmp_path, "README.md", b"---\ntags:\n- hf-summary-writer\n---\n")  # the held commit: of logs
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(logdir=str(logdir), repo_id=REPO, rank=0, uploader="none") as writer:
+        for step in range(50):
+            writer.add_scalar("loss", float(step), step)
+
+    def uploader() -> Uploader:
+        return Uploader(logdir, token=TOKEN, target=HubTarget(REPO, prefix="tensorboard/logs", token=TOKEN,
+                                                              endpoint=hub.endpoint))
+
+    hold = hub.inject("hold", route="commit", seconds=_ZOMBIE_HOLD_S)
+    first, codes = uploader(), []
+    thread = threading.Thread(target=lambda: codes.append(first.run()), name="test-first-uploader")
+    thread.start()
+    try:
+        wait_for(lambda: hold.hits, 30, "the first uploader's commit held by the server")
+        second = uploader()
+        second.committer.take_over()  # what its acquire() does: the queue's next generation
+        second.cycle()  # finds the job in flight, not landed: sends it itself
+        assert second.queue.unfinished(second.target.key) is None and hub.commit_count(REPO) == 2  # README, logs
+    finally:
+        hold.release()
+        thread.join(60)
+    assert hold.outcomes == [412]  # the first's commit came back refused: the path under test was taken
+    assert codes == [2]  # it stepped down
+    job = second.queue.last_done(second.target.key)
+    assert second.queue.unfinished(second.target.key) is None and job is not None and job.attempts == 2
+    second.committer.close()
+    assert collect(logdir)["up_to_date"] and hub.commit_count(REPO) == 2
+    check_remote(logdir, _remote(hub), {0: range(50)}, tmp_path / "remote")
 
 
 # -- the audit --------------------------------------------------------------------------------------
@@ -417,3 +459,40 @@ def test_writer_constructed_on_a_full_disk_works_and_uploads_once_space_returns(
     finally:
         proc.kill()
     assert _target_steps(tmp_path) == list(range(300))
+
+
+def test_full_disk_is_retried_every_few_seconds_then_everything_lands(tmp_path, small_disk, caplog):
+    """The real uploader loop started on a real full disk: every attempt fails locally (its queue cannot
+    even be opened) and the next comes ``LOCAL_RETRY_S`` later, not at the next poll (before: four a
+    second, each failing the same way); once space returns, every record lands."""
+    logdir = small_disk / "logs"
+    writer = HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none",
+                             commit_every=1)
+    for step in range(100):
+        writer.add_scalar("loss", float(step), step)
+    writer.flush()  # an open file: the uploader would have to stage a copy of it
+    filler = fill(small_disk)
+    caplog.set_level(logging.ERROR, logger="hf_mpwriter.uploader")
+    stop, codes = threading.Event(), []
+    thread = threading.Thread(target=lambda: codes.append(Uploader(logdir).run(stop)), name="test-uploader")
+    thread.start()
+    try:
+        def failures() -> list[float]:  # one line per failed attempt, when the loop met the error
+            return [r.created for r in caplog.records if r.getMessage().startswith(f"local error in {logdir}")]
+
+        wait_for(lambda: len(failures()) >= 3, 30, "three attempts failing on the full disk")
+        times = failures()
+        assert min(b - a for a, b in zip(times, times[1:])) >= 0.9 * LOCAL_RETRY_S, times
+        filler.unlink()
+        for step in range(100, 200):
+            writer.add_scalar("loss", float(step), step)
+        writer.close()
+        thread.join(60)
+        assert codes == [0]  # everything committed, then the uploader exits with the last writer gone
+    finally:
+        stop.set()
+        thread.join()
+        filler.unlink(missing_ok=True)
+        writer.close()
+    assert _target_steps(tmp_path) == list(range(200))
+    assert collect(logdir)["up_to_date"]

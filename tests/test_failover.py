@@ -41,7 +41,7 @@ from hf_mpwriter.state.registry import live_writers
 from hf_mpwriter.state.statedir import write_json_atomic
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
-from hf_mpwriter.uploader.loop import Uploader
+from hf_mpwriter.uploader.loop import Superseded, Uploader
 from hf_mpwriter.uploader.schedule import FINAL_GAP_S
 
 BAD = "hf_badTokenForTests0123456789"
@@ -116,6 +116,40 @@ def test_superseded_uploader_sends_nothing(tmp_path):
     with pytest.raises(Exception, match="replaced by generation"):
         old.cycle()
     assert not local_commits(tmp_path / "target")
+
+
+@pytest.mark.parametrize("late", [JobState.PENDING, JobState.DONE])
+def test_a_replaced_uploaders_late_update_leaves_its_successors_job_alone(tmp_path, late):
+    """Two real handles on one queue: the first sends the job and is replaced while its call runs; the
+    successor takes the job over and sends it again. The first's call then comes back (failed, or
+    landed): its update of the job is refused, and the successor's job stays in flight (before: the
+    first flipped it back to pending, or acknowledged it with its own, older pieces)."""
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none",
+                         commit_every=1) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    uploader = Uploader(logdir)
+    key, db = uploader.target.key, logdir / ".hf_mpwriter" / "queue.db"
+    first, second = JobQueue(db), JobQueue(db)
+    try:
+        first.new_generation()
+        sent = first.add(key, uploader.committer.scanner.snapshot({}))
+        first.move(sent, JobState.INFLIGHT)  # the first sends it...
+        second.new_generation()  # ...and is replaced while its call runs
+        theirs = second.unfinished(key)
+        second.move(theirs, JobState.PENDING, next_try=0.0)  # the successor finds it did not land...
+        second.move(theirs, JobState.INFLIGHT)  # ...and sends it again
+        refused: Exception | None = None
+        try:  # the first's call comes back
+            first.move(sent, late, error="timed out", next_try=time.time() + 60, commit_id="late")
+        except Exception as exc:  # noqa: BLE001 - which one is asserted below
+            refused = exc
+        job = second.unfinished(key)
+        assert job is not None and (job.id, job.state) == (theirs.id, JobState.INFLIGHT), job
+        assert isinstance(refused, Superseded), refused
+    finally:
+        first.close()
+        second.close()
 
 
 #: Longer than the whole test: a request held this long is ended by the client's timeout, or never.

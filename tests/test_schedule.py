@@ -252,6 +252,25 @@ def test_retries_after_a_backoff_and_after_local_errors():
     assert schedule.decide(23.0, drained=False, retry_due=False).action is Action.WAIT
 
 
+def test_a_local_error_holds_every_rule_until_its_retry():
+    """After a local error (a full disk, a locked queue) nothing is tried before ``LOCAL_RETRY_S``: not
+    the interval that was due, a writer's request, a job's backoff or the last writer gone (before,
+    with no ``cycled()`` between, ``decide`` said CYCLE at once and the loop retried back to back)."""
+    schedule = Schedule(pacing(interval=1.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=True)
+    assert schedule.decide(0.0, drained=False, retry_due=False).action is Action.CYCLE  # the backlog
+    schedule.failed(0.01, local=True)
+    schedule.trigger(0.02)
+    for step in range(1, int(LOCAL_RETRY_S / 0.01)):
+        now = 0.01 + step * 0.01
+        if now > 1.0:
+            schedule.writers(now, alive=False)
+        decision = schedule.decide(now, drained=False, retry_due=True)
+        assert decision.action is Action.WAIT, (now, decision)
+        assert 0 < decision.wait <= 0.01 + LOCAL_RETRY_S - now + 1e-9
+    assert schedule.decide(0.01 + LOCAL_RETRY_S, drained=False, retry_due=False).action is Action.CYCLE
+
+
 def test_an_unexpected_error_pauses_even_a_due_interval():
     schedule = Schedule(pacing(interval=1.0), 0.0, 0.0)
     schedule.writers(0.0, alive=True)

@@ -68,7 +68,7 @@ AUDIT_META = "audit"
 #: ``meta`` key of the uploader's current error, the one record of it (see :meth:`JobQueue.record_error`).
 ERROR_META = "error"
 #: ``meta`` key of the uploader generation: each uploader that takes over increments it, and one
-#: that finds a newer generation before sending knows it was replaced and stops.
+#: that finds a newer generation when it moves a job (before its send or after) knows it was replaced and stops.
 GENERATION_META = "generation"
 
 
@@ -131,12 +131,17 @@ class QueueCorrupted(Exception):
     pass
 
 
+class Superseded(Exception):
+    """A newer uploader took the queue over (or moved the job): this handle's job move is refused."""
+
+
 class JobQueue:
     """Access to ``queue.db``. Use one instance per thread (sqlite3 connections are not shared)."""
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+    def __init__(self, path: Path, readonly: bool = False, generation: int | None = None) -> None:
         self.path = Path(path)
         self.readonly = readonly
+        self.generation = generation  # the uploader generation this handle moves jobs as (fenced: see move)
         try:
             self._db = self._connect()
         except sqlite3.OperationalError:
@@ -183,12 +188,8 @@ class JobQueue:
             if src.exists():
                 src.replace(Path(str(aside) + suffix))
         logger.warning(
-            "the upload queue %s was unreadable (%s); it was moved to %s and is rebuilt by rescanning the "
-            "logs: nothing is lost, but every file is sent again once, whole (the target ends with the same content)",
-            self.path,
-            reason,
-            aside,
-        )
+            "the upload queue %s was unreadable (%s); it was moved to %s and is rebuilt by rescanning the logs: nothing "
+            "is lost, but every file is sent again once, whole (the target ends with the same content)", self.path, reason, aside)
 
     def close(self) -> None:
         self._db.close()
@@ -275,39 +276,39 @@ class JobQueue:
         - to ``PENDING``: an attempt failed (``error``, retry at ``next_try``; ``count_attempt`` for a
           failure that was not a send, e.g. the target could not even be asked, so backoff grows),
           or it was found not to have landed (``next_try=0``: send again now).
+
+        Fenced, in the move's transaction: :class:`Superseded` if a newer uploader took the queue over
+        since this handle's :attr:`generation`, or the job is no longer in ``job.state``. An uploader
+        replaced while its call ran must not move its successor's job, before the send or after it.
         """
         if to not in TRANSITIONS[job.state]:
             raise ValueError(f"job {job.id} cannot move from {job.state.value} to {to.value}")
         now = time.time()
         with self._transaction():
+            current = int(self.get_meta(GENERATION_META) or 0)
+            stored = self._db.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            if self.generation not in (None, current) or stored != (job.state.value,):
+                raise Superseded(f"uploader generation {self.generation} was replaced by generation {current}"
+                                 if self.generation not in (None, current) else
+                                 f"job {job.id} was moved by another uploader (it is {stored[0] if stored else 'gone'})")
             if to is JobState.INFLIGHT:
-                self._db.execute(
-                    "UPDATE jobs SET state = ?, attempts = attempts + 1, updated = ? WHERE id = ?",
-                    (to.value, now, job.id),
-                )
+                self._db.execute("UPDATE jobs SET state = ?, attempts = attempts + 1, updated = ? WHERE id = ?",
+                                 (to.value, now, job.id))
                 job.attempts += 1
             elif to is JobState.DONE:
-                self._db.execute(
-                    "UPDATE jobs SET state = ?, commit_id = ?, last_error = NULL, updated = ? WHERE id = ?",
-                    (to.value, commit_id, now, job.id),
-                )
+                self._db.execute("UPDATE jobs SET state = ?, commit_id = ?, last_error = NULL, updated = ? WHERE id = ?",
+                                 (to.value, commit_id, now, job.id))
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO files (target, path, committed_size, sha256, complete) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    [(job.target, p.path, p.size, p.sha256, int(p.complete)) for p in job.pieces],
-                )
-                self._db.execute(
-                    "DELETE FROM jobs WHERE target = ? AND state = 'done' AND id <= ?",
-                    (job.target, job.id - _KEEP_DONE_JOBS),
-                )
+                    "INSERT OR REPLACE INTO files (target, path, committed_size, sha256, complete) VALUES (?, ?, ?, ?, ?)",
+                    [(job.target, p.path, p.size, p.sha256, int(p.complete)) for p in job.pieces])
+                self._db.execute("DELETE FROM jobs WHERE target = ? AND state = 'done' AND id <= ?",
+                                 (job.target, job.id - _KEEP_DONE_JOBS))
                 job.commit_id, job.last_error = commit_id, None
             else:
                 bump = 1 if count_attempt else 0
-                self._db.execute(
-                    "UPDATE jobs SET state = ?, last_error = COALESCE(?, last_error), next_try = ?, updated = ?, "
-                    "attempts = attempts + ? WHERE id = ?",
-                    (to.value, error, next_try, now, bump, job.id),
-                )
+                self._db.execute("UPDATE jobs SET state = ?, last_error = COALESCE(?, last_error), next_try = ?, "
+                                 "updated = ?, attempts = attempts + ? WHERE id = ?",
+                                 (to.value, error, next_try, now, bump, job.id))
                 job.last_error = error or job.last_error
                 job.next_try = next_try
                 job.attempts += bump
@@ -321,9 +322,9 @@ class JobQueue:
     def new_generation(self) -> int:
         """Take over: the generation after the current one (see :data:`GENERATION_META`)."""
         with self._transaction():
-            current = int(self.get_meta(GENERATION_META) or 0)
-            self.set_meta(GENERATION_META, str(current + 1))
-        return current + 1
+            self.generation = int(self.get_meta(GENERATION_META) or 0) + 1
+            self.set_meta(GENERATION_META, str(self.generation))
+        return self.generation
 
     def forget(self, target: str, paths: list[str]) -> None:
         """Forget that ``paths`` were committed (the audit found the target does not hold them):

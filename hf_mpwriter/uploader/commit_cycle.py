@@ -16,8 +16,9 @@ Delivery is at least once and its effect exactly once: a job's bytes are fixed w
 retry sends the same bytes to the same paths, and a job whose outcome is unknown (``inflight`` after
 a crash, a SIGKILL or an abandoned call) is checked against the target before it is sent again. The
 fence: every uploader takes a new generation of the queue when it starts, and one that finds a newer
-generation before sending (it was stopped, then woke up after its successor took over) raises
-:class:`Superseded` and sends nothing. The audit: the queue's belief is checked against the target
+generation when it moves a job, before the send or after it (it was stopped, then woke up after its
+successor took over), gets :class:`~hf_mpwriter.state.jobqueue.Superseded`: it sends nothing more and
+leaves its successor's job as it is. The audit: the queue's belief is checked against the target
 (after every commit for what was sent, in full at every start and every ``audit_every``), and what
 the target does not hold exactly is sent again.
 
@@ -41,7 +42,7 @@ from typing import Any, Callable, Protocol, TypeVar
 from ..config import UploadConfig
 from ..errors import TargetError
 from ..redaction import redact
-from ..state.jobqueue import AUDIT_META, GENERATION_META, ErrorKind, Job, JobQueue, JobState, Step, audit_record
+from ..state.jobqueue import AUDIT_META, ErrorKind, Job, JobQueue, JobState, Step, audit_record
 from ..state.piece import Piece
 from ..state.statedir import state_dir, write_json_atomic
 from ..targets import Target
@@ -51,10 +52,6 @@ from .snapshot import Scanner
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # the uploader's log, whichever module speaks
 T = TypeVar("T")
-
-
-class Superseded(Exception):
-    """A newer uploader took over the queue (this one was stopped, then woke up): send nothing."""
 
 
 @dataclass
@@ -105,7 +102,7 @@ class Committer:
     @property
     def queue(self) -> JobQueue:
         if self._queue is None:  # opened in the thread that uses it
-            self._queue = JobQueue(self.state / "queue.db")
+            self._queue = JobQueue(self.state / "queue.db", generation=self._generation)  # its moves are fenced
         return self._queue
 
     def close(self) -> None:
@@ -117,7 +114,7 @@ class Committer:
     def take_over(self) -> None:
         """This process is now the logdir's uploader: take the queue's next generation (the fence),
         and try the unfinished job at once. Raises ``OSError`` / ``sqlite3.Error`` if the queue
-        cannot be written yet (a full disk): the generation is then taken before the first send."""
+        cannot be written yet (a full disk): the generation is then taken at the next cycle."""
         self._generation = self.queue.new_generation()
         self.queue.reset_backoff(self.target.key)  # a new uploader (or a sync) tries at once
         error = self.queue.error()
@@ -143,13 +140,15 @@ class Committer:
         Target errors and local I/O errors met while snapshotting or sending (a full disk, a vanished
         file) are recorded as the last error (``status`` shows it) and retried later, not raised.
         A queue that cannot be read at all (a locked or full database) raises ``sqlite3.Error`` /
-        ``OSError``: the loop retries every few seconds. :class:`Superseded`, and whatever ``call``
-        raises to abandon a call, are raised too.
+        ``OSError``: the loop retries every few seconds. :class:`~hf_mpwriter.state.jobqueue.Superseded`
+        (a newer uploader took over), and whatever ``call`` raises to abandon a call, are raised too.
         """
         progress = Progress()
         if not self.prepare():
             progress.error, progress.fatal = self.last_error(), self._prepare_fatal
             return progress
+        if self._generation is None:  # the queue could not be written at start (disk full): take it over now
+            self._generation = self.queue.new_generation()
         key = self.target.key
         job = self.queue.unfinished(key)
         try:
@@ -248,8 +247,7 @@ class Committer:
             return
         job = usable
         message = f"Upload TensorBoard logs: {len(job.pieces)} file(s), {job.bytes} bytes (hf_mpwriter)"
-        self._check_generation()
-        self.queue.move(job, JobState.INFLIGHT)
+        self.queue.move(job, JobState.INFLIGHT)  # fenced (Superseded), as every move of the job after the send
         try:
             commit_id = self._call("commit", self.target.commit, job.pieces, message, nbytes=job.bytes)
         except TargetError as exc:
@@ -272,15 +270,6 @@ class Committer:
         """Record a target error: one that needs the user makes writers waiting in ``close()`` stop
         waiting at once and say it, with the command that finishes the job once it is fixed."""
         self.queue.record_error(ErrorKind.TRANSIENT if exc.transient else ErrorKind.NEEDS_USER, text)
-
-    def _check_generation(self) -> None:
-        """Raise :class:`Superseded` if a newer uploader took the queue over since this one started."""
-        if self._generation is None:  # the queue could not be written at start (disk full): now
-            self._generation = self.queue.new_generation()
-            return
-        current = int(self.queue.get_meta(GENERATION_META) or 0)
-        if current != self._generation:
-            raise Superseded(f"uploader generation {self._generation} was replaced by generation {current}")
 
     # -- audit ---------------------------------------------------------------------------------
     def audit(self) -> dict[str, str]:

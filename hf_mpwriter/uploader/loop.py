@@ -43,14 +43,14 @@ from ..errors import ConfigurationError, TargetError
 from ..redaction import token_id
 from ..state import mailbox
 from ..state.election import AlreadyRunning, UploaderLock
-from ..state.jobqueue import JobQueue, Step
+from ..state.jobqueue import JobQueue, Step, Superseded
 from ..state.liveness import is_alive, process_identity
 from ..state.registry import live_writers, prune_stale_registrations
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
 from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
 from . import job_commit, system_metrics
-from .commit_cycle import Committer, Progress, Superseded
+from .commit_cycle import Committer, Progress
 from .schedule import (
     FINAL_GAP_S,
     LOCAL_RETRY_S,
@@ -253,8 +253,8 @@ class Uploader:
                 self._prune_registrations()
                 if mailbox.take(self.logdir, "trigger"):
                     schedule.trigger(now)
-                ending = schedule.term_at is not None or (not schedule.writers_alive and not watch)
-                decision = schedule.decide(now, drained=ending and self.committer.drained(), retry_due=self._retry_due())
+                decision = schedule.local_wait(now) or schedule.decide(  # no queue read while a local error waits
+                    now, drained=schedule.ending and self.committer.drained(), retry_due=self._retry_due())
                 if decision.action is Action.EXIT:
                     return self._exit(decision, schedule)
                 if decision.action is Action.CYCLE:
@@ -272,7 +272,7 @@ class Uploader:
                         schedule.cycled(time.monotonic(), time.time(), decision.reason)
                     continue
             except Superseded as exc:
-                logger.warning("%s; exiting without sending anything", exc)
+                logger.warning("%s; exiting, the newer uploader carries on", exc)
                 return 2
             except Abandoned:
                 return self._exit(Decision(Action.EXIT, "the preemption deadline passed during a call", code=1), schedule)

@@ -20,7 +20,8 @@ The rules, in order of precedence:
 4. **The interval**: a single node every ``interval`` (a backlog from an earlier run goes at once);
    the nodes of a job each at their own slot of the wall clock they share (``phase``).
 5. **Retries**: a failed job when its backoff (kept in the queue, so it survives restarts) runs out;
-   after a local error (disk full, database locked) every :data:`LOCAL_RETRY_S`; after an unexpected
+   after a local error (disk full, database locked) every :data:`LOCAL_RETRY_S` (:data:`TERM_GAP_S` after
+   SIGTERM), and nothing sooner, whatever else is due (:meth:`Schedule.local_wait`); after an unexpected
    error, a pause of :data:`UNEXPECTED_ERROR_PAUSE_S`.
 
 Times: ``now`` is the monotonic clock (what the rules measure); ``wall`` is ``time.time()``, used only
@@ -169,10 +170,18 @@ class Schedule:
             return -math.inf
         return math.inf if self.term_at is None else self.term_at + self.pacing.preemption_deadline
 
+    @property
+    def ending(self) -> bool:
+        """Terminating, or every writer gone (not watching): only then does :meth:`decide` read ``drained``."""
+        return self.term_at is not None or (not self.writers_alive and not self.pacing.watch)
+
     # -- what to do ----------------------------------------------------------------------------------
     def decide(self, now: float, *, drained: bool, retry_due: bool) -> Decision:
         """What to do at ``now``. ``drained``: nothing queued or on disk beyond what the target holds;
         ``retry_due``: a failed job's backoff has run out."""
+        held = self.local_wait(now)
+        if held is not None:
+            return held
         if self.term_at is not None:
             return self._terminating(now, drained)
         p = self.pacing
@@ -203,6 +212,17 @@ class Schedule:
         if gone:
             due = min(due, self.gone_at + p.drain_timeout + 1e-6)  # type: ignore[operator]
         return Decision(Action.WAIT, "nothing due", wait=due - now)
+
+    def local_wait(self, now: float) -> Decision | None:
+        """WAIT while a local error's retry is not due, else ``None``. The loop asks this before it reads
+        the queue for :meth:`decide`: reading it may be what fails (a queue that cannot be opened on a
+        full disk), and a failure every poll would be a retry every poll."""
+        if self.retry_at == math.inf:  # no local error
+            return None
+        until = min(self.retry_at, self.deadline())
+        if self.term_at is not None:  # the deadline is near: as often as a last commit is tried
+            until = min(until, self.last_cycle + TERM_GAP_S)
+        return Decision(Action.WAIT, "waiting to retry after a local error", wait=until - now) if now < until else None
 
     def _terminating(self, now: float, drained: bool) -> Decision:
         assert self.term_at is not None
