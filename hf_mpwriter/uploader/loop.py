@@ -269,7 +269,7 @@ class Uploader:
             except Abandoned:
                 return self._exit(Decision(Action.EXIT, "the preemption deadline passed during a call", code=1), schedule)
             except (OSError, sqlite3.Error) as exc:  # full disk, locked database: wait, then resume
-                logger.error("local error in %s (%s); retrying in %.0f s", self.state, exc, LOCAL_RETRY_S)
+                self.committer.say_local_error(f"local error in {self.state} ({exc}); retrying in {LOCAL_RETRY_S:.0f} s", exc)
                 schedule.failed(time.monotonic(), local=True)
                 decision = Decision(Action.WAIT, "local error", wait=POLL_S)
             except Exception:  # never die on a surprise: writers would respawn us in a loop
