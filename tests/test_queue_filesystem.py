@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,35 @@ def test_a_queue_nobody_can_read_is_said_not_waited_out_in_silence(tmp_path, cap
     log = state / "uploader.log"
     wait_for(lambda: log.exists() and "retrying does not fix" in log.read_text(), 20, "the uploader saying so")
     assert os.path.isdir(state / "queue.db")  # nothing set aside or rebuilt over it
+
+
+_KILLED_MID_WRITE = """
+import os, signal, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size=1")  # pages go to the file (and the journal) before the commit
+db.execute("BEGIN IMMEDIATE")
+db.execute("UPDATE jobs SET pieces = pieces || zeroblob(20000)")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_write_interrupted_on_a_network_file_system_is_rolled_back_by_the_next_uploader(network_disk, tmp_path):
+    """A rollback journal left by an uploader killed mid-write stops read-only readers (they cannot undo
+    it): ``status`` says so and that the next uploader start rolls it back, which it does."""
+    logdir = network_disk / "logs"
+    with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, uploader="none") as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    db = logdir / ".hf_mpwriter" / "queue.db"
+    queue = JobQueue(db)
+    job = queue.add("target", [Piece(path="run/a.tfevents", size=10, sha256="0" * 64, source="run/a.tfevents")])
+    queue.close()
+    subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(db)], timeout=60)
+    assert Path(f"{db}-journal").stat().st_size > 0  # the scenario: a hot journal, in rollback mode
+    error = collect(logdir)["last_error"]
+    assert "cannot be read" in error and "queue.db-journal is there" in error and "rolls it back" in error, error
+    queue = JobQueue(db)  # what the next uploader does first
+    try:
+        assert queue.unfinished("target").pieces == job.pieces  # rolled back: the job as it was committed
+    finally:
+        queue.close()
+    assert collect(logdir)["last_error"] is None

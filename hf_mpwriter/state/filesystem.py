@@ -88,6 +88,9 @@ def set_journal(db: sqlite3.Connection, path: Path) -> str:
 def queue_advice(db: Path) -> str:
     """What to check when the queue ``db`` keeps failing: its file system, and what that needs."""
     kind = filesystem_type(db.parent) or "a file system of unknown type"
+    if Path(f"{db}-journal").exists():  # SQLite's rollback journal of a write that was interrupted
+        return (f"a write to the queue was interrupted ({db.name}-journal is there; read-only readers cannot undo it): "
+                f"the next uploader start, or `hf-mpwriter sync`, rolls it back")
     if is_network(kind):
         return (f"{db.parent} is on {kind}, a network file system: SQLite needs POSIX locks that work there "
                 f"(NFS without `nolock`, Lustre mounted with `flock`); a node-local logdir needs none")
