@@ -284,3 +284,17 @@ def test_preemption_deadline_setting_is_checked_where_it_enters(monkeypatch):
     monkeypatch.setenv("HF_MPWRITER_PREEMPTION_DEADLINE", "soon")
     with pytest.raises(ConfigurationError, match="HF_MPWRITER_PREEMPTION_DEADLINE must be"):
         check_preemption_deadline(None)
+
+
+def test_a_local_error_holds_back_a_due_interval_and_a_writers_trigger():
+    """After a local error (a queue that cannot be opened, a full disk) the next try comes
+    ``LOCAL_RETRY_S`` later, not at the next poll because an interval has passed or a closing writer
+    asked for a commit: the uploader then retried (and logged) four times a second."""
+    schedule = Schedule(pacing(interval=1.0, trigger_gap=0.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=True)
+    schedule.trigger(0.0)
+    assert schedule.decide(5.0, drained=False, retry_due=False).action is Action.CYCLE  # the scenario: both due
+    schedule.failed(5.0, local=True)
+    wait = schedule.decide(5.0 + POLL_S, drained=False, retry_due=True)
+    assert wait.action is Action.WAIT and wait.wait == pytest.approx(LOCAL_RETRY_S - POLL_S), wait
+    assert schedule.decide(5.0 + LOCAL_RETRY_S, drained=False, retry_due=False).action is Action.CYCLE

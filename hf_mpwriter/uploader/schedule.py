@@ -185,6 +185,8 @@ class Schedule:
                 return Decision(Action.EXIT, "every writer is gone; gave up after drain_timeout", code=1)
         if now < self.pause_until:
             return Decision(Action.WAIT, "pause after an unexpected error", wait=self.pause_until - now)
+        if now < self.retry_at < math.inf:  # nothing local works before then: not at every poll
+            return Decision(Action.WAIT, "after a local error", wait=self.retry_at - now)
         if gone and not self.gone_cycled:
             return Decision(Action.CYCLE, "the last writer is gone", urgent=True)
         triggered = math.inf if self.triggered_at is None else max(self.triggered_at + SETTLE_S, self.last_cycle + p.trigger_gap)
