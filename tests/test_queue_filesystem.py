@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 from test_data_safety import small_disk  # noqa: F401  (a fixture: a real tmpfs)
-from upload_helpers import local_target_files, wait_for
+from upload_helpers import local_target_files, uploader_log_times, wait_for
 
 from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.state import filesystem
 from hf_mpwriter.state.jobqueue import JobQueue
 from hf_mpwriter.state.piece import Piece
-from hf_mpwriter.timing import READ_FAILING_S
+from hf_mpwriter.timing import LOCAL_RETRY_S, READ_FAILING_S
 
 #: The variable that names more network file system types (the README's name for it).
 NETWORK_FS_ENV = "HF_MPWRITER_NETWORK_FS"
@@ -131,6 +131,9 @@ def test_a_queue_nobody_can_read_is_said_not_waited_out_in_silence(tmp_path, cap
     assert "cannot be read" in status["last_error"] and "rebuilds" not in status["last_error"], status
     log = state / "uploader.log"
     wait_for(lambda: log.exists() and "retrying does not fix" in log.read_text(), 20, "the uploader saying so")
+    tries = uploader_log_times(logdir, "local error in")  # each failed try of the uploader's loop
+    assert len(tries) >= 2, log.read_text()  # it retried...
+    assert min(b - a for a, b in zip(tries, tries[1:])) > LOCAL_RETRY_S / 2, tries  # ...every LOCAL_RETRY_S, not every poll
     assert os.path.isdir(state / "queue.db")  # nothing set aside or rebuilt over it
 
 

@@ -297,4 +297,9 @@ def test_a_local_error_holds_back_a_due_interval_and_a_writers_trigger():
     schedule.failed(5.0, local=True)
     wait = schedule.decide(5.0 + POLL_S, drained=False, retry_due=True)
     assert wait.action is Action.WAIT and wait.wait == pytest.approx(LOCAL_RETRY_S - POLL_S), wait
+    assert schedule.holding(5.0 + POLL_S) == wait  # what the loop asks before it reads the queue at all
+    assert schedule.holding(5.0 + LOCAL_RETRY_S) is None
     assert schedule.decide(5.0 + LOCAL_RETRY_S, drained=False, retry_due=False).action is Action.CYCLE
+    schedule.failed(10.0, local=True)
+    schedule.terminate(10.1)
+    assert schedule.holding(10.2) is None  # a signal: its deadline rules, not the retry time

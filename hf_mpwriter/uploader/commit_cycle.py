@@ -150,6 +150,11 @@ class Committer:
         """The target's unfinished job (at most one), if any."""
         return self.queue.unfinished(self.target.key)
 
+    def retry_due(self) -> bool:
+        """A failed job's backoff has run out (retries need not wait for the next interval)."""
+        job = self.pending_job()
+        return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
+
     # -- one cycle -----------------------------------------------------------------------------
     def cycle(self) -> Progress:
         """Reconcile, snapshot, and commit if the pending job is due.

@@ -42,7 +42,7 @@ from ..errors import ConfigurationError, TargetError
 from ..redaction import token_id
 from ..state import mailbox
 from ..state.election import AlreadyRunning, UploaderLock
-from ..state.jobqueue import JobQueue, Step
+from ..state.jobqueue import JobQueue
 from ..state.liveness import is_alive, process_identity
 from ..state.registry import live_writers, prune_stale_registrations
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
@@ -246,7 +246,9 @@ class Uploader:
                 if mailbox.take(self.logdir, "trigger"):
                     schedule.trigger(now)
                 ending = schedule.term_at is not None or (not schedule.writers_alive and not watch)
-                decision = schedule.decide(now, drained=ending and self.committer.drained(), retry_due=self._retry_due())
+                # (After a local error the queue is not even read before the retry time: it failed a moment ago.)
+                decision = schedule.holding(now) or schedule.decide(
+                    now, drained=ending and self.committer.drained(), retry_due=self.committer.retry_due())
                 if decision.action is Action.EXIT:
                     return self._exit(decision, schedule)
                 if decision.action is Action.CYCLE:
@@ -408,11 +410,6 @@ class Uploader:
             return
         self._next_prune = now + PRUNE_EVERY_S
         prune_stale_registrations(self.logdir, REGISTRATION_STALE_S)
-
-    def _retry_due(self) -> bool:
-        """A failed job's backoff has run out (retries need not wait for the next interval)."""
-        job = self.committer.pending_job()
-        return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
 
     def _handover_requested(self) -> bool:
         """A live process asks this uploader to give way (see :func:`hf_mpwriter.state.mailbox.request_handover`).

@@ -185,8 +185,9 @@ class Schedule:
                 return Decision(Action.EXIT, "every writer is gone; gave up after drain_timeout", code=1)
         if now < self.pause_until:
             return Decision(Action.WAIT, "pause after an unexpected error", wait=self.pause_until - now)
-        if now < self.retry_at < math.inf:  # nothing local works before then: not at every poll
-            return Decision(Action.WAIT, "after a local error", wait=self.retry_at - now)
+        held = self.holding(now)
+        if held is not None:
+            return held
         if gone and not self.gone_cycled:
             return Decision(Action.CYCLE, "the last writer is gone", urgent=True)
         triggered = math.inf if self.triggered_at is None else max(self.triggered_at + SETTLE_S, self.last_cycle + p.trigger_gap)
@@ -205,6 +206,13 @@ class Schedule:
         if gone:
             due = min(due, self.gone_at + p.drain_timeout + 1e-6)  # type: ignore[operator]
         return Decision(Action.WAIT, "nothing due", wait=due - now)
+
+    def holding(self, now: float) -> Decision | None:
+        """Wait until a local error's retry time (a queue that cannot be opened, a full disk), whatever
+        else is due, unless a signal hurries: retrying at every poll would only fail, and log, faster."""
+        if self.term_at is None and now < self.retry_at < math.inf:
+            return Decision(Action.WAIT, "after a local error", wait=self.retry_at - now)
+        return None
 
     def _terminating(self, now: float, drained: bool) -> Decision:
         assert self.term_at is not None
