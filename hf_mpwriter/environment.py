@@ -37,6 +37,9 @@ class Environment:
     job_store: bool = True
     #: ``HF_MPWRITER_HANDLE_SIGTERM``: writers flush (and uploaders commit) on SIGTERM.
     handle_sigterm: bool = True
+    #: ``HF_MPWRITER_NETWORK_FS``: more file system types (as the mount table names them) to treat as
+    #: network file systems (the queue then uses a rollback journal: :mod:`hf_mpwriter.state.filesystem`).
+    network_fs: tuple[str, ...] = ()
 
 
 def _seconds(minimum: float, inclusive: bool) -> Callable[[str], float | None]:
@@ -49,6 +52,11 @@ def _seconds(minimum: float, inclusive: bool) -> Callable[[str], float | None]:
         return value if ok else None
 
     return parse
+
+
+def _names(raw: str) -> tuple[str, ...] | None:
+    names = tuple(name.strip().lower() for name in raw.split(",") if name.strip())
+    return names if names and all(name.replace(".", "").replace("_", "").replace("-", "").isalnum() for name in names) else None
 
 
 def _switch(raw: str) -> bool | None:
@@ -65,6 +73,8 @@ _SETTINGS: dict[str, tuple[str, Callable[[str], object], str, str]] = {
                            "a number of seconds >= 0 (28 for huggingface.co)", "28"),
     "job_store": ("HF_MPWRITER_JOB_STORE", _switch, "1 or 0 (also true/false, yes/no, on/off)", "0"),
     "handle_sigterm": ("HF_MPWRITER_HANDLE_SIGTERM", _switch, "1 or 0 (also true/false, yes/no, on/off)", "0"),
+    "network_fs": ("HF_MPWRITER_NETWORK_FS", _names, "file system types as the mount table names them, "
+                   "comma-separated", "fuse.mydfs,myfs"),
 }
 
 #: Every variable this library reads (the README's reference lists the same).

@@ -36,6 +36,9 @@ REGISTRATION_STALE_S = 3600.0
 PRUNE_EVERY_S = 60.0
 #: How long ``close()`` waits, by default, for this process's files to be committed.
 DEFAULT_CLOSE_TIMEOUT_S = 120.0
+#: A writer says that it cannot read the queue once every read has failed for this long (longer than a
+#: rebuild of the queue; a locked one has already waited out SQLite's 30 s busy timeout by then).
+READ_FAILING_S = 5.0
 #: A transient upload error is said in the training process once it has lasted this long (longer than
 #: the backoff between two retries of a flaky network, shorter than anyone's patience).
 TRANSIENT_WARN_AFTER_S = 600.0

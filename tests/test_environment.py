@@ -20,6 +20,7 @@ BAD = [
     ("HF_MPWRITER_HUB_COMMIT_SPACING", "-1"),
     ("HF_MPWRITER_JOB_STORE", "maybe"),
     ("HF_MPWRITER_HANDLE_SIGTERM", "nope"),
+    ("HF_MPWRITER_NETWORK_FS", "nfs; lustre"),
 ]
 
 

@@ -299,3 +299,23 @@ def test_preemption_deadline_setting_is_checked_where_it_enters():
     for bad in (0, -1, math.inf, "20", True):
         with pytest.raises(ConfigurationError, match="preemption_deadline must be a positive number"):
             check_preemption_deadline(bad)
+
+
+def test_a_local_error_holds_back_a_due_interval_and_a_writers_trigger():
+    """After a local error (a queue that cannot be opened, a full disk) the next try comes
+    ``LOCAL_RETRY_S`` later, not at the next poll because an interval has passed or a closing writer
+    asked for a commit: the uploader then retried (and logged) four times a second."""
+    schedule = Schedule(pacing(interval=1.0, trigger_gap=0.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=True)
+    schedule.trigger(0.0)
+    assert schedule.decide(5.0, drained=False, retry_due=False).action is Action.CYCLE  # the scenario: both due
+    schedule.failed(5.0, local=True)
+    wait = schedule.decide(5.0 + POLL_S, drained=False, retry_due=True)
+    assert wait.action is Action.WAIT and wait.wait == pytest.approx(LOCAL_RETRY_S - POLL_S), wait
+    assert schedule.local_wait(5.0 + POLL_S) == wait  # what the loop asks before it reads the queue at all
+    assert schedule.local_wait(5.0 + LOCAL_RETRY_S) is None
+    assert schedule.decide(5.0 + LOCAL_RETRY_S, drained=False, retry_due=False).action is Action.CYCLE
+    schedule.failed(10.0, local=True)
+    schedule.terminate(10.1)
+    held = schedule.local_wait(10.2)  # a signal: retried as often as a last commit is, not LOCAL_RETRY_S
+    assert held is None or held.wait <= TERM_GAP_S, held

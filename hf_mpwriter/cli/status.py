@@ -7,6 +7,7 @@ it says of the target is what the uploader's last audit saw there.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from .. import config as config_mod
 from ..errors import ConfigurationError
 from ..state.election import uploader_info, uploader_state
+from ..state.filesystem import queue_advice
 from ..state.jobqueue import JobQueue, audit_record
 from ..state.registry import live_writers
 from ..state.statedir import STATE_DIRNAME, state_dir
@@ -105,6 +107,8 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
                 audit = audit_record(queue)
             finally:
                 queue.close()
+        except sqlite3.OperationalError as exc:  # locked, an I/O error, cannot open: no rebuild fixes it
+            queue_error = f"the queue cannot be read ({exc}); {queue_advice(state_dir(root, create=False) / 'queue.db')}"
         except Exception as exc:  # corrupt, or being rebuilt by the uploader: say so
             queue_error = f"queue unreadable ({exc}); the next uploader start rebuilds it"
     scanner = Scanner(root, config.allow_patterns if config else ("*.tfevents.*",),

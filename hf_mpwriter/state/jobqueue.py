@@ -1,8 +1,9 @@
-"""The persistent commit queue: what is pending, in flight and acknowledged, in SQLite (WAL).
+"""The persistent commit queue: what is pending, in flight and acknowledged, in SQLite.
 
-Why SQLite: it is in the standard library, its WAL journal makes every transaction atomic and
-durable against a SIGKILL at any instant, and several processes can read it while the uploader
-writes (writers wait on it in ``close()``, the CLI shows it in ``status``).
+Why SQLite: it is in the standard library, its journal makes every transaction atomic and durable
+against a SIGKILL at any instant, and several processes can read it while the uploader writes
+(writers wait on it in ``close()``, the CLI shows it in ``status``; :mod:`.queue_readers`). The
+journal is WAL, or a rollback journal on a network file system (:mod:`.filesystem`).
 
 A job is an exact, replayable snapshot: a list of :class:`~hf_mpwriter.state.piece.Piece` (a file cut
 at a whole-record offset, with its sha256 and a path to bytes that cannot change). Per target
@@ -30,8 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
 
+from .filesystem import set_journal
 from .piece import Piece
 from .statedir import make_private
 
@@ -62,6 +63,8 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (target, state);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 _KEEP_DONE_JOBS = 200
+#: The database and SQLite's files beside it (a hot ``-journal`` belongs to its database: moved with it).
+_FILES = ("", "-wal", "-shm", "-journal")
 #: ``meta`` key of the audit record: what the uploader last found at the target (see
 #: :func:`audit_record`).
 AUDIT_META = "audit"
@@ -162,15 +165,13 @@ class JobQueue:
             db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, isolation_level=None)
         else:
             db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            for suffix in ("", "-wal", "-shm"):  # it names every file of the logs: private
+            for suffix in _FILES:  # it names every file of the logs: private
                 make_private(Path(str(self.path) + suffix))
         try:
-            if not self.readonly:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
             if self.readonly:
                 db.execute("SELECT COUNT(*) FROM jobs").fetchone()
             else:
+                set_journal(db, self.path)
                 check = db.execute("PRAGMA quick_check").fetchone()
                 if not check or check[0] != "ok":
                     raise QueueCorrupted(f"integrity check says {check!r}")
@@ -183,7 +184,7 @@ class JobQueue:
     def _quarantine(self, reason: BaseException) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{os.getpid()}-{time.time_ns() % 10**9}")
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in _FILES:
             src = Path(str(self.path) + suffix)
             if src.exists():
                 src.replace(Path(str(aside) + suffix))
@@ -414,30 +415,6 @@ class UploadError:
             return cls(ErrorKind(data["kind"]), str(data["text"]), int(data["pid"]), at, float(data.get("since", at)))
         except (ValueError, KeyError, TypeError):
             return None
-
-
-def read_error(db: Path) -> UploadError | None:
-    """The uploader's current error (read-only): what ``status``, ``close()`` and the CLI show."""
-    return _read_only(db, lambda queue: queue.error(), None)
-
-
-def read_committed(db: Path, target: str) -> dict[str, int]:
-    """``path -> committed size`` for a training process waiting in ``close()``: read-only, never
-    blocks the uploader, and ``{}`` while the queue does not exist yet or is being rebuilt."""
-    return _read_only(db, lambda queue: queue.known_sizes(target), {})
-
-
-def _read_only(db: Path, read: Callable[[JobQueue], Any], default: Any) -> Any:
-    try:
-        queue = JobQueue(db, readonly=True)
-    except Exception:  # not created yet, or being rebuilt by the uploader
-        return default
-    try:
-        return read(queue)
-    except Exception:
-        return default
-    finally:
-        queue.close()
 
 
 def audit_record(queue: JobQueue) -> dict:

@@ -14,7 +14,7 @@ crash::
     staging/              immutable copies of open files, for the queue         (snapshot.py)
     uploader.log, uploader.out      the uploader's log, and what escaped it     (uploader.py, supervisor.py)
 
-Beside them: rotated logs (``uploader.log.1``...), SQLite's ``queue.db-wal`` / ``-shm``, and the
+Beside them: rotated logs (``uploader.log.1``...), SQLite's ``queue.db-wal`` / ``-shm`` (or ``-journal``), and the
 temporary names of atomic writes. The directory is private to the user (0700, files 0600): it
 holds staged copies of the logs.
 """

@@ -42,6 +42,7 @@ from typing import Any, Callable, Protocol, TypeVar
 from ..config import UploadConfig
 from ..errors import TargetError
 from ..redaction import redact
+from ..state.filesystem import queue_advice
 from ..state.jobqueue import AUDIT_META, ErrorKind, Job, JobQueue, JobState, Step, audit_record
 from ..state.piece import Piece
 from ..state.statedir import state_dir, write_json_atomic
@@ -98,6 +99,7 @@ class Committer:
         self.audit_due = True
         self._next_audit = 0.0
         self._generation: int | None = None
+        self._queue_errors_said: set[str] = set()  # (see :meth:`say_local_error`)
 
     @property
     def queue(self) -> JobQueue:
@@ -124,6 +126,18 @@ class Committer:
         # counting across a new uploader (a replaced process, a restart), so that writers still say
         # an outage that outlives any one uploader (hf_mpwriter.writer.reporting).
 
+    def say_local_error(self, text: str, exc: BaseException) -> None:
+        """Log a local error; one of the queue itself the first time with what to check. Retrying (every
+        ``LOCAL_RETRY_S``) fixes a full disk or a lock held for a while, not a file system SQLite cannot
+        use: without this, the uploader would retry that forever, in a log that nobody reads as a problem."""
+        logger.error("%s", text)
+        if isinstance(exc, sqlite3.Error) and str(exc) not in self._queue_errors_said:
+            self._queue_errors_said.add(str(exc))
+            db = self.state / "queue.db"
+            logger.error("the upload queue %s cannot be used (%s), so nothing new is committed; the uploader retries "
+                         "every %.0f s, but if this lasts, retrying does not fix it: %s", db, exc, LOCAL_RETRY_S,
+                         queue_advice(db))
+
     def skip_backoff(self) -> None:
         """A writer or a signal wants a commit now: the next cycle ignores every backoff."""
         self.queue.reset_backoff(self.target.key)
@@ -132,6 +146,11 @@ class Committer:
     def pending_job(self) -> Job | None:
         """The target's unfinished job (at most one), if any."""
         return self.queue.unfinished(self.target.key)
+
+    def retry_due(self) -> bool:
+        """A failed job's backoff has run out (retries need not wait for the next interval)."""
+        job = self.pending_job()
+        return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
 
     # -- one cycle -----------------------------------------------------------------------------
     def cycle(self) -> Progress:
@@ -174,9 +193,11 @@ class Committer:
             progress.error, progress.fatal = text, not exc.transient
         except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry soon
             text = f"local error while snapshotting {self.logdir}: {exc}; retrying every {LOCAL_RETRY_S:.0f} s"
-            logger.error("%s", text)
+            self.say_local_error(text, exc)
             self.queue.record_error(ErrorKind.LOCAL, text)
             progress.error, progress.local_error = text, True
+        if not progress.local_error:
+            self._queue_errors_said.clear()  # the queue works: an error of it is news again
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
         return progress

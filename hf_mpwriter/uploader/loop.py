@@ -43,7 +43,7 @@ from ..errors import ConfigurationError, TargetError
 from ..redaction import token_id
 from ..state import mailbox
 from ..state.election import AlreadyRunning, UploaderLock
-from ..state.jobqueue import JobQueue, Step, Superseded
+from ..state.jobqueue import JobQueue, Superseded
 from ..state.liveness import is_alive, process_identity
 from ..state.registry import live_writers, prune_stale_registrations
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
@@ -254,7 +254,7 @@ class Uploader:
                 if mailbox.take(self.logdir, "trigger"):
                     schedule.trigger(now)
                 decision = schedule.local_wait(now) or schedule.decide(  # no queue read while a local error waits
-                    now, drained=schedule.ending and self.committer.drained(), retry_due=self._retry_due())
+                    now, drained=schedule.ending and self.committer.drained(), retry_due=self.committer.retry_due())
                 if decision.action is Action.EXIT:
                     return self._exit(decision, schedule)
                 if decision.action is Action.CYCLE:
@@ -277,7 +277,7 @@ class Uploader:
             except Abandoned:
                 return self._exit(Decision(Action.EXIT, "the preemption deadline passed during a call", code=1), schedule)
             except (OSError, sqlite3.Error) as exc:  # full disk, locked database: wait, then resume
-                logger.error("local error in %s (%s); retrying in %.0f s", self.state, exc, LOCAL_RETRY_S)
+                self.committer.say_local_error(f"local error in {self.state} ({exc}); retrying in {LOCAL_RETRY_S:.0f} s", exc)
                 schedule.failed(time.monotonic(), local=True)
                 decision = Decision(Action.WAIT, "local error", wait=POLL_S)
             except Exception:  # never die on a surprise: writers would respawn us in a loop
@@ -423,11 +423,6 @@ class Uploader:
             return
         self._next_prune = now + PRUNE_EVERY_S
         prune_stale_registrations(self.logdir, REGISTRATION_STALE_S)
-
-    def _retry_due(self) -> bool:
-        """A failed job's backoff has run out (retries need not wait for the next interval)."""
-        job = self.committer.pending_job()
-        return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
 
     def _handover_requested(self) -> bool:
         """A live process asks this uploader to give way (see :func:`hf_mpwriter.state.mailbox.request_handover`).

@@ -21,8 +21,8 @@ from ..compat import keep_signals_for_the_main_thread
 from ..config import UploadConfig, check_same_target, matches, resolved_repo_id, writer_settings
 from ..errors import ConfigurationError
 from ..state import mailbox, registry, statedir
-from ..state.jobqueue import read_committed, read_error
 from ..state.liveness import touch
+from ..state.queue_readers import read_committed, read_error, read_failure
 from ..timing import DEFAULT_CLOSE_TIMEOUT_S, HEARTBEAT_S, START_WAIT_S
 from . import ranks, supervisor, termination
 from .args import check_keywords, check_logdir, check_writer_args, default_logdir
@@ -325,8 +325,16 @@ class HFSummaryWriter(SummaryWriter):
             logger.info("logs of %s are queued; run `hf-mpwriter sync %s` to upload them", self._root, self._root)
             return
         committed = self._settings_saved and self._wait_committed(sizes, max(0.0, deadline - time.monotonic()))
-        fatal = None if committed else supervisor.fatal_error(self._root, self._token or "")
-        if fatal is not None:
+        unreadable = None if committed else read_failure(self._queue_path)  # said when it began to last
+        fatal = None if committed or unreadable else supervisor.fatal_error(self._root, self._token or "")
+        if unreadable is not None:
+            logger.warning(
+                "cannot tell whether %d file(s) of %s are committed to %s: this process cannot read the upload "
+                "queue (%s). What is on disk is safe; `hf-mpwriter status %s` shows what the queue holds once it "
+                "can be read, and this finishes the job: hf-mpwriter sync %s",
+                len(sizes), self._root, self._upload.description, unreadable, self._root, self._root,
+            )
+        elif fatal is not None:
             logger.error(
                 "%d file(s) of %s cannot be committed: %s. Nothing is lost (the logs are on disk and queued); "
                 "once that is fixed, this finishes the job: hf-mpwriter sync %s",

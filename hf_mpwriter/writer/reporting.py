@@ -4,7 +4,7 @@ Why: the uploader is a process of its own, whose log nobody reads while training
 that needs the user (no token, a token the Hub refuses, a repository or bucket that does not exist)
 would otherwise be seen only at ``close()``, possibly at the end of a three-day job. So each
 writer's heartbeat (:meth:`hf_mpwriter.writer.hub_writer.HFSummaryWriter._heartbeat`, never the training
-thread) reads the uploader's one error record (:func:`hf_mpwriter.state.jobqueue.read_error`) and says it
+thread) reads the uploader's one error record (:func:`hf_mpwriter.state.queue_readers.read_error`) and says it
 in the training process's own log (stdlib ``logging``, ``WARNING``: shown even where logging was
 never configured):
 
@@ -22,7 +22,8 @@ import logging
 from pathlib import Path
 
 from ..state.election import uploader_info
-from ..state.jobqueue import ErrorKind, UploadError, read_error
+from ..state.jobqueue import ErrorKind, UploadError
+from ..state.queue_readers import read_error
 from ..state.statedir import state_dir
 from ..timing import TRANSIENT_WARN_AFTER_S
 

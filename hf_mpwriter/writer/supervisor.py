@@ -171,7 +171,8 @@ def fatal_error(logdir: Path, token: str | None = None) -> str | None:
     With ``token``: only if the uploader runs with that token (a writer with another token has asked
     it to hand over: the error is not its own).
     """
-    from ..state.jobqueue import ErrorKind, read_error  # the queue module is not needed by writers otherwise
+    from ..state.jobqueue import ErrorKind  # the queue modules are not needed by writers otherwise
+    from ..state.queue_readers import read_error
 
     error = read_error(state_dir(logdir, create=False) / "queue.db")
     info = uploader_info(logdir) or {}
