@@ -516,3 +516,46 @@ def test_only_one_node_creates_the_repository_and_tags_its_card(hub, store, tmp_
     assert [t.inner.repo_id for t in targets] == ["test-user/job-run"] * 3
     assert [t.leader.target.repo_id for t in targets] == ["test-user/job-run"] * 3
     assert spent.get("create_repo") == 1, spent
+
+
+def test_the_leader_commits_at_most_max_files_at_once_oldest_offers_first(hub, store, tmp_path):
+    """The Hub takes commits of tens to hundreds of files (a 60 s server timeout; huggingface_hub's own
+    upload_large_folder stops at 1,000): the leader commits at most ``max_files`` at once, the oldest
+    offers first; the rest are committed in the next rounds, still by the leader."""
+    hub.create_repo(REPO)
+    address = StoreAddress("127.0.0.1", store.port, "job-1")
+    targets = []
+    for node in range(3):
+        inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
+        leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+        targets.append(JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 3,
+                                 wait=30.0, spacing=0.5, prepared_wait=0.0))
+    for target in targets:
+        target.prepare()
+    targets[0].leader.max_files = 2
+    for target in targets:
+        target.start()
+    wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
+    results: dict[int, str | None] = {}
+
+    def run(k: int) -> None:
+        results[k] = targets[k].commit(_pieces(tmp_path, k, 3000 + k), "node commit")
+
+    threads = []
+    try:
+        for k in (2, 0, 1):  # node 2 offers first: its offer is the oldest
+            threads.append(threading.Thread(target=run, args=(k,)))
+            threads[-1].start()
+            time.sleep(0.05)
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for target in targets:
+            target.stop()
+    commits = _log_commits(hub)[::-1]  # oldest first
+    summaries = [c["summary"] for c in commits]
+    assert len(commits) == 2, summaries  # the scenario: more offers than one commit may hold
+    assert "2 file(s) from 2 node(s)" in summaries[0] and "1 file(s) from 1 node(s)" in summaries[1], summaries
+    assert all(t.mode == "job" for t in targets)  # every node's files went through the leader
+    assert results[2] == commits[0]["oid"], (results, commits)  # the oldest offer in the first commit
+    assert sorted(results.values()) == sorted([commits[0]["oid"]] * 2 + [commits[1]["oid"]])

@@ -59,6 +59,9 @@ from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, stor
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
+#: Files in one commit of the job's leader, at most (huggingface_hub's upload_large_folder stops at 1,000;
+#: the Hub's guidance is 50-100 for its 60 s server timeout, which a leader's commit by hash meets better).
+MAX_FILES_PER_COMMIT = 1000
 #: Clocks of the nodes may differ this much: a node commits an expired offer itself only this long
 #: after the leader stops taking it.
 CLOCK_MARGIN_S = 5.0
@@ -305,6 +308,8 @@ class Leader:
 
     def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float) -> None:
         self.target, self.store, self.node, self.nodes, self.spacing = target, store, node, nodes, spacing
+        #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
+        self.max_files = MAX_FILES_PER_COMMIT
         self.leading = False
         self._lease: bytes | None = None  # the value we last wrote (leading) or saw (watching)
         self._lease_seen_at = time.monotonic()
@@ -427,6 +432,7 @@ class Leader:
             return
         if not self.leading:  # the lease went meanwhile (the store failed, or this node was frozen for long)
             return
+        offers = self._fitting(offers)  # the rest wait for the next round
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = time.monotonic()
@@ -449,8 +455,23 @@ class Leader:
             for node, offer in offers.items()
         })
         self.store.add("answered", 1)
-        self._first_seen.clear()
+        for node, offer in offers.items():
+            self._first_seen.pop((node, offer["seq"]), None)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
+
+    def _fitting(self, offers: dict[int, dict]) -> dict[int, dict]:
+        """The oldest offers whose files fit in one commit of at most :attr:`max_files` (at least one offer)."""
+        chosen: dict[int, dict] = {}
+        count = 0
+        for node, offer in sorted(offers.items(), key=lambda item: item[1]["at"]):
+            if chosen and count + len(offer["files"]) > self.max_files:
+                break
+            chosen[node] = offer
+            count += len(offer["files"])
+        if len(chosen) < len(offers):
+            logger.info("job leader: %d of %d offers fit in this commit (at most %d files); the rest in the next",
+                        len(chosen), len(offers), self.max_files)
+        return chosen
 
     def _offers(self) -> dict[int, dict]:
         """The nodes' current offers this leader may commit: not answered yet, not taken back, not
