@@ -247,6 +247,7 @@ class UsesHubApi:
     _token: str | None
     _endpoint: str | None
     _api: Any = None
+    _xet: Any = None  # the target's XetContent, if it sends content to Xet itself
 
     @property
     def api(self) -> Any:
@@ -255,12 +256,15 @@ class UsesHubApi:
         return self._api
 
     def reset_client(self) -> None:
-        """Drop the ``HfApi`` (the next call builds a fresh one), after a call was abandoned.
+        """Drop the ``HfApi`` (the next call builds a fresh one) and the Xet session and token, after a
+        call was abandoned.
 
         Where the uploader owns its process, the shared HTTP client is closed too (huggingface_hub opens
         a new one on the next call; an abandoned call still reading from it fails instead of hanging on).
         In thread mode the user's client is left as it is."""
         self._api = None
+        if self._xet is not None:
+            self._xet.reset()
         if _process_timeouts is not None:
             _close_library_client()
 
