@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from upload_helpers import TOKEN
 
+from hf_mpwriter.compat import BUCKETS_VERSION, hub_version
 from hf_mpwriter.state.piece import Piece
 from hf_mpwriter.targets import BucketTarget, HubTarget
 from hf_mpwriter.targets import bucket as bucket_target
@@ -50,3 +51,34 @@ def test_differences_asks_in_batches_and_finds_each_wrong_file(hub, tmp_path, mo
         "new.txt": "missing",
     }
     assert target.differences(sent[:1] + sent[2:3] + sent[4:]) == {}  # the others match
+
+
+@pytest.mark.skipif(hub_version() < BUCKETS_VERSION, reason="Storage Buckets need huggingface_hub>=1.5")
+def test_a_bucket_audit_hashes_only_the_files_changed_since_the_last_one(hub, tmp_path, monkeypatch):
+    """A bucket's audit compares Xet hashes computed from the local bytes: every file once, then only
+    a file changed since (issue 31: every audit re-read and re-hashed every file ever committed, so
+    its cost grew with the run's length)."""
+    hf_xet = pytest.importorskip("hf_xet", reason="the local Xet hash needs hf_xet")
+    target = BucketTarget("me/audit", prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+    target.prepare()
+    pieces = [_piece(tmp_path, f"f{i}.txt", f"file {i}\n".encode() * 3) for i in range(5)]
+    target.commit(pieces, "five files")
+    hashed: list[str] = []
+    real_hash_files = hf_xet.hash_files
+
+    def counting_hash_files(paths):  # the real hash, counted
+        hashed.extend(paths)
+        return real_hash_files(paths)
+
+    monkeypatch.setattr(hf_xet, "hash_files", counting_hash_files)
+
+    assert target.differences(pieces) == {}
+    assert sorted(hashed) == sorted(p.source for p in pieces)  # the first audit: every file
+    hashed.clear()
+    assert target.differences(pieces) == {}
+    assert hashed == [], "the second audit hashed files unchanged since the first"
+
+    changed = _piece(tmp_path, "f3.txt", b"FILE 3\n" * 3)  # same size, other bytes
+    assert changed.size == pieces[3].size
+    assert target.differences(pieces) == {"f3.txt": _SAME_SIZE["bucket"]}
+    assert hashed == [changed.source], "only the changed file is hashed again"
