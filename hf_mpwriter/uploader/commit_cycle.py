@@ -262,11 +262,13 @@ class Committer:
             return
         self.queue.move(job, JobState.DONE, commit_id=commit_id)
         self.queue.record_error(None)
-        self.scanner.clean_staging(())
         progress.commits += 1
         progress.committed_bytes += job.bytes
         logger.info("committed %d file(s), %d bytes as %s", len(job.pieces), job.bytes, commit_id)
-        self._verify(job.pieces, full=False)  # trust, but verify: the acknowledgement is not the proof
+        try:  # trust, but verify: the acknowledgement is not the proof
+            self._verify(job.pieces, full=False)
+        finally:  # only now: a target that compares content hashes an open file's staged copy (a bucket)
+            self.scanner.clean_staging(())
 
     def _record_error(self, exc: TargetError, text: str) -> None:
         """Record a target error: one that needs the user makes writers waiting in ``close()`` stop
