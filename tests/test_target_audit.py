@@ -72,13 +72,52 @@ def test_a_bucket_audit_hashes_only_the_files_changed_since_the_last_one(hub, tm
 
     monkeypatch.setattr(hf_xet, "hash_files", counting_hash_files)
 
+    assert target.local_reads(pieces) == sum(p.size for p in pieces)  # what the uploader bounds the call for
     assert target.differences(pieces) == {}
     assert sorted(hashed) == sorted(p.source for p in pieces)  # the first audit: every file
     hashed.clear()
+    assert target.local_reads(pieces) == 0
     assert target.differences(pieces) == {}
     assert hashed == [], "the second audit hashed files unchanged since the first"
 
     changed = _piece(tmp_path, "f3.txt", b"FILE 3\n" * 3)  # same size, other bytes
     assert changed.size == pieces[3].size
+    assert target.local_reads(pieces) == changed.size
     assert target.differences(pieces) == {"f3.txt": _SAME_SIZE["bucket"]}
     assert hashed == [changed.source], "only the changed file is hashed again"
+
+
+def test_an_audit_is_given_time_for_the_bytes_it_hashes(tmp_path):
+    """A new uploader (a restart, a replaced process) knows no digest: its first audit reads every file
+    the target should hold, and its call to the target is bounded for those bytes; the audit after it
+    reads nothing, and is bounded as a call with nothing to read (issue 31: a logdir too large to hash
+    within the bound of a call with nothing to send was abandoned, the replaced uploader audited again
+    from the start, and never committed)."""
+    from upload_helpers import local_target_files
+
+    from hf_mpwriter import HFSummaryWriter
+    from hf_mpwriter.config import load
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.uploader.commit_cycle import Committer
+
+    logdir = tmp_path / "logs"
+    for rank in (0, 1):
+        with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=rank, uploader="none") as w:
+            for step in range(50):
+                w.add_scalar("loss", float(step), step)
+    config = load(logdir)
+    first = Committer(logdir, config, target_for(config), None, call=lambda what, fn, *a, nbytes=0: fn(*a))
+    first.cycle()
+    first.close()
+    copies = local_target_files(tmp_path / "target", config.prefix)
+    assert len(copies) == 2, copies  # the scenario: both files committed
+    calls: list[tuple[str, int]] = []
+
+    def recording(what, fn, *args, nbytes=0):
+        calls.append((what, nbytes))
+        return fn(*args)
+
+    restarted = Committer(logdir, config, target_for(config), None, call=recording)
+    assert restarted.audit() == {} and restarted.audit() == {}
+    restarted.close()
+    assert calls == [("audit", sum(len(data) for data in copies.values())), ("audit", 0)]

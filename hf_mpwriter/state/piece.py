@@ -95,17 +95,25 @@ class DigestCache:
         """``compute()``, the digest of the file at ``path`` whose ``stat`` is ``st`` (taken before the
         read: a write during it changes the ``stat`` again), or the one kept from an earlier read of the
         same file. ``None`` (could not be computed) is not kept."""
-        identity = (st.st_size, st.st_mtime_ns, st.st_ino)
         kept = self._kept.get(path)
-        if kept is not None and kept[0] == identity:
+        if kept is not None and kept[0] == _identity(st):
             return kept[1]
         value = compute()
         if value is None:
             self._kept.pop(path, None)
         else:
-            self._kept[path] = (identity, value)
+            self._kept[path] = (_identity(st), value)
         return value
+
+    def knows(self, path: str, st: os.stat_result) -> bool:
+        """Whether :meth:`digest` would answer for this file without reading it."""
+        kept = self._kept.get(path)
+        return kept is not None and kept[0] == _identity(st)
 
     def forget(self, path: str) -> None:
         """Drop what is kept for ``path`` (replaced on purpose: no need to keep its old digest)."""
         self._kept.pop(path, None)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino

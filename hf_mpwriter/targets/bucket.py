@@ -149,6 +149,19 @@ class BucketTarget(UsesHubApi, Target):
         return batched_differences(pieces, remote_path=self.remote_path, fetch=self._paths_info,
                                    per_call=PATHS_PER_CALL, compare=functools.partial(_compare, self._digests))
 
+    def local_reads(self, pieces: Sequence[Piece]) -> int:
+        """The size of each local file :meth:`differences` would hash (of the right size, not hashed
+        since it changed; a staged copy always)."""
+        unread = 0
+        for piece in pieces:
+            try:
+                st = os.stat(piece.local_path)
+            except OSError:
+                continue
+            if st.st_size == piece.size and (piece.staged is not None or not self._digests.knows(piece.local_path, st)):
+                unread += piece.size
+        return unread
+
     # -- a job's leader writes what the nodes uploaded (hf_mpwriter.uploader.job_commit) ------------
     def use_xet_content(self) -> None:
         """Send content straight to the bucket's Xet storage in :meth:`preupload`, with a kept token."""
