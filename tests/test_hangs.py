@@ -13,12 +13,16 @@ applied sent a record twice or replaced a file with a shorter one.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from test_data_safety import REPO, _plant
 from upload_helpers import (
+    TOKEN,
     check_remote,
     every_applied_commit_is_whole_and_only_grows,
     finish,
@@ -28,6 +32,10 @@ from upload_helpers import (
     wait_for,
 )
 
+from hf_mpwriter.errors import TargetError
+from hf_mpwriter.state.piece import Piece
+from hf_mpwriter.targets import HubTarget
+from hf_mpwriter.targets.xet_content import xet_usable
 from hf_mpwriter.uploader.schedule import call_bound
 
 PREFIX = "tensorboard/logs/"
@@ -72,7 +80,7 @@ def _landed(hub, tmp_path, proc, close_started: float) -> tuple[float, str]:
 @pytest.mark.parametrize(
     ("route", "mode"),
     [("xorb_upload", "process"), ("shard_upload", "process"), ("xet_token", "process"), ("commit", "process"),
-     ("commit", "thread")],
+     ("xet_token", "thread"), ("commit", "thread")],
 )
 def test_a_call_that_never_answers_is_abandoned_and_every_record_lands(hub, tmp_path, route, mode):
     hub.create_repo(REPO)
@@ -87,7 +95,7 @@ def test_a_call_that_never_answers_is_abandoned_and_every_record_lands(hub, tmp_
         log = _log(tmp_path) if mode == "process" else err
         # The scenario: the held request was never answered; the uploader gave it up and went on.
         assert hang.done == 0, "the held request was answered: nothing was abandoned"
-        if route in ("xorb_upload", "shard_upload") or mode == "thread":
+        if route in ("xorb_upload", "shard_upload") or (mode == "thread" and route == "commit"):
             # hf_xet's transfers, and the user's own client (thread mode): only the uploader's bound ends them
             assert "did not finish within" in log, log[-3000:]
         else:  # HTTP requests of the uploader's own client: its read timeout, or the bound, whichever comes first
@@ -123,3 +131,74 @@ def test_two_xorb_uploads_stuck_do_not_stop_the_uploads_after_them(hub, tmp_path
               f"{landed_after:.1f} s after close() started")
     finally:
         hang.release()
+
+
+# -- the Xet write token in thread mode: the user's own client, no client-wide timeout (issue 31) --------
+def _upload(target: HubTarget, root: Path, name: str) -> tuple[threading.Thread, dict]:
+    """``target.commit`` of one event file, in a thread of its own (as the uploader calls it): the
+    thread, and what the call returned (``"oid"``) or raised (``"error"``)."""
+    data = f"{name}\n".encode() * 100
+    (root / name).write_bytes(data)
+    piece = Piece(name, len(data), hashlib.sha256(data).hexdigest(), str(root / name))
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["oid"] = target.commit([piece], name)
+        except Exception as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"upload-{name}", daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _xet_target(hub, http_timeout: float) -> HubTarget:
+    if not xet_usable():
+        pytest.skip("no hf_xet: event files go through create_commit, which fetches no kept token")
+    hub.create_repo(REPO)
+    target = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, http_timeout=http_timeout)
+    target.prepare()
+    return target
+
+
+def test_the_xet_token_request_times_out_in_a_client_without_timeouts(hub, tmp_path):
+    """In the training process (thread mode) the client is the user's, with no timeout of its own:
+    the token request gets the target's read timeout (``HF_MPWRITER_HTTP_TIMEOUT``), so a Hub that never
+    answers it ends the upload with a transient error, not a thread stuck for ever."""
+    target = _xet_target(hub, http_timeout=2.0)
+    hang = hub.inject("latency", route="xet_token", seconds=3600)
+    try:
+        thread, outcome = _upload(target, tmp_path, "events.out.tfevents.1")
+        wait_for(lambda: hang.hits == 1, 30, "the token request to be held")
+        thread.join(60)
+        assert not thread.is_alive(), "the upload still waits on a token request the Hub never answers"
+        assert hang.done == 0, "the held request was answered: no timeout was needed"
+        error = outcome["error"]
+        assert isinstance(error, TargetError) and error.transient, error
+        assert "timed out" in str(error).lower() or "timeout" in str(error).lower(), error
+    finally:
+        hang.release()
+
+
+def test_a_stuck_xet_token_request_does_not_hold_up_the_next_upload(hub, tmp_path):
+    """A token request the Hub holds longer than any timeout catches (a server trickling its answer):
+    the uploader abandons the call and drops the target's client (``reset_client``); the next upload
+    fetches a token of its own, and is not queued behind the stuck one."""
+    target = _xet_target(hub, http_timeout=3600.0)  # the read timeout does not end this one
+    hang = hub.inject("latency", route="xet_token", seconds=3600)
+    stuck, _ = _upload(target, tmp_path, "events.out.tfevents.1")
+    try:
+        wait_for(lambda: hang.hits == 1, 30, "the token request to be held")
+        assert hub.stats["requests"]["xet_token"] == 1
+        target.reset_client()  # what the uploader does when it abandons the call
+        later, outcome = _upload(target, tmp_path, "events.out.tfevents.2")
+        later.join(60)
+        assert not later.is_alive(), "the next upload waits behind the stuck token request"
+        assert hang.done == 0, "the held request was answered: the next upload may only have waited for it"
+        assert "oid" in outcome, outcome
+        assert hub.stats["requests"]["xet_token"] == 2  # a token of its own
+        assert hub.read_file(REPO, "tb/events.out.tfevents.2") == b"events.out.tfevents.2\n" * 100
+    finally:
+        hang.release()
+        stuck.join(30)

@@ -4,6 +4,7 @@ after newer ones), server faults, a server that is down. Read back through the r
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -22,9 +23,14 @@ from upload_helpers import (
     writer_env,
 )
 
+from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.cli.status import collect
+from hf_mpwriter.compat import BUCKETS_VERSION, hub_version
+from hf_mpwriter.config import load
+from hf_mpwriter.state.piece import Piece
 from hf_mpwriter.targets.bucket import BucketTarget
 from hf_mpwriter.testing import HubServer
+from hf_mpwriter.uploader.loop import Uploader
 
 BUCKET = "tester/runs"
 PREFIX = "tensorboard/logs/"
@@ -131,3 +137,49 @@ def test_bucket_server_down_then_next_start_drains(hub, tmp_path):
     wait_for(lambda: collect(logdir)["up_to_date"], 60, "the backlog to drain")
     assert time.monotonic() - started < 60
     check_remote(logdir, _remote(hub), {0: range(100), 1: range(100), 2: range(20)}, tmp_path / "remote")
+
+
+class _OverwrittenAfterEachCommit(BucketTarget):
+    """A bucket where, right after each commit, another write lands on the first file sent: as many
+    bytes, other content (what a killed uploader's write finished late by the Hub, or a hand edit,
+    leaves). Every call is the real client's."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.overwritten: list[Piece] = []
+
+    def commit(self, pieces, message):
+        commit_id = super().commit(pieces, message)
+        piece = pieces[0]
+        self.api.batch_bucket_files(self.repo_id, add=[(b"\0" * piece.size, self.remote_path(piece))])
+        self.overwritten.append(piece)
+        return commit_id
+
+
+@pytest.mark.skipif(hub_version() < BUCKETS_VERSION, reason="Storage Buckets need huggingface_hub>=1.5")
+def test_the_check_after_a_commit_compares_an_open_files_content(hub, tmp_path):
+    """The check right after a commit compares Xet hashes for an open file too, not only sizes: the
+    staged copy it was sent from (what the hash is computed from) is kept until that check is done,
+    then deleted (issue 31: it was deleted first, so only the size was compared)."""
+    pytest.importorskip("hf_xet", reason="the local Xet hash needs hf_xet")
+    logdir = tmp_path / "logs"
+    writer = HFSummaryWriter(f"hf://buckets/{BUCKET}", logdir=str(logdir), uploader="none", rank=0, token=TOKEN)
+    for step in range(50):
+        writer.add_scalar("loss", float(step), step)
+    writer.flush()  # still open: its records are sent from a staged copy
+    config = dataclasses.replace(load(logdir), endpoint=hub.endpoint)
+    target = _OverwrittenAfterEachCommit(BUCKET, prefix=config.prefix, token=TOKEN, endpoint=hub.endpoint)
+    uploader = Uploader(logdir, config=config, token=TOKEN, target=target)
+    uploader.acquire()
+    try:
+        uploader.cycle()  # the start's audit (nothing committed yet), the commit, and the check after it
+    finally:
+        uploader.release()
+        writer.close()
+    [piece] = target.overwritten
+    remote = hub.read_bucket_file(BUCKET, target.remote_path(piece))
+    assert piece.staged is not None and not piece.complete, "the file was not sent from a staged copy"
+    assert len(remote) == piece.size and remote != Path(piece.source).read_bytes()[:piece.size]  # the scenario
+    audit = collect(logdir)["audit"]
+    assert audit["repairing"] == {piece.path: "same size, different content (Xet hash)"}, audit
+    assert list((logdir / ".hf_mpwriter" / "staging").iterdir()) == [], "a staged copy was left behind"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -77,3 +78,42 @@ def sha256_prefix(path: str | os.PathLike, size: int, copy_to: Path | None = Non
         if out is not None:
             out.close()
     return digest.hexdigest()
+
+
+class DigestCache:
+    """Digests of files, each kept while its file keeps the same size, mtime and inode.
+
+    Why: the audit compares every file ever committed, every few minutes; reading each of them again
+    every time made its cost grow with the run's length. A file written since (rewritten in place,
+    replaced, appended to) has another ``stat``, and is read again. Used by every target whose audit
+    reads local bytes (a local directory's copies, a bucket's Xet hashes)."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+    def digest(self, path: str, st: os.stat_result, compute: Callable[[], str | None]) -> str | None:
+        """``compute()``, the digest of the file at ``path`` whose ``stat`` is ``st`` (taken before the
+        read: a write during it changes the ``stat`` again), or the one kept from an earlier read of the
+        same file. ``None`` (could not be computed) is not kept."""
+        kept = self._kept.get(path)
+        if kept is not None and kept[0] == _identity(st):
+            return kept[1]
+        value = compute()
+        if value is None:
+            self._kept.pop(path, None)
+        else:
+            self._kept[path] = (_identity(st), value)
+        return value
+
+    def knows(self, path: str, st: os.stat_result) -> bool:
+        """Whether :meth:`digest` would answer for this file without reading it."""
+        kept = self._kept.get(path)
+        return kept is not None and kept[0] == _identity(st)
+
+    def forget(self, path: str) -> None:
+        """Drop what is kept for ``path`` (replaced on purpose: no need to keep its old digest)."""
+        self._kept.pop(path, None)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino

@@ -19,13 +19,15 @@ What is guaranteed, exactly (a bucket write is per file and not transactional):
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from ..config import describe_target, target_key
 from ..errors import TargetError
-from ..state.piece import Piece
+from ..state.piece import DigestCache, Piece
 from ..timing import HTTP_TIMEOUT_S
 from .base import Target, UploadedFile, synthetic_commit_id
 from .batching import batched_differences
@@ -38,28 +40,34 @@ logger = logging.getLogger(__name__)
 PATHS_PER_CALL = 1000
 
 
-def xet_hash(path: str, size: int) -> str | None:
-    """The Xet hash of the file at ``path`` if it has exactly ``size`` bytes (``None`` otherwise)."""
-    import os
-
+def xet_hash(path: str, size: int, digests: DigestCache | None = None) -> str | None:
+    """The Xet hash of the file at ``path`` if it has exactly ``size`` bytes (``None`` otherwise); the
+    one ``digests`` kept if the file is unchanged since it was hashed."""
     try:
-        if os.path.getsize(path) != size:
+        st = os.stat(path)
+        if st.st_size != size:
             return None
-        import hf_xet
-
-        [info] = hf_xet.hash_files([path])
-        return str(info.hash)
+        return digests.digest(path, st, functools.partial(_hash_file, path)) if digests else _hash_file(path)
     except Exception:  # no hf_xet, an unreadable file: the size is all that can be compared
         return None
 
 
-def _compare(piece: Piece, info: Any) -> str | None:
-    """What is wrong with the remote file ``info`` for ``piece``, or ``None`` if it matches."""
+def _hash_file(path: str) -> str:
+    import hf_xet
+
+    [info] = hf_xet.hash_files([path])
+    return str(info.hash)
+
+
+def _compare(digests: DigestCache, piece: Piece, info: Any) -> str | None:
+    """What is wrong with the remote file ``info`` for ``piece``, or ``None`` if it matches. The Xet hash
+    of a file of the logdir is kept in ``digests``; a staged copy's is not (it is deleted after the
+    commit's check: its name would only pile up there)."""
     if info is None:
         return "missing"
     if info.size != piece.size:
         return f"holds {info.size} bytes, {piece.size} expected"
-    local = xet_hash(piece.local_path, piece.size)
+    local = xet_hash(piece.local_path, piece.size, digests if piece.staged is None else None)
     remote_hash = getattr(info, "xet_hash", None)
     if local is not None and remote_hash and local != remote_hash:
         return "same size, different content (Xet hash)"
@@ -97,6 +105,7 @@ class BucketTarget(UsesHubApi, Target):
         self._endpoint = endpoint
         self._api: Any = None
         self._xet: XetContent | None = None  # set by use_xet_content()
+        self._digests = DigestCache()  # the local files' Xet hashes, computed once while they stay unchanged
         self.key = target_key("bucket", repo_id=bucket_id, repo_type="bucket", revision="main", directory=None,
                               prefix=self.prefix)
 
@@ -142,9 +151,23 @@ class BucketTarget(UsesHubApi, Target):
         return synthetic_commit_id(pieces)
 
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
-        """Compare sizes and Xet hashes with ``get_bucket_paths_info``, one call per batch of files."""
+        """Compare sizes and Xet hashes with ``get_bucket_paths_info``, one call per batch of files. A local
+        file unchanged since the last audit is not hashed again: an audit costs what changed since."""
         return batched_differences(pieces, remote_path=self.remote_path, fetch=self._paths_info,
-                                   per_call=PATHS_PER_CALL, compare=_compare)
+                                   per_call=PATHS_PER_CALL, compare=functools.partial(_compare, self._digests))
+
+    def local_reads(self, pieces: Sequence[Piece]) -> int:
+        """The size of each local file :meth:`differences` would hash (of the right size, not hashed
+        since it changed; a staged copy always)."""
+        unread = 0
+        for piece in pieces:
+            try:
+                st = os.stat(piece.local_path)
+            except OSError:
+                continue
+            if st.st_size == piece.size and (piece.staged is not None or not self._digests.knows(piece.local_path, st)):
+                unread += piece.size
+        return unread
 
     # -- a job's leader writes what the nodes uploaded (hf_mpwriter.uploader.job_commit) ------------
     def use_xet_content(self) -> None:
@@ -152,7 +175,8 @@ class BucketTarget(UsesHubApi, Target):
         from huggingface_hub import constants
 
         if xet_usable() and batch_takes_xet_hashes():
-            self._xet = XetContent(self._endpoint or constants.ENDPOINT, self.repo_id, "bucket", None, self._token)
+            self._xet = XetContent(self._endpoint or constants.ENDPOINT, self.repo_id, "bucket", None, self._token,
+                                   self.http_timeout)
 
     def preupload(self, pieces: Sequence[Piece]) -> list[UploadedFile] | None:
         """Send the content of ``pieces`` to the bucket's Xet storage, not write the files: what another

@@ -308,7 +308,7 @@ class HubTarget(UsesHubApi, Target):
 
         if xet_usable():
             self._xet = XetContent(self._endpoint or constants.ENDPOINT, self.repo_id, self.repo_type, self.revision,
-                                   self._token)
+                                   self._token, self.http_timeout)
 
     def commit_uploaded(self, files: Sequence[UploadedFile], message: str, parent: str | None = None) -> str | None:
         """One commit of files whose content is already in the Hub's storage (:meth:`preupload`,

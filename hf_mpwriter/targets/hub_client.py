@@ -248,6 +248,7 @@ class UsesHubApi:
     _api: Any = None
     #: The read timeout of its calls (``UploadConfig.http_timeout``).
     http_timeout: float = HTTP_TIMEOUT_S
+    _xet: Any = None  # the target's XetContent, if it sends content to Xet itself
 
     @property
     def api(self) -> Any:
@@ -256,12 +257,15 @@ class UsesHubApi:
         return self._api
 
     def reset_client(self) -> None:
-        """Drop the ``HfApi`` (the next call builds a fresh one), after a call was abandoned.
+        """Drop the ``HfApi`` (the next call builds a fresh one) and the Xet session and token, after a
+        call was abandoned.
 
         Where the uploader owns its process, the shared HTTP client is closed too (huggingface_hub opens
         a new one on the next call; an abandoned call still reading from it fails instead of hanging on).
         In thread mode the user's client is left as it is."""
         self._api = None
+        if self._xet is not None:
+            self._xet.reset()
         if _process_timeouts is not None:
             _close_library_client()
 

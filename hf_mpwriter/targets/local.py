@@ -7,6 +7,7 @@ directory has a history like a repository's.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ..config import describe_target, target_key
 from ..errors import TargetError
-from ..state.piece import Piece, open_nofollow, sha256_prefix
+from ..state.piece import DigestCache, Piece, open_nofollow, sha256_prefix
 from .base import Target, synthetic_commit_id
 
 COMMIT_LOG = ".hf_mpwriter-commits.jsonl"
@@ -34,7 +35,7 @@ class LocalTarget(Target):
         self.description = describe_target("local", repo_id=None, repo_type="", directory=str(self.directory),
                                            prefix=self.prefix, endpoint="")
         self.reader_url = str(self.directory / self.prefix)
-        self._verified: dict[str, tuple[int, int, int, str]] = {}  # path -> what was last found intact
+        self._digests = DigestCache()  # the copies' sha256, read once while they stay unchanged
 
     def prepare(self) -> None:
         try:
@@ -79,13 +80,14 @@ class LocalTarget(Target):
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
-        self._verified.pop(str(dest), None)
+        self._digests.forget(str(dest))
 
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
         """Compare sizes and sha256 with the files on disk.
 
-        A file verified before and unchanged since (same size, mtime and inode) is not hashed again:
-        an audit of a long run then costs a ``stat`` per file, not a read of every byte.
+        A file hashed before and unchanged since (same size, mtime and inode) is not hashed again
+        (:class:`~hf_mpwriter.state.piece.DigestCache`): an audit of a long run then costs a ``stat``
+        per file, not a read of every byte.
         """
         wrong = {}
         for piece in pieces:
@@ -98,16 +100,25 @@ class LocalTarget(Target):
                 if st.st_size != piece.size:
                     wrong[piece.path] = f"holds {st.st_size} bytes, {piece.size} expected"
                     continue
-                seen = (st.st_size, st.st_mtime_ns, st.st_ino, piece.sha256)
-                if self._verified.get(str(dest)) == seen:
-                    continue
-                if sha256_prefix(dest, piece.size) != piece.sha256:
+                digest = self._digests.digest(str(dest), st, functools.partial(sha256_prefix, dest, piece.size))
+                if digest != piece.sha256:
                     wrong[piece.path] = "same size, different content (sha256)"
-                    continue
-                self._verified[str(dest)] = seen
             except OSError:
                 wrong[piece.path] = "missing"
         return wrong
+
+    def local_reads(self, pieces: Sequence[Piece]) -> int:
+        """The size of each copy :meth:`differences` would hash: of the right size, not hashed since it changed."""
+        unread = 0
+        for piece in pieces:
+            dest = str(self.directory / self.remote_path(piece))
+            try:
+                st = os.lstat(dest)
+            except OSError:
+                continue
+            if st.st_size == piece.size and not self._digests.knows(dest, st):
+                unread += piece.size
+        return unread
 
     def read(self, path: str) -> bytes:
         return (self.directory / self.prefix / path).read_bytes()

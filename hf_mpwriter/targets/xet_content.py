@@ -16,6 +16,10 @@ A bucket sends every file this way (it holds everything in Xet), with huggingfac
 repository, only event files (``*tfevents*``: the Hub's default ``.gitattributes`` stores them in
 LFS/Xet); anything else, ``HF_HUB_DISABLE_XET``, no ``hf_xet``, or a repository whose token endpoint
 refuses (no Xet): ``create_commit`` or ``preupload_lfs_files`` as is.
+
+The token request has the uploader's read timeout (in thread mode the client is the user's, with no
+timeout of its own) and holds no lock while it runs: a request the Hub never answers ends the upload
+that made it, not every later one; :meth:`XetContent.reset` (after an abandoned call) starts afresh.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from ..timing import HTTP_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +62,21 @@ def event_files_only(paths: Sequence[str]) -> bool:
 class XetContent:
     """Uploads files to one repository's Xet storage; the write token is kept while it is good."""
 
-    def __init__(self, endpoint: str, repo_id: str, repo_type: str, revision: str | None, token: str | None) -> None:
+    def __init__(self, endpoint: str, repo_id: str, repo_type: str, revision: str | None, token: str | None,
+                 timeout: float = HTTP_TIMEOUT_S) -> None:
         self.endpoint, self.repo_id, self.repo_type, self.revision = endpoint.rstrip("/"), repo_id, repo_type, revision
         self._token = token
-        self._lock = threading.Lock()
+        self._timeout = timeout  # the token request's read timeout: the target's (UploadConfig.http_timeout)
+        self._lock = threading.Lock()  # guards the session; never held across a network call
         self._connection: tuple[str, str, int] | None = None  # (cas url, access token, expiry: unix seconds)
         self._session: Any = None  # hf_xet.XetSession, where hf_xet has it
         self._session_pid = 0
+
+    def reset(self) -> None:
+        """Forget the session and the token after a call was abandoned: the stuck call keeps what it
+        holds, the next one starts on a new session with a new token. Takes no lock: the uploader's
+        loop calls it, and must not wait on anything the stuck call holds."""
+        self._session, self._connection = None, None
 
     def upload(self, paths: Sequence[str], sha256s: Sequence[str]) -> list[tuple[str, int]]:
         """Send the files' content (chunked, de-duplicated against what the storage holds), each with
@@ -96,16 +110,16 @@ class XetContent:
         return [(str(info.hash), int(info.file_size)) for info in infos]
 
     def _current(self) -> tuple[str, str, int]:
-        with self._lock:
-            if self._connection is None or self._connection[2] - REFRESH_BEFORE_S < time.time():
-                self._connection = self._fetch()
-            return self._connection
+        """The kept token, or a new one near its expiry (two threads may both fetch one: harmless)."""
+        connection = self._connection
+        if connection is None or connection[2] - REFRESH_BEFORE_S < time.time():
+            connection = self._connection = self._fetch()
+        return connection
 
     def _refresh(self) -> tuple[str, int]:
         """hf_xet's token refresher: a new token when the one it holds expired mid-upload."""
-        with self._lock:
-            self._connection = self._fetch()
-            return self._connection[1], self._connection[2]
+        connection = self._connection = self._fetch()
+        return connection[1], connection[2]
 
     def _url(self) -> str:
         url = f"{self.endpoint}/api/{self.repo_type}s/{self.repo_id}/xet-write-token"
@@ -116,7 +130,8 @@ class XetContent:
     def _fetch(self) -> tuple[str, str, int]:
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-        response = get_session().get(self._url(), headers=build_hf_headers(token=self._token))
+        response = get_session().get(self._url(), headers=build_hf_headers(token=self._token),
+                                     timeout=self._timeout)
         if response.status_code in (400, 404, 501):  # a repository (or Hub) without Xet
             raise XetUnavailable(f"no Xet write token for {self.repo_id} (HTTP {response.status_code})")
         hf_raise_for_status(response)

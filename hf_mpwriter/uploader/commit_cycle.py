@@ -253,7 +253,7 @@ class Committer:
         usable = self._usable(job)
         if usable is None:
             return None
-        if self._call("check", self.target.holds, usable.pieces):
+        if self._call("check", self.target.holds, usable.pieces, nbytes=self.target.local_reads(usable.pieces)):
             logger.info("job %d had been committed before the interruption; acknowledged", job.id)
             self.queue.move(usable, JobState.DONE, commit_id=job.commit_id or "reconciled")
             self.scanner.clean_staging(())
@@ -281,11 +281,13 @@ class Committer:
             return
         self.queue.move(job, JobState.DONE, commit_id=commit_id)
         self.queue.record_error(None)
-        self.scanner.clean_staging(())
         progress.commits += 1
         progress.committed_bytes += job.bytes
         logger.info("committed %d file(s), %d bytes as %s", len(job.pieces), job.bytes, commit_id)
-        self._verify(job.pieces, full=False)  # trust, but verify: the acknowledgement is not the proof
+        try:  # trust, but verify: the acknowledgement is not the proof
+            self._verify(job.pieces, full=False)
+        finally:  # only now: a target that compares content hashes an open file's staged copy (a bucket)
+            self.scanner.clean_staging(())
 
     def _record_error(self, exc: TargetError, text: str) -> None:
         """Record a target error: one that needs the user makes writers waiting in ``close()`` stop
@@ -297,7 +299,9 @@ class Committer:
         """Check every file the queue believes committed against what the target really holds.
 
         Runs at every start (a takeover trusts nothing) and every ``audit_every`` seconds. Costs a
-        ``get_paths_info`` call per 500 files on the Hub, a ``stat`` per unchanged file locally.
+        ``get_paths_info`` call per 500 files on the Hub, a ``stat`` per unchanged file locally; the
+        bytes it hashes (every file at the first audit of a process, then only files changed since:
+        :meth:`Target.local_reads`) lengthen the call's bound like the bytes a commit sends.
         """
         committed = self.queue.committed(self.target.key)
         pieces = [
@@ -320,7 +324,8 @@ class Committer:
         the next snapshot, and counted in ``repaired_total``. ``status`` shows what was found.
         """
         try:
-            found = self._call("audit", self.target.differences, pieces) if pieces else {}
+            found = (self._call("audit", self.target.differences, pieces, nbytes=self.target.local_reads(pieces))
+                     if pieces else {})
         except TargetError:
             self.audit_due = True  # could not ask: the next cycle asks again
             raise

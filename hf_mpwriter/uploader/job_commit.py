@@ -80,15 +80,12 @@ def store_prefix(address: StoreAddress, target_key: str) -> str:
 
 
 class JobTarget(Target):
-    """A node's target (repository or bucket) in a job with a store: its commits go through the job's leader.
-
-    Everything else (preparing, reading, auditing) is the node's own target's (``inner``).
-    """
+    """A node's target (repository or bucket) in a job with a store: its commits go through the job's
+    leader. Everything else (preparing, reading, auditing) is the node's own target's (``inner``)."""
 
     def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S) -> None:
-        self.inner = inner
-        self.prefix = inner.prefix
+        self.inner, self.prefix = inner, inner.prefix
         self.key, self.min_interval = inner.key, inner.min_interval
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
         self.incarnation = time.time_ns()
@@ -213,6 +210,9 @@ class JobTarget(Target):
             self._verified = None
             return {}
         return self.inner.differences(pieces)
+
+    def local_reads(self, pieces: Sequence[Piece]) -> int:
+        return self.inner.local_reads(pieces)
 
     def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         """Upload the content, offer it to the leader, and return its commit id; commit it ourselves
