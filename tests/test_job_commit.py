@@ -559,3 +559,28 @@ def test_the_leader_commits_at_most_max_files_at_once_oldest_offers_first(hub, s
     assert all(t.mode == "job" for t in targets)  # every node's files went through the leader
     assert results[2] == commits[0]["oid"], (results, commits)  # the oldest offer in the first commit
     assert sorted(results.values()) == sorted([commits[0]["oid"]] * 2 + [commits[1]["oid"]])
+
+
+def test_the_nodes_of_a_big_job_share_the_periodic_audits(hub, store, tmp_path):
+    """A node's periodic audit costs a Hub API request per 500 files; a thousand nodes each auditing every
+    interval would spend a free account's requests on audits alone. While the leader commits for the job
+    (and verifies each commit), the job audits about as often as :data:`JOB_AUDITORS` nodes would."""
+    from hf_mpwriter.uploader.commit_cycle import Committer
+    from hf_mpwriter.uploader.job_commit import JOB_AUDITORS
+
+    hub.create_repo(REPO)
+    address = StoreAddress("127.0.0.1", store.port, "job-1")
+    config = UploadConfig.for_hub(REPO, prefix="tb")
+    intervals = []
+    for node in (0, 511, 1023):
+        inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
+        target = JobTarget(inner, inner, JobStore(address, store_prefix(address, inner.key)), node, 1024, wait=1.0,
+                           spacing=0.5, prepared_wait=0.0)
+        logdir = tmp_path / f"node-{node}"
+        (logdir / ".hf_mpwriter").mkdir(parents=True)
+        committer = Committer(logdir, config, target, TOKEN, call=lambda what, fn, *a, nbytes=0: fn(*a))
+        committer.audit()  # the start's audit: nothing committed yet, nothing asked
+        intervals.append(committer._next_audit - time.monotonic())
+    audits_per_hour = sum(3600 / i for i in intervals) / len(intervals) * 1024
+    assert min(intervals) > config.audit_every, intervals  # the scenario: each node audits less often
+    assert audits_per_hour == pytest.approx(JOB_AUDITORS * 3600 / config.audit_every, rel=0.5), audits_per_hour

@@ -80,6 +80,10 @@ class Target(abc.ABC):
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
         """``piece.path -> what is wrong`` for every piece the target does not hold exactly."""
 
+    def audit_every(self, seconds: float) -> float:
+        """Seconds until this target's next periodic audit, given the settings' ``audit_every``."""
+        return seconds
+
     def local_reads(self, pieces: Sequence[Piece]) -> int:
         """Bytes :meth:`differences` of ``pieces`` reads from this machine's disk (what it hashes): the
         uploader bounds that call for them too, so a large logdir's first audit is not abandoned."""

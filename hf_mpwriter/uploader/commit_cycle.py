@@ -313,7 +313,7 @@ class Committer:
         if error is not None and error.kind is ErrorKind.TRANSIENT:
             self.queue.record_error(None)  # the target answered all it was asked: the outage is over
         self.audit_due = False
-        self._next_audit = time.monotonic() + self.config.audit_every
+        self._next_audit = time.monotonic() + self.target.audit_every(self.config.audit_every)
         return found
 
     def _verify(self, pieces: list[Piece], full: bool) -> dict[str, str]:

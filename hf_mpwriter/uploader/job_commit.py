@@ -62,6 +62,10 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: Files in one commit of the job's leader, at most (huggingface_hub's upload_large_folder stops at 1,000;
 #: the Hub's guidance is 50-100 for its 60 s server timeout, which a leader's commit by hash meets better).
 MAX_FILES_PER_COMMIT = 1000
+#: While the leader commits for a job, its nodes' periodic audits together come about as often as this many
+#: nodes' would (each node audits ``nodes / JOB_AUDITORS`` times less often): the leader verifies every
+#: commit it makes, and a thousand nodes auditing every interval would spend the job's Hub API budget.
+JOB_AUDITORS = 8
 #: Clocks of the nodes may differ this much: a node commits an expired offer itself only this long
 #: after the leader stops taking it.
 CLOCK_MARGIN_S = 5.0
@@ -213,6 +217,14 @@ class JobTarget(Target):
 
     def local_reads(self, pieces: Sequence[Piece]) -> int:
         return self.inner.local_reads(pieces)
+
+    def audit_every(self, seconds: float) -> float:
+        """While the leader commits (and verifies) for the job, this node audits ``nodes / JOB_AUDITORS``
+        times less often, at 0.5 to 1.5 times that by node rank (the nodes start together: their audits
+        would come together too)."""
+        if self.mode != "job" or self.leader.nodes <= JOB_AUDITORS:
+            return seconds
+        return seconds * self.leader.nodes / JOB_AUDITORS * (0.5 + (self.node + 0.5) / self.leader.nodes)
 
     def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         """Upload the content, offer it to the leader, and return its commit id; commit it ourselves
