@@ -159,7 +159,7 @@ class _Demo:
 
 def run_demo(
     workers: int = 4, steps: int = 200, repo_id: str | None = None, target: str | None = None,
-    chaos: bool = False, out: str = "hf_mpwriter_demo", commit_every: float = 2.0, local_hub: bool = False,
+    chaos: bool = False, out: str = "hf_mpwriter_demo", commit_every_s: float = 2.0, local_hub: bool = False,
     quiet: bool = False,
 ) -> int:
     """Run the demo; return the exit code (0 when remote and local agree)."""
@@ -188,7 +188,7 @@ def run_demo(
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
-    upload: dict = {"commit_every_s": commit_every, "repo_id": repo_id}
+    upload: dict = {"commit_every_s": commit_every_s, "repo_id": repo_id}
     if repo_id is None:
         upload["target_dir"] = str(Path(target).resolve() if target else base / "target")
     demo = _Demo(workers, steps, base, upload, env)

@@ -264,7 +264,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(
         workers=args.workers, steps=args.steps, repo_id=args.repo_id, target=args.target, chaos=args.chaos,
-        out=args.out, commit_every=args.commit_every, local_hub=args.local_hub, quiet=args.quiet,
+        out=args.out, commit_every_s=args.commit_every_s, local_hub=args.local_hub, quiet=args.quiet,
     )
 
 
@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="N worker processes log while the uploader commits; then verify",
                           description="Worker processes log while the uploader commits; then every remote file is "
-                                      "checked against the local one, record by record.", formatter_class=formatter)
+                                      "checked against the local one, record by record.", formatter_class=formatter,
+                          allow_abbrev=False)  # --commit-every (minutes in Python) must not pass for --commit-every-s
     demo.add_argument("--workers", type=int, default=4, help="number of worker processes (ranks)")
     demo.add_argument("--steps", type=int, default=200, help="training steps each worker logs")
     where = demo.add_mutually_exclusive_group()
@@ -290,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="commit through the real huggingface_hub client to the project's own local Hub server")
     demo.add_argument("--chaos", action="store_true", help="SIGKILL and restart a worker and the uploader on the way")
     demo.add_argument("--out", default="hf_mpwriter_demo", help="directory for the demo's logs and target")
-    demo.add_argument("--commit-every", type=float, default=2.0, help="seconds between commits")
+    demo.add_argument("--commit-every-s", type=float, default=2.0,
+                      help="seconds between commits (HFSummaryWriter's commit_every= is in minutes)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar; only the result")
     demo.set_defaults(func=cmd_demo)
 
