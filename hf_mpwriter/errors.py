@@ -21,3 +21,21 @@ class TargetError(HFMPWriterError):
         super().__init__(message)
         self.transient = transient
         self.retry_after = retry_after
+
+
+#: What error texts say where the logdir goes: they are made where its path is not known (a target).
+LOGDIR_PLACEHOLDER = "LOGDIR"
+
+
+def in_logdir(text: str, logdir: object) -> str:
+    """``text`` with the logdir's real path where it says ``LOGDIR``: advice to paste, not to edit."""
+    return text.replace(LOGDIR_PLACEHOLDER, str(logdir))
+
+
+def with_sync_advice(text: str, logdir: object, lead: str = "once that is fixed, this finishes the job") -> str:
+    """``text`` (see :func:`in_logdir`) ending with the command that finishes the job, unless it names it
+    already: one command per message, the real path in it."""
+    text = in_logdir(text, logdir)
+    if "hf-mpwriter sync" in text:
+        return text
+    return f"{text}; {lead}: `hf-mpwriter sync {logdir}`"

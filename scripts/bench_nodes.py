@@ -204,10 +204,10 @@ def report(rows: list[dict], commit_every: float, bucket: bool, seconds: float) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)  # seconds: say -s
     parser.add_argument("--nodes", type=int, nargs="+", default=None, help="node counts (default 1 2 4 8)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds of logging per job (default 60)")
-    parser.add_argument("--commit-every", type=float, default=6.0, help="seconds between commits (default 6)")
+    parser.add_argument("--commit-every-s", type=float, default=6.0, help="seconds between commits (default 6)")
     parser.add_argument("--bucket", action="store_true", help="a Storage Bucket instead of a repository")
     parser.add_argument("--ways", nargs="+", choices=["leader", "turns", "anchor"], default=["leader", "turns", "anchor"])
     parser.add_argument("--quick", action="store_true", help="1 and 4 nodes, 40 s")
@@ -228,12 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         for nodes in sorted(set(sizes) | {1}):
             for way in (["single", *(["anchor"] if "anchor" in ways else [])] if nodes == 1 else ways):
                 started = time.monotonic()
-                rows.append(run_job(hub, way, nodes, seconds, args.commit_every, Path(tmp), args.bucket))
+                rows.append(run_job(hub, way, nodes, seconds, args.commit_every_s, Path(tmp), args.bucket))
                 r = rows[-1]
                 print(f"{nodes} node(s), {LABELS[way]}: {r['commits_per_min']:.1f} commits/min, "
                       f"{r['requests_per_min']:.1f} requests/min, age p50 {r['p50']:.1f} s p95 {r['p95']:.1f} s "
                       f"(steady {r['minutes'] * 60:.0f} s; {time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
-    print(report(rows, args.commit_every, args.bucket, seconds))
+    print(report(rows, args.commit_every_s, args.bucket, seconds))
     return 0
 
 

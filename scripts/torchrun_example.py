@@ -4,7 +4,7 @@
     torchrun --standalone --nproc-per-node 4 scripts/torchrun_example.py --logdir runs/ddp --repo-id you/ddp-run
 
 Rank r logs ``train/loss`` and ``train/lr`` into ``<logdir>/rank-00r``; the node's single uploader
-commits every ``--commit-every`` seconds to the Hub (``--repo-id``) or a directory (``--target-dir``).
+commits every ``--commit-every-s`` seconds to the Hub (``--repo-id``) or a directory (``--target-dir``).
 Gradients are averaged across ranks by ``DistributedDataParallel`` (gloo backend).
 
 Fault tolerance: every ``--checkpoint-every`` steps each rank saves a checkpoint. Started again
@@ -41,13 +41,14 @@ logger = logging.getLogger("torchrun_example")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # allow_abbrev=False: --commit-every (minutes, like commit_every=) must not pass for --commit-every-s
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--logdir", required=True, help="TensorBoard logdir (rank r writes into <logdir>/rank-00r)")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--repo-id", help="Hub repo to commit the logs to")
     where.add_argument("--target-dir", help="local directory to commit the logs to (no Hub)")
     parser.add_argument("--steps", type=int, default=100, help="training steps")
-    parser.add_argument("--commit-every", type=float, default=60.0, help="seconds between commits (default 60)")
+    parser.add_argument("--commit-every-s", type=float, default=60.0, help="seconds between commits (default 60)")
     parser.add_argument("--checkpoint-every", type=int, default=10, help="steps between checkpoints")
     parser.add_argument("--checkpoint-dir", help="default: <logdir>/checkpoints")
     parser.add_argument("--step-time", type=float, default=0.0, help="extra seconds of 'work' per step")
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         repo_id=args.repo_id,
         target_dir=args.target_dir,
         logdir=args.logdir,
-        commit_every=args.commit_every / 60,  # minutes, as huggingface_hub's HFSummaryWriter
+        commit_every=args.commit_every_s / 60,  # minutes, as huggingface_hub's HFSummaryWriter
         purge_step=purge_step,
     )
     weights = torch.linspace(-1, 1, 8)

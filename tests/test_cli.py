@@ -123,10 +123,12 @@ def test_sync_auth_failure_from_the_test_hub(tmp_path):
 
 
 def test_demo_default_runs_offline_and_verifies(tmp_path):
-    result = run("demo", "--workers", "2", "--steps", "60", "--quiet", cwd=tmp_path)
+    result = run("demo", "--workers", "2", "--steps", "60", "--commit-every-s", "1.5", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verify    OK" in result.stdout and "tensorboard --logdir" in result.stdout
     assert list((tmp_path / "hf_mpwriter_demo").rglob("target/tensorboard/logs/rank-001/*tfevents*"))
+    [logdir] = (tmp_path / "hf_mpwriter_demo").glob("run-*/logs")
+    assert json.loads(run("status", str(logdir), "--json").stdout)["target"]["commit_every_s"] == 1.5  # seconds
 
 
 def test_demo_chaos_kills_and_still_verifies(tmp_path):

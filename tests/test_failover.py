@@ -180,8 +180,13 @@ def test_a_server_that_never_answers_times_out_and_everything_lands_after(hub, t
 # -- the fix takes ------------------------------------------------------------------------------------
 def test_bad_token_close_returns_at_once_then_sync_with_the_fix_takes_over(hub, tmp_path):
     logdir = tmp_path / "logs"
+    go = tmp_path / "go"
+    # Rank 0 goes on running (the job is not over), so its uploader, waiting for the user, is still
+    # there when sync comes: with every writer gone it would have stopped (nobody left to fix it).
+    held = start_writer(_hub_cfg(tmp_path, 0, steps=50, close_after=str(go)), _env(hub, tmp_path, BAD))
+    read_line(held, "flushed 49", 60)
     started = time.monotonic()
-    proc = start_writer(_hub_cfg(tmp_path, 0, steps=50, close_timeout=60), _env(hub, tmp_path, BAD))
+    proc = start_writer(_hub_cfg(tmp_path, 1, steps=50, close_timeout=60), _env(hub, tmp_path, BAD))
     err = finish(proc)
     assert time.monotonic() - started < 30, "close() waited for an error retrying cannot fix"
     assert "refused the token (HTTP 401)" in err and "hf-mpwriter sync" in err and BAD not in err, err
@@ -192,16 +197,23 @@ def test_bad_token_close_returns_at_once_then_sync_with_the_fix_takes_over(hub, 
     result = subprocess.run([sys.executable, "-m", "hf_mpwriter", "sync", str(logdir), "--quiet", "--timeout", "60"],
                             env=writer_env(env), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    check_remote(logdir, _remote(hub), {0: range(50)}, tmp_path / "remote")
+    check_remote(logdir, _remote(hub), {0: range(50), 1: range(50)}, tmp_path / "remote")
     wait_for(lambda: not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE, 10,
              "the old uploader to hand over and exit")
+    go.touch()
+    finish(held)
 
 
 def test_writer_with_the_fixed_token_takes_over_from_a_stuck_uploader(hub, tmp_path):
     logdir = tmp_path / "logs"
-    finish(start_writer(_hub_cfg(tmp_path, 0, steps=30, close_timeout=10), _env(hub, tmp_path, BAD)))
+    go = tmp_path / "go"
+    held = start_writer(_hub_cfg(tmp_path, 0, steps=30, close_after=str(go), close_timeout=10), _env(hub, tmp_path, BAD))
+    read_line(held, "flushed 29", 60)
+    wait_for(lambda: "refused the token" in (collect(logdir)["last_error"] or ""), 30, "the bad token's error")
     assert uploader_pid(logdir)
     finish(start_writer(_hub_cfg(tmp_path, 1, steps=30, close_timeout=60), _env(hub, tmp_path)))
+    go.touch()
+    finish(held)
     check_remote(logdir, _remote(hub), {0: range(30), 1: range(30)}, tmp_path / "remote")
 
 

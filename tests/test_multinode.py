@@ -67,7 +67,7 @@ def _torchrun_argv(port: int, logdir: Path, target: list[str], steps: int = STEP
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "2",
             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "multinode-test",
             "--max-restarts", "1", "--monitor-interval", "0.5", "--local-addr", "127.0.0.1",
-            str(SCRIPT), "--logdir", str(logdir), *target, "--steps", str(steps), "--commit-every", str(commit_every),
+            str(SCRIPT), "--logdir", str(logdir), *target, "--steps", str(steps), "--commit-every-s", str(commit_every),
             "--step-time", str(step_time), "--checkpoint-every", "10", *crashing,
             "--checkpoint-dir", str(logdir.parent / "checkpoints")]
 

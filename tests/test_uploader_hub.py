@@ -5,7 +5,6 @@ injected server faults, a server that is down. ``test_uploader_lfs.py`` keeps th
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 import sys
 import time
@@ -155,7 +154,8 @@ def test_bad_token_is_reported_and_nothing_is_lost(hub, tmp_path, token, expect)
     for path in (logdir / ".hf_mpwriter").rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
-    sigkill(uploader_pid(logdir) or os.getpid() * 0 + wait_for(lambda: uploader_pid(logdir), 5, "uploader"))
+    # Every writer is gone and only the user can fix the token: the uploader stops (it used to retry 10 min).
+    wait_for(lambda: uploader_pid(logdir) is None, 60, "the uploader to stop")
     # With a good token, the same logdir is finished by sync: nothing was lost.
     env = _env(hub, tmp_path)
     env["HF_TOKEN"] = TOKEN

@@ -44,6 +44,18 @@ def use_logdir_endpoint(config: Any) -> str | None:
     return endpoint
 
 
+def show_bars(quiet: bool, client: bool = True) -> bool:
+    """Whether progress bars are shown: not with ``--quiet``, and not into a file or a pipe (a bar
+    there is a line per update). When not, huggingface_hub's bars are off too (``client``: this
+    process uses it; import it only after :func:`use_logdir_endpoint`, which sets its endpoint)."""
+    show = not quiet and sys.stderr.isatty()
+    if not show and client:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    return show
+
+
 def where_text(target: dict[str, Any]) -> str:
     """A target as ``status`` shows it: a repository's description names its Hub, a bucket's does not."""
     endpoint = target.get("endpoint")

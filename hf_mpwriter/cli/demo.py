@@ -159,13 +159,14 @@ class _Demo:
 
 def run_demo(
     workers: int = 4, steps: int = 200, repo_id: str | None = None, target: str | None = None,
-    chaos: bool = False, out: str = "hf_mpwriter_demo", commit_every: float = 2.0, local_hub: bool = False,
+    chaos: bool = False, out: str = "hf_mpwriter_demo", commit_every_s: float = 2.0, local_hub: bool = False,
     quiet: bool = False,
 ) -> int:
     """Run the demo; return the exit code (0 when remote and local agree)."""
     from tqdm.auto import tqdm
 
     from ..errors import ConfigurationError
+    from .common import show_bars
 
     if workers < 1 or steps < 20:
         raise ConfigurationError("the demo needs --workers >= 1 and --steps >= 20")
@@ -184,11 +185,8 @@ def run_demo(
         # before its first import of huggingface_hub, which reads them then.
         os.environ.update(env)
         repo_id = DEMO_REPO
-    if quiet and repo_id is not None:  # the client's bars too (a local target needs no client here)
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
-    upload: dict = {"commit_every_s": commit_every, "repo_id": repo_id}
+    bars = show_bars(quiet, client=repo_id is not None)  # a local target needs no client here
+    upload: dict = {"commit_every_s": commit_every_s, "repo_id": repo_id}
     if repo_id is None:
         upload["target_dir"] = str(Path(target).resolve() if target else base / "target")
     demo = _Demo(workers, steps, base, upload, env)
@@ -198,7 +196,7 @@ def run_demo(
             demo.start(rank)
         total = workers * steps
         chaos_plan = [(0.3, lambda: demo.kill_worker(min(1, workers - 1))), (0.55, demo.kill_uploader)] if chaos else []
-        bar = tqdm(total=total, desc=f"{workers} workers", unit="step", disable=quiet)
+        bar = tqdm(total=total, desc=f"{workers} workers", unit="step", disable=not bars)
         from .status import collect
 
         while any(p.poll() is None for p in demo.procs.values()):

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, environment
-from ..errors import ConfigurationError, HFMPWriterError
+from ..errors import ConfigurationError, HFMPWriterError, in_logdir, with_sync_advice
 from ..timing import HANDOVER_WAIT_S, STORE_RETRY_S
-from .common import CLIError, use_logdir_endpoint, where_text
+from .common import CLIError, show_bars, use_logdir_endpoint, where_text
 from .view import cmd_view
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _list_logdirs(found: Any, as_json: bool) -> int:
     for logdir in found.logdirs:
         info = collect(logdir)
         rows.append({"logdir": info["logdir"], "target": info["target"], "up_to_date": info["up_to_date"],
-                     "pending_bytes": info["bytes_written"] - info["bytes_committed"]})
+                     "pending_bytes": info["pending_bytes"]})
     if as_json:
         print(json.dumps({"directory": str(found.directory.resolve()), "logdirs": rows}, indent=2, sort_keys=True))
         return 0
@@ -98,7 +98,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     last = info["last_commit"]
     last_id = f", {last['id']}" if last and last["id"] else ""
     print(f"commits   {info['commits']} (last: {_age(last['time']) if last else 'never'}{last_id})")
-    print(f"pending   {info['pending_jobs']} job(s), {info['pending_bytes']} bytes")
+    print(f"pending   {info['pending_bytes']} bytes not committed (queued: {info['pending_jobs']} job(s), "
+          f"{info['queued_bytes']} bytes)")
     audit = info["audit"]
     if audit["verified_at"] is None:
         print("audit     the target was never checked yet")
@@ -110,7 +111,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for path, why in sorted(repairing.items())[:10]:
             print(f"          {path}: {why}")
     if info["last_error"]:
-        print(f"error     {info['last_error']}")
+        print(f"error     {in_logdir(info['last_error'], args.logdir)}")
     print()
     rows = [("run", "file", "written", "committed", "")]
     for f in info["files"]:
@@ -176,15 +177,31 @@ def _take_over(logdir: Path, quiet: bool) -> bool:
 def _give_back(logdir: Path, replaced: bool, quiet: bool) -> None:
     """A ``sync`` that gives up takes its handover request back, and if it replaced a running
     uploader, starts one again: the backlog must not be left with nobody to send it (the writers
-    may have exited meanwhile)."""
+    may have exited meanwhile). Not after an error only the user can fix (no token, no such
+    repository): a background uploader could only retry it, alone, for nothing; writers still
+    running start their own."""
     from ..state import election, mailbox
     from ..writer import supervisor
 
     mailbox.withdraw_handover(logdir)
-    if replaced and election.uploader_state(logdir) == "none":
+    if replaced and not _needs_user(logdir) and election.uploader_state(logdir) == "none":
         started = supervisor.ensure_uploader(logdir, "process")
         if not quiet and started:
             print("a background uploader was started again; it keeps trying (`hf-mpwriter status` shows it)")
+
+
+def _needs_user(logdir: Path) -> bool:
+    """The logdir's current error is one that retrying cannot fix (recorded by this ``sync``, or by
+    the running uploader)."""
+    from ..state.jobqueue import ErrorKind
+    from ..state.queue_readers import read_error
+    from ..state.statedir import state_dir
+    from ..writer import supervisor
+
+    error = read_error(state_dir(logdir, create=False) / "queue.db")
+    if error is not None and error.kind is ErrorKind.NEEDS_USER and error.pid == os.getpid():
+        return True
+    return supervisor.fatal_error(logdir) is not None
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -197,10 +214,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     logdir = Path(args.logdir)
     check_used_logdir(logdir)
     use_logdir_endpoint(config_mod.load(logdir))  # the uploader's target is on it (targets.target_for)
-    if args.quiet:  # the client's bars too
-        from huggingface_hub.utils import disable_progress_bars
-
-        disable_progress_bars()
+    bars = show_bars(args.quiet)
     config = _sync_config(args, logdir)
     from ..targets.hub_client import configure_process_client
 
@@ -217,7 +231,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     total = max(1, collect(logdir)["bytes_written"])
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="sync", disable=args.quiet)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="sync", disable=not bars)
 
     def show(_progress=None) -> None:
         info = collect(logdir)
@@ -241,6 +255,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             if collect(logdir)["up_to_date"]:
                 ok = True
                 break
+            if _needs_user(logdir):  # the running uploader waits for the user: so would we, for nothing
+                break
             time.sleep(0.5)
     finally:
         if not ok:
@@ -252,10 +268,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(f"synced: {info['bytes_committed']} bytes in {len(info['files'])} file(s) are on {info['target']['description']}")
         return 0
     error = info["last_error"] or "timed out"
-    raise CLIError(
-        f"not everything is committed ({info['bytes_written'] - info['bytes_committed']} bytes left): {error}. "
-        f"The logs are safe and queued; fix the cause and run `hf-mpwriter sync {args.logdir}` again"
-    )
+    left = info["pending_bytes"]
+    raise CLIError(with_sync_advice(f"not everything is committed ({left} bytes left): {error}. The logs are safe and queued",
+                                    args.logdir, "fix the cause and run it again"))
 
 
 # -- view ------------------------------------------------------------------------------------
@@ -264,13 +279,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(
         workers=args.workers, steps=args.steps, repo_id=args.repo_id, target=args.target, chaos=args.chaos,
-        out=args.out, commit_every=args.commit_every, local_hub=args.local_hub, quiet=args.quiet,
+        out=args.out, commit_every_s=args.commit_every_s, local_hub=args.local_hub, quiet=args.quiet,
     )
 
 
 # -- main ------------------------------------------------------------------------------------
+class _DefaultOnce(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default said once: appended only where its help does not say it already, and
+    only a value worth saying (not ``None``, nor an on/off flag's ``False``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False):
+            return text
+        return super()._get_help_string(action) or text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = _DefaultOnce
     parser = argparse.ArgumentParser(
         prog="hf-mpwriter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -280,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="N worker processes log while the uploader commits; then verify",
                           description="Worker processes log while the uploader commits; then every remote file is "
-                                      "checked against the local one, record by record.", formatter_class=formatter)
+                                      "checked against the local one, record by record.", formatter_class=formatter,
+                          allow_abbrev=False)  # --commit-every (minutes in Python) must not pass for --commit-every-s
     demo.add_argument("--workers", type=int, default=4, help="number of worker processes (ranks)")
     demo.add_argument("--steps", type=int, default=200, help="training steps each worker logs")
     where = demo.add_mutually_exclusive_group()
@@ -290,8 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="commit through the real huggingface_hub client to the project's own local Hub server")
     demo.add_argument("--chaos", action="store_true", help="SIGKILL and restart a worker and the uploader on the way")
     demo.add_argument("--out", default="hf_mpwriter_demo", help="directory for the demo's logs and target")
-    demo.add_argument("--commit-every", type=float, default=2.0, help="seconds between commits")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar; only the result")
+    demo.add_argument("--commit-every-s", type=float, default=2.0,
+                      help="seconds between commits (HFSummaryWriter's commit_every= is in minutes)")
+    demo.add_argument("--quiet", action="store_true",
+                      help="no progress bar (none either when stderr is not a terminal); only the result")
     demo.set_defaults(func=cmd_demo)
 
     status = sub.add_parser("status", help="per file: bytes written and committed; jobs, uploader, audit, errors",
@@ -323,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--path-in-repo", default="tensorboard", help="folder in the repo (or --target) for the logs")
     sync.add_argument("--watch", action="store_true", help="keep running as this node's uploader")
     sync.add_argument("--timeout", type=float, default=300.0, help="give up after this many seconds")
-    sync.add_argument("--quiet", action="store_true", help="no progress bars (ours or the client's)")
+    sync.add_argument("--quiet", action="store_true",
+                      help="no progress bars, ours or the client's (none either when stderr is not a terminal)")
     sync.set_defaults(func=cmd_sync)
     view = sub.add_parser("view", help="TensorBoard on the remote copy (repo or bucket), nothing downloaded first",
                           description="Start TensorBoard on the remote copy of a logdir (its repo or bucket, on the "

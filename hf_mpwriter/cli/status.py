@@ -6,6 +6,7 @@ it says of the target is what the uploader's last audit saw there.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import time
@@ -126,6 +127,8 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
             "complete": not (st.st_mode & 0o222),
         })
     info = uploader_info(root)
+    if config is not None and config.repo_id:  # "name" alone: the namespace the uploader learnt from the Hub
+        config = dataclasses.replace(config, repo_id=config_mod.resolved_repo_id(root) or config.repo_id)
     target = None if config is None else {"kind": config.kind, "description": config.description,
                                           "prefix": config.prefix, "commit_every_s": config.commit_every,
                                           "endpoint": config.endpoint}
@@ -140,8 +143,11 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
         "files": files,
         "bytes_written": sum(f["bytes_written"] for f in files),
         "bytes_committed": sum(f["bytes_committed"] for f in files),
+        # Bytes on disk the target does not hold yet, whatever their stage (not snapshotted yet, queued,
+        # in flight): the queued job alone says nothing of what the uploader has not looked at.
+        "pending_bytes": sum(max(0, f["bytes_written"] - f["bytes_committed"]) for f in files),
         "pending_jobs": 1 if pending else 0,
-        "pending_bytes": pending.bytes if pending else 0,
+        "queued_bytes": pending.bytes if pending else 0,
         "commits": commits,
         "last_commit": None if last is None else {"time": last.updated, "id": last.commit_id},
         "last_error": meta_error or queue_error,

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 UploaderState = Literal["alive", "hung", "none"]
+#: Who the last uploader was, when it stopped on an error that needs the user (:func:`note_stopped_for_user`).
+STOPPED_FILE = "uploader.stopped.json"
 
 
 _heartbeat = Heartbeat(HUNG_AFTER_S)
@@ -108,6 +110,21 @@ def lock_held(logdir: Path) -> bool:
 def uploader_info(logdir: Path) -> dict | None:
     """Who claims to be the uploader (pid, host, start time, target), or ``None``."""
     return read_json(state_dir(logdir, create=False) / "uploader.json")
+
+
+def note_stopped_for_user(logdir: Path, identity: dict) -> None:
+    """An uploader stops on an error only the user can fix (its writers are gone): keep who it was, so
+    that a writer still closing says that error (and its token's) rather than waiting for nothing."""
+    try:
+        write_json_atomic(state_dir(logdir, create=False) / STOPPED_FILE, identity)
+    except OSError as exc:
+        logger.warning("cannot write %s (%s)", STOPPED_FILE, exc)
+
+
+def stopped_uploader_info(logdir: Path) -> dict | None:
+    """The identity :func:`note_stopped_for_user` kept, or ``None`` (the error record's pid says
+    whether it is still the current error: a new uploader clears that record when it starts)."""
+    return read_json(state_dir(logdir, create=False) / STOPPED_FILE)
 
 
 def uploader_alive(logdir: Path) -> bool:

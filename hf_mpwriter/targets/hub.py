@@ -183,9 +183,13 @@ class HubTarget(UsesHubApi, Target):
         try:
             try:
                 local = self.api.hf_hub_download(self.repo_id, "README.md", repo_type=self.repo_type)
-                card = ModelCard.load(local, repo_type=self.repo_type)
+                with open(local, encoding="utf-8-sig", newline="") as file:  # as ModelCard.load: line ends kept
+                    text = file.read()
             except EntryNotFoundError:
-                card = ModelCard("")
+                text = ""
+            if not text.lstrip().startswith("---"):  # no metadata block: an empty one, said here, not by
+                text = "---\n\n---\n" + text  # huggingface_hub's warning in the user's output (sync, thread mode)
+            card = ModelCard(text)
             tags = card.data.get("tags") or []
             if "hf-summary-writer" not in tags:
                 tags.append("hf-summary-writer")

@@ -584,12 +584,12 @@ def main(argv: list[str] | None = None) -> None:
     """Run a HubServer in the foreground for demos, benchmarks and offline work."""
 
     parser = argparse.ArgumentParser(description="Hub-compatible test server for huggingface_hub clients.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0: a free one (default: 8765)")
     parser.add_argument("--token", action="append", help="accepted write token (repeatable); default: any")
     parser.add_argument("--read-only-token", action="append", help="accepted read-only token (repeatable)")
     parser.add_argument("--no-xet", action="store_true", help="print a client environment without Xet")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="the server's log level: DEBUG, INFO, WARNING... (default: INFO)")
     _add_limit_flags(parser)
     args = parser.parse_args(argv)
     limits = _limits_from(parser, args)

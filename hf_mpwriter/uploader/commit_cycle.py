@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 
 from ..config import UploadConfig
-from ..errors import TargetError
+from ..errors import TargetError, in_logdir
 from ..redaction import redact
 from ..state.filesystem import queue_advice
 from ..state.jobqueue import AUDIT_META, ErrorKind, Job, JobQueue, JobState, Step, audit_record
@@ -188,7 +188,7 @@ class Committer:
             if job is not None and job.state is not JobState.DONE:
                 self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + backoff(job.attempts + 1, exc),
                                 count_attempt=True)
-            logger.warning("%s", text)
+            logger.warning("%s", in_logdir(text, self.logdir))
             self._record_error(exc, text)
             progress.error, progress.fatal = text, not exc.transient
         except (OSError, sqlite3.Error) as exc:  # local trouble: keep everything, say it, retry soon
@@ -215,7 +215,7 @@ class Committer:
             self._prepare_fatal = not exc.transient
             self._prepare_failures += 1
             self._prepare_retry_at = time.monotonic() + backoff(self._prepare_failures, exc)
-            logger.error("%s", text)
+            logger.error("%s", in_logdir(text, self.logdir))
             self._record_error(exc, text)
             return False
         self.queue.record_error(None)
@@ -275,7 +275,7 @@ class Committer:
             delay = backoff(job.attempts, exc)
             text = redact(str(exc), self._token)
             self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + delay)
-            (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", text, delay)
+            (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", in_logdir(text, self.logdir), delay)
             self._record_error(exc, text)
             progress.error, progress.fatal = text, not exc.transient
             return

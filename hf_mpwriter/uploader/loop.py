@@ -39,10 +39,10 @@ from typing import Any, Callable, TypeVar
 
 from .. import config as config_mod
 from ..config import UploadConfig
-from ..errors import ConfigurationError, TargetError
+from ..errors import ConfigurationError, TargetError, with_sync_advice
 from ..redaction import token_id
 from ..state import mailbox
-from ..state.election import AlreadyRunning, UploaderLock
+from ..state.election import AlreadyRunning, UploaderLock, note_stopped_for_user
 from ..state.jobqueue import JobQueue, Superseded
 from ..state.liveness import is_alive, process_identity
 from ..state.registry import live_writers, prune_stale_registrations
@@ -261,6 +261,7 @@ class Uploader:
                     if decision.urgent:  # a writer or a signal wants it now: skip the backoff
                         self.committer.skip_backoff()
                     progress = self.committer.cycle()
+                    schedule.needs_user = progress.fatal
                     if self._stuck_transfer(schedule):
                         return REPLACE_ME
                     if progress.local_error:
@@ -300,10 +301,11 @@ class Uploader:
             left = f"{self.committer.backlog_bytes()} bytes are"
         except (OSError, sqlite3.Error):
             left = "what is not committed is"
-        logger.error(
-            "%s; %s not committed (%s). They are kept queued: run `hf-mpwriter sync %s` to send them",
-            decision.reason, left, self.committer.last_error() or "no error recorded", self.logdir,
-        )
+        if schedule.needs_user:  # writers closing after this exit still say the error, not "keeps trying"
+            note_stopped_for_user(self.logdir, self._identity)
+        error = self.committer.last_error() or "no error recorded"
+        logger.error("%s", with_sync_advice(f"{decision.reason}; {left} not committed ({error}). They are kept queued",
+                                            self.logdir, "this sends them"))
         return decision.code
 
     def _beat(self) -> None:

@@ -13,7 +13,9 @@ The rules, in order of precedence:
    committed and no writer is left, or the deadline (``preemption_deadline``) ends it.
 2. **The last writer gone**: commit at once (the job is over; its grace period may be short), then
    retry every ``final_gap`` until everything is committed (exit 0) or ``drain_timeout`` (exit 1:
-   ``hf-mpwriter sync`` finishes it).
+   ``hf-mpwriter sync`` finishes it). An error only the user can fix (no token, a refused one, no
+   such repository: :attr:`Schedule.needs_user`) ends it after that first commit (exit 1): nobody is
+   left to fix it, and retrying alone never will.
 3. **A writer asks** (``close()``, ``scheduler.trigger()``): commit after :data:`SETTLE_S` (ranks
    closing together share the commit), but not sooner than ``trigger_gap`` after the last cycle: ranks
    closing one after the other make one commit per target spacing, not one per rank.
@@ -137,6 +139,7 @@ class Schedule:
         self.abandon = False  # second signal: exit at once
         self.retry_at = math.inf  # a local error asked for a retry then
         self.pause_until = -math.inf  # after an unexpected error
+        self.needs_user = False  # the last cycle met an error only the user can fix (set by the loop)
 
     # -- what the loop sees ----------------------------------------------------------------------
     def trigger(self, now: float) -> None:
@@ -190,6 +193,8 @@ class Schedule:
             assert self.gone_at is not None
             if drained:
                 return Decision(Action.EXIT, "every writer is gone and everything is committed")
+            if self.gone_cycled and self.needs_user:
+                return Decision(Action.EXIT, "every writer is gone and the error needs the user", code=1)
             if now - self.gone_at > p.drain_timeout:
                 return Decision(Action.EXIT, "every writer is gone; gave up after drain_timeout", code=1)
         if now < self.pause_until:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from .. import environment
 from ..compat import keep_signals_for_the_main_thread
 from ..config import UploadConfig, check_same_target, matches, resolved_repo_id, writer_settings
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, with_sync_advice
 from ..state import mailbox, registry, statedir
 from ..state.liveness import touch
 from ..state.queue_readers import read_committed, read_error, read_failure
@@ -285,10 +285,10 @@ class HFSummaryWriter(SummaryWriter):
             if now >= deadline:
                 return False
             if now >= next_check:  # the uploader may have died or hung, and we may be the last writer
+                if supervisor.fatal_error(self._root, self._token or "") is not None:
+                    return False  # retrying cannot fix it: say so now (no new uploader), not after close_timeout
                 supervisor.ensure_uploader(self._root, self._mode, self._token, wait=0, needed=lambda: not done())
                 next_check = now + HEARTBEAT_S
-                if supervisor.fatal_error(self._root, self._token or "") is not None:
-                    return False  # retrying cannot fix it: say so now, not after close_timeout
             time.sleep(0.1)
 
     def close(self) -> None:
@@ -335,19 +335,13 @@ class HFSummaryWriter(SummaryWriter):
                 len(sizes), self._root, self._upload.description, unreadable, self._root, self._root,
             )
         elif fatal is not None:
-            logger.error(
-                "%d file(s) of %s cannot be committed: %s. Nothing is lost (the logs are on disk and queued); "
-                "once that is fixed, this finishes the job: hf-mpwriter sync %s",
-                self._missing(sizes), self._root, fatal, self._root,
-            )
+            logger.error("%d file(s) of %s cannot be committed: %s", self._missing(sizes), self._root, with_sync_advice(
+                f"{fatal}. Nothing is lost (the logs are on disk and queued)", self._root))
         elif not committed:
-            missing = self._missing(sizes)
-            logger.warning(
-                "%d file(s) of %s are not committed to %s after %.0f s%s. What is on disk is safe and queued; "
-                "the uploader keeps trying while it runs, and this finishes the job: hf-mpwriter sync %s",
-                missing, self._root, self._upload.description, self.close_timeout,
-                self._last_error_suffix(), self._root,
-            )
+            logger.warning("%s", with_sync_advice(
+                f"{self._missing(sizes)} file(s) of {self._root} are not committed to {self._upload.description} after "
+                f"{self.close_timeout:.0f} s{self._last_error_suffix()}. What is on disk is safe and queued; the "
+                f"uploader keeps trying while it runs", self._root, "and this finishes the job"))
         if unwritten:
             logger.error(
                 "%d bytes of records of %s are NOT on disk (it refused them: see the error above); they are kept "

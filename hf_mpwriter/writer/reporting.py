@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..errors import in_logdir
 from ..state.election import uploader_info
 from ..state.jobqueue import ErrorKind, UploadError
 from ..state.queue_readers import read_error
@@ -49,7 +50,7 @@ class ProblemReporter:
         if key in self._told or (error.kind is not ErrorKind.NEEDS_USER and lasted < TRANSIENT_WARN_AFTER_S):
             return
         self._told.add(key)
-        text = error.text.replace("LOGDIR", str(self.logdir))
+        text = in_logdir(error.text, self.logdir)
         if error.kind is ErrorKind.NEEDS_USER:
             logger.warning(
                 "uploads of %s need you: %s. Nothing is lost: the logs stay on disk and queued while training goes on",

@@ -36,6 +36,7 @@ from ..state.election import (
     HUNG_AFTER_S,
     candidate_starting,
     note_candidate,
+    stopped_uploader_info,
     uploader_alive,
     uploader_info,
     uploader_state,
@@ -169,13 +170,14 @@ def fatal_error(logdir: Path, token: str | None = None) -> str | None:
     """The error the running uploader cannot fix by retrying (bad token, missing repo...), if any.
 
     With ``token``: only if the uploader runs with that token (a writer with another token has asked
-    it to hand over: the error is not its own).
+    it to hand over: the error is not its own). With no uploader running, the one that stopped on
+    that error once every writer was gone (nobody was left to fix it) answers for it.
     """
     from ..state.jobqueue import ErrorKind  # the queue modules are not needed by writers otherwise
     from ..state.queue_readers import read_error
 
     error = read_error(state_dir(logdir, create=False) / "queue.db")
-    info = uploader_info(logdir) or {}
+    info = uploader_info(logdir) or stopped_uploader_info(logdir) or {}
     if error is None or error.kind is not ErrorKind.NEEDS_USER or error.pid != info.get("pid"):
         return None  # none, one that retrying fixes, or recorded by an uploader that is gone
     if token is not None and info.get("token_id") != token_id(token or os.environ.get("HF_TOKEN")):
