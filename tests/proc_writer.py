@@ -36,7 +36,7 @@ def main() -> int:
                if key in cfg}
     writer = HFSummaryWriter(
         cfg.get("repo_id"),
-        logdir=cfg["logdir"],
+        logdir=cfg.get("logdir"),  # none: the default logdir (tensorboardX's, or the launcher's job's)
         target_dir=cfg.get("target_dir"),
         rank=rank,
         commit_every=cfg.get("commit_every_s", 1.0) / 60,

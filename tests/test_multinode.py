@@ -137,11 +137,11 @@ def test_node_local_logdirs_commit_to_one_repository_in_turns(tmp_path):
         assert all(c["min_interval"] == 2 for c in configs), configs
 
 
-def _read_back(hub: HubServer) -> dict[str, bytes]:
-    """Every event file of the repository, read through the real client (downloads), as a user would."""
-    target = HubTarget(REPO, prefix="tensorboard/logs", token=TOKEN, endpoint=hub.endpoint)
-    paths = [p for p in hub.list_files(REPO) if p.startswith("tensorboard/logs/") and "tfevents" in p]
-    return {p[len("tensorboard/logs/"):]: target.read(p[len("tensorboard/logs/"):]) for p in paths}
+def _read_back(hub: HubServer, prefix: str = "tensorboard/logs") -> dict[str, bytes]:
+    """Every event file of the repository under ``prefix``, read through the real client (downloads), as a user would."""
+    target = HubTarget(REPO, prefix=prefix, token=TOKEN, endpoint=hub.endpoint)
+    paths = [p for p in hub.list_files(REPO) if p.startswith(prefix + "/") and "tfevents" in p]
+    return {p[len(prefix) + 1:]: target.read(p[len(prefix) + 1:]) for p in paths}
 
 
 def _tree(proc: psutil.Process) -> list[psutil.Process]:
@@ -288,7 +288,9 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
     (no torch: cheap on 2 CPUs), started by torchrun with ``--no-python``. Every write the target
     received is one of the leader's, most of them hold several nodes' files, and there is about one
     per interval (node turns or nodes writing on their own: about four); every rank's records are at
-    the target exactly once, read back through the real client."""
+    the target exactly once, read back through the real client. The repository's job gives no logdir:
+    every process of the job gets the same default one, from the job's id (each node's, under its
+    working directory), so the job's ranks land in one remote folder and meet one leader."""
     bucket = kind == "bucket"
     if bucket and not batch_takes_xet_hashes():
         pytest.skip("a bucket's leader needs huggingface_hub 1.10+ (older: each node writes its own files)")
@@ -300,16 +302,18 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
             hub.create_repo(REPO)
         env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN,
                           "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
-        logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(nodes)]
+        homes = [tmp_path / f"node-{k}" for k in range(nodes)]
         port, procs, outs = _free_port(), [], [tmp_path / f"node-{k}.out" for k in range(nodes)]
         for k in range(nodes):
-            cfg = {"logdir": str(logdirs[k]), "repo_id": f"hf://buckets/{BUCKET}" if bucket else REPO,
-                   "commit_every_s": every, "steps": steps, "sleep": 0.05, "close_timeout": 120}
+            homes[k].mkdir()
+            cfg = {"repo_id": f"hf://buckets/{BUCKET}" if bucket else REPO, "commit_every_s": every, "steps": steps,
+                   "sleep": 0.05, "close_timeout": 120, **({"logdir": str(homes[k] / "logs")} if bucket else {})}
             argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc-per-node", "2",
                     "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "four-nodes",
                     "--monitor-interval", "0.5", "--local-addr", "127.0.0.1", "--no-python", *writer_argv(cfg)]
             with open(outs[k], "w") as out:
-                procs.append(subprocess.Popen(_in_node(k, argv), env=env, stdout=out, stderr=subprocess.STDOUT))
+                procs.append(subprocess.Popen(_in_node(k, argv), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                              cwd=homes[k]))
         try:
             for k, proc in enumerate(procs):
                 assert proc.wait(240) == 0, outs[k].read_text()[-3000:]
@@ -317,6 +321,9 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
             for proc in procs:
                 proc.kill()
                 proc.wait(30)
+        logdirs = [homes[k] / "logs" for k in range(nodes)] if bucket else sorted(tmp_path.glob("node-*/runs/*"))
+        assert len(logdirs) == nodes and len({d.name for d in logdirs}) == 1, logdirs  # one logdir a node, one name
+        prefix = "tensorboard/" + logdirs[0].name
         for logdir in logdirs:
             wait_for(lambda logdir=logdir: collect(logdir)["up_to_date"], 60, f"{logdir} to be committed")
         # The scenario: the leader wrote every node's files, several nodes' at a time.
@@ -332,7 +339,7 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
         else:
             writes = sum("tfevents" in str(c["added"]) for c in hub.commits(REPO))
             every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
-            files = _read_back(hub)
+            files = _read_back(hub, prefix)
         assert writes == len(leader), f"{writes} writes, {len(leader)} of them the leader's"
         intervals = (leader[-1][0] - leader[0][0]).total_seconds() / every + 1
         assert len(leader) <= 1.5 * intervals, f"{len(leader)} commits in {intervals:.0f} intervals"

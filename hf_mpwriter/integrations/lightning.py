@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from argparse import Namespace
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,30 +51,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["HFMPWriterLogger", "job_version"]
 
-#: (variable, label): the id of the job, the same in every process of it, set by its launcher.
-#: torchrun's comes first: several torchrun jobs may run one after the other in one SLURM allocation.
-_JOB_IDS = (
-    ("TORCHELASTIC_RUN_ID", "torchrun"),
-    ("SLURM_JOB_ID", "slurm"),
-    ("PBS_JOBID", "pbs"),
-    ("LSB_JOBID", "lsf"),
-    ("FLUX_JOB_ID", "flux"),
-    ("PMIX_NAMESPACE", "mpi"),
-)
-
-
-def job_version(env: Mapping[str, str] | None = None) -> str | None:
-    """``<launcher>-<job id>`` from the launcher's environment, or ``None`` outside a known job.
-
-    torchrun's run id ``none`` (its default without ``--standalone`` or ``--rdzv-id``) is not an id.
-    """
-    env = os.environ if env is None else env
-    for var, label in _JOB_IDS:
-        value = (env.get(var) or "").strip()
-        if value and not (var == "TORCHELASTIC_RUN_ID" and value == "none"):
-            return f"{label}-" + re.sub(r"[^A-Za-z0-9._-]", "_", value)[:64]
-    return None
-
+job_version = ranks.job_id  # the version every rank of a job shares
 
 def _distributed() -> Any:
     """``torch.distributed`` if a process group is up, else ``None``."""

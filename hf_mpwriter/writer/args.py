@@ -27,7 +27,16 @@ from . import ranks
 
 
 def default_logdir(comment: str) -> str:
-    """``runs/<Mon>DD_HH-MM-SS_<host><comment>``: where tensorboardX and torch write when no logdir is given."""
+    """Where the logs go when no logdir is given: ``runs/<launcher>-<job id><comment>`` in a launched job
+    (torchrun, SLURM, PBS, LSF, Flux, MPI), the same in every process of it; else tensorboardX's and
+    torch's ``runs/<Mon>DD_HH-MM-SS_<host><comment>``.
+
+    Why not theirs in a job: each process stamps its own second and host, so the ranks of one job (and
+    every node) would get logdirs of their own: several remote folders, several uploaders a node, and
+    nodes that never meet the job's leader (its store keys follow the folder)."""
+    job = ranks.job_id()
+    if job is not None:
+        return os.path.join("runs", f"{job}{comment or ''}")
     stamp = datetime.now().strftime("%b%d_%H-%M-%S")
     return os.path.join("runs", f"{stamp}_{socket.gethostname()}{comment or ''}")
 

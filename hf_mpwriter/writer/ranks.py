@@ -9,6 +9,7 @@ is the stable identity that gives both.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -104,3 +105,28 @@ def detect(rank: int | None = None, env: Mapping[str, str] | None = None) -> Ran
             raise ValueError(f"{rank_var}={found} is outside the world size {size_var}={world}")
         return RankInfo(found, world, name)
     return RankInfo(None, 1, "none")
+
+
+#: (variable, label): the id of the job, the same in every process of it, set by its launcher.
+#: torchrun's comes first: several torchrun jobs may run one after the other in one SLURM allocation.
+_JOB_IDS = (
+    ("TORCHELASTIC_RUN_ID", "torchrun"),
+    ("SLURM_JOB_ID", "slurm"),
+    ("PBS_JOBID", "pbs"),
+    ("LSB_JOBID", "lsf"),
+    ("FLUX_JOB_ID", "flux"),
+    ("PMIX_NAMESPACE", "mpi"),
+)
+
+
+def job_id(env: Mapping[str, str] | None = None) -> str | None:
+    """``<launcher>-<job id>`` from the launcher's environment, or ``None`` outside a known job.
+
+    torchrun's run id ``none`` (its default without ``--standalone`` or ``--rdzv-id``) is not an id.
+    """
+    env = os.environ if env is None else env
+    for var, label in _JOB_IDS:
+        value = (env.get(var) or "").strip()
+        if value and not (var == "TORCHELASTIC_RUN_ID" and value == "none"):
+            return f"{label}-" + re.sub(r"[^A-Za-z0-9._-]", "_", value)[:64]
+    return None
