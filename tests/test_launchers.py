@@ -456,3 +456,35 @@ def test_importing_hf_mpwriter_imports_no_framework():
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
+
+
+@pytest.mark.parametrize("integration", ["transformers", "accelerate"])
+def test_integrations_give_a_bucket_the_buckets_default_interval(tmp_path, integration, no_launcher_env):
+    """Without ``commit_every``, a bucket target commits every 10 s (its default everywhere), a
+    repository every 5 minutes (huggingface_hub's): the integrations pass no default of their own."""
+    from types import SimpleNamespace
+
+    from hf_mpwriter.compat import BUCKETS_VERSION, hub_version
+    from hf_mpwriter.config import load
+
+    if hub_version() < BUCKETS_VERSION:
+        pytest.skip("Storage Buckets need huggingface_hub 1.5")
+    pytest.importorskip(integration)
+    intervals = {}
+    for name, repo_id in (("bucket", "hf://buckets/me/runs"), ("repo", "me/run")):
+        logdir = tmp_path / name
+        if integration == "transformers":
+            from hf_mpwriter.integrations import HFMPWriterCallback
+
+            callback = HFMPWriterCallback(repo_id, logdir=str(logdir), uploader="none")
+            callback._init_summary_writer(SimpleNamespace(output_dir=str(tmp_path / "out")))
+            writer = callback.tb_writer
+        else:
+            from hf_mpwriter.integrations import HFMPWriterTracker
+
+            tracker = HFMPWriterTracker("run", str(logdir), repo_id, uploader="none")
+            writer = tracker._writer()
+            logdir = logdir / "run"
+        writer.close()
+        intervals[name] = load(logdir).commit_every
+    assert intervals == {"bucket": 10.0, "repo": 300.0}, intervals

@@ -71,7 +71,7 @@ class HFMPWriterTracker(GeneralTracker):
             trackers. ``True``: every process logs (rank ``r`` into ``<run>/rank-00r``); call
             ``tracker.log`` / ``tracker.finish`` on every rank, since ``Accelerator.log`` and
             ``Accelerator.init_trackers`` only run on the main process.
-        commit_every: minutes between commits (one commit per interval per node).
+        commit_every: minutes between commits (default: 5, or 10 s for a bucket; one commit per interval per node).
         **writer_kwargs: any other :class:`~hf_mpwriter.HFSummaryWriter` argument (``target_dir``,
             ``path_in_repo``, ``uploader``, ``close_timeout``, ``flush_secs`` ...). Checked here.
 
@@ -94,7 +94,7 @@ class HFMPWriterTracker(GeneralTracker):
         repo_id: str | None = None,
         *,
         all_ranks: bool = False,
-        commit_every: int | float = 5,
+        commit_every: int | float | None = None,
         **writer_kwargs: Any,
     ) -> None:
         super().__init__()

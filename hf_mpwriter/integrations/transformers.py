@@ -62,7 +62,7 @@ class HFMPWriterCallback(TensorBoardCallback):
         logdir: where the event files go. Default, in this order: the ``TENSORBOARD_LOGGING_DIR``
             environment variable, ``args.logging_dir`` (``transformers`` < 5), then
             ``<output_dir>/runs/<date>_<host>`` (``TensorBoardCallback``'s default).
-        commit_every: minutes between commits (one commit per interval per node).
+        commit_every: minutes between commits (default: 5, or 10 s for a bucket; one commit per interval per node).
         **writer_kwargs: any other :class:`~hf_mpwriter.HFSummaryWriter` argument (``target_dir``,
             ``path_in_repo``, ``repo_private``, ``uploader``, ``close_timeout``, ``flush_secs`` ...).
             Checked here: a wrong one fails now, not when training starts.
@@ -78,7 +78,7 @@ class HFMPWriterCallback(TensorBoardCallback):
         repo_id: str | None = None,
         *,
         logdir: str | os.PathLike | None = None,
-        commit_every: int | float = 5,
+        commit_every: int | float | None = None,
         **writer_kwargs: Any,
     ) -> None:
         writer_kwargs["commit_every"] = commit_every
