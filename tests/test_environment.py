@@ -73,3 +73,23 @@ def test_sync_with_a_bad_setting_says_what_to_fix_without_a_traceback(monkeypatc
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and "HF_MPWRITER_HTTP_TIMEOUT" in done.stderr, done.stderr
     assert "'60s'" in done.stderr and "e.g." in done.stderr, done.stderr
+
+
+def test_every_setting_the_package_names_is_read_by_the_one_reader_and_nowhere_else():
+    """No module reads an ``HF_MPWRITER_*`` variable itself (each did, four ways), and none names one the
+    reader does not know (a removed variable still promised in a message or docstring)."""
+    import re
+    from pathlib import Path
+
+    from hf_mpwriter import environment
+
+    package = Path(environment.__file__).parent
+    named, read_elsewhere = set(), []
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        named |= set(re.findall(r"HF_MPWRITER_[A-Z_]+", text))
+        if path.name != "environment.py" and re.search(r"(\benviron\b|getenv)[^\n]*HF_MPWRITER_", text):
+            read_elsewhere.append(str(path.relative_to(package)))
+    assert len(named) >= 5  # the scenario: the package does name its settings
+    assert named <= set(environment.VARIABLES), named - set(environment.VARIABLES)
+    assert not read_elsewhere, read_elsewhere
