@@ -530,36 +530,39 @@ def test_the_leader_commits_at_most_max_files_at_once_oldest_offers_first(hub, s
         leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
         targets.append(JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 3,
                                  wait=30.0, spacing=0.5, prepared_wait=0.0))
+        targets[-1].leader.max_files = 2
     for target in targets:
         target.prepare()
-    targets[0].leader.max_files = 2
-    for target in targets:
-        target.start()
-    wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
     results: dict[int, str | None] = {}
 
     def run(k: int) -> None:
         results[k] = targets[k].commit(_pieces(tmp_path, k, 3000 + k), "node commit")
 
-    threads = []
+    def offers() -> dict[int, dict]:
+        raw = {k: targets[0].store.get(f"offer/{k}") for k in range(3)}
+        return {k: json.loads(v) for k, v in raw.items() if v and v != WITHDRAWN}
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
     try:
-        for k in (2, 0, 1):  # node 2 offers first: its offer is the oldest
-            threads.append(threading.Thread(target=run, args=(k,)))
-            threads[-1].start()
-            time.sleep(0.05)
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(offers()) == 3, 30, "every node to offer")
+        offered = offers()
+        for target in targets:  # no leader yet: the one that takes the lease finds all three offers waiting
+            target.start()
         for thread in threads:
             thread.join(60)
     finally:
         for target in targets:
             target.stop()
+    oldest = min(offered, key=lambda k: offered[k]["at"])
     commits = _log_commits(hub)[::-1]  # oldest first
     summaries = [c["summary"] for c in commits]
     assert len(commits) == 2, summaries  # the scenario: more offers than one commit may hold
     assert "2 file(s) from 2 node(s)" in summaries[0] and "1 file(s) from 1 node(s)" in summaries[1], summaries
     assert all(t.mode == "job" for t in targets)  # every node's files went through the leader
-    assert results[2] == commits[0]["oid"], (results, commits)  # the oldest offer in the first commit
+    assert results[oldest] == commits[0]["oid"], (oldest, results, commits)  # the oldest offer in the first commit
     assert sorted(results.values()) == sorted([commits[0]["oid"]] * 2 + [commits[1]["oid"]])
-
 
 def test_the_nodes_of_a_big_job_share_the_periodic_audits(hub, store, tmp_path):
     """A node's periodic audit costs a Hub API request per 500 files; a thousand nodes each auditing every
