@@ -162,7 +162,7 @@ def _xet_target(hub, http_timeout: float) -> HubTarget:
     return target
 
 
-def test_the_xet_token_request_times_out_in_a_client_without_timeouts(hub, tmp_path):
+def test_the_xet_token_request_times_out_in_a_client_without_timeouts(hub, tmp_path, hub_is_this_process_hub):
     """In the training process (thread mode) the client is the user's, with no timeout of its own:
     the token request gets the target's read timeout (``HF_MPWRITER_HTTP_TIMEOUT``), so a Hub that never
     answers it ends the upload with a transient error, not a thread stuck for ever."""
@@ -181,7 +181,7 @@ def test_the_xet_token_request_times_out_in_a_client_without_timeouts(hub, tmp_p
         hang.release()
 
 
-def test_a_stuck_xet_token_request_does_not_hold_up_the_next_upload(hub, tmp_path):
+def test_a_stuck_xet_token_request_does_not_hold_up_the_next_upload(hub, tmp_path, hub_is_this_process_hub):
     """A token request the Hub holds longer than any timeout catches (a server trickling its answer):
     the uploader abandons the call and drops the target's client (``reset_client``); the next upload
     fetches a token of its own, and is not queued behind the stuck one."""

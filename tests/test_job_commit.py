@@ -33,21 +33,8 @@ REPO = "tester/job"
 
 
 @pytest.fixture(autouse=True)
-def _endpoint(hub, monkeypatch):
-    """The test Hub as the process's Hub, as ``HF_ENDPOINT`` makes it for an uploader (huggingface_hub
-    0.x parses a commit's URL against it, whatever endpoint the client was given).
-
-    huggingface_hub 0.x's ``file_download`` copies the URL template when it is first imported: it is
-    imported here before the patch, or a later test of this pytest worker would download from this
-    test's (by then stopped) Hub (CI saw test_preemption's reads refused on 0.34)."""
-    import huggingface_hub.file_download
-    import huggingface_hub.hf_api  # noqa: F401  (imported before the patch, for the same reason)
-    from huggingface_hub import constants
-
-    template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-    monkeypatch.setattr(huggingface_hub.file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template, raising=False)
+def _endpoint(hub_is_this_process_hub):
+    """The test Hub as the process's Hub (conftest.py's ``hub_is_this_process_hub``)."""
 
 
 @pytest.fixture
