@@ -146,6 +146,13 @@ class UploadConfig:
     http_timeout: float = HTTP_TIMEOUT_S
     #: A multi-node job commits through one leader where it has a store (``HF_MPWRITER_JOB_STORE``).
     job_store: bool = True
+    #: The job's budget on the Hub (:mod:`hf_mpwriter.uploader.job_plan`); ``None``: the default.
+    #: Commits to one repository per hour (``HF_MPWRITER_COMMITS_PER_HOUR``).
+    commits_per_hour: float | None = None
+    #: Hub API requests per 5 minutes (``HF_MPWRITER_API_REQUESTS``).
+    api_requests: int | None = None
+    #: Files in one commit of the job's leader (``HF_MPWRITER_FILES_PER_COMMIT``).
+    files_per_commit: int | None = None
 
     def pacing(self, target_min_interval: float) -> tuple[float, float]:
         """``(interval, phase)`` in seconds: how often this node commits, and when in the cycle.
@@ -292,6 +299,8 @@ def writer_settings(
         config.system_metrics = metrics_s
         config.min_interval = env.hub_commit_spacing if config.kind == "hub" else None  # a bucket has no commit budget
         config.http_timeout, config.job_store = env.http_timeout, env.job_store
+        config.commits_per_hour, config.api_requests = env.commits_per_hour, env.api_requests
+        config.files_per_commit = env.files_per_commit
     return config
 
 

@@ -40,6 +40,12 @@ class Environment:
     #: ``HF_MPWRITER_NETWORK_FS``: more file system types (as the mount table names them) to treat as
     #: network file systems (the queue then uses a rollback journal: :mod:`hf_mpwriter.state.filesystem`).
     network_fs: tuple[str, ...] = ()
+    #: ``HF_MPWRITER_COMMITS_PER_HOUR``: commits a multi-node job's logs may make to one repository per hour.
+    commits_per_hour: float | None = None
+    #: ``HF_MPWRITER_API_REQUESTS``: Hub API requests a multi-node job's logs may make per 5 minutes.
+    api_requests: int | None = None
+    #: ``HF_MPWRITER_FILES_PER_COMMIT``: files in one commit (or bucket batch) of a multi-node job's leader.
+    files_per_commit: int | None = None
 
 
 def _seconds(minimum: float, inclusive: bool) -> Callable[[str], float | None]:
@@ -50,6 +56,13 @@ def _seconds(minimum: float, inclusive: bool) -> Callable[[str], float | None]:
             return None
         ok = math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
         return value if ok else None
+
+    return parse
+
+
+def _count(minimum: int, maximum: int) -> Callable[[str], int | None]:
+    def parse(raw: str) -> int | None:
+        return int(raw) if raw.isdigit() and minimum <= int(raw) <= maximum else None
 
     return parse
 
@@ -75,6 +88,12 @@ _SETTINGS: dict[str, tuple[str, Callable[[str], object], str, str]] = {
     "handle_sigterm": ("HF_MPWRITER_HANDLE_SIGTERM", _switch, "1 or 0 (also true/false, yes/no, on/off)", "0"),
     "network_fs": ("HF_MPWRITER_NETWORK_FS", _names, "file system types as the mount table names them, "
                    "comma-separated", "fuse.mydfs,myfs"),
+    "commits_per_hour": ("HF_MPWRITER_COMMITS_PER_HOUR", _seconds(1.0, True),
+                         "a number of commits >= 1 (the Hub accepts about 128 an hour per repository)", "32"),
+    "api_requests": ("HF_MPWRITER_API_REQUESTS", _count(10, 1_000_000),
+                     "a whole number of requests per 5 minutes >= 10 (a free account has 1,000, PRO 2,500)", "400"),
+    "files_per_commit": ("HF_MPWRITER_FILES_PER_COMMIT", _count(1, 10_000),
+                         "a whole number of files from 1 to 10,000", "1000"),
 }
 
 #: Every variable this library reads (the README's reference lists the same).

@@ -23,6 +23,15 @@ class TargetError(HFMPWriterError):
         self.retry_after = retry_after
 
 
+class Deferred(TargetError):
+    """Not an error: the job's budget has no room for this commit now (the leader said so, or this node's
+    own turn has not come). The files wait on disk and are sent again in ``retry_after`` seconds, with
+    no backoff and nothing for ``status`` or the writers to report."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, transient=True, retry_after=max(0.0, retry_after))
+
+
 #: What error texts say where the logdir goes: they are made where its path is not known (a target).
 LOGDIR_PLACEHOLDER = "LOGDIR"
 

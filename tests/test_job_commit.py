@@ -20,11 +20,13 @@ from helpers import closed_port
 from upload_helpers import TOKEN, wait_for
 
 from hf_mpwriter.config import UploadConfig
+from hf_mpwriter.errors import Deferred
 from hf_mpwriter.state.piece import Piece, sha256_prefix
 from hf_mpwriter.targets.bucket import BucketTarget, batch_takes_xet_hashes
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import LEASE_STALE_S
 from hf_mpwriter.uploader.job_commit import WITHDRAWN, JobTarget, store_prefix
+from hf_mpwriter.uploader.job_plan import Budget, make_budget
 from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
 
 dist = pytest.importorskip("torch.distributed")
@@ -45,14 +47,32 @@ def store():
     del server
 
 
-def _node(hub, port: int, node: int, wait: float = 10.0) -> JobTarget:
+#: A budget with room for a test's seconds: a node commits itself within a second or two of being left alone.
+ROOMY = make_budget(commits_per_hour=36_000, requests_per_5min=100_000)
+
+
+def _node(hub, port: int, node: int, wait: float = 10.0, budget: Budget = ROOMY, nodes: int = 2) -> JobTarget:
     """Node ``node`` of a 2-node job: its own repository target, its leader's, the store. Each node
     prepares its target itself (the repository exists: no node waits for node 0 to create it)."""
     address = StoreAddress("127.0.0.1", port, "job-1")
     inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
     leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
-    return JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 2, wait=wait, spacing=0.5,
-                     prepared_wait=0.0)
+    return JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, nodes, wait=wait,
+                     spacing=0.5, prepared_wait=0.0, budget=budget)
+
+
+def _commit_when_due(node: JobTarget, pieces: list[Piece], message: str, limit: float = 30.0) -> tuple[str | None, list[float]]:
+    """``node.commit`` as the uploader's queue drives it: a commit put off for the job's budget
+    (:class:`Deferred`) is tried again when it says. The commit id, and each wait it was told."""
+    waits: list[float] = []
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            return node.commit(pieces, message), waits
+        except Deferred as exc:
+            assert exc.retry_after is not None and time.monotonic() + exc.retry_after < deadline, (exc, waits)
+            waits.append(exc.retry_after)
+            time.sleep(exc.retry_after)
 
 
 def _pieces(tmp_path: Path, rank: int, size: int) -> list[Piece]:
@@ -208,9 +228,10 @@ def test_a_node_whose_offer_nobody_commits_takes_it_back_and_commits_itself(hub,
     node = _node(hub, store.port, 1, wait=1.0)  # no leader runs anywhere
     node.prepare()
     pieces = _pieces(tmp_path, 2, 3000)
-    oid = node.commit(pieces, "node commit")
+    oid, waits = _commit_when_due(node, pieces, "node commit")
     assert node.mode == "node"
     assert node.store.get("offer/1") == WITHDRAWN  # the path taken: the offer was taken back first
+    assert all(wait <= node.plan_now(1).own_every() for wait in waits), waits  # at its own slot, no later
     assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
     assert not node.differences(pieces)
 
@@ -265,15 +286,13 @@ def test_with_the_store_gone_a_node_commits_itself(hub, tmp_path):
     node = _node(hub, server.port, 1)
     node.prepare()
     config = dataclasses.replace(UploadConfig.for_hub(REPO, prefix="tb", commit_every=6), nodes=2, node_rank=1)
-    assert node.pacing(config) == (6, 0.0)  # with a leader: every node at the same moments
+    assert node.pacing(config) == (6, 0.0)  # before the leader plans: every node at the same moments
     assert node.store.get("lease") is None
     del server  # the store's host is gone: nothing listens on its port any more
     pieces = _pieces(tmp_path, 2, 2000)
-    oid = node.commit(pieces, "node commit")
+    oid, _ = _commit_when_due(node, pieces, "node commit")
     assert node.mode == "node" and _log_commits(hub)[0]["oid"] == oid
     assert not node.differences(pieces)
-    # Committing itself, the node takes its turn again: the nodes would collide at every interval otherwise.
-    assert node.pacing(config) == config.pacing(node.min_interval) and config.pacing(node.min_interval)[1] > 0
 
 
 def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, tmp_path, monkeypatch):
@@ -292,15 +311,15 @@ def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, t
     hub.create_repo(REPO)
     config = dataclasses.replace(UploadConfig.for_hub(REPO, prefix="tb", commit_every=6), nodes=2, node_rank=0,
                                  endpoint=hub.endpoint)
+    config = dataclasses.replace(config, commits_per_hour=36_000, api_requests=100_000)  # ROOMY: seconds, not hours
     node = job_commit.for_job(config, target_for(config, TOKEN), TOKEN, call_bound=60)
     assert isinstance(node, JobTarget) and node.mode == "node" and "nothing listens" in (node.why or "")
     assert "this node itself, in its turn among 2 nodes" in _committer_text(node.job_info(), config)
-    assert node.pacing(config) == config.pacing(node.min_interval)  # node turns meanwhile
     node.prepare()
     node.start()
     server = None
     try:
-        oid = node.commit(_pieces(tmp_path, 0, 2000), "node commit")  # the store not asked: it rests
+        oid, _ = _commit_when_due(node, _pieces(tmp_path, 0, 2000), "node commit")  # the store not asked: it rests
         assert [c["oid"] for c in _log_commits(hub) if c["summary"] == "node commit"] == [oid]
         server = dist.TCPStore("127.0.0.1", port, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
         wait_for(lambda: node.leader.leading, 20, "the node's leader thread to find the store and take the lease")
@@ -508,7 +527,8 @@ def test_only_one_node_creates_the_repository_and_tags_its_card(hub, store, tmp_
 def test_the_leader_commits_at_most_max_files_at_once_oldest_offers_first(hub, store, tmp_path):
     """The Hub takes commits of tens to hundreds of files (a 60 s server timeout; huggingface_hub's own
     upload_large_folder stops at 1,000): the leader commits at most ``max_files`` at once, the oldest
-    offers first; the rest are committed in the next rounds, still by the leader."""
+    offers first; the rest are told when to offer again (the next write the budget allows), and are
+    committed then, still by the leader."""
     hub.create_repo(REPO)
     address = StoreAddress("127.0.0.1", store.port, "job-1")
     targets = []
@@ -516,14 +536,15 @@ def test_the_leader_commits_at_most_max_files_at_once_oldest_offers_first(hub, s
         inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
         leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
         targets.append(JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 3,
-                                 wait=30.0, spacing=0.5, prepared_wait=0.0))
+                                 wait=30.0, spacing=0.5, prepared_wait=0.0, budget=ROOMY))
         targets[-1].leader.max_files = 2
     for target in targets:
         target.prepare()
     results: dict[int, str | None] = {}
+    waits: dict[int, list[float]] = {}
 
     def run(k: int) -> None:
-        results[k] = targets[k].commit(_pieces(tmp_path, k, 3000 + k), "node commit")
+        results[k], waits[k] = _commit_when_due(targets[k], _pieces(tmp_path, k, 3000 + k), "node commit")
 
     def offers() -> dict[int, dict]:
         raw = {k: targets[0].store.get(f"offer/{k}") for k in range(3)}
@@ -546,6 +567,7 @@ def test_the_leader_commits_at_most_max_files_at_once_oldest_offers_first(hub, s
     commits = _log_commits(hub)[::-1]  # oldest first
     summaries = [c["summary"] for c in commits]
     assert len(commits) == 2, summaries  # the scenario: more offers than one commit may hold
+    assert sorted(len(w) for w in waits.values()) == [0, 0, 1], waits  # the path: the third offer was put off once
     assert "2 file(s) from 2 node(s)" in summaries[0] and "1 file(s) from 1 node(s)" in summaries[1], summaries
     assert all(t.mode == "job" for t in targets)  # every node's files went through the leader
     assert results[oldest] == commits[0]["oid"], (oldest, results, commits)  # the oldest offer in the first commit

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 
 from ..config import UploadConfig
-from ..errors import TargetError, in_logdir
+from ..errors import Deferred, TargetError, in_logdir
 from ..redaction import redact
 from ..state.filesystem import queue_advice
 from ..state.jobqueue import AUDIT_META, ErrorKind, Job, JobQueue, JobState, Step, audit_record
@@ -271,6 +271,10 @@ class Committer:
         self.queue.move(job, JobState.INFLIGHT)  # fenced (Superseded), as every move of the job after the send
         try:
             commit_id = self._call("commit", self.target.commit, job.pieces, message, nbytes=job.bytes)
+        except Deferred as exc:  # the job's budget: no error, no backoff, the files wait for their turn
+            self.queue.move(job, JobState.PENDING, next_try=time.time() + (exc.retry_after or 0.0))
+            logger.info("%s (next try in %.0f s)", exc, exc.retry_after)
+            return
         except TargetError as exc:
             delay = backoff(job.attempts, exc)
             text = redact(str(exc), self._token)

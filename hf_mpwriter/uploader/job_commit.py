@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from typing import Any, Union
 
 from ..config import UploadConfig
-from ..errors import TargetError
+from ..errors import Deferred, TargetError
 from ..state.piece import Piece
 from ..targets import Target, target_for
 from ..targets.base import UploadedFile
@@ -55,13 +55,22 @@ from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ..targets.hub import HubTarget
 from ..targets.xet_content import xet_usable
 from ..timing import JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S, PREPARED_WAIT_S, STORE_RETRY_S
+from .job_plan import (
+    MAX_FILES_PER_COMMIT,  # noqa: F401 - named here by the tests and benchmarks
+    MIN_FILES_PER_COMMIT,
+    Books,
+    Budget,
+    Plan,
+    make_budget,
+    make_plan,
+)
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
-#: Files in one commit of the job's leader, at most (huggingface_hub's upload_large_folder stops at 1,000;
-#: the Hub's guidance is 50-100 for its 60 s server timeout, which a leader's commit by hash meets better).
-MAX_FILES_PER_COMMIT = 1000
+#: The leader answers an offer it cannot write within this long (the budget, a 429) with the time to offer
+#: again, so that its node does not wait, give up and commit itself.
+DEFER_AFTER_S = OFFER_WAIT_S / 3
 #: While the leader commits for a job, its nodes' periodic audits together come about as often as this many
 #: nodes' would (each node audits ``nodes / JOB_AUDITORS`` times less often): the leader verifies every
 #: commit it makes, and a thousand nodes auditing every interval would spend the job's Hub API budget.
@@ -88,7 +97,8 @@ class JobTarget(Target):
     leader. Everything else (preparing, reading, auditing) is the node's own target's (``inner``)."""
 
     def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
-                 wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S) -> None:
+                 wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
+                 commit_every: float = 300.0) -> None:
         self.inner, self.prefix = inner, inner.prefix
         self.key, self.min_interval = inner.key, inner.min_interval
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
@@ -96,7 +106,14 @@ class JobTarget(Target):
         self._seq = 0
         self._offered_at: float | None = None  # wall time of our last offer a leader may still take
         self._verified: tuple | None = None  # the pieces the leader verified at its last commit of ours
-        self.leader = Leader(leader_target, store, node, nodes, spacing)
+        self._deferred: tuple | None = None  # the pieces last put off for the budget: known not committed
+        self.budget = budget or make_budget()
+        self.kind = "bucket" if isinstance(inner, BucketTarget) else "hub"
+        self.commit_every, self.spacing = commit_every, spacing
+        self.plan: Plan | None = None  # the leader's, from its last answer
+        self._own_last: float | None = None  # wall time of this node's last commit of its own
+        self._drain_said = False
+        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
@@ -125,12 +142,13 @@ class JobTarget(Target):
         self._announced = False  # a store that comes back may have come back empty (a new host process)
 
     def pacing(self, config: UploadConfig) -> tuple[float, float]:
-        """``(interval, phase)``: every node at the same wall-clock moments while the leader commits
-        for the job; node turns while this node commits itself (the store gone: nodes committing at
-        the same moments would collide at every interval)."""
-        if self.mode == "job":
-            return config.commit_every, 0.0
-        return config.pacing(self.min_interval)
+        """``(interval, phase)``: this node's slot in the leader's plan (:mod:`.job_plan`), which keeps the
+        job within its budget at any size; before the leader has said one, every node at the same
+        wall-clock moments (the leader then plans). Also while this node commits itself: it offers to the
+        leader again at its next slot, and its own commits have a gate of their own (:meth:`_own_turn`)."""
+        if self.plan is not None:
+            return self.plan.pacing(self.node)
+        return config.commit_every, 0.0
 
     def hurry(self, deadline: float) -> None:
         """The uploader was signalled and must be gone by ``deadline`` (monotonic): from now on a wait for
@@ -208,11 +226,16 @@ class JobTarget(Target):
         return self.inner.read(path)
 
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
-        """What the leader verified right after committing these very pieces needs no second look;
-        anything else (the audit, a reconciliation) is asked of the Hub."""
-        if self._verified is not None and self._verified == _identity(pieces):
+        """What the leader verified right after committing these very pieces needs no second look, nor
+        do pieces put off for the budget (nobody committed them: at a thousand nodes, a look each would
+        spend the job's API budget); anything else (the audit, a reconciliation) is asked of the Hub."""
+        identity = _identity(pieces)
+        if self._verified is not None and self._verified == identity:
             self._verified = None
             return {}
+        if self._deferred is not None and self._deferred == identity:
+            self._deferred = None
+            return {p.path: "not committed: put off for the job's budget" for p in pieces}
         return self.inner.differences(pieces)
 
     def local_reads(self, pieces: Sequence[Piece]) -> int:
@@ -260,6 +283,12 @@ class JobTarget(Target):
                 self._offered_at = None
         if answer is not None:
             self._offered_at = None  # answered: no leader takes this offer again
+            self.plan = Plan.from_json(answer.get("plan")) or self.plan
+            if answer.get("retry_at") is not None:  # the budget has no room now: offered again then
+                self.mode, self.why = "job", None
+                self._deferred = _identity(pieces)
+                raise Deferred(f"the job's leader puts this node's {len(pieces)} file(s) off to a later write "
+                               f"({answer.get('why', 'the budget')})", float(answer["retry_at"]) - time.time())
             if answer.get("commit") is None:
                 return self._commit_ourselves(pieces, message, f"the leader could not commit it: {answer.get('error')}")
             self.mode, self.why = "job", None
@@ -300,15 +329,49 @@ class JobTarget(Target):
                 logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
                                "this node commits its files itself now", why)
             self._offered_at = None
-        if self.mode == "job":
-            logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
+        wait = self._own_turn(len(pieces))
         self.mode, self.why = "node", why
+        if wait > 0:
+            self._deferred = _identity(pieces)
+            raise Deferred(f"job-wide commit not made ({why}); this node commits its files itself at its turn in the "
+                           f"job's budget", wait)
+        logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
+        self._own_last = time.time()
         return self.inner.commit(pieces, message)
+
+    def plan_now(self, files: int) -> Plan:
+        """The leader's last plan, or, before it said one, this node's own for ``files`` files a node."""
+        return self.plan or make_plan(self.budget, self.kind, self.leader.nodes, files, self.commit_every, self.spacing)
+
+    def _own_turn(self, files: int) -> float:
+        """Seconds until this node may commit its files itself: at its slot of the job's budget
+        (:meth:`Plan.own_turn`; a thousand nodes left without a leader would otherwise make a thousand
+        commits at once), asked again at least every :data:`STORE_RETRY_S` while the store lives (a
+        leader may be back). At once when the uploader was signalled: the node's disk goes with it."""
+        if self.store.preemption != float("inf"):
+            return 0.0
+        plan = self.plan_now(files)
+        wait = plan.own_turn(self.node, time.time(), self._own_last)
+        if wait <= 0:
+            return 0.0
+        if not self.store.gone():
+            return min(wait, STORE_RETRY_S)
+        if not self._drain_said:  # the job is over, or its store host died: said once, with how long it takes
+            logger.warning("the job's store is gone: %s; this node's files wait on its disk until its turn (next in "
+                           "%.0f s)", plan.drain_note(), wait)
+            self._drain_said = True
+        return wait
 
 
 def _doubling(failures: int, cap: float) -> float:
     """The leader's pause after ``failures`` in a row: :data:`LEADER_POLL_S`, doubling, up to ``cap``."""
     return min(cap, LEADER_POLL_S * 2 ** min(failures, 16))
+
+
+def _timed_out(exc: TargetError) -> bool:
+    """Whether a commit failed by taking too long (the Hub gives up on a big commit after 60 s)."""
+    text = str(exc).lower()
+    return "timed out" in text or "timeout" in text or "(504" in text or "status = 504" in text
 
 
 def _identity(pieces: Sequence[Piece]) -> tuple:
@@ -318,10 +381,16 @@ def _identity(pieces: Sequence[Piece]) -> tuple:
 class Leader:
     """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
 
-    def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float) -> None:
+    def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
+                 budget: Budget | None = None, commit_every: float = 300.0) -> None:
         self.target, self.store, self.node, self.nodes, self.spacing = target, store, node, nodes, spacing
+        self.budget = budget or make_budget()
+        self.kind = "bucket" if isinstance(target, BucketTarget) else "hub"
+        self.commit_every = commit_every
+        self.books = Books(self.budget, self.kind)
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
-        self.max_files = MAX_FILES_PER_COMMIT
+        self.max_files = self.budget.files_per_commit
+        self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
         self.leading = False
         self._lease: bytes | None = None  # the value we last wrote (leading) or saw (watching)
         self._lease_seen_at = time.monotonic()
@@ -423,46 +492,59 @@ class Leader:
         return json.dumps({"node": self.node, "pid": os.getpid(), "n": self._renewals}).encode()
 
     # -- a round ----------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """The job's plan as this leader sees it now (the nodes' latest file counts, a 429's slowdown)."""
+        files = max(self._files_of.values(), default=1)
+        return make_plan(self.budget, self.kind, self.nodes, files, self.commit_every, self.spacing,
+                         self.max_files, self.books.slowdown)
+
     def _round(self) -> None:
-        """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)."""
-        if time.monotonic() - self._last_commit < self.spacing or time.monotonic() < self._head_rests_until:
+        """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)
+        and the books have room; offers that will not have room soon are told when to offer again."""
+        now = time.monotonic()
+        if now - self._last_commit < self.spacing or now < self._head_rests_until:
             return
         offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
         if offered != self._offered:
             self._offered, self._candidates = offered, self._offers()
         if not self._candidates:
             return
-        now = time.monotonic()
         first = min(self._first_seen.setdefault((node, o["seq"]), now) for node, o in self._candidates.items())
         if len(self._candidates) < self.nodes and now - first < JOB_GATHER_S:
+            return
+        wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
+        free_at = self.books.next_free(now, wanted)
+        if free_at > now:  # the budget (or a 429) has no room now
+            if free_at - now > DEFER_AFTER_S:
+                self._defer(self._candidates, free_at, "the job's budget of Hub commits and requests")
+                self._offered, self._candidates = None, {}
             return
         parent = self.target.parent()  # fixed before the offers it commits are read: see the module's docstring
         self._head_failures = 0
         offers = self._offers()
         self._offered, self._candidates = None, {}  # read them all again next round
-        if not offers:
+        if not offers or not self.leading:  # (the lease went meanwhile: the store failed, or a long freeze)
             return
-        if not self.leading:  # the lease went meanwhile (the store failed, or this node was frozen for long)
-            return
-        offers = self._fitting(offers)  # the rest wait for the next round
+        self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
+        offers, rest = self._fitting(offers)
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = time.monotonic()
         try:
             commit = self.target.commit_uploaded(files, message, parent=parent)
         except TargetError as exc:
-            if exc.transient:  # the branch moved, the network: the head is read again next round
-                logger.warning("job leader: %s", exc)
-                return
-            self._answer(offers, {"commit": None, "error": str(exc)})
+            self._failed(exc, offers)
             return
+        self.books.wrote(time.monotonic(), len(files))
+        self.max_files = min(self.budget.files_per_commit, self.max_files * 3 // 2)  # back up after a halving
         try:
             wrong = self.target.verify_uploaded(files)
         except TargetError as exc:
             logger.warning("job leader: commit %s not verified (%s); each node checks it itself", commit, exc)
             wrong = {f.path: "not verified" for f in files}
+        plan = self.plan().to_json()
         self.store.multi_set({
-            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"],
+            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan,
                                           "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
             for node, offer in offers.items()
         })
@@ -470,9 +552,54 @@ class Leader:
         for node, offer in offers.items():
             self._first_seen.pop((node, offer["seq"]), None)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
+        if rest:
+            self._defer_rest(rest)
 
-    def _fitting(self, offers: dict[int, dict]) -> dict[int, dict]:
-        """The oldest offers whose files fit in one commit of at most :attr:`max_files` (at least one offer)."""
+    def _failed(self, exc: TargetError, offers: dict[int, dict]) -> None:
+        """A commit failed: a 429 slows the plan and puts the offers off until the Hub's time; a timeout halves
+        the commits (the Hub's 60 s server timeout); other transient errors are retried next round (the
+        head is read again); an error only the user can fix is the nodes' to report."""
+        if exc.retry_after is not None:
+            self.books.refused(time.monotonic(), exc.retry_after)
+            logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
+                           "plan's spacing for an hour", exc, exc.retry_after, self.books.slowdown)
+            self._defer(offers, self.books.paused_until, "the Hub asked to slow down (429)")
+        elif exc.transient and _timed_out(exc) and self.max_files > MIN_FILES_PER_COMMIT:
+            self.max_files = max(MIN_FILES_PER_COMMIT, self.max_files // 2)
+            logger.warning("job leader: %s; commits of at most %d files from now on", exc, self.max_files)
+        elif exc.transient:  # the branch moved, the network: the head is read again next round
+            logger.warning("job leader: %s", exc)
+        else:
+            self._answer(offers, {"commit": None, "error": str(exc)})
+
+    def _defer(self, offers: dict[int, dict], at: float, why: str) -> None:
+        """Tell the nodes of ``offers`` to offer again at ``at`` (monotonic, sent as wall time) with the plan:
+        their files wait on their disks meanwhile, instead of their nodes giving up on the leader."""
+        plan = self.plan().to_json()
+        retry_at = time.time() + max(0.0, at - time.monotonic())
+        self._answer(offers, {"commit": None, "retry_at": retry_at, "why": why, "plan": plan})
+        for node, offer in offers.items():
+            self._first_seen.pop((node, offer["seq"]), None)
+        logger.info("job leader: %d node(s) put off for %.0f s (%s)", len(offers), at - time.monotonic(), why)
+
+    def _defer_rest(self, rest: dict[int, dict]) -> None:
+        """Offers that did not fit in this commit: the oldest at the next write the books allow, then one
+        commit's worth per gap of the plan."""
+        gap = self.plan().gap
+        at = max(self.books.next_free(time.monotonic(), self.max_files), time.monotonic() + self.spacing)
+        chunk: dict[int, dict] = {}
+        count = 0
+        for node, offer in sorted(rest.items(), key=lambda item: item[1]["at"]):
+            if chunk and count + len(offer["files"]) > self.max_files:
+                self._defer(chunk, at, "this commit's files were full")
+                chunk, count, at = {}, 0, at + gap
+            chunk[node] = offer
+            count += len(offer["files"])
+        self._defer(chunk, at, "this commit's files were full")
+
+    def _fitting(self, offers: dict[int, dict]) -> tuple[dict[int, dict], dict[int, dict]]:
+        """The oldest offers whose files fit in one commit of at most :attr:`max_files` (at least one
+        offer), and the rest."""
         chosen: dict[int, dict] = {}
         count = 0
         for node, offer in sorted(offers.items(), key=lambda item: item[1]["at"]):
@@ -480,10 +607,11 @@ class Leader:
                 break
             chosen[node] = offer
             count += len(offer["files"])
-        if len(chosen) < len(offers):
-            logger.info("job leader: %d of %d offers fit in this commit (at most %d files); the rest in the next",
+        rest = {node: offer for node, offer in offers.items() if node not in chosen}
+        if rest:
+            logger.info("job leader: %d of %d offers fit in this commit (at most %d files); the rest later",
                         len(chosen), len(offers), self.max_files)
-        return chosen
+        return chosen, rest
 
     def _offers(self) -> dict[int, dict]:
         """The nodes' current offers this leader may commit: not answered yet, not taken back, not
@@ -541,9 +669,12 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     store = JobStore(address, store_prefix(address, target.key))
     leader_target = target_for(dataclasses.replace(config, nodes=1, node_rank=0), token)
     assert isinstance(leader_target, (HubTarget, BucketTarget))
-    spacing = min(config.commit_every, leader_target.min_interval) / 2  # at most one commit per round
+    hub_spacing = config.min_interval if config.min_interval is not None else leader_target.min_interval
+    spacing = min(config.commit_every, hub_spacing) / 2  # at most one commit per round
+    budget = make_budget(config.commits_per_hour, config.api_requests, config.files_per_commit, hub_spacing)
     job = JobTarget(target, leader_target, store, config.node_rank, config.nodes,
-                    wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing)
+                    wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing, budget=budget,
+                    commit_every=config.commit_every)
     try:
         store.get("lease")
         logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",

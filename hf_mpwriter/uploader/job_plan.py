@@ -1,0 +1,236 @@
+"""The job's budget on the Hub, and the plan that keeps a job of any size within it.
+
+Why a plan: a job of a thousand nodes of 8 ranks changes 8,192 event files every interval. Committing
+them all every interval would take 9 commits of 1,000 files, 108 commits an hour to one repository
+that accepts about 128 (and the job's own checkpoint pushes need some). So the leader spreads the
+nodes over the budget instead: groups of nodes whose files fit in one commit take turns, one group
+per ``gap``, and each node's interval grows to a whole pass over the groups. Every rank's newest
+record then has a bounded, stated age (:attr:`Plan.interval` plus a commit), and the commits per
+hour, files per commit and API requests per 5 minutes stay what the budget says, whatever the size.
+
+The leader makes the plan (it sees the offers: how many files a node has) and hands it to every node
+in its answers; a node cycles at its group's slot of the wall-clock cycle
+(:meth:`Plan.pacing`). The leader also keeps the books (:class:`Books`): what it did spend in the last
+hour and 5 minutes, so that off-plan offers (a closing writer, a retry) wait their turn instead of
+overspending, and a 429 slows the plan.
+
+A node that commits its files itself (no leader, the store gone) has a share of the same budget:
+one commit per :meth:`Plan.own_every` seconds at its own slot, so that a thousand nodes together
+still make at most the budget's commits (:meth:`Plan.own_turn`). That is slow at that size, and said
+(:meth:`Plan.drain_note`): such a job's logs belong in a Storage Bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from ..timing import HUB_COMMIT_SPACING_S
+from .schedule import until_turn
+
+#: The Hub's window for API requests, in seconds (fixed windows of 5 minutes, per user).
+API_WINDOW_S = 300.0
+#: The commit quota's window (per repository: "128 per hour").
+COMMIT_WINDOW_S = 3600.0
+#: Hub API requests of one write of the leader, per file of it (a repository: the commit, one
+#: ``paths_info`` per 500 files to verify it, a head read now and then; a bucket: one batch and one
+#: ``paths_info`` per 1,000 files), rounded up: what the plan spends per write.
+REQUESTS_PER_WRITE = {"hub": 4, "bucket": 2}
+#: What the nodes themselves spend of the API budget while the leader writes (their Xet tokens, the
+#: audits they share): about one request per node per this many seconds, kept out of the leader's share.
+NODE_REQUEST_EVERY_S = 1800.0
+#: The leader never plans to spend more than this share of the request budget, whatever the nodes
+#: leave: retries, verifications of a node's own and the audits need the rest.
+LEADER_SHARE = 0.75
+#: A 429 from the Hub multiplies the plan's gap by this, up to :data:`MAX_SLOWDOWN`; an hour without
+#: one brings it back to 1.
+SLOWDOWN_STEP = 2.0
+MAX_SLOWDOWN = 8.0
+#: Files in one commit of the job's leader, at most, by default (huggingface_hub's upload_large_folder stops
+#: at 1,000; the Hub's guidance is 50-100 for its 60 s server timeout, which a commit by hash meets better;
+#: after a commit that timed out the leader halves it, down to :data:`MIN_FILES_PER_COMMIT`).
+MAX_FILES_PER_COMMIT = 1000
+#: The smallest commit the leader falls back to after a commit timed out (huggingface_hub's
+#: ``upload_large_folder`` starts at 20).
+MIN_FILES_PER_COMMIT = 20
+#: The logger's default share of a repository's commit rate (the Hub's ~128 an hour: 32), leaving the
+#: job's own pushes (checkpoints, model cards) the rest.
+COMMIT_SHARE = 0.25
+#: The default API requests per 5 minutes for the job's logs: 40% of a free account's 1,000, so that the
+#: job's own Hub calls on the same token keep most of it.
+DEFAULT_REQUESTS_PER_5MIN = 400
+#: A node whose own slot passed less than this long ago takes it now (it was woken up a little late).
+OWN_TURN_SLACK_S = 1.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the job's logs may spend on the Hub; each a default a user can raise for their plan.
+
+    ``commits_per_hour`` applies to a repository (a bucket has no commit quota); ``None`` there means a
+    quarter of the Hub's rate at the configured spacing (32 an hour at the Hub's ~28 s), leaving the job's
+    own pushes the rest. ``requests_per_5min`` is the logger's share of the user's API window (a free
+    account has 1,000, shared with the job's own Hub calls on the same token). The windows are the Hub's;
+    a test or benchmark compresses time by shortening both (the rates per window stay the Hub's)."""
+
+    commits_per_hour: float
+    requests_per_5min: float
+    files_per_commit: int
+    commit_window_s: float = COMMIT_WINDOW_S
+    api_window_s: float = API_WINDOW_S
+
+    def scaled(self, factor: float) -> Budget:
+        """The same budget with windows ``factor`` times shorter (simulations of hours in minutes)."""
+        return replace(self, commit_window_s=self.commit_window_s / factor, api_window_s=self.api_window_s / factor)
+
+
+def make_budget(commits_per_hour: float | None = None, requests_per_5min: float | None = None,
+                files_per_commit: int | None = None, hub_spacing: float = HUB_COMMIT_SPACING_S) -> Budget:
+    """The budget the user's settings give (``None``: the default), with ``hub_spacing`` the seconds
+    between commits the Hub accepts (:data:`COMMIT_SHARE` of that rate is the logger's by default)."""
+    if commits_per_hour is None:
+        commits_per_hour = COMMIT_SHARE * COMMIT_WINDOW_S / hub_spacing if hub_spacing > 0 else math.inf
+    return Budget(commits_per_hour, requests_per_5min or DEFAULT_REQUESTS_PER_5MIN,
+                  files_per_commit or MAX_FILES_PER_COMMIT)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which node commits when: groups of ``per_commit`` nodes, one group every ``gap`` seconds, each
+    node every ``interval`` seconds (at least the user's ``commit_every``)."""
+
+    nodes: int
+    per_commit: int  # nodes whose files fit in one commit
+    gap: float  # seconds between two of the leader's writes
+    interval: float  # seconds between two commits of one node's files
+    own_gap: float  # seconds between two commits of nodes that commit themselves (the job's share)
+
+    @property
+    def groups(self) -> int:
+        return math.ceil(self.nodes / self.per_commit)
+
+    def pacing(self, node: int) -> tuple[float, float]:
+        """``(interval, phase)`` of ``node``: its group's slot in the wall-clock cycle."""
+        return self.interval, ((node // self.per_commit) * self.gap) % self.interval
+
+    def own_every(self) -> float:
+        """How often one node may commit its files itself: the job's share, split between every node."""
+        return self.nodes * self.own_gap
+
+    def own_turn(self, node: int, wall: float, last: float | None) -> float:
+        """Seconds until ``node`` may commit its files itself (0: now): at its own slot of a cycle of
+        :meth:`own_every` seconds (the nodes' slots are ``own_gap`` apart, so they never come together),
+        and not twice in half a cycle."""
+        every = self.own_every()
+        after = 0.0 if last is None else max(0.0, every / 2 - (wall - last))
+        wait = until_turn(every, (node * self.own_gap) % every, wall, after)
+        return 0.0 if wait > every - OWN_TURN_SLACK_S and after == 0 else wait
+
+    def drain_note(self) -> str:
+        """How long the job's nodes take to commit their files themselves, said when they have to."""
+        every = self.own_every()
+        return (f"the {self.nodes} nodes share the job's budget (one commit every {self.own_gap:.0f} s): each commits "
+                f"itself every {_duration(every)} at most, so draining every node takes up to {_duration(every)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Plan | None:
+        """A plan from a leader's answer; ``None`` for anything else (an older leader, a garbled value)."""
+        try:
+            plan = cls(**{k: value[k] for k in ("nodes", "per_commit", "gap", "interval", "own_gap")})
+        except (KeyError, TypeError):
+            return None
+        ok = plan.nodes >= 1 and plan.per_commit >= 1 and plan.interval > 0 and plan.gap >= 0 and plan.own_gap >= 0
+        return plan if ok else None
+
+
+def write_gap(budget: Budget, kind: str, nodes: int, files: int, slowdown: float = 1.0) -> float:
+    """Seconds between two of the leader's writes of ``files`` files so that a job of ``nodes`` stays
+    within ``budget``: the commit quota (a repository), and the leader's share of the API window."""
+    per_write = REQUESTS_PER_WRITE[kind] * max(1, math.ceil(files / 1000))
+    nodes_spend = nodes * API_WINDOW_S / NODE_REQUEST_EVERY_S  # (per 5 minutes of the Hub's, as the budget)
+    share = max(budget.requests_per_5min * (1 - LEADER_SHARE), budget.requests_per_5min - nodes_spend)
+    share = min(share, budget.requests_per_5min * LEADER_SHARE)
+    gap = budget.api_window_s * per_write / share
+    if kind == "hub":
+        gap = max(gap, budget.commit_window_s / budget.commits_per_hour)
+    return gap * slowdown
+
+
+def make_plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_every: float,
+              spacing: float, max_files: int | None = None, slowdown: float = 1.0) -> Plan:
+    """The plan for ``nodes`` nodes of ``files_per_node`` files each, the leader's writes at least
+    ``spacing`` apart, at most ``max_files`` files each (default: the budget's)."""
+    most = min(budget.files_per_commit, max_files or budget.files_per_commit)
+    per_commit = max(1, min(nodes, most // max(1, files_per_node)))
+    gap = max(spacing, write_gap(budget, kind, nodes, per_commit * files_per_node, slowdown))
+    groups = math.ceil(nodes / per_commit)
+    # A node that commits itself makes a commit (a batch) of its own files: the same gap, one node at a time.
+    own_gap = max(spacing, write_gap(budget, kind, nodes, files_per_node, slowdown))
+    return Plan(nodes=nodes, per_commit=per_commit, gap=gap, interval=max(commit_every, groups * gap), own_gap=own_gap)
+
+
+class Books:
+    """What the leader spent (writes and their API requests) in the last hour and 5 minutes, and the
+    pause a 429 asked for: whether a write may go now, and if not, when."""
+
+    def __init__(self, budget: Budget, kind: str) -> None:
+        self.budget, self.kind = budget, kind
+        self._writes: deque[float] = deque()  # times of the writes in the commit window
+        self._requests: deque[tuple[float, int]] = deque()  # (time, requests) in the API window
+        self.paused_until = -math.inf
+        self.slowdown = 1.0
+        self._slowed_at = -math.inf
+
+    def _forget(self, now: float) -> None:
+        while self._writes and self._writes[0] <= now - self.budget.commit_window_s:
+            self._writes.popleft()
+        while self._requests and self._requests[0][0] <= now - self.budget.api_window_s:
+            self._requests.popleft()
+        if self.slowdown > 1 and now - self._slowed_at >= self.budget.commit_window_s:
+            self.slowdown = 1.0
+
+    def spent(self, now: float) -> tuple[int, int]:
+        """``(writes in the last hour, API requests in the last 5 minutes)``."""
+        self._forget(now)
+        return len(self._writes), sum(n for _, n in self._requests)
+
+    def next_free(self, now: float, files: int) -> float:
+        """When a write of ``files`` files may go (``now`` if it may go now): after a 429's pause, and once
+        the commit window (a repository) and the leader's share of the API window have room for it."""
+        writes, requests = self.spent(now)
+        at = max(now, self.paused_until)
+        if self.kind == "hub" and writes >= self.budget.commits_per_hour:
+            at = max(at, self._writes[writes - int(self.budget.commits_per_hour)] + self.budget.commit_window_s)
+        cost = REQUESTS_PER_WRITE[self.kind] * max(1, math.ceil(files / 1000))
+        room = self.budget.requests_per_5min * LEADER_SHARE - requests
+        if cost > room and self._requests:
+            freed = 0
+            for when, n in self._requests:  # the oldest requests leave the window first
+                freed += n
+                if freed >= cost - room:
+                    at = max(at, when + self.budget.api_window_s)
+                    break
+        return at
+
+    def wrote(self, now: float, files: int) -> None:
+        self._writes.append(now)
+        self._requests.append((now, REQUESTS_PER_WRITE[self.kind] * max(1, math.ceil(files / 1000))))
+
+    def refused(self, now: float, retry_after: float | None) -> None:
+        """The Hub answered 429: no write before it said (a minute if it did not), and a slower plan."""
+        self.paused_until = max(self.paused_until, now + (retry_after if retry_after is not None else 60.0))
+        self.slowdown = min(MAX_SLOWDOWN, self.slowdown * SLOWDOWN_STEP)
+        self._slowed_at = now
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
