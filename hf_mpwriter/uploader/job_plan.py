@@ -185,6 +185,7 @@ class Books:
         self.paused_until = -math.inf
         self.slowdown = 1.0
         self._slowed_at = -math.inf
+        self.refusals = 0  # the Hub's 429s so far
 
     def _forget(self, now: float) -> None:
         while self._writes and self._writes[0] <= now - self.budget.commit_window_s:
@@ -226,6 +227,7 @@ class Books:
         self.paused_until = max(self.paused_until, now + (retry_after if retry_after is not None else 60.0))
         self.slowdown = min(MAX_SLOWDOWN, self.slowdown * SLOWDOWN_STEP)
         self._slowed_at = now
+        self.refusals += 1
 
 
 def _duration(seconds: float) -> str:

@@ -1,0 +1,200 @@
+"""The job's budget on the Hub (issue 32, items 2 and 4): the plan at any size, and the real leader and
+nodes keeping to it against the test Hub, which enforces the Hub's commit rate and answers 429.
+
+Real: the leader and node code (``Leader``, ``JobTarget``), a TCPStore, the test Hub with the real
+huggingface_hub client. Time is compressed by shortening the budget's windows (``Budget.scaled``) and
+the test Hub's the same way; the rates per window are the ones named.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from test_job_commit import REPO, _commit_when_due, _log_commits, _pieces
+from upload_helpers import TOKEN, wait_for
+
+from hf_mpwriter.targets.hub import HubTarget
+from hf_mpwriter.testing import HubServer
+from hf_mpwriter.testing.limits import HubLimits
+from hf_mpwriter.uploader.job_commit import JobTarget, store_prefix
+from hf_mpwriter.uploader.job_plan import (
+    LEADER_SHARE,
+    REQUESTS_PER_WRITE,
+    Budget,
+    Books,
+    make_budget,
+    make_plan,
+)
+from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+
+dist = pytest.importorskip("torch.distributed")
+
+
+@pytest.mark.parametrize("kind", ["hub", "bucket"])
+@pytest.mark.parametrize("nodes", [1, 2, 8, 64, 256, 1024, 4096])
+def test_the_plan_keeps_any_job_within_the_default_budget(kind, nodes):
+    """At any size: each write at most the budget's files, the repository's commits per hour and the
+    leader's API requests per 5 minutes within the budget, every node in exactly one group."""
+    budget = make_budget()
+    plan = make_plan(budget, kind, nodes, files_per_node=8, commit_every=300.0 if kind == "hub" else 10.0, spacing=14.0)
+    writes_per_hour = plan.groups * 3600 / plan.interval
+    assert plan.per_commit * 8 <= budget.files_per_commit
+    assert plan.groups * plan.per_commit >= nodes > (plan.groups - 1) * plan.per_commit
+    requests_per_5min = writes_per_hour / 12 * REQUESTS_PER_WRITE[kind] * math.ceil(plan.per_commit * 8 / 1000)
+    assert requests_per_5min <= budget.requests_per_5min * LEADER_SHARE + 1e-9, requests_per_5min
+    if kind == "hub":
+        assert writes_per_hour <= budget.commits_per_hour + 1e-9, writes_per_hour
+    phases = {plan.pacing(node)[1] for node in range(nodes)}
+    assert len(phases) == plan.groups  # one slot per group: the groups never offer together
+
+
+def test_at_1024_nodes_each_ranks_newest_record_has_a_stated_age():
+    """The issue's numbers at 1,024 nodes of 8 ranks: a repository within 32 commits an hour and each node
+    committed at least every 30 minutes; a bucket every 30 s at most (the plan's interval bounds the age)."""
+    budget = make_budget()
+    repo = make_plan(budget, "hub", 1024, 8, commit_every=300.0, spacing=14.0)
+    bucket = make_plan(budget, "bucket", 1024, 8, commit_every=10.0, spacing=0.0)
+    assert budget.commits_per_hour == 32
+    assert repo.interval <= 30 * 60, repo
+    assert bucket.interval <= 30, bucket
+
+
+def test_the_books_hold_writes_to_the_budget_and_a_429_slows_the_plan():
+    budget = Budget(commits_per_hour=2, requests_per_5min=1000, files_per_commit=1000, commit_window_s=10.0)
+    books = Books(budget, "hub")
+    assert books.next_free(0.0, 8) == 0.0
+    books.wrote(0.0, 8)
+    books.wrote(1.0, 8)
+    assert books.next_free(2.0, 8) == 10.0  # the third write waits until the first leaves the window
+    books.refused(3.0, retry_after=20.0)
+    assert books.next_free(11.0, 8) == 23.0 and books.slowdown == 2.0
+    slow = make_plan(budget, "hub", 16, 8, commit_every=1.0, spacing=0.0, slowdown=books.slowdown)
+    assert slow.gap == 2 * make_plan(budget, "hub", 16, 8, commit_every=1.0, spacing=0.0).gap
+
+
+@pytest.fixture
+def store():
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    yield server
+    del server
+
+
+def _nodes(hub: HubServer, port: int, count: int, budget: Budget, wait: float = 10.0) -> list[JobTarget]:
+    address = StoreAddress("127.0.0.1", port, "job-plan")
+    targets = []
+    for node in range(count):
+        inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
+        leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+        targets.append(JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, count,
+                                 wait=wait, spacing=0.2, prepared_wait=0.0, budget=budget, commit_every=1.0))
+    for target in targets:
+        target.prepare()
+    return targets
+
+
+def _each_node_commits(targets: list[JobTarget], tmp_path: Path, rounds: int) -> dict[int, list]:
+    """Every node commits ``rounds`` times (its file grows each time), as its queue would: a commit put off
+    is tried again when it says. What each node was told: ``(commit id, waits)`` per round."""
+    told: dict[int, list] = {t.node: [] for t in targets}
+    failures: list[BaseException] = []
+
+    def run(target: JobTarget) -> None:
+        try:
+            for r in range(rounds):
+                pieces = _pieces(tmp_path, target.node, 2000 + 1000 * r)
+                told[target.node].append(_commit_when_due(target, pieces, "node commit", limit=60.0))
+        except BaseException as exc:  # handed to the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    return told
+
+
+def _commit_times(hub: HubServer) -> list[float]:
+    """When the Hub applied each commit (its history's dates, to the millisecond)."""
+    return sorted(datetime.fromisoformat(c["date"].replace("Z", "+00:00")).timestamp() for c in _log_commits(hub))
+
+
+def test_the_leader_keeps_to_the_commit_budget_and_puts_offers_off_instead_of_letting_nodes_commit(store, tmp_path):
+    """A budget of 2 commits per 15 s (an hour, compressed: longer than a node waits for an answer) and 3
+    nodes committing 3 times each as fast as they can: the leader never makes more than 2 commits in any
+    15 s, tells the nodes when to offer again instead, and no node commits its files itself; every node's
+    last file lands whole."""
+    budget = Budget(commits_per_hour=2, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=15.0)
+    with HubServer(tokens={TOKEN}) as hub:
+        hub.create_repo(REPO)
+        targets = _nodes(hub, store.port, 3, budget)
+        for target in targets:
+            target.start()
+        try:
+            wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+            told = _each_node_commits(targets, tmp_path, rounds=3)
+        finally:
+            for target in targets:
+                target.stop()
+        commits = _log_commits(hub)
+        assert any(waits for results in told.values() for _, waits in results), told  # the path: offers were put off
+        assert all("from" in c["summary"] and "node(s)" in c["summary"] for c in commits), commits  # only the leader's
+        times = _commit_times(hub)
+        most = max(sum(1 for t in times if start <= t < start + budget.commit_window_s) for start in times)
+        assert most <= budget.commits_per_hour, times
+        for target in targets:
+            pieces = _pieces(tmp_path, target.node, 4000)
+            assert not target.inner.differences(pieces)  # the last round of every node is on the Hub
+
+
+def test_a_429_from_the_hub_puts_the_nodes_off_and_slows_the_plan(store, tmp_path):
+    """The Hub allows 1 commit per 3 s (its commit rate, compressed) while the budget would allow more: the
+    second commit gets the Hub's 429; the leader pauses until its Retry-After, tells the nodes to offer again
+    then (no node commits itself, none is lost), and slows the plan (its gap doubled for a window: checked
+    on the books in test_the_books_hold_writes_to_the_budget_and_a_429_slows_the_plan)."""
+    budget = Budget(commits_per_hour=1000, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=3.0)
+    with HubServer(tokens={TOKEN}, limits=HubLimits(commits_per_hour=1, commit_window_s=3.0)) as hub:
+        hub.create_repo(REPO)
+        time.sleep(3.0)  # the repository's creation used the window's one commit
+        targets = _nodes(hub, store.port, 2, budget)
+        for target in targets:
+            target.start()
+        try:
+            wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+            told = _each_node_commits(targets, tmp_path, rounds=2)
+            leader = next(t.leader for t in targets if t.leader.leading)
+        finally:
+            for target in targets:
+                target.stop()
+        assert hub.stats["limits_hit"].get("commits", 0) >= 1  # the scenario: the Hub refused a commit
+        assert leader.books.refusals >= 1  # ... and the leader read it
+        waits = [w for results in told.values() for _, ws in results for w in ws]
+        assert waits and max(waits) >= 1.0, told  # the nodes were told to wait for the Hub's time
+        assert all("node(s)" in c["summary"] for c in _log_commits(hub))  # the leader's commits only
+        for target in targets:
+            assert not target.inner.differences(_pieces(tmp_path, target.node, 3000))
+
+
+def test_nodes_without_a_leader_commit_themselves_at_the_jobs_pace(store, tmp_path):
+    """No leader anywhere (the store answers, nobody leads): each of 4 nodes commits its files itself,
+    at its own slot of the job's budget (one commit per ``own_gap`` for the whole job), not all at once."""
+    budget = Budget(commits_per_hour=4, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=4.0)
+    with HubServer(tokens={TOKEN}) as hub:
+        hub.create_repo(REPO)
+        targets = _nodes(hub, store.port, 4, budget, wait=0.3)  # no target is started: no leader thread
+        own_gap = targets[0].plan_now(1).own_gap
+        assert own_gap == pytest.approx(1.0)
+        _each_node_commits(targets, tmp_path, rounds=2)
+        commits = _log_commits(hub)
+        assert len(commits) == 8 and all(c["summary"] == "node commit" for c in commits)  # the path: own commits
+        times = _commit_times(hub)
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert min(gaps) >= own_gap * 0.5, gaps  # one node at a time: slots own_gap apart, never together
+        for target in targets:
+            assert not target.inner.differences(_pieces(tmp_path, target.node, 3000))
