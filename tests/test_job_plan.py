@@ -25,8 +25,8 @@ from hf_mpwriter.uploader.job_commit import JobTarget, store_prefix
 from hf_mpwriter.uploader.job_plan import (
     LEADER_SHARE,
     REQUESTS_PER_WRITE,
-    Budget,
     Books,
+    Budget,
     make_budget,
     make_plan,
 )

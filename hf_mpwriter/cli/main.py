@@ -30,15 +30,31 @@ logger = logging.getLogger(__name__)
 def _committer_text(job: dict | None, config: Any) -> str:
     """Who makes this logdir's commits: the job's leader (multi-node job with a store), node turns, or this uploader."""
     if job and job.get("mode") == "node":
-        return (f"this node itself, in its turn among {job['nodes']} nodes (job {job['job_id']}, node {job['node']}): "
-                f"{job.get('why') or 'the job store failed'}; it offers its files to the job's leader again at "
-                f"its first commit {STORE_RETRY_S:.0f} s or more after that")
+        why = job.get("why") or "the job store failed"
+        return (f"this node itself, at its turn in the job's budget{_budget_text(job)}, every {_span(job.get('own_every'))} "
+                f"at most (job {job['job_id']}, node {job['node']} of {job['nodes']}): {why}; "
+                f"it offers its files to the job's leader again at its first commit {STORE_RETRY_S:.0f} s or more after that")
     if job:
-        return (f"one leader for the job's {job['nodes']} nodes (job {job['job_id']}, store {job['store']}, "
-                f"this is node {job['node']}; without an answer, this node commits itself)")
+        pace = f"this node's files every {_span(job.get('interval'))}" if job.get("planned") else "not planned yet"
+        return (f"one leader for the job's {job['nodes']} nodes (job {job['job_id']}, store {job['store']}, this is node "
+                f"{job['node']}; {pace} within the job's budget{_budget_text(job)}; without a leader, this node commits "
+                f"itself at its turn)")
     if config.nodes > 1:
         return f"this node, in its turn among {config.nodes} nodes (no job store: MASTER_ADDR/MASTER_PORT and a job id)"
     return "this uploader"
+
+
+def _budget_text(job: dict) -> str:
+    """`` (32 commits an hour, 400 API requests per 5 minutes)``: the budget a job's commits keep to."""
+    parts = [f"{job['commits_per_hour']:g} commits an hour"] if job.get("commits_per_hour") else []
+    parts += [f"{job['api_requests']:g} API requests per 5 minutes"] if job.get("api_requests") else []
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _age(ts: float | None) -> str:

@@ -130,8 +130,12 @@ class JobTarget(Target):
     def job_info(self) -> dict:
         """For ``status``: how this node's commits are made."""
         address = self.store.address
+        plan = self.plan_now(1)
         return {"job_id": address.job_id, "store": f"{address.host}:{address.port}", "node": self.node,
-                "nodes": self.leader.nodes, "mode": self.mode, "why": self.why}
+                "nodes": self.leader.nodes, "mode": self.mode, "why": self.why,
+                "planned": self.plan is not None, "interval": plan.interval, "own_every": plan.own_every(),
+                "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
+                "api_requests": self.budget.requests_per_5min}
 
     def store_failed(self, exc: StoreError) -> None:
         """The store failed: this node's next commits are its own, and the store is asked again in
