@@ -265,7 +265,7 @@ class JobTarget(Target):
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
         self._seq = max(self._seq + 1, time.time_ns())
         at = time.time()
-        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "at": at,
+        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "at": at, "last": self._hurried(),
                             "files": [[f.path, f.sha256, f.size, f.xet_hash] for f in uploaded]}).encode()
         if len(offer) > MAX_VALUE_BYTES:  # not a store failure: this round has too many files for one value
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
@@ -288,6 +288,8 @@ class JobTarget(Target):
         if answer is not None:
             self._offered_at = None  # answered: no leader takes this offer again
             self.plan = Plan.from_json(answer.get("plan")) or self.plan
+            if answer.get("retry_at") is not None and self._hurried():  # the node's disk goes before then
+                return self._commit_ourselves(pieces, message, "the job's budget has no room before this node's deadline")
             if answer.get("retry_at") is not None:  # the budget has no room now: offered again then
                 self.mode, self.why = "job", None
                 self._deferred = _identity(pieces)
@@ -343,6 +345,10 @@ class JobTarget(Target):
         self._own_last = time.time()
         return self.inner.commit(pieces, message)
 
+    def _hurried(self) -> bool:
+        """Whether the uploader was signalled (:meth:`hurry`): its last records go now or never."""
+        return self.store.preemption != float("inf")
+
     def plan_now(self, files: int) -> Plan:
         """The leader's last plan, or, before it said one, this node's own for ``files`` files a node."""
         return self.plan or make_plan(self.budget, self.kind, self.leader.nodes, files, self.commit_every, self.spacing)
@@ -352,7 +358,7 @@ class JobTarget(Target):
         (:meth:`Plan.own_turn`; a thousand nodes left without a leader would otherwise make a thousand
         commits at once), asked again at least every :data:`STORE_RETRY_S` while the store lives (a
         leader may be back). At once when the uploader was signalled: the node's disk goes with it."""
-        if self.store.preemption != float("inf"):
+        if self._hurried():
             return 0.0
         plan = self.plan_now(files)
         wait = plan.own_turn(self.node, time.time(), self._own_last)
@@ -506,19 +512,22 @@ class Leader:
         """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)
         and the books have room; offers that will not have room soon are told when to offer again."""
         now = time.monotonic()
-        if now - self._last_commit < self.spacing or now < self._head_rests_until:
+        if now < self._head_rests_until:
             return
         offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
         if offered != self._offered:
             self._offered, self._candidates = offered, self._offers()
         if not self._candidates:
             return
+        last = any(o.get("last") for o in self._candidates.values())  # a node's last records: its disk goes
+        if now - self._last_commit < self.spacing and not last:
+            return
         first = min(self._first_seen.setdefault((node, o["seq"]), now) for node, o in self._candidates.items())
         if len(self._candidates) < self.nodes and now - first < JOB_GATHER_S:
             return
         wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
         free_at = self.books.next_free(now, wanted)
-        if free_at > now:  # the budget (or a 429) has no room now
+        if free_at > now and not last:  # the budget (or a 429) has no room now
             if free_at - now > DEFER_AFTER_S:
                 self._defer(self._candidates, free_at, "the job's budget of Hub commits and requests")
                 self._offered, self._candidates = None, {}
@@ -556,6 +565,7 @@ class Leader:
         for node, offer in offers.items():
             self._first_seen.pop((node, offer["seq"]), None)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
+        rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
         if rest:
             self._defer_rest(rest)
 
