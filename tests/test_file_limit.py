@@ -23,8 +23,8 @@ from hf_mpwriter.uploader.loop import Uploader
 REPO = "tester/run"
 LIMIT = 100_000
 MIB = 1024 * 1024
-#: The README's typical rate of a rank: 20 scalars a step (54-byte records), one step a second.
-RATE = 20 * 54
+#: The README's typical rate of a rank: 20 scalars a step (55-byte records), one step a second.
+RATE = 20 * 55
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_rank_0_of_a_job_that_fills_a_repository_warns_at_start_with_the_numbers
     assert LIMIT in args
     assert 1024 * (1 + (RATE * 86400) // (4 * MIB)) in args  # files a day: 23,552
     days = [a for a in args if isinstance(a, float)]
-    assert days and math.isclose(days[0], rotations * 4 * MIB / (RATE * 86400), rel_tol=1e-9)  # 4.36 days
+    assert days and math.isclose(days[0], rotations * 4 * MIB / (RATE * 86400), rel_tol=1e-9)  # 4.28 days
     assert any(isinstance(a, str) and "hf://buckets/tester/run" in a for a in args)
     assert 8 * MIB in args  # the rotation that would last past a week
     assert "tester/run" in found[0].getMessage()
