@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_ALLOW = ("*.tfevents.*",)
+#: Files a Hub repository holds, at most (hub-docs, "Repository limitations": under 100k); a Storage
+#: Bucket has no such limit. Both sides warn before a job's event files reach it.
+HUB_MAX_FILES = 100_000
 
 
 def pattern_list(value: str | Sequence[str] | None) -> list[str]:

@@ -203,6 +203,10 @@ class JobQueue:
         )
         return {path: (size, sha, bool(done)) for path, size, sha, done in rows}
 
+    def count_committed(self, target: str) -> int:
+        """How many files the target acknowledged: what this logdir adds to a repository's file count."""
+        return self._db.execute("SELECT COUNT(*) FROM files WHERE target = ?", (target,)).fetchone()[0]
+
     def known_sizes(self, target: str, job: Job | None = None) -> dict[str, int]:
         """``path -> size`` the target holds, or will once ``job`` (the unfinished one) is sent:
         where the next snapshot of each file starts."""

@@ -51,6 +51,7 @@ from ..targets import Target, target_for
 from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
 from . import job_commit, system_metrics
 from .commit_cycle import Committer, Progress
+from .file_limit import FileLimitWatch
 from .schedule import (
     FINAL_GAP_S,
     LOCAL_RETRY_S,
@@ -114,6 +115,7 @@ class Uploader:
         if target is None and owns_process:  # a multi-node job with a store: one leader commits for all
             self.target = job_commit.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout))
         self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self._call)
+        self.file_limit = FileLimitWatch(loaded)  # a repository holds fewer than 100,000 files: say it in time
         self._next_prune = 0.0
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
         self._schedule: Schedule | None = None
@@ -261,6 +263,7 @@ class Uploader:
                     if decision.urgent:  # a writer or a signal wants it now: skip the backoff
                         self.committer.skip_backoff()
                     progress = self.committer.cycle()
+                    self._count_files(progress)
                     schedule.needs_user = progress.fatal
                     if self._stuck_transfer(schedule):
                         return REPLACE_ME
@@ -383,6 +386,11 @@ class Uploader:
             raise result["error"]
         return result["value"]
 
+    def _count_files(self, progress: Progress) -> None:
+        """After a cycle that committed: warn if the repository's files near the Hub's limit."""
+        if progress.commits:
+            self.file_limit.check(self.queue, self.target.key)
+
     def _stuck_transfer(self, schedule: Schedule) -> bool:
         """An abandoned call still runs and this process is the uploader's own: replace the process
         (see :meth:`_call`). Not while terminating: the signal's deadline ends the process anyway."""
@@ -457,6 +465,7 @@ class Uploader:
             while True:
                 self._beat()
                 progress = self.committer.cycle()
+                self._count_files(progress)
                 if on_progress is not None:
                     on_progress(progress)
                 if self.committer.drained():

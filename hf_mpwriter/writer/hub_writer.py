@@ -24,7 +24,7 @@ from ..state import mailbox, registry, statedir
 from ..state.liveness import touch
 from ..state.queue_readers import read_committed, read_error, read_failure
 from ..timing import DEFAULT_CLOSE_TIMEOUT_S, HEARTBEAT_S, START_WAIT_S
-from . import ranks, supervisor, termination
+from . import file_limit, ranks, supervisor, termination
 from .args import check_keywords, check_logdir, check_writer_args, default_logdir
 from .reporting import ProblemReporter
 from .summary_writer import SummaryWriter
@@ -152,6 +152,7 @@ class HFSummaryWriter(SummaryWriter):
         super().__init__(logdir=logdir, rank=rank, **kwargs)
         self.scheduler = _Scheduler(self)
         if self._upload is not None:
+            file_limit.warn_at_start(self._upload, self.rank_info, self._rotate_bytes)  # rank 0 of a big job
             # On SIGTERM (after the flush): the uploader commits at once, within the grace period.
             termination.on_term(self._root, self._on_sigterm, install=self._env.handle_sigterm)
             self._register(first=True)
