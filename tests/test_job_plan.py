@@ -18,6 +18,7 @@ import pytest
 from test_job_commit import REPO, _commit_when_due, _log_commits, _pieces
 from upload_helpers import TOKEN, wait_for
 
+from hf_mpwriter.errors import Deferred
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.testing.limits import HubLimits
@@ -198,3 +199,27 @@ def test_nodes_without_a_leader_commit_themselves_at_the_jobs_pace(store, tmp_pa
         assert min(gaps) >= own_gap * 0.5, gaps  # one node at a time: slots own_gap apart, never together
         for target in targets:
             assert not target.inner.differences(_pieces(tmp_path, target.node, 3000))
+
+
+def test_a_nodes_last_records_go_in_the_next_commit_whatever_the_budget(store, tmp_path):
+    """A budget of 1 commit per minute, spent: a node's offer is put off, until its writers are gone (the
+    job ends, ``closing``): then its last records go in the leader's next commit, not a minute later."""
+    budget = Budget(commits_per_hour=1, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=60.0)
+    with HubServer(tokens={TOKEN}) as hub:
+        hub.create_repo(REPO)
+        targets = _nodes(hub, store.port, 2, budget)
+        for target in targets:
+            target.start()
+        try:
+            wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+            first = targets[0].commit(_pieces(tmp_path, 0, 2000), "node commit")  # the minute's one commit
+            with pytest.raises(Deferred) as put_off:  # the path: without closing, node 1 waits for the budget
+                targets[1].commit(_pieces(tmp_path, 1, 2000), "node commit")
+            assert put_off.value.retry_after and put_off.value.retry_after > 30, put_off.value
+            targets[1].closing = True
+            last = targets[1].commit(_pieces(tmp_path, 1, 2500), "node commit")
+        finally:
+            for target in targets:
+                target.stop()
+        assert [c["oid"] for c in _log_commits(hub)] == [last, first]  # the leader's two commits, newest first
+        assert not targets[1].inner.differences(_pieces(tmp_path, 1, 2500))

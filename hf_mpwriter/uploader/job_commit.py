@@ -113,6 +113,9 @@ class JobTarget(Target):
         self.plan: Plan | None = None  # the leader's, from its last answer
         self._own_last: float | None = None  # wall time of this node's last commit of its own
         self._drain_said = False
+        #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
+        #: which the leader commits at its next round whatever the budget (the job is ending).
+        self.closing = False
         self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
@@ -265,7 +268,8 @@ class JobTarget(Target):
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
         self._seq = max(self._seq + 1, time.time_ns())
         at = time.time()
-        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "at": at, "last": self._hurried(),
+        last = self._hurried() or self.closing
+        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "at": at, "last": last,
                             "files": [[f.path, f.sha256, f.size, f.xet_hash] for f in uploaded]}).encode()
         if len(offer) > MAX_VALUE_BYTES:  # not a store failure: this round has too many files for one value
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
