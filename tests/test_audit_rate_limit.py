@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import time
 import types
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from hf_mpwriter.compat import BUCKETS_VERSION, hub_version
 from hf_mpwriter.config import load
 from hf_mpwriter.state.jobqueue import audit_record
 from hf_mpwriter.targets import target_for
-from hf_mpwriter.testing import HubServer
+from hf_mpwriter.testing import HubLimits, HubServer
 from hf_mpwriter.uploader import commit_cycle
 from hf_mpwriter.uploader.loop import Uploader
 
@@ -189,3 +191,65 @@ def test_a_send_refused_by_429_waits_what_the_server_asked(hub, tmp_path, clock,
     finally:
         uploader.release()
         writer.close()
+
+
+def _spend_the_window(hub: HubServer) -> None:
+    """Make Hub API requests until the server refuses one: the window is spent (``r=0``)."""
+    for _ in range(hub.limits.api_requests_per_window or 0):
+        request = urllib.request.Request(f"{hub.endpoint}/api/whoami-v2", headers={"Authorization": f"Bearer {TOKEN}"})
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 429 and exc.headers["RateLimit"].startswith('"api";r=0;'), exc.headers
+            return
+    raise AssertionError("the API window was never spent")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_spent_api_window_is_waited_out_not_audited_at_every_cycle(tmp_path, clock, client_waits, kind):
+    """The Hub's own API window (``HubLimits``), on the committer's clock: once spent, every request gets
+    429 until it resets. A takeover's audit is refused, so is the send after it; then nothing is asked
+    until the window's reset, and then everything arrives. (Before: the audit was asked again at every
+    cycle, and nothing was sent.)"""
+    window = 300.0
+    limits = HubLimits(api_requests_per_window=200, window_s=window)
+    with HubServer(tokens={TOKEN}, limits=limits, clock=clock.monotonic) as hub:
+        logdir = tmp_path / "logs"
+        writer = HFSummaryWriter(kind.repo_id, logdir=str(logdir), uploader="none", rank=0, token=TOKEN)
+        try:
+            _log(writer, range(0, 20))
+            first = _uploader(kind, hub, logdir)
+            try:
+                first.cycle()  # committed: the takeover's audit has something to ask about
+            finally:
+                first.release()
+            uploader = _uploader(kind, hub, logdir)
+            try:
+                assert uploader.committer.prepare()  # the takeover's start (the repository is there)...
+                _spend_the_window(hub)  # ... then the job's other clients spend the window
+                refused = hub.stats["limits_hit"]["api_requests"]
+                _log(writer, range(20, 30))
+                uploader.cycle()
+                after_first = hub.stats["limits_hit"]["api_requests"]
+                assert after_first > refused, "the scenario: the takeover's audit was refused (429)"
+                job = uploader.committer.pending_job()
+                assert job is not None and job.attempts == 1, "the send did not go ahead of the refused audit"
+                for cycle in range(CYCLES):
+                    clock.advance(10)  # within the window
+                    _log(writer, range(30 + 10 * cycle, 40 + 10 * cycle))
+                    uploader.cycle()
+                assert hub.stats["limits_hit"]["api_requests"] == after_first, (
+                    "the uploader asked again within the window the server said was spent")
+                assert uploader.committer.pending_job().attempts == 1  # type: ignore[union-attr]
+
+                clock.advance(window)  # the window resets
+                uploader.cycle()
+                audit = audit_record(uploader.queue)
+                assert audit["found"] == {} and audit["time"] == clock.time(), audit
+                writer.close()
+                uploader.cycle()
+                check_remote(logdir, _read_back(uploader), {0: range(30 + 10 * CYCLES)}, tmp_path / "remote")
+            finally:
+                uploader.release()
+        finally:
+            writer.close()
