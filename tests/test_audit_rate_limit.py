@@ -240,7 +240,8 @@ def test_a_spent_api_window_is_waited_out_not_audited_at_every_cycle(tmp_path, c
                     uploader.cycle()
                 assert hub.stats["limits_hit"]["api_requests"] == after_first, (
                     "the uploader asked again within the window the server said was spent")
-                assert uploader.committer.pending_job().attempts == 1  # type: ignore[union-attr]
+                job = uploader.committer.pending_job()
+                assert job is not None and job.attempts == 1, "the send was tried again within the window"
 
                 clock.advance(window)  # the window resets
                 uploader.cycle()

@@ -24,17 +24,18 @@ leaves its successor's job as it is. The audit: the queue's belief is checked ag
 the target does not hold exactly is sent again.
 
 An audit the target refuses (a 429, a 5xx, a timeout) does not hold back the send, not even the
-start's audit after a takeover: it is owed (:attr:`Committer.audit_due`) and asked again after its own
-wait (at least the server's ``Retry-After``, else the job's backoff by consecutive failures), not at
-every cycle; meanwhile the check after each commit waits too (the owed audit covers those files).
-Under 429s, an audit retried before every send left a node auditing and never committing. Nothing a
-send does relies on an audit having run first: the audit protects what was acknowledged *earlier*
-(a zombie commit that landed late, a bucket batch that lost files, a hand edit: the file is forgotten,
-so the next snapshot sends it again), and sending first only delays that repair. A piece is a whole
-prefix of its file, so a send never builds on what the target holds; a repository's commit is fenced
-by its parent commit, not by the audit; and a job whose outcome is unknown (in flight at a crash, or a
-failed attempt that may have landed) is reconciled by its own check (:meth:`Committer._reconcile`)
-before it is sent again, which still blocks its resend while the target cannot be asked.
+start's audit after a takeover: it is owed (:attr:`Committer.audit_due`) and asked again after its
+own wait (:func:`backoff`: at least the server's ``Retry-After`` or ``RateLimit`` reset, growing with
+consecutive refusals), not at every cycle; meanwhile the check after each commit waits too (the owed
+audit covers those files). Under 429s, an audit retried before every send left a node auditing and
+never committing. Nothing a send does relies on an audit having run first: the audit protects what
+was acknowledged *earlier* (a zombie commit that landed late, a bucket batch that lost files, a hand
+edit: the file is forgotten, so the next snapshot sends it again), and sending first only delays that
+repair. A piece is a whole prefix of its file, so a send never builds on what the target holds; a
+repository's commit is fenced by its parent commit, not by the audit; and a job whose outcome is
+unknown (in flight at a crash, or a failed attempt that may have landed) is reconciled by its own
+check (:meth:`Committer._reconcile`) before it is sent again, which still blocks its resend while the
+target cannot be asked.
 
 Every call to the target goes through the ``call`` function the uploader hands in
 (:meth:`hf_mpwriter.uploader.loop.Uploader._call`): it keeps the loop alive while a call runs, and may
@@ -307,7 +308,7 @@ class Committer:
             else:
                 self._verify(job.pieces, full=False)
         except TargetError as exc:
-            self._said_audit_refused(exc, progress)
+            self._audit_refused(exc, progress)
         finally:  # only now: a target that compares content hashes an open file's staged copy (a bucket)
             self.scanner.clean_staging(())
 
@@ -330,9 +331,9 @@ class Committer:
         try:
             self.audit()
         except TargetError as exc:
-            self._said_audit_refused(exc, progress)
+            self._audit_refused(exc, progress)
 
-    def _said_audit_refused(self, exc: TargetError, progress: Progress) -> None:
+    def _audit_refused(self, exc: TargetError, progress: Progress) -> None:
         """Say and record that an audit or check could not ask the target (:meth:`_verify` set its wait)."""
         text = redact(str(exc), self._token)
         wait = max(0.0, self._audit_retry_at - time.monotonic())
