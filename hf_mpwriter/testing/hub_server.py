@@ -118,6 +118,8 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
             per folder, as the Hub always does, and no rate limit (tests compress time);
             ``HubLimits.hub_free()`` adds the Hub's API window and commit rate. Refusals are counted
             in :attr:`stats` ``["limits_hit"]``.
+        clock: the monotonic seconds the limits' windows count in (default ``time.monotonic``): a test
+            that moves its client's clock by hand moves the server's windows with it, and sleeps never.
     """
 
     def __init__(
@@ -128,9 +130,10 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         read_only_tokens: Iterable[str] | None = None,
         username: str = DEFAULT_USER,
         limits: HubLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self._quotas = Quotas(limits if limits is not None else HubLimits())
+        self._quotas = Quotas(limits if limits is not None else HubLimits(), clock)
         self.host = host
         self._port = port
         self.tokens = set(tokens) if tokens is not None else None

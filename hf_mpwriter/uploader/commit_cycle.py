@@ -11,6 +11,7 @@ the loop, a ``sync`` or a test does around it::
         snapshot: new whole records of every file -> merged into the one pending job
         commit the pending job (fenced) -> acknowledge it in the queue, or back off and retry
         verify what was acknowledged; audit everything at start and every ``audit_every``
+        (an audit the target refused waits its own backoff: it never holds the commit back)
 
 Delivery is at least once and its effect exactly once: a job's bytes are fixed when it is queued, a
 retry sends the same bytes to the same paths, and a job whose outcome is unknown (``inflight`` after
@@ -21,6 +22,20 @@ successor took over), gets :class:`~hf_mpwriter.state.jobqueue.Superseded`: it s
 leaves its successor's job as it is. The audit: the queue's belief is checked against the target
 (after every commit for what was sent, in full at every start and every ``audit_every``), and what
 the target does not hold exactly is sent again.
+
+An audit the target refuses (a 429, a 5xx, a timeout) does not hold back the send, not even the
+start's audit after a takeover: it is owed (:attr:`Committer.audit_due`) and asked again after its
+own wait (:func:`backoff`: at least the server's ``Retry-After`` or ``RateLimit`` reset, growing with
+consecutive refusals), not at every cycle; meanwhile the check after each commit waits too (the owed
+audit covers those files). Under 429s, an audit retried before every send left a node auditing and
+never committing. Nothing a send does relies on an audit having run first: the audit protects what
+was acknowledged *earlier* (a zombie commit that landed late, a bucket batch that lost files, a hand
+edit: the file is forgotten, so the next snapshot sends it again), and sending first only delays that
+repair. A piece is a whole prefix of its file, so a send never builds on what the target holds; a
+repository's commit is fenced by its parent commit, not by the audit; and a job whose outcome is
+unknown (in flight at a crash, or a failed attempt that may have landed) is reconciled by its own
+check (:meth:`Committer._reconcile`) before it is sent again, which still blocks its resend while the
+target cannot be asked.
 
 Every call to the target goes through the ``call`` function the uploader hands in
 (:meth:`hf_mpwriter.uploader.loop.Uploader._call`): it keeps the loop alive while a call runs, and may
@@ -95,9 +110,12 @@ class Committer:
         self._prepare_fatal = False
         self._prepare_retry_at = 0.0
         self._prepare_failures = 0
-        #: The next cycle audits everything first (set at every start: a takeover trusts nothing).
+        #: A full audit is owed: set at every start (a takeover trusts nothing), and when a check could not
+        #: ask the target; run at the first cycle after :attr:`_audit_retry_at`.
         self.audit_due = True
-        self._next_audit = 0.0
+        self._next_audit = 0.0  # monotonic: the periodic audit's time
+        self._audit_retry_at = 0.0  # monotonic: a refused audit's wait ends then (the server's Retry-After...)
+        self._audit_failures = 0  # consecutive refused audits and checks: their backoff grows with them
         self._generation: int | None = None
         self._queue_errors_said: set[str] = set()  # (see :meth:`say_local_error`)
 
@@ -171,8 +189,8 @@ class Committer:
         key = self.target.key
         job = self.queue.unfinished(key)
         try:
-            if self.audit_due or time.monotonic() >= self._next_audit:
-                self.audit()
+            if self._audit_due():
+                self._audit_or_defer(progress)  # a refusal is said, and the send goes on
             step = job.step(time.time()) if job is not None else Step.SEND
             if job is not None and step is Step.RECONCILE:
                 job = self._reconcile(job)  # the last attempt may have landed although it failed
@@ -183,7 +201,7 @@ class Committer:
                     self.scanner.clean_staging(job.pieces)  # copies the merge superseded
                 if job is not None:
                     self._send(job, progress)
-        except TargetError as exc:  # from reconciling or auditing: the target could not be asked
+        except TargetError as exc:  # from reconciling: the target could not be asked whether the job landed
             text = redact(str(exc), self._token)
             if job is not None and job.state is not JobState.DONE:
                 self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + backoff(job.attempts + 1, exc),
@@ -289,7 +307,12 @@ class Committer:
         progress.committed_bytes += job.bytes
         logger.info("committed %d file(s), %d bytes as %s", len(job.pieces), job.bytes, commit_id)
         try:  # trust, but verify: the acknowledgement is not the proof
-            self._verify(job.pieces, full=False)
+            if self._audit_waiting():  # the target asked for a pause; the owed audit covers these files
+                logger.info("the check of commit %s waits for the audit the target refused", commit_id)
+            else:
+                self._verify(job.pieces, full=False)
+        except TargetError as exc:
+            self._audit_refused(exc, progress)
         finally:  # only now: a target that compares content hashes an open file's staged copy (a bucket)
             self.scanner.clean_staging(())
 
@@ -299,10 +322,34 @@ class Committer:
         self.queue.record_error(ErrorKind.TRANSIENT if exc.transient else ErrorKind.NEEDS_USER, text)
 
     # -- audit ---------------------------------------------------------------------------------
+    def _audit_waiting(self) -> bool:
+        """A refused audit's wait is not over: no audit nor check asks the target before then."""
+        return time.monotonic() < self._audit_retry_at
+
+    def _audit_due(self) -> bool:
+        """The audit is owed (a start, a refused check) or its period is over, and no refusal's wait runs."""
+        return not self._audit_waiting() and (self.audit_due or time.monotonic() >= self._next_audit)
+
+    def _audit_or_defer(self, progress: Progress) -> None:
+        """Audit; if the target refuses, say it and go on (see the module docstring: why that is safe)."""
+        try:
+            self.audit()
+        except TargetError as exc:
+            self._audit_refused(exc, progress)
+
+    def _audit_refused(self, exc: TargetError, progress: Progress) -> None:
+        """Say and record that an audit or check could not ask the target (:meth:`_verify` set its wait)."""
+        text = redact(str(exc), self._token)
+        wait = max(0.0, self._audit_retry_at - time.monotonic())
+        logger.warning("%s (the audit is asked again in %.0f s; commits go on meanwhile)", in_logdir(text, self.logdir), wait)
+        self._record_error(exc, text)
+        progress.error, progress.fatal = text, not exc.transient
+
     def audit(self) -> dict[str, str]:
         """Check every file the queue believes committed against what the target really holds.
 
-        Runs at every start (a takeover trusts nothing) and every ``audit_every`` seconds. Costs a
+        Runs at every start (a takeover trusts nothing) and every ``audit_every`` seconds; after a
+        refusal, once its wait is over (:meth:`_verify`), while commits go on. Costs a
         ``get_paths_info`` call per 500 files on the Hub, a ``stat`` per unchanged file locally; the
         bytes it hashes (every file at the first audit of a process, then only files changed since:
         :meth:`Target.local_reads`) lengthen the call's bound like the bytes a commit sends.
@@ -317,6 +364,7 @@ class Committer:
         if error is not None and error.kind is ErrorKind.TRANSIENT:
             self.queue.record_error(None)  # the target answered all it was asked: the outage is over
         self.audit_due = False
+        self._audit_failures = 0
         self._next_audit = time.monotonic() + self.target.audit_every(self.config.audit_every)
         return found
 
@@ -330,8 +378,10 @@ class Committer:
         try:
             found = (self._call("audit", self.target.differences, pieces, nbytes=self.target.local_reads(pieces))
                      if pieces else {})
-        except TargetError:
-            self.audit_due = True  # could not ask: the next cycle asks again
+        except TargetError as exc:  # could not ask: the full audit is owed, after a wait the server would accept
+            self.audit_due = True
+            self._audit_failures += 1
+            self._audit_retry_at = time.monotonic() + backoff(self._audit_failures, exc)
             raise
         record = audit_record(self.queue)
         repairing = dict(record.get("repairing", {}))
