@@ -240,12 +240,13 @@ class Memory:
             procs = marked(self.mark)
             for proc in procs:
                 try:
-                    cmd = " ".join(proc.cmdline())
+                    cmd = proc.cmdline()
                     pss = proc.memory_full_info().pss
                 except psutil.Error:
                     continue
+                python = bool(cmd) and os.path.basename(cmd[0]).startswith("python")  # not a node's shell
                 kind = ("uploaders" if "hf_mpwriter.uploader" in cmd else "other" if "torch.distributed.run" in cmd
-                        else "ranks" if "--rank" in cmd else "other")  # other: shells, torchrun's agents
+                        else "ranks" if python and "--rank" in cmd else "other")  # other: shells, torchrun's agents
                 sums[kind] += pss
             sums["total"] = sum(sums.values())
             sums["processes"] = len(procs)
