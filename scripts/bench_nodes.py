@@ -19,8 +19,8 @@ and which store their uploaders meet in (``--store``):
 The ways:
 
 ``hf_mpwriter``   one node: its uploader commits (what every mode costs on one node)
-``one leader``    hf_mpwriter with the job's store (torchrun's agent store): one leader commits every
-                  node's files per interval
+``one leader``    hf_mpwriter with the job's store (torchrun's agent store, or the ``env://`` one): one
+                  leader commits every node's files per interval
 ``node turns``    hf_mpwriter with ``HF_MPWRITER_JOB_STORE=0``: each node commits its own files, in its turn
                   (a bucket: each node writes its own, no turns)
 ``HFSummaryWriter in every rank``  the anchor, at its best: a run directory per rank, flushed every
@@ -44,11 +44,12 @@ rank's ``train/loss`` steps read back from the target with TensorBoard's reader;
 and twice (a step more than once) are counted. Memory: every 3 s, the PSS (shared pages split among
 the processes sharing them) of every process the job started, uploaders included, summed; and the
 machine's available memory. Every process a job starts carries ``BENCH_NODES_RUN`` (a fresh value per
-run) in its environment; whatever still carries it at the end is killed (nodes: their process groups).
+job) in its environment; whatever still carries it at the end is killed (nodes: their process groups).
 
 Needs root (UTS namespaces). ``python scripts/bench_nodes.py [--nodes 1 2 4 8] [--seconds 60] [--bucket]
 [--ranks-per-node 2] [--store agent|env]`` (~15 minutes on 2 CPUs; ``--quick``: 1 and 4 nodes, 40 s).
-16 nodes of one rank each with an ``env://`` store: ``--nodes 16 --ranks-per-node 1 --store env --ways leader``.
+16 nodes of one rank each with an ``env://`` store: ``--nodes 16 --ranks-per-node 1 --store env --ways leader
+--seconds 90`` (~4 minutes; about 310 MiB a node).
 """
 
 from __future__ import annotations
@@ -420,6 +421,12 @@ def main(argv: list[str] | None = None) -> int:
         return rank_main(way, store, logdir, repo, float(seconds), float(every))
     if os.geteuid() != 0:
         raise SystemExit("simulated nodes need root (unshare --uts)")
+
+    def interrupted(signum: int, _frame: object) -> None:  # unwinds: each job's ``finally`` ends its processes
+        raise SystemExit(f"bench_nodes: {signal.Signals(signum).name}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a job started with ``&`` ignores it
+        signal.signal(signum, interrupted)
     sizes = args.nodes or ([1, 4] if args.quick else [1, 2, 4, 8])
     seconds = args.seconds or (40.0 if args.quick else 60.0)
     ways = [w for w in args.ways if not (args.bucket and w == "anchor")]  # HFSummaryWriter has no buckets
