@@ -133,6 +133,23 @@ def test_a_writer_of_rank_12345_writes_into_its_block_and_finds_it_again(tmp_pat
     assert sorted(p.name for p in logdir.iterdir() if not p.name.startswith(".")) == ["ranks-9000-17999"]
 
 
+def test_the_uploader_places_its_nodes_system_run_by_the_node_rank_of_its_settings(tmp_path) -> None:
+    """The uploader's sampler takes the node rank from the logdir's upload settings (as its schedule
+    does): node 12,000 samples into ``system/nodes-9000-17999/<host>``, node 3 into ``system/<host>``."""
+    from types import SimpleNamespace
+
+    from hf_mpwriter.uploader.system_metrics import start_for
+
+    for node, folder in ((12_000, "system/nodes-9000-17999"), (3, "system")):
+        sampler = start_for(tmp_path, SimpleNamespace(system_metrics=60.0, node_rank=node))
+        assert sampler is not None
+        try:
+            assert sampler.run_dir.parent == tmp_path / folder  # named by this machine's host name
+        finally:
+            sampler.stop()
+        assert host_run_name("gpu12000", node) == f"{folder}/gpu12000"
+
+
 # -- a real commit through the test Hub ---------------------------------------------------------------
 def _write_run(logdir: Path, run: str, value: float) -> Path:
     """One small event file in run directory ``run``, as a writer leaves it."""

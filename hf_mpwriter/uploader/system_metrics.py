@@ -1,5 +1,6 @@
 """Per-node system metrics: the node's uploader samples CPU, memory, disk, network and GPUs into a
-TensorBoard run of its own, ``<logdir>/system/<host>/``, uploaded like any other run.
+TensorBoard run of its own, ``<logdir>/system/<host>/`` (past node rank 8999:
+``<logdir>/system/nodes-9000-17999/<host>/``, :func:`host_run_name`), uploaded like any other run.
 
 Why the uploader: it already runs exactly once per node and logdir, in its own process, so the
 training processes pay nothing (no thread, no import, no call on their hot path) and a node's series
