@@ -16,7 +16,10 @@ Why this scheme:
   past a world size would move every rank of a job that grows past it: each would start a new run.
 - **Ordinary jobs keep today's layout exactly**: ranks below 9,000 are untouched. The run directory
   keeps its name (``rank-{r:03d}``) inside a block folder, so code that looks for ``rank-12345``
-  still finds it, and a block's name (``ranks-``, not ``rank-``) is never taken for a rank's.
+  still finds it, and a block's name (``ranks-``, not ``rank-``) is never taken for a rank's. The
+  one change for existing jobs: in a job of 9,000 to 9,999 ranks (which fitted in one folder),
+  ranks 9,000 and up now write ``ranks-9000-17999/``; restarted across the upgrade, those ranks
+  start their runs anew there.
 - **Room for what lies beside the runs**: 9/10 of the limit is for run directories, the rest for
   the block folders, ``system/``, a second live writer's ``rank-NNN.1`` and the user's own files.
   With the Hub's 10,000: 9,000 ranks per folder and up to 900 block folders beside them, some 8.1
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 #: The most entries (files and sub-folders) the Hub takes in one folder of a repository (hub-docs).
 HUB_ENTRIES_PER_FOLDER = 10_000
+
 
 def flat_share(entries_per_folder: int = HUB_ENTRIES_PER_FOLDER) -> int:
     """How many run directories one folder holds: 9/10 of ``entries_per_folder`` (9,000 on the Hub)."""
