@@ -16,7 +16,10 @@ One interval's worth of offers is committed by the leader as it would in a job: 
 interval what one leader needs; per hour and per 5 minutes follow from the default 5-minute interval.
 
     python scripts/bench_scale.py                 # 64, 256, 1024 nodes
-    python scripts/bench_scale.py --nodes 4096    # a folder of 32,768 rank directories: the Hub refuses
+    python scripts/bench_scale.py --nodes 4096    # 32,768 ranks: past rank 8999 in folders of 9,000
+
+The ranks' files are named as the library names them (``RankInfo.run_name``: ``rank-000`` ...,
+``ranks-9000-17999/rank-12345`` ...), so a job past 1,250 nodes of 8 stays within 10,000 entries a folder.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ def run(nodes: int, ranks: int, spacing: float, tmp: Path) -> dict:
     from hf_mpwriter.testing.limits import HubLimits
     from hf_mpwriter.uploader.job_commit import Leader, store_prefix
     from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+    from hf_mpwriter.writer.ranks import RankInfo
 
     limits = HubLimits.hub_free()
     with HubServer(tokens={TOKEN}, limits=limits) as hub:
@@ -89,8 +93,9 @@ def run(nodes: int, ranks: int, spacing: float, tmp: Path) -> dict:
             at = time.time()
             values: dict[str, bytes] = {}
             for node in range(nodes):  # what each node's announce, then offer, writes
-                files = [[f"tb/rank-{node * ranks + r:05d}/events.out.tfevents.1.node{node}", content.sha256,
-                          content.size, content.xet_hash] for r in range(ranks)]
+                runs = [RankInfo(node * ranks + r, nodes * ranks, "torchrun").run_name() for r in range(ranks)]
+                files = [[f"tb/{run}/events.out.tfevents.1.node{node}", content.sha256, content.size, content.xet_hash]
+                         for run in runs]
                 values[f"incarnation/{node}"] = b"1"
                 values[f"answer/{node}"] = b"{}"
                 values[f"offer/{node}"] = json.dumps({"seq": 1, "incarnation": 1, "at": at + node * 1e-6,

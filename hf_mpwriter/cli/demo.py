@@ -101,8 +101,10 @@ def verify(logdir: Path, target: Any, steps: int, workers: int) -> list[str]:
             problems.append(f"{rel}: remote ({len(remote)} B) differs from local ({len(local)} B)")
         run = os.path.dirname(rel)
         per_run.setdefault(run, set()).update(s for (tag, s) in read_events(remote) if tag == "train/loss")
+    from ..writer.ranks import RankInfo  # the workers' own naming of their run directories
+
     for rank in range(workers):
-        run = f"rank-{rank:03d}"
+        run = str(RankInfo(rank, workers, "explicit").run_name())
         missing = set(range(steps)) - per_run.get(run, set())
         if missing:
             problems.append(f"{run}: steps missing on the target: {sorted(missing)[:10]}...")

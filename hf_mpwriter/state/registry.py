@@ -1,6 +1,7 @@
 """Who writes where: run-directory claims and writer registrations.
 
-- ``claims/<run>.lock``: held (``filelock``) by the process writing run directory ``<run>``. The OS
+- ``claims/<run>.lock``: held (``filelock``) by the process writing run directory ``<run>`` (a path
+  when the run lies in a block folder: ``claims/ranks-9000-17999/rank-12345.lock``). The OS
   drops the lock when the holder dies, so a restarted rank takes its run directory back, and two
   live processes can never share one.
 - ``writers/<host>-<pid>-<n>.json``: one per live writer; the uploader keeps running while any of
@@ -20,6 +21,7 @@ from filelock import Timeout
 
 from ..compat import OsFileLock, os_file_lock
 from .liveness import host_file_name, is_alive, process_identity
+from .run_dirs import in_block
 from .statedir import read_json, state_dir, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -57,9 +59,10 @@ def claim_run_dir(logdir: Path, preferred: str | None) -> Claim:
     """Claim ``preferred`` (or the plain layout ``logdir`` itself when ``None``).
 
     If another live process holds it (two processes without rank information, or a second
-    writer in this process), fall back to the first free ``<preferred>.<n>`` / ``proc-<n>``: every
-    process gets a run directory of its own, and restarted processes find the same names again in
-    the same order.
+    writer in this process), fall back to the first free ``<preferred>.<n>`` (beside ``preferred``,
+    in its folder) / ``proc-<n>`` (past ``proc-8999`` in block folders, as ranks:
+    :mod:`~hf_mpwriter.state.run_dirs`): every process gets a run directory of its own, and
+    restarted processes find the same names again in the same order.
     """
     claims = state_dir(logdir) / "claims"
     claims.mkdir(mode=0o700, exist_ok=True)
@@ -68,13 +71,15 @@ def claim_run_dir(logdir: Path, preferred: str | None) -> Claim:
         if n == 0:
             name = base
         else:
-            name = f"{preferred}.{n}" if preferred else f"proc-{n:03d}"
+            name = f"{preferred}.{n}" if preferred else in_block(n, f"proc-{n:03d}", "procs")
         path = (logdir / name) if name != "." else logdir
         if str(path) in _claimed_here:
             continue
         _forget_claims_in_forked_children()
         lock_name = "plain" if name == "." else name
-        lock = os_file_lock(claims / f"{lock_name}.lock", timeout=0)
+        lock_path = claims / f"{lock_name}.lock"
+        lock_path.parent.mkdir(mode=0o700, exist_ok=True)  # a run in a block folder: its lock in one too
+        lock = os_file_lock(lock_path, timeout=0)
         try:
             lock.acquire()
         except Timeout:

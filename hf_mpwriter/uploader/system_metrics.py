@@ -1,5 +1,6 @@
 """Per-node system metrics: the node's uploader samples CPU, memory, disk, network and GPUs into a
-TensorBoard run of its own, ``<logdir>/system/<host>/``, uploaded like any other run.
+TensorBoard run of its own, ``<logdir>/system/<host>/`` (past node rank 8999:
+``<logdir>/system/nodes-9000-17999/<host>/``, :func:`host_run_name`), uploaded like any other run.
 
 Why the uploader: it already runs exactly once per node and logdir, in its own process, so the
 training processes pay nothing (no thread, no import, no call on their hot path) and a node's series
@@ -53,6 +54,7 @@ import psutil
 
 from ..events.encoding import scalar_event, text_event
 from ..state.liveness import host_file_name
+from ..state.run_dirs import HUB_ENTRIES_PER_FOLDER, in_block
 from ..timing import SYSTEM_METRICS_FIRST_SAMPLE_S, SYSTEM_METRICS_PERIOD_S
 
 logger = logging.getLogger(__name__)
@@ -63,9 +65,15 @@ _GIB = float(1 << 30)
 _MIB = float(1 << 20)
 
 
-def host_run_name(host: str | None = None) -> str:
-    """``system/<host>``: the run directory of this host's series (a safe file name)."""
-    return f"{RUN_DIR}/{host_file_name(host or None)}"
+def host_run_name(host: str | None = None, node_rank: int = 0, entries_per_folder: int = HUB_ENTRIES_PER_FOLDER) -> str:
+    """``system/<host>``: the run directory of this host's series (a safe file name).
+
+    Past the hosts one folder holds (node rank 9,000 and up), ``system/nodes-9000-17999/<host>``
+    (:mod:`hf_mpwriter.state.run_dirs`): ``system/`` stays within the Hub's entries per folder on
+    the largest machines too. The node rank places it, the host name names it: a host whose node
+    rank changes across elastic restarts keeps its run below 9,000 nodes.
+    """
+    return f"{RUN_DIR}/" + in_block(node_rank, host_file_name(host or None), "nodes", entries_per_folder)
 
 
 class _Rates:
@@ -176,6 +184,7 @@ class SystemMetrics:
         logdir: the logdir the uploader commits; its file system is the one whose use is reported.
         period: seconds between samples.
         host: the run's host name (default: this machine's).
+        node_rank: the node's rank in its job (places the run past 9,000 nodes: :func:`host_run_name`).
         active: called before each sample; sampling pauses while it returns ``False`` (the
             uploader passes "is a writer of the logdir alive").
     """
@@ -186,11 +195,12 @@ class SystemMetrics:
         period: float = SYSTEM_METRICS_PERIOD_S,
         *,
         host: str | None = None,
+        node_rank: int = 0,
         active: Callable[[], bool] | None = None,
     ) -> None:
         self.logdir = Path(logdir)
         self.period = float(period)
-        self.run_dir = self.logdir / host_run_name(host)
+        self.run_dir = self.logdir / host_run_name(host, node_rank)
         self._active = active
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -356,7 +366,8 @@ def start_for(logdir: Path, config: Any) -> SystemMetrics | None:
             return None
         from ..state.registry import live_writers
 
-        sampler = SystemMetrics(logdir, period, active=lambda: bool(live_writers(logdir)))
+        node_rank = int(getattr(config, "node_rank", 0) or 0)
+        sampler = SystemMetrics(logdir, period, node_rank=node_rank, active=lambda: bool(live_writers(logdir)))
         sampler.start()
         return sampler
     except Exception:

@@ -4,6 +4,16 @@ Each rank must write into a run directory of its own (TensorBoard erases a run's
 writers interleave steps in one directory), and a rank restarted on the same logdir must find its
 old run directory again so that ``purge_step`` continues the same TensorBoard run. The rank number
 is the stable identity that gives both.
+
+Where a rank's run directory lies depends on its rank alone (:mod:`hf_mpwriter.state.run_dirs`):
+``rank-000`` ... ``rank-8999`` in the logdir, as always, then ``ranks-9000-17999/rank-12345`` and
+so on, so that no folder holds more than the Hub's 10,000 entries. What restarts do:
+
+- same rank, same world size: the same run directory;
+- an elastic restart with another world size: each rank still finds the run directory of its rank
+  number (the launcher may give that number to another process than before: the run follows the
+  rank, as TensorBoard shows it); a world that shrinks to one process writes the plain layout
+  (the logdir itself), as a single process always has.
 """
 
 from __future__ import annotations
@@ -12,6 +22,8 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from ..state.run_dirs import HUB_ENTRIES_PER_FOLDER, in_block
 
 # (variable of the global rank, of the world size, launcher name), most specific first. detect() reads
 # nothing else of the launcher: not the local rank (the run directory is named by the global rank), not
@@ -40,11 +52,13 @@ class RankInfo:
     def distributed(self) -> bool:
         return self.rank is not None and self.world_size > 1 or self.launcher == "explicit"
 
-    def run_name(self) -> str | None:
-        """Name of this rank's run directory inside the logdir, ``None`` for the plain layout."""
+    def run_name(self, entries_per_folder: int = HUB_ENTRIES_PER_FOLDER) -> str | None:
+        """Path of this rank's run directory inside the logdir, ``None`` for the plain layout:
+        ``rank-012``, or ``ranks-9000-17999/rank-12345`` past the ranks one folder holds when no folder
+        may hold more than ``entries_per_folder`` entries (the Hub's limit; a test sets a small one)."""
         if not self.distributed or self.rank is None:
             return None
-        return f"rank-{self.rank:03d}"
+        return in_block(self.rank, f"rank-{self.rank:03d}", "ranks", entries_per_folder)
 
 
 def _int(env: Mapping[str, str], name: str) -> int | None:

@@ -7,7 +7,8 @@ is underneath:
   ``write`` per batch, unique names, flush every 2 s by default, rotation);
 - ``add_scalar`` has a fast path that encodes the event directly (byte-identical output);
 - each process gets a run directory of its own: ``<logdir>`` for a single process (the plain layout
-  of today's writers), ``<logdir>/rank-NNN`` for rank NNN of a distributed job;
+  of today's writers), ``<logdir>/rank-NNN`` for rank NNN of a distributed job (past rank 8999 in a
+  folder of 9,000: ``<logdir>/ranks-9000-17999/rank-12345``, within the Hub's 10,000 entries a folder);
 - ``add_scalars`` and ``add_hparams`` keep tensorboardX's directory layout but use this writer, and
   ``add_scalars`` does not keep every value in memory (``export_scalars_to_json`` reads the files back);
 - torch tensors of any dtype ``torch.utils.tensorboard`` accepts work (bfloat16 included,
@@ -87,7 +88,8 @@ class SummaryWriter(tensorboardX.SummaryWriter):
     Args:
         rank: this process's global rank, overriding the launcher's environment (``RANK``,
             ``SLURM_PROCID``, Open MPI / PMI). Rank ``r`` of a distributed job writes into
-            ``<logdir>/rank-<r:03d>``; a single process writes into ``<logdir>`` itself.
+            ``<logdir>/rank-<r:03d>`` (past rank 8999: ``<logdir>/ranks-9000-17999/rank-12345``, see
+            :mod:`hf_mpwriter.state.run_dirs`); a single process writes into ``<logdir>`` itself.
         rotate_bytes: continue in a new event file past this size (bounds the cost of uploads).
 
     Example:
@@ -151,7 +153,8 @@ class SummaryWriter(tensorboardX.SummaryWriter):
 
     @property
     def run_dir(self) -> Path:
-        """The directory this process's events go to: ``logdir`` or ``logdir/rank-NNN``."""
+        """The directory this process's events go to: ``logdir`` or ``logdir/rank-NNN`` (in its block
+        folder past rank 8999)."""
         if self._claim is None:
             return self._root / (self.rank_info.run_name() or "")
         return self._claim.path
