@@ -9,13 +9,17 @@ changes (:class:`JobTarget`, the node's target). Its queue, snapshots, fence and
         send the content to the Hub's storage          (preupload: Xet, or LFS for a repository)
         offer the files in the store: path, sha256, size, Xet hash (metadata only, under its node rank)
         wait for the leader's answer: the commit id, or a refusal
-        no answer within OFFER_WAIT_S: take the offer back, commit the files itself (as node turns)
+        no answer within OFFER_WAIT_S: take the offer back, commit the files itself at its own slot
+        of the job's budget (one node at a time), offering to the leader again meanwhile
 
     leader (a thread of every node's uploader; the one holding the store's lease acts):
         renew the lease; a lease nobody renewed for LEASE_STALE_S is taken over (compare_set)
         fix the parent (the head its last commit returned, or read it), then read the offers
-        JOB_GATHER_S after a round's first offer: one commit (a bucket: one batch) of every offered
-        file, then one paths_info per 500 files to verify it, and answer every node
+        JOB_GATHER_S after a round's first offer: one commit (a bucket: one batch) of the oldest offers
+        that fit in one (at most the budget's files), then one paths_info per 500 files to verify it,
+        and answer every node with the commit and the job's plan (:mod:`.job_plan`: when each node
+        offers, so that the job stays within its budget of commits and API requests at any size)
+        offers the budget has no room for soon: answered with the time to offer again (``Deferred``)
 
 Nothing depends on the leader for safety, only for cost. Every commit names its parent, fixed
 *before* the offers are read: a node that takes its offer back (or finds it expired) commits only
