@@ -531,7 +531,7 @@ class Leader:
         if now - self._last_commit < self.spacing and not last:
             return
         first = min(self._first_seen.setdefault((node, o["seq"]), now) for node, o in self._candidates.items())
-        if len(self._candidates) < self.nodes and now - first < JOB_GATHER_S:
+        if len(self._candidates) < self.nodes and now - first < JOB_GATHER_S and not self._full():
             return
         wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
         free_at = self.books.next_free(now, wanted)
@@ -576,6 +576,12 @@ class Leader:
         rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
         if rest:
             self._defer_rest(rest)
+
+    def _full(self) -> bool:
+        """Whether the offers read fill a commit already (a group of the plan, or the files a commit holds):
+        then there is nothing to gather for, and a leader that waited each time would fall behind its plan."""
+        files = sum(len(o["files"]) for o in self._candidates.values())
+        return files >= self.max_files or len(self._candidates) >= self.plan().per_commit
 
     def _failed(self, exc: TargetError, offers: dict[int, dict]) -> None:
         """A commit failed: a 429 slows the plan and puts the offers off until the Hub's time; a timeout halves

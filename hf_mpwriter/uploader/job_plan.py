@@ -44,6 +44,11 @@ NODE_REQUEST_EVERY_S = 1800.0
 #: The leader never plans to spend more than this share of the request budget, whatever the nodes
 #: leave: retries, verifications of a node's own and the audits need the rest.
 LEADER_SHARE = 0.75
+#: The plan spends this share of what the books allow: the rest is slack for what it does not foresee (the
+#: first interval, when every node offers at once; closing writers; retries), so the leader catches up on
+#: it instead of carrying a backlog for ever (measured: a plan of exactly 32 commits an hour left offers
+#: put off for good, and a rank's newest record up to 35 minutes old at 1,024 nodes).
+PLAN_SLACK = 0.9
 #: A 429 from the Hub multiplies the plan's gap by this, up to :data:`MAX_SLOWDOWN`; an hour without
 #: one brings it back to 1.
 SLOWDOWN_STEP = 2.0
@@ -158,7 +163,7 @@ def write_gap(budget: Budget, kind: str, nodes: int, files: int, slowdown: float
     gap = budget.api_window_s * per_write / share
     if kind == "hub":
         gap = max(gap, budget.commit_window_s / budget.commits_per_hour)
-    return gap * slowdown
+    return gap * slowdown / PLAN_SLACK
 
 
 def make_plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_every: float,
