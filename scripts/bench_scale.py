@@ -597,7 +597,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         out["commits_per_hour"] = len(times) * 3600 / span if span else 0.0
         out["commits_per_hour_note"] = f"{len(times)} in {span / 60:.0f} min, per hour"
     # API requests per 5 Hub-minutes: fixed windows of 5 samples (a sample per Hub-minute)
-    windows = [sum(api_requests(samples[i + 5][1], samples[i][1]).values()) for i in range(0, len(samples) - 4, 5)]
+    windows = [sum(api_requests(samples[i + 5][1], samples[i][1]).values()) for i in range(0, len(samples) - 5, 5)]
     out["api_5min_max"] = max(windows, default=0)
     out["api_5min_mean"] = statistics.mean(windows) if windows else 0.0
     out["api_windows"] = len(windows)
