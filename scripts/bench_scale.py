@@ -10,15 +10,17 @@ Hub time (real seconds times the scale). What is compressed, and how:
   ``HubLimits(api_requests_per_window=1000, window_s=300/scale, commits_per_hour=128,
   commit_window_s=3600/scale)``, so a design that overspends gets 429s (counted: ``limits_hit``);
 - the leader's spacing (half the Hub's ~28 s for a repository, 0 for a bucket) and ``commit_every``
-  (300 s for a repository, 10 s for a bucket) are divided by the scale, and so is ``JOB_GATHER_S`` (2 s:
-  how long a round gathers offers after the first, which must stay below the plan's gap; a module
-  constant of ``hf_mpwriter.uploader.job_commit``, set in the leader processes before the Leader starts).
+  (300 s for a repository, 10 s for a bucket) are divided by the scale, and so are ``JOB_GATHER_S`` (2 s:
+  how long a round gathers offers after the first, which must stay below the plan's gap) and
+  ``DEFER_AFTER_S`` (10 s: how long the leader holds offers waiting for the budget's room before it puts
+  them off; unscaled it would hold them 10 × scale Hub-seconds). Module constants of
+  ``hf_mpwriter.uploader.job_commit``, set in the leader processes before the Leader starts.
 - NOT scaled (real seconds, so times scale × longer in Hub time here than in a job): the waits about
   processes, not the Hub: ``LEASE_STALE_S`` (10 s: a standby takes a lease over 10 s real after its last
   renewal, i.e. 10 × scale Hub-seconds here), ``LEADER_POLL_S`` (a round every 0.5 s real, which adds up
   to 0.5 × scale Hub-seconds to a commit's latency here), ``OFFER_WAIT_S`` (30 s: how long a node waits
   for an answer, and how old an offer the leader still takes; scaled, it would fall below the unscaled
-  poll), ``DEFER_AFTER_S`` (10 s) and ``STORE_RETRY_S`` (30 s), the plan's ``OWN_TURN_SLACK_S`` (1 s), and
+  poll) and ``STORE_RETRY_S`` (30 s), the plan's ``OWN_TURN_SLACK_S`` (1 s), and
   everything the processes do (a commit of 1,000 files to the test Hub takes what it takes on this
   2-core machine, in real seconds, times the scale in Hub time).
   The default scale is 60 for a repository (poll: 30 Hub-seconds against an interval of 5 to 17
@@ -133,6 +135,7 @@ def leader_main(cfg: dict) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scale = cfg["scale"]
     job_commit.JOB_GATHER_S /= scale  # a round's gathering, against the plan's gap: Hub time
+    job_commit.DEFER_AFTER_S /= scale  # how long the leader holds offers for the budget's room: Hub time
     log = open(cfg["log"], "a", buffering=1)
 
     class TimedStore(JobStore):
