@@ -611,6 +611,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
     if scenario == "kill-leader" and killed:
         after = sorted(r["t"] for r in rounds if r["files"] and r["pid"] != killed["pid"] and r["t"] > killed["at"])
         out["takeover_s"] = (after[0] - killed["at"]) * scale if after else math.inf
+        before = [r["t"] for r in rounds if r["files"] and r["pid"] == killed["pid"]]
+        out["overlap"] = bool(after and before and max(before) > after[0])  # two leaders committing at once
     if scenario == "kill-store" and killed:
         gone = killed["at"]
         firsts = {}
@@ -757,7 +759,8 @@ def main() -> int:
                  f"timeouts {c['timeouts']}, own commits {c['own_commits']} (refused {c['own_refused']})")
         if "takeover_s" in r:
             extra += (f"; leader SIGKILLed: standby's first commit {_fmt_s(r['takeover_s'])} later = "
-                      f"{r['takeover_s'] / (r['plan'].interval * r['scale']):.2f} intervals")
+                      f"{r['takeover_s'] / (r['plan'].interval * r['scale']):.2f} intervals ({r['takeover_s'] / r['scale']:.1f} s "
+                      f"real, mostly the unscaled LEASE_STALE_S); the two leaders' commits overlap: {r['overlap']}")
         if "drain_s" in r:
             extra += (f"; store killed: {r['drained_nodes']}/{r['nodes']} nodes committed themselves, the last "
                       f"{_fmt_s(r['drain_s'])} after (own cycle {_fmt_s(r['own_every_hub_s'])}; says: {r['drain_note']}"
