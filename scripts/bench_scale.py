@@ -98,7 +98,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -230,8 +229,8 @@ class Nodes:
 
     def __init__(self, kind: str, nodes: int, ranks: int, scale: float, store: Any, contents: list[Any],
                  own_target: Any) -> None:
-        from hf_mpwriter.uploader.job_plan import make_budget, make_plan
         from hf_mpwriter.targets.hub import HubTarget
+        from hf_mpwriter.uploader.job_plan import make_budget, make_plan
 
         self.kind, self.n, self.ranks, self.scale, self.store = kind, nodes, ranks, scale, store
         self.contents, self.own_target = contents, own_target
@@ -450,7 +449,6 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Path, quiet: bool = False) -> dict:
-    from hf_mpwriter.targets.hub import HubTarget
     from hf_mpwriter.testing import HubServer
     from hf_mpwriter.testing.limits import HubLimits
     from hf_mpwriter.timing import AUDIT_EVERY_S, BUCKET_AUDIT_EVERY_S, LEASE_STALE_S
@@ -727,7 +725,7 @@ def main() -> int:
         args.json.write_text(json.dumps([{k: (str(v) if k == "plan" else v) for k, v in r.items()} for r in results],
                                         indent=1))
     rows = []
-    for r in results:
+    for r in [r for r in results if r["scenario"] != "kill-store"]:
         p, rb = r["plan"], r["readback"]
         sc = r["scale"]
         rows.append([
@@ -755,18 +753,29 @@ def main() -> int:
                  "(p50 / p95 / max)", "429s (limits hit)", "read back", "wall time"], rows))
     for r in results:
         c = r["counts"]
-        extra = (f"offers {c['offers']}, committed {c['commits']}, deferred {c['deferred']}, errors {c['errors']}, "
-                 f"timeouts {c['timeouts']}, own commits {c['own_commits']} (refused {c['own_refused']})")
-        if "takeover_s" in r:
-            extra += (f"; leader SIGKILLed: standby's first commit {_fmt_s(r['takeover_s'])} later = "
-                      f"{r['takeover_s'] / (r['plan'].interval * r['scale']):.2f} intervals ({r['takeover_s'] / r['scale']:.1f} s "
-                      f"real, mostly the unscaled LEASE_STALE_S); the two leaders' commits overlap: {r['overlap']}")
-        if "drain_s" in r:
-            extra += (f"; store killed: {r['drained_nodes']}/{r['nodes']} nodes committed themselves, the last "
-                      f"{_fmt_s(r['drain_s'])} after (own cycle {_fmt_s(r['own_every_hub_s'])}; says: {r['drain_note']}"
-                      f" [in scaled seconds]); Hub API requests while draining {r['drain_api']}, 429s "
-                      f"{r['drain_429'] or 'none'}; leader commits after the kill {r['leader_commits_after_kill']}")
-        print(f"- {r['kind']} {r['nodes']} {r['scenario']}: {extra}")
+        print(f"- {r['kind']} {r['nodes']} {r['scenario']}: offers {c['offers']}, answered with a commit {c['commits']}, "
+              f"put off {c['deferred']}, errors {c['errors']}, no answer in time {c['timeouts']}, the nodes' own "
+              f"commits {c['own_commits']} (refused {c['own_refused']})")
+    kills = [r for r in results if r["scenario"] != "steady"]
+    if kills:
+        rows = []
+        for r in kills:
+            sc, interval = r["scale"], r["plan"].interval * r["scale"]
+            if r["scenario"] == "kill-leader":
+                what = (f"standby's first commit {_fmt_s(r['takeover_s'])} after the SIGKILL = "
+                        f"{r['takeover_s'] / interval:.2f} intervals ({r['takeover_s'] / sc:.1f} s real: the unscaled "
+                        f"LEASE_STALE_S + a watch); commits of the two leaders overlap: {'yes' if r['overlap'] else 'no'}")
+            else:
+                what = (f"{r['drained_nodes']}/{r['nodes']} nodes committed themselves, the last {_fmt_s(r['drain_s'])} "
+                        f"after the kill; the plan's own cycle (drain_note's 'up to') {_fmt_s(r['own_every_hub_s'])}; "
+                        f"Hub API requests while draining {r['drain_api']}; 429s {r['drain_429'] or 'none'}; the "
+                        f"leader's commits after the kill {r['leader_commits_after_kill']}")
+            rb = r["readback"]
+            rows.append([r["kind"], r["nodes"], r["scenario"], f"{sc:g}", what,
+                         f"{rb['ok']}/{rb['files']} ok, lost {rb['lost']}, stale {rb['stale']}, torn {rb['torn']}"
+                         + (f", commits naming a path twice {r['dup_commits']}" if r["dup_commits"] is not None else ""),
+                         f"{r['wall_s']:.0f} s"])
+        print(table(["target", "nodes", "scenario", "scale", "what happened (Hub time)", "read back", "wall time"], rows))
     return 0
 
 
