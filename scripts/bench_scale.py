@@ -52,7 +52,8 @@ sets the node's next slot; a deferral (``retry_at``) makes it offer again then; 
 The content: four event-file contents of different sizes, uploaded once to the Hub's storage (Xet);
 an offer's files point at content ``seq % 4``, so the read-back can tell an old version from the
 newest. A node's data is "written up to" the moment it offers; a rank's newest record's age at the
-target, sampled every Hub-minute after a warm-up (the first commit, then one plan interval), is now minus the offer time of
+target, sampled at random moments a Hub-minute apart on average (fixed ones would alias with the
+interval) after a warm-up (the first commit, then one plan interval), is now minus the offer time of
 its node's newest offer that the Hub holds (answered with a commit, or committed by the node itself).
 
 WHAT IS MODELLED, not measured: the nodes' own Hub API requests (the simulator makes none but the own
@@ -93,6 +94,7 @@ import json
 import logging
 import math
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -498,13 +500,14 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             samples: list[tuple[float, dict]] = []
             age_samples: list[float] = []
             killed: dict[str, Any] = {}
-            t0 = next_sample = stop_at = kill_at = math.inf  # set once the first commit is answered
+            t0 = next_sample = next_age = stop_at = kill_at = math.inf  # set once the first commit is answered
+            pick = random.Random(nodes)
             while time.time() < stop_at and (scenario != "kill-store" or not killed or sim.store_gone_at is None
                                               or time.time() - sim.store_gone_at < 3 * plan.own_every() + 60):
                 now = time.time()
                 sim.tick()
                 if t0 == math.inf and sim.commit_log:  # warm-up: the first commit (the processes' first HTTP
-                    t0 = next_sample = sim.commit_log[0][0] + interval  # calls take seconds), then an interval
+                    t0 = next_sample = next_age = sim.commit_log[0][0] + interval  # calls take seconds), then an interval
                     stop_at = t0 + measure if scenario != "kill-store" else math.inf
                     kill_at = t0 + interval if scenario == "kill-leader" else t0
                     say(f"first commit {(sim.commit_log[0][0] - wall_start) * scale:.0f} Hub-s after the start")
@@ -512,9 +515,10 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                     raise RuntimeError("no commit in the warm-up")
                 if now >= next_sample and scenario != "kill-store":
                     samples.append((now, hub.stats))
-                    if len(samples) > 1:
-                        age_samples += sim.ages(now, wall_start)
                     next_sample += 60 / scale
+                if now >= next_age and scenario != "kill-store":  # at random moments, a Hub-minute apart on average
+                    age_samples += sim.ages(now, wall_start)  # (fixed ones would alias with a 10 s or 5 min interval)
+                    next_age += 60 / scale * pick.uniform(0.2, 1.8)
                 if scenario == "kill-leader" and not killed and now >= kill_at:
                     lease = json.loads(sim_store.get("lease") or b"{}")
                     victim = next(p for p in procs if p.pid == lease.get("pid"))
