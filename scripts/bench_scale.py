@@ -258,6 +258,7 @@ class Nodes:
         self.store_gone_at: float | None = None
         self.own_commit_log: list[tuple[float, int]] = []  # (real time, node)
         self.commit_log: list[tuple[float, int, float, float]] = []  # (answered, node, offer's at, offered)
+        self.deferred_log: list[float] = []  # when an offer was put off
         from hf_mpwriter.timing import OFFER_WAIT_S, STORE_RETRY_S
 
         self.offer_wait, self.store_retry = OFFER_WAIT_S, STORE_RETRY_S  # not scaled (see the docstring)
@@ -360,6 +361,7 @@ class Nodes:
             self.plan[node] = Plan.from_json(answer.get("plan")) or self.plan[node]
             if answer.get("retry_at") is not None:
                 self.counts["deferred"] += 1
+                self.deferred_log.append(now)
                 self.due[node] = float(answer["retry_at"])
             elif answer.get("commit") is None:
                 self.counts["errors"] += 1
@@ -450,7 +452,8 @@ def _pct(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Path, quiet: bool = False) -> dict:
+def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Path, quiet: bool = False,
+        minutes: float | None = None) -> dict:
     from hf_mpwriter.testing import HubServer
     from hf_mpwriter.testing.limits import HubLimits
     from hf_mpwriter.timing import AUDIT_EVERY_S, BUCKET_AUDIT_EVERY_S, LEASE_STALE_S
@@ -491,7 +494,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 procs.append(_start_leader(cfg, env, tmp / f"leader-{node}.err"))
             plan = sim.own_plan
             interval = plan.interval
-            measure = max(1.5 * interval, (3600 if kind == "repo" else 660) / scale) if scenario != "kill-store" else 0.0
+            least = (3600 if kind == "repo" else 660) if minutes is None else minutes * 60
+            measure = max(1.5 * interval, least / scale) if scenario != "kill-store" else 0.0
             if scenario == "kill-leader":  # killed one interval in; then the takeover and two intervals
                 measure = max(measure, 3 * interval + 2 * LEASE_STALE_S)
             wall_start = time.time()
@@ -588,6 +592,9 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         "files_max": max((r["files"] for r in commit_rounds), default=0),
         "files_mean": statistics.mean([r["files"] for r in commit_rounds]) if commit_rounds else 0.0,
         "measured_hub_s": (end_wall - t0) * scale,
+        "measured_offers": sum(1 for t, *_ in sim.commit_log if t0 <= t <= end_wall)
+        + sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
+        "measured_deferred": sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
     }
     # commits per Hub-hour: the most in any hour of the measured period (sliding over the commit times)
     times = sorted(r["t"] for r in commit_rounds)
@@ -704,6 +711,9 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=None,
                         help="time compression: Hub-seconds per real second (default: 60 for a repository, 5 for "
                              "a bucket, 600 for kill-store)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="Hub-minutes to measure after the warm-up, at least (default: 60 for a repository, 11 for "
+                             "a bucket; always at least 1.5 plan intervals)")
     parser.add_argument("--json", type=Path, default=None, help="also write every row's raw numbers here")
     parser.add_argument("--_leader", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -722,7 +732,7 @@ def main() -> int:
         for nodes in (int(n) for n in args.nodes.split(",")):
             scale = args.scale or DEFAULT_SCALE["kill-store" if args.scenario == "kill-store" else kind]
             with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
-                r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp))
+                r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp), minutes=args.minutes)
             results.append(r)
             print(json.dumps({k: (str(v) if k == "plan" else v) for k, v in r.items()}), flush=True)
     if args.json:
@@ -757,7 +767,9 @@ def main() -> int:
                  "(p50 / p95 / max)", "429s (limits hit)", "read back", "wall time"], rows))
     for r in results:
         c = r["counts"]
-        print(f"- {r['kind']} {r['nodes']} {r['scenario']}: offers {c['offers']}, answered with a commit {c['commits']}, "
+        print(f"- {r['kind']} {r['nodes']} {r['scenario']}: measured: {r['measured_deferred']} of "
+              f"{r['measured_offers']} answers put an offer off; whole run: offers {c['offers']}, "
+              f"answered with a commit {c['commits']}, "
               f"put off {c['deferred']}, errors {c['errors']}, no answer in time {c['timeouts']}, the nodes' own "
               f"commits {c['own_commits']} (refused {c['own_refused']})")
     kills = [r for r in results if r["scenario"] != "steady"]
