@@ -759,12 +759,13 @@ def main() -> int:
             + (f", twice {r['dup_commits']}" if r["dup_commits"] is not None else ""),
             f"{r['wall_s']:.0f} s",
         ])
-    print(table(["target", "nodes", "files", "scale", "plan (Hub time)", "leader's store round trips per round "
-                 "(p50 / max)", "store work per round at 0.3 ms (max)", "store time on loopback (max)",
-                 "round wall time, committing rounds (p50 / max, real)", "leading processes",
-                 "commits (batches) per hour", "files per commit (mean / max)",
-                 "Hub API requests per 5 min, measured (mean / max)", "nodes' own, modelled", "newest record's age "
-                 "(p50 / p95 / max)", "429s (limits hit)", "read back", "wall time"], rows))
+    if rows:
+        print(table(["target", "nodes", "files", "scale", "plan (Hub time)", "leader's store round trips per round "
+                     "(p50 / max)", "store work per round at 0.3 ms (max)", "store time on loopback (max)",
+                     "round wall time, committing rounds (p50 / max, real)", "leading processes",
+                     "commits (batches) per hour", "files per commit (mean / max)",
+                     "Hub API requests per 5 min, measured (mean / max)", "nodes' own, modelled", "newest record's age "
+                     "(p50 / p95 / max)", "429s (limits hit)", "read back", "wall time"], rows))
     for r in results:
         c = r["counts"]
         print(f"- {r['kind']} {r['nodes']} {r['scenario']}: measured: {r['measured_deferred']} of "
