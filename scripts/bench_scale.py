@@ -657,7 +657,7 @@ def _read_back(kind: str, hub: Any, sim: Nodes) -> dict:
     infos: dict[str, Any] = {}
     for i in range(0, len(paths), 500):
         chunk = paths[i:i + 500]
-        got = (api.get_bucket_paths_info(BUCKET, chunk) if kind == "bucket"
+        got: Any = (api.get_bucket_paths_info(BUCKET, chunk) if kind == "bucket"
                else api.get_paths_info(REPO, chunk))
         infos.update({info.path: info for info in got})
     by_key = {}
@@ -671,10 +671,10 @@ def _read_back(kind: str, hub: Any, sim: Nodes) -> dict:
             continue
         key = (info.size, getattr(info, "xet_hash", None) if kind == "bucket"
                else (info.lfs.sha256 if getattr(info, "lfs", None) else None))
-        got = by_key.get(key)
-        if got is None:
+        version = by_key.get(key)
+        if version is None:
             torn += 1
-        elif got != v:
+        elif version != v:
             stale += 1
         else:
             ok += 1
