@@ -74,6 +74,8 @@ SCENARIOS (``--scenario``):
   its ``Plan.own_turn`` of the last plan (a real ``HubTarget.commit_uploaded``). Reports how long
   draining took (every node's records written before the kill on the Hub) against ``Plan.drain_note()``,
   and the 429s. A repository only.
+  The nodes' own commits are ``commit_uploaded`` of content already in Xet (one Hub API request each; a
+  node's own commit in a job also reads the head and verifies: about 5, see DESIGN.md §7).
 Every scenario ends by reading back every rank's file: present, with the sha256 (a bucket: Xet hash) and
 size of its node's newest committed offer (nothing lost, nothing torn), and checks that no commit holds a
 path twice.
@@ -82,6 +84,11 @@ path twice.
     python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-leader
     python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-store
     python scripts/bench_scale.py --nodes 8 --scale 120 --kind repo  # a quick check
+
+A bucket's plan at 1,024 nodes puts 2.6 Hub-seconds between writes; the leader's unscaled 0.5 s poll
+weighs ``scale`` times more here, so a bucket wants a small scale (``--scale 2``: one 11-minute row takes
+6 minutes). ``BENCH_SCALE_KEEP=dir`` keeps the leaders' logs and their per-round records
+(``rounds.jsonl``) of the last row there.
 
 4,096 nodes × 8 ranks is 32,768 rank folders under one folder: the Hub refuses more than 10,000 entries a
 folder (the test Hub too), so this layout stops below that.
