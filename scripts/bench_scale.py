@@ -1,37 +1,116 @@
-"""How big a job one leader serves: the real ``Leader`` and a real ``TCPStore`` (in a process of its own),
-the test Hub with the Hub's limits on, and simulated nodes (8 ranks each) at 64, 256 and 1,024 nodes.
+"""How big a job one leader serves, by simulation: issue 32's "Done when" numbers for a repository and a
+Storage Bucket at 64, 256 and 1,024 nodes of 8 ranks, with the job's default settings.
 
-What is real: the leader's code (its lease thread, its batched reads of every node's offer, its commits
-by sha256 through the real huggingface_hub client, its verification), the store (torch's TCPStore, over
-loopback), the Hub's limits (``HubLimits``: 10,000 entries a folder, a free account's 1,000 API
-requests per 5 minutes, 128 commits an hour). What is simulated: the nodes. Their offers are written
-into the store as a node writes its own (announce, then offer: the same keys and values), all at once
-for one interval, and point at one event file's content uploaded once (the Hub checks that the content
-exists, not which file it came from). Store latency: loopback's, measured; the leader's store work at
-0.3 ms a round trip (a cross-node store) is modelled from its counted round trips.
+TIME IS COMPRESSED by ``--scale`` (60: a Hub-hour in a real minute). Every time this script prints is in
+Hub time (real seconds times the scale). What is compressed, and how:
 
-One interval's worth of offers is committed by the leader as it would in a job: at most
-``MAX_FILES_PER_COMMIT`` files a commit, the oldest offers first, commits ``--spacing`` seconds apart
-(the job's default is half the Hub's ~28 s: 14 s; scaled down here, and said). The table gives per
-interval what one leader needs; per hour and per 5 minutes follow from the default 5-minute interval.
+- the leader's budget is ``make_budget(...).scaled(scale)`` (the rates per window stay the Hub's: 32
+  commits an hour to a repository, 400 API requests per 5 minutes, 1,000 files a commit);
+- the test Hub enforces a free account's limits compressed the same way:
+  ``HubLimits(api_requests_per_window=1000, window_s=300/scale, commits_per_hour=128,
+  commit_window_s=3600/scale)``, so a design that overspends gets 429s (counted: ``limits_hit``);
+- the leader's spacing (half the Hub's ~28 s for a repository, 0 for a bucket) and ``commit_every``
+  (300 s for a repository, 10 s for a bucket) are divided by the scale, and so are ``JOB_GATHER_S`` (2 s:
+  how long a round gathers offers after the first, which must stay below the plan's gap) and
+  ``DEFER_AFTER_S`` (10 s: how long the leader holds offers waiting for the budget's room before it puts
+  them off; unscaled it would hold them 10 × scale Hub-seconds). Module constants of
+  ``hf_mpwriter.uploader.job_commit``, set in the leader processes before the Leader starts.
+- NOT scaled (real seconds, so times scale × longer in Hub time here than in a job): the waits about
+  processes, not the Hub: ``LEASE_STALE_S`` (10 s: a standby takes a lease over 10 s real after its last
+  renewal, i.e. 10 × scale Hub-seconds here), ``LEADER_POLL_S`` (a round every 0.5 s real, which adds up
+  to 0.5 × scale Hub-seconds to a commit's latency here), ``OFFER_WAIT_S`` (30 s: how long a node waits
+  for an answer, and how old an offer the leader still takes; scaled, it would fall below the unscaled
+  poll) and ``STORE_RETRY_S`` (30 s), the plan's ``OWN_TURN_SLACK_S`` (1 s), and
+  everything the processes do (a commit of 1,000 files to the test Hub takes what it takes on this
+  2-core machine, in real seconds, times the scale in Hub time).
+  The default scale is 60 for a repository (poll: 30 Hub-seconds against an interval of 5 to 17
+  minutes), 5 for a bucket (poll: 2.5 Hub-seconds against a 30 s goal) and 600 for ``kill-store``
+  (draining 1,024 nodes at the job's share of the commit rate takes 32 Hub-hours).
 
-    python scripts/bench_scale.py                 # 64, 256, 1024 nodes
-    python scripts/bench_scale.py --nodes 4096    # 32,768 ranks: past rank 8999 in folders of 9,000
+WHAT IS REAL: the ``Leader`` (hf_mpwriter.uploader.job_commit), run as the job runs it: two processes
+(node 0 and node 1's uploaders), each with its own ``Leader`` thread pair, one leading, the other a
+standby watching the lease; the store (torch's TCPStore, in a process of its own, over loopback); the
+test Hub (``hf_mpwriter.testing.HubServer``, in this process) with the Hub's limits on, driven by the
+real huggingface_hub client: the leader's commits by sha256 (a bucket: batches by Xet hash) and its
+verifications (``paths_info``); ``Plan.pacing`` and ``Plan.own_turn`` for when each simulated node
+offers or commits; ``HubTarget.commit_uploaded`` for the nodes' own commits once the store is gone; the
+read-back at the end (``HfApi.get_paths_info`` / ``get_bucket_paths_info``). The leader processes count
+per round ``JobStore.round_trips`` and time each round (a subclass that wraps ``_round``; the lease
+thread's renewals, one round trip per 0.5 s, share that store and may fall into a round's count).
 
-The ranks' files are named as the library names them (``RankInfo.run_name``: ``rank-000`` ...,
-``ranks-9000-17999/rank-12345`` ...), so a job past 1,250 nodes of 8 stays within 10,000 entries a folder.
+WHAT IS SIMULATED: the nodes. One loop in this process (not 1,024 threads) keeps each node's next due
+time: ``Plan.pacing(node)`` of the latest plan the node got in an answer (before that every node at phase
+0 of ``commit_every``). Each due node's offer is written exactly as ``JobTarget.commit`` writes it
+(``offer/{node}`` = ``{"seq","incarnation","at","files":[[path, sha256, size, xet_hash], ...]}``), but the
+offers due in one tick go in one ``multi_set``, and ``offered`` is bumped once per tick by their number
+(a node bumps it by 1). The nodes announce themselves as ``JobTarget._announce`` does (``incarnation``,
+``offer`` = ``-``, ``answer`` = ``{}``, ``members``), batched too. Answers are read as a node reads them,
+batched: poll ``answered``, and when it moved, ``multi_get`` the waiting nodes' answers. A commit answer
+sets the node's next slot; a deferral (``retry_at``) makes it offer again then; no answer within
+``OFFER_WAIT_S`` makes it take the offer back (``compare_set`` to ``-``) and commit itself at its
+``Plan.own_turn`` or, if that is later than ``STORE_RETRY_S``, offer again then (as ``JobTarget`` does).
+The content: four event-file contents of different sizes, uploaded once to the Hub's storage (Xet);
+an offer's files point at content ``seq % 4``, so the read-back can tell an old version from the
+newest. A node's data is "written up to" the moment it offers; a rank's newest record's age at the
+target, sampled at random moments a Hub-minute apart on average (fixed ones would alias with the
+interval) after a warm-up (the first commit, then one plan interval), is now minus the offer time of
+its node's newest offer that the Hub holds (answered with a commit, or committed by the node itself).
+
+WHAT IS MODELLED, not measured: the nodes' own Hub API requests (the simulator makes none but the own
+commits of ``kill-store``): one Xet write token per node per Hub-hour (the nodes upload their content
+themselves) and the audits the nodes share while a leader commits (``JOB_AUDITORS`` = 8 audits of one
+``paths_info`` per ``AUDIT_EVERY_S`` = 600 s for a repository, ``BUCKET_AUDIT_EVERY_S`` = 60 s for a
+bucket), in a column of their own next to the measured requests. The leader's store work at 0.3 ms a
+round trip (a cross-node store) is its counted round trips × 0.3 ms; the loopback time is measured too.
+
+SCENARIOS (``--scenario``):
+- ``steady``: a warm-up (until the first commit: the processes' first HTTP calls take seconds; then one
+  plan interval), then at least 1.5 plan intervals and one Hub-hour (a
+  repository: commits per hour are measured, not extrapolated) or two API windows (a bucket).
+- ``kill-leader``: as steady; after the warm-up and one more interval, SIGKILL the leading process (the
+  pid in the lease); report the time until the standby's first commit, in plan intervals (mostly the
+  unscaled ``LEASE_STALE_S``: 10 s real, i.e. 10 × scale Hub-seconds here).
+- ``kill-store``: after a warm-up, kill the store's process; every node then commits its own files at
+  its ``Plan.own_turn`` of the last plan (a real ``HubTarget.commit_uploaded``). Reports how long
+  draining took (every node's records written before the kill on the Hub) against ``Plan.drain_note()``,
+  and the 429s. A repository only.
+  The nodes' own commits are ``commit_uploaded`` of content already in Xet (one Hub API request each; a
+  node's own commit in a job also reads the head and verifies: about 5, see DESIGN.md §7).
+Every scenario ends by reading back every rank's file: present, with the sha256 (a bucket: Xet hash) and
+size of its node's newest committed offer (nothing lost, nothing torn), and checks that no commit holds a
+path twice.
+
+    python scripts/bench_scale.py                                   # steady, repo and bucket, 64,256,1024
+    python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-leader
+    python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-store
+    python scripts/bench_scale.py --nodes 8 --scale 120 --kind repo  # a quick check
+
+A bucket's plan at 1,024 nodes puts 2.6 Hub-seconds between writes; the leader's unscaled 0.5 s poll
+weighs ``scale`` times more here, so a bucket wants a small scale (``--scale 2``: one 11-minute row takes
+6 minutes). ``BENCH_SCALE_KEEP=dir`` keeps the leaders' logs and their per-round records
+(``rounds.jsonl``) of the last row there.
+
+4,096 nodes × 8 ranks is 32,768 rank folders under one folder: the Hub refuses more than 10,000 entries a
+folder (the test Hub too), so this layout stops below that.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
+import random
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,10 +121,88 @@ from bench_requests import api_requests  # noqa: E402
 
 TOKEN = "hf_bench_scale_token"
 REPO = "bench/scale"
-INTERVAL_S = 300.0  # the default commit_every of a repository
+BUCKET = "bench/scale-logs"
 ROUND_TRIP_S = 0.3e-3  # a cross-node TCPStore round trip (model)
+VERSIONS = 4  # contents an offer's files may point at (seq % VERSIONS)
+XET_TOKEN_EVERY_S = 3600.0  # model: one Xet write token per node per Hub-hour
+TICK_S = 0.05  # the simulator's loop, real seconds
+DEFAULT_SCALE = {"repo": 60.0, "bucket": 5.0, "kill-store": 600.0}
 
 
+# ---------------------------------------------------------------------------------------------------
+# the leader's process
+# ---------------------------------------------------------------------------------------------------
+def leader_main(cfg: dict) -> None:
+    """One node's uploader's ``Leader`` (leading or watching), rounds measured into ``cfg['log']``."""
+    from hf_mpwriter.targets.bucket import BucketTarget
+    from hf_mpwriter.targets.hub import HubTarget
+    from hf_mpwriter.uploader import job_commit
+    from hf_mpwriter.uploader.job_plan import make_budget
+    from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scale = cfg["scale"]
+    job_commit.JOB_GATHER_S /= scale  # a round's gathering, against the plan's gap: Hub time
+    job_commit.DEFER_AFTER_S /= scale  # how long the leader holds offers for the budget's room: Hub time
+    log = open(cfg["log"], "a", buffering=1)
+
+    class TimedStore(JobStore):
+        busy = 0.0
+
+        def _bounded(self, call: Any, round_trips: int = 1) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return super()._bounded(call, round_trips)
+            finally:
+                self.busy += time.perf_counter() - t0
+
+    class MeasuredLeader(job_commit.Leader):
+        idle_rounds = 0
+        files = 0
+
+        def _round(self) -> None:
+            store = self.store
+            assert isinstance(store, TimedStore)
+            rt, busy, t0, self.files = store.round_trips, store.busy, time.perf_counter(), 0
+            try:
+                super()._round()
+            finally:
+                n = store.round_trips - rt
+                if n > 1 or self.files:
+                    log.write(json.dumps({"t": time.time(), "pid": os.getpid(), "node": self.node, "rt": n,
+                                          "store_s": store.busy - busy, "wall": time.perf_counter() - t0,
+                                          "files": self.files, "idle_before": self.idle_rounds}) + "\n")
+                    self.idle_rounds = 0
+                else:
+                    self.idle_rounds += 1
+
+    if cfg["kind"] == "bucket":
+        target: Any = BucketTarget(BUCKET, prefix="tb", token=TOKEN, endpoint=cfg["endpoint"])
+        hub_spacing, commit_every = 0.0, 10.0
+    else:
+        target = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=cfg["endpoint"])
+        hub_spacing, commit_every = HubTarget.min_interval, 300.0
+    commit_uploaded = target.commit_uploaded
+
+    def counted(files: Sequence[Any], message: str, parent: str | None = None) -> str | None:
+        leader.files = len(files)
+        return commit_uploaded(files, message, parent=parent)
+
+    target.commit_uploaded = counted
+    spacing = min(commit_every, hub_spacing) / 2  # as job_commit.for_job
+    address = StoreAddress("127.0.0.1", cfg["port"], cfg["job"])
+    store = TimedStore(address, cfg["prefix"])
+    leader = MeasuredLeader(target, store, cfg["node"], cfg["nodes"], spacing / scale,
+                            make_budget(hub_spacing=hub_spacing).scaled(scale), commit_every / scale)
+    leader.start()
+    print("ready", flush=True)
+    sys.stdin.read()  # until the bench closes it (or kills this process)
+    leader.stop()
+
+
+# ---------------------------------------------------------------------------------------------------
+# the bench's side
+# ---------------------------------------------------------------------------------------------------
 def _store_process(port: int) -> subprocess.Popen:
     code = ("import sys, time, datetime, torch.distributed as d\n"
             f"s = d.TCPStore('127.0.0.1', {port}, is_master=True, wait_for_workers=False, "
@@ -55,109 +212,599 @@ def _store_process(port: int) -> subprocess.Popen:
     return proc
 
 
-def _one_content(hub_endpoint: str, tmp: Path):  # -> UploadedFile
-    """One event file's content in the repository's storage (Xet), as a node's preupload leaves it."""
+def _contents(kind: str, endpoint: str, tmp: Path) -> tuple[Any, list[Any]]:
+    """The target (as a node's) and :data:`VERSIONS` event-file contents in its Xet storage, as a node's
+    preupload leaves them (sizes 16 KiB + v KiB)."""
     from hf_mpwriter.state.piece import Piece, sha256_prefix
+    from hf_mpwriter.targets.bucket import BucketTarget
     from hf_mpwriter.targets.hub import HubTarget
 
-    path = tmp / "events.out.tfevents.1.node"
-    path.write_bytes(os.urandom(64 * 1024))
-    size = path.stat().st_size
-    target = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub_endpoint)
+    target: Any = (BucketTarget(BUCKET, prefix="tb", token=TOKEN, endpoint=endpoint) if kind == "bucket"
+                   else HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=endpoint))
     target.prepare()
-    uploaded = target.preupload([Piece(path="f", size=size, sha256=sha256_prefix(path, size), source=str(path))])
-    assert uploaded, "the content did not go to the Hub's storage"
-    return uploaded[0]
+    pieces = []
+    for v in range(VERSIONS):
+        path = tmp / f"events.out.tfevents.{v}.node"
+        path.write_bytes(os.urandom((16 + v) * 1024))
+        size = path.stat().st_size
+        pieces.append(Piece(path=f"v{v}", size=size, sha256=sha256_prefix(path, size), source=str(path)))
+    uploaded = target.preupload(pieces)
+    assert uploaded and len(uploaded) == VERSIONS, "the content did not go to the Hub's storage"
+    return target, uploaded
 
 
-def run(nodes: int, ranks: int, spacing: float, tmp: Path) -> dict:
-    from hf_mpwriter.targets.hub import HubTarget
+class Nodes:
+    """The simulated nodes (see the module's docstring): offers, answers, own commits, ages."""
+
+    def __init__(self, kind: str, nodes: int, ranks: int, scale: float, store: Any, contents: list[Any],
+                 own_target: Any) -> None:
+        from hf_mpwriter.targets.hub import HubTarget
+        from hf_mpwriter.uploader.job_plan import make_budget, make_plan
+
+        self.kind, self.n, self.ranks, self.scale, self.store = kind, nodes, ranks, scale, store
+        self.contents, self.own_target = contents, own_target
+        hub_spacing = 0.0 if kind == "bucket" else HubTarget.min_interval
+        self.commit_every = (10.0 if kind == "bucket" else 300.0) / scale
+        self.spacing = min(self.commit_every * scale, hub_spacing) / 2 / scale
+        self.budget = make_budget(hub_spacing=hub_spacing).scaled(scale)
+        # What a node says before any answer (JobTarget.plan_now): the same plan as the leader's here.
+        self.own_plan = make_plan(self.budget, "bucket" if kind == "bucket" else "hub", nodes, ranks,
+                                  self.commit_every, self.spacing)
+        now = time.time()
+        self.incarnation = time.time_ns()
+        self.plan: list[Any] = [None] * nodes
+        self.due = [now] * nodes  # real wall time of the next offer (or own commit)
+        self.pending: list[dict | None] = [None] * nodes  # {"seq", "at", "raw", "since"}
+        self.held_at = [math.nan] * nodes  # offer time of the newest offer the Hub holds
+        self.held_version: list[int | None] = [None] * nodes
+        self.own_last: list[float | None] = [None] * nodes
+        self.seq = [0] * nodes
+        self.answered_seen: int | None = None
+        self.counts = {"offers": 0, "commits": 0, "deferred": 0, "errors": 0, "timeouts": 0, "own_commits": 0,
+                       "own_refused": 0}
+        self.store_gone_at: float | None = None
+        self.own_commit_log: list[tuple[float, int]] = []  # (real time, node)
+        self.commit_log: list[tuple[float, int, float, float]] = []  # (answered, node, offer's at, offered)
+        self.deferred_log: list[float] = []  # when an offer was put off
+        from hf_mpwriter.timing import OFFER_WAIT_S, STORE_RETRY_S
+
+        self.offer_wait, self.store_retry = OFFER_WAIT_S, STORE_RETRY_S  # not scaled (see the docstring)
+
+    def files(self, node: int, version: int) -> list[list]:
+        """A node's files as the library names its ranks' runs (``RankInfo.run_name``: past rank 8,999 in
+        folders of 9,000, so no remote folder holds more than the Hub's 10,000 entries)."""
+        from hf_mpwriter.writer.ranks import RankInfo
+
+        c = self.contents[version]
+        world = self.n * self.ranks
+        runs = [RankInfo(node * self.ranks + r, world, "torchrun").run_name() for r in range(self.ranks)]
+        return [[f"tb/{run}/events.out.tfevents.1.node{node}", c.sha256, c.size, c.xet_hash] for run in runs]
+
+    def announce(self) -> None:
+        values: dict[str, bytes] = {}
+        for node in range(self.n):
+            values[f"incarnation/{node}"] = str(self.incarnation).encode()
+            values[f"offer/{node}"] = b"-"
+            values[f"answer/{node}"] = b"{}"
+        self.store.multi_set(values)
+        self.store.append("members", "".join(f"{n}," for n in range(self.n)).encode())
+        # every node at phase 0 of commit_every (no plan yet)
+        from hf_mpwriter.uploader.schedule import until_turn
+
+        now = time.time()
+        first = now + until_turn(self.commit_every, 0.0, now)
+        self.due = [first] * self.n
+
+    def next_slot(self, node: int, now: float) -> float:
+        from hf_mpwriter.uploader.schedule import until_turn
+
+        plan = self.plan[node]
+        interval, phase = plan.pacing(node) if plan is not None else (self.commit_every, 0.0)
+        return now + until_turn(interval, phase, now)
+
+    # -- one tick -----------------------------------------------------------------------------------
+    def tick(self, offering: bool = True) -> None:
+        if self.store_gone_at is not None:
+            self._own_tick(offering)
+            return
+        from hf_mpwriter.uploader.job_store import StoreError
+
+        try:
+            self._offer_tick(offering)
+            self._answer_tick()
+        except StoreError:
+            if self.store.gone():
+                self._store_gone()
+            else:
+                raise
+
+    def _offer_tick(self, offering: bool) -> None:
+        now = time.time()
+        due = [n for n in range(self.n) if self.pending[n] is None and self.due[n] <= now] if offering else []
+        if due:
+            values = {}
+            for node in due:
+                self.seq[node] = max(self.seq[node] + 1, time.time_ns())
+                seq = self.seq[node]
+                raw = json.dumps({"seq": seq, "incarnation": self.incarnation, "at": now,
+                                  "files": self.files(node, seq % VERSIONS)}).encode()
+                values[f"offer/{node}"] = raw
+                self.pending[node] = {"seq": seq, "at": now, "raw": raw, "since": now}
+            self.store.multi_set(values)
+            self.store.add("offered", len(due))
+            self.counts["offers"] += len(due)
+        # no answer in time: take the offer back (one compare_set each, as a node), then own turn or offer again
+        for node in range(self.n):
+            p = self.pending[node]
+            if p is None or now - p["since"] < self.offer_wait:
+                continue
+            self.counts["timeouts"] += 1
+            if self.store.compare_set(f"offer/{node}", p["raw"], b"-"):
+                self.pending[node] = None
+                plan = self.plan[node] or self.own_plan
+                wait = plan.own_turn(node, time.time(), self.own_last[node])
+                if wait <= 0:
+                    self._own_commit(node, p["seq"], p["at"])
+                    self.due[node] = self.next_slot(node, time.time())
+                else:
+                    self.due[node] = time.time() + min(wait, self.store_retry)
+            else:
+                self.answered_seen = None  # answered just before: read it
+
+    def _answer_tick(self) -> None:
+        answered = self.store.add("answered", 0)
+        if answered == self.answered_seen:
+            return
+        self.answered_seen = answered
+        waiting = [n for n in range(self.n) if self.pending[n] is not None]
+        if not waiting:
+            return
+        from hf_mpwriter.uploader.job_plan import Plan
+
+        raws = self.store.multi_get([f"answer/{n}" for n in waiting])
+        now = time.time()
+        for node, raw in zip(waiting, raws):
+            p = self.pending[node]
+            assert p is not None
+            answer = json.loads(raw or b"{}")
+            if answer.get("seq") != p["seq"]:
+                continue
+            self.pending[node] = None
+            self.plan[node] = Plan.from_json(answer.get("plan")) or self.plan[node]
+            if answer.get("retry_at") is not None:
+                self.counts["deferred"] += 1
+                self.deferred_log.append(now)
+                self.due[node] = float(answer["retry_at"])
+            elif answer.get("commit") is None:
+                self.counts["errors"] += 1
+                self.due[node] = self.next_slot(node, now)
+            else:
+                self.counts["commits"] += 1
+                if not self.held_at[node] >= p["at"]:
+                    self.held_at[node], self.held_version[node] = p["at"], p["seq"] % VERSIONS
+                self.due[node] = self.next_slot(node, now)
+                self.commit_log.append((now, node, p["at"], p["since"]))
+
+    # -- without a store ------------------------------------------------------------------------------
+    def _store_gone(self) -> None:
+        """The store is gone (and every offer in it): each node commits itself at its own turn."""
+        now = time.time()
+        self.store_gone_at = now
+        for node in range(self.n):
+            p = self.pending[node]
+            self.pending[node] = None
+            plan = self.plan[node] or self.own_plan
+            self.due[node] = now + plan.own_turn(node, now, self.own_last[node])
+            if p is not None:  # the leader may still commit it (it read it before): not counted as held
+                pass
+
+    def _own_tick(self, offering: bool) -> None:
+        now = time.time()
+        for node in sorted(range(self.n), key=lambda n: self.due[n]):
+            if self.due[node] > now:
+                break
+            self.seq[node] = max(self.seq[node] + 1, time.time_ns())
+            retry = self._own_commit(node, self.seq[node], now)
+            plan = self.plan[node] or self.own_plan
+            self.due[node] = (time.time() + retry if retry is not None
+                              else time.time() + plan.own_turn(node, time.time(), self.own_last[node]))
+            now = time.time()
+
+    def _own_commit(self, node: int, seq: int, at: float) -> float | None:
+        """The node's own commit of its files (real), as of ``at``; the seconds to wait after a refusal."""
+        from hf_mpwriter.errors import TargetError
+        from hf_mpwriter.targets.base import UploadedFile
+
+        files = [UploadedFile(*entry) for entry in self.files(node, seq % VERSIONS)]
+        try:
+            self.own_target.commit_uploaded(files, f"Upload TensorBoard logs: {len(files)} file(s) of node {node} "
+                                                   "(hf_mpwriter, the node's own)")
+        except TargetError as exc:
+            self.counts["own_refused"] += 1
+            return exc.retry_after if exc.retry_after is not None else 1.0
+        self.counts["own_commits"] += 1
+        self.own_last[node] = time.time()
+        self.own_commit_log.append((time.time(), node))
+        if not self.held_at[node] >= at:
+            self.held_at[node], self.held_version[node] = at, seq % VERSIONS
+        return None
+
+    def ages(self, now: float, since: float) -> list[float]:
+        """Each node's newest held record's age (real seconds); never held: since ``since``."""
+        return [now - (t if t == t else since) for t in self.held_at]
+
+
+def _start_leader(cfg: dict, env: dict, err: Path) -> subprocess.Popen:
+    with open(err, "w") as handle:
+        proc = subprocess.Popen([sys.executable, __file__, "--_leader", json.dumps(cfg)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=handle, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        raise RuntimeError(f"leader process did not start: {err.read_text()[-2000:]}")
+    return proc
+
+
+def _end(proc: subprocess.Popen | None, timeout: float = 20) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(timeout)
+    except (subprocess.TimeoutExpired, OSError):
+        proc.kill()
+        proc.wait()
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Path, quiet: bool = False,
+        minutes: float | None = None) -> dict:
     from hf_mpwriter.testing import HubServer
     from hf_mpwriter.testing.limits import HubLimits
-    from hf_mpwriter.uploader.job_commit import Leader, store_prefix
+    from hf_mpwriter.timing import AUDIT_EVERY_S, BUCKET_AUDIT_EVERY_S, LEASE_STALE_S
+    from hf_mpwriter.uploader.job_commit import JOB_AUDITORS, store_prefix
     from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
-    from hf_mpwriter.writer.ranks import RankInfo
 
-    limits = HubLimits.hub_free()
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"  [{kind} {nodes} {scenario} +{time.monotonic() - wall0:.0f}s] {text}", flush=True)
+
+    wall0 = time.monotonic()
+    limits = HubLimits(api_requests_per_window=1000, window_s=300 / scale, commits_per_hour=128,
+                       commit_window_s=3600 / scale)
+    procs: list[subprocess.Popen] = []
+    store_proc = None
     with HubServer(tokens={TOKEN}, limits=limits) as hub:
         os.environ.update(hub.env())
-        hub.create_repo(REPO)
-        content = _one_content(hub.endpoint, tmp)
-        port = free_port()
-        store_proc = _store_process(port)
+        if kind == "bucket":
+            hub.create_bucket(BUCKET)
+        else:
+            hub.create_repo(REPO)
+        node_target, contents = _contents(kind, hub.endpoint, tmp)
         try:
-            address = StoreAddress("127.0.0.1", port, f"scale-{nodes}")
-            leader_target = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
-            prefix = store_prefix(address, leader_target.key)
-            nodes_store = JobStore(address, prefix, deadline=60.0)
-            at = time.time()
-            values: dict[str, bytes] = {}
-            for node in range(nodes):  # what each node's announce, then offer, writes
-                runs = [RankInfo(node * ranks + r, nodes * ranks, "torchrun").run_name() for r in range(ranks)]
-                files = [[f"tb/{run}/events.out.tfevents.1.node{node}", content.sha256, content.size, content.xet_hash]
-                         for run in runs]
-                values[f"incarnation/{node}"] = b"1"
-                values[f"answer/{node}"] = b"{}"
-                values[f"offer/{node}"] = json.dumps({"seq": 1, "incarnation": 1, "at": at + node * 1e-6,
-                                                      "files": files}).encode()
-            nodes_store.multi_set(values)
-            nodes_store.append("members", "".join(f"{n}," for n in range(nodes)).encode())
-            nodes_store.add("offered", nodes)
-            leader = Leader(leader_target, JobStore(address, prefix, deadline=60.0), node=0, nodes=nodes,
-                            spacing=spacing)
-            before = hub.stats
-            started = time.monotonic()
-            leader.start()
-            answered, deadline = 0, time.monotonic() + 600
-            while time.monotonic() < deadline:
-                raw = nodes_store.multi_get([f"answer/{n}" for n in range(nodes)])
-                answered = sum(1 for v in raw if json.loads(v or b"{}").get("seq") == 1)
-                refused = hub.stats["limits_hit"]
-                if answered == nodes or refused.get("entries_per_folder"):
-                    break
-                time.sleep(0.5)
-            took = time.monotonic() - started
-            leader.stop()
-            after = hub.stats
+            port = free_port()
+            store_proc = _store_process(port)
+            job = f"scale-{kind}-{nodes}"
+            address = StoreAddress("127.0.0.1", port, job)
+            prefix = store_prefix(address, node_target.key)
+            log = tmp / "rounds.jsonl"
+            env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                   "HF_HOME": str(tmp / "hf_home")}
+            sim_store = JobStore(address, prefix, deadline=30.0)
+            sim = Nodes(kind, nodes, ranks, scale, sim_store, contents, node_target)
+            sim.announce()
+            for node in (0, 1):  # node 0's and node 1's uploaders: one leads, one watches
+                cfg = {"kind": kind, "endpoint": hub.endpoint, "port": port, "job": job, "prefix": prefix,
+                       "node": node, "nodes": nodes, "scale": scale, "log": str(log)}
+                procs.append(_start_leader(cfg, env, tmp / f"leader-{node}.err"))
+            plan = sim.own_plan
+            interval = plan.interval
+            least = (3600 if kind == "repo" else 660) if minutes is None else minutes * 60
+            measure = max(1.5 * interval, least / scale) if scenario != "kill-store" else 0.0
+            if scenario == "kill-leader":  # killed one interval in; then the takeover and two intervals
+                measure = max(measure, 3 * interval + 2 * LEASE_STALE_S)
+            wall_start = time.time()
+            say(f"plan: {plan}; warm-up: until the first commit, then one interval ({interval * scale:.0f} Hub-s); "
+                f"then measuring {measure * scale:.0f} Hub-s ({measure:.0f} s real)")
+            samples: list[tuple[float, dict]] = []
+            age_samples: list[float] = []
+            killed: dict[str, Any] = {}
+            t0 = next_sample = next_age = stop_at = kill_at = math.inf  # set once the first commit is answered
+            pick = random.Random(nodes)
+            while time.time() < stop_at and (scenario != "kill-store" or not killed or sim.store_gone_at is None
+                                              or time.time() - sim.store_gone_at < 3 * plan.own_every() + 60):
+                now = time.time()
+                sim.tick()
+                if t0 == math.inf and sim.commit_log:  # warm-up: the first commit (the processes' first HTTP
+                    t0 = next_sample = next_age = sim.commit_log[0][0] + interval  # calls take seconds), then an interval
+                    stop_at = t0 + measure if scenario != "kill-store" else math.inf
+                    kill_at = t0 + interval if scenario == "kill-leader" else t0
+                    say(f"first commit {(sim.commit_log[0][0] - wall_start) * scale:.0f} Hub-s after the start")
+                elif t0 == math.inf and now - wall_start > 120 + 3 * interval:
+                    raise RuntimeError("no commit in the warm-up")
+                if now >= next_sample and scenario != "kill-store":
+                    samples.append((now, hub.stats))
+                    next_sample += 60 / scale
+                if now >= next_age and scenario != "kill-store":  # at random moments, a Hub-minute apart on average
+                    age_samples += sim.ages(now, wall_start)  # (fixed ones would alias with a 10 s or 5 min interval)
+                    next_age += 60 / scale * pick.uniform(0.2, 1.8)
+                if scenario == "kill-leader" and not killed and now >= kill_at:
+                    lease = json.loads(sim_store.get("lease") or b"{}")
+                    victim = next(p for p in procs if p.pid == lease.get("pid"))
+                    os.kill(victim.pid, signal.SIGKILL)
+                    victim.wait()
+                    killed = {"at": time.time(), "pid": victim.pid}
+                    say(f"SIGKILL leader pid {victim.pid}")
+                if scenario == "kill-store":
+                    if sim.store_gone_at is None and not killed and now >= kill_at:
+                        stats_before = hub.stats
+                        store_proc.kill()
+                        store_proc.wait()
+                        killed = {"at": time.time(), "plan": sim.plan[0] or plan, "stats": stats_before,
+                                  "held_at": list(sim.held_at)}
+                        say(f"killed the store; {(sim.plan[0] or plan).drain_note()} (Hub time: × {scale:g})")
+                    if sim.store_gone_at is not None:
+                        drained = [n for n in range(nodes) if sim.own_last[n] is not None]
+                        if len(drained) == nodes:
+                            break
+                time.sleep(max(0.0, TICK_S - (time.time() - now)))
+            # the end: no new offers; the answers of those pending are awaited (one OFFER_WAIT_S)
+            end_wall = time.time()
+            stats_end = hub.stats
+            settle = time.time() + sim.offer_wait + 5 * interval / max(1, plan.groups)
+            while scenario != "kill-store" and time.time() < settle and any(p is not None for p in sim.pending):
+                sim.tick(offering=False)
+                time.sleep(TICK_S)
+            for proc in procs:
+                _end(proc)
         finally:
-            if store_proc.stdin:
-                store_proc.stdin.close()
-            store_proc.wait(10)
-        commits = [c for c in hub.commits(REPO) if "hf_mpwriter" in c["summary"]]
-        per_commit = [int(c["summary"].split(": ")[1].split()[0]) for c in commits]
-        requests = sum(api_requests(after, before).values())
-        rounds = max(1, len(commits))
-        return {
-            "nodes": nodes, "files": nodes * ranks, "answered": answered, "commits": len(commits),
-            "max_files": max(per_commit, default=0), "took": took,
-            "round_trips": leader.store.round_trips / rounds, "requests": requests,
-            "refused": dict(after["limits_hit"]),
-        }
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if store_proc is not None and store_proc.poll() is None:
+                _end(store_proc, 10)
+        rounds = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        for node in (0, 1):  # what the leaders said, in short
+            said = [line for line in (tmp / f"leader-{node}.err").read_text(errors="replace").splitlines()
+                    if "WARNING" in line or "ERROR" in line or "Traceback" in line]
+            if said:
+                say(f"leader {node} said ({len(said)} warnings/errors), the last: " + " | ".join(said[-3:]))
+        if os.environ.get("BENCH_SCALE_KEEP"):  # the leaders' logs and rounds, for a look
+            import shutil
+
+            keep = Path(os.environ["BENCH_SCALE_KEEP"])
+            keep.mkdir(parents=True, exist_ok=True)
+            for name in ("leader-0.err", "leader-1.err", "rounds.jsonl"):
+                if (tmp / name).exists():
+                    shutil.copy(tmp / name, keep / name)
+        readback = _read_back(kind, hub, sim)
+        commits_dup = _duplicate_paths(kind, hub)
+
+    # -- the numbers, in Hub time --------------------------------------------------------------------
+    measured = [r for r in rounds if t0 <= r["t"] <= end_wall]
+    commit_rounds = [r for r in measured if r["files"]]
+    per_round_rt = [r["rt"] for r in measured]
+    out: dict[str, Any] = {
+        "kind": kind, "nodes": nodes, "ranks": ranks, "scale": scale, "scenario": scenario,
+        "plan": plan, "wall_s": time.monotonic() - wall0, "counts": dict(sim.counts), "readback": readback,
+        "dup_commits": commits_dup, "limits_hit": {k: v for k, v in stats_end["limits_hit"].items() if v},
+        "rt_max": max(per_round_rt, default=0), "rt_p50": _pct(per_round_rt, 0.5),
+        "store_s_max": max((r["store_s"] for r in measured), default=0.0),
+        "round_wall_p50": _pct([r["wall"] for r in commit_rounds], 0.5),
+        "round_wall_max": max((r["wall"] for r in commit_rounds), default=0.0),
+        "leaders": sorted({r["pid"] for r in commit_rounds}),
+        "files_max": max((r["files"] for r in commit_rounds), default=0),
+        "files_mean": statistics.mean([r["files"] for r in commit_rounds]) if commit_rounds else 0.0,
+        "measured_hub_s": (end_wall - t0) * scale,
+        "measured_offers": sum(1 for t, *_ in sim.commit_log if t0 <= t <= end_wall)
+        + sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
+        "measured_deferred": sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
+    }
+    # commits per Hub-hour: the most in any hour of the measured period (sliding over the commit times)
+    times = sorted(r["t"] for r in commit_rounds)
+    hour = 3600 / scale
+    if times and end_wall - t0 >= hour * 0.999:
+        out["commits_per_hour"] = max(sum(1 for u in times if s <= u < s + hour) for s in times
+                                      if s + hour <= end_wall + 1e-9) if any(s + hour <= end_wall for s in times) \
+            else len(times)
+        out["commits_per_hour_note"] = "max over 1 h windows"
+    else:
+        span = (end_wall - t0) * scale
+        out["commits_per_hour"] = len(times) * 3600 / span if span else 0.0
+        out["commits_per_hour_note"] = f"{len(times)} in {span / 60:.0f} min, per hour"
+    # API requests per 5 Hub-minutes: fixed windows of 5 samples (a sample per Hub-minute)
+    windows = [sum(api_requests(samples[i + 5][1], samples[i][1]).values()) for i in range(0, len(samples) - 5, 5)]
+    out["api_5min_max"] = max(windows, default=0)
+    out["api_5min_mean"] = statistics.mean(windows) if windows else 0.0
+    out["api_windows"] = len(windows)
+    audit_every = BUCKET_AUDIT_EVERY_S if kind == "bucket" else AUDIT_EVERY_S
+    out["nodes_model_5min"] = nodes * 300 / XET_TOKEN_EVERY_S + JOB_AUDITORS * 300 / audit_every
+    ages = [a * scale for a in age_samples]
+    out["age_p50"], out["age_p95"], out["age_max"] = _pct(ages, 0.5), _pct(ages, 0.95), max(ages, default=math.nan)
+    if scenario == "kill-leader" and killed:
+        after = sorted(r["t"] for r in rounds if r["files"] and r["pid"] != killed["pid"] and r["t"] > killed["at"])
+        out["takeover_s"] = (after[0] - killed["at"]) * scale if after else math.inf
+        before = [r["t"] for r in rounds if r["files"] and r["pid"] == killed["pid"]]
+        out["overlap"] = bool(after and before and max(before) > after[0])  # two leaders committing at once
+    if scenario == "kill-store" and killed:
+        gone = killed["at"]
+        firsts = {}
+        for t, node in sim.own_commit_log:
+            if t >= gone and node not in firsts:
+                firsts[node] = t
+        out["drain_s"] = (max(firsts.values()) - gone) * scale if len(firsts) == nodes else math.inf
+        out["drained_nodes"] = len(firsts)
+        kplan = killed["plan"]
+        out["drain_note"] = kplan.drain_note()
+        out["own_every_hub_s"] = kplan.own_every() * scale
+        out["drain_429"] = {k: v - killed["stats"]["limits_hit"].get(k, 0) for k, v in stats_end["limits_hit"].items()
+                            if v - killed["stats"]["limits_hit"].get(k, 0)}
+        out["drain_api"] = sum(api_requests(stats_end, killed["stats"]).values())
+        out["leader_commits_after_kill"] = sum(1 for r in rounds if r["files"] and r["t"] > gone)
+    return out
+
+
+def _read_back(kind: str, hub: Any, sim: Nodes) -> dict:
+    """Every rank's file on the Hub, compared with its node's newest held offer: sha256 (a bucket: Xet
+    hash) and size. ``lost``: not there though committed; ``stale``: an older version; ``torn``: a size
+    or hash that matches no version."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+    expected: dict[str, int] = {}
+    for node in range(sim.n):
+        v = sim.held_version[node]
+        if v is not None:
+            for entry in sim.files(node, v):
+                expected[entry[0]] = v
+    paths = sorted(expected)
+    infos: dict[str, Any] = {}
+    for i in range(0, len(paths), 500):
+        chunk = paths[i:i + 500]
+        got: Any = (api.get_bucket_paths_info(BUCKET, chunk) if kind == "bucket"
+               else api.get_paths_info(REPO, chunk))
+        infos.update({info.path: info for info in got})
+    by_key = {}
+    for v, c in enumerate(sim.contents):
+        by_key[(c.size, c.xet_hash if kind == "bucket" else c.sha256)] = v
+    lost = stale = torn = ok = 0
+    for path, v in expected.items():
+        info = infos.get(path)
+        if info is None:
+            lost += 1
+            continue
+        key = (info.size, getattr(info, "xet_hash", None) if kind == "bucket"
+               else (info.lfs.sha256 if getattr(info, "lfs", None) else None))
+        version = by_key.get(key)
+        if version is None:
+            torn += 1
+        elif version != v:
+            stale += 1
+        else:
+            ok += 1
+    never = sum(1 for v in sim.held_version if v is None)
+    return {"files": len(expected), "ok": ok, "lost": lost, "stale": stale, "torn": torn, "nodes_never_held": never}
+
+
+def _duplicate_paths(kind: str, hub: Any) -> int | None:
+    """Commits that name a path twice (a repository; a bucket has no commits to read)."""
+    if kind == "bucket":
+        return None
+    return sum(1 for c in hub.commits(REPO) if len(c["added"]) != len(set(c["added"])))
+
+
+# ---------------------------------------------------------------------------------------------------
+def _fmt_s(seconds: float) -> str:
+    if seconds != seconds or seconds == math.inf:
+        return "–" if seconds != seconds else "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", default="64,256,1024", help="comma-separated node counts")
-    parser.add_argument("--ranks", type=int, default=8, help="ranks per node (one event file each)")
-    parser.add_argument("--spacing", type=float, default=1.0,
-                        help="seconds between the leader's commits (the job's default: 14; scaled down here)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", default="64,256,1024", help="comma-separated node counts (default: 64,256,1024)")
+    parser.add_argument("--ranks", type=int, default=8, help="ranks per node, one event file each (default: 8)")
+    parser.add_argument("--kind", choices=["repo", "bucket", "both"], default="both",
+                        help="a repository, a Storage Bucket, or both (default); kill-store: a repository only")
+    parser.add_argument("--scenario", choices=["steady", "kill-leader", "kill-store"], default="steady",
+                        help="see SCENARIOS above (default: steady)")
+    parser.add_argument("--scale", type=float, default=None,
+                        help="time compression: Hub-seconds per real second (default: 60 for a repository, 5 for "
+                             "a bucket, 600 for kill-store)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="Hub-minutes to measure after the warm-up, at least (default: 60 for a repository, 11 for "
+                             "a bucket; always at least 1.5 plan intervals)")
+    parser.add_argument("--json", type=Path, default=None, help="also write every row's raw numbers here")
+    parser.add_argument("--_leader", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(header(f"bench_scale: one leader, simulated nodes of {args.ranks} ranks; test Hub with HubLimits.hub_free()"))
+    if args._leader:
+        leader_main(json.loads(args._leader))
+        return 0
+    kinds = ["repo", "bucket"] if args.kind == "both" else [args.kind]
+    if args.scenario == "kill-store":
+        kinds = ["repo"]
+    print(header(f"bench_scale {args.scenario}: real Leader (2 processes) + TCPStore process, {args.ranks} ranks "
+                 "a node simulated; test Hub with a free account's limits, time compressed"))
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: python scripts/bench_scale.py "
+          + " ".join(sys.argv[1:]))
+    results = []
+    for kind in kinds:
+        for nodes in (int(n) for n in args.nodes.split(",")):
+            scale = args.scale or DEFAULT_SCALE["kill-store" if args.scenario == "kill-store" else kind]
+            with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+                r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp), minutes=args.minutes)
+            results.append(r)
+            print(json.dumps({k: (str(v) if k == "plan" else v) for k, v in r.items()}), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps([{k: (str(v) if k == "plan" else v) for k, v in r.items()} for r in results],
+                                        indent=1))
     rows = []
-    for nodes in (int(n) for n in args.nodes.split(",")):
-        with tempfile.TemporaryDirectory() as tmp:
-            r = run(nodes, args.ranks, args.spacing, Path(tmp))
-        per_interval = r["commits"]
+    for r in [r for r in results if r["scenario"] != "kill-store"]:
+        p, rb = r["plan"], r["readback"]
+        sc = r["scale"]
         rows.append([
-            r["nodes"], r["files"], f"{r['answered']}/{r['nodes']}", r["commits"], r["max_files"],
-            f"{r['round_trips']:.0f}", f"{r['round_trips'] * ROUND_TRIP_S * 1000:.1f} ms",
-            f"{per_interval * 3600 / INTERVAL_S:.0f}", f"{r['requests']}", f"{r['took']:.1f} s",
-            ", ".join(f"{k} {v}" for k, v in r["refused"].items() if v) or "none",
+            r["kind"], r["nodes"], f"{r['nodes'] * r['ranks']:,}", f"{sc:g}",
+            f"{p.groups}×{p.per_commit} nodes, gap {_fmt_s(p.gap * sc)}, interval {_fmt_s(p.interval * sc)}",
+            f"{r['rt_p50']:.0f} / {r['rt_max']}", f"{r['rt_max'] * ROUND_TRIP_S * 1000:.1f} ms",
+            f"{r['store_s_max'] * 1000:.0f} ms", f"{r['round_wall_p50']:.2f} / {r['round_wall_max']:.2f} s",
+            len(r["leaders"]),
+            f"{r['commits_per_hour']:.0f} ({r['commits_per_hour_note']})" if r["kind"] == "repo"
+            else f"{r['commits_per_hour']:.0f}",
+            f"{r['files_mean']:.0f} / {r['files_max']}",
+            f"{r['api_5min_mean']:.0f} / {r['api_5min_max']} ({r['api_windows']} windows)",
+            f"+{r['nodes_model_5min']:.0f}",
+            f"{_fmt_s(r['age_p50'])} / {_fmt_s(r['age_p95'])} / {_fmt_s(r['age_max'])}",
+            ", ".join(f"{k} {v}" for k, v in r["limits_hit"].items()) or "none",
+            f"{rb['ok']}/{rb['files']} ok, lost {rb['lost']}, stale {rb['stale']}, torn {rb['torn']}"
+            + (f", twice {r['dup_commits']}" if r["dup_commits"] is not None else ""),
+            f"{r['wall_s']:.0f} s",
         ])
-    print(table(["nodes", "files per interval", "nodes answered", "commits per interval", "files per commit (max)",
-                 "leader's store round trips per commit", "store work per commit at 0.3 ms",
-                 "commits per hour at 5 min", "Hub API requests per interval", "wall time (spacing scaled)",
-                 "refused by the Hub's limits"], rows))
+    if rows:
+        print(table(["target", "nodes", "files", "scale", "plan (Hub time)", "leader's store round trips per round "
+                     "(p50 / max)", "store work per round at 0.3 ms (max)", "store time on loopback (max)",
+                     "round wall time, committing rounds (p50 / max, real)", "leading processes",
+                     "commits (batches) per hour", "files per commit (mean / max)",
+                     "Hub API requests per 5 min, measured (mean / max)", "nodes' own, modelled", "newest record's age "
+                     "(p50 / p95 / max)", "429s (limits hit)", "read back", "wall time"], rows))
+    for r in results:
+        c = r["counts"]
+        print(f"- {r['kind']} {r['nodes']} {r['scenario']}: measured: {r['measured_deferred']} of "
+              f"{r['measured_offers']} answers put an offer off; whole run: offers {c['offers']}, "
+              f"answered with a commit {c['commits']}, "
+              f"put off {c['deferred']}, errors {c['errors']}, no answer in time {c['timeouts']}, the nodes' own "
+              f"commits {c['own_commits']} (refused {c['own_refused']})")
+    kills = [r for r in results if r["scenario"] != "steady"]
+    if kills:
+        rows = []
+        for r in kills:
+            sc, interval = r["scale"], r["plan"].interval * r["scale"]
+            if r["scenario"] == "kill-leader":
+                what = (f"standby's first commit {_fmt_s(r['takeover_s'])} after the SIGKILL = "
+                        f"{r['takeover_s'] / interval:.2f} intervals ({r['takeover_s'] / sc:.1f} s real: the unscaled "
+                        f"LEASE_STALE_S + a watch); commits of the two leaders overlap: {'yes' if r['overlap'] else 'no'}")
+            else:
+                what = (f"{r['drained_nodes']}/{r['nodes']} nodes committed themselves, the last {_fmt_s(r['drain_s'])} "
+                        f"after the kill; the plan's own cycle (drain_note's 'up to') {_fmt_s(r['own_every_hub_s'])}; "
+                        f"Hub API requests while draining {r['drain_api']}; 429s {r['drain_429'] or 'none'}; the "
+                        f"leader's commits after the kill {r['leader_commits_after_kill']}")
+            rb = r["readback"]
+            rows.append([r["kind"], r["nodes"], r["scenario"], f"{sc:g}", what,
+                         f"{rb['ok']}/{rb['files']} ok, lost {rb['lost']}, stale {rb['stale']}, torn {rb['torn']}"
+                         + (f", commits naming a path twice {r['dup_commits']}" if r["dup_commits"] is not None else ""),
+                         f"{r['wall_s']:.0f} s"])
+        print(table(["target", "nodes", "scenario", "scale", "what happened (Hub time)", "read back", "wall time"], rows))
     return 0
 
 
