@@ -177,8 +177,11 @@ def _start_leader_job(hub: HubServer, tmp_path: Path) -> tuple[list[Path], list[
     """A 2-node x 2-rank torchrun job logging to ``REPO`` for minutes, node-local logdirs; its nodes'
     uploaders meet in torchrun's agent store (one leader commits for both)."""
     hub.create_repo(REPO)
+    # The Hub's hour compressed (a commit per 2 s), and the logger given all of it (1,800 an hour): at the
+    # default quarter the plan would space this job's commits 9 s apart, not its commit_every of 2 s.
     env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": TOKEN,
-                      "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
+                      "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "HF_MPWRITER_COMMITS_PER_HOUR": "1800",
+                      "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
     logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(2)]
     port = _free_port()
     argv = [_torchrun_argv(port, logdirs[k], ["--repo-id", REPO], steps=3000, commit_every=2, step_time=0.05)
@@ -260,6 +263,7 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
             for rank in (2 * k, 2 * k + 1):
                 wrote = _points(local[k], rank, tmp_path / "local")
                 landed = _points(remote, rank, tmp_path / "remote")
+                assert landed, f"rank {rank} (node {k}, {'alive' if k == alive else 'dead'}): nothing landed"
                 assert max(landed.values()) == 1, f"rank {rank}: a record twice"
                 if k == alive:
                     assert wrote and landed == wrote, f"rank {rank}: {len(wrote - landed)} records missing"
@@ -301,7 +305,8 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
         else:
             hub.create_repo(REPO)
         env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN,
-                          "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
+                          "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "HF_MPWRITER_COMMITS_PER_HOUR": "1800",  # as above
+                          "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
         homes = [tmp_path / f"node-{k}" for k in range(nodes)]
         port, procs, outs = _free_port(), [], [tmp_path / f"node-{k}.out" for k in range(nodes)]
         for k in range(nodes):
