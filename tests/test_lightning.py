@@ -135,6 +135,9 @@ trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=6, 
                      logger=logger, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
 trainer.fit(Model(), DataLoader(TensorDataset(torch.randn(64, 4)), batch_size=4))
 print(f"rank {trainer.global_rank} version {logger.version}", flush=True)
+# As torch asks of every script: without it, gloo's threads are torn down at interpreter exit, which aborted
+# a rank once here ("terminate called without an active exception", SIGABRT) after everything was done.
+torch.distributed.destroy_process_group()
 """
 
 
