@@ -52,9 +52,9 @@ def _budget_text(job: dict) -> str:
 
 
 def _span(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    from ..uploader.job_plan import duration_text
+
+    return "?" if seconds is None else duration_text(seconds)
 
 
 def _age(ts: float | None) -> str:

@@ -137,7 +137,7 @@ class Plan:
         """How long the job's nodes take to commit their files themselves, said when they have to."""
         every = self.own_every()
         return (f"the {self.nodes} nodes share the job's budget (one commit every {self.own_gap:.0f} s): each commits "
-                f"itself every {_duration(every)} at most, so draining every node takes up to {_duration(every)}")
+                f"itself every {duration_text(every)} at most, so draining every node takes up to {duration_text(every)}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,7 +235,8 @@ class Books:
         self.refusals += 1
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """A span as a person reads it: seconds, minutes or hours."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
