@@ -17,10 +17,12 @@ class TargetError(HFMPWriterError):
     (bad token, missing repo or revision) need the user, and are reported in ``status`` and at
     ``close()`` while the data stays queued."""
 
-    def __init__(self, message: str, *, transient: bool, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, transient: bool, retry_after: float | None = None,
+                 timed_out: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
         self.retry_after = retry_after
+        self.timed_out = timed_out  # the call took too long (a read timeout, a 408 or 504): maybe too big
 
 
 class Deferred(TargetError):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -99,6 +101,19 @@ def _nodes(hub: HubServer, port: int, count: int, budget: Budget, wait: float = 
     return targets
 
 
+@contextmanager
+def _leading(targets: list[JobTarget]) -> Iterator[JobTarget]:
+    """Every node's uploader started (leader threads included) until the block ends; the one that leads."""
+    for target in targets:
+        target.start()
+    try:
+        wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+        yield next(t for t in targets if t.leader.leading)
+    finally:
+        for target in targets:
+            target.stop()
+
+
 def _each_node_commits(targets: list[JobTarget], tmp_path: Path, rounds: int) -> dict[int, list]:
     """Every node commits ``rounds`` times (its file grows each time), as its queue would: a commit put off
     is tried again when it says. What each node was told: ``(commit id, waits)`` per round."""
@@ -136,14 +151,8 @@ def test_the_leader_keeps_to_the_commit_budget_and_puts_offers_off_instead_of_le
     with HubServer(tokens={TOKEN}) as hub:
         hub.create_repo(REPO)
         targets = _nodes(hub, store.port, 3, budget)
-        for target in targets:
-            target.start()
-        try:
-            wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+        with _leading(targets):
             told = _each_node_commits(targets, tmp_path, rounds=3)
-        finally:
-            for target in targets:
-                target.stop()
         commits = _log_commits(hub)
         assert any(waits for results in told.values() for _, waits in results), told  # the path: offers were put off
         assert all("from" in c["summary"] and "node(s)" in c["summary"] for c in commits), commits  # only the leader's
@@ -165,15 +174,9 @@ def test_a_429_from_the_hub_puts_the_nodes_off_and_slows_the_plan(store, tmp_pat
         hub.create_repo(REPO)
         time.sleep(3.0)  # the repository's creation used the window's one commit
         targets = _nodes(hub, store.port, 2, budget)
-        for target in targets:
-            target.start()
-        try:
-            wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+        with _leading(targets) as leading:
             told = _each_node_commits(targets, tmp_path, rounds=2)
-            leader = next(t.leader for t in targets if t.leader.leading)
-        finally:
-            for target in targets:
-                target.stop()
+        leader = leading.leader
         assert hub.stats["limits_hit"].get("commits", 0) >= 1  # the scenario: the Hub refused a commit
         assert leader.books.refusals >= 1  # ... and the leader read it
         waits = [w for results in told.values() for _, ws in results for w in ws]
@@ -209,18 +212,12 @@ def test_a_nodes_last_records_go_in_the_next_commit_whatever_the_budget(store, t
     with HubServer(tokens={TOKEN}) as hub:
         hub.create_repo(REPO)
         targets = _nodes(hub, store.port, 2, budget)
-        for target in targets:
-            target.start()
-        try:
-            wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+        with _leading(targets):
             first = targets[0].commit(_pieces(tmp_path, 0, 2000), "node commit")  # the minute's one commit
             with pytest.raises(Deferred) as put_off:  # the path: without closing, node 1 waits for the budget
                 targets[1].commit(_pieces(tmp_path, 1, 2000), "node commit")
             assert put_off.value.retry_after and put_off.value.retry_after > 30, put_off.value
             targets[1].closing = True
             last = targets[1].commit(_pieces(tmp_path, 1, 2500), "node commit")
-        finally:
-            for target in targets:
-                target.stop()
         assert [c["oid"] for c in _log_commits(hub)] == [last, first]  # the leader's two commits, newest first
         assert not targets[1].inner.differences(_pieces(tmp_path, 1, 2500))

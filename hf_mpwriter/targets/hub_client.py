@@ -78,6 +78,7 @@ def classify(
         f"cannot {doing} on {where} ({f'HTTP {status}' if status else name}: {detail}); will retry",
         transient=True,
         retry_after=retry_after(response),
+        timed_out=status in (408, 504) or isinstance(exc, TimeoutError) or "Timeout" in name,
     )
 
 

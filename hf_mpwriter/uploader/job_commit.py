@@ -58,7 +58,15 @@ from ..targets.base import UploadedFile
 from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ..targets.hub import HubTarget
 from ..targets.xet_content import xet_usable
-from ..timing import JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S, PREPARED_WAIT_S, STORE_RETRY_S
+from ..timing import (
+    HUB_COMMIT_EVERY_S,
+    JOB_GATHER_S,
+    LEADER_POLL_S,
+    LEASE_STALE_S,
+    OFFER_WAIT_S,
+    PREPARED_WAIT_S,
+    STORE_RETRY_S,
+)
 from .job_plan import (
     MAX_FILES_PER_COMMIT,  # noqa: F401 - named here by the tests and benchmarks
     MIN_FILES_PER_COMMIT,
@@ -102,7 +110,7 @@ class JobTarget(Target):
 
     def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
-                 commit_every: float = 300.0) -> None:
+                 commit_every: float = HUB_COMMIT_EVERY_S) -> None:
         self.inner, self.prefix = inner, inner.prefix
         self.key, self.min_interval = inner.key, inner.min_interval
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
@@ -386,12 +394,6 @@ def _doubling(failures: int, cap: float) -> float:
     return min(cap, LEADER_POLL_S * 2 ** min(failures, 16))
 
 
-def _timed_out(exc: TargetError) -> bool:
-    """Whether a commit failed by taking too long (the Hub gives up on a big commit after 60 s)."""
-    text = str(exc).lower()
-    return "timed out" in text or "timeout" in text or "(504" in text or "status = 504" in text
-
-
 def _identity(pieces: Sequence[Piece]) -> tuple:
     return tuple(sorted((p.path, p.size, p.sha256) for p in pieces))
 
@@ -400,7 +402,7 @@ class Leader:
     """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
 
     def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
-                 budget: Budget | None = None, commit_every: float = 300.0) -> None:
+                 budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S) -> None:
         self.target, self.store, self.node, self.nodes, self.spacing = target, store, node, nodes, spacing
         self.budget = budget or make_budget()
         self.kind = "bucket" if isinstance(target, BucketTarget) else "hub"
@@ -592,7 +594,7 @@ class Leader:
             logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
                            "plan's spacing for an hour", exc, exc.retry_after, self.books.slowdown)
             self._defer(offers, self.books.paused_until, "the Hub asked to slow down (429)")
-        elif exc.transient and _timed_out(exc) and self.max_files > MIN_FILES_PER_COMMIT:
+        elif exc.timed_out and self.max_files > MIN_FILES_PER_COMMIT:
             self.max_files = max(MIN_FILES_PER_COMMIT, self.max_files // 2)
             logger.warning("job leader: %s; commits of at most %d files from now on", exc, self.max_files)
         elif exc.transient:  # the branch moved, the network: the head is read again next round
