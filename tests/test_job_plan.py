@@ -20,7 +20,7 @@ import pytest
 from test_job_commit import REPO, _commit_when_due, _log_commits, _pieces
 from upload_helpers import TOKEN, wait_for
 
-from hf_mpwriter.errors import Deferred
+from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.testing.limits import HubLimits
@@ -221,3 +221,35 @@ def test_a_nodes_last_records_go_in_the_next_commit_whatever_the_budget(store, t
             last = targets[1].commit(_pieces(tmp_path, 1, 2500), "node commit")
         assert [c["oid"] for c in _log_commits(hub)] == [last, first]  # the leader's two commits, newest first
         assert not targets[1].inner.differences(_pieces(tmp_path, 1, 2500))
+
+
+
+def test_a_commit_that_timed_out_halves_the_leaders_next_commits():
+    """A commit the Hub gave up on (its 60 s server timeout: a 504) or the client's read timeout ended:
+    the leader's next commits hold half as many files, and grow back by half after each success. (The
+    error is classified where huggingface_hub's exception is met, ``hub_client.classify``; a real read
+    timeout in this process would need its client configured for the whole process, which
+    ``tests/test_client.py`` does in a process of its own.)"""
+    from types import SimpleNamespace
+
+    from hf_mpwriter.targets.hub_client import classify
+    from hf_mpwriter.uploader.job_commit import Leader
+
+    def classified(exc: BaseException) -> TargetError:
+        return classify(exc, "commit", "model repo 'a/b'", None, missing="gone", fix_missing="")
+
+    def answered(status: int) -> Exception:
+        """An error with the Hub's answer, as huggingface_hub's HTTP errors carry it (``response``)."""
+        error = Exception(f"HTTP {status}")
+        error.response = SimpleNamespace(status_code=status, headers={})  # type: ignore[attr-defined]
+        return error
+
+    timed_out = classified(TimeoutError("The read operation timed out"))  # the socket's own
+    gateway, moved = classified(answered(504)), classified(answered(412))
+    assert timed_out.timed_out and gateway.timed_out and not moved.timed_out and moved.transient
+
+    leader = Leader(target=None, store=None, node=0, nodes=2, spacing=1.0)  # type: ignore[arg-type]
+    leader._failed(moved, {})
+    assert leader.max_files == 1000  # a moved branch says nothing about the commit's size
+    leader._failed(timed_out, {})
+    assert leader.max_files == 500
