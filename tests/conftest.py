@@ -32,19 +32,11 @@ def hub():
 def hub_is_this_process_hub(hub, monkeypatch):
     """The test Hub as this process's Hub, as ``HF_ENDPOINT`` makes it for an uploader: for targets used
     in the test's own process (huggingface_hub 0.x parses a commit's URL against it, whatever endpoint
-    the client was given).
+    the client was given): :func:`upload_helpers.as_process_hub`, which a test that starts a Hub of its own
+    calls itself."""
+    from upload_helpers import as_process_hub
 
-    huggingface_hub 0.x's ``file_download`` copies the URL template when it is first imported: it is
-    imported here before the patch, or a later test of this pytest worker would download from this
-    test's (by then stopped) Hub (CI saw test_preemption's reads refused on 0.34)."""
-    import huggingface_hub.file_download
-    import huggingface_hub.hf_api  # noqa: F401  (imported before the patch, for the same reason)
-    from huggingface_hub import constants
-
-    template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
-    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-    monkeypatch.setattr(huggingface_hub.file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template, raising=False)
+    as_process_hub(hub, monkeypatch)
     return hub
 
 

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from upload_helpers import TOKEN, check_remote
+from upload_helpers import TOKEN, as_process_hub, check_remote
 
 from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.compat import BUCKETS_VERSION, hub_version
@@ -120,7 +120,8 @@ def _writes(kind: Kind, hub: HubServer) -> int:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_audits_refused_by_429_do_not_hold_back_commits(hub, tmp_path, clock, client_waits, kind):
+def test_audits_refused_by_429_do_not_hold_back_commits(hub_is_this_process_hub, tmp_path, clock, client_waits, kind):
+    hub = hub_is_this_process_hub  # (huggingface_hub 0.x reads commit URLs against the process's Hub)
     logdir = tmp_path / "logs"
     writer = HFSummaryWriter(kind.repo_id, logdir=str(logdir), uploader="none", rank=0, token=TOKEN)
     _log(writer, range(0, 20))
@@ -164,7 +165,8 @@ def test_audits_refused_by_429_do_not_hold_back_commits(hub, tmp_path, clock, cl
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_send_refused_by_429_waits_what_the_server_asked(hub, tmp_path, clock, client_waits, kind):
+def test_a_send_refused_by_429_waits_what_the_server_asked(hub_is_this_process_hub, tmp_path, clock, client_waits, kind):
+    hub = hub_is_this_process_hub  # (as above)
     logdir = tmp_path / "logs"
     writer = HFSummaryWriter(kind.repo_id, logdir=str(logdir), uploader="none", rank=0, token=TOKEN)
     _log(writer, range(0, 20))
@@ -206,7 +208,7 @@ def _spend_the_window(hub: HubServer) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_spent_api_window_is_waited_out_not_audited_at_every_cycle(tmp_path, clock, client_waits, kind):
+def test_a_spent_api_window_is_waited_out_not_audited_at_every_cycle(tmp_path, clock, client_waits, kind, monkeypatch):
     """The Hub's own API window (``HubLimits``), on the committer's clock: once spent, every request gets
     429 until it resets. A takeover's audit is refused, so is the send after it; then nothing is asked
     until the window's reset, and then everything arrives. (Before: the audit was asked again at every
@@ -214,6 +216,7 @@ def test_a_spent_api_window_is_waited_out_not_audited_at_every_cycle(tmp_path, c
     window = 300.0
     limits = HubLimits(api_requests_per_window=200, window_s=window)
     with HubServer(tokens={TOKEN}, limits=limits, clock=clock.monotonic) as hub:
+        as_process_hub(hub, monkeypatch)  # (as above)
         logdir = tmp_path / "logs"
         writer = HFSummaryWriter(kind.repo_id, logdir=str(logdir), uploader="none", rank=0, token=TOKEN)
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from test_job_commit import REPO, _commit_when_due, _log_commits, _pieces
-from upload_helpers import TOKEN, wait_for
+from upload_helpers import TOKEN, as_process_hub, wait_for
 
 from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.targets.hub import HubTarget
@@ -142,13 +142,14 @@ def _commit_times(hub: HubServer) -> list[float]:
     return sorted(datetime.fromisoformat(c["date"].replace("Z", "+00:00")).timestamp() for c in _log_commits(hub))
 
 
-def test_the_leader_keeps_to_the_commit_budget_and_puts_offers_off_instead_of_letting_nodes_commit(store, tmp_path):
+def test_the_leader_keeps_to_the_commit_budget_and_puts_offers_off_instead_of_letting_nodes_commit(store, tmp_path, monkeypatch):
     """A budget of 2 commits per 15 s (an hour, compressed: longer than a node waits for an answer) and 3
     nodes committing 3 times each as fast as they can: the leader never makes more than 2 commits in any
     15 s, tells the nodes when to offer again instead, and no node commits its files itself; every node's
     last file lands whole."""
     budget = Budget(commits_per_hour=2, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=15.0)
     with HubServer(tokens={TOKEN}) as hub:
+        as_process_hub(hub, monkeypatch)  # huggingface_hub 0.x reads commit URLs against it
         hub.create_repo(REPO)
         targets = _nodes(hub, store.port, 3, budget)
         with _leading(targets):
@@ -164,13 +165,14 @@ def test_the_leader_keeps_to_the_commit_budget_and_puts_offers_off_instead_of_le
             assert not target.inner.differences(pieces)  # the last round of every node is on the Hub
 
 
-def test_a_429_from_the_hub_puts_the_nodes_off_and_slows_the_plan(store, tmp_path):
+def test_a_429_from_the_hub_puts_the_nodes_off_and_slows_the_plan(store, tmp_path, monkeypatch):
     """The Hub allows 1 commit per 3 s (its commit rate, compressed) while the budget would allow more: the
     second commit gets the Hub's 429; the leader pauses until its Retry-After, tells the nodes to offer again
     then (no node commits itself, none is lost), and slows the plan (its gap doubled for a window: checked
     on the books in test_the_books_hold_writes_to_the_budget_and_a_429_slows_the_plan)."""
     budget = Budget(commits_per_hour=1000, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=3.0)
     with HubServer(tokens={TOKEN}, limits=HubLimits(commits_per_hour=1, commit_window_s=3.0)) as hub:
+        as_process_hub(hub, monkeypatch)  # huggingface_hub 0.x reads commit URLs against it
         hub.create_repo(REPO)
         time.sleep(3.0)  # the repository's creation used the window's one commit
         targets = _nodes(hub, store.port, 2, budget)
@@ -186,11 +188,12 @@ def test_a_429_from_the_hub_puts_the_nodes_off_and_slows_the_plan(store, tmp_pat
             assert not target.inner.differences(_pieces(tmp_path, target.node, 3000))
 
 
-def test_nodes_without_a_leader_commit_themselves_at_the_jobs_pace(store, tmp_path):
+def test_nodes_without_a_leader_commit_themselves_at_the_jobs_pace(store, tmp_path, monkeypatch):
     """No leader anywhere (the store answers, nobody leads): each of 4 nodes commits its files itself,
     at its own slot of the job's budget (one commit per ``own_gap`` for the whole job), not all at once."""
     budget = Budget(commits_per_hour=4, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=4.0)
     with HubServer(tokens={TOKEN}) as hub:
+        as_process_hub(hub, monkeypatch)  # huggingface_hub 0.x reads commit URLs against it
         hub.create_repo(REPO)
         targets = _nodes(hub, store.port, 4, budget, wait=0.3)  # no target is started: no leader thread
         own_gap = targets[0].plan_now(1).own_gap
@@ -205,11 +208,12 @@ def test_nodes_without_a_leader_commit_themselves_at_the_jobs_pace(store, tmp_pa
             assert not target.inner.differences(_pieces(tmp_path, target.node, 3000))
 
 
-def test_a_nodes_last_records_go_in_the_next_commit_whatever_the_budget(store, tmp_path):
+def test_a_nodes_last_records_go_in_the_next_commit_whatever_the_budget(store, tmp_path, monkeypatch):
     """A budget of 1 commit per minute, spent: a node's offer is put off, until its writers are gone (the
     job ends, ``closing``): then its last records go in the leader's next commit, not a minute later."""
     budget = Budget(commits_per_hour=1, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=60.0)
     with HubServer(tokens={TOKEN}) as hub:
+        as_process_hub(hub, monkeypatch)  # huggingface_hub 0.x reads commit URLs against it
         hub.create_repo(REPO)
         targets = _nodes(hub, store.port, 2, budget)
         with _leading(targets):

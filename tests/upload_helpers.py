@@ -177,3 +177,20 @@ def every_applied_commit_is_whole_and_only_grows(hub, repo: str, tmp_path: Path)
             assert data.startswith(seen.get(path, b"")), f"{path} regressed in {commit['oid']}"
             seen[path] = data
     return len(commits)
+
+
+def as_process_hub(hub, monkeypatch) -> None:
+    """Make ``hub`` this process's Hub, as ``HF_ENDPOINT`` makes it for an uploader (huggingface_hub 0.x
+    parses a commit's URL against it, whatever endpoint the client was given).
+
+    huggingface_hub 0.x's ``file_download`` copies the URL template when it is first imported: it is
+    imported here before the patch, or a later test of this pytest worker would download from this
+    test's (by then stopped) Hub (CI saw test_preemption's reads refused on 0.34)."""
+    import huggingface_hub.file_download
+    import huggingface_hub.hf_api  # noqa: F401  (imported before the patch, for the same reason)
+    from huggingface_hub import constants
+
+    template = hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(huggingface_hub.file_download, "HUGGINGFACE_CO_URL_TEMPLATE", template, raising=False)
