@@ -214,6 +214,15 @@ def test_writer_with_the_fixed_token_takes_over_from_a_stuck_uploader(hub, tmp_p
     finish(start_writer(_hub_cfg(tmp_path, 1, steps=30, close_timeout=60), _env(hub, tmp_path)))
     go.touch()
     finish(held)
+    # The fixed writer's close() may return before its uploader commits: it can still read the bad token's
+    # error, which the old uploader recorded, and stop waiting at once (seen once in CI under load; a race
+    # of close() with the handover, not fixed here). What must hold: everything lands, through the new token.
+    def landed() -> bool:
+        local = {p.relative_to(logdir).as_posix(): p.stat().st_size for p in logdir.glob("rank-*/*tfevents*")}
+        remote = {path: len(data) for path, data in _remote(hub).items()} if hub.repo_exists(REPO) else {}
+        return len(local) == 2 and remote == local
+
+    wait_for(landed, 60, "both ranks' files on the Hub, whole")
     check_remote(logdir, _remote(hub), {0: range(30), 1: range(30)}, tmp_path / "remote")
 
 
