@@ -20,7 +20,7 @@ from helpers import closed_port
 from upload_helpers import TOKEN, wait_for
 
 from hf_mpwriter.config import UploadConfig
-from hf_mpwriter.errors import Deferred
+from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.state.piece import Piece, sha256_prefix
 from hf_mpwriter.targets.bucket import BucketTarget, batch_takes_xet_hashes
 from hf_mpwriter.targets.hub import HubTarget
@@ -51,14 +51,16 @@ def store():
 ROOMY = make_budget(commits_per_hour=36_000, requests_per_5min=100_000)
 
 
-def _node(hub, port: int, node: int, wait: float = 10.0, budget: Budget = ROOMY, nodes: int = 2) -> JobTarget:
-    """Node ``node`` of a 2-node job: its own repository target, its leader's, the store. Each node
-    prepares its target itself (the repository exists: no node waits for node 0 to create it)."""
+def _node(hub, port: int, node: int, wait: float = 10.0, budget: Budget = ROOMY, nodes: int = 2,
+          commit_every: float = 300.0, leader_endpoint: str | None = None) -> JobTarget:
+    """Node ``node`` of a 2-node job: its own repository target, its leader's (at ``leader_endpoint``: the
+    test Hub's by default), the store. Each node prepares its target itself (the repository exists: no node
+    waits for node 0 to create it)."""
     address = StoreAddress("127.0.0.1", port, "job-1")
     inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
-    leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+    leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=leader_endpoint or hub.endpoint)
     return JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, nodes, wait=wait,
-                     spacing=0.5, prepared_wait=0.0, budget=budget)
+                     spacing=0.5, prepared_wait=0.0, budget=budget, commit_every=commit_every)
 
 
 def _commit_when_due(node: JobTarget, pieces: list[Piece], message: str, limit: float = 30.0) -> tuple[str | None, list[float]]:
@@ -223,6 +225,94 @@ def test_a_leader_that_stops_renewing_is_replaced(hub, store, tmp_path):
         targets[1].stop()
 
 
+def test_a_node_left_without_answers_commits_itself_at_its_slot_though_its_wait_is_long(hub, store, tmp_path):
+    """The store answers, no leader does; the node's wait for an answer (3 s) is a good part of its own
+    cycle (8 s: two nodes, one own commit per 4 s for the job), as production's 30 s wait is of its
+    minutes: the node still commits itself at its slot. (Its slot is a due time it keeps: looking at it
+    only after each wait, a window of a second after the slot would never be met.)"""
+    hub.create_repo(REPO)
+    budget = Budget(commits_per_hour=10, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=36.0)
+    node = _node(hub, store.port, 1, wait=3.0, budget=budget)  # no leader runs anywhere
+    node.prepare()
+    assert node.plan_now(1).own_every() == pytest.approx(8.0)  # 36 s / 10 commits / PLAN_SLACK, times 2 nodes
+    started = time.monotonic()
+    oid, waits = _commit_when_due(node, _pieces(tmp_path, 2, 3000), "node commit", limit=60.0)
+    took = time.monotonic() - started
+    assert node.mode == "node" and node.store.get("offer/1") == WITHDRAWN  # the path: offered, taken back
+    assert waits, waits  # ... and put off to its slot at least once
+    assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
+    # One own cycle and one wait at most, plus the polls (not "never", as with a window after the slot).
+    assert took < node.plan_now(1).own_every() + 2 * node.wait + 5.0, (took, waits)
+
+
+def test_a_leader_that_cannot_reach_the_hub_hands_over_and_the_jobs_commits_resume(hub, store, tmp_path):
+    """Node 0 leads, but its route to the Hub is gone (its leader's calls are refused); node 1 offers.
+    Node 0's writes fail for one interval of the plan (10 s here: the lease's staleness), then it hands
+    the lease over (and says so in its ``status``) and does not take it back; node 1 leads and the job's
+    commits go through it again."""
+    hub.create_repo(REPO)
+    cut_off = f"http://127.0.0.1:{closed_port()}"
+    nodes = [_node(hub, store.port, 0, commit_every=4.0, leader_endpoint=cut_off),
+             _node(hub, store.port, 1, commit_every=4.0, wait=5.0)]
+    for target in nodes:
+        target.prepare()
+    nodes[0].start()
+    wait_for(lambda: nodes[0].leader.leading, 20, "node 0 to lead")
+    nodes[1].start()
+    try:
+        handover_after = nodes[0].leader.handover_after()
+        assert handover_after == LEASE_STALE_S  # one interval of the plan (4 s), at least the lease's staleness
+        result: list = []
+        thread = threading.Thread(target=lambda: result.append(
+            _commit_when_due(nodes[1], _pieces(tmp_path, 2, 3000), "node commit", limit=90.0)))
+        thread.start()  # node 1 offers to node 0, which cannot write
+        started = time.monotonic()
+        wait_for(lambda: nodes[1].leader.leading, 2 * handover_after + LEASE_STALE_S, "node 1 to take over")
+        assert nodes[0].leader._head_failures >= 1  # the scenario: node 0 tried, and failed, to reach the Hub
+        handed_over = time.monotonic() - started
+        thread.join(90)
+        assert result, "node 1's files did not land"
+        info = nodes[0].job_info()
+        assert not info["leading"] and "failed" in (info["handed_over"] or ""), info  # what its status says
+        oid = nodes[1].commit(_pieces(tmp_path, 2, 5000), "node commit")  # the next round: the new leader's
+        assert nodes[1].mode == "job" and _log_commits(hub)[0]["oid"] == oid, _log_commits(hub)
+        assert "from 1 node(s)" in _log_commits(hub)[0]["summary"]
+        time.sleep(LEASE_STALE_S / 2)
+        assert nodes[1].leader.leading and not nodes[0].leader.leading  # node 0 does not take it back
+        assert handed_over < 2 * handover_after + LEASE_STALE_S
+    finally:
+        for target in nodes:
+            target.stop()
+
+
+def test_a_leader_stopped_mid_commit_leaves_its_lease_to_go_stale(hub, store, tmp_path):
+    """The leader's commit is under way (the Hub is slow to answer) when its uploader stops: ``stop`` does
+    not release the lease under that running round (another leader could commit the same offers); it
+    goes stale unrenewed instead, and the round's commit still lands and is answered."""
+    hub.create_repo(REPO)
+    nodes = [_node(hub, store.port, k, wait=30.0) for k in range(2)]
+    for target in nodes:
+        target.prepare()
+    nodes[0].start()
+    wait_for(lambda: nodes[0].leader.leading, 20, "node 0 to lead")
+    slow = hub.inject("latency", route="commit", times=1, seconds=30)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(nodes[1].commit(_pieces(tmp_path, 2, 3000), "node commit")))
+    thread.start()
+    try:
+        wait_for(lambda: slow.hits >= 1, 20, "the leader's commit to reach the Hub")  # the scenario: mid-commit
+        nodes[0].leader.stop()  # joins its threads for 10 s: the round is still in its commit
+        lease = nodes[1].store.get("lease")
+        assert lease and json.loads(lease)["node"] == 0, lease  # not released under the running round
+        slow.release()
+        thread.join(60)
+        assert result and result[0] == _log_commits(hub)[0]["oid"], result  # the round's commit landed, answered
+    finally:
+        slow.release()
+        for target in nodes:
+            target.stop()
+
+
 def test_a_node_whose_offer_nobody_commits_takes_it_back_and_commits_itself(hub, store, tmp_path):
     hub.create_repo(REPO)
     node = _node(hub, store.port, 1, wait=1.0)  # no leader runs anywhere
@@ -280,19 +370,26 @@ def test_at_preemption_with_the_store_alive_the_leader_makes_one_last_commit_for
             target.stop()
 
 
-def test_with_the_store_gone_a_node_commits_itself(hub, tmp_path):
+def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(hub, tmp_path):
+    """The store's host died (its node failed, the job was cancelled), with the default budget (32 commits
+    an hour, a node's own slot up to minutes away): nothing coordinates the nodes any more, so the node
+    commits its files itself at once, and from then on in node turns (the Hub's 429s pace them)."""
     hub.create_repo(REPO)
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    node = _node(hub, server.port, 1)
+    node = _node(hub, server.port, 1, budget=make_budget())
     node.prepare()
     config = dataclasses.replace(UploadConfig.for_hub(REPO, prefix="tb", commit_every=6), nodes=2, node_rank=1)
     assert node.pacing(config) == (6, 0.0)  # before the leader plans: every node at the same moments
     assert node.store.get("lease") is None
+    assert node.plan_now(1).own_every() > 120  # the scenario: the default budget's own slots are minutes apart
     del server  # the store's host is gone: nothing listens on its port any more
     pieces = _pieces(tmp_path, 2, 2000)
-    oid, _ = _commit_when_due(node, pieces, "node commit")
-    assert node.mode == "node" and _log_commits(hub)[0]["oid"] == oid
+    oid, waits = _commit_when_due(node, pieces, "node commit")
+    assert waits == [] and node.mode == "node" and node.store_gone, waits  # at once, not at its slot
+    assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
     assert not node.differences(pieces)
+    assert node.pacing(config) == config.pacing(node.inner.min_interval)  # node turns from now on
+    assert node.job_info()["store_gone"] is True  # what ``status`` shows
 
 
 def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, tmp_path, monkeypatch):
@@ -356,7 +453,7 @@ def test_a_leader_that_cannot_read_the_head_asks_again_ever_later(hub, store, tm
         assert leader_node.leader._head_failures >= 2, leader_node.leader._head_failures
         # Asked at about 2, 3, 5 s (then 9 s) of the 8 s wait, plus the node's own read: not ~13 times.
         assert refused.hits <= 5, f"the head was asked {refused.hits} times in 8 s"
-        assert errors and "read the branch head" in str(errors[0]), errors
+        assert errors and isinstance(errors[0], TargetError), errors  # nothing committed: its own turn, or the head
     finally:
         hub.clear_faults()
         leader_node.stop()
@@ -525,10 +622,11 @@ def test_only_one_node_creates_the_repository_and_tags_its_card(hub, store, tmp_
     assert spent.get("create_repo") == 1, spent
 
 
-def test_the_leader_commits_at_most_max_files_at_once_oldest_offers_first(hub, store, tmp_path):
+def test_the_leader_commits_at_most_max_files_at_once_oldest_data_first(hub, store, tmp_path):
     """The Hub takes commits of tens to hundreds of files (a 60 s server timeout; huggingface_hub's own
-    upload_large_folder stops at 1,000): the leader commits at most ``max_files`` at once, the oldest
-    offers first; the rest are told when to offer again (the next write the budget allows), and are
+    upload_large_folder stops at 1,000): the leader commits at most ``max_files`` at once, the offers of
+    the nodes whose data has waited longest first (node 2's: put off before, as its node says, though it
+    offers last); the rest are told when to offer again (the next write the budget allows), and are
     committed then, still by the leader."""
     hub.create_repo(REPO)
     address = StoreAddress("127.0.0.1", store.port, "job-1")
@@ -541,6 +639,7 @@ def test_the_leader_commits_at_most_max_files_at_once_oldest_offers_first(hub, s
         targets[-1].leader.max_files = 2
     for target in targets:
         target.prepare()
+    targets[2]._waiting_since = time.monotonic() - 100.0  # node 2's data has waited 100 s (put off before)
     results: dict[int, str | None] = {}
     waits: dict[int, list[float]] = {}
 
@@ -564,7 +663,8 @@ def test_the_leader_commits_at_most_max_files_at_once_oldest_offers_first(hub, s
     finally:
         for target in targets:
             target.stop()
-    oldest = min(offered, key=lambda k: offered[k]["at"])
+    oldest = max(offered, key=lambda k: offered[k]["waiting"])
+    assert oldest == 2 and offered[2]["waiting"] >= 100.0, offered  # the scenario: node 2 says its data is oldest
     commits = _log_commits(hub)[::-1]  # oldest first
     summaries = [c["summary"] for c in commits]
     assert len(commits) == 2, summaries  # the scenario: more offers than one commit may hold

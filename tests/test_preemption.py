@@ -610,7 +610,7 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
     leader, uploader = None, None
     try:
         read_line(rank, "flushed 59", 60)  # every record on disk; the rank lives on, as a training does
-        address = StoreAddress("127.0.0.1", job_store.port, "job-preempted")
+        address = StoreAddress("127.0.0.1", job_store.port, "torchrun-job-preempted")
         prefix = store_prefix(address, target_for(load(logdir), TOKEN).key) + "/"
         out_of_reach = HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=f"http://127.0.0.1:{closed_port()}")
         leader = Leader(out_of_reach, JobStore(address, prefix), node=1, nodes=2, spacing=0.5)

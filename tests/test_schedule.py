@@ -179,6 +179,19 @@ def test_writers_gone_exit_when_drained_or_after_drain_timeout():
     assert schedule.decide(62.0, drained=False, retry_due=False).action is Action.CYCLE
 
 
+def test_writers_gone_never_give_up_before_the_time_the_target_asked_to_wait_for():
+    """A node's last records put off by the job's leader (or a Retry-After) past ``drain_timeout``: the
+    uploader keeps trying until that time and one more try after it, not a second less (the drain time
+    it states is the time it waits); with nothing held, it gives up after ``drain_timeout`` as before."""
+    schedule = Schedule(pacing(drain_timeout=60.0, final_gap=5.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=False)
+    schedule.held_until = 200.0  # the leader's put-off, as the loop hands it down
+    clock = Clock(schedule, now=1.0)
+    end = clock.run_until(1000.0, step=1.0)
+    assert end is not None and end.code == 1 and 205.0 < clock.now <= 207.0, clock.now
+    assert any(200.0 <= at <= 206.0 for at, _ in clock.cycles), clock.cycles  # tried once its time had come
+
+
 def test_watch_mode_never_exits_for_lack_of_writers():
     schedule = Schedule(pacing(watch=True, drain_timeout=1.0), 0.0, 0.0)
     schedule.writers(0.0, alive=False)

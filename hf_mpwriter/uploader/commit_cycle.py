@@ -118,6 +118,9 @@ class Committer:
         self._audit_failures = 0  # consecutive refused audits and checks: their backoff grows with them
         self._generation: int | None = None
         self._queue_errors_said: set[str] = set()  # (see :meth:`say_local_error`)
+        #: Wall time until which the target asked this node to wait (the job's leader put its files off, the
+        #: Hub's ``Retry-After``): an uploader draining its last records keeps trying until then at least.
+        self.held_until = 0.0
 
     @property
     def queue(self) -> JobQueue:
@@ -291,12 +294,15 @@ class Committer:
             commit_id = self._call("commit", self.target.commit, job.pieces, message, nbytes=job.bytes)
         except Deferred as exc:  # the job's budget: no error, no backoff, the files wait for their turn
             self.queue.move(job, JobState.PENDING, next_try=time.time() + (exc.retry_after or 0.0))
+            self.held_until = max(self.held_until, time.time() + (exc.retry_after or 0.0))
             logger.info("%s (next try in %.0f s)", exc, exc.retry_after)
             return
         except TargetError as exc:
             delay = backoff(job.attempts, exc)
             text = redact(str(exc), self._token)
             self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + delay)
+            if exc.retry_after is not None:
+                self.held_until = max(self.held_until, time.time() + delay)
             (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", in_logdir(text, self.logdir), delay)
             self._record_error(exc, text)
             progress.error, progress.fatal = text, not exc.transient

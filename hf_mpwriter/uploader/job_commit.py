@@ -5,30 +5,33 @@ grow with its node count (the nodes take turns: :meth:`hf_mpwriter.config.Upload
 With the job's store (:mod:`hf_mpwriter.uploader.job_store`), only the last step of a node's cycle
 changes (:class:`JobTarget`, the node's target). Its queue, snapshots, fence and audit are as before::
 
-    node, at each cycle (the nodes cycle at the same wall-clock moments):
+    node, at its slot of the leader's plan (:mod:`.job_plan`):
         send the content to the Hub's storage          (preupload: Xet, or LFS for a repository)
-        offer the files in the store: path, sha256, size, Xet hash (metadata only, under its node rank)
-        wait for the leader's answer: the commit id, or a refusal
-        no answer within OFFER_WAIT_S: take the offer back, commit the files itself at its own slot
-        of the job's budget (one node at a time), offering to the leader again meanwhile
+        offer the files in the store: path, sha256, size, Xet hash, and how long its data has waited
+        wait for the leader's answer: the commit id, "offer again in N s", or an error
+        no answer within its wait: take the offer back (compare_set); if a leader claimed it first,
+        wait for that leader's answer instead (its commit is under way)
+        taken back: commit the files itself at its own slot of the job's budget, offering again meanwhile
 
-    leader (a thread of every node's uploader; the one holding the store's lease acts):
-        renew the lease; a lease nobody renewed for LEASE_STALE_S is taken over (compare_set)
-        fix the parent (the head its last commit returned, or read it), then read the offers
-        JOB_GATHER_S after a round's first offer: one commit (a bucket: one batch) of the oldest offers
-        that fit in one (at most the budget's files), then one paths_info per 500 files to verify it,
-        and answer every node with the commit and the job's plan (:mod:`.job_plan`: when each node
-        offers, so that the job stays within its budget of commits and API requests at any size)
-        offers the budget has no room for soon: answered with the time to offer again (``Deferred``)
+    leader (:mod:`.job_leader`: a thread of every node's uploader; the one holding the lease acts)
+
+Who commits what, and when:
+
+- **Store alive, leader answering**: the leader commits; a node never does.
+- **Store alive, no answer** (no leader yet, one handing over because it cannot reach the Hub): the
+  node commits itself at its own slot (:meth:`~.job_plan.Plan.own_turn`), a due time it keeps.
+- **Store gone** (nothing listens at its address: its host died, the job ended): nothing coordinates
+  the nodes any more, so each commits itself at once and then in node turns, paced by the Hub (its
+  429 and ``Retry-After``), until everything has landed; the uploader waits as long as the Hub says.
 
 Nothing depends on the leader for safety, only for cost. Every commit names its parent, fixed
-*before* the offers are read: a node that takes its offer back (or finds it expired) commits only
-after that, so a leader still holding the old offer is refused (412) or landed first with content
-the node's own commit then extends. Offers carry their node's uploader incarnation: one from an
-uploader that was replaced (stopped, then woken up) is ignored. The store failing at any step
-leaves the node committing itself, and asking the store again :data:`STORE_RETRY_S` later: a store
-that is not there yet when the uploader starts (an ``env://`` store rank 0 creates later) or that
-comes back is joined then.
+*before* the offers are read: a node that takes its offer back commits only after that, so a leader
+still holding an old offer is refused (412) or landed first with content the node's own commit then
+extends. Offers carry their node's uploader incarnation: one from an uploader that was replaced
+(stopped, then woken up) is ignored. The store failing at any step leaves the node committing
+itself, and asking the store again :data:`STORE_RETRY_S` later: a store that is not there yet when
+the uploader starts (an ``env://`` store rank 0 creates later) or that comes back is joined then.
+No wall clock is compared across hosts: waits are relative, on each host's monotonic clock.
 
 A Storage Bucket works the same way: the nodes send their files' content to the bucket's Xet
 storage, offer them with their Xet hashes, and the leader writes them in one batch. A bucket has no
@@ -44,59 +47,34 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Union
 
 from ..config import UploadConfig
 from ..errors import Deferred, TargetError
 from ..state.piece import Piece
 from ..targets import Target, target_for
-from ..targets.base import UploadedFile
 from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ..targets.hub import HubTarget
 from ..targets.xet_content import xet_usable
-from ..timing import (
-    HUB_COMMIT_EVERY_S,
-    JOB_GATHER_S,
-    LEADER_POLL_S,
-    LEASE_STALE_S,
-    OFFER_WAIT_S,
-    PREPARED_WAIT_S,
-    STORE_RETRY_S,
-)
-from .job_plan import (
-    MAX_FILES_PER_COMMIT,  # noqa: F401 - named here by the tests and benchmarks
-    MIN_FILES_PER_COMMIT,
-    Books,
-    Budget,
-    Plan,
-    make_budget,
-    make_plan,
-)
+from ..timing import HUB_COMMIT_EVERY_S, LEADER_POLL_S, OFFER_WAIT_S, PREPARED_WAIT_S, STORE_RETRY_S
+from .job_leader import TAKEN, WITHDRAWN, Leader, SharedTarget, taken_value
+from .job_plan import Budget, Plan, make_budget, make_plan
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
-#: The leader answers an offer it cannot write within this long (the budget, a 429) with the time to offer
-#: again, so that its node does not wait, give up and commit itself.
-DEFER_AFTER_S = OFFER_WAIT_S / 3
 #: While the leader commits for a job, its nodes' periodic audits together come about as often as this many
 #: nodes' would (each node audits ``nodes / JOB_AUDITORS`` times less often): the leader verifies every
 #: commit it makes, and a thousand nodes auditing every interval would spend the job's Hub API budget.
 JOB_AUDITORS = 8
-#: Clocks of the nodes may differ this much: a node commits an expired offer itself only this long
-#: after the leader stops taking it.
-CLOCK_MARGIN_S = 5.0
-WITHDRAWN = b"-"
+#: A node whose offer could not be taken back (the store stopped answering) commits it itself only this long
+#: after its own wait: a leader stops taking it after the same wait from when it first saw it, plus its polls.
+CLAIM_MARGIN_S = 5.0
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
-#: The targets a job's leader can write for its nodes: a repository (one commit, by sha256) or a
-#: Storage Bucket (one batch, by Xet hash).
-SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between classes at run time)
+__all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "for_job", "store_prefix"]
 
 
 def store_prefix(address: StoreAddress, target_key: str) -> str:
@@ -110,25 +88,31 @@ class JobTarget(Target):
 
     def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
-                 commit_every: float = HUB_COMMIT_EVERY_S) -> None:
+                 commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None) -> None:
         self.inner, self.prefix = inner, inner.prefix
         self.key, self.min_interval = inner.key, inner.min_interval
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
         self.incarnation = time.time_ns()
         self._seq = 0
-        self._offered_at: float | None = None  # wall time of our last offer a leader may still take
+        self._offered_at: float | None = None  # monotonic: our last offer, while a leader may still take it
+        #: How long this node waits for a leader that claimed its offer (its commit is under way): the bound
+        #: of one call to the Hub, which the leader's commit is.
+        self.taken_wait = call_bound if call_bound is not None else 3 * wait
+        self._waiting_since: float | None = None  # monotonic: the first offer of data not landed yet
         self._verified: tuple | None = None  # the pieces the leader verified at its last commit of ours
         self._deferred: tuple | None = None  # the pieces last put off for the budget: known not committed
         self.budget = budget or make_budget()
         self.kind = "bucket" if isinstance(inner, BucketTarget) else "hub"
         self.commit_every, self.spacing = commit_every, spacing
         self.plan: Plan | None = None  # the leader's, from its last answer
-        self._own_last: float | None = None  # wall time of this node's last commit of its own
-        self._drain_said = False
+        self._own_last: float | None = None  # monotonic: this node's last commit of its own
+        self._own_due: float | None = None  # monotonic: its next own slot, kept until it commits
+        #: Nothing listens at the store's address any more: nothing coordinates the nodes (see the module).
+        self.store_gone = False
         #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
-        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every)
+        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, self.taken_wait)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
@@ -147,7 +131,8 @@ class JobTarget(Target):
         address = self.store.address
         plan = self.plan_now(1)
         return {"job_id": address.job_id, "store": f"{address.host}:{address.port}", "node": self.node,
-                "nodes": self.leader.nodes, "mode": self.mode, "why": self.why,
+                "nodes": self.leader.nodes, "mode": self.mode, "why": self.why, "store_gone": self.store_gone,
+                "leading": self.leader.leading, "handed_over": self.leader.handed_over,
                 "planned": self.plan is not None, "interval": plan.interval, "own_every": plan.own_every(),
                 "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
                 "api_requests": self.budget.requests_per_5min}
@@ -164,7 +149,10 @@ class JobTarget(Target):
         """``(interval, phase)``: this node's slot in the leader's plan (:mod:`.job_plan`), which keeps the
         job within its budget at any size; before the leader has said one, every node at the same
         wall-clock moments (the leader then plans). Also while this node commits itself: it offers to the
-        leader again at its next slot, and its own commits have a gate of their own (:meth:`_own_turn`)."""
+        leader again at its next slot, and its own commits have a gate of their own (:meth:`_own_turn`).
+        With the store gone, the node turns of a job without a store (:meth:`UploadConfig.pacing`)."""
+        if self.store_gone:
+            return config.pacing(self.inner.min_interval)
         if self.plan is not None:
             return self.plan.pacing(self.node)
         return config.commit_every, 0.0
@@ -198,7 +186,7 @@ class JobTarget(Target):
                 self.store.compare_set(f"offer/{self.node}", b"", WITHDRAWN)
                 self.store.compare_set(f"answer/{self.node}", b"", b"{}")
                 self.store.append("members", f"{self.node},".encode())
-                self._announced = True
+                self._announced, self.store_gone = True, False
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
                 self.store_failed(exc)
@@ -279,50 +267,74 @@ class JobTarget(Target):
         if uploaded is None:  # a regular (non-LFS) file travels in the commit itself; a bucket without Xet hashes
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
         self._seq = max(self._seq + 1, time.time_ns())
-        at = time.time()
-        last = self._hurried() or self.closing
-        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "at": at, "last": last,
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "wait": self.wait,
+                            "waiting": now - self._waiting_since, "last": self._hurried() or self.closing,
                             "files": [[f.path, f.sha256, f.size, f.xet_hash] for f in uploaded]}).encode()
         if len(offer) > MAX_VALUE_BYTES:  # not a store failure: this round has too many files for one value
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
-        self._offered_at = at  # from now on, an offer of ours may be in the store
-        answer: dict | None = None
-        why = "the leader did not answer in time"
+        self._offered_at = now  # from now on, an offer of ours may be in the store
         try:
-            self.store.set(f"offer/{self.node}", offer)
-            self.store.add("offered", 1)  # the leader polls this counter, not every node's offer
-            answer = self._await_answer(self._seq)
-            if answer is None and self.store.compare_set(f"offer/{self.node}", offer, WITHDRAWN):
-                answer = self._answer(self._seq)  # the leader may have answered just before
-                if answer is None:
-                    self._offered_at = None  # taken back: no leader can commit it any more
+            answer = self._offer(offer)
         except StoreError as exc:
-            why = str(exc)
             self.store_failed(exc)
             if self.store.gone():  # and our offer with it: no leader can take it any more
                 self._offered_at = None
-        if answer is not None:
-            self._offered_at = None  # answered: no leader takes this offer again
-            self.plan = Plan.from_json(answer.get("plan")) or self.plan
-            if answer.get("retry_at") is not None and self._hurried():  # the node's disk goes before then
-                return self._commit_ourselves(pieces, message, "the job's budget has no room before this node's deadline")
-            if answer.get("retry_at") is not None:  # the budget has no room now: offered again then
-                self.mode, self.why = "job", None
-                self._deferred = _identity(pieces)
-                raise Deferred(f"the job's leader puts this node's {len(pieces)} file(s) off to a later write "
-                               f"({answer.get('why', 'the budget')})", float(answer["retry_at"]) - time.time())
-            if answer.get("commit") is None:
-                return self._commit_ourselves(pieces, message, f"the leader could not commit it: {answer.get('error')}")
-            self.mode, self.why = "job", None
-            if answer.get("verified"):
-                self._verified = _identity(pieces)
-            return str(answer["commit"])
-        return self._commit_ourselves(pieces, message, why)
+            return self._commit_ourselves(pieces, message, str(exc))
+        if answer is None:
+            return self._commit_ourselves(pieces, message, "the leader did not answer in time")
+        return self._answered(answer, pieces, message)
 
-    def _await_answer(self, seq: int) -> dict | None:
+    def _offer(self, offer: bytes) -> dict | None:
+        """Offer, wait for the answer; take the offer back when none comes in time (``None``). One that a
+        leader claimed meanwhile is under way: its answer is waited for as long as a call to the Hub lasts."""
+        key = f"offer/{self.node}"
+        self.store.set(key, offer)
+        self.store.add("offered", 1)  # the leader polls this counter, not every node's offer
+        answer = self._await_answer(self._seq, self.wait)
+        if answer is not None:
+            return answer
+        if self.store.compare_set(key, offer, WITHDRAWN):
+            self._offered_at = None  # taken back: no leader can commit it any more
+            return None
+        answer = self._await_answer(self._seq, self.taken_wait)  # claimed: the leader's commit is under way
+        if answer is None and self.store.get(key) == taken_value(self._seq):
+            self._offered_at = None  # a late commit of that leader is fenced by its parent (see the module)
+            raise TargetError(f"the job's leader took this node's files and said nothing for {self.taken_wait:.0f} s "
+                              "(it stopped or hangs); they are offered again", transient=True)
+        return answer
+
+    def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
+        """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
+        self._offered_at = None  # answered: no leader takes this offer again
+        self.plan = Plan.from_json(answer.get("plan")) or self.plan
+        if answer.get("retry_in") is not None:
+            if self._hurried():  # the node's disk goes before then
+                return self._commit_ourselves(pieces, message, "the job's budget has no room before this node's deadline")
+            self.mode, self.why = "job", None
+            self._deferred = _identity(pieces)
+            # Relative, and never past the budget's window: another host's idea of time does not hold this one up.
+            raise Deferred(f"the job's leader puts this node's {len(pieces)} file(s) off to a later write "
+                           f"({answer.get('why', 'the budget')})",
+                           min(float(answer["retry_in"]), self.budget.commit_window_s))
+        if answer.get("commit") is None:
+            return self._commit_ourselves(pieces, message, f"the leader could not commit it: {answer.get('error')}")
+        self.mode, self.why = "job", None
+        self._landed()
+        if answer.get("verified"):
+            self._verified = _identity(pieces)
+        return str(answer["commit"])
+
+    def _landed(self) -> None:
+        """These pieces are committed: nothing of this node waits, nothing is put off."""
+        self._waiting_since = self._own_due = self._deferred = None
+
+    def _await_answer(self, seq: int, longest: float) -> dict | None:
         """Our answer, read each time the leader's ``answered`` counter moves (one round trip per poll)."""
         started, seen = time.monotonic(), None
-        while time.monotonic() < self.store.until(started, self.wait):  # read again: a signal shortens it
+        while time.monotonic() < self.store.until(started, longest):  # read again: a signal shortens it
             answered = self.store.add("answered", 0)
             if answered != seen:
                 seen = answered
@@ -343,7 +355,8 @@ class JobTarget(Target):
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
         store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
         if self._offered_at is not None:
-            now, left = time.monotonic(), self._offered_at + OFFER_WAIT_S + CLOCK_MARGIN_S - time.time()
+            now = time.monotonic()
+            left = self._offered_at + self.wait + CLAIM_MARGIN_S - now
             if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
                 raise TargetError(f"the job's leader did not commit this node's files ({why}), and the offer could "
                                   f"not be taken back: this node commits them itself in {left:.0f} s", transient=True)
@@ -358,8 +371,10 @@ class JobTarget(Target):
             raise Deferred(f"job-wide commit not made ({why}); this node commits its files itself at its turn in the "
                            f"job's budget", wait)
         logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
-        self._own_last = time.time()
-        return self.inner.commit(pieces, message)
+        self._own_last, self._own_due = time.monotonic(), None
+        commit = self.inner.commit(pieces, message)
+        self._landed()
+        return commit
 
     def _hurried(self) -> bool:
         """Whether the uploader was signalled (:meth:`hurry`): its last records go now or never."""
@@ -370,309 +385,29 @@ class JobTarget(Target):
         return self.plan or make_plan(self.budget, self.kind, self.leader.nodes, files, self.commit_every, self.spacing)
 
     def _own_turn(self, files: int) -> float:
-        """Seconds until this node may commit its files itself: at its slot of the job's budget
-        (:meth:`Plan.own_turn`; a thousand nodes left without a leader would otherwise make a thousand
-        commits at once), asked again at least every :data:`STORE_RETRY_S` while the store lives (a
-        leader may be back). At once when the uploader was signalled: the node's disk goes with it."""
+        """Seconds until this node may commit its files itself (0: now). With the store alive: at its own
+        slot of the job's budget (:meth:`Plan.own_turn`; a thousand nodes left without a leader would
+        otherwise make a thousand commits at once), a due time kept until it commits, and the leader asked
+        again at least every :data:`STORE_RETRY_S` meanwhile (one may be back). At once when the uploader
+        was signalled (the node's disk goes with it) or the store is gone (nothing coordinates the nodes:
+        the Hub's 429s pace them)."""
         if self._hurried():
             return 0.0
-        plan = self.plan_now(files)
-        wait = plan.own_turn(self.node, time.time(), self._own_last)
-        if wait <= 0:
+        if self.store.gone():
+            if not self.store_gone:
+                logger.warning("the job's store at %s:%d is gone (its host stopped): this node commits its files "
+                               "itself from now on, paced by the Hub", self.store.address.host, self.store.address.port)
+            self.store_gone = True
             return 0.0
-        if not self.store.gone():
-            return min(wait, STORE_RETRY_S)
-        if not self._drain_said:  # the job is over, or its store host died: said once, with how long it takes
-            logger.warning("the job's store is gone: %s; this node's files wait on its disk until its turn (next in "
-                           "%.0f s)", plan.drain_note(), wait)
-            self._drain_said = True
-        return wait
-
-
-def _doubling(failures: int, cap: float) -> float:
-    """The leader's pause after ``failures`` in a row: :data:`LEADER_POLL_S`, doubling, up to ``cap``."""
-    return min(cap, LEADER_POLL_S * 2 ** min(failures, 16))
+        now = time.monotonic()
+        if self._own_due is None:
+            since = None if self._own_last is None else now - self._own_last
+            self._own_due = now + self.plan_now(files).own_turn(self.node, time.time(), since)
+        return min(max(0.0, self._own_due - now), STORE_RETRY_S)
 
 
 def _identity(pieces: Sequence[Piece]) -> tuple:
     return tuple(sorted((p.path, p.size, p.sha256) for p in pieces))
-
-
-class Leader:
-    """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
-
-    def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
-                 budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S) -> None:
-        self.target, self.store, self.node, self.nodes, self.spacing = target, store, node, nodes, spacing
-        self.budget = budget or make_budget()
-        self.kind = "bucket" if isinstance(target, BucketTarget) else "hub"
-        self.commit_every = commit_every
-        self.books = Books(self.budget, self.kind)
-        #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
-        self.max_files = self.budget.files_per_commit
-        self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
-        self.leading = False
-        self._lease: bytes | None = None  # the value we last wrote (leading) or saw (watching)
-        self._lease_seen_at = time.monotonic()
-        self._renewals = 0
-        self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
-        self._offered: int | None = None  # the ``offered`` counter when the offers were last read
-        self._candidates: dict[int, dict] = {}  # what that read found
-        self._last_commit = -float("inf")
-        self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
-        self._head_rests_until = 0.0  # monotonic
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lease_thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Two threads: the lease is kept on its own schedule, so a round of any length (a commit of
-        thousands of files, a slow Hub) never lets it go stale and another node take over mid-round."""
-        self._lease_thread = threading.Thread(target=self._keep_lease, name="hf_mpwriter-job-lease", daemon=True)
-        self._thread = threading.Thread(target=self._run, name="hf_mpwriter-job-leader", daemon=True)
-        self._lease_thread.start()
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop; a leader lets its lease go at once (the next node takes over without waiting it out)."""
-        self._stop.set()
-        for thread in (self._thread, self._lease_thread):
-            if thread is not None:
-                thread.join(10)
-        if self.leading and self._lease is not None:
-            try:
-                self.store.compare_set("lease", self._lease, b"")
-            except StoreError:
-                pass
-
-    def _keep_lease(self) -> None:
-        """Renew the lease while leading (every :data:`LEADER_POLL_S`); otherwise watch it, less often the
-        more nodes watch (each look is a round trip to the job's store), still well within its staleness."""
-        failures = 0  # the store's, in a row (capped at half the lease's staleness: the offers outlive it)
-        watch_every = max(LEADER_POLL_S, min(LEASE_STALE_S / 4, self.nodes * LEADER_POLL_S / 100))
-        while not self._stop.is_set():
-            try:
-                self._hold_lease()
-                failures = 0
-            except StoreError as exc:
-                if self.leading:
-                    logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
-                self.leading = False
-                failures += 1
-            except Exception:  # never die: the nodes would fall back for good
-                logger.exception("job leader: the lease could not be kept")
-            pause = LEADER_POLL_S if self.leading else watch_every
-            self._stop.wait(_doubling(failures, LEASE_STALE_S / 2) if failures else pause)
-
-    def _run(self) -> None:
-        """The rounds, while this node holds the lease."""
-        failures = 0  # the store's, in a row
-        while not self._stop.is_set():
-            try:
-                if self.leading:
-                    self._round()
-                failures = 0
-            except StoreError as exc:
-                logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
-                failures += 1
-            except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
-                self._head_failures += 1
-                self._head_rests_until = time.monotonic() + (pause := _doubling(self._head_failures, STORE_RETRY_S))
-                logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
-            except Exception:  # never die: the nodes would fall back for good
-                logger.exception("job leader round failed")
-            self._stop.wait(_doubling(failures, LEASE_STALE_S / 2))
-
-    # -- the lease -------------------------------------------------------------------------------
-    def _hold_lease(self) -> bool:
-        """Renew our lease, or take one that is free or was not renewed for :data:`LEASE_STALE_S`."""
-        now = time.monotonic()
-        if self.leading:
-            assert self._lease is not None
-            mine = self._lease_value()
-            if self.store.compare_set("lease", self._lease, mine):
-                self._lease = mine
-                return True
-            logger.warning("job leader: node %d lost the lease (another node took over)", self.node)
-            self.leading = False
-        current = self.store.get("lease") or b""
-        if current != self._lease:
-            self._lease, self._lease_seen_at = current, now
-        if current and now - self._lease_seen_at < LEASE_STALE_S:
-            return False
-        mine = self._lease_value()
-        if not self.store.compare_set("lease", current, mine):
-            return False
-        self.leading, self._lease = True, mine
-        logger.info("job leader: node %d leads the job's commits", self.node)
-        return True
-
-    def _lease_value(self) -> bytes:
-        self._renewals += 1
-        return json.dumps({"node": self.node, "pid": os.getpid(), "n": self._renewals}).encode()
-
-    # -- a round ----------------------------------------------------------------------------------
-    def plan(self) -> Plan:
-        """The job's plan as this leader sees it now (the nodes' latest file counts, a 429's slowdown)."""
-        files = max(self._files_of.values(), default=1)
-        return make_plan(self.budget, self.kind, self.nodes, files, self.commit_every, self.spacing,
-                         self.max_files, self.books.slowdown)
-
-    def _round(self) -> None:
-        """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)
-        and the books have room; offers that will not have room soon are told when to offer again."""
-        now = time.monotonic()
-        if now < self._head_rests_until:
-            return
-        offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
-        if offered != self._offered:
-            self._offered, self._candidates = offered, self._offers()
-        if not self._candidates:
-            return
-        last = any(o.get("last") for o in self._candidates.values())  # a node's last records: its disk goes
-        if now - self._last_commit < self.spacing and not last:
-            return
-        first = min(self._first_seen.setdefault((node, o["seq"]), now) for node, o in self._candidates.items())
-        if len(self._candidates) < self.nodes and now - first < JOB_GATHER_S and not self._full():
-            return
-        wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
-        free_at = self.books.next_free(now, wanted)
-        if free_at > now and not last:  # the budget (or a 429) has no room now
-            if free_at - now > DEFER_AFTER_S:
-                self._defer(self._candidates, free_at, "the job's budget of Hub commits and requests")
-                self._offered, self._candidates = None, {}
-            return
-        parent = self.target.parent()  # fixed before the offers it commits are read: see the module's docstring
-        self._head_failures = 0
-        offers = self._offers()
-        self._offered, self._candidates = None, {}  # read them all again next round
-        if not offers or not self.leading:  # (the lease went meanwhile: the store failed, or a long freeze)
-            return
-        self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
-        offers, rest = self._fitting(offers)
-        files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
-        message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
-        self._last_commit = time.monotonic()
-        try:
-            commit = self.target.commit_uploaded(files, message, parent=parent)
-        except TargetError as exc:
-            self._failed(exc, offers)
-            return
-        self.books.wrote(time.monotonic(), len(files))
-        self.max_files = min(self.budget.files_per_commit, self.max_files * 3 // 2)  # back up after a halving
-        try:
-            wrong = self.target.verify_uploaded(files)
-        except TargetError as exc:
-            logger.warning("job leader: commit %s not verified (%s); each node checks it itself", commit, exc)
-            wrong = {f.path: "not verified" for f in files}
-        plan = self.plan().to_json()
-        self.store.multi_set({
-            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan,
-                                          "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
-            for node, offer in offers.items()
-        })
-        self.store.add("answered", 1)
-        for node, offer in offers.items():
-            self._first_seen.pop((node, offer["seq"]), None)
-        logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
-        rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
-        if rest:
-            self._defer_rest(rest)
-
-    def _full(self) -> bool:
-        """Whether the offers read fill a commit already (a group of the plan, or the files a commit holds):
-        then there is nothing to gather for, and a leader that waited each time would fall behind its plan."""
-        files = sum(len(o["files"]) for o in self._candidates.values())
-        return files >= self.max_files or len(self._candidates) >= self.plan().per_commit
-
-    def _failed(self, exc: TargetError, offers: dict[int, dict]) -> None:
-        """A commit failed: a 429 slows the plan and puts the offers off until the Hub's time; a timeout halves
-        the commits (the Hub's 60 s server timeout); other transient errors are retried next round (the
-        head is read again); an error only the user can fix is the nodes' to report."""
-        if exc.retry_after is not None:
-            self.books.refused(time.monotonic(), exc.retry_after)
-            logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
-                           "plan's spacing for an hour", exc, exc.retry_after, self.books.slowdown)
-            self._defer(offers, self.books.paused_until, "the Hub asked to slow down (429)")
-        elif exc.timed_out and self.max_files > MIN_FILES_PER_COMMIT:
-            self.max_files = max(MIN_FILES_PER_COMMIT, self.max_files // 2)
-            logger.warning("job leader: %s; commits of at most %d files from now on", exc, self.max_files)
-        elif exc.transient:  # the branch moved, the network: the head is read again next round
-            logger.warning("job leader: %s", exc)
-        else:
-            self._answer(offers, {"commit": None, "error": str(exc)})
-
-    def _defer(self, offers: dict[int, dict], at: float, why: str) -> None:
-        """Tell the nodes of ``offers`` to offer again at ``at`` (monotonic, sent as wall time) with the plan:
-        their files wait on their disks meanwhile, instead of their nodes giving up on the leader."""
-        plan = self.plan().to_json()
-        retry_at = time.time() + max(0.0, at - time.monotonic())
-        self._answer(offers, {"commit": None, "retry_at": retry_at, "why": why, "plan": plan})
-        for node, offer in offers.items():
-            self._first_seen.pop((node, offer["seq"]), None)
-        logger.info("job leader: %d node(s) put off for %.0f s (%s)", len(offers), at - time.monotonic(), why)
-
-    def _defer_rest(self, rest: dict[int, dict]) -> None:
-        """Offers that did not fit in this commit: the oldest at the next write the books allow, then one
-        commit's worth per gap of the plan."""
-        gap = self.plan().gap
-        at = max(self.books.next_free(time.monotonic(), self.max_files), time.monotonic() + self.spacing)
-        chunk: dict[int, dict] = {}
-        count = 0
-        for node, offer in sorted(rest.items(), key=lambda item: item[1]["at"]):
-            if chunk and count + len(offer["files"]) > self.max_files:
-                self._defer(chunk, at, "this commit's files were full")
-                chunk, count, at = {}, 0, at + gap
-            chunk[node] = offer
-            count += len(offer["files"])
-        self._defer(chunk, at, "this commit's files were full")
-
-    def _fitting(self, offers: dict[int, dict]) -> tuple[dict[int, dict], dict[int, dict]]:
-        """The oldest offers whose files fit in one commit of at most :attr:`max_files` (at least one
-        offer), and the rest."""
-        chosen: dict[int, dict] = {}
-        count = 0
-        for node, offer in sorted(offers.items(), key=lambda item: item[1]["at"]):
-            if chosen and count + len(offer["files"]) > self.max_files:
-                break
-            chosen[node] = offer
-            count += len(offer["files"])
-        rest = {node: offer for node, offer in offers.items() if node not in chosen}
-        if rest:
-            logger.info("job leader: %d of %d offers fit in this commit (at most %d files); the rest later",
-                        len(chosen), len(offers), self.max_files)
-        return chosen, rest
-
-    def _offers(self) -> dict[int, dict]:
-        """The nodes' current offers this leader may commit: not answered yet, not taken back, not
-        expired, from the node's current uploader. Read in one batch: a few round trips at any job size."""
-        members = self._members()
-        kinds = ("offer", "answer", "incarnation")
-        values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
-        offers = {}
-        for k, node in enumerate(members):
-            raw, answered_raw, incarnation_raw = values[3 * k:3 * k + 3]
-            if not raw or raw == WITHDRAWN:
-                continue
-            offer = json.loads(raw)
-            answered = json.loads(answered_raw or b"{}")
-            if offer["seq"] <= answered.get("seq", 0) or offer["incarnation"] < int(incarnation_raw or 0):
-                continue
-            if time.time() - offer["at"] > OFFER_WAIT_S:  # the node may be committing it itself
-                continue
-            offers[node] = offer
-        return offers
-
-    def _members(self) -> list[int]:
-        """The nodes that announced themselves in this store (their keys exist)."""
-        raw = self.store.get("members") or b""
-        listed = {int(part) for part in raw.decode().split(",") if part.strip().isdigit()}
-        return sorted(node for node in listed if 0 <= node < self.nodes)
-
-    def _answer(self, offers: dict[int, Any], answer: dict) -> None:
-        self.store.multi_set({f"answer/{node}": json.dumps({**answer, "seq": offer["seq"]}).encode()
-                              for node, offer in offers.items()})
-        self.store.add("answered", 1)  # the nodes poll this counter, not their answers
 
 
 def for_job(config: UploadConfig, target: Target, token: str | None, call_bound: float) -> Target:
@@ -704,7 +439,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     budget = make_budget(config.commits_per_hour, config.api_requests, config.files_per_commit, hub_spacing)
     job = JobTarget(target, leader_target, store, config.node_rank, config.nodes,
                     wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing, budget=budget,
-                    commit_every=config.commit_every)
+                    commit_every=config.commit_every, call_bound=call_bound)
     try:
         store.get("lease")
         logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",

@@ -14,10 +14,11 @@ in its answers; a node cycles at its group's slot of the wall-clock cycle
 hour and 5 minutes, so that off-plan offers (a closing writer, a retry) wait their turn instead of
 overspending, and a 429 slows the plan.
 
-A node that commits its files itself (no leader, the store gone) has a share of the same budget:
-one commit per :meth:`Plan.own_every` seconds at its own slot, so that a thousand nodes together
-still make at most the budget's commits (:meth:`Plan.own_turn`). That is slow at that size, and said
-(:meth:`Plan.drain_note`): such a job's logs belong in a Storage Bucket.
+A node whose offers go unanswered while the store lives (no leader yet, one handing over) has a
+share of the same budget: one commit per :meth:`Plan.own_every` seconds at its own slot, so that a
+thousand nodes together still make at most the budget's commits (:meth:`Plan.own_turn`). Once the
+store is gone nothing coordinates the nodes: each commits itself, the Hub's own limits (its 429s and
+their ``Retry-After``) pace them (:mod:`hf_mpwriter.uploader.job_commit`).
 """
 
 from __future__ import annotations
@@ -66,8 +67,6 @@ COMMIT_SHARE = 0.25
 #: The default API requests per 5 minutes for the job's logs: 40% of a free account's 1,000, so that the
 #: job's own Hub calls on the same token keep most of it.
 DEFAULT_REQUESTS_PER_5MIN = 400
-#: A node whose own slot passed less than this long ago takes it now (it was woken up a little late).
-OWN_TURN_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -124,20 +123,14 @@ class Plan:
         """How often one node may commit its files itself: the job's share, split between every node."""
         return self.nodes * self.own_gap
 
-    def own_turn(self, node: int, wall: float, last: float | None) -> float:
-        """Seconds until ``node`` may commit its files itself (0: now): at its own slot of a cycle of
-        :meth:`own_every` seconds (the nodes' slots are ``own_gap`` apart, so they never come together),
-        and not twice in half a cycle."""
+    def own_turn(self, node: int, wall: float, since_last: float | None) -> float:
+        """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (the
+        nodes' slots are ``own_gap`` apart, so they never come together), and not sooner than half a cycle
+        after its last own commit (``since_last`` seconds ago). The caller keeps the time it gets as a due
+        time: a slot is never missed for being looked at late."""
         every = self.own_every()
-        after = 0.0 if last is None else max(0.0, every / 2 - (wall - last))
-        wait = until_turn(every, (node * self.own_gap) % every, wall, after)
-        return 0.0 if wait > every - OWN_TURN_SLACK_S and after == 0 else wait
-
-    def drain_note(self) -> str:
-        """How long the job's nodes take to commit their files themselves, said when they have to."""
-        every = self.own_every()
-        return (f"the {self.nodes} nodes share the job's budget (one commit every {self.own_gap:.0f} s): each commits "
-                f"itself every {duration_text(every)} at most, so draining every node takes up to {duration_text(every)}")
+        after = 0.0 if since_last is None else max(0.0, every / 2 - since_last)
+        return until_turn(every, (node * self.own_gap) % every, wall, after)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
+from .. import launch
 from ..timing import LEADER_POLL_S, STORE_CALL_S
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ KEYS_PER_CALL = 256
 #: Calls still running after their deadline; past this many, the store is not asked again (each one
 #: holds a thread and a socket until the store answers, maybe never).
 MAX_ABANDONED = 4
-#: Job ids, most specific first: torchrun's run id, then the batch schedulers'.
-JOB_ID_VARS = ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID")
 
 
 class StoreError(Exception):
@@ -60,7 +59,9 @@ def store_address(env: Mapping[str, str] | None = None) -> StoreAddress | None:
     """The job's store from the launcher's environment, or ``None`` (no store: node turns)."""
     env = os.environ if env is None else env
     host, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
-    job_id = next((env[var] for var in JOB_ID_VARS if env.get(var)), None)
+    # The writers' job id (one launch, one id). torchrun without ``--rdzv-id`` says ``none``: its store is
+    # that launch's own all the same, so its keys need no more scoping than that.
+    job_id = launch.job_id(env) or ("torchrun-none" if env.get("TORCHELASTIC_RUN_ID") else None)
     if not host or not port or not job_id:
         return None
     try:
@@ -83,6 +84,9 @@ class JobStore:
         #: size costs the store, which serves the training job too.
         self.round_trips = 0
         self._abandoned: list[threading.Thread] = []
+        #: One call at a time on the connection: the node's commits, the leader's rounds and the lease share it,
+        #: and a call abandoned by one must not drop the client under another's message.
+        self._lock = threading.Lock()
 
     # -- the calls -------------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
@@ -150,7 +154,17 @@ class JobStore:
         return started + min(longest, max(0.0, (self.preemption - started) / 3))
 
     def _bounded(self, call: Callable[[Any], T], round_trips: int = 1) -> T:
-        """Run ``call(client)`` in a throwaway thread; :class:`StoreError` if it fails or outlives the deadline."""
+        """Run ``call(client)`` in a throwaway thread, one call at a time; :class:`StoreError` if it fails or
+        outlives the deadline (waiting for another thread's call counts against it)."""
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=max(0.0, self.until(started, self.deadline) - started)):
+            raise StoreError(f"the job's store at {self._where()} is busy with a call that does not end")
+        try:
+            return self._bounded_locked(call, round_trips, started)
+        finally:
+            self._lock.release()
+
+    def _bounded_locked(self, call: Callable[[Any], T], round_trips: int, started: float) -> T:
         self.round_trips += round_trips
         self._abandoned = [t for t in self._abandoned if t.is_alive()]
         if len(self._abandoned) >= MAX_ABANDONED:
@@ -167,7 +181,6 @@ class JobStore:
                 failure.append(exc)
 
         thread = threading.Thread(target=run, name="hf_mpwriter-store", daemon=True)
-        started = time.monotonic()
         thread.start()
         while thread.is_alive() and (left := self.until(started, self.deadline) - time.monotonic()) > 0:
             thread.join(min(left, LEADER_POLL_S / 2))

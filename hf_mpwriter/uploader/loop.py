@@ -251,6 +251,7 @@ class Uploader:
                 logger.info("handing over to a newer uploader (new settings or token); exiting")
                 return 0
             schedule.writers(now, bool(live_writers(self.logdir)))
+            schedule.held_until = now + self.committer.held_until - time.time()  # (relative: one host's clocks)
             if isinstance(self.target, job_commit.JobTarget):  # the writers gone: its last records, not put off
                 self.target.closing = not schedule.writers_alive
             try:

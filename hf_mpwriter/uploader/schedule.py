@@ -13,9 +13,11 @@ The rules, in order of precedence:
    committed and no writer is left, or the deadline (``preemption_deadline``) ends it.
 2. **The last writer gone**: commit at once (the job is over; its grace period may be short), then
    retry every ``final_gap`` until everything is committed (exit 0) or ``drain_timeout`` (exit 1:
-   ``hf-mpwriter sync`` finishes it). An error only the user can fix (no token, a refused one, no
-   such repository: :attr:`Schedule.needs_user`) ends it after that first commit (exit 1): nobody is
-   left to fix it, and retrying alone never will.
+   ``hf-mpwriter sync`` finishes it), but never before the time the target asked it to wait for
+   (a put-off of the job's leader, the Hub's ``Retry-After``: :meth:`Schedule.drain_until`). An
+   error only the user can fix (no token, a refused one, no such repository:
+   :attr:`Schedule.needs_user`) ends it after that first commit (exit 1): nobody is left to fix it,
+   and retrying alone never will.
 3. **A writer asks** (``close()``, ``scheduler.trigger()``): commit after :data:`SETTLE_S` (ranks
    closing together share the commit), but not sooner than ``trigger_gap`` after the last cycle: ranks
    closing one after the other make one commit per target spacing, not one per rank.
@@ -135,6 +137,8 @@ class Schedule:
         self.writers_alive = True  # until the loop has looked
         self.gone_at: float | None = None  # when the last writer was seen gone
         self.gone_cycled = False  # the commit for "writers gone" was made
+        #: Monotonic: the target asked to wait until then (a put-off, a ``Retry-After``): see :meth:`drain_until`.
+        self.held_until = -math.inf
         self.term_at: float | None = None  # first SIGTERM/SIGINT/SIGHUP
         self.abandon = False  # second signal: exit at once
         self.retry_at = math.inf  # a local error asked for a retry then
@@ -195,7 +199,7 @@ class Schedule:
                 return Decision(Action.EXIT, "every writer is gone and everything is committed")
             if self.gone_cycled and self.needs_user:
                 return Decision(Action.EXIT, "every writer is gone and the error needs the user", code=1)
-            if now - self.gone_at > p.drain_timeout:
+            if now > self.drain_until():
                 return Decision(Action.EXIT, "every writer is gone; gave up after drain_timeout", code=1)
         if now < self.pause_until:
             return Decision(Action.WAIT, "pause after an unexpected error", wait=self.pause_until - now)
@@ -215,8 +219,14 @@ class Schedule:
             return Decision(Action.CYCLE, "retry after a local error")
         due = min(triggered, final, self.next_cycle, self.retry_at)
         if gone:
-            due = min(due, self.gone_at + p.drain_timeout + 1e-6)  # type: ignore[operator]
+            due = min(due, self.drain_until() + 1e-6)
         return Decision(Action.WAIT, "nothing due", wait=due - now)
+
+    def drain_until(self) -> float:
+        """When an uploader whose writers are gone gives up: ``drain_timeout`` after they went, and never
+        before the target's last "wait until" (:attr:`held_until`) and one more try after it."""
+        assert self.gone_at is not None
+        return max(self.gone_at + self.pacing.drain_timeout, self.held_until + self.pacing.final_gap)
 
     def local_wait(self, now: float) -> Decision | None:
         """WAIT while a local error's retry is not due, else ``None``. The loop asks this before it reads

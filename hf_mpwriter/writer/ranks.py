@@ -19,10 +19,10 @@ so on, so that no folder holds more than the Hub's 10,000 entries. What restarts
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..launch import job_id  # noqa: F401 - the writers' name for it (args, the Lightning logger)
 from ..state.run_dirs import HUB_ENTRIES_PER_FOLDER, in_block
 
 # (variable of the global rank, of the world size, launcher name), most specific first. detect() reads
@@ -121,26 +121,3 @@ def detect(rank: int | None = None, env: Mapping[str, str] | None = None) -> Ran
     return RankInfo(None, 1, "none")
 
 
-#: (variable, label): the id of the job, the same in every process of it, set by its launcher.
-#: torchrun's comes first: several torchrun jobs may run one after the other in one SLURM allocation.
-_JOB_IDS = (
-    ("TORCHELASTIC_RUN_ID", "torchrun"),
-    ("SLURM_JOB_ID", "slurm"),
-    ("PBS_JOBID", "pbs"),
-    ("LSB_JOBID", "lsf"),
-    ("FLUX_JOB_ID", "flux"),
-    ("PMIX_NAMESPACE", "mpi"),
-)
-
-
-def job_id(env: Mapping[str, str] | None = None) -> str | None:
-    """``<launcher>-<job id>`` from the launcher's environment, or ``None`` outside a known job.
-
-    torchrun's run id ``none`` (its default without ``--standalone`` or ``--rdzv-id``) is not an id.
-    """
-    env = os.environ if env is None else env
-    for var, label in _JOB_IDS:
-        value = (env.get(var) or "").strip()
-        if value and not (var == "TORCHELASTIC_RUN_ID" and value == "none"):
-            return f"{label}-" + re.sub(r"[^A-Za-z0-9._-]", "_", value)[:64]
-    return None

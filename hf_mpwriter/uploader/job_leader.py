@@ -1,0 +1,436 @@
+"""The job's leader: the lease that makes one node's uploader the committer, and its rounds.
+
+Every node's uploader runs a :class:`Leader`; the one holding the store's lease commits the nodes'
+offers (:mod:`hf_mpwriter.uploader.job_commit` says what an offer is and what a node does with the
+answer). It owns the lease, the rounds, and the order in which offers wait for the job's budget
+(:mod:`.job_plan`); it never touches a node's queue or files.
+
+Contracts:
+
+- **One committer per offer.** The leader claims each offer it commits (``compare_set`` from the
+  offer to :data:`TAKEN`) before committing it; a node takes its offer back the same way. Exactly
+  one of the two wins, whatever the clocks say.
+- **Leading means progress.** The lease is renewed only while the rounds make progress: a leader
+  whose writes or head reads have failed for :meth:`Leader.handover_after` (its node cut off from
+  the Hub, a bad token there), or whose round is stuck in one call past the call bound, lets the
+  lease go and does not take it again for a while; another node's leader takes it.
+- **No round under a released lease.** The lease is let go (at a hand-over, at ``stop``) only
+  between rounds; a round still running leaves it to go stale instead.
+- **Only this host's monotonic clock.** Offers expire by when this leader first saw them; answers
+  say how many seconds to wait, never a time of day.
+- **Oldest data first.** Offers are taken, and put off, in the order of the age of the data their
+  node has waiting (it says how long it has waited); offers put off together are spread one write
+  of the plan apart, so they do not come back together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+from typing import Any, Union
+
+from ..errors import TargetError
+from ..targets.base import UploadedFile
+from ..targets.bucket import BucketTarget
+from ..targets.hub import HubTarget
+from ..timing import HUB_COMMIT_EVERY_S, JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S, STORE_RETRY_S
+from .job_plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
+from .job_store import JobStore, StoreError
+
+logger = logging.getLogger("hf_mpwriter.uploader")
+
+#: The targets a job's leader can write for its nodes: a repository (one commit, by sha256) or a
+#: Storage Bucket (one batch, by Xet hash).
+SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between classes at run time)
+
+#: An offer's value once its node took it back.
+WITHDRAWN = b"-"
+#: An offer's value once a leader claimed it (followed by the claimed offer's ``seq``).
+TAKEN = b"taken:"
+#: The leader answers an offer it cannot write within this long (the budget, a 429) with the time to offer
+#: again, so that its node does not wait, give up and commit itself.
+DEFER_AFTER_S = OFFER_WAIT_S / 3
+#: A leader that handed the lease over does not take it again for this many hand-over times: another
+#: node's leader (maybe one that reaches the Hub) gets it first.
+ABSTAIN_FACTOR = 4.0
+
+
+def taken_value(seq: int) -> bytes:
+    return TAKEN + str(seq).encode()
+
+
+def _doubling(failures: int, cap: float) -> float:
+    """The leader's pause after ``failures`` in a row: :data:`LEADER_POLL_S`, doubling, up to ``cap``."""
+    return min(cap, LEADER_POLL_S * 2 ** min(failures, 16))
+
+
+class Leader:
+    """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
+
+    def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
+                 budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
+                 call_bound: float = 3 * OFFER_WAIT_S) -> None:
+        self.target, self.store, self.node, self.nodes, self.spacing = target, store, node, nodes, spacing
+        self.budget = budget or make_budget()
+        self.kind = "bucket" if isinstance(target, BucketTarget) else "hub"
+        self.commit_every, self.call_bound = commit_every, call_bound
+        self.books = Books(self.budget, self.kind)
+        #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
+        self.max_files = self.budget.files_per_commit
+        self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
+        self.leading = False
+        self._lease: bytes | None = None  # the value we last wrote (leading) or saw (watching)
+        self._lease_seen_at = time.monotonic()
+        self._renewals = 0
+        self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
+        self._offered: int | None = None  # the ``offered`` counter when the offers were last read
+        self._candidates: dict[int, dict] = {}  # what that read found
+        self._last_commit = -math.inf
+        self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
+        self._head_rests_until = 0.0  # monotonic
+        #: Progress, on this host's monotonic clock: since when the writes (or head reads) fail, and since
+        #: when the current round is in a call to the Hub (``None``: not failing, not in a call).
+        self._failing_since: float | None = None
+        self._in_call_since: float | None = None
+        self._abstain_until = -math.inf  # monotonic: handed over; the lease is not taken again before then
+        self.handed_over: str | None = None  # why this node last let the lease go (``status``)
+        self._round_lock = threading.Lock()  # held while a round runs
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lease_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Two threads: the lease is kept on its own schedule, so a round of any length (a commit of
+        thousands of files, a slow Hub) never lets it go stale by itself; it is let go only for want of
+        progress (:meth:`_stalled`)."""
+        self._lease_thread = threading.Thread(target=self._keep_lease, name="hf_mpwriter-job-lease", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="hf_mpwriter-job-leader", daemon=True)
+        self._lease_thread.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop; a leader lets its lease go at once (the next node takes over without waiting it out),
+        unless a round is still running: then the lease goes stale when this process stops renewing it."""
+        self._stop.set()
+        for thread in (self._thread, self._lease_thread):
+            if thread is not None:
+                thread.join(10)
+        if self.leading:
+            self._let_go("this uploader stops")
+
+    # -- the lease -------------------------------------------------------------------------------
+    def _keep_lease(self) -> None:
+        """Renew the lease while leading and making progress (every :data:`LEADER_POLL_S`); otherwise watch
+        it, less often the more nodes watch (each look is a round trip to the job's store), still well
+        within its staleness."""
+        failures = 0  # the store's, in a row (capped at half the lease's staleness: the offers outlive it)
+        watch_every = max(LEADER_POLL_S, min(LEASE_STALE_S / 4, self.nodes * LEADER_POLL_S / 100))
+        while not self._stop.is_set():
+            try:
+                stalled = self._stalled(time.monotonic()) if self.leading else None
+                if stalled is not None:
+                    self._hand_over(stalled)
+                else:
+                    self._hold_lease()
+                failures = 0
+            except StoreError as exc:
+                if self.leading:
+                    logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
+                self.leading = False
+                failures += 1
+            except Exception:  # never die: the nodes would fall back for good
+                logger.exception("job leader: the lease could not be kept")
+            pause = LEADER_POLL_S if self.leading else watch_every
+            self._stop.wait(_doubling(failures, LEASE_STALE_S / 2) if failures else pause)
+
+    def handover_after(self) -> float:
+        """How long a leader may fail to write before it hands the lease over: one interval of the plan
+        (at least a lease's staleness), so that the job has a working leader again within two."""
+        return max(LEASE_STALE_S, self.plan().interval)
+
+    def _stalled(self, now: float) -> str | None:
+        """Why this leader makes no progress (its writes fail, or a call hangs), or ``None``."""
+        if self._failing_since is not None and now - self._failing_since >= self.handover_after():
+            return f"its writes to the Hub have failed for {now - self._failing_since:.0f} s"
+        if self._in_call_since is not None and now - self._in_call_since >= self.call_bound:
+            return f"a call to the Hub has not ended in {now - self._in_call_since:.0f} s"
+        return None
+
+    def _hand_over(self, why: str) -> None:
+        """Let another node lead: this one does not take the lease again for a while."""
+        self.handed_over = why
+        self._abstain_until = time.monotonic() + ABSTAIN_FACTOR * self.handover_after()
+        self._failing_since = None
+        logger.warning("job leader: node %d hands the job's commits over to another node: %s", self.node, why)
+        self._let_go(why)
+
+    def _let_go(self, why: str) -> None:
+        """Stop leading; release the lease now if no round runs (else it goes stale unrenewed)."""
+        self.leading = False
+        if self._lease is None or not self._round_lock.acquire(timeout=LEADER_POLL_S):
+            logger.info("job leader: a round still runs (%s): the lease goes stale instead of being released", why)
+            return
+        try:
+            self.store.compare_set("lease", self._lease, b"")
+        except StoreError:
+            pass
+        finally:
+            self._round_lock.release()
+
+    def _hold_lease(self) -> bool:
+        """Renew our lease, or take one that is free or was not renewed for :data:`LEASE_STALE_S`."""
+        now = time.monotonic()
+        if self.leading:
+            assert self._lease is not None
+            mine = self._lease_value()
+            if self.store.compare_set("lease", self._lease, mine):
+                self._lease = mine
+                return True
+            logger.warning("job leader: node %d lost the lease (another node took over)", self.node)
+            self.leading = False
+        current = self.store.get("lease") or b""
+        if current != self._lease:
+            self._lease, self._lease_seen_at = current, now
+        if current and now - self._lease_seen_at < LEASE_STALE_S:
+            return False
+        if now < self._abstain_until:  # handed over: another node first
+            return False
+        mine = self._lease_value()
+        if not self.store.compare_set("lease", current, mine):
+            return False
+        self.leading, self._lease = True, mine
+        self._failing_since = None
+        logger.info("job leader: node %d leads the job's commits", self.node)
+        return True
+
+    def _lease_value(self) -> bytes:
+        self._renewals += 1
+        return json.dumps({"node": self.node, "pid": os.getpid(), "n": self._renewals}).encode()
+
+    # -- the rounds --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        """The rounds, while this node holds the lease."""
+        failures = 0  # the store's, in a row
+        while not self._stop.is_set():
+            try:
+                if self.leading:
+                    with self._round_lock:
+                        if self.leading:
+                            self._round()
+                failures = 0
+            except StoreError as exc:
+                logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
+                failures += 1
+            except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
+                self._head_failures += 1
+                self._head_rests_until = time.monotonic() + (pause := _doubling(self._head_failures, STORE_RETRY_S))
+                logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
+            except Exception:  # never die: the nodes would fall back for good
+                logger.exception("job leader round failed")
+            self._stop.wait(_doubling(failures, LEASE_STALE_S / 2))
+
+    def plan(self) -> Plan:
+        """The job's plan as this leader sees it now (the nodes' latest file counts, a 429's slowdown)."""
+        files = max(self._files_of.values(), default=1)
+        return make_plan(self.budget, self.kind, self.nodes, files, self.commit_every, self.spacing,
+                         self.max_files, self.books.slowdown)
+
+    def _hub_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """A call to the Hub, timed for :meth:`_stalled`; a failure starts (or continues) the failing span."""
+        started = self._in_call_since = time.monotonic()
+        try:
+            result = call(*args, **kwargs)
+        except TargetError:
+            self._failing_since = started if self._failing_since is None else self._failing_since
+            raise
+        finally:
+            self._in_call_since = None
+        return result
+
+    def _round(self) -> None:
+        """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)
+        and the books have room; offers that will not have room soon are told when to offer again."""
+        now = time.monotonic()
+        if now < self._head_rests_until:
+            return
+        offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
+        if offered != self._offered:
+            self._offered, self._candidates = offered, self._offers()
+        if not self._candidates:
+            return
+        last = any(o.get("last") for o in self._candidates.values())  # a node's last records: its disk goes
+        if now - self._last_commit < self.spacing and not last:
+            return
+        first = min(self._first_seen[(node, o["seq"])] for node, o in self._candidates.items())
+        if len(self._candidates) < self.nodes and now - first < JOB_GATHER_S and not self._full():
+            return
+        wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
+        free_at = self.books.next_free(now, wanted)
+        if free_at > now and not last:  # the budget (or a 429) has no room now
+            if free_at - now > DEFER_AFTER_S:
+                self._put_off(self._candidates, free_at, "the job's budget of Hub commits and requests")
+                self._offered, self._candidates = None, {}
+            return
+        parent = self._hub_call(self.target.parent)  # fixed before the offers it commits are read (job_commit)
+        self._head_failures = 0
+        offers = self._offers()
+        self._offered, self._candidates = None, {}  # read them all again next round
+        if not offers or not self.leading:  # (the lease went meanwhile: the store failed, or a hand-over)
+            return
+        self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
+        offers, rest = self._fitting(offers)
+        offers = self._claim(offers)
+        if not offers:
+            return
+        files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
+        message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
+        self._last_commit = time.monotonic()
+        try:
+            commit = self._hub_call(self.target.commit_uploaded, files, message, parent=parent)
+        except TargetError as exc:
+            self._failed(exc, offers)
+            return
+        self._failing_since = None
+        self.books.wrote(time.monotonic(), len(files))
+        self.max_files = min(self.budget.files_per_commit, self.max_files * 3 // 2)  # back up after a halving
+        try:
+            wrong = self.target.verify_uploaded(files)
+        except TargetError as exc:
+            logger.warning("job leader: commit %s not verified (%s); each node checks it itself", commit, exc)
+            wrong = {f.path: "not verified" for f in files}
+        plan = self.plan().to_json()
+        self.store.multi_set({
+            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan,
+                                          "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
+            for node, offer in offers.items()
+        })
+        self.store.add("answered", 1)
+        self._forget(offers)
+        logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
+        rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
+        if rest:
+            at = max(self.books.next_free(time.monotonic(), self.max_files), time.monotonic() + self.spacing)
+            self._put_off(rest, at, "this commit's files were full")
+
+    def _claim(self, offers: dict[int, dict]) -> dict[int, dict]:
+        """The offers this leader now owns: each taken from the store unless its node took it back first."""
+        claimed = {}
+        for node, offer in offers.items():
+            if self.store.compare_set(f"offer/{node}", offer["raw"], taken_value(offer["seq"])):
+                claimed[node] = offer
+        return claimed
+
+    def _full(self) -> bool:
+        """Whether the offers read fill a commit already (a group of the plan, or the files a commit holds):
+        then there is nothing to gather for, and a leader that waited each time would fall behind its plan."""
+        files = sum(len(o["files"]) for o in self._candidates.values())
+        return files >= self.max_files or len(self._candidates) >= self.plan().per_commit
+
+    def _failed(self, exc: TargetError, offers: dict[int, dict]) -> None:
+        """A commit of claimed offers failed: a 429 slows the plan and puts the offers off until the Hub's
+        time; a timeout halves the next commits (the Hub's 60 s server timeout); other transient errors put
+        them off to the next round; an error only the user can fix is the nodes' to report."""
+        if exc.retry_after is not None:
+            self.books.refused(time.monotonic(), exc.retry_after)
+            logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
+                           "plan's spacing for an hour", exc, exc.retry_after, self.books.slowdown)
+            self._put_off(offers, self.books.paused_until, "the Hub asked to slow down (429)")
+            return
+        if exc.timed_out and self.max_files > MIN_FILES_PER_COMMIT:
+            self.max_files = max(MIN_FILES_PER_COMMIT, self.max_files // 2)
+            logger.warning("job leader: %s; commits of at most %d files from now on", exc, self.max_files)
+        else:
+            logger.warning("job leader: %s", exc)
+        if exc.transient:  # the branch moved, the network: offered again next round (a hand-over if it lasts)
+            self._put_off(offers, time.monotonic() + self.spacing, f"the leader's commit failed ({exc})")
+        else:  # only the user can fix it: the nodes report it
+            self._answer(offers, {"commit": None, "error": str(exc)})
+            self._forget(offers)
+
+    def _put_off(self, offers: dict[int, dict], at: float, why: str) -> None:
+        """Tell the nodes of ``offers`` to offer again, the oldest data first: the first commit's worth at
+        ``at`` (monotonic), the next one gap of the plan later, and so on. Their files wait on their disks
+        meanwhile, instead of their nodes giving up on the leader."""
+        plan = self.plan()
+        chunk: dict[int, dict] = {}
+        count = 0
+        for node, offer in self._oldest_first(offers):
+            if chunk and count + len(offer["files"]) > self.max_files:
+                self._defer(chunk, at, why, plan)
+                chunk, count, at = {}, 0, at + plan.gap
+            chunk[node] = offer
+            count += len(offer["files"])
+        if chunk:
+            self._defer(chunk, at, why, plan)
+
+    def _defer(self, offers: dict[int, dict], at: float, why: str, plan: Plan) -> None:
+        retry_in = max(0.0, at - time.monotonic())
+        self._answer(offers, {"commit": None, "retry_in": retry_in, "why": why, "plan": plan.to_json()})
+        self._forget(offers)
+        logger.info("job leader: %d node(s) put off for %.0f s (%s)", len(offers), retry_in, why)
+
+    def _forget(self, offers: dict[int, dict]) -> None:
+        for node, offer in offers.items():
+            self._first_seen.pop((node, offer["seq"]), None)
+
+    def _oldest_first(self, offers: dict[int, dict]) -> list[tuple[int, dict]]:
+        """``offers`` by the age of the data their node has waiting, on this leader's clock."""
+        return sorted(offers.items(), key=lambda item: self._first_seen.get((item[0], item[1]["seq"]), 0.0)
+                      - float(item[1].get("waiting", 0.0)))
+
+    def _fitting(self, offers: dict[int, dict]) -> tuple[dict[int, dict], dict[int, dict]]:
+        """The oldest offers whose files fit in one commit of at most :attr:`max_files` (at least one
+        offer), and the rest."""
+        chosen: dict[int, dict] = {}
+        count = 0
+        for node, offer in self._oldest_first(offers):
+            if chosen and count + len(offer["files"]) > self.max_files:
+                break
+            chosen[node] = offer
+            count += len(offer["files"])
+        rest = {node: offer for node, offer in offers.items() if node not in chosen}
+        if rest:
+            logger.info("job leader: %d of %d offers fit in this commit (at most %d files); the rest later",
+                        len(chosen), len(offers), self.max_files)
+        return chosen, rest
+
+    def _offers(self) -> dict[int, dict]:
+        """The nodes' current offers this leader may commit: not answered, taken back or claimed, not
+        expired (by when this leader first saw them, and the wait their node said), from the node's
+        current uploader. Read in one batch: a few round trips at any job size."""
+        members = self._members()
+        kinds = ("offer", "answer", "incarnation")
+        values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
+        now = time.monotonic()
+        offers: dict[int, dict] = {}
+        present: set[tuple[int, int]] = set()
+        for k, node in enumerate(members):
+            raw, answered_raw, incarnation_raw = values[3 * k:3 * k + 3]
+            if not raw or raw == WITHDRAWN or raw.startswith(TAKEN):
+                continue
+            offer = json.loads(raw)
+            answered = json.loads(answered_raw or b"{}")
+            if offer["seq"] <= answered.get("seq", 0) or offer["incarnation"] < int(incarnation_raw or 0):
+                continue
+            present.add((node, offer["seq"]))
+            seen = self._first_seen.setdefault((node, offer["seq"]), now)
+            if now - seen > float(offer.get("wait", OFFER_WAIT_S)):  # its node is taking it back
+                continue
+            offers[node] = {**offer, "raw": raw}
+        self._first_seen = {key: seen for key, seen in self._first_seen.items() if key in present}
+        return offers
+
+    def _members(self) -> list[int]:
+        """The nodes that announced themselves in this store (their keys exist)."""
+        raw = self.store.get("members") or b""
+        listed = {int(part) for part in raw.decode().split(",") if part.strip().isdigit()}
+        return sorted(node for node in listed if 0 <= node < self.nodes)
+
+    def _answer(self, offers: dict[int, Any], answer: dict) -> None:
+        self.store.multi_set({f"answer/{node}": json.dumps({**answer, "seq": offer["seq"]}).encode()
+                              for node, offer in offers.items()})
+        self.store.add("answered", 1)  # the nodes poll this counter, not their answers
