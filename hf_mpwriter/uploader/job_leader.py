@@ -12,8 +12,9 @@ Contracts:
   one of the two wins, whatever the clocks say.
 - **Leading means progress.** The lease is renewed only while the rounds make progress: a leader
   whose writes or head reads have failed for :meth:`Leader.handover_after` (its node cut off from
-  the Hub, a bad token there), or whose round is stuck in one call past the call bound, lets the
-  lease go and does not take it again for a while; another node's leader takes it.
+  the Hub, a bad token there), or whose round is stuck in a head read that long (or in a commit past
+  the call bound), lets the lease go and does not take it again for a while; another node's leader
+  takes it.
 - **No round under a released lease.** The lease is let go (at a hand-over, at ``stop``) only
   between rounds; a round still running leaves it to go stale instead.
 - **Only this host's monotonic clock.** Offers expire by when this leader first saw them; answers
@@ -96,6 +97,7 @@ class Leader:
         #: when the current round is in a call to the Hub (``None``: not failing, not in a call).
         self._failing_since: float | None = None
         self._in_call_since: float | None = None
+        self._call_limit = math.inf  # how long the call under way may take before the leader counts as stuck
         self._abstain_until = -math.inf  # monotonic: handed over; the lease is not taken again before then
         self.handed_over: str | None = None  # why this node last let the lease go (``status``)
         self._round_lock = threading.Lock()  # held while a round runs
@@ -156,7 +158,7 @@ class Leader:
         """Why this leader makes no progress (its writes fail, or a call hangs), or ``None``."""
         if self._failing_since is not None and now - self._failing_since >= self.handover_after():
             return f"its writes to the Hub have failed for {now - self._failing_since:.0f} s"
-        if self._in_call_since is not None and now - self._in_call_since >= self.call_bound:
+        if self._in_call_since is not None and now - self._in_call_since >= self._call_limit:
             return f"a call to the Hub has not ended in {now - self._in_call_since:.0f} s"
         return None
 
@@ -239,8 +241,10 @@ class Leader:
         return make_plan(self.budget, self.kind, self.nodes, files, self.commit_every, self.spacing,
                          self.max_files, self.books.slowdown)
 
-    def _hub_call(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        """A call to the Hub, timed for :meth:`_stalled`; a failure starts (or continues) the failing span."""
+    def _hub_call(self, limit: float, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """A call to the Hub, timed for :meth:`_stalled` (stuck past ``limit``); a failure starts (or
+        continues) the failing span."""
+        self._call_limit = limit
         started = self._in_call_since = time.monotonic()
         try:
             result = call(*args, **kwargs)
@@ -275,7 +279,9 @@ class Leader:
                 self._put_off(self._candidates, free_at, "the job's budget of Hub commits and requests")
                 self._offered, self._candidates = None, {}
             return
-        parent = self._hub_call(self.target.parent)  # fixed before the offers it commits are read (job_commit)
+        # The parent, fixed before the offers it commits are read (job_commit); a small call: one that hangs
+        # for a hand-over time is a Hub out of reach, while a commit may take as long as any call may.
+        parent = self._hub_call(self.handover_after(), self.target.parent)
         self._head_failures = 0
         offers = self._offers()
         self._offered, self._candidates = None, {}  # read them all again next round
@@ -290,7 +296,7 @@ class Leader:
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = time.monotonic()
         try:
-            commit = self._hub_call(self.target.commit_uploaded, files, message, parent=parent)
+            commit = self._hub_call(self.call_bound, self.target.commit_uploaded, files, message, parent=parent)
         except TargetError as exc:
             self._failed(exc, offers)
             return
