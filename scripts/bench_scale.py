@@ -14,20 +14,19 @@ Hub time (real seconds times the scale). What is compressed, and how:
   how long a round gathers offers after the first, which must stay below the plan's gap) and
   ``DEFER_AFTER_S`` (10 s: how long the leader holds offers waiting for the budget's room before it puts
   them off; unscaled it would hold them 10 × scale Hub-seconds). Module constants of
-  ``hf_mpwriter.uploader.job_commit``, set in the leader processes before the Leader starts.
+  ``hf_mpwriter.uploader.job_leader``, set in the leader processes before the Leader starts.
 - NOT scaled (real seconds, so times scale × longer in Hub time here than in a job): the waits about
   processes, not the Hub: ``LEASE_STALE_S`` (10 s: a standby takes a lease over 10 s real after its last
   renewal, i.e. 10 × scale Hub-seconds here), ``LEADER_POLL_S`` (a round every 0.5 s real, which adds up
   to 0.5 × scale Hub-seconds to a commit's latency here), ``OFFER_WAIT_S`` (30 s: how long a node waits
   for an answer, and how old an offer the leader still takes; scaled, it would fall below the unscaled
-  poll) and ``STORE_RETRY_S`` (30 s), the plan's ``OWN_TURN_SLACK_S`` (1 s), and
-  everything the processes do (a commit of 1,000 files to the test Hub takes what it takes on this
-  2-core machine, in real seconds, times the scale in Hub time).
+  poll) and ``STORE_RETRY_S`` (30 s), and everything the processes do (a commit of 1,000 files to
+  the test Hub takes what it takes on this 2-core machine, in real seconds, times the scale in Hub time).
   The default scale is 60 for a repository (poll: 30 Hub-seconds against an interval of 5 to 17
   minutes), 5 for a bucket (poll: 2.5 Hub-seconds against a 30 s goal) and 600 for ``kill-store``
-  (draining 1,024 nodes at the job's share of the commit rate takes 32 Hub-hours).
+  (1,024 nodes' own commits at the Hub's 128 an hour take 8 Hub-hours).
 
-WHAT IS REAL: the ``Leader`` (hf_mpwriter.uploader.job_commit), run as the job runs it: two processes
+WHAT IS REAL: the ``Leader`` (hf_mpwriter.uploader.job_leader), run as the job runs it: two processes
 (node 0 and node 1's uploaders), each with its own ``Leader`` thread pair, one leading, the other a
 standby watching the lease; the store (torch's TCPStore, in a process of its own, over loopback); the
 test Hub (``hf_mpwriter.testing.HubServer``, in this process) with the Hub's limits on, driven by the
@@ -41,14 +40,16 @@ thread's renewals, one round trip per 0.5 s, share that store and may fall into 
 WHAT IS SIMULATED: the nodes. One loop in this process (not 1,024 threads) keeps each node's next due
 time: ``Plan.pacing(node)`` of the latest plan the node got in an answer (before that every node at phase
 0 of ``commit_every``). Each due node's offer is written exactly as ``JobTarget.commit`` writes it
-(``offer/{node}`` = ``{"seq","incarnation","at","files":[[path, sha256, size, xet_hash], ...]}``), but the
+(``offer/{node}`` = ``{"seq","incarnation","wait","waiting","last","files":[[path, sha256, size, xet_hash],
+...]}``), but the
 offers due in one tick go in one ``multi_set``, and ``offered`` is bumped once per tick by their number
 (a node bumps it by 1). The nodes announce themselves as ``JobTarget._announce`` does (``incarnation``,
 ``offer`` = ``-``, ``answer`` = ``{}``, ``members``), batched too. Answers are read as a node reads them,
 batched: poll ``answered``, and when it moved, ``multi_get`` the waiting nodes' answers. A commit answer
-sets the node's next slot; a deferral (``retry_at``) makes it offer again then; no answer within
-``OFFER_WAIT_S`` makes it take the offer back (``compare_set`` to ``-``) and commit itself at its
-``Plan.own_turn`` or, if that is later than ``STORE_RETRY_S``, offer again then (as ``JobTarget`` does).
+sets the node's next slot; a deferral (``retry_in``) makes it offer again then; no answer within
+``OFFER_WAIT_S`` makes it take the offer back (``compare_set`` to ``-``; one the leader claimed first is
+awaited instead) and commit itself at its ``Plan.own_turn``, a due time it keeps, or, if that is later
+than ``STORE_RETRY_S``, offer again then (as ``JobTarget`` does).
 The content: four event-file contents of different sizes, uploaded once to the Hub's storage (Xet);
 an offer's files point at content ``seq % 4``, so the read-back can tell an old version from the
 newest. A node's data is "written up to" the moment it offers; a rank's newest record's age at the
@@ -71,9 +72,10 @@ SCENARIOS (``--scenario``):
   pid in the lease); report the time until the standby's first commit, in plan intervals (mostly the
   unscaled ``LEASE_STALE_S``: 10 s real, i.e. 10 × scale Hub-seconds here).
 - ``kill-store``: after a warm-up, kill the store's process; every node then commits its own files at
-  its ``Plan.own_turn`` of the last plan (a real ``HubTarget.commit_uploaded``). Reports how long
-  draining took (every node's records written before the kill on the Hub) against ``Plan.drain_note()``,
-  and the 429s. A repository only.
+  once (a real ``HubTarget.commit_uploaded``), a refused one again after the Hub's ``Retry-After``, as
+  ``JobTarget`` does with the store gone (its uploader waits as long as the Hub says). Reports how long
+  draining took (every node's first own commit after the kill on the Hub) and the 429s. A repository
+  only.
   The nodes' own commits are ``commit_uploaded`` of content already in Xet (one Hub API request each; a
   node's own commit in a job also reads the head and verifies: about 5, see DESIGN.md §7).
 Every scenario ends by reading back every rank's file: present, with the sha256 (a bucket: Xet hash) and
@@ -126,6 +128,7 @@ ROUND_TRIP_S = 0.3e-3  # a cross-node TCPStore round trip (model)
 VERSIONS = 4  # contents an offer's files may point at (seq % VERSIONS)
 XET_TOKEN_EVERY_S = 3600.0  # model: one Xet write token per node per Hub-hour
 TICK_S = 0.05  # the simulator's loop, real seconds
+KILL_STORE_GIVE_UP_S = 600.0  # kill-store: real seconds the simulator waits for every node's own commit
 DEFAULT_SCALE = {"repo": 60.0, "bucket": 5.0, "kill-store": 600.0}
 
 
@@ -136,14 +139,14 @@ def leader_main(cfg: dict) -> None:
     """One node's uploader's ``Leader`` (leading or watching), rounds measured into ``cfg['log']``."""
     from hf_mpwriter.targets.bucket import BucketTarget
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader import job_commit
+    from hf_mpwriter.uploader import job_leader
     from hf_mpwriter.uploader.job_plan import make_budget
     from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scale = cfg["scale"]
-    job_commit.JOB_GATHER_S /= scale  # a round's gathering, against the plan's gap: Hub time
-    job_commit.DEFER_AFTER_S /= scale  # how long the leader holds offers for the budget's room: Hub time
+    job_leader.JOB_GATHER_S /= scale  # a round's gathering, against the plan's gap: Hub time
+    job_leader.DEFER_AFTER_S /= scale  # how long the leader holds offers for the budget's room: Hub time
     log = open(cfg["log"], "a", buffering=1)
 
     class TimedStore(JobStore):
@@ -156,7 +159,7 @@ def leader_main(cfg: dict) -> None:
             finally:
                 self.busy += time.perf_counter() - t0
 
-    class MeasuredLeader(job_commit.Leader):
+    class MeasuredLeader(job_leader.Leader):
         idle_rounds = 0
         files = 0
 
@@ -246,6 +249,7 @@ class Nodes:
         hub_spacing = 0.0 if kind == "bucket" else HubTarget.min_interval
         self.commit_every = (10.0 if kind == "bucket" else 300.0) / scale
         self.spacing = min(self.commit_every * scale, hub_spacing) / 2 / scale
+        self.hub_spacing = hub_spacing / scale
         self.budget = make_budget(hub_spacing=hub_spacing).scaled(scale)
         # What a node says before any answer (JobTarget.plan_now): the same plan as the leader's here.
         self.own_plan = make_plan(self.budget, "bucket" if kind == "bucket" else "hub", nodes, ranks,
@@ -254,14 +258,17 @@ class Nodes:
         self.incarnation = time.time_ns()
         self.plan: list[Any] = [None] * nodes
         self.due = [now] * nodes  # real wall time of the next offer (or own commit)
-        self.pending: list[dict | None] = [None] * nodes  # {"seq", "at", "raw", "since"}
+        self.pending: list[dict | None] = [None] * nodes  # {"seq", "at", "raw", "since", "taken"}
+        self.waiting_since: list[float | None] = [None] * nodes  # the first offer of data not held yet
+        self.own_due: list[float | None] = [None] * nodes  # a node's own slot, kept until it commits
         self.held_at = [math.nan] * nodes  # offer time of the newest offer the Hub holds
         self.held_version: list[int | None] = [None] * nodes
         self.own_last: list[float | None] = [None] * nodes
+        self.own_gone_first: list[float | None] = [None] * nodes  # its first own commit after the store went
         self.seq = [0] * nodes
         self.answered_seen: int | None = None
         self.counts = {"offers": 0, "commits": 0, "deferred": 0, "errors": 0, "timeouts": 0, "own_commits": 0,
-                       "own_refused": 0}
+                       "own_refused": 0, "taken_late": 0}
         self.store_gone_at: float | None = None
         self.own_commit_log: list[tuple[float, int]] = []  # (real time, node)
         self.commit_log: list[tuple[float, int, float, float]] = []  # (answered, node, offer's at, offered)
@@ -326,30 +333,42 @@ class Nodes:
             for node in due:
                 self.seq[node] = max(self.seq[node] + 1, time.time_ns())
                 seq = self.seq[node]
-                raw = json.dumps({"seq": seq, "incarnation": self.incarnation, "at": now,
+                since = self.waiting_since[node] = self.waiting_since[node] or now
+                raw = json.dumps({"seq": seq, "incarnation": self.incarnation, "wait": self.offer_wait,
+                                  "waiting": now - since, "last": False,
                                   "files": self.files(node, seq % VERSIONS)}).encode()
                 values[f"offer/{node}"] = raw
-                self.pending[node] = {"seq": seq, "at": now, "raw": raw, "since": now}
+                self.pending[node] = {"seq": seq, "at": now, "raw": raw, "since": now, "taken": False}
             self.store.multi_set(values)
             self.store.add("offered", len(due))
             self.counts["offers"] += len(due)
-        # no answer in time: take the offer back (one compare_set each, as a node), then own turn or offer again
+        # no answer in time: take the offer back (one compare_set each, as a node), then own turn or offer again;
+        # one a leader claimed first is under way: its answer is awaited (JobTarget.taken_wait: 3 offer waits)
         for node in range(self.n):
             p = self.pending[node]
-            if p is None or now - p["since"] < self.offer_wait:
+            if p is None or now - p["since"] < self.offer_wait * (4 if p["taken"] else 1):
+                continue
+            if p["taken"]:  # claimed, never answered: offered again (JobTarget raises a transient error)
+                self.counts["taken_late"] += 1
+                self.pending[node], self.due[node] = None, now
                 continue
             self.counts["timeouts"] += 1
             if self.store.compare_set(f"offer/{node}", p["raw"], b"-"):
                 self.pending[node] = None
-                plan = self.plan[node] or self.own_plan
-                wait = plan.own_turn(node, time.time(), self.own_last[node])
-                if wait <= 0:
+                if self.own_due[node] is None:
+                    plan = self.plan[node] or self.own_plan
+                    last = self.own_last[node]
+                    self.own_due[node] = now + plan.own_turn(node, now, None if last is None else now - last)
+                own_due = self.own_due[node]
+                assert own_due is not None
+                if own_due <= now:
                     self._own_commit(node, p["seq"], p["at"])
                     self.due[node] = self.next_slot(node, time.time())
                 else:
-                    self.due[node] = time.time() + min(wait, self.store_retry)
+                    self.due[node] = now + min(own_due - now, self.store_retry)
             else:
-                self.answered_seen = None  # answered just before: read it
+                p["taken"] = True  # a leader claimed it: wait for its answer
+                self.answered_seen = None
 
     def _answer_tick(self) -> None:
         answered = self.store.add("answered", 0)
@@ -371,15 +390,16 @@ class Nodes:
                 continue
             self.pending[node] = None
             self.plan[node] = Plan.from_json(answer.get("plan")) or self.plan[node]
-            if answer.get("retry_at") is not None:
+            if answer.get("retry_in") is not None:
                 self.counts["deferred"] += 1
                 self.deferred_log.append(now)
-                self.due[node] = float(answer["retry_at"])
+                self.due[node] = now + min(float(answer["retry_in"]), self.budget.commit_window_s)
             elif answer.get("commit") is None:
                 self.counts["errors"] += 1
                 self.due[node] = self.next_slot(node, now)
             else:
                 self.counts["commits"] += 1
+                self.waiting_since[node] = self.own_due[node] = None
                 if not self.held_at[node] >= p["at"]:
                     self.held_at[node], self.held_version[node] = p["at"], p["seq"] % VERSIONS
                 self.due[node] = self.next_slot(node, now)
@@ -387,16 +407,13 @@ class Nodes:
 
     # -- without a store ------------------------------------------------------------------------------
     def _store_gone(self) -> None:
-        """The store is gone (and every offer in it): each node commits itself at its own turn."""
+        """The store is gone (and every offer in it): each node commits itself at once (JobTarget._own_turn),
+        a refused one again after the Hub's Retry-After; then in node turns (UploadConfig.pacing)."""
         now = time.time()
         self.store_gone_at = now
         for node in range(self.n):
-            p = self.pending[node]
-            self.pending[node] = None
-            plan = self.plan[node] or self.own_plan
-            self.due[node] = now + plan.own_turn(node, now, self.own_last[node])
-            if p is not None:  # the leader may still commit it (it read it before): not counted as held
-                pass
+            self.pending[node] = None  # (the leader may still commit it: not counted as held)
+            self.due[node] = now
 
     def _own_tick(self, offering: bool) -> None:
         now = time.time()
@@ -405,9 +422,10 @@ class Nodes:
                 break
             self.seq[node] = max(self.seq[node] + 1, time.time_ns())
             retry = self._own_commit(node, self.seq[node], now)
-            plan = self.plan[node] or self.own_plan
-            self.due[node] = (time.time() + retry if retry is not None
-                              else time.time() + plan.own_turn(node, time.time(), self.own_last[node]))
+            turns = max(self.commit_every, self.n * self.hub_spacing)  # UploadConfig.pacing, in node turns
+            self.due[node] = time.time() + (retry if retry is not None else turns)
+            if retry is None and self.own_gone_first[node] is None:
+                self.own_gone_first[node] = time.time()
             now = time.time()
 
     def _own_commit(self, node: int, seq: int, at: float) -> float | None:
@@ -424,6 +442,7 @@ class Nodes:
             return exc.retry_after if exc.retry_after is not None else 1.0
         self.counts["own_commits"] += 1
         self.own_last[node] = time.time()
+        self.waiting_since[node] = self.own_due[node] = None
         self.own_commit_log.append((time.time(), node))
         if not self.held_at[node] >= at:
             self.held_at[node], self.held_version[node] = at, seq % VERSIONS
@@ -519,7 +538,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             t0 = next_sample = next_age = stop_at = kill_at = math.inf  # set once the first commit is answered
             pick = random.Random(nodes)
             while time.time() < stop_at and (scenario != "kill-store" or not killed or sim.store_gone_at is None
-                                              or time.time() - sim.store_gone_at < 3 * plan.own_every() + 60):
+                                              or time.time() - sim.store_gone_at < KILL_STORE_GIVE_UP_S):
                 now = time.time()
                 sim.tick()
                 if t0 == math.inf and sim.commit_log:  # warm-up: the first commit (the processes' first HTTP
@@ -549,10 +568,9 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                         store_proc.wait()
                         killed = {"at": time.time(), "plan": sim.plan[0] or plan, "stats": stats_before,
                                   "held_at": list(sim.held_at)}
-                        say(f"killed the store; {(sim.plan[0] or plan).drain_note()} (Hub time: × {scale:g})")
+                        say(f"killed the store: each node commits itself at once, paced by the Hub (Hub time: × {scale:g})")
                     if sim.store_gone_at is not None:
-                        drained = [n for n in range(nodes) if sim.own_last[n] is not None]
-                        if len(drained) == nodes:
+                        if all(t is not None for t in sim.own_gone_first):
                             break
                 time.sleep(max(0.0, TICK_S - (time.time() - now)))
             # the end: no new offers; the answers of those pending are awaited (one OFFER_WAIT_S)
@@ -636,15 +654,9 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         out["overlap"] = bool(after and before and max(before) > after[0])  # two leaders committing at once
     if scenario == "kill-store" and killed:
         gone = killed["at"]
-        firsts = {}
-        for t, node in sim.own_commit_log:
-            if t >= gone and node not in firsts:
-                firsts[node] = t
-        out["drain_s"] = (max(firsts.values()) - gone) * scale if len(firsts) == nodes else math.inf
+        firsts = [t for t in sim.own_gone_first if t is not None]
+        out["drain_s"] = (max(firsts) - gone) * scale if len(firsts) == nodes else math.inf
         out["drained_nodes"] = len(firsts)
-        kplan = killed["plan"]
-        out["drain_note"] = kplan.drain_note()
-        out["own_every_hub_s"] = kplan.own_every() * scale
         out["drain_429"] = {k: v - killed["stats"]["limits_hit"].get(k, 0) for k, v in stats_end["limits_hit"].items()
                             if v - killed["stats"]["limits_hit"].get(k, 0)}
         out["drain_api"] = sum(api_requests(stats_end, killed["stats"]).values())
@@ -796,7 +808,7 @@ def main() -> int:
                         f"LEASE_STALE_S + a watch); commits of the two leaders overlap: {'yes' if r['overlap'] else 'no'}")
             else:
                 what = (f"{r['drained_nodes']}/{r['nodes']} nodes committed themselves, the last {_fmt_s(r['drain_s'])} "
-                        f"after the kill; the plan's own cycle (drain_note's 'up to') {_fmt_s(r['own_every_hub_s'])}; "
+                        f"after the kill (each at once, then after the Hub's Retry-After); "
                         f"Hub API requests while draining {r['drain_api']}; 429s {r['drain_429'] or 'none'}; the "
                         f"leader's commits after the kill {r['leader_commits_after_kill']}")
             rb = r["readback"]
