@@ -378,18 +378,22 @@ def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(h
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     node = _node(hub, server.port, 1, budget=make_budget())
     node.prepare()
-    config = dataclasses.replace(UploadConfig.for_hub(REPO, prefix="tb", commit_every=6), nodes=2, node_rank=1)
-    assert node.pacing(config) == (6, 0.0)  # before the leader plans: every node at the same moments
-    assert node.store.get("lease") is None
-    assert node.plan_now(1).own_every() > 120  # the scenario: the default budget's own slots are minutes apart
-    del server  # the store's host is gone: nothing listens on its port any more
-    pieces = _pieces(tmp_path, 2, 2000)
-    oid, waits = _commit_when_due(node, pieces, "node commit")
-    assert waits == [] and node.mode == "node" and node.store_gone, waits  # at once, not at its slot
-    assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
-    assert not node.differences(pieces)
-    assert node.pacing(config) == config.pacing(node.inner.min_interval)  # node turns from now on
-    assert node.job_info()["store_gone"] is True  # what ``status`` shows
+    node.start()  # as its uploader does: the node joins the job's store
+    try:
+        config = dataclasses.replace(UploadConfig.for_hub(REPO, prefix="tb", commit_every=6), nodes=2, node_rank=1)
+        assert node.pacing(config) == (6, 0.0)  # before the leader plans: every node at the same moments
+        assert node.store_seen and node.store.get("members") == b"1,"
+        assert node.plan_now(1).own_every() > 120  # the scenario: the default budget's own slots are minutes apart
+        del server  # the store's host is gone: nothing listens on its port any more
+        pieces = _pieces(tmp_path, 2, 2000)
+        oid, waits = _commit_when_due(node, pieces, "node commit")
+        assert waits == [] and node.mode == "node" and node.store_gone, waits  # at once, not at its slot
+        assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
+        assert not node.differences(pieces)
+        assert node.pacing(config) == config.pacing(node.inner.min_interval)  # node turns from now on
+        assert node.job_info()["store_gone"] is True  # what ``status`` shows
+    finally:
+        node.stop()
 
 
 def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, tmp_path, monkeypatch):

@@ -29,16 +29,23 @@ logger = logging.getLogger(__name__)
 # -- status ----------------------------------------------------------------------------------
 def _committer_text(job: dict | None, config: Any) -> str:
     """Who makes this logdir's commits: the job's leader (multi-node job with a store), node turns, or this uploader."""
+    handed = f"; this node stopped leading: {job['handed_over']}" if job and job.get("handed_over") else ""
+    if job and job.get("store_gone"):
+        return (f"this node itself (job {job['job_id']}, node {job['node']} of {job['nodes']}): the job's store at "
+                f"{job['store']} is gone, so nothing coordinates the nodes any more; it commits in node turns, as "
+                f"often as the Hub accepts{handed}")
     if job and job.get("mode") == "node":
         why = job.get("why") or "the job store failed"
         return (f"this node itself, at its turn in the job's budget{_budget_text(job)}, every {_span(job.get('own_every'))} "
                 f"at most (job {job['job_id']}, node {job['node']} of {job['nodes']}): {why}; "
-                f"it offers its files to the job's leader again at its first commit {STORE_RETRY_S:.0f} s or more after that")
+                f"it offers its files to the job's leader again at its first commit {STORE_RETRY_S:.0f} s or more after "
+                f"that{handed}")
     if job:
         pace = f"this node's files every {_span(job.get('interval'))}" if job.get("planned") else "not planned yet"
+        lead = " and leads it" if job.get("leading") else ""
         return (f"one leader for the job's {job['nodes']} nodes (job {job['job_id']}, store {job['store']}, this is node "
-                f"{job['node']}; {pace} within the job's budget{_budget_text(job)}; without a leader, this node commits "
-                f"itself at its turn)")
+                f"{job['node']}{lead}; {pace} within the job's budget{_budget_text(job)}; without a leader, this node "
+                f"commits itself at its turn){handed}")
     if config.nodes > 1:
         return f"this node, in its turn among {config.nodes} nodes (no job store: MASTER_ADDR/MASTER_PORT and a job id)"
     return "this uploader"

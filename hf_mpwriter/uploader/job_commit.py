@@ -109,6 +109,9 @@ class JobTarget(Target):
         self._own_due: float | None = None  # monotonic: its next own slot, kept until it commits
         #: Nothing listens at the store's address any more: nothing coordinates the nodes (see the module).
         self.store_gone = False
+        #: The store answered this node once: from then on, nothing listening means gone, not "not there yet"
+        #: (an ``env://`` store rank 0 creates later, which every node of a big job would otherwise meet at once).
+        self.store_seen = False
         #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
@@ -186,7 +189,7 @@ class JobTarget(Target):
                 self.store.compare_set(f"offer/{self.node}", b"", WITHDRAWN)
                 self.store.compare_set(f"answer/{self.node}", b"", b"{}")
                 self.store.append("members", f"{self.node},".encode())
-                self._announced, self.store_gone = True, False
+                self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
                 self.store_failed(exc)
@@ -389,11 +392,11 @@ class JobTarget(Target):
         slot of the job's budget (:meth:`Plan.own_turn`; a thousand nodes left without a leader would
         otherwise make a thousand commits at once), a due time kept until it commits, and the leader asked
         again at least every :data:`STORE_RETRY_S` meanwhile (one may be back). At once when the uploader
-        was signalled (the node's disk goes with it) or the store is gone (nothing coordinates the nodes:
-        the Hub's 429s pace them)."""
+        was signalled (the node's disk goes with it) or the store it once reached is gone (nothing
+        coordinates the nodes: the Hub's 429s pace them)."""
         if self._hurried():
             return 0.0
-        if self.store.gone():
+        if self.store_seen and self.store.gone():
             if not self.store_gone:
                 logger.warning("the job's store at %s:%d is gone (its host stopped): this node commits its files "
                                "itself from now on, paced by the Hub", self.store.address.host, self.store.address.port)
@@ -442,6 +445,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
                     commit_every=config.commit_every, call_bound=call_bound)
     try:
         store.get("lease")
+        job.store_seen = True
         logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",
                     address.job_id, address.host, address.port)
     except StoreError as exc:  # not there yet (an env:// store rank 0 creates later), or gone

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
-from .. import launch
+from .. import environment
 from ..timing import LEADER_POLL_S, STORE_CALL_S
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def store_address(env: Mapping[str, str] | None = None) -> StoreAddress | None:
     host, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
     # The writers' job id (one launch, one id). torchrun without ``--rdzv-id`` says ``none``: its store is
     # that launch's own all the same, so its keys need no more scoping than that.
-    job_id = launch.job_id(env) or ("torchrun-none" if env.get("TORCHELASTIC_RUN_ID") else None)
+    job_id = environment.job_id(env) or ("torchrun-none" if env.get("TORCHELASTIC_RUN_ID") else None)
     if not host or not port or not job_id:
         return None
     try:

@@ -22,7 +22,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..launch import job_id  # noqa: F401 - the writers' name for it (args, the Lightning logger)
+from ..environment import job_id  # noqa: F401 - the writers' name for it (args, the Lightning logger)
 from ..state.run_dirs import HUB_ENTRIES_PER_FOLDER, in_block
 
 # (variable of the global rank, of the world size, launcher name), most specific first. detect() reads

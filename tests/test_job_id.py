@@ -1,9 +1,9 @@
 """One launch, one job id, read the same way by the writers (their default logdir, the Lightning
-version) and the uploaders (the job's store keys): :mod:`hf_mpwriter.launch`."""
+version) and the uploaders (the job's store keys): :func:`hf_mpwriter.environment.job_id`."""
 
 from __future__ import annotations
 
-from hf_mpwriter.launch import job_id
+from hf_mpwriter.environment import job_id
 from hf_mpwriter.uploader.job_store import store_address
 from hf_mpwriter.writer.args import default_logdir
 
