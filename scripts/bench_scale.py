@@ -78,6 +78,10 @@ SCENARIOS (``--scenario``):
   only.
   The nodes' own commits are ``commit_uploaded`` of content already in Xet (one Hub API request each; a
   node's own commit in a job also reads the head and verifies: about 5, see DESIGN.md §7).
+- ``leader-cut-off``: node 0's leader process leads first, but its Hub accepts connections and never
+  answers (its route to the Hub is down); as steady otherwise. Its head read hangs: after a hand-over
+  time (one plan interval, at least the unscaled ``LEASE_STALE_S``) it stops renewing, the lease goes
+  stale, and node 1's process leads. Reports the first commit's time and which processes committed.
 Every scenario ends by reading back every rank's file: present, with the sha256 (a bucket: Xet hash) and
 size of its node's newest committed offer (nothing lost, nothing torn), and checks that no commit holds a
 path twice.
@@ -86,6 +90,10 @@ path twice.
     python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-leader
     python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-store
     python scripts/bench_scale.py --nodes 8 --scale 120 --kind repo  # a quick check
+
+It exits 1 when a row misses a limit (``MISSED:`` lines): a file lost, stale or torn; more than 500 Hub
+API requests in a 5-minute window; a 429; a rank's newest record older than ``Plan.age_bound`` (two plan
+intervals); a bucket's p95 age over 30 s; two leaders' commits overlapping; a node not drained.
 
 A bucket's plan at 1,024 nodes puts 2.6 Hub-seconds between writes; the leader's unscaled 0.5 s poll
 weighs ``scale`` times more here, so a bucket wants a small scale (``--scale 2``: one 11-minute row takes
@@ -105,6 +113,7 @@ import math
 import os
 import random
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -464,6 +473,14 @@ def _start_leader(cfg: dict, env: dict, err: Path) -> subprocess.Popen:
     return proc
 
 
+def _wait_lease(store: Any, node: int, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while json.loads(store.get("lease") or b"{}").get("node") != node:
+        if time.time() > deadline:
+            raise RuntimeError(f"node {node} did not take the lease")
+        time.sleep(0.1)
+
+
 def _end(proc: subprocess.Popen | None, timeout: float = 20) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -507,6 +524,9 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         else:
             hub.create_repo(REPO)
         node_target, contents = _contents(kind, hub.endpoint, tmp)
+        silent = socket.socket()  # leader-cut-off: node 0's Hub accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
         try:
             port = free_port()
             store_proc = _store_process(port)
@@ -520,9 +540,13 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             sim = Nodes(kind, nodes, ranks, scale, sim_store, contents, node_target)
             sim.announce()
             for node in (0, 1):  # node 0's and node 1's uploaders: one leads, one watches
-                cfg = {"kind": kind, "endpoint": hub.endpoint, "port": port, "job": job, "prefix": prefix,
+                cut_off = scenario == "leader-cut-off" and node == 0
+                cfg = {"kind": kind, "endpoint": f"http://127.0.0.1:{silent.getsockname()[1]}" if cut_off
+                       else hub.endpoint, "port": port, "job": job, "prefix": prefix,
                        "node": node, "nodes": nodes, "scale": scale, "log": str(log)}
                 procs.append(_start_leader(cfg, env, tmp / f"leader-{node}.err"))
+                if cut_off:  # it leads first
+                    _wait_lease(sim_store, 0)
             plan = sim.own_plan
             interval = plan.interval
             least = (3600 if kind == "repo" else 660) if minutes is None else minutes * 60
@@ -536,6 +560,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             age_samples: list[float] = []
             killed: dict[str, Any] = {}
             t0 = next_sample = next_age = stop_at = kill_at = math.inf  # set once the first commit is answered
+            first_commit_s = math.inf
             pick = random.Random(nodes)
             while time.time() < stop_at and (scenario != "kill-store" or not killed or sim.store_gone_at is None
                                               or time.time() - sim.store_gone_at < KILL_STORE_GIVE_UP_S):
@@ -545,7 +570,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                     t0 = next_sample = next_age = sim.commit_log[0][0] + interval  # calls take seconds), then an interval
                     stop_at = t0 + measure if scenario != "kill-store" else math.inf
                     kill_at = t0 + interval if scenario == "kill-leader" else t0
-                    say(f"first commit {(sim.commit_log[0][0] - wall_start) * scale:.0f} Hub-s after the start")
+                    first_commit_s = sim.commit_log[0][0] - wall_start
+                    say(f"first commit {first_commit_s * scale:.0f} Hub-s after the start")
                 elif t0 == math.inf and now - wall_start > 120 + 3 * interval:
                     raise RuntimeError("no commit in the warm-up")
                 if now >= next_sample and scenario != "kill-store":
@@ -589,6 +615,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                     proc.wait()
             if store_proc is not None and store_proc.poll() is None:
                 _end(store_proc, 10)
+            silent.close()
         rounds = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         for node in (0, 1):  # what the leaders said, in short
             said = [line for line in (tmp / f"leader-{node}.err").read_text(errors="replace").splitlines()
@@ -625,6 +652,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         "measured_offers": sum(1 for t, *_ in sim.commit_log if t0 <= t <= end_wall)
         + sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
         "measured_deferred": sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
+        "first_commit_real_s": first_commit_s,
+        "committing_nodes": sorted({r["node"] for r in commit_rounds}),
     }
     # commits per Hub-hour: the most in any hour of the measured period (sliding over the commit times)
     times = sorted(r["t"] for r in commit_rounds)
@@ -730,7 +759,7 @@ def main() -> int:
     parser.add_argument("--ranks", type=int, default=8, help="ranks per node, one event file each (default: 8)")
     parser.add_argument("--kind", choices=["repo", "bucket", "both"], default="both",
                         help="a repository, a Storage Bucket, or both (default); kill-store: a repository only")
-    parser.add_argument("--scenario", choices=["steady", "kill-leader", "kill-store"], default="steady",
+    parser.add_argument("--scenario", choices=["steady", "kill-leader", "kill-store", "leader-cut-off"], default="steady",
                         help="see SCENARIOS above (default: steady)")
     parser.add_argument("--scale", type=float, default=None,
                         help="time compression: Hub-seconds per real second (default: 60 for a repository, 5 for "
@@ -817,7 +846,29 @@ def main() -> int:
                          + (f", commits naming a path twice {r['dup_commits']}" if r["dup_commits"] is not None else ""),
                          f"{r['wall_s']:.0f} s"])
         print(table(["target", "nodes", "scenario", "scale", "what happened (Hub time)", "read back", "wall time"], rows))
-    return 0
+    missed = [f"{r['kind']} {r['nodes']} {r['scenario']}: {miss}" for r in results for miss in _missed(r)]
+    for line in missed:
+        print(f"MISSED: {line}")
+    return 1 if missed else 0
+
+
+def _missed(r: dict) -> list[str]:
+    """The limits a row misses: issue 32's and 37's "Done when" (the Hub's limits, nothing lost, a stated age)."""
+    rb, plan, sc = r["readback"], r["plan"], r["scale"]
+    out = [f"read back: {rb}"] if rb["lost"] or rb["stale"] or rb["torn"] else []
+    if r["scenario"] == "kill-store":
+        return out + ([f"{r['drained_nodes']} of {r['nodes']} nodes drained"] if r["drained_nodes"] < r["nodes"] else [])
+    if r["api_5min_max"] > 500:
+        out.append(f"{r['api_5min_max']} Hub API requests in a 5-minute window (> 500)")
+    if r["limits_hit"]:
+        out.append(f"the Hub's limits hit: {r['limits_hit']}")
+    if r["age_max"] > plan.age_bound() * sc:
+        out.append(f"a rank's newest record {_fmt_s(r['age_max'])} old, past the stated {_fmt_s(plan.age_bound() * sc)}")
+    if r["kind"] == "bucket" and r["age_p95"] > 30:
+        out.append(f"bucket age p95 {_fmt_s(r['age_p95'])} (> 30 s)")
+    if r.get("overlap"):
+        out.append("two leaders' commits overlapped")
+    return out
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def _committer_text(job: dict | None, config: Any) -> str:
                 f"it offers its files to the job's leader again at its first commit {STORE_RETRY_S:.0f} s or more after "
                 f"that{handed}")
     if job:
-        pace = f"this node's files every {_span(job.get('interval'))}" if job.get("planned") else "not planned yet"
+        pace = (f"this node's files every {_span(job.get('interval'))}, each rank's newest record at most "
+                f"{_span(job.get('age_bound'))} behind" if job.get("planned") else "not planned yet")
         lead = " and leads it" if job.get("leading") else ""
         return (f"one leader for the job's {job['nodes']} nodes (job {job['job_id']}, store {job['store']}, this is node "
                 f"{job['node']}{lead}; {pace} within the job's budget{_budget_text(job)}; without a leader, this node "

@@ -137,6 +137,7 @@ class JobTarget(Target):
                 "nodes": self.leader.nodes, "mode": self.mode, "why": self.why, "store_gone": self.store_gone,
                 "leading": self.leader.leading, "handed_over": self.leader.handed_over,
                 "planned": self.plan is not None, "interval": plan.interval, "own_every": plan.own_every(),
+                "age_bound": plan.age_bound(),
                 "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
                 "api_requests": self.budget.requests_per_5min}
 

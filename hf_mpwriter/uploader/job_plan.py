@@ -119,6 +119,12 @@ class Plan:
         """``(interval, phase)`` of ``node``: its group's slot in the wall-clock cycle."""
         return self.interval, ((node // self.per_commit) * self.gap) % self.interval
 
+    def age_bound(self) -> float:
+        """How old a rank's newest record at the target may get while the leader keeps to this plan: one
+        interval until its node's slot, and one more if that offer is put off (oldest data first, the
+        put-offs one gap apart, so no node waits longer than a pass over the groups)."""
+        return 2 * self.interval
+
     def own_every(self) -> float:
         """How often one node may commit its files itself: the job's share, split between every node."""
         return self.nodes * self.own_gap
