@@ -835,6 +835,10 @@ def main() -> int:
                 what = (f"standby's first commit {_fmt_s(r['takeover_s'])} after the SIGKILL = "
                         f"{r['takeover_s'] / interval:.2f} intervals ({r['takeover_s'] / sc:.1f} s real: the unscaled "
                         f"LEASE_STALE_S + a watch); commits of the two leaders overlap: {'yes' if r['overlap'] else 'no'}")
+            elif r["scenario"] == "leader-cut-off":
+                what = (f"node 0 led first and could not reach the Hub; the first commit {r['first_commit_real_s']:.1f} s "
+                        f"real after the start (the unscaled hand-over and LEASE_STALE_S), by node(s) "
+                        f"{r['committing_nodes']}; then as steady (see the table above)")
             else:
                 what = (f"{r['drained_nodes']}/{r['nodes']} nodes committed themselves, the last {_fmt_s(r['drain_s'])} "
                         f"after the kill (each at once, then after the Hub's Retry-After); "

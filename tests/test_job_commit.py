@@ -313,6 +313,35 @@ def test_a_leader_stopped_mid_commit_leaves_its_lease_to_go_stale(hub, store, tm
             target.stop()
 
 
+def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tmp_path, monkeypatch):
+    """No wall clock is compared across hosts: the leaders' host reads an hour ahead of the nodes'. Node
+    1's offer does not look an hour old to the leader (it commits it; before, offers expired by the
+    node's wall time), and the slot the leader gives is the same moment on the node's own clock."""
+    from types import SimpleNamespace
+
+    from hf_mpwriter.uploader import job_leader
+
+    ahead = SimpleNamespace(time=lambda: time.time() + 3600.0, monotonic=time.monotonic, sleep=time.sleep)
+    monkeypatch.setattr(job_leader, "time", ahead)  # the leader threads' clock only; the nodes' is this host's
+    hub.create_repo(REPO)
+    nodes = [_node(hub, store.port, k, commit_every=4.0) for k in range(2)]
+    for target in nodes:
+        target.prepare()
+        target.start()
+    try:
+        wait_for(lambda: any(t.leader.leading for t in nodes), 20, "a leader")
+        oid, waits = _commit_when_due(nodes[1], _pieces(tmp_path, 2, 3000), "node commit")
+        assert nodes[1].mode == "job" and not waits and "from 1 node(s)" in _log_commits(hub)[0]["summary"]
+        plan = nodes[1].plan
+        assert plan is not None and nodes[1]._phases is not None
+        interval, leaders_phase = plan.pacing(1)  # on the leader's clock
+        mine = nodes[1].pacing(UploadConfig.for_hub(REPO, prefix="tb", commit_every=4))[1]  # on the node's
+        assert abs(((mine - (leaders_phase - 3600.0)) + interval / 2) % interval - interval / 2) < 0.5, (mine, leaders_phase)
+    finally:
+        for target in nodes:
+            target.stop()
+
+
 def test_a_node_whose_offer_nobody_commits_takes_it_back_and_commits_itself(hub, store, tmp_path):
     hub.create_repo(REPO)
     node = _node(hub, store.port, 1, wait=1.0)  # no leader runs anywhere

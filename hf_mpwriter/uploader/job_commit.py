@@ -95,9 +95,10 @@ class JobTarget(Target):
         self.incarnation = time.time_ns()
         self._seq = 0
         self._offered_at: float | None = None  # monotonic: our last offer, while a leader may still take it
-        #: How long this node waits for a leader that claimed its offer (its commit is under way): the bound
-        #: of one call to the Hub, which the leader's commit is.
-        self.taken_wait = call_bound if call_bound is not None else 3 * wait
+        #: How long this node waits for a leader that claimed its offer (its commit is under way): half the
+        #: bound of one call to the Hub, so that the node's whole commit (upload, wait, this) stays within its own.
+        call_bound = call_bound if call_bound is not None else 6 * wait
+        self.taken_wait = call_bound / 2
         self._waiting_since: float | None = None  # monotonic: the first offer of data not landed yet
         self._verified: tuple | None = None  # the pieces the leader verified at its last commit of ours
         self._deferred: tuple | None = None  # the pieces last put off for the budget: known not committed
@@ -105,6 +106,8 @@ class JobTarget(Target):
         self.kind = "bucket" if isinstance(inner, BucketTarget) else "hub"
         self.commit_every, self.spacing = commit_every, spacing
         self.plan: Plan | None = None  # the leader's, from its last answer
+        #: ``(phase, own phase)`` of this node's slots on its own clock, from the leader's last answer.
+        self._phases: tuple[float, float] | None = None
         self._own_last: float | None = None  # monotonic: this node's last commit of its own
         self._own_due: float | None = None  # monotonic: its next own slot, kept until it commits
         #: Nothing listens at the store's address any more: nothing coordinates the nodes (see the module).
@@ -115,7 +118,7 @@ class JobTarget(Target):
         #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
-        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, self.taken_wait)
+        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
@@ -158,7 +161,8 @@ class JobTarget(Target):
         if self.store_gone:
             return config.pacing(self.inner.min_interval)
         if self.plan is not None:
-            return self.plan.pacing(self.node)
+            interval, phase = self.plan.pacing(self.node)
+            return interval, phase if self._phases is None else self._phases[0]
         return config.commit_every, 0.0
 
     def hurry(self, deadline: float) -> None:
@@ -313,7 +317,9 @@ class JobTarget(Target):
     def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
         self._offered_at = None  # answered: no leader takes this offer again
-        self.plan = Plan.from_json(answer.get("plan")) or self.plan
+        plan = Plan.from_json(answer.get("plan"))
+        if plan is not None:
+            self.plan, self._phases = plan, plan.phases(answer, time.time())
         if answer.get("retry_in") is not None:
             if self._hurried():  # the node's disk goes before then
                 return self._commit_ourselves(pieces, message, "the job's budget has no room before this node's deadline")
@@ -406,7 +412,8 @@ class JobTarget(Target):
         now = time.monotonic()
         if self._own_due is None:
             since = None if self._own_last is None else now - self._own_last
-            self._own_due = now + self.plan_now(files).own_turn(self.node, time.time(), since)
+            phase = None if self._phases is None else self._phases[1]
+            self._own_due = now + self.plan_now(files).own_turn(self.node, time.time(), since, phase)
         return min(max(0.0, self._own_due - now), STORE_RETRY_S)
 
 
