@@ -110,6 +110,15 @@ PREPARED_WAIT_S = 60.0
 #: A node waits at most this long (and at most a third of its call bound) for the leader to commit
 #: its offer; then it takes the offer back and commits the files itself.
 OFFER_WAIT_S = 30.0
+#: The leader answers an offer it cannot write within this long (the budget, a 429) with the time to offer
+#: again, so that its node does not wait, give up and commit itself.
+DEFER_AFTER_S = OFFER_WAIT_S / 3
+#: A node whose offer could not be taken back (the store stopped answering) commits it itself only this long
+#: after its own wait: a leader stops taking it after the same wait from when it first saw it, plus its polls.
+CLAIM_MARGIN_S = 5.0
+#: A leader that handed the lease over (its writes failed for a plan interval) does not take it again for this
+#: many hand-over times: another node's leader, maybe one that reaches the Hub, gets it first.
+ABSTAIN_FACTOR = 4.0
 #: After the job's store failed (not there yet, gone, not answering), a node offers its files there
 #: again at its first commit this long after (meanwhile it commits itself, in its node turn): an
 #: ``env://`` store created after the first writer, or a store that comes back, is joined then. (Its

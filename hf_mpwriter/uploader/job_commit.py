@@ -57,7 +57,7 @@ from ..targets import Target, target_for
 from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ..targets.hub import HubTarget
 from ..targets.xet_content import xet_usable
-from ..timing import HUB_COMMIT_EVERY_S, LEADER_POLL_S, OFFER_WAIT_S, PREPARED_WAIT_S, STORE_RETRY_S
+from ..timing import CLAIM_MARGIN_S, HUB_COMMIT_EVERY_S, LEADER_POLL_S, OFFER_WAIT_S, PREPARED_WAIT_S, STORE_RETRY_S
 from .job_leader import TAKEN, WITHDRAWN, Leader, SharedTarget, taken_value
 from .job_plan import Budget, Plan, make_budget, make_plan
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
@@ -68,9 +68,6 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: nodes' would (each node audits ``nodes / JOB_AUDITORS`` times less often): the leader verifies every
 #: commit it makes, and a thousand nodes auditing every interval would spend the job's Hub API budget.
 JOB_AUDITORS = 8
-#: A node whose offer could not be taken back (the store stopped answering) commits it itself only this long
-#: after its own wait: a leader stops taking it after the same wait from when it first saw it, plus its polls.
-CLAIM_MARGIN_S = 5.0
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 

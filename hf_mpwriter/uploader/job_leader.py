@@ -38,7 +38,16 @@ from ..errors import TargetError
 from ..targets.base import UploadedFile
 from ..targets.bucket import BucketTarget
 from ..targets.hub import HubTarget
-from ..timing import HUB_COMMIT_EVERY_S, JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S, STORE_RETRY_S
+from ..timing import (
+    ABSTAIN_FACTOR,
+    DEFER_AFTER_S,
+    HUB_COMMIT_EVERY_S,
+    JOB_GATHER_S,
+    LEADER_POLL_S,
+    LEASE_STALE_S,
+    OFFER_WAIT_S,
+    STORE_RETRY_S,
+)
 from .job_plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
 from .job_store import JobStore, StoreError
 
@@ -52,12 +61,6 @@ SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between c
 WITHDRAWN = b"-"
 #: An offer's value once a leader claimed it (followed by the claimed offer's ``seq``).
 TAKEN = b"taken:"
-#: The leader answers an offer it cannot write within this long (the budget, a 429) with the time to offer
-#: again, so that its node does not wait, give up and commit itself.
-DEFER_AFTER_S = OFFER_WAIT_S / 3
-#: A leader that handed the lease over does not take it again for this many hand-over times: another
-#: node's leader (maybe one that reaches the Hub) gets it first.
-ABSTAIN_FACTOR = 4.0
 
 
 def taken_value(seq: int) -> bytes:
