@@ -43,7 +43,7 @@ from . import histogram as _histogram
 from . import termination
 from .args import check_logdir, check_writer_args, default_logdir
 from .summaries import domain_discrete, hparams_call, scalars_json, tensor_scalar
-from .values import as_float, checked_float, checked_step, on_host, tensor_args
+from .values import NUMBER_TYPES, TENSOR_TYPE, as_float, checked_float, checked_step, on_host, tensor_args
 
 try:  # torch is optional
     import torch
@@ -212,8 +212,16 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             return self._add_scalar_slow(
                 tag, scalar_value, global_step, walltime, display_name, summary_description, new_style, double_precision
             )
-        try:  # checks cost only on failure: the hot path stays as it was
-            value = scalar_value if type(scalar_value) is float else as_float(scalar_value)
+        try:  # checks cost only on failure; exact types first: numpy scalars and 0-d tensors are the hot path too
+            kind = type(scalar_value)
+            if kind is float:
+                value = scalar_value
+            elif kind in NUMBER_TYPES:
+                value = float(scalar_value)
+            elif kind is TENSOR_TYPE:
+                value = float(scalar_value.item())
+            else:
+                value = as_float(scalar_value)
             if global_step is not None:
                 global_step = int(global_step)
         except (TypeError, ValueError, RuntimeError, OverflowError):
