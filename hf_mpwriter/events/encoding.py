@@ -112,7 +112,8 @@ def summary_event(summary: bytes, step: int | None, wall_time: float) -> bytes:
 
     ``step`` must be ``None`` or a non-negative int (callers fall back to protobuf otherwise).
     """
-    return _event(wall_time, step or 0, field(5, summary))
+    step_field = b"\x10" + varint(step) if step else b""
+    return b"".join((b"\x09", _DOUBLE.pack(wall_time), step_field, _length_head(5, len(summary)), summary))
 
 
 def scalar_event(tag: str, value: float, step: int | None, wall_time: float) -> bytes:

@@ -217,12 +217,16 @@ def _table_positions(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray |
     nb = len(thresholds)
     bits = values.view(np.uint32 if values.dtype.itemsize == 4 else np.uint64)
     shift = values.dtype.itemsize * 8 - _KEY_BITS
-    counts = np.zeros(nb + 3, dtype=np.intp)
-    for start in range(0, len(values), CHUNK):
+
+    def chunk_counts(start: int) -> np.ndarray:
         keys = (bits[start:start + CHUNK] >> shift).astype(np.intp)
         slots = base.take(keys)
         slots += values[start:start + CHUNK] >= threshold.take(keys)
-        counts += np.bincount(slots, minlength=nb + 3)
+        return np.bincount(slots, minlength=nb + 3)
+
+    counts = chunk_counts(0)
+    for start in range(CHUNK, len(values), CHUNK):
+        counts += chunk_counts(start)
     counts[0] += counts[nb + 2]
     return counts[: nb + 1]
 
@@ -329,7 +333,7 @@ def _support(counts: np.ndarray, limits: np.ndarray) -> tuple[np.ndarray, np.nda
     Its ``cumsum`` / ``searchsorted`` finds the same indices: first and last non-zero count, or
     ``(len, 0)`` when every count is zero.
     """
-    nonzero = np.flatnonzero(counts)
+    nonzero = counts.nonzero()[0]
     start, end = (int(nonzero[0]), int(nonzero[-1]) + 1) if nonzero.size else (len(counts), 1)
     counts = counts[start - 1:end] if start > 0 else np.concatenate([[0], counts[:end]])
     limits = limits[start:end + 1]
@@ -348,18 +352,21 @@ def _double_field(key: int, value: float) -> bytes:
     return b"" if packed == _ZERO else bytes((key,)) + packed
 
 
-def _packed_doubles(key: int, values: np.ndarray) -> bytes:
-    """A packed repeated double field (omitted when empty, as protobuf does)."""
+def _packed_doubles(key: int, values: np.ndarray) -> list[bytes]:
+    """A packed repeated double field, in pieces (none when empty, as protobuf omits it)."""
     data = np.ascontiguousarray(values, dtype="<f8").tobytes()
-    return bytes((key,)) + varint(len(data)) + data if data else b""
+    return [bytes((key,)) + varint(len(data)), data] if data else []
 
 
-def _histogram_proto_bytes(counts: np.ndarray, limits: np.ndarray, stats: tuple, num: int) -> bytes:
-    """``HistogramProto(min, max, num, sum, sum_squares, bucket_limit, bucket).SerializeToString()``."""
+def _histogram_proto_parts(counts: np.ndarray, limits: np.ndarray, stats: tuple, num: int) -> list[bytes]:
+    """``HistogramProto(min, max, num, sum, sum_squares, bucket_limit, bucket)``'s bytes, in pieces.
+
+    Pieces, so that the ~10 KB of buckets are copied once, when the whole summary is joined.
+    """
     mn, mx, total, squares = stats
-    return b"".join((_double_field(0x09, mn), _double_field(0x11, mx), _double_field(0x19, num),
-                     _double_field(0x21, total), _double_field(0x29, squares),
-                     _packed_doubles(0x32, limits), _packed_doubles(0x3A, counts)))
+    return [_double_field(0x09, mn), _double_field(0x11, mx), _double_field(0x19, num),
+            _double_field(0x21, total), _double_field(0x29, squares),
+            *_packed_doubles(0x32, limits), *_packed_doubles(0x3A, counts)]
 
 
 def _flat(values: Any) -> Any | None:
@@ -454,10 +461,11 @@ def histogram_summary_bytes(tag: str, values: Any, bins: Any = "tensorflow", max
     if not math.isfinite(stats[2]):
         logger.warning("NaN or Inf found in input tensor.")
     counts, limits = _support(*_subsample(positions[1:len(edges)], edges, max_bins))
-    histo = _histogram_proto_bytes(counts, limits, stats, num)
+    histo = _histogram_proto_parts(counts, limits, stats, num)
+    histo_size = sum(map(len, histo))
     raw_tag = (_clean_tag(tag) or "").encode("utf-8")
-    value = (field(1, raw_tag) if raw_tag else b"") + field(5, histo)  # Summary.Value: tag, histo
-    return field(1, value)  # Summary.value
+    head = (field(1, raw_tag) if raw_tag else b"") + b"\x2a" + varint(histo_size)  # Summary.Value: tag, histo
+    return b"".join((b"\x0a", varint(len(head) + histo_size), head, *histo))  # Summary.value
 
 
 def histogram_summary(tag: str, values: Any, bins: Any = "tensorflow", max_bins: int | None = None,
