@@ -401,15 +401,18 @@ def _host_values(values: Any) -> tuple[np.ndarray, np.ndarray] | None:
     if isinstance(values, list):
         array = np.array(values)
         return _numpy_values(array) if array.dtype.kind in "biuf" else None
-    flat = _flat(values)
-    if flat is None or flat.device.type != "cpu":
+    if torch is None or not isinstance(values, torch.Tensor) or values.device.type != "cpu":
         return None
-    if flat.dtype in _AS_FLOAT32:
-        return _numpy_values(flat.to(torch.float32).numpy())
+    tensor = values.detach()
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+        tensor = tensor.float()
     try:
-        return _numpy_values(flat.numpy())
-    except TypeError:  # a dtype numpy lacks
+        array = tensor.numpy()  # a view: _numpy_values flattens it in tensorboardX's order
+    except TypeError:  # another dtype numpy lacks
         return None
+    except RuntimeError:  # a lazily negated view (its neg bit set): numpy needs it materialised
+        array = tensor.resolve_neg().numpy()
+    return _numpy_values(array)
 
 
 def _cpu_histogram(values: np.ndarray, wide: np.ndarray, spec: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, tuple] | None:
