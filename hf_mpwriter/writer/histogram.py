@@ -361,7 +361,7 @@ def _packed_doubles(key: int, values: np.ndarray) -> list[bytes]:
 def _histogram_proto_parts(counts: np.ndarray, limits: np.ndarray, stats: tuple, num: int) -> list[bytes]:
     """``HistogramProto(min, max, num, sum, sum_squares, bucket_limit, bucket)``'s bytes, in pieces.
 
-    Pieces, so that the ~10 KB of buckets are copied once, when the whole summary is joined.
+    Pieces, so that the buckets (most of the bytes) are copied once, when the whole summary is joined.
     """
     mn, mx, total, squares = stats
     return [_double_field(0x09, mn), _double_field(0x11, mx), _double_field(0x19, num),
