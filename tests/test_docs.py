@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -133,6 +134,20 @@ def test_hub_server_without_lz4_says_how_to_install_it():
     assert server.returncode != 0
     assert "pip install 'hf_mpwriter[testing]'" in err and "lz4" in err
     assert "Traceback" not in err and "listening" not in out  # one line, and it did not start
+
+
+def test_hub_server_on_a_port_in_use_says_so_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = _hub_server("--port", str(taken.getsockname()[1]))
+        try:
+            out, err = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            pytest.fail("the server did not exit on a port in use")
+    assert server.returncode != 0 and "--port" in err and "Traceback" not in err, err
+    assert "export" not in out  # nothing a waiting shell could take for the server's lines
 
 
 def test_demo_local_hub_without_lz4_says_how_to_install_it(tmp_path):
