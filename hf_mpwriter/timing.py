@@ -3,10 +3,11 @@ or hung, how long the uploader waits, retries and bounds its calls.
 
 Why one module: these numbers only make sense together (a writer judges the uploader hung after
 :data:`HUNG_AFTER_S` because the uploader's loop beats at least every :data:`POLL_S`; a host's file is
-stale after :data:`OTHER_HOST_STALE_S` because writers refresh it every :data:`HEARTBEAT_S`), both the
-writer side and the uploader side read them (neither imports the other), and the README's numbers
-are checked against them (``tests/test_docs.py``). :mod:`hf_mpwriter.uploader.schedule` turns the uploader's
-into decisions. Plain constants: this module imports nothing.
+stale after :data:`OTHER_HOST_STALE_S` because writers refresh it every :data:`HEARTBEAT_S`), and both
+the writer side and the uploader side read them (neither imports the other).
+:mod:`hf_mpwriter.uploader.schedule` turns the uploader's into decisions. It owns the numbers only:
+it imports nothing and decides nothing. The documentation quotes some of them (``docs/reference.md``,
+``docs/guarantees.md``); a change here is a change there.
 """
 
 from __future__ import annotations

@@ -121,7 +121,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"writers   {len(info['writers'])} live")
     last = info["last_commit"]
     last_id = f", {last['id']}" if last and last["id"] else ""
-    print(f"commits   {info['commits']} (last: {_age(last['time']) if last else 'never'}{last_id})")
+    # Counted from this logdir's queue: commits that carried its files (in a multi-node job, the leader's
+    # commits of this node's files too), not every commit the target holds.
+    print(f"commits   {info['commits']} with this logdir's files (last: {_age(last['time']) if last else 'never'}{last_id})")
     print(f"pending   {info['pending_bytes']} bytes not committed (queued: {info['pending_jobs']} job(s), "
           f"{info['queued_bytes']} bytes)")
     audit = info["audit"]
@@ -264,6 +266,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         bar.refresh()
 
     replaced = _take_over(logdir, args.quiet)
+    _held.holding = True  # the uploader's lines, until the end: its error is said once, in the last line
     ok = False
     try:
         ok = uploader.drain(timeout=args.timeout, on_progress=show, wait=min(HANDOVER_WAIT_S, args.timeout))
@@ -289,12 +292,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     bar.close()
     info = collect(logdir)
     if ok and info["up_to_date"]:
+        _release_held()
         print(f"synced: {info['bytes_committed']} bytes in {len(info['files'])} file(s) are on {info['target']['description']}")
         return 0
     error = info["last_error"] or "timed out"
     left = info["pending_bytes"]
-    raise CLIError(with_sync_advice(f"not everything is committed ({left} bytes left): {error}. The logs are safe and queued",
-                                    args.logdir, "fix the cause and run it again"))
+    final = with_sync_advice(f"not everything is committed ({left} bytes left): {error}. The logs are safe and queued",
+                             args.logdir, "fix the cause and run it again")
+    _release_held(final)
+    raise CLIError(final)
 
 
 # -- view ------------------------------------------------------------------------------------
@@ -322,7 +328,10 @@ class _DefaultOnce(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     formatter = _DefaultOnce
     parser = argparse.ArgumentParser(
-        prog="hf-mpwriter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="hf-mpwriter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="To try a script without the Hub, the test Hub (a Hub-compatible server on this machine; needs "
+               "pip install 'hf_mpwriter[testing]'):\n  python -m hf_mpwriter.testing.hub_server --port 8765 "
+               "--token hf_test   # prints the export lines that point a shell at it",
     )
     parser.add_argument("--version", action="version", version=f"hf-mpwriter {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -393,6 +402,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _HeldUploaderLines(logging.Filter):
+    """While ``sync`` drains, the uploader's log lines wait here instead of going to stderr; at the end,
+    :meth:`release` prints those the command's own last line does not say (its error is said once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = False
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.holding and record.name.startswith("hf_mpwriter.uploader"):
+            self.held.append(record)
+            return False
+        return True
+
+    def release(self, handler: logging.Handler, final: str = "") -> None:
+        self.holding = False
+        for record in self.held:
+            if not (final and record.getMessage() in final):
+                handler.handle(record)
+        self.held.clear()
+
+
+_held = _HeldUploaderLines()
+
+
+def _release_held(final: str = "") -> None:
+    for handler in logging.getLogger("hf_mpwriter").handlers:
+        _held.release(handler, final)
+        break
+
+
 def _setup_logging(debug: bool) -> None:
     """Our warnings on stderr, redacted; huggingface_hub keeps its own handler (adding ours to the root
     logger as well would print each of its warnings twice)."""
@@ -401,6 +442,7 @@ def _setup_logging(debug: bool) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
+    handler.addFilter(_held)
     package = logging.getLogger("hf_mpwriter")
     package.addHandler(handler)
     package.setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -424,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (HFMPWriterError, OSError) as exc:
         return _error(args, exc)
+    finally:
+        _release_held()  # whatever ended the command, the uploader's held lines are not lost
 
 
 def _check_environment() -> None:
