@@ -52,13 +52,14 @@ ROOMY = make_budget(commits_per_hour=36_000, requests_per_5min=100_000)
 
 
 def _node(hub, port: int, node: int, wait: float = 10.0, budget: Budget = ROOMY, nodes: int = 2,
-          commit_every: float = 300.0, leader_endpoint: str | None = None) -> JobTarget:
+          commit_every: float = 300.0, leader_endpoint: str | None = None, prefix: str = "tb",
+          job: str = "job-1") -> JobTarget:
     """Node ``node`` of a 2-node job: its own repository target, its leader's (at ``leader_endpoint``: the
     test Hub's by default), the store. Each node prepares its target itself (the repository exists: no node
     waits for node 0 to create it)."""
-    address = StoreAddress("127.0.0.1", port, "job-1")
-    inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
-    leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=leader_endpoint or hub.endpoint)
+    address = StoreAddress("127.0.0.1", port, job)
+    inner = HubTarget(REPO, prefix=prefix, token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
+    leader = HubTarget(REPO, prefix=prefix, token=TOKEN, endpoint=leader_endpoint or hub.endpoint)
     return JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, nodes, wait=wait,
                      spacing=0.5, prepared_wait=0.0, budget=budget, commit_every=commit_every)
 
@@ -339,6 +340,25 @@ def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tm
         assert abs(((mine - (leaders_phase - 3600.0)) + interval / 2) % interval - interval / 2) < 0.5, (mine, leaders_phase)
     finally:
         for target in nodes:
+            target.stop()
+
+
+def test_nodes_that_log_to_different_folders_hear_it_at_start(hub, store):
+    """Node-local logdirs named differently (``logs-node0`` on node 0, ``logs-node1`` on node 1): one job,
+    two remote folders, a leader each. The node that starts second finds the other's folder in the job's
+    own keys and says so (``status``: ``split_from``); two nodes logging to one folder hear nothing."""
+    hub.create_repo(REPO)
+    split = [_node(hub, store.port, k, prefix=f"tb/logs-node{k}", job="job-split") for k in range(2)]
+    together = [_node(hub, store.port, k, prefix="tb/logs", job="job-together") for k in range(2)]
+    try:
+        for target in (*split, *together):
+            target.start()
+        assert split[0].split_from is None  # alone when it started
+        assert split[1].split_from is not None and "[0]" in split[1].split_from and "logs-node0" in split[1].split_from
+        assert split[1].job_info()["split_from"] == split[1].split_from  # what ``status`` shows
+        assert together[0].split_from is None and together[1].split_from is None
+    finally:
+        for target in (*split, *together):
             target.stop()
 
 

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 def _committer_text(job: dict | None, config: Any) -> str:
     """Who makes this logdir's commits: the job's leader (multi-node job with a store), node turns, or this uploader."""
     handed = f"; this node stopped leading: {job['handed_over']}" if job and job.get("handed_over") else ""
+    if job and job.get("split_from"):  # said first: the job's runs are split, whatever else goes well
+        handed += (f"; THIS JOB LOGS TO SEVERAL FOLDERS ({job['split_from']}): give every node's logdir the same "
+                   "name")
     if job and job.get("store_gone"):
         return (f"this node itself (job {job['job_id']}, node {job['node']} of {job['nodes']}): the job's store at "
                 f"{job['store']} is gone, so nothing coordinates the nodes any more; it commits in node turns, as "

@@ -74,9 +74,14 @@ OWN_COMMITS = ("this node commits its files itself (it offers them to the job's 
 __all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "for_job", "store_prefix"]
 
 
-def store_prefix(address: StoreAddress, target_key: str) -> str:
-    """The keys of one job and one target (a job may log to several repositories)."""
-    return f"hf_mpwriter/{address.job_id}/{hashlib.sha1(target_key.encode()).hexdigest()[:16]}"
+def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
+    """The keys of one job and one target (a job may log to several repositories); the job's own without one."""
+    job = f"hf_mpwriter/{address.job_id}"
+    return job if target_key is None else f"{job}/{_key_hash(target_key)}"
+
+
+def _key_hash(target_key: str) -> str:
+    return hashlib.sha1(target_key.encode()).hexdigest()[:16]
 
 
 class JobTarget(Target):
@@ -89,6 +94,8 @@ class JobTarget(Target):
         self.inner, self.prefix = inner, inner.prefix
         self.key, self.min_interval = inner.key, inner.min_interval
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
+        self.key_hash = _key_hash(inner.key)
+        self.split_from: str | None = None  # another folder of this job's, that other nodes log to
         self.incarnation = time.time_ns()
         self._seq = 0
         self._offered_at: float | None = None  # monotonic: our last offer, while a leader may still take it
@@ -135,7 +142,7 @@ class JobTarget(Target):
         plan = self.plan_now(1)
         return {"job_id": address.job_id, "store": f"{address.host}:{address.port}", "node": self.node,
                 "nodes": self.leader.nodes, "mode": self.mode, "why": self.why, "store_gone": self.store_gone,
-                "leading": self.leader.leading, "handed_over": self.leader.handed_over,
+                "leading": self.leader.leading, "handed_over": self.leader.handed_over, "split_from": self.split_from,
                 "planned": self.plan is not None, "interval": plan.interval, "own_every": plan.own_every(),
                 "age_bound": plan.age_bound(),
                 "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
@@ -171,9 +178,37 @@ class JobTarget(Target):
 
     def start(self) -> None:
         """This uploader was elected: say so in the store (older incarnations' offers are ignored), lead if due."""
-        if time.monotonic() >= self._store_rests_until:  # (not when for_job just found no store)
-            self._announce()
+        if time.monotonic() >= self._store_rests_until and self._announce():  # (not when for_job found no store)
+            self._check_folders()
         self.leader.start()
+
+    def _check_folders(self) -> None:
+        """Say it at start when this job's nodes log to different folders (node-local logdirs named
+        differently: ``logs-node0``, ``logs-node1``): each folder would get a leader of its own, and the
+        job's runs would be split. The nodes list their targets under the job's own keys (not this
+        target's), so each node sees the others' (the one that starts last says it)."""
+        job = self.store.scoped(store_prefix(self.store.address))  # the job's own keys, on this connection
+        try:
+            job.append("targets", f"{self.node}:{self.key_hash},".encode())
+            job.set(f"target/{self.key_hash}", self._folder().encode()[:MAX_VALUE_BYTES])
+            listed = (job.get("targets") or b"").decode()
+            nodes_of: dict[str, set[int]] = {}
+            for entry in filter(None, listed.split(",")):
+                node, _, key = entry.partition(":")
+                nodes_of.setdefault(key, set()).add(int(node))
+            mine = nodes_of.get(self.key_hash, set())
+            apart = sorted(key for key, nodes in nodes_of.items() if key != self.key_hash and not nodes & mine)
+            if apart:
+                other = (job.get(f"target/{apart[0]}") or b"?").decode()
+                self.split_from = f"node(s) {sorted(nodes_of[apart[0]])} log to {other}"
+                logger.error("this job's nodes log to different folders: node %d to %s, %s; each folder gets a leader "
+                             "and a run of its own. Give every node's logdir the same name (node-local logdirs: the same "
+                             "path on every node)", self.node, self._folder(), self.split_from)
+        except (StoreError, ValueError) as exc:
+            logger.debug("the job's folders could not be compared: %s", exc)
+
+    def _folder(self) -> str:
+        return f"{self.inner.prefix or '/'} of {self.inner.description}"
 
     def _announce(self) -> bool:
         """Our incarnation in the store (offers of the uploader this one replaced are then ignored):
