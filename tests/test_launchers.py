@@ -60,13 +60,16 @@ def _readme_examples():
 
 
 def examples(name: str) -> list[Example]:
-    """Example ``name`` of README.md: its files, then the commands of its command block."""
+    """Example ``name`` of README.md or a docs/ page: its files, then the commands of its command block."""
     readme = _readme_examples()
-    found = readme.examples_of(readme.parse(README.read_text())).get(name)
-    assert found is not None and found.run is not None, f"no example {name!r} with a command block in README.md"
+    for document in readme.documents():
+        found = readme.examples_of(readme.parse(document.read_text())).get(name)
+        if found is not None:
+            break
+    assert found is not None and found.run is not None, f"no example {name!r} with a command block in README.md or docs/"
     text = found.run.text.replace("\\\n", " ")
     commands = tuple(line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#"))
-    return [Example(name, "README.md", tuple((f, c if c.endswith("\n") else c + "\n") for f, c in found.files.items()),
+    return [Example(name, document.name, tuple((f, c if c.endswith("\n") else c + "\n") for f, c in found.files.items()),
                     commands)]
 
 
