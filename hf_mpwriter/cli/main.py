@@ -155,8 +155,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     if target is None:
         print(f"local only: `hf-mpwriter sync {args.logdir} --repo-id ID` (or `--target DIR`) uploads it")
     else:
-        print("up to date" if info["up_to_date"] else f"NOT up to date: `hf-mpwriter sync {args.logdir}` finishes it")
+        print(_up_to_date_text(info, args.logdir))
     return 0
+
+
+def _up_to_date_text(info: dict, logdir: str) -> str:
+    """The last line of ``status``: up to date; or, while a live uploader works on it, what it waits
+    for (its next commit's time); or the command that finishes the job."""
+    from ..writer.waiting import waiting_for
+
+    if info["up_to_date"]:
+        return "up to date"
+    up = info["uploader"]
+    if up is not None and up["alive"] and info["last_error_kind"] in (None, "transient"):
+        return (f"not up to date yet, waiting for {waiting_for(Path(logdir), info['target']['description'])} "
+                f"(the uploader is alive: nothing to run)")
+    return f"NOT up to date: `hf-mpwriter sync {logdir}` finishes it"
 
 
 # -- sync ------------------------------------------------------------------------------------

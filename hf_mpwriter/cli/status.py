@@ -93,6 +93,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
     last: Any | None = None
     commits = 0
     meta_error: str | None = None
+    error_kind: str | None = None
     queue_error: str | None = None
     audit: dict[str, Any] = {}
     if key is not None and (state_dir(root, create=False) / "queue.db").exists():
@@ -105,6 +106,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
                 commits = queue.count_done(key)
                 recorded = queue.error()
                 meta_error = recorded.text if recorded else None
+                error_kind = recorded.kind.value if recorded else None
                 audit = audit_record(queue)
             finally:
                 queue.close()
@@ -138,7 +140,9 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
         "target": target,
         "uploader": None if info is None else {"pid": info.get("pid"), "host": info.get("host"), "state": liveness,
                                                "alive": liveness == "alive", "started": info.get("started"),
-                                               "job": info.get("job")},
+                                               "job": info.get("job"),
+                                               # wall time of its next cycle (in the past: one is running)
+                                               "next_cycle_at": info.get("next_cycle_at")},
         "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in live_writers(root)],
         "files": files,
         "bytes_written": sum(f["bytes_written"] for f in files),
@@ -151,6 +155,8 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
         "commits": commits,
         "last_commit": None if last is None else {"time": last.updated, "id": last.commit_id},
         "last_error": meta_error or queue_error,
+        # "transient" (retried), "needs_user" (a token, a repository: retrying alone won't help), "local"
+        "last_error_kind": error_kind if meta_error else ("queue" if queue_error else None),
         "audit": _audit_summary(audit, last),
         "up_to_date": config is not None and all(
             f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in files)

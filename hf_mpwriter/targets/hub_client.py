@@ -26,6 +26,7 @@ import sys
 import types
 from typing import Any
 
+from ..config import token_found
 from ..errors import TargetError
 from ..redaction import redact
 from ..timing import HTTP_TIMEOUT_S
@@ -98,16 +99,8 @@ def _auth_error(doing: str, where: str, status: int, token: str | None) -> Targe
 
 
 def _has_token(token: str | None) -> bool:
-    """Whether the client sent a token: ``token``, else the one huggingface_hub finds itself
-    (``HF_TOKEN``, or the file ``hf auth login`` writes)."""
-    if token:
-        return True
-    try:
-        from huggingface_hub import get_token
-
-        return bool(get_token())
-    except Exception:  # an unreadable token file: the client found none either
-        return False
+    """Whether the client sent a token: ``token``, else the one huggingface_hub finds itself."""
+    return token_found(token)
 
 
 def _not_network_error(exc: BaseException, doing: str, where: str, detail: str) -> TargetError:

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 
-from ..config import UploadConfig
+from ..config import UploadConfig, token_found
 from ..errors import Deferred, TargetError, in_logdir
 from ..redaction import redact
 from ..state.filesystem import queue_advice
@@ -231,7 +231,8 @@ class Committer:
             return False
         try:
             self._call("prepare", self.target.prepare)
-        except TargetError as exc:
+        except TargetError as met:
+            exc = self._no_token_error(met)
             text = redact(str(exc), self._token)
             self._prepare_fatal = not exc.transient
             self._prepare_failures += 1
@@ -321,6 +322,20 @@ class Committer:
             self._audit_refused(exc, progress)
         finally:  # only now: a target that compares content hashes an open file's staged copy (a bucket)
             self.scanner.clean_staging(())
+
+    def _no_token_error(self, exc: TargetError) -> TargetError:
+        """A Hub target that cannot be reached while no token is found anywhere: the missing token is what
+        needs fixing (no commit can land without it, network or not), so it is said as an error that needs
+        the user, not hidden behind a network error retried for ever. A token that comes later (``hf auth
+        login``) is read at the next try."""
+        if not exc.transient or self.config.kind not in ("hub", "bucket") or token_found(self._token):
+            return exc
+        unreachable = str(exc).removesuffix("; will retry")
+        return TargetError(
+            f"no token was found for {self.target.description} (no token=..., no HF_TOKEN, no `hf auth login`), "
+            f"and it cannot be reached either ({unreachable}): set HF_TOKEN, run `hf auth login`, or pass token=... (a "
+            f"token with write access), then run `hf-mpwriter sync LOGDIR`", transient=False,
+        )
 
     def _record_error(self, exc: TargetError, text: str) -> None:
         """Record a target error: one that needs the user makes writers waiting in ``close()`` stop

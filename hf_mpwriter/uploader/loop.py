@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sqlite3
@@ -68,6 +69,8 @@ logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module 
 
 #: Exit code of an uploader that could not replace itself after an abandoned call (``exec`` failed).
 REPLACE_ME = 4
+#: ``next_cycle_at`` in ``uploader.json`` is rewritten only when the next cycle moves by more than this (s).
+NEXT_CYCLE_SLACK_S = 1.0
 #: Signals that end the uploader: each starts a last commit (see :mod:`hf_mpwriter.uploader.schedule`).
 TERMINATION_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 T = TypeVar("T")
@@ -149,7 +152,8 @@ class Uploader:
         except (OSError, sqlite3.Error) as exc:
             logger.warning("cannot update the queue yet (%s); retrying in the loop", exc)
         self._identity = {**process_identity(), "target": self.target.description, "started": time.time(),
-                          "thread": threading.current_thread().name, "token_id": token_id(self._token), "job": None}
+                          "thread": threading.current_thread().name, "token_id": token_id(self._token), "job": None,
+                          "next_cycle_at": None}
         self._publish(force=True)
 
     def _publish(self, force: bool = False) -> None:
@@ -158,6 +162,25 @@ class Uploader:
         if job == self._identity["job"] and not force:
             return
         self._identity["job"] = job
+        self._write_identity()
+
+    def _publish_next_cycle(self, decision: Decision) -> None:
+        """``uploader.json``'s ``next_cycle_at``: the wall time of the next cycle (now while one runs), so
+        that a closing writer and ``status`` can say what they wait for. Written only when it moves by more
+        than :data:`NEXT_CYCLE_SLACK_S`: the loop decides every poll, the due time seldom changes."""
+        if decision.action is Action.CYCLE:
+            due = time.time()
+        elif decision.action is Action.WAIT and math.isfinite(decision.wait):
+            due = time.time() + decision.wait
+        else:
+            return
+        published = self._identity.get("next_cycle_at")
+        if published is not None and abs(due - published) <= NEXT_CYCLE_SLACK_S:
+            return
+        self._identity["next_cycle_at"] = due
+        self._write_identity()
+
+    def _write_identity(self) -> None:
         try:
             write_json_atomic(self.state / "uploader.json", self._identity)
         except OSError as exc:
@@ -262,6 +285,7 @@ class Uploader:
                     now, drained=schedule.ending and self.committer.drained(), retry_due=self.committer.retry_due())
                 if decision.action is Action.EXIT:
                     return self._exit(decision, schedule)
+                self._publish_next_cycle(decision)
                 if decision.action is Action.CYCLE:
                     if decision.urgent:  # a writer or a signal wants it now: skip the backoff
                         self.committer.skip_backoff()

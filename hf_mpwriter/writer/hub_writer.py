@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import os
 import threading
 import time
@@ -18,18 +19,21 @@ from typing import Any, Callable
 
 from .. import environment
 from ..compat import keep_signals_for_the_main_thread
-from ..config import UploadConfig, check_same_target, matches, resolved_repo_id, writer_settings
+from ..config import UploadConfig, check_same_target, matches, resolved_repo_id, token_found, writer_settings
 from ..errors import ConfigurationError, with_sync_advice
 from ..state import mailbox, registry, statedir
 from ..state.liveness import touch
 from ..state.queue_readers import read_committed, read_error, read_failure
 from ..timing import DEFAULT_CLOSE_TIMEOUT_S, HEARTBEAT_S, START_WAIT_S
-from . import file_limit, ranks, supervisor, termination
+from . import file_limit, ranks, supervisor, termination, waiting
 from .args import check_keywords, check_logdir, check_writer_args, default_logdir
 from .reporting import ProblemReporter
 from .summary_writer import SummaryWriter
 
 logger = logging.getLogger(__name__)
+
+#: ``close()`` says what it waits for once it has waited this long (s): never a long wait in silence.
+SAY_WAIT_AFTER_S = 5.0
 
 
 #: SummaryWriter arguments checked (with no file system change) before anything is created.
@@ -155,6 +159,7 @@ class HFSummaryWriter(SummaryWriter):
         self.scheduler = _Scheduler(self)
         if self._upload is not None:
             file_limit.warn_at_start(self._upload, self.rank_info, self._rotate_bytes)  # rank 0 of a big job
+            self._warn_if_no_token()
             # On SIGTERM (after the flush): the uploader commits at once, within the grace period.
             termination.on_term(self._root, self._on_sigterm, install=self._env.handle_sigterm)
             self._register(first=True)
@@ -164,6 +169,21 @@ class HFSummaryWriter(SummaryWriter):
                 supervisor.ensure_uploader(self._root, self._mode, self._token, wait=START_WAIT_S)
             self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True)
             self._heartbeat_thread.start()
+
+    def _warn_if_no_token(self) -> None:
+        """A Hub repository or bucket with no token anywhere: said now, not after ``close_timeout``.
+
+        Not refused: logging goes on to disk and nothing is lost, and a token can still come (``hf auth
+        login`` in another shell, read by the running uploader at its next try; or ``hf-mpwriter sync`` with
+        HF_TOKEN set). Without network the Hub's refusal would never be seen at all."""
+        assert self._upload is not None
+        if self._upload.kind not in ("hub", "bucket") or token_found(self._token):
+            return
+        logger.warning(
+            "no Hugging Face token found for %s: pass token=..., set HF_TOKEN, or run `hf auth login` (a token with "
+            "write access). Until then logs are written to %s and kept queued; `hf-mpwriter sync %s` uploads them "
+            "once a token is set", self._upload.description, self._root, self._root,
+        )
 
     @property
     def repo_id(self) -> str | None:
@@ -269,12 +289,15 @@ class HFSummaryWriter(SummaryWriter):
                     pass
         return sizes
 
-    def _wait_committed(self, sizes: dict[str, int], timeout: float) -> bool:
-        """Wait until the queue shows every file committed up to ``sizes``; ``False`` on timeout."""
+    def _wait_committed(self, sizes: dict[str, int], timeout: float, say_after: float | None = None) -> bool:
+        """Wait until the queue shows every file committed up to ``sizes``; ``False`` on timeout.
+        ``say_after``: past that many seconds of waiting, say once what the files wait for."""
         if self._upload is None or self._mode == "none":
             return not sizes
         key = self._upload.target_key
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        say_at = math.inf if say_after is None else started + say_after
         next_check = 0.0
 
         def done() -> bool:
@@ -287,12 +310,24 @@ class HFSummaryWriter(SummaryWriter):
             now = time.monotonic()
             if now >= deadline:
                 return False
+            if now >= say_at:
+                say_at = math.inf
+                self._say_waiting(sizes, deadline - now)
             if now >= next_check:  # the uploader may have died or hung, and we may be the last writer
                 if supervisor.fatal_error(self._root, self._token or "") is not None:
                     return False  # retrying cannot fix it: say so now (no new uploader), not after close_timeout
                 supervisor.ensure_uploader(self._root, self._mode, self._token, wait=0, needed=lambda: not done())
                 next_check = now + HEARTBEAT_S
             time.sleep(0.1)
+
+    def _say_waiting(self, sizes: dict[str, int], left: float) -> None:
+        """Once per wait: what this process's files wait for (read from the uploader's published state).
+        A warning on rank 0 (or a lone process), so that the terminal says it; the other ranks at info."""
+        assert self._upload is not None
+        level = logging.WARNING if self.rank_info.rank in (None, 0) else logging.INFO
+        logger.log(level, "close() of %s waits for %s (%d file(s) not committed yet; up to %.0f s more; "
+                   "`hf-mpwriter status %s` shows progress)", self._root,
+                   waiting.waiting_for(self._root, self._upload.description), self._missing(sizes), left, self._root)
 
     def close(self) -> None:
         """Flush, close, and wait (at most ``close_timeout``) until this process's logs are committed.
@@ -327,7 +362,8 @@ class HFSummaryWriter(SummaryWriter):
         if self._mode == "none":
             logger.info("logs of %s are queued; run `hf-mpwriter sync %s` to upload them", self._root, self._root)
             return
-        committed = self._settings_saved and self._wait_committed(sizes, max(0.0, deadline - time.monotonic()))
+        committed = self._settings_saved and self._wait_committed(
+            sizes, max(0.0, deadline - time.monotonic()), say_after=SAY_WAIT_AFTER_S)
         unreadable = None if committed else read_failure(self._queue_path)  # said when it began to last
         fatal = None if committed or unreadable else supervisor.fatal_error(self._root, self._token or "")
         if unreadable is not None:
