@@ -117,6 +117,9 @@ DEFER_AFTER_S = OFFER_WAIT_S / 3
 #: A node whose offer could not be taken back (the store stopped answering) commits it itself only this long
 #: after its own wait: a leader stops taking it after the same wait from when it first saw it, plus its polls.
 CLAIM_MARGIN_S = 5.0
+#: A leader's commit may take this long (or the plan's interval, if longer) before the leader counts as stuck
+#: and hands over: the Hub answers a commit of a job's files in seconds, and a hung one holds the offers it took.
+LEADER_COMMIT_GRACE_S = 30.0
 #: A leader that handed the lease over (its writes failed for a plan interval) does not take it again for this
 #: many hand-over times: another node's leader, maybe one that reaches the Hub, gets it first.
 ABSTAIN_FACTOR = 4.0

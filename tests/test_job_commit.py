@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import threading
 import time
 from datetime import timedelta
@@ -26,6 +27,7 @@ from hf_mpwriter.targets.bucket import BucketTarget, batch_takes_xet_hashes
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import LEASE_STALE_S
 from hf_mpwriter.uploader.job_commit import WITHDRAWN, JobTarget, store_prefix
+from hf_mpwriter.uploader.job_leader import claimer
 from hf_mpwriter.uploader.job_plan import Budget, make_budget
 from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
 
@@ -282,6 +284,43 @@ def test_a_leader_that_cannot_reach_the_hub_hands_over_and_the_jobs_commits_resu
         assert nodes[1].leader.leading and not nodes[0].leader.leading  # node 0 does not take it back
         assert handed_over < 2 * handover_after + LEASE_STALE_S
     finally:
+        for target in nodes:
+            target.stop()
+
+
+def test_a_leader_whose_commit_hangs_hands_over_and_the_offers_it_took_go_to_the_next(hub, store, tmp_path):
+    """Node 0's route to the Hub goes silent mid-commit (the Hub holds its commit). It had claimed node
+    1's offer, so node 1 cannot take it back; once node 0 has been stuck past its commit grace (30 s: its
+    plan's interval is shorter) it stops leading, node 1 leads, finds that the leader that took its files
+    no longer leads, and offers them again: they land through node 1 while node 0's commit still hangs,
+    and that late commit, once it reaches the Hub, is refused (its parent is no longer the head)."""
+    hub.create_repo(REPO)
+    nodes = [_node(hub, store.port, k, wait=30.0, commit_every=4.0) for k in range(2)]
+    for target in nodes:
+        target.prepare()
+    nodes[0].start()
+    wait_for(lambda: nodes[0].leader.leading, 20, "node 0 to lead")
+    nodes[1].start()
+    hang = hub.inject("latency", route="commit", times=1, seconds=120)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(
+        _commit_when_due(nodes[1], _pieces(tmp_path, 2, 3000), "node commit", limit=100.0)))
+    thread.start()
+    try:
+        wait_for(lambda: hang.hits >= 1, 20, "node 0's commit to reach the Hub")  # the scenario: it hangs there
+        assert claimer(nodes[1].store.get("offer/1"), nodes[1]._seq) == (0, os.getpid())  # node 0 took it
+        thread.join(100)
+        assert result, "node 1's files did not land"
+        oid, waits = result[0]
+        assert hang.done == 0 and _log_commits(hub)[0]["oid"] == oid  # landed while node 0's commit hangs
+        assert nodes[1].leader.leading and "has not ended" in (nodes[0].leader.handed_over or ""), nodes[0].leader.handed_over
+        hang.release()
+        wait_for(lambda: hang.done >= 1, 30, "node 0's held commit to reach the Hub")
+        assert hang.outcomes == [412], hang.outcomes  # fenced: nothing older lands over node 1's commit
+        assert not nodes[1].inner.differences(_pieces(tmp_path, 2, 3000))
+    finally:
+        hang.release()
+        thread.join(10)
         for target in nodes:
             target.stop()
 

@@ -48,7 +48,7 @@ import importlib.util
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..config import UploadConfig
 from ..errors import Deferred, TargetError
@@ -57,8 +57,16 @@ from ..targets import Target, target_for
 from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ..targets.hub import HubTarget
 from ..targets.xet_content import xet_usable
-from ..timing import CLAIM_MARGIN_S, HUB_COMMIT_EVERY_S, LEADER_POLL_S, OFFER_WAIT_S, PREPARED_WAIT_S, STORE_RETRY_S
-from .job_leader import TAKEN, WITHDRAWN, Leader, SharedTarget, taken_value
+from ..timing import (
+    CLAIM_MARGIN_S,
+    HUB_COMMIT_EVERY_S,
+    LEADER_POLL_S,
+    LEASE_STALE_S,
+    OFFER_WAIT_S,
+    PREPARED_WAIT_S,
+    STORE_RETRY_S,
+)
+from .job_leader import TAKEN, WITHDRAWN, Leader, SharedTarget, claimer
 from .job_plan import Budget, Plan, make_budget, make_plan
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
 
@@ -339,12 +347,27 @@ class JobTarget(Target):
         if self.store.compare_set(key, offer, WITHDRAWN):
             self._offered_at = None  # taken back: no leader can commit it any more
             return None
-        answer = self._await_answer(self._seq, self.taken_wait)  # claimed: the leader's commit is under way
-        if answer is None and self.store.get(key) == taken_value(self._seq):
-            self._offered_at = None  # a late commit of that leader is fenced by its parent (see the module)
-            raise TargetError(f"the job's leader took this node's files and said nothing for {self.taken_wait:.0f} s "
-                              "(it stopped or hangs); they are offered again", transient=True)
-        return answer
+        taker = claimer(self.store.get(key), self._seq)  # claimed: that leader's commit is under way
+        if taker is None:
+            return self._answer(self._seq)
+        answer = self._await_answer(self._seq, self.taken_wait, lambda: self._leads(taker))
+        if answer is not None:
+            return answer
+        self._offered_at = None  # a late commit of that leader is fenced by its parent (see the module)
+        if not self._leads(taker):  # it handed over (or died): the next leader takes them
+            self._deferred = None
+            raise Deferred(f"the job's leader (node {taker[0]}) took this node's files, then stopped leading; they are "
+                           "offered to the next one", 0.0)
+        raise TargetError(f"the job's leader took this node's files and said nothing for {self.taken_wait:.0f} s "
+                          "(it hangs); they are offered again", transient=True)
+
+    def _leads(self, taker: tuple[int, int]) -> bool:
+        """Whether the leader ``(node, pid)`` still holds the job's lease."""
+        try:
+            lease = json.loads(self.store.get("lease") or b"{}")
+        except ValueError:
+            return False
+        return (lease.get("node"), lease.get("pid")) == taker
 
     def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
@@ -373,9 +396,11 @@ class JobTarget(Target):
         """These pieces are committed: nothing of this node waits, nothing is put off."""
         self._waiting_since = self._own_due = self._deferred = None
 
-    def _await_answer(self, seq: int, longest: float) -> dict | None:
-        """Our answer, read each time the leader's ``answered`` counter moves (one round trip per poll)."""
-        started, seen = time.monotonic(), None
+    def _await_answer(self, seq: int, longest: float, worth_it: Callable[[], bool] | None = None) -> dict | None:
+        """Our answer, read each time the leader's ``answered`` counter moves (one round trip per poll);
+        ``None`` after ``longest``, or once ``worth_it`` (asked every half lease) says no."""
+        started = looked = time.monotonic()
+        seen = None
         while time.monotonic() < self.store.until(started, longest):  # read again: a signal shortens it
             answered = self.store.add("answered", 0)
             if answered != seen:
@@ -383,6 +408,10 @@ class JobTarget(Target):
                 answer = self._answer(seq)
                 if answer is not None:
                     return answer
+            if worth_it is not None and time.monotonic() - looked >= LEASE_STALE_S / 2:
+                looked = time.monotonic()
+                if not worth_it():
+                    return self._answer(seq)  # (answered just before it stopped, maybe)
             time.sleep(LEADER_POLL_S / 2)
         return None
 

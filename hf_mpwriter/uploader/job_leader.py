@@ -12,9 +12,10 @@ Contracts:
   one of the two wins, whatever the clocks say.
 - **Leading means progress.** The lease is renewed only while the rounds make progress: a leader
   whose writes or head reads have failed for :meth:`Leader.handover_after` (its node cut off from
-  the Hub, a bad token there), or whose round is stuck in a head read that long (or in a commit past
-  the call bound), lets the lease go and does not take it again for a while; another node's leader
-  takes it.
+  the Hub, a bad token there), or whose round is stuck in a head read that long (in a commit: that or
+  :data:`LEADER_COMMIT_GRACE_S`, the longer), lets the lease go and does not take it again for a while
+  (longer each time in a row); another node's leader takes it. A node waiting on an offer that a
+  leader claimed stops waiting once that leader no longer holds the lease, and offers it again.
 - **No round under a released lease.** The lease is let go (at a hand-over, at ``stop``) only
   between rounds; a round still running leaves it to go stale instead.
 - **Only this host's monotonic clock.** Offers expire by when this leader first saw them; answers
@@ -43,6 +44,7 @@ from ..timing import (
     DEFER_AFTER_S,
     HUB_COMMIT_EVERY_S,
     JOB_GATHER_S,
+    LEADER_COMMIT_GRACE_S,
     LEADER_POLL_S,
     LEASE_STALE_S,
     OFFER_WAIT_S,
@@ -59,12 +61,23 @@ SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between c
 
 #: An offer's value once its node took it back.
 WITHDRAWN = b"-"
-#: An offer's value once a leader claimed it (followed by the claimed offer's ``seq``).
+#: An offer's value once a leader claimed it (followed by ``seq:node:pid``: the offer's, the claimer's).
 TAKEN = b"taken:"
 
 
-def taken_value(seq: int) -> bytes:
-    return TAKEN + str(seq).encode()
+def taken_value(seq: int, node: int, pid: int) -> bytes:
+    return TAKEN + f"{seq}:{node}:{pid}".encode()
+
+
+def claimer(value: bytes | None, seq: int) -> tuple[int, int] | None:
+    """``(node, pid)`` of the leader that claimed offer ``seq``, from the offer's value; ``None`` if it is
+    not claimed (or another offer is)."""
+    if not value or not value.startswith(TAKEN):
+        return None
+    parts = value[len(TAKEN):].decode(errors="replace").split(":")
+    if len(parts) != 3 or parts[0] != str(seq) or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return int(parts[1]), int(parts[2])
 
 
 def _doubling(failures: int, cap: float) -> float:
@@ -104,6 +117,7 @@ class Leader:
         self._call_limit = math.inf  # how long the call under way may take before the leader counts as stuck
         self._abstain_until = -math.inf  # monotonic: handed over; the lease is not taken again before then
         self.handed_over: str | None = None  # why this node last let the lease go (``status``)
+        self._handovers = 0  # hand-overs since this node's last successful write
         self._round_lock = threading.Lock()  # held while a round runs
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -170,7 +184,8 @@ class Leader:
     def _hand_over(self, why: str) -> None:
         """Let another node lead: this one does not take the lease again for a while."""
         self.handed_over = why
-        self._abstain_until = time.monotonic() + ABSTAIN_FACTOR * self.handover_after()
+        self._handovers += 1  # in a row: a node that keeps failing waits longer before it leads again
+        self._abstain_until = time.monotonic() + ABSTAIN_FACTOR * self.handover_after() * 2 ** min(self._handovers - 1, 4)
         self._failing_since = None
         logger.warning("job leader: node %d hands the job's commits over to another node: %s", self.node, why)
         self._let_go(why)
@@ -302,11 +317,12 @@ class Leader:
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = time.monotonic()
         try:
-            commit = self._hub_call(self.call_bound, self.target.commit_uploaded, files, message, parent=parent)
+            limit = min(self.call_bound, max(self.handover_after(), LEADER_COMMIT_GRACE_S))
+            commit = self._hub_call(limit, self.target.commit_uploaded, files, message, parent=parent)
         except TargetError as exc:
             self._failed(exc, offers)
             return
-        self._failing_since = None
+        self._failing_since, self._handovers = None, 0
         self.books.wrote(time.monotonic(), len(files))
         self.max_files = min(self.budget.files_per_commit, self.max_files * 3 // 2)  # back up after a halving
         try:
@@ -333,7 +349,7 @@ class Leader:
         """The offers this leader now owns: each taken from the store unless its node took it back first."""
         claimed = {}
         for node, offer in offers.items():
-            if self.store.compare_set(f"offer/{node}", offer["raw"], taken_value(offer["seq"])):
+            if self.store.compare_set(f"offer/{node}", offer["raw"], taken_value(offer["seq"], self.node, os.getpid())):
                 claimed[node] = offer
         return claimed
 

@@ -393,6 +393,8 @@ class Uploader:
         while worker.is_alive():
             self._beat()
             worker.join(0.25)
+            if isinstance(self.target, job_commit.JobTarget):  # the job may change during a long call (a hand-over)
+                self._publish()
             schedule = self._schedule
             if schedule is not None and worker.is_alive():
                 self._take_signals(schedule)
