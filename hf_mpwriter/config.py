@@ -11,6 +11,7 @@ import fnmatch
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -388,6 +389,19 @@ def hub_prefix(path_in_repo: str | None, logdir: Path) -> str:
     return check_remote_path(path_in_repo.strip("/") + "/" + name, "path_in_repo")
 
 
+def repo_id_error(repo_id: str, reason: str) -> str:
+    """What is wrong with ``repo_id`` (huggingface_hub's ``reason``) and what to write instead, in one sentence.
+
+    huggingface_hub's text ends with a period and, for an id of three parts, suggests ``repo_type``,
+    which does not help here: the type is its own argument, and a path goes into ``path_in_repo``."""
+    reason = re.sub(r"\s*Use `repo_type` argument if needed\.?", "", reason).strip().rstrip(".")
+    hint = "expected 'namespace/name' or 'name'"
+    if repo_id.count("/") > 1 and not repo_id.startswith("hf://"):
+        hint += ("; a folder inside the repository goes in path_in_repo=, and a Storage Bucket is "
+                 "'hf://buckets/namespace/name[/path]'")
+    return f"invalid repo_id {repo_id!r}: {reason}; {hint}"
+
+
 def check_hub_settings(repo_id: str, repo_type: str | None, commit_every_s: float) -> str:
     """Validate Hub settings before anything is written; return the repo type."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -395,7 +409,7 @@ def check_hub_settings(repo_id: str, repo_type: str | None, commit_every_s: floa
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise ConfigurationError(f"invalid repo_id {repo_id!r}: {exc}. Expected 'namespace/name' or 'name'") from None
+        raise ConfigurationError(repo_id_error(repo_id, str(exc))) from None
     repo_type = repo_type or "model"
     if repo_type not in REPO_TYPES:
         raise ConfigurationError(f"invalid repo_type {repo_type!r}: use one of {', '.join(REPO_TYPES)}, or bucket")

@@ -3,10 +3,11 @@ or hung, how long the uploader waits, retries and bounds its calls.
 
 Why one module: these numbers only make sense together (a writer judges the uploader hung after
 :data:`HUNG_AFTER_S` because the uploader's loop beats at least every :data:`POLL_S`; a host's file is
-stale after :data:`OTHER_HOST_STALE_S` because writers refresh it every :data:`HEARTBEAT_S`), both the
-writer side and the uploader side read them (neither imports the other), and the README's numbers
-are checked against them (``tests/test_docs.py``). :mod:`hf_mpwriter.uploader.schedule` turns the uploader's
-into decisions. Plain constants: this module imports nothing.
+stale after :data:`OTHER_HOST_STALE_S` because writers refresh it every :data:`HEARTBEAT_S`), and both
+the writer side and the uploader side read them (neither imports the other).
+:mod:`hf_mpwriter.uploader.schedule` turns the uploader's into decisions. It owns the numbers only:
+it imports nothing and decides nothing. The documentation quotes some of them (``docs/reference.md``,
+``docs/guarantees.md``); a change here is a change there.
 """
 
 from __future__ import annotations
@@ -110,6 +111,15 @@ PREPARED_WAIT_S = 60.0
 #: A node waits at most this long (and at most a third of its call bound) for the leader to commit
 #: its offer; then it takes the offer back and commits the files itself.
 OFFER_WAIT_S = 30.0
+#: The leader answers an offer it cannot write within this long (the budget, a 429) with the time to offer
+#: again, so that its node does not wait, give up and commit itself.
+DEFER_AFTER_S = OFFER_WAIT_S / 3
+#: A node whose offer could not be taken back (the store stopped answering) commits it itself only this long
+#: after its own wait: a leader stops taking it after the same wait from when it first saw it, plus its polls.
+CLAIM_MARGIN_S = 5.0
+#: A leader that handed the lease over (its writes failed for a plan interval) does not take it again for this
+#: many hand-over times: another node's leader, maybe one that reaches the Hub, gets it first.
+ABSTAIN_FACTOR = 4.0
 #: After the job's store failed (not there yet, gone, not answering), a node offers its files there
 #: again at its first commit this long after (meanwhile it commits itself, in its node turn): an
 #: ``env://`` store created after the first writer, or a store that comes back, is joined then. (Its

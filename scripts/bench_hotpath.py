@@ -16,8 +16,13 @@ settings in a fresh temporary directory. Prints markdown tables; nothing passes 
     python scripts/bench_hotpath.py            # full run (~2 min)
     python scripts/bench_hotpath.py --quick    # a few seconds
 
-With torch, it also times ``add_histogram`` of 1M- and 10M-element float32 CPU tensors (the
-"where the tensor lives" path of :mod:`hf_mpwriter.writer.histogram`; ``--quick`` runs the 1M one only).
+With torch, it also times ``add_histogram`` of a 1,000-element CPU tensor and of 1M- and
+10M-element float32 CPU tensors (:mod:`hf_mpwriter.writer.histogram`; ``--quick`` runs the 1M one
+only). With a CUDA device, it times ``add_histogram`` of CUDA tensors too (float32 1M and 10M,
+bfloat16 1M, each call followed by ``torch.cuda.synchronize()``) and ``torch.histc`` of the same
+tensor, the device's own floor; without one it says so. tensorboardX refuses bfloat16: the bfloat16
+row gives tensorboardX and torch the tensor's ``.float()`` (their users' only way), hf_mpwriter the
+bfloat16 tensor itself.
 """
 
 from __future__ import annotations
@@ -70,7 +75,58 @@ def operations(hist_values: np.ndarray) -> list[tuple[str, Callable[[Any, int], 
         tensor = torch.tensor(0.125)
         ops.append(("add_scalar(0-d torch tensor)", lambda w, s, v=tensor: w.add_scalar("loss/train", v, s), False))
     ops.append(("add_histogram(1000 values)", lambda w, s, v=hist_values: w.add_histogram("weights", v, s), True))
+    if torch is not None:
+        small = torch.from_numpy(hist_values.astype(np.float32))
+        ops.append(("add_histogram(1000-element CPU tensor)",
+                    lambda w, s, v=small: w.add_histogram("weights", v, s), True))
     return ops
+
+
+def _label(size: int) -> str:
+    return f"{size // 1_000_000}M" if size >= 1_000_000 else str(size)
+
+
+def cuda_available() -> bool:
+    return torch is not None and torch.cuda.is_available()
+
+
+def cuda_histogram_ops(sizes: list[int], bf16: bool) -> list[tuple[tuple[str, Callable[[Any, int], None], bool], int]]:
+    """``add_histogram`` of CUDA tensors, synchronised after each call (empty without a CUDA device)."""
+    if not cuda_available():
+        return []
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    ops = []
+
+    def synced(tensor: Any, widen: bool) -> Callable[[Any, int], None]:
+        def call(w: Any, s: int) -> None:
+            ours = isinstance(w, hf_mpwriter.SummaryWriter)
+            w.add_histogram("weights", tensor if ours or not widen else tensor.float(), s)
+            torch.cuda.synchronize()
+        return call
+
+    for size in sizes:
+        tensor = torch.randn(size, generator=gen, device="cuda")
+        ops.append(((f"add_histogram({_label(size)} CUDA float32)", synced(tensor, False), True), size))
+    if bf16 and sizes:
+        tensor = torch.randn(sizes[0], generator=gen, device="cuda").bfloat16()
+        ops.append(((f"add_histogram({_label(sizes[0])} CUDA bfloat16)", synced(tensor, True), True), sizes[0]))
+    return ops
+
+
+def histc_floor_ms(sizes: list[int], repeats: int) -> dict[int, float]:
+    """Median ms of ``torch.histc`` (640 bins) of a CUDA float32 tensor of each size, synchronised."""
+    floor = {}
+    for size in sizes:
+        tensor = torch.randn(size, device="cuda")
+        times = []
+        for _ in range(repeats + 2):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            torch.histc(tensor, bins=640, min=-5, max=5)
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1e3)
+        floor[size] = statistics.median(times[2:])
+    return floor
 
 
 def tensor_histogram_ops(sizes: list[int]) -> list[tuple[str, Callable[[Any, int], None], bool]]:
@@ -81,17 +137,17 @@ def tensor_histogram_ops(sizes: list[int]) -> list[tuple[str, Callable[[Any, int
     ops = []
     for size in sizes:
         tensor = torch.randn(size, generator=gen)
-        label = f"{size // 1_000_000}M" if size >= 1_000_000 else str(size)
-        ops.append((f"add_histogram({label}-element torch tensor)",
+        ops.append((f"add_histogram({_label(size)}-element torch tensor)",
                     lambda w, s, v=tensor: w.add_histogram("weights", v, s), True))
     return ops
 
 
-def bench(n_scalar: int, n_hist: int, repeats: int, root: Path, big: list[int]) -> list[dict]:
+def bench(n_scalar: int, n_hist: int, repeats: int, root: Path, big: list[int], cuda: list[int]) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
-    n_big = {size: max(2, min(n_hist, 20_000_000 // size)) for size in big}
+    n_big = {size: max(2, min(n_hist, 20_000_000 // size)) for size in big + cuda}
     sized = [(op, None) for op in operations(rng.normal(size=1000))] + list(zip(tensor_histogram_ops(big), big))
+    sized += cuda_histogram_ops(cuda, bf16=bool(cuda))
     for (op_name, call, is_hist), size in sized:
         n = n_big[size] if size else (n_hist if is_hist else n_scalar)
         writers = {lib: make(str(root / f"{lib}-{len(rows)}")) for lib, make in LIBRARIES.items()}
@@ -163,9 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     n_hist = args.n_hist or (100 if args.quick else 500)
 
     root = Path(tempfile.mkdtemp(prefix="bench_hotpath_"))
+    big = [] if args.no_big else ([1_000_000] if args.quick else [1_000_000, 10_000_000])
+    cuda = big if cuda_available() else []
     try:
-        big = [] if args.no_big else ([1_000_000] if args.quick else [1_000_000, 10_000_000])
-        rows = bench(n_scalar, n_hist, repeats, root, big)
+        rows = bench(n_scalar, n_hist, repeats, root, big, cuda)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     versions = [f"python {platform.python_version()}", f"hf_mpwriter {hf_mpwriter.__version__}",
@@ -175,6 +232,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{platform.machine()}, {os.cpu_count()} CPUs; {', '.join(versions)}; median of {repeats} repeats "
           f"(min–max in parentheses), default settings of each writer\n")
     print(table(rows))
+    print()
+    if not cuda_available():
+        print("CUDA: no CUDA device present here (torch.cuda.is_available() is False): no CUDA rows.")
+    elif cuda:
+        floor = histc_floor_ms(cuda, repeats)
+        print(f"CUDA: {torch.cuda.get_device_name()}; device floor, torch.histc (640 bins) of the same float32 tensor: "
+              + ", ".join(f"{_label(size)} {ms:.3f} ms" for size, ms in floor.items()))
 
 
 if __name__ == "__main__":

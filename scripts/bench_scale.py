@@ -78,6 +78,18 @@ SCENARIOS (``--scenario``):
   only.
   The nodes' own commits are ``commit_uploaded`` of content already in Xet (one Hub API request each; a
   node's own commit in a job also reads the head and verifies: about 5, see DESIGN.md §7).
+- ``leader-cut-off``: node 0's leader process leads first, but its Hub accepts connections and never
+  answers (its route to the Hub is down); as steady otherwise. Its head read hangs: after a hand-over
+  time (one plan interval, at least the unscaled ``LEASE_STALE_S``) it stops renewing, the lease goes
+  stale, and node 1's process leads. Reports the first commit's time and which processes committed.
+- ``freeze-leader``: as kill-leader, but the leading process is stopped (SIGSTOP) for 15 s real, past
+  the lease's staleness, then woken up: the standby leads meanwhile; no two leaders' commits may
+  overlap (checked in every scenario: two committing rounds of different processes whose spans meet).
+
+Options that make the nodes less tidy than the simulation otherwise is: ``--spread S`` (each offer 0 to
+S Hub-seconds after its slot, as nodes with their own clocks and uploads offer), ``--upload-s S`` (a
+node's upload before it offers, counted in the ages), ``--commit-s S`` (the test Hub holds every write of
+the leader S Hub-seconds: 60 is the Hub's server timeout).
 Every scenario ends by reading back every rank's file: present, with the sha256 (a bucket: Xet hash) and
 size of its node's newest committed offer (nothing lost, nothing torn), and checks that no commit holds a
 path twice.
@@ -86,6 +98,10 @@ path twice.
     python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-leader
     python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-store
     python scripts/bench_scale.py --nodes 8 --scale 120 --kind repo  # a quick check
+
+It exits 1 when a row misses a limit (``MISSED:`` lines): a file lost, stale or torn; more than 500 Hub
+API requests in a 5-minute window; a 429; a rank's newest record older than ``Plan.age_bound`` (two plan
+intervals); a bucket's p95 age over 30 s; two leaders' commits overlapping; a node not drained.
 
 A bucket's plan at 1,024 nodes puts 2.6 Hub-seconds between writes; the leader's unscaled 0.5 s poll
 weighs ``scale`` times more here, so a bucket wants a small scale (``--scale 2``: one 11-minute row takes
@@ -105,10 +121,12 @@ import math
 import os
 import random
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,6 +147,7 @@ VERSIONS = 4  # contents an offer's files may point at (seq % VERSIONS)
 XET_TOKEN_EVERY_S = 3600.0  # model: one Xet write token per node per Hub-hour
 TICK_S = 0.05  # the simulator's loop, real seconds
 KILL_STORE_GIVE_UP_S = 600.0  # kill-store: real seconds the simulator waits for every node's own commit
+FREEZE_S = 15.0  # freeze-leader: real seconds the leading process stays stopped (past LEASE_STALE_S)
 DEFAULT_SCALE = {"repo": 60.0, "bucket": 5.0, "kill-store": 600.0}
 
 
@@ -265,6 +284,10 @@ class Nodes:
         self.held_version: list[int | None] = [None] * nodes
         self.own_last: list[float | None] = [None] * nodes
         self.own_gone_first: list[float | None] = [None] * nodes  # its first own commit after the store went
+        self.spread = 0.0  # real seconds: each offer comes 0 to this long after its node's slot
+        self.upload = 0.0  # real seconds a node's upload takes before it offers (counted in the ages)
+        self.pick = random.Random(nodes + 1)
+        self.jitter = [0.0] * nodes
         self.seq = [0] * nodes
         self.answered_seen: int | None = None
         self.counts = {"offers": 0, "commits": 0, "deferred": 0, "errors": 0, "timeouts": 0, "own_commits": 0,
@@ -327,7 +350,10 @@ class Nodes:
 
     def _offer_tick(self, offering: bool) -> None:
         now = time.time()
-        due = [n for n in range(self.n) if self.pending[n] is None and self.due[n] <= now] if offering else []
+        due = [n for n in range(self.n) if self.pending[n] is None and self.due[n] + self.jitter[n] <= now] \
+            if offering else []
+        for node in due:  # the next offer of each: its own delay after the slot (0 to ``spread``)
+            self.jitter[node] = self.pick.uniform(0.0, self.spread)
         if due:
             values = {}
             for node in due:
@@ -338,7 +364,8 @@ class Nodes:
                                   "waiting": now - since, "last": False,
                                   "files": self.files(node, seq % VERSIONS)}).encode()
                 values[f"offer/{node}"] = raw
-                self.pending[node] = {"seq": seq, "at": now, "raw": raw, "since": now, "taken": False}
+                # Its data is as old as its snapshot: the node uploaded the content before offering it.
+                self.pending[node] = {"seq": seq, "at": now - self.upload, "raw": raw, "since": now, "taken": False}
             self.store.multi_set(values)
             self.store.add("offered", len(due))
             self.counts["offers"] += len(due)
@@ -464,6 +491,14 @@ def _start_leader(cfg: dict, env: dict, err: Path) -> subprocess.Popen:
     return proc
 
 
+def _wait_lease(store: Any, node: int, timeout: float = 30.0) -> None:
+    deadline = time.time() + timeout
+    while json.loads(store.get("lease") or b"{}").get("node") != node:
+        if time.time() > deadline:
+            raise RuntimeError(f"node {node} did not take the lease")
+        time.sleep(0.1)
+
+
 def _end(proc: subprocess.Popen | None, timeout: float = 20) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -484,7 +519,7 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Path, quiet: bool = False,
-        minutes: float | None = None) -> dict:
+        minutes: float | None = None, spread: float = 0.0, commit_s: float = 0.0, upload_s: float = 0.0) -> dict:
     from hf_mpwriter.testing import HubServer
     from hf_mpwriter.testing.limits import HubLimits
     from hf_mpwriter.timing import AUDIT_EVERY_S, BUCKET_AUDIT_EVERY_S, LEASE_STALE_S
@@ -507,6 +542,9 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         else:
             hub.create_repo(REPO)
         node_target, contents = _contents(kind, hub.endpoint, tmp)
+        silent = socket.socket()  # leader-cut-off: node 0's Hub accepts connections and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
         try:
             port = free_port()
             store_proc = _store_process(port)
@@ -518,17 +556,26 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                    "HF_HOME": str(tmp / "hf_home")}
             sim_store = JobStore(address, prefix, deadline=30.0)
             sim = Nodes(kind, nodes, ranks, scale, sim_store, contents, node_target)
+            sim.spread = spread / scale  # each offer 0 to ``spread`` Hub-seconds after its slot, as real nodes'
+            sim.upload = upload_s / scale
+            if commit_s:  # every write of the leader held this long at the Hub (its 60 s limit, Hub time)
+                hub.inject("latency", route="bucket_batch" if kind == "bucket" else "commit", times=None,
+                           seconds=commit_s / scale)
             sim.announce()
             for node in (0, 1):  # node 0's and node 1's uploaders: one leads, one watches
-                cfg = {"kind": kind, "endpoint": hub.endpoint, "port": port, "job": job, "prefix": prefix,
+                cut_off = scenario == "leader-cut-off" and node == 0
+                cfg = {"kind": kind, "endpoint": f"http://127.0.0.1:{silent.getsockname()[1]}" if cut_off
+                       else hub.endpoint, "port": port, "job": job, "prefix": prefix,
                        "node": node, "nodes": nodes, "scale": scale, "log": str(log)}
                 procs.append(_start_leader(cfg, env, tmp / f"leader-{node}.err"))
+                if cut_off:  # it leads first
+                    _wait_lease(sim_store, 0)
             plan = sim.own_plan
             interval = plan.interval
             least = (3600 if kind == "repo" else 660) if minutes is None else minutes * 60
             measure = max(1.5 * interval, least / scale) if scenario != "kill-store" else 0.0
-            if scenario == "kill-leader":  # killed one interval in; then the takeover and two intervals
-                measure = max(measure, 3 * interval + 2 * LEASE_STALE_S)
+            if scenario in ("kill-leader", "freeze-leader"):  # one interval in; then the takeover and two intervals
+                measure = max(measure, 3 * interval + 2 * LEASE_STALE_S + FREEZE_S)
             wall_start = time.time()
             say(f"plan: {plan}; warm-up: until the first commit, then one interval ({interval * scale:.0f} Hub-s); "
                 f"then measuring {measure * scale:.0f} Hub-s ({measure:.0f} s real)")
@@ -536,6 +583,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             age_samples: list[float] = []
             killed: dict[str, Any] = {}
             t0 = next_sample = next_age = stop_at = kill_at = math.inf  # set once the first commit is answered
+            first_commit_s = math.inf
             pick = random.Random(nodes)
             while time.time() < stop_at and (scenario != "kill-store" or not killed or sim.store_gone_at is None
                                               or time.time() - sim.store_gone_at < KILL_STORE_GIVE_UP_S):
@@ -544,8 +592,9 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 if t0 == math.inf and sim.commit_log:  # warm-up: the first commit (the processes' first HTTP
                     t0 = next_sample = next_age = sim.commit_log[0][0] + interval  # calls take seconds), then an interval
                     stop_at = t0 + measure if scenario != "kill-store" else math.inf
-                    kill_at = t0 + interval if scenario == "kill-leader" else t0
-                    say(f"first commit {(sim.commit_log[0][0] - wall_start) * scale:.0f} Hub-s after the start")
+                    kill_at = t0 + interval if scenario in ("kill-leader", "freeze-leader") else t0
+                    first_commit_s = sim.commit_log[0][0] - wall_start
+                    say(f"first commit {first_commit_s * scale:.0f} Hub-s after the start")
                 elif t0 == math.inf and now - wall_start > 120 + 3 * interval:
                     raise RuntimeError("no commit in the warm-up")
                 if now >= next_sample and scenario != "kill-store":
@@ -554,13 +603,18 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 if now >= next_age and scenario != "kill-store":  # at random moments, a Hub-minute apart on average
                     age_samples += sim.ages(now, wall_start)  # (fixed ones would alias with a 10 s or 5 min interval)
                     next_age += 60 / scale * pick.uniform(0.2, 1.8)
-                if scenario == "kill-leader" and not killed and now >= kill_at:
+                if scenario in ("kill-leader", "freeze-leader") and not killed and now >= kill_at:
                     lease = json.loads(sim_store.get("lease") or b"{}")
                     victim = next(p for p in procs if p.pid == lease.get("pid"))
-                    os.kill(victim.pid, signal.SIGKILL)
-                    victim.wait()
+                    if scenario == "kill-leader":
+                        os.kill(victim.pid, signal.SIGKILL)
+                        victim.wait()
+                    else:  # stopped past the lease's staleness, then woken up (mid-round, maybe mid-commit)
+                        os.kill(victim.pid, signal.SIGSTOP)
+                        threading.Timer(FREEZE_S, os.kill, (victim.pid, signal.SIGCONT)).start()
                     killed = {"at": time.time(), "pid": victim.pid}
-                    say(f"SIGKILL leader pid {victim.pid}")
+                    say(f"{'SIGKILL' if scenario == 'kill-leader' else f'SIGSTOP for {FREEZE_S:.0f} s real:'} "
+                        f"leader pid {victim.pid}")
                 if scenario == "kill-store":
                     if sim.store_gone_at is None and not killed and now >= kill_at:
                         stats_before = hub.stats
@@ -589,6 +643,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                     proc.wait()
             if store_proc is not None and store_proc.poll() is None:
                 _end(store_proc, 10)
+            silent.close()
         rounds = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         for node in (0, 1):  # what the leaders said, in short
             said = [line for line in (tmp / f"leader-{node}.err").read_text(errors="replace").splitlines()
@@ -625,6 +680,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         "measured_offers": sum(1 for t, *_ in sim.commit_log if t0 <= t <= end_wall)
         + sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
         "measured_deferred": sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
+        "first_commit_real_s": first_commit_s,
+        "committing_nodes": sorted({r["node"] for r in commit_rounds}),
     }
     # commits per Hub-hour: the most in any hour of the measured period (sliding over the commit times)
     times = sorted(r["t"] for r in commit_rounds)
@@ -647,11 +704,13 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
     out["nodes_model_5min"] = nodes * 300 / XET_TOKEN_EVERY_S + JOB_AUDITORS * 300 / audit_every
     ages = [a * scale for a in age_samples]
     out["age_p50"], out["age_p95"], out["age_max"] = _pct(ages, 0.5), _pct(ages, 0.95), max(ages, default=math.nan)
-    if scenario == "kill-leader" and killed:
+    if scenario in ("kill-leader", "freeze-leader") and killed:
         after = sorted(r["t"] for r in rounds if r["files"] and r["pid"] != killed["pid"] and r["t"] > killed["at"])
         out["takeover_s"] = (after[0] - killed["at"]) * scale if after else math.inf
-        before = [r["t"] for r in rounds if r["files"] and r["pid"] == killed["pid"]]
-        out["overlap"] = bool(after and before and max(before) > after[0])  # two leaders committing at once
+    # Two leaders committing at once: two committing rounds of different processes whose spans overlap.
+    spans = sorted((r["t"] - r["wall"], r["t"], r["pid"]) for r in rounds if r["files"])
+    out["overlap"] = any(b[0] < a[1] and b[2] != a[2] for i, a in enumerate(spans) for b in spans[i + 1:i + 8])
+    out["spread_s"], out["commit_s"], out["upload_s"] = spread, commit_s, upload_s
     if scenario == "kill-store" and killed:
         gone = killed["at"]
         firsts = [t for t in sim.own_gone_first if t is not None]
@@ -730,7 +789,15 @@ def main() -> int:
     parser.add_argument("--ranks", type=int, default=8, help="ranks per node, one event file each (default: 8)")
     parser.add_argument("--kind", choices=["repo", "bucket", "both"], default="both",
                         help="a repository, a Storage Bucket, or both (default); kill-store: a repository only")
-    parser.add_argument("--scenario", choices=["steady", "kill-leader", "kill-store"], default="steady",
+    parser.add_argument("--spread", type=float, default=0.0,
+                        help="Hub-seconds: each offer comes 0 to this long after its node's slot, as real nodes' do "
+                             "(their clocks, their uploads; default 0: every offer at its slot)")
+    parser.add_argument("--upload-s", type=float, default=0.0,
+                        help="Hub-seconds a node's upload takes before it offers, counted in the ages (default 0)")
+    parser.add_argument("--commit-s", type=float, default=0.0,
+                        help="Hub-seconds the test Hub holds each of the leader's writes (60: the Hub's server timeout)")
+    parser.add_argument("--scenario", choices=["steady", "kill-leader", "kill-store", "leader-cut-off", "freeze-leader"],
+                        default="steady",
                         help="see SCENARIOS above (default: steady)")
     parser.add_argument("--scale", type=float, default=None,
                         help="time compression: Hub-seconds per real second (default: 60 for a repository, 5 for "
@@ -756,7 +823,8 @@ def main() -> int:
         for nodes in (int(n) for n in args.nodes.split(",")):
             scale = args.scale or DEFAULT_SCALE["kill-store" if args.scenario == "kill-store" else kind]
             with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
-                r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp), minutes=args.minutes)
+                r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp), minutes=args.minutes,
+                        spread=args.spread, commit_s=args.commit_s, upload_s=args.upload_s)
             results.append(r)
             print(json.dumps({k: (str(v) if k == "plan" else v) for k, v in r.items()}), flush=True)
     if args.json:
@@ -802,10 +870,15 @@ def main() -> int:
         rows = []
         for r in kills:
             sc, interval = r["scale"], r["plan"].interval * r["scale"]
-            if r["scenario"] == "kill-leader":
-                what = (f"standby's first commit {_fmt_s(r['takeover_s'])} after the SIGKILL = "
+            if r["scenario"] in ("kill-leader", "freeze-leader"):
+                what = (f"{'SIGKILL' if r['scenario'] == 'kill-leader' else f'SIGSTOP {FREEZE_S:.0f} s real'}; "
+                        f"standby's first commit {_fmt_s(r['takeover_s'])} after it = "
                         f"{r['takeover_s'] / interval:.2f} intervals ({r['takeover_s'] / sc:.1f} s real: the unscaled "
                         f"LEASE_STALE_S + a watch); commits of the two leaders overlap: {'yes' if r['overlap'] else 'no'}")
+            elif r["scenario"] == "leader-cut-off":
+                what = (f"node 0 led first and could not reach the Hub; the first commit {r['first_commit_real_s']:.1f} s "
+                        f"real after the start (the unscaled hand-over and LEASE_STALE_S), by node(s) "
+                        f"{r['committing_nodes']}; then as steady (see the table above)")
             else:
                 what = (f"{r['drained_nodes']}/{r['nodes']} nodes committed themselves, the last {_fmt_s(r['drain_s'])} "
                         f"after the kill (each at once, then after the Hub's Retry-After); "
@@ -817,7 +890,29 @@ def main() -> int:
                          + (f", commits naming a path twice {r['dup_commits']}" if r["dup_commits"] is not None else ""),
                          f"{r['wall_s']:.0f} s"])
         print(table(["target", "nodes", "scenario", "scale", "what happened (Hub time)", "read back", "wall time"], rows))
-    return 0
+    missed = [f"{r['kind']} {r['nodes']} {r['scenario']}: {miss}" for r in results for miss in _missed(r)]
+    for line in missed:
+        print(f"MISSED: {line}")
+    return 1 if missed else 0
+
+
+def _missed(r: dict) -> list[str]:
+    """The limits a row misses: issue 32's and 37's "Done when" (the Hub's limits, nothing lost, a stated age)."""
+    rb, plan, sc = r["readback"], r["plan"], r["scale"]
+    out = [f"read back: {rb}"] if rb["lost"] or rb["stale"] or rb["torn"] else []
+    if r["scenario"] == "kill-store":
+        return out + ([f"{r['drained_nodes']} of {r['nodes']} nodes drained"] if r["drained_nodes"] < r["nodes"] else [])
+    if r["api_5min_max"] > 500:
+        out.append(f"{r['api_5min_max']} Hub API requests in a 5-minute window (> 500)")
+    if r["limits_hit"]:
+        out.append(f"the Hub's limits hit: {r['limits_hit']}")
+    if r["age_max"] > plan.age_bound() * sc:
+        out.append(f"a rank's newest record {_fmt_s(r['age_max'])} old, past the stated {_fmt_s(plan.age_bound() * sc)}")
+    if r["kind"] == "bucket" and r["age_p95"] > 30:
+        out.append(f"bucket age p95 {_fmt_s(r['age_p95'])} (> 30 s)")
+    if r.get("overlap"):
+        out.append("two leaders' commits overlapped")
+    return out
 
 
 if __name__ == "__main__":

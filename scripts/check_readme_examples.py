@@ -1,12 +1,13 @@
-"""Run every example of README.md as written, each in a fresh temporary directory, and report.
+"""Run every example of README.md and docs/*.md as written, each in a fresh temporary directory, and report.
 
-Why: README examples rot silently (a missing install line, a second run that does nothing); the
+Why: documented examples rot silently (a missing install line, a second run that does nothing); the
 only proof that one works is running it exactly as a reader would. Every fenced code block of the
-README carries a marker on the line before it, and a block without one fails this check, so a new
-block cannot slip in unchecked:
+README and of each page in ``docs/`` carries a marker on the line before it, and a block without one
+fails this check, so a new block cannot slip in unchecked:
 
 * ``<!-- example: NAME -->`` a block to run: ``bash`` blocks with ``bash -e``, ``python`` blocks
-  written to ``example.py`` and run. Examples run in the README's order.
+  written to ``example.py`` and run. Examples run in order: the README's, then each docs page's
+  (by file name). An example's name is unique across all of them.
 * ``<!-- example: NAME/FILE -->`` a file to write (as ``FILE``) into example ``NAME``'s directory
   before its ``<!-- example: NAME -->`` block runs there.
 * ``<!-- excerpt: PATH -->`` lines quoted from a file of the repository: each line (but ``...``)
@@ -40,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 MARKER = re.compile(r"^<!--\s*(example|excerpt|not-run):\s*(.+?)\s*-->\s*$")
 FENCE = re.compile(r"^```(\w*)\s*$")
 
@@ -50,18 +52,30 @@ EXPECT: dict[str, list[str]] = {
     "torchrun-restart": [r"simulated failure of rank 2 at step 37", r"attempt 1: steps 30\.\.99", r"done: 100 steps"],
     "offline": [r"up to date", r"hf://test-user/run/tensorboard/exp1"],  # committed, and on the test Hub
     "testhub": [r"'tensorboard/exp1/events\.out\.tfevents\.[^']+'\] [1-9]"],  # the file, committed
+    # both nodes met the job's one leader, and each node's ranks are committed
+    "two-nodes": [r"committer one leader for the job's 2 nodes", r"up to date[\s\S]*up to date"],
 }
+
+
+def documents() -> list[Path]:
+    """The files whose examples are checked: README.md, then docs/*.md by name."""
+    return [README, *sorted(DOCS.glob("*.md"))]
 
 
 @dataclass
 class Block:
-    """One fenced code block of the README and the marker before it."""
+    """One fenced code block of a document and the marker before it."""
 
     line: int
     lang: str
     text: str
     kind: str = ""  # example | excerpt | not-run | "" (unmarked)
     arg: str = ""
+    source: str = "README.md"  # the document, relative to the repository's root
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
 
 
 @dataclass
@@ -81,7 +95,7 @@ class Result:
     detail: str
 
 
-def parse(text: str) -> list[Block]:
+def parse(text: str, source: str = "README.md") -> list[Block]:
     """Every fenced block with the marker (if any) on the nearest non-blank line before it."""
     blocks: list[Block] = []
     lines = text.splitlines()
@@ -98,7 +112,7 @@ def parse(text: str) -> list[Block]:
             body.append(lines[i])
             i += 1
         i += 1  # the closing fence
-        block = Block(line=start + 1, lang=fence.group(1), text="\n".join(body) + "\n")
+        block = Block(line=start + 1, lang=fence.group(1), text="\n".join(body) + "\n", source=source)
         before = start - 1
         while before >= 0 and not lines[before].strip():
             before -= 1
@@ -109,8 +123,26 @@ def parse(text: str) -> list[Block]:
     return blocks
 
 
+def parse_all() -> list[Block]:
+    """The blocks of every document, in :func:`documents` order."""
+    return [block for path in documents() for block in parse(path.read_text(), str(path.relative_to(ROOT)))]
+
+
+def duplicate_examples(blocks: list[Block]) -> list[str]:
+    """Command blocks (or files) of one example name defined twice, e.g. in two documents."""
+    seen: dict[str, Block] = {}
+    problems = []
+    for block in blocks:
+        if block.kind != "example":
+            continue
+        if block.arg in seen:
+            problems.append(f"{block.where}: example {block.arg!r} is defined already at {seen[block.arg].where}")
+        seen.setdefault(block.arg, block)
+    return problems
+
+
 def examples_of(blocks: list[Block]) -> dict[str, Example]:
-    """Examples in README order, each with the files written before its command."""
+    """Examples in document order, each with the files written before its command."""
     examples: dict[str, Example] = {}
     for block in blocks:
         if block.kind != "example":
@@ -195,20 +227,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args(argv)
 
-    blocks = parse(README.read_text())
-    problems: list[str] = []
+    blocks = parse_all()
+    problems: list[str] = duplicate_examples(blocks)
     for block in blocks:
         if not block.kind:
-            problems.append(f"README.md:{block.line}: a ``` block without a marker (example / excerpt / not-run)")
+            problems.append(f"{block.where}: a ``` block without a marker (example / excerpt / not-run)")
         elif block.kind == "excerpt" and (error := check_excerpt(block)):
-            problems.append(f"README.md:{block.line}: excerpt: {error}")
+            problems.append(f"{block.where}: excerpt: {error}")
     examples = examples_of(blocks)
     for name, example in examples.items():
         if example.run is None:
             problems.append(f"example {name}: files but no command block")
     if args.list:
         for block in blocks:
-            print(f"README.md:{block.line:<4} {block.kind or 'UNMARKED':8} {block.arg}")
+            print(f"{block.where:<26} {block.kind or 'UNMARKED':8} {block.arg}")
     unknown = set(args.names) - set(examples)
     if unknown:
         parser.error(f"no such example: {sorted(unknown)}; there are {sorted(examples)}")
@@ -219,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.names:
         for block in blocks:
             if block.kind == "not-run":
-                print(f"not run  README.md:{block.line}: {block.arg}")
+                print(f"not run  {block.where}: {block.arg}")
     results: list[Result] = []
     for name, example in examples.items():
         if example.run is None or (args.names and name not in args.names):

@@ -53,7 +53,9 @@ def _free_port() -> int:
 
 def test_version_and_help():
     assert run("--version").stdout.startswith("hf-mpwriter ")
-    assert "demo" in run("--help").stdout
+    help_text = run("--help").stdout
+    assert "demo" in help_text
+    assert "python -m hf_mpwriter.testing.hub_server" in help_text  # how to try a script without the Hub
 
 
 def test_status_errors(tmp_path):
@@ -117,6 +119,7 @@ def test_sync_auth_failure_from_the_test_hub(tmp_path):
         env = {**hub.env(), "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf")}
         result = run("sync", str(logdir), "--repo-id", "me/run", "--timeout", "60", "--quiet", env=env)
         one_line_error(result, "refused the token (HTTP 401)")
+        assert result.stderr.count("refused the token") == 1, result.stderr  # said once, not by the uploader too
         assert TOKEN not in result.stderr + result.stdout
         debug = run("--debug", "sync", str(logdir), "--timeout", "60", "--quiet", env=env)
         assert debug.returncode != 0 and "Traceback" in debug.stderr

@@ -1,14 +1,17 @@
-"""README.md's examples are all checked (scripts/check_readme_examples.py runs them), and the test Hub's
-command line tells a shell (and a user without ``lz4``) what to do.
+"""The documentation's shape: README.md is a guide that leads to every page of docs/, every link resolves,
+every example is checked (scripts/check_readme_examples.py runs them), CI runs the README's test
+command; and the test Hub's command line tells a shell (and a user without ``lz4``) what to do.
 
-No README sentence is pinned here: a wording change must not fail the suite, a wrong behaviour must.
-The README's numbers come from the benchmarks' printed tables and the code's behaviour, tested where it lives.
+No sentence is pinned here: a wording change must not fail the suite, a wrong behaviour must.
+The documents' numbers come from the benchmarks' printed tables and the code's behaviour, tested where it lives.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,14 +21,70 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+README_MAX_LINES = 400  # a guide; the rest lives in docs/ (issue 39)
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors for the headings of a Markdown file (outside code blocks)."""
+    anchors, fenced = set(), False
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def _links(path: Path) -> list[tuple[Path, str]]:
+    """(file, anchor) of every relative link of a Markdown file; external links are left out."""
+    found = []
+    for target in LINK.findall(path.read_text()):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        found.append(((path.parent / file).resolve() if file else path, anchor))
+    return found
+
+
+def test_the_readme_is_a_guide_that_leads_to_every_docs_page():
+    assert len(README.read_text().splitlines()) <= README_MAX_LINES
+    pages = sorted(DOCS.glob("*.md"))
+    assert pages, "docs/ holds the reference, multi-node, benchmarks..."
+    linked = {file for file, _ in _links(README)}
+    assert [p.name for p in pages if p.resolve() not in linked] == []  # each page reachable in one click
+
+
+def test_every_relative_link_of_the_documents_resolves():
+    broken = []
+    for doc in [README, *DOCS.glob("*.md")]:
+        for file, anchor in _links(doc):
+            if not file.exists():
+                broken.append(f"{doc.name}: {file} does not exist")
+            elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
+                broken.append(f"{doc.name}: no heading #{anchor} in {file.name}")
+    assert broken == []
+
+
+def test_ci_runs_the_test_command_the_readme_gives():
+    """.ci/run's comment says "keep the two in sync": its test command is one of the README's lines."""
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if "pytest -q" in line and not line.lstrip().startswith("#")]
+    assert ci and ci[0].strip() in {line.strip() for line in README.read_text().splitlines()}, ci[:1]
 
 
 def test_every_readme_code_block_is_run_or_says_why_not():
-    """Each ``` block carries an example / excerpt / not-run marker and each excerpt is still in its file
-    (scripts/check_readme_examples.py runs the examples; here only what needs no run)."""
+    """Each ``` block of README.md and docs/*.md carries an example / excerpt / not-run marker, each excerpt
+    is still in its file, and no example name is used twice (scripts/check_readme_examples.py runs the
+    examples; here only what needs no run)."""
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_readme_examples.py"), "--list"],
                           capture_output=True, text=True, timeout=60)
     assert "example  torchrun" in proc.stdout and "excerpt" in proc.stdout, proc.stdout  # the README was parsed
+    for page in DOCS.glob("*.md"):  # and every docs page with a code block
+        if "```" in page.read_text():
+            assert f"docs/{page.name}:" in proc.stdout, proc.stdout
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -75,6 +134,20 @@ def test_hub_server_without_lz4_says_how_to_install_it():
     assert server.returncode != 0
     assert "pip install 'hf_mpwriter[testing]'" in err and "lz4" in err
     assert "Traceback" not in err and "listening" not in out  # one line, and it did not start
+
+
+def test_hub_server_on_a_port_in_use_says_so_in_one_line():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = _hub_server("--port", str(taken.getsockname()[1]))
+        try:
+            out, err = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            pytest.fail("the server did not exit on a port in use")
+    assert server.returncode != 0 and "--port" in err and "Traceback" not in err, err
+    assert "export" not in out  # nothing a waiting shell could take for the server's lines
 
 
 def test_demo_local_hub_without_lz4_says_how_to_install_it(tmp_path):

@@ -21,7 +21,27 @@ BAD = [
     ("HF_MPWRITER_JOB_STORE", "maybe"),
     ("HF_MPWRITER_HANDLE_SIGTERM", "nope"),
     ("HF_MPWRITER_NETWORK_FS", "nfs; lustre"),
+    ("HF_MPWRITER_COMMITS_PER_HOUR", "0"),
+    ("HF_MPWRITER_COMMITS_PER_HOUR", "lots"),
+    ("HF_MPWRITER_API_REQUESTS", "5"),
+    ("HF_MPWRITER_API_REQUESTS", "1000.5"),
+    ("HF_MPWRITER_FILES_PER_COMMIT", "20000"),
+    ("HF_MPWRITER_FILES_PER_COMMIT", "0"),
 ]
+
+
+def test_every_setting_has_a_bad_value_above_and_a_row_in_the_reference():
+    """Counted from outside the reader: the variables a user can set are the ones docs/reference.md lists,
+    and each one is tried with a bad value here."""
+    import re
+    from pathlib import Path
+
+    from hf_mpwriter import environment
+
+    reference = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
+    documented = set(re.findall(r"^\| `(HF_MPWRITER_[A-Z_]+)` \|", reference, re.M))
+    assert documented == set(environment.VARIABLES)
+    assert {name for name, _ in BAD} == set(environment.VARIABLES)
 
 
 @pytest.mark.parametrize(("name", "value"), BAD, ids=[f"{n}={v}" for n, v in BAD])

@@ -52,13 +52,14 @@ ROOMY = make_budget(commits_per_hour=36_000, requests_per_5min=100_000)
 
 
 def _node(hub, port: int, node: int, wait: float = 10.0, budget: Budget = ROOMY, nodes: int = 2,
-          commit_every: float = 300.0, leader_endpoint: str | None = None) -> JobTarget:
+          commit_every: float = 300.0, leader_endpoint: str | None = None, prefix: str = "tb",
+          job: str = "job-1") -> JobTarget:
     """Node ``node`` of a 2-node job: its own repository target, its leader's (at ``leader_endpoint``: the
     test Hub's by default), the store. Each node prepares its target itself (the repository exists: no node
     waits for node 0 to create it)."""
-    address = StoreAddress("127.0.0.1", port, "job-1")
-    inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
-    leader = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=leader_endpoint or hub.endpoint)
+    address = StoreAddress("127.0.0.1", port, job)
+    inner = HubTarget(REPO, prefix=prefix, token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
+    leader = HubTarget(REPO, prefix=prefix, token=TOKEN, endpoint=leader_endpoint or hub.endpoint)
     return JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, nodes, wait=wait,
                      spacing=0.5, prepared_wait=0.0, budget=budget, commit_every=commit_every)
 
@@ -310,6 +311,54 @@ def test_a_leader_stopped_mid_commit_leaves_its_lease_to_go_stale(hub, store, tm
     finally:
         slow.release()
         for target in nodes:
+            target.stop()
+
+
+def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tmp_path, monkeypatch):
+    """No wall clock is compared across hosts: the leaders' host reads an hour ahead of the nodes'. Node
+    1's offer does not look an hour old to the leader (it commits it; before, offers expired by the
+    node's wall time), and the slot the leader gives is the same moment on the node's own clock."""
+    from types import SimpleNamespace
+
+    from hf_mpwriter.uploader import job_leader
+
+    ahead = SimpleNamespace(time=lambda: time.time() + 3600.0, monotonic=time.monotonic, sleep=time.sleep)
+    monkeypatch.setattr(job_leader, "time", ahead)  # the leader threads' clock only; the nodes' is this host's
+    hub.create_repo(REPO)
+    nodes = [_node(hub, store.port, k, commit_every=4.0) for k in range(2)]
+    for target in nodes:
+        target.prepare()
+        target.start()
+    try:
+        wait_for(lambda: any(t.leader.leading for t in nodes), 20, "a leader")
+        oid, waits = _commit_when_due(nodes[1], _pieces(tmp_path, 2, 3000), "node commit")
+        assert nodes[1].mode == "job" and not waits and "from 1 node(s)" in _log_commits(hub)[0]["summary"]
+        plan = nodes[1].plan
+        assert plan is not None and nodes[1]._phases is not None
+        interval, leaders_phase = plan.pacing(1)  # on the leader's clock
+        mine = nodes[1].pacing(UploadConfig.for_hub(REPO, prefix="tb", commit_every=4))[1]  # on the node's
+        assert abs(((mine - (leaders_phase - 3600.0)) + interval / 2) % interval - interval / 2) < 0.5, (mine, leaders_phase)
+    finally:
+        for target in nodes:
+            target.stop()
+
+
+def test_nodes_that_log_to_different_folders_hear_it_at_start(hub, store):
+    """Node-local logdirs named differently (``logs-node0`` on node 0, ``logs-node1`` on node 1): one job,
+    two remote folders, a leader each. The node that starts second finds the other's folder in the job's
+    own keys and says so (``status``: ``split_from``); two nodes logging to one folder hear nothing."""
+    hub.create_repo(REPO)
+    split = [_node(hub, store.port, k, prefix=f"tb/logs-node{k}", job="job-split") for k in range(2)]
+    together = [_node(hub, store.port, k, prefix="tb/logs", job="job-together") for k in range(2)]
+    try:
+        for target in (*split, *together):
+            target.start()
+        assert split[0].split_from is None  # alone when it started
+        assert split[1].split_from is not None and "[0]" in split[1].split_from and "logs-node0" in split[1].split_from
+        assert split[1].job_info()["split_from"] == split[1].split_from  # what ``status`` shows
+        assert together[0].split_from is None and together[1].split_from is None
+    finally:
+        for target in (*split, *together):
             target.stop()
 
 

@@ -175,6 +175,14 @@ def test_missing_revision_is_reported(hub, tmp_path):
              "the revision error in status")
 
 
+def test_an_invalid_repo_id_says_what_to_write_instead(tmp_path):
+    with pytest.raises(ConfigurationError) as bad:
+        HFSummaryWriter(logdir=str(tmp_path / "logs"), repo_id="me/run/sub")
+    text = str(bad.value)
+    assert "'me/run/sub'" in text and "path_in_repo" in text and "hf://buckets/" in text, text
+    assert "repo_type" not in text and ".." not in text, text  # no hint that does not apply, no doubled period
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"repo_id": "not a valid/repo id"}, "invalid repo_id"),
     ({"repo_id": "a/b/c"}, "invalid repo_id"),

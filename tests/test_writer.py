@@ -66,7 +66,8 @@ def mode(path: Path) -> int:
 # ================================================================================================
 def _scalar_inputs():
     values = [("float", 0.25), ("int", 7), ("np_float32", np.float32(1.5)), ("np_float64", np.float64(-2.75)),
-              ("np_int64", np.int64(42)), ("np_0d_array", np.array(3.0))]
+              ("np_int64", np.int64(42)), ("np_0d_array", np.array(3.0)), ("np_float16", np.float16(0.5)),
+              ("np_int32", np.int32(-6)), ("np_uint8", np.uint8(3))]
     if torch is not None:
         values += [("torch_0d_f32", torch.tensor(0.125)), ("torch_0d_f64", torch.tensor(-8.5, dtype=torch.float64)),
                    ("torch_0d_int", torch.tensor(9)), ("torch_1elem", torch.tensor([4.0]))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import struct
 import urllib.request
@@ -271,3 +272,17 @@ def test_env_without_xet_uses_legacy_lfs(server: HubServer, tmp_path: Path) -> N
     download = "out['data'] = open(hf_hub_download('ns/legacy', 'x.bin'), 'rb').read().hex()\n"
     assert bytes.fromhex(run_client(server, tmp_path, download, xet=False)["data"]) == data
     assert "reconstruction" not in server.stats["requests"]
+
+
+def test_the_clients_expected_404s_are_logged_at_debug(server: HubServer, caplog) -> None:
+    """hf_xet asks for chunks the server does not hold (global de-duplication) and for routes it does not
+    implement as a matter of course: the 404s it gets are no news for the user's terminal."""
+    server.create_repo("ns/t")
+    write = _token(server, "write")[1]["accessToken"]
+    caplog.set_level(logging.DEBUG, logger="hf_mpwriter.testing.hub_server")
+    assert http(server, "GET", f"/cas/v1/chunks/default/{'ab' * 32}", token=write)[0] == 404
+    assert http(server, "POST", f"/cas/v1/xorb-grants/default/{'cd' * 32}", token=write)[0] == 404
+    answers = [r for r in caplog.records if "-> 404" in r.getMessage()]
+    assert len(answers) == 2 and {r.levelno for r in answers} == {logging.DEBUG}, [r.getMessage() for r in answers]
+    assert http(server, "GET", "/api/models/ns/nope/xet-read-token/main")[0] == 404  # a real miss: still said
+    assert any(r.levelno == logging.INFO and "-> 404" in r.getMessage() for r in caplog.records)

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 def _committer_text(job: dict | None, config: Any) -> str:
     """Who makes this logdir's commits: the job's leader (multi-node job with a store), node turns, or this uploader."""
     handed = f"; this node stopped leading: {job['handed_over']}" if job and job.get("handed_over") else ""
+    if job and job.get("split_from"):  # said first: the job's runs are split, whatever else goes well
+        handed += (f"; THIS JOB LOGS TO SEVERAL FOLDERS ({job['split_from']}): give every node's logdir the same "
+                   "name")
     if job and job.get("store_gone"):
         return (f"this node itself (job {job['job_id']}, node {job['node']} of {job['nodes']}): the job's store at "
                 f"{job['store']} is gone, so nothing coordinates the nodes any more; it commits in node turns, as "
@@ -41,7 +44,8 @@ def _committer_text(job: dict | None, config: Any) -> str:
                 f"it offers its files to the job's leader again at its first commit {STORE_RETRY_S:.0f} s or more after "
                 f"that{handed}")
     if job:
-        pace = f"this node's files every {_span(job.get('interval'))}" if job.get("planned") else "not planned yet"
+        pace = (f"this node's files every {_span(job.get('interval'))}, each rank's newest record at most "
+                f"{_span(job.get('age_bound'))} behind" if job.get("planned") else "not planned yet")
         lead = " and leads it" if job.get("leading") else ""
         return (f"one leader for the job's {job['nodes']} nodes (job {job['job_id']}, store {job['store']}, this is node "
                 f"{job['node']}{lead}; {pace} within the job's budget{_budget_text(job)}; without a leader, this node "
@@ -120,7 +124,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"writers   {len(info['writers'])} live")
     last = info["last_commit"]
     last_id = f", {last['id']}" if last and last["id"] else ""
-    print(f"commits   {info['commits']} (last: {_age(last['time']) if last else 'never'}{last_id})")
+    # Counted from this logdir's queue: commits that carried its files (in a multi-node job, the leader's
+    # commits of this node's files too), not every commit the target holds.
+    print(f"commits   {info['commits']} with this logdir's files (last: {_age(last['time']) if last else 'never'}{last_id})")
     print(f"pending   {info['pending_bytes']} bytes not committed (queued: {info['pending_jobs']} job(s), "
           f"{info['queued_bytes']} bytes)")
     audit = info["audit"]
@@ -263,6 +269,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         bar.refresh()
 
     replaced = _take_over(logdir, args.quiet)
+    _held.holding = True  # the uploader's lines, until the end: its error is said once, in the last line
     ok = False
     try:
         ok = uploader.drain(timeout=args.timeout, on_progress=show, wait=min(HANDOVER_WAIT_S, args.timeout))
@@ -288,12 +295,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     bar.close()
     info = collect(logdir)
     if ok and info["up_to_date"]:
+        _release_held()
         print(f"synced: {info['bytes_committed']} bytes in {len(info['files'])} file(s) are on {info['target']['description']}")
         return 0
     error = info["last_error"] or "timed out"
     left = info["pending_bytes"]
-    raise CLIError(with_sync_advice(f"not everything is committed ({left} bytes left): {error}. The logs are safe and queued",
-                                    args.logdir, "fix the cause and run it again"))
+    final = with_sync_advice(f"not everything is committed ({left} bytes left): {error}. The logs are safe and queued",
+                             args.logdir, "fix the cause and run it again")
+    _release_held(final)
+    raise CLIError(final)
 
 
 # -- view ------------------------------------------------------------------------------------
@@ -321,7 +331,10 @@ class _DefaultOnce(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     formatter = _DefaultOnce
     parser = argparse.ArgumentParser(
-        prog="hf-mpwriter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="hf-mpwriter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="To try a script without the Hub, the test Hub (a Hub-compatible server on this machine; needs "
+               "pip install 'hf_mpwriter[testing]'):\n  python -m hf_mpwriter.testing.hub_server --port 8765 "
+               "--token hf_test   # prints the export lines that point a shell at it",
     )
     parser.add_argument("--version", action="version", version=f"hf-mpwriter {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -392,6 +405,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _HeldUploaderLines(logging.Filter):
+    """While ``sync`` drains, the uploader's log lines wait here instead of going to stderr; at the end,
+    :meth:`release` prints those the command's own last line does not say (its error is said once)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = False
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.holding and record.name.startswith("hf_mpwriter.uploader"):
+            self.held.append(record)
+            return False
+        return True
+
+    def release(self, handler: logging.Handler, final: str = "") -> None:
+        self.holding = False
+        for record in self.held:
+            if not (final and record.getMessage() in final):
+                handler.handle(record)
+        self.held.clear()
+
+
+_held = _HeldUploaderLines()
+
+
+def _release_held(final: str = "") -> None:
+    for handler in logging.getLogger("hf_mpwriter").handlers:
+        _held.release(handler, final)
+        break
+
+
 def _setup_logging(debug: bool) -> None:
     """Our warnings on stderr, redacted; huggingface_hub keeps its own handler (adding ours to the root
     logger as well would print each of its warnings twice)."""
@@ -400,6 +445,7 @@ def _setup_logging(debug: bool) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
+    handler.addFilter(_held)
     package = logging.getLogger("hf_mpwriter")
     package.addHandler(handler)
     package.setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -423,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (HFMPWriterError, OSError) as exc:
         return _error(args, exc)
+    finally:
+        _release_held()  # whatever ended the command, the uploader's held lines are not lost
 
 
 def _check_environment() -> None:

@@ -2,12 +2,12 @@
 tensorboardX's ``Event(...).SerializeToString()`` (the tests compare the bytes).
 
 Three writers use it: the writer's hot path (:func:`scalar_event`: ``add_scalar`` is called millions
-of times in a training run, and building ``Summary`` and ``Event`` messages costs ~2 us where this
-costs a fraction of it, with the per-tag part cached), every event file's first record
-(:func:`file_version_event`) and the uploader's system metrics (:func:`scalar_event`,
-:func:`text_event`). The uploader must not import tensorboardX (it imports torch: ~200 MiB and ~1 s
-in every node's uploader), so neither does this module: it restates the one rule of tensorboardX it
-needs, how a scalar's tag is cleaned (:func:`clean_tag`). Everything else the writer logs goes through
+of times in a training run, so it encodes directly, with the per-tag part cached, instead of building
+``Summary`` and ``Event`` messages; :func:`summary_event` for a summary the writer encoded itself, such
+as a histogram), every event file's first record (:func:`file_version_event`) and the uploader's system
+metrics (:func:`scalar_event`, :func:`text_event`). It may not import tensorboardX (which imports torch)
+because the uploader imports it, so it restates the one rule of tensorboardX it needs, how a scalar's
+tag is cleaned (:func:`clean_tag`). What each costs: ``docs/design-notes.md``. Everything else the writer logs goes through
 tensorboardX's own summary functions and protobufs.
 """
 
@@ -104,6 +104,15 @@ def _step_field(step: int) -> bytes:
 
 
 _last_step: tuple = (0, b"")
+
+
+def summary_event(summary: bytes, step: int | None, wall_time: float) -> bytes:
+    """Serialized ``Event(wall_time, step, summary=Summary.FromString(summary))``.
+
+    ``step`` must be ``None`` or a non-negative int (callers fall back to protobuf otherwise).
+    """
+    step_field = b"\x10" + varint(step) if step else b""
+    return b"".join((b"\x09", _DOUBLE.pack(wall_time), step_field, _length_head(5, len(summary)), summary))
 
 
 def scalar_event(tag: str, value: float, step: int | None, wall_time: float) -> bytes:

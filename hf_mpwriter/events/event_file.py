@@ -1,7 +1,7 @@
 """The per-process event-file writer: whole records, unique names, prompt flushes, rotation.
 
 Why not tensorboardX's ``EventFileWriter``: it pushes every event through a bounded
-``multiprocessing.Queue`` and a pure-Python crc32c (most of its ~50-100 us per ``add_scalar``), names
+``multiprocessing.Queue`` and a pure-Python crc32c (what that costs: ``docs/design-notes.md``), names
 files by the second and host only (two processes of one host starting in the same second open the
 same file with ``"wb"`` and destroy each other's data) and flushes every two minutes.
 

@@ -26,6 +26,8 @@ class HubError(Exception):
     ``error_code`` becomes ``X-Error-Code`` (the client picks its exception class from it:
     ``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``); ``message`` becomes
     ``X-Error-Message`` and the JSON body's ``error``; ``extra`` is merged into the JSON body.
+    ``expected``: an answer the client asks for as a matter of course (a Xet de-duplication query for a
+    chunk the server does not hold, a CAS route it does not implement): logged at debug, not info.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class HubError(Exception):
         error_code: str | None = None,
         headers: dict[str, str] | None = None,
         extra: dict[str, Any] | None = None,
+        expected: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -42,6 +45,7 @@ class HubError(Exception):
         self.error_code = error_code
         self.headers = headers or {}
         self.extra = extra or {}
+        self.expected = expected
 
 
 @dataclass

@@ -501,7 +501,8 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
             handler: Callable[[Request, Route], Response] = getattr(self, f"_h_{route.name}")
             response = handler(request, route)
         except HubError as err:
-            logger.info("%s %s -> %d %s", request.method, request.path, err.status, err.message)
+            logger.log(logging.DEBUG if err.expected else logging.INFO, "%s %s -> %d %s", request.method, request.path,
+                       err.status, err.message)
             response = error_response(err)
         except Exception as exc:  # a bug here must surface as a 500, not a hung client
             logger.exception("HubServer handler %s failed", route.name)
@@ -610,7 +611,11 @@ def main(argv: list[str] | None = None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _on_sigterm)
-    server.start()
+    try:
+        server.start()
+    except OSError as exc:  # the port is taken (another test Hub?): one line, no traceback
+        raise SystemExit(f"hub_server: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+                         "stop what uses it, or pick another --port (0: a free one)") from None
     logger.info("enforcing %s", server.limits)
     # Without --token the server accepts any token: print one, so that the pasted shell sends one.
     token = (args.token or args.read_only_token or ["hf_test"])[0]

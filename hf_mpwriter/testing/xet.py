@@ -529,13 +529,13 @@ class XetRoutes(HubState):
         with self._lock:
             found = self._cas.chunks.get(route.key or "")
             if found is None:
-                raise HubError(404, "Chunk not tracked by global deduplication")
+                raise HubError(404, "Chunk not tracked by global deduplication", expected=True)
             xorb = self._cas.xorbs[found[0]]
             body = dedup_shard(xorb, self._cas.xorb_chunk_hashes[xorb.hash], time.time())
         return Response(200, body, {"Content-Type": "application/octet-stream"})
 
     def _h_cas_unsupported(self, request: Request, route: Route) -> Response:
-        raise HubError(404, f"Not implemented by HubServer's CAS: {request.method} {request.path}")
+        raise HubError(404, f"Not implemented by HubServer's CAS: {request.method} {request.path}", expected=True)
 
     def _h_xet_telemetry(self, request: Request, route: Route) -> Response:
         return json_response({})

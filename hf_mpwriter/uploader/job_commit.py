@@ -57,7 +57,7 @@ from ..targets import Target, target_for
 from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ..targets.hub import HubTarget
 from ..targets.xet_content import xet_usable
-from ..timing import HUB_COMMIT_EVERY_S, LEADER_POLL_S, OFFER_WAIT_S, PREPARED_WAIT_S, STORE_RETRY_S
+from ..timing import CLAIM_MARGIN_S, HUB_COMMIT_EVERY_S, LEADER_POLL_S, OFFER_WAIT_S, PREPARED_WAIT_S, STORE_RETRY_S
 from .job_leader import TAKEN, WITHDRAWN, Leader, SharedTarget, taken_value
 from .job_plan import Budget, Plan, make_budget, make_plan
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
@@ -68,18 +68,20 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: nodes' would (each node audits ``nodes / JOB_AUDITORS`` times less often): the leader verifies every
 #: commit it makes, and a thousand nodes auditing every interval would spend the job's Hub API budget.
 JOB_AUDITORS = 8
-#: A node whose offer could not be taken back (the store stopped answering) commits it itself only this long
-#: after its own wait: a leader stops taking it after the same wait from when it first saw it, plus its polls.
-CLAIM_MARGIN_S = 5.0
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
 __all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "for_job", "store_prefix"]
 
 
-def store_prefix(address: StoreAddress, target_key: str) -> str:
-    """The keys of one job and one target (a job may log to several repositories)."""
-    return f"hf_mpwriter/{address.job_id}/{hashlib.sha1(target_key.encode()).hexdigest()[:16]}"
+def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
+    """The keys of one job and one target (a job may log to several repositories); the job's own without one."""
+    job = f"hf_mpwriter/{address.job_id}"
+    return job if target_key is None else f"{job}/{_key_hash(target_key)}"
+
+
+def _key_hash(target_key: str) -> str:
+    return hashlib.sha1(target_key.encode()).hexdigest()[:16]
 
 
 class JobTarget(Target):
@@ -92,12 +94,15 @@ class JobTarget(Target):
         self.inner, self.prefix = inner, inner.prefix
         self.key, self.min_interval = inner.key, inner.min_interval
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
+        self.key_hash = _key_hash(inner.key)
+        self.split_from: str | None = None  # another folder of this job's, that other nodes log to
         self.incarnation = time.time_ns()
         self._seq = 0
         self._offered_at: float | None = None  # monotonic: our last offer, while a leader may still take it
-        #: How long this node waits for a leader that claimed its offer (its commit is under way): the bound
-        #: of one call to the Hub, which the leader's commit is.
-        self.taken_wait = call_bound if call_bound is not None else 3 * wait
+        #: How long this node waits for a leader that claimed its offer (its commit is under way): half the
+        #: bound of one call to the Hub, so that the node's whole commit (upload, wait, this) stays within its own.
+        call_bound = call_bound if call_bound is not None else 6 * wait
+        self.taken_wait = call_bound / 2
         self._waiting_since: float | None = None  # monotonic: the first offer of data not landed yet
         self._verified: tuple | None = None  # the pieces the leader verified at its last commit of ours
         self._deferred: tuple | None = None  # the pieces last put off for the budget: known not committed
@@ -105,6 +110,8 @@ class JobTarget(Target):
         self.kind = "bucket" if isinstance(inner, BucketTarget) else "hub"
         self.commit_every, self.spacing = commit_every, spacing
         self.plan: Plan | None = None  # the leader's, from its last answer
+        #: ``(phase, own phase)`` of this node's slots on its own clock, from the leader's last answer.
+        self._phases: tuple[float, float] | None = None
         self._own_last: float | None = None  # monotonic: this node's last commit of its own
         self._own_due: float | None = None  # monotonic: its next own slot, kept until it commits
         #: Nothing listens at the store's address any more: nothing coordinates the nodes (see the module).
@@ -115,7 +122,7 @@ class JobTarget(Target):
         #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
-        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, self.taken_wait)
+        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
@@ -135,8 +142,9 @@ class JobTarget(Target):
         plan = self.plan_now(1)
         return {"job_id": address.job_id, "store": f"{address.host}:{address.port}", "node": self.node,
                 "nodes": self.leader.nodes, "mode": self.mode, "why": self.why, "store_gone": self.store_gone,
-                "leading": self.leader.leading, "handed_over": self.leader.handed_over,
+                "leading": self.leader.leading, "handed_over": self.leader.handed_over, "split_from": self.split_from,
                 "planned": self.plan is not None, "interval": plan.interval, "own_every": plan.own_every(),
+                "age_bound": plan.age_bound(),
                 "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
                 "api_requests": self.budget.requests_per_5min}
 
@@ -157,7 +165,8 @@ class JobTarget(Target):
         if self.store_gone:
             return config.pacing(self.inner.min_interval)
         if self.plan is not None:
-            return self.plan.pacing(self.node)
+            interval, phase = self.plan.pacing(self.node)
+            return interval, phase if self._phases is None else self._phases[0]
         return config.commit_every, 0.0
 
     def hurry(self, deadline: float) -> None:
@@ -169,9 +178,37 @@ class JobTarget(Target):
 
     def start(self) -> None:
         """This uploader was elected: say so in the store (older incarnations' offers are ignored), lead if due."""
-        if time.monotonic() >= self._store_rests_until:  # (not when for_job just found no store)
-            self._announce()
+        if time.monotonic() >= self._store_rests_until and self._announce():  # (not when for_job found no store)
+            self._check_folders()
         self.leader.start()
+
+    def _check_folders(self) -> None:
+        """Say it at start when this job's nodes log to different folders (node-local logdirs named
+        differently: ``logs-node0``, ``logs-node1``): each folder would get a leader of its own, and the
+        job's runs would be split. The nodes list their targets under the job's own keys (not this
+        target's), so each node sees the others' (the one that starts last says it)."""
+        job = self.store.scoped(store_prefix(self.store.address))  # the job's own keys, on this connection
+        try:
+            job.append("targets", f"{self.node}:{self.key_hash},".encode())
+            job.set(f"target/{self.key_hash}", self._folder().encode()[:MAX_VALUE_BYTES])
+            listed = (job.get("targets") or b"").decode()
+            nodes_of: dict[str, set[int]] = {}
+            for entry in filter(None, listed.split(",")):
+                node, _, key = entry.partition(":")
+                nodes_of.setdefault(key, set()).add(int(node))
+            mine = nodes_of.get(self.key_hash, set())
+            apart = sorted(key for key, nodes in nodes_of.items() if key != self.key_hash and not nodes & mine)
+            if apart:
+                other = (job.get(f"target/{apart[0]}") or b"?").decode()
+                self.split_from = f"node(s) {sorted(nodes_of[apart[0]])} log to {other}"
+                logger.error("this job's nodes log to different folders: node %d to %s, %s; each folder gets a leader "
+                             "and a run of its own. Give every node's logdir the same name (node-local logdirs: the same "
+                             "path on every node)", self.node, self._folder(), self.split_from)
+        except (StoreError, ValueError) as exc:
+            logger.debug("the job's folders could not be compared: %s", exc)
+
+    def _folder(self) -> str:
+        return f"{self.inner.prefix or '/'} of {self.inner.description}"
 
     def _announce(self) -> bool:
         """Our incarnation in the store (offers of the uploader this one replaced are then ignored):
@@ -312,7 +349,9 @@ class JobTarget(Target):
     def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
         self._offered_at = None  # answered: no leader takes this offer again
-        self.plan = Plan.from_json(answer.get("plan")) or self.plan
+        plan = Plan.from_json(answer.get("plan"))
+        if plan is not None:
+            self.plan, self._phases = plan, plan.phases(answer, time.time())
         if answer.get("retry_in") is not None:
             if self._hurried():  # the node's disk goes before then
                 return self._commit_ourselves(pieces, message, "the job's budget has no room before this node's deadline")
@@ -405,7 +444,8 @@ class JobTarget(Target):
         now = time.monotonic()
         if self._own_due is None:
             since = None if self._own_last is None else now - self._own_last
-            self._own_due = now + self.plan_now(files).own_turn(self.node, time.time(), since)
+            phase = None if self._phases is None else self._phases[1]
+            self._own_due = now + self.plan_now(files).own_turn(self.node, time.time(), since, phase)
         return min(max(0.0, self._own_due - now), STORE_RETRY_S)
 
 

@@ -38,7 +38,16 @@ from ..errors import TargetError
 from ..targets.base import UploadedFile
 from ..targets.bucket import BucketTarget
 from ..targets.hub import HubTarget
-from ..timing import HUB_COMMIT_EVERY_S, JOB_GATHER_S, LEADER_POLL_S, LEASE_STALE_S, OFFER_WAIT_S, STORE_RETRY_S
+from ..timing import (
+    ABSTAIN_FACTOR,
+    DEFER_AFTER_S,
+    HUB_COMMIT_EVERY_S,
+    JOB_GATHER_S,
+    LEADER_POLL_S,
+    LEASE_STALE_S,
+    OFFER_WAIT_S,
+    STORE_RETRY_S,
+)
 from .job_plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
 from .job_store import JobStore, StoreError
 
@@ -52,12 +61,6 @@ SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between c
 WITHDRAWN = b"-"
 #: An offer's value once a leader claimed it (followed by the claimed offer's ``seq``).
 TAKEN = b"taken:"
-#: The leader answers an offer it cannot write within this long (the budget, a 429) with the time to offer
-#: again, so that its node does not wait, give up and commit itself.
-DEFER_AFTER_S = OFFER_WAIT_S / 3
-#: A leader that handed the lease over does not take it again for this many hand-over times: another
-#: node's leader (maybe one that reaches the Hub) gets it first.
-ABSTAIN_FACTOR = 4.0
 
 
 def taken_value(seq: int) -> bytes:
@@ -79,6 +82,7 @@ class Leader:
         self.budget = budget or make_budget()
         self.kind = "bucket" if isinstance(target, BucketTarget) else "hub"
         self.commit_every, self.call_bound = commit_every, call_bound
+        self._handover_after = max(LEASE_STALE_S, commit_every)  # (the plan's interval, set at each round)
         self.books = Books(self.budget, self.kind)
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
         self.max_files = self.budget.files_per_commit
@@ -151,8 +155,9 @@ class Leader:
 
     def handover_after(self) -> float:
         """How long a leader may fail to write before it hands the lease over: one interval of the plan
-        (at least a lease's staleness), so that the job has a working leader again within two."""
-        return max(LEASE_STALE_S, self.plan().interval)
+        (at least a lease's staleness), so that the job has a working leader again within two. (Set by
+        the rounds: the lease thread reads it, and never the plan's inputs while a round changes them.)"""
+        return self._handover_after
 
     def _stalled(self, now: float) -> str | None:
         """Why this leader makes no progress (its writes fail, or a call hangs), or ``None``."""
@@ -259,6 +264,7 @@ class Leader:
         """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)
         and the books have room; offers that will not have room soon are told when to offer again."""
         now = time.monotonic()
+        self._handover_after = max(LEASE_STALE_S, self.plan().interval)
         if now < self._head_rests_until:
             return
         offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
@@ -308,9 +314,10 @@ class Leader:
         except TargetError as exc:
             logger.warning("job leader: commit %s not verified (%s); each node checks it itself", commit, exc)
             wrong = {f.path: "not verified" for f in files}
-        plan = self.plan().to_json()
+        plan, wall = self.plan(), time.time()
         self.store.multi_set({
-            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan,
+            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
+                                          **plan.slots_in(node, wall),
                                           "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
             for node, offer in offers.items()
         })
@@ -374,8 +381,9 @@ class Leader:
             self._defer(chunk, at, why, plan)
 
     def _defer(self, offers: dict[int, dict], at: float, why: str, plan: Plan) -> None:
-        retry_in = max(0.0, at - time.monotonic())
-        self._answer(offers, {"commit": None, "retry_in": retry_in, "why": why, "plan": plan.to_json()})
+        retry_in, wall = max(0.0, at - time.monotonic()), time.time()
+        self._answer(offers, {"commit": None, "retry_in": retry_in, "why": why, "plan": plan.to_json()},
+                     {node: plan.slots_in(node, wall) for node in offers})
         self._forget(offers)
         logger.info("job leader: %d node(s) put off for %.0f s (%s)", len(offers), retry_in, why)
 
@@ -436,7 +444,8 @@ class Leader:
         listed = {int(part) for part in raw.decode().split(",") if part.strip().isdigit()}
         return sorted(node for node in listed if 0 <= node < self.nodes)
 
-    def _answer(self, offers: dict[int, Any], answer: dict) -> None:
-        self.store.multi_set({f"answer/{node}": json.dumps({**answer, "seq": offer["seq"]}).encode()
+    def _answer(self, offers: dict[int, Any], answer: dict, each: dict[int, dict] | None = None) -> None:
+        self.store.multi_set({f"answer/{node}": json.dumps({**answer, **(each or {}).get(node, {}),
+                                                             "seq": offer["seq"]}).encode()
                               for node, offer in offers.items()})
         self.store.add("answered", 1)  # the nodes poll this counter, not their answers

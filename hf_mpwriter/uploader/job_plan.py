@@ -116,21 +116,46 @@ class Plan:
         return math.ceil(self.nodes / self.per_commit)
 
     def pacing(self, node: int) -> tuple[float, float]:
-        """``(interval, phase)`` of ``node``: its group's slot in the wall-clock cycle."""
+        """``(interval, phase)`` of ``node``: its group's slot in the leader's wall-clock cycle."""
         return self.interval, ((node // self.per_commit) * self.gap) % self.interval
+
+    def own_phase(self, node: int) -> float:
+        """``node``'s own slot in the leader's wall-clock cycle of :meth:`own_every` seconds."""
+        return (node * self.own_gap) % self.own_every()
+
+    def slots_in(self, node: int, wall: float) -> dict[str, float]:
+        """Seconds from ``wall`` (the leader's clock) to ``node``'s next slot and next own slot: what the
+        leader tells a node, which turns them into phases of its own clock (:meth:`phases`), so that no
+        wall clock is compared across hosts and the nodes' slots stay apart whatever their clocks say."""
+        return {"next_in": until_turn(self.interval, self.pacing(node)[1], wall),
+                "own_in": until_turn(self.own_every(), self.own_phase(node), wall)}
+
+    def phases(self, slots: dict[str, Any], wall: float) -> tuple[float, float] | None:
+        """``(phase, own phase)`` on the clock that reads ``wall`` now, from :meth:`slots_in` as received."""
+        try:
+            return ((wall + float(slots["next_in"])) % self.interval, (wall + float(slots["own_in"])) % self.own_every())
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return None
+
+    def age_bound(self) -> float:
+        """How old a rank's newest record at the target may get while the leader keeps to this plan: one
+        interval until its node's slot, and one more if that offer is put off (oldest data first, the
+        put-offs one gap apart, so no node waits longer than a pass over the groups)."""
+        return 2 * self.interval
 
     def own_every(self) -> float:
         """How often one node may commit its files itself: the job's share, split between every node."""
         return self.nodes * self.own_gap
 
-    def own_turn(self, node: int, wall: float, since_last: float | None) -> float:
+    def own_turn(self, node: int, wall: float, since_last: float | None, phase: float | None = None) -> float:
         """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (the
         nodes' slots are ``own_gap`` apart, so they never come together), and not sooner than half a cycle
-        after its last own commit (``since_last`` seconds ago). The caller keeps the time it gets as a due
-        time: a slot is never missed for being looked at late."""
+        after its last own commit (``since_last`` seconds ago). ``phase``: the slot on the caller's clock, as
+        the leader said it (:meth:`phases`). The caller keeps the time it gets as a due time: a slot is
+        never missed for being looked at late."""
         every = self.own_every()
         after = 0.0 if since_last is None else max(0.0, every / 2 - since_last)
-        return until_turn(every, (node * self.own_gap) % every, wall, after)
+        return until_turn(every, self.own_phase(node) if phase is None else phase, wall, after)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -15,6 +15,7 @@ job that has a store.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -87,6 +88,13 @@ class JobStore:
         #: One call at a time on the connection: the node's commits, the leader's rounds and the lease share it,
         #: and a call abandoned by one must not drop the client under another's message.
         self._lock = threading.Lock()
+
+    def scoped(self, prefix: str) -> JobStore:
+        """The same store under another prefix, on this connection and its lock (a few calls of the job's
+        own, beside a target's keys: no second connection per node)."""
+        view = copy.copy(self)
+        view.prefix = prefix.rstrip("/") + "/"
+        return view
 
     # -- the calls -------------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:

@@ -343,15 +343,12 @@ class Uploader:
           and reconciles (asks the target whether the abandoned commit landed) before sending again;
         - the preemption deadline, or a second signal: :class:`Abandoned` ends the loop.
 
-        Can a thread stuck in hf_xet be abandoned? Once, yes: measured with hf_xet 1.8 and the test
-        Hub, a second upload goes through while the first waits on a silent CAS. Not twice: with two
-        xorb uploads stuck, every later upload of the process waits inside hf_xet before sending
-        anything (its upload concurrency is process-wide, and the stuck transfers hold it; hf_xet gave
-        up on a silent xorb upload only after about 300 s, and shard uploads have no read timeout
-        there). So where the uploader owns its process, the loop then replaces the process
-        (:meth:`_stuck_transfer`, :meth:`_replace_process`): nothing of the stuck calls survives an
-        ``exec``. Where it cannot (a thread of the training process, ``sync``), it carries on with a
-        fresh client; a CAS silent for long can then hold its Xet uploads until hf_xet gives up.
+        An abandoned hf_xet transfer keeps holding hf_xet's process-wide upload slots (why, and what
+        was measured: ``docs/design-notes.md``, "Abandoned Xet transfers"). So where the uploader owns
+        its process, the loop then replaces the process (:meth:`_stuck_transfer`,
+        :meth:`_replace_process`): nothing of the stuck calls survives an ``exec``. Where it cannot (a
+        thread of the training process, ``sync``), it carries on with a fresh client; a CAS silent for
+        long can then hold its Xet uploads until hf_xet gives up.
 
         A commit abandoned either way is treated as one whose answer was lost: a late landing of it
         is fenced by ``parent_commit`` (412) once anything newer was committed. The worker never

@@ -68,7 +68,9 @@ class HFSummaryWriter(SummaryWriter):
 
     Args (as ``huggingface_hub.HFSummaryWriter``):
         repo_id: the repo to push to; ``None`` keeps the logs local (or sends them to ``target_dir``).
-        logdir: local directory of the logs (default ``runs/<date>_<host>``).
+        logdir: local directory of the logs. Default: in a launched job, ``runs/<launcher>-<job id>``,
+            the same in every process and node; else ``runs/<Mon>DD_HH-MM-SS_<host>``
+            (:func:`hf_mpwriter.writer.args.default_logdir`).
         commit_every: minutes between commits (default 5; 10 s for a bucket). One commit per interval
             per node, whatever the number of processes (the nodes of a job share a repository's budget).
         repo_id: also ``"hf://buckets/ns/name[/path]"`` (or ``repo_type="bucket"``): a Storage Bucket.

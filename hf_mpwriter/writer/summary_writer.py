@@ -12,8 +12,8 @@ is underneath:
 - ``add_scalars`` and ``add_hparams`` keep tensorboardX's directory layout but use this writer, and
   ``add_scalars`` does not keep every value in memory (``export_scalars_to_json`` reads the files back);
 - torch tensors of any dtype ``torch.utils.tensorboard`` accepts work (bfloat16 included,
-  :mod:`hf_mpwriter.writer.values`), and histograms of torch tensors are computed where the tensor lives
-  (:mod:`hf_mpwriter.writer.histogram`);
+  :mod:`hf_mpwriter.writer.values`), and histograms are binned in one pass where the values live,
+  numpy arrays and CPU tensors on the host, other tensors on their device (:mod:`hf_mpwriter.writer.histogram`);
 - ``add_tensor`` and ``add_hparams`` accept ``torch.utils.tensorboard``'s signatures too (what
   tensorboardX lacks for them is built in :mod:`hf_mpwriter.writer.summaries`);
 - URL logdirs (``s3://``, ``gs://``...) are refused: this writer writes a local directory
@@ -36,14 +36,14 @@ from tensorboardX.proto.summary_pb2 import Summary
 from tensorboardX.summary import hparams, scalar
 
 from .. import environment
-from ..events.encoding import scalar_event
+from ..events.encoding import scalar_event, summary_event
 from ..events.event_file import DEFAULT_FLUSH_SECS, DEFAULT_ROTATE_BYTES, EventFileWriter
 from ..state import registry
 from . import histogram as _histogram
 from . import termination
 from .args import check_logdir, check_writer_args, default_logdir
 from .summaries import domain_discrete, hparams_call, scalars_json, tensor_scalar
-from .values import as_float, checked_float, checked_step, on_host, tensor_args
+from .values import NUMBER_TYPES, TENSOR_TYPE, as_float, checked_float, checked_step, on_host, tensor_args
 
 try:  # torch is optional
     import torch
@@ -212,8 +212,16 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             return self._add_scalar_slow(
                 tag, scalar_value, global_step, walltime, display_name, summary_description, new_style, double_precision
             )
-        try:  # checks cost only on failure: the hot path stays as it was
-            value = scalar_value if type(scalar_value) is float else as_float(scalar_value)
+        try:  # checks cost only on failure; exact types first: numpy scalars and 0-d tensors are the hot path too
+            kind = type(scalar_value)
+            if kind is float:
+                value = scalar_value
+            elif kind in NUMBER_TYPES:
+                value = float(scalar_value)
+            elif kind is TENSOR_TYPE:
+                value = float(scalar_value.item())
+            else:
+                value = as_float(scalar_value)
             if global_step is not None:
                 global_step = int(global_step)
         except (TypeError, ValueError, RuntimeError, OverflowError):
@@ -352,17 +360,26 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         walltime: float | None = None,
         max_bins: int | None = None,
     ) -> None:
-        """tensorboardX's ``add_histogram``, same bytes; a torch tensor is binned on its own device.
+        """tensorboardX's ``add_histogram``, same bytes, binned in one pass where the values live.
 
-        Only the bucket counts, min, max, sum and sum of squares are copied to the host (see
-        :mod:`hf_mpwriter.writer.histogram`); other inputs and ``bins`` strings other than
-        ``'tensorflow'`` take tensorboardX's path.
+        A tensor on an accelerator is binned there: only the bucket counts, min, max, sum and sum
+        of squares are copied to the host (see :mod:`hf_mpwriter.writer.histogram`); inputs it does
+        not cover and ``bins`` strings other than ``'tensorflow'`` take tensorboardX's path.
         """
-        summary = _histogram.histogram_summary(tag, values, bins, max_bins)
-        if summary is None or self._comet_enabled:
+        summary = None if self._comet_enabled else _histogram.histogram_summary_bytes(tag, values, bins, max_bins)
+        if summary is None:
             super().add_histogram(tag, on_host(values), global_step, bins, walltime, max_bins)
             return
-        self._get_file_writer().add_summary(summary, global_step, walltime)
+        self._add_summary_bytes(summary, global_step, walltime)
+
+    def _add_summary_bytes(self, summary: bytes, global_step: Any, walltime: float | None) -> None:
+        """Append a serialized ``Summary`` as tensorboardX's ``add_summary`` would, without protobuf messages."""
+        writer = self._get_file_writer()
+        step = None if global_step is None else int(global_step)
+        if not self._write_to_disk or writer._default_metadata or (step is not None and step < 0):
+            writer.add_summary(Summary.FromString(summary), global_step, walltime)
+            return
+        writer.event_writer.add_serialized(summary_event(summary, step, time.time() if walltime is None else walltime))
 
     add_image = tensor_args("img_tensor")(tensorboardX.SummaryWriter.add_image)
     add_images = tensor_args("img_tensor")(tensorboardX.SummaryWriter.add_images)

@@ -18,15 +18,32 @@ import functools
 import inspect
 from typing import Any, Callable
 
+import numpy as np
+
 try:  # torch is optional
     import torch
 except ImportError:  # pragma: no cover
     torch = None  # type: ignore[assignment]
 
 
+#: Types ``float()`` converts exactly as ``.item()`` then ``float()`` would: checked first, by exact type.
+NUMBER_TYPES: frozenset[type] = frozenset({
+    float, int, bool, np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+    np.uint8, np.uint16, np.uint32, np.uint64, np.bool_,
+})
+TENSOR_TYPE: type | None = None if torch is None else torch.Tensor
+
+
 def as_float(value: Any) -> float:
-    """A Python float from a float, int, numpy scalar or one-element array / tensor."""
-    item = getattr(value, "item", None)
+    """A Python float from a float, int, numpy scalar or one-element array / tensor.
+
+    Numbers and plain tensors are recognised by their exact type before the generic ``.item()``
+    lookup: ``add_scalar`` of a numpy scalar or a 0-d tensor is the hot path too.
+    """
+    kind = type(value)
+    if kind in NUMBER_TYPES:
+        return float(value)
+    item = value.item if kind is TENSOR_TYPE else getattr(value, "item", None)
     if item is not None:
         try:
             value = item()
