@@ -106,8 +106,12 @@ LEASE_STALE_S = 10.0
 #: wall-clock moments, so their offers arrive within about this much of each other).
 JOB_GATHER_S = 2.0
 #: At a job's start, a node waits at most this long for node 0 to have created the repository (or bucket),
-#: then creates it itself.
+#: then creates it itself: in a job of :data:`PREPARED_WAIT_NODES` nodes or more (the requests it saves grow
+#: with the nodes); in a smaller one, that share of it, at least :data:`PREPARED_WAIT_MIN_S` (node 0 may be the
+#: node that cannot reach the Hub, and every other node's first commit waits for it).
 PREPARED_WAIT_S = 60.0
+PREPARED_WAIT_NODES = 128
+PREPARED_WAIT_MIN_S = 15.0
 #: A node waits at most this long (and at most a third of its call bound) for the leader to commit
 #: its offer; then it takes the offer back and commits the files itself.
 OFFER_WAIT_S = 30.0

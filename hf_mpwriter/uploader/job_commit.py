@@ -63,6 +63,8 @@ from ..timing import (
     LEADER_POLL_S,
     LEASE_STALE_S,
     OFFER_WAIT_S,
+    PREPARED_WAIT_MIN_S,
+    PREPARED_WAIT_NODES,
     PREPARED_WAIT_S,
     STORE_RETRY_S,
 )
@@ -250,8 +252,8 @@ class JobTarget(Target):
         """Node 0 creates the repository (or bucket) and tags its card, then says the id the Hub resolved
         in the store; the other nodes take it from there instead of asking the Hub themselves (at a
         thousand nodes, thousands of requests before the first commit). A node that hears nothing within
-        ``prepared_wait`` (:data:`PREPARED_WAIT_S`; node 0's uploader not started, the store gone) prepares its
-        target itself."""
+        ``prepared_wait`` (:data:`PREPARED_WAIT_S`, shorter in a small job; node 0's uploader not started or
+        cut off from the Hub, the store gone) prepares its target itself."""
         resolved = None if self.node == 0 else self._prepared_by_node_0()
         if resolved is None:
             self.inner.prepare()
@@ -509,8 +511,9 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     hub_spacing = config.min_interval if config.min_interval is not None else leader_target.min_interval
     spacing = min(config.commit_every, hub_spacing) / 2  # at most one commit per round
     budget = make_budget(config.commits_per_hour, config.api_requests, config.files_per_commit, hub_spacing)
+    prepared_wait = max(PREPARED_WAIT_MIN_S, PREPARED_WAIT_S * min(1.0, config.nodes / PREPARED_WAIT_NODES))
     job = JobTarget(target, leader_target, store, config.node_rank, config.nodes,
-                    wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing, budget=budget,
+                    wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing, prepared_wait=prepared_wait, budget=budget,
                     commit_every=config.commit_every, call_bound=call_bound)
     try:
         store.get("lease")
