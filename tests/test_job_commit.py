@@ -484,6 +484,31 @@ def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(h
         node.stop()
 
 
+def test_a_store_too_busy_to_answer_at_first_then_gone_is_gone(hub, tmp_path):
+    """The store's host listens but does not answer in time when this node's uploader starts (a loaded
+    node), then dies before this node ever got an answer: the store existed, so nothing listening now
+    means gone, and the node commits at once (the default budget's own slot is minutes away), not at
+    its slot as for a store that is not there yet."""
+    import socket
+
+    hub.create_repo(REPO)
+    busy = socket.socket()  # the store's port: connections accepted, nothing answered
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(16)
+    node = _node(hub, busy.getsockname()[1], 1, budget=make_budget())
+    node.prepare()
+    pieces = _pieces(tmp_path, 2, 2000)
+    try:
+        with pytest.raises(Deferred):  # the path: the store did not answer; its own slot is minutes away
+            node.commit(pieces, "node commit")
+        assert node.store_seen and not node.store_gone and node.mode == "node"
+    finally:
+        busy.close()  # the host dies: nothing listens any more
+    oid, waits = _commit_when_due(node, pieces, "node commit")
+    assert waits == [] and node.store_gone and _log_commits(hub)[0]["oid"] == oid
+    node.stop()
+
+
 def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, tmp_path, monkeypatch):
     """An ``env://`` job whose rank 0 creates its store after the first writer started the node's
     uploader: the node commits itself meanwhile (in its turn, and ``status`` says why), asks the store

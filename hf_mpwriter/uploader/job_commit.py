@@ -126,8 +126,9 @@ class JobTarget(Target):
         self._own_due: float | None = None  # monotonic: its next own slot, kept until it commits
         #: Nothing listens at the store's address any more: nothing coordinates the nodes (see the module).
         self.store_gone = False
-        #: The store answered this node once: from then on, nothing listening means gone, not "not there yet"
-        #: (an ``env://`` store rank 0 creates later, which every node of a big job would otherwise meet at once).
+        #: The store answered this node once, or something listened at its address (a store too busy to answer
+        #: in time): from then on, nothing listening means gone, not "not there yet" (an ``env://`` store rank 0
+        #: creates later, which every node of a big job would otherwise meet at once).
         self.store_seen = False
         #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
         #: which the leader commits at its next round whatever the budget (the job is ending).
@@ -466,7 +467,9 @@ class JobTarget(Target):
         coordinates the nodes: the Hub's 429s pace them)."""
         if self._hurried():
             return 0.0
-        if self.store_seen and self.store.gone():
+        gone = self.store.gone()
+        self.store_seen = self.store_seen or not gone  # something listens there: the store exists, if slow
+        if gone and self.store_seen:
             if not self.store_gone:
                 logger.warning("the job's store at %s:%d is gone (its host stopped): this node commits its files "
                                "itself from now on, paced by the Hub", self.store.address.host, self.store.address.port)
@@ -520,7 +523,8 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
         job.store_seen = True
         logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",
                     address.job_id, address.host, address.port)
-    except StoreError as exc:  # not there yet (an env:// store rank 0 creates later), or gone
+    except StoreError as exc:  # not there yet (an env:// store rank 0 creates later), too busy, or gone
+        job.store_seen = not store.gone()
         logger.warning("%s; %s", exc, OWN_COMMITS)
         job.store_failed(exc)
         job.mode = "node"
