@@ -135,6 +135,10 @@ class BlackHole:
             except OSError:
                 return
             self.held.append(conn)
+            self.accepted(conn)
+
+    def accepted(self, conn: socket.socket) -> None:
+        """A connection came: held, silent."""
 
     def close(self) -> None:
         self.sock.close()
@@ -142,37 +146,26 @@ class BlackHole:
             conn.close()
 
 
-class CutProxy:
+class CutProxy(BlackHole):
     """A TCP proxy to ``upstream`` that, once :meth:`cut`, forwards nothing more and answers nothing: the
     connections it holds stay open and silent, new ones are accepted and held (a node's route to the Hub
     lost mid-run, its connections hanging)."""
 
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.port = self.sock.getsockname()[1]
         self.cut_at: float | None = None
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__()
 
     def cut(self) -> None:
         self.cut_at = time.time()
 
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-            if self.cut_at is not None:
-                continue
-            up = socket.create_connection(("127.0.0.1", self.upstream))
-            self.held.append(up)
-            for a, b in ((conn, up), (up, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+    def accepted(self, conn: socket.socket) -> None:
+        if self.cut_at is not None:
+            return
+        up = socket.create_connection(("127.0.0.1", self.upstream))
+        self.held.append(up)
+        for a, b in ((conn, up), (up, conn)):
+            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
@@ -187,11 +180,6 @@ class CutProxy:
                 dst.sendall(data)
         except OSError:
             return
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
 
 
 def rank_points(files: dict[str, bytes], rank: int) -> Counter:

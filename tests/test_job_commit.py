@@ -13,6 +13,8 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -104,6 +106,20 @@ def _commit_both(targets: list[JobTarget], pieces: list[list[Piece]]) -> list[st
     for thread in threads:
         thread.join(60)
     return results
+
+
+@contextmanager
+def _led(targets: list[JobTarget]) -> Iterator[None]:
+    """Every node's uploader started (leader threads included) until the block ends, once one leads."""
+    for target in targets:
+        target.prepare()
+        target.start()
+    try:
+        wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+        yield
+    finally:
+        for target in targets:
+            target.stop()
 
 
 def _log_commits(hub) -> list[dict]:
@@ -365,11 +381,7 @@ def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tm
     monkeypatch.setattr(job_leader, "time", ahead)  # the leader threads' clock only; the nodes' is this host's
     hub.create_repo(REPO)
     nodes = [_node(hub, store.port, k, commit_every=4.0) for k in range(2)]
-    for target in nodes:
-        target.prepare()
-        target.start()
-    try:
-        wait_for(lambda: any(t.leader.leading for t in nodes), 20, "a leader")
+    with _led(nodes):
         oid, waits = _commit_when_due(nodes[1], _pieces(tmp_path, 2, 3000), "node commit")
         assert nodes[1].mode == "job" and not waits and "from 1 node(s)" in _log_commits(hub)[0]["summary"]
         plan = nodes[1].plan
@@ -377,9 +389,6 @@ def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tm
         interval, leaders_phase = plan.pacing(1)  # on the leader's clock
         mine = nodes[1].pacing(UploadConfig.for_hub(REPO, prefix="tb", commit_every=4))[1]  # on the node's
         assert abs(((mine - (leaders_phase - 3600.0)) + interval / 2) % interval - interval / 2) < 0.5, (mine, leaders_phase)
-    finally:
-        for target in nodes:
-            target.stop()
 
 
 def test_nodes_that_log_to_different_folders_hear_it_at_start(hub, store):
@@ -438,11 +447,7 @@ def test_at_preemption_with_the_store_alive_the_leader_makes_one_last_commit_for
     uploader, commits both in one commit well before the deadline; no node commits itself."""
     hub.create_repo(REPO)
     targets = [_node(hub, store.port, k, wait=30.0) for k in range(2)]
-    for target in targets:
-        target.prepare()
-        target.start()
-    try:
-        wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
+    with _led(targets):
         deadline = time.monotonic() + 20.0  # the default preemption deadline
         for target in targets:
             target.hurry(deadline)  # what each uploader's loop does at SIGTERM
@@ -453,9 +458,6 @@ def test_at_preemption_with_the_store_alive_the_leader_makes_one_last_commit_for
         last = _log_commits(hub)[0]
         assert last["oid"] == oids[0] and "2 node(s)" in last["summary"], last  # the leader's, for both
         assert all(t.mode == "job" for t in targets) and len(_log_commits(hub)) == 1
-    finally:
-        for target in targets:
-            target.stop()
 
 
 def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(hub, tmp_path):
