@@ -119,18 +119,9 @@ def current_endpoint() -> str:
 
 def token_found(token: str | None) -> bool:
     """Whether the uploader will have a Hub token: ``token``, else one huggingface_hub finds itself
-    (``HF_TOKEN``, the file ``hf auth login`` writes, OIDC, Colab secrets). The cheap checks come first:
-    a training process imports the client only when they all miss (then a warning is due anyway)."""
-    if token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"):
+    (``HF_TOKEN``, the file ``hf auth login`` writes, OIDC, Colab secrets)."""
+    if token:
         return True
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
-    path = Path(os.path.expandvars(os.path.expanduser(os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token"))))
-    try:
-        if path.read_text().strip():
-            return True
-    except OSError:  # none there (or unreadable: the client finds none either)
-        pass
     try:
         from huggingface_hub import get_token
 

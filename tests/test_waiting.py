@@ -154,9 +154,12 @@ def test_a_hub_target_with_no_token_is_said_at_construction_and_close_does_not_w
 def test_a_token_found_is_not_warned_about_nor_printed(tmp_path, monkeypatch, caplog, where):
     caplog.set_level(logging.INFO, logger="hf_mpwriter")
     _hub_env(monkeypatch, {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}, tmp_path)
-    if where == "login file":  # what `hf auth login` writes
+    if where == "login file":  # what `hf auth login` writes (huggingface_hub reads its path once, at import)
+        import huggingface_hub.constants
+
         (tmp_path / "hf_home").mkdir()
         (tmp_path / "hf_home" / "token").write_text(TOKEN)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
     writer = HFSummaryWriter(repo_id=REPO, logdir=str(tmp_path / "logs"), rank=0, uploader="none",
                              token=TOKEN if where == "argument" else None)
     writer.close()
