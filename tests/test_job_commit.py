@@ -109,14 +109,13 @@ def _commit_both(targets: list[JobTarget], pieces: list[list[Piece]]) -> list[st
 
 
 @contextmanager
-def _led(targets: list[JobTarget]) -> Iterator[None]:
-    """Every node's uploader started (leader threads included) until the block ends, once one leads."""
+def _leading(targets: list[JobTarget]) -> Iterator[JobTarget]:
+    """Every node's uploader started (leader threads included) until the block ends; the one that leads."""
     for target in targets:
-        target.prepare()
         target.start()
     try:
         wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
-        yield
+        yield next(t for t in targets if t.leader.leading)
     finally:
         for target in targets:
             target.stop()
@@ -381,7 +380,9 @@ def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tm
     monkeypatch.setattr(job_leader, "time", ahead)  # the leader threads' clock only; the nodes' is this host's
     hub.create_repo(REPO)
     nodes = [_node(hub, store.port, k, commit_every=4.0) for k in range(2)]
-    with _led(nodes):
+    for target in nodes:
+        target.prepare()
+    with _leading(nodes):
         oid, waits = _commit_when_due(nodes[1], _pieces(tmp_path, 2, 3000), "node commit")
         assert nodes[1].mode == "job" and not waits and "from 1 node(s)" in _log_commits(hub)[0]["summary"]
         plan = nodes[1].plan
@@ -447,7 +448,9 @@ def test_at_preemption_with_the_store_alive_the_leader_makes_one_last_commit_for
     uploader, commits both in one commit well before the deadline; no node commits itself."""
     hub.create_repo(REPO)
     targets = [_node(hub, store.port, k, wait=30.0) for k in range(2)]
-    with _led(targets):
+    for target in targets:
+        target.prepare()
+    with _leading(targets):
         deadline = time.monotonic() + 20.0  # the default preemption deadline
         for target in targets:
             target.hurry(deadline)  # what each uploader's loop does at SIGTERM

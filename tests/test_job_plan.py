@@ -11,14 +11,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_job_commit import REPO, _commit_when_due, _log_commits, _pieces
-from upload_helpers import TOKEN, as_process_hub, wait_for
+from test_job_commit import REPO, _commit_when_due, _leading, _log_commits, _pieces
+from upload_helpers import TOKEN, as_process_hub
 
 from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.targets.hub import HubTarget
@@ -99,19 +97,6 @@ def _nodes(hub: HubServer, port: int, count: int, budget: Budget, wait: float = 
     for target in targets:
         target.prepare()
     return targets
-
-
-@contextmanager
-def _leading(targets: list[JobTarget]) -> Iterator[JobTarget]:
-    """Every node's uploader started (leader threads included) until the block ends; the one that leads."""
-    for target in targets:
-        target.start()
-    try:
-        wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
-        yield next(t for t in targets if t.leader.leading)
-    finally:
-        for target in targets:
-            target.stop()
 
 
 def _each_node_commits(targets: list[JobTarget], tmp_path: Path, rounds: int) -> dict[int, list]:
