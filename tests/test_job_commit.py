@@ -376,7 +376,8 @@ def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tm
 
     from hf_mpwriter.uploader import job_leader
 
-    ahead = SimpleNamespace(time=lambda: time.time() + 3600.0, monotonic=time.monotonic, sleep=time.sleep)
+    skew = 3601.5  # an hour and a bit: not a whole number of the plan's 4 s intervals
+    ahead = SimpleNamespace(time=lambda: time.time() + skew, monotonic=time.monotonic, sleep=time.sleep)
     monkeypatch.setattr(job_leader, "time", ahead)  # the leader threads' clock only; the nodes' is this host's
     hub.create_repo(REPO)
     nodes = [_node(hub, store.port, k, commit_every=4.0) for k in range(2)]
@@ -389,7 +390,7 @@ def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tm
         assert plan is not None and nodes[1]._phases is not None
         interval, leaders_phase = plan.pacing(1)  # on the leader's clock
         mine = nodes[1].pacing(UploadConfig.for_hub(REPO, prefix="tb", commit_every=4))[1]  # on the node's
-        assert abs(((mine - (leaders_phase - 3600.0)) + interval / 2) % interval - interval / 2) < 0.5, (mine, leaders_phase)
+        assert abs(((mine - (leaders_phase - skew)) + interval / 2) % interval - interval / 2) < 0.5, (mine, leaders_phase)
 
 
 def test_nodes_that_log_to_different_folders_hear_it_at_start(hub, store):
