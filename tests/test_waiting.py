@@ -114,7 +114,13 @@ def test_status_while_the_uploader_works_says_when_its_next_commit_is_due(tmp_pa
         wait_for(lambda: collect(logdir)["commits"] >= 1, 30, "the first commit (at the uploader's start)")
         writer.add_scalar("loss", 2.0, 1)
         writer.flush()
-        info = collect(logdir)
+
+        def between_cycles() -> dict | None:  # right after a commit the cycle may still run: due "now"
+            info = collect(logdir)
+            due = info["uploader"] and info["uploader"]["next_cycle_at"]
+            return info if due and due > info["checked_at"] + 1 else None
+
+        info = wait_for(between_cycles, 30, "the uploader between two cycles")
         assert info["uploader"]["alive"] and info["pending_bytes"] > 0, info  # the scenario: alive, behind
         due = info["uploader"]["next_cycle_at"]
         assert due is not None and 200 < due - info["checked_at"] <= 301, (due, info["checked_at"])
