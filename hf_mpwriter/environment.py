@@ -151,3 +151,14 @@ def job_id(env: Mapping[str, str] | None = None) -> str | None:
             value = f"{value}.{step}"
         return f"{label}-" + re.sub(r"[^A-Za-z0-9._-]", "_", value)[:64]
     return None
+
+
+def ranks_per_node(env: Mapping[str, str] | None = None) -> int | None:
+    """The processes the launcher started on this node (torchrun's ``LOCAL_WORLD_SIZE``, SLURM's
+    ``SLURM_NTASKS_PER_NODE``, whose ``8(x2)`` form gives 8), or ``None`` where it says none."""
+    env = os.environ if env is None else env
+    for var in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        match = re.match(r"\s*(\d+)", env.get(var) or "")
+        if match and int(match.group(1)) >= 1:
+            return int(match.group(1))
+    return None

@@ -38,9 +38,9 @@ per round ``JobStore.round_trips`` and time each round (a subclass that wraps ``
 thread's renewals, one round trip per 0.5 s, share that store and may fall into a round's count).
 
 WHAT IS SIMULATED: the nodes. One loop in this process (not 1,024 threads) keeps each node's next due
-time: ``Plan.pacing(node)`` of the latest plan the node got in an answer (before that every node at phase
-0 of ``commit_every``). Each due node's offer is written exactly as ``JobTarget.commit`` writes it
-(``offer/{node}`` = ``{"seq","incarnation","wait","waiting","last","files":[[path, sha256, size, xet_hash],
+time: ``Plan.pacing(node)`` of the latest plan the node got in an answer (before that the job's start
+pacing, ``job_plan.start_pacing``, as ``JobTarget.pacing``). Each due node's offer is written exactly as
+``JobTarget.commit`` writes it (``offer/{node}`` = ``{"seq","incarnation","wait","waiting","last","files":[[path, sha256, size, xet_hash],
 ...]}``), but the
 offers due in one tick go in one ``multi_set``, and ``offered`` is bumped once per tick by their number
 (a node bumps it by 1). The nodes announce themselves as ``JobTarget._announce`` does (``incarnation``,
@@ -58,10 +58,12 @@ interval) after a warm-up (the first commit, then one plan interval), is now min
 its node's newest offer that the Hub holds (answered with a commit, or committed by the node itself).
 
 WHAT IS MODELLED, not measured: the nodes' own Hub API requests (the simulator makes none but the own
-commits of ``kill-store``): one Xet write token per node per Hub-hour (the nodes upload their content
-themselves) and the audits the nodes share while a leader commits (``JOB_AUDITORS`` = 8 audits of one
-``paths_info`` per ``AUDIT_EVERY_S`` = 600 s for a repository, ``BUCKET_AUDIT_EVERY_S`` = 60 s for a
-bucket), in a column of their own next to the measured requests. The leader's store work at 0.3 ms a
+commits of ``kill-store``): a Xet write token at each node's first offer (its first upload) and every
+Hub-hour after it (the nodes upload their content themselves), each in the 5-minute window it falls in,
+and the audits the nodes share while a leader commits (``JOB_AUDITORS`` = 8 audits of one ``paths_info``
+per ``AUDIT_EVERY_S`` = 600 s for a repository, ``BUCKET_AUDIT_EVERY_S`` = 60 s for a bucket), in a
+column of their own next to the measured requests; the limit applies to both together. The requests
+are counted from the job's first second (the start included); the ages after the warm-up. The leader's store work at 0.3 ms a
 round trip (a cross-node store) is its counted round trips × 0.3 ms; the loopback time is measured too.
 
 SCENARIOS (``--scenario``):
@@ -115,6 +117,7 @@ folder (the test Hub too), so this layout stops below that.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import logging
 import math
@@ -289,6 +292,7 @@ class Nodes:
         self.pick = random.Random(nodes + 1)
         self.jitter = [0.0] * nodes
         self.seq = [0] * nodes
+        self.first_offer: list[float | None] = [None] * nodes  # real time: the node's first upload (its Xet token)
         self.answered_seen: int | None = None
         self.counts = {"offers": 0, "commits": 0, "deferred": 0, "errors": 0, "timeouts": 0, "own_commits": 0,
                        "own_refused": 0, "taken_late": 0}
@@ -318,18 +322,17 @@ class Nodes:
             values[f"answer/{node}"] = b"{}"
         self.store.multi_set(values)
         self.store.append("members", "".join(f"{n}," for n in range(self.n)).encode())
-        # every node at phase 0 of commit_every (no plan yet)
-        from hf_mpwriter.uploader.schedule import until_turn
-
+        # no plan yet: the job's start pacing (JobTarget.pacing: together, or spread past the first requests' budget)
         now = time.time()
-        first = now + until_turn(self.commit_every, 0.0, now)
-        self.due = [first] * self.n
+        self.due = [self.next_slot(node, now) for node in range(self.n)]
 
     def next_slot(self, node: int, now: float) -> float:
+        from hf_mpwriter.uploader.job_plan import start_pacing
         from hf_mpwriter.uploader.schedule import until_turn
 
         plan = self.plan[node]
-        interval, phase = plan.pacing(node) if plan is not None else (self.commit_every, 0.0)
+        interval, phase = plan.pacing(node) if plan is not None else start_pacing(
+            self.own_plan, self.budget, "bucket" if self.kind == "bucket" else "hub", node, self.commit_every)
         return now + until_turn(interval, phase, now)
 
     # -- one tick -----------------------------------------------------------------------------------
@@ -357,6 +360,7 @@ class Nodes:
         if due:
             values = {}
             for node in due:
+                self.first_offer[node] = self.first_offer[node] or now
                 self.seq[node] = max(self.seq[node] + 1, time.time_ns())
                 seq = self.seq[node]
                 since = self.waiting_since[node] = self.waiting_since[node] or now
@@ -582,7 +586,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             samples: list[tuple[float, dict]] = []
             age_samples: list[float] = []
             killed: dict[str, Any] = {}
-            t0 = next_sample = next_age = stop_at = kill_at = math.inf  # set once the first commit is answered
+            t0 = next_age = stop_at = kill_at = math.inf  # set once the first commit is answered
+            next_sample = wall_start  # the Hub's requests from the job's first second (the start included)
             first_commit_s = math.inf
             pick = random.Random(nodes)
             while time.time() < stop_at and (scenario != "kill-store" or not killed or sim.store_gone_at is None
@@ -590,7 +595,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 now = time.time()
                 sim.tick()
                 if t0 == math.inf and sim.commit_log:  # warm-up: the first commit (the processes' first HTTP
-                    t0 = next_sample = next_age = sim.commit_log[0][0] + interval  # calls take seconds), then an interval
+                    t0 = next_age = sim.commit_log[0][0] + interval  # calls take seconds), then an interval
                     stop_at = t0 + measure if scenario != "kill-store" else math.inf
                     kill_at = t0 + interval if scenario in ("kill-leader", "freeze-leader") else t0
                     first_commit_s = sim.commit_log[0][0] - wall_start
@@ -695,13 +700,21 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         span = (end_wall - t0) * scale
         out["commits_per_hour"] = len(times) * 3600 / span if span else 0.0
         out["commits_per_hour_note"] = f"{len(times)} in {span / 60:.0f} min, per hour"
-    # API requests per 5 Hub-minutes: fixed windows of 5 samples (a sample per Hub-minute)
+    # API requests per 5 Hub-minutes, from the job's first second: fixed windows of 5 samples (a sample per
+    # Hub-minute). The nodes' own, modelled: a Xet token at each node's first upload (its first offer) and
+    # every XET_TOKEN_EVERY_S after it, counted in the window it falls in; the audits they share, flat.
     windows = [sum(api_requests(samples[i + 5][1], samples[i][1]).values()) for i in range(0, len(samples) - 5, 5)]
     out["api_5min_max"] = max(windows, default=0)
     out["api_5min_mean"] = statistics.mean(windows) if windows else 0.0
     out["api_windows"] = len(windows)
     audit_every = BUCKET_AUDIT_EVERY_S if kind == "bucket" else AUDIT_EVERY_S
-    out["nodes_model_5min"] = nodes * 300 / XET_TOKEN_EVERY_S + JOB_AUDITORS * 300 / audit_every
+    tokens = sorted(first + k * XET_TOKEN_EVERY_S / scale for first in sim.first_offer if first is not None
+                    for k in range(int((end_wall - first) * scale / XET_TOKEN_EVERY_S) + 1))
+    audits = JOB_AUDITORS * 300 / audit_every
+    nodes_in = [bisect.bisect_left(tokens, samples[i + 5][0]) - bisect.bisect_left(tokens, samples[i][0]) + audits
+                for i in range(0, len(samples) - 5, 5)]
+    out["nodes_model_5min"] = max(nodes_in, default=0.0)
+    out["api_5min_with_nodes"] = max((a + b for a, b in zip(windows, nodes_in)), default=0.0)
     ages = [a * scale for a in age_samples]
     out["age_p50"], out["age_p95"], out["age_max"] = _pct(ages, 0.5), _pct(ages, 0.95), max(ages, default=math.nan)
     if scenario in ("kill-leader", "freeze-leader") and killed:
@@ -844,7 +857,7 @@ def main() -> int:
             else f"{r['commits_per_hour']:.0f}",
             f"{r['files_mean']:.0f} / {r['files_max']}",
             f"{r['api_5min_mean']:.0f} / {r['api_5min_max']} ({r['api_windows']} windows)",
-            f"+{r['nodes_model_5min']:.0f}",
+            f"+{r['nodes_model_5min']:.0f} (together: {r['api_5min_with_nodes']:.0f})",
             f"{_fmt_s(r['age_p50'])} / {_fmt_s(r['age_p95'])} / {_fmt_s(r['age_max'])}",
             ", ".join(f"{k} {v}" for k, v in r["limits_hit"].items()) or "none",
             f"{rb['ok']}/{rb['files']} ok, lost {rb['lost']}, stale {rb['stale']}, torn {rb['torn']}"
@@ -856,7 +869,8 @@ def main() -> int:
                      "(p50 / max)", "store work per round at 0.3 ms (max)", "store time on loopback (max)",
                      "round wall time, committing rounds (p50 / max, real)", "leading processes",
                      "commits (batches) per hour", "files per commit (mean / max)",
-                     "Hub API requests per 5 min, measured (mean / max)", "nodes' own, modelled", "newest record's age "
+                     "Hub API requests per 5 min from the first second, measured (mean / max)",
+                     "nodes' own, modelled (max in a window)", "newest record's age "
                      "(p50 / p95 / max)", "429s (limits hit)", "read back", "wall time"], rows))
     for r in results:
         c = r["counts"]
@@ -902,8 +916,9 @@ def _missed(r: dict) -> list[str]:
     out = [f"read back: {rb}"] if rb["lost"] or rb["stale"] or rb["torn"] else []
     if r["scenario"] == "kill-store":
         return out + ([f"{r['drained_nodes']} of {r['nodes']} nodes drained"] if r["drained_nodes"] < r["nodes"] else [])
-    if r["api_5min_max"] > 500:
-        out.append(f"{r['api_5min_max']} Hub API requests in a 5-minute window (> 500)")
+    if r["api_5min_with_nodes"] > 500:
+        out.append(f"{r['api_5min_with_nodes']:.0f} Hub API requests in a 5-minute window, the nodes' modelled "
+                   f"ones included (> 500)")
     if r["limits_hit"]:
         out.append(f"the Hub's limits hit: {r['limits_hit']}")
     if r["age_max"] > plan.age_bound() * sc:

@@ -18,6 +18,7 @@ import pytest
 from test_job_commit import REPO, _commit_when_due, _leading, _log_commits, _pieces
 from upload_helpers import TOKEN, as_process_hub
 
+from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
@@ -31,8 +32,10 @@ from hf_mpwriter.uploader.job_plan import (
     Budget,
     make_budget,
     make_plan,
+    start_pacing,
 )
 from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+from hf_mpwriter.uploader.schedule import until_turn
 
 dist = pytest.importorskip("torch.distributed")
 
@@ -64,6 +67,56 @@ def test_at_1024_nodes_each_ranks_newest_record_has_a_stated_age():
     assert budget.commits_per_hour == 32
     assert repo.interval <= 30 * 60, repo
     assert bucket.interval <= 30, bucket
+
+
+@pytest.mark.parametrize("kind,commit_every", [("hub", 300.0), ("bucket", 10.0)])
+@pytest.mark.parametrize("nodes", [8, 256, 301, 1024, 4096])
+def test_the_jobs_first_requests_keep_to_the_budget_from_the_first_second(kind, commit_every, nodes):
+    """Before the leader's first plan, each node's first cycle (its first upload: a Xet write token, one
+    Hub API request, again an hour later) is where ``start_pacing`` puts it, from one start moment, for
+    nodes of 8 ranks. In any 5-minute window, the nodes' tokens and the leader's writes of their groups
+    within the budget's requests; the nodes of one group of the plan together, the groups at the plan's
+    slots (a repository: the offers come as the leader wants them); a job whose first requests fit one
+    window starts together, as before. The last node's first cycle: on a repository within one plan
+    interval; on a bucket, whose interval is seconds, the budget comes first (a window per 3 groups:
+    15 minutes at 1,024 nodes, then the plan's interval holds)."""
+    budget = make_budget()
+    plan = make_plan(budget, kind, nodes, files_per_node=8, commit_every=commit_every, spacing=14.0)
+    start = 1_000_003.7  # the wall clock when every uploader starts (any moment)
+    firsts = [start + until_turn(*start_pacing(plan, budget, kind, node, commit_every), start)
+              for node in range(nodes)]
+    writes = sorted(set(firsts))  # the leader's write of each group as its offers come
+    most = max(sum(1 for t in firsts if first <= t < first + budget.api_window_s)
+               + REQUESTS_PER_WRITE[kind] * sum(1 for t in writes if first <= t < first + budget.api_window_s)
+               for first in firsts)
+    assert most <= budget.requests_per_5min, most
+    if plan.groups * (plan.per_commit + REQUESTS_PER_WRITE[kind]) <= budget.requests_per_5min:
+        assert len(set(firsts)) == 1, "a job whose first requests fit one window starts together"
+        return
+    groups = [set(firsts[n] for n in range(g, min(nodes, g + plan.per_commit))) for g in range(0, nodes, plan.per_commit)]
+    assert all(len(group) == 1 for group in groups), "a group's nodes offer together"
+    if kind == "hub":
+        assert {(t - start) % plan.interval for t in firsts} == {(t - start) % plan.interval for t in (
+            start + until_turn(*plan.pacing(node), start) for node in range(nodes))}, "at the plan's own slots"
+        assert max(firsts) - start <= plan.interval, (max(firsts) - start, plan.interval)
+    else:
+        assert max(firsts) - start <= math.ceil(plan.groups / 3) * budget.api_window_s
+
+
+def test_a_node_without_a_plan_paces_its_first_cycle_by_the_jobs_start_pacing(store):
+    """The real node: before any answer its pacing is the job's start pacing, from the plan it makes
+    itself for the files its launcher's ranks write (node 1000 of 1,024 nodes of 8 ranks: group 8 of 9)."""
+    address = StoreAddress("127.0.0.1", store.port, "job-start")
+    inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint="http://127.0.0.1:9", shared_branch=True)
+    node = JobTarget(inner, HubTarget(REPO, prefix="tb", token=TOKEN, endpoint="http://127.0.0.1:9"),
+                     JobStore(address, store_prefix(address, inner.key)), 1000, 1024, wait=30.0, spacing=14.0,
+                     budget=make_budget(), files_hint=8)
+    config = UploadConfig.for_hub(REPO, prefix="tb")
+    assert node.plan is None
+    interval, phase = node.pacing(config)
+    plan = node.plan_now(8)
+    assert (interval, phase) == start_pacing(plan, make_budget(), "hub", 1000, config.commit_every)
+    assert plan.groups == 9 and phase == pytest.approx(8 * plan.gap) and interval == pytest.approx(plan.interval)
 
 
 def test_the_books_hold_writes_to_the_budget_and_a_429_slows_the_plan():

@@ -50,6 +50,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from .. import environment
 from ..config import UploadConfig
 from ..errors import Deferred, TargetError
 from ..state.piece import Piece
@@ -69,7 +70,7 @@ from ..timing import (
     STORE_RETRY_S,
 )
 from .job_leader import TAKEN, WITHDRAWN, Leader, SharedTarget, claimer
-from .job_plan import Budget, Plan, make_budget, make_plan
+from .job_plan import Budget, Plan, make_budget, make_plan, start_pacing
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -100,7 +101,8 @@ class JobTarget(Target):
 
     def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
-                 commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None) -> None:
+                 commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
+                 files_hint: int = 1) -> None:
         self.inner, self.prefix = inner, inner.prefix
         self.key, self.min_interval = inner.key, inner.min_interval
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
@@ -119,6 +121,8 @@ class JobTarget(Target):
         self.budget = budget or make_budget()
         self.kind = "bucket" if isinstance(inner, BucketTarget) else "hub"
         self.commit_every, self.spacing = commit_every, spacing
+        #: This node's files, as far as its launcher says (a file per rank), for its own plan before the leader's.
+        self.files_hint = max(1, files_hint)
         self.plan: Plan | None = None  # the leader's, from its last answer
         #: ``(phase, own phase)`` of this node's slots on its own clock, from the leader's last answer.
         self._phases: tuple[float, float] | None = None
@@ -169,8 +173,9 @@ class JobTarget(Target):
 
     def pacing(self, config: UploadConfig) -> tuple[float, float]:
         """``(interval, phase)``: this node's slot in the leader's plan (:mod:`.job_plan`), which keeps the
-        job within its budget at any size; before the leader has said one, every node at the same
-        wall-clock moments (the leader then plans). Also while this node commits itself: it offers to the
+        job within its budget at any size; before the leader has said one, the job's start pacing
+        (:func:`.job_plan.start_pacing`: together, or spread where a job is too big for its first requests to
+        come at once). Also while this node commits itself: it offers to the
         leader again at its next slot, and its own commits have a gate of their own (:meth:`_own_turn`).
         With the store gone, the node turns of a job without a store (:meth:`UploadConfig.pacing`)."""
         if self.store_gone:
@@ -178,7 +183,7 @@ class JobTarget(Target):
         if self.plan is not None:
             interval, phase = self.plan.pacing(self.node)
             return interval, phase if self._phases is None else self._phases[0]
-        return config.commit_every, 0.0
+        return start_pacing(self.plan_now(self.files_hint), self.budget, self.kind, self.node, config.commit_every)
 
     def hurry(self, deadline: float) -> None:
         """The uploader was signalled and must be gone by ``deadline`` (monotonic): from now on a wait for
@@ -517,7 +522,8 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     prepared_wait = max(PREPARED_WAIT_MIN_S, PREPARED_WAIT_S * min(1.0, config.nodes / PREPARED_WAIT_NODES))
     job = JobTarget(target, leader_target, store, config.node_rank, config.nodes,
                     wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing, prepared_wait=prepared_wait, budget=budget,
-                    commit_every=config.commit_every, call_bound=call_bound)
+                    commit_every=config.commit_every, call_bound=call_bound,
+                    files_hint=environment.ranks_per_node() or 1)
     try:
         store.get("lease")
         job.store_seen = True

@@ -171,6 +171,25 @@ class Plan:
         return plan if ok else None
 
 
+def start_pacing(plan: Plan, budget: Budget, kind: str, node: int, commit_every: float) -> tuple[float, float]:
+    """``(interval, phase)`` of ``node`` before the leader's first plan, from ``plan``: the one the node
+    makes itself (:meth:`JobTarget.plan_now`). Each node's first upload asks the Hub for a Xet write token
+    (one API request, again when it expires an hour later): when every node's first cycle fell on one
+    moment, a thousand nodes spent a thousand requests in seconds. So the job starts in the plan's groups,
+    at most as many in one API window as the budget's requests pay for (each group's tokens and the
+    leader's write of it), a group at a time: where all of them fit one window, together at phase 0 of
+    ``commit_every`` as a small job always did; otherwise at the plan's slots, spaced further if the
+    budget needs it. The offers then come as the leader wants them, whole groups, and the job's first
+    minutes keep to the budget. A group is not split: past the budget's requests a group of one- or
+    two-file nodes (500 to 1,000 of them) still starts at once, one group per window."""
+    per_group = plan.per_commit + REQUESTS_PER_WRITE[kind]
+    fit = max(1, int(budget.requests_per_5min // per_group))  # groups whose first requests fit one window
+    if plan.groups <= fit:
+        return commit_every, 0.0
+    gap = max(plan.gap, budget.api_window_s / fit)
+    return max(plan.interval, plan.groups * gap), (node // plan.per_commit) * gap
+
+
 def write_gap(budget: Budget, kind: str, nodes: int, files: int, slowdown: float = 1.0) -> float:
     """Seconds between two of the leader's writes of ``files`` files so that a job of ``nodes`` stays
     within ``budget``: the commit quota (a repository), and the leader's share of the API window."""
