@@ -40,8 +40,8 @@ thread's renewals, one round trip per 0.5 s, share that store and may fall into 
 WHAT IS SIMULATED: the nodes. One loop in this process (not 1,024 threads) keeps each node's next due
 time: ``Plan.pacing(node)`` of the latest plan the node got in an answer (before that the job's start
 pacing, ``job_plan.start_pacing``, as ``JobTarget.pacing``). Each due node's offer is written exactly as
-``JobTarget.commit`` writes it (``offer/{node}`` = ``{"seq","incarnation","wait","waiting","last","files":[[path, sha256, size, xet_hash],
-...]}``), but the
+``JobTarget.commit`` writes it (``offer/{node}`` =
+``{"seq","incarnation","wait","waiting","last","files":[[path, sha256, size, xet_hash], ...]}``), but the
 offers due in one tick go in one ``multi_set``, and ``offered`` is bumped once per tick by their number
 (a node bumps it by 1). The nodes announce themselves as ``JobTarget._announce`` does (``incarnation``,
 ``offer`` = ``-``, ``answer`` = ``{}``, ``members``), batched too. Answers are read as a node reads them,
