@@ -125,3 +125,12 @@ def _spelled(value: object) -> str:
     if isinstance(value, tuple):
         return ",".join(value)
     return str(value)
+
+
+def test_the_ranks_a_launcher_started_on_a_node():
+    """What a node's own plan counts its files by before the leader's (``job_plan.start_pacing``)."""
+    ranks_per_node = environment.ranks_per_node
+    assert ranks_per_node({"LOCAL_WORLD_SIZE": "8", "SLURM_NTASKS_PER_NODE": "4"}) == 8  # torchrun's first
+    assert ranks_per_node({"SLURM_NTASKS_PER_NODE": "4(x2)"}) == 4
+    assert ranks_per_node({"LOCAL_WORLD_SIZE": "0"}) is None and ranks_per_node({"LOCAL_WORLD_SIZE": "x"}) is None
+    assert ranks_per_node({}) is None
