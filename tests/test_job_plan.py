@@ -79,7 +79,7 @@ def test_the_jobs_first_requests_keep_to_the_budget_from_the_first_second(kind, 
     slots (a repository: the offers come as the leader wants them); a job whose first requests fit one
     window starts together, as before. The last node's first cycle: on a repository within one plan
     interval; on a bucket, whose interval is seconds, the budget comes first (a window per 3 groups:
-    15 minutes at 1,024 nodes, then the plan's interval holds)."""
+    13 minutes at 1,024 nodes, then the plan's interval holds)."""
     budget = make_budget()
     plan = make_plan(budget, kind, nodes, files_per_node=8, commit_every=commit_every, spacing=14.0)
     start = 1_000_003.7  # the wall clock when every uploader starts (any moment)
