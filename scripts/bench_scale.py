@@ -54,7 +54,8 @@ The content: four event-file contents of different sizes, uploaded once to the H
 an offer's files point at content ``seq % 4``, so the read-back can tell an old version from the
 newest. A node's data is "written up to" the moment it offers; a rank's newest record's age at the
 target, sampled at random moments a Hub-minute apart on average (fixed ones would alias with the
-interval) after a warm-up (the first commit, then one plan interval), is now minus the offer time of
+interval) after a warm-up (the job's start: until every node's first offer is held; then one plan
+interval), is now minus the offer time of
 its node's newest offer that the Hub holds (answered with a commit, or committed by the node itself).
 
 WHAT IS MODELLED, not measured: the nodes' own Hub API requests (the simulator makes none but the own
@@ -63,13 +64,15 @@ Hub-hour after it (the nodes upload their content themselves), each in the 5-min
 and the audits the nodes share while a leader commits (``JOB_AUDITORS`` = 8 audits of one ``paths_info``
 per ``AUDIT_EVERY_S`` = 600 s for a repository, ``BUCKET_AUDIT_EVERY_S`` = 60 s for a bucket), in a
 column of their own next to the measured requests; the limit applies to both together. The requests
-are counted from the job's first second (the start included); the ages after the warm-up. The leader's store work at 0.3 ms a
-round trip (a cross-node store) is its counted round trips × 0.3 ms; the loopback time is measured too.
+are counted from the job's first second (the start included); the ages after the warm-up, whose length
+is reported (``start_s``: the last node's first records at the Hub). The leader's store work at 0.3 ms
+a round trip (a cross-node store) is its counted round trips × 0.3 ms; the loopback time is measured too.
 
 SCENARIOS (``--scenario``):
-- ``steady``: a warm-up (until the first commit: the processes' first HTTP calls take seconds; then one
-  plan interval), then at least 1.5 plan intervals and one Hub-hour (a
-  repository: commits per hour are measured, not extrapolated) or two API windows (a bucket).
+- ``steady``: a warm-up (until every node's first offer is held: the processes' first HTTP calls take
+  seconds, and a big job starts a group at a time, ``job_plan.start_pacing``; then one plan interval),
+  then at least 1.5 plan intervals and one Hub-hour (a repository: commits per hour are measured, not
+  extrapolated) or two API windows (a bucket).
 - ``kill-leader``: as steady; after the warm-up and one more interval, SIGKILL the leading process (the
   pid in the lease); report the time until the standby's first commit, in plan intervals (mostly the
   unscaled ``LEASE_STALE_S``: 10 s real, i.e. 10 × scale Hub-seconds here).
@@ -588,20 +591,24 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             killed: dict[str, Any] = {}
             t0 = next_age = stop_at = kill_at = math.inf  # set once the first commit is answered
             next_sample = wall_start  # the Hub's requests from the job's first second (the start included)
-            first_commit_s = math.inf
+            first_commit_s = start_s = math.inf
+            start_span = max(sim.due) - wall_start  # the last group's first slot (job_plan.start_pacing)
             pick = random.Random(nodes)
             while time.time() < stop_at and (scenario != "kill-store" or not killed or sim.store_gone_at is None
                                               or time.time() - sim.store_gone_at < KILL_STORE_GIVE_UP_S):
                 now = time.time()
                 sim.tick()
-                if t0 == math.inf and sim.commit_log:  # warm-up: the first commit (the processes' first HTTP
-                    t0 = next_age = sim.commit_log[0][0] + interval  # calls take seconds), then an interval
-                    stop_at = t0 + measure if scenario != "kill-store" else math.inf
-                    kill_at = t0 + interval if scenario in ("kill-leader", "freeze-leader") else t0
+                if first_commit_s == math.inf and sim.commit_log:  # (the processes' first HTTP calls take seconds)
                     first_commit_s = sim.commit_log[0][0] - wall_start
                     say(f"first commit {first_commit_s * scale:.0f} Hub-s after the start")
-                elif t0 == math.inf and now - wall_start > 120 + 3 * interval:
-                    raise RuntimeError("no commit in the warm-up")
+                if t0 == math.inf and sim.commit_log and all(t == t for t in sim.held_at):  # the job's start is over
+                    start_s = now - wall_start
+                    t0 = next_age = now + interval  # then an interval
+                    stop_at = t0 + measure if scenario != "kill-store" else math.inf
+                    kill_at = t0 + interval if scenario in ("kill-leader", "freeze-leader") else t0
+                    say(f"every node's first records at the Hub {start_s * scale:.0f} Hub-s after the start")
+                elif t0 == math.inf and now - wall_start > 120 + 3 * interval + start_span:
+                    raise RuntimeError("the job's start did not end")
                 if now >= next_sample and scenario != "kill-store":
                     samples.append((now, hub.stats))
                     next_sample += 60 / scale
@@ -686,6 +693,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         + sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
         "measured_deferred": sum(1 for t in sim.deferred_log if t0 <= t <= end_wall),
         "first_commit_real_s": first_commit_s,
+        "start_s": start_s * scale,
         "committing_nodes": sorted({r["node"] for r in commit_rounds}),
     }
     # commits per Hub-hour: the most in any hour of the measured period (sliding over the commit times)
@@ -874,7 +882,8 @@ def main() -> int:
                      "(p50 / p95 / max)", "429s (limits hit)", "read back", "wall time"], rows))
     for r in results:
         c = r["counts"]
-        print(f"- {r['kind']} {r['nodes']} {r['scenario']}: measured: {r['measured_deferred']} of "
+        print(f"- {r['kind']} {r['nodes']} {r['scenario']}: the job's start: every node's first records at the Hub "
+              f"{_fmt_s(r['start_s'])} after it; measured: {r['measured_deferred']} of "
               f"{r['measured_offers']} answers put an offer off; whole run: offers {c['offers']}, "
               f"answered with a commit {c['commits']}, "
               f"put off {c['deferred']}, errors {c['errors']}, no answer in time {c['timeouts']}, the nodes' own "
