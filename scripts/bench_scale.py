@@ -584,7 +584,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             if scenario in ("kill-leader", "freeze-leader"):  # one interval in; then the takeover and two intervals
                 measure = max(measure, 3 * interval + 2 * LEASE_STALE_S + FREEZE_S)
             wall_start = time.time()
-            say(f"plan: {plan}; warm-up: until the first commit, then one interval ({interval * scale:.0f} Hub-s); "
+            say(f"plan: {plan}; warm-up: the job's start, then one interval ({interval * scale:.0f} Hub-s); "
                 f"then measuring {measure * scale:.0f} Hub-s ({measure:.0f} s real)")
             samples: list[tuple[float, dict]] = []
             age_samples: list[float] = []
