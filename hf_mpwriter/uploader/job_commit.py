@@ -174,9 +174,9 @@ class JobTarget(Target):
     def pacing(self, config: UploadConfig) -> tuple[float, float]:
         """``(interval, phase)``: this node's slot in the leader's plan (:mod:`.job_plan`), which keeps the
         job within its budget at any size; before the leader has said one, the job's start pacing
-        (:func:`.job_plan.start_pacing`: together, or spread where a job is too big for its first requests to
-        come at once). Also while this node commits itself: it offers to the
-        leader again at its next slot, and its own commits have a gate of their own (:meth:`_own_turn`).
+        (:func:`.job_plan.start_pacing`: together, or a group at a time where a job is too big for its first
+        requests to come at once). Also while this node commits itself: it offers to the leader again at
+        its next slot, and its own commits have a gate of their own (:meth:`_own_turn`).
         With the store gone, the node turns of a job without a store (:meth:`UploadConfig.pacing`)."""
         if self.store_gone:
             return config.pacing(self.inner.min_interval)
