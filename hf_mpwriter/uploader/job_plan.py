@@ -176,18 +176,23 @@ def start_pacing(plan: Plan, budget: Budget, kind: str, node: int, commit_every:
     makes itself (:meth:`JobTarget.plan_now`). Each node's first upload asks the Hub for a Xet write token
     (one API request, again when it expires an hour later): when every node's first cycle fell on one
     moment, a thousand nodes spent a thousand requests in seconds. So the job starts in the plan's groups,
-    at most as many in one API window as the budget's requests pay for (each group's tokens and the
-    leader's write of it), a group at a time: where all of them fit one window, together at phase 0 of
-    ``commit_every`` as a small job always did; otherwise at the plan's slots, spaced further if the
-    budget needs it. The offers then come as the leader wants them, whole groups, and the job's first
-    minutes keep to the budget. A group is not split: past the budget's requests a group of one- or
-    two-file nodes (500 to 1,000 of them) still starts at once, one group per window."""
-    per_group = plan.per_commit + REQUESTS_PER_WRITE[kind]
-    fit = max(1, int(budget.requests_per_5min // per_group))  # groups whose first requests fit one window
+    in each API window as many as the budget's requests pay for next to what the leader spends at the
+    plan's pace (:func:`leader_requests`): where all of them fit one window, together at phase 0 of
+    ``commit_every``, as a small job always did; otherwise a group at a time, at the plan's slots, spaced
+    further where the budget needs it. The offers then come as the leader wants them, whole groups, and
+    the job's first minutes keep to the budget. A group is not split: one group per window, whatever its
+    size (500 to 1,000 nodes of one or two files)."""
+    room = budget.requests_per_5min - leader_requests(plan, budget, kind)
+    fit = max(1, int(room // plan.per_commit))  # groups whose first requests fit one window
     if plan.groups <= fit:
         return commit_every, 0.0
     gap = max(plan.gap, budget.api_window_s / fit)
     return max(plan.interval, plan.groups * gap), (node // plan.per_commit) * gap
+
+
+def leader_requests(plan: Plan, budget: Budget, kind: str) -> float:
+    """Hub API requests of the leader's writes in one API window at ``plan``'s pace (each group once an interval)."""
+    return budget.api_window_s * plan.groups / plan.interval * REQUESTS_PER_WRITE[kind]
 
 
 def write_gap(budget: Budget, kind: str, nodes: int, files: int, slowdown: float = 1.0) -> float:
