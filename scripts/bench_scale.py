@@ -589,7 +589,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             samples: list[tuple[float, dict]] = []
             age_samples: list[float] = []
             killed: dict[str, Any] = {}
-            t0 = next_age = stop_at = kill_at = math.inf  # set once the first commit is answered
+            t0 = next_age = stop_at = kill_at = math.inf  # set once the job's start is over
             next_sample = wall_start  # the Hub's requests from the job's first second (the start included)
             first_commit_s = start_s = math.inf
             start_span = max(sim.due) - wall_start  # the last group's first slot (job_plan.start_pacing)
