@@ -149,6 +149,9 @@ class UploadConfig:
     audit_every: float = AUDIT_EVERY_S  # seconds between full audits of the target (and one at every start)
     nodes: int = 1  # nodes of the job that commit to this target, each with its own uploader
     node_rank: int = 0  # this logdir's node: its turn among them
+    #: The job's ranks, as its writers detected them: the job run (:mod:`hf_mpwriter.uploader.job_view`)
+    #: counts a step's missing ranks against it.
+    world_size: int = 1
     #: The Hub's spacing between commits to one repository (``HF_MPWRITER_HUB_COMMIT_SPACING``); None: ~28 s.
     min_interval: float | None = None
     #: After SIGTERM (preemption), the uploader's last commit must end by then: fits a 30 s grace period.
@@ -283,7 +286,7 @@ def writer_settings(
     squash_history: bool = False, repo_type: str | None = None, repo_revision: str | None = None,
     repo_private: bool | None = None, path_in_repo: str | None = "tensorboard",
     repo_allow_patterns: PatternArg = DEFAULT_ALLOW, repo_ignore_patterns: PatternArg = None,
-    nodes: int = 1, node_rank: int = 0, preemption_deadline: Any = None,
+    nodes: int = 1, node_rank: int = 0, world_size: int = 1, preemption_deadline: Any = None,
     system_metrics: Any = False, env: environment.Environment | None = None,
 ) -> UploadConfig | None:
     """The upload settings of ``HFSummaryWriter``'s arguments (``None``: local only), all checked.
@@ -311,7 +314,7 @@ def writer_settings(
             allow_patterns=repo_allow_patterns, ignore_patterns=repo_ignore_patterns,
         )
     if config is not None:
-        config.nodes, config.node_rank = nodes, node_rank
+        config.nodes, config.node_rank, config.world_size = nodes, node_rank, world_size
         config.preemption_deadline = deadline_s
         config.system_metrics = metrics_s
         config.min_interval = env.hub_commit_spacing if config.kind == "hub" else None  # a bucket has no commit budget

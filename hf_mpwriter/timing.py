@@ -141,3 +141,8 @@ SYSTEM_METRICS_MIN_PERIOD_S = 1.0
 #: Delay of the first sample after the uploader starts (CPU use and rates need two readings): short,
 #: so that a short run gets a sample too.
 SYSTEM_METRICS_FIRST_SAMPLE_S = 0.2
+
+# -- the job run (hf_mpwriter.uploader.job_view) ----------------------------------------------------------
+#: A step of the job run waits this long (at least one commit interval) for the ranks that have not
+#: logged it yet; then it is written with the ranks that did, the others named as missing.
+JOB_VIEW_WAIT_S = 30.0

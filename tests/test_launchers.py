@@ -169,13 +169,18 @@ def _torchrun_checks(cwd: Path, n_steps: int, logdir_name: str = "runs/ddp", mir
     status = wait_up_to_date(logdir)
     assert status["pending_jobs"] == 0 and not status["last_error"], status
     copy = remote_copy(logdir, target, cwd / "remote")
-    assert sorted(tensorboard_runs(copy)) == [f"rank-{r:03d}" for r in range(4)]
+    assert sorted(tensorboard_runs(copy)) == ["job"] + [f"rank-{r:03d}" for r in range(4)]
     for rank in range(4):
         run = copy / f"rank-{rank:03d}"
         assert steps(run, "train/loss") == list(range(n_steps)), f"rank {rank}"
         assert steps(run, "train/lr") == list(range(n_steps)), f"rank {rank}"
         losses = [value for _, value in scalars(run, "train/loss")]
         assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0], f"rank {rank} did not train"
+    # The job run: every step's mean of the four ranks' losses, all four counted.
+    by_rank = [dict(scalars(copy / f"rank-{rank:03d}", "train/loss")) for rank in range(4)]
+    assert scalars(copy / "job", "train/loss/ranks") == [(s, 4.0) for s in range(n_steps)]
+    assert scalars(copy / "job", "train/loss/mean") == [
+        (s, pytest.approx(math.fsum(r[s] for r in by_rank) / 4, rel=1e-6)) for s in range(n_steps)]
     return logdir, copy
 
 
@@ -252,7 +257,7 @@ def test_multiprocessing_example_spawn(tmp_path):
         logdir = cwd / "logs" / "mp"
         wait_up_to_date(logdir)
         copy = remote_copy(logdir, cwd / "tb-mirror", cwd / "remote")
-        assert sorted(tensorboard_runs(copy)) == [f"rank-{r:03d}" for r in range(4)]
+        assert sorted(tensorboard_runs(copy)) == ["job"] + [f"rank-{r:03d}" for r in range(4)]
         for rank in range(4):
             points = scalars(copy / f"rank-{rank:03d}", "loss")
             assert [s for s, _ in points] == list(range(50))
@@ -419,7 +424,7 @@ def test_accelerate_example_main_process_and_all_ranks(tmp_path):
         assert hparams.plugin_data.plugin_name == "hparams"
         # all_ranks=True: every rank in its own run.
         per_rank = remote_copy(ranks_logdir, cwd / "tb-mirror", cwd / "remote-ranks")
-        assert sorted(tensorboard_runs(per_rank)) == ["rank-000", "rank-001"]
+        assert sorted(tensorboard_runs(per_rank)) == ["job", "rank-000", "rank-001"]  # and the job run
         for rank in range(2):
             assert steps(per_rank / f"rank-{rank:03d}", "rank/loss") == list(range(20))
 

@@ -89,7 +89,7 @@ def test_readme_example_logs_every_rank_into_one_version(tmp_path):
         logdir = cwd / "logs" / "demo" / "version_1"
         wait_up_to_date(logdir)
         copy = remote_copy(logdir, cwd / "tb-mirror", "tensorboard/demo/version_1", cwd / "remote")
-        assert sorted(tensorboard_runs(copy)) == ["rank-000", "rank-001"]
+        assert sorted(tensorboard_runs(copy)) == ["job", "rank-000", "rank-001"]
         losses = {}
         for rank in range(2):
             run = copy / f"rank-{rank:03d}"

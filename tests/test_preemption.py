@@ -128,6 +128,8 @@ def _steps_on_target(remote: dict[str, bytes], tmp_path: Path) -> dict[int, Coun
     copy = materialise(remote, tmp_path / "remote")
     found: dict[int, Counter] = {}
     for rel in remote:
+        if rel.startswith("job/"):  # the job run (statistics across the ranks): not a rank's
+            continue
         rank = int(rel.split("/")[0].split("-")[1])
         found.setdefault(rank, Counter()).update(s for s, _ in scalar_points(read_file_events(copy / rel), "loss"))
     return found

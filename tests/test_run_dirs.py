@@ -160,11 +160,12 @@ def _write_run(logdir: Path, run: str, value: float) -> Path:
 
 
 def test_a_commit_of_every_run_of_a_large_world_passes_the_hubs_folder_limit(tmp_path) -> None:
-    """A world of 3x the folder limit (scaled down: a limit of 40 entries and 120 ranks on 120 nodes,
-    with system metrics) is committed by ``hf-mpwriter sync`` through the real client to a test Hub
-    enforcing that limit: nothing refused, every file there, every folder within the limit. The same
-    world laid out flat would be refused."""
-    limit, world = 40, 120
+    """A world of 2.5x the folder limit (scaled down: a limit of 40 entries and 100 ranks on 100 nodes,
+    with system metrics and the job run: the logdir's root holds 36 ranks, 2 blocks, ``system/`` and
+    ``job/``) is committed by ``hf-mpwriter sync`` through the real client to a test Hub enforcing
+    that limit: nothing refused, every file there, every folder within the limit. The same world laid
+    out flat would be refused."""
+    limit, world = 40, 100
     runs = _rank_runs(world, limit) + _node_runs(world, limit)
     flat = [f"rank-{rank:03d}/{EVENTS}" for rank in range(world)]
     assert FolderEntries(flat, folders_holding(flat)).crowded(limit) == [""]  # the scenario: flat is too many
@@ -181,11 +182,13 @@ def test_a_commit_of_every_run_of_a_large_world_passes_the_hubs_folder_limit(tmp
         assert not hub.stats["limits_hit"], hub.stats["limits_hit"]
         remote = hub.list_files("tester/big")
         prefix = "tensorboard/logs/"
-        assert {p[len(prefix):] for p in remote if p.startswith(prefix)} == {f"{run}/{EVENTS}" for run in runs}
+        files = {p[len(prefix):] for p in remote if p.startswith(prefix)}
+        assert {f for f in files if not f.startswith("job/")} == {f"{run}/{EVENTS}" for run in runs}
+        assert any(f.startswith("job/") for f in files)  # the job run, in the root folder too
         assert FolderEntries(remote, folders_holding(remote)).crowded(limit) == []
         assert all(hub.read_file("tester/big", f"{prefix}{run}/{EVENTS}") == data for run, data in local.items())
     finally:
         hub.stop()
-    assert set(tensorboard_runs(logdir)) == set(runs)  # TensorBoard shows every rank and node as a run
+    assert set(tensorboard_runs(logdir)) == {*runs, "job"}  # TensorBoard shows every rank and node as a run, and the job
     share = flat_share(limit)  # the scenario: flat runs, runs in blocks, and system runs in blocks
     assert Counter(run.count("/") for run in runs) == {0: share, 1: world, 2: world - share}

@@ -63,14 +63,17 @@ def test_view_starts_tensorboard_on_the_repository(uploaded):
                             env=writer_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         base = f"http://127.0.0.1:{port}/data"
-        runs = wait_for(lambda: (_get(f"{base}/runs") or None) if len(_get(f"{base}/runs") or []) >= 2 else None,
+        runs = wait_for(lambda: (_get(f"{base}/runs") or None) if len(_get(f"{base}/runs") or []) >= 3 else None,
                         90, "TensorBoard to list the remote runs")
-        assert sorted(runs) == ["rank-000", "rank-001"], runs
+        assert sorted(runs) == ["job", "rank-000", "rank-001"], runs
+        runs.remove("job")
         assert hub.stats["requests"].get("tree", 0) > listed_before, hub.stats  # TensorBoard listed the logdir's Hub
         for rank, run in enumerate(sorted(runs)):
             points = wait_for(lambda run=run: _get(f"{base}/plugin/scalars/scalars?run={run}&tag=loss"), 30,
                               f"the scalars of {run}")
             assert [(p[1], p[2]) for p in points] == [(s, float(rank * 100000 + s)) for s in range(30)]
+        means = wait_for(lambda: _get(f"{base}/plugin/scalars/scalars?run=job&tag=loss/mean"), 30, "the job run's means")
+        assert [(p[1], p[2]) for p in means] == [(s, 50000.0 + s) for s in range(30)]  # both ranks, every step
     finally:
         proc.terminate()
         try:

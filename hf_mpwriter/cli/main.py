@@ -141,6 +141,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"          {path}: {why}")
     if info["last_error"]:
         print(f"error     {in_logdir(info['last_error'], args.logdir)}")
+    if info["job_view"]:
+        for line in _job_view_lines(info["job_view"], args.tag):
+            print(line)
     print()
     rows = [("run", "file", "written", "committed", "")]
     for f in info["files"]:
@@ -157,6 +160,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(_up_to_date_text(info, args.logdir))
     return 0
+
+
+def _job_view_lines(view: dict, tag: str | None) -> list[str]:
+    """The job run in ``status``: how many ranks report, who is behind, who is most often a tag's min or max."""
+    world, missing = view["world_size"], view["missing_ranks"]
+    lines = [f"job run   {view['run']}/: {world - len(missing)} of {world} ranks, {view['points']} points written "
+             f"({view['waiting']} waiting for ranks, {view['late']} late values left out); "
+             f"newest step {max(view['newest_step'].values(), default='none')}"]
+    behind = sorted(view["behind"].items(), key=lambda item: (-item[1], int(item[0])))
+    if behind:
+        shown = ", ".join(f"rank {rank} ({steps} steps)" for rank, steps in behind[:5])
+        more = f" and {len(behind) - 5} more" if len(behind) > 5 else ""
+        lines.append(f"          behind: {shown}{more}")
+    if missing:
+        lines.append(f"          never logged: rank {', '.join(str(r) for r in missing[:20])}"
+                     + (" ..." if len(missing) > 20 else ""))
+    if tag is not None:
+        extremes = view["extremes"].get(tag)
+        if extremes is None:
+            known = ", ".join(sorted(view["extremes"])[:20]) or "none yet"
+            lines.append(f"          {tag}: not a tag of the job run (its tags: {known})")
+        else:
+            for side in ("max", "min"):
+                ranks = ", ".join(f"rank {rank} ({times}x)" for rank, times in extremes[side])
+                lines.append(f"          {tag}: most often the {side}: {ranks}")
+    return lines
 
 
 def _up_to_date_text(info: dict, logdir: str) -> str:
@@ -380,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "save_dir) lists them, each with its target.", formatter_class=formatter)
     status.add_argument("logdir", help="the logdir given to the writers (or a directory that holds logdirs)")
     status.add_argument("--json", action="store_true", help="stable JSON output")
+    status.add_argument("--tag", help="a scalar tag of the job run (e.g. a step time): the ranks most often its "
+                                      "max and its min (the stragglers)")
     status.set_defaults(func=cmd_status)
 
     sync = sub.add_parser("sync", help="commit a logdir's backlog now (exit 0 only when all is committed)",

@@ -7,6 +7,7 @@ it says of the target is what the uploader's last audit saw there.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sqlite3
 import time
@@ -20,6 +21,7 @@ from ..state.filesystem import queue_advice
 from ..state.jobqueue import JobQueue, audit_record
 from ..state.registry import live_writers
 from ..state.statedir import STATE_DIRNAME, state_dir
+from ..uploader.job_view import STATUS_FILE as JOB_VIEW_FILE
 from ..uploader.snapshot import Scanner
 
 #: How many levels below a directory :func:`find_logdirs` looks (a Lightning ``save_dir`` holds its
@@ -161,8 +163,18 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
         "up_to_date": config is not None and all(
             f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in files)
         and pending is None and _audit_summary(audit, last)["agrees"],
+        "job_view": _job_view(root),
         "checked_at": time.time(),
     }
+
+
+def _job_view(root: Path) -> dict[str, Any] | None:
+    """The job run's last picture (:meth:`hf_mpwriter.uploader.job_view.JobView.summary`), if this
+    logdir has one: the ranks' newest steps, who is behind, who is most often a tag's min or max."""
+    try:
+        return json.loads((state_dir(root, create=False) / JOB_VIEW_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _audit_summary(audit: dict[str, Any], last: Any | None) -> dict[str, Any]:

@@ -126,3 +126,33 @@ def scalar_event(tag: str, value: float, step: int | None, wall_time: float) -> 
         packed = _FLOAT.pack(math.copysign(math.inf, value))
     step_field = _step_field(step) if step else b""
     return b"".join((b"\x09", _DOUBLE.pack(wall_time), step_field, _tag_tails.get(tag) or _tag_tail(tag), packed))
+
+
+def scalars_event(values: list[tuple[str, float]], step: int, wall_time: float) -> bytes:
+    """One ``Event`` holding several scalars of one step (``Summary.value`` repeated): the uploader's job
+    view writes a step's statistics of every tag in one record. Tags are taken as they are (cleaned
+    where they were first logged)."""
+    summary = b"".join(field(1, field(1, tag.encode()) + b"\x15" + _float_bytes(value)) for tag, value in values)
+    return _event(wall_time, step, field(5, summary))
+
+
+def margin_layout_event(title: str, charts: list[tuple[str, str, str, str]], wall_time: float) -> bytes:
+    """The event of tensorboardX's ``add_custom_scalars`` for one category of margin charts, each
+    ``(title, value tag, lower tag, upper tag)``: TensorBoard's Custom Scalars tab draws the value with
+    a band between lower and upper (``layout.proto``: Layout.category, Category.chart, Chart.margin)."""
+    chart_bytes = b"".join(
+        field(2, field(1, name.encode()) + field(3, field(1, field(1, value.encode()) + field(2, lower.encode())
+                                                              + field(3, upper.encode()))))
+        for name, value, lower, upper in charts)
+    layout = field(2, field(1, title.encode()) + chart_bytes)
+    metadata = field(1, field(1, b"custom_scalars"))
+    tensor = b"\x08\x07" + field(2, b"") + field(8, layout)  # DT_STRING, a scalar shape, the layout
+    value = field(1, b"custom_scalars__config__") + field(8, tensor) + field(9, metadata)
+    return _event(wall_time, 0, field(5, field(1, value)))
+
+
+def _float_bytes(value: float) -> bytes:
+    try:
+        return _FLOAT.pack(value)
+    except OverflowError:  # beyond float32: protobuf stores an infinity, struct refuses
+        return _FLOAT.pack(math.copysign(math.inf, value))

@@ -50,7 +50,7 @@ from ..state.registry import live_writers, prune_stale_registrations
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
 from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
-from . import job_commit, system_metrics
+from . import job_commit, job_view, system_metrics
 from .commit_cycle import Committer, Progress
 from .file_limit import FileLimitWatch
 from .schedule import (
@@ -122,6 +122,7 @@ class Uploader:
         self._next_prune = 0.0
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
         self._schedule: Schedule | None = None
+        self._view: job_view.JobView | None = None  # the job run (hf_mpwriter.uploader.job_view)
         self._lock = UploaderLock(self.logdir)
 
     @property
@@ -208,6 +209,7 @@ class Uploader:
             return 2
         logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
         sampler = system_metrics.start_for(self.logdir, self.config)  # None unless system_metrics is on
+        self._view = job_view.start_for(self.logdir, self.config)  # None unless it sees every rank of a job
         job = self.target if isinstance(self.target, job_commit.JobTarget) else None
         if job is not None:
             job.start()
@@ -218,6 +220,8 @@ class Uploader:
                 job.stop()
             if sampler is not None:
                 sampler.stop()
+            if self._view is not None:
+                self._view.close()
             self.release()
         if code == REPLACE_ME:
             self._replace_process()  # returns only if it failed
@@ -281,6 +285,8 @@ class Uploader:
                 self._prune_registrations()
                 if mailbox.take(self.logdir, "trigger"):
                     schedule.trigger(now)
+                if self._view is not None and self._view.waiting and not schedule.writers_alive:
+                    self._update_view(final=True)  # the job ended: its last points, before the queue looks drained
                 decision = schedule.local_wait(now) or schedule.decide(  # no queue read while a local error waits
                     now, drained=schedule.ending and self.committer.drained(), retry_due=self.committer.retry_due())
                 if decision.action is Action.EXIT:
@@ -289,6 +295,7 @@ class Uploader:
                 if decision.action is Action.CYCLE:
                     if decision.urgent:  # a writer or a signal wants it now: skip the backoff
                         self.committer.skip_backoff()
+                    self._update_view(final=not schedule.writers_alive)  # the job run rides along with this commit
                     progress = self.committer.cycle()
                     self._count_files(progress)
                     schedule.needs_user = progress.fatal
@@ -317,6 +324,19 @@ class Uploader:
                 decision = Decision(Action.WAIT, "unexpected error", wait=POLL_S)
             stop.wait(min(decision.wait, POLL_S))
         return 0
+
+    def _update_view(self, final: bool) -> None:
+        """Bring the job run up to date; a failure turns it off for this uploader (it never holds a commit back)."""
+        if self._view is None:
+            return
+        try:
+            self._view.update(final)
+        except OSError as exc:  # a full disk: the ranks' files go on being committed; tried again next cycle
+            logger.warning("job run of %s not updated: %s", self.logdir, exc)
+        except Exception:
+            logger.exception("job run of %s failed; it is turned off for this uploader (the ranks' runs are "
+                             "committed as before)", self.logdir)
+            self._view = None
 
     def _exit(self, decision: Decision, schedule: Schedule) -> int:
         """Say why the loop ends, and what is left (with the command that sends it) if anything."""
@@ -487,9 +507,11 @@ class Uploader:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         self.acquire(wait=wait)
+        self._view = job_view.start_for(self.logdir, self.config)
         try:
             while True:
                 self._beat()
+                self._update_view(final=not live_writers(self.logdir))
                 progress = self.committer.cycle()
                 self._count_files(progress)
                 if on_progress is not None:
@@ -504,4 +526,6 @@ class Uploader:
                     return False
                 time.sleep(min(wait, 1.0))
         finally:
+            if self._view is not None:
+                self._view.close()
             self.release()

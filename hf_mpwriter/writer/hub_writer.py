@@ -126,7 +126,7 @@ class HFSummaryWriter(SummaryWriter):
         supervisor.check_mode(uploader)
         logdir = logdir or kwargs.pop("log_dir", None) or default_logdir(kwargs.get("comment") or "")
         # Every setting is checked before anything is created: a rejected call leaves no trace.
-        check_writer_args(
+        rank_info = check_writer_args(
             logdir, rank=rank, **{k: kwargs[k] for k in _WRITER_CHECKED if k in kwargs},
         )
         try:
@@ -137,7 +137,7 @@ class HFSummaryWriter(SummaryWriter):
             Path(logdir).expanduser(), repo_id, target_dir=target_dir, commit_every=commit_every,
             squash_history=squash_history, repo_type=repo_type, repo_revision=repo_revision,
             repo_private=repo_private, path_in_repo=path_in_repo, repo_allow_patterns=repo_allow_patterns,
-            repo_ignore_patterns=repo_ignore_patterns, nodes=nodes, node_rank=node_rank,
+            repo_ignore_patterns=repo_ignore_patterns, nodes=nodes, node_rank=node_rank, world_size=rank_info.world_size,
             preemption_deadline=preemption_deadline, system_metrics=system_metrics, env=self._env,
         )
         if self._upload is not None:  # a logdir that uploads elsewhere is refused before anything is created

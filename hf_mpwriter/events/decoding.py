@@ -1,0 +1,140 @@
+"""Reading back the scalars of an event record: the inverse of :mod:`.encoding` for what the uploader's
+job view (:mod:`hf_mpwriter.uploader.job_view`) needs, a scalar's tag, step, wall time and value.
+
+By hand, for the reason :mod:`.encoding` encodes by hand: the uploader may not import tensorboardX
+(it imports torch). It reads the protobuf wire format of ``Event`` and ``Summary`` and keeps what a
+scalar is: ``Value.simple_value`` (tensorboardX, ``torch.utils.tensorboard``, this package), or a
+one-element float or double tensor of the ``scalars`` plugin (TensorFlow 2's ``tf.summary.scalar``).
+Anything else (histograms, images, text) is skipped. A record that does not parse is skipped too:
+a job view must never be the reason a node's logs stop.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+_DOUBLE = struct.Struct("<d")
+_FLOAT = struct.Struct("<f")
+_DT_FLOAT, _DT_DOUBLE = 1, 2
+
+
+class Scalar(NamedTuple):
+    tag: str
+    step: int
+    wall_time: float
+    value: float
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
+    """``(field number, wire type, value)`` of one message: an int for a varint, bytes otherwise."""
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            yield number, wire, value
+        elif wire == 1:
+            yield number, wire, data[pos:pos + 8]
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > end:
+                raise ValueError("truncated field")
+            yield number, wire, data[pos:pos + length]
+            pos += length
+        elif wire == 5:
+            yield number, wire, data[pos:pos + 4]
+            pos += 4
+        else:
+            raise ValueError(f"wire type {wire} is not used by events")
+
+
+def scalars(record: bytes) -> list[Scalar]:
+    """The scalars of one serialized ``Event`` (none for any other event, or one that does not parse)."""
+    try:
+        return _scalars(record)
+    except (ValueError, IndexError, struct.error, UnicodeDecodeError):
+        return []
+
+
+def _scalars(record: bytes) -> list[Scalar]:
+    wall_time, step, summary = 0.0, 0, b""
+    for number, wire, value in _fields(record):
+        if number == 1 and wire == 1:
+            wall_time = _DOUBLE.unpack(value)[0]
+        elif number == 2 and wire == 0:
+            step = value - (1 << 64) if value >= 1 << 63 else value
+        elif number == 5 and wire == 2:
+            summary = value
+    found = []
+    for number, wire, value in _fields(summary):
+        if number == 1 and wire == 2:
+            scalar = _value(value)
+            if scalar is not None:
+                found.append(Scalar(scalar[0], step, wall_time, scalar[1]))
+    return found
+
+
+def _value(data: bytes) -> tuple[str, float] | None:
+    """``(tag, value)`` of a ``Summary.Value`` that holds a scalar."""
+    tag, simple, tensor, plugin = "", None, None, ""
+    for number, wire, value in _fields(data):
+        if number == 1 and wire == 2:
+            tag = value.decode()
+        elif number == 2 and wire == 5:
+            simple = _FLOAT.unpack(value)[0]
+        elif number == 8 and wire == 2:
+            tensor = value
+        elif number == 9 and wire == 2:
+            plugin = _plugin_name(value)
+    if simple is not None:
+        return tag, simple
+    if tensor is not None and plugin == "scalars":
+        found = _tensor_scalar(tensor)
+        return None if found is None else (tag, found)
+    return None
+
+
+def _plugin_name(metadata: bytes) -> str:
+    for number, wire, value in _fields(metadata):
+        if number == 1 and wire == 2:  # SummaryMetadata.plugin_data
+            for inner, inner_wire, name in _fields(value):
+                if inner == 1 and inner_wire == 2:
+                    return name.decode()
+    return ""
+
+
+def _tensor_scalar(tensor: bytes) -> float | None:
+    """The one value of a float or double ``TensorProto`` (``tensor_content`` or ``float_val``/``double_val``)."""
+    dtype, numbers = 0, []
+    for number, wire, value in _fields(tensor):
+        if number == 1 and wire == 0:
+            dtype = value
+        elif number == 4 and wire == 2:  # tensor_content: the raw little-endian values
+            numbers.extend(_unpack(dtype, value))
+        elif number in (5, 6):  # float_val / double_val, packed (wire 2) or not (5 / 1)
+            numbers.extend(_unpack(_DT_FLOAT if number == 5 else _DT_DOUBLE, value))
+    return float(numbers[0]) if len(numbers) == 1 else None
+
+
+def _unpack(dtype: int, raw: bytes) -> list[float]:
+    form = _FLOAT if dtype == _DT_FLOAT else _DOUBLE if dtype == _DT_DOUBLE else None
+    if form is None or len(raw) % form.size:
+        return []
+    return [v for (v,) in form.iter_unpack(raw)]

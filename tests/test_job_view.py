@@ -1,0 +1,280 @@
+"""The job run (``<logdir>/job/``): every scalar's statistics across the ranks, read back from the target
+with TensorBoard's reader and compared with the same statistics recomputed (numpy) from the per-rank
+runs read back from the same target."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import accumulator, plugin_accumulator, read_line
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboardX import SummaryWriter as TBXWriter
+from tensorboardX.proto import summary_pb2, tensor_pb2, types_pb2
+from upload_helpers import finish, hub_env, materialise, start_writer
+
+from hf_mpwriter.cli.status import collect
+from hf_mpwriter.events.decoding import scalars
+from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scalars_event
+from hf_mpwriter.events.event_file import EventFileWriter
+from hf_mpwriter.events.records import iter_records
+from hf_mpwriter.uploader.job_view import STATS, JobView
+
+REPO = "tester/job-view"
+PREFIX = "tensorboard/logs/"
+
+
+def _remote(hub) -> dict[str, bytes]:
+    return {p[len(PREFIX):]: hub.read_file(REPO, p) for p in hub.list_files(REPO) if p.startswith(PREFIX)}
+
+
+def _recomputed(copy: Path, tag: str) -> dict[int, dict[str, float]]:
+    """Each step's statistics, recomputed with numpy from the ranks' runs as TensorBoard reads them."""
+    by_step: dict[int, dict[int, float]] = defaultdict(dict)
+    for run in sorted(copy.glob("rank-*")):
+        for event in accumulator(run).Scalars(tag):
+            by_step[event.step][int(run.name.split("-")[1])] = event.value
+    out = {}
+    for step, by_rank in by_step.items():
+        ranks = sorted(by_rank)
+        values = np.array([by_rank[r] for r in ranks], dtype=np.float64)
+        out[step] = {"mean": values.mean(), "min": values.min(), "max": values.max(), "std": values.std(),
+                     "min_rank": ranks[int(values.argmin())], "max_rank": ranks[int(values.argmax())],
+                     "ranks": len(ranks)}
+    return out
+
+
+def _job_points(copy: Path, tag: str) -> dict[int, dict[str, float]]:
+    acc = accumulator(copy / "job")
+    points: dict[int, dict[str, float]] = defaultdict(dict)
+    for name in STATS:
+        for event in acc.Scalars(f"{tag}/{name}"):
+            assert name not in points[event.step], f"{tag}/{name}: step {event.step} twice"
+            points[event.step][name] = event.value
+    return points
+
+
+def _assert_equal(job: dict[int, dict[str, float]], want: dict[int, dict[str, float]], world: int) -> None:
+    assert sorted(job) == sorted(want)
+    for step, stats in want.items():
+        got = job[step]
+        for name in ("mean", "min", "max", "std"):  # float32 in the event file
+            assert got[name] == pytest.approx(stats[name], rel=1e-6, abs=1e-6), (step, name, got, stats)
+        for name in ("min_rank", "max_rank", "ranks"):
+            assert got[name] == stats[name], (step, name, got, stats)
+        assert got["missing"] == world - stats["ranks"], (step, got)
+
+
+def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_the_hub(hub, tmp_path):
+    """Four real writer processes of one job (``WORLD_SIZE=4``), a repository on the test Hub: the job run
+    read back from the repository holds, for both tags and every step, exactly the statistics of the
+    four ranks' runs read back from the same repository, and a margin chart per tag."""
+    logdir, world, steps = tmp_path / "logs", 4, 120
+    procs = [start_writer({"logdir": str(logdir), "repo_id": REPO, "commit_every_s": 1.0, "steps": steps,
+                           "sleep": 0.01, "step_time": True, "close_timeout": 90},
+                          hub_env(hub, tmp_path, RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r)))
+             for r in range(world)]
+    for proc in procs:
+        finish(proc)
+    assert collect(logdir)["up_to_date"]
+    copy = materialise(_remote(hub), tmp_path / "remote")
+    assert sorted(p.name for p in copy.iterdir()) == ["job", "rank-000", "rank-001", "rank-002", "rank-003"]
+    for tag in ("loss", "step_time"):
+        want = _recomputed(copy, tag)
+        assert sorted(want) == list(range(steps)) and {s["ranks"] for s in want.values()} == {world}
+        # The scenario: the extremes move between ranks (step_time), so the min/max ranks are really read.
+        assert tag == "loss" or len({s["max_rank"] for s in want.values()}) == world
+        _assert_equal(_job_points(copy, tag), want, world)
+    layout = plugin_accumulator(copy / "job").Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0]
+    charts = {c.title: c.margin.series[0] for c in layout_pb2.Layout.FromString(layout).category[0].chart}
+    assert {t: (s.value, s.lower, s.upper) for t, s in charts.items()} == {
+        t: (f"{t}/mean", f"{t}/min", f"{t}/max") for t in ("loss", "step_time")}
+    status = collect(logdir)["job_view"]
+    assert status["world_size"] == world and status["missing_ranks"] == [] and status["late"] == 0
+    assert status["newest_step"] == {str(r): steps - 1 for r in range(world)}
+
+
+def test_a_rank_killed_mid_run_is_counted_missing_and_named(tmp_path):
+    """Three ranks (``WORLD_SIZE=3``), a local target; rank 2 is SIGKILLed mid-run. Its steps before the
+    kill count 3 of 3; the later ones 2 of 3, with rank 2 named; every point equals the survivors' own
+    statistics read back from the target."""
+    logdir, target, world, steps = tmp_path / "logs", tmp_path / "target", 3, 300
+    cfg = {"logdir": str(logdir), "target_dir": str(target), "commit_every_s": 1.0, "sleep": 0.01,
+           "step_time": True, "close_timeout": 90}
+    env, killed = {"WORLD_SIZE": str(world)}, tmp_path / "killed"
+    # The survivors stay live writers until rank 2 is dead (the job goes on without it).
+    survivors = [start_writer({**cfg, "steps": steps, "close_after": str(killed)},
+                              {**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in (0, 1)]
+    victim = start_writer(cfg, {**env, "RANK": "2", "LOCAL_RANK": "2"})
+    read_line(victim, "flushed 49")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    killed.touch()
+    for proc in survivors:
+        finish(proc)
+    assert collect(logdir)["up_to_date"]
+    copy = target / "tensorboard" / "logs"  # what the target holds
+    died_at = 1 + max(e.step for e in accumulator(copy / "rank-002").Scalars("loss"))
+    assert 50 <= died_at < steps, died_at  # the scenario: rank 2 died with the others' later steps still to come
+    for tag in ("loss", "step_time"):
+        job, want = _job_points(copy, tag), _recomputed(copy, tag)
+        _assert_equal(job, want, world)
+        assert {s: p["ranks"] for s, p in job.items()} == {s: 3 if s < died_at else 2 for s in range(steps)}
+        named = plugin_accumulator(copy / "job").Tensors(f"{tag}/missing_ranks/text_summary")
+        assert [e.step for e in named] == list(range(died_at, steps))
+        assert {e.tensor_proto.string_val[0].decode() for e in named} == {"missing: rank 2"}
+    # status: rank 2 is behind by the steps it missed; the ranks most often step_time's max and min are
+    # those the target's runs give.
+    view = collect(logdir)["job_view"]
+    assert view["behind"] == {"2": steps - died_at} and view["missing_ranks"] == []
+    want = _recomputed(copy, "step_time")
+    for side in ("min", "max"):
+        counts = Counter(point[f"{side}_rank"] for point in want.values())
+        listed = dict(view["extremes"]["step_time"][side])
+        assert listed and all(times == counts[int(rank)] for rank, times in listed.items()), (listed, counts)
+        assert min(listed.values()) >= max((c for r, c in counts.items() if r not in listed), default=0)
+    for tag in ("step_time", "no-such-tag"):  # the text form runs, with a known tag and an unknown one
+        shown = subprocess.run([sys.executable, "-m", "hf_mpwriter", "status", str(logdir), "--tag", tag],
+                               capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+
+
+# -- the rules, on a clock of the test's -------------------------------------------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _rank_writer(logdir: Path, rank: int) -> EventFileWriter:
+    (logdir / f"rank-{rank:03d}").mkdir(parents=True)
+    return EventFileWriter(logdir / f"rank-{rank:03d}", max_queue=1000, flush_secs=3600)
+
+
+def _log(writer: EventFileWriter, step: int, value: float, tag: str = "loss") -> None:
+    writer.add_serialized(scalar_event(tag, value, step, 1000.0 + step))
+    writer.flush()
+
+
+def _held(logdir: Path) -> dict[int, tuple[float, float]]:
+    """step -> (mean, ranks) of the job run's ``loss``, as written."""
+    found: dict[int, dict[str, float]] = defaultdict(dict)
+    for path in sorted((logdir / "job").glob("*tfevents*")):
+        with open(path, "rb") as handle:
+            for _, record in iter_records(handle):
+                for s in scalars(record):
+                    if s.tag in ("loss/mean", "loss/ranks"):
+                        assert s.tag not in found[s.step], f"{s.tag} at step {s.step} written twice"
+                        found[s.step][s.tag] = s.value
+    return {step: (v["loss/mean"], v["loss/ranks"]) for step, v in found.items()}
+
+
+def test_a_step_waits_for_its_ranks_then_is_written_without_them_and_late_values_are_counted(tmp_path):
+    clock, logdir = _Clock(), tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(3)]
+    view = JobView(logdir, 3, wait=30.0, clock=clock)
+    _log(ranks[0], 0, 1.0)
+    _log(ranks[1], 0, 2.0)
+    assert view.update() == 0 and view.waiting == 1  # rank 2 not there yet: the step waits
+    _log(ranks[2], 0, 6.0)
+    assert view.update() == 1 and _held(logdir) == {0: (3.0, 3)}  # every rank: written at once
+    _log(ranks[0], 1, 1.0)
+    _log(ranks[1], 1, 3.0)
+    assert view.update() == 0  # read at 0 s
+    clock.now = 29.9
+    assert view.update() == 0
+    clock.now = 30.0
+    assert view.update() == 1 and _held(logdir)[1] == (2.0, 2)  # waited its time: written without rank 2
+    _log(ranks[2], 1, 100.0)  # late: its point is written
+    assert view.update() == 0 and view.late == 1 and _held(logdir)[1] == (2.0, 2)
+    _log(ranks[0], 2, 5.0)
+    assert view.update(final=True) == 1 and _held(logdir)[2] == (5.0, 1)  # the job ended: written as it is
+    assert view.summary()["behind"] == {"1": 1, "2": 1}
+    view.close()
+    # A restarted uploader reads the ranks' files again: nothing written twice, nothing counted late.
+    _log(ranks[1], 2, 7.0)
+    _log(ranks[1], 3, 8.0)
+    again = JobView(logdir, 3, wait=30.0, clock=clock)
+    assert again.update(final=True) == 1 and _held(logdir)[3] == (8.0, 1)
+    assert _held(logdir)[2] == (5.0, 1)  # rank 1's step 2 came after the step was written: not rewritten
+    assert again.late == 0  # (what the job run held at the restart is not counted again)
+    for writer in ranks:
+        writer.close()
+
+
+def test_ties_name_the_lowest_rank(tmp_path):
+    logdir = tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(4)]
+    for rank, value in enumerate([2.0, 1.0, 2.0, 1.0]):
+        _log(ranks[rank], 0, value)
+    view = JobView(logdir, 4, wait=30.0)
+    assert view.update() == 1
+    acc = accumulator(logdir / "job")
+    assert [e.value for e in acc.Scalars("loss/min_rank")] == [1.0]
+    assert [e.value for e in acc.Scalars("loss/max_rank")] == [0.0]
+    view.close()
+    for writer in ranks:
+        writer.close()
+
+
+# -- encoding and decoding -----------------------------------------------------------------------------
+def test_the_margin_layout_is_tensorboardx_s_own_event(tmp_path):
+    writer = TBXWriter(str(tmp_path / "tbx"))
+    writer.add_custom_scalars({"job": {"loss": ["Margin", ["loss/mean", "loss/min", "loss/max"]]}})
+    writer.close()
+    (path,) = (tmp_path / "tbx").glob("*tfevents*")
+    with open(path, "rb") as handle:
+        records = [data for _, data in iter_records(handle)]
+    ours = margin_layout_event("job", [("loss", "loss/mean", "loss/min", "loss/max")], 0.0)
+    theirs = records[1]
+    assert ours[9:] == theirs[9:]  # all but the wall time (field 1, 8 bytes after its key)
+
+
+def test_scalars_are_read_back_as_tensorboardx_and_tensorflow_2_write_them(tmp_path):
+    writer = TBXWriter(str(tmp_path / "tbx"))
+    writer.add_scalar("a", 1.5, 3)
+    # TensorFlow 2's scalars: a one-element float or double tensor of the scalars plugin.
+    metadata = summary_pb2.SummaryMetadata(plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    for tag, step, tensor in [("b", 4, tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[2.5])),
+                              ("c", 5, tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[3.5])),
+                              ("d", 6, tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT,
+                                                              tensor_content=np.float32([4.5]).tobytes()))]:
+        value = summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=metadata)
+        writer.file_writer.add_summary(summary_pb2.Summary(value=[value]), step)
+    writer.add_histogram("h", np.arange(10), 7)  # not a scalar: skipped
+    writer.add_text("t", "text", 8)
+    writer.close()
+    (path,) = (tmp_path / "tbx").glob("*tfevents*")
+    with open(path, "rb") as handle:
+        found = [(s.tag, s.step, s.value) for _, data in iter_records(handle) for s in scalars(data)]
+    assert found == [("a", 3, 1.5), ("b", 4, 2.5), ("c", 5, 3.5), ("d", 6, 4.5)]
+    many = scalars_event([("x/mean", 1.25), ("x/ranks", 4.0)], 9, 12.5)
+    assert [(s.tag, s.step, s.wall_time, s.value) for s in scalars(many)] == [("x/mean", 9, 12.5, 1.25),
+                                                                              ("x/ranks", 9, 12.5, 4.0)]
+    assert scalars(b"\xff\xff") == []  # a record that does not parse: nothing, no error
+
+
+def test_a_tags_steps_are_written_in_order_even_when_a_later_step_is_complete_first(tmp_path):
+    """Rank 1 skips step 0 of ``loss``: step 1 is complete first, and is written with step 0 before it
+    (TensorBoard drops a tag's later points when an earlier step comes after them)."""
+    clock, logdir = _Clock(), tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(2)]
+    view = JobView(logdir, 2, wait=30.0, clock=clock)
+    _log(ranks[0], 0, 1.0)
+    _log(ranks[0], 1, 2.0)
+    _log(ranks[1], 1, 4.0)
+    assert view.update() == 2  # step 1 is complete; step 0 (rank 1 missing) goes with it, first
+    assert _held(logdir) == {0: (1.0, 1), 1: (3.0, 2)}
+    acc = accumulator(logdir / "job")
+    assert [e.step for e in acc.Scalars("loss/mean")] == [0, 1]  # TensorBoard keeps both
+    view.close()
+    for writer in ranks:
+        writer.close()
