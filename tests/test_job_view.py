@@ -278,3 +278,23 @@ def test_a_tags_steps_are_written_in_order_even_when_a_later_step_is_complete_fi
     view.close()
     for writer in ranks:
         writer.close()
+
+
+def test_a_multi_node_logdir_writes_once_it_has_seen_every_rank_and_keeps_nothing_before(tmp_path):
+    """``whole_world``: a node-local logdir of a 4-rank job (ranks 0 and 1 here) writes no job run and
+    keeps no value once due; when the logdir turns out shared (ranks 2 and 3 appear), it writes."""
+    clock, logdir = _Clock(), tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(4)]
+    view = JobView(logdir, 4, wait=30.0, whole_world=True, clock=clock)
+    for rank in (0, 1):
+        _log(ranks[rank], 0, float(rank))
+    assert view.update() == 0 and view.waiting == 1
+    clock.now = 30.0
+    assert view.update() == 0 and view.waiting == 0  # due, not this node's to write: dropped
+    assert not (logdir / "job").exists()
+    for rank in range(4):
+        _log(ranks[rank], 1, float(rank))
+    assert view.update() == 1 and _held(logdir) == {1: (1.5, 4)}
+    view.close()
+    for writer in ranks:
+        writer.close()

@@ -12,6 +12,7 @@ take over. Every rank's records must be on the target exactly once, read back th
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import read_file_events, scalar_points
+from helpers import read_file_events, scalar_points, scalars
 from upload_helpers import (
     every_applied_commit_is_whole_and_only_grows,
     local_target_files,
@@ -104,8 +105,6 @@ def _check_exactly_once(files: dict[str, bytes], tmp_path: Path) -> None:
         dest = copy / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
-    from helpers import scalars
-
     for rank in range(4):
         run = copy / f"rank-{rank:03d}"
         assert run.is_dir(), f"no run directory for rank {rank}: {sorted(files)}"
@@ -130,7 +129,9 @@ def test_node_local_logdirs_commit_to_one_repository_in_turns(tmp_path):
         _run_job(tmp_path, logdirs, ["--repo-id", REPO], env)
         for logdir in logdirs:
             wait_for(lambda logdir=logdir: collect(logdir)["up_to_date"], 60, f"{logdir} to be committed")
-        _check_exactly_once(_read_back(hub), tmp_path)
+        remote = _read_back(hub)
+        _check_exactly_once(remote, tmp_path)
+        assert not [p for p in remote if p.startswith("job/")]  # no node saw every rank: no job run
         # Each node paced itself: one turn per max(commit_every, nodes x the Hub's spacing).
         configs = [json.loads((d / ".hf_mpwriter" / "config.json").read_text()) for d in logdirs]
         assert sorted((c["nodes"], c["node_rank"]) for c in configs) == [(2, 0), (2, 1)], configs
@@ -360,6 +361,12 @@ def test_a_logdir_shared_by_every_node_has_one_uploader(tmp_path):
     wait_for(lambda: collect(shared)["up_to_date"], 60, "the shared logdir to be committed")
     files = local_target_files(tmp_path / "target", "tensorboard/logs")
     _check_exactly_once(files, tmp_path)
+    # The one uploader sees every rank of the job: the job run holds each step's mean of the 4 ranks.
+    copy = tmp_path / "remote-copy"
+    by_rank = [dict(scalars(copy / f"rank-{rank:03d}", "train/loss")) for rank in range(4)]
+    assert scalars(copy / "job", "train/loss/ranks") == [(s, 4.0) for s in range(STEPS)]
+    assert scalars(copy / "job", "train/loss/mean") == [
+        (s, pytest.approx(math.fsum(r[s] for r in by_rank) / 4, rel=1e-6)) for s in range(STEPS)]
     starts = [line for line in (shared / ".hf_mpwriter" / "uploader.log").read_text().splitlines()
               if "started for" in line]
     spans = _uploader_spans(shared)

@@ -17,10 +17,10 @@ The rule for late data: a point is written once every rank of the world reported
 tag's steps are written in order. A value for a step the run already holds (a late rank, or a rank
 that restarted from a checkpoint) is not written: it is counted (``late``) and stays in its rank's run.
 
-Built where one uploader sees every rank of the job (one node, or a logdir every node shares); a
-multi-node job with node-local logdirs gets none. The world size is what the writers detected, or
-the highest rank seen plus one. A restarted uploader reads what the job run holds, then the ranks'
-files from their start.
+Built where one uploader sees every rank of the job: one node, or a logdir every node shares (in a
+multi-node job nothing is written before every rank of the world was seen: node-local logdirs get
+none). The world size is what the writers detected, or the highest rank seen plus one. A restarted
+uploader reads what the job run holds, then the ranks' files from their start.
 """
 
 from __future__ import annotations
@@ -61,8 +61,11 @@ class JobView:
     """Reduces the ranks' scalars of one logdir into its job run (see the module)."""
 
     def __init__(self, logdir: Path, world_size: int, wait: float, sent: Callable[[str], bool] = lambda rel: True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 whole_world: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.logdir, self.world, self.wait, self.clock = Path(logdir), world_size, wait, clock
+        #: Write nothing until every rank of the world was seen in this logdir (a multi-node job: only a
+        #: logdir every node shares has them all; a node-local one never does, and keeps nothing).
+        self.whole_world = whole_world
         self._sent = sent  # whether a rank file (its path in the logdir) goes to the target: only those are reduced
         self.run_dir = self.logdir / RUN_DIR
         self._read_to: dict[Path, int] = {}  # each rank file: the bytes reduced so far (whole records)
@@ -141,6 +144,10 @@ class JobView:
         when ``final``: the job ended). Returns the points written."""
         self._read()
         if len(self.newest) < 2:  # one rank logs (a job that logs from its main process only): nothing to reduce
+            return 0
+        if self.whole_world and len(self.newest) < self.world:
+            for key in self._due(final):  # not this node's to write: dropped once due
+                del self._values[key], self._first[key], self._wall[key]
             return 0
         due = self._due(final)
         if not due:
@@ -274,11 +281,11 @@ def _ranks_text(ranks: list[int]) -> str:
 
 
 def start_for(logdir: Path, config: UploadConfig) -> JobView | None:
-    """The job view of an uploader that sees every rank of the job (one node), else ``None``; also
+    """The logdir's job view (in a multi-node job, one that writes once it has seen every rank), or
     ``None`` where the logdir's upload patterns leave the job run out. Only the rank files those
     patterns send are reduced: what a user keeps off the target stays off it, statistics included."""
     allow, ignore = pattern_list(config.allow_patterns), pattern_list(config.ignore_patterns)
-    if config.nodes > 1 or not matches(f"{RUN_DIR}/events.out.tfevents.0.host", allow, ignore):
+    if not matches(f"{RUN_DIR}/events.out.tfevents.0.host", allow, ignore):
         return None
     return JobView(logdir, config.world_size, max(JOB_VIEW_WAIT_S, config.commit_every),
-                   sent=lambda rel: matches(rel, allow, ignore))
+                   sent=lambda rel: matches(rel, allow, ignore), whole_world=config.nodes > 1)

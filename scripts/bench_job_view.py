@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""The job run's cost on one node: the uploader's CPU for reducing the ranks' scalars, and its size.
+
+Simulates one node's hour (8 ranks x 50 scalar tags at 1 step/s by default): the ranks' event files
+are written with this package's own encoder, interval by interval (``--interval`` seconds, a commit
+interval); after each interval the real :class:`~hf_mpwriter.uploader.job_view.JobView` reduces what
+was added, as the uploader does before a commit. Measured in the same run, as the baseline: the CPU of
+TensorBoard's own reader (``EventFileLoader``, what any TensorBoard spends) loading the same rank files
+once. Prints the reduction's CPU per simulated hour as a share of one core, per record, its ratio to
+the baseline, the job run's bytes per hour and points per tag; nothing passes or fails.
+
+    python scripts/bench_job_view.py                  # one simulated hour (~1 min)
+    python scripts/bench_job_view.py --minutes 5      # a quick look
+
+What it does not simulate: the ranks' writing (in other processes, it costs the uploader nothing) and
+the commit. Multi-node jobs with node-local logdirs get no job run (see docs/multi-node.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from hf_mpwriter.events.encoding import scalar_event
+from hf_mpwriter.events.event_file import EventFileWriter
+from hf_mpwriter.uploader.job_view import JobView
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _tensorboard_read_cpu(logdir: Path) -> float:
+    """CPU seconds of TensorBoard's reader loading every rank file once (every record parsed)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    start = time.process_time()
+    for path in sorted(logdir.glob("rank-*/*tfevents*")):
+        for _ in EventFileLoader(str(path)).Load():
+            pass
+    return time.process_time() - start
+
+
+def run(ranks: int, tags: int, minutes: float, interval: float, root: Path) -> dict[str, float]:
+    logdir, clock = root / "logs", _Clock()
+    writers = []
+    for rank in range(ranks):
+        run_dir = logdir / f"rank-{rank:03d}"
+        run_dir.mkdir(parents=True)
+        writers.append(EventFileWriter(run_dir, max_queue=1_000_000, flush_secs=3600))
+    names = [f"train/metric_{i:02d}" for i in range(tags)]
+    view = JobView(logdir, ranks, wait=interval, clock=clock)
+    steps, cpu, step = int(minutes * 60), 0.0, 0
+    while step < steps:
+        last = min(steps, step + int(interval))
+        for rank, writer in enumerate(writers):
+            for s in range(step, last):
+                for i, tag in enumerate(names):
+                    writer.add_serialized(scalar_event(tag, float(rank * 0.01 + i + s * 1e-3), s, 1e9 + s))
+            writer.flush()
+        step = last
+        clock.now = float(step)
+        start = time.process_time()
+        view.update(final=step >= steps)
+        cpu += time.process_time() - start
+    view.close()
+    for writer in writers:
+        writer.close()
+    records = ranks * tags * steps
+    job_bytes = sum(p.stat().st_size for p in (logdir / "job").glob("*tfevents*"))
+    baseline = _tensorboard_read_cpu(logdir)
+    hours = steps / 3600.0
+    return {"records": records, "cpu_s": cpu, "core_share": cpu / (steps or 1), "us_per_record": cpu / records * 1e6,
+            "tensorboard_read_s": baseline, "ratio": cpu / baseline, "job_mb_per_hour": job_bytes / 1e6 / hours,
+            "points_per_tag_per_hour": view.points / tags / hours}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ranks", type=int, default=8, help="ranks of the node (default 8)")
+    parser.add_argument("--tags", type=int, default=50, help="scalar tags per rank (default 50)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="simulated minutes at 1 step/s (default 60)")
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between reductions (default 30)")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench_job_view-"))
+    try:
+        r = run(args.ranks, args.tags, args.minutes, args.interval, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"{args.ranks} ranks x {args.tags} tags x {args.minutes:g} min at 1 step/s, a reduction every "
+          f"{args.interval:g} s ({r['records']:,} records)\n")
+    print("| reduction CPU | share of one core | per record | TensorBoard's reader, same files | ratio "
+          "| job run per hour | points per tag per hour |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {r['cpu_s']:.1f} s | {r['core_share']:.2%} | {r['us_per_record']:.1f} µs | "
+          f"{r['tensorboard_read_s']:.1f} s | {r['ratio']:.2f}x | {r['job_mb_per_hour']:.1f} MB | "
+          f"{r['points_per_tag_per_hour']:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
