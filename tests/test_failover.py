@@ -212,11 +212,14 @@ def test_writer_with_the_fixed_token_takes_over_from_a_stuck_uploader(hub, tmp_p
     wait_for(lambda: "refused the token" in (collect(logdir)["last_error"] or ""), 30, "the bad token's error")
     assert uploader_pid(logdir)
     finish(start_writer(_hub_cfg(tmp_path, 1, steps=30, close_timeout=60), _env(hub, tmp_path)))
+    # close() returned once its files were committed, with the bad token's writer still alive: only the
+    # writer with the new token starts the uploader that replaces the one waiting for the user (before,
+    # the bad token's writer often restarted it first, and the handover went round for all of close_timeout).
+    fixed = [f for f in collect(logdir)["files"] if f["run"] == "rank-001"]
+    assert fixed and all(f["bytes_committed"] == f["bytes_written"] for f in fixed), fixed
     go.touch()
     finish(held)
-    # The fixed writer's close() may return before its uploader commits: it can still read the bad token's
-    # error, which the old uploader recorded, and stop waiting at once (seen once in CI under load; a race
-    # of close() with the handover, not fixed here). What must hold: everything lands, through the new token.
+
     def landed() -> bool:
         local = {p.relative_to(logdir).as_posix(): p.stat().st_size for p in logdir.glob("rank-*/*tfevents*")}
         remote = {path: len(data) for path, data in _remote(hub).items()

@@ -26,16 +26,20 @@ def trigger(logdir: Path) -> None:
         logger.warning("could not trigger the uploader of %s: %s", logdir, exc)
 
 
-def request_handover(logdir: Path) -> None:
+def request_handover(logdir: Path, for_token_id: str | None = None) -> None:
     """Ask the running uploader to finish its cycle and exit (a ``sync`` with new settings, a writer
     with a new token after an error that needed the user): the next one starts with what is new.
 
     The request names its requester: it is honoured only while the requester is alive, and a
     requester that gives up takes it back (:func:`withdraw_handover`). A request left behind must never
-    make an uploader exit with nobody to take over.
+    make an uploader exit with nobody to take over. ``for_token_id`` (a writer with a new token): the
+    token the next uploader must have; writers with another token leave the start to the requester.
     """
+    request = process_identity()
+    if for_token_id is not None:
+        request["token_id"] = for_token_id
     try:
-        write_json_atomic(state_dir(logdir) / "handover", process_identity())
+        write_json_atomic(state_dir(logdir) / "handover", request)
     except OSError as exc:
         logger.warning("could not ask the uploader of %s to hand over: %s", logdir, exc)
 

@@ -42,7 +42,7 @@ from ..state.election import (
     uploader_state,
 )
 from ..state.liveness import HOST, is_alive
-from ..state.mailbox import request_handover
+from ..state.mailbox import handover_requester, request_handover
 from ..state.statedir import private_open, state_dir
 from ..timing import SPAWN_PAUSE_S, STARTING_FOR_S, THREAD_START_WAIT_S
 
@@ -132,6 +132,8 @@ def ensure_uploader(
             return True
         if needed is not None and not needed():
             return False
+        if _handover_to_another_token(logdir, token):
+            return False  # the writer with the new token starts the next uploader, not one with the refused token
         if mode == "thread":
             return _start_thread(logdir, token)
         key = str(Path(logdir).resolve())
@@ -159,11 +161,22 @@ def ensure_uploader(
 
 def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:
     info = uploader_info(logdir) or {}
-    if "token_id" not in info or info.get("token_id") == token_id(token or os.environ.get("HF_TOKEN")):
+    mine = token_id(token or os.environ.get("HF_TOKEN"))
+    if "token_id" not in info or info.get("token_id") == mine:
         return
     if fatal_error(logdir) is not None:
         logger.warning("the uploader of %s runs with another token and waits for the user; handing over", logdir)
-        request_handover(logdir)
+        request_handover(logdir, for_token_id=mine)
+
+
+def _handover_to_another_token(logdir: Path, token: str | None) -> bool:
+    """Whether a live writer asked for a handover to a token other than this writer's. Without this,
+    a writer still holding the refused token restarts an uploader with it as soon as the old one exits,
+    often before the requester does, and the handover starts over (seen: for a whole ``close_timeout``)."""
+    requester = handover_requester(logdir)
+    if not requester or "token_id" not in requester:
+        return False
+    return requester["token_id"] != token_id(token or os.environ.get("HF_TOKEN")) and is_alive(requester)
 
 
 def fatal_error(logdir: Path, token: str | None = None) -> str | None:
