@@ -149,8 +149,8 @@ class UploadConfig:
     audit_every: float = AUDIT_EVERY_S  # seconds between full audits of the target (and one at every start)
     nodes: int = 1  # nodes of the job that commit to this target, each with its own uploader
     node_rank: int = 0  # this logdir's node: its turn among them
-    #: The job's ranks, as its writers detected them: the job run (:mod:`hf_mpwriter.uploader.job_view`)
-    #: counts a step's missing ranks against it.
+    #: The job's ranks, as its writers detected them (0: unknown, ranks given with ``rank=``): the job run
+    #: (:mod:`hf_mpwriter.uploader.job_view`) counts a step's missing ranks against it.
     world_size: int = 1
     #: The Hub's spacing between commits to one repository (``HF_MPWRITER_HUB_COMMIT_SPACING``); None: ~28 s.
     min_interval: float | None = None

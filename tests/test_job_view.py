@@ -298,3 +298,18 @@ def test_a_multi_node_logdir_writes_once_it_has_seen_every_rank_and_keeps_nothin
     view.close()
     for writer in ranks:
         writer.close()
+
+
+def test_a_multi_node_job_of_unknown_world_size_gets_no_job_run(tmp_path):
+    """Ranks given with ``rank=`` on 2 nodes and no world size: node 0 (ranks 0 and 1) cannot tell its
+    ranks from the job's, so no view is made (test_system_metrics' two nodes check it at the target)."""
+    from types import SimpleNamespace
+
+    from hf_mpwriter.uploader.job_view import start_for
+
+    config = SimpleNamespace(allow_patterns=None, ignore_patterns=None, commit_every=30.0, nodes=2, world_size=1)
+    assert start_for(tmp_path, config) is None
+    config.world_size = 4
+    assert start_for(tmp_path, config).whole_world
+    config.nodes, config.world_size = 1, 1  # one node: the ranks seen are the job's
+    assert not start_for(tmp_path, config).whole_world

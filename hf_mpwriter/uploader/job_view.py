@@ -104,8 +104,11 @@ class JobView:
                         yield int(match[1]), path
 
     def _read(self) -> None:
+        files = list(self._rank_files())
+        if len({rank for rank, _ in files}) < 2:
+            return  # one process logs: nothing to reduce, nothing read (read from the start once a second rank logs)
         now = self.clock()
-        for rank, path in self._rank_files():
+        for rank, path in files:
             start = self._read_to.get(path, 0)
             try:
                 if path.stat().st_size <= start:
@@ -281,11 +284,14 @@ def _ranks_text(ranks: list[int]) -> str:
 
 
 def start_for(logdir: Path, config: UploadConfig) -> JobView | None:
-    """The logdir's job view (in a multi-node job, one that writes once it has seen every rank), or
-    ``None`` where the logdir's upload patterns leave the job run out. Only the rank files those
+    """The logdir's job view (in a multi-node job, one that writes once it has seen every rank of the
+    world size its writers detected), or ``None`` where the logdir's upload patterns leave the job run
+    out, or in a multi-node job whose world size is unknown. Only the rank files those
     patterns send are reduced: what a user keeps off the target stays off it, statistics included."""
     allow, ignore = pattern_list(config.allow_patterns), pattern_list(config.ignore_patterns)
     if not matches(f"{RUN_DIR}/events.out.tfevents.0.host", allow, ignore):
         return None
+    if config.nodes > 1 and config.world_size <= 1:
+        return None  # ranks given explicitly, no world size: nothing tells a node's ranks from the job's
     return JobView(logdir, config.world_size, max(JOB_VIEW_WAIT_S, config.commit_every),
                    sent=lambda rel: matches(rel, allow, ignore), whole_world=config.nodes > 1)

@@ -137,7 +137,8 @@ class HFSummaryWriter(SummaryWriter):
             Path(logdir).expanduser(), repo_id, target_dir=target_dir, commit_every=commit_every,
             squash_history=squash_history, repo_type=repo_type, repo_revision=repo_revision,
             repo_private=repo_private, path_in_repo=path_in_repo, repo_allow_patterns=repo_allow_patterns,
-            repo_ignore_patterns=repo_ignore_patterns, nodes=nodes, node_rank=node_rank, world_size=rank_info.world_size,
+            repo_ignore_patterns=repo_ignore_patterns, nodes=nodes, node_rank=node_rank,
+            world_size=rank_info.world_size if rank_info.world_known else 0,
             preemption_deadline=preemption_deadline, system_metrics=system_metrics, env=self._env,
         )
         if self._upload is not None:  # a logdir that uploads elsewhere is refused before anything is created

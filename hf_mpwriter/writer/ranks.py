@@ -47,6 +47,8 @@ class RankInfo:
     rank: int | None
     world_size: int
     launcher: str
+    #: ``False`` for ``rank=`` with no launcher's world size: ``world_size`` is then ``rank + 1``, a floor.
+    world_known: bool = True
 
     @property
     def distributed(self) -> bool:
@@ -109,7 +111,7 @@ def detect(rank: int | None = None, env: Mapping[str, str] | None = None) -> Ran
             world = _int(env, size_var)
             if world:
                 break
-        return RankInfo(rank, max(world or 0, rank + 1), "explicit")
+        return RankInfo(rank, max(world or 0, rank + 1), "explicit", world_known=bool(world))
     for rank_var, size_var, name in _LAUNCHERS:
         found = _int(env, rank_var)
         if found is None:
