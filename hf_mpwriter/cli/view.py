@@ -117,7 +117,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     tensorboard = shutil.which("tensorboard") or shutil.which("tensorboard", path=os.path.dirname(sys.executable))
     if tensorboard is None:
         raise CLIError("tensorboard is not installed in this environment: pip install tensorboard", 2)
-    print(f"TensorBoard on {url} (Ctrl-C to stop)", flush=True)
+    print(f"TensorBoard on {url} (Ctrl-C to stop); the job run's statistics across ranks (run `job`): "
+          f"http://localhost:{args.port}/#custom_scalars", flush=True)
     os.execv(tensorboard, [tensorboard, *command[1:]])  # TensorBoard takes this process's place (and signals)
     return 0  # not reached
 
