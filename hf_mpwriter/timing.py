@@ -32,6 +32,9 @@ SPAWN_PAUSE_S = 30.0
 #: is this young: on a loaded node, starting Python and the client can take longer than a writer
 #: waits for it, and every writer spawning its own would load the node further.
 STARTING_FOR_S = 60.0
+#: A writer's request that the uploader hand over to its new token keeps writers with other tokens from
+#: starting one for this long: its requester starts the next uploader (it asks again while the old runs).
+HANDOVER_TO_TOKEN_S = 30.0
 #: Registrations of dead writers are deleted only once their heartbeat is this old, looked for this often.
 REGISTRATION_STALE_S = 3600.0
 PRUNE_EVERY_S = 60.0
@@ -146,3 +149,7 @@ SYSTEM_METRICS_FIRST_SAMPLE_S = 0.2
 #: A step of the job run waits this long (at least one commit interval) for the ranks that have not
 #: logged it yet; then it is written with the ranks that did, the others named as missing.
 JOB_VIEW_WAIT_S = 30.0
+#: The most one commit cycle spends reading a backlog of the ranks' files into the job run (a restart
+#: without its state, ``sync`` of a logdir logged offline); the rest is read at the next cycles. At the
+#: job's end the backlog is read whole before the last points are written.
+JOB_VIEW_READ_S = 5.0

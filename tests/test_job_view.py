@@ -4,6 +4,7 @@ runs read back from the same target."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -17,14 +18,14 @@ from helpers import accumulator, plugin_accumulator, read_line
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboardX import SummaryWriter as TBXWriter
 from tensorboardX.proto import summary_pb2, tensor_pb2, types_pb2
-from upload_helpers import finish, hub_env, materialise, start_writer
+from upload_helpers import finish, hub_env, materialise, start_writer, uploader_pid, wait_for
 
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.events.decoding import scalars
-from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scalars_event
+from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scalars_event, text_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.events.records import iter_records
-from hf_mpwriter.uploader.job_view import STATS, JobView
+from hf_mpwriter.uploader.job_view import STATE_FILE, STATS, JobView, _mean_std
 
 REPO = "tester/job-view"
 PREFIX = "tensorboard/logs/"
@@ -118,6 +119,9 @@ def test_a_rank_killed_mid_run_is_counted_missing_and_named(tmp_path):
     killed.touch()
     for proc in survivors:
         finish(proc)
+    # The job run's last points are written when the uploader is about to exit, after the survivors'
+    # close() returned (which waits for their own files only).
+    wait_for(lambda: uploader_pid(logdir) is None, 90, "the uploader to write the job run's last points and exit")
     assert collect(logdir)["up_to_date"]
     copy = target / "tensorboard" / "logs"  # what the target holds
     died_at = 1 + max(e.step for e in accumulator(copy / "rank-002").Scalars("loss"))
@@ -199,13 +203,21 @@ def test_a_step_waits_for_its_ranks_then_is_written_without_them_and_late_values
     assert view.update(final=True) == 1 and _held(logdir)[2] == (5.0, 1)  # the job ended: written as it is
     assert view.summary()["behind"] == {"1": 1, "2": 1}
     view.close()
-    # A restarted uploader reads the ranks' files again: nothing written twice, nothing counted late.
+    # A restarted uploader takes up where the last one stopped (its state file): nothing read again.
     _log(ranks[1], 2, 7.0)
     _log(ranks[1], 3, 8.0)
     again = JobView(logdir, 3, wait=30.0, clock=clock)
     assert again.update(final=True) == 1 and _held(logdir)[3] == (8.0, 1)
     assert _held(logdir)[2] == (5.0, 1)  # rank 1's step 2 came after the step was written: not rewritten
-    assert again.late == 0  # (what the job run held at the restart is not counted again)
+    assert again.late == view.late + 1  # that value, the one new late one
+    again.close()
+    # Without the state (lost): the ranks' files are read from their start; nothing written twice (``_held``
+    # checks it), nothing counted late again.
+    (logdir / ".hf_mpwriter" / STATE_FILE).unlink()
+    _log(ranks[0], 4, 9.0)
+    third = JobView(logdir, 3, wait=30.0, clock=clock)
+    assert third.update(final=True) == 1 and _held(logdir)[4] == (9.0, 1) and third.late == 0
+    third.close()
     for writer in ranks:
         writer.close()
 
@@ -313,3 +325,96 @@ def test_a_multi_node_job_of_unknown_world_size_gets_no_job_run(tmp_path):
     assert start_for(tmp_path, config).whole_world
     config.nodes, config.world_size = 1, 1  # one node: the ranks seen are the job's
     assert not start_for(tmp_path, config).whole_world
+
+
+def test_non_finite_values_neither_stop_the_job_run_nor_hide_a_rank(tmp_path):
+    """+inf with -inf (math.fsum refuses them), squares past a double, and NaN: each step is written;
+    a NaN is left out of min and max, makes mean and std NaN, and its rank is named."""
+    logdir = tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(3)]
+    for rank, values in enumerate([(math.inf, 3e38, math.nan), (-math.inf, -3e38, 2.0), (1.0, 0.0, 3.0)]):
+        for step, value in enumerate(values):
+            ranks[rank].add_serialized(scalar_event("loss", value, step, 1000.0 + step))
+        ranks[rank].flush()
+    view = JobView(logdir, 3, wait=30.0)
+    assert view.update() == 3
+    acc = accumulator(logdir / "job")
+    stat = {name: [e.value for e in acc.Scalars(f"loss/{name}")] for name in STATS}
+    assert math.isnan(stat["mean"][0]) and stat["min"][0] == -math.inf and stat["max"][0] == math.inf
+    assert stat["mean"][1] == 0.0 and stat["std"][1] == pytest.approx(math.sqrt(2 / 3) * 3e38, rel=1e-6)
+    assert math.isnan(stat["mean"][2]) and (stat["min"][2], stat["max"][2]) == (2.0, 3.0)
+    assert (stat["min_rank"][2], stat["max_rank"][2], stat["ranks"][2]) == (1.0, 2.0, 3.0)
+    named = plugin_accumulator(logdir / "job").Tensors("loss/nan_ranks/text_summary")
+    assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(2, "NaN: rank 0")]
+    view.close()
+    for writer in ranks:
+        writer.close()
+    # Doubles (TensorFlow 2 logs them) whose squares overflow: an infinite std, not an error.
+    assert _mean_std([1e200, -1e200]) == (0.0, math.inf)
+
+
+def test_a_backlog_is_read_in_bounded_steps_with_the_heartbeat_and_finished_before_the_last_points(
+        tmp_path, monkeypatch):
+    """Rank files far longer than one read (a restart without state, ``sync`` of an offline logdir): a
+    cycle with no time to spare reads one step of each; the job's end reads the rest before writing
+    its last points; the uploader's heartbeat is called throughout."""
+    monkeypatch.setattr("hf_mpwriter.uploader.job_view.READ_BYTES", 4096)
+    monkeypatch.setattr("hf_mpwriter.uploader.job_view.BEAT_EVERY", 50)
+    logdir, steps = tmp_path / "logs", 2000
+    ranks = [_rank_writer(logdir, r) for r in range(2)]
+    for step in range(steps):
+        for rank, writer in enumerate(ranks):
+            writer.add_serialized(scalar_event("loss", float(rank + step), step, 1000.0 + step))
+    for writer in ranks:
+        writer.flush()
+    assert min(p.stat().st_size for p in logdir.glob("rank-*/*tfevents*")) > 10 * 4096  # the scenario
+    beats = []
+    view = JobView(logdir, 2, wait=30.0, beat=lambda: beats.append(1))
+    first = view.update(budget=0)
+    assert view.backlog and 0 < first < steps and view.waiting <= 1  # one step each: complete points written
+    assert view.update(final=True) == steps - first and not view.pending
+    assert sorted(_held(logdir)) == list(range(steps)) and len(beats) >= 2 * steps // 100  # every ~50 records
+    view.close()
+    for writer in ranks:
+        writer.close()
+
+
+def test_values_of_one_rank_alone_are_not_kept_and_a_job_run_entry_it_cannot_read_does_not_stop_it(tmp_path):
+    """Two rank folders, scalars from rank 0 only (rank 1 logs text): nothing to reduce, and nothing
+    kept once due. A directory named like an event file in ``job/`` is passed over."""
+    clock, logdir = _Clock(), tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(2)]
+    (logdir / "job" / "events.out.tfevents.0.a-directory").mkdir(parents=True)
+    ranks[1].add_serialized(text_event("note", "text only", 0, 1000.0))
+    ranks[1].flush()
+    view = JobView(logdir, 2, wait=30.0, clock=clock)
+    for step in range(100):
+        _log(ranks[0], step, float(step))
+    assert view.update() == 0 and view.waiting == 100
+    clock.now = 30.0
+    assert view.update() == 0 and view.waiting == 0
+    view.close()
+    for writer in ranks:
+        writer.close()
+
+
+def test_the_stragglers_series_goes_forward_when_a_tag_of_earlier_steps_comes_late(tmp_path):
+    """``train/loss`` at step 100 is written first, ``epoch/loss`` at step 1 after: ``job/steps_behind``
+    is not written at step 1 after step 100 (TensorBoard would drop its later points)."""
+    clock, logdir = _Clock(), tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(2)]
+    view = JobView(logdir, 2, wait=30.0, clock=clock)
+    for writer in ranks:
+        _log(writer, 100, 1.0, tag="train/loss")
+    assert view.update() == 1
+    for writer in ranks:
+        _log(writer, 1, 1.0, tag="epoch/loss")
+    assert view.update() == 1
+    steps = []
+    for path in sorted((logdir / "job").glob("*tfevents*")):
+        with open(path, "rb") as handle:
+            steps += [s.step for _, record in iter_records(handle) for s in scalars(record) if s.tag == "job/steps_behind"]
+    assert steps == [100]
+    view.close()
+    for writer in ranks:
+        writer.close()

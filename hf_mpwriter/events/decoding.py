@@ -69,7 +69,7 @@ def scalars(record: bytes) -> list[Scalar]:
     """The scalars of one serialized ``Event`` (none for any other event, or one that does not parse)."""
     try:
         return _scalars(record)
-    except (ValueError, IndexError, struct.error, UnicodeDecodeError):
+    except (ValueError, IndexError, TypeError, struct.error, UnicodeDecodeError):
         return []
 
 

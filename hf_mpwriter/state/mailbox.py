@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from .liveness import process_identity
@@ -37,7 +38,7 @@ def request_handover(logdir: Path, for_token_id: str | None = None) -> None:
     """
     request = process_identity()
     if for_token_id is not None:
-        request["token_id"] = for_token_id
+        request["token_id"], request["time"] = for_token_id, time.time()
     try:
         write_json_atomic(state_dir(logdir) / "handover", request)
     except OSError as exc:

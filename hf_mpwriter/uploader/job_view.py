@@ -17,10 +17,18 @@ The rule for late data: a point is written once every rank of the world reported
 tag's steps are written in order. A value for a step the run already holds (a late rank, or a rank
 that restarted from a checkpoint) is not written: it is counted (``late``) and stays in its rank's run.
 
+Values are finite or not as the ranks logged them: a NaN makes the step's mean and std NaN, is left
+out of its min and max, and its ranks are named (``<tag>/nan_ranks``); infinities give an infinite or
+NaN mean, as a sum of them would.
+
 Built where one uploader sees every rank of the job: one node, or a logdir every node shares (in a
 multi-node job nothing is written before every rank of the world was seen: node-local logdirs get
-none). The world size is what the writers detected, or the highest rank seen plus one. A restarted
-uploader reads what the job run holds, then the ranks' files from their start.
+none). The world size is what the writers detected, or the highest rank seen plus one.
+
+Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file (a backlog is
+read over the next updates, before the job's last points are written), calls ``beat`` while it
+works (the uploader's heartbeat), and a restarted uploader takes up where the last one stopped
+(:data:`STATE_FILE`: the offsets read, the points waiting, what the run holds), not from the start.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from ..events.encoding import margin_layout_event, scalars_event, text_event
 from ..events.event_file import EventFileWriter
 from ..events.records import iter_records
 from ..state.piece import open_nofollow
-from ..state.statedir import state_dir, write_json_atomic
+from ..state.statedir import read_json, state_dir, write_json_atomic
 from ..timing import JOB_VIEW_WAIT_S
 
 logger = logging.getLogger(__name__)
@@ -48,6 +56,13 @@ logger = logging.getLogger(__name__)
 RUN_DIR = "job"
 #: The job run's picture for ``status`` (:meth:`JobView.summary`), in the logdir's state directory.
 STATUS_FILE = "job_view.json"
+#: Where a restarted uploader's job view takes up (offsets read, points waiting), in the state directory.
+STATE_FILE = "job_view_state.json"
+#: The most read from one rank file in one update: a long backlog (a restart without the state file,
+#: ``sync`` of a logdir logged offline) is read over several updates, in bounded memory and time.
+READ_BYTES = 4 * 1024 * 1024
+#: How often (records decoded) a long read calls ``beat``.
+BEAT_EVERY = 2000
 #: The statistics written for each tag, in this order.
 STATS = ("mean", "min", "max", "std", "min_rank", "max_rank", "ranks", "missing")
 #: How many ranks ``status`` names per tag as most often the min or the max.
@@ -61,31 +76,38 @@ class JobView:
     """Reduces the ranks' scalars of one logdir into its job run (see the module)."""
 
     def __init__(self, logdir: Path, world_size: int, wait: float, sent: Callable[[str], bool] = lambda rel: True,
-                 whole_world: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+                 whole_world: bool = False, beat: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.logdir, self.world, self.wait, self.clock = Path(logdir), world_size, wait, clock
         #: Write nothing until every rank of the world was seen in this logdir (a multi-node job: only a
         #: logdir every node shares has them all; a node-local one never does, and keeps nothing).
         self.whole_world = whole_world
         self._sent = sent  # whether a rank file (its path in the logdir) goes to the target: only those are reduced
+        self._beat = beat
         self.run_dir = self.logdir / RUN_DIR
-        self._read_to: dict[Path, int] = {}  # each rank file: the bytes reduced so far (whole records)
+        self._read_to: dict[str, int] = {}  # each rank file (path in the logdir): the bytes reduced so far
+        self.backlog = False  # a rank file has more than the last update read
         self._values: dict[_Key, dict[int, float]] = {}  # points not written yet: rank -> value
         self._first: dict[_Key, float] = {}  # when the first rank's value of a point was read (clock)
         self._wall: dict[_Key, float] = {}  # the newest wall time among a point's values
-        self._held: dict[str, int] = {}  # tag -> the highest step the job run holds
+        self._held: dict[str, int] = {}  # tag -> the last step the job run holds
         self.newest: dict[int, int] = {}  # rank -> its newest step (any tag)
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
         self.extremes: dict[str, tuple[Counter, Counter]] = {}  # tag -> (times each rank was min, was max)
+        self._stragglers_at: int | None = None  # the step job/steps_behind was last written at
         self.points = 0
         self.late = 0
         self._writer: EventFileWriter | None = None
         self._charted: set[str] = set()
-        self._resume()
-        self._resumed = dict(self._held)  # what the job run held when this uploader started
+        #: What the job run held at this start when there was no state to take up: re-read values up to
+        #: there are not late, only read again.
+        self._held_at_start: dict[str, int] = {}
+        if not self._load():
+            self._resume()
 
     # -- reading the ranks ---------------------------------------------------------------------------------
-    def _rank_files(self) -> Iterator[tuple[int, Path]]:
-        """``(rank, event file)`` of every rank run directly in the logdir or in a block folder."""
+    def _rank_files(self) -> Iterator[tuple[int, str]]:
+        """``(rank, path in the logdir)`` of every rank's event file, directly in the logdir or in a block folder."""
         for top in _dirs(self.logdir):
             if _BLOCK_DIR.fullmatch(top.name):
                 runs = list(_dirs(top))
@@ -97,29 +119,41 @@ class JobView:
                 match = _RANK_DIR.fullmatch(run.name)
                 if match is None:
                     continue
-                for entry in sorted(os.scandir(run), key=lambda e: e.name):
-                    path = Path(entry.path)
-                    if ("tfevents" in entry.name and entry.is_file(follow_symlinks=False)
-                            and self._sent(path.relative_to(self.logdir).as_posix())):
-                        yield int(match[1]), path
+                for entry in _entries(run):
+                    rel = Path(entry.path).relative_to(self.logdir).as_posix()
+                    if "tfevents" in entry.name and entry.is_file(follow_symlinks=False) and self._sent(rel):
+                        yield int(match[1]), rel
 
-    def _read(self) -> None:
+    def _read(self) -> int:
+        """Reduce what the rank files gained (at most :data:`READ_BYTES` of each); returns the records read."""
+        self.backlog = False
         files = list(self._rank_files())
         if len({rank for rank, _ in files}) < 2:
-            return  # one process logs: nothing to reduce, nothing read (read from the start once a second rank logs)
-        now = self.clock()
-        for rank, path in files:
-            start = self._read_to.get(path, 0)
+            return 0  # one process logs: nothing to reduce, nothing read (read from the start once a second rank logs)
+        now, decoded = self.clock(), 0
+        for rank, rel in files:
+            start = self._read_to.get(rel, 0)
+            path = self.logdir / rel
             try:
-                if path.stat().st_size <= start:
+                size = path.stat().st_size
+                if size < start:  # replaced by a shorter file: what it holds now is new
+                    start = 0
+                if size <= start:
                     continue
                 with open_nofollow(path) as handle:
                     for end, record in iter_records(handle, start):
-                        self._read_to[path] = end
+                        self._read_to[rel] = end
                         for scalar in scalars(record):
                             self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now)
+                        decoded += 1
+                        if decoded % BEAT_EVERY == 0:
+                            self._beat()
+                        if end - start >= READ_BYTES and end < size:
+                            self.backlog = True  # the rest at the next read
+                            break
             except FileNotFoundError:
-                self._read_to.pop(path, None)
+                self._read_to.pop(rel, None)
+        return decoded
 
     def _take(self, rank: int, tag: str, step: int, value: float, wall_time: float, now: float) -> None:
         self.world = max(self.world, rank + 1)  # ranks given explicitly: the world is what they show
@@ -128,8 +162,9 @@ class JobView:
         key = (tag, step)
         values = self._values.get(key)
         if values is None:
-            if step <= self._held.get(tag, -1):
-                self.late += step > self._resumed.get(tag, -1)  # (at a restart: what the run holds already)
+            held = self._held.get(tag)
+            if held is not None and step <= held:
+                self.late += tag not in self._held_at_start or step > self._held_at_start[tag]
                 return
             values = self._values[key] = {}
             self._first[key] = now
@@ -141,20 +176,39 @@ class JobView:
         """Points read but not written yet (their step waits for ranks)."""
         return len(self._values)
 
+    @property
+    def pending(self) -> bool:
+        """Points waiting, or rank files not read to their end: the job run is not complete yet."""
+        return bool(self._values) or self.backlog
+
     # -- writing the job run ---------------------------------------------------------------------------------
-    def update(self, final: bool = False) -> int:
+    def update(self, final: bool = False, budget: float = math.inf) -> int:
         """Read what the ranks wrote since the last call and write every point that is due (all of them
-        when ``final``: the job ended). Returns the points written."""
-        self._read()
-        if len(self.newest) < 2:  # one rank logs (a job that logs from its main process only): nothing to reduce
-            return 0
-        if self.whole_world and len(self.newest) < self.world:
-            for key in self._due(final):  # not this node's to write: dropped once due
+        when ``final``, the job ended, once every rank file is read to its end). A backlog is read in
+        :data:`READ_BYTES` steps for up to ``budget`` seconds. Returns the points written."""
+        deadline = time.monotonic() + budget
+        read = written = 0
+        while True:
+            read += self._read()
+            written += self._write_due(final and not self.backlog)
+            if not self.backlog or time.monotonic() >= deadline:
+                break
+        if read or written:  # (called at every poll once the writers are gone: cheap when nothing changed)
+            self._save()
+        return written
+
+    def _write_due(self, final: bool) -> int:
+        due = self._due(final)
+        if len(self.newest) < 2 or (self.whole_world and len(self.newest) < self.world):
+            # Nothing to reduce (one rank logs scalars), or not this logdir's to write: dropped once due.
+            for key in due:
                 del self._values[key], self._first[key], self._wall[key]
             return 0
-        due = self._due(final)
-        if not due:
-            return 0
+        if due:
+            self._write(due)
+        return len(due)
+
+    def _write(self, due: list[_Key]) -> None:
         by_step: dict[int, list[str]] = {}
         for tag, step in sorted(due, key=lambda key: (key[1], key[0])):
             by_step.setdefault(step, []).append(tag)
@@ -169,17 +223,20 @@ class JobView:
                 self._first.pop(key)
                 by_rank = self._values.pop(key)
                 values.extend(self._point(tag, by_rank))
-                self._held[tag] = max(step, self._held.get(tag, step))
+                self._held[tag] = step  # (a tag's steps are written in order)
                 missing = sorted(self._reporters[tag] - set(by_rank))  # late or dead: they logged this tag before
                 if missing:
-                    writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text(missing), step, wall))
-            if step == max(by_step):
+                    writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text("missing", missing), step, wall))
+                nan = sorted(r for r, v in by_rank.items() if math.isnan(v))
+                if nan:
+                    writer.add_serialized(text_event(f"{tag}/nan_ranks", _ranks_text("NaN", nan), step, wall))
+            if self._stragglers_at is None or step > self._stragglers_at:  # its steps in order too
                 values.extend(self._stragglers())
+                self._stragglers_at = step
             writer.add_serialized(scalars_event(values, step, wall))
         writer.flush()
         self.points += len(due)
         self._publish()
-        return len(due)
 
     def _due(self, final: bool) -> list[_Key]:
         """The points to write now. With a point, every earlier step of its tag still waiting goes too:
@@ -190,20 +247,23 @@ class JobView:
         for (tag, step), values in self._values.items():
             if final or len(values) >= self.world or now - self._first[(tag, step)] >= self.wait:
                 last[tag] = max(step, last.get(tag, step))
-        return [(tag, step) for tag, step in self._values if step <= last.get(tag, -1)]
+        return [(tag, step) for tag, step in self._values if tag in last and step <= last[tag]]
 
     def _point(self, tag: str, by_rank: dict[int, float]) -> list[tuple[str, float]]:
-        ranks = sorted(by_rank)
-        values = [by_rank[r] for r in ranks]
-        n = len(values)
-        mean = math.fsum(values) / n
-        std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
-        low = min(ranks, key=lambda r: (by_rank[r], r))
-        high = min(ranks, key=lambda r: (-by_rank[r], r))
-        mins, maxes = self.extremes.setdefault(tag, (Counter(), Counter()))
-        mins[low] += 1
-        maxes[high] += 1
-        stats = (mean, by_rank[low], by_rank[high], std, low, high, n, self.world - n)
+        n = len(by_rank)
+        mean, std = _mean_std(list(by_rank.values()))
+        ranks = sorted(r for r, v in by_rank.items() if not math.isnan(v))  # a NaN is no min nor max
+        if ranks:
+            low = min(ranks, key=lambda r: (by_rank[r], r))
+            high = min(ranks, key=lambda r: (-by_rank[r], r))
+            mins, maxes = self.extremes.setdefault(tag, (Counter(), Counter()))
+            mins[low] += 1
+            maxes[high] += 1
+            lowest, highest = by_rank[low], by_rank[high]
+        else:
+            low = high = -1
+            lowest = highest = math.nan
+        stats = (mean, lowest, highest, std, low, high, n, max(0, self.world - n))
         return [(f"{tag}/{name}", float(value)) for name, value in zip(STATS, stats)]
 
     def _stragglers(self) -> list[tuple[str, float]]:
@@ -234,16 +294,75 @@ class JobView:
             self._writer = None
 
     # -- restart and status ---------------------------------------------------------------------------------
+    def _save(self) -> None:
+        """What a restarted uploader takes up from: written after the points it covers (a crash between
+        the two writes a batch again: TensorBoard shows it once)."""
+        state = {
+            "read_to": self._read_to, "held": self._held, "charted": sorted(self._charted),
+            "newest": {str(r): s for r, s in self.newest.items()},
+            "reporters": {tag: sorted(ranks) for tag, ranks in self._reporters.items()},
+            "extremes": {tag: [dict(mins), dict(maxes)] for tag, (mins, maxes) in self.extremes.items()},
+            "waiting": [[tag, step, {str(r): v for r, v in values.items()}, self._wall[(tag, step)]]
+                        for (tag, step), values in self._values.items()],
+            "points": self.points, "late": self.late, "stragglers_at": self._stragglers_at,
+        }
+        try:
+            write_json_atomic(state_dir(self.logdir) / STATE_FILE, state)
+        except OSError as exc:
+            logger.debug("job view: state not saved (%s)", exc)
+
+    def _load(self) -> bool:
+        """Take up from the last uploader's state; ``False`` if there is none (or it does not parse)."""
+        state = read_json(state_dir(self.logdir, create=False) / STATE_FILE)
+        if not state:
+            return False
+        try:
+            now = self.clock()
+            self._read_to = {str(k): int(v) for k, v in state["read_to"].items()}
+            self._held = {str(k): int(v) for k, v in state["held"].items()}
+            self._charted = set(state["charted"])
+            self.newest = {int(r): int(s) for r, s in state["newest"].items()}
+            self._reporters = {tag: {int(r) for r in ranks} for tag, ranks in state["reporters"].items()}
+            self.extremes = {tag: (Counter({int(r): c for r, c in mins.items()}),
+                                   Counter({int(r): c for r, c in maxes.items()}))
+                             for tag, (mins, maxes) in state["extremes"].items()}
+            for tag, step, values, wall in state["waiting"]:
+                key = (str(tag), int(step))
+                self._values[key] = {int(r): float(v) for r, v in values.items()}
+                self._first[key], self._wall[key] = now, float(wall)
+            self.points, self.late = int(state["points"]), int(state["late"])
+            self._stragglers_at = None if state["stragglers_at"] is None else int(state["stragglers_at"])
+            self.world = max([self.world, *(r + 1 for r in self.newest)])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            logger.warning("job view: %s does not parse (%s); reading the ranks' files from their start", STATE_FILE, exc)
+            self._forget_state()
+            return False
+        return True
+
+    def _forget_state(self) -> None:
+        self._read_to, self._held, self._charted, self.newest = {}, {}, set(), {}
+        self._reporters, self.extremes, self._values, self._first, self._wall = {}, {}, {}, {}, {}
+        self.points = self.late = 0
+        self._stragglers_at = None
+
     def _resume(self) -> None:
-        """What the job run already holds (a restarted uploader): its newest step per tag."""
-        for path in sorted(self.run_dir.glob("*tfevents*")) if self.run_dir.is_dir() else []:
-            with open_nofollow(path) as handle:
+        """Without a state file (its first start, or lost): the last step per tag the job run holds, so
+        that reading the ranks' files from their start writes nothing twice."""
+        decoded = 0
+        for entry in _entries(self.run_dir):
+            if "tfevents" not in entry.name or not entry.is_file(follow_symlinks=False):
+                continue
+            with open_nofollow(Path(entry.path)) as handle:
                 for _, record in iter_records(handle):
+                    decoded += 1
+                    if decoded % BEAT_EVERY == 0:
+                        self._beat()
                     for scalar in scalars(record):
                         if scalar.tag.endswith("/mean"):
                             tag = scalar.tag[:-len("/mean")]
                             self._held[tag] = max(scalar.step, self._held.get(tag, scalar.step))
                             self._charted.add(tag)
+        self._held_at_start = dict(self._held)
 
     def summary(self) -> dict:
         """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
@@ -251,7 +370,8 @@ class JobView:
         top = max(self.newest.values(), default=0)
         return {
             "run": RUN_DIR, "world_size": self.world, "points": self.points, "late": self.late,
-            "waiting": self.waiting, "newest_step": {str(r): s for r, s in sorted(self.newest.items())},
+            "waiting": self.waiting, "backlog": self.backlog,
+            "newest_step": {str(r): s for r, s in sorted(self.newest.items())},
             "behind": {str(r): top - s for r, s in sorted(self.newest.items()) if s < top},
             "missing_ranks": sorted(set(range(self.world)) - set(self.newest)),
             "extremes": {tag: {"min": _top(mins), "max": _top(maxes)}
@@ -266,24 +386,44 @@ class JobView:
 
 
 def _dirs(path: Path) -> Iterator[Path]:
-    try:
-        entries = sorted(os.scandir(path), key=lambda e: e.name)
-    except OSError:
-        return
-    for entry in entries:
+    for entry in _entries(path):
         if entry.is_dir(follow_symlinks=False):
             yield Path(entry.path)
+
+
+def _entries(path: Path) -> list[os.DirEntry]:
+    """A directory's entries by name (none if it cannot be listed: gone, or not a directory)."""
+    try:
+        return sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError:
+        return []
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population std, exact where they are finite; NaN or infinite as the values make them
+    (``math.fsum`` refuses +inf with -inf, and squares of huge values overflow: neither may raise)."""
+    n = len(values)
+    try:
+        mean = math.fsum(values) / n
+    except (OverflowError, ValueError):
+        mean = sum(values) / n  # inf, -inf or nan, as numpy gives
+    if not math.isfinite(mean):
+        return mean, math.nan
+    try:
+        return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
+    except OverflowError:
+        return mean, math.inf
 
 
 def _top(counts: Counter) -> list[list[int]]:
     return [[rank, times] for rank, times in counts.most_common(TOP_RANKS)]
 
 
-def _ranks_text(ranks: list[int]) -> str:
-    return "missing: rank " + ", ".join(str(r) for r in ranks)
+def _ranks_text(what: str, ranks: list[int]) -> str:
+    return f"{what}: rank " + ", ".join(str(r) for r in ranks)
 
 
-def start_for(logdir: Path, config: UploadConfig) -> JobView | None:
+def start_for(logdir: Path, config: UploadConfig, beat: Callable[[], None] = lambda: None) -> JobView | None:
     """The logdir's job view (in a multi-node job, one that writes once it has seen every rank of the
     world size its writers detected), or ``None`` where the logdir's upload patterns leave the job run
     out, or in a multi-node job whose world size is unknown. Only the rank files those
@@ -294,4 +434,4 @@ def start_for(logdir: Path, config: UploadConfig) -> JobView | None:
     if config.nodes > 1 and config.world_size <= 1:
         return None  # ranks given explicitly, no world size: nothing tells a node's ranks from the job's
     return JobView(logdir, config.world_size, max(JOB_VIEW_WAIT_S, config.commit_every),
-                   sent=lambda rel: matches(rel, allow, ignore), whole_world=config.nodes > 1)
+                   sent=lambda rel: matches(rel, allow, ignore), whole_world=config.nodes > 1, beat=beat)

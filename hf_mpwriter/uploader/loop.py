@@ -49,7 +49,7 @@ from ..state.liveness import is_alive, process_identity
 from ..state.registry import live_writers, prune_stale_registrations
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
-from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
+from ..timing import JOB_VIEW_READ_S, PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
 from . import job_commit, job_view, system_metrics
 from .commit_cycle import Committer, Progress
 from .file_limit import FileLimitWatch
@@ -209,7 +209,7 @@ class Uploader:
             return 2
         logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
         sampler = system_metrics.start_for(self.logdir, self.config)  # None unless system_metrics is on
-        self._view = job_view.start_for(self.logdir, self.config)  # None unless it sees every rank of a job
+        self._view = self._start_view()
         job = self.target if isinstance(self.target, job_commit.JobTarget) else None
         if job is not None:
             job.start()
@@ -285,17 +285,19 @@ class Uploader:
                 self._prune_registrations()
                 if mailbox.take(self.logdir, "trigger"):
                     schedule.trigger(now)
-                if self._view is not None and self._view.waiting and not schedule.writers_alive:
-                    self._update_view(final=True)  # the job ended: its last points, before the queue looks drained
                 decision = schedule.local_wait(now) or schedule.decide(  # no queue read while a local error waits
                     now, drained=schedule.ending and self.committer.drained(), retry_due=self.committer.retry_due())
                 if decision.action is Action.EXIT:
-                    return self._exit(decision, schedule)
+                    last_points = self._job_run_last_points(decision, schedule)
+                    if last_points is None:
+                        return self._exit(decision, schedule)
+                    decision = last_points
                 self._publish_next_cycle(decision)
                 if decision.action is Action.CYCLE:
                     if decision.urgent:  # a writer or a signal wants it now: skip the backoff
                         self.committer.skip_backoff()
-                    self._update_view(final=not schedule.writers_alive)  # the job run rides along with this commit
+                    # The job run rides along with this commit (a backlog: some seconds of it, the rest at the next).
+                    self._update_view(final=False, budget=JOB_VIEW_READ_S)
                     progress = self.committer.cycle()
                     self._count_files(progress)
                     schedule.needs_user = progress.fatal
@@ -325,18 +327,38 @@ class Uploader:
             stop.wait(min(decision.wait, POLL_S))
         return 0
 
-    def _update_view(self, final: bool) -> None:
-        """Bring the job run up to date; a failure turns it off for this uploader (it never holds a commit back)."""
-        if self._view is None:
-            return
+    def _start_view(self) -> job_view.JobView | None:
+        """The logdir's job run (:func:`job_view.start_for`); ``None`` if it cannot start (never the uploader's end)."""
         try:
-            self._view.update(final)
+            return job_view.start_for(self.logdir, self.config, beat=self._beat)
+        except Exception:
+            logger.exception("job run of %s cannot start; the ranks' runs are committed as before", self.logdir)
+            return None
+
+    def _job_run_last_points(self, decision: Decision, schedule: Schedule) -> Decision | None:
+        """Before the uploader exits with everything committed and every writer gone (the job ended, or all
+        its ranks are down at once): the job run's last points, with the ranks that reported them, and one
+        more commit for them (a CYCLE). ``None``: nothing left, exit now."""
+        if self._view is None or decision.code != 0 or schedule.term_at is not None:
+            return None  # (after SIGTERM: no time for them; they stay in the view's state for a next uploader)
+        if self._update_view(final=True):
+            return Decision(Action.CYCLE, "the job run's last points", urgent=True)
+        return None
+
+    def _update_view(self, final: bool, budget: float = math.inf) -> int:
+        """Bring the job run up to date (the points written); a failure turns it off for this uploader (it
+        never holds a commit back)."""
+        if self._view is None:
+            return 0
+        try:
+            return self._view.update(final, budget)
         except OSError as exc:  # a full disk: the ranks' files go on being committed; tried again next cycle
             logger.warning("job run of %s not updated: %s", self.logdir, exc)
         except Exception:
             logger.exception("job run of %s failed; it is turned off for this uploader (the ranks' runs are "
                              "committed as before)", self.logdir)
             self._view = None
+        return 0
 
     def _exit(self, decision: Decision, schedule: Schedule) -> int:
         """Say why the loop ends, and what is left (with the command that sends it) if anything."""
@@ -507,7 +529,7 @@ class Uploader:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         self.acquire(wait=wait)
-        self._view = job_view.start_for(self.logdir, self.config)
+        self._view = self._start_view()
         try:
             while True:
                 self._beat()

@@ -44,7 +44,7 @@ from ..state.election import (
 from ..state.liveness import HOST, is_alive
 from ..state.mailbox import handover_requester, request_handover
 from ..state.statedir import private_open, state_dir
-from ..timing import SPAWN_PAUSE_S, STARTING_FOR_S, THREAD_START_WAIT_S
+from ..timing import HANDOVER_TO_TOKEN_S, SPAWN_PAUSE_S, STARTING_FOR_S, THREAD_START_WAIT_S
 
 logger = logging.getLogger(__name__)
 
@@ -170,13 +170,14 @@ def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:
 
 
 def _handover_to_another_token(logdir: Path, token: str | None) -> bool:
-    """Whether a live writer asked for a handover to a token other than this writer's. Without this,
+    """Whether a live writer asked, lately, for a handover to a token other than this writer's. Without this,
     a writer still holding the refused token restarts an uploader with it as soon as the old one exits,
     often before the requester does, and the handover starts over (seen: for a whole ``close_timeout``)."""
     requester = handover_requester(logdir)
     if not requester or "token_id" not in requester:
         return False
-    return requester["token_id"] != token_id(token or os.environ.get("HF_TOKEN")) and is_alive(requester)
+    fresh = time.time() - float(requester.get("time", 0)) < HANDOVER_TO_TOKEN_S  # a requester that never starts one
+    return fresh and requester["token_id"] != token_id(token or os.environ.get("HF_TOKEN")) and is_alive(requester)
 
 
 def fatal_error(logdir: Path, token: str | None = None) -> str | None:
