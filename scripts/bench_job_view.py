@@ -73,13 +73,29 @@ def run(ranks: int, tags: int, minutes: float, interval: float, root: Path) -> d
     view.close()
     for writer in writers:
         writer.close()
+    restart, lost = _restart_cost(logdir, ranks, interval, clock)
     records = ranks * tags * steps
     job_bytes = sum(p.stat().st_size for p in (logdir / "job").glob("*tfevents*"))
     baseline = _tensorboard_read_cpu(logdir)
     hours = steps / 3600.0
     return {"records": records, "cpu_s": cpu, "core_share": cpu / (steps or 1), "us_per_record": cpu / records * 1e6,
             "tensorboard_read_s": baseline, "ratio": cpu / baseline, "job_mb_per_hour": job_bytes / 1e6 / hours,
-            "points_per_tag_per_hour": view.points / tags / hours}
+            "points_per_tag_per_hour": view.points / tags / hours, "restart_s": restart, "restart_lost_s": lost}
+
+
+def _restart_cost(logdir: Path, ranks: int, interval: float, clock: _Clock) -> tuple[float, float]:
+    """Wall seconds of a restarted uploader's job view up to its first update: from its state file, and
+    without it (lost: the ranks' files read from their start, up to one commit cycle's budget)."""
+    from hf_mpwriter.timing import JOB_VIEW_READ_S
+    from hf_mpwriter.uploader.job_view import STATE_FILE
+
+    start = time.monotonic()
+    JobView(logdir, ranks, wait=interval, clock=clock).update(budget=JOB_VIEW_READ_S)
+    restart = time.monotonic() - start
+    (logdir / ".hf_mpwriter" / STATE_FILE).unlink()
+    start = time.monotonic()
+    JobView(logdir, ranks, wait=interval, clock=clock).update(budget=JOB_VIEW_READ_S)
+    return restart, time.monotonic() - start
 
 
 def main() -> int:
@@ -96,6 +112,8 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
     print(f"{args.ranks} ranks x {args.tags} tags x {args.minutes:g} min at 1 step/s, a reduction every "
           f"{args.interval:g} s ({r['records']:,} records)\n")
+    print(f"a restarted uploader's first update: {r['restart_s']:.2f} s from its state file, "
+          f"{r['restart_lost_s']:.2f} s without it (reading from the start, one cycle's budget)\n")
     print("| reduction CPU | share of one core | per record | TensorBoard's reader, same files | ratio "
           "| job run per hour | points per tag per hour |")
     print("|---|---|---|---|---|---|---|")

@@ -76,13 +76,17 @@ def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_t
     """Four real writer processes of one job (``WORLD_SIZE=4``), a repository on the test Hub: the job run
     read back from the repository holds, for both tags and every step, exactly the statistics of the
     four ranks' runs read back from the same repository, and a margin chart per tag."""
-    logdir, world, steps = tmp_path / "logs", 4, 120
+    logdir, world, steps, go = tmp_path / "logs", 4, 120, tmp_path / "all-logged"
     procs = [start_writer({"logdir": str(logdir), "repo_id": REPO, "commit_every_s": 1.0, "steps": steps,
-                           "sleep": 0.01, "step_time": True, "close_timeout": 90},
+                           "sleep": 0.01, "step_time": True, "close_timeout": 90, "close_after": str(go)},
                           hub_env(hub, tmp_path, RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r)))
              for r in range(world)]
+    for proc in procs:  # the ranks of one job live together (none ends before another starts)
+        read_line(proc, f"flushed {steps - 1}")
+    go.touch()
     for proc in procs:
         finish(proc)
+    wait_for(lambda: uploader_pid(logdir) is None, 90, "the uploader to commit the job run's last points and exit")
     assert collect(logdir)["up_to_date"]
     copy = materialise(_remote(hub), tmp_path / "remote")
     assert sorted(p.name for p in copy.iterdir()) == ["job", "rank-000", "rank-001", "rank-002", "rank-003"]
@@ -415,6 +419,26 @@ def test_the_stragglers_series_goes_forward_when_a_tag_of_earlier_steps_comes_la
         with open(path, "rb") as handle:
             steps += [s.step for _, record in iter_records(handle) for s in scalars(record) if s.tag == "job/steps_behind"]
     assert steps == [100]
+    view.close()
+    for writer in ranks:
+        writer.close()
+
+
+def test_a_rank_that_logs_after_another_finished_still_counts(tmp_path):
+    """World size unknown (``rank=``): rank 0 has logged every step while rank 1's file holds nothing yet.
+    Rank 0's values wait for their time (not "complete" because rank 0 is all it has seen); rank 1's
+    values then complete them. (Seen under load: the job run held rank 1 alone.)"""
+    clock, logdir = _Clock(), tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(2)]
+    ranks[1].flush()  # its file exists, with its first record only
+    view = JobView(logdir, 0, wait=30.0, clock=clock)
+    for step in range(3):
+        _log(ranks[0], step, float(step))
+    assert view.update() == 0 and view.waiting == 3
+    clock.now = 10.0
+    for step in range(3):
+        _log(ranks[1], step, float(step + 2))
+    assert view.update() == 3 and _held(logdir) == {s: (s + 1.0, 2) for s in range(3)}
     view.close()
     for writer in ranks:
         writer.close()

@@ -10,6 +10,7 @@ import sys
 import urllib.request
 
 import pytest
+from helpers import read_line
 from upload_helpers import finish, start_writer, wait_for, writer_env
 
 from hf_mpwriter.testing import HubServer
@@ -36,8 +37,16 @@ def _get(url: str):
 def uploaded(tmp_path):
     with HubServer(tokens={TOKEN}) as hub:
         env = {**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN}
-        cfg = {"logdir": str(tmp_path / "logs"), "repo_id": REPO, "commit_every_s": 1.0, "steps": 30, "sleep": 0.0}
-        for proc in [start_writer({**cfg, "rank": rank}, env) for rank in range(2)]:
+        # The two ranks of one job: alive together until both logged every step (a rank whose whole life is
+        # shorter than the other's start would end the job, for the uploader, before the other began).
+        go = tmp_path / "both-logged"
+        cfg = {"logdir": str(tmp_path / "logs"), "repo_id": REPO, "commit_every_s": 1.0, "steps": 30, "sleep": 0.0,
+               "close_after": str(go)}
+        procs = [start_writer({**cfg, "rank": rank}, env) for rank in range(2)]
+        for proc in procs:
+            read_line(proc, "flushed 29")
+        go.touch()
+        for proc in procs:
             finish(proc)
         yield hub, tmp_path / "logs", env
 

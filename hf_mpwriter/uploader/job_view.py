@@ -198,12 +198,14 @@ class JobView:
         return written
 
     def _write_due(self, final: bool) -> int:
-        due = self._due(final)
         if len(self.newest) < 2 or (self.whole_world and len(self.newest) < self.world):
-            # Nothing to reduce (one rank logs scalars), or not this logdir's to write: dropped once due.
-            for key in due:
+            # Nothing to reduce (one rank logs scalars so far), or not this logdir's to write: kept for
+            # their wait (another rank may still come: its values complete them), then dropped.
+            now = self.clock()
+            for key in [key for key, first in self._first.items() if now - first >= self.wait]:
                 del self._values[key], self._first[key], self._wall[key]
             return 0
+        due = self._due(final)
         if due:
             self._write(due)
         return len(due)
