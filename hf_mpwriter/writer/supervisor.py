@@ -172,7 +172,7 @@ def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:
 def _handover_to_another_token(logdir: Path, token: str | None) -> bool:
     """Whether a live writer asked, lately, for a handover to a token other than this writer's. Without this,
     a writer still holding the refused token restarts an uploader with it as soon as the old one exits,
-    often before the requester does, and the handover starts over (seen: for a whole ``close_timeout``)."""
+    often before the requester does, and the handover starts over, again and again."""
     requester = handover_requester(logdir)
     if not requester or "token_id" not in requester:
         return False
