@@ -7,7 +7,6 @@ it says of the target is what the uploader's last audit saw there.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sqlite3
 import time
@@ -20,7 +19,7 @@ from ..state.election import uploader_info, uploader_state
 from ..state.filesystem import queue_advice
 from ..state.jobqueue import JobQueue, audit_record
 from ..state.registry import live_writers
-from ..state.statedir import STATE_DIRNAME, state_dir
+from ..state.statedir import STATE_DIRNAME, read_json, state_dir
 from ..uploader.job_view import STATUS_FILE as JOB_VIEW_FILE
 from ..uploader.snapshot import Scanner
 
@@ -171,10 +170,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
 def _job_view(root: Path) -> dict[str, Any] | None:
     """The job run's last picture (:meth:`hf_mpwriter.uploader.job_view.JobView.summary`), if this
     logdir has one: the ranks' newest steps, who is behind, who is most often a tag's min or max."""
-    try:
-        return json.loads((state_dir(root, create=False) / JOB_VIEW_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(state_dir(root, create=False) / JOB_VIEW_FILE)
 
 
 def _audit_summary(audit: dict[str, Any], last: Any | None) -> dict[str, Any]:
