@@ -369,15 +369,17 @@ def test_a_backlog_is_read_in_bounded_steps_with_the_heartbeat_and_finished_befo
     for step in range(steps):
         for rank, writer in enumerate(ranks):
             writer.add_serialized(scalar_event("loss", float(rank + step), step, 1000.0 + step))
+        ranks[1].add_serialized(scalar_event("lr", 0.1, step, 1000.0 + step))  # rank 1's file is read behind rank 0's
     for writer in ranks:
         writer.flush()
     assert min(p.stat().st_size for p in logdir.glob("rank-*/*tfevents*")) > 10 * 4096  # the scenario
     beats = []
     view = JobView(logdir, 2, wait=30.0, beat=lambda: beats.append(1))
     first = view.update(budget=0)
-    assert view.backlog and 0 < first < steps and view.waiting <= 1  # one step each: complete points written
-    assert view.update(final=True) == steps - first and not view.pending
+    assert view.backlog and 0 < first < steps  # one step each: the complete points written
+    assert view.update(final=True) == 2 * steps - first and not view.pending  # every loss point, and lr (rank 1 alone)
     assert sorted(_held(logdir)) == list(range(steps)) and len(beats) >= 2 * steps // 100  # every ~50 records
+    assert {ranks for _, ranks in _held(logdir).values()} == {2}  # no point written before rank 1's file was read
     view.close()
     for writer in ranks:
         writer.close()
