@@ -616,14 +616,14 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # the port is taken (another test Hub?): one line, no traceback
         raise SystemExit(f"hub_server: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
                          "stop what uses it, or pick another --port (0: a free one)") from None
-    logger.info("enforcing %s", server.limits)
-    # Without --token the server accepts any token: print one, so that the pasted shell sends one.
-    token = (args.token or args.read_only_token or ["hf_test"])[0]
-    # A comment line first: what the server prints until it stops can be sourced (`. hub.env`).
-    print(f"# HubServer listening on {server.endpoint} (Ctrl-C to stop). In the shell that runs your script:",
-          flush=True)
-    print("\n".join(shell_exports(server, token, xet=not args.no_xet)), flush=True)
-    try:
+    try:  # from here on, a SIGTERM (a KeyboardInterrupt) anywhere still prints the stats
+        logger.info("enforcing %s", server.limits)
+        # Without --token the server accepts any token: print one, so that the pasted shell sends one.
+        token = (args.token or args.read_only_token or ["hf_test"])[0]
+        # A comment line first: what the server prints until it stops can be sourced (`. hub.env`).
+        print(f"# HubServer listening on {server.endpoint} (Ctrl-C to stop). In the shell that runs your script:",
+              flush=True)
+        print("\n".join(shell_exports(server, token, xet=not args.no_xet)), flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
