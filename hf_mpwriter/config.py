@@ -152,7 +152,7 @@ class UploadConfig:
     #: The job's ranks, as its writers detected them (0: unknown, ranks given with ``rank=``): the job run
     #: (:mod:`hf_mpwriter.uploader.job_view`) counts a step's missing ranks against it.
     world_size: int = 1
-    #: The Hub's spacing between commits to one repository (``HF_MPWRITER_HUB_COMMIT_SPACING``); None: ~28 s.
+    #: Seconds between two commits to one repository (:func:`commit_spacing`); None: the target's own (~28 s).
     min_interval: float | None = None
     #: After SIGTERM (preemption), the uploader's last commit must end by then: fits a 30 s grace period.
     preemption_deadline: float = DEFAULT_PREEMPTION_DEADLINE_S
@@ -173,20 +173,6 @@ class UploadConfig:
     api_requests: int | None = None
     #: Files in one commit of the job's leader (``HF_MPWRITER_FILES_PER_COMMIT``).
     files_per_commit: int | None = None
-
-    def pacing(self, target_min_interval: float) -> tuple[float, float]:
-        """``(interval, phase)`` in seconds: how often this node commits, and when in the cycle.
-
-        A single node commits every ``commit_every``. The nodes of a job share one repository's budget
-        (about one commit per ~28 s): each commits
-        at most once per ``max(commit_every, nodes × min_interval)``, at an offset of ``node_rank``
-        slots, so that together they stay within it whatever their number, and rarely collide.
-        """
-        if self.nodes <= 1:  # one uploader: an explicit interval is honoured (the Hub's spacing only warns)
-            return self.commit_every, 0.0
-        spacing = self.min_interval if self.min_interval is not None else target_min_interval
-        interval = max(self.commit_every, self.nodes * spacing)
-        return interval, interval * self.node_rank / max(1, self.nodes)
 
     # -- the one way settings are built (writers, the CLI, the integrations) -----------------
     @classmethod
@@ -317,11 +303,20 @@ def writer_settings(
         config.nodes, config.node_rank, config.world_size = nodes, node_rank, world_size
         config.preemption_deadline = deadline_s
         config.system_metrics = metrics_s
-        config.min_interval = env.hub_commit_spacing if config.kind == "hub" else None  # a bucket has no commit budget
+        config.min_interval = commit_spacing(env.commits_per_hour) if config.kind == "hub" else None  # a bucket: none
         config.http_timeout, config.job_store = env.http_timeout, env.job_store
         config.commits_per_hour, config.api_requests = env.commits_per_hour, env.api_requests
         config.files_per_commit = env.files_per_commit
     return config
+
+
+def commit_spacing(commits_per_hour: float | None) -> float:
+    """Seconds between two commits to one repository: the Hub's (~28 s), or less where
+    ``HF_MPWRITER_COMMITS_PER_HOUR`` asks for more commits an hour than the Hub accepts (an endpoint
+    that accepts more). One setting for one rate: the spacing never holds back a rate the user set."""
+    if commits_per_hour is None:
+        return HUB_COMMIT_SPACING_S
+    return min(HUB_COMMIT_SPACING_S, 3600 / commits_per_hour)
 
 
 def check_apart(logdir: Path, directory: Path) -> None:

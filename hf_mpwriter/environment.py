@@ -10,6 +10,7 @@ writer read.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -19,6 +20,8 @@ from typing import Callable
 
 from .errors import ConfigurationError
 from .timing import HTTP_TIMEOUT_S
+
+logger = logging.getLogger(__name__)
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -32,8 +35,6 @@ class Environment:
     preemption_deadline: float | None = None
     #: ``HF_MPWRITER_HTTP_TIMEOUT``: the read timeout, in seconds, of the uploader's Hub calls.
     http_timeout: float = HTTP_TIMEOUT_S
-    #: ``HF_MPWRITER_HUB_COMMIT_SPACING``: seconds between commits the Hub accepts per repository.
-    hub_commit_spacing: float | None = None
     #: ``HF_MPWRITER_JOB_STORE``: a multi-node job commits through one leader (its torch.distributed store).
     job_store: bool = True
     #: ``HF_MPWRITER_HANDLE_SIGTERM``: writers flush (and uploaders commit) on SIGTERM.
@@ -41,7 +42,8 @@ class Environment:
     #: ``HF_MPWRITER_NETWORK_FS``: more file system types (as the mount table names them) to treat as
     #: network file systems (the queue then uses a rollback journal: :mod:`hf_mpwriter.state.filesystem`).
     network_fs: tuple[str, ...] = ()
-    #: ``HF_MPWRITER_COMMITS_PER_HOUR``: commits a multi-node job's logs may make to one repository per hour.
+    #: ``HF_MPWRITER_COMMITS_PER_HOUR``: commits the logs may make to one repository per hour (the one rate
+    #: setting: the spacing of two commits follows from it, :func:`hf_mpwriter.config.commit_spacing`).
     commits_per_hour: float | None = None
     #: ``HF_MPWRITER_API_REQUESTS``: Hub API requests a multi-node job's logs may make per 5 minutes.
     api_requests: int | None = None
@@ -83,14 +85,13 @@ _SETTINGS: dict[str, tuple[str, Callable[[str], object], str, str]] = {
     "preemption_deadline": ("HF_MPWRITER_PREEMPTION_DEADLINE", _seconds(0.0, False),
                             "a number of seconds > 0, a few less than the cluster's grace period", "20"),
     "http_timeout": ("HF_MPWRITER_HTTP_TIMEOUT", _seconds(1.0, True), "a number of seconds >= 1", "60"),
-    "hub_commit_spacing": ("HF_MPWRITER_HUB_COMMIT_SPACING", _seconds(0.0, True),
-                           "a number of seconds >= 0 (28 for huggingface.co)", "28"),
     "job_store": ("HF_MPWRITER_JOB_STORE", _switch, "1 or 0 (also true/false, yes/no, on/off)", "0"),
     "handle_sigterm": ("HF_MPWRITER_HANDLE_SIGTERM", _switch, "1 or 0 (also true/false, yes/no, on/off)", "0"),
     "network_fs": ("HF_MPWRITER_NETWORK_FS", _names, "file system types as the mount table names them, "
                    "comma-separated", "fuse.mydfs,myfs"),
     "commits_per_hour": ("HF_MPWRITER_COMMITS_PER_HOUR", _seconds(1.0, True),
-                         "a number of commits >= 1 (the Hub accepts about 128 an hour per repository)", "32"),
+                         "a number of commits >= 1 (the Hub accepts about 128 an hour per repository; more only "
+                         "for an endpoint that accepts more)", "32"),
     "api_requests": ("HF_MPWRITER_API_REQUESTS", _count(10, 1_000_000),
                      "a whole number of requests per 5 minutes >= 10 (a free account has 1,000, PRO 2,500)", "400"),
     "files_per_commit": ("HF_MPWRITER_FILES_PER_COMMIT", _count(1, 10_000),
@@ -99,6 +100,10 @@ _SETTINGS: dict[str, tuple[str, Callable[[str], object], str, str]] = {
 
 #: Every variable this library reads (the README's reference lists the same).
 VARIABLES = tuple(name for name, _, _, _ in _SETTINGS.values())
+#: Variables an earlier version read, and what to set instead: said once (a warning), the default applies.
+RETIRED = {"HF_MPWRITER_HUB_COMMIT_SPACING": "HF_MPWRITER_COMMITS_PER_HOUR (commits an hour to one repository; "
+                                             "the spacing of two commits follows from it)"}
+_retired_said: set[str] = set()
 
 
 def read(env: Mapping[str, str] | None = None) -> Environment:
@@ -116,6 +121,10 @@ def read(env: Mapping[str, str] | None = None) -> Environment:
                 f"(or unset it for the default)"
             )
         values[field] = value
+    for name, instead in RETIRED.items():
+        if env.get(name) and name not in _retired_said:
+            _retired_said.add(name)
+            logger.warning("%s is no longer read: set %s instead", name, instead)
     return Environment(**values)  # type: ignore[arg-type]
 
 

@@ -81,8 +81,11 @@ CALL_MIN_RATE_BPS = 256 * 1024
 DRAIN_TIMEOUT_S = 600.0
 
 # -- targets ---------------------------------------------------------------------------------------
-#: Seconds between commits to one Hub repository: the Hub accepts about 128 commits per hour.
-HUB_COMMIT_SPACING_S = 3600 / 128
+#: Commits an hour the Hub accepts to one repository, and so the seconds between two (~28 s): the
+#: shortest spacing of a repository's commits, unless ``HF_MPWRITER_COMMITS_PER_HOUR`` asks for more
+#: (an endpoint that accepts more: :func:`hf_mpwriter.config.commit_spacing`).
+HUB_COMMITS_PER_HOUR = 128
+HUB_COMMIT_SPACING_S = 3600 / HUB_COMMITS_PER_HOUR
 #: Seconds during which the head is read before every commit, after the Hub refused one because the branch
 #: had moved: someone else commits to it too (another node's uploader, the job's checkpoint pushes), and a
 #: remembered head would be refused again. Afterwards the last commit's head is trusted again.

@@ -9,10 +9,10 @@ Each rank logs ``train/loss`` (value ``rank * 100000 + step``) every 0.2 s for `
 
 Runs (``--runs``):
 
-``kill-store``      the default budget (neither ``HF_MPWRITER_COMMITS_PER_HOUR`` nor the Hub's spacing set);
+``kill-store``      the default budget (``HF_MPWRITER_COMMITS_PER_HOUR`` not set);
                     ``--kill-at`` s after every rank started logging, SIGKILL every process of the node
                     hosting the store (the agent listening on the store's port, its rank, its uploader).
-``leader-cut-off``  ``HF_MPWRITER_COMMITS_PER_HOUR=360``, ``HF_MPWRITER_HUB_COMMIT_SPACING=1``,
+``leader-cut-off``  ``HF_MPWRITER_COMMITS_PER_HOUR=360`` (commits 10 s apart at the closest),
                     ``commit_every`` 6 s (a healthy job is ~11 s behind); node 0's writer and uploader get
                     an ``HF_ENDPOINT`` that accepts TCP connections and never answers. Nodes 1.. start their
                     writers ``--others-delay`` s after node 0's, so that node 0's uploader takes the lease first.
@@ -308,7 +308,7 @@ def run(kind: str, nodes: int, seconds: float, kill_at: float, others_delay: flo
         env = {**clean_env(), **hub.env(), "HF_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo",
                "PYTHONPATH": str(ROOT), MARK: mark}
         if fast:
-            env.update(HF_MPWRITER_COMMITS_PER_HOUR="360", HF_MPWRITER_HUB_COMMIT_SPACING="1")
+            env.update(HF_MPWRITER_COMMITS_PER_HOUR="360")
         port = _free_port()
         procs: list[subprocess.Popen] = []
         samples: dict[int, list[tuple[float, dict]]] = {k: [] for k in range(nodes)}  # uploader.json job, changes

@@ -21,17 +21,18 @@ The ways:
 ``hf_mpwriter``   one node: its uploader commits (what every mode costs on one node)
 ``one leader``    hf_mpwriter with the job's store (torchrun's agent store, or the ``env://`` one): one
                   leader commits every node's files per interval
-``node turns``    hf_mpwriter with ``HF_MPWRITER_JOB_STORE=0``: each node commits its own files, in its turn
-                  (a bucket: each node writes its own, no turns)
+``node turns``    hf_mpwriter with ``HF_MPWRITER_JOB_STORE=0``: each node commits its own files at its own
+                  slot of the job's budget
 ``HFSummaryWriter in every rank``  the anchor, at its best: a run directory per rank, flushed every
                   second (its default, 120 s, would leave the target minutes behind); repositories only
                   (it has no buckets)
 
 Clock: the test Hub takes a commit a second and the uploaders are told so
-(``HF_MPWRITER_HUB_COMMIT_SPACING=1``; huggingface.co: ~28 s), with ``commit_every`` 6 s. The numbers that
-carry over to the Hub are per interval: at the default 5 minutes, one commit per interval is 12 an hour,
-and the Hub takes about 128 an hour per repository. Node turns commit at ``max(commit_every, nodes x
-spacing)``: every interval here, but on huggingface.co 8 nodes' turns are 224 s apart.
+(``HF_MPWRITER_COMMITS_PER_HOUR=3600``, commits 1 s apart; huggingface.co: ~28 s), with ``commit_every``
+6 s. The numbers that carry over to the Hub are per interval: at the default 5 minutes, one commit per
+interval is 12 an hour, and the Hub takes about 128 an hour per repository. Without a store each node
+commits at its own slot of the job's budget (``Plan.own_pacing``): the nodes together keep to its
+commits and API requests, so each node's interval grows with their number.
 
 Rates are over the steady window (:class:`Steady`: every node's records are at the target, so every
 uploader has started and paid its one-time requests, and every rank still logs); the ratios are
@@ -304,7 +305,7 @@ def run_job(hub, way: str, nodes: int, ranks_per_node: int, store: str, seconds:
         commits = lambda: hub.commit_count(repo)  # noqa: E731
     mark = uuid.uuid4().hex
     env = {**clean_env(), **hub.env(), "HF_HOME": str(tmp / "hf_home"), "HF_TOKEN": TOKEN, "OMP_NUM_THREADS": "1",
-           "HF_MPWRITER_HUB_COMMIT_SPACING": "1", "HF_MPWRITER_JOB_STORE": "0" if way == "turns" else "1",
+           "HF_MPWRITER_COMMITS_PER_HOUR": "3600", "HF_MPWRITER_JOB_STORE": "0" if way == "turns" else "1",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "GLOO_SOCKET_IFNAME": "lo", MARK: mark}
     port = free_port()
     target = f"hf://buckets/{repo}" if bucket else repo

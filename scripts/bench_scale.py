@@ -38,9 +38,11 @@ per round ``JobStore.round_trips`` and time each round (a subclass that wraps ``
 thread's renewals, one round trip per 0.5 s, share that store and may fall into a round's count).
 
 WHAT IS SIMULATED: the nodes. One loop in this process (not 1,024 threads) keeps each node's next due
-time: ``Plan.pacing(node)`` of the latest plan the node got in an answer (before that the job's start
-pacing, ``job_plan.start_pacing``, as ``JobTarget.pacing``). Each due node's offer is written exactly as
-``JobTarget.commit`` writes it (``offer/{node}`` =
+time: the slots of the latest plan the node got in an answer, which says them as seconds from now and the
+node turns into phases of its own clock (``Plan.phases``; before that the job's start pacing,
+``job_plan.start_pacing``, as ``JobTarget.pacing``). ``--skew S``: the two leaders' wall clocks run S
+seconds ahead and behind the nodes' (their monotonic clocks do not), as hosts' clocks can. Each due
+node's offer is written exactly as ``JobTarget.commit`` writes it (``offer/{node}`` =
 ``{"seq","incarnation","wait","waiting","last","files":[[path, sha256, size, xet_hash], ...]}``), but the
 offers due in one tick go in one ``multi_set``, and ``offered`` is bumped once per tick by their number
 (a node bumps it by 1). The nodes announce themselves as ``JobTarget._announce`` does (``incarnation``,
@@ -134,6 +136,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -172,6 +175,10 @@ def leader_main(cfg: dict) -> None:
     scale = cfg["scale"]
     job_leader.JOB_GATHER_S /= scale  # a round's gathering, against the plan's gap: Hub time
     job_leader.DEFER_AFTER_S /= scale  # how long the leader holds offers for the budget's room: Hub time
+    if cfg.get("skew"):  # this leader's host clock is off by ``skew`` s (its monotonic clock is not)
+        real = time
+        job_leader.time = types.SimpleNamespace(  # type: ignore[assignment]
+            time=lambda: real.time() + cfg["skew"], monotonic=real.monotonic, sleep=real.sleep)
     log = open(cfg["log"], "a", buffering=1)
 
     class TimedStore(JobStore):
@@ -221,7 +228,7 @@ def leader_main(cfg: dict) -> None:
     address = StoreAddress("127.0.0.1", cfg["port"], cfg["job"])
     store = TimedStore(address, cfg["prefix"])
     leader = MeasuredLeader(target, store, cfg["node"], cfg["nodes"], spacing / scale,
-                            make_budget(hub_spacing=hub_spacing).scaled(scale), commit_every / scale)
+                            make_budget().scaled(scale), commit_every / scale)
     leader.start()
     print("ready", flush=True)
     sys.stdin.read()  # until the bench closes it (or kills this process)
@@ -274,14 +281,14 @@ class Nodes:
         hub_spacing = 0.0 if kind == "bucket" else HubTarget.min_interval
         self.commit_every = (10.0 if kind == "bucket" else 300.0) / scale
         self.spacing = min(self.commit_every * scale, hub_spacing) / 2 / scale
-        self.hub_spacing = hub_spacing / scale
-        self.budget = make_budget(hub_spacing=hub_spacing).scaled(scale)
+        self.budget = make_budget().scaled(scale)
         # What a node says before any answer (JobTarget.plan_now): the same plan as the leader's here.
         self.own_plan = make_plan(self.budget, "bucket" if kind == "bucket" else "hub", nodes, ranks,
                                   self.commit_every, self.spacing)
         now = time.time()
         self.incarnation = time.time_ns()
         self.plan: list[Any] = [None] * nodes
+        self.phases: list[tuple[float, float] | None] = [None] * nodes  # its slots on its own clock (JobTarget)
         self.due = [now] * nodes  # real wall time of the next offer (or own commit)
         self.pending: list[dict | None] = [None] * nodes  # {"seq", "at", "raw", "since", "taken"}
         self.waiting_since: list[float | None] = [None] * nodes  # the first offer of data not held yet
@@ -334,7 +341,9 @@ class Nodes:
         from hf_mpwriter.uploader.schedule import until_turn
 
         plan = self.plan[node]
-        interval, phase = plan.pacing(node) if plan is not None else start_pacing(
+        phases = self.phases[node]
+        interval, phase = ((plan.interval, phases[0]) if phases is not None else plan.pacing(node)) \
+            if plan is not None else start_pacing(
             self.own_plan, self.budget, "bucket" if self.kind == "bucket" else "hub", node, self.commit_every)
         return now + until_turn(interval, phase, now)
 
@@ -392,7 +401,9 @@ class Nodes:
                 if self.own_due[node] is None:
                     plan = self.plan[node] or self.own_plan
                     last = self.own_last[node]
-                    self.own_due[node] = now + plan.own_turn(node, now, None if last is None else now - last)
+                    phases = self.phases[node]
+                    self.own_due[node] = now + plan.own_turn(node, now, None if last is None else now - last,
+                                                             None if phases is None else phases[1])
                 own_due = self.own_due[node]
                 assert own_due is not None
                 if own_due <= now:
@@ -423,7 +434,9 @@ class Nodes:
             if answer.get("seq") != p["seq"]:
                 continue
             self.pending[node] = None
-            self.plan[node] = Plan.from_json(answer.get("plan")) or self.plan[node]
+            plan = Plan.from_json(answer.get("plan"))
+            if plan is not None:  # its slots as seconds from now, turned into phases of this host's clock
+                self.plan[node], self.phases[node] = plan, plan.phases(answer, now)
             if answer.get("retry_in") is not None:
                 self.counts["deferred"] += 1
                 self.deferred_log.append(now)
@@ -442,7 +455,7 @@ class Nodes:
     # -- without a store ------------------------------------------------------------------------------
     def _store_gone(self) -> None:
         """The store is gone (and every offer in it): each node commits itself at once (JobTarget._own_turn),
-        a refused one again after the Hub's Retry-After; then in node turns (UploadConfig.pacing)."""
+        a refused one again after the Hub's Retry-After; then every own slot (Plan.own_pacing)."""
         now = time.time()
         self.store_gone_at = now
         for node in range(self.n):
@@ -456,7 +469,7 @@ class Nodes:
                 break
             self.seq[node] = max(self.seq[node] + 1, time.time_ns())
             retry = self._own_commit(node, self.seq[node], now)
-            turns = max(self.commit_every, self.n * self.hub_spacing)  # UploadConfig.pacing, in node turns
+            turns = (self.plan[node] or self.own_plan).own_pacing(node, self.commit_every)[0]  # JobTarget.pacing
             self.due[node] = time.time() + (retry if retry is not None else turns)
             if retry is None and self.own_gone_first[node] is None:
                 self.own_gone_first[node] = time.time()
@@ -526,7 +539,8 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 
 def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Path, quiet: bool = False,
-        minutes: float | None = None, spread: float = 0.0, commit_s: float = 0.0, upload_s: float = 0.0) -> dict:
+        minutes: float | None = None, spread: float = 0.0, commit_s: float = 0.0, upload_s: float = 0.0,
+        skew: float = 0.0) -> dict:
     from hf_mpwriter.testing import HubServer
     from hf_mpwriter.testing.limits import HubLimits
     from hf_mpwriter.timing import AUDIT_EVERY_S, BUCKET_AUDIT_EVERY_S, LEASE_STALE_S
@@ -573,7 +587,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 cut_off = scenario == "leader-cut-off" and node == 0
                 cfg = {"kind": kind, "endpoint": f"http://127.0.0.1:{silent.getsockname()[1]}" if cut_off
                        else hub.endpoint, "port": port, "job": job, "prefix": prefix,
-                       "node": node, "nodes": nodes, "scale": scale, "log": str(log)}
+                       "node": node, "nodes": nodes, "scale": scale, "log": str(log),
+                       "skew": skew if node == 0 else -skew}
                 procs.append(_start_leader(cfg, env, tmp / f"leader-{node}.err"))
                 if cut_off:  # it leads first
                     _wait_lease(sim_store, 0)
@@ -678,7 +693,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
     commit_rounds = [r for r in measured if r["files"]]
     per_round_rt = [r["rt"] for r in measured]
     out: dict[str, Any] = {
-        "kind": kind, "nodes": nodes, "ranks": ranks, "scale": scale, "scenario": scenario,
+        "kind": kind, "nodes": nodes, "ranks": ranks, "scale": scale, "scenario": scenario, "skew": skew,
         "plan": plan, "wall_s": time.monotonic() - wall0, "counts": dict(sim.counts), "readback": readback,
         "dup_commits": commits_dup, "limits_hit": {k: v for k, v in stats_end["limits_hit"].items() if v},
         "rt_max": max(per_round_rt, default=0), "rt_p50": _pct(per_round_rt, 0.5),
@@ -826,6 +841,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=None,
                         help="Hub-minutes to measure after the warm-up, at least (default: 60 for a repository, 11 for "
                              "a bucket; always at least 1.5 plan intervals)")
+    parser.add_argument("--skew", type=float, default=0.0,
+                        help="real seconds: node 0's leader's wall clock runs this far ahead, node 1's this far "
+                             "behind, the nodes' on time (default 0; 3601.5: an hour, not a whole number of intervals)")
     parser.add_argument("--json", type=Path, default=None, help="also write every row's raw numbers here")
     parser.add_argument("--_leader", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -845,7 +863,7 @@ def main() -> int:
             scale = args.scale or DEFAULT_SCALE["kill-store" if args.scenario == "kill-store" else kind]
             with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
                 r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp), minutes=args.minutes,
-                        spread=args.spread, commit_s=args.commit_s, upload_s=args.upload_s)
+                        spread=args.spread, commit_s=args.commit_s, upload_s=args.upload_s, skew=args.skew)
             results.append(r)
             print(json.dumps({k: (str(v) if k == "plan" else v) for k, v in r.items()}), flush=True)
     if args.json:

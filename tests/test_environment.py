@@ -21,7 +21,6 @@ BAD = [
     ("HF_MPWRITER_HTTP_TIMEOUT", "60s"),
     ("HF_MPWRITER_HTTP_TIMEOUT", "0"),
     ("HF_MPWRITER_PREEMPTION_DEADLINE", "soon"),
-    ("HF_MPWRITER_HUB_COMMIT_SPACING", "-1"),
     ("HF_MPWRITER_JOB_STORE", "maybe"),
     ("HF_MPWRITER_HANDLE_SIGTERM", "nope"),
     ("HF_MPWRITER_NETWORK_FS", "nfs; lustre"),
@@ -45,7 +44,7 @@ def test_every_setting_has_a_bad_value_above_and_a_row_in_the_reference():
     bad value here."""
     reference = (Path(__file__).resolve().parent.parent / "docs" / "reference.md").read_text()
     documented = set(re.findall(r"^\| `(HF_MPWRITER_[A-Z_]+)` \|", reference, re.M))
-    assert len(_settings()) >= 9  # the scenario: the dataclass does hold the settings
+    assert len(_settings()) >= 8  # the scenario: the dataclass does hold the settings
     assert documented == set(_settings().values())
     assert {name for name, _ in BAD} == set(_settings().values())
 
@@ -85,6 +84,30 @@ def test_the_writers_settings_reach_the_uploader_through_the_logdir(monkeypatch,
         writer.add_scalar("x", 1.0, 0)
     saved = json.loads((logdir / ".hf_mpwriter" / "config.json").read_text())
     assert (saved["http_timeout"], saved["job_store"], saved["preemption_deadline"]) == (7.0, False, 12.5), saved
+
+
+def test_a_retired_variable_is_said_once_with_what_to_set_instead_and_the_default_applies(caplog):
+    from hf_mpwriter.config import commit_spacing
+    from hf_mpwriter.timing import HUB_COMMIT_SPACING_S
+
+    environment._retired_said.clear()
+    caplog.set_level("WARNING", logger="hf_mpwriter")
+    first = environment.read({"HF_MPWRITER_HUB_COMMIT_SPACING": "2"})
+    environment.read({"HF_MPWRITER_HUB_COMMIT_SPACING": "2"})
+    said = [r for r in caplog.records if r.name == environment.logger.name]
+    assert len(said) == 1 and said[0].levelname == "WARNING", said  # once per process, not per writer
+    assert "HF_MPWRITER_COMMITS_PER_HOUR" in said[0].getMessage()  # what to set instead
+    assert first == Environment() and commit_spacing(first.commits_per_hour) == HUB_COMMIT_SPACING_S
+
+
+def test_one_rate_setting_gives_the_spacing_of_commits():
+    """``HF_MPWRITER_COMMITS_PER_HOUR`` is the one rate: commits are the Hub's ~28 s apart, closer only
+    where the rate asks for more than the Hub's 128 an hour (an endpoint that accepts more)."""
+    from hf_mpwriter.config import commit_spacing
+    from hf_mpwriter.timing import HUB_COMMIT_SPACING_S
+
+    assert commit_spacing(None) == commit_spacing(32) == commit_spacing(128) == HUB_COMMIT_SPACING_S
+    assert commit_spacing(1800) == 2.0 and commit_spacing(3600) == 1.0
 
 
 def test_sync_with_a_bad_setting_says_what_to_fix_without_a_traceback(monkeypatch, tmp_path):

@@ -355,7 +355,7 @@ def test_a_writer_judged_dead_by_mistake_is_not_deleted_and_does_not_speed_up_co
     # Each commit takes 0.3 s: the writer (a flush every ~10 ms) always has something new when the
     # uploader looks right after a commit, so the uploader never finds itself done, and goes on.
     hub.inject("latency", route="commit", seconds=0.3, times=None)
-    env = _env(hub, tmp_path, HF_MPWRITER_HUB_COMMIT_SPACING="0")  # no Hub spacing: only the rule spaces commits
+    env = _env(hub, tmp_path, HF_MPWRITER_COMMITS_PER_HOUR="3600000")  # ~no Hub spacing: the rule spaces commits
     proc = start_writer(_hub_cfg(tmp_path, 0, uploader="none", commit_every_s=600, steps=10**6, sleep=0.005,
                                  flush_every=2), env)
     uploader = None

@@ -467,7 +467,7 @@ def test_at_preemption_with_the_store_alive_the_leader_makes_one_last_commit_for
 def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(hub, tmp_path):
     """The store's host died (its node failed, the job was cancelled), with the default budget (32 commits
     an hour, a node's own slot up to minutes away): nothing coordinates the nodes any more, so the node
-    commits its files itself at once, and from then on in node turns (the Hub's 429s pace them)."""
+    commits its files itself at once, and from then on at its own slots (the Hub's 429s pace them too)."""
     hub.create_repo(REPO)
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     node = _node(hub, server.port, 1, budget=make_budget())
@@ -484,7 +484,7 @@ def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(h
         assert waits == [] and node.mode == "node" and node.store_gone, waits  # at once, not at its slot
         assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
         assert not node.differences(pieces)
-        assert node.pacing(config) == config.pacing(node.inner.min_interval)  # node turns from now on
+        assert node.pacing(config) == node.plan_now(1).own_pacing(1, node.commit_every)  # its own slots from now on
         assert node.job_info()["store_gone"] is True  # what ``status`` shows
     finally:
         node.stop()
@@ -636,7 +636,7 @@ def test_the_running_uploader_publishes_how_its_commits_go_when_that_changes(hub
     from hf_mpwriter.uploader.loop import Uploader
 
     monkeypatch.setattr(job_commit, "STORE_RETRY_S", 1.0)
-    monkeypatch.setenv("HF_MPWRITER_HUB_COMMIT_SPACING", "1")
+    monkeypatch.setenv("HF_MPWRITER_COMMITS_PER_HOUR", "3600")  # commits 1 s apart
     port = closed_port()  # the store's, later
     for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": "job-pub"}.items():
         monkeypatch.setenv(name, value)

@@ -30,4 +30,4 @@ def test_the_uploaders_scope_the_store_by_the_writers_job_id():
     assert address is not None and address.job_id == "slurm-812.3" == job_id({"SLURM_JOB_ID": "812", "SLURM_STEP_ID": "3"})
     alone = store_address({**store, "TORCHELASTIC_RUN_ID": "none"})
     assert alone is not None and alone.job_id == "torchrun-none"
-    assert store_address(store) is None  # no launcher: no job, node turns
+    assert store_address(store) is None  # no launcher: no job, each node commits itself

@@ -122,9 +122,9 @@ def _check_exactly_once(files: dict[str, bytes], tmp_path: Path) -> None:
 def test_node_local_logdirs_commit_to_one_repository_in_turns(tmp_path):
     with HubServer(tokens={TOKEN}) as hub:
         hub.create_repo(REPO)
-        # The test Hub accepts a commit every 2 s (not huggingface.co's ~28 s): turns of 2 x 2 s, not 2 x 28 s.
+        # The test Hub's hour compressed: the logs get 1,800 commits an hour (2 s apart, not huggingface.co's ~28 s).
         env = _job_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": TOKEN,
-                        "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "HF_MPWRITER_JOB_STORE": "0"})
+                        "HF_MPWRITER_COMMITS_PER_HOUR": "1800", "HF_MPWRITER_JOB_STORE": "0"})
         logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(2)]
         _run_job(tmp_path, logdirs, ["--repo-id", REPO], env)
         for logdir in logdirs:
@@ -132,7 +132,7 @@ def test_node_local_logdirs_commit_to_one_repository_in_turns(tmp_path):
         remote = _read_back(hub)
         _check_exactly_once(remote, tmp_path)
         assert not [p for p in remote if p.startswith("job/")]  # no node saw every rank: no job run
-        # Each node paced itself: one turn per max(commit_every, nodes x the Hub's spacing).
+        # Each node paced itself at its own slot of the job's budget, its commits 2 s apart at the closest.
         configs = [json.loads((d / ".hf_mpwriter" / "config.json").read_text()) for d in logdirs]
         assert sorted((c["nodes"], c["node_rank"]) for c in configs) == [(2, 0), (2, 1)], configs
         assert all(c["min_interval"] == 2 for c in configs), configs
@@ -181,7 +181,7 @@ def _start_leader_job(hub: HubServer, tmp_path: Path) -> tuple[list[Path], list[
     # The Hub's hour compressed (a commit per 2 s), and the logger given all of it (1,800 an hour): at the
     # default quarter the plan would space this job's commits 9 s apart, not its commit_every of 2 s.
     env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "HF_TOKEN": TOKEN,
-                      "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "HF_MPWRITER_COMMITS_PER_HOUR": "1800",
+                      "HF_MPWRITER_COMMITS_PER_HOUR": "1800",
                       "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
     logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(2)]
     port = _free_port()
@@ -306,7 +306,7 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
         else:
             hub.create_repo(REPO)
         env = writer_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN,
-                          "HF_MPWRITER_HUB_COMMIT_SPACING": "2", "HF_MPWRITER_COMMITS_PER_HOUR": "1800",  # as above
+                          "HF_MPWRITER_COMMITS_PER_HOUR": "1800",  # as above
                           "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"})
         homes = [tmp_path / f"node-{k}" for k in range(nodes)]
         port, procs, outs = _free_port(), [], [tmp_path / f"node-{k}.out" for k in range(nodes)]

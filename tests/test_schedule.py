@@ -3,6 +3,7 @@ termination and backoff rule, in milliseconds, without a process or a sleep."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -69,10 +70,12 @@ def test_a_single_node_commits_a_backlog_at_once_then_every_interval():
 
 
 def test_nodes_take_their_own_slot_of_the_shared_wall_clock():
+    from hf_mpwriter.uploader.job_plan import make_budget, make_plan
+
+    plan = make_plan(make_budget(), "hub", 4, 1, 60.0, HUB_SPACING / 2)
     for node in range(4):
-        config = UploadConfig(kind="hub", prefix="tb", commit_every=60.0, nodes=4, node_rank=node)
-        interval, phase = config.pacing(HUB_SPACING)
-        assert interval == 4 * HUB_SPACING and phase == interval * node / 4
+        interval, phase = plan.own_pacing(node, 60.0)
+        assert interval == plan.own_every() and phase == node * plan.own_gap  # the scenario: slots one gap apart
         wall = 1_700_000_123.0
         clock = Clock(Schedule(pacing(interval=interval, phase=phase), 50.0, wall), now=50.0, wall=wall)
         clock.schedule.writers(50.0, alive=True)
@@ -86,27 +89,42 @@ def test_nodes_take_their_own_slot_of_the_shared_wall_clock():
         assert min(gaps) >= interval / 2  # never more often than once per interval (a turn skipped at worst)
 
 
-def test_the_hub_commit_spacing_paces_a_repositorys_nodes_not_a_buckets(monkeypatch, tmp_path):
-    """``HF_MPWRITER_HUB_COMMIT_SPACING`` is a repository's commit budget: a bucket has none, so its
-    nodes write every interval whatever it says (before: 8 nodes each wrote every 8 s at a 1 s spacing)."""
-    from hf_mpwriter.config import writer_settings
-    from hf_mpwriter.errors import ConfigurationError
+@pytest.mark.parametrize("kind", ["hub", "bucket"])
+@pytest.mark.parametrize("nodes", [2, 8, 64, 1024])
+def test_nodes_without_a_store_keep_to_the_jobs_budget_together(monkeypatch, tmp_path, kind, nodes):
+    """A job without a store (``HF_MPWRITER_JOB_STORE=0``, none in the environment): each node commits
+    at its own slot of the job's budget, so the nodes together stay within its commits an hour (a
+    repository) and its API requests per 5 minutes, whatever their number. (Before: a repository's nodes
+    took the Hub's whole rate, a bucket's every interval, past the requests: 8 nodes, 2 requests each,
+    every 10 s.)"""
     from hf_mpwriter.targets.bucket import BucketTarget
     from hf_mpwriter.targets.hub import HubTarget
+    from hf_mpwriter.uploader.job_commit import own_pacing
+    from hf_mpwriter.uploader.job_plan import LEADER_SHARE, REQUESTS_PER_WRITE, make_budget
 
-    monkeypatch.setenv("HF_MPWRITER_HUB_COMMIT_SPACING", "1")
-    repo = writer_settings(tmp_path, "me/run", commit_every=0.1, nodes=8, node_rank=3)
-    assert repo is not None and repo.pacing(HubTarget.min_interval) == (8.0, 3.0)  # turns: 8 nodes x 1 s
-    try:
-        bucket = writer_settings(tmp_path, "hf://buckets/me/logs", commit_every=0.1, nodes=8, node_rank=3)
-    except ConfigurationError as exc:  # huggingface_hub before 1.5 has no buckets
-        pytest.skip(str(exc))
-    assert bucket is not None and bucket.kind == "bucket"
-    assert bucket.pacing(BucketTarget.min_interval)[0] == 6.0  # every commit_every
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("SLURM_NTASKS_PER_NODE", raising=False)
+    every = 10.0 if kind == "bucket" else 300.0
+    config = UploadConfig(kind=kind, prefix="tb", commit_every=every, nodes=nodes, node_rank=nodes - 1)
+    target = (BucketTarget("me/logs", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:1") if kind == "bucket"
+              else HubTarget("me/run", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:1"))
+    interval, phase = own_pacing(config, target)
+    budget = make_budget()
+    assert interval >= every and 0 <= phase < interval
+    writes_per_hour = nodes * 3600 / interval
+    if kind == "hub":
+        assert writes_per_hour <= budget.commits_per_hour + 1e-9, writes_per_hour
+    requests_per_5min = writes_per_hour / 12 * REQUESTS_PER_WRITE[kind]
+    assert requests_per_5min <= budget.requests_per_5min * LEADER_SHARE + 1e-9, requests_per_5min
+    assert own_pacing(dataclasses.replace(config, nodes=1, node_rank=0), target) == (every, 0.0)  # one node: its own
 
 
 def test_a_single_node_honours_an_explicit_interval_below_the_hub_spacing():
-    assert UploadConfig(kind="hub", prefix="tb", commit_every=1.5).pacing(HUB_SPACING) == (1.5, 0.0)
+    from hf_mpwriter.targets.hub import HubTarget
+    from hf_mpwriter.uploader.job_commit import own_pacing
+
+    target = HubTarget("me/run", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:1")
+    assert own_pacing(UploadConfig(kind="hub", prefix="tb", commit_every=1.5), target) == (1.5, 0.0)
 
 
 def test_until_turn_lands_on_the_slot_and_waits_at_least_after():

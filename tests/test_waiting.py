@@ -47,9 +47,9 @@ def _no_uploader_left(logdir: Path) -> None:
 
 # -- item 4: close() says what it waits for -----------------------------------------------------------
 def test_a_close_that_waits_says_once_what_it_waits_for(hub, tmp_path, monkeypatch, caplog):
-    """Rank 0 closes while rank 1 still writes: its commit waits for the Hub's spacing (15 s here)."""
+    """Rank 0 closes while rank 1 still writes: its commit waits for the spacing of commits (15 s here: 240 an hour)."""
     caplog.set_level(logging.INFO, logger="hf_mpwriter")
-    _hub_env(monkeypatch, {**hub.env(), "HF_MPWRITER_HUB_COMMIT_SPACING": "15"}, tmp_path)
+    _hub_env(monkeypatch, {**hub.env(), "HF_MPWRITER_COMMITS_PER_HOUR": "240"}, tmp_path)
     logdir = tmp_path / "logs"
     other = HFSummaryWriter(repo_id=REPO, logdir=str(logdir), rank=1, token=TOKEN, close_timeout=60)
     writer = HFSummaryWriter(repo_id=REPO, logdir=str(logdir), rank=0, token=TOKEN, close_timeout=60)

@@ -28,15 +28,15 @@ logger = logging.getLogger(__name__)
 
 # -- status ----------------------------------------------------------------------------------
 def _committer_text(job: dict | None, config: Any) -> str:
-    """Who makes this logdir's commits: the job's leader (multi-node job with a store), node turns, or this uploader."""
+    """Who makes this logdir's commits: the job's leader (multi-node job with a store), the node itself, or this uploader."""
     handed = f"; this node stopped leading: {job['handed_over']}" if job and job.get("handed_over") else ""
     if job and job.get("split_from"):  # said first: the job's runs are split, whatever else goes well
         handed += (f"; THIS JOB LOGS TO SEVERAL FOLDERS ({job['split_from']}): give every node's logdir the same "
                    "name")
     if job and job.get("store_gone"):
         return (f"this node itself (job {job['job_id']}, node {job['node']} of {job['nodes']}): the job's store at "
-                f"{job['store']} is gone, so nothing coordinates the nodes any more; it commits in node turns, as "
-                f"often as the Hub accepts{handed}")
+                f"{job['store']} is gone, so nothing coordinates the nodes any more; it commits at its own slot of the "
+                f"job's budget{_budget_text(job)}, every {_span(job.get('own_every'))} at most{handed}")
     if job and job.get("mode") == "node":
         why = job.get("why") or "the job store failed"
         return (f"this node itself, at its turn in the job's budget{_budget_text(job)}, every {_span(job.get('own_every'))} "
@@ -51,7 +51,8 @@ def _committer_text(job: dict | None, config: Any) -> str:
                 f"{job['node']}{lead}; {pace} within the job's budget{_budget_text(job)}; without a leader, this node "
                 f"commits itself at its turn){handed}")
     if config.nodes > 1:
-        return f"this node, in its turn among {config.nodes} nodes (no job store: MASTER_ADDR/MASTER_PORT and a job id)"
+        return (f"this node itself, at its own slot of the job's budget among {config.nodes} nodes (no job store: "
+                "MASTER_ADDR/MASTER_PORT and a job id)")
     return "this uploader"
 
 

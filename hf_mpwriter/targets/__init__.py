@@ -21,7 +21,7 @@ def target_for(config: UploadConfig, token: str | None = None, endpoint: str | N
         assert config.repo_id
         return HubTarget(config.repo_id, prefix=config.prefix, repo_type=config.repo_type, revision=config.revision,
                          private=config.private, squash_history=config.squash_history, token=token, endpoint=endpoint,
-                         shared_branch=config.nodes > 1,  # node turns: every node commits to the branch
+                         shared_branch=config.nodes > 1,  # several nodes commit to the branch
                          http_timeout=config.http_timeout)
     if config.kind == "local":
         assert config.directory

@@ -1,7 +1,7 @@
 """One commit per interval for a whole multi-node job: every node uploads, one leader commits.
 
-Without this, each node's uploader commits its own files, so a job's commits and Hub API requests
-grow with its node count (the nodes take turns: :meth:`hf_mpwriter.config.UploadConfig.pacing`).
+Without this, each node's uploader commits its own files at its own slot of the job's budget
+(:func:`own_pacing`), so a job's newest records get older with its node count.
 With the job's store (:mod:`hf_mpwriter.uploader.job_store`), only the last step of a node's cycle
 changes (:class:`JobTarget`, the node's target). Its queue, snapshots, fence and audit are as before::
 
@@ -21,8 +21,9 @@ Who commits what, and when:
 - **Store alive, no answer** (no leader yet, one handing over because it cannot reach the Hub): the
   node commits itself at its own slot (:meth:`~.job_plan.Plan.own_turn`), a due time it keeps.
 - **Store gone** (nothing listens at its address: its host died, the job ended): nothing coordinates
-  the nodes any more, so each commits itself at once and then in node turns, paced by the Hub (its
-  429 and ``Retry-After``), until everything has landed; the uploader waits as long as the Hub says.
+  the nodes any more, so each commits itself at once and then at its own slots of the job's budget,
+  paced by the Hub too (its 429 and ``Retry-After``), until everything has landed; the uploader waits
+  as long as the Hub says.
 
 Nothing depends on the leader for safety, only for cost. Every commit names its parent, fixed
 *before* the offers are read: a node that takes its offer back commits only after that, so a leader
@@ -82,7 +83,7 @@ JOB_AUDITORS = 8
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
-__all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "for_job", "store_prefix"]
+__all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "for_job", "own_pacing", "store_prefix"]
 
 
 def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
@@ -177,9 +178,9 @@ class JobTarget(Target):
         (:func:`.job_plan.start_pacing`: together, or a group at a time where a job is too big for its first
         requests to come at once). Also while this node commits itself: it offers to the leader again at
         its next slot, and its own commits have a gate of their own (:meth:`_own_turn`).
-        With the store gone, the node turns of a job without a store (:meth:`UploadConfig.pacing`)."""
+        With the store gone, its own slots, as in a job without a store (:meth:`Plan.own_pacing`)."""
         if self.store_gone:
-            return config.pacing(self.inner.min_interval)
+            return self.plan_now(self.files_hint).own_pacing(self.node, self.commit_every)
         if self.plan is not None:
             interval, phase = self.plan.pacing(self.node)
             return interval, phase if self._phases is None else self._phases[0]
@@ -429,7 +430,7 @@ class JobTarget(Target):
         return answer if answer and answer.get("seq") == seq else None
 
     def _commit_ourselves(self, pieces: Sequence[Piece], message: str, why: str) -> str | None:
-        """Commit as a node taking turns would, unless an offer of ours may still be taken by a leader
+        """Commit as a node without a store would, unless an offer of ours may still be taken by a leader
         (it could not be taken back): then not before no leader takes it any more (see the module's
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
         store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
@@ -498,11 +499,11 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
     :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
     (``config.nodes > 1``), only with a store in the environment
-    (:func:`~hf_mpwriter.uploader.job_store.store_address`); otherwise each node commits itself
-    (a repository's nodes take turns). A store that does not answer yet gives a :class:`JobTarget`
+    (:func:`~hf_mpwriter.uploader.job_store.store_address`); otherwise each node commits itself at its
+    own slots (:func:`own_pacing`). A store that does not answer yet gives a :class:`JobTarget`
     that commits itself until it does (offering to the leader again :data:`STORE_RETRY_S` after a failure).
     """
-    address = store_address() if config.job_store else None  # HF_MPWRITER_JOB_STORE=0: node turns
+    address = store_address() if config.job_store else None  # HF_MPWRITER_JOB_STORE=0: each node itself
     if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):
         return target
     if importlib.util.find_spec("torch") is None:  # the store's client is torch's
@@ -516,12 +517,10 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     store = JobStore(address, store_prefix(address, target.key))
     leader_target = target_for(dataclasses.replace(config, nodes=1, node_rank=0), token)
     assert isinstance(leader_target, (HubTarget, BucketTarget))
-    hub_spacing = config.min_interval if config.min_interval is not None else leader_target.min_interval
-    spacing = min(config.commit_every, hub_spacing) / 2  # at most one commit per round
-    budget = make_budget(config.commits_per_hour, config.api_requests, config.files_per_commit, hub_spacing)
     prepared_wait = max(PREPARED_WAIT_MIN_S, PREPARED_WAIT_S * min(1.0, config.nodes / PREPARED_WAIT_NODES))
     job = JobTarget(target, leader_target, store, config.node_rank, config.nodes,
-                    wait=min(OFFER_WAIT_S, call_bound / 3), spacing=spacing, prepared_wait=prepared_wait, budget=budget,
+                    wait=min(OFFER_WAIT_S, call_bound / 3), spacing=_write_spacing(config, leader_target),
+                    prepared_wait=prepared_wait, budget=_budget(config),
                     commit_every=config.commit_every, call_bound=call_bound,
                     files_hint=environment.ranks_per_node() or 1)
     try:
@@ -535,3 +534,27 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
         job.store_failed(exc)
         job.mode = "node"
     return job
+
+
+def own_pacing(config: UploadConfig, target: Target) -> tuple[float, float]:
+    """``(interval, phase)`` of a node's uploader that commits its files itself, without a job's store
+    (``HF_MPWRITER_JOB_STORE=0``, no store in the environment): its own slot of the job's budget
+    (:meth:`Plan.own_pacing`, from the plan for its launcher's ranks), so that the nodes together keep
+    to the budget whatever their number. A single node, or a local directory: every ``commit_every``."""
+    if config.nodes <= 1 or not isinstance(target, (HubTarget, BucketTarget)):
+        return config.commit_every, 0.0
+    kind = "bucket" if isinstance(target, BucketTarget) else "hub"
+    plan = make_plan(_budget(config), kind, config.nodes, environment.ranks_per_node() or 1, config.commit_every,
+                     _write_spacing(config, target))
+    return plan.own_pacing(config.node_rank, config.commit_every)
+
+
+def _budget(config: UploadConfig) -> Budget:
+    return make_budget(config.commits_per_hour, config.api_requests, config.files_per_commit)
+
+
+def _write_spacing(config: UploadConfig, target: Target) -> float:
+    """Seconds between two writes of the job's files (the leader's, or a node's own): at most one per
+    round, the target's spacing apart (a bucket has none)."""
+    hub_spacing = config.min_interval if config.min_interval is not None else target.min_interval
+    return min(config.commit_every, hub_spacing) / 2

@@ -17,8 +17,9 @@ overspending, and a 429 slows the plan.
 A node whose offers go unanswered while the store lives (no leader yet, one handing over) has a
 share of the same budget: one commit per :meth:`Plan.own_every` seconds at its own slot, so that a
 thousand nodes together still make at most the budget's commits (:meth:`Plan.own_turn`). Once the
-store is gone nothing coordinates the nodes: each commits itself, the Hub's own limits (its 429s and
-their ``Retry-After``) pace them (:mod:`hf_mpwriter.uploader.job_commit`).
+store is gone (or a job has none) nothing coordinates the nodes: each commits itself at its own slot
+(:meth:`Plan.own_pacing`), and the Hub's own limits (its 429s and their ``Retry-After``) pace them too
+(:mod:`hf_mpwriter.uploader.job_commit`). One plan, one rate setting, for every way a job commits.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..timing import HUB_COMMIT_SPACING_S
+from ..timing import HUB_COMMITS_PER_HOUR
 from .schedule import until_turn
 
 #: The Hub's window for API requests, in seconds (fixed windows of 5 minutes, per user).
@@ -64,6 +65,7 @@ MIN_FILES_PER_COMMIT = 20
 #: The logger's default share of a repository's commit rate (the Hub's ~128 an hour: 32), leaving the
 #: job's own pushes (checkpoints, model cards) the rest.
 COMMIT_SHARE = 0.25
+DEFAULT_COMMITS_PER_HOUR = COMMIT_SHARE * HUB_COMMITS_PER_HOUR
 #: The default API requests per 5 minutes for the job's logs: 40% of a free account's 1,000, so that the
 #: job's own Hub calls on the same token keep most of it.
 DEFAULT_REQUESTS_PER_5MIN = 400
@@ -73,11 +75,11 @@ DEFAULT_REQUESTS_PER_5MIN = 400
 class Budget:
     """What the job's logs may spend on the Hub; each a default a user can raise for their plan.
 
-    ``commits_per_hour`` applies to a repository (a bucket has no commit quota); ``None`` there means a
-    quarter of the Hub's rate at the configured spacing (32 an hour at the Hub's ~28 s), leaving the job's
-    own pushes the rest. ``requests_per_5min`` is the logger's share of the user's API window (a free
-    account has 1,000, shared with the job's own Hub calls on the same token). The windows are the Hub's;
-    a test or benchmark compresses time by shortening both (the rates per window stay the Hub's)."""
+    ``commits_per_hour`` applies to a repository (a bucket has no commit quota); by default a quarter
+    of the Hub's rate (32 an hour), leaving the job's own pushes the rest. ``requests_per_5min`` is the
+    logger's share of the user's API window (a free account has 1,000, shared with the job's own Hub
+    calls on the same token). The windows are the Hub's; a test or benchmark compresses time by
+    shortening both (the rates per window stay the Hub's)."""
 
     commits_per_hour: float
     requests_per_5min: float
@@ -91,12 +93,9 @@ class Budget:
 
 
 def make_budget(commits_per_hour: float | None = None, requests_per_5min: float | None = None,
-                files_per_commit: int | None = None, hub_spacing: float = HUB_COMMIT_SPACING_S) -> Budget:
-    """The budget the user's settings give (``None``: the default), with ``hub_spacing`` the seconds
-    between commits the Hub accepts (:data:`COMMIT_SHARE` of that rate is the logger's by default)."""
-    if commits_per_hour is None:
-        commits_per_hour = COMMIT_SHARE * COMMIT_WINDOW_S / hub_spacing if hub_spacing > 0 else math.inf
-    return Budget(commits_per_hour, requests_per_5min or DEFAULT_REQUESTS_PER_5MIN,
+                files_per_commit: int | None = None) -> Budget:
+    """The budget the user's settings give (``None``: the default)."""
+    return Budget(commits_per_hour or DEFAULT_COMMITS_PER_HOUR, requests_per_5min or DEFAULT_REQUESTS_PER_5MIN,
                   files_per_commit or MAX_FILES_PER_COMMIT)
 
 
@@ -118,6 +117,13 @@ class Plan:
     def pacing(self, node: int) -> tuple[float, float]:
         """``(interval, phase)`` of ``node``: its group's slot in the leader's wall-clock cycle."""
         return self.interval, ((node // self.per_commit) * self.gap) % self.interval
+
+    def own_pacing(self, node: int, commit_every: float) -> tuple[float, float]:
+        """``(interval, phase)`` of ``node`` while it commits its files itself (no store, the store gone):
+        its own slot, every :meth:`own_every` seconds (``commit_every`` at the shortest). The nodes' own
+        commits together keep to the budget's share, one ``own_gap`` apart."""
+        every = max(commit_every, self.own_every())
+        return every, self.own_phase(node) % every
 
     def own_phase(self, node: int) -> float:
         """``node``'s own slot in the leader's wall-clock cycle of :meth:`own_every` seconds."""

@@ -57,7 +57,7 @@ class StoreAddress:
 
 
 def store_address(env: Mapping[str, str] | None = None) -> StoreAddress | None:
-    """The job's store from the launcher's environment, or ``None`` (no store: node turns)."""
+    """The job's store from the launcher's environment, or ``None`` (no store: each node commits itself)."""
     env = os.environ if env is None else env
     host, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
     # The writers' job id (one launch, one id). torchrun without ``--rdzv-id`` says ``none``: its store is
@@ -68,7 +68,7 @@ def store_address(env: Mapping[str, str] | None = None) -> StoreAddress | None:
     try:
         return StoreAddress(host, int(port), job_id)
     except ValueError:
-        logger.warning("MASTER_PORT=%r is not a port number; no job-wide leader (node turns)", port)
+        logger.warning("MASTER_PORT=%r is not a port number; no job-wide leader (each node commits itself)", port)
         return None
 
 

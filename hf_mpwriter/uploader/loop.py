@@ -232,7 +232,7 @@ class Uploader:
         if isinstance(self.target, job_commit.JobTarget):  # one leader: the nodes offer at the same moments
             interval, phase = self.target.pacing(self.config)
         else:
-            interval, phase = self.config.pacing(self.target.min_interval)
+            interval, phase = job_commit.own_pacing(self.config, self.target)
         spacing = self.config.min_interval if self.config.min_interval is not None else self.target.min_interval
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
