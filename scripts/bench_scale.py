@@ -40,8 +40,8 @@ thread's renewals, one round trip per 0.5 s, share that store and may fall into 
 WHAT IS SIMULATED: the nodes. One loop in this process (not 1,024 threads) keeps each node's next due
 time: the slots of the latest plan the node got in an answer, which says them as seconds from now and the
 node turns into phases of its own clock (``Plan.phases``; before that the job's start pacing,
-``job_plan.start_pacing``, as ``JobTarget.pacing``). ``--skew S``: the two leaders' wall clocks run S
-seconds ahead and behind the nodes' (their monotonic clocks do not), as hosts' clocks can. Each due
+``job_plan.start_pacing``, as ``JobTarget.pacing``). ``--skew S``: the leaders' wall clocks run S seconds
+ahead of the nodes' (negative: behind; their monotonic clocks do not), as hosts' clocks can. Each due
 node's offer is written exactly as ``JobTarget.commit`` writes it (``offer/{node}`` =
 ``{"seq","incarnation","wait","waiting","last","files":[[path, sha256, size, xet_hash], ...]}``), but the
 offers due in one tick go in one ``multi_set``, and ``offered`` is bumped once per tick by their number
@@ -334,9 +334,12 @@ class Nodes:
         self.store.append("members", "".join(f"{n}," for n in range(self.n)).encode())
         # no plan yet: the job's start pacing (JobTarget.pacing: together, or spread past the first requests' budget)
         now = time.time()
-        self.due = [self.next_slot(node, now) for node in range(self.n)]
+        self.due = [self.next_slot(node, now, cycled=False) for node in range(self.n)]
 
-    def next_slot(self, node: int, now: float) -> float:
+    def next_slot(self, node: int, now: float, cycled: bool = True) -> float:
+        """The node's next slot after ``now``; after a cycle (``cycled``) at least half an interval later, as the
+        uploader's ``Schedule.cycled`` keeps it (a node whose slot moved, to the leader's plan, a skewed leader's
+        phase, does not offer again right after its answer)."""
         from hf_mpwriter.uploader.job_plan import start_pacing
         from hf_mpwriter.uploader.schedule import until_turn
 
@@ -345,7 +348,7 @@ class Nodes:
         interval, phase = ((plan.interval, phases[0]) if phases is not None else plan.pacing(node)) \
             if plan is not None else start_pacing(
             self.own_plan, self.budget, "bucket" if self.kind == "bucket" else "hub", node, self.commit_every)
-        return now + until_turn(interval, phase, now)
+        return now + until_turn(interval, phase, now, interval / 2 if cycled else 0.0)
 
     # -- one tick -----------------------------------------------------------------------------------
     def tick(self, offering: bool = True) -> None:
@@ -588,7 +591,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 cfg = {"kind": kind, "endpoint": f"http://127.0.0.1:{silent.getsockname()[1]}" if cut_off
                        else hub.endpoint, "port": port, "job": job, "prefix": prefix,
                        "node": node, "nodes": nodes, "scale": scale, "log": str(log),
-                       "skew": skew if node == 0 else -skew}
+                       "skew": skew}
                 procs.append(_start_leader(cfg, env, tmp / f"leader-{node}.err"))
                 if cut_off:  # it leads first
                     _wait_lease(sim_store, 0)
@@ -842,8 +845,8 @@ def main() -> int:
                         help="Hub-minutes to measure after the warm-up, at least (default: 60 for a repository, 11 for "
                              "a bucket; always at least 1.5 plan intervals)")
     parser.add_argument("--skew", type=float, default=0.0,
-                        help="real seconds: node 0's leader's wall clock runs this far ahead, node 1's this far "
-                             "behind, the nodes' on time (default 0; 3601.5: an hour, not a whole number of intervals)")
+                        help="real seconds: the leaders' wall clocks run this far ahead of the nodes' (negative: "
+                             "behind; default 0; 3601.5: an hour, not a whole number of intervals)")
     parser.add_argument("--json", type=Path, default=None, help="also write every row's raw numbers here")
     parser.add_argument("--_leader", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
