@@ -119,7 +119,7 @@ def _check_exactly_once(files: dict[str, bytes], tmp_path: Path) -> None:
         assert max(raw.values()) <= 2, f"rank {rank}: a step was uploaded more than twice"
 
 
-def test_node_local_logdirs_commit_to_one_repository_in_turns(tmp_path):
+def test_node_local_logdirs_without_a_store_commit_to_one_repository_at_their_own_slots(tmp_path):
     with HubServer(tokens={TOKEN}) as hub:
         hub.create_repo(REPO)
         # The test Hub's hour compressed: the logs get 1,800 commits an hour (2 s apart, not huggingface.co's ~28 s).

@@ -83,7 +83,8 @@ JOB_AUDITORS = 8
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
-__all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "for_job", "own_pacing", "store_prefix"]
+__all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "commit_spacing", "for_job", "own_pacing",
+           "store_prefix"]
 
 
 def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
@@ -553,8 +554,13 @@ def _budget(config: UploadConfig) -> Budget:
     return make_budget(config.commits_per_hour, config.api_requests, config.files_per_commit)
 
 
+def commit_spacing(config: UploadConfig, target: Target) -> float:
+    """Seconds between two commits to ``target``: the settings' (:func:`hf_mpwriter.config.commit_spacing`),
+    else the target's own (a bucket has none)."""
+    return config.min_interval if config.min_interval is not None else target.min_interval
+
+
 def _write_spacing(config: UploadConfig, target: Target) -> float:
     """Seconds between two writes of the job's files (the leader's, or a node's own): at most one per
-    round, the target's spacing apart (a bucket has none)."""
-    hub_spacing = config.min_interval if config.min_interval is not None else target.min_interval
-    return min(config.commit_every, hub_spacing) / 2
+    round, the commit spacing apart."""
+    return min(config.commit_every, commit_spacing(config, target)) / 2

@@ -233,7 +233,7 @@ class Uploader:
             interval, phase = self.target.pacing(self.config)
         else:
             interval, phase = job_commit.own_pacing(self.config, self.target)
-        spacing = self.config.min_interval if self.config.min_interval is not None else self.target.min_interval
+        spacing = job_commit.commit_spacing(self.config, self.target)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
         trigger_gap = min(self.config.commit_every, spacing)
