@@ -152,7 +152,8 @@ class UploadConfig:
     #: The job's ranks, as its writers detected them (0: unknown, ranks given with ``rank=``): the job run
     #: (:mod:`hf_mpwriter.uploader.job_view`) counts a step's missing ranks against it.
     world_size: int = 1
-    #: Seconds between two commits to one repository (:func:`commit_spacing`); None: the target's own (~28 s).
+    #: Seconds between two commits to one repository (:func:`commit_spacing`); None: the target's own (a
+    #: repository's ~28 s, a bucket's 0).
     min_interval: float | None = None
     #: After SIGTERM (preemption), the uploader's last commit must end by then: fits a 30 s grace period.
     preemption_deadline: float = DEFAULT_PREEMPTION_DEADLINE_S

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """A multi-node job on the Hub: commits, Hub API requests and the age of each node's logs there, for
-one leader, node turns and ``huggingface_hub.HFSummaryWriter`` in every rank, in one run.
+one leader, each node at its own slot (no store) and ``huggingface_hub.HFSummaryWriter`` in every rank, in one run.
 
 Every job is N simulated nodes (``unshare --uts``: each node its own host name) x 2 ranks
 (``--ranks-per-node``), node-local logdirs, one repository (``--bucket``: one Storage Bucket) on the
@@ -21,7 +21,7 @@ The ways:
 ``hf_mpwriter``   one node: its uploader commits (what every mode costs on one node)
 ``one leader``    hf_mpwriter with the job's store (torchrun's agent store, or the ``env://`` one): one
                   leader commits every node's files per interval
-``node turns``    hf_mpwriter with ``HF_MPWRITER_JOB_STORE=0``: each node commits its own files at its own
+``turns``         hf_mpwriter with ``HF_MPWRITER_JOB_STORE=0``: each node commits its own files at its own
                   slot of the job's budget
 ``HFSummaryWriter in every rank``  the anchor, at its best: a run directory per rank, flushed every
                   second (its default, 120 s, would leave the target minutes behind); repositories only
@@ -82,7 +82,7 @@ TOKEN = "hf_benchNodesToken0123456789"
 STEP_S = 0.2
 TAG = "train/loss"
 MARK = "BENCH_NODES_RUN"  # in the environment of every process a job starts (uploaders too): cleanup finds them by it
-LABELS = {"single": "hf_mpwriter", "leader": "one leader", "turns": "node turns",
+LABELS = {"single": "hf_mpwriter", "leader": "one leader", "turns": "each node at its own slot",
           "anchor": "HFSummaryWriter in every rank"}
 #: The launcher's variables a job's processes get from this script only (not from the shell it runs in).
 LAUNCHER_PREFIXES = ("SLURM_", "TORCHELASTIC_", "GROUP_", "PMI", "OMPI_", "PBS_", "LSB_", "FLUX_")

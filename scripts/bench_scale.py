@@ -175,6 +175,8 @@ def leader_main(cfg: dict) -> None:
     scale = cfg["scale"]
     job_leader.JOB_GATHER_S /= scale  # a round's gathering, against the plan's gap: Hub time
     job_leader.DEFER_AFTER_S /= scale  # how long the leader holds offers for the budget's room: Hub time
+    if cfg.get("poll_scaled"):  # its round poll in Hub time too (a round per 0.5 Hub-s, as at the Hub's own pace)
+        job_leader.LEADER_POLL_S /= scale
     if cfg.get("skew"):  # this leader's host clock is off by ``skew`` s (its monotonic clock is not)
         real = time
         job_leader.time = types.SimpleNamespace(  # type: ignore[assignment]
@@ -543,7 +545,7 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Path, quiet: bool = False,
         minutes: float | None = None, spread: float = 0.0, commit_s: float = 0.0, upload_s: float = 0.0,
-        skew: float = 0.0) -> dict:
+        skew: float = 0.0, poll_scaled: bool = False) -> dict:
     from hf_mpwriter.testing import HubServer
     from hf_mpwriter.testing.limits import HubLimits
     from hf_mpwriter.timing import AUDIT_EVERY_S, BUCKET_AUDIT_EVERY_S, LEASE_STALE_S
@@ -591,7 +593,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 cfg = {"kind": kind, "endpoint": f"http://127.0.0.1:{silent.getsockname()[1]}" if cut_off
                        else hub.endpoint, "port": port, "job": job, "prefix": prefix,
                        "node": node, "nodes": nodes, "scale": scale, "log": str(log),
-                       "skew": skew}
+                       "skew": skew, "poll_scaled": poll_scaled}
                 procs.append(_start_leader(cfg, env, tmp / f"leader-{node}.err"))
                 if cut_off:  # it leads first
                     _wait_lease(sim_store, 0)
@@ -697,6 +699,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
     per_round_rt = [r["rt"] for r in measured]
     out: dict[str, Any] = {
         "kind": kind, "nodes": nodes, "ranks": ranks, "scale": scale, "scenario": scenario, "skew": skew,
+        "poll_scaled": poll_scaled,
         "plan": plan, "wall_s": time.monotonic() - wall0, "counts": dict(sim.counts), "readback": readback,
         "dup_commits": commits_dup, "limits_hit": {k: v for k, v in stats_end["limits_hit"].items() if v},
         "rt_max": max(per_round_rt, default=0), "rt_p50": _pct(per_round_rt, 0.5),
@@ -847,6 +850,10 @@ def main() -> int:
     parser.add_argument("--skew", type=float, default=0.0,
                         help="real seconds: the leaders' wall clocks run this far ahead of the nodes' (negative: "
                              "behind; default 0; 3601.5: an hour, not a whole number of intervals)")
+    parser.add_argument("--poll-scaled", action="store_true",
+                        help="LEADER_POLL_S (0.5 s) in Hub time too, as --scale shortens the plan's gaps: the "
+                             "leader's rounds, and with them its lease renewals, watch and store backoff (default: "
+                             "real seconds)")
     parser.add_argument("--json", type=Path, default=None, help="also write every row's raw numbers here")
     parser.add_argument("--_leader", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -866,7 +873,8 @@ def main() -> int:
             scale = args.scale or DEFAULT_SCALE["kill-store" if args.scenario == "kill-store" else kind]
             with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
                 r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp), minutes=args.minutes,
-                        spread=args.spread, commit_s=args.commit_s, upload_s=args.upload_s, skew=args.skew)
+                        spread=args.spread, commit_s=args.commit_s, upload_s=args.upload_s, skew=args.skew,
+                        poll_scaled=args.poll_scaled)
             results.append(r)
             print(json.dumps({k: (str(v) if k == "plan" else v) for k, v in r.items()}), flush=True)
     if args.json:

@@ -2,7 +2,7 @@
 namespace (``unshare --uts`` + ``hostname node-k``), started by ``torchrun --nnodes 2`` with a c10d
 rendezvous on 127.0.0.1 (gloo, CPU), one rank crashing once and the job restarting.
 
-Node-local logdirs: one uploader per node, one repository, nodes taking turns (no store); one
+Node-local logdirs: one uploader per node, one repository, each node at its own slot (no store); one
 leader for the job through torchrun's agent store (2 nodes through a SIGKILL, the store host's death
 and preemption; 4 nodes to a repository and to a bucket, about one commit per interval). A logdir
 shared by every node: one uploader for the whole job; when its node dies, another node's writers

@@ -119,6 +119,24 @@ def test_nodes_without_a_store_keep_to_the_jobs_budget_together(monkeypatch, tmp
     assert own_pacing(dataclasses.replace(config, nodes=1, node_rank=0), target) == (every, 0.0)  # one node: its own
 
 
+def test_a_new_pacing_brings_the_next_cycle_forward_but_never_within_half_an_interval_of_the_last():
+    """``Schedule.repace``: a node's uploader that finds its logdir shared by every node (the job's one
+    uploader) goes from its own slot among many nodes to every ``commit_every``, from its next turn."""
+    wall = 1_699_999_200.0  # a whole number of hours: a turn now
+    clock = Clock(Schedule(pacing(interval=3600.0, phase=0.0), 1000.0, wall), now=1000.0, wall=wall)
+    clock.schedule.writers(1000.0, alive=True)
+    clock.run_until(1001.0)
+    assert clock.cycles and clock.schedule.next_cycle >= 1000.0 + 1800.0  # the scenario: the next turn is far
+    clock.schedule.repace(pacing(interval=60.0, phase=0.0), clock.now, clock.wall)
+    assert clock.schedule.next_cycle == pytest.approx(1060.0)  # the new pacing's next turn, half an interval on
+    clock.run_until(1000.0 + 60 * 5 + 1)
+    times = [t - 1000.0 for t, _ in clock.cycles]
+    assert times == pytest.approx([0.0, 60.0, 120.0, 180.0, 240.0, 300.0], abs=0.3)
+    far = Schedule(pacing(interval=60.0, phase=0.0), 1000.0, wall)
+    far.repace(pacing(interval=3600.0, phase=0.0), 1000.0, wall)  # a slower pacing never delays the turn due
+    assert far.next_cycle == 1000.0
+
+
 def test_a_single_node_honours_an_explicit_interval_below_the_hub_spacing():
     from hf_mpwriter.targets.hub import HubTarget
     from hf_mpwriter.uploader.job_commit import own_pacing

@@ -195,3 +195,61 @@ def test_bad_settings_fail_at_construction(tmp_path, kwargs, message):
     with pytest.raises(ConfigurationError, match=message):
         HFSummaryWriter(logdir=str(tmp_path / "logs"), **kwargs)
     assert not list((tmp_path / "logs").rglob("*tfevents*")), "nothing may be written before the error"
+
+
+def test_a_logdir_every_node_shares_without_a_store_commits_as_one_node(hub, tmp_path, monkeypatch):
+    """No job store (``HF_MPWRITER_JOB_STORE=0``): a node's uploader commits at its own slot of the job's
+    budget, 8 nodes' worth apart (1,000 s here). Once writers of another host register in the logdir (a
+    logdir every node shares), this is the job's only uploader: it commits every ``commit_every`` (10 s),
+    from its next turn; when they are gone, at its own slot again."""
+    import dataclasses
+    import json
+    import threading
+
+    from hf_mpwriter.config import load
+    from hf_mpwriter.targets.hub import HubTarget
+    from hf_mpwriter.uploader.loop import Uploader
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for name, value in {**hub.env(), "HF_HOME": str(tmp_path / "hf_home")}.items():
+        monkeypatch.setenv(name, value)
+    hub.create_repo(REPO)
+    logdir = tmp_path / "logs"
+    writer = HFSummaryWriter(REPO, logdir=str(logdir), uploader="none", rank=0, token=TOKEN, commit_every=10 / 60)
+    config = dataclasses.replace(load(logdir), nodes=8, node_rank=3, endpoint=hub.endpoint, job_store=False)
+    target = HubTarget(REPO, prefix=config.prefix, token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
+    uploader = Uploader(logdir, config=config, token=TOKEN, target=target)
+    state = logdir / ".hf_mpwriter"
+
+    def next_in() -> float:
+        return json.loads((state / "uploader.json").read_text()).get("next_cycle_at", 0.0) - time.time()
+
+    stop = threading.Event()
+    thread = threading.Thread(target=uploader.run, kwargs={"stop": stop, "watch": True})
+    other = state / "writers" / "node-b-4242-0.json"
+    fresh = threading.Event()
+
+    def keep_fresh() -> None:  # the other host's writer refreshes its registration, as a live one does
+        while not fresh.wait(1.0):
+            if other.exists():
+                other.touch()
+
+    toucher = threading.Thread(target=keep_fresh)
+    try:
+        thread.start()
+        toucher.start()
+        wait_for(lambda: (state / "uploader.json").exists() and next_in() > 20, 30, "its own slot, far off")
+        assert next_in() > 100  # the scenario: 8 nodes' own slots are 1,000 s apart
+        other.write_text(json.dumps({"pid": 4242, "create_time": 0.0, "host": "node-b", "run_dir": "x"}))
+        wait_for(lambda: next_in() <= 10.5, 10, "the shared logdir's uploader to commit every commit_every")
+        writer.add_scalar("loss", 1.0, 0)
+        writer.flush()
+        wait_for(lambda: collect(logdir)["up_to_date"], 30, "a commit at the shared pace")
+        other.unlink()
+        wait_for(lambda: next_in() > 100, 30, "its own slot again once the other host's writers are gone")
+    finally:
+        fresh.set()
+        stop.set()
+        thread.join(30)
+        toucher.join(5)
+        writer.close()

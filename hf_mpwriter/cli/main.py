@@ -50,9 +50,10 @@ def _committer_text(job: dict | None, config: Any) -> str:
         return (f"one leader for the job's {job['nodes']} nodes (job {job['job_id']}, store {job['store']}, this is node "
                 f"{job['node']}{lead}; {pace} within the job's budget{_budget_text(job)}; without a leader, this node "
                 f"commits itself at its turn){handed}")
-    if config.nodes > 1:
+    if config.nodes > 1 and config.kind in ("hub", "bucket"):
         return (f"this node itself, at its own slot of the job's budget among {config.nodes} nodes (no job store: "
-                "MASTER_ADDR/MASTER_PORT and a job id)")
+                "MASTER_ADDR/MASTER_PORT and a job id), or every commit_every where every node's writers share "
+                "this logdir")
     return "this uploader"
 
 

@@ -14,7 +14,7 @@ ask one per upload; 1.2-1.18 keep it until it expires), ``commit``, and one ``pa
 files to verify it. The branch head, which every commit names as its parent, is the one the last
 commit returned: it is read (``repo_info``) only at start, after a commit that failed, for a while
 after the Hub refused one because the branch moved (:data:`SHARED_BRANCH_S`), and before every commit
-where the nodes of a job take turns on the branch (``shared_branch``). Neither preupload nor the token
+where the nodes of a job commit to the branch each on its own (``shared_branch``). Neither preupload nor the token
 can be skipped through huggingface_hub's public API: ``create_commit`` asks both, and takes no token.
 """
 
@@ -83,7 +83,7 @@ class HubTarget(UsesHubApi, Target):
     """Commits into ``repo_id`` at ``revision`` under ``prefix``.
 
     ``shared_branch``: others commit to the branch all along (the uploaders of the other nodes of a job,
-    taking turns): the head is read before every commit, since the last commit's would be refused."""
+    each at its own slot): the head is read before every commit, since the last commit's would be refused."""
 
     min_interval = HUB_COMMIT_SPACING_S  # the Hub accepts about 128 commits per hour per repository
     #: After a 412, the head is read before every commit for this long (:data:`SHARED_BRANCH_S`).

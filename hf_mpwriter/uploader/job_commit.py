@@ -83,8 +83,8 @@ JOB_AUDITORS = 8
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
-__all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "commit_spacing", "for_job", "own_pacing",
-           "store_prefix"]
+__all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "for_job", "own_pacing", "store_prefix",
+           "target_spacing"]
 
 
 def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
@@ -471,7 +471,7 @@ class JobTarget(Target):
         otherwise make a thousand commits at once), a due time kept until it commits, and the leader asked
         again at least every :data:`STORE_RETRY_S` meanwhile (one may be back). At once when the uploader
         was signalled (the node's disk goes with it) or the store it once reached is gone (nothing
-        coordinates the nodes: the Hub's 429s pace them)."""
+        coordinates the nodes: then its own slots, :meth:`pacing`, and the Hub's 429s pace them)."""
         if self._hurried():
             return 0.0
         gone = self.store.gone()
@@ -479,7 +479,8 @@ class JobTarget(Target):
         if gone and self.store_seen:
             if not self.store_gone:
                 logger.warning("the job's store at %s:%d is gone (its host stopped): this node commits its files "
-                               "itself from now on, paced by the Hub", self.store.address.host, self.store.address.port)
+                               "itself from now on, at its own slots of the job's budget", self.store.address.host,
+                               self.store.address.port)
             self.store_gone = True
             return 0.0
         now = time.monotonic()
@@ -554,7 +555,7 @@ def _budget(config: UploadConfig) -> Budget:
     return make_budget(config.commits_per_hour, config.api_requests, config.files_per_commit)
 
 
-def commit_spacing(config: UploadConfig, target: Target) -> float:
+def target_spacing(config: UploadConfig, target: Target) -> float:
     """Seconds between two commits to ``target``: the settings' (:func:`hf_mpwriter.config.commit_spacing`),
     else the target's own (a bucket has none)."""
     return config.min_interval if config.min_interval is not None else target.min_interval
@@ -563,4 +564,4 @@ def commit_spacing(config: UploadConfig, target: Target) -> float:
 def _write_spacing(config: UploadConfig, target: Target) -> float:
     """Seconds between two writes of the job's files (the leader's, or a node's own): at most one per
     round, the commit spacing apart."""
-    return min(config.commit_every, commit_spacing(config, target)) / 2
+    return min(config.commit_every, target_spacing(config, target)) / 2

@@ -173,7 +173,7 @@ class Plan:
             plan = cls(**{k: value[k] for k in ("nodes", "per_commit", "gap", "interval", "own_gap")})
         except (KeyError, TypeError):
             return None
-        ok = plan.nodes >= 1 and plan.per_commit >= 1 and plan.interval > 0 and plan.gap >= 0 and plan.own_gap >= 0
+        ok = plan.nodes >= 1 and plan.per_commit >= 1 and plan.interval > 0 and plan.gap >= 0 and plan.own_gap > 0
         return plan if ok else None
 
 

@@ -122,6 +122,9 @@ class Uploader:
         self._next_prune = 0.0
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
         self._schedule: Schedule | None = None
+        #: The logdir's live writers run on several hosts (a logdir every node shares): this one uploader
+        #: commits every node's files, so it paces as a single node would (:meth:`_pacing`).
+        self._shared = False
         self._view: job_view.JobView | None = None  # the job run (hf_mpwriter.uploader.job_view)
         self._lock = UploaderLock(self.logdir)
 
@@ -231,9 +234,11 @@ class Uploader:
         """The schedule's settings, from the logdir's config and the target's own spacing."""
         if isinstance(self.target, job_commit.JobTarget):  # one leader: the nodes offer at the same moments
             interval, phase = self.target.pacing(self.config)
+        elif self._shared:  # the only uploader of the job's nodes: no other node's commits to share the budget with
+            interval, phase = self.config.commit_every, 0.0
         else:
             interval, phase = job_commit.own_pacing(self.config, self.target)
-        spacing = job_commit.commit_spacing(self.config, self.target)
+        spacing = job_commit.target_spacing(self.config, self.target)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
         trigger_gap = min(self.config.commit_every, spacing)
@@ -277,7 +282,11 @@ class Uploader:
             if schedule.term_at is None and self._handover_requested():
                 logger.info("handing over to a newer uploader (new settings or token); exiting")
                 return 0
-            schedule.writers(now, bool(live_writers(self.logdir)))
+            live = live_writers(self.logdir)
+            schedule.writers(now, bool(live))
+            if self.config.nodes > 1 and (len({w.get("host") for w in live}) > 1) != self._shared:
+                self._shared = not self._shared  # the logdir's writers are (or are no longer) on several hosts
+                schedule.repace(self._pacing(watch), now, time.time())
             schedule.held_until = now + self.committer.held_until - time.time()  # (relative: one host's clocks)
             if isinstance(self.target, job_commit.JobTarget):  # the writers gone: its last records, not put off
                 self.target.closing = not schedule.writers_alive

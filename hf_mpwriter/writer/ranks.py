@@ -88,7 +88,7 @@ def detect_nodes(env: Mapping[str, str] | None = None) -> tuple[int, int]:
     """``(node rank, node count)`` from the launcher's environment; ``(0, 1)`` on a single node.
 
     Why: every node runs its own uploader, and the nodes of one job share one repository's commit
-    budget; they take turns by node rank.
+    budget; each commits at its own slot of it, by node rank.
     """
     env = os.environ if env is None else env
     for rank_var, count_var in _NODES:
