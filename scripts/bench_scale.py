@@ -18,7 +18,8 @@ Hub time (real seconds times the scale). What is compressed, and how:
 - NOT scaled (real seconds, so times scale × longer in Hub time here than in a job): the waits about
   processes, not the Hub: ``LEASE_STALE_S`` (10 s: a standby takes a lease over 10 s real after its last
   renewal, i.e. 10 × scale Hub-seconds here), ``LEADER_POLL_S`` (a round every 0.5 s real, which adds up
-  to 0.5 × scale Hub-seconds to a commit's latency here), ``OFFER_WAIT_S`` (30 s: how long a node waits
+  to 0.5 × scale Hub-seconds to a commit's latency here, and at a bucket's scale 5 lets two groups' offers
+  meet in one round: ``--poll-scaled`` scales it), ``OFFER_WAIT_S`` (30 s: how long a node waits
   for an answer, and how old an offer the leader still takes; scaled, it would fall below the unscaled
   poll) and ``STORE_RETRY_S`` (30 s), and everything the processes do (a commit of 1,000 files to
   the test Hub takes what it takes on this 2-core machine, in real seconds, times the scale in Hub time).
