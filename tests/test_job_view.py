@@ -18,9 +18,10 @@ from helpers import accumulator, plugin_accumulator, read_line
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboardX import SummaryWriter as TBXWriter
 from tensorboardX.proto import summary_pb2, tensor_pb2, types_pb2
-from upload_helpers import finish, hub_env, materialise, start_writer, uploader_pid, wait_for
+from upload_helpers import TOKEN, finish, hub_env, materialise, start_writer, uploader_pid, wait_for
 
 from hf_mpwriter.cli.status import collect
+from hf_mpwriter.compat import BUCKETS_VERSION, hub_version
 from hf_mpwriter.events.decoding import scalars
 from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scalars_event, text_event
 from hf_mpwriter.events.event_file import EventFileWriter
@@ -72,12 +73,24 @@ def _assert_equal(job: dict[int, dict[str, float]], want: dict[int, dict[str, fl
         assert got["missing"] == world - stats["ranks"], (step, got)
 
 
-def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_the_hub(hub, tmp_path):
-    """Four real writer processes of one job (``WORLD_SIZE=4``), a repository on the test Hub: the job run
-    read back from the repository holds, for both tags and every step, exactly the statistics of the
-    four ranks' runs read back from the same repository, and a margin chart per tag."""
+def _bucket_files(hub) -> dict[str, bytes]:
+    """The bucket's files as a user reads them: through the real client (``HfFileSystem``, Xet download)."""
+    from hf_mpwriter.targets.bucket import BucketTarget
+
+    target = BucketTarget(REPO, prefix=PREFIX.rstrip("/"), token=TOKEN, endpoint=hub.endpoint)
+    return {p[len(PREFIX):]: target.read(p[len(PREFIX):]) for p in hub.bucket_files(REPO) if p.startswith(PREFIX)}
+
+
+@pytest.mark.parametrize("kind", ["repository", "bucket"])
+def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_the_hub(hub, tmp_path, kind):
+    """Four real writer processes of one job (``WORLD_SIZE=4``), a repository or a Storage Bucket on the
+    test Hub: the job run read back from the target holds, for both tags and every step, exactly the
+    statistics of the four ranks' runs read back from the same target, and a margin chart per tag."""
+    if kind == "bucket" and hub_version() < BUCKETS_VERSION:
+        pytest.skip("Storage Buckets need huggingface_hub>=1.5")
+    target = REPO if kind == "repository" else f"hf://buckets/{REPO}"
     logdir, world, steps, go = tmp_path / "logs", 4, 120, tmp_path / "all-logged"
-    procs = [start_writer({"logdir": str(logdir), "repo_id": REPO, "commit_every_s": 1.0, "steps": steps,
+    procs = [start_writer({"logdir": str(logdir), "repo_id": target, "commit_every_s": 1.0, "steps": steps,
                            "sleep": 0.01, "step_time": True, "close_timeout": 90, "close_after": str(go)},
                           hub_env(hub, tmp_path, RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r)))
              for r in range(world)]
@@ -87,8 +100,8 @@ def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_t
     for proc in procs:
         finish(proc)
     wait_for(lambda: uploader_pid(logdir) is None, 90, "the uploader to commit the job run's last points and exit")
-    assert collect(logdir)["up_to_date"]
-    copy = materialise(_remote(hub), tmp_path / "remote")
+    assert collect(logdir)["up_to_date"] and collect(logdir)["target"]["kind"] == ("hub" if kind == "repository" else kind)
+    copy = materialise(_remote(hub) if kind == "repository" else _bucket_files(hub), tmp_path / "remote")
     assert sorted(p.name for p in copy.iterdir()) == ["job", "rank-000", "rank-001", "rank-002", "rank-003"]
     for tag in ("loss", "step_time"):
         want = _recomputed(copy, tag)
