@@ -70,7 +70,7 @@ from ..timing import (
     PREPARED_WAIT_S,
     STORE_RETRY_S,
 )
-from .job_leader import TAKEN, WITHDRAWN, Leader, SharedTarget, claimer
+from .job_leader import TAKEN, WITHDRAWN, Leader, SharedTarget, claimer, target_kind
 from .job_plan import Budget, Plan, make_budget, make_plan, start_pacing
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
 
@@ -121,7 +121,7 @@ class JobTarget(Target):
         self._verified: tuple | None = None  # the pieces the leader verified at its last commit of ours
         self._deferred: tuple | None = None  # the pieces last put off for the budget: known not committed
         self.budget = budget or make_budget()
-        self.kind = "bucket" if isinstance(inner, BucketTarget) else "hub"
+        self.kind = target_kind(inner)
         self.commit_every, self.spacing = commit_every, spacing
         #: This node's files, as far as its launcher says (a file per rank), for its own plan before the leader's.
         self.files_hint = max(1, files_hint)
@@ -538,15 +538,15 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     return job
 
 
-def own_pacing(config: UploadConfig, target: Target) -> tuple[float, float]:
+def own_pacing(config: UploadConfig, target: Target, alone: bool = False) -> tuple[float, float]:
     """``(interval, phase)`` of a node's uploader that commits its files itself, without a job's store
     (``HF_MPWRITER_JOB_STORE=0``, no store in the environment): its own slot of the job's budget
     (:meth:`Plan.own_pacing`, from the plan for its launcher's ranks), so that the nodes together keep
-    to the budget whatever their number. A single node, or a local directory: every ``commit_every``."""
-    if config.nodes <= 1 or not isinstance(target, (HubTarget, BucketTarget)):
+    to the budget whatever their number. A single node, the job's only uploader (``alone``: a logdir
+    every node shares), or a local directory: every ``commit_every``."""
+    if config.nodes <= 1 or alone or not isinstance(target, (HubTarget, BucketTarget)):
         return config.commit_every, 0.0
-    kind = "bucket" if isinstance(target, BucketTarget) else "hub"
-    plan = make_plan(_budget(config), kind, config.nodes, environment.ranks_per_node() or 1, config.commit_every,
+    plan = make_plan(_budget(config), target_kind(target), config.nodes, environment.ranks_per_node() or 1, config.commit_every,
                      _write_spacing(config, target))
     return plan.own_pacing(config.node_rank, config.commit_every)
 

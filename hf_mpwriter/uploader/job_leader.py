@@ -85,6 +85,11 @@ def _doubling(failures: int, cap: float) -> float:
     return min(cap, LEADER_POLL_S * 2 ** min(failures, 16))
 
 
+
+def target_kind(target: SharedTarget) -> str:
+    """``"bucket"`` or ``"hub"``: which of the budget's rules (:mod:`.job_plan`) a target's writes follow."""
+    return "bucket" if isinstance(target, BucketTarget) else "hub"
+
 class Leader:
     """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
 
@@ -93,7 +98,7 @@ class Leader:
                  call_bound: float = 3 * OFFER_WAIT_S) -> None:
         self.target, self.store, self.node, self.nodes, self.spacing = target, store, node, nodes, spacing
         self.budget = budget or make_budget()
-        self.kind = "bucket" if isinstance(target, BucketTarget) else "hub"
+        self.kind = target_kind(target)
         self.commit_every, self.call_bound = commit_every, call_bound
         self._handover_after = max(LEASE_STALE_S, commit_every)  # (the plan's interval, set at each round)
         self.books = Books(self.budget, self.kind)

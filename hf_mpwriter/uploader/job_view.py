@@ -193,7 +193,7 @@ class JobView:
             written += self._write_due(final and not self.backlog)
             if not self.backlog or time.monotonic() >= deadline:
                 break
-        if read or written:  # (called at every poll once the writers are gone: cheap when nothing changed)
+        if read or written:  # (called at every cycle and at exit: cheap when nothing changed)
             self._save()
         return written
 

@@ -234,10 +234,8 @@ class Uploader:
         """The schedule's settings, from the logdir's config and the target's own spacing."""
         if isinstance(self.target, job_commit.JobTarget):  # one leader: the nodes offer at the same moments
             interval, phase = self.target.pacing(self.config)
-        elif self._shared:  # the only uploader of the job's nodes: no other node's commits to share the budget with
-            interval, phase = self.config.commit_every, 0.0
-        else:
-            interval, phase = job_commit.own_pacing(self.config, self.target)
+        else:  # (a shared logdir: the only uploader of the job's nodes, no other node's commits to share with)
+            interval, phase = job_commit.own_pacing(self.config, self.target, alone=self._shared)
         spacing = job_commit.target_spacing(self.config, self.target)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
@@ -247,6 +245,14 @@ class Uploader:
             final_gap=max(trigger_gap, FINAL_GAP_S), drain_timeout=self.config.drain_timeout,
             preemption_deadline=self.config.preemption_deadline, watch=watch,
         )
+
+    def _repace_if_shared(self, schedule: Schedule, live: list[dict], watch: bool, now: float) -> None:
+        """Pace anew when the logdir's live writers come to run on several hosts (a logdir every node shares),
+        or no longer do."""
+        shared = len({w.get("host") for w in live}) > 1
+        if shared != self._shared:
+            self._shared = shared
+            schedule.repace(self._pacing(watch), now, time.time())
 
     def terminate(self, at: float | None = None) -> None:
         """Ask for the last commit now (SIGTERM, SIGINT, SIGHUP); a second call ends the loop at once.
@@ -284,9 +290,8 @@ class Uploader:
                 return 0
             live = live_writers(self.logdir)
             schedule.writers(now, bool(live))
-            if self.config.nodes > 1 and (len({w.get("host") for w in live}) > 1) != self._shared:
-                self._shared = not self._shared  # the logdir's writers are (or are no longer) on several hosts
-                schedule.repace(self._pacing(watch), now, time.time())
+            if self.config.nodes > 1 and not isinstance(self.target, job_commit.JobTarget):
+                self._repace_if_shared(schedule, live, watch, now)
             schedule.held_until = now + self.committer.held_until - time.time()  # (relative: one host's clocks)
             if isinstance(self.target, job_commit.JobTarget):  # the writers gone: its last records, not put off
                 self.target.closing = not schedule.writers_alive

@@ -159,9 +159,14 @@ def ensure_uploader(
         lock.release()
 
 
+def _own_token_id(token: str | None) -> str | None:
+    """The id of the token this writer's uploader would use (its own, else ``HF_TOKEN``)."""
+    return token_id(token or os.environ.get("HF_TOKEN"))
+
+
 def _hand_over_for_new_token(logdir: Path, token: str | None) -> None:
     info = uploader_info(logdir) or {}
-    mine = token_id(token or os.environ.get("HF_TOKEN"))
+    mine = _own_token_id(token)
     if "token_id" not in info or info.get("token_id") == mine:
         return
     if fatal_error(logdir) is not None:
@@ -177,7 +182,7 @@ def _handover_to_another_token(logdir: Path, token: str | None) -> bool:
     if not requester or "token_id" not in requester:
         return False
     fresh = time.time() - float(requester.get("time", 0)) < HANDOVER_TO_TOKEN_S  # a requester that never starts one
-    return fresh and requester["token_id"] != token_id(token or os.environ.get("HF_TOKEN")) and is_alive(requester)
+    return fresh and requester["token_id"] != _own_token_id(token) and is_alive(requester)
 
 
 def fatal_error(logdir: Path, token: str | None = None) -> str | None:
@@ -194,7 +199,7 @@ def fatal_error(logdir: Path, token: str | None = None) -> str | None:
     info = uploader_info(logdir) or stopped_uploader_info(logdir) or {}
     if error is None or error.kind is not ErrorKind.NEEDS_USER or error.pid != info.get("pid"):
         return None  # none, one that retrying fixes, or recorded by an uploader that is gone
-    if token is not None and info.get("token_id") != token_id(token or os.environ.get("HF_TOKEN")):
+    if token is not None and info.get("token_id") != _own_token_id(token):
         return None
     return error.text
 
