@@ -21,6 +21,7 @@ import pytest
 from upload_helpers import (
     TOKEN,
     check_remote,
+    committed_and_checked,
     finish,
     hub_env,
     local_target_files,
@@ -117,7 +118,7 @@ def test_zombie_commit_of_a_killed_uploader_never_replaces_newer_content(hub, tm
     assert held, "no commit of logs"
     assert_history_only_extends(hub)
     check_remote(logdir, _remote(hub), {r: range(300) for r in range(2)}, tmp_path / "remote")
-    assert collect(logdir)["up_to_date"]
+    assert committed_and_checked(logdir)
 
 
 def test_an_uploader_replaced_during_its_commit_steps_down_and_leaves_its_successors_job_alone(hub, tmp_path):
@@ -182,7 +183,7 @@ def test_regression_planted_in_the_hub_is_found_repaired_and_reported(hub, tmp_p
     logdir = tmp_path / "logs"
     for proc in [start_writer(_hub_cfg(tmp_path, r, steps=100), _env(hub, tmp_path)) for r in range(2)]:
         finish(proc)
-    assert collect(logdir)["up_to_date"]
+    assert committed_and_checked(logdir)
     victim = sorted(_remote(hub))[0]
     good = _remote(hub)[victim]
     _plant(hub, tmp_path, PREFIX + victim, good[: len(good) // 2])  # an older, shorter version
@@ -268,7 +269,7 @@ def test_symlinks_are_never_followed(tmp_path):
     assert uploaded and not any(b"do not upload me" in p.read_bytes() or b"root:" in p.read_bytes()
                                 for p in uploaded)
     assert not any(p.name in ("passwd", "secret.txt") or "linked-run" in p.parts for p in uploaded)
-    assert collect(logdir)["up_to_date"]
+    assert committed_and_checked(logdir)
 
 
 @pytest.mark.parametrize("path_in_repo", ["../x", "a/../../x", "..", "tensorboard/../../../etc"])
@@ -417,7 +418,7 @@ def test_full_disk_mid_run_loses_nothing_once_space_returns(tmp_path, small_disk
     finally:
         proc.kill()
     assert _target_steps(tmp_path) == list(range(300))
-    assert collect(small_disk / "logs")["up_to_date"]
+    assert committed_and_checked(small_disk / "logs")
 
 
 def test_full_disk_at_close_keeps_trying_then_tells_the_truth(tmp_path, small_disk):
@@ -495,4 +496,4 @@ def test_full_disk_is_retried_every_few_seconds_then_everything_lands(tmp_path, 
         filler.unlink(missing_ok=True)
         writer.close()
     assert _target_steps(tmp_path) == list(range(200))
-    assert collect(logdir)["up_to_date"]
+    assert committed_and_checked(logdir)

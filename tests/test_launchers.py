@@ -26,7 +26,15 @@ from pathlib import Path
 import launcher_workers
 import pytest
 from helpers import LAUNCHER_VARS, accumulator, child_env, read_raw_records, scalars, tensorboard_runs
-from upload_helpers import check_remote, local_event_files, local_target_files, materialise, uploader_pid, wait_for
+from upload_helpers import (
+    check_remote,
+    committed_and_checked,
+    local_event_files,
+    local_target_files,
+    materialise,
+    uploader_pid,
+    wait_for,
+)
 
 from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.cli.status import collect
@@ -274,7 +282,7 @@ def test_pool_with_explicit_ranks(tmp_path, method, no_launcher_env):
         pool.close()  # the workers exit on their own (leaving the block would terminate() them)
         pool.join()
     assert sorted(results) == [(r, f"rank-{r:03d}") for r in range(4)]
-    assert collect(logdir)["up_to_date"], "close() returned before the worker's logs were committed"
+    assert committed_and_checked(logdir), "close() returned before the worker's logs were committed"
     remote = local_target_files(target, "tensorboard/logs")
     check_remote(logdir, remote, {r: range(120) for r in range(4)}, tmp_path / "remote")
 
@@ -289,7 +297,7 @@ def test_pool_with_derived_ranks_gives_each_worker_its_own_run(tmp_path, no_laun
         pool.join()
     run_dirs = [run for _, run in results]
     assert len(set(run_dirs)) == 4, f"workers shared a run directory: {results}"
-    assert collect(logdir)["up_to_date"]
+    assert committed_and_checked(logdir)
     copy = remote_copy(logdir, target, tmp_path / "remote")
     assert sorted(tensorboard_runs(copy)) == sorted(run_dirs)
     for base, run in results:
@@ -372,7 +380,7 @@ def test_trainer_tensorboard_callback_with_hf_summary_writer(tmp_path, monkeypat
                              close_timeout=60)
     trainer = _tiny_trainer(tmp_path, [TensorBoardCallback(tb_writer=writer)])
     trainer.train()  # on_train_end closes the writer: committed when train() returns
-    assert collect(logdir)["up_to_date"]
+    assert committed_and_checked(logdir)
     copy = remote_copy(logdir, target, tmp_path / "remote")
     expected = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
     assert [s for s, _ in expected] == [1, 2, 3, 4, 5, 6]
@@ -400,7 +408,7 @@ def test_callback_logdir_defaults_and_validation(tmp_path, monkeypatch, no_launc
     trainer.train()
     logdirs = list((tmp_path / "out" / "runs").iterdir())
     assert len(logdirs) == 1 and callback.tb_writer is None  # closed at the end of training
-    assert collect(logdirs[0])["up_to_date"]
+    assert committed_and_checked(logdirs[0])
     copy = remote_copy(logdirs[0], tmp_path / "target", tmp_path / "remote")
     assert steps(copy, "train/loss") == [1, 2, 3, 4, 5, 6]
 
@@ -449,7 +457,7 @@ def test_accelerate_tracker_log_values(tmp_path, monkeypatch, no_launcher_env, c
     tracker.finish()
     tracker.finish()  # idempotent (end_training and the user may both call it)
     logdir = tmp_path / "logs" / "run"
-    assert writer.run_dir == logdir and collect(logdir)["up_to_date"]
+    assert writer.run_dir == logdir and committed_and_checked(logdir)
     copy = remote_copy(logdir, tmp_path / "target", tmp_path / "remote")
     assert scalars(copy, "a") == [(3, 1.0)] and scalars(copy, "b") == [(3, 2.5)] and scalars(copy, "t") == [(3, 3.0)]
     assert {"s/text_summary", "hparams/text_summary"} <= set(text_tags(copy))

@@ -27,6 +27,7 @@ import psutil
 import pytest
 from helpers import read_file_events, scalar_points, scalars
 from upload_helpers import (
+    committed_and_checked,
     every_applied_commit_is_whole_and_only_grows,
     local_target_files,
     read_line,
@@ -487,4 +488,4 @@ def test_nodes_write_their_own_files_into_one_bucket(tmp_path):
             points.update(scalar_points(read_file_events(path), "loss"))
         assert points == Counter({(s, float(rank * 100000 + s)): 1 for s in range(100)}), f"rank {rank}"
     for node in range(2):
-        assert collect(tmp_path / f"node-{node}" / "logs")["up_to_date"]
+        assert committed_and_checked(tmp_path / f"node-{node}" / "logs")

@@ -14,6 +14,7 @@ import pytest
 from upload_helpers import (
     TOKEN,
     check_remote,
+    committed_and_checked,
     finish,
     hub_env,
     sigkill,
@@ -71,6 +72,7 @@ def test_writers_store_into_a_bucket_and_close_promptly(hub, tmp_path):
     assert hub.bucket_exists(BUCKET) and hub.stats["commits"] == 0, "a bucket has no commits"
     assert hub.stats["bucket_writes"] > 0 and hub.stats["xorb_bytes_received"] > 0
     check_remote(logdir, _through_the_client(hub), {r: range(300) for r in range(2)}, tmp_path / "remote")
+    assert committed_and_checked(logdir)
     status = collect(logdir)
     assert status["up_to_date"] and status["target"]["kind"] == "bucket", status
 
@@ -85,7 +87,7 @@ def test_bucket_write_faults_lose_and_duplicate_nothing(hub, tmp_path, faults):
         finish(proc)
     assert all(fault.hits == 1 for fault in injected), [f.hits for f in injected]
     check_remote(tmp_path / "logs", _remote(hub), {r: range(300) for r in range(2)}, tmp_path / "remote")
-    assert collect(tmp_path / "logs")["up_to_date"]
+    assert committed_and_checked(tmp_path / "logs")
 
 
 #: At most how long the test Hub holds the killed uploader's bucket write (a server thread waits: no

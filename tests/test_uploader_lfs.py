@@ -6,9 +6,17 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from upload_helpers import check_remote, finish, hub_env, sigkill, start_writer, uploader_pid, wait_for
+from upload_helpers import (
+    check_remote,
+    committed_and_checked,
+    finish,
+    hub_env,
+    sigkill,
+    start_writer,
+    uploader_pid,
+    wait_for,
+)
 
-from hf_mpwriter.cli.status import collect
 from hf_mpwriter.testing import HubServer
 
 REPO = "tester/lfs"
@@ -41,5 +49,5 @@ def test_faults_and_a_sigkill_mid_upload_on_the_lfs_path(hub, tmp_path):
         finish(proc)
     assert all(f.hits == 1 for f in faults), [f.hits for f in faults]
     check_remote(logdir, _remote(hub), {r: range(400) for r in range(2)}, tmp_path / "remote")
-    assert collect(logdir)["up_to_date"]
+    assert committed_and_checked(logdir)
     assert hub.stats["lfs_uploads"] > 0 and hub.stats["xorb_bytes_received"] == 0, "not the LFS path"

@@ -15,7 +15,17 @@ from pathlib import Path
 
 import psutil
 import pytest
-from upload_helpers import TOKEN, check_remote, finish, hub_env, start_writer, uploader_pid, wait_for, writer_env
+from upload_helpers import (
+    TOKEN,
+    check_remote,
+    committed_and_checked,
+    finish,
+    hub_env,
+    start_writer,
+    uploader_pid,
+    wait_for,
+    writer_env,
+)
 
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.state.election import uploader_state
@@ -186,6 +196,7 @@ def test_status_names_the_repository_with_its_namespace(hub, tmp_path):
     logdir = tmp_path / "logs"
     finish(start_writer(_cfg(tmp_path, 0, repo_id="tiny-ddp2"), _env(hub, tmp_path, TOKEN)))
     full = f"{hub.username}/tiny-ddp2"
+    assert committed_and_checked(logdir)
     info = json.loads(_cli("status", str(logdir), "--json").stdout)
     assert info["up_to_date"] and full in info["target"]["description"], info["target"]
     [line] = [line for line in _cli("status", str(logdir)).stdout.splitlines() if line.startswith("target")]

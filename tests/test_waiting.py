@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import closed_port
-from upload_helpers import TOKEN, wait_for, writer_env
+from upload_helpers import TOKEN, committed_and_checked, wait_for, writer_env
 
 from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.cli.status import collect
@@ -131,7 +131,7 @@ def test_status_while_the_uploader_works_says_when_its_next_commit_is_due(tmp_pa
         assert shown.returncode == 0 and last.startswith("not up to date yet") and "due in " in last, shown.stdout
     finally:
         writer.close()
-    assert collect(logdir)["up_to_date"]
+    assert committed_and_checked(logdir)
     _no_uploader_left(logdir)
 
 

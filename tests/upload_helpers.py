@@ -86,6 +86,21 @@ def uploader_pid(logdir: Path) -> int | None:
     return int(info["pid"]) if info and is_alive(info) else None
 
 
+def committed_and_checked(logdir: Path, timeout: float = 30) -> bool:
+    """What a returned ``close()`` promises, at once: every whole record of ``logdir`` committed and
+    nothing queued. Then ``up_to_date``, which also needs the uploader's check of the target: that
+    check follows the commit, so it may land a moment after ``close()`` returned (waited for here)."""
+    from hf_mpwriter.cli.status import collect
+
+    info = collect(logdir)
+    committed = info["pending_jobs"] == 0 and all(
+        f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in info["files"])
+    if not committed:
+        return False
+    wait_for(lambda: collect(logdir)["up_to_date"], timeout, f"the uploader's check of {logdir}'s last commit")
+    return True
+
+
 def sigkill(pid: int) -> None:
     """SIGKILL ``pid`` and wait until it is gone (or a zombie)."""
     import psutil
