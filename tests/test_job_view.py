@@ -26,7 +26,8 @@ from hf_mpwriter.events.decoding import scalars
 from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scalars_event, text_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.events.records import iter_records
-from hf_mpwriter.uploader.job_view import STATE_FILE, STATS, JobView, _mean_std
+from hf_mpwriter.uploader.job_stats import Stats
+from hf_mpwriter.uploader.job_view import STATE_FILE, STATS, JobView
 
 REPO = "tester/job-view"
 PREFIX = "tensorboard/logs/"
@@ -367,7 +368,8 @@ def test_non_finite_values_neither_stop_the_job_run_nor_hide_a_rank(tmp_path):
     for writer in ranks:
         writer.close()
     # Doubles (TensorFlow 2 logs them) whose squares overflow: an infinite std, not an error.
-    assert _mean_std([1e200, -1e200]) == (0.0, math.inf)
+    huge = Stats.of({0: 1e200, 1: -1e200})
+    assert (huge.mean, huge.std) == (0.0, math.inf)
 
 
 def test_a_backlog_is_read_in_bounded_steps_with_the_heartbeat_and_finished_before_the_last_points(

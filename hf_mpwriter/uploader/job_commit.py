@@ -173,6 +173,10 @@ class JobTarget(Target):
         self._store_rests_until = time.monotonic() + STORE_RETRY_S
         self._announced = False  # a store that comes back may have come back empty (a new host process)
 
+    def store_usable(self) -> bool:
+        """Whether to ask the store now (not gone, not resting after a failure: :meth:`store_failed`)."""
+        return not self.store_gone and time.monotonic() >= self._store_rests_until
+
     def pacing(self, config: UploadConfig) -> tuple[float, float]:
         """``(interval, phase)``: this node's slot in the leader's plan (:mod:`.job_plan`), which keeps the
         job within its budget at any size; before the leader has said one, the job's start pacing
@@ -243,6 +247,7 @@ class JobTarget(Target):
                 # reads every member's keys in one batch, and a batch waits for a missing key.
                 self.store.compare_set(f"offer/{self.node}", b"", WITHDRAWN)
                 self.store.compare_set(f"answer/{self.node}", b"", b"{}")
+                self.store.compare_set(f"view/{self.node}", b"", b"{}")  # its job run points (:mod:`.job_merge`)
                 self.store.append("members", f"{self.node},".encode())
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes

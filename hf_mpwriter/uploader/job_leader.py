@@ -437,7 +437,7 @@ class Leader:
         """The nodes' current offers this leader may commit: not answered, taken back or claimed, not
         expired (by when this leader first saw them, and the wait their node said), from the node's
         current uploader. Read in one batch: a few round trips at any job size."""
-        members = self._members()
+        members = self.members()
         kinds = ("offer", "answer", "incarnation")
         values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
         now = time.monotonic()
@@ -459,7 +459,7 @@ class Leader:
         self._first_seen = {key: seen for key, seen in self._first_seen.items() if key in present}
         return offers
 
-    def _members(self) -> list[int]:
+    def members(self) -> list[int]:
         """The nodes that announced themselves in this store (their keys exist)."""
         raw = self.store.get("members") or b""
         listed = {int(part) for part in raw.decode().split(",") if part.strip().isdigit()}

@@ -21,9 +21,11 @@ Values are finite or not as the ranks logged them: a NaN makes the step's mean a
 out of its min and max, and its ranks are named (``<tag>/nan_ranks``); infinities give an infinite or
 NaN mean, as a sum of them would.
 
-Built where one uploader sees every rank of the job: one node, or a logdir every node shares (in a
-multi-node job nothing is written before every rank of the world was seen: node-local logdirs get
-none). The world size is what the writers detected, or the highest rank seen plus one.
+Written where one uploader sees every rank of the job: one node, or a logdir every node shares (in a
+multi-node job without a store nothing is written before every rank of the world was seen:
+node-local logdirs get none). In a multi-node job with a store, each node reduces its own ranks into
+:class:`~.job_stats.Stats` and the job's leader merges them into one job run (:mod:`.job_merge`).
+The world size is what the writers detected, or the highest rank seen plus one.
 
 Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file (a backlog is
 read over the next updates, before the job's last points are written), calls ``beat`` while it
@@ -33,6 +35,7 @@ works (the uploader's heartbeat), and a restarted uploader takes up where the la
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -50,6 +53,7 @@ from ..events.records import iter_records
 from ..state.piece import open_nofollow
 from ..state.statedir import read_json, state_dir, write_json_atomic
 from ..timing import JOB_VIEW_WAIT_S
+from .job_stats import NO_RANK, Stats
 
 logger = logging.getLogger(__name__)
 
@@ -77,33 +81,39 @@ class JobView:
 
     def __init__(self, logdir: Path, world_size: int, wait: float, sent: Callable[[str], bool] = lambda rel: True,
                  whole_world: bool = False, beat: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, node_ranks: int | None = None) -> None:
         self.logdir, self.world, self.wait, self.clock = Path(logdir), world_size, wait, clock
-        #: Write nothing until every rank of the world was seen in this logdir (a multi-node job: only a
-        #: logdir every node shares has them all; a node-local one never does, and keeps nothing).
+        #: Write nothing until every rank of the world was seen in this logdir (a multi-node job without a
+        #: store: only a logdir every node shares has them all; a node-local one never does, and keeps nothing).
         self.whole_world = whole_world
+        #: A node of a job with a store (its ranks, as many as its launcher says): its points go to the job's
+        #: leader as :class:`Stats` (:attr:`outbox`, :mod:`.job_merge`), not into a job run of its own.
+        self.node_ranks = node_ranks
+        self.outbox: dict[_Key, Stats] = {}  # a node's points the leader has not written yet
+        self.every = 1  # a node passes on only the steps divisible by this (the leader's k, :mod:`.job_merge`)
         self._sent = sent  # whether a rank file (its path in the logdir) goes to the target: only those are reduced
         self._beat = beat
-        self.run_dir = self.logdir / RUN_DIR
+        self.run = JobRun(self.logdir)
         self._read_to: dict[str, int] = {}  # each rank file (path in the logdir): the bytes reduced so far
         self.backlog = False  # a rank file has more than the last update read
         self._values: dict[_Key, dict[int, float]] = {}  # points not written yet: rank -> value
         self._first: dict[_Key, float] = {}  # when the first rank's value of a point was read (clock)
         self._wall: dict[_Key, float] = {}  # the newest wall time among a point's values
-        self._held: dict[str, int] = {}  # tag -> the last step the job run holds
+        self._held: dict[str, int] = {}  # tag -> the last step written (a node: passed on to the leader)
         self.newest: dict[int, int] = {}  # rank -> its newest step (any tag)
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
-        self.extremes: dict[str, tuple[Counter, Counter]] = {}  # tag -> (times each rank was min, was max)
-        self._stragglers_at: int | None = None  # the step job/steps_behind was last written at
-        self.points = 0
         self.late = 0
-        self._writer: EventFileWriter | None = None
-        self._charted: set[str] = set()
         #: What the job run held at this start when there was no state to take up: re-read values up to
         #: there are not late, only read again.
         self._held_at_start: dict[str, int] = {}
-        if not self._load():
-            self._resume()
+        if not self._load() and node_ranks is None:
+            self._held = self.run.resume(self._beat)
+            self._held_at_start = dict(self._held)
+
+    @property
+    def points(self) -> int:
+        """Points written to the job run (a node: passed on to the leader)."""
+        return self.run.points
 
     # -- reading the ranks ---------------------------------------------------------------------------------
     def _rank_files(self) -> Iterator[tuple[int, str]]:
@@ -194,11 +204,11 @@ class JobView:
             if not self.backlog or time.monotonic() >= deadline:
                 break
         if read or written:  # (called at every cycle and at exit: cheap when nothing changed)
-            self._save()
+            self.save()
         return written
 
     def _write_due(self, final: bool) -> int:
-        if len(self.newest) < 2 or (self.whole_world and len(self.newest) < self.world):
+        if self.node_ranks is None and (len(self.newest) < 2 or (self.whole_world and len(self.newest) < self.world)):
             # Nothing to reduce (one rank logs scalars so far), or not this logdir's to write: kept for
             # their wait (another rank may still come: its values complete them), then dropped.
             now = self.clock()
@@ -206,74 +216,181 @@ class JobView:
                 del self._values[key], self._first[key], self._wall[key]
             return 0
         due = self._due(final)
-        if due:
-            self._write(due)
+        if not due:
+            return 0
+        points = []
+        for tag, step in due:
+            key = (tag, step)
+            by_rank = self._values.pop(key)
+            del self._first[key]
+            missing = tuple(sorted(self._reporters[tag] - set(by_rank)))  # late or dead: they logged this tag before
+            wall = self._wall.pop(key)
+            self._held[tag] = max(step, self._held.get(tag, step))  # (a tag's steps are passed on in order)
+            if step % self.every == 0:
+                points.append((tag, step, Stats.of(by_rank, missing, wall)))
+        if self.node_ranks is not None:
+            self.outbox.update({(tag, step): stats for tag, step, stats in points})
+            self.run.points += len(points)
+        else:
+            self.run.write(points, self.newest, self.world)
+            self._publish()
         return len(due)
-
-    def _write(self, due: list[_Key]) -> None:
-        by_step: dict[int, list[str]] = {}
-        for tag, step in sorted(due, key=lambda key: (key[1], key[0])):
-            by_step.setdefault(step, []).append(tag)
-        writer = self._open()
-        self._chart(writer, sorted({tag for tag, _ in due} - self._charted))
-        for step, tags in by_step.items():
-            values: list[tuple[str, float]] = []
-            wall = 0.0
-            for tag in tags:
-                key = (tag, step)
-                wall = max(wall, self._wall.pop(key))
-                self._first.pop(key)
-                by_rank = self._values.pop(key)
-                values.extend(self._point(tag, by_rank))
-                self._held[tag] = step  # (a tag's steps are written in order)
-                missing = sorted(self._reporters[tag] - set(by_rank))  # late or dead: they logged this tag before
-                if missing:
-                    writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text("missing", missing), step, wall))
-                nan = sorted(r for r, v in by_rank.items() if math.isnan(v))
-                if nan:
-                    writer.add_serialized(text_event(f"{tag}/nan_ranks", _ranks_text("NaN", nan), step, wall))
-            if self._stragglers_at is None or step > self._stragglers_at:  # its steps in order too
-                values.extend(self._stragglers())
-                self._stragglers_at = step
-            writer.add_serialized(scalars_event(values, step, wall))
-        writer.flush()
-        self.points += len(due)
-        self._publish()
 
     def _due(self, final: bool) -> list[_Key]:
         """The points to write now. With a point, every earlier step of its tag still waiting goes too:
         a tag's steps are written in order (TensorBoard drops a tag's later points when one comes back
         in time)."""
         now = self.clock()
+        complete = self.world if self.node_ranks is None else max(self.node_ranks, len(self.newest))
         last: dict[str, int] = {}
         for (tag, step), values in self._values.items():
-            if final or len(values) >= self.world or now - self._first[(tag, step)] >= self.wait:
+            if final or len(values) >= complete or now - self._first[(tag, step)] >= self.wait:
                 last[tag] = max(step, last.get(tag, step))
         return [(tag, step) for tag, step in self._values if tag in last and step <= last[tag]]
 
-    def _point(self, tag: str, by_rank: dict[int, float]) -> list[tuple[str, float]]:
-        n = len(by_rank)
-        mean, std = _mean_std(list(by_rank.values()))
-        ranks = sorted(r for r, v in by_rank.items() if not math.isnan(v))  # a NaN is no min nor max
-        if ranks:
-            low = min(ranks, key=lambda r: (by_rank[r], r))
-            high = min(ranks, key=lambda r: (-by_rank[r], r))
-            mins, maxes = self.extremes.setdefault(tag, (Counter(), Counter()))
-            mins[low] += 1
-            maxes[high] += 1
-            lowest, highest = by_rank[low], by_rank[high]
-        else:
-            low = high = -1
-            lowest = highest = math.nan
-        stats = (mean, lowest, highest, std, low, high, n, max(0, self.world - n))
-        return [(f"{tag}/{name}", float(value)) for name, value in zip(STATS, stats)]
+    # -- a node's points, for the job's leader -----------------------------------------------------------------
+    def message(self, limit: int, final: bool) -> bytes:
+        """This node's points the leader has not written yet (the oldest steps first, within ``limit`` bytes),
+        its ranks' newest steps, and whether the node is done (``final``: every point it will have is in it)."""
+        ranks = {str(r): s for r, s in sorted(self.newest.items())}
+        room = limit - len(json.dumps(ranks)) - 64
+        points = []
+        for (tag, step), stats in sorted(self.outbox.items(), key=lambda item: (item[0][1], item[0][0])):
+            item = [tag, step, stats.to_list()]
+            room -= len(json.dumps(item)) + 2
+            if room < 0:
+                break
+            points.append(item)
+        done = final and not self.pending and len(points) == len(self.outbox)
+        return json.dumps({"ranks": ranks, "final": done, "late": self.late, "points": points}).encode()
 
-    def _stragglers(self) -> list[tuple[str, float]]:
-        if not self.newest:
-            return []
-        slowest = min(self.newest, key=lambda r: (self.newest[r], r))
-        return [("job/steps_behind", float(max(self.newest.values()) - self.newest[slowest])),
-                ("job/slowest_rank", float(slowest))]
+    def acknowledged(self, held: dict[str, int], every: int = 1) -> bool:
+        """The leader wrote these steps (per tag, every step up to there): they leave the outbox, and a
+        value for one of them from now on is late. ``every``: the leader takes only the steps divisible by
+        it from now on (the others leave the outbox too). Whether anything changed."""
+        self.every = max(self.every, every)
+        gone = [key for key in self.outbox if key[1] <= held.get(key[0], -math.inf) or key[1] % self.every]
+        for key in gone:
+            del self.outbox[key]
+        for tag, step in held.items():
+            if step > self._held.get(tag, -math.inf):
+                self._held[tag] = step
+                for key in [key for key in self._values if key[0] == tag and key[1] <= step]:
+                    del self._values[key], self._first[key], self._wall[key]
+                    self.late += 1
+        return bool(gone)
+
+    def close(self) -> None:
+        """Close the job run's file (it is complete: made read-only, sent once more as it is)."""
+        self.run.close()
+
+    # -- restart and status ---------------------------------------------------------------------------------
+    def save(self) -> None:
+        """What a restarted uploader takes up from: written after the points it covers (a crash between
+        the two writes a batch again: TensorBoard shows it once)."""
+        state = {
+            "read_to": self._read_to, "held": self._held, "run": self.run.state(),
+            "newest": {str(r): s for r, s in self.newest.items()},
+            "reporters": {tag: sorted(ranks) for tag, ranks in self._reporters.items()},
+            "waiting": [[tag, step, {str(r): v for r, v in values.items()}, self._wall[(tag, step)]]
+                        for (tag, step), values in self._values.items()],
+            "outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.outbox.items()],
+            "late": self.late,
+        }
+        try:
+            write_json_atomic(state_dir(self.logdir) / STATE_FILE, state)
+        except OSError as exc:
+            logger.debug("job view: state not saved (%s)", exc)
+
+    def _load(self) -> bool:
+        """Take up from the last uploader's state; ``False`` if there is none (or it does not parse)."""
+        state = read_json(state_dir(self.logdir, create=False) / STATE_FILE)
+        if not state:
+            return False
+        try:
+            now = self.clock()
+            self._read_to = {str(k): int(v) for k, v in state["read_to"].items()}
+            self._held = {str(k): int(v) for k, v in state["held"].items()}
+            self.run.load(state["run"])
+            self.newest = {int(r): int(s) for r, s in state["newest"].items()}
+            self._reporters = {tag: {int(r) for r in ranks} for tag, ranks in state["reporters"].items()}
+            for tag, step, values, wall in state["waiting"]:
+                key = (str(tag), int(step))
+                self._values[key] = {int(r): float(v) for r, v in values.items()}
+                self._first[key], self._wall[key] = now, float(wall)
+            self.outbox = {(str(tag), int(step)): Stats.from_list(item) for tag, step, item in state["outbox"]}
+            self.late = int(state["late"])
+            self.world = max([self.world, *(r + 1 for r in self.newest)])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            logger.warning("job view: %s does not parse (%s); reading the ranks' files from their start", STATE_FILE, exc)
+            self._forget_state()
+            return False
+        return True
+
+    def _forget_state(self) -> None:
+        self._read_to, self._held, self.newest, self.outbox = {}, {}, {}, {}
+        self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
+        self.run = JobRun(self.logdir)
+        self.late = 0
+
+    def summary(self) -> dict:
+        """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
+        the min and the max."""
+        return self.run.summary(self.newest, self.world, late=self.late, waiting=self.waiting, backlog=self.backlog)
+
+    def _publish(self) -> None:
+        self.run.publish(self.summary())
+
+
+class JobRun:
+    """The job run's file (:data:`RUN_DIR`): points written by step, a margin chart per tag, and how
+    often each rank was a tag's min or max (for ``status``)."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = Path(logdir)
+        self.run_dir = self.logdir / RUN_DIR
+        self.extremes: dict[str, tuple[Counter, Counter]] = {}  # tag -> (times each rank was min, was max)
+        self.points = 0
+        self._stragglers_at: int | None = None  # the step job/steps_behind was last written at
+        self._charted: set[str] = set()
+        self._writer: EventFileWriter | None = None
+
+    def write(self, points: list[tuple[str, int, Stats]], newest: dict[int, int], world: int, every: int = 1) -> None:
+        """Write ``points`` (each tag's steps in order, after those it holds), with the ranks' newest steps
+        (and ``every``: the run holds only the steps divisible by it, where more than 1)."""
+        by_step: dict[int, list[tuple[str, Stats]]] = {}
+        for tag, step, stats in sorted(points, key=lambda p: (p[1], p[0])):
+            by_step.setdefault(step, []).append((tag, stats))
+        writer = self._open()
+        self._chart(writer, sorted({tag for tag, _, _ in points} - self._charted))
+        for step, tagged in by_step.items():
+            values: list[tuple[str, float]] = []
+            wall = max(stats.wall for _, stats in tagged)
+            for tag, stats in tagged:
+                values.extend(self._point(tag, stats, world))
+                if stats.missing:
+                    writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text("missing", stats.missing), step, wall))
+                if stats.nan:
+                    writer.add_serialized(text_event(f"{tag}/nan_ranks", _ranks_text("NaN", stats.nan), step, wall))
+            if newest and (self._stragglers_at is None or step > self._stragglers_at):  # its steps in order too
+                slowest = min(newest, key=lambda r: (newest[r], r))
+                values += [("job/steps_behind", float(max(newest.values()) - newest[slowest])),
+                           ("job/slowest_rank", float(slowest))]
+                if every > 1:
+                    values.append(("job/every_kth_step", float(every)))
+                self._stragglers_at = step
+            writer.add_serialized(scalars_event(values, step, wall))
+        writer.flush()
+        self.points += len(points)
+
+    def _point(self, tag: str, stats: Stats, world: int) -> list[tuple[str, float]]:
+        if stats.low_rank != NO_RANK:
+            mins, maxes = self.extremes.setdefault(tag, (Counter(), Counter()))
+            mins[stats.low_rank] += 1
+            maxes[stats.high_rank] += 1
+        row = (stats.mean, stats.low, stats.high, stats.std, stats.low_rank, stats.high_rank, stats.n,
+               max(0, world - stats.n))
+        return [(f"{tag}/{name}", float(value)) for name, value in zip(STATS, row)]
 
     def _chart(self, writer: EventFileWriter, tags: list[str]) -> None:
         """The Custom Scalars layout, written again whenever a tag is new (TensorBoard takes the run's last)."""
@@ -290,66 +407,15 @@ class JobView:
         return self._writer
 
     def close(self) -> None:
-        """Close the job run's file (it is complete: made read-only, sent once more as it is)."""
+        """Close the run's file (it is complete: made read-only, sent once more as it is)."""
         if self._writer is not None:
             self._writer.close(retry_secs=0)
             self._writer = None
 
-    # -- restart and status ---------------------------------------------------------------------------------
-    def _save(self) -> None:
-        """What a restarted uploader takes up from: written after the points it covers (a crash between
-        the two writes a batch again: TensorBoard shows it once)."""
-        state = {
-            "read_to": self._read_to, "held": self._held, "charted": sorted(self._charted),
-            "newest": {str(r): s for r, s in self.newest.items()},
-            "reporters": {tag: sorted(ranks) for tag, ranks in self._reporters.items()},
-            "extremes": {tag: [dict(mins), dict(maxes)] for tag, (mins, maxes) in self.extremes.items()},
-            "waiting": [[tag, step, {str(r): v for r, v in values.items()}, self._wall[(tag, step)]]
-                        for (tag, step), values in self._values.items()],
-            "points": self.points, "late": self.late, "stragglers_at": self._stragglers_at,
-        }
-        try:
-            write_json_atomic(state_dir(self.logdir) / STATE_FILE, state)
-        except OSError as exc:
-            logger.debug("job view: state not saved (%s)", exc)
-
-    def _load(self) -> bool:
-        """Take up from the last uploader's state; ``False`` if there is none (or it does not parse)."""
-        state = read_json(state_dir(self.logdir, create=False) / STATE_FILE)
-        if not state:
-            return False
-        try:
-            now = self.clock()
-            self._read_to = {str(k): int(v) for k, v in state["read_to"].items()}
-            self._held = {str(k): int(v) for k, v in state["held"].items()}
-            self._charted = set(state["charted"])
-            self.newest = {int(r): int(s) for r, s in state["newest"].items()}
-            self._reporters = {tag: {int(r) for r in ranks} for tag, ranks in state["reporters"].items()}
-            self.extremes = {tag: (Counter({int(r): c for r, c in mins.items()}),
-                                   Counter({int(r): c for r, c in maxes.items()}))
-                             for tag, (mins, maxes) in state["extremes"].items()}
-            for tag, step, values, wall in state["waiting"]:
-                key = (str(tag), int(step))
-                self._values[key] = {int(r): float(v) for r, v in values.items()}
-                self._first[key], self._wall[key] = now, float(wall)
-            self.points, self.late = int(state["points"]), int(state["late"])
-            self._stragglers_at = None if state["stragglers_at"] is None else int(state["stragglers_at"])
-            self.world = max([self.world, *(r + 1 for r in self.newest)])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            logger.warning("job view: %s does not parse (%s); reading the ranks' files from their start", STATE_FILE, exc)
-            self._forget_state()
-            return False
-        return True
-
-    def _forget_state(self) -> None:
-        self._read_to, self._held, self._charted, self.newest = {}, {}, set(), {}
-        self._reporters, self.extremes, self._values, self._first, self._wall = {}, {}, {}, {}, {}
-        self.points = self.late = 0
-        self._stragglers_at = None
-
-    def _resume(self) -> None:
-        """Without a state file (its first start, or lost): the last step per tag the job run holds, so
-        that reading the ranks' files from their start writes nothing twice."""
+    def resume(self, beat: Callable[[], None]) -> dict[str, int]:
+        """The last step per tag the run's files hold (a start without state: what is there is not written
+        again); ``beat`` is called while reading."""
+        held: dict[str, int] = {}
         decoded = 0
         for entry in _entries(self.run_dir):
             if "tfevents" not in entry.name or not entry.is_file(follow_symlinks=False):
@@ -358,31 +424,41 @@ class JobView:
                 for _, record in iter_records(handle):
                     decoded += 1
                     if decoded % BEAT_EVERY == 0:
-                        self._beat()
+                        beat()
                     for scalar in scalars(record):
                         if scalar.tag.endswith("/mean"):
                             tag = scalar.tag[:-len("/mean")]
-                            self._held[tag] = max(scalar.step, self._held.get(tag, scalar.step))
+                            held[tag] = max(scalar.step, held.get(tag, scalar.step))
                             self._charted.add(tag)
-        self._held_at_start = dict(self._held)
+        return held
 
-    def summary(self) -> dict:
+    def state(self) -> dict:
+        return {"charted": sorted(self._charted), "points": self.points, "stragglers_at": self._stragglers_at,
+                "extremes": {tag: [dict(mins), dict(maxes)] for tag, (mins, maxes) in self.extremes.items()}}
+
+    def load(self, state: dict) -> None:
+        self._charted = set(state["charted"])
+        self.points = int(state["points"])
+        self._stragglers_at = None if state["stragglers_at"] is None else int(state["stragglers_at"])
+        self.extremes = {tag: (Counter({int(r): c for r, c in mins.items()}), Counter({int(r): c for r, c in maxes.items()}))
+                         for tag, (mins, maxes) in state["extremes"].items()}
+
+    def summary(self, newest: dict[int, int], world: int, **more: object) -> dict:
         """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
         the min and the max."""
-        top = max(self.newest.values(), default=0)
+        top = max(newest.values(), default=0)
         return {
-            "run": RUN_DIR, "world_size": self.world, "points": self.points, "late": self.late,
-            "waiting": self.waiting, "backlog": self.backlog,
-            "newest_step": {str(r): s for r, s in sorted(self.newest.items())},
-            "behind": {str(r): top - s for r, s in sorted(self.newest.items()) if s < top},
-            "missing_ranks": sorted(set(range(self.world)) - set(self.newest)),
-            "extremes": {tag: {"min": _top(mins), "max": _top(maxes)}
-                         for tag, (mins, maxes) in sorted(self.extremes.items())},
+            "run": RUN_DIR, "world_size": world, "points": self.points, **more,
+            "newest_step": {str(r): s for r, s in sorted(newest.items())},
+            "behind": {str(r): top - s for r, s in sorted(newest.items()) if s < top},
+            "missing_ranks": sorted(set(range(world)) - set(newest)),
+            "extremes": {tag: {"min": _top(mins), "max": _top(maxes)} for tag, (mins, maxes) in sorted(self.extremes.items())},
         }
 
-    def _publish(self) -> None:
+    def publish(self, summary: dict) -> None:
+        """The picture ``status`` shows (:data:`STATUS_FILE`)."""
         try:
-            write_json_atomic(state_dir(self.logdir) / STATUS_FILE, self.summary())
+            write_json_atomic(state_dir(self.logdir) / STATUS_FILE, summary)
         except OSError as exc:
             logger.debug("job view: status not written (%s)", exc)
 
@@ -401,39 +477,32 @@ def _entries(path: Path) -> list[os.DirEntry]:
         return []
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and population std, exact where they are finite; NaN or infinite as the values make them
-    (``math.fsum`` refuses +inf with -inf, and squares of huge values overflow: neither may raise)."""
-    n = len(values)
-    try:
-        mean = math.fsum(values) / n
-    except (OverflowError, ValueError):
-        mean = sum(values) / n  # inf, -inf or nan, as numpy gives
-    if not math.isfinite(mean):
-        return mean, math.nan
-    try:
-        return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
-    except OverflowError:
-        return mean, math.inf
-
-
 def _top(counts: Counter) -> list[list[int]]:
     return [[rank, times] for rank, times in counts.most_common(TOP_RANKS)]
 
 
-def _ranks_text(what: str, ranks: list[int]) -> str:
+def _ranks_text(what: str, ranks: tuple[int, ...]) -> str:
     return f"{what}: rank " + ", ".join(str(r) for r in ranks)
 
 
-def start_for(logdir: Path, config: UploadConfig, beat: Callable[[], None] = lambda: None) -> JobView | None:
-    """The logdir's job view (in a multi-node job, one that writes once it has seen every rank of the
-    world size its writers detected), or ``None`` where the logdir's upload patterns leave the job run
-    out, or in a multi-node job whose world size is unknown. Only the rank files those
-    patterns send are reduced: what a user keeps off the target stays off it, statistics included."""
+def start_for(logdir: Path, config: UploadConfig, beat: Callable[[], None] = lambda: None,
+              node: bool = False) -> JobView | None:
+    """The logdir's job view, or ``None`` where the logdir's upload patterns leave the job run out.
+    ``node``: a node of a job with a store, whose points go to the job's leader (:mod:`.job_merge`).
+    Without a store, a multi-node job's view writes once it has seen every rank of the world size its
+    writers detected (a logdir every node shares), and none starts if that world size is unknown.
+    Only the rank files those patterns send are reduced: what a user keeps off the target stays off it,
+    statistics included."""
     allow, ignore = pattern_list(config.allow_patterns), pattern_list(config.ignore_patterns)
     if not matches(f"{RUN_DIR}/events.out.tfevents.0.host", allow, ignore):
         return None
     if config.nodes > 1 and config.world_size <= 1:
         return None  # ranks given explicitly, no world size: nothing tells a node's ranks from the job's
-    return JobView(logdir, config.world_size, max(JOB_VIEW_WAIT_S, config.commit_every),
-                   sent=lambda rel: matches(rel, allow, ignore), whole_world=config.nodes > 1, beat=beat)
+    return JobView(logdir, config.world_size, view_wait(config), sent=lambda rel: matches(rel, allow, ignore),
+                   whole_world=config.nodes > 1 and not node, beat=beat,
+                   node_ranks=max(1, config.world_size // config.nodes) if node else None)
+
+
+def view_wait(config: UploadConfig) -> float:
+    """How long a point waits for its ranks: :data:`JOB_VIEW_WAIT_S`, or one commit interval if longer."""
+    return max(JOB_VIEW_WAIT_S, config.commit_every)

@@ -50,7 +50,7 @@ from ..state.registry import live_writers, prune_stale_registrations
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
 from ..timing import JOB_VIEW_READ_S, PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
-from . import job_commit, job_view, system_metrics
+from . import job_commit, job_merge, job_view, system_metrics
 from .commit_cycle import Committer, Progress
 from .file_limit import FileLimitWatch
 from .schedule import (
@@ -126,6 +126,7 @@ class Uploader:
         #: commits every node's files, so it paces as a single node would (:meth:`_pacing`).
         self._shared = False
         self._view: job_view.JobView | None = None  # the job run (hf_mpwriter.uploader.job_view)
+        self._exchange: job_merge.ViewExchange | None = None  # its points to and from the job's leader
         self._lock = UploaderLock(self.logdir)
 
     @property
@@ -212,9 +213,11 @@ class Uploader:
             return 2
         logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
         sampler = system_metrics.start_for(self.logdir, self.config)  # None unless system_metrics is on
-        self._view = self._start_view()
         job = self.target if isinstance(self.target, job_commit.JobTarget) else None
+        self._view = self._start_view(node=job is not None)
         if job is not None:
+            if self._view is not None:
+                self._exchange = job_merge.ViewExchange(self._view, job, self.config.nodes)
             job.start()
         try:
             code = self._loop(stop or threading.Event(), watch)
@@ -223,6 +226,8 @@ class Uploader:
                 job.stop()
             if sampler is not None:
                 sampler.stop()
+            if self._exchange is not None:
+                self._exchange.close()
             if self._view is not None:
                 self._view.close()
             self.release()
@@ -341,10 +346,11 @@ class Uploader:
             stop.wait(min(decision.wait, POLL_S))
         return 0
 
-    def _start_view(self) -> job_view.JobView | None:
-        """The logdir's job run (:func:`job_view.start_for`); ``None`` if it cannot start (never the uploader's end)."""
+    def _start_view(self, node: bool = False) -> job_view.JobView | None:
+        """The logdir's job run (:func:`job_view.start_for`; ``node``: a node of a job with a store, whose
+        leader merges the nodes' points); ``None`` if it cannot start (never the uploader's end)."""
         try:
-            return job_view.start_for(self.logdir, self.config, beat=self._beat)
+            return job_view.start_for(self.logdir, self.config, beat=self._beat, node=node)
         except Exception:
             logger.exception("job run of %s cannot start; the ranks' runs are committed as before", self.logdir)
             return None
@@ -365,13 +371,19 @@ class Uploader:
         if self._view is None:
             return 0
         try:
-            return self._view.update(final, budget)
+            written = self._view.update(final, budget)
+            terminating = self._schedule is not None and self._schedule.term_at is not None  # the commit first
+            if self._exchange is not None and not terminating:  # store calls (each bounded), the loop beating
+                written += self._in_worker("exchange the job run's points", self._exchange.round, final, bound=None)
+            return written
+        except Abandoned:
+            raise
         except OSError as exc:  # a full disk: the ranks' files go on being committed; tried again next cycle
             logger.warning("job run of %s not updated: %s", self.logdir, exc)
         except Exception:
             logger.exception("job run of %s failed; it is turned off for this uploader (the ranks' runs are "
                              "committed as before)", self.logdir)
-            self._view = None
+            self._view = self._exchange = None
         return 0
 
     def _exit(self, decision: Decision, schedule: Schedule) -> int:
@@ -434,7 +446,11 @@ class Uploader:
         is fenced by ``parent_commit`` (412) once anything newer was committed. The worker never
         touches the queue (its connection is this thread's).
         """
-        bound = call_bound(self.config.http_timeout, nbytes)
+        return self._in_worker(what, fn, *args, bound=call_bound(self.config.http_timeout, nbytes))
+
+    def _in_worker(self, what: str, fn: Callable[..., T], *args: Any, bound: float | None) -> T:
+        """``fn(*args)`` in a worker thread while this thread beats and takes signals (:meth:`_call`); past
+        ``bound`` seconds it is abandoned. ``None``: work that bounds itself (the job's store calls)."""
         started = time.monotonic()
         result: dict[str, Any] = {}
 
@@ -456,7 +472,7 @@ class Uploader:
                 self._take_signals(schedule)
                 if time.monotonic() >= schedule.deadline():  # the process is about to be killed anyway
                     raise Abandoned(f"{what} still running at the preemption deadline")
-            if worker.is_alive() and time.monotonic() - started >= bound:
+            if worker.is_alive() and bound is not None and time.monotonic() - started >= bound:
                 self.target.reset_client()  # the stuck call keeps its client; the next one gets a fresh one
                 self._abandoned.append(worker)
                 raise TargetError(

@@ -1,0 +1,212 @@
+"""The job run of a multi-node job with a store: every node's points, merged by the job's leader.
+
+Each node's uploader reduces its own ranks (:class:`~.job_view.JobView` as a node: :class:`~.job_stats.Stats`
+per tag and step), and at each of its cycles, through the job's store (:mod:`.job_store`)::
+
+    node:    get view/held                drop the points the leader wrote (and take up its every-k-th step)
+             set view/<node>              its points not written yet, oldest first, within its share of
+                                          :data:`ROUND_BYTES`; its ranks' newest steps; whether it is done
+    leader:  multi_get view/<each node>   merge each tag and step's points from the nodes
+             write the points that are due into its logdir's job run (it rides along with its commits)
+             set view/held                per tag, the last step written; and k
+
+A point is due once every node of the job has said something and every node that logs its tag sent it,
+or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it (a node's own wait, then its
+next round), or when every node said it is done. A node that logs the tag but did not send the step is
+named, with its ranks, as missing. Late points (a step the job run holds) are not written.
+
+The intake is bounded: each node's value holds at most ``ROUND_BYTES / nodes`` (and the store's
+:data:`~.job_store.MAX_VALUE_BYTES`). Where the nodes make more points than that carries, the leader
+doubles k, and every node sends only the steps divisible by k from then on (k the same on every node,
+written into the run as ``job/every_kth_step``); each point written stays exact.
+
+A hand-over (:mod:`.job_leader`): the new leader takes up at ``view/held`` and writes a file of its own into
+the same run folder at the target (TensorBoard reads a run's files in order). What the old leader wrote but
+its node has not committed yet is as safe as that node's own records. The min/max counts of ``status``
+start again at a new leader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .job_commit import JobTarget
+from .job_stats import Stats
+from .job_store import MAX_VALUE_BYTES, StoreError
+from .job_view import JobRun, JobView
+
+logger = logging.getLogger(__name__)
+
+#: What the nodes' points may take in the store per round, all nodes together.
+ROUND_BYTES = 16 * 1024 * 1024
+#: A point waits this many times the view's wait at the leader (the node's own wait, then its next round).
+LEADER_WAIT_FACTOR = 2.0
+_Key = tuple[str, int]
+
+
+class JobMerge:
+    """The leader's side: the nodes' points, merged into the job run of this node's logdir."""
+
+    def __init__(self, logdir: Path, nodes: int, world: int, wait: float, held: dict[str, int], every: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.nodes, self.world, self.wait, self.clock = nodes, world, wait, clock
+        self.run = JobRun(logdir)
+        self.held = dict(held)  # tag -> the last step the job run holds (every leader's, from view/held)
+        self.every = every
+        self._values: dict[_Key, dict[int, Stats]] = {}  # node -> its points, not written yet
+        self._first: dict[_Key, float] = {}
+        self._heard: set[int] = set()  # the nodes that sent something
+        self._done: set[int] = set()  # the nodes that said every point they will have is in their value
+        self._tag_nodes: dict[str, set[int]] = {}  # tag -> the nodes that sent it
+        self._ranks_of: dict[int, dict[int, int]] = {}  # node -> its ranks' newest steps
+        self._late: dict[int, int] = {}  # node -> its values that came after the leader wrote their step
+        self.bytes_read = 0  # in the last round
+
+    def take(self, node: int, raw: bytes) -> None:
+        """One node's value (:meth:`JobView.message`); one that does not parse is left out (said once a round)."""
+        self.bytes_read += len(raw)
+        if not raw or raw == b"{}":
+            return
+        message = json.loads(raw)
+        self._heard.add(node)
+        self._ranks_of[node] = {int(r): int(s) for r, s in message["ranks"].items()}
+        self._late[node] = int(message["late"])
+        if message["final"]:
+            self._done.add(node)
+        now = self.clock()
+        for tag, step, item in message["points"]:
+            if step <= self.held.get(tag, -math.inf) or step % self.every:
+                continue
+            key = (str(tag), int(step))
+            self._tag_nodes.setdefault(key[0], set()).add(node)
+            self._values.setdefault(key, {})[node] = Stats.from_list(item)
+            self._first.setdefault(key, now)
+
+    def write_due(self, final: bool = False) -> int:
+        """Write the points that are due (all of them when ``final`` or every node is done); the points written."""
+        final = final or len(self._done) >= self.nodes
+        everyone = len(self._heard) >= self.nodes
+        now = self.clock()
+        last: dict[str, int] = {}
+        for (tag, step), by_node in self._values.items():
+            complete = everyone and set(by_node) >= self._tag_nodes[tag]
+            if final or complete or now - self._first[(tag, step)] >= LEADER_WAIT_FACTOR * self.wait:
+                last[tag] = max(step, last.get(tag, step))
+        due = sorted((key for key in self._values if key[0] in last and key[1] <= last[key[0]]), key=lambda k: (k[1], k[0]))
+        if not due:
+            return 0
+        points = []
+        for tag, step in due:
+            by_node = self._values.pop((tag, step))
+            del self._first[(tag, step)]
+            stats = _merged(by_node)
+            absent = [r for node in sorted(self._tag_nodes[tag] - set(by_node)) for r in self._ranks_of.get(node, {})]
+            if absent:
+                stats = dataclasses.replace(stats, missing=tuple(sorted(stats.missing + tuple(absent))))
+            points.append((tag, step, stats))
+            self.held[tag] = step
+        newest = {r: s for ranks in self._ranks_of.values() for r, s in ranks.items()}
+        self.run.write(points, newest, self.world, self.every)
+        self.run.publish(self.run.summary(newest, self.world, waiting=len(self._values), late=sum(self._late.values()),
+                                          backlog=False, every=self.every, nodes=len(self._heard)))
+        return len(points)
+
+    @property
+    def waiting(self) -> int:
+        """Points some node sent that are not written yet."""
+        return len(self._values)
+
+    def thin(self) -> None:
+        """Near :data:`ROUND_BYTES` in a round (the nodes' values are full): every node sends every (2k)-th
+        step from now on; the others waiting here are dropped (no node sends them any more)."""
+        if self.bytes_read > ROUND_BYTES * 0.9:
+            self.every *= 2
+            for key in [key for key in self._values if key[1] % self.every]:
+                del self._values[key], self._first[key]
+            logger.warning("job run: the nodes' points took %d bytes in one round (budget %d); from now on it holds "
+                           "every %d-th step", self.bytes_read, ROUND_BYTES, self.every)
+
+    def close(self) -> None:
+        self.run.close()
+
+
+def node_limit(nodes: int) -> int:
+    """The most one node's value holds: its share of :data:`ROUND_BYTES`, within what the store takes."""
+    return min(MAX_VALUE_BYTES, ROUND_BYTES // max(1, nodes))
+
+
+def _merged(by_node: dict[int, Stats]) -> Stats:
+    merged = None
+    for stats in by_node.values():
+        merged = stats if merged is None else merged.merge(stats)
+    assert merged is not None
+    return merged
+
+
+class ViewExchange:
+    """One node's part in the job run of a job with a store: it sends its points, and merges every node's
+    while it leads."""
+
+    def __init__(self, view: JobView, job: JobTarget, nodes: int) -> None:
+        self.view, self.job, self.nodes = view, job, nodes
+        self.limit = node_limit(nodes)
+        self.merge: JobMerge | None = None
+        self.every = 1
+
+    def round(self, final: bool) -> int:
+        """Send, and merge if leading; the points the merge wrote. The store failing leaves the points for
+        the next round (never the uploader's end)."""
+        if not self.job.store_usable():
+            return 0
+        store = self.job.store
+        try:
+            held, every = _parse_held(store.get("view/held"))
+            self.every = max(self.every, every)
+            if self.view.acknowledged(held, self.every):
+                self.view.save()
+            store.set(f"view/{self.job.node}", self.view.message(self.limit, final))
+            if not self.job.leader.leading:
+                self._stop_merging()
+                return 0
+            if self.merge is None:
+                self.merge = JobMerge(self.view.logdir, self.nodes, self.view.world, self.view.wait, held, self.every)
+            members = self.job.leader.members()
+            self.merge.bytes_read = 0
+            for node, raw in zip(members, store.multi_get([f"view/{node}" for node in members])):
+                try:
+                    self.merge.take(node, raw)
+                except (ValueError, KeyError, TypeError) as exc:
+                    logger.warning("job run: node %d's points do not parse (%s); left out", node, exc)
+            written = self.merge.write_due(final=False)
+            self.merge.thin()
+            store.set("view/held", json.dumps({"held": self.merge.held, "every": self.merge.every}).encode())
+            return written
+        except StoreError as exc:
+            logger.debug("job run: the store did not take this round (%s); the points wait for the next", exc)
+            self.job.store_failed(exc)
+            return 0
+
+    def _stop_merging(self) -> None:
+        if self.merge is not None:  # another node leads: it takes up at view/held, in a file of its own
+            self.merge.close()
+            self.merge = None
+
+    def close(self) -> None:
+        self._stop_merging()
+
+
+def _parse_held(raw: bytes | None) -> tuple[dict[str, int], int]:
+    if not raw:
+        return {}, 1
+    try:
+        value = json.loads(raw)
+        return {str(t): int(s) for t, s in value["held"].items()}, max(1, int(value["every"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        logger.warning("job run: view/held in the store does not parse; taken as empty")
+        return {}, 1

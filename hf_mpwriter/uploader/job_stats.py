@@ -1,0 +1,136 @@
+"""One scalar's statistics over some ranks at one step, in a form that merges exactly.
+
+A node reduces its own ranks' values of a ``(tag, step)`` into :class:`Stats`; the job's leader merges
+the nodes' (:meth:`Stats.merge`) into the same statistics the values of every rank would give at once:
+the sum is carried exactly (as ``math.fsum`` keeps it: non-overlapping partial sums, so the merged mean
+is the correctly rounded mean of every value), the sum of squared deviations merges by Chan, Golub and
+LeVeque's pairwise update (the population std to a float's rounding), the min and max with the rank
+holding them (the lowest rank among ties) merge exactly, and so do the ranks that logged NaN or did
+not report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+NO_RANK = -1  # the min or max rank of a point whose values are all NaN
+
+
+@dataclass(frozen=True)
+class Stats:
+    """``n`` values: their sum and squared deviations, the lowest and highest with their ranks (NaN is
+    neither), the ranks that logged NaN, the ranks that logged the tag before but not this step, and
+    the newest wall time among the values."""
+
+    n: int
+    sums: tuple[float, ...]  # the exact sum, as non-overlapping partial sums (:func:`_partials`)
+    m2: float
+    low: float
+    low_rank: int
+    high: float
+    high_rank: int
+    nan: tuple[int, ...]
+    missing: tuple[int, ...]
+    wall: float
+
+    @classmethod
+    def of(cls, by_rank: Mapping[int, float], missing: tuple[int, ...] = (), wall: float = 0.0) -> Stats:
+        values = list(by_rank.values())
+        sums = _partials(values)
+        mean = _sum(sums) / len(values)
+        m2 = _squares(values, mean) if math.isfinite(mean) else math.nan
+        ranks = [r for r, v in by_rank.items() if not math.isnan(v)]
+        low = min(ranks, key=lambda r: (by_rank[r], r), default=NO_RANK)
+        high = min(ranks, key=lambda r: (-by_rank[r], r), default=NO_RANK)
+        nan = tuple(sorted(r for r, v in by_rank.items() if math.isnan(v)))
+        return cls(len(values), sums, m2, by_rank.get(low, math.nan), low, by_rank.get(high, math.nan), high, nan,
+                   tuple(sorted(missing)), wall)
+
+    def merge(self, other: Stats) -> Stats:
+        """The statistics of both sets of ranks (disjoint) as one."""
+        n = self.n + other.n
+        sums = _partials([*self.sums, *other.sums])
+        try:
+            delta = other.mean - self.mean
+            m2 = self.m2 + other.m2 + delta * delta * self.n * other.n / n
+        except OverflowError:
+            m2 = math.inf
+        low, low_rank = _pick((self.low, self.low_rank), (other.low, other.low_rank), 1)
+        high, high_rank = _pick((self.high, self.high_rank), (other.high, other.high_rank), -1)
+        return Stats(n, sums, m2, low, low_rank, high, high_rank,
+                     tuple(sorted(self.nan + other.nan)), tuple(sorted(self.missing + other.missing)),
+                     max(self.wall, other.wall))
+
+    @property
+    def mean(self) -> float:
+        return _sum(self.sums) / self.n
+
+    @property
+    def std(self) -> float:
+        """Population std: NaN where the mean is not finite, inf where the squares overflowed."""
+        if not math.isfinite(self.mean):
+            return math.nan
+        return math.sqrt(self.m2 / self.n) if self.m2 >= 0 else 0.0
+
+    def to_list(self) -> list:
+        return [self.n, list(self.sums), self.m2, self.low, self.low_rank, self.high, self.high_rank,
+                list(self.nan), list(self.missing), self.wall]
+
+    @classmethod
+    def from_list(cls, item: list) -> Stats:
+        n, sums, m2, low, low_rank, high, high_rank, nan, missing, wall = item
+        if int(n) < 1:
+            raise ValueError(f"a point of {n} values")
+        return cls(int(n), tuple(float(v) for v in sums), float(m2), float(low), int(low_rank), float(high), int(high_rank),
+                   tuple(int(r) for r in nan), tuple(int(r) for r in missing), float(wall))
+
+
+def _pick(a: tuple[float, int], b: tuple[float, int], sign: int) -> tuple[float, int]:
+    """Of two ``(value, rank)``, the lower (``sign`` 1) or the higher (-1), ties to the lower rank;
+    :data:`NO_RANK` (all NaN) is no candidate."""
+    if a[1] == NO_RANK:
+        return b
+    if b[1] == NO_RANK:
+        return a
+    return min(a, b, key=lambda c: (sign * c[0], c[1]))
+
+
+def _partials(values: list[float]) -> tuple[float, ...]:
+    """The exact sum of ``values`` as non-overlapping partial sums (Shewchuk's algorithm, as ``math.fsum``
+    runs it inside; Python's ``msum`` recipe), which sum again exactly with others'. Values that are not
+    all finite: their plain sum (inf, or NaN for +inf with -inf, as the sum of the values gives)."""
+    if not all(math.isfinite(v) for v in values):
+        return (sum(values),)
+    partials: list[float] = []
+    for x in values:
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        if math.isinf(x):  # the partial sums overflowed: past a double
+            return (x,)
+        partials[i:] = [x]
+    return tuple(partials) or (0.0,)
+
+
+def _sum(values: list[float] | tuple[float, ...]) -> float:
+    """Exact where finite (``math.fsum``); inf or NaN as the values make it (fsum refuses +inf with -inf)."""
+    try:
+        return math.fsum(values)
+    except (OverflowError, ValueError):
+        return sum(values)
+
+
+def _squares(values: list[float], mean: float) -> float:
+    try:
+        return math.fsum((v - mean) ** 2 for v in values)
+    except OverflowError:
+        return math.inf

@@ -1,0 +1,176 @@
+"""The job run of a multi-node job with a store: the nodes' points (:class:`Stats`) merge into exactly the
+statistics every rank's values give at once, and the leader's rules for waiting, missing nodes, late
+points and the intake budget hold. (The real job, through torchrun's store and the test Hub:
+``test_multinode.py``.)"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from helpers import accumulator, plugin_accumulator
+from test_job_view import _Clock, _log, _rank_writer
+
+from hf_mpwriter.uploader import job_merge
+from hf_mpwriter.uploader.job_merge import JobMerge
+from hf_mpwriter.uploader.job_stats import NO_RANK, Stats
+from hf_mpwriter.uploader.job_view import STATS, JobView
+
+
+def _split(by_rank: dict[int, float], parts: int, rng: random.Random) -> list[dict[int, float]]:
+    ranks = sorted(by_rank)
+    rng.shuffle(ranks)
+    cuts = sorted(rng.sample(range(1, len(ranks)), parts - 1))
+    return [{r: by_rank[r] for r in ranks[a:b]} for a, b in zip([0, *cuts], [*cuts, len(ranks)])]
+
+
+@pytest.mark.parametrize("values", [
+    "random", "ties", "nan", "all_nan_part", "infinities", "huge",
+])
+def test_merged_statistics_equal_those_of_every_value_at_once(values):
+    rng = random.Random(values)
+    for _ in range(200):
+        n = rng.randint(2, 40)
+        by_rank = {r: rng.gauss(5.0, 3.0) * 10 ** rng.randint(-3, 3) for r in range(n)}
+        if values == "ties":
+            by_rank = {r: float(rng.randint(0, 2)) for r in range(n)}
+        elif values == "nan":
+            by_rank[rng.randrange(n)] = math.nan
+        elif values == "all_nan_part":
+            by_rank = {r: math.nan if r < n // 2 else 1.0 + r for r in range(n)}
+        elif values == "infinities":
+            by_rank[0], by_rank[n - 1] = math.inf, -math.inf if rng.random() < 0.5 else math.inf
+        elif values == "huge":
+            by_rank = {r: rng.choice([1e200, -1e200, 3e38]) for r in range(n)}
+        parts = _split(by_rank, rng.randint(2, min(n, 8)), rng)
+        merged = None
+        for part in parts:
+            stats = Stats.of(part, wall=float(len(part)))
+            merged = stats if merged is None else merged.merge(stats)
+        whole = Stats.of(by_rank, wall=0.0)
+        assert (merged.n, merged.low, merged.low_rank, merged.high, merged.high_rank, merged.nan) == \
+            (whole.n, whole.low, whole.low_rank, whole.high, whole.high_rank, whole.nan) or \
+            (math.isnan(whole.low) and merged.low_rank == whole.low_rank == NO_RANK)
+        for name in ("mean", "std"):
+            got, want = getattr(merged, name), getattr(whole, name)
+            if math.isfinite(want):
+                scale = max(abs(v) for v in by_rank.values() if math.isfinite(v))  # a float's rounding of the values
+                assert got == pytest.approx(want, rel=1e-9, abs=1e-12 * scale), (name, by_rank, parts)
+            else:
+                assert (math.isnan(got) and math.isnan(want)) or got == want, (name, got, want, by_rank)
+        sent = json.dumps(merged.to_list())  # as a node sends it (NaN and infinities too)
+        assert json.dumps(Stats.from_list(json.loads(sent)).to_list()) == sent
+
+
+def _node_views(tmp_path: Path, clock: _Clock, nodes: int, per_node: int) -> tuple[list[JobView], list]:
+    views, writers = [], []
+    for node in range(nodes):
+        logdir = tmp_path / f"node-{node}" / "logs"
+        writers += [_rank_writer(logdir, node * per_node + r) for r in range(per_node)]
+        views.append(JobView(logdir, nodes * per_node, wait=30.0, clock=clock, node_ranks=per_node))
+    return views, writers
+
+
+def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: set[int] | None = None) -> int:
+    """What :class:`job_merge.ViewExchange` does, without the store: each node takes up what the leader
+    held, updates and sends; the leader merges and writes."""
+    held = dict(merge.held)
+    for view in views:
+        view.acknowledged(held, merge.every)
+        view.update(final=final)
+    merge.bytes_read = 0
+    for node, view in enumerate(views):
+        if sending is None or node in sending:
+            merge.take(node, view.message(job_merge.node_limit(len(views)), final))
+    written = merge.write_due()
+    merge.thin()
+    return written
+
+
+def _job(logdir: Path, tag: str = "loss") -> dict[int, dict[str, float]]:
+    acc = accumulator(logdir / "job")
+    points: dict[int, dict[str, float]] = defaultdict(dict)
+    for name in STATS:
+        for event in acc.Scalars(f"{tag}/{name}"):
+            assert name not in points[event.step], f"{tag}/{name}: step {event.step} twice"
+            points[event.step][name] = event.value
+    return points
+
+
+def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late_points_are_not_written(tmp_path):
+    clock = _Clock()
+    views, writers = _node_views(tmp_path, clock, nodes=3, per_node=2)
+    merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held={}, every=1, clock=clock)
+    rng = random.Random(7)
+    values: dict[int, dict[int, float]] = defaultdict(dict)
+    for step in range(10):
+        for rank, writer in enumerate(writers):
+            values[step][rank] = round(rng.uniform(-5, 5), 3)
+            _log(writer, step, values[step][rank])
+    assert _round(views, merge) == 10  # every node sent every step: all complete, written at once
+    job = _job(views[0].logdir)
+    for step in range(10):
+        want = Stats.of(values[step])
+        got = job[step]
+        assert got["mean"] == pytest.approx(want.mean, rel=1e-6) and got["std"] == pytest.approx(want.std, rel=1e-6)
+        assert (got["min"], got["max"]) == (pytest.approx(want.low), pytest.approx(want.high))
+        assert (got["min_rank"], got["max_rank"], got["ranks"], got["missing"]) == (want.low_rank, want.high_rank, 6, 0)
+    _round(views, merge)  # the nodes take up what the leader held: their outboxes empty
+    assert [len(view.outbox) for view in views] == [0, 0, 0]
+    # Node 2 goes silent (dead, or cut off from the store): its steps wait, then are written without it, named.
+    for step in range(10, 13):
+        for rank, writer in enumerate(writers):
+            _log(writer, step, float(rank))
+    assert _round(views, merge, sending={0, 1}) == 0 and merge.waiting == 3
+    clock.now = 59.9
+    assert _round(views, merge, sending={0, 1}) == 0
+    clock.now = 60.0
+    assert _round(views, merge, sending={0, 1}) == 3
+    job = _job(views[0].logdir)
+    assert [(job[s]["ranks"], job[s]["missing"], job[s]["mean"]) for s in range(10, 13)] == [(4, 2, 1.5)] * 3
+    named = plugin_accumulator(views[0].logdir / "job").Tensors("loss/missing_ranks/text_summary")
+    assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 4, 5") for s in range(10, 13)]
+    # Its points come after all: late, not written (the run holds those steps), and it takes up the leader's held.
+    assert _round(views, merge) == 0 and _job(views[0].logdir)[12]["ranks"] == 4
+    assert views[2].outbox == {}
+    # The job ends: each node's last points, then everything the leader has, complete or not.
+    _log(writers[0], 13, 1.0)
+    assert _round(views, merge, final=True) == 1 and _job(views[0].logdir)[13]["ranks"] == 1
+    assert all(json.loads(view.message(1 << 18, True))["final"] for view in views)
+    merge.close()
+    for view in views:
+        view.close()
+    for writer in writers:
+        writer.close()
+
+
+def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says_k(tmp_path, monkeypatch):
+    clock = _Clock()
+    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=2)
+    merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held={}, every=1, clock=clock)
+    monkeypatch.setattr(job_merge, "ROUND_BYTES", 4000)
+    step = 0
+    for _ in range(4):  # each round: 20 steps of 3 tags from each node, more than 4,000 bytes
+        for _ in range(20):
+            for rank, writer in enumerate(writers):
+                for tag in ("loss", "lr", "time"):
+                    _log(writer, step, float(rank + step), tag=tag)
+            step += 1
+        _round(views, merge)
+    assert merge.every >= 4, merge.every  # doubled at each round past the budget
+    while any(view.outbox for view in views):
+        _round(views, merge, final=True)
+    job = _job(views[0].logdir)
+    assert all(s % merge.every == 0 for s in job if s >= 60), sorted(job)  # the last round's steps: every k-th
+    assert all(job[s]["ranks"] == 4 and job[s]["mean"] == pytest.approx(1.5 + s) for s in job)  # each point exact
+    every = [e.value for e in accumulator(views[0].logdir / "job").Scalars("job/every_kth_step")]
+    assert every and every[-1] == merge.every
+    merge.close()
+    for view in views:
+        view.close()
+    for writer in writers:
+        writer.close()
