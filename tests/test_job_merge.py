@@ -9,15 +9,19 @@ import json
 import math
 import random
 from collections import defaultdict
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import accumulator, plugin_accumulator
+from helpers import accumulator, plugin_accumulator, read_run_events, scalar_points
 from test_job_view import _Clock, _log, _rank_writer
 
+from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.uploader import job_merge
-from hf_mpwriter.uploader.job_merge import JobMerge
+from hf_mpwriter.uploader.job_commit import JobTarget, store_prefix
+from hf_mpwriter.uploader.job_merge import JobMerge, ViewExchange
 from hf_mpwriter.uploader.job_stats import NO_RANK, Stats
+from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
 from hf_mpwriter.uploader.job_view import STATS, JobView
 
 
@@ -86,9 +90,10 @@ def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: 
     for node, view in enumerate(views):
         if sending is None or node in sending:
             merge.take(node, view.message(job_merge.node_limit(len(views)), final))
-    written = merge.write_due()
+    points = merge.due()
     merge.thin()
-    return written
+    merge.write(points)
+    return len(points)
 
 
 def _job(logdir: Path, tag: str = "loss") -> dict[int, dict[str, float]]:
@@ -174,3 +179,67 @@ def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says
         view.close()
     for writer in writers:
         writer.close()
+
+
+# -- through a real store, as the uploaders of a job exchange them -------------------------------------------
+def _job_node(port: int, node: int) -> JobTarget:
+    """Node ``node`` of a 2-node job, as its uploader holds it (the store real; nothing here calls the Hub)."""
+    address = StoreAddress("127.0.0.1", port, "job-1")
+    inner = HubTarget("tester/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9", shared_branch=True)
+    leader = HubTarget("tester/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9")
+    target = JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 2, wait=10.0, spacing=0.5)
+    assert target._announce()  # its keys in the store, as at its start (its leader thread is not started: see below)
+    return target
+
+
+def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twice(tmp_path):
+    """Two nodes' exchanges through a real TCPStore. Node 0 leads, then node 1 (the lease moved), then both
+    believe they lead (a lease that moved while its old holder was in a round): the job run's files, read
+    together as TensorBoard reads the run at the target, hold every step once, in order, with all 4 ranks."""
+    dist = pytest.importorskip("torch.distributed")
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    clock = _Clock()
+    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=2)
+    jobs = [_job_node(server.port, k) for k in range(2)]
+    exchanges = [ViewExchange(views[k], jobs[k], 2) for k in range(2)]
+
+    def log(steps: range) -> None:
+        for step in steps:
+            for rank, writer in enumerate(writers):
+                _log(writer, step, float(rank * 10 + step % 7))
+
+    def rounds(leading: tuple[bool, bool]) -> list[int]:
+        for job, leads in zip(jobs, leading):
+            job.leader.leading = leads
+        written = []
+        for k in (0, 1, 0, 1):  # each node twice: the first sends, the second sees what the leader wrote
+            views[k].update()
+            written.append(exchanges[k].round(final=False))
+        return written
+
+    log(range(0, 10))
+    assert sum(rounds((True, False))) == 10 and exchanges[1].merge is None
+    log(range(10, 20))
+    assert sum(rounds((False, True))) == 10 and exchanges[0].merge is None  # node 0 stopped merging
+    log(range(20, 30))
+    both = rounds((True, True))
+    assert sum(both) == 10, both  # one of them wrote them; the other took up after it and had nothing due
+    assert [len(view.outbox) for view in views] == [0, 0]
+    run = tmp_path / "target-job"
+    run.mkdir()
+    for k in range(2):
+        for path in (views[k].logdir / "job").glob("*tfevents*"):
+            (run / path.name).write_bytes(path.read_bytes())
+    for exchange in exchanges:
+        exchange.close()
+    files = sorted(run.glob("*tfevents*"))
+    assert len(files) >= 2  # the scenario: two leaders wrote
+    events = read_run_events(run)
+    steps = [step for step, _ in scalar_points(events, "loss/mean")]
+    assert steps == list(range(30)), steps
+    assert {value for _, value in scalar_points(events, "loss/ranks")} == {4.0}
+    for view in views:
+        view.close()
+    for writer in writers:
+        writer.close()
+    del server

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import read_file_events, scalar_points, scalars
+from helpers import read_file_events, read_run_events, scalar_points, scalars
 from test_job_view import _assert_equal, _job_points, _recomputed
 from upload_helpers import (
     committed_and_checked,
@@ -272,6 +272,18 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
                     assert wrote and landed == wrote, f"rank {rank}: {len(wrote - landed)} records missing"
                 else:  # the dead node: what it committed before dying, a whole prefix of what it wrote
                     assert landed and not landed - wrote, f"rank {rank}"
+        # The job run at the target (a file per leader that wrote one and whose node committed it), read as
+        # TensorBoard reads a run: each step once and in order, each with every rank of the job. (Through
+        # hand-overs in detail: test_job_merge.py.)
+        job = tmp_path / "remote-job"
+        for rel, data in remote.items():
+            if rel.startswith("job/"):
+                (job / rel).parent.mkdir(parents=True, exist_ok=True)
+                (job / rel).write_bytes(data)
+        events = read_run_events(job / "job")
+        steps = [step for step, _ in scalar_points(events, "train/loss/mean")]
+        assert steps and steps == sorted(set(steps)), steps
+        assert {value for _, value in scalar_points(events, "train/loss/ranks")} == {4.0}
 
 
 BUCKET = "tester/multinode-logs"
@@ -370,6 +382,9 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
         (copy / rel).parent.mkdir(parents=True, exist_ok=True)
         (copy / rel).write_bytes(data)
     assert any(rel.startswith("job/") for rel in files), sorted(files)
+    # `status` on a leader's node shows the whole job: every node heard, every rank at its last step.
+    merged = [view for view in (collect(d)["job_view"] for d in logdirs) if view and view.get("nodes") == nodes]
+    assert merged and all(v["newest_step"] == {str(r): steps - 1 for r in range(2 * nodes)} for v in merged), merged
     for tag in ("loss", "step_time"):
         want = _recomputed(copy, tag)
         assert len(want) == steps and all(stats["ranks"] == 2 * nodes for stats in want.values())

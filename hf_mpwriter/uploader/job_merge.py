@@ -10,7 +10,8 @@ per tag and step), and at each of its cycles, through the job's store (:mod:`.jo
              write the points that are due into its logdir's job run (it rides along with its commits)
              set view/held                per tag, the last step written; and k
 
-A point is due once every node of the job has said something and every node that logs its tag sent it,
+A point is due once every node of the job has said something and every node that logs its tag (as its
+value says) sent it,
 or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it (a node's own wait, then its
 next round), or when every node said it is done. A node that logs the tag but did not send the step is
 named, with its ranks, as missing. Late points (a step the job run holds) are not written.
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from .job_commit import JobTarget
 from .job_stats import Stats
-from .job_store import MAX_VALUE_BYTES, StoreError
+from .job_store import MAX_VALUE_BYTES, JobStore, StoreError
 from .job_view import JobRun, JobView
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class JobMerge:
         self._heard.add(node)
         self._ranks_of[node] = {int(r): int(s) for r, s in message["ranks"].items()}
         self._late[node] = int(message["late"])
+        for tag in message["tags"]:
+            self._tag_nodes.setdefault(str(tag), set()).add(node)
         if message["final"]:
             self._done.add(node)
         now = self.clock()
@@ -84,12 +87,13 @@ class JobMerge:
             if step <= self.held.get(tag, -math.inf) or step % self.every:
                 continue
             key = (str(tag), int(step))
-            self._tag_nodes.setdefault(key[0], set()).add(node)
+            self._tag_nodes.setdefault(key[0], set()).add(node)  # (its tags said so too, unless cut short)
             self._values.setdefault(key, {})[node] = Stats.from_list(item)
             self._first.setdefault(key, now)
 
-    def write_due(self, final: bool = False) -> int:
-        """Write the points that are due (all of them when ``final`` or every node is done); the points written."""
+    def due(self, final: bool = False) -> list[tuple[str, int, Stats]]:
+        """The points to write now (all of them when ``final`` or every node is done), merged; from here on
+        :attr:`held` counts them written (the caller publishes that, then writes them: :meth:`write`)."""
         final = final or len(self._done) >= self.nodes
         everyone = len(self._heard) >= self.nodes
         now = self.clock()
@@ -99,8 +103,6 @@ class JobMerge:
             if final or complete or now - self._first[(tag, step)] >= LEADER_WAIT_FACTOR * self.wait:
                 last[tag] = max(step, last.get(tag, step))
         due = sorted((key for key in self._values if key[0] in last and key[1] <= last[key[0]]), key=lambda k: (k[1], k[0]))
-        if not due:
-            return 0
         points = []
         for tag, step in due:
             by_node = self._values.pop((tag, step))
@@ -111,11 +113,19 @@ class JobMerge:
                 stats = dataclasses.replace(stats, missing=tuple(sorted(stats.missing + tuple(absent))))
             points.append((tag, step, stats))
             self.held[tag] = step
+        return points
+
+    def write(self, points: list[tuple[str, int, Stats]]) -> None:
+        """Write ``points`` (from :meth:`due`) into the job run, and the picture ``status`` shows."""
         newest = {r: s for ranks in self._ranks_of.values() for r, s in ranks.items()}
-        self.run.write(points, newest, self.world, self.every)
+        if points:
+            self.run.write(points, newest, self.world, self.every)
         self.run.publish(self.run.summary(newest, self.world, waiting=len(self._values), late=sum(self._late.values()),
                                           backlog=False, every=self.every, nodes=len(self._heard)))
-        return len(points)
+
+    def published(self) -> bytes:
+        """What the nodes and the next leader read (``view/held``): per tag the last step written, and k."""
+        return json.dumps({"held": self.held, "every": self.every}).encode()
 
     @property
     def waiting(self) -> int:
@@ -158,6 +168,7 @@ class ViewExchange:
         self.limit = node_limit(nodes)
         self.merge: JobMerge | None = None
         self.every = 1
+        self._published = b""  # view/held as this node's merge last set it
 
     def round(self, final: bool) -> int:
         """Send, and merge if leading; the points the merge wrote. The store failing leaves the points for
@@ -166,31 +177,49 @@ class ViewExchange:
             return 0
         store = self.job.store
         try:
-            held, every = _parse_held(store.get("view/held"))
+            raw = store.get("view/held") or b""
+            held, every = _parse_held(raw)
             self.every = max(self.every, every)
             if self.view.acknowledged(held, self.every):
                 self.view.save()
             store.set(f"view/{self.job.node}", self.view.message(self.limit, final))
+            if not self.job.leader.leading or (self.merge is not None and raw != self._published):
+                self._stop_merging()  # another node leads, or led meanwhile: a new merge takes up at its view/held
             if not self.job.leader.leading:
-                self._stop_merging()
                 return 0
             if self.merge is None:
                 self.merge = JobMerge(self.view.logdir, self.nodes, self.view.world, self.view.wait, held, self.every)
-            members = self.job.leader.members()
-            self.merge.bytes_read = 0
-            for node, raw in zip(members, store.multi_get([f"view/{node}" for node in members])):
-                try:
-                    self.merge.take(node, raw)
-                except (ValueError, KeyError, TypeError) as exc:
-                    logger.warning("job run: node %d's points do not parse (%s); left out", node, exc)
-            written = self.merge.write_due(final=False)
-            self.merge.thin()
-            store.set("view/held", json.dumps({"held": self.merge.held, "every": self.merge.every}).encode())
-            return written
+                self._published = raw
+            return self._merge(store, raw)
         except StoreError as exc:
             logger.debug("job run: the store did not take this round (%s); the points wait for the next", exc)
             self.job.store_failed(exc)
             return 0
+
+    def _merge(self, store: JobStore, raw: bytes) -> int:
+        """Every node's points, merged; the due ones published as written, then written. Published first and
+        fenced (compare-and-set on what this round read): a leader that dies between the two loses those
+        points from the job run, but no two leaders ever write one step (TensorBoard would drop the tag's
+        later points)."""
+        assert self.merge is not None
+        members = self.job.leader.members()
+        self.merge.bytes_read = 0
+        for node, value in zip(members, store.multi_get([f"view/{node}" for node in members])):
+            try:
+                self.merge.take(node, value)
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.warning("job run: node %d's points do not parse (%s); left out", node, exc)
+        points = self.merge.due()
+        self.merge.thin()
+        published = self.merge.published()
+        if published != raw:
+            if not store.compare_set("view/held", raw, published):
+                logger.info("job run: another node published the job run meanwhile; it takes up from there")
+                self._stop_merging()
+                return 0
+            self._published = published
+        self.merge.write(points)
+        return len(points)
 
     def _stop_merging(self) -> None:
         if self.merge is not None:  # another node leads: it takes up at view/held, in a file of its own

@@ -251,7 +251,8 @@ class JobView:
     # -- a node's points, for the job's leader -----------------------------------------------------------------
     def message(self, limit: int, final: bool) -> bytes:
         """This node's points the leader has not written yet (the oldest steps first, within ``limit`` bytes),
-        its ranks' newest steps, and whether the node is done (``final``: every point it will have is in it)."""
+        its ranks' newest steps, the tags they log (a point waits for every node that logs its tag), and
+        whether the node is done (``final``: every point it will have is in it)."""
         ranks = {str(r): s for r, s in sorted(self.newest.items())}
         room = limit - len(json.dumps(ranks)) - 64
         points = []
@@ -262,7 +263,8 @@ class JobView:
                 break
             points.append(item)
         done = final and not self.pending and len(points) == len(self.outbox)
-        return json.dumps({"ranks": ranks, "final": done, "late": self.late, "points": points}).encode()
+        return json.dumps({"ranks": ranks, "tags": sorted(self._reporters), "final": done, "late": self.late,
+                           "points": points}).encode()
 
     def acknowledged(self, held: dict[str, int], every: int = 1) -> bool:
         """The leader wrote these steps (per tag, every step up to there): they leave the outbox, and a
