@@ -13,7 +13,7 @@ the baseline, the job run's bytes per hour and points per tag; nothing passes or
     python scripts/bench_job_view.py --minutes 5      # a quick look
 
 What it does not simulate: the ranks' writing (in other processes, it costs the uploader nothing) and
-the commit. Multi-node jobs with node-local logdirs get no job run (see docs/multi-node.md).
+the commit. A multi-node job's leader, merging every node's points: ``bench_job_merge.py``.
 """
 
 from __future__ import annotations

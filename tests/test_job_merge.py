@@ -86,10 +86,11 @@ def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: 
     for view in views:
         view.acknowledged(held, merge.every)
         view.update(final=final)
-    merge.bytes_read = 0
+    merge.bytes_read = merge.points_read = 0
     for node, view in enumerate(views):
         if sending is None or node in sending:
             merge.take(node, view.message(job_merge.node_limit(len(views)), final))
+            view.made = 0
     points = merge.due()
     merge.thin()
     merge.write(points)
@@ -159,18 +160,22 @@ def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says
     merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held={}, every=1, clock=clock)
     monkeypatch.setattr(job_merge, "ROUND_BYTES", 4000)
     step = 0
-    for _ in range(4):  # each round: 20 steps of 3 tags from each node, more than 4,000 bytes
+    ks = []
+    for _ in range(8):  # each round: 20 steps of 3 tags from each node, far more than 4,000 bytes
         for _ in range(20):
             for rank, writer in enumerate(writers):
                 for tag in ("loss", "lr", "time"):
                     _log(writer, step, float(rank + step), tag=tag)
             step += 1
         _round(views, merge)
-    assert merge.every >= 4, merge.every  # doubled at each round past the budget
-    while any(view.outbox for view in views):
-        _round(views, merge, final=True)
+        ks.append(merge.every)
+    # k rose to what the points made a round need, in one step (a power of two), and stayed there: the
+    # backlog of the rounds before it (values still full) does not raise it further.
+    assert ks[0] >= 4 and ks == [ks[0]] * 8, ks
+    _round(views, merge)  # (nothing new: the nodes take up what the leader wrote)
+    assert [len(view.outbox) for view in views] == [0, 0]  # what they made fitted: no backlog left behind
     job = _job(views[0].logdir)
-    assert all(s % merge.every == 0 for s in job if s >= 60), sorted(job)  # the last round's steps: every k-th
+    assert all(s % merge.every == 0 for s in job if s >= 20), sorted(job)  # after the first round: every k-th
     assert all(job[s]["ranks"] == 4 and job[s]["mean"] == pytest.approx(1.5 + s) for s in job)  # each point exact
     every = [e.value for e in accumulator(views[0].logdir / "job").Scalars("job/every_kth_step")]
     assert every and every[-1] == merge.every
@@ -243,3 +248,50 @@ def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twi
     for writer in writers:
         writer.close()
     del server
+
+
+def test_a_nodes_value_stays_within_its_limit_oldest_steps_first(tmp_path):
+    """Many tags and long names: the value the node sets never passes the limit (the store refuses more),
+    and what it holds is the oldest steps; the rest follows at the next rounds."""
+    view = JobView(tmp_path / "logs", 8, wait=30.0, node_ranks=8)
+    for step in range(40):
+        for i in range(60):
+            tag = f"a/rather/long/tag/name/{i:03d}"
+            view._reporters.setdefault(tag, set()).update(range(8))
+            view.outbox[(tag, step)] = Stats.of({r: r * 0.1 + step for r in range(8)}, (3,), 1e9)
+    view.newest = {r: 39 for r in range(8)}
+    for limit in (4096, 16384, 65536):
+        value = view.message(limit, final=True)
+        message = json.loads(value)
+        assert len(value) <= limit and 0 < len(message["points"]) < len(view.outbox), (limit, len(value))
+        assert not message["final"]  # not everything fits: the node is not done
+        steps = [step for _, step, _ in message["points"]]
+        assert steps == sorted(steps) and steps[0] == 0
+
+
+def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_points(tmp_path):
+    """Rank 3 (node 1) stops at step 4: from step 5 each point waits its node's wait, then counts 5 of 6
+    and names rank 3; the points before are whole, and nothing else changes."""
+    clock = _Clock()
+    views, writers = _node_views(tmp_path, clock, nodes=3, per_node=2)
+    merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held={}, every=1, clock=clock)
+    for step in range(10):
+        for rank, writer in enumerate(writers):
+            if rank != 3 or step < 5:
+                _log(writer, step, float(rank + step))
+    assert _round(views, merge) == 5  # steps 0-4: every rank; node 1's later steps wait for rank 3
+    clock.now = 29.9
+    assert _round(views, merge) == 0
+    clock.now = 30.0
+    assert _round(views, merge) == 5  # node 1's wait passed: it sent them without rank 3, complete for the leader
+    job = _job(views[0].logdir)
+    assert [(job[s]["ranks"], job[s]["missing"]) for s in range(10)] == [(6, 0)] * 5 + [(5, 1)] * 5
+    assert all(job[s]["mean"] == pytest.approx((sum(range(6)) - (3 if s >= 5 else 0)) / (6 if s < 5 else 5) + s)
+               for s in range(10))
+    named = plugin_accumulator(views[0].logdir / "job").Tensors("loss/missing_ranks/text_summary")
+    assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 3") for s in range(5, 10)]
+    merge.close()
+    for view in views:
+        view.close()
+    for writer in writers:
+        writer.close()

@@ -3,28 +3,31 @@
 Each node's uploader reduces its own ranks (:class:`~.job_view.JobView` as a node: :class:`~.job_stats.Stats`
 per tag and step), and at each of its cycles, through the job's store (:mod:`.job_store`)::
 
-    node:    get view/held                drop the points the leader wrote (and take up its every-k-th step)
+    node:    get view/held                drop the points the leader wrote (and take up its k)
              set view/<node>              its points not written yet, oldest first, within its share of
-                                          :data:`ROUND_BYTES`; its ranks' newest steps; whether it is done
+                                          :data:`ROUND_BYTES`; its ranks' newest steps and their tags;
+                                          whether it is done
     leader:  multi_get view/<each node>   merge each tag and step's points from the nodes
-             write the points that are due into its logdir's job run (it rides along with its commits)
-             set view/held                per tag, the last step written; and k
+             compare_set view/held        per tag, the last step it is about to write; and k
+             write those points into its logdir's job run (it rides along with its commits)
 
-A point is due once every node of the job has said something and every node that logs its tag (as its
-value says) sent it,
-or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it (a node's own wait, then its
-next round), or when every node said it is done. A node that logs the tag but did not send the step is
-named, with its ranks, as missing. Late points (a step the job run holds) are not written.
+A point is due once every node of the job has said something and every node that logs its tag (as
+its value says) sent it, or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it
+(a node's own wait, then its next round), or when every node said it is done. A node that logs the
+tag but did not send the step is named, with its ranks, as missing. Late points (a step the job run
+holds) are not written.
 
 The intake is bounded: each node's value holds at most ``ROUND_BYTES / nodes`` (and the store's
-:data:`~.job_store.MAX_VALUE_BYTES`). Where the nodes make more points than that carries, the leader
-doubles k, and every node sends only the steps divisible by k from then on (k the same on every node,
-written into the run as ``job/every_kth_step``); each point written stays exact.
+:data:`~.job_store.MAX_VALUE_BYTES`). Where the nodes' values come near that, the leader doubles k,
+and every node sends only the steps divisible by k from then on (k the same on every node, written
+into the run as ``job/every_kth_step``); each point written stays exact.
 
-A hand-over (:mod:`.job_leader`): the new leader takes up at ``view/held`` and writes a file of its own into
-the same run folder at the target (TensorBoard reads a run's files in order). What the old leader wrote but
-its node has not committed yet is as safe as that node's own records. The min/max counts of ``status``
-start again at a new leader.
+A hand-over (:mod:`.job_leader`): the new leader takes up at ``view/held`` and writes a file of its own
+into the same run folder at the target (TensorBoard reads a run's files in order). ``view/held`` is
+set before the points are written, by compare-and-set on what the round read: two leaders never
+write one step (TensorBoard would drop the tag's later points); a leader that dies in between loses
+those points from the job run. What a leader wrote but its node has not committed yet is as safe as
+that node's own records. The min/max counts of ``status`` start again at a new leader.
 """
 
 from __future__ import annotations
@@ -60,17 +63,20 @@ class JobMerge:
         self.run = JobRun(logdir)
         self.held = dict(held)  # tag -> the last step the job run holds (every leader's, from view/held)
         self.every = every
-        self._values: dict[_Key, dict[int, Stats]] = {}  # node -> its points, not written yet
+        self._values: dict[_Key, dict[int, Stats]] = {}  # (tag, step) -> node -> its point, not written yet
         self._first: dict[_Key, float] = {}
         self._heard: set[int] = set()  # the nodes that sent something
         self._done: set[int] = set()  # the nodes that said every point they will have is in their value
         self._tag_nodes: dict[str, set[int]] = {}  # tag -> the nodes that sent it
         self._ranks_of: dict[int, dict[int, int]] = {}  # node -> its ranks' newest steps
         self._late: dict[int, int] = {}  # node -> its values that came after the leader wrote their step
+        self._made: dict[int, int] = {}  # node -> the points it made in its last round (at this k)
+        self.points_read = 0  # in the last round
         self.bytes_read = 0  # in the last round
 
     def take(self, node: int, raw: bytes) -> None:
-        """One node's value (:meth:`JobView.message`); one that does not parse is left out (said once a round)."""
+        """One node's value (:meth:`JobView.message`); raises ``ValueError``/``KeyError``/``TypeError`` if it
+        does not parse (the caller leaves it out)."""
         self.bytes_read += len(raw)
         if not raw or raw == b"{}":
             return
@@ -78,11 +84,15 @@ class JobMerge:
         self._heard.add(node)
         self._ranks_of[node] = {int(r): int(s) for r, s in message["ranks"].items()}
         self._late[node] = int(message["late"])
+        self._made[node] = int(message["made"])
         for tag in message["tags"]:
             self._tag_nodes.setdefault(str(tag), set()).add(node)
         if message["final"]:
             self._done.add(node)
+        else:  # (a node's uploader that started again: not done any more)
+            self._done.discard(node)
         now = self.clock()
+        self.points_read += len(message["points"])
         for tag, step, item in message["points"]:
             if step <= self.held.get(tag, -math.inf) or step % self.every:
                 continue
@@ -133,14 +143,22 @@ class JobMerge:
         return len(self._values)
 
     def thin(self) -> None:
-        """Near :data:`ROUND_BYTES` in a round (the nodes' values are full): every node sends every (2k)-th
-        step from now on; the others waiting here are dropped (no node sends them any more)."""
-        if self.bytes_read > ROUND_BYTES * 0.9:
-            self.every *= 2
-            for key in [key for key in self._values if key[1] % self.every]:
-                del self._values[key], self._first[key]
-            logger.warning("job run: the nodes' points took %d bytes in one round (budget %d); from now on it holds "
-                           "every %d-th step", self.bytes_read, ROUND_BYTES, self.every)
+        """The nodes' values near :data:`ROUND_BYTES` together (full), and a node making more points a round
+        than its value holds: every node sends only the steps divisible by a larger k from now on (a power
+        of two: the steps kept are among those kept before). A backlog alone (a node making fewer points
+        than its value holds) drains by itself. The points waiting here that no node sends any more are
+        dropped."""
+        if self.bytes_read <= ROUND_BYTES * 0.9 or not self.points_read:
+            return
+        per_point = self.bytes_read / self.points_read
+        factor = max(self._made.values(), default=0) * per_point / (0.8 * node_limit(self.nodes))
+        if factor <= 1:
+            return
+        self.every *= 2 ** math.ceil(math.log2(factor))
+        logger.warning("job run: the nodes make more points than the store may carry (%d bytes a round); from "
+                       "now on it holds the steps divisible by %d", ROUND_BYTES, self.every)
+        for key in [key for key in self._values if key[1] % self.every]:
+            del self._values[key], self._first[key]
 
     def close(self) -> None:
         self.run.close()
@@ -183,6 +201,7 @@ class ViewExchange:
             if self.view.acknowledged(held, self.every):
                 self.view.save()
             store.set(f"view/{self.job.node}", self.view.message(self.limit, final))
+            self.view.made = 0
             if not self.job.leader.leading or (self.merge is not None and raw != self._published):
                 self._stop_merging()  # another node leads, or led meanwhile: a new merge takes up at its view/held
             if not self.job.leader.leading:
@@ -203,7 +222,7 @@ class ViewExchange:
         later points)."""
         assert self.merge is not None
         members = self.job.leader.members()
-        self.merge.bytes_read = 0
+        self.merge.bytes_read = self.merge.points_read = 0
         for node, value in zip(members, store.multi_get([f"view/{node}" for node in members])):
             try:
                 self.merge.take(node, value)

@@ -91,6 +91,7 @@ class JobView:
         self.node_ranks = node_ranks
         self.outbox: dict[_Key, Stats] = {}  # a node's points the leader has not written yet
         self.every = 1  # a node passes on only the steps divisible by this (the leader's k, :mod:`.job_merge`)
+        self.made = 0  # a node's points made since its last value was sent (the leader's k is set by it)
         self._sent = sent  # whether a rank file (its path in the logdir) goes to the target: only those are reduced
         self._beat = beat
         self.run = JobRun(self.logdir)
@@ -231,6 +232,7 @@ class JobView:
         if self.node_ranks is not None:
             self.outbox.update({(tag, step): stats for tag, step, stats in points})
             self.run.points += len(points)
+            self.made += len(points)
         else:
             self.run.write(points, self.newest, self.world)
             self._publish()
@@ -251,20 +253,21 @@ class JobView:
     # -- a node's points, for the job's leader -----------------------------------------------------------------
     def message(self, limit: int, final: bool) -> bytes:
         """This node's points the leader has not written yet (the oldest steps first, within ``limit`` bytes),
-        its ranks' newest steps, the tags they log (a point waits for every node that logs its tag), and
-        whether the node is done (``final``: every point it will have is in it)."""
-        ranks = {str(r): s for r, s in sorted(self.newest.items())}
-        room = limit - len(json.dumps(ranks)) - 64
+        its ranks' newest steps, the tags they log (a point waits for every node that logs its tag), the
+        points it made since its last value (the leader's k follows them), and whether the node is done
+        (``final``: every point it will have is in it)."""
+        head = {"ranks": {str(r): s for r, s in sorted(self.newest.items())}, "tags": sorted(self._reporters),
+                "final": False, "late": self.late, "made": self.made}
+        room = limit - len(json.dumps({**head, "points": []}))
         points = []
         for (tag, step), stats in sorted(self.outbox.items(), key=lambda item: (item[0][1], item[0][0])):
             item = [tag, step, stats.to_list()]
-            room -= len(json.dumps(item)) + 2
+            room -= len(json.dumps(item)) + 2  # (json's ", " between items)
             if room < 0:
                 break
             points.append(item)
-        done = final and not self.pending and len(points) == len(self.outbox)
-        return json.dumps({"ranks": ranks, "tags": sorted(self._reporters), "final": done, "late": self.late,
-                           "points": points}).encode()
+        head["final"] = final and not self.pending and len(points) == len(self.outbox)
+        return json.dumps({**head, "points": points}).encode()
 
     def acknowledged(self, held: dict[str, int], every: int = 1) -> bool:
         """The leader wrote these steps (per tag, every step up to there): they leave the outbox, and a
