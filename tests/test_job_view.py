@@ -459,3 +459,23 @@ def test_a_rank_that_logs_after_another_finished_still_counts(tmp_path):
     view.close()
     for writer in ranks:
         writer.close()
+
+
+def test_the_ranks_most_often_a_tags_min_and_max_are_carried_as_scalars_when_they_change(tmp_path):
+    """Rank 2 is the max at steps 0-2, rank 1 from step 3 on: rank 1 is the most often max from step 5
+    (3 times each, the lower rank), which the run says then; the min is rank 0 throughout, said once."""
+    logdir = tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(3)]
+    for step in range(10):
+        top = 2 if step < 3 else 1
+        for rank in range(3):
+            _log(ranks[rank], step, 0.0 if rank == 0 else (9.0 if rank == top else 5.0))
+    view = JobView(logdir, 3, wait=30.0)
+    assert view.update() == 10
+    acc = accumulator(logdir / "job")
+    assert [(e.step, e.value) for e in acc.Scalars("loss/most_often_max_rank")] == [(0, 2.0), (5, 1.0)]
+    assert [(e.step, e.value) for e in acc.Scalars("loss/most_often_min_rank")] == [(0, 0.0), (5, 0.0)]
+    assert view.summary()["extremes"]["loss"]["max"][0] == [1, 7]  # status says the same
+    view.close()
+    for writer in ranks:
+        writer.close()

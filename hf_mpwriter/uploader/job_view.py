@@ -8,9 +8,11 @@ step the ranks logged, writes to the job run
     <tag>/ranks  <tag>/missing                     (how many reported, and how many of the world did not)
 
 from every rank's value for that step, a ``<tag>/missing_ranks`` text naming the ranks that logged the
-tag before but not this step, ``job/steps_behind`` and ``job/slowest_rank`` (the slowest rank's newest
-step against the newest), and a Custom Scalars layout with a margin chart per tag (the mean in its
-min-max band). The run rides along with the logdir's commits; nothing runs in the training processes.
+tag before but not this step, ``<tag>/most_often_min_rank`` and ``<tag>/most_often_max_rank`` (the
+ranks most often its min and max so far, written when they change: the straggler a step time names),
+``job/steps_behind`` and ``job/slowest_rank`` (the slowest rank's newest step against the newest), and
+a Custom Scalars layout with a margin chart per tag (the mean in its min-max band). The run rides
+along with the logdir's commits; nothing runs in the training processes.
 
 The rule for late data: a point is written once every rank of the world reported its step, or
 ``wait`` seconds after the first rank did, or when the job ends, with whoever reported by then; a
@@ -358,6 +360,7 @@ class JobRun:
         self.points = 0
         self._stragglers_at: int | None = None  # the step job/steps_behind was last written at
         self._charted: set[str] = set()
+        self._often: dict[str, tuple[int, int]] = {}  # tag -> the ranks most often its min and max, as last written
         self._writer: EventFileWriter | None = None
 
     def write(self, points: list[tuple[str, int, Stats]], newest: dict[int, int], world: int, every: int = 1) -> None:
@@ -389,13 +392,18 @@ class JobRun:
         self.points += len(points)
 
     def _point(self, tag: str, stats: Stats, world: int) -> list[tuple[str, float]]:
+        row = (stats.mean, stats.low, stats.high, stats.std, stats.low_rank, stats.high_rank, stats.n,
+               max(0, world - stats.n))
+        values = [(f"{tag}/{name}", float(value)) for name, value in zip(STATS, row)]
         if stats.low_rank != NO_RANK:
             mins, maxes = self.extremes.setdefault(tag, (Counter(), Counter()))
             mins[stats.low_rank] += 1
             maxes[stats.high_rank] += 1
-        row = (stats.mean, stats.low, stats.high, stats.std, stats.low_rank, stats.high_rank, stats.n,
-               max(0, world - stats.n))
-        return [(f"{tag}/{name}", float(value)) for name, value in zip(STATS, row)]
+            often = (_most_often(mins), _most_often(maxes))
+            if often != self._often.get(tag):  # (written when it changes: a step chart of who it is)
+                self._often[tag] = often
+                values += [(f"{tag}/most_often_min_rank", float(often[0])), (f"{tag}/most_often_max_rank", float(often[1]))]
+        return values
 
     def _chart(self, writer: EventFileWriter, tags: list[str]) -> None:
         """The Custom Scalars layout, written again whenever a tag is new (TensorBoard takes the run's last)."""
@@ -480,6 +488,11 @@ def _entries(path: Path) -> list[os.DirEntry]:
         return sorted(os.scandir(path), key=lambda e: e.name)
     except OSError:
         return []
+
+
+def _most_often(counts: Counter) -> int:
+    """The rank counted most often (the lowest among ties)."""
+    return min(counts, key=lambda rank: (-counts[rank], rank))
 
 
 def _top(counts: Counter) -> list[list[int]]:
