@@ -86,13 +86,13 @@ def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: 
     for view in views:
         view.acknowledged(held, merge.every)
         view.update(final=final)
-    merge.bytes_read = merge.points_read = 0
+    merge.bytes_read = merge.points_read = merge.largest = 0
     for node, view in enumerate(views):
         if sending is None or node in sending:
             merge.take(node, view.message(job_merge.node_limit(len(views)), final))
             view.made = 0
     points = merge.due()
-    merge.thin()
+    merge.thin(job_merge.node_limit(len(views)))
     merge.write(points)
     return len(points)
 
@@ -158,10 +158,10 @@ def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says
     clock = _Clock()
     views, writers = _node_views(tmp_path, clock, nodes=2, per_node=2)
     merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held={}, every=1, clock=clock)
-    monkeypatch.setattr(job_merge, "ROUND_BYTES", 4000)
+    monkeypatch.setattr(job_merge, "MAX_VALUE_BYTES", 2000)  # a node's value: the store's limit binds (few nodes)
     step = 0
     ks = []
-    for _ in range(8):  # each round: 20 steps of 3 tags from each node, far more than 4,000 bytes
+    for _ in range(8):  # each round: 20 steps of 3 tags from each node, far more than 2,000 bytes
         for _ in range(20):
             for rank, writer in enumerate(writers):
                 for tag in ("loss", "lr", "time"):
@@ -295,3 +295,110 @@ def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_po
         view.close()
     for writer in writers:
         writer.close()
+
+
+def test_two_leaders_in_one_round_write_its_steps_once(tmp_path):
+    """Both nodes believe they lead and read the same view/held; node 0 does a whole round between node 1's
+    read and its publication, with the same points: the publications differ (each names its writer), so
+    node 1's compare-and-set fails and it writes nothing (the same bytes would have let both write)."""
+    dist = pytest.importorskip("torch.distributed")
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    clock = _Clock()
+    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=2)
+    jobs = [_job_node(server.port, k) for k in range(2)]
+    exchanges = [ViewExchange(views[k], jobs[k], 2) for k in range(2)]
+    for step in range(5):
+        for rank, writer in enumerate(writers):
+            _log(writer, step, float(rank + step))
+    for view, exchange in zip(views, exchanges):
+        view.update()
+        assert exchange.round(final=False) == 0  # neither leads: both values in the store
+    jobs[0].leader.leading = jobs[1].leader.leading = True
+    read = jobs[1].store.multi_get
+    written = []
+
+    def node_0_meanwhile(keys):
+        jobs[1].store.multi_get = read
+        written.append(exchanges[0].round(final=False))
+        return read(keys)
+
+    jobs[1].store.multi_get = node_0_meanwhile
+    written.append(exchanges[1].round(final=False))
+    assert written == [5, 0], written  # the scenario: node 0 wrote in the middle of node 1's round
+    for exchange in exchanges:
+        exchange.close()
+    run = tmp_path / "target-job"
+    run.mkdir()
+    for view in views:
+        for path in (view.logdir / "job").glob("*tfevents*"):
+            (run / path.name).write_bytes(path.read_bytes())
+    assert [step for step, _ in scalar_points(read_run_events(run), "loss/mean")] == list(range(5))
+    for view in views:
+        view.close()
+    for writer in writers:
+        writer.close()
+    del server
+
+
+def test_a_node_of_one_rank_and_a_node_of_many_tags_still_send_their_points(tmp_path):
+    """One rank per node (one GPU each) is a node's whole reduction; and a node whose tag names alone fill its
+    value sends points without them (the leader learns its tags from them)."""
+    clock = _Clock()
+    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=1)
+    for step in range(3):
+        for rank, writer in enumerate(writers):
+            _log(writer, step, float(rank))
+    assert views[0].update() == 3 and len(views[0].outbox) == 3
+    many = JobView(tmp_path / "many", 8, wait=30.0, node_ranks=8)
+    for i in range(1000):
+        tag = f"a/long/tag/name/number/{i:04d}"
+        many._reporters[tag] = set(range(8))
+        many.outbox[(tag, 0)] = Stats.of({r: float(r) for r in range(8)})
+    value = many.message(16384, final=False)
+    message = json.loads(value)
+    assert len(value) <= 16384 and message["tags"] is None and message["points"]
+    for view in (*views, many):
+        view.close()
+    for writer in writers:
+        writer.close()
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["applied", "not-applied"])
+def test_a_publication_whose_answer_is_lost_neither_loses_nor_repeats_its_points(tmp_path, applied):
+    """The leader's compare-and-set of view/held raises (the store's answer lost), after it applied or before:
+    at the next round the points are written once, from the attempt it kept or from the nodes again."""
+    from hf_mpwriter.uploader.job_store import StoreError
+
+    dist = pytest.importorskip("torch.distributed")
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    clock = _Clock()
+    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=2)
+    jobs = [_job_node(server.port, k) for k in range(2)]
+    exchanges = [ViewExchange(views[k], jobs[k], 2) for k in range(2)]
+    for step in range(5):
+        for rank, writer in enumerate(writers):
+            _log(writer, step, float(rank + step))
+    views[1].update()
+    exchanges[1].round(final=False)
+    jobs[0].leader.leading = True
+    fence = jobs[0].store.compare_set
+
+    def answer_lost(key, expected, desired):
+        jobs[0].store.compare_set = fence
+        if applied:
+            fence(key, expected, desired)
+        raise StoreError("the store's answer was lost")
+
+    jobs[0].store.compare_set = answer_lost
+    views[0].update()
+    assert exchanges[0].round(final=False) == 0 and jobs[0].store.compare_set is fence  # the scenario
+    jobs[0]._store_rests_until = 0.0  # (its rest after a store failure, over)
+    assert exchanges[0].round(final=False) == 5
+    assert exchanges[0].round(final=False) == 0
+    exchanges[0].close()
+    assert [step for step, _ in scalar_points(read_run_events(views[0].logdir / "job"), "loss/mean")] == list(range(5))
+    for view in views:
+        view.close()
+    for writer in writers:
+        writer.close()
+    del server

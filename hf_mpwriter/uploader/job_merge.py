@@ -60,7 +60,7 @@ class JobMerge:
     def __init__(self, logdir: Path, nodes: int, world: int, wait: float, held: dict[str, int], every: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.nodes, self.world, self.wait, self.clock = nodes, world, wait, clock
-        self.run = JobRun(logdir)
+        self.run = JobRun(logdir, after=max(held.values(), default=None))
         self.held = dict(held)  # tag -> the last step the job run holds (every leader's, from view/held)
         self.every = every
         self._values: dict[_Key, dict[int, Stats]] = {}  # (tag, step) -> node -> its point, not written yet
@@ -73,11 +73,13 @@ class JobMerge:
         self._made: dict[int, int] = {}  # node -> the points it made in its last round (at this k)
         self.points_read = 0  # in the last round
         self.bytes_read = 0  # in the last round
+        self.largest = 0  # the largest node value in the last round
 
     def take(self, node: int, raw: bytes) -> None:
         """One node's value (:meth:`JobView.message`); raises ``ValueError``/``KeyError``/``TypeError`` if it
         does not parse (the caller leaves it out)."""
         self.bytes_read += len(raw)
+        self.largest = max(self.largest, len(raw))
         if not raw or raw == b"{}":
             return
         message = json.loads(raw)
@@ -85,7 +87,7 @@ class JobMerge:
         self._ranks_of[node] = {int(r): int(s) for r, s in message["ranks"].items()}
         self._late[node] = int(message["late"])
         self._made[node] = int(message["made"])
-        for tag in message["tags"]:
+        for tag in message["tags"] or ():  # (none: too many for its value; learnt from its points)
             self._tag_nodes.setdefault(str(tag), set()).add(node)
         if message["final"]:
             self._done.add(node)
@@ -133,30 +135,25 @@ class JobMerge:
         self.run.publish(self.run.summary(newest, self.world, waiting=len(self._values), late=sum(self._late.values()),
                                           backlog=False, every=self.every, nodes=len(self._heard)))
 
-    def published(self) -> bytes:
-        """What the nodes and the next leader read (``view/held``): per tag the last step written, and k."""
-        return json.dumps({"held": self.held, "every": self.every}).encode()
-
     @property
     def waiting(self) -> int:
         """Points some node sent that are not written yet."""
         return len(self._values)
 
-    def thin(self) -> None:
-        """The nodes' values near :data:`ROUND_BYTES` together (full), and a node making more points a round
-        than its value holds: every node sends only the steps divisible by a larger k from now on (a power
-        of two: the steps kept are among those kept before). A backlog alone (a node making fewer points
-        than its value holds) drains by itself. The points waiting here that no node sends any more are
-        dropped."""
-        if self.bytes_read <= ROUND_BYTES * 0.9 or not self.points_read:
+    def thin(self, limit: int) -> None:
+        """A node's value near ``limit`` (full), and a node making more points a round than a value holds:
+        every node sends only the steps divisible by a larger k from now on (a power of two: the steps kept
+        are among those kept before). A backlog alone (a node making fewer points than its value holds)
+        drains by itself. The points waiting here that no node sends any more are dropped."""
+        if self.largest <= limit * 0.9 or not self.points_read:
             return
         per_point = self.bytes_read / self.points_read
-        factor = max(self._made.values(), default=0) * per_point / (0.8 * node_limit(self.nodes))
+        factor = max(self._made.values(), default=0) * per_point / (0.8 * limit)
         if factor <= 1:
             return
         self.every *= 2 ** math.ceil(math.log2(factor))
-        logger.warning("job run: the nodes make more points than the store may carry (%d bytes a round); from "
-                       "now on it holds the steps divisible by %d", ROUND_BYTES, self.every)
+        logger.warning("job run: the nodes make more points than their values in the store may carry (%d bytes each); "
+                       "from now on it holds the steps divisible by %d", limit, self.every)
         for key in [key for key in self._values if key[1] % self.every]:
             del self._values[key], self._first[key]
 
@@ -187,56 +184,94 @@ class ViewExchange:
         self.merge: JobMerge | None = None
         self.every = 1
         self._published = b""  # view/held as this node's merge last set it
+        self._attempt: tuple[bytes, list[tuple[str, int, Stats]]] | None = None  # a publication whose answer was lost
+        self.off = False  # the job's tags are more than view/held holds: no merging
 
     def round(self, final: bool) -> int:
         """Send, and merge if leading; the points the merge wrote. The store failing leaves the points for
-        the next round (never the uploader's end)."""
+        the next round, and anything else unexpected stops this round's merge: never the uploader's end."""
         if not self.job.store_usable():
             return 0
-        store = self.job.store
         try:
-            raw = store.get("view/held") or b""
-            held, every = _parse_held(raw)
-            self.every = max(self.every, every)
-            if self.view.acknowledged(held, self.every):
-                self.view.save()
-            store.set(f"view/{self.job.node}", self.view.message(self.limit, final))
-            self.view.made = 0
-            if not self.job.leader.leading or (self.merge is not None and raw != self._published):
-                self._stop_merging()  # another node leads, or led meanwhile: a new merge takes up at its view/held
-            if not self.job.leader.leading:
-                return 0
-            if self.merge is None:
-                self.merge = JobMerge(self.view.logdir, self.nodes, self.view.world, self.view.wait, held, self.every)
-                self._published = raw
-            return self._merge(store, raw)
+            return self._round(final)
         except StoreError as exc:
             logger.debug("job run: the store did not take this round (%s); the points wait for the next", exc)
             self.job.store_failed(exc)
+        except Exception:  # (a value that parses but is not what a node sends, say): the next round starts afresh
+            logger.exception("job run: this round failed; the next one starts again from the store")
+            self._stop_merging()
+        return 0
+
+    def _round(self, final: bool) -> int:
+        store = self.job.store
+        raw = store.get("view/held") or b""
+        held, every = _parse_held(raw)
+        self.every = max(self.every, every)
+        if self.view.acknowledged(held, self.every):
+            self.view.save()
+        value = self.view.message(self.limit, final)
+        if len(value) <= MAX_VALUE_BYTES:  # (else not sent: its tags alone are more than a value holds)
+            store.set(f"view/{self.job.node}", value)
+            self.view.made = 0
+        written = self._finish_attempt(raw)
+        if not self.job.leader.leading or (self.merge is not None and raw != self._published):
+            self._stop_merging()  # another node leads, or led meanwhile: a new merge takes up at its view/held
+        if not self.job.leader.leading or self.off:
+            return written
+        if self.merge is None:
+            self.merge = JobMerge(self.view.logdir, self.nodes, self.view.world, self.view.wait, held, self.every)
+            self._published = raw
+        return written + self._merge(store, raw)
+
+    def _finish_attempt(self, raw: bytes) -> int:
+        """The last round's publication raised (its answer lost): if it applied, write its points now; if not,
+        drop this merge (a new one takes them up from the nodes, who still hold them)."""
+        if self._attempt is None:
             return 0
+        (published, points), self._attempt = self._attempt, None
+        if raw != published or self.merge is None:
+            self._stop_merging()
+            return 0
+        self._published = published
+        self.merge.write(points)
+        return len(points)
 
     def _merge(self, store: JobStore, raw: bytes) -> int:
         """Every node's points, merged; the due ones published as written, then written. Published first and
-        fenced (compare-and-set on what this round read): a leader that dies between the two loses those
-        points from the job run, but no two leaders ever write one step (TensorBoard would drop the tag's
-        later points)."""
+        fenced (compare-and-set on what this round read, with this node's name and a nonce in the value: two
+        leaders never publish the same bytes): a leader that dies between the two loses those points from
+        the job run, but no two leaders ever write one step (TensorBoard would drop the tag's later points)."""
         assert self.merge is not None
         members = self.job.leader.members()
         self.merge.bytes_read = self.merge.points_read = 0
+        self.merge.largest = 0
         for node, value in zip(members, store.multi_get([f"view/{node}" for node in members])):
             try:
                 self.merge.take(node, value)
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 logger.warning("job run: node %d's points do not parse (%s); left out", node, exc)
+        every = self.merge.every
         points = self.merge.due()
-        self.merge.thin()
-        published = self.merge.published()
-        if published != raw:
-            if not store.compare_set("view/held", raw, published):
-                logger.info("job run: another node published the job run meanwhile; it takes up from there")
-                self._stop_merging()
-                return 0
-            self._published = published
+        self.merge.thin(self.limit)
+        if not points and self.merge.every == every:
+            return 0
+        published = json.dumps({"held": self.merge.held, "every": self.merge.every, "by": self.job.node,
+                                "n": time.time_ns()}).encode()
+        if len(published) > MAX_VALUE_BYTES:
+            logger.error("job run: the job's %d tags are more than the store's value for them holds (%d bytes); "
+                         "no job run from here on (the ranks' runs are committed as before)", len(self.merge.held),
+                         MAX_VALUE_BYTES)
+            self.off = True
+            self._stop_merging()
+            return 0
+        self._attempt = (published, points)  # (kept if the call raises: :meth:`_finish_attempt`)
+        if not store.compare_set("view/held", raw, published):
+            self._attempt = None
+            logger.info("job run: another node published the job run meanwhile; it takes up from there")
+            self._stop_merging()
+            return 0
+        self._attempt = None
+        self._published = published
         self.merge.write(points)
         return len(points)
 

@@ -72,7 +72,7 @@ class Stats:
         """Population std: NaN where the mean is not finite, inf where the squares overflowed."""
         if not math.isfinite(self.mean):
             return math.nan
-        return math.sqrt(self.m2 / self.n) if self.m2 >= 0 else 0.0
+        return math.sqrt(max(self.m2, 0.0) / self.n)  # (max keeps a NaN)
 
     def to_list(self) -> list:
         return [self.n, list(self.sums), self.m2, self.low, self.low_rank, self.high, self.high_rank,

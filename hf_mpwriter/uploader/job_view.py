@@ -71,6 +71,8 @@ READ_BYTES = 4 * 1024 * 1024
 BEAT_EVERY = 2000
 #: The statistics written for each tag, in this order.
 STATS = ("mean", "min", "max", "std", "min_rank", "max_rank", "ranks", "missing")
+#: A node's points kept for the leader at most (more: no leader takes them, the oldest go).
+OUTBOX_POINTS = 20_000
 #: How many ranks ``status`` names per tag as most often the min or the max.
 TOP_RANKS = 5
 _RANK_DIR = re.compile(r"rank-(\d+)")
@@ -94,6 +96,7 @@ class JobView:
         self.outbox: dict[_Key, Stats] = {}  # a node's points the leader has not written yet
         self.every = 1  # a node passes on only the steps divisible by this (the leader's k, :mod:`.job_merge`)
         self.made = 0  # a node's points made since its last value was sent (the leader's k is set by it)
+        self.dropped = 0  # a node's points dropped from a full outbox
         self._sent = sent  # whether a rank file (its path in the logdir) goes to the target: only those are reduced
         self._beat = beat
         self.run = JobRun(self.logdir)
@@ -141,7 +144,7 @@ class JobView:
         """Reduce what the rank files gained (at most :data:`READ_BYTES` of each); returns the records read."""
         self.backlog = False
         files = list(self._rank_files())
-        if len({rank for rank, _ in files}) < 2:
+        if len({rank for rank, _ in files}) < 2 and self.node_ranks is None:
             return 0  # one process logs: nothing to reduce, nothing read (read from the start once a second rank logs)
         now, decoded = self.clock(), 0
         for rank, rel in files:
@@ -235,6 +238,9 @@ class JobView:
             self.outbox.update({(tag, step): stats for tag, step, stats in points})
             self.run.points += len(points)
             self.made += len(points)
+            for key in sorted(self.outbox, key=lambda key: (key[1], key[0]))[:max(0, len(self.outbox) - OUTBOX_POINTS)]:
+                del self.outbox[key]  # (no leader takes them: the store gone, say) the oldest go
+                self.dropped += 1
         else:
             self.run.write(points, self.newest, self.world)
             self._publish()
@@ -261,6 +267,9 @@ class JobView:
         head = {"ranks": {str(r): s for r, s in sorted(self.newest.items())}, "tags": sorted(self._reporters),
                 "final": False, "late": self.late, "made": self.made}
         room = limit - len(json.dumps({**head, "points": []}))
+        if room < 0:  # its tags alone are too many: the leader learns them from the points
+            head["tags"] = None
+            room = limit - len(json.dumps({**head, "points": []}))
         points = []
         for (tag, step), stats in sorted(self.outbox.items(), key=lambda item: (item[0][1], item[0][0])):
             item = [tag, step, stats.to_list()]
@@ -353,12 +362,13 @@ class JobRun:
     """The job run's file (:data:`RUN_DIR`): points written by step, a margin chart per tag, and how
     often each rank was a tag's min or max (for ``status``)."""
 
-    def __init__(self, logdir: Path) -> None:
+    def __init__(self, logdir: Path, after: int | None = None) -> None:
+        """``after``: the last step the run's job-wide series hold (a new leader: what the last one wrote)."""
         self.logdir = Path(logdir)
         self.run_dir = self.logdir / RUN_DIR
         self.extremes: dict[str, tuple[Counter, Counter]] = {}  # tag -> (times each rank was min, was max)
         self.points = 0
-        self._stragglers_at: int | None = None  # the step job/steps_behind was last written at
+        self._stragglers_at = after  # the step job/steps_behind was last written at
         self._charted: set[str] = set()
         self._often: dict[str, tuple[int, int]] = {}  # tag -> the ranks most often its min and max, as last written
         self._writer: EventFileWriter | None = None

@@ -383,6 +383,8 @@ class Uploader:
         except Exception:
             logger.exception("job run of %s failed; it is turned off for this uploader (the ranks' runs are "
                              "committed as before)", self.logdir)
+            if self._exchange is not None:
+                self._exchange.close()
             self._view = self._exchange = None
         return 0
 
