@@ -402,3 +402,13 @@ def test_a_publication_whose_answer_is_lost_neither_loses_nor_repeats_its_points
     for writer in writers:
         writer.close()
     del server
+
+
+def test_points_made_before_a_node_learnt_the_new_k_do_not_raise_it_again(tmp_path):
+    """A node that made a round's points at the old k, then learns the new one, says it made none: the leader
+    does not take the old rate for the new k's (it overshot to k=64 where 8 was enough)."""
+    view = JobView(tmp_path / "logs", 2, wait=30.0, node_ranks=2)
+    view.made = 1500
+    assert view.acknowledged({}, every=8) is False and view.every == 8 and view.made == 0
+    assert json.loads(view.message(1 << 16, final=False))["made"] == 0
+    view.close()

@@ -284,7 +284,8 @@ class JobView:
         """The leader wrote these steps (per tag, every step up to there): they leave the outbox, and a
         value for one of them from now on is late. ``every``: the leader takes only the steps divisible by
         it from now on (the others leave the outbox too). Whether anything changed."""
-        self.every = max(self.every, every)
+        if every > self.every:
+            self.every, self.made = every, 0  # (what was made at the old k does not tell the leader the new rate)
         gone = [key for key in self.outbox if key[1] <= held.get(key[0], -math.inf) or key[1] % self.every]
         for key in gone:
             del self.outbox[key]
