@@ -18,9 +18,10 @@ tag but did not send the step is named, with its ranks, as missing. Late points 
 holds) are not written.
 
 The intake is bounded: each node's value holds at most ``ROUND_BYTES / nodes`` (and the store's
-:data:`~.job_store.MAX_VALUE_BYTES`). Where the nodes' values come near that, the leader doubles k,
-and every node sends only the steps divisible by k from then on (k the same on every node, written
-into the run as ``job/every_kth_step``); each point written stays exact.
+:data:`~.job_store.MAX_VALUE_BYTES`). Where a node's value is full and its points need more, the
+leader raises k (a power of two, to what the nodes make a round), and every node sends only the steps
+divisible by k from then on (k the same on every node, written into the run as
+``job/every_kth_step``); each point written stays exact.
 
 A hand-over (:mod:`.job_leader`): the new leader takes up at ``view/held`` and writes a file of its own
 into the same run folder at the target (TensorBoard reads a run's files in order). ``view/held`` is
