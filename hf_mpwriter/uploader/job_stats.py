@@ -3,7 +3,7 @@
 A node reduces its own ranks' values of a ``(tag, step)`` into :class:`Stats`; the job's leader merges
 the nodes' (:meth:`Stats.merge`) into the same statistics the values of every rank would give at once:
 the sum is carried exactly (as ``math.fsum`` keeps it: non-overlapping partial sums, so the merged mean
-is the correctly rounded mean of every value), the sum of squared deviations merges by Chan, Golub and
+is every value's correctly rounded sum over n, as at once), the sum of squared deviations merges by Chan, Golub and
 LeVeque's pairwise update (the population std to a float's rounding), the min and max with the rank
 holding them (the lowest rank among ties) merge exactly, and so do the ranks that logged NaN or did
 not report.
