@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from helpers import accumulator, plugin_accumulator, read_run_events, scalar_points
-from test_job_view import _Clock, _log, _rank_writer
+from test_job_view import _Clock, _job_points, _log, _rank_writer
 
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.uploader import job_merge
@@ -22,7 +23,7 @@ from hf_mpwriter.uploader.job_commit import JobTarget, store_prefix
 from hf_mpwriter.uploader.job_merge import JobMerge, ViewExchange
 from hf_mpwriter.uploader.job_stats import NO_RANK, Stats
 from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
-from hf_mpwriter.uploader.job_view import STATS, JobView
+from hf_mpwriter.uploader.job_view import JobView
 
 
 def _split(by_rank: dict[int, float], parts: int, rng: random.Random) -> list[dict[int, float]]:
@@ -70,6 +71,33 @@ def test_merged_statistics_equal_those_of_every_value_at_once(values):
         assert json.dumps(Stats.from_list(json.loads(sent)).to_list()) == sent
 
 
+@pytest.fixture
+def job_nodes(tmp_path):
+    """``make(nodes, per_node, clock)``: each node's view (as a node of a job with a store) and its ranks'
+    event-file writers; all closed after the test."""
+    made: list[tuple[list[JobView], list]] = []
+
+    def make(nodes: int, per_node: int, clock: _Clock) -> tuple[list[JobView], list]:
+        made.append(_node_views(tmp_path, clock, nodes, per_node))
+        return made[-1]
+
+    yield make
+    for views, writers in made:
+        for view in views:
+            view.close()
+        for writer in writers:
+            writer.close()
+
+
+@pytest.fixture
+def store():
+    """The job's store: a real TCPStore server on a free port."""
+    dist = pytest.importorskip("torch.distributed")
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    yield server
+    del server
+
+
 def _node_views(tmp_path: Path, clock: _Clock, nodes: int, per_node: int) -> tuple[list[JobView], list]:
     views, writers = [], []
     for node in range(nodes):
@@ -86,7 +114,7 @@ def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: 
     for view in views:
         view.acknowledged(held, merge.every)
         view.update(final=final)
-    merge.bytes_read = merge.points_read = merge.largest = 0
+    merge.start_round()
     for node, view in enumerate(views):
         if sending is None or node in sending:
             merge.take(node, view.message(job_merge.node_limit(len(views)), final))
@@ -97,19 +125,9 @@ def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: 
     return len(points)
 
 
-def _job(logdir: Path, tag: str = "loss") -> dict[int, dict[str, float]]:
-    acc = accumulator(logdir / "job")
-    points: dict[int, dict[str, float]] = defaultdict(dict)
-    for name in STATS:
-        for event in acc.Scalars(f"{tag}/{name}"):
-            assert name not in points[event.step], f"{tag}/{name}: step {event.step} twice"
-            points[event.step][name] = event.value
-    return points
-
-
-def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late_points_are_not_written(tmp_path):
+def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late_points_are_not_written(job_nodes):
     clock = _Clock()
-    views, writers = _node_views(tmp_path, clock, nodes=3, per_node=2)
+    views, writers = job_nodes(3, 2, clock)
     merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held={}, every=1, clock=clock)
     rng = random.Random(7)
     values: dict[int, dict[int, float]] = defaultdict(dict)
@@ -118,7 +136,7 @@ def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late
             values[step][rank] = round(rng.uniform(-5, 5), 3)
             _log(writer, step, values[step][rank])
     assert _round(views, merge) == 10  # every node sent every step: all complete, written at once
-    job = _job(views[0].logdir)
+    job = _job_points(views[0].logdir, "loss")
     for step in range(10):
         want = Stats.of(values[step])
         got = job[step]
@@ -136,27 +154,23 @@ def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late
     assert _round(views, merge, sending={0, 1}) == 0
     clock.now = 60.0
     assert _round(views, merge, sending={0, 1}) == 3
-    job = _job(views[0].logdir)
+    job = _job_points(views[0].logdir, "loss")
     assert [(job[s]["ranks"], job[s]["missing"], job[s]["mean"]) for s in range(10, 13)] == [(4, 2, 1.5)] * 3
     named = plugin_accumulator(views[0].logdir / "job").Tensors("loss/missing_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 4, 5") for s in range(10, 13)]
     # Its points come after all: late, not written (the run holds those steps), and it takes up the leader's held.
-    assert _round(views, merge) == 0 and _job(views[0].logdir)[12]["ranks"] == 4
+    assert _round(views, merge) == 0 and _job_points(views[0].logdir, "loss")[12]["ranks"] == 4
     assert views[2].outbox == {}
     # The job ends: each node's last points, then everything the leader has, complete or not.
     _log(writers[0], 13, 1.0)
-    assert _round(views, merge, final=True) == 1 and _job(views[0].logdir)[13]["ranks"] == 1
+    assert _round(views, merge, final=True) == 1 and _job_points(views[0].logdir, "loss")[13]["ranks"] == 1
     assert all(json.loads(view.message(1 << 18, True))["final"] for view in views)
     merge.close()
-    for view in views:
-        view.close()
-    for writer in writers:
-        writer.close()
 
 
-def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says_k(tmp_path, monkeypatch):
+def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says_k(monkeypatch, job_nodes):
     clock = _Clock()
-    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=2)
+    views, writers = job_nodes(2, 2, clock)
     merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held={}, every=1, clock=clock)
     monkeypatch.setattr(job_merge, "MAX_VALUE_BYTES", 2000)  # a node's value: the store's limit binds (few nodes)
     step = 0
@@ -174,16 +188,12 @@ def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says
     assert ks[0] >= 4 and ks == [ks[0]] * 8, ks
     _round(views, merge)  # (nothing new: the nodes take up what the leader wrote)
     assert [len(view.outbox) for view in views] == [0, 0]  # what they made fitted: no backlog left behind
-    job = _job(views[0].logdir)
+    job = _job_points(views[0].logdir, "loss")
     assert all(s % merge.every == 0 for s in job if s >= 20), sorted(job)  # after the first round: every k-th
     assert all(job[s]["ranks"] == 4 and job[s]["mean"] == pytest.approx(1.5 + s) for s in job)  # each point exact
     every = [e.value for e in accumulator(views[0].logdir / "job").Scalars("job/every_kth_step")]
     assert every and every[-1] == merge.every
     merge.close()
-    for view in views:
-        view.close()
-    for writer in writers:
-        writer.close()
 
 
 # -- through a real store, as the uploaders of a job exchange them -------------------------------------------
@@ -197,16 +207,18 @@ def _job_node(port: int, node: int) -> JobTarget:
     return target
 
 
-def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twice(tmp_path):
+def _exchanges(port: int, views: list[JobView]) -> tuple[list[JobTarget], list[ViewExchange]]:
+    jobs = [_job_node(port, k) for k in range(len(views))]
+    return jobs, [ViewExchange(view, job, len(views)) for view, job in zip(views, jobs)]
+
+
+def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twice(tmp_path, job_nodes, store):
     """Two nodes' exchanges through a real TCPStore. Node 0 leads, then node 1 (the lease moved), then both
     believe they lead (a lease that moved while its old holder was in a round): the job run's files, read
     together as TensorBoard reads the run at the target, hold every step once, in order, with all 4 ranks."""
-    dist = pytest.importorskip("torch.distributed")
-    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     clock = _Clock()
-    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=2)
-    jobs = [_job_node(server.port, k) for k in range(2)]
-    exchanges = [ViewExchange(views[k], jobs[k], 2) for k in range(2)]
+    views, writers = job_nodes(2, 2, clock)
+    jobs, exchanges = _exchanges(store.port, views)
 
     def log(steps: range) -> None:
         for step in steps:
@@ -243,11 +255,6 @@ def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twi
     steps = [step for step, _ in scalar_points(events, "loss/mean")]
     assert steps == list(range(30)), steps
     assert {value for _, value in scalar_points(events, "loss/ranks")} == {4.0}
-    for view in views:
-        view.close()
-    for writer in writers:
-        writer.close()
-    del server
 
 
 def test_a_nodes_value_stays_within_its_limit_oldest_steps_first(tmp_path):
@@ -269,11 +276,11 @@ def test_a_nodes_value_stays_within_its_limit_oldest_steps_first(tmp_path):
         assert steps == sorted(steps) and steps[0] == 0
 
 
-def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_points(tmp_path):
+def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_points(job_nodes):
     """Rank 3 (node 1) stops at step 4: from step 5 each point waits its node's wait, then counts 5 of 6
     and names rank 3; the points before are whole, and nothing else changes."""
     clock = _Clock()
-    views, writers = _node_views(tmp_path, clock, nodes=3, per_node=2)
+    views, writers = job_nodes(3, 2, clock)
     merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held={}, every=1, clock=clock)
     for step in range(10):
         for rank, writer in enumerate(writers):
@@ -284,29 +291,22 @@ def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_po
     assert _round(views, merge) == 0
     clock.now = 30.0
     assert _round(views, merge) == 5  # node 1's wait passed: it sent them without rank 3, complete for the leader
-    job = _job(views[0].logdir)
+    job = _job_points(views[0].logdir, "loss")
     assert [(job[s]["ranks"], job[s]["missing"]) for s in range(10)] == [(6, 0)] * 5 + [(5, 1)] * 5
     assert all(job[s]["mean"] == pytest.approx((sum(range(6)) - (3 if s >= 5 else 0)) / (6 if s < 5 else 5) + s)
                for s in range(10))
     named = plugin_accumulator(views[0].logdir / "job").Tensors("loss/missing_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 3") for s in range(5, 10)]
     merge.close()
-    for view in views:
-        view.close()
-    for writer in writers:
-        writer.close()
 
 
-def test_two_leaders_in_one_round_write_its_steps_once(tmp_path):
+def test_two_leaders_in_one_round_write_its_steps_once(tmp_path, job_nodes, store):
     """Both nodes believe they lead and read the same view/held; node 0 does a whole round between node 1's
     read and its publication, with the same points: the publications differ (each names its writer), so
     node 1's compare-and-set fails and it writes nothing (the same bytes would have let both write)."""
-    dist = pytest.importorskip("torch.distributed")
-    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     clock = _Clock()
-    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=2)
-    jobs = [_job_node(server.port, k) for k in range(2)]
-    exchanges = [ViewExchange(views[k], jobs[k], 2) for k in range(2)]
+    views, writers = job_nodes(2, 2, clock)
+    jobs, exchanges = _exchanges(store.port, views)
     for step in range(5):
         for rank, writer in enumerate(writers):
             _log(writer, step, float(rank + step))
@@ -333,18 +333,13 @@ def test_two_leaders_in_one_round_write_its_steps_once(tmp_path):
         for path in (view.logdir / "job").glob("*tfevents*"):
             (run / path.name).write_bytes(path.read_bytes())
     assert [step for step, _ in scalar_points(read_run_events(run), "loss/mean")] == list(range(5))
-    for view in views:
-        view.close()
-    for writer in writers:
-        writer.close()
-    del server
 
 
-def test_a_node_of_one_rank_and_a_node_of_many_tags_still_send_their_points(tmp_path):
+def test_a_node_of_one_rank_and_a_node_of_many_tags_still_send_their_points(tmp_path, job_nodes):
     """One rank per node (one GPU each) is a node's whole reduction; and a node whose tag names alone fill its
     value sends points without them (the leader learns its tags from them)."""
     clock = _Clock()
-    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=1)
+    views, writers = job_nodes(2, 1, clock)
     for step in range(3):
         for rank, writer in enumerate(writers):
             _log(writer, step, float(rank))
@@ -357,24 +352,18 @@ def test_a_node_of_one_rank_and_a_node_of_many_tags_still_send_their_points(tmp_
     value = many.message(16384, final=False)
     message = json.loads(value)
     assert len(value) <= 16384 and message["tags"] is None and message["points"]
-    for view in (*views, many):
-        view.close()
-    for writer in writers:
-        writer.close()
+    many.close()
 
 
 @pytest.mark.parametrize("applied", [True, False], ids=["applied", "not-applied"])
-def test_a_publication_whose_answer_is_lost_neither_loses_nor_repeats_its_points(tmp_path, applied):
+def test_a_publication_whose_answer_is_lost_neither_loses_nor_repeats_its_points(applied, job_nodes, store):
     """The leader's compare-and-set of view/held raises (the store's answer lost), after it applied or before:
     at the next round the points are written once, from the attempt it kept or from the nodes again."""
     from hf_mpwriter.uploader.job_store import StoreError
 
-    dist = pytest.importorskip("torch.distributed")
-    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     clock = _Clock()
-    views, writers = _node_views(tmp_path, clock, nodes=2, per_node=2)
-    jobs = [_job_node(server.port, k) for k in range(2)]
-    exchanges = [ViewExchange(views[k], jobs[k], 2) for k in range(2)]
+    views, writers = job_nodes(2, 2, clock)
+    jobs, exchanges = _exchanges(store.port, views)
     for step in range(5):
         for rank, writer in enumerate(writers):
             _log(writer, step, float(rank + step))
@@ -397,11 +386,6 @@ def test_a_publication_whose_answer_is_lost_neither_loses_nor_repeats_its_points
     assert exchanges[0].round(final=False) == 0
     exchanges[0].close()
     assert [step for step, _ in scalar_points(read_run_events(views[0].logdir / "job"), "loss/mean")] == list(range(5))
-    for view in views:
-        view.close()
-    for writer in writers:
-        writer.close()
-    del server
 
 
 def test_points_made_before_a_node_learnt_the_new_k_do_not_raise_it_again(tmp_path):
@@ -412,3 +396,43 @@ def test_points_made_before_a_node_learnt_the_new_k_do_not_raise_it_again(tmp_pa
     assert view.acknowledged({}, every=8) is False and view.every == 8 and view.made == 0
     assert json.loads(view.message(1 << 16, final=False))["made"] == 0
     view.close()
+
+
+def test_a_store_that_never_answers_costs_one_bounded_call_and_keeps_the_nodes_points(job_nodes):
+    """The job's store accepts the connection and never answers (its host frozen): the exchange's round
+    returns after the store call's own deadline, the store rests (the next rounds do not ask it), and the
+    node's points stay for a store that answers again."""
+    import socket
+    import threading
+
+    from hf_mpwriter.timing import STORE_CALL_S
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.extend(listener.accept() for _ in iter(int, 1)), daemon=True).start()
+    clock = _Clock()
+    views, writers = job_nodes(2, 2, clock)
+    for step in range(3):
+        for rank, writer in enumerate(writers):
+            _log(writer, step, float(rank))
+    address = StoreAddress("127.0.0.1", listener.getsockname()[1], "job-1")
+    inner = HubTarget("tester/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9", shared_branch=True)
+    job = JobTarget(inner, inner, JobStore(address, store_prefix(address, inner.key)), 0, 2, wait=10.0, spacing=0.5)
+    exchange = ViewExchange(views[0], job, 2)
+    views[0].update()
+    started = time.monotonic()
+    assert exchange.round(final=False) == 0
+    took = time.monotonic() - started
+    assert accepted, "the store never saw the connection"  # the scenario: it connected, and got no answer
+    assert took < 3 * STORE_CALL_S, took
+    assert not job.store_usable() and exchange.round(final=False) == 0  # resting: not asked again
+    assert len(views[0].outbox) == 3
+    # The abandoned call's thread ends once the store goes (no thread of it outlives the test).
+    listener.close()
+    for connection in accepted:
+        connection[0].close()
+    for thread in [t for t in threading.enumerate() if t.name == "hf_mpwriter-store"]:
+        thread.join(30)
+        assert not thread.is_alive()

@@ -76,6 +76,10 @@ class JobMerge:
         self.bytes_read = 0  # in the last round
         self.largest = 0  # the largest node value in the last round
 
+    def start_round(self) -> None:
+        """What the last round read is forgotten (the nodes' values are read again, whole, each round)."""
+        self.bytes_read = self.points_read = self.largest = 0
+
     def take(self, node: int, raw: bytes) -> None:
         """One node's value (:meth:`JobView.message`); raises ``ValueError``/``KeyError``/``TypeError`` if it
         does not parse (the caller leaves it out)."""
@@ -244,8 +248,7 @@ class ViewExchange:
         the job run, but no two leaders ever write one step (TensorBoard would drop the tag's later points)."""
         assert self.merge is not None
         members = self.job.leader.members()
-        self.merge.bytes_read = self.merge.points_read = 0
-        self.merge.largest = 0
+        self.merge.start_round()
         for node, value in zip(members, store.multi_get([f"view/{node}" for node in members])):
             try:
                 self.merge.take(node, value)

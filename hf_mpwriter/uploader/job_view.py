@@ -240,6 +240,9 @@ class JobView:
             self.made += len(points)
             for key in sorted(self.outbox, key=lambda key: (key[1], key[0]))[:max(0, len(self.outbox) - OUTBOX_POINTS)]:
                 del self.outbox[key]  # (no leader takes them: the store gone, say) the oldest go
+                if not self.dropped:
+                    logger.warning("job run: no leader takes this node's points (%d kept at most); the oldest go",
+                                   OUTBOX_POINTS)
                 self.dropped += 1
         else:
             self.run.write(points, self.newest, self.world)
@@ -527,11 +530,8 @@ def start_for(logdir: Path, config: UploadConfig, beat: Callable[[], None] = lam
         return None
     if config.nodes > 1 and config.world_size <= 1:
         return None  # ranks given explicitly, no world size: nothing tells a node's ranks from the job's
-    return JobView(logdir, config.world_size, view_wait(config), sent=lambda rel: matches(rel, allow, ignore),
+    wait = max(JOB_VIEW_WAIT_S, config.commit_every)
+    return JobView(logdir, config.world_size, wait, sent=lambda rel: matches(rel, allow, ignore),
                    whole_world=config.nodes > 1 and not node, beat=beat,
                    node_ranks=max(1, config.world_size // config.nodes) if node else None)
 
-
-def view_wait(config: UploadConfig) -> float:
-    """How long a point waits for its ranks: :data:`JOB_VIEW_WAIT_S`, or one commit interval if longer."""
-    return max(JOB_VIEW_WAIT_S, config.commit_every)
