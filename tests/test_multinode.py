@@ -384,9 +384,10 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
         (copy / rel).parent.mkdir(parents=True, exist_ok=True)
         (copy / rel).write_bytes(data)
     assert any(rel.startswith("job/") for rel in files), sorted(files)
-    # `status` on a leader's node shows the whole job: every node heard, every rank at its last step.
+    # `status` on the last leader's node shows the whole job: every node heard, every rank at its last step
+    # (a node that led earlier keeps the picture of then).
     merged = [view for view in (collect(d)["job_view"] for d in logdirs) if view and view.get("nodes") == nodes]
-    assert merged and all(v["newest_step"] == {str(r): steps - 1 for r in range(2 * nodes)} for v in merged), merged
+    assert any(v["newest_step"] == {str(r): steps - 1 for r in range(2 * nodes)} for v in merged), merged
     for tag in ("loss", "step_time"):
         want = _recomputed(copy, tag)
         assert len(want) == steps and all(stats["ranks"] == 2 * nodes for stats in want.values())
