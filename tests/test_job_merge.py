@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from datetime import timedelta
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers import accumulator, plugin_accumulator, read_run_events, scalar_points
-from test_job_view import _Clock, _job_points, _log, _rank_writer
+from test_job_view import _assert_equal, _Clock, _job_points, _log, _rank_writer, _recomputed
 
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.uploader import job_merge
@@ -83,8 +85,8 @@ def job_nodes(tmp_path):
 
     yield make
     for views, writers in made:
-        for view in views:
-            view.close()
+        for closing in [*views, *writers]:
+            closing.close()
         for writer in writers:
             writer.close()
 
@@ -197,12 +199,13 @@ def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says
 
 
 # -- through a real store, as the uploaders of a job exchange them -------------------------------------------
-def _job_node(port: int, node: int) -> JobTarget:
-    """Node ``node`` of a 2-node job, as its uploader holds it (the store real; nothing here calls the Hub)."""
+def _job_node(port: int, node: int, nodes: int = 2) -> JobTarget:
+    """Node ``node`` of a job, as its uploader holds it (the store real; nothing here calls the Hub)."""
     address = StoreAddress("127.0.0.1", port, "job-1")
     inner = HubTarget("tester/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9", shared_branch=True)
     leader = HubTarget("tester/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9")
-    target = JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, 2, wait=10.0, spacing=0.5)
+    target = JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, nodes, wait=10.0,
+                       spacing=0.5)
     assert target._announce()  # its keys in the store, as at its start (its leader thread is not started: see below)
     return target
 
@@ -436,3 +439,123 @@ def test_a_store_that_never_answers_costs_one_bounded_call_and_keeps_the_nodes_p
     for thread in [t for t in threading.enumerate() if t.name == "hf_mpwriter-store"]:
         thread.join(30)
         assert not thread.is_alive()
+
+
+def _in_child(scenario: str, tmp_path: Path) -> None:
+    """Run a tree scenario in a process of its own: its nodes, their stores and the groups' stores all live
+    in one process there, and torch's store clients made and dropped in a process that serves stores slow
+    its later connections (a whole connect timeout, now and then): no other test shares that process."""
+    pytest.importorskip("torch.distributed")
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_job_merge as t; "
+            f"t._with_store(t.{scenario}, __import__('pathlib').Path({str(tmp_path)!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _with_store(scenario, tmp_path: Path) -> None:
+    import torch.distributed as dist
+
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    scenario(tmp_path, store)
+
+
+def _tree(tmp_path: Path, store, clock: _Clock, nodes: int, size: int):
+    views, writers = _node_views(tmp_path, clock, nodes, 2)
+    jobs = [_job_node(store.port, k, nodes) for k in range(nodes)]
+    exchanges = [ViewExchange(view, job, nodes, size=size) for view, job in zip(views, jobs)]
+    jobs[0].leader.leading = True
+    ranks = tmp_path / "every-rank"  # every rank's run in one folder, as the target holds them
+    ranks.mkdir()
+    for view in views:
+        for run in view.logdir.glob("rank-*"):
+            (ranks / run.name).symlink_to(run)
+    return views, writers, exchanges, ranks
+
+
+def _values(exchange: ViewExchange, keys: list[str]) -> dict[str, dict]:
+    return {key: json.loads(exchange.job.store.get(key) or b"{}") for key in keys}
+
+
+def test_in_a_tree_the_groups_hosts_carry_the_nodes_points_and_the_job_run_is_exact(tmp_path):
+    _in_child("_tree_exact", tmp_path)
+
+
+def _tree_exact(tmp_path: Path, store) -> None:
+    """6 nodes x 2 ranks in groups of 2, through the real job store and the stores the groups' hosts serve:
+    the job's store holds the groups' values (each covering its nodes) and no node's own, and the job run
+    equals the statistics of all 12 ranks' values."""
+    clock = _Clock()
+    views, writers, exchanges, ranks = _tree(tmp_path, store, clock, 6, 2)
+    rng = random.Random(3)
+    try:
+        for r in range(5):  # (a point takes up to two rounds more than in a flat merge: node -> host -> leader)
+            for step in range(r * 5, r * 5 + 5) if r < 3 else ():
+                for writer in writers:
+                    _log(writer, step, round(rng.uniform(-5, 5), 3))
+            for view, exchange in zip(views, exchanges):
+                view.update()
+                exchange.round(final=False)
+        assert [e.group.hosting for e in exchanges] == [True, False] * 3  # the first of each group claimed it
+        stored = _values(exchanges[0], [f"view/g{g}" for g in range(3)] + [f"view/{n}" for n in range(6)])
+        for g in range(3):  # the path: each group's value speaks for its two nodes, and no node's own is set
+            assert sorted(stored[f"view/g{g}"]["nodes"]) == [str(2 * g), str(2 * g + 1)]
+        assert all(stored[f"view/{n}"] == {} for n in range(6))
+        job = _job_points(views[0].logdir, "loss")
+        assert sorted(job) == list(range(15))
+        _assert_equal(job, _recomputed(ranks, "loss"), 12)
+    finally:
+        for exchange in exchanges:
+            exchange.close()
+        for closing in [*views, *writers]:
+            closing.close()
+
+
+def test_in_a_tree_a_dead_host_s_members_go_to_the_job_store_then_one_hosts_and_nothing_is_lost(tmp_path):
+    _in_child("_tree_dead_host", tmp_path)
+
+
+def _tree_dead_host(tmp_path: Path, store) -> None:
+    """Group 1's host (node 2) dies with its store: node 3 sets its value in the job's store at once, then
+    claims the group once its claim is stale and carries it; every step is written once, exact, node 2's
+    ranks named missing from its death on. A round every 30 s, the view's wait."""
+    clock = _Clock()
+    views, writers, exchanges, ranks = _tree(tmp_path, store, clock, 6, 2)
+    alive = list(range(6))
+
+    def round_(steps: range = range(0)) -> None:
+        clock.now += 30.0
+        for step in steps:
+            for rank in (r for node in alive for r in (2 * node, 2 * node + 1)):
+                _log(writers[rank], step, float(rank * 10 + step % 7))
+        for node in alive:
+            views[node].update()
+            exchanges[node].round(final=False)
+
+    try:
+        round_(range(0, 5))
+        round_(range(5, 10))
+        assert exchanges[2].group.hosting
+        exchanges[2].close()  # its store goes with it: no one connects any more,
+        exchanges[3].group._client = None  # and node 3's connection to it is reset (a dropped server, in this
+        alive.remove(2)  # process, still serves the connections it has)
+        round_(range(10, 15))
+        assert exchanges[3].group.direct and not exchanges[3].group.hosting
+        assert json.loads(exchanges[0].job.store.get("view/3"))["points"]  # the path: node 3's own value
+        round_(range(15, 20))
+        round_(range(20, 25))
+        assert not exchanges[3].group.hosting  # node 2's claim is not stale yet
+        round_()
+        assert exchanges[3].group.hosting and not exchanges[3].group.direct
+        assert json.loads(exchanges[0].job.store.get("view/3")) == {}  # emptied: it goes through its group again
+        for _ in range(4):  # node 2 never sends again: its steps wait for it as long as the leader's rule says
+            round_()
+        job = _job_points(views[0].logdir, "loss")
+        assert sorted(job) == list(range(25)), sorted(job)
+        _assert_equal(job, _recomputed(ranks, "loss"), 12)
+        assert {job[step]["ranks"] for step in range(10)} == {12.0}
+        assert {job[step]["ranks"] for step in range(10, 25)} == {10.0}  # node 2's two ranks: missing
+    finally:
+        for exchange in exchanges:
+            exchange.close()
+        for closing in [*views, *writers]:
+            closing.close()

@@ -13,12 +13,14 @@ per tag and step), and at each of its cycles, through the job's store (:mod:`.jo
 
 A point is due once every node of the job has said something and every node that logs its tag (as
 its value says) sent it, or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it
-(a node's own wait, then its next round), or when every node said it is done. A node that logs the
-tag but did not send the step is named, with its ranks, as missing. Late points (a step the job run
-holds) are not written.
+(a node's own wait, then its next round; one round more in a tree), or when every node said it is
+done. A node that logs the tag but did not send the step is named, with its ranks, as missing. Late
+points (a step the job run holds) are not written.
 
 The intake is bounded: each node's value holds at most ``ROUND_BYTES / nodes`` (and the store's
-:data:`~.job_store.MAX_VALUE_BYTES`). Where a node's value is full and its points need more, the
+:data:`~.job_store.MAX_VALUE_BYTES`). A job of more than :data:`~.job_group.GROUP_FROM` nodes merges
+in a tree (:mod:`.job_group`): the job's store carries one value per group, each within
+``ROUND_BYTES / groups``. Where a node's value is full and its points need more, the
 leader raises k (a power of two, to what the nodes make a round), and every node sends only the steps
 divisible by k from then on (k the same on every node, written into the run as
 ``job/every_kth_step``); each point written stays exact.
@@ -42,8 +44,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .job_commit import JobTarget
+from .job_group import HOST_STALE_FACTOR, Group, group_size
 from .job_stats import Stats
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreError
+from .job_values import parse_value
 from .job_view import JobRun, JobView
 
 logger = logging.getLogger(__name__)
@@ -59,12 +63,14 @@ class JobMerge:
     """The leader's side: the nodes' points, merged into the job run of this node's logdir."""
 
     def __init__(self, logdir: Path, nodes: int, world: int, wait: float, held: dict[str, int], every: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.nodes, self.world, self.wait, self.clock = nodes, world, wait, clock
+                 clock: Callable[[], float] = time.monotonic, hops: int = 1) -> None:
+        """``hops``: the rounds a node's value takes to reach the leader (2 in a tree: :mod:`.job_group`)."""
+        self.nodes, self.world, self.clock = nodes, world, clock
+        self.wait = (LEADER_WAIT_FACTOR + hops - 1) * wait  # how long a point waits here for its nodes
         self.run = JobRun(logdir, after=max(held.values(), default=None))
         self.held = dict(held)  # tag -> the last step the job run holds (every leader's, from view/held)
         self.every = every
-        self._values: dict[_Key, dict[int, Stats]] = {}  # (tag, step) -> node -> its point, not written yet
+        self._values: dict[_Key, dict[frozenset[int], Stats]] = {}  # (tag, step) -> nodes -> their point, not written
         self._first: dict[_Key, float] = {}
         self._heard: set[int] = set()  # the nodes that sent something
         self._done: set[int] = set()  # the nodes that said every point they will have is in their value
@@ -80,32 +86,40 @@ class JobMerge:
         """What the last round read is forgotten (the nodes' values are read again, whole, each round)."""
         self.bytes_read = self.points_read = self.largest = 0
 
-    def take(self, node: int, raw: bytes) -> None:
-        """One node's value (:meth:`JobView.message`); raises ``ValueError``/``KeyError``/``TypeError`` if it
-        does not parse (the caller leaves it out)."""
+    def take(self, node: int | None, raw: bytes) -> None:
+        """One value: a node's (:meth:`JobView.message`; ``node``: whose) or a group's (:func:`group_value`;
+        ``node`` unused); raises ``ValueError``/``KeyError``/``TypeError`` if it does not parse (the caller
+        leaves it out). A point that covers nodes another value's point of that step covers too (a node that
+        moved between its group and the store) is taken once: a node's point of a step never changes."""
         self.bytes_read += len(raw)
         self.largest = max(self.largest, len(raw))
-        if not raw or raw == b"{}":
+        value = parse_value(node, raw)
+        if value is None:
             return
-        message = json.loads(raw)
-        self._heard.add(node)
-        self._ranks_of[node] = {int(r): int(s) for r, s in message["ranks"].items()}
-        self._late[node] = int(message["late"])
-        self._made[node] = int(message["made"])
-        for tag in message["tags"] or ():  # (none: too many for its value; learnt from its points)
-            self._tag_nodes.setdefault(str(tag), set()).add(node)
-        if message["final"]:
-            self._done.add(node)
-        else:  # (a node's uploader that started again: not done any more)
-            self._done.discard(node)
+        for one, head in value.heads.items():
+            self._heard.add(one)
+            self._ranks_of[one] = head.ranks
+            self._late[one] = head.late
+            self._made[one] = head.made
+            if head.final:
+                self._done.add(one)
+            else:  # (a node's uploader that started again: not done any more)
+                self._done.discard(one)
+        for tag, nodes in value.tags.items():
+            self._tag_nodes.setdefault(tag, set()).update(nodes)
         now = self.clock()
-        self.points_read += len(message["points"])
-        for tag, step, item in message["points"]:
+        self.points_read += len(value.points)
+        for tag, step, item, covered in value.points:
             if step <= self.held.get(tag, -math.inf) or step % self.every:
                 continue
-            key = (str(tag), int(step))
-            self._tag_nodes.setdefault(key[0], set()).add(node)  # (its tags said so too, unless cut short)
-            self._values.setdefault(key, {})[node] = Stats.from_list(item)
+            key = (tag, step)
+            self._tag_nodes.setdefault(tag, set()).update(covered)  # (its tags said so too, unless cut short)
+            by = self._values.setdefault(key, {})
+            if any(covered <= had for had in by):
+                continue
+            for had in [had for had in by if had & covered]:
+                del by[had]
+            by[covered] = Stats.from_list(item)
             self._first.setdefault(key, now)
 
     def due(self, final: bool = False) -> list[tuple[str, int, Stats]]:
@@ -115,17 +129,18 @@ class JobMerge:
         everyone = len(self._heard) >= self.nodes
         now = self.clock()
         last: dict[str, int] = {}
-        for (tag, step), by_node in self._values.items():
-            complete = everyone and set(by_node) >= self._tag_nodes[tag]
-            if final or complete or now - self._first[(tag, step)] >= LEADER_WAIT_FACTOR * self.wait:
+        for (tag, step), by_nodes in self._values.items():
+            complete = everyone and frozenset().union(*by_nodes) >= self._tag_nodes[tag]
+            if final or complete or now - self._first[(tag, step)] >= self.wait:
                 last[tag] = max(step, last.get(tag, step))
         due = sorted((key for key in self._values if key[0] in last and key[1] <= last[key[0]]), key=lambda k: (k[1], k[0]))
         points = []
         for tag, step in due:
-            by_node = self._values.pop((tag, step))
+            by_nodes = self._values.pop((tag, step))
             del self._first[(tag, step)]
-            stats = _merged(by_node)
-            absent = [r for node in sorted(self._tag_nodes[tag] - set(by_node)) for r in self._ranks_of.get(node, {})]
+            stats = _merged(by_nodes)
+            covered = frozenset().union(*by_nodes)
+            absent = [r for node in sorted(self._tag_nodes[tag] - covered) for r in self._ranks_of.get(node, {})]
             if absent:
                 stats = dataclasses.replace(stats, missing=tuple(sorted(stats.missing + tuple(absent))))
             points.append((tag, step, stats))
@@ -171,9 +186,9 @@ def node_limit(nodes: int) -> int:
     return min(MAX_VALUE_BYTES, ROUND_BYTES // max(1, nodes))
 
 
-def _merged(by_node: dict[int, Stats]) -> Stats:
+def _merged(by_nodes: dict[frozenset[int], Stats]) -> Stats:
     merged = None
-    for stats in by_node.values():
+    for stats in by_nodes.values():
         merged = stats if merged is None else merged.merge(stats)
     assert merged is not None
     return merged
@@ -183,9 +198,15 @@ class ViewExchange:
     """One node's part in the job run of a job with a store: it sends its points, and merges every node's
     while it leads."""
 
-    def __init__(self, view: JobView, job: JobTarget, nodes: int) -> None:
+    def __init__(self, view: JobView, job: JobTarget, nodes: int, size: int | None = None) -> None:
+        """``size``: the nodes of a group in a merge tree (:mod:`.job_group`; by default as many as the job's
+        size calls for, none below :data:`~.job_group.GROUP_FROM` nodes)."""
         self.view, self.job, self.nodes = view, job, nodes
-        self.limit = node_limit(nodes)
+        size = group_size(nodes) if size is None else size
+        self.groups = 0 if size is None else math.ceil(nodes / size)
+        self.limit = node_limit(nodes if size is None else max(size, self.groups))  # (what the leader reads)
+        self.group = None if size is None else Group(job, nodes, size, self.limit, node_limit(nodes),
+                                                     stale=HOST_STALE_FACTOR * view.wait, clock=view.clock)
         self.merge: JobMerge | None = None
         self.every = 1
         self._published = b""  # view/held as this node's merge last set it
@@ -214,8 +235,10 @@ class ViewExchange:
         self.every = max(self.every, every)
         if self.view.acknowledged(held, self.every):
             self.view.save()
-        value = self.view.message(self.limit, final)
-        if len(value) <= MAX_VALUE_BYTES:  # (else not sent: its tags alone are more than a value holds)
+        if self.group is not None:
+            self.group.send(lambda limit: self._value(limit, final))
+            self.view.made = 0
+        elif len(value := self._value(self.limit, final)) > 2:
             store.set(f"view/{self.job.node}", value)
             self.view.made = 0
         written = self._finish_attempt(raw)
@@ -224,9 +247,17 @@ class ViewExchange:
         if not self.job.leader.leading or self.off:
             return written
         if self.merge is None:
-            self.merge = JobMerge(self.view.logdir, self.nodes, self.view.world, self.view.wait, held, self.every)
+            for index in range(self.groups):  # (read with the nodes' values, which the store waits for if unset)
+                store.compare_set(f"view/g{index}", b"", b"{}")
+            self.merge = JobMerge(self.view.logdir, self.nodes, self.view.world, self.view.wait, held, self.every,
+                                  clock=self.view.clock, hops=1 if self.group is None else 2)
             self._published = raw
         return written + self._merge(store, raw)
+
+    def _value(self, limit: int, final: bool) -> bytes:
+        """This node's value within ``limit``; empty if its tags alone are more than a value holds."""
+        value = self.view.message(limit, final)
+        return value if len(value) <= MAX_VALUE_BYTES else b"{}"
 
     def _finish_attempt(self, raw: bytes) -> int:
         """The last round's publication raised (its answer lost): if it applied, write its points now; if not,
@@ -247,13 +278,15 @@ class ViewExchange:
         leaders never publish the same bytes): a leader that dies between the two loses those points from
         the job run, but no two leaders ever write one step (TensorBoard would drop the tag's later points)."""
         assert self.merge is not None
-        members = self.job.leader.members()
+        # the groups' values, then the nodes' own (a node that reached no host: what it says of itself counts)
+        sources: list[int | None] = [None] * self.groups + list(self.job.leader.members())
+        keys = [f"view/g{index}" for index in range(self.groups)] + [f"view/{node}" for node in sources[self.groups:]]
         self.merge.start_round()
-        for node, value in zip(members, store.multi_get([f"view/{node}" for node in members])):
+        for node, key, value in zip(sources, keys, store.multi_get(keys)):
             try:
                 self.merge.take(node, value)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                logger.warning("job run: node %d's points do not parse (%s); left out", node, exc)
+                logger.warning("job run: %s's points do not parse (%s); left out", key, exc)
         every = self.merge.every
         points = self.merge.due()
         self.merge.thin(self.limit)
@@ -286,6 +319,8 @@ class ViewExchange:
 
     def close(self) -> None:
         self._stop_merging()
+        if self.group is not None:
+            self.group.close()
 
 
 def _parse_held(raw: bytes | None) -> tuple[dict[str, int], int]:

@@ -38,6 +38,8 @@ MAX_VALUE_BYTES = 256 * 1024
 #: Keys per ``multi_get``/``multi_set`` round trip: a thousand offers of a few KB stay far below the 8 MiB
 #: a client message may hold.
 KEYS_PER_CALL = 256
+#: Connections tried within a call's deadline (:func:`_connect`).
+CONNECT_TRIES = 3
 #: Calls still running after their deadline; past this many, the store is not asked again (each one
 #: holds a thread and a socket until the store answers, maybe never).
 MAX_ABANDONED = 4
@@ -75,8 +77,11 @@ def store_address(env: Mapping[str, str] | None = None) -> StoreAddress | None:
 class JobStore:
     """Bounded calls to one store: ``get``/``set``/``compare_set`` of small byte values under ``prefix``."""
 
-    def __init__(self, address: StoreAddress, prefix: str, deadline: float = STORE_CALL_S) -> None:
+    def __init__(self, address: StoreAddress, prefix: str, deadline: float = STORE_CALL_S, server: Any = None) -> None:
+        """``server``: the store's server, when this process serves it (:func:`serve`): its calls go through
+        the server's own client (a second client of a store in the process that serves it is slow to connect)."""
         self.address = address
+        self._server = server
         self.prefix = prefix.rstrip("/") + "/"
         self.deadline = deadline
         self.preemption = math.inf  # monotonic: the uploader's preemption deadline, once signalled (:meth:`hurry`)
@@ -219,17 +224,52 @@ class JobStore:
         return False
 
     def _connected(self) -> Any:
+        if self._server is not None:
+            return self._server
         if self._client is None:
             if self.gone():  # fail at once: the client would retry a dead address until its timeout
                 raise StoreError(f"nothing listens at {self._where()} any more")
-            from torch.distributed import TCPStore  # only here: a single-node uploader never loads torch
-
-            self._client = TCPStore(self.address.host, self.address.port, is_master=False,
-                                    timeout=timedelta(seconds=self.deadline))
+            self._client = _connect(self.address, self.deadline)
         return self._client
 
     def _where(self) -> str:
         return f"{self.address.host}:{self.address.port}"
+
+
+def _connect(address: StoreAddress, deadline: float, serving: bool = False) -> Any:
+    """A client of the store at ``address`` (``serving``: its server, on a free port, and its own client),
+    its calls bounded by ``deadline``. Connecting is tried :data:`CONNECT_TRIES` times within it: torch's
+    client now and then misses its store's answer to the handshake and waits out its whole timeout (seen
+    in a process that serves stores too), where connecting again at once succeeds."""
+    from torch.distributed import TCPStore  # only here: a single-node uploader never loads torch
+
+    for attempt in range(1, CONNECT_TRIES + 1):
+        try:
+            client = TCPStore(address.host, 0 if serving else address.port, is_master=serving,
+                              wait_for_workers=False, timeout=timedelta(seconds=deadline / CONNECT_TRIES))
+            break
+        except RuntimeError as exc:  # (torch's DistNetworkError)
+            if attempt == CONNECT_TRIES or "timed out" not in str(exc):
+                raise
+    client.set_timeout(timedelta(seconds=deadline))
+    return client
+
+
+def serve(near: StoreAddress) -> tuple[Any, StoreAddress]:
+    """A store this process serves (a TCPStore on a free port, on every interface: as torch's own store
+    listens) and the address the job's nodes reach it at (this host's address on its route to ``near``,
+    the job's store). It stops when the returned server is dropped."""
+    host = route_address(near)
+    server = _connect(StoreAddress(host, 0, near.job_id), STORE_CALL_S, serving=True)
+    return server, StoreAddress(host, int(server.port), near.job_id)
+
+
+def route_address(near: StoreAddress) -> str:
+    """This host's address on its route to ``near`` (no packet is sent)."""
+    family, _, _, _, where = socket.getaddrinfo(near.host, near.port, type=socket.SOCK_DGRAM)[0]
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect(where)
+        return str(probe.getsockname()[0])
 
 
 def _check_size(key: str, value: bytes) -> None:

@@ -1,0 +1,184 @@
+"""A merge tree for the job run of a large job: the nodes' values reach the leader through their group.
+
+In a job of more than :data:`GROUP_FROM` nodes, the nodes form groups of ``ceil(sqrt(nodes))``
+consecutive nodes, and one node of each group hosts a store of its own (:func:`.job_store.serve`).
+Each round (:class:`~.job_merge.ViewExchange`)::
+
+    member:  get view/g<g>/host         (job's store)    where its group's store is
+             set view/<node>            (group's store)  its value
+    host:    multi_get view/<member>    (its own store)  its members' values, and its own
+             set view/g<g>              (job's store)    them merged into one (:func:`.job_values.group_value`)
+    leader:  multi_get view/g<each group> and view/<each node>
+
+So the job's store, which serves the training job too, carries one value per group instead of one per
+node, and each group's store one per member: each value may be ``sqrt(nodes)`` times larger than in a
+flat merge for the same bytes a round, and the leader merges as many values as there are groups.
+
+A member that cannot reach its host (there is none yet, it died, or its store does not answer) sets
+its value in the job's store instead, within a flat merge's share (``ROUND_BYTES / nodes``), and
+empties it once it reaches a host again: a node's points always have a way to the leader. The leader
+takes a node's point of a step once, whichever way it came (it never changes).
+
+Hosting is claimed by compare-and-set on ``view/g<g>/host``, when it is free or its host's beat (the
+value, set again each round) has not changed for ``stale`` seconds; a host that finds another node's
+claim there stops serving. Its store holds only the members' latest values (at most a group's share
+of the budget), and goes with the host's process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .job_commit import JobTarget
+from .job_store import JobStore, StoreAddress, StoreError, serve
+from .job_values import group_value
+
+logger = logging.getLogger(__name__)
+
+#: Jobs of more nodes than this merge in a tree.
+GROUP_FROM = 64
+#: A host whose claim did not change for this many times the view's wait is taken as gone.
+HOST_STALE_FACTOR = 3.0
+
+
+def group_size(nodes: int) -> int | None:
+    """The nodes a group holds in a job of ``nodes`` (``None``: no tree, every node sets its own value)."""
+    return math.isqrt(nodes - 1) + 1 if nodes > GROUP_FROM else None
+
+
+class Group:
+    """This node's group: where its value goes each round, and while it hosts, its members' values merged."""
+
+    def __init__(self, job: JobTarget, nodes: int, size: int, limit: int, direct_limit: int, stale: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.job, self.limit, self.direct_limit, self.stale, self.clock = job, limit, direct_limit, stale, clock
+        self.index = job.node // size
+        self.nodes = range(self.index * size, min(nodes, (self.index + 1) * size))
+        self.key = f"view/g{self.index}/host"
+        self.hosting = False
+        self.direct = False  # this node's value is in the job's store (it reached no host)
+        self.can_host = True  # (False once serving failed: it leaves hosting to the others)
+        self._server: Any = None
+        self._hosted = b""  # the group's host value as this node last set it, while it hosts
+        self._own: JobStore | None = None  # this node's client of the store it serves
+        self._client: JobStore | None = None  # to the store of the host it last reached
+        self._seen = (b"", clock())  # the host's value, and when it last changed
+
+    def send(self, value_for: Callable[[int], bytes]) -> None:
+        """This round's value (``value_for(limit)``: the node's value within ``limit`` bytes) to its host, or
+        merged with its members' into the group's value if it hosts, or into the job's store if no host
+        answers. Raises :class:`StoreError` only if the job's store fails."""
+        main = self.job.store
+        host = self._host(main)
+        if self.hosting:  # (a claim that lost its race stopped hosting above)
+            assert self._own is not None
+            members = [node for node in self.nodes if node != self.job.node]
+            values = dict(zip(members, self._own.multi_get([f"view/{node}" for node in members])))
+            values[self.job.node] = value_for(self.limit)
+            main.set(f"view/g{self.index}", group_value(values, self.limit))
+            self._leave_direct(main)
+            return
+        if host is not None:
+            try:
+                self._client_for(host).set(f"view/{self.job.node}", value_for(self.limit))
+                self._leave_direct(main)
+                return
+            except StoreError as exc:
+                logger.info("job run: group %d's host at %s:%d did not take this node's points (%s); they go to "
+                            "the job's store", self.index, host.host, host.port, exc)
+        main.set(f"view/{self.job.node}", value_for(self.direct_limit))
+        self.direct = True
+
+    def _host(self, main: JobStore) -> StoreAddress | None:
+        """The group's host to send to: ``None`` if this node hosts (it beats, or claims a claim that is free,
+        stale or its own old one) or there is none to reach this round."""
+        raw = main.get(self.key) or b""
+        now = self.clock()
+        if raw != self._seen[0]:
+            self._seen = (raw, now)
+        claim = _parse(raw)
+        if self.hosting and raw != self._hosted:
+            logger.info("job run: another node hosts group %d now", self.index)
+            self._stop_hosting()
+        if self.hosting or (self.can_host and (claim is None or claim[0] == self.job.node
+                                               or now - self._seen[1] > self.stale)):
+            self._claim(main, raw)
+            return None
+        return None if claim is None else claim[1]
+
+    def _claim(self, main: JobStore, raw: bytes) -> None:
+        """Beat (while hosting), or claim hosting and start serving: compare-and-set on ``raw``, the claim
+        first (a group's nodes may all try at once: only the one that wins starts a store)."""
+        if not self.hosting:
+            claim = json.dumps({"node": self.job.node, "at": None, "n": time.time_ns()}).encode()
+            if not main.compare_set(self.key, raw, claim):
+                return
+            raw = self._hosted = claim
+            self.hosting = True
+            try:
+                self._server, address = serve(main.address)
+            except (OSError, RuntimeError) as exc:  # (torch raises RuntimeError subclasses)
+                logger.warning("job run: this node cannot serve its group's store (%s); it leaves hosting to the "
+                               "others", exc)
+                self.can_host = False
+                self._release(main, claim)
+                return
+            self._own = JobStore(address, main.prefix, main.deadline, server=self._server)
+            try:
+                self._own.multi_set({f"view/{node}": b"{}" for node in self.nodes})
+            except StoreError as exc:
+                logger.warning("job run: group %d's store does not answer this node that serves it (%s)", self.index, exc)
+                self._release(main, claim)
+                return
+            logger.info("job run: this node hosts group %d (nodes %d-%d) at %s:%d", self.index, self.nodes[0],
+                        self.nodes[-1], address.host, address.port)
+        assert self._own is not None
+        at = f"{self._own.address.host}:{self._own.address.port}"
+        beat = json.dumps({"node": self.job.node, "at": at, "n": time.time_ns()}).encode()
+        if main.compare_set(self.key, raw, beat):
+            self._hosted = beat
+            self._seen = (beat, self.clock())
+        else:
+            self._stop_hosting()
+
+    def _release(self, main: JobStore, claim: bytes) -> None:
+        """Give up a claim this node cannot serve (the others claim it at once)."""
+        self._stop_hosting()
+        main.compare_set(self.key, claim, b"")
+
+    def _client_for(self, host: StoreAddress) -> JobStore:
+        if self._client is None or self._client.address != host:
+            self._client = JobStore(host, self.job.store.prefix, self.job.store.deadline)
+        return self._client
+
+    def _leave_direct(self, main: JobStore) -> None:
+        if self.direct:
+            main.set(f"view/{self.job.node}", b"{}")
+            self.direct = False
+
+    def _stop_hosting(self) -> None:
+        self.hosting, self._hosted = False, b""
+        self._own = self._server = None  # (the server stops when dropped)
+
+    def close(self) -> None:
+        self._stop_hosting()
+
+
+def _parse(raw: bytes) -> tuple[int, StoreAddress | None] | None:
+    """The node that hosts, and its store (``None``: claimed, not serving yet); ``None`` if unclaimed."""
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+        if value["at"] is None:
+            return int(value["node"]), None
+        host, port = str(value["at"]).rsplit(":", 1)
+        return int(value["node"]), StoreAddress(host, int(port), "")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        logger.warning("job run: the group's host in the store does not parse; taken as none")
+        return None

@@ -1,0 +1,113 @@
+"""The values the nodes of a multi-node job exchange for its job run (:mod:`.job_merge`): a node's, and a
+group's (:mod:`.job_group`: its nodes' values merged into one), read by one parser.
+
+A node's value (:meth:`.job_view.JobView.message`)::
+
+    {"ranks": {rank: newest step}, "tags": [tag, ...] or null, "final": bool, "late": int, "made": int,
+     "points": [[tag, step, Stats.to_list()], ...]}
+
+A group's::
+
+    {"nodes": {node: {"ranks", "final", "late", "made"}}, "tags": {tag: [node, ...]},
+     "points": [[tag, step, Stats.to_list(), [node, ...] or null (every node of the value)], ...]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+from .job_stats import Stats
+
+logger = logging.getLogger(__name__)
+_Key = tuple[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """What a node says of itself in its value: its ranks' newest steps, whether it is done (every point
+    it will have is in the value), its late values, and the points it made in its last round (at this k)."""
+
+    ranks: dict[int, int]
+    final: bool
+    late: int
+    made: int
+
+    def to_dict(self) -> dict:
+        return {"ranks": {str(r): s for r, s in self.ranks.items()}, "final": self.final, "late": self.late,
+                "made": self.made}
+
+    @classmethod
+    def from_dict(cls, head: dict) -> Head:
+        return cls({int(r): int(s) for r, s in head["ranks"].items()}, bool(head["final"]), int(head["late"]),
+                   int(head["made"]))
+
+
+@dataclasses.dataclass
+class Value:
+    """One value in the store, a node's or a group's, parsed: the nodes it speaks for, the tags each logs
+    (as far as it says), and its points, each with the nodes it covers."""
+
+    heads: dict[int, Head]
+    tags: dict[str, set[int]]
+    points: list[tuple[str, int, list, frozenset[int]]]
+
+
+def parse_value(node: int | None, raw: bytes) -> Value | None:
+    """A node's value (:meth:`JobView.message`, of ``node``) or a group's (:func:`group_value`); ``None`` if
+    it holds nothing yet. Raises ``ValueError``/``KeyError``/``TypeError``/``AttributeError`` if it does not
+    parse."""
+    if not raw or raw == b"{}":
+        return None
+    message = json.loads(raw)
+    if "nodes" in message:  # a group's
+        heads = {int(n): Head.from_dict(h) for n, h in message["nodes"].items()}
+        everyone = frozenset(heads)
+        tags = {str(t): {int(n) for n in nodes} for t, nodes in message["tags"].items()}
+        points = [(str(t), int(s), item, everyone if covered is None else frozenset(int(n) for n in covered))
+                  for t, s, item, covered in message["points"]]
+        return Value(heads, tags, points)
+    if node is None:
+        raise ValueError("a node's value where a group's was expected")
+    one = frozenset((node,))
+    tags = {str(t): {node} for t in message["tags"] or ()}  # (none: too many for its value; learnt from its points)
+    return Value({node: Head.from_dict(message)}, tags, [(str(t), int(s), item, one) for t, s, item in message["points"]])
+
+
+def group_value(values: dict[int, bytes], limit: int) -> bytes:
+    """The values of a group's nodes (``node -> its value``) as one (:mod:`.job_group`): each step's points
+    merged, the oldest steps first within ``limit`` bytes (a group cut short says none of its nodes is done).
+    A value that does not parse is left out, and said."""
+    heads: dict[int, Head] = {}
+    tags: dict[str, set[int]] = {}
+    merged: dict[_Key, tuple[Stats, frozenset[int]]] = {}
+    for node, raw in sorted(values.items()):
+        try:
+            value = parse_value(node, raw)
+            if value is None:
+                continue
+            parsed = [(t, s, Stats.from_list(item), covered) for t, s, item, covered in value.points]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.warning("job run: node %d's points do not parse (%s); left out", node, exc)
+            continue
+        heads.update(value.heads)
+        for tag, nodes in value.tags.items():
+            tags.setdefault(tag, set()).update(nodes)
+        for tag, step, stats, covered in parsed:
+            had = merged.get((tag, step))
+            merged[(tag, step)] = (stats, covered) if had is None else (had[0].merge(stats), had[1] | covered)
+    everyone = frozenset(heads)
+    said = {str(n): h.to_dict() for n, h in sorted(heads.items())}
+    head = {"nodes": said, "tags": {t: sorted(nodes) for t, nodes in sorted(tags.items())}}
+    room = limit - len(json.dumps({**head, "points": []}))
+    points: list[list] = []
+    for (tag, step), (stats, covered) in sorted(merged.items(), key=lambda pair: (pair[0][1], pair[0][0])):
+        item: list = [tag, step, stats.to_list(), None if covered == everyone else sorted(covered)]
+        room -= len(json.dumps(item)) + 2
+        if room < 0:
+            for one in said.values():
+                one["final"] = False
+            break
+        points.append(item)
+    return json.dumps({**head, "points": points}).encode()
