@@ -35,7 +35,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from hf_mpwriter.targets.hub import HubTarget
-from hf_mpwriter.uploader import job_merge
+from hf_mpwriter.uploader import job_group, job_merge
 from hf_mpwriter.uploader.job_commit import JobTarget, store_prefix
 from hf_mpwriter.uploader.job_stats import Stats
 from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
@@ -82,6 +82,7 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, interval: float, root
     names = [f"train/metric_{i:02d}" for i in range(tags)]
     merging = whole = 0.0
     moved: list[int] = []
+    grouped: list[int] = []  # group 0's own store, in a tree
     landed: list[tuple[float, int]] = []  # (sim time, newest step the job run holds at the target)
     rounds = int(minutes * 60 / interval)
     for r in range(rounds):
@@ -98,9 +99,14 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, interval: float, root
             _make_points(exchange.view, k, ranks, names, steps)
             if k:
                 exchange.round(final=False)
-            else:  # the leader's node sends its own value too (its round above was the leader's)
+            elif exchange.group is not None:  # the leader's node sends its own value too (as its group's host)
+                exchange.group.send(lambda limit: leader.view.message(limit, False))
+                exchange.view.made = 0
+            else:  # (its round above was the leader's)
                 exchange.job.store.set("view/0", exchange.view.message(exchange.limit, False))
                 exchange.view.made = 0
+        if leader.group is not None and leader.group._own is not None:  # group 0's store: set, then read
+            grouped.append(2 * sum(map(len, leader.group._own.multi_get([f"view/{n}" for n in leader.group.nodes]))))
     merge = leader.merge
     every, points = merge.every, merge.run.points
     leader.close()
@@ -112,6 +118,8 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, interval: float, root
     return {
         "merging_share": merging / seconds, "whole_share": whole / seconds,
         "mb_per_round": statistics.mean(moved[2:] or moved) / 1e6, "every": every,
+        "group_mb_per_round": statistics.mean(grouped[2:] or grouped or [0]) / 1e6,
+        "groups": leader.groups,
         "points_per_tag_hour": points / tags / hours, "job_mb_hour": job_bytes / 1e6 / hours,
         "age_p50": statistics.median(ages), "age_p95": sorted(ages)[int(0.95 * len(ages))],
     }
@@ -128,19 +136,24 @@ def main() -> int:
     parser.add_argument("--tags", type=int, default=50, help="scalar tags per rank (default 50)")
     parser.add_argument("--minutes", type=float, default=20.0, help="simulated minutes at 1 step/s (default 20)")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between rounds (default 30)")
+    parser.add_argument("--flat", action="store_true", help="no merge in a tree, at any node count")
     args = parser.parse_args()
+    if args.flat:
+        job_group.GROUP_FROM = 1 << 30
     print(f"{args.ranks} ranks a node x {args.tags} tags at 1 step/s, {args.minutes:g} simulated minutes, a round every "
           f"{args.interval:g} s; the store's budget {job_merge.ROUND_BYTES / 2**20:g} MiB a round\n")
-    print("| nodes | leader's merging (one core) | with the store, this process (one core) | store MB a round | k at the end "
-          "| points per tag per hour | job run per hour | newest point's age p50 / p95 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| nodes | groups | leader's merging (one core) | with the stores, this process (one core) | job's store MB a round "
+          "| a group's store MB a round | k at the end | points per tag per hour | job run per hour "
+          "| newest point's age p50 / p95 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for nodes in (int(n) for n in args.nodes.split(",")):
         root = Path(tempfile.mkdtemp(prefix="bench_job_merge-"))
         try:
             r = run(nodes, args.ranks, args.tags, args.minutes, args.interval, root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        print(f"| {nodes} | {r['merging_share']:.1%} | {r['whole_share']:.1%} | {r['mb_per_round']:.1f} | {r['every']} "
+        print(f"| {nodes} | {r['groups'] or '-'} | {r['merging_share']:.1%} | {r['whole_share']:.1%} | {r['mb_per_round']:.1f} "
+              f"| {r['group_mb_per_round']:.1f} | {r['every']} "
               f"| {r['points_per_tag_hour']:,.0f} | {r['job_mb_hour']:.1f} MB | {r['age_p50']:.0f} s / {r['age_p95']:.0f} s |",
               flush=True)
     return 0

@@ -100,7 +100,7 @@ class JobMerge:
             self._heard.add(one)
             self._ranks_of[one] = head.ranks
             self._late[one] = head.late
-            self._made[one] = head.made
+            self._made[one] = head.made if head.every >= self.every else 0  # (made at an older k: no rate for this one)
             if head.final:
                 self._done.add(one)
             else:  # (a node's uploader that started again: not done any more)

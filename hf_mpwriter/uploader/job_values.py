@@ -4,11 +4,11 @@ group's (:mod:`.job_group`: its nodes' values merged into one), read by one pars
 A node's value (:meth:`.job_view.JobView.message`)::
 
     {"ranks": {rank: newest step}, "tags": [tag, ...] or null, "final": bool, "late": int, "made": int,
-     "points": [[tag, step, Stats.to_list()], ...]}
+     "every": int, "points": [[tag, step, Stats.to_list()], ...]}
 
 A group's::
 
-    {"nodes": {node: {"ranks", "final", "late", "made"}}, "tags": {tag: [node, ...]},
+    {"nodes": {node: {"ranks", "final", "late", "made", "every"}}, "tags": {tag: [node, ...]},
      "points": [[tag, step, Stats.to_list(), [node, ...] or null (every node of the value)], ...]}
 """
 
@@ -27,21 +27,23 @@ _Key = tuple[str, int]
 @dataclasses.dataclass(frozen=True)
 class Head:
     """What a node says of itself in its value: its ranks' newest steps, whether it is done (every point
-    it will have is in the value), its late values, and the points it made in its last round (at this k)."""
+    it will have is in the value), its late values, and the points it made in its last round at k
+    ``every``."""
 
     ranks: dict[int, int]
     final: bool
     late: int
     made: int
+    every: int
 
     def to_dict(self) -> dict:
         return {"ranks": {str(r): s for r, s in self.ranks.items()}, "final": self.final, "late": self.late,
-                "made": self.made}
+                "made": self.made, "every": self.every}
 
     @classmethod
     def from_dict(cls, head: dict) -> Head:
         return cls({int(r): int(s) for r, s in head["ranks"].items()}, bool(head["final"]), int(head["late"]),
-                   int(head["made"]))
+                   int(head["made"]), int(head.get("every", 1)))
 
 
 @dataclasses.dataclass

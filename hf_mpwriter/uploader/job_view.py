@@ -265,10 +265,10 @@ class JobView:
     def message(self, limit: int, final: bool) -> bytes:
         """This node's points the leader has not written yet (the oldest steps first, within ``limit`` bytes),
         its ranks' newest steps, the tags they log (a point waits for every node that logs its tag), the
-        points it made since its last value (the leader's k follows them), and whether the node is done
+        points it made since its last value and the k it made them at (the leader's k follows them), and whether the node is done
         (``final``: every point it will have is in it)."""
         head = {"ranks": {str(r): s for r, s in sorted(self.newest.items())}, "tags": sorted(self._reporters),
-                "final": False, "late": self.late, "made": self.made}
+                "final": False, "late": self.late, "made": self.made, "every": self.every}
         room = limit - len(json.dumps({**head, "points": []}))
         if room < 0:  # its tags alone are too many: the leader learns them from the points
             head["tags"] = None
