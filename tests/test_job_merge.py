@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from helpers import accumulator, plugin_accumulator, read_run_events, scalar_poi
 from test_job_view import _assert_equal, _Clock, _job_points, _log, _rank_writer, _recomputed
 
 from hf_mpwriter.targets.hub import HubTarget
+from hf_mpwriter.timing import STORE_CALL_S
 from hf_mpwriter.uploader import job_merge
 from hf_mpwriter.uploader.job_commit import JobTarget, store_prefix
 from hf_mpwriter.uploader.job_merge import JobMerge, ViewExchange
@@ -199,13 +201,13 @@ def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says
 
 
 # -- through a real store, as the uploaders of a job exchange them -------------------------------------------
-def _job_node(port: int, node: int, nodes: int = 2) -> JobTarget:
+def _job_node(port: int, node: int, nodes: int = 2, deadline: float = STORE_CALL_S) -> JobTarget:
     """Node ``node`` of a job, as its uploader holds it (the store real; nothing here calls the Hub)."""
     address = StoreAddress("127.0.0.1", port, "job-1")
     inner = HubTarget("tester/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9", shared_branch=True)
     leader = HubTarget("tester/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9")
-    target = JobTarget(inner, leader, JobStore(address, store_prefix(address, inner.key)), node, nodes, wait=10.0,
-                       spacing=0.5)
+    store = JobStore(address, store_prefix(address, inner.key), deadline)
+    target = JobTarget(inner, leader, store, node, nodes, wait=10.0, spacing=0.5)
     assert target._announce()  # its keys in the store, as at its start (its leader thread is not started: see below)
     return target
 
@@ -457,11 +459,15 @@ def _with_store(scenario, tmp_path: Path) -> None:
 
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     scenario(tmp_path, store)
+    sys.stdout.flush()
+    os._exit(0)  # passed: the interpreter's teardown of torch's stores is not the scenario's (it aborted once)
 
 
 def _tree(tmp_path: Path, store, clock: _Clock, nodes: int, size: int):
     views, writers = _node_views(tmp_path, clock, nodes, 2)
-    jobs = [_job_node(store.port, k, nodes) for k in range(nodes)]
+    # (a longer deadline than a node's: every node's store clients, and the groups' stores, share this one
+    # process, and each connection here now and then waits out a try: :func:`job_store._connect`)
+    jobs = [_job_node(store.port, k, nodes, deadline=3 * STORE_CALL_S) for k in range(nodes)]
     exchanges = [ViewExchange(view, job, nodes, size=size) for view, job in zip(views, jobs)]
     jobs[0].leader.leading = True
     ranks = tmp_path / "every-rank"  # every rank's run in one folder, as the target holds them
