@@ -69,10 +69,11 @@ class Group:
         self._client: JobStore | None = None  # to the store of the host it last reached
         self._seen = (b"", clock())  # the host's value, and when it last changed
 
-    def send(self, value_for: Callable[[int], bytes]) -> None:
+    def send(self, value_for: Callable[[int], bytes], final: bool = False) -> None:
         """This round's value (``value_for(limit)``: the node's value within ``limit`` bytes) to its host, or
         merged with its members' into the group's value if it hosts, or into the job's store if no host
-        answers. Raises :class:`StoreError` only if the job's store fails."""
+        answers. ``final`` (the node is done, and may be gone before its host relays it): into the job's
+        store as well. Raises :class:`StoreError` only if the job's store fails."""
         main = self.job.store
         host = self._host(main)
         if self.hosting:  # (a claim that lost its race stopped hosting above)
@@ -86,8 +87,9 @@ class Group:
         if host is not None:
             try:
                 self._client_for(host).set(f"view/{self.job.node}", value_for(self.limit))
-                self._leave_direct(main)
-                return
+                if not final:
+                    self._leave_direct(main)
+                    return
             except StoreError as exc:
                 logger.info("job run: group %d's host at %s:%d did not take this node's points (%s); they go to "
                             "the job's store", self.index, host.host, host.port, exc)

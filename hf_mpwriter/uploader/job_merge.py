@@ -236,7 +236,7 @@ class ViewExchange:
         if self.view.acknowledged(held, self.every):
             self.view.save()
         if self.group is not None:
-            self.group.send(lambda limit: self._value(limit, final))
+            self.group.send(lambda limit: self._value(limit, final), final)
             self.view.made = 0
         elif len(value := self._value(self.limit, final)) > 2:
             store.set(f"view/{self.job.node}", value)
