@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 GROUP_FROM = 64
 #: A host whose claim did not change for this many times the view's wait is taken as gone.
 HOST_STALE_FACTOR = 3.0
+#: The most a group's value holds, and a member's in its group's store (within the round's budget: each
+#: carries about two rounds of points, what its nodes made since the leader's last word reached them).
+GROUP_VALUE_BYTES = 1024 * 1024
 
 
 def group_size(nodes: int) -> int | None:
@@ -69,11 +72,13 @@ class Group:
         self._client: JobStore | None = None  # to the store of the host it last reached
         self._seen = (b"", clock())  # the host's value, and when it last changed
 
-    def send(self, value_for: Callable[[int], bytes], final: bool = False) -> None:
+    def send(self, value_for: Callable[[int], bytes], final: bool = False, held: dict[str, int] | None = None,
+             every: int = 1) -> None:
         """This round's value (``value_for(limit)``: the node's value within ``limit`` bytes) to its host, or
-        merged with its members' into the group's value if it hosts, or into the job's store if no host
-        answers. ``final`` (the node is done, and may be gone before its host relays it): into the job's
-        store as well. Raises :class:`StoreError` only if the job's store fails."""
+        merged with its members' into the group's value if it hosts (without the steps the leader wrote,
+        ``held``, or that k, ``every``, leaves out: a member learns them a round later), or into the job's
+        store if no host answers. ``final`` (the node is done, and may be gone before its host relays it):
+        into the job's store as well. Raises :class:`StoreError` only if the job's store fails."""
         main = self.job.store
         host = self._host(main)
         if self.hosting:  # (a claim that lost its race stopped hosting above)
@@ -81,12 +86,12 @@ class Group:
             members = [node for node in self.nodes if node != self.job.node]
             values = dict(zip(members, self._own.multi_get([f"view/{node}" for node in members])))
             values[self.job.node] = value_for(self.limit)
-            main.set(f"view/g{self.index}", group_value(values, self.limit))
+            main.set(f"view/g{self.index}", group_value(values, self.limit, held or {}, every), self.limit)
             self._leave_direct(main)
             return
         if host is not None:
             try:
-                self._client_for(host).set(f"view/{self.job.node}", value_for(self.limit))
+                self._client_for(host).set(f"view/{self.job.node}", value_for(self.limit), self.limit)
                 if not final:
                     self._leave_direct(main)
                     return

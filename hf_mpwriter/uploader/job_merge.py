@@ -44,7 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .job_commit import JobTarget
-from .job_group import HOST_STALE_FACTOR, Group, group_size
+from .job_group import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
 from .job_stats import Stats
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreError
 from .job_values import parse_value
@@ -65,7 +65,7 @@ class JobMerge:
     def __init__(self, logdir: Path, nodes: int, world: int, wait: float, held: dict[str, int], every: int,
                  clock: Callable[[], float] = time.monotonic, hops: int = 1) -> None:
         """``hops``: the rounds a node's value takes to reach the leader (2 in a tree: :mod:`.job_group`)."""
-        self.nodes, self.world, self.clock = nodes, world, clock
+        self.nodes, self.world, self.clock, self.hops = nodes, world, clock, hops
         self.wait = (LEADER_WAIT_FACTOR + hops - 1) * wait  # how long a point waits here for its nodes
         self.run = JobRun(logdir, after=max(held.values(), default=None))
         self.held = dict(held)  # tag -> the last step the job run holds (every leader's, from view/held)
@@ -168,7 +168,8 @@ class JobMerge:
         if self.largest <= limit * 0.9 or not self.points_read:
             return
         per_point = self.bytes_read / self.points_read
-        factor = max(self._made.values(), default=0) * per_point / (0.8 * limit)
+        factor = max(self._made.values(), default=0) * per_point * self.hops / (0.8 * limit)  # (a value carries
+        # what its nodes made since the leader's word reached them: a round a hop)
         if factor <= 1:
             return
         self.every *= 2 ** math.ceil(math.log2(factor))
@@ -204,7 +205,8 @@ class ViewExchange:
         self.view, self.job, self.nodes = view, job, nodes
         size = group_size(nodes) if size is None else size
         self.groups = 0 if size is None else math.ceil(nodes / size)
-        self.limit = node_limit(nodes if size is None else max(size, self.groups))  # (what the leader reads)
+        # the most a value holds: a node's in the job's store, or a group's (and a member's in its group's store)
+        self.limit = node_limit(nodes) if size is None else min(GROUP_VALUE_BYTES, ROUND_BYTES // max(size, self.groups))
         self.group = None if size is None else Group(job, nodes, size, self.limit, node_limit(nodes),
                                                      stale=HOST_STALE_FACTOR * view.wait, clock=view.clock)
         self.merge: JobMerge | None = None
@@ -236,7 +238,7 @@ class ViewExchange:
         if self.view.acknowledged(held, self.every):
             self.view.save()
         if self.group is not None:
-            self.group.send(lambda limit: self._value(limit, final), final)
+            self.group.send(lambda limit: self._value(limit, final), final, held, self.every)
             self.view.made = 0
         elif len(value := self._value(self.limit, final)) > 2:
             store.set(f"view/{self.job.node}", value)
@@ -257,7 +259,7 @@ class ViewExchange:
     def _value(self, limit: int, final: bool) -> bytes:
         """This node's value within ``limit``; empty if its tags alone are more than a value holds."""
         value = self.view.message(limit, final)
-        return value if len(value) <= MAX_VALUE_BYTES else b"{}"
+        return value if len(value) <= max(limit, MAX_VALUE_BYTES) else b"{}"
 
     def _finish_attempt(self, raw: bytes) -> int:
         """The last round's publication raised (its answer lost): if it applied, write its points now; if not,

@@ -111,8 +111,9 @@ class JobStore:
 
         return self._bounded(call, 2)
 
-    def set(self, key: str, value: bytes) -> None:
-        _check_size(key, value)
+    def set(self, key: str, value: bytes, largest: int = MAX_VALUE_BYTES) -> None:
+        """Set ``key``; ``largest``: the most its value may hold (a merge tree's group values are larger)."""
+        _check_size(key, value, largest)
         full = self.prefix + key
         self._bounded(lambda client: client.set(full, value))
 
@@ -272,6 +273,6 @@ def route_address(near: StoreAddress) -> str:
         return str(probe.getsockname()[0])
 
 
-def _check_size(key: str, value: bytes) -> None:
-    if len(value) > MAX_VALUE_BYTES:
-        raise StoreError(f"{key}: {len(value)} bytes is more than the {MAX_VALUE_BYTES} a store value may hold here")
+def _check_size(key: str, value: bytes, largest: int = MAX_VALUE_BYTES) -> None:
+    if len(value) > largest:
+        raise StoreError(f"{key}: {len(value)} bytes is more than the {largest} a store value may hold here")

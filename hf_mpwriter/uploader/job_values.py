@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 
 from .job_stats import Stats
 
@@ -77,10 +78,11 @@ def parse_value(node: int | None, raw: bytes) -> Value | None:
     return Value({node: Head.from_dict(message)}, tags, [(str(t), int(s), item, one) for t, s, item in message["points"]])
 
 
-def group_value(values: dict[int, bytes], limit: int) -> bytes:
+def group_value(values: dict[int, bytes], limit: int, held: dict[str, int], every: int) -> bytes:
     """The values of a group's nodes (``node -> its value``) as one (:mod:`.job_group`): each step's points
-    merged, the oldest steps first within ``limit`` bytes (a group cut short says none of its nodes is done).
-    A value that does not parse is left out, and said."""
+    merged, but those of a step the job run holds (``held``, per tag) or that k (``every``) leaves out, the
+    oldest steps first within ``limit`` bytes (a group cut short says none of its nodes is done). A value
+    that does not parse is left out, and said."""
     heads: dict[int, Head] = {}
     tags: dict[str, set[int]] = {}
     merged: dict[_Key, tuple[Stats, frozenset[int]]] = {}
@@ -97,6 +99,8 @@ def group_value(values: dict[int, bytes], limit: int) -> bytes:
         for tag, nodes in value.tags.items():
             tags.setdefault(tag, set()).update(nodes)
         for tag, step, stats, covered in parsed:
+            if step <= held.get(tag, -math.inf) or step % every:
+                continue
             had = merged.get((tag, step))
             merged[(tag, step)] = (stats, covered) if had is None else (had[0].merge(stats), had[1] | covered)
     everyone = frozenset(heads)
