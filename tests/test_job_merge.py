@@ -509,6 +509,18 @@ def _tree_exact(tmp_path: Path, store) -> None:
         job = _job_points(views[0].logdir, "loss")
         assert sorted(job) == list(range(15))
         _assert_equal(job, _recomputed(ranks, "loss"), 12)
+        for step in range(15, 18):  # the job's last steps: each node says it is done
+            for writer in writers:
+                _log(writer, step, round(rng.uniform(-5, 5), 3))
+        for final in (True, True):
+            for view, exchange in zip(views, exchanges):
+                view.update(final=final)
+                exchange.round(final=final)
+        done = json.loads(exchanges[0].job.store.get("view/1"))
+        assert done["final"]  # a member's last value is in the job's store too
+        job = _job_points(views[0].logdir, "loss")
+        assert sorted(job) == list(range(18))  # taken once, whichever way they came
+        _assert_equal(job, _recomputed(ranks, "loss"), 12)
     finally:
         for exchange in exchanges:
             exchange.close()

@@ -12,7 +12,8 @@ Each round (:class:`~.job_merge.ViewExchange`)::
 
 So the job's store, which serves the training job too, carries one value per group instead of one per
 node, and each group's store one per member: each value may be ``sqrt(nodes)`` times larger than in a
-flat merge for the same bytes a round, and the leader merges as many values as there are groups.
+flat merge for the same bytes a round (up to :data:`GROUP_VALUE_BYTES`), and the leader merges as many
+values as there are groups. A point takes a round more to reach the leader (node, host, leader).
 
 A member that cannot reach its host (there is none yet, it died, or its store does not answer) sets
 its value in the job's store instead, within a flat merge's share (``ROUND_BYTES / nodes``), and
@@ -68,7 +69,7 @@ class Group:
         self.can_host = True  # (False once serving failed: it leaves hosting to the others)
         self._server: Any = None
         self._hosted = b""  # the group's host value as this node last set it, while it hosts
-        self._own: JobStore | None = None  # this node's client of the store it serves
+        self._own: JobStore | None = None  # the store it serves, through the server's own client
         self._client: JobStore | None = None  # to the store of the host it last reached
         self._seen = (b"", clock())  # the host's value, and when it last changed
 
