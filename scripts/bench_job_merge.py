@@ -12,6 +12,9 @@ nodes (one process runs them in turn: their own reduction of their ranks' files,
 ``bench_job_view.py``, is replaced by points made here, one per tag and step, as their ranks'
 values would give them) and the commits (the job run lands with the leader's commit of the round it
 was written in). Conservative timing: the leader's round reads what the nodes set in the round before.
+In a merge tree (from 65 nodes, unless ``--flat``) the groups' hosts serve real stores in this process,
+each member a client of its host's, and each host runs first of its group: it relays what its members set
+in the round before.
 
 Prints, per node count: the leader's CPU for its rounds (share of one core: its merging thread; and the
 whole process meanwhile, the store's server thread and the store clients' threads included), the bytes
@@ -21,6 +24,7 @@ passes or fails.
 
     python scripts/bench_job_merge.py                              # 64, 256, 1024 nodes, 20 min each
     python scripts/bench_job_merge.py --nodes 1024 --minutes 60
+    python scripts/bench_job_merge.py --flat                       # no merge tree (from 65 nodes by default)
 """
 
 from __future__ import annotations
