@@ -85,12 +85,17 @@ class Group:
         if self.hosting:  # (a claim that lost its race stopped hosting above)
             assert self._own is not None
             members = [node for node in self.nodes if node != self.job.node]
-            values = dict(zip(members, self._own.multi_get([f"view/{node}" for node in members])))
-            values[self.job.node] = value_for(self.limit)
-            main.set(f"view/g{self.index}", group_value(values, self.limit, held or {}, every), self.limit)
-            self._leave_direct(main)
-            return
-        if host is not None:
+            try:
+                values = dict(zip(members, self._own.multi_get([f"view/{node}" for node in members])))
+            except StoreError as exc:  # (its own store, not the job's: this node's value goes there instead)
+                logger.warning("job run: group %d's store does not answer this node that serves it (%s)", self.index, exc)
+                self._release(main, self._hosted)
+            else:
+                values[self.job.node] = value_for(self.limit)
+                main.set(f"view/g{self.index}", group_value(values, self.limit, held or {}, every), self.limit)
+                self._leave_direct(main)
+                return
+        elif host is not None:
             try:
                 self._client_for(host).set(f"view/{self.job.node}", value_for(self.limit), self.limit)
                 if not final:
