@@ -305,16 +305,21 @@ def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_po
     merge.close()
 
 
-def test_two_leaders_in_one_round_write_its_steps_once(tmp_path, job_nodes, store):
-    """Both nodes believe they lead and read the same view/held; node 0 does a whole round between node 1's
-    read and its publication, with the same points: the publications differ (each names its writer), so
-    node 1's compare-and-set fails and it writes nothing (the same bytes would have let both write)."""
-    clock = _Clock()
-    views, writers = job_nodes(2, 2, clock)
+def _two_nodes_five_steps(job_nodes, store) -> tuple[list[JobView], list[JobTarget], list[ViewExchange]]:
+    """Two nodes of two ranks each, their exchanges through the real store, and steps 0-4 logged."""
+    views, writers = job_nodes(2, 2, _Clock())
     jobs, exchanges = _exchanges(store.port, views)
     for step in range(5):
         for rank, writer in enumerate(writers):
             _log(writer, step, float(rank + step))
+    return views, jobs, exchanges
+
+
+def test_two_leaders_in_one_round_write_its_steps_once(tmp_path, job_nodes, store):
+    """Both nodes believe they lead and read the same view/held; node 0 does a whole round between node 1's
+    read and its publication, with the same points: the publications differ (each names its writer), so
+    node 1's compare-and-set fails and it writes nothing (the same bytes would have let both write)."""
+    views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
     for view, exchange in zip(views, exchanges):
         view.update()
         assert exchange.round(final=False) == 0  # neither leads: both values in the store
@@ -366,12 +371,7 @@ def test_a_publication_whose_answer_is_lost_neither_loses_nor_repeats_its_points
     at the next round the points are written once, from the attempt it kept or from the nodes again."""
     from hf_mpwriter.uploader.job_store import StoreError
 
-    clock = _Clock()
-    views, writers = job_nodes(2, 2, clock)
-    jobs, exchanges = _exchanges(store.port, views)
-    for step in range(5):
-        for rank, writer in enumerate(writers):
-            _log(writer, step, float(rank + step))
+    views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
     views[1].update()
     exchanges[1].round(final=False)
     jobs[0].leader.leading = True
