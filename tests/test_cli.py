@@ -141,6 +141,36 @@ def test_demo_chaos_kills_and_still_verifies(tmp_path):
     assert "verify    OK" in result.stdout
 
 
+def test_verify_skips_a_file_with_no_whole_record_and_names_one_the_target_lacks(tmp_path):
+    """An uploader SIGKILLed between creating the job run's file and its first flush leaves it empty: nothing
+    was accepted, so nothing is owed to the target (CI's chaos demo once failed on that)."""
+    from hf_mpwriter.cli.demo import verify
+    from hf_mpwriter.events.encoding import scalars_event
+    from hf_mpwriter.events.event_file import EventFileWriter
+    from hf_mpwriter.targets.local import LocalTarget
+    from hf_mpwriter.uploader.snapshot import Scanner
+    from hf_mpwriter.writer.ranks import RankInfo
+
+    logdir = tmp_path / "logs"
+    run_dir = logdir / str(RankInfo(0, 1, "explicit").run_name())
+    run_dir.mkdir(parents=True)
+    writer = EventFileWriter(run_dir)
+    for step in range(3):
+        writer.add_serialized(scalars_event([("train/loss", 1.0)], step, 0.0))
+    writer.close()
+    target = LocalTarget(tmp_path / "target")
+    target.prepare()
+    target.commit(Scanner(logdir).snapshot({}), "the ranks")
+    (logdir / "job").mkdir()
+    (logdir / "job" / "events.out.tfevents.1.host.1").touch()  # created; the process killed before its first flush
+    assert verify(logdir, target, steps=3, workers=1) == []
+    job = EventFileWriter(logdir / "job")
+    job.add_serialized(scalars_event([("train/loss/mean", 1.0)], 0, 0.0))
+    job.close()
+    [problem] = verify(logdir, target, steps=3, workers=1)
+    assert job.files[0].name in problem
+
+
 def test_demo_through_the_local_hub(tmp_path):
     result = run("demo", "--workers", "2", "--steps", "40", "--local-hub", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

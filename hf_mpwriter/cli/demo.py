@@ -83,7 +83,9 @@ def read_events(data: bytes) -> Counter:
 def verify(logdir: Path, target: Any, steps: int, workers: int) -> list[str]:
     """Compare every local event file with its remote copy; check every rank logged every step.
 
-    Returns problems (empty: all good). Remote files must equal the local whole-record prefix.
+    Returns problems (empty: all good). Remote files must equal the local whole-record prefix; a file
+    with no whole record yet (a process killed between creating it and its first flush) holds nothing
+    to send.
     """
     from ..uploader.snapshot import Scanner
 
@@ -92,6 +94,8 @@ def verify(logdir: Path, target: Any, steps: int, workers: int) -> list[str]:
     per_run: dict[str, set] = {}
     for rel, st in scanner.files():
         local = (logdir / rel).read_bytes()[: scanner.whole_size(rel, st, 0)]
+        if not local:
+            continue
         try:
             remote = target.read(rel)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
