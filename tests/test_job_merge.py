@@ -172,6 +172,25 @@ def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late
     merge.close()
 
 
+def test_a_node_whose_ranks_logged_nothing_yet_holds_the_points_back_until_they_do(job_nodes):
+    """A node's uploader may send before its ranks' first records (its round at its start): the other nodes'
+    points are not complete without it (CI's two-node job once wrote its first steps with half the ranks)."""
+    clock = _Clock()
+    views, writers = job_nodes(2, 2, clock)
+    merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held={}, every=1, clock=clock)
+    for step in range(3):
+        for writer in writers[:2]:  # node 0's ranks only
+            _log(writer, step, float(step))
+    assert _round(views, merge) == 0 and merge.waiting == 3  # the path: node 1 sent, with no ranks yet
+    assert json.loads(views[1].message(1 << 18, False))["ranks"] == {}
+    for step in range(3):
+        for writer in writers[2:]:
+            _log(writer, step, float(step))
+    assert _round(views, merge) == 3
+    assert {point["ranks"] for point in _job_points(views[0].logdir, "loss").values()} == {4.0}
+    merge.close()
+
+
 def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says_k(monkeypatch, job_nodes):
     clock = _Clock()
     views, writers = job_nodes(2, 2, clock)
@@ -509,7 +528,17 @@ def _tree_exact(tmp_path: Path, store) -> None:
         job = _job_points(views[0].logdir, "loss")
         assert sorted(job) == list(range(15))
         _assert_equal(job, _recomputed(ranks, "loss"), 12)
-        for step in range(15, 18):  # the job's last steps: each node says it is done
+        # A round's order (next_in): the nodes at its start, the hosts a sixth of it later, the leader a sixth
+        # after them. In that order a point reaches the job run in the round its node sent it.
+        start = 1_000 * exchanges[0].period
+        assert [e.next_in(start) / e.period for e in exchanges] == pytest.approx([2 / 6, 0, 1 / 6, 0, 1 / 6, 0])
+        for writer in writers:
+            _log(writer, 15, round(rng.uniform(-5, 5), 3))
+        for view, exchange in sorted(zip(views, exchanges), key=lambda pair: pair[1].next_in(start)):
+            view.update()
+            exchange.round(final=False)
+        assert 15 in _job_points(views[0].logdir, "loss")
+        for step in range(16, 18):  # the job's last steps: each node says it is done
             for writer in writers:
                 _log(writer, step, round(rng.uniform(-5, 5), 3))
         for final in (True, True):

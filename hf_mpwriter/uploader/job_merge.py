@@ -11,8 +11,8 @@ per tag and step), and at each of its cycles, through the job's store (:mod:`.jo
              compare_set view/held        per tag, the last step it is about to write; and k
              write those points into its logdir's job run (it rides along with its commits)
 
-A point is due once every node of the job has said something and every node that logs its tag (as
-its value says) sent it, or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it
+A point is due once every node of the job has said something (of its ranks: a node whose ranks logged
+nothing yet cannot say which tags they log) and every node that logs its tag (as its value says) sent it, or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it
 (a node's own wait, then its next round; one round more in a tree), or when every node said it is
 done. A node that logs the tag but did not send the step is named, with its ranks, as missing. Late
 points (a step the job run holds) are not written.
@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..timing import JOB_VIEW_WAIT_S
 from .job_commit import JobTarget
 from .job_group import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
 from .job_stats import Stats
@@ -52,10 +53,14 @@ from .job_view import JobRun, JobView
 
 logger = logging.getLogger(__name__)
 
-#: What the nodes' points may take in the store per round, all nodes together.
+#: What the nodes' points may take in the store per round of :data:`~..timing.JOB_VIEW_WAIT_S`, all nodes
+#: together (a shorter round, as much less: :meth:`ViewExchange.__init__`).
 ROUND_BYTES = 16 * 1024 * 1024
 #: A point waits this many times the view's wait at the leader (the node's own wait, then its next round).
 LEADER_WAIT_FACTOR = 2.0
+#: Within a round, the groups' hosts come this share of it after the nodes, and the leader as much after
+#: them (:meth:`ViewExchange.next_in`): a node's point reaches the leader in the round it was sent.
+ROUND_STAGGER = 1 / 6
 _Key = tuple[str, int]
 
 
@@ -97,7 +102,8 @@ class JobMerge:
         if value is None:
             return
         for one, head in value.heads.items():
-            self._heard.add(one)
+            if head.ranks or head.final:  # (a node that read none of its ranks yet does not know its tags)
+                self._heard.add(one)
             self._ranks_of[one] = head.ranks
             self._late[one] = head.late
             self._made[one] = head.made if head.every >= self.every else 0  # (made at an older k: no rate for this one)
@@ -182,9 +188,9 @@ class JobMerge:
         self.run.close()
 
 
-def node_limit(nodes: int) -> int:
-    """The most one node's value holds: its share of :data:`ROUND_BYTES`, within what the store takes."""
-    return min(MAX_VALUE_BYTES, ROUND_BYTES // max(1, nodes))
+def node_limit(nodes: int, budget: int = ROUND_BYTES) -> int:
+    """The most one node's value holds: its share of a round's ``budget``, within what the store takes."""
+    return min(MAX_VALUE_BYTES, budget // max(1, nodes))
 
 
 def _merged(by_nodes: dict[frozenset[int], Stats]) -> Stats:
@@ -199,21 +205,36 @@ class ViewExchange:
     """One node's part in the job run of a job with a store: it sends its points, and merges every node's
     while it leads."""
 
-    def __init__(self, view: JobView, job: JobTarget, nodes: int, size: int | None = None) -> None:
+    def __init__(self, view: JobView, job: JobTarget, nodes: int, size: int | None = None,
+                 period: float = JOB_VIEW_WAIT_S) -> None:
         """``size``: the nodes of a group in a merge tree (:mod:`.job_group`; by default as many as the job's
-        size calls for, none below :data:`~.job_group.GROUP_FROM` nodes)."""
+        size calls for, none below :data:`~.job_group.GROUP_FROM` nodes). ``period``: seconds between two
+        rounds (:meth:`next_in`; at most :data:`~..timing.JOB_VIEW_WAIT_S`, whose round has the whole
+        :data:`ROUND_BYTES`: a shorter one has as much less, the same bytes a second)."""
         self.view, self.job, self.nodes = view, job, nodes
+        self.period = min(period, JOB_VIEW_WAIT_S)
+        budget = int(ROUND_BYTES * self.period / JOB_VIEW_WAIT_S)
         size = group_size(nodes) if size is None else size
         self.groups = 0 if size is None else math.ceil(nodes / size)
         # the most a value holds: a node's in the job's store, or a group's (and a member's in its group's store)
-        self.limit = node_limit(nodes) if size is None else min(GROUP_VALUE_BYTES, ROUND_BYTES // max(size, self.groups))
-        self.group = None if size is None else Group(job, nodes, size, self.limit, node_limit(nodes),
+        self.limit = node_limit(nodes, budget) if size is None else min(GROUP_VALUE_BYTES, budget // max(size, self.groups))
+        self.group = None if size is None else Group(job, nodes, size, self.limit, node_limit(nodes, budget),
                                                      stale=HOST_STALE_FACTOR * view.wait, clock=view.clock)
         self.merge: JobMerge | None = None
         self.every = 1
         self._published = b""  # view/held as this node's merge last set it
         self._attempt: tuple[bytes, list[tuple[str, int, Stats]]] | None = None  # a publication whose answer was lost
         self.off = False  # the job's tags are more than view/held holds: no merging
+
+    def next_in(self, wall: float) -> float:
+        """Seconds from ``wall`` (``time.time()``) to this node's next round. Rounds come every :attr:`period`
+        seconds on the wall clock, whatever the commits' pace (a large job's commit interval is many
+        minutes; its points would not fit its store's budget for one round): the nodes at its start, the groups' hosts
+        :data:`ROUND_STAGGER` of it later, the leader as much after them. Clocks that disagree by more
+        than that only cost a point a round more, never the point."""
+        period = self.period
+        role = 2 if self.job.leader.leading else 1 if self.group is not None and self.group.hosting else 0
+        return (role * ROUND_STAGGER * period - wall) % period
 
     def round(self, final: bool) -> int:
         """Send, and merge if leading; the points the merge wrote. The store failing leaves the points for

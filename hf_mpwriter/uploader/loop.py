@@ -122,6 +122,7 @@ class Uploader:
         self._next_prune = 0.0
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
         self._schedule: Schedule | None = None
+        self._next_round = 0.0  # (monotonic) when this node's next job run round is due, in a job with a store
         #: The logdir's live writers run on several hosts (a logdir every node shares): this one uploader
         #: commits every node's files, so it paces as a single node would (:meth:`_pacing`).
         self._shared = False
@@ -217,7 +218,7 @@ class Uploader:
         self._view = self._start_view(node=job is not None)
         if job is not None:
             if self._view is not None:
-                self._exchange = job_merge.ViewExchange(self._view, job, self.config.nodes)
+                self._exchange = job_merge.ViewExchange(self._view, job, self.config.nodes, period=self.config.commit_every)
             job.start()
         try:
             code = self._loop(stop or threading.Event(), watch)
@@ -301,6 +302,8 @@ class Uploader:
             if isinstance(self.target, job_commit.JobTarget):  # the writers gone: its last records, not put off
                 self.target.closing = not schedule.writers_alive
             try:
+                if self._exchange is not None and now >= self._next_round and schedule.term_at is None:
+                    self._job_run_round()
                 self._prune_registrations()
                 if mailbox.take(self.logdir, "trigger"):
                     schedule.trigger(now)
@@ -315,8 +318,10 @@ class Uploader:
                 if decision.action is Action.CYCLE:
                     if decision.urgent:  # a writer or a signal wants it now: skip the backoff
                         self.committer.skip_backoff()
-                    # The job run rides along with this commit (a backlog: some seconds of it, the rest at the next).
-                    self._update_view(final=False, budget=JOB_VIEW_READ_S)
+                    # The job run rides along with this commit (a backlog: some seconds of it, the rest at the next);
+                    # a node of a job with a store has rounds of its own, and one more as its writers close.
+                    if self._exchange is None or decision.urgent or not schedule.writers_alive:
+                        self._update_view(final=False, budget=JOB_VIEW_READ_S)
                     progress = self.committer.cycle()
                     self._count_files(progress)
                     schedule.needs_user = progress.fatal
@@ -364,6 +369,13 @@ class Uploader:
         if self._update_view(final=True):
             return Decision(Action.CYCLE, "the job run's last points", urgent=True)
         return None
+
+    def _job_run_round(self) -> None:
+        """A node of a job with a store: its job run round, at its own pace (:meth:`ViewExchange.next_in`),
+        not its commits' (the leader's node commits what its merge wrote at its next commit)."""
+        self._update_view(final=False, budget=JOB_VIEW_READ_S)
+        if self._exchange is not None:  # (a failure turned it off)
+            self._next_round = time.monotonic() + self._exchange.next_in(time.time())
 
     def _update_view(self, final: bool, budget: float = math.inf) -> int:
         """Bring the job run up to date (the points written); a failure turns it off for this uploader (it
