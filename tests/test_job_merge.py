@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -561,7 +562,17 @@ def test_in_a_tree_a_dead_host_s_members_go_to_the_job_store_then_one_hosts_and_
     _in_child("_tree_dead_host", tmp_path)
 
 
-def _tree_dead_host(tmp_path: Path, store) -> None:
+def test_in_a_tree_a_host_that_never_answers_costs_its_members_one_bounded_call_a_round(tmp_path):
+    _in_child("_tree_hanging_host", tmp_path)
+
+
+def _tree_hanging_host(tmp_path: Path, store) -> None:
+    """As :func:`_tree_dead_host`, but group 1's host is frozen: its port takes connections and never answers
+    (node 3's calls to it have a node's own deadline, 5 s)."""
+    _tree_dead_host(tmp_path, store, hangs=True)
+
+
+def _tree_dead_host(tmp_path: Path, store, hangs: bool = False) -> None:
     """Group 1's host (node 2) dies with its store: node 3 sets its value in the job's store at once, then
     claims the group once its claim is stale and carries it; every step is written once, exact, node 2's
     ranks named missing from its death on. A round every 30 s, the view's wait."""
@@ -585,11 +596,23 @@ def _tree_dead_host(tmp_path: Path, store) -> None:
         exchanges[2].close()  # its store goes with it: no one connects any more,
         exchanges[3].group._client = None  # and node 3's connection to it is reset (a dropped server, in this
         alive.remove(2)  # process, still serves the connections it has)
+        if hangs:  # its claim names a port that takes connections and never answers (a frozen host)
+            frozen = socket.create_server(("127.0.0.1", 0), backlog=16)
+            claim = json.loads(exchanges[3].job.store.get(exchanges[3].group.key))
+            claim["at"] = f"127.0.0.1:{frozen.getsockname()[1]}"
+            exchanges[3].job.store.set(exchanges[3].group.key, json.dumps(claim).encode())
+            exchanges[3].job.store.deadline = STORE_CALL_S  # its client to the host gets a node's own deadline
+        started = time.monotonic()
         round_(range(10, 15))
+        if hangs:  # the path: one call to the frozen host, abandoned at its deadline
+            assert time.monotonic() - started >= STORE_CALL_S and len(exchanges[3].group._client._abandoned) == 1
+            exchanges[3].job.store.deadline = 3 * STORE_CALL_S
         assert exchanges[3].group.direct and not exchanges[3].group.hosting
         assert json.loads(exchanges[0].job.store.get("view/3"))["points"]  # the path: node 3's own value
         round_(range(15, 20))
         round_(range(20, 25))
+        if hangs:  # (the frozen claim was put in after round 2: node 3 saw it change a round later)
+            round_()
         assert not exchanges[3].group.hosting  # node 2's claim is not stale yet
         round_()
         assert exchanges[3].group.hosting and not exchanges[3].group.direct

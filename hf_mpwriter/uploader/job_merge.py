@@ -11,11 +11,12 @@ per tag and step), and at each of its cycles, through the job's store (:mod:`.jo
              compare_set view/held        per tag, the last step it is about to write; and k
              write those points into its logdir's job run (it rides along with its commits)
 
-A point is due once every node of the job has said something (of its ranks: a node whose ranks logged
-nothing yet cannot say which tags they log) and every node that logs its tag (as its value says) sent it, or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it
-(a node's own wait, then its next round; one round more in a tree), or when every node said it is
-done. A node that logs the tag but did not send the step is named, with its ranks, as missing. Late
-points (a step the job run holds) are not written.
+A point is due once every node of the job has said something of its ranks (a node whose ranks logged
+nothing yet cannot say which tags they log) and every node that logs its tag (as its value says) sent
+it, or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it (a node's own wait,
+then its next round; one round more in a tree), or when every node said it is done. A node that logs
+the tag but did not send the step is named, with its ranks, as missing. Late points (a step the job
+run holds) are not written.
 
 The intake is bounded: each node's value holds at most ``ROUND_BYTES / nodes`` (and the store's
 :data:`~.job_store.MAX_VALUE_BYTES`). A job of more than :data:`~.job_group.GROUP_FROM` nodes merges
