@@ -51,13 +51,26 @@ from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
 from hf_mpwriter.uploader.job_view import JobView
 
 
-def _node(store: JobStore, node: int, nodes: int, root: Path, ranks: int, commit_every: float) -> job_merge.ViewExchange:
+class _Clock:
+    """The simulated time (the views', the merge's and the groups' clock): a round here may take longer than
+    its simulated seconds, and a host's beat must not look stale for it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _node(store: JobStore, node: int, nodes: int, root: Path, ranks: int, commit_every: float,
+          clock: _Clock) -> job_merge.ViewExchange:
     inner = HubTarget("bench/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9", shared_branch=True)
     target = JobTarget(inner, inner, store, node, nodes, wait=10.0, spacing=0.5)
     assert target._announce(), "the store did not answer"
     logdir = root / f"node-{node}"
     logdir.mkdir()
-    view = JobView(logdir, nodes * ranks, wait=max(JOB_VIEW_WAIT_S, commit_every), node_ranks=ranks)  # (as start_for)
+    view = JobView(logdir, nodes * ranks, wait=max(JOB_VIEW_WAIT_S, commit_every), node_ranks=ranks,  # (as start_for)
+                   clock=clock)
     return job_merge.ViewExchange(view, target, nodes, period=commit_every)  # (as the uploader makes it)
 
 
@@ -90,7 +103,8 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, kind: str, root: Path
     address = StoreAddress("127.0.0.1", server.port, "bench")
     prefix = store_prefix(address, HubTarget("bench/job", prefix="tb", endpoint="http://127.0.0.1:9").key)
     simulated = JobStore(address, prefix)  # one connection for the simulated nodes; the leader has its own
-    exchanges = [_node(JobStore(address, prefix) if k == 0 else simulated, k, nodes, root, ranks, config)
+    clock = _Clock()
+    exchanges = [_node(JobStore(address, prefix) if k == 0 else simulated, k, nodes, root, ranks, config, clock)
                  for k in range(nodes)]
     leader = exchanges[0]
     leader.job.leader.leading = True
@@ -102,7 +116,7 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, kind: str, root: Path
     merged: list[tuple[float, int]] = []  # (sim time, newest step the leader's job run holds)
     rounds = int(minutes * 60 / period)
     for r in range(rounds):
-        start = (r + 1) * period  # a round's start; its steps are those logged in the period before
+        start = clock.now = (r + 1) * period  # a round's start; its steps are those logged in the period before
         for k, exchange in enumerate(exchanges):
             _make_points(exchange.view, k, ranks, names, range(int(start - period), int(start)))
         # In the order of their times in the round (next_in): the nodes, then the groups' hosts, then the leader.
