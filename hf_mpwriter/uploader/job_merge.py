@@ -1,7 +1,8 @@
 """The job run of a multi-node job with a store: every node's points, merged by the job's leader.
 
 Each node's uploader reduces its own ranks (:class:`~.job_view.JobView` as a node: :class:`~.job_stats.Stats`
-per tag and step), and at each of its cycles, through the job's store (:mod:`.job_store`)::
+per tag and step), and at each of its rounds (:meth:`ViewExchange.next_in`), through the job's store
+(:mod:`.job_store`)::
 
     node:    get view/held                drop the points the leader wrote (and take up its k)
              set view/<node>              its points not written yet, oldest first, within its share of
@@ -230,9 +231,9 @@ class ViewExchange:
     def next_in(self, wall: float) -> float:
         """Seconds from ``wall`` (``time.time()``) to this node's next round. Rounds come every :attr:`period`
         seconds on the wall clock, whatever the commits' pace (a large job's commit interval is many
-        minutes; its points would not fit its store's budget for one round): the nodes at its start, the groups' hosts
-        :data:`ROUND_STAGGER` of it later, the leader as much after them. Clocks that disagree by more
-        than that only cost a point a round more, never the point."""
+        minutes; its points would not fit its store's budget for one round): the nodes at its start, the
+        groups' hosts :data:`ROUND_STAGGER` of it later, the leader as much after them. Clocks that
+        disagree by more than that only cost a point a round more, never the point."""
         period = self.period
         role = 2 if self.job.leader.leading else 1 if self.group is not None and self.group.hosting else 0
         return (role * ROUND_STAGGER * period - wall) % period
