@@ -152,6 +152,10 @@ SYSTEM_METRICS_FIRST_SAMPLE_S = 0.2
 #: A step of the job run waits this long (at least one commit interval) for the ranks that have not
 #: logged it yet; then it is written with the ranks that did, the others named as missing.
 JOB_VIEW_WAIT_S = 30.0
+#: At its end, a node of a job with a store sends its job run points again for up to this long, until a
+#: leader took them: the leader's node may be ending too, and the lease moves only once it is gone (or
+#: :data:`LEASE_STALE_S` after it died).
+JOB_VIEW_LAST_WAIT_S = 30.0
 #: The most one commit cycle spends reading a backlog of the ranks' files into the job run (a restart
 #: without its state, ``sync`` of a logdir logged offline); the rest is read at the next cycles. At the
 #: job's end the backlog is read whole before the last points are written.

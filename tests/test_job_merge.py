@@ -12,13 +12,14 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import accumulator, plugin_accumulator, read_run_events, scalar_points
+from helpers import accumulator, plugin_accumulator, read_run_events, scalar_points, wait_for
 from test_job_view import _assert_equal, _Clock, _job_points, _log, _rank_writer, _recomputed
 
 from hf_mpwriter.targets.hub import HubTarget
@@ -279,6 +280,49 @@ def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twi
     events = read_run_events(run)
     steps = [step for step, _ in scalar_points(events, "loss/mean")]
     assert steps == list(range(30)), steps
+    assert {value for _, value in scalar_points(events, "loss/ranks")} == {4.0}
+
+
+def test_a_node_ending_after_the_leaders_node_sends_its_last_points_until_it_leads_and_writes_them(
+        tmp_path, job_nodes, store):
+    """Node 0 leads and ends first: its last round cannot write the steps node 1 has not sent yet. Node 1
+    ends while node 0 still holds the lease, then the lease moves to it (node 0's uploader gone): node 1
+    sends its last points again until it leads, and writes them. The job run at the target (both leaders'
+    files) holds every step once, with all 4 ranks."""
+    clock = _Clock()
+    views, writers = job_nodes(2, 2, clock)
+    jobs, exchanges = _exchanges(store.port, views)
+    jobs[0].leader.leading = True
+    for step in range(7):
+        for rank, writer in enumerate(writers):
+            _log(writer, step, float(rank * 10 + step))
+        if step == 4:
+            for k in (1, 0):
+                views[k].update()
+                exchanges[k].round(final=False)
+    assert _job_points(views[0].logdir, "loss").keys() == set(range(5))
+    views[0].update(final=True)
+    assert exchanges[0].last_round(wait=0.0) == 0 and views[0].outbox  # node 1's steps 5-6 not sent: not due
+    views[1].update(final=True)
+    written: list[int] = []
+    ending = threading.Thread(target=lambda: written.append(exchanges[1].last_round(wait=20.0, pause=0.1)))
+    ending.start()
+    try:
+        wait_for(lambda: json.loads(jobs[0].store.get("view/1") or b"{}").get("final"), 10, "node 1's last value")
+        assert ending.is_alive() and exchanges[1].merge is None  # the path: node 0 still leads, and 1 waits
+        jobs[0].leader.leading, jobs[1].leader.leading = False, True  # node 0's uploader gone: the lease moved
+    finally:
+        ending.join(30)
+    assert written == [2]  # steps 5 and 6, by node 1 as the leader
+    run = tmp_path / "target-job"
+    run.mkdir()
+    for exchange in exchanges:
+        exchange.close()
+    for view in views:
+        for path in (view.logdir / "job").glob("*tfevents*"):
+            (run / path.name).write_bytes(path.read_bytes())
+    events = read_run_events(run)
+    assert [step for step, _ in scalar_points(events, "loss/mean")] == list(range(7))
     assert {value for _, value in scalar_points(events, "loss/ranks")} == {4.0}
 
 

@@ -49,7 +49,7 @@ from ..state.liveness import is_alive, process_identity
 from ..state.registry import live_writers, prune_stale_registrations
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
-from ..timing import JOB_VIEW_READ_S, PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
+from ..timing import JOB_VIEW_LAST_WAIT_S, JOB_VIEW_READ_S, PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
 from . import job_commit, job_merge, job_view, system_metrics
 from .commit_cycle import Committer, Progress
 from .file_limit import FileLimitWatch
@@ -377,6 +377,10 @@ class Uploader:
         if self._exchange is not None:  # (a failure turned it off)
             self._next_round = time.monotonic() + self._exchange.next_in(time.time())
 
+    def _signalled(self) -> bool:
+        """A termination signal came: the commit comes first (no job run rounds from then on)."""
+        return self._schedule is not None and self._schedule.term_at is not None
+
     def _update_view(self, final: bool, budget: float = math.inf) -> int:
         """Bring the job run up to date (the points written); a failure turns it off for this uploader (it
         never holds a commit back)."""
@@ -384,9 +388,12 @@ class Uploader:
             return 0
         try:
             written = self._view.update(final, budget)
-            terminating = self._schedule is not None and self._schedule.term_at is not None  # the commit first
-            if self._exchange is not None and not terminating:  # store calls (each bounded), the loop beating
-                written += self._in_worker("exchange the job run's points", self._exchange.round, final, bound=None)
+            if self._exchange is not None and not self._signalled():  # store calls (each bounded), the loop beating
+                if final:  # (its points sent until a leader took them, for a bounded time)
+                    written += self._in_worker("exchange the job run's last points", self._exchange.last_round,
+                                               JOB_VIEW_LAST_WAIT_S, self._signalled, bound=None)
+                else:
+                    written += self._in_worker("exchange the job run's points", self._exchange.round, final, bound=None)
             return written
         except Abandoned:
             raise
