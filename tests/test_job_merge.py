@@ -303,6 +303,9 @@ def test_a_node_ending_after_the_leaders_node_sends_its_last_points_until_it_lea
     assert _job_points(views[0].logdir, "loss").keys() == set(range(5))
     views[0].update(final=True)
     assert exchanges[0].last_round(wait=0.0) == 0 and views[0].outbox  # node 1's steps 5-6 not sent: not due
+    started = time.monotonic()  # a termination signal ends the wait at once (the commit comes first)
+    assert exchanges[0].last_round(wait=20.0, stop=lambda: True, pause=5.0) == 0
+    assert time.monotonic() - started < 5.0
     views[1].update(final=True)
     written: list[int] = []
     ending = threading.Thread(target=lambda: written.append(exchanges[1].last_round(wait=20.0, pause=0.1)))

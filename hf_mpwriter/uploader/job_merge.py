@@ -238,20 +238,23 @@ class ViewExchange:
         role = 2 if self.job.leader.leading else 1 if self.group is not None and self.group.hosting else 0
         return (role * ROUND_STAGGER * period - wall) % period
 
-    def last_round(self, wait: float, stop: Callable[[], bool] = lambda: False, pause: float = 1.0) -> int:
+    def last_round(self, wait: float, stop: Callable[[], bool] = lambda: False, pause: float | None = None) -> int:
         """This node's last round (its writers are gone): its points sent as final, and merged if it leads.
         Points no leader took yet (the leader's node may be ending too: the lease moves once it is gone)
-        are sent again every ``pause`` seconds for up to ``wait`` seconds, until a leader wrote them (this
-        node's, once it leads), the store is gone or ``stop()`` (a termination signal: the commit comes
-        first). The points this node's merge wrote."""
+        are sent again every ``pause`` seconds (a round's :attr:`period`: the store's budget holds) for up
+        to ``wait`` seconds, until a leader wrote them (this node's, once it leads), the store is gone or
+        ``stop()`` (a termination signal: the commit comes first). The points this node's merge wrote."""
+        pause = self.period if pause is None else pause
         deadline = time.monotonic() + wait
         while True:
             written = self.round(final=True)
             if written or not self.view.outbox or time.monotonic() >= deadline or not self.job.store_usable():
                 return written
-            if stop():
-                return 0
-            time.sleep(pause)
+            until = min(deadline, time.monotonic() + pause)
+            while time.monotonic() < until:
+                if stop():
+                    return 0
+                time.sleep(min(0.25, pause))
 
     def round(self, final: bool) -> int:
         """Send, and merge if leading; the points the merge wrote. The store failing leaves the points for
