@@ -302,7 +302,7 @@ class Uploader:
             if isinstance(self.target, job_commit.JobTarget):  # the writers gone: its last records, not put off
                 self.target.closing = not schedule.writers_alive
             try:
-                if self._exchange is not None and now >= self._next_round and schedule.term_at is None:
+                if self._exchange is not None and now >= self._next_round and not self._signalled():
                     self._job_run_round()
                 self._prune_registrations()
                 if mailbox.take(self.logdir, "trigger"):
@@ -393,7 +393,7 @@ class Uploader:
                     written += self._in_worker("exchange the job run's last points", self._exchange.last_round,
                                                JOB_VIEW_LAST_WAIT_S, self._signalled, bound=None)
                 else:
-                    written += self._in_worker("exchange the job run's points", self._exchange.round, final, bound=None)
+                    written += self._in_worker("exchange the job run's points", self._exchange.round, False, bound=None)
             return written
         except Abandoned:
             raise
