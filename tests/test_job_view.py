@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import accumulator, plugin_accumulator, read_line
+from proc_writer import weights
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboardX import SummaryWriter as TBXWriter
+from tensorboardX import summary as tbx_summary
 from tensorboardX.proto import summary_pb2, tensor_pb2, types_pb2
 from upload_helpers import TOKEN, finish, hub_env, materialise, start_writer, uploader_pid, wait_for
 
@@ -74,6 +76,24 @@ def _assert_equal(job: dict[int, dict[str, float]], want: dict[int, dict[str, fl
         assert got["missing"] == world - stats["ranks"], (step, got)
 
 
+def _assert_histogram(got, values: np.ndarray) -> None:
+    """``got`` (TensorBoard's ``HistogramValue``) is tensorboardX's histogram of ``values`` (default buckets)."""
+    want = tbx_summary.histogram("h", values, bins=_default_bins()).value[0].histo
+    assert (got.min, got.max, got.num) == (want.min, want.max, want.num)
+    assert got.sum == pytest.approx(want.sum, rel=1e-12, abs=1e-9)
+    assert got.sum_squares == pytest.approx(want.sum_squares, rel=1e-12)
+    assert (list(got.bucket_limit), list(got.bucket)) == (list(want.bucket_limit), list(want.bucket))
+
+
+def _default_bins() -> list[float]:
+    """tensorboardX's default buckets (``bins="tensorflow"``), as its writer makes them."""
+    writer = TBXWriter(write_to_disk=False)
+    try:
+        return writer.default_bins
+    finally:
+        writer.close()
+
+
 def _bucket_files(hub) -> dict[str, bytes]:
     """The bucket's files as a user reads them: through the real client (``HfFileSystem``, Xet download)."""
     from hf_mpwriter.targets.bucket import BucketTarget
@@ -92,7 +112,8 @@ def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_t
     target = REPO if kind == "repository" else f"hf://buckets/{REPO}"
     logdir, world, steps, go = tmp_path / "logs", 4, 120, tmp_path / "all-logged"
     procs = [start_writer({"logdir": str(logdir), "repo_id": target, "commit_every_s": 1.0, "steps": steps,
-                           "sleep": 0.01, "step_time": True, "close_timeout": 90, "close_after": str(go)},
+                           "sleep": 0.01, "step_time": True, "histogram": True, "close_timeout": 90,
+                           "close_after": str(go)},
                           hub_env(hub, tmp_path, RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r)))
              for r in range(world)]
     for proc in procs:  # the ranks of one job live together (none ends before another starts)
@@ -114,6 +135,11 @@ def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_t
     charts = {c.title: c.margin.series[0] for c in layout_pb2.Layout.FromString(layout).category[0].chart}
     assert {t: (s.value, s.lower, s.upper) for t, s in charts.items()} == {
         t: (f"{t}/mean", f"{t}/min", f"{t}/max") for t in ("loss", "step_time")}
+    # Each step's histogram of the four ranks' weights, merged, is tensorboardX's histogram of all their values.
+    merged = {e.step: e.histogram_value for e in accumulator(copy / "job").Histograms("weights")}
+    assert sorted(merged) == list(range(steps))
+    for step, got in merged.items():
+        _assert_histogram(got, np.concatenate([weights(r, step) for r in range(world)]))
     status = collect(logdir)["job_view"]
     assert status["world_size"] == world and status["missing_ranks"] == [] and status["late"] == 0
     assert status["newest_step"] == {str(r): steps - 1 for r in range(world)}

@@ -1,12 +1,14 @@
-"""Reading back the scalars of an event record: the inverse of :mod:`.encoding` for what the uploader's
-job view (:mod:`hf_mpwriter.uploader.job_view`) needs, a scalar's tag, step, wall time and value.
+"""Reading back the scalars and histograms of an event record: the inverse of :mod:`.encoding` for what
+the uploader's job view (:mod:`hf_mpwriter.uploader.job_view`) needs, a scalar's tag, step, wall time
+and value, and a histogram's ``HistogramProto``.
 
 By hand, for the reason :mod:`.encoding` encodes by hand: the uploader may not import tensorboardX
 (it imports torch). It reads the protobuf wire format of ``Event`` and ``Summary`` and keeps what a
 scalar is: ``Value.simple_value`` (tensorboardX, ``torch.utils.tensorboard``, this package), or a
-one-element float or double tensor of the ``scalars`` plugin (TensorFlow 2's ``tf.summary.scalar``).
-Anything else (histograms, images, text) is skipped. A record that does not parse is skipped too:
-a job view must never be the reason a node's logs stop.
+one-element float or double tensor of the ``scalars`` plugin (TensorFlow 2's ``tf.summary.scalar``);
+and what a histogram is: ``Value.histo`` (tensorboardX, ``torch.utils.tensorboard``, TensorFlow 1; not
+TensorFlow 2's tensors of the ``histograms`` plugin). Anything else (images, text) is skipped. A
+record that does not parse is skipped too: a job view must never be the reason a node's logs stop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,22 @@ class Scalar(NamedTuple):
     step: int
     wall_time: float
     value: float
+
+
+class Histogram(NamedTuple):
+    """A ``HistogramProto`` with its tag, step and wall time: ``counts[i]`` values in the bucket whose right
+    edge is ``limits[i]`` (its left edge the limit before)."""
+
+    tag: str
+    step: int
+    wall_time: float
+    min: float
+    max: float
+    num: float
+    sum: float
+    sum_squares: float
+    limits: tuple[float, ...]
+    counts: tuple[float, ...]
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -67,13 +85,19 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
 
 def scalars(record: bytes) -> list[Scalar]:
     """The scalars of one serialized ``Event`` (none for any other event, or one that does not parse)."""
+    return summaries(record)[0]
+
+
+def summaries(record: bytes) -> tuple[list[Scalar], list[Histogram]]:
+    """The scalars and the histograms of one serialized ``Event`` (none for any other event, or one that
+    does not parse), in one pass."""
     try:
-        return _scalars(record)
+        return _summaries(record)
     except (ValueError, IndexError, TypeError, struct.error, UnicodeDecodeError):
-        return []
+        return [], []
 
 
-def _scalars(record: bytes) -> list[Scalar]:
+def _summaries(record: bytes) -> tuple[list[Scalar], list[Histogram]]:
     wall_time, step, summary = 0.0, 0, b""
     for number, wire, value in _fields(record):
         if number == 1 and wire == 1:
@@ -82,33 +106,55 @@ def _scalars(record: bytes) -> list[Scalar]:
             step = value - (1 << 64) if value >= 1 << 63 else value
         elif number == 5 and wire == 2:
             summary = value
-    found = []
+    found: list[Scalar] = []
+    histograms: list[Histogram] = []
     for number, wire, value in _fields(summary):
         if number == 1 and wire == 2:
-            scalar = _value(value)
+            tag, scalar, histo = _value(value)
             if scalar is not None:
-                found.append(Scalar(scalar[0], step, wall_time, scalar[1]))
-    return found
+                found.append(Scalar(tag, step, wall_time, scalar))
+            elif histo is not None:
+                histograms.append(Histogram(tag, step, wall_time, *_histogram(histo)))
+    return found, histograms
 
 
-def _value(data: bytes) -> tuple[str, float] | None:
-    """``(tag, value)`` of a ``Summary.Value`` that holds a scalar."""
-    tag, simple, tensor, plugin = "", None, None, ""
+def _value(data: bytes) -> tuple[str, float | None, bytes | None]:
+    """``(tag, scalar, HistogramProto bytes)`` of a ``Summary.Value`` (``None`` for what it does not hold)."""
+    tag, simple, tensor, plugin, histo = "", None, None, "", None
     for number, wire, value in _fields(data):
         if number == 1 and wire == 2:
             tag = value.decode()
         elif number == 2 and wire == 5:
             simple = _FLOAT.unpack(value)[0]
+        elif number == 5 and wire == 2:
+            histo = value
         elif number == 8 and wire == 2:
             tensor = value
         elif number == 9 and wire == 2:
             plugin = _plugin_name(value)
     if simple is not None:
-        return tag, simple
+        return tag, simple, None
     if tensor is not None and plugin == "scalars":
-        found = _tensor_scalar(tensor)
-        return None if found is None else (tag, found)
-    return None
+        return tag, _tensor_scalar(tensor), None
+    return tag, None, histo
+
+
+def _histogram(data: bytes) -> tuple[float, float, float, float, float, tuple[float, ...], tuple[float, ...]]:
+    """``(min, max, num, sum, sum_squares, bucket_limit, bucket)`` of a ``HistogramProto`` (proto3: a field
+    left out is 0; the repeated doubles packed or not)."""
+    stats = [0.0] * 5
+    limits: list[float] = []
+    counts: list[float] = []
+    for number, wire, value in _fields(data):
+        if 1 <= number <= 5 and wire == 1:
+            stats[number - 1] = _DOUBLE.unpack(value)[0]
+        elif number in (6, 7):
+            into = limits if number == 6 else counts
+            into.extend(_unpack(_DT_DOUBLE, value))
+    if len(limits) != len(counts):
+        raise ValueError("a histogram's limits and counts differ in length")
+    mn, mx, num, total, squares = stats
+    return mn, mx, num, total, squares, tuple(limits), tuple(counts)
 
 
 def _plugin_name(metadata: bytes) -> str:

@@ -151,6 +151,19 @@ def margin_layout_event(title: str, charts: list[tuple[str, str, str, str]], wal
     return _event(wall_time, 0, field(5, field(1, value)))
 
 
+def histogram_event(tag: str, stats: tuple[float, float, float, float, float], limits: list[float],
+                    counts: list[float], step: int, wall_time: float) -> bytes:
+    """The event of tensorboardX's ``histogram_raw(tag, *stats, limits, counts)``, ``stats`` being ``(min,
+    max, num, sum, sum_squares)``: the uploader's job view writes the ranks' histograms merged."""
+    histo = b"".join(b"" if value == 0.0 and math.copysign(1.0, value) > 0 else bytes((key,)) + _DOUBLE.pack(value)
+                     for key, value in zip((0x09, 0x11, 0x19, 0x21, 0x29), stats))  # (proto3 leaves out a 0.0)
+    for number, values in ((6, limits), (7, counts)):
+        if values:
+            histo += field(number, struct.pack(f"<{len(values)}d", *values))
+    value = (field(1, tag.encode()) if tag else b"") + field(5, histo)
+    return _event(wall_time, step, field(5, field(1, value)))
+
+
 def _float_bytes(value: float) -> bytes:
     try:
         return _FLOAT.pack(value)

@@ -39,7 +39,7 @@ class Stats:
     def of(cls, by_rank: Mapping[int, float], missing: tuple[int, ...] = (), wall: float = 0.0) -> Stats:
         values = list(by_rank.values())
         sums = _partials(values)
-        mean = _sum(sums) / len(values)
+        mean = exact_sum(sums) / len(values)
         m2 = _squares(values, mean) if math.isfinite(mean) else math.nan
         ranks = [r for r, v in by_rank.items() if not math.isnan(v)]
         low = min(ranks, key=lambda r: (by_rank[r], r), default=NO_RANK)
@@ -65,7 +65,7 @@ class Stats:
 
     @property
     def mean(self) -> float:
-        return _sum(self.sums) / self.n
+        return exact_sum(self.sums) / self.n
 
     @property
     def std(self) -> float:
@@ -121,7 +121,7 @@ def _partials(values: list[float]) -> tuple[float, ...]:
     return tuple(partials) or (0.0,)
 
 
-def _sum(values: list[float] | tuple[float, ...]) -> float:
+def exact_sum(values: list[float] | tuple[float, ...]) -> float:
     """Exact where finite (``math.fsum``); inf or NaN as the values make it (fsum refuses +inf with -inf)."""
     try:
         return math.fsum(values)

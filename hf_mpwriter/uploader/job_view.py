@@ -11,8 +11,11 @@ from every rank's value for that step, a ``<tag>/missing_ranks`` text naming the
 tag before but not this step, ``<tag>/most_often_min_rank`` and ``<tag>/most_often_max_rank`` (the
 ranks most often its min and max so far, written when they change: the straggler a step time names),
 ``job/steps_behind`` and ``job/slowest_rank`` (the slowest rank's newest step against the newest), and
-a Custom Scalars layout with a margin chart per tag (the mean in its min-max band). The run rides
-along with the logdir's commits; nothing runs in the training processes.
+a Custom Scalars layout with a margin chart per tag (the mean in its min-max band). Each histogram
+tag's histograms of a step are merged into one, ``<tag>``, where the ranks' bucket limits agree, as
+tensorboardX's default ones do (:mod:`.job_histogram`; where they do not, none is written, and
+``status`` counts it), with its ``<tag>/missing_ranks``. The run rides along with the logdir's
+commits; nothing runs in the training processes.
 
 The rule for late data: a point is written once every rank of the world reported its step, or
 ``wait`` seconds after the first rank did, or when the job ends, with whoever reported by then; a
@@ -26,7 +29,9 @@ NaN mean, as a sum of them would.
 Written where one uploader sees every rank of the job: one node, or a logdir every node shares (in a
 multi-node job without a store nothing is written before every rank of the world was seen:
 node-local logdirs get none). In a multi-node job with a store, each node reduces its own ranks into
-:class:`~.job_stats.Stats` and the job's leader merges them into one job run (:mod:`.job_merge`).
+:class:`~.job_stats.Stats` and the job's leader merges them into one job run (:mod:`.job_merge`);
+histograms do not go through the job's store (its budget is sized for scalars), so there the job run
+holds the scalars only.
 The world size is what the writers detected, or the highest rank seen plus one.
 
 Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file (a backlog is
@@ -44,17 +49,18 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..config import UploadConfig, matches, pattern_list
-from ..events.decoding import scalars
-from ..events.encoding import margin_layout_event, scalars_event, text_event
+from ..events.decoding import Histogram, summaries
+from ..events.encoding import histogram_event, margin_layout_event, scalars_event, text_event
 from ..events.event_file import EventFileWriter
 from ..events.records import iter_records
 from ..state.piece import open_nofollow
 from ..state.statedir import read_json, state_dir, write_json_atomic
 from ..timing import JOB_VIEW_WAIT_S
+from .job_histogram import Merged, merge
 from .job_stats import NO_RANK, Stats
 
 logger = logging.getLogger(__name__)
@@ -108,13 +114,21 @@ class JobView:
         self._held: dict[str, int] = {}  # tag -> the last step written (a node: passed on to the leader)
         self.newest: dict[int, int] = {}  # rank -> its newest step (any tag)
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
+        # The same for histograms (not where the points go to a leader: :mod:`.job_merge` carries scalars).
+        self._histograms: dict[_Key, dict[int, Histogram]] = {}
+        self._histogram_first: dict[_Key, float] = {}
+        self._histogram_held: dict[str, int] = {}
+        self._histogram_reporters: dict[str, set[int]] = {}
+        self.unmerged = 0  # histogram points whose ranks' bucket limits disagree: not written
         self.late = 0
         #: What the job run held at this start when there was no state to take up: re-read values up to
         #: there are not late, only read again.
         self._held_at_start: dict[str, int] = {}
+        self._histogram_held_at_start: dict[str, int] = {}
         if not self._load() and node_ranks is None:
-            self._held = self.run.resume(self._beat)
+            self._held, self._histogram_held = self.run.resume(self._beat)
             self._held_at_start = dict(self._held)
+            self._histogram_held_at_start = dict(self._histogram_held)
 
     @property
     def points(self) -> int:
@@ -159,8 +173,12 @@ class JobView:
                 with open_nofollow(path) as handle:
                     for end, record in iter_records(handle, start):
                         self._read_to[rel] = end
-                        for scalar in scalars(record):
+                        found, histograms = summaries(record)
+                        for scalar in found:
                             self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now)
+                        if self.node_ranks is None:
+                            for histogram in histograms:
+                                self._take_histogram(rank, histogram, now)
                         decoded += 1
                         if decoded % BEAT_EVERY == 0:
                             self._beat()
@@ -187,15 +205,32 @@ class JobView:
         values[rank] = value  # a rank that logs a step twice: its last value
         self._wall[key] = max(wall_time, self._wall.get(key, wall_time))
 
+    def _take_histogram(self, rank: int, histogram: Histogram, now: float) -> None:
+        self.world = max(self.world, rank + 1)
+        tag, step = histogram.tag, histogram.step
+        self.newest[rank] = max(step, self.newest.get(rank, step))
+        self._histogram_reporters.setdefault(tag, set()).add(rank)
+        key = (tag, step)
+        histograms = self._histograms.get(key)
+        if histograms is None:
+            held = self._histogram_held.get(tag)
+            if held is not None and step <= held:
+                start = self._histogram_held_at_start
+                self.late += tag not in start or step > start[tag]
+                return
+            histograms = self._histograms[key] = {}
+            self._histogram_first[key] = now
+        histograms[rank] = histogram
+
     @property
     def waiting(self) -> int:
         """Points read but not written yet (their step waits for ranks)."""
-        return len(self._values)
+        return len(self._values) + len(self._histograms)
 
     @property
     def pending(self) -> bool:
         """Points waiting, or rank files not read to their end: the job run is not complete yet."""
-        return bool(self._values) or self.backlog
+        return bool(self._values) or bool(self._histograms) or self.backlog
 
     # -- writing the job run ---------------------------------------------------------------------------------
     def update(self, final: bool = False, budget: float = math.inf) -> int:
@@ -220,9 +255,12 @@ class JobView:
             now = self.clock()
             for key in [key for key, first in self._first.items() if now - first >= self.wait]:
                 del self._values[key], self._first[key], self._wall[key]
+            for key in [key for key, first in self._histogram_first.items() if now - first >= self.wait]:
+                del self._histograms[key], self._histogram_first[key]
             return 0
-        due = self._due(final)
-        if not due:
+        due = self._due(self._values, self._first, final)
+        histograms = self._due_histograms(final) if self.node_ranks is None else []
+        if not due and not histograms:
             return 0
         points = []
         for tag, step in due:
@@ -245,21 +283,39 @@ class JobView:
                                    OUTBOX_POINTS)
                 self.dropped += 1
         else:
-            self.run.write(points, self.newest, self.world)
+            self.run.write(points, self.newest, self.world, histograms=histograms)
             self._publish()
-        return len(due)
+        return len(due) + len(histograms)
 
-    def _due(self, final: bool) -> list[_Key]:
-        """The points to write now. With a point, every earlier step of its tag still waiting goes too:
-        a tag's steps are written in order (TensorBoard drops a tag's later points when one comes back
-        in time)."""
+    def _due(self, waiting: dict[_Key, dict], first: dict[_Key, float], final: bool) -> list[_Key]:
+        """The points of ``waiting`` (rank -> value, first read at ``first``) to write now. With a point,
+        every earlier step of its tag still waiting goes too: a tag's steps are written in order
+        (TensorBoard drops a tag's later points when one comes back in time)."""
         now = self.clock()
         complete = self.world if self.node_ranks is None else max(self.node_ranks, len(self.newest))
         last: dict[str, int] = {}
-        for (tag, step), values in self._values.items():
-            if final or len(values) >= complete or now - self._first[(tag, step)] >= self.wait:
+        for (tag, step), values in waiting.items():
+            if final or len(values) >= complete or now - first[(tag, step)] >= self.wait:
                 last[tag] = max(step, last.get(tag, step))
-        return [(tag, step) for tag, step in self._values if tag in last and step <= last[tag]]
+        return [(tag, step) for tag, step in waiting if tag in last and step <= last[tag]]
+
+    def _due_histograms(self, final: bool) -> list[tuple[str, int, Merged | None, tuple[int, ...], float]]:
+        """The histogram points due, each ``(tag, step, merged or None where the ranks' limits disagree,
+        missing ranks, wall time)``."""
+        due = []
+        for tag, step in self._due(self._histograms, self._histogram_first, final):
+            by_rank = self._histograms.pop((tag, step))
+            del self._histogram_first[(tag, step)]
+            self._histogram_held[tag] = max(step, self._histogram_held.get(tag, step))
+            merged = merge(by_rank.values())
+            if merged is None:
+                if not self.unmerged:
+                    logger.warning("job run: histogram %r: the ranks' bucket limits differ (buckets other than "
+                                   "tensorboardX's default ones?); such histograms are left out of it", tag)
+                self.unmerged += 1
+            missing = tuple(sorted(self._histogram_reporters[tag] - set(by_rank)))
+            due.append((tag, step, merged, missing, max(h.wall_time for h in by_rank.values())))
+        return due
 
     # -- a node's points, for the job's leader -----------------------------------------------------------------
     def message(self, limit: int, final: bool) -> bytes:
@@ -316,6 +372,11 @@ class JobView:
                         for (tag, step), values in self._values.items()],
             "outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.outbox.items()],
             "late": self.late,
+            "histograms": {
+                "held": self._histogram_held, "unmerged": self.unmerged,
+                "reporters": {tag: sorted(ranks) for tag, ranks in self._histogram_reporters.items()},
+                "waiting": [[rank, list(h)] for values in self._histograms.values() for rank, h in values.items()],
+            },
         }
         try:
             write_json_atomic(state_dir(self.logdir) / STATE_FILE, state)
@@ -341,22 +402,38 @@ class JobView:
             self.outbox = {(str(tag), int(step)): Stats.from_list(item) for tag, step, item in state["outbox"]}
             self.late = int(state["late"])
             self.world = max([self.world, *(r + 1 for r in self.newest)])
+            self._load_histograms(state.get("histograms", {}), now)  # (none in a state file of before 0.x)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("job view: %s does not parse (%s); reading the ranks' files from their start", STATE_FILE, exc)
             self._forget_state()
             return False
         return True
 
+    def _load_histograms(self, state: dict, now: float) -> None:
+        self._histogram_held = {str(k): int(v) for k, v in state.get("held", {}).items()}
+        self.unmerged = int(state.get("unmerged", 0))
+        self._histogram_reporters = {tag: {int(r) for r in ranks} for tag, ranks in state.get("reporters", {}).items()}
+        for rank, fields in state.get("waiting", []):
+            tag, step, wall, mn, mx, num, total, squares, limits, counts = fields
+            histogram = Histogram(str(tag), int(step), float(wall), float(mn), float(mx), float(num), float(total),
+                                  float(squares), tuple(map(float, limits)), tuple(map(float, counts)))
+            key = (histogram.tag, histogram.step)
+            self._histograms.setdefault(key, {})[int(rank)] = histogram
+            self._histogram_first[key] = now
+
     def _forget_state(self) -> None:
         self._read_to, self._held, self.newest, self.outbox = {}, {}, {}, {}
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
+        self._histograms, self._histogram_first, self._histogram_held, self._histogram_reporters = {}, {}, {}, {}
+        self.unmerged = 0
         self.run = JobRun(self.logdir)
         self.late = 0
 
     def summary(self) -> dict:
         """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
         the min and the max."""
-        return self.run.summary(self.newest, self.world, late=self.late, waiting=self.waiting, backlog=self.backlog)
+        return self.run.summary(self.newest, self.world, late=self.late, waiting=self.waiting, backlog=self.backlog,
+                                histograms_not_merged=self.unmerged)
 
     def _publish(self) -> None:
         self.run.publish(self.summary())
@@ -377,14 +454,22 @@ class JobRun:
         self._often: dict[str, tuple[int, int]] = {}  # tag -> the ranks most often its min and max, as last written
         self._writer: EventFileWriter | None = None
 
-    def write(self, points: list[tuple[str, int, Stats]], newest: dict[int, int], world: int, every: int = 1) -> None:
+    def write(self, points: list[tuple[str, int, Stats]], newest: dict[int, int], world: int, every: int = 1,
+              histograms: Sequence[tuple[str, int, Merged | None, tuple[int, ...], float]] = ()) -> None:
         """Write ``points`` (each tag's steps in order, after those it holds), with the ranks' newest steps
-        (and ``every``: the run holds only the steps divisible by it, where more than 1)."""
+        (and ``every``: the run holds only the steps divisible by it, where more than 1), and the merged
+        ``histograms`` (:meth:`JobView._due_histograms`: ``None``, limits that disagree, writes none)."""
         by_step: dict[int, list[tuple[str, Stats]]] = {}
         for tag, step, stats in sorted(points, key=lambda p: (p[1], p[0])):
             by_step.setdefault(step, []).append((tag, stats))
         writer = self._open()
         self._chart(writer, sorted({tag for tag, _, _ in points} - self._charted))
+        for tag, step, merged, missing, wall in sorted(histograms, key=lambda h: (h[1], h[0])):
+            if merged is not None:
+                writer.add_serialized(histogram_event(tag, merged.stats, merged.limits, merged.counts, step, wall))
+                self.points += 1
+            if missing:
+                writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text("missing", missing), step, wall))
         for step, tagged in by_step.items():
             values: list[tuple[str, float]] = []
             wall = max(stats.wall for _, stats in tagged)
@@ -439,10 +524,11 @@ class JobRun:
             self._writer.close(retry_secs=0)
             self._writer = None
 
-    def resume(self, beat: Callable[[], None]) -> dict[str, int]:
-        """The last step per tag the run's files hold (a start without state: what is there is not written
-        again); ``beat`` is called while reading."""
+    def resume(self, beat: Callable[[], None]) -> tuple[dict[str, int], dict[str, int]]:
+        """The last step per tag the run's files hold, of the scalars' statistics and of the histograms (a
+        start without state: what is there is not written again); ``beat`` is called while reading."""
         held: dict[str, int] = {}
+        histogram_held: dict[str, int] = {}
         decoded = 0
         for entry in _entries(self.run_dir):
             if "tfevents" not in entry.name or not entry.is_file(follow_symlinks=False):
@@ -452,12 +538,15 @@ class JobRun:
                     decoded += 1
                     if decoded % BEAT_EVERY == 0:
                         beat()
-                    for scalar in scalars(record):
+                    found, histograms = summaries(record)
+                    for scalar in found:
                         if scalar.tag.endswith("/mean"):
                             tag = scalar.tag[:-len("/mean")]
                             held[tag] = max(scalar.step, held.get(tag, scalar.step))
                             self._charted.add(tag)
-        return held
+                    for histogram in histograms:
+                        histogram_held[histogram.tag] = max(histogram.step, histogram_held.get(histogram.tag, histogram.step))
+        return held, histogram_held
 
     def state(self) -> dict:
         return {"charted": sorted(self._charted), "points": self.points, "stragglers_at": self._stragglers_at,

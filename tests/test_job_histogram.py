@@ -1,0 +1,142 @@
+"""The job run's histograms: the ranks' histograms of a tag and step merged into one (``job_histogram``),
+exactly tensorboardX's histogram of every rank's values where their bucket limits agree, and none where
+they do not; written by the job view, read back as TensorBoard reads it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import accumulator
+from tensorboardX import summary as tbx_summary
+from tensorboardX.proto.event_pb2 import Event
+from test_job_view import _assert_histogram, _default_bins
+
+from hf_mpwriter.cli.status import collect
+from hf_mpwriter.events.decoding import Histogram, summaries
+from hf_mpwriter.events.encoding import histogram_event, summary_event
+from hf_mpwriter.events.event_file import EventFileWriter
+from hf_mpwriter.uploader.job_histogram import merge
+from hf_mpwriter.uploader.job_view import STATE_FILE, JobView
+
+BINS = _default_bins()
+
+
+def _histogram(values: np.ndarray, bins=BINS, max_bins: int | None = None, step: int = 1) -> Histogram:
+    """tensorboardX's histogram of ``values``, as the job view reads it from an event file."""
+    event = Event(wall_time=5.0, step=step, summary=tbx_summary.histogram("w", values, bins, max_bins))
+    (found,) = summaries(event.SerializeToString())[1]
+    return found
+
+
+def _as_proto(merged) -> object:
+    """A merged histogram as TensorBoard reads it back (through the event's bytes)."""
+    event = Event.FromString(histogram_event("w", merged.stats, merged.limits, merged.counts, 1, 5.0))
+    return event.summary.value[0].histo
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_merged_histograms_are_tensorboardx_s_histogram_of_every_ranks_values(seed):
+    """Ranks of 1 to 8, each its own spread and size (apart or overlapping, a constant, a sign's zero):
+    the merge holds exactly the buckets tensorboardX's histogram of all their values holds, and its
+    min, max and count; the sums to a double's rounding."""
+    rng = np.random.default_rng(seed)
+    parts = [rng.normal(rng.uniform(-1e3, 1e3) if seed % 3 == 0 else rng.uniform(-2, 2), rng.uniform(1e-3, 10),
+                        rng.integers(1, 400)) for _ in range(rng.integers(1, 9))]
+    if seed % 5 == 0:
+        parts += [np.zeros(3), np.full(2, -0.0)]
+    merged = merge(_histogram(part) for part in parts)
+    assert merged is not None
+    everything = np.concatenate(parts)
+    want = tbx_summary.histogram("w", everything, BINS).value[0].histo
+    got = _as_proto(merged)
+    assert (got.min, got.max, got.num) == (want.min, want.max, want.num)
+    assert got.sum == pytest.approx(want.sum, rel=1e-12, abs=1e-9)
+    assert got.sum_squares == pytest.approx(want.sum_squares, rel=1e-12)
+    nonzero = {limit: count for limit, count in zip(got.bucket_limit, got.bucket) if count}
+    assert nonzero == {limit: count for limit, count in zip(want.bucket_limit, want.bucket) if count}
+    # Ranks whose ranges overlap give every bucket tensorboardX gives (apart: the empty ones between are left out).
+    assert set(got.bucket_limit) <= set(want.bucket_limit)
+    if len(got.bucket_limit) == len(want.bucket_limit):
+        _assert_histogram(got, everything)
+
+
+def test_histograms_whose_bucket_limits_disagree_are_not_merged():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0, 1, 500), rng.normal(0.3, 2, 500)
+    # Each rank's own edges (numpy's "auto", or a count): another rank's limits fall inside its buckets.
+    assert merge([_histogram(a, "auto"), _histogram(b, "auto")]) is None
+    assert merge([_histogram(a, 30), _histogram(b, 30)]) is None
+    # The default buckets, one of them merged down to max_bins: no longer one grid.
+    assert merge([_histogram(a), _histogram(b, max_bins=20)]) is None
+    # One rank's histogram alone, or with another on the same edges, merges.
+    assert merge([_histogram(a, "auto")]) is not None
+    edges = np.linspace(-10, 10, 41)
+    assert merge([_histogram(a, edges), _histogram(b, edges)]) is not None
+    # A first bucket with values in it (another writer than tensorboardX): its left edge is not said, so
+    # another rank's limit below its values' min is fine, one above it is not.
+    first = Histogram("w", 1, 5.0, 2.5, 3.5, 2.0, 6.0, 18.5, (3.0, 4.0), (1.0, 1.0))
+    below = Histogram("w", 1, 5.0, 1.5, 1.5, 1.0, 1.5, 2.25, (1.0, 2.0), (0.0, 1.0))
+    above = Histogram("w", 1, 5.0, 2.0, 2.7, 2.0, 4.7, 11.29, (2.0, 2.7), (0.0, 2.0))
+    assert merge([first, below]) is not None and merge([first, above]) is None
+    assert merge([]) is None
+
+
+def _rank_writer(logdir, rank: int) -> EventFileWriter:
+    (logdir / f"rank-{rank:03d}").mkdir(parents=True)
+    return EventFileWriter(logdir / f"rank-{rank:03d}", max_queue=1000, flush_secs=3600)
+
+
+def _log(writer: EventFileWriter, tag: str, values: np.ndarray, step: int, bins=BINS) -> None:
+    writer.add_serialized(summary_event(tbx_summary.histogram(tag, values, bins).SerializeToString(), step, 1000.0 + step))
+    writer.flush()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_job_run_holds_each_steps_merged_histogram_names_a_missing_rank_and_counts_what_it_cannot_merge(tmp_path):
+    """Three ranks' event files, the job view as the uploader runs it: a step waits for its ranks, then is
+    written without the one that did not come (named); a tag binned per rank is counted, not written;
+    a restarted view (its state file, or none) writes no step twice. Read back with TensorBoard's reader."""
+    clock, logdir = _Clock(), tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(3)]
+    values = {(r, s): np.random.default_rng(10 * r + s).normal(r, 1 + s, 300) for r in range(3) for s in range(4)}
+    view = JobView(logdir, 3, wait=30.0, clock=clock)
+    for r in range(3):
+        _log(ranks[r], "w", values[(r, 0)], 0)
+        _log(ranks[r], "auto", values[(r, 0)], 0, bins="auto")
+    for r in range(2):
+        _log(ranks[r], "w", values[(r, 1)], 1)
+    assert view.update() == 2 and view.waiting == 1  # step 0 of both tags: every rank; step 1 waits for rank 2
+    assert view.summary()["histograms_not_merged"] == 1  # "auto": the ranks' edges differ
+    clock.now = 30.0
+    assert view.update() == 1  # waited its time: written without rank 2
+    view.close()
+    # Restarted with its state, then without it: steps 0 and 1 are not written again, step 2 is.
+    for r in range(3):
+        _log(ranks[r], "w", values[(r, 2)], 2)
+    again = JobView(logdir, 3, wait=30.0, clock=clock)
+    assert again.update() == 1 and again.summary()["histograms_not_merged"] == 1
+    again.close()
+    (logdir / ".hf_mpwriter" / STATE_FILE).unlink()
+    for r in range(3):
+        _log(ranks[r], "w", values[(r, 3)], 3)
+    third = JobView(logdir, 3, wait=30.0, clock=clock)  # ("auto"'s step 0, never written, is read again)
+    assert third.update() == 2 and third.late == 0 and third.summary()["histograms_not_merged"] == 1
+    third.close()
+    for writer in ranks:
+        writer.close()
+    acc = accumulator(logdir / "job")
+    assert "auto" not in acc.Tags()["histograms"]
+    held = {e.step: e.histogram_value for e in acc.Histograms("w")}
+    assert sorted(held) == [0, 1, 2, 3]  # each once (TensorBoard's reader would keep a second one too)
+    for step, got in held.items():
+        _assert_histogram(got, np.concatenate([values[(r, step)] for r in range(3 if step != 1 else 2)]))
+    texts = {e.step: e.tensor_proto.string_val[0].decode() for e in acc.Tensors("w/missing_ranks/text_summary")}
+    assert texts == {1: "missing: rank 2"}
+    assert collect(logdir)["job_view"]["histograms_not_merged"] == 1
