@@ -178,6 +178,9 @@ def _job_view_lines(view: dict, tag: str | None) -> list[str]:
     if missing:
         lines.append(f"          never logged: rank {', '.join(str(r) for r in missing[:20])}"
                      + (" ..." if len(missing) > 20 else ""))
+    if view.get("histograms_not_merged"):
+        lines.append(f"          {view['histograms_not_merged']} histogram points not merged: the ranks' buckets differ "
+                     "(log them with bins=\"tensorflow\", the default, to have them merged)")
     if tag is not None:
         extremes = view["extremes"].get(tag)
         if extremes is None:
