@@ -302,10 +302,12 @@ def _leader_commits(logdirs: list[Path]) -> list[tuple[datetime, int]]:
     return sorted(found)
 
 
-@pytest.mark.parametrize("kind", ["repository", "bucket"])
-def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_path, kind):
-    """A 4-node x 2-rank torchrun job (c10d rendezvous), node-local logdirs, one repository or one
-    bucket; the nodes' uploaders meet in torchrun's agent store. The ranks are ``proc_writer.py``
+@pytest.mark.parametrize("kind,nodes,per_node", [("repository", 4, 2), ("bucket", 4, 2),
+                                                ("repository", 2, 4), ("bucket", 2, 4)])
+def test_a_jobs_nodes_make_about_one_commit_per_interval_through_one_leader_and_one_exact_job_run(
+        tmp_path, kind, nodes, per_node):
+    """A 4-node x 2-rank (and a 2-node x 4-rank) torchrun job (c10d rendezvous), node-local logdirs, one
+    repository or one bucket; the nodes' uploaders meet in torchrun's agent store. The ranks are ``proc_writer.py``
     (no torch: cheap on 2 CPUs), started by torchrun with ``--no-python``. Every write the target
     received is one of the leader's, most of them hold several nodes' files, and there is about one
     per interval (node turns or nodes writing on their own: about four); every rank's records are at
@@ -315,7 +317,7 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
     bucket = kind == "bucket"
     if bucket and not batch_takes_xet_hashes():
         pytest.skip("a bucket's leader needs huggingface_hub 1.10+ (older: each node writes its own files)")
-    nodes, steps, every = 4, 300, 2.0
+    steps, every = 300, 2.0
     with HubServer(tokens={TOKEN}) as hub:
         if bucket:
             hub.create_bucket(BUCKET)
@@ -331,7 +333,7 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
             cfg = {"repo_id": f"hf://buckets/{BUCKET}" if bucket else REPO, "commit_every_s": every, "steps": steps,
                    "sleep": 0.05, "close_timeout": 120, "step_time": True,
                    **({"logdir": str(homes[k] / "logs")} if bucket else {})}
-            argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc-per-node", "2",
+            argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc-per-node", str(per_node),
                     "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "four-nodes",
                     "--monitor-interval", "0.5", "--local-addr", "127.0.0.1", "--no-python", *writer_argv(cfg)]
             with open(outs[k], "w") as out:
@@ -352,7 +354,7 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
         # The scenario: the leader wrote every node's files, several nodes' at a time.
         leader = _leader_commits(logdirs)
         assert leader and max(n for _, n in leader) == nodes, leader
-        assert sum(n for _, n in leader) / len(leader) >= 2.5, leader
+        assert sum(n for _, n in leader) / len(leader) >= nodes * 5 / 8, leader
         # No node committed its files itself while the job's store was there. The job run's last points come
         # after every rank's last records (once every node is done): the store's host (node 0's torchrun agent)
         # may be gone by then, and the leader's node then commits them itself, one write of the job run alone.
@@ -374,11 +376,12 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
         assert rank_writes is None or rank_writes <= len(leader), f"{rank_writes} writes of ranks' files"
         intervals = (leader[-1][0] - leader[0][0]).total_seconds() / every + 1
         assert len(leader) <= 1.5 * intervals, f"{len(leader)} commits in {intervals:.0f} intervals"
-    for rank in range(2 * nodes):
+    world = nodes * per_node
+    for rank in range(world):
         points = _points(files, rank, tmp_path / "remote", tag="loss")
         assert points == Counter({(s, float(rank * 100000 + s)): 1 for s in range(steps)}), f"rank {rank}"
     # One job run for the whole job, merged by the leader(s) from every node's points through the store, read
-    # back from the same target: every step of both tags equals the statistics of the 8 ranks' runs.
+    # back from the same target: every step of both tags equals the statistics of every rank's run.
     copy = tmp_path / "remote"
     for rel, data in files.items():
         (copy / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -387,11 +390,11 @@ def test_four_nodes_make_about_one_commit_per_interval_through_one_leader(tmp_pa
     # `status` on the last leader's node shows the whole job: every node heard, every rank at its last step
     # (a node that led earlier keeps the picture of then).
     merged = [view for view in (collect(d)["job_view"] for d in logdirs) if view and view.get("nodes") == nodes]
-    assert any(v["newest_step"] == {str(r): steps - 1 for r in range(2 * nodes)} for v in merged), merged
+    assert any(v["newest_step"] == {str(r): steps - 1 for r in range(world)} for v in merged), merged
     for tag in ("loss", "step_time"):
         want = _recomputed(copy, tag)
-        assert len(want) == steps and all(stats["ranks"] == 2 * nodes for stats in want.values())
-        _assert_equal(_job_points(copy, tag), want, world=2 * nodes)
+        assert len(want) == steps and all(stats["ranks"] == world for stats in want.values())
+        _assert_equal(_job_points(copy, tag), want, world=world)
 
 
 def test_a_logdir_shared_by_every_node_has_one_uploader(tmp_path):
