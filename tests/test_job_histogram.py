@@ -1,8 +1,11 @@
 """The job run's histograms: the ranks' histograms of a tag and step merged into one (``job_histogram``),
-exactly tensorboardX's histogram of every rank's values where their bucket limits agree, and none where
-they do not; written by the job view, read back as TensorBoard reads it."""
+exactly tensorboardX's histogram of every rank's values where their bucket limits agree, in any order
+and grouping (a node's ranks, then the nodes), and none where they do not; written by the job view,
+read back as TensorBoard reads it. (Through a multi-node job's store: ``test_job_merge.py``.)"""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -12,26 +15,31 @@ from tensorboardX.proto.event_pb2 import Event
 from test_job_view import _assert_histogram, _default_bins
 
 from hf_mpwriter.cli.status import collect
-from hf_mpwriter.events.decoding import Histogram, summaries
+from hf_mpwriter.events.decoding import summaries
 from hf_mpwriter.events.encoding import histogram_event, summary_event
 from hf_mpwriter.events.event_file import EventFileWriter
-from hf_mpwriter.uploader.job_histogram import merge
+from hf_mpwriter.uploader.job_histogram import Buckets, merge_buckets
 from hf_mpwriter.uploader.job_view import STATE_FILE, JobView
 
 BINS = _default_bins()
 
 
-def _histogram(values: np.ndarray, bins=BINS, max_bins: int | None = None, step: int = 1) -> Histogram:
+def _histogram(values: np.ndarray, bins=BINS, max_bins: int | None = None) -> Buckets:
     """tensorboardX's histogram of ``values``, as the job view reads it from an event file."""
-    event = Event(wall_time=5.0, step=step, summary=tbx_summary.histogram("w", values, bins, max_bins))
+    event = Event(wall_time=5.0, step=1, summary=tbx_summary.histogram("w", values, bins, max_bins))
     (found,) = summaries(event.SerializeToString())[1]
-    return found
+    return Buckets.read(found)
 
 
-def _as_proto(merged) -> object:
+def _as_proto(merged: Buckets) -> object:
     """A merged histogram as TensorBoard reads it back (through the event's bytes)."""
-    event = Event.FromString(histogram_event("w", merged.stats, merged.limits, merged.counts, 1, 5.0))
+    stats = (merged.min, merged.max, merged.num, merged.sum, merged.sum_squares)
+    event = Event.FromString(histogram_event("w", stats, list(merged.limits), list(merged.counts), 1, 5.0))
     return event.summary.value[0].histo
+
+
+def _nonzero(histo) -> dict[float, float]:
+    return {limit: count for limit, count in zip(histo.bucket_limit, histo.bucket) if count}
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -44,7 +52,7 @@ def test_merged_histograms_are_tensorboardx_s_histogram_of_every_ranks_values(se
                         rng.integers(1, 400)) for _ in range(rng.integers(1, 9))]
     if seed % 5 == 0:
         parts += [np.zeros(3), np.full(2, -0.0)]
-    merged = merge(_histogram(part) for part in parts)
+    merged = merge_buckets(_histogram(part) for part in parts)
     assert merged is not None
     everything = np.concatenate(parts)
     want = tbx_summary.histogram("w", everything, BINS).value[0].histo
@@ -52,33 +60,41 @@ def test_merged_histograms_are_tensorboardx_s_histogram_of_every_ranks_values(se
     assert (got.min, got.max, got.num) == (want.min, want.max, want.num)
     assert got.sum == pytest.approx(want.sum, rel=1e-12, abs=1e-9)
     assert got.sum_squares == pytest.approx(want.sum_squares, rel=1e-12)
-    nonzero = {limit: count for limit, count in zip(got.bucket_limit, got.bucket) if count}
-    assert nonzero == {limit: count for limit, count in zip(want.bucket_limit, want.bucket) if count}
-    # Ranks whose ranges overlap give every bucket tensorboardX gives (apart: the empty ones between are left out).
-    assert set(got.bucket_limit) <= set(want.bucket_limit)
-    if len(got.bucket_limit) == len(want.bucket_limit):
-        _assert_histogram(got, everything)
+    assert _nonzero(got) == _nonzero(want)
+    _assert_histogram(got, everything)  # (ranks far apart: the grid's empty buckets between them too)
+    # Merged in groups first (a node's ranks, then the nodes; a tree's groups), in another order, and sent
+    # through the store as a value (its compact form): the same.
+    order = rng.permutation(len(parts))
+    groups = [merge_buckets(_histogram(parts[i]) for i in order[k:k + 3]) for k in range(0, len(parts), 3)]
+    sent = [Buckets.from_list(json.loads(json.dumps(group.to_list()))) for group in groups if group is not None]
+    assert sent == groups and '"grid"' in json.dumps(sent[0].to_list())
+    again = merge_buckets(sent)
+    assert again is not None
+    _assert_histogram(_as_proto(again), everything)
 
 
 def test_histograms_whose_bucket_limits_disagree_are_not_merged():
     rng = np.random.default_rng(7)
     a, b = rng.normal(0, 1, 500), rng.normal(0.3, 2, 500)
     # Each rank's own edges (numpy's "auto", or a count): another rank's limits fall inside its buckets.
-    assert merge([_histogram(a, "auto"), _histogram(b, "auto")]) is None
-    assert merge([_histogram(a, 30), _histogram(b, 30)]) is None
+    assert merge_buckets([_histogram(a, "auto"), _histogram(b, "auto")]) is None
+    assert merge_buckets([_histogram(a, 30), _histogram(b, 30)]) is None
     # The default buckets, one of them merged down to max_bins: no longer one grid.
-    assert merge([_histogram(a), _histogram(b, max_bins=20)]) is None
+    assert merge_buckets([_histogram(a), _histogram(b, max_bins=20)]) is None
     # One rank's histogram alone, or with another on the same edges, merges.
-    assert merge([_histogram(a, "auto")]) is not None
+    assert merge_buckets([_histogram(a, "auto")]) is not None
     edges = np.linspace(-10, 10, 41)
-    assert merge([_histogram(a, edges), _histogram(b, edges)]) is not None
+    assert merge_buckets([_histogram(a, edges), _histogram(b, edges)]) is not None
     # A first bucket with values in it (another writer than tensorboardX): its left edge is not said, so
     # another rank's limit below its values' min is fine, one above it is not.
-    first = Histogram("w", 1, 5.0, 2.5, 3.5, 2.0, 6.0, 18.5, (3.0, 4.0), (1.0, 1.0))
-    below = Histogram("w", 1, 5.0, 1.5, 1.5, 1.0, 1.5, 2.25, (1.0, 2.0), (0.0, 1.0))
-    above = Histogram("w", 1, 5.0, 2.0, 2.7, 2.0, 4.7, 11.29, (2.0, 2.7), (0.0, 2.0))
-    assert merge([first, below]) is not None and merge([first, above]) is None
-    assert merge([]) is None
+    first = Buckets(2.5, 3.5, 2.0, 6.0, 18.5, (3.0, 4.0), (1.0, 1.0))
+    below = Buckets(1.5, 1.5, 1.0, 1.5, 2.25, (1.0, 2.0), (0.0, 1.0))
+    above = Buckets(2.0, 2.7, 2.0, 4.7, 11.29, (2.0, 2.7), (0.0, 2.0))
+    assert merge_buckets([first, below]) is not None and merge_buckets([first, above]) is None
+    assert merge_buckets([]) is None
+    # Off the default grid, the limits travel as they are.
+    off = merge_buckets([_histogram(a, edges)])
+    assert off is not None and Buckets.from_list(json.loads(json.dumps(off.to_list()))) == off
 
 
 def _rank_writer(logdir, rank: int) -> EventFileWriter:

@@ -18,9 +18,11 @@ from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import accumulator, plugin_accumulator, read_run_events, scalar_points, wait_for
-from test_job_view import _assert_equal, _Clock, _job_points, _log, _rank_writer, _recomputed
+from test_job_histogram import _log as _log_histogram
+from test_job_view import _assert_equal, _assert_histogram, _Clock, _job_points, _log, _rank_writer, _recomputed
 
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import STORE_CALL_S
@@ -563,8 +565,9 @@ def _tree_exact(tmp_path: Path, store) -> None:
     try:
         for r in range(5):  # (a point takes up to two rounds more than in a flat merge: node -> host -> leader)
             for step in range(r * 5, r * 5 + 5) if r < 3 else ():
-                for writer in writers:
+                for rank, writer in enumerate(writers):
                     _log(writer, step, round(rng.uniform(-5, 5), 3))
+                    _log_histogram(writer, "w", _weights(rank, step), step)
             for view, exchange in zip(views, exchanges):
                 view.update()
                 exchange.round(final=False)
@@ -598,11 +601,51 @@ def _tree_exact(tmp_path: Path, store) -> None:
         job = _job_points(views[0].logdir, "loss")
         assert sorted(job) == list(range(18))  # taken once, whichever way they came
         _assert_equal(job, _recomputed(ranks, "loss"), 12)
+        # The histograms went the same way: each step's, merged on the nodes, the hosts and the leader, is the
+        # histogram of all 12 ranks' values.
+        histograms = {e.step: e.histogram_value for e in accumulator(views[0].logdir / "job").Histograms("w")}
+        assert sorted(histograms) == list(range(15))
+        for step, got in histograms.items():
+            _assert_histogram(got, np.concatenate([_weights(rank, step) for rank in range(12)]))
     finally:
         for exchange in exchanges:
             exchange.close()
         for closing in [*views, *writers]:
             closing.close()
+
+
+def _weights(rank: int, step: int) -> np.ndarray:
+    """A rank's values of its ``w`` histogram at a step: ranks far apart and overlapping."""
+    return np.random.default_rng(rank * 1009 + step).normal(rank % 5 * 3.0 - 6.0, 0.5 + rank % 3, 100)
+
+
+def test_histograms_merge_across_nodes_exactly_a_dead_node_is_named_and_unmergeable_ones_are_counted(job_nodes):
+    """3 nodes x 2 ranks through the leader's merge: each step's ``w`` histogram in the job run is tensorboardX's
+    histogram of all 6 ranks' values; a silent node's steps are written after the wait without its ranks,
+    named; a tag whose ranks pick their own buckets is written for none of its steps, and counted."""
+    clock = _Clock()
+    views, writers = job_nodes(3, 2, clock)
+    merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held={}, every=1, clock=clock)
+    for step in range(5):
+        for rank, writer in enumerate(writers):
+            _log_histogram(writer, "w", _weights(rank, step), step)
+            _log_histogram(writer, "auto", _weights(rank, step), step, bins="auto")
+    assert _round(views, merge) == 10  # every node sent both tags' steps: complete, written at once
+    for step in range(5, 7):  # node 2 goes silent
+        for rank, writer in enumerate(writers):
+            _log_histogram(writer, "w", _weights(rank, step), step)
+    assert _round(views, merge, sending={0, 1}) == 0 and merge.waiting == 2
+    clock.now = 60.0
+    assert _round(views, merge, sending={0, 1}) == 2
+    acc = accumulator(views[0].logdir / "job")
+    histograms = {e.step: e.histogram_value for e in acc.Histograms("w")}
+    assert sorted(histograms) == list(range(7)) and "auto" not in acc.Tags()["histograms"]
+    for step, got in histograms.items():
+        _assert_histogram(got, np.concatenate([_weights(rank, step) for rank in range(6 if step < 5 else 4)]))
+    named = plugin_accumulator(views[0].logdir / "job").Tensors("w/missing_ranks/text_summary")
+    assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 4, 5") for s in (5, 6)]
+    assert merge.run.summary({}, 6)["histograms_not_merged"] == 5
+    merge.close()
 
 
 def test_in_a_tree_a_dead_host_s_members_go_to_the_job_store_then_one_hosts_and_nothing_is_lost(tmp_path):

@@ -23,10 +23,12 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
-from helpers import read_file_events, read_run_events, scalar_points, scalars
-from test_job_view import _assert_equal, _job_points, _recomputed
+from helpers import accumulator, read_file_events, read_run_events, scalar_points, scalars
+from proc_writer import weights
+from test_job_view import _assert_equal, _assert_histogram, _job_points, _recomputed
 from upload_helpers import (
     committed_and_checked,
     every_applied_commit_is_whole_and_only_grows,
@@ -331,7 +333,7 @@ def test_a_jobs_nodes_make_about_one_commit_per_interval_through_one_leader_and_
         for k in range(nodes):
             homes[k].mkdir()
             cfg = {"repo_id": f"hf://buckets/{BUCKET}" if bucket else REPO, "commit_every_s": every, "steps": steps,
-                   "sleep": 0.05, "close_timeout": 120, "step_time": True,
+                   "sleep": 0.05, "close_timeout": 120, "step_time": True, "histogram": 10,
                    **({"logdir": str(homes[k] / "logs")} if bucket else {})}
             argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc-per-node", str(per_node),
                     "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "four-nodes",
@@ -395,6 +397,11 @@ def test_a_jobs_nodes_make_about_one_commit_per_interval_through_one_leader_and_
         want = _recomputed(copy, tag)
         assert len(want) == steps and all(stats["ranks"] == world for stats in want.values())
         _assert_equal(_job_points(copy, tag), want, world=world)
+    # And each step's histogram of every rank's weights, merged on each node, then by the leader.
+    histograms = {e.step: e.histogram_value for e in accumulator(copy / "job").Histograms("weights")}
+    assert sorted(histograms) == list(range(0, steps, 10))
+    for step, got in histograms.items():
+        _assert_histogram(got, np.concatenate([weights(rank, step) for rank in range(world)]))
 
 
 def test_a_logdir_shared_by_every_node_has_one_uploader(tmp_path):

@@ -1,7 +1,7 @@
 """The job run of a multi-node job with a store: every node's points, merged by the job's leader.
 
-Each node's uploader reduces its own ranks (:class:`~.job_view.JobView` as a node: :class:`~.job_stats.Stats`
-per tag and step), and at each of its rounds (:meth:`ViewExchange.next_in`), through the job's store
+Each node's uploader reduces its own ranks (:class:`~.job_view.JobView` as a node: a point per tag and
+step, :mod:`.job_points`), and at each of its rounds (:meth:`ViewExchange.next_in`), through the job's store
 (:mod:`.job_store`)::
 
     node:    get view/held                drop the points the leader wrote (and take up its k)
@@ -48,7 +48,7 @@ from pathlib import Path
 from ..timing import JOB_VIEW_WAIT_S
 from .job_commit import JobTarget
 from .job_group import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
-from .job_stats import Stats
+from .job_points import Point, merge, point_from_list
 from .job_store import MAX_VALUE_BYTES, JobStore, StoreError
 from .job_values import parse_value
 from .job_view import JobRun, JobView
@@ -77,7 +77,7 @@ class JobMerge:
         self.run = JobRun(logdir, after=max(held.values(), default=None))
         self.held = dict(held)  # tag -> the last step the job run holds (every leader's, from view/held)
         self.every = every
-        self._values: dict[_Key, dict[frozenset[int], Stats]] = {}  # (tag, step) -> nodes -> their point, not written
+        self._values: dict[_Key, dict[frozenset[int], Point]] = {}  # (tag, step) -> nodes -> their point, not written
         self._first: dict[_Key, float] = {}
         self._heard: set[int] = set()  # the nodes that sent something
         self._done: set[int] = set()  # the nodes that said every point they will have is in their value
@@ -127,10 +127,10 @@ class JobMerge:
                 continue
             for had in [had for had in by if had & covered]:
                 del by[had]
-            by[covered] = Stats.from_list(item)
+            by[covered] = point_from_list(tag, item)
             self._first.setdefault(key, now)
 
-    def due(self, final: bool = False) -> list[tuple[str, int, Stats]]:
+    def due(self, final: bool = False) -> list[tuple[str, int, Point]]:
         """The points to write now (all of them when ``final`` or every node is done), merged; from here on
         :attr:`held` counts them written (the caller publishes that, then writes them: :meth:`write`)."""
         final = final or len(self._done) >= self.nodes
@@ -155,7 +155,7 @@ class JobMerge:
             self.held[tag] = step
         return points
 
-    def write(self, points: list[tuple[str, int, Stats]]) -> None:
+    def write(self, points: list[tuple[str, int, Point]]) -> None:
         """Write ``points`` (from :meth:`due`) into the job run, and the picture ``status`` shows."""
         newest = {r: s for ranks in self._ranks_of.values() for r, s in ranks.items()}
         if points:
@@ -195,10 +195,10 @@ def node_limit(nodes: int, budget: int = ROUND_BYTES) -> int:
     return min(MAX_VALUE_BYTES, budget // max(1, nodes))
 
 
-def _merged(by_nodes: dict[frozenset[int], Stats]) -> Stats:
+def _merged(by_nodes: dict[frozenset[int], Point]) -> Point:
     merged = None
-    for stats in by_nodes.values():
-        merged = stats if merged is None else merged.merge(stats)
+    for point in by_nodes.values():
+        merged = point if merged is None else merge(merged, point)
     assert merged is not None
     return merged
 
@@ -225,7 +225,7 @@ class ViewExchange:
         self.merge: JobMerge | None = None
         self.every = 1
         self._published = b""  # view/held as this node's merge last set it
-        self._attempt: tuple[bytes, list[tuple[str, int, Stats]]] | None = None  # a publication whose answer was lost
+        self._attempt: tuple[bytes, list[tuple[str, int, Point]]] | None = None  # a publication whose answer was lost
         self.off = False  # the job's tags are more than view/held holds: no merging
 
     def next_in(self, wall: float) -> float:

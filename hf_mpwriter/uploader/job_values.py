@@ -4,12 +4,14 @@ group's (:mod:`.job_group`: its nodes' values merged into one), read by one pars
 A node's value (:meth:`.job_view.JobView.message`)::
 
     {"ranks": {rank: newest step}, "tags": [tag, ...] or null, "final": bool, "late": int, "made": int,
-     "every": int, "points": [[tag, step, Stats.to_list()], ...]}
+     "every": int, "points": [[tag, step, point.to_list()], ...]}
 
 A group's::
 
     {"nodes": {node: {"ranks", "final", "late", "made", "every"}}, "tags": {tag: [node, ...]},
-     "points": [[tag, step, Stats.to_list(), [node, ...] or null (every node of the value)], ...]}
+     "points": [[tag, step, point.to_list(), [node, ...] or null (every node of the value)], ...]}
+
+(a point: :mod:`.job_points`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import logging
 import math
 
-from .job_stats import Stats
+from .job_points import Point, merge, point_from_list
 
 logger = logging.getLogger(__name__)
 _Key = tuple[str, int]
@@ -85,13 +87,13 @@ def group_value(values: dict[int, bytes], limit: int, held: dict[str, int], ever
     that does not parse is left out, and said."""
     heads: dict[int, Head] = {}
     tags: dict[str, set[int]] = {}
-    merged: dict[_Key, tuple[Stats, frozenset[int]]] = {}
+    merged: dict[_Key, tuple[Point, frozenset[int]]] = {}
     for node, raw in sorted(values.items()):
         try:
             value = parse_value(node, raw)
             if value is None:
                 continue
-            parsed = [(t, s, Stats.from_list(item), covered) for t, s, item, covered in value.points]
+            parsed = [(t, s, point_from_list(t, item), covered) for t, s, item, covered in value.points]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             logger.warning("job run: node %d's points do not parse (%s); left out", node, exc)
             continue
@@ -102,7 +104,7 @@ def group_value(values: dict[int, bytes], limit: int, held: dict[str, int], ever
             if step <= held.get(tag, -math.inf) or step % every:
                 continue
             had = merged.get((tag, step))
-            merged[(tag, step)] = (stats, covered) if had is None else (had[0].merge(stats), had[1] | covered)
+            merged[(tag, step)] = (stats, covered) if had is None else (merge(had[0], stats), had[1] | covered)
     everyone = frozenset(heads)
     said = {str(n): h.to_dict() for n, h in sorted(heads.items())}
     head = {"nodes": said, "tags": {t: sorted(nodes) for t, nodes in sorted(tags.items())}}

@@ -29,9 +29,7 @@ NaN mean, as a sum of them would.
 Written where one uploader sees every rank of the job: one node, or a logdir every node shares (in a
 multi-node job without a store nothing is written before every rank of the world was seen:
 node-local logdirs get none). In a multi-node job with a store, each node reduces its own ranks into
-:class:`~.job_stats.Stats` and the job's leader merges them into one job run (:mod:`.job_merge`);
-histograms do not go through the job's store (its budget is sized for scalars), so there the job run
-holds the scalars only.
+points (:mod:`.job_points`) and the job's leader merges them into one job run (:mod:`.job_merge`).
 The world size is what the writers detected, or the highest rank seen plus one.
 
 Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file (a backlog is
@@ -53,14 +51,15 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..config import UploadConfig, matches, pattern_list
-from ..events.decoding import Histogram, summaries
+from ..events.decoding import summaries
 from ..events.encoding import histogram_event, margin_layout_event, scalars_event, text_event
 from ..events.event_file import EventFileWriter
 from ..events.records import iter_records
 from ..state.piece import open_nofollow
 from ..state.statedir import read_json, state_dir, write_json_atomic
 from ..timing import JOB_VIEW_WAIT_S
-from .job_histogram import Merged, merge
+from .job_histogram import Buckets, HistogramStats
+from .job_points import Point, Value, histogram_key, histogram_tag, point_from_list, point_of, value_from_json
 from .job_stats import NO_RANK, Stats
 
 logger = logging.getLogger(__name__)
@@ -97,9 +96,9 @@ class JobView:
         #: store: only a logdir every node shares has them all; a node-local one never does, and keeps nothing).
         self.whole_world = whole_world
         #: A node of a job with a store (its ranks, as many as its launcher says): its points go to the job's
-        #: leader as :class:`Stats` (:attr:`outbox`, :mod:`.job_merge`), not into a job run of its own.
+        #: leader as points (:attr:`outbox`, :mod:`.job_merge`), not into a job run of its own.
         self.node_ranks = node_ranks
-        self.outbox: dict[_Key, Stats] = {}  # a node's points the leader has not written yet
+        self.outbox: dict[_Key, Point] = {}  # a node's points the leader has not written yet
         self.every = 1  # a node passes on only the steps divisible by this (the leader's k, :mod:`.job_merge`)
         self.made = 0  # a node's points made since its last value was sent (the leader's k is set by it)
         self.dropped = 0  # a node's points dropped from a full outbox
@@ -108,27 +107,20 @@ class JobView:
         self.run = JobRun(self.logdir)
         self._read_to: dict[str, int] = {}  # each rank file (path in the logdir): the bytes reduced so far
         self.backlog = False  # a rank file has more than the last update read
-        self._values: dict[_Key, dict[int, float]] = {}  # points not written yet: rank -> value
+        self._values: dict[_Key, dict[int, Value]] = {}  # points not written yet: rank -> value
+        # (a histogram tag's points are kept under its :func:`~.job_points.histogram_key`)
         self._first: dict[_Key, float] = {}  # when the first rank's value of a point was read (clock)
         self._wall: dict[_Key, float] = {}  # the newest wall time among a point's values
         self._held: dict[str, int] = {}  # tag -> the last step written (a node: passed on to the leader)
         self.newest: dict[int, int] = {}  # rank -> its newest step (any tag)
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
-        # The same for histograms (not where the points go to a leader: :mod:`.job_merge` carries scalars).
-        self._histograms: dict[_Key, dict[int, Histogram]] = {}
-        self._histogram_first: dict[_Key, float] = {}
-        self._histogram_held: dict[str, int] = {}
-        self._histogram_reporters: dict[str, set[int]] = {}
-        self.unmerged = 0  # histogram points whose ranks' bucket limits disagree: not written
         self.late = 0
         #: What the job run held at this start when there was no state to take up: re-read values up to
         #: there are not late, only read again.
         self._held_at_start: dict[str, int] = {}
-        self._histogram_held_at_start: dict[str, int] = {}
         if not self._load() and node_ranks is None:
-            self._held, self._histogram_held = self.run.resume(self._beat)
+            self._held = self.run.resume(self._beat)
             self._held_at_start = dict(self._held)
-            self._histogram_held_at_start = dict(self._histogram_held)
 
     @property
     def points(self) -> int:
@@ -176,9 +168,9 @@ class JobView:
                         found, histograms = summaries(record)
                         for scalar in found:
                             self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now)
-                        if self.node_ranks is None:
-                            for histogram in histograms:
-                                self._take_histogram(rank, histogram, now)
+                        for histogram in histograms:
+                            self._take(rank, histogram_key(histogram.tag), histogram.step, Buckets.read(histogram),
+                                       histogram.wall_time, now)
                         decoded += 1
                         if decoded % BEAT_EVERY == 0:
                             self._beat()
@@ -189,7 +181,7 @@ class JobView:
                 self._read_to.pop(rel, None)
         return decoded
 
-    def _take(self, rank: int, tag: str, step: int, value: float, wall_time: float, now: float) -> None:
+    def _take(self, rank: int, tag: str, step: int, value: Value, wall_time: float, now: float) -> None:
         self.world = max(self.world, rank + 1)  # ranks given explicitly: the world is what they show
         self.newest[rank] = max(step, self.newest.get(rank, step))
         self._reporters.setdefault(tag, set()).add(rank)
@@ -205,32 +197,15 @@ class JobView:
         values[rank] = value  # a rank that logs a step twice: its last value
         self._wall[key] = max(wall_time, self._wall.get(key, wall_time))
 
-    def _take_histogram(self, rank: int, histogram: Histogram, now: float) -> None:
-        self.world = max(self.world, rank + 1)
-        tag, step = histogram.tag, histogram.step
-        self.newest[rank] = max(step, self.newest.get(rank, step))
-        self._histogram_reporters.setdefault(tag, set()).add(rank)
-        key = (tag, step)
-        histograms = self._histograms.get(key)
-        if histograms is None:
-            held = self._histogram_held.get(tag)
-            if held is not None and step <= held:
-                start = self._histogram_held_at_start
-                self.late += tag not in start or step > start[tag]
-                return
-            histograms = self._histograms[key] = {}
-            self._histogram_first[key] = now
-        histograms[rank] = histogram
-
     @property
     def waiting(self) -> int:
         """Points read but not written yet (their step waits for ranks)."""
-        return len(self._values) + len(self._histograms)
+        return len(self._values)
 
     @property
     def pending(self) -> bool:
         """Points waiting, or rank files not read to their end: the job run is not complete yet."""
-        return bool(self._values) or bool(self._histograms) or self.backlog
+        return bool(self._values) or self.backlog
 
     # -- writing the job run ---------------------------------------------------------------------------------
     def update(self, final: bool = False, budget: float = math.inf) -> int:
@@ -255,12 +230,9 @@ class JobView:
             now = self.clock()
             for key in [key for key, first in self._first.items() if now - first >= self.wait]:
                 del self._values[key], self._first[key], self._wall[key]
-            for key in [key for key, first in self._histogram_first.items() if now - first >= self.wait]:
-                del self._histograms[key], self._histogram_first[key]
             return 0
-        due = self._due(self._values, self._first, final)
-        histograms = self._due_histograms(final) if self.node_ranks is None else []
-        if not due and not histograms:
+        due = self._due(final)
+        if not due:
             return 0
         points = []
         for tag, step in due:
@@ -271,7 +243,7 @@ class JobView:
             wall = self._wall.pop(key)
             self._held[tag] = max(step, self._held.get(tag, step))  # (a tag's steps are passed on in order)
             if step % self.every == 0:
-                points.append((tag, step, Stats.of(by_rank, missing, wall)))
+                points.append((tag, step, point_of(tag, by_rank, missing, wall)))
         if self.node_ranks is not None:
             self.outbox.update({(tag, step): stats for tag, step, stats in points})
             self.run.points += len(points)
@@ -283,39 +255,21 @@ class JobView:
                                    OUTBOX_POINTS)
                 self.dropped += 1
         else:
-            self.run.write(points, self.newest, self.world, histograms=histograms)
+            self.run.write(points, self.newest, self.world)
             self._publish()
-        return len(due) + len(histograms)
+        return len(due)
 
-    def _due(self, waiting: dict[_Key, dict], first: dict[_Key, float], final: bool) -> list[_Key]:
-        """The points of ``waiting`` (rank -> value, first read at ``first``) to write now. With a point,
-        every earlier step of its tag still waiting goes too: a tag's steps are written in order
-        (TensorBoard drops a tag's later points when one comes back in time)."""
+    def _due(self, final: bool) -> list[_Key]:
+        """The points to write now. With a point, every earlier step of its tag still waiting goes too:
+        a tag's steps are written in order (TensorBoard drops a tag's later points when one comes back
+        in time)."""
         now = self.clock()
         complete = self.world if self.node_ranks is None else max(self.node_ranks, len(self.newest))
         last: dict[str, int] = {}
-        for (tag, step), values in waiting.items():
-            if final or len(values) >= complete or now - first[(tag, step)] >= self.wait:
+        for (tag, step), values in self._values.items():
+            if final or len(values) >= complete or now - self._first[(tag, step)] >= self.wait:
                 last[tag] = max(step, last.get(tag, step))
-        return [(tag, step) for tag, step in waiting if tag in last and step <= last[tag]]
-
-    def _due_histograms(self, final: bool) -> list[tuple[str, int, Merged | None, tuple[int, ...], float]]:
-        """The histogram points due, each ``(tag, step, merged or None where the ranks' limits disagree,
-        missing ranks, wall time)``."""
-        due = []
-        for tag, step in self._due(self._histograms, self._histogram_first, final):
-            by_rank = self._histograms.pop((tag, step))
-            del self._histogram_first[(tag, step)]
-            self._histogram_held[tag] = max(step, self._histogram_held.get(tag, step))
-            merged = merge(by_rank.values())
-            if merged is None:
-                if not self.unmerged:
-                    logger.warning("job run: histogram %r: the ranks' bucket limits differ (buckets other than "
-                                   "tensorboardX's default ones?); such histograms are left out of it", tag)
-                self.unmerged += 1
-            missing = tuple(sorted(self._histogram_reporters[tag] - set(by_rank)))
-            due.append((tag, step, merged, missing, max(h.wall_time for h in by_rank.values())))
-        return due
+        return [(tag, step) for tag, step in self._values if tag in last and step <= last[tag]]
 
     # -- a node's points, for the job's leader -----------------------------------------------------------------
     def message(self, limit: int, final: bool) -> bytes:
@@ -372,11 +326,6 @@ class JobView:
                         for (tag, step), values in self._values.items()],
             "outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.outbox.items()],
             "late": self.late,
-            "histograms": {
-                "held": self._histogram_held, "unmerged": self.unmerged,
-                "reporters": {tag: sorted(ranks) for tag, ranks in self._histogram_reporters.items()},
-                "waiting": [[rank, list(h)] for values in self._histograms.values() for rank, h in values.items()],
-            },
         }
         try:
             write_json_atomic(state_dir(self.logdir) / STATE_FILE, state)
@@ -397,43 +346,27 @@ class JobView:
             self._reporters = {tag: {int(r) for r in ranks} for tag, ranks in state["reporters"].items()}
             for tag, step, values, wall in state["waiting"]:
                 key = (str(tag), int(step))
-                self._values[key] = {int(r): float(v) for r, v in values.items()}
+                self._values[key] = {int(r): value_from_json(key[0], v) for r, v in values.items()}
                 self._first[key], self._wall[key] = now, float(wall)
-            self.outbox = {(str(tag), int(step)): Stats.from_list(item) for tag, step, item in state["outbox"]}
+            self.outbox = {(str(tag), int(step)): point_from_list(str(tag), item) for tag, step, item in state["outbox"]}
             self.late = int(state["late"])
             self.world = max([self.world, *(r + 1 for r in self.newest)])
-            self._load_histograms(state.get("histograms", {}), now)  # (none in a state file of before 0.x)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("job view: %s does not parse (%s); reading the ranks' files from their start", STATE_FILE, exc)
             self._forget_state()
             return False
         return True
 
-    def _load_histograms(self, state: dict, now: float) -> None:
-        self._histogram_held = {str(k): int(v) for k, v in state.get("held", {}).items()}
-        self.unmerged = int(state.get("unmerged", 0))
-        self._histogram_reporters = {tag: {int(r) for r in ranks} for tag, ranks in state.get("reporters", {}).items()}
-        for rank, fields in state.get("waiting", []):
-            tag, step, wall, mn, mx, num, total, squares, limits, counts = fields
-            histogram = Histogram(str(tag), int(step), float(wall), float(mn), float(mx), float(num), float(total),
-                                  float(squares), tuple(map(float, limits)), tuple(map(float, counts)))
-            key = (histogram.tag, histogram.step)
-            self._histograms.setdefault(key, {})[int(rank)] = histogram
-            self._histogram_first[key] = now
-
     def _forget_state(self) -> None:
         self._read_to, self._held, self.newest, self.outbox = {}, {}, {}, {}
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
-        self._histograms, self._histogram_first, self._histogram_held, self._histogram_reporters = {}, {}, {}, {}
-        self.unmerged = 0
         self.run = JobRun(self.logdir)
         self.late = 0
 
     def summary(self) -> dict:
         """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
         the min and the max."""
-        return self.run.summary(self.newest, self.world, late=self.late, waiting=self.waiting, backlog=self.backlog,
-                                histograms_not_merged=self.unmerged)
+        return self.run.summary(self.newest, self.world, late=self.late, waiting=self.waiting, backlog=self.backlog)
 
     def _publish(self) -> None:
         self.run.publish(self.summary())
@@ -449,27 +382,23 @@ class JobRun:
         self.run_dir = self.logdir / RUN_DIR
         self.extremes: dict[str, tuple[Counter, Counter]] = {}  # tag -> (times each rank was min, was max)
         self.points = 0
+        self.unmerged = 0  # histogram points not written: their ranks' bucket limits disagree
         self._stragglers_at = after  # the step job/steps_behind was last written at
         self._charted: set[str] = set()
         self._often: dict[str, tuple[int, int]] = {}  # tag -> the ranks most often its min and max, as last written
         self._writer: EventFileWriter | None = None
 
-    def write(self, points: list[tuple[str, int, Stats]], newest: dict[int, int], world: int, every: int = 1,
-              histograms: Sequence[tuple[str, int, Merged | None, tuple[int, ...], float]] = ()) -> None:
+    def write(self, points: Sequence[tuple[str, int, Point]], newest: dict[int, int], world: int, every: int = 1) -> None:
         """Write ``points`` (each tag's steps in order, after those it holds), with the ranks' newest steps
-        (and ``every``: the run holds only the steps divisible by it, where more than 1), and the merged
-        ``histograms`` (:meth:`JobView._due_histograms`: ``None``, limits that disagree, writes none)."""
+        (and ``every``: the run holds only the steps divisible by it, where more than 1)."""
         by_step: dict[int, list[tuple[str, Stats]]] = {}
-        for tag, step, stats in sorted(points, key=lambda p: (p[1], p[0])):
-            by_step.setdefault(step, []).append((tag, stats))
         writer = self._open()
-        self._chart(writer, sorted({tag for tag, _, _ in points} - self._charted))
-        for tag, step, merged, missing, wall in sorted(histograms, key=lambda h: (h[1], h[0])):
-            if merged is not None:
-                writer.add_serialized(histogram_event(tag, merged.stats, merged.limits, merged.counts, step, wall))
-                self.points += 1
-            if missing:
-                writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text("missing", missing), step, wall))
+        for key, step, point in sorted(points, key=lambda p: (p[1], p[0])):
+            if isinstance(point, HistogramStats):
+                self._histogram(writer, key, step, point)
+            else:
+                by_step.setdefault(step, []).append((key, point))
+        self._chart(writer, sorted({tag for tagged in by_step.values() for tag, _ in tagged} - self._charted))
         for step, tagged in by_step.items():
             values: list[tuple[str, float]] = []
             wall = max(stats.wall for _, stats in tagged)
@@ -489,6 +418,20 @@ class JobRun:
             writer.add_serialized(scalars_event(values, step, wall))
         writer.flush()
         self.points += len(points)
+
+    def _histogram(self, writer: EventFileWriter, key: str, step: int, point: HistogramStats) -> None:
+        tag = histogram_tag(key) or key
+        buckets = point.buckets
+        if buckets is not None:
+            stats = (buckets.min, buckets.max, buckets.num, buckets.sum, buckets.sum_squares)
+            writer.add_serialized(histogram_event(tag, stats, list(buckets.limits), list(buckets.counts), step, point.wall))
+        else:
+            if not self.unmerged:
+                logger.warning("job run: histogram %r: the ranks' bucket limits differ (buckets other than tensorboardX's "
+                               "default ones?); such histograms are left out of it", tag)
+            self.unmerged += 1
+        if point.missing:
+            writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text("missing", point.missing), step, point.wall))
 
     def _point(self, tag: str, stats: Stats, world: int) -> list[tuple[str, float]]:
         row = (stats.mean, stats.low, stats.high, stats.std, stats.low_rank, stats.high_rank, stats.n,
@@ -524,11 +467,10 @@ class JobRun:
             self._writer.close(retry_secs=0)
             self._writer = None
 
-    def resume(self, beat: Callable[[], None]) -> tuple[dict[str, int], dict[str, int]]:
-        """The last step per tag the run's files hold, of the scalars' statistics and of the histograms (a
-        start without state: what is there is not written again); ``beat`` is called while reading."""
+    def resume(self, beat: Callable[[], None]) -> dict[str, int]:
+        """The last step per tag the run's files hold, a histogram tag's under its key (a start without
+        state: what is there is not written again); ``beat`` is called while reading."""
         held: dict[str, int] = {}
-        histogram_held: dict[str, int] = {}
         decoded = 0
         for entry in _entries(self.run_dir):
             if "tfevents" not in entry.name or not entry.is_file(follow_symlinks=False):
@@ -545,16 +487,19 @@ class JobRun:
                             held[tag] = max(scalar.step, held.get(tag, scalar.step))
                             self._charted.add(tag)
                     for histogram in histograms:
-                        histogram_held[histogram.tag] = max(histogram.step, histogram_held.get(histogram.tag, histogram.step))
-        return held, histogram_held
+                        key = histogram_key(histogram.tag)
+                        held[key] = max(histogram.step, held.get(key, histogram.step))
+        return held
 
     def state(self) -> dict:
         return {"charted": sorted(self._charted), "points": self.points, "stragglers_at": self._stragglers_at,
+                "unmerged": self.unmerged,
                 "extremes": {tag: [dict(mins), dict(maxes)] for tag, (mins, maxes) in self.extremes.items()}}
 
     def load(self, state: dict) -> None:
         self._charted = set(state["charted"])
         self.points = int(state["points"])
+        self.unmerged = int(state.get("unmerged", 0))  # (a state file of before histograms: none)
         self._stragglers_at = None if state["stragglers_at"] is None else int(state["stragglers_at"])
         self.extremes = {tag: (Counter({int(r): c for r, c in mins.items()}), Counter({int(r): c for r, c in maxes.items()}))
                          for tag, (mins, maxes) in state["extremes"].items()}
@@ -564,7 +509,7 @@ class JobRun:
         the min and the max."""
         top = max(newest.values(), default=0)
         return {
-            "run": RUN_DIR, "world_size": world, "points": self.points, **more,
+            "run": RUN_DIR, "world_size": world, "points": self.points, "histograms_not_merged": self.unmerged, **more,
             "newest_step": {str(r): s for r, s in sorted(newest.items())},
             "behind": {str(r): top - s for r, s in sorted(newest.items()) if s < top},
             "missing_ranks": sorted(set(range(world)) - set(newest)),

@@ -1,0 +1,57 @@
+"""A point of the job run, of either kind: a scalar tag's :class:`~.job_stats.Stats` or a histogram tag's
+:class:`~.job_histogram.HistogramStats`, told apart by the tag it is kept under.
+
+The job view, the nodes' values and the leader key points by ``(tag, step)`` and treat both kinds alike
+(when a point is due, the late-data rule, k, what the leader holds); a histogram tag is kept under
+:func:`histogram_key` (a NUL first: no tag of a scalar, which TensorBoard's writers never give one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Union, cast
+
+from .job_histogram import Buckets, HistogramStats
+from .job_stats import Stats
+
+Point = Union[Stats, HistogramStats]
+Value = Union[float, Buckets]  # one rank's value of a point
+_HISTOGRAM = "\x00histogram\x00"
+
+
+def histogram_key(tag: str) -> str:
+    """The key a histogram tag's points are kept under."""
+    return _HISTOGRAM + tag
+
+
+def histogram_tag(key: str) -> str | None:
+    """The histogram tag a key stands for, ``None`` for a scalar's."""
+    return key[len(_HISTOGRAM):] if key.startswith(_HISTOGRAM) else None
+
+
+def point_of(key: str, by_rank: Mapping[int, Value], missing: tuple[int, ...], wall: float) -> Point:
+    """The ranks' values of one point (``key``'s kind) as its statistics."""
+    if histogram_tag(key) is None:
+        return Stats.of(cast(Mapping[int, float], by_rank), missing, wall)
+    return HistogramStats.of(cast(Mapping[int, Buckets], by_rank), missing, wall)
+
+
+def point_from_list(key: str, item: list) -> Point:
+    """A point sent as ``to_list()``; raises ``ValueError``/``TypeError`` if it does not parse."""
+    return Stats.from_list(item) if histogram_tag(key) is None else HistogramStats.from_list(item)
+
+
+def value_from_json(key: str, value: object) -> Value:
+    """One rank's value of a point as a state file keeps it (a float, or a histogram's fields)."""
+    if histogram_tag(key) is None:
+        return float(cast(float, value))
+    return Buckets.from_list(cast(list, value))
+
+
+def merge(a: Point, b: Point) -> Point:
+    """Two points of one tag and step, of disjoint ranks, as one."""
+    if isinstance(a, Stats) and isinstance(b, Stats):
+        return a.merge(b)
+    if isinstance(a, HistogramStats) and isinstance(b, HistogramStats):
+        return a.merge(b)
+    raise TypeError("a scalar's point and a histogram's of one key")
