@@ -183,4 +183,4 @@ def _unpack(dtype: int, raw: bytes) -> list[float]:
     form = _FLOAT if dtype == _DT_FLOAT else _DOUBLE if dtype == _DT_DOUBLE else None
     if form is None or len(raw) % form.size:
         return []
-    return [v for (v,) in form.iter_unpack(raw)]
+    return list(struct.unpack(f"<{len(raw) // form.size}{form.format[-1]}", raw))

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from ..events.decoding import Histogram
 from .job_stats import exact_sum
 
@@ -58,9 +60,8 @@ class Buckets(NamedTuple):
                    histogram.limits, histogram.counts)
 
     def to_list(self) -> list:
-        first = _GRID_INDEX.get(self.limits[0]) if self.limits else None
-        on_grid = first is not None and GRID[first:first + len(self.limits)] == self.limits
-        limits = {"grid": first} if on_grid else list(self.limits)
+        first = _grid_start(self.limits) if self.limits else None
+        limits = {"grid": first} if first is not None else list(self.limits)
         return [*self[:5], limits, [int(c) if c.is_integer() else c for c in self.counts]]
 
     @classmethod
@@ -81,12 +82,20 @@ def merge_buckets(parts: Iterable[Buckets]) -> Buckets | None:
     """One histogram of every value of ``parts``, or ``None`` where their limits do not agree (see the
     module) or none has a bucket."""
     parts = [p for p in parts if p.limits]
-    if not parts or not all(_increasing(p.limits) for p in parts):
+    if not parts:
+        return None
+    starts = [_grid_start(p.limits) for p in parts]
+    if None not in starts:  # (the usual case, and in one pass: runs of one grid always agree)
+        first = min(s for s in starts if s is not None)
+        total = np.zeros(max(s + len(p.limits) for s, p in zip(starts, parts) if s is not None) - first)
+        for start, p in zip(starts, parts):
+            total[start - first:start - first + len(p.counts)] += p.counts  # type: ignore[operator]
+        return _with_stats(parts, GRID[first:first + len(total)], tuple(total.tolist()))
+    if not all(_increasing(p.limits) for p in parts):
         return None
     limits = sorted({limit for p in parts for limit in p.limits})
-    ends = [_GRID_INDEX.get(limits[0]), _GRID_INDEX.get(limits[-1])]
-    if ends[0] is not None and ends[1] is not None and all(limit in _GRID_INDEX for limit in limits):
-        limits = list(GRID[ends[0]:ends[1] + 1])  # (the grid's empty buckets between ranks far apart too)
+    if all(limit in _GRID_INDEX for limit in limits):
+        limits = list(GRID[_GRID_INDEX[limits[0]]:_GRID_INDEX[limits[-1]] + 1])  # (the grid's empty buckets between)
     index = {limit: i for i, limit in enumerate(limits)}
     counts = [0.0] * len(limits)
     for p in parts:
@@ -99,11 +108,22 @@ def merge_buckets(parts: Iterable[Buckets]) -> Buckets | None:
             if not i and at[0] and not limits[at[0] - 1] <= p.min:
                 return None  # its first bucket (its left edge not said) would start at another's limit
             counts[at[i]] += count
+    return _with_stats(parts, tuple(limits), tuple(counts))
+
+
+def _with_stats(parts: list[Buckets], limits: tuple[float, ...], counts: tuple[float, ...]) -> Buckets:
+    """The merged buckets with the min, max, count and sums of every part."""
     lows, highs = [p.min for p in parts], [p.max for p in parts]
     low = math.nan if any(map(math.isnan, lows)) else min(lows)
     high = math.nan if any(map(math.isnan, highs)) else max(highs)
     return Buckets(low, high, math.fsum(p.num for p in parts), exact_sum([p.sum for p in parts]),
-                   exact_sum([p.sum_squares for p in parts]), tuple(limits), tuple(counts))
+                   exact_sum([p.sum_squares for p in parts]), limits, counts)
+
+
+def _grid_start(limits: tuple[float, ...]) -> int | None:
+    """The index in :data:`GRID` of the first of ``limits`` where they are a run of it, else ``None``."""
+    first = _GRID_INDEX.get(limits[0])
+    return first if first is not None and GRID[first:first + len(limits)] == limits else None
 
 
 @dataclass(frozen=True)
