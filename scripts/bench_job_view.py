@@ -1,16 +1,20 @@
 #!/usr/bin/env python
-"""The job run's cost on one node: the uploader's CPU for reducing the ranks' scalars, and its size.
+"""The job run's cost on one node: the uploader's CPU for reducing the ranks' scalars (and histograms),
+and its size.
 
-Simulates one node's hour (8 ranks x 50 scalar tags at 1 step/s by default): the ranks' event files
-are written with this package's own encoder, interval by interval (``--interval`` seconds, a commit
-interval); after each interval the real :class:`~hf_mpwriter.uploader.job_view.JobView` reduces what
-was added, as the uploader does before a commit. Measured in the same run, as the baseline: the CPU of
-TensorBoard's own reader (``EventFileLoader``, what any TensorBoard spends) loading the same rank files
-once. Prints the reduction's CPU per simulated hour as a share of one core, per record, its ratio to
-the baseline, the job run's bytes per hour and points per tag; nothing passes or fails.
+Simulates one node's hour (8 ranks x 50 scalar tags at 1 step/s by default; ``--histograms N``: N
+histogram tags too, of 10,000 values each, every ``--histogram-every`` steps, on tensorboardX's default
+buckets): the ranks' event files are written with this package's own encoders, interval by interval
+(``--interval`` seconds, a commit interval); after each interval the real
+:class:`~hf_mpwriter.uploader.job_view.JobView` reduces what was added, as the uploader does before a
+commit. Measured in the same run, as the baseline: the CPU of TensorBoard's own reader
+(``EventFileLoader``, what any TensorBoard spends) loading the same rank files once. Prints the
+reduction's CPU per simulated hour as a share of one core, per record, its ratio to the baseline, the
+job run's bytes per hour and points per tag; nothing passes or fails.
 
     python scripts/bench_job_view.py                  # one simulated hour (~1 min)
     python scripts/bench_job_view.py --minutes 5      # a quick look
+    python scripts/bench_job_view.py --histograms 5 --histogram-every 10
 
 What it does not simulate: the ranks' writing (in other processes, it costs the uploader nothing) and
 the commit. A multi-node job's leader, merging every node's points: ``bench_job_merge.py``.
@@ -24,9 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from hf_mpwriter.events.encoding import scalar_event
+import numpy as np
+
+from hf_mpwriter.events.encoding import scalar_event, summary_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.uploader.job_view import JobView
+from hf_mpwriter.writer.histogram import histogram_summary_bytes
 
 
 class _Clock:
@@ -48,7 +55,8 @@ def _tensorboard_read_cpu(logdir: Path) -> float:
     return time.process_time() - start
 
 
-def run(ranks: int, tags: int, minutes: float, interval: float, root: Path) -> dict[str, float]:
+def run(ranks: int, tags: int, minutes: float, interval: float, root: Path, histograms: int = 0,
+        histogram_every: int = 10) -> dict[str, float]:
     logdir, clock = root / "logs", _Clock()
     writers = []
     for rank in range(ranks):
@@ -56,6 +64,9 @@ def run(ranks: int, tags: int, minutes: float, interval: float, root: Path) -> d
         run_dir.mkdir(parents=True)
         writers.append(EventFileWriter(run_dir, max_queue=1_000_000, flush_secs=3600))
     names = [f"train/metric_{i:02d}" for i in range(tags)]
+    rng = np.random.default_rng(0)
+    samples = [rng.normal(rng.uniform(-1, 1), rng.uniform(0.1, 3), 10_000) for _ in range(16)]
+    logged = 0
     view = JobView(logdir, ranks, wait=interval, clock=clock)
     steps, cpu, step = int(minutes * 60), 0.0, 0
     while step < steps:
@@ -64,6 +75,11 @@ def run(ranks: int, tags: int, minutes: float, interval: float, root: Path) -> d
             for s in range(step, last):
                 for i, tag in enumerate(names):
                     writer.add_serialized(scalar_event(tag, float(rank * 0.01 + i + s * 1e-3), s, 1e9 + s))
+                for j in range(histograms if s % histogram_every == 0 else 0):
+                    summary = histogram_summary_bytes(f"weights/layer_{j:02d}", samples[(rank + j + s) % len(samples)])
+                    assert summary is not None
+                    writer.add_serialized(summary_event(summary, s, 1e9 + s))
+                    logged += 1
             writer.flush()
         step = last
         clock.now = float(step)
@@ -74,7 +90,7 @@ def run(ranks: int, tags: int, minutes: float, interval: float, root: Path) -> d
     for writer in writers:
         writer.close()
     restart, lost = _restart_cost(logdir, ranks, interval, clock)
-    records = ranks * tags * steps
+    records = ranks * tags * steps + logged
     job_bytes = sum(p.stat().st_size for p in (logdir / "job").glob("*tfevents*"))
     baseline = _tensorboard_read_cpu(logdir)
     hours = steps / 3600.0
@@ -104,13 +120,16 @@ def main() -> int:
     parser.add_argument("--tags", type=int, default=50, help="scalar tags per rank (default 50)")
     parser.add_argument("--minutes", type=float, default=60.0, help="simulated minutes at 1 step/s (default 60)")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between reductions (default 30)")
+    parser.add_argument("--histograms", type=int, default=0, help="histogram tags per rank (default 0)")
+    parser.add_argument("--histogram-every", type=int, default=10, help="steps between histograms (default 10)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_job_view-"))
     try:
-        r = run(args.ranks, args.tags, args.minutes, args.interval, root)
+        r = run(args.ranks, args.tags, args.minutes, args.interval, root, args.histograms, args.histogram_every)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"{args.ranks} ranks x {args.tags} tags x {args.minutes:g} min at 1 step/s, a reduction every "
+    extra = f" and {args.histograms} histogram tags every {args.histogram_every} steps" if args.histograms else ""
+    print(f"{args.ranks} ranks x {args.tags} tags{extra} x {args.minutes:g} min at 1 step/s, a reduction every "
           f"{args.interval:g} s ({r['records']:,} records)\n")
     print(f"a restarted uploader's first update: {r['restart_s']:.2f} s from its state file, "
           f"{r['restart_lost_s']:.2f} s without it (reading from the start, one cycle's budget)\n")
