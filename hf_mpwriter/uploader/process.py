@@ -2,9 +2,14 @@
 
 Its command line, its log file (``uploader.log``, rotated, tokens redacted), its client (configured
 the documented way: this process is the uploader's, see
-:func:`hf_mpwriter.targets.hub_client.configure_process_client`) and its termination signals. The
-loop itself, and the process replacing itself after an abandoned call, are
+:func:`hf_mpwriter.targets.hub_client.configure_process_client`), its termination signals and its
+exit. The loop itself, and the process replacing itself after an abandoned call, are
 :mod:`hf_mpwriter.uploader.loop`'s.
+
+Once the loop returns, everything it owns is closed and what it committed is committed: the process
+ends at once (:func:`_exit`), without the interpreter's teardown. That teardown (torch's store
+clients, hf_xet's runtime, abandoned calls' threads) took over 2 s on a loaded node, after the last
+commit of a preempted node and past its deadline: the scheduler's SIGKILL would have come first.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -51,13 +57,25 @@ def main(argv: list[str] | None = None) -> int:
         on_termination(uploader.terminate)
         while early:
             uploader.terminate(early.pop(0))
-        return uploader.run()
+        _exit(uploader.run())
     except ConfigurationError as exc:
         logger.error("%s", exc)
         return 3
     except Exception:  # logged through the redacting handler, not printed raw to uploader.out
         logger.exception("the uploader failed")
         return 1
+    return 0  # (not reached)
+
+
+def _exit(code: int) -> None:
+    """End the process now with ``code``, its logs and output flushed (see the module)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _log_to_file(logdir: Path) -> None:
