@@ -227,8 +227,8 @@ def test_a_logdir_every_node_shares_without_a_store_commits_as_one_node(hub, tmp
     uploader = Uploader(logdir, config=config, token=TOKEN, target=target)
     state = logdir / ".hf_mpwriter"
 
-    def next_in() -> float:
-        return json.loads((state / "uploader.json").read_text()).get("next_cycle_at", 0.0) - time.time()
+    def next_in() -> float:  # (None until the loop's first decision: not due yet, nothing known)
+        return (json.loads((state / "uploader.json").read_text()).get("next_cycle_at") or 0.0) - time.time()
 
     stop = threading.Event()
     thread = threading.Thread(target=uploader.run, kwargs={"stop": stop, "watch": True})
