@@ -10,8 +10,8 @@ agree: such a point merges to "not mergeable" (:attr:`HistogramStats.buckets` ``
 run writes no histogram for it.
 
 On the default grid (:data:`GRID`) a histogram's limits are sent as the grid's index of the first
-(``{"grid": i}``), its counts as integers: a node's histogram of values around 0 spans some 600 of
-the grid's buckets, 17 KB as floats, 2 KB so.
+(``{"grid": i}``), its counts as integers: a histogram of values around 0 spans hundreds of the
+grid's fine buckets, and the store's budget is shared with every node's scalars.
 """
 
 from __future__ import annotations

@@ -393,9 +393,10 @@ class JobRun:
         (and ``every``: the run holds only the steps divisible by it, where more than 1)."""
         by_step: dict[int, list[tuple[str, Stats]]] = {}
         writer = self._open()
+        written = len(points)
         for key, step, point in sorted(points, key=lambda p: (p[1], p[0])):
             if isinstance(point, HistogramStats):
-                self._histogram(writer, key, step, point)
+                written -= not self._histogram(writer, key, step, point)
             else:
                 by_step.setdefault(step, []).append((key, point))
         self._chart(writer, sorted({tag for tagged in by_step.values() for tag, _ in tagged} - self._charted))
@@ -417,9 +418,10 @@ class JobRun:
                 self._stragglers_at = step
             writer.add_serialized(scalars_event(values, step, wall))
         writer.flush()
-        self.points += len(points)
+        self.points += written
 
-    def _histogram(self, writer: EventFileWriter, key: str, step: int, point: HistogramStats) -> None:
+    def _histogram(self, writer: EventFileWriter, key: str, step: int, point: HistogramStats) -> bool:
+        """Write one merged histogram (and its missing ranks); ``False`` where it could not be merged."""
         tag = histogram_tag(key) or key
         buckets = point.buckets
         if buckets is not None:
@@ -432,6 +434,7 @@ class JobRun:
             self.unmerged += 1
         if point.missing:
             writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text("missing", point.missing), step, point.wall))
+        return buckets is not None
 
     def _point(self, tag: str, stats: Stats, world: int) -> list[tuple[str, float]]:
         row = (stats.mean, stats.low, stats.high, stats.std, stats.low_rank, stats.high_rank, stats.n,

@@ -7,9 +7,9 @@ exit. The loop itself, and the process replacing itself after an abandoned call,
 :mod:`hf_mpwriter.uploader.loop`'s.
 
 Once the loop returns, everything it owns is closed and what it committed is committed: the process
-ends at once (:func:`_exit`), without the interpreter's teardown. That teardown (torch's store
-clients, hf_xet's runtime, abandoned calls' threads) took over 2 s on a loaded node, after the last
-commit of a preempted node and past its deadline: the scheduler's SIGKILL would have come first.
+ends at once (:func:`_exit`), without the interpreter's teardown (torch's store clients, hf_xet's
+runtime, abandoned calls' threads), which can take seconds on a loaded node and would run past a
+preempted node's deadline (``docs/design-notes.md``).
 """
 
 from __future__ import annotations
