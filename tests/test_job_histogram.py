@@ -73,6 +73,17 @@ def test_merged_histograms_are_tensorboardx_s_histogram_of_every_ranks_values(se
     _assert_histogram(_as_proto(again), everything)
 
 
+@pytest.mark.parametrize("values", [np.random.default_rng(0).normal(0, 1, 1000), np.zeros(5), np.array([-0.0, 1.0]),
+                                    np.array([np.nan, 1.0])])
+def test_a_merged_histogram_s_event_is_tensorboardx_s_own_bytes(values):
+    """The job run writes the event tensorboardX writes for the same histogram (decoded and encoded back)."""
+    want = Event(wall_time=12.5, step=7, summary=tbx_summary.histogram("a/b", values, BINS)).SerializeToString()
+    (histogram,) = summaries(want)[1]
+    stats = (histogram.min, histogram.max, histogram.num, histogram.sum, histogram.sum_squares)
+    got = histogram_event("a/b", stats, list(histogram.limits), list(histogram.counts), 7, 12.5)
+    assert got == want
+
+
 def test_histograms_whose_bucket_limits_disagree_are_not_merged():
     rng = np.random.default_rng(7)
     a, b = rng.normal(0, 1, 500), rng.normal(0.3, 2, 500)
