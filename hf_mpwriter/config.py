@@ -30,6 +30,7 @@ from .timing import (
     HTTP_TIMEOUT_S,
     HUB_COMMIT_EVERY_S,
     HUB_COMMIT_SPACING_S,
+    HUB_COMMITS_PER_HOUR,
     SYSTEM_METRICS_MIN_PERIOD_S,
     SYSTEM_METRICS_PERIOD_S,
 )
@@ -152,6 +153,11 @@ class UploadConfig:
     #: The job's ranks, as its writers detected them (0: unknown, ranks given with ``rank=``): the job run
     #: (:mod:`hf_mpwriter.uploader.job_view`) counts a step's missing ranks against it.
     world_size: int = 1
+    #: The launcher's facts (:class:`hf_mpwriter.environment.Launcher`), as the writer read them: its ranks on
+    #: this node (0: not said), the launch's id and the job's store (``host:port``).
+    ranks_per_node: int = 0
+    job_id: str | None = None
+    store: str | None = None
     #: Seconds between two commits to one repository (:func:`commit_spacing`); None: the target's own (a
     #: repository's ~28 s, a bucket's 0).
     min_interval: float | None = None
@@ -302,6 +308,8 @@ def writer_settings(
         )
     if config is not None:
         config.nodes, config.node_rank, config.world_size = nodes, node_rank, world_size
+        facts = environment.launcher()
+        config.ranks_per_node, config.job_id, config.store = facts.ranks_per_node, facts.job_id, facts.store
         config.preemption_deadline = deadline_s
         config.system_metrics = metrics_s
         config.min_interval = commit_spacing(env.commits_per_hour) if config.kind == "hub" else None  # a bucket: none
@@ -428,18 +436,38 @@ def check_hub_settings(repo_id: str, repo_type: str | None, commit_every_s: floa
     return repo_type
 
 
+def commit_interval(config: UploadConfig) -> float:
+    """Seconds between the regular commits of an uploader that commits alone (one node, or a node of a job
+    without its leader): ``commit_every``, or longer where the logs' rate allows fewer commits to one
+    repository (:func:`commits_allowed`)."""
+    per_hour = commits_allowed(config)
+    return config.commit_every if per_hour is None else max(config.commit_every, 3600 / per_hour)
+
+
+def commits_allowed(config: UploadConfig) -> float | None:
+    """Commits an hour the logs may make to ``config``'s repository, or ``None`` where nothing limits them:
+    ``HF_MPWRITER_COMMITS_PER_HOUR`` where it is set (any endpoint), else the Hub's ~128 on huggingface.co.
+    A bucket has no commit rate; another endpoint states none unless the setting does. (A job's leader
+    keeps the same setting through its plan: :mod:`hf_mpwriter.uploader.coordination.plan`.)"""
+    if config.kind != "hub":
+        return None
+    if config.commits_per_hour is not None:
+        return config.commits_per_hour
+    return HUB_COMMITS_PER_HOUR if "huggingface.co" in (config.endpoint or current_endpoint()) else None
+
+
 def warn_about_interval(config: UploadConfig) -> None:
-    """Warn once per logdir (the caller saves the settings first) when ``commit_every`` asks the Hub
-    for more commits than it accepts. Not for other endpoints (a local test Hub has no such limit)."""
-    if config.kind != "hub" or config.commit_every >= HUB_COMMIT_SPACING_S:
+    """Say once per logdir (the caller saves the settings first), in the training process, when the commits
+    come less often than ``commit_every`` asks (:func:`commit_interval`), and which setting changes it."""
+    interval = commit_interval(config)
+    if interval <= config.commit_every:
         return
-    if "huggingface.co" not in (config.endpoint or current_endpoint()):
-        return
-    logger.warning(
-        "commit_every=%.2f min asks for more than the ~128 commits per hour the Hub accepts per repo; "
-        "commits may be rate-limited (they are retried, nothing is lost)",
-        config.commit_every / 60,
-    )
+    why = (f"HF_MPWRITER_COMMITS_PER_HOUR={config.commits_per_hour:g} allows one commit every {interval:.0f} s"
+           if config.commits_per_hour is not None else
+           f"the Hub accepts about {HUB_COMMITS_PER_HOUR} commits an hour per repository (HF_MPWRITER_COMMITS_PER_HOUR "
+           "sets another rate)")
+    logger.warning("commit_every=%.0f s: this node commits every %.0f s instead: %s. A writer's close() and a "
+                   "termination signal still commit at once", config.commit_every, interval, why)
 
 
 def target_key(kind: str, *, repo_id: str | None, repo_type: str, revision: str, directory: str | None, prefix: str) -> str:

@@ -42,8 +42,8 @@ class Environment:
     #: ``HF_MPWRITER_NETWORK_FS``: more file system types (as the mount table names them) to treat as
     #: network file systems (the queue then uses a rollback journal: :mod:`hf_mpwriter.state.filesystem`).
     network_fs: tuple[str, ...] = ()
-    #: ``HF_MPWRITER_COMMITS_PER_HOUR``: commits the logs may make to one repository per hour (the one rate
-    #: setting: the spacing of two commits follows from it, :func:`hf_mpwriter.config.commit_spacing`).
+    #: ``HF_MPWRITER_COMMITS_PER_HOUR``: commits this logdir's job (one node or all of them) may make to one
+    #: repository per hour (:func:`hf_mpwriter.config.commits_allowed`, the leader's plan).
     commits_per_hour: float | None = None
     #: ``HF_MPWRITER_API_REQUESTS``: Hub API requests a multi-node job's logs may make per 5 minutes.
     api_requests: int | None = None
@@ -160,6 +160,34 @@ def job_id(env: Mapping[str, str] | None = None) -> str | None:
             value = f"{value}.{step}"
         return f"{label}-" + re.sub(r"[^A-Za-z0-9._-]", "_", value)[:64]
     return None
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """What a launcher says of the job beyond this process's rank: read by the writer, saved in the logdir's
+    settings for its uploader (which is spawned without the launcher's rank variables, and reads none)."""
+
+    #: The processes the launcher started on this node (0: it does not say).
+    ranks_per_node: int = 0
+    #: The launch's id, which scopes the uploaders' keys in the job's store (``None``: no known launcher).
+    job_id: str | None = None
+    #: ``host:port`` of the job's torch.distributed store (``MASTER_ADDR``, ``MASTER_PORT``), or ``None``.
+    store: str | None = None
+
+
+def launcher(env: Mapping[str, str] | None = None) -> Launcher:
+    """The launcher's facts from ``env`` (default: this process's environment), checked."""
+    env = os.environ if env is None else env
+    # torchrun without ``--rdzv-id`` says ``none``: not an id for folders, but its store is that launch's own.
+    job = job_id(env) or ("torchrun-none" if env.get("TORCHELASTIC_RUN_ID") else None)
+    host, port = (env.get("MASTER_ADDR") or "").strip(), (env.get("MASTER_PORT") or "").strip()
+    store = None
+    if host and port:
+        if port.isdigit() and 0 < int(port) < 65536:
+            store = f"{host}:{int(port)}"
+        else:
+            logger.warning("MASTER_PORT=%r is not a port number; no job-wide leader (each node commits itself)", port)
+    return Launcher(ranks_per_node(env) or 0, job, store)
 
 
 def ranks_per_node(env: Mapping[str, str] | None = None) -> int | None:

@@ -99,7 +99,7 @@ AUDIT_EVERY_S = 600.0
 #: ... and of a bucket this often (its writes are not fenced; its paths-info answers 1000 files per call).
 BUCKET_AUDIT_EVERY_S = 60.0
 
-# -- one leader per job (hf_mpwriter.uploader.job_commit, job_store) -------------------------------
+# -- one leader per job (hf_mpwriter.uploader.coordination) -------------------------------
 #: Every call to the job's torch.distributed store is abandoned after this long (a frozen store host
 #: blocks a call for ever).
 STORE_CALL_S = 5.0
@@ -148,7 +148,7 @@ SYSTEM_METRICS_MIN_PERIOD_S = 1.0
 #: so that a short run gets a sample too.
 SYSTEM_METRICS_FIRST_SAMPLE_S = 0.2
 
-# -- the job run (hf_mpwriter.uploader.job_view) ----------------------------------------------------------
+# -- the job run (hf_mpwriter.uploader.jobrun.view) ----------------------------------------------------------
 #: A step of the job run waits this long (at least one commit interval) for the ranks that have not
 #: logged it yet; then it is written with the ranks that did, the others named as missing.
 JOB_VIEW_WAIT_S = 30.0

@@ -4,11 +4,11 @@
 Simulates N nodes x 8 ranks x 50 scalar tags at 1 step/s (by default) for some minutes, at the ratios a
 job has with a target's defaults (``--target``): the job run's rounds every ``commit_every`` (at most
 30 s: 10 s on a bucket, 30 s on a repository), and the leader's node's commits one a commit interval of
-the job's plan (:func:`~hf_mpwriter.uploader.job_plan.make_plan` for that target and node count: 30 s on a
+the job's plan (:func:`~hf_mpwriter.uploader.coordination.plan.make_plan` for that target and node count: 30 s on a
 bucket at 1,024 nodes, 1,250 s on a repository). Real: the job's store (a ``TCPStore`` server, here in
 this process; the simulated nodes share one connection to it, the leader has its own), every node's
-:class:`~hf_mpwriter.uploader.job_merge.ViewExchange` with its
-:class:`~hf_mpwriter.uploader.job_commit.JobTarget` and a node's :class:`~hf_mpwriter.uploader.job_view.JobView`
+:class:`~hf_mpwriter.uploader.jobrun.exchange.ViewExchange` with its
+:class:`~hf_mpwriter.uploader.coordination.member.JobTarget` and a node's :class:`~hf_mpwriter.uploader.jobrun.view.JobView`
 (their store calls, the node's value and its limits, the leader's merge, its fence, the every-k-th-step
 budget, and the job run's file); in a merge tree (from 65 nodes, unless ``--flat``) the stores the
 groups' hosts serve, in this process, each member a client of its host's. Simulated: the nodes (one
@@ -43,12 +43,13 @@ from pathlib import Path
 
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import BUCKET_COMMIT_EVERY_S, HUB_COMMIT_EVERY_S, JOB_VIEW_WAIT_S
-from hf_mpwriter.uploader import job_group, job_merge
-from hf_mpwriter.uploader.job_commit import JobTarget, store_prefix
-from hf_mpwriter.uploader.job_plan import make_budget, make_plan
-from hf_mpwriter.uploader.job_stats import Stats
-from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
-from hf_mpwriter.uploader.job_view import JobView
+from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
+from hf_mpwriter.uploader.coordination.plan import make_budget, make_plan
+from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
+from hf_mpwriter.uploader.jobrun import exchange as job_merge
+from hf_mpwriter.uploader.jobrun import tree as job_group
+from hf_mpwriter.uploader.jobrun.stats import Stats
+from hf_mpwriter.uploader.jobrun.view import JobView
 
 
 class _Clock:

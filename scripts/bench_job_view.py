@@ -6,7 +6,7 @@ Simulates one node's hour (8 ranks x 50 scalar tags at 1 step/s by default; ``--
 histogram tags too, of 10,000 values each, every ``--histogram-every`` steps, on tensorboardX's default
 buckets): the ranks' event files are written with this package's own encoders, interval by interval
 (``--interval`` seconds, a commit interval); after each interval the real
-:class:`~hf_mpwriter.uploader.job_view.JobView` reduces what was added, as the uploader does before a
+:class:`~hf_mpwriter.uploader.jobrun.view.JobView` reduces what was added, as the uploader does before a
 commit. Measured in the same run, as the baseline: the CPU of TensorBoard's own reader
 (``EventFileLoader``, what any TensorBoard spends) loading the same rank files once. Prints the
 reduction's CPU per simulated hour as a share of one core, per record, its ratio to the baseline, the
@@ -32,7 +32,7 @@ import numpy as np
 
 from hf_mpwriter.events.encoding import scalar_event, summary_event
 from hf_mpwriter.events.event_file import EventFileWriter
-from hf_mpwriter.uploader.job_view import JobView
+from hf_mpwriter.uploader.jobrun.view import JobView
 from hf_mpwriter.writer.histogram import histogram_summary_bytes
 
 
@@ -103,7 +103,7 @@ def _restart_cost(logdir: Path, ranks: int, interval: float, clock: _Clock) -> t
     """Wall seconds of a restarted uploader's job view up to its first update: from its state file, and
     without it (lost: the ranks' files read from their start, up to one commit cycle's budget)."""
     from hf_mpwriter.timing import JOB_VIEW_READ_S
-    from hf_mpwriter.uploader.job_view import STATE_FILE
+    from hf_mpwriter.uploader.jobrun.view import STATE_FILE
 
     start = time.monotonic()
     JobView(logdir, ranks, wait=interval, clock=clock).update(budget=JOB_VIEW_READ_S)

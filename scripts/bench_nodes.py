@@ -12,7 +12,7 @@ and which store their uploaders meet in (``--store``):
            with srun's variables (``SLURM_JOB_ID``, ``SLURM_NODEID``/``SLURM_NNODES``, ``SLURM_PROCID``) and
            ``MASTER_ADDR``/``MASTER_PORT``, ``RANK``/``WORLD_SIZE``; every rank calls
            ``init_process_group("gloo", init_method="env://")``, so rank 0 hosts the job's ``TCPStore``.
-           The uploaders find it as :func:`hf_mpwriter.uploader.job_store.store_address` does: that
+           The uploaders find it as :func:`hf_mpwriter.uploader.coordination.store.store_address` does: that
            address plus a job id (here ``SLURM_JOB_ID``), and their node from ``SLURM_NODEID``. The ranks
            start logging together (a barrier) and wait for each other before rank 0 ends (its store).
 

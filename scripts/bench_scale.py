@@ -14,7 +14,7 @@ Hub time (real seconds times the scale). What is compressed, and how:
   how long a round gathers offers after the first, which must stay below the plan's gap) and
   ``DEFER_AFTER_S`` (10 s: how long the leader holds offers waiting for the budget's room before it puts
   them off; unscaled it would hold them 10 × scale Hub-seconds). Module constants of
-  ``hf_mpwriter.uploader.job_leader``, set in the leader processes before the Leader starts.
+  ``hf_mpwriter.uploader.coordination.leader``, set in the leader processes before the Leader starts.
 - NOT scaled (real seconds, so times scale × longer in Hub time here than in a job): the waits about
   processes, not the Hub: ``LEASE_STALE_S`` (10 s: a standby takes a lease over 10 s real after its last
   renewal, i.e. 10 × scale Hub-seconds here), ``LEADER_POLL_S`` (a round every 0.5 s real, which adds up
@@ -27,7 +27,7 @@ Hub time (real seconds times the scale). What is compressed, and how:
   minutes), 5 for a bucket (poll: 2.5 Hub-seconds against a 30 s goal) and 600 for ``kill-store``
   (1,024 nodes' own commits at the Hub's 128 an hour take 8 Hub-hours).
 
-WHAT IS REAL: the ``Leader`` (hf_mpwriter.uploader.job_leader), run as the job runs it: two processes
+WHAT IS REAL: the ``Leader`` (hf_mpwriter.uploader.coordination.leader), run as the job runs it: two processes
 (node 0 and node 1's uploaders), each with its own ``Leader`` thread pair, one leading, the other a
 standby watching the lease; the store (torch's TCPStore, in a process of its own, over loopback); the
 test Hub (``hf_mpwriter.testing.HubServer``, in this process) with the Hub's limits on, driven by the
@@ -168,9 +168,9 @@ def leader_main(cfg: dict) -> None:
     """One node's uploader's ``Leader`` (leading or watching), rounds measured into ``cfg['log']``."""
     from hf_mpwriter.targets.bucket import BucketTarget
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader import job_leader
-    from hf_mpwriter.uploader.job_plan import make_budget
-    from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+    from hf_mpwriter.uploader.coordination import leader as job_leader
+    from hf_mpwriter.uploader.coordination.plan import make_budget
+    from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scale = cfg["scale"]
@@ -277,7 +277,7 @@ class Nodes:
     def __init__(self, kind: str, nodes: int, ranks: int, scale: float, store: Any, contents: list[Any],
                  own_target: Any) -> None:
         from hf_mpwriter.targets.hub import HubTarget
-        from hf_mpwriter.uploader.job_plan import make_budget, make_plan
+        from hf_mpwriter.uploader.coordination.plan import make_budget, make_plan
 
         self.kind, self.n, self.ranks, self.scale, self.store = kind, nodes, ranks, scale, store
         self.contents, self.own_target = contents, own_target
@@ -343,7 +343,7 @@ class Nodes:
         """The node's next slot after ``now``; after a cycle (``cycled``) at least half an interval later, as the
         uploader's ``Schedule.cycled`` keeps it (a node whose slot moved, to the leader's plan, a skewed leader's
         phase, does not offer again right after its answer)."""
-        from hf_mpwriter.uploader.job_plan import start_pacing
+        from hf_mpwriter.uploader.coordination.plan import start_pacing
         from hf_mpwriter.uploader.schedule import until_turn
 
         plan = self.plan[node]
@@ -358,7 +358,7 @@ class Nodes:
         if self.store_gone_at is not None:
             self._own_tick(offering)
             return
-        from hf_mpwriter.uploader.job_store import StoreError
+        from hf_mpwriter.uploader.coordination.store import StoreError
 
         try:
             self._offer_tick(offering)
@@ -429,7 +429,7 @@ class Nodes:
         waiting = [n for n in range(self.n) if self.pending[n] is not None]
         if not waiting:
             return
-        from hf_mpwriter.uploader.job_plan import Plan
+        from hf_mpwriter.uploader.coordination.plan import Plan
 
         raws = self.store.multi_get([f"answer/{n}" for n in waiting])
         now = time.time()
@@ -550,8 +550,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
     from hf_mpwriter.testing import HubServer
     from hf_mpwriter.testing.limits import HubLimits
     from hf_mpwriter.timing import AUDIT_EVERY_S, BUCKET_AUDIT_EVERY_S, LEASE_STALE_S
-    from hf_mpwriter.uploader.job_commit import JOB_AUDITORS, store_prefix
-    from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+    from hf_mpwriter.uploader.coordination.member import JOB_AUDITORS, store_prefix
+    from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 
     def say(text: str) -> None:
         if not quiet:

@@ -28,10 +28,10 @@ from hf_mpwriter.state.piece import Piece, sha256_prefix
 from hf_mpwriter.targets.bucket import BucketTarget, batch_takes_xet_hashes
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import LEASE_STALE_S
-from hf_mpwriter.uploader.job_commit import WITHDRAWN, JobTarget, store_prefix
-from hf_mpwriter.uploader.job_leader import claimer
-from hf_mpwriter.uploader.job_plan import Budget, make_budget
-from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
+from hf_mpwriter.uploader.coordination.plan import Budget, make_budget
+from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN, claimer
+from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 
 dist = pytest.importorskip("torch.distributed")
 
@@ -374,7 +374,7 @@ def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tm
     node's wall time), and the slot the leader gives is the same moment on the node's own clock."""
     from types import SimpleNamespace
 
-    from hf_mpwriter.uploader import job_leader
+    from hf_mpwriter.uploader.coordination import leader as job_leader
 
     skew = 3601.5  # an hour and a bit: not a whole number of the plan's 4 s intervals
     ahead = SimpleNamespace(time=lambda: time.time() + skew, monotonic=time.monotonic, sleep=time.sleep)
@@ -521,16 +521,13 @@ def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, t
     again :data:`STORE_RETRY_S` later (2 s here), and from then on its files go through the job's leader."""
     from hf_mpwriter.cli.main import _committer_text
     from hf_mpwriter.targets import target_for
-    from hf_mpwriter.uploader import job_commit
+    from hf_mpwriter.uploader.coordination import member as job_commit
 
     monkeypatch.setattr(job_commit, "STORE_RETRY_S", 2.0)
     port = closed_port()  # the store's, later
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(port))
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-late")
     hub.create_repo(REPO)
     config = dataclasses.replace(UploadConfig.for_hub(REPO, prefix="tb", commit_every=6), nodes=2, node_rank=0,
-                                 endpoint=hub.endpoint)
+                                 endpoint=hub.endpoint, store=f"127.0.0.1:{port}", job_id="torchrun-job-late")
     config = dataclasses.replace(config, commits_per_hour=36_000, api_requests=100_000)  # ROOMY: seconds, not hours
     node = job_commit.for_job(config, target_for(config, TOKEN), TOKEN, call_bound=60)
     assert isinstance(node, JobTarget) and node.mode == "node" and "nothing listens" in (node.why or "")
@@ -595,15 +592,18 @@ def test_a_store_that_comes_back_empty_is_told_the_nodes_incarnation_again(hub, 
     restarted): the node's next offer, after the failure, first writes its incarnation again, so that
     the offers of an uploader it replaced stay ignored. A stopped uploader that wakes up never writes
     its older incarnation over its successor's."""
-    from hf_mpwriter.uploader import job_commit
+    from hf_mpwriter.uploader.coordination import member as job_commit
 
     monkeypatch.setattr(job_commit, "STORE_RETRY_S", 0.0)
     hub.create_repo(REPO)
     first = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     port = first.port
+    predecessor = _node(hub, port, 1, wait=1.0)  # an uploader of this node that was replaced
+    assert predecessor._announce()
     node = _node(hub, port, 1, wait=1.0)  # no leader runs anywhere: each offer is taken back
     node.prepare()
     assert node._announce()  # what its start does (without starting its leader thread)
+    assert node.incarnation > predecessor.incarnation  # numbered by the store, whatever the clocks
     key = node.store.prefix + "incarnation/1"
     try:
         assert first.get(key) == str(node.incarnation).encode()
@@ -616,9 +616,9 @@ def test_a_store_that_comes_back_empty_is_told_the_nodes_incarnation_again(hub, 
         assert second.get(node.store.prefix + "offer/1") == WITHDRAWN  # it did offer, through the new store
         assert second.check([key]) and second.get(key) == str(node.incarnation).encode()
         # An older uploader of this node (stopped, woken up) does not overwrite it.
-        older = _node(hub, port, 1, wait=1.0)
-        older.incarnation = node.incarnation - 1
-        assert older._announce() and second.get(key) == str(node.incarnation).encode()
+        woken = _node(hub, port, 1, wait=1.0)  # the predecessor wakes up, connects again and announces
+        woken.incarnation = predecessor.incarnation
+        assert woken._announce() and second.get(key) == str(node.incarnation).encode()
     finally:
         node.stop()
 
@@ -632,7 +632,7 @@ def test_the_running_uploader_publishes_how_its_commits_go_when_that_changes(hub
     from hf_mpwriter import HFSummaryWriter
     from hf_mpwriter.config import load
     from hf_mpwriter.targets import target_for
-    from hf_mpwriter.uploader import job_commit
+    from hf_mpwriter.uploader.coordination import member as job_commit
     from hf_mpwriter.uploader.loop import Uploader
 
     monkeypatch.setattr(job_commit, "STORE_RETRY_S", 1.0)
@@ -712,7 +712,7 @@ def test_reading_the_offers_costs_the_store_the_same_at_any_job_size(hub, store,
     for node in offering:
         assert node._announce()
         node.store.set(f"offer/{node.node}", json.dumps(
-            {"seq": 1, "incarnation": node.incarnation, "at": time.time(), "files": [[f"rank-{node.node}/f", "0" * 64, 1, None]]}
+            {"seq": 1, "incarnation": node.incarnation, "wait": 1.0, "files": [[f"rank-{node.node}/f", "0" * 64, 1, None]]}
         ).encode())
     leader = offering[0].leader
     before = leader.store.round_trips
@@ -802,7 +802,7 @@ def test_the_nodes_of_a_big_job_share_the_periodic_audits(hub, store, tmp_path):
     interval would spend a free account's requests on audits alone. While the leader commits for the job
     (and verifies each commit), the job audits about as often as :data:`JOB_AUDITORS` nodes would."""
     from hf_mpwriter.uploader.commit_cycle import Committer
-    from hf_mpwriter.uploader.job_commit import JOB_AUDITORS
+    from hf_mpwriter.uploader.coordination.member import JOB_AUDITORS
 
     hub.create_repo(REPO)
     address = StoreAddress("127.0.0.1", store.port, "job-1")

@@ -18,8 +18,8 @@ from hf_mpwriter.cli.status import collect
 from hf_mpwriter.events.decoding import summaries
 from hf_mpwriter.events.encoding import histogram_event, summary_event
 from hf_mpwriter.events.event_file import EventFileWriter
-from hf_mpwriter.uploader.job_histogram import Buckets, merge_buckets
-from hf_mpwriter.uploader.job_view import STATE_FILE, JobView
+from hf_mpwriter.uploader.jobrun.histogram import Buckets, merge_buckets
+from hf_mpwriter.uploader.jobrun.view import STATE_FILE, JobView
 
 BINS = _default_bins()
 

@@ -4,7 +4,8 @@ version) and the uploaders (the job's store keys): :func:`hf_mpwriter.environmen
 from __future__ import annotations
 
 from hf_mpwriter.environment import job_id
-from hf_mpwriter.uploader.job_store import store_address
+from hf_mpwriter.environment import launcher
+from hf_mpwriter.uploader.coordination.store import store_address
 from hf_mpwriter.writer.args import default_logdir
 
 
@@ -26,8 +27,15 @@ def test_the_uploaders_scope_the_store_by_the_writers_job_id():
     """The store's keys follow the same id as the folders; torchrun without an id still has its own
     launch's store, so its uploaders meet there."""
     store = {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
-    address = store_address({**store, "TORCHELASTIC_RUN_ID": "none", "SLURM_JOB_ID": "812", "SLURM_STEP_ID": "3"})
-    assert address is not None and address.job_id == "slurm-812.3" == job_id({"SLURM_JOB_ID": "812", "SLURM_STEP_ID": "3"})
-    alone = store_address({**store, "TORCHELASTIC_RUN_ID": "none"})
+
+    def address(env):
+        facts = launcher(env)  # what the writer saves in the logdir's settings, and the uploader reads
+        return store_address(facts.store, facts.job_id)
+
+    found = address({**store, "TORCHELASTIC_RUN_ID": "none", "SLURM_JOB_ID": "812", "SLURM_STEP_ID": "3"})
+    assert found is not None and found.job_id == "slurm-812.3" == job_id({"SLURM_JOB_ID": "812", "SLURM_STEP_ID": "3"})
+    assert (found.host, found.port) == ("10.0.0.1", 29500)
+    alone = address({**store, "TORCHELASTIC_RUN_ID": "none"})
     assert alone is not None and alone.job_id == "torchrun-none"
-    assert store_address(store) is None  # no launcher: no job, each node commits itself
+    assert address(store) is None  # no launcher: no job, each node commits itself
+    assert address({**store, "MASTER_PORT": "x", "TORCHELASTIC_RUN_ID": "r"}) is None  # no port: said, no store

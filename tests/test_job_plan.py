@@ -23,8 +23,8 @@ from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.testing.limits import HubLimits
-from hf_mpwriter.uploader.job_commit import JobTarget, store_prefix
-from hf_mpwriter.uploader.job_plan import (
+from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
+from hf_mpwriter.uploader.coordination.plan import (
     LEADER_SHARE,
     PLAN_SLACK,
     REQUESTS_PER_WRITE,
@@ -34,7 +34,7 @@ from hf_mpwriter.uploader.job_plan import (
     make_plan,
     start_pacing,
 )
-from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.schedule import until_turn
 
 dist = pytest.importorskip("torch.distributed")
@@ -273,7 +273,7 @@ def test_a_commit_that_timed_out_halves_the_leaders_next_commits():
     from types import SimpleNamespace
 
     from hf_mpwriter.targets.hub_client import classify
-    from hf_mpwriter.uploader.job_commit import Leader
+    from hf_mpwriter.uploader.coordination.member import Leader
 
     def classified(exc: BaseException) -> TargetError:
         return classify(exc, "commit", "model repo 'a/b'", None, missing="gone", fix_missing="")

@@ -28,8 +28,8 @@ from hf_mpwriter.events.decoding import scalars
 from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scalars_event, text_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.events.records import iter_records
-from hf_mpwriter.uploader.job_stats import Stats
-from hf_mpwriter.uploader.job_view import STATE_FILE, STATS, JobView
+from hf_mpwriter.uploader.jobrun.stats import Stats
+from hf_mpwriter.uploader.jobrun.view import STATE_FILE, STATS, JobView
 
 REPO = "tester/job-view"
 PREFIX = "tensorboard/logs/"
@@ -361,7 +361,7 @@ def test_a_multi_node_job_of_unknown_world_size_gets_no_job_run(tmp_path):
     ranks from the job's, so no view is made (test_system_metrics' two nodes check it at the target)."""
     from types import SimpleNamespace
 
-    from hf_mpwriter.uploader.job_view import start_for
+    from hf_mpwriter.uploader.jobrun.view import start_for
 
     config = SimpleNamespace(allow_patterns=None, ignore_patterns=None, commit_every=30.0, nodes=2, world_size=1)
     assert start_for(tmp_path, config) is None
@@ -403,8 +403,8 @@ def test_a_backlog_is_read_in_bounded_steps_with_the_heartbeat_and_finished_befo
     """Rank files far longer than one read (a restart without state, ``sync`` of an offline logdir): a
     cycle with no time to spare reads one step of each; the job's end reads the rest before writing
     its last points; the uploader's heartbeat is called throughout."""
-    monkeypatch.setattr("hf_mpwriter.uploader.job_view.READ_BYTES", 4096)
-    monkeypatch.setattr("hf_mpwriter.uploader.job_view.BEAT_EVERY", 50)
+    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 4096)
+    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.BEAT_EVERY", 50)
     logdir, steps = tmp_path / "logs", 2000
     ranks = [_rank_writer(logdir, r) for r in range(2)]
     for step in range(steps):

@@ -573,7 +573,7 @@ def _pending_offer(store, prefix: str, logdir: Path) -> dict | None:
     wrote (the sizes of its event files on disk)."""
     import json
 
-    from hf_mpwriter.uploader.job_commit import WITHDRAWN
+    from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN
 
     if not store.check([prefix + "offer/0"]):
         return None
@@ -598,8 +598,9 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
     leader, and for the store, end in time), then the node and its disk are gone."""
     from hf_mpwriter.config import load
     from hf_mpwriter.targets import target_for
-    from hf_mpwriter.uploader.job_commit import WITHDRAWN, Leader, store_prefix
-    from hf_mpwriter.uploader.job_store import JobStore, StoreAddress
+    from hf_mpwriter.uploader.coordination.member import Leader, store_prefix
+    from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN
+    from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 
     hub.create_repo(REPO)
     logdir = tmp_path / "logs"

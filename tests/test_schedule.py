@@ -70,7 +70,7 @@ def test_a_single_node_commits_a_backlog_at_once_then_every_interval():
 
 
 def test_nodes_take_their_own_slot_of_the_shared_wall_clock():
-    from hf_mpwriter.uploader.job_plan import make_budget, make_plan
+    from hf_mpwriter.uploader.coordination.plan import make_budget, make_plan
 
     plan = make_plan(make_budget(), "hub", 4, 1, 60.0, HUB_SPACING / 2)
     for node in range(4):
@@ -99,8 +99,8 @@ def test_nodes_without_a_store_keep_to_the_jobs_budget_together(monkeypatch, tmp
     every 10 s.)"""
     from hf_mpwriter.targets.bucket import BucketTarget
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader.job_commit import own_pacing
-    from hf_mpwriter.uploader.job_plan import LEADER_SHARE, REQUESTS_PER_WRITE, make_budget
+    from hf_mpwriter.uploader.coordination.member import own_pacing
+    from hf_mpwriter.uploader.coordination.plan import LEADER_SHARE, REQUESTS_PER_WRITE, make_budget
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("SLURM_NTASKS_PER_NODE", raising=False)
@@ -139,7 +139,7 @@ def test_a_new_pacing_brings_the_next_cycle_forward_but_never_within_half_an_int
 
 def test_a_single_node_honours_an_explicit_interval_below_the_hub_spacing():
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader.job_commit import own_pacing
+    from hf_mpwriter.uploader.coordination.member import own_pacing
 
     target = HubTarget("me/run", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:1")
     assert own_pacing(UploadConfig(kind="hub", prefix="tb", commit_every=1.5), target) == (1.5, 0.0)

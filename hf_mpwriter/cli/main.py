@@ -65,7 +65,7 @@ def _budget_text(job: dict) -> str:
 
 
 def _span(seconds: float | None) -> str:
-    from ..uploader.job_plan import duration_text
+    from ..uploader.coordination.plan import duration_text
 
     return "?" if seconds is None else duration_text(seconds)
 

@@ -20,7 +20,7 @@ from ..state.filesystem import queue_advice
 from ..state.jobqueue import JobQueue, audit_record
 from ..state.registry import live_writers
 from ..state.statedir import STATE_DIRNAME, read_json, state_dir
-from ..uploader.job_view import STATUS_FILE as JOB_VIEW_FILE
+from ..uploader.jobrun.view import STATUS_FILE as JOB_VIEW_FILE
 from ..uploader.snapshot import Scanner
 
 #: How many levels below a directory :func:`find_logdirs` looks (a Lightning ``save_dir`` holds its
@@ -168,7 +168,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _job_view(root: Path) -> dict[str, Any] | None:
-    """The job run's last picture (:meth:`hf_mpwriter.uploader.job_view.JobView.summary`), if this
+    """The job run's last picture (:meth:`hf_mpwriter.uploader.jobrun.view.JobView.summary`), if this
     logdir has one: the ranks' newest steps, who is behind, who is most often a tag's min or max."""
     return read_json(state_dir(root, create=False) / JOB_VIEW_FILE)
 

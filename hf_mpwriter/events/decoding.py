@@ -1,5 +1,5 @@
 """Reading back the scalars and histograms of an event record: the inverse of :mod:`.encoding` for what
-the uploader's job view (:mod:`hf_mpwriter.uploader.job_view`) needs, a scalar's tag, step, wall time
+the uploader's job view (:mod:`hf_mpwriter.uploader.jobrun.view`) needs, a scalar's tag, step, wall time
 and value, and a histogram's ``HistogramProto``.
 
 By hand, for the reason :mod:`.encoding` encodes by hand: the uploader may not import tensorboardX

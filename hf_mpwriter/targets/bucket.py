@@ -169,7 +169,7 @@ class BucketTarget(UsesHubApi, Target):
                 unread += piece.size
         return unread
 
-    # -- a job's leader writes what the nodes uploaded (hf_mpwriter.uploader.job_commit) ------------
+    # -- a job's leader writes what the nodes uploaded (hf_mpwriter.uploader.coordination.member) ------------
     def use_xet_content(self) -> None:
         """Send content straight to the bucket's Xet storage in :meth:`preupload`, with a kept token."""
         from huggingface_hub import constants

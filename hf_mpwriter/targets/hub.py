@@ -274,7 +274,7 @@ class HubTarget(UsesHubApi, Target):
             self._known_head = str(oid)
         return oid
 
-    # -- a job's leader commits what the nodes uploaded (hf_mpwriter.uploader.job_commit) -----------
+    # -- a job's leader commits what the nodes uploaded (hf_mpwriter.uploader.coordination.member) -----------
     def preupload(self, pieces: Sequence[Piece]) -> list[UploadedFile] | None:
         """Send the content of ``pieces`` to the Hub's storage (Xet or LFS), not commit it: what another
         process can then commit by sha256 (:meth:`commit_uploaded`). ``None`` if the Hub stores one of

@@ -10,7 +10,7 @@ documented endpoint (``GET /api/{type}s/{id}/xet-write-token[/{revision}]``), fe
 huggingface_hub's own HTTP session and headers, and kept until it nears expiry. Then the commit (a
 bucket: the batch) names the content by sha256 (by Xet hash): see ``HubTarget.commit_uploaded`` and
 ``BucketTarget.commit_uploaded``, also what a multi-node job's leader sends for every node
-(:mod:`hf_mpwriter.uploader.job_commit`).
+(:mod:`hf_mpwriter.uploader.coordination.member`).
 
 A bucket sends every file this way (it holds everything in Xet), with huggingface_hub 1.10+. For a
 repository, only event files (``*tfevents*``: the Hub's default ``.gitattributes`` stores them in

@@ -50,9 +50,12 @@ from ..state.registry import live_writers, prune_stale_registrations
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
 from ..timing import JOB_VIEW_LAST_WAIT_S, JOB_VIEW_READ_S, PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
-from . import job_commit, job_merge, job_view, system_metrics
+from . import system_metrics
 from .commit_cycle import Committer, Progress
+from .coordination import member
 from .file_limit import FileLimitWatch
+from .jobrun import exchange
+from .jobrun import view as job_view
 from .schedule import (
     FINAL_GAP_S,
     LOCAL_RETRY_S,
@@ -116,7 +119,7 @@ class Uploader:
         self._token = token or os.environ.get("HF_TOKEN")
         self.target = target or target_for(loaded, self._token)
         if target is None and owns_process:  # a multi-node job with a store: one leader commits for all
-            self.target = job_commit.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout))
+            self.target = member.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout))
         self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self._call)
         self.file_limit = FileLimitWatch(loaded)  # a repository holds fewer than 100,000 files: say it in time
         self._next_prune = 0.0
@@ -126,8 +129,8 @@ class Uploader:
         #: The logdir's live writers run on several hosts (a logdir every node shares): this one uploader
         #: commits every node's files, so it paces as a single node would (:meth:`_pacing`).
         self._shared = False
-        self._view: job_view.JobView | None = None  # the job run (hf_mpwriter.uploader.job_view)
-        self._exchange: job_merge.ViewExchange | None = None  # its points to and from the job's leader
+        self._view: job_view.JobView | None = None  # the job run (hf_mpwriter.uploader.jobrun.view)
+        self._exchange: exchange.ViewExchange | None = None  # its points to and from the job's leader
         self._lock = UploaderLock(self.logdir)
 
     @property
@@ -164,7 +167,7 @@ class Uploader:
 
     def _publish(self, force: bool = False) -> None:
         """``uploader.json``: who this uploader is, and how its commits go (``status``) when that changes."""
-        job = self.target.job_info() if isinstance(self.target, job_commit.JobTarget) else None
+        job = self.target.job_info() if isinstance(self.target, member.JobTarget) else None
         if job == self._identity["job"] and not force:
             return
         self._identity["job"] = job
@@ -214,11 +217,11 @@ class Uploader:
             return 2
         logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
         sampler = system_metrics.start_for(self.logdir, self.config)  # None unless system_metrics is on
-        job = self.target if isinstance(self.target, job_commit.JobTarget) else None
+        job = self.target if isinstance(self.target, member.JobTarget) else None
         self._view = self._start_view(node=job is not None)
         if job is not None:
             if self._view is not None:
-                self._exchange = job_merge.ViewExchange(self._view, job, self.config.nodes, period=self.config.commit_every)
+                self._exchange = exchange.ViewExchange(self._view, job, self.config.nodes, period=self.config.commit_every)
             job.start()
         try:
             code = self._loop(stop or threading.Event(), watch)
@@ -238,11 +241,12 @@ class Uploader:
 
     def _pacing(self, watch: bool) -> Pacing:
         """The schedule's settings, from the logdir's config and the target's own spacing."""
-        if isinstance(self.target, job_commit.JobTarget):  # one leader: the nodes offer at the same moments
+        if isinstance(self.target, member.JobTarget):  # one leader: the nodes offer at the same moments
             interval, phase = self.target.pacing(self.config)
         else:  # (a shared logdir: the only uploader of the job's nodes, no other node's commits to share with)
-            interval, phase = job_commit.own_pacing(self.config, self.target, alone=self._shared)
-        spacing = job_commit.target_spacing(self.config, self.target)
+            interval, phase = member.own_pacing(self.config, self.target, alone=self._shared)
+            interval = max(interval, config_mod.commit_interval(self.config))  # the logs' commit rate, whatever the path
+        spacing = member.target_spacing(self.config, self.target)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
         trigger_gap = min(self.config.commit_every, spacing)
@@ -279,7 +283,7 @@ class Uploader:
                     "termination signal: committing everything written so far now (deadline %.0f s)",
                     self.config.preemption_deadline,
                 )
-                if isinstance(self.target, job_commit.JobTarget):  # its wait for the leader ends in time
+                if isinstance(self.target, member.JobTarget):  # its wait for the leader ends in time
                     self.target.hurry(schedule.deadline())
             else:
                 logger.warning("second termination signal: exiting now")
@@ -296,10 +300,10 @@ class Uploader:
                 return 0
             live = live_writers(self.logdir)
             schedule.writers(now, bool(live))
-            if self.config.nodes > 1 and not isinstance(self.target, job_commit.JobTarget):
+            if self.config.nodes > 1 and not isinstance(self.target, member.JobTarget):
                 self._repace_if_shared(schedule, live, watch, now)
             schedule.held_until = now + self.committer.held_until - time.time()  # (relative: one host's clocks)
-            if isinstance(self.target, job_commit.JobTarget):  # the writers gone: its last records, not put off
+            if isinstance(self.target, member.JobTarget):  # the writers gone: its last records, not put off
                 self.target.closing = not schedule.writers_alive
             try:
                 if self._exchange is not None and now >= self._next_round and not self._signalled():
@@ -330,7 +334,7 @@ class Uploader:
                     if progress.local_error:
                         schedule.failed(time.monotonic(), local=True)
                     else:
-                        if isinstance(self.target, job_commit.JobTarget):  # the leader in use, or not
+                        if isinstance(self.target, member.JobTarget):  # the leader in use, or not
                             schedule.pacing = self._pacing(watch)
                             self._publish()
                         schedule.cycled(time.monotonic(), time.time(), decision.reason)
@@ -486,7 +490,7 @@ class Uploader:
         while worker.is_alive():
             self._beat()
             worker.join(0.25)
-            if isinstance(self.target, job_commit.JobTarget):  # the job may change during a long call (a hand-over)
+            if isinstance(self.target, member.JobTarget):  # the job may change during a long call (a hand-over)
                 self._publish()
             schedule = self._schedule
             if schedule is not None and worker.is_alive():

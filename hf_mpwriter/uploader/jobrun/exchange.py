@@ -1,8 +1,8 @@
 """The job run of a multi-node job with a store: every node's points, merged by the job's leader.
 
-Each node's uploader reduces its own ranks (:class:`~.job_view.JobView` as a node: a point per tag and
-step, :mod:`.job_points`), and at each of its rounds (:meth:`ViewExchange.next_in`), through the job's store
-(:mod:`.job_store`)::
+Each node's uploader reduces its own ranks (:class:`~.view.JobView` as a node: a point per tag and
+step, :mod:`.points`), and at each of its rounds (:meth:`ViewExchange.next_in`), through the job's store
+(:mod:`..coordination.store`)::
 
     node:    get view/held                drop the points the leader wrote (and take up its k)
              set view/<node>              its points not written yet, oldest first, within its share of
@@ -20,14 +20,14 @@ the tag but did not send the step is named, with its ranks, as missing. Late poi
 run holds) are not written.
 
 The intake is bounded: each node's value holds at most ``ROUND_BYTES / nodes`` (and the store's
-:data:`~.job_store.MAX_VALUE_BYTES`). A job of more than :data:`~.job_group.GROUP_FROM` nodes merges
-in a tree (:mod:`.job_group`): the job's store carries one value per group, each within
+:data:`~..coordination.store.MAX_VALUE_BYTES`). A job of more than :data:`~.tree.GROUP_FROM` nodes merges
+in a tree (:mod:`.tree`): the job's store carries one value per group, each within
 ``ROUND_BYTES / groups``. Where a node's value is full and its points need more, the
 leader raises k (a power of two, to what the nodes make a round), and every node sends only the steps
 divisible by k from then on (k the same on every node, written into the run as
 ``job/every_kth_step``); each point written stays exact.
 
-A hand-over (:mod:`.job_leader`): the new leader takes up at ``view/held`` and writes a file of its own
+A hand-over (:mod:`..coordination.leader`): the new leader takes up at ``view/held`` and writes a file of its own
 into the same run folder at the target (TensorBoard reads a run's files in order). ``view/held`` is
 set before the points are written, by compare-and-set on what the round read: two leaders never
 write one step (TensorBoard would drop the tag's later points); a leader that dies in between loses
@@ -45,13 +45,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..timing import JOB_VIEW_WAIT_S
-from .job_commit import JobTarget
-from .job_group import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
-from .job_points import Point, merge, point_from_list
-from .job_store import MAX_VALUE_BYTES, JobStore, StoreError
-from .job_values import parse_value
-from .job_view import JobRun, JobView
+from ...timing import JOB_VIEW_WAIT_S
+from ..coordination.protocol import Seat
+from ..coordination.store import MAX_VALUE_BYTES, JobStore, StoreError
+from .points import Point, merge, point_from_list
+from .tree import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
+from .values import parse_value
+from .view import JobRun, JobView
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class JobMerge:
 
     def __init__(self, logdir: Path, nodes: int, world: int, wait: float, held: dict[str, int], every: int,
                  clock: Callable[[], float] = time.monotonic, hops: int = 1) -> None:
-        """``hops``: the rounds a node's value takes to reach the leader (2 in a tree: :mod:`.job_group`)."""
+        """``hops``: the rounds a node's value takes to reach the leader (2 in a tree: :mod:`.tree`)."""
         self.nodes, self.world, self.clock, self.hops = nodes, world, clock, hops
         self.wait = (LEADER_WAIT_FACTOR + hops - 1) * wait  # how long a point waits here for its nodes
         self.run = JobRun(logdir, after=max(held.values(), default=None))
@@ -207,10 +207,10 @@ class ViewExchange:
     """One node's part in the job run of a job with a store: it sends its points, and merges every node's
     while it leads."""
 
-    def __init__(self, view: JobView, job: JobTarget, nodes: int, size: int | None = None,
+    def __init__(self, view: JobView, job: Seat, nodes: int, size: int | None = None,
                  period: float = JOB_VIEW_WAIT_S) -> None:
-        """``size``: the nodes of a group in a merge tree (:mod:`.job_group`; by default as many as the job's
-        size calls for, none below :data:`~.job_group.GROUP_FROM` nodes). ``period``: seconds between two
+        """``size``: the nodes of a group in a merge tree (:mod:`.tree`; by default as many as the job's
+        size calls for, none below :data:`~.tree.GROUP_FROM` nodes). ``period``: seconds between two
         rounds (:meth:`next_in`; at most :data:`~..timing.JOB_VIEW_WAIT_S`, whose round has the whole
         :data:`ROUND_BYTES`: a shorter one has as much less, the same bytes a second)."""
         self.view, self.job, self.nodes = view, job, nodes
@@ -235,7 +235,7 @@ class ViewExchange:
         groups' hosts :data:`ROUND_STAGGER` of it later, the leader as much after them. Clocks that
         disagree by more than that only cost a point a round more, never the point."""
         period = self.period
-        role = 2 if self.job.leader.leading else 1 if self.group is not None and self.group.hosting else 0
+        role = 2 if self.job.leading else 1 if self.group is not None and self.group.hosting else 0
         return (role * ROUND_STAGGER * period - wall) % period
 
     def last_round(self, wait: float, stop: Callable[[], bool] = lambda: False, pause: float | None = None) -> int:
@@ -285,9 +285,9 @@ class ViewExchange:
             store.set(f"view/{self.job.node}", value)
             self.view.made = 0
         written = self._finish_attempt(raw)
-        if not self.job.leader.leading or (self.merge is not None and raw != self._published):
+        if not self.job.leading or (self.merge is not None and raw != self._published):
             self._stop_merging()  # another node leads, or led meanwhile: a new merge takes up at its view/held
-        if not self.job.leader.leading or self.off:
+        if not self.job.leading or self.off:
             return written
         if self.merge is None:
             for index in range(self.groups):  # (read with the nodes' values, which the store waits for if unset)
@@ -322,7 +322,7 @@ class ViewExchange:
         the job run, but no two leaders ever write one step (TensorBoard would drop the tag's later points)."""
         assert self.merge is not None
         # the groups' values, then the nodes' own (a node that reached no host: what it says of itself counts)
-        sources: list[int | None] = [None] * self.groups + list(self.job.leader.members())
+        sources: list[int | None] = [None] * self.groups + list(self.job.members())
         keys = [f"view/g{index}" for index in range(self.groups)] + [f"view/{node}" for node in sources[self.groups:]]
         self.merge.start_round()
         for node, key, value in zip(sources, keys, store.multi_get(keys)):

@@ -1,5 +1,5 @@
-"""A point of the job run, of either kind: a scalar tag's :class:`~.job_stats.Stats` or a histogram tag's
-:class:`~.job_histogram.HistogramStats`, told apart by the tag it is kept under.
+"""A point of the job run, of either kind: a scalar tag's :class:`~.stats.Stats` or a histogram tag's
+:class:`~.histogram.HistogramStats`, told apart by the tag it is kept under.
 
 The job view, the nodes' values and the leader key points by ``(tag, step)`` and treat both kinds alike
 (when a point is due, the late-data rule, k, what the leader holds); a histogram tag is kept under
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Union, cast
 
-from .job_histogram import Buckets, HistogramStats
-from .job_stats import Stats
+from .histogram import Buckets, HistogramStats
+from .stats import Stats
 
 Point = Union[Stats, HistogramStats]
 Value = Union[float, Buckets]  # one rank's value of a point

@@ -2,7 +2,7 @@
 
 Why this store: a multi-node job already runs one (torchrun's agent store, or the ``env://`` store
 rank 0 hosts) and every node can reach it at ``MASTER_ADDR:MASTER_PORT``; the uploaders of the
-nodes need nothing else to agree on one leader (:mod:`hf_mpwriter.uploader.job_commit`).
+nodes need nothing else to agree on one leader (:mod:`hf_mpwriter.uploader.coordination.member`).
 
 Why so careful: the store is the training job's lifeline, not ours. Only small values go in
 (:data:`MAX_VALUE_BYTES`; the client drops its connection past 8 MiB), every call has a short
@@ -15,10 +15,8 @@ job that has a store.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import os
 import socket
 import threading
 import time
@@ -27,8 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
-from .. import environment
-from ..timing import LEADER_POLL_S, STORE_CALL_S
+from ...timing import LEADER_POLL_S, STORE_CALL_S
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,48 +55,74 @@ class StoreAddress:
     job_id: str
 
 
-def store_address(env: Mapping[str, str] | None = None) -> StoreAddress | None:
-    """The job's store from the launcher's environment, or ``None`` (no store: each node commits itself)."""
-    env = os.environ if env is None else env
-    host, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
-    # The writers' job id (one launch, one id). torchrun without ``--rdzv-id`` says ``none``: its store is
-    # that launch's own all the same, so its keys need no more scoping than that.
-    job_id = environment.job_id(env) or ("torchrun-none" if env.get("TORCHELASTIC_RUN_ID") else None)
-    if not host or not port or not job_id:
+def store_address(store: str | None, job_id: str | None) -> StoreAddress | None:
+    """The job's store as the writer found it (``host:port``, the launch's id: the logdir's settings),
+    or ``None`` (no store: each node commits itself)."""
+    if not store or not job_id:
         return None
-    try:
-        return StoreAddress(host, int(port), job_id)
-    except ValueError:
-        logger.warning("MASTER_PORT=%r is not a port number; no job-wide leader (each node commits itself)", port)
-        return None
+    host, _, port = store.rpartition(":")
+    return StoreAddress(host, int(port), job_id) if host and port.isdigit() else None
+
+
+class _Connection:
+    """This process's one connection to the job's store, shared by every view (:meth:`JobStore.scoped`):
+    one call at a time on it, a call abandoned on any view drops the client for all of them, and a
+    preemption deadline (:meth:`JobStore.hurry`) shortens every view's waits."""
+
+    def __init__(self, address: StoreAddress, deadline: float, server: Any) -> None:
+        self.address, self.deadline, self.server = address, deadline, server
+        self.preemption = math.inf  # monotonic: the uploader's preemption deadline, once signalled
+        self.client: Any = None
+        #: Commands sent to the store so far (a ``get`` is two: ``check``, then ``get``): what a job's
+        #: size costs the store, which serves the training job too.
+        self.round_trips = 0
+        self.abandoned: list[threading.Thread] = []
+        #: One call at a time: the node's commits, the leader's rounds and the lease share the connection,
+        #: and a call abandoned by one must not drop the client under another's message.
+        self.lock = threading.Lock()
 
 
 class JobStore:
     """Bounded calls to one store: ``get``/``set``/``compare_set`` of small byte values under ``prefix``."""
 
-    def __init__(self, address: StoreAddress, prefix: str, deadline: float = STORE_CALL_S, server: Any = None) -> None:
+    def __init__(self, address: StoreAddress, prefix: str, deadline: float = STORE_CALL_S, server: Any = None,
+                 _connection: _Connection | None = None) -> None:
         """``server``: the store's server, when this process serves it (:func:`serve`): its calls go through
         the server's own client (a second client of a store in the process that serves it is slow to connect)."""
-        self.address = address
-        self._server = server
+        self._connection = _connection or _Connection(address, deadline, server)
         self.prefix = prefix.rstrip("/") + "/"
-        self.deadline = deadline
-        self.preemption = math.inf  # monotonic: the uploader's preemption deadline, once signalled (:meth:`hurry`)
-        self._client: Any = None
-        #: Commands sent to the store so far (a ``get`` is two: ``check``, then ``get``): what a job's
-        #: size costs the store, which serves the training job too.
-        self.round_trips = 0
-        self._abandoned: list[threading.Thread] = []
-        #: One call at a time on the connection: the node's commits, the leader's rounds and the lease share it,
-        #: and a call abandoned by one must not drop the client under another's message.
-        self._lock = threading.Lock()
 
     def scoped(self, prefix: str) -> JobStore:
-        """The same store under another prefix, on this connection and its lock (a few calls of the job's
-        own, beside a target's keys: no second connection per node)."""
-        view = copy.copy(self)
-        view.prefix = prefix.rstrip("/") + "/"
-        return view
+        """The same store under another prefix, on the same connection (a few calls of the job's own,
+        beside a target's keys: no second connection per node)."""
+        return JobStore(self.address, prefix, _connection=self._connection)
+
+    @property
+    def address(self) -> StoreAddress:
+        return self._connection.address
+
+    @property
+    def deadline(self) -> float:
+        """Seconds a call may take (every view of the connection)."""
+        return self._connection.deadline
+
+    @deadline.setter
+    def deadline(self, seconds: float) -> None:
+        self._connection.deadline = seconds
+
+    @property
+    def preemption(self) -> float:
+        return self._connection.preemption
+
+    @property
+    def round_trips(self) -> int:
+        return self._connection.round_trips
+
+    @property
+    def hanging(self) -> int:
+        """Calls abandoned on this connection (any view) that still run: past :data:`MAX_ABANDONED`, the store
+        is not asked again."""
+        return sum(thread.is_alive() for thread in self._connection.abandoned)
 
     # -- the calls -------------------------------------------------------------------------------
     def get(self, key: str) -> bytes | None:
@@ -158,7 +181,7 @@ class JobStore:
     def hurry(self, deadline: float) -> None:
         """The uploader was signalled and must be gone by ``deadline`` (monotonic): every wait on the job
         (a call, the leader's answer) ends sooner from now on, also one already running (:meth:`until`)."""
-        self.preemption = deadline
+        self._connection.preemption = deadline
 
     def until(self, started: float, longest: float) -> float:
         """When a wait on the job begun at ``started`` (monotonic) ends: ``longest`` later, or once the
@@ -174,18 +197,20 @@ class JobStore:
         from torch.distributed import TCPStore  # noqa: F401 - the first call's import, before its deadline starts
 
         started = time.monotonic()
-        if not self._lock.acquire(timeout=max(0.0, self.until(started, self.deadline) - started)):
+        connection = self._connection
+        if not connection.lock.acquire(timeout=max(0.0, self.until(started, self.deadline) - started)):
             raise StoreError(f"the job's store at {self._where()} is busy with a call that does not end")
         try:
             return self._bounded_locked(call, round_trips, started)
         finally:
-            self._lock.release()
+            connection.lock.release()
 
     def _bounded_locked(self, call: Callable[[Any], T], round_trips: int, started: float) -> T:
-        self.round_trips += round_trips
-        self._abandoned = [t for t in self._abandoned if t.is_alive()]
-        if len(self._abandoned) >= MAX_ABANDONED:
-            raise StoreError(f"the job's store at {self._where()} stopped answering ({len(self._abandoned)} calls hang)")
+        connection = self._connection
+        connection.round_trips += round_trips
+        connection.abandoned = [t for t in connection.abandoned if t.is_alive()]
+        if len(connection.abandoned) >= MAX_ABANDONED:
+            raise StoreError(f"the job's store at {self._where()} stopped answering ({len(connection.abandoned)} calls hang)")
         result: list[Any] = []
         failure: list[BaseException] = []
 
@@ -200,12 +225,12 @@ class JobStore:
         while thread.is_alive() and (left := self.until(started, self.deadline) - time.monotonic()) > 0:
             thread.join(min(left, LEADER_POLL_S / 2))
         if thread.is_alive():
-            self._abandoned.append(thread)
-            self._client = None  # its socket may be stuck mid-message: the next call connects afresh
+            connection.abandoned.append(thread)
+            connection.client = None  # its socket may be stuck mid-message: every view's next call connects afresh
             raise StoreError(f"the job's store at {self._where()} did not answer within "
                              f"{time.monotonic() - started:.0f} s")
         if failure:
-            self._client = None
+            connection.client = None
             raise StoreError(f"the job's store at {self._where()} failed: {failure[0]}") from None
         return result[0]
 
@@ -225,13 +250,14 @@ class JobStore:
         return False
 
     def _connected(self) -> Any:
-        if self._server is not None:
-            return self._server
-        if self._client is None:
+        connection = self._connection
+        if connection.server is not None:
+            return connection.server
+        if connection.client is None:
             if self.gone():  # fail at once: the client would retry a dead address until its timeout
                 raise StoreError(f"nothing listens at {self._where()} any more")
-            self._client = _connect(self.address, self.deadline)
-        return self._client
+            connection.client = _connect(self.address, self.deadline)
+        return connection.client
 
     def _where(self) -> str:
         return f"{self.address.host}:{self.address.port}"

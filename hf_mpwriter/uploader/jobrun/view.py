@@ -13,7 +13,7 @@ ranks most often its min and max so far, written when they change: the straggler
 ``job/steps_behind`` and ``job/slowest_rank`` (the slowest rank's newest step against the newest), and
 a Custom Scalars layout with a margin chart per tag (the mean in its min-max band). Each histogram
 tag's histograms of a step are merged into one, ``<tag>``, where the ranks' bucket limits agree, as
-tensorboardX's default ones do (:mod:`.job_histogram`; where they do not, none is written, and
+tensorboardX's default ones do (:mod:`.histogram`; where they do not, none is written, and
 ``status`` counts it), with its ``<tag>/missing_ranks``. The run rides along with the logdir's
 commits; nothing runs in the training processes.
 
@@ -29,7 +29,7 @@ NaN mean, as a sum of them would.
 Written where one uploader sees every rank of the job: one node, or a logdir every node shares (in a
 multi-node job without a store nothing is written before every rank of the world was seen:
 node-local logdirs get none). In a multi-node job with a store, each node reduces its own ranks into
-points (:mod:`.job_points`) and the job's leader merges them into one job run (:mod:`.job_merge`).
+points (:mod:`.points`) and the job's leader merges them into one job run (:mod:`.exchange`).
 The world size is what the writers detected, or the highest rank seen plus one.
 
 Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file (a backlog is
@@ -50,17 +50,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ..config import UploadConfig, matches, pattern_list
-from ..events.decoding import summaries
-from ..events.encoding import histogram_event, margin_layout_event, scalars_event, text_event
-from ..events.event_file import EventFileWriter
-from ..events.records import iter_records
-from ..state.piece import open_nofollow
-from ..state.statedir import read_json, state_dir, write_json_atomic
-from ..timing import JOB_VIEW_WAIT_S
-from .job_histogram import Buckets, HistogramStats
-from .job_points import Point, Value, histogram_key, histogram_tag, point_from_list, point_of, value_from_json
-from .job_stats import NO_RANK, Stats
+from ...config import UploadConfig, matches, pattern_list
+from ...events.decoding import summaries
+from ...events.encoding import histogram_event, margin_layout_event, scalars_event, text_event
+from ...events.event_file import EventFileWriter
+from ...events.records import iter_records
+from ...state.piece import open_nofollow
+from ...state.statedir import read_json, state_dir, write_json_atomic
+from ...timing import JOB_VIEW_WAIT_S
+from .histogram import Buckets, HistogramStats
+from .points import Point, Value, histogram_key, histogram_tag, point_from_list, point_of, value_from_json
+from .stats import NO_RANK, Stats
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,10 @@ class JobView:
         #: store: only a logdir every node shares has them all; a node-local one never does, and keeps nothing).
         self.whole_world = whole_world
         #: A node of a job with a store (its ranks, as many as its launcher says): its points go to the job's
-        #: leader as points (:attr:`outbox`, :mod:`.job_merge`), not into a job run of its own.
+        #: leader as points (:attr:`outbox`, :mod:`.exchange`), not into a job run of its own.
         self.node_ranks = node_ranks
         self.outbox: dict[_Key, Point] = {}  # a node's points the leader has not written yet
-        self.every = 1  # a node passes on only the steps divisible by this (the leader's k, :mod:`.job_merge`)
+        self.every = 1  # a node passes on only the steps divisible by this (the leader's k, :mod:`.exchange`)
         self.made = 0  # a node's points made since its last value was sent (the leader's k is set by it)
         self.dropped = 0  # a node's points dropped from a full outbox
         self._sent = sent  # whether a rank file (its path in the logdir) goes to the target: only those are reduced
@@ -108,7 +108,7 @@ class JobView:
         self._read_to: dict[str, int] = {}  # each rank file (path in the logdir): the bytes reduced so far
         self.backlog = False  # a rank file has more than the last update read
         self._values: dict[_Key, dict[int, Value]] = {}  # points not written yet: rank -> value
-        # (a histogram tag's points are kept under its :func:`~.job_points.histogram_key`)
+        # (a histogram tag's points are kept under its :func:`~.points.histogram_key`)
         self._first: dict[_Key, float] = {}  # when the first rank's value of a point was read (clock)
         self._wall: dict[_Key, float] = {}  # the newest wall time among a point's values
         self._held: dict[str, int] = {}  # tag -> the last step written (a node: passed on to the leader)
@@ -557,7 +557,7 @@ def _ranks_text(what: str, ranks: tuple[int, ...]) -> str:
 def start_for(logdir: Path, config: UploadConfig, beat: Callable[[], None] = lambda: None,
               node: bool = False) -> JobView | None:
     """The logdir's job view, or ``None`` where the logdir's upload patterns leave the job run out.
-    ``node``: a node of a job with a store, whose points go to the job's leader (:mod:`.job_merge`).
+    ``node``: a node of a job with a store, whose points go to the job's leader (:mod:`.exchange`).
     Without a store, a multi-node job's view writes once it has seen every rank of the world size its
     writers detected (a logdir every node shares), and none starts if that world size is unknown.
     Only the rank files those patterns send are reduced: what a user keeps off the target stays off it,

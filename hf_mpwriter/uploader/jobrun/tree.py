@@ -1,13 +1,13 @@
 """A merge tree for the job run of a large job: the nodes' values reach the leader through their group.
 
 In a job of more than :data:`GROUP_FROM` nodes, the nodes form groups of ``ceil(sqrt(nodes))``
-consecutive nodes, and one node of each group hosts a store of its own (:func:`.job_store.serve`).
-Each round (:class:`~.job_merge.ViewExchange`)::
+consecutive nodes, and one node of each group hosts a store of its own (:func:`..coordination.store.serve`).
+Each round (:class:`~.exchange.ViewExchange`)::
 
     member:  get view/g<g>/host         (job's store)    where its group's store is
              set view/<node>            (group's store)  its value
     host:    multi_get view/<member>    (its own store)  its members' values, and its own
-             set view/g<g>              (job's store)    them merged into one (:func:`.job_values.group_value`)
+             set view/g<g>              (job's store)    them merged into one (:func:`.values.group_value`)
     leader:  multi_get view/g<each group> and view/<each node>
 
 So the job's store, which serves the training job too, carries one value per group instead of one per
@@ -35,9 +35,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .job_commit import JobTarget
-from .job_store import JobStore, StoreAddress, StoreError, serve
-from .job_values import group_value
+from ..coordination.protocol import Seat
+from ..coordination.store import JobStore, StoreAddress, StoreError, serve
+from .values import group_value
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def group_size(nodes: int) -> int | None:
 class Group:
     """This node's group: where its value goes each round, and while it hosts, its members' values merged."""
 
-    def __init__(self, job: JobTarget, nodes: int, size: int, limit: int, direct_limit: int, stale: float,
+    def __init__(self, job: Seat, nodes: int, size: int, limit: int, direct_limit: int, stale: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.job, self.limit, self.direct_limit, self.stale, self.clock = job, limit, direct_limit, stale, clock
         self.index = job.node // size

@@ -1,9 +1,9 @@
 """The job's leader: the lease that makes one node's uploader the committer, and its rounds.
 
 Every node's uploader runs a :class:`Leader`; the one holding the store's lease commits the nodes'
-offers (:mod:`hf_mpwriter.uploader.job_commit` says what an offer is and what a node does with the
+offers (:mod:`hf_mpwriter.uploader.coordination.member` says what an offer is and what a node does with the
 answer). It owns the lease, the rounds, and the order in which offers wait for the job's budget
-(:mod:`.job_plan`); it never touches a node's queue or files.
+(:mod:`.plan`); it never touches a node's queue or files.
 
 Contracts:
 
@@ -35,11 +35,11 @@ import threading
 import time
 from typing import Any, Union
 
-from ..errors import TargetError
-from ..targets.base import UploadedFile
-from ..targets.bucket import BucketTarget
-from ..targets.hub import HubTarget
-from ..timing import (
+from ...errors import TargetError
+from ...targets.base import UploadedFile
+from ...targets.bucket import BucketTarget
+from ...targets.hub import HubTarget
+from ...timing import (
     ABSTAIN_FACTOR,
     DEFER_AFTER_S,
     HUB_COMMIT_EVERY_S,
@@ -50,35 +50,15 @@ from ..timing import (
     OFFER_WAIT_S,
     STORE_RETRY_S,
 )
-from .job_plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
-from .job_store import JobStore, StoreError
+from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
+from .protocol import TAKEN, WITHDRAWN, Malformed, Skipped, parse_answer, parse_counter, parse_offer, taken_value
+from .store import JobStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
 #: The targets a job's leader can write for its nodes: a repository (one commit, by sha256) or a
 #: Storage Bucket (one batch, by Xet hash).
 SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between classes at run time)
-
-#: An offer's value once its node took it back.
-WITHDRAWN = b"-"
-#: An offer's value once a leader claimed it (followed by ``seq:node:pid``: the offer's, the claimer's).
-TAKEN = b"taken:"
-
-
-def taken_value(seq: int, node: int, pid: int) -> bytes:
-    return TAKEN + f"{seq}:{node}:{pid}".encode()
-
-
-def claimer(value: bytes | None, seq: int) -> tuple[int, int] | None:
-    """``(node, pid)`` of the leader that claimed offer ``seq``, from the offer's value; ``None`` if it is
-    not claimed (or another offer is)."""
-    if not value or not value.startswith(TAKEN):
-        return None
-    parts = value[len(TAKEN):].decode(errors="replace").split(":")
-    if len(parts) != 3 or parts[0] != str(seq) or not (parts[1].isdigit() and parts[2].isdigit()):
-        return None
-    return int(parts[1]), int(parts[2])
-
 
 def _doubling(failures: int, cap: float) -> float:
     """The leader's pause after ``failures`` in a row: :data:`LEADER_POLL_S`, doubling, up to ``cap``."""
@@ -87,7 +67,7 @@ def _doubling(failures: int, cap: float) -> float:
 
 
 def target_kind(target: SharedTarget) -> str:
-    """``"bucket"`` or ``"hub"``: which of the budget's rules (:mod:`.job_plan`) a target's writes follow."""
+    """``"bucket"`` or ``"hub"``: which of the budget's rules (:mod:`.plan`) a target's writes follow."""
     return "bucket" if isinstance(target, BucketTarget) else "hub"
 
 class Leader:
@@ -118,12 +98,14 @@ class Leader:
         #: Progress, on this host's monotonic clock: since when the writes (or head reads) fail, and since
         #: when the current round is in a call to the Hub (``None``: not failing, not in a call).
         self._failing_since: float | None = None
+        self._round_failing_since: float | None = None  # rounds that raise an error nobody expected, in a row
         self._in_call_since: float | None = None
         self._call_limit = math.inf  # how long the call under way may take before the leader counts as stuck
         self._abstain_until = -math.inf  # monotonic: handed over; the lease is not taken again before then
         self.handed_over: str | None = None  # why this node last let the lease go (``status``)
         self._handovers = 0  # hand-overs since this node's last successful write
         self._round_lock = threading.Lock()  # held while a round runs
+        self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
@@ -182,6 +164,8 @@ class Leader:
         """Why this leader makes no progress (its writes fail, or a call hangs), or ``None``."""
         if self._failing_since is not None and now - self._failing_since >= self.handover_after():
             return f"its writes to the Hub have failed for {now - self._failing_since:.0f} s"
+        if self._round_failing_since is not None and now - self._round_failing_since >= self.handover_after():
+            return f"its rounds have failed for {now - self._round_failing_since:.0f} s"
         if self._in_call_since is not None and now - self._in_call_since >= self._call_limit:
             return f"a call to the Hub has not ended in {now - self._in_call_since:.0f} s"
         return None
@@ -256,8 +240,11 @@ class Leader:
                 self._head_failures += 1
                 self._head_rests_until = time.monotonic() + (pause := _doubling(self._head_failures, STORE_RETRY_S))
                 logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
-            except Exception:  # never die: the nodes would fall back for good
+            except Exception:  # never die (the nodes would fall back for good), but never lead without progress
                 logger.exception("job leader round failed")
+                self._round_failing_since = self._round_failing_since or time.monotonic()
+            else:
+                self._round_failing_since = None
             self._stop.wait(_doubling(failures, LEASE_STALE_S / 2))
 
     def plan(self) -> Plan:
@@ -305,7 +292,7 @@ class Leader:
                 self._put_off(self._candidates, free_at, "the job's budget of Hub commits and requests")
                 self._offered, self._candidates = None, {}
             return
-        # The parent, fixed before the offers it commits are read (job_commit); a small call: one that hangs
+        # The parent, fixed before the offers it commits are read (member); a small call: one that hangs
         # for a hand-over time is a Hub out of reach, while a commit may take as long as any call may.
         parent = self._hub_call(self.handover_after(), self.target.parent)
         self._head_failures = 0
@@ -447,9 +434,14 @@ class Leader:
             raw, answered_raw, incarnation_raw = values[3 * k:3 * k + 3]
             if not raw or raw == WITHDRAWN or raw.startswith(TAKEN):
                 continue
-            offer = json.loads(raw)
-            answered = json.loads(answered_raw or b"{}")
-            if offer["seq"] <= answered.get("seq", 0) or offer["incarnation"] < int(incarnation_raw or 0):
+            try:
+                offer = parse_offer(raw)
+            except Malformed as exc:  # skipped: the other nodes' offers are committed all the same
+                self.malformed.count(f"offer/{node}", exc)
+                continue
+            answered = self._parsed(f"answer/{node}", answered_raw)
+            incarnation = self._parsed(f"incarnation/{node}", incarnation_raw)
+            if offer["seq"] <= answered or offer["incarnation"] < incarnation:
                 continue
             present.add((node, offer["seq"]))
             seen = self._first_seen.setdefault((node, offer["seq"]), now)
@@ -458,6 +450,15 @@ class Leader:
             offers[node] = {**offer, "raw": raw}
         self._first_seen = {key: seen for key, seen in self._first_seen.items() if key in present}
         return offers
+
+    def _parsed(self, key: str, raw: bytes | None) -> int:
+        """The answered ``seq`` (an ``answer/`` key) or the incarnation of a node; 0 where it is malformed
+        (counted): its offer is still committed, fenced by the parent like any other."""
+        try:
+            return parse_answer(raw or b"{}")["seq"] if key.startswith("answer/") else parse_counter(raw, key)
+        except Malformed as exc:
+            self.malformed.count(key, exc)
+            return 0
 
     def members(self) -> list[int]:
         """The nodes that announced themselves in this store (their keys exist)."""

@@ -2,10 +2,10 @@
 
 Without this, each node's uploader commits its own files at its own slot of the job's budget
 (:func:`own_pacing`), so a job's newest records get older with its node count.
-With the job's store (:mod:`hf_mpwriter.uploader.job_store`), only the last step of a node's cycle
+With the job's store (:mod:`hf_mpwriter.uploader.coordination.store`), only the last step of a node's cycle
 changes (:class:`JobTarget`, the node's target). Its queue, snapshots, fence and audit are as before::
 
-    node, at its slot of the leader's plan (:mod:`.job_plan`):
+    node, at its slot of the leader's plan (:mod:`.plan`):
         send the content to the Hub's storage          (preupload: Xet, or LFS for a repository)
         offer the files in the store: path, sha256, size, Xet hash, and how long its data has waited
         wait for the leader's answer: the commit id, "offer again in N s", or an error
@@ -13,13 +13,13 @@ changes (:class:`JobTarget`, the node's target). Its queue, snapshots, fence and
         wait for that leader's answer instead (its commit is under way)
         taken back: commit the files itself at its own slot of the job's budget, offering again meanwhile
 
-    leader (:mod:`.job_leader`: a thread of every node's uploader; the one holding the lease acts)
+    leader (:mod:`.leader`: a thread of every node's uploader; the one holding the lease acts)
 
 Who commits what, and when:
 
 - **Store alive, leader answering**: the leader commits; a node never does.
 - **Store alive, no answer** (no leader yet, one handing over because it cannot reach the Hub): the
-  node commits itself at its own slot (:meth:`~.job_plan.Plan.own_turn`), a due time it keeps.
+  node commits itself at its own slot (:meth:`~.plan.Plan.own_turn`), a due time it keeps.
 - **Store gone** (nothing listens at its address: its host died, the job ended): nothing coordinates
   the nodes any more, so each commits itself at once and then at its own slots of the job's budget,
   paced by the Hub too (its 429 and ``Retry-After``), until everything has landed; the uploader waits
@@ -51,15 +51,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from .. import environment
-from ..config import UploadConfig
-from ..errors import Deferred, TargetError
-from ..state.piece import Piece
-from ..targets import Target, target_for
-from ..targets.bucket import BucketTarget, batch_takes_xet_hashes
-from ..targets.hub import HubTarget
-from ..targets.xet_content import xet_usable
-from ..timing import (
+from ...config import UploadConfig
+from ...errors import Deferred, TargetError
+from ...state.piece import Piece
+from ...targets import Target, target_for
+from ...targets.bucket import BucketTarget, batch_takes_xet_hashes
+from ...targets.hub import HubTarget
+from ...targets.xet_content import xet_usable
+from ...timing import (
     CLAIM_MARGIN_S,
     HUB_COMMIT_EVERY_S,
     LEADER_POLL_S,
@@ -70,9 +69,10 @@ from ..timing import (
     PREPARED_WAIT_S,
     STORE_RETRY_S,
 )
-from .job_leader import TAKEN, WITHDRAWN, Leader, SharedTarget, claimer, target_kind
-from .job_plan import Budget, Plan, make_budget, make_plan, start_pacing
-from .job_store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
+from .leader import Leader, SharedTarget, target_kind
+from .plan import Budget, Plan, make_budget, make_plan, start_pacing
+from .protocol import WITHDRAWN, Malformed, claimer, parse_answer, parse_lease
+from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -83,8 +83,7 @@ JOB_AUDITORS = 8
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
-__all__ = ["JobTarget", "Leader", "SharedTarget", "TAKEN", "WITHDRAWN", "for_job", "own_pacing", "store_prefix",
-           "target_spacing"]
+__all__ = ["JobTarget", "Leader", "SharedTarget", "for_job", "own_pacing", "store_prefix", "target_spacing"]
 
 
 def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
@@ -110,7 +109,8 @@ class JobTarget(Target):
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
         self.key_hash = _key_hash(inner.key)
         self.split_from: str | None = None  # another folder of this job's, that other nodes log to
-        self.incarnation = time.time_ns()
+        #: This uploader's number among its node's, from the store (:meth:`_announce`); 0 until it said it.
+        self.incarnation = 0
         self._seq = 0
         self._offered_at: float | None = None  # monotonic: our last offer, while a leader may still take it
         #: How long this node waits for a leader that claimed its offer (its commit is under way): half the
@@ -146,6 +146,15 @@ class JobTarget(Target):
         self._announced = False  # our incarnation is in the store
 
     @property
+    def leading(self) -> bool:
+        """Whether this node's uploader holds the job's lease (:class:`~.protocol.Seat`)."""
+        return self.leader.leading
+
+    def members(self) -> list[int]:
+        """The nodes that announced themselves in the store."""
+        return self.leader.members()
+
+    @property
     def description(self) -> str:  # type: ignore[override]
         return self.inner.description
 
@@ -163,7 +172,7 @@ class JobTarget(Target):
                 "planned": self.plan is not None, "interval": plan.interval, "own_every": plan.own_every(),
                 "age_bound": plan.age_bound(),
                 "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
-                "api_requests": self.budget.requests_per_5min}
+                "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total}
 
     def store_failed(self, exc: StoreError) -> None:
         """The store failed: this node's next commits are its own, and the store is asked again in
@@ -178,9 +187,9 @@ class JobTarget(Target):
         return not self.store_gone and time.monotonic() >= self._store_rests_until
 
     def pacing(self, config: UploadConfig) -> tuple[float, float]:
-        """``(interval, phase)``: this node's slot in the leader's plan (:mod:`.job_plan`), which keeps the
+        """``(interval, phase)``: this node's slot in the leader's plan (:mod:`.plan`), which keeps the
         job within its budget at any size; before the leader has said one, the job's start pacing
-        (:func:`.job_plan.start_pacing`: together, or a group at a time where a job is too big for its first
+        (:func:`.plan.start_pacing`: together, or a group at a time where a job is too big for its first
         requests to come at once). Also while this node commits itself: it offers to the leader again at
         its next slot, and its own commits have a gate of their own (:meth:`_own_turn`).
         With the store gone, its own slots, as in a job without a store (:meth:`Plan.own_pacing`)."""
@@ -240,14 +249,15 @@ class JobTarget(Target):
         if not self._announced:
             key = f"incarnation/{self.node}"
             try:
-                current = self.store.get(key) or b""
-                if int(current or 0) < self.incarnation:
-                    self.store.compare_set(key, current, str(self.incarnation).encode())
+                if self.incarnation == 0:  # one more than any uploader of this node before: the store counts
+                    self.incarnation = self.store.add(key, 1)
+                elif (current := self.store.add(key, 0)) < self.incarnation:  # a store that came back empty
+                    self.store.add(key, self.incarnation - current)
                 # The node's keys exist from now on (created if missing, else left as they are): the leader
                 # reads every member's keys in one batch, and a batch waits for a missing key.
                 self.store.compare_set(f"offer/{self.node}", b"", WITHDRAWN)
                 self.store.compare_set(f"answer/{self.node}", b"", b"{}")
-                self.store.compare_set(f"view/{self.node}", b"", b"{}")  # its job run points (:mod:`.job_merge`)
+                self.store.compare_set(f"view/{self.node}", b"", b"{}")  # its job run points (:mod:`..jobrun.exchange`)
                 self.store.append("members", f"{self.node},".encode())
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
@@ -329,7 +339,8 @@ class JobTarget(Target):
         uploaded = self.inner.preupload(pieces)
         if uploaded is None:  # a regular (non-LFS) file travels in the commit itself; a bucket without Xet hashes
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
-        self._seq = max(self._seq + 1, time.time_ns())
+        # An offer's number: above every earlier uploader's of this node (the incarnation is its high part).
+        self._seq = max(self._seq, self.incarnation << 32) + 1
         now = time.monotonic()
         if self._waiting_since is None:
             self._waiting_since = now
@@ -379,10 +390,9 @@ class JobTarget(Target):
     def _leads(self, taker: tuple[int, int]) -> bool:
         """Whether the leader ``(node, pid)`` still holds the job's lease."""
         try:
-            lease = json.loads(self.store.get("lease") or b"{}")
-        except ValueError:
+            return parse_lease(self.store.get("lease")) == taker
+        except Malformed:
             return False
-        return (lease.get("node"), lease.get("pid")) == taker
 
     def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
@@ -431,9 +441,13 @@ class JobTarget(Target):
         return None
 
     def _answer(self, seq: int) -> dict | None:
-        raw = self.store.get(f"answer/{self.node}")
-        answer = json.loads(raw) if raw else None
-        return answer if answer and answer.get("seq") == seq else None
+        """The leader's answer to offer ``seq``, if there is one; a malformed answer is none (counted)."""
+        try:
+            answer = parse_answer(self.store.get(f"answer/{self.node}") or b"{}")
+        except Malformed as exc:
+            self.leader.malformed.count(f"answer/{self.node}", exc)
+            return None
+        return answer if answer["seq"] == seq else None
 
     def _commit_ourselves(self, pieces: Sequence[Piece], message: str, why: str) -> str | None:
         """Commit as a node without a store would, unless an offer of ours may still be taken by a leader
@@ -506,11 +520,11 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
     :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
     (``config.nodes > 1``), only with a store in the environment
-    (:func:`~hf_mpwriter.uploader.job_store.store_address`); otherwise each node commits itself at its
+    (:func:`~hf_mpwriter.uploader.coordination.store.store_address`); otherwise each node commits itself at its
     own slots (:func:`own_pacing`). A store that does not answer yet gives a :class:`JobTarget`
     that commits itself until it does (offering to the leader again :data:`STORE_RETRY_S` after a failure).
     """
-    address = store_address() if config.job_store else None  # HF_MPWRITER_JOB_STORE=0: each node itself
+    address = store_address(config.store, config.job_id) if config.job_store else None  # HF_MPWRITER_JOB_STORE=0: each itself
     if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):
         return target
     if importlib.util.find_spec("torch") is None:  # the store's client is torch's
@@ -529,7 +543,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
                     wait=min(OFFER_WAIT_S, call_bound / 3), spacing=_write_spacing(config, leader_target),
                     prepared_wait=prepared_wait, budget=_budget(config),
                     commit_every=config.commit_every, call_bound=call_bound,
-                    files_hint=environment.ranks_per_node() or 1)
+                    files_hint=config.ranks_per_node or 1)
     try:
         store.get("lease")
         job.store_seen = True
@@ -551,7 +565,7 @@ def own_pacing(config: UploadConfig, target: Target, alone: bool = False) -> tup
     every node shares), or a local directory: every ``commit_every``."""
     if config.nodes <= 1 or alone or not isinstance(target, (HubTarget, BucketTarget)):
         return config.commit_every, 0.0
-    plan = make_plan(_budget(config), target_kind(target), config.nodes, environment.ranks_per_node() or 1, config.commit_every,
+    plan = make_plan(_budget(config), target_kind(target), config.nodes, config.ranks_per_node or 1, config.commit_every,
                      _write_spacing(config, target))
     return plan.own_pacing(config.node_rank, config.commit_every)
 

@@ -19,7 +19,7 @@ share of the same budget: one commit per :meth:`Plan.own_every` seconds at its o
 thousand nodes together still make at most the budget's commits (:meth:`Plan.own_turn`). Once the
 store is gone (or a job has none) nothing coordinates the nodes: each commits itself at its own slot
 (:meth:`Plan.own_pacing`), and the Hub's own limits (its 429s and their ``Retry-After``) pace them too
-(:mod:`hf_mpwriter.uploader.job_commit`). One plan, one rate setting, for every way a job commits.
+(:mod:`hf_mpwriter.uploader.coordination.member`). One plan, one rate setting, for every way a job commits.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from ..timing import HUB_COMMITS_PER_HOUR
-from .schedule import until_turn
+from ...timing import HUB_COMMITS_PER_HOUR
+from ..schedule import until_turn
 
 #: The Hub's window for API requests, in seconds (fixed windows of 5 minutes, per user).
 API_WINDOW_S = 300.0

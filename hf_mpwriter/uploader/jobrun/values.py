@@ -1,7 +1,7 @@
-"""The values the nodes of a multi-node job exchange for its job run (:mod:`.job_merge`): a node's, and a
-group's (:mod:`.job_group`: its nodes' values merged into one), read by one parser.
+"""The values the nodes of a multi-node job exchange for its job run (:mod:`.exchange`): a node's, and a
+group's (:mod:`.tree`: its nodes' values merged into one), read by one parser.
 
-A node's value (:meth:`.job_view.JobView.message`)::
+A node's value (:meth:`.view.JobView.message`)::
 
     {"ranks": {rank: newest step}, "tags": [tag, ...] or null, "final": bool, "late": int, "made": int,
      "every": int, "points": [[tag, step, point.to_list()], ...]}
@@ -11,7 +11,7 @@ A group's::
     {"nodes": {node: {"ranks", "final", "late", "made", "every"}}, "tags": {tag: [node, ...]},
      "points": [[tag, step, point.to_list(), [node, ...] or null (every node of the value)], ...]}
 
-(a point: :mod:`.job_points`).
+(a point: :mod:`.points`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import json
 import logging
 import math
 
-from .job_points import Point, merge, point_from_list
+from .points import Point, merge, point_from_list
 
 logger = logging.getLogger(__name__)
 _Key = tuple[str, int]
@@ -81,7 +81,7 @@ def parse_value(node: int | None, raw: bytes) -> Value | None:
 
 
 def group_value(values: dict[int, bytes], limit: int, held: dict[str, int], every: int) -> bytes:
-    """The values of a group's nodes (``node -> its value``) as one (:mod:`.job_group`): each step's points
+    """The values of a group's nodes (``node -> its value``) as one (:mod:`.tree`): each step's points
     merged, but those of a step the job run holds (``held``, per tag) or that k (``every``) leaves out, the
     oldest steps first within ``limit`` bytes (a group cut short says none of its nodes is done). A value
     that does not parse is left out, and said."""

@@ -1,5 +1,5 @@
 """Some ranks' histograms of one tag and step merged into one, in a form that merges again: the job
-run's histograms (:mod:`.job_view`; a node's share of them, merged by the job's leader: :mod:`.job_merge`).
+run's histograms (:mod:`.view`; a node's share of them, merged by the job's leader: :mod:`.exchange`).
 
 Exact where the ranks' bucket limits agree: no limit of one histogram may fall inside a bucket of
 another that holds values. tensorboardX's and ``torch.utils.tensorboard``'s default buckets
@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..events.decoding import Histogram
-from .job_stats import exact_sum
+from ...events.decoding import Histogram
+from .stats import exact_sum
 
 
 def _default_grid() -> tuple[float, ...]:

@@ -1,0 +1,11 @@
+"""A multi-node job's coordination: its nodes' uploaders agree, through the job's own store, on one
+leader that commits for all of them, within one budget on the Hub.
+
+- ``store``: the one connection to the job's torch.distributed store; bounded calls, prefixed views.
+- ``protocol``: the keys the uploaders share and one parser per kind of value read from them.
+- ``plan``: what the logs may spend (:class:`~.plan.Budget`) and which node commits when (:class:`~.plan.Plan`).
+- ``member``: a node's target in a job: it offers its files to the leader, or commits them itself.
+- ``leader``: the lease, and the rounds of the node that holds it.
+
+The job run (:mod:`hf_mpwriter.uploader.jobrun`) uses ``store`` and ``protocol``, never ``member`` or ``leader``.
+"""

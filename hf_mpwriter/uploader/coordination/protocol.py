@@ -1,0 +1,156 @@
+"""The keys the uploaders of a job share in its store, and one parser per kind of value read from them.
+
+Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)::
+
+    members            "0,3,1,"          the nodes that announced themselves (append)
+    incarnation/<n>    counter            node n's current uploader: each new one adds 1 (the store counts,
+                                          not a clock: a replacement's offers always win over its predecessor's)
+    offer/<n>          JSON | "-" | "taken:seq:node:pid"   an offer, taken back, or claimed by a leader
+    answer/<n>         JSON               the leader's answer to node n's offer ``seq``
+    lease              JSON {node, pid, n}                  who leads
+    offered, answered  counters           polled instead of every node's keys
+
+A value another process wrote is never trusted: a parser either returns a value whose every field
+has the type its readers use, or raises :class:`Malformed`. The reader skips that value, counts it
+(``status``) and goes on with the others: one bad value never stops a round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+from .store import JobStore, StoreError
+
+logger = logging.getLogger(__name__)
+
+#: An offer's value once its node took it back.
+WITHDRAWN = b"-"
+#: An offer's value once a leader claimed it (followed by ``seq:node:pid``: the offer's, the claimer's).
+TAKEN = b"taken:"
+
+
+class Malformed(ValueError):
+    """A value in the store is not what its key holds (another version, a bug, a partial write)."""
+
+
+class Skipped:
+    """The malformed values a process skipped: counted for ``status``, each key said once in the log."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._said: set[str] = set()
+
+    def count(self, key: str, exc: Malformed) -> None:
+        self.total += 1
+        if key not in self._said:
+            self._said.add(key)
+            logger.warning("the job's store holds a malformed value at %s (%s): skipped, the others are used", key, exc)
+
+
+def taken_value(seq: int, node: int, pid: int) -> bytes:
+    return TAKEN + f"{seq}:{node}:{pid}".encode()
+
+
+def claimer(value: bytes | None, seq: int) -> tuple[int, int] | None:
+    """``(node, pid)`` of the leader that claimed offer ``seq``, from the offer's value; ``None`` if it is
+    not claimed (or another offer is)."""
+    if not value or not value.startswith(TAKEN):
+        return None
+    parts = value[len(TAKEN):].decode(errors="replace").split(":")
+    if len(parts) != 3 or parts[0] != str(seq) or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    return int(parts[1]), int(parts[2])
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise Malformed(f"{what}: not JSON") from None
+    if not isinstance(value, dict):
+        raise Malformed(f"{what}: not an object")
+    return value
+
+
+def _number(value: Any, what: str, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+        raise Malformed(f"{what}: {value!r} is not a number >= {minimum:g}")
+    return float(value)
+
+
+def _whole(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Malformed(f"{what}: {value!r} is not a whole number >= 0")
+    return value
+
+
+def _file(entry: Any) -> list:
+    """``[path, sha256, size, xet_hash or None]``."""
+    if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str) and entry[0]
+            and isinstance(entry[1], str) and len(entry[1]) == 64 and (entry[3] is None or isinstance(entry[3], str))):
+        raise Malformed(f"offer: file {entry!r} is not [path, sha256, size, xet hash]")
+    _whole(entry[2], "offer: a file's size")
+    return list(entry)
+
+
+def parse_offer(raw: bytes) -> dict[str, Any]:
+    """An offer as the leader reads it: ``seq``, ``incarnation``, ``wait``, ``waiting``, ``last``, ``files``."""
+    offer = _json_object(raw, "offer")
+    files = offer.get("files")
+    if not isinstance(files, list) or not files:
+        raise Malformed("offer: no files")
+    return {"seq": _whole(offer.get("seq"), "offer: seq"), "incarnation": _whole(offer.get("incarnation"), "offer: incarnation"),
+            "wait": _number(offer.get("wait"), "offer: wait"), "waiting": _number(offer.get("waiting", 0.0), "offer: waiting"),
+            "last": bool(offer.get("last")), "files": [_file(entry) for entry in files]}
+
+
+def parse_answer(raw: bytes) -> dict[str, Any]:
+    """A leader's answer as its node reads it: ``seq``, and ``commit`` (committed), ``retry_in`` (put off)
+    or ``error`` (not committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) as they came."""
+    answer = _json_object(raw, "answer")
+    if not answer:  # the value a node's keys start with: nothing answered yet
+        return {"seq": 0}
+    parsed = dict(answer)
+    parsed["seq"] = _whole(answer.get("seq"), "answer: seq")
+    if answer.get("commit") is not None and not isinstance(answer["commit"], str):
+        raise Malformed("answer: commit is not a string")
+    if answer.get("retry_in") is not None:
+        parsed["retry_in"] = _number(answer["retry_in"], "answer: retry_in")
+    return parsed
+
+
+def parse_counter(raw: bytes | None, what: str) -> int:
+    """A counter's value (``add`` writes them as decimal text); 0 where it was never set."""
+    if not raw:
+        return 0
+    text = raw.decode(errors="replace").strip()
+    if not text.isdigit():
+        raise Malformed(f"{what}: {text[:40]!r} is not a count")
+    return int(text)
+
+
+def parse_lease(raw: bytes | None) -> tuple[int, int] | None:
+    """``(node, pid)`` of the lease's holder; ``None`` where nobody holds it."""
+    if not raw:
+        return None
+    lease = _json_object(raw, "lease")
+    return _whole(lease.get("node"), "lease: node"), _whole(lease.get("pid"), "lease: pid")
+
+
+class Seat(Protocol):
+    """What the job run needs of this node's place in the job (:class:`~.member.JobTarget` is one): the store,
+    its node, whether it leads, and the nodes that announced themselves."""
+
+    node: int
+    store: JobStore
+
+    @property
+    def leading(self) -> bool: ...
+
+    def members(self) -> list[int]: ...
+
+    def store_usable(self) -> bool: ...
+
+    def store_failed(self, exc: StoreError) -> None: ...
