@@ -68,8 +68,9 @@ def test_interval_warning_is_said_once_per_logdir(tmp_path, caplog, monkeypatch)
         with HFSummaryWriter(repo_id="me/run", logdir=str(tmp_path / "logs"), rank=rank, commit_every=0.1,
                              uploader="none") as writer:
             writer.add_scalar("loss", 1.0, 0)
-    warnings = [r for r in caplog.records if "128 commits per hour" in r.getMessage()]
+    warnings = [r for r in caplog.records if r.name == "hf_mpwriter.config"]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert warnings[0].args[:2] == (6.0, 3600 / 128)  # commit_every, and the interval it gets: the Hub's rate
 
 
 @pytest.mark.parametrize("commit_every", [math.inf, -1, 0, float("nan"), "5"])

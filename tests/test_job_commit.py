@@ -29,6 +29,7 @@ from hf_mpwriter.targets.bucket import BucketTarget, batch_takes_xet_hashes
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import LEASE_STALE_S
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
+from hf_mpwriter.uploader.coordination.pacing import pacing
 from hf_mpwriter.uploader.coordination.plan import Budget, make_budget
 from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN, claimer
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
@@ -389,7 +390,7 @@ def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tm
         plan = nodes[1].plan
         assert plan is not None and nodes[1]._phases is not None
         interval, leaders_phase = plan.pacing(1)  # on the leader's clock
-        mine = nodes[1].pacing(UploadConfig.for_hub(REPO, prefix="tb", commit_every=4))[1]  # on the node's
+        mine = pacing(nodes[1].situation(UploadConfig.for_hub(REPO, prefix="tb", commit_every=4)))[:2][1]  # on the node's
         assert abs(((mine - (leaders_phase - skew)) + interval / 2) % interval - interval / 2) < 0.5, (mine, leaders_phase)
 
 
@@ -470,12 +471,12 @@ def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(h
     commits its files itself at once, and from then on at its own slots (the Hub's 429s pace them too)."""
     hub.create_repo(REPO)
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    node = _node(hub, server.port, 1, budget=make_budget())
+    node = _node(hub, server.port, 1, budget=make_budget(), commit_every=6)
     node.prepare()
     node.start()  # as its uploader does: the node joins the job's store
     try:
         config = dataclasses.replace(UploadConfig.for_hub(REPO, prefix="tb", commit_every=6), nodes=2, node_rank=1)
-        assert node.pacing(config) == (6, 0.0)  # before the leader plans: every node at the same moments
+        assert pacing(node.situation(config))[:2] == (6, 0.0)  # before the leader plans: every node at the same moments
         assert node.store_seen and node.store.get("members") == b"1,"
         assert node.plan_now(1).own_every() > 120  # the scenario: the default budget's own slots are minutes apart
         del server  # the store's host is gone: nothing listens on its port any more
@@ -484,7 +485,7 @@ def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(h
         assert waits == [] and node.mode == "node" and node.store_gone, waits  # at once, not at its slot
         assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
         assert not node.differences(pieces)
-        assert node.pacing(config) == node.plan_now(1).own_pacing(1, node.commit_every)  # its own slots from now on
+        assert pacing(node.situation(config))[:2] == node.plan_now(1).own_pacing(1, node.commit_every)  # its own slots
         assert node.job_info()["store_gone"] is True  # what ``status`` shows
     finally:
         node.stop()

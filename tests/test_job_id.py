@@ -3,8 +3,7 @@ version) and the uploaders (the job's store keys): :func:`hf_mpwriter.environmen
 
 from __future__ import annotations
 
-from hf_mpwriter.environment import job_id
-from hf_mpwriter.environment import launcher
+from hf_mpwriter.environment import job_id, launcher
 from hf_mpwriter.uploader.coordination.store import store_address
 from hf_mpwriter.writer.args import default_logdir
 

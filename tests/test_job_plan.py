@@ -24,6 +24,7 @@ from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.testing.limits import HubLimits
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
+from hf_mpwriter.uploader.coordination.pacing import pacing
 from hf_mpwriter.uploader.coordination.plan import (
     LEADER_SHARE,
     PLAN_SLACK,
@@ -111,7 +112,7 @@ def test_a_node_without_a_plan_paces_its_first_cycle_by_the_jobs_start_pacing(st
                      budget=make_budget(), files_hint=8)
     config = UploadConfig.for_hub(REPO, prefix="tb")
     assert node.plan is None
-    interval, phase = node.pacing(config)
+    interval, phase = pacing(node.situation(config))[:2]
     plan = node.plan_now(8)
     assert (interval, phase) == start_pacing(plan, make_budget(), "hub", 1000, config.commit_every)
     assert plan.groups == 9 and phase == pytest.approx(8 * plan.gap) and interval == pytest.approx(plan.interval)

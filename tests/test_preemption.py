@@ -468,16 +468,19 @@ def test_sigterm_while_the_uploader_is_still_starting_gives_its_last_commit(hub,
     for name, value in env.items():
         if name.startswith("HF_"):
             monkeypatch.setenv(name, value)
-    logdir = tmp_path / "logs"
-    with HFSummaryWriter(REPO, logdir=str(logdir), uploader="none", token=TOKEN, rank=0) as writer:
-        for step in range(50):
-            writer.add_scalar("loss", float(step), step)
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     silent.settimeout(60)
-    env.update({"HF_TOKEN": TOKEN, "GROUP_RANK": "1", "GROUP_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "job-1",
-                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(silent.getsockname()[1])})
+    launcher = {"GROUP_RANK": "1", "GROUP_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "job-1", "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(silent.getsockname()[1])}
+    for name, value in launcher.items():  # what the writer reads, and saves for its uploader
+        monkeypatch.setenv(name, value)
+    logdir = tmp_path / "logs"
+    with HFSummaryWriter(REPO, logdir=str(logdir), uploader="none", token=TOKEN, rank=0) as writer:
+        for step in range(50):
+            writer.add_scalar("loss", float(step), step)
+    env.update({"HF_TOKEN": TOKEN, **launcher})
     proc = subprocess.Popen([sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -605,11 +608,12 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
     hub.create_repo(REPO)
     logdir = tmp_path / "logs"
     _, env = _target("repo", hub, tmp_path)
-    job = {"GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2", "HF_MPWRITER_PREEMPTION_DEADLINE": str(JOB_DEADLINE_S)}
+    relay = _Relay(job_store.port)
+    job = {"GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2", "HF_MPWRITER_PREEMPTION_DEADLINE": str(JOB_DEADLINE_S),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(relay.port), "TORCHELASTIC_RUN_ID": "job-preempted"}
     rank = _start_rank({"logdir": str(logdir), "rank": 0, "repo_id": REPO, "uploader": "none", "steps": 60,
                         "flush_every": 10, "commit_every_s": 1, "close_after": str(tmp_path / "never")},
                        {**env, **job})
-    relay = _Relay(job_store.port)
     leader, uploader = None, None
     try:
         read_line(rank, "flushed 59", 60)  # every record on disk; the rank lives on, as a training does
@@ -620,9 +624,8 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
         leader.start()
         wait_for(lambda: leader.leading, 20, "node 1 to lead")
         uploader = subprocess.Popen(  # as the rank's writer would start it, in the job's environment
-            [sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)], env=writer_env({
-                **env, **job, "HF_TOKEN": TOKEN, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(relay.port),
-                "TORCHELASTIC_RUN_ID": "job-preempted"}), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)], env=writer_env({**env, **job, "HF_TOKEN": TOKEN}),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         offer = wait_for(lambda: _pending_offer(job_store, prefix, logdir), 60, "node 0 to offer all its records")
         if store_is == "black-holed":
             relay.silent.set()

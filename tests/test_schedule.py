@@ -99,7 +99,8 @@ def test_nodes_without_a_store_keep_to_the_jobs_budget_together(monkeypatch, tmp
     every 10 s.)"""
     from hf_mpwriter.targets.bucket import BucketTarget
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader.coordination.member import own_pacing
+    from hf_mpwriter.uploader.coordination.member import situation
+    from hf_mpwriter.uploader.coordination.pacing import pacing as node_pacing
     from hf_mpwriter.uploader.coordination.plan import LEADER_SHARE, REQUESTS_PER_WRITE, make_budget
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
@@ -108,7 +109,7 @@ def test_nodes_without_a_store_keep_to_the_jobs_budget_together(monkeypatch, tmp
     config = UploadConfig(kind=kind, prefix="tb", commit_every=every, nodes=nodes, node_rank=nodes - 1)
     target = (BucketTarget("me/logs", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:1") if kind == "bucket"
               else HubTarget("me/run", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:1"))
-    interval, phase = own_pacing(config, target)
+    interval, phase = node_pacing(situation(config, target))[:2]
     budget = make_budget()
     assert interval >= every and 0 <= phase < interval
     writes_per_hour = nodes * 3600 / interval
@@ -116,7 +117,8 @@ def test_nodes_without_a_store_keep_to_the_jobs_budget_together(monkeypatch, tmp
         assert writes_per_hour <= budget.commits_per_hour + 1e-9, writes_per_hour
     requests_per_5min = writes_per_hour / 12 * REQUESTS_PER_WRITE[kind]
     assert requests_per_5min <= budget.requests_per_5min * LEADER_SHARE + 1e-9, requests_per_5min
-    assert own_pacing(dataclasses.replace(config, nodes=1, node_rank=0), target) == (every, 0.0)  # one node: its own
+    alone = situation(dataclasses.replace(config, nodes=1, node_rank=0), target)
+    assert node_pacing(alone)[:2] == (every, None)  # one node: its own interval, no slot
 
 
 def test_a_new_pacing_brings_the_next_cycle_forward_but_never_within_half_an_interval_of_the_last():
@@ -137,12 +139,23 @@ def test_a_new_pacing_brings_the_next_cycle_forward_but_never_within_half_an_int
     assert far.next_cycle == 1000.0
 
 
-def test_a_single_node_honours_an_explicit_interval_below_the_hub_spacing():
+def test_a_single_node_keeps_commit_every_within_the_logs_commit_rate():
+    """On the Hub with nothing set: its ~128 commits an hour at most; ``HF_MPWRITER_COMMITS_PER_HOUR`` sets
+    the rate on any endpoint (more, for one that accepts more; fewer); another endpoint states none."""
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader.coordination.member import own_pacing
+    from hf_mpwriter.uploader.coordination.member import situation
+    from hf_mpwriter.uploader.coordination.pacing import pacing as node_pacing
 
     target = HubTarget("me/run", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:1")
-    assert own_pacing(UploadConfig(kind="hub", prefix="tb", commit_every=1.5), target) == (1.5, 0.0)
+    every = UploadConfig(kind="hub", prefix="tb", commit_every=1.5)
+
+    def interval(**settings) -> float:
+        return node_pacing(situation(dataclasses.replace(every, **settings), target))[0]
+
+    assert interval(endpoint="https://huggingface.co") == HUB_SPACING
+    assert interval(endpoint="https://huggingface.co", commits_per_hour=3600) == 1.5
+    assert interval(endpoint="http://127.0.0.1:1", commits_per_hour=20) == 180.0
+    assert interval(endpoint="http://127.0.0.1:1") == 1.5
 
 
 def test_until_turn_lands_on_the_slot_and_waits_at_least_after():

@@ -209,7 +209,8 @@ def test_a_logdir_every_node_shares_without_a_store_commits_as_one_node(hub, tmp
 
     from hf_mpwriter.config import load
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader.coordination.member import own_pacing
+    from hf_mpwriter.uploader.coordination.member import situation
+    from hf_mpwriter.uploader.coordination.pacing import pacing
     from hf_mpwriter.uploader.loop import Uploader
     from hf_mpwriter.uploader.schedule import until_turn
 
@@ -223,7 +224,7 @@ def test_a_logdir_every_node_shares_without_a_store_commits_as_one_node(hub, tmp
     target = HubTarget(REPO, prefix=config.prefix, token=TOKEN, endpoint=hub.endpoint, shared_branch=True)
     # A node whose own slot is at least 300 s away by the wall clock now: far off for the whole test.
     config = next(c for c in (dataclasses.replace(config, node_rank=n) for n in range(8))
-                  if until_turn(*own_pacing(c, target), time.time()) >= 300)
+                  if until_turn(*pacing(situation(c, target))[:2], time.time()) >= 300)
     uploader = Uploader(logdir, config=config, token=TOKEN, target=target)
     state = logdir / ".hf_mpwriter"
 

@@ -53,6 +53,7 @@ from ..timing import JOB_VIEW_LAST_WAIT_S, JOB_VIEW_READ_S, PRUNE_EVERY_S, REGIS
 from . import system_metrics
 from .commit_cycle import Committer, Progress
 from .coordination import member
+from .coordination.pacing import pacing
 from .file_limit import FileLimitWatch
 from .jobrun import exchange
 from .jobrun import view as job_view
@@ -129,6 +130,7 @@ class Uploader:
         #: The logdir's live writers run on several hosts (a logdir every node shares): this one uploader
         #: commits every node's files, so it paces as a single node would (:meth:`_pacing`).
         self._shared = False
+        self._case: str | None = None  # the pacing's branch last said (:meth:`_pacing`)
         self._view: job_view.JobView | None = None  # the job run (hf_mpwriter.uploader.jobrun.view)
         self._exchange: exchange.ViewExchange | None = None  # its points to and from the job's leader
         self._lock = UploaderLock(self.logdir)
@@ -240,18 +242,23 @@ class Uploader:
         return code
 
     def _pacing(self, watch: bool) -> Pacing:
-        """The schedule's settings, from the logdir's config and the target's own spacing."""
-        if isinstance(self.target, member.JobTarget):  # one leader: the nodes offer at the same moments
-            interval, phase = self.target.pacing(self.config)
-        else:  # (a shared logdir: the only uploader of the job's nodes, no other node's commits to share with)
-            interval, phase = member.own_pacing(self.config, self.target, alone=self._shared)
-            interval = max(interval, config_mod.commit_interval(self.config))  # the logs' commit rate, whatever the path
+        """The schedule's settings: this node's commit times (:func:`~.coordination.pacing.pacing`, from the
+        target's situation), the target's spacing, the logdir's config. A new case is said once."""
+        if isinstance(self.target, member.JobTarget):
+            situation = self.target.situation(self.config)
+        else:
+            situation = member.situation(self.config, self.target, shared=self._shared)
+        interval, phase, case = pacing(situation)
+        if case != self._case:
+            self._case = case
+            log = logger.info if interval == self.config.commit_every else logger.warning
+            log("commits every %.0f s (%s; commit_every=%.0f s)", interval, case, self.config.commit_every)
         spacing = member.target_spacing(self.config, self.target)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
         trigger_gap = min(self.config.commit_every, spacing)
         return Pacing(
-            interval=interval, phase=phase if self.config.nodes > 1 else None, trigger_gap=trigger_gap,
+            interval=interval, phase=phase, trigger_gap=trigger_gap,
             final_gap=max(trigger_gap, FINAL_GAP_S), drain_timeout=self.config.drain_timeout,
             preemption_deadline=self.config.preemption_deadline, watch=watch,
         )
@@ -334,10 +341,10 @@ class Uploader:
                     if progress.local_error:
                         schedule.failed(time.monotonic(), local=True)
                     else:
-                        if isinstance(self.target, member.JobTarget):  # the leader in use, or not
-                            schedule.pacing = self._pacing(watch)
-                            self._publish()
                         schedule.cycled(time.monotonic(), time.time(), decision.reason)
+                        if isinstance(self.target, member.JobTarget):  # a plan, the store gone: from its next turn
+                            schedule.repace(self._pacing(watch), time.monotonic(), time.time())
+                            self._publish()
                     continue
             except Superseded as exc:
                 logger.warning("%s; exiting, the newer uploader carries on", exc)

@@ -255,12 +255,16 @@ class Schedule:
 
     # -- what happened -------------------------------------------------------------------------------
     def repace(self, pacing: Pacing, now: float, wall: float) -> None:
-        """New pacing, from now on: the next cycle at its next turn where that comes sooner (a logdir found
-        shared by the job's nodes commits as one node), never sooner than half an interval after the last."""
+        """New pacing, from now on (the only way it changes): the next cycle at its next turn, never sooner
+        than half an interval after the last (a leader's plan, the store gone, a logdir found shared by the
+        job's nodes). A node's slots are the job's: a turn of the old pacing is not kept."""
+        if (pacing.interval, pacing.phase) == (self.pacing.interval, self.pacing.phase):
+            self.pacing = pacing
+            return
         self.pacing = pacing
         if pacing.phase is not None:
             after = max(0.0, self.last_cycle + pacing.interval / 2 - now)
-            self.next_cycle = min(self.next_cycle, now + until_turn(pacing.interval, pacing.phase, wall, after))
+            self.next_cycle = now + until_turn(pacing.interval, pacing.phase, wall, after)
 
     def cycled(self, now: float, wall: float, reason: str) -> None:
         """A cycle ran (whatever its outcome: a failed job carries its own backoff in the queue)."""

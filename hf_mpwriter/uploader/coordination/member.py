@@ -1,7 +1,7 @@
 """One commit per interval for a whole multi-node job: every node uploads, one leader commits.
 
 Without this, each node's uploader commits its own files at its own slot of the job's budget
-(:func:`own_pacing`), so a job's newest records get older with its node count.
+(:func:`.pacing.pacing`), so a job's newest records get older with its node count.
 With the job's store (:mod:`hf_mpwriter.uploader.coordination.store`), only the last step of a node's cycle
 changes (:class:`JobTarget`, the node's target). Its queue, snapshots, fence and audit are as before::
 
@@ -51,7 +51,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from ...config import UploadConfig
+from ...config import UploadConfig, commit_interval
 from ...errors import Deferred, TargetError
 from ...state.piece import Piece
 from ...targets import Target, target_for
@@ -70,7 +70,8 @@ from ...timing import (
     STORE_RETRY_S,
 )
 from .leader import Leader, SharedTarget, target_kind
-from .plan import Budget, Plan, make_budget, make_plan, start_pacing
+from .pacing import Situation, Store
+from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import WITHDRAWN, Malformed, claimer, parse_answer, parse_lease
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
 
@@ -83,7 +84,7 @@ JOB_AUDITORS = 8
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
-__all__ = ["JobTarget", "Leader", "SharedTarget", "for_job", "own_pacing", "store_prefix", "target_spacing"]
+__all__ = ["JobTarget", "Leader", "SharedTarget", "for_job", "situation", "store_prefix", "target_spacing"]
 
 
 def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
@@ -186,19 +187,14 @@ class JobTarget(Target):
         """Whether to ask the store now (not gone, not resting after a failure: :meth:`store_failed`)."""
         return not self.store_gone and time.monotonic() >= self._store_rests_until
 
-    def pacing(self, config: UploadConfig) -> tuple[float, float]:
-        """``(interval, phase)``: this node's slot in the leader's plan (:mod:`.plan`), which keeps the
-        job within its budget at any size; before the leader has said one, the job's start pacing
-        (:func:`.plan.start_pacing`: together, or a group at a time where a job is too big for its first
-        requests to come at once). Also while this node commits itself: it offers to the leader again at
-        its next slot, and its own commits have a gate of their own (:meth:`_own_turn`).
-        With the store gone, its own slots, as in a job without a store (:meth:`Plan.own_pacing`)."""
-        if self.store_gone:
-            return self.plan_now(self.files_hint).own_pacing(self.node, self.commit_every)
-        if self.plan is not None:
-            interval, phase = self.plan.pacing(self.node)
-            return interval, phase if self._phases is None else self._phases[0]
-        return start_pacing(self.plan_now(self.files_hint), self.budget, self.kind, self.node, config.commit_every)
+    def situation(self, config: UploadConfig) -> Situation:
+        """What decides this node's commit times (:func:`.pacing.pacing`): the leader's plan once it said one
+        (also while this node commits itself: it offers again at its next slot, and its own commits have a
+        gate of their own, :meth:`_own_turn`), the job's start before, its own slots once the store is gone."""
+        store = Store.GONE if self.store_gone else Store.PLANNED if self.plan is not None else Store.STARTING
+        return Situation(commit_every=self.commit_every, rate_interval=commit_interval(config), nodes=self.leader.nodes,
+                         node=self.node, kind=self.kind, budget=self.budget, files=self.files_hint, spacing=self.spacing,
+                         store=store, plan=self.plan, phase=None if self._phases is None else self._phases[0])
 
     def hurry(self, deadline: float) -> None:
         """The uploader was signalled and must be gone by ``deadline`` (monotonic): from now on a wait for
@@ -521,7 +517,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
     (``config.nodes > 1``), only with a store in the environment
     (:func:`~hf_mpwriter.uploader.coordination.store.store_address`); otherwise each node commits itself at its
-    own slots (:func:`own_pacing`). A store that does not answer yet gives a :class:`JobTarget`
+    own slots (:func:`.pacing.pacing`). A store that does not answer yet gives a :class:`JobTarget`
     that commits itself until it does (offering to the leader again :data:`STORE_RETRY_S` after a failure).
     """
     address = store_address(config.store, config.job_id) if config.job_store else None  # HF_MPWRITER_JOB_STORE=0: each itself
@@ -557,17 +553,14 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     return job
 
 
-def own_pacing(config: UploadConfig, target: Target, alone: bool = False) -> tuple[float, float]:
-    """``(interval, phase)`` of a node's uploader that commits its files itself, without a job's store
-    (``HF_MPWRITER_JOB_STORE=0``, no store in the environment): its own slot of the job's budget
-    (:meth:`Plan.own_pacing`, from the plan for its launcher's ranks), so that the nodes together keep
-    to the budget whatever their number. A single node, the job's only uploader (``alone``: a logdir
-    every node shares), or a local directory: every ``commit_every``."""
-    if config.nodes <= 1 or alone or not isinstance(target, (HubTarget, BucketTarget)):
-        return config.commit_every, 0.0
-    plan = make_plan(_budget(config), target_kind(target), config.nodes, config.ranks_per_node or 1, config.commit_every,
-                     _write_spacing(config, target))
-    return plan.own_pacing(config.node_rank, config.commit_every)
+def situation(config: UploadConfig, target: Target, shared: bool = False) -> Situation:
+    """What decides the commit times of a node's uploader (:func:`.pacing.pacing`) without a job's leader
+    (no store: ``HF_MPWRITER_JOB_STORE=0``, none in the launcher's environment, a local target), from its
+    settings; ``shared``: its logdir is every node's (it is the job's one uploader)."""
+    kind = target_kind(target) if isinstance(target, (HubTarget, BucketTarget)) else None
+    return Situation(commit_every=config.commit_every, rate_interval=commit_interval(config), nodes=config.nodes,
+                     node=config.node_rank, kind=kind, budget=_budget(config) if kind else None,
+                     files=config.ranks_per_node or 1, spacing=_write_spacing(config, target), shared=shared)
 
 
 def _budget(config: UploadConfig) -> Budget:

@@ -1,0 +1,61 @@
+"""When a node's uploader commits: one function of the state it is given (:func:`pacing`).
+
+Every case of a node's regular commits is a named branch of :func:`pacing`; the uploader's loop hands
+the result to its :class:`~hf_mpwriter.uploader.schedule.Schedule` (at start, and through
+:meth:`~hf_mpwriter.uploader.schedule.Schedule.repace` whenever the state changes). What a commit then
+does (offer to the leader, wait for its answer, commit itself) is :mod:`.member`'s; the leader's own
+writes follow its plan and books (:mod:`.plan`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .plan import Budget, Plan, make_plan, start_pacing
+
+
+class Store(str, Enum):
+    """Where a node stands with its job's store."""
+
+    NONE = "none"  # no store (one node, HF_MPWRITER_JOB_STORE=0, a local target, no torch): each node alone
+    STARTING = "starting"  # a store, and no plan from a leader yet
+    PLANNED = "planned"  # the leader's plan, from its last answer
+    GONE = "gone"  # the store it once reached is gone: nothing coordinates the nodes any more
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What decides a node's commit times."""
+
+    commit_every: float  # the user's interval
+    rate_interval: float  # the logs' commit rate, as one uploader's interval (:func:`hf_mpwriter.config.commit_interval`)
+    nodes: int = 1
+    node: int = 0
+    kind: str | None = None  # "hub" or "bucket" (the budget's rules); None: a target without a budget
+    budget: Budget | None = None
+    files: int = 1  # this node's files (its ranks): how its own plan counts them
+    spacing: float = 0.0  # two of the leader's (or a node's own) writes at least this far apart
+    shared: bool = False  # a logdir every node shares: this uploader is the job's only one
+    store: Store = Store.NONE
+    plan: Plan | None = None  # the leader's, with ``store`` PLANNED
+    phase: float | None = None  # this node's slot on its own clock, as the leader's last answer said it
+
+
+def pacing(s: Situation) -> tuple[float, float | None, str]:
+    """``(interval, phase, case)``: seconds between this node's regular commits, its slot on the wall
+    clock (``None``: none, a single node cycles from its start), and the branch taken."""
+    if s.nodes <= 1:  # a single node: commit_every, within the logs' commit rate
+        return s.rate_interval, None, "alone"
+    if s.shared or s.kind is None or s.budget is None:  # the job's one uploader, or no budget to share
+        return s.rate_interval, 0.0, "shared logdir" if s.shared else "no budget"
+    if s.store is Store.PLANNED and s.plan is not None:  # the leader's plan: its group's slot
+        interval, phase = s.plan.pacing(s.node)
+        return interval, phase if s.phase is None else s.phase, "member"
+    own = s.plan or make_plan(s.budget, s.kind, s.nodes, s.files, s.commit_every, s.spacing)  # the leader's last, or its own
+    if s.store is Store.STARTING:  # before the leader's plan: the job starts in groups its API budget pays for
+        interval, phase = start_pacing(own, s.budget, s.kind, s.node, s.commit_every)
+        return interval, phase, "start-up"
+    # No store, or it is gone: each node at its own slot of the job's budget, so that together they keep it.
+    interval, phase = own.own_pacing(s.node, s.commit_every)
+    return max(interval, s.rate_interval), phase, "store gone" if s.store is Store.GONE else "own slots"
