@@ -12,7 +12,7 @@ __all__ = ["SummaryWriter", "HFSummaryWriter", "ConfigurationError", "HFMPWriter
 
 def __getattr__(name: str) -> Any:
     """Lazy: ``python -m hf_mpwriter.uploader`` must not import the writers, which import
-    tensorboardX, which imports torch (~1.5 s and ~210 MB RSS per uploader start)."""
+    tensorboardX, which imports torch (its cost per uploader start: docs/design-notes.md)."""
     if name == "HFSummaryWriter":
         from .writer.hub_writer import HFSummaryWriter
 

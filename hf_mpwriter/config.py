@@ -281,12 +281,13 @@ def writer_settings(
     repo_allow_patterns: PatternArg = DEFAULT_ALLOW, repo_ignore_patterns: PatternArg = None,
     nodes: int = 1, node_rank: int = 0, world_size: int = 1, preemption_deadline: Any = None,
     system_metrics: Any = False, env: environment.Environment | None = None,
+    launcher: environment.Launcher | None = None,
 ) -> UploadConfig | None:
     """The upload settings of ``HFSummaryWriter``'s arguments (``None``: local only), all checked.
 
     Used by the writer, the integrations (to fail when a callback is built, not at the first log
     call) and nothing else: one place decides what the arguments mean. ``env``: the environment's
-    settings as the writer read them (default: read them now).
+    settings as the writer read them, ``launcher`` its launcher's facts (default: read them now).
     """
     env = environment.read() if env is None else env
     every_s = check_commit_every(commit_every)
@@ -308,7 +309,7 @@ def writer_settings(
         )
     if config is not None:
         config.nodes, config.node_rank, config.world_size = nodes, node_rank, world_size
-        facts = environment.launcher()
+        facts = launcher or environment.launcher()
         config.ranks_per_node, config.job_id, config.store = facts.ranks_per_node, facts.job_id, facts.store
         config.preemption_deadline = deadline_s
         config.system_metrics = metrics_s

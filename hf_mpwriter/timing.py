@@ -12,6 +12,8 @@ it imports nothing and decides nothing. The documentation quotes some of them (`
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields, replace
+
 # -- liveness: writers and the uploader watching each other ----------------------------------------
 #: Writers check (and if need be start) the uploader, and refresh their registration, this often.
 HEARTBEAT_S = 1.0
@@ -152,6 +154,10 @@ SYSTEM_METRICS_FIRST_SAMPLE_S = 0.2
 #: A step of the job run waits this long (at least one commit interval) for the ranks that have not
 #: logged it yet; then it is written with the ranks that did, the others named as missing.
 JOB_VIEW_WAIT_S = 30.0
+#: A rank that logged nothing for this long is no longer waited for (its writer's death ends the wait at
+#: once): far longer than a stall (a data loader, a checkpoint written by some ranks), so that a slow rank
+#: is late, not missing.
+JOB_VIEW_SILENT_S = 600.0
 #: At its end, a node of a job with a store sends its job run points again for up to this long, until a
 #: leader took them: the leader's node may be ending too, and the lease moves only once it is gone (or
 #: :data:`LEASE_STALE_S` after it died).
@@ -160,3 +166,38 @@ JOB_VIEW_LAST_WAIT_S = 30.0
 #: without its state, ``sync`` of a logdir logged offline); the rest is read at the next cycles. At the
 #: job's end the backlog is read whole before the last points are written.
 JOB_VIEW_READ_S = 5.0
+
+
+@dataclass(frozen=True)
+class JobTiming:
+    """The waits of a job's coordination (:mod:`hf_mpwriter.uploader.coordination`), handed to its member and
+    leader: a simulation of Hub hours in minutes hands in a scaled copy (:meth:`scaled`) instead of patching
+    this module's constants."""
+
+    poll: float = LEADER_POLL_S
+    lease_stale: float = LEASE_STALE_S
+    gather: float = JOB_GATHER_S
+    offer_wait: float = OFFER_WAIT_S
+    defer_after: float = DEFER_AFTER_S
+    claim_margin: float = CLAIM_MARGIN_S
+    commit_grace: float = LEADER_COMMIT_GRACE_S
+    store_retry: float = STORE_RETRY_S
+    #: The Hub's windows (an hour of commits, 5 minutes of API requests) are this many times shorter: a
+    #: simulation's (the rates per window stay the Hub's: :meth:`hf_mpwriter.uploader.coordination.plan.Budget.scaled`).
+    windows: float = 1.0
+
+    def scaled(self, factor: float, *names: str) -> JobTiming:
+        """A copy with the waits ``names`` (default: every one, and the Hub's windows) ``factor`` times shorter."""
+        chosen = names or tuple(f.name for f in fields(self))
+        return replace(self, **{name: getattr(self, name) * factor if name == "windows" else getattr(self, name) / factor
+                                for name in chosen})
+
+
+def duration_text(seconds: float) -> str:
+    """A span as a person reads it, the same wherever it is said (``status``, a closing writer): seconds,
+    minutes or hours."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

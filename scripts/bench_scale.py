@@ -162,6 +162,37 @@ DEFAULT_SCALE = {"repo": 60.0, "bucket": 5.0, "kill-store": 600.0}
 
 
 # ---------------------------------------------------------------------------------------------------
+# a node as production makes it: the writer's settings under torchrun, the uploader's own factory
+# ---------------------------------------------------------------------------------------------------
+def production_node(kind: str, node: int, nodes: int, ranks: int, scale: float, port: int, job: str,
+                    endpoint: str, ranks_known: bool = True) -> tuple[Any, Any]:
+    """``(config, target)`` of node ``node``: the settings a rank's writer saves under torchrun (``ranks`` a
+    node, the job's store at ``port``), and the target the uploader's factory (``member.for_job``) makes of
+    them, with the Hub's windows ``scale`` times shorter (``JobTiming(windows=scale)``). Its pacing is then
+    production's: ``pacing(target.situation(config))``. ``ranks_known=False``: the settings say nothing of the
+    node's ranks, as before issue 46 (the uploader's environment lost ``LOCAL_WORLD_SIZE``)."""
+    import dataclasses
+
+    from hf_mpwriter.config import writer_settings
+    from hf_mpwriter.environment import Environment, Launcher
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.timing import JobTiming
+    from hf_mpwriter.uploader.coordination.member import JobTarget, for_job
+    from hf_mpwriter.uploader.schedule import call_bound
+
+    commit_every = (10.0 if kind == "bucket" else 300.0) / scale  # the target's default, in Hub time
+    config = writer_settings(Path("tb"), BUCKET if kind == "bucket" else REPO, commit_every=commit_every / 60,
+                             repo_type="bucket" if kind == "bucket" else None, path_in_repo=None, nodes=nodes,
+                             node_rank=node, world_size=nodes * ranks, env=Environment(),
+                             launcher=Launcher(ranks if ranks_known else 0, job, f"127.0.0.1:{port}"))
+    assert config is not None
+    config = dataclasses.replace(config, endpoint=endpoint)  # the test Hub: no single node's cap of huggingface.co
+    target = for_job(config, target_for(config, TOKEN), TOKEN, call_bound(config.http_timeout), JobTiming(windows=scale))
+    assert isinstance(target, JobTarget), "the factory made no job target: no store, no torch or no Xet"
+    return config, target
+
+
+# ---------------------------------------------------------------------------------------------------
 # the leader's process
 # ---------------------------------------------------------------------------------------------------
 def leader_main(cfg: dict) -> None:
@@ -169,15 +200,15 @@ def leader_main(cfg: dict) -> None:
     from hf_mpwriter.targets.bucket import BucketTarget
     from hf_mpwriter.targets.hub import HubTarget
     from hf_mpwriter.uploader.coordination import leader as job_leader
-    from hf_mpwriter.uploader.coordination.plan import make_budget
     from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scale = cfg["scale"]
-    job_leader.JOB_GATHER_S /= scale  # a round's gathering, against the plan's gap: Hub time
-    job_leader.DEFER_AFTER_S /= scale  # how long the leader holds offers for the budget's room: Hub time
-    if cfg.get("poll_scaled"):  # its round poll in Hub time too (a round per 0.5 Hub-s, as at the Hub's own pace)
-        job_leader.LEADER_POLL_S /= scale
+    config, node_target = production_node(cfg["kind"], cfg["node"], cfg["nodes"], cfg["ranks"], scale, cfg["port"],
+                                          cfg["job"], cfg["endpoint"])
+    # A round's gathering and how long the leader holds offers for the budget's room, in Hub time; with
+    # --poll-scaled, its round poll too (a round per 0.5 Hub-s, as at the Hub's own pace).
+    timing = node_target.timing.scaled(scale, "gather", "defer_after", *(["poll"] if cfg.get("poll_scaled") else []))
     if cfg.get("skew"):  # this leader's host clock is off by ``skew`` s (its monotonic clock is not)
         real = time
         job_leader.time = types.SimpleNamespace(  # type: ignore[assignment]
@@ -216,10 +247,8 @@ def leader_main(cfg: dict) -> None:
 
     if cfg["kind"] == "bucket":
         target: Any = BucketTarget(BUCKET, prefix="tb", token=TOKEN, endpoint=cfg["endpoint"])
-        hub_spacing, commit_every = 0.0, 10.0
     else:
         target = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=cfg["endpoint"])
-        hub_spacing, commit_every = HubTarget.min_interval, 300.0
     commit_uploaded = target.commit_uploaded
 
     def counted(files: Sequence[Any], message: str, parent: str | None = None) -> str | None:
@@ -227,11 +256,11 @@ def leader_main(cfg: dict) -> None:
         return commit_uploaded(files, message, parent=parent)
 
     target.commit_uploaded = counted
-    spacing = min(commit_every, hub_spacing) / 2  # as job_commit.for_job
     address = StoreAddress("127.0.0.1", cfg["port"], cfg["job"])
     store = TimedStore(address, cfg["prefix"])
-    leader = MeasuredLeader(target, store, cfg["node"], cfg["nodes"], spacing / scale,
-                            make_budget().scaled(scale), commit_every / scale)
+    # What the factory gave the node's own leader (its spacing, budget and interval), measured here.
+    leader = MeasuredLeader(target, store, cfg["node"], cfg["nodes"], node_target.spacing, node_target.budget,
+                            node_target.commit_every, timing=timing)
     leader.start()
     print("ready", flush=True)
     sys.stdin.read()  # until the bench closes it (or kills this process)
@@ -275,21 +304,19 @@ class Nodes:
     """The simulated nodes (see the module's docstring): offers, answers, own commits, ages."""
 
     def __init__(self, kind: str, nodes: int, ranks: int, scale: float, store: Any, contents: list[Any],
-                 own_target: Any) -> None:
-        from hf_mpwriter.targets.hub import HubTarget
-        from hf_mpwriter.uploader.coordination.plan import make_budget, make_plan
-
+                 own_target: Any, production: list[tuple[Any, Any]]) -> None:
+        """``production``: each node's ``(config, target)`` as production makes them (:func:`production_node`):
+        their pacing decides when each simulated node offers (``pacing(target.situation(config))``)."""
         self.kind, self.n, self.ranks, self.scale, self.store = kind, nodes, ranks, scale, store
         self.contents, self.own_target = contents, own_target
-        hub_spacing = 0.0 if kind == "bucket" else HubTarget.min_interval
-        self.commit_every = (10.0 if kind == "bucket" else 300.0) / scale
-        self.spacing = min(self.commit_every * scale, hub_spacing) / 2 / scale
-        self.budget = make_budget().scaled(scale)
-        # What a node says before any answer (JobTarget.plan_now): the same plan as the leader's here.
-        self.own_plan = make_plan(self.budget, "bucket" if kind == "bucket" else "hub", nodes, ranks,
-                                  self.commit_every, self.spacing)
+        self.configs = [config for config, _ in production]
+        self.targets = [target for _, target in production]
+        first = self.targets[0]
+        self.commit_every, self.spacing, self.budget = first.commit_every, first.spacing, first.budget
+        # What a node plans before any answer (JobTarget.plan_now), for its own files: the leader's too here.
+        self.own_plan = first.plan_now(first.files_hint)
         now = time.time()
-        self.incarnation = time.time_ns()
+        self.incarnation = 1  # each node's first uploader, as the store numbers it (JobTarget._announce)
         self.plan: list[Any] = [None] * nodes
         self.phases: list[tuple[float, float] | None] = [None] * nodes  # its slots on its own clock (JobTarget)
         self.due = [now] * nodes  # real wall time of the next offer (or own commit)
@@ -343,15 +370,11 @@ class Nodes:
         """The node's next slot after ``now``; after a cycle (``cycled``) at least half an interval later, as the
         uploader's ``Schedule.cycled`` keeps it (a node whose slot moved, to the leader's plan, a skewed leader's
         phase, does not offer again right after its answer)."""
-        from hf_mpwriter.uploader.coordination.plan import start_pacing
+        from hf_mpwriter.uploader.coordination.pacing import pacing
         from hf_mpwriter.uploader.schedule import until_turn
 
-        plan = self.plan[node]
-        phases = self.phases[node]
-        interval, phase = ((plan.interval, phases[0]) if phases is not None else plan.pacing(node)) \
-            if plan is not None else start_pacing(
-            self.own_plan, self.budget, "bucket" if self.kind == "bucket" else "hub", node, self.commit_every)
-        return now + until_turn(interval, phase, now, interval / 2 if cycled else 0.0)
+        interval, phase, _ = pacing(self.targets[node].situation(self.configs[node]))  # production's pacing
+        return now + until_turn(interval, phase or 0.0, now, interval / 2 if cycled else 0.0)
 
     # -- one tick -----------------------------------------------------------------------------------
     def tick(self, offering: bool = True) -> None:
@@ -379,7 +402,7 @@ class Nodes:
             values = {}
             for node in due:
                 self.first_offer[node] = self.first_offer[node] or now
-                self.seq[node] = max(self.seq[node] + 1, time.time_ns())
+                self.seq[node] = max(self.seq[node], self.incarnation << 32) + 1  # as JobTarget.commit numbers it
                 seq = self.seq[node]
                 since = self.waiting_since[node] = self.waiting_since[node] or now
                 raw = json.dumps({"seq": seq, "incarnation": self.incarnation, "wait": self.offer_wait,
@@ -429,8 +452,6 @@ class Nodes:
         waiting = [n for n in range(self.n) if self.pending[n] is not None]
         if not waiting:
             return
-        from hf_mpwriter.uploader.coordination.plan import Plan
-
         raws = self.store.multi_get([f"answer/{n}" for n in waiting])
         now = time.time()
         for node, raw in zip(waiting, raws):
@@ -440,9 +461,9 @@ class Nodes:
             if answer.get("seq") != p["seq"]:
                 continue
             self.pending[node] = None
-            plan = Plan.from_json(answer.get("plan"))
-            if plan is not None:  # its slots as seconds from now, turned into phases of this host's clock
-                self.plan[node], self.phases[node] = plan, plan.phases(answer, now)
+            target = self.targets[node]
+            target.heard(answer, now)  # its slots as seconds from now, turned into phases of this host's clock
+            self.plan[node], self.phases[node] = target.plan, target._phases
             if answer.get("retry_in") is not None:
                 self.counts["deferred"] += 1
                 self.deferred_log.append(now)
@@ -467,15 +488,18 @@ class Nodes:
         for node in range(self.n):
             self.pending[node] = None  # (the leader may still commit it: not counted as held)
             self.due[node] = now
+            self.targets[node].store_gone = True  # what its own JobTarget finds: its pacing is its own slots
 
     def _own_tick(self, offering: bool) -> None:
+        from hf_mpwriter.uploader.coordination.pacing import pacing
+
         now = time.time()
         for node in sorted(range(self.n), key=lambda n: self.due[n]):
             if self.due[node] > now:
                 break
-            self.seq[node] = max(self.seq[node] + 1, time.time_ns())
+            self.seq[node] = max(self.seq[node], self.incarnation << 32) + 1
             retry = self._own_commit(node, self.seq[node], now)
-            turns = (self.plan[node] or self.own_plan).own_pacing(node, self.commit_every)[0]  # JobTarget.pacing
+            turns = pacing(self.targets[node].situation(self.configs[node]))[0]  # production's: its own slots
             self.due[node] = time.time() + (retry if retry is not None else turns)
             if retry is None and self.own_gone_first[node] is None:
                 self.own_gone_first[node] = time.time()
@@ -546,7 +570,7 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Path, quiet: bool = False,
         minutes: float | None = None, spread: float = 0.0, commit_s: float = 0.0, upload_s: float = 0.0,
-        skew: float = 0.0, poll_scaled: bool = False) -> dict:
+        skew: float = 0.0, poll_scaled: bool = False, ranks_known: bool = True) -> dict:
     from hf_mpwriter.testing import HubServer
     from hf_mpwriter.testing.limits import HubLimits
     from hf_mpwriter.timing import AUDIT_EVERY_S, BUCKET_AUDIT_EVERY_S, LEASE_STALE_S
@@ -574,15 +598,26 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         silent.listen(64)
         try:
             port = free_port()
-            store_proc = _store_process(port)
             job = f"scale-{kind}-{nodes}"
+            # Each node as production makes it, before the store is up: the factory's first look at the store
+            # fails at once (nothing listens yet), which changes nothing the simulation reads (its pacing), and
+            # 1,024 connections from this one process are not what a job's store serves (one per node host).
+            quiet_factory = logging.getLogger("hf_mpwriter")
+            level, quiet_factory.level = quiet_factory.level, logging.ERROR
+            try:
+                production = [production_node(kind, node, nodes, ranks, scale, port, job, hub.endpoint, ranks_known)
+                              for node in range(nodes)]
+            finally:
+                quiet_factory.setLevel(level)
+            store_proc = _store_process(port)
             address = StoreAddress("127.0.0.1", port, job)
             prefix = store_prefix(address, node_target.key)
             log = tmp / "rounds.jsonl"
             env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    "HF_HOME": str(tmp / "hf_home")}
+            assert production[0][1].store.prefix == prefix + "/", (production[0][1].store.prefix, prefix)
             sim_store = JobStore(address, prefix, deadline=30.0)
-            sim = Nodes(kind, nodes, ranks, scale, sim_store, contents, node_target)
+            sim = Nodes(kind, nodes, ranks, scale, sim_store, contents, node_target, production)
             sim.spread = spread / scale  # each offer 0 to ``spread`` Hub-seconds after its slot, as real nodes'
             sim.upload = upload_s / scale
             if commit_s:  # every write of the leader held this long at the Hub (its 60 s limit, Hub time)
@@ -593,7 +628,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 cut_off = scenario == "leader-cut-off" and node == 0
                 cfg = {"kind": kind, "endpoint": f"http://127.0.0.1:{silent.getsockname()[1]}" if cut_off
                        else hub.endpoint, "port": port, "job": job, "prefix": prefix,
-                       "node": node, "nodes": nodes, "scale": scale, "log": str(log),
+                       "node": node, "nodes": nodes, "ranks": ranks, "scale": scale, "log": str(log),
                        "skew": skew, "poll_scaled": poll_scaled}
                 procs.append(_start_leader(cfg, env, tmp / f"leader-{node}.err"))
                 if cut_off:  # it leads first
@@ -855,6 +890,9 @@ def main() -> int:
                         help="LEADER_POLL_S (0.5 s) in Hub time too, as --scale shortens the plan's gaps: the "
                              "leader's rounds, and with them its lease renewals, watch and store backoff (default: "
                              "real seconds)")
+    parser.add_argument("--ranks-unknown", action="store_true",
+                        help="the nodes' settings say nothing of their ranks (LOCAL_WORLD_SIZE lost on the way to the "
+                             "uploader, as before issue 46): their start pacing counts one file a node")
     parser.add_argument("--json", type=Path, default=None, help="also write every row's raw numbers here")
     parser.add_argument("--_leader", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -875,7 +913,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
                 r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp), minutes=args.minutes,
                         spread=args.spread, commit_s=args.commit_s, upload_s=args.upload_s, skew=args.skew,
-                        poll_scaled=args.poll_scaled)
+                        poll_scaled=args.poll_scaled, ranks_known=not args.ranks_unknown)
             results.append(r)
             print(json.dumps({k: (str(v) if k == "plan" else v) for k, v in r.items()}), flush=True)
     if args.json:

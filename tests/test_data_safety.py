@@ -8,7 +8,6 @@ server applied is checked, not only the end state.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import stat
@@ -462,7 +461,7 @@ def test_writer_constructed_on_a_full_disk_works_and_uploads_once_space_returns(
     assert _target_steps(tmp_path) == list(range(300))
 
 
-def test_full_disk_is_retried_every_few_seconds_then_everything_lands(tmp_path, small_disk, caplog):
+def test_full_disk_is_retried_every_few_seconds_then_everything_lands(tmp_path, small_disk):
     """The real uploader loop started on a real full disk: every attempt fails locally (its queue cannot
     even be opened) and the next comes ``LOCAL_RETRY_S`` later, not at the next poll (before: four a
     second, each failing the same way); once space returns, every record lands."""
@@ -473,16 +472,12 @@ def test_full_disk_is_retried_every_few_seconds_then_everything_lands(tmp_path, 
         writer.add_scalar("loss", float(step), step)
     writer.flush()  # an open file: the uploader would have to stage a copy of it
     filler = fill(small_disk)
-    caplog.set_level(logging.ERROR, logger="hf_mpwriter.uploader")
-    stop, codes = threading.Event(), []
-    thread = threading.Thread(target=lambda: codes.append(Uploader(logdir).run(stop)), name="test-uploader")
+    stop, codes, uploader = threading.Event(), [], Uploader(logdir)
+    thread = threading.Thread(target=lambda: codes.append(uploader.run(stop)), name="test-uploader")
     thread.start()
-    try:
-        def failures() -> list[float]:  # one line per failed attempt, when the loop met the error
-            return [r.created for r in caplog.records if r.getMessage().startswith(f"local error in {logdir}")]
-
-        wait_for(lambda: len(failures()) >= 3, 30, "three attempts failing on the full disk")
-        times = failures()
+    try:  # (what it publishes for status: uploader.json cannot be written on the full disk)
+        wait_for(lambda: len(uploader.local_error_times) >= 3, 30, "three attempts failing on the full disk")
+        times = list(uploader.local_error_times)  # the wall time of each failed attempt
         assert min(b - a for a, b in zip(times, times[1:])) >= 0.9 * LOCAL_RETRY_S, times
         filler.unlink()
         for step in range(100, 200):

@@ -164,7 +164,7 @@ def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late
     assert _round(views, merge, sending={0, 1}) == 3
     job = _job_points(views[0].logdir, "loss")
     assert [(job[s]["ranks"], job[s]["missing"], job[s]["mean"]) for s in range(10, 13)] == [(4, 2, 1.5)] * 3
-    named = plugin_accumulator(views[0].logdir / "job").Tensors("loss/missing_ranks/text_summary")
+    named = plugin_accumulator(views[0].logdir / "job").Tensors("job/loss/missing_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 4, 5") for s in range(10, 13)]
     # Its points come after all: late, not written (the run holds those steps), and it takes up the leader's held.
     assert _round(views, merge) == 0 and _job_points(views[0].logdir, "loss")[12]["ranks"] == 4
@@ -280,9 +280,9 @@ def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twi
     files = sorted(run.glob("*tfevents*"))
     assert len(files) >= 2  # the scenario: two leaders wrote
     events = read_run_events(run)
-    steps = [step for step, _ in scalar_points(events, "loss/mean")]
+    steps = [step for step, _ in scalar_points(events, "loss")]
     assert steps == list(range(30)), steps
-    assert {value for _, value in scalar_points(events, "loss/ranks")} == {4.0}
+    assert {value for _, value in scalar_points(events, "job/loss/ranks")} == {4.0}
 
 
 def test_a_node_ending_after_the_leaders_node_sends_its_last_points_until_it_leads_and_writes_them(
@@ -327,8 +327,8 @@ def test_a_node_ending_after_the_leaders_node_sends_its_last_points_until_it_lea
         for path in (view.logdir / "job").glob("*tfevents*"):
             (run / path.name).write_bytes(path.read_bytes())
     events = read_run_events(run)
-    assert [step for step, _ in scalar_points(events, "loss/mean")] == list(range(7))
-    assert {value for _, value in scalar_points(events, "loss/ranks")} == {4.0}
+    assert [step for step, _ in scalar_points(events, "loss")] == list(range(7))
+    assert {value for _, value in scalar_points(events, "job/loss/ranks")} == {4.0}
 
 
 def test_a_nodes_value_stays_within_its_limit_oldest_steps_first(tmp_path):
@@ -351,10 +351,11 @@ def test_a_nodes_value_stays_within_its_limit_oldest_steps_first(tmp_path):
 
 
 def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_points(job_nodes):
-    """Rank 3 (node 1) stops at step 4: from step 5 each point waits its node's wait, then counts 5 of 6
+    """Rank 3 (node 1) is killed after step 4: from step 5 each point waits its node's wait, then counts 5 of 6
     and names rank 3; the points before are whole, and nothing else changes."""
     clock = _Clock()
     views, writers = job_nodes(3, 2, clock)
+    views[1].live = {2}  # rank 3's writer is gone, as node 1's uploader sees it
     merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held={}, every=1, clock=clock)
     for step in range(10):
         for rank, writer in enumerate(writers):
@@ -369,7 +370,7 @@ def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_po
     assert [(job[s]["ranks"], job[s]["missing"]) for s in range(10)] == [(6, 0)] * 5 + [(5, 1)] * 5
     assert all(job[s]["mean"] == pytest.approx((sum(range(6)) - (3 if s >= 5 else 0)) / (6 if s < 5 else 5) + s)
                for s in range(10))
-    named = plugin_accumulator(views[0].logdir / "job").Tensors("loss/missing_ranks/text_summary")
+    named = plugin_accumulator(views[0].logdir / "job").Tensors("job/loss/missing_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 3") for s in range(5, 10)]
     merge.close()
 
@@ -411,7 +412,7 @@ def test_two_leaders_in_one_round_write_its_steps_once(tmp_path, job_nodes, stor
     for view in views:
         for path in (view.logdir / "job").glob("*tfevents*"):
             (run / path.name).write_bytes(path.read_bytes())
-    assert [step for step, _ in scalar_points(read_run_events(run), "loss/mean")] == list(range(5))
+    assert [step for step, _ in scalar_points(read_run_events(run), "loss")] == list(range(5))
 
 
 def test_a_node_of_one_rank_and_a_node_of_many_tags_still_send_their_points(tmp_path, job_nodes):
@@ -459,7 +460,7 @@ def test_a_publication_whose_answer_is_lost_neither_loses_nor_repeats_its_points
     assert exchanges[0].round(final=False) == 5
     assert exchanges[0].round(final=False) == 0
     exchanges[0].close()
-    assert [step for step, _ in scalar_points(read_run_events(views[0].logdir / "job"), "loss/mean")] == list(range(5))
+    assert [step for step, _ in scalar_points(read_run_events(views[0].logdir / "job"), "loss")] == list(range(5))
 
 
 def test_points_made_before_a_node_learnt_the_new_k_do_not_raise_it_again(tmp_path):
@@ -642,7 +643,7 @@ def test_histograms_merge_across_nodes_exactly_a_dead_node_is_named_and_unmergea
     assert sorted(histograms) == list(range(7)) and "auto" not in acc.Tags()["histograms"]
     for step, got in histograms.items():
         _assert_histogram(got, np.concatenate([_weights(rank, step) for rank in range(6 if step < 5 else 4)]))
-    named = plugin_accumulator(views[0].logdir / "job").Tensors("w/missing_ranks/text_summary")
+    named = plugin_accumulator(views[0].logdir / "job").Tensors("job/w/missing_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 4, 5") for s in (5, 6)]
     assert merge.run.summary({}, 6)["histograms_not_merged"] == 5
     merge.close()
@@ -719,3 +720,23 @@ def _tree_dead_host(tmp_path: Path, store, hangs: bool = False) -> None:
             exchange.close()
         for closing in [*views, *writers]:
             closing.close()
+
+
+def test_status_on_a_node_that_does_not_lead_says_where_the_job_run_is(tmp_path, job_nodes, store):
+    """Node 1 does not lead: its ``status`` shows its ranks' part (points made, not taken yet) and that the
+    job's leader writes the run; node 0 leads and shows the whole job. Neither overwrites the other's."""
+    from hf_mpwriter.cli.main import _job_view_lines
+    from hf_mpwriter.cli.status import collect
+
+    views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
+    jobs[0].leader.leading = True
+    for _ in range(2):
+        for view, exchange in zip(views, exchanges):
+            view.update()
+            exchange.round(final=False)
+    node_1, node_0 = collect(views[1].logdir)["job_view"], collect(views[0].logdir)["job_view"]
+    assert node_1["node"] is True and node_1["points"] == 5 and sorted(node_1["newest_step"]) == ["2", "3"]
+    assert "node" not in node_0 and node_0["points"] == 5 and node_0["world_size"] == 4  # the leader: the whole job
+    assert len(_job_view_lines(node_1, None)) == 1  # (said in one line, without the whole job's counts)
+    for exchange in exchanges:
+        exchange.close()

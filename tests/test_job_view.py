@@ -29,7 +29,7 @@ from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scala
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.events.records import iter_records
 from hf_mpwriter.uploader.jobrun.stats import Stats
-from hf_mpwriter.uploader.jobrun.view import STATE_FILE, STATS, JobView
+from hf_mpwriter.uploader.jobrun.view import STATE_FILE, STATS, JobView, stat_tag
 
 REPO = "tester/job-view"
 PREFIX = "tensorboard/logs/"
@@ -56,12 +56,22 @@ def _recomputed(copy: Path, tag: str) -> dict[int, dict[str, float]]:
 
 
 def _job_points(copy: Path, tag: str) -> dict[int, dict[str, float]]:
+    """The job run's statistics of ``tag`` by step, as TensorBoard reads them: its scalars, and the min and
+    max ranks from the step's ``job/extreme_ranks`` text."""
     acc = accumulator(copy / "job")
     points: dict[int, dict[str, float]] = defaultdict(dict)
     for name in STATS:
-        for event in acc.Scalars(f"{tag}/{name}"):
-            assert name not in points[event.step], f"{tag}/{name}: step {event.step} twice"
+        for event in acc.Scalars(stat_tag(tag, name)):
+            assert name not in points[event.step], f"{stat_tag(tag, name)}: step {event.step} twice"
             points[event.step][name] = event.value
+    texts = plugin_accumulator(copy / "job")
+    if "job/extreme_ranks/text_summary" in texts.Tags()["tensors"]:
+        for event in texts.Tensors("job/extreme_ranks/text_summary"):
+            for line in event.tensor_proto.string_val[0].decode().split("  \n"):
+                name, _, ranks = line.rpartition(": min rank ")
+                if name == tag and event.step in points:
+                    low, _, high = ranks.partition(", max rank ")
+                    points[event.step].update(min_rank=float(low), max_rank=float(high))
     return points
 
 
@@ -134,7 +144,7 @@ def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_t
     layout = plugin_accumulator(copy / "job").Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0]
     charts = {c.title: c.margin.series[0] for c in layout_pb2.Layout.FromString(layout).category[0].chart}
     assert {t: (s.value, s.lower, s.upper) for t, s in charts.items()} == {
-        t: (f"{t}/mean", f"{t}/min", f"{t}/max") for t in ("loss", "step_time")}
+        t: (t, f"job/{t}/min", f"job/{t}/max") for t in ("loss", "step_time")}
     # Each step's histogram of the four ranks' weights, merged, is tensorboardX's histogram of all their values.
     merged = {e.step: e.histogram_value for e in accumulator(copy / "job").Histograms("weights")}
     assert sorted(merged) == list(range(steps))
@@ -174,7 +184,7 @@ def test_a_rank_killed_mid_run_is_counted_missing_and_named(tmp_path):
         job, want = _job_points(copy, tag), _recomputed(copy, tag)
         _assert_equal(job, want, world)
         assert {s: p["ranks"] for s, p in job.items()} == {s: 3 if s < died_at else 2 for s in range(steps)}
-        named = plugin_accumulator(copy / "job").Tensors(f"{tag}/missing_ranks/text_summary")
+        named = plugin_accumulator(copy / "job").Tensors(f"job/{tag}/missing_ranks/text_summary")
         assert [e.step for e in named] == list(range(died_at, steps))
         assert {e.tensor_proto.string_val[0].decode() for e in named} == {"missing: rank 2"}
     # status: rank 2 is behind by the steps it missed; the ranks most often step_time's max and min are
@@ -219,10 +229,10 @@ def _held(logdir: Path) -> dict[int, tuple[float, float]]:
         with open(path, "rb") as handle:
             for _, record in iter_records(handle):
                 for s in scalars(record):
-                    if s.tag in ("loss/mean", "loss/ranks"):
+                    if s.tag in ("loss", "job/loss/ranks"):
                         assert s.tag not in found[s.step], f"{s.tag} at step {s.step} written twice"
                         found[s.step][s.tag] = s.value
-    return {step: (v["loss/mean"], v["loss/ranks"]) for step, v in found.items()}
+    return {step: (v["loss"], v["job/loss/ranks"]) for step, v in found.items()}
 
 
 def test_a_step_waits_for_its_ranks_then_is_written_without_them_and_late_values_are_counted(tmp_path):
@@ -238,7 +248,9 @@ def test_a_step_waits_for_its_ranks_then_is_written_without_them_and_late_values
     _log(ranks[1], 1, 3.0)
     assert view.update() == 0  # read at 0 s
     clock.now = 29.9
-    assert view.update() == 0
+    assert view.update() == 0  # rank 2 has not reached step 1 and is alive: the step waits for it
+    view.live = {0, 1}  # rank 2's writer is gone, as the uploader sees it
+    assert view.update() == 0  # still within the wait
     clock.now = 30.0
     assert view.update() == 1 and _held(logdir)[1] == (2.0, 2)  # waited its time: written without rank 2
     _log(ranks[2], 1, 100.0)  # late: its point is written
@@ -273,9 +285,8 @@ def test_ties_name_the_lowest_rank(tmp_path):
         _log(ranks[rank], 0, value)
     view = JobView(logdir, 4, wait=30.0)
     assert view.update() == 1
-    acc = accumulator(logdir / "job")
-    assert [e.value for e in acc.Scalars("loss/min_rank")] == [1.0]
-    assert [e.value for e in acc.Scalars("loss/max_rank")] == [0.0]
+    assert {name: _job_points(logdir, "loss")[0][name] for name in ("min_rank", "max_rank")} == {"min_rank": 1.0,
+                                                                                                   "max_rank": 0.0}
     view.close()
     for writer in ranks:
         writer.close()
@@ -330,7 +341,7 @@ def test_a_tags_steps_are_written_in_order_even_when_a_later_step_is_complete_fi
     assert view.update() == 2  # step 1 is complete; step 0 (rank 1 missing) goes with it, first
     assert _held(logdir) == {0: (1.0, 1), 1: (3.0, 2)}
     acc = accumulator(logdir / "job")
-    assert [e.step for e in acc.Scalars("loss/mean")] == [0, 1]  # TensorBoard keeps both
+    assert [e.step for e in acc.Scalars("loss")] == [0, 1]  # TensorBoard keeps both
     view.close()
     for writer in ranks:
         writer.close()
@@ -383,12 +394,13 @@ def test_non_finite_values_neither_stop_the_job_run_nor_hide_a_rank(tmp_path):
     view = JobView(logdir, 3, wait=30.0)
     assert view.update() == 3
     acc = accumulator(logdir / "job")
-    stat = {name: [e.value for e in acc.Scalars(f"loss/{name}")] for name in STATS}
+    stat = {name: [e.value for e in acc.Scalars(stat_tag("loss", name))] for name in STATS}
     assert math.isnan(stat["mean"][0]) and stat["min"][0] == -math.inf and stat["max"][0] == math.inf
     assert stat["mean"][1] == 0.0 and stat["std"][1] == pytest.approx(math.sqrt(2 / 3) * 3e38, rel=1e-6)
     assert math.isnan(stat["mean"][2]) and (stat["min"][2], stat["max"][2]) == (2.0, 3.0)
-    assert (stat["min_rank"][2], stat["max_rank"][2], stat["ranks"][2]) == (1.0, 2.0, 3.0)
-    named = plugin_accumulator(logdir / "job").Tensors("loss/nan_ranks/text_summary")
+    extremes = _job_points(logdir, "loss")[2]
+    assert (extremes["min_rank"], extremes["max_rank"], stat["ranks"][2]) == (1.0, 2.0, 3.0)
+    named = plugin_accumulator(logdir / "job").Tensors("job/loss/nan_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(2, "NaN: rank 0")]
     view.close()
     for writer in ranks:
@@ -446,7 +458,7 @@ def test_values_of_one_rank_alone_are_not_kept_and_a_job_run_entry_it_cannot_rea
 
 
 def test_the_stragglers_series_goes_forward_when_a_tag_of_earlier_steps_comes_late(tmp_path):
-    """``train/loss`` at step 100 is written first, ``epoch/loss`` at step 1 after: ``job/steps_behind``
+    """``train/loss`` at step 100 is written first, ``epoch/loss`` at step 1 after: ``job/lag_s``
     is not written at step 1 after step 100 (TensorBoard would drop its later points)."""
     clock, logdir = _Clock(), tmp_path / "logs"
     ranks = [_rank_writer(logdir, r) for r in range(2)]
@@ -460,9 +472,40 @@ def test_the_stragglers_series_goes_forward_when_a_tag_of_earlier_steps_comes_la
     steps = []
     for path in sorted((logdir / "job").glob("*tfevents*")):
         with open(path, "rb") as handle:
-            steps += [s.step for _, record in iter_records(handle) for s in scalars(record) if s.tag == "job/steps_behind"]
+            steps += [s.step for _, record in iter_records(handle) for s in scalars(record) if s.tag == "job/lag_s"]
     assert steps == [100]
     view.close()
+    for writer in ranks:
+        writer.close()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 5.0])
+def test_a_straggler_is_named_by_the_ranks_own_clocks_and_ranks_in_lockstep_show_none(tmp_path, delay):
+    """Four ranks log every step at the same moments (lockstep: an ``all_reduce`` each step) but rank 2,
+    which logs each step ``delay`` seconds after the others by its own clock. The view reads rank 2's file
+    first and the others' much later (when the uploader heard of them says nothing): ``job/lag_s`` is the
+    delay at every step, and rank 2 is named with it only where it is a straggler's (1 s or more)."""
+    clock, logdir = _Clock(), tmp_path / "logs"
+    ranks = [_rank_writer(logdir, r) for r in range(4)]
+    view = JobView(logdir, 4, wait=30.0, clock=clock)
+    view.live = set(range(4))
+    for step in range(20):
+        ranks[2].add_serialized(scalar_event("loss", 1.0, step, 1000.0 + step + delay))
+    ranks[2].flush()
+    view.update()
+    clock.now = 20.0
+    for rank in (0, 1, 3):
+        for step in range(20):
+            ranks[rank].add_serialized(scalar_event("loss", 1.0, step, 1000.0 + step))
+        ranks[rank].flush()
+    assert view.update() == 20  # every step complete
+    view.close()
+    lags = {e.step: e.value for e in accumulator(logdir / "job").Scalars("job/lag_s")}
+    assert sorted(lags) == list(range(20)) and all(lag == pytest.approx(delay, abs=1e-3) for lag in lags.values())
+    named = [e for e in plugin_accumulator(logdir / "job").Tensors("job/slowest_rank/text_summary")] if delay >= 1 else []
+    assert [e.step for e in named] == (list(range(20)) if delay >= 1 else [])
+    assert all(e.tensor_proto.string_val[0].decode().startswith("rank 2,") for e in named)
+    assert view.summary()["slowest"] == {"rank": 2 if delay else 0, "lag_s": pytest.approx(delay, abs=1e-3)}
     for writer in ranks:
         writer.close()
 
@@ -487,21 +530,30 @@ def test_a_rank_that_logs_after_another_finished_still_counts(tmp_path):
         writer.close()
 
 
-def test_the_ranks_most_often_a_tags_min_and_max_are_carried_as_scalars_when_they_change(tmp_path):
-    """Rank 2 is the max at steps 0-2, rank 1 from step 3 on: rank 1 is the most often max from step 5
-    (3 times each, the lower rank), which the run says then; the min is rank 0 throughout, said once."""
+def test_the_job_run_reads_well_one_chart_per_tag_and_rank_ids_as_text(tmp_path):
+    """In TensorBoard's Scalars tab a job run adds one chart to a tag's group, the tag itself (its mean,
+    drawn beside the ranks' lines), and puts its other statistics in one ``job`` group; rank ids are text
+    (``job/extreme_ranks``, one a step), never a chart that smooths them into fractions. Rank 2 is the
+    max at steps 0-2, rank 1 from step 3 on; ``status`` counts who is most often each."""
     logdir = tmp_path / "logs"
     ranks = [_rank_writer(logdir, r) for r in range(3)]
     for step in range(10):
         top = 2 if step < 3 else 1
         for rank in range(3):
             _log(ranks[rank], step, 0.0 if rank == 0 else (9.0 if rank == top else 5.0))
+            _log(ranks[rank], step, float(rank), tag="train/acc")
     view = JobView(logdir, 3, wait=30.0)
-    assert view.update() == 10
-    acc = accumulator(logdir / "job")
-    assert [(e.step, e.value) for e in acc.Scalars("loss/most_often_max_rank")] == [(0, 2.0), (5, 1.0)]
-    assert [(e.step, e.value) for e in acc.Scalars("loss/most_often_min_rank")] == [(0, 0.0), (5, 0.0)]
-    assert view.summary()["extremes"]["loss"]["max"][0] == [1, 7]  # status says the same
+    assert view.update() == 20
+    tags = accumulator(logdir / "job").Tags()["scalars"]
+    groups: dict[str, list[str]] = defaultdict(list)
+    for tag in tags:
+        groups[tag.split("/")[0]].append(tag)
+    assert groups["loss"] == ["loss"] and groups["train"] == ["train/acc"]  # one chart in each of the user's groups
+    assert set(groups) == {"loss", "train", "job"}  # everything else in one group of its own
+    assert not [tag for tag in tags if tag.endswith("_rank")]  # no rank id as a number
+    points = _job_points(logdir, "loss")
+    assert [points[s]["max_rank"] for s in range(10)] == [2.0] * 3 + [1.0] * 7
+    assert view.summary()["extremes"]["loss"]["max"][0] == [1, 7]  # status: rank 1, 7 times the max
     view.close()
     for writer in ranks:
         writer.close()

@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from upload_helpers import (
 )
 
 from hf_mpwriter.cli.status import collect
+from hf_mpwriter.state.election import last_uploader_info, uploader_info
 from hf_mpwriter.targets.bucket import BucketTarget, batch_takes_xet_hashes
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
@@ -173,9 +175,14 @@ def _log(logdir: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-def _leaders(logdirs: list[Path]) -> set[str]:
-    """Pids of the uploaders that took the job's lease."""
-    return {line.split()[2] for d in logdirs for line in _log(d).splitlines() if "leads the job's commits" in line}
+def _job(logdir: Path) -> dict:
+    """How the commits of ``logdir``'s running uploader go, as it publishes them for ``status`` ({} if none runs)."""
+    return (uploader_info(logdir) or {}).get("job") or {}
+
+
+def _leading(logdirs: list[Path]) -> set[int]:
+    """Pids of the running uploaders that publish that they lead the job (hold its lease)."""
+    return {info["pid"] for d in logdirs if (info := uploader_info(d)) and (info.get("job") or {}).get("leading")}
 
 
 def _start_leader_job(hub: HubServer, tmp_path: Path) -> tuple[list[Path], list[subprocess.Popen]]:
@@ -210,8 +217,7 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
         try:
             # 1. The nodes joined the job's store, and the leader's commits hold the files of both
             # nodes (ranks 0-1 on one node, 2-3 on the other).
-            wait_for(lambda: any("job leader: committed" in _log(d) for d in logdirs), 90, "the leader's first commit")
-            assert all("commits through one leader" in _log(d) for d in logdirs)
+            wait_for(lambda: any(_job(d).get("leader_commits") for d in logdirs), 90, "the leader's first commit")
             for d in logdirs:  # what `status` shows: the job's way, as the uploader last published it
                 job = json.loads((d / ".hf_mpwriter" / "uploader.json").read_text())["job"]
                 assert job["mode"] == "job" and job["nodes"] == 2, job
@@ -219,13 +225,15 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
                      and {p.split("/")[2] for p in c["added"]} >= {"rank-000", "rank-002"}]
             assert joint, [(c["summary"], c["added"]) for c in hub.commits(REPO)]
             # 2. SIGKILL the leading uploader: another one leads, and commits for both nodes again.
-            (first,) = _leaders(logdirs)
-            os.kill(int(first), 9)
+            (first,) = wait_for(lambda: len(_leading(logdirs)) == 1 and _leading(logdirs), 30, "one leader")
+            own = [_job(d).get("own_commits") for d in logdirs]  # (the leader's count goes with it)
+            os.kill(first, 9)
             commits = len(hub.commits(REPO))
-            wait_for(lambda: len(_leaders(logdirs)) == 2, 60, "another uploader to take the lease")
+            wait_for(lambda: _leading(logdirs) - {first}, 60, "another uploader to take the lease")
             wait_for(lambda: any("node(s)" in c["summary"] for c in hub.commits(REPO)[:len(hub.commits(REPO)) - commits]),
                      30, "the new leader's first commit")
-            assert not any("commits its files itself" in _log(d) for d in logdirs)  # the leader did it all
+            own += [_job(d).get("own_commits") for d in logdirs]
+            assert own == [0] * 4, own  # the leader did it all: no node committed its files itself
             # 3. The job ends hard: the node that hosts the store (torchrun's agent) dies (SIGKILL to its
             # agent, ranks and uploader) while the scheduler preempts the other one (SIGTERM to every one of
             # its processes at once, a grace period, SIGKILL to what is left; then its disk goes).
@@ -256,8 +264,9 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
             for node in nodes:
                 node.kill()
                 node.communicate(timeout=30)
-        text = _log(logdirs[alive])  # the scenario: the signal taken, the store gone (none of this before step 3)
-        assert "termination signal: committing" in text and "commits its files itself" in text, text[-3000:]
+        # The scenario: the signal taken, the store gone, the node committing itself (none of this before step 3).
+        last = last_uploader_info(logdirs[alive]) or {}
+        assert last.get("signalled") and last["job"]["own_commits"] >= 1, (last, _log(logdirs[alive])[-3000:])
         local = {k: {str(p.relative_to(d)): p.read_bytes() for p in d.glob("rank-*/*tfevents*")}
                  for k, d in enumerate(logdirs)}  # what each rank wrote, read before the disk goes
         shutil.rmtree(logdirs[alive].parent)
@@ -285,9 +294,9 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
         # (None may have landed: the first leader SIGKILLed before its node committed its file, the next one's
         # node killed at step 3.)
         events = read_run_events(job / "job") if (job / "job").is_dir() else []
-        steps = [step for step, _ in scalar_points(events, "train/loss/mean")]
+        steps = [step for step, _ in scalar_points(events, "train/loss")]
         assert steps == sorted(set(steps)), steps
-        assert {value for _, value in scalar_points(events, "train/loss/ranks")} <= {4.0}
+        assert {value for _, value in scalar_points(events, "job/train/loss/ranks")} <= {4.0}
 
 
 BUCKET = "tester/multinode-logs"
@@ -418,33 +427,64 @@ def test_a_jobs_nodes_make_about_one_commit_per_interval_through_one_leader_and_
 def test_a_logdir_shared_by_every_node_has_one_uploader(tmp_path):
     shared = tmp_path / "shared" / "logs"
     env = _job_env()
-    _run_job(tmp_path, [shared, shared], ["--target-dir", str(tmp_path / "target")], env)
-    wait_for(lambda: collect(shared)["up_to_date"], 60, "the shared logdir to be committed")
+    with _Elections(shared) as elections:
+        _run_job(tmp_path, [shared, shared], ["--target-dir", str(tmp_path / "target")], env)
+        wait_for(lambda: collect(shared)["up_to_date"], 60, "the shared logdir to be committed")
+    assert elections.elected, "no uploader seen"  # the scenario: the logdir's uploader(s), as they published themselves
+    assert not elections.overlaps, f"two uploaders at once: {elections.overlaps}"
     files = local_target_files(tmp_path / "target", "tensorboard/logs")
     _check_exactly_once(files, tmp_path)
     # The one uploader sees every rank of the job: the job run holds each step's mean of the 4 ranks.
     copy = tmp_path / "remote-copy"
     by_rank = [dict(scalars(copy / f"rank-{rank:03d}", "train/loss")) for rank in range(4)]
-    assert scalars(copy / "job", "train/loss/ranks") == [(s, 4.0) for s in range(STEPS)]
-    assert scalars(copy / "job", "train/loss/mean") == [
+    assert scalars(copy / "job", "job/train/loss/ranks") == [(s, 4.0) for s in range(STEPS)]
+    assert scalars(copy / "job", "train/loss") == [
         (s, pytest.approx(math.fsum(r[s] for r in by_rank) / 4, rel=1e-6)) for s in range(STEPS)]
-    starts = [line for line in (shared / ".hf_mpwriter" / "uploader.log").read_text().splitlines()
-              if "started for" in line]
-    spans = _uploader_spans(shared)
-    for (_a_start, a_end), (b_start, _) in zip(spans, spans[1:]):
-        assert b_start >= a_end, f"two uploaders at once: {starts}"
 
 
-def _uploader_spans(logdir: Path) -> list[tuple[str, str]]:
-    """(start, end) log times of each uploader that ran for ``logdir``, in order."""
-    spans: dict[str, list[str]] = {}
-    for line in (logdir / ".hf_mpwriter" / "uploader.log").read_text().splitlines():
-        parts = line.split()
-        if len(parts) < 3:
-            continue
-        stamp, pid = f"{parts[0]} {parts[1]}", parts[2]
-        spans.setdefault(pid, [stamp, stamp])[1] = stamp
-    return sorted((a, b) for a, b in spans.values())
+class _Elections:
+    """Watches, from a thread, the uploader ``logdir`` publishes (``uploader.json``): each one elected, in order,
+    and whether the one before had exited by then (its ``uploader.last.json``, written before it lets the lock
+    go) or was dead; one still running is an overlap: two uploaders at once."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir, self.elected, self.overlaps = logdir, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> _Elections:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def __enter__(self) -> _Elections:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            info = uploader_info(self.logdir)
+            if info is None or (self.elected and (info["pid"], info["started"]) == self.elected[-1]):
+                continue
+            if self.elected:
+                pid, started = self.elected[-1]
+                last = last_uploader_info(self.logdir) or {}
+                exited = last.get("pid") == pid and last.get("started") == started and last["exited"] <= info["started"]
+                if not exited and _runs(pid):
+                    self.overlaps.append((pid, info["pid"]))
+            self.elected.append((info["pid"], info["started"]))
+
+
+def _runs(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
@@ -455,6 +495,7 @@ def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
     go = tmp_path / "close-now"  # the surviving node's writers stay alive until its uploader is seen
     cfg["close_after"] = str(go)
     nodes = {}
+    elections = _Elections(logdir).start()
     for k in range(2):
         nodes[k] = [subprocess.Popen(_in_node(k, writer_argv({**cfg, "rank": 2 * k + r})),
                                      env=writer_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -487,6 +528,7 @@ def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     wait_for(lambda: collect(logdir)["up_to_date"], 60, "the other node's uploader to commit everything")
+    elections.stop()
     files = local_target_files(target, "tensorboard/shared")
     copy = tmp_path / "copy"
     for rel, data in files.items():
@@ -499,9 +541,9 @@ def test_shared_logdir_survives_the_death_of_the_uploader_node(tmp_path):
         expect = range(400) if rank // 2 == alive else range(flushed[rank] + 1)
         missing = [s for s in expect if points[(s, float(rank * 100000 + s))] != 1]
         assert not missing, f"rank {rank}: steps missing or twice: {missing[:10]}"
-    spans = _uploader_spans(logdir)
-    for (_, a_end), (b_start, _) in zip(spans, spans[1:]):
-        assert b_start >= a_end, spans
+    pids = [pid for pid, _ in elections.elected]  # the scenario: the killed node's uploader, then the other node's
+    assert info["pid"] in pids and new["pid"] in pids[pids.index(info["pid"]) + 1:], (info, new, elections.elected)
+    assert not elections.overlaps, f"two uploaders at once: {elections.overlaps}"
 
 
 def _state_report(logdir: Path) -> str:

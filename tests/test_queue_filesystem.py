@@ -14,15 +14,17 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from test_data_safety import small_disk  # noqa: F401  (a fixture: a real tmpfs)
-from upload_helpers import local_target_files, uploader_log_times, wait_for
+from upload_helpers import local_target_files, wait_for
 
 from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.state import filesystem
+from hf_mpwriter.state.election import last_uploader_info
 from hf_mpwriter.state.jobqueue import JobQueue
 from hf_mpwriter.state.piece import Piece
 from hf_mpwriter.state.queue_readers import read_failure
@@ -66,18 +68,21 @@ def test_the_mount_table_names_the_file_system_of_a_path(small_disk, monkeypatch
     assert filesystem.network_filesystem(deep) == "tmpfs" and filesystem.is_network("wekafs")
 
 
-def test_a_queue_on_a_network_file_system_uses_a_rollback_journal(network_disk, tmp_path, caplog):
+def test_a_queue_on_a_network_file_system_uses_a_rollback_journal(network_disk, tmp_path):
     """Writer, uploader process and close() on a logdir every node would share: the queue is never in
     WAL mode there (its ``-shm`` index is memory of one host), and close() sees the commit."""
-    caplog.set_level(logging.WARNING, logger="hf_mpwriter")
     logdir = network_disk / "logs"
-    with HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, commit_every=1,
-                         close_timeout=60) as writer:
-        writer.add_scalar("loss", 1.0, 0)
+    writer = HFSummaryWriter(logdir=str(logdir), target_dir=str(tmp_path / "target"), rank=0, commit_every=1,
+                             close_timeout=60)
+    writer.add_scalar("loss", 1.0, 0)
+    started = time.monotonic()
+    writer.close()
+    took = time.monotonic() - started
     queue = logdir / ".hf_mpwriter" / "queue.db"
     assert _journal(queue) == "rollback"
     assert not (queue.parent / "queue.db-wal").exists() and not (queue.parent / "queue.db-shm").exists()
-    assert "not committed" not in caplog.text and "cannot" not in caplog.text, caplog.text
+    # close() read the queue (no read of it kept failing) and saw the commit before its close_timeout.
+    assert read_failure(queue) is None and took < writer.close_timeout, (read_failure(queue), took)
     assert local_target_files(tmp_path / "target", "tensorboard/logs")  # it landed
     # The uploader may still be writing the queue (its audit) when close() returns: on a rollback journal a
     # read-only reader can meet that write and fail once (seen once in CI under load); status says so then.
@@ -130,10 +135,13 @@ def test_a_queue_nobody_can_read_is_said_not_waited_out_in_silence(tmp_path, cap
     assert [r for r in caplog.records if r.levelno == logging.WARNING and str(met.value) in r.getMessage()], caplog.text
     status = collect(logdir)
     assert status["last_error_kind"] == "queue" and status["pending_jobs"] == 0, status  # said, not rebuilt
-    log = state / "uploader.log"
-    wait_for(lambda: log.exists() and "retrying does not fix" in log.read_text(), 20, "the uploader saying so")
-    tries = uploader_log_times(logdir, "local error in")  # each failed try of the uploader's loop
-    assert len(tries) >= 2, log.read_text()  # it retried...
+
+    def failed_tries() -> list[float]:  # when the uploader's tries failed on the queue, as status shows them
+        uploader = collect(logdir)["uploader"] or last_uploader_info(logdir)  # (the latter: once it exited)
+        return (uploader or {}).get("local_error_times") or []
+
+    wait_for(lambda: len(failed_tries()) >= 2, 20 + 2 * LOCAL_RETRY_S, "the uploader to retry")  # it retried...
+    tries = failed_tries()
     assert min(b - a for a, b in zip(tries, tries[1:])) > LOCAL_RETRY_S / 2, tries  # ...every LOCAL_RETRY_S, not every poll
     assert os.path.isdir(state / "queue.db")  # nothing set aside or rebuilt over it
 

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 def _committer_text(job: dict | None, config: Any) -> str:
     """Who makes this logdir's commits: the job's leader (multi-node job with a store), the node itself, or this uploader."""
     handed = f"; this node stopped leading: {job['handed_over']}" if job and job.get("handed_over") else ""
+    if job and job.get("malformed"):
+        handed += (f"; {job['malformed']} value(s) in the job's store could not be read and were skipped (every node "
+                   "should run the same hf_mpwriter version)")
     if job and job.get("split_from"):  # said first: the job's runs are split, whatever else goes well
         handed += (f"; THIS JOB LOGS TO SEVERAL FOLDERS ({job['split_from']}): give every node's logdir the same "
                    "name")
@@ -65,7 +68,7 @@ def _budget_text(job: dict) -> str:
 
 
 def _span(seconds: float | None) -> str:
-    from ..uploader.coordination.plan import duration_text
+    from ..timing import duration_text
 
     return "?" if seconds is None else duration_text(seconds)
 
@@ -167,14 +170,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _job_view_lines(view: dict, tag: str | None) -> list[str]:
     """The job run in ``status``: how many ranks report, who is behind, who is most often a tag's min or max."""
     world, missing = view["world_size"], view["missing_ranks"]
+    newest = max(view["newest_step"].values(), default="none")
+    if view.get("node"):  # a node of a job with a store: the leader's node writes the run, committed to the same target
+        return [f"job run   {view['run']}/ at the target, written by the job's leader (on its node): this node's "
+                f"{len(view['newest_step'])} ranks' points go to it ({view['points']} made, {view['outbox']} not taken yet, "
+                f"{view['waiting']} waiting for ranks); newest step {newest}; `hf-mpwriter view` shows it"]
     lines = [f"job run   {view['run']}/: {world - len(missing)} of {world} ranks, {view['points']} points written "
-             f"({view['waiting']} waiting for ranks, {view['late']} late values left out); "
-             f"newest step {max(view['newest_step'].values(), default='none')}"]
+             f"({view['waiting']} waiting for ranks, {view['late']} late values left out); newest step {newest}"]
     behind = sorted(view["behind"].items(), key=lambda item: (-item[1], int(item[0])))
     if behind:
         shown = ", ".join(f"rank {rank} ({steps} steps)" for rank, steps in behind[:5])
         more = f" and {len(behind) - 5} more" if len(behind) > 5 else ""
         lines.append(f"          behind: {shown}{more}")
+    slowest = view.get("slowest")
+    if slowest and slowest["lag_s"] >= 1.0:  # (the job run's STRAGGLER_S: ranks in lockstep show none)
+        lines.append(f"          slowest at the last step: rank {slowest['rank']}, {slowest['lag_s']:.1f} s after the first "
+                     "rank (by the ranks' own clocks)")
+    if view.get("restarts"):
+        lines.append(f"          {view['restarts']} restart(s) read (purge_step): the steps from there were made anew")
     if missing:
         lines.append(f"          never logged: rank {', '.join(str(r) for r in missing[:20])}"
                      + (" ..." if len(missing) > 20 else ""))

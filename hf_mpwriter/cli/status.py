@@ -143,7 +143,12 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
                                                "alive": liveness == "alive", "started": info.get("started"),
                                                "job": info.get("job"),
                                                # wall time of its next cycle (in the past: one is running)
-                                               "next_cycle_at": info.get("next_cycle_at")},
+                                               "next_cycle_at": info.get("next_cycle_at"),
+                                               # wall time it took a termination signal (its last commit runs)
+                                               "signalled": info.get("signalled"),
+                                               # its tries that failed on a local error (full disk, queue), and when
+                                               "local_errors": info.get("local_errors"),
+                                               "local_error_times": info.get("local_error_times")},
         "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in live_writers(root)],
         "files": files,
         "bytes_written": sum(f["bytes_written"] for f in files),

@@ -7,7 +7,8 @@ By hand, for the reason :mod:`.encoding` encodes by hand: the uploader may not i
 scalar is: ``Value.simple_value`` (tensorboardX, ``torch.utils.tensorboard``, this package), or a
 one-element float or double tensor of the ``scalars`` plugin (TensorFlow 2's ``tf.summary.scalar``);
 and what a histogram is: ``Value.histo`` (tensorboardX, ``torch.utils.tensorboard``, TensorFlow 1; not
-TensorFlow 2's tensors of the ``histograms`` plugin). Anything else (images, text) is skipped. A
+TensorFlow 2's tensors of the ``histograms`` plugin); and a ``SessionLog.START`` (a restart: TensorBoard
+drops the run's earlier events at and after its step). Anything else (images, text) is skipped. A
 record that does not parse is skipped too: a job view must never be the reason a node's logs stop.
 """
 
@@ -20,6 +21,8 @@ from typing import Any, NamedTuple
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
 _DT_FLOAT, _DT_DOUBLE = 1, 2
+#: ``SessionLog.START``: what tensorboardX's ``purge_step`` writes at the restart's step.
+SESSION_START = 1
 
 
 class Scalar(NamedTuple):
@@ -88,17 +91,26 @@ def scalars(record: bytes) -> list[Scalar]:
     return summaries(record)[0]
 
 
-def summaries(record: bytes) -> tuple[list[Scalar], list[Histogram]]:
-    """The scalars and the histograms of one serialized ``Event`` (none for any other event, or one that
-    does not parse), in one pass."""
+class Summaries(NamedTuple):
+    """What one event holds for the job run: its scalars, its histograms, and ``start``: the step of a
+    ``SessionLog.START`` (a writer restarted with ``purge_step``), else ``None``."""
+
+    scalars: list[Scalar]
+    histograms: list[Histogram]
+    start: int | None = None
+
+
+def summaries(record: bytes) -> Summaries:
+    """The scalars, the histograms and the restart of one serialized ``Event`` (none for any other event,
+    or one that does not parse), in one pass."""
     try:
         return _summaries(record)
     except (ValueError, IndexError, TypeError, struct.error, UnicodeDecodeError):
-        return [], []
+        return Summaries([], [])
 
 
-def _summaries(record: bytes) -> tuple[list[Scalar], list[Histogram]]:
-    wall_time, step, summary = 0.0, 0, b""
+def _summaries(record: bytes) -> Summaries:
+    wall_time, step, summary, session = 0.0, 0, b"", None
     for number, wire, value in _fields(record):
         if number == 1 and wire == 1:
             wall_time = _DOUBLE.unpack(value)[0]
@@ -106,6 +118,11 @@ def _summaries(record: bytes) -> tuple[list[Scalar], list[Histogram]]:
             step = value - (1 << 64) if value >= 1 << 63 else value
         elif number == 5 and wire == 2:
             summary = value
+        elif number == 7 and wire == 2:  # Event.session_log
+            session = value
+    if session is not None:
+        status = next((value for number, wire, value in _fields(session) if number == 1 and wire == 0), 0)
+        return Summaries([], [], step if status == SESSION_START else None)
     found: list[Scalar] = []
     histograms: list[Histogram] = []
     for number, wire, value in _fields(summary):
@@ -115,7 +132,7 @@ def _summaries(record: bytes) -> tuple[list[Scalar], list[Histogram]]:
                 found.append(Scalar(tag, step, wall_time, scalar))
             elif histo is not None:
                 histograms.append(Histogram(tag, step, wall_time, *_histogram(histo)))
-    return found, histograms
+    return Summaries(found, histograms)
 
 
 def _value(data: bytes) -> tuple[str, float | None, bytes | None]:

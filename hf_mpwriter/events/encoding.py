@@ -65,6 +65,12 @@ def file_version_event(wall_time: float) -> bytes:
     return _event(wall_time, 0, field(3, FILE_VERSION))
 
 
+def session_start_event(step: int, wall_time: float) -> bytes:
+    """``Event(step=step, session_log=SessionLog(status=START))``, as tensorboardX's ``purge_step`` writes it:
+    TensorBoard drops the run's earlier events at and after ``step`` (files of version 2, as every file is here)."""
+    return _event(wall_time, step, field(7, b"\x08\x01"))
+
+
 def text_event(tag: str, text: str, step: int, wall_time: float) -> bytes:
     """The event of ``tensorboardX.summary.text(tag, text)``: a ``<tag>/text_summary`` string tensor
     for TensorBoard's text plugin (tensorboardX does not clean this tag, so neither does this)."""

@@ -49,8 +49,8 @@ CLOSE_RETRY_SECS = 10.0
 MAX_UNWRITTEN_BYTES = 64 * 1024 * 1024
 #: One rank's logging rate assumed by estimates of files a job makes (the README's "files per day", the
 #: writer's warning at start): 20 scalars a step (tags like ``train/metric_07``) at one step a second.
-#: A record of such a scalar is 55 bytes as this writer frames it at steps past 16,384 (measured:
-#: ``scripts/files_per_day.py``).
+#: A record of such a scalar is 55 bytes as this writer frames it at steps past 16,384
+#: (``scripts/files_per_day.py`` counts it).
 TYPICAL_BYTES_PER_RANK_PER_S = 20 * 55
 _HOST = host_file_name()
 

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 UploaderState = Literal["alive", "hung", "none"]
 #: Who the last uploader was, when it stopped on an error that needs the user (:func:`note_stopped_for_user`).
 STOPPED_FILE = "uploader.stopped.json"
+#: What the last uploader published (``uploader.json``) as it exited, with ``exited`` (its wall time).
+LAST_FILE = "uploader.last.json"
 
 
 _heartbeat = Heartbeat(HUNG_AFTER_S)
@@ -125,6 +127,11 @@ def stopped_uploader_info(logdir: Path) -> dict | None:
     """The identity :func:`note_stopped_for_user` kept, or ``None`` (the error record's pid says
     whether it is still the current error: a new uploader clears that record when it starts)."""
     return read_json(state_dir(logdir, create=False) / STOPPED_FILE)
+
+
+def last_uploader_info(logdir: Path) -> dict | None:
+    """What the logdir's last uploader published as it exited (:data:`LAST_FILE`), or ``None``."""
+    return read_json(state_dir(logdir, create=False) / LAST_FILE)
 
 
 def uploader_alive(logdir: Path) -> bool:

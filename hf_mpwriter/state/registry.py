@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,16 @@ def live_writers(logdir: Path) -> list[dict]:
         if data is not None and is_alive(data, entry):
             live.append(data)
     return live
+
+
+def writer_ranks(writers: list[dict]) -> set[int]:
+    """The ranks of these writers' run directories (``rank-<r>``; other layouts have none)."""
+    ranks = set()
+    for writer in writers:
+        match = re.fullmatch(r"rank-(\d+)", Path(str(writer.get("run_dir", ""))).name)
+        if match:
+            ranks.add(int(match[1]))
+    return ranks
 
 
 def prune_stale_registrations(logdir: Path, stale_after: float) -> None:

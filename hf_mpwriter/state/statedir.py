@@ -7,6 +7,8 @@ crash::
     writers/<host>-<pid>-<n>.json   one per live writer                         (registry.py)
     config.json           the upload target and settings, never a token         (config.py)
     uploader.lock / uploader.json   the elected uploader and its heartbeat      (election.py)
+    uploader.last.json    what the last uploader published, as it exited        (election.py)
+    job_view.json, job_view_state.json   the job run: status, and where it takes up (jobrun/view.py)
     spawn.lock, spawned-<host>.json  who starts an uploader, the one on its way (supervisor.py, election.py)
     trigger, handover     requests to the uploader                              (mailbox.py)
     target.json           the target as the uploader resolved it (full repo id) (commit_cycle.py)

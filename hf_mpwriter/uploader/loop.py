@@ -43,10 +43,10 @@ from ..config import UploadConfig
 from ..errors import ConfigurationError, TargetError, with_sync_advice
 from ..redaction import token_id
 from ..state import mailbox
-from ..state.election import AlreadyRunning, UploaderLock, note_stopped_for_user
+from ..state.election import LAST_FILE, AlreadyRunning, UploaderLock, note_stopped_for_user
 from ..state.jobqueue import JobQueue, Superseded
 from ..state.liveness import is_alive, process_identity
-from ..state.registry import live_writers, prune_stale_registrations
+from ..state.registry import live_writers, prune_stale_registrations, writer_ranks
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
 from ..timing import JOB_VIEW_LAST_WAIT_S, JOB_VIEW_READ_S, PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
@@ -75,6 +75,8 @@ logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module 
 REPLACE_ME = 4
 #: ``next_cycle_at`` in ``uploader.json`` is rewritten only when the next cycle moves by more than this (s).
 NEXT_CYCLE_SLACK_S = 1.0
+#: How many of its last local errors' times the uploader publishes (``local_error_times``).
+LOCAL_ERROR_TIMES = 10
 #: Signals that end the uploader: each starts a last commit (see :mod:`hf_mpwriter.uploader.schedule`).
 TERMINATION_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 T = TypeVar("T")
@@ -125,6 +127,9 @@ class Uploader:
         self.file_limit = FileLimitWatch(loaded)  # a repository holds fewer than 100,000 files: say it in time
         self._next_prune = 0.0
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
+        self._identity: dict[str, Any] = {}  # what ``uploader.json`` says (:meth:`acquire`)
+        self.local_errors = 0  # tries that failed on a local error (a full disk, a queue that cannot be used)
+        self.local_error_times: list[float] = []  # wall times of the last :data:`LOCAL_ERROR_TIMES` of them
         self._schedule: Schedule | None = None
         self._next_round = 0.0  # (monotonic) when this node's next job run round is due, in a job with a store
         #: The logdir's live writers run on several hosts (a logdir every node shares): this one uploader
@@ -164,7 +169,7 @@ class Uploader:
             logger.warning("cannot update the queue yet (%s); retrying in the loop", exc)
         self._identity = {**process_identity(), "target": self.target.description, "started": time.time(),
                           "thread": threading.current_thread().name, "token_id": token_id(self._token), "job": None,
-                          "next_cycle_at": None}
+                          "next_cycle_at": None, "signalled": None, "local_errors": 0, "local_error_times": []}
         self._publish(force=True)
 
     def _publish(self, force: bool = False) -> None:
@@ -198,6 +203,13 @@ class Uploader:
             logger.warning("cannot write %s (%s); writers see this uploader by its lock", self.state / "uploader.json", exc)
 
     def release(self) -> None:
+        try:  # what it published, kept after it exits (how it ended: signalled, its local errors, its job's counts)
+            if self._identity:
+                if isinstance(self.target, member.JobTarget):
+                    self._identity["job"] = self.target.job_info()
+                write_json_atomic(self.state / LAST_FILE, {**self._identity, "exited": time.time()})
+        except OSError:
+            pass
         try:
             (self.state / "uploader.json").unlink()
         except OSError:
@@ -249,10 +261,14 @@ class Uploader:
         else:
             situation = member.situation(self.config, self.target, shared=self._shared)
         interval, phase, case = pacing(situation)
-        if case != self._case:
+        if case != self._case:  # said once a case: its interval, and what changes it where it is not commit_every
             self._case = case
-            log = logger.info if interval == self.config.commit_every else logger.warning
-            log("commits every %.0f s (%s; commit_every=%.0f s)", interval, case, self.config.commit_every)
+            if interval == self.config.commit_every:
+                logger.info("commits every %.0f s (%s)", interval, case)
+            else:
+                logger.warning("commit_every=%.0f s: this node's files are committed every %.0f s instead (%s): the logs' "
+                               "budget on the Hub; HF_MPWRITER_COMMITS_PER_HOUR (and HF_MPWRITER_API_REQUESTS) raise it",
+                               self.config.commit_every, interval, case)
         spacing = member.target_spacing(self.config, self.target)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
@@ -292,6 +308,8 @@ class Uploader:
                 )
                 if isinstance(self.target, member.JobTarget):  # its wait for the leader ends in time
                     self.target.hurry(schedule.deadline())
+                self._identity["signalled"] = time.time()  # (``status``: the last commit is under way)
+                self._write_identity()
             else:
                 logger.warning("second termination signal: exiting now")
 
@@ -307,6 +325,8 @@ class Uploader:
                 return 0
             live = live_writers(self.logdir)
             schedule.writers(now, bool(live))
+            if self._view is not None:  # a dead rank's steps are not waited for
+                self._view.live = writer_ranks(live)
             if self.config.nodes > 1 and not isinstance(self.target, member.JobTarget):
                 self._repace_if_shared(schedule, live, watch, now)
             schedule.held_until = now + self.committer.held_until - time.time()  # (relative: one host's clocks)
@@ -339,7 +359,7 @@ class Uploader:
                     if self._stuck_transfer(schedule):
                         return REPLACE_ME
                     if progress.local_error:
-                        schedule.failed(time.monotonic(), local=True)
+                        self._failed_locally(schedule)
                     else:
                         schedule.cycled(time.monotonic(), time.time(), decision.reason)
                         if isinstance(self.target, member.JobTarget):  # a plan, the store gone: from its next turn
@@ -353,7 +373,7 @@ class Uploader:
                 return self._exit(Decision(Action.EXIT, "the preemption deadline passed during a call", code=1), schedule)
             except (OSError, sqlite3.Error) as exc:  # full disk, locked database: wait, then resume
                 self.committer.say_local_error(f"local error in {self.state} ({exc}); retrying in {LOCAL_RETRY_S:.0f} s", exc)
-                schedule.failed(time.monotonic(), local=True)
+                self._failed_locally(schedule)
                 decision = Decision(Action.WAIT, "local error", wait=POLL_S)
             except Exception:  # never die on a surprise: writers would respawn us in a loop
                 logger.exception("uploader cycle failed; retrying in %.0f s", UNEXPECTED_ERROR_PAUSE_S)
@@ -361,6 +381,14 @@ class Uploader:
                 decision = Decision(Action.WAIT, "unexpected error", wait=POLL_S)
             stop.wait(min(decision.wait, POLL_S))
         return 0
+
+    def _failed_locally(self, schedule: Schedule) -> None:
+        """A try failed on a local error: the next one in ``LOCAL_RETRY_S``; counted, and when, in ``uploader.json``."""
+        schedule.failed(time.monotonic(), local=True)
+        self.local_errors += 1
+        self.local_error_times = [*self.local_error_times[1 - LOCAL_ERROR_TIMES:], time.time()]
+        self._identity.update(local_errors=self.local_errors, local_error_times=self.local_error_times)
+        self._write_identity()
 
     def _start_view(self, node: bool = False) -> job_view.JobView | None:
         """The logdir's job run (:func:`job_view.start_for`; ``node``: a node of a job with a store, whose

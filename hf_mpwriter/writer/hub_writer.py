@@ -140,6 +140,7 @@ class HFSummaryWriter(SummaryWriter):
             repo_ignore_patterns=repo_ignore_patterns, nodes=nodes, node_rank=node_rank,
             world_size=rank_info.world_size if rank_info.world_known else 0,
             preemption_deadline=preemption_deadline, system_metrics=system_metrics, env=self._env,
+            launcher=environment.launcher(),
         )
         if self._upload is not None:  # a logdir that uploads elsewhere is refused before anything is created
             check_same_target(Path(logdir).expanduser(), self._upload)

@@ -15,6 +15,7 @@ from ..state.election import uploader_info, uploader_state
 from ..state.jobqueue import ErrorKind, UploadError
 from ..state.queue_readers import read_error
 from ..state.statedir import state_dir
+from ..timing import duration_text
 
 #: A next cycle due less than this far ahead (or past) reads as "working on one" (s): the loop polls.
 DUE_NOW_S = 0.5
@@ -61,5 +62,5 @@ def _job_text(job: dict[str, Any], due: str) -> str:
     if job.get("leading"):
         return f"the job's commit, which this node leads ({where}); this node's {due}"
     bound = job.get("age_bound")
-    behind = f"; each rank's newest record is at most {bound:.0f} s behind" if isinstance(bound, (int, float)) else ""
+    behind = f"; each rank's newest record is at most {duration_text(bound)} behind" if isinstance(bound, (int, float)) else ""
     return f"the job's leader, on another node, to commit this node's files ({where}{behind}); this node's {due}"

@@ -41,14 +41,9 @@ from ...targets.bucket import BucketTarget
 from ...targets.hub import HubTarget
 from ...timing import (
     ABSTAIN_FACTOR,
-    DEFER_AFTER_S,
     HUB_COMMIT_EVERY_S,
-    JOB_GATHER_S,
-    LEADER_COMMIT_GRACE_S,
-    LEADER_POLL_S,
-    LEASE_STALE_S,
     OFFER_WAIT_S,
-    STORE_RETRY_S,
+    JobTiming,
 )
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
 from .protocol import TAKEN, WITHDRAWN, Malformed, Skipped, parse_answer, parse_counter, parse_offer, taken_value
@@ -60,9 +55,9 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: Storage Bucket (one batch, by Xet hash).
 SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between classes at run time)
 
-def _doubling(failures: int, cap: float) -> float:
-    """The leader's pause after ``failures`` in a row: :data:`LEADER_POLL_S`, doubling, up to ``cap``."""
-    return min(cap, LEADER_POLL_S * 2 ** min(failures, 16))
+def _doubling(failures: int, first: float, cap: float) -> float:
+    """The leader's pause after ``failures`` in a row: ``first``, doubling, up to ``cap``."""
+    return min(cap, first * 2 ** min(failures, 16))
 
 
 
@@ -75,12 +70,13 @@ class Leader:
 
     def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
-                 call_bound: float = 3 * OFFER_WAIT_S) -> None:
+                 call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming()) -> None:
         self.target, self.store, self.node, self.nodes, self.spacing = target, store, node, nodes, spacing
         self.budget = budget or make_budget()
         self.kind = target_kind(target)
         self.commit_every, self.call_bound = commit_every, call_bound
-        self._handover_after = max(LEASE_STALE_S, commit_every)  # (the plan's interval, set at each round)
+        self.timing = timing
+        self._handover_after = max(timing.lease_stale, commit_every)  # (the plan's interval, set at each round)
         self.books = Books(self.budget, self.kind)
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
         self.max_files = self.budget.files_per_commit
@@ -89,6 +85,8 @@ class Leader:
         self._lease: bytes | None = None  # the value we last wrote (leading) or saw (watching)
         self._lease_seen_at = time.monotonic()
         self._renewals = 0
+        self.leases = 0  # times this node took the job's lease (``status``: a new leader each time)
+        self.commits = 0  # commits (a bucket: batches) this node made as the job's leader (``status``)
         self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
@@ -135,7 +133,7 @@ class Leader:
         it, less often the more nodes watch (each look is a round trip to the job's store), still well
         within its staleness."""
         failures = 0  # the store's, in a row (capped at half the lease's staleness: the offers outlive it)
-        watch_every = max(LEADER_POLL_S, min(LEASE_STALE_S / 4, self.nodes * LEADER_POLL_S / 100))
+        watch_every = max(self.timing.poll, min(self.timing.lease_stale / 4, self.nodes * self.timing.poll / 100))
         while not self._stop.is_set():
             try:
                 stalled = self._stalled(time.monotonic()) if self.leading else None
@@ -151,8 +149,8 @@ class Leader:
                 failures += 1
             except Exception:  # never die: the nodes would fall back for good
                 logger.exception("job leader: the lease could not be kept")
-            pause = LEADER_POLL_S if self.leading else watch_every
-            self._stop.wait(_doubling(failures, LEASE_STALE_S / 2) if failures else pause)
+            pause = self.timing.poll if self.leading else watch_every
+            self._stop.wait(_doubling(failures, self.timing.poll, self.timing.lease_stale / 2) if failures else pause)
 
     def handover_after(self) -> float:
         """How long a leader may fail to write before it hands the lease over: one interval of the plan
@@ -182,7 +180,7 @@ class Leader:
     def _let_go(self, why: str) -> None:
         """Stop leading; release the lease now if no round runs (else it goes stale unrenewed)."""
         self.leading = False
-        if self._lease is None or not self._round_lock.acquire(timeout=LEADER_POLL_S):
+        if self._lease is None or not self._round_lock.acquire(timeout=self.timing.poll):
             logger.info("job leader: a round still runs (%s): the lease goes stale instead of being released", why)
             return
         try:
@@ -206,7 +204,7 @@ class Leader:
         current = self.store.get("lease") or b""
         if current != self._lease:
             self._lease, self._lease_seen_at = current, now
-        if current and now - self._lease_seen_at < LEASE_STALE_S:
+        if current and now - self._lease_seen_at < self.timing.lease_stale:
             return False
         if now < self._abstain_until:  # handed over: another node first
             return False
@@ -214,6 +212,7 @@ class Leader:
         if not self.store.compare_set("lease", current, mine):
             return False
         self.leading, self._lease = True, mine
+        self.leases += 1
         self._failing_since = None
         logger.info("job leader: node %d leads the job's commits", self.node)
         return True
@@ -238,14 +237,15 @@ class Leader:
                 failures += 1
             except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
                 self._head_failures += 1
-                self._head_rests_until = time.monotonic() + (pause := _doubling(self._head_failures, STORE_RETRY_S))
+                pause = _doubling(self._head_failures, self.timing.poll, self.timing.store_retry)
+                self._head_rests_until = time.monotonic() + pause
                 logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
             except Exception:  # never die (the nodes would fall back for good), but never lead without progress
                 logger.exception("job leader round failed")
                 self._round_failing_since = self._round_failing_since or time.monotonic()
             else:
                 self._round_failing_since = None
-            self._stop.wait(_doubling(failures, LEASE_STALE_S / 2))
+            self._stop.wait(_doubling(failures, self.timing.poll, self.timing.lease_stale / 2))
 
     def plan(self) -> Plan:
         """The job's plan as this leader sees it now (the nodes' latest file counts, a 429's slowdown)."""
@@ -271,7 +271,7 @@ class Leader:
         """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)
         and the books have room; offers that will not have room soon are told when to offer again."""
         now = time.monotonic()
-        self._handover_after = max(LEASE_STALE_S, self.plan().interval)
+        self._handover_after = max(self.timing.lease_stale, self.plan().interval)
         if now < self._head_rests_until:
             return
         offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
@@ -283,12 +283,12 @@ class Leader:
         if now - self._last_commit < self.spacing and not last:
             return
         first = min(self._first_seen[(node, o["seq"])] for node, o in self._candidates.items())
-        if len(self._candidates) < self.nodes and now - first < JOB_GATHER_S and not self._full():
+        if len(self._candidates) < self.nodes and now - first < self.timing.gather and not self._full():
             return
         wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
         free_at = self.books.next_free(now, wanted)
         if free_at > now and not last:  # the budget (or a 429) has no room now
-            if free_at - now > DEFER_AFTER_S:
+            if free_at - now > self.timing.defer_after:
                 self._put_off(self._candidates, free_at, "the job's budget of Hub commits and requests")
                 self._offered, self._candidates = None, {}
             return
@@ -309,12 +309,13 @@ class Leader:
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = time.monotonic()
         try:
-            limit = min(self.call_bound, max(self.handover_after(), LEADER_COMMIT_GRACE_S))
+            limit = min(self.call_bound, max(self.handover_after(), self.timing.commit_grace))
             commit = self._hub_call(limit, self.target.commit_uploaded, files, message, parent=parent)
         except TargetError as exc:
             self._failed(exc, offers)
             return
         self._failing_since, self._handovers = None, 0
+        self.commits += 1
         self.books.wrote(time.monotonic(), len(files))
         self.max_files = min(self.budget.files_per_commit, self.max_files * 3 // 2)  # back up after a halving
         try:

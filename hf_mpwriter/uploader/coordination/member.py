@@ -59,15 +59,12 @@ from ...targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ...targets.hub import HubTarget
 from ...targets.xet_content import xet_usable
 from ...timing import (
-    CLAIM_MARGIN_S,
     HUB_COMMIT_EVERY_S,
-    LEADER_POLL_S,
-    LEASE_STALE_S,
-    OFFER_WAIT_S,
     PREPARED_WAIT_MIN_S,
     PREPARED_WAIT_NODES,
     PREPARED_WAIT_S,
     STORE_RETRY_S,
+    JobTiming,
 )
 from .leader import Leader, SharedTarget, target_kind
 from .pacing import Situation, Store
@@ -104,8 +101,9 @@ class JobTarget(Target):
     def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
                  commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
-                 files_hint: int = 1) -> None:
+                 files_hint: int = 1, timing: JobTiming = JobTiming()) -> None:
         self.inner, self.prefix = inner, inner.prefix
+        self.timing = timing
         self.key, self.min_interval = inner.key, inner.min_interval
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
         self.key_hash = _key_hash(inner.key)
@@ -140,9 +138,12 @@ class JobTarget(Target):
         #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
-        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound)
+        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
+        self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
+        self.own_commits = 0  # commits this node made of its files itself (``status``; :attr:`why`: the last reason)
+        self.taken_back = 0  # offers this node took back, the leader silent past its wait (``status``)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
 
@@ -154,6 +155,12 @@ class JobTarget(Target):
     def members(self) -> list[int]:
         """The nodes that announced themselves in the store."""
         return self.leader.members()
+
+    @property
+    def repo_id(self) -> str | None:
+        """The repository or bucket as the Hub named it (``name`` alone: completed with the namespace), for
+        the logdir's ``target.json``: what ``view`` and ``status`` read on every node."""
+        return self.inner.repo_id
 
     @property
     def description(self) -> str:  # type: ignore[override]
@@ -173,14 +180,16 @@ class JobTarget(Target):
                 "planned": self.plan is not None, "interval": plan.interval, "own_every": plan.own_every(),
                 "age_bound": plan.age_bound(),
                 "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
-                "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total}
+                "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total,
+                "through_leader": self.through_leader, "own_commits": self.own_commits, "taken_back": self.taken_back,
+                "leases": self.leader.leases, "leader_commits": self.leader.commits}
 
     def store_failed(self, exc: StoreError) -> None:
         """The store failed: this node's next commits are its own, and the store is asked again in
         :data:`STORE_RETRY_S` (one not there yet, or gone, is not asked at every interval; one that
         comes back is joined)."""
         self.why = str(exc)
-        self._store_rests_until = time.monotonic() + STORE_RETRY_S
+        self._store_rests_until = time.monotonic() + self.timing.store_retry
         self._announced = False  # a store that comes back may have come back empty (a new host process)
 
     def store_usable(self) -> bool:
@@ -295,7 +304,7 @@ class JobTarget(Target):
                 return None
             if resolved:
                 return resolved.decode()
-            time.sleep(LEADER_POLL_S)
+            time.sleep(self.timing.poll)
         return None
 
     def read(self, path: str) -> bytes:
@@ -368,6 +377,7 @@ class JobTarget(Target):
             return answer
         if self.store.compare_set(key, offer, WITHDRAWN):
             self._offered_at = None  # taken back: no leader can commit it any more
+            self.taken_back += 1
             return None
         taker = claimer(self.store.get(key), self._seq)  # claimed: that leader's commit is under way
         if taker is None:
@@ -393,9 +403,7 @@ class JobTarget(Target):
     def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
         self._offered_at = None  # answered: no leader takes this offer again
-        plan = Plan.from_json(answer.get("plan"))
-        if plan is not None:
-            self.plan, self._phases = plan, plan.phases(answer, time.time())
+        self.heard(answer, time.time())
         if answer.get("retry_in") is not None:
             if self._hurried():  # the node's disk goes before then
                 return self._commit_ourselves(pieces, message, "the job's budget has no room before this node's deadline")
@@ -408,10 +416,17 @@ class JobTarget(Target):
         if answer.get("commit") is None:
             return self._commit_ourselves(pieces, message, f"the leader could not commit it: {answer.get('error')}")
         self.mode, self.why = "job", None
+        self.through_leader += 1
         self._landed()
         if answer.get("verified"):
             self._verified = _identity(pieces)
         return str(answer["commit"])
+
+    def heard(self, answer: dict, wall: float) -> None:
+        """The leader's plan and this node's slots in it, from an answer read when the wall clock said ``wall``."""
+        plan = Plan.from_json(answer.get("plan"))
+        if plan is not None:
+            self.plan, self._phases = plan, plan.phases(answer, wall)
 
     def _landed(self) -> None:
         """These pieces are committed: nothing of this node waits, nothing is put off."""
@@ -429,11 +444,11 @@ class JobTarget(Target):
                 answer = self._answer(seq)
                 if answer is not None:
                     return answer
-            if worth_it is not None and time.monotonic() - looked >= LEASE_STALE_S / 2:
+            if worth_it is not None and time.monotonic() - looked >= self.timing.lease_stale / 2:
                 looked = time.monotonic()
                 if not worth_it():
                     return self._answer(seq)  # (answered just before it stopped, maybe)
-            time.sleep(LEADER_POLL_S / 2)
+            time.sleep(self.timing.poll / 2)
         return None
 
     def _answer(self, seq: int) -> dict | None:
@@ -452,7 +467,7 @@ class JobTarget(Target):
         store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
         if self._offered_at is not None:
             now = time.monotonic()
-            left = self._offered_at + self.wait + CLAIM_MARGIN_S - now
+            left = self._offered_at + self.wait + self.timing.claim_margin - now
             if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
                 raise TargetError(f"the job's leader did not commit this node's files ({why}), and the offer could "
                                   f"not be taken back: this node commits them itself in {left:.0f} s", transient=True)
@@ -469,6 +484,7 @@ class JobTarget(Target):
         logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
         self._own_last, self._own_due = time.monotonic(), None
         commit = self.inner.commit(pieces, message)
+        self.own_commits += 1
         self._landed()
         return commit
 
@@ -503,14 +519,15 @@ class JobTarget(Target):
             since = None if self._own_last is None else now - self._own_last
             phase = None if self._phases is None else self._phases[1]
             self._own_due = now + self.plan_now(files).own_turn(self.node, time.time(), since, phase)
-        return min(max(0.0, self._own_due - now), STORE_RETRY_S)
+        return min(max(0.0, self._own_due - now), self.timing.store_retry)
 
 
 def _identity(pieces: Sequence[Piece]) -> tuple:
     return tuple(sorted((p.path, p.size, p.sha256) for p in pieces))
 
 
-def for_job(config: UploadConfig, target: Target, token: str | None, call_bound: float) -> Target:
+def for_job(config: UploadConfig, target: Target, token: str | None, call_bound: float,
+            timing: JobTiming = JobTiming()) -> Target:
     """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store.
 
     Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
@@ -536,10 +553,10 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
     assert isinstance(leader_target, (HubTarget, BucketTarget))
     prepared_wait = max(PREPARED_WAIT_MIN_S, PREPARED_WAIT_S * min(1.0, config.nodes / PREPARED_WAIT_NODES))
     job = JobTarget(target, leader_target, store, config.node_rank, config.nodes,
-                    wait=min(OFFER_WAIT_S, call_bound / 3), spacing=_write_spacing(config, leader_target),
-                    prepared_wait=prepared_wait, budget=_budget(config),
+                    wait=min(timing.offer_wait, call_bound / 3), spacing=_write_spacing(config, leader_target) / timing.windows,
+                    prepared_wait=prepared_wait, budget=_budget(config).scaled(timing.windows),
                     commit_every=config.commit_every, call_bound=call_bound,
-                    files_hint=config.ranks_per_node or 1)
+                    files_hint=config.ranks_per_node or 1, timing=timing)
     try:
         store.get("lease")
         job.store_seen = True

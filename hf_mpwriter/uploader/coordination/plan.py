@@ -48,8 +48,7 @@ NODE_REQUEST_EVERY_S = 1800.0
 LEADER_SHARE = 0.75
 #: The plan spends this share of what the books allow: the rest is slack for what it does not foresee (the
 #: first interval, when every node offers at once; closing writers; retries), so the leader catches up on
-#: it instead of carrying a backlog for ever (measured: a plan of exactly 32 commits an hour left offers
-#: put off for good, and a rank's newest record up to 35 minutes old at 1,024 nodes).
+#: it instead of carrying a backlog for ever (why 0.9: docs/design-notes.md).
 PLAN_SLACK = 0.9
 #: A 429 from the Hub multiplies the plan's gap by this, up to :data:`MAX_SLOWDOWN`; an hour without
 #: one brings it back to 1.
@@ -281,12 +280,3 @@ class Books:
         self.slowdown = min(MAX_SLOWDOWN, self.slowdown * SLOWDOWN_STEP)
         self._slowed_at = now
         self.refusals += 1
-
-
-def duration_text(seconds: float) -> str:
-    """A span as a person reads it: seconds, minutes or hours."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

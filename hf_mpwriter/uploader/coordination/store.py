@@ -9,8 +9,7 @@ Why so careful: the store is the training job's lifeline, not ours. Only small v
 deadline, and it runs in a throwaway thread: a store whose host is frozen (SIGSTOP, a dead NIC)
 blocks ``get``/``compare_set`` for ever, with the GIL released, so the caller walks away and the
 call is abandoned. Only the uploader process uses it: no training process ever waits on it.
-Importing ``torch.distributed`` costs the uploader ~1.5 s and ~220 MB, paid only in a multi-node
-job that has a store.
+``torch.distributed`` is imported only in a multi-node job that has a store (its cost: docs/design-notes.md).
 """
 
 from __future__ import annotations
@@ -192,8 +191,8 @@ class JobStore:
 
     def _bounded(self, call: Callable[[Any], T], round_trips: int = 1) -> T:
         """Run ``call(client)`` in a throwaway thread, one call at a time; :class:`StoreError` if it fails or
-        outlives the deadline (waiting for another thread's call counts against it; importing the client,
-        ~1.5 s once and far more on a loaded host, does not)."""
+        outlives the deadline (waiting for another thread's call counts against it; importing the client
+        once does not)."""
         from torch.distributed import TCPStore  # noqa: F401 - the first call's import, before its deadline starts
 
         started = time.monotonic()
@@ -266,8 +265,8 @@ class JobStore:
 def _connect(address: StoreAddress, deadline: float, serving: bool = False) -> Any:
     """A client of the store at ``address`` (``serving``: its server, on a free port, and its own client),
     its calls bounded by ``deadline``. Connecting is tried :data:`CONNECT_TRIES` times within it: torch's
-    client now and then misses its store's answer to the handshake and waits out its whole timeout (seen
-    in a process that serves stores too), where connecting again at once succeeds."""
+    client may miss its store's answer to the handshake and wait out its whole timeout, where connecting
+    again at once succeeds (docs/design-notes.md)."""
     from torch.distributed import TCPStore  # only here: a single-node uploader never loads torch
 
     for attempt in range(1, CONNECT_TRIES + 1):

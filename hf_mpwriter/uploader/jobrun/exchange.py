@@ -159,7 +159,7 @@ class JobMerge:
         """Write ``points`` (from :meth:`due`) into the job run, and the picture ``status`` shows."""
         newest = {r: s for ranks in self._ranks_of.values() for r, s in ranks.items()}
         if points:
-            self.run.write(points, newest, self.world, self.every)
+            self.run.write(points, self.world, self.every)
         self.run.publish(self.run.summary(newest, self.world, waiting=len(self._values), late=sum(self._late.values()),
                                           backlog=False, every=self.every, nodes=len(self._heard)))
 
@@ -285,6 +285,8 @@ class ViewExchange:
             store.set(f"view/{self.job.node}", value)
             self.view.made = 0
         written = self._finish_attempt(raw)
+        if not self.job.leading:  # ``status`` here: this node's part (the leader's node shows the whole job)
+            self.view.publish()
         if not self.job.leading or (self.merge is not None and raw != self._published):
             self._stop_merging()  # another node leads, or led meanwhile: a new merge takes up at its view/held
         if not self.job.leading or self.off:

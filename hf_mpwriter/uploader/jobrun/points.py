@@ -9,12 +9,24 @@ The job view, the nodes' values and the leader key points by ``(tag, step)`` and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union, cast
+from typing import NamedTuple, Union, cast
 
 from .histogram import Buckets, HistogramStats
 from .stats import Stats
 
 Point = Union[Stats, HistogramStats]
+
+
+class Walls(NamedTuple):
+    """When a point's values were logged, by their ranks' clocks: the first, the last, and the rank of the last."""
+
+    first: float
+    last: float
+    last_rank: int
+
+    def add(self, wall: float, rank: int) -> Walls:
+        last, last_rank = max((self.last, -self.last_rank), (wall, -rank))
+        return Walls(min(self.first, wall), last, -last_rank)
 Value = Union[float, Buckets]  # one rank's value of a point
 _HISTOGRAM = "\x00histogram\x00"
 
@@ -29,11 +41,11 @@ def histogram_tag(key: str) -> str | None:
     return key[len(_HISTOGRAM):] if key.startswith(_HISTOGRAM) else None
 
 
-def point_of(key: str, by_rank: Mapping[int, Value], missing: tuple[int, ...], wall: float) -> Point:
-    """The ranks' values of one point (``key``'s kind) as its statistics."""
+def point_of(key: str, by_rank: Mapping[int, Value], missing: tuple[int, ...], walls: Walls) -> Point:
+    """The ranks' values of one point (``key``'s kind) as its statistics; ``walls``: when they logged them."""
     if histogram_tag(key) is None:
-        return Stats.of(cast(Mapping[int, float], by_rank), missing, wall)
-    return HistogramStats.of(cast(Mapping[int, Buckets], by_rank), missing, wall)
+        return Stats.of(cast(Mapping[int, float], by_rank), missing, walls.last, walls.first, walls.last_rank)
+    return HistogramStats.of(cast(Mapping[int, Buckets], by_rank), missing, walls.last)
 
 
 def point_from_list(key: str, item: list) -> Point:

@@ -21,8 +21,9 @@ NO_RANK = -1  # the min or max rank of a point whose values are all NaN
 @dataclass(frozen=True)
 class Stats:
     """``n`` values: their sum and squared deviations, the lowest and highest with their ranks (NaN is
-    neither), the ranks that logged NaN, the ranks that logged the tag before but not this step, and
-    the newest wall time among the values."""
+    neither), the ranks that logged NaN, the ranks that logged the tag before but not this step, the
+    newest wall time among the values and the rank that logged it (the lowest among ties), and the
+    earliest: how far the slowest rank logged this step after the first, on the ranks' own clocks."""
 
     n: int
     sums: tuple[float, ...]  # the exact sum, as non-overlapping partial sums (:func:`_partials`)
@@ -34,9 +35,12 @@ class Stats:
     nan: tuple[int, ...]
     missing: tuple[int, ...]
     wall: float
+    first_wall: float = math.nan
+    last_rank: int = NO_RANK
 
     @classmethod
-    def of(cls, by_rank: Mapping[int, float], missing: tuple[int, ...] = (), wall: float = 0.0) -> Stats:
+    def of(cls, by_rank: Mapping[int, float], missing: tuple[int, ...] = (), wall: float = 0.0,
+           first_wall: float = math.nan, last_rank: int = NO_RANK) -> Stats:
         values = list(by_rank.values())
         sums = _partials(values)
         mean = exact_sum(sums) / len(values)
@@ -46,7 +50,7 @@ class Stats:
         high = min(ranks, key=lambda r: (-by_rank[r], r), default=NO_RANK)
         nan = tuple(sorted(r for r, v in by_rank.items() if math.isnan(v)))
         return cls(len(values), sums, m2, by_rank.get(low, math.nan), low, by_rank.get(high, math.nan), high, nan,
-                   tuple(sorted(missing)), wall)
+                   tuple(sorted(missing)), wall, first_wall, last_rank)
 
     def merge(self, other: Stats) -> Stats:
         """The statistics of both sets of ranks (disjoint) as one."""
@@ -59,9 +63,15 @@ class Stats:
             m2 = math.inf
         low, low_rank = _pick((self.low, self.low_rank), (other.low, other.low_rank), 1)
         high, high_rank = _pick((self.high, self.high_rank), (other.high, other.high_rank), -1)
+        wall, last_rank = _pick((self.wall, self.last_rank), (other.wall, other.last_rank), -1)
         return Stats(n, sums, m2, low, low_rank, high, high_rank,
                      tuple(sorted(self.nan + other.nan)), tuple(sorted(self.missing + other.missing)),
-                     max(self.wall, other.wall))
+                     wall, min(self.first_wall, other.first_wall, key=lambda w: (math.isnan(w), w)), last_rank)
+
+    @property
+    def lag(self) -> float:
+        """Seconds between the first rank's and the last rank's value of this step, by their own clocks."""
+        return self.wall - self.first_wall
 
     @property
     def mean(self) -> float:
@@ -76,15 +86,16 @@ class Stats:
 
     def to_list(self) -> list:
         return [self.n, list(self.sums), self.m2, self.low, self.low_rank, self.high, self.high_rank,
-                list(self.nan), list(self.missing), self.wall]
+                list(self.nan), list(self.missing), self.wall, self.first_wall, self.last_rank]
 
     @classmethod
     def from_list(cls, item: list) -> Stats:
-        n, sums, m2, low, low_rank, high, high_rank, nan, missing, wall = item
-        if int(n) < 1:
-            raise ValueError(f"a point of {n} values")
+        n, sums, m2, low, low_rank, high, high_rank, nan, missing, wall, *clocks = item
+        if int(n) < 1 or len(clocks) not in (0, 2):
+            raise ValueError(f"a point of {n} values, {len(item)} fields")
+        first_wall, last_rank = clocks or (math.nan, NO_RANK)  # (a point of before the ranks' clocks: none)
         return cls(int(n), tuple(float(v) for v in sums), float(m2), float(low), int(low_rank), float(high), int(high_rank),
-                   tuple(int(r) for r in nan), tuple(int(r) for r in missing), float(wall))
+                   tuple(int(r) for r in nan), tuple(int(r) for r in missing), float(wall), float(first_wall), int(last_rank))
 
 
 def _pick(a: tuple[float, int], b: tuple[float, int], sign: int) -> tuple[float, int]:

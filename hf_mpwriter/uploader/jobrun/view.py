@@ -3,27 +3,41 @@
 Before each commit the uploader reads what the ranks' event files gained and, for every scalar tag and
 step the ranks logged, writes to the job run
 
-    <tag>/mean  <tag>/min  <tag>/max  <tag>/std    (population std)
-    <tag>/min_rank  <tag>/max_rank                 (the lowest rank among ties)
-    <tag>/ranks  <tag>/missing                     (how many reported, and how many of the world did not)
+    <tag>                                          the mean: in TensorBoard, one more line in the
+                                                   ranks' own chart of the tag
+    job/<tag>/min  job/<tag>/max  job/<tag>/std    (population std)
+    job/<tag>/ranks  job/<tag>/missing             (how many reported, and how many of the world did not)
 
-from every rank's value for that step, a ``<tag>/missing_ranks`` text naming the ranks that logged the
-tag before but not this step, ``<tag>/most_often_min_rank`` and ``<tag>/most_often_max_rank`` (the
-ranks most often its min and max so far, written when they change: the straggler a step time names),
-``job/steps_behind`` and ``job/slowest_rank`` (the slowest rank's newest step against the newest), and
+(:func:`stat_tag`: the statistics other than the mean in one ``job`` group, where they do not bury the
+user's tags), from every rank's value for that step, a ``job/<tag>/missing_ranks`` text naming the
+ranks that logged the tag before but not this step, one ``job/extreme_ranks`` text a step naming each
+tag's min and max rank (rank ids as text: a chart would smooth them into fractions),
+``job/lag_s`` (how long after the first rank the last one logged the step, by the ranks' own clocks: the
+event's wall time; ranks in lockstep show none) and ``job/slowest_rank`` (a text naming that rank and its
+delay, where it is :data:`STRAGGLER_S` or more), and
 a Custom Scalars layout with a margin chart per tag (the mean in its min-max band). Each histogram
 tag's histograms of a step are merged into one, ``<tag>``, where the ranks' bucket limits agree, as
 tensorboardX's default ones do (:mod:`.histogram`; where they do not, none is written, and
-``status`` counts it), with its ``<tag>/missing_ranks``. The run rides along with the logdir's
+``status`` counts it), with its ``job/<tag>/missing_ranks``. The run rides along with the logdir's
 commits; nothing runs in the training processes.
 
-The rule for late data: a point is written once every rank of the world reported its step, or
-``wait`` seconds after the first rank did, or when the job ends, with whoever reported by then; a
-tag's steps are written in order. A value for a step the run already holds (a late rank, or a rank
-that restarted from a checkpoint) is not written: it is counted (``late``) and stays in its rank's run.
+The rule for late data (:meth:`JobView.waits_for`): a point is written once every rank of the world
+reported its step; else, at least ``wait`` seconds after the first rank did, once no rank it waits for
+is left: it waits for a rank that has not reached its step yet while that rank's writer is alive (or
+not known dead) and the rank logged something within :data:`~...timing.JOB_VIEW_SILENT_S` (a slow rank
+is late, not missing); and when the job ends, with whoever reported. A tag's steps are written in
+order. A value for a step the run already holds (a rank silent past that bound, or one that came back)
+is not written: it is counted (``late``) and stays in its rank's run.
+
+A restart is read as TensorBoard reads it: a rank whose writer restarted with ``purge_step`` (a
+``SessionLog.START`` at that step) loses its values from that step on, as its run does in TensorBoard;
+a job run that holds points from there drops them the same way (a ``SessionLog.START`` of its own), and
+every rank's values from there are read again, so that those steps are made anew from what the rank
+runs show. (A node of a job with a store drops the restarted rank's values; the leader's run keeps the
+steps it already wrote.)
 
 Values are finite or not as the ranks logged them: a NaN makes the step's mean and std NaN, is left
-out of its min and max, and its ranks are named (``<tag>/nan_ranks``); infinities give an infinite or
+out of its min and max, and its ranks are named (``job/<tag>/nan_ranks``); infinities give an infinite or
 NaN mean, as a sum of them would.
 
 Written where one uploader sees every rank of the job: one node, or a logdir every node shares (in a
@@ -52,14 +66,14 @@ from pathlib import Path
 
 from ...config import UploadConfig, matches, pattern_list
 from ...events.decoding import summaries
-from ...events.encoding import histogram_event, margin_layout_event, scalars_event, text_event
+from ...events.encoding import histogram_event, margin_layout_event, scalars_event, session_start_event, text_event
 from ...events.event_file import EventFileWriter
 from ...events.records import iter_records
 from ...state.piece import open_nofollow
 from ...state.statedir import read_json, state_dir, write_json_atomic
-from ...timing import JOB_VIEW_WAIT_S
+from ...timing import JOB_VIEW_SILENT_S, JOB_VIEW_WAIT_S
 from .histogram import Buckets, HistogramStats
-from .points import Point, Value, histogram_key, histogram_tag, point_from_list, point_of, value_from_json
+from .points import Point, Value, Walls, histogram_key, histogram_tag, point_from_list, point_of, value_from_json
 from .stats import NO_RANK, Stats
 
 logger = logging.getLogger(__name__)
@@ -75,11 +89,19 @@ READ_BYTES = 4 * 1024 * 1024
 #: How often (records decoded) a long read calls ``beat``.
 BEAT_EVERY = 2000
 #: The statistics written for each tag, in this order.
-STATS = ("mean", "min", "max", "std", "min_rank", "max_rank", "ranks", "missing")
+STATS = ("mean", "min", "max", "std", "ranks", "missing")
+
+
+def stat_tag(tag: str, name: str) -> str:
+    """The job run's tag of statistic ``name`` (of :data:`STATS`) of the ranks' ``tag``: the mean under the
+    tag itself (drawn with the ranks' lines), the others under ``job/<tag>/``."""
+    return tag if name == "mean" else f"job/{tag}/{name}"
 #: A node's points kept for the leader at most (more: no leader takes them, the oldest go).
 OUTBOX_POINTS = 20_000
 #: How many ranks ``status`` names per tag as most often the min or the max.
 TOP_RANKS = 5
+#: A step whose last rank logged it this long after the first names that rank (``job/slowest_rank``).
+STRAGGLER_S = 1.0
 _RANK_DIR = re.compile(r"rank-(\d+)")
 _BLOCK_DIR = re.compile(r"ranks-\d+-\d+")
 _Key = tuple[str, int]  # (tag, step)
@@ -106,15 +128,23 @@ class JobView:
         self._beat = beat
         self.run = JobRun(self.logdir)
         self._read_to: dict[str, int] = {}  # each rank file (path in the logdir): the bytes reduced so far
+        #: A rank file read again after another rank's restart: its steps below this are in the run already.
+        self._floor: dict[str, int] = {}
+        self._restarts: set[str] = set()  # the restarts (``file:offset``) the job run was made anew after
         self.backlog = False  # a rank file has more than the last update read
         self._values: dict[_Key, dict[int, Value]] = {}  # points not written yet: rank -> value
         # (a histogram tag's points are kept under its :func:`~.points.histogram_key`)
         self._first: dict[_Key, float] = {}  # when the first rank's value of a point was read (clock)
-        self._wall: dict[_Key, float] = {}  # the newest wall time among a point's values
+        self._wall: dict[_Key, Walls] = {}  # when a point's values were logged (the ranks' clocks)
         self._held: dict[str, int] = {}  # tag -> the last step written (a node: passed on to the leader)
         self.newest: dict[int, int] = {}  # rank -> its newest step (any tag)
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
         self.late = 0
+        #: The ranks whose writer is alive, as the uploader last saw them (``None``: not known): a dead rank's
+        #: steps are not waited for.
+        self.live: set[int] | None = None
+        self._started = clock()
+        self._heard: dict[int, float] = {}  # rank -> when a value of it was last read (clock)
         #: What the job run held at this start when there was no state to take up: re-read values up to
         #: there are not late, only read again.
         self._held_at_start: dict[str, int] = {}
@@ -165,12 +195,17 @@ class JobView:
                 with open_nofollow(path) as handle:
                     for end, record in iter_records(handle, start):
                         self._read_to[rel] = end
-                        found, histograms = summaries(record)
+                        found, histograms, restart = summaries(record)
+                        if restart is not None:
+                            self._restart(rank, f"{rel}:{end}", restart)
+                        floor = self._floor.get(rel, -math.inf)
                         for scalar in found:
-                            self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now)
+                            if scalar.step >= floor:
+                                self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now)
                         for histogram in histograms:
-                            self._take(rank, histogram_key(histogram.tag), histogram.step, Buckets.read(histogram),
-                                       histogram.wall_time, now)
+                            if histogram.step >= floor:
+                                self._take(rank, histogram_key(histogram.tag), histogram.step, Buckets.read(histogram),
+                                           histogram.wall_time, now)
                         decoded += 1
                         if decoded % BEAT_EVERY == 0:
                             self._beat()
@@ -181,8 +216,34 @@ class JobView:
                 self._read_to.pop(rel, None)
         return decoded
 
+    def _restart(self, rank: int, mark: str, step: int) -> None:
+        """``rank`` restarted at ``step`` (see the module): its values from there are gone, as in its run; the
+        first time this restart is read, a job run holding points from there drops them, and every other
+        rank's values from there are read again (``mark``: the restart's place, ``file:offset``)."""
+        for key in [key for key in self._values if key[1] >= step and rank in self._values[key]]:
+            del self._values[key][rank]
+            if not self._values[key]:
+                del self._values[key], self._first[key], self._wall[key]
+        self.newest[rank] = min(self.newest.get(rank, step - 1), step - 1)
+        if mark in self._restarts or self.node_ranks is not None:
+            return
+        self._restarts.add(mark)
+        again = [tag for tag, held in self._held.items() if held >= step]
+        if not again:
+            return
+        for tag in again:
+            self._held[tag] = step - 1
+        self._held_at_start = {tag: min(held, step - 1) for tag, held in self._held_at_start.items()}
+        self.run.restart(step)
+        for other, rel in self._rank_files():
+            if other != rank:
+                self._read_to[rel], self._floor[rel] = 0, step
+        self.backlog = True
+        logger.info("job run: rank %d restarted at step %d; the job run's steps from there are made anew", rank, step)
+
     def _take(self, rank: int, tag: str, step: int, value: Value, wall_time: float, now: float) -> None:
         self.world = max(self.world, rank + 1)  # ranks given explicitly: the world is what they show
+        self._heard[rank] = now
         self.newest[rank] = max(step, self.newest.get(rank, step))
         self._reporters.setdefault(tag, set()).add(rank)
         key = (tag, step)
@@ -195,7 +256,7 @@ class JobView:
             values = self._values[key] = {}
             self._first[key] = now
         values[rank] = value  # a rank that logs a step twice: its last value
-        self._wall[key] = max(wall_time, self._wall.get(key, wall_time))
+        self._wall[key] = self._wall.get(key, Walls(wall_time, wall_time, rank)).add(wall_time, rank)
 
     @property
     def waiting(self) -> int:
@@ -240,10 +301,10 @@ class JobView:
             by_rank = self._values.pop(key)
             del self._first[key]
             missing = tuple(sorted(self._reporters[tag] - set(by_rank)))  # late or dead: they logged this tag before
-            wall = self._wall.pop(key)
+            walls = self._wall.pop(key)
             self._held[tag] = max(step, self._held.get(tag, step))  # (a tag's steps are passed on in order)
             if step % self.every == 0:
-                points.append((tag, step, point_of(tag, by_rank, missing, wall)))
+                points.append((tag, step, point_of(tag, by_rank, missing, walls)))
         if self.node_ranks is not None:
             self.outbox.update({(tag, step): stats for tag, step, stats in points})
             self.run.points += len(points)
@@ -255,8 +316,8 @@ class JobView:
                                    OUTBOX_POINTS)
                 self.dropped += 1
         else:
-            self.run.write(points, self.newest, self.world)
-            self._publish()
+            self.run.write(points, self.world)
+            self.publish()
         return len(due)
 
     def _due(self, final: bool) -> list[_Key]:
@@ -265,11 +326,20 @@ class JobView:
         in time)."""
         now = self.clock()
         complete = self.world if self.node_ranks is None else max(self.node_ranks, len(self.newest))
+        ranks = range(self.world) if self.node_ranks is None else self.newest
         last: dict[str, int] = {}
         for (tag, step), values in self._values.items():
-            if final or len(values) >= complete or now - self._first[(tag, step)] >= self.wait:
+            if final or len(values) >= complete or (now - self._first[(tag, step)] >= self.wait and not any(
+                    self.waits_for(rank, step, now) for rank in ranks if rank not in values)):
                 last[tag] = max(step, last.get(tag, step))
         return [(tag, step) for tag, step in self._values if tag in last and step <= last[tag]]
+
+    def waits_for(self, rank: int, step: int, now: float) -> bool:
+        """Whether a point of ``step`` still waits for ``rank`` (the rule of late data, see the module): it has
+        not reached the step, its writer is not known dead, and it logged within :data:`JOB_VIEW_SILENT_S`."""
+        if self.newest.get(rank, -1) >= step or (self.live is not None and rank not in self.live):
+            return False
+        return now - self._heard.get(rank, self._started) < JOB_VIEW_SILENT_S
 
     # -- a node's points, for the job's leader -----------------------------------------------------------------
     def message(self, limit: int, final: bool) -> bytes:
@@ -319,10 +389,11 @@ class JobView:
         """What a restarted uploader takes up from: written after the points it covers (a crash between
         the two writes a batch again: TensorBoard shows it once)."""
         state = {
-            "read_to": self._read_to, "held": self._held, "run": self.run.state(),
+            "read_to": self._read_to, "held": self._held, "run": self.run.state(), "floor": self._floor,
+            "restarts": sorted(self._restarts),
             "newest": {str(r): s for r, s in self.newest.items()},
             "reporters": {tag: sorted(ranks) for tag, ranks in self._reporters.items()},
-            "waiting": [[tag, step, {str(r): v for r, v in values.items()}, self._wall[(tag, step)]]
+            "waiting": [[tag, step, {str(r): v for r, v in values.items()}, list(self._wall[(tag, step)])]
                         for (tag, step), values in self._values.items()],
             "outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.outbox.items()],
             "late": self.late,
@@ -341,13 +412,16 @@ class JobView:
             now = self.clock()
             self._read_to = {str(k): int(v) for k, v in state["read_to"].items()}
             self._held = {str(k): int(v) for k, v in state["held"].items()}
+            self._floor = {str(k): int(v) for k, v in state.get("floor", {}).items()}  # (a state of before restarts: none)
+            self._restarts = {str(mark) for mark in state.get("restarts", [])}
             self.run.load(state["run"])
             self.newest = {int(r): int(s) for r, s in state["newest"].items()}
             self._reporters = {tag: {int(r) for r in ranks} for tag, ranks in state["reporters"].items()}
             for tag, step, values, wall in state["waiting"]:
                 key = (str(tag), int(step))
                 self._values[key] = {int(r): value_from_json(key[0], v) for r, v in values.items()}
-                self._first[key], self._wall[key] = now, float(wall)
+                walls = [float(wall), float(wall), -1] if isinstance(wall, (int, float)) else wall  # (a state of before)
+                self._first[key], self._wall[key] = now, Walls(float(walls[0]), float(walls[1]), int(walls[2]))
             self.outbox = {(str(tag), int(step)): point_from_list(str(tag), item) for tag, step, item in state["outbox"]}
             self.late = int(state["late"])
             self.world = max([self.world, *(r + 1 for r in self.newest)])
@@ -358,7 +432,8 @@ class JobView:
         return True
 
     def _forget_state(self) -> None:
-        self._read_to, self._held, self.newest, self.outbox = {}, {}, {}, {}
+        self._read_to, self._held, self.newest, self.outbox, self._floor = {}, {}, {}, {}, {}
+        self._restarts = set()
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
         self.run = JobRun(self.logdir)
         self.late = 0
@@ -366,9 +441,13 @@ class JobView:
     def summary(self) -> dict:
         """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
         the min and the max."""
-        return self.run.summary(self.newest, self.world, late=self.late, waiting=self.waiting, backlog=self.backlog)
+        more = {} if self.node_ranks is None else {"node": True, "outbox": len(self.outbox)}  # (a node: its leader writes)
+        return self.run.summary(self.newest, self.world, late=self.late, waiting=self.waiting, backlog=self.backlog,
+                                restarts=len(self._restarts), **more)
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
+        """What ``status`` shows of the job run (a node of a job with a store: while its node does not lead,
+        :mod:`.exchange` says when)."""
         self.run.publish(self.summary())
 
 
@@ -383,14 +462,14 @@ class JobRun:
         self.extremes: dict[str, tuple[Counter, Counter]] = {}  # tag -> (times each rank was min, was max)
         self.points = 0
         self.unmerged = 0  # histogram points not written: their ranks' bucket limits disagree
-        self._stragglers_at = after  # the step job/steps_behind was last written at
+        self._stragglers_at = after  # the step job/lag_s was last written at
+        self.slowest: tuple[int, float] | None = None  # (rank, seconds) of the last step written (``status``)
         self._charted: set[str] = set()
-        self._often: dict[str, tuple[int, int]] = {}  # tag -> the ranks most often its min and max, as last written
         self._writer: EventFileWriter | None = None
 
-    def write(self, points: Sequence[tuple[str, int, Point]], newest: dict[int, int], world: int, every: int = 1) -> None:
-        """Write ``points`` (each tag's steps in order, after those it holds), with the ranks' newest steps
-        (and ``every``: the run holds only the steps divisible by it, where more than 1)."""
+    def write(self, points: Sequence[tuple[str, int, Point]], world: int, every: int = 1) -> None:
+        """Write ``points`` (each tag's steps in order, after those it holds; ``every``: the run holds only the
+        steps divisible by it, where more than 1)."""
         by_step: dict[int, list[tuple[str, Stats]]] = {}
         writer = self._open()
         written = len(points)
@@ -406,19 +485,46 @@ class JobRun:
             for tag, stats in tagged:
                 values.extend(self._point(tag, stats, world))
                 if stats.missing:
-                    writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text("missing", stats.missing), step, wall))
+                    writer.add_serialized(text_event(stat_tag(tag, "missing_ranks"), _ranks_text("missing", stats.missing),
+                                                     step, wall))
                 if stats.nan:
-                    writer.add_serialized(text_event(f"{tag}/nan_ranks", _ranks_text("NaN", stats.nan), step, wall))
-            if newest and (self._stragglers_at is None or step > self._stragglers_at):  # its steps in order too
-                slowest = min(newest, key=lambda r: (newest[r], r))
-                values += [("job/steps_behind", float(max(newest.values()) - newest[slowest])),
-                           ("job/slowest_rank", float(slowest))]
+                    writer.add_serialized(text_event(stat_tag(tag, "nan_ranks"), _ranks_text("NaN", stats.nan), step, wall))
+            extremes = [f"{tag}: min rank {stats.low_rank}, max rank {stats.high_rank}" for tag, stats in tagged
+                        if stats.low_rank != NO_RANK]
+            if extremes:
+                writer.add_serialized(text_event("job/extreme_ranks", "  \n".join(extremes), step, wall))
+            if self._stragglers_at is None or step > self._stragglers_at:  # its steps in order too
+                values += self._lag(writer, step, [stats for _, stats in tagged], wall)
                 if every > 1:
                     values.append(("job/every_kth_step", float(every)))
                 self._stragglers_at = step
             writer.add_serialized(scalars_event(values, step, wall))
         writer.flush()
         self.points += written
+
+    def _lag(self, writer: EventFileWriter, step: int, points: list[Stats], wall: float) -> list[tuple[str, float]]:
+        """``job/lag_s`` of a step: the longest lag among its points, by the ranks' clocks; its rank named
+        where the lag is :data:`STRAGGLER_S` or more."""
+        timed = [stats for stats in points if stats.last_rank != NO_RANK and math.isfinite(stats.lag)]
+        if not timed:
+            return []
+        worst = max(timed, key=lambda stats: (stats.lag, -stats.last_rank))
+        self.slowest = (worst.last_rank, worst.lag)
+        if worst.lag >= STRAGGLER_S:
+            writer.add_serialized(text_event("job/slowest_rank", f"rank {worst.last_rank}, {worst.lag:.1f} s after the "
+                                             "first rank", step, wall))
+        return [("job/lag_s", float(worst.lag))]
+
+    def restart(self, step: int) -> None:
+        """Drop the run's points at and after ``step`` as TensorBoard drops a restarted writer's: a
+        ``SessionLog.START`` at ``step`` (the points made anew come after it)."""
+        writer = self._open()
+        writer.add_serialized(session_start_event(step, time.time()))
+        writer.flush()
+        if self._stragglers_at is not None:
+            self._stragglers_at = min(self._stragglers_at, step - 1)
+        if step <= 0:
+            self._charted.clear()  # the layout (step 0) goes too: written again
 
     def _histogram(self, writer: EventFileWriter, key: str, step: int, point: HistogramStats) -> bool:
         """Write one merged histogram (and its missing ranks); ``False`` where it could not be merged."""
@@ -433,29 +539,24 @@ class JobRun:
                                "default ones?); such histograms are left out of it", tag)
             self.unmerged += 1
         if point.missing:
-            writer.add_serialized(text_event(f"{tag}/missing_ranks", _ranks_text("missing", point.missing), step, point.wall))
+            writer.add_serialized(text_event(stat_tag(tag, "missing_ranks"), _ranks_text("missing", point.missing), step,
+                                             point.wall))
         return buckets is not None
 
     def _point(self, tag: str, stats: Stats, world: int) -> list[tuple[str, float]]:
-        row = (stats.mean, stats.low, stats.high, stats.std, stats.low_rank, stats.high_rank, stats.n,
-               max(0, world - stats.n))
-        values = [(f"{tag}/{name}", float(value)) for name, value in zip(STATS, row)]
-        if stats.low_rank != NO_RANK:
+        row = (stats.mean, stats.low, stats.high, stats.std, stats.n, max(0, world - stats.n))
+        if stats.low_rank != NO_RANK:  # (``status``: the ranks most often the tag's min and max)
             mins, maxes = self.extremes.setdefault(tag, (Counter(), Counter()))
             mins[stats.low_rank] += 1
             maxes[stats.high_rank] += 1
-            often = (_most_often(mins), _most_often(maxes))
-            if often != self._often.get(tag):  # (written when it changes: a step chart of who it is)
-                self._often[tag] = often
-                values += [(f"{tag}/most_often_min_rank", float(often[0])), (f"{tag}/most_often_max_rank", float(often[1]))]
-        return values
+        return [(stat_tag(tag, name), float(value)) for name, value in zip(STATS, row)]
 
     def _chart(self, writer: EventFileWriter, tags: list[str]) -> None:
         """The Custom Scalars layout, written again whenever a tag is new (TensorBoard takes the run's last)."""
         if not tags:
             return
         self._charted.update(tags)
-        charts = [(tag, f"{tag}/mean", f"{tag}/min", f"{tag}/max") for tag in sorted(self._charted)]
+        charts = [(tag, tag, stat_tag(tag, "min"), stat_tag(tag, "max")) for tag in sorted(self._charted)]
         writer.add_serialized(margin_layout_event("job: mean, min-max across ranks", charts, time.time()))
 
     def _open(self) -> EventFileWriter:
@@ -483,10 +584,12 @@ class JobRun:
                     decoded += 1
                     if decoded % BEAT_EVERY == 0:
                         beat()
-                    found, histograms = summaries(record)
-                    for scalar in found:
-                        if scalar.tag.endswith("/mean"):
-                            tag = scalar.tag[:-len("/mean")]
+                    found, histograms, restart = summaries(record)
+                    if restart is not None:  # what came before at and after it is dropped, as TensorBoard does
+                        held = {tag: min(step, restart - 1) for tag, step in held.items()}
+                    for scalar in found:  # (every point has its ``job/<tag>/ranks``)
+                        if scalar.tag.startswith("job/") and scalar.tag.endswith("/ranks"):
+                            tag = scalar.tag[len("job/"):-len("/ranks")]
                             held[tag] = max(scalar.step, held.get(tag, scalar.step))
                             self._charted.add(tag)
                     for histogram in histograms:
@@ -517,6 +620,7 @@ class JobRun:
             "behind": {str(r): top - s for r, s in sorted(newest.items()) if s < top},
             "missing_ranks": sorted(set(range(world)) - set(newest)),
             "extremes": {tag: {"min": _top(mins), "max": _top(maxes)} for tag, (mins, maxes) in sorted(self.extremes.items())},
+            "slowest": None if self.slowest is None else {"rank": self.slowest[0], "lag_s": round(self.slowest[1], 3)},
         }
 
     def publish(self, summary: dict) -> None:
@@ -539,11 +643,6 @@ def _entries(path: Path) -> list[os.DirEntry]:
         return sorted(os.scandir(path), key=lambda e: e.name)
     except OSError:
         return []
-
-
-def _most_often(counts: Counter) -> int:
-    """The rank counted most often (the lowest among ties)."""
-    return min(counts, key=lambda rank: (-counts[rank], rank))
 
 
 def _top(counts: Counter) -> list[list[int]]:

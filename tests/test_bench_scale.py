@@ -1,0 +1,48 @@
+"""``scripts/bench_scale.py`` in one short scaled scenario: the bench that sizes a job of 1,024 nodes runs its
+nodes on production's pacing (the writer's settings under torchrun, the uploader's factory ``for_job``,
+``pacing(target.situation(config))``) and real leader processes; here 8 nodes of 2 ranks on a bucket for a
+few Hub-minutes, so that a change that breaks the bench (or what it drives) is seen in CI, not at the next
+long run. The numbers themselves are the bench's (docs/benchmarks.md), not asserted here."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch.distributed", reason="the job's store is torch's TCPStore")
+pytest.importorskip("hf_xet", reason="a bucket's leader writes by Xet hash")
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_scale.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_scale", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_short_scaled_job_on_production_pacing_lands_whole_within_the_limits(tmp_path):
+    from hf_mpwriter.targets.bucket import batch_takes_xet_hashes
+
+    if not batch_takes_xet_hashes():
+        pytest.skip("a bucket's leader needs huggingface_hub 1.10 or later")
+    bench = _bench()
+    saved = dict(os.environ)  # the bench points this process at its test Hub (os.environ): put back after
+    try:
+        os.environ["HF_HOME"] = str(tmp_path / "hf_home")
+        result = bench.run("bucket", nodes=8, ranks=2, scale=5.0, scenario="steady", tmp=tmp_path, quiet=True,
+                           minutes=1.0)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    counts = result["counts"]
+    assert counts["commits"] > 8 and result["leaders"], result  # the scenario: the leader committed every node's offers
+    assert result["readback"]["ok"] == result["readback"]["files"] == 16, result["readback"]
+    assert result["limits_hit"] == {} and counts["own_commits"] == 0, result

@@ -1,0 +1,163 @@
+"""The job run after a restart from a checkpoint: it shows what TensorBoard shows for the rank runs.
+
+Four ranks log steps 0-149 (attempt 1), then each restarts as the README says, ``purge_step=100``
+(tensorboardX writes a ``SessionLog.START`` at step 100 first in its new file), and logs steps 100-199
+again with other values (attempt 2). TensorBoard's reader then shows attempt 1 for steps 0-99 and attempt 2
+for 100-199 in every rank run; the job run must hold, at every step, the statistics of exactly that.
+The rank files are tensorboardX's own (its ``purge_step`` path); the job view is the uploader's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import accumulator
+from tensorboardX import SummaryWriter as TBXWriter
+from test_job_view import _assert_equal, _Clock, _job_points, _recomputed
+
+from hf_mpwriter.events.decoding import summaries
+from hf_mpwriter.events.encoding import session_start_event
+from hf_mpwriter.state.statedir import state_dir
+from hf_mpwriter.uploader.jobrun.view import STATE_FILE, STATUS_FILE, JobView
+
+WORLD = 4
+
+
+def _value(attempt: int, rank: int, step: int) -> float:
+    return attempt * 1000.0 + rank * 10.0 + (step * 7 + rank * 3) % 11
+
+
+def _attempt(logdir: Path, attempt: int, steps: range, purge_step: int | None = None, upto: int | None = None) -> None:
+    """Every rank's writer of one attempt: ``steps`` logged (to ``upto``, where given, the rest never written)."""
+    for rank in range(WORLD):
+        writer = TBXWriter(str(logdir / f"rank-{rank:03d}"), purge_step=purge_step, filename_suffix=f".{attempt}")
+        for step in steps:
+            if upto is not None and step > upto:
+                break
+            writer.add_scalar("loss", _value(attempt, rank, step), step)
+        writer.close()
+
+
+def _view(logdir: Path, clock: _Clock) -> JobView:
+    return JobView(logdir, WORLD, wait=30.0, clock=clock)
+
+
+def test_the_start_event_is_tensorboardxs_own(tmp_path):
+    """What the job run writes to drop its own points is what ``purge_step`` writes, and reads back as a restart."""
+    writer = TBXWriter(str(tmp_path), purge_step=100)
+    writer.close()
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+    (path,) = tmp_path.glob("*tfevents*")
+    records = list(RawEventFileLoader(str(path)).Load())
+    starts = [record for record in records if summaries(record).start is not None]
+    assert [summaries(record).start for record in starts] == [100]
+    from tensorboardX.proto.event_pb2 import Event
+
+    wall = Event.FromString(starts[0]).wall_time
+    assert session_start_event(100, wall) == starts[0]
+
+
+@pytest.mark.parametrize("uploader", ["the same uploader", "a new uploader without its state"])
+def test_a_resumed_job_s_run_equals_the_statistics_of_what_tensorboard_shows_for_its_ranks(tmp_path, uploader):
+    """Attempt 1 logs 0-149 (the job run already holds them); the restart at 100 logs 100-199 again. The job
+    run, read with TensorBoard's reader, equals at every step 0-199 the statistics of the rank runs as that
+    reader shows them. With a new uploader that has no state: attempt 1's steps 140-149 were on disk, never
+    read, and purged by the restart: no job point is made of them."""
+    logdir, clock = tmp_path / "logs", _Clock()
+    fresh = uploader != "the same uploader"
+    _attempt(logdir, 1, range(150), upto=139 if fresh else None)
+    view = _view(logdir, clock)
+    view.update()
+    clock.now += 60
+    view.update()
+    held = _job_points(logdir, "loss")
+    assert max(held) == 139 if fresh else 149  # the scenario: the job run holds attempt 1 past the restart's step
+    if fresh:  # 140-149 reach the disk after the view's last read; the uploader is killed; no state survives
+        _attempt(logdir, 15, range(140, 150))  # (attempt 1's writer, its last records: in a file of its own)
+        view.close()
+        (state_dir(logdir) / STATE_FILE).unlink()
+        view = _view(logdir, clock)
+    _attempt(logdir, 2, range(100, 200), purge_step=100)
+    view.update()
+    clock.now += 60
+    view.update(final=True)
+    view.close()
+    restarts = json.loads((state_dir(logdir) / STATUS_FILE).read_text())["restarts"]
+    assert restarts >= 1  # the path: the view read the restart and made the steps from there anew
+    want = _recomputed(logdir, "loss")
+    assert sorted(want) == list(range(200))  # what TensorBoard shows of the ranks: attempt 1 to 99, attempt 2 after
+    assert {step: stats["mean"] // 1000 for step, stats in want.items()} == {s: 1 if s < 100 else 2 for s in range(200)}
+    _assert_equal(_job_points(logdir, "loss"), want, WORLD)
+
+
+def test_a_job_run_that_restarted_is_taken_up_without_writing_its_steps_twice(tmp_path):
+    """A new uploader without its view's state reads the job run itself to know what it holds: points the
+    job run dropped at its own restart are not held (they are made again), those before are."""
+    logdir, clock = tmp_path / "logs", _Clock()
+    _attempt(logdir, 1, range(150))
+    view = _view(logdir, clock)
+    view.update(final=True)
+    _attempt(logdir, 2, range(100, 120), purge_step=100)
+    view.update(final=True)
+    view.close()
+    (state_dir(logdir) / STATE_FILE).unlink()
+    again = _view(logdir, clock)  # it finds 0-119 in the run (its points 120-149 were dropped at step 100)
+    _attempt(logdir, 3, range(120, 130))
+    again.update(final=True)
+    again.close()
+    points = _job_points(logdir, "loss")
+    assert sorted(points) == list(range(130)) and accumulator(logdir / "job").Scalars("loss")
+
+
+def _late_rank_job(tmp_path: Path, rank_2: str) -> tuple[JobView, Path]:
+    """Four ranks at 2 steps a second; rank 2 stalls 40 s at step 100 (a data loader, a checkpoint of its own)
+    and then logs as fast as the others, 40 s behind; ``rank_2="dies"``: its writer is gone from step 100."""
+    from test_job_view import _log, _rank_writer
+
+    logdir, clock = tmp_path / "logs", _Clock()
+    writers = [_rank_writer(logdir, rank) for rank in range(WORLD)]
+    view = JobView(logdir, WORLD, wait=30.0, clock=clock)
+    view.live = set(range(WORLD))
+    backlog: list[tuple[float, int]] = []  # rank 2's steps, when they are logged
+    for tick in range(0, 2 * 200 + 100):  # half-second ticks
+        clock.now = tick / 2
+        step = tick
+        if step < 200:
+            for rank in (0, 1, 3):
+                _log(writers[rank], step, _value(1, rank, step))
+            if step < 100:
+                _log(writers[2], step, _value(1, 2, step))
+            elif rank_2 == "late":
+                backlog.append((clock.now + 40.0, step))
+        while backlog and backlog[0][0] <= clock.now:
+            late_step = backlog.pop(0)[1]
+            _log(writers[2], late_step, _value(1, 2, late_step))
+        if rank_2 == "dies" and step == 100:
+            view.live = {0, 1, 3}
+        view.update()
+    assert view.points == 200, view.points  # every step written while the job ran (not at its end)
+    view.update(final=True)
+    view.close()
+    return view, logdir
+
+
+def test_a_rank_late_by_40_s_is_waited_for_and_the_job_run_is_exact(tmp_path):
+    """Rank 2, alive, 40 s behind from step 100: every step waits for it (past the 30 s wait), so every point
+    holds the 4 ranks, none is late; ``status`` says nobody is behind at the end."""
+    view, logdir = _late_rank_job(tmp_path, "late")
+    points = _job_points(logdir, "loss")
+    assert sorted(points) == list(range(200))
+    assert {step for step, stats in points.items() if stats["ranks"] != WORLD} == set()
+    assert view.late == 0 and json.loads((state_dir(logdir) / STATUS_FILE).read_text())["behind"] == {}
+
+
+def test_a_rank_whose_writer_is_gone_is_not_waited_for(tmp_path):
+    """Rank 2's writer is gone at step 100: from there each step is written after its wait with the 3 others,
+    rank 2 named missing, without waiting out the silent bound."""
+    view, logdir = _late_rank_job(tmp_path, "dies")
+    points = _job_points(logdir, "loss")
+    assert sorted(points) == list(range(200))
+    assert {step for step, stats in points.items() if stats["ranks"] == WORLD - 1} == set(range(100, 200))
+    assert {step: stats["missing"] for step, stats in points.items() if step >= 100} == {s: 1.0 for s in range(100, 200)}
