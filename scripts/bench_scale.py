@@ -167,7 +167,7 @@ DEFAULT_SCALE = {"repo": 60.0, "bucket": 5.0, "kill-store": 600.0}
 def production_node(kind: str, node: int, nodes: int, ranks: int, scale: float, port: int, job: str,
                     endpoint: str, ranks_known: bool = True) -> tuple[Any, Any]:
     """``(config, target)`` of node ``node``: the settings a rank's writer saves under torchrun (``ranks`` a
-    node, the job's store at ``port``), and the target the uploader's factory (``member.for_job``) makes of
+    node, the job's store at ``port``), and the target the uploader's factory (``factory.for_job``) makes of
     them, with the Hub's windows ``scale`` times shorter (``JobTiming(windows=scale)``). Its pacing is then
     production's: ``pacing(target.situation(config))``. ``ranks_known=False``: the settings say nothing of the
     node's ranks, as before issue 46 (the uploader's environment lost ``LOCAL_WORLD_SIZE``)."""
@@ -177,7 +177,8 @@ def production_node(kind: str, node: int, nodes: int, ranks: int, scale: float, 
     from hf_mpwriter.environment import Environment, Launcher
     from hf_mpwriter.targets import target_for
     from hf_mpwriter.timing import JobTiming
-    from hf_mpwriter.uploader.coordination.member import JobTarget, for_job
+    from hf_mpwriter.uploader.coordination.factory import for_job
+    from hf_mpwriter.uploader.coordination.member import JobTarget
     from hf_mpwriter.uploader.schedule import call_bound
 
     commit_every = (10.0 if kind == "bucket" else 300.0) / scale  # the target's default, in Hub time

@@ -23,7 +23,8 @@ from upload_helpers import TOKEN, check_remote, finish, hub_env, start_writer
 
 from hf_mpwriter.config import UploadConfig, commit_interval, load
 from hf_mpwriter.timing import HUB_COMMIT_SPACING_S
-from hf_mpwriter.uploader.coordination.member import JobTarget, for_job
+from hf_mpwriter.uploader.coordination.factory import for_job
+from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.pacing import pacing
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress, StoreError
 

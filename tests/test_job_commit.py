@@ -522,7 +522,7 @@ def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, t
     again :data:`STORE_RETRY_S` later (2 s here), and from then on its files go through the job's leader."""
     from hf_mpwriter.cli.main import _committer_text
     from hf_mpwriter.targets import target_for
-    from hf_mpwriter.uploader.coordination import member as job_commit
+    from hf_mpwriter.uploader.coordination import factory as job_commit
 
     port = closed_port()  # the store's, later
     hub.create_repo(REPO)
@@ -631,7 +631,7 @@ def test_the_running_uploader_publishes_how_its_commits_go_when_that_changes(hub
     from hf_mpwriter import HFSummaryWriter
     from hf_mpwriter.config import load
     from hf_mpwriter.targets import target_for
-    from hf_mpwriter.uploader.coordination import member as job_commit
+    from hf_mpwriter.uploader.coordination import factory as job_commit
     from hf_mpwriter.uploader.loop import Uploader
 
     monkeypatch.setenv("HF_MPWRITER_COMMITS_PER_HOUR", "3600")  # commits 1 s apart

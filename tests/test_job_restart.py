@@ -19,7 +19,8 @@ from test_job_view import _assert_equal, _Clock, _job_points, _recomputed
 from hf_mpwriter.events.decoding import summaries
 from hf_mpwriter.events.encoding import session_start_event
 from hf_mpwriter.state.statedir import state_dir
-from hf_mpwriter.uploader.jobrun.view import STATE_FILE, STATUS_FILE, JobView
+from hf_mpwriter.uploader.jobrun.runfile import STATUS_FILE
+from hf_mpwriter.uploader.jobrun.view import STATE_FILE, JobView
 
 WORLD = 4
 

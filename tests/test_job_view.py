@@ -28,8 +28,9 @@ from hf_mpwriter.events.decoding import scalars
 from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scalars_event, text_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.events.records import iter_records
+from hf_mpwriter.uploader.jobrun.runfile import STATS, stat_tag
 from hf_mpwriter.uploader.jobrun.stats import Stats
-from hf_mpwriter.uploader.jobrun.view import STATE_FILE, STATS, JobView, stat_tag
+from hf_mpwriter.uploader.jobrun.view import STATE_FILE, JobView
 
 REPO = "tester/job-view"
 PREFIX = "tensorboard/logs/"

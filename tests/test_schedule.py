@@ -99,7 +99,7 @@ def test_nodes_without_a_store_keep_to_the_jobs_budget_together(monkeypatch, tmp
     every 10 s.)"""
     from hf_mpwriter.targets.bucket import BucketTarget
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader.coordination.member import situation
+    from hf_mpwriter.uploader.coordination.factory import situation
     from hf_mpwriter.uploader.coordination.pacing import pacing as node_pacing
     from hf_mpwriter.uploader.coordination.plan import LEADER_SHARE, REQUESTS_PER_WRITE, make_budget
 
@@ -143,7 +143,7 @@ def test_a_single_node_keeps_commit_every_within_the_logs_commit_rate():
     """On the Hub with nothing set: its ~128 commits an hour at most; ``HF_MPWRITER_COMMITS_PER_HOUR`` sets
     the rate on any endpoint (more, for one that accepts more; fewer); another endpoint states none."""
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader.coordination.member import situation
+    from hf_mpwriter.uploader.coordination.factory import situation
     from hf_mpwriter.uploader.coordination.pacing import pacing as node_pacing
 
     target = HubTarget("me/run", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:1")

@@ -209,7 +209,7 @@ def test_a_logdir_every_node_shares_without_a_store_commits_as_one_node(hub, tmp
 
     from hf_mpwriter.config import load
     from hf_mpwriter.targets.hub import HubTarget
-    from hf_mpwriter.uploader.coordination.member import situation
+    from hf_mpwriter.uploader.coordination.factory import situation
     from hf_mpwriter.uploader.coordination.pacing import pacing
     from hf_mpwriter.uploader.loop import Uploader
     from hf_mpwriter.uploader.schedule import until_turn

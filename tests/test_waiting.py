@@ -86,7 +86,7 @@ def test_a_quick_close_says_nothing_about_waiting(tmp_path, caplog):
 @pytest.mark.parametrize(("job", "words"), [
     (None, ("next commit, due in 42 s",)),
     ({"job_id": "j", "node": 1, "nodes": 2, "mode": "job", "leading": False, "age_bound": 300.0},
-     ("leader", "node 1 of 2", "300 s")),
+     ("leader", "node 1 of 2", "5 min")),  # (one unit for a span, as status says it)
     ({"job_id": "j", "node": 0, "nodes": 2, "mode": "job", "leading": True}, ("leads",)),
     ({"job_id": "j", "node": 1, "nodes": 2, "mode": "node", "why": "the store failed"}, ("turn", "the store failed")),
     ({"job_id": "j", "node": 1, "nodes": 2, "mode": "job", "store_gone": True}, ("turn",)),

@@ -20,7 +20,7 @@ from ..state.filesystem import queue_advice
 from ..state.jobqueue import JobQueue, audit_record
 from ..state.registry import live_writers
 from ..state.statedir import STATE_DIRNAME, read_json, state_dir
-from ..uploader.jobrun.view import STATUS_FILE as JOB_VIEW_FILE
+from ..uploader.jobrun.runfile import STATUS_FILE as JOB_VIEW_FILE
 from ..uploader.snapshot import Scanner
 
 #: How many levels below a directory :func:`find_logdirs` looks (a Lightning ``save_dir`` holds its

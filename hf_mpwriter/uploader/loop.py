@@ -52,7 +52,7 @@ from ..targets import Target, target_for
 from ..timing import JOB_VIEW_LAST_WAIT_S, JOB_VIEW_READ_S, PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
 from . import system_metrics
 from .commit_cycle import Committer, Progress
-from .coordination import member
+from .coordination import factory, member
 from .coordination.pacing import pacing
 from .file_limit import FileLimitWatch
 from .jobrun import exchange
@@ -122,7 +122,7 @@ class Uploader:
         self._token = token or os.environ.get("HF_TOKEN")
         self.target = target or target_for(loaded, self._token)
         if target is None and owns_process:  # a multi-node job with a store: one leader commits for all
-            self.target = member.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout))
+            self.target = factory.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout))
         self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self._call)
         self.file_limit = FileLimitWatch(loaded)  # a repository holds fewer than 100,000 files: say it in time
         self._next_prune = 0.0
@@ -259,7 +259,7 @@ class Uploader:
         if isinstance(self.target, member.JobTarget):
             situation = self.target.situation(self.config)
         else:
-            situation = member.situation(self.config, self.target, shared=self._shared)
+            situation = factory.situation(self.config, self.target, shared=self._shared)
         interval, phase, case = pacing(situation)
         if case != self._case:  # said once a case: its interval, and what changes it where it is not commit_every
             self._case = case
@@ -269,7 +269,7 @@ class Uploader:
                 logger.warning("commit_every=%.0f s: this node's files are committed every %.0f s instead (%s): the logs' "
                                "budget on the Hub; HF_MPWRITER_COMMITS_PER_HOUR (and HF_MPWRITER_API_REQUESTS) raise it",
                                self.config.commit_every, interval, case)
-        spacing = member.target_spacing(self.config, self.target)
+        spacing = factory.target_spacing(self.config, self.target)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
         trigger_gap = min(self.config.commit_every, spacing)

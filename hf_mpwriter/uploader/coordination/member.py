@@ -43,9 +43,7 @@ parent to fence with; a late write of a leader still holding an old offer makes 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import importlib.util
 import json
 import logging
 import time
@@ -54,14 +52,9 @@ from collections.abc import Callable, Sequence
 from ...config import UploadConfig, commit_interval
 from ...errors import Deferred, TargetError
 from ...state.piece import Piece
-from ...targets import Target, target_for
-from ...targets.bucket import BucketTarget, batch_takes_xet_hashes
-from ...targets.hub import HubTarget
-from ...targets.xet_content import xet_usable
+from ...targets import Target
 from ...timing import (
     HUB_COMMIT_EVERY_S,
-    PREPARED_WAIT_MIN_S,
-    PREPARED_WAIT_NODES,
     PREPARED_WAIT_S,
     STORE_RETRY_S,
     JobTiming,
@@ -70,7 +63,7 @@ from .leader import Leader, SharedTarget, target_kind
 from .pacing import Situation, Store
 from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import WITHDRAWN, Malformed, claimer, parse_answer, parse_lease
-from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError, store_address
+from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -81,7 +74,7 @@ JOB_AUDITORS = 8
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
-__all__ = ["JobTarget", "Leader", "SharedTarget", "for_job", "situation", "store_prefix", "target_spacing"]
+__all__ = ["JobTarget", "Leader", "SharedTarget", "store_prefix"]
 
 
 def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
@@ -524,73 +517,3 @@ class JobTarget(Target):
 
 def _identity(pieces: Sequence[Piece]) -> tuple:
     return tuple(sorted((p.path, p.size, p.sha256) for p in pieces))
-
-
-def for_job(config: UploadConfig, target: Target, token: str | None, call_bound: float,
-            timing: JobTiming = JobTiming()) -> Target:
-    """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store.
-
-    Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
-    :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
-    (``config.nodes > 1``), only with a store in the environment
-    (:func:`~hf_mpwriter.uploader.coordination.store.store_address`); otherwise each node commits itself at its
-    own slots (:func:`.pacing.pacing`). A store that does not answer yet gives a :class:`JobTarget`
-    that commits itself until it does (offering to the leader again :data:`STORE_RETRY_S` after a failure).
-    """
-    address = store_address(config.store, config.job_id) if config.job_store else None  # HF_MPWRITER_JOB_STORE=0: each itself
-    if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):
-        return target
-    if importlib.util.find_spec("torch") is None:  # the store's client is torch's
-        logger.info("job %s: no torch in the uploader's environment, so no job store: each node commits its own "
-                    "files", address.job_id)
-        return target
-    if isinstance(target, BucketTarget) and not (xet_usable() and batch_takes_xet_hashes()):
-        logger.info("job %s: each node writes its own files to the bucket (one leader needs hf_xet and "
-                    "huggingface_hub 1.10 or later)", address.job_id)
-        return target
-    store = JobStore(address, store_prefix(address, target.key))
-    leader_target = target_for(dataclasses.replace(config, nodes=1, node_rank=0), token)
-    assert isinstance(leader_target, (HubTarget, BucketTarget))
-    prepared_wait = max(PREPARED_WAIT_MIN_S, PREPARED_WAIT_S * min(1.0, config.nodes / PREPARED_WAIT_NODES))
-    job = JobTarget(target, leader_target, store, config.node_rank, config.nodes,
-                    wait=min(timing.offer_wait, call_bound / 3), spacing=_write_spacing(config, leader_target) / timing.windows,
-                    prepared_wait=prepared_wait, budget=_budget(config).scaled(timing.windows),
-                    commit_every=config.commit_every, call_bound=call_bound,
-                    files_hint=config.ranks_per_node or 1, timing=timing)
-    try:
-        store.get("lease")
-        job.store_seen = True
-        logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",
-                    address.job_id, address.host, address.port)
-    except StoreError as exc:  # not there yet (an env:// store rank 0 creates later), too busy, or gone
-        job.store_seen = not store.gone()
-        logger.warning("%s; %s", exc, OWN_COMMITS)
-        job.store_failed(exc)
-        job.mode = "node"
-    return job
-
-
-def situation(config: UploadConfig, target: Target, shared: bool = False) -> Situation:
-    """What decides the commit times of a node's uploader (:func:`.pacing.pacing`) without a job's leader
-    (no store: ``HF_MPWRITER_JOB_STORE=0``, none in the launcher's environment, a local target), from its
-    settings; ``shared``: its logdir is every node's (it is the job's one uploader)."""
-    kind = target_kind(target) if isinstance(target, (HubTarget, BucketTarget)) else None
-    return Situation(commit_every=config.commit_every, rate_interval=commit_interval(config), nodes=config.nodes,
-                     node=config.node_rank, kind=kind, budget=_budget(config) if kind else None,
-                     files=config.ranks_per_node or 1, spacing=_write_spacing(config, target), shared=shared)
-
-
-def _budget(config: UploadConfig) -> Budget:
-    return make_budget(config.commits_per_hour, config.api_requests, config.files_per_commit)
-
-
-def target_spacing(config: UploadConfig, target: Target) -> float:
-    """Seconds between two commits to ``target``: the settings' (:func:`hf_mpwriter.config.commit_spacing`),
-    else the target's own (a bucket has none)."""
-    return config.min_interval if config.min_interval is not None else target.min_interval
-
-
-def _write_spacing(config: UploadConfig, target: Target) -> float:
-    """Seconds between two writes of the job's files (the leader's, or a node's own): at most one per
-    round, the commit spacing apart."""
-    return min(config.commit_every, target_spacing(config, target)) / 2

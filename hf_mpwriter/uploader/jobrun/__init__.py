@@ -3,7 +3,8 @@
 - ``stats``: one scalar's statistics over some ranks at one step, in a form that merges exactly.
 - ``histogram``: some ranks' histograms of one tag and step merged into one.
 - ``points``: a point of either kind, and the one ``merge``.
-- ``view``: a node's reading of its ranks' files into points, and the run file it writes.
+- ``view``: the reading of the ranks' files into points (a restart, a late rank: the rule of late data).
+- ``runfile``: the job run's file in TensorBoard's terms (its tags, texts, layout, its own restart).
 - ``values``: the values a node and a group of nodes put in the job's store.
 - ``exchange``: a node's rounds: its points to the job's leader, and the leader's merge of every node's.
 - ``tree``: the groups of a large job's merge tree, each with a store of its own.

@@ -49,9 +49,10 @@ from ...timing import JOB_VIEW_WAIT_S
 from ..coordination.protocol import Seat
 from ..coordination.store import MAX_VALUE_BYTES, JobStore, StoreError
 from .points import Point, merge, point_from_list
+from .runfile import JobRun
 from .tree import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
 from .values import parse_value
-from .view import JobRun, JobView
+from .view import JobView
 
 logger = logging.getLogger(__name__)
 

@@ -57,51 +57,31 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ...config import UploadConfig, matches, pattern_list
 from ...events.decoding import summaries
-from ...events.encoding import histogram_event, margin_layout_event, scalars_event, session_start_event, text_event
-from ...events.event_file import EventFileWriter
 from ...events.records import iter_records
 from ...state.piece import open_nofollow
 from ...state.statedir import read_json, state_dir, write_json_atomic
 from ...timing import JOB_VIEW_SILENT_S, JOB_VIEW_WAIT_S
-from .histogram import Buckets, HistogramStats
-from .points import Point, Value, Walls, histogram_key, histogram_tag, point_from_list, point_of, value_from_json
-from .stats import NO_RANK, Stats
+from .histogram import Buckets
+from .points import Point, Value, Walls, histogram_key, point_from_list, point_of, value_from_json
+from .runfile import BEAT_EVERY, RUN_DIR, JobRun, entries
 
 logger = logging.getLogger(__name__)
 
-RUN_DIR = "job"
-#: The job run's picture for ``status`` (:meth:`JobView.summary`), in the logdir's state directory.
-STATUS_FILE = "job_view.json"
 #: Where a restarted uploader's job view takes up (offsets read, points waiting), in the state directory.
 STATE_FILE = "job_view_state.json"
 #: The most read from one rank file in one update: a long backlog (a restart without the state file,
 #: ``sync`` of a logdir logged offline) is read over several updates, in bounded memory and time.
 READ_BYTES = 4 * 1024 * 1024
-#: How often (records decoded) a long read calls ``beat``.
-BEAT_EVERY = 2000
-#: The statistics written for each tag, in this order.
-STATS = ("mean", "min", "max", "std", "ranks", "missing")
 
-
-def stat_tag(tag: str, name: str) -> str:
-    """The job run's tag of statistic ``name`` (of :data:`STATS`) of the ranks' ``tag``: the mean under the
-    tag itself (drawn with the ranks' lines), the others under ``job/<tag>/``."""
-    return tag if name == "mean" else f"job/{tag}/{name}"
 #: A node's points kept for the leader at most (more: no leader takes them, the oldest go).
 OUTBOX_POINTS = 20_000
-#: How many ranks ``status`` names per tag as most often the min or the max.
-TOP_RANKS = 5
-#: A step whose last rank logged it this long after the first names that rank (``job/slowest_rank``).
-STRAGGLER_S = 1.0
 _RANK_DIR = re.compile(r"rank-(\d+)")
 _BLOCK_DIR = re.compile(r"ranks-\d+-\d+")
 _Key = tuple[str, int]  # (tag, step)
@@ -171,7 +151,7 @@ class JobView:
                 match = _RANK_DIR.fullmatch(run.name)
                 if match is None:
                     continue
-                for entry in _entries(run):
+                for entry in entries(run):
                     rel = Path(entry.path).relative_to(self.logdir).as_posix()
                     if "tfevents" in entry.name and entry.is_file(follow_symlinks=False) and self._sent(rel):
                         yield int(match[1]), rel
@@ -451,206 +431,10 @@ class JobView:
         self.run.publish(self.summary())
 
 
-class JobRun:
-    """The job run's file (:data:`RUN_DIR`): points written by step, a margin chart per tag, and how
-    often each rank was a tag's min or max (for ``status``)."""
-
-    def __init__(self, logdir: Path, after: int | None = None) -> None:
-        """``after``: the last step the run's job-wide series hold (a new leader: what the last one wrote)."""
-        self.logdir = Path(logdir)
-        self.run_dir = self.logdir / RUN_DIR
-        self.extremes: dict[str, tuple[Counter, Counter]] = {}  # tag -> (times each rank was min, was max)
-        self.points = 0
-        self.unmerged = 0  # histogram points not written: their ranks' bucket limits disagree
-        self._stragglers_at = after  # the step job/lag_s was last written at
-        self.slowest: tuple[int, float] | None = None  # (rank, seconds) of the last step written (``status``)
-        self._charted: set[str] = set()
-        self._writer: EventFileWriter | None = None
-
-    def write(self, points: Sequence[tuple[str, int, Point]], world: int, every: int = 1) -> None:
-        """Write ``points`` (each tag's steps in order, after those it holds; ``every``: the run holds only the
-        steps divisible by it, where more than 1)."""
-        by_step: dict[int, list[tuple[str, Stats]]] = {}
-        writer = self._open()
-        written = len(points)
-        for key, step, point in sorted(points, key=lambda p: (p[1], p[0])):
-            if isinstance(point, HistogramStats):
-                written -= not self._histogram(writer, key, step, point)
-            else:
-                by_step.setdefault(step, []).append((key, point))
-        self._chart(writer, sorted({tag for tagged in by_step.values() for tag, _ in tagged} - self._charted))
-        for step, tagged in by_step.items():
-            values: list[tuple[str, float]] = []
-            wall = max(stats.wall for _, stats in tagged)
-            for tag, stats in tagged:
-                values.extend(self._point(tag, stats, world))
-                if stats.missing:
-                    writer.add_serialized(text_event(stat_tag(tag, "missing_ranks"), _ranks_text("missing", stats.missing),
-                                                     step, wall))
-                if stats.nan:
-                    writer.add_serialized(text_event(stat_tag(tag, "nan_ranks"), _ranks_text("NaN", stats.nan), step, wall))
-            extremes = [f"{tag}: min rank {stats.low_rank}, max rank {stats.high_rank}" for tag, stats in tagged
-                        if stats.low_rank != NO_RANK]
-            if extremes:
-                writer.add_serialized(text_event("job/extreme_ranks", "  \n".join(extremes), step, wall))
-            if self._stragglers_at is None or step > self._stragglers_at:  # its steps in order too
-                values += self._lag(writer, step, [stats for _, stats in tagged], wall)
-                if every > 1:
-                    values.append(("job/every_kth_step", float(every)))
-                self._stragglers_at = step
-            writer.add_serialized(scalars_event(values, step, wall))
-        writer.flush()
-        self.points += written
-
-    def _lag(self, writer: EventFileWriter, step: int, points: list[Stats], wall: float) -> list[tuple[str, float]]:
-        """``job/lag_s`` of a step: the longest lag among its points, by the ranks' clocks; its rank named
-        where the lag is :data:`STRAGGLER_S` or more."""
-        timed = [stats for stats in points if stats.last_rank != NO_RANK and math.isfinite(stats.lag)]
-        if not timed:
-            return []
-        worst = max(timed, key=lambda stats: (stats.lag, -stats.last_rank))
-        self.slowest = (worst.last_rank, worst.lag)
-        if worst.lag >= STRAGGLER_S:
-            writer.add_serialized(text_event("job/slowest_rank", f"rank {worst.last_rank}, {worst.lag:.1f} s after the "
-                                             "first rank", step, wall))
-        return [("job/lag_s", float(worst.lag))]
-
-    def restart(self, step: int) -> None:
-        """Drop the run's points at and after ``step`` as TensorBoard drops a restarted writer's: a
-        ``SessionLog.START`` at ``step`` (the points made anew come after it)."""
-        writer = self._open()
-        writer.add_serialized(session_start_event(step, time.time()))
-        writer.flush()
-        if self._stragglers_at is not None:
-            self._stragglers_at = min(self._stragglers_at, step - 1)
-        if step <= 0:
-            self._charted.clear()  # the layout (step 0) goes too: written again
-
-    def _histogram(self, writer: EventFileWriter, key: str, step: int, point: HistogramStats) -> bool:
-        """Write one merged histogram (and its missing ranks); ``False`` where it could not be merged."""
-        tag = histogram_tag(key) or key
-        buckets = point.buckets
-        if buckets is not None:
-            stats = (buckets.min, buckets.max, buckets.num, buckets.sum, buckets.sum_squares)
-            writer.add_serialized(histogram_event(tag, stats, list(buckets.limits), list(buckets.counts), step, point.wall))
-        else:
-            if not self.unmerged:
-                logger.warning("job run: histogram %r: the ranks' bucket limits differ (buckets other than tensorboardX's "
-                               "default ones?); such histograms are left out of it", tag)
-            self.unmerged += 1
-        if point.missing:
-            writer.add_serialized(text_event(stat_tag(tag, "missing_ranks"), _ranks_text("missing", point.missing), step,
-                                             point.wall))
-        return buckets is not None
-
-    def _point(self, tag: str, stats: Stats, world: int) -> list[tuple[str, float]]:
-        row = (stats.mean, stats.low, stats.high, stats.std, stats.n, max(0, world - stats.n))
-        if stats.low_rank != NO_RANK:  # (``status``: the ranks most often the tag's min and max)
-            mins, maxes = self.extremes.setdefault(tag, (Counter(), Counter()))
-            mins[stats.low_rank] += 1
-            maxes[stats.high_rank] += 1
-        return [(stat_tag(tag, name), float(value)) for name, value in zip(STATS, row)]
-
-    def _chart(self, writer: EventFileWriter, tags: list[str]) -> None:
-        """The Custom Scalars layout, written again whenever a tag is new (TensorBoard takes the run's last)."""
-        if not tags:
-            return
-        self._charted.update(tags)
-        charts = [(tag, tag, stat_tag(tag, "min"), stat_tag(tag, "max")) for tag in sorted(self._charted)]
-        writer.add_serialized(margin_layout_event("job: mean, min-max across ranks", charts, time.time()))
-
-    def _open(self) -> EventFileWriter:
-        if self._writer is None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._writer = EventFileWriter(self.run_dir, max_queue=1_000_000, flush_secs=3600.0)
-        return self._writer
-
-    def close(self) -> None:
-        """Close the run's file (it is complete: made read-only, sent once more as it is)."""
-        if self._writer is not None:
-            self._writer.close(retry_secs=0)
-            self._writer = None
-
-    def resume(self, beat: Callable[[], None]) -> dict[str, int]:
-        """The last step per tag the run's files hold, a histogram tag's under its key (a start without
-        state: what is there is not written again); ``beat`` is called while reading."""
-        held: dict[str, int] = {}
-        decoded = 0
-        for entry in _entries(self.run_dir):
-            if "tfevents" not in entry.name or not entry.is_file(follow_symlinks=False):
-                continue
-            with open_nofollow(Path(entry.path)) as handle:
-                for _, record in iter_records(handle):
-                    decoded += 1
-                    if decoded % BEAT_EVERY == 0:
-                        beat()
-                    found, histograms, restart = summaries(record)
-                    if restart is not None:  # what came before at and after it is dropped, as TensorBoard does
-                        held = {tag: min(step, restart - 1) for tag, step in held.items()}
-                    for scalar in found:  # (every point has its ``job/<tag>/ranks``)
-                        if scalar.tag.startswith("job/") and scalar.tag.endswith("/ranks"):
-                            tag = scalar.tag[len("job/"):-len("/ranks")]
-                            held[tag] = max(scalar.step, held.get(tag, scalar.step))
-                            self._charted.add(tag)
-                    for histogram in histograms:
-                        key = histogram_key(histogram.tag)
-                        held[key] = max(histogram.step, held.get(key, histogram.step))
-        return held
-
-    def state(self) -> dict:
-        return {"charted": sorted(self._charted), "points": self.points, "stragglers_at": self._stragglers_at,
-                "unmerged": self.unmerged,
-                "extremes": {tag: [dict(mins), dict(maxes)] for tag, (mins, maxes) in self.extremes.items()}}
-
-    def load(self, state: dict) -> None:
-        self._charted = set(state["charted"])
-        self.points = int(state["points"])
-        self.unmerged = int(state.get("unmerged", 0))  # (a state file of before histograms: none)
-        self._stragglers_at = None if state["stragglers_at"] is None else int(state["stragglers_at"])
-        self.extremes = {tag: (Counter({int(r): c for r, c in mins.items()}), Counter({int(r): c for r, c in maxes.items()}))
-                         for tag, (mins, maxes) in state["extremes"].items()}
-
-    def summary(self, newest: dict[int, int], world: int, **more: object) -> dict:
-        """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
-        the min and the max."""
-        top = max(newest.values(), default=0)
-        return {
-            "run": RUN_DIR, "world_size": world, "points": self.points, "histograms_not_merged": self.unmerged, **more,
-            "newest_step": {str(r): s for r, s in sorted(newest.items())},
-            "behind": {str(r): top - s for r, s in sorted(newest.items()) if s < top},
-            "missing_ranks": sorted(set(range(world)) - set(newest)),
-            "extremes": {tag: {"min": _top(mins), "max": _top(maxes)} for tag, (mins, maxes) in sorted(self.extremes.items())},
-            "slowest": None if self.slowest is None else {"rank": self.slowest[0], "lag_s": round(self.slowest[1], 3)},
-        }
-
-    def publish(self, summary: dict) -> None:
-        """The picture ``status`` shows (:data:`STATUS_FILE`)."""
-        try:
-            write_json_atomic(state_dir(self.logdir) / STATUS_FILE, summary)
-        except OSError as exc:
-            logger.debug("job view: status not written (%s)", exc)
-
-
 def _dirs(path: Path) -> Iterator[Path]:
-    for entry in _entries(path):
+    for entry in entries(path):
         if entry.is_dir(follow_symlinks=False):
             yield Path(entry.path)
-
-
-def _entries(path: Path) -> list[os.DirEntry]:
-    """A directory's entries by name (none if it cannot be listed: gone, or not a directory)."""
-    try:
-        return sorted(os.scandir(path), key=lambda e: e.name)
-    except OSError:
-        return []
-
-
-def _top(counts: Counter) -> list[list[int]]:
-    return [[rank, times] for rank, times in counts.most_common(TOP_RANKS)]
-
-
-def _ranks_text(what: str, ranks: tuple[int, ...]) -> str:
-    return f"{what}: rank " + ", ".join(str(r) for r in ranks)
 
 
 def start_for(logdir: Path, config: UploadConfig, beat: Callable[[], None] = lambda: None,
