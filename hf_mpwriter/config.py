@@ -151,7 +151,7 @@ class UploadConfig:
     nodes: int = 1  # nodes of the job that commit to this target, each with its own uploader
     node_rank: int = 0  # this logdir's node: its turn among them
     #: The job's ranks, as its writers detected them (0: unknown, ranks given with ``rank=``): the job run
-    #: (:mod:`hf_mpwriter.uploader.job_view`) counts a step's missing ranks against it.
+    #: (:mod:`hf_mpwriter.uploader.jobrun.view`) counts a step's missing ranks against it.
     world_size: int = 1
     #: The launcher's facts (:class:`hf_mpwriter.environment.Launcher`), as the writer read them: its ranks on
     #: this node (0: not said), the launch's id and the job's store (``host:port``).
@@ -173,7 +173,7 @@ class UploadConfig:
     http_timeout: float = HTTP_TIMEOUT_S
     #: A multi-node job commits through one leader where it has a store (``HF_MPWRITER_JOB_STORE``).
     job_store: bool = True
-    #: The job's budget on the Hub (:mod:`hf_mpwriter.uploader.job_plan`); ``None``: the default.
+    #: The job's budget on the Hub (:mod:`hf_mpwriter.uploader.coordination.plan`); ``None``: the default.
     #: Commits to one repository per hour (``HF_MPWRITER_COMMITS_PER_HOUR``).
     commits_per_hour: float | None = None
     #: Hub API requests per 5 minutes (``HF_MPWRITER_API_REQUESTS``).
@@ -458,10 +458,11 @@ def commits_allowed(config: UploadConfig) -> float | None:
 
 
 def warn_about_interval(config: UploadConfig) -> None:
-    """Say once per logdir (the caller saves the settings first), in the training process, when the commits
-    come less often than ``commit_every`` asks (:func:`commit_interval`), and which setting changes it."""
+    """Say once per logdir (the caller saves the settings first), in the training process, when a single
+    uploader's commits come less often than ``commit_every`` asks (:func:`commit_interval`), and which
+    setting changes it. (A job of several nodes: its plan decides, and each node's uploader says it.)"""
     interval = commit_interval(config)
-    if interval <= config.commit_every:
+    if interval <= config.commit_every or config.nodes > 1:
         return
     why = (f"HF_MPWRITER_COMMITS_PER_HOUR={config.commits_per_hour:g} allows one commit every {interval:.0f} s"
            if config.commits_per_hour is not None else

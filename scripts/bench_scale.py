@@ -41,7 +41,7 @@ thread's renewals, one round trip per 0.5 s, share that store and may fall into 
 WHAT IS SIMULATED: the nodes. One loop in this process (not 1,024 threads) keeps each node's next due
 time: the slots of the latest plan the node got in an answer, which says them as seconds from now and the
 node turns into phases of its own clock (``Plan.phases``; before that the job's start pacing,
-``job_plan.start_pacing``, as ``JobTarget.pacing``). ``--skew S``: the leaders' wall clocks run S seconds
+``plan.start_pacing``, production's ``pacing(target.situation(config))``). ``--skew S``: the leaders' wall clocks run S seconds
 ahead of the nodes' (negative: behind; their monotonic clocks do not), as hosts' clocks can. Each due
 node's offer is written exactly as ``JobTarget.commit`` writes it (``offer/{node}`` =
 ``{"seq","incarnation","wait","waiting","last","files":[[path, sha256, size, xet_hash], ...]}``), but the
@@ -73,7 +73,7 @@ a round trip (a cross-node store) is its counted round trips × 0.3 ms; the loop
 
 SCENARIOS (``--scenario``):
 - ``steady``: a warm-up (until every node's first offer is held: the processes' first HTTP calls take
-  seconds, and a big job starts a group at a time, ``job_plan.start_pacing``; then one plan interval),
+  seconds, and a big job starts a group at a time, ``plan.start_pacing``; then one plan interval),
   then at least 1.5 plan intervals and one Hub-hour (a repository: commits per hour are measured, not
   extrapolated) or two API windows (a bucket).
 - ``kill-leader``: as steady; after the warm-up and one more interval, SIGKILL the leading process (the
@@ -363,7 +363,7 @@ class Nodes:
             values[f"answer/{node}"] = b"{}"
         self.store.multi_set(values)
         self.store.append("members", "".join(f"{n}," for n in range(self.n)).encode())
-        # no plan yet: the job's start pacing (JobTarget.pacing: together, or spread past the first requests' budget)
+        # no plan yet: the job's start pacing (production's pacing: together, or spread past the first requests' budget)
         now = time.time()
         self.due = [self.next_slot(node, now, cycled=False) for node in range(self.n)]
 
@@ -649,7 +649,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             t0 = next_age = stop_at = kill_at = math.inf  # set once the job's start is over
             next_sample = wall_start  # the Hub's requests from the job's first second (the start included)
             first_commit_s = start_s = math.inf
-            start_span = max(sim.due) - wall_start  # the last group's first slot (job_plan.start_pacing)
+            start_span = max(sim.due) - wall_start  # the last group's first slot (plan.start_pacing)
             pick = random.Random(nodes)
             while time.time() < stop_at and (scenario != "kill-store" or not killed or sim.store_gone_at is None
                                               or time.time() - sim.store_gone_at < KILL_STORE_GIVE_UP_S):

@@ -60,14 +60,17 @@ def test_the_start_event_is_tensorboardxs_own(tmp_path):
     assert session_start_event(100, wall) == starts[0]
 
 
-@pytest.mark.parametrize("uploader", ["the same uploader", "a new uploader without its state"])
-def test_a_resumed_job_s_run_equals_the_statistics_of_what_tensorboard_shows_for_its_ranks(tmp_path, uploader):
+@pytest.mark.parametrize("uploader", ["the same uploader", "a new uploader without its state", "long files read in parts"])
+def test_a_resumed_job_s_run_equals_the_statistics_of_what_tensorboard_shows_for_its_ranks(tmp_path, uploader,
+                                                                                           monkeypatch):
     """Attempt 1 logs 0-149 (the job run already holds them); the restart at 100 logs 100-199 again. The job
     run, read with TensorBoard's reader, equals at every step 0-199 the statistics of the rank runs as that
     reader shows them. With a new uploader that has no state: attempt 1's steps 140-149 were on disk, never
     read, and purged by the restart: no job point is made of them."""
     logdir, clock = tmp_path / "logs", _Clock()
     fresh = uploader != "the same uploader"
+    if uploader == "long files read in parts":  # (a rank file past READ_BYTES, 4 MiB: some 4,000 steps of 20 tags)
+        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)
     _attempt(logdir, 1, range(150), upto=139 if fresh else None)
     view = _view(logdir, clock)
     view.update()
@@ -162,3 +165,23 @@ def test_a_rank_whose_writer_is_gone_is_not_waited_for(tmp_path):
     assert sorted(points) == list(range(200))
     assert {step for step, stats in points.items() if stats["ranks"] == WORLD - 1} == set(range(100, 200))
     assert {step: stats["missing"] for step, stats in points.items() if step >= 100} == {s: 1.0 for s in range(100, 200)}
+
+
+def test_a_restart_read_from_long_files_makes_no_point_of_the_older_attempts_tail(tmp_path, monkeypatch):
+    """Attempt 1 reached step 199; the restart at 100 has reached 120 so far. A new uploader (no state) reads
+    the long old files a part at a time, their tail after the restart's START in the new files: nothing of
+    attempt 1 from step 100 on is made into a point (TensorBoard shows none of it), so the job run ends at 120."""
+    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)  # (a rank file past 4 MiB, read in parts)
+    logdir, clock = tmp_path / "logs", _Clock()
+    _attempt(logdir, 1, range(200))
+    _attempt(logdir, 2, range(100, 121), purge_step=100)
+    view = _view(logdir, clock)
+    view.update()
+    clock.now += 60
+    view.update()
+    assert view.backlog is False and view.points > 0  # the scenario: everything read, in parts
+    view.update(final=True)
+    view.close()
+    want = _recomputed(logdir, "loss")
+    assert sorted(want) == list(range(121))
+    _assert_equal(_job_points(logdir, "loss"), want, WORLD)

@@ -30,10 +30,10 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
 
     Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
     :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
-    (``config.nodes > 1``), only with a store in the environment
-    (:func:`~hf_mpwriter.uploader.coordination.store.store_address`); otherwise each node commits itself at its
+    (``config.nodes > 1``), only with a store in the logdir's settings (the writer found it in the launcher's
+    environment: :func:`~hf_mpwriter.uploader.coordination.store.store_address`); otherwise each node commits itself at its
     own slots (:func:`.pacing.pacing`). A store that does not answer yet gives a :class:`JobTarget`
-    that commits itself until it does (offering to the leader again :data:`STORE_RETRY_S` after a failure).
+    that commits itself until it does (offering to the leader again ``timing.store_retry`` after a failure).
     """
     address = store_address(config.store, config.job_id) if config.job_store else None  # HF_MPWRITER_JOB_STORE=0: each itself
     if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):

@@ -464,7 +464,8 @@ class Leader:
     def members(self) -> list[int]:
         """The nodes that announced themselves in this store (their keys exist)."""
         raw = self.store.get("members") or b""
-        listed = {int(part) for part in raw.decode().split(",") if part.strip().isdigit()}
+        parts = [part.strip() for part in raw.decode(errors="replace").split(",")]
+        listed = {int(part) for part in parts if part.isascii() and part.isdigit()}
         return sorted(node for node in listed if 0 <= node < self.nodes)
 
     def _answer(self, offers: dict[int, Any], answer: dict, each: dict[int, dict] | None = None) -> None:

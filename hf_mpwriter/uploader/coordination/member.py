@@ -248,9 +248,9 @@ class JobTarget(Target):
             key = f"incarnation/{self.node}"
             try:
                 if self.incarnation == 0:  # one more than any uploader of this node before: the store counts
-                    self.incarnation = self.store.add(key, 1)
+                    self.incarnation = self._count_up(key)
                 elif (current := self.store.add(key, 0)) < self.incarnation:  # a store that came back empty
-                    self.store.add(key, self.incarnation - current)
+                    self.store.compare_set(key, str(current).encode(), str(self.incarnation).encode())
                 # The node's keys exist from now on (created if missing, else left as they are): the leader
                 # reads every member's keys in one batch, and a batch waits for a missing key.
                 self.store.compare_set(f"offer/{self.node}", b"", WITHDRAWN)
@@ -262,6 +262,14 @@ class JobTarget(Target):
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
                 self.store_failed(exc)
         return self._announced
+
+    def _count_up(self, key: str) -> int:
+        """The counter ``key`` plus one, set with ``compare_set`` (a call abandoned that lands late changes
+        nothing: an ``add`` would count twice, and every offer of ours would look older than the count)."""
+        while True:
+            current = self.store.add(key, 0)
+            if self.store.compare_set(key, str(current).encode(), str(current + 1).encode()):
+                return current + 1
 
     def stop(self) -> None:
         self.leader.stop()

@@ -170,9 +170,9 @@ class Plan:
         """A plan from a leader's answer; ``None`` for anything else (an older leader, a garbled value)."""
         try:
             plan = cls(**{k: value[k] for k in ("nodes", "per_commit", "gap", "interval", "own_gap")})
+            ok = plan.nodes >= 1 and plan.per_commit >= 1 and plan.interval > 0 and plan.gap >= 0 and plan.own_gap > 0
         except (KeyError, TypeError):
             return None
-        ok = plan.nodes >= 1 and plan.per_commit >= 1 and plan.interval > 0 and plan.gap >= 0 and plan.own_gap > 0
         return plan if ok else None
 
 

@@ -59,7 +59,7 @@ def claimer(value: bytes | None, seq: int) -> tuple[int, int] | None:
     if not value or not value.startswith(TAKEN):
         return None
     parts = value[len(TAKEN):].decode(errors="replace").split(":")
-    if len(parts) != 3 or parts[0] != str(seq) or not (parts[1].isdigit() and parts[2].isdigit()):
+    if len(parts) != 3 or parts[0] != str(seq) or not all(part.isascii() and part.isdigit() for part in parts[1:]):
         return None
     return int(parts[1]), int(parts[2])
 
@@ -126,7 +126,7 @@ def parse_counter(raw: bytes | None, what: str) -> int:
     if not raw:
         return 0
     text = raw.decode(errors="replace").strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise Malformed(f"{what}: {text[:40]!r} is not a count")
     return int(text)
 

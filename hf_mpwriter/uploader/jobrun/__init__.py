@@ -9,5 +9,6 @@
 - ``exchange``: a node's rounds: its points to the job's leader, and the leader's merge of every node's.
 - ``tree``: the groups of a large job's merge tree, each with a store of its own.
 
-It reaches the job through the coordination package's store only (:mod:`hf_mpwriter.uploader.coordination.store`).
+It reaches the job through the coordination package's store and protocol only (:mod:`hf_mpwriter.uploader.coordination.store`,
+:class:`~hf_mpwriter.uploader.coordination.protocol.Seat`).
 """

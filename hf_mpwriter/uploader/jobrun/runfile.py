@@ -34,6 +34,9 @@ STATS = ("mean", "min", "max", "std", "ranks", "missing")
 TOP_RANKS = 5
 #: A step whose last rank logged it this long after the first names that rank (``job/slowest_rank``).
 STRAGGLER_S = 1.0
+#: The run's tags as :func:`stat_tag` names them (1: ``<tag>/mean`` and the others beside it, before issue 47):
+#: a run taken up from an older layout writes its margin charts again, for the new names.
+LAYOUT = 2
 #: How often (records decoded) a long read calls ``beat``.
 BEAT_EVERY = 2000
 
@@ -191,12 +194,12 @@ class JobRun:
         return held
 
     def state(self) -> dict:
-        return {"charted": sorted(self._charted), "points": self.points, "stragglers_at": self._stragglers_at,
+        return {"layout": LAYOUT, "charted": sorted(self._charted), "points": self.points, "stragglers_at": self._stragglers_at,
                 "unmerged": self.unmerged,
                 "extremes": {tag: [dict(mins), dict(maxes)] for tag, (mins, maxes) in self.extremes.items()}}
 
     def load(self, state: dict) -> None:
-        self._charted = set(state["charted"])
+        self._charted = set(state["charted"]) if state.get("layout") == LAYOUT else set()  # (older tags: charted anew)
         self.points = int(state["points"])
         self.unmerged = int(state.get("unmerged", 0))  # (a state file of before histograms: none)
         self._stragglers_at = None if state["stragglers_at"] is None else int(state["stragglers_at"])

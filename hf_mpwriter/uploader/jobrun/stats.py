@@ -63,7 +63,8 @@ class Stats:
             m2 = math.inf
         low, low_rank = _pick((self.low, self.low_rank), (other.low, other.low_rank), 1)
         high, high_rank = _pick((self.high, self.high_rank), (other.high, other.high_rank), -1)
-        wall, last_rank = _pick((self.wall, self.last_rank), (other.wall, other.last_rank), -1)
+        wall = max(self.wall, other.wall)
+        last_rank = _pick((self.wall, self.last_rank), (other.wall, other.last_rank), -1)[1]
         return Stats(n, sums, m2, low, low_rank, high, high_rank,
                      tuple(sorted(self.nan + other.nan)), tuple(sorted(self.missing + other.missing)),
                      wall, min(self.first_wall, other.first_wall, key=lambda w: (math.isnan(w), w)), last_rank)

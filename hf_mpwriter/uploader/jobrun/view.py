@@ -23,9 +23,10 @@ commits; nothing runs in the training processes.
 
 The rule for late data (:meth:`JobView.waits_for`): a point is written once every rank of the world
 reported its step; else, at least ``wait`` seconds after the first rank did, once no rank it waits for
-is left: it waits for a rank that has not reached its step yet while that rank's writer is alive (or
-not known dead) and the rank logged something within :data:`~...timing.JOB_VIEW_SILENT_S` (a slow rank
-is late, not missing); and when the job ends, with whoever reported. A tag's steps are written in
+is left: it waits for a rank that logged the tag before and has not reached the step yet, while that
+rank's writer is alive (or not known dead) and the rank logged something within
+:data:`~...timing.JOB_VIEW_SILENT_S` (a slow rank is late, not missing); and when the job ends, with
+whoever reported. A tag's steps are written in
 order. A value for a step the run already holds (a rank silent past that bound, or one that came back)
 is not written: it is counted (``late``) and stays in its rank's run.
 
@@ -46,8 +47,9 @@ node-local logdirs get none). In a multi-node job with a store, each node reduce
 points (:mod:`.points`) and the job's leader merges them into one job run (:mod:`.exchange`).
 The world size is what the writers detected, or the highest rank seen plus one.
 
-Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file (a backlog is
-read over the next updates, before the job's last points are written), calls ``beat`` while it
+Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file, a rank's files in
+order (a backlog is read over the next updates; no point is written before every rank file is read to
+its end: an unread part may hold a restart that drops what was read), calls ``beat`` while it
 works (the uploader's heartbeat), and a restarted uploader takes up where the last one stopped
 (:data:`STATE_FILE`: the offsets read, the points waiting, what the run holds), not from the start.
 """
@@ -71,6 +73,7 @@ from ...timing import JOB_VIEW_SILENT_S, JOB_VIEW_WAIT_S
 from .histogram import Buckets
 from .points import Point, Value, Walls, histogram_key, point_from_list, point_of, value_from_json
 from .runfile import BEAT_EVERY, RUN_DIR, JobRun, entries
+from .stats import NO_RANK
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +166,10 @@ class JobView:
         if len({rank for rank, _ in files}) < 2 and self.node_ranks is None:
             return 0  # one process logs: nothing to reduce, nothing read (read from the start once a second rank logs)
         now, decoded = self.clock(), 0
+        unfinished: set[int] = set()  # ranks with a file not read to its end: their later files wait (read in order)
         for rank, rel in files:
+            if rank in unfinished:
+                continue
             start = self._read_to.get(rel, 0)
             path = self.logdir / rel
             try:
@@ -177,7 +183,7 @@ class JobView:
                         self._read_to[rel] = end
                         found, histograms, restart = summaries(record)
                         if restart is not None:
-                            self._restart(rank, f"{rel}:{end}", restart)
+                            self._restart(rank, rel, end, restart)
                         floor = self._floor.get(rel, -math.inf)
                         for scalar in found:
                             if scalar.step >= floor:
@@ -191,20 +197,25 @@ class JobView:
                             self._beat()
                         if end - start >= READ_BYTES and end < size:
                             self.backlog = True  # the rest at the next read
+                            unfinished.add(rank)
                             break
             except FileNotFoundError:
                 self._read_to.pop(rel, None)
         return decoded
 
-    def _restart(self, rank: int, mark: str, step: int) -> None:
-        """``rank`` restarted at ``step`` (see the module): its values from there are gone, as in its run; the
-        first time this restart is read, a job run holding points from there drops them, and every other
-        rank's values from there are read again (``mark``: the restart's place, ``file:offset``)."""
+    def _restart(self, rank: int, rel: str, offset: int, step: int) -> None:
+        """``rank`` restarted at ``step`` in its file ``rel`` (see the module): its values from there, read from
+        its earlier files (a rank's files are read in order), are gone, as in its run; the first time this
+        restart is read, a job run holding points from there drops them, and every other rank's values from
+        there are read again."""
         for key in [key for key in self._values if key[1] >= step and rank in self._values[key]]:
             del self._values[key][rank]
             if not self._values[key]:
                 del self._values[key], self._first[key], self._wall[key]
+            else:  # (when the others logged it is still known; who was last, no longer)
+                self._wall[key] = Walls(self._wall[key].first, self._wall[key].last, NO_RANK)
         self.newest[rank] = min(self.newest.get(rank, step - 1), step - 1)
+        mark = f"{rel}:{offset}"
         if mark in self._restarts or self.node_ranks is not None:
             return
         self._restarts.add(mark)
@@ -257,7 +268,8 @@ class JobView:
         read = written = 0
         while True:
             read += self._read()
-            written += self._write_due(final and not self.backlog)
+            if not self.backlog:  # a rank's unread part may hold a restart that drops what is read so far
+                written += self._write_due(final)
             if not self.backlog or time.monotonic() >= deadline:
                 break
         if read or written:  # (called at every cycle and at exit: cheap when nothing changed)
@@ -306,17 +318,17 @@ class JobView:
         in time)."""
         now = self.clock()
         complete = self.world if self.node_ranks is None else max(self.node_ranks, len(self.newest))
-        ranks = range(self.world) if self.node_ranks is None else self.newest
         last: dict[str, int] = {}
         for (tag, step), values in self._values.items():
             if final or len(values) >= complete or (now - self._first[(tag, step)] >= self.wait and not any(
-                    self.waits_for(rank, step, now) for rank in ranks if rank not in values)):
+                    self.waits_for(rank, step, now) for rank in self._reporters[tag] if rank not in values)):
                 last[tag] = max(step, last.get(tag, step))
         return [(tag, step) for tag, step in self._values if tag in last and step <= last[tag]]
 
     def waits_for(self, rank: int, step: int, now: float) -> bool:
-        """Whether a point of ``step`` still waits for ``rank`` (the rule of late data, see the module): it has
-        not reached the step, its writer is not known dead, and it logged within :data:`JOB_VIEW_SILENT_S`."""
+        """Whether a point of ``step`` of a tag ``rank`` logged before still waits for it (the rule of late data,
+        see the module): it has not reached the step, its writer is not known dead, and it logged within
+        :data:`JOB_VIEW_SILENT_S`."""
         if self.newest.get(rank, -1) >= step or (self.live is not None and rank not in self.live):
             return False
         return now - self._heard.get(rank, self._started) < JOB_VIEW_SILENT_S
@@ -370,6 +382,7 @@ class JobView:
         the two writes a batch again: TensorBoard shows it once)."""
         state = {
             "read_to": self._read_to, "held": self._held, "run": self.run.state(), "floor": self._floor,
+
             "restarts": sorted(self._restarts),
             "newest": {str(r): s for r, s in self.newest.items()},
             "reporters": {tag: sorted(ranks) for tag, ranks in self._reporters.items()},
