@@ -190,3 +190,25 @@ def test_a_transient_error_outlives_a_new_uploader_until_the_target_answers(tmp_
     committer.take_over()
     assert committer.queue.error() is None, "an error that needs the user is checked again by a new uploader"
     committer.close()
+
+
+def test_a_job_split_over_differently_named_logdirs_is_said_in_the_ranks_output_once(tmp_path, caplog):
+    """A node's uploader found, in the job's store, nodes logging to another folder (``split_from`` in what it
+    publishes): the ranks' own output says it, once, naming both folders; nothing is said where it is not so."""
+    import json
+
+    from hf_mpwriter.state.statedir import state_dir
+    from hf_mpwriter.writer.reporting import ProblemReporter
+
+    logdir = tmp_path / "logs-node1"
+    info = state_dir(logdir) / "uploader.json"
+    info.write_text(json.dumps({"pid": 1, "job": {"split_from": None}}))
+    reporter = ProblemReporter(logdir)
+    with caplog.at_level("ERROR", logger="hf_mpwriter"):
+        reporter.check()
+        assert not caplog.records  # one folder: nothing to say
+        info.write_text(json.dumps({"pid": 1, "job": {"split_from": "node(s) [0] log to /data/logs-node0 of the repo"}}))
+        reporter.check()
+        reporter.check()
+    said = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(said) == 1 and "/data/logs-node0" in said[0] and str(logdir) in said[0]

@@ -166,6 +166,7 @@ class BucketRoutes(HubState):
         failed: list[dict[str, str]] = []
         applied = 0
         now = time.time()
+        written: list[str] = []
         with self._lock:
             bucket = self._bucket_by(route.repo_id)
             entries = self._bucket_entries(bucket, ops)
@@ -193,6 +194,7 @@ class BucketRoutes(HubState):
                     )
                     if new and entries is not None:
                         entries.add(path)
+                    written.append(path)
                 elif kind == "deleteFile":
                     if bucket.files.pop(path, None) is None:
                         failed.append({"path": path, "error": "file not found"})
@@ -204,6 +206,8 @@ class BucketRoutes(HubState):
                     continue
                 applied += 1
         if applied:
+            with self._lock:
+                bucket.batches.append({"time": now, "paths": written})
             with self._meta_lock:
                 self._stats["bucket_writes"] += 1
                 self._stats["bucket_ops"] += applied

@@ -406,6 +406,15 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
                 raise KeyError(f"no bucket {bucket_id!r}")
             return {path: self._cas.files[f.xet_hash].data for path, f in sorted(bucket.files.items())}
 
+    def bucket_batches(self, bucket_id: str) -> list[dict[str, Any]]:
+        """Every batch that applied to a bucket, oldest first: ``{"time": wall time, "paths": files written}``
+        (a bucket keeps no history; the test Hub does, for the tests)."""
+        with self._lock:
+            bucket = self._buckets.get(bucket_id)
+            if bucket is None:
+                raise KeyError(f"no bucket {bucket_id!r}")
+            return [dict(batch) for batch in bucket.batches]
+
     def read_bucket_file(self, bucket_id: str, path: str) -> bytes:
         files = self.bucket_files(bucket_id)
         if path not in files:

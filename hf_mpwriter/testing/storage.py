@@ -201,6 +201,8 @@ class Bucket:
     private: bool
     created_at: float
     files: dict[str, BucketFile] = field(default_factory=dict)
+    #: Every batch that applied, as the test sees it (a bucket keeps no history): ``{"time", "paths"}``.
+    batches: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,7 +41,14 @@ class ProblemReporter:
         self._told: set[tuple[str, str]] = set()
 
     def check(self) -> None:
-        """Read the uploader's error record and say what is news (cheap: one read-only query)."""
+        """Read the uploader's error record and say what is news (cheap: one read-only query), and a job
+        whose nodes log to different folders (the uploader found it in the job's store), once."""
+        split = ((uploader_info(self.logdir) or {}).get("job") or {}).get("split_from")
+        if split and ("split", split) not in self._told:
+            self._told.add(("split", split))
+            logger.error("this job's nodes log to different folders (this node to %s; %s): each folder gets a leader "
+                         "and a run of its own. Give every node's logdir the same name (node-local logdirs: the same "
+                         "path on every node)", self.logdir, split)
         error = self._current_error()
         if error is None:
             return

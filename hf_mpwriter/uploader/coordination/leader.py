@@ -268,29 +268,10 @@ class Leader:
         return result
 
     def _round(self) -> None:
-        """Commit the offers once the round's first one is :data:`JOB_GATHER_S` old (or every node offered)
-        and the books have room; offers that will not have room soon are told when to offer again."""
-        now = time.monotonic()
+        """Commit the offers once the round's first one is ``timing.gather`` old (or every node offered) and
+        the books have room; offers that will not have room soon are told when to offer again."""
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
-        if now < self._head_rests_until:
-            return
-        offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
-        if offered != self._offered:
-            self._offered, self._candidates = offered, self._offers()
-        if not self._candidates:
-            return
-        last = any(o.get("last") for o in self._candidates.values())  # a node's last records: its disk goes
-        if now - self._last_commit < self.spacing and not last:
-            return
-        first = min(self._first_seen[(node, o["seq"])] for node, o in self._candidates.items())
-        if len(self._candidates) < self.nodes and now - first < self.timing.gather and not self._full():
-            return
-        wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
-        free_at = self.books.next_free(now, wanted)
-        if free_at > now and not last:  # the budget (or a 429) has no room now
-            if free_at - now > self.timing.defer_after:
-                self._put_off(self._candidates, free_at, "the job's budget of Hub commits and requests")
-                self._offered, self._candidates = None, {}
+        if not self._ready(time.monotonic()):
             return
         # The parent, fixed before the offers it commits are read (member); a small call: one that hangs
         # for a hand-over time is a Hub out of reach, while a commit may take as long as any call may.
@@ -303,8 +284,40 @@ class Leader:
         self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
         offers, rest = self._fitting(offers)
         offers = self._claim(offers)
-        if not offers:
-            return
+        if offers and self._write(offers, parent):
+            rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
+            if rest:
+                at = max(self.books.next_free(time.monotonic(), self.max_files), time.monotonic() + self.spacing)
+                self._put_off(rest, at, "this commit's files were full")
+
+    def _ready(self, now: float) -> bool:
+        """Whether this round writes: offers read (again only when the ``offered`` counter moved), the
+        commit spacing and the gathering past (unless a node's last records wait), and room in the books;
+        offers the books have no room for soon are put off."""
+        if now < self._head_rests_until:
+            return False
+        offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
+        if offered != self._offered:
+            self._offered, self._candidates = offered, self._offers()
+        if not self._candidates:
+            return False
+        last = any(o.get("last") for o in self._candidates.values())  # a node's last records: its disk goes
+        if now - self._last_commit < self.spacing and not last:
+            return False
+        first = min(self._first_seen[(node, o["seq"])] for node, o in self._candidates.items())
+        if len(self._candidates) < self.nodes and now - first < self.timing.gather and not self._full():
+            return False
+        wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
+        free_at = self.books.next_free(now, wanted)
+        if free_at > now and not last:  # the budget (or a 429) has no room now
+            if free_at - now > self.timing.defer_after:
+                self._put_off(self._candidates, free_at, "the job's budget of Hub commits and requests")
+                self._offered, self._candidates = None, {}
+            return False
+        return True
+
+    def _write(self, offers: dict[int, dict], parent: str | None) -> bool:
+        """One commit (a bucket: one batch) of the claimed offers, verified, and its answers; whether it landed."""
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = time.monotonic()
@@ -313,7 +326,7 @@ class Leader:
             commit = self._hub_call(limit, self.target.commit_uploaded, files, message, parent=parent)
         except TargetError as exc:
             self._failed(exc, offers)
-            return
+            return False
         self._failing_since, self._handovers = None, 0
         self.commits += 1
         self.books.wrote(time.monotonic(), len(files))
@@ -333,10 +346,7 @@ class Leader:
         self.store.add("answered", 1)
         self._forget(offers)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
-        rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
-        if rest:
-            at = max(self.books.next_free(time.monotonic(), self.max_files), time.monotonic() + self.spacing)
-            self._put_off(rest, at, "this commit's files were full")
+        return True
 
     def _claim(self, offers: dict[int, dict]) -> dict[int, dict]:
         """The offers this leader now owns: each taken from the store unless its node took it back first."""
