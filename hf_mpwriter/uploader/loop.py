@@ -405,9 +405,13 @@ class Uploader:
         more commit for them (a CYCLE). ``None``: nothing left, exit now."""
         if self._view is None or decision.code != 0 or schedule.term_at is not None:
             return None  # (after SIGTERM: no time for them; they stay in the view's state for a next uploader)
-        if self._update_view(final=True):
-            return Decision(Action.CYCLE, "the job run's last points", urgent=True)
-        return None
+        written = self._update_view(final=True)
+        if self._exchange is not None and not self._identity.get("job_run_final"):
+            # This node's last points went to a leader (or their wait ran out): its closing writers, which keep
+            # its launcher (and maybe the job's store, in torchrun's agent) alive until now, may end.
+            self._identity["job_run_final"] = True
+            self._write_identity()
+        return Decision(Action.CYCLE, "the job run's last points", urgent=True) if written else None
 
     def _job_run_round(self) -> None:
         """A node of a job with a store: its job run round, at its own pace (:meth:`ViewExchange.next_in`),

@@ -24,7 +24,7 @@ from ..errors import ConfigurationError, with_sync_advice
 from ..state import mailbox, registry, statedir
 from ..state.liveness import touch
 from ..state.queue_readers import read_committed, read_error, read_failure
-from ..timing import DEFAULT_CLOSE_TIMEOUT_S, HEARTBEAT_S, START_WAIT_S
+from ..timing import DEFAULT_CLOSE_TIMEOUT_S, HEARTBEAT_S, HUNG_AFTER_S, JOB_VIEW_LAST_WAIT_S, START_WAIT_S
 from . import file_limit, ranks, supervisor, termination, waiting
 from .args import check_keywords, check_logdir, check_writer_args, default_logdir
 from .reporting import ProblemReporter
@@ -366,6 +366,8 @@ class HFSummaryWriter(SummaryWriter):
             return
         committed = self._settings_saved and self._wait_committed(
             sizes, max(0.0, deadline - time.monotonic()), say_after=SAY_WAIT_AFTER_S)
+        if committed and self._upload.nodes > 1 and self._upload.store and self._mode == "process":
+            self._wait_job_run_sent(min(deadline, time.monotonic() + JOB_VIEW_LAST_WAIT_S + HUNG_AFTER_S))
         unreadable = None if committed else read_failure(self._queue_path)  # said when it began to last
         fatal = None if committed or unreadable else supervisor.fatal_error(self._root, self._token or "")
         if unreadable is not None:
@@ -389,6 +391,13 @@ class HFSummaryWriter(SummaryWriter):
                 "in memory and written if space returns before this process exits, otherwise they are lost",
                 unwritten, self._root,
             )
+
+    def _wait_job_run_sent(self, until: float) -> None:
+        """A node of a job with a store: wait (until ``until``, monotonic) for its uploader to have sent the job
+        run's last points, so that this process (and its launcher, which may host the job's store) outlives
+        the exchange: the job run's last steps land whichever node hosts the store."""
+        while time.monotonic() < until and not waiting.job_run_sent(self._root):
+            time.sleep(0.1)
 
     @property
     def _queue_path(self) -> Path:

@@ -21,6 +21,14 @@ from ..timing import duration_text
 DUE_NOW_S = 0.5
 
 
+def job_run_sent(logdir: Path) -> bool:
+    """Whether the node's uploader has sent its job run's last points to the job's leader (a job with a
+    store), or is gone: until then a closing writer keeps its process, and so its launcher, up (torchrun's
+    agent may host the job's store, which every node's last exchange needs)."""
+    info = uploader_info(logdir)
+    return info is None or bool(info.get("job_run_final"))
+
+
 def waiting_for(logdir: Path, target: str, now: float | None = None) -> str:
     """What the files of ``logdir`` wait for before they are committed to ``target``, as a phrase."""
     state = uploader_state(logdir)
