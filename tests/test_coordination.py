@@ -16,10 +16,11 @@ import sys
 import time
 from datetime import datetime
 
+import psutil
 import pytest
 from helpers import closed_port
 from test_job_commit import REPO, _commit_both, _leading, _log_commits, _node, _pieces
-from upload_helpers import TOKEN, check_remote, finish, hub_env, start_writer
+from upload_helpers import TOKEN, check_remote, finish, hub_env, start_writer, wait_for
 
 from hf_mpwriter.config import UploadConfig, commit_interval, load
 from hf_mpwriter.timing import HUB_COMMIT_SPACING_S
@@ -67,6 +68,7 @@ def test_views_share_one_connection_an_abandoned_call_and_a_deadline(store_proce
     job.set("k", b"A")
     view.set("k", b"B")
     os.kill(proc.pid, signal.SIGSTOP)
+    wait_for(lambda: psutil.Process(proc.pid).status() == psutil.STATUS_STOPPED, 10, "the store's host to be stopped")
     with pytest.raises(StoreError):
         view.get("k")
     assert job.hanging == view.hanging == 1  # the scenario: one call abandoned, seen from both

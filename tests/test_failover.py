@@ -27,7 +27,6 @@ from upload_helpers import (
     local_target_files,
     read_line,
     start_writer,
-    uploader_log_times,
     uploader_pid,
     wait_for,
     writer_env,
@@ -371,8 +370,8 @@ def test_a_writer_judged_dead_by_mistake_is_not_deleted_and_does_not_speed_up_co
         uploader = subprocess.Popen([sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)],
                                     env=writer_env({**env, "HF_TOKEN": TOKEN}), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
-        commits = wait_for(lambda: t if len(t := uploader_log_times(logdir, "committed ")) >= 2 else None, 30,
-                           "a first commit, then one of what the writer wrote since")
+        commits = wait_for(lambda: t if len(t := _commit_times(hub)) >= 2 else None, 30,
+                           "a first commit, then one of what the writer wrote since")  # (as the target applied them)
         # The scenario: the uploader ran all along, counting no live writer, while the writer lived and wrote.
         assert uploader.poll() is None, "the uploader exited: nothing was left to pace"
         assert proc.poll() is None and not live_writers(logdir), "the writer must be alive and judged dead"
@@ -383,6 +382,14 @@ def test_a_writer_judged_dead_by_mistake_is_not_deleted_and_does_not_speed_up_co
     gap = commits[1] - commits[0]
     assert gap >= FINAL_GAP_S - 1, f"commits {gap:.2f} s apart with no live writer counted (at most one per {FINAL_GAP_S} s)"
     assert registration.exists(), "the uploader deleted a live writer's registration"
+
+
+def _commit_times(hub) -> list[float]:
+    """When the target applied each of the uploader's commits, oldest first."""
+    from datetime import datetime
+
+    return sorted(datetime.fromisoformat(c["date"].replace("Z", "+00:00")).timestamp() for c in hub.commits(REPO)
+                  if c["summary"].startswith("Upload TensorBoard logs"))
 
 
 # -- errors that retrying cannot fix, and transient ones -----------------------------------------------
