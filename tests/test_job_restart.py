@@ -52,8 +52,8 @@ def test_the_start_event_is_tensorboardxs_own(tmp_path):
 
     (path,) = tmp_path.glob("*tfevents*")
     records = list(RawEventFileLoader(str(path)).Load())
-    starts = [record for record in records if summaries(record).start is not None]
-    assert [summaries(record).start for record in starts] == [100]
+    starts = [record for record in records if summaries(record)[2] is not None]
+    assert [summaries(record)[2] for record in starts] == [100]
     from tensorboardX.proto.event_pb2 import Event
 
     wall = Event.FromString(starts[0]).wall_time

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 _DOUBLE = struct.Struct("<d")
 _FLOAT = struct.Struct("<f")
@@ -91,13 +91,9 @@ def scalars(record: bytes) -> list[Scalar]:
     return summaries(record)[0]
 
 
-class Summaries(NamedTuple):
-    """What one event holds for the job run: its scalars, its histograms, and ``start``: the step of a
-    ``SessionLog.START`` (a writer restarted with ``purge_step``), else ``None``."""
-
-    scalars: list[Scalar]
-    histograms: list[Histogram]
-    start: int | None = None
+#: What one event holds for the job run: its scalars, its histograms, and the step of a ``SessionLog.START``
+#: (a writer restarted with ``purge_step``), else ``None``. (A plain tuple: it is made for every record.)
+Summaries = tuple[list[Scalar], list[Histogram], Optional[int]]
 
 
 def summaries(record: bytes) -> Summaries:
@@ -106,7 +102,7 @@ def summaries(record: bytes) -> Summaries:
     try:
         return _summaries(record)
     except (ValueError, IndexError, TypeError, struct.error, UnicodeDecodeError):
-        return Summaries([], [])
+        return [], [], None
 
 
 def _summaries(record: bytes) -> Summaries:
@@ -122,7 +118,7 @@ def _summaries(record: bytes) -> Summaries:
             session = value
     if session is not None:
         status = next((value for number, wire, value in _fields(session) if number == 1 and wire == 0), 0)
-        return Summaries([], [], step if status == SESSION_START else None)
+        return [], [], step if status == SESSION_START else None
     found: list[Scalar] = []
     histograms: list[Histogram] = []
     for number, wire, value in _fields(summary):
@@ -132,7 +128,7 @@ def _summaries(record: bytes) -> Summaries:
                 found.append(Scalar(tag, step, wall_time, scalar))
             elif histo is not None:
                 histograms.append(Histogram(tag, step, wall_time, *_histogram(histo)))
-    return Summaries(found, histograms)
+    return found, histograms, None
 
 
 def _value(data: bytes) -> tuple[str, float | None, bytes | None]:

@@ -23,10 +23,6 @@ class Walls(NamedTuple):
     first: float
     last: float
     last_rank: int
-
-    def add(self, wall: float, rank: int) -> Walls:
-        last, last_rank = max((self.last, -self.last_rank), (wall, -rank))
-        return Walls(min(self.first, wall), last, -last_rank)
 Value = Union[float, Buckets]  # one rank's value of a point
 _HISTOGRAM = "\x00histogram\x00"
 

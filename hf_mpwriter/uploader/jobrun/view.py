@@ -118,7 +118,9 @@ class JobView:
         self._values: dict[_Key, dict[int, Value]] = {}  # points not written yet: rank -> value
         # (a histogram tag's points are kept under its :func:`~.points.histogram_key`)
         self._first: dict[_Key, float] = {}  # when the first rank's value of a point was read (clock)
-        self._wall: dict[_Key, Walls] = {}  # when a point's values were logged (the ranks' clocks)
+        #: When a point's values were logged (the ranks' clocks): ``[first, last, the last's rank]``, kept in place
+        #: (made for every value read: a list costs least).
+        self._wall: dict[_Key, list] = {}
         self._held: dict[str, int] = {}  # tag -> the last step written (a node: passed on to the leader)
         self.newest: dict[int, int] = {}  # rank -> its newest step (any tag)
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
@@ -178,13 +180,13 @@ class JobView:
                     start = 0
                 if size <= start:
                     continue
+                floor = self._floor.get(rel, -math.inf)  # (another rank's restart changes other files' floors only)
                 with open_nofollow(path) as handle:
                     for end, record in iter_records(handle, start):
                         self._read_to[rel] = end
                         found, histograms, restart = summaries(record)
                         if restart is not None:
                             self._restart(rank, rel, end, restart)
-                        floor = self._floor.get(rel, -math.inf)
                         for scalar in found:
                             if scalar.step >= floor:
                                 self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now)
@@ -213,7 +215,7 @@ class JobView:
             if not self._values[key]:
                 del self._values[key], self._first[key], self._wall[key]
             else:  # (when the others logged it is still known; who was last, no longer)
-                self._wall[key] = Walls(self._wall[key].first, self._wall[key].last, NO_RANK)
+                self._wall[key][2] = NO_RANK
         self.newest[rank] = min(self.newest.get(rank, step - 1), step - 1)
         mark = f"{rel}:{offset}"
         if mark in self._restarts or self.node_ranks is not None:
@@ -247,7 +249,14 @@ class JobView:
             values = self._values[key] = {}
             self._first[key] = now
         values[rank] = value  # a rank that logs a step twice: its last value
-        self._wall[key] = self._wall.get(key, Walls(wall_time, wall_time, rank)).add(wall_time, rank)
+        walls = self._wall.get(key)
+        if walls is None:
+            self._wall[key] = [wall_time, wall_time, rank]
+        else:
+            if wall_time < walls[0]:
+                walls[0] = wall_time
+            if wall_time > walls[1] or (wall_time == walls[1] and rank < walls[2]):
+                walls[1], walls[2] = wall_time, rank
 
     @property
     def waiting(self) -> int:
@@ -293,7 +302,7 @@ class JobView:
             by_rank = self._values.pop(key)
             del self._first[key]
             missing = tuple(sorted(self._reporters[tag] - set(by_rank)))  # late or dead: they logged this tag before
-            walls = self._wall.pop(key)
+            walls = Walls(*self._wall.pop(key))
             self._held[tag] = max(step, self._held.get(tag, step))  # (a tag's steps are passed on in order)
             if step % self.every == 0:
                 points.append((tag, step, point_of(tag, by_rank, missing, walls)))
@@ -414,7 +423,7 @@ class JobView:
                 key = (str(tag), int(step))
                 self._values[key] = {int(r): value_from_json(key[0], v) for r, v in values.items()}
                 walls = [float(wall), float(wall), -1] if isinstance(wall, (int, float)) else wall  # (a state of before)
-                self._first[key], self._wall[key] = now, Walls(float(walls[0]), float(walls[1]), int(walls[2]))
+                self._first[key], self._wall[key] = now, [float(walls[0]), float(walls[1]), int(walls[2])]
             self.outbox = {(str(tag), int(step)): point_from_list(str(tag), item) for tag, step, item in state["outbox"]}
             self.late = int(state["late"])
             self.world = max([self.world, *(r + 1 for r in self.newest)])
