@@ -9,7 +9,8 @@ prints what it did, so a test knows what was logged before it kills or signals t
   step printed was logged before the process handled its signal);
 - ``closed <unwritten bytes>`` after ``close()``, unless ``hang`` keeps it from closing.
 
-``step_time`` logs a second tag, ``step_time``, whose values change order between ranks at every step;
+``step_time`` logs a second tag, ``step_time``, whose values change order between ranks at every step
+(and differ by ``attempt`` times 100: a resumed job's replayed steps log other values);
 ``histogram`` (N) logs a histogram, ``weights``, of :func:`weights` every N steps (tensorboardX's
 default buckets).
 ``steps`` (default: until signalled) and ``start`` bound the loop; ``close_after`` (a path) holds the
@@ -63,7 +64,8 @@ def main() -> int:
     while step < cfg.get("steps", sys.maxsize):
         writer.add_scalar("loss", float(base + step), step)
         if cfg.get("step_time"):  # a second tag whose min and max move between ranks (the job run's tests)
-            writer.add_scalar("step_time", (base // 100000 * 7919 + step * 104729) % 1000 / 37.0, step)
+            writer.add_scalar("step_time", (base // 100000 * 7919 + step * 104729) % 1000 / 37.0 + 100 * cfg.get("attempt", 0),
+                              step)
         if cfg.get("histogram") and step % cfg["histogram"] == 0:
             writer.add_histogram("weights", weights(base // 100000, step), step)
         if cfg.get("trainer_flush"):

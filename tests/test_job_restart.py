@@ -185,3 +185,46 @@ def test_a_restart_read_from_long_files_makes_no_point_of_the_older_attempts_tai
     want = _recomputed(logdir, "loss")
     assert sorted(want) == list(range(121))
     _assert_equal(_job_points(logdir, "loss"), want, WORLD)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_job_preempted_after_step_150_and_resumed_at_100_has_the_job_run_tensorboard_shows(tmp_path, how):
+    """Four real writer processes (``WORLD_SIZE=4``) log 150 steps and more, then the whole job goes: SIGKILL
+    (ranks and uploader), or SIGTERM (each commits what it wrote). The job restarts from the step-100
+    checkpoint as the README says (``purge_step=100``) and logs steps 100-199 with other values. At the
+    target, read with TensorBoard's reader, the job run's statistics equal those of the rank runs (attempt 1
+    to 99, attempt 2 after) at every step 0-199."""
+    import signal
+
+    from helpers import read_line
+    from upload_helpers import finish, local_target_files, materialise, sigkill, start_writer, uploader_pid, wait_for
+
+    logdir, target = tmp_path / "logs", tmp_path / "target"
+    cfg = {"logdir": str(logdir), "target_dir": str(target), "commit_every_s": 1.0, "step_time": True,
+           "sleep": 0.01, "close_timeout": 90}
+    env = [{"RANK": str(r), "WORLD_SIZE": str(WORLD), "LOCAL_RANK": str(r)} for r in range(WORLD)]
+    first = [start_writer({**cfg, "steps": 10**6}, env[r]) for r in range(WORLD)]
+    for proc in first:
+        read_line(proc, "flushed 159", 60)  # past step 150 on every rank
+    uploader = wait_for(lambda: uploader_pid(logdir), 30, "the uploader")
+    if how == "SIGKILL":
+        for pid in [uploader, *(proc.pid for proc in first)]:
+            sigkill(pid)
+    else:
+        for proc in first:
+            proc.send_signal(signal.SIGTERM)
+    for proc in first:
+        proc.wait(60)
+        proc.stdout.close()
+        proc.stderr.close()
+    wait_for(lambda: uploader_pid(logdir) is None, 60, "the first attempt's uploader to be gone")
+    second = [start_writer({**cfg, "start": 100, "steps": 200, "purge_step": 100, "attempt": 1}, env[r])
+              for r in range(WORLD)]
+    for proc in second:
+        finish(proc)
+    wait_for(lambda: uploader_pid(logdir) is None, 90, "the uploader to write the job run's last points and exit")
+    copy = materialise(local_target_files(target, "tensorboard/logs"), tmp_path / "remote")
+    want = _recomputed(copy, "step_time")
+    assert sorted(want) == list(range(200))  # the scenario: TensorBoard shows attempt 1 to 99, attempt 2 after
+    assert all((stats["mean"] >= 100) == (step >= 100) for step, stats in want.items())
+    _assert_equal(_job_points(copy, "step_time"), want, WORLD)
