@@ -6,7 +6,8 @@ leader that commits for all of them, within one budget on the Hub.
 - ``plan``: what the logs may spend (:class:`~.plan.Budget`) and which node commits when (:class:`~.plan.Plan`).
 - ``pacing``: when a node commits, one function of its situation (every case a named branch).
 - ``member``: a node's target in a job: it offers its files to the leader, or commits them itself.
-- ``leader``: the lease, and the rounds of the node that holds it.
+- ``lease``: which node leads, kept only while its rounds make progress.
+- ``leader``: the rounds of the node that holds the lease: claim the offers, one commit of all, the answers.
 - ``factory``: the uploader's entry point: a node's target and its situation from the logdir's settings.
 
 The job run (:mod:`hf_mpwriter.uploader.jobrun`) uses ``store`` and ``protocol``, never ``member`` or ``leader``.

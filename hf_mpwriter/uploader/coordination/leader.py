@@ -40,11 +40,11 @@ from ...targets.base import UploadedFile
 from ...targets.bucket import BucketTarget
 from ...targets.hub import HubTarget
 from ...timing import (
-    ABSTAIN_FACTOR,
     HUB_COMMIT_EVERY_S,
     OFFER_WAIT_S,
     JobTiming,
 )
+from .lease import Lease, doubling
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
 from .protocol import TAKEN, WITHDRAWN, Malformed, Skipped, parse_answer, parse_counter, parse_offer, taken_value
 from .store import JobStore, StoreError
@@ -55,37 +55,26 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: Storage Bucket (one batch, by Xet hash).
 SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between classes at run time)
 
-def _doubling(failures: int, first: float, cap: float) -> float:
-    """The leader's pause after ``failures`` in a row: ``first``, doubling, up to ``cap``."""
-    return min(cap, first * 2 ** min(failures, 16))
-
-
 
 def target_kind(target: SharedTarget) -> str:
     """``"bucket"`` or ``"hub"``: which of the budget's rules (:mod:`.plan`) a target's writes follow."""
     return "bucket" if isinstance(target, BucketTarget) else "hub"
 
-class Leader:
+class Leader(Lease):
     """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
 
     def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
                  call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming()) -> None:
-        self.target, self.store, self.node, self.nodes, self.spacing = target, store, node, nodes, spacing
+        self.target, self.spacing = target, spacing
         self.budget = budget or make_budget()
         self.kind = target_kind(target)
         self.commit_every, self.call_bound = commit_every, call_bound
-        self.timing = timing
-        self._handover_after = max(timing.lease_stale, commit_every)  # (the plan's interval, set at each round)
+        super().__init__(store, node, nodes, timing, commit_every)
         self.books = Books(self.budget, self.kind)
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
         self.max_files = self.budget.files_per_commit
         self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
-        self.leading = False
-        self._lease: bytes | None = None  # the value we last wrote (leading) or saw (watching)
-        self._lease_seen_at = time.monotonic()
-        self._renewals = 0
-        self.leases = 0  # times this node took the job's lease (``status``: a new leader each time)
         self.commits = 0  # commits (a bucket: batches) this node made as the job's leader (``status``)
         self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
@@ -93,18 +82,7 @@ class Leader:
         self._last_commit = -math.inf
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
-        #: Progress, on this host's monotonic clock: since when the writes (or head reads) fail, and since
-        #: when the current round is in a call to the Hub (``None``: not failing, not in a call).
-        self._failing_since: float | None = None
-        self._round_failing_since: float | None = None  # rounds that raise an error nobody expected, in a row
-        self._in_call_since: float | None = None
-        self._call_limit = math.inf  # how long the call under way may take before the leader counts as stuck
-        self._abstain_until = -math.inf  # monotonic: handed over; the lease is not taken again before then
-        self.handed_over: str | None = None  # why this node last let the lease go (``status``)
-        self._handovers = 0  # hand-overs since this node's last successful write
-        self._round_lock = threading.Lock()  # held while a round runs
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
 
@@ -127,100 +105,6 @@ class Leader:
         if self.leading:
             self._let_go("this uploader stops")
 
-    # -- the lease -------------------------------------------------------------------------------
-    def _keep_lease(self) -> None:
-        """Renew the lease while leading and making progress (every :data:`LEADER_POLL_S`); otherwise watch
-        it, less often the more nodes watch (each look is a round trip to the job's store), still well
-        within its staleness."""
-        failures = 0  # the store's, in a row (capped at half the lease's staleness: the offers outlive it)
-        watch_every = max(self.timing.poll, min(self.timing.lease_stale / 4, self.nodes * self.timing.poll / 100))
-        while not self._stop.is_set():
-            try:
-                stalled = self._stalled(time.monotonic()) if self.leading else None
-                if stalled is not None:
-                    self._hand_over(stalled)
-                else:
-                    self._hold_lease()
-                failures = 0
-            except StoreError as exc:
-                if self.leading:
-                    logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
-                self.leading = False
-                failures += 1
-            except Exception:  # never die: the nodes would fall back for good
-                logger.exception("job leader: the lease could not be kept")
-            pause = self.timing.poll if self.leading else watch_every
-            self._stop.wait(_doubling(failures, self.timing.poll, self.timing.lease_stale / 2) if failures else pause)
-
-    def handover_after(self) -> float:
-        """How long a leader may fail to write before it hands the lease over: one interval of the plan
-        (at least a lease's staleness), so that the job has a working leader again within two. (Set by
-        the rounds: the lease thread reads it, and never the plan's inputs while a round changes them.)"""
-        return self._handover_after
-
-    def _stalled(self, now: float) -> str | None:
-        """Why this leader makes no progress (its writes fail, or a call hangs), or ``None``."""
-        if self._failing_since is not None and now - self._failing_since >= self.handover_after():
-            return f"its writes to the Hub have failed for {now - self._failing_since:.0f} s"
-        if self._round_failing_since is not None and now - self._round_failing_since >= self.handover_after():
-            return f"its rounds have failed for {now - self._round_failing_since:.0f} s"
-        if self._in_call_since is not None and now - self._in_call_since >= self._call_limit:
-            return f"a call to the Hub has not ended in {now - self._in_call_since:.0f} s"
-        return None
-
-    def _hand_over(self, why: str) -> None:
-        """Let another node lead: this one does not take the lease again for a while."""
-        self.handed_over = why
-        self._handovers += 1  # in a row: a node that keeps failing waits longer before it leads again
-        self._abstain_until = time.monotonic() + ABSTAIN_FACTOR * self.handover_after() * 2 ** min(self._handovers - 1, 4)
-        self._failing_since = None
-        logger.warning("job leader: node %d hands the job's commits over to another node: %s", self.node, why)
-        self._let_go(why)
-
-    def _let_go(self, why: str) -> None:
-        """Stop leading; release the lease now if no round runs (else it goes stale unrenewed)."""
-        self.leading = False
-        if self._lease is None or not self._round_lock.acquire(timeout=self.timing.poll):
-            logger.info("job leader: a round still runs (%s): the lease goes stale instead of being released", why)
-            return
-        try:
-            self.store.compare_set("lease", self._lease, b"")
-        except StoreError:
-            pass
-        finally:
-            self._round_lock.release()
-
-    def _hold_lease(self) -> bool:
-        """Renew our lease, or take one that is free or was not renewed for :data:`LEASE_STALE_S`."""
-        now = time.monotonic()
-        if self.leading:
-            assert self._lease is not None
-            mine = self._lease_value()
-            if self.store.compare_set("lease", self._lease, mine):
-                self._lease = mine
-                return True
-            logger.warning("job leader: node %d lost the lease (another node took over)", self.node)
-            self.leading = False
-        current = self.store.get("lease") or b""
-        if current != self._lease:
-            self._lease, self._lease_seen_at = current, now
-        if current and now - self._lease_seen_at < self.timing.lease_stale:
-            return False
-        if now < self._abstain_until:  # handed over: another node first
-            return False
-        mine = self._lease_value()
-        if not self.store.compare_set("lease", current, mine):
-            return False
-        self.leading, self._lease = True, mine
-        self.leases += 1
-        self._failing_since = None
-        logger.info("job leader: node %d leads the job's commits", self.node)
-        return True
-
-    def _lease_value(self) -> bytes:
-        self._renewals += 1
-        return json.dumps({"node": self.node, "pid": os.getpid(), "n": self._renewals}).encode()
-
     # -- the rounds --------------------------------------------------------------------------------
     def _run(self) -> None:
         """The rounds, while this node holds the lease."""
@@ -237,7 +121,7 @@ class Leader:
                 failures += 1
             except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
                 self._head_failures += 1
-                pause = _doubling(self._head_failures, self.timing.poll, self.timing.store_retry)
+                pause = doubling(self._head_failures, self.timing.poll, self.timing.store_retry)
                 self._head_rests_until = time.monotonic() + pause
                 logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
             except Exception:  # never die (the nodes would fall back for good), but never lead without progress
@@ -245,7 +129,7 @@ class Leader:
                 self._round_failing_since = self._round_failing_since or time.monotonic()
             else:
                 self._round_failing_since = None
-            self._stop.wait(_doubling(failures, self.timing.poll, self.timing.lease_stale / 2))
+            self._stop.wait(doubling(failures, self.timing.poll, self.timing.lease_stale / 2))
 
     def plan(self) -> Plan:
         """The job's plan as this leader sees it now (the nodes' latest file counts, a 429's slowdown)."""

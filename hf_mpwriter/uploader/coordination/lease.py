@@ -1,0 +1,146 @@
+"""The job's lease: which node's uploader leads the job's commits, kept only while its rounds make
+progress (:class:`~.leader.Leader`'s contract "leading means progress").
+
+One value in the job's store, ``lease`` (JSON ``{node, pid, n}``), renewed with ``compare_set`` every
+``timing.poll`` by its holder and watched by every other node; one not renewed for ``timing.lease_stale``
+(on the observer's clock) is taken over. A holder whose writes or head reads fail for a hand-over time,
+whose rounds keep raising, or whose call to the Hub hangs, lets it go and does not take it again for a
+while, longer each time in a row. The rounds themselves are :class:`~.leader.Leader`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+
+from ...timing import ABSTAIN_FACTOR, JobTiming
+from .store import JobStore, StoreError
+
+logger = logging.getLogger("hf_mpwriter.uploader")
+
+
+def doubling(failures: int, first: float, cap: float) -> float:
+    """The leader's pause after ``failures`` in a row: ``first``, doubling, up to ``cap``."""
+    return min(cap, first * 2 ** min(failures, 16))
+
+
+class Lease:
+    """The lease's side of a node's :class:`~.leader.Leader`: a thread that holds (or watches) it."""
+
+    def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, commit_every: float) -> None:
+        self.store, self.node, self.nodes, self.timing = store, node, nodes, timing
+        self._handover_after = max(timing.lease_stale, commit_every)  # (the plan's interval, set at each round)
+        self.leading = False
+        self._lease: bytes | None = None  # the value we last wrote (leading) or saw (watching)
+        self._lease_seen_at = time.monotonic()
+        self._renewals = 0
+        self.leases = 0  # times this node took the job's lease (``status``: a new leader each time)
+        #: Progress, on this host's monotonic clock: since when the writes (or head reads) fail, and since
+        #: when the current round is in a call to the Hub (``None``: not failing, not in a call).
+        self._failing_since: float | None = None
+        self._round_failing_since: float | None = None  # rounds that raise an error nobody expected, in a row
+        self._in_call_since: float | None = None
+        self._call_limit = math.inf  # how long the call under way may take before the leader counts as stuck
+        self._abstain_until = -math.inf  # monotonic: handed over; the lease is not taken again before then
+        self.handed_over: str | None = None  # why this node last let the lease go (``status``)
+        self._handovers = 0  # hand-overs since this node's last successful write
+        self._round_lock = threading.Lock()  # held while a round runs
+        self._stop = threading.Event()
+
+    def _keep_lease(self) -> None:
+        """Renew the lease while leading and making progress (every :data:`LEADER_POLL_S`); otherwise watch
+        it, less often the more nodes watch (each look is a round trip to the job's store), still well
+        within its staleness."""
+        failures = 0  # the store's, in a row (capped at half the lease's staleness: the offers outlive it)
+        watch_every = max(self.timing.poll, min(self.timing.lease_stale / 4, self.nodes * self.timing.poll / 100))
+        while not self._stop.is_set():
+            try:
+                stalled = self._stalled(time.monotonic()) if self.leading else None
+                if stalled is not None:
+                    self._hand_over(stalled)
+                else:
+                    self._hold_lease()
+                failures = 0
+            except StoreError as exc:
+                if self.leading:
+                    logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
+                self.leading = False
+                failures += 1
+            except Exception:  # never die: the nodes would fall back for good
+                logger.exception("job leader: the lease could not be kept")
+            pause = self.timing.poll if self.leading else watch_every
+            self._stop.wait(doubling(failures, self.timing.poll, self.timing.lease_stale / 2) if failures else pause)
+
+    def handover_after(self) -> float:
+        """How long a leader may fail to write before it hands the lease over: one interval of the plan
+        (at least a lease's staleness), so that the job has a working leader again within two. (Set by
+        the rounds: the lease thread reads it, and never the plan's inputs while a round changes them.)"""
+        return self._handover_after
+
+    def _stalled(self, now: float) -> str | None:
+        """Why this leader makes no progress (its writes fail, or a call hangs), or ``None``."""
+        if self._failing_since is not None and now - self._failing_since >= self.handover_after():
+            return f"its writes to the Hub have failed for {now - self._failing_since:.0f} s"
+        if self._round_failing_since is not None and now - self._round_failing_since >= self.handover_after():
+            return f"its rounds have failed for {now - self._round_failing_since:.0f} s"
+        if self._in_call_since is not None and now - self._in_call_since >= self._call_limit:
+            return f"a call to the Hub has not ended in {now - self._in_call_since:.0f} s"
+        return None
+
+    def _hand_over(self, why: str) -> None:
+        """Let another node lead: this one does not take the lease again for a while."""
+        self.handed_over = why
+        self._handovers += 1  # in a row: a node that keeps failing waits longer before it leads again
+        self._abstain_until = time.monotonic() + ABSTAIN_FACTOR * self.handover_after() * 2 ** min(self._handovers - 1, 4)
+        self._failing_since = None
+        logger.warning("job leader: node %d hands the job's commits over to another node: %s", self.node, why)
+        self._let_go(why)
+
+    def _let_go(self, why: str) -> None:
+        """Stop leading; release the lease now if no round runs (else it goes stale unrenewed)."""
+        self.leading = False
+        if self._lease is None or not self._round_lock.acquire(timeout=self.timing.poll):
+            logger.info("job leader: a round still runs (%s): the lease goes stale instead of being released", why)
+            return
+        try:
+            self.store.compare_set("lease", self._lease, b"")
+        except StoreError:
+            pass
+        finally:
+            self._round_lock.release()
+
+    def _hold_lease(self) -> bool:
+        """Renew our lease, or take one that is free or was not renewed for :data:`LEASE_STALE_S`."""
+        now = time.monotonic()
+        if self.leading:
+            assert self._lease is not None
+            mine = self._lease_value()
+            if self.store.compare_set("lease", self._lease, mine):
+                self._lease = mine
+                return True
+            logger.warning("job leader: node %d lost the lease (another node took over)", self.node)
+            self.leading = False
+        current = self.store.get("lease") or b""
+        if current != self._lease:
+            self._lease, self._lease_seen_at = current, now
+        if current and now - self._lease_seen_at < self.timing.lease_stale:
+            return False
+        if now < self._abstain_until:  # handed over: another node first
+            return False
+        mine = self._lease_value()
+        if not self.store.compare_set("lease", current, mine):
+            return False
+        self.leading, self._lease = True, mine
+        self.leases += 1
+        self._failing_since = None
+        logger.info("job leader: node %d leads the job's commits", self.node)
+        return True
+
+    def _lease_value(self) -> bytes:
+        self._renewals += 1
+        return json.dumps({"node": self.node, "pid": os.getpid(), "n": self._renewals}).encode()
+
