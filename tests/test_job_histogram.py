@@ -165,6 +165,6 @@ def test_the_job_run_holds_each_steps_merged_histogram_names_a_missing_rank_and_
     assert sorted(held) == [0, 1, 2, 3]  # each once (TensorBoard's reader would keep a second one too)
     for step, got in held.items():
         _assert_histogram(got, np.concatenate([values[(r, step)] for r in range(3 if step != 1 else 2)]))
-    texts = {e.step: e.tensor_proto.string_val[0].decode() for e in acc.Tensors("job/w/missing_ranks/text_summary")}
+    texts = {e.step: e.tensor_proto.string_val[0].decode() for e in acc.Tensors("~job/w/missing_ranks/text_summary")}
     assert texts == {1: "missing: rank 2"}
     assert collect(logdir)["job_view"]["histograms_not_merged"] == 1

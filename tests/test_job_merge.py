@@ -164,7 +164,7 @@ def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late
     assert _round(views, merge, sending={0, 1}) == 3
     job = _job_points(views[0].logdir, "loss")
     assert [(job[s]["ranks"], job[s]["missing"], job[s]["mean"]) for s in range(10, 13)] == [(4, 2, 1.5)] * 3
-    named = plugin_accumulator(views[0].logdir / "job").Tensors("job/loss/missing_ranks/text_summary")
+    named = plugin_accumulator(views[0].logdir / "job").Tensors("~job/loss/missing_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 4, 5") for s in range(10, 13)]
     # Its points come after all: late, not written (the run holds those steps), and it takes up the leader's held.
     assert _round(views, merge) == 0 and _job_points(views[0].logdir, "loss")[12]["ranks"] == 4
@@ -218,7 +218,7 @@ def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says
     job = _job_points(views[0].logdir, "loss")
     assert all(s % merge.every == 0 for s in job if s >= 20), sorted(job)  # after the first round: every k-th
     assert all(job[s]["ranks"] == 4 and job[s]["mean"] == pytest.approx(1.5 + s) for s in job)  # each point exact
-    every = [e.value for e in accumulator(views[0].logdir / "job").Scalars("job/every_kth_step")]
+    every = [e.value for e in accumulator(views[0].logdir / "job").Scalars("~job/every_kth_step")]
     assert every and every[-1] == merge.every
     merge.close()
 
@@ -282,7 +282,7 @@ def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twi
     events = read_run_events(run)
     steps = [step for step, _ in scalar_points(events, "loss")]
     assert steps == list(range(30)), steps
-    assert {value for _, value in scalar_points(events, "job/loss/ranks")} == {4.0}
+    assert {value for _, value in scalar_points(events, "~job/loss/ranks")} == {4.0}
 
 
 def test_a_node_ending_after_the_leaders_node_sends_its_last_points_until_it_leads_and_writes_them(
@@ -328,7 +328,7 @@ def test_a_node_ending_after_the_leaders_node_sends_its_last_points_until_it_lea
             (run / path.name).write_bytes(path.read_bytes())
     events = read_run_events(run)
     assert [step for step, _ in scalar_points(events, "loss")] == list(range(7))
-    assert {value for _, value in scalar_points(events, "job/loss/ranks")} == {4.0}
+    assert {value for _, value in scalar_points(events, "~job/loss/ranks")} == {4.0}
 
 
 def test_a_nodes_value_stays_within_its_limit_oldest_steps_first(tmp_path):
@@ -370,7 +370,7 @@ def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_po
     assert [(job[s]["ranks"], job[s]["missing"]) for s in range(10)] == [(6, 0)] * 5 + [(5, 1)] * 5
     assert all(job[s]["mean"] == pytest.approx((sum(range(6)) - (3 if s >= 5 else 0)) / (6 if s < 5 else 5) + s)
                for s in range(10))
-    named = plugin_accumulator(views[0].logdir / "job").Tensors("job/loss/missing_ranks/text_summary")
+    named = plugin_accumulator(views[0].logdir / "job").Tensors("~job/loss/missing_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 3") for s in range(5, 10)]
     merge.close()
 
@@ -643,7 +643,7 @@ def test_histograms_merge_across_nodes_exactly_a_dead_node_is_named_and_unmergea
     assert sorted(histograms) == list(range(7)) and "auto" not in acc.Tags()["histograms"]
     for step, got in histograms.items():
         _assert_histogram(got, np.concatenate([_weights(rank, step) for rank in range(6 if step < 5 else 4)]))
-    named = plugin_accumulator(views[0].logdir / "job").Tensors("job/w/missing_ranks/text_summary")
+    named = plugin_accumulator(views[0].logdir / "job").Tensors("~job/w/missing_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 4, 5") for s in (5, 6)]
     assert merge.run.summary({}, 6)["histograms_not_merged"] == 5
     merge.close()

@@ -66,8 +66,8 @@ def _job_points(copy: Path, tag: str) -> dict[int, dict[str, float]]:
             assert name not in points[event.step], f"{stat_tag(tag, name)}: step {event.step} twice"
             points[event.step][name] = event.value
     texts = plugin_accumulator(copy / "job")
-    if "job/extreme_ranks/text_summary" in texts.Tags()["tensors"]:
-        for event in texts.Tensors("job/extreme_ranks/text_summary"):
+    if "~job/extreme_ranks/text_summary" in texts.Tags()["tensors"]:
+        for event in texts.Tensors("~job/extreme_ranks/text_summary"):
             for line in event.tensor_proto.string_val[0].decode().split("  \n"):
                 name, _, ranks = line.rpartition(": min rank ")
                 if name == tag and event.step in points:
@@ -145,7 +145,7 @@ def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_t
     layout = plugin_accumulator(copy / "job").Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0]
     charts = {c.title: c.margin.series[0] for c in layout_pb2.Layout.FromString(layout).category[0].chart}
     assert {t: (s.value, s.lower, s.upper) for t, s in charts.items()} == {
-        t: (t, f"job/{t}/min", f"job/{t}/max") for t in ("loss", "step_time")}
+        t: (t, f"~job/{t}/min", f"~job/{t}/max") for t in ("loss", "step_time")}
     # Each step's histogram of the four ranks' weights, merged, is tensorboardX's histogram of all their values.
     merged = {e.step: e.histogram_value for e in accumulator(copy / "job").Histograms("weights")}
     assert sorted(merged) == list(range(steps))
@@ -185,7 +185,7 @@ def test_a_rank_killed_mid_run_is_counted_missing_and_named(tmp_path):
         job, want = _job_points(copy, tag), _recomputed(copy, tag)
         _assert_equal(job, want, world)
         assert {s: p["ranks"] for s, p in job.items()} == {s: 3 if s < died_at else 2 for s in range(steps)}
-        named = plugin_accumulator(copy / "job").Tensors(f"job/{tag}/missing_ranks/text_summary")
+        named = plugin_accumulator(copy / "job").Tensors(f"~job/{tag}/missing_ranks/text_summary")
         assert [e.step for e in named] == list(range(died_at, steps))
         assert {e.tensor_proto.string_val[0].decode() for e in named} == {"missing: rank 2"}
     # status: rank 2 is behind by the steps it missed; the ranks most often step_time's max and min are
@@ -230,10 +230,10 @@ def _held(logdir: Path) -> dict[int, tuple[float, float]]:
         with open(path, "rb") as handle:
             for _, record in iter_records(handle):
                 for s in scalars(record):
-                    if s.tag in ("loss", "job/loss/ranks"):
+                    if s.tag in ("loss", "~job/loss/ranks"):
                         assert s.tag not in found[s.step], f"{s.tag} at step {s.step} written twice"
                         found[s.step][s.tag] = s.value
-    return {step: (v["loss"], v["job/loss/ranks"]) for step, v in found.items()}
+    return {step: (v["loss"], v["~job/loss/ranks"]) for step, v in found.items()}
 
 
 def test_a_step_waits_for_its_ranks_then_is_written_without_them_and_late_values_are_counted(tmp_path):
@@ -401,7 +401,7 @@ def test_non_finite_values_neither_stop_the_job_run_nor_hide_a_rank(tmp_path):
     assert math.isnan(stat["mean"][2]) and (stat["min"][2], stat["max"][2]) == (2.0, 3.0)
     extremes = _job_points(logdir, "loss")[2]
     assert (extremes["min_rank"], extremes["max_rank"], stat["ranks"][2]) == (1.0, 2.0, 3.0)
-    named = plugin_accumulator(logdir / "job").Tensors("job/loss/nan_ranks/text_summary")
+    named = plugin_accumulator(logdir / "job").Tensors("~job/loss/nan_ranks/text_summary")
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(2, "NaN: rank 0")]
     view.close()
     for writer in ranks:
@@ -473,7 +473,7 @@ def test_the_stragglers_series_goes_forward_when_a_tag_of_earlier_steps_comes_la
     steps = []
     for path in sorted((logdir / "job").glob("*tfevents*")):
         with open(path, "rb") as handle:
-            steps += [s.step for _, record in iter_records(handle) for s in scalars(record) if s.tag == "job/lag_s"]
+            steps += [s.step for _, record in iter_records(handle) for s in scalars(record) if s.tag == "~job/lag_s"]
     assert steps == [100]
     view.close()
     for writer in ranks:
@@ -501,9 +501,9 @@ def test_a_straggler_is_named_by_the_ranks_own_clocks_and_ranks_in_lockstep_show
         ranks[rank].flush()
     assert view.update() == 20  # every step complete
     view.close()
-    lags = {e.step: e.value for e in accumulator(logdir / "job").Scalars("job/lag_s")}
+    lags = {e.step: e.value for e in accumulator(logdir / "job").Scalars("~job/lag_s")}
     assert sorted(lags) == list(range(20)) and all(lag == pytest.approx(delay, abs=1e-3) for lag in lags.values())
-    named = [e for e in plugin_accumulator(logdir / "job").Tensors("job/slowest_rank/text_summary")] if delay >= 1 else []
+    named = [e for e in plugin_accumulator(logdir / "job").Tensors("~job/slowest_rank/text_summary")] if delay >= 1 else []
     assert [e.step for e in named] == (list(range(20)) if delay >= 1 else [])
     assert all(e.tensor_proto.string_val[0].decode().startswith("rank 2,") for e in named)
     assert view.summary()["slowest"] == {"rank": 2 if delay else 0, "lag_s": pytest.approx(delay, abs=1e-3)}
@@ -550,7 +550,7 @@ def test_the_job_run_reads_well_one_chart_per_tag_and_rank_ids_as_text(tmp_path)
     for tag in tags:
         groups[tag.split("/")[0]].append(tag)
     assert groups["loss"] == ["loss"] and groups["train"] == ["train/acc"]  # one chart in each of the user's groups
-    assert set(groups) == {"loss", "train", "job"}  # everything else in one group of its own
+    assert set(groups) == {"loss", "train", "~job"} and max(groups) == "~job"  # the rest in one group, sorted last
     assert not [tag for tag in tags if tag.endswith("_rank")]  # no rank id as a number
     points = _job_points(logdir, "loss")
     assert [points[s]["max_rank"] for s in range(10)] == [2.0] * 3 + [1.0] * 7

@@ -25,7 +25,7 @@ in a tree (:mod:`.tree`): the job's store carries one value per group, each with
 ``ROUND_BYTES / groups``. Where a node's value is full and its points need more, the
 leader raises k (a power of two, to what the nodes make a round), and every node sends only the steps
 divisible by k from then on (k the same on every node, written into the run as
-``job/every_kth_step``); each point written stays exact.
+``~job/every_kth_step``); each point written stays exact.
 
 A hand-over (:mod:`..coordination.leader`): the new leader takes up at ``view/held`` and writes a file of its own
 into the same run folder at the target (TensorBoard reads a run's files in order). ``view/held`` is

@@ -32,19 +32,22 @@ STATUS_FILE = "job_view.json"
 STATS = ("mean", "min", "max", "std", "ranks", "missing")
 #: How many ranks ``status`` names per tag as most often the min or the max.
 TOP_RANKS = 5
-#: A step whose last rank logged it this long after the first names that rank (``job/slowest_rank``).
+#: A step whose last rank logged it this long after the first names that rank (``~job/slowest_rank``).
 STRAGGLER_S = 1.0
+#: The group of the job run's tags other than each tag's mean: TensorBoard orders groups by name, and a ``~``
+#: comes after every letter, so the group is the last, collapsed, below the user's own tags.
+GROUP = "~job"
 #: The run's tags as :func:`stat_tag` names them (1: ``<tag>/mean`` and the others beside it, before issue 47):
 #: a run taken up from an older layout writes its margin charts again, for the new names.
-LAYOUT = 2
+LAYOUT = 3
 #: How often (records decoded) a long read calls ``beat``.
 BEAT_EVERY = 2000
 
 
 def stat_tag(tag: str, name: str) -> str:
     """The job run's tag of statistic ``name`` (of :data:`STATS`) of the ranks' ``tag``: the mean under the
-    tag itself (drawn with the ranks' lines), the others under ``job/<tag>/``."""
-    return tag if name == "mean" else f"job/{tag}/{name}"
+    tag itself (drawn with the ranks' lines), the others under ``~job/<tag>/``."""
+    return tag if name == "mean" else f"{GROUP}/{tag}/{name}"
 
 
 class JobRun:
@@ -58,7 +61,7 @@ class JobRun:
         self.extremes: dict[str, tuple[Counter, Counter]] = {}  # tag -> (times each rank was min, was max)
         self.points = 0
         self.unmerged = 0  # histogram points not written: their ranks' bucket limits disagree
-        self._stragglers_at = after  # the step job/lag_s was last written at
+        self._stragglers_at = after  # the step ~job/lag_s was last written at
         self.slowest: tuple[int, float] | None = None  # (rank, seconds) of the last step written (``status``)
         self._charted: set[str] = set()
         self._writer: EventFileWriter | None = None
@@ -88,18 +91,18 @@ class JobRun:
             extremes = [f"{tag}: min rank {stats.low_rank}, max rank {stats.high_rank}" for tag, stats in tagged
                         if stats.low_rank != NO_RANK]
             if extremes:
-                writer.add_serialized(text_event("job/extreme_ranks", "  \n".join(extremes), step, wall))
+                writer.add_serialized(text_event(f"{GROUP}/extreme_ranks", "  \n".join(extremes), step, wall))
             if self._stragglers_at is None or step > self._stragglers_at:  # its steps in order too
                 values += self._lag(writer, step, [stats for _, stats in tagged], wall)
                 if every > 1:
-                    values.append(("job/every_kth_step", float(every)))
+                    values.append((f"{GROUP}/every_kth_step", float(every)))
                 self._stragglers_at = step
             writer.add_serialized(scalars_event(values, step, wall))
         writer.flush()
         self.points += written
 
     def _lag(self, writer: EventFileWriter, step: int, points: list[Stats], wall: float) -> list[tuple[str, float]]:
-        """``job/lag_s`` of a step: the longest lag among its points, by the ranks' clocks; its rank named
+        """``~job/lag_s`` of a step: the longest lag among its points, by the ranks' clocks; its rank named
         where the lag is :data:`STRAGGLER_S` or more."""
         timed = [stats for stats in points if stats.last_rank != NO_RANK and math.isfinite(stats.lag)]
         if not timed:
@@ -107,9 +110,9 @@ class JobRun:
         worst = max(timed, key=lambda stats: (stats.lag, -stats.last_rank))
         self.slowest = (worst.last_rank, worst.lag)
         if worst.lag >= STRAGGLER_S:
-            writer.add_serialized(text_event("job/slowest_rank", f"rank {worst.last_rank}, {worst.lag:.1f} s after the "
+            writer.add_serialized(text_event(f"{GROUP}/slowest_rank", f"rank {worst.last_rank}, {worst.lag:.1f} s after the "
                                              "first rank", step, wall))
-        return [("job/lag_s", float(worst.lag))]
+        return [(f"{GROUP}/lag_s", float(worst.lag))]
 
     def restart(self, step: int) -> None:
         """Drop the run's points at and after ``step`` as TensorBoard drops a restarted writer's: a
@@ -183,9 +186,9 @@ class JobRun:
                     found, histograms, restart = summaries(record)
                     if restart is not None:  # what came before at and after it is dropped, as TensorBoard does
                         held = {tag: min(step, restart - 1) for tag, step in held.items()}
-                    for scalar in found:  # (every point has its ``job/<tag>/ranks``)
-                        if scalar.tag.startswith("job/") and scalar.tag.endswith("/ranks"):
-                            tag = scalar.tag[len("job/"):-len("/ranks")]
+                    for scalar in found:  # (every point has its ``~job/<tag>/ranks``)
+                        if scalar.tag.startswith(GROUP + "/") and scalar.tag.endswith("/ranks"):
+                            tag = scalar.tag[len(GROUP) + 1:-len("/ranks")]
                             held[tag] = max(scalar.step, held.get(tag, scalar.step))
                             self._charted.add(tag)
                     for histogram in histograms:

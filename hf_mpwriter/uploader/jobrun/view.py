@@ -5,20 +5,20 @@ step the ranks logged, writes to the job run
 
     <tag>                                          the mean: in TensorBoard, one more line in the
                                                    ranks' own chart of the tag
-    job/<tag>/min  job/<tag>/max  job/<tag>/std    (population std)
-    job/<tag>/ranks  job/<tag>/missing             (how many reported, and how many of the world did not)
+    ~job/<tag>/min  ~job/<tag>/max  ~job/<tag>/std    (population std)
+    ~job/<tag>/ranks  ~job/<tag>/missing             (how many reported, and how many of the world did not)
 
-(:func:`stat_tag`: the statistics other than the mean in one ``job`` group, where they do not bury the
-user's tags), from every rank's value for that step, a ``job/<tag>/missing_ranks`` text naming the
-ranks that logged the tag before but not this step, one ``job/extreme_ranks`` text a step naming each
+(:func:`stat_tag`: the statistics other than the mean in one ``~job`` group, the last, where they do not bury the
+user's tags), from every rank's value for that step, a ``~job/<tag>/missing_ranks`` text naming the
+ranks that logged the tag before but not this step, one ``~job/extreme_ranks`` text a step naming each
 tag's min and max rank (rank ids as text: a chart would smooth them into fractions),
-``job/lag_s`` (how long after the first rank the last one logged the step, by the ranks' own clocks: the
-event's wall time; ranks in lockstep show none) and ``job/slowest_rank`` (a text naming that rank and its
+``~job/lag_s`` (how long after the first rank the last one logged the step, by the ranks' own clocks: the
+event's wall time; ranks in lockstep show none) and ``~job/slowest_rank`` (a text naming that rank and its
 delay, where it is :data:`STRAGGLER_S` or more), and
 a Custom Scalars layout with a margin chart per tag (the mean in its min-max band). Each histogram
 tag's histograms of a step are merged into one, ``<tag>``, where the ranks' bucket limits agree, as
 tensorboardX's default ones do (:mod:`.histogram`; where they do not, none is written, and
-``status`` counts it), with its ``job/<tag>/missing_ranks``. The run rides along with the logdir's
+``status`` counts it), with its ``~job/<tag>/missing_ranks``. The run rides along with the logdir's
 commits; nothing runs in the training processes.
 
 The rule for late data (:meth:`JobView.waits_for`): a point is written once every rank of the world
@@ -38,7 +38,7 @@ runs show. (A node of a job with a store drops the restarted rank's values; the 
 steps it already wrote.)
 
 Values are finite or not as the ranks logged them: a NaN makes the step's mean and std NaN, is left
-out of its min and max, and its ranks are named (``job/<tag>/nan_ranks``); infinities give an infinite or
+out of its min and max, and its ranks are named (``~job/<tag>/nan_ranks``); infinities give an infinite or
 NaN mean, as a sum of them would.
 
 Written where one uploader sees every rank of the job: one node, or a logdir every node shares (in a
