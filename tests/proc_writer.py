@@ -13,6 +13,7 @@ prints what it did, so a test knows what was logged before it kills or signals t
 (and differ by ``attempt`` times 100: a resumed job's replayed steps log other values);
 ``histogram`` (N) logs a histogram, ``weights``, of :func:`weights` every N steps (tensorboardX's
 default buckets).
+``stall_at`` and ``stall_s``: the rank stops that long before that step (it then runs late by it).
 ``steps`` (default: until signalled) and ``start`` bound the loop; ``close_after`` (a path) holds the
 process, still a live writer, after its last step until that file exists. ``trainer_flush`` calls
 ``flush()`` after every log, as the transformers Trainer does. ``user_handler`` installs a SIGTERM
@@ -77,6 +78,8 @@ def main() -> int:
             print(f"flushed {step}", flush=True)
         step += 1
         time.sleep(cfg.get("sleep", 0.005))
+        if step == cfg.get("stall_at"):  # a stall (a data loader, a checkpoint of its own): the rank runs late
+            time.sleep(cfg["stall_s"])
     writer.flush()
     print(f"flushed {step - 1}", flush=True)
     if cfg.get("hang"):
