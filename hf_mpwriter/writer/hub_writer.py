@@ -366,7 +366,8 @@ class HFSummaryWriter(SummaryWriter):
             return
         committed = self._settings_saved and self._wait_committed(
             sizes, max(0.0, deadline - time.monotonic()), say_after=SAY_WAIT_AFTER_S)
-        if committed and self._upload.nodes > 1 and self._upload.store and self._mode == "process":
+        if (committed and self._upload.nodes > 1 and self._upload.store and self._mode == "process"
+                and not termination.signalled()):  # (preempted: its grace period is for its records)
             self._wait_job_run_sent(min(deadline, time.monotonic() + JOB_VIEW_LAST_WAIT_S + HUNG_AFTER_S))
         unreadable = None if committed else read_failure(self._queue_path)  # said when it began to last
         fatal = None if committed or unreadable else supervisor.fatal_error(self._root, self._token or "")

@@ -42,6 +42,7 @@ _logdirs: dict[str, Callable[[bool], None]] = {}  # logdir -> "commit now" (HFSu
 _previous: Any = None
 _installed = False
 _retries = 0
+_signalled = False  # a termination signal reached this process (``signalled()``)
 
 
 def watch(event_writer: Any, install: bool = True) -> None:
@@ -80,8 +81,14 @@ def _install() -> None:
     _installed = True
 
 
+def signalled() -> bool:
+    """Whether a termination signal reached this process: its grace period is for its records, nothing else."""
+    return _signalled
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
-    global _retries
+    global _retries, _signalled
+    _signalled = True
     dying = _default_action_is_ours(signum)
     busy = [w for w in list(_flushers) if not _flush(w)]
     if busy and dying and _retries < MAX_RETRIES:
