@@ -20,6 +20,7 @@ import pytest
 from upload_helpers import (
     TOKEN,
     check_remote,
+    commit_time,
     finish,
     hub_env,
     kill_and_collect,
@@ -386,9 +387,7 @@ def test_a_writer_judged_dead_by_mistake_is_not_deleted_and_does_not_speed_up_co
 
 def _commit_times(hub) -> list[float]:
     """When the target applied each of the uploader's commits, oldest first."""
-    from datetime import datetime
-
-    return sorted(datetime.fromisoformat(c["date"].replace("Z", "+00:00")).timestamp() for c in hub.commits(REPO)
+    return sorted(commit_time(c) for c in hub.commits(REPO)
                   if c["summary"].startswith("Upload TensorBoard logs"))
 
 

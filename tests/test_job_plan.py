@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from test_job_commit import REPO, _commit_when_due, _leading, _log_commits, _pieces
-from upload_helpers import TOKEN, as_process_hub
+from upload_helpers import TOKEN, as_process_hub, commit_time
 
 from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.errors import Deferred, TargetError
@@ -176,7 +176,7 @@ def _each_node_commits(targets: list[JobTarget], tmp_path: Path, rounds: int) ->
 
 def _commit_times(hub: HubServer) -> list[float]:
     """When the Hub applied each commit (its history's dates, to the millisecond)."""
-    return sorted(datetime.fromisoformat(c["date"].replace("Z", "+00:00")).timestamp() for c in _log_commits(hub))
+    return sorted(commit_time(c) for c in _log_commits(hub))
 
 
 def test_the_leader_keeps_to_the_commit_budget_and_puts_offers_off_instead_of_letting_nodes_commit(store, tmp_path, monkeypatch):

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from helpers import accumulator, read_file_events, read_run_events, scalar_point
 from proc_writer import weights
 from test_job_view import _assert_equal, _assert_histogram, _job_points, _recomputed
 from upload_helpers import (
+    commit_time,
     committed_and_checked,
     every_applied_commit_is_whole_and_only_grows,
     local_target_files,
@@ -308,7 +308,7 @@ def _rank_writes(hub, bucket: bool, per_node: int) -> list[tuple[float, int]]:
     if bucket:
         writes = [(batch["time"], batch["paths"]) for batch in hub.bucket_batches(BUCKET)]
     else:
-        writes = [(datetime.fromisoformat(c["date"].replace("Z", "+00:00")).timestamp(), c["added"])
+        writes = [(commit_time(c), c["added"])
                   for c in hub.commits(REPO)]
     found = []
     for when, paths in writes:

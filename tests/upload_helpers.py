@@ -157,6 +157,11 @@ def local_target_files(target: Path, prefix: str) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*tfevents*")) if p.is_file()}
 
 
+def commit_time(commit: dict) -> float:
+    """When the test Hub applied ``commit`` (its ``date``, as ``list_repo_commits`` gives it), as a wall time."""
+    return datetime.fromisoformat(commit["date"].replace("Z", "+00:00")).timestamp()
+
+
 def local_commits(target: Path) -> list[dict]:
     log = target / ".hf_mpwriter-commits.jsonl"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
