@@ -430,8 +430,8 @@ def test_a_backlog_is_read_in_bounded_steps_with_the_heartbeat_and_finished_befo
     beats = []
     view = JobView(logdir, 2, wait=30.0, beat=lambda: beats.append(1))
     first = view.update(budget=0)
-    assert view.backlog and first == 0  # one step each read; nothing written while a file's unread part may hold a restart
-    assert view.update(final=True) == 2 * steps and not view.pending  # every loss point, and lr (rank 1 alone)
+    assert view.backlog and 0 < first < steps  # one step each: the complete points written
+    assert view.update(final=True) == 2 * steps - first and not view.pending  # every loss point, and lr (rank 1 alone)
     assert sorted(_held(logdir)) == list(range(steps)) and len(beats) >= 2 * steps // 100  # every ~50 records
     assert {ranks for _, ranks in _held(logdir).values()} == {2}  # no point written before rank 1's file was read
     view.close()

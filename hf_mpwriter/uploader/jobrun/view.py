@@ -48,8 +48,8 @@ points (:mod:`.points`) and the job's leader merges them into one job run (:mod:
 The world size is what the writers detected, or the highest rank seen plus one.
 
 Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file, a rank's files in
-order (a backlog is read over the next updates; no point is written before every rank file is read to
-its end: an unread part may hold a restart that drops what was read), calls ``beat`` while it
+order (a backlog is read over the next updates, its complete points written as they come; after a
+restart, while the other ranks' files are read again, none is), calls ``beat`` while it
 works (the uploader's heartbeat), and a restarted uploader takes up where the last one stopped
 (:data:`STATE_FILE`: the offsets read, the points waiting, what the run holds), not from the start.
 """
@@ -114,6 +114,9 @@ class JobView:
         #: A rank file read again after another rank's restart: its steps below this are in the run already.
         self._floor: dict[str, int] = {}
         self._restarts: set[str] = set()  # the restarts (``file:offset``) the job run was made anew after
+        #: The other ranks' files are read again after a restart: until they are read to their end, what is
+        #: read mixes attempts (a rank's values from before its own restart), and no point is written.
+        self._replaying = False
         self.backlog = False  # a rank file has more than the last update read
         self._values: dict[_Key, dict[int, Value]] = {}  # points not written yet: rank -> value
         # (a histogram tag's points are kept under its :func:`~.points.histogram_key`)
@@ -231,7 +234,7 @@ class JobView:
         for other, rel in self._rank_files():
             if other != rank:
                 self._read_to[rel], self._floor[rel] = 0, step
-        self.backlog = True
+        self.backlog = self._replaying = True
         logger.info("job run: rank %d restarted at step %d; the job run's steps from there are made anew", rank, step)
 
     def _take(self, rank: int, tag: str, step: int, value: Value, wall_time: float, now: float) -> None:
@@ -277,8 +280,9 @@ class JobView:
         read = written = 0
         while True:
             read += self._read()
-            if not self.backlog:  # a rank's unread part may hold a restart that drops what is read so far
-                written += self._write_due(final)
+            if not (self.backlog and self._replaying):  # (a restart's re-read mixes attempts until it is done)
+                written += self._write_due(final and not self.backlog)
+            self._replaying = self._replaying and self.backlog
             if not self.backlog or time.monotonic() >= deadline:
                 break
         if read or written:  # (called at every cycle and at exit: cheap when nothing changed)
