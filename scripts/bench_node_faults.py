@@ -225,7 +225,7 @@ def hub_timeline(hub, repo: str) -> tuple[list[tuple[float, dict[int, tuple[int,
     commits = list(reversed(hub.commits(repo)))
     for commit in commits:
         for path in commit["added"]:
-            if "tfevents" in path:
+            if "tfevents" in path and "/rank-" in f"/{path}":  # (the job run's mean has the ranks' tag: not a rank)
                 found = newest(hub.read_file(repo, path, revision=commit["oid"]))
                 if found:
                     held[path] = found

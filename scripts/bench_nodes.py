@@ -143,6 +143,8 @@ def records_by_node(files: dict[str, bytes], ranks_per_node: int) -> dict[int, t
 
     span: dict[int, tuple[float, float]] = {}
     for path, data in files.items():
+        if path.startswith("job/") or "/job/" in path:  # the job run (its mean has the ranks' tag): not a rank's
+            continue
         node = rank_of(path) // ranks_per_node
         for _, payload in iter_records(io.BytesIO(data), 0, len(data)):
             event = Event.FromString(payload)
@@ -159,7 +161,7 @@ def lost_and_twice(files: dict[str, bytes], ranks: int, steps: int, tmp: Path) -
 
     held: dict[int, Counter] = {rank: Counter() for rank in range(ranks)}
     tmp.mkdir(parents=True, exist_ok=True)
-    for i, (path, data) in enumerate(sorted(files.items())):
+    for i, (path, data) in enumerate(sorted(p for p in files.items() if not (p[0].startswith("job/") or "/job/" in p[0]))):
         copy = tmp / f"{i}.tfevents"
         copy.write_bytes(data)
         for event in LegacyEventFileLoader(str(copy)).Load():

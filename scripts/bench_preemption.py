@@ -127,7 +127,7 @@ def _held(bench: Bench, repo_id: str) -> dict[int, Counter]:
         return held
     copy = bench.tmp / f"remote-{repo_id.replace('/', '-')}"
     for path in bench.server.list_files(repo_id):
-        if "tfevents" not in path:
+        if "tfevents" not in path or "/rank-" not in f"/{path}":  # (the job run's mean has the ranks' tag)
             continue
         rank = int(next(part for part in path.split("/") if part.startswith("rank-")).split("-")[1])
         dest = copy / path
