@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from helpers import accumulator, plugin_accumulator, read_run_events, scalar_poi
 from test_job_histogram import _log as _log_histogram
 from test_job_view import _assert_equal, _assert_histogram, _Clock, _job_points, _log, _rank_writer, _recomputed
 
+from hf_mpwriter.events.encoding import session_start_event
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import STORE_CALL_S
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
@@ -31,6 +33,7 @@ from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.jobrun import exchange as job_merge
 from hf_mpwriter.uploader.jobrun.exchange import JobMerge, ViewExchange
 from hf_mpwriter.uploader.jobrun.stats import NO_RANK, Stats
+from hf_mpwriter.uploader.jobrun.values import Held
 from hf_mpwriter.uploader.jobrun.view import JobView
 
 
@@ -118,9 +121,9 @@ def _node_views(tmp_path: Path, clock: _Clock, nodes: int, per_node: int) -> tup
 def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: set[int] | None = None) -> int:
     """What :class:`job_merge.ViewExchange` does, without the store: each node takes up what the leader
     held, updates and sends; the leader merges and writes."""
-    held = dict(merge.held)
-    for view in views:
-        view.acknowledged(held, merge.every)
+    held = Held.parse(merge.publication(by=0))
+    for node, view in enumerate(views):
+        view.acknowledged(held, held.seen.get(node, 0))
         view.update(final=final)
     merge.start_round()
     for node, view in enumerate(views):
@@ -136,7 +139,7 @@ def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: 
 def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late_points_are_not_written(job_nodes):
     clock = _Clock()
     views, writers = job_nodes(3, 2, clock)
-    merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held={}, every=1, clock=clock)
+    merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held=Held(), clock=clock)
     rng = random.Random(7)
     values: dict[int, dict[int, float]] = defaultdict(dict)
     for step in range(10):
@@ -181,7 +184,7 @@ def test_a_node_whose_ranks_logged_nothing_yet_holds_the_points_back_until_they_
     points are not complete without it (CI's two-node job once wrote its first steps with half the ranks)."""
     clock = _Clock()
     views, writers = job_nodes(2, 2, clock)
-    merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held={}, every=1, clock=clock)
+    merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held=Held(), clock=clock)
     for step in range(3):
         for writer in writers[:2]:  # node 0's ranks only
             _log(writer, step, float(step))
@@ -198,7 +201,7 @@ def test_a_node_whose_ranks_logged_nothing_yet_holds_the_points_back_until_they_
 def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says_k(monkeypatch, job_nodes):
     clock = _Clock()
     views, writers = job_nodes(2, 2, clock)
-    merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held={}, every=1, clock=clock)
+    merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held=Held(), clock=clock)
     monkeypatch.setattr(job_merge, "MAX_VALUE_BYTES", 2000)  # a node's value: the store's limit binds (few nodes)
     step = 0
     ks = []
@@ -356,7 +359,7 @@ def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_po
     clock = _Clock()
     views, writers = job_nodes(3, 2, clock)
     views[1].live = {2}  # rank 3's writer is gone, as node 1's uploader sees it
-    merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held={}, every=1, clock=clock)
+    merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held=Held(), clock=clock)
     for step in range(10):
         for rank, writer in enumerate(writers):
             if rank != 3 or step < 5:
@@ -468,7 +471,7 @@ def test_points_made_before_a_node_learnt_the_new_k_do_not_raise_it_again(tmp_pa
     does not take the old rate for the new k's (it overshot to k=64 where 8 was enough)."""
     view = JobView(tmp_path / "logs", 2, wait=30.0, node_ranks=2)
     view.made = 1500
-    assert view.acknowledged({}, every=8) is False and view.every == 8 and view.made == 0
+    assert view.acknowledged(Held(every=8)) is False and view.every == 8 and view.made == 0
     assert json.loads(view.message(1 << 16, final=False))["made"] == 0
     view.close()
 
@@ -626,7 +629,7 @@ def test_histograms_merge_across_nodes_exactly_a_dead_node_is_named_and_unmergea
     named; a tag whose ranks pick their own buckets is written for none of its steps, and counted."""
     clock = _Clock()
     views, writers = job_nodes(3, 2, clock)
-    merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held={}, every=1, clock=clock)
+    merge = JobMerge(views[0].logdir, nodes=3, world=6, wait=30.0, held=Held(), clock=clock)
     for step in range(5):
         for rank, writer in enumerate(writers):
             _log_histogram(writer, "w", _weights(rank, step), step)
@@ -740,3 +743,68 @@ def test_status_on_a_node_that_does_not_lead_says_where_the_job_run_is(tmp_path,
     assert len(_job_view_lines(node_1, None)) == 1  # (said in one line, without the whole job's counts)
     for exchange in exchanges:
         exchange.close()
+
+
+def _attempt_value(attempt: int, rank: int, step: int) -> float:
+    return attempt * 1000.0 + rank * 10.0 + (step * 7 + rank * 3) % 11
+
+
+@pytest.mark.parametrize("restarted", ["every rank", "one rank of the node that does not lead",
+                                       "every rank, node 1 reading it late"])
+def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_for_the_ranks(tmp_path, job_nodes,
+                                                                                            store, restarted):
+    """Two nodes of two ranks, through a real TCPStore; node 0 leads and writes attempt 1's steps. Then
+    ranks restart at 100 (a ``SessionLog.START``, as ``purge_step`` writes) and log 100-199 again with other
+    values (attempt 2): every rank, or only rank 3 on node 1 (the others go on to 199 in attempt 1). Late:
+    node 1 sent attempt 1's steps 140-149 before the restart, and its uploader reads its ranks' restart only
+    after the leader's node has restarted the job run and done a round more. The leader's job run, read with
+    TensorBoard's reader, equals at every step 0-199 the statistics of what that reader shows for the four
+    rank runs."""
+    clock = _Clock()
+    views, writers = job_nodes(2, 2, clock)
+    jobs, exchanges = _exchanges(store.port, views)
+    jobs[0].leader.leading = True
+    late = restarted.endswith("late")
+
+    def rounds(times: int = 3, final: bool = False, nodes: tuple[int, ...] = (1, 0)) -> None:
+        for _ in range(times):
+            for k in nodes:
+                views[k].update(final=final)
+                exchanges[k].round(final=final)
+
+    def log(steps: range, attempt: int, ranks: range | list[int] = range(4)) -> None:
+        for step in steps:
+            for rank in ranks:
+                _log(writers[rank], step, _attempt_value(attempt, rank, step))
+
+    log(range(140 if late else 150), 1)
+    rounds()
+    if late:
+        log(range(140, 150), 1)
+        rounds(1, nodes=(1,))  # node 1 sent 140-149; the leader has not taken them yet
+    assert max(_job_points(views[0].logdir, "loss")) == (139 if late else 149)  # the job run holds steps past 100
+    again = [3] if restarted.startswith("one rank") else range(4)
+    for rank, writer in enumerate(writers):
+        if rank in again:
+            writer.add_serialized(session_start_event(100, 2000.0))
+    log(range(100, 200), 2, again)
+    log(range(150, 200), 1, [rank for rank in range(4) if rank not in again])
+    if late:
+        rounds(3, nodes=(0,))  # the leader restarts the job run and its node makes its points anew: node 1's
+        # value in the store is still of attempt 1
+    rounds()
+    views[1].update(final=True)
+    views[0].update(final=True)
+    rounds(final=True)
+    held = Held.parse(jobs[0].store.get("view/held"))
+    assert held.restarts == [(1, 100)]  # the path: the job run restarted once, at step 100
+    for exchange in exchanges:
+        exchange.close()
+    copy = tmp_path / "target"
+    for view in views:
+        shutil.copytree(view.logdir, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".hf_mpwriter"))
+    want = _recomputed(copy, "loss")
+    assert sorted(want) == list(range(200))
+    attempts = {step: {int(stats["mean"] // 1000)} for step, stats in want.items()}
+    assert attempts[99] == {1} and attempts[145] == ({1} if restarted.startswith("one rank") else {2})  # TensorBoard's
+    _assert_equal(_job_points(copy, "loss"), want, 4)

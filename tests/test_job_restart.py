@@ -88,8 +88,10 @@ def test_a_resumed_job_s_run_equals_the_statistics_of_what_tensorboard_shows_for
     clock.now += 60
     view.update(final=True)
     view.close()
-    restarts = json.loads((state_dir(logdir) / STATUS_FILE).read_text())["restarts"]
-    assert restarts >= 1  # the path: the view read the restart and made the steps from there anew
+    status = json.loads((state_dir(logdir) / STATUS_FILE).read_text())
+    assert status["restarts"] >= 1  # the path: the view read the restart and made the steps from there anew
+    for side in ("min", "max"):  # status's counts start again at the restart: the steps made anew, once
+        assert sum(times for _, times in status["extremes"]["loss"][side]) == 100
     want = _recomputed(logdir, "loss")
     assert sorted(want) == list(range(200))  # what TensorBoard shows of the ranks: attempt 1 to 99, attempt 2 after
     assert {step: stats["mean"] // 1000 for step, stats in want.items()} == {s: 1 if s < 100 else 2 for s in range(200)}

@@ -17,7 +17,8 @@ nothing yet cannot say which tags they log) and every node that logs its tag (as
 it, or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it (a node's own wait,
 then its next round; one round more in a tree), or when every node said it is done. A node that logs
 the tag but did not send the step is named, with its ranks, as missing. Late points (a step the job
-run holds) are not written.
+run holds) are not written. A node's rank that restarts at a step the job run holds restarts the job run
+from there (:mod:`.values`).
 
 The intake is bounded: each node's value holds at most ``ROUND_BYTES / nodes`` (and the store's
 :data:`~..coordination.store.MAX_VALUE_BYTES`). A job of more than :data:`~.tree.GROUP_FROM` nodes merges
@@ -38,7 +39,6 @@ that node's own records. The min/max counts of ``status`` start again at a new l
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -51,7 +51,7 @@ from ..coordination.store import MAX_VALUE_BYTES, JobStore, StoreError
 from .points import Point, merge, point_from_list
 from .runfile import JobRun
 from .tree import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
-from .values import parse_value
+from .values import Head, Held, parse_value
 from .view import JobView
 
 logger = logging.getLogger(__name__)
@@ -70,14 +70,19 @@ _Key = tuple[str, int]
 class JobMerge:
     """The leader's side: the nodes' points, merged into the job run of this node's logdir."""
 
-    def __init__(self, logdir: Path, nodes: int, world: int, wait: float, held: dict[str, int], every: int,
+    def __init__(self, logdir: Path, nodes: int, world: int, wait: float, held: Held,
                  clock: Callable[[], float] = time.monotonic, hops: int = 1) -> None:
-        """``hops``: the rounds a node's value takes to reach the leader (2 in a tree: :mod:`.tree`)."""
+        """``held``: where the last leader left the job run (``view/held``); ``hops``: the rounds a node's
+        value takes to reach the leader (2 in a tree: :mod:`.tree`)."""
         self.nodes, self.world, self.clock, self.hops = nodes, world, clock, hops
         self.wait = (LEADER_WAIT_FACTOR + hops - 1) * wait  # how long a point waits here for its nodes
-        self.run = JobRun(logdir, after=max(held.values(), default=None))
-        self.held = dict(held)  # tag -> the last step the job run holds (every leader's, from view/held)
-        self.every = every
+        self.run = JobRun(logdir, after=max(held.steps.values(), default=None))
+        self.word = dataclasses.replace(held)  # what this merge publishes next (:meth:`due`)
+        self.held = self.word.steps = dict(held.steps)  # tag -> the last step the job run holds (every leader's)
+        self.every = held.every
+        self._restart_from: float = math.inf  # the nodes' restarts taken in this round: the lowest step
+        self._start_at: int | None = None  # the job run drops its points from here before the next ones
+        self._said_seen = dict(held.seen)  # the nodes' restarts as this merge last published them
         self._values: dict[_Key, dict[frozenset[int], Point]] = {}  # (tag, step) -> nodes -> their point, not written
         self._first: dict[_Key, float] = {}
         self._heard: set[int] = set()  # the nodes that sent something
@@ -105,6 +110,7 @@ class JobMerge:
         if value is None:
             return
         for one, head in value.heads.items():
+            self._restarted(one, head)
             if head.ranks or head.final:  # (a node that read none of its ranks yet does not know its tags)
                 self._heard.add(one)
             self._ranks_of[one] = head.ranks
@@ -121,6 +127,8 @@ class JobMerge:
         for tag, step, item, covered in value.points:
             if step <= self.held.get(tag, -math.inf) or step % self.every:
                 continue
+            if any(self.word.stale(value.heads[one].epoch, step) for one in covered if one in value.heads):
+                continue  # (made before its node took in the job run's last restart: that node sends it anew)
             key = (tag, step)
             self._tag_nodes.setdefault(tag, set()).update(covered)  # (its tags said so too, unless cut short)
             by = self._values.setdefault(key, {})
@@ -131,9 +139,47 @@ class JobMerge:
             by[covered] = point_from_list(tag, item)
             self._first.setdefault(key, now)
 
+    def _restarted(self, node: int, head: Head) -> None:
+        """``node``'s restarts not taken in yet: its points waiting here from their steps are dropped (it
+        makes them anew), and the job run restarts from there if it holds any (:meth:`due`)."""
+        new = [step for number, step in head.restarts if number > self.word.seen.get(node, 0)]
+        if not new:
+            return
+        self.word.seen[node] = max(number for number, _ in head.restarts)
+        step = min(new)
+        self._restart_from = min(self._restart_from, step)
+        for key in [key for key in self._values if key[1] >= step]:
+            by = self._values[key]
+            for covered in [covered for covered in by if node in covered]:
+                del by[covered]
+            if not by:
+                del self._values[key], self._first[key]
+
+    @property
+    def restarts_taken(self) -> bool:
+        """Whether this round took in a node's restart (``view/held`` says so, even with no point due)."""
+        return self.word.seen != self._said_seen
+
+    def publication(self, by: int) -> bytes:
+        """``view/held`` as this round leaves it (``by``: this node)."""
+        self.word.every = self.every
+        return self.word.to_json(by)
+
     def due(self, final: bool = False) -> list[tuple[str, int, Point]]:
         """The points to write now (all of them when ``final`` or every node is done), merged; from here on
-        :attr:`held` counts them written (the caller publishes that, then writes them: :meth:`write`)."""
+        :attr:`held` counts them written (the caller publishes that, then writes them: :meth:`write`). A
+        restart of a node taken in this round whose step the job run holds restarts the job run first: its
+        points from there are dropped, and every node makes its own anew (:class:`~.values.Held`)."""
+        if self._restart_from < math.inf:
+            step, self._restart_from = int(self._restart_from), math.inf
+            if any(held >= step for held in self.held.values()):
+                self.word.restart(step)
+                self.held = self.word.steps
+                self._start_at = step if self._start_at is None else min(self._start_at, step)
+                for key in [key for key in self._values if key[1] >= step]:
+                    del self._values[key], self._first[key]
+                logger.info("job run: a node's rank restarted at step %d; the job run's steps from there are made anew",
+                            step)
         final = final or len(self._done) >= self.nodes
         everyone = len(self._heard) >= self.nodes
         now = self.clock()
@@ -159,10 +205,15 @@ class JobMerge:
     def write(self, points: list[tuple[str, int, Point]]) -> None:
         """Write ``points`` (from :meth:`due`) into the job run, and the picture ``status`` shows."""
         newest = {r: s for ranks in self._ranks_of.values() for r, s in ranks.items()}
+        self._said_seen = dict(self.word.seen)
+        if self._start_at is not None:
+            self.run.restart(self._start_at)
+            self._start_at = None
         if points:
             self.run.write(points, self.world, self.every)
         self.run.publish(self.run.summary(newest, self.world, waiting=len(self._values), late=sum(self._late.values()),
-                                          backlog=False, every=self.every, nodes=len(self._heard)))
+                                          backlog=False, every=self.every, nodes=len(self._heard),
+                                          restarts=self.word.epoch))
 
     @property
     def waiting(self) -> int:
@@ -275,12 +326,12 @@ class ViewExchange:
     def _round(self, final: bool) -> int:
         store = self.job.store
         raw = store.get("view/held") or b""
-        held, every = _parse_held(raw)
-        self.every = max(self.every, every)
-        if self.view.acknowledged(held, self.every):
+        held = Held.parse(raw)
+        self.every = held.every = max(self.every, held.every)
+        if self.view.acknowledged(held, held.seen.get(self.job.node, 0)):
             self.view.save()
         if self.group is not None:
-            self.group.send(lambda limit: self._value(limit, final), final, held, self.every)
+            self.group.send(lambda limit: self._value(limit, final), final, held.steps, self.every)
             self.view.made = 0
         elif len(value := self._value(self.limit, final)) > 2:
             store.set(f"view/{self.job.node}", value)
@@ -295,7 +346,7 @@ class ViewExchange:
         if self.merge is None:
             for index in range(self.groups):  # (read with the nodes' values, which the store waits for if unset)
                 store.compare_set(f"view/g{index}", b"", b"{}")
-            self.merge = JobMerge(self.view.logdir, self.nodes, self.view.world, self.view.wait, held, self.every,
+            self.merge = JobMerge(self.view.logdir, self.nodes, self.view.world, self.view.wait, held,
                                   clock=self.view.clock, hops=1 if self.group is None else 2)
             self._published = raw
         return written + self._merge(store, raw)
@@ -336,10 +387,9 @@ class ViewExchange:
         every = self.merge.every
         points = self.merge.due()
         self.merge.thin(self.limit)
-        if not points and self.merge.every == every:
+        if not points and self.merge.every == every and not self.merge.restarts_taken:
             return 0
-        published = json.dumps({"held": self.merge.held, "every": self.merge.every, "by": self.job.node,
-                                "n": time.time_ns()}).encode()
+        published = self.merge.publication(self.job.node)
         if len(published) > MAX_VALUE_BYTES:
             logger.error("job run: the job's %d tags are more than the store's value for them holds (%d bytes); "
                          "no job run from here on (the ranks' runs are committed as before)", len(self.merge.held),
@@ -367,14 +417,3 @@ class ViewExchange:
         self._stop_merging()
         if self.group is not None:
             self.group.close()
-
-
-def _parse_held(raw: bytes | None) -> tuple[dict[str, int], int]:
-    if not raw:
-        return {}, 1
-    try:
-        value = json.loads(raw)
-        return {str(t): int(s) for t, s in value["held"].items()}, max(1, int(value["every"]))
-    except (ValueError, KeyError, TypeError, AttributeError):
-        logger.warning("job run: view/held in the store does not parse; taken as empty")
-        return {}, 1

@@ -116,7 +116,9 @@ class JobRun:
 
     def restart(self, step: int) -> None:
         """Drop the run's points at and after ``step`` as TensorBoard drops a restarted writer's: a
-        ``SessionLog.START`` at ``step`` (the points made anew come after it)."""
+        ``SessionLog.START`` at ``step`` (the points made anew come after it). ``status``'s counts of the
+        ranks most often a tag's min or max start again (they cannot tell the dropped steps' from the others)."""
+        self.extremes.clear()
         writer = self._open()
         writer.add_serialized(session_start_event(step, time.time()))
         writer.flush()

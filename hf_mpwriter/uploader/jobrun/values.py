@@ -4,14 +4,23 @@ group's (:mod:`.tree`: its nodes' values merged into one), read by one parser.
 A node's value (:meth:`.view.JobView.message`)::
 
     {"ranks": {rank: newest step}, "tags": [tag, ...] or null, "final": bool, "late": int, "made": int,
-     "every": int, "points": [[tag, step, point.to_list()], ...]}
+     "every": int, "epoch": int, "restarts": [[n, step], ...], "points": [[tag, step, point.to_list()], ...]}
 
 A group's::
 
     {"nodes": {node: {"ranks", "final", "late", "made", "every"}}, "tags": {tag: [node, ...]},
      "points": [[tag, step, point.to_list(), [node, ...] or null (every node of the value)], ...]}
 
-(a point: :mod:`.points`).
+(a point: :mod:`.points`), and the leader's word to every node, ``view/held`` (:class:`Held`)::
+
+    {"held": {tag: step}, "every": int, "restarts": [[epoch, step], ...], "seen": {node: n}, "by": node, "n": int}
+
+**Restarts.** A node that reads a rank's restart at ``step`` (:meth:`.view.JobView._restart`) after it
+passed on points from there makes them anew and says so: ``[n, step]`` in ``restarts``, its n-th. The leader
+takes it in once (``seen``); if the job run holds points from ``step``, it starts a new *epoch*: it drops
+them (a ``SessionLog.START``), and every node, at its next round, makes its points from there anew
+(:meth:`Held.floor_after`) and says the epoch it made them in; until it did, the leader takes none of
+its points from there (:meth:`Held.stale`).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import dataclasses
 import json
 import logging
 import math
+import time
 
 from .points import Point, merge, point_from_list
 
@@ -38,15 +48,18 @@ class Head:
     late: int
     made: int
     every: int
+    epoch: int = 0  # the job run's restart (:class:`Held`) whose steps the node made anew
+    restarts: tuple[tuple[int, int], ...] = ()  # its own restarts the leader has not taken in: (n, step)
 
     def to_dict(self) -> dict:
         return {"ranks": {str(r): s for r, s in self.ranks.items()}, "final": self.final, "late": self.late,
-                "made": self.made, "every": self.every}
+                "made": self.made, "every": self.every, "epoch": self.epoch, "restarts": [list(r) for r in self.restarts]}
 
     @classmethod
     def from_dict(cls, head: dict) -> Head:
         return cls({int(r): int(s) for r, s in head["ranks"].items()}, bool(head["final"]), int(head["late"]),
-                   int(head["made"]), int(head.get("every", 1)))
+                   int(head["made"]), int(head.get("every", 1)), int(head.get("epoch", 0)),
+                   tuple((int(n), int(step)) for n, step in head.get("restarts", ())))
 
 
 @dataclasses.dataclass
@@ -57,6 +70,63 @@ class Value:
     heads: dict[int, Head]
     tags: dict[str, set[int]]
     points: list[tuple[str, int, list, frozenset[int]]]
+
+
+#: The job run's restarts ``view/held`` keeps (a node that missed older ones makes every point anew).
+RESTARTS_KEPT = 16
+
+
+@dataclasses.dataclass
+class Held:
+    """``view/held``, the leader's word: per tag the last step the job run holds, k, the job run's restarts
+    (``(epoch, step)``, the newest last) and per node the last of its own restarts the leader took in."""
+
+    steps: dict[str, int] = dataclasses.field(default_factory=dict)
+    every: int = 1
+    restarts: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    seen: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def epoch(self) -> int:
+        return self.restarts[-1][0] if self.restarts else 0
+
+    def floor_after(self, epoch: int) -> float:
+        """The lowest step the restarts after ``epoch`` dropped (``math.inf``: none): a node that made its
+        points in ``epoch`` makes them anew from there (from 0 where it missed one no longer kept)."""
+        if not self.restarts or epoch >= self.epoch:
+            return math.inf
+        if epoch < self.restarts[0][0] - 1:
+            return 0
+        return min(step for number, step in self.restarts if number > epoch)
+
+    def stale(self, epoch: int, step: int) -> bool:
+        """Whether a node's point of ``step`` made in ``epoch`` is of an attempt the job run dropped since."""
+        return step >= self.floor_after(epoch)
+
+    def restart(self, step: int) -> None:
+        """A new epoch: the job run drops its points from ``step``."""
+        self.restarts = [*self.restarts, (self.epoch + 1, step)][-RESTARTS_KEPT:]
+        self.steps = {tag: min(held, step - 1) for tag, held in self.steps.items()}
+
+    def to_json(self, by: int) -> bytes:
+        """The value to publish (``by``: the leader's node; with a nonce, two leaders never publish the same bytes)."""
+        return json.dumps({"held": self.steps, "every": self.every, "restarts": [list(r) for r in self.restarts],
+                           "seen": {str(n): k for n, k in sorted(self.seen.items())}, "by": by,
+                           "n": time.time_ns()}).encode()
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> Held:
+        """``view/held`` as read from the store (empty, or not parsing: nothing held, said)."""
+        if not raw:
+            return cls()
+        try:
+            value = json.loads(raw)
+            return cls({str(t): int(s) for t, s in value["held"].items()}, max(1, int(value["every"])),
+                       [(int(e), int(s)) for e, s in value.get("restarts", ())],
+                       {int(n): int(k) for n, k in value.get("seen", {}).items()})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            logger.warning("job run: view/held in the store does not parse; taken as empty")
+            return cls()
 
 
 def parse_value(node: int | None, raw: bytes) -> Value | None:

@@ -34,8 +34,8 @@ A restart is read as TensorBoard reads it: a rank whose writer restarted with ``
 ``SessionLog.START`` at that step) loses its values from that step on, as its run does in TensorBoard;
 a job run that holds points from there drops them the same way (a ``SessionLog.START`` of its own), and
 every rank's values from there are read again, so that those steps are made anew from what the rank
-runs show. (A node of a job with a store drops the restarted rank's values; the leader's run keeps the
-steps it already wrote.)
+runs show. In a job with a store, the node does the same with the points it passed on, and the
+leader's run drops its steps from there, and every node makes its own anew (:mod:`.values`).
 
 Values are finite or not as the ranks logged them: a NaN makes the step's mean and std NaN, is left
 out of its min and max, and its ranks are named (``~job/<tag>/nan_ranks``); infinities give an infinite or
@@ -74,6 +74,7 @@ from .histogram import Buckets
 from .points import Point, Value, Walls, histogram_key, point_from_list, point_of, value_from_json
 from .runfile import BEAT_EVERY, RUN_DIR, JobRun, entries
 from .stats import NO_RANK
+from .values import Held
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class JobView:
         self.outbox: dict[_Key, Point] = {}  # a node's points the leader has not written yet
         self.every = 1  # a node passes on only the steps divisible by this (the leader's k, :mod:`.exchange`)
         self.made = 0  # a node's points made since its last value was sent (the leader's k is set by it)
+        self.epoch = 0  # a node: the job run's last restart it made its points anew for (:class:`~.values.Held`)
+        self.reports: list[tuple[int, int]] = []  # a node: its restarts its leader has not taken in, (n, step)
         self.dropped = 0  # a node's points dropped from a full outbox
         self._sent = sent  # whether a rank file (its path in the logdir) goes to the target: only those are reduced
         self._beat = beat
@@ -211,8 +214,9 @@ class JobView:
     def _restart(self, rank: int, rel: str, offset: int, step: int) -> None:
         """``rank`` restarted at ``step`` in its file ``rel`` (see the module): its values from there, read from
         its earlier files (a rank's files are read in order), are gone, as in its run; the first time this
-        restart is read, a job run holding points from there drops them, and every other rank's values from
-        there are read again."""
+        restart is read, the points from there already written (a node: passed on) are made anew: the job
+        run drops them (a node: tells its leader, :mod:`.values`), and every other rank's values from there
+        are read again."""
         for key in [key for key in self._values if key[1] >= step and rank in self._values[key]]:
             del self._values[key][rank]
             if not self._values[key]:
@@ -221,21 +225,29 @@ class JobView:
                 self._wall[key][2] = NO_RANK
         self.newest[rank] = min(self.newest.get(rank, step - 1), step - 1)
         mark = f"{rel}:{offset}"
-        if mark in self._restarts or self.node_ranks is not None:
+        if mark in self._restarts:
             return
         self._restarts.add(mark)
-        again = [tag for tag, held in self._held.items() if held >= step]
-        if not again:
+        if not any(held >= step for held in self._held.values()):
             return
-        for tag in again:
-            self._held[tag] = step - 1
+        self._read_again(step, rank)
+        if self.node_ranks is None:
+            self.run.restart(step)
+        else:
+            self.reports.append((len(self._restarts), step))
+        logger.info("job run: rank %d restarted at step %d; the job run's steps from there are made anew", rank, step)
+
+    def _read_again(self, step: int, restarted: int | None = None) -> None:
+        """Make the points from ``step`` anew: every rank's values from there (but ``restarted``'s, read
+        from its restart on) are read again, and none is written until they are."""
+        self._held = {tag: min(held, step - 1) for tag, held in self._held.items()}
         self._held_at_start = {tag: min(held, step - 1) for tag, held in self._held_at_start.items()}
-        self.run.restart(step)
-        for other, rel in self._rank_files():
-            if other != rank:
+        for key in [key for key in self.outbox if key[1] >= step]:
+            del self.outbox[key]
+        for rank, rel in self._rank_files():
+            if rank != restarted:
                 self._read_to[rel], self._floor[rel] = 0, step
         self.backlog = self._replaying = True
-        logger.info("job run: rank %d restarted at step %d; the job run's steps from there are made anew", rank, step)
 
     def _take(self, rank: int, tag: str, step: int, value: Value, wall_time: float, now: float) -> None:
         self.world = max(self.world, rank + 1)  # ranks given explicitly: the world is what they show
@@ -353,7 +365,8 @@ class JobView:
         points it made since its last value and the k it made them at (the leader's k follows them), and whether the node is done
         (``final``: every point it will have is in it)."""
         head = {"ranks": {str(r): s for r, s in sorted(self.newest.items())}, "tags": sorted(self._reporters),
-                "final": False, "late": self.late, "made": self.made, "every": self.every}
+                "final": False, "late": self.late, "made": self.made, "every": self.every, "epoch": self.epoch,
+                "restarts": [list(report) for report in self.reports]}
         room = limit - len(json.dumps({**head, "points": []}))
         if room < 0:  # its tags alone are too many: the leader learns them from the points
             head["tags"] = None
@@ -368,22 +381,33 @@ class JobView:
         head["final"] = final and not self.pending and len(points) == len(self.outbox)
         return json.dumps({**head, "points": points}).encode()
 
-    def acknowledged(self, held: dict[str, int], every: int = 1) -> bool:
-        """The leader wrote these steps (per tag, every step up to there): they leave the outbox, and a
-        value for one of them from now on is late. ``every``: the leader takes only the steps divisible by
-        it from now on (the others leave the outbox too). Whether anything changed."""
-        if every > self.every:
-            self.every, self.made = every, 0  # (what was made at the old k does not tell the leader the new rate)
-        gone = [key for key in self.outbox if key[1] <= held.get(key[0], -math.inf) or key[1] % self.every]
+    def acknowledged(self, held: Held, seen: int = 0) -> bool:
+        """The leader's word (:class:`~.values.Held`; ``seen``: the last of this node's restarts it took in).
+        The steps the job run holds (per tag, every step up to there) leave the outbox, and a value for one of
+        them from now on is late, but those from a restart of this node the leader has not taken in yet;
+        from a k above this node's, only the steps divisible by it are passed on; after a restart of the
+        job run this node did not make its points anew for, it does. Whether anything changed."""
+        self.reports = [report for report in self.reports if report[0] > seen]
+        floor = held.floor_after(self.epoch)
+        if floor < math.inf:
+            self._read_again(int(floor))
+            self.epoch = held.epoch
+            logger.info("job run: the job run dropped its steps from %d (a rank's restart); this node makes them anew",
+                        floor)
+        if held.every > self.every:
+            self.every, self.made = held.every, 0  # (what was made at the old k does not tell the leader the new rate)
+        cap = min((step for _, step in self.reports), default=math.inf) - 1  # (the leader may still hold them)
+        steps = {tag: min(step, cap) for tag, step in held.steps.items()}
+        gone = [key for key in self.outbox if key[1] <= steps.get(key[0], -math.inf) or key[1] % self.every]
         for key in gone:
             del self.outbox[key]
-        for tag, step in held.items():
+        for tag, step in steps.items():
             if step > self._held.get(tag, -math.inf):
-                self._held[tag] = step
+                self._held[tag] = int(step)
                 for key in [key for key in self._values if key[0] == tag and key[1] <= step]:
                     del self._values[key], self._first[key], self._wall[key]
                     self.late += 1
-        return bool(gone)
+        return bool(gone) or floor < math.inf
 
     def close(self) -> None:
         """Close the job run's file (it is complete: made read-only, sent once more as it is)."""
@@ -402,7 +426,7 @@ class JobView:
             "waiting": [[tag, step, {str(r): v for r, v in values.items()}, list(self._wall[(tag, step)])]
                         for (tag, step), values in self._values.items()],
             "outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.outbox.items()],
-            "late": self.late,
+            "late": self.late, "epoch": self.epoch, "reports": [list(report) for report in self.reports],
         }
         try:
             write_json_atomic(state_dir(self.logdir) / STATE_FILE, state)
@@ -430,6 +454,8 @@ class JobView:
                 self._first[key], self._wall[key] = now, [float(walls[0]), float(walls[1]), int(walls[2])]
             self.outbox = {(str(tag), int(step)): point_from_list(str(tag), item) for tag, step, item in state["outbox"]}
             self.late = int(state["late"])
+            self.epoch = int(state.get("epoch", 0))  # (a state of before a job run's restarts: none)
+            self.reports = [(int(n), int(step)) for n, step in state.get("reports", ())]
             self.world = max([self.world, *(r + 1 for r in self.newest)])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("job view: %s does not parse (%s); reading the ranks' files from their start", STATE_FILE, exc)
@@ -442,7 +468,7 @@ class JobView:
         self._restarts = set()
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
         self.run = JobRun(self.logdir)
-        self.late = 0
+        self.late, self.epoch, self.reports = 0, 0, []
 
     def summary(self) -> dict:
         """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
