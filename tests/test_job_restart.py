@@ -159,6 +159,20 @@ def test_a_rank_late_by_40_s_is_waited_for_and_the_job_run_is_exact(tmp_path):
     assert view.late == 0 and json.loads((state_dir(logdir) / STATUS_FILE).read_text())["behind"] == {}
 
 
+def test_past_the_bound_on_points_waiting_the_oldest_are_written_without_the_late_rank_and_said(tmp_path, monkeypatch):
+    """The same rank 40 s behind, with room for 40 points waiting (80 wait for it at 2 steps a second): the
+    oldest past their wait are written with the 3 others, rank 2 named missing; its values for them come late
+    and are counted; ``status`` counts the points written without it. Memory stays bounded."""
+    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.WAITING_POINTS", 40)
+    view, logdir = _late_rank_job(tmp_path, "late")
+    points = _job_points(logdir, "loss")
+    short = {step for step, stats in points.items() if stats["ranks"] != WORLD}
+    assert sorted(points) == list(range(200)) and short and short <= set(range(100, 200))
+    assert {points[step]["missing"] for step in short} == {1.0}
+    status = json.loads((state_dir(logdir) / STATUS_FILE).read_text())
+    assert status["unwaited"] == len(short) and view.late == len(short)
+
+
 def test_a_rank_whose_writer_is_gone_is_not_waited_for(tmp_path):
     """Rank 2's writer is gone at step 100: from there each step is written after its wait with the 3 others,
     rank 2 named missing, without waiting out the silent bound."""

@@ -186,6 +186,8 @@ def _job_view_lines(view: dict, tag: str | None) -> list[str]:
     if slowest and slowest["lag_s"] >= 1.0:  # (the job run's STRAGGLER_S: ranks in lockstep show none)
         lines.append(f"          slowest at the last step: rank {slowest['rank']}, {slowest['lag_s']:.1f} s after the first "
                      "rank (by the ranks' own clocks)")
+    if view.get("unwaited"):
+        lines.append(f"          {view['unwaited']} points written without ranks far behind (too many waited for them)")
     if view.get("restarts"):
         lines.append(f"          {view['restarts']} restart(s) read (purge_step): the steps from there were made anew")
     if missing:

@@ -25,8 +25,8 @@ The rule for late data (:meth:`JobView.waits_for`): a point is written once ever
 reported its step; else, at least ``wait`` seconds after the first rank did, once no rank it waits for
 is left: it waits for a rank that logged the tag before and has not reached the step yet, while that
 rank's writer is alive (or not known dead) and the rank logged something within
-:data:`~...timing.JOB_VIEW_SILENT_S` (a slow rank is late, not missing); and when the job ends, with
-whoever reported. A tag's steps are written in
+:data:`~...timing.JOB_VIEW_SILENT_S` (a slow rank is late, not missing), as long as no more than
+:data:`WAITING_POINTS` wait; and when the job ends, with whoever reported. A tag's steps are written in
 order. A value for a step the run already holds (a rank silent past that bound, or one that came back)
 is not written: it is counted (``late``) and stays in its rank's run.
 
@@ -86,6 +86,9 @@ READ_BYTES = 4 * 1024 * 1024
 
 #: A node's points kept for the leader at most (more: no leader takes them, the oldest go).
 OUTBOX_POINTS = 20_000
+#: Points read and not written yet, at most (their ranks' values, some 1 KB each): past this, the oldest
+#: whose wait is over are written without the ranks they wait for (a rank far behind: its values, late).
+WAITING_POINTS = 50_000
 _RANK_DIR = re.compile(r"rank-(\d+)")
 _BLOCK_DIR = re.compile(r"ranks-\d+-\d+")
 _Key = tuple[str, int]  # (tag, step)
@@ -131,6 +134,7 @@ class JobView:
         self.newest: dict[int, int] = {}  # rank -> its newest step (any tag)
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
         self.late = 0
+        self.unwaited = 0  # points written without the ranks they waited for (:data:`WAITING_POINTS`)
         #: The ranks whose writer is alive, as the uploader last saw them (``None``: not known): a dead rank's
         #: steps are not waited for.
         self.live: set[int] | None = None
@@ -343,12 +347,28 @@ class JobView:
         in time)."""
         now = self.clock()
         complete = self.world if self.node_ranks is None else max(self.node_ranks, len(self.newest))
+        unwaited = self._unwaited(now)
         last: dict[str, int] = {}
         for (tag, step), values in self._values.items():
-            if final or len(values) >= complete or (now - self._first[(tag, step)] >= self.wait and not any(
-                    self.waits_for(rank, step, now) for rank in self._reporters[tag] if rank not in values)):
+            if final or len(values) >= complete or (now - self._first[(tag, step)] >= self.wait and (
+                    (tag, step) in unwaited or not any(self.waits_for(rank, step, now) for rank in self._reporters[tag]
+                                                       if rank not in values))):
                 last[tag] = max(step, last.get(tag, step))
         return [(tag, step) for tag, step in self._values if tag in last and step <= last[tag]]
+
+    def _unwaited(self, now: float) -> set[_Key]:
+        """The oldest points past :data:`WAITING_POINTS`, written without the ranks they wait for once their
+        wait is over (memory stays bounded; the ranks named missing, their values counted late)."""
+        over = len(self._values) - WAITING_POINTS
+        if over <= 0:
+            return set()
+        oldest = sorted((key for key, first in self._first.items() if now - first >= self.wait),
+                        key=self._first.__getitem__)[:over]
+        if oldest and not self.unwaited:
+            logger.warning("job run: more than %d points wait for ranks far behind; the oldest are written without "
+                           "them (named missing; their values counted late)", WAITING_POINTS)
+        self.unwaited += len(oldest)
+        return set(oldest)
 
     def waits_for(self, rank: int, step: int, now: float) -> bool:
         """Whether a point of ``step`` of a tag ``rank`` logged before still waits for it (the rule of late data,
@@ -426,7 +446,7 @@ class JobView:
             "waiting": [[tag, step, {str(r): v for r, v in values.items()}, list(self._wall[(tag, step)])]
                         for (tag, step), values in self._values.items()],
             "outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.outbox.items()],
-            "late": self.late, "epoch": self.epoch, "reports": [list(report) for report in self.reports],
+            "late": self.late, "unwaited": self.unwaited, "epoch": self.epoch, "reports": [list(report) for report in self.reports],
         }
         try:
             write_json_atomic(state_dir(self.logdir) / STATE_FILE, state)
@@ -454,6 +474,7 @@ class JobView:
                 self._first[key], self._wall[key] = now, [float(walls[0]), float(walls[1]), int(walls[2])]
             self.outbox = {(str(tag), int(step)): point_from_list(str(tag), item) for tag, step, item in state["outbox"]}
             self.late = int(state["late"])
+            self.unwaited = int(state.get("unwaited", 0))
             self.epoch = int(state.get("epoch", 0))  # (a state of before a job run's restarts: none)
             self.reports = [(int(n), int(step)) for n, step in state.get("reports", ())]
             self.world = max([self.world, *(r + 1 for r in self.newest)])
@@ -468,14 +489,14 @@ class JobView:
         self._restarts = set()
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
         self.run = JobRun(self.logdir)
-        self.late, self.epoch, self.reports = 0, 0, []
+        self.late, self.unwaited, self.epoch, self.reports = 0, 0, 0, []
 
     def summary(self) -> dict:
         """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
         the min and the max."""
         more = {} if self.node_ranks is None else {"node": True, "outbox": len(self.outbox)}  # (a node: its leader writes)
         return self.run.summary(self.newest, self.world, late=self.late, waiting=self.waiting, backlog=self.backlog,
-                                restarts=len(self._restarts), **more)
+                                restarts=len(self._restarts), unwaited=self.unwaited, **more)
 
     def publish(self) -> None:
         """What ``status`` shows of the job run (a node of a job with a store: while its node does not lead,
