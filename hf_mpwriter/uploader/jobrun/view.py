@@ -446,7 +446,8 @@ class JobView:
             "waiting": [[tag, step, {str(r): v for r, v in values.items()}, list(self._wall[(tag, step)])]
                         for (tag, step), values in self._values.items()],
             "outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.outbox.items()],
-            "late": self.late, "unwaited": self.unwaited, "epoch": self.epoch, "reports": [list(report) for report in self.reports],
+            "late": self.late, "unwaited": self.unwaited,
+            "epoch": self.epoch, "reports": [list(report) for report in self.reports],
         }
         try:
             write_json_atomic(state_dir(self.logdir) / STATE_FILE, state)
