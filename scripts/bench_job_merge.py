@@ -83,12 +83,12 @@ def _make_points(view: JobView, node: int, ranks: int, tags: list[str], steps: r
     """What the node's own reduction passes on for these steps (every k-th: the leader's k)."""
     first = node * ranks
     for step in steps:
-        if step % view.every:
+        if step % view.outbox.every:
             continue
         for i, tag in enumerate(tags):
             values = {first + r: math.sin(step * 0.01 + i) + 0.001 * (first + r) for r in range(ranks)}
-            view.outbox[(tag, step)] = Stats.of(values, (), 1e9 + step)
-            view.made += 1
+            view.outbox.points[(tag, step)] = Stats.of(values, (), 1e9 + step)
+            view.outbox.made += 1
     for r in range(ranks):
         view.newest[first + r] = steps[-1]
     for tag in tags:

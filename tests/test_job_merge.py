@@ -129,7 +129,7 @@ def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: 
     for node, view in enumerate(views):
         if sending is None or node in sending:
             merge.take(node, view.message(job_merge.node_limit(len(views)), final))
-            view.made = 0
+            view.outbox.made = 0
     points = merge.due()
     merge.thin(job_merge.node_limit(len(views)))
     merge.write(points)
@@ -171,7 +171,7 @@ def test_three_nodes_points_merge_into_the_job_run_a_dead_node_is_named_and_late
     assert [(e.step, e.tensor_proto.string_val[0].decode()) for e in named] == [(s, "missing: rank 4, 5") for s in range(10, 13)]
     # Its points come after all: late, not written (the run holds those steps), and it takes up the leader's held.
     assert _round(views, merge) == 0 and _job_points(views[0].logdir, "loss")[12]["ranks"] == 4
-    assert views[2].outbox == {}
+    assert len(views[2].outbox) == 0
     # The job ends: each node's last points, then everything the leader has, complete or not.
     _log(writers[0], 13, 1.0)
     assert _round(views, merge, final=True) == 1 and _job_points(views[0].logdir, "loss")[13]["ranks"] == 1
@@ -342,7 +342,7 @@ def test_a_nodes_value_stays_within_its_limit_oldest_steps_first(tmp_path):
         for i in range(60):
             tag = f"a/rather/long/tag/name/{i:03d}"
             view._reporters.setdefault(tag, set()).update(range(8))
-            view.outbox[(tag, step)] = Stats.of({r: r * 0.1 + step for r in range(8)}, (3,), 1e9)
+            view.outbox.points[(tag, step)] = Stats.of({r: r * 0.1 + step for r in range(8)}, (3,), 1e9)
     view.newest = {r: 39 for r in range(8)}
     for limit in (4096, 16384, 65536):
         value = view.message(limit, final=True)
@@ -431,7 +431,7 @@ def test_a_node_of_one_rank_and_a_node_of_many_tags_still_send_their_points(tmp_
     for i in range(1000):
         tag = f"a/long/tag/name/number/{i:04d}"
         many._reporters[tag] = set(range(8))
-        many.outbox[(tag, 0)] = Stats.of({r: float(r) for r in range(8)})
+        many.outbox.points[(tag, 0)] = Stats.of({r: float(r) for r in range(8)})
     value = many.message(16384, final=False)
     message = json.loads(value)
     assert len(value) <= 16384 and message["tags"] is None and message["points"]
@@ -470,8 +470,8 @@ def test_points_made_before_a_node_learnt_the_new_k_do_not_raise_it_again(tmp_pa
     """A node that made a round's points at the old k, then learns the new one, says it made none: the leader
     does not take the old rate for the new k's (it overshot to k=64 where 8 was enough)."""
     view = JobView(tmp_path / "logs", 2, wait=30.0, node_ranks=2)
-    view.made = 1500
-    assert view.acknowledged(Held(every=8)) is False and view.every == 8 and view.made == 0
+    view.outbox.made = 1500
+    assert view.acknowledged(Held(every=8)) is False and view.outbox.every == 8 and view.outbox.made == 0
     assert json.loads(view.message(1 << 16, final=False))["made"] == 0
     view.close()
 

@@ -5,7 +5,8 @@
 - ``points``: a point of either kind, and the one ``merge``.
 - ``view``: the reading of the ranks' files into points (a restart, a late rank: the rule of late data).
 - ``runfile``: the job run's file in TensorBoard's terms (its tags, texts, layout, its own restart).
-- ``values``: the values a node and a group of nodes put in the job's store.
+- ``values``: the values a node and a group of nodes put in the job's store, and the leader's word (restarts too).
+- ``outbox``: a node's points the leader has not written yet, and its restarts the leader has not taken in.
 - ``exchange``: a node's rounds: its points to the job's leader, and the leader's merge of every node's.
 - ``tree``: the groups of a large job's merge tree, each with a store of its own.
 

@@ -332,10 +332,10 @@ class ViewExchange:
             self.view.save()
         if self.group is not None:
             self.group.send(lambda limit: self._value(limit, final), final, held.steps, self.every)
-            self.view.made = 0
+            self.view.outbox.made = 0
         elif len(value := self._value(self.limit, final)) > 2:
             store.set(f"view/{self.job.node}", value)
-            self.view.made = 0
+            self.view.outbox.made = 0
         written = self._finish_attempt(raw)
         if not self.job.leading:  # ``status`` here: this node's part (the leader's node shows the whole job)
             self.view.publish()

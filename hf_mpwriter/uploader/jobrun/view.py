@@ -56,7 +56,6 @@ works (the uploader's heartbeat), and a restarted uploader takes up where the la
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -71,7 +70,8 @@ from ...state.piece import open_nofollow
 from ...state.statedir import read_json, state_dir, write_json_atomic
 from ...timing import JOB_VIEW_SILENT_S, JOB_VIEW_WAIT_S
 from .histogram import Buckets
-from .points import Point, Value, Walls, histogram_key, point_from_list, point_of, value_from_json
+from .outbox import Outbox
+from .points import Value, Walls, histogram_key, point_of, value_from_json
 from .runfile import BEAT_EVERY, RUN_DIR, JobRun, entries
 from .stats import NO_RANK
 from .values import Held
@@ -84,8 +84,6 @@ STATE_FILE = "job_view_state.json"
 #: ``sync`` of a logdir logged offline) is read over several updates, in bounded memory and time.
 READ_BYTES = 4 * 1024 * 1024
 
-#: A node's points kept for the leader at most (more: no leader takes them, the oldest go).
-OUTBOX_POINTS = 20_000
 #: Points read and not written yet, at most (their ranks' values, some 1 KB each): past this, the oldest
 #: whose wait is over are written without the ranks they wait for (a rank far behind: its values, late).
 WAITING_POINTS = 50_000
@@ -107,12 +105,7 @@ class JobView:
         #: A node of a job with a store (its ranks, as many as its launcher says): its points go to the job's
         #: leader as points (:attr:`outbox`, :mod:`.exchange`), not into a job run of its own.
         self.node_ranks = node_ranks
-        self.outbox: dict[_Key, Point] = {}  # a node's points the leader has not written yet
-        self.every = 1  # a node passes on only the steps divisible by this (the leader's k, :mod:`.exchange`)
-        self.made = 0  # a node's points made since its last value was sent (the leader's k is set by it)
-        self.epoch = 0  # a node: the job run's last restart it made its points anew for (:class:`~.values.Held`)
-        self.reports: list[tuple[int, int]] = []  # a node: its restarts its leader has not taken in, (n, step)
-        self.dropped = 0  # a node's points dropped from a full outbox
+        self.outbox = Outbox()  # (a node's)
         self._sent = sent  # whether a rank file (its path in the logdir) goes to the target: only those are reduced
         self._beat = beat
         self.run = JobRun(self.logdir)
@@ -238,7 +231,7 @@ class JobView:
         if self.node_ranks is None:
             self.run.restart(step)
         else:
-            self.reports.append((len(self._restarts), step))
+            self.outbox.reports.append((len(self._restarts), step))
         logger.info("job run: rank %d restarted at step %d; the job run's steps from there are made anew", rank, step)
 
     def _read_again(self, step: int, restarted: int | None = None) -> None:
@@ -246,8 +239,7 @@ class JobView:
         from its restart on) are read again, and none is written until they are."""
         self._held = {tag: min(held, step - 1) for tag, held in self._held.items()}
         self._held_at_start = {tag: min(held, step - 1) for tag, held in self._held_at_start.items()}
-        for key in [key for key in self.outbox if key[1] >= step]:
-            del self.outbox[key]
+        self.outbox.drop_from(step)
         for rank, rel in self._rank_files():
             if rank != restarted:
                 self._read_to[rel], self._floor[rel] = 0, step
@@ -324,18 +316,11 @@ class JobView:
             missing = tuple(sorted(self._reporters[tag] - set(by_rank)))  # late or dead: they logged this tag before
             walls = Walls(*self._wall.pop(key))
             self._held[tag] = max(step, self._held.get(tag, step))  # (a tag's steps are passed on in order)
-            if step % self.every == 0:
+            if step % self.outbox.every == 0:
                 points.append((tag, step, point_of(tag, by_rank, missing, walls)))
         if self.node_ranks is not None:
-            self.outbox.update({(tag, step): stats for tag, step, stats in points})
+            self.outbox.add(points)
             self.run.points += len(points)
-            self.made += len(points)
-            for key in sorted(self.outbox, key=lambda key: (key[1], key[0]))[:max(0, len(self.outbox) - OUTBOX_POINTS)]:
-                del self.outbox[key]  # (no leader takes them: the store gone, say) the oldest go
-                if not self.dropped:
-                    logger.warning("job run: no leader takes this node's points (%d kept at most); the oldest go",
-                                   OUTBOX_POINTS)
-                self.dropped += 1
         else:
             self.run.write(points, self.world)
             self.publish()
@@ -380,54 +365,29 @@ class JobView:
 
     # -- a node's points, for the job's leader -----------------------------------------------------------------
     def message(self, limit: int, final: bool) -> bytes:
-        """This node's points the leader has not written yet (the oldest steps first, within ``limit`` bytes),
-        its ranks' newest steps, the tags they log (a point waits for every node that logs its tag), the
-        points it made since its last value and the k it made them at (the leader's k follows them), and whether the node is done
-        (``final``: every point it will have is in it)."""
+        """This node's value for the leader (:meth:`.outbox.Outbox.message`): its ranks' newest steps, the tags
+        they log (a point waits for every node that logs its tag), its late values and its points; ``final``:
+        the node is done, and its value says so once every point it will have is in it."""
         head = {"ranks": {str(r): s for r, s in sorted(self.newest.items())}, "tags": sorted(self._reporters),
-                "final": False, "late": self.late, "made": self.made, "every": self.every, "epoch": self.epoch,
-                "restarts": [list(report) for report in self.reports]}
-        room = limit - len(json.dumps({**head, "points": []}))
-        if room < 0:  # its tags alone are too many: the leader learns them from the points
-            head["tags"] = None
-            room = limit - len(json.dumps({**head, "points": []}))
-        points = []
-        for (tag, step), stats in sorted(self.outbox.items(), key=lambda item: (item[0][1], item[0][0])):
-            item = [tag, step, stats.to_list()]
-            room -= len(json.dumps(item)) + 2  # (json's ", " between items)
-            if room < 0:
-                break
-            points.append(item)
-        head["final"] = final and not self.pending and len(points) == len(self.outbox)
-        return json.dumps({**head, "points": points}).encode()
+                "late": self.late}
+        return self.outbox.message(head, limit, final and not self.pending)
 
     def acknowledged(self, held: Held, seen: int = 0) -> bool:
-        """The leader's word (:class:`~.values.Held`; ``seen``: the last of this node's restarts it took in).
-        The steps the job run holds (per tag, every step up to there) leave the outbox, and a value for one of
-        them from now on is late, but those from a restart of this node the leader has not taken in yet;
-        from a k above this node's, only the steps divisible by it are passed on; after a restart of the
-        job run this node did not make its points anew for, it does. Whether anything changed."""
-        self.reports = [report for report in self.reports if report[0] > seen]
-        floor = held.floor_after(self.epoch)
+        """The leader's word (:meth:`.outbox.Outbox.take_word`): the steps the job run holds leave the outbox,
+        and a value for one of them from now on is late; after a restart of the job run this node did not make
+        its points anew for, it does. Whether anything changed."""
+        floor, steps, gone = self.outbox.take_word(held, seen)
         if floor < math.inf:
             self._read_again(int(floor))
-            self.epoch = held.epoch
             logger.info("job run: the job run dropped its steps from %d (a rank's restart); this node makes them anew",
                         floor)
-        if held.every > self.every:
-            self.every, self.made = held.every, 0  # (what was made at the old k does not tell the leader the new rate)
-        cap = min((step for _, step in self.reports), default=math.inf) - 1  # (the leader may still hold them)
-        steps = {tag: min(step, cap) for tag, step in held.steps.items()}
-        gone = [key for key in self.outbox if key[1] <= steps.get(key[0], -math.inf) or key[1] % self.every]
-        for key in gone:
-            del self.outbox[key]
         for tag, step in steps.items():
             if step > self._held.get(tag, -math.inf):
                 self._held[tag] = int(step)
                 for key in [key for key in self._values if key[0] == tag and key[1] <= step]:
                     del self._values[key], self._first[key], self._wall[key]
                     self.late += 1
-        return bool(gone) or floor < math.inf
+        return gone or floor < math.inf
 
     def close(self) -> None:
         """Close the job run's file (it is complete: made read-only, sent once more as it is)."""
@@ -445,9 +405,7 @@ class JobView:
             "reporters": {tag: sorted(ranks) for tag, ranks in self._reporters.items()},
             "waiting": [[tag, step, {str(r): v for r, v in values.items()}, list(self._wall[(tag, step)])]
                         for (tag, step), values in self._values.items()],
-            "outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.outbox.items()],
-            "late": self.late, "unwaited": self.unwaited,
-            "epoch": self.epoch, "reports": [list(report) for report in self.reports],
+            "late": self.late, "unwaited": self.unwaited, **self.outbox.state(),
         }
         try:
             write_json_atomic(state_dir(self.logdir) / STATE_FILE, state)
@@ -473,11 +431,9 @@ class JobView:
                 self._values[key] = {int(r): value_from_json(key[0], v) for r, v in values.items()}
                 walls = [float(wall), float(wall), -1] if isinstance(wall, (int, float)) else wall  # (a state of before)
                 self._first[key], self._wall[key] = now, [float(walls[0]), float(walls[1]), int(walls[2])]
-            self.outbox = {(str(tag), int(step)): point_from_list(str(tag), item) for tag, step, item in state["outbox"]}
+            self.outbox.load(state)
             self.late = int(state["late"])
             self.unwaited = int(state.get("unwaited", 0))
-            self.epoch = int(state.get("epoch", 0))  # (a state of before a job run's restarts: none)
-            self.reports = [(int(n), int(step)) for n, step in state.get("reports", ())]
             self.world = max([self.world, *(r + 1 for r in self.newest)])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("job view: %s does not parse (%s); reading the ranks' files from their start", STATE_FILE, exc)
@@ -486,11 +442,11 @@ class JobView:
         return True
 
     def _forget_state(self) -> None:
-        self._read_to, self._held, self.newest, self.outbox, self._floor = {}, {}, {}, {}, {}
+        self._read_to, self._held, self.newest, self.outbox, self._floor = {}, {}, {}, Outbox(), {}
         self._restarts = set()
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
         self.run = JobRun(self.logdir)
-        self.late, self.unwaited, self.epoch, self.reports = 0, 0, 0, []
+        self.late = self.unwaited = 0
 
     def summary(self) -> dict:
         """For ``status``: the ranks' newest steps, how far behind each is, and per tag the ranks most often
