@@ -33,7 +33,7 @@ from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.jobrun import exchange as job_merge
 from hf_mpwriter.uploader.jobrun.exchange import JobMerge, ViewExchange
 from hf_mpwriter.uploader.jobrun.stats import NO_RANK, Stats
-from hf_mpwriter.uploader.jobrun.values import Held
+from hf_mpwriter.uploader.jobrun.values import RESTARTS_KEPT, Held
 from hf_mpwriter.uploader.jobrun.view import JobView
 
 
@@ -791,13 +791,15 @@ def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_fo
     log(range(150, 200), 1, [rank for rank in range(4) if rank not in again])
     if late:
         rounds(3, nodes=(0,))  # the leader restarts the job run and its node makes its points anew: node 1's
-        # value in the store is still of attempt 1
+        # value in the store is still of attempt 1 (140-149), and no point is made of it
+        assert all(stats["mean"] >= 2000 for step, stats in _job_points(views[0].logdir, "loss").items() if step >= 100)
     rounds()
     views[1].update(final=True)
     views[0].update(final=True)
     rounds(final=True)
     held = Held.parse(jobs[0].store.get("view/held"))
-    assert held.restarts == [(1, 100)]  # the path: the job run restarted once, at step 100
+    assert [step for _, step in held.restarts] == [100] * (2 if late else 1)  # the path: the job run restarted
+    # at 100 (again once node 1, late, read its ranks' restarts)
     for exchange in exchanges:
         exchange.close()
     copy = tmp_path / "target"
@@ -808,3 +810,104 @@ def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_fo
     attempts = {step: {int(stats["mean"] // 1000)} for step, stats in want.items()}
     assert attempts[99] == {1} and attempts[145] == ({1} if restarted.startswith("one rank") else {2})  # TensorBoard's
     _assert_equal(_job_points(copy, "loss"), want, 4)
+
+
+def test_a_node_in_its_last_round_makes_its_points_anew_after_a_restart_of_the_job_run(tmp_path, job_nodes, store):
+    """Node 1's ranks are done, and its last round waits for a leader to take its points, when rank 0 on node 0
+    (the leader's) restarts at step 100: node 1 makes its steps from 100 anew for the restarted job run (its
+    ranks' values are the same), and the job run at the end holds every step with all 4 ranks, as TensorBoard
+    shows them."""
+    clock = _Clock()
+    views, writers = job_nodes(2, 2, clock)
+    jobs, exchanges = _exchanges(store.port, views)
+    jobs[0].leader.leading = True
+    for step in range(150):
+        for rank, writer in enumerate(writers):
+            _log(writer, step, _attempt_value(1, rank, step))
+    for _ in range(2):
+        for k in (1, 0):
+            views[k].update()
+            exchanges[k].round(final=False)
+    assert max(_job_points(views[0].logdir, "loss")) == 149
+    for step in range(150, 160):
+        _log(writers[2], step, _attempt_value(1, 2, step))
+        _log(writers[3], step, _attempt_value(1, 3, step))
+    views[1].update(final=True)
+    written: list[int] = []
+    ending = threading.Thread(target=lambda: written.append(exchanges[1].last_round(wait=20.0, pause=0.1)))
+    ending.start()
+    try:
+        wait_for(lambda: json.loads(jobs[0].store.get("view/1") or b"{}").get("final"), 10, "node 1's last value")
+        writers[0].add_serialized(session_start_event(100, 2000.0))
+        for step in range(100, 160):
+            _log(writers[0], step, _attempt_value(2, 0, step))
+            _log(writers[1], step, _attempt_value(1, 1, step))
+        views[0].update()
+        exchanges[0].round(final=False)  # the job run restarts at 100
+        assert [step for _, step in Held.parse(jobs[0].store.get("view/held")).restarts] == [100]
+        wait_for(lambda: json.loads(jobs[0].store.get("view/1") or b"{}").get("epoch"), 10, "node 1 to take it in")
+        views[0].update(final=True)
+        exchanges[0].last_round(wait=10.0, pause=0.1)
+    finally:
+        ending.join(30)
+    for exchange in exchanges:
+        exchange.close()
+    copy = tmp_path / "target"
+    for view in views:
+        shutil.copytree(view.logdir, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".hf_mpwriter"))
+    want = _recomputed(copy, "loss")
+    assert sorted(want) == list(range(160)) and {stats["ranks"] for stats in want.values()} == {4}
+    _assert_equal(_job_points(copy, "loss"), want, 4)
+
+
+def test_a_group_s_host_leaves_out_a_member_s_point_of_an_attempt_the_job_run_dropped_and_keeps_the_others():
+    """In a merge tree the group's host merges its members' values: a member that has not taken in the job
+    run's restart at 100 yet (its value of the epoch before) has its point of step 100 left out, not the
+    others' (which the leader then takes); its point of step 99 stays."""
+    from hf_mpwriter.uploader.jobrun.values import group_value
+
+    def node_value(epoch: int, base: float) -> bytes:
+        return json.dumps({"ranks": {"0": 100}, "tags": ["loss"], "final": False, "late": 0, "made": 1, "every": 1,
+                           "epoch": epoch, "restarts": [],
+                           "points": [["loss", step, Stats.of({0: base + step}).to_list()] for step in (99, 100)]}).encode()
+
+    held = Held(steps={"loss": 98}, restarts=[(5, 100)])
+    value = json.loads(group_value({0: node_value(0, 1000.0), 1: node_value(5, 2000.0)}, 1 << 20, held))
+    covered = {step: (None if nodes is None else sorted(nodes)) for _, step, _, nodes in value["points"]}
+    assert covered == {99: None, 100: [1]}  # (None: every node of the value)
+    merge = JobMerge(Path("/nonexistent"), nodes=2, world=2, wait=30.0, held=held, clock=lambda: 0.0)
+    merge.take(None, json.dumps(value).encode())
+    assert merge.waiting == 2
+
+
+def test_the_leaders_word_tells_each_node_from_which_step_to_make_its_points_anew():
+    """A node of the last epoch: none; of an epoch the word holds: the lowest step of the restarts after it;
+    of one it does not hold (a job's new store, or one it missed): the lowest step the word holds, or 0 once
+    some may be gone from it."""
+    held = Held(restarts=[(10, 120), (20, 100), (30, 140)])
+    assert held.floor_after(30) == math.inf and held.floor_after(20) == 140 and held.floor_after(10) == 100
+    assert held.floor_after(0) == 100 and held.floor_after(5) == 100 and Held().floor_after(3) == math.inf
+    assert held.stale(20, 140) and not held.stale(20, 139) and not held.stale(30, 10**6)
+    for _ in range(RESTARTS_KEPT):
+        held.restart(200)
+    assert len(held.restarts) == RESTARTS_KEPT and held.floor_after(30) == 0 and held.steps == {}
+    assert len({epoch for epoch, _ in held.restarts}) == RESTARTS_KEPT  # (ids that only grow)
+
+
+@pytest.mark.parametrize("written_since", [False, True])
+def test_a_new_leader_writes_the_last_restart_of_the_job_run_again_unless_a_point_was_written_since(tmp_path,
+                                                                                                    written_since):
+    """The last leader published a restart of the job run at 100 and may have died before it wrote its ``START``:
+    a new leader that finds no step from 100 held writes it (again: harmless); one that finds one does not."""
+    from hf_mpwriter.events.decoding import summaries
+    from hf_mpwriter.events.records import iter_records
+
+    held = Held(steps={"loss": 120 if written_since else 99}, restarts=[(5, 100)])
+    merge = JobMerge(tmp_path, nodes=2, world=4, wait=30.0, held=held, clock=lambda: 0.0)
+    merge.write([("loss", 121, Stats.of({0: 1.0, 1: 2.0}))])
+    merge.close()
+    starts = []
+    for path in sorted((tmp_path / "job").glob("*tfevents*")):
+        with open(path, "rb") as handle:
+            starts += [summaries(record)[2] for _, record in iter_records(handle) if summaries(record)[2] is not None]
+    assert starts == ([] if written_since else [100])

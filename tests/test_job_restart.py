@@ -20,6 +20,7 @@ from hf_mpwriter.events.decoding import summaries
 from hf_mpwriter.events.encoding import session_start_event
 from hf_mpwriter.state.statedir import state_dir
 from hf_mpwriter.uploader.jobrun.runfile import STATUS_FILE
+from hf_mpwriter.uploader.jobrun.values import Held
 from hf_mpwriter.uploader.jobrun.view import STATE_FILE, JobView
 
 WORLD = 4
@@ -270,3 +271,34 @@ def test_a_rank_late_past_the_wait_in_real_processes_is_waited_for_at_the_target
     assert walls[2][20] - walls[0][20] > 35  # the scenario: rank 2 logged step 20 past the 30 s wait
     _assert_equal(_job_points(copy, "step_time"), want, WORLD)
     assert {stats["ranks"] for stats in want.values()} == {WORLD}
+
+
+def test_a_node_whose_uploader_restarts_while_it_reads_again_passes_on_no_point_of_the_purged_attempt(tmp_path,
+                                                                                                       monkeypatch):
+    """A node of a job with a store passed on steps 0-120 (attempt 2 from 100); the leader's word restarts the
+    job run at 100 (another node's rank), so the node reads its ranks again from there, in parts (long
+    files), and its uploader restarts halfway. The new one goes on reading again: no point it passes on
+    from step 100 is made of attempt 1's values (purged in the rank runs), and steps 100-120 are attempt 2's."""
+    logdir, clock = tmp_path / "logs", _Clock()
+    _attempt(logdir, 1, range(200))
+    _attempt(logdir, 2, range(100, 121), purge_step=100)
+    view = JobView(logdir, WORLD, wait=30.0, clock=clock, node_ranks=WORLD)
+    view.update()
+    clock.now += 60
+    view.update()
+    assert sorted(step for _, step in view.outbox.points) == list(range(121))
+    view.acknowledged(Held(steps={"loss": 99}, restarts=[(7, 100)]))
+    view.save()
+    view.close()
+    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)
+    again = JobView(logdir, WORLD, wait=30.0, clock=clock, node_ranks=WORLD)  # (the uploader restarted)
+    parts = 0
+    while True:
+        again.update(budget=0)
+        parts += 1
+        assert {step for (_, step), point in again.outbox.points.items() if step >= 100 and point.mean < 2000} == set()
+        if not again.backlog:
+            break
+    assert parts > 2  # the scenario: read again in parts, by the new uploader
+    assert sorted(step for _, step in again.outbox.points) == list(range(100, 121))
+    assert again.outbox.epoch == 7

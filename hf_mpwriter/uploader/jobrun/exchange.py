@@ -4,12 +4,14 @@ Each node's uploader reduces its own ranks (:class:`~.view.JobView` as a node: a
 step, :mod:`.points`), and at each of its rounds (:meth:`ViewExchange.next_in`), through the job's store
 (:mod:`..coordination.store`)::
 
-    node:    get view/held                drop the points the leader wrote (and take up its k)
+    node:    get view/held                drop the points the leader wrote (and take up its k); after a
+                                          restart of the job run, make its points from there anew
              set view/<node>              its points not written yet, oldest first, within its share of
                                           :data:`ROUND_BYTES`; its ranks' newest steps and their tags;
-                                          whether it is done
+                                          its restarts; whether it is done
     leader:  multi_get view/<each node>   merge each tag and step's points from the nodes
-             compare_set view/held        per tag, the last step it is about to write; and k
+             compare_set view/held        per tag, the last step it is about to write; k; the job run's
+                                          restarts (:class:`~.values.Held`)
              write those points into its logdir's job run (it rides along with its commits)
 
 A point is due once every node of the job has said something of its ranks (a node whose ranks logged
@@ -17,8 +19,8 @@ nothing yet cannot say which tags they log) and every node that logs its tag (as
 it, or :data:`LEADER_WAIT_FACTOR` × the view's wait after the leader first saw it (a node's own wait,
 then its next round; one round more in a tree), or when every node said it is done. A node that logs
 the tag but did not send the step is named, with its ranks, as missing. Late points (a step the job
-run holds) are not written. A node's rank that restarts at a step the job run holds restarts the job run
-from there (:mod:`.values`).
+run holds) are not written. A node's rank that restarts at a step its node passed on restarts the job
+run from there (:mod:`.values`).
 
 The intake is bounded: each node's value holds at most ``ROUND_BYTES / nodes`` (and the store's
 :data:`~..coordination.store.MAX_VALUE_BYTES`). A job of more than :data:`~.tree.GROUP_FROM` nodes merges
@@ -51,7 +53,7 @@ from ..coordination.store import MAX_VALUE_BYTES, JobStore, StoreError
 from .points import Point, merge, point_from_list
 from .runfile import JobRun
 from .tree import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
-from .values import Head, Held, parse_value
+from .values import Head, Held, parse_value, stale
 from .view import JobView
 
 logger = logging.getLogger(__name__)
@@ -77,11 +79,16 @@ class JobMerge:
         self.nodes, self.world, self.clock, self.hops = nodes, world, clock, hops
         self.wait = (LEADER_WAIT_FACTOR + hops - 1) * wait  # how long a point waits here for its nodes
         self.run = JobRun(logdir, after=max(held.steps.values(), default=None))
-        self.word = dataclasses.replace(held)  # what this merge publishes next (:meth:`due`)
-        self.held = self.word.steps = dict(held.steps)  # tag -> the last step the job run holds (every leader's)
+        #: What this merge publishes next (:meth:`due`); :attr:`held` is its steps: tag -> the last step the
+        #: job run holds (every leader's).
+        self.word = Held(dict(held.steps), held.every, list(held.restarts), dict(held.seen))
+        self.held = self.word.steps
         self.every = held.every
         self._restart_from: float = math.inf  # the nodes' restarts taken in this round: the lowest step
-        self._start_at: int | None = None  # the job run drops its points from here before the next ones
+        #: The job run drops its points from here before the next ones: the last epoch's step again where no
+        #: point was written since (its leader may have died before it wrote its ``START``).
+        last = held.restarts[-1][1] if held.restarts else None
+        self._start_at = last if last is not None and max(held.steps.values(), default=-1) < last else None
         self._said_seen = dict(held.seen)  # the nodes' restarts as this merge last published them
         self._values: dict[_Key, dict[frozenset[int], Point]] = {}  # (tag, step) -> nodes -> their point, not written
         self._first: dict[_Key, float] = {}
@@ -127,7 +134,7 @@ class JobMerge:
         for tag, step, item, covered in value.points:
             if step <= self.held.get(tag, -math.inf) or step % self.every:
                 continue
-            if any(self.word.stale(value.heads[one].epoch, step) for one in covered if one in value.heads):
+            if stale(value, step, covered, self.word):
                 continue  # (made before its node took in the job run's last restart: that node sends it anew)
             key = (tag, step)
             self._tag_nodes.setdefault(tag, set()).update(covered)  # (its tags said so too, unless cut short)
@@ -140,20 +147,11 @@ class JobMerge:
             self._first.setdefault(key, now)
 
     def _restarted(self, node: int, head: Head) -> None:
-        """``node``'s restarts not taken in yet: its points waiting here from their steps are dropped (it
-        makes them anew), and the job run restarts from there if it holds any (:meth:`due`)."""
+        """``node``'s restarts not taken in yet: the job run restarts from the lowest step (:meth:`due`)."""
         new = [step for number, step in head.restarts if number > self.word.seen.get(node, 0)]
-        if not new:
-            return
-        self.word.seen[node] = max(number for number, _ in head.restarts)
-        step = min(new)
-        self._restart_from = min(self._restart_from, step)
-        for key in [key for key in self._values if key[1] >= step]:
-            by = self._values[key]
-            for covered in [covered for covered in by if node in covered]:
-                del by[covered]
-            if not by:
-                del self._values[key], self._first[key]
+        if new:
+            self.word.seen[node] = max(number for number, _ in head.restarts)
+            self._restart_from = min(self._restart_from, *new)
 
     @property
     def restarts_taken(self) -> bool:
@@ -168,18 +166,16 @@ class JobMerge:
     def due(self, final: bool = False) -> list[tuple[str, int, Point]]:
         """The points to write now (all of them when ``final`` or every node is done), merged; from here on
         :attr:`held` counts them written (the caller publishes that, then writes them: :meth:`write`). A
-        restart of a node taken in this round whose step the job run holds restarts the job run first: its
-        points from there are dropped, and every node makes its own anew (:class:`~.values.Held`)."""
+        node's restart taken in this round restarts the job run first: its points from there, and those
+        waiting here, are dropped, and every node makes its own anew (:mod:`.values`)."""
         if self._restart_from < math.inf:
             step, self._restart_from = int(self._restart_from), math.inf
-            if any(held >= step for held in self.held.values()):
-                self.word.restart(step)
-                self.held = self.word.steps
-                self._start_at = step if self._start_at is None else min(self._start_at, step)
-                for key in [key for key in self._values if key[1] >= step]:
-                    del self._values[key], self._first[key]
-                logger.info("job run: a node's rank restarted at step %d; the job run's steps from there are made anew",
-                            step)
+            self.word.restart(step)
+            self.held = self.word.steps
+            self._start_at = step if self._start_at is None else min(self._start_at, step)
+            for key in [key for key in self._values if key[1] >= step]:
+                del self._values[key], self._first[key]
+            logger.info("job run: a node's rank restarted at step %d; the job run's steps from there are made anew", step)
         final = final or len(self._done) >= self.nodes
         everyone = len(self._heard) >= self.nodes
         now = self.clock()
@@ -295,12 +291,15 @@ class ViewExchange:
         Points no leader took yet (the leader's node may be ending too: the lease moves once it is gone)
         are sent again every ``pause`` seconds (a round's :attr:`period`: the store's budget holds) for up
         to ``wait`` seconds, until a leader wrote them (this node's, once it leads), the store is gone or
-        ``stop()`` (a termination signal: the commit comes first). The points this node's merge wrote."""
+        ``stop()`` (a termination signal: the commit comes first). A restart of the job run meanwhile has
+        this node make its points anew first. The points this node's merge wrote."""
         pause = self.period if pause is None else pause
         deadline = time.monotonic() + wait
         while True:
+            self.view.update(final=True)  # (cheap when nothing changed; after a restart of the job run, its points)
             written = self.round(final=True)
-            if written or not self.view.outbox or time.monotonic() >= deadline or not self.job.store_usable():
+            done = not self.view.outbox and not self.view.pending
+            if written or done or time.monotonic() >= deadline or not self.job.store_usable():
                 return written
             until = min(deadline, time.monotonic() + pause)
             while time.monotonic() < until:
@@ -331,7 +330,7 @@ class ViewExchange:
         if self.view.acknowledged(held, held.seen.get(self.job.node, 0)):
             self.view.save()
         if self.group is not None:
-            self.group.send(lambda limit: self._value(limit, final), final, held.steps, self.every)
+            self.group.send(lambda limit: self._value(limit, final), final, held)
             self.view.outbox.made = 0
         elif len(value := self._value(self.limit, final)) > 2:
             store.set(f"view/{self.job.node}", value)

@@ -10,7 +10,7 @@ import logging
 import math
 
 from .points import Point, point_from_list
-from .values import Held
+from .values import Held, new_id
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Outbox:
         self.made = 0  # points made since the node's last value was sent (the leader's k is set by it)
         self.dropped = 0  # points dropped from a full outbox
         self.epoch = 0  # the job run's last restart this node made its points anew for (:class:`~.values.Held`)
-        self.reports: list[tuple[int, int]] = []  # this node's restarts the leader has not taken in: (n, step)
+        self.reports: list[tuple[int, int]] = []  # this node's restarts the leader has not taken in: (id, step)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -44,6 +44,10 @@ class Outbox:
                                OUTBOX_POINTS)
             self.dropped += 1
 
+    def report(self, step: int) -> None:
+        """A restart at ``step`` whose points this node makes anew: for the leader (:mod:`.values`)."""
+        self.reports.append((new_id(max((number for number, _ in self.reports), default=0)), step))
+
     def drop_from(self, step: int) -> None:
         """The points from ``step`` on are made anew (a restart)."""
         for key in [key for key in self.points if key[1] >= step]:
@@ -51,8 +55,8 @@ class Outbox:
 
     def message(self, head: dict, limit: int, done: bool) -> bytes:
         """The node's value: ``head`` (its ranks' newest steps, its tags, its late values), what this outbox
-        says of itself, and its points, oldest steps first, within ``limit`` bytes; ``final`` where the node
-        is ``done`` (every point it will have is made) and every point fits."""
+        says of itself, and its points, oldest steps first, within ``limit`` bytes; ``"final"`` where the
+        node is ``done`` (every point it will have is made) and every point fits."""
         head = {**head, "final": False, "made": self.made, "every": self.every, "epoch": self.epoch,
                 "restarts": [list(report) for report in self.reports]}
         room = limit - len(json.dumps({**head, "points": []}))
@@ -69,24 +73,20 @@ class Outbox:
         head["final"] = done and len(points) == len(self.points)
         return json.dumps({**head, "points": points}).encode()
 
-    def take_word(self, held: Held, seen: int) -> tuple[float, dict[str, float], bool]:
-        """The leader's word (``seen``: the last of this node's restarts it took in). Returns the step from
-        which this node makes its points anew (``math.inf``: none; the job run restarted since this node
-        last did), the steps the job run holds per tag (but not those from a restart of this node the
-        leader has not taken in yet: it may still hold them), and whether points left."""
+    def take_word(self, held: Held, seen: int) -> tuple[float, bool]:
+        """The leader's word (``seen``: the id of the last of this node's restarts it took in): the points
+        the job run holds, or that its k leaves out, leave. Returns the step from which this node makes its
+        points anew (``math.inf``: none; the job run restarted since it last did: the caller drops them),
+        and whether points left."""
         self.reports = [report for report in self.reports if report[0] > seen]
         floor = held.floor_after(self.epoch)
-        if floor < math.inf:
-            self.drop_from(int(floor))
-            self.epoch = held.epoch
+        self.epoch = held.epoch
         if held.every > self.every:
             self.every, self.made = held.every, 0  # (what was made at the old k does not tell the leader the new rate)
-        cap = min((step for _, step in self.reports), default=math.inf) - 1
-        steps = {tag: min(step, cap) for tag, step in held.steps.items()}
-        gone = [key for key in self.points if key[1] <= steps.get(key[0], -math.inf) or key[1] % self.every]
+        gone = [key for key in self.points if key[1] <= held.steps.get(key[0], -math.inf) or key[1] % self.every]
         for key in gone:
             del self.points[key]
-        return floor, steps, bool(gone)
+        return floor, bool(gone)
 
     def state(self) -> dict:
         return {"outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.points.items()],

@@ -37,7 +37,7 @@ from typing import Any
 
 from ..coordination.protocol import Seat
 from ..coordination.store import JobStore, StoreAddress, StoreError, serve
-from .values import group_value
+from .values import Held, group_value
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +73,10 @@ class Group:
         self._client: JobStore | None = None  # to the store of the host it last reached
         self._seen = (b"", clock())  # the host's value, and when it last changed
 
-    def send(self, value_for: Callable[[int], bytes], final: bool = False, held: dict[str, int] | None = None,
-             every: int = 1) -> None:
+    def send(self, value_for: Callable[[int], bytes], final: bool = False, held: Held | None = None) -> None:
         """This round's value (``value_for(limit)``: the node's value within ``limit`` bytes) to its host, or
-        merged with its members' into the group's value if it hosts (without the steps the leader wrote,
-        ``held``, or that k, ``every``, leaves out: a member learns them a round later), or into the job's
+        merged with its members' into the group's value if it hosts (without what the leader's word, ``held``,
+        leaves out: :func:`.values.group_value`; a member learns it a round later), or into the job's
         store if no host answers. ``final`` (the node is done, and may be gone before its host relays it):
         into the job's store as well. Raises :class:`StoreError` only if the job's store fails."""
         main = self.job.store
@@ -92,7 +91,7 @@ class Group:
                 self._release(main, self._hosted)
             else:
                 values[self.job.node] = value_for(self.limit)
-                main.set(f"view/g{self.index}", group_value(values, self.limit, held or {}, every), self.limit)
+                main.set(f"view/g{self.index}", group_value(values, self.limit, held or Held()), self.limit)
                 self._leave_direct(main)
                 return
         elif host is not None:

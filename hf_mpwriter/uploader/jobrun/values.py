@@ -4,23 +4,27 @@ group's (:mod:`.tree`: its nodes' values merged into one), read by one parser.
 A node's value (:meth:`.view.JobView.message`)::
 
     {"ranks": {rank: newest step}, "tags": [tag, ...] or null, "final": bool, "late": int, "made": int,
-     "every": int, "epoch": int, "restarts": [[n, step], ...], "points": [[tag, step, point.to_list()], ...]}
+     "every": int, "epoch": int, "restarts": [[id, step], ...], "points": [[tag, step, point.to_list()], ...]}
 
 A group's::
 
-    {"nodes": {node: {"ranks", "final", "late", "made", "every"}}, "tags": {tag: [node, ...]},
+    {"nodes": {node: {"ranks", "final", "late", "made", "every", "epoch", "restarts"}}, "tags": {tag: [node, ...]},
      "points": [[tag, step, point.to_list(), [node, ...] or null (every node of the value)], ...]}
 
 (a point: :mod:`.points`), and the leader's word to every node, ``view/held`` (:class:`Held`)::
 
-    {"held": {tag: step}, "every": int, "restarts": [[epoch, step], ...], "seen": {node: n}, "by": node, "n": int}
+    {"held": {tag: step}, "every": int, "restarts": [[epoch, step], ...], "seen": {node: id}, "by": node, "n": int}
 
 **Restarts.** A node that reads a rank's restart at ``step`` (:meth:`.view.JobView._restart`) after it
-passed on points from there makes them anew and says so: ``[n, step]`` in ``restarts``, its n-th. The leader
-takes it in once (``seen``); if the job run holds points from ``step``, it starts a new *epoch*: it drops
-them (a ``SessionLog.START``), and every node, at its next round, makes its points from there anew
-(:meth:`Held.floor_after`) and says the epoch it made them in; until it did, the leader takes none of
-its points from there (:meth:`Held.stale`).
+passed on points from there makes them anew and says so: ``[id, step]`` in ``restarts`` (an id that only
+grows: its wall clock's nanoseconds). The leader takes each in once (``seen``: the last id per node) and
+starts a new *epoch* from the lowest step it took in that round: it drops the job run's points from there
+(a ``SessionLog.START``; a new leader that finds no point written since the last epoch's step writes it
+again, in case the last one died before it did) and the points waiting; every node, at its next round,
+makes its points from there anew (:meth:`Held.floor_after`) and says the epoch it made them in, and until
+it did the leader, and a group's host, take none of its points from there (:meth:`Held.stale`). Epochs
+are ids too: a node whose epoch the word does not hold (it missed them, or the job's store is new) makes
+its points anew from the lowest step the word holds.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class Head:
     made: int
     every: int
     epoch: int = 0  # the job run's restart (:class:`Held`) whose steps the node made anew
-    restarts: tuple[tuple[int, int], ...] = ()  # its own restarts the leader has not taken in: (n, step)
+    restarts: tuple[tuple[int, int], ...] = ()  # its own restarts the leader has not taken in: (id, step)
 
     def to_dict(self) -> dict:
         return {"ranks": {str(r): s for r, s in self.ranks.items()}, "final": self.final, "late": self.late,
@@ -76,10 +80,15 @@ class Value:
 RESTARTS_KEPT = 16
 
 
+def new_id(after: int = 0) -> int:
+    """An id of a restart or an epoch: the wall clock's nanoseconds, above ``after``."""
+    return max(time.time_ns(), after + 1)
+
+
 @dataclasses.dataclass
 class Held:
     """``view/held``, the leader's word: per tag the last step the job run holds, k, the job run's restarts
-    (``(epoch, step)``, the newest last) and per node the last of its own restarts the leader took in."""
+    (``(epoch id, step)``, the newest last) and per node the id of the last of its restarts the leader took in."""
 
     steps: dict[str, int] = dataclasses.field(default_factory=dict)
     every: int = 1
@@ -92,12 +101,14 @@ class Held:
 
     def floor_after(self, epoch: int) -> float:
         """The lowest step the restarts after ``epoch`` dropped (``math.inf``: none): a node that made its
-        points in ``epoch`` makes them anew from there (from 0 where it missed one no longer kept)."""
-        if not self.restarts or epoch >= self.epoch:
+        points in ``epoch`` makes them anew from there (from every restart the word holds where it does not
+        hold ``epoch``; from 0 where some may be gone from it)."""
+        ids = [number for number, _ in self.restarts]
+        if epoch == self.epoch or not ids:
             return math.inf
-        if epoch < self.restarts[0][0] - 1:
-            return 0
-        return min(step for number, step in self.restarts if number > epoch)
+        if epoch in ids:
+            return min(step for _, step in self.restarts[ids.index(epoch) + 1:])
+        return 0 if len(ids) >= RESTARTS_KEPT else min(step for _, step in self.restarts)
 
     def stale(self, epoch: int, step: int) -> bool:
         """Whether a node's point of ``step`` made in ``epoch`` is of an attempt the job run dropped since."""
@@ -105,7 +116,7 @@ class Held:
 
     def restart(self, step: int) -> None:
         """A new epoch: the job run drops its points from ``step``."""
-        self.restarts = [*self.restarts, (self.epoch + 1, step)][-RESTARTS_KEPT:]
+        self.restarts = [*self.restarts, (new_id(self.epoch), step)][-RESTARTS_KEPT:]
         self.steps = {tag: min(held, step - 1) for tag, held in self.steps.items()}
 
     def to_json(self, by: int) -> bytes:
@@ -150,11 +161,18 @@ def parse_value(node: int | None, raw: bytes) -> Value | None:
     return Value({node: Head.from_dict(message)}, tags, [(str(t), int(s), item, one) for t, s, item in message["points"]])
 
 
-def group_value(values: dict[int, bytes], limit: int, held: dict[str, int], every: int) -> bytes:
+def stale(value: Value, step: int, covered: frozenset[int], held: Held) -> bool:
+    """Whether a point of ``value`` (of ``step``, covering the nodes ``covered``) is of an attempt the job run
+    dropped since one of its nodes made it (:meth:`Held.stale`)."""
+    return any(held.stale(value.heads[node].epoch, step) for node in covered if node in value.heads)
+
+
+def group_value(values: dict[int, bytes], limit: int, held: Held) -> bytes:
     """The values of a group's nodes (``node -> its value``) as one (:mod:`.tree`): each step's points
-    merged, but those of a step the job run holds (``held``, per tag) or that k (``every``) leaves out, the
-    oldest steps first within ``limit`` bytes (a group cut short says none of its nodes is done). A value
-    that does not parse is left out, and said."""
+    merged, but those the leader's word (``held``) leaves out (a step the job run holds, one k leaves out, a
+    point of an attempt the job run dropped since its node made it), the oldest steps first within
+    ``limit`` bytes (a group cut short says none of its nodes is done). A value that does not parse is left
+    out, and said."""
     heads: dict[int, Head] = {}
     tags: dict[str, set[int]] = {}
     merged: dict[_Key, tuple[Point, frozenset[int]]] = {}
@@ -171,7 +189,7 @@ def group_value(values: dict[int, bytes], limit: int, held: dict[str, int], ever
         for tag, nodes in value.tags.items():
             tags.setdefault(tag, set()).update(nodes)
         for tag, step, stats, covered in parsed:
-            if step <= held.get(tag, -math.inf) or step % every:
+            if step <= held.steps.get(tag, -math.inf) or step % held.every or stale(value, step, covered, held):
                 continue
             had = merged.get((tag, step))
             merged[(tag, step)] = (stats, covered) if had is None else (merge(had[0], stats), had[1] | covered)

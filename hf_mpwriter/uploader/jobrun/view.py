@@ -110,8 +110,9 @@ class JobView:
         self._beat = beat
         self.run = JobRun(self.logdir)
         self._read_to: dict[str, int] = {}  # each rank file (path in the logdir): the bytes reduced so far
-        #: A rank file read again after another rank's restart: its steps below this are in the run already.
-        self._floor: dict[str, int] = {}
+        #: A rank file read again after a restart: ``(step, offset)``, its values below that step in the records
+        #: it had been read to (that offset) are in the run already; those after are new.
+        self._floor: dict[str, tuple[int, float]] = {}
         self._restarts: set[str] = set()  # the restarts (``file:offset``) the job run was made anew after
         #: The other ranks' files are read again after a restart: until they are read to their end, what is
         #: read mixes attempts (a rank's values from before its own restart), and no point is written.
@@ -183,13 +184,15 @@ class JobView:
                     start = 0
                 if size <= start:
                     continue
-                floor = self._floor.get(rel, -math.inf)  # (another rank's restart changes other files' floors only)
+                floor, upto = self._floor.get(rel, (-math.inf, 0))  # (a restart changes other files' floors only)
                 with open_nofollow(path) as handle:
                     for end, record in iter_records(handle, start):
                         self._read_to[rel] = end
                         found, histograms, restart = summaries(record)
                         if restart is not None:
                             self._restart(rank, rel, end, restart)
+                        if end > upto:
+                            floor = -math.inf
                         for scalar in found:
                             if scalar.step >= floor:
                                 self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now)
@@ -204,6 +207,8 @@ class JobView:
                             self.backlog = True  # the rest at the next read
                             unfinished.add(rank)
                             break
+                if self._read_to.get(rel, 0) >= upto:
+                    self._floor.pop(rel, None)
             except FileNotFoundError:
                 self._read_to.pop(rel, None)
         return decoded
@@ -231,7 +236,7 @@ class JobView:
         if self.node_ranks is None:
             self.run.restart(step)
         else:
-            self.outbox.reports.append((len(self._restarts), step))
+            self.outbox.report(step)
         logger.info("job run: rank %d restarted at step %d; the job run's steps from there are made anew", rank, step)
 
     def _read_again(self, step: int, restarted: int | None = None) -> None:
@@ -242,7 +247,10 @@ class JobView:
         self.outbox.drop_from(step)
         for rank, rel in self._rank_files():
             if rank != restarted:
-                self._read_to[rel], self._floor[rel] = 0, step
+                before = self._floor.get(rel)  # (a re-read not done yet: from the lower step, to the farther offset)
+                floor = (step, self._read_to.get(rel, 0)) if before is None else (min(step, before[0]),
+                                                                                 max(before[1], self._read_to.get(rel, 0)))
+                self._read_to[rel], self._floor[rel] = 0, floor
         self.backlog = self._replaying = True
 
     def _take(self, rank: int, tag: str, step: int, value: Value, wall_time: float, now: float) -> None:
@@ -336,8 +344,7 @@ class JobView:
         last: dict[str, int] = {}
         for (tag, step), values in self._values.items():
             if final or len(values) >= complete or (now - self._first[(tag, step)] >= self.wait and (
-                    (tag, step) in unwaited or not any(self.waits_for(rank, step, now) for rank in self._reporters[tag]
-                                                       if rank not in values))):
+                    (tag, step) in unwaited or not self._waiting((tag, step), now))):
                 last[tag] = max(step, last.get(tag, step))
         return [(tag, step) for tag, step in self._values if tag in last and step <= last[tag]]
 
@@ -347,13 +354,18 @@ class JobView:
         over = len(self._values) - WAITING_POINTS
         if over <= 0:
             return set()
-        oldest = sorted((key for key, first in self._first.items() if now - first >= self.wait),
+        oldest = sorted((key for key, first in self._first.items() if now - first >= self.wait and self._waiting(key, now)),
                         key=self._first.__getitem__)[:over]
         if oldest and not self.unwaited:
             logger.warning("job run: more than %d points wait for ranks far behind; the oldest are written without "
                            "them (named missing; their values counted late)", WAITING_POINTS)
         self.unwaited += len(oldest)
         return set(oldest)
+
+    def _waiting(self, key: _Key, now: float) -> bool:
+        """Whether a point waits for a rank (:meth:`waits_for`)."""
+        values = self._values[key]
+        return any(self.waits_for(rank, key[1], now) for rank in self._reporters[key[0]] if rank not in values)
 
     def waits_for(self, rank: int, step: int, now: float) -> bool:
         """Whether a point of ``step`` of a tag ``rank`` logged before still waits for it (the rule of late data,
@@ -376,14 +388,14 @@ class JobView:
         """The leader's word (:meth:`.outbox.Outbox.take_word`): the steps the job run holds leave the outbox,
         and a value for one of them from now on is late; after a restart of the job run this node did not make
         its points anew for, it does. Whether anything changed."""
-        floor, steps, gone = self.outbox.take_word(held, seen)
+        floor, gone = self.outbox.take_word(held, seen)
         if floor < math.inf:
             self._read_again(int(floor))
             logger.info("job run: the job run dropped its steps from %d (a rank's restart); this node makes them anew",
                         floor)
-        for tag, step in steps.items():
+        for tag, step in held.steps.items():
             if step > self._held.get(tag, -math.inf):
-                self._held[tag] = int(step)
+                self._held[tag] = step
                 for key in [key for key in self._values if key[0] == tag and key[1] <= step]:
                     del self._values[key], self._first[key], self._wall[key]
                     self.late += 1
@@ -398,7 +410,8 @@ class JobView:
         """What a restarted uploader takes up from: written after the points it covers (a crash between
         the two writes a batch again: TensorBoard shows it once)."""
         state = {
-            "read_to": self._read_to, "held": self._held, "run": self.run.state(), "floor": self._floor,
+            "read_to": self._read_to, "held": self._held, "run": self.run.state(), "replaying": self._replaying,
+            "floor": {rel: [step, upto] for rel, (step, upto) in self._floor.items()},
 
             "restarts": sorted(self._restarts),
             "newest": {str(r): s for r, s in self.newest.items()},
@@ -421,7 +434,9 @@ class JobView:
             now = self.clock()
             self._read_to = {str(k): int(v) for k, v in state["read_to"].items()}
             self._held = {str(k): int(v) for k, v in state["held"].items()}
-            self._floor = {str(k): int(v) for k, v in state.get("floor", {}).items()}  # (a state of before restarts: none)
+            self._floor = {str(k): (int(v), math.inf) if isinstance(v, int) else (int(v[0]), float(v[1]))
+                           for k, v in state.get("floor", {}).items()}  # (a state of before restarts: none; before offsets: int)
+            self._replaying = bool(state.get("replaying", False))
             self._restarts = {str(mark) for mark in state.get("restarts", [])}
             self.run.load(state["run"])
             self.newest = {int(r): int(s) for r, s in state["newest"].items()}
