@@ -399,7 +399,11 @@ def test_a_jobs_nodes_make_about_one_commit_per_interval_through_one_leader_and_
             rank_writes = sum(any("/rank-" in p for p in paths) for paths in added)
             every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
             files = _read_back(hub, prefix)
-        assert writes - len(leader) in (0, 1), f"{writes} writes, {len(leader)} of them with ranks' files"
+        # Writes of the job run alone: a node that leads as it ends commits the job run's last points it merged
+        # at once, and the last leader once more at the job's end; not one a round (no burst). (The bound was 1:
+        # it held only while the nodes ended within a commit interval of each other; with node 1's steps 0.14 s
+        # instead of 0.08 s, 13 writes, 11 of them with ranks' files, at a28393e too.)
+        assert writes - len(leader) <= nodes, f"{writes} writes, {len(leader)} of them with ranks' files"
         assert rank_writes is None or rank_writes <= len(leader), f"{rank_writes} writes of ranks' files"
         intervals = (leader[-1][0] - leader[0][0]) / every + 1
         assert len(leader) <= 1.5 * intervals, f"{len(leader)} commits in {intervals:.0f} intervals"
