@@ -750,26 +750,27 @@ def _attempt_value(attempt: int, rank: int, step: int) -> float:
 
 
 @pytest.mark.parametrize("restarted", ["every rank", "one rank of the node that does not lead",
-                                       "every rank, node 1 reading it late"])
+                                       "every rank, node 1 reading it late", "every rank, files read in parts"])
 def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_for_the_ranks(tmp_path, job_nodes,
-                                                                                            store, restarted):
+                                                                                            store, restarted,
+                                                                                            monkeypatch):
     """Two nodes of two ranks, through a real TCPStore; node 0 leads and writes attempt 1's steps. Then
     ranks restart at 100 (a ``SessionLog.START``, as ``purge_step`` writes) and log 100-199 again with other
     values (attempt 2): every rank, or only rank 3 on node 1 (the others go on to 199 in attempt 1). Late:
     node 1 sent attempt 1's steps 140-149 before the restart, and its uploader reads its ranks' restart only
     after the leader's node has restarted the job run and done a round more. The leader's job run, read with
     TensorBoard's reader, equals at every step 0-199 the statistics of what that reader shows for the four
-    rank runs."""
+    rank runs. In parts: the ranks' files are read again in parts, a part a round (a long job's files)."""
     clock = _Clock()
     views, writers = job_nodes(2, 2, clock)
     jobs, exchanges = _exchanges(store.port, views)
     jobs[0].leader.leading = True
-    late = restarted.endswith("late")
+    late, parts = restarted.endswith("late"), restarted.endswith("parts")
 
     def rounds(times: int = 3, final: bool = False, nodes: tuple[int, ...] = (1, 0)) -> None:
-        for _ in range(times):
+        for _ in range(times * (40 if parts else 1)):
             for k in nodes:
-                views[k].update(final=final)
+                views[k].update(final=final, budget=0 if parts and not final else math.inf)
                 exchanges[k].round(final=final)
 
     def log(steps: range, attempt: int, ranks: range | list[int] = range(4)) -> None:
@@ -783,6 +784,8 @@ def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_fo
         log(range(140, 150), 1)
         rounds(1, nodes=(1,))  # node 1 sent 140-149; the leader has not taken them yet
     assert max(_job_points(views[0].logdir, "loss")) == (139 if late else 149)  # the job run holds steps past 100
+    if parts:
+        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)
     again = [3] if restarted.startswith("one rank") else range(4)
     for rank, writer in enumerate(writers):
         if rank in again:
@@ -797,6 +800,7 @@ def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_fo
     views[1].update(final=True)
     views[0].update(final=True)
     rounds(final=True)
+    assert [view.late for view in views] == [0, 0]  # (no value was taken for a step the job run held)
     held = Held.parse(jobs[0].store.get("view/held"))
     assert [step for _, step in held.restarts] == [100] * (2 if late else 1)  # the path: the job run restarted
     # at 100 (again once node 1, late, read its ranks' restarts)

@@ -73,20 +73,23 @@ class Outbox:
         head["final"] = done and len(points) == len(self.points)
         return json.dumps({**head, "points": points}).encode()
 
-    def take_word(self, held: Held, seen: int) -> tuple[float, bool]:
+    def take_word(self, held: Held, seen: int) -> tuple[float, dict[str, float], bool]:
         """The leader's word (``seen``: the id of the last of this node's restarts it took in): the points
         the job run holds, or that its k leaves out, leave. Returns the step from which this node makes its
         points anew (``math.inf``: none; the job run restarted since it last did: the caller drops them),
-        and whether points left."""
+        the steps the job run holds per tag (but not from a restart of this node the leader has not taken
+        in yet: those it drops at once, and this node is making them anew), and whether points left."""
         self.reports = [report for report in self.reports if report[0] > seen]
         floor = held.floor_after(self.epoch)
         self.epoch = held.epoch
         if held.every > self.every:
             self.every, self.made = held.every, 0  # (what was made at the old k does not tell the leader the new rate)
-        gone = [key for key in self.points if key[1] <= held.steps.get(key[0], -math.inf) or key[1] % self.every]
+        below = min((step for _, step in self.reports), default=math.inf) - 1
+        steps = {tag: min(step, below) for tag, step in held.steps.items()}
+        gone = [key for key in self.points if key[1] <= steps.get(key[0], -math.inf) or key[1] % self.every]
         for key in gone:
             del self.points[key]
-        return floor, bool(gone)
+        return floor, steps, bool(gone)
 
     def state(self) -> dict:
         return {"outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.points.items()],

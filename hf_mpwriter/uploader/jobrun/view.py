@@ -386,16 +386,17 @@ class JobView:
 
     def acknowledged(self, held: Held, seen: int = 0) -> bool:
         """The leader's word (:meth:`.outbox.Outbox.take_word`): the steps the job run holds leave the outbox,
-        and a value for one of them from now on is late; after a restart of the job run this node did not make
-        its points anew for, it does. Whether anything changed."""
-        floor, gone = self.outbox.take_word(held, seen)
+        and a value for one of them from now on is late (but from a restart of this node the leader has not
+        taken in yet); after a restart of the job run this node did not make its points anew for, it does.
+        Whether anything changed."""
+        floor, steps, gone = self.outbox.take_word(held, seen)
         if floor < math.inf:
             self._read_again(int(floor))
             logger.info("job run: the job run dropped its steps from %d (a rank's restart); this node makes them anew",
                         floor)
-        for tag, step in held.steps.items():
+        for tag, step in steps.items():
             if step > self._held.get(tag, -math.inf):
-                self._held[tag] = step
+                self._held[tag] = int(step)
                 for key in [key for key in self._values if key[0] == tag and key[1] <= step]:
                     del self._values[key], self._first[key], self._wall[key]
                     self.late += 1
