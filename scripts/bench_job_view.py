@@ -90,13 +90,15 @@ def run(ranks: int, tags: int, minutes: float, interval: float, root: Path, hist
     for writer in writers:
         writer.close()
     restart, lost = _restart_cost(logdir, ranks, interval, clock)
+    resume_s, resume_updates = _resume_cost(logdir, ranks, names, steps, interval, clock)
     records = ranks * tags * steps + logged
     job_bytes = sum(p.stat().st_size for p in (logdir / "job").glob("*tfevents*"))
     baseline = _tensorboard_read_cpu(logdir)
     hours = steps / 3600.0
     return {"records": records, "cpu_s": cpu, "core_share": cpu / (steps or 1), "us_per_record": cpu / records * 1e6,
             "tensorboard_read_s": baseline, "ratio": cpu / baseline, "job_mb_per_hour": job_bytes / 1e6 / hours,
-            "points_per_tag_per_hour": view.points / tags / hours, "restart_s": restart, "restart_lost_s": lost}
+            "points_per_tag_per_hour": view.points / tags / hours, "restart_s": restart, "restart_lost_s": lost,
+            "resume_s": resume_s, "resume_updates": resume_updates}
 
 
 def _restart_cost(logdir: Path, ranks: int, interval: float, clock: _Clock) -> tuple[float, float]:
@@ -112,6 +114,33 @@ def _restart_cost(logdir: Path, ranks: int, interval: float, clock: _Clock) -> t
     start = time.monotonic()
     JobView(logdir, ranks, wait=interval, clock=clock).update(budget=JOB_VIEW_READ_S)
     return restart, time.monotonic() - start
+
+
+def _resume_cost(logdir: Path, ranks: int, names: list[str], steps: int, interval: float,
+                 clock: _Clock) -> tuple[float, int]:
+    """CPU seconds of the job view (its uploader's, from its state file) until it has made the job run anew after
+    the job resumed from a checkpoint 10 minutes back (every rank restarted with ``purge_step`` there and logged
+    one interval again), and its updates, each within one commit cycle's budget."""
+    from hf_mpwriter.events.encoding import session_start_event
+    from hf_mpwriter.timing import JOB_VIEW_READ_S
+
+    back = max(0, steps - 600)
+    for rank in range(ranks):
+        writer = EventFileWriter(logdir / f"rank-{rank:03d}", max_queue=1_000_000, flush_secs=3600, filename_suffix=".2")
+        writer.add_serialized(session_start_event(back, 2e9))
+        for s in range(back, back + int(interval)):
+            for i, tag in enumerate(names):
+                writer.add_serialized(scalar_event(tag, float(rank * 0.01 + i - s * 1e-3), s, 2e9 + s))
+        writer.close()
+    view = JobView(logdir, ranks, wait=interval, clock=clock)
+    start, updates = time.process_time(), 0
+    while True:
+        view.update(budget=JOB_VIEW_READ_S)
+        updates += 1
+        if not view.backlog:
+            break
+    view.close()
+    return time.process_time() - start, updates
 
 
 def main() -> int:
@@ -132,7 +161,9 @@ def main() -> int:
     print(f"{args.ranks} ranks x {args.tags} tags{extra} x {args.minutes:g} min at 1 step/s, a reduction every "
           f"{args.interval:g} s ({r['records']:,} records)\n")
     print(f"a restarted uploader's first update: {r['restart_s']:.2f} s from its state file, "
-          f"{r['restart_lost_s']:.2f} s without it (reading from the start, one cycle's budget)\n")
+          f"{r['restart_lost_s']:.2f} s without it (reading from the start, one cycle's budget)")
+    print(f"the job resumed from a checkpoint 10 minutes back: {r['resume_s']:.2f} s of CPU to make the job run anew "
+          f"from there ({r['resume_updates']} update(s))\n")
     print("| reduction CPU | share of one core | per record | TensorBoard's reader, same files | ratio "
           "| job run per hour | points per tag per hour |")
     print("|---|---|---|---|---|---|---|")

@@ -9,6 +9,7 @@ The rank files are tensorboardX's own (its ``purge_step`` path); the job view is
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,7 @@ def test_a_resumed_job_s_run_equals_the_statistics_of_what_tensorboard_shows_for
     fresh = uploader != "the same uploader"
     if uploader == "long files read in parts":  # (a rank file past READ_BYTES, 4 MiB: some 4,000 steps of 20 tags)
         monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)
+        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.MARK_BYTES", 700)  # (and read again from a mark)
     _attempt(logdir, 1, range(150), upto=139 if fresh else None)
     view = _view(logdir, clock)
     view.update()
@@ -302,3 +304,45 @@ def test_a_node_whose_uploader_restarts_while_it_reads_again_passes_on_no_point_
     assert parts > 2  # the scenario: read again in parts, by the new uploader
     assert sorted(step for _, step in again.outbox.points) == list(range(100, 121))
     assert again.outbox.epoch == 7
+
+
+def test_a_restart_reads_the_other_ranks_files_again_from_near_its_step_not_from_their_start(tmp_path, monkeypatch):
+    """A long run's files (marks every 1,500 bytes, where a run's are every 4 MiB), read as they grow: after
+    steps 0-1999, a restart at 1990 reads each other rank's file again from the last mark below step 1990, not
+    from its start, and the job run is still what TensorBoard shows for the ranks at every step."""
+    import hf_mpwriter.uploader.jobrun.view as view_module
+
+    monkeypatch.setattr(view_module, "MARK_BYTES", 1500)
+    logdir, clock = tmp_path / "logs", _Clock()
+    view = _view(logdir, clock)
+    writers = [TBXWriter(str(logdir / f"rank-{rank:03d}"), filename_suffix=".1") for rank in range(WORLD)]
+    for step in range(2000):
+        for rank, writer in enumerate(writers):
+            writer.add_scalar("loss", _value(1, rank, step), step)
+        if step % 100 == 99:  # (an update a commit interval)
+            for writer in writers:
+                writer.flush()
+            view.update()
+    for writer in writers:
+        writer.close()
+    clock.now += 60
+    view.update()
+    starts: list[tuple[str, int]] = []
+    reading = view_module.iter_records
+
+    def spied(handle, start=0):
+        starts.append((os.readlink(f"/proc/self/fd/{handle.fileno()}"), start))
+        return reading(handle, start)
+
+    monkeypatch.setattr(view_module, "iter_records", spied)
+    _attempt(logdir, 2, range(1990, 2010), purge_step=1990)
+    view.update()
+    clock.now += 60
+    view.update(final=True)
+    view.close()
+    again = [(name, start) for name, start in starts if name.endswith(".1")]  # attempt 1's files, read again
+    sizes = {str(path.resolve()): path.stat().st_size for path in logdir.glob("rank-*/*tfevents*.1")}
+    assert len(again) == WORLD - 1 and all(0.9 * sizes[name] < start < sizes[name] for name, start in again), (again, sizes)
+    want = _recomputed(logdir, "loss")
+    assert sorted(want) == list(range(2010))
+    _assert_equal(_job_points(logdir, "loss"), want, WORLD)

@@ -56,6 +56,7 @@ works (the uploader's heartbeat), and a restarted uploader takes up where the la
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import re
@@ -84,12 +85,43 @@ STATE_FILE = "job_view_state.json"
 #: ``sync`` of a logdir logged offline) is read over several updates, in bounded memory and time.
 READ_BYTES = 4 * 1024 * 1024
 
+#: A rank file's marks (:class:`Marks`), one each this many bytes read or more: a restart reads about this
+#: much of a file again before its step.
+MARK_BYTES = 1024 * 1024
 #: Points read and not written yet, at most (their ranks' values, some 1 KB each): past this, the oldest
 #: whose wait is over are written without the ranks they wait for (a rank far behind: its values, late).
 WAITING_POINTS = 50_000
 _RANK_DIR = re.compile(r"rank-(\d+)")
 _BLOCK_DIR = re.compile(r"ranks-\d+-\d+")
 _Key = tuple[str, int]  # (tag, step)
+
+
+class Marks:
+    """Where a rank file's steps are: every :data:`MARK_BYTES` read or more, the highest step before that
+    offset that a restart has not dropped (its rank's newest step then: a rank's files are read in order).
+    A restart at a step reads the file again from the last mark below it, not from its start (a long run's
+    files hold days of steps; a restart goes back to the last checkpoint)."""
+
+    __slots__ = ("to", "most", "at")
+
+    def __init__(self, to: int = 0, most: int = -1, at: list | None = None) -> None:
+        self.to, self.most = to, most  # read to ``to``; the highest step before it
+        self.at: list[tuple[int, int]] = [] if at is None else [(int(o), int(m)) for o, m in at]  # (offset, most)
+
+    def saw(self, end: int, step: int) -> None:
+        """Read to ``end``, its rank's newest step then ``step``."""
+        if end > self.to:
+            self.to, self.most = end, max(self.most, step)
+            if end - (self.at[-1][0] if self.at else 0) >= MARK_BYTES:
+                self.at.append((end, self.most))
+
+    def below(self, step: int) -> int:
+        """The offset from which the file holds every record of ``step`` and later (0: its start; where it is
+        read to, if every step read is below: a rotated file's older parts are not read again)."""
+        if self.most < step:
+            return self.to
+        i = bisect.bisect_left([most for _, most in self.at], step)
+        return self.at[i - 1][0] if i else 0
 
 
 class JobView:
@@ -110,6 +142,7 @@ class JobView:
         self._beat = beat
         self.run = JobRun(self.logdir)
         self._read_to: dict[str, int] = {}  # each rank file (path in the logdir): the bytes reduced so far
+        self._marks: dict[str, Marks] = {}  # each rank file: where its steps are
         #: A rank file read again after a restart: ``(step, offset)``, its values below that step in the records
         #: it had been read to (that offset) are in the run already; those after are new.
         self._floor: dict[str, tuple[int, float]] = {}
@@ -182,9 +215,11 @@ class JobView:
                 size = path.stat().st_size
                 if size < start:  # replaced by a shorter file: what it holds now is new
                     start = 0
+                    self._marks.pop(rel, None)
                 if size <= start:
                     continue
                 floor, upto = self._floor.get(rel, (-math.inf, 0))  # (a restart changes other files' floors only)
+                marks = self._marks.setdefault(rel, Marks())
                 with open_nofollow(path) as handle:
                     for end, record in iter_records(handle, start):
                         self._read_to[rel] = end
@@ -207,10 +242,12 @@ class JobView:
                             self.backlog = True  # the rest at the next read
                             unfinished.add(rank)
                             break
+                marks.saw(self._read_to.get(rel, 0), self.newest.get(rank, -1))  # (its files are read in order)
                 if self._read_to.get(rel, 0) >= upto:
                     self._floor.pop(rel, None)
             except FileNotFoundError:
                 self._read_to.pop(rel, None)
+                self._marks.pop(rel, None)
         return decoded
 
     def _restart(self, rank: int, rel: str, offset: int, step: int) -> None:
@@ -250,7 +287,8 @@ class JobView:
                 before = self._floor.get(rel)  # (a re-read not done yet: from the lower step, to the farther offset)
                 floor = (step, self._read_to.get(rel, 0)) if before is None else (min(step, before[0]),
                                                                                  max(before[1], self._read_to.get(rel, 0)))
-                self._read_to[rel], self._floor[rel] = 0, floor
+                marks = self._marks.get(rel)
+                self._read_to[rel], self._floor[rel] = 0 if marks is None else marks.below(step), floor
         self.backlog = self._replaying = True
 
     def _take(self, rank: int, tag: str, step: int, value: Value, wall_time: float, now: float) -> None:
@@ -413,6 +451,7 @@ class JobView:
         state = {
             "read_to": self._read_to, "held": self._held, "run": self.run.state(), "replaying": self._replaying,
             "floor": {rel: [step, upto] for rel, (step, upto) in self._floor.items()},
+            "marks": {rel: [marks.to, marks.most, marks.at] for rel, marks in self._marks.items()},
 
             "restarts": sorted(self._restarts),
             "newest": {str(r): s for r, s in self.newest.items()},
@@ -438,6 +477,7 @@ class JobView:
             self._floor = {str(k): (int(v), math.inf) if isinstance(v, int) else (int(v[0]), float(v[1]))
                            for k, v in state.get("floor", {}).items()}  # (a state of before restarts: none; before offsets: int)
             self._replaying = bool(state.get("replaying", False))
+            self._marks = {str(rel): Marks(int(to), int(most), at) for rel, (to, most, at) in state.get("marks", {}).items()}
             self._restarts = {str(mark) for mark in state.get("restarts", [])}
             self.run.load(state["run"])
             self.newest = {int(r): int(s) for r, s in state["newest"].items()}
@@ -458,7 +498,7 @@ class JobView:
         return True
 
     def _forget_state(self) -> None:
-        self._read_to, self._held, self.newest, self.outbox, self._floor = {}, {}, {}, Outbox(), {}
+        self._read_to, self._held, self.newest, self.outbox, self._floor, self._marks = {}, {}, {}, Outbox(), {}, {}
         self._restarts = set()
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
         self.run = JobRun(self.logdir)
