@@ -49,7 +49,8 @@ The world size is what the writers detected, or the highest rank seen plus one.
 
 Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file, a rank's files in
 order (a backlog is read over the next updates, its complete points written as they come; after a
-restart, while the other ranks' files are read again, none is), calls ``beat`` while it
+restart, while the other ranks' files are read again, from the last :class:`Marks` below its step, none
+is), calls ``beat`` while it
 works (the uploader's heartbeat), and a restarted uploader takes up where the last one stopped
 (:data:`STATE_FILE`: the offsets read, the points waiting, what the run holds), not from the start.
 """
