@@ -786,7 +786,7 @@ def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_fo
     assert max(_job_points(views[0].logdir, "loss")) == (139 if late else 149)  # the job run holds steps past 100
     if parts:
         monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)
-        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.MARK_BYTES", 700)
+        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.marks.MARK_BYTES", 700)
     again = [3] if restarted.startswith("one rank") else range(4)
     for rank, writer in enumerate(writers):
         if rank in again:

@@ -73,7 +73,7 @@ def test_a_resumed_job_s_run_equals_the_statistics_of_what_tensorboard_shows_for
     fresh = uploader != "the same uploader"
     if uploader == "long files read in parts":  # (a rank file past READ_BYTES, 4 MiB: some 4,000 steps of 20 tags)
         monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)
-        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.MARK_BYTES", 700)  # (and read again from a mark)
+        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.marks.MARK_BYTES", 700)  # (and read again from a mark)
     _attempt(logdir, 1, range(150), upto=139 if fresh else None)
     view = _view(logdir, clock)
     view.update()
@@ -312,7 +312,7 @@ def test_a_restart_reads_the_other_ranks_files_again_from_near_its_step_not_from
     from its start, and the job run is still what TensorBoard shows for the ranks at every step."""
     import hf_mpwriter.uploader.jobrun.view as view_module
 
-    monkeypatch.setattr(view_module, "MARK_BYTES", 1500)
+    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.marks.MARK_BYTES", 1500)
     logdir, clock = tmp_path / "logs", _Clock()
     view = _view(logdir, clock)
     writers = [TBXWriter(str(logdir / f"rank-{rank:03d}"), filename_suffix=".1") for rank in range(WORLD)]

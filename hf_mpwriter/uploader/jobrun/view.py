@@ -57,7 +57,6 @@ works (the uploader's heartbeat), and a restarted uploader takes up where the la
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import re
@@ -72,6 +71,7 @@ from ...state.piece import open_nofollow
 from ...state.statedir import read_json, state_dir, write_json_atomic
 from ...timing import JOB_VIEW_SILENT_S, JOB_VIEW_WAIT_S
 from .histogram import Buckets
+from .marks import Marks
 from .outbox import Outbox
 from .points import Value, Walls, histogram_key, point_of, value_from_json
 from .runfile import BEAT_EVERY, RUN_DIR, JobRun, entries
@@ -86,43 +86,12 @@ STATE_FILE = "job_view_state.json"
 #: ``sync`` of a logdir logged offline) is read over several updates, in bounded memory and time.
 READ_BYTES = 4 * 1024 * 1024
 
-#: A rank file's marks (:class:`Marks`), one each this many bytes read or more: a restart reads about this
-#: much of a file again before its step.
-MARK_BYTES = 1024 * 1024
 #: Points read and not written yet, at most (their ranks' values, some 1 KB each): past this, the oldest
 #: whose wait is over are written without the ranks they wait for (a rank far behind: its values, late).
 WAITING_POINTS = 50_000
 _RANK_DIR = re.compile(r"rank-(\d+)")
 _BLOCK_DIR = re.compile(r"ranks-\d+-\d+")
 _Key = tuple[str, int]  # (tag, step)
-
-
-class Marks:
-    """Where a rank file's steps are: every :data:`MARK_BYTES` read or more, the highest step before that
-    offset that a restart has not dropped (its rank's newest step then: a rank's files are read in order).
-    A restart at a step reads the file again from the last mark below it, not from its start (a long run's
-    files hold days of steps; a restart goes back to the last checkpoint)."""
-
-    __slots__ = ("to", "most", "at")
-
-    def __init__(self, to: int = 0, most: int = -1, at: list | None = None) -> None:
-        self.to, self.most = to, most  # read to ``to``; the highest step before it
-        self.at: list[tuple[int, int]] = [] if at is None else [(int(o), int(m)) for o, m in at]  # (offset, most)
-
-    def saw(self, end: int, step: int) -> None:
-        """Read to ``end``, its rank's newest step then ``step``."""
-        if end > self.to:
-            self.to, self.most = end, max(self.most, step)
-            if end - (self.at[-1][0] if self.at else 0) >= MARK_BYTES:
-                self.at.append((end, self.most))
-
-    def below(self, step: int) -> int:
-        """The offset from which the file holds every record of ``step`` and later (0: its start; where it is
-        read to, if every step read is below: a rotated file's older parts are not read again)."""
-        if self.most < step:
-            return self.to
-        i = bisect.bisect_left([most for _, most in self.at], step)
-        return self.at[i - 1][0] if i else 0
 
 
 class JobView:
