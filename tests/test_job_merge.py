@@ -745,6 +745,16 @@ def test_status_on_a_node_that_does_not_lead_says_where_the_job_run_is(tmp_path,
         exchange.close()
 
 
+def _at_the_target(tmp_path: Path, views: list[JobView], exchanges: list[ViewExchange]) -> Path:
+    """The nodes' logdirs in one folder, as the target holds them (the exchanges closed first: the runs whole)."""
+    for exchange in exchanges:
+        exchange.close()
+    copy = tmp_path / "target"
+    for view in views:
+        shutil.copytree(view.logdir, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".hf_mpwriter"))
+    return copy
+
+
 def _attempt_value(attempt: int, rank: int, step: int) -> float:
     return attempt * 1000.0 + rank * 10.0 + (step * 7 + rank * 3) % 11
 
@@ -805,11 +815,7 @@ def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_fo
     held = Held.parse(jobs[0].store.get("view/held"))
     assert [step for _, step in held.restarts] == [100] * (2 if late else 1)  # the path: the job run restarted
     # at 100 (again once node 1, late, read its ranks' restarts)
-    for exchange in exchanges:
-        exchange.close()
-    copy = tmp_path / "target"
-    for view in views:
-        shutil.copytree(view.logdir, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".hf_mpwriter"))
+    copy = _at_the_target(tmp_path, views, exchanges)
     want = _recomputed(copy, "loss")
     assert sorted(want) == list(range(200))
     attempts = {step: {int(stats["mean"] // 1000)} for step, stats in want.items()}
@@ -855,11 +861,7 @@ def test_a_node_in_its_last_round_makes_its_points_anew_after_a_restart_of_the_j
         exchanges[0].last_round(wait=10.0, pause=0.1)
     finally:
         ending.join(30)
-    for exchange in exchanges:
-        exchange.close()
-    copy = tmp_path / "target"
-    for view in views:
-        shutil.copytree(view.logdir, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".hf_mpwriter"))
+    copy = _at_the_target(tmp_path, views, exchanges)
     want = _recomputed(copy, "loss")
     assert sorted(want) == list(range(160)) and {stats["ranks"] for stats in want.values()} == {4}
     _assert_equal(_job_points(copy, "loss"), want, 4)
