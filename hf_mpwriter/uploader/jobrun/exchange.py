@@ -79,10 +79,7 @@ class JobMerge:
         self.nodes, self.world, self.clock, self.hops = nodes, world, clock, hops
         self.wait = (LEADER_WAIT_FACTOR + hops - 1) * wait  # how long a point waits here for its nodes
         self.run = JobRun(logdir, after=max(held.steps.values(), default=None))
-        #: What this merge publishes next (:meth:`due`); :attr:`held` is its steps: tag -> the last step the
-        #: job run holds (every leader's).
-        self.word = Held(dict(held.steps), held.every, list(held.restarts), dict(held.seen))
-        self.held = self.word.steps
+        self.word = Held(dict(held.steps), held.every, list(held.restarts), dict(held.seen))  # published next
         self.every = held.every
         self._restart_from: float = math.inf  # the nodes' restarts taken in this round: the lowest step
         #: The job run drops its points from here before the next ones: the last epoch's step again where no
@@ -146,6 +143,11 @@ class JobMerge:
             by[covered] = point_from_list(tag, item)
             self._first.setdefault(key, now)
 
+    @property
+    def held(self) -> dict[str, int]:
+        """Tag -> the last step the job run holds (every leader's), as this merge publishes it next."""
+        return self.word.steps
+
     def _restarted(self, node: int, head: Head) -> None:
         """``node``'s restarts not taken in yet: the job run restarts from the lowest step (:meth:`due`)."""
         new = [step for number, step in head.restarts if number > self.word.seen.get(node, 0)]
@@ -171,7 +173,6 @@ class JobMerge:
         if self._restart_from < math.inf:
             step, self._restart_from = int(self._restart_from), math.inf
             self.word.restart(step)
-            self.held = self.word.steps
             self._start_at = step if self._start_at is None else min(self._start_at, step)
             for key in [key for key in self._values if key[1] >= step]:
                 del self._values[key], self._first[key]
