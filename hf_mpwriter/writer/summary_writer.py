@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import tensorboardX
 from tensorboardX import writer as tbx_writer
@@ -72,6 +72,13 @@ class FileWriter(tbx_writer.FileWriter):
         # On SIGTERM, its records reach the OS before the process ends.
         termination.watch(self.event_writer, install=handle_sigterm)
         self._default_metadata: dict = {}
+        #: Called with the step of the first event that has one, then cleared (a writer with ``resume=True``).
+        self.first_step: Callable[[int], None] | None = None
+
+    def add_event(self, event: Any, step: Any = None, walltime: float | None = None) -> None:
+        if self.first_step is not None and step is not None:
+            self.first_step(int(step))
+        super().add_event(event, step, walltime)
 
     def reopen(self) -> None:
         """tensorboardX's ``reopen()`` after ``close()`` is broken (a closed queue); this one says what works."""
@@ -91,6 +98,13 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             ``<logdir>/rank-<r:03d>`` (past rank 8999: ``<logdir>/ranks-9000-17999/rank-12345``, see
             :mod:`hf_mpwriter.state.run_dirs`); a single process writes into ``<logdir>`` itself.
         rotate_bytes: continue in a new event file past this size (bounds the cost of uploads).
+        resume: this process continues a run that an earlier attempt (killed, preempted) logged into
+            the same directory: the first step it logs becomes the restart point, as if it had been
+            given as ``purge_step``. TensorBoard's two readers then show every step once, with this
+            attempt's values from there (the default reader replaces a tag logged again; the other
+            one, ``--load_fast=false``, hides every tag from ``purge_step``: only a restart point at
+            the first step logged makes them agree). Steps of records logged without a step
+            (``global_step=None``) do not count. The integrations set it.
 
     Example:
         >>> from hf_mpwriter import SummaryWriter
@@ -113,6 +127,7 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         *,
         rank: int | None = None,
         rotate_bytes: int = DEFAULT_ROTATE_BYTES,
+        resume: bool = False,
     ) -> None:
         # HF_MPWRITER_* checked before anything is created (HFSummaryWriter has read them already).
         self._env = getattr(self, "_env", None) or environment.read()
@@ -130,6 +145,8 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         self._rotate_bytes = rotate_bytes
         self._claim: registry.Claim | None = None
         self._purge_pending = purge_step is not None
+        #: ``resume=True`` without ``purge_step``: the restart point is the first step logged, not known yet.
+        self._restart_on_first_step = bool(resume) and purge_step is None
         self._scalars_file_writers: dict[str, list[FileWriter]] = {}  # add_scalars' sub-runs, for export
         self._exported_up_to: dict[Path, int] = {}  # what export_scalars_to_json has read, per file
         comet_config = comet_config or {"disabled": True}
@@ -177,13 +194,22 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             self.file_writer = self._new_file_writer(self._claim.path)
             if self._purge_pending:  # once per writer: repeated after a close it would hide our own events
                 self._purge_pending = False
-                self.file_writer.add_event(Event(step=self.purge_step, file_version="brain.Event:2"))
-                self.file_writer.add_event(
-                    Event(step=self.purge_step, session_log=SessionLog(status=SessionLog.START))
-                )
+                _write_restart(self.file_writer, self.purge_step)
+            if self._restart_on_first_step:
+                self.file_writer.first_step = self._restart_at
             self.file_writer.event_writer.flush()  # never raises: a full disk must not stop construction
             self.all_writers = {self.file_writer.get_logdir(): self.file_writer}
         return self.file_writer
+
+    def _restart_at(self, step: int) -> None:
+        """``resume=True``: the first step logged is the restart point, written before that record into
+        this run and every ``add_scalars`` sub-run made so far (later ones get it when they are made)."""
+        self._restart_on_first_step = False
+        self.purge_step = step
+        for writer in self.all_writers.values():
+            writer.first_step = None
+        for writer in [self.file_writer, *(w[-1] for w in self._scalars_file_writers.values())]:
+            _write_restart(writer, step)
 
     # -- the hot path ------------------------------------------------------------------------
     def add_scalar(
@@ -208,6 +234,7 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             or new_style
             or double_precision
             or self._comet_enabled
+            or self._restart_on_first_step
         ):
             return self._add_scalar_slow(
                 tag, scalar_value, global_step, walltime, display_name, summary_description, new_style, double_precision
@@ -282,6 +309,9 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             writer = self.all_writers.get(key)
             if writer is None:
                 writer = self.all_writers[key] = self._new_file_writer(key)
+                if key not in self._scalars_file_writers and self.purge_step is not None:
+                    _write_restart(writer, self.purge_step)  # a sub-run restarts with its run (once)
+                writer.first_step = self._restart_at if self._restart_on_first_step else None
                 self._scalars_file_writers.setdefault(key, []).append(writer)
             writer.add_summary(scalar(main_tag, value), global_step, walltime)
 
@@ -376,7 +406,8 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         """Append a serialized ``Summary`` as tensorboardX's ``add_summary`` would, without protobuf messages."""
         writer = self._get_file_writer()
         step = None if global_step is None else int(global_step)
-        if not self._write_to_disk or writer._default_metadata or (step is not None and step < 0):
+        if (not self._write_to_disk or writer._default_metadata or (step is not None and step < 0)
+                or self._restart_on_first_step):
             writer.add_summary(Summary.FromString(summary), global_step, walltime)
             return
         writer.event_writer.add_serialized(summary_event(summary, step, time.time() if walltime is None else walltime))
@@ -421,3 +452,10 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         if self._claim is not None:
             self._claim.release()
             self._claim = None
+
+
+def _write_restart(writer: FileWriter, step: int) -> None:
+    """What tensorboardX's ``purge_step`` writes first in a run's new file: TensorBoard's Python reader
+    drops the run's earlier events from ``step`` on when it reads the ``START``."""
+    writer.add_event(Event(step=step, file_version="brain.Event:2"))
+    writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
