@@ -3,10 +3,16 @@ attempt logs (``resume=True``, what the integrations set), read back with Tensor
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
-from helpers import scalars, tensorboard_runs
+from helpers import finish, read_line, scalars, tensorboard_runs
+from tb_readers import default_reader_scalars, python_reader_scalars
+from upload_helpers import TESTS, hub_env, local_event_files, materialise, sigkill, uploader_pid, writer_env
 
 from hf_mpwriter import SummaryWriter
 
@@ -36,3 +42,62 @@ def test_resume_restarts_at_the_first_step_with_a_step_not_at_zero(tmp_path):
     logdir = tmp_path / "run"
     _attempt(logdir, range(5, 10), 0.0, resume=True)
     assert [step for step, _ in scalars(logdir, "loss")] == [5, 6, 7, 8, 9]
+
+
+# -- the integrations, killed and resumed as their frameworks document it ------------------------
+def _launch(cwd: Path, env: dict, *args: str) -> subprocess.Popen:
+    """torchrun --standalone with 2 ranks on ``resume_workers.py``, in a session of its own (killed whole)."""
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            str(TESTS / "resume_workers.py"), *args]
+    return subprocess.Popen(argv, cwd=cwd, env=writer_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _kill_job(proc: subprocess.Popen, logdirs: list[Path]) -> None:
+    """SIGKILL as a lost node does it: the launcher's agent, its ranks and the node's uploader."""
+    uploaders = [pid for pid in map(uploader_pid, logdirs) if pid]
+    assert uploaders, "the scenario needs a live uploader to kill"
+    ranks = [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]  # torchrun's are in sessions of their own
+    assert len(ranks) >= 2
+    for pid in [proc.pid, *ranks, *uploaders]:
+        sigkill(pid)
+    proc.wait(10)
+
+
+def _hub_copy(hub, repo: str, into: Path) -> Path:
+    files = {path: hub.read_file(repo, path) for path in hub.list_files(repo) if "tfevents" in path}
+    return materialise(files, into) / "tensorboard"
+
+
+def test_a_trainer_killed_after_a_checkpoint_and_resumed_from_it_is_one_run_at_the_hub(tmp_path, hub):
+    """``train(resume_from_checkpoint=True)`` with the default logdir (a new ``runs/<date>_<host>`` at
+    each launch): the resumed attempt logs into the killed one's run, from the checkpoint's step; at the
+    test Hub, both readers show each step once with the value of the last attempt that logged it, and
+    the killed attempt's records that no commit had taken are there too."""
+    pytest.importorskip("transformers", reason="the Trainer needs transformers")
+    repo, out = "user/trainer-resume", tmp_path / "out"
+    env = {**hub_env(hub, tmp_path), "REPO": repo, "OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    first = _launch(tmp_path, env, "trainer", str(out), "1")
+    read_line(first, "step 25", timeout=240)
+    assert (out / "checkpoint-20").is_dir()
+    logdirs = list((out / "runs").iterdir())
+    _kill_job(first, logdirs)
+    killed = {step for step, _ in python_reader_scalars(logdirs[0])["rank-000"]["train/attempt"]}
+    assert set(range(21, 25)) <= killed, "the killed attempt logged past its checkpoint"  # the overlap exists
+
+    second = _launch(tmp_path, env, "trainer", str(out), "2")
+    finish(second, timeout=300)
+    assert list((out / "runs").iterdir()) == logdirs, "the resumed attempt logs into the killed attempt's run"
+    history = {e["step"]: e for e in json.loads((out / "log_history.json").read_text()) if "loss" in e}
+    assert sorted(history) == list(range(1, 41))  # the checkpoint's (attempt 1) to step 20, attempt 2's from 21
+    for step, entry in history.items():
+        entry["attempt"] = 1.0 if step <= 20 else 2.0
+    copy = _hub_copy(hub, repo, tmp_path / "remote")
+    assert local_event_files(logdirs[0]) == local_event_files(copy / logdirs[0].name), "every record is at the Hub"
+    for reader in (python_reader_scalars, default_reader_scalars):
+        runs = reader(copy)
+        assert list(runs) == [f"{logdirs[0].name}/rank-000"], reader.__name__  # the main process's, once
+        for tag, key in (("train/attempt", "attempt"), ("train/loss", "loss")):
+            shown = runs[f"{logdirs[0].name}/rank-000"][tag]
+            assert [step for step, _ in shown] == list(range(1, 41)), (reader.__name__, tag)  # every step once
+            assert shown == [(s, pytest.approx(history[s][key], rel=1e-6)) for s in range(1, 41)], (reader.__name__, tag)

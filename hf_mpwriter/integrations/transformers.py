@@ -21,6 +21,12 @@ has no public way to register a ``report_to`` name (``INTEGRATION_TO_CALLBACK`` 
 dict, and callbacks named there are built without arguments), so ``callbacks=[...]`` is the
 supported spelling.
 
+A ``Trainer`` resumed from a checkpoint (``trainer.train(resume_from_checkpoint=True)``) continues the
+run of the attempt that saved it: the callback records its logdir in the checkpoint (``trainer_state.json``,
+the ``Trainer``'s place for callbacks' state) and logs there again, and its writer has ``resume=True``:
+the first step the resumed attempt logs is the restart point, so TensorBoard shows one curve, with the
+resumed attempt's values from there. A new ``output_dir`` (or ``logdir=``) is a new run.
+
 Already have a ``TensorBoardCallback``? ``TensorBoardCallback(tb_writer=HFSummaryWriter(...))``
 works too; this class only adds the lazy creation in the right directory.
 """
@@ -32,6 +38,7 @@ import os
 from typing import Any
 
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_callback import ExportableState
 
 from ..writer.hub_writer import HFSummaryWriter
 from ._common import check_writer_kwargs
@@ -50,7 +57,15 @@ def _default_logdir(output_dir: str) -> str:
     return os.path.join(output_dir, default_logdir())
 
 
-class HFMPWriterCallback(TensorBoardCallback):
+def _saved(state: Any, name: str) -> dict:
+    """This callback's attributes as the checkpoint's ``trainer_state.json`` holds them (``{}`` if none)."""
+    saved = (getattr(state, "stateful_callbacks", None) or {}).get(name) or {}
+    saved = saved[0] if isinstance(saved, list) and saved else saved
+    attributes = saved.get("attributes") if isinstance(saved, dict) else None
+    return attributes if isinstance(attributes, dict) else {}
+
+
+class HFMPWriterCallback(TensorBoardCallback, ExportableState):
     """A ``TrainerCallback`` that logs the ``Trainer``'s metrics with an :class:`~hf_mpwriter.HFSummaryWriter`.
 
     The writer is created when training starts, on the main process (world process zero) only,
@@ -60,7 +75,8 @@ class HFMPWriterCallback(TensorBoardCallback):
     Args:
         repo_id: Hub repo to push to; ``None`` keeps the logs local (or sends them to ``target_dir``).
         logdir: where the event files go. Default, in this order: the ``TENSORBOARD_LOGGING_DIR``
-            environment variable, ``args.logging_dir`` (``transformers`` < 5), then
+            environment variable, the logdir of the attempt a resumed ``Trainer``'s checkpoint was
+            saved by (same ``output_dir``), ``args.logging_dir`` (``transformers`` < 5), then
             ``<output_dir>/runs/<date>_<host>`` (``TensorBoardCallback``'s default).
         commit_every: minutes between commits (default: 5, or 10 s for a bucket; one commit per interval per node).
         **writer_kwargs: any other :class:`~hf_mpwriter.HFSummaryWriter` argument (``target_dir``,
@@ -85,11 +101,22 @@ class HFMPWriterCallback(TensorBoardCallback):
         check_writer_kwargs(type(self).__name__, repo_id, writer_kwargs)
         super().__init__(tb_writer=None)
         self.repo_id = repo_id
-        self.writer_kwargs = writer_kwargs
+        self.writer_kwargs = {"resume": True, **writer_kwargs} if "purge_step" not in writer_kwargs else writer_kwargs
+        #: Rebuilds this callback where the ``Trainer`` restores callbacks from a checkpoint
+        #: (``restore_callback_states_from_checkpoint``): plain values only, never the token.
+        self._args = {k: v for k, v in {"repo_id": repo_id, "logdir": logdir and os.fspath(logdir), **writer_kwargs}.items()
+                      if k != "token" and (v is None or isinstance(v, (str, int, float, bool)))}
+        #: Where the logs go was chosen by the user (or TENSORBOARD_LOGGING_DIR), not by default.
+        self._logdir_chosen = logdir is not None or getattr(self, "logging_dir", None) is not None
+        self.output_dir: str | None = None  # the Trainer's, when the logdir was chosen (saved with the checkpoint)
         if logdir is not None:
             self.logging_dir = os.path.expanduser(os.fspath(logdir))
         elif not hasattr(self, "logging_dir"):  # transformers < 5: TensorBoardCallback has no such attribute
             self.logging_dir = None
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of this callback (``trainer_state.json``): where the run's logs are."""
+        return {"args": self._args, "attributes": {"logging_dir": self.logging_dir, "output_dir": self.output_dir}}
 
     def _init_summary_writer(self, args: Any, log_dir: str | None = None) -> None:
         if log_dir is not None and self.logging_dir is None:  # transformers < 5 passes args.logging_dir here
@@ -100,7 +127,14 @@ class HFMPWriterCallback(TensorBoardCallback):
         logger.info("logging to %s (run directory %s)", self.logging_dir, self.tb_writer.run_dir)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        output_dir = os.path.abspath(args.output_dir)
+        saved = _saved(state, type(self).__name__)
+        if (self.tb_writer is None and not self._logdir_chosen and state.global_step > 0
+                and saved.get("logging_dir") and saved.get("output_dir") == output_dir):
+            self.logging_dir = saved["logging_dir"]  # resumed: the run of the attempt that saved the checkpoint
+            logger.info("resumed at step %d: logging to %s again", state.global_step, self.logging_dir)
         # transformers < 5 has args.logging_dir; TensorBoardCallback >= 5 only looks at output_dir.
         if self.logging_dir is None and getattr(args, "logging_dir", None):
             self.logging_dir = args.logging_dir
+        self.output_dir = output_dir
         super().on_train_begin(args, state, control, **kwargs)
