@@ -79,3 +79,10 @@ def _suite_leaves_no_process(tmp_path_factory):
     left = _processes_using(base)
     _kill(left)
     assert not left, f"the test suite left processes behind: {[p.info['cmdline'] for p in left]}"
+
+
+@pytest.fixture(autouse=True)
+def _own_index_of_logdirs(tmp_path, monkeypatch):
+    """Each test its own index of the logdirs uploaders served (hf_mpwriter.state.attempts, under
+    ``XDG_CACHE_HOME``): an uploader must not find another test's logdir as one an earlier attempt left."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / ".cache"))

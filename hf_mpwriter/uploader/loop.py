@@ -42,11 +42,12 @@ from .. import config as config_mod
 from ..config import UploadConfig
 from ..errors import ConfigurationError, TargetError, with_sync_advice
 from ..redaction import token_id
-from ..state import mailbox
-from ..state.election import LAST_FILE, AlreadyRunning, UploaderLock, note_stopped_for_user
+from ..state import attempts, mailbox
+from ..state.election import LAST_FILE, AlreadyRunning, UploaderLock, note_stopped_for_user, uploader_state
 from ..state.jobqueue import JobQueue, Superseded
 from ..state.liveness import is_alive, process_identity
 from ..state.registry import live_writers, prune_stale_registrations, writer_ranks
+from ..state.spawn import start_uploader_process
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
 from ..timing import JOB_VIEW_LAST_WAIT_S, JOB_VIEW_READ_S, PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
@@ -230,6 +231,7 @@ class Uploader:
             logger.info("%s; exiting", exc)
             return 2
         logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
+        self._finish_earlier_attempts()
         sampler = system_metrics.start_for(self.logdir, self.config)  # None unless system_metrics is on
         job = self.target if isinstance(self.target, member.JobTarget) else None
         self._view = self._start_view(node=job is not None)
@@ -248,10 +250,39 @@ class Uploader:
                 self._exchange.close()
             if self._view is not None:
                 self._view.close()
+            if code == 0:
+                self._forget_if_done()
             self.release()
         if code == REPLACE_ME:
             self._replace_process()  # returns only if it failed
         return code
+
+    def _finish_earlier_attempts(self) -> None:
+        """Record this logdir for its target (:mod:`~hf_mpwriter.state.attempts`), and start the uploader of
+        each logdir that an earlier attempt to the same target left on this host without one: a relaunch
+        into a new folder must not leave the killed attempt's last records on disk."""
+        config = self.config  # the repository, bucket or directory, whatever the folder in it (each logdir has its own)
+        target = f"{config.kind}:{config.repo_type}:{config.repo_id or config.directory}@{config.revision} {config.endpoint}"
+        attempts.record(self.logdir, target)
+        for logdir in attempts.left_behind(self.logdir, target):
+            if uploader_state(logdir) != "none":
+                continue
+            try:
+                pid = start_uploader_process(logdir, self._token).pid
+            except OSError as exc:
+                logger.warning("%s, an earlier attempt's logdir for the same target, has no uploader, and none "
+                               "could be started (%s): `hf-mpwriter sync %s` sends what it holds", logdir, exc, logdir)
+                continue
+            logger.warning("%s, an earlier attempt's logdir for the same target, had no uploader: started one "
+                           "(pid %d) to commit what it holds", logdir, pid)
+
+    def _forget_if_done(self) -> None:
+        """Everything committed and no writer left: no later uploader needs to look at this logdir."""
+        try:
+            if self.committer.drained() and not live_writers(self.logdir):
+                attempts.forget(self.logdir)
+        except (OSError, sqlite3.Error) as exc:
+            logger.debug("kept %s in the index of logdirs (%s)", self.logdir, exc)
 
     def _pacing(self, watch: bool) -> Pacing:
         """The schedule's settings: this node's commit times (:func:`~.coordination.pacing.pacing`, from the
@@ -633,6 +664,7 @@ class Uploader:
                 if on_progress is not None:
                     on_progress(progress)
                 if self.committer.drained():
+                    self._forget_if_done()
                     return True
                 if progress.fatal:
                     return False

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -43,16 +42,14 @@ from ..state.election import (
 )
 from ..state.liveness import HOST, is_alive
 from ..state.mailbox import handover_requester, request_handover
-from ..state.statedir import private_open, state_dir
+from ..state.spawn import start_uploader_process
+from ..state.statedir import state_dir
 from ..timing import HANDOVER_TO_TOKEN_S, SPAWN_PAUSE_S, STARTING_FOR_S, THREAD_START_WAIT_S
 
 logger = logging.getLogger(__name__)
 
 
 MODES = ("process", "thread", "none")
-
-#: ``uploader.out`` (the uploader's raw stdout/stderr) is set aside past this size at the next spawn.
-OUT_BYTES = 1 << 20
 
 
 
@@ -139,7 +136,7 @@ def ensure_uploader(
         key = str(Path(logdir).resolve())
         if time.monotonic() < _spawn_pause_until.get(key, 0.0) or candidate_starting(logdir, STARTING_FOR_S):
             return False
-        proc = _spawn_process(logdir, token)
+        proc = start_uploader_process(logdir, token)
         note_candidate(logdir, proc.pid)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
@@ -202,36 +199,6 @@ def fatal_error(logdir: Path, token: str | None = None) -> str | None:
     if token is not None and info.get("token_id") != _own_token_id(token):
         return None
     return error.text
-
-
-def _spawn_process(logdir: Path, token: str | None) -> subprocess.Popen:
-    env = dict(os.environ)
-    if token:
-        env["HF_TOKEN"] = token  # environment, never the command line
-    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "SLURM_PROCID"):
-        env.pop(var, None)
-    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no terminal: bars would only fill uploader.out
-    out = state_dir(logdir) / "uploader.out"  # only what escapes logging (a crash): rotated here
-    try:
-        if out.stat().st_size > OUT_BYTES:
-            out.replace(out.with_name("uploader.out.1"))
-    except OSError:
-        pass
-    log = os.fdopen(private_open(out), "ab")
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hf_mpwriter.uploader", str(Path(logdir).resolve())],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    finally:
-        log.close()
-    logger.debug("spawned uploader pid %d for %s", proc.pid, logdir)
-    return proc
 
 
 def terminate_thread_uploader(logdir: Path) -> bool:
