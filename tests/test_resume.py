@@ -10,11 +10,22 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import finish, read_line, scalars, tensorboard_runs
+from helpers import finish, read_line, scalars, tensorboard_runs, wait_for
 from tb_readers import default_reader_scalars, python_reader_scalars
-from upload_helpers import TESTS, hub_env, local_event_files, materialise, sigkill, uploader_pid, writer_env
+from upload_helpers import (
+    TESTS,
+    hub_env,
+    local_event_files,
+    materialise,
+    sigkill,
+    start_writer,
+    uploader_pid,
+    writer_env,
+)
 
 from hf_mpwriter import SummaryWriter
+from hf_mpwriter.cli.status import collect
+from hf_mpwriter.state import attempts
 
 
 def _attempt(logdir: Path, steps: range, offset: float, **kwargs) -> None:
@@ -101,3 +112,42 @@ def test_a_trainer_killed_after_a_checkpoint_and_resumed_from_it_is_one_run_at_t
             shown = runs[f"{logdirs[0].name}/rank-000"][tag]
             assert [step for step, _ in shown] == list(range(1, 41)), (reader.__name__, tag)  # every step once
             assert shown == [(s, pytest.approx(history[s][key], rel=1e-6)) for s in range(1, 41)], (reader.__name__, tag)
+
+
+def test_a_relaunch_into_a_new_folder_commits_what_the_killed_attempt_left_without_a_sync(tmp_path, hub):
+    """A killed attempt's records that no commit took, in a folder the next attempt does not use (a new
+    default logdir, a new ``version_N``): the next uploader of the same target starts that folder's uploader."""
+    repo, env = "user/relaunch", hub_env(hub, tmp_path)
+    first_dir, second_dir = tmp_path / "runs" / "attempt-1", tmp_path / "runs" / "attempt-2"
+    first = start_writer({"logdir": str(first_dir), "repo_id": repo, "commit_every_s": 600, "flush_every": 5}, env)
+    read_line(first, "flushed 40", timeout=60)
+    assert [f["writing"] for f in collect(first_dir)["files"]] == [True]
+    _kill_writer_and_uploader(first, first_dir)
+    assert [f["writing"] for f in collect(first_dir)["files"]] == [False], "status: no longer open, its writer is gone"
+    written = local_event_files(first_dir)
+    assert _hub_files(hub, repo, "attempt-1") != written, "the killed attempt left records no commit took"
+
+    second = start_writer({"logdir": str(second_dir), "repo_id": repo, "commit_every_s": 600, "steps": 5}, env)
+    finish(second)
+    wait_for(lambda: _hub_files(hub, repo, "attempt-1") == written, 60, "the killed attempt's records at the Hub")
+    wait_for(lambda: collect(first_dir)["up_to_date"], 30, "the killed attempt's logdir to be up to date")
+    assert _hub_files(hub, repo, "attempt-2") == local_event_files(second_dir)
+    wait_for(lambda: not list(attempts.index_dir().glob("*.json")), 30, "both logdirs to be done with")
+
+
+def _kill_writer_and_uploader(proc: subprocess.Popen, logdir: Path) -> None:
+    pid = uploader_pid(logdir)
+    assert pid, "the scenario needs a live uploader to kill"
+    sigkill(proc.pid)
+    sigkill(pid)
+    proc.communicate()
+
+
+def _hub_files(hub, repo: str, folder: str) -> dict[str, bytes]:
+    """The event files the test Hub holds under ``tensorboard/<folder>/`` (``{}`` before any commit)."""
+    try:
+        paths = hub.list_files(repo)
+    except Exception:  # no repository yet
+        return {}
+    prefix = f"tensorboard/{folder}/"
+    return {p[len(prefix):]: hub.read_file(repo, p) for p in paths if p.startswith(prefix) and "tfevents" in p}

@@ -152,7 +152,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print()
     rows = [("run", "file", "written", "committed", "")]
     for f in info["files"]:
-        state = "complete" if f["complete"] else "open"
+        state = "complete" if f["complete"] else "open" if f["writing"] else "ended (its writer is gone)"
         if f["torn_tail_bytes"]:
             state += f", {f['torn_tail_bytes']} B torn tail"
         rows.append((f["run"], os.path.basename(f["path"]), str(f["bytes_written"]), str(f["bytes_committed"]), state))

@@ -118,6 +118,13 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
     scanner = Scanner(root, config.allow_patterns if config else ("*.tfevents.*",),
                       config.ignore_patterns if config else None)
     files: list[dict[str, Any]] = []
+    writers = live_writers(root)
+    info = uploader_info(root)
+    liveness = uploader_state(root) if info is not None else "none"
+    # "writing": a live process may still append to the file: its writer (its run, add_scalars' sub-runs
+    # in it), or the uploader (the job run, system metrics). An unfinished file that none may: its writer
+    # was killed, and the file will not grow again.
+    writing = [os.path.realpath(str(w.get("run_dir"))) for w in writers if w.get("run_dir")]
     for rel, st in scanner.files():
         done = committed.get(rel, (0, "", False))
         whole = scanner.whole_size(rel, st, min(done[0], st.st_size))
@@ -128,14 +135,13 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
             "bytes_committed": done[0],
             "torn_tail_bytes": st.st_size - whole,  # an unfinished last record (a writer was killed)
             "complete": not (st.st_mode & 0o222),
+            "writing": liveness != "none" or any(os.path.realpath(root / rel).startswith(w + os.sep) for w in writing),
         })
-    info = uploader_info(root)
     if config is not None and config.repo_id:  # "name" alone: the namespace the uploader learnt from the Hub
         config = dataclasses.replace(config, repo_id=config_mod.resolved_repo_id(root) or config.repo_id)
     target = None if config is None else {"kind": config.kind, "description": config.description,
                                           "prefix": config.prefix, "commit_every_s": config.commit_every,
                                           "endpoint": config.endpoint}
-    liveness = uploader_state(root) if info is not None else "none"
     return {
         "logdir": str(root.resolve()),
         "target": target,
@@ -149,7 +155,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
                                                # its tries that failed on a local error (full disk, queue), and when
                                                "local_errors": info.get("local_errors"),
                                                "local_error_times": info.get("local_error_times")},
-        "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in live_writers(root)],
+        "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in writers],
         "files": files,
         "bytes_written": sum(f["bytes_written"] for f in files),
         "bytes_committed": sum(f["bytes_committed"] for f in files),

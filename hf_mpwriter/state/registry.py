@@ -103,7 +103,7 @@ def register_writer(logdir: Path, run_dir: Path) -> Path:
     writers.mkdir(mode=0o700, exist_ok=True)
     ident = process_identity()
     path = writers / f"{host_file_name()}-{ident['pid']}-{next(_registration_counter)}.json"
-    write_json_atomic(path, {**ident, "run_dir": str(run_dir)})
+    write_json_atomic(path, {**ident, "run_dir": os.path.abspath(run_dir)})
     return path
 
 
