@@ -71,6 +71,7 @@ def test_view_starts_tensorboard_on_the_repository(uploaded):
     proc = subprocess.Popen([sys.executable, "-m", "hf_mpwriter", "view", str(logdir), "--port", str(port)],
                             env=writer_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        assert "#custom_scalars" in read_line(proc, "TensorBoard on", timeout=60)  # this logdir has a job run
         base = f"http://127.0.0.1:{port}/data"
         runs = wait_for(lambda: (_get(f"{base}/runs") or None) if len(_get(f"{base}/runs") or []) >= 3 else None,
                         90, "TensorBoard to list the remote runs")
@@ -103,3 +104,11 @@ def test_view_reads_every_kind_of_target_where_it_is(tmp_path):
     assert HubTarget("me/run", prefix="", repo_type="space").reader_url == "hf://spaces/me/run"
     assert BucketTarget("me/bucket", prefix="logs/a").reader_url == "hf://buckets/me/bucket/logs/a"
     assert LocalTarget(tmp_path, "tb").reader_url == str(tmp_path.resolve() / "tb")
+
+
+def test_views_banner_offers_the_custom_scalars_page_only_where_a_job_run_is(tmp_path):
+    from hf_mpwriter.cli.view import holds_job_run
+
+    assert not holds_job_run(str(tmp_path))  # one process: no job run, an empty Custom Scalars page
+    (tmp_path / "job").mkdir()
+    assert holds_job_run(str(tmp_path))

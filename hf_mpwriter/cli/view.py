@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import environment
 from ..errors import HFMPWriterError
+from ..uploader.jobrun.runfile import RUN_DIR as JOB_RUN_DIR
 from .common import CLIError, use_logdir_endpoint, where_text
 
 
@@ -94,6 +95,19 @@ def check_remote_exists(url: str, logdir: str | None) -> None:
     raise CLIError(message, 1)
 
 
+def holds_job_run(url: str) -> bool:
+    """Whether ``url`` holds a job run (its Custom Scalars page has charts only then); ``False`` if that
+    cannot be told (the banner then leaves the page out, nothing else depends on it)."""
+    try:
+        if url.startswith("hf://"):
+            from huggingface_hub import HfFileSystem
+
+            return bool(HfFileSystem().isdir(f"{url.rstrip('/')}/{JOB_RUN_DIR}"))
+        return os.path.isdir(os.path.join(url, JOB_RUN_DIR))
+    except Exception:  # the banner's hint is not worth failing `view` for
+        return False
+
+
 def cmd_view(args: argparse.Namespace) -> int:
     url, endpoint = remote_url(args.target)
     if url.startswith("hf://buckets/"):
@@ -117,8 +131,12 @@ def cmd_view(args: argparse.Namespace) -> int:
     tensorboard = shutil.which("tensorboard") or shutil.which("tensorboard", path=os.path.dirname(sys.executable))
     if tensorboard is None:
         raise CLIError("tensorboard is not installed in this environment: pip install tensorboard", 2)
-    print(f"TensorBoard on {url} (Ctrl-C to stop); the job run's statistics across ranks (run `job`): "
-          f"http://localhost:{args.port}/#custom_scalars", flush=True)
+    page = f"http://localhost:{args.port}/"
+    if holds_job_run(url):
+        print(f"TensorBoard on {url} (Ctrl-C to stop): {page}; the job run's statistics across ranks (run `job`): "
+              f"{page}#custom_scalars", flush=True)
+    else:
+        print(f"TensorBoard on {url} (Ctrl-C to stop): {page}", flush=True)
     os.execv(tensorboard, [tensorboard, *command[1:]])  # TensorBoard takes this process's place (and signals)
     return 0  # not reached
 
