@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import accumulator
+from tb_readers import default_reader_scalars, python_reader_scalars
 from tensorboardX import SummaryWriter as TBXWriter
 from test_job_view import _assert_equal, _Clock, _job_points, _recomputed
 
@@ -346,3 +347,33 @@ def test_a_restart_reads_the_other_ranks_files_again_from_near_its_step_not_from
     want = _recomputed(logdir, "loss")
     assert sorted(want) == list(range(2010))
     _assert_equal(_job_points(logdir, "loss"), want, WORLD)
+
+
+def test_a_job_resumed_without_purge_step_has_the_job_run_tensorboards_default_reader_shows(tmp_path):
+    """A plain script resumed at 100 without ``purge_step`` logs steps 100-199 again: TensorBoard's default reader
+    (the Rust data server) shows attempt 2 from 100 in each rank run, and so does the job run (read with it
+    too); its Python reader shows both attempts (``status`` says the readers differ, and what to pass)."""
+    logdir, clock = tmp_path / "logs", _Clock()
+    _attempt(logdir, 1, range(150))
+    view = _view(logdir, clock)
+    view.update()
+    clock.now += 60
+    view.update()
+    assert max(_job_points(logdir, "loss")) == 149  # the scenario: the job run holds attempt 1 past the step gone back to
+    _attempt(logdir, 2, range(100, 200))
+    view.update()
+    clock.now += 60
+    view.update(final=True)
+    view.close()
+    shown = default_reader_scalars(logdir)
+    ranks = {int(run.split("-")[1]): dict(tags["loss"]) for run, tags in shown.items() if run.startswith("rank-")}
+    assert all(len(points) == 200 for points in ranks.values())  # once a step; attempt 2's from 100:
+    assert {ranks[0][step] // 1000 for step in range(100)} == {1} and {ranks[0][s] // 1000 for s in range(100, 200)} == {2}
+    job = dict(shown["job"]["loss"])  # the job run as the same reader shows it: the mean of the ranks at every step
+    assert sorted(job) == list(range(200))
+    for step in range(200):
+        assert job[step] == pytest.approx(sum(points[step] for points in ranks.values()) / WORLD, rel=1e-6), step
+    assert [step for step, _ in python_reader_scalars(logdir)["rank-000"]["loss"]].count(120) == 2  # readers differ
+    status = json.loads((state_dir(logdir) / STATUS_FILE).read_text())
+    assert status["without_restart_point"] == {str(rank): 100 for rank in range(WORLD)}
+    assert status["late"] == 0

@@ -190,6 +190,13 @@ def _job_view_lines(view: dict, tag: str | None) -> list[str]:
         lines.append(f"          {view['unwaited']} points written without ranks far behind (too many waited for them)")
     if view.get("restarts"):
         lines.append(f"          {view['restarts']} restart(s) read (purge_step): the steps from there were made anew")
+    back = sorted((view.get("without_restart_point") or {}).items(), key=lambda item: int(item[0]))
+    if back:
+        shown = ", ".join(f"rank {rank} from step {step}" for rank, step in back[:5]) + (" ..." if len(back) > 5 else "")
+        lines.append(f"          logged again without a restart point: {shown}. TensorBoard's default reader shows the "
+                     "last values there (the job run follows it), its Python reader (--load_fast=false, what "
+                     "`hf-mpwriter view` starts) both attempts'. Next time, resume with purge_step=<the first step the "
+                     "resumed run logs>, or resume=True")
     if missing:
         lines.append(f"          never logged: rank {', '.join(str(r) for r in missing[:20])}"
                      + (" ..." if len(missing) > 20 else ""))

@@ -32,6 +32,9 @@ is not written: it is counted (``late``) and stays in its rank's run.
 
 A restart is read as TensorBoard reads it: a rank whose writer restarted with ``purge_step`` (a
 ``SessionLog.START`` at that step) loses its values from that step on, as its run does in TensorBoard;
+a rank that logs a tag again at a step below one it logged (a script resumed without ``purge_step``)
+restarts there the same way, as TensorBoard's default reader drops that tag's values from there (its
+other reader, ``--load_fast=false``, shows both attempts then: ``status`` says so, with what to pass);
 a job run that holds points from there drops them the same way (a ``SessionLog.START`` of its own), and
 every rank's values from there are read again, so that those steps are made anew from what the rank
 runs show. In a job with a store, the node does the same with the points it passed on, and the
@@ -129,6 +132,10 @@ class JobView:
         self._wall: dict[_Key, list] = {}
         self._held: dict[str, int] = {}  # tag -> the last step written (a node: passed on to the leader)
         self.newest: dict[int, int] = {}  # rank -> its newest step (any tag)
+        #: rank -> tag -> its newest step of the tag: a tag logged again below it is a restart without a START.
+        self._tag_newest: dict[int, dict[str, int]] = {}
+        #: rank -> the step it last went back to without a restart point (TensorBoard's two readers differ there).
+        self.without_restart_point: dict[int, int] = {}
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
         self.late = 0
         self.unwaited = 0  # points written without the ranks they waited for (:data:`WAITING_POINTS`)
@@ -194,6 +201,8 @@ class JobView:
                     for end, record in iter_records(handle, start):
                         self._read_to[rel] = end
                         found, histograms, restart = summaries(record)
+                        if restart is None and end > upto:  # (a re-read goes back on purpose; what follows it, not)
+                            restart = self._stepped_back(rank, found, histograms)
                         if restart is not None:
                             self._restart(rank, rel, end, restart)
                         if end > upto:
@@ -220,6 +229,20 @@ class JobView:
                 self._marks.pop(rel, None)
         return decoded
 
+    def _stepped_back(self, rank: int, found: list, histograms: list) -> int | None:
+        """The step ``rank`` went back to, if this record logs a tag below a step it logged before: a script
+        resumed without a restart point (said in ``status``, :attr:`without_restart_point`)."""
+        tags = self._tag_newest.get(rank)
+        if not tags:
+            return None
+        back = [value.step for value in found if value.step < tags.get(value.tag, -1)]
+        back += [h.step for h in histograms if h.step < tags.get(histogram_key(h.tag), -1)]
+        if not back:
+            return None
+        self.without_restart_point[rank] = min(back)
+        logger.info("job run: rank %d logged steps again from %d without a restart point (purge_step)", rank, min(back))
+        return min(back)
+
     def _restart(self, rank: int, rel: str, offset: int, step: int) -> None:
         """``rank`` restarted at ``step`` in its file ``rel`` (see the module): its values from there, read from
         its earlier files (a rank's files are read in order), are gone, as in its run; the first time this
@@ -233,6 +256,9 @@ class JobView:
             else:  # (when the others logged it is still known; who was last, no longer)
                 self._wall[key][2] = NO_RANK
         self.newest[rank] = min(self.newest.get(rank, step - 1), step - 1)
+        tags = self._tag_newest.get(rank, {})
+        for tag in tags:
+            tags[tag] = min(tags[tag], step - 1)
         mark = f"{rel}:{offset}"
         if mark in self._restarts:
             return
@@ -265,6 +291,9 @@ class JobView:
         self.world = max(self.world, rank + 1)  # ranks given explicitly: the world is what they show
         self._heard[rank] = now
         self.newest[rank] = max(step, self.newest.get(rank, step))
+        tags = self._tag_newest.setdefault(rank, {})
+        if step > tags.get(tag, -1):
+            tags[tag] = step
         self._reporters.setdefault(tag, set()).add(rank)
         key = (tag, step)
         values = self._values.get(key)
@@ -425,6 +454,8 @@ class JobView:
 
             "restarts": sorted(self._restarts),
             "newest": {str(r): s for r, s in self.newest.items()},
+            "tag_newest": {str(r): tags for r, tags in self._tag_newest.items()},
+            "without_restart_point": {str(r): s for r, s in self.without_restart_point.items()},
             "reporters": {tag: sorted(ranks) for tag, ranks in self._reporters.items()},
             "waiting": [[tag, step, {str(r): v for r, v in values.items()}, list(self._wall[(tag, step)])]
                         for (tag, step), values in self._values.items()],
@@ -451,6 +482,9 @@ class JobView:
             self._restarts = {str(mark) for mark in state.get("restarts", [])}
             self.run.load(state["run"])
             self.newest = {int(r): int(s) for r, s in state["newest"].items()}
+            self._tag_newest = {int(r): {str(t): int(s) for t, s in tags.items()}  # (a state of before: none)
+                                for r, tags in state.get("tag_newest", {}).items()}
+            self.without_restart_point = {int(r): int(s) for r, s in state.get("without_restart_point", {}).items()}
             self._reporters = {tag: {int(r) for r in ranks} for tag, ranks in state["reporters"].items()}
             for tag, step, values, wall in state["waiting"]:
                 key = (str(tag), int(step))
@@ -469,6 +503,7 @@ class JobView:
 
     def _forget_state(self) -> None:
         self._read_to, self._held, self.newest, self.outbox, self._floor, self._marks = {}, {}, {}, Outbox(), {}, {}
+        self._tag_newest, self.without_restart_point = {}, {}
         self._restarts = set()
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
         self.run = JobRun(self.logdir)
@@ -479,7 +514,9 @@ class JobView:
         the min and the max."""
         more = {} if self.node_ranks is None else {"node": True, "outbox": len(self.outbox)}  # (a node: its leader writes)
         return self.run.summary(self.newest, self.world, late=self.late, waiting=self.waiting, backlog=self.backlog,
-                                restarts=len(self._restarts), unwaited=self.unwaited, **more)
+                                restarts=len(self._restarts), unwaited=self.unwaited,
+                                without_restart_point={str(r): s for r, s in sorted(self.without_restart_point.items())},
+                                **more)
 
     def publish(self) -> None:
         """What ``status`` shows of the job run (a node of a job with a store: while its node does not lead,
