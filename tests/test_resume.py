@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import finish, read_line, scalars, tensorboard_runs, wait_for
+from helpers import LAUNCHER_VARS, finish, read_line, scalars, tensorboard_runs, wait_for
 from tb_readers import default_reader_scalars, python_reader_scalars
 from upload_helpers import (
     TESTS,
@@ -151,3 +151,28 @@ def _hub_files(hub, repo: str, folder: str) -> dict[str, bytes]:
         return {}
     prefix = f"tensorboard/{folder}/"
     return {p[len(prefix):]: hub.read_file(repo, p) for p in paths if p.startswith(prefix) and "tfevents" in p}
+
+
+def test_an_accelerate_tracker_relaunched_continues_its_run_with_the_resumed_values(tmp_path, monkeypatch):
+    """Accelerate's trackers log into ``<logging_dir>/<run_name>`` at every launch; a relaunch that resumes
+    with ``load_state`` logs its steps again: one curve, every step once, in both readers."""
+    pytest.importorskip("accelerate", reason="needs accelerate")
+    from accelerate.state import PartialState
+
+    from hf_mpwriter.integrations import HFMPWriterTracker
+
+    for name in LAUNCHER_VARS:  # one process of its own
+        monkeypatch.delenv(name, raising=False)
+    PartialState(cpu=True)
+    for attempt, steps in ((1, range(60)), (2, range(31, 60))):
+        tracker = HFMPWriterTracker("run", tmp_path / "logs", uploader="none")
+        tracker.start()
+        tracker.store_init_configuration({"lr": 0.1})  # (logged without a step: not the restart point)
+        for step in steps:
+            tracker.log({"loss": attempt * 1000.0 + step, "parts": {"a": attempt * 1000.0 + step}}, step=step)
+        tracker.finish()
+    for reader in (python_reader_scalars, default_reader_scalars):
+        runs = reader(tmp_path / "logs" / "run")
+        assert set(runs) == {".", "parts/a"}, reader.__name__
+        for run, tag in ((".", "loss"), ("parts/a", "parts")):
+            assert runs[run][tag] == [(s, (1000.0 if s < 31 else 2000.0) + s) for s in range(60)], (reader.__name__, run)

@@ -37,3 +37,9 @@ def check_writer_kwargs(owner: str, repo_id: str | None, kwargs: Mapping[str, An
     supervisor.check_mode(kwargs.get("uploader", "process"))
     settings = {k: v for k, v in kwargs.items() if k in _SETTINGS}
     writer_settings(Path("logs"), repo_id, **settings)  # the writer's own checks, nothing written
+
+
+def resuming(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The writer's arguments with ``resume=True`` unless the user chose the restart step (``purge_step``):
+    an integration's run continues where an earlier attempt left it, and TensorBoard shows one curve."""
+    return kwargs if "purge_step" in kwargs else {"resume": True, **kwargs}

@@ -30,7 +30,7 @@ from accelerate.state import PartialState
 from accelerate.tracking import GeneralTracker, on_main_process
 
 from ..writer.hub_writer import HFSummaryWriter
-from ._common import check_writer_kwargs
+from ._common import check_writer_kwargs, resuming
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class HFMPWriterTracker(GeneralTracker):
         self.repo_id = repo_id
         self.all_ranks = bool(all_ranks)
         self.main_process_only = not self.all_ranks  # read by accelerate's on_main_process
-        self.writer_kwargs = writer_kwargs
+        self.writer_kwargs = resuming(writer_kwargs)  # a relaunch logs into <logging_dir>/<run_name> again
         self.writer: HFSummaryWriter | None = None
         self._warned: set[str] = set()
 
@@ -131,7 +131,7 @@ class HFMPWriterTracker(GeneralTracker):
         ``SummaryWriter.add_hparams``), so that it never mixes with the run's steps.
         """
         writer = self._writer()
-        writer.add_text("hparams", _markdown_table(values), 0)
+        writer.add_text("hparams", _markdown_table(values))  # (no step: step 0 on disk, not a resume's restart point)
         clean = {str(k): _hparam_value(v) for k, v in values.items() if v is not None}
         writer.add_hparams(clean, {}, run_name="hparams")
         writer.flush()

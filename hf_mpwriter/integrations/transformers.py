@@ -41,7 +41,7 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import ExportableState
 
 from ..writer.hub_writer import HFSummaryWriter
-from ._common import check_writer_kwargs
+from ._common import check_writer_kwargs, resuming
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class HFMPWriterCallback(TensorBoardCallback, ExportableState):
         check_writer_kwargs(type(self).__name__, repo_id, writer_kwargs)
         super().__init__(tb_writer=None)
         self.repo_id = repo_id
-        self.writer_kwargs = {"resume": True, **writer_kwargs} if "purge_step" not in writer_kwargs else writer_kwargs
+        self.writer_kwargs = resuming(writer_kwargs)
         #: Rebuilds this callback where the ``Trainer`` restores callbacks from a checkpoint
         #: (``restore_callback_states_from_checkpoint``): plain values only, never the token.
         self._args = {k: v for k, v in {"repo_id": repo_id, "logdir": logdir and os.fspath(logdir), **writer_kwargs}.items()
