@@ -53,6 +53,7 @@ EXPECT: dict[str, list[str]] = {
     "offline": [r"up to date", r"hf://test-user/run/tensorboard/exp1"],  # committed, and on the test Hub
     "testhub": [r"'tensorboard/exp1/events\.out\.tfevents\.[^']+'\] [1-9]"],  # the file, committed
     # both nodes met the job's one leader, and each node's ranks are committed
+    "trainer-resume": [r"attempt 1 killed at step 6", r"up to date"],
     "two-nodes": [r"committer one leader for the job's 2 nodes", r"up to date[\s\S]*up to date"],
 }
 
