@@ -22,8 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-README_MAX_LINES = 412  # a guide; the rest lives in docs/ (issue 39: 400; 405 with the job run's picture, issue 38; 412 for
-# the two-node recipe's account of what the tool prints, issue 47: a signal to move text to docs/, not a reason to squeeze)
+README_MAX_LINES = 430  # a guide; the rest lives in docs/ (issue 39: 400; 405 with the job run's picture, issue 38; 412 for
+# the two-node recipe's account of what the tool prints, issue 47; 430 for Resuming's table, issue 51, its example moved to
+# docs/: a signal to move text to docs/, not a reason to squeeze)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
