@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import LAUNCHER_VARS, finish, read_line, scalars, tensorboard_runs, wait_for
+from helpers import LAUNCHER_VARS, finish, read_line, wait_for
 from tb_readers import default_reader_scalars, python_reader_scalars
 from upload_helpers import (
     TESTS,
@@ -36,23 +36,28 @@ def _attempt(logdir: Path, steps: range, offset: float, **kwargs) -> None:
             writer.add_scalars("lr", {"group0": offset + step}, step)
 
 
+@pytest.mark.parametrize("first", [{}, {"resume": True}], ids=["first-plain", "first-resume"])
 @pytest.mark.parametrize("kwargs", [{"resume": True}, {"purge_step": 31}], ids=["resume", "purge_step"])
-def test_a_resumed_attempt_replaces_the_steps_it_logs_again_in_the_run_and_its_add_scalars_sub_runs(tmp_path, kwargs):
+def test_a_resumed_attempt_replaces_the_steps_it_logs_again_in_the_run_and_its_add_scalars_sub_runs(tmp_path, kwargs,
+                                                                                                   first):
+    """In both of TensorBoard's readers, whether the first attempt wrote a restart point (a START) or not
+    (the Python reader takes a run's first START for no restart)."""
     logdir = tmp_path / "run"
-    _attempt(logdir, range(60), 0.0)
+    _attempt(logdir, range(60), 0.0, **first)
     _attempt(logdir, range(31, 60), 1000.0, **kwargs)
-    assert set(tensorboard_runs(logdir)) == {".", "lr/group0"}
-    for run, tag in ((logdir, "loss"), (logdir / "lr" / "group0", "lr")):
-        points = scalars(run, tag)
-        assert [step for step, _ in points] == list(range(60)), run  # every step once
-        assert points[30] == (30, 30.0) and points[31] == (31, 1031.0) and points[59] == (59, 1059.0)
+    for reader in (python_reader_scalars, default_reader_scalars):
+        runs = reader(logdir)
+        assert set(runs) == {".", "lr/group0"}, reader.__name__
+        for run, tag in ((".", "loss"), ("lr/group0", "lr")):
+            want = [(s, (0.0 if s < 31 else 1000.0) + s) for s in range(60)]  # every step once, the last attempt's
+            assert runs[run][tag] == want, (reader.__name__, run)
 
 
 def test_resume_restarts_at_the_first_step_with_a_step_not_at_zero(tmp_path):
     """A fresh run with ``resume=True`` loses nothing; records without a step do not set the point."""
     logdir = tmp_path / "run"
     _attempt(logdir, range(5, 10), 0.0, resume=True)
-    assert [step for step, _ in scalars(logdir, "loss")] == [5, 6, 7, 8, 9]
+    assert [step for step, _ in python_reader_scalars(logdir)["."]["loss"]] == [5, 6, 7, 8, 9]
 
 
 # -- the integrations, killed and resumed as their frameworks document it ------------------------

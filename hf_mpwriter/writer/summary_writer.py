@@ -455,7 +455,11 @@ class SummaryWriter(tensorboardX.SummaryWriter):
 
 
 def _write_restart(writer: FileWriter, step: int) -> None:
-    """What tensorboardX's ``purge_step`` writes first in a run's new file: TensorBoard's Python reader
-    drops the run's earlier events from ``step`` on when it reads the ``START``."""
+    """What tensorboardX's ``purge_step`` writes first in a run's new file, with its ``START`` twice:
+    TensorBoard's Python reader drops the run's earlier events from ``step`` on at a ``START``, but takes
+    the first ``START`` of a run for the start of a session, not a restart (an earlier attempt without a
+    restart point wrote none). The second one is a restart whatever came before (the first then dropped
+    nothing of this attempt: it had logged nothing yet)."""
     writer.add_event(Event(step=step, file_version="brain.Event:2"))
-    writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+    for _ in range(2):
+        writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))

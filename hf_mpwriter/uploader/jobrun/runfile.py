@@ -120,7 +120,8 @@ class JobRun:
         ranks most often a tag's min or max start again (they cannot tell the dropped steps' from the others)."""
         self.extremes.clear()
         writer = self._open()
-        writer.add_serialized(session_start_event(step, time.time()))
+        for _ in range(2):  # TensorBoard's Python reader takes a run's first START for no restart (see the writer's)
+            writer.add_serialized(session_start_event(step, time.time()))
         writer.flush()
         if self._stragglers_at is not None:
             self._stragglers_at = min(self._stragglers_at, step - 1)
