@@ -50,5 +50,55 @@ def trainer(out: Path, attempt: int) -> None:
         (out / "log_history.json").write_text(json.dumps(trainer.state.log_history))
 
 
+def lightning(out: Path, attempt: int) -> None:
+    """``python resume_workers.py lightning OUT ATTEMPT``: a Lightning DDP job, 2 ranks on CPU started by
+    Lightning's own launcher (no job id: the logger's version is rank 0's choice), ``HFMPWriterLogger`` in
+    ``OUT/logs/demo`` pushing to ``REPO``, a ``ModelCheckpoint`` every 10 steps (``save_last``, default
+    dirpath: the version's ``checkpoints``). Every step logs ``train/loss`` and ``train/attempt``; rank 0
+    prints ``step N`` (the global step, after the checkpoint of that step) and, at the end, ``version V``.
+    Attempt 2 resumes with ``fit(ckpt_path="last")``."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from hf_mpwriter.integrations import HFMPWriterLogger
+
+    class Model(pl.LightningModule):
+        def __init__(self, lr: float = 0.05) -> None:
+            super().__init__()
+            self.save_hyperparameters()  # Lightning logs them (and hp_metric, with no step) at each fit's start
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            loss = self.layer(batch[0]).pow(2).mean()
+            self.log("train/loss", loss)
+            self.log("train/attempt", float(attempt))
+            return loss
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):  # after the callbacks': the checkpoint is saved
+            if self.trainer.is_global_zero:
+                print(f"step {self.trainer.global_step}", flush=True)
+            time.sleep(float(os.environ.get("STEP_SLEEP", "0.15")))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(2 * LIGHTNING_STEPS * 4, 4)), batch_size=4)  # one epoch per rank
+    logger = HFMPWriterLogger(out / "logs", name="demo", repo_id=os.environ["REPO"], token=os.environ["TEST_TOKEN"],
+                              commit_every=1, close_timeout=90, max_queue=1)  # max_queue=1: each record to the OS
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=LIGHTNING_STEPS, log_every_n_steps=1,
+                         logger=logger, callbacks=[ModelCheckpoint(save_last=True, every_n_train_steps=SAVE_EVERY)],
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=out)
+    trainer.fit(Model(), data, ckpt_path="last" if attempt > 1 else None)
+    if trainer.is_global_zero:
+        print(f"version {logger.version}", flush=True)
+    torch.distributed.destroy_process_group()  # as torch asks of every script (see test_lightning.py)
+
+
+LIGHTNING_STEPS = 30
+
+
 if __name__ == "__main__":
-    {"trainer": trainer}[sys.argv[1]](Path(sys.argv[2]), int(sys.argv[3]))
+    {"trainer": trainer, "lightning": lightning}[sys.argv[1]](Path(sys.argv[2]), int(sys.argv[3]))

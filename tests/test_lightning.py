@@ -4,6 +4,9 @@
   the second one itself, so there is no job id): both ranks land in the same version, which rank 0
   chose and sent, both ranks' metrics and hyperparameters are on the target, as two runs.
 - torchrun (a job id) with ``rank_zero_only=True``: one run, in the version named after the job.
+- A DDP job SIGKILLed whole after a checkpoint and relaunched with ``fit(ckpt_path="last")``: the
+  relaunch continues the killed attempt's version (its checkpoint found there), one run per rank at
+  the test Hub, as both of TensorBoard's readers show it.
 - The logger alone in one process: plain layout, prefixes, dict metrics, HParams, ``finalize``
   returning once committed; argument checks; pickling.
 
@@ -22,10 +25,22 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-from helpers import child_env, finish, plugin_accumulator, read_raw_records, scalars, spawn, tensorboard_runs
+from helpers import child_env, finish, plugin_accumulator, read_line, read_raw_records, scalars, spawn, tensorboard_runs
+from tb_readers import default_reader_scalars, python_reader_scalars
 from test_launchers import example_env, examples, run_example, wait_up_to_date
-from upload_helpers import local_event_files, local_target_files, materialise
+from test_resume import _hub_copy
+from upload_helpers import (
+    TESTS,
+    hub_env,
+    local_event_files,
+    local_target_files,
+    materialise,
+    sigkill,
+    uploader_pid,
+    writer_env,
+)
 
 from hf_mpwriter.errors import ConfigurationError
 
@@ -164,6 +179,79 @@ def test_rank_zero_only_under_torchrun_one_run_in_the_jobs_version(tmp_path):
     assert accumulator(copy / "rank-000").Graph() is not None  # log_graph, from example_input_array
 
 
+# -- killed and resumed --------------------------------------------------------------------------------
+#: What tells a process its job's id (the logger's case 2): cleared, so the version is rank 0's choice.
+JOB_IDS = ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX_JOB_ID", "PMIX_NAMESPACE")
+
+
+def _launch_lightning(cwd: Path, env: dict, out: Path, attempt: int) -> subprocess.Popen:
+    """``resume_workers.py lightning``: rank 0, which starts rank 1 itself (Lightning's launcher), in a
+    session of its own."""
+    env = {k: v for k, v in writer_env(env).items() if k not in JOB_IDS}
+    return subprocess.Popen([sys.executable, str(TESTS / "resume_workers.py"), "lightning", str(out), str(attempt)],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _kill_whole(proc: subprocess.Popen, logdir: Path) -> None:
+    """SIGKILL as a lost node does it: the launching rank, every process it started (listed first: a
+    launcher may put them in sessions of their own) and the node's uploader."""
+    uploader = uploader_pid(logdir)
+    assert uploader, "the scenario needs a live uploader to kill"
+    children = [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
+    assert children, "Lightning's launcher started the second rank"
+    for pid in dict.fromkeys([proc.pid, *children, uploader]):
+        try:
+            sigkill(pid)
+        except ProcessLookupError:  # a child gone with its parent
+            pass
+    proc.wait(10)
+
+
+def test_a_ddp_job_killed_after_a_checkpoint_and_relaunched_from_last_is_one_version_at_the_hub(tmp_path, hub):
+    """Lightning's own launcher (no job id: rank 0 picks the version), SIGKILLed whole past its step-20
+    checkpoint, relaunched with ``fit(ckpt_path="last")``: the relaunch continues the killed attempt's
+    ``version_0`` (so "last" finds its checkpoint there), and at the test Hub both readers show one run
+    per rank, every step once, the killed attempt's values up to the checkpoint and the relaunch's after."""
+    repo, out = "user/lightning-resume", tmp_path / "out"
+    env = {**hub_env(hub, tmp_path), "REPO": repo, "OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    version = out / "logs" / "demo" / "version_0"
+    first = _launch_lightning(tmp_path, env, out, 1)
+    read_line(first, "step 24", timeout=240)  # printed after step 24's checkpoint hook, before it logs
+    assert (version / "checkpoints" / "epoch=0-step=20.ckpt").is_file()
+    _kill_whole(first, version)
+    killed = python_reader_scalars(version)
+    for rank in ("rank-000", "rank-001"):  # the overlap exists: logged past the checkpoint, then killed
+        assert {step for step, _ in killed[rank]["train/attempt"]} >= set(range(23)), (rank, killed[rank])
+
+    second = _launch_lightning(tmp_path, env, out, 2)
+    assert "version 0" in finish(second, timeout=300).splitlines()
+    assert [p.name for p in version.parent.iterdir()] == ["version_0"], "the relaunch continued the killed version"
+    assert (version / ".hf_mpwriter" / "lightning-ended").is_file(), "fit returned: the version's attempt ended"
+    copy = _hub_copy(hub, repo, tmp_path / "remote")
+    assert local_event_files(copy / "demo" / "version_0") == local_event_files(version), "every record is at the Hub"
+    # Lightning logs a batch's metrics at the step before its global step, and the checkpoint of global
+    # step 20 is saved before batch 20's metrics are logged (step 19); resumed from it, Lightning counts
+    # batch 20 done (RESTARTED_ON_TRAIN_BATCH_END) and logs the next one at step 20: attempt 1's steps
+    # 0-19, attempt 2's 20-29 (attempt 1's own 20-23 are replaced).
+    # Each attempt logs its hyperparameters first, hp_metric with no step: not the restart point (at step 0
+    # it would hide attempt 1's steps from the Python reader).
+    expected = [(step, 1.0 if step < 20 else 2.0) for step in range(30)]
+    for reader in (python_reader_scalars, default_reader_scalars):
+        runs = reader(copy)
+        assert sorted(runs) == [f"demo/version_0/{run}" for run in ("job", "rank-000", "rank-001")], reader.__name__
+        for rank in ("rank-000", "rank-001"):
+            tags = runs[f"demo/version_0/{rank}"]
+            assert tags["train/attempt"] == expected, (reader.__name__, rank)
+            assert [step for step, _ in tags["train/loss"]] == list(range(30)), (reader.__name__, rank)
+        job = runs["demo/version_0/job"]  # the job run: the mean of what the reader shows for the ranks, at every step
+        for tag in ("train/attempt", "train/loss"):
+            ranks = [dict(runs[f"demo/version_0/{rank}"][tag]) for rank in ("rank-000", "rank-001")]
+            assert [step for step, _ in job[tag]] == list(range(30)), (reader.__name__, tag)
+            assert job[tag] == [(s, pytest.approx((ranks[0][s] + ranks[1][s]) / 2, rel=1e-6)) for s in range(30)], (
+                reader.__name__, tag)
+
+
 # -- the logger alone, in this process ---------------------------------------------------------------
 @pytest.fixture
 def no_job(monkeypatch):
@@ -206,10 +294,17 @@ def test_arguments_are_checked_when_the_logger_is_built(tmp_path):
     assert not list(tmp_path.iterdir()), "a rejected logger creates nothing"
 
 
-def test_version_from_the_job_and_never_from_a_listing_on_other_ranks(tmp_path, monkeypatch, no_job):
-    # Rank 1 before the process group is up: its version is unknown there, not guessed. A real second
-    # process, with what Lightning's own launcher gives it (SubprocessScriptLauncher._call_children_scripts);
-    # started first, it imports Lightning while this process checks the rest.
+def test_version_from_the_job_and_other_ranks_only_foresee_rank_zeros_before_the_process_group(tmp_path, monkeypatch,
+                                                                                              no_job):
+    # Rank 1 before the process group is up (where Lightning looks for ckpt_path="last"): what its listing
+    # says rank 0 will choose, kept nowhere and creating nothing. A real second process, with what
+    # Lightning's own launcher gives it (SubprocessScriptLauncher._call_children_scripts); started first,
+    # it imports Lightning while this process checks the rest.
+    root = tmp_path / "second" / "n"
+    (root / "version_0" / ".hf_mpwriter").mkdir(parents=True)
+    (root / "version_0" / ".hf_mpwriter" / "lightning-ended").touch()
+    (root / "version_1" / ".hf_mpwriter").mkdir(parents=True)  # its attempt did not end: rank 0 continues it
+    listing = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     env = child_env(LOCAL_RANK="1", NODE_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT="29531")
     second_rank = spawn(SECOND_RANK.format(save_dir=str(tmp_path / "second")), env, torch=True)
     assert job_version({"TORCHELASTIC_RUN_ID": "none", "SLURM_JOB_ID": "123"}) == "slurm-123"
@@ -222,8 +317,8 @@ def test_version_from_the_job_and_never_from_a_listing_on_other_ranks(tmp_path, 
     monkeypatch.delenv("SLURM_JOB_ID")
     out = json.loads(finish(second_rank, timeout=120).splitlines()[-1])
     assert out["rank"] == 1 and not out["group"], f"the scenario: Lightning's rank 1, no process group yet: {out}"
-    assert out["version"] is None and "chosen by rank 0" in out["error"], out
-    assert not (tmp_path / "second").exists(), "rank 1 created a version directory"
+    assert out["version"] == 1 and out["error"] is None and out["kept"] is None, out
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == listing, "rank 1 changed the versions"
 
 
 #: Reads the logger's version where Lightning's launcher starts rank 1, before the Trainer exists.
@@ -239,8 +334,35 @@ try:
 except RuntimeError as exc:
     version, error = None, str(exc)
 group = dist.is_available() and dist.is_initialized()
-print(json.dumps({{"rank": rank_zero_only.rank, "group": group, "version": version, "error": error}}))
+print(json.dumps({{"rank": rank_zero_only.rank, "group": group, "version": version, "error": error,
+                  "kept": logger._version}}))
 """
+
+
+def test_a_relaunch_continues_the_newest_version_until_an_attempt_ends_it(tmp_path, no_job):
+    """Case 3, one process: a ``version_N`` that a writer used is continued until ``finalize("success")``;
+    the continuing attempt's writer restarts at the first step it logs (``resume=True``), and
+    the hyperparameters, logged with no step, are not that step."""
+    def logger():
+        return HFMPWriterLogger(tmp_path / "logs", name="exp", target_dir=tmp_path / "target", uploader="none")
+
+    root = tmp_path / "logs" / "exp"
+    (root / "version_0").mkdir(parents=True)  # no writer of ours used it (TensorBoardLogger's, say): not continued
+    first = logger()
+    assert first.version == 1
+    for step in range(5):
+        first.log_metrics({"loss": float(step)}, step)
+    first.finalize("failed")  # as the Trainer does on an exception: not an end
+    relaunch = logger()
+    assert relaunch.version == 1
+    relaunch.log_hyperparams({"lr": 0.1})
+    for step in range(3, 6):
+        relaunch.log_metrics({"loss": 100.0 + step}, step)
+    relaunch.finalize("success")
+    assert (root / "version_1" / ".hf_mpwriter" / "lightning-ended").is_file()
+    assert scalars(root / "version_1", "loss") == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 103.0), (4, 104.0), (5, 105.0)]
+    assert logger().version == 2, "a version whose attempt ended is never continued"
+    assert HFMPWriterLogger(tmp_path, purge_step=3)._writer_kwargs.get("resume") is None  # the user's restart step
 
 
 def test_pickled_without_its_writer(tmp_path, no_job):

@@ -13,6 +13,13 @@ node's uploader commits every rank's run to the Hub (``repo_id``) or a local dir
     logger = HFMPWriterLogger("logs", name="my-model", repo_id="me/my-run")
     pl.Trainer(logger=logger, strategy="ddp", devices=8).fit(model)  # returns once the logs are committed
 
+A relaunch after a crash or a preemption continues the run it resumes: with no ``version=`` and no
+job id from the launcher, rank 0 continues the newest ``version_N`` whose attempt did not end (ended:
+``fit`` returned, ``finalize("success")``) instead of starting ``version_N+1``, so ``fit(ckpt_path="last")``
+finds that version's checkpoints (Lightning looks in ``<version>/checkpoints`` by default). Every writer
+has ``resume=True``: the first step an attempt logs is the restart point, and TensorBoard shows one curve
+per rank, with the resumed attempt's values from there. Pass ``version=`` for a new run.
+
 ``rank_zero_only=True`` gives ``TensorBoardLogger``'s behaviour (rank 0 logs, into ``rank-000`` in a
 distributed run). Works with ``lightning.pytorch`` and, when only that is installed, the older
 ``pytorch_lightning`` package (the ``Trainer`` of either accepts it).
@@ -43,15 +50,25 @@ except ImportError:  # pragma: no cover - only the older package is installed
     from lightning_fabric.utilities.rank_zero import rank_zero_only as _rank_zero_only  # type: ignore[no-redef]
     from pytorch_lightning.loggers.logger import Logger  # type: ignore[no-redef,assignment]
 
+from ..state.statedir import STATE_DIRNAME, state_dir
 from ..writer import ranks
 from ..writer.hub_writer import HFSummaryWriter
-from ._common import check_writer_kwargs
+from ._common import check_writer_kwargs, resuming
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HFMPWriterLogger", "job_version"]
 
 job_version = ranks.job_id  # the version every rank of a job shares
+
+#: Rank 0 creates this empty file in the version directory's state directory when ``finalize("success")``
+#: runs (and removes it when it logs there again): a ``version_N`` without it, that a writer used, is
+#: an attempt that did not end, which a relaunch continues. In ``.hf_mpwriter/``: the version's own
+#: private state, which the uploader never sends and TensorBoard never reads; beside the writers'
+#: files, so a version that no writer of this package used (``TensorBoardLogger``'s, an empty folder)
+#: has no state directory at all and is never continued. Its presence is the whole record: nothing to
+#: parse, nothing to tear.
+ENDED_FILE = "lightning-ended"
 
 def _distributed() -> Any:
     """``torch.distributed`` if a process group is up, else ``None``."""
@@ -95,14 +112,22 @@ class HFMPWriterLogger(Logger):
        (torchrun ``--max-restarts``, a requeued SLURM job) keeps it, so restarted ranks continue
        their runs. Pass ``version=`` to tell apart several runs within one job;
     3. otherwise (Lightning's own launcher, ``ddp_spawn``, a launcher without a job id): rank 0
-       chooses the next ``version_N`` from its listing, and sends it to the other ranks through
-       ``torch.distributed`` (``broadcast_object_list``) when the ``Trainer`` first touches
-       :attr:`experiment`, which it does on every rank right after the process group is up, before
-       anything is logged. A single process just uses its listing. On node-local disks, rank 0's
-       disk decides.
+       chooses from its listing of ``<save_dir>/<name>``: the newest ``version_N`` if an attempt
+       logged there and did not end (it ends when ``finalize("success")`` runs, at the end of
+       ``fit``; rank 0 records it in ``<version>/.hf_mpwriter/lightning-ended``), else the next
+       ``version_N``. So a job relaunched after a crash or a preemption continues the run it resumes,
+       and ``fit(ckpt_path="last")`` finds that version's checkpoints; a run that ended is never
+       continued (pass ``version=`` for a new run while the newest has not ended). Rank 0 sends its
+       choice to the other ranks through ``torch.distributed`` (``broadcast_object_list``) when the
+       ``Trainer`` first touches :attr:`experiment`, which it does on every rank right after the
+       process group is up, before anything is logged. A single process just uses its listing. On
+       node-local disks, rank 0's disk decides.
 
     Reading :attr:`version` or :attr:`log_dir` on a rank other than 0 before the ``Trainer`` has set
-    up the process group raises in case 3: it is not known there yet (pass ``version=``).
+    up the process group gives, in case 3, what that rank's own listing says rank 0 will choose, and
+    keeps nothing: Lightning reads it there to find ``ckpt_path="last"``'s checkpoint (in
+    ``<version>/checkpoints`` by default), before any rank has written to ``<save_dir>/<name>``, so on a
+    shared disk every rank reads the same listing. The version a rank logs into is always rank 0's.
 
     Args:
         save_dir: parent directory of the logs (``TensorBoardLogger``'s ``save_dir``).
@@ -165,7 +190,9 @@ class HFMPWriterLogger(Logger):
         self._repo_id = repo_id
         self._rank_zero_only = bool(rank_zero_only)
         self._path_in_repo = path_in_repo
-        self._writer_kwargs = writer_kwargs
+        #: Every writer continues its run where an earlier attempt left it (the first step it logs is the
+        #: restart point: TensorBoard shows one curve), unless the user chose the restart step.
+        self._writer_kwargs = resuming(writer_kwargs)
         self._version: int | str | None = version if version is not None else job_version()
         #: Rank 0's choice must still be sent to the others (case 3 of the class docstring).
         self._from_rank_zero = self._version is None
@@ -186,12 +213,11 @@ class HFMPWriterLogger(Logger):
             if _distributed() is not None and _rank_and_world()[1] > 1:
                 self._share_version()
             elif _rank_and_world()[0] == 0:
-                self._version = self._next_version()  # sent to the others once the process group is up
+                self._version = self._choose_version()  # sent to the others once the process group is up
             else:
-                raise RuntimeError(
-                    "HFMPWriterLogger: the version is chosen by rank 0 and shared when the Trainer sets up the "
-                    "process group; it is not known on this rank yet. Pass version=... to know it earlier"
-                )
+                # Before the process group (Lightning looks for ckpt_path="last" there): what rank 0 will
+                # choose, as this rank's listing says. Not kept: rank 0's choice replaces it.
+                return self._choose_version(rank_zero=False)
         assert self._version is not None
         return self._version
 
@@ -222,15 +248,41 @@ class HFMPWriterLogger(Logger):
         version = self.version
         return version if isinstance(version, str) else f"version_{version}"
 
-    def _next_version(self) -> int:
-        """Rank 0's choice: one more than the highest ``version_N`` in :attr:`root_dir` (``TensorBoardLogger``'s)."""
+    def _version_path(self, version: int | str) -> Path:
+        """``<save_dir>/<name>/<version>``, without ``sub_dir``."""
+        name = version if isinstance(version, str) else f"version_{version}"
+        return Path(os.path.expanduser(os.path.expandvars(os.path.join(self.root_dir, name))))
+
+    def _choose_version(self, rank_zero: bool = True) -> int:
+        """Case 3 of the class docstring: the newest ``version_N`` in :attr:`root_dir` if an attempt logged
+        there and did not end (continued), else one more (``TensorBoardLogger``'s choice), else 0."""
         try:
             names = [entry.name for entry in os.scandir(os.path.expanduser(os.path.expandvars(self.root_dir)))
                      if entry.is_dir()]
         except OSError:
             return 0
         found = [int(n[len("version_"):]) for n in names if n.startswith("version_") and n[len("version_"):].isdigit()]
-        return max(found) + 1 if found else 0
+        if not found:
+            return 0
+        newest = max(found)
+        state = self._version_path(newest) / STATE_DIRNAME
+        if not state.is_dir() or (state / ENDED_FILE).exists():
+            return newest + 1
+        if rank_zero:
+            logger.info("continuing version_%d in %s: its last attempt did not end (pass version= for a new run)",
+                        newest, self.root_dir)
+        return newest
+
+    def _record_end(self, ended: bool) -> None:
+        """Rank 0: this version's attempt ended (``finalize("success")``), or logs again (a writer is made)."""
+        try:
+            marker = state_dir(self._version_path(self.version)) / ENDED_FILE
+            if ended:
+                marker.touch()
+            else:
+                marker.unlink(missing_ok=True)
+        except OSError as exc:  # only costs the choice of a relaunch's version
+            logger.warning("could not record in %s whether this attempt ended: %s", self.log_dir, exc)
 
     def _share_version(self) -> None:
         """Rank 0 sends its version to every rank (a collective: called by every rank, once)."""
@@ -241,7 +293,7 @@ class HFMPWriterLogger(Logger):
         if world > 1:
             box: list[Any] = [None]
             if rank == 0:
-                box[0] = self._version if self._version is not None else self._next_version()
+                box[0] = self._version if self._version is not None else self._choose_version()
             dist.broadcast_object_list(box, src=0)
             self._version = box[0]
             logger.debug("rank %d: version %r (chosen by rank 0)", rank, self._version)
@@ -270,6 +322,8 @@ class HFMPWriterLogger(Logger):
         parts = [p for p in (self._name, self._version_dir(), self._sub_dir) if p]
         remote = "/".join(p.strip("/") for p in [self._path_in_repo or "", *parts[:-1]] if p and p.strip("/"))
         self._experiment = HFSummaryWriter(self._repo_id, logdir=self.log_dir, path_in_repo=remote or None, **kwargs)
+        if rank == 0:
+            self._record_end(False)  # an attempt logs in this version again: it has not ended
         logger.info("rank %d logs to %s", rank, self._experiment.run_dir)
         return self._experiment
 
@@ -359,7 +413,10 @@ class HFMPWriterLogger(Logger):
                 save_hparams_to_yaml(path, self.hparams)
 
     def finalize(self, status: str) -> None:
-        """Close this rank's writer: returns once its logs are committed (``close_timeout``)."""
+        """Close this rank's writer: returns once its logs are committed (``close_timeout``). On
+        ``"success"`` (the ``Trainer``'s call when ``fit`` returns), rank 0 records that this version's
+        attempt ended: a later launch without ``version=`` starts a new version. Any other status
+        (``"failed"``, SLURM's ``"finished"`` before a requeue) leaves it to be continued."""
         if self._experiment is None:
             return
         if status == "success":
@@ -367,6 +424,8 @@ class HFMPWriterLogger(Logger):
         experiment, self._experiment = self._experiment, None
         if isinstance(experiment, HFSummaryWriter):
             experiment.close()
+            if status == "success" and _rank_and_world()[0] == 0:
+                self._record_end(True)
 
     def __getstate__(self) -> dict[str, Any]:
         """Picklable (``ddp_spawn`` sends the logger to its processes): without the writer, which
