@@ -29,6 +29,7 @@ from hf_mpwriter.events.encoding import session_start_event
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import STORE_CALL_S
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
+from hf_mpwriter.uploader.coordination.protocol import Malformed, Skipped, parse_offer
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.jobrun import exchange as job_merge
 from hf_mpwriter.uploader.jobrun.exchange import JobMerge, ViewExchange
@@ -917,4 +918,66 @@ def test_a_new_leader_writes_the_last_restart_of_the_job_run_again_unless_a_poin
     for path in sorted((tmp_path / "job").glob("*tfevents*")):
         with open(path, "rb") as handle:
             starts += [summaries(record)[2] for _, record in iter_records(handle) if summaries(record)[2] is not None]
-    assert starts == ([] if written_since else [100])
+    assert starts == ([] if written_since else [100, 100])  # (twice: JobRun.restart)
+
+
+# -- values another process wrote (issue 52: D2, D3, D6) ---------------------------------------------------
+# A malformed value is skipped, counted per kind of key, said once, and never stops a round.
+FILE = ["tb/rank-000/events.out.tfevents.1.h", "0" * 64, 10, None]
+
+
+@pytest.mark.parametrize("wait", ["Infinity", "1e999", "NaN", "-1"])
+def test_an_offer_whose_wait_is_not_a_finite_number_is_malformed(wait):
+    """D6: ``"wait": Infinity`` parsed, and the leader never expired that offer."""
+    raw = f'{{"seq": 1, "incarnation": 1, "wait": {wait}, "files": [{json.dumps(FILE)}]}}'.encode()
+    with pytest.raises(Malformed):
+        parse_offer(raw)
+    assert parse_offer(raw.replace(wait.encode(), b"2.5"))["wait"] == 2.5  # (the same offer, finite: taken)
+
+
+def test_a_nodes_value_or_the_leaders_word_holding_1e999_is_skipped_counted_and_the_rounds_go_on(job_nodes, store):
+    """D2: ``int(1e999)`` raises ``OverflowError``, which the merge did not catch: every round of the leader's
+    merge failed (it stopped merging), and a ``view/held`` holding it broke every node's round."""
+    views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
+    for view, exchange in zip(views, exchanges):
+        view.update()
+        assert exchange.round(final=False) == 0  # neither leads yet: both values in the store
+    good = jobs[1].store.get("view/1")
+    bad = json.loads(good)
+    bad["late"] = "LATE"
+    store_key = jobs[1].store
+    store_key.set("view/1", json.dumps(bad).encode().replace(b'"LATE"', b"1e999"))
+    jobs[0].leader.leading = True
+    for _ in range(3):  # the same bad value, read every round
+        assert exchanges[0].round(final=False) == 0  # node 1's ranks are waited for: nothing due yet
+        assert exchanges[0].merge is not None, "the leader's merge stopped"
+    assert dict(jobs[0].malformed.kinds) == {"view": 3}  # counted each time it was read, one kind
+    store_key.set("view/1", good)
+    assert exchanges[0].round(final=False) == 5  # node 1's points again: every step, both nodes' ranks
+
+    for _ in range(2):
+        jobs[1].store.set("view/held", b'{"held": {"loss": 1e999}, "every": 1}')
+        views[1].update()
+        exchanges[1].round(final=False)  # raised OverflowError out of the round before
+    assert dict(jobs[1].malformed.kinds) == {"view": 2}
+    for exchange in exchanges:
+        exchange.close()
+
+
+def test_an_undecodable_prepared_id_is_skipped_and_the_node_prepares_its_target_itself(store):
+    """D3: an undecodable ``prepared`` value raised ``UnicodeDecodeError`` out of ``JobTarget.prepare`` (not a
+    ``TargetError``): the node never prepared its target and tried again every 10 s, for ever."""
+    node = _job_node(store.port, 1)
+    for raw in (b"\xff\xfe", b"not an id", b"a/b/../c"):
+        node.store.set("prepared", raw)
+        assert node._prepared_by_node_0() is None  # prepared by this node itself, then
+    assert dict(node.malformed.kinds) == {"prepared": 3}
+    node.store.set("prepared", b"tester/job")
+    assert node._prepared_by_node_0() == "tester/job"
+
+
+def test_a_leaders_word_is_parsed_whole_or_taken_as_empty():
+    skipped = Skipped()
+    for raw in (b'{"held": {"loss": 1e999}, "every": 1}', b"\xff", b'{"held": 3}', b'{"held": {}, "every": 1e999}'):
+        assert Held.parse(raw, skipped) == Held()
+    assert skipped.total == 4

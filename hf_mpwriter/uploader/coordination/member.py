@@ -62,7 +62,7 @@ from ...timing import (
 from .leader import Leader, SharedTarget, target_kind
 from .pacing import Situation, Store
 from .plan import Budget, Plan, make_budget, make_plan
-from .protocol import WITHDRAWN, Malformed, claimer, parse_answer, parse_lease
+from .protocol import WITHDRAWN, Malformed, Skipped, claimer, parse_answer, parse_lease, parse_prepared
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -141,6 +141,11 @@ class JobTarget(Target):
         self._announced = False  # our incarnation is in the store
 
     @property
+    def malformed(self) -> Skipped:
+        """The store's values this node skipped (one count for the node: its leader's and its own reads)."""
+        return self.leader.malformed
+
+    @property
     def leading(self) -> bool:
         """Whether this node's uploader holds the job's lease (:class:`~.protocol.Seat`)."""
         return self.leader.leading
@@ -174,6 +179,7 @@ class JobTarget(Target):
                 "age_bound": plan.age_bound(),
                 "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
                 "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total,
+                "malformed_kinds": dict(self.leader.malformed.kinds),
                 "through_leader": self.through_leader, "own_commits": self.own_commits, "taken_back": self.taken_back,
                 "leases": self.leader.leases, "leader_commits": self.leader.commits}
 
@@ -304,7 +310,11 @@ class JobTarget(Target):
             except StoreError:
                 return None
             if resolved:
-                return resolved.decode()
+                try:
+                    return parse_prepared(resolved)
+                except Malformed as exc:  # (prepared by this node, then: the Hub says what it is)
+                    self.malformed.count("prepared", exc)
+                    return None
             time.sleep(self.timing.poll)
         return None
 

@@ -9,6 +9,7 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
     answer/<n>         JSON               the leader's answer to node n's offer ``seq``
     lease              JSON {node, pid, n}                  who leads
     offered, answered  counters           polled instead of every node's keys
+    prepared           "ns/name"          the repository or bucket id node 0's Hub resolved
 
 A value another process wrote is never trusted: a parser either returns a value whose every field
 has the type its readers use, or raises :class:`Malformed`. The reader skips that value, counts it
@@ -19,6 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+from collections import Counter
 from typing import Any, Protocol
 
 from .store import JobStore, StoreError
@@ -36,17 +40,21 @@ class Malformed(ValueError):
 
 
 class Skipped:
-    """The malformed values a process skipped: counted for ``status``, each key said once in the log."""
+    """The malformed values a process skipped: counted per kind of key (``offer``, ``view``...) for
+    ``status``, each kind said once in the log (a bad value is read again every round)."""
 
     def __init__(self) -> None:
-        self.total = 0
-        self._said: set[str] = set()
+        self.kinds: Counter[str] = Counter()
 
-    def count(self, key: str, exc: Malformed) -> None:
-        self.total += 1
-        if key not in self._said:
-            self._said.add(key)
+    @property
+    def total(self) -> int:
+        return sum(self.kinds.values())
+
+    def count(self, key: str, exc: Exception) -> None:
+        kind = key.split("/", 1)[0]
+        if not self.kinds[kind]:
             logger.warning("the job's store holds a malformed value at %s (%s): skipped, the others are used", key, exc)
+        self.kinds[kind] += 1
 
 
 def taken_value(seq: int, node: int, pid: int) -> bytes:
@@ -75,8 +83,9 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
 
 
 def _number(value: Any, what: str, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
-        raise Malformed(f"{what}: {value!r} is not a number >= {minimum:g}")
+    """A finite number (JSON's ``Infinity`` and ``1e999`` parse as infinities: an offer that never expires)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= minimum):
+        raise Malformed(f"{what}: {value!r} is not a finite number >= {minimum:g}")
     return float(value)
 
 
@@ -131,6 +140,21 @@ def parse_counter(raw: bytes | None, what: str) -> int:
     return int(text)
 
 
+#: A repository or bucket id as the Hub resolves it: ``namespace/name`` (the Hub's own characters).
+_RESOLVED_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+
+
+def parse_prepared(raw: bytes) -> str:
+    """The id node 0 resolved (``prepared``): ``namespace/name``."""
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise Malformed("prepared: not ASCII") from None
+    if not _RESOLVED_ID.fullmatch(text):
+        raise Malformed(f"prepared: {text[:100]!r} is not a namespace/name id")
+    return text
+
+
 def parse_lease(raw: bytes | None) -> tuple[int, int] | None:
     """``(node, pid)`` of the lease's holder; ``None`` where nobody holds it."""
     if not raw:
@@ -145,6 +169,9 @@ class Seat(Protocol):
 
     node: int
     store: JobStore
+
+    @property
+    def malformed(self) -> Skipped: ...  # values of the store skipped (``status``)
 
     @property
     def leading(self) -> bool: ...

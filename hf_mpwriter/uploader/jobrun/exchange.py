@@ -53,7 +53,7 @@ from ..coordination.store import MAX_VALUE_BYTES, JobStore, StoreError
 from .points import Point, merge, point_from_list
 from .runfile import JobRun
 from .tree import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
-from .values import Head, Held, parse_value, stale
+from .values import UNPARSED, Head, Held, parse_value, stale
 from .view import JobView
 
 logger = logging.getLogger(__name__)
@@ -105,14 +105,18 @@ class JobMerge:
 
     def take(self, node: int | None, raw: bytes) -> None:
         """One value: a node's (:meth:`JobView.message`; ``node``: whose) or a group's (:func:`group_value`;
-        ``node`` unused); raises ``ValueError``/``KeyError``/``TypeError`` if it does not parse (the caller
-        leaves it out). A point that covers nodes another value's point of that step covers too (a node that
-        moved between its group and the store) is taken once: a node's point of a step never changes."""
+        ``node`` unused), taken whole or not at all: raises :class:`Malformed` or another of ``UNPARSED`` if it
+        does not parse (the caller leaves it out, counted). A point that covers nodes another value's point of
+        that step covers too (a node that moved between its group and the store) is taken once: a node's point
+        of a step never changes."""
         self.bytes_read += len(raw)
         self.largest = max(self.largest, len(raw))
         value = parse_value(node, raw)
         if value is None:
             return
+        staged = [(tag, step, point_from_list(tag, item), covered) for tag, step, item, covered in value.points
+                  if not (step <= self.held.get(tag, -math.inf) or step % self.every)
+                  and not stale(value, step, covered, self.word)]  # (made before its node took in the last restart)
         for one, head in value.heads.items():
             self._restarted(one, head)
             if head.ranks or head.final:  # (a node that read none of its ranks yet does not know its tags)
@@ -128,11 +132,7 @@ class JobMerge:
             self._tag_nodes.setdefault(tag, set()).update(nodes)
         now = self.clock()
         self.points_read += len(value.points)
-        for tag, step, item, covered in value.points:
-            if step <= self.held.get(tag, -math.inf) or step % self.every:
-                continue
-            if stale(value, step, covered, self.word):
-                continue  # (made before its node took in the job run's last restart: that node sends it anew)
+        for tag, step, point, covered in staged:
             key = (tag, step)
             self._tag_nodes.setdefault(tag, set()).update(covered)  # (its tags said so too, unless cut short)
             by = self._values.setdefault(key, {})
@@ -140,7 +140,7 @@ class JobMerge:
                 continue
             for had in [had for had in by if had & covered]:
                 del by[had]
-            by[covered] = point_from_list(tag, item)
+            by[covered] = point
             self._first.setdefault(key, now)
 
     @property
@@ -326,7 +326,7 @@ class ViewExchange:
     def _round(self, final: bool) -> int:
         store = self.job.store
         raw = store.get("view/held") or b""
-        held = Held.parse(raw)
+        held = Held.parse(raw, self.job.malformed)
         self.every = held.every = max(self.every, held.every)
         if self.view.acknowledged(held, held.seen.get(self.job.node, 0)):
             self.view.save()
@@ -382,8 +382,8 @@ class ViewExchange:
         for node, key, value in zip(sources, keys, store.multi_get(keys)):
             try:
                 self.merge.take(node, value)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                logger.warning("job run: %s's points do not parse (%s); left out", key, exc)
+            except UNPARSED as exc:  # (its points too: a value is taken or left out whole)
+                self.job.malformed.count(key, exc)
         every = self.merge.every
         points = self.merge.due()
         self.merge.thin(self.limit)

@@ -91,7 +91,7 @@ class Group:
                 self._release(main, self._hosted)
             else:
                 values[self.job.node] = value_for(self.limit)
-                main.set(f"view/g{self.index}", group_value(values, self.limit, held or Held()), self.limit)
+                main.set(f"view/g{self.index}", group_value(values, self.limit, held or Held(), self.job.malformed), self.limit)
                 self._leave_direct(main)
                 return
         elif host is not None:

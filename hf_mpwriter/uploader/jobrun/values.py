@@ -35,10 +35,14 @@ import logging
 import math
 import time
 
+from ..coordination.protocol import Malformed, Skipped
 from .points import Point, merge, point_from_list
 
 logger = logging.getLogger(__name__)
 _Key = tuple[str, int]
+#: What a value that does not parse raises in the parsers' hands (``1e999`` is a float infinity to JSON, and
+#: ``int()`` of it raises ``OverflowError``): each is :class:`Malformed` to their callers.
+UNPARSED = (ValueError, KeyError, TypeError, AttributeError, OverflowError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +130,8 @@ class Held:
                            "n": time.time_ns()}).encode()
 
     @classmethod
-    def parse(cls, raw: bytes | None) -> Held:
-        """``view/held`` as read from the store (empty, or not parsing: nothing held, said)."""
+    def parse(cls, raw: bytes | None, skipped: Skipped | None = None) -> Held:
+        """``view/held`` as read from the store (empty, or not parsing: nothing held, counted in ``skipped``)."""
         if not raw:
             return cls()
         try:
@@ -135,17 +139,23 @@ class Held:
             return cls({str(t): int(s) for t, s in value["held"].items()}, max(1, int(value["every"])),
                        [(int(e), int(s)) for e, s in value.get("restarts", ())],
                        {int(n): int(k) for n, k in value.get("seen", {}).items()})
-        except (ValueError, KeyError, TypeError, AttributeError):
-            logger.warning("job run: view/held in the store does not parse; taken as empty")
+        except UNPARSED as exc:
+            (skipped or Skipped()).count("view/held", Malformed(f"view/held: {exc}"))
             return cls()
 
 
 def parse_value(node: int | None, raw: bytes) -> Value | None:
     """A node's value (:meth:`JobView.message`, of ``node``) or a group's (:func:`group_value`); ``None`` if
-    it holds nothing yet. Raises ``ValueError``/``KeyError``/``TypeError``/``AttributeError`` if it does not
-    parse."""
+    it holds nothing yet. Raises :class:`Malformed` if it does not parse."""
     if not raw or raw == b"{}":
         return None
+    try:
+        return _value(node, raw)
+    except UNPARSED as exc:
+        raise Malformed(f"{type(exc).__name__}: {exc}") from None
+
+
+def _value(node: int | None, raw: bytes) -> Value:
     message = json.loads(raw)
     if "nodes" in message:  # a group's
         heads = {int(n): Head.from_dict(h) for n, h in message["nodes"].items()}
@@ -167,7 +177,7 @@ def stale(value: Value, step: int, covered: frozenset[int], held: Held) -> bool:
     return any(held.stale(value.heads[node].epoch, step) for node in covered if node in value.heads)
 
 
-def group_value(values: dict[int, bytes], limit: int, held: Held) -> bytes:
+def group_value(values: dict[int, bytes], limit: int, held: Held, skipped: Skipped | None = None) -> bytes:
     """The values of a group's nodes (``node -> its value``) as one (:mod:`.tree`): each step's points
     merged, but those the leader's word (``held``) leaves out (a step the job run holds, one k leaves out, a
     point of an attempt the job run dropped since its node made it), the oldest steps first within
@@ -182,8 +192,8 @@ def group_value(values: dict[int, bytes], limit: int, held: Held) -> bytes:
             if value is None:
                 continue
             parsed = [(t, s, point_from_list(t, item), covered) for t, s, item, covered in value.points]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            logger.warning("job run: node %d's points do not parse (%s); left out", node, exc)
+        except UNPARSED as exc:
+            (skipped or Skipped()).count(f"view/{node}", exc)
             continue
         heads.update(value.heads)
         for tag, nodes in value.tags.items():
