@@ -168,6 +168,10 @@ JOB_VIEW_LAST_WAIT_S = 30.0
 JOB_VIEW_READ_S = 5.0
 
 
+#: Stopping a node's job leader waits this long for its threads, in all (not each).
+LEADER_STOP_WAIT_S = 10.0
+
+
 @dataclass(frozen=True)
 class JobTiming:
     """The waits of a job's coordination (:mod:`hf_mpwriter.uploader.coordination`), handed to its member and
@@ -182,6 +186,9 @@ class JobTiming:
     claim_margin: float = CLAIM_MARGIN_S
     commit_grace: float = LEADER_COMMIT_GRACE_S
     store_retry: float = STORE_RETRY_S
+    #: How long stopping a node's leader waits for its threads, in all (less once the uploader was signalled:
+    #: its preemption deadline comes first).
+    stop_wait: float = LEADER_STOP_WAIT_S
     #: The Hub's windows (an hour of commits, 5 minutes of API requests) are this many times shorter: a
     #: simulation's (the rates per window stay the Hub's: :meth:`hf_mpwriter.uploader.coordination.plan.Budget.scaled`).
     windows: float = 1.0

@@ -369,6 +369,32 @@ def test_a_leader_stopped_mid_commit_leaves_its_lease_to_go_stale(hub, store, tm
             target.stop()
 
 
+def test_a_signalled_leader_stops_by_its_preemption_deadline_though_its_round_hangs(hub, store, tmp_path):
+    """Issue 52, D4: the leader's commit hangs at the Hub when its uploader is signalled with 1 s left before
+    its preemption deadline: ``stop`` returns by then (it joined its threads 10 s each, whatever the deadline)."""
+    hub.create_repo(REPO)
+    nodes = [_node(hub, store.port, k, wait=3.0) for k in range(2)]  # (node 1 waits 3 s for its answer)
+    for target in nodes:
+        target.prepare()
+    nodes[0].start()
+    wait_for(lambda: nodes[0].leader.leading, 20, "node 0 to lead")
+    hang = hub.inject("latency", route="commit", times=1, seconds=60)
+    thread = threading.Thread(target=lambda: nodes[1].commit(_pieces(tmp_path, 2, 3000), "node commit"), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: hang.hits >= 1, 20, "the leader's commit to reach the Hub")  # the scenario: its round hangs
+        started = time.monotonic()
+        nodes[0].store.hurry(started + 1.0)  # what the uploader's SIGTERM does
+        nodes[0].leader.stop()
+        assert time.monotonic() - started < 2.0, time.monotonic() - started
+        assert nodes[0].leader._thread is not None and nodes[0].leader._thread.is_alive()  # (still in its commit)
+    finally:
+        hang.release()
+        thread.join(30)
+        for target in nodes:
+            target.stop()
+
+
 def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tmp_path, monkeypatch):
     """No wall clock is compared across hosts: the leaders' host reads an hour ahead of the nodes'. Node
     1's offer does not look an hour old to the leader (it commits it; before, offers expired by the

@@ -96,12 +96,14 @@ class Leader(Lease):
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop; a leader lets its lease go at once (the next node takes over without waiting it out),
-        unless a round is still running: then the lease goes stale when this process stops renewing it."""
+        """Stop, by the uploader's preemption deadline once it was signalled (the store knows it), else within
+        ``timing.stop_wait`` in all; a leader lets its lease go at once (the next node takes over without waiting
+        it out), unless a round is still running: then the lease goes stale when this process stops renewing it."""
         self._stop.set()
+        until = min(time.monotonic() + self.timing.stop_wait, self.store.preemption)
         for thread in (self._thread, self._lease_thread):
             if thread is not None:
-                thread.join(10)
+                thread.join(max(0.0, until - time.monotonic()))
         if self.leading:
             self._let_go("this uploader stops")
 
