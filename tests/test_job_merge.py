@@ -981,3 +981,24 @@ def test_a_leaders_word_is_parsed_whole_or_taken_as_empty():
     for raw in (b'{"held": {"loss": 1e999}, "every": 1}', b"\xff", b'{"held": 3}', b'{"held": {}, "every": 1e999}'):
         assert Held.parse(raw, skipped) == Held()
     assert skipped.total == 4
+
+
+@pytest.mark.parametrize("state", ["kept", "lost"])
+def test_a_nodes_restart_is_taken_in_whatever_ids_the_leader_took_in_before(state, tmp_path):
+    """Issue 52, D1: a restart's id was the wall clock's nanoseconds; after the node's clock stepped back (or
+    with the leader's ``seen`` from a host whose clock runs ahead) the next restart's id was below what the
+    leader had taken in, and it was dropped: the job run kept the failed attempt's values. Ids are counted
+    now, above the last one given and the last one the word says the leader took in."""
+    from hf_mpwriter.uploader.jobrun.exchange import JobMerge
+    from hf_mpwriter.uploader.jobrun.outbox import Outbox
+
+    ahead = 10**20  # an id the leader took in, above any clock's nanoseconds for centuries
+    outbox = Outbox()
+    if state == "kept":
+        outbox.take_word(Held(seen={1: ahead}), ahead)  # this process heard the leader's word
+    outbox.report(200)  # a rank's restart at 200 (a "lost" state: before this process heard the word)
+    held = Held(steps={"loss": 299}, seen={1: ahead})
+    outbox.take_word(held, held.seen[1])
+    merge = JobMerge(tmp_path, nodes=2, world=4, wait=30.0, held=held, clock=lambda: 0.0)
+    merge.take(1, outbox.message({"ranks": {"2": 199}, "tags": ["loss"], "late": 0}, 10_000, False))
+    assert merge.word.seen[1] > ahead and merge.restarts_taken  # taken in: the job run restarts at 200

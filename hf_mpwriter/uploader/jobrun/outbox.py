@@ -10,7 +10,7 @@ import logging
 import math
 
 from .points import Point, point_from_list
-from .values import Held, new_id
+from .values import Held
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,13 @@ class Outbox:
         self.made = 0  # points made since the node's last value was sent (the leader's k is set by it)
         self.dropped = 0  # points dropped from a full outbox
         self.epoch = 0  # the job run's last restart this node made its points anew for (:class:`~.values.Held`)
-        self.reports: list[tuple[int, int]] = []  # this node's restarts the leader has not taken in: (id, step)
+        #: This node's restarts the leader has not taken in: ``(id, step)``; id 0 until this process heard the
+        #: leader's word (:meth:`take_word`), which numbers them.
+        self.reports: list[tuple[int, int]] = []
+        #: The highest report id this node gave, or that the word says the leader took in: ids only grow,
+        #: counted, never read off a clock (a clock stepped back made a restart's id lower than one taken in).
+        self.last_id = 0
+        self._heard = False  # this process took the leader's word (:meth:`take_word`)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -45,8 +51,12 @@ class Outbox:
             self.dropped += 1
 
     def report(self, step: int) -> None:
-        """A restart at ``step`` whose points this node makes anew: for the leader (:mod:`.values`)."""
-        self.reports.append((new_id(max((number for number, _ in self.reports), default=0)), step))
+        """A restart at ``step`` whose points this node makes anew: for the leader (:mod:`.values`). Its id
+        follows the last one this node gave or the leader took in; before this process heard the leader (a
+        lost state file, or one saved before the last ids were sent), the word numbers it (:meth:`take_word`)."""
+        if self._heard:
+            self.last_id += 1
+        self.reports.append((self.last_id if self._heard else 0, step))
 
     def drop_from(self, step: int) -> None:
         """The points from ``step`` on are made anew (a restart)."""
@@ -58,7 +68,7 @@ class Outbox:
         says of itself, and its points, oldest steps first, within ``limit`` bytes; ``"final"`` where the
         node is ``done`` (every point it will have is made) and every point fits."""
         head = {**head, "final": False, "made": self.made, "every": self.every, "epoch": self.epoch,
-                "restarts": [list(report) for report in self.reports]}
+                "restarts": [list(report) for report in self.reports if report[0]]}  # (numbered: see report)
         room = limit - len(json.dumps({**head, "points": []}))
         if room < 0:  # its tags alone are too many: the leader learns them from the points
             head["tags"] = None
@@ -79,6 +89,16 @@ class Outbox:
         points anew (``math.inf``: none; the job run restarted since it last did: the caller drops them),
         the steps the job run holds per tag (but not from a restart of this node the leader has not taken
         in yet: those it drops at once, and this node is making them anew), and whether points left."""
+        self.last_id = max(self.last_id, seen)
+        if not self._heard:  # reports made before this process heard the word: above anything it took in
+            self._heard = True
+            numbered = []
+            for number, step in self.reports:
+                if not number:
+                    self.last_id += 1
+                    number = self.last_id
+                numbered.append((number, step))
+            self.reports = numbered
         self.reports = [report for report in self.reports if report[0] > seen]
         floor = held.floor_after(self.epoch)
         self.epoch = held.epoch
@@ -93,9 +113,10 @@ class Outbox:
 
     def state(self) -> dict:
         return {"outbox": [[tag, step, stats.to_list()] for (tag, step), stats in self.points.items()],
-                "epoch": self.epoch, "reports": [list(report) for report in self.reports]}
+                "epoch": self.epoch, "reports": [list(report) for report in self.reports], "last_id": self.last_id}
 
     def load(self, state: dict) -> None:
         self.points = {(str(tag), int(step)): point_from_list(str(tag), item) for tag, step, item in state["outbox"]}
         self.epoch = int(state.get("epoch", 0))  # (a state of before a job run's restarts: none)
         self.reports = [(int(n), int(step)) for n, step in state.get("reports", ())]
+        self.last_id = max([int(state.get("last_id", 0)), *(number for number, _ in self.reports)])

@@ -17,7 +17,9 @@ A group's::
 
 **Restarts.** A node that reads a rank's restart at ``step`` (:meth:`.view.JobView._restart`) after it
 passed on points from there makes them anew and says so: ``[id, step]`` in ``restarts`` (an id that only
-grows: its wall clock's nanoseconds). The leader takes each in once (``seen``: the last id per node) and
+grows: counted by the node above the last one it gave and the last one the word says the leader took in,
+never read off a clock, :meth:`.outbox.Outbox.report`). The leader takes each in once (``seen``: the last id
+per node) and
 starts a new *epoch* from the lowest step it took in that round: it drops the job run's points from there
 (a ``SessionLog.START``; a new leader that finds no point written since the last epoch's step writes it
 again, in case the last one died before it did) and the points waiting; every node, at its next round,
@@ -85,7 +87,8 @@ RESTARTS_KEPT = 16
 
 
 def new_id(after: int = 0) -> int:
-    """An id of a restart or an epoch: the wall clock's nanoseconds, above ``after``."""
+    """An epoch's id: unique, above ``after`` (the wall clock's nanoseconds: an epoch id is only compared for
+    equality, and one of a job's earlier store must not equal one of its new store's)."""
     return max(time.time_ns(), after + 1)
 
 
