@@ -11,7 +11,7 @@ prints what it did, so a test knows what was logged before it kills or signals t
 
 ``step_time`` logs a second tag, ``step_time``, whose values change order between ranks at every step
 (and differ by ``attempt`` times 100: a resumed job's replayed steps log other values);
-``histogram`` (N) logs a histogram, ``weights``, of :func:`weights` every N steps (tensorboardX's
+``trigger_every`` (N): ``writer.scheduler.trigger()`` every N steps. ``histogram`` (N) logs a histogram, ``weights``, of :func:`weights` every N steps (tensorboardX's
 default buckets).
 ``stall_at`` and ``stall_s``: the rank stops that long before that step (it then runs late by it).
 ``steps`` (default: until signalled) and ``start`` bound the loop; ``close_after`` (a path) holds the
@@ -73,6 +73,8 @@ def main() -> int:
             writer.flush()
         if cfg.get("print_steps"):
             print(f"logged {step}", flush=True)
+        if cfg.get("trigger_every") and step % cfg["trigger_every"] == 0:
+            writer.scheduler.trigger()  # huggingface_hub's API: commit now (the future is not waited for)
         if flush_every and step % flush_every == flush_every - 1:
             writer.flush()
             print(f"flushed {step}", flush=True)

@@ -302,8 +302,12 @@ class Uploader:
                                self.config.commit_every, interval, case)
         spacing = factory.target_spacing(self.config, self.target)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
-        # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank.
+        # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank; and not more
+        # often than an explicit HF_MPWRITER_COMMITS_PER_HOUR (the last writer gone and SIGTERM still commit
+        # at once: nothing else sends those records).
         trigger_gap = min(self.config.commit_every, spacing)
+        if self.config.commits_per_hour is not None:
+            trigger_gap = max(trigger_gap, 3600 / self.config.commits_per_hour)
         return Pacing(
             interval=interval, phase=phase, trigger_gap=trigger_gap,
             final_gap=max(trigger_gap, FINAL_GAP_S), drain_timeout=self.config.drain_timeout,
