@@ -128,7 +128,8 @@ def test_a_relaunch_into_a_new_folder_commits_what_the_killed_attempt_left_witho
     read_line(first, "flushed 40", timeout=60)
     assert [f["writing"] for f in collect(first_dir)["files"]] == [True]
     _kill_writer_and_uploader(first, first_dir)
-    assert [f["writing"] for f in collect(first_dir)["files"]] == [False], "status: no longer open, its writer is gone"
+    wait_for(lambda: [f["writing"] for f in collect(first_dir)["files"]] == [False], 10,
+             "status to say the file is no longer open (its writer and uploader are gone)")  # (the lock goes a moment later)
     written = local_event_files(first_dir)
     assert _hub_files(hub, repo, "attempt-1") != written, "the killed attempt left records no commit took"
 
@@ -181,3 +182,36 @@ def test_an_accelerate_tracker_relaunched_continues_its_run_with_the_resumed_val
         assert set(runs) == {".", "parts/a"}, reader.__name__
         for run, tag in ((".", "loss"), ("parts/a", "parts")):
             assert runs[run][tag] == [(s, (1000.0 if s < 31 else 2000.0) + s) for s in range(60)], (reader.__name__, run)
+
+
+def test_a_trainer_resumed_in_one_process_logs_into_the_run_its_checkpoint_names(tmp_path, monkeypatch):
+    """The callback's part alone, on every transformers the suite runs (4.57 on the oldest stack): the logdir
+    travels in the checkpoint's ``trainer_state.json``; a second ``train(resume_from_checkpoint=True)``
+    (the first one's default logdir is a new ``runs/<date>_<host>`` each time) finds it there."""
+    pytest.importorskip("transformers", reason="the Trainer needs transformers")
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    from hf_mpwriter.integrations import HFMPWriterCallback
+
+    for name in (*LAUNCHER_VARS, "TENSORBOARD_LOGGING_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "out"
+
+    def train(steps: int, resume: bool) -> Path:
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=16))
+        data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (32, 8))]
+        args = TrainingArguments(output_dir=str(out), max_steps=steps, logging_steps=1, save_steps=4,
+                                 per_device_train_batch_size=4, report_to="none", use_cpu=True, disable_tqdm=True)
+        callback = HFMPWriterCallback(uploader="none")
+        Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train(resume_from_checkpoint=resume)
+        return Path(callback.logging_dir)
+
+    first = train(4, resume=False)
+    for where in ("transformers.integrations.integration_utils", "transformers.training_args"):  # (5.x, 4.x)
+        monkeypatch.setattr(f"{where}.default_logdir", lambda: "runs/another-launch", raising=False)  # a new date
+    assert train(8, resume=True) == first
+    assert list((out / "runs").iterdir()) == [first]
+    for reader in (python_reader_scalars, default_reader_scalars):
+        assert [step for step, _ in reader(first)["."]["train/loss"]] == list(range(1, 9)), reader.__name__
