@@ -11,7 +11,8 @@ prints what it did, so a test knows what was logged before it kills or signals t
 
 ``step_time`` logs a second tag, ``step_time``, whose values change order between ranks at every step
 (and differ by ``attempt`` times 100: a resumed job's replayed steps log other values);
-``trigger_every`` (N): ``writer.scheduler.trigger()`` every N steps. ``histogram`` (N) logs a histogram, ``weights``, of :func:`weights` every N steps (tensorboardX's
+``trigger_every`` (N): ``writer.scheduler.trigger()`` every N steps.
+``histogram`` (N) logs a histogram, ``weights``, of :func:`weights` every N steps (tensorboardX's
 default buckets).
 ``stall_at`` and ``stall_s``: the rank stops that long before that step (it then runs late by it).
 ``steps`` (default: until signalled) and ``start`` bound the loop; ``close_after`` (a path) holds the
