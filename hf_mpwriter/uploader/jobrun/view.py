@@ -147,9 +147,13 @@ class JobView:
         #: What the job run held at this start when there was no state to take up: re-read values up to
         #: there are not late, only read again.
         self._held_at_start: dict[str, int] = {}
-        if not self._load() and node_ranks is None:
+        loaded = self._load()
+        if not loaded and node_ranks is None:
             self._held = self.run.resume(self._beat)
             self._held_at_start = dict(self._held)
+        #: What the job run holds is known (this view's state, its own run, or a node's leader's word): a node
+        #: started without state reads its ranks' restarts before it hears the word, and reports every one.
+        self._knows_held = loaded or node_ranks is None
 
     @property
     def points(self) -> int:
@@ -263,7 +267,7 @@ class JobView:
         if mark in self._restarts:
             return
         self._restarts.add(mark)
-        if not any(held >= step for held in self._held.values()):
+        if self._knows_held and not any(held >= step for held in self._held.values()):
             return
         self._read_again(step, rank)
         if self.node_ranks is None:
@@ -427,6 +431,7 @@ class JobView:
         taken in yet); after a restart of the job run this node did not make its points anew for, it does.
         Whether anything changed."""
         floor, steps, gone = self.outbox.take_word(held, seen)
+        self._knows_held = True
         if floor < math.inf:
             self._read_again(int(floor))
             logger.info("job run: the job run dropped its steps from %d (a rank's restart); this node makes them anew",
