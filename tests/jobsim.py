@@ -181,7 +181,8 @@ class Result:
         head = f"seed {self.seed} ({', '.join(self.faults) or 'no faults'})"
         if not self.problems:
             return head
-        return f"{head}: {'; '.join(self.problems[:5])} (replay: scripts/sweep_jobsim.py --replay {self.seed} --kinds {' '.join(self.kinds)})"
+        replay = f"scripts/sweep_jobsim.py --replay {self.seed} --kinds {' '.join(self.kinds)}"
+        return f"{head}: {'; '.join(self.problems[:5])} (replay: {replay})"
 
 
 #: The kinds of fault a seed may draw (:func:`run`'s ``kinds`` picks some).
