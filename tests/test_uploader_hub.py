@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import read_line
 from upload_helpers import (
     READ_ONLY,
     TOKEN,
@@ -260,3 +261,46 @@ def test_a_logdir_every_node_shares_without_a_store_commits_as_one_node(hub, tmp
         thread.join(30)
         toucher.join(5)
         writer.close()
+
+
+def test_an_uploader_whose_hub_refuses_it_waits_between_tries_and_does_not_spin(hub, tmp_path):
+    """The Hub goes away with a commit failed (a job with a backoff in the queue); the uploader is replaced
+    (SIGKILL: its writer starts a new one, whose target is not prepared yet). Preparing it backs off; the
+    job's backoff ran out meanwhile: the new uploader's loop cycled at once, again and again, doing nothing
+    (seen: 50% of a core for as long as the Hub was gone). It waits for the target's next try."""
+    logdir = tmp_path / "logs"
+    writer = start_writer({"logdir": str(logdir), "repo_id": REPO, "commit_every_s": 1.0, "sleep": 0.05},
+                          _env(hub, tmp_path))  # logs until it is killed
+    try:
+        read_line(writer, "flushed", timeout=30)
+        wait_for(lambda: collect(logdir)["commits"] >= 1, 30, "a first commit")
+        hub.stop()
+        # the scenario: a job that waits for its retry
+        wait_for(lambda: _failed_attempts(logdir) > 0, 30, "a commit to fail (its backoff in the queue)")
+        first = uploader_pid(logdir)
+        sigkill(first)
+        second = wait_for(lambda: (lambda pid: pid if pid and pid != first else None)(uploader_pid(logdir)), 30,
+                          "the writer to start a new uploader")
+        proc = psutil.Process(second)
+        wait_for(lambda: "cannot create the repository" in (logdir / ".hf_mpwriter" / "uploader.log").read_text(), 30,
+                 "the new uploader to try to prepare its target")
+        before = sum(proc.cpu_times()[:2])
+        time.sleep(5.0)  # (a span measured, not a wait for something)
+        used = sum(proc.cpu_times()[:2]) - before
+        assert used < 1.0, f"the uploader used {used:.2f} s of CPU in 5 s while its Hub refused it"
+    finally:
+        writer.kill()
+        writer.communicate()
+
+
+def _failed_attempts(logdir: Path) -> int:
+    """The attempts of the queue's unfinished job (0: none), read as ``status`` reads the queue."""
+    from hf_mpwriter import config as config_mod
+    from hf_mpwriter.state.jobqueue import JobQueue
+
+    queue = JobQueue(logdir / ".hf_mpwriter" / "queue.db", readonly=True)
+    try:
+        job = queue.unfinished(config_mod.load(logdir).target_key)
+        return job.attempts if job else 0
+    finally:
+        queue.close()

@@ -169,7 +169,10 @@ class Committer:
         return self.queue.unfinished(self.target.key)
 
     def retry_due(self) -> bool:
-        """A failed job's backoff has run out (retries need not wait for the next interval)."""
+        """A failed job's backoff has run out (retries need not wait for the next interval), and the target
+        may be tried: while preparing it backs off, a cycle would end at once, and the loop would spin."""
+        if not self._prepared and time.monotonic() < self._prepare_retry_at:
+            return False
         job = self.pending_job()
         return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
 
