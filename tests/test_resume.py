@@ -4,13 +4,14 @@ attempt logs (``resume=True``, what the integrations set), read back with Tensor
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import LAUNCHER_VARS, finish, read_line, wait_for
+from helpers import LAUNCHER_VARS, finish, read_line, run, wait_for
 from tb_readers import default_reader_scalars, python_reader_scalars
 from upload_helpers import (
     TESTS,
@@ -29,11 +30,15 @@ from hf_mpwriter.state import attempts
 
 
 def _attempt(logdir: Path, steps: range, offset: float, **kwargs) -> None:
-    with SummaryWriter(str(logdir), **kwargs) as writer:
-        writer.add_text("args", "no step: not the restart point")  # as the Trainer's callback does first
-        for step in steps:
-            writer.add_scalar("loss", offset + step, step)
-            writer.add_scalars("lr", {"group0": offset + step}, step)
+    """One attempt, in a process of its own (as a relaunch is: ``resume`` restarts what another process wrote)."""
+    run(f"""
+        from hf_mpwriter import SummaryWriter
+        with SummaryWriter({str(logdir)!r}, **{kwargs!r}) as writer:
+            writer.add_text("args", "no step: not the restart point")  # as the Trainer's callback does first
+            for step in {steps!r}:
+                writer.add_scalar("loss", {offset!r} + step, step)
+                writer.add_scalars("lr", {{"group0": {offset!r} + step}}, step)
+    """)
 
 
 @pytest.mark.parametrize("first", [{}, {"resume": True}], ids=["first-plain", "first-resume"])
@@ -48,16 +53,24 @@ def test_a_resumed_attempt_replaces_the_steps_it_logs_again_in_the_run_and_its_a
     for reader in (python_reader_scalars, default_reader_scalars):
         runs = reader(logdir)
         assert set(runs) == {".", "lr/group0"}, reader.__name__
-        for run, tag in ((".", "loss"), ("lr/group0", "lr")):
+        for run_name, tag in ((".", "loss"), ("lr/group0", "lr")):
             want = [(s, (0.0 if s < 31 else 1000.0) + s) for s in range(60)]  # every step once, the last attempt's
-            assert runs[run][tag] == want, (reader.__name__, run)
+            assert runs[run_name][tag] == want, (reader.__name__, run_name)
 
 
-def test_resume_restarts_at_the_first_step_with_a_step_not_at_zero(tmp_path):
-    """A fresh run with ``resume=True`` loses nothing; records without a step do not set the point."""
+def test_resume_restarts_only_what_another_process_wrote(tmp_path):
+    """A fresh run with ``resume=True`` loses nothing (records without a step do not set the point); and a second
+    writer of the same process (a Trainer's ``evaluate()`` after ``train()``) continues the same attempt: no restart."""
     logdir = tmp_path / "run"
     _attempt(logdir, range(5, 10), 0.0, resume=True)
     assert [step for step, _ in python_reader_scalars(logdir)["."]["loss"]] == [5, 6, 7, 8, 9]
+    same = tmp_path / "same"
+    for steps in (range(0, 10), range(9, 11)):  # one process: logs 0-9, closes, a new writer logs 9-10
+        with SummaryWriter(str(same), resume=True) as writer:
+            for step in steps:
+                writer.add_scalar("loss", float(step), step)
+    shown = [step for step, _ in python_reader_scalars(same)["."]["loss"]]
+    assert shown[:10] == list(range(10)), shown  # nothing the first writer logged is hidden (no restart point)
 
 
 # -- the integrations, killed and resumed as their frameworks document it ------------------------
@@ -159,29 +172,28 @@ def _hub_files(hub, repo: str, folder: str) -> dict[str, bytes]:
     return {p[len(prefix):]: hub.read_file(repo, p) for p in paths if p.startswith(prefix) and "tfevents" in p}
 
 
-def test_an_accelerate_tracker_relaunched_continues_its_run_with_the_resumed_values(tmp_path, monkeypatch):
+def test_an_accelerate_tracker_relaunched_continues_its_run_with_the_resumed_values(tmp_path):
     """Accelerate's trackers log into ``<logging_dir>/<run_name>`` at every launch; a relaunch that resumes
     with ``load_state`` logs its steps again: one curve, every step once, in both readers."""
     pytest.importorskip("accelerate", reason="needs accelerate")
-    from accelerate.state import PartialState
-
-    from hf_mpwriter.integrations import HFMPWriterTracker
-
-    for name in LAUNCHER_VARS:  # one process of its own
-        monkeypatch.delenv(name, raising=False)
-    PartialState(cpu=True)
-    for attempt, steps in ((1, range(60)), (2, range(31, 60))):
-        tracker = HFMPWriterTracker("run", tmp_path / "logs", uploader="none")
-        tracker.start()
-        tracker.store_init_configuration({"lr": 0.1})  # (logged without a step: not the restart point)
-        for step in steps:
-            tracker.log({"loss": attempt * 1000.0 + step, "parts": {"a": attempt * 1000.0 + step}}, step=step)
-        tracker.finish()
+    for attempt, steps in ((1, range(60)), (2, range(31, 60))):  # each launch a process of its own
+        run(f"""
+            from accelerate.state import PartialState
+            from hf_mpwriter.integrations import HFMPWriterTracker
+            PartialState(cpu=True)
+            tracker = HFMPWriterTracker("run", {str(tmp_path / "logs")!r}, uploader="none")
+            tracker.start()
+            tracker.store_init_configuration({{"lr": 0.1}})  # (logged without a step: not the restart point)
+            for step in {steps!r}:
+                value = {attempt} * 1000.0 + step
+                tracker.log({{"loss": value, "parts": {{"a": value}}}}, step=step)
+            tracker.finish()
+        """, torch=True, timeout=60)
     for reader in (python_reader_scalars, default_reader_scalars):
         runs = reader(tmp_path / "logs" / "run")
         assert set(runs) == {".", "parts/a"}, reader.__name__
-        for run, tag in ((".", "loss"), ("parts/a", "parts")):
-            assert runs[run][tag] == [(s, (1000.0 if s < 31 else 2000.0) + s) for s in range(60)], (reader.__name__, run)
+        for name, tag in ((".", "loss"), ("parts/a", "parts")):
+            assert runs[name][tag] == [(s, (1000.0 if s < 31 else 2000.0) + s) for s in range(60)], (reader.__name__, name)
 
 
 def test_a_trainer_resumed_in_one_process_logs_into_the_run_its_checkpoint_names(tmp_path, monkeypatch):
@@ -198,15 +210,16 @@ def test_a_trainer_resumed_in_one_process_logs_into_the_run_its_checkpoint_names
         monkeypatch.delenv(name, raising=False)
     out = tmp_path / "out"
 
-    def train(steps: int, resume: bool) -> Path:
+    def train(steps: int, resume: bool, callbacks: bool = True) -> Path:
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=16))
         data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (32, 8))]
         args = TrainingArguments(output_dir=str(out), max_steps=steps, logging_steps=1, save_steps=4,
                                  per_device_train_batch_size=4, report_to="none", use_cpu=True, disable_tqdm=True)
         callback = HFMPWriterCallback(uploader="none")
-        Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train(resume_from_checkpoint=resume)
-        return Path(callback.logging_dir)
+        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[callback] if callbacks else [])
+        trainer.train(resume_from_checkpoint=resume)
+        return Path(callback.logging_dir or "")
 
     first = train(4, resume=False)
     for where in ("transformers.integrations.integration_utils", "transformers.training_args"):  # (5.x, 4.x)
@@ -215,3 +228,9 @@ def test_a_trainer_resumed_in_one_process_logs_into_the_run_its_checkpoint_names
     assert list((out / "runs").iterdir()) == [first]
     for reader in (python_reader_scalars, default_reader_scalars):
         assert [step for step, _ in reader(first)["."]["train/loss"]] == list(range(1, 9)), reader.__name__
+    # A checkpoint saved without this callback (an earlier release; the callback added on a resume): the next
+    # save of the resumed Trainer looked the callback's state up in the checkpoint's and raised KeyError.
+    shutil.rmtree(out)
+    train(4, resume=False, callbacks=False)
+    train(12, resume=True)
+    assert (out / "checkpoint-12").is_dir()

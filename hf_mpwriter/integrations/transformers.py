@@ -57,6 +57,20 @@ def _default_logdir(output_dir: str) -> str:
     return os.path.join(output_dir, default_logdir())
 
 
+_NOT_PLAIN = object()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON holds it (a path as its text, a list of plain values), else ``_NOT_PLAIN``."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(item, (str, int, float, bool)) for item in value):
+        return list(value)
+    return _NOT_PLAIN
+
+
 def _saved(state: Any, name: str) -> dict:
     """This callback's attributes as the checkpoint's ``trainer_state.json`` holds them (``{}`` if none)."""
     saved = (getattr(state, "stateful_callbacks", None) or {}).get(name) or {}
@@ -104,8 +118,8 @@ class HFMPWriterCallback(TensorBoardCallback, ExportableState):
         self.writer_kwargs = resuming(writer_kwargs)
         #: Rebuilds this callback where the ``Trainer`` restores callbacks from a checkpoint
         #: (``restore_callback_states_from_checkpoint``): plain values only, never the token.
-        self._args = {k: v for k, v in {"repo_id": repo_id, "logdir": logdir and os.fspath(logdir), **writer_kwargs}.items()
-                      if k != "token" and (v is None or isinstance(v, (str, int, float, bool)))}
+        self._args = {k: _plain(v) for k, v in {"repo_id": repo_id, "logdir": logdir, **writer_kwargs}.items()
+                      if k != "token" and _plain(v) is not _NOT_PLAIN}
         #: Where the logs go was chosen by the user (or TENSORBOARD_LOGGING_DIR), not by default.
         self._logdir_chosen = logdir is not None or getattr(self, "logging_dir", None) is not None
         self.output_dir: str | None = None  # the Trainer's, when the logdir was chosen (saved with the checkpoint)
@@ -129,6 +143,11 @@ class HFMPWriterCallback(TensorBoardCallback, ExportableState):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         output_dir = os.path.abspath(args.output_dir)
         saved = _saved(state, type(self).__name__)
+        # A checkpoint saved without this callback's state (an earlier release, or the callback added on a
+        # resume): the Trainer's next save looks its state up and would fail without it.
+        stateful = getattr(state, "stateful_callbacks", None)
+        if isinstance(stateful, dict):
+            stateful.setdefault(type(self).__name__, self.state())
         if (self.tb_writer is None and not self._logdir_chosen and state.global_step > 0
                 and saved.get("logging_dir") and saved.get("output_dir") == output_dir):
             self.logging_dir = saved["logging_dir"]  # resumed: the run of the attempt that saved the checkpoint

@@ -32,6 +32,8 @@ _registration_counter = itertools.count()
 
 # Run directories claimed by this process (a second writer of the same process must not share).
 _claimed_here: set[str] = set()
+# Run directories this process ever wrote into: a later writer of the same process continues the same attempt.
+_used_here: set[str] = set()
 _fork_hook_installed = False  # with the first claim: importing changes nothing in the process
 
 
@@ -50,6 +52,9 @@ class Claim:
     name: str  # "." for the plain layout
     path: Path
     lock: OsFileLock
+    #: An earlier process (an attempt that was killed, preempted, relaunched) wrote into it: it holds event
+    #: files, and no writer of this process used it before.
+    earlier_attempt: bool = False
 
     def release(self) -> None:
         _claimed_here.discard(str(self.path))
@@ -88,8 +93,10 @@ def claim_run_dir(logdir: Path, preferred: str | None) -> Claim:
         if n and preferred:
             logger.warning("run directory %s is in use by another live process; writing to %s instead", base, name)
         path.mkdir(parents=True, exist_ok=True)
+        earlier = str(path) not in _used_here and any("tfevents" in entry.name for entry in os.scandir(path))
         _claimed_here.add(str(path))
-        return Claim(name, path, lock)
+        _used_here.add(str(path))
+        return Claim(name, path, lock, earlier)
     raise AssertionError("unreachable")
 
 

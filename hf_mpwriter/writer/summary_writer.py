@@ -100,11 +100,12 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         rotate_bytes: continue in a new event file past this size (bounds the cost of uploads).
         resume: this process continues a run that an earlier attempt (killed, preempted) logged into
             the same directory: the first step it logs becomes the restart point, as if it had been
-            given as ``purge_step``. TensorBoard's two readers then show every step once, with this
-            attempt's values from there (the default reader replaces a tag logged again; the other
-            one, ``--load_fast=false``, hides every tag from ``purge_step``: only a restart point at
-            the first step logged makes them agree). Steps of records logged without a step
-            (``global_step=None``) do not count. The integrations set it.
+            given as ``purge_step``, where another process wrote event files before (a new run, or
+            one a writer of this process began, is not restarted). TensorBoard's two readers then show
+            every step once, with this attempt's values from there (the default reader replaces a tag
+            logged again; the other one, ``--load_fast=false``, hides every tag from ``purge_step``:
+            only a restart point at the first step logged makes them agree). Records logged without a
+            step (``global_step=None``) do not count. The integrations set it.
 
     Example:
         >>> from hf_mpwriter import SummaryWriter
@@ -191,6 +192,9 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         if self.all_writers is None or self.file_writer is None:  # type: ignore[has-type]
             if self._claim is None:
                 self._claim = registry.claim_run_dir(self._root, self.rank_info.run_name())
+                # resume=True restarts a run an earlier attempt wrote into, not one this process began
+                # (a Trainer's evaluate() after train(), Lightning's fit() after validate()) nor a new one.
+                self._restart_on_first_step = self._restart_on_first_step and self._claim.earlier_attempt
             self.file_writer = self._new_file_writer(self._claim.path)
             if self._purge_pending:  # once per writer: repeated after a close it would hide our own events
                 self._purge_pending = False
@@ -206,9 +210,8 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         this run and every ``add_scalars`` sub-run made so far (later ones get it when they are made)."""
         self._restart_on_first_step = False
         self.purge_step = step
-        for writer in self.all_writers.values():
+        for writer in self.all_writers.values():  # (the open ones: a sub-run reopened later gets it when made)
             writer.first_step = None
-        for writer in [self.file_writer, *(w[-1] for w in self._scalars_file_writers.values())]:
             _write_restart(writer, step)
 
     # -- the hot path ------------------------------------------------------------------------
