@@ -117,6 +117,7 @@ class Rank:
     point; it logs ``value(attempt, rank, step)``."""
 
     rank: int
+    run_dir: Path
     writer: EventFileWriter
     attempts: list[tuple[int, int]]
     restart_point: bool
@@ -125,6 +126,7 @@ class Rank:
     attempt: int = 0
     step: int = 0
     stalled: int = 0
+    _files: int = 1  # the attempts that opened a file so far
 
     def __post_init__(self) -> None:
         self.step = self.attempts[0][0]
@@ -141,9 +143,13 @@ class Rank:
             self.stalled += 1
             return
         first, last = self.attempts[self.attempt]
-        if self.step == first and self.attempt > 0 and self.restart_point:
-            for _ in range(2):  # what the writer's purge_step / resume=True writes
-                self.writer.add_serialized(session_start_event(first, 0.0))
+        if self.step == first and self.attempt > 0 and self._files <= self.attempt:  # a new attempt: a new process's file
+            self.writer.close()
+            self.writer = EventFileWriter(self.run_dir, max_queue=1000, flush_secs=3600, filename_suffix=f".a{self.attempt}")
+            self._files += 1
+            if self.restart_point:
+                for _ in range(2):  # what the writer's purge_step / resume=True writes
+                    self.writer.add_serialized(session_start_event(first, 0.0))
         self.writer.add_serialized(scalar_event(TAG, value(self.attempt, self.rank, self.step), self.step, 1000.0 + self.step))
         self.writer.flush()
         self.step += 1
@@ -210,7 +216,7 @@ def run(seed: int, tmp: Path, steps: int = 24, kinds: tuple[str, ...] = KINDS) -
                 restart_point = rng.random() < 0.5
                 faults.append(f"rank {r} resumed at {resumed} after {killed} ({'START' if restart_point else 'no START'})")
             late = rng.random() < 0.2 and "late" in kinds
-            ranks.append(Rank(r, writer, attempts, restart_point, rng.randrange(steps) if late else -1,
+            ranks.append(Rank(r, logdir / f"rank-{r:03d}", writer, attempts, restart_point, rng.randrange(steps) if late else -1,
                               rng.randrange(5, 20) if late else 0))
             if late:
                 faults.append(f"rank {r} late by {ranks[-1].late_ticks} ticks at step {ranks[-1].late_from}")

@@ -377,3 +377,30 @@ def test_a_job_resumed_without_purge_step_has_the_job_run_tensorboards_default_r
     status = json.loads((state_dir(logdir) / STATUS_FILE).read_text())
     assert status["without_restart_point"] == {str(rank): 100 for rank in range(WORLD)}
     assert status["late"] == 0
+
+
+def test_a_tag_whose_steps_start_again_each_epoch_is_no_restart(tmp_path):
+    """A batch index as the step (it starts again each epoch) beside an epoch metric at the epoch number, in one
+    file a rank: TensorBoard's default reader drops the batch tag's earlier epochs and keeps every epoch's
+    metric; the job run did the same for the batch tag but, taking each epoch for a restart of the whole rank,
+    kept 1 of 20 epoch points (found by review)."""
+    logdir, clock = tmp_path / "logs", _Clock()
+    writers = [TBXWriter(str(logdir / f"rank-{rank:03d}")) for rank in range(2)]
+    view = JobView(logdir, 2, wait=30.0, clock=clock)
+    for epoch in range(20):
+        for rank, writer in enumerate(writers):
+            for batch in range(50):
+                writer.add_scalar("batch_loss", float(rank + batch), batch)
+            writer.add_scalar("epoch_loss", float(rank + epoch), epoch)
+            writer.flush()
+        view.update()
+        clock.now += 60
+        view.update()
+    for writer in writers:
+        writer.close()
+    view.update(final=True)
+    view.close()
+    shown = default_reader_scalars(logdir)
+    assert [step for step, _ in shown["rank-000"]["epoch_loss"]] == list(range(20))  # the scenario, as the reader shows it
+    assert shown["job"]["epoch_loss"] == [(epoch, epoch + 0.5) for epoch in range(20)]
+    assert json.loads((state_dir(logdir) / STATUS_FILE).read_text())["restarts"] == 0

@@ -32,9 +32,11 @@ is not written: it is counted (``late``) and stays in its rank's run.
 
 A restart is read as TensorBoard reads it: a rank whose writer restarted with ``purge_step`` (a
 ``SessionLog.START`` at that step) loses its values from that step on, as its run does in TensorBoard;
-a rank that logs a tag again at a step below one it logged (a script resumed without ``purge_step``)
-restarts there the same way, as TensorBoard's default reader drops that tag's values from there (its
-other reader, ``--load_fast=false``, shows both attempts then: ``status`` says so, with what to pass);
+a rank that logs a tag in a new file (a new attempt's writer) at a step below one it logged in another
+(a script resumed without ``purge_step``) restarts there the same way, as TensorBoard's default reader drops that
+tag's values from there (its other reader, ``--load_fast=false``, shows both attempts then: ``status``
+says so, with what to pass); a tag going back within one file (steps that start again each epoch) is
+no restart;
 a job run that holds points from there drops them the same way (a ``SessionLog.START`` of its own), and
 every rank's values from there are read again, so that those steps are made anew from what the rank
 runs show. In a job with a store, the node does the same with the points it passed on, and the
@@ -136,6 +138,10 @@ class JobView:
         self._tag_newest: dict[int, dict[str, int]] = {}
         #: rank -> the step it last went back to without a restart point (TensorBoard's two readers differ there).
         self.without_restart_point: dict[int, int] = {}
+        #: rank -> tag -> the file its newest step came from: a tag going back is a restart only in another file
+        #: (a new attempt's writer), never within one (a tag whose steps start again each epoch, a batch index,
+        #: is no restart: TensorBoard's default reader drops that tag's values alone).
+        self._tag_file: dict[int, dict[str, str]] = {}
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
         self.late = 0
         self.unwaited = 0  # points written without the ranks they waited for (:data:`WAITING_POINTS`)
@@ -206,18 +212,18 @@ class JobView:
                         self._read_to[rel] = end
                         found, histograms, restart = summaries(record)
                         if restart is None and end > upto:  # (a re-read goes back on purpose; what follows it, not)
-                            restart = self._stepped_back(rank, found, histograms)
+                            restart = self._stepped_back(rank, rel, found, histograms)
                         if restart is not None:
                             self._restart(rank, rel, end, restart)
                         if end > upto:
                             floor = -math.inf
                         for scalar in found:
                             if scalar.step >= floor:
-                                self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now)
+                                self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now, rel)
                         for histogram in histograms:
                             if histogram.step >= floor:
                                 self._take(rank, histogram_key(histogram.tag), histogram.step, Buckets.read(histogram),
-                                           histogram.wall_time, now)
+                                           histogram.wall_time, now, rel)
                         decoded += 1
                         if decoded % BEAT_EVERY == 0:
                             self._beat()
@@ -233,14 +239,16 @@ class JobView:
                 self._marks.pop(rel, None)
         return decoded
 
-    def _stepped_back(self, rank: int, found: list, histograms: list) -> int | None:
-        """The step ``rank`` went back to, if this record logs a tag below a step it logged before: a script
-        resumed without a restart point (said in ``status``, :attr:`without_restart_point`)."""
-        tags = self._tag_newest.get(rank)
+    def _stepped_back(self, rank: int, rel: str, found: list, histograms: list) -> int | None:
+        """The step ``rank`` went back to, if this record of its file ``rel`` logs a tag below a step it logged
+        in another file: a script resumed without a restart point (said in ``status``,
+        :attr:`without_restart_point`)."""
+        tags, files = self._tag_newest.get(rank), self._tag_file.get(rank, {})
         if not tags:
             return None
-        back = [value.step for value in found if value.step < tags.get(value.tag, -1)]
-        back += [h.step for h in histograms if h.step < tags.get(histogram_key(h.tag), -1)]
+        back = [v.step for v in found if v.step < tags.get(v.tag, -1) and files.get(v.tag, rel) != rel]
+        back += [h.step for h in histograms
+                 if h.step < tags.get(histogram_key(h.tag), -1) and files.get(histogram_key(h.tag), rel) != rel]
         if not back:
             return None
         self.without_restart_point[rank] = min(back)
@@ -291,13 +299,14 @@ class JobView:
                 self._read_to[rel], self._floor[rel] = 0 if marks is None else marks.below(step), floor
         self.backlog = self._replaying = True
 
-    def _take(self, rank: int, tag: str, step: int, value: Value, wall_time: float, now: float) -> None:
+    def _take(self, rank: int, tag: str, step: int, value: Value, wall_time: float, now: float, rel: str = "") -> None:
         self.world = max(self.world, rank + 1)  # ranks given explicitly: the world is what they show
         self._heard[rank] = now
         self.newest[rank] = max(step, self.newest.get(rank, step))
         tags = self._tag_newest.setdefault(rank, {})
         if step > tags.get(tag, -1):
             tags[tag] = step
+            self._tag_file.setdefault(rank, {})[tag] = rel
         self._reporters.setdefault(tag, set()).add(rank)
         key = (tag, step)
         values = self._values.get(key)
@@ -461,6 +470,7 @@ class JobView:
             "newest": {str(r): s for r, s in self.newest.items()},
             "tag_newest": {str(r): tags for r, tags in self._tag_newest.items()},
             "without_restart_point": {str(r): s for r, s in self.without_restart_point.items()},
+            "tag_file": {str(r): files for r, files in self._tag_file.items()},
             "reporters": {tag: sorted(ranks) for tag, ranks in self._reporters.items()},
             "waiting": [[tag, step, {str(r): v for r, v in values.items()}, list(self._wall[(tag, step)])]
                         for (tag, step), values in self._values.items()],
@@ -490,6 +500,8 @@ class JobView:
             self._tag_newest = {int(r): {str(t): int(s) for t, s in tags.items()}  # (a state of before: none)
                                 for r, tags in state.get("tag_newest", {}).items()}
             self.without_restart_point = {int(r): int(s) for r, s in state.get("without_restart_point", {}).items()}
+            self._tag_file = {int(r): {str(t): str(rel) for t, rel in files.items()}
+                              for r, files in state.get("tag_file", {}).items()}
             self._reporters = {tag: {int(r) for r in ranks} for tag, ranks in state["reporters"].items()}
             for tag, step, values, wall in state["waiting"]:
                 key = (str(tag), int(step))
@@ -508,7 +520,7 @@ class JobView:
 
     def _forget_state(self) -> None:
         self._read_to, self._held, self.newest, self.outbox, self._floor, self._marks = {}, {}, {}, Outbox(), {}, {}
-        self._tag_newest, self.without_restart_point = {}, {}
+        self._tag_newest, self.without_restart_point, self._tag_file = {}, {}, {}
         self._restarts = set()
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
         self.run = JobRun(self.logdir)
