@@ -468,8 +468,10 @@ def warn_about_interval(config: UploadConfig) -> None:
            if config.commits_per_hour is not None else
            f"the Hub accepts about {HUB_COMMITS_PER_HOUR} commits an hour per repository (HF_MPWRITER_COMMITS_PER_HOUR "
            "sets another rate)")
-    logger.warning("commit_every=%.0f s: this node commits every %.0f s instead: %s. A writer's close() and a "
-                   "termination signal still commit at once", config.commit_every, interval, why)
+    logger.warning("commit_every=%.0f s: this node commits every %.0f s instead: %s. The last writer's close() and "
+                   "a termination signal still commit at once%s", config.commit_every, interval, why,
+                   "; other closing writers and scheduler.trigger() wait for the next commit the rate allows"
+                   if config.commits_per_hour is not None else "")
 
 
 def target_key(kind: str, *, repo_id: str | None, repo_type: str, revision: str, directory: str | None, prefix: str) -> str:

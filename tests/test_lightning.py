@@ -340,9 +340,9 @@ print(json.dumps({{"rank": rank_zero_only.rank, "group": group, "version": versi
 
 
 def test_a_relaunch_continues_the_newest_version_until_an_attempt_ends_it(tmp_path, no_job):
-    """Case 3, one process: a ``version_N`` that a writer used is continued until ``finalize("success")``;
-    the continuing attempt's writer restarts at the first step it logs (``resume=True``), and
-    the hyperparameters, logged with no step, are not that step."""
+    """Case 3, one process: a ``version_N`` that a writer used is continued until ``finalize("success")``, and
+    one whose writers are alive (another job logs there now) is not. (The restart point of a relaunch, a
+    process of its own, is the DDP test's: a writer of the same process continues its attempt.)"""
     def logger():
         return HFMPWriterLogger(tmp_path / "logs", name="exp", target_dir=tmp_path / "target", uploader="none")
 
@@ -360,8 +360,13 @@ def test_a_relaunch_continues_the_newest_version_until_an_attempt_ends_it(tmp_pa
         relaunch.log_metrics({"loss": 100.0 + step}, step)
     relaunch.finalize("success")
     assert (root / "version_1" / ".hf_mpwriter" / "lightning-ended").is_file()
-    assert scalars(root / "version_1", "loss") == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 103.0), (4, 104.0), (5, 105.0)]
+    assert {step for step, _ in scalars(root / "version_1", "loss")} == set(range(6))  # both attempts, one version
     assert logger().version == 2, "a version whose attempt ended is never continued"
+    live = logger()
+    assert live.version == 2
+    live.log_metrics({"loss": 1.0}, 0)  # its writer lives: version_2 is another job's now
+    assert logger().version == 3, "a version whose writers are alive is never continued"
+    live.finalize("failed")
     assert HFMPWriterLogger(tmp_path, purge_step=3)._writer_kwargs.get("resume") is None  # the user's restart step
 
 

@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover - only the older package is installed
     from lightning_fabric.utilities.rank_zero import rank_zero_only as _rank_zero_only  # type: ignore[no-redef]
     from pytorch_lightning.loggers.logger import Logger  # type: ignore[no-redef,assignment]
 
+from ..state.registry import live_writers
 from ..state.statedir import STATE_DIRNAME, state_dir
 from ..writer import ranks
 from ..writer.hub_writer import HFSummaryWriter
@@ -266,8 +267,8 @@ class HFMPWriterLogger(Logger):
             return 0
         newest = max(found)
         state = self._version_path(newest) / STATE_DIRNAME
-        if not state.is_dir() or (state / ENDED_FILE).exists():
-            return newest + 1
+        if not state.is_dir() or (state / ENDED_FILE).exists() or live_writers(self._version_path(newest)):
+            return newest + 1  # (live writers: another job logs there now, not an attempt that was killed)
         if rank_zero:
             logger.info("continuing version_%d in %s: its last attempt did not end (pass version= for a new run)",
                         newest, self.root_dir)

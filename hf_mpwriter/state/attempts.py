@@ -9,8 +9,9 @@ committed; the next uploader of the same target finds the logdirs left and start
 which commit what is there and exit (their writers are gone).
 
 One small JSON file per logdir in ``$XDG_CACHE_HOME/hf_mpwriter/logdirs`` (default
-``~/.cache/hf_mpwriter/logdirs``), named by a hash of the host and the path: each has one writer at a
-time (the logdir's elected uploader), so no lock is needed. Nothing here may stop an uploader: every
+``~/.cache/hf_mpwriter/logdirs``), named by hashes of the host and the path: each has one writer at a
+time (the logdir's elected uploader), so no lock is needed; a host reads only its own entries, and only
+logdirs of this user are taken up. Nothing here may stop an uploader: every
 error is logged and passed over.
 """
 
@@ -33,9 +34,14 @@ def index_dir() -> Path:
     return Path(cache) / "hf_mpwriter" / "logdirs"
 
 
+def _host_part() -> str:
+    """The entries of this host start with this (a home shared by many hosts: each reads its own)."""
+    return hashlib.sha256(HOST.encode()).hexdigest()[:12]
+
+
 def _entry(logdir: Path) -> Path:
     name = hashlib.sha256(f"{HOST}\0{Path(logdir).resolve()}".encode()).hexdigest()[:24]
-    return index_dir() / f"{name}.json"
+    return index_dir() / f"{_host_part()}-{name}.json"
 
 
 def record(logdir: Path, target: str) -> None:
@@ -58,10 +64,10 @@ def forget(logdir: Path) -> None:
 
 
 def left_behind(logdir: Path, target: str) -> list[Path]:
-    """The other logdirs of this host recorded for ``target`` (their uploaders did not finish). Entries
-    of logdirs that are gone are removed."""
+    """The other logdirs of this host recorded for ``target`` (their uploaders did not finish), owned by this
+    user. Entries of logdirs that are gone are removed; one that cannot be read is passed over."""
     try:
-        entries = sorted(index_dir().glob("*.json"))
+        entries = sorted(index_dir().glob(f"{_host_part()}-*.json"))
     except OSError:
         return []
     mine, found = str(Path(logdir).resolve()), []
@@ -69,9 +75,13 @@ def left_behind(logdir: Path, target: str) -> list[Path]:
         entry = read_json(path)
         if not entry or entry.get("host") != HOST or entry.get("target") != target or entry.get("logdir") == mine:
             continue
-        other = Path(str(entry["logdir"]))
-        if (other / STATE_DIRNAME).is_dir():
-            found.append(other)
-        else:
-            forget(other)
+        other = Path(str(entry.get("logdir")))
+        try:
+            state = other / STATE_DIRNAME
+            if not state.is_dir():
+                forget(other)
+            elif state.stat().st_uid == os.getuid():  # (another user's: never started with this user's token)
+                found.append(other)
+        except OSError as exc:  # a lost permission, a stale NFS handle: not this uploader's problem
+            logger.debug("passed over %s (%s)", other, exc)
     return found

@@ -84,6 +84,12 @@ T = TypeVar("T")
 __all__ = ["REPLACE_ME", "Abandoned", "Progress", "Superseded", "Uploader"]
 
 
+def _repository(config: UploadConfig) -> str:
+    """The repository, bucket or directory a logdir's settings send to, whatever the folder in it (each
+    logdir has its own), and the endpoint: how the index of logdirs matches an earlier attempt's."""
+    return f"{config.kind}:{config.repo_type}:{config.repo_id or config.directory}@{config.revision} {config.endpoint}"
+
+
 def termination_signals() -> list[int]:
     """:data:`TERMINATION_SIGNALS` this platform has."""
     return [s for s in (getattr(signal, name, None) for name in TERMINATION_SIGNALS) if s is not None]
@@ -261,15 +267,15 @@ class Uploader:
         """Record this logdir for its target (:mod:`~hf_mpwriter.state.attempts`), and start the uploader of
         each logdir that an earlier attempt to the same target left on this host without one: a relaunch
         into a new folder must not leave the killed attempt's last records on disk."""
-        config = self.config  # the repository, bucket or directory, whatever the folder in it (each logdir has its own)
-        target = f"{config.kind}:{config.repo_type}:{config.repo_id or config.directory}@{config.revision} {config.endpoint}"
+        target = _repository(self.config)
         attempts.record(self.logdir, target)
         for logdir in attempts.left_behind(self.logdir, target):
-            if uploader_state(logdir) != "none":
-                continue
             try:
+                theirs = config_mod.load(logdir)
+                if theirs is None or _repository(theirs) != target or uploader_state(logdir) != "none":
+                    continue  # (its settings name another target: never started with this token)
                 pid = start_uploader_process(logdir, self._token).pid
-            except OSError as exc:
+            except (OSError, ConfigurationError) as exc:
                 logger.warning("%s, an earlier attempt's logdir for the same target, has no uploader, and none "
                                "could be started (%s): `hf-mpwriter sync %s` sends what it holds", logdir, exc, logdir)
                 continue
@@ -303,10 +309,10 @@ class Uploader:
         spacing = factory.target_spacing(self.config, self.target)
         # Closing writers ask for a commit now, but not more often than the target allows: on the
         # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank; and not more
-        # often than an explicit HF_MPWRITER_COMMITS_PER_HOUR (the last writer gone and SIGTERM still commit
-        # at once: nothing else sends those records).
+        # often than an explicit HF_MPWRITER_COMMITS_PER_HOUR on a single node's repository (the last writer gone
+        # and SIGTERM still commit at once: nothing else sends those records; a job's nodes follow its plan).
         trigger_gap = min(self.config.commit_every, spacing)
-        if self.config.commits_per_hour is not None:
+        if self.config.kind == "hub" and self.config.commits_per_hour is not None and self.config.nodes <= 1:
             trigger_gap = max(trigger_gap, 3600 / self.config.commits_per_hour)
         return Pacing(
             interval=interval, phase=phase, trigger_gap=trigger_gap,
