@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import resume_workers  # noqa: E402  (the tests' jobs: the trainer and lightning rows run them)
-from helpers import read_file_events, summary_values  # noqa: E402
+from helpers import kill_all, processes_naming, read_file_events, summary_values  # noqa: E402
 from tb_readers import Scalars, default_reader_scalars, python_reader_scalars  # noqa: E402
 from upload_helpers import materialise  # noqa: E402
 
@@ -262,21 +262,6 @@ class Job:
         return [line[len(prefix):].strip() for line in self.output if line.startswith(prefix)]
 
 
-def processes_naming(path: Path) -> list[Any]:
-    """Live processes (not this one) whose command line names ``path`` or a path under it (``info["cmdline"]``)."""
-    import psutil
-
-    named = re.compile(re.escape(str(path).rstrip(os.sep)) + r"(?![^/\s\"',\]}])")
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if proc.pid != os.getpid() and named.search(" ".join(proc.info["cmdline"] or [])):
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
-
-
 def uploaders_of(row_dir: Path) -> list[Any]:
     """The live uploaders of the row's logdirs (``python -m hf_mpwriter.uploader <logdir>``)."""
     return [p for p in processes_naming(row_dir) if "hf_mpwriter.uploader" in (p.info["cmdline"] or [])]
@@ -301,18 +286,6 @@ def end_processes(path: Path) -> int:
     left = processes_naming(path)
     kill_all(left)
     return len(left)
-
-
-def kill_all(procs: list[Any]) -> None:
-    """SIGKILL each of ``procs`` (one already gone is passed over) and wait up to 10 s for them to go."""
-    import psutil
-
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=10)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,17 +3,17 @@ make sure the suite leaves no process of its own behind."""
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
+
+
+from helpers import kill_all, processes_naming  # noqa: E402 (the repo root first on sys.path, above)
 
 
 @pytest.fixture
@@ -40,35 +40,12 @@ def hub_is_this_process_hub(hub, monkeypatch):
     return hub
 
 
-def _processes_using(path: str) -> list[psutil.Process]:
-    """Processes (other than this one) whose command line names ``path`` or a path under it: uploaders
-    of a test's logdir. ``.../test_x1`` does not match ``.../test_x10`` (nor ``popen-gw1`` ``popen-gw10``)."""
-    named = re.compile(re.escape(path.rstrip(os.sep)) + r"(?![^/\s\"',\]}])")
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if proc.pid != os.getpid() and named.search(" ".join(proc.info["cmdline"] or [])):
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
-
-
-def _kill(procs: list[psutil.Process]) -> None:
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(procs, timeout=10)
-
-
 @pytest.fixture(autouse=True)
 def _no_process_outlives_its_test(request, tmp_path):
     """An uploader may legitimately outlive the writer processes of a test (it drains, then exits);
     it must not outlive the test: its server and its directories are gone."""
     yield
-    _kill(_processes_using(str(tmp_path)))
+    kill_all(processes_naming(str(tmp_path)))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -76,8 +53,8 @@ def _suite_leaves_no_process(tmp_path_factory):
     """Fails the session if any process started under the session's temporary directory survives it."""
     base = str(tmp_path_factory.getbasetemp())
     yield
-    left = _processes_using(base)
-    _kill(left)
+    left = processes_naming(base)
+    kill_all(left)
     assert not left, f"the test suite left processes behind: {[p.info['cmdline'] for p in left]}"
 
 

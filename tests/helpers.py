@@ -9,6 +9,7 @@ decides what a "run" is). The writer is never asked to read its own files.
 from __future__ import annotations
 
 import os
+import re
 import select
 import socket
 import struct
@@ -279,3 +280,33 @@ def block_device_dir(tmp_path: Path) -> Path | None:
         except OSError:
             continue
     return None
+
+
+# -- processes a test (or a script) started ------------------------------------------------------------
+def processes_naming(path: os.PathLike | str) -> list:
+    """Live processes (other than this one) whose command line names ``path`` or a path under it: the
+    uploaders of a test's logdir. ``.../test_x1`` does not match ``.../test_x10`` (nor ``popen-gw1``
+    ``popen-gw10``). Each has ``info["cmdline"]``."""
+    import psutil
+
+    named = re.compile(re.escape(str(path).rstrip(os.sep)) + r"(?![^/\s\"',\]}])")
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid != os.getpid() and named.search(" ".join(proc.info["cmdline"] or [])):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def kill_all(procs: list) -> None:
+    """SIGKILL each of ``procs`` (one already gone is passed over) and wait up to 10 s for them to go."""
+    import psutil
+
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=10)
