@@ -29,6 +29,7 @@ from upload_helpers import (
 
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.cli.status import collect
+from hf_mpwriter.state.queue_readers import read_error
 from hf_mpwriter.testing import HubServer
 
 REPO = "tester/run"
@@ -282,8 +283,8 @@ def test_an_uploader_whose_hub_refuses_it_waits_between_tries_and_does_not_spin(
         second = wait_for(lambda: (lambda pid: pid if pid and pid != first else None)(uploader_pid(logdir)), 30,
                           "the writer to start a new uploader")
         proc = psutil.Process(second)
-        wait_for(lambda: "cannot create the repository" in (logdir / ".hf_mpwriter" / "uploader.log").read_text(), 30,
-                 "the new uploader to try to prepare its target")
+        wait_for(lambda: getattr(read_error(logdir / ".hf_mpwriter" / "queue.db"), "pid", None) == second, 30,
+                 "the new uploader's first try to prepare its target to fail")  # (it records its error in the queue)
         before = sum(proc.cpu_times()[:2])
         time.sleep(5.0)  # (a span measured, not a wait for something)
         used = sum(proc.cpu_times()[:2]) - before
