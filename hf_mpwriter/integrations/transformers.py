@@ -122,7 +122,7 @@ class HFMPWriterCallback(TensorBoardCallback, ExportableState):
                       if k != "token" and _plain(v) is not _NOT_PLAIN}
         #: Where the logs go was chosen by the user (or TENSORBOARD_LOGGING_DIR), not by default.
         self._logdir_chosen = logdir is not None or getattr(self, "logging_dir", None) is not None
-        self.output_dir: str | None = None  # the Trainer's, when the logdir was chosen (saved with the checkpoint)
+        self.output_dir: str | None = None  # the Trainer's, from its start (saved with the checkpoint)
         if logdir is not None:
             self.logging_dir = os.path.expanduser(os.fspath(logdir))
         elif not hasattr(self, "logging_dir"):  # transformers < 5: TensorBoardCallback has no such attribute
