@@ -45,7 +45,6 @@ import os
 import queue
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import resume_workers  # noqa: E402  (the tests' jobs: the trainer and lightning rows run them)
-from helpers import kill_all, processes_naming, read_file_events, summary_values  # noqa: E402
+from helpers import kill_all, processes_naming, read_file_events, summary_values, whole_records  # noqa: E402
 from tb_readers import Scalars, default_reader_scalars, python_reader_scalars  # noqa: E402
 from upload_helpers import materialise  # noqa: E402
 
@@ -144,18 +143,6 @@ READERS = {"python": python_reader_scalars, "rust": default_reader_scalars}
 # ------------------------------------------------------------------------------------------------
 # event files: framing, and the points each attempt logged (read raw, no reader's semantics)
 # ------------------------------------------------------------------------------------------------
-def whole_records(data: bytes) -> tuple[int, int]:
-    """``(records, bytes)`` of the whole records at the start of ``data`` (length fields only)."""
-    offset = count = 0
-    while offset + 12 <= len(data):
-        (length,) = struct.unpack_from("<Q", data, offset)
-        end = offset + 12 + length + 4
-        if end > len(data):
-            break
-        offset, count = end, count + 1
-    return count, offset
-
-
 def raw_points(path: Path, tag: str) -> list[tuple[int, float]]:
     """``(step, value)`` of ``tag`` in one event file, as written (simple values or scalar tensors)."""
     from tensorboard.util import tensor_util

@@ -120,7 +120,11 @@ def record_spans(path: os.PathLike | str) -> tuple[int, int]:
     An independent framing walk: compared with what TensorBoard's checksumming reader yields, it
     shows that every whole record in a file is also a valid one.
     """
-    data = Path(path).read_bytes()
+    return whole_records(Path(path).read_bytes())
+
+
+def whole_records(data: bytes) -> tuple[int, int]:
+    """``(whole records, bytes they cover)`` at the start of ``data`` (an event file's bytes, a remote copy's)."""
     offset = count = 0
     while offset + 12 <= len(data):
         (length,) = struct.unpack_from("<Q", data, offset)
