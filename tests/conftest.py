@@ -16,6 +16,19 @@ if _ROOT not in sys.path:
 from helpers import kill_all, processes_naming  # noqa: E402 (the repo root first on sys.path, above)
 
 
+def _tensorboards_crc_in_c() -> None:
+    """TensorBoard without TensorFlow checks each record's CRC-32C in pure Python: half the CPU of a test
+    that reads a job back (py-spy). Its reader stays TensorBoard's, its checks too, with the same CRC
+    computed by the C library the package uses (test_tb_readers.py checks the two agree)."""
+    from crc32c import crc32c
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+
+    pywrap_tensorflow.crc32c = crc32c
+
+
+_tensorboards_crc_in_c()
+
+
 @pytest.fixture
 def hub():
     """The project's Hub-compatible server on a free port (tokens: upload_helpers.TOKEN, READ_ONLY)."""

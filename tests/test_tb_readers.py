@@ -41,3 +41,23 @@ def test_restart_after_a_first_start(tmp_path: Path) -> None:
     expected = {".": {"loss": FIRST[:31] + SECOND}}
     assert default_reader_scalars(tmp_path) == expected
     assert python_reader_scalars(tmp_path) == expected
+
+
+def test_the_suites_crc_for_tensorboards_reader_is_tensorboards_own() -> None:
+    """conftest.py gives TensorBoard's reader the C library's CRC-32C in place of its pure-Python one: the
+    same values (masked, as records carry them), so a record the reader accepts or refuses is the same."""
+    import importlib.util
+    import random
+
+    from crc32c import crc32c
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+
+    spec = importlib.util.find_spec(pywrap_tensorflow.__name__)
+    assert spec and spec.loader
+    pure = importlib.util.module_from_spec(spec)  # a fresh copy of TensorBoard's module, its own CRC
+    spec.loader.exec_module(pure)
+    assert pure.crc32c is not crc32c and pywrap_tensorflow.crc32c is crc32c
+    rng = random.Random(0)
+    for size in (0, 1, 7, 8, 63, 1000):
+        data = bytes(rng.getrandbits(8) for _ in range(size))
+        assert pywrap_tensorflow.masked_crc32c(data) == pure.masked_crc32c(data)
