@@ -15,6 +15,13 @@ prints what it did, so a test knows what was logged before it kills or signals t
 ``histogram`` (N) logs a histogram, ``weights``, of :func:`weights` every N steps (tensorboardX's
 default buckets).
 ``stall_at`` and ``stall_s``: the rank stops that long before that step (it then runs late by it).
+``crash_at`` (a step), ``crash_rank`` (a rank, ``RANK`` under torchrun) and ``crash_marker`` (a path): that
+rank fails once at that step ("simulated failure of rank R at step S") and creates the marker; a rank started
+once it exists (torchrun restarted the job; the restart count is no help: a node restarted only because
+another one failed sees 0) resumes, with ``purge_step``, from the newest checkpoint every rank reached (each
+writes one every ``checkpoint_every`` steps, 10 by default, next to the marker), as
+``scripts/torchrun_example.py`` does ("attempt 1: steps ..."). No rank of the first attempt ends: the job
+fails first (DDP's ranks go in step), and torchrun ends them.
 ``steps`` (default: until signalled) and ``start`` bound the loop; ``close_after`` (a path) holds the
 process, still a live writer, after its last step until that file exists. ``trainer_flush`` calls
 ``flush()`` after every log, as the transformers Trainer does. ``user_handler`` installs a SIGTERM
@@ -38,6 +45,21 @@ def weights(rank: int, step: int) -> np.ndarray:
     return np.random.default_rng(rank * 100003 + step).normal(rank - 1.5, 1.0 + step % 7, 257)
 
 
+def _checkpoint(marker: str, rank: int) -> int:
+    """The newest step ``rank`` checkpointed (the state before it), 0 if none."""
+    try:
+        with open(f"{marker}.rank-{rank}") as f:
+            return int(f.read())
+    except FileNotFoundError:
+        return 0
+
+
+def _save_checkpoint(marker: str, rank: int, step: int) -> None:
+    with open(f"{marker}.rank-{rank}.tmp", "w") as f:
+        f.write(str(step))
+    os.replace(f"{marker}.rank-{rank}.tmp", f"{marker}.rank-{rank}")
+
+
 def main() -> int:
     cfg = json.loads(sys.argv[1])
     if cfg.get("user_handler") == "record":
@@ -47,6 +69,12 @@ def main() -> int:
     rank = cfg.get("rank")
     options = {key: cfg[key] for key in ("flush_secs", "max_queue", "purge_step", "repo_revision", "repo_type")
                if key in cfg}
+    start = cfg.get("start", 0)
+    marker, every = cfg.get("crash_marker"), cfg.get("checkpoint_every", 10)
+    resumed = marker is not None and os.path.exists(marker)
+    if resumed:
+        start = options["purge_step"] = min(_checkpoint(marker, r) for r in range(int(os.environ["WORLD_SIZE"])))
+        print(f"attempt 1: steps {start}..{cfg['steps'] - 1} (purge_step={start})", flush=True)
     writer = HFSummaryWriter(
         cfg.get("repo_id"),
         logdir=cfg.get("logdir"),  # none: the default logdir (tensorboardX's, or the launcher's job's)
@@ -62,8 +90,13 @@ def main() -> int:
     print("started", flush=True)
     base = (rank if rank is not None else int(os.environ.get("RANK", "0"))) * 100000  # under torchrun: its rank
     flush_every = cfg.get("flush_every", 10)
-    step = cfg.get("start", 0)
+    step = start
     while step < cfg.get("steps", sys.maxsize):
+        if marker and step % every == 0 and step > start:
+            _save_checkpoint(marker, base // 100000, step)
+        if not resumed and step == cfg.get("crash_at") and base // 100000 == cfg.get("crash_rank"):
+            open(cfg["crash_marker"], "w").close()
+            raise RuntimeError(f"simulated failure of rank {base // 100000} at step {step}")
         writer.add_scalar("loss", float(base + step), step)
         if cfg.get("step_time"):  # a second tag whose min and max move between ranks (the job run's tests)
             writer.add_scalar("step_time", (base // 100000 * 7919 + step * 104729) % 1000 / 37.0 + 100 * cfg.get("attempt", 0),
@@ -87,6 +120,8 @@ def main() -> int:
     print(f"flushed {step - 1}", flush=True)
     if cfg.get("hang"):
         time.sleep(3600)
+    while marker and not resumed:  # the first attempt never ends: it fails, and torchrun ends its ranks
+        time.sleep(0.05)
     while cfg.get("close_after") and not os.path.exists(cfg["close_after"]):
         time.sleep(0.05)
     writer.close()
