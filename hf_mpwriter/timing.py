@@ -170,6 +170,9 @@ JOB_VIEW_READ_S = 5.0
 
 #: Stopping a node's job leader waits this long for its threads, in all (not each).
 LEADER_STOP_WAIT_S = 10.0
+#: At its first upload a node of a job waits this long for the Xet write token the leader shares (at its
+#: first round): a thousand nodes starting together then cost the Hub one token request, not a thousand.
+XET_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,7 @@ class JobTiming:
     #: How long stopping a node's leader waits for its threads, in all (less once the uploader was signalled:
     #: its preemption deadline comes first).
     stop_wait: float = LEADER_STOP_WAIT_S
+    xet_wait: float = XET_WAIT_S
     #: The Hub's windows (an hour of commits, 5 minutes of API requests) are this many times shorter: a
     #: simulation's (the rates per window stay the Hub's: :meth:`hf_mpwriter.uploader.coordination.plan.Budget.scaled`).
     windows: float = 1.0

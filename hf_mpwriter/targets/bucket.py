@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import describe_target, target_key
@@ -32,7 +32,7 @@ from ..timing import HTTP_TIMEOUT_S
 from .base import Target, UploadedFile, synthetic_commit_id
 from .batching import batched_differences
 from .hub_client import UsesHubApi, classify
-from .xet_content import XetContent, XetUnavailable, xet_usable
+from .xet_content import Connection, XetContent, XetUnavailable, xet_usable
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ class BucketTarget(UsesHubApi, Target):
         self._endpoint = endpoint
         self._api: Any = None
         self._xet: XetContent | None = None  # set by use_xet_content()
+        #: Where a multi-node job's shared Xet write token comes from (set by the job's member before prepare).
+        self.job_xet_token: Callable[[], Connection | None] | None = None
         self._digests = DigestCache()  # the local files' Xet hashes, computed once while they stay unchanged
         self.key = target_key("bucket", repo_id=bucket_id, repo_type="bucket", revision="main", directory=None,
                               prefix=self.prefix)
@@ -170,13 +172,23 @@ class BucketTarget(UsesHubApi, Target):
         return unread
 
     # -- a job's leader writes what the nodes uploaded (hf_mpwriter.uploader.coordination.member) ------------
+    @property
+    def xet_tokens(self) -> int:
+        """Xet write tokens this target asked the Hub for (``status``)."""
+        return self._xet.fetched if self._xet is not None else 0
+
+    def xet_write_token(self) -> Connection | None:
+        """This process's own Xet write token for this target (what a job's leader shares), ``None``
+        without Xet. Raises what the Hub's answer raises (:class:`XetUnavailable`: no Xet here)."""
+        return self._xet.own() if self._xet is not None else None
+
     def use_xet_content(self) -> None:
         """Send content straight to the bucket's Xet storage in :meth:`preupload`, with a kept token."""
         from huggingface_hub import constants
 
         if xet_usable() and batch_takes_xet_hashes():
             self._xet = XetContent(self._endpoint or constants.ENDPOINT, self.repo_id, "bucket", None, self._token,
-                                   self.http_timeout)
+                                   self.http_timeout, self.job_xet_token)
 
     def preupload(self, pieces: Sequence[Piece]) -> list[UploadedFile] | None:
         """Send the content of ``pieces`` to the bucket's Xet storage, not write the files: what another

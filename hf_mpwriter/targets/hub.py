@@ -24,7 +24,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..config import describe_target, target_key
@@ -34,7 +34,7 @@ from ..timing import HTTP_TIMEOUT_S, HUB_COMMIT_SPACING_S, SHARED_BRANCH_S
 from .base import Target, UploadedFile
 from .batching import batched_differences
 from .hub_client import UsesHubApi, classify
-from .xet_content import XetContent, XetUnavailable, event_files_only, xet_usable
+from .xet_content import Connection, XetContent, XetUnavailable, event_files_only, xet_usable
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ class HubTarget(UsesHubApi, Target):
         self._endpoint = endpoint
         self._api: Any = None
         self._xet: XetContent | None = None  # set by use_xet_content()
+        #: Where a multi-node job's shared Xet write token comes from (set by the job's member before prepare).
+        self.job_xet_token: Callable[[], Connection | None] | None = None
         #: The branch head after this target's last successful commit (``None``: unknown, read it).
         self._known_head: str | None = None
         #: Until then (``time.monotonic()``) the head is read before every commit (see :data:`SHARED_BRANCH_S`).
@@ -306,13 +308,23 @@ class HubTarget(UsesHubApi, Target):
             return None
         return [UploadedFile(op.path_in_repo, op.upload_info.sha256.hex(), op.upload_info.size) for op in operations]
 
+    @property
+    def xet_tokens(self) -> int:
+        """Xet write tokens this target asked the Hub for (``status``)."""
+        return self._xet.fetched if self._xet is not None else 0
+
+    def xet_write_token(self) -> Connection | None:
+        """This process's own Xet write token for this target (what a job's leader shares), ``None``
+        without Xet. Raises what the Hub's answer raises (:class:`XetUnavailable`: no Xet here)."""
+        return self._xet.own() if self._xet is not None else None
+
     def use_xet_content(self) -> None:
         """Send event files straight to Xet in :meth:`preupload` (see :mod:`hf_mpwriter.targets.xet_content`)."""
         from huggingface_hub import constants
 
         if xet_usable():
             self._xet = XetContent(self._endpoint or constants.ENDPOINT, self.repo_id, self.repo_type, self.revision,
-                                   self._token, self.http_timeout)
+                                   self._token, self.http_timeout, self.job_xet_token)
 
     def commit_uploaded(self, files: Sequence[UploadedFile], message: str, parent: str | None = None) -> str | None:
         """One commit of files whose content is already in the Hub's storage (:meth:`preupload`,

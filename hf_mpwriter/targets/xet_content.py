@@ -17,6 +17,11 @@ repository, only event files (``*tfevents*``: the Hub's default ``.gitattributes
 LFS/Xet); anything else, ``HF_HUB_DISABLE_XET``, no ``hf_xet``, or a repository whose token endpoint
 refuses (no Xet): ``create_commit`` or ``preupload_lfs_files`` as is.
 
+In a multi-node job the write token can come from the job (``shared``: the leader fetches one and
+publishes it through the job's store, :mod:`hf_mpwriter.uploader.coordination.member`): a thousand nodes
+then cost the Hub one token request, not one each. A shared token that an upload fails with is not used
+again: the node fetches its own, as without a job.
+
 The token request has the uploader's read timeout (in thread mode the client is the user's, with no
 timeout of its own) and holds no lock while it runs: a request the Hub never answers ends the upload
 that made it, not every later one; :meth:`XetContent.reset` (after an abandoned call) starts afresh.
@@ -28,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..timing import HTTP_TIMEOUT_S
@@ -37,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 #: A token is fetched again this long before it expires (an upload may take that long).
 REFRESH_BEFORE_S = 300.0
+
+
+#: A Xet write connection: (CAS url, access token, expiry in unix seconds).
+Connection = tuple[str, str, int]
 
 
 class XetUnavailable(Exception):
@@ -63,9 +72,12 @@ class XetContent:
     """Uploads files to one repository's Xet storage; the write token is kept while it is good."""
 
     def __init__(self, endpoint: str, repo_id: str, repo_type: str, revision: str | None, token: str | None,
-                 timeout: float = HTTP_TIMEOUT_S) -> None:
+                 timeout: float = HTTP_TIMEOUT_S, shared: Callable[[], Connection | None] | None = None) -> None:
         self.endpoint, self.repo_id, self.repo_type, self.revision = endpoint.rstrip("/"), repo_id, repo_type, revision
         self._token = token
+        self._shared = shared  # the job's token, if it has one now (never raises)
+        self._refused: str | None = None  # a shared token an upload failed with: not used again
+        self.fetched = 0  # write tokens this object asked the Hub for (``status``: the job's saving shows)
         self._timeout = timeout  # the token request's read timeout: the target's (UploadConfig.http_timeout)
         self._lock = threading.Lock()  # guards the session; never held across a network call
         self._connection: tuple[str, str, int] | None = None  # (cas url, access token, expiry: unix seconds)
@@ -87,10 +99,15 @@ class XetContent:
         with the kept token; older hf_xet: ``upload_files`` (what huggingface_hub 0.34-1.x uses)."""
         import hf_xet
 
-        cas_url, access, expiry = self._current()
-        if hasattr(hf_xet, "XetSession"):
-            return self._upload_in_session(hf_xet, paths, sha256s, cas_url, access, expiry)
-        results = hf_xet.upload_files(list(paths), cas_url, (access, expiry), self._refresh, None, self.repo_type)
+        cas_url, access, expiry = connection = self._current()
+        try:
+            if hasattr(hf_xet, "XetSession"):
+                return self._upload_in_session(hf_xet, paths, sha256s, cas_url, access, expiry)
+            results = hf_xet.upload_files(list(paths), cas_url, (access, expiry), self._refresh, None, self.repo_type)
+        except Exception:
+            if connection is not self._connection:  # the job's token: this node's own from now on
+                self._refused = access
+            raise
         return [(str(r.hash), int(getattr(r, "file_size", None) or r.filesize)) for r in results]
 
     def _upload_in_session(self, hf_xet: Any, paths: Sequence[str], sha256s: Sequence[str], cas_url: str,
@@ -109,8 +126,17 @@ class XetContent:
         infos = [handle.result().xet_info for handle in handles]
         return [(str(info.hash), int(info.file_size)) for info in infos]
 
-    def _current(self) -> tuple[str, str, int]:
-        """The kept token, or a new one near its expiry (two threads may both fetch one: harmless)."""
+    def _current(self) -> Connection:
+        """The job's token while it is good, else the kept one, or a new one near its expiry (two threads
+        may both fetch one: harmless)."""
+        shared = self._shared() if self._shared is not None else None
+        if shared is not None and shared[1] != self._refused and shared[2] - REFRESH_BEFORE_S >= time.time():
+            return shared
+        return self.own()
+
+    def own(self) -> Connection:
+        """This process's own token: the kept one, or a new one near its expiry (what a job's leader
+        publishes for the job)."""
         connection = self._connection
         if connection is None or connection[2] - REFRESH_BEFORE_S < time.time():
             connection = self._connection = self._fetch()
@@ -127,9 +153,10 @@ class XetContent:
             url += f"/{self.revision}"
         return url
 
-    def _fetch(self) -> tuple[str, str, int]:
+    def _fetch(self) -> Connection:
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
+        self.fetched += 1
         response = get_session().get(self._url(), headers=build_hf_headers(token=self._token),
                                      timeout=self._timeout)
         if response.status_code in (400, 404, 501):  # a repository (or Hub) without Xet

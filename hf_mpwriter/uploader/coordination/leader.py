@@ -33,12 +33,14 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Union
 
 from ...errors import TargetError
 from ...targets.base import UploadedFile
 from ...targets.bucket import BucketTarget
 from ...targets.hub import HubTarget
+from ...targets.xet_content import REFRESH_BEFORE_S, Connection
 from ...timing import (
     HUB_COMMIT_EVERY_S,
     OFFER_WAIT_S,
@@ -46,10 +48,24 @@ from ...timing import (
 )
 from .lease import Lease, doubling
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
-from .protocol import TAKEN, WITHDRAWN, Malformed, Skipped, parse_answer, parse_counter, parse_offer, taken_value
+from .protocol import (
+    TAKEN,
+    WITHDRAWN,
+    Malformed,
+    Skipped,
+    parse_answer,
+    parse_counter,
+    parse_offer,
+    parse_xet_token,
+    taken_value,
+    xet_token_value,
+)
 from .store import JobStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
+
+#: After the Hub gave the leader no Xet write token, it asks again this much later.
+XET_RETRY_S = 300.0
 
 #: The targets a job's leader can write for its nodes: a repository (one commit, by sha256) or a
 #: Storage Bucket (one batch, by Xet hash).
@@ -83,6 +99,9 @@ class Leader(Lease):
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
+        self._xet_due = 0.0  # (unix seconds) when the job's Xet write token is fetched and published again
+        #: The Xet write token this leader shares (its node's own: the node then asks for no second one).
+        self.xet_token: Callable[[], Connection | None] = target.xet_write_token
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
 
@@ -157,6 +176,7 @@ class Leader(Lease):
         """Commit the offers once the round's first one is ``timing.gather`` old (or every node offered) and
         the books have room; offers that will not have room soon are told when to offer again."""
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
+        self._share_xet_token()
         if not self._ready(time.monotonic()):
             return
         # The parent, fixed before the offers it commits are read (member); a small call: one that hangs
@@ -175,6 +195,42 @@ class Leader(Lease):
             if rest:
                 at = max(self.books.next_free(time.monotonic(), self.max_files), time.monotonic() + self.spacing)
                 self._put_off(rest, at, "this commit's files were full")
+
+    def _share_xet_token(self) -> None:
+        """Keep a Xet write token for the job in the store (``xet``) while this node leads: one token
+        request to the Hub for the whole job, renewed before it expires, instead of one per node. Where
+        there is none (no Xet here, the Hub refused), the nodes fetch their own, as without a job."""
+        if time.time() < self._xet_due:
+            return
+        if not self._xet_due and self._published_xet_lasts():  # (a hand-over: the last leader's is still good)
+            return
+        try:
+            connection = self._hub_call(self.handover_after(), self.xet_token)
+        except StoreError:
+            raise
+        except Exception as exc:  # (never the token in a message: the answer's error is the Hub's words)
+            self._xet_due = time.time() + XET_RETRY_S
+            logger.info("job leader: no Xet write token for the job (%s); each node uses its own",
+                        type(exc).__name__)
+            return
+        if connection is None:  # no Xet for this target here, or not yet (the target is prepared after the start)
+            return
+        self.store.set("xet", xet_token_value(*connection))
+        self._xet_due = connection[2] - 2 * REFRESH_BEFORE_S  # the nodes renew theirs at REFRESH_BEFORE_S
+        logger.info("job leader: shared a Xet write token for the job (good for %.0f s)", connection[2] - time.time())
+
+    def _published_xet_lasts(self) -> bool:
+        """Whether the store holds a shared token good for a while (then renewed when it is due)."""
+        raw = self.store.get("xet")
+        if not raw:
+            return False
+        try:
+            expiry = parse_xet_token(raw)[2]
+        except Malformed as exc:
+            self.malformed.count("xet", exc)
+            return False
+        self._xet_due = expiry - 2 * REFRESH_BEFORE_S
+        return time.time() < self._xet_due
 
     def _ready(self, now: float) -> bool:
         """Whether this round writes: offers read (again only when the ``offered`` counter moved), the

@@ -53,6 +53,7 @@ from ...config import UploadConfig, commit_interval
 from ...errors import Deferred, TargetError
 from ...state.piece import Piece
 from ...targets import Target
+from ...targets.xet_content import REFRESH_BEFORE_S, Connection
 from ...timing import (
     HUB_COMMIT_EVERY_S,
     PREPARED_WAIT_S,
@@ -62,7 +63,16 @@ from ...timing import (
 from .leader import Leader, SharedTarget, target_kind
 from .pacing import Situation, Store
 from .plan import Budget, Plan, make_budget, make_plan
-from .protocol import WITHDRAWN, Malformed, Skipped, claimer, parse_answer, parse_lease, parse_prepared
+from .protocol import (
+    WITHDRAWN,
+    Malformed,
+    Skipped,
+    claimer,
+    parse_answer,
+    parse_lease,
+    parse_prepared,
+    parse_xet_token,
+)
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -132,6 +142,7 @@ class JobTarget(Target):
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
         self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing)
+        self.leader.xet_token = inner.xet_write_token  # this node's own token is the one it shares, leading
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
@@ -139,6 +150,9 @@ class JobTarget(Target):
         self.taken_back = 0  # offers this node took back, the leader silent past its wait (``status``)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
+        self._xet: Connection | None = None  # the job's Xet write token, as last read from the store
+        self._xet_waited = False  # this uploader waited for the job's token once (its first upload)
+        inner.job_xet_token = self._job_xet_token  # (before prepare: the target's Xet content takes it then)
 
     @property
     def malformed(self) -> Skipped:
@@ -181,7 +195,9 @@ class JobTarget(Target):
                 "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total,
                 "malformed_kinds": dict(self.leader.malformed.kinds),
                 "through_leader": self.through_leader, "own_commits": self.own_commits, "taken_back": self.taken_back,
-                "leases": self.leader.leases, "leader_commits": self.leader.commits}
+                "leases": self.leader.leases, "leader_commits": self.leader.commits,
+                # (the Xet write tokens this node fetched: the leader's is the one the job shares)
+                "xet_tokens": self.inner.xet_tokens}
 
     def store_failed(self, exc: StoreError) -> None:
         """The store failed: this node's next commits are its own, and the store is asked again in
@@ -210,6 +226,38 @@ class JobTarget(Target):
         and commit its files itself (:meth:`JobStore.until`). The leader's own uploader may be going too:
         its lease is let go at exit, and another node's takes it."""
         self.store.hurry(deadline)
+
+    def _job_xet_token(self) -> Connection | None:
+        """The Xet write token the job's leader shares (``xet``), read from the store when the one this node
+        holds nears its expiry: the node's uploads need no token request of their own. ``None`` (the node
+        fetches its own) where the store has none, cannot be asked now, or holds a malformed one."""
+        if self._xet is not None and self._xet[2] - 2 * REFRESH_BEFORE_S > time.time():
+            return self._xet
+        raw = self._read_xet(wait=self.timing.xet_wait if self._xet is None and not self._xet_waited else 0.0)
+        self._xet_waited = True
+        if not raw:
+            return None
+        try:
+            self._xet = parse_xet_token(raw)
+        except Malformed as exc:
+            self.malformed.count("xet", exc)
+            return None
+        return self._xet
+
+    def _read_xet(self, wait: float) -> bytes | None:
+        """The store's ``xet`` value; at this uploader's first upload, waited for up to ``wait`` seconds (the
+        leader shares it at its first round: a node of a starting job asks the Hub for no token of its own)."""
+        started = time.monotonic()
+        while self.store_usable():
+            try:
+                raw = self.store.get("xet")
+            except StoreError as exc:
+                self.store_failed(exc)
+                return None
+            if raw or time.monotonic() + self.timing.poll > self.store.until(started, wait):
+                return raw
+            time.sleep(self.timing.poll)
+        return None
 
     def start(self) -> None:
         """This uploader was elected: say so in the store (older incarnations' offers are ignored), lead if due."""

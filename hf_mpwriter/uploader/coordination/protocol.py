@@ -10,6 +10,8 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
     lease              JSON {node, pid, n}                  who leads
     offered, answered  counters           polled instead of every node's keys
     prepared           "ns/name"          the repository or bucket id node 0's Hub resolved
+    xet                JSON {cas, token, exp}  the job's Xet write token, fetched and renewed by the leader
+                                          (a secret: never in a log line, ``status`` or an error)
 
 A value another process wrote is never trusted: a parser either returns a value whose every field
 has the type its readers use, or raises :class:`Malformed`. The reader skips that value, counts it
@@ -153,6 +155,22 @@ def parse_prepared(raw: bytes) -> str:
     if not _RESOLVED_ID.fullmatch(text):
         raise Malformed(f"prepared: {text[:100]!r} is not a namespace/name id")
     return text
+
+
+def xet_token_value(cas: str, token: str, expiry: int) -> bytes:
+    """The ``xet`` value: a write connection for the job's target (:mod:`hf_mpwriter.targets.xet_content`)."""
+    return json.dumps({"cas": cas, "token": token, "exp": expiry}).encode()
+
+
+def parse_xet_token(raw: bytes) -> tuple[str, str, int]:
+    """``(cas url, access token, expiry)``. A refusal names the field, never the value (it is a secret)."""
+    value = _json_object(raw, "xet")
+    cas, token, expiry = value.get("cas"), value.get("token"), value.get("exp")
+    if not (isinstance(cas, str) and cas.startswith(("http://", "https://"))):
+        raise Malformed("xet: cas is not a URL")
+    if not (isinstance(token, str) and token):
+        raise Malformed("xet: token is not a string")
+    return cas, token, _whole(expiry, "xet: exp")
 
 
 def parse_lease(raw: bytes | None) -> tuple[int, int] | None:
