@@ -62,8 +62,9 @@ interval), is now minus the offer time of
 its node's newest offer that the Hub holds (answered with a commit, or committed by the node itself).
 
 WHAT IS MODELLED, not measured: the nodes' own Hub API requests (the simulator makes none but the own
-commits of ``kill-store``): a Xet write token at each node's first offer (its first upload) and every
-Hub-hour after it (the nodes upload their content themselves), each in the 5-minute window it falls in,
+commits of ``kill-store``): the job's one Xet write token (the leader fetches it and shares it through the
+store; the nodes upload their content themselves with it) at the first offer and every Hub-hour after it,
+each in the 5-minute window it falls in,
 and the audits the nodes share while a leader commits (``JOB_AUDITORS`` = 8 audits of one ``paths_info``
 per ``AUDIT_EVERY_S`` = 600 s for a repository, ``BUCKET_AUDIT_EVERY_S`` = 60 s for a bucket), in a
 column of their own next to the measured requests; the limit applies to both together. The requests
@@ -154,7 +155,7 @@ REPO = "bench/scale"
 BUCKET = "bench/scale-logs"
 ROUND_TRIP_S = 0.3e-3  # a cross-node TCPStore round trip (model)
 VERSIONS = 4  # contents an offer's files may point at (seq % VERSIONS)
-XET_TOKEN_EVERY_S = 3600.0  # model: one Xet write token per node per Hub-hour
+XET_TOKEN_EVERY_S = 3600.0  # model: one Xet write token for the job (the leader's) per Hub-hour
 TICK_S = 0.05  # the simulator's loop, real seconds
 KILL_STORE_GIVE_UP_S = 600.0  # kill-store: real seconds the simulator waits for every node's own commit
 FREEZE_S = 15.0  # freeze-leader: real seconds the leading process stays stopped (past LEASE_STALE_S)
@@ -767,15 +768,16 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
         out["commits_per_hour"] = len(times) * 3600 / span if span else 0.0
         out["commits_per_hour_note"] = f"{len(times)} in {span / 60:.0f} min, per hour"
     # API requests per 5 Hub-minutes, from the job's first second: fixed windows of 5 samples (a sample per
-    # Hub-minute). The nodes' own, modelled: a Xet token at each node's first upload (its first offer) and
-    # every XET_TOKEN_EVERY_S after it, counted in the window it falls in; the audits they share, flat.
+    # Hub-minute). The nodes' own, modelled: the job's Xet token at the first upload and every
+    # XET_TOKEN_EVERY_S after it, counted in the window it falls in; the audits they share, flat.
     windows = [sum(api_requests(samples[i + 5][1], samples[i][1]).values()) for i in range(0, len(samples) - 5, 5)]
     out["api_5min_max"] = max(windows, default=0)
     out["api_5min_mean"] = statistics.mean(windows) if windows else 0.0
     out["api_windows"] = len(windows)
     audit_every = BUCKET_AUDIT_EVERY_S if kind == "bucket" else AUDIT_EVERY_S
-    tokens = sorted(first + k * XET_TOKEN_EVERY_S / scale for first in sim.first_offer if first is not None
-                    for k in range(int((end_wall - first) * scale / XET_TOKEN_EVERY_S) + 1))
+    # (One token for the job: the leader's, shared through the store; the nodes fetch none of their own.)
+    first = min((t for t in sim.first_offer if t is not None), default=end_wall)
+    tokens = [first + k * XET_TOKEN_EVERY_S / scale for k in range(int((end_wall - first) * scale / XET_TOKEN_EVERY_S) + 1)]
     audits = JOB_AUDITORS * 300 / audit_every
     nodes_in = [bisect.bisect_left(tokens, samples[i + 5][0]) - bisect.bisect_left(tokens, samples[i][0]) + audits
                 for i in range(0, len(samples) - 5, 5)]

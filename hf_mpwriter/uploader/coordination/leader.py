@@ -100,8 +100,9 @@ class Leader(Lease):
         self._head_rests_until = 0.0  # monotonic
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
         self._xet_due = 0.0  # (unix seconds) when the job's Xet write token is fetched and published again
-        #: The Xet write token this leader shares (its node's own: the node then asks for no second one).
-        self.xet_token: Callable[[], Connection | None] = target.xet_write_token
+        #: The Xet write token this leader shares (a member sets its node's own: the node then asks for no
+        #: second one); by default its target's.
+        self.xet_token: Callable[[], Connection | None] | None = None
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
 
@@ -205,7 +206,7 @@ class Leader(Lease):
         if not self._xet_due and self._published_xet_lasts():  # (a hand-over: the last leader's is still good)
             return
         try:
-            connection = self._hub_call(self.handover_after(), self.xet_token)
+            connection = self._hub_call(self.handover_after(), self.xet_token or self.target.xet_write_token)
         except StoreError:
             raise
         except Exception as exc:  # (never the token in a message: the answer's error is the Hub's words)

@@ -53,8 +53,8 @@ def pacing(s: Situation) -> tuple[float, float | None, str]:
         interval, phase = s.plan.pacing(s.node)
         return interval, phase if s.phase is None else s.phase, "member"
     own = s.plan or make_plan(s.budget, s.kind, s.nodes, s.files, s.commit_every, s.spacing)  # the leader's last, or its own
-    if s.store is Store.STARTING:  # before the leader's plan: the job starts in groups its API budget pays for
-        interval, phase = start_pacing(own, s.budget, s.kind, s.node, s.commit_every)
+    if s.store is Store.STARTING:  # before the leader's plan: the job's groups start at the plan's slots
+        interval, phase = start_pacing(own, s.node, s.commit_every)
         return interval, phase, "start-up"
     # No store, or it is gone: each node at its own slot of the job's budget, so that together they keep it.
     interval, phase = own.own_pacing(s.node, s.commit_every)
