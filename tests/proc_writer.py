@@ -16,10 +16,10 @@ prints what it did, so a test knows what was logged before it kills or signals t
 default buckets).
 ``stall_at`` and ``stall_s``: the rank stops that long before that step (it then runs late by it).
 ``crash_at`` (a step), ``crash_rank`` (a rank, ``RANK`` under torchrun) and ``crash_marker`` (a path): that
-rank fails once at that step ("simulated failure of rank R at step S") and creates the marker; a rank started
-once it exists (torchrun restarted the job; the restart count is no help: a node restarted only because
-another one failed sees 0) resumes, with ``purge_step``, from the newest checkpoint every rank reached (each
-writes one every ``checkpoint_every`` steps, 10 by default, next to the marker), as
+rank fails once at that step ("simulated failure of rank R at step S") and creates the marker; a rank of a
+later attempt (torchrun's next rendezvous: another ``MASTER_PORT``; the restart count is no help, a node
+restarted only because another one failed sees 0) resumes, with ``purge_step``, from the newest checkpoint
+every rank reached (each writes one every ``checkpoint_every`` steps, 10 by default, next to the marker), as
 ``scripts/torchrun_example.py`` does ("attempt 1: steps ..."). No rank of the first attempt ends: the job
 fails first (DDP's ranks go in step), and torchrun ends them.
 ``steps`` (default: until signalled) and ``start`` bound the loop; ``close_after`` (a path) holds the
@@ -28,6 +28,8 @@ process, still a live writer, after its last step until that file exists. ``trai
 handler before the writer (``"record"``: prints and goes on; ``"ignore"``: SIG_IGN). The token, if
 any, comes from the environment (``TEST_TOKEN``), never the command line.
 """
+
+from __future__ import annotations
 
 import json
 import os
@@ -43,6 +45,15 @@ from hf_mpwriter import HFSummaryWriter
 def weights(rank: int, step: int) -> np.ndarray:
     """The values of a rank's ``weights`` histogram at a step: a test recomputes them."""
     return np.random.default_rng(rank * 100003 + step).normal(rank - 1.5, 1.0 + step % 7, 257)
+
+
+def _crashed_in(marker: str) -> str | None:
+    """The ``MASTER_PORT`` of the attempt that failed (torchrun gives each rendezvous round its own), if one did."""
+    try:
+        with open(marker) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 def _checkpoint(marker: str, rank: int) -> int:
@@ -71,7 +82,7 @@ def main() -> int:
                if key in cfg}
     start = cfg.get("start", 0)
     marker, every = cfg.get("crash_marker"), cfg.get("checkpoint_every", 10)
-    resumed = marker is not None and os.path.exists(marker)
+    resumed = marker is not None and _crashed_in(marker) not in (None, os.environ.get("MASTER_PORT"))
     if resumed:
         start = options["purge_step"] = min(_checkpoint(marker, r) for r in range(int(os.environ["WORLD_SIZE"])))
         print(f"attempt 1: steps {start}..{cfg['steps'] - 1} (purge_step={start})", flush=True)
@@ -95,7 +106,8 @@ def main() -> int:
         if marker and step % every == 0 and step > start:
             _save_checkpoint(marker, base // 100000, step)
         if not resumed and step == cfg.get("crash_at") and base // 100000 == cfg.get("crash_rank"):
-            open(cfg["crash_marker"], "w").close()
+            with open(marker, "w") as f:  # the failed attempt's, by its rendezvous (its MASTER_PORT)
+                f.write(os.environ.get("MASTER_PORT", ""))
             raise RuntimeError(f"simulated failure of rank {base // 100000} at step {step}")
         writer.add_scalar("loss", float(base + step), step)
         if cfg.get("step_time"):  # a second tag whose min and max move between ranks (the job run's tests)

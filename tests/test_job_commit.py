@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import threading
 import time
@@ -238,20 +239,22 @@ def test_a_node_whose_shared_xet_token_fails_fetches_its_own_and_says_no_token(h
     """The job's token in the store is one the Hub refuses (a later one would be good for decades) or a
     malformed value: the node's upload with it fails once (a malformed one is not used), then it uploads
     with a token of its own, as without a job; the token never reaches a log line or an error."""
+    caplog.set_level(logging.DEBUG)
     hub.create_repo(REPO)
     targets = [_node(hub, store.port, k) for k in range(2)]
     for target in targets:
         target.prepare()
-    with _leading(targets):
-        wait_for(lambda: targets[0].store.get("xet"), 20, "the job's Xet write token")
-        cas = json.loads(targets[0].store.get("xet"))["cas"]
-        targets[0].store.set("xet", value.replace(b"%s", cas.encode()))
+    with _leading(targets) as leader:
+        node = next(t for t in targets if t is not leader)  # (the leader's node's own token is the job's)
+        wait_for(lambda: node.store.get("xet"), 20, "the job's Xet write token")
+        cas = json.loads(node.store.get("xet"))["cas"]
+        node.store.set("xet", value.replace(b"%s", cas.encode()))
         pieces = _pieces(tmp_path, 2, 4096)
         hub.reset_stats()
         errors = []
         for _ in range(2):  # as the queue tries a failed commit again
             try:
-                oid = targets[1].commit(pieces, "node commit")
+                oid = node.commit(pieces, "node commit")
                 break
             except TargetError as exc:
                 errors.append(str(exc))
@@ -260,9 +263,36 @@ def test_a_node_whose_shared_xet_token_fails_fetches_its_own_and_says_no_token(h
         assert oid and hub.stats["requests"].get("xet_token") == 1, hub.stats["requests"]
         assert hub.read_file(REPO, f"tb/{pieces[0].path}") == Path(pieces[0].source).read_bytes()
         if b"never" in value:
-            assert targets[1].job_info()["malformed_kinds"] == {"xet": 1}
+            assert node.job_info()["malformed_kinds"] == {"xet": 1}
     said = "\n".join(errors + [r.getMessage() for r in caplog.records])
     assert "refused-by-the-hub" not in said
+
+
+def test_the_leader_renews_the_jobs_xet_token_before_the_nodes_stop_using_it(hub, store, tmp_path, monkeypatch):
+    """The Hub's Xet tokens made to last 4 s more than the leader keeps one (``XET_FRESH_S``): the leader
+    publishes a new one each time the one in the store is due, one request each (not one a round), and a
+    node's upload meanwhile uses the job's, fetching none of its own."""
+    from hf_mpwriter.testing import xet
+    from hf_mpwriter.uploader.coordination.leader import XET_FRESH_S
+
+    monkeypatch.setattr(xet, "XET_TOKEN_TTL", XET_FRESH_S + 4)
+    hub.create_repo(REPO)
+    targets = [_node(hub, store.port, k) for k in range(2)]
+    for target in targets:
+        target.prepare()
+    with _leading(targets) as leader:
+        node = next(t for t in targets if t is not leader)
+        wait_for(lambda: node.store.get("xet"), 20, "the job's Xet write token")
+        started, first = time.monotonic(), json.loads(node.store.get("xet"))["token"]
+        wait_for(lambda: json.loads(node.store.get("xet"))["token"] != first, 20, "a renewed token")
+        renewed = time.monotonic() - started
+        assert 2 <= renewed <= 10, renewed  # (due 4 s after the first was issued)
+        assert node.commit(_pieces(tmp_path, 2, 4096), "node commit")
+        time.sleep(2)
+        # The scenario: the leader renewed it; tokens at the Hub: one per renewal, all the leader's node's.
+        requests = hub.stats["requests"].get("xet_token", 0)
+        assert 2 <= requests <= 2 + (time.monotonic() - started) / 4 + 1, requests
+        assert leader.job_info()["xet_tokens"] == requests and node.job_info()["xet_tokens"] == 0
 
 
 def test_a_leader_that_stops_renewing_is_replaced(hub, store, tmp_path):

@@ -175,12 +175,15 @@ class BucketTarget(UsesHubApi, Target):
     @property
     def xet_tokens(self) -> int:
         """Xet write tokens this target asked the Hub for (``status``)."""
-        return self._xet.fetched if self._xet is not None else 0
+        xet = self._xet  # (once: an upload may drop it meanwhile)
+        return xet.fetched if xet is not None else 0
 
-    def xet_write_token(self) -> Connection | None:
-        """This process's own Xet write token for this target (what a job's leader shares), ``None``
-        without Xet. Raises what the Hub's answer raises (:class:`XetUnavailable`: no Xet here)."""
-        return self._xet.own() if self._xet is not None else None
+    def xet_write_token(self, fresh_for: float) -> Connection | None:
+        """This process's own Xet write token for this target, good for ``fresh_for`` seconds more (what a
+        job's leader shares); ``None`` without Xet (or not prepared yet). Raises what the Hub's answer
+        raises (:class:`XetUnavailable`: no Xet here)."""
+        xet = self._xet
+        return xet.own(fresh_for) if xet is not None else None
 
     def use_xet_content(self) -> None:
         """Send content straight to the bucket's Xet storage in :meth:`preupload`, with a kept token."""

@@ -99,13 +99,13 @@ class XetContent:
         with the kept token; older hf_xet: ``upload_files`` (what huggingface_hub 0.34-1.x uses)."""
         import hf_xet
 
-        cas_url, access, expiry = connection = self._current()
+        (cas_url, access, expiry), shared = self._current()
         try:
             if hasattr(hf_xet, "XetSession"):
                 return self._upload_in_session(hf_xet, paths, sha256s, cas_url, access, expiry)
             results = hf_xet.upload_files(list(paths), cas_url, (access, expiry), self._refresh, None, self.repo_type)
         except Exception:
-            if connection is not self._connection:  # the job's token: this node's own from now on
+            if shared:  # not that one again: this node's own from now on (a new one, if it was its own too)
                 self._refused = access
             raise
         return [(str(r.hash), int(getattr(r, "file_size", None) or r.filesize)) for r in results]
@@ -126,19 +126,19 @@ class XetContent:
         infos = [handle.result().xet_info for handle in handles]
         return [(str(info.hash), int(info.file_size)) for info in infos]
 
-    def _current(self) -> Connection:
-        """The job's token while it is good, else the kept one, or a new one near its expiry (two threads
-        may both fetch one: harmless)."""
+    def _current(self) -> tuple[Connection, bool]:
+        """The job's token while it is good (``True``: the job's), else this process's own."""
         shared = self._shared() if self._shared is not None else None
         if shared is not None and shared[1] != self._refused and shared[2] - REFRESH_BEFORE_S >= time.time():
-            return shared
-        return self.own()
+            return shared, True
+        return self.own(), False
 
-    def own(self) -> Connection:
-        """This process's own token: the kept one, or a new one near its expiry (what a job's leader
-        publishes for the job)."""
+    def own(self, fresh_for: float = REFRESH_BEFORE_S) -> Connection:
+        """This process's own token: the kept one while it is good for ``fresh_for`` seconds more and no
+        upload failed with it as the job's, else a new one (two threads may both fetch one: harmless).
+        A job's leader shares it, asking for one fresh for longer than the nodes keep using it."""
         connection = self._connection
-        if connection is None or connection[2] - REFRESH_BEFORE_S < time.time():
+        if connection is None or connection[2] - fresh_for < time.time() or connection[1] == self._refused:
             connection = self._connection = self._fetch()
         return connection
 

@@ -64,8 +64,13 @@ from .store import JobStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
-#: After the Hub gave the leader no Xet write token, it asks again this much later.
+#: After the Hub gave the leader no Xet write token, it asks again after a pause that doubles up to this.
 XET_RETRY_S = 300.0
+#: The leader shares a Xet write token good for this long at least, and renews it then: the nodes use it
+#: until :data:`~hf_mpwriter.targets.xet_content.REFRESH_BEFORE_S` before its expiry, a round or more later.
+XET_FRESH_S = 2 * REFRESH_BEFORE_S
+#: How often a leader without a token to share looks again (its target not prepared yet, or no Xet).
+XET_CHECK_S = 2.0
 
 #: The targets a job's leader can write for its nodes: a repository (one commit, by sha256) or a
 #: Storage Bucket (one batch, by Xet hash).
@@ -100,9 +105,11 @@ class Leader(Lease):
         self._head_rests_until = 0.0  # monotonic
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
         self._xet_due = 0.0  # (unix seconds) when the job's Xet write token is fetched and published again
+        self._xet_failures = 0  # the token could not be had, in a row: the next try waits longer
+        self._xet_thread: threading.Thread | None = None
         #: The Xet write token this leader shares (a member sets its node's own: the node then asks for no
         #: second one); by default its target's.
-        self.xet_token: Callable[[], Connection | None] | None = None
+        self.xet_token: Callable[[float], Connection | None] | None = None
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
 
@@ -199,29 +206,40 @@ class Leader(Lease):
 
     def _share_xet_token(self) -> None:
         """Keep a Xet write token for the job in the store (``xet``) while this node leads: one token
-        request to the Hub for the whole job, renewed before it expires, instead of one per node. Where
-        there is none (no Xet here, the Hub refused), the nodes fetch their own, as without a job."""
-        if time.time() < self._xet_due:
+        request to the Hub for the whole job instead of one per node. When one is due (none yet, or the
+        published one nears the moment the nodes stop using it): a good one in the store is kept (another
+        leader's), else this node's own is fetched and published, in a thread of its own (a token request
+        that hangs must not hold up the job's commits). Where there is none (no Xet here, the Hub refused),
+        the nodes fetch their own, as without a job."""
+        if time.time() < self._xet_due or (self._xet_thread is not None and self._xet_thread.is_alive()):
             return
-        if not self._xet_due and self._published_xet_lasts():  # (a hand-over: the last leader's is still good)
+        if self._published_xet_lasts():
             return
+        self._xet_thread = threading.Thread(target=self._fetch_xet_token, name="hf_mpwriter-job-xet", daemon=True)
+        self._xet_thread.start()
+
+    def _fetch_xet_token(self) -> None:
+        source = self.xet_token or self.target.xet_write_token
         try:
-            connection = self._hub_call(self.handover_after(), self.xet_token or self.target.xet_write_token)
-        except StoreError:
-            raise
-        except Exception as exc:  # (never the token in a message: the answer's error is the Hub's words)
-            self._xet_due = time.time() + XET_RETRY_S
-            logger.info("job leader: no Xet write token for the job (%s); each node uses its own",
-                        type(exc).__name__)
+            connection = source(XET_FRESH_S)
+            if connection is None:  # no Xet for this target here, or not yet (it is prepared after the start)
+                self._xet_due = time.time() + XET_CHECK_S
+                return
+            self.store.set("xet", xet_token_value(*connection))
+        except Exception as exc:  # (never the token in a message: the Hub's answer, the store's failure)
+            self._xet_failures += 1
+            pause = doubling(self._xet_failures, self.timing.store_retry, XET_RETRY_S)
+            self._xet_due = time.time() + pause
+            logger.info("job leader: no Xet write token shared for the job (%s); each node uses its own; "
+                        "asked again in %.0f s", type(exc).__name__, pause)
             return
-        if connection is None:  # no Xet for this target here, or not yet (the target is prepared after the start)
-            return
-        self.store.set("xet", xet_token_value(*connection))
-        self._xet_due = connection[2] - 2 * REFRESH_BEFORE_S  # the nodes renew theirs at REFRESH_BEFORE_S
+        self._xet_failures = 0
+        self._xet_due = connection[2] - XET_FRESH_S
         logger.info("job leader: shared a Xet write token for the job (good for %.0f s)", connection[2] - time.time())
 
     def _published_xet_lasts(self) -> bool:
-        """Whether the store holds a shared token good for a while (then renewed when it is due)."""
+        """Whether the store holds a shared token that the nodes can use for a while yet (then it is kept
+        until it is due)."""
         raw = self.store.get("xet")
         if not raw:
             return False
@@ -230,7 +248,7 @@ class Leader(Lease):
         except Malformed as exc:
             self.malformed.count("xet", exc)
             return False
-        self._xet_due = expiry - 2 * REFRESH_BEFORE_S
+        self._xet_due = expiry - XET_FRESH_S
         return time.time() < self._xet_due
 
     def _ready(self, now: float) -> bool:

@@ -251,8 +251,7 @@ class JobTarget(Target):
         while self.store_usable():
             try:
                 raw = self.store.get("xet")
-            except StoreError as exc:
-                self.store_failed(exc)
+            except StoreError:  # (the token is an extra: the offer, next, finds out what the store does)
                 return None
             if raw or time.monotonic() + self.timing.poll > self.store.until(started, wait):
                 return raw

@@ -188,11 +188,6 @@ def start_pacing(plan: Plan, node: int, commit_every: float) -> tuple[float, flo
     return plan.pacing(node)
 
 
-def leader_requests(plan: Plan, budget: Budget, kind: str) -> float:
-    """Hub API requests of the leader's writes in one API window at ``plan``'s pace (each group once an interval)."""
-    return budget.api_window_s * plan.groups / plan.interval * REQUESTS_PER_WRITE[kind]
-
-
 def write_gap(budget: Budget, kind: str, nodes: int, files: int, slowdown: float = 1.0) -> float:
     """Seconds between two of the leader's writes of ``files`` files so that a job of ``nodes`` stays
     within ``budget``: the commit quota (a repository), and the leader's share of the API window."""
