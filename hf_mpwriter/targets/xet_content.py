@@ -143,7 +143,11 @@ class XetContent:
         return connection
 
     def _refresh(self) -> tuple[str, int]:
-        """hf_xet's token refresher: a new token when the one it holds expired mid-upload."""
+        """hf_xet's token refresher: a new token of this process's own when the one it holds expired or
+        was refused mid-upload (the job's, if it held that one: not used again)."""
+        shared = self._shared() if self._shared is not None else None
+        if shared is not None:
+            self._refused = shared[1]
         connection = self._connection = self._fetch()
         return connection[1], connection[2]
 
