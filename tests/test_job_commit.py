@@ -119,7 +119,7 @@ def _leading(targets: list[JobTarget]) -> Iterator[JobTarget]:
         wait_for(lambda: any(t.leader.leading for t in targets), 20, "a leader")
         yield next(t for t in targets if t.leader.leading)
     finally:
-        for target in targets:
+        for target in sorted(targets, key=lambda t: t.leader.leading):  # the leader last: its release hands over nothing
             target.stop()
 
 
@@ -786,7 +786,7 @@ def test_a_round_longer_than_the_lease_never_gives_the_job_two_leaders(hub, stor
     try:
         oids = _commit_both(targets, [_pieces(tmp_path, rank, 4000) for rank in (0, 2)])
     finally:
-        for target in targets:
+        for target in reversed(targets):  # node 1 first: node 0's release of the lease must not hand it over
             target.stop()
     assert slow.done == 1  # the scenario: the round's commit took longer than the lease lasts
     # One leader all along: node 0 took the job's lease once (before the round), node 1 never.
