@@ -32,7 +32,7 @@ from ..timing import HTTP_TIMEOUT_S
 from .base import Target, UploadedFile, synthetic_commit_id
 from .batching import batched_differences
 from .hub_client import UsesHubApi, classify
-from .xet_content import Connection, XetContent, XetUnavailable, xet_usable
+from .xet_content import Connection, SharesXetToken, XetContent, XetUnavailable, xet_usable
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def batch_takes_xet_hashes() -> bool:
     return (major, minor) >= (1, 10) and "xet_hash" in getattr(_BucketAddFile, "__dataclass_fields__", {})
 
 
-class BucketTarget(UsesHubApi, Target):
+class BucketTarget(UsesHubApi, SharesXetToken, Target):
     """Writes into bucket ``bucket_id`` under ``prefix``."""
 
     #: No commit rate limit: closing writers get their files stored at once.
@@ -172,19 +172,6 @@ class BucketTarget(UsesHubApi, Target):
         return unread
 
     # -- a job's leader writes what the nodes uploaded (hf_mpwriter.uploader.coordination.member) ------------
-    @property
-    def xet_tokens(self) -> int:
-        """Xet write tokens this target asked the Hub for (``status``)."""
-        xet = self._xet  # (once: an upload may drop it meanwhile)
-        return xet.fetched if xet is not None else 0
-
-    def xet_write_token(self, fresh_for: float) -> Connection | None:
-        """This process's own Xet write token for this target, good for ``fresh_for`` seconds more (what a
-        job's leader shares); ``None`` without Xet (or not prepared yet). Raises what the Hub's answer
-        raises (:class:`XetUnavailable`: no Xet here)."""
-        xet = self._xet
-        return xet.own(fresh_for) if xet is not None else None
-
     def use_xet_content(self) -> None:
         """Send content straight to the bucket's Xet storage in :meth:`preupload`, with a kept token."""
         from huggingface_hub import constants

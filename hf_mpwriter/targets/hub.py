@@ -34,7 +34,7 @@ from ..timing import HTTP_TIMEOUT_S, HUB_COMMIT_SPACING_S, SHARED_BRANCH_S
 from .base import Target, UploadedFile
 from .batching import batched_differences
 from .hub_client import UsesHubApi, classify
-from .xet_content import Connection, XetContent, XetUnavailable, event_files_only, xet_usable
+from .xet_content import Connection, SharesXetToken, XetContent, XetUnavailable, event_files_only, xet_usable
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _compare(piece: Piece, info: Any) -> str | None:
     return None if getattr(info, "blob_id", None) == local else "same size, different content (git oid)"
 
 
-class HubTarget(UsesHubApi, Target):
+class HubTarget(UsesHubApi, SharesXetToken, Target):
     """Commits into ``repo_id`` at ``revision`` under ``prefix``.
 
     ``shared_branch``: others commit to the branch all along (the uploaders of the other nodes of a job,
@@ -307,19 +307,6 @@ class HubTarget(UsesHubApi, Target):
         if any(op._upload_mode != "lfs" for op in operations):
             return None
         return [UploadedFile(op.path_in_repo, op.upload_info.sha256.hex(), op.upload_info.size) for op in operations]
-
-    @property
-    def xet_tokens(self) -> int:
-        """Xet write tokens this target asked the Hub for (``status``)."""
-        xet = self._xet  # (once: an upload may drop it meanwhile)
-        return xet.fetched if xet is not None else 0
-
-    def xet_write_token(self, fresh_for: float) -> Connection | None:
-        """This process's own Xet write token for this target, good for ``fresh_for`` seconds more (what a
-        job's leader shares); ``None`` without Xet (or not prepared yet). Raises what the Hub's answer
-        raises (:class:`XetUnavailable`: no Xet here)."""
-        xet = self._xet
-        return xet.own(fresh_for) if xet is not None else None
 
     def use_xet_content(self) -> None:
         """Send event files straight to Xet in :meth:`preupload` (see :mod:`hf_mpwriter.targets.xet_content`)."""

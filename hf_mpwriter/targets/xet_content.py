@@ -171,3 +171,22 @@ class XetContent:
             return str(answer["casUrl"]), str(answer["accessToken"]), int(answer["exp"])
         except (KeyError, TypeError, ValueError):
             raise XetUnavailable(f"the Xet write token answer for {self.repo_id} lacks casUrl/accessToken/exp") from None
+
+
+class SharesXetToken:
+    """What a target with Xet content (a repository, a bucket) tells a multi-node job of its write token."""
+
+    _xet: XetContent | None = None
+
+    @property
+    def xet_tokens(self) -> int:
+        """Xet write tokens this target asked the Hub for (``status``)."""
+        xet = self._xet  # (once: an upload may drop it meanwhile)
+        return xet.fetched if xet is not None else 0
+
+    def xet_write_token(self, fresh_for: float) -> Connection | None:
+        """This process's own Xet write token for this target, good for ``fresh_for`` seconds more (what a
+        job's leader shares); ``None`` without Xet (or not prepared yet). Raises what the Hub's answer
+        raises (:class:`XetUnavailable`: no Xet here)."""
+        xet = self._xet
+        return xet.own(fresh_for) if xet is not None else None
