@@ -296,6 +296,40 @@ def test_the_leader_renews_the_jobs_xet_token_before_the_nodes_stop_using_it(hub
         assert leader.job_info()["xet_tokens"] == requests and node.job_info()["xet_tokens"] == 0
 
 
+def test_a_token_renewal_the_hub_never_answers_holds_up_no_commit_and_no_hand_over(hub, store, tmp_path, monkeypatch):
+    """The leader's renewal of the job's Xet token hangs (the Hub never answers it): its own thread waits,
+    the rounds go on, both nodes' files are committed together with the shared token still good, and the
+    lease stays where it was."""
+    from hf_mpwriter.testing import xet
+    from hf_mpwriter.uploader.coordination.leader import XET_FRESH_S
+
+    monkeypatch.setattr(xet, "XET_TOKEN_TTL", XET_FRESH_S + 8)  # renewed 8 s after it was issued; good for 5 min more
+    hub.create_repo(REPO)
+    targets = [_node(hub, store.port, k) for k in range(2)]
+    for target in targets:
+        target.prepare()
+    hang = None
+    try:
+        targets[0].start()
+        wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
+        targets[1].start()
+        wait_for(lambda: targets[0].store.get("xet"), 20, "the job's Xet write token")
+        for target in targets:  # each node's upload takes the job's token (read once, kept while good)
+            assert target._job_xet_token() is not None
+        hang = hub.inject("latency", route="xet_token", seconds=3600)
+        wait_for(lambda: hang.hits == 1, 30, "the leader's renewal to be held")
+        oids = _commit_both(targets, [_pieces(tmp_path, rank, 4000) for rank in (0, 2)])
+        assert hang.hits == 1 and hang.done == 0  # the scenario: the renewal still held, nothing else asked
+        assert oids[0] == oids[1] and oids[0] is not None, oids
+        assert "2 node(s)" in _log_commits(hub)[0]["summary"]
+        assert [t.job_info()["leases"] for t in targets] == [1, 0]
+    finally:
+        if hang is not None:
+            hang.release()
+        for target in reversed(targets):
+            target.stop()
+
+
 def test_a_leader_that_stops_renewing_is_replaced(hub, store, tmp_path):
     hub.create_repo(REPO)
     targets = [_node(hub, store.port, k) for k in range(2)]
