@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from helpers import closed_port
-from upload_helpers import TOKEN, wait_for
+from upload_helpers import TOKEN, commit_time, wait_for
 
 from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.errors import Deferred, TargetError
@@ -367,6 +367,50 @@ def test_a_node_left_without_answers_commits_itself_at_its_slot_though_its_wait_
     assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
     # One own cycle and one wait at most, plus the polls (not "never", as with a window after the slot).
     assert took < node.plan_now(1).own_every() + 2 * node.wait + 5.0, (took, waits)
+
+
+@pytest.mark.parametrize("successor", ["another node", "the same node's next uploader"])
+def test_an_explicit_commit_rate_holds_across_a_change_of_leader(hub, store, tmp_path, successor):
+    """Issue 52, D5: the books of the job's commits lived in one leader's memory, so a new leader (another
+    node's, or the same node's restarted uploader) started the hour afresh and could make N more commits in
+    it. Here N = 2 in a window of 15 s (a test's compressed hour): node 0's leader makes 2 commits of both
+    nodes' files and its uploader stops (the lease goes at once); the next leader takes up the books from
+    the store and puts the third round off until the window has room. At the target, the three commits
+    span at least the window."""
+    hub.create_repo(REPO)
+    window = 15.0
+    budget = Budget(commits_per_hour=2, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=window)
+    targets = [_node(hub, store.port, k, budget=budget) for k in range(2)]
+    for target in targets:
+        target.prepare()
+    targets[0].start()
+    wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
+    targets[1].start()
+    try:
+        for size in (3000, 4000):
+            oids = _commit_both(targets, [_pieces(tmp_path, rank, size) for rank in (0, 2)])
+            assert oids[0] == oids[1] is not None, oids  # the scenario: one commit of both nodes, by the leader
+        assert targets[0].leader.commits == 2
+        if successor == "another node":
+            targets[0].stop()
+            nxt = targets[1]
+        else:
+            targets[1].stop()
+            targets[0].stop()
+            nxt = targets[0] = _node(hub, store.port, 0, budget=budget)
+            nxt.prepare()
+            nxt.start()
+        wait_for(lambda: nxt.leader.leading, 20, "the next leader")
+        oid, waits = _commit_when_due(nxt, _pieces(tmp_path, 2 if nxt is targets[1] else 0, 5000), "node commit",
+                                      limit=window + 30)
+        times = sorted(commit_time(c) for c in _log_commits(hub))
+        assert len(times) == 3 and _log_commits(hub)[0]["oid"] == oid
+        assert times[2] - times[0] >= window - 1.0, times  # (the Hub's dates are whole seconds)
+        assert waits and nxt.mode == "job" and nxt.leader.commits == 1, (waits, nxt.mode)  # put off, then committed
+        assert not nxt.leader.malformed.total
+    finally:
+        for target in sorted(targets, key=lambda t: t.leader.leading):
+            target.stop()
 
 
 def test_a_leader_that_cannot_reach_the_hub_hands_over_and_the_jobs_commits_resume(hub, store, tmp_path):

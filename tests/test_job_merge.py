@@ -29,7 +29,7 @@ from hf_mpwriter.events.encoding import session_start_event
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import STORE_CALL_S
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
-from hf_mpwriter.uploader.coordination.protocol import Malformed, Skipped, parse_offer
+from hf_mpwriter.uploader.coordination.protocol import MAX_BOOK_ENTRIES, Malformed, Skipped, books_value, parse_books, parse_offer
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.jobrun import exchange as job_merge
 from hf_mpwriter.uploader.jobrun.exchange import JobMerge, ViewExchange
@@ -974,6 +974,30 @@ def test_an_undecodable_prepared_id_is_skipped_and_the_node_prepares_its_target_
     assert dict(node.malformed.kinds) == {"prepared": 3}
     node.store.set("prepared", b"tester/job")
     assert node._prepared_by_node_0() == "tester/job"
+
+
+@pytest.mark.parametrize("raw", [b'{"writes": [Infinity], "requests": []}', b'{"writes": [], "requests": [[1e999, 2]]}',
+                                 b'{"writes": [1], "requests": [[1, -2]]}', b'{"writes": [], "requests": [], "paused": NaN}',
+                                 b'{"writes": "1,2", "requests": []}', b'{"writes": [], "requests": [[1]]}', b"\xff",
+                                 json.dumps({"writes": [1.0] * (MAX_BOOK_ENTRIES + 1), "requests": []}).encode()])
+def test_the_jobs_books_are_parsed_whole_or_refused(raw):
+    """``books`` (the job's spending, for the next leader): finite times, whole request counts, bounded lists."""
+    with pytest.raises(Malformed):
+        parse_books(raw)
+    assert parse_books(books_value([5.0, 6.5], [(6.5, 2)], None)) == ([5.0, 6.5], [(6.5, 2)], None)
+
+
+def test_books_taken_up_from_another_hosts_wall_clock_count_its_writes_in_the_window():
+    from hf_mpwriter.uploader.coordination.plan import Books, Budget
+
+    budget = Budget(commits_per_hour=2, requests_per_5min=1000, files_per_commit=1000, commit_window_s=60.0)
+    old = Books(budget, "hub")
+    old.wrote(100.0, 3)  # (monotonic 100 = wall 1000 on the old leader's host)
+    old.wrote(130.0, 3)
+    new = Books(budget, "hub")  # the next leader: monotonic 5 = wall 1040 on its host
+    new.take_up(parse_books(books_value(*old.export(140.0, 1040.0))), 5.0, 1040.0)
+    assert new.spent(5.0)[0] == 2 and new.last_write() == pytest.approx(-5.0)
+    assert new.next_free(5.0, 1) == pytest.approx(-35.0 + 60.0)  # the first write leaves the hour at 25
 
 
 def test_a_leaders_word_is_parsed_whole_or_taken_as_empty():

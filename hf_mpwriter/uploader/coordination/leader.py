@@ -53,7 +53,9 @@ from .protocol import (
     WITHDRAWN,
     Malformed,
     Skipped,
+    books_value,
     parse_answer,
+    parse_books,
     parse_counter,
     parse_offer,
     parse_xet_token,
@@ -101,6 +103,7 @@ class Leader(Lease):
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
         self._last_commit = -math.inf
+        self._books_term = 0  # the term (:attr:`leases`) whose start took up the job's books from the store
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
@@ -184,6 +187,7 @@ class Leader(Lease):
         """Commit the offers once the round's first one is ``timing.gather`` old (or every node offered) and
         the books have room; offers that will not have room soon are told when to offer again."""
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
+        self._take_up_books()
         self._share_xet_token()
         if not self._ready(time.monotonic()):
             return
@@ -203,6 +207,29 @@ class Leader(Lease):
             if rest:
                 at = max(self.books.next_free(time.monotonic(), self.max_files), time.monotonic() + self.spacing)
                 self._put_off(rest, at, "this commit's files were full")
+
+    def _take_up_books(self) -> None:
+        """At the start of each term, the job's books as the last leader left them (``books``): a hand-over
+        or a restarted uploader must not start the hour afresh, nor write sooner than the spacing allows."""
+        if self._books_term == self.leases:
+            return
+        raw = self.store.get("books")
+        self._books_term = self.leases
+        if not raw:
+            return
+        try:
+            books = parse_books(raw)
+        except Malformed as exc:
+            self.malformed.count("books", exc)
+            return
+        self.books.take_up(books, time.monotonic(), time.time())
+        self._last_commit = max(self._last_commit, self.books.last_write())
+        writes, requests = self.books.spent(time.monotonic())
+        logger.info("job leader: took up the job's books: %d write(s) in the commit window, %d request(s) in the API "
+                    "window", writes, requests)
+
+    def _books_value(self) -> bytes:
+        return books_value(*self.books.export(time.monotonic(), time.time()))
 
     def _share_xet_token(self) -> None:
         """Keep a Xet write token for the job in the store (``xet``) while this node leads: one token
@@ -298,11 +325,12 @@ class Leader(Lease):
             logger.warning("job leader: commit %s not verified (%s); each node checks it itself", commit, exc)
             wrong = {f.path: "not verified" for f in files}
         plan, wall = self.plan(), time.time()
-        self.store.multi_set({
-            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
-                                          **plan.slots_in(node, wall),
-                                          "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
-            for node, offer in offers.items()
+        self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
+            "books": self._books_value(),
+            **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
+                                             **plan.slots_in(node, wall),
+                                             "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
+               for node, offer in offers.items()},
         })
         self.store.add("answered", 1)
         self._forget(offers)
@@ -329,6 +357,7 @@ class Leader(Lease):
         them off to the next round; an error only the user can fix is the nodes' to report."""
         if exc.retry_after is not None:
             self.books.refused(time.monotonic(), exc.retry_after)
+            self.store.set("books", self._books_value())  # (the pause holds for the next leader too)
             logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
                            "plan's spacing for an hour", exc, exc.retry_after, self.books.slowdown)
             self._put_off(offers, self.books.paused_until, "the Hub asked to slow down (429)")

@@ -258,6 +258,27 @@ class Books:
                     break
         return at
 
+    def export(self, now: float, wall: float) -> tuple[list[float], list[tuple[float, int]], float | None]:
+        """``(writes, requests, paused)`` on the wall clock (``wall``: what it reads at ``now``), for the next
+        leader (the store's ``books``): a hand-over or a restarted uploader must not start the hour afresh."""
+        self._forget(now)
+        paused = self.paused_until + wall - now if self.paused_until > now else None
+        return ([t + wall - now for t in self._writes], [(t + wall - now, n) for t, n in self._requests], paused)
+
+    def take_up(self, books: tuple[list[float], list[tuple[float, int]], float | None], now: float, wall: float) -> None:
+        """The job's books as the last leader left them (from :meth:`export`, on another host's wall clock):
+        they replace this leader's, which are in them if it led before. The times are wall clocks, so hosts
+        whose clocks disagree by S seconds count a write S seconds early or late."""
+        writes, requests, paused = books
+        self._writes = deque(sorted(min(now, t - wall + now) for t in writes))
+        self._requests = deque(sorted((min(now, t - wall + now), n) for t, n in requests))
+        self.paused_until = -math.inf if paused is None else paused - wall + now
+        self._forget(now)
+
+    def last_write(self) -> float:
+        """When the last write in the books went (monotonic; ``-inf``: none in the window)."""
+        return self._writes[-1] if self._writes else -math.inf
+
     def wrote(self, now: float, files: int) -> None:
         self._writes.append(now)
         self._requests.append((now, REQUESTS_PER_WRITE[self.kind] * max(1, math.ceil(files / 1000))))

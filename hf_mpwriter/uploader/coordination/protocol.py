@@ -12,6 +12,8 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
     prepared           "ns/name"          the repository or bucket id node 0's Hub resolved
     xet                JSON {cas, token, exp}  the job's Xet write token, fetched and renewed by the leader
                                           (a secret: never in a log line, ``status`` or an error)
+    books              JSON {writes, requests, paused}  what the job's leaders spent on the Hub in its
+                                          windows (unix seconds): a new leader takes them up (:class:`~.plan.Books`)
 
 A value another process wrote is never trusted: a parser either returns a value whose every field
 has the type its readers use, or raises :class:`Malformed`. The reader skips that value, counts it
@@ -171,6 +173,31 @@ def parse_xet_token(raw: bytes) -> tuple[str, str, int]:
     if not (isinstance(token, str) and token):
         raise Malformed("xet: token is not a string")
     return cas, token, _whole(expiry, "xet: exp")
+
+
+#: The most writes ``books`` lists (a repository's hour at the Hub's rate; a bucket's 5 minutes at many a second).
+MAX_BOOK_ENTRIES = 4096
+
+
+def books_value(writes: list[float], requests: list[tuple[float, int]], paused: float | None) -> bytes:
+    """The ``books`` value: the writes' times in the commit window, ``[time, requests]`` of those in the
+    API window, and until when a 429 paused the writes (unix seconds, ``None``: no pause)."""
+    return json.dumps({"writes": [round(t, 3) for t in writes[-MAX_BOOK_ENTRIES:]],
+                       "requests": [[round(t, 3), n] for t, n in requests[-MAX_BOOK_ENTRIES:]],
+                       "paused": None if paused is None else round(paused, 3)}).encode()
+
+
+def parse_books(raw: bytes) -> tuple[list[float], list[tuple[float, int]], float | None]:
+    """``(writes, requests, paused)`` as :func:`books_value` writes them."""
+    value = _json_object(raw, "books")
+    writes, requests, paused = value.get("writes"), value.get("requests"), value.get("paused")
+    if not (isinstance(writes, list) and isinstance(requests, list)) or max(len(writes), len(requests)) > MAX_BOOK_ENTRIES:
+        raise Malformed(f"books: writes and requests are not lists of at most {MAX_BOOK_ENTRIES}")
+    if not all(isinstance(entry, list) and len(entry) == 2 for entry in requests):
+        raise Malformed("books: a request entry is not [time, requests]")
+    return ([_number(t, "books: a write's time") for t in writes],
+            [(_number(t, "books: a request's time"), _whole(n, "books: requests")) for t, n in requests],
+            None if paused is None else _number(paused, "books: paused"))
 
 
 def parse_lease(raw: bytes | None) -> tuple[int, int] | None:
