@@ -9,9 +9,6 @@ import logging
 import jobsim
 import pytest
 
-#: The kinds of fault the invariant holds under (see the xfail below for the one that breaks it).
-HOLDING = tuple(kind for kind in jobsim.KINDS if kind != "lost-answer")
-
 
 @pytest.fixture(autouse=True)
 def _quiet():
@@ -22,7 +19,7 @@ def _quiet():
 
 
 def test_the_job_run_equals_what_tensorboard_shows_for_the_ranks_over_seeds(tmp_path):
-    failed = jobsim.sweep(range(20), tmp_path, kinds=HOLDING)  # (0.4 s a seed; scripts/sweep_jobsim.py for more)
+    failed = jobsim.sweep(range(20), tmp_path)  # (0.4 s a seed; scripts/sweep_jobsim.py for more)
     assert not failed, "\n".join(map(str, failed))
 
 
@@ -35,10 +32,13 @@ def test_seed_13_a_node_restarted_without_its_state_reports_its_ranks_restarts(t
     assert not result.problems, result
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 52): a leader's publication applied but its answer lost, then the "
-                   "lease moves (or its uploader restarts) before its next round: the points it published as held are "
-                   "never written by anyone")
 @pytest.mark.parametrize("seed, kinds", [(12, ("lost-answer", "leader")), (9, ("lost-answer", "uploader-restart"))])
-def test_a_publication_whose_answer_is_lost_before_a_hand_over_loses_its_points(tmp_path, seed, kinds):
+def test_a_publication_whose_answer_is_lost_before_a_hand_over_loses_no_point(tmp_path, seed, kinds):
+    """Found by the simulation (issue 52): a leader's publication of ``view/held`` applied but its answer lost,
+    then the lease moved (seed 12) or its uploader restarted (seed 9) before its next round: the nodes had
+    dropped the points it called held, and nobody wrote them (step 4 missing from the job run). The word now
+    says which of its points are not written yet, and a new leader restarts the job run from there."""
     result = jobsim.run(seed, tmp_path, kinds=kinds)
+    assert sum("an answer lost" in fault for fault in result.faults) >= 3  # the scenario
+    assert any("leads" in fault or "restarted" in fault for fault in result.faults)
     assert not result.problems, result

@@ -33,9 +33,12 @@ divisible by k from then on (k the same on every node, written into the run as
 A hand-over (:mod:`..coordination.leader`): the new leader takes up at ``view/held`` and writes a file of its own
 into the same run folder at the target (TensorBoard reads a run's files in order). ``view/held`` is
 set before the points are written, by compare-and-set on what the round read: two leaders never
-write one step (TensorBoard would drop the tag's later points); a leader that dies in between loses
-those points from the job run. What a leader wrote but its node has not committed yet is as safe as
-that node's own records. The min/max counts of ``status`` start again at a new leader.
+write one step unless the second one restarts the job run there first. A word whose points its leader had not
+written yet says so (``unwritten``, until the leader's next word): a new leader that takes it up restarts the
+job run from there (:mod:`.values`), so a leader that dies between publishing and writing, or whose
+publication's answer was lost before the lease moved, loses no point. What a leader wrote but its node
+has not committed yet is as safe as that node's own records. The min/max counts of ``status`` start
+again at a new leader.
 """
 
 from __future__ import annotations
@@ -81,12 +84,14 @@ class JobMerge:
         self.run = JobRun(logdir, after=max(held.steps.values(), default=None))
         self.word = Held(dict(held.steps), held.every, list(held.restarts), dict(held.seen))  # published next
         self.every = held.every
-        self._restart_from: float = math.inf  # the nodes' restarts taken in this round: the lowest step
+        # The nodes' restarts taken in this round: the lowest step; from the start, where the last leader may not
+        # have written the points of its last word (the nodes dropped them: they make them anew from there).
+        self._restart_from: float = math.inf if held.unwritten is None else held.unwritten
         #: The job run drops its points from here before the next ones: the last epoch's step again where no
         #: point was written since (its leader may have died before it wrote its ``START``).
         last = held.restarts[-1][1] if held.restarts else None
         self._start_at = last if last is not None and max(held.steps.values(), default=-1) < last else None
-        self._said_seen = dict(held.seen)  # the nodes' restarts as this merge last published them
+        self._said = (dict(held.seen), list(held.restarts))  # the nodes' restarts and the epochs, as last published
         self._values: dict[_Key, dict[frozenset[int], Point]] = {}  # (tag, step) -> nodes -> their point, not written
         self._first: dict[_Key, float] = {}
         self._heard: set[int] = set()  # the nodes that sent something
@@ -156,13 +161,15 @@ class JobMerge:
             self._restart_from = min(self._restart_from, *new)
 
     @property
-    def restarts_taken(self) -> bool:
-        """Whether this round took in a node's restart (``view/held`` says so, even with no point due)."""
-        return self.word.seen != self._said_seen
+    def word_moved(self) -> bool:
+        """Whether ``view/held`` must be published even with no point due: a node's restart taken in, an epoch
+        started, or the last word's points written since it said them unwritten."""
+        return (self.word.seen, self.word.restarts) != self._said or self.word.unwritten is not None
 
-    def publication(self, by: int) -> bytes:
-        """``view/held`` as this round leaves it (``by``: this node)."""
+    def publication(self, by: int, points: list[tuple[str, int, Point]]) -> bytes:
+        """``view/held`` as this round leaves it (``by``: this node), ``points`` (from :meth:`due`) not written yet."""
         self.word.every = self.every
+        self.word.unwritten = min((step for _, step, _ in points), default=None)
         return self.word.to_json(by)
 
     def due(self, final: bool = False) -> list[tuple[str, int, Point]]:
@@ -176,7 +183,8 @@ class JobMerge:
             self._start_at = step if self._start_at is None else min(self._start_at, step)
             for key in [key for key in self._values if key[1] >= step]:
                 del self._values[key], self._first[key]
-            logger.info("job run: a node's rank restarted at step %d; the job run's steps from there are made anew", step)
+            logger.info("job run: restarted at step %d (a node's rank restarted there, or the last leader may not have "
+                        "written its points from there); the job run's steps from there are made anew", step)
         final = final or len(self._done) >= self.nodes
         everyone = len(self._heard) >= self.nodes
         now = self.clock()
@@ -202,7 +210,7 @@ class JobMerge:
     def write(self, points: list[tuple[str, int, Point]]) -> None:
         """Write ``points`` (from :meth:`due`) into the job run, and the picture ``status`` shows."""
         newest = {r: s for ranks in self._ranks_of.values() for r, s in ranks.items()}
-        self._said_seen = dict(self.word.seen)
+        self._said = (dict(self.word.seen), list(self.word.restarts))
         if self._start_at is not None:
             self.run.restart(self._start_at)
             self._start_at = None
@@ -387,9 +395,9 @@ class ViewExchange:
         every = self.merge.every
         points = self.merge.due()
         self.merge.thin(self.limit)
-        if not points and self.merge.every == every and not self.merge.restarts_taken:
+        if not points and self.merge.every == every and not self.merge.word_moved:
             return 0
-        published = self.merge.publication(self.job.node)
+        published = self.merge.publication(self.job.node, points)
         if len(published) > MAX_VALUE_BYTES:
             logger.error("job run: the job's %d tags are more than the store's value for them holds (%d bytes); "
                          "no job run from here on (the ranks' runs are committed as before)", len(self.merge.held),
@@ -406,7 +414,26 @@ class ViewExchange:
         self._attempt = None
         self._published = published
         self.merge.write(points)
+        if points:
+            self._say_written(store, published)
         return len(points)
+
+    def _say_written(self, store: JobStore, published: bytes) -> None:
+        """The word's points are written: say so at once (a new leader that takes up a word whose points may
+        be unwritten restarts the job run there, rewriting what was written). Left for the next round's word
+        where the store does not take it."""
+        assert self.merge is not None
+        unwritten = self.merge.word.unwritten
+        said = self.merge.publication(self.job.node, [])
+        try:
+            applied = store.compare_set("view/held", published, said)
+        except StoreError:
+            self.merge.word.unwritten = unwritten  # (said again next round)
+            raise
+        if applied:
+            self._published = said
+        else:
+            self._stop_merging()  # another node published meanwhile: it took up at the word, unwritten points and all
 
     def _stop_merging(self) -> None:
         if self.merge is not None:  # another node leads: it takes up at view/held, in a file of its own

@@ -13,7 +13,8 @@ A group's::
 
 (a point: :mod:`.points`), and the leader's word to every node, ``view/held`` (:class:`Held`)::
 
-    {"held": {tag: step}, "every": int, "restarts": [[epoch, step], ...], "seen": {node: id}, "by": node, "n": int}
+    {"held": {tag: step}, "every": int, "restarts": [[epoch, step], ...], "seen": {node: id},
+     "unwritten": step or null, "by": node, "n": int}
 
 **Restarts.** A node that reads a rank's restart at ``step`` (:meth:`.view.JobView._restart`) after it
 passed on points from there makes them anew and says so: ``[id, step]`` in ``restarts`` (an id that only
@@ -27,6 +28,14 @@ makes its points from there anew (:meth:`Held.floor_after`) and says the epoch i
 it did the leader, and a group's host, take none of its points from there (:meth:`Held.stale`). Epochs
 are ids too: a node whose epoch the word does not hold (it missed them, or the job's store is new) makes
 its points anew from the lowest step the word holds.
+
+**Unwritten.** A word is published before its points are written (:mod:`.exchange`): ``unwritten`` is the
+lowest step of the points it calls held that its leader had not written yet (``null`` once its next word
+says they are). The nodes drop those points when they read the word; a leader that dies (or whose
+publication's answer was lost, then the lease moved) before it wrote them would lose them, so a new
+leader that takes up a word with ``unwritten`` restarts the job run from there, as for a rank's restart:
+every node makes its points anew from that step, and what the last leader did write is dropped by the
+``START`` and written again.
 """
 
 from __future__ import annotations
@@ -101,6 +110,7 @@ class Held:
     every: int = 1
     restarts: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     seen: dict[int, int] = dataclasses.field(default_factory=dict)
+    unwritten: int | None = None  # the lowest step held whose points its leader had not written when it said it
 
     @property
     def epoch(self) -> int:
@@ -129,7 +139,7 @@ class Held:
     def to_json(self, by: int) -> bytes:
         """The value to publish (``by``: the leader's node; with a nonce, two leaders never publish the same bytes)."""
         return json.dumps({"held": self.steps, "every": self.every, "restarts": [list(r) for r in self.restarts],
-                           "seen": {str(n): k for n, k in sorted(self.seen.items())}, "by": by,
+                           "seen": {str(n): k for n, k in sorted(self.seen.items())}, "unwritten": self.unwritten, "by": by,
                            "n": time.time_ns()}).encode()
 
     @classmethod
@@ -139,9 +149,11 @@ class Held:
             return cls()
         try:
             value = json.loads(raw)
+            unwritten = value.get("unwritten")
             return cls({str(t): int(s) for t, s in value["held"].items()}, max(1, int(value["every"])),
                        [(int(e), int(s)) for e, s in value.get("restarts", ())],
-                       {int(n): int(k) for n, k in value.get("seen", {}).items()})
+                       {int(n): int(k) for n, k in value.get("seen", {}).items()},
+                       None if unwritten is None else max(0, int(unwritten)))
         except UNPARSED as exc:
             (skipped or Skipped()).count("view/held", Malformed(f"view/held: {exc}"))
             return cls()
