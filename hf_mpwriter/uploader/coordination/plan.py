@@ -40,11 +40,9 @@ COMMIT_WINDOW_S = 3600.0
 #: ``paths_info`` per 500 files to verify it, a head read now and then; a bucket: one batch and one
 #: ``paths_info`` per 1,000 files), rounded up: what the plan spends per write.
 REQUESTS_PER_WRITE = {"hub": 4, "bucket": 2}
-#: What the nodes themselves spend of the API budget while the leader writes (their Xet tokens, the
-#: audits they share): about one request per node per this many seconds, kept out of the leader's share.
-NODE_REQUEST_EVERY_S = 1800.0
-#: The leader never plans to spend more than this share of the request budget, whatever the nodes
-#: leave: retries, verifications of a node's own and the audits need the rest.
+#: The leader plans to spend this share of the request budget; the rest is the nodes': the job's Xet token
+#: (one for the job, an hour), the audits they share (as many as ``member.JOB_AUDITORS`` nodes' at any job
+#: size), retries and verifications of a node's own. None of it grows with the job's size.
 LEADER_SHARE = 0.75
 #: The plan spends this share of what the books allow: the rest is slack for what it does not foresee (the
 #: first interval, when every node offers at once; closing writers; retries), so the leader catches up on
@@ -188,14 +186,13 @@ def start_pacing(plan: Plan, node: int, commit_every: float) -> tuple[float, flo
     return plan.pacing(node)
 
 
-def write_gap(budget: Budget, kind: str, nodes: int, files: int, slowdown: float = 1.0) -> float:
-    """Seconds between two of the leader's writes of ``files`` files so that a job of ``nodes`` stays
-    within ``budget``: the commit quota (a repository), and the leader's share of the API window."""
+def write_gap(budget: Budget, kind: str, files: int, slowdown: float = 1.0) -> float:
+    """Seconds between two of the leader's writes of ``files`` files so that the job stays within
+    ``budget``: the commit quota (a repository), and the leader's share of the API window. (Until the job
+    shared one Xet token, each node's own took about one request per node per 30 minutes out of the
+    leader's share: at 4,096 nodes, all but the floor of a quarter of the budget.)"""
     per_write = REQUESTS_PER_WRITE[kind] * max(1, math.ceil(files / 1000))
-    nodes_spend = nodes * API_WINDOW_S / NODE_REQUEST_EVERY_S  # (per 5 minutes of the Hub's, as the budget)
-    share = max(budget.requests_per_5min * (1 - LEADER_SHARE), budget.requests_per_5min - nodes_spend)
-    share = min(share, budget.requests_per_5min * LEADER_SHARE)
-    gap = budget.api_window_s * per_write / share
+    gap = budget.api_window_s * per_write / (budget.requests_per_5min * LEADER_SHARE)
     if kind == "hub":
         gap = max(gap, budget.commit_window_s / budget.commits_per_hour)
     return gap * slowdown / PLAN_SLACK
@@ -207,10 +204,10 @@ def make_plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit
     ``spacing`` apart, at most ``max_files`` files each (default: the budget's)."""
     most = min(budget.files_per_commit, max_files or budget.files_per_commit)
     per_commit = max(1, min(nodes, most // max(1, files_per_node)))
-    gap = max(spacing, write_gap(budget, kind, nodes, per_commit * files_per_node, slowdown))
+    gap = max(spacing, write_gap(budget, kind, per_commit * files_per_node, slowdown))
     groups = math.ceil(nodes / per_commit)
     # A node that commits itself makes a commit (a batch) of its own files: the same gap, one node at a time.
-    own_gap = max(spacing, write_gap(budget, kind, nodes, files_per_node, slowdown))
+    own_gap = max(spacing, write_gap(budget, kind, files_per_node, slowdown))
     return Plan(nodes=nodes, per_commit=per_commit, gap=gap, interval=max(commit_every, groups * gap), own_gap=own_gap)
 
 
