@@ -336,6 +336,7 @@ class Nodes:
         self.seq = [0] * nodes
         self.first_offer: list[float | None] = [None] * nodes  # real time: the node's first upload (its Xet token)
         self.answered_seen: int | None = None
+        self.leading_node: int | None = None  # the lease's node: its pacing is the leader's (Plan.leader_pacing)
         self.counts = {"offers": 0, "commits": 0, "deferred": 0, "errors": 0, "timeouts": 0, "own_commits": 0,
                        "own_refused": 0, "taken_late": 0}
         self.store_gone_at: float | None = None
@@ -375,6 +376,7 @@ class Nodes:
         from hf_mpwriter.uploader.coordination.pacing import pacing
         from hf_mpwriter.uploader.schedule import until_turn
 
+        self.targets[node].leader.leading = node == self.leading_node  # (what its own uploader's leader says)
         interval, phase, _ = pacing(self.targets[node].situation(self.configs[node]))  # production's pacing
         return now + until_turn(interval, phase or 0.0, now, interval / 2 if cycled else 0.0)
 
@@ -383,9 +385,14 @@ class Nodes:
         if self.store_gone_at is not None:
             self._own_tick(offering)
             return
+        from hf_mpwriter.uploader.coordination.protocol import Malformed, parse_lease
         from hf_mpwriter.uploader.coordination.store import StoreError
 
         try:
+            try:
+                self.leading_node = (parse_lease(self.store.get("lease")) or (None,))[0]
+            except Malformed:
+                self.leading_node = None
             self._offer_tick(offering)
             self._answer_tick()
         except StoreError:
@@ -646,6 +653,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 f"then measuring {measure * scale:.0f} Hub-s ({measure:.0f} s real)")
             samples: list[tuple[float, dict]] = []
             age_samples: list[float] = []
+            leader_ages: list[float] = []  # the leading node's newest record: its job run rides with it
             killed: dict[str, Any] = {}
             t0 = next_age = stop_at = kill_at = math.inf  # set once the job's start is over
             next_sample = wall_start  # the Hub's requests from the job's first second (the start included)
@@ -672,6 +680,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                     next_sample += 60 / scale
                 if now >= next_age and scenario != "kill-store":  # at random moments, a Hub-minute apart on average
                     age_samples += sim.ages(now, wall_start)  # (fixed ones would alias with a 10 s or 5 min interval)
+                    if sim.leading_node is not None:
+                        leader_ages.append(sim.ages(now, wall_start)[sim.leading_node])
                     next_age += 60 / scale * pick.uniform(0.2, 1.8)
                 if scenario in ("kill-leader", "freeze-leader") and not killed and now >= kill_at:
                     lease = json.loads(sim_store.get("lease") or b"{}")
@@ -785,6 +795,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
     out["api_5min_with_nodes"] = max((a + b for a, b in zip(windows, nodes_in)), default=0.0)
     ages = [a * scale for a in age_samples]
     out["age_p50"], out["age_p95"], out["age_max"] = _pct(ages, 0.5), _pct(ages, 0.95), max(ages, default=math.nan)
+    lead = [a * scale for a in leader_ages]
+    out["leader_age_p50"], out["leader_age_p95"] = _pct(lead, 0.5), _pct(lead, 0.95)
     if scenario in ("kill-leader", "freeze-leader") and killed:
         after = sorted(r["t"] for r in rounds if r["files"] and r["pid"] != killed["pid"] and r["t"] > killed["at"])
         out["takeover_s"] = (after[0] - killed["at"]) * scale if after else math.inf
@@ -958,7 +970,8 @@ def main() -> int:
               f"{r['measured_offers']} answers put an offer off; whole run: offers {c['offers']}, "
               f"answered with a commit {c['commits']}, "
               f"put off {c['deferred']}, errors {c['errors']}, no answer in time {c['timeouts']}, the nodes' own "
-              f"commits {c['own_commits']} (refused {c['own_refused']})")
+              f"commits {c['own_commits']} (refused {c['own_refused']}); the leading node's newest record "
+              f"(its job run rides with it), age p50 / p95: {_fmt_s(r['leader_age_p50'])} / {_fmt_s(r['leader_age_p95'])}")
     kills = [r for r in results if r["scenario"] != "steady"]
     if kills:
         rows = []

@@ -24,8 +24,9 @@ from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.testing.limits import HubLimits
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
-from hf_mpwriter.uploader.coordination.pacing import pacing
+from hf_mpwriter.uploader.coordination.pacing import Situation, Store, pacing
 from hf_mpwriter.uploader.coordination.plan import (
+    LEADER_ROOM,
     LEADER_SHARE,
     PLAN_SLACK,
     REQUESTS_PER_WRITE,
@@ -68,6 +69,33 @@ def test_at_1024_nodes_each_ranks_newest_record_has_a_stated_age():
     assert budget.commits_per_hour == 32
     assert repo.interval <= 30 * 60, repo
     assert bucket.interval <= 30, bucket
+
+
+@pytest.mark.parametrize("kind,commit_every", [("hub", 300.0), ("bucket", 10.0)])
+@pytest.mark.parametrize("nodes", [2, 256, 1024, 4096])
+def test_the_leaders_node_offers_at_the_groups_slots_so_the_job_run_rides_with_their_writes(kind, commit_every, nodes):
+    """Issue 53: the job run is written on the leader's node and rode only with its own group's commit, once
+    an interval (18.8 min at 1,024 nodes on a repository). Where the groups fill the interval, the leader's
+    node offers at every k-th group slot (no more often than the job run changes, a round of the exchange),
+    each group leaves room for its files, and no slot of its falls outside a group's (no write of its own)."""
+    budget = make_budget()
+    plan = make_plan(budget, kind, nodes, files_per_node=8, commit_every=commit_every, spacing=14.0 if kind == "hub" else 0.0)
+    changes_every = min(commit_every, 30.0)
+    situation = Situation(commit_every=commit_every, rate_interval=commit_every, nodes=nodes, node=0, kind=kind,
+                          budget=budget, files=8, store=Store.PLANNED, plan=plan, leading=True)
+    interval, phase, case = pacing(situation)
+    ride = plan.leader_pacing(changes_every)
+    assert ride is not None or nodes == 2 or kind == "bucket"  # a repository's groups fill its interval: it rides
+    if ride is None:  # one group, or idle time between the groups' writes: its group's slot, as any node's
+        assert (interval, phase, case) == (*plan.pacing(0), "member")
+        return
+    assert case == "leader" and (interval, phase) == ride
+    assert changes_every <= interval < plan.interval  # fresher than its group's, never busier than the job run
+    slots = {round(k * plan.gap, 6) % round(plan.interval, 6) for k in range(plan.groups)}  # the groups' (phases)
+    assert all(round(k * interval, 6) % round(plan.interval, 6) in slots for k in range(int(plan.interval / interval) + 1))
+    assert (plan.per_commit + LEADER_ROOM) * 8 <= budget.files_per_commit  # a group's write has room for its files
+    if kind == "hub" and nodes >= 1024:
+        assert interval <= 3 * 60 < plan.interval, (interval, plan)  # the issue: the job run within 3 minutes
 
 
 @pytest.mark.parametrize("kind,commit_every", [("hub", 300.0), ("bucket", 10.0)])

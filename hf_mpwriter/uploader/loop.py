@@ -142,6 +142,7 @@ class Uploader:
         #: The logdir's live writers run on several hosts (a logdir every node shares): this one uploader
         #: commits every node's files, so it paces as a single node would (:meth:`_pacing`).
         self._shared = False
+        self._leading = False  # this node's uploader led the job when it was last paced
         self._case: str | None = None  # the pacing's branch last said (:meth:`_pacing`)
         self._view: job_view.JobView | None = None  # the job run (hf_mpwriter.uploader.jobrun.view)
         self._exchange: exchange.ViewExchange | None = None  # its points to and from the job's leader
@@ -300,7 +301,7 @@ class Uploader:
         interval, phase, case = pacing(situation)
         if case != self._case:  # said once a case: its interval, and what changes it where it is not commit_every
             self._case = case
-            if interval == self.config.commit_every:
+            if interval <= self.config.commit_every:
                 logger.info("commits every %.0f s (%s)", interval, case)
             else:
                 logger.warning("commit_every=%.0f s: this node's files are committed every %.0f s instead (%s): the logs' "
@@ -373,6 +374,9 @@ class Uploader:
             schedule.held_until = now + self.committer.held_until - time.time()  # (relative: one host's clocks)
             if isinstance(self.target, member.JobTarget):  # the writers gone: its last records, not put off
                 self.target.closing = not schedule.writers_alive
+                if self.target.leading != self._leading:  # a leader's node offers at every write (its job run)
+                    self._leading = self.target.leading
+                    schedule.repace(self._pacing(watch), now, time.time())
             try:
                 if self._exchange is not None and now >= self._next_round and not self._signalled():
                     self._job_run_round()

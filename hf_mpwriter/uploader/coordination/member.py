@@ -218,7 +218,8 @@ class JobTarget(Target):
         store = Store.GONE if self.store_gone else Store.PLANNED if self.plan is not None else Store.STARTING
         return Situation(commit_every=self.commit_every, rate_interval=commit_interval(config), nodes=self.leader.nodes,
                          node=self.node, kind=self.kind, budget=self.budget, files=self.files_hint, spacing=self.spacing,
-                         store=store, plan=self.plan, phase=None if self._phases is None else self._phases[0])
+                         store=store, plan=self.plan, phase=None if self._phases is None else self._phases[0],
+                         leading=self.leading)
 
     def hurry(self, deadline: float) -> None:
         """The uploader was signalled and must be gone by ``deadline`` (monotonic): from now on a wait for

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from ...timing import JOB_VIEW_WAIT_S
 from .plan import Budget, Plan, make_plan, start_pacing
 
 
@@ -40,6 +41,7 @@ class Situation:
     store: Store = Store.NONE
     plan: Plan | None = None  # the leader's, with ``store`` PLANNED
     phase: float | None = None  # this node's slot on its own clock, as the leader's last answer said it
+    leading: bool = False  # this node's uploader leads the job's commits (its node's job run rides with each)
 
 
 def pacing(s: Situation) -> tuple[float, float | None, str]:
@@ -49,6 +51,10 @@ def pacing(s: Situation) -> tuple[float, float | None, str]:
         return s.rate_interval, None, "alone"
     if s.shared or s.kind is None or s.budget is None:  # the job's one uploader, or no budget to share
         return s.rate_interval, 0.0, "shared logdir" if s.shared else "no budget"
+    # (the job run changes once a round of the exchange: ``ViewExchange.period``)
+    ride = s.plan.leader_pacing(min(s.commit_every, JOB_VIEW_WAIT_S)) if s.plan is not None and s.leading else None
+    if s.store is Store.PLANNED and ride is not None:  # the leader's node: the job run rides with its writes
+        return ride[0], ride[1], "leader"
     if s.store is Store.PLANNED and s.plan is not None:  # the leader's plan: its group's slot
         interval, phase = s.plan.pacing(s.node)
         return interval, phase if s.phase is None else s.phase, "member"

@@ -59,6 +59,10 @@ MAX_FILES_PER_COMMIT = 1000
 #: The smallest commit the leader falls back to after a commit timed out (huggingface_hub's
 #: ``upload_large_folder`` starts at 20).
 MIN_FILES_PER_COMMIT = 20
+#: Where the nodes take turns in groups, a group leaves room for this many nodes' files in each write: the
+#: leader's own node's, which rides along with every write (:meth:`Plan.leader_pacing`), with room to spare
+#: for its job run's files.
+LEADER_ROOM = 2
 #: The logger's default share of a repository's commit rate (the Hub's ~128 an hour: 32), leaving the
 #: job's own pushes (checkpoints, model cards) the rest.
 COMMIT_SHARE = 0.25
@@ -114,6 +118,18 @@ class Plan:
     def pacing(self, node: int) -> tuple[float, float]:
         """``(interval, phase)`` of ``node``: its group's slot in the leader's wall-clock cycle."""
         return self.interval, ((node // self.per_commit) * self.gap) % self.interval
+
+    def leader_pacing(self, changes_every: float) -> tuple[float, float] | None:
+        """``(interval, phase)`` of the leader's own node where the plan has several groups and writes one every
+        ``gap``: it offers at the groups' slots, every k-th one (no more often than the job run it writes
+        changes, every ``changes_every`` seconds), so the job run rides with those writes instead of its own
+        group's alone (once an interval: 17 minutes at 1,024 nodes on a repository). ``None`` where that
+        gains nothing, or where the groups leave part of the interval idle (its offers would make writes of
+        their own)."""
+        if self.groups <= 1 or self.gap <= 0 or self.interval > self.groups * self.gap * (1 + 1e-9):
+            return None
+        every = self.gap * max(1, math.ceil(changes_every / self.gap - 1e-9))
+        return (every, 0.0) if every < self.interval else None
 
     def own_pacing(self, node: int, commit_every: float) -> tuple[float, float]:
         """``(interval, phase)`` of ``node`` while it commits its files itself (no store, the store gone):
@@ -204,6 +220,8 @@ def make_plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit
     ``spacing`` apart, at most ``max_files`` files each (default: the budget's)."""
     most = min(budget.files_per_commit, max_files or budget.files_per_commit)
     per_commit = max(1, min(nodes, most // max(1, files_per_node)))
+    if per_commit < nodes:  # several groups: each write has room for the leader's node too (:meth:`Plan.leader_pacing`)
+        per_commit = max(1, most // max(1, files_per_node) - LEADER_ROOM)
     gap = max(spacing, write_gap(budget, kind, per_commit * files_per_node, slowdown))
     groups = math.ceil(nodes / per_commit)
     # A node that commits itself makes a commit (a batch) of its own files: the same gap, one node at a time.
