@@ -42,3 +42,16 @@ def test_a_publication_whose_answer_is_lost_before_a_hand_over_loses_no_point(tm
     assert sum("an answer lost" in fault for fault in result.faults) >= 3  # the scenario
     assert any("leads" in fault or "restarted" in fault for fault in result.faults)
     assert not result.problems, result
+
+
+@pytest.mark.parametrize("seed", [1150, 1186])
+def test_a_rank_resumed_without_a_restart_point_keeps_its_failed_attempt_out_of_a_re_read(tmp_path, seed):
+    """Found by the simulation: a rank resumed without a START, then the job run restarted (another rank's
+    restart, or its own): its node read every rank file again, the failed attempt's file too, and took its
+    values from the resumed step on again; nothing dropped them (a START is read again, a step going back
+    within a re-read is not), so a step the new attempt had not reached yet went out with the failed
+    attempt's value (seed 1150, step 12: 271 where the ranks' mean is 521)."""
+    result = jobsim.run(seed, tmp_path, kinds=("resume", "leader", "uploader-restart"))
+    assert any("(no START)" in fault for fault in result.faults)  # the scenario
+    assert sum("resumed at" in fault for fault in result.faults) >= 2
+    assert not result.problems, result

@@ -121,6 +121,9 @@ class JobView:
         #: A rank file read again after a restart: ``(step, offset)``, its values below that step in the records
         #: it had been read to (that offset) are in the run already; those after are new.
         self._floor: dict[str, tuple[int, float]] = {}
+        #: A rank file whose rank restarted in a later file: the step from which that restart dropped its values
+        #: (a re-read takes them no more; a restart without a START is not read as one again).
+        self._dropped: dict[str, int] = {}
         self._restarts: set[str] = set()  # the restarts (``file:offset``) the job run was made anew after
         #: The other ranks' files are read again after a restart: until they are read to their end, what is
         #: read mixes attempts (a rank's values from before its own restart), and no point is written.
@@ -203,9 +206,11 @@ class JobView:
                 if size < start:  # replaced by a shorter file: what it holds now is new
                     start = 0
                     self._marks.pop(rel, None)
+                    self._dropped.pop(rel, None)
                 if size <= start:
                     continue
                 floor, upto = self._floor.get(rel, (-math.inf, 0))  # (a restart changes other files' floors only)
+                dropped = self._dropped.get(rel, math.inf)
                 marks = self._marks.setdefault(rel, Marks())
                 with open_nofollow(path) as handle:
                     for end, record in iter_records(handle, start):
@@ -218,10 +223,10 @@ class JobView:
                         if end > upto:
                             floor = -math.inf
                         for scalar in found:
-                            if scalar.step >= floor:
+                            if floor <= scalar.step < dropped:
                                 self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now, rel)
                         for histogram in histograms:
-                            if histogram.step >= floor:
+                            if floor <= histogram.step < dropped:
                                 self._take(rank, histogram_key(histogram.tag), histogram.step, Buckets.read(histogram),
                                            histogram.wall_time, now, rel)
                         decoded += 1
@@ -237,6 +242,7 @@ class JobView:
             except FileNotFoundError:
                 self._read_to.pop(rel, None)
                 self._marks.pop(rel, None)
+                self._dropped.pop(rel, None)
         return decoded
 
     def _stepped_back(self, rank: int, rel: str, found: list, histograms: list) -> int | None:
@@ -275,6 +281,11 @@ class JobView:
         if mark in self._restarts:
             return
         self._restarts.add(mark)
+        for other_rank, other in self._rank_files():  # (in the order TensorBoard reads them)
+            if other == rel:
+                break
+            if other_rank == rank:
+                self._dropped[other] = min(step, self._dropped.get(other, step))
         if self._knows_held and not any(held >= step for held in self._held.values()):
             return
         self._read_again(step, rank)
@@ -463,7 +474,7 @@ class JobView:
         the two writes a batch again: TensorBoard shows it once)."""
         state = {
             "read_to": self._read_to, "held": self._held, "run": self.run.state(), "replaying": self._replaying,
-            "floor": {rel: [step, upto] for rel, (step, upto) in self._floor.items()},
+            "floor": {rel: [step, upto] for rel, (step, upto) in self._floor.items()}, "dropped": self._dropped,
             "marks": {rel: [marks.to, marks.most, marks.at] for rel, marks in self._marks.items()},
 
             "restarts": sorted(self._restarts),
@@ -492,6 +503,7 @@ class JobView:
             self._held = {str(k): int(v) for k, v in state["held"].items()}
             self._floor = {str(k): (int(v), math.inf) if isinstance(v, int) else (int(v[0]), float(v[1]))
                            for k, v in state.get("floor", {}).items()}  # (a state of before restarts: none; before offsets: int)
+            self._dropped = {str(k): int(v) for k, v in state.get("dropped", {}).items()}
             self._replaying = bool(state.get("replaying", False))
             self._marks = {str(rel): Marks(int(to), int(most), at) for rel, (to, most, at) in state.get("marks", {}).items()}
             self._restarts = {str(mark) for mark in state.get("restarts", [])}
@@ -521,7 +533,7 @@ class JobView:
     def _forget_state(self) -> None:
         self._read_to, self._held, self.newest, self.outbox, self._floor, self._marks = {}, {}, {}, Outbox(), {}, {}
         self._tag_newest, self.without_restart_point, self._tag_file = {}, {}, {}
-        self._restarts = set()
+        self._restarts, self._dropped = set(), {}
         self._reporters, self._values, self._first, self._wall = {}, {}, {}, {}
         self.run = JobRun(self.logdir)
         self.late = self.unwaited = 0
