@@ -378,10 +378,11 @@ class ViewExchange:
         return len(points)
 
     def _merge(self, store: JobStore, raw: bytes) -> int:
-        """Every node's points, merged; the due ones published as written, then written. Published first and
-        fenced (compare-and-set on what this round read, with this node's name and a nonce in the value: two
-        leaders never publish the same bytes): a leader that dies between the two loses those points from
-        the job run, but no two leaders ever write one step (TensorBoard would drop the tag's later points)."""
+        """Every node's points, merged; the due ones published as held (and unwritten), written, then said
+        written. Published first and fenced (compare-and-set on what this round read, with this node's name and a
+        nonce in the value: two leaders never publish the same bytes): no two leaders write one step unless the
+        second restarted the job run there first (a leader that dies between publishing and writing: the next
+        one restarts at its unwritten points)."""
         assert self.merge is not None
         # the groups' values, then the nodes' own (a node that reached no host: what it says of itself counts)
         sources: list[int | None] = [None] * self.groups + list(self.job.members())
