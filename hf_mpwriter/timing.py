@@ -193,6 +193,9 @@ class JobTiming:
     #: its preemption deadline comes first).
     stop_wait: float = LEADER_STOP_WAIT_S
     xet_wait: float = XET_WAIT_S
+    #: The job run's longest round (its exchange's period: ``commit_every`` up to this): the leader's node
+    #: offers no more often than the job run changes (:meth:`~hf_mpwriter.uploader.coordination.plan.Plan.leader_pacing`).
+    job_run_wait: float = JOB_VIEW_WAIT_S
     #: The Hub's windows (an hour of commits, 5 minutes of API requests) are this many times shorter: a
     #: simulation's (the rates per window stay the Hub's: :meth:`hf_mpwriter.uploader.coordination.plan.Budget.scaled`).
     windows: float = 1.0

@@ -189,7 +189,8 @@ def production_node(kind: str, node: int, nodes: int, ranks: int, scale: float, 
                              launcher=Launcher(ranks if ranks_known else 0, job, f"127.0.0.1:{port}"))
     assert config is not None
     config = dataclasses.replace(config, endpoint=endpoint)  # the test Hub: no single node's cap of huggingface.co
-    target = for_job(config, target_for(config, TOKEN), TOKEN, call_bound(config.http_timeout), JobTiming(windows=scale))
+    target = for_job(config, target_for(config, TOKEN), TOKEN, call_bound(config.http_timeout),
+                     JobTiming(windows=scale).scaled(scale, "job_run_wait"))  # (its commit_every is scaled too)
     assert isinstance(target, JobTarget), "the factory made no job target: no store, no torch or no Xet"
     return config, target
 

@@ -82,7 +82,7 @@ def test_the_leaders_node_offers_at_the_groups_slots_so_the_job_run_rides_with_t
     plan = make_plan(budget, kind, nodes, files_per_node=8, commit_every=commit_every, spacing=14.0 if kind == "hub" else 0.0)
     changes_every = min(commit_every, 30.0)
     situation = Situation(commit_every=commit_every, rate_interval=commit_every, nodes=nodes, node=0, kind=kind,
-                          budget=budget, files=8, store=Store.PLANNED, plan=plan, leading=True)
+                          budget=budget, files=8, store=Store.PLANNED, plan=plan, leading=True, job_run_every=changes_every)
     interval, phase, case = pacing(situation)
     ride = plan.leader_pacing(changes_every)
     assert ride is not None or nodes == 2 or kind == "bucket"  # a repository's groups fill its interval: it rides

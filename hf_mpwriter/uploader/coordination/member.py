@@ -219,7 +219,7 @@ class JobTarget(Target):
         return Situation(commit_every=self.commit_every, rate_interval=commit_interval(config), nodes=self.leader.nodes,
                          node=self.node, kind=self.kind, budget=self.budget, files=self.files_hint, spacing=self.spacing,
                          store=store, plan=self.plan, phase=None if self._phases is None else self._phases[0],
-                         leading=self.leading)
+                         leading=self.leading, job_run_every=min(self.commit_every, self.timing.job_run_wait))
 
     def hurry(self, deadline: float) -> None:
         """The uploader was signalled and must be gone by ``deadline`` (monotonic): from now on a wait for

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from ...timing import JOB_VIEW_WAIT_S
 from .plan import Budget, Plan, make_plan, start_pacing
 
 
@@ -42,6 +41,7 @@ class Situation:
     plan: Plan | None = None  # the leader's, with ``store`` PLANNED
     phase: float | None = None  # this node's slot on its own clock, as the leader's last answer said it
     leading: bool = False  # this node's uploader leads the job's commits (its node's job run rides with each)
+    job_run_every: float = 0.0  # how often the job run changes (its exchange's round): the leader's node's quickest
 
 
 def pacing(s: Situation) -> tuple[float, float | None, str]:
@@ -51,8 +51,7 @@ def pacing(s: Situation) -> tuple[float, float | None, str]:
         return s.rate_interval, None, "alone"
     if s.shared or s.kind is None or s.budget is None:  # the job's one uploader, or no budget to share
         return s.rate_interval, 0.0, "shared logdir" if s.shared else "no budget"
-    # (the job run changes once a round of the exchange: ``ViewExchange.period``)
-    ride = s.plan.leader_pacing(min(s.commit_every, JOB_VIEW_WAIT_S)) if s.plan is not None and s.leading else None
+    ride = s.plan.leader_pacing(s.job_run_every) if s.plan is not None and s.leading else None
     if s.store is Store.PLANNED and ride is not None:  # the leader's node: the job run rides with its writes
         return ride[0], ride[1], "leader"
     if s.store is Store.PLANNED and s.plan is not None:  # the leader's plan: its group's slot
