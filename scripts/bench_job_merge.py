@@ -3,9 +3,10 @@
 
 Simulates N nodes x 8 ranks x 50 scalar tags at 1 step/s (by default) for some minutes, at the ratios a
 job has with a target's defaults (``--target``): the job run's rounds every ``commit_every`` (at most
-30 s: 10 s on a bucket, 30 s on a repository), and the leader's node's commits one a commit interval of
-the job's plan (:func:`~hf_mpwriter.uploader.coordination.plan.make_plan` for that target and node count: 30 s on a
-bucket at 1,024 nodes, 1,250 s on a repository). Real: the job's store (a ``TCPStore`` server, here in
+30 s: 10 s on a bucket, 30 s on a repository), and the leader's node's commits as production paces them
+(:func:`~hf_mpwriter.uploader.coordination.pacing.pacing` of the leading node, in the job's plan for that target and
+node count: at its groups' slots where they fill the interval, 125 s on a repository at 1,024 nodes; else once an
+interval). Real: the job's store (a ``TCPStore`` server, here in
 this process; the simulated nodes share one connection to it, the leader has its own), every node's
 :class:`~hf_mpwriter.uploader.jobrun.exchange.ViewExchange` with its
 :class:`~hf_mpwriter.uploader.coordination.member.JobTarget` and a node's :class:`~hf_mpwriter.uploader.jobrun.view.JobView`
@@ -44,6 +45,7 @@ from pathlib import Path
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import BUCKET_COMMIT_EVERY_S, HUB_COMMIT_EVERY_S, JOB_VIEW_WAIT_S
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
+from hf_mpwriter.uploader.coordination.pacing import Situation, Store, pacing
 from hf_mpwriter.uploader.coordination.plan import make_budget, make_plan
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.jobrun import exchange as job_merge
@@ -100,6 +102,11 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, kind: str, root: Path
 
     config = {"hub": HUB_COMMIT_EVERY_S, "bucket": BUCKET_COMMIT_EVERY_S}[kind]
     plan = make_plan(make_budget(), kind, nodes, ranks + 1, config, SPACING[kind])  # (its ranks' files, its job run)
+    # The leader's node's commits, as production paces them (at the groups' slots where they fill the interval).
+    lead = Situation(commit_every=config, rate_interval=config, nodes=nodes, node=0, kind=kind, budget=make_budget(),
+                     files=ranks + 1, store=Store.PLANNED, plan=plan, leading=True,
+                     job_run_every=min(config, JOB_VIEW_WAIT_S))
+    interval = pacing(lead)[0]
     server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=60))
     address = StoreAddress("127.0.0.1", server.port, "bench")
     prefix = store_prefix(address, HubTarget("bench/job", prefix="tb", endpoint="http://127.0.0.1:9").key)
@@ -142,10 +149,10 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, kind: str, root: Path
     del server
     seconds = rounds * period
     hours = seconds / 3600
-    ages = _ages(merged, plan.interval, seconds)
+    ages = _ages(merged, interval, seconds)
     return {
         "merging_share": merging / seconds, "whole_share": whole / seconds, "period": period,
-        "interval": plan.interval, "mb_per_round": statistics.mean(moved[2:] or moved) / 1e6, "every": every,
+        "interval": interval, "mb_per_round": statistics.mean(moved[2:] or moved) / 1e6, "every": every,
         "group_mb_per_round": statistics.mean(grouped[2:] or grouped or [0]) / 1e6,
         "groups": leader.groups,
         "points_per_tag_hour": points / tags / hours, "job_mb_hour": job_bytes / 1e6 / hours,
