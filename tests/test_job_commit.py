@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -473,7 +472,7 @@ def test_a_leader_whose_commit_hangs_hands_over_and_the_offers_it_took_go_to_the
     thread.start()
     try:
         wait_for(lambda: hang.hits >= 1, 20, "node 0's commit to reach the Hub")  # the scenario: it hangs there
-        assert claimer(nodes[1].store.get("offer/1"), nodes[1]._seq) == (0, os.getpid())  # node 0 took it
+        assert claimer(nodes[1].store.get("offer/1"), nodes[1]._seq) == (0, nodes[0].leader.term)  # node 0 took it
         thread.join(100)
         assert result, "node 1's files did not land"
         oid, waits = result[0]
@@ -487,6 +486,52 @@ def test_a_leader_whose_commit_hangs_hands_over_and_the_offers_it_took_go_to_the
         hang.release()
         thread.join(10)
         for target in nodes:
+            target.stop()
+
+
+def test_an_offer_claimed_by_a_leader_whose_uploader_replaced_itself_goes_to_its_successor(hub, store, tmp_path):
+    """Issue 52: a leader was ``(node, pid)``, and an uploader that replaces itself (an ``exec`` after an
+    abandoned transfer) keeps its pid: a node whose offer the old one claimed saw the new one as the same
+    leader and waited out its whole wait for a claimed offer (``taken_wait``, 90 s here) before offering
+    again. Here node 0's commit hangs at the Hub with node 1's offer claimed, and node 0's next uploader (the
+    same pid: this process) takes the lease over: once node 1's wait for an answer ran out (30 s) it finds,
+    within half a lease's staleness, that the leader that took its offer no longer leads, offers again, and
+    its files land through the new leader's commit (before: after its wait and a claimed offer's, 120 s).
+    (Node 1 does not lead: it stays out of the lease.)"""
+    hub.create_repo(REPO)
+    nodes = [_node(hub, store.port, k, wait=30.0, commit_every=4.0) for k in range(2)]
+    for target in nodes:
+        target.prepare()
+    nodes[0].start()
+    wait_for(lambda: nodes[0].leader.leading, 20, "node 0 to lead")
+    nodes[1].leader._abstain_until = float("inf")  # node 1's uploader never takes the lease (a node of many)
+    nodes[1].start()
+    hang = hub.inject("latency", route="commit", times=1, seconds=120)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(
+        _commit_when_due(nodes[1], _pieces(tmp_path, 2, 3000), "node commit", limit=100.0)))
+    thread.start()
+    offered = time.monotonic()
+    successor = None
+    try:
+        wait_for(lambda: hang.hits >= 1, 20, "node 0's commit to reach the Hub")  # the scenario: it hangs there
+        first = nodes[0].leader.term
+        assert claimer(nodes[1].store.get("offer/1"), nodes[1]._seq) == (0, first)  # claimed by node 0's uploader
+        nodes[0].leader._stop.set()  # its process replaced itself: the lease is no longer renewed...
+        successor = _node(hub, store.port, 0, wait=30.0, commit_every=4.0)  # ... and its next one starts, same pid
+        successor.prepare()
+        successor.start()
+        wait_for(lambda: successor.leader.leading, LEASE_STALE_S + 15, "node 0's next uploader to lead")
+        assert successor.leader.term > first  # a new holder, though the same node and pid
+        thread.join(nodes[1].wait + LEASE_STALE_S)
+        assert result, "node 1's files did not land"
+        oid, _ = result[0]
+        assert _log_commits(hub)[0]["oid"] == oid and successor.leader.commits == 1  # through the new leader
+        assert time.monotonic() - offered < nodes[1].wait + LEASE_STALE_S, "node 1 waited on the old uploader's claim"
+    finally:
+        hang.release()
+        thread.join(10)
+        for target in [nodes[1], nodes[0], *([successor] if successor else [])]:
             target.stop()
 
 

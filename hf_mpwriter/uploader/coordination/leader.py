@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -341,7 +340,7 @@ class Leader(Lease):
         """The offers this leader now owns: each taken from the store unless its node took it back first."""
         claimed = {}
         for node, offer in offers.items():
-            if self.store.compare_set(f"offer/{node}", offer["raw"], taken_value(offer["seq"], self.node, os.getpid())):
+            if self.store.compare_set(f"offer/{node}", offer["raw"], taken_value(offer["seq"], self.node, self.term)):
                 claimed[node] = offer
         return claimed
 

@@ -1,11 +1,15 @@
 """The job's lease: which node's uploader leads the job's commits, kept only while its rounds make
 progress (:class:`~.leader.Leader`'s contract "leading means progress").
 
-One value in the job's store, ``lease`` (JSON ``{node, pid, n}``), renewed with ``compare_set`` every
+One value in the job's store, ``lease`` (JSON ``{node, term, pid, n}``), renewed with ``compare_set`` every
 ``timing.poll`` by its holder and watched by every other node; one not renewed for ``timing.lease_stale``
 (on the observer's clock) is taken over. A holder whose writes or head reads fail for a hand-over time,
 whose rounds keep raising, or whose call to the Hub hangs, lets it go and does not take it again for a
 while, longer each time in a row. The rounds themselves are :class:`~.leader.Leader`'s.
+
+A holder is ``(node, term)``: each take of the lease draws its term from the store's ``terms`` counter, so
+an uploader that replaced itself (an ``exec``: the same node, the same pid) is a new holder, and the
+offers its predecessor claimed are seen as no longer led.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Lease:
         self._lease_seen_at = time.monotonic()
         self._renewals = 0
         self.leases = 0  # times this node took the job's lease (``status``: a new leader each time)
+        self.term = 0  # the store's number for this node's current (or last) hold of the lease
         #: Progress, on this host's monotonic clock: since when the writes (or head reads) fail, and since
         #: when the current round is in a call to the Hub (``None``: not failing, not in a call).
         self._failing_since: float | None = None
@@ -131,6 +136,7 @@ class Lease:
             return False
         if now < self._abstain_until:  # handed over: another node first
             return False
+        self.term = self.store.add("terms", 1)  # (drawn even if the take fails: the counter only grows)
         mine = self._lease_value()
         if not self.store.compare_set("lease", current, mine):
             return False
@@ -142,5 +148,5 @@ class Lease:
 
     def _lease_value(self) -> bytes:
         self._renewals += 1
-        return json.dumps({"node": self.node, "pid": os.getpid(), "n": self._renewals}).encode()
+        return json.dumps({"node": self.node, "term": self.term, "pid": os.getpid(), "n": self._renewals}).encode()
 

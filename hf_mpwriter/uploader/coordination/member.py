@@ -453,7 +453,7 @@ class JobTarget(Target):
                           "(it hangs); they are offered again", transient=True)
 
     def _leads(self, taker: tuple[int, int]) -> bool:
-        """Whether the leader ``(node, pid)`` still holds the job's lease."""
+        """Whether the leader ``(node, term)`` still holds the job's lease."""
         try:
             return parse_lease(self.store.get("lease")) == taker
         except Malformed:

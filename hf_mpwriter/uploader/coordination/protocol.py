@@ -5,9 +5,10 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
     members            "0,3,1,"          the nodes that announced themselves (append)
     incarnation/<n>    counter            node n's current uploader: each new one adds 1 (the store counts,
                                           not a clock: a replacement's offers always win over its predecessor's)
-    offer/<n>          JSON | "-" | "taken:seq:node:pid"   an offer, taken back, or claimed by a leader
+    offer/<n>          JSON | "-" | "taken:seq:node:term"  an offer, taken back, or claimed by a leader
     answer/<n>         JSON               the leader's answer to node n's offer ``seq``
-    lease              JSON {node, pid, n}                  who leads
+    lease              JSON {node, term, pid, n}            who leads (``(node, term)``; pid: for people)
+    terms              counter            each take of the lease adds 1: its holder's term
     offered, answered  counters           polled instead of every node's keys
     prepared           "ns/name"          the repository or bucket id node 0's Hub resolved
     xet                JSON {cas, token, exp}  the job's Xet write token, fetched and renewed by the leader
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 #: An offer's value once its node took it back.
 WITHDRAWN = b"-"
-#: An offer's value once a leader claimed it (followed by ``seq:node:pid``: the offer's, the claimer's).
+#: An offer's value once a leader claimed it (followed by ``seq:node:term``: the offer's, the claimer's).
 TAKEN = b"taken:"
 
 
@@ -61,12 +62,12 @@ class Skipped:
         self.kinds[kind] += 1
 
 
-def taken_value(seq: int, node: int, pid: int) -> bytes:
-    return TAKEN + f"{seq}:{node}:{pid}".encode()
+def taken_value(seq: int, node: int, term: int) -> bytes:
+    return TAKEN + f"{seq}:{node}:{term}".encode()
 
 
 def claimer(value: bytes | None, seq: int) -> tuple[int, int] | None:
-    """``(node, pid)`` of the leader that claimed offer ``seq``, from the offer's value; ``None`` if it is
+    """``(node, term)`` of the leader that claimed offer ``seq``, from the offer's value; ``None`` if it is
     not claimed (or another offer is)."""
     if not value or not value.startswith(TAKEN):
         return None
@@ -201,11 +202,11 @@ def parse_books(raw: bytes) -> tuple[list[float], list[tuple[float, int]], float
 
 
 def parse_lease(raw: bytes | None) -> tuple[int, int] | None:
-    """``(node, pid)`` of the lease's holder; ``None`` where nobody holds it."""
+    """``(node, term)`` of the lease's holder; ``None`` where nobody holds it."""
     if not raw:
         return None
     lease = _json_object(raw, "lease")
-    return _whole(lease.get("node"), "lease: node"), _whole(lease.get("pid"), "lease: pid")
+    return _whole(lease.get("node"), "lease: node"), _whole(lease.get("term"), "lease: term")
 
 
 class Seat(Protocol):
