@@ -55,3 +55,16 @@ def test_a_rank_resumed_without_a_restart_point_keeps_its_failed_attempt_out_of_
     assert any("(no START)" in fault for fault in result.faults)  # the scenario
     assert sum("resumed at" in fault for fault in result.faults) >= 2
     assert not result.problems, result
+
+
+@pytest.mark.parametrize("seed, kinds", [(1484, ("resume", "late")), (511, ("resume", "late")), (314, ("resume", "malformed"))])
+def test_a_restart_read_again_drops_only_what_the_re_read_takes_again(tmp_path, seed, kinds):
+    """Found by the simulation: a rank restarted with a START at 10 and logged step 10 again (waiting for a
+    late rank); the job run then restarted at 11 for another node's rank, so its node read every rank file
+    again from 11, and the START, read again, dropped that rank's values from 10: the good step-10 value
+    too, which a re-read from 11 never takes again. Step 10 went out without it (seed 1484: 22 where the
+    ranks' mean is 270.75)."""
+    result = jobsim.run(seed, tmp_path, kinds=kinds)
+    assert sum("(START)" in fault for fault in result.faults) >= 1  # the scenario: a restart point, read again
+    assert sum("resumed at" in fault for fault in result.faults) >= 2
+    assert not result.problems, result

@@ -215,13 +215,13 @@ class JobView:
                 with open_nofollow(path) as handle:
                     for end, record in iter_records(handle, start):
                         self._read_to[rel] = end
+                        if end > upto:
+                            floor = -math.inf
                         found, histograms, restart = summaries(record)
                         if restart is None and end > upto:  # (a re-read goes back on purpose; what follows it, not)
                             restart = self._stepped_back(rank, rel, found, histograms)
-                        if restart is not None:
-                            self._restart(rank, rel, end, restart)
-                        if end > upto:
-                            floor = -math.inf
+                        if restart is not None:  # (read again: it drops what the re-read takes again, not the values below)
+                            self._restart(rank, rel, end, int(max(restart, floor)))
                         for scalar in found:
                             if floor <= scalar.step < dropped:
                                 self._take(rank, scalar.tag, scalar.step, scalar.value, scalar.wall_time, now, rel)
