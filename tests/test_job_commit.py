@@ -535,6 +535,25 @@ def test_an_offer_claimed_by_a_leader_whose_uploader_replaced_itself_goes_to_its
             target.stop()
 
 
+def test_a_leader_whose_renewal_met_a_store_error_keeps_its_term(hub, store, tmp_path):
+    """A renewal that raised (the store's answer lost, a moment's outage) stops the leader from leading until
+    its next look at the lease: finding its own value there, it renews it under the same term. (It took it
+    again under a new term, once stale: the nodes whose offers it had claimed offered them again.)"""
+    hub.create_repo(REPO)
+    node = _node(hub, store.port, 0, nodes=1)
+    node.prepare()
+    node.start()
+    try:
+        wait_for(lambda: node.leader.leading, 20, "node 0 to lead")
+        term = node.leader.term
+        node.leader.leading = False  # what the lease thread does when a renewal raises StoreError
+        wait_for(lambda: node.leader.leading, 5, "its lease renewed")
+        assert (node.leader.term, node.leader.leases) == (term, 1)
+        assert json.loads(node.store.get("lease"))["term"] == term
+    finally:
+        node.stop()
+
+
 def test_a_leader_stopped_mid_commit_leaves_its_lease_to_go_stale(hub, store, tmp_path):
     """The leader's commit is under way (the Hub is slow to answer) when its uploader stops: ``stop`` does
     not release the lease under that running round (another leader could commit the same offers); it

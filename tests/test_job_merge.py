@@ -921,6 +921,29 @@ def test_a_new_leader_writes_the_last_restart_of_the_job_run_again_unless_a_poin
     assert starts == ([] if written_since else [100, 100])  # (twice: JobRun.restart)
 
 
+@pytest.mark.parametrize("unwritten", [None, 110])
+def test_a_new_leader_restarts_the_job_run_at_the_last_words_unwritten_points_and_only_there(tmp_path, unwritten):
+    """The last leader's word held steps up to 120 and said the points from 110 on were not written yet (it
+    may have died, or lost its publication's answer, before it wrote them; the nodes dropped them): a new
+    leader restarts the job run at 110 (a new epoch: the nodes make those points anew; a ``START`` drops
+    what was written). A word that says its points written restarts nothing."""
+    from hf_mpwriter.events.decoding import summaries
+    from hf_mpwriter.events.records import iter_records
+
+    held = Held.parse(Held(steps={"loss": 120}, unwritten=unwritten).to_json(by=1))
+    merge = JobMerge(tmp_path, nodes=2, world=4, wait=30.0, held=held, clock=lambda: 0.0)
+    points = merge.due()
+    assert points == [] and merge.word_moved == (unwritten is not None)  # (published even with nothing due)
+    assert merge.held == {"loss": 109 if unwritten else 120} and len(merge.word.restarts) == (1 if unwritten else 0)
+    merge.write(points)
+    merge.close()
+    starts = []
+    for path in sorted((tmp_path / "job").glob("*tfevents*")):
+        with open(path, "rb") as handle:
+            starts += [summaries(record)[2] for _, record in iter_records(handle) if summaries(record)[2] is not None]
+    assert starts == ([110, 110] if unwritten else [])
+
+
 # -- values another process wrote (issue 52: D2, D3, D6) ---------------------------------------------------
 # A malformed value is skipped, counted per kind of key, said once, and never stops a round.
 FILE = ["tb/rank-000/events.out.tfevents.1.h", "0" * 64, 10, None]

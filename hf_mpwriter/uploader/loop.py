@@ -374,8 +374,9 @@ class Uploader:
             schedule.held_until = now + self.committer.held_until - time.time()  # (relative: one host's clocks)
             if isinstance(self.target, member.JobTarget):  # the writers gone: its last records, not put off
                 self.target.closing = not schedule.writers_alive
-                if self.target.leading != self._leading:  # a leader's node offers at every write (its job run)
-                    self._leading = self.target.leading
+                leading = self.target.leading
+                if leading != self._leading:  # a leader's node offers at the groups' writes (its job run rides along)
+                    self._leading = leading
                     schedule.repace(self._pacing(watch), now, time.time())
             try:
                 if self._exchange is not None and now >= self._next_round and not self._signalled():

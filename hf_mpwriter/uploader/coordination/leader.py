@@ -45,6 +45,7 @@ from ...timing import (
     OFFER_WAIT_S,
     JobTiming,
 )
+from ..schedule import until_turn
 from .lease import Lease, doubling
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
 from .protocol import (
@@ -102,7 +103,7 @@ class Leader(Lease):
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
         self._last_commit = -math.inf
-        self._books_term = 0  # the term (:attr:`leases`) whose start took up the job's books from the store
+        self._books_term = 0  # the term (:attr:`term`) whose start took up the job's books from the store
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
@@ -210,10 +211,10 @@ class Leader(Lease):
     def _take_up_books(self) -> None:
         """At the start of each term, the job's books as the last leader left them (``books``): a hand-over
         or a restarted uploader must not start the hour afresh, nor write sooner than the spacing allows."""
-        if self._books_term == self.leases:
+        if self._books_term == self.term:
             return
-        raw = self.store.get("books")
-        self._books_term = self.leases
+        term, raw = self.term, self.store.get("books")
+        self._books_term = term
         if not raw:
             return
         try:
@@ -221,14 +222,19 @@ class Leader(Lease):
         except Malformed as exc:
             self.malformed.count("books", exc)
             return
-        self.books.take_up(books, time.monotonic(), time.time())
+        now = time.monotonic()
+        self.books.take_up(books, now, time.time())
         self._last_commit = max(self._last_commit, self.books.last_write())
-        writes, requests = self.books.spent(time.monotonic())
+        writes, requests = self.books.spent(now)
         logger.info("job leader: took up the job's books: %d write(s) in the commit window, %d request(s) in the API "
                     "window", writes, requests)
 
-    def _books_value(self) -> bytes:
-        return books_value(*self.books.export(time.monotonic(), time.time()))
+    def _books_value(self) -> dict[str, bytes]:
+        """``books`` to set with a write's answers, while this node leads (a deposed leader whose late write
+        lands must not set back the books of the one after it)."""
+        if not self.leading:
+            return {}
+        return {"books": books_value(*self.books.export(time.monotonic(), time.time()))}
 
     def _share_xet_token(self) -> None:
         """Keep a Xet write token for the job in the store (``xet``) while this node leads: one token
@@ -294,6 +300,8 @@ class Leader(Lease):
         first = min(self._first_seen[(node, o["seq"])] for node, o in self._candidates.items())
         if len(self._candidates) < self.nodes and now - first < self.timing.gather and not self._full():
             return False
+        if self._rides_later(now, last):
+            return False
         wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
         free_at = self.books.next_free(now, wanted)
         if free_at > now and not last:  # the budget (or a 429) has no room now
@@ -301,6 +309,17 @@ class Leader(Lease):
                 self._put_off(self._candidates, free_at, "the job's budget of Hub commits and requests")
                 self._offered, self._candidates = None, {}
             return False
+        return True
+
+    def _rides_later(self, now: float, last: bool) -> bool:
+        """Whether this node's own offer, alone after the gathering, is put off to the next group's slot: where
+        it rides with the groups' writes (:meth:`Plan.leader_pacing`) it makes no write of its own."""
+        plan = self.plan()
+        if set(self._candidates) != {self.node} or last or plan.leader_pacing(0.0) is None:
+            return False
+        at = now + until_turn(plan.gap, 0.0, time.time(), plan.gap / 2)
+        self._put_off(self._candidates, at, "it rides with the next group's write")
+        self._offered, self._candidates = None, {}
         return True
 
     def _write(self, offers: dict[int, dict], parent: str | None) -> bool:
@@ -325,7 +344,7 @@ class Leader(Lease):
             wrong = {f.path: "not verified" for f in files}
         plan, wall = self.plan(), time.time()
         self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
-            "books": self._books_value(),
+            **self._books_value(),
             **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
                                              **plan.slots_in(node, wall),
                                              "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
@@ -356,7 +375,8 @@ class Leader(Lease):
         them off to the next round; an error only the user can fix is the nodes' to report."""
         if exc.retry_after is not None:
             self.books.refused(time.monotonic(), exc.retry_after)
-            self.store.set("books", self._books_value())  # (the pause holds for the next leader too)
+            if self.leading:  # (the pause holds for the next leader too)
+                self.store.multi_set(self._books_value())
             logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
                            "plan's spacing for an hour", exc, exc.retry_after, self.books.slowdown)
             self._put_off(offers, self.books.paused_until, "the Hub asked to slow down (429)")

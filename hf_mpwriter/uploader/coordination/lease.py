@@ -22,6 +22,7 @@ import threading
 import time
 
 from ...timing import ABSTAIN_FACTOR, JobTiming
+from .protocol import Malformed, parse_lease
 from .store import JobStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -123,30 +124,48 @@ class Lease:
         now = time.monotonic()
         if self.leading:
             assert self._lease is not None
-            mine = self._lease_value()
+            mine = self._lease_value(self.term)
             if self.store.compare_set("lease", self._lease, mine):
                 self._lease = mine
                 return True
             logger.warning("job leader: node %d lost the lease (another node took over)", self.node)
             self.leading = False
         current = self.store.get("lease") or b""
+        if now < self._abstain_until:  # handed over: another node first
+            return False
+        if self.term and _holder(current) == (self.node, self.term):  # ours, unrenewed since a store error:
+            return self._renew_own(current)  # (a new term would make the nodes offer what this one claimed again)
         if current != self._lease:
             self._lease, self._lease_seen_at = current, now
         if current and now - self._lease_seen_at < self.timing.lease_stale:
             return False
-        if now < self._abstain_until:  # handed over: another node first
-            return False
-        self.term = self.store.add("terms", 1)  # (drawn even if the take fails: the counter only grows)
-        mine = self._lease_value()
+        term = self.store.add("terms", 1)  # (drawn even if the take fails: the counter only grows)
+        mine = self._lease_value(term)
         if not self.store.compare_set("lease", current, mine):
             return False
-        self.leading, self._lease = True, mine
+        self.term, self._lease = term, mine
         self.leases += 1
         self._failing_since = None
+        self.leading = True  # (last: a round that sees it sees this term)
         logger.info("job leader: node %d leads the job's commits", self.node)
         return True
 
-    def _lease_value(self) -> bytes:
+    def _renew_own(self, current: bytes) -> bool:
+        mine = self._lease_value(self.term)
+        if not self.store.compare_set("lease", current, mine):
+            return False
+        self._lease, self.leading = mine, True
+        logger.info("job leader: node %d leads the job's commits again (its lease outlived a store error)", self.node)
+        return True
+
+    def _lease_value(self, term: int) -> bytes:
         self._renewals += 1
-        return json.dumps({"node": self.node, "term": self.term, "pid": os.getpid(), "n": self._renewals}).encode()
+        return json.dumps({"node": self.node, "term": term, "pid": os.getpid(), "n": self._renewals}).encode()
+
+
+def _holder(raw: bytes) -> tuple[int, int] | None:
+    try:
+        return parse_lease(raw)
+    except Malformed:
+        return None
 

@@ -9,6 +9,7 @@ writes follow its plan and books (:mod:`.plan`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -41,7 +42,7 @@ class Situation:
     plan: Plan | None = None  # the leader's, with ``store`` PLANNED
     phase: float | None = None  # this node's slot on its own clock, as the leader's last answer said it
     leading: bool = False  # this node's uploader leads the job's commits (its node's job run rides with each)
-    job_run_every: float = 0.0  # how often the job run changes (its exchange's round): the leader's node's quickest
+    job_run_every: float = math.inf  # how often the job run changes (its exchange's round): the leader's node's quickest
 
 
 def pacing(s: Situation) -> tuple[float, float | None, str]:

@@ -123,9 +123,9 @@ class Plan:
         """``(interval, phase)`` of the leader's own node where the plan has several groups and writes one every
         ``gap``: it offers at the groups' slots, every k-th one (no more often than the job run it writes
         changes, every ``changes_every`` seconds), so the job run rides with those writes instead of its own
-        group's alone (once an interval: 17 minutes at 1,024 nodes on a repository). ``None`` where that
+        group's alone (once an interval: about 19 minutes at 1,024 nodes on a repository). ``None`` where that
         gains nothing, or where the groups leave part of the interval idle (its offers would make writes of
-        their own)."""
+        their own). Where it rides, each group leaves room for it (:data:`LEADER_ROOM`)."""
         if self.groups <= 1 or self.gap <= 0 or self.interval > self.groups * self.gap * (1 + 1e-9):
             return None
         every = self.gap * max(1, math.ceil(changes_every / self.gap - 1e-9))
@@ -219,9 +219,16 @@ def make_plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit
     """The plan for ``nodes`` nodes of ``files_per_node`` files each, the leader's writes at least
     ``spacing`` apart, at most ``max_files`` files each (default: the budget's)."""
     most = min(budget.files_per_commit, max_files or budget.files_per_commit)
-    per_commit = max(1, min(nodes, most // max(1, files_per_node)))
-    if per_commit < nodes:  # several groups: each write has room for the leader's node too (:meth:`Plan.leader_pacing`)
-        per_commit = max(1, most // max(1, files_per_node) - LEADER_ROOM)
+    fits = most // max(1, files_per_node)
+    plan = _plan(budget, kind, nodes, files_per_node, commit_every, spacing, slowdown, max(1, min(nodes, fits)))
+    if plan.leader_pacing(0.0) is None or fits <= LEADER_ROOM:
+        return plan
+    # The groups fill the interval, so the leader's node rides with their writes: each leaves it room.
+    return _plan(budget, kind, nodes, files_per_node, commit_every, spacing, slowdown, fits - LEADER_ROOM)
+
+
+def _plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_every: float, spacing: float,
+          slowdown: float, per_commit: int) -> Plan:
     gap = max(spacing, write_gap(budget, kind, per_commit * files_per_node, slowdown))
     groups = math.ceil(nodes / per_commit)
     # A node that commits itself makes a commit (a batch) of its own files: the same gap, one node at a time.
@@ -287,7 +294,8 @@ class Books:
         writes, requests, paused = books
         self._writes = deque(sorted(min(now, t - wall + now) for t in writes))
         self._requests = deque(sorted((min(now, t - wall + now), n) for t, n in requests))
-        self.paused_until = -math.inf if paused is None else paused - wall + now
+        # (a pause past the commit window is a skewed clock or a bad value: it would hold every write, leader after leader)
+        self.paused_until = -math.inf if paused is None else min(paused - wall + now, now + self.budget.commit_window_s)
         self._forget(now)
 
     def last_write(self) -> float:
