@@ -122,6 +122,27 @@ def _leading(targets: list[JobTarget]) -> Iterator[JobTarget]:
             target.stop()
 
 
+def _start_with_node_0_leading(targets: list[JobTarget]) -> None:
+    """Each node's target prepared; node 0's uploader started first, and leading, then the others'."""
+    for target in targets:
+        target.prepare()
+    targets[0].start()
+    wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
+    for target in targets[1:]:
+        target.start()
+
+
+def _node_1_commits_while_a_commit_hangs(hub, node: JobTarget, tmp_path: Path) -> tuple:
+    """The next commit to reach the Hub is held there (120 s); ``node`` commits a file meanwhile, in a thread,
+    as its queue would. The hold, the list the thread's outcome lands in, and the thread."""
+    hang = hub.inject("latency", route="commit", times=1, seconds=120)
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(
+        _commit_when_due(node, _pieces(tmp_path, 2, 3000), "node commit", limit=100.0)))
+    thread.start()
+    return hang, result, thread
+
+
 def _log_commits(hub) -> list[dict]:
     return [c for c in hub.commits(REPO) if c["summary"] != "initial commit" and "README" not in str(c["added"])]
 
@@ -332,11 +353,7 @@ def test_a_token_renewal_the_hub_never_answers_holds_up_no_commit_and_no_hand_ov
 def test_a_leader_that_stops_renewing_is_replaced(hub, store, tmp_path):
     hub.create_repo(REPO)
     targets = [_node(hub, store.port, k) for k in range(2)]
-    for target in targets:
-        target.prepare()
-    targets[0].start()
-    wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
-    targets[1].start()
+    _start_with_node_0_leading(targets)
     # Node 0's leader dies as a SIGKILL would leave it: its lease stays in the store, unrenewed.
     targets[0].leader._stop.set()
     targets[0].leader._thread.join(10)
@@ -380,11 +397,7 @@ def test_an_explicit_commit_rate_holds_across_a_change_of_leader(hub, store, tmp
     window = 15.0
     budget = Budget(commits_per_hour=2, requests_per_5min=100_000, files_per_commit=1000, commit_window_s=window)
     targets = [_node(hub, store.port, k, budget=budget) for k in range(2)]
-    for target in targets:
-        target.prepare()
-    targets[0].start()
-    wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
-    targets[1].start()
+    _start_with_node_0_leading(targets)
     try:
         for size in (3000, 4000):
             oids = _commit_both(targets, [_pieces(tmp_path, rank, size) for rank in (0, 2)])
@@ -421,11 +434,7 @@ def test_a_leader_that_cannot_reach_the_hub_hands_over_and_the_jobs_commits_resu
     cut_off = f"http://127.0.0.1:{closed_port()}"
     nodes = [_node(hub, store.port, 0, commit_every=4.0, leader_endpoint=cut_off),
              _node(hub, store.port, 1, commit_every=4.0, wait=5.0)]
-    for target in nodes:
-        target.prepare()
-    nodes[0].start()
-    wait_for(lambda: nodes[0].leader.leading, 20, "node 0 to lead")
-    nodes[1].start()
+    _start_with_node_0_leading(nodes)
     try:
         handover_after = nodes[0].leader.handover_after()
         assert handover_after == LEASE_STALE_S  # one interval of the plan (4 s), at least the lease's staleness
@@ -460,16 +469,8 @@ def test_a_leader_whose_commit_hangs_hands_over_and_the_offers_it_took_go_to_the
     and that late commit, once it reaches the Hub, is refused (its parent is no longer the head)."""
     hub.create_repo(REPO)
     nodes = [_node(hub, store.port, k, wait=30.0, commit_every=4.0) for k in range(2)]
-    for target in nodes:
-        target.prepare()
-    nodes[0].start()
-    wait_for(lambda: nodes[0].leader.leading, 20, "node 0 to lead")
-    nodes[1].start()
-    hang = hub.inject("latency", route="commit", times=1, seconds=120)
-    result: list = []
-    thread = threading.Thread(target=lambda: result.append(
-        _commit_when_due(nodes[1], _pieces(tmp_path, 2, 3000), "node commit", limit=100.0)))
-    thread.start()
+    _start_with_node_0_leading(nodes)
+    hang, result, thread = _node_1_commits_while_a_commit_hangs(hub, nodes[1], tmp_path)
     try:
         wait_for(lambda: hang.hits >= 1, 20, "node 0's commit to reach the Hub")  # the scenario: it hangs there
         assert claimer(nodes[1].store.get("offer/1"), nodes[1]._seq) == (0, nodes[0].leader.term)  # node 0 took it
@@ -500,17 +501,9 @@ def test_an_offer_claimed_by_a_leader_whose_uploader_replaced_itself_goes_to_its
     (Node 1 does not lead: it stays out of the lease.)"""
     hub.create_repo(REPO)
     nodes = [_node(hub, store.port, k, wait=30.0, commit_every=4.0) for k in range(2)]
-    for target in nodes:
-        target.prepare()
-    nodes[0].start()
-    wait_for(lambda: nodes[0].leader.leading, 20, "node 0 to lead")
     nodes[1].leader._abstain_until = float("inf")  # node 1's uploader never takes the lease (a node of many)
-    nodes[1].start()
-    hang = hub.inject("latency", route="commit", times=1, seconds=120)
-    result: list = []
-    thread = threading.Thread(target=lambda: result.append(
-        _commit_when_due(nodes[1], _pieces(tmp_path, 2, 3000), "node commit", limit=100.0)))
-    thread.start()
+    _start_with_node_0_leading(nodes)
+    hang, result, thread = _node_1_commits_while_a_commit_hangs(hub, nodes[1], tmp_path)
     offered = time.monotonic()
     successor = None
     try:
@@ -917,11 +910,7 @@ def test_a_round_longer_than_the_lease_never_gives_the_job_two_leaders(hub, stor
     is renewed on its own schedule meanwhile, so no other node takes over and commits the same offers."""
     hub.create_repo(REPO)
     targets = [_node(hub, store.port, k, wait=LEASE_STALE_S + 20) for k in range(2)]
-    for target in targets:
-        target.prepare()
-    targets[0].start()
-    wait_for(lambda: targets[0].leader.leading, 20, "node 0 to lead")
-    targets[1].start()
+    _start_with_node_0_leading(targets)
     slow = hub.inject("latency", route="commit", seconds=LEASE_STALE_S + 2)
     try:
         oids = _commit_both(targets, [_pieces(tmp_path, rank, 4000) for rank in (0, 2)])
