@@ -244,7 +244,8 @@ class Uploader:
         self._view = self._start_view(node=job is not None)
         if job is not None:
             if self._view is not None:
-                self._exchange = exchange.ViewExchange(self._view, job, self.config.nodes, period=self.config.commit_every)
+                self._exchange = exchange.ViewExchange(self._view, job, self.config.nodes,  # (the round its pacing knows)
+                                                       period=min(self.config.commit_every, job.timing.job_run_wait))
             job.start()
         try:
             code = self._loop(stop or threading.Event(), watch)
