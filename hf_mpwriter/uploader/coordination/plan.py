@@ -126,7 +126,8 @@ class Plan:
         group's alone (once an interval: about 19 minutes at 1,024 nodes on a repository). ``None`` where that
         gains nothing, or where the groups leave part of the interval idle (its offers would make writes of
         their own). Where it rides, each group leaves room for it (:data:`LEADER_ROOM`)."""
-        if self.groups <= 1 or self.gap <= 0 or self.interval > self.groups * self.gap * (1 + 1e-9):
+        if self.groups <= 1 or self.gap <= 0 or self.interval > self.groups * self.gap * (1 + 1e-9) \
+                or not math.isfinite(changes_every):
             return None
         every = self.gap * max(1, math.ceil(changes_every / self.gap - 1e-9))
         return (every, 0.0) if every < self.interval else None
