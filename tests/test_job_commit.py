@@ -381,8 +381,9 @@ def test_a_node_left_without_answers_commits_itself_at_its_slot_though_its_wait_
     assert node.mode == "node" and node.store.get("offer/1") == WITHDRAWN  # the path: offered, taken back
     assert waits, waits  # ... and put off to its slot at least once
     assert _log_commits(hub)[0]["oid"] == oid and _log_commits(hub)[0]["summary"] == "node commit"
-    # One own cycle and one wait at most, plus the polls (not "never", as with a window after the slot).
-    assert took < node.plan_now(1).own_every() + 2 * node.wait + 5.0, (took, waits)
+    # A cycle or two and the waits, plus the polls: not "never", as with a window after the slot (the bound has
+    # room for a busy machine: 19.1 s against one cycle's 19 s was seen beside a CPU-heavy process).
+    assert took < 2 * node.plan_now(1).own_every() + 2 * node.wait + 5.0, (took, waits)
 
 
 @pytest.mark.parametrize("successor", ["another node", "the same node's next uploader"])
