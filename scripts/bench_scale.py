@@ -386,14 +386,11 @@ class Nodes:
         if self.store_gone_at is not None:
             self._own_tick(offering)
             return
-        from hf_mpwriter.uploader.coordination.protocol import Malformed, parse_lease
+        from hf_mpwriter.uploader.coordination.protocol import lease_holder
         from hf_mpwriter.uploader.coordination.store import StoreError
 
         try:
-            try:
-                self.leading_node = (parse_lease(self.store.get("lease")) or (None,))[0]
-            except Malformed:
-                self.leading_node = None
+            self.leading_node = (lease_holder(self.store.get("lease")) or (None,))[0]
             self._offer_tick(offering)
             self._answer_tick()
         except StoreError:

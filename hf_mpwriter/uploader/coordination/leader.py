@@ -375,8 +375,8 @@ class Leader(Lease):
         them off to the next round; an error only the user can fix is the nodes' to report."""
         if exc.retry_after is not None:
             self.books.refused(time.monotonic(), exc.retry_after)
-            if self.leading:  # (the pause holds for the next leader too)
-                self.store.multi_set(self._books_value())
+            if books := self._books_value():  # (the pause holds for the next leader too)
+                self.store.multi_set(books)
             logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
                            "plan's spacing for an hour", exc, exc.retry_after, self.books.slowdown)
             self._put_off(offers, self.books.paused_until, "the Hub asked to slow down (429)")

@@ -22,7 +22,7 @@ import threading
 import time
 
 from ...timing import ABSTAIN_FACTOR, JobTiming
-from .protocol import Malformed, parse_lease
+from .protocol import lease_holder
 from .store import JobStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -133,7 +133,7 @@ class Lease:
         current = self.store.get("lease") or b""
         if now < self._abstain_until:  # handed over: another node first
             return False
-        if self.term and _holder(current) == (self.node, self.term):  # ours, unrenewed since a store error:
+        if self.term and lease_holder(current) == (self.node, self.term):  # ours, unrenewed since a store error:
             return self._renew_own(current)  # (a new term would make the nodes offer what this one claimed again)
         if current != self._lease:
             self._lease, self._lease_seen_at = current, now
@@ -161,11 +161,3 @@ class Lease:
     def _lease_value(self, term: int) -> bytes:
         self._renewals += 1
         return json.dumps({"node": self.node, "term": term, "pid": os.getpid(), "n": self._renewals}).encode()
-
-
-def _holder(raw: bytes) -> tuple[int, int] | None:
-    try:
-        return parse_lease(raw)
-    except Malformed:
-        return None
-

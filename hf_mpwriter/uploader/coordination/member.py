@@ -68,8 +68,8 @@ from .protocol import (
     Malformed,
     Skipped,
     claimer,
+    lease_holder,
     parse_answer,
-    parse_lease,
     parse_prepared,
     parse_xet_token,
 )
@@ -454,10 +454,7 @@ class JobTarget(Target):
 
     def _leads(self, taker: tuple[int, int]) -> bool:
         """Whether the leader ``(node, term)`` still holds the job's lease."""
-        try:
-            return parse_lease(self.store.get("lease")) == taker
-        except Malformed:
-            return False
+        return lease_holder(self.store.get("lease")) == taker
 
     def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""

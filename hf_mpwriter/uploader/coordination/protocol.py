@@ -209,6 +209,15 @@ def parse_lease(raw: bytes | None) -> tuple[int, int] | None:
     return _whole(lease.get("node"), "lease: node"), _whole(lease.get("term"), "lease: term")
 
 
+def lease_holder(raw: bytes | None) -> tuple[int, int] | None:
+    """``(node, term)`` of the lease's holder; ``None`` where nobody holds it or the value is malformed (a
+    holder nobody can name holds nothing: it is taken over once it goes stale)."""
+    try:
+        return parse_lease(raw)
+    except Malformed:
+        return None
+
+
 class Seat(Protocol):
     """What the job run needs of this node's place in the job (:class:`~.member.JobTarget` is one): the store,
     its node, whether it leads, and the nodes that announced themselves."""
