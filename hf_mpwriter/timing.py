@@ -140,6 +140,10 @@ ABSTAIN_FACTOR = 4.0
 #: ``env://`` store created after the first writer, or a store that comes back, is joined then. (Its
 #: leader thread backs off from :data:`LEADER_POLL_S`, doubling, to half of :data:`LEASE_STALE_S`.)
 STORE_RETRY_S = 30.0
+#: A successor store's host copies what a new leader takes up (the job's books, the job run's word) from the
+#: job's store this often, and the leader reads the successors' addresses as often
+#: (:mod:`hf_mpwriter.uploader.coordination.successor`).
+SUCCESSOR_COPY_S = 10.0
 
 # -- system metrics --------------------------------------------------------------------------------
 #: Seconds between two samples when ``system_metrics=True``.
@@ -193,6 +197,7 @@ class JobTiming:
     #: its preemption deadline comes first).
     stop_wait: float = LEADER_STOP_WAIT_S
     xet_wait: float = XET_WAIT_S
+    successor_copy: float = SUCCESSOR_COPY_S
     #: The job run's longest round (its exchange's period: ``commit_every`` up to this): the leader's node
     #: offers no more often than the job run changes (:meth:`~hf_mpwriter.uploader.coordination.plan.Plan.leader_pacing`).
     job_run_wait: float = JOB_VIEW_WAIT_S

@@ -18,7 +18,7 @@ import time
 import psutil
 import pytest
 from helpers import closed_port
-from test_job_commit import REPO, _commit_both, _leading, _log_commits, _node, _pieces
+from test_job_commit import REPO, _commit_together, _leading, _log_commits, _node, _pieces
 from upload_helpers import TOKEN, check_remote, commit_time, finish, hub_env, start_writer, wait_for
 
 from hf_mpwriter.config import UploadConfig, commit_interval, load
@@ -87,7 +87,7 @@ def test_a_replacement_whose_clock_runs_behind_is_heard(hub, tmp_path, monkeypat
     first = [_node(hub, server.port, 0), _node(hub, server.port, 1)]
     with _leading(first) as leader:
         assert leader.node == 0 or pytest.skip("node 1 took the lease first: the replacement would lead itself")
-        _commit_both(first, [_pieces(tmp_path, 0, 1000), _pieces(tmp_path, 1, 1000)])
+        _commit_together(first, [_pieces(tmp_path, 0, 1000), _pieces(tmp_path, 1, 1000)])
         predecessor = first[1].incarnation
         first[1].stop()
         behind = time.time_ns() - 3600 * 10**9
@@ -115,7 +115,7 @@ def test_a_malformed_offer_is_skipped_and_counted_and_the_others_land(hub, tmp_p
         third._announce()  # its keys exist, as a member's
         third.store.set("offer/2", b'{"seq": 99, "incarnation": 9}')
         third.store.add("offered", 1)
-        results = _commit_both(nodes, [_pieces(tmp_path, 0, 1000), _pieces(tmp_path, 1, 1000)])
+        results = _commit_together(nodes, [_pieces(tmp_path, 0, 1000), _pieces(tmp_path, 1, 1000)])
         skipped = leader.leader.malformed.total
         info = leader.job_info()
     assert skipped >= 1 and info["malformed"] >= 1  # the scenario: the leader met it

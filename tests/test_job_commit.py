@@ -9,6 +9,7 @@ The same path through real torchrun nodes is ``test_multinode.py``'s.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import threading
@@ -94,14 +95,14 @@ def _pieces(tmp_path: Path, rank: int, size: int) -> list[Piece]:
     return [Piece(path=rel, size=size, sha256=sha256_prefix(path, size), source=str(path))]
 
 
-def _commit_both(targets: list[JobTarget], pieces: list[list[Piece]]) -> list[str | None]:
-    """Both nodes commit at once, as at a round's wall-clock moment."""
-    results: list = [None, None]
+def _commit_together(targets: list[JobTarget], pieces: list[list[Piece]]) -> list[str | None]:
+    """Every node commits at once, as at a round's wall-clock moment."""
+    results: list = [None] * len(targets)
 
     def run(k: int) -> None:
         results[k] = targets[k].commit(pieces[k], "node commit")
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(targets))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -176,7 +177,7 @@ def test_two_nodes_one_commit(hub, store, tmp_path, monkeypatch, path):
         for size in (4096, 9000):  # two rounds: the second builds on the head the first returned
             pieces = [_pieces(tmp_path, rank, size) for rank in (0, 2)]
             hub.reset_stats()
-            oids = _commit_both(targets, pieces)
+            oids = _commit_together(targets, pieces)
             requests = hub.stats["requests"]
             # The scenario: one commit, made by the leader, holding both nodes' files.
             assert oids[0] == oids[1] and oids[0] is not None, oids
@@ -232,7 +233,7 @@ def test_two_nodes_one_bucket_batch(hub, store, tmp_path):
         for size in (4096, 9000):
             pieces = [_pieces(tmp_path, rank, size) for rank in (0, 2)]
             hub.reset_stats()
-            oids = _commit_both(targets, pieces)
+            oids = _commit_together(targets, pieces)
             requests, ops = hub.stats["requests"], hub.stats["bucket_ops"]
             # The scenario: one batch, by the leader, of both nodes' files, content through Xet only.
             assert oids[0] == oids[1] and oids[0] is not None, oids
@@ -338,7 +339,7 @@ def test_a_token_renewal_the_hub_never_answers_holds_up_no_commit_and_no_hand_ov
             assert target._job_xet_token() is not None
         hang = hub.inject("latency", route="xet_token", seconds=3600)
         wait_for(lambda: hang.hits == 1, 30, "the leader's renewal to be held")
-        oids = _commit_both(targets, [_pieces(tmp_path, rank, 4000) for rank in (0, 2)])
+        oids = _commit_together(targets, [_pieces(tmp_path, rank, 4000) for rank in (0, 2)])
         assert hang.hits == 1 and hang.done == 0  # the scenario: the renewal still held, nothing else asked
         assert oids[0] == oids[1] and oids[0] is not None, oids
         assert "2 node(s)" in _log_commits(hub)[0]["summary"]
@@ -359,7 +360,7 @@ def test_a_leader_that_stops_renewing_is_replaced(hub, store, tmp_path):
     targets[0].leader._thread.join(10)
     wait_for(lambda: targets[1].leader.leading, LEASE_STALE_S + 15, "node 1 to take the lease over")
     try:
-        oids = _commit_both(targets, [_pieces(tmp_path, rank, 5000) for rank in (0, 2)])
+        oids = _commit_together(targets, [_pieces(tmp_path, rank, 5000) for rank in (0, 2)])
         assert oids[0] == oids[1] and "2 node(s)" in _log_commits(hub)[0]["summary"]
     finally:
         targets[1].stop()
@@ -401,7 +402,7 @@ def test_an_explicit_commit_rate_holds_across_a_change_of_leader(hub, store, tmp
     _start_with_node_0_leading(targets)
     try:
         for size in (3000, 4000):
-            oids = _commit_both(targets, [_pieces(tmp_path, rank, size) for rank in (0, 2)])
+            oids = _commit_together(targets, [_pieces(tmp_path, rank, size) for rank in (0, 2)])
             assert oids[0] == oids[1] is not None, oids  # the scenario: one commit of both nodes, by the leader
         assert targets[0].leader.commits == 2
         if successor == "another node":
@@ -690,7 +691,7 @@ def test_at_preemption_with_the_store_alive_the_leader_makes_one_last_commit_for
         for target in targets:
             target.hurry(deadline)  # what each uploader's loop does at SIGTERM
         pieces = [_pieces(tmp_path, rank, 6000) for rank in (0, 2)]
-        oids = _commit_both(targets, pieces)
+        oids = _commit_together(targets, pieces)
         assert time.monotonic() < deadline
         assert oids[0] == oids[1] and oids[0] is not None, oids
         last = _log_commits(hub)[0]
@@ -722,6 +723,70 @@ def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(h
         assert node.job_info()["store_gone"] is True  # what ``status`` shows
     finally:
         node.stop()
+
+
+def _commit_together_when_due(targets: list[JobTarget], pieces: list[list[Piece]]) -> list[str | None]:
+    """:func:`_commit_together`, each node's commit tried again when put off (:func:`_commit_when_due`)."""
+    results: list = [None] * len(targets)
+
+    def run(k: int) -> None:
+        results[k] = _commit_when_due(targets[k], pieces[k], "node commit")[0]
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(targets))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then_the_next(hub, tmp_path):
+    """Three nodes; nodes 1 and 2 host the successor stores. The job's store dies (its host process gone):
+    the nodes move to node 1's successor store, where one leader commits every node's files in one commit,
+    its term above the job's and its books the job's. Then node 1 dies too (its uploader and its store):
+    nodes 0 and 2 move to node 2's and commit together again. No node ever commits its files itself."""
+    hub.create_repo(REPO)
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    timing = JobTiming(successor_copy=0.5)
+    nodes = [_node(hub, server.port, k, nodes=3, timing=timing) for k in range(3)]
+    _start_with_node_0_leading(nodes)
+    try:
+        round_ = 0
+        while not all(len(node.successors) == 2 for node in nodes):  # the answers list both successor stores
+            round_ += 1
+            assert round_ <= 3, [node.successors for node in nodes]
+            oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 1000 * round_) for k in range(3)])
+            assert len(set(oids)) == 1 and oids[0] is not None, oids
+        copies = [node.successor for node in nodes[1:]]
+        assert all(c is not None for c in copies)
+        wait_for(lambda: all(c.own.get("books") == nodes[0].store.get("books") for c in copies), 10,
+                 "the successor stores to hold the job's books")
+        terms = nodes[0].store.add("terms", 0)
+        # 1. The job's store dies: the nodes move to successor store 1, and one leader commits for all three.
+        del server
+        assert nodes[0].store.gone()
+        oids = _commit_together_when_due(nodes, [_pieces(tmp_path / f"node-{k}", k, 5000) for k in range(3)])
+        assert len(set(oids)) == 1 and oids[0] is not None, oids
+        assert _log_commits(hub)[0]["oid"] == oids[0] and "3 node(s)" in _log_commits(hub)[0]["summary"]
+        assert all(node.store.address == copies[0].address and node.moves == 1 for node in nodes)
+        (leader,) = [node for node in nodes if node.leading]
+        assert leader.leader.term > terms and leader.leader.books.spent(time.monotonic())[0] >= round_ + 1
+        # 2. Node 1 dies, its successor store with it: nodes 0 and 2 move to successor store 2.
+        dead = nodes.pop(1)
+        dead.stop()
+        dead.successor = copies[0] = None
+        del dead
+        gc.collect()
+        assert nodes[0].store.gone()  # nothing listens at successor store 1 any more
+        oids = _commit_together_when_due(nodes, [_pieces(tmp_path / f"node-{k}", k, 9000) for k in (0, 2)])
+        assert len(set(oids)) == 1 and oids[0] is not None, oids
+        assert "2 node(s)" in _log_commits(hub)[0]["summary"]
+        assert all(node.store.address == copies[1].address and node.moves == 2 for node in nodes)
+        assert all(node.own_commits == 0 and not node.store_gone for node in nodes)
+        assert nodes[1].job_info()["hosts_successor"] == 2 and nodes[0].job_info()["moves"] == 2  # what ``status`` shows
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 def test_a_store_too_busy_to_answer_at_first_then_gone_is_gone(hub, tmp_path):
@@ -914,7 +979,7 @@ def test_a_round_longer_than_the_lease_never_gives_the_job_two_leaders(hub, stor
     _start_with_node_0_leading(targets)
     slow = hub.inject("latency", route="commit", seconds=LEASE_STALE_S + 2)
     try:
-        oids = _commit_both(targets, [_pieces(tmp_path, rank, 4000) for rank in (0, 2)])
+        oids = _commit_together(targets, [_pieces(tmp_path, rank, 4000) for rank in (0, 2)])
     finally:
         for target in reversed(targets):  # node 1 first: node 0's release of the lease must not hand it over
             target.stop()

@@ -211,8 +211,9 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
     unrenewed, and the new leader commits for both nodes. 3. SIGKILL every process of the node hosting
     the store while the other is preempted as a scheduler does it: SIGTERM to every one of its processes
     at once, a grace period, SIGKILL, its disk deleted; it finds the store gone and commits its last
-    records itself before its deadline. Every record the surviving node's ranks wrote is in the repository
-    exactly once; what the dead node had committed is a whole prefix of what it wrote, once."""
+    records itself before its deadline (or, found gone before its signal, through its own successor store).
+    Every record the surviving node's ranks wrote is in the repository exactly once; what the dead node had
+    committed is a whole prefix of what it wrote, once."""
     with HubServer(tokens={TOKEN}) as hub:
         logdirs, nodes = _start_leader_job(hub, tmp_path)
         try:
@@ -265,9 +266,11 @@ def test_one_leader_commits_for_every_node_through_a_sigkill_the_store_hosts_dea
             for node in nodes:
                 node.kill()
                 node.communicate(timeout=30)
-        # The scenario: the signal taken, the store gone, the node committing itself (none of this before step 3).
+        # The scenario: the signal taken, the store gone, the node committing itself (none of this before step 3),
+        # or, where its SIGTERM came after it found the store gone, through its own successor store (node 1's).
         last = last_uploader_info(logdirs[alive]) or {}
-        assert last.get("signalled") and last["job"]["own_commits"] >= 1, (last, _log(logdirs[alive])[-3000:])
+        assert last.get("signalled") and (last["job"]["own_commits"] >= 1 or last["job"]["moves"] >= 1), \
+            (last, _log(logdirs[alive])[-3000:])
         local = {k: {str(p.relative_to(d)): p.read_bytes() for p in d.glob("rank-*/*tfevents*")}
                  for k, d in enumerate(logdirs)}  # what each rank wrote, read before the disk goes
         shutil.rmtree(logdirs[alive].parent)

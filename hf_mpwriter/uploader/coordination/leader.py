@@ -58,11 +58,13 @@ from .protocol import (
     parse_books,
     parse_counter,
     parse_offer,
+    parse_successor_value,
     parse_xet_token,
     taken_value,
     xet_token_value,
 )
 from .store import JobStore, StoreError
+from .successor import SUCCESSORS
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -115,6 +117,8 @@ class Leader(Lease):
         self.xet_token: Callable[[float], Connection | None] | None = None
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
+        self._successors: list[list] = []  # ``[host, port]`` of each successor store, for the answers
+        self._successors_read = -math.inf  # monotonic
 
     def start(self) -> None:
         """Two threads: the lease is kept on its own schedule, so a round of any length (a commit of
@@ -189,6 +193,7 @@ class Leader(Lease):
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
         self._take_up_books()
         self._share_xet_token()
+        self._read_successors()
         if not self._ready(time.monotonic()):
             return
         # The parent, fixed before the offers it commits are read (member); a small call: one that hangs
@@ -228,6 +233,22 @@ class Leader(Lease):
         writes, requests = self.books.spent(now)
         logger.info("job leader: took up the job's books: %d write(s) in the commit window, %d request(s) in the API "
                     "window", writes, requests)
+
+    def _read_successors(self) -> None:
+        """The successor stores' addresses (:mod:`.successor`), read every ``timing.successor_copy``: each answer
+        carries them, so that a node knows where to go on once the store in use is gone."""
+        now = time.monotonic()
+        if now - self._successors_read < self.timing.successor_copy:
+            return
+        self._successors_read = now
+        found = []
+        for slot in range(1, SUCCESSORS + 1):
+            raw = self.store.get(f"successor/{slot}")
+            try:
+                found += [list(parse_successor_value(raw))] if raw else []
+            except Malformed as exc:
+                self.malformed.count(f"successor/{slot}", exc)
+        self._successors = found
 
     def _books_value(self) -> dict[str, bytes]:
         """``books`` to set with a write's answers, while this node leads (a deposed leader whose late write
@@ -346,7 +367,7 @@ class Leader(Lease):
         self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
             **self._books_value(),
             **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
-                                             **plan.slots_in(node, wall),
+                                             **plan.slots_in(node, wall), "successors": self._successors,
                                              "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
                for node, offer in offers.items()},
         })
@@ -488,7 +509,7 @@ class Leader(Lease):
         return sorted(node for node in listed if 0 <= node < self.nodes)
 
     def _answer(self, offers: dict[int, Any], answer: dict, each: dict[int, dict] | None = None) -> None:
-        self.store.multi_set({f"answer/{node}": json.dumps({**answer, **(each or {}).get(node, {}),
-                                                             "seq": offer["seq"]}).encode()
+        self.store.multi_set({f"answer/{node}": json.dumps({**answer, **(each or {}).get(node, {}), "seq": offer["seq"],
+                                                             "successors": self._successors}).encode()
                               for node, offer in offers.items()})
         self.store.add("answered", 1)  # the nodes poll this counter, not their answers

@@ -74,6 +74,7 @@ from .protocol import (
     parse_xet_token,
 )
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
+from .successor import SuccessorHost, next_store, successor_slot
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -152,6 +153,11 @@ class JobTarget(Target):
         self._announced = False  # our incarnation is in the store
         self._xet: Connection | None = None  # the job's Xet write token, as last read from the store
         self._xet_waited = False  # this uploader waited for the job's token once (its first upload)
+        #: The successor stores (:mod:`.successor`), as the leader's last answer listed them; those found gone.
+        self.successors: list[StoreAddress] = []
+        self._gone_stores: set[StoreAddress] = set()
+        self.moves = 0  # times this node moved to a successor store (``status``)
+        self.successor: SuccessorHost | None = None  # the one this node hosts, if it does
         inner.job_xet_token = self._job_xet_token  # (before prepare: the target's Xet content takes it then)
 
     @property
@@ -195,6 +201,8 @@ class JobTarget(Target):
                 "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total,
                 "malformed_kinds": dict(self.leader.malformed.kinds),
                 "through_leader": self.through_leader, "own_commits": self.own_commits, "taken_back": self.taken_back,
+                "successors": len(self.successors), "moves": self.moves,
+                "hosts_successor": None if self.successor is None else self.successor.slot,
                 "leases": self.leader.leases, "leader_commits": self.leader.commits,
                 # (the Xet write tokens this node fetched: the leader's is the one the job shares)
                 "xet_tokens": self.inner.xet_tokens}
@@ -264,6 +272,14 @@ class JobTarget(Target):
         if time.monotonic() >= self._store_rests_until and self._announce():  # (not when for_job found no store)
             self._check_folders()
         self.leader.start()
+        slot = successor_slot(self.node, self.leader.nodes)
+        if slot is not None and self.successor is None:
+            try:
+                self.successor = SuccessorHost(self.store, slot, self.timing.successor_copy)
+            except (OSError, RuntimeError) as exc:  # (no free port, no route to the job's store's host)
+                logger.warning("job: this node could not host successor store %d: %s", slot, exc)
+            else:
+                self.successor.start()
 
     def _check_folders(self) -> None:
         """Say it at start when this job's nodes log to different folders (node-local logdirs named
@@ -327,6 +343,8 @@ class JobTarget(Target):
 
     def stop(self) -> None:
         self.leader.stop()
+        if self.successor is not None:
+            self.successor.stop(max(0.0, min(self.timing.stop_wait, self.store.preemption - time.monotonic())))
 
     def reset_client(self) -> None:
         self.inner.reset_client()
@@ -483,6 +501,9 @@ class JobTarget(Target):
         plan = Plan.from_json(answer.get("plan"))
         if plan is not None:
             self.plan, self._phases = plan, plan.phases(answer, wall)
+        if answer.get("successors"):
+            job = self.store.address.job_id
+            self.successors = [StoreAddress(host, port, job) for host, port in answer["successors"]]
 
     def _landed(self) -> None:
         """These pieces are committed: nothing of this node waits, nothing is put off."""
@@ -531,6 +552,10 @@ class JobTarget(Target):
                 logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
                                "this node commits its files itself now", why)
             self._offered_at = None
+        if not self._hurried() and self._moved_on():
+            where = self.store.address
+            raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through successor store "
+                           f"{where.host}:{where.port}", 0.0)
         wait = self._own_turn(len(pieces))
         self.mode, self.why = "node", why
         if wait > 0:
@@ -543,6 +568,18 @@ class JobTarget(Target):
         self.own_commits += 1
         self._landed()
         return commit
+
+    def _moved_on(self) -> bool:
+        """Whether this node moved to a successor store (:mod:`.successor`): the store in use, which answered
+        once, is gone, and one of the successors the leader listed listens."""
+        if not (self.successors and self.store_seen and self.store.gone()):
+            return False
+        self._gone_stores.add(self.store.address)
+        if not next_store(self.store, self.successors, self._gone_stores, self.successor):
+            return False
+        self.moves += 1
+        self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
+        return True
 
     def _hurried(self) -> bool:
         """Whether the uploader was signalled (:meth:`hurry`): its last records go now or never."""

@@ -15,6 +15,8 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
                                           (a secret: never in a log line, ``status`` or an error)
     books              JSON {writes, requests, paused}  what the job's leaders spent on the Hub in its
                                           windows (unix seconds): a new leader takes them up (:class:`~.plan.Books`)
+    successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host; the
+                                          leader passes the list on in its answers (``successors``)
 
 A value another process wrote is never trusted: a parser either returns a value whose every field
 has the type its readers use, or raises :class:`Malformed`. The reader skips that value, counts it
@@ -122,17 +124,48 @@ def parse_offer(raw: bytes) -> dict[str, Any]:
 
 def parse_answer(raw: bytes) -> dict[str, Any]:
     """A leader's answer as its node reads it: ``seq``, and ``commit`` (committed), ``retry_in`` (put off)
-    or ``error`` (not committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) as they came."""
+    or ``error`` (not committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) as they came;
+    ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`), maybe empty."""
     answer = _json_object(raw, "answer")
     if not answer:  # the value a node's keys start with: nothing answered yet
-        return {"seq": 0}
+        return {"seq": 0, "successors": []}
     parsed = dict(answer)
     parsed["seq"] = _whole(answer.get("seq"), "answer: seq")
     if answer.get("commit") is not None and not isinstance(answer["commit"], str):
         raise Malformed("answer: commit is not a string")
     if answer.get("retry_in") is not None:
         parsed["retry_in"] = _number(answer["retry_in"], "answer: retry_in")
+    listed = answer.get("successors", [])
+    if not isinstance(listed, list) or len(listed) > MAX_SUCCESSORS:
+        raise Malformed(f"answer: successors is not a list of at most {MAX_SUCCESSORS}")
+    parsed["successors"] = [parse_successor(entry) for entry in listed]
     return parsed
+
+
+#: Successor stores an answer may list (:mod:`.successor` keeps fewer).
+MAX_SUCCESSORS = 8
+
+
+def successor_value(host: str, port: int) -> bytes:
+    """``successor/<i>``: where the i-th successor store listens."""
+    return json.dumps([host, port]).encode()
+
+
+def parse_successor_value(raw: bytes) -> tuple[str, int]:
+    """``successor/<i>`` as read from the store."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise Malformed("successor: not JSON") from None
+    return parse_successor(value)
+
+
+def parse_successor(value: Any) -> tuple[str, int]:
+    """A successor store's ``[host, port]`` (an entry of an answer's list, or a key's value parsed)."""
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and 0 < len(value[0]) <= 255
+            and not isinstance(value[1], bool) and isinstance(value[1], int) and 0 < value[1] < 65536):
+        raise Malformed(f"successor: {value!r} is not [host, port]")
+    return value[0], value[1]
 
 
 def parse_counter(raw: bytes | None, what: str) -> int:

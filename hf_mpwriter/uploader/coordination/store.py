@@ -100,6 +100,15 @@ class JobStore:
     def address(self) -> StoreAddress:
         return self._connection.address
 
+    def move_to(self, address: StoreAddress, server: Any = None) -> None:
+        """From now on, every view of this connection calls the store at ``address`` (a successor store,
+        :mod:`.successor`; ``server``: this process serves it). Calls abandoned on the old store are that
+        store's: they do not count against the new one."""
+        connection = self._connection
+        with connection.lock:
+            connection.address, connection.server, connection.client = address, server, None
+            connection.abandoned = []
+
     @property
     def deadline(self) -> float:
         """Seconds a call may take (every view of the connection)."""

@@ -1,0 +1,95 @@
+"""The job's successor stores: where its uploaders go on coordinating once the job's own store is gone.
+
+Why: the job's store lives in the training job (torchrun's agent, rank 0's ``env://`` store). When its
+host dies, nothing coordinates the nodes any more and each commits its files itself: at a thousand nodes
+on a repository, hours of the Hub's commit rate. So while the job's store lives, the uploaders of the
+first :data:`SUCCESSORS` nodes after node 0 (where the job's store usually lives) each serve a small store
+of their own (a TCPStore on a free port, as a merge tree's group host does) and publish its address
+(``successor/<i>``); the leader passes the list on in its answers. Each host copies into its own store,
+every ``timing.successor_copy``, what a new leader takes up: the job's books (the budget holds across the
+move, up to one copy's lag), the job run's word, and the count of terms. A node that finds the job's store
+gone moves to the first successor that listens (the next one if that is gone too), announces itself there
+and offers as before (:meth:`~.member.JobTarget.commit`); where none listens, it commits itself, as without
+a store. Only the uploaders' coordination goes there, never the training's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .protocol import successor_value
+from .store import JobStore, StoreAddress, StoreError, serve
+
+logger = logging.getLogger("hf_mpwriter.uploader")
+
+#: Nodes that host a successor store: nodes 1 to this (node 0's host usually holds the job's store).
+SUCCESSORS = 2
+#: What a new leader takes up, copied from the store in use into each successor's.
+COPIED = ("books", "view/held")
+
+
+def successor_slot(node: int, nodes: int) -> int | None:
+    """Which successor store ``node`` hosts (``successor/<slot>``), or ``None``."""
+    return node if 1 <= node <= min(SUCCESSORS, nodes - 1) else None
+
+
+class SuccessorHost:
+    """A store this uploader serves for its job, kept a copy of what a new leader takes up, and published."""
+
+    def __init__(self, store: JobStore, slot: int, every: float) -> None:
+        """``store``: the node's view of the job's store (it follows the node when it moves)."""
+        self.store, self.slot, self.every = store, slot, every
+        self.server, self.address = serve(store.address)
+        self.own = JobStore(self.address, store.prefix, server=self.server)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hf_mpwriter-job-successor", daemon=True)
+
+    def start(self) -> None:
+        logger.info("job %s: this node hosts successor store %d at %s:%d", self.address.job_id, self.slot,
+                    self.address.host, self.address.port)
+        self._thread.start()
+
+    def stop(self, within: float) -> None:
+        self._stop.set()
+        self._thread.join(within)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.copy()
+            except StoreError as exc:  # the store in use is gone or slow: the copy stays as it was
+                logger.debug("successor store %d: not copied: %s", self.slot, exc)
+            if self._stop.wait(self.every):
+                return
+
+    def copy(self) -> None:
+        """Copy the store in use's books, job run word and terms here, and say where this store is (in the
+        store in use: after a move, the next successor is listed in the first one)."""
+        if self.store.address == self.address:  # the job moved here: nothing to copy from
+            return
+        values = {key: raw for key in COPIED if (raw := self.store.get(key))}
+        terms = self.store.add("terms", 0)
+        if values:
+            self.own.multi_set(values)
+        if (have := self.own.add("terms", 0)) < terms:  # a new leader here draws a term above every earlier one
+            self.own.add("terms", terms - have)
+        self.store.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
+
+
+def next_store(store: JobStore, successors: list[StoreAddress], gone: set[StoreAddress], own: SuccessorHost | None) -> bool:
+    """Move ``store`` (every view of the node's connection) to the first of ``successors`` not in ``gone``
+    that listens, adding each one found gone to ``gone``. Whether it moved."""
+    for address in successors:
+        if address in gone or address == store.address:
+            continue
+        server = own.server if own is not None and own.address == address else None
+        was = store.address
+        store.move_to(address, server)
+        if server is not None or not store.gone():
+            logger.warning("the job's store at %s:%d is gone: this node goes on through successor store %s:%d",
+                           was.host, was.port, address.host, address.port)
+            return True
+        gone.add(address)
+        store.move_to(was, None)
+    return False
