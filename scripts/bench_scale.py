@@ -80,11 +80,13 @@ SCENARIOS (``--scenario``):
 - ``kill-leader``: as steady; after the warm-up and one more interval, SIGKILL the leading process (the
   pid in the lease); report the time until the standby's first commit, in plan intervals (mostly the
   unscaled ``LEASE_STALE_S``: 10 s real, i.e. 10 × scale Hub-seconds here).
-- ``kill-store``: after a warm-up, kill the store's process; every node then commits its own files at
-  once (a real ``HubTarget.commit_uploaded``), a refused one again after the Hub's ``Retry-After``, as
-  ``JobTarget`` does with the store gone (its uploader waits as long as the Hub says). Reports how long
-  draining took (every node's first own commit after the kill on the Hub) and the 429s. A repository
-  only.
+- ``kill-store``: node 1's successor store (production's ``SuccessorHost``, served in this process, which
+  plays every node's member) copies the job's books; once every node's answers listed it, kill the store's
+  process. The nodes move to the successor (production's ``next_store``), and so does the leader's process
+  (what its node's member does), where a leader commits for them. Reports how long draining took (every
+  node's first commit there after the kill) and the 429s. Where the nodes could not move, each commits its
+  own files at once (a real ``HubTarget.commit_uploaded``), a refused one again after the Hub's
+  ``Retry-After``, as ``JobTarget`` does with the store gone. A repository only.
   The nodes' own commits are ``commit_uploaded`` of content already in Xet (one Hub API request each; a
   node's own commit in a job also reads the head and verifies: about 5, see DESIGN.md §7).
 - ``leader-cut-off``: node 0's leader process leads first, but its Hub accepts connections and never
@@ -125,6 +127,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import dataclasses
 import json
 import logging
 import math
@@ -157,6 +160,8 @@ ROUND_TRIP_S = 0.3e-3  # a cross-node TCPStore round trip (model)
 VERSIONS = 4  # contents an offer's files may point at (seq % VERSIONS)
 XET_TOKEN_EVERY_S = 3600.0  # model: one Xet write token for the job (the leader's) per Hub-hour
 TICK_S = 0.05  # the simulator's loop, real seconds
+#: Real seconds between a successor store's copies (and the leader's reads of the successors' addresses).
+SUCCESSOR_COPY_REAL_S = 2.0
 KILL_STORE_GIVE_UP_S = 600.0  # kill-store: real seconds the simulator waits for every node's own commit
 FREEZE_S = 15.0  # freeze-leader: real seconds the leading process stays stopped (past LEASE_STALE_S)
 DEFAULT_SCALE = {"repo": 60.0, "bucket": 5.0, "kill-store": 600.0}
@@ -212,6 +217,7 @@ def leader_main(cfg: dict) -> None:
     # A round's gathering and how long the leader holds offers for the budget's room, in Hub time; with
     # --poll-scaled, its round poll too (a round per 0.5 Hub-s, as at the Hub's own pace).
     timing = node_target.timing.scaled(scale, "gather", "defer_after", *(["poll"] if cfg.get("poll_scaled") else []))
+    timing = dataclasses.replace(timing, successor_copy=SUCCESSOR_COPY_REAL_S)
     if cfg.get("skew"):  # this leader's host clock is off by ``skew`` s (its monotonic clock is not)
         real = time
         job_leader.time = types.SimpleNamespace(  # type: ignore[assignment]
@@ -265,9 +271,25 @@ def leader_main(cfg: dict) -> None:
     leader = MeasuredLeader(target, store, cfg["node"], cfg["nodes"], node_target.spacing, node_target.budget,
                             node_target.commit_every, timing=timing)
     leader.start()
+    threading.Thread(target=_follow_successors, args=(leader, store, cfg["job"]), daemon=True).start()
     print("ready", flush=True)
     sys.stdin.read()  # until the bench closes it (or kills this process)
     leader.stop()
+
+
+def _follow_successors(leader: Any, store: Any, job: str) -> None:
+    """What this leader's node's member does once the store in use is gone (``JobTarget._moved_on``): move
+    to the successor stores the leader itself lists in its answers (production's ``next_store``)."""
+    from hf_mpwriter.uploader.coordination.store import StoreAddress
+    from hf_mpwriter.uploader.coordination.successor import next_store
+
+    gone: set = set()
+    while True:
+        time.sleep(leader.timing.poll)
+        listed = [StoreAddress(host, port, job) for host, port in leader._successors]
+        if listed and store.gone():
+            gone.add(store.address)
+            next_store(store, listed, gone, None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -341,6 +363,12 @@ class Nodes:
         self.counts = {"offers": 0, "commits": 0, "deferred": 0, "errors": 0, "timeouts": 0, "own_commits": 0,
                        "own_refused": 0, "taken_late": 0}
         self.store_gone_at: float | None = None
+        #: Node 1's successor store (its uploader's, :mod:`hf_mpwriter.uploader.coordination.successor`): hosted
+        #: in this process, which plays every node's member; when the nodes moved to it, and each one's first
+        #: commit through the leader there.
+        self.successor: Any = None
+        self.moved_at: float | None = None
+        self.moved_first: list[float | None] = [None] * nodes
         self.own_commit_log: list[tuple[float, int]] = []  # (real time, node)
         self.commit_log: list[tuple[float, int, float, float]] = []  # (answered, node, offer's at, offered)
         self.deferred_log: list[float] = []  # when an offer was put off
@@ -394,10 +422,24 @@ class Nodes:
             self._offer_tick(offering)
             self._answer_tick()
         except StoreError:
-            if self.store.gone():
-                self._store_gone()
-            else:
+            if not self.store.gone():
                 raise
+            if not self._moved():
+                self._store_gone()
+
+    def _moved(self) -> bool:
+        """Every node moves to the successor store its answers listed (``JobTarget._moved_on``, production's
+        ``next_store``), announces itself there and offers again; ``False`` where a node never heard of it."""
+        from hf_mpwriter.uploader.coordination.successor import next_store
+
+        listed = [t.successors for t in self.targets]
+        if self.successor is None or not all(listed) or not next_store(self.store, listed[0], set(), self.successor):
+            return False
+        self.moved_at = time.time()
+        self.pending = [None] * self.n  # (gone with the store: the leader may still commit them)
+        self.answered_seen = None
+        self.announce()
+        return True
 
     def _offer_tick(self, offering: bool) -> None:
         now = time.time()
@@ -480,6 +522,8 @@ class Nodes:
                 self.due[node] = self.next_slot(node, now)
             else:
                 self.counts["commits"] += 1
+                if self.moved_at is not None and self.moved_first[node] is None:
+                    self.moved_first[node] = now
                 self.waiting_since[node] = self.own_due[node] = None
                 if not self.held_at[node] >= p["at"]:
                     self.held_at[node], self.held_version[node] = p["at"], p["seq"] % VERSIONS
@@ -631,6 +675,11 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                 hub.inject("latency", route="bucket_batch" if kind == "bucket" else "commit", times=None,
                            seconds=commit_s / scale)
             sim.announce()
+            if scenario == "kill-store":
+                from hf_mpwriter.uploader.coordination.successor import SuccessorHost
+
+                sim.successor = SuccessorHost(sim_store, 1, SUCCESSOR_COPY_REAL_S)
+                sim.successor.start()
             for node in (0, 1):  # node 0's and node 1's uploaders: one leads, one watches
                 cut_off = scenario == "leader-cut-off" and node == 0
                 cfg = {"kind": kind, "endpoint": f"http://127.0.0.1:{silent.getsockname()[1]}" if cut_off
@@ -658,8 +707,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
             first_commit_s = start_s = math.inf
             start_span = max(sim.due) - wall_start  # the last group's first slot (plan.start_pacing)
             pick = random.Random(nodes)
-            while time.time() < stop_at and (scenario != "kill-store" or not killed or sim.store_gone_at is None
-                                              or time.time() - sim.store_gone_at < KILL_STORE_GIVE_UP_S):
+            while time.time() < stop_at and (scenario != "kill-store" or not killed
+                                              or time.time() - killed["at"] < KILL_STORE_GIVE_UP_S):
                 now = time.time()
                 sim.tick()
                 if first_commit_s == math.inf and sim.commit_log:  # (the processes' first HTTP calls take seconds)
@@ -694,16 +743,17 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                     say(f"{'SIGKILL' if scenario == 'kill-leader' else f'SIGSTOP for {FREEZE_S:.0f} s real:'} "
                         f"leader pid {victim.pid}")
                 if scenario == "kill-store":
-                    if sim.store_gone_at is None and not killed and now >= kill_at:
+                    if sim.store_gone_at is None and not killed and now >= kill_at and all(t.successors for t in sim.targets):
                         stats_before = hub.stats
                         store_proc.kill()
                         store_proc.wait()
                         killed = {"at": time.time(), "plan": sim.plan[0] or plan, "stats": stats_before,
                                   "held_at": list(sim.held_at)}
-                        say(f"killed the store: each node commits itself at once, paced by the Hub (Hub time: × {scale:g})")
-                    if sim.store_gone_at is not None:
-                        if all(t is not None for t in sim.own_gone_first):
-                            break
+                        say(f"killed the store: the nodes go on through the successor store (Hub time: × {scale:g})")
+                    if sim.store_gone_at is not None and all(t is not None for t in sim.own_gone_first):
+                        break
+                    if sim.moved_at is not None and all(t is not None for t in sim.moved_first):
+                        break
                 time.sleep(max(0.0, TICK_S - (time.time() - now)))
             # the end: no new offers; the answers of those pending are awaited (one OFFER_WAIT_S)
             end_wall = time.time()
@@ -804,7 +854,8 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
     out["spread_s"], out["commit_s"], out["upload_s"] = spread, commit_s, upload_s
     if scenario == "kill-store" and killed:
         gone = killed["at"]
-        firsts = [t for t in sim.own_gone_first if t is not None]
+        out["moved"] = sim.moved_at is not None
+        firsts = [t for t in (sim.moved_first if out["moved"] else sim.own_gone_first) if t is not None]
         out["drain_s"] = (max(firsts) - gone) * scale if len(firsts) == nodes else math.inf
         out["drained_nodes"] = len(firsts)
         out["drain_429"] = {k: v - killed["stats"]["limits_hit"].get(k, 0) for k, v in stats_end["limits_hit"].items()
@@ -985,8 +1036,9 @@ def main() -> int:
                         f"real after the start (the unscaled hand-over and LEASE_STALE_S), by node(s) "
                         f"{r['committing_nodes']}; then as steady (see the table above)")
             else:
-                what = (f"{r['drained_nodes']}/{r['nodes']} nodes committed themselves, the last {_fmt_s(r['drain_s'])} "
-                        f"after the kill (each at once, then after the Hub's Retry-After); "
+                how = ("had their files committed by the leader on the successor store" if r["moved"] else
+                       "committed themselves (each at once, then after the Hub's Retry-After)")
+                what = (f"{r['drained_nodes']}/{r['nodes']} nodes {how}, the last {_fmt_s(r['drain_s'])} after the kill; "
                         f"Hub API requests while draining {r['drain_api']}; 429s {r['drain_429'] or 'none'}; the "
                         f"leader's commits after the kill {r['leader_commits_after_kill']}")
             rb = r["readback"]
