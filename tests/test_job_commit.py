@@ -23,6 +23,7 @@ import pytest
 from helpers import closed_port
 from upload_helpers import TOKEN, commit_time, wait_for
 
+from hf_mpwriter.cli.main import _committer_text
 from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.state.piece import Piece, sha256_prefix
@@ -784,6 +785,7 @@ def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then
         assert all(node.store.address == copies[1].address and node.moves == 2 for node in nodes)
         assert all(node.own_commits == 0 and not node.store_gone for node in nodes)
         assert nodes[1].job_info()["hosts_successor"] == 2 and nodes[0].job_info()["moves"] == 2  # what ``status`` shows
+        assert f":{copies[1].address.port}" in _committer_text(nodes[0].job_info(), None)  # and says
     finally:
         for node in nodes:
             node.stop()
@@ -818,7 +820,6 @@ def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, t
     """An ``env://`` job whose rank 0 creates its store after the first writer started the node's
     uploader: the node commits itself meanwhile (in its turn, and ``status`` says why), asks the store
     again :data:`STORE_RETRY_S` later (2 s here), and from then on its files go through the job's leader."""
-    from hf_mpwriter.cli.main import _committer_text
     from hf_mpwriter.targets import target_for
     from hf_mpwriter.uploader.coordination import factory as job_commit
 
