@@ -348,6 +348,7 @@ class Leader(Lease):
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = time.monotonic()
+        moves = self.store.moves
         try:
             limit = min(self.call_bound, max(self.handover_after(), self.timing.commit_grace))
             commit = self._hub_call(limit, self.target.commit_uploaded, files, message, parent=parent)
@@ -363,6 +364,10 @@ class Leader(Lease):
         except TargetError as exc:
             logger.warning("job leader: commit %s not verified (%s); each node checks it itself", commit, exc)
             wrong = {f.path: "not verified" for f in files}
+        if self.store.moves != moves:  # its offers were in a store now gone: answers here would be another leader's keys
+            logger.warning("job leader: committed %d file(s) as %s while the job's store moved; the nodes offer them "
+                           "again to the leader there", len(files), commit)
+            return True
         plan, wall = self.plan(), time.time()
         self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
             **self._books_value(),

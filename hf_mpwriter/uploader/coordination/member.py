@@ -342,9 +342,12 @@ class JobTarget(Target):
                 return current + 1
 
     def stop(self) -> None:
+        until = min(time.monotonic() + self.timing.stop_wait, self.store.preemption)
+        if self.successor is not None:
+            self.successor.stop(0.0)  # (its thread ends at its next pause; joined below within the same deadline)
         self.leader.stop()
         if self.successor is not None:
-            self.successor.stop(max(0.0, min(self.timing.stop_wait, self.store.preemption - time.monotonic())))
+            self.successor.stop(max(0.0, until - time.monotonic()))
 
     def reset_client(self) -> None:
         self.inner.reset_client()

@@ -135,11 +135,18 @@ def parse_answer(raw: bytes) -> dict[str, Any]:
         raise Malformed("answer: commit is not a string")
     if answer.get("retry_in") is not None:
         parsed["retry_in"] = _number(answer["retry_in"], "answer: retry_in")
-    listed = answer.get("successors", [])
-    if not isinstance(listed, list) or len(listed) > MAX_SUCCESSORS:
-        raise Malformed(f"answer: successors is not a list of at most {MAX_SUCCESSORS}")
-    parsed["successors"] = [parse_successor(entry) for entry in listed]
+    listed = answer.get("successors")
+    parsed["successors"] = [entry for entry in (listed[:MAX_SUCCESSORS] if isinstance(listed, list) else [])
+                            if _is_successor(entry)]  # (a bad entry costs its successor, never the commit's answer)
     return parsed
+
+
+def _is_successor(value: Any) -> bool:
+    try:
+        parse_successor(value)
+    except Malformed:
+        return False
+    return True
 
 
 #: Successor stores an answer may list (:mod:`.successor` keeps fewer).

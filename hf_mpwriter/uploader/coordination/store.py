@@ -76,6 +76,7 @@ class _Connection:
         #: size costs the store, which serves the training job too.
         self.round_trips = 0
         self.abandoned: list[threading.Thread] = []
+        self.moves = 0  # times it moved to another store (:meth:`JobStore.move_to`)
         #: One call at a time: the node's commits, the leader's rounds and the lease share the connection,
         #: and a call abandoned by one must not drop the client under another's message.
         self.lock = threading.Lock()
@@ -100,6 +101,11 @@ class JobStore:
     def address(self) -> StoreAddress:
         return self._connection.address
 
+    @property
+    def moves(self) -> int:
+        """Times this connection moved to another store: a round begun on one store answers in none other."""
+        return self._connection.moves
+
     def move_to(self, address: StoreAddress, server: Any = None) -> None:
         """From now on, every view of this connection calls the store at ``address`` (a successor store,
         :mod:`.successor`; ``server``: this process serves it). Calls abandoned on the old store are that
@@ -108,6 +114,7 @@ class JobStore:
         with connection.lock:
             connection.address, connection.server, connection.client = address, server, None
             connection.abandoned = []
+            connection.moves += 1
 
     @property
     def deadline(self) -> float:

@@ -66,7 +66,7 @@ class SuccessorHost:
     def copy(self) -> None:
         """Copy the store in use's books, job run word and terms here, and say where this store is (in the
         store in use: after a move, the next successor is listed in the first one)."""
-        if self.store.address == self.address:  # the job moved here: nothing to copy from
+        if self.store.address == self.address or self.own.get("members"):  # in use (nodes moved here): not overwritten
             return
         values = {key: raw for key in COPIED if (raw := self.store.get(key))}
         terms = self.store.add("terms", 0)
