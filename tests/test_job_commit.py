@@ -96,12 +96,14 @@ def _pieces(tmp_path: Path, rank: int, size: int) -> list[Piece]:
     return [Piece(path=rel, size=size, sha256=sha256_prefix(path, size), source=str(path))]
 
 
-def _commit_together(targets: list[JobTarget], pieces: list[list[Piece]]) -> list[str | None]:
-    """Every node commits at once, as at a round's wall-clock moment."""
+def _commit_together(targets: list[JobTarget], pieces: list[list[Piece]], when_due: bool = False) -> list[str | None]:
+    """Every node commits at once, as at a round's wall-clock moment (``when_due``: each tried again when put
+    off, :func:`_commit_when_due`)."""
     results: list = [None] * len(targets)
 
     def run(k: int) -> None:
-        results[k] = targets[k].commit(pieces[k], "node commit")
+        results[k] = (_commit_when_due(targets[k], pieces[k], "node commit")[0] if when_due
+                      else targets[k].commit(pieces[k], "node commit"))
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(len(targets))]
     for thread in threads:
@@ -726,21 +728,6 @@ def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(h
         node.stop()
 
 
-def _commit_together_when_due(targets: list[JobTarget], pieces: list[list[Piece]]) -> list[str | None]:
-    """:func:`_commit_together`, each node's commit tried again when put off (:func:`_commit_when_due`)."""
-    results: list = [None] * len(targets)
-
-    def run(k: int) -> None:
-        results[k] = _commit_when_due(targets[k], pieces[k], "node commit")[0]
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(targets))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
-
-
 def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then_the_next(hub, tmp_path):
     """Three nodes; nodes 1 and 2 host the successor stores. The job's store dies (its host process gone):
     the nodes move to node 1's successor store, where one leader commits every node's files in one commit,
@@ -766,7 +753,7 @@ def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then
         # 1. The job's store dies: the nodes move to successor store 1, and one leader commits for all three.
         del server
         assert nodes[0].store.gone()
-        oids = _commit_together_when_due(nodes, [_pieces(tmp_path / f"node-{k}", k, 5000) for k in range(3)])
+        oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 5000) for k in range(3)], when_due=True)
         assert len(set(oids)) == 1 and oids[0] is not None, oids
         assert _log_commits(hub)[0]["oid"] == oids[0] and "3 node(s)" in _log_commits(hub)[0]["summary"]
         assert all(node.store.address == copies[0].address and node.moves == 1 for node in nodes)
@@ -779,7 +766,7 @@ def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then
         del dead
         gc.collect()
         assert nodes[0].store.gone()  # nothing listens at successor store 1 any more
-        oids = _commit_together_when_due(nodes, [_pieces(tmp_path / f"node-{k}", k, 9000) for k in (0, 2)])
+        oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 9000) for k in (0, 2)], when_due=True)
         assert len(set(oids)) == 1 and oids[0] is not None, oids
         assert "2 node(s)" in _log_commits(hub)[0]["summary"]
         assert all(node.store.address == copies[1].address and node.moves == 2 for node in nodes)
