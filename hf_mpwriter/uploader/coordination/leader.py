@@ -367,7 +367,7 @@ class Leader(Lease):
         if self.store.moves != moves:  # its offers were in a store now gone: answers here would be another leader's keys
             logger.warning("job leader: committed %d file(s) as %s while the job's store moved; the nodes offer them "
                            "again to the leader there", len(files), commit)
-            return True
+            return False  # (nor any put-off answers: the round's offers were that store's)
         plan, wall = self.plan(), time.time()
         self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
             **self._books_value(),
