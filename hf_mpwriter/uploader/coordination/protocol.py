@@ -137,16 +137,8 @@ def parse_answer(raw: bytes) -> dict[str, Any]:
         parsed["retry_in"] = _number(answer["retry_in"], "answer: retry_in")
     listed = answer.get("successors")
     parsed["successors"] = [entry for entry in (listed[:MAX_SUCCESSORS] if isinstance(listed, list) else [])
-                            if _is_successor(entry)]  # (a bad entry costs its successor, never the commit's answer)
+                            if _successor_shaped(entry)]  # (a bad entry costs its successor, never the commit's answer)
     return parsed
-
-
-def _is_successor(value: Any) -> bool:
-    try:
-        parse_successor(value)
-    except Malformed:
-        return False
-    return True
 
 
 #: Successor stores an answer may list (:mod:`.successor` keeps fewer).
@@ -167,10 +159,14 @@ def parse_successor_value(raw: bytes) -> tuple[str, int]:
     return parse_successor(value)
 
 
+def _successor_shaped(value: Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and 0 < len(value[0]) <= 255
+            and not isinstance(value[1], bool) and isinstance(value[1], int) and 0 < value[1] < 65536)
+
+
 def parse_successor(value: Any) -> tuple[str, int]:
-    """A successor store's ``[host, port]`` (an entry of an answer's list, or a key's value parsed)."""
-    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and 0 < len(value[0]) <= 255
-            and not isinstance(value[1], bool) and isinstance(value[1], int) and 0 < value[1] < 65536):
+    """A successor store's ``[host, port]`` (a key's value parsed)."""
+    if not _successor_shaped(value):
         raise Malformed(f"successor: {value!r} is not [host, port]")
     return value[0], value[1]
 
