@@ -144,6 +144,10 @@ STORE_RETRY_S = 30.0
 #: job's store this often, and the leader reads the successors' addresses as often
 #: (:mod:`hf_mpwriter.uploader.coordination.successor`).
 SUCCESSOR_COPY_S = 10.0
+#: A store in use that answered none of a node's calls for this long is lost to it, like one where nothing
+#: listens any more: its machine is down, frozen or cut off. The node then moves to a successor store that
+#: answers (a store that comes back later finds it gone: two leaders until the job ends, each within its books).
+STORE_LOST_S = 60.0
 
 # -- system metrics --------------------------------------------------------------------------------
 #: Seconds between two samples when ``system_metrics=True``.
@@ -198,6 +202,7 @@ class JobTiming:
     stop_wait: float = LEADER_STOP_WAIT_S
     xet_wait: float = XET_WAIT_S
     successor_copy: float = SUCCESSOR_COPY_S
+    store_lost: float = STORE_LOST_S
     #: The job run's longest round (its exchange's period: ``commit_every`` up to this): the leader's node
     #: offers no more often than the job run changes (:meth:`~hf_mpwriter.uploader.coordination.plan.Plan.leader_pacing`).
     job_run_wait: float = JOB_VIEW_WAIT_S

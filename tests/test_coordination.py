@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
@@ -38,23 +36,6 @@ TORCHRUN = {"RANK": "8003", "LOCAL_RANK": "3", "WORLD_SIZE": "8192", "LOCAL_WORL
 @pytest.fixture(autouse=True)
 def _endpoint(hub_is_this_process_hub):
     """The test Hub as the process's Hub (conftest.py's ``hub_is_this_process_hub``)."""
-
-
-@pytest.fixture
-def store_process():
-    """A TCPStore served by a process of its own (its host can be frozen with SIGSTOP); its port."""
-    port = closed_port()
-    code = ("import sys, time, datetime; from torch.distributed import TCPStore; "
-            f"s = TCPStore('127.0.0.1', {port}, is_master=True, wait_for_workers=False, "
-            "timeout=datetime.timedelta(seconds=30)); print('up', flush=True); time.sleep(600)")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
-        yield proc, port
-    finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.kill()
-        proc.wait(10)
 
 
 def test_views_share_one_connection_an_abandoned_call_and_a_deadline(store_process):

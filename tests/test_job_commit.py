@@ -12,6 +12,8 @@ import dataclasses
 import gc
 import json
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -773,6 +775,41 @@ def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then
         assert all(node.own_commits == 0 and not node.store_gone for node in nodes)
         assert nodes[1].job_info()["hosts_successor"] == 2 and nodes[0].job_info()["moves"] == 2  # what ``status`` shows
         assert f":{copies[1].address.port}" in _committer_text(nodes[0].job_info(), None)  # and says
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_once_it_answered_nothing_for_a_while(
+        hub, tmp_path, store_process):
+    """The job's store stops answering (its host frozen: as for a machine down or cut off, nothing refuses
+    and nothing answers). Once it answered none of a node's calls for ``timing.store_lost``, the node moves to
+    the first successor store that answers, and one leader commits every node's files there. Before, only a
+    store where nothing listened was left: each node committed its files itself."""
+    proc, port = store_process
+    hub.create_repo(REPO)
+    timing = JobTiming(successor_copy=0.5, store_lost=3.0)
+    nodes = [_node(hub, port, k, nodes=3, timing=timing) for k in range(3)]
+    _start_with_node_0_leading(nodes)
+    try:
+        round_ = 0
+        while not all(len(node.successors) == 2 for node in nodes):  # the answers list both successor stores
+            round_ += 1
+            assert round_ <= 3, [node.successors for node in nodes]
+            oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 1000 * round_) for k in range(3)])
+            assert len(set(oids)) == 1 and oids[0] is not None, oids
+        first = nodes[1].successor
+        assert first is not None
+        wait_for(lambda: first.own.get("books") == nodes[0].store.get("books"), 10, "successor 1 to hold the job's books")
+        os.kill(proc.pid, signal.SIGSTOP)
+        wait_for(lambda: all(node.store.silent_for() >= timing.store_lost for node in nodes), 30,
+                 "every node's calls to have failed for a while")  # (their leader threads keep asking)
+        assert not nodes[0].store.gone()  # the scenario: something listens there, nothing answers
+        oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 5000) for k in range(3)], when_due=True)
+        assert len(set(oids)) == 1 and oids[0] is not None, oids
+        assert _log_commits(hub)[0]["oid"] == oids[0] and "3 node(s)" in _log_commits(hub)[0]["summary"]
+        assert all(node.store.address == first.address and node.moves == 1 for node in nodes)
+        assert all(node.own_commits == 0 for node in nodes)
     finally:
         for node in nodes:
             node.stop()

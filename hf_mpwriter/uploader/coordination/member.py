@@ -419,6 +419,8 @@ class JobTarget(Target):
         when the leader does not answer in time or cannot take it."""
         if self._offered_at is not None:  # an earlier offer may still be in a store we cannot reach
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
+        if (silent := self.store.silent_for()) >= self.timing.store_lost:  # no offer into a store that answers nothing
+            return self._commit_ourselves(pieces, message, f"the job's store answered nothing for {silent:.0f} s")
         if time.monotonic() < self._store_rests_until or not self._announce():
             return self._commit_ourselves(pieces, message, self.why or "the job's store failed")
         uploaded = self.inner.preupload(pieces)
@@ -574,8 +576,9 @@ class JobTarget(Target):
 
     def _moved_on(self) -> bool:
         """Whether this node moved to a successor store (:mod:`.successor`): the store in use, which answered
-        once, is gone, and one of the successors the leader listed listens."""
-        if not (self.successors and self.store_seen and self.store.gone()):
+        once, is lost (gone, or silent for ``timing.store_lost``), and one of the successors the leader listed
+        answers."""
+        if not (self.successors and self.store_seen and self._store_lost()):
             return False
         self._gone_stores.add(self.store.address)
         if not next_store(self.store, self.successors, self._gone_stores, self.successor):
@@ -583,6 +586,11 @@ class JobTarget(Target):
         self.moves += 1
         self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
         return True
+
+    def _store_lost(self) -> bool:
+        """Whether the store in use is lost to this node: nothing listens there any more, or nothing answered
+        its calls for ``timing.store_lost`` (a machine down, frozen or cut off looks the same from here)."""
+        return self.store.silent_for() >= self.timing.store_lost or self.store.gone()
 
     def _hurried(self) -> bool:
         """Whether the uploader was signalled (:meth:`hurry`): its last records go now or never."""

@@ -77,6 +77,7 @@ class _Connection:
         self.round_trips = 0
         self.abandoned: list[threading.Thread] = []
         self.moves = 0  # times it moved to another store (:meth:`JobStore.move_to`)
+        self.failing_since: float | None = None  # monotonic: the first of the calls that failed since one answered
         #: One call at a time: the node's commits, the leader's rounds and the lease share the connection,
         #: and a call abandoned by one must not drop the client under another's message.
         self.lock = threading.Lock()
@@ -113,7 +114,7 @@ class JobStore:
         connection = self._connection
         with connection.lock:
             connection.address, connection.server, connection.client = address, server, None
-            connection.abandoned = []
+            connection.abandoned, connection.failing_since = [], None
             connection.moves += 1
 
     @property
@@ -132,6 +133,22 @@ class JobStore:
     @property
     def round_trips(self) -> int:
         return self._connection.round_trips
+
+    def silent_for(self) -> float:
+        """Seconds since the first of the calls (any view's) that failed without one answering since: 0 while
+        the last call answered. A store whose machine is down, frozen or cut off answers nothing for as long
+        as it lasts, where :meth:`gone` only tells a host process that is gone from one that is not."""
+        since = self._connection.failing_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def answers(self) -> bool:
+        """Whether the store answers a call now, within the deadline (a positive check: something that
+        merely listens, or a machine that is down, does not)."""
+        try:
+            self._bounded(lambda client: client.check([self.prefix + "lease"]))
+        except StoreError:
+            return False
+        return True
 
     @property
     def hanging(self) -> int:
@@ -214,11 +231,21 @@ class JobStore:
         started = time.monotonic()
         connection = self._connection
         if not connection.lock.acquire(timeout=max(0.0, self.until(started, self.deadline) - started)):
+            self._failed(started)
             raise StoreError(f"the job's store at {self._where()} is busy with a call that does not end")
         try:
-            return self._bounded_locked(call, round_trips, started)
+            result = self._bounded_locked(call, round_trips, started)
+        except StoreError:
+            self._failed(started)
+            raise
         finally:
             connection.lock.release()
+        connection.failing_since = None
+        return result
+
+    def _failed(self, started: float) -> None:
+        if self._connection.failing_since is None:
+            self._connection.failing_since = started
 
     def _bounded_locked(self, call: Callable[[Any], T], round_trips: int, started: float) -> T:
         connection = self._connection

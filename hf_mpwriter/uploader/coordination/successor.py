@@ -8,7 +8,8 @@ of their own (a TCPStore on a free port, as a merge tree's group host does) and 
 (``successor/<i>``); the leader passes the list on in its answers. Each host copies into its own store,
 every ``timing.successor_copy``, what a new leader takes up: the job's books (the budget holds across the
 move, up to one copy's lag), the job run's word, and the count of terms. A node that finds the job's store
-gone moves to the first successor that listens (the next one if that is gone too), announces itself there
+lost (gone, or silent for ``timing.store_lost``) moves to the first successor that answers (the next one if
+that does not either), announces itself there
 and offers as before (:meth:`~.member.JobTarget.commit`); where none listens, it commits itself, as without
 a store. Only the uploaders' coordination goes there, never the training's.
 """
@@ -79,15 +80,15 @@ class SuccessorHost:
 
 def next_store(store: JobStore, successors: list[StoreAddress], gone: set[StoreAddress], own: SuccessorHost | None) -> bool:
     """Move ``store`` (every view of the node's connection) to the first of ``successors`` not in ``gone``
-    that listens, adding each one found gone to ``gone``. Whether it moved."""
+    that answers, adding each one that does not to ``gone``. Whether it moved."""
     for address in successors:
         if address in gone or address == store.address:
             continue
         server = own.server if own is not None and own.address == address else None
         was = store.address
         store.move_to(address, server)
-        if server is not None or not store.gone():
-            logger.warning("the job's store at %s:%d is gone: this node goes on through successor store %s:%d",
+        if server is not None or store.answers():
+            logger.warning("the job's store at %s:%d is lost: this node goes on through successor store %s:%d",
                            was.host, was.port, address.host, address.port)
             return True
         gone.add(address)
