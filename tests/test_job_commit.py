@@ -780,12 +780,16 @@ def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then
             node.stop()
 
 
-def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_once_it_answered_nothing_for_a_while(
+def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_served_on_after_its_hosts_exit(
         hub, tmp_path, store_process):
-    """The job's store stops answering (its host frozen: as for a machine down or cut off, nothing refuses
+    """1. The job's store stops answering (its host frozen: as for a machine down or cut off, nothing refuses
     and nothing answers). Once it answered none of a node's calls for ``timing.store_lost``, the node moves to
     the first successor store that answers, and one leader commits every node's files there. Before, only a
-    store where nothing listened was left: each node committed its files itself."""
+    store where nothing listened was left: each node committed its files itself. 2. The frozen host runs
+    again: its calls that were hanging end, and none of them brings a node back to it. 3. The uploader of
+    node 1, which hosts the successor store in use, exits (its own files drained): its store is served on
+    while nodes 0 and 2 use it, so they commit together there again, and it ends once both have left.
+    Before, it ended with the uploader, and the nodes moved again (past the last successor, each alone)."""
     proc, port = store_process
     hub.create_repo(REPO)
     timing = JobTiming(successor_copy=0.5, store_lost=3.0)
@@ -810,6 +814,32 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_once_it_answer
         assert _log_commits(hub)[0]["oid"] == oids[0] and "3 node(s)" in _log_commits(hub)[0]["summary"]
         assert all(node.store.address == first.address and node.moves == 1 for node in nodes)
         assert all(node.own_commits == 0 for node in nodes)
+        # 2. The job's store runs again: what it holds is not the store in use's.
+        os.kill(proc.pid, signal.SIGCONT)
+        old = JobStore(StoreAddress("127.0.0.1", port, "job-1"), nodes[0].store.prefix)
+        wait_for(lambda: old.answers(), 10, "the job's store to answer again")
+        for node in nodes:
+            node.store.set(f"here/{node.node}", b"1")
+        assert all(first.own.get(f"here/{k}") == b"1" and old.get(f"here/{k}") is None for k in range(3))
+        # 3. Node 1's uploader exits; its store lives as long as that process (here: the host object) does.
+        hosts = [nodes.pop(1)]
+        hosts[0].stop()
+
+        def exits() -> None:
+            hosts[0].linger()
+            hosts.clear()  # the process ends: its store with it
+            gc.collect()
+
+        first = None
+        lingering = threading.Thread(target=exits)
+        lingering.start()
+        oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 9000) for k in (0, 2)], when_due=True)
+        assert len(set(oids)) == 1 and oids[0] is not None and "2 node(s)" in _log_commits(hub)[0]["summary"], oids
+        assert all(node.moves == 1 for node in nodes) and lingering.is_alive()  # no second move: still served
+        for node in nodes:
+            node.stop()  # (they leave)
+        lingering.join(10)
+        assert not lingering.is_alive() and nodes[0].store.gone()  # served until they left, then ended
     finally:
         for node in nodes:
             node.stop()

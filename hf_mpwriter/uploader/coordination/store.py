@@ -81,6 +81,8 @@ class _Connection:
         #: One call at a time: the node's commits, the leader's rounds and the lease share the connection,
         #: and a call abandoned by one must not drop the client under another's message.
         self.lock = threading.Lock()
+        #: Held to move, and to install a new client: a call abandoned mid-connect installs none after a move.
+        self.swap = threading.Lock()
 
 
 class JobStore:
@@ -112,7 +114,7 @@ class JobStore:
         :mod:`.successor`; ``server``: this process serves it). Calls abandoned on the old store are that
         store's: they do not count against the new one."""
         connection = self._connection
-        with connection.lock:
+        with connection.lock, connection.swap:
             connection.address, connection.server, connection.client = address, server, None
             connection.abandoned, connection.failing_since = [], None
             connection.moves += 1
@@ -295,11 +297,17 @@ class JobStore:
         connection = self._connection
         if connection.server is not None:
             return connection.server
-        if connection.client is None:
+        client = connection.client
+        if client is None:
+            moves, where = connection.moves, self._where()
             if self.gone():  # fail at once: the client would retry a dead address until its timeout
-                raise StoreError(f"nothing listens at {self._where()} any more")
-            connection.client = _connect(self.address, self.deadline)
-        return connection.client
+                raise StoreError(f"nothing listens at {where} any more")
+            client = _connect(self.address, self.deadline)
+            with connection.swap:  # a call abandoned while it connected must not bring a moved connection back
+                if connection.moves != moves:
+                    raise StoreError(f"connected to {where} after the node moved to another store")
+                connection.client = client
+        return client
 
     def _where(self) -> str:
         return f"{self.address.host}:{self.address.port}"
