@@ -148,6 +148,9 @@ SUCCESSOR_COPY_S = 10.0
 #: listens any more: its machine is down, frozen or cut off. The node then moves to a successor store that
 #: answers (a store that comes back later finds it gone: two leaders until the job ends, each within its books).
 STORE_LOST_S = 60.0
+#: A successor store's host whose own files are drained serves its store on, while other nodes that moved
+#: there have not left, for at most this long (their last commits go through it, not each node's own).
+SUCCESSOR_LINGER_S = DRAIN_TIMEOUT_S
 
 # -- system metrics --------------------------------------------------------------------------------
 #: Seconds between two samples when ``system_metrics=True``.
@@ -203,6 +206,7 @@ class JobTiming:
     xet_wait: float = XET_WAIT_S
     successor_copy: float = SUCCESSOR_COPY_S
     store_lost: float = STORE_LOST_S
+    successor_linger: float = SUCCESSOR_LINGER_S
     #: The job run's longest round (its exchange's period: ``commit_every`` up to this): the leader's node
     #: offers no more often than the job run changes (:meth:`~hf_mpwriter.uploader.coordination.plan.Plan.leader_pacing`).
     job_run_wait: float = JOB_VIEW_WAIT_S

@@ -22,7 +22,8 @@ restarted only because another one failed sees 0) resumes, with ``purge_step``, 
 every rank reached (each writes one every ``checkpoint_every`` steps, 10 by default, next to the marker), as
 ``scripts/torchrun_example.py`` does ("attempt 1: steps ..."). No rank of the first attempt ends: the job
 fails first (DDP's ranks go in step), and torchrun ends them.
-``steps`` (default: until signalled) and ``start`` bound the loop; ``close_after`` (a path) holds the
+``steps`` (default: until signalled) and ``start`` bound the loop, and ``until`` (a path) ends it once that
+file exists; ``close_after`` (a path) holds the
 process, still a live writer, after its last step until that file exists. ``trainer_flush`` calls
 ``flush()`` after every log, as the transformers Trainer does. ``user_handler`` installs a SIGTERM
 handler before the writer (``"record"``: prints and goes on; ``"ignore"``: SIG_IGN). The token, if
@@ -102,7 +103,8 @@ def main() -> int:
     base = (rank if rank is not None else int(os.environ.get("RANK", "0"))) * 100000  # under torchrun: its rank
     flush_every = cfg.get("flush_every", 10)
     step = start
-    while step < cfg.get("steps", sys.maxsize):
+    until = cfg.get("until")
+    while step < cfg.get("steps", sys.maxsize) and not (until and os.path.exists(until)):
         if marker and step % every == 0 and step > start:
             _save_checkpoint(marker, base // 100000, step)
         if not resumed and step == cfg.get("crash_at") and base // 100000 == cfg.get("crash_rank"):

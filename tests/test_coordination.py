@@ -15,11 +15,23 @@ import time
 
 import psutil
 import pytest
-from helpers import closed_port
+from helpers import closed_port, read_file_events, scalar_points
 from test_job_commit import REPO, _commit_together, _leading, _log_commits, _node, _pieces
-from upload_helpers import TOKEN, check_remote, commit_time, finish, hub_env, start_writer, wait_for
+from upload_helpers import (
+    TOKEN,
+    check_remote,
+    commit_time,
+    every_applied_commit_is_whole_and_only_grows,
+    finish,
+    hub_env,
+    local_event_files,
+    sigkill,
+    start_writer,
+    wait_for,
+)
 
 from hf_mpwriter.config import UploadConfig, commit_interval, load
+from hf_mpwriter.state.election import uploader_info
 from hf_mpwriter.timing import HUB_COMMIT_SPACING_S
 from hf_mpwriter.uploader.coordination.factory import for_job
 from hf_mpwriter.uploader.coordination.member import JobTarget
@@ -162,3 +174,57 @@ def _log_commits_all(hub) -> list[dict]:
 def _remote(hub) -> dict[str, bytes]:
     prefix = "tensorboard/logs/"
     return {p[len(prefix):]: hub.read_file(REPO, p) for p in hub.list_files(REPO) if p.startswith(prefix)}
+
+
+def test_with_the_jobs_store_killed_real_nodes_go_on_through_a_successor_store(hub, tmp_path, store_process):
+    """Three nodes of one rank each, as real processes: a writer per node (node-local logdirs) and its
+    uploader, meeting in a job's store that a process of its own serves (as torchrun's agent does); the
+    uploaders of nodes 1 and 2 host the successor stores. SIGKILL the store's process: every node's uploader
+    moves to a successor store, where one leader commits the files of all three nodes together, and no node
+    commits its files itself. Then the job ends (the writers close): every record of every rank is at the
+    Hub exactly once, and every commit the Hub applied is whole."""
+    proc, port = store_process
+    hub.create_repo(REPO)
+    env = {**hub_env(hub, tmp_path), "HF_MPWRITER_COMMITS_PER_HOUR": "1800", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "TORCHELASTIC_RUN_ID": "successor-job", "GROUP_WORLD_SIZE": "3",
+           "WORLD_SIZE": "3", "LOCAL_WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+    logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(3)]  # node-local: the same name on every node
+    until, close = tmp_path / "until", tmp_path / "close"
+    cfg = {"repo_id": REPO, "commit_every_s": 2.0, "sleep": 0.05, "until": str(until), "close_after": str(close),
+           "close_timeout": 120}
+    writers = [start_writer({**cfg, "logdir": str(logdirs[k]), "rank": k}, {**env, "GROUP_RANK": str(k), "RANK": str(k)})
+               for k in range(3)]
+    try:
+        wait_for(lambda: all(_job(d).get("successors") == 2 for d in logdirs), 120,
+                 "every node to know both successor stores")  # (each host copies every 10 s; answers list them)
+        assert sorted(_job(d).get("hosts_successor") for d in logdirs[1:]) == [1, 2]
+        own = [_job(d)["own_commits"] for d in logdirs]
+        commits = len(hub.commits(REPO))
+        sigkill(proc.pid)  # the job's store dies with its host process
+        wait_for(lambda: all(_job(d).get("moves", 0) >= 1 for d in logdirs), 90, "every node to move to a successor")
+        wait_for(lambda: any("3 node(s)" in c["summary"] for c in hub.commits(REPO)[:len(hub.commits(REPO)) - commits]),
+                 60, "a commit of all three nodes' files after the store's death")
+        assert len({_job(d)["store"] for d in logdirs}) == 1 and _job(logdirs[0])["store"] != f"127.0.0.1:{port}"
+        assert [_job(d)["own_commits"] for d in logdirs] == own  # through the successor's leader, none itself
+        until.touch()
+        close.touch()
+        for writer in writers:
+            finish(writer, 180)
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.communicate(timeout=30)
+    every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
+    remote = _remote(hub)
+    for k, logdir in enumerate(logdirs):  # after close, each rank's file is on the Hub byte for byte
+        local = {rel: data for rel, data in local_event_files(logdir).items() if rel.startswith(f"rank-{k:03d}/")}
+        mine = {rel: data for rel, data in remote.items() if rel.startswith(f"rank-{k:03d}/")}
+        assert local and set(mine) == set(local) and all(mine[rel] == local[rel] for rel in local), k
+        steps = sorted(step for path in logdir.glob("rank-*/*tfevents*")
+                       for step, _ in scalar_points(read_file_events(path), "loss"))
+        assert steps == list(range(len(steps))) and len(steps) > 100, steps[-3:]  # the scenario: it logged throughout
+
+
+def _job(logdir) -> dict:
+    """How the commits of ``logdir``'s running uploader go, as it publishes them for ``status`` ({} if none runs)."""
+    return (uploader_info(logdir) or {}).get("job") or {}

@@ -261,6 +261,8 @@ class Uploader:
             if code == 0:
                 self._forget_if_done()
             self.release()
+            if job is not None and code == 0:  # a successor store in use is served on a while
+                job.linger()
         if code == REPLACE_ME:
             self._replace_process()  # returns only if it failed
         return code

@@ -54,6 +54,7 @@ from .protocol import (
     Malformed,
     Skipped,
     books_value,
+    node_counts,
     parse_answer,
     parse_books,
     parse_counter,
@@ -508,10 +509,7 @@ class Leader(Lease):
 
     def members(self) -> list[int]:
         """The nodes that announced themselves in this store (their keys exist)."""
-        raw = self.store.get("members") or b""
-        parts = [part.strip() for part in raw.decode(errors="replace").split(",")]
-        listed = {int(part) for part in parts if part.isascii() and part.isdigit()}
-        return sorted(node for node in listed if 0 <= node < self.nodes)
+        return sorted(node_counts(self.store.get("members"), self.nodes))
 
     def _answer(self, offers: dict[int, Any], answer: dict, each: dict[int, dict] | None = None) -> None:
         self.store.multi_set({f"answer/{node}": json.dumps({**answer, **(each or {}).get(node, {}), "seq": offer["seq"],

@@ -343,11 +343,29 @@ class JobTarget(Target):
 
     def stop(self) -> None:
         until = min(time.monotonic() + self.timing.stop_wait, self.store.preemption)
+        self._leave()
         if self.successor is not None:
             self.successor.stop(0.0)  # (its thread ends at its next pause; joined below within the same deadline)
         self.leader.stop()
         if self.successor is not None:
             self.successor.stop(max(0.0, until - time.monotonic()))
+
+    def _leave(self) -> None:
+        """Say in the store in use that this node's uploader exits (a successor store's host then need not
+        serve it on for this node: :meth:`linger`)."""
+        if self._announced and self.store_usable():
+            try:
+                self.store.set(f"left/{self.node}", str(self.incarnation).encode())
+            except StoreError as exc:
+                logger.debug("job: this node's exit not said in the store: %s", exc)
+
+    def linger(self) -> None:
+        """Once this node's uploader has exited (everything committed, its lock released): the successor
+        store it hosts, if other nodes use it, is served on until they left, for ``timing.successor_linger``
+        at most (not after a signal: the node is going)."""
+        if self.successor is not None and not self._hurried():
+            until = min(time.monotonic() + self.timing.successor_linger, self.store.preemption)
+            self.successor.linger(self.node, self.leader.nodes, until, self.timing.poll)
 
     def reset_client(self) -> None:
         self.inner.reset_client()

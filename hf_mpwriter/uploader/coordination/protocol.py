@@ -3,6 +3,8 @@
 Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)::
 
     members            "0,3,1,"          the nodes that announced themselves (append)
+    left/<n>           counter            node n's uploader that exited (its incarnation): n left the store
+                                          while this equals ``incarnation/<n>``
     incarnation/<n>    counter            node n's current uploader: each new one adds 1 (the store counts,
                                           not a clock: a replacement's offers always win over its predecessor's)
     offer/<n>          JSON | "-" | "taken:seq:node:term"  an offer, taken back, or claimed by a leader
@@ -143,6 +145,13 @@ def parse_answer(raw: bytes) -> dict[str, Any]:
 
 #: Successor stores an answer may list (:mod:`.successor` keeps fewer).
 MAX_SUCCESSORS = 8
+
+
+def node_counts(raw: bytes | None, nodes: int) -> Counter[int]:
+    """``members`` as read from the store: how often each node of the job is listed (anything else in the
+    list is skipped: a partial append, another version)."""
+    parts = [part.strip() for part in (raw or b"").decode(errors="replace").split(",")]
+    return Counter(node for part in parts if part.isascii() and part.isdigit() and 0 <= (node := int(part)) < nodes)
 
 
 def successor_value(host: str, port: int) -> bytes:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
-from .protocol import successor_value
+from .protocol import Malformed, node_counts, parse_counter, successor_value
 from .store import JobStore, StoreAddress, StoreError, serve
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -54,6 +55,28 @@ class SuccessorHost:
     def stop(self, within: float) -> None:
         self._stop.set()
         self._thread.join(within)
+
+    def linger(self, node: int, nodes: int, until: float, poll: float) -> None:
+        """Serve this store on while another node that joined it has not left (its uploader has not exited),
+        until ``until`` (monotonic): a host whose own files are drained must not take the job's coordination
+        with it, or the nodes still draining go on each alone once no successor is left."""
+        try:
+            staying = [n for n in node_counts(self.own.get("members"), nodes) if n != node]
+            while staying and time.monotonic() < until:
+                staying = [n for n in staying if not self._left(n)]
+                if staying:
+                    logger.debug("successor store %d: served on while node(s) %s use it", self.slot, staying)
+                    time.sleep(poll)
+        except StoreError as exc:
+            logger.debug("successor store %d: %s", self.slot, exc)
+
+    def _left(self, node: int) -> bool:
+        """Whether ``node``'s current uploader said here that it exited (``left/<n>``, its incarnation)."""
+        try:
+            current = parse_counter(self.own.get(f"incarnation/{node}"), "incarnation")
+            return current > 0 and parse_counter(self.own.get(f"left/{node}"), "left") == current
+        except Malformed:
+            return False
 
     def _run(self) -> None:
         while True:
