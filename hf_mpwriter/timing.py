@@ -144,7 +144,7 @@ STORE_RETRY_S = 30.0
 #: job's store this often, and the leader reads the successors' addresses as often
 #: (:mod:`hf_mpwriter.uploader.coordination.successor`).
 SUCCESSOR_COPY_S = 10.0
-#: A store in use that answered none of a node's calls for this long is lost to it, like one where nothing
+#: A store in use that answered none of a node's calls in time for this long is lost to it, like one where nothing
 #: listens any more: its machine is down, frozen or cut off. The node then moves to a successor store that
 #: answers (a store that comes back later finds it gone: two leaders until the job ends, each within its books).
 STORE_LOST_S = 60.0

@@ -767,7 +767,7 @@ def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then
         dead.successor = copies[0] = None
         del dead
         gc.collect()
-        assert nodes[0].store.gone()  # nothing listens at successor store 1 any more
+        wait_for(lambda: nodes[0].store.gone(), 10, "successor store 1 to end")  # nothing listens there any more
         oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 9000) for k in (0, 2)], when_due=True)
         assert len(set(oids)) == 1 and oids[0] is not None, oids
         assert "2 node(s)" in _log_commits(hub)[0]["summary"]
@@ -826,7 +826,7 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_served_on_afte
         hosts[0].stop()
 
         def exits() -> None:
-            hosts[0].linger()
+            hosts[0].linger(lambda: False)
             hosts.clear()  # the process ends: its store with it
             gc.collect()
 
@@ -836,10 +836,13 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_served_on_afte
         oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 9000) for k in (0, 2)], when_due=True)
         assert len(set(oids)) == 1 and oids[0] is not None and "2 node(s)" in _log_commits(hub)[0]["summary"], oids
         assert all(node.moves == 1 for node in nodes) and lingering.is_alive()  # no second move: still served
-        for node in nodes:
-            node.stop()  # (they leave)
-        lingering.join(10)
-        assert not lingering.is_alive() and nodes[0].store.gone()  # served until they left, then ended
+        nodes[0].stop()  # node 0 leaves; node 2 still uses the store
+        time.sleep(timing.lease_stale / 2 + 1)  # (longer than the host's pause between two looks)
+        assert lingering.is_alive()
+        nodes[1].stop()
+        lingering.join(timing.lease_stale)
+        assert not lingering.is_alive()  # served until both left, then ended with its process
+        wait_for(lambda: nodes[0].store.gone(), 10, "successor store 1 to end")
     finally:
         for node in nodes:
             node.stop()

@@ -262,7 +262,7 @@ class Uploader:
                 self._forget_if_done()
             self.release()
             if job is not None and code == 0:  # a successor store in use is served on a while
-                job.linger()
+                job.linger(lambda: bool(self._signals))
         if code == REPLACE_ME:
             self._replace_process()  # returns only if it failed
         return code

@@ -19,7 +19,9 @@ Who commits what, and when:
 
 - **Store alive, leader answering**: the leader commits; a node never does.
 - **Store alive, no answer** (no leader yet, one handing over because it cannot reach the Hub): the
-  node commits itself at its own slot (:meth:`~.plan.Plan.own_turn`), a due time it keeps.
+  node commits itself at its own slot (:meth:`~.plan.Plan.own_turn`), a due time it keeps. A store that
+  answered none of its calls for ``timing.store_lost`` is lost, as a gone one is: the node moves to a
+  successor store (:mod:`.successor`) where one answers.
 - **Store gone** (nothing listens at its address: its host died, the job ended): nothing coordinates
   the nodes any more, so each commits itself at once and then at its own slots of the job's budget,
   paced by the Hub too (its 429 and ``Retry-After``), until everything has landed; the uploader waits
@@ -353,19 +355,19 @@ class JobTarget(Target):
     def _leave(self) -> None:
         """Say in the store in use that this node's uploader exits (a successor store's host then need not
         serve it on for this node: :meth:`linger`)."""
-        if self._announced and self.store_usable():
+        if self.incarnation > 0 and not self.store_gone:  # (one bounded call, also while resting after a failure)
             try:
                 self.store.set(f"left/{self.node}", str(self.incarnation).encode())
             except StoreError as exc:
                 logger.debug("job: this node's exit not said in the store: %s", exc)
 
-    def linger(self) -> None:
+    def linger(self, stopped: Callable[[], bool]) -> None:
         """Once this node's uploader has exited (everything committed, its lock released): the successor
         store it hosts, if other nodes use it, is served on until they left, for ``timing.successor_linger``
-        at most (not after a signal: the node is going)."""
+        at most, and not once ``stopped()`` (a signal: the node is going)."""
         if self.successor is not None and not self._hurried():
-            until = min(time.monotonic() + self.timing.successor_linger, self.store.preemption)
-            self.successor.linger(self.node, self.leader.nodes, until, self.timing.poll)
+            self.successor.linger(self.node, self.leader.nodes, time.monotonic() + self.timing.successor_linger,
+                                  self.timing.lease_stale / 2, stopped)
 
     def reset_client(self) -> None:
         self.inner.reset_client()

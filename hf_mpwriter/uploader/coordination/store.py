@@ -233,21 +233,22 @@ class JobStore:
         started = time.monotonic()
         connection = self._connection
         if not connection.lock.acquire(timeout=max(0.0, self.until(started, self.deadline) - started)):
-            self._failed(started)
+            self._failed()
             raise StoreError(f"the job's store at {self._where()} is busy with a call that does not end")
         try:
             result = self._bounded_locked(call, round_trips, started)
+            connection.failing_since = None
+            return result
         except StoreError:
-            self._failed(started)
+            self._failed()
             raise
         finally:
             connection.lock.release()
-        connection.failing_since = None
-        return result
 
-    def _failed(self, started: float) -> None:
+    def _failed(self) -> None:
+        """A call failed, as seen now (not when it began: a process paused mid-call is not a silent store)."""
         if self._connection.failing_since is None:
-            self._connection.failing_since = started
+            self._connection.failing_since = time.monotonic()
 
     def _bounded_locked(self, call: Callable[[Any], T], round_trips: int, started: float) -> T:
         connection = self._connection

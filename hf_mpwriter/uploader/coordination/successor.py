@@ -10,7 +10,7 @@ every ``timing.successor_copy``, what a new leader takes up: the job's books (th
 move, up to one copy's lag), the job run's word, and the count of terms. A node that finds the job's store
 lost (gone, or silent for ``timing.store_lost``) moves to the first successor that answers (the next one if
 that does not either), announces itself there
-and offers as before (:meth:`~.member.JobTarget.commit`); where none listens, it commits itself, as without
+and offers as before (:meth:`~.member.JobTarget.commit`); where none answers, it commits itself, as without
 a store. Only the uploaders' coordination goes there, never the training's.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from .protocol import Malformed, node_counts, parse_counter, successor_value
 from .store import JobStore, StoreAddress, StoreError, serve
@@ -56,17 +57,18 @@ class SuccessorHost:
         self._stop.set()
         self._thread.join(within)
 
-    def linger(self, node: int, nodes: int, until: float, poll: float) -> None:
+    def linger(self, node: int, nodes: int, until: float, poll: float, stopped: Callable[[], bool]) -> None:
         """Serve this store on while another node that joined it has not left (its uploader has not exited),
-        until ``until`` (monotonic): a host whose own files are drained must not take the job's coordination
-        with it, or the nodes still draining go on each alone once no successor is left."""
+        until ``until`` (monotonic) or ``stopped()`` (a signal): a host whose own files are drained must not
+        take the job's coordination with it, or the nodes still draining go on each alone once no successor
+        is left."""
         try:
-            staying = [n for n in node_counts(self.own.get("members"), nodes) if n != node]
-            while staying and time.monotonic() < until:
-                staying = [n for n in staying if not self._left(n)]
-                if staying:
-                    logger.debug("successor store %d: served on while node(s) %s use it", self.slot, staying)
-                    time.sleep(poll)
+            while time.monotonic() < until and not stopped():
+                staying = [n for n in node_counts(self.own.get("members"), nodes) if n != node and not self._left(n)]
+                if not staying:
+                    return
+                logger.debug("successor store %d: served on while node(s) %s use it", self.slot, staying)
+                time.sleep(poll)
         except StoreError as exc:
             logger.debug("successor store %d: %s", self.slot, exc)
 
@@ -103,17 +105,21 @@ class SuccessorHost:
 
 def next_store(store: JobStore, successors: list[StoreAddress], gone: set[StoreAddress], own: SuccessorHost | None) -> bool:
     """Move ``store`` (every view of the node's connection) to the first of ``successors`` not in ``gone``
-    that answers, adding each one that does not to ``gone``. Whether it moved."""
+    that answers a call (asked on a connection of its own: the node's stays where it is until then), adding
+    each one where nothing listens any more to ``gone`` (one that only did not answer now is asked again at
+    the next try). Whether it moved."""
     for address in successors:
         if address in gone or address == store.address:
             continue
         server = own.server if own is not None and own.address == address else None
+        probe = JobStore(address, store.prefix, store.deadline)
+        if server is None and not probe.answers():
+            if probe.gone():
+                gone.add(address)
+            continue
         was = store.address
         store.move_to(address, server)
-        if server is not None or store.answers():
-            logger.warning("the job's store at %s:%d is lost: this node goes on through successor store %s:%d",
-                           was.host, was.port, address.host, address.port)
-            return True
-        gone.add(address)
-        store.move_to(was, None)
+        logger.warning("the job's store at %s:%d is lost: this node goes on through successor store %s:%d",
+                       was.host, was.port, address.host, address.port)
+        return True
     return False
