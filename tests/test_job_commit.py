@@ -730,6 +730,17 @@ def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(h
         node.stop()
 
 
+def _commit_until_successors_known(nodes: list[JobTarget], tmp_path: Path) -> int:
+    """Every node commits together until the leader's answers list both successor stores; the rounds it took."""
+    round_ = 0
+    while not all(len(node.successors) == 2 for node in nodes):
+        round_ += 1
+        assert round_ <= 3, [node.successors for node in nodes]
+        oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 1000 * round_) for k in range(3)])
+        assert len(set(oids)) == 1 and oids[0] is not None, oids
+    return round_
+
+
 def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then_the_next(hub, tmp_path):
     """Three nodes; nodes 1 and 2 host the successor stores. The job's store dies (its host process gone):
     the nodes move to node 1's successor store, where one leader commits every node's files in one commit,
@@ -741,12 +752,7 @@ def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then
     nodes = [_node(hub, server.port, k, nodes=3, timing=timing) for k in range(3)]
     _start_with_node_0_leading(nodes)
     try:
-        round_ = 0
-        while not all(len(node.successors) == 2 for node in nodes):  # the answers list both successor stores
-            round_ += 1
-            assert round_ <= 3, [node.successors for node in nodes]
-            oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 1000 * round_) for k in range(3)])
-            assert len(set(oids)) == 1 and oids[0] is not None, oids
+        round_ = _commit_until_successors_known(nodes, tmp_path)
         copies = [node.successor for node in nodes[1:]]
         assert all(c is not None for c in copies)
         wait_for(lambda: all(c.own.get("books") == nodes[0].store.get("books") for c in copies), 10,
@@ -796,12 +802,7 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_served_on_afte
     nodes = [_node(hub, port, k, nodes=3, timing=timing) for k in range(3)]
     _start_with_node_0_leading(nodes)
     try:
-        round_ = 0
-        while not all(len(node.successors) == 2 for node in nodes):  # the answers list both successor stores
-            round_ += 1
-            assert round_ <= 3, [node.successors for node in nodes]
-            oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 1000 * round_) for k in range(3)])
-            assert len(set(oids)) == 1 and oids[0] is not None, oids
+        _commit_until_successors_known(nodes, tmp_path)
         first = nodes[1].successor
         assert first is not None
         wait_for(lambda: first.own.get("books") == nodes[0].store.get("books"), 10, "successor 1 to hold the job's books")
