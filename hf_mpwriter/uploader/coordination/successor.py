@@ -9,9 +9,10 @@ of their own (a TCPStore on a free port, as a merge tree's group host does) and 
 every ``timing.successor_copy``, what a new leader takes up: the job's books (the budget holds across the
 move, up to one copy's lag), the job run's word, and the count of terms. A node that finds the job's store
 lost (gone, or silent for ``timing.store_lost``) moves to the first successor that answers (the next one if
-that does not either), announces itself there
-and offers as before (:meth:`~.member.JobTarget.commit`); where none answers, it commits itself, as without
-a store. Only the uploaders' coordination goes there, never the training's.
+that does not either), announces itself there and offers as before (:meth:`~.member.JobTarget.commit`);
+where none answers, it commits itself, as without a store. A host whose own files are drained serves its
+store on while nodes that joined it have not left (:meth:`SuccessorHost.linger`). Only the uploaders'
+coordination goes there, never the training's.
 """
 
 from __future__ import annotations
