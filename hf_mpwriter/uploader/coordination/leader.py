@@ -54,10 +54,10 @@ from .protocol import (
     Malformed,
     Skipped,
     books_value,
-    node_counts,
     parse_answer,
     parse_books,
     parse_counter,
+    parse_members,
     parse_offer,
     parse_successor_value,
     parse_xet_token,
@@ -509,7 +509,7 @@ class Leader(Lease):
 
     def members(self) -> list[int]:
         """The nodes that announced themselves in this store (their keys exist)."""
-        return sorted(node_counts(self.store.get("members"), self.nodes))
+        return parse_members(self.store.get("members"), self.nodes)
 
     def _answer(self, offers: dict[int, Any], answer: dict, each: dict[int, dict] | None = None) -> None:
         self.store.multi_set({f"answer/{node}": json.dumps({**answer, **(each or {}).get(node, {}), "seq": offer["seq"],

@@ -147,11 +147,11 @@ def parse_answer(raw: bytes) -> dict[str, Any]:
 MAX_SUCCESSORS = 8
 
 
-def node_counts(raw: bytes | None, nodes: int) -> Counter[int]:
-    """``members`` as read from the store: how often each node of the job is listed (anything else in the
-    list is skipped: a partial append, another version)."""
+def parse_members(raw: bytes | None, nodes: int) -> list[int]:
+    """``members`` as read from the store: the job's nodes it lists, in order, each once (anything else in
+    the list is skipped: a partial append, another version)."""
     parts = [part.strip() for part in (raw or b"").decode(errors="replace").split(",")]
-    return Counter(node for part in parts if part.isascii() and part.isdigit() and 0 <= (node := int(part)) < nodes)
+    return sorted({node for part in parts if part.isascii() and part.isdigit() and 0 <= (node := int(part)) < nodes})
 
 
 def successor_value(host: str, port: int) -> bytes:

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .protocol import Malformed, node_counts, parse_counter, successor_value
+from .protocol import Malformed, parse_counter, parse_members, successor_value
 from .store import JobStore, StoreAddress, StoreError, serve
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -65,7 +65,7 @@ class SuccessorHost:
         is left."""
         try:
             while time.monotonic() < until and not stopped():
-                staying = [n for n in node_counts(self.own.get("members"), nodes) if n != node and not self._left(n)]
+                staying = [n for n in parse_members(self.own.get("members"), nodes) if n != node and not self._left(n)]
                 if not staying:
                     return
                 logger.debug("successor store %d: served on while node(s) %s use it", self.slot, staying)
