@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import time
 
@@ -205,9 +206,9 @@ def test_with_the_jobs_store_killed_real_nodes_go_on_through_a_successor_store(h
 
         def joint_since() -> bool:
             log = hub.commits(REPO)
-            return any("3 node(s)" in c["summary"] for c in log[:len(log) - commits])
+            return any(re.search(r"from [23] node\(s\)", c["summary"]) for c in log[:len(log) - commits])
 
-        wait_for(joint_since, 60, "a commit of all three nodes' files through the successor store")
+        wait_for(joint_since, 120, "a leader's commit of several nodes' files through the successor store")
         assert len({_job(d)["store"] for d in logdirs}) == 1 and _job(logdirs[0])["store"] != f"127.0.0.1:{port}"
         assert [_job(d)["own_commits"] for d in logdirs] == own  # through the successor's leader, none itself
         until.touch()

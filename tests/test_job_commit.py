@@ -773,7 +773,7 @@ def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then
         dead.successor = copies[0] = None
         del dead
         gc.collect()
-        wait_for(lambda: nodes[0].store.gone(), 10, "successor store 1 to end")  # nothing listens there any more
+        wait_for(lambda: nodes[0].store.gone(), 30, "successor store 1 to end")  # nothing listens there any more
         oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 9000) for k in (0, 2)], when_due=True)
         assert len(set(oids)) == 1 and oids[0] is not None, oids
         assert "2 node(s)" in _log_commits(hub)[0]["summary"]
@@ -843,7 +843,7 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_served_on_afte
         nodes[1].stop()
         lingering.join(timing.lease_stale)
         assert not lingering.is_alive()  # served until both left, then ended with its process
-        wait_for(lambda: nodes[0].store.gone(), 10, "successor store 1 to end")
+        wait_for(lambda: nodes[0].store.gone(), 30, "successor store 1 to end")
     finally:
         for node in nodes:
             node.stop()
