@@ -32,6 +32,7 @@ from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
 from hf_mpwriter.uploader.coordination.protocol import MAX_BOOK_ENTRIES, Malformed, Skipped, books_value, parse_books, parse_offer
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.jobrun import exchange as job_merge
+from hf_mpwriter.uploader.jobrun.bounds import ViewBounds
 from hf_mpwriter.uploader.jobrun.exchange import JobMerge, ViewExchange
 from hf_mpwriter.uploader.jobrun.stats import NO_RANK, Stats
 from hf_mpwriter.uploader.jobrun.values import RESTARTS_KEPT, Held
@@ -763,8 +764,7 @@ def _attempt_value(attempt: int, rank: int, step: int) -> float:
 @pytest.mark.parametrize("restarted", ["every rank", "one rank of the node that does not lead",
                                        "every rank, node 1 reading it late", "every rank, files read in parts"])
 def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_for_the_ranks(tmp_path, job_nodes,
-                                                                                            store, restarted,
-                                                                                            monkeypatch):
+                                                                                            store, restarted):
     """Two nodes of two ranks, through a real TCPStore; node 0 leads and writes attempt 1's steps. Then
     ranks restart at 100 (a ``SessionLog.START``, as ``purge_step`` writes) and log 100-199 again with other
     values (attempt 2): every rank, or only rank 3 on node 1 (the others go on to 199 in attempt 1). Late:
@@ -795,9 +795,9 @@ def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_fo
         log(range(140, 150), 1)
         rounds(1, nodes=(1,))  # node 1 sent 140-149; the leader has not taken them yet
     assert max(_job_points(views[0].logdir, "loss")) == (139 if late else 149)  # the job run holds steps past 100
-    if parts:
-        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)
-        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.marks.MARK_BYTES", 700)
+    if parts:  # (the views the uploaders made read long files from here)
+        for view in views:
+            view.bounds = ViewBounds(read_bytes=1500, mark_bytes=700)
     again = [3] if restarted.startswith("one rank") else range(4)
     for rank, writer in enumerate(writers):
         if rank in again:

@@ -22,6 +22,7 @@ from hf_mpwriter.events.decoding import summaries
 from hf_mpwriter.events.encoding import session_start_event
 from hf_mpwriter.state.statedir import state_dir
 from hf_mpwriter.timing import JOB_VIEW_WAIT_S
+from hf_mpwriter.uploader.jobrun.bounds import ViewBounds
 from hf_mpwriter.uploader.jobrun.runfile import STATUS_FILE
 from hf_mpwriter.uploader.jobrun.values import Held
 from hf_mpwriter.uploader.jobrun.view import STATE_FILE, JobView
@@ -44,8 +45,8 @@ def _attempt(logdir: Path, attempt: int, steps: range, purge_step: int | None = 
         writer.close()
 
 
-def _view(logdir: Path, clock: _Clock) -> JobView:
-    return JobView(logdir, WORLD, wait=30.0, clock=clock)
+def _view(logdir: Path, clock: _Clock, bounds: ViewBounds = ViewBounds()) -> JobView:
+    return JobView(logdir, WORLD, wait=30.0, clock=clock, bounds=bounds)
 
 
 def test_the_start_event_is_tensorboardxs_own(tmp_path):
@@ -65,19 +66,17 @@ def test_the_start_event_is_tensorboardxs_own(tmp_path):
 
 
 @pytest.mark.parametrize("uploader", ["the same uploader", "a new uploader without its state", "long files read in parts"])
-def test_a_resumed_job_s_run_equals_the_statistics_of_what_tensorboard_shows_for_its_ranks(tmp_path, uploader,
-                                                                                           monkeypatch):
+def test_a_resumed_job_s_run_equals_the_statistics_of_what_tensorboard_shows_for_its_ranks(tmp_path, uploader):
     """Attempt 1 logs 0-149 (the job run already holds them); the restart at 100 logs 100-199 again. The job
     run, read with TensorBoard's reader, equals at every step 0-199 the statistics of the rank runs as that
     reader shows them. With a new uploader that has no state: attempt 1's steps 140-149 were on disk, never
     read, and purged by the restart: no job point is made of them."""
     logdir, clock = tmp_path / "logs", _Clock()
     fresh = uploader != "the same uploader"
-    if uploader == "long files read in parts":  # (a rank file past READ_BYTES, 4 MiB: some 4,000 steps of 20 tags)
-        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)
-        monkeypatch.setattr("hf_mpwriter.uploader.jobrun.marks.MARK_BYTES", 700)  # (and read again from a mark)
+    # (a rank file past the 4 MiB an update reads, some 4,000 steps of 20 tags; and read again from a mark)
+    bounds = ViewBounds(read_bytes=1500, mark_bytes=700) if uploader == "long files read in parts" else ViewBounds()
     _attempt(logdir, 1, range(150), upto=139 if fresh else None)
-    view = _view(logdir, clock)
+    view = _view(logdir, clock, bounds)
     view.update()
     clock.now += 60
     view.update()
@@ -87,7 +86,7 @@ def test_a_resumed_job_s_run_equals_the_statistics_of_what_tensorboard_shows_for
         _attempt(logdir, 15, range(140, 150))  # (attempt 1's writer, its last records: in a file of its own)
         view.close()
         (state_dir(logdir) / STATE_FILE).unlink()
-        view = _view(logdir, clock)
+        view = _view(logdir, clock, bounds)
     _attempt(logdir, 2, range(100, 200), purge_step=100)
     view.update()
     clock.now += 60
@@ -122,14 +121,14 @@ def test_a_job_run_that_restarted_is_taken_up_without_writing_its_steps_twice(tm
     assert sorted(points) == list(range(130)) and accumulator(logdir / "job").Scalars("loss")
 
 
-def _late_rank_job(tmp_path: Path, rank_2: str) -> tuple[JobView, Path]:
+def _late_rank_job(tmp_path: Path, rank_2: str, bounds: ViewBounds = ViewBounds()) -> tuple[JobView, Path]:
     """Four ranks at 2 steps a second; rank 2 stalls 40 s at step 100 (a data loader, a checkpoint of its own)
     and then logs as fast as the others, 40 s behind; ``rank_2="dies"``: its writer is gone from step 100."""
     from test_job_view import _log, _rank_writer
 
     logdir, clock = tmp_path / "logs", _Clock()
     writers = [_rank_writer(logdir, rank) for rank in range(WORLD)]
-    view = JobView(logdir, WORLD, wait=30.0, clock=clock)
+    view = JobView(logdir, WORLD, wait=30.0, clock=clock, bounds=bounds)
     view.live = set(range(WORLD))
     backlog: list[tuple[float, int]] = []  # rank 2's steps, when they are logged
     for tick in range(0, 2 * 200 + 100):  # half-second ticks
@@ -164,12 +163,11 @@ def test_a_rank_late_by_40_s_is_waited_for_and_the_job_run_is_exact(tmp_path):
     assert view.late == 0 and json.loads((state_dir(logdir) / STATUS_FILE).read_text())["behind"] == {}
 
 
-def test_past_the_bound_on_points_waiting_the_oldest_are_written_without_the_late_rank_and_said(tmp_path, monkeypatch):
+def test_past_the_bound_on_points_waiting_the_oldest_are_written_without_the_late_rank_and_said(tmp_path):
     """The same rank 40 s behind, with room for 40 points waiting (80 wait for it at 2 steps a second): the
     oldest past their wait are written with the 3 others, rank 2 named missing; its values for them come late
     and are counted; ``status`` counts the points written without it. Memory stays bounded."""
-    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.WAITING_POINTS", 40)
-    view, logdir = _late_rank_job(tmp_path, "late")
+    view, logdir = _late_rank_job(tmp_path, "late", ViewBounds(waiting_points=40))
     points = _job_points(logdir, "loss")
     short = {step for step, stats in points.items() if stats["ranks"] != WORLD}
     assert sorted(points) == list(range(200)) and short and short <= set(range(100, 200))
@@ -188,15 +186,14 @@ def test_a_rank_whose_writer_is_gone_is_not_waited_for(tmp_path):
     assert {step: stats["missing"] for step, stats in points.items() if step >= 100} == {s: 1.0 for s in range(100, 200)}
 
 
-def test_a_restart_read_from_long_files_makes_no_point_of_the_older_attempts_tail(tmp_path, monkeypatch):
+def test_a_restart_read_from_long_files_makes_no_point_of_the_older_attempts_tail(tmp_path):
     """Attempt 1 reached step 199; the restart at 100 has reached 120 so far. A new uploader (no state) reads
     the long old files a part at a time, their tail after the restart's START in the new files: nothing of
     attempt 1 from step 100 on is made into a point (TensorBoard shows none of it), so the job run ends at 120."""
-    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)  # (a rank file past 4 MiB, read in parts)
     logdir, clock = tmp_path / "logs", _Clock()
     _attempt(logdir, 1, range(200))
     _attempt(logdir, 2, range(100, 121), purge_step=100)
-    view = _view(logdir, clock)
+    view = _view(logdir, clock, ViewBounds(read_bytes=1500))  # (as a rank file past 4 MiB: read in parts)
     view.update()
     clock.now += 60
     view.update()
@@ -278,8 +275,7 @@ def test_a_rank_late_past_the_wait_in_real_processes_is_waited_for_at_the_target
     assert {stats["ranks"] for stats in want.values()} == {WORLD}
 
 
-def test_a_node_whose_uploader_restarts_while_it_reads_again_passes_on_no_point_of_the_purged_attempt(tmp_path,
-                                                                                                       monkeypatch):
+def test_a_node_whose_uploader_restarts_while_it_reads_again_passes_on_no_point_of_the_purged_attempt(tmp_path):
     """A node of a job with a store passed on steps 0-120 (attempt 2 from 100); the leader's word restarts the
     job run at 100 (another node's rank), so the node reads its ranks again from there, in parts (long
     files), and its uploader restarts halfway. The new one goes on reading again: no point it passes on
@@ -295,8 +291,8 @@ def test_a_node_whose_uploader_restarts_while_it_reads_again_passes_on_no_point_
     view.acknowledged(Held(steps={"loss": 99}, restarts=[(7, 100)]))
     view.save()
     view.close()
-    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 1500)
-    again = JobView(logdir, WORLD, wait=30.0, clock=clock, node_ranks=WORLD)  # (the uploader restarted)
+    again = JobView(logdir, WORLD, wait=30.0, clock=clock, node_ranks=WORLD,
+                    bounds=ViewBounds(read_bytes=1500))  # (the uploader restarted; long files: read in parts)
     parts = 0
     while True:
         again.update(budget=0)
@@ -315,9 +311,8 @@ def test_a_restart_reads_the_other_ranks_files_again_from_near_its_step_not_from
     from its start, and the job run is still what TensorBoard shows for the ranks at every step."""
     import hf_mpwriter.uploader.jobrun.view as view_module
 
-    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.marks.MARK_BYTES", 1500)
     logdir, clock = tmp_path / "logs", _Clock()
-    view = _view(logdir, clock)
+    view = _view(logdir, clock, ViewBounds(mark_bytes=1500))
     writers = [TBXWriter(str(logdir / f"rank-{rank:03d}"), filename_suffix=".1") for rank in range(WORLD)]
     for step in range(2000):
         for rank, writer in enumerate(writers):

@@ -28,6 +28,7 @@ from hf_mpwriter.events.decoding import scalars
 from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scalars_event, text_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.events.records import iter_records
+from hf_mpwriter.uploader.jobrun.bounds import ViewBounds
 from hf_mpwriter.uploader.jobrun.runfile import STATS, stat_tag
 from hf_mpwriter.uploader.jobrun.stats import Stats
 from hf_mpwriter.uploader.jobrun.view import STATE_FILE, JobView
@@ -411,13 +412,10 @@ def test_non_finite_values_neither_stop_the_job_run_nor_hide_a_rank(tmp_path):
     assert (huge.mean, huge.std) == (0.0, math.inf)
 
 
-def test_a_backlog_is_read_in_bounded_steps_with_the_heartbeat_and_finished_before_the_last_points(
-        tmp_path, monkeypatch):
+def test_a_backlog_is_read_in_bounded_steps_with_the_heartbeat_and_finished_before_the_last_points(tmp_path):
     """Rank files far longer than one read (a restart without state, ``sync`` of an offline logdir): a
     cycle with no time to spare reads one step of each; the job's end reads the rest before writing
     its last points; the uploader's heartbeat is called throughout."""
-    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.READ_BYTES", 4096)
-    monkeypatch.setattr("hf_mpwriter.uploader.jobrun.view.BEAT_EVERY", 50)
     logdir, steps = tmp_path / "logs", 2000
     ranks = [_rank_writer(logdir, r) for r in range(2)]
     for step in range(steps):
@@ -428,7 +426,7 @@ def test_a_backlog_is_read_in_bounded_steps_with_the_heartbeat_and_finished_befo
         writer.flush()
     assert min(p.stat().st_size for p in logdir.glob("rank-*/*tfevents*")) > 10 * 4096  # the scenario
     beats = []
-    view = JobView(logdir, 2, wait=30.0, beat=lambda: beats.append(1))
+    view = JobView(logdir, 2, wait=30.0, beat=lambda: beats.append(1), bounds=ViewBounds(read_bytes=4096, beat_every=50))
     first = view.update(budget=0)
     assert view.backlog and 0 < first < steps  # one step each: the complete points written
     assert view.update(final=True) == 2 * steps - first and not view.pending  # every loss point, and lr (rank 1 alone)

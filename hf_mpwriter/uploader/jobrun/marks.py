@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import bisect
 
-#: A rank file's marks, one each this many bytes read or more: a restart reads about this much of a file
-#: again before its step.
-MARK_BYTES = 1024 * 1024
-
 
 class Marks:
-    """Where a rank file's steps are: every :data:`MARK_BYTES` read or more, the highest step before that
-    offset that a restart has not dropped (its rank's newest step then: a rank's files are read in order).
+    """Where a rank file's steps are: every ``every`` bytes read or more (:attr:`~.bounds.ViewBounds.mark_bytes`),
+    the highest step before that offset that a restart has not dropped (its rank's newest step then: a rank's
+    files are read in order).
     A restart at a step reads the file again from the last mark below it, not from its start (a long run's
     files hold days of steps; a restart goes back to the last checkpoint)."""
 
@@ -21,11 +18,11 @@ class Marks:
         self.to, self.most = to, most  # read to ``to``; the highest step before it
         self.at: list[tuple[int, int]] = [] if at is None else [(int(o), int(m)) for o, m in at]  # (offset, most)
 
-    def saw(self, end: int, step: int) -> None:
-        """Read to ``end``, its rank's newest step then ``step``."""
+    def saw(self, end: int, step: int, every: int) -> None:
+        """Read to ``end``, its rank's newest step then ``step``; a mark if ``every`` bytes or more were read since the last."""
         if end > self.to:
             self.to, self.most = end, max(self.most, step)
-            if end - (self.at[-1][0] if self.at else 0) >= MARK_BYTES:
+            if end - (self.at[-1][0] if self.at else 0) >= every:
                 self.at.append((end, self.most))
 
     def below(self, step: int) -> int:

@@ -40,8 +40,6 @@ GROUP = "~job"
 #: The run's tags as :func:`stat_tag` names them (1: ``<tag>/mean`` and the others beside it, before issue 47):
 #: a run taken up from an older layout writes its margin charts again, for the new names.
 LAYOUT = 3
-#: How often (records decoded) a long read calls ``beat``.
-BEAT_EVERY = 2000
 
 
 def stat_tag(tag: str, name: str) -> str:
@@ -173,9 +171,9 @@ class JobRun:
             self._writer.close(retry_secs=0)
             self._writer = None
 
-    def resume(self, beat: Callable[[], None]) -> dict[str, int]:
+    def resume(self, beat: Callable[[], None], beat_every: int) -> dict[str, int]:
         """The last step per tag the run's files hold, a histogram tag's under its key (a start without
-        state: what is there is not written again); ``beat`` is called while reading."""
+        state: what is there is not written again); ``beat`` is called every ``beat_every`` records read."""
         held: dict[str, int] = {}
         decoded = 0
         for entry in entries(self.run_dir):
@@ -184,7 +182,7 @@ class JobRun:
             with open_nofollow(Path(entry.path)) as handle:
                 for _, record in iter_records(handle):
                     decoded += 1
-                    if decoded % BEAT_EVERY == 0:
+                    if decoded % beat_every == 0:
                         beat()
                     found, histograms, restart = summaries(record)
                     if restart is not None:  # what came before at and after it is dropped, as TensorBoard does

@@ -26,7 +26,7 @@ reported its step; else, at least ``wait`` seconds after the first rank did, onc
 is left: it waits for a rank that logged the tag before and has not reached the step yet, while that
 rank's writer is alive (or not known dead) and the rank logged something within
 :data:`~...timing.JOB_VIEW_SILENT_S` (a slow rank is late, not missing), as long as no more than
-:data:`WAITING_POINTS` wait; and when the job ends, with whoever reported. A tag's steps are written in
+:attr:`~.bounds.ViewBounds.waiting_points` wait; and when the job ends, with whoever reported. A tag's steps are written in
 order. A value for a step the run already holds (a rank silent past that bound, or one that came back)
 is not written: it is counted (``late``) and stays in its rank's run.
 
@@ -52,7 +52,7 @@ node-local logdirs get none). In a multi-node job with a store, each node reduce
 points (:mod:`.points`) and the job's leader merges them into one job run (:mod:`.exchange`).
 The world size is what the writers detected, or the highest rank seen plus one.
 
-Its cost stays bounded: each update reads at most :data:`READ_BYTES` of each rank file, a rank's files in
+Its cost stays bounded: each update reads at most :attr:`~.bounds.ViewBounds.read_bytes` of each rank file, a rank's files in
 order (a backlog is read over the next updates, its complete points written as they come; after a
 restart, while the other ranks' files are read again, from the last :class:`Marks` below its step, none
 is), calls ``beat`` while it
@@ -75,11 +75,12 @@ from ...events.records import iter_records
 from ...state.piece import open_nofollow
 from ...state.statedir import read_json, state_dir, write_json_atomic
 from ...timing import JOB_VIEW_SILENT_S, JOB_VIEW_WAIT_S
+from .bounds import ViewBounds
 from .histogram import Buckets
 from .marks import Marks
 from .outbox import Outbox
 from .points import Value, Walls, histogram_key, point_of, value_from_json
-from .runfile import BEAT_EVERY, RUN_DIR, JobRun, entries
+from .runfile import RUN_DIR, JobRun, entries
 from .stats import NO_RANK
 from .values import Held
 
@@ -87,13 +88,6 @@ logger = logging.getLogger(__name__)
 
 #: Where a restarted uploader's job view takes up (offsets read, points waiting), in the state directory.
 STATE_FILE = "job_view_state.json"
-#: The most read from one rank file in one update: a long backlog (a restart without the state file,
-#: ``sync`` of a logdir logged offline) is read over several updates, in bounded memory and time.
-READ_BYTES = 4 * 1024 * 1024
-
-#: Points read and not written yet, at most (their ranks' values, some 1 KB each): past this, the oldest
-#: whose wait is over are written without the ranks they wait for (a rank far behind: its values, late).
-WAITING_POINTS = 50_000
 _RANK_DIR = re.compile(r"rank-(\d+)")
 _BLOCK_DIR = re.compile(r"ranks-\d+-\d+")
 _Key = tuple[str, int]  # (tag, step)
@@ -104,8 +98,10 @@ class JobView:
 
     def __init__(self, logdir: Path, world_size: int, wait: float, sent: Callable[[str], bool] = lambda rel: True,
                  whole_world: bool = False, beat: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.monotonic, node_ranks: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, node_ranks: int | None = None,
+                 bounds: ViewBounds = ViewBounds()) -> None:
         self.logdir, self.world, self.wait, self.clock = Path(logdir), world_size, wait, clock
+        self.bounds = bounds
         #: Write nothing until every rank of the world was seen in this logdir (a multi-node job without a
         #: store: only a logdir every node shares has them all; a node-local one never does, and keeps nothing).
         self.whole_world = whole_world
@@ -147,7 +143,7 @@ class JobView:
         self._tag_file: dict[int, dict[str, str]] = {}
         self._reporters: dict[str, set[int]] = {}  # tag -> the ranks that ever logged it
         self.late = 0
-        self.unwaited = 0  # points written without the ranks they waited for (:data:`WAITING_POINTS`)
+        self.unwaited = 0  # points written without the ranks they waited for (:attr:`~.bounds.ViewBounds.waiting_points`)
         #: The ranks whose writer is alive, as the uploader last saw them (``None``: not known): a dead rank's
         #: steps are not waited for.
         self.live: set[int] | None = None
@@ -158,7 +154,7 @@ class JobView:
         self._held_at_start: dict[str, int] = {}
         loaded = self._load()
         if not loaded and node_ranks is None:
-            self._held = self.run.resume(self._beat)
+            self._held = self.run.resume(self._beat, bounds.beat_every)
             self._held_at_start = dict(self._held)
         #: What the job run holds is known (this view's state, its own run, or a node's leader's word): a node
         #: started without state reads its ranks' restarts before it hears the word, and reports every one.
@@ -189,7 +185,7 @@ class JobView:
                         yield int(match[1]), rel
 
     def _read(self) -> int:
-        """Reduce what the rank files gained (at most :data:`READ_BYTES` of each); returns the records read."""
+        """Reduce what the rank files gained (at most ``bounds.read_bytes`` of each); returns the records read."""
         self.backlog = False
         files = list(self._rank_files())
         if len({rank for rank, _ in files}) < 2 and self.node_ranks is None:
@@ -230,13 +226,13 @@ class JobView:
                                 self._take(rank, histogram_key(histogram.tag), histogram.step, Buckets.read(histogram),
                                            histogram.wall_time, now, rel)
                         decoded += 1
-                        if decoded % BEAT_EVERY == 0:
+                        if decoded % self.bounds.beat_every == 0:
                             self._beat()
-                        if end - start >= READ_BYTES and end < size:
+                        if end - start >= self.bounds.read_bytes and end < size:
                             self.backlog = True  # the rest at the next read
                             unfinished.add(rank)
                             break
-                marks.saw(self._read_to.get(rel, 0), self.newest.get(rank, -1))  # (its files are read in order)
+                marks.saw(self._read_to.get(rel, 0), self.newest.get(rank, -1), self.bounds.mark_bytes)  # (files in order)
                 if self._read_to.get(rel, 0) >= upto:
                     self._floor.pop(rel, None)
             except FileNotFoundError:
@@ -352,7 +348,7 @@ class JobView:
     def update(self, final: bool = False, budget: float = math.inf) -> int:
         """Read what the ranks wrote since the last call and write every point that is due (all of them
         when ``final``, the job ended, once every rank file is read to its end). A backlog is read in
-        :data:`READ_BYTES` steps for up to ``budget`` seconds. Returns the points written."""
+        :attr:`~.bounds.ViewBounds.read_bytes` steps for up to ``budget`` seconds. Returns the points written."""
         deadline = time.monotonic() + budget
         read = written = 0
         while True:
@@ -410,16 +406,16 @@ class JobView:
         return [(tag, step) for tag, step in self._values if tag in last and step <= last[tag]]
 
     def _unwaited(self, now: float) -> set[_Key]:
-        """The oldest points past :data:`WAITING_POINTS`, written without the ranks they wait for once their
+        """The oldest points past :attr:`~.bounds.ViewBounds.waiting_points`, written without the ranks they wait for once their
         wait is over (memory stays bounded; the ranks named missing, their values counted late)."""
-        over = len(self._values) - WAITING_POINTS
+        over = len(self._values) - self.bounds.waiting_points
         if over <= 0:
             return set()
         oldest = sorted((key for key, first in self._first.items() if now - first >= self.wait and self._waiting(key, now)),
                         key=self._first.__getitem__)[:over]
         if oldest and not self.unwaited:
             logger.warning("job run: more than %d points wait for ranks far behind; the oldest are written without "
-                           "them (named missing; their values counted late)", WAITING_POINTS)
+                           "them (named missing; their values counted late)", self.bounds.waiting_points)
         self.unwaited += len(oldest)
         return set(oldest)
 
