@@ -120,9 +120,12 @@ def _node_views(tmp_path: Path, clock: _Clock, nodes: int, per_node: int) -> tup
     return views, writers
 
 
-def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: set[int] | None = None) -> int:
+def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: set[int] | None = None,
+           limit: int | None = None) -> int:
     """What :class:`job_merge.ViewExchange` does, without the store: each node takes up what the leader
-    held, updates and sends; the leader merges and writes."""
+    held, updates and sends (``limit``: the most a node's value holds; by default its share, as a job's);
+    the leader merges and writes."""
+    limit = job_merge.node_limit(len(views)) if limit is None else limit
     held = Held.parse(merge.publication(by=0, points=[]))
     for node, view in enumerate(views):
         view.acknowledged(held, held.seen.get(node, 0))
@@ -130,10 +133,10 @@ def _round(views: list[JobView], merge: JobMerge, final: bool = False, sending: 
     merge.start_round()
     for node, view in enumerate(views):
         if sending is None or node in sending:
-            merge.take(node, view.message(job_merge.node_limit(len(views)), final))
+            merge.take(node, view.message(limit, final))
             view.outbox.made = 0
     points = merge.due()
-    merge.thin(job_merge.node_limit(len(views)))
+    merge.thin(limit)
     merge.write(points)
     return len(points)
 
@@ -200,11 +203,10 @@ def test_a_node_whose_ranks_logged_nothing_yet_holds_the_points_back_until_they_
     merge.close()
 
 
-def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says_k(monkeypatch, job_nodes):
+def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says_k(job_nodes):
     clock = _Clock()
     views, writers = job_nodes(2, 2, clock)
     merge = JobMerge(views[0].logdir, nodes=2, world=4, wait=30.0, held=Held(), clock=clock)
-    monkeypatch.setattr(job_merge, "MAX_VALUE_BYTES", 2000)  # a node's value: the store's limit binds (few nodes)
     step = 0
     ks = []
     for _ in range(8):  # each round: 20 steps of 3 tags from each node, far more than 2,000 bytes
@@ -213,12 +215,12 @@ def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says
                 for tag in ("loss", "lr", "time"):
                     _log(writer, step, float(rank + step), tag=tag)
             step += 1
-        _round(views, merge)
+        _round(views, merge, limit=2000)  # (a node's value: as with a thousand nodes' shares)
         ks.append(merge.every)
     # k rose to what the points made a round need, in one step (a power of two), and stayed there: the
     # backlog of the rounds before it (values still full) does not raise it further.
     assert ks[0] >= 4 and ks == [ks[0]] * 8, ks
-    _round(views, merge)  # (nothing new: the nodes take up what the leader wrote)
+    _round(views, merge, limit=2000)  # (nothing new: the nodes take up what the leader wrote)
     assert [len(view.outbox) for view in views] == [0, 0]  # what they made fitted: no backlog left behind
     job = _job_points(views[0].logdir, "loss")
     assert all(s % merge.every == 0 for s in job if s >= 20), sorted(job)  # after the first round: every k-th
