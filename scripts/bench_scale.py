@@ -464,7 +464,7 @@ class Nodes:
             self.store.add("offered", len(due))
             self.counts["offers"] += len(due)
         # no answer in time: take the offer back (one compare_set each, as a node), then own turn or offer again;
-        # one a leader claimed first is under way: its answer is awaited (JobTarget.taken_wait: 3 offer waits)
+        # one a leader claimed first is under way: its answer is awaited (Offers.taken_wait: 3 offer waits)
         for node in range(self.n):
             p = self.pending[node]
             if p is None or now - p["since"] < self.offer_wait * (4 if p["taken"] else 1):
@@ -964,8 +964,6 @@ def main() -> int:
         leader_main(json.loads(args._leader))
         return 0
     kinds = ["repo", "bucket"] if args.kind == "both" else [args.kind]
-    if args.scenario == "kill-store":
-        kinds = ["repo"]
     print(header(f"bench_scale {args.scenario}: real Leader (2 processes) + TCPStore process, {args.ranks} ranks "
                  "a node simulated; test Hub with a free account's limits, time compressed"))
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; command: python scripts/bench_scale.py "
@@ -973,7 +971,7 @@ def main() -> int:
     results = []
     for kind in kinds:
         for nodes in (int(n) for n in args.nodes.split(",")):
-            scale = args.scale or DEFAULT_SCALE["kill-store" if args.scenario == "kill-store" else kind]
+            scale = args.scale or DEFAULT_SCALE["kill-store" if args.scenario == "kill-store" and kind == "repo" else kind]
             with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
                 r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp), minutes=args.minutes,
                         spread=args.spread, commit_s=args.commit_s, upload_s=args.upload_s, skew=args.skew,

@@ -341,7 +341,7 @@ def test_a_token_renewal_the_hub_never_answers_holds_up_no_commit_and_no_hand_ov
         targets[1].start()
         wait_for(lambda: targets[0].store.get("xet"), 20, "the job's Xet write token")
         for target in targets:  # each node's upload takes the job's token (read once, kept while good)
-            assert target._job_xet_token() is not None
+            assert target.xet() is not None
         hang = hub.inject("latency", route="xet_token", seconds=3600)
         wait_for(lambda: hang.hits == 1, 30, "the leader's renewal to be held")
         oids = _commit_together(targets, [_pieces(tmp_path, rank, 4000) for rank in (0, 2)])
@@ -480,7 +480,7 @@ def test_a_leader_whose_commit_hangs_hands_over_and_the_offers_it_took_go_to_the
     hang, result, thread = _node_1_commits_while_a_commit_hangs(hub, nodes[1], tmp_path)
     try:
         wait_for(lambda: hang.hits >= 1, 20, "node 0's commit to reach the Hub")  # the scenario: it hangs there
-        assert claimer(nodes[1].store.get("offer/1"), nodes[1]._seq) == (0, nodes[0].leader.term)  # node 0 took it
+        assert claimer(nodes[1].store.get("offer/1"), nodes[1].offers.seq) == (0, nodes[0].leader.term)  # node 0 took it
         thread.join(100)
         assert result, "node 1's files did not land"
         oid, waits = result[0]
@@ -500,7 +500,7 @@ def test_a_leader_whose_commit_hangs_hands_over_and_the_offers_it_took_go_to_the
 def test_an_offer_claimed_by_a_leader_whose_uploader_replaced_itself_goes_to_its_successor(hub, store, tmp_path):
     """Issue 52: a leader was ``(node, pid)``, and an uploader that replaces itself (an ``exec`` after an
     abandoned transfer) keeps its pid: a node whose offer the old one claimed saw the new one as the same
-    leader and waited out its whole wait for a claimed offer (``taken_wait``, 90 s here) before offering
+    leader and waited out its whole wait for a claimed offer (``Offers.taken_wait``, 90 s here) before offering
     again. Here node 0's commit hangs at the Hub with node 1's offer claimed, and node 0's next uploader (the
     same pid: this process) takes the lease over: once node 1's wait for an answer ran out (30 s) it finds,
     within half a lease's staleness, that the leader that took its offer no longer leads, offers again, and
@@ -516,7 +516,7 @@ def test_an_offer_claimed_by_a_leader_whose_uploader_replaced_itself_goes_to_its
     try:
         wait_for(lambda: hang.hits >= 1, 20, "node 0's commit to reach the Hub")  # the scenario: it hangs there
         first = nodes[0].leader.term
-        assert claimer(nodes[1].store.get("offer/1"), nodes[1]._seq) == (0, first)  # claimed by node 0's uploader
+        assert claimer(nodes[1].store.get("offer/1"), nodes[1].offers.seq) == (0, first)  # claimed by node 0's uploader
         nodes[0].leader._stop.set()  # its process replaced itself: the lease is no longer renewed...
         successor = _node(hub, store.port, 0, wait=30.0, commit_every=4.0)  # ... and its next one starts, same pid
         successor.prepare()

@@ -7,10 +7,7 @@ changes (:class:`JobTarget`, the node's target). Its queue, snapshots, fence and
 
     node, at its slot of the leader's plan (:mod:`.plan`):
         send the content to the Hub's storage          (preupload: Xet, or LFS for a repository)
-        offer the files in the store: path, sha256, size, Xet hash, and how long its data has waited
-        wait for the leader's answer: the commit id, "offer again in N s", or an error
-        no answer within its wait: take the offer back (compare_set); if a leader claimed it first,
-        wait for that leader's answer instead (its commit is under way)
+        offer the files to the leader, wait for its answer, take the offer back if none comes (:mod:`.offers`)
         taken back: commit the files itself at its own slot of the job's budget, offering again meanwhile
 
     leader (:mod:`.leader`: a thread of every node's uploader; the one holding the lease acts)
@@ -46,7 +43,6 @@ parent to fence with; a late write of a leader still holding an old offer makes 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -55,26 +51,18 @@ from ...config import UploadConfig, commit_interval
 from ...errors import Deferred, TargetError
 from ...state.piece import Piece
 from ...targets import Target
-from ...targets.xet_content import REFRESH_BEFORE_S, Connection
 from ...timing import (
     HUB_COMMIT_EVERY_S,
     PREPARED_WAIT_S,
     STORE_RETRY_S,
     JobTiming,
 )
+from .joining import SharedXetToken, announce, other_folders, prepared_by_node_0
 from .leader import Leader, SharedTarget, target_kind
+from .offers import Offers
 from .pacing import Situation, Store
 from .plan import Budget, Plan, make_budget, make_plan
-from .protocol import (
-    WITHDRAWN,
-    Malformed,
-    Skipped,
-    claimer,
-    lease_holder,
-    parse_answer,
-    parse_prepared,
-    parse_xet_token,
-)
+from .protocol import Skipped
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
 from .successor import SuccessorHost, next_store, successor_slot
 
@@ -116,12 +104,7 @@ class JobTarget(Target):
         self.split_from: str | None = None  # another folder of this job's, that other nodes log to
         #: This uploader's number among its node's, from the store (:meth:`_announce`); 0 until it said it.
         self.incarnation = 0
-        self._seq = 0
-        self._offered_at: float | None = None  # monotonic: our last offer, while a leader may still take it
-        #: How long this node waits for a leader that claimed its offer (its commit is under way): half the
-        #: bound of one call to the Hub, so that the node's whole commit (upload, wait, this) stays within its own.
         call_bound = call_bound if call_bound is not None else 6 * wait
-        self.taken_wait = call_bound / 2
         self._waiting_since: float | None = None  # monotonic: the first offer of data not landed yet
         self._verified: tuple | None = None  # the pieces the leader verified at its last commit of ours
         self._deferred: tuple | None = None  # the pieces last put off for the budget: known not committed
@@ -146,21 +129,23 @@ class JobTarget(Target):
         self.closing = False
         self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing)
         self.leader.xet_token = inner.xet_write_token  # this node's own token is the one it shares, leading
+        #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,
+        #: so that the node's whole commit (upload, wait, that) stays within its own.
+        self.offers = Offers(store, node, wait, call_bound / 2, timing, self.leader.malformed)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
         self.own_commits = 0  # commits this node made of its files itself (``status``; :attr:`why`: the last reason)
-        self.taken_back = 0  # offers this node took back, the leader silent past its wait (``status``)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
-        self._xet: Connection | None = None  # the job's Xet write token, as last read from the store
-        self._xet_waited = False  # this uploader waited for the job's token once (its first upload)
         #: The successor stores (:mod:`.successor`), as the leader's last answer listed them; those found gone.
         self.successors: list[StoreAddress] = []
         self._gone_stores: set[StoreAddress] = set()
         self.moves = 0  # times this node moved to a successor store (``status``)
         self.successor: SuccessorHost | None = None  # the one this node hosts, if it does
-        inner.job_xet_token = self._job_xet_token  # (before prepare: the target's Xet content takes it then)
+        #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
+        inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
+                                                         self.leader.malformed)
 
     @property
     def malformed(self) -> Skipped:
@@ -202,7 +187,7 @@ class JobTarget(Target):
                 "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
                 "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total,
                 "malformed_kinds": dict(self.leader.malformed.kinds),
-                "through_leader": self.through_leader, "own_commits": self.own_commits, "taken_back": self.taken_back,
+                "through_leader": self.through_leader, "own_commits": self.own_commits, "taken_back": self.offers.taken_back,
                 "successors": len(self.successors), "moves": self.moves,
                 "hosts_successor": None if self.successor is None else self.successor.slot,
                 "leases": self.leader.leases, "leader_commits": self.leader.commits,
@@ -238,37 +223,6 @@ class JobTarget(Target):
         its lease is let go at exit, and another node's takes it."""
         self.store.hurry(deadline)
 
-    def _job_xet_token(self) -> Connection | None:
-        """The Xet write token the job's leader shares (``xet``), read from the store when the one this node
-        holds nears its expiry: the node's uploads need no token request of their own. ``None`` (the node
-        fetches its own) where the store has none, cannot be asked now, or holds a malformed one."""
-        if self._xet is not None and self._xet[2] - 2 * REFRESH_BEFORE_S > time.time():
-            return self._xet
-        raw = self._read_xet(wait=self.timing.xet_wait if self._xet is None and not self._xet_waited else 0.0)
-        self._xet_waited = True
-        if not raw:
-            return None
-        try:
-            self._xet = parse_xet_token(raw)
-        except Malformed as exc:
-            self.malformed.count("xet", exc)
-            return None
-        return self._xet
-
-    def _read_xet(self, wait: float) -> bytes | None:
-        """The store's ``xet`` value; at this uploader's first upload, waited for up to ``wait`` seconds (the
-        leader shares it at its first round: a node of a starting job asks the Hub for no token of its own)."""
-        started = time.monotonic()
-        while self.store_usable():
-            try:
-                raw = self.store.get("xet")
-            except StoreError:  # (the token is an extra: the offer, next, finds out what the store does)
-                return None
-            if raw or time.monotonic() + self.timing.poll > self.store.until(started, wait):
-                return raw
-            time.sleep(self.timing.poll)
-        return None
-
     def start(self) -> None:
         """This uploader was elected: say so in the store (older incarnations' offers are ignored), lead if due."""
         if time.monotonic() >= self._store_rests_until and self._announce():  # (not when for_job found no store)
@@ -284,64 +238,32 @@ class JobTarget(Target):
                 self.successor.start()
 
     def _check_folders(self) -> None:
-        """Say it at start when this job's nodes log to different folders (node-local logdirs named
-        differently: ``logs-node0``, ``logs-node1``): each folder would get a leader of its own, and the
-        job's runs would be split. The nodes list their targets under the job's own keys (not this
-        target's), so each node sees the others' (the one that starts last says it)."""
-        job = self.store.scoped(store_prefix(self.store.address))  # the job's own keys, on this connection
+        """Say it at start when this job's nodes log to different folders (:func:`.joining.other_folders`)."""
         try:
-            job.append("targets", f"{self.node}:{self.key_hash},".encode())
-            job.set(f"target/{self.key_hash}", self._folder().encode()[:MAX_VALUE_BYTES])
-            listed = (job.get("targets") or b"").decode()
-            nodes_of: dict[str, set[int]] = {}
-            for entry in filter(None, listed.split(",")):
-                node, _, key = entry.partition(":")
-                nodes_of.setdefault(key, set()).add(int(node))
-            mine = nodes_of.get(self.key_hash, set())
-            apart = sorted(key for key, nodes in nodes_of.items() if key != self.key_hash and not nodes & mine)
-            if apart:
-                other = (job.get(f"target/{apart[0]}") or b"?").decode()
-                self.split_from = f"node(s) {sorted(nodes_of[apart[0]])} log to {other}"
-                logger.error("this job's nodes log to different folders: node %d to %s, %s; each folder gets a leader "
-                             "and a run of its own. Give every node's logdir the same name (node-local logdirs: the same "
-                             "path on every node)", self.node, self._folder(), self.split_from)
+            self.split_from = other_folders(self.store.scoped(store_prefix(self.store.address)), self.node,
+                                            self.key_hash, self._folder())
         except (StoreError, ValueError) as exc:
             logger.debug("the job's folders could not be compared: %s", exc)
+            return
+        if self.split_from:
+            logger.error("this job's nodes log to different folders: node %d to %s, %s; each folder gets a leader "
+                         "and a run of its own. Give every node's logdir the same name (node-local logdirs: the same "
+                         "path on every node)", self.node, self._folder(), self.split_from)
 
     def _folder(self) -> str:
         return f"{self.inner.prefix or '/'} of {self.inner.description}"
 
     def _announce(self) -> bool:
-        """Our incarnation in the store (offers of the uploader this one replaced are then ignored):
-        at the start, and again before the first offer after a store failure (the store may be a new
-        one, empty). Never over a newer uploader's: an uploader that was stopped and woke up again
-        must not make its successor's offers look stale."""
+        """Our incarnation in the store (:func:`.joining.announce`): at the start, and again before the first
+        offer after a store failure (the store may be a new one, empty)."""
         if not self._announced:
-            key = f"incarnation/{self.node}"
             try:
-                if self.incarnation == 0:  # one more than any uploader of this node before: the store counts
-                    self.incarnation = self._count_up(key)
-                elif (current := self.store.add(key, 0)) < self.incarnation:  # a store that came back empty
-                    self.store.compare_set(key, str(current).encode(), str(self.incarnation).encode())
-                # The node's keys exist from now on (created if missing, else left as they are): the leader
-                # reads every member's keys in one batch, and a batch waits for a missing key.
-                self.store.compare_set(f"offer/{self.node}", b"", WITHDRAWN)
-                self.store.compare_set(f"answer/{self.node}", b"", b"{}")
-                self.store.compare_set(f"view/{self.node}", b"", b"{}")  # its job run points (:mod:`..jobrun.exchange`)
-                self.store.append("members", f"{self.node},".encode())
+                self.incarnation = announce(self.store, self.node, self.incarnation)
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
                 self.store_failed(exc)
         return self._announced
-
-    def _count_up(self, key: str) -> int:
-        """The counter ``key`` plus one, set with ``compare_set`` (a call abandoned that lands late changes
-        nothing: an ``add`` would count twice, and every offer of ours would look older than the count)."""
-        while True:
-            current = self.store.add(key, 0)
-            if self.store.compare_set(key, str(current).encode(), str(current + 1).encode()):
-                return current + 1
 
     def stop(self) -> None:
         until = min(time.monotonic() + self.timing.stop_wait, self.store.preemption)
@@ -391,21 +313,7 @@ class JobTarget(Target):
         self.leader.target.repo_id = self.inner.repo_id  # 'name' alone: the Hub completed it
 
     def _prepared_by_node_0(self) -> str | None:
-        """The id node 0 resolved, once it says it (a few round trips a second at most), or ``None``."""
-        started = time.monotonic()
-        while time.monotonic() < self.store.until(started, self.prepared_wait):
-            try:
-                resolved = self.store.get("prepared")
-            except StoreError:
-                return None
-            if resolved:
-                try:
-                    return parse_prepared(resolved)
-                except Malformed as exc:  # (prepared by this node, then: the Hub says what it is)
-                    self.malformed.count("prepared", exc)
-                    return None
-            time.sleep(self.timing.poll)
-        return None
+        return prepared_by_node_0(self.store, self.prepared_wait, self.timing.poll, self.malformed)
 
     def read(self, path: str) -> bytes:
         return self.inner.read(path)
@@ -437,7 +345,7 @@ class JobTarget(Target):
     def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         """Upload the content, offer it to the leader, and return its commit id; commit it ourselves
         when the leader does not answer in time or cannot take it."""
-        if self._offered_at is not None:  # an earlier offer may still be in a store we cannot reach
+        if self.offers.pending_since is not None:  # an earlier offer may still be in a store we cannot reach
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
         if (silent := self.store.silent_for()) >= self.timing.store_lost:  # no offer into a store that answers nothing
             return self._commit_ourselves(pieces, message, f"the job's store answered nothing for {silent:.0f} s")
@@ -446,62 +354,30 @@ class JobTarget(Target):
         uploaded = self.inner.preupload(pieces)
         if uploaded is None:  # a regular (non-LFS) file travels in the commit itself; a bucket without Xet hashes
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
-        # An offer's number: above every earlier uploader's of this node (the incarnation is its high part).
-        self._seq = max(self._seq, self.incarnation << 32) + 1
         now = time.monotonic()
         if self._waiting_since is None:
             self._waiting_since = now
-        offer = json.dumps({"seq": self._seq, "incarnation": self.incarnation, "wait": self.wait,
-                            "waiting": now - self._waiting_since, "last": self._hurried() or self.closing,
-                            "files": [[f.path, f.sha256, f.size, f.xet_hash] for f in uploaded]}).encode()
+        offer = self.offers.make(self.incarnation, [[f.path, f.sha256, f.size, f.xet_hash] for f in uploaded],
+                                 now - self._waiting_since, self._hurried() or self.closing)
         if len(offer) > MAX_VALUE_BYTES:  # not a store failure: this round has too many files for one value
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
-        self._offered_at = now  # from now on, an offer of ours may be in the store
         try:
-            answer = self._offer(offer)
+            answer = self.offers.exchange(offer)
         except StoreError as exc:
             self.store_failed(exc)
             if self.store.gone():  # and our offer with it: no leader can take it any more
-                self._offered_at = None
+                self.offers.pending_since = None
             return self._commit_ourselves(pieces, message, str(exc))
+        except Deferred:  # the leader that took them stopped leading: nobody put them off
+            self._deferred = None
+            raise
         if answer is None:
             return self._commit_ourselves(pieces, message, "the leader did not answer in time")
         return self._answered(answer, pieces, message)
 
-    def _offer(self, offer: bytes) -> dict | None:
-        """Offer, wait for the answer; take the offer back when none comes in time (``None``). One that a
-        leader claimed meanwhile is under way: its answer is waited for as long as a call to the Hub lasts."""
-        key = f"offer/{self.node}"
-        self.store.set(key, offer)
-        self.store.add("offered", 1)  # the leader polls this counter, not every node's offer
-        answer = self._await_answer(self._seq, self.wait)
-        if answer is not None:
-            return answer
-        if self.store.compare_set(key, offer, WITHDRAWN):
-            self._offered_at = None  # taken back: no leader can commit it any more
-            self.taken_back += 1
-            return None
-        taker = claimer(self.store.get(key), self._seq)  # claimed: that leader's commit is under way
-        if taker is None:
-            return self._answer(self._seq)
-        answer = self._await_answer(self._seq, self.taken_wait, lambda: self._leads(taker))
-        if answer is not None:
-            return answer
-        self._offered_at = None  # a late commit of that leader is fenced by its parent (see the module)
-        if not self._leads(taker):  # it handed over (or died): the next leader takes them
-            self._deferred = None
-            raise Deferred(f"the job's leader (node {taker[0]}) took this node's files, then stopped leading; they are "
-                           "offered to the next one", 0.0)
-        raise TargetError(f"the job's leader took this node's files and said nothing for {self.taken_wait:.0f} s "
-                          "(it hangs); they are offered again", transient=True)
-
-    def _leads(self, taker: tuple[int, int]) -> bool:
-        """Whether the leader ``(node, term)`` still holds the job's lease."""
-        return lease_holder(self.store.get("lease")) == taker
-
     def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
-        self._offered_at = None  # answered: no leader takes this offer again
+        self.offers.pending_since = None  # answered: no leader takes this offer again
         self.heard(answer, time.time())
         if answer.get("retry_in") is not None:
             if self._hurried():  # the node's disk goes before then
@@ -534,49 +410,21 @@ class JobTarget(Target):
         """These pieces are committed: nothing of this node waits, nothing is put off."""
         self._waiting_since = self._own_due = self._deferred = None
 
-    def _await_answer(self, seq: int, longest: float, worth_it: Callable[[], bool] | None = None) -> dict | None:
-        """Our answer, read each time the leader's ``answered`` counter moves (one round trip per poll);
-        ``None`` after ``longest``, or once ``worth_it`` (asked every half lease) says no."""
-        started = looked = time.monotonic()
-        seen = None
-        while time.monotonic() < self.store.until(started, longest):  # read again: a signal shortens it
-            answered = self.store.add("answered", 0)
-            if answered != seen:
-                seen = answered
-                answer = self._answer(seq)
-                if answer is not None:
-                    return answer
-            if worth_it is not None and time.monotonic() - looked >= self.timing.lease_stale / 2:
-                looked = time.monotonic()
-                if not worth_it():
-                    return self._answer(seq)  # (answered just before it stopped, maybe)
-            time.sleep(self.timing.poll / 2)
-        return None
-
-    def _answer(self, seq: int) -> dict | None:
-        """The leader's answer to offer ``seq``, if there is one; a malformed answer is none (counted)."""
-        try:
-            answer = parse_answer(self.store.get(f"answer/{self.node}") or b"{}")
-        except Malformed as exc:
-            self.leader.malformed.count(f"answer/{self.node}", exc)
-            return None
-        return answer if answer["seq"] == seq else None
-
     def _commit_ourselves(self, pieces: Sequence[Piece], message: str, why: str) -> str | None:
         """Commit as a node without a store would, unless an offer of ours may still be taken by a leader
         (it could not be taken back): then not before no leader takes it any more (see the module's
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
         store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
-        if self._offered_at is not None:
+        if self.offers.pending_since is not None:
             now = time.monotonic()
-            left = self._offered_at + self.wait + self.timing.claim_margin - now
+            left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
             if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
                 raise TargetError(f"the job's leader did not commit this node's files ({why}), and the offer could "
                                   f"not be taken back: this node commits them itself in {left:.0f} s", transient=True)
             if left > 0:
                 logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
                                "this node commits its files itself now", why)
-            self._offered_at = None
+            self.offers.pending_since = None
         if not self._hurried() and self._moved_on():
             where = self.store.address
             raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through successor store "

@@ -1,0 +1,106 @@
+"""A node's offers to its job's leader, and the leader's answers, in the job's store.
+
+Why apart: this is the exchange every commit of a node in a job makes, and the one part of it that must never
+leave an offer both taken back and committed::
+
+    offer the files (``offer/<n>``): path, sha256, size, Xet hash, and how long its data has waited
+    wait for the leader's answer (``answer/<n>``): the commit id, "offer again in N s", or an error
+    no answer within its wait: take the offer back (compare_set); if a leader claimed it first,
+    wait for that leader's answer instead (its commit is under way)
+
+What the node does with the outcome (commit itself, put off, move to a successor store) is :mod:`.member`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from ...errors import Deferred, TargetError
+from ...timing import JobTiming
+from .protocol import WITHDRAWN, Malformed, Skipped, claimer, lease_holder, parse_answer
+from .store import JobStore
+
+
+class Offers:
+    """This node's offers in the store: their numbers, the one that may still be in a leader's hands, and
+    the exchange (:meth:`exchange`)."""
+
+    def __init__(self, store: JobStore, node: int, wait: float, taken_wait: float, timing: JobTiming,
+                 malformed: Skipped) -> None:
+        """``wait``: how long an offer waits for the leader's answer; ``taken_wait``: how long for one a leader
+        claimed (its commit under way)."""
+        self.store, self.node, self.wait, self.taken_wait = store, node, wait, taken_wait
+        self.timing, self.malformed = timing, malformed
+        self.seq = 0
+        self.pending_since: float | None = None  # monotonic: our last offer, while a leader may still take it
+        self.taken_back = 0  # offers taken back, the leader silent past its wait (``status``)
+
+    def make(self, incarnation: int, files: list, waiting: float, last: bool) -> bytes:
+        """The next offer's value. Its number is above every earlier uploader's of this node (the incarnation
+        is its high part): the leader ignores a replaced uploader's."""
+        self.seq = max(self.seq, incarnation << 32) + 1
+        return json.dumps({"seq": self.seq, "incarnation": incarnation, "wait": self.wait, "waiting": waiting,
+                           "last": last, "files": files}).encode()
+
+    def exchange(self, offer: bytes) -> dict | None:
+        """Offer, wait for the answer; take the offer back when none comes in time (``None``). One that a
+        leader claimed meanwhile is under way: its answer is waited for as long as a call to the Hub lasts.
+        :class:`Deferred` where that leader stopped leading (the next one takes the files), a transient
+        :class:`TargetError` where it hangs; :class:`~.store.StoreError` where the store fails."""
+        key = f"offer/{self.node}"
+        self.pending_since = time.monotonic()  # from now on, an offer of ours may be in the store
+        self.store.set(key, offer)
+        self.store.add("offered", 1)  # the leader polls this counter, not every node's offer
+        answer = self._await_answer(self.seq, self.wait)
+        if answer is not None:
+            return answer
+        if self.store.compare_set(key, offer, WITHDRAWN):
+            self.pending_since = None  # taken back: no leader can commit it any more
+            self.taken_back += 1
+            return None
+        taker = claimer(self.store.get(key), self.seq)  # claimed: that leader's commit is under way
+        if taker is None:
+            return self.answer(self.seq)
+        answer = self._await_answer(self.seq, self.taken_wait, lambda: self.leads(taker))
+        if answer is not None:
+            return answer
+        self.pending_since = None  # a late commit of that leader is fenced by its parent (:mod:`.member`)
+        if not self.leads(taker):  # it handed over (or died): the next leader takes them
+            raise Deferred(f"the job's leader (node {taker[0]}) took this node's files, then stopped leading; they are "
+                           "offered to the next one", 0.0)
+        raise TargetError(f"the job's leader took this node's files and said nothing for {self.taken_wait:.0f} s "
+                          "(it hangs); they are offered again", transient=True)
+
+    def leads(self, taker: tuple[int, int]) -> bool:
+        """Whether the leader ``(node, term)`` still holds the job's lease."""
+        return lease_holder(self.store.get("lease")) == taker
+
+    def _await_answer(self, seq: int, longest: float, worth_it: Callable[[], bool] | None = None) -> dict | None:
+        """Our answer, read each time the leader's ``answered`` counter moves (one round trip per poll);
+        ``None`` after ``longest``, or once ``worth_it`` (asked every half lease) says no."""
+        started = looked = time.monotonic()
+        seen = None
+        while time.monotonic() < self.store.until(started, longest):  # read again: a signal shortens it
+            answered = self.store.add("answered", 0)
+            if answered != seen:
+                seen = answered
+                answer = self.answer(seq)
+                if answer is not None:
+                    return answer
+            if worth_it is not None and time.monotonic() - looked >= self.timing.lease_stale / 2:
+                looked = time.monotonic()
+                if not worth_it():
+                    return self.answer(seq)  # (answered just before it stopped, maybe)
+            time.sleep(self.timing.poll / 2)
+        return None
+
+    def answer(self, seq: int) -> dict | None:
+        """The leader's answer to offer ``seq``, if there is one; a malformed answer is none (counted)."""
+        try:
+            answer = parse_answer(self.store.get(f"answer/{self.node}") or b"{}")
+        except Malformed as exc:
+            self.malformed.count(f"answer/{self.node}", exc)
+            return None
+        return answer if answer["seq"] == seq else None
