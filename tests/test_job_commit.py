@@ -300,7 +300,7 @@ def test_the_leader_renews_the_jobs_xet_token_before_the_nodes_stop_using_it(hub
     publishes a new one each time the one in the store is due, one request each (not one a round), and a
     node's upload meanwhile uses the job's, fetching none of its own."""
     from hf_mpwriter.testing import xet
-    from hf_mpwriter.uploader.coordination.leader import XET_FRESH_S
+    from hf_mpwriter.uploader.coordination.xet_share import XET_FRESH_S
 
     monkeypatch.setattr(xet, "XET_TOKEN_TTL", XET_FRESH_S + 4)
     hub.create_repo(REPO)
@@ -327,7 +327,7 @@ def test_a_token_renewal_the_hub_never_answers_holds_up_no_commit_and_no_hand_ov
     the rounds go on, both nodes' files are committed together with the shared token still good, and the
     lease stays where it was."""
     from hf_mpwriter.testing import xet
-    from hf_mpwriter.uploader.coordination.leader import XET_FRESH_S
+    from hf_mpwriter.uploader.coordination.xet_share import XET_FRESH_S
 
     monkeypatch.setattr(xet, "XET_TOKEN_TTL", XET_FRESH_S + 8)  # renewed 8 s after it was issued; good for 5 min more
     hub.create_repo(REPO)

@@ -2,17 +2,15 @@
 
 Why apart from the commits (:mod:`.member`): these are the few calls a node makes once (again after a store
 failure or a move), not at every interval: its uploader's number, the keys the leader reads in one batch,
-the folder it logs to, the target node 0 prepared, and the job's Xet write token the leader shares.
+the folder it logs to, and the target node 0 prepared.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
-from ...targets.xet_content import REFRESH_BEFORE_S, Connection
-from .protocol import WITHDRAWN, Malformed, Skipped, parse_prepared, parse_xet_token
+from .protocol import WITHDRAWN, Malformed, Skipped, parse_prepared
 from .store import MAX_VALUE_BYTES, JobStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -82,44 +80,3 @@ def prepared_by_node_0(store: JobStore, wait: float, poll: float, malformed: Ski
                 return None
         time.sleep(poll)
     return None
-
-
-class SharedXetToken:
-    """The Xet write token the job's leader shares (``xet``), as a node's uploads take it: read from the store
-    when the one held nears its expiry, so that the node asks the Hub for no token of its own. At the
-    uploader's first upload it is waited for (the leader shares it at its first round)."""
-
-    def __init__(self, store: JobStore, usable: Callable[[], bool], first_wait: float, poll: float,
-                 malformed: Skipped) -> None:
-        """``usable``: whether the store may be asked now (the node's, :meth:`~.member.JobTarget.store_usable`)."""
-        self.store, self.usable, self.first_wait, self.poll, self.malformed = store, usable, first_wait, poll, malformed
-        self._held: Connection | None = None
-        self._waited = False
-
-    def __call__(self) -> Connection | None:
-        """The token, or ``None`` (the node fetches its own) where the store has none, cannot be asked now,
-        or holds a malformed one."""
-        if self._held is not None and self._held[2] - 2 * REFRESH_BEFORE_S > time.time():
-            return self._held
-        raw = self._read(self.first_wait if self._held is None and not self._waited else 0.0)
-        self._waited = True
-        if not raw:
-            return None
-        try:
-            self._held = parse_xet_token(raw)
-        except Malformed as exc:
-            self.malformed.count("xet", exc)
-            return None
-        return self._held
-
-    def _read(self, wait: float) -> bytes | None:
-        started = time.monotonic()
-        while self.usable():
-            try:
-                raw = self.store.get("xet")
-            except StoreError:  # (the token is an extra: the offer, next, finds out what the store does)
-                return None
-            if raw or time.monotonic() + self.poll > self.store.until(started, wait):
-                return raw
-            time.sleep(self.poll)
-        return None

@@ -32,14 +32,12 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, Union
 
 from ...errors import TargetError
 from ...targets.base import UploadedFile
 from ...targets.bucket import BucketTarget
 from ...targets.hub import HubTarget
-from ...targets.xet_content import REFRESH_BEFORE_S, Connection
 from ...timing import (
     HUB_COMMIT_EVERY_S,
     OFFER_WAIT_S,
@@ -60,22 +58,13 @@ from .protocol import (
     parse_members,
     parse_offer,
     parse_successor_value,
-    parse_xet_token,
     taken_value,
-    xet_token_value,
 )
 from .store import JobStore, StoreError
 from .successor import SUCCESSORS
+from .xet_share import XetPublisher
 
 logger = logging.getLogger("hf_mpwriter.uploader")
-
-#: After the Hub gave the leader no Xet write token, it asks again after a pause that doubles up to this.
-XET_RETRY_S = 300.0
-#: The leader shares a Xet write token good for this long at least, and renews it then: the nodes use it
-#: until :data:`~hf_mpwriter.targets.xet_content.REFRESH_BEFORE_S` before its expiry, a round or more later.
-XET_FRESH_S = 2 * REFRESH_BEFORE_S
-#: How often a leader without a token to share looks again (its target not prepared yet, or no Xet).
-XET_CHECK_S = 2.0
 
 #: The targets a job's leader can write for its nodes: a repository (one commit, by sha256) or a
 #: Storage Bucket (one batch, by Xet hash).
@@ -110,12 +99,9 @@ class Leader(Lease):
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
-        self._xet_due = 0.0  # (unix seconds) when the job's Xet write token is fetched and published again
-        self._xet_failures = 0  # the token could not be had, in a row: the next try waits longer
-        self._xet_thread: threading.Thread | None = None
-        #: The Xet write token this leader shares (a member sets its node's own: the node then asks for no
-        #: second one); by default its target's.
-        self.xet_token: Callable[[float], Connection | None] | None = None
+        #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its
+        #: node's own, :class:`~.xet_share.XetPublisher`: the node then asks for no second one).
+        self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed)
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
         self._successors: list[list] = []  # ``[host, port]`` of each successor store, for the answers
@@ -193,7 +179,7 @@ class Leader(Lease):
         the books have room; offers that will not have room soon are told when to offer again."""
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
         self._take_up_books()
-        self._share_xet_token()
+        self.xet.share()
         self._read_successors()
         if not self._ready(time.monotonic()):
             return
@@ -257,53 +243,6 @@ class Leader(Lease):
         if not self.leading:
             return {}
         return {"books": books_value(*self.books.export(time.monotonic(), time.time()))}
-
-    def _share_xet_token(self) -> None:
-        """Keep a Xet write token for the job in the store (``xet``) while this node leads: one token
-        request to the Hub for the whole job instead of one per node. When one is due (none yet, or the
-        published one nears the moment the nodes stop using it): a good one in the store is kept (another
-        leader's), else this node's own is fetched and published, in a thread of its own (a token request
-        that hangs must not hold up the job's commits). Where there is none (no Xet here, the Hub refused),
-        the nodes fetch their own, as without a job."""
-        if time.time() < self._xet_due or (self._xet_thread is not None and self._xet_thread.is_alive()):
-            return
-        if self._published_xet_lasts():
-            return
-        self._xet_thread = threading.Thread(target=self._fetch_xet_token, name="hf_mpwriter-job-xet", daemon=True)
-        self._xet_thread.start()
-
-    def _fetch_xet_token(self) -> None:
-        source = self.xet_token or self.target.xet_write_token
-        try:
-            connection = source(XET_FRESH_S)
-            if connection is None:  # no Xet for this target here, or not yet (it is prepared after the start)
-                self._xet_due = time.time() + XET_CHECK_S
-                return
-            self.store.set("xet", xet_token_value(*connection))
-        except Exception as exc:  # (never the token in a message: the Hub's answer, the store's failure)
-            self._xet_failures += 1
-            pause = doubling(self._xet_failures, self.timing.store_retry, XET_RETRY_S)
-            self._xet_due = time.time() + pause
-            logger.info("job leader: no Xet write token shared for the job (%s); each node uses its own; "
-                        "asked again in %.0f s", type(exc).__name__, pause)
-            return
-        self._xet_failures = 0
-        self._xet_due = connection[2] - XET_FRESH_S
-        logger.info("job leader: shared a Xet write token for the job (good for %.0f s)", connection[2] - time.time())
-
-    def _published_xet_lasts(self) -> bool:
-        """Whether the store holds a shared token that the nodes can use for a while yet (then it is kept
-        until it is due)."""
-        raw = self.store.get("xet")
-        if not raw:
-            return False
-        try:
-            expiry = parse_xet_token(raw)[2]
-        except Malformed as exc:
-            self.malformed.count("xet", exc)
-            return False
-        self._xet_due = expiry - XET_FRESH_S
-        return time.time() < self._xet_due
 
     def _ready(self, now: float) -> bool:
         """Whether this round writes: offers read (again only when the ``offered`` counter moved), the

@@ -57,7 +57,7 @@ from ...timing import (
     STORE_RETRY_S,
     JobTiming,
 )
-from .joining import SharedXetToken, announce, other_folders, prepared_by_node_0
+from .joining import announce, other_folders, prepared_by_node_0
 from .leader import Leader, SharedTarget, target_kind
 from .offers import Offers
 from .pacing import Situation, Store
@@ -65,6 +65,7 @@ from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import Skipped
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
 from .successor import SuccessorHost, next_store, successor_slot
+from .xet_share import SharedXetToken
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -128,7 +129,7 @@ class JobTarget(Target):
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
         self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing)
-        self.leader.xet_token = inner.xet_write_token  # this node's own token is the one it shares, leading
+        self.leader.xet.source = inner.xet_write_token  # this node's own token is the one it shares, leading
         #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,
         #: so that the node's whole commit (upload, wait, that) stays within its own.
         self.offers = Offers(store, node, wait, call_bound / 2, timing, self.leader.malformed)
