@@ -202,3 +202,26 @@ def test_a_stuck_xet_token_request_does_not_hold_up_the_next_upload(hub, tmp_pat
     finally:
         hang.release()
         stuck.join(30)
+
+
+def test_a_call_in_a_throwaway_thread_returns_raises_or_is_walked_away_from():
+    """The one mechanism behind the uploader's bounded calls and the store's: a call's value or its error
+    reaches the caller; one that outlives the caller's wait is left running (its thread handed over), and
+    the caller's own work runs between its waits."""
+    from hf_mpwriter.uploader.throwaway import Unfinished, call_in_thread
+
+    assert call_in_thread("t", lambda: 7, lambda: 0.05) == 7
+    with pytest.raises(ZeroDivisionError):
+        call_in_thread("t", lambda: 1 // 0, lambda: 0.05)
+    release, waits = threading.Event(), []
+
+    def wait() -> float:
+        waits.append(time.monotonic())
+        return 0.05 if len(waits) < 4 else 0.0
+
+    with pytest.raises(Unfinished) as stuck:
+        call_in_thread("t", release.wait, wait)
+    assert len(waits) == 4 and stuck.value.thread.is_alive()  # walked away from a call that still runs
+    release.set()
+    stuck.value.thread.join(5)
+    assert not stuck.value.thread.is_alive()

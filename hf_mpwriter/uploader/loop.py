@@ -69,6 +69,7 @@ from .schedule import (
     Schedule,
     call_bound,
 )
+from .throwaway import Unfinished, call_in_thread
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
 
@@ -565,37 +566,28 @@ class Uploader:
         """``fn(*args)`` in a worker thread while this thread beats and takes signals (:meth:`_call`); past
         ``bound`` seconds it is abandoned. ``None``: work that bounds itself (the job's store calls)."""
         started = time.monotonic()
-        result: dict[str, Any] = {}
 
-        def run() -> None:
-            try:
-                result["value"] = fn(*args)
-            except BaseException as exc:  # handed to the loop's thread, raised there
-                result["error"] = exc
-
-        worker = threading.Thread(target=run, name=f"hf_mpwriter-{what}", daemon=True)
-        worker.start()
-        while worker.is_alive():
+        def wait() -> float:
             self._beat()
-            worker.join(0.25)
             if isinstance(self.target, member.JobTarget):  # the job may change during a long call (a hand-over)
                 self._publish()
             schedule = self._schedule
-            if schedule is not None and worker.is_alive():
+            if schedule is not None:
                 self._take_signals(schedule)
                 if time.monotonic() >= schedule.deadline():  # the process is about to be killed anyway
                     raise Abandoned(f"{what} still running at the preemption deadline")
-            if worker.is_alive() and bound is not None and time.monotonic() - started >= bound:
-                self.target.reset_client()  # the stuck call keeps its client; the next one gets a fresh one
-                self._abandoned.append(worker)
-                raise TargetError(
-                    f"cannot {what} on {self.target.description}: the call did not finish within {bound:.0f} s "
-                    f"(HF_MPWRITER_HTTP_TIMEOUT and the bytes in flight); abandoned, will retry with a fresh client",
-                    transient=True,
-                )
-        if "error" in result:
-            raise result["error"]
-        return result["value"]
+            return 0.25 if bound is None or time.monotonic() - started < bound else 0.0
+
+        try:
+            return call_in_thread(f"hf_mpwriter-{what}", lambda: fn(*args), wait)
+        except Unfinished as stuck:
+            self.target.reset_client()  # the stuck call keeps its client; the next one gets a fresh one
+            self._abandoned.append(stuck.thread)
+        raise TargetError(
+            f"cannot {what} on {self.target.description}: the call did not finish within {bound:.0f} s "
+            f"(HF_MPWRITER_HTTP_TIMEOUT and the bytes in flight); abandoned, will retry with a fresh client",
+            transient=True,
+        )
 
     def _count_files(self, progress: Progress) -> None:
         """After a cycle that committed: warn if the repository's files near the Hub's limit."""

@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
 from ...timing import LEADER_POLL_S, STORE_CALL_S
+from ..throwaway import Unfinished, call_in_thread
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -256,28 +257,24 @@ class JobStore:
         connection.abandoned = [t for t in connection.abandoned if t.is_alive()]
         if len(connection.abandoned) >= MAX_ABANDONED:
             raise StoreError(f"the job's store at {self._where()} stopped answering ({len(connection.abandoned)} calls hang)")
-        result: list[Any] = []
-        failure: list[BaseException] = []
 
-        def run() -> None:
-            try:
-                result.append(call(self._connected()))
-            except BaseException as exc:  # handed to the caller's thread
-                failure.append(exc)
+        def wait() -> float:  # (``until`` read again: a signal during the call shortens it)
+            return min(self.until(started, self.deadline) - time.monotonic(), LEADER_POLL_S / 2)
 
-        thread = threading.Thread(target=run, name="hf_mpwriter-store", daemon=True)
-        thread.start()
-        while thread.is_alive() and (left := self.until(started, self.deadline) - time.monotonic()) > 0:
-            thread.join(min(left, LEADER_POLL_S / 2))
-        if thread.is_alive():
-            connection.abandoned.append(thread)
-            connection.client = None  # its socket may be stuck mid-message: every view's next call connects afresh
+        stuck: threading.Thread | None = None
+        failure = ""
+        try:
+            return call_in_thread("hf_mpwriter-store", lambda: call(self._connected()), wait)
+        except Unfinished as exc:
+            stuck = exc.thread
+        except Exception as exc:  # (said below, outside this block: no traceback kept with the error)
+            failure = str(exc)
+        connection.client = None  # its socket may be stuck mid-message: every view's next call connects afresh
+        if stuck is not None:
+            connection.abandoned.append(stuck)
             raise StoreError(f"the job's store at {self._where()} did not answer within "
                              f"{time.monotonic() - started:.0f} s")
-        if failure:
-            connection.client = None
-            raise StoreError(f"the job's store at {self._where()} failed: {failure[0]}") from None
-        return result[0]
+        raise StoreError(f"the job's store at {self._where()} failed: {failure}")
 
     def gone(self) -> bool:
         """Whether nothing listens at the store's address any more: its host process is gone, and with it
