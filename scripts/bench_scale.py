@@ -24,8 +24,9 @@ Hub time (real seconds times the scale). What is compressed, and how:
   poll) and ``STORE_RETRY_S`` (30 s), and everything the processes do (a commit of 1,000 files to
   the test Hub takes what it takes on this 2-core machine, in real seconds, times the scale in Hub time).
   The default scale is 60 for a repository (poll: 30 Hub-seconds against an interval of 5 to 17
-  minutes), 5 for a bucket (poll: 2.5 Hub-seconds against a 30 s goal) and 600 for ``kill-store``
-  (1,024 nodes' own commits at the Hub's 128 an hour take 8 Hub-hours).
+  minutes), 5 for a bucket (poll: 2.5 Hub-seconds against a 30 s goal) and 600 for a repository's
+  ``kill-store`` (1,024 nodes' own commits at the Hub's 128 an hour take 8 Hub-hours; with successor stores,
+  ``--scale 60`` is the measure: the unscaled seconds of finding the store lost count 600-fold at 600).
 
 WHAT IS REAL: the ``Leader`` (hf_mpwriter.uploader.coordination.leader), run as the job runs it: two processes
 (node 0 and node 1's uploaders), each with its own ``Leader`` thread pair, one leading, the other a
@@ -930,7 +931,7 @@ def main() -> int:
     parser.add_argument("--nodes", default="64,256,1024", help="comma-separated node counts (default: 64,256,1024)")
     parser.add_argument("--ranks", type=int, default=8, help="ranks per node, one event file each (default: 8)")
     parser.add_argument("--kind", choices=["repo", "bucket", "both"], default="both",
-                        help="a repository, a Storage Bucket, or both (default); kill-store: a repository only")
+                        help="a repository, a Storage Bucket, or both (default)")
     parser.add_argument("--spread", type=float, default=0.0,
                         help="Hub-seconds: each offer comes 0 to this long after its node's slot, as real nodes' do "
                              "(their clocks, their uploads; default 0: every offer at its slot)")
@@ -943,7 +944,7 @@ def main() -> int:
                         help="see SCENARIOS above (default: steady)")
     parser.add_argument("--scale", type=float, default=None,
                         help="time compression: Hub-seconds per real second (default: 60 for a repository, 5 for "
-                             "a bucket, 600 for kill-store)")
+                             "a bucket, 600 for a repository's kill-store)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="Hub-minutes to measure after the warm-up, at least (default: 60 for a repository, 11 for "
                              "a bucket; always at least 1.5 plan intervals)")

@@ -56,8 +56,9 @@ def store_process():
         assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
         yield proc, port
     finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.kill()
+        if proc.poll() is None:  # (a test may have killed it)
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
         proc.wait(10)
 
 

@@ -854,6 +854,41 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_served_on_afte
             node.stop()
 
 
+def test_a_node_no_leader_answered_yet_still_finds_the_successor_stores_when_the_store_dies(
+        hub, tmp_path, store_process):
+    """The successor stores reach a node in its leader's answers; a node that no leader answered yet (here:
+    none leads; at a job's start, or during a hand-over) reads them in the store itself, before it offers.
+    So when the store dies before any answer, the node moves to successor store 1, as the others do. Before,
+    it knew of none and committed its files itself (past the last successor, each node alone)."""
+    proc, port = store_process
+    hub.create_repo(REPO)
+    timing = JobTiming(successor_copy=0.5)
+    node = _node(hub, port, 0, wait=2.0, nodes=3, timing=timing)
+    hosts = [_node(hub, port, k, nodes=3, timing=timing) for k in (1, 2)]
+    try:
+        for target in hosts:
+            target.prepare()
+            target.start()
+            target.leader.stop()  # nobody leads: no offer is answered
+        node.prepare()
+        assert node._announce()
+        wait_for(lambda: node.store.get("successor/2") is not None, 10, "both hosts to publish their stores")
+        oid, _ = _commit_when_due(node, _pieces(tmp_path, 0, 1000), "node commit")
+        assert oid is not None and node.through_leader == 0 and node.own_commits == 1  # the scenario: no answer
+        assert [(a.host, a.port) for a in node.successors] == [
+            (h.successor.address.host, h.successor.address.port) for h in hosts if h.successor is not None]
+        proc.kill()
+        proc.wait(10)
+        wait_for(lambda: node.store.gone(), 10, "the job's store to be gone")
+        _commit_when_due(node, _pieces(tmp_path, 0, 2000), "node commit")
+        first = hosts[0].successor
+        assert first is not None and node.moves == 1 and node.store.address == first.address
+        assert first.own.get("incarnation/0") is not None  # it announced itself there
+    finally:
+        for target in [node, *hosts]:
+            target.stop()
+
+
 def test_a_store_too_busy_to_answer_at_first_then_gone_is_gone(hub, tmp_path):
     """The store's host listens but does not answer in time when this node's uploader starts (a loaded
     node), then dies before this node ever got an answer: the store existed, so nothing listening now

@@ -57,11 +57,10 @@ from .protocol import (
     parse_counter,
     parse_members,
     parse_offer,
-    parse_successor_value,
     taken_value,
 )
 from .store import JobStore, StoreError
-from .successor import SUCCESSORS
+from .successor import published
 from .xet_share import XetPublisher
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -228,14 +227,7 @@ class Leader(Lease):
         if now - self._successors_read < self.timing.successor_copy:
             return
         self._successors_read = now
-        found = []
-        for slot in range(1, SUCCESSORS + 1):
-            raw = self.store.get(f"successor/{slot}")
-            try:
-                found += [list(parse_successor_value(raw))] if raw else []
-            except Malformed as exc:
-                self.malformed.count(f"successor/{slot}", exc)
-        self._successors = found
+        self._successors = [list(address) for address in published(self.store, self.malformed)]
 
     def _books_value(self) -> dict[str, bytes]:
         """``books`` to set with a write's answers, while this node leads (a deposed leader whose late write

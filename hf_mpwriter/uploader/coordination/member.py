@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -64,7 +65,7 @@ from .pacing import Situation, Store
 from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import Skipped
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
-from .successor import SuccessorHost, next_store, successor_slot
+from .successor import SuccessorHost, next_store, published, successor_slot
 from .xet_share import SharedXetToken
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -142,6 +143,7 @@ class JobTarget(Target):
         #: The successor stores (:mod:`.successor`), as the leader's last answer listed them; those found gone.
         self.successors: list[StoreAddress] = []
         self._gone_stores: set[StoreAddress] = set()
+        self._successors_read = -math.inf  # monotonic: when this node last read them itself (:meth:`_learn_successors`)
         self.moves = 0  # times this node moved to a successor store (``status``)
         self.successor: SuccessorHost | None = None  # the one this node hosts, if it does
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
@@ -363,6 +365,7 @@ class JobTarget(Target):
         if len(offer) > MAX_VALUE_BYTES:  # not a store failure: this round has too many files for one value
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
         try:
+            self._learn_successors()
             answer = self.offers.exchange(offer)
         except StoreError as exc:
             self.store_failed(exc)
@@ -406,6 +409,17 @@ class JobTarget(Target):
         if answer.get("successors"):
             job = self.store.address.job_id
             self.successors = [StoreAddress(host, port, job) for host, port in answer["successors"]]
+
+    def _learn_successors(self) -> None:
+        """A node that no answer told of the successor stores yet (no leader, or none that answered it) reads them
+        in the store itself, every ``timing.successor_copy`` at most: should the store die before its first
+        answer, it must still know where the job goes on."""
+        now = time.monotonic()
+        if self.successors or now - self._successors_read < self.timing.successor_copy:
+            return
+        self._successors_read = now
+        job = self.store.address.job_id
+        self.successors = [StoreAddress(host, port, job) for host, port in published(self.store, self.malformed)]
 
     def _landed(self) -> None:
         """These pieces are committed: nothing of this node waits, nothing is put off."""

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .protocol import Malformed, parse_counter, parse_members, successor_value
+from .protocol import Malformed, Skipped, parse_counter, parse_members, parse_successor_value, successor_value
 from .store import JobStore, StoreAddress, StoreError, serve
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -102,6 +102,19 @@ class SuccessorHost:
         if (have := self.own.add("terms", 0)) < terms:  # a new leader here draws a term above every earlier one
             self.own.add("terms", terms - have)
         self.store.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
+
+
+def published(store: JobStore, malformed: Skipped) -> list[tuple[str, int]]:
+    """The successor stores' addresses as their hosts published them in ``store`` (``successor/<i>``), in
+    order; a malformed one is left out (counted). :class:`StoreError` if the store fails."""
+    found = []
+    for slot in range(1, SUCCESSORS + 1):
+        raw = store.get(f"successor/{slot}")
+        try:
+            found += [parse_successor_value(raw)] if raw else []
+        except Malformed as exc:
+            malformed.count(f"successor/{slot}", exc)
+    return found
 
 
 def next_store(store: JobStore, successors: list[StoreAddress], gone: set[StoreAddress], own: SuccessorHost | None) -> bool:
