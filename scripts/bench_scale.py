@@ -86,8 +86,8 @@ SCENARIOS (``--scenario``):
   process. The nodes move to the successor (production's ``next_store``), and so does the leader's process
   (what its node's member does), where a leader commits for them. Reports how long draining took (every
   node's first commit there after the kill) and the 429s. Where the nodes could not move, each commits its
-  own files at once (a real ``HubTarget.commit_uploaded``), a refused one again after the Hub's
-  ``Retry-After``, as ``JobTarget`` does with the store gone. A repository only.
+  own files at once (a real ``HubTarget.commit_uploaded``, a bucket's ``BucketTarget`` write), a refused one
+  again after the Hub's ``Retry-After``, as ``JobTarget`` does with the store gone. A repository or a bucket.
   The nodes' own commits are ``commit_uploaded`` of content already in Xet (one Hub API request each; a
   node's own commit in a job also reads the head and verifies: about 5, see DESIGN.md §7).
 - ``leader-cut-off``: node 0's leader process leads first, but its Hub accepts connections and never

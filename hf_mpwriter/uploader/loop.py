@@ -579,7 +579,10 @@ class Uploader:
             return 0.25 if bound is None or time.monotonic() - started < bound else 0.0
 
         try:
-            return call_in_thread(f"hf_mpwriter-{what}", lambda: fn(*args), wait)
+            result = call_in_thread(f"hf_mpwriter-{what}", lambda: fn(*args), wait)
+            if isinstance(self.target, member.JobTarget):  # (what the call changed of the job, said at once)
+                self._publish()
+            return result
         except Unfinished as stuck:
             self.target.reset_client()  # the stuck call keeps its client; the next one gets a fresh one
             self._abandoned.append(stuck.thread)

@@ -44,7 +44,7 @@ def call_in_thread(name: str, fn: Callable[[], T], wait: Callable[[], float]) ->
                 raise Unfinished(thread)
             break
         thread.join(step)
-    done, value = outcome[0]
+    done, value = outcome.pop()  # (not kept: an error's traceback would hold this frame, and the frame it)
     if not done:
         raise value
     return value

@@ -16,15 +16,13 @@ from .store import MAX_VALUE_BYTES, JobStore, StoreError
 logger = logging.getLogger("hf_mpwriter.uploader")
 
 
-def announce(store: JobStore, node: int, incarnation: int) -> int:
-    """Say in the store that this node's uploader ``incarnation`` (0: none yet) is its current one, and make
-    its keys; the incarnation (one more than any uploader of this node before, where it was 0). Never over a
-    newer uploader's: one that was stopped and woke up again must not make its successor's offers look stale.
+def announce(store: JobStore, node: int, incarnation: int, counted: bool) -> None:
+    """Say in the store that this node's uploader ``incarnation`` (from :func:`count_up` on
+    ``incarnation/<node>``; ``counted``: just now) is its current one, and make its keys. Never over a newer
+    uploader's: one that was stopped and woke up again must not make its successor's offers look stale.
     :class:`StoreError` if the store fails."""
     key = f"incarnation/{node}"
-    if incarnation == 0:  # the store counts
-        incarnation = count_up(store, key)
-    elif (current := store.add(key, 0)) < incarnation:  # a store that came back empty (a new host process)
+    if not counted and (current := store.add(key, 0)) < incarnation:  # a store that came back empty (a new host)
         store.compare_set(key, str(current).encode(), str(incarnation).encode())
     # The node's keys exist from now on (created if missing, else left as they are): the leader reads every
     # member's keys in one batch, and a batch waits for a missing key.
@@ -32,7 +30,6 @@ def announce(store: JobStore, node: int, incarnation: int) -> int:
     store.compare_set(f"answer/{node}", b"", b"{}")
     store.compare_set(f"view/{node}", b"", b"{}")  # its job run points (:mod:`..jobrun.exchange`)
     store.append("members", f"{node},".encode())
-    return incarnation
 
 
 def count_up(store: JobStore, key: str) -> int:

@@ -58,7 +58,7 @@ from ...timing import (
     STORE_RETRY_S,
     JobTiming,
 )
-from .joining import announce, other_folders, prepared_by_node_0
+from .joining import announce, count_up, other_folders, prepared_by_node_0
 from .leader import Leader, SharedTarget, target_kind
 from .offers import Offers
 from .pacing import Situation, Store
@@ -140,10 +140,12 @@ class JobTarget(Target):
         self.own_commits = 0  # commits this node made of its files itself (``status``; :attr:`why`: the last reason)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
-        #: The successor stores (:mod:`.successor`), as the leader's last answer listed them; those found gone.
+        #: The successor stores (:mod:`.successor`), as the leader's last answer listed them (before any answer: as the
+        #: store held them, :meth:`_learn_successors`); those found gone.
         self.successors: list[StoreAddress] = []
         self._gone_stores: set[StoreAddress] = set()
-        self._successors_read = -math.inf  # monotonic: when this node last read them itself (:meth:`_learn_successors`)
+        #: Monotonic: when this node last read them itself (:meth:`_learn_successors`); ``math.inf`` once an answer told it.
+        self._successors_read = -math.inf
         self.moves = 0  # times this node moved to a successor store (``status``)
         self.successor: SuccessorHost | None = None  # the one this node hosts, if it does
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
@@ -261,7 +263,10 @@ class JobTarget(Target):
         offer after a store failure (the store may be a new one, empty)."""
         if not self._announced:
             try:
-                self.incarnation = announce(self.store, self.node, self.incarnation)
+                counted = self.incarnation == 0
+                if counted:  # kept from now on, also if a later call fails: one more than any uploader of this node before
+                    self.incarnation = count_up(self.store, f"incarnation/{self.node}")
+                announce(self.store, self.node, self.incarnation, counted)
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
@@ -409,13 +414,14 @@ class JobTarget(Target):
         if answer.get("successors"):
             job = self.store.address.job_id
             self.successors = [StoreAddress(host, port, job) for host, port in answer["successors"]]
+            self._successors_read = math.inf  # (the leader reads them every ``successor_copy``: from now on, its word)
 
     def _learn_successors(self) -> None:
         """A node that no answer told of the successor stores yet (no leader, or none that answered it) reads them
         in the store itself, every ``timing.successor_copy`` at most: should the store die before its first
-        answer, it must still know where the job goes on."""
+        answer, it must still know where the job goes on. Not once signalled (its last records go now)."""
         now = time.monotonic()
-        if self.successors or now - self._successors_read < self.timing.successor_copy:
+        if now - self._successors_read < self.timing.successor_copy or self._hurried():
             return
         self._successors_read = now
         job = self.store.address.job_id

@@ -267,7 +267,7 @@ class JobStore:
             return call_in_thread("hf_mpwriter-store", lambda: call(self._connected()), wait)
         except Unfinished as exc:
             stuck = exc.thread
-        except Exception as exc:  # (said below, outside this block: no traceback kept with the error)
+        except BaseException as exc:  # (any failure is the store's; said below, outside this block: no traceback kept)
             failure = str(exc)
         connection.client = None  # its socket may be stuck mid-message: every view's next call connects afresh
         if stuck is not None:

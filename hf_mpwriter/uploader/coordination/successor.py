@@ -5,7 +5,8 @@ host dies, nothing coordinates the nodes any more and each commits its files its
 on a repository, hours of the Hub's commit rate. So while the job's store lives, the uploaders of the
 first :data:`SUCCESSORS` nodes after node 0 (where the job's store usually lives) each serve a small store
 of their own (a TCPStore on a free port, as a merge tree's group host does) and publish its address
-(``successor/<i>``); the leader passes the list on in its answers. Each host copies into its own store,
+(``successor/<i>``); the leader passes the list on in its answers (a node no answer told yet reads it
+itself, :func:`published`). Each host copies into its own store,
 every ``timing.successor_copy``, what a new leader takes up: the job's books (the budget holds across the
 move, up to one copy's lag), the job run's word, and the count of terms. A node that finds the job's store
 lost (gone, or silent for ``timing.store_lost``) moves to the first successor that answers (the next one if

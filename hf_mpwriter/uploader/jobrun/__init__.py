@@ -5,6 +5,7 @@
 - ``points``: a point of either kind, and the one ``merge``.
 - ``view``: the reading of the ranks' files into points (a restart, a late rank: the rule of late data).
 - ``marks``: where a rank file's steps are, so that a restart reads it again from near its step.
+- ``bounds``: how much the view reads in one update and keeps waiting (handed down; tests make them small).
 - ``runfile``: the job run's file in TensorBoard's terms (its tags, texts, layout, its own restart).
 - ``values``: the values a node and a group of nodes put in the job's store, and the leader's word (restarts too).
 - ``outbox``: a node's points the leader has not written yet, and its restarts the leader has not taken in.

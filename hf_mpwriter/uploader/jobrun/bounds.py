@@ -25,3 +25,8 @@ class ViewBounds:
     waiting_points: int = 50_000
     #: Records decoded between two calls of the uploader's heartbeat while reading (a long read must not look hung).
     beat_every: int = 2000
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ViewBounds.{name} must be a whole number of 1 or more, not {value!r}")
