@@ -138,6 +138,7 @@ def main() -> int:
         time.sleep(0.05)
     while cfg.get("close_after") and not os.path.exists(cfg["close_after"]):
         time.sleep(0.05)
+    print("closing", time.time(), flush=True)  # (when its close began: commits after it may be the close's)
     writer.close()
     print("closed", writer.unwritten_bytes, flush=True)
     return 0
