@@ -749,6 +749,30 @@ def test_status_on_a_node_that_does_not_lead_says_where_the_job_run_is(tmp_path,
         exchange.close()
 
 
+def test_a_leader_that_takes_up_with_nothing_due_shows_the_whole_job(tmp_path, job_nodes, store):
+    """Node 0 leads and writes every step; then the lease moves to node 1 (node 0's lease lost under load, say),
+    with nothing left to write. Node 0's ``status`` now shows its part; node 1's must show the whole job, or
+    no node does (seen in CI: a 4-node job whose every ``status`` showed one node's part)."""
+    from hf_mpwriter.cli.status import collect
+
+    views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
+    jobs[0].leader.leading = True
+    for _ in range(2):
+        for view, exchange in zip(views, exchanges):
+            view.update(final=True)
+            exchange.round(final=True)
+    assert collect(views[0].logdir)["job_view"]["newest_step"] == {str(r): 4 for r in range(4)}  # node 0 wrote it all
+    jobs[0].leader.leading, jobs[1].leader.leading = False, True
+    for view, exchange in zip(views, exchanges):
+        view.update(final=True)
+        assert exchange.round(final=True) == 0  # (the scenario: nothing due for the new leader)
+    assert collect(views[0].logdir)["job_view"].get("node") is True  # the old leader shows its part now
+    whole = collect(views[1].logdir)["job_view"]
+    assert whole.get("nodes") == 2 and whole["newest_step"] == {str(r): 4 for r in range(4)}, whole
+    for exchange in exchanges:
+        exchange.close()
+
+
 def _at_the_target(tmp_path: Path, views: list[JobView], exchanges: list[ViewExchange]) -> Path:
     """The nodes' logdirs in one folder, as the target holds them (the exchanges closed first: the runs whole)."""
     for exchange in exchanges:

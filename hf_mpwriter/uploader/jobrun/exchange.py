@@ -92,6 +92,7 @@ class JobMerge:
         last = held.restarts[-1][1] if held.restarts else None
         self._start_at = last if last is not None and max(held.steps.values(), default=-1) < last else None
         self._said = (dict(held.seen), list(held.restarts))  # the nodes' restarts and the epochs, as last published
+        self._shown: dict | None = None  # the picture ``status`` shows, as this merge last wrote it
         self._values: dict[_Key, dict[frozenset[int], Point]] = {}  # (tag, step) -> nodes -> their point, not written
         self._first: dict[_Key, float] = {}
         self._heard: set[int] = set()  # the nodes that sent something
@@ -209,16 +210,23 @@ class JobMerge:
 
     def write(self, points: list[tuple[str, int, Point]]) -> None:
         """Write ``points`` (from :meth:`due`) into the job run, and the picture ``status`` shows."""
-        newest = {r: s for ranks in self._ranks_of.values() for r, s in ranks.items()}
         self._said = (dict(self.word.seen), list(self.word.restarts))
         if self._start_at is not None:
             self.run.restart(self._start_at)
             self._start_at = None
         if points:
             self.run.write(points, self.world, self.every)
-        self.run.publish(self.run.summary(newest, self.world, waiting=len(self._values), late=sum(self._late.values()),
-                                          backlog=False, every=self.every, nodes=len(self._heard),
-                                          restarts=self.word.epoch))
+        self.show()
+
+    def show(self) -> None:
+        """The whole job's picture for ``status``, where it changed: written by the merge whether or not a
+        point is due (a leader that takes up after its predecessor wrote every point shows the job too)."""
+        newest = {r: s for ranks in self._ranks_of.values() for r, s in ranks.items()}
+        picture = self.run.summary(newest, self.world, waiting=len(self._values), late=sum(self._late.values()),
+                                   backlog=False, every=self.every, nodes=len(self._heard), restarts=self.word.epoch)
+        if picture != self._shown:
+            self.run.publish(picture)
+            self._shown = picture
 
     @property
     def waiting(self) -> int:
@@ -397,6 +405,7 @@ class ViewExchange:
         points = self.merge.due()
         self.merge.thin(self.limit)
         if not points and self.merge.every == every and not self.merge.word_moved:
+            self.merge.show()
             return 0
         published = self.merge.publication(self.job.node, points)
         if len(published) > MAX_VALUE_BYTES:
