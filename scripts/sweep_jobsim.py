@@ -1,8 +1,10 @@
-"""Sweep the job run's deterministic simulation (``tests/jobsim.py``) over many seeds, per kind of fault.
+"""Sweep a deterministic simulation of the job's protocol over many seeds, per kind of fault: the job run
+(``tests/jobsim.py``) or the lease (``tests/leasesim.py``).
 
-    python scripts/sweep_jobsim.py --seeds 2000                 # every kind of fault at once
+    python scripts/sweep_jobsim.py --seeds 2000                 # the job run, every kind of fault at once
     python scripts/sweep_jobsim.py --seeds 500 --kinds resume late
     python scripts/sweep_jobsim.py --replay 12 --kinds lost-answer leader
+    python scripts/sweep_jobsim.py --model lease --seeds 100000 --processes 2
 
 Prints each failing seed (it replays exactly with ``--replay``) and a count; exits 1 if any seed failed.
 """
@@ -11,35 +13,67 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import jobsim  # noqa: E402  (the tests' harness: one simulation for the suite and the sweep)
+import jobsim  # noqa: E402  (the tests' harnesses: one simulation for the suite and the sweep)
+import leasesim  # noqa: E402
+
+MODELS = {"jobrun": jobsim, "lease": leasesim}
+
+
+def _run(model: str, seed: int, kinds: tuple[str, ...], tmp: str):
+    logging.disable(logging.WARNING)
+    if model == "lease":
+        return leasesim.run(seed, kinds)
+    result = jobsim.run(seed, Path(tmp), kinds=kinds)
+    shutil.rmtree(Path(tmp, f"seed-{seed}"), ignore_errors=True)
+    return result
+
+
+def _sweep(model: str, seeds: range, kinds: tuple[str, ...], processes: int, tmp: str) -> list:
+    """The seeds' results that broke an invariant, the seeds spread over ``processes``."""
+    with ProcessPoolExecutor(processes) as pool:
+        chunk = max(1, len(seeds) // (processes * 20))
+        results = pool.map(_run, [model] * len(seeds), seeds, [kinds] * len(seeds),
+                           [f"{tmp}/{seed % processes}" for seed in seeds], chunksize=chunk)
+        return [result for result in results if result.problems]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=1000, help="seeds 0..N-1")
+    parser.add_argument("--model", choices=sorted(MODELS), default="jobrun")
+    parser.add_argument("--seeds", type=int, default=1000, help="seeds FIRST..FIRST+N-1")
     parser.add_argument("--first", type=int, default=0, help="the first seed")
-    parser.add_argument("--kinds", nargs="+", choices=jobsim.KINDS, default=list(jobsim.KINDS))
+    parser.add_argument("--kinds", nargs="+", help="the kinds of fault (default: every kind of the model's)")
+    parser.add_argument("--processes", type=int, default=1, help="seeds run in this many processes at once")
     parser.add_argument("--replay", type=int, help="run this one seed and print what it did")
     args = parser.parse_args(argv)
+    model = MODELS[args.model]
+    kinds = tuple(args.kinds or model.KINDS)
+    unknown = sorted(set(kinds) - set(model.KINDS))
+    if unknown:
+        parser.error(f"{args.model} has no fault kind {unknown}; its kinds: {' '.join(model.KINDS)}")
     logging.disable(logging.WARNING)
-    kinds = tuple(args.kinds)
     with tempfile.TemporaryDirectory() as tmp:
+        for k in range(args.processes):
+            Path(tmp, str(k)).mkdir()
         if args.replay is not None:
-            result = jobsim.run(args.replay, Path(tmp), kinds=kinds)
+            result = _run(args.model, args.replay, kinds, f"{tmp}/0")
             print(result, *result.problems, sep="\n  ")
             return 1 if result.problems else 0
         started = time.monotonic()
-        failed = jobsim.sweep(range(args.first, args.first + args.seeds), Path(tmp), kinds=kinds)
+        failed = _sweep(args.model, range(args.first, args.first + args.seeds), kinds, args.processes, tmp)
     for result in failed:
         print(f"FAIL seed {result.seed}: {'; '.join(result.problems[:3])}")
-    print(f"{args.seeds} seeds ({', '.join(kinds)}): {len(failed)} failed, {time.monotonic() - started:.0f} s")
+    print(f"{args.model}: {args.seeds} seeds from {args.first} ({', '.join(kinds)}): {len(failed)} failed, "
+          f"{time.monotonic() - started:.0f} s")
     return 1 if failed else 0
 
 

@@ -148,9 +148,9 @@ class Leader(Lease):
                 logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
             except Exception:  # never die (the nodes would fall back for good), but never lead without progress
                 logger.exception("job leader round failed")
-                self._round_failing_since = self._round_failing_since or time.monotonic()
+                self.round_ended(failed=True)
             else:
-                self._round_failing_since = None
+                self.round_ended(failed=False)
             self._stop.wait(doubling(failures, self.timing.poll, self.timing.lease_stale / 2))
 
     def plan(self) -> Plan:
@@ -162,16 +162,14 @@ class Leader(Lease):
     def _hub_call(self, limit: float, call: Any, *args: Any, **kwargs: Any) -> Any:
         """A call to the Hub, timed for :meth:`_stalled` (stuck past ``limit``); a failure starts (or
         continues) the failing span."""
-        self._call_limit = limit
-        started = self._in_call_since = time.monotonic()
+        started, failed = self.call_began(limit), False
         try:
-            result = call(*args, **kwargs)
+            return call(*args, **kwargs)
         except TargetError:
-            self._failing_since = started if self._failing_since is None else self._failing_since
+            failed = True
             raise
         finally:
-            self._in_call_since = None
-        return result
+            self.call_ended(started, failed)
 
     def _round(self) -> None:
         """Commit the offers once the round's first one is ``timing.gather`` old (or every node offered) and
@@ -287,7 +285,7 @@ class Leader(Lease):
         except TargetError as exc:
             self._failed(exc, offers)
             return False
-        self._failing_since, self._handovers = None, 0
+        self.wrote()
         self.commits += 1
         self.books.wrote(time.monotonic(), len(files))
         self.max_files = min(self.budget.files_per_commit, self.max_files * 3 // 2)  # back up after a halving

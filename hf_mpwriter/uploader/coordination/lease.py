@@ -20,6 +20,7 @@ import math
 import os
 import threading
 import time
+from typing import Callable
 
 from ...timing import ABSTAIN_FACTOR, JobTiming
 from .protocol import lease_holder
@@ -36,12 +37,14 @@ def doubling(failures: int, first: float, cap: float) -> float:
 class Lease:
     """The lease's side of a node's :class:`~.leader.Leader`: a thread that holds (or watches) it."""
 
-    def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, commit_every: float) -> None:
-        self.store, self.node, self.nodes, self.timing = store, node, nodes, timing
+    def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: this host's monotonic clock (a simulation hands in a virtual one: ``tests/leasesim.py``)."""
+        self.store, self.node, self.nodes, self.timing, self.clock = store, node, nodes, timing, clock
         self._handover_after = max(timing.lease_stale, commit_every)  # (the plan's interval, set at each round)
         self.leading = False
         self._lease: bytes | None = None  # the value we last wrote (leading) or saw (watching)
-        self._lease_seen_at = time.monotonic()
+        self._lease_seen_at = clock()
         self._renewals = 0
         self.leases = 0  # times this node took the job's lease (``status``: a new leader each time)
         self.term = 0  # the store's number for this node's current (or last) hold of the lease
@@ -54,32 +57,59 @@ class Lease:
         self._abstain_until = -math.inf  # monotonic: handed over; the lease is not taken again before then
         self.handed_over: str | None = None  # why this node last let the lease go (``status``)
         self._handovers = 0  # hand-overs since this node's last successful write
+        self._store_failures = 0  # the store's, in a row (the lease's ticks pause longer)
         self._round_lock = threading.Lock()  # held while a round runs
         self._stop = threading.Event()
 
     def _keep_lease(self) -> None:
-        """Renew the lease while leading and making progress (every :data:`LEADER_POLL_S`); otherwise watch
-        it, less often the more nodes watch (each look is a round trip to the job's store), still well
-        within its staleness."""
-        failures = 0  # the store's, in a row (capped at half the lease's staleness: the offers outlive it)
-        watch_every = max(self.timing.poll, min(self.timing.lease_stale / 4, self.nodes * self.timing.poll / 100))
+        """The lease's thread: :meth:`tick`, then its pause, until stopped."""
         while not self._stop.is_set():
-            try:
-                stalled = self._stalled(time.monotonic()) if self.leading else None
-                if stalled is not None:
-                    self._hand_over(stalled)
-                else:
-                    self._hold_lease()
-                failures = 0
-            except StoreError as exc:
-                if self.leading:
-                    logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
-                self.leading = False
-                failures += 1
-            except Exception:  # never die: the nodes would fall back for good
-                logger.exception("job leader: the lease could not be kept")
-            pause = self.timing.poll if self.leading else watch_every
-            self._stop.wait(doubling(failures, self.timing.poll, self.timing.lease_stale / 2) if failures else pause)
+            self._stop.wait(self.tick())
+
+    def tick(self) -> float:
+        """Renew the lease while leading and making progress (every ``timing.poll``), or hand it over; otherwise
+        watch it, less often the more nodes watch (each look is a round trip to the job's store), still well
+        within its staleness. The seconds until the next tick: after store failures in a row, longer each time
+        (capped at half the lease's staleness: the offers outlive it)."""
+        try:
+            stalled = self._stalled(self.clock()) if self.leading else None
+            if stalled is not None:
+                self._hand_over(stalled)
+            else:
+                self._hold_lease()
+            self._store_failures = 0
+        except StoreError as exc:
+            if self.leading:
+                logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
+            self.leading = False
+            self._store_failures += 1
+        except Exception:  # never die: the nodes would fall back for good
+            logger.exception("job leader: the lease could not be kept")
+        if self._store_failures:
+            return doubling(self._store_failures, self.timing.poll, self.timing.lease_stale / 2)
+        watch_every = max(self.timing.poll, min(self.timing.lease_stale / 4, self.nodes * self.timing.poll / 100))
+        return self.timing.poll if self.leading else watch_every
+
+    # -- what the rounds report: the progress the lease is kept for --------------------------------
+    def call_began(self, limit: float) -> float:
+        """A call to the Hub starts; it counts as stuck past ``limit`` seconds. When it started."""
+        self._call_limit = limit
+        started = self._in_call_since = self.clock()
+        return started
+
+    def call_ended(self, started: float, failed: bool) -> None:
+        """The call begun at ``started`` ended; a failure starts (or continues) the failing span."""
+        self._in_call_since = None
+        if failed and self._failing_since is None:
+            self._failing_since = started
+
+    def wrote(self) -> None:
+        """A write to the Hub went through: progress (a later hand-over starts its abstention afresh)."""
+        self._failing_since, self._handovers = None, 0
+
+    def round_ended(self, failed: bool) -> None:
+        """A round ended; one that raised what nobody expected starts (or continues) that failing span."""
+        self._round_failing_since = (self._round_failing_since or self.clock()) if failed else None
 
     def handover_after(self) -> float:
         """How long a leader may fail to write before it hands the lease over: one interval of the plan
@@ -101,7 +131,7 @@ class Lease:
         """Let another node lead: this one does not take the lease again for a while."""
         self.handed_over = why
         self._handovers += 1  # in a row: a node that keeps failing waits longer before it leads again
-        self._abstain_until = time.monotonic() + ABSTAIN_FACTOR * self.handover_after() * 2 ** min(self._handovers - 1, 4)
+        self._abstain_until = self.clock() + ABSTAIN_FACTOR * self.handover_after() * 2 ** min(self._handovers - 1, 4)
         self._failing_since = None
         logger.warning("job leader: node %d hands the job's commits over to another node: %s", self.node, why)
         self._let_go(why)
@@ -121,7 +151,7 @@ class Lease:
 
     def _hold_lease(self) -> bool:
         """Renew our lease, or take one that is free or was not renewed for :data:`LEASE_STALE_S`."""
-        now = time.monotonic()
+        now = self.clock()
         if self.leading:
             assert self._lease is not None
             mine = self._lease_value(self.term)
