@@ -129,7 +129,7 @@ class Node:
     round_fails: bool = False
     faulted_since: float | None = None  # its Hub or its rounds fail since (``None``: they work)
     clean: bool = True  # neither its Hub nor its rounds ever failed
-    leading_since: float | None = None  # it leads (as far as the invariants saw) since
+    faulted_lead_at: float | None = None  # when it first led with its Hub or its rounds failing (this time)
     call_started: float | None = None  # a round's call to the Hub under way since
 
     def running(self, now: float) -> bool:
@@ -149,7 +149,7 @@ class Result:
 
 
 class Sim:
-    def __init__(self, seed: int, kinds: tuple[str, ...], timing: JobTiming) -> None:
+    def __init__(self, seed: int, kinds: tuple[str, ...], timing: JobTiming, nodes: int | None) -> None:
         self.timing = timing
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -157,7 +157,7 @@ class Sim:
         self.order = itertools.count()
         self.store = Store(self)
         self.terms_drawn: list[int] = []
-        self.result = Result(seed, self.rng.randint(2, 6))
+        self.result = Result(seed, nodes or self.rng.randint(2, 6))
         self.nodes = [self._new_node(k) for k in range(self.result.nodes)]
         self.overlap_since: float | None = None
         self.disturbed_at = -1.0  # the last time a fault other than a node's Hub or rounds began or ended
@@ -235,11 +235,6 @@ class Sim:
             self.at(TIMING.poll, "round", node.number, node)
 
     def check(self) -> None:
-        for node in self.nodes:
-            if not node.lease.leading:
-                node.leading_since = None
-            elif node.leading_since is None:
-                node.leading_since = self.now
         leading = [n.number for n in self.nodes if n.lease.leading and n.running(self.now)]
         for number in leading:
             self._check_progress(self.nodes[number])
@@ -255,26 +250,30 @@ class Sim:
 
     def _check_progress(self, node: Node) -> None:
         """A leader whose Hub calls hang or fail, or whose rounds raise, lets the lease go within a stuck call
-        and a few ticks, and does not take it back while a node that works could lead (nothing else
-        disturbed since)."""
-        if node.faulted_since is None or node.leading_since is None:
+        and a few ticks of first leading so, and does not take it back while a node that works could lead
+        (nothing else disturbed since the fault began)."""
+        if node.faulted_since is None:
             return
-        since = max(node.faulted_since, node.leading_since)
-        if self.now - since <= HUB_CALL_LIMIT + 3 * TIMING.poll + STORE_CALL_S or self.disturbed_at >= since:
+        since = node.faulted_lead_at = self.now if node.faulted_lead_at is None else node.faulted_lead_at
+        if self.now - since <= HUB_CALL_LIMIT + 3 * TIMING.poll + STORE_CALL_S or self.disturbed_at >= node.faulted_since:
             return
         if any(other.clean and other.running(self.now) for other in self.nodes if other is not node):
-            self.problem(f"node {node.number} leads, making no progress since {since:.1f} s")
-            node.faulted_since = self.now  # (said once per span)
+            self.problem(f"node {node.number} leads, making no progress since {node.faulted_since:.1f} s")
+            node.faulted_lead_at = self.now  # (said once per span)
 
+
+LEADER = -1  # a fault's node: whichever leads when it starts
 
 #: The longest abstention (a node that handed over 5 times in a row, with the plan's interval as its hand-over time).
 LONGEST_ABSTENTION = ABSTAIN_FACTOR * max(TIMING.lease_stale, COMMIT_EVERY) * 2 ** 4
 
 
-def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, timing: JobTiming = TIMING) -> Result:
-    """One job under seed ``seed``'s faults (of ``kinds``; ``faults`` of them, by default 1-6), then quiescence;
-    what broke, if anything. ``timing``: the nodes' (the invariants hold them to production's)."""
-    sim = Sim(seed, kinds, timing)
+def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, timing: JobTiming = TIMING,
+        nodes: int | None = None) -> Result:
+    """One job of ``nodes`` nodes (by default 2-6) under seed ``seed``'s faults (of ``kinds``; ``faults`` of them,
+    by default 1-6), then quiescence; what broke, if anything. ``timing``: the nodes' (the invariants hold them
+    to production's)."""
+    sim = Sim(seed, kinds, timing, nodes)
     rng, result = sim.rng, sim.result
     for node in sim.nodes:
         sim._schedule_tick(node, rng.uniform(0, 1))
@@ -282,7 +281,7 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, ti
     horizon = 0.0
     for _ in range(rng.randint(1, 6) if faults is None else faults):
         start, kind = rng.uniform(5, 200), rng.choice(kinds)
-        sim.at(start, "fault", rng.randrange(result.nodes), kind)
+        sim.at(start, "fault", LEADER if rng.random() < 0.5 else rng.randrange(result.nodes), kind)
         horizon = max(horizon, start + 120)
     _events(sim, until=horizon)
     deadline = horizon + LONGEST_ABSTENTION + 3 * TIMING.lease_stale  # (every abstention served, a lease gone stale)
@@ -313,14 +312,17 @@ def _events(sim: Sim, until: float) -> None:
 
 
 def _act(sim: Sim, kind: str, number: int, payload) -> None:
-    """A fault starts (``fault``) or ends (``end``)."""
+    """A fault starts (``fault``) or ends (``end``); at :data:`LEADER`, the node that leads then (if any)."""
+    if number == LEADER:
+        leading = [n.number for n in sim.nodes if n.alive and n.lease.leading]
+        number = leading[0] if leading else sim.rng.randrange(len(sim.nodes))
     rng, node, store = sim.rng, sim.nodes[number], sim.store
     if kind == "end":
         what = payload
         if what == "store":
             store.gone = None
         elif what in ("hub", "round-fail"):
-            node.hub, node.round_fails, node.faulted_since = None, False, None
+            node.hub, node.round_fails, node.faulted_since, node.faulted_lead_at = None, False, None, None
         if what in ("store", "pause"):
             sim.disturbed_at = sim.now
         sim.fault(f"{what} over" + ("" if what == "store" else f" on node {number}"))
