@@ -773,6 +773,34 @@ def test_a_leader_that_takes_up_with_nothing_due_shows_the_whole_job(tmp_path, j
         exchange.close()
 
 
+def test_a_leader_that_moves_alone_to_a_successor_store_still_shows_the_whole_job(tmp_path, job_nodes, store):
+    """Node 1 leads and writes every step of both nodes; the job's store then goes (torchrun's agent that hosts it
+    exits as the job ends) and node 1, still running, moves to a successor store where it is alone, and leads
+    there. Its ``status`` keeps what its merges heard of the whole job: both nodes, every rank at its last step
+    (seen in CI: the picture said one node, its own ranks, and six missing)."""
+    from hf_mpwriter.cli.status import collect
+
+    dist = pytest.importorskip("torch.distributed")
+    views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
+    jobs[1].leader.leading = True
+    for _ in range(2):
+        for view, exchange in zip(views, exchanges):
+            view.update(final=True)
+            exchange.round(final=True)
+    whole = {str(r): 4 for r in range(4)}
+    assert collect(views[1].logdir)["job_view"]["newest_step"] == whole  # (the scenario: node 1 wrote it all)
+    successor = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    jobs[1].store.move_to(StoreAddress("127.0.0.1", successor.port, "job-1"))
+    assert jobs[1]._announce()  # node 1 alone in the successor store
+    exchanges[1].round(final=True)
+    assert exchanges[1].merge is not None and exchanges[1].merge.nodes_heard <= 1  # a new merge: node 1 at most
+    picture = collect(views[1].logdir)["job_view"]
+    assert picture.get("nodes") == 2 and picture["newest_step"] == whole and not picture["missing_ranks"], picture
+    for exchange in exchanges:
+        exchange.close()
+    del successor
+
+
 def _at_the_target(tmp_path: Path, views: list[JobView], exchanges: list[ViewExchange]) -> Path:
     """The nodes' logdirs in one folder, as the target holds them (the exchanges closed first: the runs whole)."""
     for exchange in exchanges:

@@ -72,14 +72,25 @@ ROUND_STAGGER = 1 / 6
 _Key = tuple[str, int]
 
 
+@dataclasses.dataclass
+class Heard:
+    """The whole job as one node's merges heard it, for ``status``: kept across them (a leader that moves alone
+    to a successor store as the job ends, the other nodes done, still shows every node and rank)."""
+
+    nodes: set[int] = dataclasses.field(default_factory=set)
+    newest: dict[int, int] = dataclasses.field(default_factory=dict)  # rank -> its newest step, as last heard
+
+
 class JobMerge:
     """The leader's side: the nodes' points, merged into the job run of this node's logdir."""
 
     def __init__(self, logdir: Path, nodes: int, world: int, wait: float, held: Held,
-                 clock: Callable[[], float] = time.monotonic, hops: int = 1) -> None:
+                 clock: Callable[[], float] = time.monotonic, hops: int = 1, heard: Heard | None = None) -> None:
         """``held``: where the last leader left the job run (``view/held``); ``hops``: the rounds a node's
-        value takes to reach the leader (2 in a tree: :mod:`.tree`)."""
+        value takes to reach the leader (2 in a tree: :mod:`.tree`); ``heard``: what this node's earlier
+        merges heard (the picture ``status`` shows goes on from there)."""
         self.nodes, self.world, self.clock, self.hops = nodes, world, clock, hops
+        self.heard = Heard() if heard is None else heard
         self.wait = (LEADER_WAIT_FACTOR + hops - 1) * wait  # how long a point waits here for its nodes
         self.run = JobRun(logdir, after=max(held.steps.values(), default=None))
         self.word = Held(dict(held.steps), held.every, list(held.restarts), dict(held.seen))  # published next
@@ -220,13 +231,21 @@ class JobMerge:
 
     def show(self) -> None:
         """The whole job's picture for ``status``, where it changed: written by the merge whether or not a
-        point is due (a leader that takes up after its predecessor wrote every point shows the job too)."""
-        newest = {r: s for ranks in self._ranks_of.values() for r, s in ranks.items()}
-        picture = self.run.summary(newest, self.world, waiting=len(self._values), late=sum(self._late.values()),
-                                   backlog=False, every=self.every, nodes=len(self._heard), restarts=self.word.epoch)
+        point is due (a leader that takes up after its predecessor wrote every point shows the job too), as
+        this node's merges heard it (:class:`Heard`: a rank this merge did not hear keeps its last step)."""
+        self.heard.nodes |= self._heard
+        for ranks in self._ranks_of.values():
+            self.heard.newest.update(ranks)
+        picture = self.run.summary(dict(self.heard.newest), self.world, waiting=len(self._values), late=sum(self._late.values()),
+                                   backlog=False, every=self.every, nodes=len(self.heard.nodes), restarts=self.word.epoch)
         if picture != self._shown:
             self.run.publish(picture)
             self._shown = picture
+
+    @property
+    def nodes_heard(self) -> int:
+        """The nodes this merge heard from."""
+        return len(self._heard)
 
     @property
     def waiting(self) -> int:
@@ -288,6 +307,7 @@ class ViewExchange:
         self.group = None if size is None else Group(job, nodes, size, self.limit, node_limit(nodes, budget),
                                                      stale=HOST_STALE_FACTOR * view.wait, clock=view.clock)
         self.merge: JobMerge | None = None
+        self.heard = Heard()  # the whole job as this node's merges heard it (``status``)
         self.every = 1
         self._published = b""  # view/held as this node's merge last set it
         self._attempt: tuple[bytes, list[tuple[str, int, Point]]] | None = None  # a publication whose answer was lost
@@ -363,7 +383,7 @@ class ViewExchange:
             for index in range(self.groups):  # (read with the nodes' values, which the store waits for if unset)
                 store.compare_set(f"view/g{index}", b"", b"{}")
             self.merge = JobMerge(self.view.logdir, self.nodes, self.view.world, self.view.wait, held,
-                                  clock=self.view.clock, hops=1 if self.group is None else 2)
+                                  clock=self.view.clock, hops=1 if self.group is None else 2, heard=self.heard)
             self._published = raw
         return written + self._merge(store, raw)
 
