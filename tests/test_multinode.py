@@ -437,8 +437,9 @@ def test_a_jobs_nodes_make_about_one_commit_per_interval_through_one_leader_and_
     # The job's last round needs the job's store, which torchrun's agent of one node hosts (it stops once every
     # node's ranks are done): each rank's close() waits for its node's last job run points to reach a leader,
     # so the store outlives the last exchange whichever node hosts it, and the job run ends at the last step.
-    # `status` on the last leader's node shows the whole job: every node heard, every rank at its last step (a
-    # leader that took up with nothing left to write shows it too; a node that stopped leading shows its part).
+    # `status` on the last leader's node shows the whole job: every node heard, every rank at its last step (as its
+    # merges heard it: a leader that took up with nothing left to write, or that moved alone to its successor store
+    # once torchrun's agent took the job's store with it, shows it too; a node that stopped leading shows its part).
     merged = [view for view in (collect(d)["job_view"] for d in logdirs) if view and view.get("nodes") == nodes]
     whole = any(v["newest_step"] == {str(r): steps - 1 for r in range(world)} for v in merged)
     assert whole, (merged, _last_jobs(logdirs))
