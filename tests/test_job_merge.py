@@ -33,7 +33,8 @@ from hf_mpwriter.uploader.coordination.protocol import MAX_BOOK_ENTRIES, Malform
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.jobrun import exchange as job_merge
 from hf_mpwriter.uploader.jobrun.bounds import ViewBounds
-from hf_mpwriter.uploader.jobrun.exchange import JobMerge, ViewExchange
+from hf_mpwriter.uploader.jobrun.exchange import ViewExchange
+from hf_mpwriter.uploader.jobrun.merge import JobMerge
 from hf_mpwriter.uploader.jobrun.stats import NO_RANK, Stats
 from hf_mpwriter.uploader.jobrun.values import RESTARTS_KEPT, Held
 from hf_mpwriter.uploader.jobrun.view import JobView
@@ -1090,7 +1091,7 @@ def test_a_nodes_restart_is_taken_in_whatever_ids_the_leader_took_in_before(stat
     with the leader's ``seen`` from a host whose clock runs ahead) the next restart's id was below what the
     leader had taken in, and it was dropped: the job run kept the failed attempt's values. Ids are counted
     now, above the last one given and the last one the word says the leader took in."""
-    from hf_mpwriter.uploader.jobrun.exchange import JobMerge
+    from hf_mpwriter.uploader.jobrun.merge import JobMerge
     from hf_mpwriter.uploader.jobrun.outbox import Outbox
 
     ahead = 10**20  # an id the leader took in, above any clock's nanoseconds for centuries

@@ -9,7 +9,8 @@
 - ``runfile``: the job run's file in TensorBoard's terms (its tags, texts, layout, its own restart).
 - ``values``: the values a node and a group of nodes put in the job's store, and the leader's word (restarts too).
 - ``outbox``: a node's points the leader has not written yet, and its restarts the leader has not taken in.
-- ``exchange``: a node's rounds: its points to the job's leader, and the leader's merge of every node's.
+- ``exchange``: a node's rounds: its points to the job's leader, and, while it leads, the merge's rounds.
+- ``merge``: the leader's merge of every node's points into the job run (when a point is due, who is missing).
 - ``tree``: the groups of a large job's merge tree, each with a store of its own.
 
 It reaches the job through the coordination package's store and protocol only (:mod:`hf_mpwriter.uploader.coordination.store`,
