@@ -789,7 +789,8 @@ def test_a_leader_that_moves_alone_to_a_successor_store_still_shows_the_whole_jo
             view.update(final=True)
             exchange.round(final=True)
     whole = {str(r): 4 for r in range(4)}
-    assert collect(views[1].logdir)["job_view"]["newest_step"] == whole  # (the scenario: node 1 wrote it all)
+    before = collect(views[1].logdir)["job_view"]
+    assert before["newest_step"] == whole and before["points"] == 5  # (the scenario: node 1 wrote it all)
     successor = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     jobs[1].store.move_to(StoreAddress("127.0.0.1", successor.port, "job-1"))
     assert jobs[1]._announce()  # node 1 alone in the successor store
@@ -797,6 +798,7 @@ def test_a_leader_that_moves_alone_to_a_successor_store_still_shows_the_whole_jo
     assert exchanges[1].merge is not None and exchanges[1].merge.nodes_heard <= 1  # a new merge: node 1 at most
     picture = collect(views[1].logdir)["job_view"]
     assert picture.get("nodes") == 2 and picture["newest_step"] == whole and not picture["missing_ranks"], picture
+    assert picture["points"] == 5 and picture["extremes"] == before["extremes"] != {}  # (its counts stand too)
     for exchange in exchanges:
         exchange.close()
     del successor

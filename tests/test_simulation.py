@@ -77,7 +77,7 @@ def test_the_jobs_lease_holds_its_invariants_over_seeds():
     """The real lease of 2-6 nodes under kills, pauses, stops, re-execs, a store gone or hung, lost and late
     answers, a Hub that hangs or fails and rounds that raise (:mod:`leasesim`): one holder at a time, taken
     over only once stale, never kept without progress, one leader again once the faults are over."""
-    failed = leasesim.sweep(range(150))  # (30 ms a seed; scripts/sweep_jobsim.py --model lease for more)
+    failed = leasesim.sweep(range(150))  # (about 45 ms a seed; scripts/sweep_jobsim.py --model lease for more)
     assert not failed, "\n".join(f"{result}\n  {result.problems[:3]}" for result in failed)
 
 
@@ -87,4 +87,17 @@ def test_the_lease_simulation_finds_a_lease_taken_before_it_went_stale():
     hasty = TIMING.scaled(2, "lease_stale")
     failed = leasesim.sweep(range(20), timing=hasty)
     assert failed and all("after its last write" in " ".join(result.problems) for result in failed)
-    assert str(leasesim.run(failed[0].seed, timing=hasty)) == str(failed[0])  # (the same faults, the same leases)
+    again = leasesim.run(failed[0].seed, timing=hasty)
+    assert (str(again), again.problems) == (str(failed[0]), failed[0].problems)  # (the same faults, leases and problems)
+
+
+class _Stubborn(leasesim.Lease):
+    """A lease that never sees its leader stalled: it keeps the lease through a hung or failing Hub."""
+
+    def _stalled(self, now: float) -> str | None:
+        return None
+
+
+def test_the_lease_simulation_finds_a_leader_that_keeps_the_lease_without_progress():
+    failed = leasesim.sweep(range(100), lease=_Stubborn)
+    assert failed and all("making no progress" in " ".join(result.problems) for result in failed)

@@ -125,7 +125,7 @@ class Leader(Lease):
             if thread is not None:
                 thread.join(max(0.0, until - time.monotonic()))
         if self.leading:
-            self._let_go("this uploader stops")
+            self.let_go("this uploader stops")
 
     # -- the rounds --------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -109,7 +109,10 @@ class Lease:
 
     def round_ended(self, failed: bool) -> None:
         """A round ended; one that raised what nobody expected starts (or continues) that failing span."""
-        self._round_failing_since = (self._round_failing_since or self.clock()) if failed else None
+        if not failed:
+            self._round_failing_since = None
+        elif self._round_failing_since is None:
+            self._round_failing_since = self.clock()
 
     def handover_after(self) -> float:
         """How long a leader may fail to write before it hands the lease over: one interval of the plan
@@ -134,9 +137,9 @@ class Lease:
         self._abstain_until = self.clock() + ABSTAIN_FACTOR * self.handover_after() * 2 ** min(self._handovers - 1, 4)
         self._failing_since = None
         logger.warning("job leader: node %d hands the job's commits over to another node: %s", self.node, why)
-        self._let_go(why)
+        self.let_go(why)
 
-    def _let_go(self, why: str) -> None:
+    def let_go(self, why: str) -> None:
         """Stop leading; release the lease now if no round runs (else it goes stale unrenewed)."""
         self.leading = False
         if self._lease is None or not self._round_lock.acquire(timeout=self.timing.poll):

@@ -1,6 +1,6 @@
 """The leader's side of a multi-node job's job run: every node's points merged into the job run of its
-logdir (:class:`JobMerge`), and the whole job as this node's merges heard it (:class:`Heard`). The exchange
-through the store, and when a point is due, are :mod:`.exchange`'s to say."""
+logdir, when each point is due, and which nodes it misses (:class:`JobMerge`); the whole job as this node's
+merges heard it (:class:`Heard`). The rounds through the store are :mod:`.exchange`'s."""
 
 from __future__ import annotations
 
@@ -28,7 +28,12 @@ class Heard:
     to a successor store as the job ends, the other nodes done, still shows every node and rank)."""
 
     nodes: set[int] = dataclasses.field(default_factory=set)
-    newest: dict[int, int] = dataclasses.field(default_factory=dict)  # rank -> its newest step, as last heard
+    ranks_of: dict[int, dict[int, int]] = dataclasses.field(default_factory=dict)  # node -> its ranks' newest steps
+    shown: bool = False  # a merge of this node showed the whole job
+
+    def newest(self) -> dict[int, int]:
+        """Rank -> its newest step, as its node was last heard."""
+        return {rank: step for ranks in self.ranks_of.values() for rank, step in ranks.items()}
 
 
 class JobMerge:
@@ -41,6 +46,8 @@ class JobMerge:
         merges heard (the picture ``status`` shows goes on from there)."""
         self.nodes, self.world, self.clock, self.hops = nodes, world, clock, hops
         self.heard = Heard() if heard is None else heard
+        self._earlier = self.heard.shown  # an earlier merge of this node showed the job: its picture stands till this one writes
+        self._wrote = False
         self.wait = (LEADER_WAIT_FACTOR + hops - 1) * wait  # how long a point waits here for its nodes
         self.run = JobRun(logdir, after=max(held.steps.values(), default=None))
         self.word = Held(dict(held.steps), held.every, list(held.restarts), dict(held.seen))  # published next
@@ -177,20 +184,23 @@ class JobMerge:
             self._start_at = None
         if points:
             self.run.write(points, self.world, self.every)
+            self._wrote = True
         self.show()
 
     def show(self) -> None:
-        """The whole job's picture for ``status``, where it changed: written by the merge whether or not a
-        point is due (a leader that takes up after its predecessor wrote every point shows the job too), as
-        this node's merges heard it (:class:`Heard`: a rank this merge did not hear keeps its last step)."""
+        """The whole job's picture for ``status``, where it changed, as this node's merges heard it (:class:`Heard`:
+        a node this merge did not hear keeps its ranks' last steps). Written whether or not a point is due (a
+        leader that takes up after its predecessor wrote every point shows the job too), except by a merge that
+        wrote nothing yet where an earlier one of this node showed the job (its counts, its min and max, stand)."""
         self.heard.nodes |= self._heard
-        for ranks in self._ranks_of.values():
-            self.heard.newest.update(ranks)
-        picture = self.run.summary(dict(self.heard.newest), self.world, waiting=len(self._values), late=sum(self._late.values()),
+        self.heard.ranks_of.update(self._ranks_of)
+        if self._earlier and not self._wrote:
+            return
+        picture = self.run.summary(self.heard.newest(), self.world, waiting=len(self._values), late=sum(self._late.values()),
                                    backlog=False, every=self.every, nodes=len(self.heard.nodes), restarts=self.word.epoch)
         if picture != self._shown:
             self.run.publish(picture)
-            self._shown = picture
+            self._shown, self.heard.shown = picture, True
 
     @property
     def nodes_heard(self) -> int:
