@@ -750,18 +750,24 @@ def test_status_on_a_node_that_does_not_lead_says_where_the_job_run_is(tmp_path,
         exchange.close()
 
 
+def _led_to_the_end(job_nodes, store, leader: int) -> tuple[list[JobView], list[JobTarget], list[ViewExchange]]:
+    """Two nodes' steps 0-4, every one written by node ``leader``'s merge in the nodes' last rounds."""
+    views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
+    jobs[leader].leader.leading = True
+    for _ in range(2):
+        for view, exchange in zip(views, exchanges):
+            view.update(final=True)
+            exchange.round(final=True)
+    return views, jobs, exchanges
+
+
 def test_a_leader_that_takes_up_with_nothing_due_shows_the_whole_job(tmp_path, job_nodes, store):
     """Node 0 leads and writes every step; then the lease moves to node 1 (node 0's lease lost under load, say),
     with nothing left to write. Node 0's ``status`` now shows its part; node 1's must show the whole job, or
     no node does (seen in CI: a 4-node job whose every ``status`` showed one node's part)."""
     from hf_mpwriter.cli.status import collect
 
-    views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
-    jobs[0].leader.leading = True
-    for _ in range(2):
-        for view, exchange in zip(views, exchanges):
-            view.update(final=True)
-            exchange.round(final=True)
+    views, jobs, exchanges = _led_to_the_end(job_nodes, store, 0)
     assert collect(views[0].logdir)["job_view"]["newest_step"] == {str(r): 4 for r in range(4)}  # node 0 wrote it all
     jobs[0].leader.leading, jobs[1].leader.leading = False, True
     for view, exchange in zip(views, exchanges):
@@ -782,12 +788,7 @@ def test_a_leader_that_moves_alone_to_a_successor_store_still_shows_the_whole_jo
     from hf_mpwriter.cli.status import collect
 
     dist = pytest.importorskip("torch.distributed")
-    views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
-    jobs[1].leader.leading = True
-    for _ in range(2):
-        for view, exchange in zip(views, exchanges):
-            view.update(final=True)
-            exchange.round(final=True)
+    views, jobs, exchanges = _led_to_the_end(job_nodes, store, 1)
     whole = {str(r): 4 for r in range(4)}
     before = collect(views[1].logdir)["job_view"]
     assert before["newest_step"] == whole and before["points"] == 5  # (the scenario: node 1 wrote it all)
