@@ -608,19 +608,15 @@ def test_a_signalled_leader_stops_by_its_preemption_deadline_though_its_round_ha
             target.stop()
 
 
-def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tmp_path, monkeypatch):
+def test_a_leader_whose_clock_reads_an_hour_ahead_changes_nothing(hub, store, tmp_path):
     """No wall clock is compared across hosts: the leaders' host reads an hour ahead of the nodes'. Node
     1's offer does not look an hour old to the leader (it commits it; before, offers expired by the
     node's wall time), and the slot the leader gives is the same moment on the node's own clock."""
-    from types import SimpleNamespace
-
-    from hf_mpwriter.uploader.coordination import leader as job_leader
-
     skew = 3601.5  # an hour and a bit: not a whole number of the plan's 4 s intervals
-    ahead = SimpleNamespace(time=lambda: time.time() + skew, monotonic=time.monotonic, sleep=time.sleep)
-    monkeypatch.setattr(job_leader, "time", ahead)  # the leader threads' clock only; the nodes' is this host's
     hub.create_repo(REPO)
     nodes = [_node(hub, store.port, k, commit_every=4.0) for k in range(2)]
+    for target in nodes:  # the leader threads' wall clock only (handed in); the nodes' is this host's
+        target.leader.wall = lambda: time.time() + skew
     for target in nodes:
         target.prepare()
     with _leading(nodes):

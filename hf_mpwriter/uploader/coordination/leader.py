@@ -32,7 +32,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from ...errors import TargetError
 from ...targets.base import UploadedFile
@@ -79,8 +79,11 @@ class Leader(Lease):
 
     def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
-                 call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming()) -> None:
-        self.target, self.spacing = target, spacing
+                 call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming(),
+                 wall: Callable[[], float] = time.time) -> None:
+        """``wall``: this host's wall clock (the plan's slots and the job's books; no other host's is compared
+        with it)."""
+        self.target, self.spacing, self.wall = target, spacing, wall
         self.budget = budget or make_budget()
         self.kind = target_kind(target)
         self.commit_every, self.call_bound = commit_every, call_bound
@@ -144,7 +147,7 @@ class Leader(Lease):
             except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
                 self._head_failures += 1
                 pause = doubling(self._head_failures, self.timing.poll, self.timing.store_retry)
-                self._head_rests_until = time.monotonic() + pause
+                self._head_rests_until = self.clock() + pause
                 logger.warning("job leader: %s; the head is read again in %.1f s", exc, pause)
             except Exception:  # never die (the nodes would fall back for good), but never lead without progress
                 logger.exception("job leader round failed")
@@ -178,7 +181,7 @@ class Leader(Lease):
         self._take_up_books()
         self.xet.share()
         self._read_successors()
-        if not self._ready(time.monotonic()):
+        if not self._ready(self.clock()):
             return
         # The parent, fixed before the offers it commits are read (member); a small call: one that hangs
         # for a hand-over time is a Hub out of reach, while a commit may take as long as any call may.
@@ -194,7 +197,7 @@ class Leader(Lease):
         if offers and self._write(offers, parent):
             rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
             if rest:
-                at = max(self.books.next_free(time.monotonic(), self.max_files), time.monotonic() + self.spacing)
+                at = max(self.books.next_free(self.clock(), self.max_files), self.clock() + self.spacing)
                 self._put_off(rest, at, "this commit's files were full")
 
     def _take_up_books(self) -> None:
@@ -211,8 +214,8 @@ class Leader(Lease):
         except Malformed as exc:
             self.malformed.count("books", exc)
             return
-        now = time.monotonic()
-        self.books.take_up(books, now, time.time())
+        now = self.clock()
+        self.books.take_up(books, now, self.wall())
         self._last_commit = max(self._last_commit, self.books.last_write())
         writes, requests = self.books.spent(now)
         logger.info("job leader: took up the job's books: %d write(s) in the commit window, %d request(s) in the API "
@@ -221,7 +224,7 @@ class Leader(Lease):
     def _read_successors(self) -> None:
         """The successor stores' addresses (:mod:`.successor`), read every ``timing.successor_copy``: each answer
         carries them, so that a node knows where to go on once the store in use is gone."""
-        now = time.monotonic()
+        now = self.clock()
         if now - self._successors_read < self.timing.successor_copy:
             return
         self._successors_read = now
@@ -232,7 +235,7 @@ class Leader(Lease):
         lands must not set back the books of the one after it)."""
         if not self.leading:
             return {}
-        return {"books": books_value(*self.books.export(time.monotonic(), time.time()))}
+        return {"books": books_value(*self.books.export(self.clock(), self.wall()))}
 
     def _ready(self, now: float) -> bool:
         """Whether this round writes: offers read (again only when the ``offered`` counter moved), the
@@ -268,7 +271,7 @@ class Leader(Lease):
         plan = self.plan()
         if set(self._candidates) != {self.node} or last or plan.leader_pacing(0.0) is None:
             return False
-        at = now + until_turn(plan.gap, 0.0, time.time(), plan.gap / 2)
+        at = now + until_turn(plan.gap, 0.0, self.wall(), plan.gap / 2)
         self._put_off(self._candidates, at, "it rides with the next group's write")
         self._offered, self._candidates = None, {}
         return True
@@ -277,7 +280,7 @@ class Leader(Lease):
         """One commit (a bucket: one batch) of the claimed offers, verified, and its answers; whether it landed."""
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
-        self._last_commit = time.monotonic()
+        self._last_commit = self.clock()
         moves = self.store.moves
         try:
             limit = min(self.call_bound, max(self.handover_after(), self.timing.commit_grace))
@@ -287,7 +290,7 @@ class Leader(Lease):
             return False
         self.wrote()
         self.commits += 1
-        self.books.wrote(time.monotonic(), len(files))
+        self.books.wrote(self.clock(), len(files))
         self.max_files = min(self.budget.files_per_commit, self.max_files * 3 // 2)  # back up after a halving
         try:
             wrong = self.target.verify_uploaded(files)
@@ -298,7 +301,7 @@ class Leader(Lease):
             logger.warning("job leader: committed %d file(s) as %s while the job's store moved; the nodes offer them "
                            "again to the leader there", len(files), commit)
             return False  # (nor any put-off answers: the round's offers were that store's)
-        plan, wall = self.plan(), time.time()
+        plan, wall = self.plan(), self.wall()
         self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
             **self._books_value(),
             **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
@@ -330,7 +333,7 @@ class Leader(Lease):
         time; a timeout halves the next commits (the Hub's 60 s server timeout); other transient errors put
         them off to the next round; an error only the user can fix is the nodes' to report."""
         if exc.retry_after is not None:
-            self.books.refused(time.monotonic(), exc.retry_after)
+            self.books.refused(self.clock(), exc.retry_after)
             if books := self._books_value():  # (the pause holds for the next leader too)
                 self.store.multi_set(books)
             logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
@@ -343,7 +346,7 @@ class Leader(Lease):
         else:
             logger.warning("job leader: %s", exc)
         if exc.transient:  # the branch moved, the network: offered again next round (a hand-over if it lasts)
-            self._put_off(offers, time.monotonic() + self.spacing, f"the leader's commit failed ({exc})")
+            self._put_off(offers, self.clock() + self.spacing, f"the leader's commit failed ({exc})")
         else:  # only the user can fix it: the nodes report it
             self._answer(offers, {"commit": None, "error": str(exc)})
             self._forget(offers)
@@ -365,7 +368,7 @@ class Leader(Lease):
             self._defer(chunk, at, why, plan)
 
     def _defer(self, offers: dict[int, dict], at: float, why: str, plan: Plan) -> None:
-        retry_in, wall = max(0.0, at - time.monotonic()), time.time()
+        retry_in, wall = max(0.0, at - self.clock()), self.wall()
         self._answer(offers, {"commit": None, "retry_in": retry_in, "why": why, "plan": plan.to_json()},
                      {node: plan.slots_in(node, wall) for node in offers})
         self._forget(offers)
@@ -403,7 +406,7 @@ class Leader(Lease):
         members = self.members()
         kinds = ("offer", "answer", "incarnation")
         values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
-        now = time.monotonic()
+        now = self.clock()
         offers: dict[int, dict] = {}
         present: set[tuple[int, int]] = set()
         for k, node in enumerate(members):
