@@ -346,7 +346,7 @@ def _act(sim: Sim, kind: str, number: int, payload) -> None:
         node.alive = False
         sim.fault(f"node {number} killed")
     elif payload == "pause":
-        node.paused_until = sim.now + rng.uniform(1, 3 * TIMING.lease_stale)
+        node.paused_until = max(node.paused_until, sim.now + rng.uniform(1, 3 * TIMING.lease_stale))  # (one stopped stays so)
         sim.at(node.paused_until - sim.now, "end", number, "pause")
         sim.fault(f"node {number} stopped until {node.paused_until:.1f} s")
     elif payload == "stop":
