@@ -142,7 +142,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -219,10 +218,7 @@ def leader_main(cfg: dict) -> None:
     # --poll-scaled, its round poll too (a round per 0.5 Hub-s, as at the Hub's own pace).
     timing = node_target.timing.scaled(scale, "gather", "defer_after", *(["poll"] if cfg.get("poll_scaled") else []))
     timing = dataclasses.replace(timing, successor_copy=SUCCESSOR_COPY_REAL_S)
-    if cfg.get("skew"):  # this leader's host clock is off by ``skew`` s (its monotonic clock is not)
-        real = time
-        job_leader.time = types.SimpleNamespace(  # type: ignore[assignment]
-            time=lambda: real.time() + cfg["skew"], monotonic=real.monotonic, sleep=real.sleep)
+    skew = float(cfg.get("skew") or 0.0)  # this leader's host clock is off by ``skew`` s (its monotonic clock is not)
     log = open(cfg["log"], "a", buffering=1)
 
     class TimedStore(JobStore):
@@ -270,7 +266,7 @@ def leader_main(cfg: dict) -> None:
     store = TimedStore(address, cfg["prefix"])
     # What the factory gave the node's own leader (its spacing, budget and interval), measured here.
     leader = MeasuredLeader(target, store, cfg["node"], cfg["nodes"], node_target.spacing, node_target.budget,
-                            node_target.commit_every, timing=timing)
+                            node_target.commit_every, timing=timing, wall=lambda: time.time() + skew)
     leader.start()
     threading.Thread(target=_follow_successors, args=(leader, store, cfg["job"]), daemon=True).start()
     print("ready", flush=True)
