@@ -129,7 +129,8 @@ class Node:
     round_fails: bool = False
     faulted_since: float | None = None  # its Hub or its rounds fail since (``None``: they work)
     clean: bool = True  # neither its Hub nor its rounds ever failed
-    faulted_lead_at: float | None = None  # when it first led with its Hub or its rounds failing (this time)
+    spell_since: float | None = None  # it leads, its Hub or rounds failing, since
+    spell_ended: float | None = None  # its last such spell of leading ended then
     call_started: float | None = None  # a round's call to the Hub under way since
 
     def running(self, now: float) -> bool:
@@ -222,6 +223,8 @@ class Sim:
                 lease.wrote()
                 lease.round_ended(failed=False)
                 node.call_started, lease._round_lock.held = None, False  # type: ignore[attr-defined]
+                node.spell_since = node.spell_ended = None  # (progress: a fault that goes on counts from here)
+                node.faulted_since = self.now if node.hub is not None or node.round_fails else None
             if lease.leading and node.call_started is None:
                 if node.round_fails:
                     lease.round_ended(failed=True)
@@ -242,9 +245,9 @@ class Sim:
             self.at(TIMING.poll, "round", node.number, node)
 
     def check(self) -> None:
+        for node in self.nodes:
+            self._check_progress(node)
         leading = [n.number for n in self.nodes if n.lease.leading and n.running(self.now)]
-        for number in leading:
-            self._check_progress(self.nodes[number])
         if len(leading) < 2:
             self.overlap_since = None
             return
@@ -256,18 +259,31 @@ class Sim:
 
 
     def _check_progress(self, node: Node) -> None:
-        """A leader whose Hub calls hang or fail, or whose rounds raise, lets the lease go within a stuck call
-        and a few ticks of first leading so, and does not take it back while a node that works could lead
-        (nothing else disturbed since the fault began)."""
+        """A leader whose Hub calls hang or fail, or whose rounds raise, lets the lease go within a stuck call (or
+        its hand-over time) and a few ticks, and takes it back no sooner than its abstention, while a node that
+        works could lead (nothing else disturbed since the fault began)."""
         if node.faulted_since is None:
             return
-        since = node.faulted_lead_at = self.now if node.faulted_lead_at is None else node.faulted_lead_at
-        longest = max(HUB_CALL_LIMIT, node.lease.handover_after()) + 3 * TIMING.poll + STORE_CALL_S
-        if self.now - since <= longest or self.disturbed_at >= node.faulted_since:
+        if not (node.lease.leading and node.running(self.now)):
+            if node.spell_since is not None:
+                node.spell_ended, node.spell_since = self.now, None
             return
-        if any(other.clean and other.running(self.now) for other in self.nodes if other is not node):
+        if node.spell_since is None:
+            node.spell_since, back = self.now, node.spell_ended
+            abstention = ABSTAIN_FACTOR * node.lease.handover_after()
+            if back is not None and self.now - back < abstention and self._another_could_lead(node):
+                self.problem(f"node {node.number} took the lease back {self.now - back:.1f} s after letting it go, making "
+                             f"no progress since {node.faulted_since:.1f} s")
+        longest = max(HUB_CALL_LIMIT, node.lease.handover_after()) + 3 * TIMING.poll + STORE_CALL_S
+        if self.now - node.spell_since > longest and self._another_could_lead(node):
             self.problem(f"node {node.number} leads, making no progress since {node.faulted_since:.1f} s")
-            node.faulted_lead_at = self.now  # (said once per span)
+            node.spell_since = self.now  # (said once per span)
+
+    def _another_could_lead(self, node: Node) -> bool:
+        """Whether a node that never failed runs, and nothing but ``node``'s own fault disturbed the job since."""
+        assert node.faulted_since is not None
+        return self.disturbed_at < node.faulted_since and any(
+            other.clean and other.running(self.now) for other in self.nodes if other is not node)
 
 
 LEADER = -1  # a fault's node: whichever leads when it starts
@@ -330,7 +346,7 @@ def _act(sim: Sim, kind: str, number: int, payload) -> None:
         if what == "store":
             store.gone = None
         elif what in ("hub", "round-fail"):
-            node.hub, node.round_fails, node.faulted_since, node.faulted_lead_at = None, False, None, None
+            node.hub, node.round_fails, node.faulted_since, node.spell_since, node.spell_ended = None, False, None, None, None
         if what in ("store", "pause"):
             sim.disturbed_at = sim.now
         sim.fault(f"{what} over" + ("" if what == "store" else f" on node {number}"))
