@@ -105,6 +105,8 @@ class Store:
         if self.gone == "hang":
             self.cost += STORE_CALL_S
             raise StoreError("the simulated store did not answer in time")
+        if self.lose or self.late:  # (the job is disturbed when the call is made, not when the fault was armed)
+            self.sim.disturbed_at = self.sim.now
         if self.lose:
             self.lose = False
             apply()
