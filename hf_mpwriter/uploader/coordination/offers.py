@@ -28,9 +28,11 @@ class Offers:
     the exchange (:meth:`exchange`)."""
 
     def __init__(self, store: JobStore, node: int, wait: float, taken_wait: float, timing: JobTiming,
-                 malformed: Skipped) -> None:
+                 malformed: Skipped, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         """``wait``: how long an offer waits for the leader's answer; ``taken_wait``: how long for one a leader
-        claimed (its commit under way)."""
+        claimed (its commit under way); ``clock``, ``sleep``: this host's."""
+        self.clock, self.sleep = clock, sleep
         self.store, self.node, self.wait, self.taken_wait = store, node, wait, taken_wait
         self.timing, self.malformed = timing, malformed
         self.seq = 0
@@ -50,7 +52,7 @@ class Offers:
         :class:`Deferred` where that leader stopped leading (the next one takes the files), a transient
         :class:`TargetError` where it hangs; :class:`~.store.StoreError` where the store fails."""
         key = f"offer/{self.node}"
-        self.pending_since = time.monotonic()  # from now on, an offer of ours may be in the store
+        self.pending_since = self.clock()  # from now on, an offer of ours may be in the store
         self.store.set(key, offer)
         self.store.add("offered", 1)  # the leader polls this counter, not every node's offer
         answer = self._await_answer(self.seq, self.wait)
@@ -80,20 +82,20 @@ class Offers:
     def _await_answer(self, seq: int, longest: float, worth_it: Callable[[], bool] | None = None) -> dict | None:
         """Our answer, read each time the leader's ``answered`` counter moves (one round trip per poll);
         ``None`` after ``longest``, or once ``worth_it`` (asked every half lease) says no."""
-        started = looked = time.monotonic()
+        started = looked = self.clock()
         seen = None
-        while time.monotonic() < self.store.until(started, longest):  # read again: a signal shortens it
+        while self.clock() < self.store.until(started, longest):  # read again: a signal shortens it
             answered = self.store.add("answered", 0)
             if answered != seen:
                 seen = answered
                 answer = self.answer(seq)
                 if answer is not None:
                     return answer
-            if worth_it is not None and time.monotonic() - looked >= self.timing.lease_stale / 2:
-                looked = time.monotonic()
+            if worth_it is not None and self.clock() - looked >= self.timing.lease_stale / 2:
+                looked = self.clock()
                 if not worth_it():
                     return self.answer(seq)  # (answered just before it stopped, maybe)
-            time.sleep(self.timing.poll / 2)
+            self.sleep(self.timing.poll / 2)
         return None
 
     def answer(self, seq: int) -> dict | None:
