@@ -1,10 +1,11 @@
 """Sweep a deterministic simulation of the job's protocol over many seeds, per kind of fault: the job run
-(``tests/jobsim.py``) or the lease (``tests/leasesim.py``).
+(``tests/jobsim.py``), the lease (``tests/leasesim.py``) or the commits (``tests/commitsim.py``).
 
     python scripts/sweep_jobsim.py --seeds 2000                 # the job run, every kind of fault at once
     python scripts/sweep_jobsim.py --seeds 500 --kinds resume late
     python scripts/sweep_jobsim.py --replay 12 --kinds lost-answer leader
     python scripts/sweep_jobsim.py --model lease --seeds 100000 --processes 2
+    python scripts/sweep_jobsim.py --model commit --seeds 1000 --kinds kill hub-hang
 
 Prints each failing seed (it replays exactly with ``--replay``) and a count; exits 1 if any seed failed.
 """
@@ -22,16 +23,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import jobsim  # noqa: E402  (the tests' harnesses: one simulation for the suite and the sweep)
+import commitsim  # noqa: E402  (the tests' harnesses: one simulation for the suite and the sweep)
+import jobsim  # noqa: E402
 import leasesim  # noqa: E402
 
-MODELS = {"jobrun": jobsim, "lease": leasesim}
+MODELS = {"jobrun": jobsim, "lease": leasesim, "commit": commitsim}
 
 
 def _run(model: str, seed: int, kinds: tuple[str, ...], tmp: str):
     logging.disable(logging.WARNING)
-    if model == "lease":
-        return leasesim.run(seed, kinds)
+    if model in ("lease", "commit"):
+        return MODELS[model].run(seed, kinds)
     result = jobsim.run(seed, Path(tmp), kinds=kinds)
     shutil.rmtree(Path(tmp, f"seed-{seed}"), ignore_errors=True)
     return result

@@ -1060,12 +1060,13 @@ def test_an_undecodable_prepared_id_is_skipped_and_the_node_prepares_its_target_
 @pytest.mark.parametrize("raw", [b'{"writes": [Infinity], "requests": []}', b'{"writes": [], "requests": [[1e999, 2]]}',
                                  b'{"writes": [1], "requests": [[1, -2]]}', b'{"writes": [], "requests": [], "paused": NaN}',
                                  b'{"writes": "1,2", "requests": []}', b'{"writes": [], "requests": [[1]]}', b"\xff",
+                                 b'{"writes": [], "requests": [], "own": -1}',
                                  json.dumps({"writes": [1.0] * (MAX_BOOK_ENTRIES + 1), "requests": []}).encode()])
 def test_the_jobs_books_are_parsed_whole_or_refused(raw):
     """``books`` (the job's spending, for the next leader): finite times, whole request counts, bounded lists."""
     with pytest.raises(Malformed):
         parse_books(raw)
-    assert parse_books(books_value([5.0, 6.5], [(6.5, 2)], None)) == ([5.0, 6.5], [(6.5, 2)], None)
+    assert parse_books(books_value([5.0, 6.5], [(6.5, 2)], None, 3)) == ([5.0, 6.5], [(6.5, 2)], None, 3)
 
 
 def test_books_taken_up_from_another_hosts_wall_clock_count_its_writes_in_the_window():

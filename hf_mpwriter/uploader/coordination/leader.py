@@ -52,6 +52,7 @@ from .protocol import (
     Malformed,
     Skipped,
     books_value,
+    lease_holder,
     parse_answer,
     parse_books,
     parse_counter,
@@ -80,14 +81,14 @@ class Leader(Lease):
     def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
                  call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming(),
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
         """``wall``: this host's wall clock (the plan's slots and the job's books; no other host's is compared
-        with it)."""
+        with it); ``clock``: its monotonic clock."""
         self.target, self.spacing, self.wall = target, spacing, wall
         self.budget = budget or make_budget()
         self.kind = target_kind(target)
         self.commit_every, self.call_bound = commit_every, call_bound
-        super().__init__(store, node, nodes, timing, commit_every)
+        super().__init__(store, node, nodes, timing, commit_every, clock)
         self.books = Books(self.budget, self.kind)
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
         self.max_files = self.budget.files_per_commit
@@ -179,6 +180,7 @@ class Leader(Lease):
         the books have room; offers that will not have room soon are told when to offer again."""
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
         self._take_up_books()
+        self._count_own_writes()
         self.xet.share()
         self._read_successors()
         if not self._ready(self.clock()):
@@ -220,6 +222,14 @@ class Leader(Lease):
         writes, requests = self.books.spent(now)
         logger.info("job leader: took up the job's books: %d write(s) in the commit window, %d request(s) in the API "
                     "window", writes, requests)
+
+    def _count_own_writes(self) -> None:
+        """The nodes' own commits since the books last counted them (``own_writes``, a counter each node adds to
+        after a commit of its own): written into the books, so that the budget holds what the nodes wrote while no
+        leader answered them (a hand-over, a slow round) too."""
+        counted = self.books.count_own(self.store.add("own_writes", 0), self.clock())
+        if counted:
+            logger.info("job leader: %d commit(s) the nodes made themselves count in the job's budget", counted)
 
     def _read_successors(self) -> None:
         """The successor stores' addresses (:mod:`.successor`), read every ``timing.successor_copy``: each answer
@@ -301,14 +311,18 @@ class Leader(Lease):
             logger.warning("job leader: committed %d file(s) as %s while the job's store moved; the nodes offer them "
                            "again to the leader there", len(files), commit)
             return False  # (nor any put-off answers: the round's offers were that store's)
-        plan, wall = self.plan(), self.wall()
+        # (asked of the store: a leader that lost the lease unawares, paused say, must not set back the next one's books)
+        holds = self.leading and lease_holder(self.store.get("lease")) == (self.node, self.term)
+        plan, wall, books = self.plan(), self.wall(), self._books_value() if holds else {}
         self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
-            **self._books_value(),
+            **books,
             **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
                                              **plan.slots_in(node, wall), "successors": self._successors,
                                              "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
                for node, offer in offers.items()},
         })
+        if not holds:  # it lost the lease during this write: the next leader's books count it as a node's own write
+            self.store.add("own_writes", 1)
         self.store.add("answered", 1)
         self._forget(offers)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)

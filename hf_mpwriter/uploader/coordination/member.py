@@ -97,8 +97,11 @@ class JobTarget(Target):
     def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
                  commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
-                 files_hint: int = 1, timing: JobTiming = JobTiming()) -> None:
+                 files_hint: int = 1, timing: JobTiming = JobTiming(), clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        """``clock``, ``wall``, ``sleep``: this host's (a simulation hands in virtual ones: ``tests/commitsim.py``)."""
         self.inner, self.prefix = inner, inner.prefix
+        self.clock, self.wall = clock, wall
         self.timing = timing
         self.key, self.min_interval = inner.key, inner.min_interval
         self.store, self.node, self.wait, self.prepared_wait = store, node, wait, prepared_wait
@@ -129,15 +132,17 @@ class JobTarget(Target):
         #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
-        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing)
+        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing,
+                             wall=wall, clock=clock)
         self.leader.xet.source = inner.xet_write_token  # this node's own token is the one it shares, leading
         #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,
         #: so that the node's whole commit (upload, wait, that) stays within its own.
-        self.offers = Offers(store, node, wait, call_bound / 2, timing, self.leader.malformed)
+        self.offers = Offers(store, node, wait, call_bound / 2, timing, self.leader.malformed, clock, sleep)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
         self.own_commits = 0  # commits this node made of its files itself (``status``; :attr:`why`: the last reason)
+        self._own_untold = 0  # of those, the ones the store's ``own_writes`` does not count yet
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
         #: The successor stores (:mod:`.successor`), as the leader's last answer listed them (before any answer: as the
@@ -204,12 +209,12 @@ class JobTarget(Target):
         :data:`STORE_RETRY_S` (one not there yet, or gone, is not asked at every interval; one that
         comes back is joined)."""
         self.why = str(exc)
-        self._store_rests_until = time.monotonic() + self.timing.store_retry
+        self._store_rests_until = self.clock() + self.timing.store_retry
         self._announced = False  # a store that comes back may have come back empty (a new host process)
 
     def store_usable(self) -> bool:
         """Whether to ask the store now (not gone, not resting after a failure: :meth:`store_failed`)."""
-        return not self.store_gone and time.monotonic() >= self._store_rests_until
+        return not self.store_gone and self.clock() >= self._store_rests_until
 
     def situation(self, config: UploadConfig) -> Situation:
         """What decides this node's commit times (:func:`.pacing.pacing`): the leader's plan once it said one
@@ -230,7 +235,7 @@ class JobTarget(Target):
 
     def start(self) -> None:
         """This uploader was elected: say so in the store (older incarnations' offers are ignored), lead if due."""
-        if time.monotonic() >= self._store_rests_until and self._announce():  # (not when for_job found no store)
+        if self.clock() >= self._store_rests_until and self._announce():  # (not when for_job found no store)
             self._check_folders()
         self.leader.start()
         slot = successor_slot(self.node, self.leader.nodes)
@@ -357,12 +362,12 @@ class JobTarget(Target):
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
         if (silent := self.store.silent_for()) >= self.timing.store_lost:  # no offer into a store that answers nothing
             return self._commit_ourselves(pieces, message, f"the job's store answered nothing for {silent:.0f} s")
-        if time.monotonic() < self._store_rests_until or not self._announce():
+        if self.clock() < self._store_rests_until or not self._announce():
             return self._commit_ourselves(pieces, message, self.why or "the job's store failed")
         uploaded = self.inner.preupload(pieces)
         if uploaded is None:  # a regular (non-LFS) file travels in the commit itself; a bucket without Xet hashes
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
-        now = time.monotonic()
+        now = self.clock()
         if self._waiting_since is None:
             self._waiting_since = now
         offer = self.offers.make(self.incarnation, [[f.path, f.sha256, f.size, f.xet_hash] for f in uploaded],
@@ -371,6 +376,7 @@ class JobTarget(Target):
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
         try:
             self._learn_successors()
+            self._tell_own_writes()
             answer = self.offers.exchange(offer)
         except StoreError as exc:
             self.store_failed(exc)
@@ -387,7 +393,7 @@ class JobTarget(Target):
     def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
         self.offers.pending_since = None  # answered: no leader takes this offer again
-        self.heard(answer, time.time())
+        self.heard(answer, self.wall())
         if answer.get("retry_in") is not None:
             if self._hurried():  # the node's disk goes before then
                 return self._commit_ourselves(pieces, message, "the job's budget has no room before this node's deadline")
@@ -420,7 +426,7 @@ class JobTarget(Target):
         """A node that no answer told of the successor stores yet (no leader, or none that answered it) reads them
         in the store itself, every ``timing.successor_copy`` at most: should the store die before its first
         answer, it must still know where the job goes on. Not once signalled (its last records go now)."""
-        now = time.monotonic()
+        now = self.clock()
         if now - self._successors_read < self.timing.successor_copy or self._hurried():
             return
         self._successors_read = now
@@ -437,7 +443,7 @@ class JobTarget(Target):
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
         store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
         if self.offers.pending_since is not None:
-            now = time.monotonic()
+            now = self.clock()
             left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
             if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
                 raise TargetError(f"the job's leader did not commit this node's files ({why}), and the offer could "
@@ -457,11 +463,24 @@ class JobTarget(Target):
             raise Deferred(f"job-wide commit not made ({why}); this node commits its files itself at its turn in the "
                            f"job's budget", wait)
         logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
-        self._own_last, self._own_due = time.monotonic(), None
+        self._own_last, self._own_due = self.clock(), None
         commit = self.inner.commit(pieces, message)
         self.own_commits += 1
         self._landed()
+        self._own_untold += 1
+        self._tell_own_writes()
         return commit
+
+    def _tell_own_writes(self) -> None:
+        """Tell the leader of this node's own commits (``own_writes``: its books count them), once the store
+        answers (those made while it failed are told at the next offer)."""
+        if not self._own_untold or not self.store_usable() or self._hurried():
+            return
+        try:
+            self.store.add("own_writes", self._own_untold)
+            self._own_untold = 0
+        except StoreError as exc:
+            self.store_failed(exc)
 
     def _moved_on(self) -> bool:
         """Whether this node moved to a successor store (:mod:`.successor`): the store in use, which answered
@@ -507,11 +526,11 @@ class JobTarget(Target):
                                self.store.address.port)
             self.store_gone = True
             return 0.0
-        now = time.monotonic()
+        now = self.clock()
         if self._own_due is None:
             since = None if self._own_last is None else now - self._own_last
             phase = None if self._phases is None else self._phases[1]
-            self._own_due = now + self.plan_now(files).own_turn(self.node, time.time(), since, phase)
+            self._own_due = now + self.plan_now(files).own_turn(self.node, self.wall(), since, phase)
         return min(max(0.0, self._own_due - now), self.timing.store_retry)
 
 

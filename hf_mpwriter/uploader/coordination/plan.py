@@ -237,6 +237,10 @@ def _plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_eve
     return Plan(nodes=nodes, per_commit=per_commit, gap=gap, interval=max(commit_every, groups * gap), own_gap=own_gap)
 
 
+#: The store's ``books``: ``(writes, requests, paused, own_seen)`` (:meth:`Books.export`).
+BooksValue = tuple[list[float], list[tuple[float, int]], "float | None", "int | None"]
+
+
 class Books:
     """What the leader spent (writes and their API requests) in the last hour and 5 minutes, and the
     pause a 429 asked for: whether a write may go now, and if not, when."""
@@ -249,6 +253,8 @@ class Books:
         self.slowdown = 1.0
         self._slowed_at = -math.inf
         self.refusals = 0  # the Hub's 429s so far
+        #: The nodes' own commits these books hold (the store's ``own_writes`` counter; ``None``: not read yet).
+        self.own_seen: int | None = None
 
     def _forget(self, now: float) -> None:
         while self._writes and self._writes[0] <= now - self.budget.commit_window_s:
@@ -281,18 +287,29 @@ class Books:
                     break
         return at
 
-    def export(self, now: float, wall: float) -> tuple[list[float], list[tuple[float, int]], float | None]:
-        """``(writes, requests, paused)`` on the wall clock (``wall``: what it reads at ``now``), for the next
-        leader (the store's ``books``): a hand-over or a restarted uploader must not start the hour afresh."""
+    def export(self, now: float, wall: float) -> BooksValue:
+        """``(writes, requests, paused, own_seen)`` on the wall clock (``wall``: what it reads at ``now``), for the
+        next leader (the store's ``books``): a hand-over or a restarted uploader must not start the hour afresh."""
         self._forget(now)
         paused = self.paused_until + wall - now if self.paused_until > now else None
-        return ([t + wall - now for t in self._writes], [(t + wall - now, n) for t, n in self._requests], paused)
+        return ([t + wall - now for t in self._writes], [(t + wall - now, n) for t, n in self._requests], paused,
+                self.own_seen)
 
-    def take_up(self, books: tuple[list[float], list[tuple[float, int]], float | None], now: float, wall: float) -> None:
+    def count_own(self, counter: int, now: float) -> int:
+        """The nodes' own commits (the store's ``own_writes`` counter) not in the books yet, counted as writes made
+        ``now`` (a little late: they stay in the window a little longer); how many. A node commits its files itself
+        when no leader answers it, in a hand-over say: the next leader's budget must hold those too."""
+        new = 0 if self.own_seen is None else max(0, counter - self.own_seen)
+        for _ in range(min(new, math.ceil(self.budget.commits_per_hour))):  # (a full window at most: those of a long
+            self.wrote(now, 1)  # spell without a leader were at the nodes' own slots, within the budget)
+        self.own_seen = counter
+        return new
+
+    def take_up(self, books: BooksValue, now: float, wall: float) -> None:
         """The job's books as the last leader left them (from :meth:`export`, on another host's wall clock):
         they replace this leader's, which are in them if it led before. The times are wall clocks, so hosts
         whose clocks disagree by S seconds count a write S seconds early or late."""
-        writes, requests, paused = books
+        writes, requests, paused, self.own_seen = books
         self._writes = deque(sorted(min(now, t - wall + now) for t in writes))
         self._requests = deque(sorted((min(now, t - wall + now), n) for t, n in requests))
         # (a pause past the commit window is a skewed clock or a bad value: it would hold every write, leader after leader)

@@ -1,0 +1,571 @@
+"""A deterministic simulation of a job's commits: the real code of every node's
+:class:`~hf_mpwriter.uploader.coordination.member.JobTarget` (its offers, the answers it waits for, its own
+commits when no leader answers) and :class:`~hf_mpwriter.uploader.coordination.leader.Leader` (its lease's
+thread and its rounds: books, claims, commits, answers), one virtual clock, an in-memory store with the real
+store's calls, and a Hub that fences commits by their parent. A seed chooses the job (2-4 nodes, one
+repository) and the faults:
+
+- ``kill``: a node's uploader killed (SIGKILL) and, mostly, started again a while later (its queue survives);
+- ``pause``: a node stopped for a while (SIGSTOP), then continued;
+- ``store-hang``: every store call hangs until its deadline, for a while;
+- ``store-gone``: nothing listens at the store's address any more, for good;
+- ``lost-answer``: a node's store call applies, its answer lost;
+- ``hub-hang``: the Hub holds a node's calls for a while (its route to the Hub; those under way too), and applies
+  what it held after;
+- ``hub-hold``: the Hub holds the next commit a node sends for a while (up to 5 minutes), then applies it;
+- ``hub-fail``: the Hub fails every call for a while;
+- ``hub-429``: the Hub answers 429 with ``Retry-After`` for a while.
+
+Each node's uploader makes a new version of its file every ``COMMIT_EVERY`` s of its work and commits the
+newest it has, as the uploader's loop does (put off: again when told; failed: again after a backoff); at its
+end it commits its last version and stops. Invariants:
+
+- **nothing lost**: at the end, the Hub holds every node's last version (a node killed for good: none it never
+  made);
+- **never backwards**: no commit the Hub applies takes a node's file to an older version than it held;
+- **one leader's term at a time**: the leaders' commits the Hub applies never go back to an older term;
+- **the budget**: in every window of the job's commit window, the Hub applies at most the job's explicit
+  commits an hour, the job's end (every node's last records, which go whatever the budget says) aside.
+
+How: every node's threads (its lease, its rounds, its uploader) are real threads, but one runs at a time,
+handed the turn by the simulation, and each gives it back where it waits (the clock, ``sleep``, the lease's
+``Event`` and round lock handed in). So a seed replays exactly, and a failing one prints itself
+(:func:`run` with that seed replays it). Simulated: the store (a dict), the Hub (a head and each file's version),
+the clocks (one rate, one time). Not in it: successor stores (a gone store leaves each node on its own), the job
+run, the Xet token (each node's own), a bucket.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hf_mpwriter.config import UploadConfig
+from hf_mpwriter.errors import Deferred, TargetError
+from hf_mpwriter.state.piece import Piece
+from hf_mpwriter.targets.base import UploadedFile
+from hf_mpwriter.timing import OFFER_WAIT_S, STORE_CALL_S, JobTiming
+from hf_mpwriter.uploader.coordination.leader import Leader
+from hf_mpwriter.uploader.coordination.member import JobTarget
+from hf_mpwriter.uploader.coordination.pacing import pacing
+from hf_mpwriter.uploader.coordination.plan import make_budget
+from hf_mpwriter.uploader.coordination.store import StoreAddress, StoreError
+from hf_mpwriter.uploader.schedule import until_turn
+
+KINDS = ("kill", "pause", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold", "hub-fail", "hub-429")
+#: The kinds under which the budget holds: at the store's death each node commits what it holds at once (no store,
+#: no books; successor stores, not simulated here, are the answer), which a window's budget does not hold.
+HELD = tuple(kind for kind in KINDS if kind != "store-gone")
+TIMING = JobTiming()  # production's waits
+COMMIT_EVERY = 10.0  # the user's commit_every (s)
+COMMITS_PER_HOUR = 12.0  # the user's explicit HF_MPWRITER_COMMITS_PER_HOUR
+WINDOWS = 6.0  # the budget's windows, 6 times shorter (an hour in 10 minutes: the rates per window stay)
+SPACING = 14.0  # the Hub's commit spacing over two (production's ``_write_spacing``)
+CALL_BOUND = 3 * OFFER_WAIT_S
+WORK = 600.0  # each node's work before its end (s)
+HUB_LATENCY = 0.5
+
+
+class Killed(BaseException):
+    """Raised where a killed node's thread waits: it unwinds (the simulation's end), running nothing more."""
+
+
+class Actor:
+    """One of a node's threads; it runs only while the simulation hands it the turn."""
+
+    def __init__(self, sim: Sim, node: Node, name: str, body: Callable[[], None]) -> None:
+        self.sim, self.node, self.name, self.body = sim, node, name, body
+        self.turn = threading.Event()
+        self.killed = self.done = False
+        self.thread = threading.Thread(target=self._main, name=f"commitsim-{name}", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        self.turn.wait()
+        try:
+            if not self.killed:
+                self.body()
+        except Killed:
+            pass
+        except BaseException:
+            self.sim.crashes.append(f"{self.name}: {traceback.format_exc(limit=6)}")
+        finally:
+            self.done = True
+            self.sim.back.set()
+
+
+class SimEvent:
+    """The lease's ``_stop`` event, on the virtual clock."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim, self.flag = sim, False
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def set(self) -> None:
+        self.flag = True
+
+    def wait(self, timeout: float) -> bool:
+        self.sim.sleep(timeout)
+        return self.flag
+
+
+class SimLock:
+    """The lease's round lock: a thread that finds it held waits on the virtual clock."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim, self.held = sim, False
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        end = self.sim.now + (timeout if timeout >= 0 else math.inf)
+        while self.held:
+            if self.sim.now >= end or not blocking:
+                return False
+            self.sim.sleep(min(0.1, end - self.sim.now))
+        self.held = True
+        return True
+
+    def release(self) -> None:
+        self.held = False
+
+    def __enter__(self) -> SimLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Store:
+    """One node's connection to the job's store (the values are the simulation's): ``store-hang`` makes every
+    call wait out its deadline and fail, ``store-gone`` refuses them; ``lose`` loses the next call's answer."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self.address = StoreAddress("sim", 1, "job")
+        self.prefix, self.moves, self.preemption, self.deadline, self.round_trips = "", 0, math.inf, STORE_CALL_S, 0
+        self.failing_since: float | None = None
+        self.lose = False
+
+    def get(self, key: str) -> bytes | None:
+        return self._call(lambda: self.sim.values.get(key))
+
+    def set(self, key: str, value: bytes, largest: int = 0) -> None:
+        self._call(lambda: self.sim.values.__setitem__(key, bytes(value)))
+
+    def multi_get(self, keys: list[str]) -> list[bytes]:
+        return self._call(lambda: [self.sim.values.get(key, b"") for key in keys])
+
+    def multi_set(self, values: dict[str, bytes]) -> None:
+        self._call(lambda: self.sim.values.update({k: bytes(v) for k, v in values.items()}))
+
+    def append(self, key: str, value: bytes) -> None:
+        self._call(lambda: self.sim.values.__setitem__(key, self.sim.values.get(key, b"") + value))
+
+    def add(self, key: str, amount: int) -> int:
+        def apply() -> int:
+            value = int(self.sim.values.get(key, b"0")) + amount
+            self.sim.values[key] = str(value).encode()
+            return value
+        return self._call(apply)
+
+    def compare_set(self, key: str, expected: bytes, desired: bytes) -> bool:
+        def apply() -> bool:
+            if self.sim.values.get(key, b"") != expected:
+                return False
+            self.sim.values[key] = bytes(desired)
+            return True
+        return self._call(apply)
+
+    def silent_for(self) -> float:
+        return 0.0 if self.failing_since is None else self.sim.now - self.failing_since
+
+    def gone(self) -> bool:
+        return self.sim.store_state == "gone"
+
+    def until(self, started: float, longest: float) -> float:
+        return started + min(longest, max(0.0, (self.preemption - started) / 3))
+
+    def hurry(self, deadline: float) -> None:
+        self.preemption = deadline
+
+    def scoped(self, prefix: str) -> Store:
+        return self
+
+    def _call(self, apply: Callable):
+        self.round_trips += 1
+        if self.sim.store_state == "gone":
+            self._failed()
+            raise StoreError("the simulated store refuses the connection")
+        if self.sim.store_state == "hang":
+            self._failed()
+            self.sim.sleep(self.deadline)
+            raise StoreError("the simulated store did not answer in time")
+        value = apply()
+        if self.lose:
+            self.lose = False
+            self._failed()
+            raise StoreError("the simulated store's answer was lost")
+        self.failing_since = None
+        return value
+
+    def _failed(self) -> None:
+        if self.failing_since is None:
+            self.failing_since = self.sim.now
+
+
+@dataclass
+class Applied:
+    at: float
+    node: int
+    term: int | None  # the leader's term; None: a node's own commit
+    versions: dict[str, int]
+    last: bool  # it carries a node's last version
+
+
+class Hub:
+    """One repository: its head and each file's version; a commit lands only on its parent, and the Hub applies
+    what it was sent even when the sender is gone. Faults: ``hang_until`` (a node's calls held until then, applied
+    after), ``fail_until`` and ``limited_until`` (429)."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self.head = 0
+        self.files: dict[str, int] = {}
+        self.applied: list[Applied] = []
+        self.hang_until: dict[int, float] = {}
+        self.hold_next: dict[int, float] = {}  # node -> how long its next commit is held
+        self.fail_until = self.limited_until = -math.inf
+
+    def answer_in(self, node: int) -> float:
+        """Seconds until a call ``node`` makes now answers; :class:`TargetError` if it fails."""
+        now = self.sim.now
+        if now < self.fail_until:
+            raise TargetError("the simulated Hub fails (503)", transient=True)
+        if now < self.limited_until:
+            raise TargetError("the simulated Hub says 429", transient=True, retry_after=self.limited_until - now)
+        return max(HUB_LATENCY, self.hang_until.get(node, -math.inf) - now + HUB_LATENCY)
+
+    def commit(self, files: list[tuple[str, str]], parent: str | None, node: int, term: int | None) -> str:
+        """Commit ``files`` (path, sha256: the version, in 64 digits) on ``parent``; what the caller sees."""
+        latency = self.answer_in(node) + self.hold_next.pop(node, 0.0)
+        outcome: list = []
+
+        def apply() -> None:
+            held = self.hang_until.get(node, -math.inf)
+            if held > self.sim.now:  # (a hang that began while it was under way)
+                self.sim.later(held - self.sim.now, apply)
+            else:
+                outcome.append(self._apply(files, parent, node, term))
+        self.sim.later(latency, apply)
+        self.sim.sleep(latency)
+        while not outcome:
+            self.sim.sleep(max(self.hang_until.get(node, -math.inf) - self.sim.now, 0.01))
+        if isinstance(outcome[0], TargetError):
+            raise outcome[0]
+        return outcome[0]
+
+    def _apply(self, files: list[tuple[str, str]], parent: str | None, node: int, term: int | None):
+        if parent is not None and parent != str(self.head):
+            return TargetError("the simulated Hub: 412, the parent is not the head", transient=True)
+        versions = {path: int(sha) for path, sha in files}
+        for path, version in versions.items():
+            if version < self.files.get(path, 0):
+                self.sim.problem(f"a commit took {path} back from version {self.files[path]} to {version}")
+        terms = [a.term for a in self.applied if a.term is not None]
+        if term is not None and terms and term < terms[-1]:
+            self.sim.problem(f"a commit of term {term} applied after one of term {terms[-1]}")
+        self.head += 1
+        self.files.update(versions)
+        last = any(version == self.sim.nodes[int(path[1:].split("/")[0])].last for path, version in versions.items())
+        self.applied.append(Applied(self.sim.now, node, term, versions, last))
+        return str(self.head)
+
+
+class Target:
+    """What a node's targets do at the simulated Hub (its own, and its leader's)."""
+
+    prefix, key, min_interval = "", "sim", SPACING
+    job_xet_token = None
+
+    def __init__(self, hub: Hub, node: Node) -> None:
+        self.hub, self.node = hub, node
+
+    def parent(self) -> str:
+        self.hub.sim.sleep(self.hub.answer_in(self.node.number))
+        return str(self.hub.head)
+
+    def preupload(self, pieces) -> list[UploadedFile]:
+        return [UploadedFile(p.path, p.sha256, p.size) for p in pieces]
+
+    def commit_uploaded(self, files, message: str, parent: str | None = None) -> str:
+        return self.hub.commit([(f.path, f.sha256) for f in files], parent, self.node.number, self.node.job.leader.term)
+
+    def verify_uploaded(self, files) -> dict[str, str]:
+        return {f.path: "not at the head" for f in files if self.hub.files.get(f.path) != int(f.sha256)}
+
+    def commit(self, pieces, message: str) -> str:
+        parent = self.parent()
+        return self.hub.commit([(p.path, p.sha256) for p in pieces], parent, self.node.number, None)
+
+    def xet_write_token(self, fresh: float = 0.0):
+        return None
+
+
+class NoXet:
+    """The leader's Xet token sharing, off (its thread is not the simulation's)."""
+
+    def share(self) -> None:
+        pass
+
+
+@dataclass
+class Node:
+    number: int
+    made: int = 0  # the newest version of its file its ranks wrote
+    landed: int = 0  # the newest its uploader knows committed
+    last: int = -1  # its last version (set at its end)
+    alive: bool = True
+    paused_until: float = -math.inf
+    done: bool = False
+    job: JobTarget | None = None
+    actors: list[Actor] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return f"n{self.number}/events"
+
+
+class Sim:
+    def __init__(self, seed: int, kinds: tuple[str, ...], nodes: int | None, leader: type[Leader]) -> None:
+        self.seed, self.kinds, self.rng, self.leader = seed, kinds, random.Random(seed), leader
+        self.now = 0.0
+        self.queue: list = []
+        self._order = itertools.count()
+        self.values: dict[str, bytes] = {}
+        self.store_state: str | None = None  # "hang", "gone"
+        self.budget = make_budget(COMMITS_PER_HOUR).scaled(WINDOWS)
+        self.hub = Hub(self)
+        self.nodes = [Node(n) for n in range(nodes or self.rng.randint(2, 4))]
+        self.current: Actor | None = None
+        self.back = threading.Event()
+        self.crashes: list[str] = []
+        self.problems: list[str] = []
+        self.faults: list[str] = []
+
+    # -- the turn --------------------------------------------------------------------------------
+    def sleep(self, seconds: float) -> None:
+        """The running thread waits ``seconds`` of virtual time: the turn goes back to the simulation."""
+        actor = self.current
+        assert actor is not None and threading.current_thread() is actor.thread, "sleep outside the simulation's turn"
+        self._push(self.now + max(seconds, 1e-3), "actor", actor)
+        actor.turn.clear()
+        self.current = None
+        self.back.set()
+        actor.turn.wait()
+        if actor.killed:
+            raise Killed
+
+    def later(self, delay: float, call: Callable[[], None]) -> None:
+        self._push(self.now + delay, "call", call)
+
+    def _push(self, at: float, kind: str, payload) -> None:
+        heapq.heappush(self.queue, (at, next(self._order), kind, payload))
+
+    def _resume(self, actor: Actor) -> None:
+        self.current = actor
+        self.back.clear()
+        actor.turn.set()
+        if not self.back.wait(60):
+            raise RuntimeError(f"{actor.name} kept the turn for 60 s: it waits on something not simulated")
+
+    def step(self) -> None:
+        self.now, _, kind, payload = heapq.heappop(self.queue)
+        if kind == "call":
+            payload()
+            return
+        actor: Actor = payload
+        if actor.killed or actor.done:
+            return
+        if actor.node.paused_until > self.now:
+            self._push(actor.node.paused_until, "actor", actor)
+            return
+        self._resume(actor)
+
+    def spawn(self, node: Node, name: str, body: Callable[[], None], delay: float = 0.0) -> None:
+        actor = Actor(self, node, f"node {node.number} {name}", body)
+        node.actors.append(actor)
+        self._push(self.now + delay, "actor", actor)
+
+    def problem(self, text: str) -> None:
+        self.problems.append(f"t={self.now:.1f} {text}")
+
+    # -- the nodes -------------------------------------------------------------------------------
+    def start(self, node: Node, delay: float) -> None:
+        """A node's uploader starts: its job target (real), its lease's and its rounds' threads, its loop."""
+        store = Store(self)
+        target = Target(self.hub, node)
+        job = JobTarget(target, target, store, node.number, len(self.nodes), wait=min(TIMING.offer_wait, CALL_BOUND / 3),
+                        spacing=SPACING / WINDOWS, budget=self.budget, commit_every=COMMIT_EVERY, call_bound=CALL_BOUND,
+                        timing=TIMING, clock=lambda: self.now, wall=lambda: 1.7e9 + self.now, sleep=self.sleep)
+        job.store_seen = True
+        leader = job.leader
+        leader.__class__ = self.leader  # (a test hands in one broken on purpose)
+        leader._stop, leader._round_lock, leader.xet = SimEvent(self), SimLock(self), NoXet()
+        node.job, node.alive = job, True
+        self.spawn(node, "lease", leader._keep_lease, delay)
+        self.spawn(node, "rounds", leader._run, delay + self.rng.uniform(0, TIMING.poll))
+        self.spawn(node, "uploader", lambda: self._upload(node), delay + self.rng.uniform(0, COMMIT_EVERY))
+
+    def _upload(self, node: Node) -> None:
+        """The uploader's loop, as far as the job sees it: commit the newest version, until the last landed."""
+        job = node.job
+        assert job is not None
+        failures = 0
+        while True:
+            if node.last < 0 and self.now >= WORK:
+                node.last = node.made = node.made + 1
+                job.closing = True
+            elif node.last < 0:
+                node.made += 1
+            job.closing = node.last >= 0  # (a node started again after its end began: its last records)
+            version = node.made
+            piece = Piece(path=node.path, size=version * 100, sha256=f"{version:064d}", source="")
+            try:
+                job.commit([piece], "sim")
+            except Deferred as exc:
+                self.sleep(max(exc.retry_after or 0.0, 0.01))
+                continue
+            except TargetError:
+                failures += 1
+                self.sleep(min(2.0 ** failures, 60.0))
+                continue
+            failures = 0
+            node.landed = max(node.landed, version)
+            if node.landed == node.last:
+                node.done = True
+                job.leader.stop()
+                return
+            self.sleep(self._next_turn(job))
+
+    def _next_turn(self, job: JobTarget) -> float:
+        """Seconds to this node's next regular commit, as its uploader's schedule has them (:func:`pacing`)."""
+        config = UploadConfig(kind="hub", prefix="", commit_every=COMMIT_EVERY, nodes=len(self.nodes),
+                              node_rank=job.node, commits_per_hour=COMMITS_PER_HOUR)
+        interval, phase, _ = pacing(job.situation(config))
+        return interval if phase is None else until_turn(interval, phase, job.wall(), min(interval, COMMIT_EVERY))
+
+    def kill(self, node: Node) -> None:
+        node.alive = False
+        for actor in node.actors:
+            actor.killed = True
+
+    # -- the faults ------------------------------------------------------------------------------
+    def fault(self, kind: str, number: int) -> None:
+        rng, node = self.rng, self.nodes[number]
+        # (a hang up to 5 minutes: long enough for another leader to commit meanwhile)
+        length = rng.uniform(5, 300 if kind in ("hub-hang", "hub-hold") else 120)
+        self.faults.append(f"t={self.now:.1f} {kind} node {number} for {length:.0f} s")
+        if kind == "kill" and node.alive and not node.done:
+            self.kill(node)
+            if rng.random() < 0.8:
+                self.later(rng.uniform(1, 60), lambda: self.start(node, 0.0))
+        elif kind == "pause":
+            node.paused_until = max(node.paused_until, self.now + length)
+        elif kind == "store-hang" and self.store_state is None:
+            self.store_state = "hang"
+            self.later(length, lambda: setattr(self, "store_state", None) if self.store_state == "hang" else None)
+        elif kind == "store-gone":
+            self.store_state = "gone"
+        elif kind == "lost-answer" and node.job is not None:
+            node.job.store.lose = True
+        elif kind == "hub-hang":
+            self.hub.hang_until[number] = max(self.hub.hang_until.get(number, -math.inf), self.now + length)
+        elif kind == "hub-hold":
+            self.hub.hold_next[number] = length
+        elif kind == "hub-fail":
+            self.hub.fail_until = max(self.hub.fail_until, self.now + length)
+        elif kind == "hub-429":
+            self.hub.limited_until = max(self.hub.limited_until, self.now + length)
+
+    def leading_node(self) -> int:
+        leading = [n.number for n in self.nodes if n.alive and n.job is not None and n.job.leader.leading]
+        return leading[0] if leading else self.rng.randrange(len(self.nodes))
+
+    # -- the end ---------------------------------------------------------------------------------
+    def check_end(self) -> None:
+        for node in self.nodes:
+            if node.alive and not node.done:
+                self.problem(f"node {node.number} never landed its last version ({node.last}; landed {node.landed})")
+            held = self.hub.files.get(node.path, 0)
+            if node.alive and node.done and held != node.last:
+                self.problem(f"node {node.number}'s last version {node.last} is not at the Hub (it holds {held})")
+        window, most = self.budget.commit_window_s, self.budget.commits_per_hour
+        times = [a.at for a in self.hub.applied if not a.last]
+        for i, start in enumerate(times):
+            inside = sum(1 for t in times[i:] if t < start + window)
+            if inside > most:
+                self.problem(f"{inside} commits in the {window:.0f} s from t={start:.1f} (the budget: {most:.0f})")
+                break
+
+    def close(self) -> None:
+        """Every thread ends: those still waiting are told they were killed."""
+        for node in self.nodes:
+            for actor in node.actors:
+                if not actor.done:
+                    actor.killed = True
+                    self.current = actor
+                    self.back.clear()
+                    actor.turn.set()
+                    self.back.wait(10)
+                actor.thread.join(10)
+
+
+@dataclass
+class Result:
+    seed: int
+    nodes: int
+    faults: list[str]
+    problems: list[str]
+    commits: int
+
+    def __str__(self) -> str:
+        return (f"seed {self.seed} ({self.nodes} nodes, {self.commits} commits; faults: {'; '.join(self.faults) or 'none'}): "
+                + " | ".join(self.problems))
+
+
+def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, nodes: int | None = None,
+        leader: type[Leader] = Leader) -> Result:
+    """One job under seed ``seed``'s faults (of ``kinds``; ``faults`` of them, by default 0-4), to its end; ``leader``:
+    the nodes' (a test hands in one broken on purpose)."""
+    sim = Sim(seed, kinds, nodes, leader)
+    rng = sim.rng
+    try:
+        for node in sim.nodes:
+            sim.start(node, rng.uniform(0, 2))
+        for _ in range(rng.randint(0, 4) if faults is None else faults):
+            kind = rng.choice(kinds)
+            leader = rng.random() < 0.5
+            sim.later(rng.uniform(5, WORK), lambda k=kind, lead=leader: sim.fault(k, sim.leading_node() if lead else
+                                                                              sim.rng.randrange(len(sim.nodes))))
+        horizon = WORK + 4 * sim.budget.commit_window_s
+        while sim.queue and sim.now < horizon and not sim.crashes:
+            if all(n.done or not n.alive for n in sim.nodes) and sim.now > WORK:
+                break
+            sim.step()
+        sim.check_end()
+    finally:
+        sim.close()
+    return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied))
+
+
+def sweep(seeds: range, kinds: tuple[str, ...] = KINDS, leader: type[Leader] = Leader) -> list[Result]:
+    """The seeds' results that broke an invariant."""
+    return [result for result in (run(seed, kinds, leader=leader) for seed in seeds) if result.problems]
