@@ -6,6 +6,8 @@ store's calls, and a Hub that fences commits by their parent. A seed chooses the
 repository) and the faults:
 
 - ``kill``: a node's uploader killed (SIGKILL) and, mostly, started again a while later (its queue survives);
+- ``preempt``: a node's uploader signalled (SIGTERM: its last records go within its deadline, 20 s), then killed
+  at the end of its grace (30 s), its disk gone with it;
 - ``pause``: a node stopped for a while (SIGSTOP), then continued;
 - ``store-hang``: every store call hangs until its deadline, for a while;
 - ``store-gone``: nothing listens at the store's address any more, for good;
@@ -21,7 +23,8 @@ newest it has, as the uploader's loop does (put off: again when told; failed: ag
 end it commits its last version and stops. Invariants:
 
 - **nothing lost**: at the end, the Hub holds every node's last version (a node killed for good: none it never
-  made);
+  made; a node preempted: its last records at the signal, unless the Hub failed, limited or held its calls for
+  all but 5 s of its deadline);
 - **never backwards**: no commit the Hub applies takes a node's file to an older version than it held;
 - **one leader's term at a time**: the leaders' commits the Hub applies never go back to an older term;
 - **the budget**: in every window of the job's commit window, the Hub applies at most the job's explicit
@@ -58,7 +61,7 @@ from hf_mpwriter.uploader.coordination.plan import make_budget
 from hf_mpwriter.uploader.coordination.store import StoreAddress, StoreError
 from hf_mpwriter.uploader.schedule import until_turn
 
-KINDS = ("kill", "pause", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold", "hub-fail", "hub-429")
+KINDS = ("kill", "preempt", "pause", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold", "hub-fail", "hub-429")
 #: The kinds under which the budget holds: at the store's death each node commits what it holds at once (no store,
 #: no books; successor stores, not simulated here, are the answer), which a window's budget does not hold.
 HELD = tuple(kind for kind in KINDS if kind != "store-gone")
@@ -70,6 +73,8 @@ SPACING = 14.0  # the Hub's commit spacing over two (production's ``_write_spaci
 CALL_BOUND = 3 * OFFER_WAIT_S
 WORK = 600.0  # each node's work before its end (s)
 HUB_LATENCY = 0.5
+PREEMPTION_DEADLINE = 20.0  # the uploader's, after SIGTERM (production's default)
+GRACE = 30.0  # the scheduler's, before SIGKILL
 
 
 class Killed(BaseException):
@@ -83,6 +88,7 @@ class Actor:
         self.sim, self.node, self.name, self.body = sim, node, name, body
         self.turn = threading.Event()
         self.killed = self.done = False
+        self.naps = 0  # its sleeps so far: a wake-up queued for an earlier one is stale
         self.thread = threading.Thread(target=self._main, name=f"commitsim-{name}", daemon=True)
         self.thread.start()
 
@@ -241,8 +247,15 @@ class Hub:
         self.files: dict[str, int] = {}
         self.applied: list[Applied] = []
         self.hang_until: dict[int, float] = {}
+        self.outages: list[tuple[float, float, int | None]] = []  # (from, to, node; None: every node's calls)
         self.hold_next: dict[int, float] = {}  # node -> how long its next commit is held
         self.fail_until = self.limited_until = -math.inf
+
+    def answered(self, node: int, start: float, end: float) -> float:
+        """Seconds of ``[start, end]`` in which the Hub answered ``node``'s calls (no outage of its, or everyone's)."""
+        points = sorted({start, end, *(t for a, b, _ in self.outages for t in (a, b) if start < t < end)})
+        return sum(b - a for a, b in zip(points, points[1:])
+                   if not any(f <= a and b <= t and n in (None, node) for f, t, n in self.outages))
 
     def answer_in(self, node: int) -> float:
         """Seconds until a call ``node`` makes now answers; :class:`TargetError` if it fails."""
@@ -333,6 +346,7 @@ class Node:
     landed: int = 0  # the newest its uploader knows committed
     last: int = -1  # its last version (set at its end)
     alive: bool = True
+    preempted: float | None = None  # when it was signalled
     paused_until: float = -math.inf
     done: bool = False
     job: JobTarget | None = None
@@ -344,8 +358,9 @@ class Node:
 
 
 class Sim:
-    def __init__(self, seed: int, kinds: tuple[str, ...], nodes: int | None, leader: type[Leader]) -> None:
-        self.seed, self.kinds, self.rng, self.leader = seed, kinds, random.Random(seed), leader
+    def __init__(self, seed: int, kinds: tuple[str, ...], nodes: int | None, leader: type[Leader],
+                 member: type[JobTarget]) -> None:
+        self.seed, self.kinds, self.rng, self.leader, self.member = seed, kinds, random.Random(seed), leader, member
         self.now = 0.0
         self.queue: list = []
         self._order = itertools.count()
@@ -365,7 +380,8 @@ class Sim:
         """The running thread waits ``seconds`` of virtual time: the turn goes back to the simulation."""
         actor = self.current
         assert actor is not None and threading.current_thread() is actor.thread, "sleep outside the simulation's turn"
-        self._push(self.now + max(seconds, 1e-3), "actor", actor)
+        actor.naps += 1
+        self._push(self.now + max(seconds, 1e-3), "actor", (actor, actor.naps))
         actor.turn.clear()
         self.current = None
         self.back.set()
@@ -391,18 +407,22 @@ class Sim:
         if kind == "call":
             payload()
             return
-        actor: Actor = payload
-        if actor.killed or actor.done:
+        actor, nap = payload
+        if actor.killed or actor.done or nap != actor.naps:
             return
         if actor.node.paused_until > self.now:
-            self._push(actor.node.paused_until, "actor", actor)
+            self._push(actor.node.paused_until, "actor", payload)
             return
         self._resume(actor)
+
+    def wake(self, actor: Actor) -> None:
+        """End ``actor``'s sleep now (a signal: the uploader's loop takes it at once)."""
+        self._push(self.now, "actor", (actor, actor.naps))
 
     def spawn(self, node: Node, name: str, body: Callable[[], None], delay: float = 0.0) -> None:
         actor = Actor(self, node, f"node {node.number} {name}", body)
         node.actors.append(actor)
-        self._push(self.now + delay, "actor", actor)
+        self._push(self.now + delay, "actor", (actor, 0))
 
     def problem(self, text: str) -> None:
         self.problems.append(f"t={self.now:.1f} {text}")
@@ -412,7 +432,7 @@ class Sim:
         """A node's uploader starts: its job target (real), its lease's and its rounds' threads, its loop."""
         store = Store(self)
         target = Target(self.hub, node)
-        job = JobTarget(target, target, store, node.number, len(self.nodes), wait=min(TIMING.offer_wait, CALL_BOUND / 3),
+        job = self.member(target, target, store, node.number, len(self.nodes), wait=min(TIMING.offer_wait, CALL_BOUND / 3),
                         spacing=SPACING / WINDOWS, budget=self.budget, commit_every=COMMIT_EVERY, call_bound=CALL_BOUND,
                         timing=TIMING, clock=lambda: self.now, wall=lambda: 1.7e9 + self.now, sleep=self.sleep)
         job.store_seen = True
@@ -445,7 +465,7 @@ class Sim:
                 continue
             except TargetError:
                 failures += 1
-                self.sleep(min(2.0 ** failures, 60.0))
+                self.sleep(1.0 if node.preempted is not None else min(2.0 ** failures, 60.0))  # (signalled: until its deadline)
                 continue
             failures = 0
             node.landed = max(node.landed, version)
@@ -453,7 +473,8 @@ class Sim:
                 node.done = True
                 job.leader.stop()
                 return
-            self.sleep(self._next_turn(job))
+            if node.preempted is None:  # (signalled: its last records go at once, as the loop's schedule has it)
+                self.sleep(self._next_turn(job))
 
     def _next_turn(self, job: JobTarget) -> float:
         """Seconds to this node's next regular commit, as its uploader's schedule has them (:func:`pacing`)."""
@@ -477,6 +498,13 @@ class Sim:
             self.kill(node)
             if rng.random() < 0.8:
                 self.later(rng.uniform(1, 60), lambda: self.start(node, 0.0))
+        elif kind == "preempt" and node.alive and not node.done and node.job is not None and node.preempted is None:
+            node.preempted = self.now
+            if node.last < 0:  # its ranks' last records: those written up to the signal
+                node.last = node.made = node.made + 1
+            node.job.hurry(self.now + PREEMPTION_DEADLINE)
+            self.wake(node.actors[-1])  # (its uploader's loop takes the signal at once)
+            self.later(GRACE, lambda: self.kill(node))
         elif kind == "pause":
             node.paused_until = max(node.paused_until, self.now + length)
         elif kind == "store-hang" and self.store_state is None:
@@ -488,12 +516,15 @@ class Sim:
             node.job.store.lose = True
         elif kind == "hub-hang":
             self.hub.hang_until[number] = max(self.hub.hang_until.get(number, -math.inf), self.now + length)
+            self.hub.outages.append((self.now, self.now + length, number))
         elif kind == "hub-hold":
             self.hub.hold_next[number] = length
         elif kind == "hub-fail":
             self.hub.fail_until = max(self.hub.fail_until, self.now + length)
+            self.hub.outages.append((self.now, self.now + length, None))
         elif kind == "hub-429":
             self.hub.limited_until = max(self.hub.limited_until, self.now + length)
+            self.hub.outages.append((self.now, self.now + length, None))
 
     def leading_node(self) -> int:
         leading = [n.number for n in self.nodes if n.alive and n.job is not None and n.job.leader.leading]
@@ -502,6 +533,10 @@ class Sim:
     # -- the end ---------------------------------------------------------------------------------
     def check_end(self) -> None:
         for node in self.nodes:
+            if (node.preempted is not None and self.hub.files.get(node.path, 0) < node.last
+                    and self.hub.answered(node.number, node.preempted, node.preempted + PREEMPTION_DEADLINE) >= 5.0):
+                self.problem(f"node {node.number}'s last records at its preemption (version {node.last}) are not at the "
+                             f"Hub (it holds {self.hub.files.get(node.path, 0)})")
             if node.alive and not node.done:
                 self.problem(f"node {node.number} never landed its last version ({node.last}; landed {node.landed})")
             held = self.hub.files.get(node.path, 0)
@@ -542,10 +577,10 @@ class Result:
 
 
 def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, nodes: int | None = None,
-        leader: type[Leader] = Leader) -> Result:
-    """One job under seed ``seed``'s faults (of ``kinds``; ``faults`` of them, by default 0-4), to its end; ``leader``:
-    the nodes' (a test hands in one broken on purpose)."""
-    sim = Sim(seed, kinds, nodes, leader)
+        leader: type[Leader] = Leader, member: type[JobTarget] = JobTarget) -> Result:
+    """One job under seed ``seed``'s faults (of ``kinds``; ``faults`` of them, by default 0-4), to its end; ``leader``,
+    ``member``: the nodes' (a test hands in one broken on purpose)."""
+    sim = Sim(seed, kinds, nodes, leader, member)
     rng = sim.rng
     try:
         for node in sim.nodes:
@@ -566,6 +601,8 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
     return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied))
 
 
-def sweep(seeds: range, kinds: tuple[str, ...] = KINDS, leader: type[Leader] = Leader) -> list[Result]:
+def sweep(seeds: range, kinds: tuple[str, ...] = KINDS, faults: int | None = None, leader: type[Leader] = Leader,
+          member: type[JobTarget] = JobTarget) -> list[Result]:
     """The seeds' results that broke an invariant."""
-    return [result for result in (run(seed, kinds, leader=leader) for seed in seeds) if result.problems]
+    return [result for result in (run(seed, kinds, faults, leader=leader, member=member) for seed in seeds)
+            if result.problems]

@@ -1082,6 +1082,24 @@ def test_books_taken_up_from_another_hosts_wall_clock_count_its_writes_in_the_wi
     assert new.next_free(5.0, 1) == pytest.approx(-35.0 + 60.0)  # the first write leaves the hour at 25
 
 
+def test_the_nodes_own_writes_count_in_the_books_from_the_counter_the_last_leader_counted():
+    """A new leader's books take up the ``own_writes`` count the last leader's held: the nodes' own commits since
+    (a hand-over's) count as writes now, a window's worth at most; a leader that never read the counter counts
+    none (the job's start)."""
+    from hf_mpwriter.uploader.coordination.plan import Books, Budget
+
+    budget = Budget(commits_per_hour=3, requests_per_5min=1000, files_per_commit=1000, commit_window_s=60.0)
+    first = Books(budget, "hub")
+    assert first.count_own(5, 10.0) == 0 and first.spent(10.0)[0] == 0  # (the start: no baseline yet)
+    first.wrote(11.0, 2)
+    second = Books(budget, "hub")
+    second.take_up(parse_books(books_value(*first.export(12.0, 1012.0))), 12.0, 1012.0)
+    assert second.count_own(7, 20.0) == 2 and second.spent(20.0)[0] == 3  # two own commits in the hand-over
+    assert second.next_free(20.0, 1) == pytest.approx(71.0)  # the window holds 3: the first leaves it at 71
+    assert second.count_own(7, 21.0) == 0
+    assert second.count_own(50, 22.0) == 43 and second.spent(22.0)[0] == 6  # (counted: a window's worth at most)
+
+
 def test_a_leaders_word_is_parsed_whole_or_taken_as_empty():
     skipped = Skipped()
     for raw in (b'{"held": {"loss": 1e999}, "every": 1}', b"\xff", b'{"held": 3}', b'{"held": {}, "every": 1e999}'):

@@ -14,6 +14,7 @@ import pytest
 from leasesim import TIMING
 
 from hf_mpwriter.uploader.coordination.leader import Leader
+from hf_mpwriter.uploader.coordination.member import JobTarget
 
 
 @pytest.fixture(autouse=True)
@@ -107,15 +108,19 @@ def test_the_lease_simulation_finds_a_leader_that_keeps_the_lease_without_progre
 
 
 def test_a_jobs_commits_hold_their_invariants_over_seeds():
-    """The real members and leaders of 2-4 nodes under kills, pauses, a store that hangs, lost answers, a Hub that
-    hangs, holds a commit, fails or answers 429 (:mod:`commitsim`): nothing lost, no file taken back to an older
+    """The real members and leaders of 2-4 nodes under kills, preemption, pauses, a store that hangs, lost answers, a
+    Hub that hangs, holds a commit, fails or answers 429 (:mod:`commitsim`): nothing lost, no file taken back to an older
     version, no older term's commit after a newer one's, and the job's explicit commits an hour in every window."""
     failed = commitsim.sweep(range(16), commitsim.HELD)  # (about 0.4 s a seed; scripts/sweep_jobsim.py --model commit)
     assert not failed, "\n".join(str(result)[:2000] for result in failed)
 
 
-@pytest.mark.parametrize("seed, kinds", [(6, commitsim.KINDS), (63, commitsim.HELD), (6, commitsim.HELD),
-                                         (182, commitsim.HELD)])
+#: The kinds of fault as the simulation first had them (its seeds draw from the kinds given).
+_FIRST = ("kill", "pause", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold", "hub-fail", "hub-429")
+_FIRST_HELD = tuple(kind for kind in _FIRST if kind != "store-gone")
+
+
+@pytest.mark.parametrize("seed, kinds", [(6, _FIRST), (63, _FIRST_HELD), (6, _FIRST_HELD), (182, _FIRST_HELD)])
 def test_commits_no_leaders_books_held_count_in_the_jobs_budget(seed, kinds):
     """What the simulation found (13 commits in a window of 12): a node's own commit in a hand-over (seed 6), one made
     while the store hung (seed 63), and a write of a leader that lost the lease during it, paused (seeds 6 and 182
@@ -140,9 +145,25 @@ def test_the_commit_simulation_finds_a_leader_that_does_not_fence_its_commits():
     assert str(again) == str(failed[0])
 
 
+class _Unhurried(JobTarget):
+    """A node that does not hear its signal: it waits for the leader, or its own slot, as if it had all the time."""
+
+    def hurry(self, deadline: float) -> None:
+        pass
+
+
+def test_the_commit_simulation_finds_a_preempted_node_that_does_not_hurry():
+    """A node signalled (SIGTERM) while the store hangs or the leader holds its offer must send its last records
+    itself within its deadline: one that waits as usual is killed at the end of its grace with them unsent."""
+    kinds = ("preempt", "store-hang", "hub-hold", "hub-429")
+    assert not commitsim.sweep(range(14), kinds, faults=4)
+    failed = commitsim.sweep(range(14), kinds, faults=4, member=_Unhurried)
+    assert failed and all("at its preemption" in " ".join(result.problems) for result in failed)
+
+
 @pytest.mark.xfail(strict=True, reason="the store's death: every node commits what it holds at once, past the window's "
                                        "budget (issue 52's D5; successor stores, not simulated, carry on the books)")
 def test_at_the_stores_death_the_nodes_own_commits_keep_the_budget():
-    result = commitsim.run(20)
+    result = commitsim.run(20, _FIRST)
     assert any("store-gone" in fault for fault in result.faults)
     assert not result.problems, str(result)
