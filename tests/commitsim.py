@@ -9,6 +9,7 @@ repository) and the faults:
 - ``preempt``: a node's uploader signalled (SIGTERM: its last records go within its deadline, 20 s), then killed
   at the end of its grace (30 s), its disk gone with it;
 - ``pause``: a node stopped for a while (SIGSTOP), then continued;
+- ``clock-step``: a node's wall clock steps 1-60 minutes ahead or back (its monotonic clock runs on);
 - ``store-hang``: every store call hangs until its deadline, for a while;
 - ``store-gone``: nothing listens at the store's address any more, for good;
 - ``lost-answer``: a node's store call applies, its answer lost;
@@ -34,7 +35,7 @@ How: every node's threads (its lease, its rounds, its uploader) are real threads
 handed the turn by the simulation, and each gives it back where it waits (the clock, ``sleep``, the lease's
 ``Event`` and round lock handed in). So a seed replays exactly, and a failing one prints itself
 (:func:`run` with that seed replays it). Simulated: the store (a dict), the Hub (a head and each file's version),
-the clocks (one rate, one time). Not in it: successor stores (a gone store leaves each node on its own), the job
+the clocks (one rate; the wall clocks stepped apart by ``clock-step``). Not in it: successor stores (a gone store leaves each node on its own), the job
 run, the Xet token (each node's own), a bucket.
 """
 
@@ -61,7 +62,7 @@ from hf_mpwriter.uploader.coordination.plan import make_budget
 from hf_mpwriter.uploader.coordination.store import StoreAddress, StoreError
 from hf_mpwriter.uploader.schedule import until_turn
 
-KINDS = ("kill", "preempt", "pause", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold", "hub-fail", "hub-429")
+KINDS = ("kill", "preempt", "pause", "clock-step", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold", "hub-fail", "hub-429")
 #: The kinds under which the budget holds: at the store's death each node commits what it holds at once (no store,
 #: no books; successor stores, not simulated here, are the answer), which a window's budget does not hold.
 HELD = tuple(kind for kind in KINDS if kind != "store-gone")
@@ -348,6 +349,7 @@ class Node:
     alive: bool = True
     preempted: float | None = None  # when it was signalled
     paused_until: float = -math.inf
+    skew: float = 0.0  # its wall clock's error (s)
     done: bool = False
     job: JobTarget | None = None
     actors: list[Actor] = field(default_factory=list)
@@ -434,7 +436,7 @@ class Sim:
         target = Target(self.hub, node)
         job = self.member(target, target, store, node.number, len(self.nodes), wait=min(TIMING.offer_wait, CALL_BOUND / 3),
                         spacing=SPACING / WINDOWS, budget=self.budget, commit_every=COMMIT_EVERY, call_bound=CALL_BOUND,
-                        timing=TIMING, clock=lambda: self.now, wall=lambda: 1.7e9 + self.now, sleep=self.sleep)
+                        timing=TIMING, clock=lambda: self.now, wall=lambda: 1.7e9 + self.now + node.skew, sleep=self.sleep)
         job.store_seen = True
         leader = job.leader
         leader.__class__ = self.leader  # (a test hands in one broken on purpose)
@@ -505,6 +507,8 @@ class Sim:
             node.job.hurry(self.now + PREEMPTION_DEADLINE)
             self.wake(node.actors[-1])  # (its uploader's loop takes the signal at once)
             self.later(GRACE, lambda: self.kill(node))
+        elif kind == "clock-step":
+            node.skew += rng.choice((-1, 1)) * rng.uniform(60, 3600)
         elif kind == "pause":
             node.paused_until = max(node.paused_until, self.now + length)
         elif kind == "store-hang" and self.store_state is None:

@@ -1057,29 +1057,36 @@ def test_an_undecodable_prepared_id_is_skipped_and_the_node_prepares_its_target_
     assert node._prepared_by_node_0() == "tester/job"
 
 
-@pytest.mark.parametrize("raw", [b'{"writes": [Infinity], "requests": []}', b'{"writes": [], "requests": [[1e999, 2]]}',
-                                 b'{"writes": [1], "requests": [[1, -2]]}', b'{"writes": [], "requests": [], "paused": NaN}',
-                                 b'{"writes": "1,2", "requests": []}', b'{"writes": [], "requests": [[1]]}', b"\xff",
-                                 b'{"writes": [], "requests": [], "own": -1}',
-                                 json.dumps({"writes": [1.0] * (MAX_BOOK_ENTRIES + 1), "requests": []}).encode()])
+@pytest.mark.parametrize("raw", [b'{"write_ages": [Infinity], "request_ages": []}',
+                                 b'{"write_ages": [], "request_ages": [[1e999, 2]]}',
+                                 b'{"write_ages": [1], "request_ages": [[1, -2]]}',
+                                 b'{"write_ages": [], "request_ages": [], "paused_for": NaN}',
+                                 b'{"write_ages": "1,2", "request_ages": []}', b'{"write_ages": [], "request_ages": [[1]]}',
+                                 b"\xff", b'{"write_ages": [], "request_ages": [], "own": -1}',
+                                 b'{"writes": [1700000000.5], "requests": [], "paused": null}',  # (the wall-clock form)
+                                 json.dumps({"write_ages": [1.0] * (MAX_BOOK_ENTRIES + 1), "request_ages": []}).encode()])
 def test_the_jobs_books_are_parsed_whole_or_refused(raw):
-    """``books`` (the job's spending, for the next leader): finite times, whole request counts, bounded lists."""
+    """``books`` (the job's spending, for the next leader): finite ages, whole request counts, bounded lists."""
     with pytest.raises(Malformed):
         parse_books(raw)
     assert parse_books(books_value([5.0, 6.5], [(6.5, 2)], None, 3)) == ([5.0, 6.5], [(6.5, 2)], None, 3)
 
 
-def test_books_taken_up_from_another_hosts_wall_clock_count_its_writes_in_the_window():
+def test_books_taken_up_on_another_host_count_their_writes_from_the_take_up_whatever_its_clocks_say():
+    """Ages, not times: a write the last leader made 10 s before it wrote the books counts 10 s before the next
+    leader takes them up (a little later than it was: never out of the window sooner), on any host's clocks."""
     from hf_mpwriter.uploader.coordination.plan import Books, Budget
 
     budget = Budget(commits_per_hour=2, requests_per_5min=1000, files_per_commit=1000, commit_window_s=60.0)
     old = Books(budget, "hub")
-    old.wrote(100.0, 3)  # (monotonic 100 = wall 1000 on the old leader's host)
+    old.wrote(100.0, 3)  # (the old leader's monotonic clock)
     old.wrote(130.0, 3)
-    new = Books(budget, "hub")  # the next leader: monotonic 5 = wall 1040 on its host
-    new.take_up(parse_books(books_value(*old.export(140.0, 1040.0))), 5.0, 1040.0)
+    old.refused(138.0, retry_after=20.0)
+    new = Books(budget, "hub")  # the next leader: its monotonic clock reads 5 when it takes them up
+    new.take_up(parse_books(books_value(*old.export(140.0))), 5.0)
     assert new.spent(5.0)[0] == 2 and new.last_write() == pytest.approx(-5.0)
-    assert new.next_free(5.0, 1) == pytest.approx(-35.0 + 60.0)  # the first write leaves the hour at 25
+    assert new.next_free(5.0, 1) == pytest.approx(-35.0 + 60.0)  # the first write leaves the window at 25
+    assert new.paused_until == pytest.approx(23.0)  # (the 429's pause: 18 s left of it)
 
 
 def test_the_nodes_own_writes_count_in_the_books_from_the_counter_the_last_leader_counted():
@@ -1093,7 +1100,7 @@ def test_the_nodes_own_writes_count_in_the_books_from_the_counter_the_last_leade
     assert first.count_own(5, 10.0) == 0 and first.spent(10.0)[0] == 0  # (the start: no baseline yet)
     first.wrote(11.0, 2)
     second = Books(budget, "hub")
-    second.take_up(parse_books(books_value(*first.export(12.0, 1012.0))), 12.0, 1012.0)
+    second.take_up(parse_books(books_value(*first.export(12.0))), 12.0)
     assert second.count_own(7, 20.0) == 2 and second.spent(20.0)[0] == 3  # two own commits in the hand-over
     assert second.next_free(20.0, 1) == pytest.approx(71.0)  # the window holds 3: the first leaves it at 71
     assert second.count_own(7, 21.0) == 0

@@ -129,6 +129,14 @@ def test_commits_no_leaders_books_held_count_in_the_jobs_budget(seed, kinds):
     assert result.commits >= 12 and not result.problems, str(result)  # (the budget's worth of commits was made)
 
 
+def test_the_budget_holds_when_a_nodes_wall_clock_steps():
+    """Seed 4 stepped node 1's wall clock; it led after a restart and took up the books, which held wall-clock
+    times then: the last leader's writes left its window early (13 commits in a window of 12). Ages now."""
+    result = commitsim.run(4, ("clock-step", "kill", "pause"))
+    assert any("clock-step" in fault for fault in result.faults) and result.commits >= 12
+    assert not result.problems, str(result)
+
+
 class _NoFence(Leader):
     """A leader that commits without its parent: a commit the Hub held applies whenever it comes."""
 

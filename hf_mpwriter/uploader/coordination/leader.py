@@ -82,8 +82,8 @@ class Leader(Lease):
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
                  call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming(),
                  wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
-        """``wall``: this host's wall clock (the plan's slots and the job's books; no other host's is compared
-        with it); ``clock``: its monotonic clock."""
+        """``wall``: this host's wall clock (the plan's slots; no other host's is compared with it); ``clock``: its
+        monotonic clock."""
         self.target, self.spacing, self.wall = target, spacing, wall
         self.budget = budget or make_budget()
         self.kind = target_kind(target)
@@ -217,7 +217,7 @@ class Leader(Lease):
             self.malformed.count("books", exc)
             return
         now = self.clock()
-        self.books.take_up(books, now, self.wall())
+        self.books.take_up(books, now)
         self._last_commit = max(self._last_commit, self.books.last_write())
         writes, requests = self.books.spent(now)
         logger.info("job leader: took up the job's books: %d write(s) in the commit window, %d request(s) in the API "
@@ -245,7 +245,7 @@ class Leader(Lease):
         lands must not set back the books of the one after it)."""
         if not self.leading:
             return {}
-        return {"books": books_value(*self.books.export(self.clock(), self.wall()))}
+        return {"books": books_value(*self.books.export(self.clock()))}
 
     def _ready(self, now: float) -> bool:
         """Whether this round writes: offers read (again only when the ``offered`` counter moved), the

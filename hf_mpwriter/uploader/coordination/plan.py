@@ -287,13 +287,13 @@ class Books:
                     break
         return at
 
-    def export(self, now: float, wall: float) -> BooksValue:
-        """``(writes, requests, paused, own_seen)`` on the wall clock (``wall``: what it reads at ``now``), for the
-        next leader (the store's ``books``): a hand-over or a restarted uploader must not start the hour afresh."""
+    def export(self, now: float) -> BooksValue:
+        """``(writes, requests, paused, own_seen)`` as ages: seconds before ``now`` (a pause: seconds after), for the
+        next leader (the store's ``books``): a hand-over or a restarted uploader must not start the hour afresh.
+        Ages, not times: no host's clock is read on another (see :meth:`take_up`)."""
         self._forget(now)
-        paused = self.paused_until + wall - now if self.paused_until > now else None
-        return ([t + wall - now for t in self._writes], [(t + wall - now, n) for t, n in self._requests], paused,
-                self.own_seen)
+        paused = self.paused_until - now if self.paused_until > now else None
+        return ([now - t for t in self._writes], [(now - t, n) for t, n in self._requests], paused, self.own_seen)
 
     def count_own(self, counter: int, now: float) -> int:
         """The nodes' own commits (the store's ``own_writes`` counter) not in the books yet, counted as writes made
@@ -305,15 +305,15 @@ class Books:
         self.own_seen = counter
         return new
 
-    def take_up(self, books: BooksValue, now: float, wall: float) -> None:
-        """The job's books as the last leader left them (from :meth:`export`, on another host's wall clock):
-        they replace this leader's, which are in them if it led before. The times are wall clocks, so hosts
-        whose clocks disagree by S seconds count a write S seconds early or late."""
+    def take_up(self, books: BooksValue, now: float) -> None:
+        """The job's books as the last leader left them (:meth:`export`): they replace this leader's, which are
+        in them if it led before. Their ages count from ``now``, not from when they were written: a write stays
+        in the window longer by that gap (a hand-over's seconds), never shorter, whatever the hosts' clocks say."""
         writes, requests, paused, self.own_seen = books
-        self._writes = deque(sorted(min(now, t - wall + now) for t in writes))
-        self._requests = deque(sorted((min(now, t - wall + now), n) for t, n in requests))
-        # (a pause past the commit window is a skewed clock or a bad value: it would hold every write, leader after leader)
-        self.paused_until = -math.inf if paused is None else min(paused - wall + now, now + self.budget.commit_window_s)
+        self._writes = deque(sorted(now - max(0.0, age) for age in writes))
+        self._requests = deque(sorted((now - max(0.0, age), n) for age, n in requests))
+        # (a pause past the commit window is a bad value: it would hold every write, leader after leader)
+        self.paused_until = -math.inf if paused is None else now + min(max(0.0, paused), self.budget.commit_window_s)
         self._forget(now)
 
     def last_write(self) -> float:

@@ -227,25 +227,27 @@ MAX_BOOK_ENTRIES = 4096
 
 def books_value(writes: list[float], requests: list[tuple[float, int]], paused: float | None,
                 own: int | None = None) -> bytes:
-    """The ``books`` value: the writes' times in the commit window, ``[time, requests]`` of those in the
-    API window, until when a 429 paused the writes (unix seconds, ``None``: no pause), and the nodes' own
-    commits they hold (the ``own_writes`` counter; ``None``: not read)."""
-    return json.dumps({"writes": [round(t, 3) for t in writes[-MAX_BOOK_ENTRIES:]],
-                       "requests": [[round(t, 3), n] for t, n in requests[-MAX_BOOK_ENTRIES:]],
-                       "paused": None if paused is None else round(paused, 3), "own": own}).encode()
+    """The ``books`` value: the ages (seconds before it was written) of the writes in the commit window,
+    ``[age, requests]`` of those in the API window, how long a 429's pause still runs (``None``: none), and the
+    nodes' own commits they hold (the ``own_writes`` counter; ``None``: not read). Ages, never a host's clock."""
+    return json.dumps({"write_ages": [round(a, 3) for a in writes[-MAX_BOOK_ENTRIES:]],
+                       "request_ages": [[round(a, 3), n] for a, n in requests[-MAX_BOOK_ENTRIES:]],
+                       "paused_for": None if paused is None else round(paused, 3), "own": own}).encode()
 
 
 def parse_books(raw: bytes) -> tuple[list[float], list[tuple[float, int]], float | None, int | None]:
-    """``(writes, requests, paused, own)`` as :func:`books_value` writes them (``own``: ``None`` in an older value)."""
+    """``(writes, requests, paused, own)`` as :func:`books_value` writes them (a value of the wall-clock form
+    that came before is malformed: the books start afresh)."""
     value = _json_object(raw, "books")
-    writes, requests, paused, own = value.get("writes"), value.get("requests"), value.get("paused"), value.get("own")
+    writes, requests = value.get("write_ages"), value.get("request_ages")
+    paused, own = value.get("paused_for"), value.get("own")
     if not (isinstance(writes, list) and isinstance(requests, list)) or max(len(writes), len(requests)) > MAX_BOOK_ENTRIES:
-        raise Malformed(f"books: writes and requests are not lists of at most {MAX_BOOK_ENTRIES}")
+        raise Malformed(f"books: write and request ages are not lists of at most {MAX_BOOK_ENTRIES}")
     if not all(isinstance(entry, list) and len(entry) == 2 for entry in requests):
-        raise Malformed("books: a request entry is not [time, requests]")
-    return ([_number(t, "books: a write's time") for t in writes],
-            [(_number(t, "books: a request's time"), _whole(n, "books: requests")) for t, n in requests],
-            None if paused is None else _number(paused, "books: paused"),
+        raise Malformed("books: a request entry is not [age, requests]")
+    return ([_number(a, "books: a write's age") for a in writes],
+            [(_number(a, "books: a request's age"), _whole(n, "books: requests")) for a, n in requests],
+            None if paused is None else _number(paused, "books: paused_for"),
             None if own is None else _whole(own, "books: own"))
 
 
