@@ -35,8 +35,8 @@ How: every node's threads (its lease, its rounds, its uploader) are real threads
 handed the turn by the simulation, and each gives it back where it waits (the clock, ``sleep``, the lease's
 ``Event`` and round lock handed in). So a seed replays exactly, and a failing one prints itself
 (:func:`run` with that seed replays it). Simulated: the store (a dict), the Hub (a head and each file's version),
-the clocks (one rate; the wall clocks stepped apart by ``clock-step``). Not in it: successor stores (a gone store leaves each node on its own), the job
-run, the Xet token (each node's own), a bucket.
+the clocks (one rate; the wall clocks stepped apart by ``clock-step``). Not in it: successor stores (a gone store
+leaves each node on its own), the job run, the Xet token (each node's own), a bucket.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ from hf_mpwriter.uploader.coordination.plan import make_budget
 from hf_mpwriter.uploader.coordination.store import StoreAddress, StoreError
 from hf_mpwriter.uploader.schedule import until_turn
 
-KINDS = ("kill", "preempt", "pause", "clock-step", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold", "hub-fail", "hub-429")
+KINDS = ("kill", "preempt", "pause", "clock-step", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold",
+         "hub-fail", "hub-429")
 #: The kinds under which the budget holds: at the store's death each node commits what it holds at once (no store,
 #: no books; successor stores, not simulated here, are the answer), which a window's budget does not hold.
 HELD = tuple(kind for kind in KINDS if kind != "store-gone")

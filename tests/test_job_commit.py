@@ -299,10 +299,9 @@ def test_the_leader_renews_the_jobs_xet_token_before_the_nodes_stop_using_it(hub
     """The Hub's Xet tokens made to last 4 s more than the leader keeps one (``XET_FRESH_S``): the leader
     publishes a new one each time the one in the store is due, one request each (not one a round), and a
     node's upload meanwhile uses the job's, fetching none of its own."""
-    from hf_mpwriter.testing import xet
     from hf_mpwriter.uploader.coordination.xet_share import XET_FRESH_S
 
-    monkeypatch.setattr(xet, "XET_TOKEN_TTL", XET_FRESH_S + 4)
+    monkeypatch.setattr(hub, "xet_token_ttl", XET_FRESH_S + 4)  # (this server's tokens, for this test)
     hub.create_repo(REPO)
     targets = [_node(hub, store.port, k) for k in range(2)]
     for target in targets:
@@ -326,10 +325,9 @@ def test_a_token_renewal_the_hub_never_answers_holds_up_no_commit_and_no_hand_ov
     """The leader's renewal of the job's Xet token hangs (the Hub never answers it): its own thread waits,
     the rounds go on, both nodes' files are committed together with the shared token still good, and the
     lease stays where it was."""
-    from hf_mpwriter.testing import xet
     from hf_mpwriter.uploader.coordination.xet_share import XET_FRESH_S
 
-    monkeypatch.setattr(xet, "XET_TOKEN_TTL", XET_FRESH_S + 8)  # renewed 8 s after it was issued; good for 5 min more
+    monkeypatch.setattr(hub, "xet_token_ttl", XET_FRESH_S + 8)  # renewed 8 s after it was issued; good for 5 min more
     hub.create_repo(REPO)
     targets = [_node(hub, store.port, k) for k in range(2)]
     for target in targets:

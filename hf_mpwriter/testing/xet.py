@@ -310,6 +310,9 @@ def route_cas(method: str, segs: list[str]) -> Route:
 class XetRoutes(HubState):
     """Handlers of the Xet token endpoints and of the CAS."""
 
+    #: Seconds the access tokens it hands out last (a server's own setting: a test of token renewal shortens it).
+    xet_token_ttl: float = XET_TOKEN_TTL
+
     def _xorb_signature(self, xorb_hash: str) -> str:
         return hmac.new(self._cas.url_secret.encode(), xorb_hash.encode(), hashlib.sha256).hexdigest()[:32]
 
@@ -342,7 +345,7 @@ class XetRoutes(HubState):
             entry = CasToken(
                 token=f"xet_{secrets.token_urlsafe(24)}",
                 write=write,
-                expires=now + XET_TOKEN_TTL,
+                expires=now + self.xet_token_ttl,
                 scope=f"{route.repo_type}:{route.repo_id}",
             )
             self._cas.tokens[entry.token] = entry
