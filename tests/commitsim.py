@@ -16,6 +16,7 @@ repository) and the faults:
 - ``hub-hang``: the Hub holds a node's calls for a while (its route to the Hub; those under way too), and applies
   what it held after;
 - ``hub-hold``: the Hub holds the next commit a node sends for a while (up to 5 minutes), then applies it;
+- ``hub-timeout``: the Hub applies a node's next commit, and its answer times out (the caller sees a failure);
 - ``hub-fail``: the Hub fails every call for a while;
 - ``hub-429``: the Hub answers 429 with ``Retry-After`` for a while.
 
@@ -24,8 +25,8 @@ newest it has, as the uploader's loop does (put off: again when told; failed: ag
 end it commits its last version and stops. Invariants:
 
 - **nothing lost**: at the end, the Hub holds every node's last version (a node killed for good: none it never
-  made; a node preempted: its last records at the signal, unless the Hub failed, limited or held its calls for
-  all but 5 s of its deadline);
+  made; a node preempted: its last records at the signal, unless the Hub failed, limited or held its calls, or
+  the node was stopped, for all but 5 s of its deadline);
 - **never backwards**: no commit the Hub applies takes a node's file to an older version than it held;
 - **one leader's term at a time**: the leaders' commits the Hub applies never go back to an older term;
 - **the budget**: in every window of the job's commit window, the Hub applies at most the job's explicit
@@ -63,7 +64,7 @@ from hf_mpwriter.uploader.coordination.store import StoreAddress, StoreError
 from hf_mpwriter.uploader.schedule import until_turn
 
 KINDS = ("kill", "preempt", "pause", "clock-step", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold",
-         "hub-fail", "hub-429")
+         "hub-timeout", "hub-fail", "hub-429")
 #: The kinds under which the budget holds: at the store's death each node commits what it holds at once (no store,
 #: no books; successor stores, not simulated here, are the answer), which a window's budget does not hold.
 HELD = tuple(kind for kind in KINDS if kind != "store-gone")
@@ -251,8 +252,10 @@ class Hub:
         self.files: dict[str, int] = {}
         self.applied: list[Applied] = []
         self.hang_until: dict[int, float] = {}
-        self.outages: list[tuple[float, float, int | None]] = []  # (from, to, node; None: every node's calls)
+        #: Spells in which a node's calls got no answer (its faults, or the node stopped): (from, to, node; None: all).
+        self.outages: list[tuple[float, float, int | None]] = []
         self.hold_next: dict[int, float] = {}  # node -> how long its next commit is held
+        self.time_out_next: set[int] = set()  # nodes whose next commit applies, its answer lost
         self.fail_until = self.limited_until = -math.inf
 
     def answered(self, node: int, start: float, end: float) -> float:
@@ -287,6 +290,9 @@ class Hub:
             self.sim.sleep(max(self.hang_until.get(node, -math.inf) - self.sim.now, 0.01))
         if isinstance(outcome[0], TargetError):
             raise outcome[0]
+        if node in self.time_out_next:
+            self.time_out_next.discard(node)
+            raise TargetError("the simulated Hub: read timed out", transient=True, timed_out=True)
         return outcome[0]
 
     def _apply(self, files: list[tuple[str, str]], parent: str | None, node: int, term: int | None):
@@ -513,6 +519,7 @@ class Sim:
             node.skew += rng.choice((-1, 1)) * rng.uniform(60, 3600)
         elif kind == "pause":
             node.paused_until = max(node.paused_until, self.now + length)
+            self.hub.outages.append((self.now, self.now + length, number))
         elif kind == "store-hang" and self.store_state is None:
             self.store_state = "hang"
             self.later(length, lambda: setattr(self, "store_state", None) if self.store_state == "hang" else None)
@@ -523,6 +530,8 @@ class Sim:
         elif kind == "hub-hang":
             self.hub.hang_until[number] = max(self.hub.hang_until.get(number, -math.inf), self.now + length)
             self.hub.outages.append((self.now, self.now + length, number))
+        elif kind == "hub-timeout":
+            self.hub.time_out_next.add(number)
         elif kind == "hub-hold":
             self.hub.hold_next[number] = length
         elif kind == "hub-fail":

@@ -35,7 +35,7 @@ from hf_mpwriter.timing import LEASE_STALE_S, JobTiming
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
 from hf_mpwriter.uploader.coordination.pacing import pacing
 from hf_mpwriter.uploader.coordination.plan import Budget, make_budget
-from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN, claimer
+from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN, claimer, parse_books
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 
 dist = pytest.importorskip("torch.distributed")
@@ -425,6 +425,26 @@ def test_an_explicit_commit_rate_holds_across_a_change_of_leader(hub, store, tmp
         assert times[2] - times[0] >= window - 1.0, times  # (the Hub's dates are whole seconds)
         assert waits and nxt.mode == "job" and nxt.leader.commits == 1, (waits, nxt.mode)  # put off, then committed
         assert not nxt.leader.malformed.total
+    finally:
+        for target in sorted(targets, key=lambda t: t.leader.leading):
+            target.stop()
+
+
+def test_a_leader_sets_its_books_again_while_it_writes_nothing(hub, store, tmp_path):
+    """The books hold ages that the next leader counts from its take-up: a leader that writes nothing sets them
+    again every ``lease_stale`` (10 s), or a quiet spell would keep its last writes in the next leader's window
+    that much longer (a quiet hour: an hour's stall). Here the books' newest write grows older in the store while
+    the leader writes nothing."""
+    hub.create_repo(REPO)
+    targets = [_node(hub, store.port, k) for k in range(2)]
+    _start_with_node_0_leading(targets)
+    try:
+        oids = _commit_together(targets, [_pieces(tmp_path, rank, 3000) for rank in (0, 2)])
+        assert oids[0] == oids[1] is not None and targets[0].leader.commits == 1  # the scenario: one write, then none
+        assert parse_books(targets[1].store.get("books"))[0][-1] < LEASE_STALE_S / 2
+        wait_for(lambda: parse_books(targets[1].store.get("books"))[0][-1] >= LEASE_STALE_S / 2, 3 * LEASE_STALE_S,
+                 "the books set again, their last write older")
+        assert targets[0].leader.commits == 1
     finally:
         for target in sorted(targets, key=lambda t: t.leader.leading):
             target.stop()

@@ -137,6 +137,28 @@ def test_the_budget_holds_when_a_nodes_wall_clock_steps():
     assert not result.problems, str(result)
 
 
+_SECOND = ("kill", "preempt", "pause", "clock-step", "store-hang", "lost-answer", "hub-hang", "hub-hold", "hub-timeout",
+           "hub-fail", "hub-429")
+
+
+def test_an_offer_a_leader_first_sees_after_the_store_failed_is_not_committed_over_newer_files():
+    """Seed 74: the store hung for 70 s; nodes 0 and 3 could not take their offers back and, their wait over, committed
+    newer files themselves; the next leader then first saw the old offers and committed them: the files went back
+    from versions 13 and 12 to 8. An offer first seen after a spell of store failures now counts as expired."""
+    result = commitsim.run(74, _SECOND)
+    assert any("store-hang" in fault for fault in result.faults) and result.commits >= 12
+    assert not result.problems, str(result)
+
+
+@pytest.mark.parametrize("seed", [77, 153])
+def test_a_write_that_applies_unanswered_or_as_its_leader_dies_counts_in_the_budget(seed):
+    """Seeds 77 and 153: a leader's write applied while its answer timed out, or while its leader was killed, was in
+    no books (13 and 14 commits in a window of 12). A write is now announced in ``own_writes`` before it goes, and
+    withdrawn only when it certainly did not apply."""
+    result = commitsim.run(seed, ("hub-timeout", "kill", "pause"))
+    assert result.commits >= 12 and not result.problems, str(result)
+
+
 class _NoFence(Leader):
     """A leader that commits without its parent: a commit the Hub held applies whenever it comes."""
 

@@ -99,6 +99,8 @@ class Leader(Lease):
         self._candidates: dict[int, dict] = {}  # what that read found
         self._last_commit = -math.inf
         self._books_term = 0  # the term (:attr:`term`) whose start took up the job's books from the store
+        self._books_set_at = -math.inf  # when this leader last set them
+        self._stale: dict[int, bytes] = {}  # node -> its offer in the store when it answered again after failures
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
@@ -145,6 +147,7 @@ class Leader(Lease):
             except StoreError as exc:
                 logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
                 failures += 1
+                self.store_gap = True
             except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
                 self._head_failures += 1
                 pause = doubling(self._head_failures, self.timing.poll, self.timing.store_retry)
@@ -181,6 +184,7 @@ class Leader(Lease):
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
         self._take_up_books()
         self._count_own_writes()
+        self._keep_books_fresh()
         self.xet.share()
         self._read_successors()
         if not self._ready(self.clock()):
@@ -209,7 +213,8 @@ class Leader(Lease):
             return
         term, raw = self.term, self.store.get("books")
         self._books_term = term
-        if not raw:
+        if not raw:  # the job's first leader (or its store's): every own commit so far counts
+            self.books.own_seen = 0
             return
         try:
             books = parse_books(raw)
@@ -224,9 +229,9 @@ class Leader(Lease):
                     "window", writes, requests)
 
     def _count_own_writes(self) -> None:
-        """The nodes' own commits since the books last counted them (``own_writes``, a counter each node adds to
-        after a commit of its own): written into the books, so that the budget holds what the nodes wrote while no
-        leader answered them (a hand-over, a slow round) too."""
+        """The writes since the books last counted them (``own_writes``: a node adds one before a commit of its
+        own, a leader before each write): into the books, so that the budget holds what the nodes wrote while no
+        leader answered them (a hand-over, a slow round), and a leader's write that applied as it died, too."""
         counted = self.books.count_own(self.store.add("own_writes", 0), self.clock())
         if counted:
             logger.info("job leader: %d commit(s) the nodes made themselves count in the job's budget", counted)
@@ -241,11 +246,21 @@ class Leader(Lease):
         self._successors = [list(address) for address in published(self.store, self.malformed)]
 
     def _books_value(self) -> dict[str, bytes]:
-        """``books`` to set with a write's answers, while this node leads (a deposed leader whose late write
-        lands must not set back the books of the one after it)."""
-        if not self.leading:
+        """``books`` to set (with a write's answers, or alone), while the store's lease names this node's term
+        (asked of the store, not of this node's belief: a deposed leader whose late write lands, paused say,
+        must not set back the books of the one after it; one whose renewal only lost its answer still holds)."""
+        if lease_holder(self.store.get("lease")) != (self.node, self.term):
             return {}
-        return {"books": books_value(*self.books.export(self.clock()))}
+        now = self.clock()
+        self._books_set_at = now
+        return {"books": books_value(*self.books.export(now))}
+
+    def _keep_books_fresh(self) -> None:
+        """Set the books again every ``lease_stale`` while leading, written or not: their ages count from the
+        next leader's take-up, so books left since the last write would keep a quiet hour's writes in its window."""
+        if self.leading and self.clock() - self._books_set_at >= self.timing.lease_stale:
+            if books := self._books_value():
+                self.store.set("books", books["books"])
 
     def _ready(self, now: float) -> bool:
         """Whether this round writes: offers read (again only when the ``offered`` counter moved), the
@@ -292,15 +307,20 @@ class Leader(Lease):
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = self.clock()
         moves = self.store.moves
+        # Announced first (the counter the books hold): should this process die during the call, or lose the lease,
+        # a write the Hub applies still counts in the next leader's books.
+        self.store.add("own_writes", 1)
+        self.books.announced(self.clock(), len(files))
         try:
             limit = min(self.call_bound, max(self.handover_after(), self.timing.commit_grace))
             commit = self._hub_call(limit, self.target.commit_uploaded, files, message, parent=parent)
         except TargetError as exc:
+            if not exc.timed_out:  # refused or failed, not applied: out of the budget again
+                self._withdraw()
             self._failed(exc, offers)
             return False
         self.wrote()
         self.commits += 1
-        self.books.wrote(self.clock(), len(files))
         self.max_files = min(self.budget.files_per_commit, self.max_files * 3 // 2)  # back up after a halving
         try:
             wrong = self.target.verify_uploaded(files)
@@ -311,9 +331,7 @@ class Leader(Lease):
             logger.warning("job leader: committed %d file(s) as %s while the job's store moved; the nodes offer them "
                            "again to the leader there", len(files), commit)
             return False  # (nor any put-off answers: the round's offers were that store's)
-        # (asked of the store: a leader that lost the lease unawares, paused say, must not set back the next one's books)
-        holds = self.leading and lease_holder(self.store.get("lease")) == (self.node, self.term)
-        plan, wall, books = self.plan(), self.wall(), self._books_value() if holds else {}
+        plan, wall, books = self.plan(), self.wall(), self._books_value()
         self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
             **books,
             **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
@@ -321,12 +339,19 @@ class Leader(Lease):
                                              "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
                for node, offer in offers.items()},
         })
-        if not holds:  # it lost the lease during this write: the next leader's books count it as a node's own write
-            self.store.add("own_writes", 1)
         self.store.add("answered", 1)
         self._forget(offers)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
         return True
+
+    def _withdraw(self) -> None:
+        """The write last announced did not apply: out of the store's count and the books (where the store
+        cannot be told, both keep it)."""
+        try:
+            self.store.add("own_writes", -1)
+        except StoreError:
+            return
+        self.books.withdrawn()
 
     def _claim(self, offers: dict[int, dict]) -> dict[int, dict]:
         """The offers this leader now owns: each taken from the store unless its node took it back first."""
@@ -344,7 +369,8 @@ class Leader(Lease):
 
     def _failed(self, exc: TargetError, offers: dict[int, dict]) -> None:
         """A commit of claimed offers failed: a 429 slows the plan and puts the offers off until the Hub's
-        time; a timeout halves the next commits (the Hub's 60 s server timeout); other transient errors put
+        time; a timeout (it may have applied: it stays in the books) halves the next commits (the Hub's 60 s
+        server timeout); other transient errors put
         them off to the next round; an error only the user can fix is the nodes' to report."""
         if exc.retry_after is not None:
             self.books.refused(self.clock(), exc.retry_after)
@@ -415,11 +441,14 @@ class Leader(Lease):
 
     def _offers(self) -> dict[int, dict]:
         """The nodes' current offers this leader may commit: not answered, taken back or claimed, not
-        expired (by when this leader first saw them, and the wait their node said), from the node's
-        current uploader. Read in one batch: a few round trips at any job size."""
+        expired (by when this leader first saw them, and the wait their node said; one that was there when the
+        store answered again after failures counts as expired: :meth:`after_store_gap`), from the node's current
+        uploader. Read in one batch: a few round trips at any job size."""
         members = self.members()
         kinds = ("offer", "answer", "incarnation")
         values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
+        if self.store_gap:  # (not marked yet: what is there now is from before, as far as this leader knows)
+            self._mark_stale({node: values[3 * k] for k, node in enumerate(members)})
         now = self.clock()
         offers: dict[int, dict] = {}
         present: set[tuple[int, int]] = set()
@@ -437,12 +466,23 @@ class Leader(Lease):
             if offer["seq"] <= answered or offer["incarnation"] < incarnation:
                 continue
             present.add((node, offer["seq"]))
-            seen = self._first_seen.setdefault((node, offer["seq"]), now)
+            seen = self._first_seen.setdefault((node, offer["seq"]), -math.inf if self._stale.get(node) == raw else now)
             if now - seen > float(offer.get("wait", OFFER_WAIT_S)):  # its node is taking it back
                 continue
             offers[node] = {**offer, "raw": raw}
         self._first_seen = {key: seen for key, seen in self._first_seen.items() if key in present}
         return offers
+
+    def after_store_gap(self) -> None:
+        """The store answers again after a spell of failures: the offers in it now may be older than their wait
+        (a node that could not take its offer back commits its files itself once its wait is over, and may have
+        committed newer ones since). Those are taken as expired: their nodes offer again."""
+        members = self.members()
+        self._mark_stale(dict(zip(members, self.store.multi_get([f"offer/{node}" for node in members]))))
+
+    def _mark_stale(self, offers: dict[int, bytes]) -> None:
+        self._stale = {node: raw for node, raw in offers.items() if raw}
+        self.store_gap = False
 
     def _parsed(self, key: str, raw: bytes | None) -> int:
         """The answered ``seq`` (an ``answer/`` key) or the incarnation of a node; 0 where it is malformed

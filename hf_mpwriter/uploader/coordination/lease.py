@@ -58,6 +58,9 @@ class Lease:
         self.handed_over: str | None = None  # why this node last let the lease go (``status``)
         self._handovers = 0  # hand-overs since this node's last successful write
         self._store_failures = 0  # the store's, in a row (the lease's ticks pause longer)
+        #: A call to the store failed since the offers were last read: what a node offered before may be stale
+        #: (it could not take the offer back, and committed its files itself): :meth:`~.Leader._offers`.
+        self.store_gap = False
         self._round_lock = threading.Lock()  # held while a round runs
         self._stop = threading.Event()
 
@@ -77,12 +80,15 @@ class Lease:
                 self._hand_over(stalled)
             else:
                 self._hold_lease()
+            if self.store_gap:
+                self.after_store_gap()
             self._store_failures = 0
         except StoreError as exc:
             if self.leading:
                 logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
             self.leading = False
             self._store_failures += 1
+            self.store_gap = True
         except Exception:  # never die: the nodes would fall back for good
             logger.exception("job leader: the lease could not be kept")
         if self._store_failures:
@@ -129,6 +135,11 @@ class Lease:
         if self._in_call_since is not None and now - self._in_call_since >= self._call_limit:
             return f"a call to the Hub has not ended in {now - self._in_call_since:.0f} s"
         return None
+
+    def after_store_gap(self) -> None:
+        """The store answers again after a spell of failures (:attr:`store_gap`): the leader marks what it must
+        not trust from before (:meth:`~.Leader.after_store_gap`)."""
+        self.store_gap = False
 
     def _hand_over(self, why: str) -> None:
         """Let another node lead: this one does not take the lease again for a while."""

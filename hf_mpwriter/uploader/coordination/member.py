@@ -142,7 +142,7 @@ class JobTarget(Target):
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
         self.own_commits = 0  # commits this node made of its files itself (``status``; :attr:`why`: the last reason)
-        self._own_untold = 0  # of those, the ones the store's ``own_writes`` does not count yet
+        self._own_untold = 0  # own commits (about to go, or gone; minus those that failed) not told to ``own_writes`` yet
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
         #: The successor stores (:mod:`.successor`), as the leader's last answer listed them (before any answer: as the
@@ -376,7 +376,9 @@ class JobTarget(Target):
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
         try:
             self._learn_successors()
-            self._tell_own_writes()
+            if self._own_untold:  # (a failure goes below: no offer into a store that just failed)
+                self.store.add("own_writes", self._own_untold)
+                self._own_untold = 0
             answer = self.offers.exchange(offer)
         except StoreError as exc:
             self.store_failed(exc)
@@ -464,17 +466,24 @@ class JobTarget(Target):
                            f"job's budget", wait)
         logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
         self._own_last, self._own_due = self.clock(), None
-        commit = self.inner.commit(pieces, message)
+        self._own_untold += 1  # told first: should this process die during the commit, the leader's books count it
+        self._tell_own_writes()
+        try:
+            commit = self.inner.commit(pieces, message)
+        except TargetError as exc:
+            if not exc.timed_out:  # refused or failed, not applied
+                self._own_untold -= 1
+                self._tell_own_writes()
+            raise
         self.own_commits += 1
         self._landed()
-        self._own_untold += 1
-        self._tell_own_writes()
         return commit
 
     def _tell_own_writes(self) -> None:
-        """Tell the leader of this node's own commits (``own_writes``: its books count them), once the store
-        answers (those made while it failed are told at the next offer)."""
-        if not self._own_untold or not self.store_usable() or self._hurried():
+        """Tell the leader of this node's own commits (``own_writes``: its books count them; a negative number: one
+        told that did not apply) where the store answers (those of a spell it failed or was silent: with the next
+        offer)."""
+        if not self._own_untold or not self.store_usable() or self.store.silent_for() > 0 or self._hurried():
             return
         try:
             self.store.add("own_writes", self._own_untold)

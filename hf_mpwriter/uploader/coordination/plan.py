@@ -296,14 +296,31 @@ class Books:
         return ([now - t for t in self._writes], [(now - t, n) for t, n in self._requests], paused, self.own_seen)
 
     def count_own(self, counter: int, now: float) -> int:
-        """The nodes' own commits (the store's ``own_writes`` counter) not in the books yet, counted as writes made
-        ``now`` (a little late: they stay in the window a little longer); how many. A node commits its files itself
-        when no leader answers it, in a hand-over say: the next leader's budget must hold those too."""
-        new = 0 if self.own_seen is None else max(0, counter - self.own_seen)
+        """The writes the store's ``own_writes`` counts and the books do not yet, as writes made ``now`` (a little
+        late: they stay in the window a little longer); how many. A node commits its files itself when no leader
+        answers it, in a hand-over say, and a leader may die as its write applies: the budget holds those too."""
+        # (a counter below the last one counted: a new store, a successor whose copy lags; all of it is new there)
+        new = 0 if self.own_seen is None else counter - self.own_seen if counter >= self.own_seen else counter
         for _ in range(min(new, math.ceil(self.budget.commits_per_hour))):  # (a full window at most: those of a long
             self.wrote(now, 1)  # spell without a leader were at the nodes' own slots, within the budget)
         self.own_seen = counter
         return new
+
+    def announced(self, now: float, files: int) -> None:
+        """A write about to go, announced in the store's ``own_writes`` first: in the books now, and not counted
+        again when the counter is read."""
+        self.wrote(now, files)
+        if self.own_seen is not None:
+            self.own_seen += 1
+
+    def withdrawn(self) -> None:
+        """The write last announced did not apply (refused, failed): out of the books again."""
+        if self._writes:  # (gone from the window already, if the call outlasted it)
+            self._writes.pop()
+        if self._requests:
+            self._requests.pop()
+        if self.own_seen is not None:
+            self.own_seen -= 1
 
     def take_up(self, books: BooksValue, now: float) -> None:
         """The job's books as the last leader left them (:meth:`export`): they replace this leader's, which are

@@ -32,6 +32,9 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 SUCCESSORS = 2
 #: What a new leader takes up, copied from the store in use into each successor's.
 COPIED = ("books", "view/held")
+#: The counters copied, raised to the store in use's: the leaders' terms (a new leader here draws one above every
+#: earlier one), and the nodes' own commits (the books count them from the number they hold).
+COUNTED = ("terms", "own_writes")
 
 
 def successor_slot(node: int, nodes: int) -> int | None:
@@ -97,11 +100,12 @@ class SuccessorHost:
         if self.store.address == self.address or self.own.get("members"):  # in use (nodes moved here): not overwritten
             return
         values = {key: raw for key in COPIED if (raw := self.store.get(key))}
-        terms = self.store.add("terms", 0)
+        counters = {key: self.store.add(key, 0) for key in COUNTED}
         if values:
             self.own.multi_set(values)
-        if (have := self.own.add("terms", 0)) < terms:  # a new leader here draws a term above every earlier one
-            self.own.add("terms", terms - have)
+        for key, count in counters.items():
+            if (have := self.own.add(key, 0)) < count:
+                self.own.add(key, count - have)
         self.store.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
 
 
