@@ -51,16 +51,14 @@ from .protocol import (
     WITHDRAWN,
     Malformed,
     Skipped,
-    books_value,
-    lease_holder,
     parse_answer,
-    parse_books,
     parse_counter,
     parse_members,
     parse_offer,
     taken_value,
 )
 from .store import JobStore, StoreError
+from .stored_books import StoredBooks
 from .successor import published
 from .xet_share import XetPublisher
 
@@ -98,12 +96,11 @@ class Leader(Lease):
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
         self._last_commit = -math.inf
-        self._books_term = 0  # the term (:attr:`term`) whose start took up the job's books from the store
-        self._books_set_at = -math.inf  # when this leader last set them
         self._stale: dict[int, bytes] = {}  # node -> its offer in the store when it answered again after failures
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
+        self.stored = StoredBooks(self.books, store, self.clock, timing, self.malformed)  # the books in the store
         #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its
         #: node's own, :class:`~.xet_share.XetPublisher`: the node then asks for no second one).
         self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed)
@@ -182,9 +179,11 @@ class Leader(Lease):
         """Commit the offers once the round's first one is ``timing.gather`` old (or every node offered) and
         the books have room; offers that will not have room soon are told when to offer again."""
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
-        self._take_up_books()
-        self._count_own_writes()
-        self._keep_books_fresh()
+        if self.stored.take_up(self.term):
+            self._last_commit = max(self._last_commit, self.books.last_write())  # (nor sooner than the spacing allows)
+        self.stored.count_own()
+        if self.leading:
+            self.stored.keep_fresh((self.node, self.term))
         self.xet.share()
         self._read_successors()
         if not self._ready(self.clock()):
@@ -206,36 +205,6 @@ class Leader(Lease):
                 at = max(self.books.next_free(self.clock(), self.max_files), self.clock() + self.spacing)
                 self._put_off(rest, at, "this commit's files were full")
 
-    def _take_up_books(self) -> None:
-        """At the start of each term, the job's books as the last leader left them (``books``): a hand-over
-        or a restarted uploader must not start the hour afresh, nor write sooner than the spacing allows."""
-        if self._books_term == self.term:
-            return
-        term, raw = self.term, self.store.get("books")
-        self._books_term = term
-        if not raw:  # the job's first leader (or its store's): every own commit so far counts
-            self.books.own_seen = 0
-            return
-        try:
-            books = parse_books(raw)
-        except Malformed as exc:
-            self.malformed.count("books", exc)
-            return
-        now = self.clock()
-        self.books.take_up(books, now)
-        self._last_commit = max(self._last_commit, self.books.last_write())
-        writes, requests = self.books.spent(now)
-        logger.info("job leader: took up the job's books: %d write(s) in the commit window, %d request(s) in the API "
-                    "window", writes, requests)
-
-    def _count_own_writes(self) -> None:
-        """The writes since the books last counted them (``own_writes``: a node adds one before a commit of its
-        own, a leader before each write): into the books, so that the budget holds what the nodes wrote while no
-        leader answered them (a hand-over, a slow round), and a leader's write that applied as it died, too."""
-        counted = self.books.count_own(self.store.add("own_writes", 0), self.clock())
-        if counted:
-            logger.info("job leader: %d commit(s) the nodes made themselves count in the job's budget", counted)
-
     def _read_successors(self) -> None:
         """The successor stores' addresses (:mod:`.successor`), read every ``timing.successor_copy``: each answer
         carries them, so that a node knows where to go on once the store in use is gone."""
@@ -244,23 +213,6 @@ class Leader(Lease):
             return
         self._successors_read = now
         self._successors = [list(address) for address in published(self.store, self.malformed)]
-
-    def _books_value(self) -> dict[str, bytes]:
-        """``books`` to set (with a write's answers, or alone), while the store's lease names this node's term
-        (asked of the store, not of this node's belief: a deposed leader whose late write lands, paused say,
-        must not set back the books of the one after it; one whose renewal only lost its answer still holds)."""
-        if lease_holder(self.store.get("lease")) != (self.node, self.term):
-            return {}
-        now = self.clock()
-        self._books_set_at = now
-        return {"books": books_value(*self.books.export(now))}
-
-    def _keep_books_fresh(self) -> None:
-        """Set the books again every ``lease_stale`` while leading, written or not: their ages count from the
-        next leader's take-up, so books left since the last write would keep a quiet hour's writes in its window."""
-        if self.leading and self.clock() - self._books_set_at >= self.timing.lease_stale:
-            if books := self._books_value():
-                self.store.set("books", books["books"])
 
     def _ready(self, now: float) -> bool:
         """Whether this round writes: offers read (again only when the ``offered`` counter moved), the
@@ -307,16 +259,13 @@ class Leader(Lease):
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = self.clock()
         moves = self.store.moves
-        # Announced first (the counter the books hold): should this process die during the call, or lose the lease,
-        # a write the Hub applies still counts in the next leader's books.
-        self.store.add("own_writes", 1)
-        self.books.announced(self.clock(), len(files))
+        self.stored.announce(len(files))
         try:
             limit = min(self.call_bound, max(self.handover_after(), self.timing.commit_grace))
             commit = self._hub_call(limit, self.target.commit_uploaded, files, message, parent=parent)
         except TargetError as exc:
             if not exc.timed_out:  # refused or failed, not applied: out of the budget again
-                self._withdraw()
+                self.stored.withdraw()
             self._failed(exc, offers)
             return False
         self.wrote()
@@ -331,7 +280,7 @@ class Leader(Lease):
             logger.warning("job leader: committed %d file(s) as %s while the job's store moved; the nodes offer them "
                            "again to the leader there", len(files), commit)
             return False  # (nor any put-off answers: the round's offers were that store's)
-        plan, wall, books = self.plan(), self.wall(), self._books_value()
+        plan, wall, books = self.plan(), self.wall(), self.stored.value((self.node, self.term))
         self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
             **books,
             **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
@@ -343,15 +292,6 @@ class Leader(Lease):
         self._forget(offers)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
         return True
-
-    def _withdraw(self) -> None:
-        """The write last announced did not apply: out of the store's count and the books (where the store
-        cannot be told, both keep it)."""
-        try:
-            self.store.add("own_writes", -1)
-        except StoreError:
-            return
-        self.books.withdrawn()
 
     def _claim(self, offers: dict[int, dict]) -> dict[int, dict]:
         """The offers this leader now owns: each taken from the store unless its node took it back first."""
@@ -374,7 +314,7 @@ class Leader(Lease):
         them off to the next round; an error only the user can fix is the nodes' to report."""
         if exc.retry_after is not None:
             self.books.refused(self.clock(), exc.retry_after)
-            if books := self._books_value():  # (the pause holds for the next leader too)
+            if books := self.stored.value((self.node, self.term)):  # (the pause holds for the next leader too)
                 self.store.multi_set(books)
             logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
                            "plan's spacing for an hour", exc, exc.retry_after, self.books.slowdown)
