@@ -310,8 +310,8 @@ class Leader(Lease):
     def _failed(self, exc: TargetError, offers: dict[int, dict]) -> None:
         """A commit of claimed offers failed: a 429 slows the plan and puts the offers off until the Hub's
         time; a timeout (it may have applied: it stays in the books) halves the next commits (the Hub's 60 s
-        server timeout); other transient errors put
-        them off to the next round; an error only the user can fix is the nodes' to report."""
+        server timeout); other transient errors put them off to the next round; an error only the user can
+        fix is the nodes' to report."""
         if exc.retry_after is not None:
             self.books.refused(self.clock(), exc.retry_after)
             if books := self.stored.value((self.node, self.term)):  # (the pause holds for the next leader too)
