@@ -369,9 +369,8 @@ class Node:
 
 
 class Sim:
-    def __init__(self, seed: int, kinds: tuple[str, ...], nodes: int | None, leader: type[Leader],
-                 member: type[JobTarget]) -> None:
-        self.seed, self.kinds, self.rng, self.leader, self.member = seed, kinds, random.Random(seed), leader, member
+    def __init__(self, seed: int, nodes: int | None, leader: type[Leader], member: type[JobTarget]) -> None:
+        self.rng, self.leader, self.member = random.Random(seed), leader, member
         self.now = 0.0
         self.queue: list = []
         self._order = itertools.count()
@@ -595,7 +594,7 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
         leader: type[Leader] = Leader, member: type[JobTarget] = JobTarget) -> Result:
     """One job under seed ``seed``'s faults (of ``kinds``; ``faults`` of them, by default 0-4), to its end; ``leader``,
     ``member``: the nodes' (a test hands in one broken on purpose)."""
-    sim = Sim(seed, kinds, nodes, leader, member)
+    sim = Sim(seed, nodes, leader, member)
     rng = sim.rng
     try:
         for node in sim.nodes:
