@@ -480,7 +480,7 @@ class Sim:
             node.landed = max(node.landed, version)
             if node.landed == node.last:
                 node.done = True
-                job.leader.stop()
+                job.stop()  # (as the uploader's loop does at its end)
                 return
             if node.preempted is None:  # (signalled: its last records go at once, as the loop's schedule has it)
                 self.sleep(self._next_turn(job))

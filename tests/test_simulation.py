@@ -159,6 +159,26 @@ def test_a_write_that_applies_unanswered_or_as_its_leader_dies_counts_in_the_bud
     assert result.commits >= 12 and not result.problems, str(result)
 
 
+@pytest.mark.parametrize("seed, fault", [(11315, "preempt"), (12962, "store-hang"), (12028, "preempt"),
+                                         (14259, "store-hang")])
+def test_a_nodes_own_commit_made_while_the_store_failed_is_told_before_its_next_offer(seed, fault):
+    """Seeds of a 5,000-seed sweep (13 commits in a window of 12): a node committed itself while the store hung, and
+    its ``own_writes`` went only with its next offer. Seed 11315: the node was preempted before that offer (its
+    hurried last commit never offers), so no leader counted it; seed 12962: the leader wrote twice before it. The
+    store is now told once right after the commit, and at exit whatever is still untold."""
+    result = commitsim.run(seed, _SECOND)
+    assert any(fault in text for text in result.faults) and result.commits >= 12
+    assert not result.problems, str(result)
+
+
+@pytest.mark.xfail(strict=True, reason="the leader filled the window, then a node committed itself while the store "
+                                       "hung: no leader can count a commit it cannot hear of (issue 52's note)")
+def test_a_nodes_own_commit_while_the_store_hangs_after_the_leader_filled_the_window():
+    result = commitsim.run(14952, _SECOND)
+    assert any("store-hang" in fault for fault in result.faults)
+    assert not result.problems, str(result)
+
+
 class _NoFence(Leader):
     """A leader that commits without its parent: a commit the Hub held applies whenever it comes."""
 

@@ -279,19 +279,21 @@ class JobTarget(Target):
         return self._announced
 
     def stop(self) -> None:
-        until = min(time.monotonic() + self.timing.stop_wait, self.store.preemption)
+        until = min(self.clock() + self.timing.stop_wait, self.store.preemption)
         self._leave()
         if self.successor is not None:
             self.successor.stop(0.0)  # (its thread ends at its next pause; joined below within the same deadline)
         self.leader.stop()
         if self.successor is not None:
-            self.successor.stop(max(0.0, until - time.monotonic()))
+            self.successor.stop(max(0.0, until - self.clock()))
 
     def _leave(self) -> None:
         """Say in the store in use that this node's uploader exits (a successor store's host then need not
-        serve it on for this node: :meth:`linger`)."""
-        if self.incarnation > 0 and not self.store_gone:  # (one bounded call, also while resting after a failure)
+        serve it on for this node: :meth:`linger`), after its own commits not told yet (made while the store
+        failed, or once signalled: the next leader's books count them)."""
+        if self.incarnation > 0 and not self.store_gone:  # (bounded calls, also while resting after a failure)
             try:
+                self._tell_own_writes()
                 self.store.set(f"left/{self.node}", str(self.incarnation).encode())
             except StoreError as exc:
                 logger.debug("job: this node's exit not said in the store: %s", exc)
@@ -376,9 +378,7 @@ class JobTarget(Target):
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
         try:
             self._learn_successors()
-            if self._own_untold:  # (a failure goes below: no offer into a store that just failed)
-                self.store.add("own_writes", self._own_untold)
-                self._own_untold = 0
+            self._tell_own_writes()  # (a failure goes below: no offer into a store that just failed)
             answer = self.offers.exchange(offer)
         except StoreError as exc:
             self.store_failed(exc)
@@ -467,27 +467,37 @@ class JobTarget(Target):
         logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
         self._own_last, self._own_due = self.clock(), None
         self._own_untold += 1  # told first: should this process die during the commit, the leader's books count it
-        self._tell_own_writes()
+        self._tell_own_writes_now(before_commit=True)
         try:
             commit = self.inner.commit(pieces, message)
         except TargetError as exc:
             if not exc.timed_out:  # refused or failed, not applied
                 self._own_untold -= 1
-                self._tell_own_writes()
             raise
+        finally:
+            self._tell_own_writes_now(before_commit=False)
         self.own_commits += 1
         self._landed()
         return commit
 
     def _tell_own_writes(self) -> None:
-        """Tell the leader of this node's own commits (``own_writes``: its books count them; a negative number: one
-        told that did not apply) where the store answers (those of a spell it failed or was silent: with the next
-        offer)."""
-        if not self._own_untold or not self.store_usable() or self.store.silent_for() > 0 or self._hurried():
-            return
-        try:
+        """Tell the leaders of this node's own commits not told yet: ``own_writes`` (the books count them) goes up by
+        their number (down by one told that did not apply). Raises :class:`StoreError`."""
+        if self._own_untold:
             self.store.add("own_writes", self._own_untold)
             self._own_untold = 0
+
+    def _tell_own_writes_now(self, before_commit: bool) -> None:
+        """:meth:`_tell_own_writes` unless this node was signalled (its last records go first; those untold go at
+        exit, :meth:`_leave`) or the store is gone. Before a commit, only where the store answers now (one that
+        failed or is silent must not hold the commit up); after it, once in any case: a leader writing before the
+        next offer (a plan's interval later, maybe) would not count it."""
+        if not self._own_untold or self.store_gone or self._hurried():
+            return
+        if before_commit and (not self.store_usable() or self.store.silent_for() > 0):
+            return
+        try:
+            self._tell_own_writes()
         except StoreError as exc:
             self.store_failed(exc)
 
