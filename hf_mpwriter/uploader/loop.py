@@ -30,9 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import sqlite3
-import sys
 import threading
 import time
 from pathlib import Path
@@ -50,14 +48,14 @@ from ..state.registry import live_writers, prune_stale_registrations, writer_ran
 from ..state.spawn import start_uploader_process
 from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
 from ..targets import Target, target_for
-from ..timing import JOB_VIEW_LAST_WAIT_S, JOB_VIEW_READ_S, PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
+from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
 from . import system_metrics
 from .commit_cycle import Committer, Progress
 from .coordination import factory, member
 from .coordination.pacing import pacing
 from .file_limit import FileLimitWatch
-from .jobrun import exchange
-from .jobrun import view as job_view
+from .jobrun.driver import JobRunDriver
+from .replacement import replace_process
 from .schedule import (
     FINAL_GAP_S,
     LOCAL_RETRY_S,
@@ -69,7 +67,7 @@ from .schedule import (
     Schedule,
     call_bound,
 )
-from .throwaway import Unfinished, call_in_thread
+from .throwaway import Abandoned, Unfinished, call_in_thread
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
 
@@ -79,8 +77,6 @@ REPLACE_ME = 4
 NEXT_CYCLE_SLACK_S = 1.0
 #: How many of its last local errors' times the uploader publishes (``local_error_times``).
 LOCAL_ERROR_TIMES = 10
-#: Signals that end the uploader: each starts a last commit (see :mod:`hf_mpwriter.uploader.schedule`).
-TERMINATION_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 T = TypeVar("T")
 __all__ = ["REPLACE_ME", "Abandoned", "Progress", "Superseded", "Uploader"]
 
@@ -89,15 +85,6 @@ def _repository(config: UploadConfig) -> str:
     """The repository, bucket or directory a logdir's settings send to, whatever the folder in it (each
     logdir has its own), and the endpoint: how the index of logdirs matches an earlier attempt's."""
     return f"{config.kind}:{config.repo_type}:{config.repo_id or config.directory}@{config.revision} {config.endpoint}"
-
-
-def termination_signals() -> list[int]:
-    """:data:`TERMINATION_SIGNALS` this platform has."""
-    return [s for s in (getattr(signal, name, None) for name in TERMINATION_SIGNALS) if s is not None]
-
-
-class Abandoned(Exception):
-    """The preemption deadline passed (or a second signal came) while a call to the target ran."""
 
 
 class Uploader:
@@ -139,14 +126,13 @@ class Uploader:
         self.local_errors = 0  # tries that failed on a local error (a full disk, a queue that cannot be used)
         self.local_error_times: list[float] = []  # wall times of the last :data:`LOCAL_ERROR_TIMES` of them
         self._schedule: Schedule | None = None
-        self._next_round = 0.0  # (monotonic) when this node's next job run round is due, in a job with a store
         #: The logdir's live writers run on several hosts (a logdir every node shares): this one uploader
         #: commits every node's files, so it paces as a single node would (:meth:`_pacing`).
         self._shared = False
         self._leading = False  # this node's uploader led the job when it was last paced
         self._case: str | None = None  # the pacing's branch last said (:meth:`_pacing`)
-        self._view: job_view.JobView | None = None  # the job run (hf_mpwriter.uploader.jobrun.view)
-        self._exchange: exchange.ViewExchange | None = None  # its points to and from the job's leader
+        self.job_run = JobRunDriver(self.logdir, loaded, self._beat, signalled=self._signalled,  # (off till started)
+                                    in_worker=lambda what, fn, *args: self._in_worker(what, fn, *args, bound=None))
         self._lock = UploaderLock(self.logdir)
 
     @property
@@ -242,11 +228,8 @@ class Uploader:
         self._finish_earlier_attempts()
         sampler = system_metrics.start_for(self.logdir, self.config)  # None unless system_metrics is on
         job = self.target if isinstance(self.target, member.JobTarget) else None
-        self._view = self._start_view(node=job is not None)
+        self.job_run.start(job, math.inf if job is None else job.timing.job_run_wait)
         if job is not None:
-            if self._view is not None:
-                self._exchange = exchange.ViewExchange(self._view, job, self.config.nodes,  # (the round its pacing knows)
-                                                       period=min(self.config.commit_every, job.timing.job_run_wait))
             job.start()
         try:
             code = self._loop(stop or threading.Event(), watch)
@@ -255,17 +238,14 @@ class Uploader:
                 job.stop()
             if sampler is not None:
                 sampler.stop()
-            if self._exchange is not None:
-                self._exchange.close()
-            if self._view is not None:
-                self._view.close()
+            self.job_run.close()
             if code == 0:
                 self._forget_if_done()
             self.release()
             if job is not None and code == 0:  # a successor store in use is served on a while
                 job.linger(lambda: bool(self._signals))
-        if code == REPLACE_ME:
-            self._replace_process()  # returns only if it failed
+        if code == REPLACE_ME:  # (see :meth:`_call`)
+            replace_process(self.logdir, self.target.description)  # returns only if it failed
         return code
 
     def _finish_earlier_attempts(self) -> None:
@@ -371,8 +351,7 @@ class Uploader:
                 return 0
             live = live_writers(self.logdir)
             schedule.writers(now, bool(live))
-            if self._view is not None:  # a dead rank's steps are not waited for
-                self._view.live = writer_ranks(live)
+            self.job_run.live(writer_ranks(live))
             if self.config.nodes > 1 and not isinstance(self.target, member.JobTarget):
                 self._repace_if_shared(schedule, live, watch, now)
             schedule.held_until = now + self.committer.held_until - time.time()  # (relative: one host's clocks)
@@ -383,8 +362,8 @@ class Uploader:
                     self._leading = leading
                     schedule.repace(self._pacing(watch), now, time.time())
             try:
-                if self._exchange is not None and now >= self._next_round and not self._signalled():
-                    self._job_run_round()
+                if self.job_run.round_due(now):
+                    self.job_run.round()
                 self._prune_registrations()
                 if mailbox.take(self.logdir, "trigger"):
                     schedule.trigger(now)
@@ -399,10 +378,7 @@ class Uploader:
                 if decision.action is Action.CYCLE:
                     if decision.urgent:  # a writer or a signal wants it now: skip the backoff
                         self.committer.skip_backoff()
-                    # The job run rides along with this commit (a backlog: some seconds of it, the rest at the next);
-                    # a node of a job with a store has rounds of its own, and one more as its writers close.
-                    if self._exchange is None or decision.urgent or not schedule.writers_alive:
-                        self._update_view(final=False, budget=JOB_VIEW_READ_S)
+                    self.job_run.rides_along(decision.urgent, schedule.writers_alive)
                     progress = self.committer.cycle()
                     self._count_files(progress)
                     schedule.needs_user = progress.fatal
@@ -440,65 +416,23 @@ class Uploader:
         self._identity.update(local_errors=self.local_errors, local_error_times=self.local_error_times)
         self._write_identity()
 
-    def _start_view(self, node: bool = False) -> job_view.JobView | None:
-        """The logdir's job run (:func:`job_view.start_for`; ``node``: a node of a job with a store, whose
-        leader merges the nodes' points); ``None`` if it cannot start (never the uploader's end)."""
-        try:
-            return job_view.start_for(self.logdir, self.config, beat=self._beat, node=node)
-        except Exception:
-            logger.exception("job run of %s cannot start; the ranks' runs are committed as before", self.logdir)
-            return None
-
     def _job_run_last_points(self, decision: Decision, schedule: Schedule) -> Decision | None:
         """Before the uploader exits with everything committed and every writer gone (the job ended, or all
         its ranks are down at once): the job run's last points, with the ranks that reported them, and one
         more commit for them (a CYCLE). ``None``: nothing left, exit now."""
-        if self._view is None or decision.code != 0 or schedule.term_at is not None:
+        if self.job_run.view is None or decision.code != 0 or schedule.term_at is not None:
             return None  # (after SIGTERM: no time for them; they stay in the view's state for a next uploader)
-        written = self._update_view(final=True)
-        if self._exchange is not None and not self._identity.get("job_run_final"):
+        written = self.job_run.update(final=True)
+        if self.job_run.exchange is not None and not self._identity.get("job_run_final"):
             # This node's last points went to a leader (or their wait ran out): its closing writers, which keep
             # its launcher (and maybe the job's store, in torchrun's agent) alive until now, may end.
             self._identity["job_run_final"] = True
             self._write_identity()
         return Decision(Action.CYCLE, "the job run's last points", urgent=True) if written else None
 
-    def _job_run_round(self) -> None:
-        """A node of a job with a store: its job run round, at its own pace (:meth:`ViewExchange.next_in`),
-        not its commits' (the leader's node commits what its merge wrote at its next commit)."""
-        self._update_view(final=False, budget=JOB_VIEW_READ_S)
-        if self._exchange is not None:  # (a failure turned it off)
-            self._next_round = time.monotonic() + self._exchange.next_in(time.time())
-
     def _signalled(self) -> bool:
         """A termination signal came: the commit comes first (no job run rounds from then on)."""
         return self._schedule is not None and self._schedule.term_at is not None
-
-    def _update_view(self, final: bool, budget: float = math.inf) -> int:
-        """Bring the job run up to date (the points written); a failure turns it off for this uploader (it
-        never holds a commit back)."""
-        if self._view is None:
-            return 0
-        try:
-            written = self._view.update(final, budget)
-            if self._exchange is not None and not self._signalled():  # store calls (each bounded), the loop beating
-                if final:  # (its points sent until a leader took them, for a bounded time)
-                    written += self._in_worker("exchange the job run's last points", self._exchange.last_round,
-                                               JOB_VIEW_LAST_WAIT_S, self._signalled, bound=None)
-                else:
-                    written += self._in_worker("exchange the job run's points", self._exchange.round, False, bound=None)
-            return written
-        except Abandoned:
-            raise
-        except OSError as exc:  # a full disk: the ranks' files go on being committed; tried again next cycle
-            logger.warning("job run of %s not updated: %s", self.logdir, exc)
-        except Exception:
-            logger.exception("job run of %s failed; it is turned off for this uploader (the ranks' runs are "
-                             "committed as before)", self.logdir)
-            if self._exchange is not None:
-                self._exchange.close()
-            self._view = self._exchange = None
-        return 0
 
     def _exit(self, decision: Decision, schedule: Schedule) -> int:
         """Say why the loop ends, and what is left (with the command that sends it) if anything."""
@@ -552,7 +486,7 @@ class Uploader:
         An abandoned hf_xet transfer keeps holding hf_xet's process-wide upload slots (why, and what
         was measured: ``docs/design-notes.md``, "Abandoned Xet transfers"). So where the uploader owns
         its process, the loop then replaces the process (:meth:`_stuck_transfer`,
-        :meth:`_replace_process`): nothing of the stuck calls survives an ``exec``. Where it cannot (a
+        :func:`.replacement.replace_process`): nothing of the stuck calls survives an ``exec``. Where it cannot (a
         thread of the training process, ``sync``), it carries on with a fresh client; a CAS silent for
         long can then hold its Xet uploads until hf_xet gives up.
 
@@ -603,31 +537,6 @@ class Uploader:
         self._abandoned = [worker for worker in self._abandoned if worker.is_alive()]
         return bool(self._abandoned) and self.owns_process and schedule.term_at is None
 
-    def _replace_process(self) -> None:
-        """``exec`` a fresh uploader in this process (same pid, no thread of the old one left): hf_xet's
-        stuck transfers and their hold on its upload concurrency end with the old image. The queue and
-        the lock were released first; the new image takes over as after a SIGKILL (it reconciles the
-        abandoned commit before sending it again). Returns only if ``exec`` failed: the loop then
-        exits with :data:`REPLACE_ME`, and the writers start a new uploader at their next check."""
-        argv = [sys.executable, "-m", "hf_mpwriter.uploader", str(self.logdir.resolve())]
-        logger.warning("a call to %s was abandoned and may still hold hf_xet's transfers: replacing this uploader "
-                       "process with a fresh one", self.target.description)
-        for name in ("hf_mpwriter", "huggingface_hub"):
-            for handler in logging.getLogger(name).handlers:
-                handler.flush()
-        # Held (the mask survives exec) until the new image handles them: a SIGTERM during its start is
-        # its last commit, not its death (hf_mpwriter.uploader.process.on_termination unblocks them).
-        blocked = termination_signals() if hasattr(signal, "pthread_sigmask") else []
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-        try:
-            os.execv(sys.executable, argv)
-        except OSError as exc:
-            if blocked:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
-            logger.error("could not start a fresh uploader in this process (%s); exiting so that a writer starts one",
-                         exc)
-
     def _prune_registrations(self) -> None:
         """Delete registrations of writers dead for long (their heartbeat stale for an hour).
 
@@ -667,11 +576,11 @@ class Uploader:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         self.acquire(wait=wait)
-        self._view = self._start_view()
+        self.job_run.start()
         try:
             while True:
                 self._beat()
-                self._update_view(final=not live_writers(self.logdir))
+                self.job_run.update(final=not live_writers(self.logdir))
                 progress = self.committer.cycle()
                 self._count_files(progress)
                 if on_progress is not None:
@@ -687,6 +596,5 @@ class Uploader:
                     return False
                 time.sleep(min(wait, 1.0))
         finally:
-            if self._view is not None:
-                self._view.close()
+            self.job_run.close()
             self.release()

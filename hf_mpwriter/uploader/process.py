@@ -3,8 +3,8 @@
 Its command line, its log file (``uploader.log``, rotated, tokens redacted), its client (configured
 the documented way: this process is the uploader's, see
 :func:`hf_mpwriter.targets.hub_client.configure_process_client`), its termination signals and its
-exit. The loop itself, and the process replacing itself after an abandoned call, are
-:mod:`hf_mpwriter.uploader.loop`'s.
+exit. The loop itself is :mod:`hf_mpwriter.uploader.loop`'s; the process replacing itself after an
+abandoned call, :mod:`hf_mpwriter.uploader.replacement`'s.
 
 Once the loop returns, everything it owns is closed and what it committed is committed: the process
 ends at once (:func:`_exit`), without the interpreter's teardown (torch's store clients, hf_xet's
@@ -30,7 +30,8 @@ from ..redaction import RedactingFilter
 from ..state.statedir import private_open, secure_state_dir, state_dir
 from ..targets.hub_client import configure_process_client
 from ..timing import HTTP_TIMEOUT_S
-from .loop import Uploader, termination_signals
+from .loop import Uploader
+from .replacement import termination_signals
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 

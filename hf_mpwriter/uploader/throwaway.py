@@ -15,6 +15,10 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 
+class Abandoned(Exception):
+    """The preemption deadline passed (or a second signal came) while a call the uploader's loop waits on ran."""
+
+
 class Unfinished(Exception):
     """The caller walked away from a call that still runs (in :attr:`thread`)."""
 
