@@ -27,7 +27,6 @@ from hf_mpwriter.config import load
 from hf_mpwriter.state.jobqueue import audit_record
 from hf_mpwriter.targets import target_for
 from hf_mpwriter.testing import HubLimits, HubServer
-from hf_mpwriter.uploader import commit_cycle
 from hf_mpwriter.uploader.loop import Uploader
 
 #: What the server asks a rate-limited client to wait (longer than any backoff of ours but the server's).
@@ -71,10 +70,8 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(commit_cycle, "time", fake)
-    return fake
+def clock() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
@@ -95,10 +92,11 @@ def _log(writer: HFSummaryWriter, steps: range) -> None:
     writer.flush()
 
 
-def _uploader(kind: Kind, hub: HubServer, logdir: Path) -> Uploader:
+def _uploader(kind: Kind, hub: HubServer, logdir: Path, clock: Clock) -> Uploader:
     """A new uploader of ``logdir`` (a takeover: its start audit is owed), elected, with the real target."""
     config = dataclasses.replace(load(logdir), endpoint=hub.endpoint)
     uploader = Uploader(logdir, config=config, token=TOKEN, target=target_for(config, TOKEN))
+    uploader.committer.clock = clock
     uploader.acquire()
     return uploader
 
@@ -125,14 +123,14 @@ def test_audits_refused_by_429_do_not_hold_back_commits(hub_is_this_process_hub,
     logdir = tmp_path / "logs"
     writer = HFSummaryWriter(kind.repo_id, logdir=str(logdir), uploader="none", rank=0, token=TOKEN)
     _log(writer, range(0, 20))
-    first = _uploader(kind, hub, logdir)
+    first = _uploader(kind, hub, logdir, clock)
     try:
         first.cycle()  # committed: the next uploader's start audit has something to ask about
     finally:
         first.release()
     fault = hub.inject("rate_limit", route=kind.audit_route, times=None, retry_after=RETRY_AFTER)
     writes = _writes(kind, hub)
-    uploader = _uploader(kind, hub, logdir)
+    uploader = _uploader(kind, hub, logdir, clock)
     try:
         for cycle in range(CYCLES):
             _log(writer, range(20 + 10 * cycle, 30 + 10 * cycle))
@@ -170,7 +168,7 @@ def test_a_send_refused_by_429_waits_what_the_server_asked(hub_is_this_process_h
     logdir = tmp_path / "logs"
     writer = HFSummaryWriter(kind.repo_id, logdir=str(logdir), uploader="none", rank=0, token=TOKEN)
     _log(writer, range(0, 20))
-    uploader = _uploader(kind, hub, logdir)
+    uploader = _uploader(kind, hub, logdir, clock)
     try:
         uploader.cycle()  # prepared (the repository's model card is a commit too) and committed
         _log(writer, range(20, 30))
@@ -221,12 +219,12 @@ def test_a_spent_api_window_is_waited_out_not_audited_at_every_cycle(tmp_path, c
         writer = HFSummaryWriter(kind.repo_id, logdir=str(logdir), uploader="none", rank=0, token=TOKEN)
         try:
             _log(writer, range(0, 20))
-            first = _uploader(kind, hub, logdir)
+            first = _uploader(kind, hub, logdir, clock)
             try:
                 first.cycle()  # committed: the takeover's audit has something to ask about
             finally:
                 first.release()
-            uploader = _uploader(kind, hub, logdir)
+            uploader = _uploader(kind, hub, logdir, clock)
             try:
                 assert uploader.committer.prepare()  # the takeover's start (the repository is there)...
                 _spend_the_window(hub)  # ... then the job's other clients spend the window

@@ -126,9 +126,6 @@ def test_the_uploader_warns_once_per_share_of_the_limit_its_commits_pass(hub_is_
                                                                          monkeypatch):
     """The real uploader and queue against the test Hub; the limit made 10 files to keep it small."""
     hub = hub_is_this_process_hub  # (huggingface_hub 0.x reads commit URLs against the process's Hub)
-    import hf_mpwriter.config
-
-    monkeypatch.setattr(hf_mpwriter.config, "HUB_MAX_FILES", 10, raising=False)
     for name in LAUNCHER_VARS:
         monkeypatch.delenv(name, raising=False)
     hub.create_repo(REPO)
@@ -139,6 +136,7 @@ def test_the_uploader_warns_once_per_share_of_the_limit_its_commits_pass(hub_is_
         caplog.clear()
         uploader = Uploader(logdir, token=TOKEN, target=HubTarget(REPO, prefix="tensorboard/logs", token=TOKEN,
                                                                   endpoint=hub.endpoint))
+        uploader.file_limit.limit = 10
         assert uploader.drain(timeout=60)
         return [r for r in _warnings(caplog) if r.args and 10 in r.args]
 

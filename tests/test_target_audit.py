@@ -13,8 +13,6 @@ from upload_helpers import TOKEN
 from hf_mpwriter.compat import BUCKETS_VERSION, hub_version
 from hf_mpwriter.state.piece import Piece
 from hf_mpwriter.targets import BucketTarget, HubTarget
-from hf_mpwriter.targets import bucket as bucket_target
-from hf_mpwriter.targets import hub as hub_target
 
 _ROUTE = {"repo": "paths_info", "bucket": "bucket_paths_info"}
 _SAME_SIZE = {"repo": "same size, different content (git oid)", "bucket": "same size, different content (Xet hash)"}
@@ -27,10 +25,10 @@ def _piece(root: Path, name: str, data: bytes) -> Piece:
 
 
 @pytest.mark.parametrize("kind", ["repo", "bucket"])
-def test_differences_asks_in_batches_and_finds_each_wrong_file(hub, tmp_path, monkeypatch, kind):
-    monkeypatch.setattr(hub_target if kind == "repo" else bucket_target, "PATHS_PER_CALL", 2)
+def test_differences_asks_in_batches_and_finds_each_wrong_file(hub, tmp_path, kind):
     target = (HubTarget("me/audit", prefix="tb", token=TOKEN, endpoint=hub.endpoint) if kind == "repo"
               else BucketTarget("me/audit", prefix="tb", token=TOKEN, endpoint=hub.endpoint))
+    target.paths_per_call = 2
     target.prepare()
     sent = [_piece(tmp_path, f"f{i}.txt", f"file {i}\n".encode() * 3) for i in range(5)]
     target.commit(sent, "five files")

@@ -92,6 +92,7 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
 
     #: No commit rate limit: closing writers get their files stored at once.
     min_interval = 0.0
+    paths_per_call = PATHS_PER_CALL  # (the audit's batches: per target, a test makes them small)
 
     def __init__(
         self, bucket_id: str, *, prefix: str, private: bool | None = None, token: str | None = None,
@@ -156,7 +157,7 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
         """Compare sizes and Xet hashes with ``get_bucket_paths_info``, one call per batch of files. A local
         file unchanged since the last audit is not hashed again: an audit costs what changed since."""
         return batched_differences(pieces, remote_path=self.remote_path, fetch=self._paths_info,
-                                   per_call=PATHS_PER_CALL, compare=functools.partial(_compare, self._digests))
+                                   per_call=self.paths_per_call, compare=functools.partial(_compare, self._digests))
 
     def local_reads(self, pieces: Sequence[Piece]) -> int:
         """The size of each local file :meth:`differences` would hash (of the right size, not hashed
@@ -232,7 +233,7 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
 
         pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files]
         return batched_differences(pieces, remote_path=lambda p: p.path, fetch=self._paths_info,
-                                   per_call=PATHS_PER_CALL, compare=compare)
+                                   per_call=self.paths_per_call, compare=compare)
 
     def _paths_info(self, paths: list[str]) -> list[Any]:
         try:

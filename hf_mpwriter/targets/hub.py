@@ -88,6 +88,7 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
     min_interval = HUB_COMMIT_SPACING_S  # the Hub accepts about 128 commits per hour per repository
     #: After a 412, the head is read before every commit for this long (:data:`SHARED_BRANCH_S`).
     shared_branch_s = SHARED_BRANCH_S
+    paths_per_call = PATHS_PER_CALL  # (the audit's batches: per target, a test makes them small)
 
     def __init__(
         self,
@@ -343,12 +344,12 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
         does not hold with that size and sha256: one ``paths_info`` call per :data:`PATHS_PER_CALL` files."""
         pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files]
         return batched_differences(pieces, remote_path=lambda p: p.path, fetch=self._paths_info,
-                                   per_call=PATHS_PER_CALL, compare=_compare)
+                                   per_call=self.paths_per_call, compare=_compare)
 
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
         """Compare sizes and hashes with ``get_paths_info``, one call per batch of files."""
         return batched_differences(pieces, remote_path=self.remote_path, fetch=self._paths_info,
-                                   per_call=PATHS_PER_CALL, compare=_compare)
+                                   per_call=self.paths_per_call, compare=_compare)
 
     def _paths_info(self, paths: list[str]) -> list[Any]:
         try:

@@ -89,6 +89,14 @@ class TargetCall(Protocol):
     def __call__(self, what: str, fn: Callable[..., T], *args: Any, nbytes: int = 0) -> T: ...
 
 
+class Clock(Protocol):
+    """The committer's clocks: ``time.time`` for the queue's wall times, ``time.monotonic`` for its own waits."""
+
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
 def backoff(attempts: int, error: TargetError) -> float:
     """Seconds before retrying after ``error`` (see :func:`hf_mpwriter.uploader.schedule.backoff`)."""
     return schedule_mod.backoff(attempts, error.transient, error.retry_after)
@@ -105,6 +113,7 @@ class Committer:
         self.scanner = Scanner(self.logdir, config.allow_patterns, config.ignore_patterns)
         self._token = token
         self._call = call
+        self.clock: Clock = time  # wall and monotonic (a test hands in one it moves by hand)
         self._queue: JobQueue | None = None
         self._prepared = False
         self._prepare_fatal = False
@@ -171,10 +180,10 @@ class Committer:
     def retry_due(self) -> bool:
         """A failed job's backoff has run out (retries need not wait for the next interval), and the target
         may be tried: while preparing it backs off, a cycle would end at once, and the loop would spin."""
-        if not self._prepared and time.monotonic() < self._prepare_retry_at:
+        if not self._prepared and self.clock.monotonic() < self._prepare_retry_at:
             return False
         job = self.pending_job()
-        return job is not None and job.attempts > 0 and job.step(time.time()) is Step.RECONCILE
+        return job is not None and job.attempts > 0 and job.step(self.clock.time()) is Step.RECONCILE
 
     # -- one cycle -----------------------------------------------------------------------------
     def cycle(self) -> Progress:
@@ -197,7 +206,7 @@ class Committer:
         try:
             if self._audit_due():
                 self._audit_or_defer(progress)  # a refusal is said, and the send goes on
-            step = job.step(time.time()) if job is not None else Step.SEND
+            step = job.step(self.clock.time()) if job is not None else Step.SEND
             if job is not None and step is Step.RECONCILE:
                 job = self._reconcile(job)  # the last attempt may have landed although it failed
             if step is not Step.BACK_OFF:  # while backing off, new data waits on disk: no staged copy per retry
@@ -210,7 +219,7 @@ class Committer:
         except TargetError as exc:  # from reconciling: the target could not be asked whether the job landed
             text = redact(str(exc), self._token)
             if job is not None and job.state is not JobState.DONE:
-                self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + backoff(job.attempts + 1, exc),
+                self.queue.move(job, JobState.PENDING, error=text, next_try=self.clock.time() + backoff(job.attempts + 1, exc),
                                 count_attempt=True)
             logger.warning("%s", in_logdir(text, self.logdir))
             self._record_error(exc, text)
@@ -230,7 +239,7 @@ class Committer:
         """Prepare the target once (create the repository...); ``False`` while it fails (backing off)."""
         if self._prepared:
             return True
-        if time.monotonic() < self._prepare_retry_at:
+        if self.clock.monotonic() < self._prepare_retry_at:
             return False
         try:
             self._call("prepare", self.target.prepare)
@@ -239,7 +248,7 @@ class Committer:
             text = redact(str(exc), self._token)
             self._prepare_fatal = not exc.transient
             self._prepare_failures += 1
-            self._prepare_retry_at = time.monotonic() + backoff(self._prepare_failures, exc)
+            self._prepare_retry_at = self.clock.monotonic() + backoff(self._prepare_failures, exc)
             logger.error("%s", in_logdir(text, self.logdir))
             self._record_error(exc, text)
             return False
@@ -297,16 +306,16 @@ class Committer:
         try:
             commit_id = self._call("commit", self.target.commit, job.pieces, message, nbytes=job.bytes)
         except Deferred as exc:  # the job's budget: no error, no backoff, the files wait for their turn
-            self.queue.move(job, JobState.PENDING, next_try=time.time() + (exc.retry_after or 0.0))
-            self.held_until = max(self.held_until, time.time() + (exc.retry_after or 0.0))
+            self.queue.move(job, JobState.PENDING, next_try=self.clock.time() + (exc.retry_after or 0.0))
+            self.held_until = max(self.held_until, self.clock.time() + (exc.retry_after or 0.0))
             logger.info("%s (next try in %.0f s)", exc, exc.retry_after)
             return
         except TargetError as exc:
             delay = backoff(job.attempts, exc)
             text = redact(str(exc), self._token)
-            self.queue.move(job, JobState.PENDING, error=text, next_try=time.time() + delay)
+            self.queue.move(job, JobState.PENDING, error=text, next_try=self.clock.time() + delay)
             if exc.retry_after is not None:
-                self.held_until = max(self.held_until, time.time() + delay)
+                self.held_until = max(self.held_until, self.clock.time() + delay)
             (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", in_logdir(text, self.logdir), delay)
             self._record_error(exc, text)
             progress.error, progress.fatal = text, not exc.transient
@@ -348,11 +357,11 @@ class Committer:
     # -- audit ---------------------------------------------------------------------------------
     def _audit_waiting(self) -> bool:
         """A refused audit's wait is not over: no audit nor check asks the target before then."""
-        return time.monotonic() < self._audit_retry_at
+        return self.clock.monotonic() < self._audit_retry_at
 
     def _audit_due(self) -> bool:
         """The audit is owed (a start, a refused check) or its period is over, and no refusal's wait runs."""
-        return not self._audit_waiting() and (self.audit_due or time.monotonic() >= self._next_audit)
+        return not self._audit_waiting() and (self.audit_due or self.clock.monotonic() >= self._next_audit)
 
     def _audit_or_defer(self, progress: Progress) -> None:
         """Audit; if the target refuses, say it and go on (see the module docstring: why that is safe)."""
@@ -364,7 +373,7 @@ class Committer:
     def _audit_refused(self, exc: TargetError, progress: Progress) -> None:
         """Say and record that an audit or check could not ask the target (:meth:`_verify` set its wait)."""
         text = redact(str(exc), self._token)
-        wait = max(0.0, self._audit_retry_at - time.monotonic())
+        wait = max(0.0, self._audit_retry_at - self.clock.monotonic())
         logger.warning("%s (the audit is asked again in %.0f s; commits go on meanwhile)", in_logdir(text, self.logdir), wait)
         self._record_error(exc, text)
         progress.error, progress.fatal = text, not exc.transient
@@ -389,7 +398,7 @@ class Committer:
             self.queue.record_error(None)  # the target answered all it was asked: the outage is over
         self.audit_due = False
         self._audit_failures = 0
-        self._next_audit = time.monotonic() + self.target.audit_every(self.config.audit_every)
+        self._next_audit = self.clock.monotonic() + self.target.audit_every(self.config.audit_every)
         return found
 
     def _verify(self, pieces: list[Piece], full: bool) -> dict[str, str]:
@@ -405,7 +414,7 @@ class Committer:
         except TargetError as exc:  # could not ask: the full audit is owed, after a wait the server would accept
             self.audit_due = True
             self._audit_failures += 1
-            self._audit_retry_at = time.monotonic() + backoff(self._audit_failures, exc)
+            self._audit_retry_at = self.clock.monotonic() + backoff(self._audit_failures, exc)
             raise
         record = audit_record(self.queue)
         repairing = dict(record.get("repairing", {}))
@@ -423,7 +432,7 @@ class Committer:
             self.queue.forget(self.target.key, sorted(set(found) - set(lost)))
             repairing.update({p: why for p, why in found.items() if p not in lost})
             record["repaired_total"] = record.get("repaired_total", 0) + len(found) - len(lost)
-        now = time.time()
+        now = self.clock.time()
         record.update({"verified_at": now, "repairing": repairing})
         if full:
             record.update({"time": now, "files": len(pieces), "found": found})

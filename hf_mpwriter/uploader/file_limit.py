@@ -27,20 +27,17 @@ _SAID_META = "file_limit_said:"
 class FileLimitWatch:
     """Warns as the files this logdir committed to a repository near the Hub's limit."""
 
-    def __init__(self, config: UploadConfig, limit: int | None = None) -> None:
-        self.config = config
-        #: ``None``: :data:`hf_mpwriter.config.HUB_MAX_FILES` (read when checking).
-        self.limit = limit
+    def __init__(self, config: UploadConfig, limit: int = config_mod.HUB_MAX_FILES) -> None:
+        self.config, self.limit = config, limit
 
     def check(self, queue: JobQueue, target_key: str) -> float | None:
         """After a commit: the share newly passed and warned about, or ``None``. Never raises for the
         queue (a warning must not stop uploads): a queue it cannot read is checked again next time."""
         if self.config.kind != "hub":
             return None
-        limit = self.limit if self.limit is not None else config_mod.HUB_MAX_FILES
         try:
             count = queue.count_committed(target_key)
-            passed = [share for share in THRESHOLDS if count >= share * limit]
+            passed = [share for share in THRESHOLDS if count >= share * self.limit]
             said = float(queue.get_meta(_SAID_META + target_key) or 0)
             if not passed or max(passed) <= said:
                 return None
@@ -48,7 +45,7 @@ class FileLimitWatch:
         except (OSError, sqlite3.Error) as exc:
             logger.debug("cannot count the files committed to %s yet (%s)", self.config.description, exc)
             return None
-        self._warn(count, limit, max(passed))
+        self._warn(count, self.limit, max(passed))
         return max(passed)
 
     def _warn(self, count: int, limit: int, share: float) -> None:
