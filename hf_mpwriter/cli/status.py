@@ -17,7 +17,7 @@ from .. import config as config_mod
 from ..errors import ConfigurationError
 from ..state.election import uploader_info, uploader_state
 from ..state.filesystem import queue_advice
-from ..state.jobqueue import JobQueue, audit_record
+from ..state.jobqueue import HANG_COUNTS, JobQueue, audit_record
 from ..state.registry import live_writers
 from ..state.statedir import STATE_DIRNAME, read_json, state_dir
 from ..uploader.jobrun.runfile import STATUS_FILE as JOB_VIEW_FILE
@@ -97,6 +97,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
     error_kind: str | None = None
     queue_error: str | None = None
     audit: dict[str, Any] = {}
+    hangs = dict.fromkeys(HANG_COUNTS, 0)
     if key is not None and (state_dir(root, create=False) / "queue.db").exists():
         try:
             queue = JobQueue(state_dir(root, create=False) / "queue.db", readonly=True)
@@ -109,6 +110,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
                 meta_error = recorded.text if recorded else None
                 error_kind = recorded.kind.value if recorded else None
                 audit = audit_record(queue)
+                hangs = queue.hang_counts()
             finally:
                 queue.close()
         except sqlite3.OperationalError as exc:  # locked, an I/O error, cannot open: no rebuild fixes it
@@ -173,6 +175,8 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
         "up_to_date": config is not None and all(
             f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in files)
         and pending is None and _audit_summary(audit, last)["agrees"],
+        # calls that never answered: abandoned past their bound, uploader processes replaced for them
+        "hangs": hangs,
         "job_view": _job_view(root),
         "checked_at": time.time(),
     }

@@ -73,6 +73,9 @@ ERROR_META = "error"
 #: ``meta`` key of the uploader generation: each uploader that takes over increments it, and one
 #: that finds a newer generation when it moves a job (before its send or after) knows it was replaced and stops.
 GENERATION_META = "generation"
+#: ``meta`` keys of what the uploaders of this logdir did about calls that never answered (``status``): calls
+#: abandoned past their bound, and uploader processes replaced for them (:mod:`hf_mpwriter.uploader.replacement`).
+HANG_COUNTS = ("abandoned_calls", "process_replacements")
 
 
 class JobState(str, Enum):
@@ -237,7 +240,17 @@ class JobQueue:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def hang_counts(self) -> dict[str, int]:
+        """:data:`HANG_COUNTS`, 0 where none was counted."""
+        return {key: int(self.get_meta(key) or 0) for key in HANG_COUNTS}
+
     # -- writes (each one transaction) ------------------------------------------------------
+    def count_hang(self, key: str) -> None:
+        """One more of :data:`HANG_COUNTS`' ``key``."""
+        assert key in HANG_COUNTS, key
+        self._db.execute("INSERT INTO meta (key, value) VALUES (?, '1') "
+                         "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1", (key,))
+
     def set_meta(self, key: str, value: str | None) -> None:
         if value is None:
             self._db.execute("DELETE FROM meta WHERE key = ?", (key,))

@@ -383,6 +383,7 @@ class Uploader:
                     self._count_files(progress)
                     schedule.needs_user = progress.fatal
                     if self._stuck_transfer(schedule):
+                        self._count_hang("process_replacements")
                         return REPLACE_ME
                     if progress.local_error:
                         self._failed_locally(schedule)
@@ -520,11 +521,19 @@ class Uploader:
         except Unfinished as stuck:
             self.target.reset_client()  # the stuck call keeps its client; the next one gets a fresh one
             self._abandoned.append(stuck.thread)
+            self._count_hang("abandoned_calls")
         raise TargetError(
             f"cannot {what} on {self.target.description}: the call did not finish within {bound:.0f} s "
             f"(HF_MPWRITER_HTTP_TIMEOUT and the bytes in flight); abandoned, will retry with a fresh client",
             transient=True,
         )
+
+    def _count_hang(self, key: str) -> None:
+        """In the queue, for ``status``: a call abandoned, or this process replaced for one (never the loop's end)."""
+        try:
+            self.queue.count_hang(key)
+        except (OSError, sqlite3.Error) as exc:
+            logger.debug("not counted in the queue (%s): %s", key, exc)
 
     def _count_files(self, progress: Progress) -> None:
         """After a cycle that committed: warn if the repository's files near the Hub's limit."""
