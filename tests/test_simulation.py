@@ -15,6 +15,8 @@ from leasesim import TIMING
 
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
+from hf_mpwriter.uploader.coordination.untold import FILE as UNTOLD_FILE
+from hf_mpwriter.uploader.coordination.untold import Untold
 
 
 @pytest.fixture(autouse=True)
@@ -169,6 +171,25 @@ def test_a_nodes_own_commit_made_while_the_store_failed_is_told_before_its_next_
     result = commitsim.run(seed, _SECOND)
     assert any(fault in text for text in result.faults) and result.commits >= 12
     assert not result.problems, str(result)
+
+
+def test_a_nodes_own_commit_outlives_its_uploader_killed_before_it_could_tell_it():
+    """Seed 10945: node 1 committed itself while the store hung, and was killed (SIGKILL, restarted) before the store
+    answered again: its count went with it, and the leader spent the window again (13 commits in a window of 12). The
+    count is now on the node's disk (:mod:`.untold`), and its next uploader tells it."""
+    result = commitsim.run(10945, _SECOND)
+    assert any("kill node 1" in text for text in result.faults) and result.commits >= 12
+    assert not result.problems, str(result)
+
+
+def test_a_nodes_untold_own_commits_are_kept_in_its_logdirs_state(tmp_path):
+    kept = Untold(tmp_path / UNTOLD_FILE)
+    kept.add(2)
+    kept.add(-1)  # (one that did not apply)
+    assert Untold(tmp_path / UNTOLD_FILE).count == 1  # what the next uploader on this disk tells
+    (tmp_path / UNTOLD_FILE).write_text('{"untold": 1e999}')
+    assert Untold(tmp_path / UNTOLD_FILE).count == 0  # a bad value is no commit
+    assert Untold(None).count == 0
 
 
 @pytest.mark.xfail(strict=True, reason="the leader filled the window, then a node committed itself while the store "

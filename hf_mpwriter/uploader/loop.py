@@ -117,7 +117,8 @@ class Uploader:
         self._token = token or os.environ.get("HF_TOKEN")
         self.target = target or target_for(loaded, self._token)
         if target is None and owns_process:  # a multi-node job with a store: one leader commits for all
-            self.target = factory.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout))
+            self.target = factory.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout),
+                                          state=self.state)
         self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self._call)
         self.file_limit = FileLimitWatch(loaded)  # a repository holds fewer than 100,000 files: say it in time
         self._next_prune = 0.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+from pathlib import Path
 
 from ...config import UploadConfig, commit_interval
 from ...targets import Target, target_for
@@ -20,13 +21,16 @@ from .member import OWN_COMMITS, JobTarget, store_prefix
 from .pacing import Situation
 from .plan import Budget, make_budget
 from .store import JobStore, StoreError, store_address
+from .untold import FILE as UNTOLD_FILE
+from .untold import Untold
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
 
 def for_job(config: UploadConfig, target: Target, token: str | None, call_bound: float,
-            timing: JobTiming = JobTiming()) -> Target:
-    """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store.
+            timing: JobTiming = JobTiming(), state: Path | None = None) -> Target:
+    """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store. ``state``: the
+    logdir's state folder, where the node's own commits not told to the store yet are kept (:mod:`.untold`).
 
     Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
     :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
@@ -54,7 +58,8 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
                     wait=min(timing.offer_wait, call_bound / 3), spacing=_write_spacing(config, leader_target) / timing.windows,
                     prepared_wait=prepared_wait, budget=_budget(config).scaled(timing.windows),
                     commit_every=config.commit_every, call_bound=call_bound,
-                    files_hint=config.ranks_per_node or 1, timing=timing)
+                    files_hint=config.ranks_per_node or 1, timing=timing,
+                    untold=Untold(None if state is None else state / UNTOLD_FILE))
     try:
         store.get("lease")
         job.store_seen = True

@@ -66,6 +66,7 @@ from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import Skipped
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
 from .successor import SuccessorHost, next_store, published, successor_slot
+from .untold import Untold
 from .xet_share import SharedXetToken
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -98,8 +99,10 @@ class JobTarget(Target):
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
                  commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
                  files_hint: int = 1, timing: JobTiming = JobTiming(), clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
-        """``clock``, ``wall``, ``sleep``: this host's (a simulation hands in virtual ones: ``tests/commitsim.py``)."""
+                 wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+                 untold: Untold | None = None) -> None:
+        """``clock``, ``wall``, ``sleep``: this host's (a simulation hands in virtual ones: ``tests/commitsim.py``).
+        ``untold``: this node's own commits not told to the store yet, as its last uploader left them (:mod:`.untold`)."""
         self.inner, self.prefix = inner, inner.prefix
         self.clock, self.wall = clock, wall
         self.timing = timing
@@ -142,7 +145,8 @@ class JobTarget(Target):
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
         self.own_commits = 0  # commits this node made of its files itself (``status``; :attr:`why`: the last reason)
-        self._own_untold = 0  # own commits (about to go, or gone; minus those that failed) not told to ``own_writes`` yet
+        #: Own commits (about to go, or gone; minus those that failed) not told to ``own_writes`` yet.
+        self.untold = untold or Untold()
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
         #: The successor stores (:mod:`.successor`), as the leader's last answer listed them (before any answer: as the
@@ -466,13 +470,13 @@ class JobTarget(Target):
                            f"job's budget", wait)
         logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
         self._own_last, self._own_due = self.clock(), None
-        self._own_untold += 1  # told first: should this process die during the commit, the leader's books count it
+        self.untold.add(1)  # told first: should this process die during the commit, the leader's books count it
         self._tell_own_writes_now(before_commit=True)
         try:
             commit = self.inner.commit(pieces, message)
         except TargetError as exc:
             if not exc.timed_out:  # refused or failed, not applied
-                self._own_untold -= 1
+                self.untold.add(-1)
             raise
         finally:
             self._tell_own_writes_now(before_commit=False)
@@ -483,16 +487,16 @@ class JobTarget(Target):
     def _tell_own_writes(self) -> None:
         """Tell the leaders of this node's own commits not told yet: ``own_writes`` (the books count them) goes up by
         their number (down by one told that did not apply). Raises :class:`StoreError`."""
-        if self._own_untold:
-            self.store.add("own_writes", self._own_untold)
-            self._own_untold = 0
+        if told := self.untold.count:
+            self.store.add("own_writes", told)
+            self.untold.add(-told)
 
     def _tell_own_writes_now(self, before_commit: bool) -> None:
         """:meth:`_tell_own_writes` unless this node was signalled (its last records go first; those untold go at
         exit, :meth:`_leave`) or the store is gone. Before a commit, only where the store answers now (one that
         failed or is silent must not hold the commit up); after it, once in any case: a leader writing before the
         next offer (a plan's interval later, maybe) would not count it."""
-        if not self._own_untold or self.store_gone or self._hurried():
+        if not self.untold.count or self.store_gone or self._hurried():
             return
         if before_commit and (not self.store_usable() or self.store.silent_for() > 0):
             return

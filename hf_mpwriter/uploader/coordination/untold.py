@@ -1,0 +1,48 @@
+"""A node's own commits not told to the job's store yet, kept on the node's disk.
+
+Why: a node that commits its files itself while the store hangs cannot add them to the store's ``own_writes``
+(the counter the leaders' books count) until the store answers again. Killed meanwhile, its uploader would take
+that count with it, and the next leader would spend the window's budget again. Kept in the logdir's state, the
+count outlives the uploader: the next one, on the same disk, tells it with its first offer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from ...state.statedir import write_json_atomic
+
+logger = logging.getLogger("hf_mpwriter.uploader")
+
+#: The file, in the logdir's state folder.
+FILE = "own_commits_untold.json"
+#: Beyond this, a count read back is a bad value, not commits (a node makes a few an hour).
+MOST = 1_000_000
+
+
+class Untold:
+    """The count (a negative one: a commit told that did not apply) and where it is kept (``None``: in memory)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.count = self._read()
+
+    def _read(self) -> int:
+        if self.path is None:
+            return 0
+        try:
+            value = json.loads(self.path.read_text())["untold"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+        return value if isinstance(value, int) and abs(value) < MOST else 0
+
+    def add(self, commits: int) -> None:
+        """``commits`` more (fewer, negative), kept at once (a disk that fails keeps them in memory)."""
+        self.count += commits
+        if self.path is not None and commits:
+            try:
+                write_json_atomic(self.path, {"untold": self.count})
+            except OSError as exc:
+                logger.debug("job: this node's untold own commits not kept on disk: %s", exc)
