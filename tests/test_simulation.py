@@ -173,6 +173,17 @@ def test_a_nodes_own_commit_made_while_the_store_failed_is_told_before_its_next_
     assert not result.problems, str(result)
 
 
+def test_an_offer_a_new_leader_finds_at_its_take_up_is_not_committed_over_newer_files():
+    """Seed 16199: node 0's offer went into the store but its answer was lost, so it could not know whether a leader
+    would take it; its wait over, it committed newer files itself (version 10). Node 1, the leader, failing at the
+    Hub, handed over to node 0, whose new term first saw the old offer and took it for fresh: version 10 went back
+    to 6. A new term now asks the offers it finds again (it cannot know how long they waited), as after a spell
+    of store failures."""
+    result = commitsim.run(16199, _SECOND)
+    assert any("lost-answer node 0" in text for text in result.faults) and result.commits >= 12
+    assert not result.problems, str(result)
+
+
 def test_a_nodes_own_commit_outlives_its_uploader_killed_before_it_could_tell_it():
     """Seed 10945: node 1 committed itself while the store hung, and was killed (SIGKILL, restarted) before the store
     answered again: its count went with it, and the leader spent the window again (13 commits in a window of 12). The

@@ -96,7 +96,9 @@ class Leader(Lease):
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
         self._last_commit = -math.inf
-        self._stale: dict[int, bytes] = {}  # node -> its offer in the store when it answered again after failures
+        #: node -> its offer in the store when this term began, or when the store answered again after failures
+        self._stale: dict[int, bytes] = {}
+        self._unknown_age: dict[int, dict] = {}  # those offers, read: answered "offer again" (:meth:`_offer_again`)
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
@@ -186,7 +188,9 @@ class Leader(Lease):
             self.stored.keep_fresh((self.node, self.term))
         self.xet.share()
         self._read_successors()
-        if not self._ready(self.clock()):
+        ready = self._ready(self.clock())
+        self._offer_again()  # (those its read found)
+        if not ready:
             return
         # The parent, fixed before the offers it commits are read (member); a small call: one that hangs
         # for a hand-over time is a Hub out of reach, while a commit may take as long as any call may.
@@ -194,6 +198,7 @@ class Leader(Lease):
         self._head_failures = 0
         offers = self._offers()
         self._offered, self._candidates = None, {}  # read them all again next round
+        self._offer_again()
         if not offers or not self.leading:  # (the lease went meanwhile: the store failed, or a hand-over)
             return
         self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
@@ -381,9 +386,9 @@ class Leader(Lease):
 
     def _offers(self) -> dict[int, dict]:
         """The nodes' current offers this leader may commit: not answered, taken back or claimed, not
-        expired (by when this leader first saw them, and the wait their node said; one that was there when the
-        store answered again after failures counts as expired: :meth:`after_store_gap`), from the node's current
-        uploader. Read in one batch: a few round trips at any job size."""
+        expired (by when this leader first saw them, and the wait their node said; one that was there when this
+        term began or the store answered again after failures is of unknown age: :meth:`after_store_gap`), from
+        the node's current uploader. Read in one batch: a few round trips at any job size."""
         members = self.members()
         kinds = ("offer", "answer", "incarnation")
         values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
@@ -406,17 +411,28 @@ class Leader(Lease):
             if offer["seq"] <= answered or offer["incarnation"] < incarnation:
                 continue
             present.add((node, offer["seq"]))
-            seen = self._first_seen.setdefault((node, offer["seq"]), -math.inf if self._stale.get(node) == raw else now)
+            if self._stale.get(node) == raw:
+                self._unknown_age[node] = {**offer, "raw": raw}
+                continue
+            seen = self._first_seen.setdefault((node, offer["seq"]), now)
             if now - seen > float(offer.get("wait", OFFER_WAIT_S)):  # its node is taking it back
                 continue
             offers[node] = {**offer, "raw": raw}
         self._first_seen = {key: seen for key, seen in self._first_seen.items() if key in present}
         return offers
 
+    def _offer_again(self) -> None:
+        """Answer the offers of unknown age (:meth:`after_store_gap`) "offer again": never committed (their nodes
+        may have committed newer files since), and a node still waiting on one offers its files again at once."""
+        if self._unknown_age:
+            self._put_off(self._unknown_age, self.clock(), "offered before this leader could see how long it waited")
+            self._unknown_age = {}
+
     def after_store_gap(self) -> None:
-        """The store answers again after a spell of failures: the offers in it now may be older than their wait
-        (a node that could not take its offer back commits its files itself once its wait is over, and may have
-        committed newer ones since). Those are taken as expired: their nodes offer again."""
+        """The store answers again after a spell of failures, or this node's term began: the offers in it now may
+        be older than their wait (a node that could not take its offer back commits its files itself once its wait
+        is over, and may have committed newer ones since; a leader that first sees an offer cannot tell how long it
+        waited). None of them is committed: their nodes offer again (:meth:`_offer_again`)."""
         members = self.members()
         self._mark_stale(dict(zip(members, self.store.multi_get([f"offer/{node}" for node in members]))))
 

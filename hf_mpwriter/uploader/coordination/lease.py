@@ -58,8 +58,9 @@ class Lease:
         self.handed_over: str | None = None  # why this node last let the lease go (``status``)
         self._handovers = 0  # hand-overs since this node's last successful write
         self._store_failures = 0  # the store's, in a row (the lease's ticks pause longer)
-        #: A call to the store failed since the offers were last read: what a node offered before may be stale
-        #: (it could not take the offer back, and committed its files itself): :meth:`~.Leader._offers`.
+        #: A call to the store failed, or a term began, since the offers were last read: what a node offered before
+        #: may be older than its wait (it could not take the offer back, and committed its files itself; the last
+        #: term's leader did not take it): :meth:`~.Leader._offers`.
         self.store_gap = False
         self._round_lock = threading.Lock()  # held while a round runs
         self._stop = threading.Event()
@@ -190,6 +191,7 @@ class Lease:
         self.term, self._lease = term, mine
         self.leases += 1
         self._failing_since = None
+        self.store_gap = True  # (the offers there now: how long they have waited, this term cannot know)
         self.leading = True  # (last: a round that sees it sees this term)
         logger.info("job leader: node %d leads the job's commits", self.node)
         return True
