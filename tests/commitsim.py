@@ -11,7 +11,9 @@ repository) and the faults:
 - ``pause``: a node stopped for a while (SIGSTOP), then continued;
 - ``clock-step``: a node's wall clock steps 1-60 minutes ahead or back (its monotonic clock runs on);
 - ``store-hang``: every store call hangs until its deadline, for a while;
-- ``store-gone``: nothing listens at the store's address any more, for good;
+- ``store-gone``: nothing listens at the job's store's address any more, for good: each node goes on alone, or
+  (``successors``) through the successor stores nodes 1 and 2 serve (the real copying and moving; a successor
+  dies with its node's uploader);
 - ``lost-answer``: a node's store call applies, its answer lost;
 - ``hub-hang``: the Hub holds a node's calls for a while (its route to the Hub; those under way too), and applies
   what it held after;
@@ -35,9 +37,9 @@ end it commits its last version and stops. Invariants:
 How: every node's threads (its lease, its rounds, its uploader) are real threads, but one runs at a time,
 handed the turn by the simulation, and each gives it back where it waits (the clock, ``sleep``, the lease's
 ``Event`` and round lock handed in). So a seed replays exactly, and a failing one prints itself
-(:func:`run` with that seed replays it). Simulated: the store (a dict), the Hub (a head and each file's version),
-the clocks (one rate; the wall clocks stepped apart by ``clock-step``). Not in it: successor stores (a gone store
-leaves each node on its own), the job run, the Xet token (each node's own), a bucket.
+(:func:`run` with that seed replays it). Simulated: the stores (a dict each), the Hub (a head and each file's
+version), the clocks (one rate; the wall clocks stepped apart by ``clock-step``). Not in it: the job run, the Xet
+token (each node's own), a bucket; a store call takes no virtual time.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.state.piece import Piece
 from hf_mpwriter.targets.base import UploadedFile
 from hf_mpwriter.timing import OFFER_WAIT_S, STORE_CALL_S, JobTiming
+from hf_mpwriter.uploader.coordination import successor
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.pacing import pacing
@@ -66,8 +69,8 @@ from hf_mpwriter.uploader.schedule import until_turn
 
 KINDS = ("kill", "preempt", "pause", "clock-step", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold",
          "hub-timeout", "hub-fail", "hub-429")
-#: The kinds under which the budget holds: at the store's death each node commits what it holds at once (no store,
-#: no books; successor stores, not simulated here, are the answer), which a window's budget does not hold.
+#: The kinds under which the budget holds: at the store's death, without a successor store, each node commits what it
+#: holds at once, whatever the window; with successor stores, nodes may end up on different ones (issue 52's note).
 HELD = tuple(kind for kind in KINDS if kind != "store-gone")
 TIMING = JobTiming()  # production's waits
 COMMIT_EVERY = 10.0  # the user's commit_every (s)
@@ -79,6 +82,7 @@ SPACING = 14.0
 CALL_BOUND = 3 * OFFER_WAIT_S
 WORK = 600.0  # each node's work before its end (s)
 HUB_LATENCY = 0.5
+MAIN = StoreAddress("sim", 1, "job")  # the job's store (the successor stores: the next ports)
 PREEMPTION_DEADLINE = 20.0  # the uploader's, after SIGTERM (production's default)
 GRACE = 30.0  # the scheduler's, before SIGKILL
 
@@ -155,52 +159,72 @@ class SimLock:
         self.release()
 
 
-class Store:
-    """One node's connection to the job's store (the values are the simulation's): ``store-hang`` makes every
-    call wait out its deadline and fail, ``store-gone`` refuses them; ``lose`` loses the next call's answer."""
+@dataclass
+class Place:
+    """One store's values, and its state: ``None`` (answers), ``"hang"`` (every call waits out its deadline and
+    fails), ``"gone"`` (nothing listens: its host is dead)."""
 
-    def __init__(self, sim: Sim) -> None:
+    values: dict[str, bytes] = field(default_factory=dict)
+    state: str | None = None
+
+
+class Store:
+    """One node's connection to a store of the job (its values are the simulation's; it moves to a successor
+    store as the real one does): ``lose`` loses the next call's answer."""
+
+    def __init__(self, sim: Sim, address: StoreAddress = None) -> None:  # type: ignore[assignment]
         self.sim = sim
-        self.address = StoreAddress("sim", 1, "job")
+        self.address = address or MAIN
         self.prefix, self.moves, self.preemption, self.deadline, self.round_trips = "", 0, math.inf, STORE_CALL_S, 0
         self.failing_since: float | None = None
         self.lose = False
 
+    @property
+    def values(self) -> dict[str, bytes]:
+        return self.sim.places[self.address].values
+
     def get(self, key: str) -> bytes | None:
-        return self._call(lambda: self.sim.values.get(key))
+        return self._call(lambda: self.values.get(key))
 
     def set(self, key: str, value: bytes, largest: int = 0) -> None:
-        self._call(lambda: self.sim.values.__setitem__(key, bytes(value)))
+        self._call(lambda: self.values.__setitem__(key, bytes(value)))
 
     def multi_get(self, keys: list[str]) -> list[bytes]:
-        return self._call(lambda: [self.sim.values.get(key, b"") for key in keys])
+        return self._call(lambda: [self.values.get(key, b"") for key in keys])
 
     def multi_set(self, values: dict[str, bytes]) -> None:
-        self._call(lambda: self.sim.values.update({k: bytes(v) for k, v in values.items()}))
+        self._call(lambda: self.values.update({k: bytes(v) for k, v in values.items()}))
 
     def append(self, key: str, value: bytes) -> None:
-        self._call(lambda: self.sim.values.__setitem__(key, self.sim.values.get(key, b"") + value))
+        self._call(lambda: self.values.__setitem__(key, self.values.get(key, b"") + value))
 
     def add(self, key: str, amount: int) -> int:
         def apply() -> int:
-            value = int(self.sim.values.get(key, b"0")) + amount
-            self.sim.values[key] = str(value).encode()
+            value = int(self.values.get(key, b"0")) + amount
+            self.values[key] = str(value).encode()
             return value
         return self._call(apply)
 
     def compare_set(self, key: str, expected: bytes, desired: bytes) -> bool:
         def apply() -> bool:
-            if self.sim.values.get(key, b"") != expected:
+            if self.values.get(key, b"") != expected:
                 return False
-            self.sim.values[key] = bytes(desired)
+            self.values[key] = bytes(desired)
             return True
         return self._call(apply)
+
+    def answers(self) -> bool:
+        try:
+            self.get("lease")
+        except StoreError:
+            return False
+        return True
 
     def silent_for(self) -> float:
         return 0.0 if self.failing_since is None else self.sim.now - self.failing_since
 
     def gone(self) -> bool:
-        return self.sim.store_state == "gone"
+        return self.sim.places[self.address].state == "gone"
 
     def until(self, started: float, longest: float) -> float:
         return started + min(longest, max(0.0, (self.preemption - started) / 3))
@@ -211,12 +235,20 @@ class Store:
     def scoped(self, prefix: str) -> Store:
         return self
 
+    def elsewhere(self, address: StoreAddress) -> Store:
+        return Store(self.sim, address)
+
+    def move_to(self, address: StoreAddress, server: object = None) -> None:
+        self.address, self.failing_since = address, None
+        self.moves += 1
+
     def _call(self, apply: Callable):
         self.round_trips += 1
-        if self.sim.store_state == "gone":
+        state = self.sim.places[self.address].state
+        if state == "gone":
             self._failed()
             raise StoreError("the simulated store refuses the connection")
-        if self.sim.store_state == "hang":
+        if state == "hang":
             self._failed()
             self.sim.sleep(self.deadline)
             raise StoreError("the simulated store did not answer in time")
@@ -231,6 +263,34 @@ class Store:
     def _failed(self) -> None:
         if self.failing_since is None:
             self.failing_since = self.sim.now
+
+
+class SuccessorHost(successor.SuccessorHost):
+    """The real successor host's copying (:meth:`copy`), on a simulated store its node serves, in a thread of its
+    node's; it dies with the node's uploader."""
+
+    def __init__(self, sim: Sim, node: Node, store: Store, slot: int) -> None:
+        self.sim, self.node, self.store, self.slot, self.every = sim, node, store, slot, TIMING.successor_copy
+        self.address = StoreAddress("sim", next(sim.ports), MAIN.job_id)
+        sim.places[self.address] = Place()
+        self.server, self.own, self.stopped = object(), Store(sim, self.address), False
+
+    def start(self) -> None:
+        self.sim.spawn(self.node, f"successor {self.slot}", self._run)
+
+    def stop(self, within: float) -> None:
+        self.stopped = True
+
+    def linger(self, *args: object) -> None:
+        pass
+
+    def _run(self) -> None:
+        while not self.stopped:
+            try:
+                self.copy()
+            except StoreError:
+                pass
+            self.sim.sleep(self.every)
 
 
 @dataclass
@@ -371,13 +431,14 @@ class Node:
 
 
 class Sim:
-    def __init__(self, seed: int, nodes: int | None, leader: type[Leader], member: type[JobTarget]) -> None:
-        self.rng, self.leader, self.member = random.Random(seed), leader, member
+    def __init__(self, seed: int, nodes: int | None, leader: type[Leader], member: type[JobTarget],
+                 successors: bool = False) -> None:
+        self.rng, self.leader, self.member, self.successors = random.Random(seed), leader, member, successors
         self.now = 0.0
         self.queue: list = []
         self._order = itertools.count()
-        self.values: dict[str, bytes] = {}
-        self.store_state: str | None = None  # "hang", "gone"
+        self.places = {MAIN: Place()}  # the job's store, and the successor stores the nodes serve
+        self.ports = itertools.count(2)
         self.budget = make_budget(COMMITS_PER_HOUR).scaled(WINDOWS)
         self.hub = Hub(self)
         self.nodes = [Node(n) for n in range(nodes or self.rng.randint(2, 4))]
@@ -453,6 +514,10 @@ class Sim:
         leader.__class__ = self.leader  # (a test hands in one broken on purpose)
         leader._stop, leader._round_lock, leader.xet = SimEvent(self), SimLock(self), NoXet()
         node.job, node.alive = job, True
+        slot = successor.successor_slot(node.number, len(self.nodes))
+        if slot is not None and self.successors:  # (as JobTarget.start has it)
+            job.successor = SuccessorHost(self, node, store, slot)
+            job.successor.start()
         self.spawn(node, "lease", leader._keep_lease, delay)
         self.spawn(node, "rounds", leader._run, delay + self.rng.uniform(0, TIMING.poll))
         self.spawn(node, "uploader", lambda: self._upload(node), delay + self.rng.uniform(0, COMMIT_EVERY))
@@ -497,6 +562,8 @@ class Sim:
 
     def kill(self, node: Node) -> None:
         node.alive = False
+        if node.job is not None and node.job.successor is not None:  # (its process served it)
+            self.places[node.job.successor.address].state = "gone"
         for actor in node.actors:
             actor.killed = True
 
@@ -522,11 +589,12 @@ class Sim:
         elif kind == "pause":
             node.paused_until = max(node.paused_until, self.now + length)
             self.hub.outages.append((self.now, self.now + length, number))
-        elif kind == "store-hang" and self.store_state is None:
-            self.store_state = "hang"
-            self.later(length, lambda: setattr(self, "store_state", None) if self.store_state == "hang" else None)
+        elif kind == "store-hang" and self.places[MAIN].state is None:
+            main = self.places[MAIN]
+            main.state = "hang"
+            self.later(length, lambda: setattr(main, "state", None) if main.state == "hang" else None)
         elif kind == "store-gone":
-            self.store_state = "gone"
+            self.places[MAIN].state = "gone"
         elif kind == "lost-answer" and node.job is not None:
             node.job.store.lose = True
         elif kind == "hub-hang":
@@ -587,6 +655,7 @@ class Result:
     faults: list[str]
     problems: list[str]
     commits: int
+    moves: int = 0  # the nodes' moves to a successor store
 
     def __str__(self) -> str:
         return (f"seed {self.seed} ({self.nodes} nodes, {self.commits} commits; faults: {'; '.join(self.faults) or 'none'}): "
@@ -594,10 +663,11 @@ class Result:
 
 
 def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, nodes: int | None = None,
-        leader: type[Leader] = Leader, member: type[JobTarget] = JobTarget) -> Result:
+        leader: type[Leader] = Leader, member: type[JobTarget] = JobTarget, successors: bool = False) -> Result:
     """One job under seed ``seed``'s faults (of ``kinds``; ``faults`` of them, by default 0-4), to its end; ``leader``,
-    ``member``: the nodes' (a test hands in one broken on purpose)."""
-    sim = Sim(seed, nodes, leader, member)
+    ``member``: the nodes' (a test hands in one broken on purpose); ``successors``: nodes 1 and 2 serve successor
+    stores (without: a node that never heard of one, or none answers)."""
+    sim = Sim(seed, nodes, leader, member, successors)
     rng = sim.rng
     try:
         for node in sim.nodes:
@@ -615,11 +685,12 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
         sim.check_end()
     finally:
         sim.close()
-    return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied))
+    moves = sum(node.job.moves for node in sim.nodes if node.job is not None)
+    return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves)
 
 
 def sweep(seeds: range, kinds: tuple[str, ...] = KINDS, faults: int | None = None, leader: type[Leader] = Leader,
-          member: type[JobTarget] = JobTarget) -> list[Result]:
+          member: type[JobTarget] = JobTarget, successors: bool = False) -> list[Result]:
     """The seeds' results that broke an invariant."""
-    return [result for result in (run(seed, kinds, faults, leader=leader, member=member) for seed in seeds)
-            if result.problems]
+    return [result for result in (run(seed, kinds, faults, leader=leader, member=member, successors=successors)
+                                  for seed in seeds) if result.problems]

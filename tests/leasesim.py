@@ -76,6 +76,7 @@ class Store:
         self.gone: str | None = None
         self.lose = self.late = False
         self.cost = 0.0
+        self.moves = 0  # (it never moves to a successor store)
 
     def get(self, key: str) -> bytes | None:
         return self._call(lambda: self.values.get(key))

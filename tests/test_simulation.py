@@ -243,9 +243,38 @@ def test_the_commit_simulation_finds_a_preempted_node_that_does_not_hurry():
     assert failed and all("at its preemption" in " ".join(result.problems) for result in failed)
 
 
-@pytest.mark.xfail(strict=True, reason="the store's death: every node commits what it holds at once, past the window's "
-                                       "budget (issue 52's D5; successor stores, not simulated, carry on the books)")
+@pytest.mark.xfail(strict=True, reason="the store's death with no successor store answering: every node commits what "
+                                       "it holds at once, past the window's budget (issue 52's D5)")
 def test_at_the_stores_death_the_nodes_own_commits_keep_the_budget():
     result = commitsim.run(20, _FIRST)
     assert any("store-gone" in fault for fault in result.faults)
+    assert not result.problems, str(result)
+
+
+def test_at_the_stores_death_the_nodes_move_to_a_successor_store_within_the_budget():
+    """Seed 20 again, with the successor stores nodes 1 and 2 serve: the nodes move to node 1's, one leader goes on
+    there with the books copied, and the window holds."""
+    result = commitsim.run(20, _FIRST, successors=True)
+    assert any("store-gone" in fault for fault in result.faults) and result.moves >= 2 and result.commits >= 12
+    assert not result.problems, str(result)
+
+
+def test_a_leader_that_moved_to_a_successor_store_counts_its_writes_the_copy_missed():
+    """Seed 25: the successor store's copy of the books lags the store's by up to ``successor_copy``; the leader that
+    moved there took them up and forgot its own write made after the copy (13 commits in a window of 12), having
+    first counted the lagging copy's counter there as the old term. A round on a store its term was not taken on
+    now waits for the term there, and the take-up keeps this leader's writes the books it takes up do not count."""
+    result = commitsim.run(25, commitsim.KINDS, successors=True)
+    assert any("store-gone" in fault for fault in result.faults) and result.moves >= 2 and result.commits >= 12
+    assert not result.problems, str(result)
+
+
+@pytest.mark.xfail(strict=True, reason="the nodes of a job go on through different stores, one leader each (issue 52's "
+                                       "note): those that knew different addresses of successor store 1 (seed 77: its "
+                                       "host restarted shortly before the store died); those that moved while the "
+                                       "store hung and those that stayed (seed 11315: a 75 s hang)")
+@pytest.mark.parametrize("seed", [77, 11315])
+def test_the_nodes_of_a_job_go_on_through_one_store(seed):
+    result = commitsim.run(seed, commitsim.KINDS, successors=True)
+    assert result.moves >= 2
     assert not result.problems, str(result)

@@ -181,6 +181,8 @@ class Leader(Lease):
         """Commit the offers once the round's first one is ``timing.gather`` old (or every node offered) and
         the books have room; offers that will not have room soon are told when to offer again."""
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
+        if self.store.moves != self.term_moves:  # this term's store is gone: a term there comes first (and its books)
+            return
         if self.stored.take_up(self.term):
             self._last_commit = max(self._last_commit, self.books.last_write())  # (nor sooner than the spacing allows)
         self.stored.count_own()

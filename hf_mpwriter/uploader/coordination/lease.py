@@ -48,6 +48,7 @@ class Lease:
         self._renewals = 0
         self.leases = 0  # times this node took the job's lease (``status``: a new leader each time)
         self.term = 0  # the store's number for this node's current (or last) hold of the lease
+        self.term_moves = 0  # the store's moves when that term began (:attr:`JobStore.moves`): its store
         #: Progress, on this host's monotonic clock: since when the writes (or head reads) fail, and since
         #: when the current round is in a call to the Hub (``None``: not failing, not in a call).
         self._failing_since: float | None = None
@@ -188,7 +189,7 @@ class Lease:
         mine = self._lease_value(term)
         if not self.store.compare_set("lease", current, mine):
             return False
-        self.term, self._lease = term, mine
+        self.term, self._lease, self.term_moves = term, mine, self.store.moves
         self.leases += 1
         self._failing_since = None
         self.store_gap = True  # (the offers there now: how long they have waited, this term cannot know)

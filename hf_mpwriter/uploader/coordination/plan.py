@@ -324,10 +324,15 @@ class Books:
 
     def take_up(self, books: BooksValue, now: float) -> None:
         """The job's books as the last leader left them (:meth:`export`): they replace this leader's, which are
-        in them if it led before. Their ages count from ``now``, not from when they were written: a write stays
+        in them if it led before, but for the writes it made after they were set (``own_seen`` counts every
+        write: a successor store's copy lags its store's by up to ``successor_copy``, and this leader may have
+        led there until it moved). Their ages count from ``now``, not from when they were written: a write stays
         in the window longer by that gap (a hand-over's seconds), never shorter, whatever the hosts' clocks say."""
-        writes, requests, paused, self.own_seen = books
-        self._writes = deque(sorted(now - max(0.0, age) for age in writes))
+        writes, requests, paused, own_seen = books
+        mine, since = list(self._writes), (self.own_seen or 0) - (own_seen or 0)
+        later = mine[len(mine) - since:] if own_seen is not None and 0 < since <= len(mine) else []
+        self.own_seen = own_seen
+        self._writes = deque(sorted([*(now - max(0.0, age) for age in writes), *later]))
         self._requests = deque(sorted((now - max(0.0, age), n) for age, n in requests))
         # (a pause past the commit window is a bad value: it would hold every write, leader after leader)
         self.paused_until = -math.inf if paused is None else now + min(max(0.0, paused), self.budget.commit_window_s)

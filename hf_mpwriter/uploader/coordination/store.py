@@ -105,6 +105,10 @@ class JobStore:
     def address(self) -> StoreAddress:
         return self._connection.address
 
+    def elsewhere(self, address: StoreAddress) -> JobStore:
+        """The store at ``address`` under the same prefix, with the same deadline, on a connection of its own."""
+        return JobStore(address, self.prefix, self.deadline)
+
     @property
     def moves(self) -> int:
         """Times this connection moved to another store: a round begun on one store answers in none other."""

@@ -131,7 +131,7 @@ def next_store(store: JobStore, successors: list[StoreAddress], gone: set[StoreA
         if address in gone or address == store.address:
             continue
         server = own.server if own is not None and own.address == address else None
-        probe = JobStore(address, store.prefix, store.deadline)
+        probe = store.elsewhere(address)
         if server is None and not probe.answers():
             if probe.gone():
                 gone.add(address)
