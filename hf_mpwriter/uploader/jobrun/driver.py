@@ -95,7 +95,9 @@ class JobRunDriver:
         except Exception:
             logger.exception("job run of %s failed; it is turned off for this uploader (the ranks' runs are "
                              "committed as before)", self.logdir)
-            self.close()
+            if self.exchange is not None:  # (the view is left as it failed: nothing more of it runs)
+                self.exchange.close()
+            self.view = self.exchange = None
         return 0
 
     def close(self) -> None:
