@@ -1205,6 +1205,40 @@ def test_the_leader_commits_at_most_max_files_at_once_oldest_data_first(hub, sto
     assert results[oldest] == commits[0]["oid"], (oldest, results, commits)  # the oldest offer in the first commit
     assert sorted(results.values()) == sorted([commits[0]["oid"]] * 2 + [commits[1]["oid"]])
 
+def test_a_new_leader_commits_the_last_offers_it_finds_at_its_take_up_in_one_commit(hub, store, tmp_path):
+    """A new term asks again the offers it finds (it cannot know how long they waited), but not a node's last
+    records: their files change no more, and a signalled node told to offer again would commit them itself. Here
+    the nodes' writers are gone before any node leads: one commit of every node's files, none of a node's own."""
+    hub.create_repo(REPO)
+    nodes = [_node(hub, store.port, k, wait=30.0, nodes=3) for k in range(3)]
+    for node in nodes:
+        node.prepare()
+        node.closing = True  # (every writer gone: these are its last records)
+    results: dict[int, tuple] = {}
+    threads = [threading.Thread(target=lambda k=k: results.update({k: _commit_when_due(
+        nodes[k], _pieces(tmp_path, k, 3000 + k), "node commit")})) for k in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        def offered() -> list[dict]:
+            raw = [nodes[0].store.get(f"offer/{k}") for k in range(3)]
+            return [json.loads(v) for v in raw if v and v != WITHDRAWN]
+
+        wait_for(lambda: len(offered()) == 3, 30, "every node to offer")
+        assert all(offer["last"] for offer in offered())  # the scenario: last records, offered before any leader
+        for node in nodes:  # no leader yet: the one that takes the lease finds the three last offers waiting
+            node.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for node in nodes:
+            node.stop()
+    commits = _log_commits(hub)
+    assert len(commits) == 1 and "3 file(s) from 3 node(s)" in commits[0]["summary"], [c["summary"] for c in commits]
+    assert all(waits == [] for _, waits in results.values()), results  # none told to offer again
+    assert all(node.own_commits == 0 and node.through_leader == 1 for node in nodes)
+
+
 def test_the_nodes_of_a_big_job_share_the_periodic_audits(hub, store, tmp_path):
     """A node's periodic audit costs a Hub API request per 500 files; a thousand nodes each auditing every
     interval would spend a free account's requests on audits alone. While the leader commits for the job

@@ -1107,6 +1107,44 @@ def test_the_nodes_own_writes_count_in_the_books_from_the_counter_the_last_leade
     assert second.count_own(50, 22.0) == 43 and second.spent(22.0)[0] == 6  # (counted: a window's worth at most)
 
 
+def test_a_counter_that_drops_on_the_same_store_is_a_withdrawal_and_on_another_store_all_new():
+    """A node tells -1 for an own commit that did not apply after the leader counted its +1: on the same store that
+    withdraws (the books keep the write: never fewer), it is not a window's worth of new writes. Read on another store
+    (a successor's, whose count lags), everything there is new."""
+    from hf_mpwriter.uploader.coordination.plan import Books, Budget
+
+    budget = Budget(commits_per_hour=30, requests_per_5min=1000, files_per_commit=1000, commit_window_s=60.0)
+    books = Books(budget, "hub")
+    books.own_seen = 4
+    assert books.count_own(5, 10.0) == 1 and books.spent(10.0)[0] == 1
+    assert books.count_own(4, 11.0) == 0 and books.spent(11.0)[0] == 1  # (was: 4 writes more)
+    assert books.count_own(3, 12.0, moved=True) == 3 and books.spent(12.0)[0] == 4
+
+
+def test_books_taken_up_from_a_lagging_successor_copy_keep_this_leaders_writes_it_missed():
+    """A leader that moved to a successor store takes up its copy of the books, set before this leader's last writes:
+    the writes its own count says came after the copy stay in its books (all of them, also where it counted more
+    own commits than a window holds); on the same store the counter counts them again, so none is kept twice."""
+    from hf_mpwriter.uploader.coordination.plan import Books, Budget
+
+    budget = Budget(commits_per_hour=30, requests_per_5min=1000, files_per_commit=1000, commit_window_s=600.0)
+    leader = Books(budget, "hub")
+    leader.own_seen = 10
+    for at in (1.0, 2.0, 3.0):
+        leader.announced(at, 1)  # (own_seen 13)
+    copy = ([0.5], [], None, 11)  # the successor's copy, set at 1.5: the first write (own_seen 11)
+    again = Books(budget, "hub")
+    again._writes, again.own_seen = leader._writes.copy(), 13
+    again.take_up(copy, 4.0, moved=True)
+    assert again.spent(4.0)[0] == 3  # the copy's one, and the two it missed
+    leader.take_up(copy, 4.0)  # the same store: its counter (13) counts the two again at the next read
+    assert leader.spent(4.0)[0] == 1 and leader.count_own(13, 4.0) == 2
+    many = Books(budget, "hub")
+    many._writes, many.own_seen = leader._writes.copy(), 60  # (more own commits counted than writes booked)
+    many.take_up(copy, 5.0, moved=True)
+    assert many.spent(5.0)[0] == 1 + 3
+
+
 def test_a_leaders_word_is_parsed_whole_or_taken_as_empty():
     skipped = Skipped()
     for raw in (b'{"held": {"loss": 1e999}, "every": 1}', b"\xff", b'{"held": 3}', b'{"held": {}, "every": 1e999}'):

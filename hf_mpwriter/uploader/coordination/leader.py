@@ -93,6 +93,7 @@ class Leader(Lease):
         self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
         self.commits = 0  # commits (a bucket: batches) this node made as the job's leader (``status``)
         self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
+        self._seen_in_term = 0  # the term those were seen in
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
         self._last_commit = -math.inf
@@ -394,6 +395,8 @@ class Leader(Lease):
         members = self.members()
         kinds = ("offer", "answer", "incarnation")
         values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
+        if self._seen_in_term != self.term:  # a new term knows no offer's age (:meth:`after_store_gap`)
+            self._first_seen, self._seen_in_term = {}, self.term
         if self.store_gap:  # (not marked yet: what is there now is from before, as far as this leader knows)
             self._mark_stale({node: values[3 * k] for k, node in enumerate(members)})
         now = self.clock()
@@ -413,8 +416,8 @@ class Leader(Lease):
             if offer["seq"] <= answered or offer["incarnation"] < incarnation:
                 continue
             present.add((node, offer["seq"]))
-            if self._stale.get(node) == raw:
-                self._unknown_age[node] = {**offer, "raw": raw}
+            if self._stale.get(node) == raw and (node, offer["seq"]) not in self._first_seen and not offer.get("last"):
+                self._unknown_age[node] = {**offer, "raw": raw}  # (a last offer: its node's files change no more)
                 continue
             seen = self._first_seen.setdefault((node, offer["seq"]), now)
             if now - seen > float(offer.get("wait", OFFER_WAIT_S)):  # its node is taking it back
@@ -431,10 +434,11 @@ class Leader(Lease):
             self._unknown_age = {}
 
     def after_store_gap(self) -> None:
-        """The store answers again after a spell of failures, or this node's term began: the offers in it now may
-        be older than their wait (a node that could not take its offer back commits its files itself once its wait
-        is over, and may have committed newer ones since; a leader that first sees an offer cannot tell how long it
-        waited). None of them is committed: their nodes offer again (:meth:`_offer_again`)."""
+        """The store answers again after a spell of failures, or this node's term began: the offers in it now that
+        this term has not seen yet may be older than their wait (a node that could not take its offer back commits
+        its files itself once its wait is over, and may have committed newer ones since; a leader that first sees
+        an offer cannot tell how long it waited). None of them is committed, but a node's last (its files change
+        no more): their nodes offer again (:meth:`_offer_again`)."""
         members = self.members()
         self._mark_stale(dict(zip(members, self.store.multi_get([f"offer/{node}" for node in members]))))
 

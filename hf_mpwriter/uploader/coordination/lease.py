@@ -139,8 +139,8 @@ class Lease:
         return None
 
     def after_store_gap(self) -> None:
-        """The store answers again after a spell of failures (:attr:`store_gap`): the leader marks what it must
-        not trust from before (:meth:`~.Leader.after_store_gap`)."""
+        """The store answers again after a spell of failures, or a term began (:attr:`store_gap`): the leader marks
+        what it must not trust from before (:meth:`~.Leader.after_store_gap`)."""
         self.store_gap = False
 
     def _hand_over(self, why: str) -> None:
@@ -185,11 +185,12 @@ class Lease:
             self._lease, self._lease_seen_at = current, now
         if current and now - self._lease_seen_at < self.timing.lease_stale:
             return False
+        moves = self.store.moves  # (the store this term is taken on: one the connection moved from is not it)
         term = self.store.add("terms", 1)  # (drawn even if the take fails: the counter only grows)
         mine = self._lease_value(term)
         if not self.store.compare_set("lease", current, mine):
             return False
-        self.term, self._lease, self.term_moves = term, mine, self.store.moves
+        self.term, self._lease, self.term_moves = term, mine, moves
         self.leases += 1
         self._failing_since = None
         self.store_gap = True  # (the offers there now: how long they have waited, this term cannot know)

@@ -487,9 +487,12 @@ class JobTarget(Target):
     def _tell_own_writes(self) -> None:
         """Tell the leaders of this node's own commits not told yet: ``own_writes`` (the books count them) goes up by
         their number (down by one told that did not apply). Raises :class:`StoreError`."""
-        if told := self.untold.count:
-            self.store.add("own_writes", told)
-            self.untold.add(-told)
+        if told := self.untold.take():
+            try:
+                self.store.add("own_writes", told)
+            except StoreError:  # (told again later: one whose answer only was lost then counts twice, never less)
+                self.untold.add(told)
+                raise
 
     def _tell_own_writes_now(self, before_commit: bool) -> None:
         """:meth:`_tell_own_writes` unless this node was signalled (its last records go first; those untold go at

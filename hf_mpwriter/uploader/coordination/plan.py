@@ -295,12 +295,17 @@ class Books:
         paused = self.paused_until - now if self.paused_until > now else None
         return ([now - t for t in self._writes], [(now - t, n) for t, n in self._requests], paused, self.own_seen)
 
-    def count_own(self, counter: int, now: float) -> int:
+    def count_own(self, counter: int, now: float, moved: bool = False) -> int:
         """The writes the store's ``own_writes`` counts and the books do not yet, as writes made ``now`` (a little
         late: they stay in the window a little longer); how many. A node commits its files itself when no leader
-        answers it, in a hand-over say, and a leader may die as its write applies: the budget holds those too."""
-        # (a counter below the last one counted: a new store, a successor whose copy lags; all of it is new there)
-        new = 0 if self.own_seen is None else counter - self.own_seen if counter >= self.own_seen else counter
+        answers it, in a hand-over say, and a leader may die as its write applies: the budget holds those too.
+        ``moved``: the counter is another store's than the last one read (a successor's)."""
+        if self.own_seen is None:
+            new = 0
+        elif counter >= self.own_seen:
+            new = counter - self.own_seen
+        else:  # below: on another store, all of it is new there; on the same one, writes withdrawn (kept in the books)
+            new = counter if moved else 0
         for _ in range(min(new, math.ceil(self.budget.commits_per_hour))):  # (a full window at most: those of a long
             self.wrote(now, 1)  # spell without a leader were at the nodes' own slots, within the budget)
         self.own_seen = counter
@@ -322,15 +327,16 @@ class Books:
         if self.own_seen is not None:
             self.own_seen -= 1
 
-    def take_up(self, books: BooksValue, now: float) -> None:
+    def take_up(self, books: BooksValue, now: float, moved: bool = False) -> None:
         """The job's books as the last leader left them (:meth:`export`): they replace this leader's, which are
-        in them if it led before, but for the writes it made after they were set (``own_seen`` counts every
-        write: a successor store's copy lags its store's by up to ``successor_copy``, and this leader may have
-        led there until it moved). Their ages count from ``now``, not from when they were written: a write stays
-        in the window longer by that gap (a hand-over's seconds), never shorter, whatever the hosts' clocks say."""
+        in them if it led before. ``moved``: they are a successor store's copy, which lags its store's by up to
+        ``successor_copy``; the writes this leader made after it (``own_seen`` counts every write) are kept (on
+        the same store, the counter counts them again). Their ages count from ``now``, not from when they were
+        written: a write stays in the window longer by that gap (a hand-over's seconds), never shorter, whatever
+        the hosts' clocks say."""
         writes, requests, paused, own_seen = books
         mine, since = list(self._writes), (self.own_seen or 0) - (own_seen or 0)
-        later = mine[len(mine) - since:] if own_seen is not None and 0 < since <= len(mine) else []
+        later = mine[-min(since, len(mine)):] if moved and own_seen is not None and since > 0 and mine else []
         self.own_seen = own_seen
         self._writes = deque(sorted([*(now - max(0.0, age) for age in writes), *later]))
         self._requests = deque(sorted((now - max(0.0, age), n) for age, n in requests))

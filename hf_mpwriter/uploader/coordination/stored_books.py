@@ -4,8 +4,8 @@ Why apart: the budget must hold across leaders, and across writes no leader's bo
 
 - each term takes up the books its last leader left (``books``: ages, never a host's clock);
 - the writes made outside them are counted through the store's ``own_writes`` counter: a node adds one
-  before each commit of its own, a leader before each write (withdrawn only when the write certainly did
-  not apply), and the books carry the count they hold;
+  before each commit of its own (right after it, or later, where the store did not answer), a leader before
+  each write (withdrawn only when the write certainly did not apply), and the books carry the count they hold;
 - a leader sets them again while it leads, written or not, and only while the store's lease names its term.
 """
 
@@ -29,6 +29,7 @@ class StoredBooks:
                  malformed: Skipped) -> None:
         self.books, self.store, self.clock, self.timing, self.malformed = books, store, clock, timing, malformed
         self._term = 0  # the term whose start took them up
+        self._moves: int | None = None  # the store's moves when they were last read (another store's count differs)
         self._set_at = -float("inf")  # when this leader last set them (monotonic)
 
     def take_up(self, term: int) -> bool:
@@ -46,7 +47,7 @@ class StoredBooks:
             self.malformed.count("books", exc)
             return False
         now = self.clock()
-        self.books.take_up(books, now)
+        self.books.take_up(books, now, moved=self._moved())
         writes, requests = self.books.spent(now)
         logger.info("job leader: took up the job's books: %d write(s) in the commit window, %d request(s) in the API "
                     "window", writes, requests)
@@ -56,9 +57,14 @@ class StoredBooks:
         """The writes ``own_writes`` counts and the books do not yet: into the books, so that the budget holds
         what the nodes wrote while no leader answered them (a hand-over, a slow round), and a leader's write
         that applied as it died, too."""
-        counted = self.books.count_own(self.store.add("own_writes", 0), self.clock())
+        counted = self.books.count_own(self.store.add("own_writes", 0), self.clock(), self._moved())
+        self._moves = self.store.moves
         if counted:
             logger.info("job leader: %d write(s) outside the books count in the job's budget", counted)
+
+    def _moved(self) -> bool:
+        """Whether the store moved (to a successor) since the books were last read."""
+        return self._moves is not None and self.store.moves != self._moves
 
     def announce(self, files: int) -> None:
         """A write about to go: counted in the store first (should this process die during the call, or lose

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 from ...state.statedir import write_json_atomic
@@ -28,6 +29,7 @@ class Untold:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.count = self._read()
+        self._lock = threading.Lock()  # (a commit call the loop abandoned may still tell, beside the next one)
 
     def _read(self) -> int:
         if self.path is None:
@@ -40,8 +42,19 @@ class Untold:
 
     def add(self, commits: int) -> None:
         """``commits`` more (fewer, negative), kept at once (a disk that fails keeps them in memory)."""
-        self.count += commits
-        if self.path is not None and commits:
+        with self._lock:
+            self.count += commits
+            self._keep(commits)
+
+    def take(self) -> int:
+        """All of them, to tell (none left: one caller tells them); :meth:`add` them back if the telling failed."""
+        with self._lock:
+            taken, self.count = self.count, 0
+            self._keep(taken)
+            return taken
+
+    def _keep(self, changed: int) -> None:
+        if self.path is not None and changed:
             try:
                 write_json_atomic(self.path, {"untold": self.count})
             except OSError as exc:
