@@ -1150,6 +1150,33 @@ def test_only_one_node_creates_the_repository_and_tags_its_card(hub, store, tmp_
     assert spent.get("create_repo") == 1, spent
 
 
+def _offers_before_a_leader(targets: list[JobTarget], tmp_path: Path) -> tuple[dict, dict]:
+    """Each node commits a file in a thread, as its queue would; once all have offered (no leader yet), every node
+    starts, and the one that takes the lease finds the offers waiting. Their offers as made, and each node's
+    ``(commit id, waits it was told)``."""
+    results: dict[int, tuple] = {}
+    threads = [threading.Thread(target=lambda k=k: results.update({k: _commit_when_due(
+        targets[k], _pieces(tmp_path, k, 3000 + k), "node commit")})) for k in range(len(targets))]
+
+    def offered() -> dict[int, dict]:
+        raw = {k: targets[0].store.get(f"offer/{k}") for k in range(len(targets))}
+        return {k: json.loads(v) for k, v in raw.items() if v and v != WITHDRAWN}
+
+    try:
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(offered()) == len(targets), 30, "every node to offer")
+        offers = offered()
+        for target in targets:
+            target.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for target in targets:
+            target.stop()
+    return offers, results
+
+
 def test_the_leader_commits_at_most_max_files_at_once_oldest_data_first(hub, store, tmp_path):
     """The Hub takes commits of tens to hundreds of files (a 60 s server timeout; huggingface_hub's own
     upload_large_folder stops at 1,000): the leader commits at most ``max_files`` at once, the offers of
@@ -1168,30 +1195,11 @@ def test_the_leader_commits_at_most_max_files_at_once_oldest_data_first(hub, sto
     for target in targets:
         target.prepare()
     targets[2]._waiting_since = time.monotonic() - 100.0  # node 2's data has waited 100 s (put off before)
-    results: dict[int, str | None] = {}
-    waits: dict[int, list[float]] = {}
-
-    def run(k: int) -> None:
-        results[k], waits[k] = _commit_when_due(targets[k], _pieces(tmp_path, k, 3000 + k), "node commit")
-
-    def offers() -> dict[int, dict]:
-        raw = {k: targets[0].store.get(f"offer/{k}") for k in range(3)}
-        return {k: json.loads(v) for k, v in raw.items() if v and v != WITHDRAWN}
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
-    try:
-        for thread in threads:
-            thread.start()
-        wait_for(lambda: len(offers()) == 3, 30, "every node to offer")
-        offered = offers()
-        for target in targets:  # no leader yet: the one that takes the lease finds all three offers waiting (and
-            # asks them again: it cannot know how long they waited)
-            target.start()
-        for thread in threads:
-            thread.join(60)
-    finally:
-        for target in targets:
-            target.stop()
+    # (the leader that takes the lease finds all three offers waiting, and asks them again: it cannot know how long
+    # they waited)
+    offered, outcomes = _offers_before_a_leader(targets, tmp_path)
+    results = {k: commit for k, (commit, _) in outcomes.items()}
+    waits = {k: told for k, (_, told) in outcomes.items()}
     oldest = max(offered, key=lambda k: offered[k]["waiting"])
     assert oldest == 2 and offered[2]["waiting"] >= 100.0, offered  # the scenario: node 2 says its data is oldest
     commits = _log_commits(hub)[::-1]  # oldest first
@@ -1214,25 +1222,8 @@ def test_a_new_leader_commits_the_last_offers_it_finds_at_its_take_up_in_one_com
     for node in nodes:
         node.prepare()
         node.closing = True  # (every writer gone: these are its last records)
-    results: dict[int, tuple] = {}
-    threads = [threading.Thread(target=lambda k=k: results.update({k: _commit_when_due(
-        nodes[k], _pieces(tmp_path, k, 3000 + k), "node commit")})) for k in range(3)]
-    try:
-        for thread in threads:
-            thread.start()
-        def offered() -> list[dict]:
-            raw = [nodes[0].store.get(f"offer/{k}") for k in range(3)]
-            return [json.loads(v) for v in raw if v and v != WITHDRAWN]
-
-        wait_for(lambda: len(offered()) == 3, 30, "every node to offer")
-        assert all(offer["last"] for offer in offered())  # the scenario: last records, offered before any leader
-        for node in nodes:  # no leader yet: the one that takes the lease finds the three last offers waiting
-            node.start()
-        for thread in threads:
-            thread.join(60)
-    finally:
-        for node in nodes:
-            node.stop()
+    offered, results = _offers_before_a_leader(nodes, tmp_path)
+    assert all(offer["last"] for offer in offered.values())  # the scenario: last records, offered before any leader
     commits = _log_commits(hub)
     assert len(commits) == 1 and "3 file(s) from 3 node(s)" in commits[0]["summary"], [c["summary"] for c in commits]
     assert all(waits == [] for _, waits in results.values()), results  # none told to offer again
