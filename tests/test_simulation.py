@@ -184,6 +184,15 @@ def test_an_offer_a_new_leader_finds_at_its_take_up_is_not_committed_over_newer_
     assert not result.problems, str(result)
 
 
+def test_a_preempted_nodes_last_offer_a_new_leader_finds_is_committed():
+    """Seed 15719 (a 7,000-seed sweep, on the code that asked every offer found at a take-up again): node 0, signalled,
+    offered its last records; the new leader asked it to offer again, and the node, hurried, went to commit them
+    itself through a Hub that held its calls, past its deadline: version 9 lost. A last offer is committed."""
+    result = commitsim.run(15719, _SECOND)
+    assert any("preempt node 0" in text for text in result.faults)
+    assert not result.problems, str(result)
+
+
 def test_a_nodes_own_commit_outlives_its_uploader_killed_before_it_could_tell_it():
     """Seed 10945: node 1 committed itself while the store hung, and was killed (SIGKILL, restarted) before the store
     answered again: its count went with it, and the leader spent the window again (13 commits in a window of 12). The
