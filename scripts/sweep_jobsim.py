@@ -6,6 +6,7 @@
     python scripts/sweep_jobsim.py --replay 12 --kinds lost-answer leader
     python scripts/sweep_jobsim.py --model lease --seeds 100000 --processes 2
     python scripts/sweep_jobsim.py --model commit --seeds 1000 --kinds kill hub-hang
+    python scripts/sweep_jobsim.py --model commit --seeds 500 --successors     # nodes 1 and 2 serve successor stores
 
 Prints each failing seed (it replays exactly with ``--replay``) and a count; exits 1 if any seed failed.
 """
@@ -30,21 +31,23 @@ import leasesim  # noqa: E402
 MODELS = {"jobrun": jobsim, "lease": leasesim, "commit": commitsim}
 
 
-def _run(model: str, seed: int, kinds: tuple[str, ...], tmp: str):
+def _run(model: str, seed: int, kinds: tuple[str, ...], tmp: str, successors: bool = False):
     logging.disable(logging.WARNING)
-    if model in ("lease", "commit"):
-        return MODELS[model].run(seed, kinds)
+    if model == "commit":
+        return commitsim.run(seed, kinds, successors=successors)
+    if model == "lease":
+        return leasesim.run(seed, kinds)
     result = jobsim.run(seed, Path(tmp), kinds=kinds)
     shutil.rmtree(Path(tmp, f"seed-{seed}"), ignore_errors=True)
     return result
 
 
-def _sweep(model: str, seeds: range, kinds: tuple[str, ...], processes: int, tmp: str) -> list:
+def _sweep(model: str, seeds: range, kinds: tuple[str, ...], processes: int, tmp: str, successors: bool) -> list:
     """The seeds' results that broke an invariant, the seeds spread over ``processes``."""
     with ProcessPoolExecutor(processes) as pool:
         chunk = max(1, len(seeds) // (processes * 20))
         results = pool.map(_run, [model] * len(seeds), seeds, [kinds] * len(seeds),
-                           [f"{tmp}/{seed % processes}" for seed in seeds], chunksize=chunk)
+                           [f"{tmp}/{seed % processes}" for seed in seeds], [successors] * len(seeds), chunksize=chunk)
         return [result for result in results if result.problems]
 
 
@@ -56,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", nargs="+", help="the kinds of fault (default: every kind of the model's)")
     parser.add_argument("--processes", type=int, default=1, help="seeds run in this many processes at once")
     parser.add_argument("--replay", type=int, help="run this one seed and print what it did")
+    parser.add_argument("--successors", action="store_true", help="commit model: nodes 1 and 2 serve successor stores")
     args = parser.parse_args(argv)
+    if args.successors and args.model != "commit":
+        parser.error("--successors is the commit model's (--model commit)")
     model = MODELS[args.model]
     kinds = tuple(args.kinds or model.KINDS)
     unknown = sorted(set(kinds) - set(model.KINDS))
@@ -67,14 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         for k in range(args.processes):
             Path(tmp, str(k)).mkdir()
         if args.replay is not None:
-            result = _run(args.model, args.replay, kinds, f"{tmp}/0")
+            result = _run(args.model, args.replay, kinds, f"{tmp}/0", args.successors)
             print(result, *result.problems, sep="\n  ")
             return 1 if result.problems else 0
         started = time.monotonic()
-        failed = _sweep(args.model, range(args.first, args.first + args.seeds), kinds, args.processes, tmp)
+        failed = _sweep(args.model, range(args.first, args.first + args.seeds), kinds, args.processes, tmp,
+                        args.successors)
     for result in failed:
         print(f"FAIL seed {result.seed}: {'; '.join(result.problems[:3])}")
-    print(f"{args.model}: {args.seeds} seeds from {args.first} ({', '.join(kinds)}): {len(failed)} failed, "
+    print(f"{args.model}{' with successor stores' if args.successors else ''}: {args.seeds} seeds from {args.first} "
+          f"({', '.join(kinds)}): {len(failed)} failed, "
           f"{time.monotonic() - started:.0f} s")
     return 1 if failed else 0
 
