@@ -203,12 +203,13 @@ def test_a_nodes_own_commit_outlives_its_uploader_killed_before_it_could_tell_it
 
 
 def test_a_nodes_untold_own_commits_are_kept_in_its_logdirs_state(tmp_path):
-    kept = Untold(tmp_path / UNTOLD_FILE)
+    kept = Untold(tmp_path / UNTOLD_FILE, "job-1")
     kept.add(2)
     kept.add(-1)  # (one that did not apply)
-    assert Untold(tmp_path / UNTOLD_FILE).count == 1  # what the next uploader on this disk tells
-    (tmp_path / UNTOLD_FILE).write_text('{"untold": 1e999}')
-    assert Untold(tmp_path / UNTOLD_FILE).count == 0  # a bad value is no commit
+    assert Untold(tmp_path / UNTOLD_FILE, "job-1").count == 1  # what the next uploader of the job on this disk tells
+    assert Untold(tmp_path / UNTOLD_FILE, "job-2").count == 0  # (a relaunch into the same logdir: another job's store)
+    (tmp_path / UNTOLD_FILE).write_text('{"untold": 1e999, "job": "job-1"}')
+    assert Untold(tmp_path / UNTOLD_FILE, "job-1").count == 0  # a bad value is no commit
     assert Untold(None).count == 0
 
 

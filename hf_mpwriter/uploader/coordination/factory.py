@@ -59,7 +59,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
                     prepared_wait=prepared_wait, budget=_budget(config).scaled(timing.windows),
                     commit_every=config.commit_every, call_bound=call_bound,
                     files_hint=config.ranks_per_node or 1, timing=timing,
-                    untold=Untold(None if state is None else state / UNTOLD_FILE))
+                    untold=Untold(None if state is None else state / UNTOLD_FILE, address.job_id))
     try:
         store.get("lease")
         job.store_seen = True

@@ -24,10 +24,11 @@ MOST = 1_000_000
 
 
 class Untold:
-    """The count (a negative one: a commit told that did not apply) and where it is kept (``None``: in memory)."""
+    """The count (a negative one: a commit told that did not apply) and where it is kept (``None``: in memory), for
+    the job ``job`` (another job's, a relaunch into the same logdir, is not this job's to tell)."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path
+    def __init__(self, path: Path | None = None, job: str | None = None) -> None:
+        self.path, self.job = path, job
         self.count = self._read()
         self._lock = threading.Lock()  # (a commit call the loop abandoned may still tell, beside the next one)
 
@@ -35,10 +36,11 @@ class Untold:
         if self.path is None:
             return 0
         try:
-            value = json.loads(self.path.read_text())["untold"]
-        except (OSError, ValueError, KeyError, TypeError):
+            kept = json.loads(self.path.read_text())
+            value, job = kept["untold"], kept.get("job")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return 0
-        return value if isinstance(value, int) and abs(value) < MOST else 0
+        return value if isinstance(value, int) and abs(value) < MOST and job == self.job else 0
 
     def add(self, commits: int) -> None:
         """``commits`` more (fewer, negative), kept at once (a disk that fails keeps them in memory)."""
@@ -56,6 +58,6 @@ class Untold:
     def _keep(self, changed: int) -> None:
         if self.path is not None and changed:
             try:
-                write_json_atomic(self.path, {"untold": self.count})
+                write_json_atomic(self.path, {"untold": self.count, "job": self.job})
             except OSError as exc:
                 logger.debug("job: this node's untold own commits not kept on disk: %s", exc)
