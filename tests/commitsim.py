@@ -447,6 +447,7 @@ class Sim:
         self.crashes: list[str] = []
         self.problems: list[str] = []
         self.faults: list[str] = []
+        self.struck: list[tuple[str, int]] = []  # (kind, node) of each fault drawn, as the faults say them
 
     # -- the turn --------------------------------------------------------------------------------
     def sleep(self, seconds: float) -> None:
@@ -573,6 +574,7 @@ class Sim:
         # (a hang up to 5 minutes: long enough for another leader to commit meanwhile)
         length = rng.uniform(5, 300 if kind in ("hub-hang", "hub-hold") else 120)
         self.faults.append(f"t={self.now:.1f} {kind} node {number} for {length:.0f} s")
+        self.struck.append((kind, number))
         if kind == "kill" and node.alive and not node.done:
             self.kill(node)
             if rng.random() < 0.8:
@@ -656,6 +658,11 @@ class Result:
     problems: list[str]
     commits: int
     moves: int = 0  # the nodes' moves to a successor store
+    struck: list[tuple[str, int]] = field(default_factory=list)  # (kind, node) of each fault
+
+    def had(self, kind: str, node: int | None = None) -> bool:
+        """Whether a fault of ``kind`` (on ``node``) was drawn: a test proves its scenario with it."""
+        return any(k == kind and node in (None, n) for k, n in self.struck)
 
     def __str__(self) -> str:
         return (f"seed {self.seed} ({self.nodes} nodes, {self.commits} commits; faults: {'; '.join(self.faults) or 'none'}): "
@@ -686,7 +693,7 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
     finally:
         sim.close()
     moves = sum(node.job.moves for node in sim.nodes if node.job is not None)
-    return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves)
+    return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves, sim.struck)
 
 
 def sweep(seeds: range, kinds: tuple[str, ...] = KINDS, faults: int | None = None, leader: type[Leader] = Leader,

@@ -135,7 +135,7 @@ def test_the_budget_holds_when_a_nodes_wall_clock_steps():
     """Seed 4 stepped node 1's wall clock; it led after a restart and took up the books, which held wall-clock
     times then: the last leader's writes left its window early (13 commits in a window of 12). Ages now."""
     result = commitsim.run(4, ("clock-step", "kill", "pause"))
-    assert any("clock-step" in fault for fault in result.faults) and result.commits >= 12
+    assert result.had("clock-step") and result.commits >= 12
     assert not result.problems, str(result)
 
 
@@ -148,7 +148,7 @@ def test_an_offer_a_leader_first_sees_after_the_store_failed_is_not_committed_ov
     newer files themselves; the next leader then first saw the old offers and committed them: the files went back
     from versions 13 and 12 to 8. An offer first seen after a spell of store failures now counts as expired."""
     result = commitsim.run(74, _SECOND)
-    assert any("store-hang" in fault for fault in result.faults) and result.commits >= 12
+    assert result.had("store-hang") and result.commits >= 12
     assert not result.problems, str(result)
 
 
@@ -169,7 +169,7 @@ def test_a_nodes_own_commit_made_while_the_store_failed_is_told_before_its_next_
     hurried last commit never offers), so no leader counted it; seed 12962: the leader wrote twice before it. The
     store is now told once right after the commit, and at exit whatever is still untold."""
     result = commitsim.run(seed, _SECOND)
-    assert any(fault in text for text in result.faults) and result.commits >= 12
+    assert result.had(fault) and result.commits >= 12
     assert not result.problems, str(result)
 
 
@@ -180,7 +180,7 @@ def test_an_offer_a_new_leader_finds_at_its_take_up_is_not_committed_over_newer_
     to 6. A new term now asks the offers it finds again (it cannot know how long they waited), as after a spell
     of store failures."""
     result = commitsim.run(16199, _SECOND)
-    assert any("lost-answer node 0" in text for text in result.faults) and result.commits >= 12
+    assert result.had("lost-answer", 0) and result.commits >= 12
     assert not result.problems, str(result)
 
 
@@ -189,7 +189,7 @@ def test_a_preempted_nodes_last_offer_a_new_leader_finds_is_committed():
     offered its last records; the new leader asked it to offer again, and the node, hurried, went to commit them
     itself through a Hub that held its calls, past its deadline: version 9 lost. A last offer is committed."""
     result = commitsim.run(15719, _SECOND)
-    assert any("preempt node 0" in text for text in result.faults)
+    assert result.had("preempt", 0)
     assert not result.problems, str(result)
 
 
@@ -198,7 +198,7 @@ def test_a_nodes_own_commit_outlives_its_uploader_killed_before_it_could_tell_it
     answered again: its count went with it, and the leader spent the window again (13 commits in a window of 12). The
     count is now on the node's disk (:mod:`.untold`), and its next uploader tells it."""
     result = commitsim.run(10945, _SECOND)
-    assert any("kill node 1" in text for text in result.faults) and result.commits >= 12
+    assert result.had("kill", 1) and result.commits >= 12
     assert not result.problems, str(result)
 
 
@@ -217,7 +217,7 @@ def test_a_nodes_untold_own_commits_are_kept_in_its_logdirs_state(tmp_path):
                                        "hung: no leader can count a commit it cannot hear of (issue 52's note)")
 def test_a_nodes_own_commit_while_the_store_hangs_after_the_leader_filled_the_window():
     result = commitsim.run(14952, _SECOND)
-    assert any("store-hang" in fault for fault in result.faults)
+    assert result.had("store-hang")
     assert not result.problems, str(result)
 
 
@@ -257,7 +257,7 @@ def test_the_commit_simulation_finds_a_preempted_node_that_does_not_hurry():
                                        "it holds at once, past the window's budget (issue 52's D5)")
 def test_at_the_stores_death_the_nodes_own_commits_keep_the_budget():
     result = commitsim.run(20, _FIRST)
-    assert any("store-gone" in fault for fault in result.faults)
+    assert result.had("store-gone")
     assert not result.problems, str(result)
 
 
@@ -265,7 +265,7 @@ def test_at_the_stores_death_the_nodes_move_to_a_successor_store_within_the_budg
     """Seed 20 again, with the successor stores nodes 1 and 2 serve: the nodes move to node 1's, one leader goes on
     there with the books copied, and the window holds."""
     result = commitsim.run(20, _FIRST, successors=True)
-    assert any("store-gone" in fault for fault in result.faults) and result.moves >= 2 and result.commits >= 12
+    assert result.had("store-gone") and result.moves >= 2 and result.commits >= 12
     assert not result.problems, str(result)
 
 
@@ -275,7 +275,7 @@ def test_a_leader_that_moved_to_a_successor_store_counts_its_writes_the_copy_mis
     first counted the lagging copy's counter there as the old term. A round on a store its term was not taken on
     now waits for the term there, and the take-up keeps this leader's writes the books it takes up do not count."""
     result = commitsim.run(25, commitsim.KINDS, successors=True)
-    assert any("store-gone" in fault for fault in result.faults) and result.moves >= 2 and result.commits >= 12
+    assert result.had("store-gone") and result.moves >= 2 and result.commits >= 12
     assert not result.problems, str(result)
 
 
