@@ -110,6 +110,9 @@ class Leader(Lease):
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
         self._successors: list[list] = []  # ``[host, port]`` of each successor store, for the answers
+        #: Called on this node's lease thread when the store answers again after failures (its node tells the own
+        #: commits it made meanwhile, before a leader's next write: :meth:`JobTarget.tell_on_return`).
+        self.store_back: Callable[[], None] | None = None
         self._successors_read = -math.inf  # monotonic
 
     def start(self) -> None:
@@ -293,6 +296,7 @@ class Leader(Lease):
             **books,
             **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
                                              **plan.slots_in(node, wall), "successors": self._successors,
+                                             "window": self._window(),
                                              "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
                for node, offer in offers.items()},
         })
@@ -439,6 +443,8 @@ class Leader(Lease):
         its files itself once its wait is over, and may have committed newer ones since; a leader that first sees
         an offer cannot tell how long it waited). None of them is committed, but a node's last (its files change
         no more): their nodes offer again (:meth:`_offer_again`)."""
+        if self.store_back is not None:
+            self.store_back()
         members = self.members()
         self._mark_stale(dict(zip(members, self.store.multi_get([f"offer/{node}" for node in members]))))
 
@@ -460,7 +466,16 @@ class Leader(Lease):
         return parse_members(self.store.get("members"), self.nodes)
 
     def _answer(self, offers: dict[int, Any], answer: dict, each: dict[int, dict] | None = None) -> None:
+        window = self._window()
         self.store.multi_set({f"answer/{node}": json.dumps({**answer, **(each or {}).get(node, {}), "seq": offer["seq"],
-                                                             "successors": self._successors}).encode()
+                                                             "successors": self._successors, "window": window}).encode()
                               for node, offer in offers.items()})
         self.store.add("answered", 1)  # the nodes poll this counter, not their answers
+
+    def _window(self) -> list[float]:
+        """The ages of the writes in the books' commit window (a repository's; a bucket has no commit quota), for the
+        answers: a node that loses its leader keeps its own commits out of a window the leader filled
+        (:func:`~.plan.own_room_at`)."""
+        if self.kind != "hub":
+            return []
+        return [round(age, 3) for age in self.books.export(self.clock())[0][-int(self.budget.commits_per_hour):]]

@@ -62,7 +62,7 @@ from .joining import announce, count_up, other_folders, prepared_by_node_0
 from .leader import Leader, SharedTarget, target_kind
 from .offers import Offers
 from .pacing import Situation, Store
-from .plan import Budget, Plan, make_budget, make_plan
+from .plan import Budget, Plan, make_budget, make_plan, own_room_at
 from .protocol import Skipped
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
 from .successor import SuccessorHost, next_store, published, successor_slot
@@ -126,6 +126,8 @@ class JobTarget(Target):
         self._phases: tuple[float, float] | None = None
         self._own_last: float | None = None  # monotonic: this node's last commit of its own
         self._own_due: float | None = None  # monotonic: its next own slot, kept until it commits
+        #: ``(when, [write, ...])``, monotonic: the leader's writes in its commit window as its last answer said them.
+        self._window: tuple[float, list[float]] | None = None
         #: Nothing listens at the store's address any more: nothing coordinates the nodes (see the module).
         self.store_gone = False
         #: The store answered this node once, or something listened at its address (a store too busy to answer
@@ -137,6 +139,7 @@ class JobTarget(Target):
         self.closing = False
         self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing,
                              wall=wall, clock=clock)
+        self.leader.store_back = self.tell_on_return
         self.leader.xet.source = inner.xet_write_token  # this node's own token is the one it shares, leading
         #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,
         #: so that the node's whole commit (upload, wait, that) stays within its own.
@@ -423,6 +426,9 @@ class JobTarget(Target):
         plan = Plan.from_json(answer.get("plan"))
         if plan is not None:
             self.plan, self._phases = plan, plan.phases(answer, wall)
+        if "window" in answer:
+            now = self.clock()
+            self._window = (now, [now - age for age in answer["window"]])
         if answer.get("successors"):
             job = self.store.address.job_id
             self.successors = [StoreAddress(host, port, job) for host, port in answer["successors"]]
@@ -508,6 +514,17 @@ class JobTarget(Target):
         except StoreError as exc:
             self.store_failed(exc)
 
+    def tell_on_return(self) -> None:
+        """The store answers again (this node's lease thread saw it): the own commits made while it failed are told
+        now, not with this node's next offer, a plan's interval later, after a leader's writes that would not count
+        them. A failure leaves them for that offer."""
+        if not self.untold.count or self._hurried():
+            return
+        try:
+            self._tell_own_writes()
+        except StoreError as exc:
+            logger.debug("own commits not told yet (%s): told with the next offer", exc)
+
     def _moved_on(self) -> bool:
         """Whether this node moved to a successor store (:mod:`.successor`): the store in use, which answered
         once, is lost (gone, or silent for ``timing.store_lost``), and one of the successors the leader listed
@@ -556,7 +573,10 @@ class JobTarget(Target):
         if self._own_due is None:
             since = None if self._own_last is None else now - self._own_last
             phase = None if self._phases is None else self._phases[1]
-            self._own_due = now + self.plan_now(files).own_turn(self.node, self.wall(), since, phase)
+            plan = self.plan_now(files)
+            self._own_due = now + plan.own_turn(self.node, self.wall(), since, phase)
+            if self._window is not None and self.kind == "hub":  # (not into a window the leader filled)
+                self._own_due = own_room_at(self._window[1], self._window[0], self._own_due, self.budget, plan.own_gap)
         return min(max(0.0, self._own_due - now), self.timing.store_retry)
 
 

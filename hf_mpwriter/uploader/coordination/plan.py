@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Sequence
 
 from ...timing import HUB_COMMITS_PER_HOUR
 from ..schedule import until_turn
@@ -189,6 +189,25 @@ class Plan:
         except (KeyError, TypeError):
             return None
         return plan if ok else None
+
+
+def own_room_at(window: Sequence[float], heard: float, now: float, budget: Budget, own_gap: float) -> float:
+    """When a node that lost its leader may make a commit of its own without overfilling the commit window
+    (``now`` at the earliest). ``window``: the leader's writes in its books when it last answered the node
+    (at ``heard``; the node's clock, as are all times here). What the node cannot know, the writes since (the
+    other nodes' own slots, a write the leader had under way) is counted as one per ``own_gap``. Without
+    this, a leader that had just filled the window and a store that then hung made the job's commits one
+    more than an explicit ``commits_per_hour``. Once the window holds none of the known writes, the own
+    slots alone pace the node, as they always did."""
+    most, span = budget.commits_per_hour, budget.commit_window_s
+    at = now
+    for leaving in sorted(w + span for w in window if w + span > now):
+        known = sum(1 for w in window if w > at - span)
+        unknown = math.floor(min(at - heard, span) / own_gap) if own_gap > 0 else 0
+        if known + unknown + 1 <= most:
+            return at
+        at = max(at, leaving)
+    return at
 
 
 def start_pacing(plan: Plan, node: int, commit_every: float) -> tuple[float, float]:

@@ -127,7 +127,8 @@ def parse_offer(raw: bytes) -> dict[str, Any]:
 def parse_answer(raw: bytes) -> dict[str, Any]:
     """A leader's answer as its node reads it: ``seq``, and ``commit`` (committed), ``retry_in`` (put off)
     or ``error`` (not committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) as they came;
-    ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`), maybe empty."""
+    ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`), maybe empty; ``window``: the ages of the
+    writes in the leader's commit window (:func:`~.plan.own_room_at`), maybe empty."""
     answer = _json_object(raw, "answer")
     if not answer:  # the value a node's keys start with: nothing answered yet
         return {"seq": 0, "successors": []}
@@ -137,12 +138,16 @@ def parse_answer(raw: bytes) -> dict[str, Any]:
         raise Malformed("answer: commit is not a string")
     if answer.get("retry_in") is not None:
         parsed["retry_in"] = _number(answer["retry_in"], "answer: retry_in")
+    window = answer.get("window")
+    parsed["window"] = [_number(age, "answer: window") for age in window[:MAX_WINDOW]] if isinstance(window, list) else []
     listed = answer.get("successors")
     parsed["successors"] = [entry for entry in (listed[:MAX_SUCCESSORS] if isinstance(listed, list) else [])
                             if _successor_shaped(entry)]  # (a bad entry costs its successor, never the commit's answer)
     return parsed
 
 
+#: Writes an answer's commit window may list (a repository's commit quota is about 128 an hour).
+MAX_WINDOW = 1024
 #: Successor stores an answer may list (:mod:`.successor` keeps fewer).
 MAX_SUCCESSORS = 8
 
