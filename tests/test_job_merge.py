@@ -29,7 +29,15 @@ from hf_mpwriter.events.encoding import session_start_event
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import STORE_CALL_S
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
-from hf_mpwriter.uploader.coordination.protocol import MAX_BOOK_ENTRIES, Malformed, Skipped, books_value, parse_books, parse_offer
+from hf_mpwriter.uploader.coordination.protocol import (
+    MAX_BOOK_ENTRIES,
+    Malformed,
+    Skipped,
+    books_value,
+    parse_answer,
+    parse_books,
+    parse_offer,
+)
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.jobrun import exchange as job_merge
 from hf_mpwriter.uploader.jobrun.bounds import ViewBounds
@@ -1014,6 +1022,16 @@ def test_an_offer_whose_wait_is_not_a_finite_number_is_malformed(wait):
     with pytest.raises(Malformed):
         parse_offer(raw)
     assert parse_offer(raw.replace(wait.encode(), b"2.5"))["wait"] == 2.5  # (the same offer, finite: taken)
+
+
+@pytest.mark.parametrize("age", ["Infinity", "-1", "\"5\""])
+def test_an_answer_whose_commit_window_holds_a_bad_age_is_malformed(age):
+    """A node keeps its own commits out of the window its leader's answer shows: a write's age must be a finite number."""
+    raw = f'{{"seq": 3, "commit": "abc", "window": [1.5, {age}]}}'.encode()
+    with pytest.raises(Malformed):
+        parse_answer(raw)
+    assert parse_answer(raw.replace(age.encode(), b"2"))["window"] == [1.5, 2.0]
+    assert parse_answer(b'{"seq": 3, "commit": "abc"}')["window"] == []  # (an older leader's answer: none known)
 
 
 def test_a_nodes_value_or_the_leaders_word_holding_1e999_is_skipped_counted_and_the_rounds_go_on(job_nodes, store):

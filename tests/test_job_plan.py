@@ -34,6 +34,7 @@ from hf_mpwriter.uploader.coordination.plan import (
     Budget,
     make_budget,
     make_plan,
+    own_room_at,
     start_pacing,
 )
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
@@ -149,6 +150,18 @@ def test_the_books_hold_writes_to_the_budget_and_a_429_slows_the_plan():
     assert books.next_free(11.0, 8) == 23.0 and books.slowdown == 2.0
     slow = make_plan(budget, "hub", 16, 8, commit_every=1.0, spacing=0.0, slowdown=books.slowdown)
     assert slow.gap == 2 * make_plan(budget, "hub", 16, 8, commit_every=1.0, spacing=0.0).gap
+
+
+def test_a_node_without_its_leader_commits_itself_only_where_the_window_its_leader_showed_has_room():
+    """A window of 4 commits in 100 s; the leader's last answer (at t=50) showed writes at 10, 20, 30 and 40."""
+    budget = Budget(commits_per_hour=4, requests_per_5min=1000, files_per_commit=1000, commit_window_s=100.0)
+    full = [10.0, 20.0, 30.0, 40.0]
+    # At 130 one write it knew of is left in the window, with two it may not know of (one per own gap since 50): room.
+    assert own_room_at(full, heard=50.0, now=55.0, budget=budget, own_gap=30.0) == 130.0
+    assert own_room_at(full[:2], heard=50.0, now=55.0, budget=budget, own_gap=30.0) == 55.0  # room now
+    assert own_room_at([], heard=50.0, now=55.0, budget=budget, own_gap=30.0) == 55.0  # nothing known: its slots pace it
+    # Counting one write per own gap since it heard, the node still commits once the writes it knew of left the window.
+    assert own_room_at(full, heard=50.0, now=55.0, budget=budget, own_gap=1.0) == 140.0
 
 
 @pytest.fixture

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 from ...timing import HUB_COMMITS_PER_HOUR
 from ..schedule import until_turn
