@@ -87,6 +87,12 @@ PREEMPTION_DEADLINE = 20.0  # the uploader's, after SIGTERM (production's defaul
 GRACE = 30.0  # the scheduler's, before SIGKILL
 
 
+def _locked() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 class Killed(BaseException):
     """Raised where a killed node's thread waits: it unwinds (the simulation's end), running nothing more."""
 
@@ -96,14 +102,14 @@ class Actor:
 
     def __init__(self, sim: Sim, node: Node, name: str, body: Callable[[], None]) -> None:
         self.sim, self.node, self.name, self.body = sim, node, name, body
-        self.turn = threading.Event()
+        self.turn = _locked()  # released: this thread's turn (a lock as a one-slot semaphore: a cheaper hand-over)
         self.killed = self.done = False
         self.naps = 0  # its sleeps so far: a wake-up queued for an earlier one is stale
         self.thread = threading.Thread(target=self._main, name=f"commitsim-{name}", daemon=True)
         self.thread.start()
 
     def _main(self) -> None:
-        self.turn.wait()
+        self.turn.acquire()
         try:
             if not self.killed:
                 self.body()
@@ -113,7 +119,7 @@ class Actor:
             self.sim.crashes.append(f"{self.name}: {traceback.format_exc(limit=6)}")
         finally:
             self.done = True
-            self.sim.back.set()
+            self.sim.back.release()
 
 
 class SimEvent:
@@ -443,7 +449,7 @@ class Sim:
         self.hub = Hub(self)
         self.nodes = [Node(n) for n in range(nodes or self.rng.randint(2, 4))]
         self.current: Actor | None = None
-        self.back = threading.Event()
+        self.back = _locked()  # released: the turn is back with the simulation
         self.crashes: list[str] = []
         self.problems: list[str] = []
         self.faults: list[str] = []
@@ -456,10 +462,9 @@ class Sim:
         assert actor is not None and threading.current_thread() is actor.thread, "sleep outside the simulation's turn"
         actor.naps += 1
         self._push(self.now + max(seconds, 1e-3), "actor", (actor, actor.naps))
-        actor.turn.clear()
         self.current = None
-        self.back.set()
-        actor.turn.wait()
+        self.back.release()
+        actor.turn.acquire()
         if actor.killed:
             raise Killed
 
@@ -471,9 +476,8 @@ class Sim:
 
     def _resume(self, actor: Actor) -> None:
         self.current = actor
-        self.back.clear()
-        actor.turn.set()
-        if not self.back.wait(60):
+        actor.turn.release()
+        if not self.back.acquire(timeout=60):
             raise RuntimeError(f"{actor.name} kept the turn for 60 s: it waits on something not simulated")
 
     def step(self) -> None:
@@ -644,9 +648,8 @@ class Sim:
                 if not actor.done:
                     actor.killed = True
                     self.current = actor
-                    self.back.clear()
-                    actor.turn.set()
-                    self.back.wait(10)
+                    actor.turn.release()
+                    self.back.acquire(timeout=10)
                 actor.thread.join(10)
 
 

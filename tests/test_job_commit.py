@@ -797,7 +797,7 @@ def test_with_the_jobs_store_gone_the_nodes_go_on_through_a_successor_store_then
         assert len(set(oids)) == 1 and oids[0] is not None, oids
         assert "2 node(s)" in _log_commits(hub)[0]["summary"]
         assert all(node.store.address == copies[1].address and node.moves == 2 for node in nodes)
-        assert all(node.own_commits == 0 and not node.store_gone for node in nodes)
+        assert all(node.own.made == 0 and not node.store_gone for node in nodes)
         assert nodes[1].job_info()["hosts_successor"] == 2 and nodes[0].job_info()["moves"] == 2  # what ``status`` shows
         assert f":{copies[1].address.port}" in _committer_text(nodes[0].job_info(), None)  # and says
     finally:
@@ -833,7 +833,7 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_served_on_afte
         assert len(set(oids)) == 1 and oids[0] is not None, oids
         assert _log_commits(hub)[0]["oid"] == oids[0] and "3 node(s)" in _log_commits(hub)[0]["summary"]
         assert all(node.store.address == first.address and node.moves == 1 for node in nodes)
-        assert all(node.own_commits == 0 for node in nodes)
+        assert all(node.own.made == 0 for node in nodes)
         # 2. The job's store runs again: what it holds is not the store in use's.
         os.kill(proc.pid, signal.SIGCONT)
         old = JobStore(StoreAddress("127.0.0.1", port, "job-1"), nodes[0].store.prefix)
@@ -888,7 +888,7 @@ def test_a_node_no_leader_answered_yet_still_finds_the_successor_stores_when_the
         assert node._announce()
         wait_for(lambda: node.store.get("successor/2") is not None, 10, "both hosts to publish their stores")
         oid, _ = _commit_when_due(node, _pieces(tmp_path, 0, 1000), "node commit")
-        assert oid is not None and node.through_leader == 0 and node.own_commits == 1  # the scenario: no answer
+        assert oid is not None and node.through_leader == 0 and node.own.made == 1  # the scenario: no answer
         assert [(a.host, a.port) for a in node.successors] == [
             (h.successor.address.host, h.successor.address.port) for h in hosts if h.successor is not None]
         proc.kill()
@@ -1227,7 +1227,7 @@ def test_a_new_leader_commits_the_last_offers_it_finds_at_its_take_up_in_one_com
     commits = _log_commits(hub)
     assert len(commits) == 1 and "3 file(s) from 3 node(s)" in commits[0]["summary"], [c["summary"] for c in commits]
     assert all(waits == [] for _, waits in results.values()), results  # none told to offer again
-    assert all(node.own_commits == 0 and node.through_leader == 1 for node in nodes)
+    assert all(node.own.made == 0 and node.through_leader == 1 for node in nodes)
 
 
 def test_the_nodes_of_a_big_job_share_the_periodic_audits(hub, store, tmp_path):

@@ -61,8 +61,9 @@ from ...timing import (
 from .joining import announce, count_up, other_folders, prepared_by_node_0
 from .leader import Leader, SharedTarget, target_kind
 from .offers import Offers
+from .own_commits import OwnCommits
 from .pacing import Situation, Store
-from .plan import Budget, Plan, make_budget, make_plan, own_room_at
+from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import Skipped
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
 from .successor import SuccessorHost, next_store, published, successor_slot
@@ -124,10 +125,6 @@ class JobTarget(Target):
         self.plan: Plan | None = None  # the leader's, from its last answer
         #: ``(phase, own phase)`` of this node's slots on its own clock, from the leader's last answer.
         self._phases: tuple[float, float] | None = None
-        self._own_last: float | None = None  # monotonic: this node's last commit of its own
-        self._own_due: float | None = None  # monotonic: its next own slot, kept until it commits
-        #: ``(when, [write, ...])``, monotonic: the leader's writes in its commit window as its last answer said them.
-        self._window: tuple[float, list[float]] | None = None
         #: Nothing listens at the store's address any more: nothing coordinates the nodes (see the module).
         self.store_gone = False
         #: The store answered this node once, or something listened at its address (a store too busy to answer
@@ -147,9 +144,8 @@ class JobTarget(Target):
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
-        self.own_commits = 0  # commits this node made of its files itself (``status``; :attr:`why`: the last reason)
-        #: Own commits (about to go, or gone; minus those that failed) not told to ``own_writes`` yet.
-        self.untold = untold or Untold()
+        #: Its commits of its own files (``status``; :attr:`why`: the last reason), and telling the books of them.
+        self.own = OwnCommits(store, untold or Untold(), self.budget, self.kind, clock)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
         #: The successor stores (:mod:`.successor`), as the leader's last answer listed them (before any answer: as the
@@ -204,7 +200,7 @@ class JobTarget(Target):
                 "commits_per_hour": self.budget.commits_per_hour if self.kind == "hub" else None,
                 "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total,
                 "malformed_kinds": dict(self.leader.malformed.kinds),
-                "through_leader": self.through_leader, "own_commits": self.own_commits, "taken_back": self.offers.taken_back,
+                "through_leader": self.through_leader, "own_commits": self.own.made, "taken_back": self.offers.taken_back,
                 "successors": len(self.successors), "moves": self.moves,
                 "hosts_successor": None if self.successor is None else self.successor.slot,
                 "leases": self.leader.leases, "leader_commits": self.leader.commits,
@@ -300,7 +296,7 @@ class JobTarget(Target):
         failed, or once signalled: the next leader's books count them)."""
         if self.incarnation > 0 and not self.store_gone:  # (bounded calls, also while resting after a failure)
             try:
-                self._tell_own_writes()
+                self.own.tell()
                 self.store.set(f"left/{self.node}", str(self.incarnation).encode())
             except StoreError as exc:
                 logger.debug("job: this node's exit not said in the store: %s", exc)
@@ -385,7 +381,7 @@ class JobTarget(Target):
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
         try:
             self._learn_successors()
-            self._tell_own_writes()  # (a failure goes below: no offer into a store that just failed)
+            self.own.tell()  # (a failure goes below: no offer into a store that just failed)
             answer = self.offers.exchange(offer)
         except StoreError as exc:
             self.store_failed(exc)
@@ -427,8 +423,7 @@ class JobTarget(Target):
         if plan is not None:
             self.plan, self._phases = plan, plan.phases(answer, wall)
         if "window" in answer:
-            now = self.clock()
-            self._window = (now, [now - age for age in answer["window"]])
+            self.own.heard(answer["window"])
         if answer.get("successors"):
             job = self.store.address.job_id
             self.successors = [StoreAddress(host, port, job) for host, port in answer["successors"]]
@@ -447,7 +442,8 @@ class JobTarget(Target):
 
     def _landed(self) -> None:
         """These pieces are committed: nothing of this node waits, nothing is put off."""
-        self._waiting_since = self._own_due = self._deferred = None
+        self._waiting_since = self._deferred = None
+        self.own.landed()
 
     def _commit_ourselves(self, pieces: Sequence[Piece], message: str, why: str) -> str | None:
         """Commit as a node without a store would, unless an offer of ours may still be taken by a leader
@@ -475,42 +471,31 @@ class JobTarget(Target):
             raise Deferred(f"job-wide commit not made ({why}); this node commits its files itself at its turn in the "
                            f"job's budget", wait)
         logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
-        self._own_last, self._own_due = self.clock(), None
-        self.untold.add(1)  # told first: should this process die during the commit, the leader's books count it
+        self.own.going()
         self._tell_own_writes_now(before_commit=True)
         try:
             commit = self.inner.commit(pieces, message)
         except TargetError as exc:
             if not exc.timed_out:  # refused or failed, not applied
-                self.untold.add(-1)
+                self.own.done(applied=False)
             raise
         finally:
             self._tell_own_writes_now(before_commit=False)
-        self.own_commits += 1
+        self.own.done(applied=True)
         self._landed()
         return commit
 
-    def _tell_own_writes(self) -> None:
-        """Tell the leaders of this node's own commits not told yet: ``own_writes`` (the books count them) goes up by
-        their number (down by one told that did not apply). Raises :class:`StoreError`."""
-        if told := self.untold.take():
-            try:
-                self.store.add("own_writes", told)
-            except StoreError:  # (told again later: one whose answer only was lost then counts twice, never less)
-                self.untold.add(told)
-                raise
-
     def _tell_own_writes_now(self, before_commit: bool) -> None:
-        """:meth:`_tell_own_writes` unless this node was signalled (its last records go first; those untold go at
+        """:meth:`OwnCommits.tell` unless this node was signalled (its last records go first; those untold go at
         exit, :meth:`_leave`) or the store is gone. Before a commit, only where the store answers now (one that
         failed or is silent must not hold the commit up); after it, once in any case: a leader writing before the
         next offer (a plan's interval later, maybe) would not count it."""
-        if not self.untold.count or self.store_gone or self._hurried():
+        if not self.own.untold.count or self.store_gone or self._hurried():
             return
         if before_commit and (not self.store_usable() or self.store.silent_for() > 0):
             return
         try:
-            self._tell_own_writes()
+            self.own.tell()
         except StoreError as exc:
             self.store_failed(exc)
 
@@ -518,10 +503,10 @@ class JobTarget(Target):
         """The store answers again (this node's lease thread saw it): the own commits made while it failed are told
         now, not with this node's next offer, a plan's interval later, after a leader's writes that would not count
         them. A failure leaves them for that offer."""
-        if not self.untold.count or self._hurried():
+        if not self.own.untold.count or self._hurried():
             return
         try:
-            self._tell_own_writes()
+            self.own.tell()
         except StoreError as exc:
             logger.debug("own commits not told yet (%s): told with the next offer", exc)
 
@@ -569,15 +554,8 @@ class JobTarget(Target):
                                self.store.address.port)
             self.store_gone = True
             return 0.0
-        now = self.clock()
-        if self._own_due is None:
-            since = None if self._own_last is None else now - self._own_last
-            phase = None if self._phases is None else self._phases[1]
-            plan = self.plan_now(files)
-            self._own_due = now + plan.own_turn(self.node, self.wall(), since, phase)
-            if self._window is not None and self.kind == "hub":  # (not into a window the leader filled)
-                self._own_due = own_room_at(self._window[1], self._window[0], self._own_due, self.budget, plan.own_gap)
-        return min(max(0.0, self._own_due - now), self.timing.store_retry)
+        phase = None if self._phases is None else self._phases[1]
+        return min(self.own.turn(self.plan_now(files), self.node, self.wall(), phase), self.timing.store_retry)
 
 
 def _identity(pieces: Sequence[Piece]) -> tuple:

@@ -1,0 +1,79 @@
+"""A node's commits of its own files in a job: when the next may go, and telling the job's books of them.
+
+A node commits its files itself when no leader answers it (none yet, one handing over, the store failing).
+Those commits spend the same budget as the leader's writes, so:
+
+- each goes at the node's own slot of the job's budget (:meth:`~.plan.Plan.own_turn`), and not into the commit
+  window its leader's last answer showed full (:func:`~.plan.own_room_at`): a leader that had just filled it,
+  then a store that hung, made one commit too many;
+- each is told to the store's ``own_writes`` (the counter the leaders' books count) before it goes, after it,
+  and as soon as the store answers again after failing: a leader writing before the node's next offer would
+  not count it. What cannot be told yet is kept on the node's disk (:mod:`.untold`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from .plan import Budget, Plan, own_room_at
+from .store import JobStore, StoreError
+from .untold import Untold
+
+logger = logging.getLogger("hf_mpwriter.uploader")
+
+
+class OwnCommits:
+    """One node's own commits: their turn, and the count the store is told (``untold``)."""
+
+    def __init__(self, store: JobStore, untold: Untold, budget: Budget, kind: str, clock: Callable[[], float]) -> None:
+        self.store, self.untold, self.budget, self.kind, self.clock = store, untold, budget, kind, clock
+        self.made = 0  # commits this node made of its files itself (``status``)
+        self._last: float | None = None  # monotonic: the last one
+        self._due: float | None = None  # monotonic: the next own slot, kept until it commits
+        #: ``(when, [write, ...])``, monotonic: the leader's writes in its commit window as its last answer said them.
+        self._window: tuple[float, list[float]] | None = None
+
+    def heard(self, ages: list[float]) -> None:
+        """The ages of the writes in the leader's commit window, from an answer read now."""
+        now = self.clock()
+        self._window = (now, [now - age for age in ages])
+
+    def turn(self, plan: Plan, node: int, wall: float, phase: float | None) -> float:
+        """Seconds until this node's next own commit may go (0: now): its own slot in ``plan`` (``phase``: on this
+        node's clock, as the leader said it), where the commit window has room. A due time, kept until it commits:
+        a slot is never missed for being looked at late."""
+        now = self.clock()
+        if self._due is None:
+            since = None if self._last is None else now - self._last
+            self._due = now + plan.own_turn(node, wall, since, phase)
+            if self._window is not None and self.kind == "hub":  # (a bucket has no commit quota)
+                self._due = own_room_at(self._window[1], self._window[0], self._due, self.budget, plan.own_gap)
+        return max(0.0, self._due - now)
+
+    def landed(self) -> None:
+        """This node's files landed (through the leader, or its own commit): its next own turn is drawn anew."""
+        self._due = None
+
+    def going(self) -> None:
+        """An own commit goes now: counted (and kept on disk) before it is made, so that a process that dies
+        during it leaves the count to tell."""
+        self._last, self._due = self.clock(), None
+        self.untold.add(1)
+
+    def done(self, applied: bool) -> None:
+        """The commit that :meth:`going` counted ended: made, or certainly not applied (refused, failed)."""
+        if applied:
+            self.made += 1
+        else:
+            self.untold.add(-1)
+
+    def tell(self) -> None:
+        """Tell the leaders of the own commits not told yet: ``own_writes`` goes up by their number (down by one
+        told that did not apply). Raises :class:`~.store.StoreError`, keeping them to tell again."""
+        if told := self.untold.take():
+            try:
+                self.store.add("own_writes", told)
+            except StoreError:  # (told again later: one whose answer only was lost then counts twice, never less)
+                self.untold.add(told)
+                raise
