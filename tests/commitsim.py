@@ -275,6 +275,7 @@ class SuccessorHost(successor.SuccessorHost):
         self.server, self.own, self.stopped = object(), Store(sim, self.address), False
 
     def start(self) -> None:
+        self.publish_itself()
         self.sim.spawn(self.node, f"successor {self.slot}", self._run)
 
     def stop(self, within: float) -> None:
@@ -651,7 +652,8 @@ class Result:
     faults: list[str]
     problems: list[str]
     commits: int
-    moves: int = 0  # the nodes' moves to a successor store
+    moves: int = 0  # the nodes' moves to a successor store (or back)
+    back: int = 0  # of those, back to an earlier store that answered again
     struck: list[tuple[str, int]] = field(default_factory=list)  # (kind, node) of each fault
 
     def had(self, kind: str, node: int | None = None) -> bool:
@@ -687,7 +689,9 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
     finally:
         sim.close()
     moves = sum(node.job.moves for node in sim.nodes if node.job is not None)
-    return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves, sim.struck)
+    back = sum(node.job.moves_back for node in sim.nodes if node.job is not None)
+    return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves, back,
+                  sim.struck)
 
 
 def sweep(seeds: range, kinds: tuple[str, ...] = KINDS, faults: int | None = None, leader: type[Leader] = Leader,

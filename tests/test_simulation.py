@@ -290,12 +290,23 @@ def test_a_leader_that_moved_to_a_successor_store_counts_its_writes_the_copy_mis
     assert not result.problems, str(result)
 
 
-@pytest.mark.xfail(strict=True, reason="the nodes of a job go on through different stores, one leader each (issue 52's "
-                                       "note): those that knew different addresses of successor store 1 (seed 77: its "
-                                       "host restarted shortly before the store died); those that moved while the "
-                                       "store hung and those that stayed (seed 11315: a 75 s hang)")
-@pytest.mark.parametrize("seed", [77, 11315])
-def test_the_nodes_of_a_job_go_on_through_one_store(seed):
+@pytest.mark.parametrize("seed", [30775, 77, 30697])
+def test_nodes_split_over_two_stores_come_back_to_one(seed):
+    """Seed 30775: the store hung for 63 s; three nodes moved to successor store 1, the fourth never noticed and led on
+    the job's store once it answered: two leaders for the rest of the job, 20 commits in a window of 12. Seed 77:
+    successor store 1's host restarted at a new address shortly before the store died; the nodes that knew different
+    addresses went to different stores. A node on a successor now goes back to the job's store (or an earlier
+    successor) once it answers two checks in a row, and tells it the writes made through the store it leaves (seed
+    30697: a leader preempted there, the writes only that store's counter still knew)."""
     result = commitsim.run(seed, commitsim.KINDS, successors=True)
-    assert result.moves >= 2
+    assert result.moves >= 2 and result.back >= 1
+    assert not result.problems, str(result)
+
+
+@pytest.mark.xfail(strict=True, reason="a node that stayed on the job's store through a 75 s hang leads there once "
+                                       "it answers, while the others' leader on the successor still writes: their "
+                                       "commits interleave for the seconds until they go back (issue 52's note)")
+def test_the_nodes_of_a_job_go_on_through_one_store():
+    result = commitsim.run(11315, commitsim.KINDS, successors=True)
+    assert result.moves >= 2 and result.back >= 1
     assert not result.problems, str(result)

@@ -66,7 +66,7 @@ from .pacing import Situation, Store
 from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import Skipped
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
-from .successor import SuccessorHost, next_store, published, successor_slot
+from .successor import SuccessorHost, next_store, published, raise_counter, successor_slot, writes_made_here
 from .untold import Untold
 from .xet_share import SharedXetToken
 
@@ -154,7 +154,12 @@ class JobTarget(Target):
         self._gone_stores: set[StoreAddress] = set()
         #: Monotonic: when this node last read them itself (:meth:`_learn_successors`); ``math.inf`` once an answer told it.
         self._successors_read = -math.inf
-        self.moves = 0  # times this node moved to a successor store (``status``)
+        self.moves = 0  # times this node moved to a successor store, or back (``status``)
+        self.moves_back = 0  # of those, back to an earlier store that answered again (``status``)
+        self.home = store.address  # the job's store: the first choice, gone back to once it answers again
+        #: An earlier store than the one in use that answered at the last check (:meth:`_go_back`), and when that was.
+        self._earlier: StoreAddress | None = None
+        self._earlier_checked, self._earlier_misses = -math.inf, 0
         self.successor: SuccessorHost | None = None  # the one this node hosts, if it does
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
@@ -201,7 +206,7 @@ class JobTarget(Target):
                 "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total,
                 "malformed_kinds": dict(self.leader.malformed.kinds),
                 "through_leader": self.through_leader, "own_commits": self.own.made, "taken_back": self.offers.taken_back,
-                "successors": len(self.successors), "moves": self.moves,
+                "successors": len(self.successors), "moves": self.moves, "moves_back": self.moves_back,
                 "hosts_successor": None if self.successor is None else self.successor.slot,
                 "leases": self.leader.leases, "leader_commits": self.leader.commits,
                 # (the Xet write tokens this node fetched: the leader's is the one the job shares)
@@ -275,6 +280,8 @@ class JobTarget(Target):
                 if counted:  # kept from now on, also if a later call fails: one more than any uploader of this node before
                     self.incarnation = count_up(self.store, f"incarnation/{self.node}")
                 announce(self.store, self.node, self.incarnation, counted)
+                if self.store.address != self.home:  # (a successor it may have left before: in use by it again)
+                    self.store.set(f"left/{self.node}", b"0")
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
@@ -367,6 +374,7 @@ class JobTarget(Target):
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
         if (silent := self.store.silent_for()) >= self.timing.store_lost:  # no offer into a store that answers nothing
             return self._commit_ourselves(pieces, message, f"the job's store answered nothing for {silent:.0f} s")
+        self._go_back()
         if self.clock() < self._store_rests_until or not self._announce():
             return self._commit_ourselves(pieces, message, self.why or "the job's store failed")
         uploaded = self.inner.preupload(pieces)
@@ -522,6 +530,62 @@ class JobTarget(Target):
         self.moves += 1
         self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
         return True
+
+    def _go_back(self) -> None:
+        """On a successor store: go back to the job's store (or an earlier successor) that answers again, a hang
+        that healed, a cut that mended. The nodes that never left it lead on there, and a job split over two
+        stores has two leaders, each spending the whole budget. Asked every ``timing.successor_copy`` (twice as
+        long after each check that found none, up to ``timing.store_lost``: a dead machine's store takes a call's
+        deadline to find silent); gone back to once it answered two checks in a row (one that flickers is not)."""
+        now = self.clock()
+        wait = min(self.timing.successor_copy * 2 ** self._earlier_misses, self.timing.store_lost)
+        if self.moves == 0 or self.store.address == self.home or now - self._earlier_checked < wait or self._hurried():
+            return
+        self._earlier_checked = now
+        order = [self.home, *self.successors]  # (a store the list no longer has: only the job's is earlier)
+        here = order.index(self.store.address) if self.store.address in order else 1
+        answering = next((address for address in order[:here] if self._answers(address)), None)
+        self._earlier_misses = 0 if answering is not None else min(self._earlier_misses + 1, 8)
+        if answering is None or answering != self._earlier:
+            self._earlier = answering
+            return
+        self._earlier = None
+        self._move_back(answering)
+
+    def _answers(self, address: StoreAddress) -> bool:
+        """Whether the store at ``address`` answers a check within a leader's poll (it holds this node's commit up:
+        one that takes longer is not gone back to yet)."""
+        if self.successor is not None and self.successor.address == address:
+            return True  # (served by this process)
+        probe = self.store.elsewhere(address)
+        probe.deadline = min(probe.deadline, self.timing.poll)
+        return probe.answers()
+
+    def _move_back(self, address: StoreAddress) -> None:
+        """Move to ``address``, an earlier store that answers again. The writes made through the store it leaves
+        (:func:`~.successor.writes_made_here`; where that does not answer, this node's leader's there) are told
+        there as writes of its own (no books there hold them), and its terms counter is raised to the one left;
+        the store left is told this node left it, so that its host copies the job's books into it again once every
+        node did (:meth:`~.successor.SuccessorHost.copy`)."""
+        was, terms, written = self.store.address, 0, self.leader.stored.written_on(self.store.moves)
+        try:
+            terms, written = self.store.add("terms", 0), writes_made_here(self.store, self.malformed)
+            self.store.set(f"left/{self.node}", str(self.incarnation).encode())
+        except StoreError as exc:
+            logger.debug("job: this node's move not said in the store it leaves: %s", exc)
+        server = self.successor.server if self.successor is not None and self.successor.address == address else None
+        self.store.move_to(address, server)
+        try:  # (the terms drawn there count here too: a term here is never below one the job had there)
+            raise_counter(self.store, "terms", terms)
+        except StoreError as exc:
+            logger.debug("job: the terms not raised in the store gone back to: %s", exc)
+        self._gone_stores.discard(address)
+        self.own.untold.add(written)
+        self.moves += 1
+        self.moves_back += 1
+        self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
+        logger.warning("the job's store at %s:%d answers again: this node goes back to it from successor store %s:%d",
+                       address.host, address.port, was.host, was.port)
 
     def _store_lost(self) -> bool:
         """Whether the store in use is lost to this node: nothing listens there any more, or nothing answered

@@ -8,7 +8,8 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
     incarnation/<n>    counter            node n's current uploader: each new one adds 1 (the store counts,
                                           not a clock: a replacement's offers always win over its predecessor's)
     offer/<n>          JSON | "-" | "taken:seq:node:term"  an offer, taken back, or claimed by a leader
-    answer/<n>         JSON               the leader's answer to node n's offer ``seq``
+    answer/<n>         JSON               the leader's answer to node n's offer ``seq`` (:func:`parse_answer`: with
+                                          the plan, the node's slots, the successors, the commit window's writes)
     lease              JSON {node, term, pid, n}            who leads (``(node, term)``; pid: for people)
     terms              counter            each take of the lease adds 1: its holder's term
     offered, answered  counters           polled instead of every node's keys

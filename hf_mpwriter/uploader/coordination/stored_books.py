@@ -31,6 +31,7 @@ class StoredBooks:
         self._term = 0  # the term whose start took them up
         self._moves: int | None = None  # the store's moves when they were last read (another store's count differs)
         self._set_at = -float("inf")  # when this leader last set them (monotonic)
+        self._written = (0, 0)  # (the store's moves, this leader's writes announced on that store)
 
     def take_up(self, term: int) -> bool:
         """At the start of each term, the books as the last leader left them: a hand-over or a restarted
@@ -71,6 +72,7 @@ class StoredBooks:
         the lease, the next leader counts it), then in the books."""
         self.store.add("own_writes", 1)
         self.books.announced(self.clock(), files)
+        self._written = (self.store.moves, self.written_on(self.store.moves) + 1)
 
     def withdraw(self) -> None:
         """The write last announced did not apply: out of the store's count and the books (where the store
@@ -80,6 +82,12 @@ class StoredBooks:
         except StoreError:
             return
         self.books.withdrawn()
+        self._written = (self.store.moves, max(0, self.written_on(self.store.moves) - 1))
+
+    def written_on(self, moves: int) -> int:
+        """This leader's writes announced on the store its connection reached after ``moves`` moves: what its node
+        tells the store it goes back to where the one it leaves no longer answers (:meth:`~.member.JobTarget._move_back`)."""
+        return self._written[1] if self._written[0] == moves else 0
 
     def value(self, holder: tuple[int, int]) -> dict[str, bytes]:
         """``books`` to set (with a write's answers, or alone) while the store's lease names ``holder`` (node,

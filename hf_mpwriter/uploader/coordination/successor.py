@@ -30,11 +30,15 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 
 #: Nodes that host a successor store: nodes 1 to this (node 0's host usually holds the job's store).
 SUCCESSORS = 2
+#: Above any node number (``members`` read back here lists nodes of any job size).
+ANY_NODES = 1 << 31
 #: What a new leader takes up, copied from the store in use into each successor's.
 COPIED = ("books", "view/held")
 #: The counters copied, raised to the store in use's: the leaders' terms (a new leader here draws one above every
 #: earlier one), and the nodes' own commits (the books count them from the number they hold).
 COUNTED = ("terms", "own_writes")
+#: ``own_writes`` as the host's last copy left it: what the counter counts beyond it was written through this store.
+WRITES_COPIED = "own_writes_copied"
 
 
 def successor_slot(node: int, nodes: int) -> int | None:
@@ -56,7 +60,13 @@ class SuccessorHost:
     def start(self) -> None:
         logger.info("job %s: this node hosts successor store %d at %s:%d", self.address.job_id, self.slot,
                     self.address.host, self.address.port)
+        self.publish_itself()
         self._thread.start()
+
+    def publish_itself(self) -> None:
+        """Its own address, in its own store too: once nodes moved here, the list the leader reads here still
+        has this store in its place (a node goes back only to those before it: :meth:`~.member.JobTarget._go_back`)."""
+        self.own.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
 
     def stop(self, within: float) -> None:
         self._stop.set()
@@ -85,6 +95,16 @@ class SuccessorHost:
         except Malformed:
             return False
 
+    def _free(self) -> bool:
+        """Whether no node uses this store (none moved here, or every one that did left it, back to an earlier
+        store say): copied into again from then on. In use, it is the job's store: not overwritten."""
+        raw = self.own.get("members")
+        if not raw:
+            return True
+        if any(not self._left(node) for node in parse_members(raw, ANY_NODES)):
+            return False
+        return self.own.compare_set("members", raw, b"")  # (a node that announced itself meanwhile keeps it in use)
+
     def _run(self) -> None:
         while True:
             try:
@@ -97,16 +117,35 @@ class SuccessorHost:
     def copy(self) -> None:
         """Copy the store in use's books, job run word and terms here, and say where this store is (in the
         store in use: after a move, the next successor is listed in the first one)."""
-        if self.store.address == self.address or self.own.get("members"):  # in use (nodes moved here): not overwritten
+        if self.store.address == self.address or not self._free():
             return
         values = {key: raw for key in COPIED if (raw := self.store.get(key))}
         counters = {key: self.store.add(key, 0) for key in COUNTED}
         if values:
             self.own.multi_set(values)
-        for key, count in counters.items():
-            if (have := self.own.add(key, 0)) < count:
-                self.own.add(key, count - have)
+        raised = {key: raise_counter(self.own, key, count) for key, count in counters.items()}
+        self.own.set(WRITES_COPIED, str(raised["own_writes"]).encode())  # (:func:`writes_made_here`)
         self.store.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
+
+
+def raise_counter(store: JobStore, key: str, count: int) -> int:
+    """Raise the counter ``key`` in ``store`` to ``count`` where it is below (a counter only grows); its value."""
+    if (have := store.add(key, 0)) < count:
+        return store.add(key, count - have)
+    return have
+
+
+def writes_made_here(store: JobStore, malformed: Skipped) -> int:
+    """The writes a successor store's ``own_writes`` counted since its host last copied the job's into it (its
+    leaders' and its nodes' own): what no books of an earlier store hold. Taken once (compare-and-set: of the
+    nodes that go back from here, the first tells them there). :class:`StoreError` if the store fails."""
+    count, raw = store.add("own_writes", 0), store.get(WRITES_COPIED) or b""
+    try:
+        copied = parse_counter(raw, WRITES_COPIED) if raw else count  # (never copied into: none known made here)
+    except Malformed as exc:
+        malformed.count(WRITES_COPIED, exc)
+        return 0
+    return count - copied if count > copied and store.compare_set(WRITES_COPIED, raw, str(count).encode()) else 0
 
 
 def published(store: JobStore, malformed: Skipped) -> list[tuple[str, int]]:
