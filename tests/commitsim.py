@@ -689,7 +689,7 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
     finally:
         sim.close()
     moves = sum(node.job.moves for node in sim.nodes if node.job is not None)
-    back = sum(node.job.moves_back for node in sim.nodes if node.job is not None)
+    back = sum(node.job.moving.back for node in sim.nodes if node.job is not None)
     return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves, back,
                   sim.struck)
 

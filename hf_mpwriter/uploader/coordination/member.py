@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -60,13 +59,14 @@ from ...timing import (
 )
 from .joining import announce, count_up, other_folders, prepared_by_node_0
 from .leader import Leader, SharedTarget, target_kind
+from .moves import Moves
 from .offers import Offers
 from .own_commits import OwnCommits
 from .pacing import Situation, Store
 from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import Skipped
 from .store import MAX_VALUE_BYTES, JobStore, StoreAddress, StoreError
-from .successor import SuccessorHost, next_store, published, raise_counter, successor_slot, writes_made_here
+from .successor import SuccessorHost, successor_slot
 from .untold import Untold
 from .xet_share import SharedXetToken
 
@@ -148,19 +148,8 @@ class JobTarget(Target):
         self.own = OwnCommits(store, untold or Untold(), self.budget, self.kind, clock)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         self._announced = False  # our incarnation is in the store
-        #: The successor stores (:mod:`.successor`), as the leader's last answer listed them (before any answer: as the
-        #: store held them, :meth:`_learn_successors`); those found gone.
-        self.successors: list[StoreAddress] = []
-        self._gone_stores: set[StoreAddress] = set()
-        #: Monotonic: when this node last read them itself (:meth:`_learn_successors`); ``math.inf`` once an answer told it.
-        self._successors_read = -math.inf
-        self.moves = 0  # times this node moved to a successor store, or back (``status``)
-        self.moves_back = 0  # of those, back to an earlier store that answered again (``status``)
-        self.home = store.address  # the job's store: the first choice, gone back to once it answers again
-        #: An earlier store than the one in use that answered at the last check (:meth:`_go_back`), and when that was.
-        self._earlier: StoreAddress | None = None
-        self._earlier_checked, self._earlier_misses = -math.inf, 0
-        self.successor: SuccessorHost | None = None  # the one this node hosts, if it does
+        #: Its moves between the job's store and the successor stores (:mod:`.moves`), the one it hosts.
+        self.moving = Moves(store, node, timing, clock, self.leader.malformed, self.own.untold, self.leader.stored.written_on)
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
                                                          self.leader.malformed)
@@ -169,6 +158,23 @@ class JobTarget(Target):
     def malformed(self) -> Skipped:
         """The store's values this node skipped (one count for the node: its leader's and its own reads)."""
         return self.leader.malformed
+
+    @property
+    def successors(self) -> list[StoreAddress]:
+        return self.moving.successors
+
+    @property
+    def moves(self) -> int:
+        return self.moving.count
+
+    @property
+    def successor(self) -> SuccessorHost | None:
+        """The successor store this node hosts, if it does."""
+        return self.moving.host
+
+    @successor.setter
+    def successor(self, host: SuccessorHost | None) -> None:
+        self.moving.host = host
 
     @property
     def leading(self) -> bool:
@@ -206,7 +212,7 @@ class JobTarget(Target):
                 "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total,
                 "malformed_kinds": dict(self.leader.malformed.kinds),
                 "through_leader": self.through_leader, "own_commits": self.own.made, "taken_back": self.offers.taken_back,
-                "successors": len(self.successors), "moves": self.moves, "moves_back": self.moves_back,
+                "successors": len(self.successors), "moves": self.moves, "moves_back": self.moving.back,
                 "hosts_successor": None if self.successor is None else self.successor.slot,
                 "leases": self.leader.leases, "leader_commits": self.leader.commits,
                 # (the Xet write tokens this node fetched: the leader's is the one the job shares)
@@ -280,7 +286,7 @@ class JobTarget(Target):
                 if counted:  # kept from now on, also if a later call fails: one more than any uploader of this node before
                     self.incarnation = count_up(self.store, f"incarnation/{self.node}")
                 announce(self.store, self.node, self.incarnation, counted)
-                if self.store.address != self.home:  # (a successor it may have left before: in use by it again)
+                if self.store.address != self.moving.home:  # (a successor it may have left before: in use by it again)
                     self.store.set(f"left/{self.node}", b"0")
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
@@ -374,7 +380,8 @@ class JobTarget(Target):
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
         if (silent := self.store.silent_for()) >= self.timing.store_lost:  # no offer into a store that answers nothing
             return self._commit_ourselves(pieces, message, f"the job's store answered nothing for {silent:.0f} s")
-        self._go_back()
+        if not self._hurried() and self.moving.go_back(self.incarnation):
+            self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
         if self.clock() < self._store_rests_until or not self._announce():
             return self._commit_ourselves(pieces, message, self.why or "the job's store failed")
         uploaded = self.inner.preupload(pieces)
@@ -388,7 +395,8 @@ class JobTarget(Target):
         if len(offer) > MAX_VALUE_BYTES:  # not a store failure: this round has too many files for one value
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
         try:
-            self._learn_successors()
+            if not self._hurried():  # (signalled: its last records go now)
+                self.moving.learn()
             self.own.tell()  # (a failure goes below: no offer into a store that just failed)
             answer = self.offers.exchange(offer)
         except StoreError as exc:
@@ -433,20 +441,7 @@ class JobTarget(Target):
         if "window" in answer:
             self.own.heard(answer["window"])
         if answer.get("successors"):
-            job = self.store.address.job_id
-            self.successors = [StoreAddress(host, port, job) for host, port in answer["successors"]]
-            self._successors_read = math.inf  # (the leader reads them every ``successor_copy``: from now on, its word)
-
-    def _learn_successors(self) -> None:
-        """A node that no answer told of the successor stores yet (no leader, or none that answered it) reads them
-        in the store itself, every ``timing.successor_copy`` at most: should the store die before its first
-        answer, it must still know where the job goes on. Not once signalled (its last records go now)."""
-        now = self.clock()
-        if now - self._successors_read < self.timing.successor_copy or self._hurried():
-            return
-        self._successors_read = now
-        job = self.store.address.job_id
-        self.successors = [StoreAddress(host, port, job) for host, port in published(self.store, self.malformed)]
+            self.moving.told(answer["successors"])
 
     def _landed(self) -> None:
         """These pieces are committed: nothing of this node waits, nothing is put off."""
@@ -468,7 +463,8 @@ class JobTarget(Target):
                 logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
                                "this node commits its files itself now", why)
             self.offers.pending_since = None
-        if not self._hurried() and self._moved_on():
+        if not self._hurried() and self.store_seen and self.moving.forward():
+            self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
             where = self.store.address
             raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through successor store "
                            f"{where.host}:{where.port}", 0.0)
@@ -517,80 +513,6 @@ class JobTarget(Target):
             self.own.tell()
         except StoreError as exc:
             logger.debug("own commits not told yet (%s): told with the next offer", exc)
-
-    def _moved_on(self) -> bool:
-        """Whether this node moved to a successor store (:mod:`.successor`): the store in use, which answered
-        once, is lost (gone, or silent for ``timing.store_lost``), and one of the successors the leader listed
-        answers."""
-        if not (self.successors and self.store_seen and self._store_lost()):
-            return False
-        self._gone_stores.add(self.store.address)
-        if not next_store(self.store, self.successors, self._gone_stores, self.successor):
-            return False
-        self.moves += 1
-        self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
-        return True
-
-    def _go_back(self) -> None:
-        """On a successor store: go back to the job's store (or an earlier successor) that answers again, a hang
-        that healed, a cut that mended. The nodes that never left it lead on there, and a job split over two
-        stores has two leaders, each spending the whole budget. Asked every ``timing.successor_copy`` (twice as
-        long after each check that found none, up to ``timing.store_lost``: a dead machine's store takes a call's
-        deadline to find silent); gone back to once it answered two checks in a row (one that flickers is not)."""
-        now = self.clock()
-        wait = min(self.timing.successor_copy * 2 ** self._earlier_misses, self.timing.store_lost)
-        if self.moves == 0 or self.store.address == self.home or now - self._earlier_checked < wait or self._hurried():
-            return
-        self._earlier_checked = now
-        order = [self.home, *self.successors]  # (a store the list no longer has: only the job's is earlier)
-        here = order.index(self.store.address) if self.store.address in order else 1
-        answering = next((address for address in order[:here] if self._answers(address)), None)
-        self._earlier_misses = 0 if answering is not None else min(self._earlier_misses + 1, 8)
-        if answering is None or answering != self._earlier:
-            self._earlier = answering
-            return
-        self._earlier = None
-        self._move_back(answering)
-
-    def _answers(self, address: StoreAddress) -> bool:
-        """Whether the store at ``address`` answers a check within a leader's poll (it holds this node's commit up:
-        one that takes longer is not gone back to yet)."""
-        if self.successor is not None and self.successor.address == address:
-            return True  # (served by this process)
-        probe = self.store.elsewhere(address)
-        probe.deadline = min(probe.deadline, self.timing.poll)
-        return probe.answers()
-
-    def _move_back(self, address: StoreAddress) -> None:
-        """Move to ``address``, an earlier store that answers again. The writes made through the store it leaves
-        (:func:`~.successor.writes_made_here`; where that does not answer, this node's leader's there) are told
-        there as writes of its own (no books there hold them), and its terms counter is raised to the one left;
-        the store left is told this node left it, so that its host copies the job's books into it again once every
-        node did (:meth:`~.successor.SuccessorHost.copy`)."""
-        was, terms, written = self.store.address, 0, self.leader.stored.written_on(self.store.moves)
-        try:
-            terms, written = self.store.add("terms", 0), writes_made_here(self.store, self.malformed)
-            self.store.set(f"left/{self.node}", str(self.incarnation).encode())
-        except StoreError as exc:
-            logger.debug("job: this node's move not said in the store it leaves: %s", exc)
-        server = self.successor.server if self.successor is not None and self.successor.address == address else None
-        self.store.move_to(address, server)
-        try:  # (the terms drawn there count here too: a term here is never below one the job had there)
-            raise_counter(self.store, "terms", terms)
-        except StoreError as exc:
-            logger.debug("job: the terms not raised in the store gone back to: %s", exc)
-        self._gone_stores.discard(address)
-        self.own.untold.add(written)
-        self.moves += 1
-        self.moves_back += 1
-        self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
-        logger.warning("the job's store at %s:%d answers again: this node goes back to it from successor store %s:%d",
-                       address.host, address.port, was.host, was.port)
-
-    def _store_lost(self) -> bool:
-        """Whether the store in use is lost to this node: nothing listens there any more, or nothing answered
-        its calls for ``timing.store_lost`` (a machine down, frozen or cut off looks the same from here)."""
-        return self.store.silent_for() >= self.timing.store_lost or self.store.gone()
 
     def _hurried(self) -> bool:
         """Whether the uploader was signalled (:meth:`hurry`): its last records go now or never."""

@@ -86,7 +86,7 @@ class StoredBooks:
 
     def written_on(self, moves: int) -> int:
         """This leader's writes announced on the store its connection reached after ``moves`` moves: what its node
-        tells the store it goes back to where the one it leaves no longer answers (:meth:`~.member.JobTarget._move_back`)."""
+        tells the store it goes back to where the one it leaves no longer answers (:meth:`~.moves.Moves.go_back`)."""
         return self._written[1] if self._written[0] == moves else 0
 
     def value(self, holder: tuple[int, int]) -> dict[str, bytes]:

@@ -65,7 +65,7 @@ class SuccessorHost:
 
     def publish_itself(self) -> None:
         """Its own address, in its own store too: once nodes moved here, the list the leader reads here still
-        has this store in its place (a node goes back only to those before it: :meth:`~.member.JobTarget._go_back`)."""
+        has this store in its place (a node goes back only to those before it: :meth:`~.moves.Moves.go_back`)."""
         self.own.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
 
     def stop(self, within: float) -> None:

@@ -1,0 +1,134 @@
+"""A node's moves between the job's store and its successor stores (:mod:`.successor`).
+
+Forward: the store in use, which answered once, is lost (nothing listens there, or nothing answered for
+``timing.store_lost``): the node goes on through the first successor the leader listed that answers.
+Back: the job's store (or a successor before the one in use) answers again, a hang that healed, a cut that
+mended: the node goes back to it, since the nodes that never left it lead on there, and a job split over two
+stores has two leaders, each spending the whole budget. Both move every view of the node's connection
+(:meth:`~.store.JobStore.move_to`); the node then announces itself where it arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+from ...timing import JobTiming
+from .protocol import Skipped
+from .store import JobStore, StoreAddress, StoreError
+from .successor import SuccessorHost, next_store, published, raise_counter, writes_made_here
+from .untold import Untold
+
+logger = logging.getLogger("hf_mpwriter.uploader")
+
+
+class Moves:
+    """Which successor stores a node knows, the one it hosts, and its moves among them and the job's store."""
+
+    def __init__(self, store: JobStore, node: int, timing: JobTiming, clock: Callable[[], float], malformed: Skipped,
+                 untold: Untold, written_on: Callable[[int], int]) -> None:
+        """``untold``: where the writes made through a store it leaves are told from; ``written_on``: its leader's
+        writes on the store reached after so many moves (:meth:`~.stored_books.StoredBooks.written_on`)."""
+        self.store, self.node, self.timing, self.clock, self.malformed = store, node, timing, clock, malformed
+        self.untold, self.written_on = untold, written_on
+        self.home = store.address  # the job's store: the first choice, gone back to once it answers again
+        #: The successor stores, as the leader's last answer listed them (before any answer: as the store held them,
+        #: :meth:`learn`); those found gone.
+        self.successors: list[StoreAddress] = []
+        self._gone: set[StoreAddress] = set()
+        #: Monotonic: when this node last read them itself (:meth:`learn`); ``math.inf`` once an answer told it.
+        self._read = -math.inf
+        self.count = 0  # moves to a successor store, or back (``status``)
+        self.back = 0  # of those, back to an earlier store that answered again (``status``)
+        self.host: SuccessorHost | None = None  # the one this node hosts, if it does
+        #: An earlier store than the one in use that answered at the last check (:meth:`go_back`), and when that was.
+        self._earlier: StoreAddress | None = None
+        self._checked, self._misses = -math.inf, 0
+
+    def told(self, listed: list) -> None:
+        """The successors as an answer listed them (``[host, port]`` each): the leader's word from now on (it reads
+        them every ``timing.successor_copy``)."""
+        job = self.store.address.job_id
+        self.successors = [StoreAddress(host, port, job) for host, port in listed]
+        self._read = math.inf
+
+    def learn(self) -> None:
+        """A node that no answer told of the successor stores yet (no leader, or none that answered it) reads them
+        in the store itself, every ``timing.successor_copy`` at most: should the store die before its first answer,
+        it must still know where the job goes on. :class:`StoreError` if the store fails."""
+        now = self.clock()
+        if now - self._read < self.timing.successor_copy:
+            return
+        self._read = now
+        job = self.store.address.job_id
+        self.successors = [StoreAddress(host, port, job) for host, port in published(self.store, self.malformed)]
+
+    def lost(self) -> bool:
+        """Whether the store in use is lost to this node: nothing listens there any more, or nothing answered
+        its calls for ``timing.store_lost`` (a machine down, frozen or cut off looks the same from here)."""
+        return self.store.silent_for() >= self.timing.store_lost or self.store.gone()
+
+    def forward(self) -> bool:
+        """Move on from the store in use, lost, to the first successor listed that answers; whether it moved."""
+        if not (self.successors and self.lost()):
+            return False
+        self._gone.add(self.store.address)
+        if not next_store(self.store, self.successors, self._gone, self.host):
+            return False
+        self.count += 1
+        return True
+
+    def go_back(self, incarnation: int) -> bool:
+        """On a successor store: go back to the job's store (or an earlier successor) that answers again; whether
+        it moved. Asked every ``timing.successor_copy`` (twice as long after each check that found none, up to
+        ``timing.store_lost``: a dead machine's store takes a call's deadline to find silent); gone back to once
+        it answered two checks in a row (one that flickers is not)."""
+        now = self.clock()
+        wait = min(self.timing.successor_copy * 2 ** self._misses, self.timing.store_lost)
+        if self.count == 0 or self.store.address == self.home or now - self._checked < wait:
+            return False
+        self._checked = now
+        order = [self.home, *self.successors]  # (a store the list no longer has: only the job's is earlier)
+        here = order.index(self.store.address) if self.store.address in order else 1
+        answering = next((address for address in order[:here] if self._answers(address)), None)
+        self._misses = 0 if answering is not None else min(self._misses + 1, 8)
+        if answering is None or answering != self._earlier:
+            self._earlier = answering
+            return False
+        self._earlier = None
+        self._move_back(answering, incarnation)
+        return True
+
+    def _answers(self, address: StoreAddress) -> bool:
+        """Whether the store at ``address`` answers a check within a leader's poll (it holds this node's commit up:
+        one that takes longer is not gone back to yet)."""
+        if self.host is not None and self.host.address == address:
+            return True  # (served by this process)
+        probe = self.store.elsewhere(address)
+        probe.deadline = min(probe.deadline, self.timing.poll)
+        return probe.answers()
+
+    def _move_back(self, address: StoreAddress, incarnation: int) -> None:
+        """Move to ``address``, an earlier store that answers again. The writes made through the store it leaves
+        (:func:`~.successor.writes_made_here`; where that does not answer, this node's leader's there) are told
+        there as writes of its own (no books there hold them), and its terms counter is raised to the one left;
+        the store left is told this node left it, so that its host copies the job's books into it again once every
+        node did (:meth:`~.successor.SuccessorHost.copy`)."""
+        was, terms, written = self.store.address, 0, self.written_on(self.store.moves)
+        try:
+            terms, written = self.store.add("terms", 0), writes_made_here(self.store, self.malformed)
+            self.store.set(f"left/{self.node}", str(incarnation).encode())
+        except StoreError as exc:
+            logger.debug("job: this node's move not said in the store it leaves: %s", exc)
+        self.store.move_to(address, self.host.server if self.host is not None and self.host.address == address else None)
+        try:  # (the terms drawn there count here too: a term here is never below one the job had there)
+            raise_counter(self.store, "terms", terms)
+        except StoreError as exc:
+            logger.debug("job: the terms not raised in the store gone back to: %s", exc)
+        self._gone.discard(address)
+        self.untold.add(written)
+        self.count += 1
+        self.back += 1
+        logger.warning("the job's store at %s:%d answers again: this node goes back to it from successor store %s:%d",
+                       address.host, address.port, was.host, was.port)
