@@ -232,6 +232,32 @@ def test_own_commits_made_while_the_store_hung_are_told_as_soon_as_it_answers_ag
     assert not result.problems, str(result)
 
 
+def test_a_leader_paused_past_its_lease_claims_nothing_when_its_round_wakes_first():
+    """Seed 126862 (of a 100,000-seed sweep): the leader was paused for 47 s; another node took the lease and committed
+    twice; the paused leader's round woke before its lease thread, claimed the offers and committed: a commit of term 1
+    after two of term 2. A round now asks the store whether the lease is still its term's before it claims."""
+    result = commitsim.run(126862, commitsim.HELD)
+    assert result.had("pause")
+    assert not result.problems, str(result)
+
+
+def test_own_commits_a_tell_could_not_carry_are_told_at_the_next_tick_the_store_answers():
+    """Seed 105723: a node's tell after its own commit went out as the store's hang ended, waited out its deadline, and
+    failed after its lease thread had seen the store answer (nothing left to tell then): the commit reached the books
+    only with the node's next offer, after the leader's next write. Its lease thread now tells at every tick."""
+    result = commitsim.run(105723, commitsim.HELD)
+    assert result.had("store-hang")
+    assert not result.problems, str(result)
+
+
+def test_a_node_paused_past_its_own_due_time_looks_at_the_window_again():
+    """Seed 136262: a node's own slot was due where the window had room; the node was paused for 65 s, then committed at
+    that due time into a window the leader had filled meanwhile. The room is now asked again each time."""
+    result = commitsim.run(136262, commitsim.HELD)
+    assert result.had("pause") and result.had("store-hang")
+    assert not result.problems, str(result)
+
+
 class _NoFence(Leader):
     """A leader that commits without its parent: a commit the Hub held applies whenever it comes."""
 

@@ -110,9 +110,6 @@ class Leader(Lease):
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
         self._successors: list[list] = []  # ``[host, port]`` of each successor store, for the answers
-        #: Called on this node's lease thread when the store answers again after failures (its node tells the own
-        #: commits it made meanwhile, before a leader's next write: :meth:`JobTarget.tell_on_return`).
-        self.store_back: Callable[[], None] | None = None
         self._successors_read = -math.inf  # monotonic
 
     def start(self) -> None:
@@ -209,6 +206,8 @@ class Leader(Lease):
             return
         self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
         offers, rest = self._fitting(offers)
+        if not self.holds():  # (paused past its lease, say: another node leads, and claims these)
+            return
         offers = self._claim(offers)
         if offers and self._write(offers, parent):
             rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
@@ -443,8 +442,6 @@ class Leader(Lease):
         its files itself once its wait is over, and may have committed newer ones since; a leader that first sees
         an offer cannot tell how long it waited). None of them is committed, but a node's last (its files change
         no more): their nodes offer again (:meth:`_offer_again`)."""
-        if self.store_back is not None:
-            self.store_back()
         members = self.members()
         self._mark_stale(dict(zip(members, self.store.multi_get([f"offer/{node}" for node in members]))))
 

@@ -64,6 +64,9 @@ class Lease:
         #: term's leader did not take it): :meth:`~.Leader._offers`.
         self.store_gap = False
         self._round_lock = threading.Lock()  # held while a round runs
+        #: Called on the lease's thread after each tick the store answered (its node tells the own commits it could
+        #: not tell before, the store failing, before a leader's next write: :meth:`~.member.JobTarget.tell_untold`).
+        self.answered: Callable[[], None] | None = None
         self._stop = threading.Event()
 
     def _keep_lease(self) -> None:
@@ -85,6 +88,8 @@ class Lease:
             if self.store_gap:
                 self.after_store_gap()
             self._store_failures = 0
+            if self.answered is not None:
+                self.answered()
         except StoreError as exc:
             if self.leading:
                 logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
@@ -197,6 +202,12 @@ class Lease:
         self.leading = True  # (last: a round that sees it sees this term)
         logger.info("job leader: node %d leads the job's commits", self.node)
         return True
+
+    def holds(self) -> bool:
+        """Whether the store's lease names this node's term now: asked of the store, not of this node's belief (a
+        leader paused past its lease wakes in its round before its lease thread sees another took it).
+        :class:`StoreError` if the store fails."""
+        return lease_holder(self.store.get("lease")) == (self.node, self.term)
 
     def _renew_own(self, current: bytes) -> bool:
         mine = self._lease_value(self.term)

@@ -136,7 +136,7 @@ class JobTarget(Target):
         self.closing = False
         self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing,
                              wall=wall, clock=clock)
-        self.leader.store_back = self.tell_on_return
+        self.leader.answered = self.tell_untold
         self.leader.xet.source = inner.xet_write_token  # this node's own token is the one it shares, leading
         #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,
         #: so that the node's whole commit (upload, wait, that) stays within its own.
@@ -503,10 +503,10 @@ class JobTarget(Target):
         except StoreError as exc:
             self.store_failed(exc)
 
-    def tell_on_return(self) -> None:
-        """The store answers again (this node's lease thread saw it): the own commits made while it failed are told
-        now, not with this node's next offer, a plan's interval later, after a leader's writes that would not count
-        them. A failure leaves them for that offer."""
+    def tell_untold(self) -> None:
+        """The store answers (this node's lease thread saw it): own commits this node could not tell before (the store
+        failing) are told now, not with its next offer, a plan's interval later, after a leader's writes that would
+        not count them. A failure leaves them for the next tick."""
         if not self.own.untold.count or self._hurried():
             return
         try:

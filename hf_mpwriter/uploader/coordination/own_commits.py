@@ -47,8 +47,9 @@ class OwnCommits:
         if self._due is None:
             since = None if self._last is None else now - self._last
             self._due = now + plan.own_turn(node, wall, since, phase)
-            if self._window is not None and self.kind == "hub":  # (a bucket has no commit quota)
-                self._due = own_room_at(self._window[1], self._window[0], self._due, self.budget, plan.own_gap)
+        if self._window is not None and self.kind == "hub":  # (each time: a node paused past its due time finds the
+            # window as it is now; a bucket has no commit quota)
+            self._due = own_room_at(self._window[1], self._window[0], max(self._due, now), self.budget, plan.own_gap)
         return max(0.0, self._due - now)
 
     def landed(self) -> None:
