@@ -275,7 +275,7 @@ def leader_main(cfg: dict) -> None:
 
 
 def _follow_successors(leader: Any, store: Any, job: str) -> None:
-    """What this leader's node's member does once the store in use is gone (``JobTarget._moved_on``): move
+    """What this leader's node's member does once the store in use is gone (``Moves.forward``): move
     to the successor stores the leader itself lists in its answers (production's ``next_store``)."""
     from hf_mpwriter.uploader.coordination.store import StoreAddress
     from hf_mpwriter.uploader.coordination.successor import next_store
@@ -425,7 +425,7 @@ class Nodes:
                 self._store_gone()
 
     def _moved(self) -> bool:
-        """Every node moves to the successor store its answers listed (``JobTarget._moved_on``, production's
+        """Every node moves to the successor store its answers listed (``Moves.forward``, production's
         ``next_store``), announces itself there and offers again; ``False`` where a node never heard of it."""
         from hf_mpwriter.uploader.coordination.successor import next_store
 

@@ -28,12 +28,11 @@ end it commits its last version and stops. Invariants:
 
 - **nothing lost**: at the end, the Hub holds every node's last version (a node killed for good: none it never
   made; a node preempted: its last records at the signal, unless the Hub failed, limited or held its calls, or
-  the node was stopped, for all but 5 s of its deadline, or the Hub held a commit carrying them past it);
+  the node was stopped, for all but 5 s of its deadline, or the Hub held its own commit carrying them past it);
 - **never backwards**: no commit the Hub applies takes a node's file to an older version than it held;
 - **one leader's term at a time**: the leaders' commits the Hub applies never go back to an older term;
 - **the budget**: in every window of the job's commit window, the Hub applies at most the job's explicit
-  commits an hour, the job's end (every node's last records, and a signalled node's own commits, which go
-  whatever the budget says) aside.
+  commits an hour, the job's end (every node's last records, which go whatever the budget says) aside.
 
 How: every node's threads (its lease, its rounds, its uploader) run the real code as greenlets, one at a time,
 handed the turn by the simulation, and each gives it back where it waits (the clock, ``sleep``, the lease's
@@ -317,7 +316,8 @@ class Hub:
         #: Spells in which a node's calls got no answer (its faults, or the node stopped): (from, to, node; None: all).
         self.outages: list[tuple[float, float, int | None]] = []
         self.hold_next: dict[int, float] = {}  # node -> how long its next commit is held
-        self.held: list[tuple[float, dict[str, int]]] = []  # (until when, the versions it carried) of each commit held
+        #: ``(caller, until when, the versions it carried)`` of each commit held
+        self.held: list[tuple[int, float, dict[str, int]]] = []
         self.time_out_next: set[int] = set()  # nodes whose next commit applies, its answer lost
         self.fail_until = self.limited_until = -math.inf
 
@@ -327,10 +327,11 @@ class Hub:
         return sum(b - a for a, b in zip(points, points[1:])
                    if not any(f <= a and b <= t and n in (None, node) for f, t, n in self.outages))
 
-    def held_past(self, path: str, version: int, deadline: float) -> bool:
-        """Whether a commit carrying ``path`` at ``version`` (or newer) was held past ``deadline``: the node's last
+    def held_past(self, node: int, path: str, version: int, deadline: float) -> bool:
+        """Whether ``node``'s own commit carrying ``path`` at ``version`` (or newer) was held past ``deadline``: its last
         records were in the Hub's hands (applied later, if at all: its parent fences it)."""
-        return any(until > deadline and versions.get(path, -1) >= version for until, versions in self.held)
+        return any(caller == node and until > deadline and versions.get(path, -1) >= version
+                   for caller, until, versions in self.held)
 
     def answer_in(self, node: int) -> float:
         """Seconds until a call ``node`` makes now answers; :class:`TargetError` if it fails."""
@@ -347,7 +348,7 @@ class Hub:
         latency = self.answer_in(node) + hold
         if hold:  # (for the node, the Hub does not answer meanwhile: what the invariants excuse, as they do a hang)
             self.outages.append((self.sim.now, self.sim.now + latency, node))
-            self.held.append((self.sim.now + latency, {path: int(sha) for path, sha in files}))
+            self.held.append((node, self.sim.now + latency, {path: int(sha) for path, sha in files}))
         outcome: list = []
 
         def apply() -> None:
@@ -380,7 +381,6 @@ class Hub:
         self.head += 1
         self.files.update(versions)
         last = any(version == self.sim.nodes[int(path[1:].split("/")[0])].last for path, version in versions.items())
-        last = last or (term is None and self.sim.nodes[node].preempted is not None)  # (signalled: whatever the budget)
         self.applied.append(Applied(self.sim.now, node, term, versions, last))
         return str(self.head)
 
@@ -632,7 +632,7 @@ class Sim:
         for node in self.nodes:
             if (node.preempted is not None and self.hub.files.get(node.path, 0) < node.last
                     and self.hub.answered(node.number, node.preempted, node.preempted + PREEMPTION_DEADLINE) >= 5.0
-                    and not self.hub.held_past(node.path, node.last, node.preempted + PREEMPTION_DEADLINE)):
+                    and not self.hub.held_past(node.number, node.path, node.last, node.preempted + PREEMPTION_DEADLINE)):
                 self.problem(f"node {node.number}'s last records at its preemption (version {node.last}) are not at the "
                              f"Hub (it holds {self.hub.files.get(node.path, 0)})")
             if node.alive and not node.done:

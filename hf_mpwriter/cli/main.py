@@ -36,8 +36,8 @@ def _committer_text(job: dict | None, config: Any) -> str:
     if job and job.get("split_from"):  # said first: the job's runs are split, whatever else goes well
         handed += (f"; THIS JOB LOGS TO SEVERAL FOLDERS ({job['split_from']}): give every node's logdir the same "
                    "name")
-    if job and job.get("moves") and not job.get("store_gone"):
-        handed += (f"; the job's store is gone: the nodes coordinate through successor store {job['store']} "
+    if job and job.get("on_successor") and not job.get("store_gone"):
+        handed += (f"; the job's store is lost: the nodes coordinate through successor store {job['store']} "
                    f"({job['moves']} move(s))")
     if job and job.get("store_gone"):
         return (f"this node itself (job {job['job_id']}, node {job['node']} of {job['nodes']}): the job's store at "

@@ -184,12 +184,13 @@ class Lease:
         current = self.store.get("lease") or b""
         if now < self._abstain_until:  # handed over: another node first
             return False
-        if self.term and lease_holder(current) == (self.node, self.term):  # ours, unrenewed since a store error:
-            return self._renew_own(current)  # (a new term would make the nodes offer what this one claimed again)
+        ours = bool(self.term) and lease_holder(current) == (self.node, self.term)
+        if ours and self.term_moves == self.store.moves:  # ours, unrenewed since a store error: (a new term would
+            return self._renew_own(current)  # make the nodes offer what this one claimed again)
         if current != self._lease:
             self._lease, self._lease_seen_at = current, now
-        if current and now - self._lease_seen_at < self.timing.lease_stale:
-            return False
+        if current and not ours and now - self._lease_seen_at < self.timing.lease_stale:
+            return False  # (ours from before the store moved, back here: a new term at once, whose rounds run here)
         moves = self.store.moves  # (the store this term is taken on: one the connection moved from is not it)
         term = self.store.add("terms", 1)  # (drawn even if the take fails: the counter only grows)
         mine = self._lease_value(term)

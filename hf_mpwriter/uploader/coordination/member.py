@@ -213,6 +213,7 @@ class JobTarget(Target):
                 "malformed_kinds": dict(self.leader.malformed.kinds),
                 "through_leader": self.through_leader, "own_commits": self.own.made, "taken_back": self.offers.taken_back,
                 "successors": len(self.successors), "moves": self.moves, "moves_back": self.moving.back,
+                "on_successor": self.store.address != self.moving.home,
                 "hosts_successor": None if self.successor is None else self.successor.slot,
                 "leases": self.leader.leases, "leader_commits": self.leader.commits,
                 # (the Xet write tokens this node fetched: the leader's is the one the job shares)
@@ -285,9 +286,9 @@ class JobTarget(Target):
                 counted = self.incarnation == 0
                 if counted:  # kept from now on, also if a later call fails: one more than any uploader of this node before
                     self.incarnation = count_up(self.store, f"incarnation/{self.node}")
+                if self.store.address != self.moving.home:  # (a successor it may have left before: in use by it again,
+                    self.store.set(f"left/{self.node}", b"0")  # said before it is listed, or its host could free it)
                 announce(self.store, self.node, self.incarnation, counted)
-                if self.store.address != self.moving.home:  # (a successor it may have left before: in use by it again)
-                    self.store.set(f"left/{self.node}", b"0")
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
@@ -378,10 +379,10 @@ class JobTarget(Target):
         when the leader does not answer in time or cannot take it."""
         if self.offers.pending_since is not None:  # an earlier offer may still be in a store we cannot reach
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
+        if not self._hurried() and self.moving.go_back(self.incarnation):  # (also from a successor gone or silent)
+            self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
         if (silent := self.store.silent_for()) >= self.timing.store_lost:  # no offer into a store that answers nothing
             return self._commit_ourselves(pieces, message, f"the job's store answered nothing for {silent:.0f} s")
-        if not self._hurried() and self.moving.go_back(self.incarnation):
-            self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
         if self.clock() < self._store_rests_until or not self._announce():
             return self._commit_ourselves(pieces, message, self.why or "the job's store failed")
         uploaded = self.inner.preupload(pieces)

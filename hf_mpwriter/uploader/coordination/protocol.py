@@ -3,8 +3,9 @@
 Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)::
 
     members            "0,3,1,"          the nodes that announced themselves (append)
-    left/<n>           counter            node n's uploader that exited (its incarnation): n left the store
-                                          while this equals ``incarnation/<n>``
+    left/<n>           counter            node n's uploader that exited, or went back from this successor store
+                                          (its incarnation): n left the store while this equals ``incarnation/<n>``
+                                          ("0" once it announces itself here again)
     incarnation/<n>    counter            node n's current uploader: each new one adds 1 (the store counts,
                                           not a clock: a replacement's offers always win over its predecessor's)
     offer/<n>          JSON | "-" | "taken:seq:node:term"  an offer, taken back, or claimed by a leader
@@ -18,8 +19,11 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
                                           (a secret: never in a log line, ``status`` or an error)
     books              JSON {writes, requests, paused}  what the job's leaders spent on the Hub in its
                                           windows (unix seconds): a new leader takes them up (:class:`~.plan.Books`)
-    successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host; the
-                                          leader passes the list on in its answers (``successors``)
+    successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host (in its own
+                                          store too); the leader passes the list on in its answers (``successors``)
+    own_writes         counter            writes no leader's books hold yet: a leader's before each write, a node's
+                                          own commits, and, told on a move back, those made through a successor
+    own_writes_copied  counter            in a successor store: ``own_writes`` as its host last copied it in
 
 A value another process wrote is never trusted: a parser either returns a value whose every field
 has the type its readers use, or raises :class:`Malformed`. The reader skips that value, counts it
@@ -140,7 +144,10 @@ def parse_answer(raw: bytes) -> dict[str, Any]:
     if answer.get("retry_in") is not None:
         parsed["retry_in"] = _number(answer["retry_in"], "answer: retry_in")
     window = answer.get("window")
-    parsed["window"] = [_number(age, "answer: window") for age in window[:MAX_WINDOW]] if isinstance(window, list) else []
+    try:  # (a bad age costs the window, never the commit's answer: a node told nothing keeps to its own slots)
+        parsed["window"] = [_number(age, "answer: window") for age in window[-MAX_WINDOW:]] if isinstance(window, list) else []
+    except Malformed:
+        parsed["window"] = []
     listed = answer.get("successors")
     parsed["successors"] = [entry for entry in (listed[:MAX_SUCCESSORS] if isinstance(listed, list) else [])
                             if _successor_shaped(entry)]  # (a bad entry costs its successor, never the commit's answer)

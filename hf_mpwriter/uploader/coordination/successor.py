@@ -12,8 +12,10 @@ move, up to one copy's lag), the job run's word, and the count of terms. A node 
 lost (gone, or silent for ``timing.store_lost``) moves to the first successor that answers (the next one if
 that does not either), announces itself there and offers as before (:meth:`~.member.JobTarget.commit`);
 where none answers, it commits itself, as without a store. A host whose own files are drained serves its
-store on while nodes that joined it have not left (:meth:`SuccessorHost.linger`). Only the uploaders'
-coordination goes there, never the training's.
+store on while nodes that joined it have not left (:meth:`SuccessorHost.linger`). Should the job's store
+answer again, the nodes go back to it (:meth:`~.moves.Moves.go_back`), telling it the writes made here
+(:func:`writes_made_here`); once every node that joined it left, a host copies into its store again. Only the
+uploaders' coordination goes there, never the training's.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ class SuccessorHost:
     def publish_itself(self) -> None:
         """Its own address, in its own store too: once nodes moved here, the list the leader reads here still
         has this store in its place (a node goes back only to those before it: :meth:`~.moves.Moves.go_back`)."""
-        self.own.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
+        try:
+            self.own.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
+        except StoreError as exc:  # (its own store, in this process: a failure here must not stop the uploader)
+            logger.warning("successor store %d: its address not set in itself: %s", self.slot, exc)
 
     def stop(self, within: float) -> None:
         self._stop.set()
