@@ -66,7 +66,7 @@ class Lease:
         self._round_lock = threading.Lock()  # held while a round runs
         #: Called on the lease's thread after each tick the store answered (its node tells the own commits it could
         #: not tell before, the store failing, before a leader's next write: :meth:`~.member.JobTarget.tell_untold`).
-        self.answered: Callable[[], None] | None = None
+        self.after_tick: Callable[[], None] | None = None
         self._stop = threading.Event()
 
     def _keep_lease(self) -> None:
@@ -88,8 +88,8 @@ class Lease:
             if self.store_gap:
                 self.after_store_gap()
             self._store_failures = 0
-            if self.answered is not None:
-                self.answered()
+            if self.after_tick is not None:
+                self.after_tick()
         except StoreError as exc:
             if self.leading:
                 logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)

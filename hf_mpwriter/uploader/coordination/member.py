@@ -136,7 +136,7 @@ class JobTarget(Target):
         self.closing = False
         self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing,
                              wall=wall, clock=clock)
-        self.leader.answered = self.tell_untold
+        self.leader.after_tick = self.tell_untold
         self.leader.xet.source = inner.xet_write_token  # this node's own token is the one it shares, leading
         #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,
         #: so that the node's whole commit (upload, wait, that) stays within its own.
