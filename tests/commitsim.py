@@ -31,6 +31,7 @@ end it commits its last version and stops. Invariants:
   the node was stopped, for all but 5 s of its deadline, or the Hub held its own commit carrying them past it);
 - **never backwards**: no commit the Hub applies takes a node's file to an older version than it held;
 - **one leader's term at a time**: the leaders' commits the Hub applies never go back to an older term;
+- **progress**: no node holds the lease for long with its rounds skipped (its term on a store it left);
 - **the budget**: in every window of the job's commit window, the Hub applies at most the job's explicit
   commits an hour, the job's end (every node's last records, which go whatever the budget says) aside.
 
@@ -460,6 +461,7 @@ class Sim:
         self.problems: list[str] = []
         self.faults: list[str] = []
         self.struck: list[tuple[str, int]] = []  # (kind, node) of each fault drawn, as the faults say them
+        self.stuck_since: dict[int, float] = {}  # node -> since when it leads with its rounds skipped (its term elsewhere)
 
     # -- the turn --------------------------------------------------------------------------------
     def sleep(self, seconds: float) -> None:
@@ -623,6 +625,20 @@ class Sim:
             self.hub.limited_until = max(self.hub.limited_until, self.now + length)
             self.hub.outages.append((self.now, self.now + length, None))
 
+    def watch_leaders(self) -> None:
+        """Progress: a node that holds the lease while its rounds return at once (its term was taken on a store its
+        connection has since left) leads nobody; past two lease staleness times, the job has a stuck leader."""
+        for node in self.nodes:
+            leader = node.job.leader if node.job is not None and node.alive else None
+            if leader is None or not leader.leading or leader.store.moves == leader.term_moves:
+                self.stuck_since.pop(node.number, None)
+                continue
+            since = self.stuck_since.setdefault(node.number, self.now)
+            if self.now - since > 2 * TIMING.lease_stale:
+                self.problem(f"node {node.number} leads with its rounds skipped since t={since:.1f} (its term is on "
+                             "a store it left)")
+                self.stuck_since[node.number] = math.inf  # (said once)
+
     def leading_node(self) -> int:
         leading = [n.number for n in self.nodes if n.alive and n.job is not None and n.job.leader.leading]
         return leading[0] if leading else self.rng.randrange(len(self.nodes))
@@ -698,6 +714,7 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
             if all(n.done or not n.alive for n in sim.nodes) and sim.now > WORK:
                 break
             sim.step()
+            sim.watch_leaders()
         sim.check_end()
     finally:
         sim.close()

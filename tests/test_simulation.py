@@ -329,6 +329,15 @@ def test_nodes_split_over_two_stores_come_back_to_one(seed):
     assert not result.problems, str(result)
 
 
+def test_a_node_back_on_a_store_that_still_holds_its_old_lease_leads_with_a_new_term():
+    """Seed 30039 (found by a review): node 1 had led on the job's store, moved to a successor during a hang, and went
+    back; the lease there still named its old term, which it renewed, though its rounds run only on the store its term
+    was taken on: it led, and skipped every round, for the rest of the job. It now takes a new term there."""
+    result = commitsim.run(30039, commitsim.KINDS, successors=True)
+    assert result.had("store-hang") and result.back >= 1
+    assert not result.problems, str(result)
+
+
 @pytest.mark.xfail(strict=True, reason="a node that stayed on the job's store through a 75 s hang leads there once "
                                        "it answers, while the others' leader on the successor still writes: their "
                                        "commits interleave for the seconds until they go back (issue 52's note)")
