@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ...timing import JobTiming
 from .protocol import Skipped
 from .store import JobStore, StoreAddress, StoreError
-from .successor import SuccessorHost, next_store, published, raise_counter, writes_made_here
+from .successor import SuccessorHost, next_store, published, raise_counter, served_by, writes_made_here
 from .untold import Untold
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -103,7 +103,7 @@ class Moves:
     def _answers(self, address: StoreAddress) -> bool:
         """Whether the store at ``address`` answers a check within a leader's poll (it holds this node's commit up:
         one that takes longer is not gone back to yet)."""
-        if self.host is not None and self.host.address == address:
+        if served_by(self.host, address) is not None:
             return True  # (served by this process)
         probe = self.store.elsewhere(address)
         probe.deadline = min(probe.deadline, self.timing.poll)
@@ -121,7 +121,7 @@ class Moves:
             self.store.set(f"left/{self.node}", str(incarnation).encode())
         except StoreError as exc:
             logger.debug("job: this node's move not said in the store it leaves: %s", exc)
-        self.store.move_to(address, self.host.server if self.host is not None and self.host.address == address else None)
+        self.store.move_to(address, served_by(self.host, address))
         try:  # (the terms drawn there count here too: a term here is never below one the job had there)
             raise_counter(self.store, "terms", terms)
         except StoreError as exc:

@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .protocol import Malformed, Skipped, parse_counter, parse_members, parse_successor_value, successor_value
 from .store import JobStore, StoreAddress, StoreError, serve
@@ -166,6 +167,11 @@ def published(store: JobStore, malformed: Skipped) -> list[tuple[str, int]]:
     return found
 
 
+def served_by(own: SuccessorHost | None, address: StoreAddress) -> Any:
+    """The server of the store at ``address`` where this process serves it (``own``, its host), else ``None``."""
+    return own.server if own is not None and own.address == address else None
+
+
 def next_store(store: JobStore, successors: list[StoreAddress], gone: set[StoreAddress], own: SuccessorHost | None) -> bool:
     """Move ``store`` (every view of the node's connection) to the first of ``successors`` not in ``gone``
     that answers a call (asked on a connection of its own: the node's stays where it is until then), adding
@@ -174,7 +180,7 @@ def next_store(store: JobStore, successors: list[StoreAddress], gone: set[StoreA
     for address in successors:
         if address in gone or address == store.address:
             continue
-        server = own.server if own is not None and own.address == address else None
+        server = served_by(own, address)
         probe = store.elsewhere(address)
         if server is None and not probe.answers():
             if probe.gone():
