@@ -23,7 +23,8 @@ every rank reached (each writes one every ``checkpoint_every`` steps, 10 by defa
 ``scripts/torchrun_example.py`` does ("attempt 1: steps ..."). No rank of the first attempt ends: the job
 fails first (DDP's ranks go in step), and torchrun ends them.
 ``steps`` (default: until signalled) and ``start`` bound the loop, and ``until`` (a path) ends it once that
-file exists; ``close_after`` (a path) holds the
+file exists; ``more_after`` (a path) and ``more_steps`` log that many steps more once that file exists;
+``close_after`` (a path) holds the
 process, still a live writer, after its last step until that file exists. ``trainer_flush`` calls
 ``flush()`` after every log, as the transformers Trainer does. ``user_handler`` installs a SIGTERM
 handler before the writer (``"record"``: prints and goes on; ``"ignore"``: SIG_IGN). The token, if
@@ -132,6 +133,13 @@ def main() -> int:
             time.sleep(cfg["stall_s"])
     writer.flush()
     print(f"flushed {step - 1}", flush=True)
+    if cfg.get("more_after"):  # a second burst of ``more_steps`` once that file exists
+        while not os.path.exists(cfg["more_after"]):
+            time.sleep(0.05)
+        for more in range(step, step + cfg["more_steps"]):
+            writer.add_scalar("loss", float(base + more), more)
+        writer.flush()
+        print(f"flushed {more}", flush=True)
     if cfg.get("hang"):
         time.sleep(3600)
     while marker and not resumed:  # the first attempt never ends: it fails, and torchrun ends its ranks

@@ -609,11 +609,14 @@ def _pending_offer(store, prefix: str, logdir: Path) -> dict | None:
 @pytest.mark.parametrize("store_is", ["answering", "black-holed"])
 def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_itself_in_time(hub, tmp_path, job_store,
                                                                                                store_is):
-    """Node 0 of a 2-node job offers its rank's last records to the job's leader, node 1, which holds
+    """Node 0 of a 2-node job offers its rank's records to the job's leader, node 1, which holds
     the lease but never commits (its Hub is out of reach); the job's store answers, or its host goes
-    silent (black-holed: connections held, nothing answered). SIGTERM to the node's rank and uploader
-    while the uploader waits: the node commits its records itself before its deadline (its wait for the
-    leader, and for the store, end in time), then the node and its disk are gone."""
+    silent (black-holed: connections held, nothing answered). The rank writes more records, then
+    SIGTERM to the node's rank and uploader while the uploader waits: the node commits its records
+    itself before its deadline (its wait for the leader, and for the store, end in time), then the node
+    and its disk are gone. Where its offer was taken back, one commit carries them all; where it could
+    not be (the store silent), the offered files go first (a late leader commits the same files), then
+    the newest."""
     from hf_mpwriter.config import load
     from hf_mpwriter.targets import target_for
     from hf_mpwriter.uploader.coordination.member import Leader, store_prefix
@@ -626,9 +629,10 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
     relay = _Relay(job_store.port)
     job = {"GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2", "HF_MPWRITER_PREEMPTION_DEADLINE": str(JOB_DEADLINE_S),
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(relay.port), "TORCHELASTIC_RUN_ID": "job-preempted"}
+    more = tmp_path / "more"
     rank = _start_rank({"logdir": str(logdir), "rank": 0, "repo_id": REPO, "uploader": "none", "steps": 60,
-                        "flush_every": 10, "commit_every_s": 1, "close_after": str(tmp_path / "never")},
-                       {**env, **job})
+                        "flush_every": 10, "commit_every_s": 1, "close_after": str(tmp_path / "never"),
+                        "more_after": str(more), "more_steps": 20}, {**env, **job})
     leader, uploader = None, None
     try:
         read_line(rank, "flushed 59", 60)  # every record on disk; the rank lives on, as a training does
@@ -642,6 +646,8 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
             [sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)], env=writer_env({**env, **job, "HF_TOKEN": TOKEN}),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         offer = wait_for(lambda: _pending_offer(job_store, prefix, logdir), 60, "node 0 to offer all its records")
+        more.touch()
+        read_line(rank, "flushed 79", 20)  # records its offer does not hold
         published = _published(logdir, uploader.pid).get("job") or {}  # how its commits go, as status shows it
         if store_is == "black-holed":
             relay.silent.set()
@@ -670,13 +676,15 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
     assert not answered and leader.commits == 0 and leader.leases == 1, (leader.commits, leader.leases)
     assert last["job"]["through_leader"] == 0 and last["job"]["leader_commits"] == 0, last["job"]
     on_target = _steps_on_target(_remote("repo", hub, tmp_path), tmp_path)
-    missing = sorted(set(range(60)) - set(on_target.get(0, {})))
-    assert not missing, f"{len(missing)} of 60 records not on the target by the deadline; uploader log:\n{log[-3000:]}"
+    missing = sorted(set(range(80)) - set(on_target.get(0, {})))
+    assert not missing, f"{len(missing)} of 80 records not on the target by the deadline; uploader log:\n{log[-3000:]}"
     assert set(on_target[0].values()) == {1}
     which = ["the rank" if pid == rank.pid else "the uploader" for pid in killed]
     assert not killed, f"still running at the deadline: {which}; uploader log:\n{log[-3000:]}"  # it exited by itself
-    assert last["job"]["own_commits"] >= 1, (last["job"], log[-3000:])  # the path taken: the node committed itself...
-    if store_is == "answering":  # ...the wait for the leader cut short, the offer taken back
+    # The path taken: the node committed itself...
+    if store_is == "answering":  # ...the wait for the leader cut short, the offer taken back: its newest files, once
         assert taken_back and last["job"]["taken_back"] >= 1, (last["job"], log[-3000:])
-    else:  # ...the store silent: the offer still there, the node committed anyway (the deadline came first)
+        assert last["job"]["own_commits"] == 1, (last["job"], log[-3000:])
+    else:  # ...the store silent: the offer still there, its files committed anyway (the deadline came first), then the rest
         assert not taken_back and last["job"]["taken_back"] == 0, (last["job"], log[-3000:])
+        assert last["job"]["own_commits"] == 2, (last["job"], log[-3000:])

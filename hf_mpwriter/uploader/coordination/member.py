@@ -147,6 +147,9 @@ class JobTarget(Target):
         #: Its commits of its own files (``status``; :attr:`why`: the last reason), and telling the books of them.
         self.own = OwnCommits(store, untold or Untold(), self.budget, self.kind, clock)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
+        #: Signalled, this node commits itself from now on (why): its newest files, once, as its last (:meth:`_last_alone`).
+        self._alone: str | None = None
+        self._before_signal = False  # the pieces being committed were taken before the signal came
         self._announced = False  # our incarnation is in the store
         #: Its moves between the job's store and the successor stores (:mod:`.moves`), the one it hosts.
         self.moving = Moves(store, node, timing, clock, self.leader.malformed, self.own.untold, self.leader.stored.written_on)
@@ -377,6 +380,9 @@ class JobTarget(Target):
     def commit(self, pieces: Sequence[Piece], message: str) -> str | None:
         """Upload the content, offer it to the leader, and return its commit id; commit it ourselves
         when the leader does not answer in time or cannot take it."""
+        self._before_signal = not self._hurried()
+        if self._alone is not None:
+            return self._commit_ourselves(pieces, message, self._alone)
         if self.offers.pending_since is not None:  # an earlier offer may still be in a store we cannot reach
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
         if not self._hurried() and self.moving.go_back(self.incarnation):  # (also from a successor gone or silent)
@@ -454,7 +460,8 @@ class JobTarget(Target):
         (it could not be taken back): then not before no leader takes it any more (see the module's
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
         store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
-        if self.offers.pending_since is not None:
+        offered = self.offers.pending_since is not None
+        if offered:
             now = self.clock()
             left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
             if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
@@ -469,6 +476,8 @@ class JobTarget(Target):
             where = self.store.address
             raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through successor store "
                            f"{where.host}:{where.port}", 0.0)
+        if self._hurried():
+            self._last_alone(why, offered)
         wait = self._own_turn(len(pieces))
         self.mode, self.why = "node", why
         if wait > 0:
@@ -489,6 +498,18 @@ class JobTarget(Target):
         self.own.done(applied=True)
         self._landed()
         return commit
+
+    def _last_alone(self, why: str, offered: bool) -> None:
+        """Signalled, this node commits itself (``why``) from now on. Where the pieces in hand were taken before the
+        signal, :class:`Deferred` at once: the uploader takes its newest files and commits them as its last, one
+        commit, not those then the newest (two, where the job's budget has room for one). Not where an offer of
+        these pieces may still be in a leader's hands (``offered``): a late leader commits the same files, never
+        older ones than this node's."""
+        self._alone = why
+        if self._before_signal and not offered:
+            self._before_signal = False
+            raise Deferred(f"job-wide commit not made ({why}); signalled, this node commits its newest files itself "
+                           "as its last", 0.0)
 
     def _tell_own_writes_now(self, before_commit: bool) -> None:
         """:meth:`OwnCommits.tell` unless this node was signalled (its last records go first; those untold go at
