@@ -461,7 +461,7 @@ class JobTarget(Target):
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
         store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
         offered = self.offers.pending_since is not None
-        if offered:
+        if self.offers.pending_since is not None:
             now = self.clock()
             left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
             if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
