@@ -17,7 +17,7 @@ cycle does, and the guarantees (the fence, the audit, an exactly-once effect), a
 :mod:`hf_mpwriter.uploader.commit_cycle`'s: kept apart so that they read, and hold, whatever calls the cycle
 (this loop, ``sync``, a test). One thing is done here for the cycle, because it is about time: each
 call to the target runs while the loop keeps beating and watching the preemption deadline
-(:meth:`Uploader._call`).
+(:mod:`.target_calls`).
 
 Example:
     >>> from hf_mpwriter.uploader.loop import Uploader
@@ -34,27 +34,27 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from .. import config as config_mod
 from ..config import UploadConfig
-from ..errors import ConfigurationError, TargetError, with_sync_advice
-from ..redaction import token_id
-from ..state import attempts, mailbox
-from ..state.election import LAST_FILE, AlreadyRunning, UploaderLock, note_stopped_for_user, uploader_state
+from ..errors import ConfigurationError, with_sync_advice
+from ..state import mailbox
+from ..state.election import AlreadyRunning, UploaderLock, note_stopped_for_user
 from ..state.jobqueue import JobQueue, Superseded
-from ..state.liveness import is_alive, process_identity
+from ..state.liveness import is_alive
 from ..state.registry import live_writers, prune_stale_registrations, writer_ranks
-from ..state.spawn import start_uploader_process
-from ..state.statedir import secure_state_dir, state_dir, write_json_atomic
+from ..state.statedir import secure_state_dir, state_dir
 from ..targets import Target, target_for
 from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
 from . import system_metrics
 from .commit_cycle import Committer, Progress
 from .coordination import factory, member
 from .coordination.pacing import pacing
+from .earlier_attempts import finish_earlier_attempts, forget_if_done
 from .file_limit import FileLimitWatch
 from .jobrun.driver import JobRunDriver
+from .published import Published
 from .replacement import replace_process
 from .schedule import (
     FINAL_GAP_S,
@@ -67,24 +67,15 @@ from .schedule import (
     Schedule,
     call_bound,
 )
-from .throwaway import Abandoned, Unfinished, call_in_thread
+from .target_calls import TargetCalls
+from .throwaway import Abandoned
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module also runs as __main__
 
 #: Exit code of an uploader that could not replace itself after an abandoned call (``exec`` failed).
 REPLACE_ME = 4
-#: ``next_cycle_at`` in ``uploader.json`` is rewritten only when the next cycle moves by more than this (s).
-NEXT_CYCLE_SLACK_S = 1.0
-#: How many of its last local errors' times the uploader publishes (``local_error_times``).
-LOCAL_ERROR_TIMES = 10
 T = TypeVar("T")
 __all__ = ["REPLACE_ME", "Abandoned", "Progress", "Superseded", "Uploader"]
-
-
-def _repository(config: UploadConfig) -> str:
-    """The repository, bucket or directory a logdir's settings send to, whatever the folder in it (each
-    logdir has its own), and the endpoint: how the index of logdirs matches an earlier attempt's."""
-    return f"{config.kind}:{config.repo_type}:{config.repo_id or config.directory}@{config.revision} {config.endpoint}"
 
 
 class Uploader:
@@ -102,9 +93,8 @@ class Uploader:
     ) -> None:
         self.logdir = Path(logdir)
         #: This process is the uploader's own (``python -m hf_mpwriter.uploader``), not the user's
-        #: training process nor ``sync``: after an abandoned call, :meth:`run` replaces it (see :meth:`_call`).
+        #: training process nor ``sync``: after an abandoned call, :meth:`run` replaces it (:mod:`.target_calls`).
         self.owns_process = owns_process
-        self._abandoned: list[threading.Thread] = []  # calls given up on that may still be running
         self.state = state_dir(self.logdir, create=False)
         if not self.state.is_dir():
             raise ConfigurationError(f"{str(self.logdir)!r} has no {self.state.name}/: no hf_mpwriter writer used it")
@@ -119,13 +109,12 @@ class Uploader:
         if target is None and owns_process:  # a multi-node job with a store: one leader commits for all
             self.target = factory.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout),
                                           state=self.state)
-        self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self._call)
+        self.calls = TargetCalls(self.target, loaded.http_timeout, self._meanwhile, self._publish, self._count_hang)
+        self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self.calls)
         self.file_limit = FileLimitWatch(loaded)  # a repository holds fewer than 100,000 files: say it in time
         self._next_prune = 0.0
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
-        self._identity: dict[str, Any] = {}  # what ``uploader.json`` says (:meth:`acquire`)
-        self.local_errors = 0  # tries that failed on a local error (a full disk, a queue that cannot be used)
-        self.local_error_times: list[float] = []  # wall times of the last :data:`LOCAL_ERROR_TIMES` of them
+        self.published = Published(self.state)  # ``uploader.json`` (:meth:`acquire`)
         self._schedule: Schedule | None = None
         #: The logdir's live writers run on several hosts (a logdir every node shares): this one uploader
         #: commits every node's files, so it paces as a single node would (:meth:`_pacing`).
@@ -133,7 +122,7 @@ class Uploader:
         self._leading = False  # this node's uploader led the job when it was last paced
         self._case: str | None = None  # the pacing's branch last said (:meth:`_pacing`)
         self.job_run = JobRunDriver(self.logdir, loaded, self._beat, signalled=self._signalled,  # (off till started)
-                                    in_worker=lambda what, fn, *args: self._in_worker(what, fn, *args, bound=None))
+                                    in_worker=lambda what, fn, *args: self.calls.in_worker(what, fn, *args, bound=None))
         self._lock = UploaderLock(self.logdir)
 
     @property
@@ -163,53 +152,22 @@ class Uploader:
             self.committer.take_over()
         except (OSError, sqlite3.Error) as exc:
             logger.warning("cannot update the queue yet (%s); retrying in the loop", exc)
-        self._identity = {**process_identity(), "target": self.target.description, "started": time.time(),
-                          "thread": threading.current_thread().name, "token_id": token_id(self._token), "job": None,
-                          "next_cycle_at": None, "signalled": None, "local_errors": 0, "local_error_times": []}
-        self._publish(force=True)
+        self.published.start(self.target.description, self._token, self._job_info())
 
-    def _publish(self, force: bool = False) -> None:
-        """``uploader.json``: who this uploader is, and how its commits go (``status``) when that changes."""
-        job = self.target.job_info() if isinstance(self.target, member.JobTarget) else None
-        if job == self._identity["job"] and not force:
-            return
-        self._identity["job"] = job
-        self._write_identity()
+    @property
+    def local_error_times(self) -> list[float]:
+        """Wall times of the last tries that failed on a local error (a full disk, a queue that cannot be used)."""
+        return self.published.fields.get("local_error_times", [])
 
-    def _publish_next_cycle(self, decision: Decision) -> None:
-        """``uploader.json``'s ``next_cycle_at``: the wall time of the next cycle (now while one runs), so
-        that a closing writer and ``status`` can say what they wait for. Written only when it moves by more
-        than :data:`NEXT_CYCLE_SLACK_S`: the loop decides every poll, the due time seldom changes."""
-        if decision.action is Action.CYCLE:
-            due = time.time()
-        elif decision.action is Action.WAIT and math.isfinite(decision.wait):
-            due = time.time() + decision.wait
-        else:
-            return
-        published = self._identity.get("next_cycle_at")
-        if published is not None and abs(due - published) <= NEXT_CYCLE_SLACK_S:
-            return
-        self._identity["next_cycle_at"] = due
-        self._write_identity()
+    def _job_info(self) -> dict | None:
+        """How the job's commits go (``status``), if this logdir is a node of one."""
+        return self.target.job_info() if isinstance(self.target, member.JobTarget) else None
 
-    def _write_identity(self) -> None:
-        try:
-            write_json_atomic(self.state / "uploader.json", self._identity)
-        except OSError as exc:
-            logger.warning("cannot write %s (%s); writers see this uploader by its lock", self.state / "uploader.json", exc)
+    def _publish(self) -> None:
+        self.published.job(self._job_info())
 
     def release(self) -> None:
-        try:  # what it published, kept after it exits (how it ended: signalled, its local errors, its job's counts)
-            if self._identity:
-                if isinstance(self.target, member.JobTarget):
-                    self._identity["job"] = self.target.job_info()
-                write_json_atomic(self.state / LAST_FILE, {**self._identity, "exited": time.time()})
-        except OSError:
-            pass
-        try:
-            (self.state / "uploader.json").unlink()
-        except OSError:
-            pass
+        self.published.close(self._job_info())
         self.committer.close()
         self._lock.release()
 
@@ -226,7 +184,7 @@ class Uploader:
             logger.info("%s; exiting", exc)
             return 2
         logger.info("uploader %d started for %s -> %s", os.getpid(), self.logdir, self.target.description)
-        self._finish_earlier_attempts()
+        finish_earlier_attempts(self.logdir, self.config, self._token)
         sampler = system_metrics.start_for(self.logdir, self.config)  # None unless system_metrics is on
         job = self.target if isinstance(self.target, member.JobTarget) else None
         self.job_run.start(job, math.inf if job is None else job.timing.job_run_wait)
@@ -241,40 +199,13 @@ class Uploader:
                 sampler.stop()
             self.job_run.close()
             if code == 0:
-                self._forget_if_done()
+                forget_if_done(self.logdir, self.committer.drained)
             self.release()
             if job is not None and code == 0:  # a successor store in use is served on a while
                 job.linger(lambda: bool(self._signals))
-        if code == REPLACE_ME:  # (see :meth:`_call`)
+        if code == REPLACE_ME:  # (:mod:`.target_calls`)
             replace_process(self.logdir, self.target.description)  # returns only if it failed
         return code
-
-    def _finish_earlier_attempts(self) -> None:
-        """Record this logdir for its target (:mod:`~hf_mpwriter.state.attempts`), and start the uploader of
-        each logdir that an earlier attempt to the same target left on this host without one: a relaunch
-        into a new folder must not leave the killed attempt's last records on disk."""
-        target = _repository(self.config)
-        attempts.record(self.logdir, target)
-        for logdir in attempts.left_behind(self.logdir, target):
-            try:
-                theirs = config_mod.load(logdir)
-                if theirs is None or _repository(theirs) != target or uploader_state(logdir) != "none":
-                    continue  # (its settings name another target: never started with this token)
-                pid = start_uploader_process(logdir, self._token).pid
-            except (OSError, ConfigurationError) as exc:
-                logger.warning("%s, an earlier attempt's logdir for the same target, has no uploader, and none "
-                               "could be started (%s): `hf-mpwriter sync %s` sends what it holds", logdir, exc, logdir)
-                continue
-            logger.warning("%s, an earlier attempt's logdir for the same target, had no uploader: started one "
-                           "(pid %d) to commit what it holds", logdir, pid)
-
-    def _forget_if_done(self) -> None:
-        """Everything committed and no writer left: no later uploader needs to look at this logdir."""
-        try:
-            if self.committer.drained() and not live_writers(self.logdir):
-                attempts.forget(self.logdir)
-        except (OSError, sqlite3.Error) as exc:
-            logger.debug("kept %s in the index of logdirs (%s)", self.logdir, exc)
 
     def _pacing(self, watch: bool) -> Pacing:
         """The schedule's settings: this node's commit times (:func:`~.coordination.pacing.pacing`, from the
@@ -335,8 +266,7 @@ class Uploader:
                 )
                 if isinstance(self.target, member.JobTarget):  # its wait for the leader ends in time
                     self.target.hurry(schedule.deadline())
-                self._identity["signalled"] = time.time()  # (``status``: the last commit is under way)
-                self._write_identity()
+                self.published.note(signalled=time.time())  # (``status``: the last commit is under way)
             else:
                 logger.warning("second termination signal: exiting now")
 
@@ -375,7 +305,7 @@ class Uploader:
                     if last_points is None:
                         return self._exit(decision, schedule)
                     decision = last_points
-                self._publish_next_cycle(decision)
+                self.published.next_cycle(decision)
                 if decision.action is Action.CYCLE:
                     if decision.urgent:  # a writer or a signal wants it now: skip the backoff
                         self.committer.skip_backoff()
@@ -413,10 +343,7 @@ class Uploader:
     def _failed_locally(self, schedule: Schedule) -> None:
         """A try failed on a local error: the next one in ``LOCAL_RETRY_S``; counted, and when, in ``uploader.json``."""
         schedule.failed(time.monotonic(), local=True)
-        self.local_errors += 1
-        self.local_error_times = [*self.local_error_times[1 - LOCAL_ERROR_TIMES:], time.time()]
-        self._identity.update(local_errors=self.local_errors, local_error_times=self.local_error_times)
-        self._write_identity()
+        self.published.local_error()
 
     def _job_run_last_points(self, decision: Decision, schedule: Schedule) -> Decision | None:
         """Before the uploader exits with everything committed and every writer gone (the job ended, or all
@@ -425,11 +352,10 @@ class Uploader:
         if self.job_run.view is None or decision.code != 0 or schedule.term_at is not None:
             return None  # (after SIGTERM: no time for them; they stay in the view's state for a next uploader)
         written = self.job_run.update(final=True)
-        if self.job_run.exchange is not None and not self._identity.get("job_run_final"):
+        if self.job_run.exchange is not None and not self.published.fields.get("job_run_final"):
             # This node's last points went to a leader (or their wait ran out): its closing writers, which keep
             # its launcher (and maybe the job's store, in torchrun's agent) alive until now, may end.
-            self._identity["job_run_final"] = True
-            self._write_identity()
+            self.published.note(job_run_final=True)
         return Decision(Action.CYCLE, "the job run's last points", urgent=True) if written else None
 
     def _signalled(self) -> bool:
@@ -450,7 +376,7 @@ class Uploader:
         except (OSError, sqlite3.Error):
             left = "what is not committed is"
         if schedule.needs_user:  # writers closing after this exit still say the error, not "keeps trying"
-            note_stopped_for_user(self.logdir, self._identity)
+            note_stopped_for_user(self.logdir, self.published.fields)
         error = self.committer.last_error() or "no error recorded"
         logger.error("%s", with_sync_advice(f"{decision.reason}; {left} not committed ({error}). They are kept queued",
                                             self.logdir, "this sends them"))
@@ -460,7 +386,7 @@ class Uploader:
         """The progress heartbeat: refresh ``uploader.json``'s mtime.
 
         Written by the loop's own thread, at least every second. While a call to the target runs (in a
-        worker thread, see :meth:`_call`) the loop keeps beating: every call is bounded (the call is
+        worker thread, :mod:`.target_calls`) the loop keeps beating: every call is bounded (the call is
         abandoned past :func:`~hf_mpwriter.uploader.schedule.call_bound`), so a beat then means "waiting on the
         network, for a bounded time", never "stopped". Writers replace an uploader whose heartbeat
         stops; other hosts sharing the logdir see it alive by it.
@@ -470,64 +396,15 @@ class Uploader:
         except OSError:
             pass
 
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, nbytes: int = 0) -> T:
-        """``fn(*args)``, a call to the target (the committer makes every one through this), run in a
-        worker thread while this thread goes on being the loop.
-
-        Meanwhile the loop beats (writers see it waiting on the network, not stopped) and, in
-        :meth:`run`, takes termination signals. Two bounds end the wait without waiting for the call,
-        which is left to end on its own or to die with the process:
-
-        - its own bound (:func:`hf_mpwriter.uploader.schedule.call_bound`: read timeouts and ``nbytes``): a
-          call that never answers (an hf_xet transfer to a CAS on a half-open connection gets no
-          timeout at all) raises a transient :class:`~hf_mpwriter.errors.TargetError`; the target
-          drops its client, so the next call starts on a fresh one, and the committer backs off
-          and reconciles (asks the target whether the abandoned commit landed) before sending again;
-        - the preemption deadline, or a second signal: :class:`Abandoned` ends the loop.
-
-        An abandoned hf_xet transfer keeps holding hf_xet's process-wide upload slots (why, and what
-        was measured: ``docs/design-notes.md``, "Abandoned Xet transfers"). So where the uploader owns
-        its process, the loop then replaces the process (:meth:`_stuck_transfer`,
-        :func:`.replacement.replace_process`): nothing of the stuck calls survives an ``exec``. Where it cannot (a
-        thread of the training process, ``sync``), it carries on with a fresh client; a CAS silent for
-        long can then hold its Xet uploads until hf_xet gives up.
-
-        A commit abandoned either way is treated as one whose answer was lost: a late landing of it
-        is fenced by ``parent_commit`` (412) once anything newer was committed. The worker never
-        touches the queue (its connection is this thread's).
-        """
-        return self._in_worker(what, fn, *args, bound=call_bound(self.config.http_timeout, nbytes))
-
-    def _in_worker(self, what: str, fn: Callable[..., T], *args: Any, bound: float | None) -> T:
-        """``fn(*args)`` in a worker thread while this thread beats and takes signals (:meth:`_call`); past
-        ``bound`` seconds it is abandoned. ``None``: work that bounds itself (the job's store calls)."""
-        started = time.monotonic()
-
-        def wait() -> float:
-            self._beat()
-            if isinstance(self.target, member.JobTarget):  # the job may change during a long call (a hand-over)
-                self._publish()
-            schedule = self._schedule
-            if schedule is not None:
-                self._take_signals(schedule)
-                if time.monotonic() >= schedule.deadline():  # the process is about to be killed anyway
-                    raise Abandoned(f"{what} still running at the preemption deadline")
-            return 0.25 if bound is None or time.monotonic() - started < bound else 0.0
-
-        try:
-            result = call_in_thread(f"hf_mpwriter-{what}", lambda: fn(*args), wait)
-            if isinstance(self.target, member.JobTarget):  # (what the call changed of the job, said at once)
-                self._publish()
-            return result
-        except Unfinished as stuck:
-            self.target.reset_client()  # the stuck call keeps its client; the next one gets a fresh one
-            self._abandoned.append(stuck.thread)
-            self._count_hang("abandoned_calls")
-        raise TargetError(
-            f"cannot {what} on {self.target.description}: the call did not finish within {bound:.0f} s "
-            f"(HF_MPWRITER_HTTP_TIMEOUT and the bytes in flight); abandoned, will retry with a fresh client",
-            transient=True,
-        )
+    def _meanwhile(self) -> float:
+        """While a call to the target runs (:mod:`.target_calls`): beat, say how the job's commits go (a hand-over
+        may come during a long call), take signals; the preemption deadline."""
+        self._beat()
+        self._publish()
+        if self._schedule is None:
+            return math.inf
+        self._take_signals(self._schedule)
+        return self._schedule.deadline()
 
     def _count_hang(self, key: str) -> None:
         """In the queue, for ``status``: a call abandoned, or this process replaced for one (never the loop's end)."""
@@ -543,9 +420,8 @@ class Uploader:
 
     def _stuck_transfer(self, schedule: Schedule) -> bool:
         """An abandoned call still runs and this process is the uploader's own: replace the process
-        (see :meth:`_call`). Not while terminating: the signal's deadline ends the process anyway."""
-        self._abandoned = [worker for worker in self._abandoned if worker.is_alive()]
-        return bool(self._abandoned) and self.owns_process and schedule.term_at is None
+        (:mod:`.target_calls`). Not while terminating: the signal's deadline ends the process anyway."""
+        return self.calls.stuck and self.owns_process and schedule.term_at is None
 
     def _prune_registrations(self) -> None:
         """Delete registrations of writers dead for long (their heartbeat stale for an hour).
@@ -596,7 +472,7 @@ class Uploader:
                 if on_progress is not None:
                     on_progress(progress)
                 if self.committer.drained():
-                    self._forget_if_done()
+                    forget_if_done(self.logdir, self.committer.drained)
                     return True
                 if progress.fatal:
                     return False
