@@ -24,7 +24,7 @@ from typing import Callable
 
 from ...timing import ABSTAIN_FACTOR, JobTiming
 from .protocol import lease_holder
-from .store import JobStore, StoreError
+from .store import JobStore, StoreError, raise_counter
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -67,6 +67,13 @@ class Lease:
         #: Called on the lease's thread after each tick the store answered (its node tells the own commits it could
         #: not tell before, the store failing, before a leader's next write: :meth:`~.member.JobTarget.tell_untold`).
         self.after_tick: Callable[[], None] | None = None
+        #: Asked before this node leads: a later store (a successor the other nodes moved on to while this node
+        #: stayed) where another node leads, if any (:meth:`~.moves.Moves.led_elsewhere`).
+        self.led_elsewhere: Callable[[], tuple[str, int] | None] | None = None
+        self._elsewhere_said: str | None = None
+        #: The highest term seen led elsewhere: a term here is drawn above it, and one of this node's below it is
+        #: not renewed (the job's commits went on under it: an older term's must not follow them).
+        self._term_floor = 0
         self._stop = threading.Event()
 
     def _keep_lease(self) -> None:
@@ -185,13 +192,19 @@ class Lease:
         if now < self._abstain_until:  # handed over: another node first
             return False
         ours = bool(self.term) and lease_holder(current) == (self.node, self.term)
-        if ours and self.term_moves == self.store.moves:  # ours, unrenewed since a store error: (a new term would
-            return self._renew_own(current)  # make the nodes offer what this one claimed again)
+        # Ours, unrenewed since a store error (a new term would make the nodes offer what this one claimed again);
+        # not where the job's commits went on elsewhere under a later term.
+        if ours and self.term_moves == self.store.moves and self.term > self._term_floor:
+            return not self._leads_elsewhere() and self._renew_own(current)
         if current != self._lease:
             self._lease, self._lease_seen_at = current, now
         if current and not ours and now - self._lease_seen_at < self.timing.lease_stale:
             return False  # (ours from before the store moved, back here: a new term at once, whose rounds run here)
+        if self._leads_elsewhere():
+            return False
         moves = self.store.moves  # (the store this term is taken on: one the connection moved from is not it)
+        if self._term_floor:  # (a term led elsewhere: this one is drawn above it)
+            raise_counter(self.store, "terms", self._term_floor)
         term = self.store.add("terms", 1)  # (drawn even if the take fails: the counter only grows)
         mine = self._lease_value(term)
         if not self.store.compare_set("lease", current, mine):
@@ -203,6 +216,18 @@ class Lease:
         self.leading = True  # (last: a round that sees it sees this term)
         logger.info("job leader: node %d leads the job's commits", self.node)
         return True
+
+    def _leads_elsewhere(self) -> bool:
+        """Whether another node leads the job on a later store (the nodes that moved on while this one stayed, until
+        they come back): this node does not lead a second time here, whose writes would spend the budget again."""
+        led = self.led_elsewhere() if self.led_elsewhere is not None else None
+        where = None if led is None else led[0]
+        self._term_floor = max(self._term_floor, 0 if led is None else led[1])
+        if where is not None and where != self._elsewhere_said:
+            logger.warning("job leader: node %d does not lead: the job's nodes that moved to successor store %s have a "
+                           "leader there (they come back once this store answers them)", self.node, where)
+        self._elsewhere_said = where
+        return where is not None
 
     def holds(self) -> bool:
         """Whether the store's lease names this node's term now: asked of the store, not of this node's belief (a

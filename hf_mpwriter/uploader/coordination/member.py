@@ -153,6 +153,7 @@ class JobTarget(Target):
         self._announced = False  # our incarnation is in the store
         #: Its moves between the job's store and the successor stores (:mod:`.moves`), the one it hosts.
         self.moving = Moves(store, node, timing, clock, self.leader.malformed, self.own.untold, self.leader.stored.written_on)
+        self.leader.led_elsewhere = self.moving.led_elsewhere
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
                                                          self.leader.malformed)

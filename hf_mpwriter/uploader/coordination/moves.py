@@ -15,9 +15,9 @@ import math
 from collections.abc import Callable
 
 from ...timing import JobTiming
-from .protocol import Skipped
-from .store import JobStore, StoreAddress, StoreError
-from .successor import SuccessorHost, next_store, published, raise_counter, served_by, writes_made_here
+from .protocol import Skipped, lease_holder
+from .store import JobStore, StoreAddress, StoreError, raise_counter
+from .successor import SuccessorHost, next_store, published, served_by, writes_made_here
 from .untold import Untold
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -45,6 +45,9 @@ class Moves:
         #: An earlier store than the one in use that answered at the last check (:meth:`go_back`), and when that was.
         self._earlier: StoreAddress | None = None
         self._checked, self._misses = -math.inf, 0
+        #: Each later store's lease as this node last read it, and since when it has read that value (:meth:`led_elsewhere`).
+        self._leases: dict[StoreAddress, tuple[bytes, float]] = {}
+        self._probes: dict[StoreAddress, JobStore] = {}  # (their connections, the lease thread's)
 
     def told(self, listed: list) -> None:
         """The successors as an answer listed them (``[host, port]`` each): the leader's word from now on (it reads
@@ -99,6 +102,41 @@ class Moves:
         self._earlier = None
         self._move_back(answering, incarnation)
         return True
+
+    def led_elsewhere(self) -> tuple[str, int] | None:
+        """``(host:port, term)`` of a store later than the one in use (a successor the other nodes moved on to, while this
+        node stayed, a hang it did not notice) whose lease another node renewed within ``timing.lease_stale``
+        (a value first read counts as renewed now): the job has a leader there. Asked by the lease's thread before
+        this node leads here (:class:`~.lease.Lease`); the nodes there come back once this store answers them
+        (:meth:`go_back`), and their lease there then goes stale."""
+        order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
+        if here not in order:
+            return None
+        now = self.clock()
+        for address in order[order.index(here) + 1:]:
+            try:
+                value = self._probe(address).get("lease") or b""
+            except StoreError:  # (gone or silent: nobody leads the job through it)
+                continue
+            holder = lease_holder(value)
+            if holder is None or holder[0] == self.node:  # (free, or this node's own from before it came back)
+                continue
+            seen = self._leases.get(address)
+            if seen is None or seen[0] != value:
+                self._leases[address] = seen = (value, now)
+            if now - seen[1] < self.timing.lease_stale:
+                return f"{address.host}:{address.port}", holder[1]
+        return None
+
+    def _probe(self, address: StoreAddress) -> JobStore:
+        """A connection of the lease thread's own to the store at ``address`` (its host's view where this process
+        serves it), whose calls take a leader's poll at most."""
+        if self.host is not None and self.host.address == address:
+            return self.host.own
+        if address not in self._probes:
+            probe = self._probes[address] = self.store.elsewhere(address)
+            probe.deadline = min(probe.deadline, self.timing.poll)
+        return self._probes[address]
 
     def _answers(self, address: StoreAddress) -> bool:
         """Whether the store at ``address`` answers a check within a leader's poll (it holds this node's commit up:

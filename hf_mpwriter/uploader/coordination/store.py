@@ -354,3 +354,10 @@ def route_address(near: StoreAddress) -> str:
 def _check_size(key: str, value: bytes, largest: int = MAX_VALUE_BYTES) -> None:
     if len(value) > largest:
         raise StoreError(f"{key}: {len(value)} bytes is more than the {largest} a store value may hold here")
+
+
+def raise_counter(store: JobStore, key: str, count: int) -> int:
+    """Raise the counter ``key`` in ``store`` to ``count`` where it is below (a counter only grows); its value."""
+    if (have := store.add(key, 0)) < count:
+        return store.add(key, count - have)
+    return have

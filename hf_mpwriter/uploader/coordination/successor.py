@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .protocol import Malformed, Skipped, parse_counter, parse_members, parse_successor_value, successor_value
-from .store import JobStore, StoreAddress, StoreError, serve
+from .store import JobStore, StoreAddress, StoreError, raise_counter, serve
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -132,13 +132,6 @@ class SuccessorHost:
         raised = {key: raise_counter(self.own, key, count) for key, count in counters.items()}
         self.own.set(WRITES_COPIED, str(raised["own_writes"]).encode())  # (:func:`writes_made_here`)
         self.store.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
-
-
-def raise_counter(store: JobStore, key: str, count: int) -> int:
-    """Raise the counter ``key`` in ``store`` to ``count`` where it is below (a counter only grows); its value."""
-    if (have := store.add(key, 0)) < count:
-        return store.add(key, count - have)
-    return have
 
 
 def writes_made_here(store: JobStore, malformed: Skipped) -> int:
