@@ -71,6 +71,7 @@ class Lease:
         #: stayed) where another node leads, if any (:meth:`~.moves.Moves.led_elsewhere`).
         self.led_elsewhere: Callable[[], tuple[str, int] | None] | None = None
         self._elsewhere_said: str | None = None
+        self._elsewhere_looked = -math.inf  # monotonic: when this node, leading, last asked (:meth:`_look_elsewhere`)
         #: The highest term seen led elsewhere: a term here is drawn above it, and one of this node's below it is
         #: not renewed (the job's commits went on under it: an older term's must not follow them).
         self._term_floor = 0
@@ -90,6 +91,8 @@ class Lease:
             stalled = self._stalled(self.clock()) if self.leading else None
             if stalled is not None:
                 self._hand_over(stalled)
+            elif self.leading and self._look_elsewhere() and self._leads_elsewhere():
+                self.let_go("another node leads the job on a later store")
             else:
                 self._hold_lease()
             if self.store_gap:
@@ -215,6 +218,15 @@ class Lease:
         self.store_gap = True  # (the offers there now: how long they have waited, this term cannot know)
         self.leading = True  # (last: a round that sees it sees this term)
         logger.info("job leader: node %d leads the job's commits", self.node)
+        return True
+
+    def _look_elsewhere(self) -> bool:
+        """Whether to ask, while leading, if another node leads on a later store: every ``timing.successor_copy``
+        (a node that renewed its lease as the others moved on asked before their leader took the lease there)."""
+        now = self.clock()
+        if now - self._elsewhere_looked < self.timing.successor_copy:
+            return False
+        self._elsewhere_looked = now
         return True
 
     def _leads_elsewhere(self) -> bool:
