@@ -63,6 +63,7 @@ from hf_mpwriter.state.piece import Piece
 from hf_mpwriter.targets.base import UploadedFile
 from hf_mpwriter.timing import OFFER_WAIT_S, STORE_CALL_S, JobTiming
 from hf_mpwriter.uploader.coordination import successor
+from hf_mpwriter.uploader.coordination.kept_successors import KeptSuccessors
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.pacing import pacing
@@ -437,6 +438,7 @@ class Node:
     job: JobTarget | None = None
     actors: list[Actor] = field(default_factory=list)
     untold: Untold = field(default_factory=Untold)  # its own commits not told to the store, on its disk (kept at a kill)
+    kept: KeptSuccessors = field(default_factory=KeptSuccessors)  # the successor stores it knew, on its disk too
 
     @property
     def path(self) -> str:
@@ -521,7 +523,7 @@ class Sim:
         job = self.member(target, target, store, node.number, len(self.nodes), wait=min(TIMING.offer_wait, CALL_BOUND / 3),
                         spacing=SPACING / WINDOWS, budget=self.budget, commit_every=COMMIT_EVERY, call_bound=CALL_BOUND,
                         timing=TIMING, clock=lambda: self.now, wall=lambda: 1.7e9 + self.now + node.skew, sleep=self.sleep,
-                        untold=node.untold)
+                        untold=node.untold, kept=node.kept)
         job.store_seen = True
         leader = job.leader
         leader.__class__ = self.leader  # (a test hands in one broken on purpose)

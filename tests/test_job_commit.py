@@ -1287,3 +1287,37 @@ def test_a_connection_that_times_out_is_made_again_within_the_calls_deadline(sto
     assert len(timeouts) == 2  # the scenario: the first connection timed out, a second was made
     assert bytes(store.get("p/k")) == b"v" and took < 6.0, took
     assert timeouts[0] < 6.0  # each try has a share of the call's deadline, not all of it
+
+
+@pytest.mark.parametrize("same_job", [True, False])
+def test_an_uploader_restarted_after_the_jobs_store_died_goes_on_through_the_successor_its_node_knew(
+        hub, tmp_path, monkeypatch, same_job):
+    """An uploader restarted (killed, replaced) after the job's store died cannot learn the successor stores (no
+    answer, no store to read them in): the ones its node's last uploader knew are kept in the logdir's state, for
+    that job only. The new uploader counts the store as one that existed (gone, not "not there yet"), and moves to
+    the successor, a real store, where the others' leader is; a relaunch (another job's id) takes none of them."""
+    from hf_mpwriter import HFSummaryWriter
+    from hf_mpwriter.config import load
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.uploader.coordination import factory as job_commit
+    from hf_mpwriter.uploader.coordination.kept_successors import FILE, KeptSuccessors
+    from hf_mpwriter.uploader.coordination.store import store_address
+
+    dead = closed_port()  # the job's store: its host died
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(dead), "TORCHELASTIC_RUN_ID": "job-kept"}.items():
+        monkeypatch.setenv(name, value)
+    logdir = tmp_path / "logs"
+    HFSummaryWriter(REPO, logdir=str(logdir), uploader="none", rank=0, token=TOKEN).close()
+    config = dataclasses.replace(load(logdir), nodes=2, node_rank=1, endpoint=hub.endpoint)
+    successor = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    job = store_address(config.store, config.job_id).job_id
+    KeptSuccessors(logdir / ".hf_mpwriter" / FILE, job if same_job else "an earlier job").keep([("127.0.0.1", successor.port)])
+    node = job_commit.for_job(config, target_for(config, TOKEN), TOKEN, call_bound=60,
+                              state=logdir / ".hf_mpwriter")
+    assert isinstance(node, JobTarget) and node.store.gone()  # the scenario: the job's store is gone at the start
+    if not same_job:
+        assert node.successors == [] and not node.store_seen and not node.moving.forward()
+        return
+    assert node.successors == [StoreAddress("127.0.0.1", successor.port, job)] and node.store_seen
+    assert node.moving.forward() and node.store.address.port == successor.port  # (a real store, answering)
+    assert node.store.answers()

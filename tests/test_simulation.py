@@ -13,6 +13,8 @@ import leasesim
 import pytest
 from leasesim import TIMING
 
+from hf_mpwriter.uploader.coordination.kept_successors import FILE as SUCCESSORS_FILE
+from hf_mpwriter.uploader.coordination.kept_successors import KeptSuccessors
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.untold import FILE as UNTOLD_FILE
@@ -338,6 +340,27 @@ def test_nodes_split_over_two_stores_come_back_to_one(seed):
     result = commitsim.run(seed, commitsim.KINDS, successors=True)
     assert result.moves >= 2 and result.back >= 1
     assert not result.problems, str(result)
+
+
+@pytest.mark.parametrize("seed", [30382, 30537])
+def test_an_uploader_restarted_after_the_stores_death_goes_on_through_the_successor_its_node_knew(seed):
+    """Seeds of a 1,000-seed sweep with successor stores: the job's store died, the nodes went on through a successor,
+    then one node's uploader was killed and restarted. It could not learn the successors (no answer, no store to read
+    them in) and committed alone beside the successor's leader: 13 commits in a window of 12. The successors its node
+    knew are now kept in the logdir's state (:mod:`~hf_mpwriter.uploader.coordination.kept_successors`)."""
+    result = commitsim.run(seed, commitsim.KINDS, successors=True)
+    assert result.had("store-gone") and result.had("kill") and result.moves >= 2
+    assert not result.problems, str(result)
+
+
+def test_the_successors_a_node_knew_are_kept_in_its_logdirs_state(tmp_path):
+    kept = KeptSuccessors(tmp_path / SUCCESSORS_FILE, "job-1")
+    kept.keep([("10.0.0.2", 29510), ("10.0.0.3", 29511)])
+    assert KeptSuccessors(tmp_path / SUCCESSORS_FILE, "job-1").listed == [("10.0.0.2", 29510), ("10.0.0.3", 29511)]
+    assert KeptSuccessors(tmp_path / SUCCESSORS_FILE, "job-2").listed == []  # (a relaunch: another job's stores)
+    (tmp_path / SUCCESSORS_FILE).write_text('{"successors": [["10.0.0.2", 1e999]], "job": "job-1"}')
+    assert KeptSuccessors(tmp_path / SUCCESSORS_FILE, "job-1").listed == []  # a bad value is no store
+    assert KeptSuccessors(None).listed == []
 
 
 def test_a_node_back_on_a_store_that_still_holds_its_old_lease_leads_with_a_new_term():

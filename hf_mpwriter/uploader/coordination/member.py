@@ -58,6 +58,7 @@ from ...timing import (
     JobTiming,
 )
 from .joining import announce, count_up, other_folders, prepared_by_node_0
+from .kept_successors import KeptSuccessors
 from .leader import Leader, SharedTarget, target_kind
 from .moves import Moves
 from .offers import Offers
@@ -101,9 +102,10 @@ class JobTarget(Target):
                  commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
                  files_hint: int = 1, timing: JobTiming = JobTiming(), clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 untold: Untold | None = None) -> None:
+                 untold: Untold | None = None, kept: KeptSuccessors | None = None) -> None:
         """``clock``, ``wall``, ``sleep``: this host's (a simulation hands in virtual ones: ``tests/commitsim.py``).
-        ``untold``: this node's own commits not told to the store yet, as its last uploader left them (:mod:`.untold`)."""
+        ``untold``: this node's own commits not told to the store yet, as its last uploader left them (:mod:`.untold`);
+        ``kept``: the successor stores it knew (:mod:`.kept_successors`)."""
         self.inner, self.prefix = inner, inner.prefix
         self.clock, self.wall = clock, wall
         self.timing = timing
@@ -152,7 +154,8 @@ class JobTarget(Target):
         self._before_signal = False  # the pieces being committed were taken before the signal came
         self._announced = False  # our incarnation is in the store
         #: Its moves between the job's store and the successor stores (:mod:`.moves`), the one it hosts.
-        self.moving = Moves(store, node, timing, clock, self.leader.malformed, self.own.untold, self.leader.stored.written_on)
+        self.moving = Moves(store, node, timing, clock, self.leader.malformed, self.own.untold, self.leader.stored.written_on,
+                            kept)
         self.leader.led_elsewhere = self.moving.led_elsewhere
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable
 
 from ...timing import JobTiming
+from .kept_successors import KeptSuccessors
 from .protocol import Skipped, lease_holder
 from .store import JobStore, StoreAddress, StoreError, raise_counter
 from .successor import SuccessorHost, next_store, published, served_by, writes_made_here
@@ -27,15 +28,17 @@ class Moves:
     """Which successor stores a node knows, the one it hosts, and its moves among them and the job's store."""
 
     def __init__(self, store: JobStore, node: int, timing: JobTiming, clock: Callable[[], float], malformed: Skipped,
-                 untold: Untold, written_on: Callable[[int], int]) -> None:
+                 untold: Untold, written_on: Callable[[int], int], kept: KeptSuccessors | None = None) -> None:
         """``untold``: where the writes made through a store it leaves are told from; ``written_on``: its leader's
-        writes on the store reached after so many moves (:meth:`~.stored_books.StoredBooks.written_on`)."""
+        writes on the store reached after so many moves (:meth:`~.stored_books.StoredBooks.written_on`); ``kept``: the
+        successors as this node's last uploader knew them (:mod:`.kept_successors`)."""
         self.store, self.node, self.timing, self.clock, self.malformed = store, node, timing, clock, malformed
         self.untold, self.written_on = untold, written_on
         self.home = store.address  # the job's store: the first choice, gone back to once it answers again
         #: The successor stores, as the leader's last answer listed them (before any answer: as the store held them,
-        #: :meth:`learn`); those found gone.
-        self.successors: list[StoreAddress] = []
+        #: :meth:`learn`, or as this node's last uploader knew them); those found gone.
+        self.kept = kept or KeptSuccessors()
+        self.successors = [StoreAddress(host, port, store.address.job_id) for host, port in self.kept.listed]
         self._gone: set[StoreAddress] = set()
         #: Monotonic: when this node last read them itself (:meth:`learn`); ``math.inf`` once an answer told it.
         self._read = -math.inf
@@ -52,8 +55,7 @@ class Moves:
     def told(self, listed: list) -> None:
         """The successors as an answer listed them (``[host, port]`` each): the leader's word from now on (it reads
         them every ``timing.successor_copy``)."""
-        job = self.store.address.job_id
-        self.successors = [StoreAddress(host, port, job) for host, port in listed]
+        self._known([(host, port) for host, port in listed])
         self._read = math.inf
 
     def learn(self) -> None:
@@ -64,8 +66,13 @@ class Moves:
         if now - self._read < self.timing.successor_copy:
             return
         self._read = now
+        self._known(published(self.store, self.malformed))
+
+    def _known(self, listed: list[tuple[str, int]]) -> None:
+        """The successors as this node knows them from now on, kept on its disk too."""
         job = self.store.address.job_id
-        self.successors = [StoreAddress(host, port, job) for host, port in published(self.store, self.malformed)]
+        self.successors = [StoreAddress(host, port, job) for host, port in listed]
+        self.kept.keep(listed)
 
     def lost(self) -> bool:
         """Whether the store in use is lost to this node: nothing listens there any more, or nothing answered
