@@ -372,12 +372,54 @@ def test_a_node_back_on_a_store_that_still_holds_its_old_lease_leads_with_a_new_
     assert not result.problems, str(result)
 
 
-def test_a_node_that_stayed_on_the_jobs_store_does_not_lead_while_the_others_leader_leads_on_a_successor():
+@pytest.mark.parametrize("seed", [11315, 30218, 30144, 30275])
+def test_after_a_healed_hang_the_job_has_one_leader_through_its_stores(seed):
     """Seed 11315: the store hung for 75 s; three nodes moved to successor store 1 and node 0 led there (term 2). The
     leader, node 2, never noticed: once the store answered, it renewed its term 1 and committed for itself, between the
-    successor's commits, until the others came back. A node now asks the stores after its own whether another node
-    leads there before it leads (and draws its next term above the one it saw): node 2 waited, then led with term 3
-    once successor store 1 was gone."""
-    result = commitsim.run(11315, commitsim.KINDS, successors=True)
-    assert result.moves >= 2 and result.back >= 1 and result.had("store-hang")
+    successor's commits, until the others came back. Seeds 30218, 30144, 30275: the same with the leader renewing
+    first, or one node moving as the hang ended. A node on a successor now does not lead while an earlier store
+    answers it (it goes back there at its next commits); a node leads neither while most of the job's nodes have a
+    leader on a later store, asked before it leads and every ``successor_copy`` while it leads (30218 fails without
+    the second)."""
+    result = commitsim.run(seed, commitsim.KINDS, successors=True)
+    assert result.moves >= 1 and result.had("store-hang")
     assert not result.problems, str(result)
+
+
+class _CutOff(commitsim.Store):
+    """Node 5's calls to the job's store fail from t=100 to t=500 (a partition between it and the store's host alone);
+    every other call goes through."""
+
+    def _call(self, apply):
+        if getattr(self, "owner", None) == 5 and self.address == commitsim.MAIN and 100 <= self.sim.now < 500:
+            self._failed()
+            self.sim.sleep(self.deadline)
+            raise commitsim.StoreError("node 5 is cut off from the job's store")
+        return super()._call(apply)
+
+
+def test_one_node_cut_off_from_the_jobs_store_leaves_the_others_their_leader(monkeypatch):
+    """Found by a review: one node of 12 cut off from the job's store moved to a successor and led there; the job's
+    leader, seeing a lease renewed there, let its own go, and the 11 others went without a leader for the whole
+    partition. A node now yields only to a later store that lists most of the job's nodes: the 11 keep theirs."""
+    start, seen = commitsim.Sim.start, {}
+
+    def started(sim, node, delay):
+        seen["sim"] = sim
+        start(sim, node, delay)
+        node.job.store.__class__ = _CutOff
+        node.job.store.owner = node.number
+
+    monkeypatch.setattr(commitsim.Sim, "start", started)
+    def elsewhere(store, address):  # (node 5's own probes of the job's store are cut off too)
+        probe = _CutOff(store.sim, address)
+        probe.owner = getattr(store, "owner", None)
+        return probe
+
+    monkeypatch.setattr(commitsim.Store, "elsewhere", elsewhere)
+    commitsim.run(7, commitsim.KINDS, faults=0, nodes=12, successors=True)
+    applied = [a for a in seen["sim"].hub.applied if 200 <= a.at < 500 and a.term is not None]
+    assert any(a.node == 5 for a in applied)  # the scenario: node 5 moved to a successor, and led there for itself
+    # Every other node's file went on being committed by their leader during the partition.
+    committed = {path for a in applied for path in a.versions}
+    assert {f"n{k}/events" for k in range(12) if k != 5} <= committed, sorted(committed)

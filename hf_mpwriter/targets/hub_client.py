@@ -10,7 +10,7 @@ Only network and server errors (timeouts, dropped connections, Xet transfer fail
 The client is configured only through what huggingface_hub documents, and only where the uploader owns
 the process (:func:`configure_process_client`). Where the uploader is a thread of the user's training
 process, the user's client stays exactly as it is: calls get a ``timeout=`` where the ``HfApi`` method
-takes one (:class:`TimedApi`), and the uploader bounds every call itself (``uploader._call``).
+takes one (:class:`TimedApi`), and the uploader bounds every call itself (``hf_mpwriter.uploader.target_calls``).
 Nothing here assigns into a huggingface_hub module or object.
 """
 

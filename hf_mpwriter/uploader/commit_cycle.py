@@ -38,7 +38,7 @@ check (:meth:`Committer._reconcile`) before it is sent again, which still blocks
 target cannot be asked.
 
 Every call to the target goes through the ``call`` function the uploader hands in
-(:meth:`hf_mpwriter.uploader.loop.Uploader._call`): it keeps the loop alive while a call runs, and may
+(:mod:`hf_mpwriter.uploader.target_calls`): it keeps the loop alive while a call runs, and may
 abandon the call at the preemption deadline by raising; the queue then stays as a SIGKILL would
 leave it, which is always safe.
 """

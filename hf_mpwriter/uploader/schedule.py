@@ -62,7 +62,7 @@ __all__ = [  # the policy's numbers this module turns into decisions (hf_mpwrite
 
 
 def call_bound(read_timeout: float, nbytes: int = 0) -> float:
-    """Seconds after which a call to the target is abandoned (see ``Uploader._call``).
+    """Seconds after which a call to the target is abandoned (:mod:`.target_calls`).
 
     Why a bound of our own: HTTP timeouts bound each request of the client, but not a call made of
     several (a commit is a token request, Xet transfers, the commit itself), and hf_xet's transfers to

@@ -4,7 +4,7 @@ Why: a call to the Hub on a half-open connection (an hf_xet transfer gets no tim
 whose host is frozen, can block for ever with the GIL released. The caller waits for it only as long as it
 may, doing its own work meanwhile (the uploader's loop beats and takes signals), and then abandons it: the
 thread ends on its own or dies with the process. One mechanism for the uploader's calls to its target
-(:meth:`~.loop.Uploader._call`) and for the job's store (:mod:`.coordination.store`).
+(:mod:`.target_calls`) and for the job's store (:mod:`.coordination.store`).
 """
 
 from __future__ import annotations

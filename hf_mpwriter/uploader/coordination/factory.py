@@ -70,7 +70,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
         logger.info("job %s: commits through one leader, coordinated in the job's store at %s:%d",
                     address.job_id, address.host, address.port)
     except StoreError as exc:  # not there yet (an env:// store rank 0 creates later), too busy, or gone
-        job.store_seen = not store.gone() or bool(job.successors)  # (its last uploader knew the job's successors)
+        job.store_seen = not store.gone()
         logger.warning("%s; %s", exc, OWN_COMMITS)
         job.store_failed(exc)
         job.mode = "node"

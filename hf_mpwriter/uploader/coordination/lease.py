@@ -236,8 +236,7 @@ class Lease:
         where = None if led is None else led[0]
         self._term_floor = max(self._term_floor, 0 if led is None else led[1])
         if where is not None and where != self._elsewhere_said:
-            logger.warning("job leader: node %d does not lead: the job's nodes that moved to successor store %s have a "
-                           "leader there (they come back once this store answers them)", self.node, where)
+            logger.warning("job leader: node %d does not lead here: the job leads through store %s", self.node, where)
         self._elsewhere_said = where
         return where is not None
 

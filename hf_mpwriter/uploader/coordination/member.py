@@ -154,8 +154,8 @@ class JobTarget(Target):
         self._before_signal = False  # the pieces being committed were taken before the signal came
         self._announced = False  # our incarnation is in the store
         #: Its moves between the job's store and the successor stores (:mod:`.moves`), the one it hosts.
-        self.moving = Moves(store, node, timing, clock, self.leader.malformed, self.own.untold, self.leader.stored.written_on,
-                            kept)
+        self.moving = Moves(store, node, nodes, timing, clock, self.leader.malformed, self.own.untold,
+                            self.leader.stored.written_on, kept)
         self.leader.led_elsewhere = self.moving.led_elsewhere
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
@@ -464,10 +464,11 @@ class JobTarget(Target):
         (it could not be taken back): then not before no leader takes it any more (see the module's
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
         store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
-        offered = self.offers.pending_since is not None
+        offered = False  # an offer of these pieces a leader may still take
         if self.offers.pending_since is not None:
             now = self.clock()
             left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
+            offered = left > 0
             if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
                 raise TargetError(f"the job's leader did not commit this node's files ({why}), and the offer could "
                                   f"not be taken back: this node commits them itself in {left:.0f} s", transient=True)
@@ -475,7 +476,9 @@ class JobTarget(Target):
                 logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
                                "this node commits its files itself now", why)
             self.offers.pending_since = None
-        if not self._hurried() and self.store_seen and self.moving.forward():
+        # (a store seen once, or successors its node knew: a restarted uploader's after the store died; one not there
+        # yet is not gone, and a forward move goes only to a successor that answers)
+        if not self._hurried() and (self.store_seen or self.successors) and self.moving.forward():
             self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
             where = self.store.address
             raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through successor store "

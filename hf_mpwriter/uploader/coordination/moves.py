@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from ...timing import JobTiming
 from .kept_successors import KeptSuccessors
-from .protocol import Skipped, lease_holder
+from .protocol import Skipped, lease_holder, parse_members
 from .store import JobStore, StoreAddress, StoreError, raise_counter
 from .successor import SuccessorHost, next_store, published, served_by, writes_made_here
 from .untold import Untold
@@ -27,12 +27,15 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 class Moves:
     """Which successor stores a node knows, the one it hosts, and its moves among them and the job's store."""
 
-    def __init__(self, store: JobStore, node: int, timing: JobTiming, clock: Callable[[], float], malformed: Skipped,
-                 untold: Untold, written_on: Callable[[int], int], kept: KeptSuccessors | None = None) -> None:
-        """``untold``: where the writes made through a store it leaves are told from; ``written_on``: its leader's
-        writes on the store reached after so many moves (:meth:`~.stored_books.StoredBooks.written_on`); ``kept``: the
-        successors as this node's last uploader knew them (:mod:`.kept_successors`)."""
-        self.store, self.node, self.timing, self.clock, self.malformed = store, node, timing, clock, malformed
+    def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, clock: Callable[[], float],
+                 malformed: Skipped, untold: Untold, written_on: Callable[[int], int],
+                 kept: KeptSuccessors | None = None) -> None:
+        """``nodes``: the job's; ``untold``: where the writes made through a store it leaves are told from;
+        ``written_on``: its leader's writes on the store reached after so many moves
+        (:meth:`~.stored_books.StoredBooks.written_on`); ``kept``: the successors as this node's last uploader knew
+        them (:mod:`.kept_successors`)."""
+        self.store, self.node, self.nodes, self.timing, self.clock = store, node, nodes, timing, clock
+        self.malformed = malformed
         self.untold, self.written_on = untold, written_on
         self.home = store.address  # the job's store: the first choice, gone back to once it answers again
         #: The successor stores, as the leader's last answer listed them (before any answer: as the store held them,
@@ -113,12 +116,18 @@ class Moves:
     def led_elsewhere(self) -> tuple[str, int] | None:
         """``(host:port, term)`` of a store later than the one in use (a successor the other nodes moved on to, while this
         node stayed, a hang it did not notice) whose lease another node renewed within ``timing.lease_stale``
-        (a value first read counts as renewed now): the job has a leader there. Asked by the lease's thread before
-        this node leads here (:class:`~.lease.Lease`); the nodes there come back once this store answers them
-        (:meth:`go_back`), and their lease there then goes stale."""
+        (a value first read counts as renewed now), and which lists more than half the job's nodes: the job has a
+        leader there. Asked by the lease's thread before this node leads here (:class:`~.lease.Lease`); the nodes
+        there come back once this store answers them (:meth:`go_back`), and their lease there then goes stale. A
+        few nodes cut off from this store alone lead there for themselves: the many here are not left without.
+        On a successor, also a store before it that answers (its term: 0): the job's leader is there, or will be,
+        and this node goes back to it at its next commits."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
         if here not in order:
             return None
+        for address in order[:order.index(here)]:  # (the job's store first: this node goes back there at its commits)
+            if self._probe(address).answers():
+                return f"{address.host}:{address.port}, an earlier store this node goes back to", 0
         now = self.clock()
         for address in order[order.index(here) + 1:]:
             try:
@@ -131,9 +140,17 @@ class Moves:
             seen = self._leases.get(address)
             if seen is None or seen[0] != value:
                 self._leases[address] = seen = (value, now)
-            if now - seen[1] < self.timing.lease_stale:
+            if now - seen[1] < self.timing.lease_stale and self._most_nodes_at(address):
                 return f"{address.host}:{address.port}", holder[1]
         return None
+
+    def _most_nodes_at(self, address: StoreAddress) -> bool:
+        """Whether the store at ``address`` lists more than half the job's nodes (those that went back from it are
+        listed until its host frees it: their lease there goes stale first)."""
+        try:
+            return 2 * len(parse_members(self._probe(address).get("members"), self.nodes)) > self.nodes
+        except StoreError:
+            return False
 
     def _probe(self, address: StoreAddress) -> JobStore:
         """A connection of the lease thread's own to the store at ``address`` (its host's view where this process
