@@ -67,8 +67,9 @@ class Lease:
         #: Called on the lease's thread after each tick the store answered (its node tells the own commits it could
         #: not tell before, the store failing, before a leader's next write: :meth:`~.member.JobTarget.tell_untold`).
         self.after_tick: Callable[[], None] | None = None
-        #: Asked before this node leads: a later store (a successor the other nodes moved on to while this node
-        #: stayed) where another node leads, if any (:meth:`~.moves.Moves.led_elsewhere`).
+        #: Asked before this node leads, and every ``successor_copy`` while it leads: another store the job leads
+        #: through (an earlier one that answers again, a successor most nodes moved on to while this node stayed), as
+        #: ``(where, its term)``, if any (:meth:`~.moves.Moves.led_elsewhere`).
         self.led_elsewhere: Callable[[], tuple[str, int] | None] | None = None
         self._elsewhere_said: str | None = None
         self._elsewhere_looked = -math.inf  # monotonic: when this node, leading, last asked (:meth:`_look_elsewhere`)
@@ -92,7 +93,7 @@ class Lease:
             if stalled is not None:
                 self._hand_over(stalled)
             elif self.leading and self._look_elsewhere() and self._leads_elsewhere():
-                self.let_go("another node leads the job on a later store")
+                self.let_go("the job leads through another store")
             else:
                 self._hold_lease()
             if self.store_gap:
@@ -221,7 +222,7 @@ class Lease:
         return True
 
     def _look_elsewhere(self) -> bool:
-        """Whether to ask, while leading, if another node leads on a later store: every ``timing.successor_copy``
+        """Whether to ask, while leading, if the job leads through another store: every ``timing.successor_copy``
         (a node that renewed its lease as the others moved on asked before their leader took the lease there)."""
         now = self.clock()
         if now - self._elsewhere_looked < self.timing.successor_copy:
@@ -230,8 +231,8 @@ class Lease:
         return True
 
     def _leads_elsewhere(self) -> bool:
-        """Whether another node leads the job on a later store (the nodes that moved on while this one stayed, until
-        they come back): this node does not lead a second time here, whose writes would spend the budget again."""
+        """Whether the job leads through another store (:attr:`led_elsewhere`): this node does not lead a second time
+        here, whose writes would spend the budget again."""
         led = self.led_elsewhere() if self.led_elsewhere is not None else None
         where = None if led is None else led[0]
         self._term_floor = max(self._term_floor, 0 if led is None else led[1])
