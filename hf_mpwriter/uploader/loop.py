@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable
 
 from .. import config as config_mod
 from ..config import UploadConfig
@@ -74,7 +74,6 @@ logger = logging.getLogger("hf_mpwriter.uploader")  # not __name__: this module 
 
 #: Exit code of an uploader that could not replace itself after an abandoned call (``exec`` failed).
 REPLACE_ME = 4
-T = TypeVar("T")
 __all__ = ["REPLACE_ME", "Abandoned", "Progress", "Superseded", "Uploader"]
 
 
