@@ -53,7 +53,7 @@ class Moves:
         self._checked, self._misses = -math.inf, 0
         #: Each later store's lease as this node last read it, and since when it has read that value (:meth:`led_elsewhere`).
         self._leases: dict[StoreAddress, tuple[bytes, float]] = {}
-        self._probes: dict[StoreAddress, JobStore] = {}  # (their connections, the lease thread's)
+        self._probes: dict[StoreAddress, JobStore] = {}  # (the connections of the checks: :meth:`_probe`)
 
     def told(self, listed: list) -> None:
         """The successors as an answer listed them (``[host, port]`` each): the leader's word from now on (it reads
@@ -126,7 +126,7 @@ class Moves:
         if here not in order:
             return None
         for address in order[:order.index(here)]:  # (the job's store first: this node goes back there at its commits)
-            if self._probe(address).answers():
+            if self._answers(address):
                 return f"{address.host}:{address.port}, an earlier store this node goes back to", 0
         now = self.clock()
         for address in order[order.index(here) + 1:]:
@@ -153,9 +153,9 @@ class Moves:
             return False
 
     def _probe(self, address: StoreAddress) -> JobStore:
-        """A connection of the lease thread's own to the store at ``address`` (its host's view where this process
-        serves it), whose calls take a leader's poll at most."""
-        if self.host is not None and self.host.address == address:
+        """A connection of this node's own to the store at ``address`` (its host's view where this process serves
+        it), kept for the checks, whose calls take a leader's poll at most (a silent store holds up a few at most)."""
+        if self.host is not None and served_by(self.host, address) is not None:
             return self.host.own
         if address not in self._probes:
             probe = self._probes[address] = self.store.elsewhere(address)
@@ -165,11 +165,7 @@ class Moves:
     def _answers(self, address: StoreAddress) -> bool:
         """Whether the store at ``address`` answers a check within a leader's poll (it holds this node's commit up:
         one that takes longer is not gone back to yet)."""
-        if served_by(self.host, address) is not None:
-            return True  # (served by this process)
-        probe = self.store.elsewhere(address)
-        probe.deadline = min(probe.deadline, self.timing.poll)
-        return probe.answers()
+        return served_by(self.host, address) is not None or self._probe(address).answers()  # (or served by this process)
 
     def _move_back(self, address: StoreAddress, incarnation: int) -> None:
         """Move to ``address``, an earlier store that answers again. The writes made through the store it leaves
