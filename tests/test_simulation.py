@@ -260,12 +260,14 @@ def test_a_node_paused_past_its_own_due_time_looks_at_the_window_again():
     assert not result.problems, str(result)
 
 
-@pytest.mark.parametrize("seed, fault", [(107405, "store-hang"), (183203, "hub-timeout"), (190627, "pause")])
+@pytest.mark.parametrize("seed, fault", [(107405, "store-hang"), (183203, "hub-timeout"), (190627, "pause"),
+                                         (172058, "store-hang")])
 def test_a_node_signalled_while_its_leader_could_not_commit_sends_its_newest_files_in_one_commit(seed, fault):
     """Seeds of a 100,000-seed sweep: a node was signalled while its commit went through a leader that could not
     take it (the store hung, the leader said nothing in time or put it off past the node's deadline). It committed
     the files it held at once, then its newest as its last: two commits where the window had room for one. It now
-    takes its newest files and commits them once, as its last."""
+    takes its newest files and commits them once, as its last; also where its offer could not be taken back (172058:
+    the store hung, the node was its leader)."""
     result = commitsim.run(seed, commitsim.HELD)
     assert result.had("preempt") and result.had(fault)
     assert not result.problems, str(result)

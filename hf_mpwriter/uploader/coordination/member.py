@@ -464,11 +464,9 @@ class JobTarget(Target):
         (it could not be taken back): then not before no leader takes it any more (see the module's
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
         store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
-        offered = False  # an offer of these pieces a leader may still take
         if self.offers.pending_since is not None:
             now = self.clock()
             left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
-            offered = left > 0
             if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
                 raise TargetError(f"the job's leader did not commit this node's files ({why}), and the offer could "
                                   f"not be taken back: this node commits them itself in {left:.0f} s", transient=True)
@@ -484,7 +482,7 @@ class JobTarget(Target):
             raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through successor store "
                            f"{where.host}:{where.port}", 0.0)
         if self._hurried():
-            self._last_alone(why, offered)
+            self._last_alone(why)
         wait = self._own_turn(len(pieces))
         self.mode, self.why = "node", why
         if wait > 0:
@@ -506,14 +504,15 @@ class JobTarget(Target):
         self._landed()
         return commit
 
-    def _last_alone(self, why: str, offered: bool) -> None:
+    def _last_alone(self, why: str) -> None:
         """Signalled, this node commits itself (``why``) from now on. Where the pieces in hand were taken before the
         signal, :class:`Deferred` at once: the uploader takes its newest files and commits them as its last, one
-        commit, not those then the newest (two, where the job's budget has room for one). Not where an offer of
-        these pieces may still be in a leader's hands (``offered``): a late leader commits the same files, never
-        older ones than this node's."""
+        commit, not those then the newest (two, where the job's budget has room for one). Also where its offer could
+        not be taken back: a leader that claimed it fixed its parent before, so its commit lands before this node's
+        (which extends it) or is refused; committing the offered files first would not narrow that (the newest go
+        right after them)."""
         self._alone = why
-        if self._before_signal and not offered:
+        if self._before_signal:
             self._before_signal = False
             raise Deferred(f"job-wide commit not made ({why}); signalled, this node commits its newest files itself "
                            "as its last", 0.0)
