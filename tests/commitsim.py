@@ -63,7 +63,7 @@ from hf_mpwriter.state.piece import Piece
 from hf_mpwriter.targets.base import UploadedFile
 from hf_mpwriter.timing import OFFER_WAIT_S, STORE_CALL_S, JobTiming
 from hf_mpwriter.uploader.coordination import successor
-from hf_mpwriter.uploader.coordination.kept_successors import KeptSuccessors
+from hf_mpwriter.uploader.coordination.kept_stores import KeptStores
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.pacing import pacing
@@ -438,7 +438,7 @@ class Node:
     job: JobTarget | None = None
     actors: list[Actor] = field(default_factory=list)
     untold: Untold = field(default_factory=Untold)  # its own commits not told to the store, on its disk (kept at a kill)
-    kept: KeptSuccessors = field(default_factory=KeptSuccessors)  # the successor stores it knew, on its disk too
+    kept: KeptStores = field(default_factory=KeptStores)  # the successor stores and highest term it knew, on its disk
 
     @property
     def path(self) -> str:

@@ -1310,7 +1310,7 @@ def test_an_uploader_restarted_after_the_jobs_store_died_goes_on_through_the_suc
     from hf_mpwriter.config import load
     from hf_mpwriter.targets import target_for
     from hf_mpwriter.uploader.coordination import factory as job_commit
-    from hf_mpwriter.uploader.coordination.kept_successors import FILE, KeptSuccessors
+    from hf_mpwriter.uploader.coordination.kept_stores import FILE, KeptStores
     from hf_mpwriter.uploader.coordination.store import store_address
 
     dead = closed_port()  # the job's store: its host died
@@ -1321,7 +1321,7 @@ def test_an_uploader_restarted_after_the_jobs_store_died_goes_on_through_the_suc
     config = dataclasses.replace(load(logdir), nodes=2, node_rank=1, endpoint=hub.endpoint)
     successor = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     job = store_address(config.store, config.job_id).job_id
-    KeptSuccessors(logdir / ".hf_mpwriter" / FILE, job if same_job else "an earlier job").keep([("127.0.0.1", successor.port)])
+    KeptStores(logdir / ".hf_mpwriter" / FILE, job if same_job else "an earlier job").keep([("127.0.0.1", successor.port)])
     node = job_commit.for_job(config, target_for(config, TOKEN), TOKEN, call_bound=60,
                               state=logdir / ".hf_mpwriter")
     assert isinstance(node, JobTarget) and node.store.gone()  # the scenario: the job's store is gone at the start

@@ -13,8 +13,8 @@ import leasesim
 import pytest
 from leasesim import TIMING
 
-from hf_mpwriter.uploader.coordination.kept_successors import FILE as SUCCESSORS_FILE
-from hf_mpwriter.uploader.coordination.kept_successors import KeptSuccessors
+from hf_mpwriter.uploader.coordination.kept_stores import FILE as STORES_FILE
+from hf_mpwriter.uploader.coordination.kept_stores import KeptStores
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.untold import FILE as UNTOLD_FILE
@@ -349,20 +349,36 @@ def test_an_uploader_restarted_after_the_stores_death_goes_on_through_the_succes
     """Seeds of a 1,000-seed sweep with successor stores: the job's store died, the nodes went on through a successor,
     then one node's uploader was killed and restarted. It could not learn the successors (no answer, no store to read
     them in) and committed alone beside the successor's leader: 13 commits in a window of 12. The successors its node
-    knew are now kept in the logdir's state (:mod:`~hf_mpwriter.uploader.coordination.kept_successors`)."""
+    knew are now kept in the logdir's state (:mod:`~hf_mpwriter.uploader.coordination.kept_stores`)."""
     result = commitsim.run(seed, commitsim.KINDS, successors=True)
     assert result.had("store-gone") and result.had("kill") and result.moves >= 2
     assert not result.problems, str(result)
 
 
-def test_the_successors_a_node_knew_are_kept_in_its_logdirs_state(tmp_path):
-    kept = KeptSuccessors(tmp_path / SUCCESSORS_FILE, "job-1")
+def test_an_uploader_restarted_after_its_successor_died_draws_a_term_above_the_one_it_led_there():
+    """Seed 31019 of a 10,000-seed sweep with successor stores: node 0 led term 4 on a successor, which died; its
+    uploader was killed and restarted, and drew term 2 on the job's store, whose counter never heard of term 4: its
+    commit of term 2 came after one of term 4. The highest term its node knew is now kept with the successors."""
+    result = commitsim.run(31019, commitsim.KINDS, successors=True)
+    assert result.had("kill") and result.had("preempt") and result.moves >= 1
+    assert not result.problems, str(result)
+
+
+def test_the_successors_and_the_term_a_node_knew_are_kept_in_its_logdirs_state(tmp_path):
+    kept = KeptStores(tmp_path / STORES_FILE, "job-1")
     kept.keep([("10.0.0.2", 29510), ("10.0.0.3", 29511)])
-    assert KeptSuccessors(tmp_path / SUCCESSORS_FILE, "job-1").listed == [("10.0.0.2", 29510), ("10.0.0.3", 29511)]
-    assert KeptSuccessors(tmp_path / SUCCESSORS_FILE, "job-2").listed == []  # (a relaunch: another job's stores)
-    (tmp_path / SUCCESSORS_FILE).write_text('{"successors": [["10.0.0.2", 1e999]], "job": "job-1"}')
-    assert KeptSuccessors(tmp_path / SUCCESSORS_FILE, "job-1").listed == []  # a bad value is no store
-    assert KeptSuccessors(None).listed == []
+    kept.keep_term(4)
+    kept.keep_term(3)  # (the highest is kept)
+    again = KeptStores(tmp_path / STORES_FILE, "job-1")
+    assert again.listed == [("10.0.0.2", 29510), ("10.0.0.3", 29511)] and again.term == 4
+    other = KeptStores(tmp_path / STORES_FILE, "job-2")  # (a relaunch: another job's stores and terms)
+    assert other.listed == [] and other.term == 0
+    (tmp_path / STORES_FILE).write_text('{"successors": [["10.0.0.2", 1e999]], "job": "job-1"}')
+    assert KeptStores(tmp_path / STORES_FILE, "job-1").listed == []  # a bad value is no store
+    for term in ("-1", "1e999", "\"x\"", str(2 ** 70)):
+        (tmp_path / STORES_FILE).write_text(f'{{"successors": [], "term": {term}, "job": "job-1"}}')
+        assert KeptStores(tmp_path / STORES_FILE, "job-1").term == 0, term  # nor a term
+    assert KeptStores(None).listed == [] and KeptStores(None).term == 0
 
 
 def test_a_node_back_on_a_store_that_still_holds_its_old_lease_leads_with_a_new_term():

@@ -16,8 +16,8 @@ from ...targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ...targets.hub import HubTarget
 from ...targets.xet_content import xet_usable
 from ...timing import PREPARED_WAIT_MIN_S, PREPARED_WAIT_NODES, PREPARED_WAIT_S, JobTiming
-from .kept_successors import FILE as SUCCESSORS_FILE
-from .kept_successors import KeptSuccessors
+from .kept_stores import FILE as STORES_FILE
+from .kept_stores import KeptStores
 from .leader import target_kind
 from .member import OWN_COMMITS, JobTarget, store_prefix
 from .pacing import Situation
@@ -33,7 +33,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
             timing: JobTiming = JobTiming(), state: Path | None = None) -> Target:
     """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store. ``state``: the
     logdir's state folder, where the node's own commits not told to the store yet are kept (:mod:`.untold`), and the
-    successor stores it knew (:mod:`.kept_successors`).
+    successor stores it knew (:mod:`.kept_stores`).
 
     Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
     :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
@@ -63,7 +63,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
                     commit_every=config.commit_every, call_bound=call_bound,
                     files_hint=config.ranks_per_node or 1, timing=timing,
                     untold=Untold(None if state is None else state / UNTOLD_FILE, address.job_id),
-                    kept=KeptSuccessors(None if state is None else state / SUCCESSORS_FILE, address.job_id))
+                    kept=KeptStores(None if state is None else state / STORES_FILE, address.job_id))
     try:
         store.get("lease")
         job.store_seen = True

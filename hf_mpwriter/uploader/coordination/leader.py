@@ -44,6 +44,7 @@ from ...timing import (
     JobTiming,
 )
 from ..schedule import until_turn
+from .kept_stores import KeptStores
 from .lease import Lease, doubling
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
 from .protocol import (
@@ -79,14 +80,15 @@ class Leader(Lease):
     def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
                  call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming(),
-                 wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
+                 wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic,
+                 kept: KeptStores | None = None) -> None:
         """``wall``: this host's wall clock (the plan's slots; no other host's is compared with it); ``clock``: its
-        monotonic clock."""
+        monotonic clock; ``kept``: what its node knew of the job's stores (:mod:`.kept_stores`)."""
         self.target, self.spacing, self.wall = target, spacing, wall
         self.budget = budget or make_budget()
         self.kind = target_kind(target)
         self.commit_every, self.call_bound = commit_every, call_bound
-        super().__init__(store, node, nodes, timing, commit_every, clock)
+        super().__init__(store, node, nodes, timing, commit_every, clock, kept)
         self.books = Books(self.budget, self.kind)
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
         self.max_files = self.budget.files_per_commit

@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 from ...timing import ABSTAIN_FACTOR, JobTiming
+from .kept_stores import KeptStores
 from .protocol import lease_holder
 from .store import JobStore, StoreError, raise_counter
 
@@ -38,8 +39,9 @@ class Lease:
     """The lease's side of a node's :class:`~.leader.Leader`: a thread that holds (or watches) it."""
 
     def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """``clock``: this host's monotonic clock (a simulation hands in a virtual one: ``tests/leasesim.py``)."""
+                 clock: Callable[[], float] = time.monotonic, kept: KeptStores | None = None) -> None:
+        """``clock``: this host's monotonic clock (a simulation hands in a virtual one: ``tests/leasesim.py``);
+        ``kept``: the highest term its node's uploaders knew the job had (:mod:`.kept_stores`)."""
         self.store, self.node, self.nodes, self.timing, self.clock = store, node, nodes, timing, clock
         self._handover_after = max(timing.lease_stale, commit_every)  # (the plan's interval, set at each round)
         self.leading = False
@@ -73,9 +75,11 @@ class Lease:
         self.led_elsewhere: Callable[[], tuple[str, int] | None] | None = None
         self._elsewhere_said: str | None = None
         self._elsewhere_looked = -math.inf  # monotonic: when this node, leading, last asked (:meth:`_look_elsewhere`)
-        #: The highest term seen led elsewhere: a term here is drawn above it, and one of this node's below it is
-        #: not renewed (the job's commits went on under it: an older term's must not follow them).
-        self._term_floor = 0
+        #: The highest term seen led elsewhere (or kept by this node's last uploader): a term here is drawn above it, and
+        #: one of this node's below it is not renewed (the job's commits went on under it: an older term's must not
+        #: follow them).
+        self.kept = kept or KeptStores()
+        self._term_floor = self.kept.term
         self._stop = threading.Event()
 
     def _keep_lease(self) -> None:
@@ -214,6 +218,7 @@ class Lease:
         if not self.store.compare_set("lease", current, mine):
             return False
         self.term, self._lease, self.term_moves = term, mine, moves
+        self.kept.keep_term(term)
         self.leases += 1
         self._failing_since = None
         self.store_gap = True  # (the offers there now: how long they have waited, this term cannot know)
@@ -236,6 +241,7 @@ class Lease:
         led = self.led_elsewhere() if self.led_elsewhere is not None else None
         where = None if led is None else led[0]
         self._term_floor = max(self._term_floor, 0 if led is None else led[1])
+        self.kept.keep_term(self._term_floor)
         if where is not None and where != self._elsewhere_said:
             logger.warning("job leader: node %d does not lead here: the job leads through store %s", self.node, where)
         self._elsewhere_said = where

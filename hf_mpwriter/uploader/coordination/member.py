@@ -58,7 +58,7 @@ from ...timing import (
     JobTiming,
 )
 from .joining import announce, count_up, other_folders, prepared_by_node_0
-from .kept_successors import KeptSuccessors
+from .kept_stores import KeptStores
 from .leader import Leader, SharedTarget, target_kind
 from .moves import Moves
 from .offers import Offers
@@ -102,10 +102,10 @@ class JobTarget(Target):
                  commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
                  files_hint: int = 1, timing: JobTiming = JobTiming(), clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 untold: Untold | None = None, kept: KeptSuccessors | None = None) -> None:
+                 untold: Untold | None = None, kept: KeptStores | None = None) -> None:
         """``clock``, ``wall``, ``sleep``: this host's (a simulation hands in virtual ones: ``tests/commitsim.py``).
         ``untold``: this node's own commits not told to the store yet, as its last uploader left them (:mod:`.untold`);
-        ``kept``: the successor stores it knew (:mod:`.kept_successors`)."""
+        ``kept``: the successor stores it knew and the highest term (:mod:`.kept_stores`)."""
         self.inner, self.prefix = inner, inner.prefix
         self.clock, self.wall = clock, wall
         self.timing = timing
@@ -136,8 +136,9 @@ class JobTarget(Target):
         #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
+        kept = kept or KeptStores()
         self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing,
-                             wall=wall, clock=clock)
+                             wall=wall, clock=clock, kept=kept)
         self.leader.after_tick = self.tell_untold
         self.leader.xet.source = inner.xet_write_token  # this node's own token is the one it shares, leading
         #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 
 from ...timing import JobTiming
-from .kept_successors import KeptSuccessors
+from .kept_stores import KeptStores
 from .protocol import Skipped, lease_holder, parse_members
 from .store import JobStore, StoreAddress, StoreError, raise_counter
 from .successor import SuccessorHost, next_store, published, served_by, writes_made_here
@@ -29,18 +29,18 @@ class Moves:
 
     def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, clock: Callable[[], float],
                  malformed: Skipped, untold: Untold, written_on: Callable[[int], int],
-                 kept: KeptSuccessors | None = None) -> None:
+                 kept: KeptStores | None = None) -> None:
         """``nodes``: the job's; ``untold``: where the writes made through a store it leaves are told from;
         ``written_on``: its leader's writes on the store reached after so many moves
         (:meth:`~.stored_books.StoredBooks.written_on`); ``kept``: the successors as this node's last uploader knew
-        them (:mod:`.kept_successors`)."""
+        them (:mod:`.kept_stores`)."""
         self.store, self.node, self.nodes, self.timing, self.clock = store, node, nodes, timing, clock
         self.malformed = malformed
         self.untold, self.written_on = untold, written_on
         self.home = store.address  # the job's store: the first choice, gone back to once it answers again
         #: The successor stores, as the leader's last answer listed them (before any answer: as the store held them,
         #: :meth:`learn`, or as this node's last uploader knew them); those found gone.
-        self.kept = kept or KeptSuccessors()
+        self.kept = kept or KeptStores()
         self.successors = [StoreAddress(host, port, store.address.job_id) for host, port in self.kept.listed]
         self._gone: set[StoreAddress] = set()
         #: Monotonic: when this node last read them itself (:meth:`learn`); ``math.inf`` once an answer told it.
@@ -180,6 +180,7 @@ class Moves:
         except StoreError as exc:
             logger.debug("job: this node's move not said in the store it leaves: %s", exc)
         self.store.move_to(address, served_by(self.host, address))
+        self.kept.keep_term(terms)
         try:  # (the terms drawn there count here too: a term here is never below one the job had there)
             raise_counter(self.store, "terms", terms)
         except StoreError as exc:
