@@ -67,7 +67,7 @@ class Lease:
         self.store_gap = False
         self._round_lock = threading.Lock()  # held while a round runs
         #: Called on the lease's thread after each tick the store answered (its node tells the own commits it could
-        #: not tell before, the store failing, before a leader's next write: :meth:`~.member.JobTarget.tell_untold`).
+        #: not tell before, the store failing, before a leader's next write: :meth:`~.job_node.JobNode.tell_untold`).
         self.after_tick: Callable[[], None] | None = None
         #: Asked before this node leads, and every ``successor_copy`` while it leads: another store the job leads
         #: through (an earlier one that answers again, a successor most nodes moved on to while this node stayed), as

@@ -94,7 +94,7 @@ class SharedXetToken:
 
     def __init__(self, store: JobStore, usable: Callable[[], bool], first_wait: float, poll: float,
                  malformed: Skipped) -> None:
-        """``usable``: whether the store may be asked now (the node's, :meth:`~.member.JobTarget.store_usable`)."""
+        """``usable``: whether the store may be asked now (the node's, :meth:`~.job_node.JobNode.store_usable`)."""
         self.store, self.usable, self.first_wait, self.poll, self.malformed = store, usable, first_wait, poll, malformed
         self._held: Connection | None = None
         self._waited = False
