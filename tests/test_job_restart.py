@@ -309,7 +309,7 @@ def test_a_restart_reads_the_other_ranks_files_again_from_near_its_step_not_from
     """A long run's files (marks every 1,500 bytes, where a run's are every 4 MiB), read as they grow: after
     steps 0-1999, a restart at 1990 reads each other rank's file again from the last mark below step 1990, not
     from its start, and the job run is still what TensorBoard shows for the ranks at every step."""
-    import hf_mpwriter.uploader.jobrun.view as view_module
+    import hf_mpwriter.uploader.jobrun.reading as reading_module
 
     logdir, clock = tmp_path / "logs", _Clock()
     view = _view(logdir, clock, ViewBounds(mark_bytes=1500))
@@ -326,13 +326,13 @@ def test_a_restart_reads_the_other_ranks_files_again_from_near_its_step_not_from
     clock.now += 60
     view.update()
     starts: list[tuple[str, int]] = []
-    reading = view_module.iter_records
+    reading = reading_module.iter_records
 
     def spied(handle, start=0):
         starts.append((os.readlink(f"/proc/self/fd/{handle.fileno()}"), start))
         return reading(handle, start)
 
-    monkeypatch.setattr(view_module, "iter_records", spied)
+    monkeypatch.setattr(reading_module, "iter_records", spied)
     _attempt(logdir, 2, range(1990, 2010), purge_step=1990)
     view.update()
     clock.now += 60
