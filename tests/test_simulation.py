@@ -260,6 +260,15 @@ def test_a_node_paused_past_its_own_due_time_looks_at_the_window_again():
     assert not result.problems, str(result)
 
 
+def test_a_leader_writes_after_the_nodes_told_their_own_commits_of_a_store_hang():
+    """Seed 210420 of a 30,000-seed sweep: a node committed its files itself while the store hung, and told the store at
+    its lease thread's next tick after the store answered again; the leader wrote first (its write did not count the
+    node's): 13 commits in a window of 12. A leader now writes no sooner than those ticks after a store's failures."""
+    result = commitsim.run(210420, commitsim.HELD)
+    assert result.had("store-hang") and result.had("kill")
+    assert not result.problems, str(result)
+
+
 @pytest.mark.parametrize("seed, fault", [(107405, "store-hang"), (183203, "hub-timeout"), (190627, "pause"),
                                          (172058, "store-hang")])
 def test_a_node_signalled_while_its_leader_could_not_commit_sends_its_newest_files_in_one_commit(seed, fault):
