@@ -673,9 +673,10 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                            seconds=commit_s / scale)
             sim.announce()
             if scenario == "kill-store":
+                from hf_mpwriter.timing import LEADER_POLL_S
                 from hf_mpwriter.uploader.coordination.successor import SuccessorHost
 
-                sim.successor = SuccessorHost(sim_store, 1, SUCCESSOR_COPY_REAL_S)
+                sim.successor = SuccessorHost(sim_store, 1, SUCCESSOR_COPY_REAL_S, LEADER_POLL_S)
                 sim.successor.start()
             for node in (0, 1):  # node 0's and node 1's uploaders: one leads, one watches
                 cut_off = scenario == "leader-cut-off" and node == 0

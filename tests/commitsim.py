@@ -272,6 +272,7 @@ class SuccessorHost(successor.SuccessorHost):
 
     def __init__(self, sim: Sim, node: Node, store: Store, slot: int) -> None:
         self.sim, self.node, self.store, self.slot, self.every = sim, node, store, slot, TIMING.successor_copy
+        self.poll, self._seen, self._copied = TIMING.poll, -1, -math.inf
         self.address = StoreAddress("sim", next(sim.ports), MAIN.job_id)
         sim.places[self.address] = Place()
         self.server, self.own, self.stopped = object(), Store(sim, self.address), False
@@ -289,10 +290,10 @@ class SuccessorHost(successor.SuccessorHost):
     def _run(self) -> None:
         while not self.stopped:
             try:
-                self.copy()
+                self.tick(self.sim.now)
             except StoreError:
                 pass
-            self.sim.sleep(self.every)
+            self.sim.sleep(self.poll)
 
 
 @dataclass

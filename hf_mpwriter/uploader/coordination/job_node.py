@@ -225,7 +225,7 @@ class JobNode(Target):
         slot = successor_slot(self.node, self.leader.nodes)
         if slot is not None and self.successor is None:
             try:
-                self.successor = SuccessorHost(self.store, slot, self.timing.successor_copy)
+                self.successor = SuccessorHost(self.store, slot, self.timing.successor_copy, self.timing.poll)
             except (OSError, RuntimeError) as exc:  # (no free port, no route to the job's store's host)
                 logger.warning("job: this node could not host successor store %d: %s", slot, exc)
             else:
