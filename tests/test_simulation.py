@@ -373,6 +373,16 @@ def test_an_uploader_restarted_after_its_successor_died_draws_a_term_above_the_o
     assert not result.problems, str(result)
 
 
+@pytest.mark.parametrize("seed", [31274, 31466, 31778])
+def test_a_store_that_dies_seconds_after_a_write_leaves_its_successors_leader_that_write_in_its_books(seed):
+    """Seeds of a 2,000-seed sweep with successor stores: the job's store died a few seconds after a leader's write, and
+    its host had copied the books before it (every 10 s): the leader on the successor wrote again into a window that
+    had no room, 13 commits in a window of 12. A host now copies too whenever the store's count of writes moved."""
+    result = commitsim.run(seed, commitsim.KINDS, successors=True)
+    assert result.had("store-gone") and result.moves >= 1
+    assert not result.problems, str(result)
+
+
 def test_the_successors_and_the_term_a_node_knew_are_kept_in_its_logdirs_state(tmp_path):
     kept = KeptStores(tmp_path / STORES_FILE, "job-1")
     kept.keep([("10.0.0.2", 29510), ("10.0.0.3", 29511)])
