@@ -383,6 +383,15 @@ def test_a_store_that_dies_seconds_after_a_write_leaves_its_successors_leader_th
     assert not result.problems, str(result)
 
 
+def test_a_host_that_knew_no_successor_list_goes_on_through_its_own_store():
+    """Seed 30084: the job's store died 9 s into the job, before node 1 had read the successors' list; the other nodes
+    went on through the store node 1 hosts, while node 1 committed alone beside their leader (14 commits in a window of
+    12). A host knows its own store at least."""
+    result = commitsim.run(30084, commitsim.KINDS, successors=True)
+    assert result.had("store-gone") and result.moves >= 2
+    assert not result.problems, str(result)
+
+
 def test_the_successors_and_the_term_a_node_knew_are_kept_in_its_logdirs_state(tmp_path):
     kept = KeptStores(tmp_path / STORES_FILE, "job-1")
     kept.keep([("10.0.0.2", 29510), ("10.0.0.3", 29511)])
