@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 from ...state.statedir import write_json_atomic
@@ -36,6 +37,7 @@ class KeptStores:
         self.path, self.job = path, job
         self.listed: list[tuple[str, int]] = []
         self.term = 0
+        self._lock = threading.Lock()  # (the uploader's thread keeps the list, the lease's the term: one file)
         self._read()
 
     def _read(self) -> None:
@@ -45,28 +47,32 @@ class KeptStores:
             kept = json.loads(self.path.read_text())
             listed, term, job = kept["successors"], kept.get("term", 0), kept.get("job")
             found = [(str(host), int(port)) for host, port in listed]
-            term = int(term)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
             return
-        if job == self.job and len(found) <= MOST and all(0 < port < 65536 for _, port in found):
+        if job != self.job:
+            return
+        if len(found) <= MOST and all(0 < port < 65536 for _, port in found):
             self.listed = found
-            self.term = term if 0 <= term <= MOST_TERM else 0
+        if type(term) is int and 0 <= term <= MOST_TERM:  # (a bad term costs the term alone)
+            self.term = term
 
     def keep(self, listed: list[tuple[str, int]]) -> None:
         """The successors as the node knows them now, written where they changed."""
-        if listed != self.listed:
-            self.listed = listed
-            self._write()
+        with self._lock:
+            if listed != self.listed:
+                self.listed = listed
+                self._write()
 
     def keep_term(self, term: int) -> None:
         """A term the job had on one of its stores (this node's, or one it saw led elsewhere), written where it is
         the highest yet."""
-        if term > self.term:
-            self.term = term
-            self._write()
+        with self._lock:
+            if term > self.term:
+                self.term = term
+                self._write()
 
     def _write(self) -> None:
-        """(A disk that fails keeps them in memory.)"""
+        """(Under the lock; a disk that fails keeps them in memory.)"""
         if self.path is not None:
             try:
                 write_json_atomic(self.path, {"successors": [list(entry) for entry in self.listed], "term": self.term,

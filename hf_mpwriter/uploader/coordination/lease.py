@@ -169,7 +169,9 @@ class Lease:
         threads' next tick (:attr:`after_tick`), within a call's deadline and their longest pause after failures;
         this leader writes no sooner (its write would not count them: a window over by one, seed 210420)."""
         self.store_failed = False
-        self.quiet_until = self.clock() + self.store.deadline + self.timing.lease_stale / 2 + self.timing.poll
+        now, quiet = self.clock(), self.store.deadline + self.timing.lease_stale / 2 + self.timing.poll
+        if now - self.quiet_until >= quiet:  # (one quiet at most per as long again: a store that fails every few
+            self.quiet_until = now + quiet  # seconds must not keep this leader from writing at all)
 
     def after_store_gap(self) -> None:
         """The store answers again after a spell of failures, or a term began (:attr:`store_gap`): the leader marks

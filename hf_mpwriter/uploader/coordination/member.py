@@ -201,9 +201,10 @@ class JobTarget(JobNode):
         """Signalled, this node commits itself (``why``) from now on. Where the pieces in hand were taken before the
         signal, :class:`Deferred` at once: the uploader takes its newest files and commits them as its last, one
         commit, not those then the newest (two, where the job's budget has room for one). Also where its offer could
-        not be taken back: a leader that claimed it fixed its parent before, so its commit lands before this node's
-        (which extends it) or is refused; committing the offered files first would not narrow that (the newest go
-        right after them)."""
+        not be taken back: on a repository, a leader that claimed it fixed its parent before, so its commit lands
+        before this node's (which extends it) or is refused; a bucket has no parent, and a late write of that
+        leader's takes the files back either way. Committing the offered files first narrowed neither (the newest
+        went right after them)."""
         self._alone = why
         if self._before_signal:
             self._before_signal = False

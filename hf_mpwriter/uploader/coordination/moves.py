@@ -84,9 +84,9 @@ class Moves:
 
     def forward(self) -> bool:
         """Move on from the store in use, lost, to the first successor listed that answers; whether it moved. A host
-        that knows no list (the store died before it read one) knows its own store at least, where the other nodes
-        go on too when it is the first (before, it committed alone beside their leader: seeds 30084, 30779)."""
-        listed = self.successors or ([self.host.address] if self.host is not None else [])
+        that knows no list (the store died before it read one) knows its own store at least: it goes on there once
+        other nodes did (:meth:`_own_joined`)."""
+        listed = self.successors or self._own_joined()
         if not (listed and self.lost()):
             return False
         self._gone.add(self.store.address)
@@ -94,6 +94,18 @@ class Moves:
             return False
         self.count += 1
         return True
+
+    def _own_joined(self) -> list[StoreAddress]:
+        """The store this node hosts, where other nodes announced themselves (they knew the list: the job's leader is
+        there; before, this host committed alone beside it, seed 30084); none where it alone would be there (it
+        would lead for itself at the whole budget's pace beside the nodes that commit alone too, seed 36086)."""
+        if self.host is None:
+            return []
+        try:
+            joined = [node for node in parse_members(self.host.own.get("members"), self.nodes) if node != self.node]
+        except StoreError:
+            return []
+        return [self.host.address] if joined else []
 
     def go_back(self, incarnation: int) -> bool:
         """On a successor store: go back to the job's store (or an earlier successor) that answers again; whether
