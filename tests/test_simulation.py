@@ -383,6 +383,16 @@ def test_a_store_that_dies_seconds_after_a_write_leaves_its_successors_leader_th
     assert not result.problems, str(result)
 
 
+def test_a_leader_on_a_successor_asks_before_each_write_whether_the_jobs_store_answers_again():
+    """Seed 39391 of a 10,000-seed sweep with successor stores: a node moved to a successor during a 74 s hang and led
+    there; the job's store answered again, and its old leader renewed its term 1 and committed after the successor's
+    term 2 had: a term going back at the Hub. The successor's leader asked every 10 s only, and wrote in between; it
+    now asks before each write too."""
+    result = commitsim.run(39391, commitsim.KINDS, successors=True)
+    assert result.had("store-hang") and result.moves >= 1
+    assert not result.problems, str(result)
+
+
 @pytest.mark.parametrize("seed", [30084, 36086])
 def test_a_host_that_knew_no_successor_list_goes_on_through_its_own_store_once_others_did(seed):
     """Seed 30084: the job's store died 9 s into the job, before node 1 had read the successors' list; the other nodes

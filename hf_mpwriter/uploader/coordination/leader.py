@@ -210,6 +210,9 @@ class Leader(Lease):
         offers, rest = self._fitting(offers)
         if not self.holds():  # (paused past its lease, say: another node leads, and claims these)
             return
+        if self._leads_elsewhere():  # (asked before each write too: a store that answers again within the lease
+            self._elsewhere_looked = -math.inf  # thread's 10 s between asks, seed 39391; that thread lets go now)
+            return
         offers = self._claim(offers)
         if offers and self._write(offers, parent):
             rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
