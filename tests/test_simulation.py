@@ -393,6 +393,16 @@ def test_a_leader_on_a_successor_asks_before_each_write_whether_the_jobs_store_a
     assert not result.problems, str(result)
 
 
+def test_a_node_on_a_successor_goes_back_before_it_commits_itself_there():
+    """Seed 39259 of a 10,000-seed sweep with successor stores: a node moved to a successor during a hang, offered there
+    (no leader), and committed itself there after its wait, while the job's store answered again; the leader there did
+    not count it: 13 commits in a window of 12. Before it commits itself, a node on a successor now looks again whether
+    an earlier store answers, and goes back to offer there."""
+    result = commitsim.run(39259, commitsim.KINDS, successors=True)
+    assert result.had("store-hang") and result.back >= 1
+    assert not result.problems, str(result)
+
+
 @pytest.mark.parametrize("seed", [30084, 36086])
 def test_a_host_that_knew_no_successor_list_goes_on_through_its_own_store_once_others_did(seed):
     """Seed 30084: the job's store died 9 s into the job, before node 1 had read the successors' list; the other nodes

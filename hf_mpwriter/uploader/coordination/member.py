@@ -174,6 +174,12 @@ class JobTarget(JobNode):
             where = self.store.address
             raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through successor store "
                            f"{where.host}:{where.port}", 0.0)
+        # (on a successor, an earlier store that answers again: its leader there counts no own commit made here, seed 39259)
+        if not self._hurried() and self.moving.go_back(self.incarnation):
+            self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
+            where = self.store.address
+            raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through store "
+                           f"{where.host}:{where.port}, which answers again", 0.0)
         if self._hurried():
             self._last_alone(why)
         wait = self._own_turn(len(pieces))
