@@ -44,6 +44,7 @@ JOB_AUDITORS = 8
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
 
+
 def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
     """The keys of one job and one target (a job may log to several repositories); the job's own without one."""
     job = f"hf_mpwriter/{address.job_id}"
@@ -52,6 +53,7 @@ def store_prefix(address: StoreAddress, target_key: str | None = None) -> str:
 
 def _key_hash(target_key: str) -> str:
     return hashlib.sha1(target_key.encode()).hexdigest()[:16]
+
 
 class JobNode(Target):
     """A node's target (repository or bucket) in a job with a store, all but its commits (:class:`~.member.JobTarget`

@@ -284,4 +284,3 @@ def _dirs(path: Path) -> Iterator[Path]:
     for entry in entries(path):
         if entry.is_dir(follow_symlinks=False):
             yield Path(entry.path)
-
