@@ -198,6 +198,10 @@ class JobNode(Target):
         self._store_rests_until = self.clock() + self.timing.store_retry
         self._announced = False  # a store that comes back may have come back empty (a new host process)
 
+    def _moved(self) -> None:
+        """Its connection moved to another store (:mod:`.moves`): asked at once, announced there anew."""
+        self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
+
     def store_usable(self) -> bool:
         """Whether to ask the store now (not gone, not resting after a failure: :meth:`store_failed`)."""
         return not self.store_gone and self.clock() >= self._store_rests_until

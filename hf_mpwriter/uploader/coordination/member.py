@@ -83,7 +83,7 @@ class JobTarget(JobNode):
         if self.offers.pending_since is not None:  # an earlier offer may still be in a store we cannot reach
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
         if not self._hurried() and self.moving.go_back(self.incarnation):  # (also from a successor gone or silent)
-            self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
+            self._moved()
         if (silent := self.store.silent_for()) >= self.timing.store_lost:  # no offer into a store that answers nothing
             return self._commit_ourselves(pieces, message, f"the job's store answered nothing for {silent:.0f} s")
         if self.clock() < self._store_rests_until or not self._announce():
@@ -167,19 +167,15 @@ class JobTarget(JobNode):
                 logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
                                "this node commits its files itself now", why)
             self.offers.pending_since = None
-        # (a store seen once, or successors its node knew: a restarted uploader's after the store died; one not there
-        # yet is not gone, and a forward move goes only to a successor that answers)
-        if not self._hurried() and (self.store_seen or self.successors) and self.moving.forward():
-            self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
-            where = self.store.address
-            raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through successor store "
-                           f"{where.host}:{where.port}", 0.0)
-        # (on a successor, an earlier store that answers again: its leader there counts no own commit made here, seed 39259)
-        if not self._hurried() and self.moving.go_back(self.incarnation):
-            self._store_rests_until, self._announced, self.store_gone = 0.0, False, False
+        # Forward: a store seen once, or successors its node knew (a restarted uploader's after the store died; one not
+        # there yet is not gone, and a forward move goes only to a successor that answers). Back: on a successor, an
+        # earlier store that answers again (its leader there counts no own commit made here, seed 39259).
+        if not self._hurried() and (((self.store_seen or self.successors) and self.moving.forward())
+                                    or self.moving.go_back(self.incarnation)):
+            self._moved()
             where = self.store.address
             raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through store "
-                           f"{where.host}:{where.port}, which answers again", 0.0)
+                           f"{where.host}:{where.port}", 0.0)
         if self._hurried():
             self._last_alone(why)
         wait = self._own_turn(len(pieces))
