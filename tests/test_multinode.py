@@ -476,7 +476,8 @@ def test_a_logdir_shared_by_every_node_has_one_uploader(tmp_path):
 class _Elections:
     """Watches, from a thread, the uploader ``logdir`` publishes (``uploader.json``): each one elected, in order,
     and whether the one before had exited by then (its ``uploader.last.json``, written before it lets the lock
-    go) or was dead; one still running is an overlap: two uploaders at once."""
+    go) or was dead; one still running is an overlap: two uploaders at once. An uploader that came and went
+    between two looks is still seen, by the ``uploader.last.json`` it left."""
 
     def __init__(self, logdir: Path) -> None:
         self.logdir, self.elected, self.overlaps = logdir, [], []
@@ -490,6 +491,7 @@ class _Elections:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+        self._look()  # one that exited since the thread's last look
 
     def __enter__(self) -> _Elections:
         return self.start()
@@ -499,14 +501,20 @@ class _Elections:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.05):
-            info = uploader_info(self.logdir)
-            if info is None or (self.elected and (info["pid"], info["started"]) == self.elected[-1]):
+            self._look()
+
+    def _look(self) -> None:
+        last = last_uploader_info(self.logdir)
+        for info in (last, uploader_info(self.logdir)):
+            if info is None or (info["pid"], info["started"]) in self.elected:
+                continue
+            if self.elected and info["started"] < self.elected[-1][1]:  # it had exited before the one seen last
+                self.elected = sorted([*self.elected, (info["pid"], info["started"])], key=lambda e: e[1])
                 continue
             if self.elected:
                 pid, started = self.elected[-1]
-                last = last_uploader_info(self.logdir) or {}
-                exited = last.get("pid") == pid and last.get("started") == started and last["exited"] <= info["started"]
-                if not exited and _runs(pid):
+                exited = last is not None and last.get("pid") == pid and last.get("started") == started
+                if not (exited and last["exited"] <= info["started"]) and _runs(pid):
                     self.overlaps.append((pid, info["pid"]))
             self.elected.append((info["pid"], info["started"]))
 
