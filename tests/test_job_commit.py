@@ -25,7 +25,7 @@ import pytest
 from helpers import closed_port
 from upload_helpers import TOKEN, commit_time, wait_for
 
-from hf_mpwriter.cli.main import _committer_text
+from hf_mpwriter.cli.status_text import _committer_text
 from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.state.piece import Piece, sha256_prefix

@@ -741,8 +741,8 @@ def _tree_dead_host(tmp_path: Path, store, hangs: bool = False) -> None:
 def test_status_on_a_node_that_does_not_lead_says_where_the_job_run_is(tmp_path, job_nodes, store):
     """Node 1 does not lead: its ``status`` shows its ranks' part (points made, not taken yet) and that the
     job's leader writes the run; node 0 leads and shows the whole job. Neither overwrites the other's."""
-    from hf_mpwriter.cli.main import _job_view_lines
     from hf_mpwriter.cli.status import collect
+    from hf_mpwriter.cli.status_text import _job_view_lines
 
     views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)
     jobs[0].leader.leading = True

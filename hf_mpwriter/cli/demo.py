@@ -169,8 +169,6 @@ def run_demo(
     quiet: bool = False,
 ) -> int:
     """Run the demo; return the exit code (0 when remote and local agree)."""
-    from tqdm.auto import tqdm
-
     from ..errors import ConfigurationError
     from .common import show_bars
 
@@ -180,16 +178,7 @@ def run_demo(
     env = dict(os.environ)
     server = None
     if local_hub:
-        from ..testing import HubServer, require_testing_extra
-
-        require_testing_extra("hf-mpwriter demo --local-hub")  # before any worker starts: one line, no traceback
-        server = HubServer().start()
-        env.update(server.env())
-        env.update({"HF_TOKEN": DEMO_TOKEN, "HF_HOME": str(base / "hf_home")})
-        # This process reads the copy back through the client too: the local Hub's settings for it as
-        # for the workers (HF_HOME keeps the demo out of the user's cache; NO_PROXY: loopback), set
-        # before its first import of huggingface_hub, which reads them then.
-        os.environ.update(env)
+        server = _start_local_hub(env, base)
         repo_id = DEMO_REPO
     bars = show_bars(quiet, client=repo_id is not None)  # a local target needs no client here
     upload: dict = {"commit_every_s": commit_every_s, "repo_id": repo_id}
@@ -200,29 +189,14 @@ def run_demo(
     try:
         for rank in range(workers):
             demo.start(rank)
-        total = workers * steps
-        chaos_plan = [(0.3, lambda: demo.kill_worker(min(1, workers - 1))), (0.55, demo.kill_uploader)] if chaos else []
-        bar = tqdm(total=total, desc=f"{workers} workers", unit="step", disable=not bars)
-        from .status import collect
-
-        while any(p.poll() is None for p in demo.procs.values()):
-            done = sum(demo.done_steps(r) for r in range(workers))
-            if chaos_plan and done >= chaos_plan[0][0] * total:
-                chaos_plan.pop(0)[1]()
-                bar.write(demo.events[-1]) if demo.events else None
-            commits = collect(demo.logdir)["commits"] if (demo.logdir / ".hf_mpwriter").is_dir() else 0
-            bar.n = done
-            bar.set_postfix(commits=commits)
-            bar.refresh()
-            time.sleep(0.2)
-        bar.n = total
-        bar.close()
+        _follow_workers(demo, chaos, bars)
         failed = [r for r, p in demo.procs.items() if p.returncode != 0]
         if failed:
             print(f"demo: worker(s) {failed} failed; see their output above", file=sys.stderr)
             return 1
         from .. import config as config_mod
         from ..targets import target_for
+        from .status import collect
 
         config = config_mod.load(demo.logdir)
         assert config is not None
@@ -235,21 +209,65 @@ def run_demo(
                 proc.kill()
         if server is not None:
             server.stop()
-    elapsed = time.monotonic() - started
+    return _report(demo, info, remote.description, config.prefix, problems, time.monotonic() - started)
+
+
+def _start_local_hub(env: dict, base: Path) -> Any:  # -> HubServer
+    """``--local-hub``: start the project's Hub server and point ``env`` and this process at it."""
+    from ..testing import HubServer, require_testing_extra
+
+    require_testing_extra("hf-mpwriter demo --local-hub")  # before any worker starts: one line, no traceback
+    server = HubServer().start()
+    env.update(server.env())
+    env.update({"HF_TOKEN": DEMO_TOKEN, "HF_HOME": str(base / "hf_home")})
+    # This process reads the copy back through the client too: the local Hub's settings for it as
+    # for the workers (HF_HOME keeps the demo out of the user's cache; NO_PROXY: loopback), set
+    # before its first import of huggingface_hub, which reads them then.
+    os.environ.update(env)
+    return server
+
+
+def _follow_workers(demo: _Demo, chaos: bool, bars: bool) -> None:
+    """Until every worker exits: a progress bar of their steps and the commits, and ``--chaos``'s kills
+    on the way."""
+    from tqdm.auto import tqdm
+
+    from .status import collect
+
+    workers = demo.workers
+    total = workers * demo.steps
+    chaos_plan = [(0.3, lambda: demo.kill_worker(min(1, workers - 1))), (0.55, demo.kill_uploader)] if chaos else []
+    bar = tqdm(total=total, desc=f"{workers} workers", unit="step", disable=not bars)
+    while any(p.poll() is None for p in demo.procs.values()):
+        done = sum(demo.done_steps(r) for r in range(workers))
+        if chaos_plan and done >= chaos_plan[0][0] * total:
+            chaos_plan.pop(0)[1]()
+            bar.write(demo.events[-1]) if demo.events else None
+        commits = collect(demo.logdir)["commits"] if (demo.logdir / ".hf_mpwriter").is_dir() else 0
+        bar.n = done
+        bar.set_postfix(commits=commits)
+        bar.refresh()
+        time.sleep(0.2)
+    bar.n = total
+    bar.close()
+
+
+def _report(demo: _Demo, info: dict[str, Any], where: str, prefix: str, problems: list[str], elapsed: float) -> int:
+    """The demo's last lines: what chaos did, the logs, the target, the verification, how to view it."""
     print()
     for line in demo.events:
         print(f"chaos     {line}")
     print(f"logs      {demo.logdir}  ({len(info['files'])} event files, {info['bytes_written']} bytes)")
-    print(f"target    {remote.description}/{config.prefix}  ({info['commits']} commits)")
+    print(f"target    {where}/{prefix}  ({info['commits']} commits)")
     if problems:
         print("verify    FAILED:")
         for problem in problems:
             print(f"          {problem}")
         return 1
     print(f"verify    OK: every event file on the target equals the local one, record for record;"
-          f" all {steps} steps of all {workers} ranks are there ({elapsed:.1f} s)")
-    if upload.get("target_dir"):
-        print(f"view      tensorboard --logdir {Path(upload['target_dir']) / config.prefix}")
+          f" all {demo.steps} steps of all {demo.workers} ranks are there ({elapsed:.1f} s)")
+    if demo.upload.get("target_dir"):
+        print(f"view      tensorboard --logdir {Path(demo.upload['target_dir']) / prefix}")
     else:
         print(f"view      tensorboard --logdir {demo.logdir}")
     return 0

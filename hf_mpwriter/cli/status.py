@@ -88,41 +88,93 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
     root = Path(logdir)
     check_used_logdir(root)
     config = config_mod.load(root)
-    key = config.target_key if config else None
-    committed: dict[str, tuple[int, str, bool]] = {}
+    queue = _read_queue(root, config.target_key if config else None)
+    writers = live_writers(root)
+    info = uploader_info(root)
+    liveness = uploader_state(root) if info is not None else "none"
+    files = _files(root, config, queue.committed, writers, liveness)
+    if config is not None and config.repo_id:  # "name" alone: the namespace the uploader learnt from the Hub
+        config = dataclasses.replace(config, repo_id=config_mod.resolved_repo_id(root) or config.repo_id)
+    target = None if config is None else {"kind": config.kind, "description": config.description,
+                                          "prefix": config.prefix, "commit_every_s": config.commit_every,
+                                          "endpoint": config.endpoint}
+    pending, last = queue.pending, queue.last
+    return {
+        "logdir": str(root.resolve()),
+        "target": target,
+        "uploader": None if info is None else _uploader(info, liveness),
+        "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in writers],
+        "files": files,
+        "bytes_written": sum(f["bytes_written"] for f in files),
+        "bytes_committed": sum(f["bytes_committed"] for f in files),
+        # Bytes on disk the target does not hold yet, whatever their stage (not snapshotted yet, queued,
+        # in flight): the queued job alone says nothing of what the uploader has not looked at.
+        "pending_bytes": sum(max(0, f["bytes_written"] - f["bytes_committed"]) for f in files),
+        "pending_jobs": 1 if pending else 0,
+        "queued_bytes": pending.bytes if pending else 0,
+        "commits": queue.commits,
+        "last_commit": None if last is None else {"time": last.updated, "id": last.commit_id},
+        "last_error": queue.meta_error or queue.queue_error,
+        # "transient" (retried), "needs_user" (a token, a repository: retrying alone won't help), "local"
+        "last_error_kind": queue.error_kind if queue.meta_error else ("queue" if queue.queue_error else None),
+        "audit": _audit_summary(queue.audit, last),
+        "up_to_date": config is not None and all(
+            f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in files)
+        and pending is None and _audit_summary(queue.audit, last)["agrees"],
+        # calls that never answered: abandoned past their bound, uploader processes replaced for them
+        "hangs": queue.hangs,
+        "job_view": _job_view(root),
+        "checked_at": time.time(),
+    }
+
+
+@dataclasses.dataclass
+class _QueueView:
+    """What :func:`collect` reads from the logdir's queue (all empty without a target or a queue)."""
+
+    committed: dict[str, tuple[int, str, bool]] = dataclasses.field(default_factory=dict)
     pending: Any | None = None
     last: Any | None = None
-    commits = 0
+    commits: int = 0
     meta_error: str | None = None
     error_kind: str | None = None
     queue_error: str | None = None
-    audit: dict[str, Any] = {}
-    hangs = dict.fromkeys(HANG_COUNTS, 0)
+    audit: dict[str, Any] = dataclasses.field(default_factory=dict)
+    hangs: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(HANG_COUNTS, 0))
+
+
+def _read_queue(root: Path, key: str | None) -> _QueueView:
+    """The queue's word on the target ``key``, read-only; an unreadable queue is said in ``queue_error``."""
+    view = _QueueView()
     if key is not None and (state_dir(root, create=False) / "queue.db").exists():
         try:
             queue = JobQueue(state_dir(root, create=False) / "queue.db", readonly=True)
             try:
-                committed = queue.committed(key)
-                pending = queue.unfinished(key)
-                last = queue.last_done(key)
-                commits = queue.count_done(key)
+                view.committed = queue.committed(key)
+                view.pending = queue.unfinished(key)
+                view.last = queue.last_done(key)
+                view.commits = queue.count_done(key)
                 recorded = queue.error()
-                meta_error = recorded.text if recorded else None
-                error_kind = recorded.kind.value if recorded else None
-                audit = audit_record(queue)
-                hangs = queue.hang_counts()
+                view.meta_error = recorded.text if recorded else None
+                view.error_kind = recorded.kind.value if recorded else None
+                view.audit = audit_record(queue)
+                view.hangs = queue.hang_counts()
             finally:
                 queue.close()
         except sqlite3.OperationalError as exc:  # locked, an I/O error, cannot open: no rebuild fixes it
-            queue_error = f"the queue cannot be read ({exc}); {queue_advice(state_dir(root, create=False) / 'queue.db')}"
+            view.queue_error = (f"the queue cannot be read ({exc}); "
+                                f"{queue_advice(state_dir(root, create=False) / 'queue.db')}")
         except Exception as exc:  # corrupt, or being rebuilt by the uploader: say so
-            queue_error = f"queue unreadable ({exc}); the next uploader start rebuilds it"
+            view.queue_error = f"queue unreadable ({exc}); the next uploader start rebuilds it"
+    return view
+
+
+def _files(root: Path, config: Any, committed: dict[str, tuple[int, str, bool]], writers: list[dict],
+           liveness: str) -> list[dict[str, Any]]:
+    """Per event file the upload settings take: bytes written and committed, torn tail, complete, writing."""
     scanner = Scanner(root, config.allow_patterns if config else ("*.tfevents.*",),
                       config.ignore_patterns if config else None)
     files: list[dict[str, Any]] = []
-    writers = live_writers(root)
-    info = uploader_info(root)
-    liveness = uploader_state(root) if info is not None else "none"
     # "writing": a live process may still append to the file: its writer (its run, add_scalars' sub-runs
     # in it), or the uploader (the job run, system metrics). An unfinished file that none may: its writer
     # was killed, and the file will not grow again.
@@ -139,47 +191,21 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
             "complete": not (st.st_mode & 0o222),
             "writing": liveness != "none" or any(os.path.realpath(root / rel).startswith(w + os.sep) for w in writing),
         })
-    if config is not None and config.repo_id:  # "name" alone: the namespace the uploader learnt from the Hub
-        config = dataclasses.replace(config, repo_id=config_mod.resolved_repo_id(root) or config.repo_id)
-    target = None if config is None else {"kind": config.kind, "description": config.description,
-                                          "prefix": config.prefix, "commit_every_s": config.commit_every,
-                                          "endpoint": config.endpoint}
-    return {
-        "logdir": str(root.resolve()),
-        "target": target,
-        "uploader": None if info is None else {"pid": info.get("pid"), "host": info.get("host"), "state": liveness,
-                                               "alive": liveness == "alive", "started": info.get("started"),
-                                               "job": info.get("job"),
-                                               # wall time of its next cycle (in the past: one is running)
-                                               "next_cycle_at": info.get("next_cycle_at"),
-                                               # wall time it took a termination signal (its last commit runs)
-                                               "signalled": info.get("signalled"),
-                                               # its tries that failed on a local error (full disk, queue), and when
-                                               "local_errors": info.get("local_errors"),
-                                               "local_error_times": info.get("local_error_times")},
-        "writers": [{"pid": w["pid"], "host": w.get("host"), "run_dir": w.get("run_dir")} for w in writers],
-        "files": files,
-        "bytes_written": sum(f["bytes_written"] for f in files),
-        "bytes_committed": sum(f["bytes_committed"] for f in files),
-        # Bytes on disk the target does not hold yet, whatever their stage (not snapshotted yet, queued,
-        # in flight): the queued job alone says nothing of what the uploader has not looked at.
-        "pending_bytes": sum(max(0, f["bytes_written"] - f["bytes_committed"]) for f in files),
-        "pending_jobs": 1 if pending else 0,
-        "queued_bytes": pending.bytes if pending else 0,
-        "commits": commits,
-        "last_commit": None if last is None else {"time": last.updated, "id": last.commit_id},
-        "last_error": meta_error or queue_error,
-        # "transient" (retried), "needs_user" (a token, a repository: retrying alone won't help), "local"
-        "last_error_kind": error_kind if meta_error else ("queue" if queue_error else None),
-        "audit": _audit_summary(audit, last),
-        "up_to_date": config is not None and all(
-            f["bytes_committed"] >= f["bytes_written"] - f["torn_tail_bytes"] for f in files)
-        and pending is None and _audit_summary(audit, last)["agrees"],
-        # calls that never answered: abandoned past their bound, uploader processes replaced for them
-        "hangs": hangs,
-        "job_view": _job_view(root),
-        "checked_at": time.time(),
-    }
+    return files
+
+
+def _uploader(info: dict[str, Any], liveness: str) -> dict[str, Any]:
+    """The uploader as ``status`` shows it: who, where, alive or not, and what it last said of itself."""
+    return {"pid": info.get("pid"), "host": info.get("host"), "state": liveness,
+            "alive": liveness == "alive", "started": info.get("started"),
+            "job": info.get("job"),
+            # wall time of its next cycle (in the past: one is running)
+            "next_cycle_at": info.get("next_cycle_at"),
+            # wall time it took a termination signal (its last commit runs)
+            "signalled": info.get("signalled"),
+            # its tries that failed on a local error (full disk, queue), and when
+            "local_errors": info.get("local_errors"),
+            "local_error_times": info.get("local_error_times")}
 
 
 def _job_view(root: Path) -> dict[str, Any] | None:
