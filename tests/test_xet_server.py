@@ -21,7 +21,7 @@ import pytest
 from test_hub_server import GOOD, READ_ONLY, http, ndjson_commit, run_client
 
 from hf_mpwriter.testing import HubServer
-from hf_mpwriter.testing.xet import (
+from hf_mpwriter.testing.xet_formats import (
     SHARD_HEADER_TAG,
     dedup_shard,
     hash_to_str,

@@ -3,7 +3,8 @@
 Buckets (huggingface_hub 2.x) hold files by path with no git history: each write applies at once,
 per file, with no commits, no parent and no commit rate (their requests do spend the API window).
 Content always goes through Xet: the client uploads xorbs and a shard to the CAS (write token from
-``/api/buckets/{id}/xet-write-token``), then names each file by its Xet hash in a batch. What the client sends:
+``/api/buckets/{id}/xet-write-token``), then names each file by its Xet hash in a batch. What the client sends
+(its paths told apart in :mod:`.routing`):
 
 * ``POST /api/buckets/{ns}/{name}`` ``{visibility?}`` -> ``{url}`` (``ns`` = ``me`` means the caller;
   409 with ``url`` if it exists), ``GET`` -> ``{id, private, createdAt, size, totalFiles}``,
@@ -33,50 +34,14 @@ import json
 import logging
 import time
 from typing import Any
-from urllib.parse import unquote
 
 from .httpd import HubError, Request, Response, Route, json_response
+from .hub_state import HubState
 from .limits import FolderEntries, folders_holding, too_many_bucket_entries
 from .repos import content_response
-from .storage import Bucket, BucketFile, HubState, XetFile, cas_scope, dirs_of, iso
+from .storage import Bucket, BucketFile, XetFile, cas_scope, dirs_of, iso
 
 logger = logging.getLogger("hf_mpwriter.testing.hub_server")
-
-
-def route_bucket_api(method: str, segs: list[str], username: str) -> Route:
-    """``/api/buckets/...`` after the ``buckets`` segment."""
-    if not segs:
-        return Route("unknown")
-    namespace = unquote(segs[0])
-    if namespace == "me":
-        namespace = username
-    if len(segs) == 1:
-        return Route("bucket_list" if method == "GET" else "unknown", repo_type="bucket", repo_id=namespace)
-    r = Route("unknown", repo_type="bucket", repo_id=f"{namespace}/{unquote(segs[1])}")
-    rest = segs[2:]
-    if not rest:
-        r.name = {"POST": "bucket_create", "GET": "bucket_info", "DELETE": "bucket_delete"}.get(method, "unknown")
-    elif rest == ["batch"] and method == "POST":
-        r.name = "bucket_batch"
-    elif rest[0] == "tree" and method == "GET":
-        r.name, r.path_in_repo = "bucket_tree", "/".join(unquote(s) for s in rest[1:])
-    elif rest == ["paths-info"] and method == "POST":
-        r.name = "bucket_paths_info"
-    elif len(rest) == 1 and rest[0] in ("xet-read-token", "xet-write-token") and method in ("GET", "POST"):
-        r.name, r.key = "xet_token", rest[0][4:-6]
-    return r
-
-
-def route_bucket_web(method: str, segs: list[str]) -> Route:
-    """``/buckets/{ns}/{name}/resolve/{path}`` (the path may be quoted as one segment)."""
-    if len(segs) >= 4 and segs[2] == "resolve" and method in ("GET", "HEAD"):
-        return Route(
-            "bucket_resolve",
-            repo_type="bucket",
-            repo_id=f"{unquote(segs[0])}/{unquote(segs[1])}",
-            path_in_repo="/".join(unquote(s) for s in segs[3:]),
-        )
-    return Route("unknown")
 
 
 class BucketRoutes(HubState):

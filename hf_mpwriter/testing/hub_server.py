@@ -1,4 +1,4 @@
-"""The test Hub server: lifecycle, client environment, routing, auth, fault injection, counters, inspection.
+"""The test Hub server: lifecycle, client environment, the way of a request (count, API window, faults, auth), CLI.
 
 Why this exists: hf_mpwriter's uploader drives the *real* ``huggingface_hub.HfApi`` client. To test
 retries, rate limits, lost responses, zombie commits and restarts without the network (and without
@@ -6,15 +6,17 @@ burning the real Hub's ~128 commits/hour budget), the client is pointed at this 
 ``HF_ENDPOINT``. The server speaks the subset of the Hub HTTP API that huggingface_hub 2.x uses,
 stores everything for real (in memory) and can inject faults on demand. One module per protocol:
 
-* :mod:`.repos` — git repositories: create, info, preupload, commit (NDJSON, ``parentCommit`` -> 412),
-  tree, paths-info, resolve/download, branches, super-squash;
+* :mod:`.repos` — git repositories: create, info, preupload, tree, paths-info, resolve/download,
+  branches, super-squash; :mod:`.commits` — the commit (NDJSON, ``parentCommit`` -> 412);
 * :mod:`.lfs` — the legacy git-LFS upload path (clients with ``HF_HUB_DISABLE_XET=1``), and the
   LFS batch call where huggingface_hub 0.36 negotiates Xet (``"transfer": "xet"``);
-* :mod:`.xet` — Xet: token endpoints and a CAS (xorbs, shards, reconstructions, dedup). ``hf_xet``
-  is a required dependency of huggingface_hub, which then uploads every "lfs" file through Xet;
+* :mod:`.xet` — Xet: token endpoints and a CAS (xorbs, shards, reconstructions, dedup; formats in :mod:`.xet_formats`).
+  ``hf_xet`` is a required dependency of huggingface_hub, which then uploads every "lfs" file through Xet;
 * :mod:`.buckets` — Storage Buckets (per-file, no history);
 * :mod:`.limits` — the Hub's limits (entries per folder, the API window, the commit rate), :class:`HubLimits`;
-* :mod:`.storage` (what is stored), :mod:`.faults` (fault injection), :mod:`.httpd` (HTTP plumbing).
+* :mod:`.routing` (which route a URL is), :mod:`.auth` (which token a route needs), :mod:`.storage` and
+  :mod:`.hub_state` (what is stored, who holds it), :mod:`.faults` and :mod:`.controls` (fault injection, the
+  test's knobs), :mod:`.inspection` (what tests read), :mod:`.httpd` (HTTP), :mod:`.limit_flags` (CLI flags).
 
 Client facts this server relies on (huggingface_hub 2.4):
 
@@ -35,7 +37,6 @@ Standard library only, except ``lz4`` to decompress Xet chunks (imported when a 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import shlex
@@ -46,15 +47,21 @@ import time
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from .buckets import BucketRoutes, route_bucket_api, route_bucket_web
+from .auth import check_hub_token
+from .buckets import BucketRoutes
+from .commits import CommitRoutes
+from .controls import ServerControls
 from .extra import require_testing_extra
-from .faults import FAULT_KINDS, FAULT_ROUTES, HOLD_ROUTES, Fault, fault_error_response, new_fault
+from .faults import FAULT_KINDS, FAULT_ROUTES, HOLD_ROUTES, Fault, fault_error_response
 from .httpd import HTTPServer, HubError, Request, Response, Route, error_response
+from .inspection import Inspection
 from .lfs import LfsRoutes
+from .limit_flags import add_limit_flags, limits_from
 from .limits import HubLimits, Quotas, is_api_route
-from .repos import RepoRoutes, route_repo_api, route_repo_web
-from .storage import DEFAULT_USER, GITATTRIBUTES, PLURAL_TO_TYPE, REPO_TYPES, Bucket, Commit, empty_stats, git_blob_oid
-from .xet import CAS_ROUTES, XetRoutes, route_cas
+from .repos import RepoRoutes
+from .routing import route_request
+from .storage import DEFAULT_USER, GITATTRIBUTES, REPO_TYPES, git_blob_oid
+from .xet import CAS_ROUTES, XetRoutes
 
 __all__ = [
     "FAULT_KINDS",
@@ -72,27 +79,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Routes that modify state: a read-only token gets 403 on them (plus ``xet_token`` for write tokens).
-_WRITE_ROUTES = frozenset(
-    {
-        "create_repo",
-        "delete_repo",
-        "commit",
-        "preupload",
-        "lfs_batch",
-        "lfs_verify",
-        "squash",
-        "branch",
-        "bucket_create",
-        "bucket_delete",
-        "bucket_batch",
-    }
-)
-#: Routes that need no Hub token: authorised by an unguessable URL, or sent without a token by the client.
-_OPEN_ROUTES = frozenset({"lfs_upload", "unknown", "validate_yaml", "xet_telemetry"})
 
-
-class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
+class HubServer(ServerControls, Inspection, RepoRoutes, CommitRoutes, LfsRoutes, XetRoutes, BucketRoutes):
     """A Hub-compatible server on 127.0.0.1 that the real ``huggingface_hub`` client talks to.
 
     Usage::
@@ -246,210 +234,7 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         with self._meta_lock:
             self._connections.discard(conn)
 
-    # -- faults and availability ---------------------------------------------------------------
-
-    def inject(self, fault: str, *, route: str = "commit", times: int | None = 1, **params: Any) -> Fault:
-        """Make the next ``times`` requests on ``route`` misbehave (``times=None``: until cleared).
-
-        Faults on one route are consumed in injection order, one per matching request; ``route``
-        is one of :data:`FAULT_ROUTES` (``"any"`` matches every route). Kinds:
-
-        * ``"status"``: answer ``status`` (default 500) with optional ``headers``, ``message``, ``body``;
-        * ``"rate_limit"``: 429 with ``Retry-After`` and ``RateLimit`` headers (``retry_after=1``);
-        * ``"lost_response"``: process the request (e.g. apply the commit), then close the connection
-          without an answer;
-        * ``"drop"``: close the connection without processing nor answering;
-        * ``"latency"``: sleep ``seconds``, then serve normally;
-        * ``"hold"`` (routes ``"commit"`` and ``"bucket_batch"``): receive the write, hold it
-          ``seconds``, then apply it *even if the client has gone away* — a zombie write, as the
-          real Hub does with a commit whose client was killed or timed out. A held commit checks its
-          ``parentCommit`` against the branch head at the moment it applies: a stale parent means
-          412 and nothing applied. Bucket batches have no parent and always apply late.
-
-        Returns the :class:`Fault`: ``hits`` counts the requests it hit; for "latency" and "hold",
-        ``done`` counts the delayed requests whose handling finished and ``outcomes`` their
-        statuses (``[200]`` applied, ``[412]`` refused for a stale parent), so a test can poll for
-        the late outcome instead of sleeping; ``release()`` ends the delay of a "latency" or "hold"
-        fault at once (``seconds`` is then only a bound).
-        """
-        entry = new_fault(fault, route, times, params)
-        with self._meta_lock:
-            self._faults.append(entry)
-        return entry
-
-    def clear_faults(self) -> None:
-        with self._meta_lock:
-            self._faults.clear()
-
-    def set_down(self, down: bool = True) -> None:
-        """While down, every request gets 503 (the socket stays open, unlike :meth:`stop`)."""
-        with self._meta_lock:
-            self._down = down
-
-    @property
-    def active_requests(self) -> int:
-        """Requests being handled right now, held or delayed ones included (0: the server is idle)."""
-        with self._meta_lock:
-            return self._active
-
-    def _take_fault(self, route: str) -> Fault | None:
-        with self._meta_lock:
-            for entry in self._faults:
-                if entry.matches(route):
-                    if entry.remaining is not None:
-                        entry.remaining -= 1
-                    entry.hits += 1
-                    self._stats["faults_triggered"][entry.kind] = self._stats["faults_triggered"].get(entry.kind, 0) + 1
-                    return entry
-        return None
-
-    # -- statistics -----------------------------------------------------------------------------
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        """Snapshot of the counters.
-
-        ``commits``: commits applied through ``/commit``; ``commits_per_repo``: same, keyed
-        ``"{repo_type}:{repo_id}"``; ``squashes``; ``bytes_received``: all request bodies;
-        ``lfs_bytes_received`` and ``lfs_uploads``: legacy LFS PUTs; ``xorb_bytes_received``: xorb
-        upload bodies as they came on the wire (duplicates included); ``xorbs_received``: new xorbs
-        stored; ``xet_chunks``: chunks in those xorbs; ``shards_received``; ``xet_files``: files
-        registered by shards; ``xet_bytes_served``: xorb bytes downloaded; ``bucket_writes``: bucket
-        batches that applied at least one operation; ``bucket_ops``: operations applied;
-        ``connections``: TCP connections accepted (keep-alive reuse keeps it low); ``requests``: by
-        route name (Hub API requests: those whose route :func:`~.limits.is_api_route` names);
-        ``faults_triggered``: by kind; ``limits_hit``: requests and operations refused by
-        :attr:`limits`, by limit (``api_requests``, ``commits``, ``entries_per_folder``,
-        ``files_per_commit``).
-        """
-        return self._stats_copy()
-
-    def reset_stats(self) -> None:
-        with self._meta_lock:
-            self._stats = empty_stats()
-
-    def commit_count(self, repo_id: str, repo_type: str = "model") -> int:
-        """Commits applied through ``/commit`` to one repo since the last :meth:`reset_stats`."""
-        with self._meta_lock:
-            return self._stats["commits_per_repo"].get(f"{repo_type}:{repo_id}", 0)
-
-    # -- inspection for tests -------------------------------------------------------------------
-
-    def repo_exists(self, repo_id: str, repo_type: str = "model") -> bool:
-        with self._lock:
-            return (repo_type, repo_id) in self._repos
-
-    def _get_commit(self, repo_id: str, repo_type: str, revision: str) -> Commit:
-        repo = self._repos.get((repo_type, repo_id))
-        if repo is None:
-            raise KeyError(f"no {repo_type} repo {repo_id!r}")
-        commit = repo.resolve(revision)
-        if commit is None:
-            raise KeyError(f"no revision {revision!r} in {repo_type} repo {repo_id!r}")
-        return commit
-
-    def list_files(self, repo_id: str, repo_type: str = "model", revision: str = "main") -> list[str]:
-        """Sorted file paths at ``revision`` (including the ``.gitattributes`` of the initial commit)."""
-        with self._lock:
-            return sorted(self._get_commit(repo_id, repo_type, revision).tree)
-
-    def read_file(self, repo_id: str, path: str, repo_type: str = "model", revision: str = "main") -> bytes:
-        with self._lock:
-            tree = self._get_commit(repo_id, repo_type, revision).tree
-            if path not in tree:
-                raise KeyError(f"no file {path!r} at {revision!r} in {repo_type} repo {repo_id!r}")
-            return tree[path].data
-
-    def file_storage(self, repo_id: str, path: str, repo_type: str = "model", revision: str = "main") -> str:
-        """How a file's content reached the Hub: ``"regular"`` (in the commit), ``"lfs"`` or ``"xet"``."""
-        with self._lock:
-            tree = self._get_commit(repo_id, repo_type, revision).tree
-            if path not in tree:
-                raise KeyError(f"no file {path!r} at {revision!r} in {repo_type} repo {repo_id!r}")
-            entry = tree[path]
-            return "xet" if entry.xet_hash else "lfs" if entry.lfs_sha256 else "regular"
-
-    def commits(self, repo_id: str, repo_type: str = "model", branch: str = "main") -> list[dict[str, Any]]:
-        """History of ``branch``, newest first (like ``list_repo_commits``), initial commit included."""
-        with self._lock:
-            repo = self._repos.get((repo_type, repo_id))
-            if repo is None:
-                raise KeyError(f"no {repo_type} repo {repo_id!r}")
-            head = self._get_commit(repo_id, repo_type, branch).oid
-            return [c.as_dict() for c in repo.history(head)]
-
-    def head(self, repo_id: str, repo_type: str = "model", branch: str = "main") -> str:
-        """Commit oid at the tip of ``branch``."""
-        with self._lock:
-            return self._get_commit(repo_id, repo_type, branch).oid
-
-    def create_repo(self, repo_id: str, repo_type: str = "model", private: bool = False) -> None:
-        """Create a repo directly (test setup without a client round trip); no-op if it exists."""
-        with self._lock:
-            if (repo_type, repo_id) not in self._repos:
-                self._new_repo(repo_type, repo_id, private=private, sdk=None)
-
-    def bucket_exists(self, bucket_id: str) -> bool:
-        with self._lock:
-            return bucket_id in self._buckets
-
-    def create_bucket(self, bucket_id: str, private: bool = False) -> None:
-        """Create a bucket directly (test setup without a client round trip); no-op if it exists."""
-        with self._lock:
-            self._buckets.setdefault(bucket_id, Bucket(bucket_id, private, time.time()))
-
-    def bucket_files(self, bucket_id: str) -> dict[str, bytes]:
-        """Every file of a bucket: path -> content."""
-        with self._lock:
-            bucket = self._buckets.get(bucket_id)
-            if bucket is None:
-                raise KeyError(f"no bucket {bucket_id!r}")
-            return {path: self._cas.files[f.xet_hash].data for path, f in sorted(bucket.files.items())}
-
-    def bucket_batches(self, bucket_id: str) -> list[dict[str, Any]]:
-        """Every batch that applied to a bucket, oldest first: ``{"time": wall time, "paths": files written}``
-        (a bucket keeps no history; the test Hub does, for the tests)."""
-        with self._lock:
-            bucket = self._buckets.get(bucket_id)
-            if bucket is None:
-                raise KeyError(f"no bucket {bucket_id!r}")
-            return [dict(batch) for batch in bucket.batches]
-
-    def read_bucket_file(self, bucket_id: str, path: str) -> bytes:
-        files = self.bucket_files(bucket_id)
-        if path not in files:
-            raise KeyError(f"no file {path!r} in bucket {bucket_id!r}")
-        return files[path]
-
     # -- request handling -----------------------------------------------------------------------
-
-    def _route(self, method: str, raw_path: str) -> Route:
-        segs = raw_path.strip("/").split("/") if raw_path.strip("/") else []
-        if segs[:1] == ["api"]:
-            rest = segs[1:]
-            if rest == ["whoami-v2"] and method == "GET":
-                return Route("whoami")
-            if rest == ["validate-yaml"] and method == "POST":
-                return Route("validate_yaml")
-            if rest == ["repos", "create"] and method == "POST":
-                return Route("create_repo")
-            if rest == ["repos", "delete"] and method == "DELETE":
-                return Route("delete_repo")
-            if rest[:1] == ["buckets"]:
-                return route_bucket_api(method, rest[1:], self.username)
-            if len(rest) >= 2 and rest[0] in PLURAL_TO_TYPE:
-                return route_repo_api(method, PLURAL_TO_TYPE[rest[0]], rest[1:], self._exists)
-            return Route("unknown")
-        if segs == ["v1", "telemetry"] and method == "POST":  # hf_xet telemetry, at the CAS host's root
-            return Route("xet_telemetry")
-        if len(segs) == 2 and segs[0] == "__lfs__" and method == "PUT":
-            return Route("lfs_upload", upload_id=segs[1])
-        route = Route("unknown")
-        if segs[:1] == ["cas"]:  # the casUrl names this store's instance (see CasStore.instance)
-            route = route_cas(method, segs[2:] if segs[1:2] == [self._cas.instance] else segs[1:])
-        elif segs[:1] == ["buckets"]:
-            route = route_bucket_web(method, segs[1:])
-        return route if route.name != "unknown" else route_repo_web(method, segs)
 
     def _exists(self, repo_type: str, repo_id: str) -> bool:
         return (repo_type, repo_id) in self._repos
@@ -465,7 +250,7 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
                 self._active -= 1
 
     def _handle_counted(self, request: Request) -> Response | None:
-        route = self._route(request.method, request.path)
+        route = route_request(request.method, request.path, self.username, self._exists, self._cas.instance)
         with self._meta_lock:
             self._stats["bytes_received"] += len(request.body)
             self._stats["requests"][route.name] = self._stats["requests"].get(route.name, 0) + 1
@@ -524,24 +309,11 @@ class HubServer(RepoRoutes, LfsRoutes, XetRoutes, BucketRoutes):
         return None if lost_response else response
 
     def _check_auth(self, request: Request, route: Route) -> None:
+        """The CAS's access token on CAS routes, the Hub token (:mod:`.auth`) on every other."""
         if route.name in CAS_ROUTES or route.name == "xorb_download":
             self._check_cas_auth(request, route)
             return
-        if route.name in _OPEN_ROUTES:  # the client sends validate-yaml without a token
-            return
-        writes = route.name in _WRITE_ROUTES or (route.name == "xet_token" and route.key == "write")
-        token = request.bearer()
-        if self.tokens is None:  # open server; read-only tokens still cannot write
-            if token in self.read_only_tokens and writes:
-                raise HubError(403, "You don't have write access with this (read-only) token")
-            return
-        if not token:
-            # Plain-http 401s must name the error code, or the client raises a bare HfHubHTTPError.
-            raise HubError(401, "Unauthorized: a token is required", error_code="RepoNotFound")
-        if token not in self.tokens and token not in self.read_only_tokens:
-            raise HubError(401, "Invalid credentials in Authorization header")
-        if token in self.read_only_tokens and token not in self.tokens and writes:
-            raise HubError(403, "You don't have write access with this (read-only) token")
+        check_hub_token(request, route, self.tokens, self.read_only_tokens)
 
 
 def shell_exports(server: HubServer, token: str, xet: bool = True) -> list[str]:
@@ -557,42 +329,6 @@ def shell_exports(server: HubServer, token: str, xet: bool = True) -> list[str]:
     return [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
 
 
-def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
-    """The :class:`HubLimits` flags (0 turns a limit off); ``--hub-free`` starts from the Hub's free-account rates."""
-    group = parser.add_argument_group("the Hub's limits (HubLimits; 0 turns one off)")
-    group.add_argument("--hub-free", action="store_true",
-                       help="the Hub's free-account rates: 1000 API requests per 300 s, 128 commits per hour per repository")
-    group.add_argument("--entries-per-folder", type=int, metavar="N",
-                       help="most files and sub-folders in one folder (default: 10000, as the Hub)")
-    group.add_argument("--api-requests", type=int, metavar="N",
-                       help="Hub API requests per window, for the server's one user (default: no limit)")
-    group.add_argument("--window-s", type=float, metavar="SECONDS", help="the API window, in seconds (default: 300)")
-    group.add_argument("--commits-per-hour", type=int, metavar="N",
-                       help="commits per repository per commit window (default: no limit)")
-    group.add_argument("--commit-window-s", type=float, metavar="SECONDS",
-                       help="the commit window, in seconds (default: 3600)")
-    group.add_argument("--files-per-commit", type=int, metavar="N",
-                       help="most file operations in one commit (default: no limit)")
-
-
-def _limits_from(parser: argparse.ArgumentParser, args: argparse.Namespace) -> HubLimits:
-    """The flags of :func:`_add_limit_flags` as a :class:`HubLimits` (a bad value: a usage error, exit 2)."""
-    counts = {
-        "entries_per_folder": args.entries_per_folder,
-        "api_requests_per_window": args.api_requests,
-        "commits_per_hour": args.commits_per_hour,
-        "files_per_commit": args.files_per_commit,
-    }
-    changes: dict[str, Any] = {name: value or None for name, value in counts.items() if value is not None}
-    for name, seconds in (("window_s", args.window_s), ("commit_window_s", args.commit_window_s)):
-        if seconds is not None:
-            changes[name] = seconds
-    try:
-        return dataclasses.replace(HubLimits.hub_free() if args.hub_free else HubLimits(), **changes)
-    except ValueError as exc:
-        parser.error(str(exc))
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run a HubServer in the foreground for demos, benchmarks and offline work."""
 
@@ -603,9 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--read-only-token", action="append", help="accepted read-only token (repeatable)")
     parser.add_argument("--no-xet", action="store_true", help="print a client environment without Xet")
     parser.add_argument("--log-level", default="INFO", help="the server's log level: DEBUG, INFO, WARNING... (default: INFO)")
-    _add_limit_flags(parser)
+    add_limit_flags(parser)
     args = parser.parse_args(argv)
-    limits = _limits_from(parser, args)
+    limits = limits_from(parser, args)
     try:
         require_testing_extra("python -m hf_mpwriter.testing.hub_server")
     except ValueError as exc:  # ConfigurationError: one line that says what to install, no traceback

@@ -19,7 +19,7 @@ import hashlib
 import secrets
 
 from .httpd import HubError, Request, Response, Route, json_response
-from .storage import HubState
+from .hub_state import HubState
 
 
 class LfsRoutes(HubState):

@@ -1,22 +1,14 @@
-"""Git-repository routes of the test Hub: create/delete, info, preupload, commit, tree, paths-info, resolve...
+"""Git-repository routes of the test Hub: create/delete, info, preupload, tree, paths-info, history, resolve...
 
 What huggingface_hub 2.x sends (``{T}`` = models|datasets|spaces; path segments arrive
-percent-quoted and are unquoted one by one):
+percent-quoted and are unquoted one by one, in :mod:`.routing`):
 
 * ``POST /api/repos/create`` ``{name, organization, type, private?}`` -> ``{url}``; with ``exist_ok``
   the client accepts a 409 only if its body carries ``url``.
 * ``POST /api/{T}/{id}/preupload/{rev}`` -> ``{files: [{path, uploadMode, shouldIgnore, oid?}]}``; an
   ``oid`` equal to the local one makes the client drop that file. (Whether an "lfs" file then goes
   through Xet or legacy LFS is the client's choice alone: Xet unless ``HF_HUB_DISABLE_XET=1``.)
-* ``POST /api/{T}/{id}/commit/{rev}`` NDJSON: ``header{summary, description, parentCommit?}``, then
-  ``file{path, content, encoding}``, ``lfsFile{path, algo, oid=sha256, size}``, ``deletedFile``,
-  ``deletedFolder``. A stale ``parentCommit`` gets 412. An ``lfsFile`` must name content uploaded
-  *to this repository* (a legacy LFS PUT, or a Xet shard sent with this repository's write token);
-  otherwise 400 with the Hub's own words, every offending path listed (:data:`DANGLING_LFS`), which
-  the client raises as ``BadRequestError`` ("Bad request for commit endpoint"). Content uploaded to
-  another repository, or to a deleted one of the same name, counts as missing, as on the Hub (it
-  copies across repositories through ``lfs-files/duplicate`` first). The client does not retry
-  ``/commit``.
+* ``POST /api/{T}/{id}/commit/{rev}``: NDJSON, parsed and applied in :mod:`.commits`.
 * ``GET /api/{T}/{id}/tree/{rev}[/{path}]``, ``POST .../paths-info/{rev}``: entries
   ``{type, oid, size, path, lfs?, xetHash?}``.
 * ``HEAD``/``GET /{id}/resolve/{rev}/{path}``: content with ``X-Repo-Commit`` and ``ETag``; files
@@ -30,20 +22,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, quote
 
 from .httpd import HubError, Request, Response, Route, json_response, parse_range
-from .limits import FolderEntries, folders_holding, too_many_entries
+from .hub_state import HubState
 from .storage import (
-    PLURAL_TO_TYPE,
     REPO_TYPES,
     Commit,
     FileEntry,
-    HubState,
     Repo,
     cas_scope,
     dirs_of,
@@ -52,93 +41,6 @@ from .storage import (
 )
 
 logger = logging.getLogger("hf_mpwriter.testing.hub_server")
-
-#: The Hub's answer (400) to a commit whose ``lfsFile`` names content it does not hold for the
-#: repository, as huggingface_hub users quote it (huggingface_hub issue #3829), offending paths appended.
-DANGLING_LFS = (
-    "Your push was rejected because an LFS pointer pointed to a file that does not exist. For instance, "
-    "this can happen if you used git push --no-verify to push your changes. Offending file: {paths}"
-)
-
-#: Path segments that follow a repo id in ``/api/{type}s/{id}/...`` URLs.
-API_ACTIONS = frozenset(
-    {
-        "revision",
-        "preupload",
-        "commit",
-        "tree",
-        "paths-info",
-        "super-squash",
-        "commits",
-        "refs",
-        "branch",
-        "xet-read-token",
-        "xet-write-token",
-    }
-)
-
-
-def route_repo_api(method: str, repo_type: str, segs: list[str], exists: Any) -> Route:
-    """``/api/{T}/...`` after the type segment. ``exists(repo_type, repo_id)`` disambiguates ids.
-
-    Repo ids are "name" or "namespace/name": prefer an existing two-segment repo, then treat a
-    known action keyword in second position as the end of a one-segment id.
-    """
-    if len(segs) >= 2 and (exists(repo_type, f"{unquote(segs[0])}/{unquote(segs[1])}") or segs[1] not in API_ACTIONS):
-        repo_id, rest = f"{unquote(segs[0])}/{unquote(segs[1])}", segs[2:]
-    else:
-        repo_id, rest = unquote(segs[0]), segs[1:]
-    r = Route("unknown", repo_type=repo_type, repo_id=repo_id)
-    if not rest:
-        if method == "GET":
-            r.name = "repo_info"
-        return r
-    action, args = rest[0], [unquote(s) for s in rest[1:]]
-    if action == "revision" and len(args) == 1 and method == "GET":
-        r.name, r.revision = "repo_info", args[0]
-    elif action == "preupload" and len(args) == 1 and method == "POST":
-        r.name, r.revision = "preupload", args[0]
-    elif action == "commit" and len(args) == 1 and method == "POST":
-        r.name, r.revision = "commit", args[0]
-    elif action == "tree" and len(args) >= 1 and method == "GET":
-        r.name, r.revision, r.path_in_repo = "tree", args[0], "/".join(args[1:])
-    elif action == "paths-info" and len(args) == 1 and method == "POST":
-        r.name, r.revision = "paths_info", args[0]
-    elif action == "super-squash" and len(args) == 1 and method == "POST":
-        r.name, r.revision = "squash", args[0]
-    elif action == "commits" and len(args) == 1 and method == "GET":
-        r.name, r.revision = "list_commits", args[0]
-    elif action == "refs" and not args and method == "GET":
-        r.name = "refs"
-    elif action == "branch" and len(args) == 1 and method in ("POST", "DELETE"):
-        r.name, r.revision = "branch", args[0]
-    elif action in ("xet-read-token", "xet-write-token") and len(args) <= 1 and method in ("GET", "POST"):
-        r.name, r.key = "xet_token", action[4:-6]  # "read" / "write"
-        r.revision = args[0] if args else None
-    return r
-
-
-def route_repo_web(method: str, segs: list[str]) -> Route:
-    """Non-API repo URLs: ``/{id}.git/info/lfs/objects/{batch,verify}`` and ``/{id}/resolve/{rev}/{path}``."""
-    repo_type = "model"
-    if segs and segs[0] in ("datasets", "spaces"):
-        repo_type, segs = PLURAL_TO_TYPE[segs[0]], segs[1:]
-    for i, seg in enumerate(segs[:2]):
-        if seg.endswith(".git") and segs[i + 1 : i + 4] == ["info", "lfs", "objects"] and len(segs) == i + 5:
-            repo_id = "/".join(unquote(s) for s in segs[:i] + [seg[: -len(".git")]])
-            action = segs[i + 4]
-            if method == "POST" and action in ("batch", "verify"):
-                return Route(f"lfs_{action}", repo_type=repo_type, repo_id=repo_id)
-    for i in (1, 2):
-        if len(segs) > i + 2 and segs[i] == "resolve" and method in ("GET", "HEAD"):
-            return Route(
-                "resolve",
-                repo_type=repo_type,
-                repo_id="/".join(unquote(s) for s in segs[:i]),
-                revision=unquote(segs[i + 1]),
-                path_in_repo="/".join(unquote(s) for s in segs[i + 2 :]),
-            )
-    return Route("unknown")
 
 
 def content_response(request: Request, data: bytes, headers: dict[str, str], name: str) -> Response:
@@ -314,138 +216,6 @@ class RepoRoutes(HubState):
                     item["oid"] = existing.remote_oid
                 out.append(item)
             return json_response({"files": out, "commitOid": commit.oid})
-
-    def _large_file(self, repo: Repo, path: str, value: dict[str, Any]) -> FileEntry | None:
-        """The content an ``lfsFile`` operation names, if it was uploaded to ``repo``; None if not.
-
-        Legacy LFS objects belong to the repository they were PUT for; Xet files to the scope of the
-        write token their shard came with (:meth:`~.storage.HubState._grant_xet_files`).
-        """
-        oid = value.get("oid")
-        if not isinstance(oid, str):
-            raise HubError(400, f"lfsFile {path} needs an oid (sha256)")
-        oid = oid.lower()
-        xet_hash: str | None = None
-        data = repo.lfs_objects.get(oid)
-        if data is None:
-            xf = self._xet_file_by_sha256(cas_scope(repo.repo_type, repo.repo_id), oid)
-            if xf is None:
-                return None
-            data, xet_hash = xf.data, xf.hash
-        if "size" in value and value["size"] != len(data):
-            raise HubError(400, f"LFS size mismatch for {path}: {value['size']} != {len(data)}")
-        return FileEntry.lfs(data, oid, xet_hash=xet_hash)
-
-    def _h_commit(self, request: Request, route: Route) -> Response:
-        if request.qbool("create_pr"):
-            raise HubError(400, "Pull requests are not supported by HubServer")
-        try:
-            lines = [json.loads(line) for line in request.body.splitlines() if line.strip()]
-        except ValueError as exc:
-            raise HubError(400, f"Invalid NDJSON commit payload: {exc}") from exc
-        if not lines or lines[0].get("key") != "header":
-            raise HubError(400, "The commit payload must start with a header line")
-        header = lines[0].get("value") or {}
-        summary = header.get("summary") or ""
-        if not summary:
-            raise HubError(400, "Commit summary is required")
-        branch = route.revision or "main"
-        self._check_files_per_commit(len(lines) - 1)
-        with self._lock:
-            repo = self._repo(route)
-            key = f"{repo.repo_type}:{repo.repo_id}"
-            refusal = self._quotas.commit_refusal(key)
-            if refusal is not None:
-                self._refuse("commits", refusal)
-            if branch not in repo.branches:
-                if repo.resolve(branch) is not None:
-                    raise HubError(400, f"Invalid rev id: {branch} is not a branch")
-                raise HubError(404, f"Invalid rev id: {branch}", error_code="RevisionNotFound")
-            head = repo.commits[repo.branches[branch]]
-            parent = header.get("parentCommit")
-            if parent and not head.oid.startswith(str(parent).lower()):
-                raise HubError(412, "A commit has happened since. Please refresh and try again.")
-            tree = dict(head.tree)
-            added: list[str] = []
-            deleted: list[str] = []
-            dangling: list[str] = []  # lfsFile paths whose content was not uploaded to this repository
-            for line in lines[1:]:
-                kind, value = line.get("key"), line.get("value") or {}
-                path = value.get("path")
-                if not isinstance(path, str) or not path:
-                    raise HubError(400, f"Operation {kind!r} needs a path")
-                if kind == "file":
-                    content = value.get("content", "")
-                    if value.get("encoding", "base64") == "base64":
-                        try:
-                            data = base64.b64decode(content, validate=True)
-                        except ValueError as exc:
-                            raise HubError(400, f"Invalid base64 content for {path}") from exc
-                    else:
-                        data = str(content).encode()
-                    tree[path] = FileEntry.regular(data)
-                    added.append(path)
-                elif kind == "lfsFile":
-                    entry = self._large_file(repo, path, value)
-                    if entry is None:
-                        dangling.append(path)
-                        continue
-                    tree[path] = entry
-                    added.append(path)
-                elif kind == "deletedFile":
-                    if path not in tree:
-                        raise HubError(404, f"A file with this name doesn't exist: {path}", error_code="EntryNotFound")
-                    del tree[path]
-                    deleted.append(path)
-                elif kind == "deletedFolder":
-                    prefix = path.rstrip("/") + "/"
-                    gone = [p for p in tree if p.startswith(prefix)]
-                    if not gone:
-                        raise HubError(404, f"A folder with this name doesn't exist: {path}", error_code="EntryNotFound")
-                    for p in gone:
-                        del tree[p]
-                    deleted.extend(gone)
-                else:
-                    raise HubError(400, f"Unknown commit operation {kind!r}")
-            if dangling:
-                raise HubError(400, DANGLING_LFS.format(paths=" ".join(f"- {p}" for p in dangling)))
-            self._check_entries(tree, added, branch)
-            oid = self._new_oid("commit", head.oid, summary, *added, *deleted)
-            repo.commits[oid] = Commit(oid, head.oid, tree, summary, header.get("description") or "", time.time(), added, deleted)
-            repo.branches[branch] = oid
-            self._quotas.commit_applied(key)
-        with self._meta_lock:
-            self._stats["commits"] += 1
-            self._stats["commits_per_repo"][key] = self._stats["commits_per_repo"].get(key, 0) + 1
-        logger.info("commit %s on %s@%s: +%d -%d", oid[:8], key, branch, len(added), len(deleted))
-        return json_response(
-            {
-                "success": True,
-                "commitOid": oid,
-                "commitUrl": f"{self._repo_url(request.base_url, repo.repo_type, repo.repo_id)}/commit/{oid}",
-                "pullRequestUrl": None,
-            }
-        )
-
-    def _check_files_per_commit(self, operations: int) -> None:
-        """400 for a commit of more file operations than ``limits.files_per_commit`` (the Hub has no
-        such count, only a 60 s commit timeout: this is the test Hub's own stand-in, off by default)."""
-        limit = self._quotas.limits.files_per_commit
-        if limit is not None and operations > limit:
-            message = (
-                f"This commit has {operations} file operations, more than the {limit} this server allows "
-                "(HubLimits.files_per_commit; the Hub recommends 50-100 files per commit)"
-            )
-            self._refuse("files_per_commit", HubError(400, message))
-
-    def _check_entries(self, tree: dict[str, FileEntry], added: list[str], branch: str) -> None:
-        """The Hub's 400 for a commit that takes a folder over ``limits.entries_per_folder`` entries."""
-        limit = self._quotas.limits.entries_per_folder
-        if limit is None or len(tree) <= limit:  # a folder has no more entries than files under it
-            return
-        crowded = FolderEntries(tree, folders_holding(added)).crowded(limit)
-        if crowded:
-            self._refuse("entries_per_folder", HubError(400, too_many_entries(limit, crowded, branch)))
 
     # -- listing --------------------------------------------------------------------------------
 
