@@ -351,8 +351,8 @@ def test_backoff_grows_with_jitter_and_is_capped(attempts):
 
 
 def test_preemption_deadline_setting_is_checked_where_it_enters():
-    from hf_mpwriter.config import check_preemption_deadline
     from hf_mpwriter.errors import ConfigurationError
+    from hf_mpwriter.upload_args import check_preemption_deadline
 
     assert check_preemption_deadline(None) == 20.0
     assert check_preemption_deadline(8) == 8.0

@@ -30,9 +30,10 @@ from helpers import accumulator, block_device_dir, run, scalars, tensorboard_run
 from test_launchers import examples, run_example, wait_up_to_date
 from upload_helpers import TOKEN, local_target_files, materialise, writer_env
 
-from hf_mpwriter.config import UploadConfig, period_seconds
+from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.errors import ConfigurationError
 from hf_mpwriter.timing import SYSTEM_METRICS_PERIOD_S as DEFAULT_PERIOD_S
+from hf_mpwriter.upload_args import period_seconds
 from hf_mpwriter.uploader.system_metrics import SystemMetrics, start_for
 
 #: Every series of a machine without GPUs.

@@ -56,7 +56,8 @@ def release_held(final: str = "") -> None:
 def _sync_config(args: argparse.Namespace, logdir: Path):  # -> UploadConfig
     """The settings ``sync`` runs with: the logdir's own, or those ``--repo-id``/``--target`` name (saved)."""
     from .. import config as config_mod
-    from ..config import UploadConfig, hub_prefix, hub_settings
+    from ..config import UploadConfig, hub_settings
+    from ..upload_args import hub_prefix
 
     current = config_mod.load(logdir)
     if args.repo_id or args.target:

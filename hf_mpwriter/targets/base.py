@@ -9,8 +9,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..config import check_remote_path
 from ..state.piece import Piece
+from ..upload_args import check_remote_path
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ..config import DEFAULT_ALLOW, matches, pattern_list
+from ..config import DEFAULT_ALLOW
 from ..events.records import last_whole_record
 from ..state.piece import Piece, open_nofollow, sha256_prefix
 from ..state.statedir import STATE_DIRNAME
+from ..upload_args import matches, pattern_list
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,14 @@ from typing import Any, Callable
 
 from .. import environment
 from ..compat import keep_signals_for_the_main_thread
-from ..config import UploadConfig, check_same_target, matches, resolved_repo_id, token_found, writer_settings
-from ..errors import ConfigurationError, with_sync_advice
+from ..config import UploadConfig, check_same_target, resolved_repo_id, token_found, writer_settings
+from ..errors import ConfigurationError
 from ..state import mailbox, registry, statedir
 from ..state.liveness import touch
-from ..state.queue_readers import read_committed, read_error, read_failure
+from ..state.queue_readers import read_committed
 from ..timing import DEFAULT_CLOSE_TIMEOUT_S, HEARTBEAT_S, HUNG_AFTER_S, JOB_VIEW_LAST_WAIT_S, START_WAIT_S
-from . import file_limit, ranks, supervisor, termination, waiting
+from ..upload_args import matches
+from . import close_report, file_limit, ranks, supervisor, termination, waiting
 from .args import check_keywords, check_logdir, check_writer_args, default_logdir
 from .reporting import ProblemReporter
 from .summary_writer import SummaryWriter
@@ -44,6 +45,15 @@ _OWN_ARGS = (
     "path_in_repo", "repo_allow_patterns", "repo_ignore_patterns", "token", "rank", "target_dir", "uploader",
     "close_timeout", "preemption_deadline", "system_metrics",
 )
+
+
+def _detect_nodes() -> tuple[int, int]:
+    """This node's rank and the job's number of nodes, from the launcher's environment; a
+    :class:`ConfigurationError` where it contradicts itself."""
+    try:
+        return ranks.detect_nodes()
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 class _Scheduler:
@@ -129,10 +139,7 @@ class HFSummaryWriter(SummaryWriter):
         rank_info = check_writer_args(
             logdir, rank=rank, **{k: kwargs[k] for k in _WRITER_CHECKED if k in kwargs},
         )
-        try:
-            node_rank, nodes = ranks.detect_nodes()
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+        node_rank, nodes = _detect_nodes()
         self._upload: UploadConfig | None = writer_settings(
             Path(logdir).expanduser(), repo_id, target_dir=target_dir, commit_every=commit_every,
             squash_history=squash_history, repo_type=repo_type, repo_revision=repo_revision,
@@ -160,17 +167,22 @@ class HFSummaryWriter(SummaryWriter):
         super().__init__(logdir=logdir, rank=rank, **kwargs)
         self.scheduler = _Scheduler(self)
         if self._upload is not None:
-            file_limit.warn_at_start(self._upload, self.rank_info, self._rotate_bytes)  # rank 0 of a big job
-            self._warn_if_no_token()
-            # On SIGTERM (after the flush): the uploader commits at once, within the grace period.
-            termination.on_term(self._root, self._on_sigterm, install=self._env.handle_sigterm)
-            self._register(first=True)
-            if self._settings_saved:
-                # Before returning: a process that fails right after creating its writer must still
-                # leave an uploader behind (it outlives the process and commits what was flushed).
-                supervisor.ensure_uploader(self._root, self._mode, self._token, wait=START_WAIT_S)
-            self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True)
-            self._heartbeat_thread.start()
+            self._start_uploading(self._upload)
+
+    def _start_uploading(self, upload: UploadConfig) -> None:
+        """Once the writer exists: warn what needs warning, handle SIGTERM, register, start the uploader
+        and the heartbeat that keeps one alive."""
+        file_limit.warn_at_start(upload, self.rank_info, self._rotate_bytes)  # rank 0 of a big job
+        self._warn_if_no_token()
+        # On SIGTERM (after the flush): the uploader commits at once, within the grace period.
+        termination.on_term(self._root, self._on_sigterm, install=self._env.handle_sigterm)
+        self._register(first=True)
+        if self._settings_saved:
+            # Before returning: a process that fails right after creating its writer must still
+            # leave an uploader behind (it outlives the process and commits what was flushed).
+            supervisor.ensure_uploader(self._root, self._mode, self._token, wait=START_WAIT_S)
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat, name="hf_mpwriter-heartbeat", daemon=True)
+        self._heartbeat_thread.start()
 
     def _warn_if_no_token(self) -> None:
         """A Hub repository or bucket with no token anywhere: said now, not after ``close_timeout``.
@@ -329,7 +341,8 @@ class HFSummaryWriter(SummaryWriter):
         level = logging.WARNING if self.rank_info.rank in (None, 0) else logging.INFO
         logger.log(level, "close() of %s waits for %s (%d file(s) not committed yet; up to %.0f s more; "
                    "`hf-mpwriter status %s` shows progress)", self._root,
-                   waiting.waiting_for(self._root, self._upload.description), self._missing(sizes), left, self._root)
+                   waiting.waiting_for(self._root, self._upload.description),
+                   close_report.missing(self._root, self._upload.target_key, sizes), left, self._root)
 
     def close(self) -> None:
         """Flush, close, and wait (at most ``close_timeout``) until this process's logs are committed.
@@ -354,12 +367,7 @@ class HFSummaryWriter(SummaryWriter):
             self._settings_saved = self._save_settings(self._root)
         unwritten = sum(w.unwritten_bytes for w in self._event_writers)
         sizes = self._file_sizes()
-        if self._registration is not None:
-            try:
-                self._registration.unlink()
-            except OSError:
-                pass
-            self._registration = None
+        self._unregister()
         mailbox.trigger(self._root)
         if self._mode == "none":
             logger.info("logs of %s are queued; run `hf-mpwriter sync %s` to upload them", self._root, self._root)
@@ -368,48 +376,19 @@ class HFSummaryWriter(SummaryWriter):
             sizes, max(0.0, deadline - time.monotonic()), say_after=SAY_WAIT_AFTER_S)
         if (committed and self._upload.nodes > 1 and self._upload.store and self._mode == "process"
                 and not termination.signalled()):  # (preempted: its grace period is for its records)
-            self._wait_job_run_sent(min(deadline, time.monotonic() + JOB_VIEW_LAST_WAIT_S + HUNG_AFTER_S))
-        unreadable = None if committed else read_failure(self._queue_path)  # said when it began to last
-        fatal = None if committed or unreadable else supervisor.fatal_error(self._root, self._token or "")
-        if unreadable is not None:
-            logger.warning(
-                "cannot tell whether %d file(s) of %s are committed to %s: this process cannot read the upload "
-                "queue (%s). What is on disk is safe; `hf-mpwriter status %s` shows what the queue holds once it "
-                "can be read, and this finishes the job: hf-mpwriter sync %s",
-                len(sizes), self._root, self._upload.description, unreadable, self._root, self._root,
-            )
-        elif fatal is not None:
-            logger.error("%d file(s) of %s cannot be committed: %s", self._missing(sizes), self._root, with_sync_advice(
-                f"{fatal}. Nothing is lost (the logs are on disk and queued)", self._root))
-        elif not committed:
-            logger.warning("%s", with_sync_advice(
-                f"{self._missing(sizes)} file(s) of {self._root} are not committed to {self._upload.description} after "
-                f"{self.close_timeout:.0f} s{self._last_error_suffix()}. What is on disk is safe and queued; the "
-                f"uploader keeps trying while it runs", self._root, "and this finishes the job"))
-        if unwritten:
-            logger.error(
-                "%d bytes of records of %s are NOT on disk (it refused them: see the error above); they are kept "
-                "in memory and written if space returns before this process exits, otherwise they are lost",
-                unwritten, self._root,
-            )
+            waiting.wait_job_run_sent(self._root, min(deadline, time.monotonic() + JOB_VIEW_LAST_WAIT_S + HUNG_AFTER_S))
+        close_report.say_what_is_left(self._root, self._upload, sizes, committed=committed, unwritten=unwritten,
+                                      close_timeout=self.close_timeout, token=self._token)
 
-    def _wait_job_run_sent(self, until: float) -> None:
-        """A node of a job with a store: wait (until ``until``, monotonic) for its uploader to have sent the job
-        run's last points, so that this process (and its launcher, which may host the job's store) outlives
-        the exchange: the job run's last steps land whichever node hosts the store."""
-        while time.monotonic() < until and not waiting.job_run_sent(self._root):
-            time.sleep(0.1)
+    def _unregister(self) -> None:
+        """Remove this writer's registration: the uploader no longer counts it among the live writers."""
+        if self._registration is not None:
+            try:
+                self._registration.unlink()
+            except OSError:
+                pass
+            self._registration = None
 
     @property
     def _queue_path(self) -> Path:
         return statedir.state_dir(self._root, create=False) / "queue.db"
-
-    def _missing(self, sizes: dict[str, int]) -> int:
-        assert self._upload is not None
-        committed = read_committed(self._queue_path, self._upload.target_key)
-        return sum(1 for rel, size in sizes.items() if committed.get(rel, 0) < size)
-
-    def _last_error_suffix(self) -> str:
-        assert self._upload is not None
-        error = read_error(self._queue_path)
-        return f" (last error: {error.text})" if error else ""

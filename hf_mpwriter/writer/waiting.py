@@ -1,4 +1,5 @@
 """What a writer waiting for its files to be committed waits for, in words (``close()``, ``status``).
+(And ``close()``'s wait for a job run's last points to be sent.)
 
 Read only from state the uploader publishes for everyone: ``uploader.json`` (its liveness, its next
 cycle's wall time ``next_cycle_at``, and in a multi-node job its ``job`` dict) and the queue's error
@@ -27,6 +28,14 @@ def job_run_sent(logdir: Path) -> bool:
     agent may host the job's store, which every node's last exchange needs)."""
     info = uploader_info(logdir)
     return info is None or bool(info.get("job_run_final"))
+
+
+def wait_job_run_sent(logdir: Path, until: float) -> None:
+    """A node of a job with a store: wait (until ``until``, monotonic) for its uploader to have sent the job
+    run's last points, so that this process (and its launcher, which may host the job's store) outlives
+    the exchange: the job run's last steps land whichever node hosts the store."""
+    while time.monotonic() < until and not job_run_sent(logdir):
+        time.sleep(0.1)
 
 
 def waiting_for(logdir: Path, target: str, now: float | None = None) -> str:

@@ -68,9 +68,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ...config import UploadConfig, matches, pattern_list
+from ...config import UploadConfig
 from ...state.statedir import read_json, state_dir, write_json_atomic
 from ...timing import JOB_VIEW_SILENT_S, JOB_VIEW_WAIT_S
+from ...upload_args import matches, pattern_list
 from .bounds import ViewBounds
 from .marks import Marks
 from .outbox import Outbox
