@@ -20,7 +20,8 @@ from tensorboardX import summary as tbx_summary
 
 from hf_mpwriter import SummaryWriter
 from hf_mpwriter.errors import ConfigurationError
-from hf_mpwriter.writer.histogram import default_bins, histogram_summary
+from hf_mpwriter.writer.histogram import histogram_summary
+from hf_mpwriter.writer.histogram_buckets import default_bins
 
 torch = pytest.importorskip("torch")
 

@@ -19,8 +19,9 @@ import tensorboardX
 from tensorboardX import summary as tbx_summary
 
 from hf_mpwriter import SummaryWriter
-from hf_mpwriter.writer import histogram
-from hf_mpwriter.writer.histogram import default_bins, histogram_summary, histogram_summary_bytes
+from hf_mpwriter.writer import histogram_buckets
+from hf_mpwriter.writer.histogram import histogram_summary, histogram_summary_bytes
+from hf_mpwriter.writer.histogram_buckets import default_bins
 
 torch = pytest.importorskip("torch")
 
@@ -173,7 +174,7 @@ def test_device_path_on_cpu_tensors_copies_to_the_host_once(monkeypatch):
 
 
 def test_default_thresholds_are_computed_once_per_process():
-    first = histogram._edge_thresholds(histogram._default_edges(), np.float64)
+    first = histogram_buckets.edge_thresholds(histogram_buckets.default_edges(), np.float64)
     histogram_summary_bytes("h", np.arange(5.0))
-    assert histogram._edge_thresholds(histogram._default_edges(), np.float64) is first
-    assert histogram._cached_table(first) is histogram._cached_table(first)
+    assert histogram_buckets.edge_thresholds(histogram_buckets.default_edges(), np.float64) is first
+    assert histogram_buckets._cached_table(first) is histogram_buckets._cached_table(first)
