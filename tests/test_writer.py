@@ -858,7 +858,7 @@ def test_a_closed_event_file_writer_says_to_create_a_new_writer(logdir):
     with pytest.raises(RuntimeError, match="closed; create a new writer"):
         events.add_serialized(scalar_event("x", 1.0, 1, 1.0))
     # tensorboardX's FileWriter.reopen() (broken there) says the same instead of an AttributeError.
-    from hf_mpwriter.writer.summary_writer import FileWriter
+    from hf_mpwriter.writer.file_writer import FileWriter
 
     files = FileWriter(logdir / "fw")
     files.close()

@@ -10,7 +10,8 @@ is underneath:
   of today's writers), ``<logdir>/rank-NNN`` for rank NNN of a distributed job (past rank 8999 in a
   folder of 9,000: ``<logdir>/ranks-9000-17999/rank-12345``, within the Hub's 10,000 entries a folder);
 - ``add_scalars`` and ``add_hparams`` keep tensorboardX's directory layout but use this writer, and
-  ``add_scalars`` does not keep every value in memory (``export_scalars_to_json`` reads the files back);
+  ``add_scalars`` does not keep every value in memory (``export_scalars_to_json`` reads the files back;
+  :mod:`hf_mpwriter.writer.sub_runs`);
 - torch tensors of any dtype ``torch.utils.tensorboard`` accepts work (bfloat16 included,
   :mod:`hf_mpwriter.writer.values`), and histograms are binned in one pass where the values live,
   numpy arrays and CPU tensors on the host, other tensors on their device (:mod:`hf_mpwriter.writer.histogram`);
@@ -22,27 +23,24 @@ is underneath:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tensorboardX
-from tensorboardX import writer as tbx_writer
-from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.proto.summary_pb2 import Summary
-from tensorboardX.summary import hparams, scalar
 
 from .. import environment
 from ..events.encoding import scalar_event, summary_event
-from ..events.event_file import DEFAULT_FLUSH_SECS, DEFAULT_ROTATE_BYTES, EventFileWriter
+from ..events.event_file import DEFAULT_FLUSH_SECS, DEFAULT_ROTATE_BYTES
 from ..state import registry
 from . import histogram as _histogram
-from . import termination
 from .args import check_logdir, check_writer_args, default_logdir
-from .summaries import domain_discrete, hparams_call, scalars_json, tensor_scalar
+from .file_writer import FileWriter, write_restart
+from .sub_runs import SubRuns
+from .summaries import tensor_scalar
 from .values import NUMBER_TYPES, TENSOR_TYPE, as_float, checked_float, checked_step, on_host, tensor_args
 
 try:  # torch is optional
@@ -53,40 +51,7 @@ except ImportError:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 
-class FileWriter(tbx_writer.FileWriter):
-    """tensorboardX's ``FileWriter`` API over this library's event-file writer."""
-
-    def __init__(
-        self,
-        logdir: str | os.PathLike,
-        max_queue: int = 10,
-        flush_secs: float = DEFAULT_FLUSH_SECS,
-        filename_suffix: str = "",
-        rotate_bytes: int = DEFAULT_ROTATE_BYTES,
-        handle_sigterm: bool | None = None,
-    ) -> None:  # no super().__init__: it would open a tensorboardX event file
-        if handle_sigterm is None:  # a FileWriter made by the user: the environment says (HF_MPWRITER_HANDLE_SIGTERM)
-            handle_sigterm = environment.read().handle_sigterm
-        Path(logdir).mkdir(parents=True, exist_ok=True)
-        self.event_writer = EventFileWriter(logdir, max_queue, flush_secs, filename_suffix, rotate_bytes)
-        # On SIGTERM, its records reach the OS before the process ends.
-        termination.watch(self.event_writer, install=handle_sigterm)
-        self._default_metadata: dict = {}
-        #: Called with the step of the first event that has one, then cleared (a writer with ``resume=True``).
-        self.first_step: Callable[[int], None] | None = None
-
-    def add_event(self, event: Any, step: Any = None, walltime: float | None = None) -> None:
-        if self.first_step is not None and step is not None:
-            self.first_step(int(step))
-        super().add_event(event, step, walltime)
-
-    def reopen(self) -> None:
-        """tensorboardX's ``reopen()`` after ``close()`` is broken (a closed queue); this one says what works."""
-        raise RuntimeError(self.event_writer.closed_message() if self.event_writer.closed else
-                           "this event writer is open: there is nothing to reopen")
-
-
-class SummaryWriter(tensorboardX.SummaryWriter):
+class SummaryWriter(SubRuns):
     """Writes TensorBoard event files for this process, fast and crash-safe.
 
     Args are those of ``tensorboardX.SummaryWriter`` / ``torch.utils.tensorboard.SummaryWriter``
@@ -198,7 +163,7 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             self.file_writer = self._new_file_writer(self._claim.path)
             if self._purge_pending:  # once per writer: repeated after a close it would hide our own events
                 self._purge_pending = False
-                _write_restart(self.file_writer, self.purge_step)
+                write_restart(self.file_writer, self.purge_step)
             if self._restart_on_first_step:
                 self.file_writer.first_step = self._restart_at
             self.file_writer.event_writer.flush()  # never raises: a full disk must not stop construction
@@ -212,7 +177,7 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         self.purge_step = step
         for writer in self.all_writers.values():  # (the open ones: a sub-run reopened later gets it when made)
             writer.first_step = None
-            _write_restart(writer, step)
+            write_restart(writer, step)
 
     # -- the hot path ------------------------------------------------------------------------
     def add_scalar(
@@ -282,95 +247,6 @@ class SummaryWriter(tensorboardX.SummaryWriter):
             self._get_file_writer().add_summary(summary, global_step, walltime)
             return
         super().add_scalar(tag, value, global_step, walltime, display_name, summary_description)
-
-    # -- methods whose tensorboardX versions create tensorboardX writers -----------------------
-    def add_scalars(
-        self,
-        main_tag: str,
-        tag_scalar_dict: dict,
-        global_step: int | None = None,
-        walltime: float | None = None,
-    ) -> None:
-        """Several scalars on one chart: each tag in ``<run>/<main_tag>/<tag>``, as tensorboardX does.
-
-        The one place where tensorboardX and ``torch.utils.tensorboard`` disagree: torch writes
-        ``tag`` to the run ``<run>/<main_tag with '/' replaced by '_'>_<tag>`` (one directory level),
-        tensorboardX to ``<run>/<main_tag>/<tag>`` (nested directories). This writer follows
-        tensorboardX, so code moving from torch sees the same charts (same scalar tag ``main_tag``)
-        under different run names in TensorBoard's run list.
-
-        Unlike tensorboardX, values are not also kept in memory (which grows without bound):
-        ``export_scalars_to_json`` reads them back from the event files.
-        """
-        if not self._write_to_disk:
-            return
-        values = {tag: checked_float("add_scalars", f"{main_tag}/{tag}", v) for tag, v in tag_scalar_dict.items()}
-        walltime = time.time() if walltime is None else walltime
-        run = self._get_file_writer().get_logdir()
-        for tag, value in values.items():
-            key = os.path.join(run, main_tag, tag)
-            writer = self.all_writers.get(key)
-            if writer is None:
-                writer = self.all_writers[key] = self._new_file_writer(key)
-                if key not in self._scalars_file_writers and self.purge_step is not None:
-                    _write_restart(writer, self.purge_step)  # a sub-run restarts with its run (once)
-                writer.first_step = self._restart_at if self._restart_on_first_step else None
-                self._scalars_file_writers.setdefault(key, []).append(writer)
-            writer.add_summary(scalar(main_tag, value), global_step, walltime)
-
-    def export_scalars_to_json(self, path: str | os.PathLike) -> None:
-        """Write ``{key: [[wall_time, step, value], ...]}`` of the ``add_scalars`` values, as tensorboardX does.
-
-        Keys are tensorboardX's (``<run>/<main_tag>/<tag>``) and, as there, only ``add_scalars``
-        values are exported, and each export holds what was logged since the previous one. The
-        values are read back from this writer's own event files (flushed first) instead of being
-        kept in memory, so they are what TensorBoard shows: float32 values, and step 0 where no
-        ``global_step`` was given (tensorboardX's JSON has the float64 value and ``null``).
-        """
-        self.flush()
-        files = {key: [f for w in writers for f in w.event_writer.files] for key, writers in self._scalars_file_writers.items()}
-        data = scalars_json(files, self._exported_up_to)
-        with open(path, "w") as stream:
-            json.dump(data, stream)
-
-    def add_hparams(  # type: ignore[override]
-        self,
-        hparam_dict: dict,
-        metric_dict: dict,
-        *args: Any,
-        name: str | None = None,
-        global_step: int | None = None,
-        hparam_domain_discrete: dict | None = None,
-        run_name: str | None = None,
-    ) -> None:
-        """Hyperparameters and their metrics, in a sub-run ``<run>/<name>`` (tensorboardX layout).
-
-        Both signatures work: tensorboardX's ``(hparam_dict, metric_dict, name=None,
-        global_step=None)`` and torch's ``(hparam_dict, metric_dict, hparam_domain_discrete=None,
-        run_name=None, global_step=None)``; a dict in third place is torch's
-        ``hparam_domain_discrete``, a str tensorboardX's ``name``. ``hparam_domain_discrete``
-        is written as torch writes it; the summaries carry ``global_step`` as torch 2.x's do.
-        """
-        if type(hparam_dict) is not dict or type(metric_dict) is not dict:
-            raise TypeError("hparam_dict and metric_dict should be dictionaries")
-        domain, name, global_step = hparams_call(
-            args, {"name": name, "global_step": global_step, "hparam_domain_discrete": hparam_domain_discrete,
-                   "run_name": run_name},
-        )
-        exp, ssi, sei = hparams(hparam_dict, metric_dict)
-        exp = domain_discrete(exp, hparam_dict, domain)
-        values = {k: checked_float("add_hparams", k, v) for k, v in metric_dict.items()}
-        if not self._write_to_disk:
-            return
-        step = checked_step("add_hparams", "global_step", global_step)
-        writer = self._new_file_writer(os.path.join(self._get_file_writer().get_logdir(), name or str(time.time())))
-        try:
-            for summary in (exp, ssi, sei):
-                writer.add_summary(summary, step)
-            for key, value in values.items():
-                writer.add_summary(scalar(key, value), step)
-        finally:
-            writer.close()
 
     def add_tensor(self, tag: str, tensor: Any, global_step: int | None = None, walltime: float | None = None) -> None:
         """A whole tensor (``torch.utils.tensorboard``'s ``add_tensor``: its own ``tensor_proto``, same bytes)."""
@@ -455,14 +331,3 @@ class SummaryWriter(tensorboardX.SummaryWriter):
         if self._claim is not None:
             self._claim.release()
             self._claim = None
-
-
-def _write_restart(writer: FileWriter, step: int) -> None:
-    """What tensorboardX's ``purge_step`` writes first in a run's new file, with its ``START`` twice:
-    TensorBoard's Python reader drops the run's earlier events from ``step`` on at a ``START``, but takes
-    the first ``START`` of a run for the start of a session, not a restart (an earlier attempt without a
-    restart point wrote none). The second one is a restart whatever came before (the first then dropped
-    nothing of this attempt: it had logged nothing yet)."""
-    writer.add_event(Event(step=step, file_version="brain.Event:2"))
-    for _ in range(2):
-        writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
