@@ -3,7 +3,7 @@
 
 Measures what a record costs with this library's own writer (a rank logging 20 scalars a step,
 tags like ``train/metric_07``; one system-metrics sample of this machine, written by the uploader's
-sampler), then prints the README's table from :func:`hf_mpwriter.events.event_file.files_made`, the
+sampler), then prints the README's table from :func:`hf_mpwriter.events.file_count.files_made`, the
 function the writer's warning at start uses too:
 
     files a day = ranks × (1 + bytes a rank writes a day / rotate_bytes)
@@ -22,12 +22,8 @@ from pathlib import Path
 
 from hf_mpwriter import SummaryWriter
 from hf_mpwriter.config import HUB_MAX_FILES
-from hf_mpwriter.events.event_file import (
-    DEFAULT_ROTATE_BYTES,
-    TYPICAL_BYTES_PER_RANK_PER_S,
-    bytes_until_files,
-    files_made,
-)
+from hf_mpwriter.events.event_file import DEFAULT_ROTATE_BYTES
+from hf_mpwriter.events.file_count import TYPICAL_BYTES_PER_RANK_PER_S, bytes_until_files, files_made
 from hf_mpwriter.timing import SYSTEM_METRICS_PERIOD_S
 from hf_mpwriter.uploader.system_metrics import SystemMetrics
 from hf_mpwriter.writer.file_limit import WARN_WITHIN_DAYS, outlook

@@ -97,7 +97,7 @@ def test_a_job_too_big_for_any_rotation_is_advised_a_bucket_only(world, tmp_path
 
 
 def test_files_made_and_its_inverse():
-    from hf_mpwriter.events.event_file import bytes_until_files, files_made
+    from hf_mpwriter.events.file_count import bytes_until_files, files_made
 
     assert files_made(8, 4 * MIB, 0) == 8
     assert files_made(8, 4 * MIB, 4 * MIB - 1) == 8 and files_made(8, 4 * MIB, 4 * MIB) == 16

@@ -18,18 +18,16 @@ in the same run directory).
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
 import time
-import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..compat import keep_signals_for_the_main_thread
 from ..state.liveness import host_file_name
 from .encoding import file_version_event
+from .flusher import flusher
 from .records import frame
 
 if TYPE_CHECKING:  # tensorboardX imports torch: not at run time here (the uploader stays light)
@@ -47,33 +45,7 @@ CLOSE_RETRY_SECS = 10.0
 #: past it they are dropped and counted (said loudly), so a long full-disk period cannot exhaust
 #: the training process's memory.
 MAX_UNWRITTEN_BYTES = 64 * 1024 * 1024
-#: One rank's logging rate assumed by estimates of files a job makes (the README's "files per day", the
-#: writer's warning at start): 20 scalars a step (tags like ``train/metric_07``) at one step a second.
-#: A record of such a scalar is 55 bytes as this writer frames it at steps past 16,384
-#: (``scripts/files_per_day.py`` counts it).
-TYPICAL_BYTES_PER_RANK_PER_S = 20 * 55
 _HOST = host_file_name()
-
-
-def files_made(ranks: int, rotate_bytes: int, bytes_per_rank: float) -> int:
-    """Event files ``ranks`` writers leave once each has written ``bytes_per_rank``: one each to start
-    with, and one more per ``rotate_bytes`` written (a file is closed once it holds that much).
-
-    Why: a Hub repository holds fewer than 100,000 files, and a long job's rotation, times its ranks,
-    gets there. Pure: the README's numbers and the writer's warning at start both come from it.
-    An upper bound: a file closes past ``rotate_bytes``, never before.
-    """
-    if ranks <= 0:
-        return 0
-    return ranks * (1 + int(max(0.0, bytes_per_rank) // rotate_bytes))
-
-
-def bytes_until_files(limit: int, ranks: int, rotate_bytes: int) -> int:
-    """How many bytes each of ``ranks`` writers writes before :func:`files_made` reaches ``limit``
-    (its inverse); 0 when their first files alone do."""
-    rotations = -(-limit // max(1, ranks)) - 1  # files each rank may have, less its first
-    return max(0, rotations) * rotate_bytes
-
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -122,7 +94,7 @@ class EventFileWriter:
         self.files: list[Path] = []
         self.closed = False
         self._open_new_file()
-        _flusher.add(self)
+        flusher.add(self)
 
     # -- public API (tensorboardX EventFileWriter compatible) -------------------------------
     def get_logdir(self) -> str:
@@ -382,69 +354,3 @@ class EventFileWriter:
         self._fd = None
         self.files = []
         self.closed = True
-
-
-class _Flusher:
-    """One daemon thread per process that flushes every writer every ``flush_secs``.
-
-    One thread for all writers (not one per writer, as tensorboardX does) keeps a process with many
-    writers cheap. It is process-wide state by nature (a thread, an exit hook, a fork hook), so it
-    is one object, and it installs its hooks when the first writer is opened: importing the package
-    changes nothing in the process.
-    """
-
-    PERIOD = 0.25
-
-    def __init__(self) -> None:
-        self._writers: weakref.WeakSet[object] = weakref.WeakSet()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._hooked = False
-
-    def add(self, writer: object) -> None:
-        with self._lock:
-            if not self._hooked:
-                atexit.register(self.close_all)
-                if hasattr(os, "register_at_fork"):
-                    os.register_at_fork(after_in_child=self.after_fork_in_child)
-                self._hooked = True
-            self._writers.add(writer)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="hf_mpwriter-flusher", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        keep_signals_for_the_main_thread()
-        while True:
-            time.sleep(self.PERIOD)
-            now = time.monotonic()
-            for writer in list(self._writers):
-                try:
-                    writer._tick(now)  # type: ignore[attr-defined]
-                except Exception:  # never let one writer's trouble stop the others' flushes
-                    logger.exception("periodic flush failed")
-
-    def close_all(self) -> None:
-        """At interpreter exit: flush every writer and close its file (so it counts as complete).
-
-        A writer closed earlier on a full disk still holds records: one last bounded attempt, then
-        the error says they are lost (they are: the process is ending).
-        """
-        for writer in list(self._writers):
-            try:
-                if writer.closed:  # type: ignore[attr-defined]
-                    writer._last_attempt()  # type: ignore[attr-defined]
-                else:
-                    writer.close()  # type: ignore[attr-defined]
-            except Exception:
-                logger.exception("closing an event writer at exit failed")
-
-    def after_fork_in_child(self) -> None:
-        for writer in list(self._writers):
-            writer._forget_after_fork()  # type: ignore[attr-defined]
-        self._writers = weakref.WeakSet()
-        self._thread = None
-        self._lock = threading.Lock()
-
-
-_flusher = _Flusher()

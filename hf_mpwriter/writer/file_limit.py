@@ -2,7 +2,7 @@
 
 Every rank writes its own event files and rotates to a new one every ``rotate_bytes``, so a job
 makes ``ranks × (1 + bytes per rank / rotate_bytes)`` files
-(:func:`hf_mpwriter.events.event_file.files_made`), and a repository holds fewer than
+(:func:`hf_mpwriter.events.file_count.files_made`), and a repository holds fewer than
 :data:`~hf_mpwriter.config.HUB_MAX_FILES`. Rank 0 alone says it: every rank would compute the same
 numbers, and a job's ranks usually share one console (torchrun, srun): one line per job, not one
 per node or rank. The uploader warns again as the repository really fills
@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 
 from ..config import HUB_MAX_FILES, UploadConfig
-from ..events.event_file import TYPICAL_BYTES_PER_RANK_PER_S, bytes_until_files, files_made
+from ..events.file_count import TYPICAL_BYTES_PER_RANK_PER_S, bytes_until_files, files_made
 from .ranks import RankInfo
 
 logger = logging.getLogger(__name__)
