@@ -36,7 +36,8 @@ from upload_helpers import (
 from hf_mpwriter import ConfigurationError, HFSummaryWriter
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.redaction import redact
-from hf_mpwriter.state.jobqueue import JobQueue, JobState
+from hf_mpwriter.state.jobqueue import JobQueue
+from hf_mpwriter.state.jobs import JobState
 from hf_mpwriter.state.registry import live_writers
 from hf_mpwriter.state.statedir import write_json_atomic
 from hf_mpwriter.targets.hub import HubTarget

@@ -122,7 +122,7 @@ def _record(logdir, kind, text, *, lasted: float, pid: int | None = None) -> Non
 
 
 def test_a_transient_error_is_said_once_it_lasts_and_only_once(tmp_path, caplog):
-    from hf_mpwriter.state.jobqueue import ErrorKind
+    from hf_mpwriter.state.upload_error import ErrorKind
     from hf_mpwriter.writer.reporting import TRANSIENT_WARN_AFTER_S, ProblemReporter
 
     reporter = ProblemReporter(tmp_path)
@@ -146,7 +146,8 @@ def test_a_transient_error_is_said_once_it_lasts_and_only_once(tmp_path, caplog)
 
 
 def test_the_error_record_keeps_when_its_kind_began(tmp_path):
-    from hf_mpwriter.state.jobqueue import ErrorKind, JobQueue
+    from hf_mpwriter.state.jobqueue import JobQueue
+    from hf_mpwriter.state.upload_error import ErrorKind
 
     queue = JobQueue(tmp_path / "queue.db")
     queue.record_error(ErrorKind.TRANSIENT, "one")
@@ -169,8 +170,9 @@ def test_a_transient_error_outlives_a_new_uploader_until_the_target_answers(tmp_
     import json
 
     from hf_mpwriter.config import UploadConfig
-    from hf_mpwriter.state.jobqueue import ERROR_META, ErrorKind
+    from hf_mpwriter.state.jobqueue import ERROR_META
     from hf_mpwriter.state.statedir import state_dir
+    from hf_mpwriter.state.upload_error import ErrorKind
     from hf_mpwriter.targets import target_for
     from hf_mpwriter.uploader.commit_cycle import Committer
 

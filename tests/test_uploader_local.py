@@ -21,7 +21,8 @@ from upload_helpers import (
 
 from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.cli.status import collect
-from hf_mpwriter.state.jobqueue import JobQueue, JobState
+from hf_mpwriter.state.jobqueue import JobQueue
+from hf_mpwriter.state.jobs import JobState
 from hf_mpwriter.uploader.loop import Uploader
 
 

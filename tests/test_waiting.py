@@ -20,7 +20,7 @@ from upload_helpers import TOKEN, committed_and_checked, wait_for, writer_env
 from hf_mpwriter import HFSummaryWriter
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.state.election import uploader_state
-from hf_mpwriter.state.jobqueue import ErrorKind, UploadError
+from hf_mpwriter.state.upload_error import ErrorKind, UploadError
 from hf_mpwriter.writer import hub_writer
 from hf_mpwriter.writer.waiting import describe
 

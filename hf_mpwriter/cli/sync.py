@@ -115,9 +115,9 @@ def _give_back(logdir: Path, replaced: bool, quiet: bool) -> None:
 def _needs_user(logdir: Path) -> bool:
     """The logdir's current error is one that retrying cannot fix (recorded by this ``sync``, or by
     the running uploader)."""
-    from ..state.jobqueue import ErrorKind
     from ..state.queue_readers import read_error
     from ..state.statedir import state_dir
+    from ..state.upload_error import ErrorKind
     from ..writer import supervisor
 
     error = read_error(state_dir(logdir, create=False) / "queue.db")

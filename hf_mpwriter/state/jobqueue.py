@@ -28,13 +28,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 from .filesystem import set_journal
+from .jobs import TRANSITIONS, Job, JobState
 from .piece import Piece
 from .statedir import make_private
+from .upload_error import ErrorKind, UploadError
 
 logger = logging.getLogger(__name__)
 
@@ -76,61 +76,6 @@ GENERATION_META = "generation"
 #: ``meta`` keys of what the uploaders of this logdir did about calls that never answered (``status``): calls
 #: abandoned past their bound, and uploader processes replaced for them (:mod:`hf_mpwriter.uploader.replacement`).
 HANG_COUNTS = ("abandoned_calls", "process_replacements")
-
-
-class JobState(str, Enum):
-    """Where a job stands, as stored in the queue."""
-
-    PENDING = "pending"  # queued (new snapshots merge into it); after a failure, with a retry time
-    INFLIGHT = "inflight"  # handed to the target: found so after a crash, its outcome is unknown
-    DONE = "done"  # the target holds it (acknowledged, or found there when reconciled)
-
-
-class Step(str, Enum):
-    """What the uploader does with the unfinished job now; decided in one place, :meth:`Job.step`."""
-
-    RECONCILE = "reconcile"  # the last attempt's outcome is unknown: ask the target, then send if needed
-    BACK_OFF = "back_off"  # it failed: wait until ``next_try`` (new data waits on disk meanwhile)
-    SEND = "send"  # due: commit it
-
-
-#: The only moves a job can make (:meth:`JobQueue.move` refuses any other).
-TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.INFLIGHT, JobState.PENDING, JobState.DONE}),
-    JobState.INFLIGHT: frozenset({JobState.PENDING, JobState.DONE}),
-    JobState.DONE: frozenset(),
-}
-
-
-@dataclass
-class Job:
-    """One commit: the pieces it carries and where it stands."""
-
-    id: int
-    target: str
-    state: JobState
-    pieces: list[Piece]
-    attempts: int = 0
-    next_try: float = 0.0
-    last_error: str | None = None
-    commit_id: str | None = None
-    created: float = field(default_factory=time.time)
-    updated: float = field(default_factory=time.time)
-
-    @property
-    def bytes(self) -> int:
-        return sum(p.size for p in self.pieces)
-
-    def step(self, now: float) -> Step:
-        """The job's next step at time ``now`` (a sync or a closing writer skips the backoff by
-        resetting ``next_try``: :meth:`JobQueue.reset_backoff`)."""
-        if self.state is JobState.INFLIGHT:
-            return Step.RECONCILE  # a crash or a lost answer: it may have landed
-        if self.attempts and self.next_try > now:
-            return Step.BACK_OFF
-        if self.attempts:
-            return Step.RECONCILE  # it failed, but may have landed anyway (a lost response)
-        return Step.SEND
 
 
 class QueueCorrupted(Exception):
@@ -402,36 +347,6 @@ class JobQueue:
             attempts=attempts, next_try=next_try, last_error=last_error, commit_id=commit_id,
             created=created, updated=updated,
         )
-
-
-class ErrorKind(str, Enum):
-    """What an error needs: time (retrying fixes it), the user (a token, a repository), or space."""
-
-    TRANSIENT = "transient"  # network, 5xx, 429, 409/412: retried with backoff
-    NEEDS_USER = "needs_user"  # 401/403, repository or revision not found: retrying alone won't help
-    LOCAL = "local"  # full disk, locked database, a vanished local file: retried every few seconds
-
-
-@dataclass
-class UploadError:
-    """The uploader's current error, as recorded in the queue (one record, one reader)."""
-
-    kind: ErrorKind
-    text: str  # already redacted
-    pid: int  # the uploader that recorded it: a writer ignores the error of an uploader that is gone
-    time: float  # when it was last met
-    since: float  # when errors of this kind began (without a success or another kind in between)
-
-    @classmethod
-    def parse(cls, raw: str | None) -> UploadError | None:
-        try:
-            data = json.loads(raw) if raw else None
-            if not data:
-                return None
-            at = float(data["time"])
-            return cls(ErrorKind(data["kind"]), str(data["text"]), int(data["pid"]), at, float(data.get("since", at)))
-        except (ValueError, KeyError, TypeError):
-            return None
 
 
 def audit_record(queue: JobQueue) -> dict:

@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from ..timing import READ_FAILING_S
 from .filesystem import queue_advice
-from .jobqueue import JobQueue, UploadError
+from .jobqueue import JobQueue
+from .upload_error import UploadError
 
 logger = logging.getLogger(__name__)
 

@@ -58,9 +58,11 @@ from ..config import UploadConfig, token_found
 from ..errors import Deferred, TargetError, in_logdir
 from ..redaction import redact
 from ..state.filesystem import queue_advice
-from ..state.jobqueue import AUDIT_META, ErrorKind, Job, JobQueue, JobState, Step, audit_record
+from ..state.jobqueue import AUDIT_META, JobQueue, audit_record
+from ..state.jobs import Job, JobState, Step
 from ..state.piece import Piece
 from ..state.statedir import state_dir, write_json_atomic
+from ..state.upload_error import ErrorKind
 from ..targets import Target
 from . import schedule as schedule_mod
 from .schedule import LOCAL_RETRY_S

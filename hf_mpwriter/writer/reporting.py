@@ -23,9 +23,9 @@ from pathlib import Path
 
 from ..errors import in_logdir
 from ..state.election import uploader_info
-from ..state.jobqueue import ErrorKind, UploadError
 from ..state.queue_readers import read_error
 from ..state.statedir import state_dir
+from ..state.upload_error import ErrorKind, UploadError
 from ..timing import TRANSIENT_WARN_AFTER_S
 
 logger = logging.getLogger(__name__)

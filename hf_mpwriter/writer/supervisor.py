@@ -189,8 +189,8 @@ def fatal_error(logdir: Path, token: str | None = None) -> str | None:
     it to hand over: the error is not its own). With no uploader running, the one that stopped on
     that error once every writer was gone (nobody was left to fix it) answers for it.
     """
-    from ..state.jobqueue import ErrorKind  # the queue modules are not needed by writers otherwise
     from ..state.queue_readers import read_error
+    from ..state.upload_error import ErrorKind  # the queue modules are not needed by writers otherwise
 
     error = read_error(state_dir(logdir, create=False) / "queue.db")
     info = uploader_info(logdir) or stopped_uploader_info(logdir) or {}

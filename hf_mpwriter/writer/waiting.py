@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..state.election import uploader_info, uploader_state
-from ..state.jobqueue import ErrorKind, UploadError
 from ..state.queue_readers import read_error
 from ..state.statedir import state_dir
+from ..state.upload_error import ErrorKind, UploadError
 from ..timing import duration_text
 
 #: A next cycle due less than this far ahead (or past) reads as "working on one" (s): the loop polls.
