@@ -37,7 +37,6 @@ from typing import Any
 try:
     from lightning.fabric.loggers.logger import _DummyExperiment
     from lightning.fabric.utilities.logger import _add_prefix, _convert_params, _flatten_dict, _sanitize_params
-    from lightning.fabric.utilities.rank_zero import rank_zero_only as _rank_zero_only
     from lightning.pytorch.loggers.logger import Logger
 except ImportError:  # pragma: no cover - only the older package is installed
     from lightning_fabric.loggers.logger import _DummyExperiment  # type: ignore[no-redef,assignment]
@@ -47,54 +46,19 @@ except ImportError:  # pragma: no cover - only the older package is installed
         _flatten_dict,
         _sanitize_params,
     )
-    from lightning_fabric.utilities.rank_zero import rank_zero_only as _rank_zero_only  # type: ignore[no-redef]
     from pytorch_lightning.loggers.logger import Logger  # type: ignore[no-redef,assignment]
 
-from ..state.registry import live_writers
-from ..state.statedir import STATE_DIRNAME, state_dir
+from ..state.statedir import state_dir
 from ..writer import ranks
 from ..writer.hub_writer import HFSummaryWriter
 from ._common import check_writer_kwargs, resuming
+from .lightning_version import ENDED_FILE, choose_version, distributed, rank_and_world, version_path
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HFMPWriterLogger", "job_version"]
 
 job_version = ranks.job_id  # the version every rank of a job shares
-
-#: Rank 0 creates this empty file in the version directory's state directory when ``finalize("success")``
-#: runs (and removes it when it logs there again): a ``version_N`` without it, that a writer used, is
-#: an attempt that did not end, which a relaunch continues. In ``.hf_mpwriter/``: the version's own
-#: private state, which the uploader never sends and TensorBoard never reads; beside the writers'
-#: files, so a version that no writer of this package used (``TensorBoardLogger``'s, an empty folder)
-#: has no state directory at all and is never continued. Its presence is the whole record: nothing to
-#: parse, nothing to tear.
-ENDED_FILE = "lightning-ended"
-
-def _distributed() -> Any:
-    """``torch.distributed`` if a process group is up, else ``None``."""
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - Lightning needs torch
-        return None
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def _rank_and_world() -> tuple[int, int]:
-    """This process's global rank and the world size: the process group's once it is up, else
-    Lightning's rank (from the launcher's environment) and the launcher's world size."""
-    dist = _distributed()
-    if dist is not None:
-        return dist.get_rank(), dist.get_world_size()
-    try:
-        world = ranks.detect().world_size
-    except ValueError:
-        world = 1
-    try:
-        world = max(world, int(os.environ.get("WORLD_SIZE") or 1))
-    except ValueError:
-        pass
-    return int(getattr(_rank_zero_only, "rank", 0) or 0), world
 
 
 class HFMPWriterLogger(Logger):
@@ -211,14 +175,14 @@ class HFMPWriterLogger(Logger):
     def version(self) -> int | str:
         """The version, the same on every rank (see the class docstring for how it is chosen)."""
         if self._version is None:
-            if _distributed() is not None and _rank_and_world()[1] > 1:
+            if distributed() is not None and rank_and_world()[1] > 1:
                 self._share_version()
-            elif _rank_and_world()[0] == 0:
-                self._version = self._choose_version()  # sent to the others once the process group is up
+            elif rank_and_world()[0] == 0:
+                self._version = choose_version(self.root_dir)  # sent to the others once the process group is up
             else:
                 # Before the process group (Lightning looks for ckpt_path="last" there): what rank 0 will
                 # choose, as this rank's listing says. Not kept: rank 0's choice replaces it.
-                return self._choose_version(rank_zero=False)
+                return choose_version(self.root_dir, rank_zero=False)
         assert self._version is not None
         return self._version
 
@@ -249,35 +213,10 @@ class HFMPWriterLogger(Logger):
         version = self.version
         return version if isinstance(version, str) else f"version_{version}"
 
-    def _version_path(self, version: int | str) -> Path:
-        """``<save_dir>/<name>/<version>``, without ``sub_dir``."""
-        name = version if isinstance(version, str) else f"version_{version}"
-        return Path(os.path.expanduser(os.path.expandvars(os.path.join(self.root_dir, name))))
-
-    def _choose_version(self, rank_zero: bool = True) -> int:
-        """Case 3 of the class docstring: the newest ``version_N`` in :attr:`root_dir` if an attempt logged
-        there and did not end (continued), else one more (``TensorBoardLogger``'s choice), else 0."""
-        try:
-            names = [entry.name for entry in os.scandir(os.path.expanduser(os.path.expandvars(self.root_dir)))
-                     if entry.is_dir()]
-        except OSError:
-            return 0
-        found = [int(n[len("version_"):]) for n in names if n.startswith("version_") and n[len("version_"):].isdigit()]
-        if not found:
-            return 0
-        newest = max(found)
-        state = self._version_path(newest) / STATE_DIRNAME
-        if not state.is_dir() or (state / ENDED_FILE).exists() or live_writers(self._version_path(newest)):
-            return newest + 1  # (live writers: another job logs there now, not an attempt that was killed)
-        if rank_zero:
-            logger.info("continuing version_%d in %s: its last attempt did not end (pass version= for a new run)",
-                        newest, self.root_dir)
-        return newest
-
     def _record_end(self, ended: bool) -> None:
         """Rank 0: this version's attempt ended (``finalize("success")``), or logs again (a writer is made)."""
         try:
-            marker = state_dir(self._version_path(self.version)) / ENDED_FILE
+            marker = state_dir(version_path(self.root_dir, self.version)) / ENDED_FILE
             if ended:
                 marker.touch()
             else:
@@ -287,14 +226,14 @@ class HFMPWriterLogger(Logger):
 
     def _share_version(self) -> None:
         """Rank 0 sends its version to every rank (a collective: called by every rank, once)."""
-        dist = _distributed()
+        dist = distributed()
         if dist is None or self._shared:
             return
         rank, world = dist.get_rank(), dist.get_world_size()
         if world > 1:
             box: list[Any] = [None]
             if rank == 0:
-                box[0] = self._version if self._version is not None else self._choose_version()
+                box[0] = self._version if self._version is not None else choose_version(self.root_dir)
             dist.broadcast_object_list(box, src=0)
             self._version = box[0]
             logger.debug("rank %d: version %r (chosen by rank 0)", rank, self._version)
@@ -311,9 +250,9 @@ class HFMPWriterLogger(Logger):
         """
         if self._experiment is not None:
             return self._experiment
-        if self._from_rank_zero and not self._shared and _distributed() is not None:
+        if self._from_rank_zero and not self._shared and distributed() is not None:
             self._share_version()
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         if self._rank_zero_only and rank != 0:
             self._experiment = _DummyExperiment()
             return self._experiment
@@ -379,7 +318,7 @@ class HFMPWriterLogger(Logger):
         """The model's graph, once (rank 0), if ``log_graph=True``: from ``input_array`` or
         ``model.example_input_array``."""
         writer = self._writer()
-        if not self._log_graph or writer is None or _rank_and_world()[0] != 0:
+        if not self._log_graph or writer is None or rank_and_world()[0] != 0:
             return
         import torch
 
@@ -404,7 +343,7 @@ class HFMPWriterLogger(Logger):
         if writer is None:
             return
         writer.flush()
-        if _rank_and_world()[0] == 0 and self.hparams:
+        if rank_and_world()[0] == 0 and self.hparams:
             path = Path(self.log_dir) / self.NAME_HPARAMS_FILE
             if path.parent.is_dir() and not path.exists():
                 try:
@@ -425,7 +364,7 @@ class HFMPWriterLogger(Logger):
         experiment, self._experiment = self._experiment, None
         if isinstance(experiment, HFSummaryWriter):
             experiment.close()
-            if status == "success" and _rank_and_world()[0] == 0:
+            if status == "success" and rank_and_world()[0] == 0:
                 self._record_end(True)
 
     def __getstate__(self) -> dict[str, Any]:
