@@ -100,10 +100,7 @@ class JobNode(Target):
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
         kept = kept or KeptStores()
-        self.leader = Leader(leader_target, store, node, nodes, spacing, self.budget, commit_every, call_bound, timing,
-                             wall=wall, clock=clock, kept=kept)
-        self.leader.after_tick = self.tell_untold
-        self.leader.xet.source = inner.xet_write_token  # this node's own token is the one it shares, leading
+        self.leader = self._make_leader(leader_target, nodes, call_bound, kept)
         #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,
         #: so that the node's whole commit (upload, wait, that) stays within its own.
         self.offers = Offers(store, node, wait, call_bound / 2, timing, self.leader.malformed, clock, sleep)
@@ -118,12 +115,25 @@ class JobNode(Target):
         self._before_signal = False  # the pieces being committed were taken before the signal came
         self._announced = False  # our incarnation is in the store
         #: Its moves between the job's store and the successor stores (:mod:`.moves`), the one it hosts.
-        self.moving = Moves(store, node, nodes, timing, clock, self.leader.malformed, self.own.untold,
-                            self.leader.stored.written_on, kept)
-        self.leader.led_elsewhere = self.moving.led_elsewhere
+        self.moving = self._make_moves(nodes, kept)
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
                                                          self.leader.malformed)
+
+    def _make_leader(self, leader_target: SharedTarget, nodes: int, call_bound: float, kept: KeptStores) -> Leader:
+        """This node's leader (not started): it tells the store this node's untold commits after each tick."""
+        leader = Leader(leader_target, self.store, self.node, nodes, self.spacing, self.budget, self.commit_every,
+                        call_bound, self.timing, wall=self.wall, clock=self.clock, kept=kept)
+        leader.after_tick = self.tell_untold
+        leader.xet.source = self.inner.xet_write_token  # this node's own token is the one it shares, leading
+        return leader
+
+    def _make_moves(self, nodes: int, kept: KeptStores) -> Moves:
+        """This node's moves between the job's stores; its leader asks them where else the job leads."""
+        moving = Moves(self.store, self.node, nodes, self.timing, self.clock, self.leader.malformed, self.own.untold,
+                       self.leader.stored.written_on, kept)
+        self.leader.led_elsewhere = moving.led_elsewhere
+        return moving
 
     @property
     def malformed(self) -> Skipped:

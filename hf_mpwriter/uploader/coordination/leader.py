@@ -8,7 +8,7 @@ answer). It owns the lease, the rounds, and the order in which offers wait for t
 Contracts:
 
 - **One committer per offer.** The leader claims each offer it commits (``compare_set`` from the
-  offer to :data:`TAKEN`) before committing it; a node takes its offer back the same way. Exactly
+  offer to :data:`~.protocol.TAKEN`) before committing it; a node takes its offer back the same way. Exactly
   one of the two wins, whatever the clocks say.
 - **Leading means progress.** The lease is renewed only while the rounds make progress: a leader
   whose writes or head reads have failed for :meth:`Leader.handover_after` (its node cut off from
@@ -45,19 +45,10 @@ from ...timing import (
 )
 from ..schedule import until_turn
 from .kept_stores import KeptStores
-from .lease import Lease, doubling
+from .lease import doubling
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
-from .protocol import (
-    TAKEN,
-    WITHDRAWN,
-    Malformed,
-    Skipped,
-    parse_answer,
-    parse_counter,
-    parse_members,
-    parse_offer,
-    taken_value,
-)
+from .protocol import taken_value
+from .seen_offers import SeenOffers, fitting, oldest_first
 from .store import JobStore, StoreError
 from .stored_books import StoredBooks
 from .successor import published
@@ -74,7 +65,8 @@ def target_kind(target: SharedTarget) -> str:
     """``"bucket"`` or ``"hub"``: which of the budget's rules (:mod:`.plan`) a target's writes follow."""
     return "bucket" if isinstance(target, BucketTarget) else "hub"
 
-class Leader(Lease):
+
+class Leader(SeenOffers):
     """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
 
     def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
@@ -94,17 +86,11 @@ class Leader(Lease):
         self.max_files = self.budget.files_per_commit
         self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
         self.commits = 0  # commits (a bucket: batches) this node made as the job's leader (``status``)
-        self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
-        self._seen_in_term = 0  # the term those were seen in
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
         self._last_commit = -math.inf
-        #: node -> its offer in the store when this term began, or when the store answered again after failures
-        self._stale: dict[int, bytes] = {}
-        self._unknown_age: dict[int, dict] = {}  # those offers, read: answered "offer again" (:meth:`_offer_again`)
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
-        self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
         self.stored = StoredBooks(self.books, store, self.clock, timing, self.malformed)  # the books in the store
         #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its
         #: node's own, :class:`~.xet_share.XetPublisher`: the node then asks for no second one).
@@ -207,7 +193,7 @@ class Leader(Lease):
         if not offers or not self.leading:  # (the lease went meanwhile: the store failed, or a hand-over)
             return
         self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
-        offers, rest = self._fitting(offers)
+        offers, rest = fitting(offers, self._first_seen, self.max_files)
         if not self.holds():  # (paused past its lease, say: another node leads, and claims these)
             return
         if self._leads_elsewhere():  # (asked before each write too: a store that answers again within the lease
@@ -355,7 +341,7 @@ class Leader(Lease):
         plan = self.plan()
         chunk: dict[int, dict] = {}
         count = 0
-        for node, offer in self._oldest_first(offers):
+        for node, offer in oldest_first(offers, self._first_seen):
             if chunk and count + len(offer["files"]) > self.max_files:
                 self._defer(chunk, at, why, plan)
                 chunk, count, at = {}, 0, at + plan.gap
@@ -371,102 +357,12 @@ class Leader(Lease):
         self._forget(offers)
         logger.info("job leader: %d node(s) put off for %.0f s (%s)", len(offers), retry_in, why)
 
-    def _forget(self, offers: dict[int, dict]) -> None:
-        for node, offer in offers.items():
-            self._first_seen.pop((node, offer["seq"]), None)
-
-    def _oldest_first(self, offers: dict[int, dict]) -> list[tuple[int, dict]]:
-        """``offers`` by the age of the data their node has waiting, on this leader's clock."""
-        return sorted(offers.items(), key=lambda item: self._first_seen.get((item[0], item[1]["seq"]), 0.0)
-                      - float(item[1].get("waiting", 0.0)))
-
-    def _fitting(self, offers: dict[int, dict]) -> tuple[dict[int, dict], dict[int, dict]]:
-        """The oldest offers whose files fit in one commit of at most :attr:`max_files` (at least one
-        offer), and the rest."""
-        chosen: dict[int, dict] = {}
-        count = 0
-        for node, offer in self._oldest_first(offers):
-            if chosen and count + len(offer["files"]) > self.max_files:
-                break
-            chosen[node] = offer
-            count += len(offer["files"])
-        rest = {node: offer for node, offer in offers.items() if node not in chosen}
-        if rest:
-            logger.info("job leader: %d of %d offers fit in this commit (at most %d files); the rest later",
-                        len(chosen), len(offers), self.max_files)
-        return chosen, rest
-
-    def _offers(self) -> dict[int, dict]:
-        """The nodes' current offers this leader may commit: not answered, taken back or claimed, not
-        expired (by when this leader first saw them, and the wait their node said; one that was there when this
-        term began or the store answered again after failures is of unknown age: :meth:`after_store_gap`), from
-        the node's current uploader. Read in one batch: a few round trips at any job size."""
-        members = self.members()
-        kinds = ("offer", "answer", "incarnation")
-        values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
-        if self._seen_in_term != self.term:  # a new term knows no offer's age (:meth:`after_store_gap`)
-            self._first_seen, self._seen_in_term = {}, self.term
-        if self.store_gap:  # (not marked yet: what is there now is from before, as far as this leader knows)
-            self._mark_stale({node: values[3 * k] for k, node in enumerate(members)})
-        now = self.clock()
-        offers: dict[int, dict] = {}
-        present: set[tuple[int, int]] = set()
-        for k, node in enumerate(members):
-            raw, answered_raw, incarnation_raw = values[3 * k:3 * k + 3]
-            if not raw or raw == WITHDRAWN or raw.startswith(TAKEN):
-                continue
-            try:
-                offer = parse_offer(raw)
-            except Malformed as exc:  # skipped: the other nodes' offers are committed all the same
-                self.malformed.count(f"offer/{node}", exc)
-                continue
-            answered = self._parsed(f"answer/{node}", answered_raw)
-            incarnation = self._parsed(f"incarnation/{node}", incarnation_raw)
-            if offer["seq"] <= answered or offer["incarnation"] < incarnation:
-                continue
-            present.add((node, offer["seq"]))
-            if self._stale.get(node) == raw and (node, offer["seq"]) not in self._first_seen and not offer.get("last"):
-                self._unknown_age[node] = {**offer, "raw": raw}  # (a last offer: its node's files change no more)
-                continue
-            seen = self._first_seen.setdefault((node, offer["seq"]), now)
-            if now - seen > float(offer.get("wait", OFFER_WAIT_S)):  # its node is taking it back
-                continue
-            offers[node] = {**offer, "raw": raw}
-        self._first_seen = {key: seen for key, seen in self._first_seen.items() if key in present}
-        return offers
-
     def _offer_again(self) -> None:
         """Answer the offers of unknown age (:meth:`after_store_gap`) "offer again": never committed (their nodes
         may have committed newer files since), and a node still waiting on one offers its files again at once."""
         if self._unknown_age:
             self._put_off(self._unknown_age, self.clock(), "offered before this leader could see how long it waited")
             self._unknown_age = {}
-
-    def after_store_gap(self) -> None:
-        """The store answers again after a spell of failures, or this node's term began: the offers in it now that
-        this term has not seen yet may be older than their wait (a node that could not take its offer back commits
-        its files itself once its wait is over, and may have committed newer ones since; a leader that first sees
-        an offer cannot tell how long it waited). None of them is committed, but a node's last (its files change
-        no more): their nodes offer again (:meth:`_offer_again`)."""
-        members = self.members()
-        self._mark_stale(dict(zip(members, self.store.multi_get([f"offer/{node}" for node in members]))))
-
-    def _mark_stale(self, offers: dict[int, bytes]) -> None:
-        self._stale = {node: raw for node, raw in offers.items() if raw}
-        self.store_gap = False
-
-    def _parsed(self, key: str, raw: bytes | None) -> int:
-        """The answered ``seq`` (an ``answer/`` key) or the incarnation of a node; 0 where it is malformed
-        (counted): its offer is still committed, fenced by the parent like any other."""
-        try:
-            return parse_answer(raw or b"{}")["seq"] if key.startswith("answer/") else parse_counter(raw, key)
-        except Malformed as exc:
-            self.malformed.count(key, exc)
-            return 0
-
-    def members(self) -> list[int]:
-        """The nodes that announced themselves in this store (their keys exist)."""
-        return parse_members(self.store.get("members"), self.nodes)
 
     def _answer(self, offers: dict[int, Any], answer: dict, each: dict[int, dict] | None = None) -> None:
         window = self._window()

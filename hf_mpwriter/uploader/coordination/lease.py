@@ -63,7 +63,7 @@ class Lease:
         self._store_failures = 0  # the store's, in a row (the lease's ticks pause longer)
         #: A call to the store failed, or a term began, since the offers were last read: what a node offered before
         #: may be older than its wait (it could not take the offer back, and committed its files itself; the last
-        #: term's leader did not take it): :meth:`~.Leader._offers`.
+        #: term's leader did not take it): :meth:`~.seen_offers.SeenOffers._offers`.
         self.store_gap = False
         #: A call to the store failed since a tick last found it answering; and the time (monotonic) before which
         #: this leader does not write once it answers again (:meth:`_store_answers`).
@@ -175,7 +175,7 @@ class Lease:
 
     def after_store_gap(self) -> None:
         """The store answers again after a spell of failures, or a term began (:attr:`store_gap`): the leader marks
-        what it must not trust from before (:meth:`~.Leader.after_store_gap`)."""
+        what it must not trust from before (:meth:`~.seen_offers.SeenOffers.after_store_gap`)."""
         self.store_gap = False
 
     def _hand_over(self, why: str) -> None:
