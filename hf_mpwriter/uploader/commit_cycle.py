@@ -21,21 +21,7 @@ generation when it moves a job, before the send or after it (it was stopped, the
 successor took over), gets :class:`~hf_mpwriter.state.jobqueue.Superseded`: it sends nothing more and
 leaves its successor's job as it is. The audit: the queue's belief is checked against the target
 (after every commit for what was sent, in full at every start and every ``audit_every``), and what
-the target does not hold exactly is sent again.
-
-An audit the target refuses (a 429, a 5xx, a timeout) does not hold back the send, not even the
-start's audit after a takeover: it is owed (:attr:`Committer.audit_due`) and asked again after its
-own wait (:func:`backoff`: at least the server's ``Retry-After`` or ``RateLimit`` reset, growing with
-consecutive refusals), not at every cycle; meanwhile the check after each commit waits too (the owed
-audit covers those files). Under 429s, an audit retried before every send left a node auditing and
-never committing. Nothing a send does relies on an audit having run first: the audit protects what
-was acknowledged *earlier* (a zombie commit that landed late, a bucket batch that lost files, a hand
-edit: the file is forgotten, so the next snapshot sends it again), and sending first only delays that
-repair. A piece is a whole prefix of its file, so a send never builds on what the target holds; a
-repository's commit is fenced by its parent commit, not by the audit; and a job whose outcome is
-unknown (in flight at a crash, or a failed attempt that may have landed) is reconciled by its own
-check (:meth:`Committer._reconcile`) before it is sent again, which still blocks its resend while the
-target cannot be asked.
+the target does not hold exactly is sent again (:mod:`.audit`).
 
 Every call to the target goes through the ``call`` function the uploader hands in
 (:mod:`hf_mpwriter.uploader.target_calls`): it keeps the loop alive while a call runs, and may
@@ -45,66 +31,30 @@ leave it, which is always safe.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
 
 from ..config import UploadConfig, token_found
 from ..errors import Deferred, TargetError, in_logdir
 from ..redaction import redact
 from ..state.filesystem import queue_advice
-from ..state.jobqueue import AUDIT_META, JobQueue, audit_record
+from ..state.jobqueue import JobQueue, audit_record
 from ..state.jobs import Job, JobState, Step
-from ..state.piece import Piece
 from ..state.statedir import state_dir, write_json_atomic
 from ..state.upload_error import ErrorKind
 from ..targets import Target
-from . import schedule as schedule_mod
+from .audit import Audit
+from .cycle_terms import Clock, Progress, TargetCall, backoff
 from .schedule import LOCAL_RETRY_S
 from .snapshot import Scanner
 
 logger = logging.getLogger("hf_mpwriter.uploader")  # the uploader's log, whichever module speaks
-T = TypeVar("T")
 
 
-@dataclass
-class Progress:
-    """What a cycle did, for progress bars and logs."""
-
-    committed_bytes: int = 0
-    pending_bytes: int = 0
-    commits: int = 0
-    error: str | None = None
-    fatal: bool = False  # the error needs the user (token, repo, revision): retrying alone won't help
-    local_error: bool = False  # the disk or the queue refused (full disk, locked database): retry soon
-
-
-class TargetCall(Protocol):
-    """How the committer calls the target: ``call(what, fn, *args)`` returns ``fn(*args)``; ``nbytes``
-    (the bytes the call sends) lengthens its bound (see :func:`hf_mpwriter.uploader.schedule.call_bound`)."""
-
-    def __call__(self, what: str, fn: Callable[..., T], *args: Any, nbytes: int = 0) -> T: ...
-
-
-class Clock(Protocol):
-    """The committer's clocks: ``time.time`` for the queue's wall times, ``time.monotonic`` for its own waits."""
-
-    def time(self) -> float: ...
-
-    def monotonic(self) -> float: ...
-
-
-def backoff(attempts: int, error: TargetError) -> float:
-    """Seconds before retrying after ``error`` (see :func:`hf_mpwriter.uploader.schedule.backoff`)."""
-    return schedule_mod.backoff(attempts, error.transient, error.retry_after)
-
-
-class Committer:
+class Committer(Audit):
     """Commits a logdir's new whole records to its target, from a persistent queue."""
 
     def __init__(self, logdir: Path, config: UploadConfig, target: Target, token: str | None, call: TargetCall) -> None:
@@ -121,12 +71,7 @@ class Committer:
         self._prepare_fatal = False
         self._prepare_retry_at = 0.0
         self._prepare_failures = 0
-        #: A full audit is owed: set at every start (a takeover trusts nothing), and when a check could not
-        #: ask the target; run at the first cycle after :attr:`_audit_retry_at`.
-        self.audit_due = True
-        self._next_audit = 0.0  # monotonic: the periodic audit's time
-        self._audit_retry_at = 0.0  # monotonic: a refused audit's wait ends then (the server's Retry-After...)
-        self._audit_failures = 0  # consecutive refused audits and checks: their backoff grows with them
+        super().__init__()  # the audit's state: one owed at start
         self._generation: int | None = None
         self._queue_errors_said: set[str] = set()  # (see :meth:`say_local_error`)
         #: Wall time until which the target asked this node to wait (the job's leader put its files off, the
@@ -355,91 +300,6 @@ class Committer:
         """Record a target error: one that needs the user makes writers waiting in ``close()`` stop
         waiting at once and say it, with the command that finishes the job once it is fixed."""
         self.queue.record_error(ErrorKind.TRANSIENT if exc.transient else ErrorKind.NEEDS_USER, text)
-
-    # -- audit ---------------------------------------------------------------------------------
-    def _audit_waiting(self) -> bool:
-        """A refused audit's wait is not over: no audit nor check asks the target before then."""
-        return self.clock.monotonic() < self._audit_retry_at
-
-    def _audit_due(self) -> bool:
-        """The audit is owed (a start, a refused check) or its period is over, and no refusal's wait runs."""
-        return not self._audit_waiting() and (self.audit_due or self.clock.monotonic() >= self._next_audit)
-
-    def _audit_or_defer(self, progress: Progress) -> None:
-        """Audit; if the target refuses, say it and go on (see the module docstring: why that is safe)."""
-        try:
-            self.audit()
-        except TargetError as exc:
-            self._audit_refused(exc, progress)
-
-    def _audit_refused(self, exc: TargetError, progress: Progress) -> None:
-        """Say and record that an audit or check could not ask the target (:meth:`_verify` set its wait)."""
-        text = redact(str(exc), self._token)
-        wait = max(0.0, self._audit_retry_at - self.clock.monotonic())
-        logger.warning("%s (the audit is asked again in %.0f s; commits go on meanwhile)", in_logdir(text, self.logdir), wait)
-        self._record_error(exc, text)
-        progress.error, progress.fatal = text, not exc.transient
-
-    def audit(self) -> dict[str, str]:
-        """Check every file the queue believes committed against what the target really holds.
-
-        Runs at every start (a takeover trusts nothing) and every ``audit_every`` seconds; after a
-        refusal, once its wait is over (:meth:`_verify`), while commits go on. Costs a
-        ``get_paths_info`` call per 500 files on the Hub, a ``stat`` per unchanged file locally; the
-        bytes it hashes (every file at the first audit of a process, then only files changed since:
-        :meth:`Target.local_reads`) lengthen the call's bound like the bytes a commit sends.
-        """
-        committed = self.queue.committed(self.target.key)
-        pieces = [
-            Piece(path, size, sha, str(self.logdir / path), None, complete)
-            for path, (size, sha, complete) in sorted(committed.items())
-        ]
-        found = self._verify(pieces, full=True)
-        error = self.queue.error()
-        if error is not None and error.kind is ErrorKind.TRANSIENT:
-            self.queue.record_error(None)  # the target answered all it was asked: the outage is over
-        self.audit_due = False
-        self._audit_failures = 0
-        self._next_audit = self.clock.monotonic() + self.target.audit_every(self.config.audit_every)
-        return found
-
-    def _verify(self, pieces: list[Piece], full: bool) -> dict[str, str]:
-        """Compare ``pieces`` with the target; forget (so re-send) any it does not hold exactly.
-
-        A file the target holds shorter or different from what was acknowledged (a late commit of a
-        dead uploader, a hand edit, a target restored from an old backup) is sent again, whole, by
-        the next snapshot, and counted in ``repaired_total``. ``status`` shows what was found.
-        """
-        try:
-            found = (self._call("audit", self.target.differences, pieces, nbytes=self.target.local_reads(pieces))
-                     if pieces else {})
-        except TargetError as exc:  # could not ask: the full audit is owed, after a wait the server would accept
-            self.audit_due = True
-            self._audit_failures += 1
-            self._audit_retry_at = self.clock.monotonic() + backoff(self._audit_failures, exc)
-            raise
-        record = audit_record(self.queue)
-        repairing = dict(record.get("repairing", {}))
-        for piece in pieces:
-            if piece.path not in found:
-                repairing.pop(piece.path, None)  # found right again: repaired
-        if found:
-            logger.error(
-                "the target does not hold %d file(s) as acknowledged (%s); sending them again",
-                len(found), "; ".join(f"{p}: {why}" for p, why in sorted(found.items())[:5]),
-            )
-            lost = [p for p in found if not os.path.lexists(self.logdir / p)]
-            for path in lost:  # nothing to send it from: say so, do not wait for it forever
-                logger.error("%s cannot be repaired: its local file is gone from %s", path, self.logdir)
-            self.queue.forget(self.target.key, sorted(set(found) - set(lost)))
-            repairing.update({p: why for p, why in found.items() if p not in lost})
-            record["repaired_total"] = record.get("repaired_total", 0) + len(found) - len(lost)
-        now = self.clock.time()
-        record.update({"verified_at": now, "repairing": repairing})
-        if full:
-            record.update({"time": now, "files": len(pieces), "found": found})
-        self.queue.set_meta(AUDIT_META, json.dumps(record, sort_keys=True))
-        return found
 
     # -- state ---------------------------------------------------------------------------------
     def drained(self) -> bool:

@@ -11,10 +11,10 @@ persistent queue before sending it, and survives any crash::
 This module is *when*, and the process around the cycle: the election (it holds
 ``.hf_mpwriter/uploader.lock`` while it runs; the OS drops the lock when it dies, and the writers,
 which check for a live uploader every second, start a new one, which resumes the queue),
-the heartbeat, handover requests, termination signals, the loop that asks
-:class:`~hf_mpwriter.uploader.schedule.Schedule` what is due, and ``python -m hf_mpwriter.uploader``. What a
-cycle does, and the guarantees (the fence, the audit, an exactly-once effect), are
-:mod:`hf_mpwriter.uploader.commit_cycle`'s: kept apart so that they read, and hold, whatever calls the cycle
+the heartbeat, handover requests, termination signals (how they end the run: :mod:`.ending`), the loop that asks
+:class:`~hf_mpwriter.uploader.schedule.Schedule` what is due (paced by :mod:`.node_pacing`), and
+``python -m hf_mpwriter.uploader``. What a cycle does, and the guarantees (the fence, the audit, an exactly-once
+effect), are :mod:`hf_mpwriter.uploader.commit_cycle`'s: kept apart so that they read, and hold, whatever calls the cycle
 (this loop, ``sync``, a test). One thing is done here for the cycle, because it is about time: each
 call to the target runs while the loop keeps beating and watching the preemption deadline
 (:mod:`.target_calls`).
@@ -38,32 +38,31 @@ from typing import Callable
 
 from .. import config as config_mod
 from ..config import UploadConfig
-from ..errors import ConfigurationError, with_sync_advice
+from ..errors import ConfigurationError
 from ..state import mailbox
-from ..state.election import AlreadyRunning, UploaderLock, note_stopped_for_user
+from ..state.election import AlreadyRunning, UploaderLock
 from ..state.jobqueue import JobQueue, Superseded
-from ..state.liveness import is_alive
 from ..state.registry import live_writers, prune_stale_registrations, writer_ranks
 from ..state.statedir import secure_state_dir, state_dir
 from ..targets import Target, target_for
-from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S, SIGNAL_REPEAT_S
+from ..timing import PRUNE_EVERY_S, REGISTRATION_STALE_S
 from . import system_metrics
-from .commit_cycle import Committer, Progress
+from .commit_cycle import Committer
 from .coordination import factory, member
-from .coordination.pacing import pacing
+from .cycle_terms import Progress
 from .earlier_attempts import finish_earlier_attempts, forget_if_done
+from .ending import handover_requested, job_run_last_points, say_exit, take_signals
 from .file_limit import FileLimitWatch
 from .jobrun.driver import JobRunDriver
+from .node_pacing import NodePacing
 from .published import Published
 from .replacement import replace_process
 from .schedule import (
-    FINAL_GAP_S,
     LOCAL_RETRY_S,
     POLL_S,
     UNEXPECTED_ERROR_PAUSE_S,
     Action,
     Decision,
-    Pacing,
     Schedule,
     call_bound,
 )
@@ -115,11 +114,7 @@ class Uploader:
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)
         self.published = Published(self.state)  # ``uploader.json`` (:meth:`acquire`)
         self._schedule: Schedule | None = None
-        #: The logdir's live writers run on several hosts (a logdir every node shares): this one uploader
-        #: commits every node's files, so it paces as a single node would (:meth:`_pacing`).
-        self._shared = False
-        self._leading = False  # this node's uploader led the job when it was last paced
-        self._case: str | None = None  # the pacing's branch last said (:meth:`_pacing`)
+        self._pacing = NodePacing(loaded, self.target)  # the schedule's settings, and what changes them
         self.job_run = JobRunDriver(self.logdir, loaded, self._beat, signalled=self._signalled,  # (off till started)
                                     in_worker=lambda what, fn, *args: self.calls.in_worker(what, fn, *args, bound=None))
         self._lock = UploaderLock(self.logdir)
@@ -206,44 +201,6 @@ class Uploader:
             replace_process(self.logdir, self.target.description)  # returns only if it failed
         return code
 
-    def _pacing(self, watch: bool) -> Pacing:
-        """The schedule's settings: this node's commit times (:func:`~.coordination.pacing.pacing`, from the
-        target's situation), the target's spacing, the logdir's config. A new case is said once."""
-        if isinstance(self.target, member.JobTarget):
-            situation = self.target.situation(self.config)
-        else:
-            situation = factory.situation(self.config, self.target, shared=self._shared)
-        interval, phase, case = pacing(situation)
-        if case != self._case:  # said once a case: its interval, and what changes it where it is not commit_every
-            self._case = case
-            if interval <= self.config.commit_every:
-                logger.info("commits every %.0f s (%s)", interval, case)
-            else:
-                logger.warning("commit_every=%.0f s: this node's files are committed every %.0f s instead (%s): the logs' "
-                               "budget on the Hub; HF_MPWRITER_COMMITS_PER_HOUR (and HF_MPWRITER_API_REQUESTS) raise it",
-                               self.config.commit_every, interval, case)
-        spacing = factory.target_spacing(self.config, self.target)
-        # Closing writers ask for a commit now, but not more often than the target allows: on the
-        # Hub, ranks closing one after the other make one commit per ~30 s, not one per rank; and not more
-        # often than an explicit HF_MPWRITER_COMMITS_PER_HOUR on a single node's repository (the last writer gone
-        # and SIGTERM still commit at once: nothing else sends those records; a job's nodes follow its plan).
-        trigger_gap = min(self.config.commit_every, spacing)
-        if self.config.kind == "hub" and self.config.commits_per_hour is not None and self.config.nodes <= 1:
-            trigger_gap = max(trigger_gap, 3600 / self.config.commits_per_hour)
-        return Pacing(
-            interval=interval, phase=phase, trigger_gap=trigger_gap,
-            final_gap=max(trigger_gap, FINAL_GAP_S), drain_timeout=self.config.drain_timeout,
-            preemption_deadline=self.config.preemption_deadline, watch=watch,
-        )
-
-    def _repace_if_shared(self, schedule: Schedule, live: list[dict], watch: bool, now: float) -> None:
-        """Pace anew when the logdir's live writers come to run on several hosts (a logdir every node shares),
-        or no longer do."""
-        shared = len({w.get("host") for w in live}) > 1
-        if shared != self._shared:
-            self._shared = shared
-            schedule.repace(self._pacing(watch), now, time.time())
-
     def terminate(self, at: float | None = None) -> None:
         """Ask for the last commit now (SIGTERM, SIGINT, SIGHUP); a second call ends the loop at once.
         ``at``: when the signal came (``time.monotonic()``; default now), for one kept while starting.
@@ -252,45 +209,25 @@ class Uploader:
         """
         self._signals.append(time.monotonic() if at is None else at)
 
-    def _take_signals(self, schedule: Schedule) -> None:
-        while self._signals:
-            at = self._signals.pop(0)
-            first = schedule.term_at is None
-            if not schedule.terminate(at):
-                logger.info("termination signal again within %.0f s of the first: the same event", SIGNAL_REPEAT_S)
-            elif first:
-                logger.warning(
-                    "termination signal: committing everything written so far now (deadline %.0f s)",
-                    self.config.preemption_deadline,
-                )
-                if isinstance(self.target, member.JobTarget):  # its wait for the leader ends in time
-                    self.target.hurry(schedule.deadline())
-                self.published.note(signalled=time.time())  # (``status``: the last commit is under way)
-            else:
-                logger.warning("second termination signal: exiting now")
-
     def _loop(self, stop: threading.Event, watch: bool) -> int:
         """Ask the schedule what is due, do it, tell it how it went (see :mod:`hf_mpwriter.uploader.schedule`)."""
-        schedule = self._schedule = Schedule(self._pacing(watch), time.monotonic(), time.time())
+        schedule = self._schedule = Schedule(self._pacing.settings(watch), time.monotonic(), time.time())
         while not stop.is_set():
             now = time.monotonic()
             self._beat()
-            self._take_signals(schedule)
-            if schedule.term_at is None and self._handover_requested():
+            take_signals(self._signals, schedule, self.config, self.target, self.published)
+            if schedule.term_at is None and handover_requested(self.logdir):
                 logger.info("handing over to a newer uploader (new settings or token); exiting")
                 return 0
             live = live_writers(self.logdir)
             schedule.writers(now, bool(live))
             self.job_run.live(writer_ranks(live))
             if self.config.nodes > 1 and not isinstance(self.target, member.JobTarget):
-                self._repace_if_shared(schedule, live, watch, now)
+                self._pacing.repace_if_shared(schedule, live, watch, now)
             schedule.held_until = now + self.committer.held_until - time.time()  # (relative: one host's clocks)
             if isinstance(self.target, member.JobTarget):  # the writers gone: its last records, not put off
                 self.target.closing = not schedule.writers_alive
-                leading = self.target.leading
-                if leading != self._leading:  # a leader's node offers at the groups' writes (its job run rides along)
-                    self._leading = leading
-                    schedule.repace(self._pacing(watch), now, time.time())
+                self._pacing.repace_if_leading(self.target, schedule, watch, now)
             try:
                 if self.job_run.round_due(now):
                     self.job_run.round()
@@ -300,34 +237,21 @@ class Uploader:
                 decision = schedule.local_wait(now) or schedule.decide(  # no queue read while a local error waits
                     now, drained=schedule.ending and self.committer.drained(), retry_due=self.committer.retry_due())
                 if decision.action is Action.EXIT:
-                    last_points = self._job_run_last_points(decision, schedule)
+                    last_points = job_run_last_points(self.job_run, self.published, decision, schedule)
                     if last_points is None:
-                        return self._exit(decision, schedule)
+                        return say_exit(decision, schedule, self.committer, self.logdir, self.published)
                     decision = last_points
                 self.published.next_cycle(decision)
                 if decision.action is Action.CYCLE:
-                    if decision.urgent:  # a writer or a signal wants it now: skip the backoff
-                        self.committer.skip_backoff()
-                    self.job_run.rides_along(decision.urgent, schedule.writers_alive)
-                    progress = self.committer.cycle()
-                    self._count_files(progress)
-                    schedule.needs_user = progress.fatal
-                    if self._stuck_transfer(schedule):
-                        self._count_hang("process_replacements")
+                    if self._cycle(decision, schedule, watch):
                         return REPLACE_ME
-                    if progress.local_error:
-                        self._failed_locally(schedule)
-                    else:
-                        schedule.cycled(time.monotonic(), time.time(), decision.reason)
-                        if isinstance(self.target, member.JobTarget):  # a plan, the store gone: from its next turn
-                            schedule.repace(self._pacing(watch), time.monotonic(), time.time())
-                            self._publish()
                     continue
             except Superseded as exc:
                 logger.warning("%s; exiting, the newer uploader carries on", exc)
                 return 2
             except Abandoned:
-                return self._exit(Decision(Action.EXIT, "the preemption deadline passed during a call", code=1), schedule)
+                decision = Decision(Action.EXIT, "the preemption deadline passed during a call", code=1)
+                return say_exit(decision, schedule, self.committer, self.logdir, self.published)
             except (OSError, sqlite3.Error) as exc:  # full disk, locked database: wait, then resume
                 self.committer.say_local_error(f"local error in {self.state} ({exc}); retrying in {LOCAL_RETRY_S:.0f} s", exc)
                 self._failed_locally(schedule)
@@ -339,47 +263,35 @@ class Uploader:
             stop.wait(min(decision.wait, POLL_S))
         return 0
 
+    def _cycle(self, decision: Decision, schedule: Schedule, watch: bool) -> bool:
+        """One commit cycle the schedule asked for, and the schedule told how it went; whether this process must be
+        replaced (an abandoned call still runs: :meth:`_stuck_transfer`)."""
+        if decision.urgent:  # a writer or a signal wants it now: skip the backoff
+            self.committer.skip_backoff()
+        self.job_run.rides_along(decision.urgent, schedule.writers_alive)
+        progress = self.committer.cycle()
+        self._count_files(progress)
+        schedule.needs_user = progress.fatal
+        if self._stuck_transfer(schedule):
+            self._count_hang("process_replacements")
+            return True
+        if progress.local_error:
+            self._failed_locally(schedule)
+        else:
+            schedule.cycled(time.monotonic(), time.time(), decision.reason)
+            if isinstance(self.target, member.JobTarget):  # a plan, the store gone: from its next turn
+                schedule.repace(self._pacing.settings(watch), time.monotonic(), time.time())
+                self._publish()
+        return False
+
     def _failed_locally(self, schedule: Schedule) -> None:
         """A try failed on a local error: the next one in ``LOCAL_RETRY_S``; counted, and when, in ``uploader.json``."""
         schedule.failed(time.monotonic(), local=True)
         self.published.local_error()
 
-    def _job_run_last_points(self, decision: Decision, schedule: Schedule) -> Decision | None:
-        """Before the uploader exits with everything committed and every writer gone (the job ended, or all
-        its ranks are down at once): the job run's last points, with the ranks that reported them, and one
-        more commit for them (a CYCLE). ``None``: nothing left, exit now."""
-        if self.job_run.view is None or decision.code != 0 or schedule.term_at is not None:
-            return None  # (after SIGTERM: no time for them; they stay in the view's state for a next uploader)
-        written = self.job_run.update(final=True)
-        if self.job_run.exchange is not None and not self.published.fields.get("job_run_final"):
-            # This node's last points went to a leader (or their wait ran out): its closing writers, which keep
-            # its launcher (and maybe the job's store, in torchrun's agent) alive until now, may end.
-            self.published.note(job_run_final=True)
-        return Decision(Action.CYCLE, "the job run's last points", urgent=True) if written else None
-
     def _signalled(self) -> bool:
         """A termination signal came: the commit comes first (no job run rounds from then on)."""
         return self._schedule is not None and self._schedule.term_at is not None
-
-    def _exit(self, decision: Decision, schedule: Schedule) -> int:
-        """Say why the loop ends, and what is left (with the command that sends it) if anything."""
-        if decision.code == 0:
-            if schedule.term_at is not None:
-                logger.info("%s (%.1f s after the signal); uploader exits", decision.reason,
-                            time.monotonic() - schedule.term_at)
-            else:
-                logger.info("%s; uploader exits", decision.reason)
-            return 0
-        try:
-            left = f"{self.committer.backlog_bytes()} bytes are"
-        except (OSError, sqlite3.Error):
-            left = "what is not committed is"
-        if schedule.needs_user:  # writers closing after this exit still say the error, not "keeps trying"
-            note_stopped_for_user(self.logdir, self.published.fields)
-        error = self.committer.last_error() or "no error recorded"
-        logger.error("%s", with_sync_advice(f"{decision.reason}; {left} not committed ({error}). They are kept queued",
-                                            self.logdir, "this sends them"))
-        return decision.code
 
     def _beat(self) -> None:
         """The progress heartbeat: refresh ``uploader.json``'s mtime.
@@ -402,7 +314,7 @@ class Uploader:
         self._publish()
         if self._schedule is None:
             return math.inf
-        self._take_signals(self._schedule)
+        take_signals(self._signals, self._schedule, self.config, self.target, self.published)
         return self._schedule.deadline()
 
     def _count_hang(self, key: str) -> None:
@@ -433,23 +345,6 @@ class Uploader:
             return
         self._next_prune = now + PRUNE_EVERY_S
         prune_stale_registrations(self.logdir, REGISTRATION_STALE_S)
-
-    def _handover_requested(self) -> bool:
-        """A live process asks this uploader to give way (see :func:`hf_mpwriter.state.mailbox.request_handover`).
-
-        A request whose requester is gone (a ``sync`` that gave up or was killed, a writer that
-        exited) is dropped, not honoured: honouring it would leave the writers' data with nobody to send it.
-        """
-        requester = mailbox.handover_requester(self.logdir)
-        if requester is None:
-            return False
-        if requester.get("pid") == os.getpid():  # our own request (sync taking over): not for us
-            return False
-        if not is_alive(requester):
-            logger.info("dropping a handover request of pid %s, which is gone", requester.get("pid"))
-            mailbox.withdraw_handover(self.logdir, requester)
-            return False
-        return True
 
     def drain(
         self, timeout: float | None = None, on_progress: Callable[[Progress], None] | None = None,

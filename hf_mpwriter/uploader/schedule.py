@@ -90,7 +90,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class Pacing:
-    """The settings the rules read: where they come from is :meth:`Uploader._pacing`."""
+    """The settings the rules read: where they come from is :meth:`~.node_pacing.NodePacing.settings`."""
 
     interval: float  # seconds between this node's regular commits
     phase: float | None  # this node's slot in the wall-clock cycle; None for a single node
