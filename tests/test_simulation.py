@@ -17,6 +17,7 @@ from hf_mpwriter.uploader.coordination.kept_stores import FILE as STORES_FILE
 from hf_mpwriter.uploader.coordination.kept_stores import KeptStores
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
+from hf_mpwriter.uploader.coordination.plan import Plan
 from hf_mpwriter.uploader.coordination.untold import FILE as UNTOLD_FILE
 from hf_mpwriter.uploader.coordination.untold import Untold
 
@@ -413,6 +414,26 @@ def test_a_host_that_knew_no_successor_list_goes_on_through_its_own_store_once_o
     result = commitsim.run(seed, commitsim.KINDS, successors=True)
     assert result.had("store-gone")
     assert not result.problems, str(result)
+
+
+@pytest.mark.parametrize("seed", [30779, 33337])
+def test_a_leader_on_a_successor_leaves_room_for_the_nodes_that_never_came(seed):
+    """Seed 30779 of a 10,000-seed sweep with successor stores: the job's store died 8 s into the job, before node 3
+    had heard of a successor; it committed its files itself at its own slots for the rest of the job, uncounted, beside
+    the leader the others found on node 1's successor, which wrote at the whole budget's pace: 15 commits in a window
+    of 12. A leader on a successor now keeps room for the own slots of the job's nodes that are not there."""
+    result = commitsim.run(seed, commitsim.KINDS, successors=True)
+    assert result.had("store-gone") and result.moves >= 1
+    assert not result.problems, str(result)
+
+
+def test_the_own_slots_of_absent_nodes_count_the_most_any_window_holds():
+    plan = Plan(nodes=4, per_commit=4, gap=0.0, interval=60.0, own_gap=50.0)  # own slots every 200 s: 0, 50, 100, 150
+    assert plan.own_slots(set(), 10.0, 600.0) == 0
+    assert plan.own_slots({3}, 10.0, 600.0) == 3  # 150, 350, 550
+    assert plan.own_slots({3}, 10.0, 500.0) == 3  # a window opening just before a slot: 150, 350, 550
+    assert plan.own_slots({0, 1}, 10.0, 120.0) == 2 and plan.own_slots({0, 2}, 10.0, 90.0) == 1
+    assert plan.own_slots({0}, 300.0, 600.0) == 2  # every 300 s where commit_every is longer than the own cycle
 
 
 def test_the_successors_and_the_term_a_node_knew_are_kept_in_its_logdirs_state(tmp_path):

@@ -129,10 +129,12 @@ class JobNode(Target):
         return leader
 
     def _make_moves(self, nodes: int, kept: KeptStores) -> Moves:
-        """This node's moves between the job's stores; its leader asks them where else the job leads."""
+        """This node's moves between the job's stores; its leader asks them where else the job leads, and whether the
+        store in use is a successor."""
         moving = Moves(self.store, self.node, nodes, self.timing, self.clock, self.leader.malformed, self.own.untold,
                        self.leader.stored.written_on, kept)
         self.leader.led_elsewhere = moving.led_elsewhere
+        self.leader.on_successor = lambda: self.store.address != moving.home
         return moving
 
     @property

@@ -85,6 +85,10 @@ class Leader(SeenOffers):
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
         self.max_files = self.budget.files_per_commit
         self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
+        #: Whether the store in use is a successor (:class:`~.moves.Moves`), set by the node; its commits kept for the
+        #: nodes not in it (:meth:`_absent_own_slots`), read each round.
+        self.on_successor: Callable[[], bool] | None = None
+        self._reserved = 0
         self.commits = 0  # commits (a bucket: batches) this node made as the job's leader (``status``)
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
@@ -203,7 +207,7 @@ class Leader(SeenOffers):
         if offers and self._write(offers, parent):
             rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
             if rest:
-                at = max(self.books.next_free(self.clock(), self.max_files), self.clock() + self.spacing)
+                at = max(self.books.next_free(self.clock(), self.max_files, self._reserved), self.clock() + self.spacing)
                 self._put_off(rest, at, "this commit's files were full")
 
     def _read_successors(self) -> None:
@@ -222,6 +226,7 @@ class Leader(SeenOffers):
         offers the books have no room for soon are put off."""
         if now < self._head_rests_until:
             return False
+        self._reserved = self._absent_own_slots()
         offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
         if offered != self._offered:
             self._offered, self._candidates = offered, self._offers()
@@ -236,13 +241,22 @@ class Leader(SeenOffers):
         if self._rides_later(now, last):
             return False
         wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
-        free_at = self.books.next_free(now, wanted)
+        free_at = self.books.next_free(now, wanted, self._reserved)
         if free_at > now and not last:  # the budget (or a 429) has no room now
             if free_at - now > self.timing.defer_after:
                 self._put_off(self._candidates, free_at, "the job's budget of Hub commits and requests")
                 self._offered, self._candidates = None, {}
             return False
         return True
+
+    def _absent_own_slots(self) -> int:
+        """On a successor store, the commits the job's nodes that are not in it may make themselves in a commit
+        window (:meth:`Plan.own_slots`): a node that knew no successor when the job's store died commits its files
+        itself at its own slots, and no store counts them (seed 30779). Elsewhere none are kept."""
+        if self.on_successor is None or not self.on_successor():
+            return 0
+        absent = set(range(self.nodes)) - set(self.members())
+        return self.plan().own_slots(absent, self.commit_every, self.budget.commit_window_s) if absent else 0
 
     def _rides_later(self, now: float, last: bool) -> bool:
         """Whether this node's own offer, alone after the gathering, is put off to the next group's slot: where

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -168,6 +168,20 @@ class Plan:
         """How often one node may commit its files itself: the job's share, split between every node."""
         return self.nodes * self.own_gap
 
+    def own_slots(self, nodes: Collection[int], commit_every: float, span: float) -> int:
+        """The most own slots of ``nodes`` (:meth:`own_pacing`) in any ``span`` seconds: the commits those nodes may
+        make themselves in one commit window where no store counts them."""
+        count, arcs = 0, []
+        for node in nodes:
+            every, phase = self.own_pacing(node, commit_every)
+            full, rest = divmod(span, every)
+            count += int(full)
+            arcs.append((phase, rest, every))
+        most = 0
+        for start, _, _ in arcs:  # a window (half open, as the books count) opening just before a slot holds the most
+            most = max(most, sum(1 for phase, rest, every in arcs if (phase - start) % every < rest))
+        return count + most
+
     def own_turn(self, node: int, wall: float, since_last: float | None, phase: float | None = None) -> float:
         """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (the
         nodes' slots are ``own_gap`` apart, so they never come together), and not sooner than half a cycle
@@ -289,13 +303,15 @@ class Books:
         self._forget(now)
         return len(self._writes), sum(n for _, n in self._requests)
 
-    def next_free(self, now: float, files: int) -> float:
+    def next_free(self, now: float, files: int, reserved: int = 0) -> float:
         """When a write of ``files`` files may go (``now`` if it may go now): after a 429's pause, and once
-        the commit window (a repository) and the leader's share of the API window have room for it."""
+        the commit window (a repository) and the leader's share of the API window have room for it.
+        ``reserved``: commits of the window kept for nodes that commit themselves uncounted (one at least is not)."""
         writes, requests = self.spent(now)
         at = max(now, self.paused_until)
-        if self.kind == "hub" and writes >= self.budget.commits_per_hour:
-            at = max(at, self._writes[writes - int(self.budget.commits_per_hour)] + self.budget.commit_window_s)
+        allowed = max(1, int(self.budget.commits_per_hour) - reserved)
+        if self.kind == "hub" and writes >= allowed:
+            at = max(at, self._writes[writes - allowed] + self.budget.commit_window_s)
         cost = REQUESTS_PER_WRITE[self.kind] * max(1, math.ceil(files / 1000))
         room = self.budget.requests_per_5min * LEADER_SHARE - requests
         if cost > room and self._requests:
