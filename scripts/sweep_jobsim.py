@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--successors is the commit model's (--model commit)")
     model = MODELS[args.model]
     kinds = tuple(args.kinds or model.KINDS)
-    unknown = sorted(set(kinds) - set(model.KINDS))
+    unknown = sorted(set(kinds) - set(model.KINDS) - set(getattr(model, "EXTRA_KINDS", ())))
     if unknown:
         parser.error(f"{args.model} has no fault kind {unknown}; its kinds: {' '.join(model.KINDS)}")
     logging.disable(logging.WARNING)

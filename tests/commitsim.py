@@ -14,6 +14,8 @@ repository) and the faults:
 - ``store-gone``: nothing listens at the job's store's address any more, for good: each node goes on alone, or
   (``successors``) through the successor stores nodes 1 and 2 serve (the real copying and moving; a successor
   dies with its node's uploader);
+- ``store-cut`` (asked for by name, not among :data:`KINDS`: the seeds found before keep their faults): one node's
+  calls to the job's store hang until their deadline, for a while, as behind a partition; the others' go on;
 - ``lost-answer``: a node's store call applies, its answer lost;
 - ``hub-hang``: the Hub holds a node's calls for a while (its route to the Hub; those under way too), and applies
   what it held after;
@@ -77,6 +79,8 @@ KINDS = ("kill", "preempt", "pause", "clock-step", "store-hang", "store-gone", "
 #: The kinds under which the budget holds: at the store's death, without a successor store, each node commits what it
 #: holds at once, whatever the window; with successor stores, nodes may end up on different ones (issue 52's note).
 HELD = tuple(kind for kind in KINDS if kind != "store-gone")
+#: Kinds a sweep asks for by name (``--kinds``): :data:`KINDS` stays as it was, so that a seed found before replays.
+EXTRA_KINDS = ("store-cut",)
 TIMING = JobTiming()  # production's waits
 COMMIT_EVERY = 10.0  # the user's commit_every (s)
 COMMITS_PER_HOUR = 12.0  # the user's explicit HF_MPWRITER_COMMITS_PER_HOUR
@@ -173,8 +177,8 @@ class Store:
     """One node's connection to a store of the job (its values are the simulation's; it moves to a successor
     store as the real one does): ``lose`` loses the next call's answer."""
 
-    def __init__(self, sim: Sim, address: StoreAddress = None) -> None:  # type: ignore[assignment]
-        self.sim = sim
+    def __init__(self, sim: Sim, address: StoreAddress = None, node: int | None = None) -> None:  # type: ignore[assignment]
+        self.sim, self.node = sim, node
         self.address = address or MAIN
         self.prefix, self.moves, self.preemption, self.deadline, self.round_trips = "", 0, math.inf, STORE_CALL_S, 0
         self.failing_since: float | None = None
@@ -237,7 +241,7 @@ class Store:
         return self
 
     def elsewhere(self, address: StoreAddress) -> Store:
-        return Store(self.sim, address)
+        return Store(self.sim, address, self.node)
 
     def move_to(self, address: StoreAddress, server: object = None) -> None:
         self.address, self.failing_since = address, None
@@ -246,6 +250,8 @@ class Store:
     def _call(self, apply: Callable):
         self.round_trips += 1
         state = self.sim.places[self.address].state
+        if state is None and self.address == MAIN and self.sim.now < self.sim.cut_until.get(self.node, -math.inf):
+            state = "hang"  # (this node's route to the job's store: ``store-cut``)
         if state == "gone":
             self._failed()
             raise StoreError("the simulated store refuses the connection")
@@ -453,6 +459,7 @@ class Sim:
         self.now = 0.0
         self.queue: list = []
         self._order = itertools.count()
+        self.cut_until: dict[int, float] = {}  # node -> until when its calls to the job's store hang (``store-cut``)
         self.places = {MAIN: Place()}  # the job's store, and the successor stores the nodes serve
         self.ports = itertools.count(2)
         self.budget = make_budget(COMMITS_PER_HOUR).scaled(WINDOWS)
@@ -519,7 +526,7 @@ class Sim:
     # -- the nodes -------------------------------------------------------------------------------
     def start(self, node: Node, delay: float) -> None:
         """A node's uploader starts: its job target (real), its lease's and its rounds' threads, its loop."""
-        store = Store(self)
+        store = Store(self, node=node.number)
         target = Target(self.hub, node)
         job = self.member(target, target, store, node.number, len(self.nodes), wait=min(TIMING.offer_wait, CALL_BOUND / 3),
                         spacing=SPACING / WINDOWS, budget=self.budget, commit_every=COMMIT_EVERY, call_bound=CALL_BOUND,
@@ -610,6 +617,8 @@ class Sim:
             main = self.places[MAIN]
             main.state = "hang"
             self.later(length, lambda: setattr(main, "state", None) if main.state == "hang" else None)
+        elif kind == "store-cut":
+            self.cut_until[number] = max(self.cut_until.get(number, -math.inf), self.now + length)
         elif kind == "store-gone":
             self.places[MAIN].state = "gone"
         elif kind == "lost-answer" and node.job is not None:

@@ -250,12 +250,13 @@ class Leader(SeenOffers):
         return True
 
     def _absent_own_slots(self) -> int:
-        """On a successor store, the commits the job's nodes that are not in it may make themselves in a commit
-        window (:meth:`Plan.own_slots`): a node that knew no successor when the job's store died commits its files
-        itself at its own slots, and no store counts them (seed 30779). Elsewhere none are kept."""
-        if self.on_successor is None or not self.on_successor():
-            return 0
-        absent = set(range(self.nodes)) - set(self.members())
+        """The commits in a commit window that nodes this leader cannot hear may make themselves, at their own slots
+        (:meth:`Plan.own_slots`), uncounted by any store: its term's predecessor until it offers (cut off from the
+        store, it commits its files itself; ``store-cut`` seed 592), and on a successor store the job's nodes that
+        are not there (one that knew no successor when the job's store died: seed 30779)."""
+        absent = set() if self.predecessor is None else {self.predecessor}
+        if self.on_successor is not None and self.on_successor():
+            absent |= set(range(self.nodes)) - set(self.members())
         return self.plan().own_slots(absent, self.commit_every, self.budget.commit_window_s) if absent else 0
 
     def _rides_later(self, now: float, last: bool) -> bool:

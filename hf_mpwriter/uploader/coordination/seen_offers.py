@@ -110,6 +110,8 @@ class SeenOffers(Lease):
                 continue
             offers[node] = {**offer, "raw": raw}
         self._first_seen = {key: seen for key, seen in self._first_seen.items() if key in present}
+        if self.predecessor in offers:  # heard from in this term: its files come through this leader
+            self.predecessor = None
         return offers
 
     def after_store_gap(self) -> None:
