@@ -695,6 +695,7 @@ class Result:
     commits: int
     moves: int = 0  # the nodes' moves to a successor store (or back)
     back: int = 0  # of those, back to an earlier store that answered again
+    terms: int = 0  # the highest leader's term any node took
     struck: list[tuple[str, int]] = field(default_factory=list)  # (kind, node) of each fault
 
     def had(self, kind: str, node: int | None = None) -> bool:
@@ -732,8 +733,9 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
         sim.close()
     moves = sum(node.job.moves for node in sim.nodes if node.job is not None)
     back = sum(node.job.moving.back for node in sim.nodes if node.job is not None)
+    terms = max((node.job.leader.term for node in sim.nodes if node.job is not None), default=0)
     return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves, back,
-                  sim.struck)
+                  terms, sim.struck)
 
 
 def sweep(seeds: range, kinds: tuple[str, ...] = KINDS, faults: int | None = None, leader: type[Leader] = Leader,

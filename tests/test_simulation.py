@@ -427,6 +427,17 @@ def test_a_leader_on_a_successor_leaves_room_for_the_nodes_that_never_came(seed)
     assert not result.problems, str(result)
 
 
+@pytest.mark.parametrize("seed, cut", [(368, 1), (592, 0)])
+def test_a_new_term_leaves_room_for_its_predecessor_cut_off_from_the_store(seed, cut):
+    """Seed 592 (``store-cut``: one node's calls to the job's store hang, the others' go on): the leader, node 0, was
+    cut off; node 1 took a new term and wrote at the plan's pace, while node 0 committed its files itself at its own
+    slot, which no store counted: 13 commits in a window of 12. A new term now keeps room for its predecessor's own
+    slots until it hears from it."""
+    result = commitsim.run(seed, ("store-cut", "preempt", "pause", "lost-answer"))
+    assert result.had("store-cut", cut) and result.terms >= 2
+    assert not result.problems, str(result)
+
+
 def test_the_own_slots_of_absent_nodes_count_the_most_any_window_holds():
     plan = Plan(nodes=4, per_commit=4, gap=0.0, interval=60.0, own_gap=50.0)  # own slots every 200 s: 0, 50, 100, 150
     assert plan.own_slots(set(), 10.0, 600.0) == 0
