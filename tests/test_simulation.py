@@ -439,6 +439,16 @@ def test_a_new_term_leaves_room_for_its_predecessor_cut_off_from_the_store(seed,
     assert not result.problems, str(result)
 
 
+def test_a_node_moving_to_a_successor_reads_the_list_there():
+    """Seed 33706 of a 10,000-seed sweep with successor stores: node 1's uploader was killed and restarted, its successor
+    store at a new address, where nodes 1 and 2 went; node 0 knew only the old one, found it gone, moved to node 2's
+    store and led there (term 6) while node 1 led at its new one (term 5): a commit of term 5 after one of term 6. A
+    node that moves to a successor now reads the list there, which has the new address, and goes back to it."""
+    result = commitsim.run(33706, commitsim.KINDS, successors=True)
+    assert result.had("kill", 1) and result.had("store-gone") and result.moves >= 3
+    assert not result.problems, str(result)
+
+
 def test_the_own_slots_of_absent_nodes_count_the_most_any_window_holds():
     plan = Plan(nodes=4, per_commit=4, gap=0.0, interval=60.0, own_gap=50.0)  # own slots every 200 s: 0, 50, 100, 150
     assert plan.own_slots(set(), 10.0, 600.0) == 0

@@ -93,7 +93,20 @@ class Moves:
         if not next_store(self.store, listed, self._gone, self.host):
             return False
         self.count += 1
+        self._list_there()
         return True
+
+    def _list_there(self) -> None:
+        """The successors as the store moved to lists them, where it lists as many as this node knew: a host writes its
+        address into the store its node uses (:meth:`~.successor.SuccessorHost.copy`), so one restarted since this
+        node last heard, at a new address where the others went, is listed there (seed 33706: two leaders, a term
+        going back)."""
+        try:
+            listed = published(self.store, self.malformed)
+        except StoreError:
+            return
+        if len(listed) >= len(self.successors):
+            self._known(listed)
 
     def _own_joined(self) -> list[StoreAddress]:
         """The store this node hosts, where other nodes announced themselves (they knew the list: the job's leader is
