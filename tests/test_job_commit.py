@@ -489,12 +489,14 @@ def test_a_leader_that_cannot_reach_the_hub_hands_over_and_the_jobs_commits_resu
 
 def test_a_leader_whose_commit_hangs_hands_over_and_the_offers_it_took_go_to_the_next(hub, store, tmp_path):
     """Node 0's route to the Hub goes silent mid-commit (the Hub holds its commit). It had claimed node
-    1's offer, so node 1 cannot take it back; once node 0 has been stuck past its commit grace (30 s: its
-    plan's interval is shorter) it stops leading, node 1 leads, finds that the leader that took its files
-    no longer leads, and offers them again: they land through node 1 while node 0's commit still hangs,
-    and that late commit, once it reaches the Hub, is refused (its parent is no longer the head)."""
+    1's offer, so node 1 cannot take it back; once node 0 has been stuck past its commit grace (10 s here, 30 s
+    by default: its plan's interval and the lease's staleness are not longer) it stops leading, node 1 leads,
+    finds that the leader that took its files no longer leads, and offers them again: they land through node 1
+    while node 0's commit still hangs, and that late commit, once it reaches the Hub, is refused (its parent is
+    no longer the head)."""
     hub.create_repo(REPO)
-    nodes = [_node(hub, store.port, k, wait=30.0, commit_every=4.0) for k in range(2)]
+    timing = JobTiming(commit_grace=10.0)
+    nodes = [_node(hub, store.port, k, wait=15.0, commit_every=4.0, timing=timing) for k in range(2)]
     _start_with_node_0_leading(nodes)
     hang, result, thread = _node_1_commits_while_a_commit_hangs(hub, nodes[1], tmp_path)
     try:
