@@ -521,14 +521,14 @@ def test_a_leader_whose_commit_hangs_hands_over_and_the_offers_it_took_go_to_the
 def test_an_offer_claimed_by_a_leader_whose_uploader_replaced_itself_goes_to_its_successor(hub, store, tmp_path):
     """Issue 52: a leader was ``(node, pid)``, and an uploader that replaces itself (an ``exec`` after an
     abandoned transfer) keeps its pid: a node whose offer the old one claimed saw the new one as the same
-    leader and waited out its whole wait for a claimed offer (``Offers.taken_wait``, 90 s here) before offering
+    leader and waited out its whole wait for a claimed offer (``Offers.taken_wait``) before offering
     again. Here node 0's commit hangs at the Hub with node 1's offer claimed, and node 0's next uploader (the
-    same pid: this process) takes the lease over: once node 1's wait for an answer ran out (30 s) it finds,
+    same pid: this process) takes the lease over: once node 1's wait for an answer ran out (15 s here) it finds,
     within half a lease's staleness, that the leader that took its offer no longer leads, offers again, and
-    its files land through the new leader's commit (before: after its wait and a claimed offer's, 120 s).
+    its files land through the new leader's commit (before: after its wait and a claimed offer's).
     (Node 1 does not lead: it stays out of the lease.)"""
     hub.create_repo(REPO)
-    nodes = [_node(hub, store.port, k, wait=30.0, commit_every=4.0) for k in range(2)]
+    nodes = [_node(hub, store.port, k, wait=15.0, commit_every=4.0) for k in range(2)]
     nodes[1].leader._abstain_until = float("inf")  # node 1's uploader never takes the lease (a node of many)
     _start_with_node_0_leading(nodes)
     hang, result, thread = _node_1_commits_while_a_commit_hangs(hub, nodes[1], tmp_path)
@@ -539,7 +539,7 @@ def test_an_offer_claimed_by_a_leader_whose_uploader_replaced_itself_goes_to_its
         first = nodes[0].leader.term
         assert claimer(nodes[1].store.get("offer/1"), nodes[1].offers.seq) == (0, first)  # claimed by node 0's uploader
         nodes[0].leader._stop.set()  # its process replaced itself: the lease is no longer renewed...
-        successor = _node(hub, store.port, 0, wait=30.0, commit_every=4.0)  # ... and its next one starts, same pid
+        successor = _node(hub, store.port, 0, wait=15.0, commit_every=4.0)  # ... and its next one starts, same pid
         successor.prepare()
         successor.start()
         wait_for(lambda: successor.leader.leading, LEASE_STALE_S + 15, "node 0's next uploader to lead")
