@@ -449,6 +449,16 @@ def test_a_node_moving_to_a_successor_reads_the_list_there():
     assert not result.problems, str(result)
 
 
+def test_a_term_that_outlived_a_store_error_is_not_renewed_below_one_drawn_on_a_successor():
+    """Seed 31444 of a 10,000-seed sweep with successor stores: the store hung; nodes 0 and 2 moved to a successor and
+    their leader there drew term 5, committed their last records and let go; the store answered again, and node 1
+    renewed its term 4 there (its lease had outlived the hang) and committed after term 5. A node now reads the terms
+    drawn in the later stores before it renews its own, and takes a new term above them."""
+    result = commitsim.run(31444, commitsim.KINDS, successors=True)
+    assert result.had("store-hang", 1) and result.moves >= 2 and result.terms >= 6
+    assert not result.problems, str(result)
+
+
 def test_the_own_slots_of_absent_nodes_count_the_most_any_window_holds():
     plan = Plan(nodes=4, per_commit=4, gap=0.0, interval=60.0, own_gap=50.0)  # own slots every 200 s: 0, 50, 100, 150
     assert plan.own_slots(set(), 10.0, 600.0) == 0

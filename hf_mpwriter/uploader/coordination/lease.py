@@ -79,7 +79,7 @@ class Lease:
         #: Asked before this node leads, and every ``successor_copy`` while it leads: another store the job leads
         #: through (an earlier one that answers again, a successor most nodes moved on to while this node stayed), as
         #: ``(where, its term)``, if any (:meth:`~.moves.Moves.led_elsewhere`).
-        self.led_elsewhere: Callable[[], tuple[str, int] | None] | None = None
+        self.led_elsewhere: Callable[[], tuple[str | None, int] | None] | None = None
         self._elsewhere_said: str | None = None
         self._elsewhere_looked = -math.inf  # monotonic: when this node, leading, last asked (:meth:`_look_elsewhere`)
         #: The highest term seen led elsewhere (or kept by this node's last uploader): a term here is drawn above it, and
@@ -220,8 +220,11 @@ class Lease:
         ours = bool(self.term) and lease_holder(current) == (self.node, self.term)
         # Ours, unrenewed since a store error (a new term would make the nodes offer what this one claimed again);
         # not where the job's commits went on elsewhere under a later term.
-        if ours and self.term_moves == self.store.moves and self.term > self._term_floor:
-            return not self._leads_elsewhere() and self._renew_own(current)
+        if ours and self.term_moves == self.store.moves:
+            if self._leads_elsewhere():
+                return False
+            if self.term > self._term_floor:
+                return self._renew_own(current)
         if current != self._lease:
             self._lease, self._lease_seen_at = current, now
         if current and not ours and now - self._lease_seen_at < self.timing.lease_stale:
@@ -258,9 +261,9 @@ class Lease:
     def _leads_elsewhere(self) -> bool:
         """Whether the job leads through another store (:attr:`led_elsewhere`): this node does not lead a second time
         here, whose writes would spend the budget again."""
-        led = self.led_elsewhere() if self.led_elsewhere is not None else None
-        where = None if led is None else led[0]
-        self._term_floor = max(self._term_floor, 0 if led is None else led[1])
+        where, term = (self.led_elsewhere() if self.led_elsewhere is not None else None) or (None, 0)
+        if where is not None or term > self.term:  # (a term drawn above this node's elsewhere: not renewed, seed 31444)
+            self._term_floor = max(self._term_floor, term)
         self.kept.keep_term(self._term_floor)
         if where is not None and where != self._elsewhere_said:
             logger.warning("job leader: node %d does not lead here: the job leads through store %s", self.node, where)

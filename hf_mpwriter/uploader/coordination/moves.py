@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from ...timing import JobTiming
 from .kept_stores import KeptStores
-from .protocol import Skipped, lease_holder, parse_members
+from .protocol import Malformed, Skipped, lease_holder, parse_counter, parse_members
 from .store import JobStore, StoreAddress, StoreError, raise_counter
 from .successor import SuccessorHost, next_store, published, served_by, writes_made_here
 from .untold import Untold
@@ -141,7 +141,7 @@ class Moves:
         self._move_back(answering, incarnation)
         return True
 
-    def led_elsewhere(self) -> tuple[str, int] | None:
+    def led_elsewhere(self) -> tuple[str | None, int] | None:
         """``(host:port, term)`` of a store later than the one in use (a successor the other nodes moved on to, while this
         node stayed, a hang it did not notice) whose lease another node renewed within ``timing.lease_stale``
         (a value first read counts as renewed now), and which lists more than half the job's nodes: the job has a
@@ -149,20 +149,23 @@ class Moves:
         there come back once this store answers them (:meth:`go_back`), and their lease there then goes stale. A
         few nodes cut off from this store alone lead there for themselves: the many here are not left without.
         On a successor, also a store before it that answers (its term: 0): the job's leader is there, or will be,
-        and this node goes back to it at its next commits."""
+        and this node goes back to it at its next commits. Else ``(None, term)``: the highest term drawn in a later store
+        (its ``terms``; a leader there may have led fewer nodes, and let go since): a term of this node's below it is not
+        renewed here (seed 31444: the job's commits went on there under it)."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
         if here not in order:
             return None
         for address in order[:order.index(here)]:  # (the job's store first: this node goes back there at its commits)
             if self._answers(address):
                 return f"{address.host}:{address.port}, an earlier store this node goes back to", 0
-        now = self.clock()
+        now, highest = self.clock(), 0
         for address in order[order.index(here) + 1:]:
             try:
-                value = self._probe(address).get("lease") or b""
+                value, terms = self._probe(address).multi_get(["lease", "terms"])
             except StoreError:  # (gone or silent: nobody leads the job through it)
                 continue
-            holder = lease_holder(value)
+            highest = max(highest, self._drawn(terms))
+            holder = lease_holder(value or b"")
             if holder is None or holder[0] == self.node:  # (free, or this node's own from before it came back)
                 continue
             seen = self._leases.get(address)
@@ -170,7 +173,15 @@ class Moves:
                 self._leases[address] = seen = (value, now)
             if now - seen[1] < self.timing.lease_stale and self._most_nodes_at(address):
                 return f"{address.host}:{address.port}", holder[1]
-        return None
+        return (None, highest) if highest else None
+
+    def _drawn(self, raw: bytes | None) -> int:
+        """A store's ``terms`` counter as read: the highest term drawn there (0 where unset or malformed, counted)."""
+        try:
+            return parse_counter(raw, "terms") if raw else 0
+        except Malformed as exc:
+            self.malformed.count("terms", exc)
+            return 0
 
     def _most_nodes_at(self, address: StoreAddress) -> bool:
         """Whether the store at ``address`` lists more than half the job's nodes (those that went back from it are
