@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--successors is the commit model's (--model commit)")
     model = MODELS[args.model]
     kinds = tuple(args.kinds or model.KINDS)
-    unknown = sorted(set(kinds) - set(model.KINDS) - set(getattr(model, "EXTRA_KINDS", ())))
+    known = (*model.KINDS, *getattr(model, "EXTRA_KINDS", ()))
+    unknown = sorted(set(kinds) - set(known))
     if unknown:
-        parser.error(f"{args.model} has no fault kind {unknown}; its kinds: {' '.join(model.KINDS)}")
+        parser.error(f"{args.model} has no fault kind {unknown}; its kinds: {' '.join(known)}")
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.processes):

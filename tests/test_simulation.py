@@ -461,11 +461,10 @@ def test_a_term_that_outlived_a_store_error_is_not_renewed_below_one_drawn_on_a_
 
 def test_the_own_slots_of_absent_nodes_count_the_most_any_window_holds():
     plan = Plan(nodes=4, per_commit=4, gap=0.0, interval=60.0, own_gap=50.0)  # own slots every 200 s: 0, 50, 100, 150
-    assert plan.own_slots(set(), 10.0, 600.0) == 0
-    assert plan.own_slots({3}, 10.0, 600.0) == 3  # 150, 350, 550
-    assert plan.own_slots({3}, 10.0, 500.0) == 3  # a window opening just before a slot: 150, 350, 550
-    assert plan.own_slots({0, 1}, 10.0, 120.0) == 2 and plan.own_slots({0, 2}, 10.0, 90.0) == 1
-    assert plan.own_slots({0}, 300.0, 600.0) == 2  # every 300 s where commit_every is longer than the own cycle
+    assert plan.own_slots(set(), 600.0) == 0
+    assert plan.own_slots({3}, 600.0) == 4  # 150, 350, 550 and, both ends counted (a commit late at its slot), 750
+    assert plan.own_slots({3}, 500.0) == 3  # 150, 350, 550
+    assert plan.own_slots({0, 1}, 120.0) == 2 and plan.own_slots({0, 2}, 90.0) == 1 and plan.own_slots({0, 2}, 100.0) == 2
 
 
 def test_the_successors_and_the_term_a_node_knew_are_kept_in_its_logdirs_state(tmp_path):

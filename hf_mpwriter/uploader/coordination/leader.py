@@ -227,7 +227,7 @@ class Leader(SeenOffers):
         if now < self._head_rests_until:
             return False
         self._reserved = self._absent_own_slots()
-        offered = self.store.add("offered", 0)  # one round trip while nothing new was offered
+        offered = self.store.add("offered", 0)  # one round trip while nothing new was offered (two on a successor)
         if offered != self._offered:
             self._offered, self._candidates = offered, self._offers()
         if not self._candidates:
@@ -251,13 +251,19 @@ class Leader(SeenOffers):
 
     def _absent_own_slots(self) -> int:
         """The commits in a commit window that nodes this leader cannot hear may make themselves, at their own slots
-        (:meth:`Plan.own_slots`), uncounted by any store: its term's predecessor until it offers (cut off from the
-        store, it commits its files itself; ``store-cut`` seed 592), and on a successor store the job's nodes that
-        are not there (one that knew no successor when the job's store died: seed 30779)."""
-        absent = set() if self.predecessor is None else {self.predecessor}
+        (:meth:`Plan.own_slots`), uncounted by any store (a repository's: a bucket has no commit quota). Its term's
+        predecessor until this term sees its offer, for one commit window at most (cut off from the store, it commits
+        its files itself, ``store-cut`` seed 592; one dead for good costs its share that long), and on a successor
+        store the job's nodes that are not there (one that knew no successor when the job's store died: seed 30779)."""
+        if self.kind != "hub":
+            return 0
+        before, absent = self.predecessor, set()  # (read once: the lease's thread sets it)
+        if before is not None and before[0] == self._seen_in_term and before[1] not in self._heard \
+                and self.clock() - before[2] < self.budget.commit_window_s:
+            absent.add(before[1])
         if self.on_successor is not None and self.on_successor():
             absent |= set(range(self.nodes)) - set(self.members())
-        return self.plan().own_slots(absent, self.commit_every, self.budget.commit_window_s) if absent else 0
+        return self.plan().own_slots(absent, self.budget.commit_window_s) if absent else 0
 
     def _rides_later(self, now: float, last: bool) -> bool:
         """Whether this node's own offer, alone after the gathering, is put off to the next group's slot: where

@@ -168,19 +168,13 @@ class Plan:
         """How often one node may commit its files itself: the job's share, split between every node."""
         return self.nodes * self.own_gap
 
-    def own_slots(self, nodes: Collection[int], commit_every: float, span: float) -> int:
-        """The most own slots of ``nodes`` (:meth:`own_pacing`) in any ``span`` seconds: the commits those nodes may
-        make themselves in one commit window where no store counts them."""
-        count, arcs = 0, []
-        for node in nodes:
-            every, phase = self.own_pacing(node, commit_every)
-            full, rest = divmod(span, every)
-            count += int(full)
-            arcs.append((phase, rest, every))
-        most = 0
-        for start, _, _ in arcs:  # a window (half open, as the books count) opening just before a slot holds the most
-            most = max(most, sum(1 for phase, rest, every in arcs if (phase - start) % every < rest))
-        return count + most
+    def own_slots(self, nodes: Collection[int], span: float) -> int:
+        """The most own commits ``nodes`` may make in any ``span`` seconds where no store counts them: one a slot of
+        :meth:`own_turn`'s cycle, both ends of the window counted (a commit goes at its slot or later)."""
+        every, phases = self.own_every(), [self.own_phase(node) for node in nodes]
+        full, rest = divmod(span, every)
+        most = max((sum(1 for phase in phases if (phase - start) % every <= rest) for start in phases), default=0)
+        return len(phases) * int(full) + most
 
     def own_turn(self, node: int, wall: float, since_last: float | None, phase: float | None = None) -> float:
         """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (the

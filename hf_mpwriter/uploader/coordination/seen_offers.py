@@ -64,6 +64,7 @@ class SeenOffers(Lease):
         super().__init__(store, node, nodes, timing, commit_every, clock, kept)
         self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
         self._seen_in_term = 0  # the term those were seen in
+        self._heard: set[int] = set()  # the nodes whose offers this term saw (in :attr:`_seen_in_term`)
         #: node -> its offer in the store when this term began, or when the store answered again after failures
         self._stale: dict[int, bytes] = {}
         self._unknown_age: dict[int, dict] = {}  # those offers, read: answered "offer again" (:meth:`_offer_again`)
@@ -82,7 +83,7 @@ class SeenOffers(Lease):
         kinds = ("offer", "answer", "incarnation")
         values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
         if self._seen_in_term != self.term:  # a new term knows no offer's age (:meth:`after_store_gap`)
-            self._first_seen, self._seen_in_term = {}, self.term
+            self._first_seen, self._seen_in_term, self._heard = {}, self.term, set()
         if self.store_gap:  # (not marked yet: what is there now is from before, as far as this leader knows)
             self._mark_stale({node: values[3 * k] for k, node in enumerate(members)})
         now = self.clock()
@@ -110,8 +111,7 @@ class SeenOffers(Lease):
                 continue
             offers[node] = {**offer, "raw": raw}
         self._first_seen = {key: seen for key, seen in self._first_seen.items() if key in present}
-        if self.predecessor in offers:  # heard from in this term: its files come through this leader
-            self.predecessor = None
+        self._heard.update(offers)  # (its files come through this leader: :meth:`~.leader.Leader._absent_own_slots`)
         return offers
 
     def after_store_gap(self) -> None:
