@@ -85,10 +85,7 @@ class Leader(SeenOffers):
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
         self.max_files = self.budget.files_per_commit
         self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
-        #: Whether the store in use is a successor (:class:`~.moves.Moves`), set by the node; its commits kept for the
-        #: nodes not in it (:meth:`_absent_own_slots`), read each round.
-        self.on_successor: Callable[[], bool] | None = None
-        self._reserved = 0
+        self._reserved = 0  # commits of the window kept for nodes this leader cannot hear (:meth:`_absent_own_slots`)
         self.commits = 0  # commits (a bucket: batches) this node made as the job's leader (``status``)
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
@@ -250,19 +247,10 @@ class Leader(SeenOffers):
         return True
 
     def _absent_own_slots(self) -> int:
-        """The commits in a commit window that nodes this leader cannot hear may make themselves, at their own slots
-        (:meth:`Plan.own_slots`), uncounted by any store (a repository's: a bucket has no commit quota). Its term's
-        predecessor until this term sees its offer, for one commit window at most (cut off from the store, it commits
-        its files itself, ``store-cut`` seed 592; one dead for good costs its share that long), and on a successor
-        store the job's nodes that are not there (one that knew no successor when the job's store died: seed 30779)."""
-        if self.kind != "hub":
-            return 0
-        before, absent = self.predecessor, set()  # (read once: the lease's thread sets it)
-        if before is not None and before[0] == self._seen_in_term and before[1] not in self._heard \
-                and self.clock() - before[2] < self.budget.commit_window_s:
-            absent.add(before[1])
-        if self.on_successor is not None and self.on_successor():
-            absent |= set(range(self.nodes)) - set(self.members())
+        """The commits in a commit window that the nodes this leader cannot hear (:meth:`unheard`) may make themselves,
+        at their own slots (:meth:`Plan.own_slots`), uncounted by any store; on a repository (a bucket has no commit
+        quota)."""
+        absent = self.unheard(self.budget.commit_window_s) if self.kind == "hub" else set()
         return self.plan().own_slots(absent, self.budget.commit_window_s) if absent else 0
 
     def _rides_later(self, now: float, last: bool) -> bool:

@@ -1,4 +1,5 @@
-"""The nodes' offers as the job's leader reads them in the store: which it may commit, and in what order.
+"""The nodes' offers as the job's leader reads them in the store: which it may commit, in what order, and which
+nodes it does not hear from (they may commit their files themselves).
 
 Why apart: reading the offers is where a leader decides what it must not trust (an offer answered, taken back,
 claimed, expired, or of unknown age after a gap of the store's), while :mod:`.leader` decides what to do with
@@ -65,10 +66,25 @@ class SeenOffers(Lease):
         self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
         self._seen_in_term = 0  # the term those were seen in
         self._heard: set[int] = set()  # the nodes whose offers this term saw (in :attr:`_seen_in_term`)
+        #: Whether the store in use is a successor (:class:`~.moves.Moves`), set by the node (:meth:`unheard`).
+        self.on_successor: Callable[[], bool] | None = None
         #: node -> its offer in the store when this term began, or when the store answered again after failures
         self._stale: dict[int, bytes] = {}
         self._unknown_age: dict[int, dict] = {}  # those offers, read: answered "offer again" (:meth:`_offer_again`)
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
+
+    def unheard(self, window: float) -> set[int]:
+        """The nodes this leader cannot hear, which may commit their files themselves: its term's predecessor until this
+        term sees its offer, ``window`` seconds at most (cut off from the store, it commits its files itself:
+        ``store-cut`` seed 592; one dead for good costs its share that long), and on a successor store the job's nodes
+        that are not there (one that knew no successor when the job's store died: seed 30779)."""
+        before, unheard = self.predecessor, set()  # (read once: the lease's thread sets it)
+        if before is not None and before[0] == self._seen_in_term and before[1] not in self._heard \
+                and self.clock() - before[2] < window:
+            unheard.add(before[1])
+        if self.on_successor is not None and self.on_successor():
+            unheard |= set(range(self.nodes)) - set(self.members())
+        return unheard
 
     def _forget(self, offers: dict[int, dict]) -> None:
         for node, offer in offers.items():
