@@ -195,7 +195,12 @@ class Store:
         self._call(lambda: self.values.__setitem__(key, bytes(value)))
 
     def multi_get(self, keys: list[str]) -> list[bytes]:
-        return self._call(lambda: [self.values.get(key, b"") for key in keys])
+        """As the real store's: every key must exist (a TCPStore waits for a missing one, past the call's deadline)."""
+        if self.sim.places[self.address].state is None and any(key not in self.values for key in keys):
+            self._failed()
+            self.sim.sleep(self.deadline)
+            raise StoreError("the simulated store waited for a key never set (multi_get)")
+        return self._call(lambda: [self.values[key] for key in keys])
 
     def multi_set(self, values: dict[str, bytes]) -> None:
         self._call(lambda: self.values.update({k: bytes(v) for k, v in values.items()}))

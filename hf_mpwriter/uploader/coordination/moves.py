@@ -161,7 +161,8 @@ class Moves:
         now, highest = self.clock(), 0
         for address in order[order.index(here) + 1:]:
             try:
-                value, terms = self._probe(address).multi_get(["lease", "terms"])
+                probe = self._probe(address)  # (two gets: a multi_get would wait for a key never set)
+                value, terms = probe.get("lease"), probe.get("terms")
             except StoreError:  # (gone or silent: nobody leads the job through it)
                 continue
             highest = max(highest, self._drawn(terms))
