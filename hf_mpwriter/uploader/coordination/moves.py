@@ -162,11 +162,11 @@ class Moves:
         for address in order[order.index(here) + 1:]:
             try:
                 probe = self._probe(address)  # (two gets: a multi_get would wait for a key never set)
-                value, terms = probe.get("lease"), probe.get("terms")
+                value, terms = probe.get("lease") or b"", probe.get("terms")
             except StoreError:  # (gone or silent: nobody leads the job through it)
                 continue
             highest = max(highest, self._drawn(terms))
-            holder = lease_holder(value or b"")
+            holder = lease_holder(value)
             if holder is None or holder[0] == self.node:  # (free, or this node's own from before it came back)
                 continue
             seen = self._leases.get(address)
