@@ -68,6 +68,19 @@ API_ACTIONS = frozenset(
 )
 
 
+#: ``/api/{T}/{id}/{action}/{revision}``: the route each action and method names.
+_ONE_REVISION = {
+    ("revision", "GET"): "repo_info",
+    ("preupload", "POST"): "preupload",
+    ("commit", "POST"): "commit",
+    ("paths-info", "POST"): "paths_info",
+    ("super-squash", "POST"): "squash",
+    ("commits", "GET"): "list_commits",
+    ("branch", "POST"): "branch",
+    ("branch", "DELETE"): "branch",
+}
+
+
 def route_repo_api(method: str, repo_type: str, segs: list[str], exists: Any) -> Route:
     """``/api/{T}/...`` after the type segment. ``exists(repo_type, repo_id)`` disambiguates ids.
 
@@ -84,24 +97,13 @@ def route_repo_api(method: str, repo_type: str, segs: list[str], exists: Any) ->
             r.name = "repo_info"
         return r
     action, args = rest[0], [unquote(s) for s in rest[1:]]
-    if action == "revision" and len(args) == 1 and method == "GET":
-        r.name, r.revision = "repo_info", args[0]
-    elif action == "preupload" and len(args) == 1 and method == "POST":
-        r.name, r.revision = "preupload", args[0]
-    elif action == "commit" and len(args) == 1 and method == "POST":
-        r.name, r.revision = "commit", args[0]
+    one_revision = _ONE_REVISION.get((action, method))
+    if one_revision is not None and len(args) == 1:
+        r.name, r.revision = one_revision, args[0]
     elif action == "tree" and len(args) >= 1 and method == "GET":
         r.name, r.revision, r.path_in_repo = "tree", args[0], "/".join(args[1:])
-    elif action == "paths-info" and len(args) == 1 and method == "POST":
-        r.name, r.revision = "paths_info", args[0]
-    elif action == "super-squash" and len(args) == 1 and method == "POST":
-        r.name, r.revision = "squash", args[0]
-    elif action == "commits" and len(args) == 1 and method == "GET":
-        r.name, r.revision = "list_commits", args[0]
     elif action == "refs" and not args and method == "GET":
         r.name = "refs"
-    elif action == "branch" and len(args) == 1 and method in ("POST", "DELETE"):
-        r.name, r.revision = "branch", args[0]
     elif action in ("xet-read-token", "xet-write-token") and len(args) <= 1 and method in ("GET", "POST"):
         r.name, r.key = "xet_token", action[4:-6]  # "read" / "write"
         r.revision = args[0] if args else None
