@@ -23,6 +23,7 @@ from hf_mpwriter.errors import Deferred, TargetError
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.testing.limits import HubLimits
+from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
 from hf_mpwriter.uploader.coordination.pacing import Situation, Store, pacing
 from hf_mpwriter.uploader.coordination.plan import (
@@ -307,7 +308,6 @@ def test_a_commit_that_timed_out_halves_the_leaders_next_commits():
     from types import SimpleNamespace
 
     from hf_mpwriter.targets.hub_client import classify
-    from hf_mpwriter.uploader.coordination.member import Leader
 
     def classified(exc: BaseException) -> TargetError:
         return classify(exc, "commit", "model repo 'a/b'", None, missing="gone", fix_missing="")
@@ -327,3 +327,20 @@ def test_a_commit_that_timed_out_halves_the_leaders_next_commits():
     assert leader.max_files == 1000  # a moved branch says nothing about the commit's size
     leader._failed(timed_out, {})
     assert leader.max_files == 500
+
+
+def test_a_leader_keeping_commits_for_nodes_it_cannot_hear_tells_the_slower_plan():
+    """A new term keeps room in the commit window for its predecessor's own slots (:meth:`Leader._absent_own_slots`).
+    Its plan is made within what is left, so that the nodes are told the slower pace and its stated age holds: before,
+    the plan was the whole budget's and the books put off the offers it had promised a slot (at 1,024 nodes after a
+    leader's SIGKILL, the oldest record passed the stated bound: docs/benchmarks.md)."""
+    leader = Leader(target=None, store=None, node=1, nodes=1024, spacing=1.0)  # type: ignore[arg-type]
+    leader._files_of = dict.fromkeys(range(1024), 8)
+    full = leader.plan()
+    leader._reserved = 1  # (the predecessor's own slot in the window: one, at 1,024 nodes)
+    kept = leader.plan()
+    allowed = leader.budget.commits_per_hour - 1  # what the books let go (:meth:`Books.next_free`)
+    assert 3600 / full.gap > allowed * PLAN_SLACK  # the whole budget's plan asks more than the books then allow
+    assert 3600 / kept.gap == pytest.approx(allowed * PLAN_SLACK)  # the plan told keeps the usual slack within it
+    assert kept.age_bound() > full.age_bound() and kept.own_gap > full.own_gap
+    assert leader.plan(reserved=0) == full

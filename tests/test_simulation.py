@@ -399,7 +399,8 @@ def test_a_node_on_a_successor_goes_back_before_it_commits_itself_there():
     """Seed 39259 of a 10,000-seed sweep with successor stores: a node moved to a successor during a hang, offered there
     (no leader), and committed itself there after its wait, while the job's store answered again; the leader there did
     not count it: 13 commits in a window of 12. Before it commits itself, a node on a successor now looks again whether
-    an earlier store answers, and goes back to offer there."""
+    an earlier store answers, and goes back to offer there; where one answered the last look, it waits for the next
+    (a new term's slower plan, which keeps room for its predecessor, had moved the node's own slot between the two)."""
     result = commitsim.run(39259, commitsim.KINDS, successors=True)
     assert result.had("store-hang") and result.back >= 1
     assert not result.problems, str(result)

@@ -149,10 +149,13 @@ class Leader(SeenOffers):
                 self.round_ended(failed=False)
             self._stop.wait(doubling(failures, self.timing.poll, self.timing.lease_stale / 2))
 
-    def plan(self) -> Plan:
-        """The job's plan as this leader sees it now (the nodes' latest file counts, a 429's slowdown)."""
+    def plan(self, reserved: int | None = None) -> Plan:
+        """The job's plan as this leader sees it now (the nodes' latest file counts, a 429's slowdown), within the
+        budget less the commits kept for nodes it cannot hear (``reserved``, default :attr:`_reserved`): the nodes
+        are told the slower pace, so that the plan's stated age (:meth:`Plan.age_bound`) stays true."""
         files = max(self._files_of.values(), default=1)
-        return make_plan(self.budget, self.kind, self.nodes, files, self.commit_every, self.spacing,
+        reserved = self._reserved if reserved is None else reserved
+        return make_plan(self.budget.keeping(reserved), self.kind, self.nodes, files, self.commit_every, self.spacing,
                          self.max_files, self.books.slowdown)
 
     def _hub_call(self, limit: float, call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -251,7 +254,7 @@ class Leader(SeenOffers):
         at their own slots (:meth:`Plan.own_slots`), uncounted by any store; on a repository (a bucket has no commit
         quota)."""
         absent = self.unheard(self.budget.commit_window_s) if self.kind == "hub" else set()
-        return self.plan().own_slots(absent, self.budget.commit_window_s) if absent else 0
+        return self.plan(reserved=0).own_slots(absent, self.budget.commit_window_s) if absent else 0
 
     def _rides_later(self, now: float, last: bool) -> bool:
         """Whether this node's own offer, alone after the gathering, is put off to the next group's slot: where

@@ -141,6 +141,15 @@ class Moves:
         self._move_back(answering, incarnation)
         return True
 
+    def back_in(self) -> float | None:
+        """Seconds until the next :meth:`go_back` check where an earlier store answered the last one (``None`` where
+        none did): a node on a successor waits for it before it commits itself (its leader there may count no own
+        commit made here: seed 39259, where the second check came after the node's own slot)."""
+        if self._earlier is None or self.store.address == self.home:
+            return None
+        wait = min(self.timing.successor_copy * 2 ** self._misses, self.timing.store_lost)
+        return max(0.0, self._checked + wait - self.clock())
+
     def led_elsewhere(self) -> tuple[str | None, int] | None:
         """``(host:port, term)`` of a store later than the one in use (a successor the other nodes moved on to, while this
         node stayed, a hang it did not notice) whose lease another node renewed within ``timing.lease_stale``

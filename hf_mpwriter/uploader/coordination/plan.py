@@ -93,6 +93,10 @@ class Budget:
         """The same budget with windows ``factor`` times shorter (simulations of hours in minutes)."""
         return replace(self, commit_window_s=self.commit_window_s / factor, api_window_s=self.api_window_s / factor)
 
+    def keeping(self, commits: int) -> Budget:
+        """The budget less ``commits`` of each commit window, kept for commits no store counts (one is left at least)."""
+        return replace(self, commits_per_hour=max(1.0, self.commits_per_hour - commits)) if commits > 0 else self
+
 
 def make_budget(commits_per_hour: float | None = None, requests_per_5min: float | None = None,
                 files_per_commit: int | None = None) -> Budget:
