@@ -340,7 +340,7 @@ def test_a_leader_keeping_commits_for_nodes_it_cannot_hear_tells_the_slower_plan
     leader._reserved = 1  # (the predecessor's own slot in the window: one, at 1,024 nodes)
     kept = leader.plan()
     allowed = leader.budget.commits_per_hour - 1  # what the books let go (:meth:`Books.next_free`)
-    assert 3600 / full.gap > allowed * PLAN_SLACK  # the whole budget's plan asks more than the books then allow
+    assert 3600 / full.gap > allowed * PLAN_SLACK  # the whole budget's plan leaves less than its slack under the books
     assert 3600 / kept.gap == pytest.approx(allowed * PLAN_SLACK)  # the plan told keeps the usual slack within it
     assert kept.age_bound() > full.age_bound() and kept.own_gap > full.own_gap
     assert leader.plan(reserved=0) == full

@@ -178,7 +178,7 @@ class JobTarget(JobNode):
                            f"{where.host}:{where.port}", 0.0)
         if self._hurried():
             self._last_alone(why)
-        if (back_in := self.moving.back_in()) is not None:
+        elif (back_in := self.moving.back_in()) is not None:  # (not once signalled: the deadline comes first)
             raise Deferred(f"job-wide commit not made ({why}); an earlier store answers again: this node offers its "
                            f"files there once it answers the next check", back_in)
         wait = self._own_turn(len(pieces))
