@@ -51,6 +51,7 @@ class Moves:
         #: An earlier store than the one in use that answered at the last check (:meth:`go_back`), and when that was.
         self._earlier: StoreAddress | None = None
         self._checked, self._misses = -math.inf, 0
+        self._back_since: float | None = None  # when this node first waited for an earlier store (:meth:`back_in`)
         #: Each later store's lease as this node last read it, and since when it has read that value (:meth:`led_elsewhere`).
         self._leases: dict[StoreAddress, tuple[bytes, float]] = {}
         self._probes: dict[StoreAddress, JobStore] = {}  # (the connections of the checks: :meth:`_probe`)
@@ -144,11 +145,16 @@ class Moves:
     def back_in(self) -> float | None:
         """Seconds until the next :meth:`go_back` check where an earlier store answered the last one (``None`` where
         none did): a node on a successor waits for it before it commits itself (its leader there may count no own
-        commit made here: seed 39259, where the second check came after the node's own slot)."""
+        commit made here: seed 39259, where the second check came after the node's own slot); ``timing.store_lost`` in
+        all, so that earlier stores that answer by turns never keep it from committing."""
+        now = self.clock()
         if self._earlier is None or self.store.address == self.home:
+            self._back_since = None
             return None
-        wait = min(self.timing.successor_copy * 2 ** self._misses, self.timing.store_lost)
-        return max(0.0, self._checked + wait - self.clock())
+        self._back_since = now if self._back_since is None else self._back_since
+        if now - self._back_since >= self.timing.store_lost:  # (earlier stores that answer by turns: not for ever)
+            return None
+        return max(0.0, self._checked + self.timing.successor_copy - now)  # (``_misses`` is 0 after an answer)
 
     def led_elsewhere(self) -> tuple[str | None, int] | None:
         """``(host:port, term)`` of a store later than the one in use (a successor the other nodes moved on to, while this
