@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,8 @@ from tensorboardX import SummaryWriter as TBXWriter
 from test_job_view import _assert_equal, _Clock, _job_points, _recomputed
 
 from hf_mpwriter.events.decoding import summaries
-from hf_mpwriter.events.encoding import session_start_event
+from hf_mpwriter.events.encoding import scalar_event, session_start_event
+from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.state.statedir import state_dir
 from hf_mpwriter.timing import JOB_VIEW_WAIT_S
 from hf_mpwriter.uploader.jobrun.bounds import ViewBounds
@@ -119,6 +123,68 @@ def test_a_job_run_that_restarted_is_taken_up_without_writing_its_steps_twice(tm
     again.close()
     points = _job_points(logdir, "loss")
     assert sorted(points) == list(range(130)) and accumulator(logdir / "job").Scalars("loss")
+
+
+_KILLED_BEFORE_SAVE = """
+import os, signal, sys
+from pathlib import Path
+from hf_mpwriter.events.encoding import scalar_event
+from hf_mpwriter.events.event_file import EventFileWriter
+from hf_mpwriter.uploader.jobrun.view import JobView
+
+logdir, first = Path(sys.argv[1]), sys.argv[2]
+saved = JobView.save
+def save(view):  # the second save is never made: SIGKILLed once the run holds the points it would cover
+    if view.points > (0 if first == "no point yet" else 5):
+        os.kill(os.getpid(), signal.SIGKILL)
+    saved(view)
+JobView.save = save
+writers = [EventFileWriter(logdir / f"rank-{rank:03d}", max_queue=1000, flush_secs=3600) for rank in range(2)]
+def log(rank, steps):
+    for step in steps:
+        writers[rank].add_serialized(scalar_event("loss", 1.0 + rank + step, step, 1000.0 + step))
+    writers[rank].flush()
+view = JobView(logdir, 2, wait=3600.0)
+if first == "no point yet":  # (rank 1's file, empty so far: its steps are waited for, and the state saved)
+    log(0, range(10))
+    view.update()
+    log(1, range(10))
+else:
+    log(0, range(5)), log(1, range(5))
+    view.update()
+    log(0, range(5, 10)), log(1, range(5, 10))
+view.update()
+"""
+
+
+@pytest.mark.parametrize("first", ["no point yet", "points 0-4"])
+def test_an_uploader_killed_between_writing_points_and_saving_its_state_is_taken_up_without_writing_them_twice(
+        tmp_path, first):
+    """The view writes points into the job run, then saves the state that covers them; an uploader SIGKILLed
+    between the two leaves the run holding points its state does not know of. The next one holds them (read
+    from the run's files past the sizes the state saved): TensorBoard's Python reader, which shows a step
+    written twice twice, and its default reader show every step once, and no value read again counts late."""
+    logdir = tmp_path / "logs"
+    for rank in range(2):
+        (logdir / f"rank-{rank:03d}").mkdir(parents=True)
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_SAVE, str(logdir), first], capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    state = json.loads((state_dir(logdir) / STATE_FILE).read_text())  # the window: the run holds what the state does not
+    assert state["held"] == ({} if first == "no point yet" else {"loss": 4})
+    assert sorted(_job_points(logdir, "loss")) == list(range(10))
+    for rank in range(2):  # (the relaunch's writers)
+        writer = EventFileWriter(logdir / f"rank-{rank:03d}", max_queue=1000, flush_secs=3600)
+        for step in range(10, 20):
+            writer.add_serialized(scalar_event("loss", 1.0 + rank + step, step, 1000.0 + step))
+        writer.close()
+    view = JobView(logdir, 2, wait=3600.0)
+    view.update(final=True)
+    view.close()
+    want = [(step, 1.5 + step) for step in range(20)]
+    for reader in (python_reader_scalars, default_reader_scalars):
+        assert reader(logdir)["job"]["loss"] == want, reader.__name__
+    assert json.loads((state_dir(logdir) / STATUS_FILE).read_text())["late"] == 0
 
 
 def _late_rank_job(tmp_path: Path, rank_2: str, bounds: ViewBounds = ViewBounds()) -> tuple[JobView, Path]:

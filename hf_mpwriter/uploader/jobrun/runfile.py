@@ -10,7 +10,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ...events.decoding import summaries
@@ -63,6 +63,8 @@ class JobRun:
         self.slowest: tuple[int, float] | None = None  # (rank, seconds) of the last step written (``status``)
         self._charted: set[str] = set()
         self._writer: EventFileWriter | None = None
+        #: The run's files and their sizes when the state :meth:`load` took up was saved (:meth:`written_after_state`).
+        self._saved_sizes: dict[str, int] | None = None
 
     def write(self, points: Sequence[tuple[str, int, Point]], world: int, every: int = 1) -> None:
         """Write ``points`` (each tag's steps in order, after those it holds; ``every``: the run holds only the
@@ -175,37 +177,70 @@ class JobRun:
         """The last step per tag the run's files hold, a histogram tag's under its key (a start without
         state: what is there is not written again); ``beat`` is called every ``beat_every`` records read."""
         held: dict[str, int] = {}
+        for points, restart in self._records(beat, beat_every, {}):
+            if restart is not None:  # what came before at and after it is dropped, as TensorBoard does
+                held = {tag: min(step, restart - 1) for tag, step in held.items()}
+            for key, step in points:
+                held[key] = max(step, held.get(key, step))
+        return held
+
+    def written_after_state(self, beat: Callable[[], None], beat_every: int) -> dict[str, int]:
+        """The last step per tag of the points written after the state :meth:`load` took up was saved (an uploader
+        killed between writing points and saving the state that covers them): they are in the run, and are not
+        written again (TensorBoard's Python reader would show them twice). A restart written there is left out: the
+        rank's restart is read again, and drops what it must once more."""
+        held: dict[str, int] = {}
+        if self._saved_sizes is None:  # (a state of before sizes)
+            return held
+        for points, _ in self._records(beat, beat_every, self._saved_sizes):
+            for key, step in points:
+                held[key] = max(step, held.get(key, step))
+                self.points += 1
+        return held
+
+    def _records(self, beat: Callable[[], None], beat_every: int,
+                 since: dict[str, int]) -> Iterator[tuple[list[tuple[str, int]], int | None]]:
+        """Each record of the run's files, each file read from its offset in ``since`` (else its start): the points
+        it holds, ``(tag or histogram key, step)``, and its restart."""
         decoded = 0
         for entry in entries(self.run_dir):
             if "tfevents" not in entry.name or not entry.is_file(follow_symlinks=False):
                 continue
             with open_nofollow(Path(entry.path)) as handle:
-                for _, record in iter_records(handle):
+                for _, record in iter_records(handle, since.get(entry.name, 0)):
                     decoded += 1
                     if decoded % beat_every == 0:
                         beat()
                     found, histograms, restart = summaries(record)
-                    if restart is not None:  # what came before at and after it is dropped, as TensorBoard does
-                        held = {tag: min(step, restart - 1) for tag, step in held.items()}
+                    points = [(histogram_key(histogram.tag), histogram.step) for histogram in histograms]
                     for scalar in found:  # (every point has its ``~job/<tag>/ranks``)
                         if scalar.tag.startswith(GROUP + "/") and scalar.tag.endswith("/ranks"):
-                            tag = scalar.tag[len(GROUP) + 1:-len("/ranks")]
-                            held[tag] = max(scalar.step, held.get(tag, scalar.step))
-                            self._charted.add(tag)
-                    for histogram in histograms:
-                        key = histogram_key(histogram.tag)
-                        held[key] = max(histogram.step, held.get(key, histogram.step))
-        return held
+                            points.append((scalar.tag[len(GROUP) + 1:-len("/ranks")], scalar.step))
+                            self._charted.add(points[-1][0])
+                    yield points, restart
+
+    def _sizes(self) -> dict[str, int]:
+        """Each of the run's files and its size, as the state saved with them covers them."""
+        sizes = {}
+        for entry in entries(self.run_dir):
+            if "tfevents" in entry.name and entry.is_file(follow_symlinks=False):
+                try:
+                    sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+        return sizes
 
     def state(self) -> dict:
         return {"layout": LAYOUT, "charted": sorted(self._charted), "points": self.points, "stragglers_at": self._stragglers_at,
-                "unmerged": self.unmerged,
+                "unmerged": self.unmerged, "sizes": self._sizes(),
                 "extremes": {tag: [dict(mins), dict(maxes)] for tag, (mins, maxes) in self.extremes.items()}}
 
     def load(self, state: dict) -> None:
         self._charted = set(state["charted"]) if state.get("layout") == LAYOUT else set()  # (older tags: charted anew)
         self.points = int(state["points"])
         self.unmerged = int(state.get("unmerged", 0))  # (a state file of before histograms: none)
+        sizes = state.get("sizes")
+        self._saved_sizes = None if sizes is None else {str(name): int(size) for name, size in sizes.items()}
         self._stragglers_at = None if state["stragglers_at"] is None else int(state["stragglers_at"])
         self.extremes = {tag: (Counter({int(r): c for r, c in mins.items()}), Counter({int(r): c for r, c in maxes.items()}))
                          for tag, (mins, maxes) in state["extremes"].items()}

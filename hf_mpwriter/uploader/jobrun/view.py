@@ -224,8 +224,8 @@ class JobView(RankReader):
 
     # -- restart and status ---------------------------------------------------------------------------------
     def save(self) -> None:
-        """What a restarted uploader takes up from: written after the points it covers (a crash between
-        the two writes a batch again: TensorBoard shows it once)."""
+        """What a restarted uploader takes up from: written after the points it covers, with the run's sizes (an
+        uploader killed between the two: the next one reads what the run gained since, and holds it)."""
         state = {
             "read_to": self._read_to, "held": self._held, "run": self.run.state(), "replaying": self._replaying,
             "floor": {rel: [step, upto] for rel, (step, upto) in self._floor.items()}, "dropped": self._dropped,
@@ -278,11 +278,22 @@ class JobView(RankReader):
             self.late = int(state["late"])
             self.unwaited = int(state.get("unwaited", 0))
             self.world = max([self.world, *(r + 1 for r in self.newest)])
+            if self.node_ranks is None:  # (a node writes no job run; its leader may write one in this logdir)
+                self._written_after_state()
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             logger.warning("job view: %s does not parse (%s); reading the ranks' files from their start", STATE_FILE, exc)
             self._forget_state()
             return False
         return True
+
+    def _written_after_state(self) -> None:
+        """The points the last uploader wrote after it saved this state (killed between the two): held, not written
+        again, and their values read again not counted late."""
+        for tag, step in self.run.written_after_state(self._beat, self.bounds.beat_every).items():
+            if step > self._held.get(tag, -1):
+                self._held[tag] = self._held_at_start[tag] = step
+                for key in [key for key in self._values if key[0] == tag and key[1] <= step]:
+                    del self._values[key], self._first[key], self._wall[key]
 
     def _forget_state(self) -> None:
         self._read_to, self._held, self.newest, self.outbox, self._floor, self._marks = {}, {}, {}, Outbox(), {}, {}
