@@ -344,3 +344,35 @@ def test_a_leader_keeping_commits_for_nodes_it_cannot_hear_tells_the_slower_plan
     assert 3600 / kept.gap == pytest.approx(allowed * PLAN_SLACK)  # the plan told keeps the usual slack within it
     assert kept.age_bound() > full.age_bound() and kept.own_gap > full.own_gap
     assert leader.plan(reserved=0) == full
+
+
+def test_a_node_waits_for_earlier_stores_that_answer_by_turns_no_longer_than_the_store_lost_bound():
+    """A node on a successor store waits for its next look at an earlier store that answered (it goes back there,
+    where its leader counts its own commits); where the job's store and the first successor answer by turns, no two
+    looks in a row find the same one and it never goes back: it waits ``timing.store_lost`` in all, then commits.
+    The decision alone: the store's address and what each look finds are given (the looks' own calls are
+    ``tests/test_job_commit.py``'s)."""
+    from types import SimpleNamespace
+
+    from hf_mpwriter.timing import JobTiming
+    from hf_mpwriter.uploader.coordination.moves import Moves
+    from hf_mpwriter.uploader.coordination.protocol import Skipped
+    from hf_mpwriter.uploader.coordination.store import StoreAddress
+    from hf_mpwriter.uploader.coordination.untold import Untold
+
+    home, first, second = (StoreAddress("10.0.0.1", port, "job") for port in (29500, 29501, 29502))
+    now = [0.0]
+    timing = JobTiming()
+    store = SimpleNamespace(address=home)
+    moves = Moves(store, 3, 4, timing, lambda: now[0], Skipped(), Untold(), lambda moved: 0)  # type: ignore[arg-type]
+    moves.successors, moves.count, store.address = [first, second], 1, second  # moved on to the second successor
+    looks: dict[float, int] = {}  # each look (its time) -> its number: the job's store answers the even ones
+    moves._answers = lambda address: address == (home, first)[looks.setdefault(moves._checked, len(looks)) % 2]  # type: ignore[method-assign]
+    waited: list[float] = []
+    while now[0] < 3 * timing.store_lost and ((wait := moves.back_in()) is not None or not waited):
+        assert moves.go_back(incarnation=1) is False  # (never the same store two looks in a row: never back)
+        if wait is not None:
+            waited.append(now[0])
+        now[0] += 1.0
+    assert len(waited) > 2, waited  # the scenario: it waited for look after look
+    assert waited[-1] - waited[0] < timing.store_lost <= now[0] - waited[0] < timing.store_lost + 2
