@@ -156,7 +156,9 @@ class JobTarget(JobNode):
         """Commit as a node without a store would, unless an offer of ours may still be taken by a leader
         (it could not be taken back): then not before no leader takes it any more (see the module's
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
-        store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
+        store counts as gone then): the node's disk goes with it, and a late leader commits the same files.
+        On a successor where an earlier store answers again, not before the next look at it either (the node goes
+        back there, :meth:`~.moves.Moves.back_in`), but for a node the preemption deadline hurries."""
         if self.offers.pending_since is not None:
             now = self.clock()
             left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
