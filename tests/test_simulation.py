@@ -406,6 +406,18 @@ def test_a_node_on_a_successor_goes_back_before_it_commits_itself_there():
     assert not result.problems, str(result)
 
 
+@pytest.mark.parametrize("seed", [51998, 52447])
+def test_a_signalled_node_on_a_successor_commits_its_last_records_without_waiting_for_an_earlier_store(seed):
+    """Seeds 51998 and 52447 of a 3,000-seed sweep with successor stores (preemptions, hangs, cuts, lost answers): a
+    node moved to a successor during a hang, and was signalled while the job's store answered again. A node on a
+    successor waits for its next look at an earlier store before it commits itself (seed 39259); a signalled one does
+    not: its last records go now, before the preemption's deadline (waiting first, its last records were lost: the
+    Hub held version 2 of 10, and 1 of 9)."""
+    result = commitsim.run(seed, ("preempt", "store-cut", "store-hang", "lost-answer"), successors=True)
+    assert result.had("preempt") and result.had("store-hang") and result.back >= 1
+    assert not result.problems, str(result)
+
+
 @pytest.mark.parametrize("seed", [30084, 36086])
 def test_a_host_that_knew_no_successor_list_goes_on_through_its_own_store_once_others_did(seed):
     """Seed 30084: the job's store died 9 s into the job, before node 1 had read the successors' list; the other nodes
