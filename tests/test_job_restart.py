@@ -135,24 +135,25 @@ from hf_mpwriter.uploader.jobrun.view import JobView
 logdir, first = Path(sys.argv[1]), sys.argv[2]
 saved = JobView.save
 def save(view):  # the second save is never made: SIGKILLed once the run holds the points it would cover
-    if view.points > (0 if first == "no point yet" else 5):
+    if view.points > (0 if first == "no point yet" else 10):
         os.kill(os.getpid(), signal.SIGKILL)
     saved(view)
 JobView.save = save
 writers = [EventFileWriter(logdir / f"rank-{rank:03d}", max_queue=1000, flush_secs=3600) for rank in range(2)]
-def log(rank, steps):
+def log(rank, steps, tags=("loss", "acc")):
     for step in steps:
-        writers[rank].add_serialized(scalar_event("loss", 1.0 + rank + step, step, 1000.0 + step))
+        for tag in tags:
+            writers[rank].add_serialized(scalar_event(tag, 1.0 + rank + step, step, 1000.0 + step))
     writers[rank].flush()
 view = JobView(logdir, 2, wait=3600.0)
 if first == "no point yet":  # (rank 1's file, empty so far: its steps are waited for, and the state saved)
     log(0, range(10))
     view.update()
-    log(1, range(10))
+    log(1, range(10), ("loss",))  # (its acc comes after the kill: those points still wait)
 else:
     log(0, range(5)), log(1, range(5))
     view.update()
-    log(0, range(5, 10)), log(1, range(5, 10))
+    log(0, range(5, 10)), log(1, range(5, 10), ("loss",))
 view.update()
 """
 
@@ -171,19 +172,23 @@ def test_an_uploader_killed_between_writing_points_and_saving_its_state_is_taken
                             timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     state = json.loads((state_dir(logdir) / STATE_FILE).read_text())  # the window: the run holds what the state does not
-    assert state["held"] == ({} if first == "no point yet" else {"loss": 4})
+    assert state["held"] == ({} if first == "no point yet" else {"loss": 4, "acc": 4})
     assert sorted(_job_points(logdir, "loss")) == list(range(10))
-    for rank in range(2):  # (the relaunch's writers)
+    late_from = 0 if first == "no point yet" else 5
+    for rank in range(2):  # (the relaunch's writers; rank 1 logs its acc of the steps before late)
         writer = EventFileWriter(logdir / f"rank-{rank:03d}", max_queue=1000, flush_secs=3600)
-        for step in range(10, 20):
-            writer.add_serialized(scalar_event("loss", 1.0 + rank + step, step, 1000.0 + step))
+        for step in range(late_from if rank else 10, 20):
+            for tag in ("loss", "acc") if step >= 10 else ("acc",):
+                writer.add_serialized(scalar_event(tag, 1.0 + rank + step, step, 1000.0 + step))
         writer.close()
     view = JobView(logdir, 2, wait=3600.0)
     view.update(final=True)
     view.close()
     want = [(step, 1.5 + step) for step in range(20)]
     for reader in (python_reader_scalars, default_reader_scalars):
-        assert reader(logdir)["job"]["loss"] == want, reader.__name__
+        runs = reader(logdir)["job"]
+        assert runs["loss"] == want and runs["acc"] == want, reader.__name__
+        assert [step for step, _ in runs["~job/lag_s"]] == list(range(20)), reader.__name__  # (it goes with each step)
     assert json.loads((state_dir(logdir) / STATUS_FILE).read_text())["late"] == 0
 
 

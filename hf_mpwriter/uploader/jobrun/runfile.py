@@ -196,6 +196,8 @@ class JobRun:
             for key, step in points:
                 held[key] = max(step, held.get(key, step))
                 self.points += 1
+                if histogram_tag(key) is None and (self._stragglers_at is None or step > self._stragglers_at):
+                    self._stragglers_at = step  # (``~job/lag_s`` went with them: not written again either)
         return held
 
     def _records(self, beat: Callable[[], None], beat_every: int,

@@ -289,7 +289,12 @@ class JobView(RankReader):
     def _written_after_state(self) -> None:
         """The points the last uploader wrote after it saved this state (killed between the two): held, not written
         again, and their values read again not counted late."""
-        for tag, step in self.run.written_after_state(self._beat, self.bounds.beat_every).items():
+        try:
+            written = self.run.written_after_state(self._beat, self.bounds.beat_every)
+        except OSError as exc:  # (a file gone or unreadable: the view still starts; what it finds there it writes again)
+            logger.warning("job view: the job run's files could not be read past its state (%s)", exc)
+            return
+        for tag, step in written.items():
             if step > self._held.get(tag, -1):
                 self._held[tag] = self._held_at_start[tag] = step
                 for key in [key for key in self._values if key[0] == tag and key[1] <= step]:
