@@ -205,9 +205,7 @@ class JobRun:
         """Each record of the run's files, each file read from its offset in ``since`` (else its start): the points
         it holds, ``(tag or histogram key, step)``, and its restart."""
         decoded = 0
-        for entry in entries(self.run_dir):
-            if "tfevents" not in entry.name or not entry.is_file(follow_symlinks=False):
-                continue
+        for entry in self._files():
             with open_nofollow(Path(entry.path)) as handle:
                 for _, record in iter_records(handle, since.get(entry.name, 0)):
                     decoded += 1
@@ -221,15 +219,18 @@ class JobRun:
                             self._charted.add(points[-1][0])
                     yield points, restart
 
+    def _files(self) -> list[os.DirEntry]:
+        """The run's event files, by name."""
+        return [entry for entry in entries(self.run_dir) if "tfevents" in entry.name and entry.is_file(follow_symlinks=False)]
+
     def _sizes(self) -> dict[str, int]:
         """Each of the run's files and its size, as the state saved with them covers them."""
         sizes = {}
-        for entry in entries(self.run_dir):
-            if "tfevents" in entry.name and entry.is_file(follow_symlinks=False):
-                try:
-                    sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
-                except OSError:
-                    continue
+        for entry in self._files():
+            try:
+                sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
         return sizes
 
     def state(self) -> dict:

@@ -213,10 +213,15 @@ class JobView(RankReader):
         for tag, step in steps.items():
             if step > self._held.get(tag, -math.inf):
                 self._held[tag] = int(step)
-                for key in [key for key in self._values if key[0] == tag and key[1] <= step]:
-                    del self._values[key], self._first[key], self._wall[key]
-                    self.late += 1
+                self.late += self._drop_through(tag, step)
         return gone or floor < math.inf
+
+    def _drop_through(self, tag: str, step: float) -> int:
+        """Drop the points of ``tag`` waiting here up to ``step`` (the job run holds them); how many."""
+        keys = [key for key in self._values if key[0] == tag and key[1] <= step]
+        for key in keys:
+            del self._values[key], self._first[key], self._wall[key]
+        return len(keys)
 
     def close(self) -> None:
         """Close the job run's file (it is complete: made read-only, sent once more as it is)."""
@@ -297,8 +302,7 @@ class JobView(RankReader):
         for tag, step in written.items():
             if step > self._held.get(tag, -1):
                 self._held[tag] = self._held_at_start[tag] = step
-                for key in [key for key in self._values if key[0] == tag and key[1] <= step]:
-                    del self._values[key], self._first[key], self._wall[key]
+                self._drop_through(tag, step)
 
     def _forget_state(self) -> None:
         self._read_to, self._held, self.newest, self.outbox, self._floor, self._marks = {}, {}, {}, Outbox(), {}, {}
