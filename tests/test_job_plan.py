@@ -376,3 +376,30 @@ def test_a_node_waits_for_earlier_stores_that_answer_by_turns_no_longer_than_the
         now[0] += 1.0
     assert len(waited) > 2, waited  # the scenario: it waited for look after look
     assert waited[-1] - waited[0] < timing.store_lost <= now[0] - waited[0] < timing.store_lost + 2
+
+
+def test_a_term_that_outlived_a_store_error_is_not_renewed_below_one_drawn_on_a_successor(store):
+    """Seed 31444 of a sweep with successor stores: the store hung; nodes 0 and 2 moved to a successor and their leader
+    there drew term 5, committed their last records and let go; the store answered again, and node 1 renewed its term
+    4 there (its lease had outlived the hang) and committed after term 5. A node reads the terms drawn in the later
+    stores before it renews its own, and takes a new term above them. (Since the leaders mark the successors they
+    reach, that seed no longer comes to this, nor did any of 18,000 with the reading taken out: the decision alone, on
+    real stores.)"""
+    from hf_mpwriter.timing import JobTiming
+    from hf_mpwriter.uploader.coordination.lease import Lease
+    from hf_mpwriter.uploader.coordination.moves import Moves
+    from hf_mpwriter.uploader.coordination.protocol import Skipped, lease_holder
+    from hf_mpwriter.uploader.coordination.untold import Untold
+
+    later = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    home, successor = (StoreAddress("127.0.0.1", server.port, "job-terms") for server in (store, later))
+    job = JobStore(home, "p")
+    lease = Lease(job, 1, 4, JobTiming(), 10.0)
+    moves = Moves(job, 1, 4, JobTiming(), time.monotonic, Skipped(), Untold(), lambda moved: 0)
+    moves.successors, lease.led_elsewhere = [successor], moves.led_elsewhere
+    job.add("terms", 3)
+    assert lease._hold_lease() and lease.term == 4  # node 1 leads under term 4
+    lease.leading = False  # a store error (its lease outlives it: nobody took it)
+    JobStore(successor, "p").add("terms", 5)  # meanwhile, a leader on the successor drew term 5 (and let go)
+    assert lease._hold_lease()
+    assert lease.term == 6 and lease_holder(job.get("lease")) == (1, 6)  # above 5, not term 4 renewed

@@ -17,6 +17,7 @@ from hf_mpwriter.uploader.coordination.kept_stores import FILE as STORES_FILE
 from hf_mpwriter.uploader.coordination.kept_stores import KeptStores
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
+from hf_mpwriter.uploader.coordination.moves import Moves
 from hf_mpwriter.uploader.coordination.plan import Plan
 from hf_mpwriter.uploader.coordination.untold import FILE as UNTOLD_FILE
 from hf_mpwriter.uploader.coordination.untold import Untold
@@ -462,16 +463,6 @@ def test_a_node_moving_to_a_successor_reads_the_list_there():
     assert not result.problems, str(result)
 
 
-def test_a_term_that_outlived_a_store_error_is_not_renewed_below_one_drawn_on_a_successor():
-    """Seed 31444 of a 10,000-seed sweep with successor stores: the store hung; nodes 0 and 2 moved to a successor and
-    their leader there drew term 5, committed their last records and let go; the store answered again, and node 1
-    renewed its term 4 there (its lease had outlived the hang) and committed after term 5. A node now reads the terms
-    drawn in the later stores before it renews its own, and takes a new term above them."""
-    result = commitsim.run(31444, commitsim.KINDS, successors=True)
-    assert result.had("store-hang", 1) and result.moves >= 2 and result.terms >= 6
-    assert not result.problems, str(result)
-
-
 def test_the_own_slots_of_absent_nodes_count_the_most_any_window_holds():
     plan = Plan(nodes=4, per_commit=4, gap=0.0, interval=60.0, own_gap=50.0)  # own slots every 200 s: 0, 50, 100, 150
     assert plan.own_slots(set(), 600.0) == 0
@@ -536,10 +527,11 @@ class _CutOff(commitsim.Store):
 def test_one_node_cut_off_from_the_jobs_store_leaves_the_others_their_leader(monkeypatch):
     """Found by a review: one node of 12 cut off from the job's store moved to a successor and led there; the job's
     leader, seeing a lease renewed there, let its own go, and the 11 others went without a leader for the whole
-    partition. A node now yields only to a later store that lists most of the job's nodes: the 11 keep theirs. Node 5
-    leads there for itself and keeps room for the own slots of the 11 nodes not there: within the job's budget (it
-    wrote at the whole budget's pace beside the job's leader before), its files wait for the partition's end."""
+    partition. Then node 5 led there for itself, under a term above the job's leader's (two leaders' terms at the Hub:
+    store-cut seed 50026). Now the job's leader marks the successor stores it reaches: node 5 leads nowhere there and
+    commits its files itself, and the job's leader keeps room in the window for it and counts its commits."""
     start, seen = commitsim.Sim.start, {}
+    marked: list[set[int]] = []
 
     def started(sim, node, delay):
         seen["sim"] = sim
@@ -554,11 +546,27 @@ def test_one_node_cut_off_from_the_jobs_store_leaves_the_others_their_leader(mon
         return probe
 
     monkeypatch.setattr(commitsim.Store, "elsewhere", elsewhere)
+    mark = Moves.mark_later
+    monkeypatch.setattr(Moves, "mark_later", lambda moves, term: (found := mark(moves, term), marked.append(found[0]))[0])
     result = commitsim.run(7, commitsim.KINDS, faults=0, nodes=12, successors=True)
-    applied = [a for a in seen["sim"].hub.applied if 200 <= a.at < 500 and a.term is not None]
+    applied = [a for a in seen["sim"].hub.applied if 200 <= a.at < 500]
     node_5 = seen["sim"].nodes[5].job
-    assert node_5.moves >= 1 and node_5.leader.leases >= 2  # the scenario: node 5 moved to a successor, and led there
-    assert not any(a.node == 5 for a in applied) and not result.problems, str(result)
-    # Every other node's file went on being committed by their leader during the partition.
-    committed = {path for a in applied for path in a.versions}
+    # The scenario: node 5 moved to a successor, where the job's leader found it.
+    assert node_5.moves >= 1 and {5} in marked, marked
+    assert node_5.leader.leases == 0 and not result.problems, str(result)
+    # Node 5's files landed during the partition, by its own commits; every other node's, by their leader.
+    assert any(a.node == 5 and a.term is None and "n5/events" in a.versions for a in applied), applied
+    committed = {path for a in applied if a.term is not None for path in a.versions}
     assert {f"n{k}/events" for k in range(12) if k != 5} <= committed, sorted(committed)
+
+
+@pytest.mark.parametrize("seed", [50026, 50015])
+def test_a_node_cut_off_from_the_jobs_store_commits_itself_on_a_successor_counted_by_the_jobs_leader(seed):
+    """Seed 50026 of `store-cut` with successor stores: node 1, cut off from the job's store, moved to its own successor
+    store, alone, and led there under term 2 while the job's leader went on under term 1 (a term going back at the
+    Hub). Now the job's leader marks the successors it reaches and node 1 commits itself there; the leader counts its
+    commits and keeps room for it (without that, seed 50015 makes 13 commits in a window of 12)."""
+    result = commitsim.run(seed, ("store-cut",), successors=True)
+    assert result.had("store-cut") and result.moves >= 1
+    assert not result.problems, str(result)
+

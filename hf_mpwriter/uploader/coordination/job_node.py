@@ -134,6 +134,7 @@ class JobNode(Target):
         moving = Moves(self.store, self.node, nodes, self.timing, self.clock, self.leader.malformed, self.own.untold,
                        self.leader.stored.written_on, kept)
         self.leader.led_elsewhere = moving.led_elsewhere
+        self.leader.mark_later = moving.mark_later
         self.leader.on_successor = lambda: self.store.address != moving.home
         return moving
 

@@ -82,6 +82,11 @@ class Lease:
         #: ``(where, its term)``, if any (:meth:`~.moves.Moves.led_elsewhere`).
         self.led_elsewhere: Callable[[], tuple[str | None, int] | None] | None = None
         self._elsewhere_said: str | None = None
+        #: Every ``successor_copy`` while it leads: marks the later stores and returns the nodes there and the writes
+        #: made there (:meth:`~.moves.Moves.mark_later`), the nodes :attr:`away` from now on, the writes counted here.
+        self.mark_later: Callable[[int], tuple[set[int], int]] | None = None
+        self.away: set[int] = set()
+        self._marked = -math.inf  # monotonic
         self._elsewhere_looked = -math.inf  # monotonic: when this node, leading, last asked (:meth:`_look_elsewhere`)
         #: The highest term seen led elsewhere (or kept by this node's last uploader): a term here is drawn above it, and
         #: one of this node's below it is not renewed (the job's commits went on under it: an older term's must not
@@ -106,8 +111,8 @@ class Lease:
                 self._hand_over(stalled)
             elif self.leading and self._look_elsewhere() and self._leads_elsewhere():
                 self.let_go("the job leads through another store")
-            else:
-                self._hold_lease()
+            elif self._hold_lease() and self.leading:
+                self._mark_later()
             if self.store_gap:
                 self.after_store_gap()
             if self.store_failed:
@@ -250,6 +255,18 @@ class Lease:
         logger.info("job leader: node %d leads the job's commits", self.node)
         return True
 
+    def _mark_later(self) -> None:
+        """Every ``timing.successor_copy``, right after this leader renewed its lease (so that a mark means it leads):
+        mark the later stores, and count what the nodes cut off from this store do there (:attr:`mark_later`).
+        :class:`StoreError` if the store in use fails."""
+        now = self.clock()
+        if self.mark_later is None or now - self._marked < self.timing.successor_copy:
+            return
+        self._marked = now
+        self.away, made = self.mark_later(self.term)
+        if made:
+            self.store.add("own_writes", made)  # (the rounds' books count them: :meth:`~.stored_books.StoredBooks.count_own`)
+
     def _look_elsewhere(self) -> bool:
         """Whether to ask, while leading, if the job leads through another store: every ``timing.successor_copy``
         (a node that renewed its lease as the others moved on asked before their leader took the lease there)."""
@@ -267,7 +284,7 @@ class Lease:
             self._term_floor = max(self._term_floor, term)
         self.kept.keep_term(self._term_floor)
         if where is not None and where != self._elsewhere_said:
-            logger.warning("job leader: node %d does not lead here: the job leads through store %s", self.node, where)
+            logger.warning("job leader: node %d does not lead here: %s", self.node, where)
         self._elsewhere_said = where
         return where is not None
 

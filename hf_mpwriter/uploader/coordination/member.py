@@ -88,6 +88,12 @@ class JobTarget(JobNode):
             return self._commit_ourselves(pieces, message, f"the job's store answered nothing for {silent:.0f} s")
         if self.clock() < self._store_rests_until or not self._announce():
             return self._commit_ourselves(pieces, message, self.why or "the job's store failed")
+        if (not_led := self.moving.not_led_here()) is not None:  # (announced here first: the marking leader reads it)
+            why, wait = not_led
+            if wait > 0 and not self._hurried():
+                raise Deferred(f"job-wide commit not made ({why}); this node commits its files itself once that "
+                               "leader marks this store again", wait)
+            return self._commit_ourselves(pieces, message, why)
         uploaded = self.inner.preupload(pieces)
         if uploaded is None:  # a regular (non-LFS) file travels in the commit itself; a bucket without Xet hashes
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")

@@ -16,9 +16,17 @@ from collections.abc import Callable
 
 from ...timing import JobTiming
 from .kept_stores import KeptStores
-from .protocol import Malformed, Skipped, lease_holder, parse_counter, parse_members
+from .protocol import (
+    Malformed,
+    Skipped,
+    lease_holder,
+    led_from_value,
+    parse_counter,
+    parse_led_from,
+    parse_members,
+)
 from .store import JobStore, StoreAddress, StoreError, raise_counter
-from .successor import SuccessorHost, next_store, published, served_by, writes_made_here
+from .successor import LED_FROM, SuccessorHost, next_store, published, served_by, writes_made_here
 from .untold import Untold
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -55,6 +63,10 @@ class Moves:
         #: Each later store's lease as this node last read it, and since when it has read that value (:meth:`led_elsewhere`).
         self._leases: dict[StoreAddress, tuple[bytes, float]] = {}
         self._probes: dict[StoreAddress, JobStore] = {}  # (the connections of the checks: :meth:`_probe`)
+        self._marks = 0  # the marks this node made, leading (:meth:`mark_later`)
+        #: The store in use's ``led_from`` as this node last read it, and since when it has read that value.
+        #: (Whether it was read anew, a value before it read since this node came here: after :attr:`count` moves.)
+        self._mark_seen: tuple[bytes, float, bool, int] | None = None
 
     def told(self, listed: list) -> None:
         """The successors as an answer listed them (``[host, port]`` each): the leader's word from now on (it reads
@@ -156,15 +168,75 @@ class Moves:
             return None
         return max(0.0, self._checked + self.timing.successor_copy - now)  # (``_misses`` is 0 after an answer)
 
+    def mark_later(self, term: int) -> tuple[set[int], int]:
+        """The job's leader (its ``term``), every ``timing.successor_copy`` while it leads (its lease's thread): marks each
+        store after the one in use that answers (``led_from``, a new value each time), so that the nodes there, cut off
+        from this store (a partition, not its death: it answers its leader), lead nowhere there (:meth:`not_led_here`;
+        alone, one led for itself under a term above this one's, store-cut seed 50026: two terms at the Hub). Returns
+        what they do
+        there, which this leader counts: the nodes that use it (it keeps room in the window for their own commits,
+        :meth:`~.seen_offers.SeenOffers.unheard`), and the writes made there since its host last copied
+        (:func:`~.successor.writes_made_here`, taken once: told here as own writes)."""
+        order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
+        if here not in order:
+            return set(), 0
+        self._marks += 1
+        mark, away, made = led_from_value(here.host, here.port, term, self._marks), set(), 0
+        for address in order[order.index(here) + 1:]:
+            try:
+                probe = self._probe(address)
+                probe.set(LED_FROM, mark)
+                there = [node for node in parse_members(probe.get("members"), self.nodes) if node != self.node]
+                made += writes_made_here(probe, self.malformed) if there else 0
+            except StoreError:  # (gone or silent: nobody there to mark)
+                continue
+            away.update(there)
+        return away, made
+
+    def not_led_here(self) -> tuple[str, float] | None:
+        """On a successor store, why no node leads the job here (``None``: one may), and in how many seconds this node
+        commits itself here, at its own slots: the leader of an earlier store marks it (:meth:`mark_later`). A mark
+        read anew (its leader leads now, and has read that this node is here): at once. A mark first read: once it
+        changes (then counted as above), or once it is twice ``timing.successor_copy`` old (that leader no longer
+        leads: the store died, or hung, and a node here leads), asked again meanwhile."""
+        order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
+        if here == self.home or here not in order:
+            return None
+        try:
+            raw = self._probe(here).get(LED_FROM)
+        except StoreError:
+            return None
+        if not raw:
+            return None
+        try:
+            host, port = parse_led_from(raw)
+        except Malformed as exc:
+            self.malformed.count(LED_FROM, exc)
+            return None
+        if StoreAddress(host, port, self.home.job_id) not in order[:order.index(here)]:
+            return None
+        now, seen = self.clock(), self._mark_seen
+        if seen is None or seen[3] != self.count:  # (read first since this node came here: seed 50691)
+            self._mark_seen = seen = (raw, now, False, self.count)
+        elif seen[0] != raw:
+            self._mark_seen = seen = (raw, now, True, self.count)
+        left = seen[1] + 2 * self.timing.successor_copy - now
+        if left <= 0:
+            return None
+        why = (f"cut off from store {host}:{port}, whose leader goes on leading the job and counts this node's own "
+               f"commits (it marks successor store {here.host}:{here.port})")
+        return why, 0.0 if seen[2] else min(left, self.timing.successor_copy / 2)
+
     def led_elsewhere(self) -> tuple[str | None, int] | None:
-        """``(host:port, term)`` of a store later than the one in use (a successor the other nodes moved on to, while this
-        node stayed, a hang it did not notice) whose lease another node renewed within ``timing.lease_stale``
-        (a value first read counts as renewed now), and which lists more than half the job's nodes: the job has a
-        leader there. Asked by the lease's thread before this node leads here (:class:`~.lease.Lease`); the nodes
-        there come back once this store answers them (:meth:`go_back`), and their lease there then goes stale. A
-        few nodes cut off from this store alone lead there for themselves: the many here are not left without.
-        On a successor, also a store before it that answers (its term: 0): the job's leader is there, or will be,
-        and this node goes back to it at its next commits. Else ``(None, term)``: the highest term drawn in a later store
+        """``(why, term)`` where this node does not lead here: a store later than the one in use (a successor the other
+        nodes moved on to, while this node stayed, a hang it did not notice) whose lease another node renewed within
+        ``timing.lease_stale`` (a value first read counts as renewed now), and which lists more than half the job's
+        nodes: the job has a leader there (its term). Asked by the lease's thread before this node leads here
+        (:class:`~.lease.Lease`); the nodes there come back once this store answers them (:meth:`go_back`), and their
+        lease there then goes stale. A few nodes cut off from this store lead nowhere there (:meth:`not_led_here`): the
+        many here are not left without. On a successor, also a store before it that answers (term 0): the job's leader
+        is there, or will be, and this node goes back to it at its next commits; or a mark of an earlier store's leader
+        (:meth:`not_led_here`, term 0). Else ``(None, term)``: the highest term drawn in a later store
         (its ``terms``; a leader there may have led fewer nodes, and let go since): a term of this node's below it is not
         renewed here (seed 31444: the job's commits went on there under it)."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
@@ -172,7 +244,10 @@ class Moves:
             return None
         for address in order[:order.index(here)]:  # (the job's store first: this node goes back there at its commits)
             if self._answers(address):
-                return f"{address.host}:{address.port}, an earlier store this node goes back to", 0
+                return f"the job leads through store {address.host}:{address.port}, an earlier store this node goes " \
+                       "back to", 0
+        if (not_led := self.not_led_here()) is not None:
+            return not_led[0], 0
         now, highest = self.clock(), 0
         for address in order[order.index(here) + 1:]:
             try:
@@ -188,7 +263,7 @@ class Moves:
             if seen is None or seen[0] != value:
                 self._leases[address] = seen = (value, now)
             if now - seen[1] < self.timing.lease_stale and self._most_nodes_at(address):
-                return f"{address.host}:{address.port}", holder[1]
+                return f"the job leads through store {address.host}:{address.port}", holder[1]
         return (None, highest) if highest else None
 
     def _drawn(self, raw: bytes | None) -> int:

@@ -24,6 +24,10 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
     own_writes         counter            writes no leader's books hold yet: a leader's before each write, a node's
                                           own commits, and, told on a move back, those made through a successor
     own_writes_copied  counter            in a successor store: ``own_writes`` as its host last copied it in
+                                          (or a leader of an earlier store took what was written here)
+    led_from           JSON [host, port, term, n]  in a successor store: the store whose leader marks it, every
+                                          ``successor_copy`` while it leads (``n`` counts up): the nodes here are
+                                          cut off from a store that lives, and lead nowhere here
 
 A value another process wrote is never trusted: a parser either returns a value whose every field
 has the type its readers use, or raises :class:`Malformed`. The reader skips that value, counts it
@@ -191,6 +195,24 @@ def parse_successor(value: Any) -> tuple[str, int]:
     if not _successor_shaped(value):
         raise Malformed(f"successor: {value!r} is not [host, port]")
     return value[0], value[1]
+
+
+def led_from_value(host: str, port: int, term: int, mark: int) -> bytes:
+    """``led_from``: the store whose leader (its ``term``) marked a later one, the ``mark``-th time in this term."""
+    return json.dumps([host, port, term, mark]).encode()
+
+
+def parse_led_from(raw: bytes) -> tuple[str, int]:
+    """``led_from`` as read from the store: the marking leader's store (the term and count only tell a new mark
+    from the last one read, by the bytes)."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise Malformed("led_from: not JSON") from None
+    if not (isinstance(value, list) and len(value) == 4
+            and all(not isinstance(n, bool) and isinstance(n, int) for n in value[2:])):
+        raise Malformed(f"led_from: {value!r} is not [host, port, term, n]")
+    return parse_successor(value[:2])
 
 
 def parse_counter(raw: bytes | None, what: str) -> int:

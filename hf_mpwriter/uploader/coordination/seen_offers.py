@@ -77,14 +77,15 @@ class SeenOffers(Lease):
         """The nodes this leader cannot hear, which may commit their files themselves: its term's predecessor until this
         term sees its offer, ``window`` seconds at most (cut off from the store, it commits its files itself:
         ``store-cut`` seed 592; one dead for good costs its share that long), and on a successor store the job's nodes
-        that are not there (one that knew no successor when the job's store died: seed 30779)."""
+        that are not there (one that knew no successor when the job's store died: seed 30779); and the nodes on the
+        later stores it marks (:attr:`away`: cut off from this store, they commit themselves there)."""
         before, term, unheard = self.predecessor, self.term, set()  # (read once: the lease's thread sets them)
         heard = self._heard if self._seen_in_term == term else set()  # (none yet in a term whose offers were not read)
         if before is not None and before[0] == term and before[1] not in heard and self.clock() - before[2] < window:
             unheard.add(before[1])
         if self.on_successor is not None and self.on_successor():
             unheard |= set(range(self.nodes)) - set(self.members())
-        return unheard
+        return unheard | self.away
 
     def _forget(self, offers: dict[int, dict]) -> None:
         for node, offer in offers.items():

@@ -43,6 +43,8 @@ COPIED = ("books", "view/held")
 COUNTED = ("terms", "own_writes")
 #: ``own_writes`` as the host's last copy left it: what the counter counts beyond it was written through this store.
 WRITES_COPIED = "own_writes_copied"
+#: Set by the leader of an earlier store that reaches this one (:meth:`~.moves.Moves.mark_later`).
+LED_FROM = "led_from"
 
 
 def successor_slot(node: int, nodes: int) -> int | None:
@@ -151,7 +153,8 @@ class SuccessorHost:
 def writes_made_here(store: JobStore, malformed: Skipped) -> int:
     """The writes a successor store's ``own_writes`` counted since its host last copied the job's into it (its
     leaders' and its nodes' own): what no books of an earlier store hold. Taken once (compare-and-set: of the
-    nodes that go back from here, the first tells them there). :class:`StoreError` if the store fails."""
+    nodes that go back from here and the earlier store's leader that marks it, :meth:`~.moves.Moves.mark_later`, the
+    first tells them there). :class:`StoreError` if the store fails."""
     count, raw = store.add("own_writes", 0), store.get(WRITES_COPIED) or b""
     try:
         copied = parse_counter(raw, WRITES_COPIED) if raw else count  # (never copied into: none known made here)
