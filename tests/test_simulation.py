@@ -570,3 +570,13 @@ def test_a_node_cut_off_from_the_jobs_store_commits_itself_on_a_successor_counte
     assert result.had("store-cut") and result.moves >= 1
     assert not result.problems, str(result)
 
+
+def test_an_uploader_that_drew_its_number_in_a_successor_never_reads_an_older_uploaders_answer_as_its_own():
+    """Seed 12796 with successor stores: node 0's uploader was killed while the job's store hung; the next one drew its
+    number (1) in a successor store, which counts none of the job's, then went back to the job's store, where its
+    first uploader had drawn 1 too. Its offers carried the numbers of that uploader's (the number is their high part):
+    it read an answer to one of those as its own, stopped, and its last version never reached the Hub. An uploader now
+    draws a new number in a store that counts its number already where it never announced itself."""
+    result = commitsim.run(12796, commitsim.KINDS, successors=True)
+    assert result.had("kill", 0) and result.had("store-hang") and result.back >= 1
+    assert not result.problems, str(result)

@@ -114,6 +114,7 @@ class JobNode(Target):
         self._alone: str | None = None
         self._before_signal = False  # the pieces being committed were taken before the signal came
         self._announced = False  # our incarnation is in the store
+        self._announced_in: set[StoreAddress] = set()  # the stores this uploader announced itself in (:meth:`_announce`)
         #: Its moves between the job's store and the successor stores (:mod:`.moves`), the one it hosts.
         self.moving = self._make_moves(nodes, kept)
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
@@ -271,17 +272,28 @@ class JobNode(Target):
         offer after a store failure (the store may be a new one, empty)."""
         if not self._announced:
             try:
-                counted = self.incarnation == 0
+                counted = self.incarnation == 0 or self._drawn_elsewhere()
                 if counted:  # kept from now on, also if a later call fails: one more than any uploader of this node before
                     self.incarnation = count_up(self.store, f"incarnation/{self.node}")
                 if self.store.address != self.moving.home:  # (a successor it may have left before: in use by it again,
                     self.store.set(f"left/{self.node}", b"0")  # said before it is listed, or its host could free it)
                 announce(self.store, self.node, self.incarnation, counted)
+                self._announced_in.add(self.store.address)
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)
                 self.store_failed(exc)
         return self._announced
+
+    def _drawn_elsewhere(self) -> bool:
+        """Whether this uploader's number, drawn in another store, is this store's count already, where it never
+        announced itself: another uploader of this node drew the same number here (this one started while the job's
+        store did not answer it, and drew it in a successor: seed 12796). The answers here to that one's offers carry
+        the numbers of this one's (the incarnation is their high part): one read as this one's answer, its files never
+        landed. A higher count here is a newer uploader's, or an older one's this node cannot tell from it: this one's
+        offers are ignored here then, and it commits itself."""
+        return (self.store.address not in self._announced_in
+                and self.store.add(f"incarnation/{self.node}", 0) == self.incarnation)
 
     def stop(self) -> None:
         until = min(self.clock() + self.timing.stop_wait, self.store.preemption)
