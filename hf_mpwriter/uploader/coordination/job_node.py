@@ -200,6 +200,8 @@ class JobNode(Target):
                 "successors": len(self.successors), "moves": self.moves, "moves_back": self.moving.back,
                 "on_successor": self.store.address != self.moving.home,
                 "hosts_successor": None if self.successor is None else self.successor.slot,
+                # (leading: the nodes cut off from its store that it found on a successor and counts, :meth:`Moves.mark_later`)
+                "cut_off": sorted(self.leader.away) if self.leader.leading else [],
                 "leases": self.leader.leases, "leader_commits": self.leader.commits,
                 # (the Xet write tokens this node fetched: the leader's is the one the job shares)
                 "xet_tokens": self.inner.xet_tokens}

@@ -173,9 +173,8 @@ class Moves:
         store after the one in use that answers (``led_from``, a new value each time), so that the nodes there, cut off
         from this store (a partition, not its death: it answers its leader), lead nowhere there (:meth:`not_led_here`;
         alone, one led for itself under a term above this one's, store-cut seed 50026: two terms at the Hub). Returns
-        what they do
-        there, which this leader counts: the nodes that use it (it keeps room in the window for their own commits,
-        :meth:`~.seen_offers.SeenOffers.unheard`), and the writes made there since its host last copied
+        what they do there, which this leader counts: the nodes that use it (it keeps room in the window for their own
+        commits, :meth:`~.seen_offers.SeenOffers.unheard`), and the writes made there since its host last copied
         (:func:`~.successor.writes_made_here`, taken once: told here as own writes)."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
         if here not in order:

@@ -198,7 +198,7 @@ def parse_successor(value: Any) -> tuple[str, int]:
 
 
 def led_from_value(host: str, port: int, term: int, mark: int) -> bytes:
-    """``led_from``: the store whose leader (its ``term``) marked a later one, the ``mark``-th time in this term."""
+    """``led_from``: the store whose leader (its ``term``) marked a later one, its node's ``mark``-th mark."""
     return json.dumps([host, port, term, mark]).encode()
 
 
