@@ -9,6 +9,8 @@ the test Hub's the same way; the rates per window are the ones named.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -403,3 +405,40 @@ def test_a_term_that_outlived_a_store_error_is_not_renewed_below_one_drawn_on_a_
     JobStore(successor, "p").add("terms", 5)  # meanwhile, a leader on the successor drew term 5 (and let go)
     assert lease._hold_lease()
     assert lease.term == 6 and lease_holder(job.get("lease")) == (1, 6)  # above 5, not term 4 renewed
+
+
+@pytest.mark.parametrize("host", ["frozen", "dead"])
+def test_a_node_on_a_successor_waits_out_a_mark_of_a_store_that_answers_nothing_not_of_one_whose_host_died(
+        store_process, store, host):
+    """The job's leader marks the successor stores it reaches (:meth:`Moves.mark_later`); a node that comes to one
+    commits itself there, and nobody there leads, until the mark is 2 x ``successor_copy`` old: the job's store may
+    be frozen, or cut off from this node alone, its leader going on. Where nothing listens at the job's store any more
+    (its host process died: no partition answers so), its leader is gone with it: the node's successor may lead at
+    once (before, 20 s after every store's death). Real stores: the job's in a process of its own, frozen or killed."""
+    from hf_mpwriter.timing import JobTiming
+    from hf_mpwriter.uploader.coordination.moves import Moves
+    from hf_mpwriter.uploader.coordination.protocol import Skipped
+    from hf_mpwriter.uploader.coordination.store import StoreError
+    from hf_mpwriter.uploader.coordination.untold import Untold
+
+    proc, port = store_process
+    home, successor = StoreAddress("127.0.0.1", port, "job-mark"), StoreAddress("127.0.0.1", store.port, "job-mark")
+    timing = JobTiming(store_lost=1.0)
+    moves = {node: Moves(JobStore(home, "p", deadline=0.5), node, 3, timing, time.monotonic, Skipped(), Untold(),
+                         lambda moved: 0) for node in (0, 2)}
+    for each in moves.values():
+        each.successors = [successor]
+    assert moves[0].mark_later(term=1) == (set(), 0)  # node 0 leads on the job's store: it marks the successor
+    os.kill(proc.pid, signal.SIGSTOP if host == "frozen" else signal.SIGKILL)
+    if host == "dead":
+        proc.wait(10)
+    node = moves[2]
+    with pytest.raises(StoreError):
+        node.store.get("lease")
+    time.sleep(timing.store_lost)
+    assert node.forward() and node.store.address == successor  # the scenario: node 2 moved on
+    not_led = node.not_led_here()
+    if host == "frozen":
+        assert not_led is not None and 0 < not_led[1] <= timing.successor_copy  # it waits for the mark to change
+    else:
+        assert not_led is None  # it may lead there now

@@ -51,6 +51,7 @@ class Moves:
         self.kept = kept or KeptStores()
         self.successors = [StoreAddress(host, port, store.address.job_id) for host, port in self.kept.listed]
         self._gone: set[StoreAddress] = set()
+        self._refused: set[StoreAddress] = set()  # those left because nothing listened there (dead, not cut off)
         #: Monotonic: when this node last read them itself (:meth:`learn`); ``math.inf`` once an answer told it.
         self._read = -math.inf
         self.count = 0  # moves to a successor store, or back (``status``)
@@ -103,6 +104,8 @@ class Moves:
         if not (listed and self.lost()):
             return False
         self._gone.add(self.store.address)
+        if self.store.gone():
+            self._refused.add(self.store.address)
         if not next_store(self.store, listed, self._gone, self.host):
             return False
         self.count += 1
@@ -197,7 +200,8 @@ class Moves:
         commits itself here, at its own slots: the leader of an earlier store marks it (:meth:`mark_later`). A mark
         read anew (its leader leads now, and has read that this node is here): at once. A mark first read: once it
         changes (then counted as above), or once it is twice ``timing.successor_copy`` old (that leader no longer
-        leads: the store died, or hung, and a node here leads), asked again meanwhile."""
+        leads: the store hung, or its host is down, and a node here leads), asked again meanwhile. None of a store
+        this node left because nothing listened there (its host process died: no partition answers so)."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
         if here == self.home or here not in order:
             return None
@@ -212,7 +216,8 @@ class Moves:
         except Malformed as exc:
             self.malformed.count(LED_FROM, exc)
             return None
-        if StoreAddress(host, port, self.home.job_id) not in order[:order.index(here)]:
+        marker = StoreAddress(host, port, self.home.job_id)
+        if marker not in order[:order.index(here)] or marker in self._refused:  # (its leader is gone with it)
             return None
         now, seen = self.clock(), self._mark_seen
         if seen is None or seen[3] != self.count:  # (read first since this node came here: seed 50691)
@@ -315,6 +320,7 @@ class Moves:
         except StoreError as exc:
             logger.debug("job: the terms not raised in the store gone back to: %s", exc)
         self._gone.discard(address)
+        self._refused.discard(address)
         self.untold.add(written)
         self.count += 1
         self.back += 1
