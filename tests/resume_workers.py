@@ -58,6 +58,11 @@ def trainer(out: Path, attempt: int, steps: int = STEPS, logdir: str | None = No
     trainer.train(resume_from_checkpoint=attempt > 1)
     if trainer.is_world_process_zero():
         (out / "log_history.json").write_text(json.dumps(trainer.state.log_history))
+    # As torch asks of every script, and as the Lightning worker below does: without it, gloo's threads are torn down
+    # at interpreter exit, which aborted rank 1 once after its last step ("terminate called without an active
+    # exception", SIGABRT; a fresh clone's run of the suite on 2026-11-28).
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def lightning(out: Path, attempt: int, steps: int = LIGHTNING_STEPS, logs: str | None = None,
