@@ -428,7 +428,7 @@ def test_a_node_on_a_successor_waits_out_a_mark_of_a_store_that_answers_nothing_
                          lambda moved: 0) for node in (0, 2)}
     for each in moves.values():
         each.successors = [successor]
-    assert moves[0].mark_later(term=1) == (set(), 0)  # node 0 leads on the job's store: it marks the successor
+    assert moves[0].mark_later(term=1) == set()  # node 0 leads on the job's store: it marks the successor
     os.kill(proc.pid, signal.SIGSTOP if host == "frozen" else signal.SIGKILL)
     if host == "dead":
         proc.wait(10)
@@ -442,3 +442,31 @@ def test_a_node_on_a_successor_waits_out_a_mark_of_a_store_that_answers_nothing_
         assert not_led is not None and 0 < not_led[1] <= timing.successor_copy  # it waits for the mark to change
     else:
         assert not_led is None  # it may lead there now
+
+
+def test_a_node_on_a_marked_successor_commits_itself_only_after_a_mark_its_leader_made_knowing_it_is_there(store):
+    """A review's script: the node's lease thread read the job leader's mark on the successor before the node had
+    announced itself there; the leader's next mark (its read of who is there did not list the node) then read as new,
+    and the node committed itself before the leader kept room for it. A mark read before the node announced itself
+    counts for nothing: only a change of one read after it. Real stores; the node's steps as its threads take them."""
+    from hf_mpwriter.timing import JobTiming
+    from hf_mpwriter.uploader.coordination.joining import announce
+    from hf_mpwriter.uploader.coordination.moves import Moves
+    from hf_mpwriter.uploader.coordination.protocol import Skipped
+    from hf_mpwriter.uploader.coordination.untold import Untold
+
+    later = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    home, successor = (StoreAddress("127.0.0.1", server.port, "job-order") for server in (store, later))
+    leader, node = (Moves(JobStore(home, "p"), number, 3, JobTiming(), time.monotonic, Skipped(), Untold(),
+                          lambda moved: 0) for number in (0, 2))
+    leader.successors = node.successors = [successor]
+    leader.mark_later(1)
+    node.store.move_to(successor, None)  # (as :meth:`Moves.forward` moves it)
+    node.count += 1
+    assert node.not_led_here()[1] > 0  # the lease thread reads the mark first
+    assert leader.mark_later(1) == set()  # the leader's next mark: node 2 not there yet
+    announce(node.store, 2, 1, True)
+    node.announced()
+    assert node.not_led_here()[1] > 0  # that mark tells nothing: it waits
+    assert leader.mark_later(1) == {2}  # a mark made knowing node 2 is there...
+    assert node.not_led_here()[1] == 0.0  # ... lets it commit itself

@@ -547,7 +547,7 @@ def test_one_node_cut_off_from_the_jobs_store_leaves_the_others_their_leader(mon
 
     monkeypatch.setattr(commitsim.Store, "elsewhere", elsewhere)
     mark = Moves.mark_later
-    monkeypatch.setattr(Moves, "mark_later", lambda moves, term: (found := mark(moves, term), marked.append(found[0]))[0])
+    monkeypatch.setattr(Moves, "mark_later", lambda moves, term: (found := mark(moves, term), marked.append(found))[0])
     result = commitsim.run(7, commitsim.KINDS, faults=0, nodes=12, successors=True)
     applied = [a for a in seen["sim"].hub.applied if 200 <= a.at < 500]
     node_5 = seen["sim"].nodes[5].job
@@ -560,12 +560,12 @@ def test_one_node_cut_off_from_the_jobs_store_leaves_the_others_their_leader(mon
     assert {f"n{k}/events" for k in range(12) if k != 5} <= committed, sorted(committed)
 
 
-@pytest.mark.parametrize("seed", [50026, 50015])
+@pytest.mark.parametrize("seed", [50026, 50036])
 def test_a_node_cut_off_from_the_jobs_store_commits_itself_on_a_successor_counted_by_the_jobs_leader(seed):
     """Seed 50026 of `store-cut` with successor stores: node 1, cut off from the job's store, moved to its own successor
     store, alone, and led there under term 2 while the job's leader went on under term 1 (a term going back at the
     Hub). Now the job's leader marks the successors it reaches and node 1 commits itself there; the leader counts its
-    commits and keeps room for it (without that, seed 50015 makes 13 commits in a window of 12)."""
+    commits and keeps room for it (without the counting, seed 50036 makes 13 commits in a window of 12)."""
     result = commitsim.run(seed, ("store-cut",), successors=True)
     assert result.had("store-cut") and result.moves >= 1
     assert not result.problems, str(result)
@@ -580,3 +580,35 @@ def test_an_uploader_that_drew_its_number_in_a_successor_never_reads_an_older_up
     result = commitsim.run(12796, commitsim.KINDS, successors=True)
     assert result.had("kill", 0) and result.had("store-hang") and result.back >= 1
     assert not result.problems, str(result)
+
+
+def test_most_of_the_jobs_nodes_cut_off_from_its_store_have_a_leader_on_a_successor(monkeypatch):
+    """A review's script: 11 of 12 nodes cut off from the job's store (its leader not) from t=100 to t=500. The job's
+    leader marks the successor they moved to; obeying the mark, none led there and each committed itself (5 nodes
+    landed nothing for 400 s). A mark is no reason where most of the job's nodes are on the successor: one leads them
+    there (the job's leader lets go, :meth:`Moves.led_elsewhere`), and every node's files land within ~90 s during
+    the cut. (The commit window is not asserted: this partition goes one or two over, before the marks as now.)"""
+    start, seen = commitsim.Sim.start, {}
+
+    def started(sim, node, delay):
+        if "sim" not in seen:
+            seen["sim"] = sim
+
+            def cut():
+                seen["lead"] = lead = sim.leading_node()
+                for number in range(len(sim.nodes)):
+                    if number != lead:
+                        sim.cut_until[number] = sim.now + 400.0
+            sim.later(100.0, cut)
+        start(sim, node, delay)
+
+    monkeypatch.setattr(commitsim.Sim, "start", started)
+    commitsim.run(1, commitsim.KINDS, faults=0, nodes=12, successors=True)
+    sim, lead = seen["sim"], seen["lead"]
+    during = [a for a in sim.hub.applied if 170 <= a.at < 500]
+    assert all(node.job.moves >= 1 for node in sim.nodes if node.number != lead)  # the scenario: 11 moved on
+    assert any(a.term is not None and a.node != lead for a in during), during  # a leader on the successor
+    for number in range(12):
+        if number != lead:
+            landed = [100.0, *(a.at for a in sim.hub.applied if f"n{number}/events" in a.versions and 100 <= a.at <= 500)]
+            assert max(b - a for a, b in zip(landed, [*landed[1:], 500.0])) < 120, (number, landed)

@@ -281,6 +281,7 @@ class JobNode(Target):
                     self.store.set(f"left/{self.node}", b"0")  # said before it is listed, or its host could free it)
                 announce(self.store, self.node, self.incarnation, counted)
                 self._announced_in.add(self.store.address)
+                self.moving.announced()
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)

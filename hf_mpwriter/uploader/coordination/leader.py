@@ -251,8 +251,9 @@ class Leader(SeenOffers):
 
     def _absent_own_slots(self) -> int:
         """The commits in a commit window that the nodes this leader cannot hear (:meth:`unheard`) may make themselves,
-        at their own slots (:meth:`Plan.own_slots`), uncounted by any store; on a repository (a bucket has no commit
-        quota)."""
+        at their own slots (:meth:`Plan.own_slots`), uncounted by any store, or counted late (those on a successor
+        it marks: counted when it takes them, every ``successor_copy``, and kept room for until then too); on a
+        repository (a bucket has no commit quota)."""
         absent = self.unheard(self.budget.commit_window_s) if self.kind == "hub" else set()
         return self.plan(reserved=0).own_slots(absent, self.budget.commit_window_s) if absent else 0
 

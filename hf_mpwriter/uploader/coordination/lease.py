@@ -82,9 +82,9 @@ class Lease:
         #: ``(where, its term)``, if any (:meth:`~.moves.Moves.led_elsewhere`).
         self.led_elsewhere: Callable[[], tuple[str | None, int] | None] | None = None
         self._elsewhere_said: str | None = None
-        #: Every ``successor_copy`` while it leads: marks the later stores and returns the nodes there and the writes
-        #: made there (:meth:`~.moves.Moves.mark_later`), the nodes :attr:`away` from now on, the writes counted here.
-        self.mark_later: Callable[[int], tuple[set[int], int]] | None = None
+        #: Every ``successor_copy`` while it leads: marks the later stores and returns the nodes there
+        #: (:meth:`~.moves.Moves.mark_later`), :attr:`away` from now on.
+        self.mark_later: Callable[[int], set[int]] | None = None
         self.away: set[int] = set()
         self._marked = -math.inf  # monotonic
         self._elsewhere_looked = -math.inf  # monotonic: when this node, leading, last asked (:meth:`_look_elsewhere`)
@@ -257,15 +257,13 @@ class Lease:
 
     def _mark_later(self) -> None:
         """Every ``timing.successor_copy``, right after this leader renewed its lease (so that a mark means it leads):
-        mark the later stores, and count what the nodes cut off from this store do there (:attr:`mark_later`).
+        mark the later stores, and keep room for the nodes cut off from this store there (:attr:`mark_later`).
         :class:`StoreError` if the store in use fails."""
         now = self.clock()
         if self.mark_later is None or now - self._marked < self.timing.successor_copy:
             return
         self._marked = now
-        self.away, made = self.mark_later(self.term)
-        if made:
-            self.store.add("own_writes", made)  # (the rounds' books count them: :meth:`~.stored_books.StoredBooks.count_own`)
+        self.away = self.mark_later(self.term)
 
     def _look_elsewhere(self) -> bool:
         """Whether to ask, while leading, if the job leads through another store: every ``timing.successor_copy``

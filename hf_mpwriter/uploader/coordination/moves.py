@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ...timing import JobTiming
 from .kept_stores import KeptStores
@@ -30,6 +31,16 @@ from .successor import LED_FROM, SuccessorHost, next_store, published, served_by
 from .untold import Untold
 
 logger = logging.getLogger("hf_mpwriter.uploader")
+
+
+class SeenMark(NamedTuple):
+    """A successor's ``led_from`` as this node last read it (:meth:`Moves.not_led_here`)."""
+
+    raw: bytes
+    since: float  # monotonic: when this node first read this value
+    moves: int  # the node's moves when it read it: a mark of an earlier stay there tells nothing
+    announced: bool  # this node announced itself there before it read it
+    anew: bool  # it replaced a value also read after this node announced itself: written after the leader read it there
 
 
 class Moves:
@@ -65,9 +76,8 @@ class Moves:
         self._leases: dict[StoreAddress, tuple[bytes, float]] = {}
         self._probes: dict[StoreAddress, JobStore] = {}  # (the connections of the checks: :meth:`_probe`)
         self._marks = 0  # the marks this node made, leading (:meth:`mark_later`)
-        #: The store in use's ``led_from`` as this node last read it, and since when it has read that value.
-        #: (Whether it was read anew, a value before it read since this node came here: after :attr:`count` moves.)
-        self._mark_seen: tuple[bytes, float, bool, int] | None = None
+        self._mark_seen: SeenMark | None = None  # the store in use's ``led_from`` as this node last read it
+        self._announced_at = -1  # :attr:`count` when this node last announced itself (:meth:`announced`)
 
     def told(self, listed: list) -> None:
         """The successors as an answer listed them (``[host, port]`` each): the leader's word from now on (it reads
@@ -171,17 +181,18 @@ class Moves:
             return None
         return max(0.0, self._checked + self.timing.successor_copy - now)  # (``_misses`` is 0 after an answer)
 
-    def mark_later(self, term: int) -> tuple[set[int], int]:
+    def mark_later(self, term: int) -> set[int]:
         """The job's leader (its ``term``), every ``timing.successor_copy`` while it leads (its lease's thread): marks each
         store after the one in use that answers (``led_from``, a new value each time), so that the nodes there, cut off
         from this store (a partition, not its death: it answers its leader), lead nowhere there (:meth:`not_led_here`;
         alone, one led for itself under a term above this one's, store-cut seed 50026: two terms at the Hub). Returns
-        what they do there, which this leader counts: the nodes that use it (it keeps room in the window for their own
-        commits, :meth:`~.seen_offers.SeenOffers.unheard`), and the writes made there since its host last copied
-        (:func:`~.successor.writes_made_here`, taken once: told here as own writes)."""
+        the nodes that use them: it keeps room in the window for their own commits
+        (:meth:`~.seen_offers.SeenOffers.unheard`). The writes made there since their hosts last copied
+        (:func:`~.successor.writes_made_here`, taken once) are this node's to tell here (``untold``: on its disk until
+        told, after the lease's tick), where its books count them."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
         if here not in order:
-            return set(), 0
+            return set()
         self._marks += 1
         mark, away, made = led_from_value(here.host, here.port, term, self._marks), set(), 0
         for address in order[order.index(here) + 1:]:
@@ -193,22 +204,49 @@ class Moves:
             except StoreError:  # (gone or silent: nobody there to mark)
                 continue
             away.update(there)
-        return away, made
+        if made:
+            self.untold.add(made)
+        return away
 
     def not_led_here(self) -> tuple[str, float] | None:
         """On a successor store, why no node leads the job here (``None``: one may), and in how many seconds this node
         commits itself here, at its own slots: the leader of an earlier store marks it (:meth:`mark_later`). A mark
-        read anew (its leader leads now, and has read that this node is here): at once. A mark first read: once it
-        changes (then counted as above), or once it is twice ``timing.successor_copy`` old (that leader no longer
-        leads: the store hung, or its host is down, and a node here leads), asked again meanwhile. None of a store
-        this node left because nothing listened there (its host process died: no partition answers so)."""
+        read anew since this node announced itself here (its leader leads now, and has read that this node is here):
+        at once. A mark first read (it counts as new, however old): once it changes, or once this node has read it
+        unchanged for twice ``timing.successor_copy`` (that leader no longer leads: the store hung, or its host is down,
+        and a node here leads), asked again meanwhile; a read that fails meanwhile changes nothing. None of a store
+        this node left because nothing listened there (its host process died: no partition answers so), nor where
+        most of the job's nodes are here (they lead here, and the job's leader lets go: :meth:`led_elsewhere`)."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
         if here == self.home or here not in order:
             return None
+        seen = self._mark_seen if self._mark_seen is not None and self._mark_seen.moves == self.count else None
         try:
-            raw = self._probe(here).get(LED_FROM)
-        except StoreError:
+            raw = self._probe(here).get(LED_FROM) or b""
+        except StoreError:  # (one read past its deadline must not let this node lead beside a leader that marks)
+            raw = seen.raw if seen is not None else b""
+        marker = self._marker(raw, order[:order.index(here)])
+        if marker is None or self._most_nodes_at(here):
             return None
+        now = self.clock()
+        if seen is None or seen.raw != raw:
+            self._mark_seen = seen = SeenMark(raw, now, self.count, self._announced_at == self.count,
+                                              seen is not None and seen.announced)
+        left = seen.since + 2 * self.timing.successor_copy - now
+        if left <= 0:
+            return None
+        why = (f"cut off from store {marker.host}:{marker.port}, whose leader goes on leading the job and counts this "
+               f"node's own commits (it marks successor store {here.host}:{here.port})")
+        return why, 0.0 if seen.anew else min(left, self.timing.successor_copy / 2)
+
+    def announced(self) -> None:
+        """This node announced itself in the store in use: a mark read from now on that changes tells that its leader
+        has read it is here (one read before, in the lease's thread, told nothing: the review's script, one commit
+        without room kept for it)."""
+        self._announced_at = self.count
+
+    def _marker(self, raw: bytes, earlier: list[StoreAddress]) -> StoreAddress | None:
+        """The store a mark names, where it is one of ``earlier`` this node did not leave for want of a listener."""
         if not raw:
             return None
         try:
@@ -217,19 +255,7 @@ class Moves:
             self.malformed.count(LED_FROM, exc)
             return None
         marker = StoreAddress(host, port, self.home.job_id)
-        if marker not in order[:order.index(here)] or marker in self._refused:  # (its leader is gone with it)
-            return None
-        now, seen = self.clock(), self._mark_seen
-        if seen is None or seen[3] != self.count:  # (read first since this node came here: seed 50691)
-            self._mark_seen = seen = (raw, now, False, self.count)
-        elif seen[0] != raw:
-            self._mark_seen = seen = (raw, now, True, self.count)
-        left = seen[1] + 2 * self.timing.successor_copy - now
-        if left <= 0:
-            return None
-        why = (f"cut off from store {host}:{port}, whose leader goes on leading the job and counts this node's own "
-               f"commits (it marks successor store {here.host}:{here.port})")
-        return why, 0.0 if seen[2] else min(left, self.timing.successor_copy / 2)
+        return marker if marker in earlier and marker not in self._refused else None
 
     def led_elsewhere(self) -> tuple[str | None, int] | None:
         """``(why, term)`` where this node does not lead here: a store later than the one in use (a successor the other
