@@ -788,11 +788,15 @@ def test_a_leader_that_takes_up_with_nothing_due_shows_the_whole_job(tmp_path, j
         exchange.close()
 
 
-def test_a_leader_that_moves_alone_to_a_successor_store_still_shows_the_whole_job(tmp_path, job_nodes, store):
+@pytest.mark.parametrize("waits", [False, True], ids=["leads-at-once", "waits-first"])
+def test_a_leader_that_moves_alone_to_a_successor_store_still_shows_the_whole_job(tmp_path, job_nodes, store, waits):
     """Node 1 leads and writes every step of both nodes; the job's store then goes (torchrun's agent that hosts it
     exits as the job ends) and node 1, still running, moves to a successor store where it is alone, and leads
     there. Its ``status`` keeps what its merges heard of the whole job: both nodes, every rank at its last step
-    (seen in CI: the picture said one node, its own ranks, and six missing)."""
+    (seen in CI: the picture said one node, its own ranks, and six missing). ``waits``: it first does not lead
+    there for a round (it waits out the mark its own lease left there, the job's store seen silent rather than
+    refused), its ``status`` showing its part meanwhile (a fresh clone's suite beside a sweep: every node's
+    ``status`` showed its part at the end)."""
     from hf_mpwriter.cli.status import collect
 
     dist = pytest.importorskip("torch.distributed")
@@ -803,6 +807,11 @@ def test_a_leader_that_moves_alone_to_a_successor_store_still_shows_the_whole_jo
     successor = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     jobs[1].store.move_to(StoreAddress("127.0.0.1", successor.port, "job-1"))
     assert jobs[1]._announce()  # node 1 alone in the successor store
+    if waits:
+        jobs[1].leader.leading = False
+        exchanges[1].round(final=True)
+        assert collect(views[1].logdir)["job_view"].get("node") is True  # (the scenario: its part shown meanwhile)
+        jobs[1].leader.leading = True
     exchanges[1].round(final=True)
     assert exchanges[1].merge is not None and exchanges[1].merge.nodes_heard <= 1  # a new merge: node 1 at most
     picture = collect(views[1].logdir)["job_view"]

@@ -160,6 +160,7 @@ class ViewExchange:
         written = self._finish_attempt(raw)
         if not self.job.leading:  # ``status`` here: this node's part (the leader's node shows the whole job)
             self.view.publish()
+            self.heard.showing = False
         if not self.job.leading or (self.merge is not None and raw != self._published):
             self._stop_merging()  # another node leads, or led meanwhile: a new merge takes up at its view/held
         if not self.job.leading or self.off:

@@ -29,7 +29,8 @@ class Heard:
 
     nodes: set[int] = dataclasses.field(default_factory=set)
     ranks_of: dict[int, dict[int, int]] = dataclasses.field(default_factory=dict)  # node -> its ranks' newest steps
-    shown: bool = False  # a merge of this node showed the whole job
+    picture: dict | None = None  # the whole job's picture a merge of this node last showed
+    showing: bool = False  # ``status`` shows it now (a round this node did not lead showed its part instead)
 
     def newest(self) -> dict[int, int]:
         """Rank -> its newest step, as its node was last heard."""
@@ -46,7 +47,7 @@ class JobMerge:
         merges heard (the picture ``status`` shows goes on from there)."""
         self.nodes, self.world, self.clock, self.hops = nodes, world, clock, hops
         self.heard = Heard() if heard is None else heard
-        self._earlier = self.heard.shown  # an earlier merge of this node showed the job: its picture stands till this one writes
+        self._earlier = self.heard.picture is not None  # an earlier merge showed the job: its picture stands till this one writes
         self._wrote = False
         self.wait = (LEADER_WAIT_FACTOR + hops - 1) * wait  # how long a point waits here for its nodes
         self.run = JobRun(logdir, after=max(held.steps.values(), default=None))
@@ -191,16 +192,23 @@ class JobMerge:
         """The whole job's picture for ``status``, where it changed, as this node's merges heard it (:class:`Heard`:
         a node this merge did not hear keeps its ranks' last steps). Written whether or not a point is due (a
         leader that takes up after its predecessor wrote every point shows the job too), except by a merge that
-        wrote nothing yet where an earlier one of this node showed the job (its counts, its min and max, stand)."""
+        wrote nothing yet where an earlier one of this node showed the job (its counts, its min and max, stand: shown
+        again where a round that did not lead showed this node's part meanwhile)."""
         self.heard.nodes |= self._heard
         self.heard.ranks_of.update(self._ranks_of)
         if self._earlier and not self._wrote:
+            if self.heard.picture is not None and not self.heard.showing:
+                self._show(self.heard.picture)
             return
         picture = self.run.summary(self.heard.newest(), self.world, waiting=len(self._values), late=sum(self._late.values()),
                                    backlog=False, every=self.every, nodes=len(self.heard.nodes), restarts=self.word.epoch)
-        if picture != self._shown:
-            self.run.publish(picture)
-            self._shown, self.heard.shown = picture, True
+        if picture != self._shown or not self.heard.showing:
+            self._show(picture)
+
+    def _show(self, picture: dict) -> None:
+        self.run.publish(picture)
+        self._shown = self.heard.picture = picture
+        self.heard.showing = True
 
     @property
     def nodes_heard(self) -> int:
