@@ -582,6 +582,29 @@ def test_an_uploader_that_drew_its_number_in_a_successor_never_reads_an_older_up
     assert not result.problems, str(result)
 
 
+@pytest.mark.parametrize("seed", [42955, 43245])
+def test_a_leaders_write_at_the_hub_as_the_jobs_store_dies_counts_in_the_successors_window(monkeypatch, seed):
+    """Seeds 42955 and 43245 with successor stores: the job's store dies (its host process: all it held gone) while its
+    leader's write is at the Hub. The write lands after the nodes moved to a successor, where another node leads under
+    the next term. The successor's host had last copied the job's count of writes before that write was counted: no
+    books there held it, and the next leader went one over the commit window. The old leader's node now tells it there
+    as a write of its own (the copy keeps the count it read, :data:`~.successor.WRITES_SOURCE`)."""
+    sims: list[commitsim.Sim] = []
+    init = commitsim.Sim.__init__
+
+    def made(sim, *args, **kwargs):
+        init(sim, *args, **kwargs)
+        sims.append(sim)
+
+    monkeypatch.setattr(commitsim.Sim, "__init__", made)
+    result = commitsim.run(seed, commitsim.KINDS, successors=True)
+    gone = next(float(f.split()[0][2:]) for f in result.faults if "store-gone" in f)
+    applied = sims[-1].hub.applied
+    late = [a for a in applied if a.term == 1 and a.at > gone]  # the scenario: term 1's write landed after the death
+    assert late and any(a.term is not None and a.term > 1 and a.at > late[0].at for a in applied), applied
+    assert not result.problems, str(result)
+
+
 def test_most_of_the_jobs_nodes_cut_off_from_its_store_have_a_leader_on_a_successor(monkeypatch):
     """A review's script: 11 of 12 nodes cut off from the job's store (its leader not) from t=100 to t=500. The job's
     leader marks the successor they moved to; obeying the mark, none led there and each committed itself (5 nodes

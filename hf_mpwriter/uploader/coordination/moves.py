@@ -27,7 +27,7 @@ from .protocol import (
     parse_members,
 )
 from .store import JobStore, StoreAddress, StoreError, raise_counter
-from .successor import LED_FROM, SuccessorHost, next_store, published, served_by, writes_made_here
+from .successor import LED_FROM, WRITES_SOURCE, SuccessorHost, next_store, published, served_by, writes_made_here
 from .untold import Untold
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -47,10 +47,10 @@ class Moves:
     """Which successor stores a node knows, the one it hosts, and its moves among them and the job's store."""
 
     def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, clock: Callable[[], float],
-                 malformed: Skipped, untold: Untold, written_on: Callable[[int], int],
+                 malformed: Skipped, untold: Untold, written_on: Callable[[int, int], int],
                  kept: KeptStores | None = None) -> None:
         """``nodes``: the job's; ``untold``: where the writes made through a store it leaves are told from;
-        ``written_on``: its leader's writes on the store reached after so many moves
+        ``written_on``: its leader's writes on the store reached after so many moves, counted there above a count
         (:meth:`~.stored_books.StoredBooks.written_on`); ``kept``: the successors as this node's last uploader knew
         them (:mod:`.kept_stores`)."""
         self.store, self.node, self.nodes, self.timing, self.clock = store, node, nodes, timing, clock
@@ -116,11 +116,28 @@ class Moves:
         self._gone.add(self.store.address)
         if self.store.gone():
             self._refused.add(self.store.address)
+        left = self.store.moves
         if not next_store(self.store, listed, self._gone, self.host):
             return False
         self.count += 1
+        if uncopied := self._uncopied(left):
+            self.untold.add(uncopied)
         self._list_there()
         return True
+
+    def _uncopied(self, left: int) -> int:
+        """This node's leader's writes counted in the store it left (reached after ``left`` moves) after the one
+        moved to last copied its count (:data:`~.successor.WRITES_SOURCE`): no books here hold them (seed 42955: a
+        write in flight as the job's store died, one over the window). None where it never copied one (it holds no
+        books: its first leader starts afresh) or that does not answer."""
+        try:
+            raw = self.store.get(WRITES_SOURCE)
+            return self.written_on(left, parse_counter(raw, WRITES_SOURCE)) if raw else 0
+        except StoreError:
+            return 0
+        except Malformed as exc:
+            self.malformed.count(WRITES_SOURCE, exc)
+            return 0
 
     def _list_there(self) -> None:
         """The successors as the store moved to lists them, where it lists as many as this node knew: a host writes its
@@ -333,7 +350,7 @@ class Moves:
         there as writes of its own (no books there hold them), and its terms counter is raised to the one left;
         the store left is told this node left it, so that its host copies the job's books into it again once every
         node did (:meth:`~.successor.SuccessorHost.copy`)."""
-        was, terms, written = self.store.address, 0, self.written_on(self.store.moves)
+        was, terms, written = self.store.address, 0, self.written_on(self.store.moves, 0)
         try:
             terms, written = self.store.add("terms", 0), writes_made_here(self.store, self.malformed)
             self.store.set(f"left/{self.node}", str(incarnation).encode())

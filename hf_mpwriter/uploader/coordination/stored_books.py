@@ -21,6 +21,10 @@ from .store import JobStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
+#: A leader's last writes whose counts it keeps: a successor's host copies at each change of the count, within a
+#: poll, so that a copy misses one or two at most (:meth:`StoredBooks.written_on`).
+RECENT_WRITES = 16
+
 
 class StoredBooks:
     """One leader's side of the books in the store: take-up, counting, announcing, setting."""
@@ -31,7 +35,9 @@ class StoredBooks:
         self._term = 0  # the term whose start took them up
         self._moves: int | None = None  # the store's moves when they were last read (another store's count differs)
         self._set_at = -float("inf")  # when this leader last set them (monotonic)
-        self._written = (0, 0)  # (the store's moves, this leader's writes announced on that store)
+        #: The store's moves, this leader's writes announced on that store, and ``own_writes`` there as the last
+        #: :data:`RECENT_WRITES` of them left it.
+        self._written: tuple[int, int, tuple[int, ...]] = (0, 0, ())
 
     def take_up(self, term: int) -> bool:
         """At the start of each term, the books as the last leader left them: a hand-over or a restarted
@@ -70,9 +76,10 @@ class StoredBooks:
     def announce(self, files: int) -> None:
         """A write about to go: counted in the store first (should this process die during the call, or lose
         the lease, the next leader counts it), then in the books."""
-        self.store.add("own_writes", 1)
+        moves, count = self.store.moves, self.store.add("own_writes", 1)
         self.books.announced(self.clock(), files)
-        self._written = (self.store.moves, self.written_on(self.store.moves) + 1)
+        _, written, recent = self._written if self._written[0] == moves else (moves, 0, ())
+        self._written = (moves, written + 1, (*recent, count)[-RECENT_WRITES:])
 
     def withdraw(self) -> None:
         """The write last announced did not apply: out of the store's count and the books (where the store
@@ -82,12 +89,20 @@ class StoredBooks:
         except StoreError:
             return
         self.books.withdrawn()
-        self._written = (self.store.moves, max(0, self.written_on(self.store.moves) - 1))
+        moves, written, recent = self._written
+        if moves == self.store.moves and written:
+            self._written = (moves, written - 1, recent[:-1])
 
-    def written_on(self, moves: int) -> int:
-        """This leader's writes announced on the store its connection reached after ``moves`` moves: what its node
-        tells the store it goes back to where the one it leaves no longer answers (:meth:`~.moves.Moves.go_back`)."""
-        return self._written[1] if self._written[0] == moves else 0
+    def written_on(self, moves: int, after: int = 0) -> int:
+        """This leader's writes announced on the store its connection reached after ``moves`` moves (``after``: those
+        that left its ``own_writes`` above it, all of them where more than the last :data:`RECENT_WRITES` may have):
+        what its node tells the store it moves to where no copy holds them (:meth:`~.moves.Moves.forward`,
+        :meth:`~.moves.Moves.go_back`)."""
+        moves_then, written, recent = self._written
+        if moves_then != moves:
+            return 0
+        above = sum(count > after for count in recent)
+        return written if above == len(recent) else above
 
     def value(self, holder: tuple[int, int]) -> dict[str, bytes]:
         """``books`` to set (with a write's answers, or alone) while the store's lease names ``holder`` (node,

@@ -43,6 +43,9 @@ COPIED = ("books", "view/held")
 COUNTED = ("terms", "own_writes")
 #: ``own_writes`` as the host's last copy left it: what the counter counts beyond it was written through this store.
 WRITES_COPIED = "own_writes_copied"
+#: ``own_writes`` of the store copied from, as the host's last copy read it: a leader's write counted there after it
+#: is in no copy here (:meth:`~.moves.Moves.forward`).
+WRITES_SOURCE = "own_writes_source"
 #: Set by the leader of an earlier store that reaches this one (:meth:`~.moves.Moves.mark_later`).
 LED_FROM = "led_from"
 
@@ -146,7 +149,8 @@ class SuccessorHost:
         if values:
             self.own.multi_set(values)
         raised = {key: raise_counter(self.own, key, count) for key, count in counters.items()}
-        self.own.set(WRITES_COPIED, str(raised["own_writes"]).encode())  # (:func:`writes_made_here`)
+        self.own.multi_set({WRITES_COPIED: str(raised["own_writes"]).encode(),  # (:func:`writes_made_here`)
+                            WRITES_SOURCE: str(counters["own_writes"]).encode()})
         self.store.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
 
 
