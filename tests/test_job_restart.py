@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import accumulator
+from helpers import accumulator, plugin_accumulator
 from tb_readers import default_reader_scalars, python_reader_scalars
 from tensorboardX import SummaryWriter as TBXWriter
 from test_job_view import _assert_equal, _Clock, _job_points, _recomputed
@@ -27,6 +27,7 @@ from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.state.statedir import state_dir
 from hf_mpwriter.timing import JOB_VIEW_WAIT_S
 from hf_mpwriter.uploader.jobrun.bounds import ViewBounds
+from hf_mpwriter.uploader.jobrun.points import histogram_key
 from hf_mpwriter.uploader.jobrun.runfile import STATUS_FILE
 from hf_mpwriter.uploader.jobrun.values import Held
 from hf_mpwriter.uploader.jobrun.view import STATE_FILE, JobView
@@ -190,6 +191,99 @@ def test_an_uploader_killed_between_writing_points_and_saving_its_state_is_taken
         assert runs["loss"] == want and runs["acc"] == want, reader.__name__
         assert [step for step, _ in runs["~job/lag_s"]] == list(range(20)), reader.__name__  # (it goes with each step)
     assert json.loads((state_dir(logdir) / STATUS_FILE).read_text())["late"] == 0
+
+
+def test_a_job_run_that_cannot_be_read_past_its_state_does_not_keep_the_view_from_starting(tmp_path, monkeypatch):
+    """The same kill, and the run's file cannot be opened when the next uploader takes up (another owner's, or
+    gone): the view starts all the same and writes the points it could not find there again (TensorBoard's default
+    reader shows each step once; its Python reader, the steps written after the state twice)."""
+    import hf_mpwriter.uploader.jobrun.runfile as runfile_module
+
+    logdir = tmp_path / "logs"
+    for rank in range(2):
+        (logdir / f"rank-{rank:03d}").mkdir(parents=True)
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_SAVE, str(logdir), "points 0-4"], capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    state = json.loads((state_dir(logdir) / STATE_FILE).read_text())  # the window: the run holds what the state does not
+    assert state["held"] == {"loss": 4, "acc": 4} and sorted(_job_points(logdir, "loss")) == list(range(10))
+    refused: list[str] = []
+
+    def refuse(path):
+        refused.append(os.fspath(path))
+        raise PermissionError(13, "Permission denied", os.fspath(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runfile_module, "open_nofollow", refuse)
+        view = JobView(logdir, 2, wait=3600.0)
+    assert [Path(path).parent.name for path in refused] == ["job"]  # the path: the take-up's read was refused
+    view.update(final=True)
+    view.close()
+    loss = [(step, 1.5 + step) for step in range(10)]
+    assert default_reader_scalars(logdir)["job"]["loss"] == loss
+    assert python_reader_scalars(logdir)["job"]["loss"] == loss + loss[5:]
+    status = json.loads((state_dir(logdir) / STATUS_FILE).read_text())
+    assert status["points"] == 20 and status["late"] == 0
+
+
+_UNMERGEABLE_KILLED_BEFORE_SAVE = """
+import os, signal, sys
+from pathlib import Path
+from hf_mpwriter.events.encoding import histogram_event
+from hf_mpwriter.events.event_file import EventFileWriter
+from hf_mpwriter.uploader.jobrun.view import JobView
+
+logdir = Path(sys.argv[1])
+saved = JobView.save
+def save(view):  # the second save is never made: SIGKILLed once the run holds steps 5-9 (0-4: the first)
+    if view.run.unmerged > 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    saved(view)
+JobView.save = save
+writers = [EventFileWriter(logdir / f"rank-{rank:03d}", max_queue=1000, flush_secs=3600) for rank in range(3)]
+def log(ranks, steps):  # each rank's own bucket limits, overlapping another's buckets: the histograms do not merge
+    for rank in ranks:
+        for step in steps:
+            value = 1.0 + rank
+            stats = (value, value, 1.0, value, value * value)
+            writers[rank].add_serialized(histogram_event("w", stats, [rank / 2 + 0.5, rank / 2 + 1.5], [0.0, 1.0], step,
+                                                         1000.0 + step))
+        writers[rank].flush()
+view = JobView(logdir, 3, wait=3600.0)
+log(range(3), range(5))
+view.update()
+log(range(2), range(5, 10))  # rank 2 logs no more: each step's missing-ranks text names it
+view.update(final=True)
+"""
+
+
+def _missing_ranks_texts(logdir: Path, tag: str) -> list[tuple[int, str]]:
+    """``(step, text)`` of each ``~job/<tag>/missing_ranks`` the job run holds, as TensorBoard's Python reader reads
+    them (a step written twice: twice)."""
+    events = plugin_accumulator(logdir / "job").Tensors(f"~job/{tag}/missing_ranks/text_summary")
+    return [(event.step, event.tensor_proto.string_val[0].decode()) for event in events]
+
+
+def test_an_unmergeable_histogram_s_missing_ranks_written_before_an_uploader_was_killed_are_not_written_twice(tmp_path):
+    """A histogram whose ranks' bucket limits disagree is not merged; where ranks are missing, the job run holds
+    only its ``~job/<tag>/missing_ranks`` text. An uploader SIGKILLed between writing those texts and saving its
+    state: the next one makes those points again, and TensorBoard's Python reader showed each text twice."""
+    logdir = tmp_path / "logs"
+    for rank in range(3):
+        (logdir / f"rank-{rank:03d}").mkdir(parents=True)
+    killed = subprocess.run([sys.executable, "-c", _UNMERGEABLE_KILLED_BEFORE_SAVE, str(logdir)], capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    state = json.loads((state_dir(logdir) / STATE_FILE).read_text())  # the window: the run holds what the state does not
+    assert state["held"] == {histogram_key("w"): 4} and state["run"]["unmerged"] == 5
+    want = [(step, "missing: rank 2") for step in range(5, 10)]
+    assert _missing_ranks_texts(logdir, "w") == want
+    view = JobView(logdir, 3, wait=3600.0)
+    view.update(final=True)
+    view.close()
+    assert _missing_ranks_texts(logdir, "w") == want
+    status = json.loads((state_dir(logdir) / STATUS_FILE).read_text())
+    assert status["histograms_not_merged"] == 10 and status["late"] == 0
 
 
 def _late_rank_job(tmp_path: Path, rank_2: str, bounds: ViewBounds = ViewBounds()) -> tuple[JobView, Path]:

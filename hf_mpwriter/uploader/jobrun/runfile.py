@@ -65,6 +65,9 @@ class JobRun:
         self._writer: EventFileWriter | None = None
         #: The run's files and their sizes when the state :meth:`load` took up was saved (:meth:`written_after_state`).
         self._saved_sizes: dict[str, int] | None = None
+        #: The events holding no point found there (:meth:`written_after_state`): an unmergeable histogram's missing
+        #: ranks are its point's only trace, and one made again is not written again.
+        self._found: set[bytes] = set()
 
     def write(self, points: Sequence[tuple[str, int, Point]], world: int, every: int = 1) -> None:
         """Write ``points`` (each tag's steps in order, after those it holds; ``every``: the run holds only the
@@ -125,6 +128,7 @@ class JobRun:
         writer.flush()
         if self._stragglers_at is not None:
             self._stragglers_at = min(self._stragglers_at, step - 1)
+        self._found.clear()  # (what was found may be dropped here: made anew, it is written)
         if step <= 0:
             self._charted.clear()  # the layout (step 0) goes too: written again
 
@@ -141,8 +145,11 @@ class JobRun:
                                "default ones?); such histograms are left out of it", tag)
             self.unmerged += 1
         if point.missing:
-            writer.add_serialized(text_event(stat_tag(tag, "missing_ranks"), _ranks_text("missing", point.missing), step,
-                                             point.wall))
+            text = text_event(stat_tag(tag, "missing_ranks"), _ranks_text("missing", point.missing), step, point.wall)
+            if text in self._found:
+                self._found.discard(text)  # (written before the state that covers it was saved)
+            else:
+                writer.add_serialized(text)
         return buckets is not None
 
     def _point(self, tag: str, stats: Stats, world: int) -> list[tuple[str, float]]:
@@ -177,7 +184,7 @@ class JobRun:
         """The last step per tag the run's files hold, a histogram tag's under its key (a start without
         state: what is there is not written again); ``beat`` is called every ``beat_every`` records read."""
         held: dict[str, int] = {}
-        for points, restart in self._records(beat, beat_every, {}):
+        for points, restart, _ in self._records(beat, beat_every, {}):
             if restart is not None:  # what came before at and after it is dropped, as TensorBoard does
                 held = {tag: min(step, restart - 1) for tag, step in held.items()}
             for key, step in points:
@@ -187,12 +194,14 @@ class JobRun:
     def written_after_state(self, beat: Callable[[], None], beat_every: int) -> dict[str, int]:
         """The last step per tag of the points written after the state :meth:`load` took up was saved (an uploader
         killed between writing points and saving the state that covers them): they are in the run, and are not
-        written again (TensorBoard's Python reader would show them twice). A restart written there is left out: the
-        rank's restart is read again, and drops what it must once more."""
+        written again (TensorBoard's Python reader would show them twice); nor are the events found there that hold
+        none. A restart written there is left out: the rank's restart is read again, and drops what it must once more."""
         held: dict[str, int] = {}
         if self._saved_sizes is None:  # (a state of before sizes)
             return held
-        for points, _ in self._records(beat, beat_every, self._saved_sizes):
+        for points, restart, record in self._records(beat, beat_every, self._saved_sizes):
+            if not points and restart is None:
+                self._found.add(record)
             for key, step in points:
                 held[key] = max(step, held.get(key, step))
                 self.points += 1
@@ -201,9 +210,9 @@ class JobRun:
         return held
 
     def _records(self, beat: Callable[[], None], beat_every: int,
-                 since: dict[str, int]) -> Iterator[tuple[list[tuple[str, int]], int | None]]:
+                 since: dict[str, int]) -> Iterator[tuple[list[tuple[str, int]], int | None, bytes]]:
         """Each record of the run's files, each file read from its offset in ``since`` (else its start): the points
-        it holds, ``(tag or histogram key, step)``, and its restart."""
+        it holds, ``(tag or histogram key, step)``, its restart, and the record."""
         decoded = 0
         for entry in self._files():
             with open_nofollow(Path(entry.path)) as handle:
@@ -217,7 +226,7 @@ class JobRun:
                         if scalar.tag.startswith(GROUP + "/") and scalar.tag.endswith("/ranks"):
                             points.append((scalar.tag[len(GROUP) + 1:-len("/ranks")], scalar.step))
                             self._charted.add(points[-1][0])
-                    yield points, restart
+                    yield points, restart, record
 
     def _files(self) -> list[os.DirEntry]:
         """The run's event files, by name."""
