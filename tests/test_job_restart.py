@@ -22,7 +22,7 @@ from tensorboardX import SummaryWriter as TBXWriter
 from test_job_view import _assert_equal, _Clock, _job_points, _recomputed
 
 from hf_mpwriter.events.decoding import summaries
-from hf_mpwriter.events.encoding import scalar_event, session_start_event
+from hf_mpwriter.events.encoding import histogram_event, scalar_event, session_start_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.state.statedir import state_dir
 from hf_mpwriter.timing import JOB_VIEW_WAIT_S
@@ -229,7 +229,7 @@ def test_a_job_run_that_cannot_be_read_past_its_state_does_not_keep_the_view_fro
 _UNMERGEABLE_KILLED_BEFORE_SAVE = """
 import os, signal, sys
 from pathlib import Path
-from hf_mpwriter.events.encoding import histogram_event
+from hf_mpwriter.events.encoding import histogram_event, scalar_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.uploader.jobrun.view import JobView
 
@@ -248,6 +248,7 @@ def log(ranks, steps):  # each rank's own bucket limits, overlapping another's b
             stats = (value, value, 1.0, value, value * value)
             writers[rank].add_serialized(histogram_event("w", stats, [rank / 2 + 0.5, rank / 2 + 1.5], [0.0, 1.0], step,
                                                          1000.0 + step))
+            writers[rank].add_serialized(scalar_event("loss", value + step, step, 1000.0 + step))
         writers[rank].flush()
 view = JobView(logdir, 3, wait=3600.0)
 log(range(3), range(5))
@@ -264,10 +265,14 @@ def _missing_ranks_texts(logdir: Path, tag: str) -> list[tuple[int, str]]:
     return [(event.step, event.tensor_proto.string_val[0].decode()) for event in events]
 
 
-def test_an_unmergeable_histogram_s_missing_ranks_written_before_an_uploader_was_killed_are_not_written_twice(tmp_path):
+@pytest.mark.parametrize("restart", [False, True], ids=["", "ranks-restarted-at-8"])
+def test_an_unmergeable_histogram_s_missing_ranks_written_before_an_uploader_was_killed_are_not_written_twice(
+        tmp_path, restart):
     """A histogram whose ranks' bucket limits disagree is not merged; where ranks are missing, the job run holds
     only its ``~job/<tag>/missing_ranks`` text. An uploader SIGKILLed between writing those texts and saving its
-    state: the next one makes those points again, and TensorBoard's Python reader showed each text twice."""
+    state: the next one makes those points again, and TensorBoard's Python reader showed each text twice.
+    ``restart``: ranks 0 and 1 then restart at step 8 (a checkpoint's ``purge_step``) before the next uploader reads
+    them: the texts it found below 8 are not written again, those from 8 on (its ``START`` drops them) are."""
     logdir = tmp_path / "logs"
     for rank in range(3):
         (logdir / f"rank-{rank:03d}").mkdir(parents=True)
@@ -275,13 +280,22 @@ def test_an_unmergeable_histogram_s_missing_ranks_written_before_an_uploader_was
                             text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     state = json.loads((state_dir(logdir) / STATE_FILE).read_text())  # the window: the run holds what the state does not
-    assert state["held"] == {histogram_key("w"): 4} and state["run"]["unmerged"] == 5
+    assert state["held"] == {histogram_key("w"): 4, "loss": 4} and state["run"]["unmerged"] == 5
     want = [(step, "missing: rank 2") for step in range(5, 10)]
     assert _missing_ranks_texts(logdir, "w") == want
+    for rank in range(2) if restart else ():
+        writer = EventFileWriter(logdir / f"rank-{rank:03d}", max_queue=1000, flush_secs=3600, filename_suffix=".2")
+        writer.add_serialized(session_start_event(8, 2000.0))
+        value = 1.0 + rank
+        for step in (8, 9):
+            writer.add_serialized(histogram_event("w", (value, value, 1.0, value, value * value),
+                                                  [rank / 2 + 0.5, rank / 2 + 1.5], [0.0, 1.0], step, 2000.0 + step))
+            writer.add_serialized(scalar_event("loss", value + step, step, 2000.0 + step))
+        writer.close()
     view = JobView(logdir, 3, wait=3600.0)
     view.update(final=True)
     view.close()
-    assert _missing_ranks_texts(logdir, "w") == want
+    assert _missing_ranks_texts(logdir, "w") == want  # (with the restart: 8 and 9 written again after its START)
     status = json.loads((state_dir(logdir) / STATUS_FILE).read_text())
     assert status["histograms_not_merged"] == 10 and status["late"] == 0
 

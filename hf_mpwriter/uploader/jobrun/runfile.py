@@ -66,8 +66,9 @@ class JobRun:
         #: The run's files and their sizes when the state :meth:`load` took up was saved (:meth:`written_after_state`).
         self._saved_sizes: dict[str, int] | None = None
         #: The events holding no point found there (:meth:`written_after_state`): an unmergeable histogram's missing
-        #: ranks are its point's only trace, and one made again is not written again.
+        #: ranks are its point's only trace, and one made again is not written again, below the lowest restart since.
         self._found: set[bytes] = set()
+        self._found_below: float = math.inf
 
     def write(self, points: Sequence[tuple[str, int, Point]], world: int, every: int = 1) -> None:
         """Write ``points`` (each tag's steps in order, after those it holds; ``every``: the run holds only the
@@ -128,7 +129,7 @@ class JobRun:
         writer.flush()
         if self._stragglers_at is not None:
             self._stragglers_at = min(self._stragglers_at, step - 1)
-        self._found.clear()  # (what was found may be dropped here: made anew, it is written)
+        self._found_below = min(self._found_below, step)  # (what was found from here on is dropped: made anew, written)
         if step <= 0:
             self._charted.clear()  # the layout (step 0) goes too: written again
 
@@ -146,7 +147,7 @@ class JobRun:
             self.unmerged += 1
         if point.missing:
             text = text_event(stat_tag(tag, "missing_ranks"), _ranks_text("missing", point.missing), step, point.wall)
-            if text in self._found:
+            if text in self._found and step < self._found_below:
                 self._found.discard(text)  # (written before the state that covers it was saved)
             else:
                 writer.add_serialized(text)
