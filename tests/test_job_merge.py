@@ -758,6 +758,39 @@ def test_status_on_a_node_that_does_not_lead_says_where_the_job_run_is(tmp_path,
         exchange.close()
 
 
+def test_a_leader_that_leads_again_after_another_wrote_later_steps_shows_no_older_picture_of_the_job(
+        tmp_path, job_nodes, store):
+    """Node 0 leads for steps 0-4, node 1 for 5-19, then node 0 leads again with nothing due. Its ``status`` must not
+    show the whole-job picture its first merge left (steps 4 everywhere, 5 points) while the run holds 20 steps: a
+    review's script, once a node that leads again shows its earlier picture anew."""
+    from hf_mpwriter.cli.status import collect
+
+    views, writers = job_nodes(2, 2, _Clock())
+    jobs, exchanges = _exchanges(store.port, views)
+
+    def led_by(leader: int, steps: range) -> None:
+        for step in steps:
+            for rank, writer in enumerate(writers):
+                _log(writer, step, float(rank + step))
+        for k, job in enumerate(jobs):
+            job.leader.leading = k == leader
+        for _ in range(2):
+            for view, exchange in zip(views, exchanges):
+                view.update(final=True)
+                exchange.round(final=True)
+
+    led_by(0, range(5))
+    assert collect(views[0].logdir)["job_view"]["newest_step"] == {str(r): 4 for r in range(4)}  # its picture
+    led_by(1, range(5, 20))
+    assert collect(views[1].logdir)["job_view"]["newest_step"] == {str(r): 19 for r in range(4)}  # node 1 wrote on
+    led_by(0, range(0))
+    assert exchanges[0].merge is not None  # (the scenario: node 0 leads again, with nothing to write)
+    picture = collect(views[0].logdir)["job_view"]
+    assert set(picture["newest_step"].values()) == {19}, picture
+    for exchange in exchanges:
+        exchange.close()
+
+
 def _led_to_the_end(job_nodes, store, leader: int) -> tuple[list[JobView], list[JobTarget], list[ViewExchange]]:
     """Two nodes' steps 0-4, every one written by node ``leader``'s merge in the nodes' last rounds."""
     views, jobs, exchanges = _two_nodes_five_steps(job_nodes, store)

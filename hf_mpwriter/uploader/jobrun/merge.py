@@ -30,6 +30,7 @@ class Heard:
     nodes: set[int] = dataclasses.field(default_factory=set)
     ranks_of: dict[int, dict[int, int]] = dataclasses.field(default_factory=dict)  # node -> its ranks' newest steps
     picture: dict | None = None  # the whole job's picture a merge of this node last showed
+    held: dict[str, int] = dataclasses.field(default_factory=dict)  # the job run's steps as that merge left them
     showing: bool = False  # ``status`` shows it now (a round this node did not lead showed its part instead)
 
     def newest(self) -> dict[int, int]:
@@ -193,17 +194,24 @@ class JobMerge:
         a node this merge did not hear keeps its ranks' last steps). Written whether or not a point is due (a
         leader that takes up after its predecessor wrote every point shows the job too), except by a merge that
         wrote nothing yet where an earlier one of this node showed the job (its counts, its min and max, stand: shown
-        again where a round that did not lead showed this node's part meanwhile)."""
+        again where a round that did not lead showed this node's part meanwhile, unless another leader wrote later
+        steps since, a review's script: it would show steps the job is long past)."""
         self.heard.nodes |= self._heard
         self.heard.ranks_of.update(self._ranks_of)
         if self._earlier and not self._wrote:
-            if self.heard.picture is not None and not self.heard.showing:
-                self._show(self.heard.picture)
+            earlier = self.heard.picture
+            if earlier is not None and not self.heard.showing and self._written_since() == {}:
+                self._show(earlier)
             return
         picture = self.run.summary(self.heard.newest(), self.world, waiting=len(self._values), late=sum(self._late.values()),
                                    backlog=False, every=self.every, nodes=len(self.heard.nodes), restarts=self.word.epoch)
+        self.heard.held = dict(self.held)
         if picture != self._shown or not self.heard.showing:
             self._show(picture)
+
+    def _written_since(self) -> dict[str, int]:
+        """The job run's steps written after the picture this node last showed (by another leader)."""
+        return {tag: step for tag, step in self.held.items() if step > self.heard.held.get(tag, -1)}
 
     def _show(self, picture: dict) -> None:
         self.run.publish(picture)
