@@ -337,7 +337,8 @@ def test_a_leader_that_moved_to_a_successor_store_counts_its_writes_the_copy_mis
     """Seed 25: the successor store's copy of the books lags the store's by up to ``successor_copy``; the leader that
     moved there took them up and forgot its own write made after the copy (13 commits in a window of 12), having
     first counted the lagging copy's counter there as the old term. A round on a store its term was not taken on
-    now waits for the term there, and the take-up keeps this leader's writes the books it takes up do not count."""
+    now waits for the term there, and the leader's node tells there its writes the copy missed (:meth:`Moves.forward`;
+    the take-up kept them before, which counted one twice where that node led again there)."""
     result = commitsim.run(25, commitsim.KINDS, successors=True)
     assert result.had("store-gone") and result.moves >= 2 and result.commits >= 12
     assert not result.problems, str(result)

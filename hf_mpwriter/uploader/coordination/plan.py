@@ -361,18 +361,15 @@ class Books:
         if self.own_seen is not None:
             self.own_seen -= 1
 
-    def take_up(self, books: BooksValue, now: float, moved: bool = False) -> None:
+    def take_up(self, books: BooksValue, now: float) -> None:
         """The job's books as the last leader left them (:meth:`export`): they replace this leader's, which are
-        in them if it led before. ``moved``: they are a successor store's copy, which lags its store's by up to
-        ``successor_copy``; the writes this leader made after it (``own_seen`` counts every write) are kept (on
-        the same store, the counter counts them again). Their ages count from ``now``, not from when they were
-        written: a write stays in the window longer by that gap (a hand-over's seconds), never shorter, whatever
-        the hosts' clocks say."""
+        in them if it led before (a successor store's copy lags its store's: the writes counted there after it are
+        told there by the leader's node, :meth:`~.moves.Moves.forward`, and counted with the nodes' own). Their
+        ages count from ``now``, not from when they were written: a write stays in the window longer by that gap
+        (a hand-over's seconds), never shorter, whatever the hosts' clocks say."""
         writes, requests, paused, own_seen = books
-        mine, since = list(self._writes), (self.own_seen or 0) - (own_seen or 0)
-        later = mine[-min(since, len(mine)):] if moved and own_seen is not None and since > 0 and mine else []
         self.own_seen = own_seen
-        self._writes = deque(sorted([*(now - max(0.0, age) for age in writes), *later]))
+        self._writes = deque(sorted(now - max(0.0, age) for age in writes))
         self._requests = deque(sorted((now - max(0.0, age), n) for age, n in requests))
         # (a pause past the commit window is a bad value: it would hold every write, leader after leader)
         self.paused_until = -math.inf if paused is None else now + min(max(0.0, paused), self.budget.commit_window_s)

@@ -54,7 +54,7 @@ class StoredBooks:
             self.malformed.count("books", exc)
             return False
         now = self.clock()
-        self.books.take_up(books, now, moved=self._moved())
+        self.books.take_up(books, now)
         writes, requests = self.books.spent(now)
         logger.info("job leader: took up the job's books: %d write(s) in the commit window, %d request(s) in the API "
                     "window", writes, requests)
