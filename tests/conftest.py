@@ -3,9 +3,6 @@ make sure the suite leaves no process of its own behind."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +13,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 
-from helpers import closed_port, kill_all, processes_naming  # noqa: E402 (the repo root first on sys.path, above)
+from helpers import kill_all, processes_naming, served_store  # noqa: E402 (the repo root first on sys.path, above)
 
 
 def _tensorboards_crc_in_c() -> None:
@@ -46,20 +43,9 @@ def hub():
 
 @pytest.fixture
 def store_process():
-    """A TCPStore served by a process of its own (its host can be frozen with SIGSTOP); its port."""
-    port = closed_port()
-    code = ("import sys, time, datetime; from torch.distributed import TCPStore; "
-            f"s = TCPStore('127.0.0.1', {port}, is_master=True, wait_for_workers=False, "
-            "timeout=datetime.timedelta(seconds=30)); print('up', flush=True); time.sleep(600)")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
-        yield proc, port
-    finally:
-        if proc.poll() is None:  # (a test may have killed it)
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
-        proc.wait(10)
+    """A TCPStore served by a process of its own (its host can be frozen with SIGSTOP); the process and its port."""
+    with served_store() as served:
+        yield served
 
 
 @pytest.fixture

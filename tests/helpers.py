@@ -8,16 +8,18 @@ decides what a "run" is). The writer is never asked to read its own files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -133,6 +135,25 @@ def whole_records(data: bytes) -> tuple[int, int]:
             break
         offset, count = end, count + 1
     return count, offset
+
+
+@contextlib.contextmanager
+def served_store() -> Iterator[tuple[subprocess.Popen, int]]:
+    """A TCPStore served by a process of its own (its host can be frozen with SIGSTOP, or killed); the process and
+    its port. Ended on leaving (thawed first, where a test froze it)."""
+    port = closed_port()
+    code = ("import sys, time, datetime; from torch.distributed import TCPStore; "
+            f"s = TCPStore('127.0.0.1', {port}, is_master=True, wait_for_workers=False, "
+            "timeout=datetime.timedelta(seconds=30)); print('up', flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        yield proc, port
+    finally:
+        if proc.poll() is None:  # (a test may have killed it)
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.wait(10)
 
 
 def closed_port() -> int:

@@ -5,6 +5,7 @@ points and the intake budget hold. (The real job, through torchrun's store and t
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import accumulator, plugin_accumulator, read_run_events, scalar_points, wait_for
+from helpers import accumulator, plugin_accumulator, read_run_events, scalar_points, served_store, wait_for
 from test_job_histogram import _log as _log_histogram
 from test_job_view import _assert_equal, _assert_histogram, _Clock, _job_points, _log, _rank_writer, _recomputed
 
@@ -112,12 +113,22 @@ def job_nodes(tmp_path):
             writer.close()
 
 
-@pytest.fixture
-def store(store_process):
-    """The job's store: a real TCPStore served by a process of its own, on a free port (served in the test's process,
-    a second node's first call sometimes found it silent for 5 s after some tests' stores, in a fixed order of them)."""
+@pytest.fixture(scope="module")
+def _store_port():
     pytest.importorskip("torch.distributed")
-    return types.SimpleNamespace(port=store_process[1])
+    with served_store() as (_, port):
+        yield port
+
+
+_JOB_IDS = itertools.count(1)
+
+
+@pytest.fixture
+def store(_store_port):
+    """The job's store: a real TCPStore served by a process of its own, shared by this file's tests, each under a job
+    id of its own (its keys apart: every key is under the job's prefix). Served in the test's process, a second
+    node's first call to it hung 5 s after one fixed order of earlier tests (their stores served there too)."""
+    return types.SimpleNamespace(port=_store_port, job=f"job-{next(_JOB_IDS)}")
 
 
 def _node_views(tmp_path: Path, clock: _Clock, nodes: int, per_node: int) -> tuple[list[JobView], list]:
@@ -240,9 +251,9 @@ def test_past_the_intake_budget_every_node_sends_every_kth_step_and_the_run_says
 
 
 # -- through a real store, as the uploaders of a job exchange them -------------------------------------------
-def _job_node(port: int, node: int, nodes: int = 2, deadline: float = STORE_CALL_S) -> JobTarget:
+def _job_node(store: types.SimpleNamespace, node: int, nodes: int = 2, deadline: float = STORE_CALL_S) -> JobTarget:
     """Node ``node`` of a job, as its uploader holds it (the store real; nothing here calls the Hub)."""
-    address = StoreAddress("127.0.0.1", port, "job-1")
+    address = StoreAddress("127.0.0.1", store.port, store.job)
     inner = HubTarget("tester/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9", shared_branch=True)
     leader = HubTarget("tester/job", prefix="tb", token="hf_x", endpoint="http://127.0.0.1:9")
     store = JobStore(address, store_prefix(address, inner.key), deadline)
@@ -251,8 +262,8 @@ def _job_node(port: int, node: int, nodes: int = 2, deadline: float = STORE_CALL
     return target
 
 
-def _exchanges(port: int, views: list[JobView]) -> tuple[list[JobTarget], list[ViewExchange]]:
-    jobs = [_job_node(port, k) for k in range(len(views))]
+def _exchanges(store: types.SimpleNamespace, views: list[JobView]) -> tuple[list[JobTarget], list[ViewExchange]]:
+    jobs = [_job_node(store, k) for k in range(len(views))]
     return jobs, [ViewExchange(view, job, len(views)) for view, job in zip(views, jobs)]
 
 
@@ -262,7 +273,7 @@ def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twi
     together as TensorBoard reads the run at the target, hold every step once, in order, with all 4 ranks."""
     clock = _Clock()
     views, writers = job_nodes(2, 2, clock)
-    jobs, exchanges = _exchanges(store.port, views)
+    jobs, exchanges = _exchanges(store, views)
 
     def log(steps: range) -> None:
         for step in steps:
@@ -309,7 +320,7 @@ def test_a_node_ending_after_the_leaders_node_sends_its_last_points_until_it_lea
     files) holds every step once, with all 4 ranks."""
     clock = _Clock()
     views, writers = job_nodes(2, 2, clock)
-    jobs, exchanges = _exchanges(store.port, views)
+    jobs, exchanges = _exchanges(store, views)
     jobs[0].leader.leading = True
     for step in range(7):
         for rank, writer in enumerate(writers):
@@ -394,7 +405,7 @@ def test_a_rank_killed_on_one_node_is_counted_missing_and_named_in_the_merged_po
 def _two_nodes_five_steps(job_nodes, store) -> tuple[list[JobView], list[JobTarget], list[ViewExchange]]:
     """Two nodes of two ranks each, their exchanges through the real store, and steps 0-4 logged."""
     views, writers = job_nodes(2, 2, _Clock())
-    jobs, exchanges = _exchanges(store.port, views)
+    jobs, exchanges = _exchanges(store, views)
     for step in range(5):
         for rank, writer in enumerate(writers):
             _log(writer, step, float(rank + step))
@@ -543,8 +554,8 @@ def _in_child(scenario: str, tmp_path: Path) -> None:
 def _with_store(scenario, tmp_path: Path) -> None:
     import torch.distributed as dist
 
-    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    scenario(tmp_path, store)
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    scenario(tmp_path, types.SimpleNamespace(port=server.port, job="job-1"))
     sys.stdout.flush()
     os._exit(0)  # passed: the interpreter's teardown of torch's stores is not the scenario's (it aborted once)
 
@@ -553,7 +564,7 @@ def _tree(tmp_path: Path, store, clock: _Clock, nodes: int, size: int):
     views, writers = _node_views(tmp_path, clock, nodes, 2)
     # (a longer deadline than a node's: every node's store clients, and the groups' stores, share this one
     # process, and each connection here now and then waits out a try: :func:`job_store._connect`)
-    jobs = [_job_node(store.port, k, nodes, deadline=3 * STORE_CALL_S) for k in range(nodes)]
+    jobs = [_job_node(store, k, nodes, deadline=3 * STORE_CALL_S) for k in range(nodes)]
     exchanges = [ViewExchange(view, job, nodes, size=size) for view, job in zip(views, jobs)]
     jobs[0].leader.leading = True
     ranks = tmp_path / "every-rank"  # every rank's run in one folder, as the target holds them
@@ -766,7 +777,7 @@ def test_a_leader_that_leads_again_after_another_wrote_later_steps_shows_no_olde
     from hf_mpwriter.cli.status import collect
 
     views, writers = job_nodes(2, 2, _Clock())
-    jobs, exchanges = _exchanges(store.port, views)
+    jobs, exchanges = _exchanges(store, views)
 
     def led_by(leader: int, steps: range) -> None:
         for step in steps:
@@ -838,7 +849,7 @@ def test_a_leader_that_moves_alone_to_a_successor_store_still_shows_the_whole_jo
     before = collect(views[1].logdir)["job_view"]
     assert before["newest_step"] == whole and before["points"] == 5  # (the scenario: node 1 wrote it all)
     successor = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    jobs[1].store.move_to(StoreAddress("127.0.0.1", successor.port, "job-1"))
+    jobs[1].store.move_to(StoreAddress("127.0.0.1", successor.port, store.job))
     assert jobs[1]._announce()  # node 1 alone in the successor store
     if waits:
         jobs[1].leader.leading = False
@@ -882,7 +893,7 @@ def test_a_restart_on_a_node_makes_the_leaders_job_run_what_tensorboard_shows_fo
     rank runs. In parts: the ranks' files are read again in parts, a part a round (a long job's files)."""
     clock = _Clock()
     views, writers = job_nodes(2, 2, clock)
-    jobs, exchanges = _exchanges(store.port, views)
+    jobs, exchanges = _exchanges(store, views)
     jobs[0].leader.leading = True
     late, parts = restarted.endswith("late"), restarted.endswith("parts")
 
@@ -939,7 +950,7 @@ def test_a_node_in_its_last_round_makes_its_points_anew_after_a_restart_of_the_j
     shows them."""
     clock = _Clock()
     views, writers = job_nodes(2, 2, clock)
-    jobs, exchanges = _exchanges(store.port, views)
+    jobs, exchanges = _exchanges(store, views)
     jobs[0].leader.leading = True
     for step in range(150):
         for rank, writer in enumerate(writers):
@@ -1108,7 +1119,7 @@ def test_a_nodes_value_or_the_leaders_word_holding_1e999_is_skipped_counted_and_
 def test_an_undecodable_prepared_id_is_skipped_and_the_node_prepares_its_target_itself(store):
     """D3: an undecodable ``prepared`` value raised ``UnicodeDecodeError`` out of ``JobTarget.prepare`` (not a
     ``TargetError``): the node never prepared its target and tried again every 10 s, for ever."""
-    node = _job_node(store.port, 1)
+    node = _job_node(store, 1)
     for raw in (b"\xff\xfe", b"not an id", b"a/b/../c"):
         node.store.set("prepared", raw)
         assert node._prepared_by_node_0() is None  # prepared by this node itself, then
