@@ -131,13 +131,10 @@ class Moves:
         write in flight as the job's store died, one over the window). None where it never copied one (it holds no
         books: its first leader starts afresh) or that does not answer."""
         try:
-            raw = self.store.get(WRITES_SOURCE)
-            return self.written_on(left, parse_counter(raw, WRITES_SOURCE)) if raw else 0
+            copied = self._counter(self.store.get(WRITES_SOURCE), WRITES_SOURCE)
         except StoreError:
             return 0
-        except Malformed as exc:
-            self.malformed.count(WRITES_SOURCE, exc)
-            return 0
+        return 0 if copied is None else self.written_on(left, copied)
 
     def _list_there(self) -> None:
         """The successors as the store moved to lists them, where it lists as many as this node knew: a host writes its
@@ -302,7 +299,7 @@ class Moves:
                 value, terms = probe.get("lease") or b"", probe.get("terms")
             except StoreError:  # (gone or silent: nobody leads the job through it)
                 continue
-            highest = max(highest, self._drawn(terms))
+            highest = max(highest, self._counter(terms, "terms") or 0)
             holder = lease_holder(value)
             if holder is None or holder[0] == self.node:  # (free, or this node's own from before it came back)
                 continue
@@ -313,13 +310,13 @@ class Moves:
                 return f"the job leads through store {address.host}:{address.port}", holder[1]
         return (None, highest) if highest else None
 
-    def _drawn(self, raw: bytes | None) -> int:
-        """A store's ``terms`` counter as read: the highest term drawn there (0 where unset or malformed, counted)."""
+    def _counter(self, raw: bytes | None, key: str) -> int | None:
+        """A store's counter ``key`` as read (``None`` where unset, or malformed: counted)."""
         try:
-            return parse_counter(raw, "terms") if raw else 0
+            return parse_counter(raw, key) if raw else None
         except Malformed as exc:
-            self.malformed.count("terms", exc)
-            return 0
+            self.malformed.count(key, exc)
+            return None
 
     def _most_nodes_at(self, address: StoreAddress) -> bool:
         """Whether the store at ``address`` lists more than half the job's nodes (those that went back from it are
