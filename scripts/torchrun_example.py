@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.step_time)
     writer.close()  # returns once this rank's logs are committed
     logger.info("done: %d steps on %d ranks", args.steps, world)
+    del model, optimizer  # first: DDP's reducer holds the process group, which must go in destroy_process_group
     dist.destroy_process_group()
     return 0
 

@@ -217,13 +217,47 @@ def _unread(proc: subprocess.Popen) -> bytearray:
     return proc._unread_stdout  # type: ignore[attr-defined]
 
 
+def stacks(pids: Iterable[int]) -> str:
+    """Every thread's Python stack of each of ``pids`` (``py-spy dump``, native frames too), for a test
+    that timed out to say where its children waited; a line saying why where one cannot be read."""
+    import shutil
+
+    import psutil
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    parts = []
+    for pid in pids:
+        try:
+            name = " ".join(psutil.Process(pid).cmdline())[:200]
+            dump = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True, text=True,
+                                  timeout=30)
+            parts.append(f"--- pid {pid}: {name}\n{dump.stdout}{dump.stderr}")
+        except (psutil.Error, OSError, subprocess.TimeoutExpired) as exc:
+            parts.append(f"--- pid {pid}: no stack ({exc!r})")
+    return "\n".join(parts)
+
+
+def process_tree(proc: subprocess.Popen) -> list[int]:
+    """``proc`` and every process below it (those in sessions of their own included)."""
+    import psutil
+
+    try:
+        return [proc.pid, *(child.pid for child in psutil.Process(proc.pid).children(recursive=True))]
+    except psutil.Error:
+        return [proc.pid]
+
+
 def kill_and_collect(proc: subprocess.Popen) -> tuple[str, str]:
-    """SIGKILL ``proc``; whatever is left of its stdout and stderr (never blocks for long)."""
+    """SIGKILL ``proc``; whatever is left of its stdout and stderr (never blocks for long). Where it had
+    not ended, its process tree's stacks come first in the stderr returned: where it waited."""
+    evidence = stacks(process_tree(proc)) if proc.poll() is None else ""
     proc.kill()
     try:
         out, err = proc.communicate(timeout=10)
     except (subprocess.TimeoutExpired, ValueError, OSError):
         out, err = "", "(stderr unreadable)"
+    if evidence:
+        err = f"stacks of the process tree before the kill:\n{evidence}\n--- its stderr:\n{err or ''}"
     return _unread(proc).decode(errors="replace") + (out or ""), err or ""
 
 

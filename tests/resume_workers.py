@@ -58,9 +58,26 @@ def trainer(out: Path, attempt: int, steps: int = STEPS, logdir: str | None = No
     trainer.train(resume_from_checkpoint=attempt > 1)
     if trainer.is_world_process_zero():
         (out / "log_history.json").write_text(json.dumps(trainer.state.log_history))
-    # As torch asks of every script, and as the Lightning worker below does: without it, gloo's threads are torn down
-    # at interpreter exit, which aborted rank 1 once after its last step ("terminate called without an active
-    # exception", SIGABRT; a fresh clone's run of the suite on 2026-11-28).
+    del trainer, model, callback
+    end_process_group()
+
+
+def end_process_group() -> None:
+    """Free the DDP model (its reducer holds the job's process group), then destroy the group, as torch asks of
+    every script. In the other order the reducer's deallocation, at the end of the caller's frame, drops the
+    group's last reference with the GIL held: gloo's destructor joins its worker threads, and one of them may be
+    waiting for the GIL to free a finished collective's tensors (pytorch/pytorch#56297): rank 1 of a resumed
+    Trainer hung there, never ending (py-spy: ``~ProcessGroupGloo`` under ``Reducer`` dealloc in the main thread,
+    ``~AsyncAllgatherWork`` in ``gil_scoped_acquire`` in gloo's thread). Dropped by ``destroy_process_group``, the
+    group goes without the GIL. Without destroying it at all, gloo's threads are torn down at interpreter exit,
+    which aborted a rank once (SIGABRT)."""
+    import gc
+
+    import torch
+
+    gc.collect()  # (the Trainer, its accelerator and the DDP model hold one another)
+    ddp = [o for o in gc.get_objects() if isinstance(o, torch.nn.parallel.DistributedDataParallel)]
+    assert not ddp, "a DDP model outlives its training: its reducer would hold the process group past its end"
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
@@ -119,7 +136,8 @@ def lightning(out: Path, attempt: int, steps: int = LIGHTNING_STEPS, logs: str |
     trainer.fit(Model(), data, ckpt_path="last" if attempt > 1 else None)
     if trainer.is_global_zero:
         print(f"version {logger.version}", flush=True)
-    torch.distributed.destroy_process_group()  # as torch asks of every script (see test_lightning.py)
+    del trainer
+    end_process_group()
 
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import LAUNCHER_VARS, finish, read_line, run, wait_for
+from helpers import LAUNCHER_VARS, finish, read_line, run, stacks, wait_for
 from tb_readers import default_reader_scalars, python_reader_scalars
 from upload_helpers import (
     TESTS,
@@ -93,11 +93,28 @@ def _kill_job(proc: subprocess.Popen, logdirs: list[Path]) -> None:
     proc.wait(10)
 
 
+def _uploader_evidence(logdirs: list[Path]) -> str:
+    """Each logdir's uploader: its stacks, the end of its log, its ``status``."""
+    parts = []
+    for logdir in logdirs:
+        pid = uploader_pid(logdir)
+        log = logdir / ".hf_mpwriter" / "uploader.log"
+        tail = log.read_text(errors="replace")[-20_000:] if log.exists() else "(no uploader.log)"
+        try:
+            status = json.dumps(collect(logdir), default=str)[:5_000]
+        except Exception as exc:  # evidence, not the test: whatever status raises is part of it
+            status = repr(exc)
+        parts.append(f"=== {logdir}: uploader {pid}\n{stacks([pid]) if pid else ''}\n--- uploader.log:\n{tail}\n"
+                     f"--- status:\n{status}")
+    return "\n".join(parts)
+
+
 def _hub_copy(hub, repo: str, into: Path) -> Path:
     files = {path: hub.read_file(repo, path) for path in hub.list_files(repo) if "tfevents" in path}
     return materialise(files, into) / "tensorboard"
 
 
+@pytest.mark.timeout(480)  # (above the test's own deadlines: a child that hangs is shown with its stacks, then killed)
 def test_a_trainer_killed_after_a_checkpoint_and_resumed_from_it_is_one_run_at_the_hub(tmp_path, hub):
     """``train(resume_from_checkpoint=True)`` with the default logdir (a new ``runs/<date>_<host>`` at
     each launch): the resumed attempt logs into the killed one's run, from the checkpoint's step; at the
@@ -115,7 +132,10 @@ def test_a_trainer_killed_after_a_checkpoint_and_resumed_from_it_is_one_run_at_t
     assert set(range(21, 25)) <= killed, "the killed attempt logged past its checkpoint"  # the overlap exists
 
     second = _launch(tmp_path, env, "trainer", str(out), "2")
-    finish(second, timeout=300)
+    try:
+        finish(second, timeout=180)  # (about 15 s: the 25 steps, then close() commits the last records)
+    except AssertionError as exc:  # where it waited: the launcher's tree's stacks (in exc), the uploader's
+        raise AssertionError(f"{exc}\n{_uploader_evidence(logdirs)}") from None
     assert list((out / "runs").iterdir()) == logdirs, "the resumed attempt logs into the killed attempt's run"
     history = {e["step"]: e for e in json.loads((out / "log_history.json").read_text()) if "loss" in e}
     assert sorted(history) == list(range(1, 41))  # the checkpoint's (attempt 1) to step 20, attempt 2's from 21
