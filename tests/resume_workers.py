@@ -58,7 +58,7 @@ def trainer(out: Path, attempt: int, steps: int = STEPS, logdir: str | None = No
     trainer.train(resume_from_checkpoint=attempt > 1)
     if trainer.is_world_process_zero():
         (out / "log_history.json").write_text(json.dumps(trainer.state.log_history))
-    del trainer, model, callback
+    del trainer, model
     end_process_group()
 
 
