@@ -28,8 +28,10 @@ the files TensorBoard reads. Not covered here: the member's and the leader's com
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +40,9 @@ from hf_mpwriter.events.encoding import scalar_event, session_start_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.events.records import iter_records
 from hf_mpwriter.state.statedir import state_dir
+from hf_mpwriter.timing import STORE_CALL_S
 from hf_mpwriter.uploader.coordination.protocol import Skipped
-from hf_mpwriter.uploader.coordination.store import StoreError
+from hf_mpwriter.uploader.coordination.store import MAX_VALUE_BYTES, StoreAddress, StoreError
 from hf_mpwriter.uploader.jobrun.exchange import ViewExchange
 from hf_mpwriter.uploader.jobrun.view import STATE_FILE, JobView
 
@@ -48,13 +51,18 @@ TAG = "loss"
 
 
 class MemoryStore:
-    """What the job run's exchange asks of the job's store, in memory: ``fail`` makes every call fail (the
-    store gone); ``lose_next_answer`` applies the next ``compare_set`` and then fails it (its answer lost)."""
+    """The job's store as the job run's exchange uses it, in memory
+    (:class:`~hf_mpwriter.uploader.coordination.store.CoordinationStore`: mypy checks this class against it):
+    ``fail`` makes every call fail (the store gone); ``lose_next_answer`` applies the next ``compare_set`` and then
+    fails it (its answer lost). What the exchange never asks of a store (other prefixes, other stores, how long it
+    was silent) raises :class:`NotImplementedError`."""
 
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
         self.fail = False
         self.lose_next_answer = False
+        self.address, self.prefix = StoreAddress("jobsim", 1, "job"), ""
+        self.deadline, self.preemption, self.moves = STORE_CALL_S, math.inf, 0
 
     def _check(self) -> None:
         if self.fail:
@@ -64,13 +72,27 @@ class MemoryStore:
         self._check()
         return self.values.get(key)
 
-    def set(self, key: str, value: bytes, largest: int = 0) -> None:
+    def set(self, key: str, value: bytes, largest: int = MAX_VALUE_BYTES) -> None:
         self._check()
         self.values[key] = bytes(value)
 
-    def multi_get(self, keys: list[str]) -> list[bytes]:
+    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
         self._check()
         return [self.values.get(key, b"") for key in keys]
+
+    def multi_set(self, values: Mapping[str, bytes]) -> None:
+        self._check()
+        self.values.update({key: bytes(value) for key, value in values.items()})
+
+    def append(self, key: str, value: bytes) -> None:
+        self._check()
+        self.values[key] = self.values.get(key, b"") + value
+
+    def add(self, key: str, amount: int) -> int:
+        self._check()
+        value = int(self.values.get(key, b"0")) + amount
+        self.values[key] = str(value).encode()
+        return value
 
     def compare_set(self, key: str, expected: bytes, desired: bytes) -> bool:
         self._check()
@@ -81,6 +103,30 @@ class MemoryStore:
             self.lose_next_answer = False
             raise StoreError("the simulated store's answer was lost")
         return applied
+
+    def until(self, started: float, longest: float) -> float:
+        return started + min(longest, max(0.0, (self.preemption - started) / 3))
+
+    def hurry(self, deadline: float) -> None:
+        self.preemption = deadline
+
+    def gone(self) -> bool:
+        return self.fail
+
+    def answers(self) -> bool:
+        return not self.fail
+
+    def silent_for(self) -> float:
+        raise NotImplementedError("the job run simulation's store keeps no time of its failures")
+
+    def scoped(self, prefix: str) -> MemoryStore:
+        raise NotImplementedError("the job run simulation's store has one prefix")
+
+    def elsewhere(self, address: StoreAddress) -> MemoryStore:
+        raise NotImplementedError("the job run simulation's job has one store")
+
+    def move_to(self, address: StoreAddress, server: object = None) -> None:
+        raise NotImplementedError("the job run simulation's job has one store")
 
 
 @dataclass

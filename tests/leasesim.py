@@ -34,17 +34,21 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from hf_mpwriter.timing import ABSTAIN_FACTOR, STORE_CALL_S, JobTiming
 from hf_mpwriter.uploader.coordination.lease import Lease
 from hf_mpwriter.uploader.coordination.protocol import lease_holder
-from hf_mpwriter.uploader.coordination.store import StoreError
+from hf_mpwriter.uploader.coordination.store import MAX_VALUE_BYTES, StoreAddress, StoreError
 
 KINDS = ("kill", "pause", "stop", "restart", "store-gone", "lost-answer", "late", "hub-hang", "hub-fail", "round-fail")
 TIMING = JobTiming()  # production's waits
 COMMIT_EVERY = 10.0
+T = TypeVar("T")
 HUB_CALL_LIMIT = 30.0  # how long a leader's call to the Hub may take before the lease counts it stuck
 
 
@@ -65,21 +69,41 @@ class RoundLock:
 
 
 class Store:
-    """The job store's calls the lease makes, in memory, with the faults the simulation arms: ``gone``
-    (``"refuse"`` or ``"hang"``), and one-shot ``lose`` (the next call applies, its answer lost) and ``late``
-    (the next call misses its deadline and applies later). A call's cost (seconds) delays its caller."""
+    """The job's store as the lease uses it (:class:`~hf_mpwriter.uploader.coordination.store.CoordinationStore`:
+    mypy checks this class against it), in memory, with the faults the simulation arms: ``down`` (``"refuse"``
+    or ``"hang"``), and one-shot ``lose`` (the next call applies, its answer lost) and ``late`` (the next call
+    misses its deadline and applies later). A call's cost (seconds) delays its caller. What the lease never asks
+    of a store (other prefixes, other stores, how long it was silent) raises :class:`NotImplementedError`: a
+    lease that starts asking fails its seeds (:meth:`Sim._ticked`) instead of reading a made-up answer."""
 
     def __init__(self, sim: Sim) -> None:
         self.sim = sim
         self.values: dict[str, bytes] = {}
         self.written_at: dict[str, float] = {}
-        self.gone: str | None = None
+        self.down: str | None = None
         self.lose = self.late = False
         self.cost = 0.0
+        self.address, self.prefix = StoreAddress("leasesim", 1, "job"), ""
+        self.deadline, self.preemption = STORE_CALL_S, math.inf
         self.moves = 0  # (it never moves to a successor store)
 
     def get(self, key: str) -> bytes | None:
         return self._call(lambda: self.values.get(key))
+
+    def set(self, key: str, value: bytes, largest: int = MAX_VALUE_BYTES) -> None:
+        self._call(lambda: self._write(key, value))
+
+    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+        return self._call(lambda: [self.values[key] for key in keys])
+
+    def multi_set(self, values: Mapping[str, bytes]) -> None:
+        def apply() -> None:
+            for key, value in values.items():
+                self._write(key, value)
+        self._call(apply)
+
+    def append(self, key: str, value: bytes) -> None:
+        self._call(lambda: self._write(key, self.values.get(key, b"") + value))
 
     def add(self, key: str, amount: int) -> int:
         def apply() -> int:
@@ -96,14 +120,45 @@ class Store:
                 return False
             if key == "lease":
                 self.sim.lease_changed(current, desired)
-            self.values[key], self.written_at[key] = bytes(desired), self.sim.now
+            self._write(key, desired)
             return True
         return self._call(apply)
 
-    def _call(self, apply):
-        if self.gone == "refuse":
+    def until(self, started: float, longest: float) -> float:
+        return started + min(longest, max(0.0, (self.preemption - started) / 3))
+
+    def hurry(self, deadline: float) -> None:
+        self.preemption = deadline
+
+    def gone(self) -> bool:
+        return self.down == "refuse"
+
+    def answers(self) -> bool:
+        try:
+            self._call(lambda: None)
+        except StoreError:
+            return False
+        return True
+
+    def silent_for(self) -> float:
+        raise NotImplementedError("the lease simulation's store keeps no time of its failures")
+
+    def scoped(self, prefix: str) -> Store:
+        raise NotImplementedError("the lease simulation's store has one prefix")
+
+    def elsewhere(self, address: StoreAddress) -> Store:
+        raise NotImplementedError("the lease simulation's job has one store")
+
+    def move_to(self, address: StoreAddress, server: object = None) -> None:
+        raise NotImplementedError("the lease simulation's job has one store")
+
+    def _write(self, key: str, value: bytes) -> None:
+        self.values[key], self.written_at[key] = bytes(value), self.sim.now
+
+    def _call(self, apply: Callable[[], T]) -> T:
+        if self.down == "refuse":
             raise StoreError("the simulated store refuses the connection")
-        if self.gone == "hang":
+        if self.down == "hang":
             self.cost += STORE_CALL_S
             raise StoreError("the simulated store did not answer in time")
         if self.lose or self.late:  # (the job is disturbed when the call is made, not when the fault was armed)
@@ -172,7 +227,7 @@ class Sim:
     def _new_node(self, number: int) -> Node:
         lease = self.lease(self.store, number, self.result.nodes, self.timing, COMMIT_EVERY,
                            clock=lambda: self.now + self.store.cost)
-        lease._round_lock = RoundLock()  # type: ignore[assignment]  (the simulation's threads: one flag)
+        lease._round_lock = RoundLock()  # type: ignore[assignment]  # (the simulation's threads: one flag)
         return Node(number, lease)
 
     def at(self, delay: float, kind: str, node: int, payload=None) -> None:
@@ -208,9 +263,18 @@ class Sim:
             self._schedule_tick(node, node.paused_until - self.now)
             return
         self.store.cost = 0.0
-        pause = node.lease.tick()
+        pause = self._ticked(node)
         self._schedule_tick(node, self.store.cost + pause)
         self.store.cost = 0.0
+
+    def _ticked(self, node: Node) -> float:
+        """The node's lease ticks; one that raised what nobody expected (logged, and swallowed so that the lease
+        lives on) is a problem: a programming error, in the lease or in this simulation's store."""
+        before = node.lease.tick_errors
+        pause = node.lease.tick()
+        if node.lease.tick_errors > before:
+            self.problem(f"node {node.number}'s lease tick raised an error nobody expected (the log has it)")
+        return pause
 
     def _schedule_tick(self, node: Node, delay: float) -> None:
         node.ticked = True
@@ -347,7 +411,7 @@ def _act(sim: Sim, kind: str, number: int, payload) -> None:
     if kind == "end":
         what = payload
         if what == "store":
-            store.gone = None
+            store.down = None
         elif what in ("hub", "round-fail"):
             node.hub, node.round_fails, node.faulted_since, node.spell_since, node.spell_ended = None, False, None, None, None
         if what in ("store", "pause"):
@@ -380,9 +444,9 @@ def _act(sim: Sim, kind: str, number: int, payload) -> None:
         sim.at(TIMING.poll, "round", number, fresh)
         sim.fault(f"node {number}'s uploader replaced")
     elif payload == "store-gone":
-        store.gone = rng.choice(["refuse", "hang"])
+        store.down = rng.choice(["refuse", "hang"])
         sim.at(span, "end", number, "store")
-        sim.fault(f"store gone ({store.gone}) for {span:.0f} s")
+        sim.fault(f"store gone ({store.down}) for {span:.0f} s")
     elif payload == "lost-answer":
         store.lose = True
         sim.fault("the next store call's answer lost")

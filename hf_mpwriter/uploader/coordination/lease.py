@@ -25,7 +25,7 @@ from typing import Callable
 from ...timing import ABSTAIN_FACTOR, JobTiming
 from .kept_stores import KeptStores
 from .protocol import lease_holder
-from .store import JobStore, StoreError, raise_counter
+from .store import CoordinationStore, StoreError, raise_counter
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -38,7 +38,7 @@ def doubling(failures: int, first: float, cap: float) -> float:
 class Lease:
     """The lease's side of a node's :class:`~.leader.Leader`: a thread that holds (or watches) it."""
 
-    def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
+    def __init__(self, store: CoordinationStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
                  clock: Callable[[], float] = time.monotonic, kept: KeptStores | None = None) -> None:
         """``clock``: this host's monotonic clock (a simulation hands in a virtual one: ``tests/leasesim.py``);
         ``kept``: the highest term its node's uploaders knew the job had (:mod:`.kept_stores`)."""
@@ -65,6 +65,8 @@ class Lease:
         self.handed_over: str | None = None  # why this node last let the lease go (``status``)
         self._handovers = 0  # hand-overs since this node's last successful write
         self._store_failures = 0  # the store's, in a row (the lease's ticks pause longer)
+        #: Ticks that raised an error nobody expected: logged and counted, the lease kept on (a simulation fails on any).
+        self.tick_errors = 0
         #: A call to the store failed, or a term began, since the offers were last read: what a node offered before
         #: may be older than its wait (it could not take the offer back, and committed its files itself; the last
         #: term's leader did not take it): :meth:`~.seen_offers.SeenOffers._offers`.
@@ -127,6 +129,7 @@ class Lease:
             self._store_failures += 1
             self.store_gap = self.store_failed = True
         except Exception:  # never die: the nodes would fall back for good
+            self.tick_errors += 1
             logger.exception("job leader: the lease could not be kept")
         if self._store_failures:
             return doubling(self._store_failures, self.timing.poll, self.timing.lease_stale / 2)

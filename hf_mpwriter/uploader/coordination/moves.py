@@ -26,7 +26,7 @@ from .protocol import (
     parse_led_from,
     parse_members,
 )
-from .store import JobStore, StoreAddress, StoreError, raise_counter
+from .store import CoordinationStore, StoreAddress, StoreError, raise_counter
 from .successor import LED_FROM, WRITES_SOURCE, SuccessorHost, next_store, published, served_by, writes_made_here
 from .untold import Untold
 
@@ -46,7 +46,7 @@ class SeenMark(NamedTuple):
 class Moves:
     """Which successor stores a node knows, the one it hosts, and its moves among them and the job's store."""
 
-    def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, clock: Callable[[], float],
+    def __init__(self, store: CoordinationStore, node: int, nodes: int, timing: JobTiming, clock: Callable[[], float],
                  malformed: Skipped, untold: Untold, written_on: Callable[[int, int], int],
                  kept: KeptStores | None = None) -> None:
         """``nodes``: the job's; ``untold``: where the writes made through a store it leaves are told from;
@@ -74,7 +74,7 @@ class Moves:
         self._back_since: float | None = None  # when this node first waited for an earlier store (:meth:`back_in`)
         #: Each later store's lease as this node last read it, and since when it has read that value (:meth:`led_elsewhere`).
         self._leases: dict[StoreAddress, tuple[bytes, float]] = {}
-        self._probes: dict[StoreAddress, JobStore] = {}  # (the connections of the checks: :meth:`_probe`)
+        self._probes: dict[StoreAddress, CoordinationStore] = {}  # (the connections of the checks: :meth:`_probe`)
         self._marks = 0  # the marks this node made, leading (:meth:`mark_later`)
         self._mark_seen: SeenMark | None = None  # the store in use's ``led_from`` as this node last read it
         self._announced_at = -1  # :attr:`count` when this node last announced itself (:meth:`announced`)
@@ -326,7 +326,7 @@ class Moves:
         except StoreError:
             return False
 
-    def _probe(self, address: StoreAddress) -> JobStore:
+    def _probe(self, address: StoreAddress) -> CoordinationStore:
         """A connection of this node's own to the store at ``address`` (its host's view where this process serves
         it), kept for the checks, whose calls take a leader's poll at most (a silent store holds up a few at most)."""
         if self.host is not None and served_by(self.host, address) is not None:

@@ -17,7 +17,7 @@ from ...timing import OFFER_WAIT_S, JobTiming
 from .kept_stores import KeptStores
 from .lease import Lease
 from .protocol import TAKEN, WITHDRAWN, Malformed, Skipped, parse_answer, parse_counter, parse_members, parse_offer
-from .store import JobStore
+from .store import CoordinationStore
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -60,14 +60,13 @@ class SeenOffers(Lease):
     """The leader's reading of the nodes' offers (the base of :class:`~.leader.Leader`): since when it saw each,
     and those of unknown age."""
 
-    def __init__(self, store: JobStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
+    def __init__(self, store: CoordinationStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
                  clock: Callable[[], float] = time.monotonic, kept: KeptStores | None = None) -> None:
         super().__init__(store, node, nodes, timing, commit_every, clock, kept)
         self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
         self._seen_in_term = 0  # the term those were seen in
         self._heard: set[int] = set()  # the nodes whose offers this term saw (in :attr:`_seen_in_term`)
-        #: Whether the store in use is a successor (:class:`~.moves.Moves`), set by the node (:meth:`unheard`).
-        self.on_successor: Callable[[], bool] | None = None
+        self.home = store.address  # the job's store: its connection moves to a successor's once that is gone
         #: node -> its offer in the store when this term began, or when the store answered again after failures
         self._stale: dict[int, bytes] = {}
         self._unknown_age: dict[int, dict] = {}  # those offers, read: answered "offer again" (:meth:`_offer_again`)
@@ -83,9 +82,13 @@ class SeenOffers(Lease):
         heard = self._heard if self._seen_in_term == term else set()  # (none yet in a term whose offers were not read)
         if before is not None and before[0] == term and before[1] not in heard and self.clock() - before[2] < window:
             unheard.add(before[1])
-        if self.on_successor is not None and self.on_successor():
+        if self.on_successor():
             unheard |= set(range(self.nodes)) - set(self.members())
         return unheard | self.away
+
+    def on_successor(self) -> bool:
+        """Whether the store in use is a successor store (:mod:`.successor`): the job's store is gone."""
+        return self.store.address != self.home
 
     def _forget(self, offers: dict[int, dict]) -> None:
         for node, offer in offers.items():

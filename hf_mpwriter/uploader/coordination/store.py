@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Protocol, TypeVar
 
 from ...timing import LEADER_POLL_S, STORE_CALL_S
 from ..throwaway import Unfinished, call_in_thread
@@ -62,6 +62,76 @@ def store_address(store: str | None, job_id: str | None) -> StoreAddress | None:
         return None
     host, _, port = store.rpartition(":")
     return StoreAddress(host, int(port), job_id) if host and port.isdigit() else None
+
+
+class CoordinationStore(Protocol):
+    """The job's store as the coordination code uses it: :class:`JobStore` is one, a simulation's in-memory
+    store another (mypy checks both against this). A call raises :class:`StoreError` where the store fails."""
+
+    #: Seconds a call may take.
+    deadline: float
+
+    @property
+    def address(self) -> StoreAddress:
+        """Where the store is, and the job it belongs to."""
+
+    @property
+    def prefix(self) -> str:
+        """What every key is scoped under (ends with ``/``)."""
+
+    @property
+    def moves(self) -> int:
+        """Times this connection moved to another store."""
+
+    @property
+    def preemption(self) -> float:
+        """The uploader's preemption deadline (monotonic), ``inf`` until it is signalled."""
+
+    def get(self, key: str) -> bytes | None:
+        """The value of ``key``, ``None`` if it was never set."""
+
+    def set(self, key: str, value: bytes, largest: int = MAX_VALUE_BYTES) -> None:
+        """Set ``key``; its value holds at most ``largest`` bytes."""
+
+    def multi_get(self, keys: Sequence[str]) -> list[bytes]:
+        """The values of ``keys``, which must all exist."""
+
+    def multi_set(self, values: Mapping[str, bytes]) -> None:
+        """Set every key of ``values``."""
+
+    def append(self, key: str, value: bytes) -> None:
+        """Append ``value`` to ``key`` (created if missing)."""
+
+    def add(self, key: str, amount: int) -> int:
+        """Add ``amount`` to the counter ``key`` (``0``: read it); its new value."""
+
+    def compare_set(self, key: str, expected: bytes, desired: bytes) -> bool:
+        """Set ``key`` to ``desired`` if it holds ``expected`` (``b""``: unset); whether it did."""
+
+    def until(self, started: float, longest: float) -> float:
+        """When a wait on the job begun at ``started`` ends: ``longest`` later, sooner once the uploader was
+        signalled."""
+
+    def hurry(self, deadline: float) -> None:
+        """The uploader must be gone by ``deadline`` (monotonic): every wait on the job ends sooner."""
+
+    def silent_for(self) -> float:
+        """Seconds since the first of the calls that failed without one answering since (0: the last answered)."""
+
+    def gone(self) -> bool:
+        """Whether nothing listens at the store's address any more (its values are gone with it)."""
+
+    def answers(self) -> bool:
+        """Whether the store answers a call now."""
+
+    def scoped(self, prefix: str) -> CoordinationStore:
+        """The same store under another prefix, on the same connection."""
+
+    def elsewhere(self, address: StoreAddress) -> CoordinationStore:
+        """The store at ``address`` under the same prefix and deadline, on a connection of its own."""
+
+    def move_to(self, address: StoreAddress, server: Any = None) -> None:
+        """From now on, every view of this connection calls the store at ``address``."""
 
 
 class _Connection:
@@ -356,7 +426,7 @@ def _check_size(key: str, value: bytes, largest: int = MAX_VALUE_BYTES) -> None:
         raise StoreError(f"{key}: {len(value)} bytes is more than the {largest} a store value may hold here")
 
 
-def raise_counter(store: JobStore, key: str, count: int) -> int:
+def raise_counter(store: CoordinationStore, key: str, count: int) -> int:
     """Raise the counter ``key`` in ``store`` to ``count`` where it is below (a counter only grows); its value."""
     if (have := store.add(key, 0)) < count:
         return store.add(key, count - have)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from ...timing import JobTiming
 from .plan import Books
 from .protocol import Malformed, Skipped, books_value, lease_holder, parse_books
-from .store import JobStore, StoreError
+from .store import CoordinationStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -29,7 +29,7 @@ RECENT_WRITES = 16
 class StoredBooks:
     """One leader's side of the books in the store: take-up, counting, announcing, setting."""
 
-    def __init__(self, books: Books, store: JobStore, clock: Callable[[], float], timing: JobTiming,
+    def __init__(self, books: Books, store: CoordinationStore, clock: Callable[[], float], timing: JobTiming,
                  malformed: Skipped) -> None:
         self.books, self.store, self.clock, self.timing, self.malformed = books, store, clock, timing, malformed
         self._term = 0  # the term whose start took them up

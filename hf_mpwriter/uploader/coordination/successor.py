@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .protocol import Malformed, Skipped, parse_counter, parse_members, parse_successor_value, successor_value
-from .store import JobStore, StoreAddress, StoreError, raise_counter, serve
+from .store import CoordinationStore, JobStore, StoreAddress, StoreError, raise_counter, serve
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -58,13 +58,13 @@ def successor_slot(node: int, nodes: int) -> int | None:
 class SuccessorHost:
     """A store this uploader serves for its job, kept a copy of what a new leader takes up, and published."""
 
-    def __init__(self, store: JobStore, slot: int, every: float, poll: float) -> None:
+    def __init__(self, store: CoordinationStore, slot: int, every: float, poll: float) -> None:
         """``store``: the node's view of the job's store (it follows the node when it moves); ``every``, ``poll``:
         :meth:`tick`'s."""
         self.store, self.slot, self.every, self.poll = store, slot, every, poll
         self._seen, self._copied = -1, -math.inf  # (:meth:`tick`)
         self.server, self.address = serve(store.address)
-        self.own = JobStore(self.address, store.prefix, server=self.server)
+        self.own: CoordinationStore = JobStore(self.address, store.prefix, server=self.server)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hf_mpwriter-job-successor", daemon=True)
 
@@ -154,7 +154,7 @@ class SuccessorHost:
         self.store.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
 
 
-def writes_made_here(store: JobStore, malformed: Skipped) -> int:
+def writes_made_here(store: CoordinationStore, malformed: Skipped) -> int:
     """The writes a successor store's ``own_writes`` counted since its host last copied the job's into it (its
     leaders' and its nodes' own): what no books of an earlier store hold. Taken once (compare-and-set: of the
     nodes that go back from here and the earlier store's leader that marks it, :meth:`~.moves.Moves.mark_later`, the
@@ -168,7 +168,7 @@ def writes_made_here(store: JobStore, malformed: Skipped) -> int:
     return count - copied if count > copied and store.compare_set(WRITES_COPIED, raw, str(count).encode()) else 0
 
 
-def published(store: JobStore, malformed: Skipped) -> list[tuple[str, int]]:
+def published(store: CoordinationStore, malformed: Skipped) -> list[tuple[str, int]]:
     """The successor stores' addresses as their hosts published them in ``store`` (``successor/<i>``), in
     order; a malformed one is left out (counted). :class:`StoreError` if the store fails."""
     found = []
@@ -186,7 +186,8 @@ def served_by(own: SuccessorHost | None, address: StoreAddress) -> Any:
     return own.server if own is not None and own.address == address else None
 
 
-def next_store(store: JobStore, successors: list[StoreAddress], gone: set[StoreAddress], own: SuccessorHost | None) -> bool:
+def next_store(store: CoordinationStore, successors: list[StoreAddress], gone: set[StoreAddress],
+               own: SuccessorHost | None) -> bool:
     """Move ``store`` (every view of the node's connection) to the first of ``successors`` not in ``gone``
     that answers a call (asked on a connection of its own: the node's stays where it is until then), adding
     each one where nothing listens any more to ``gone`` (one that only did not answer now is asked again at
