@@ -33,6 +33,7 @@ from hf_mpwriter.timing import STORE_CALL_S
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
 from hf_mpwriter.uploader.coordination.protocol import (
     MAX_BOOK_ENTRIES,
+    MAX_OFFER_WAIT_S,
     Malformed,
     Skipped,
     books_value,
@@ -749,6 +750,39 @@ def _tree_dead_host(tmp_path: Path, store, hangs: bool = False) -> None:
             closing.close()
 
 
+def test_in_a_tree_a_group_host_claim_holding_1e999_is_skipped_and_the_groups_points_are_merged(tmp_path):
+    _in_child("_tree_hostile_host_claim", tmp_path)
+
+
+def _tree_hostile_host_claim(tmp_path: Path, store) -> None:
+    """P1: group 1's host key names node ``1e999`` (an infinity to JSON): ``int()`` of it raised ``OverflowError`` out
+    of every round of the group's nodes, and the group's part of the job run stopped. The claim is malformed now:
+    counted, taken as none (one of the group's nodes claims the group), and every step holds all 8 ranks."""
+    clock = _Clock()
+    views, writers, exchanges, ranks = _tree(tmp_path, store, clock, 4, 2)
+    exchanges[0].job.store.set("view/g1/host", b'{"node": 1e999, "at": null, "n": 1}')
+    try:
+        for r in range(5):
+            for step in range(r * 5, r * 5 + 5) if r < 2 else ():
+                for rank, writer in enumerate(writers):
+                    _log(writer, step, float(rank * 10 + step % 7))
+            for view, exchange in zip(views, exchanges):
+                view.update()
+                exchange.round(final=False)
+        assert (views[0].logdir / "job").is_dir(), "no job run: no step was merged"
+        job = _job_points(views[0].logdir, "loss")
+        assert sorted(job) == list(range(10)), sorted(job)
+        assert {point["ranks"] for point in job.values()} == {8.0}
+        _assert_equal(job, _recomputed(ranks, "loss"), 8)
+        assert [e.group.hosting for e in exchanges] == [True, False, True, False]  # (the path: node 2 hosts group 1)
+        assert exchanges[2].job.malformed.kinds["view"] >= 1  # the claim it read: counted
+    finally:
+        for exchange in exchanges:
+            exchange.close()
+        for closing in [*views, *writers]:
+            closing.close()
+
+
 def test_status_on_a_node_that_does_not_lead_says_where_the_job_run_is(tmp_path, job_nodes, store):
     """Node 1 does not lead: its ``status`` shows its ranks' part (points made, not taken yet) and that the
     job's leader writes the run; node 0 leads and shows the whole job. Neither overwrites the other's."""
@@ -1077,6 +1111,31 @@ def test_an_offer_whose_wait_is_not_a_finite_number_is_malformed(wait):
     assert parse_offer(raw.replace(wait.encode(), b"2.5"))["wait"] == 2.5  # (the same offer, finite: taken)
 
 
+def test_an_offer_whose_wait_is_past_its_bound_is_never_taken_and_one_within_it_expires_at_its_wait(store):
+    """D6, still: ``"wait": 1e300`` is finite, and the leader took that offer and never let it expire. An offer's wait is
+    at most :data:`MAX_OFFER_WAIT_S` (no node waits longer for its answer): past it the offer is malformed, skipped and
+    counted; within it, the offer is taken until its wait is over on the leader's clock."""
+    leader, node = _job_node(store, 0), _job_node(store, 1)
+    now = [0.0]
+    leader.leader.clock = lambda: now[0]
+
+    def offered(seq: int, wait: str) -> dict[int, dict]:
+        """Node 1's offer ``seq`` in the store; the offers the leader takes now."""
+        node.store.set("offer/1", f'{{"seq": {seq}, "incarnation": {node.incarnation}, "wait": {wait}, '
+                                  f'"files": [{json.dumps(FILE)}]}}'.encode())
+        return leader.leader._offers()
+
+    assert offered(1, "1e300") == {}  # not taken
+    now[0] += 365 * 86400.0
+    assert offered(1, "1e300") == {}  # nor a year later
+    assert dict(leader.leader.malformed.kinds) == {"offer": 2}
+    assert list(offered(2, repr(MAX_OFFER_WAIT_S))) == [1]  # (the path: an offer within its bound is taken)
+    now[0] += MAX_OFFER_WAIT_S - 1.0
+    assert list(offered(2, repr(MAX_OFFER_WAIT_S))) == [1]
+    now[0] += 1.5
+    assert offered(2, repr(MAX_OFFER_WAIT_S)) == {}  # expired: its node takes it back
+
+
 @pytest.mark.parametrize("age", ["Infinity", "-1", "\"5\""])
 def test_an_answer_whose_commit_window_holds_a_bad_age_keeps_its_commit_and_drops_the_window(age):
     """A node keeps its own commits out of the window its leader's answer shows: a write's age must be a finite number;
@@ -1114,6 +1173,37 @@ def test_a_nodes_value_or_the_leaders_word_holding_1e999_is_skipped_counted_and_
     assert dict(jobs[1].malformed.kinds) == {"view": 2}
     for exchange in exchanges:
         exchange.close()
+
+
+def test_a_step_past_int64_in_a_nodes_value_is_skipped_and_tensorboard_shows_every_step(job_nodes, store):
+    """P4: a point of step 2**64 in node 1's value was merged, and its step wrapped to 0 in the job run's file:
+    TensorBoard's reader then dropped the job run's points. A step is below 2**63 (TensorBoard's steps are int64):
+    that value is malformed, skipped and counted; node 1's next value is taken, and the job run read back with
+    TensorBoard's reader holds every step of all 4 ranks."""
+    views, writers = job_nodes(2, 2, _Clock())
+    jobs, exchanges = _exchanges(store, views)
+    for step in range(10):
+        for rank, writer in enumerate(writers):
+            _log(writer, step, float(rank + step))
+    for view, exchange in zip(views, exchanges):
+        view.update()
+        assert exchange.round(final=False) == 0  # neither leads yet: both values in the store
+    value = json.loads(jobs[1].store.get("view/1"))
+    tag, _, point = value["points"][0]
+    value["points"].append([tag, 2**64, point])
+    jobs[1].store.set("view/1", json.dumps(value).encode())
+    jobs[0].leader.leading = True
+    exchanges[0].round(final=False)  # reads node 1's value with the step 2**64
+    for _ in range(2):
+        for k in (1, 0):  # node 1 sends its own value again; the job ends
+            views[k].update(final=True)
+            exchanges[k].round(final=True)
+    for exchange in exchanges:
+        exchange.close()
+    job = _job_points(views[0].logdir, "loss")
+    assert sorted(job) == list(range(10)), sorted(job)
+    assert {point["ranks"] for point in job.values()} == {4.0}
+    assert dict(jobs[0].malformed.kinds) == {"view": 1}  # skipped, counted
 
 
 def test_an_undecodable_prepared_id_is_skipped_and_the_node_prepares_its_target_itself(store):
@@ -1232,9 +1322,13 @@ def test_a_leader_that_moves_to_a_successor_store_counts_each_of_its_writes_ther
 
 def test_a_leaders_word_is_parsed_whole_or_taken_as_empty():
     skipped = Skipped()
-    for raw in (b'{"held": {"loss": 1e999}, "every": 1}', b"\xff", b'{"held": 3}', b'{"held": {}, "every": 1e999}'):
+    past = 2**64  # (a step past TensorBoard's int64 steps)
+    for raw in (b'{"held": {"loss": 1e999}, "every": 1}', b"\xff", b'{"held": 3}', b'{"held": {}, "every": 1e999}',
+                b'{"held": {"loss": %d}, "every": 1}' % past, b'{"held": {}, "every": 1, "unwritten": %d}' % past,
+                b'{"held": {}, "every": 1, "restarts": [[1, %d]]}' % past, b'{"held": {}, "every": %d}' % past):
         assert Held.parse(raw, skipped) == Held()
-    assert skipped.total == 4
+    assert skipped.total == 8
+    assert Held.parse(b'{"held": {"loss": -1}, "every": 2, "unwritten": 3}') == Held({"loss": -1}, 2, unwritten=3)
 
 
 @pytest.mark.parametrize("state", ["kept", "lost"])

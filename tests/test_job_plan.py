@@ -8,6 +8,7 @@ the test Hub's the same way; the rates per window are the ones named.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import pytest
 from test_job_commit import REPO, _commit_when_due, _leading, _log_commits, _pieces
-from upload_helpers import TOKEN, as_process_hub, commit_time
+from upload_helpers import TOKEN, as_process_hub, commit_time, wait_for
 
 from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.errors import Deferred, TargetError
+from hf_mpwriter.targets.base import UploadedFile
 from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.testing import HubServer
 from hf_mpwriter.testing.limits import HubLimits
@@ -41,7 +43,8 @@ from hf_mpwriter.uploader.coordination.plan import (
     start_pacing,
 )
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
-from hf_mpwriter.uploader.schedule import until_turn
+from hf_mpwriter.uploader.node_pacing import NodePacing
+from hf_mpwriter.uploader.schedule import Schedule, until_turn
 
 dist = pytest.importorskip("torch.distributed")
 
@@ -140,6 +143,51 @@ def test_a_node_without_a_plan_paces_its_first_cycle_by_the_jobs_start_pacing(st
     plan = node.plan_now(8)
     assert (interval, phase) == start_pacing(plan, 1000, config.commit_every)
     assert plan.groups == 9 and phase == pytest.approx(8 * plan.gap) and interval == pytest.approx(plan.interval)
+
+
+def test_a_leaders_plan_past_its_bounds_is_not_taken_and_the_nodes_next_commit_stays_due(store, tmp_path, monkeypatch):
+    """P2: a leader's answer whose plan has ``"interval": Infinity`` was taken: once the node's uploader paced anew
+    after that commit, its next regular commit was at ``inf``. A plan's numbers have bounds (``parse_plan``): that plan
+    costs the plan, never the commit's answer; the node keeps the pacing it had, and takes the next answer's plan."""
+    address = StoreAddress("127.0.0.1", store.port, "job-bad-plan")
+    inner = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint="http://127.0.0.1:9", shared_branch=True)
+    node = JobTarget(inner, HubTarget(REPO, prefix="tb", token=TOKEN, endpoint="http://127.0.0.1:9"),
+                     JobStore(address, store_prefix(address, inner.key)), 1, 2, wait=5.0, spacing=14.0,
+                     budget=make_budget(), files_hint=8)
+    # (its content is in the Hub's storage: the leader commits it by hash; no Hub here)
+    monkeypatch.setattr(inner, "preupload", lambda pieces: [UploadedFile(f"tb/{p.path}", p.sha256, p.size) for p in pieces])
+    leader_view = JobStore(address, node.store.prefix)
+    settings = NodePacing(UploadConfig.for_hub(REPO, prefix="tb"), node)
+    schedule = Schedule(settings.settings(watch=False), time.monotonic(), time.time())
+
+    def committed(plan: dict) -> None:
+        """Node 1 commits; the leader answers its offer with a commit and ``plan``; the uploader paces anew."""
+        seq = node.offers.seq
+
+        def lead() -> None:
+            offer = wait_for(lambda: (json.loads(raw) if (raw := leader_view.get("offer/1") or b"").startswith(b"{")
+                                      and json.loads(raw)["seq"] > seq else None), 10, "node 1's offer")
+            answer = {"seq": offer["seq"], "commit": "c1", "plan": plan, "next_in": 1.0, "own_in": 2.0}
+            leader_view.set("answer/1", json.dumps(answer).encode())  # (an infinity as JSON's ``Infinity``)
+            leader_view.add("answered", 1)
+
+        leader = threading.Thread(target=lead)
+        leader.start()
+        assert node.commit(_pieces(tmp_path, 2, 1000), "node commit") == "c1"
+        leader.join()
+        now = time.monotonic()
+        schedule.cycled(now, time.time(), "interval")
+        schedule.repace(settings.settings(watch=False), now, time.time())
+        # (a slot at least half an interval after the last cycle: :meth:`Schedule.repace`)
+        assert schedule.next_cycle - now <= 1.5 * schedule.pacing.interval < math.inf, (schedule.next_cycle, schedule.pacing)
+
+    own = node.plan_now(8)
+    committed({**own.to_json(), "interval": math.inf})
+    assert node.plan is None  # not taken: its start pacing goes on
+    committed({**own.to_json(), "nodes": 1e300})
+    assert node.plan is None
+    committed(own.to_json())
+    assert node.plan == own  # (the path: a plan within its bounds is taken)
 
 
 def test_the_books_hold_writes_to_the_budget_and_a_429_slows_the_plan():

@@ -20,7 +20,9 @@ refuses (no Xet): ``create_commit`` or ``preupload_lfs_files`` as is.
 In a multi-node job the write token can come from the job (``shared``: the leader fetches one and
 publishes it through the job's store, :mod:`hf_mpwriter.uploader.coordination.member`): a thousand nodes
 then cost the Hub one token request, not one each. A shared token that an upload fails with is not used
-again: the node fetches its own, as without a job.
+again: the node fetches its own, as without a job. Nor is one whose CAS the node cannot check: a shared token
+is used only where its CAS URL's origin (scheme, host, port) is one this node's own Hub names
+(:meth:`XetContent.trusts`), since anyone who reaches the job's store can write there.
 
 The token request has the uploader's read timeout (in thread mode the client is the user's, with no
 timeout of its own) and holds no lock while it runs: a request the Hub never answers ends the upload
@@ -35,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..timing import HTTP_TIMEOUT_S
 
@@ -46,6 +49,29 @@ REFRESH_BEFORE_S = 300.0
 
 #: A Xet write connection: (CAS url, access token, expiry in unix seconds).
 Connection = tuple[str, str, int]
+
+#: The CAS the public Hub's token answers name, by the Hub's origin (another host than the Hub's own): known
+#: here, so that a job's nodes on the public Hub can check the job's shared token without a request each.
+HUB_CAS: dict[str, tuple[str, ...]] = {"https://huggingface.co": ("https://cas-server.xethub.hf.co",)}
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of an http(s) URL, lower-cased, the port explicit; ``""`` where it is none."""
+    parts = urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:  # (a port that is not a number, or out of range)
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return ""
+    scheme = parts.scheme.lower()
+    return f"{scheme}://{parts.hostname}:{port or (443 if scheme == 'https' else 80)}"
+
+
+def hub_cas_origins(endpoint: str) -> set[str]:
+    """The CAS origins a Hub at ``endpoint`` names before any token is fetched: its own, and the known ones."""
+    known = {origin(cas) for hub, named in HUB_CAS.items() if origin(hub) == origin(endpoint) for cas in named}
+    return {origin(endpoint)} | known
 
 
 class XetUnavailable(Exception):
@@ -77,6 +103,8 @@ class XetContent:
         self._token = token
         self._shared = shared  # the job's token, if it has one now (never raises)
         self._refused: str | None = None  # a shared token an upload failed with: not used again
+        #: The CAS origins this node's own Hub names (:meth:`trusts`); a token it fetches adds its own.
+        self._cas_origins = hub_cas_origins(self.endpoint)
         self.fetched = 0  # write tokens this object asked the Hub for (``status``: the job's saving shows)
         self._timeout = timeout  # the token request's read timeout: the target's (UploadConfig.http_timeout)
         self._lock = threading.Lock()  # guards the session; never held across a network call
@@ -126,10 +154,18 @@ class XetContent:
         infos = [handle.result().xet_info for handle in handles]
         return [(str(info.hash), int(info.file_size)) for info in infos]
 
+    def trusts(self, cas_url: str) -> bool:
+        """Whether ``cas_url`` is at a CAS this node's own Hub names: the Hub's origin, a known CAS of the public
+        Hub (:data:`HUB_CAS`), or the CAS of a token this object fetched itself."""
+        found = origin(cas_url)
+        return bool(found) and found in self._cas_origins
+
     def _current(self) -> tuple[Connection, bool]:
-        """The job's token while it is good (``True``: the job's), else this process's own."""
+        """The job's token while it is good and its CAS one this node trusts (``True``: the job's), else this
+        process's own."""
         shared = self._shared() if self._shared is not None else None
-        if shared is not None and shared[1] != self._refused and shared[2] - REFRESH_BEFORE_S >= time.time():
+        if (shared is not None and shared[1] != self._refused and shared[2] - REFRESH_BEFORE_S >= time.time()
+                and self.trusts(shared[0])):
             return shared, True
         return self.own(), False
 
@@ -168,9 +204,11 @@ class XetContent:
         hf_raise_for_status(response)
         answer = response.json()
         try:
-            return str(answer["casUrl"]), str(answer["accessToken"]), int(answer["exp"])
+            connection = str(answer["casUrl"]), str(answer["accessToken"]), int(answer["exp"])
         except (KeyError, TypeError, ValueError):
             raise XetUnavailable(f"the Xet write token answer for {self.repo_id} lacks casUrl/accessToken/exp") from None
+        self._cas_origins.add(origin(connection[0]))  # (its own Hub named it)
+        return connection
 
 
 class SharesXetToken:
@@ -190,3 +228,9 @@ class SharesXetToken:
         raises (:class:`XetUnavailable`: no Xet here)."""
         xet = self._xet
         return xet.own(fresh_for) if xet is not None else None
+
+    def trusts_cas(self, cas_url: str) -> bool:
+        """Whether a shared token for ``cas_url`` may be used here (:meth:`XetContent.trusts`); ``False`` without Xet
+        (or not prepared yet)."""
+        xet = self._xet
+        return xet is not None and xet.trusts(cas_url)

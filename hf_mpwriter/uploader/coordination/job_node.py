@@ -30,7 +30,7 @@ from .own_commits import OwnCommits
 from .pacing import Situation, Store
 from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import Skipped
-from .store import JobStore, StoreAddress, StoreError
+from .store import CoordinationStore, StoreAddress, StoreError
 from .successor import SuccessorHost, successor_slot
 from .untold import Untold
 from .xet_share import SharedXetToken
@@ -60,7 +60,7 @@ class JobNode(Target):
     adds them): everything the node's own target does (preparing, reading, auditing) is its own target's
     (``inner``)."""
 
-    def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: JobStore, node: int, nodes: int,
+    def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: CoordinationStore, node: int, nodes: int,
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
                  commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
                  files_hint: int = 1, timing: JobTiming = JobTiming(), clock: Callable[[], float] = time.monotonic,
@@ -119,7 +119,7 @@ class JobNode(Target):
         self.moving = self._make_moves(nodes, kept)
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
-                                                         self.leader.malformed)
+                                                         self.leader.malformed, lambda cas: inner.trusts_cas(cas))
 
     def _make_leader(self, leader_target: SharedTarget, nodes: int, call_bound: float, kept: KeptStores) -> Leader:
         """This node's leader (not started): it tells the store this node's untold commits after each tick."""
@@ -127,6 +127,7 @@ class JobNode(Target):
                         call_bound, self.timing, wall=self.wall, clock=self.clock, kept=kept)
         leader.after_tick = self.tell_untold
         leader.xet.source = self.inner.xet_write_token  # this node's own token is the one it shares, leading
+        leader.xet.trusts = lambda cas: self.inner.trusts_cas(cas)  # (the CAS its own Hub names: the one it checks)
         return leader
 
     def _make_moves(self, nodes: int, kept: KeptStores) -> Moves:
@@ -136,7 +137,6 @@ class JobNode(Target):
                        self.leader.stored.written_on, kept)
         self.leader.led_elsewhere = moving.led_elsewhere
         self.leader.mark_later = moving.mark_later
-        self.leader.on_successor = lambda: self.store.address != moving.home
         return moving
 
     @property
@@ -332,9 +332,11 @@ class JobNode(Target):
     def prepare(self) -> None:
         """Node 0 creates the repository (or bucket) and tags its card, then says the id the Hub resolved
         in the store; the other nodes take it from there instead of asking the Hub themselves (at a
-        thousand nodes, thousands of requests before the first commit). A node that hears nothing within
-        ``prepared_wait`` (:data:`PREPARED_WAIT_S`, shorter in a small job; node 0's uploader not started or
-        cut off from the Hub, the store gone) prepares its target itself."""
+        thousand nodes, thousands of requests before the first commit). A node takes that id only where it is
+        the one its own configuration names (:func:`~.joining.same_target`: a name without namespace costs it
+        one ``whoami``). A node that hears nothing within ``prepared_wait`` (:data:`PREPARED_WAIT_S`, shorter in a
+        small job; node 0's uploader not started or cut off from the Hub, the store gone), or another id,
+        prepares its target itself."""
         resolved = None if self.node == 0 else self._prepared_by_node_0()
         if resolved is None:
             self.inner.prepare()
@@ -348,7 +350,18 @@ class JobNode(Target):
         self.leader.target.repo_id = self.inner.repo_id  # 'name' alone: the Hub completed it
 
     def _prepared_by_node_0(self) -> str | None:
-        return prepared_by_node_0(self.store, self.prepared_wait, self.timing.poll, self.malformed)
+        return prepared_by_node_0(self.store, self.prepared_wait, self.timing.poll, self.malformed,
+                                  self.inner.repo_id, self._own_namespace)
+
+    def _own_namespace(self) -> str | None:
+        """The namespace a name without one is created in: the user of this node's own token (``whoami``);
+        ``None`` where the Hub does not say."""
+        try:
+            name = self.inner.api.whoami().get("name")
+        except Exception as exc:  # (never the answer or the token in a message: the type alone)
+            logger.info("whoami failed (%s): this node prepares its target itself", type(exc).__name__)
+            return None
+        return name if isinstance(name, str) else None
 
     def read(self, path: str) -> bytes:
         return self.inner.read(path)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from .protocol import WITHDRAWN, Malformed, Skipped, parse_prepared
-from .store import MAX_VALUE_BYTES, JobStore, StoreError
+from .store import MAX_VALUE_BYTES, CoordinationStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
 
-def announce(store: JobStore, node: int, incarnation: int, counted: bool) -> None:
+def announce(store: CoordinationStore, node: int, incarnation: int, counted: bool) -> None:
     """Say in the store that this node's uploader ``incarnation`` (from :func:`count_up` on
     ``incarnation/<node>``; ``counted``: just now) is its current one, and make its keys. Never over a newer
     uploader's: one that was stopped and woke up again must not make its successor's offers look stale.
@@ -32,7 +33,7 @@ def announce(store: JobStore, node: int, incarnation: int, counted: bool) -> Non
     store.append("members", f"{node},".encode())
 
 
-def count_up(store: JobStore, key: str) -> int:
+def count_up(store: CoordinationStore, key: str) -> int:
     """The counter ``key`` plus one, set with ``compare_set`` (a call abandoned that lands late changes
     nothing: an ``add`` would count twice, and every offer of ours would look older than the count)."""
     while True:
@@ -41,7 +42,7 @@ def count_up(store: JobStore, key: str) -> int:
             return current + 1
 
 
-def other_folders(job: JobStore, node: int, key_hash: str, folder: str) -> str | None:
+def other_folders(job: CoordinationStore, node: int, key_hash: str, folder: str) -> str | None:
     """Where this job's other nodes log, where none of them logs with this node (node-local logdirs named
     differently: ``logs-node0``, ``logs-node1``): each folder would get a leader of its own and the job's
     runs would be split. ``job``: the job's own keys (not one target's), so that each node sees the others'
@@ -60,9 +61,11 @@ def other_folders(job: JobStore, node: int, key_hash: str, folder: str) -> str |
     return f"node(s) {sorted(nodes_of[apart[0]])} log to {(job.get(f'target/{apart[0]}') or b'?').decode()}"
 
 
-def prepared_by_node_0(store: JobStore, wait: float, poll: float, malformed: Skipped) -> str | None:
+def prepared_by_node_0(store: CoordinationStore, wait: float, poll: float, malformed: Skipped, configured: str,
+                       namespace: Callable[[], str | None]) -> str | None:
     """The id node 0 resolved for the target, once it says it (a round trip every ``poll`` at most), or
-    ``None`` after ``wait``, on a store failure, or where its value is malformed (counted)."""
+    ``None`` after ``wait``, on a store failure, or where its value is malformed or names another repository
+    or bucket than ``configured`` (:func:`same_target`; counted)."""
     started = time.monotonic()
     while time.monotonic() < store.until(started, wait):
         try:
@@ -71,9 +74,23 @@ def prepared_by_node_0(store: JobStore, wait: float, poll: float, malformed: Ski
             return None
         if resolved:
             try:
-                return parse_prepared(resolved)
+                return same_target(parse_prepared(resolved), configured, namespace)
             except Malformed as exc:  # (prepared by this node, then: the Hub says what it is)
                 malformed.count("prepared", exc)
                 return None
         time.sleep(poll)
     return None
+
+
+def same_target(prepared: str, configured: str, namespace: Callable[[], str | None]) -> str:
+    """``prepared`` where it is the repository or bucket this node's configuration names: ``configured`` itself,
+    or, for a name without namespace, that name in ``namespace()`` (the node's own token's, asked only then;
+    ``None``: not known). Else :class:`Malformed`: a value from the store never chooses where a node writes."""
+    if "/" in configured:
+        if prepared == configured:
+            return prepared
+    else:
+        owner, _, name = prepared.partition("/")
+        if name == configured and owner == namespace():
+            return prepared
+    raise Malformed(f"prepared: {prepared!r} is not the configured {configured!r}")

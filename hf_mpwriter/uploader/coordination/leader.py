@@ -49,7 +49,7 @@ from .lease import doubling
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
 from .protocol import taken_value
 from .seen_offers import SeenOffers, fitting, oldest_first
-from .store import JobStore, StoreError
+from .store import CoordinationStore, StoreError
 from .stored_books import StoredBooks
 from .successor import published
 from .xet_share import XetPublisher
@@ -69,7 +69,7 @@ def target_kind(target: SharedTarget) -> str:
 class Leader(SeenOffers):
     """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
 
-    def __init__(self, target: SharedTarget, store: JobStore, node: int, nodes: int, spacing: float,
+    def __init__(self, target: SharedTarget, store: CoordinationStore, node: int, nodes: int, spacing: float,
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
                  call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming(),
                  wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic,
@@ -95,7 +95,8 @@ class Leader(SeenOffers):
         self.stored = StoredBooks(self.books, store, self.clock, timing, self.malformed)  # the books in the store
         #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its
         #: node's own, :class:`~.xet_share.XetPublisher`: the node then asks for no second one).
-        self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed)
+        self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed,
+                                lambda cas: self.target.trusts_cas(cas))
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
         self._successors: list[list] = []  # ``[host, port]`` of each successor store, for the answers

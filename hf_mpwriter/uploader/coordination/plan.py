@@ -32,6 +32,7 @@ from typing import Any
 
 from ...timing import HUB_COMMITS_PER_HOUR
 from ..schedule import until_turn
+from .protocol import Malformed, parse_plan
 
 #: The Hub's window for API requests, in seconds (fixed windows of 5 minutes, per user).
 API_WINDOW_S = 300.0
@@ -195,13 +196,12 @@ class Plan:
 
     @classmethod
     def from_json(cls, value: Any) -> Plan | None:
-        """A plan from a leader's answer; ``None`` for anything else (an older leader, a garbled value)."""
+        """A plan from a leader's answer, within its bounds (:func:`~.protocol.parse_plan`); ``None`` for anything
+        else (an older leader, a garbled value)."""
         try:
-            plan = cls(**{k: value[k] for k in ("nodes", "per_commit", "gap", "interval", "own_gap")})
-            ok = plan.nodes >= 1 and plan.per_commit >= 1 and plan.interval > 0 and plan.gap >= 0 and plan.own_gap > 0
-        except (KeyError, TypeError):
+            return cls(**parse_plan(value))
+        except Malformed:
             return None
-        return plan if ok else None
 
 
 def own_room_at(window: Sequence[float], heard: float, now: float, budget: Budget, own_gap: float) -> float:

@@ -30,7 +30,8 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
                                           cut off from a store that lives, and lead nowhere here
 
 A value another process wrote is never trusted: a parser either returns a value whose every field
-has the type its readers use, or raises :class:`Malformed`. The reader skips that value, counts it
+has the type its readers use, every number finite and within its bound (the ``MAX_`` constants below; the
+job run's readers use them too), or raises :class:`Malformed`. The reader skips that value, counts it
 (``status``) and goes on with the others: one bad value never stops a round.
 """
 
@@ -38,12 +39,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from collections import Counter
 from typing import Any, Protocol
 
-from .store import JobStore, StoreError
+from ...timing import OFFER_WAIT_S
+from .store import CoordinationStore, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,21 @@ logger = logging.getLogger(__name__)
 WITHDRAWN = b"-"
 #: An offer's value once a leader claimed it (followed by ``seq:node:term``: the offer's, the claimer's).
 TAKEN = b"taken:"
+
+# The bounds of the numbers read from the store: a number outside its bound is :class:`Malformed`.
+#: A node's number is below this, and a plan's nodes and group size at most this.
+MAX_NODES = 1 << 20
+#: An offer's wait for its answer: a node waits at most this long (``JobTiming.offer_wait``, shorter where its
+#: calls are), and a leader takes an offer no longer than its node waits for it.
+MAX_OFFER_WAIT_S = OFFER_WAIT_S
+#: Any other span another process states, in seconds: a plan's interval and gaps, a put-off, an age in the
+#: books or a commit window, how long an offer's data waited. 30 days (a plan of 65,536 nodes of 8 ranks on a
+#: repository, slowed 8 times by the Hub's 429s, has an interval of about 6 days).
+MAX_SPAN_S = 30 * 24 * 3600.0
+#: A whole number (a sequence number, a term, a size, a count): within an int64.
+MAX_WHOLE = 2**63 - 1
+#: A step of the job run: TensorBoard's event steps are int64 (a larger one wraps in its files).
+MAX_STEP = 2**63 - 1
 
 
 class Malformed(ValueError):
@@ -100,17 +116,23 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _number(value: Any, what: str, minimum: float = 0.0) -> float:
-    """A finite number (JSON's ``Infinity`` and ``1e999`` parse as infinities: an offer that never expires)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= minimum):
-        raise Malformed(f"{what}: {value!r} is not a finite number >= {minimum:g}")
+def _number(value: Any, what: str, minimum: float = 0.0, maximum: float = MAX_SPAN_S) -> float:
+    """A finite number from ``minimum`` to ``maximum`` (JSON's ``Infinity`` and ``1e999`` parse as infinities)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
+        raise Malformed(f"{what}: {value!r} is not a number from {minimum:g} to {maximum:g}")
     return float(value)
 
 
-def _whole(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise Malformed(f"{what}: {value!r} is not a whole number >= 0")
+def _whole(value: Any, what: str, minimum: int = 0, maximum: int = MAX_WHOLE) -> int:
+    """A whole number from ``minimum`` to ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise Malformed(f"{what}: {value!r} is not a whole number from {minimum} to {maximum}")
     return value
+
+
+def parse_step(value: Any, what: str, minimum: int = 0) -> int:
+    """A step of the job run (``minimum`` -1 where -1 says none): from ``minimum`` to :data:`MAX_STEP`."""
+    return _whole(value, what, minimum, MAX_STEP)
 
 
 def _file(entry: Any) -> list:
@@ -129,13 +151,15 @@ def parse_offer(raw: bytes) -> dict[str, Any]:
     if not isinstance(files, list) or not files:
         raise Malformed("offer: no files")
     return {"seq": _whole(offer.get("seq"), "offer: seq"), "incarnation": _whole(offer.get("incarnation"), "offer: incarnation"),
-            "wait": _number(offer.get("wait"), "offer: wait"), "waiting": _number(offer.get("waiting", 0.0), "offer: waiting"),
+            "wait": _number(offer.get("wait"), "offer: wait", maximum=MAX_OFFER_WAIT_S),
+            "waiting": _number(offer.get("waiting", 0.0), "offer: waiting"),
             "last": bool(offer.get("last")), "files": [_file(entry) for entry in files]}
 
 
 def parse_answer(raw: bytes) -> dict[str, Any]:
     """A leader's answer as its node reads it: ``seq``, and ``commit`` (committed), ``retry_in`` (put off)
-    or ``error`` (not committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) as they came;
+    or ``error`` (not committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) where they are within
+    their bounds (:func:`parse_plan`; else neither);
     ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`), maybe empty; ``window``: the ages of the
     writes in the leader's commit window (:func:`~.plan.own_room_at`), maybe empty."""
     answer = _json_object(raw, "answer")
@@ -152,10 +176,41 @@ def parse_answer(raw: bytes) -> dict[str, Any]:
         parsed["window"] = [_number(age, "answer: window") for age in window[-MAX_WINDOW:]] if isinstance(window, list) else []
     except Malformed:
         parsed["window"] = []
+    for key in ("plan", "next_in", "own_in"):
+        parsed.pop(key, None)
+    try:  # (a bad plan or slot costs the plan, never the commit's answer: the node keeps the plan it had)
+        parsed.update(_plan_and_slots(answer))
+    except Malformed:
+        pass
     listed = answer.get("successors")
     parsed["successors"] = [entry for entry in (listed[:MAX_SUCCESSORS] if isinstance(listed, list) else [])
                             if _successor_shaped(entry)]  # (a bad entry costs its successor, never the commit's answer)
     return parsed
+
+
+def parse_plan(value: Any) -> dict[str, Any]:
+    """A plan as an answer carries it (:meth:`~.plan.Plan.to_json`): its nodes and group size whole numbers from
+    1 to :data:`MAX_NODES`, its gap from 0 and its interval and own gap above 0, to :data:`MAX_SPAN_S`."""
+    if not isinstance(value, dict):
+        raise Malformed("plan: not an object")
+    plan = {"nodes": _whole(value.get("nodes"), "plan: nodes", 1, MAX_NODES),
+            "per_commit": _whole(value.get("per_commit"), "plan: per_commit", 1, MAX_NODES),
+            "gap": _number(value.get("gap"), "plan: gap"), "interval": _number(value.get("interval"), "plan: interval"),
+            "own_gap": _number(value.get("own_gap"), "plan: own_gap")}
+    if not (plan["interval"] > 0 and plan["own_gap"] > 0):
+        raise Malformed("plan: an interval or own gap of 0")
+    return plan
+
+
+def _plan_and_slots(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer's plan (:func:`parse_plan`) and this node's slots in it, each within the plan's cycle (none
+    without a plan; a slot missing: an older leader's)."""
+    if answer.get("plan") is None:
+        return {}
+    plan = parse_plan(answer["plan"])
+    cycles = {"next_in": plan["interval"], "own_in": plan["nodes"] * plan["own_gap"]}
+    return {"plan": plan, **{key: _number(answer[key], f"answer: {key}", maximum=cycle)
+                             for key, cycle in cycles.items() if key in answer}}
 
 
 #: Writes an answer's commit window may list (a repository's commit quota is about 128 an hour).
@@ -240,20 +295,31 @@ def parse_prepared(raw: bytes) -> str:
     return text
 
 
+#: The furthest a shared Xet token's expiry may lie ahead of the reader's clock (the Hub's live about an hour):
+#: a later one is refused, so that no value keeps a leader from fetching a fresh token for longer than this.
+MAX_XET_AHEAD_S = 86_400
+#: The longest ``cas`` URL and ``token`` a ``xet`` value may hold.
+MAX_XET_FIELD = 4096
+
+
 def xet_token_value(cas: str, token: str, expiry: int) -> bytes:
     """The ``xet`` value: a write connection for the job's target (:mod:`hf_mpwriter.targets.xet_content`)."""
     return json.dumps({"cas": cas, "token": token, "exp": expiry}).encode()
 
 
-def parse_xet_token(raw: bytes) -> tuple[str, str, int]:
-    """``(cas url, access token, expiry)``. A refusal names the field, never the value (it is a secret)."""
+def parse_xet_token(raw: bytes, now: float) -> tuple[str, str, int]:
+    """``(cas url, access token, expiry)``, the expiry at most :data:`MAX_XET_AHEAD_S` after ``now`` (unix
+    seconds). Where the CAS is, the reader checks itself. A refusal names the field, never the value (a secret)."""
     value = _json_object(raw, "xet")
     cas, token, expiry = value.get("cas"), value.get("token"), value.get("exp")
-    if not (isinstance(cas, str) and cas.startswith(("http://", "https://"))):
+    if not (isinstance(cas, str) and cas.startswith(("http://", "https://")) and len(cas) <= MAX_XET_FIELD):
         raise Malformed("xet: cas is not a URL")
-    if not (isinstance(token, str) and token):
+    if not (isinstance(token, str) and 0 < len(token) <= MAX_XET_FIELD):
         raise Malformed("xet: token is not a string")
-    return cas, token, _whole(expiry, "xet: exp")
+    exp = _whole(expiry, "xet: exp")
+    if exp > now + MAX_XET_AHEAD_S:
+        raise Malformed(f"xet: exp is more than {MAX_XET_AHEAD_S} s ahead")
+    return cas, token, exp
 
 
 #: The most writes ``books`` lists (a repository's hour at the Hub's rate; a bucket's 5 minutes at many a second).
@@ -308,7 +374,9 @@ class Seat(Protocol):
     its node, whether it leads, and the nodes that announced themselves."""
 
     node: int
-    store: JobStore
+
+    @property
+    def store(self) -> CoordinationStore: ...
 
     @property
     def malformed(self) -> Skipped: ...  # values of the store skipped (``status``)

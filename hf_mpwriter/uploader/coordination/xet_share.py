@@ -4,7 +4,9 @@ nodes upload with it.
 Why: a Xet write token is a short-lived credential scoped to one repository or bucket; one per node is a
 Hub request per node at the start and at every refresh (at a thousand nodes, most of the job's API budget).
 The token travels only through the job's store, which the job's own processes reach (docs/guarantees.md);
-it never reaches a log line, ``status`` or an error: a failure is said by its type alone.
+it never reaches a log line, ``status`` or an error: a failure is said by its type alone. Anyone who reaches the
+store can write ``xet`` too: a value is used (by a node) or kept (by a leader) only where its CAS is one the
+reading node's own Hub names and its expiry is bounded (:func:`checked`); any other is counted as malformed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from ...targets.xet_content import REFRESH_BEFORE_S, Connection
 from .lease import doubling
 from .protocol import Malformed, Skipped, parse_xet_token, xet_token_value
-from .store import JobStore, StoreError
+from .store import CoordinationStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -30,14 +32,26 @@ XET_FRESH_S = 2 * REFRESH_BEFORE_S
 XET_CHECK_S = 2.0
 
 
+def checked(raw: bytes, trusts: Callable[[str], bool]) -> Connection:
+    """A ``xet`` value as this node may use it: well formed, its expiry bounded
+    (:func:`~.protocol.parse_xet_token`) and its CAS one ``trusts`` (the node's target) accepts;
+    else :class:`Malformed`, naming no secret."""
+    connection = parse_xet_token(raw, time.time())
+    if not trusts(connection[0]):
+        raise Malformed("xet: cas is not a CAS this node's Hub names")
+    return connection
+
+
 class XetPublisher:
     """The leader's side: a Xet write token for the job kept in the store while this node leads."""
 
-    def __init__(self, store: JobStore, source: Callable[[float], Connection | None], retry: float,
-                 malformed: Skipped) -> None:
+    def __init__(self, store: CoordinationStore, source: Callable[[float], Connection | None], retry: float,
+                 malformed: Skipped, trusts: Callable[[str], bool]) -> None:
         """``source(fresh)``: a token good for ``fresh`` seconds at least (the node's own, or its target's);
-        ``retry``: the first pause after a failure (it doubles up to :data:`XET_RETRY_S`)."""
+        ``retry``: the first pause after a failure (it doubles up to :data:`XET_RETRY_S`); ``trusts(cas)``: whether
+        a published token's CAS is one this node's Hub names (another is replaced by this node's own)."""
         self.store, self.source, self.retry, self.malformed = store, source, retry, malformed
+        self.trusts = trusts
         self._due = 0.0  # (unix seconds) when the token is fetched and published again
         self._failures = 0  # the token could not be had, in a row: the next try waits longer
         self._thread: threading.Thread | None = None
@@ -74,12 +88,12 @@ class XetPublisher:
 
     def _published_lasts(self) -> bool:
         """Whether the store holds a shared token that the nodes can use for a while yet (then it is kept
-        until it is due)."""
+        until it is due): one this node would use itself (:func:`checked`)."""
         raw = self.store.get("xet")
         if not raw:
             return False
         try:
-            expiry = parse_xet_token(raw)[2]
+            expiry = checked(raw, self.trusts)[2]
         except Malformed as exc:
             self.malformed.count("xet", exc)
             return False
@@ -92,16 +106,18 @@ class SharedXetToken:
     when the one held nears its expiry, so that the node asks the Hub for no token of its own. At the
     uploader's first upload it is waited for (the leader shares it at its first round)."""
 
-    def __init__(self, store: JobStore, usable: Callable[[], bool], first_wait: float, poll: float,
-                 malformed: Skipped) -> None:
-        """``usable``: whether the store may be asked now (the node's, :meth:`~.job_node.JobNode.store_usable`)."""
+    def __init__(self, store: CoordinationStore, usable: Callable[[], bool], first_wait: float, poll: float,
+                 malformed: Skipped, trusts: Callable[[str], bool]) -> None:
+        """``usable``: whether the store may be asked now (the node's, :meth:`~.job_node.JobNode.store_usable`);
+        ``trusts(cas)``: whether a token for that CAS may be used (the node's target's)."""
         self.store, self.usable, self.first_wait, self.poll, self.malformed = store, usable, first_wait, poll, malformed
+        self.trusts = trusts
         self._held: Connection | None = None
         self._waited = False
 
     def __call__(self) -> Connection | None:
         """The token, or ``None`` (the node fetches its own) where the store has none, cannot be asked now,
-        or holds a malformed one."""
+        or holds one this node may not use (:func:`checked`: counted as malformed)."""
         if self._held is not None and self._held[2] - 2 * REFRESH_BEFORE_S > time.time():
             return self._held
         raw = self._read(self.first_wait if self._held is None and not self._waited else 0.0)
@@ -109,7 +125,7 @@ class SharedXetToken:
         if not raw:
             return None
         try:
-            self._held = parse_xet_token(raw)
+            self._held = checked(raw, self.trusts)
         except Malformed as exc:
             self.malformed.count("xet", exc)
             return None

@@ -50,7 +50,7 @@ from collections.abc import Callable
 
 from ...timing import JOB_VIEW_WAIT_S
 from ..coordination.protocol import Seat
-from ..coordination.store import MAX_VALUE_BYTES, JobStore, StoreError
+from ..coordination.store import MAX_VALUE_BYTES, CoordinationStore, StoreError
 from .merge import Heard, JobMerge
 from .points import Point
 from .tree import GROUP_VALUE_BYTES, HOST_STALE_FACTOR, Group, group_size
@@ -191,7 +191,7 @@ class ViewExchange:
         self.merge.write(points)
         return len(points)
 
-    def _merge(self, store: JobStore, raw: bytes) -> int:
+    def _merge(self, store: CoordinationStore, raw: bytes) -> int:
         """Every node's points, merged; the due ones published as held (and unwritten), written, then said
         written. Published first and fenced (compare-and-set on what this round read, with this node's name and a
         nonce in the value: two leaders never publish the same bytes): no two leaders write one step unless the
@@ -234,7 +234,7 @@ class ViewExchange:
             self._say_written(store, published)
         return len(points)
 
-    def _say_written(self, store: JobStore, published: bytes) -> None:
+    def _say_written(self, store: CoordinationStore, published: bytes) -> None:
         """The word's points are written: say so at once (a new leader that takes up a word whose points may
         be unwritten restarts the job run there, rewriting what was written). Left for the next round's word
         where the store does not take it."""

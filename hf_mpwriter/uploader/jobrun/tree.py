@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..coordination.protocol import Seat
-from ..coordination.store import JobStore, StoreAddress, StoreError, serve
+from ..coordination.protocol import MAX_NODES, Malformed, Seat, parse_successor
+from ..coordination.store import CoordinationStore, JobStore, StoreAddress, StoreError, serve
 from .values import Held, group_value
 
 logger = logging.getLogger(__name__)
@@ -106,14 +106,18 @@ class Group:
         main.set(f"view/{self.job.node}", value_for(self.direct_limit))
         self.direct = True
 
-    def _host(self, main: JobStore) -> StoreAddress | None:
+    def _host(self, main: CoordinationStore) -> StoreAddress | None:
         """The group's host to send to: ``None`` if this node hosts (it beats, or claims a claim that is free,
         stale or its own old one) or there is none to reach this round."""
         raw = main.get(self.key) or b""
         now = self.clock()
         if raw != self._seen[0]:
             self._seen = (raw, now)
-        claim = _parse(raw)
+        try:
+            claim = _parse(raw)
+        except Malformed as exc:  # (taken as none: this node claims it)
+            self.job.malformed.count(self.key, exc)
+            claim = None
         if self.hosting and raw != self._hosted:
             logger.info("job run: another node hosts group %d now", self.index)
             self._stop_hosting()
@@ -123,7 +127,7 @@ class Group:
             return None
         return None if claim is None else claim[1]
 
-    def _claim(self, main: JobStore, raw: bytes) -> None:
+    def _claim(self, main: CoordinationStore, raw: bytes) -> None:
         """Beat (while hosting), or claim hosting and start serving: compare-and-set on ``raw``, the claim
         first (a group's nodes may all try at once: only the one that wins starts a store)."""
         if not self.hosting:
@@ -158,7 +162,7 @@ class Group:
         else:
             self._stop_hosting()
 
-    def _release(self, main: JobStore, claim: bytes) -> None:
+    def _release(self, main: CoordinationStore, claim: bytes) -> None:
         """Give up a claim this node cannot serve (the others claim it at once)."""
         self._stop_hosting()
         main.compare_set(self.key, claim, b"")
@@ -168,7 +172,7 @@ class Group:
             self._client = JobStore(host, self.job.store.prefix, self.job.store.deadline)
         return self._client
 
-    def _leave_direct(self, main: JobStore) -> None:
+    def _leave_direct(self, main: CoordinationStore) -> None:
         if self.direct:
             main.set(f"view/{self.job.node}", b"{}")
             self.direct = False
@@ -182,15 +186,21 @@ class Group:
 
 
 def _parse(raw: bytes) -> tuple[int, StoreAddress | None] | None:
-    """The node that hosts, and its store (``None``: claimed, not serving yet); ``None`` if unclaimed."""
+    """The node that hosts, and its store (``None``: claimed, not serving yet); ``None`` if unclaimed. Raises
+    :class:`Malformed` unless it is ``{"node": a node's number below MAX_NODES, "at": null or "host:port"}``."""
     if not raw:
         return None
     try:
         value = json.loads(raw)
-        if value["at"] is None:
-            return int(value["node"]), None
-        host, port = str(value["at"]).rsplit(":", 1)
-        return int(value["node"]), StoreAddress(host, int(port), "")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        logger.warning("job run: the group's host in the store does not parse; taken as none")
-        return None
+        node, at = value["node"], value["at"]
+    except (ValueError, KeyError, TypeError):
+        raise Malformed("group host: not {node, at}") from None
+    if isinstance(node, bool) or not isinstance(node, int) or not 0 <= node < MAX_NODES:
+        raise Malformed(f"group host: {node!r} is not a node's number")
+    if at is None:
+        return node, None
+    host, _, port = at.rpartition(":") if isinstance(at, str) else ("", "", "")
+    if not (port.isascii() and port.isdigit() and len(port) <= 5):
+        raise Malformed(f"group host: {at!r} is not host:port")
+    host, number = parse_successor([host, int(port)])
+    return node, StoreAddress(host, number, "")

@@ -46,7 +46,7 @@ import logging
 import math
 import time
 
-from ..coordination.protocol import Malformed, Skipped
+from ..coordination.protocol import Malformed, Skipped, parse_step
 from .points import Point, merge, point_from_list
 
 logger = logging.getLogger(__name__)
@@ -76,9 +76,11 @@ class Head:
 
     @classmethod
     def from_dict(cls, head: dict) -> Head:
-        return cls({int(r): int(s) for r, s in head["ranks"].items()}, bool(head["final"]), int(head["late"]),
-                   int(head["made"]), int(head.get("every", 1)), int(head.get("epoch", 0)),
-                   tuple((int(n), int(step)) for n, step in head.get("restarts", ())))
+        """A head as a value holds it; its steps within :func:`~..coordination.protocol.parse_step`'s bounds."""
+        return cls({int(r): parse_step(s, "a rank's newest step", -1) for r, s in head["ranks"].items()},
+                   bool(head["final"]), int(head["late"]), int(head["made"]), parse_step(head.get("every", 1), "every", 1),
+                   int(head.get("epoch", 0)),
+                   tuple((int(n), parse_step(step, "a restart's step")) for n, step in head.get("restarts", ())))
 
 
 @dataclasses.dataclass
@@ -144,16 +146,18 @@ class Held:
 
     @classmethod
     def parse(cls, raw: bytes | None, skipped: Skipped | None = None) -> Held:
-        """``view/held`` as read from the store (empty, or not parsing: nothing held, counted in ``skipped``)."""
+        """``view/held`` as read from the store (empty, or not parsing: nothing held, counted in ``skipped``); its
+        steps within :func:`~..coordination.protocol.parse_step`'s bounds (a tag's held step -1: none)."""
         if not raw:
             return cls()
         try:
             value = json.loads(raw)
             unwritten = value.get("unwritten")
-            return cls({str(t): int(s) for t, s in value["held"].items()}, max(1, int(value["every"])),
-                       [(int(e), int(s)) for e, s in value.get("restarts", ())],
+            return cls({str(t): parse_step(s, "a held step", -1) for t, s in value["held"].items()},
+                       parse_step(value["every"], "every", 1),
+                       [(int(e), parse_step(s, "a restart's step")) for e, s in value.get("restarts", ())],
                        {int(n): int(k) for n, k in value.get("seen", {}).items()},
-                       None if unwritten is None else max(0, int(unwritten)))
+                       None if unwritten is None else parse_step(unwritten, "unwritten"))
         except UNPARSED as exc:
             (skipped or Skipped()).count("view/held", Malformed(f"view/held: {exc}"))
             return cls()
@@ -161,7 +165,7 @@ class Held:
 
 def parse_value(node: int | None, raw: bytes) -> Value | None:
     """A node's value (:meth:`JobView.message`, of ``node``) or a group's (:func:`group_value`); ``None`` if
-    it holds nothing yet. Raises :class:`Malformed` if it does not parse."""
+    it holds nothing yet. Raises :class:`Malformed` if it does not parse (a step out of its bounds included)."""
     if not raw or raw == b"{}":
         return None
     try:
@@ -176,14 +180,16 @@ def _value(node: int | None, raw: bytes) -> Value:
         heads = {int(n): Head.from_dict(h) for n, h in message["nodes"].items()}
         everyone = frozenset(heads)
         tags = {str(t): {int(n) for n in nodes} for t, nodes in message["tags"].items()}
-        points = [(str(t), int(s), item, everyone if covered is None else frozenset(int(n) for n in covered))
+        points = [(str(t), parse_step(s, "a point's step"), item,
+                   everyone if covered is None else frozenset(int(n) for n in covered))
                   for t, s, item, covered in message["points"]]
         return Value(heads, tags, points)
     if node is None:
         raise ValueError("a node's value where a group's was expected")
     one = frozenset((node,))
     tags = {str(t): {node} for t in message["tags"] or ()}  # (none: too many for its value; learnt from its points)
-    return Value({node: Head.from_dict(message)}, tags, [(str(t), int(s), item, one) for t, s, item in message["points"]])
+    return Value({node: Head.from_dict(message)}, tags,
+                 [(str(t), parse_step(s, "a point's step"), item, one) for t, s, item in message["points"]])
 
 
 def stale(value: Value, step: int, covered: frozenset[int], held: Held) -> bool:
