@@ -263,7 +263,7 @@ def test_two_nodes_one_bucket_batch(hub, store, tmp_path):
                                    b'{"cas": "%s", "token": "refused-by-the-hub-0123456789", "exp": "never"}'],
                          ids=["refused", "malformed"])
 def test_a_node_whose_shared_xet_token_fails_fetches_its_own_and_says_no_token(hub, store, tmp_path, caplog, value):
-    """The job's token in the store is one the Hub refuses (a later one would be good for decades) or a
+    """The job's token in the store is one the Hub refuses (for this Hub's CAS, its expiry within the hour) or a
     malformed value: the node's upload with it fails once (a malformed one is not used), then it uploads
     with a token of its own, as without a job; the token never reaches a log line or an error."""
     caplog.set_level(logging.DEBUG)
@@ -275,7 +275,7 @@ def test_a_node_whose_shared_xet_token_fails_fetches_its_own_and_says_no_token(h
         node = next(t for t in targets if t is not leader)  # (the leader's node's own token is the job's)
         wait_for(lambda: node.store.get("xet"), 20, "the job's Xet write token")
         cas = json.loads(node.store.get("xet"))["cas"]
-        node.store.set("xet", value.replace(b"%s", cas.encode()))
+        node.store.set("xet", value.replace(b"%s", cas.encode()).replace(b"4102444800", b"%d" % (time.time() + 3000)))
         pieces = _pieces(tmp_path, 2, 4096)
         hub.reset_stats()
         errors = []
@@ -945,6 +945,35 @@ def test_a_store_too_busy_to_answer_at_first_then_gone_is_gone(hub, tmp_path):
     oid, waits = _commit_when_due(node, pieces, "node commit")
     assert waits == [] and node.store_gone and _log_commits(hub)[0]["oid"] == oid
     node.stop()
+
+
+@pytest.mark.parametrize("node_rank,at_once", [(1, True), (15, True), (16, False)])
+def test_a_node_that_never_reached_the_store_commits_its_last_records_at_once_once_its_writers_closed(
+        hub, tmp_path, node_rank, at_once):
+    """The store's host died before this node's uploader first reached it (nothing ever listened): while its
+    writers live, the node commits itself at its own slot of the job's budget (minutes away by default); once
+    they have all closed, its last records go at once, where its number is within the burst the budget's margin
+    allows at the job's end (:meth:`~.own_commits.OwnCommits.turn`), else at that slot still."""
+    hub.create_repo(REPO)
+    node = _node(hub, closed_port(), node_rank, budget=make_budget(), nodes=32, commit_every=6)
+    node.prepare()
+    node.start()  # as its uploader does: the store refuses the connection
+    try:
+        assert not node.store_seen and node.plan_now(1).own_every() > 600  # the scenario: never reached, slots far
+        pieces = _pieces(tmp_path, 2, 2000)
+        with pytest.raises(Deferred):  # its writers live: its own slot of the budget
+            node.commit(pieces, "node commit")
+        assert _log_commits(hub) == []
+        node.closing = True  # (the uploader's loop: every writer of the node is gone)
+        if not at_once:
+            with pytest.raises(Deferred):  # beyond the burst: its own slot still
+                node.commit(pieces, "node commit")
+            return
+        oid = node.commit(pieces, "node commit")
+        assert node.mode == "node" and [c["oid"] for c in _log_commits(hub)] == [oid]
+        assert not node.differences(pieces)
+    finally:
+        node.stop()
 
 
 def test_a_store_that_starts_after_the_uploader_is_joined_when_it_answers(hub, tmp_path, monkeypatch):

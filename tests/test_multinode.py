@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from upload_helpers import (
     commit_time,
     committed_and_checked,
     every_applied_commit_is_whole_and_only_grows,
+    local_event_files,
     local_target_files,
     read_line,
     wait_for,
@@ -630,3 +632,52 @@ def test_nodes_write_their_own_files_into_one_bucket(tmp_path):
         assert points == Counter({(s, float(rank * 100000 + s)): 1 for s in range(100)}), f"rank {rank}"
     for node in range(2):
         assert committed_and_checked(tmp_path / f"node-{node}" / "logs")
+
+
+def _node_writer(k: int, nodes: int, port: int, logdir: Path, env: dict, steps: int, close_after: Path) -> subprocess.Popen:
+    """Node ``k`` of ``nodes`` (one rank each, its own host name) as torchrun would start its rank: the job's store
+    at ``port``. The rank logs ``steps`` steps and closes once ``close_after`` exists."""
+    ranks = {"TORCHELASTIC_RUN_ID": "store-dies", "TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "127.0.0.1",
+             "MASTER_PORT": str(port), "GROUP_RANK": str(k), "GROUP_WORLD_SIZE": str(nodes), "RANK": str(k),
+             "LOCAL_RANK": "0", "WORLD_SIZE": str(nodes), "LOCAL_WORLD_SIZE": "1"}
+    cfg = {"logdir": str(logdir), "repo_id": REPO, "steps": steps, "sleep": 0.02, "commit_every_s": 30,
+           "close_timeout": 5, "close_after": str(close_after)}
+    return subprocess.Popen(_in_node(k, writer_argv(cfg)), env={**env, **ranks}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("dies", ["before", "after-a-leader"])
+def test_wherever_the_jobs_store_died_every_nodes_last_records_land_soon_after_its_writers_closed(tmp_path, dies):
+    """8 nodes (real processes, each its own host), the default budget (a node's own slot minutes apart), the job's
+    store killed before any node's uploader reached it, or once one leads the job there: once their
+    writers closed, every node's records are at the Hub within 3 minutes."""
+    from helpers import served_store
+
+    nodes, steps = 8, 30
+    with HubServer(tokens={TOKEN}) as hub, served_store() as (store, port):
+        hub.create_repo(REPO)
+        env = _job_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN})
+        logdirs = [tmp_path / f"node-{k}" / "logs" for k in range(nodes)]
+        if dies == "before":  # the scenario: nothing listens before any uploader starts
+            store.kill()
+            store.wait(10)
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        end = tmp_path / "end"
+        writers = [_node_writer(k, nodes, port, logdirs[k], env, steps, end) for k in range(nodes)]
+        if dies == "after-a-leader":  # (the other nodes' uploaders reached it before, or not yet)
+            wait_for(lambda: any(_job(d).get("leading") for d in logdirs), 120, "a node's uploader to lead the job")
+            store.kill()
+            store.wait(10)
+        end.touch()
+        for writer in writers:
+            _, err = writer.communicate(timeout=180)
+            assert writer.returncode == 0, err[-2000:]
+        closed = time.monotonic()
+        want = {rel: data for d in logdirs for rel, data in local_event_files(d).items() if rel.startswith("rank-")}
+        assert len({rel.split("/")[0] for rel in want}) == nodes, sorted(want)
+        wait_for(lambda: {p: v for p, v in _read_back(hub).items() if p in want} == want, 180,
+                 "every node's records at the Hub")
+        took = time.monotonic() - closed
+        assert took < 180, took
+        every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)

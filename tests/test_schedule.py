@@ -381,3 +381,35 @@ def test_a_local_error_holds_back_a_due_interval_and_a_writers_trigger():
     schedule.terminate(10.1)
     held = schedule.local_wait(10.2)  # a signal: retried as often as a last commit is, not LOCAL_RETRY_S
     assert held is None or held.wait <= TERM_GAP_S, held
+
+
+# -- one rate gate: a writer's triggers too ----------------------------------------------------------------------
+@pytest.mark.parametrize("layout,per_hour,endpoint,bound", [
+    ("store-less-nodes", 20, "http://127.0.0.1:9", 2 * 20),
+    ("store-less-nodes", None, "http://127.0.0.1:9", 2 * 32),  # the job's default budget, 32 an hour
+    ("shared-logdir", 20, "http://127.0.0.1:9", 2 * 20),
+    ("shared-logdir", None, "https://huggingface.co", 128),  # one uploader: the Hub's own rate
+], ids=["store-less-explicit", "store-less-default", "shared-explicit", "shared-default"])
+def test_triggers_every_5_s_keep_a_jobs_commits_within_twice_its_budget(layout, per_hour, endpoint, bound):
+    """``scheduler.trigger()`` every 5 s in every node of a 4-node job without a leader (``HF_MPWRITER_JOB_STORE=0``,
+    node-local logdirs), or in the one uploader of a logdir every node shares: the job's commits in any hour stay
+    within twice its budget (the rule's margin: ``HF_MPWRITER_COMMITS_PER_HOUR``, or the job's default), and a single
+    uploader within the Hub's rate. The real :class:`NodePacing` and :class:`Schedule`, on a virtual clock of two hours."""
+    from hf_mpwriter.targets.hub import HubTarget
+    from hf_mpwriter.uploader.node_pacing import NodePacing
+
+    nodes = 4 if layout == "store-less-nodes" else 1
+    commits: list[float] = []
+    for k in range(nodes):
+        config = dataclasses.replace(UploadConfig.for_hub("me/run", prefix="tb", commit_every=5.0), endpoint=endpoint,
+                                     nodes=4, node_rank=k, commits_per_hour=per_hour)
+        node = NodePacing(config, HubTarget("me/run", prefix="tb", token="x", endpoint=endpoint))
+        node._shared = layout == "shared-logdir"  # (as repace_if_shared finds it: live writers on several hosts)
+        clock = Clock(Schedule(node.settings(watch=False), 1000.0, 1_700_000_000.0))
+        for t in range(0, 7200, 5):
+            clock.schedule.trigger(clock.now)
+            clock.run_until(1000.0 + t + 5)
+        commits += [when for when, _ in clock.cycles]
+    assert len(commits) > 7200 / 3600 * bound / 4, "the scenario: the triggers made commits"
+    busiest = max(sum(1 for c in commits if start <= c < start + 3600) for start in commits)
+    assert busiest <= bound, (busiest, bound)

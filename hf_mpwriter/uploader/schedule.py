@@ -275,7 +275,10 @@ class Schedule:
             self.triggered_at = None
         if not self.writers_alive:
             self.gone_cycled = True
-        if now >= self.next_cycle:
+        after = max(p.interval / 2, p.trigger_gap)
+        if p.phase is not None and now < self.next_cycle < now + after:  # a writer's ask just before a slot takes its place
+            self.next_cycle = now + until_turn(p.interval, p.phase, wall, after)
+        elif now >= self.next_cycle:
             if p.phase is not None:
                 self.next_cycle = now + until_turn(p.interval, p.phase, wall, p.interval / 2)
             else:  # on the interval's own beat (no drift by how late the loop looked), never in a burst

@@ -119,13 +119,17 @@ class JobTarget(JobNode):
             raise
         if answer is None:
             return self._commit_ourselves(pieces, message, "the leader did not answer in time")
-        return self._answered(answer, pieces, message)
+        return self._answered(answer, offer, pieces, message)
 
-    def _answered(self, answer: dict, pieces: Sequence[Piece], message: str) -> str | None:
+    def _answered(self, answer: dict, offer: bytes, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
         self.offers.pending_since = None  # answered: no leader takes this offer again
         self.heard(answer, self.wall())
         if answer.get("retry_in") is not None:
+            try:  # (a put-off offer is offered anew, or committed here: never left for a late answer to revive)
+                self.offers.withdraw(offer)
+            except StoreError as exc:
+                self.store_failed(exc)
             if self._hurried():  # the node's disk goes before then
                 return self._commit_ourselves(pieces, message, "the job's budget has no room before this node's deadline")
             self.mode, self.why = "job", None
@@ -244,7 +248,9 @@ class JobTarget(JobNode):
         otherwise make a thousand commits at once), a due time kept until it commits, and the leader asked
         again at least every :data:`STORE_RETRY_S` meanwhile (one may be back). At once when the uploader
         was signalled (the node's disk goes with it) or the store it once reached is gone (nothing
-        coordinates the nodes: then its own slots, :meth:`pacing`, and the Hub's 429s pace them)."""
+        coordinates the nodes: then its own slots, :meth:`pacing`, and the Hub's 429s pace them). Once every writer
+        of the node closed, its last records go at once (:meth:`.own_commits.OwnCommits.turn`), whether or not the
+        store ever answered."""
         if self._hurried():
             return 0.0
         gone = self.store.gone()
@@ -257,7 +263,8 @@ class JobTarget(JobNode):
             self.store_gone = True
             return 0.0
         phase = None if self._phases is None else self._phases[1]
-        return min(self.own.turn(self.plan_now(files), self.node, self.wall(), phase), self.timing.store_retry)
+        turn = self.own.turn(self.plan_now(files), self.node, self.wall(), phase, self.closing)
+        return min(turn, self.timing.store_retry)
 
 
 def _identity(pieces: Sequence[Piece]) -> tuple:

@@ -20,14 +20,14 @@ from collections.abc import Callable
 from ...errors import Deferred, TargetError
 from ...timing import JobTiming
 from .protocol import WITHDRAWN, Malformed, Skipped, claimer, lease_holder, parse_answer
-from .store import JobStore
+from .store import CoordinationStore
 
 
 class Offers:
     """This node's offers in the store: their numbers, the one that may still be in a leader's hands, and
     the exchange (:meth:`exchange`)."""
 
-    def __init__(self, store: JobStore, node: int, wait: float, taken_wait: float, timing: JobTiming,
+    def __init__(self, store: CoordinationStore, node: int, wait: float, taken_wait: float, timing: JobTiming,
                  malformed: Skipped, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         """``wait``: how long an offer waits for the leader's answer; ``taken_wait``: how long for one a leader
@@ -74,6 +74,12 @@ class Offers:
                            "offered to the next one", 0.0)
         raise TargetError(f"the job's leader took this node's files and said nothing for {self.taken_wait:.0f} s "
                           "(it hangs); they are offered again", transient=True)
+
+    def withdraw(self, offer: bytes) -> None:
+        """Take back ``offer`` (answered, put off) where it is still in the store: a later answer to another offer
+        (a deposed leader's, late) must not make it a candidate again once this node committed newer files itself.
+        Raises :class:`~.store.StoreError` where the store fails."""
+        self.store.compare_set(f"offer/{self.node}", offer, WITHDRAWN)
 
     def leads(self, taker: tuple[int, int]) -> bool:
         """Whether the leader ``(node, term)`` still holds the job's lease."""

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .plan import Budget, Plan, own_room_at
-from .store import JobStore, StoreError
+from .plan import REQUESTS_PER_WRITE, Budget, Plan, own_room_at
+from .store import CoordinationStore, StoreError
 from .untold import Untold
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -26,7 +26,7 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 class OwnCommits:
     """One node's own commits: their turn, and the count the store is told (``untold``)."""
 
-    def __init__(self, store: JobStore, untold: Untold, budget: Budget, kind: str, clock: Callable[[], float]) -> None:
+    def __init__(self, store: CoordinationStore, untold: Untold, budget: Budget, kind: str, clock: Callable[[], float]) -> None:
         self.store, self.untold, self.budget, self.kind, self.clock = store, untold, budget, kind, clock
         self.made = 0  # commits this node made of its files itself (``status``)
         self._last: float | None = None  # monotonic: the last one
@@ -39,10 +39,13 @@ class OwnCommits:
         now = self.clock()
         self._window = (now, [now - age for age in ages])
 
-    def turn(self, plan: Plan, node: int, wall: float, phase: float | None) -> float:
+    def turn(self, plan: Plan, node: int, wall: float, phase: float | None, closing: bool = False) -> float:
         """Seconds until this node's next own commit may go (0: now): its own slot in ``plan`` (``phase``: on this
         node's clock, as the leader said it), where the commit window has room. A due time, kept until it commits:
-        a slot is never missed for being looked at late."""
+        a slot is never missed for being looked at late. ``closing`` (every writer of the node is gone): its last
+        records go at once where the node is one of the job's first :func:`last_burst` (the job's end, the margin's)."""
+        if closing and node < last_burst(self.budget, self.kind):
+            return 0.0
         now = self.clock()
         if self._due is None:
             since = None if self._last is None else now - self._last
@@ -78,3 +81,13 @@ class OwnCommits:
             except StoreError:  # (told again later: one whose answer only was lost then counts twice, never less)
                 self.untold.add(told)
                 raise
+
+
+def last_burst(budget: Budget, kind: str) -> int:
+    """How many nodes may commit their last records at once, each itself, when their writers close: half of what the
+    budget allows in one of its windows (a repository's commits, a bucket's writes by their requests). With the own
+    slots' share this keeps a job within twice its budget in any window, so the job's end never waits for a slot."""
+    if kind == "hub":
+        return max(1, int(budget.commits_per_hour / 2))
+    return max(1, int(budget.requests_per_5min / REQUESTS_PER_WRITE["bucket"] / 2))
+
