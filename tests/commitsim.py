@@ -73,7 +73,6 @@ from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.pacing import pacing
 from hf_mpwriter.uploader.coordination.plan import make_budget
 from hf_mpwriter.uploader.coordination.store import StoreAddress, StoreError
-from hf_mpwriter.uploader.coordination.untold import Untold
 from hf_mpwriter.uploader.schedule import until_turn
 
 KINDS = ("kill", "preempt", "pause", "clock-step", "store-hang", "store-gone", "lost-answer", "hub-hang", "hub-hold",
@@ -455,7 +454,6 @@ class Node:
     done: bool = False
     job: JobTarget | None = None
     actors: list[Actor] = field(default_factory=list)
-    untold: Untold = field(default_factory=Untold)  # its own commits not told to the store, on its disk (kept at a kill)
     kept: KeptStores = field(default_factory=KeptStores)  # the successor stores and highest term it knew, on its disk
 
     @property
@@ -544,7 +542,7 @@ class Sim:
                         store, node.number, len(self.nodes), wait=min(TIMING.offer_wait, CALL_BOUND / 3),
                         spacing=SPACING / WINDOWS, budget=self.budget, commit_every=COMMIT_EVERY, call_bound=CALL_BOUND,
                         timing=TIMING, clock=lambda: self.now, wall=lambda: 1.7e9 + self.now + node.skew, sleep=self.sleep,
-                        untold=node.untold, kept=node.kept)
+                        kept=node.kept)
         job.store_seen = True
         leader = job.leader
         leader.__class__ = self.leader  # (a test hands in one broken on purpose)

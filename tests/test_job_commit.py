@@ -37,7 +37,6 @@ from hf_mpwriter.uploader.coordination.pacing import pacing
 from hf_mpwriter.uploader.coordination.plan import Budget, make_budget
 from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN, claimer, parse_books
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
-from hf_mpwriter.uploader.coordination.successor import WRITES_COPIED
 
 dist = pytest.importorskip("torch.distributed")
 
@@ -864,11 +863,8 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_and_go_back_on
         assert len(set(oids)) == 1 and oids[0] is not None and "2 node(s)" in _log_commits(hub)[0]["summary"], oids
         assert all(node.moves == 1 for node in nodes) and lingering.is_alive()  # no second move: still served
         # 3. The job's store runs again: the nodes go back to it at their next commits (it answered two checks).
-        there = nodes[0].store.elsewhere(nodes[0].store.address)
-        made_there = there.add("own_writes", 0) - int(there.get(WRITES_COPIED) or b"0")  # (writes through successor 1)
         os.kill(proc.pid, signal.SIGCONT)
         wait_for(home.answers, 10, "the job's store to answer again")
-        counted = home.add("own_writes", 0)
         size = 13000
         while not all(node.store.address == home.address for node in nodes):
             assert size < 13000 + 10 * 1000, [node.store.address for node in nodes]
@@ -877,9 +873,6 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_a_successor_and_go_back_on
         assert all(node.moves == 2 for node in nodes)
         oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, size) for k in (0, 2)], when_due=True)
         assert len(set(oids)) == 1 and oids[0] is not None and "2 node(s)" in _log_commits(hub)[0]["summary"], oids
-        # Its books count the writes made through the successor (two at least: in 1. and 2.), and its own leader's since.
-        here = sum(node.leader.stored.written_on(node.store.moves) for node in nodes)
-        assert made_there >= 2 and home.add("own_writes", 0) - counted >= made_there + here
         lingering.join(timing.lease_stale)
         assert not lingering.is_alive()  # both left it: it ended with its process
     finally:

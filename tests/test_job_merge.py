@@ -1223,14 +1223,14 @@ def test_an_undecodable_prepared_id_is_skipped_and_the_node_prepares_its_target_
                                  b'{"write_ages": [1], "request_ages": [[1, -2]]}',
                                  b'{"write_ages": [], "request_ages": [], "paused_for": NaN}',
                                  b'{"write_ages": "1,2", "request_ages": []}', b'{"write_ages": [], "request_ages": [[1]]}',
-                                 b"\xff", b'{"write_ages": [], "request_ages": [], "own": -1}',
+                                 b"\xff",
                                  b'{"writes": [1700000000.5], "requests": [], "paused": null}',  # (the wall-clock form)
                                  json.dumps({"write_ages": [1.0] * (MAX_BOOK_ENTRIES + 1), "request_ages": []}).encode()])
 def test_the_jobs_books_are_parsed_whole_or_refused(raw):
     """``books`` (the job's spending, for the next leader): finite ages, whole request counts, bounded lists."""
     with pytest.raises(Malformed):
         parse_books(raw)
-    assert parse_books(books_value([5.0, 6.5], [(6.5, 2)], None, 3)) == ([5.0, 6.5], [(6.5, 2)], None, 3)
+    assert parse_books(books_value([5.0, 6.5], [(6.5, 2)], None)) == ([5.0, 6.5], [(6.5, 2)], None)
 
 
 def test_books_taken_up_on_another_host_count_their_writes_from_the_take_up_whatever_its_clocks_say():
@@ -1248,76 +1248,6 @@ def test_books_taken_up_on_another_host_count_their_writes_from_the_take_up_what
     assert new.spent(5.0)[0] == 2 and new.last_write() == pytest.approx(-5.0)
     assert new.next_free(5.0, 1) == pytest.approx(-35.0 + 60.0)  # the first write leaves the window at 25
     assert new.paused_until == pytest.approx(23.0)  # (the 429's pause: 18 s left of it)
-
-
-def test_the_nodes_own_writes_count_in_the_books_from_the_counter_the_last_leader_counted():
-    """A new leader's books take up the ``own_writes`` count the last leader's held: the nodes' own commits since
-    (a hand-over's) count as writes now, a window's worth at most; a leader that never read the counter counts
-    none (the job's start)."""
-    from hf_mpwriter.uploader.coordination.plan import Books, Budget
-
-    budget = Budget(commits_per_hour=3, requests_per_5min=1000, files_per_commit=1000, commit_window_s=60.0)
-    first = Books(budget, "hub")
-    assert first.count_own(5, 10.0) == 0 and first.spent(10.0)[0] == 0  # (the start: no baseline yet)
-    first.wrote(11.0, 2)
-    second = Books(budget, "hub")
-    second.take_up(parse_books(books_value(*first.export(12.0))), 12.0)
-    assert second.count_own(7, 20.0) == 2 and second.spent(20.0)[0] == 3  # two own commits in the hand-over
-    assert second.next_free(20.0, 1) == pytest.approx(71.0)  # the window holds 3: the first leaves it at 71
-    assert second.count_own(7, 21.0) == 0
-    assert second.count_own(50, 22.0) == 43 and second.spent(22.0)[0] == 6  # (counted: a window's worth at most)
-
-
-def test_a_counter_that_drops_on_the_same_store_is_a_withdrawal_and_on_another_store_all_new():
-    """A node tells -1 for an own commit that did not apply after the leader counted its +1: on the same store that
-    withdraws (the books keep the write: never fewer), it is not a window's worth of new writes. Read on another store
-    (a successor's, whose count lags), everything there is new."""
-    from hf_mpwriter.uploader.coordination.plan import Books, Budget
-
-    budget = Budget(commits_per_hour=30, requests_per_5min=1000, files_per_commit=1000, commit_window_s=60.0)
-    books = Books(budget, "hub")
-    books.own_seen = 4
-    assert books.count_own(5, 10.0) == 1 and books.spent(10.0)[0] == 1
-    assert books.count_own(4, 11.0) == 0 and books.spent(11.0)[0] == 1  # (was: 4 writes more)
-    assert books.count_own(3, 12.0, moved=True) == 3 and books.spent(12.0)[0] == 4
-
-
-def test_a_leader_that_moves_to_a_successor_store_counts_each_of_its_writes_there_once():
-    """Real stores. The job's leader wrote 3 times and the successor's host copied the job's books; then the leader
-    counted a 4th write (at the Hub as the job's store died). Its node finds the store gone, moves on to the successor
-    (:meth:`Moves.forward`), tells that write there (the copy missed it), and leads there again: its books hold the 4
-    writes, each once (seed 25 kept them in the take-up instead, so that one leading again counted it twice: a
-    review's script; seed 42955: another node leading there counted it never)."""
-    from hf_mpwriter.timing import JobTiming
-    from hf_mpwriter.uploader.coordination.moves import Moves
-    from hf_mpwriter.uploader.coordination.plan import Books, Budget
-    from hf_mpwriter.uploader.coordination.stored_books import StoredBooks
-    from hf_mpwriter.uploader.coordination.successor import SuccessorHost
-    from hf_mpwriter.uploader.coordination.untold import Untold
-
-    dist = pytest.importorskip("torch.distributed")
-    jobs = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    address = StoreAddress("127.0.0.1", jobs.port, "job-1")
-    view = JobStore(address, "books-test")  # the leader's node's connection, moved with it
-    host = SuccessorHost(JobStore(address, "books-test"), slot=1, every=10.0, poll=0.5)  # (not started: copied below)
-    budget = Budget(commits_per_hour=30, requests_per_5min=1000, files_per_commit=1000, commit_window_s=600.0)
-    leader = StoredBooks(Books(budget, "hub"), view, time.monotonic, JobTiming(), Skipped())
-    leader.take_up(1)
-    leader.count_own()  # (as each of its rounds does)
-    for _ in range(3):
-        leader.announce(1)
-        view.set("books", books_value(*leader.books.export(time.monotonic())))
-    host.copy()
-    leader.announce(1)  # the write the copy missed
-    untold = Untold()
-    moves = Moves(view, 0, 2, JobTiming(), time.monotonic, Skipped(), untold, leader.written_on)
-    moves.successors = [host.address]
-    del jobs  # the job's store's host is gone: nothing listens there any more
-    assert moves.forward() and view.address == host.address  # (the path: it moved on)
-    view.add("own_writes", untold.take())  # (told with the node's next offer, or after its lease's tick)
-    leader.take_up(2)
-    leader.count_own()
-    assert leader.books.spent(time.monotonic())[0] == 4
 
 
 def test_a_leaders_word_is_parsed_whole_or_taken_as_empty():

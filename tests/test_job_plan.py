@@ -372,11 +372,16 @@ def test_a_commit_that_timed_out_halves_the_leaders_next_commits():
     gateway, moved = classified(answered(504)), classified(answered(412))
     assert timed_out.timed_out and gateway.timed_out and not moved.timed_out and moved.transient
 
-    leader = Leader(target=None, store=None, node=0, nodes=2, spacing=1.0)  # type: ignore[arg-type]
+    leader = Leader(target=None, store=_unused_store(), node=0, nodes=2, spacing=1.0)  # type: ignore[arg-type]
     leader._failed(moved, {})
     assert leader.max_files == 1000  # a moved branch says nothing about the commit's size
     leader._failed(timed_out, {})
     assert leader.max_files == 500
+
+
+def _unused_store() -> JobStore:
+    """A store the test never calls (nothing listens there): a leader's decisions alone."""
+    return JobStore(StoreAddress("127.0.0.1", 9, "job-unused"), "p")
 
 
 def test_a_leader_keeping_commits_for_nodes_it_cannot_hear_tells_the_slower_plan():
@@ -384,7 +389,7 @@ def test_a_leader_keeping_commits_for_nodes_it_cannot_hear_tells_the_slower_plan
     Its plan is made within what is left, so that the nodes are told the slower pace and its stated age holds: before,
     the plan was the whole budget's and the books put off the offers it had promised a slot (at 1,024 nodes after a
     leader's SIGKILL, the oldest record passed the stated bound: docs/benchmarks.md)."""
-    leader = Leader(target=None, store=None, node=1, nodes=1024, spacing=1.0)  # type: ignore[arg-type]
+    leader = Leader(target=None, store=_unused_store(), node=1, nodes=1024, spacing=1.0)  # type: ignore[arg-type]
     leader._files_of = dict.fromkeys(range(1024), 8)
     full = leader.plan()
     leader._reserved = 1  # (the predecessor's own slot in the window: one, at 1,024 nodes)
@@ -408,13 +413,12 @@ def test_a_node_waits_for_earlier_stores_that_answer_by_turns_no_longer_than_the
     from hf_mpwriter.uploader.coordination.moves import Moves
     from hf_mpwriter.uploader.coordination.protocol import Skipped
     from hf_mpwriter.uploader.coordination.store import StoreAddress
-    from hf_mpwriter.uploader.coordination.untold import Untold
 
     home, first, second = (StoreAddress("10.0.0.1", port, "job") for port in (29500, 29501, 29502))
     now = [0.0]
     timing = JobTiming()
     store = SimpleNamespace(address=home)
-    moves = Moves(store, 3, 4, timing, lambda: now[0], Skipped(), Untold(), lambda moved: 0)  # type: ignore[arg-type]
+    moves = Moves(store, 3, 4, timing, lambda: now[0], Skipped())  # type: ignore[arg-type]
     moves.successors, moves.count, store.address = [first, second], 1, second  # moved on to the second successor
     looks: dict[float, int] = {}  # each look (its time) -> its number: the job's store answers the even ones
     moves._answers = lambda address: address == (home, first)[looks.setdefault(moves._checked, len(looks)) % 2]  # type: ignore[method-assign]
@@ -439,13 +443,12 @@ def test_a_term_that_outlived_a_store_error_is_not_renewed_below_one_drawn_on_a_
     from hf_mpwriter.uploader.coordination.lease import Lease
     from hf_mpwriter.uploader.coordination.moves import Moves
     from hf_mpwriter.uploader.coordination.protocol import Skipped, lease_holder
-    from hf_mpwriter.uploader.coordination.untold import Untold
 
     later = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     home, successor = (StoreAddress("127.0.0.1", server.port, "job-terms") for server in (store, later))
     job = JobStore(home, "p")
     lease = Lease(job, 1, 4, JobTiming(), 10.0)
-    moves = Moves(job, 1, 4, JobTiming(), time.monotonic, Skipped(), Untold(), lambda moved: 0)
+    moves = Moves(job, 1, 4, JobTiming(), time.monotonic, Skipped())
     moves.successors, lease.led_elsewhere = [successor], moves.led_elsewhere
     job.add("terms", 3)
     assert lease._hold_lease() and lease.term == 4  # node 1 leads under term 4
@@ -467,13 +470,12 @@ def test_a_node_on_a_successor_waits_out_a_mark_of_a_store_that_answers_nothing_
     from hf_mpwriter.uploader.coordination.moves import Moves
     from hf_mpwriter.uploader.coordination.protocol import Skipped
     from hf_mpwriter.uploader.coordination.store import StoreError
-    from hf_mpwriter.uploader.coordination.untold import Untold
 
     proc, port = store_process
     home, successor = StoreAddress("127.0.0.1", port, "job-mark"), StoreAddress("127.0.0.1", store.port, "job-mark")
     timing = JobTiming(store_lost=1.0)
-    moves = {node: Moves(JobStore(home, "p", deadline=0.5), node, 3, timing, time.monotonic, Skipped(), Untold(),
-                         lambda moved: 0) for node in (0, 2)}
+    moves = {node: Moves(JobStore(home, "p", deadline=0.5), node, 3, timing, time.monotonic, Skipped())
+             for node in (0, 2)}
     for each in moves.values():
         each.successors = [successor]
     assert moves[0].mark_later(term=1) == set()  # node 0 leads on the job's store: it marks the successor
@@ -501,12 +503,11 @@ def test_a_node_on_a_marked_successor_commits_itself_only_after_a_mark_its_leade
     from hf_mpwriter.uploader.coordination.joining import announce
     from hf_mpwriter.uploader.coordination.moves import Moves
     from hf_mpwriter.uploader.coordination.protocol import Skipped
-    from hf_mpwriter.uploader.coordination.untold import Untold
 
     later = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
     home, successor = (StoreAddress("127.0.0.1", server.port, "job-order") for server in (store, later))
-    leader, node = (Moves(JobStore(home, "p"), number, 3, JobTiming(), time.monotonic, Skipped(), Untold(),
-                          lambda moved: 0) for number in (0, 2))
+    leader, node = (Moves(JobStore(home, "p"), number, 3, JobTiming(), time.monotonic, Skipped())
+                          for number in (0, 2))
     leader.successors = node.successors = [successor]
     leader.mark_later(1)
     node.store.move_to(successor, None)  # (as :meth:`Moves.forward` moves it)

@@ -13,7 +13,6 @@ crash::
     trigger, handover     requests to the uploader                              (mailbox.py)
     target.json           the target as the uploader resolved it (full repo id) (commit_cycle.py)
     queue.db              the persistent job queue                              (jobqueue.py)
-    own_commits_untold.json   a job's node: own commits not told to its store   (coordination/untold.py)
     staging/              immutable copies of open files, for the queue         (snapshot.py)
     uploader.log, uploader.out      the uploader's log, and what escaped it     (uploader.py, supervisor.py)
 

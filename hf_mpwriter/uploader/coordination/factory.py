@@ -23,8 +23,6 @@ from .member import OWN_COMMITS, JobTarget, store_prefix
 from .pacing import Situation
 from .plan import Budget, make_budget
 from .store import JobStore, StoreError, store_address
-from .untold import FILE as UNTOLD_FILE
-from .untold import Untold
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -32,8 +30,7 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 def for_job(config: UploadConfig, target: Target, token: str | None, call_bound: float,
             timing: JobTiming = JobTiming(), state: Path | None = None) -> Target:
     """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store. ``state``: the
-    logdir's state folder, where the node's own commits not told to the store yet are kept (:mod:`.untold`), and the
-    successor stores it knew (:mod:`.kept_stores`).
+    logdir's state folder, where the successor stores the node knew are kept (:mod:`.kept_stores`).
 
     Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
     :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
@@ -62,7 +59,6 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
                     prepared_wait=prepared_wait, budget=_budget(config).scaled(timing.windows),
                     commit_every=config.commit_every, call_bound=call_bound,
                     files_hint=config.ranks_per_node or 1, timing=timing,
-                    untold=Untold(None if state is None else state / UNTOLD_FILE, address.job_id),
                     kept=KeptStores(None if state is None else state / STORES_FILE, address.job_id))
     try:
         store.get("lease")

@@ -32,7 +32,6 @@ from .plan import Budget, Plan, make_budget, make_plan
 from .protocol import Skipped
 from .store import CoordinationStore, StoreAddress, StoreError
 from .successor import SuccessorHost, successor_slot
-from .untold import Untold
 from .xet_share import SharedXetToken
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -65,9 +64,8 @@ class JobNode(Target):
                  commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
                  files_hint: int = 1, timing: JobTiming = JobTiming(), clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 untold: Untold | None = None, kept: KeptStores | None = None) -> None:
+                 kept: KeptStores | None = None) -> None:
         """``clock``, ``wall``, ``sleep``: this host's (a simulation hands in virtual ones: ``tests/commitsim.py``).
-        ``untold``: this node's own commits not told to the store yet, as its last uploader left them (:mod:`.untold`);
         ``kept``: the successor stores it knew and the highest term (:mod:`.kept_stores`)."""
         self.inner, self.prefix = inner, inner.prefix
         self.clock, self.wall = clock, wall
@@ -108,7 +106,7 @@ class JobNode(Target):
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
         #: Its commits of its own files (``status``; :attr:`why`: the last reason), and telling the books of them.
-        self.own = OwnCommits(store, untold or Untold(), self.budget, self.kind, clock)
+        self.own = OwnCommits(self.budget, self.kind, clock)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         #: Signalled, this node commits itself from now on (why): its newest files, once, as its last (:meth:`_last_alone`).
         self._alone: str | None = None
@@ -122,10 +120,9 @@ class JobNode(Target):
                                                          self.leader.malformed, lambda cas: inner.trusts_cas(cas))
 
     def _make_leader(self, leader_target: SharedTarget, nodes: int, call_bound: float, kept: KeptStores) -> Leader:
-        """This node's leader (not started): it tells the store this node's untold commits after each tick."""
+        """This node's leader (not started)."""
         leader = Leader(leader_target, self.store, self.node, nodes, self.spacing, self.budget, self.commit_every,
                         call_bound, self.timing, wall=self.wall, clock=self.clock, kept=kept)
-        leader.after_tick = self.tell_untold
         leader.xet.source = self.inner.xet_write_token  # this node's own token is the one it shares, leading
         leader.xet.trusts = lambda cas: self.inner.trusts_cas(cas)  # (the CAS its own Hub names: the one it checks)
         return leader
@@ -133,8 +130,7 @@ class JobNode(Target):
     def _make_moves(self, nodes: int, kept: KeptStores) -> Moves:
         """This node's moves between the job's stores; its leader asks them where else the job leads, and whether the
         store in use is a successor."""
-        moving = Moves(self.store, self.node, nodes, self.timing, self.clock, self.leader.malformed, self.own.untold,
-                       self.leader.stored.written_on, kept)
+        moving = Moves(self.store, self.node, nodes, self.timing, self.clock, self.leader.malformed, kept)
         self.leader.led_elsewhere = moving.led_elsewhere
         self.leader.mark_later = moving.mark_later
         return moving
@@ -309,11 +305,9 @@ class JobNode(Target):
 
     def _leave(self) -> None:
         """Say in the store in use that this node's uploader exits (a successor store's host then need not
-        serve it on for this node: :meth:`linger`), after its own commits not told yet (made while the store
-        failed, or once signalled: the next leader's books count them)."""
+        serve it on for this node: :meth:`linger`)."""
         if self.incarnation > 0 and not self.store_gone:  # (bounded calls, also while resting after a failure)
             try:
-                self.own.tell()
                 self.store.set(f"left/{self.node}", str(self.incarnation).encode())
             except StoreError as exc:
                 logger.debug("job: this node's exit not said in the store: %s", exc)
@@ -376,17 +370,6 @@ class JobNode(Target):
         if self.mode != "job" or self.leader.nodes <= JOB_AUDITORS:
             return seconds
         return seconds * self.leader.nodes / JOB_AUDITORS * (0.5 + (self.node + 0.5) / self.leader.nodes)
-
-    def tell_untold(self) -> None:
-        """The store answers (this node's lease thread saw it): own commits this node could not tell before (the store
-        failing) are told now, not with its next offer, a plan's interval later, after a leader's writes that would
-        not count them. A failure leaves them for the next tick."""
-        if not self.own.untold.count or self._hurried():
-            return
-        try:
-            self.own.tell()
-        except StoreError as exc:
-            logger.debug("own commits not told yet (%s): told with the next offer", exc)
 
     def _hurried(self) -> bool:
         """Whether the uploader was signalled (:meth:`hurry`): its last records go now or never."""

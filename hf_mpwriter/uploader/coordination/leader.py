@@ -137,7 +137,7 @@ class Leader(SeenOffers):
             except StoreError as exc:
                 logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
                 failures += 1
-                self.store_gap = self.store_failed = True
+                self.store_gap = True
             except TargetError as exc:  # the head could not be read: asked again after a pause that doubles
                 self._head_failures += 1
                 pause = doubling(self._head_failures, self.timing.poll, self.timing.store_retry)
@@ -179,7 +179,6 @@ class Leader(SeenOffers):
             return
         if self.stored.take_up(self.term):
             self._last_commit = max(self._last_commit, self.books.last_write())  # (nor sooner than the spacing allows)
-        self.stored.count_own()
         if self.leading:
             self.stored.keep_fresh((self.node, self.term))
         self.xet.share()
@@ -222,7 +221,7 @@ class Leader(SeenOffers):
 
     def _ready(self, now: float) -> bool:
         """Whether this round writes: offers read (again only when the ``offered`` counter moved), the
-        commit spacing, the quiet after a store's failures (:attr:`quiet_until`) and the gathering past (unless a
+        commit spacing and the gathering past (unless a
         node's last records wait), and room in the books;
         offers the books have no room for soon are put off."""
         if now < self._head_rests_until:
@@ -234,7 +233,7 @@ class Leader(SeenOffers):
         if not self._candidates:
             return False
         last = any(o.get("last") for o in self._candidates.values())  # a node's last records: its disk goes
-        if (now - self._last_commit < self.spacing or now < self.quiet_until) and not last:
+        if now - self._last_commit < self.spacing and not last:
             return False
         first = min(self._first_seen[(node, o["seq"])] for node, o in self._candidates.items())
         if len(self._candidates) < self.nodes and now - first < self.timing.gather and not self._full():

@@ -71,14 +71,7 @@ class Lease:
         #: may be older than its wait (it could not take the offer back, and committed its files itself; the last
         #: term's leader did not take it): :meth:`~.seen_offers.SeenOffers._offers`.
         self.store_gap = False
-        #: A call to the store failed since a tick last found it answering; and the time (monotonic) before which
-        #: this leader does not write once it answers again (:meth:`_store_answers`).
-        self.store_failed = False
-        self.quiet_until = -math.inf
         self._round_lock = threading.Lock()  # held while a round runs
-        #: Called on the lease's thread after each tick the store answered (its node tells the own commits it could
-        #: not tell before, the store failing, before a leader's next write: :meth:`~.job_node.JobNode.tell_untold`).
-        self.after_tick: Callable[[], None] | None = None
         #: Asked before this node leads, and every ``successor_copy`` while it leads: another store the job leads
         #: through (an earlier one that answers again, a successor most nodes moved on to while this node stayed), as
         #: ``(where, its term)``, if any (:meth:`~.moves.Moves.led_elsewhere`).
@@ -117,17 +110,13 @@ class Lease:
                 self._mark_later()
             if self.store_gap:
                 self.after_store_gap()
-            if self.store_failed:
-                self._store_answers()
             self._store_failures = 0
-            if self.after_tick is not None:
-                self.after_tick()
         except StoreError as exc:
             if self.leading:
                 logger.warning("job leader: %s; the nodes commit their files themselves meanwhile", exc)
             self.leading = False
             self._store_failures += 1
-            self.store_gap = self.store_failed = True
+            self.store_gap = True
         except Exception:  # never die: the nodes would fall back for good
             self.tick_errors += 1
             logger.exception("job leader: the lease could not be kept")
@@ -175,15 +164,6 @@ class Lease:
         if self._in_call_since is not None and now - self._in_call_since >= self._call_limit:
             return f"a call to the Hub has not ended in {now - self._in_call_since:.0f} s"
         return None
-
-    def _store_answers(self) -> None:
-        """The store answers again after failures: the nodes tell the own commits they made meanwhile at their lease
-        threads' next tick (:attr:`after_tick`), within a call's deadline and their longest pause after failures;
-        this leader writes no sooner (its write would not count them: a window over by one, seed 210420)."""
-        self.store_failed = False
-        now, quiet = self.clock(), self.store.deadline + self.timing.lease_stale / 2 + self.timing.poll
-        if now - self.quiet_until >= quiet:  # (one quiet at most per as long again: a store that fails every few
-            self.quiet_until = now + quiet  # seconds must not keep this leader from writing at all)
 
     def after_store_gap(self) -> None:
         """The store answers again after a spell of failures, or a term began (:attr:`store_gap`): the leader marks

@@ -107,7 +107,6 @@ class JobTarget(JobNode):
         try:
             if not self._hurried():  # (signalled: its last records go now)
                 self.moving.learn()
-            self.own.tell()  # (a failure goes below: no offer into a store that just failed)
             answer = self.offers.exchange(offer)
         except StoreError as exc:
             self.store_failed(exc)
@@ -201,16 +200,8 @@ class JobTarget(JobNode):
                            f"job's budget", wait)
         logger.warning("job-wide commit not made (%s); this node commits its files itself", why)
         self.own.going()
-        self._tell_own_writes_now(before_commit=True)
-        try:
-            commit = self.inner.commit(pieces, message)
-        except TargetError as exc:
-            if not exc.timed_out:  # refused or failed, not applied
-                self.own.done(applied=False)
-            raise
-        finally:
-            self._tell_own_writes_now(before_commit=False)
-        self.own.done(applied=True)
+        commit = self.inner.commit(pieces, message)
+        self.own.made += 1
         self._landed()
         return commit
 
@@ -227,20 +218,6 @@ class JobTarget(JobNode):
             self._before_signal = False
             raise Deferred(f"job-wide commit not made ({why}); signalled, this node commits its newest files itself "
                            "as its last", 0.0)
-
-    def _tell_own_writes_now(self, before_commit: bool) -> None:
-        """:meth:`OwnCommits.tell` unless this node was signalled (its last records go first; those untold go at
-        exit, :meth:`_leave`) or the store is gone. Before a commit, only where the store answers now (one that
-        failed or is silent must not hold the commit up); after it, once in any case: a leader writing before the
-        next offer (a plan's interval later, maybe) would not count it."""
-        if not self.own.untold.count or self.store_gone or self._hurried():
-            return
-        if before_commit and (not self.store_usable() or self.store.silent_for() > 0):
-            return
-        try:
-            self.own.tell()
-        except StoreError as exc:
-            self.store_failed(exc)
 
     def _own_turn(self, files: int) -> float:
         """Seconds until this node may commit its files itself (0: now). With the store alive: at its own

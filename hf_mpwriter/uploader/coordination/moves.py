@@ -27,8 +27,7 @@ from .protocol import (
     parse_members,
 )
 from .store import CoordinationStore, StoreAddress, StoreError, raise_counter
-from .successor import LED_FROM, WRITES_SOURCE, SuccessorHost, next_store, published, served_by, writes_made_here
-from .untold import Untold
+from .successor import LED_FROM, SuccessorHost, next_store, published, served_by
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -47,15 +46,10 @@ class Moves:
     """Which successor stores a node knows, the one it hosts, and its moves among them and the job's store."""
 
     def __init__(self, store: CoordinationStore, node: int, nodes: int, timing: JobTiming, clock: Callable[[], float],
-                 malformed: Skipped, untold: Untold, written_on: Callable[[int, int], int],
-                 kept: KeptStores | None = None) -> None:
-        """``nodes``: the job's; ``untold``: where the writes made through a store it leaves are told from;
-        ``written_on``: its leader's writes on the store reached after so many moves, counted there above a count
-        (:meth:`~.stored_books.StoredBooks.written_on`); ``kept``: the successors as this node's last uploader knew
-        them (:mod:`.kept_stores`)."""
+                 malformed: Skipped, kept: KeptStores | None = None) -> None:
+        """``nodes``: the job's; ``kept``: the successors as this node's last uploader knew them (:mod:`.kept_stores`)."""
         self.store, self.node, self.nodes, self.timing, self.clock = store, node, nodes, timing, clock
         self.malformed = malformed
-        self.untold, self.written_on = untold, written_on
         self.home = store.address  # the job's store: the first choice, gone back to once it answers again
         #: The successor stores, as the leader's last answer listed them (before any answer: as the store held them,
         #: :meth:`learn`, or as this node's last uploader knew them); those found gone.
@@ -116,25 +110,11 @@ class Moves:
         self._gone.add(self.store.address)
         if self.store.gone():
             self._refused.add(self.store.address)
-        left = self.store.moves
         if not next_store(self.store, listed, self._gone, self.host):
             return False
         self.count += 1
-        if uncopied := self._uncopied(left):
-            self.untold.add(uncopied)
         self._list_there()
         return True
-
-    def _uncopied(self, left: int) -> int:
-        """This node's leader's writes counted in the store it left (reached after ``left`` moves) after the one
-        moved to last copied its count (:data:`~.successor.WRITES_SOURCE`): no books here hold them (seed 42955: a
-        write in flight as the job's store died, one over the window). None where it never copied one (it holds no
-        books: its first leader starts afresh) or that does not answer."""
-        try:
-            copied = self._counter(self.store.get(WRITES_SOURCE), WRITES_SOURCE)
-        except StoreError:
-            return 0
-        return 0 if copied is None else self.written_on(left, copied)
 
     def _list_there(self) -> None:
         """The successors as the store moved to lists them, where it lists as many as this node knew: a host writes its
@@ -199,27 +179,20 @@ class Moves:
         """The job's leader (its ``term``), every ``timing.successor_copy`` while it leads (its lease's thread): marks each
         store after the one in use that answers (``led_from``, a new value each time), so that the nodes there, cut off
         from this store (a partition, not its death: it answers its leader), lead nowhere there (:meth:`not_led_here`;
-        alone, one led for itself under a term above this one's, store-cut seed 50026: two terms at the Hub). Returns
-        the nodes that use them: it keeps room in the window for their own commits
-        (:meth:`~.seen_offers.SeenOffers.unheard`). The writes made there since their hosts last copied
-        (:func:`~.successor.writes_made_here`, taken once) are this node's to tell here (``untold``: on its disk until
-        told, after the lease's tick), where its books count them."""
+        alone, one led for itself under a term above this one's: two terms at the Hub). Returns the nodes that use them:
+        it keeps room in the window for their own commits (:meth:`~.seen_offers.SeenOffers.unheard`)."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
         if here not in order:
             return set()
         self._marks += 1
-        mark, away, made = led_from_value(here.host, here.port, term, self._marks), set(), 0
+        mark, away = led_from_value(here.host, here.port, term, self._marks), set[int]()
         for address in order[order.index(here) + 1:]:
             try:
                 probe = self._probe(address)
                 probe.set(LED_FROM, mark)
-                there = [node for node in parse_members(probe.get("members"), self.nodes) if node != self.node]
-                made += writes_made_here(probe, self.malformed) if there else 0
+                away.update(node for node in parse_members(probe.get("members"), self.nodes) if node != self.node)
             except StoreError:  # (gone or silent: nobody there to mark)
                 continue
-            away.update(there)
-        if made:
-            self.untold.add(made)
         return away
 
     def not_led_here(self) -> tuple[str, float] | None:
@@ -342,14 +315,12 @@ class Moves:
         return served_by(self.host, address) is not None or self._probe(address).answers()  # (or served by this process)
 
     def _move_back(self, address: StoreAddress, incarnation: int) -> None:
-        """Move to ``address``, an earlier store that answers again. The writes made through the store it leaves
-        (:func:`~.successor.writes_made_here`; where that does not answer, this node's leader's there) are told
-        there as writes of its own (no books there hold them), and its terms counter is raised to the one left;
-        the store left is told this node left it, so that its host copies the job's books into it again once every
-        node did (:meth:`~.successor.SuccessorHost.copy`)."""
-        was, terms, written = self.store.address, 0, self.written_on(self.store.moves, 0)
+        """Move to ``address``, an earlier store that answers again: its terms counter is raised to the one left; the
+        store left is told this node left it, so that its host copies the job's books into it again once every node
+        did (:meth:`~.successor.SuccessorHost.copy`)."""
+        was, terms = self.store.address, 0
         try:
-            terms, written = self.store.add("terms", 0), writes_made_here(self.store, self.malformed)
+            terms = self.store.add("terms", 0)
             self.store.set(f"left/{self.node}", str(incarnation).encode())
         except StoreError as exc:
             logger.debug("job: this node's move not said in the store it leaves: %s", exc)
@@ -361,7 +332,6 @@ class Moves:
             logger.debug("job: the terms not raised in the store gone back to: %s", exc)
         self._gone.discard(address)
         self._refused.discard(address)
-        self.untold.add(written)
         self.count += 1
         self.back += 1
         logger.warning("the job's store at %s:%d answers again: this node goes back to it from successor store %s:%d",

@@ -1,33 +1,24 @@
-"""A node's commits of its own files in a job: when the next may go, and telling the job's books of them.
+"""A node's commits of its own files in a job: when the next may go.
 
 A node commits its files itself when no leader answers it (none yet, one handing over, the store failing).
-Those commits spend the same budget as the leader's writes, so:
-
-- each goes at the node's own slot of the job's budget (:meth:`~.plan.Plan.own_turn`), and not into the commit
-  window its leader's last answer showed full (:func:`~.plan.own_room_at`): a leader that had just filled it,
-  then a store that hung, made one commit too many;
-- each is told to the store's ``own_writes`` (the counter the leaders' books count) before it goes, after it,
-  and as soon as the store answers again after failing: a leader writing before the node's next offer would
-  not count it. What cannot be told yet is kept on the node's disk (:mod:`.untold`).
+Those commits spend the job's budget beside the leader's writes, uncounted by its books: each goes at the node's
+own slot of the budget (:meth:`~.plan.Plan.own_turn`), and not into the commit window its leader's last answer
+showed full (:func:`~.plan.own_room_at`), so that together they stay within the rule's margin (twice the plan,
+docs/guarantees.md).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from .plan import REQUESTS_PER_WRITE, Budget, Plan, own_room_at
-from .store import CoordinationStore, StoreError
-from .untold import Untold
-
-logger = logging.getLogger("hf_mpwriter.uploader")
 
 
 class OwnCommits:
-    """One node's own commits: their turn, and the count the store is told (``untold``)."""
+    """One node's own commits: their turn, and how many it made."""
 
-    def __init__(self, store: CoordinationStore, untold: Untold, budget: Budget, kind: str, clock: Callable[[], float]) -> None:
-        self.store, self.untold, self.budget, self.kind, self.clock = store, untold, budget, kind, clock
+    def __init__(self, budget: Budget, kind: str, clock: Callable[[], float]) -> None:
+        self.budget, self.kind, self.clock = budget, kind, clock
         self.made = 0  # commits this node made of its files itself (``status``)
         self._last: float | None = None  # monotonic: the last one
         self._due: float | None = None  # monotonic: the next own slot, kept until it commits
@@ -60,27 +51,8 @@ class OwnCommits:
         self._due = None
 
     def going(self) -> None:
-        """An own commit goes now: counted (and kept on disk) before it is made, so that a process that dies
-        during it leaves the count to tell."""
+        """An own commit goes now: the next own turn counts from it."""
         self._last, self._due = self.clock(), None
-        self.untold.add(1)
-
-    def done(self, applied: bool) -> None:
-        """The commit that :meth:`going` counted ended: made, or certainly not applied (refused, failed)."""
-        if applied:
-            self.made += 1
-        else:
-            self.untold.add(-1)
-
-    def tell(self) -> None:
-        """Tell the leaders of the own commits not told yet: ``own_writes`` goes up by their number (down by one
-        told that did not apply). Raises :class:`~.store.StoreError`, keeping them to tell again."""
-        if told := self.untold.take():
-            try:
-                self.store.add("own_writes", told)
-            except StoreError:  # (told again later: one whose answer only was lost then counts twice, never less)
-                self.untold.add(told)
-                raise
 
 
 def last_burst(budget: Budget, kind: str) -> int:

@@ -269,8 +269,8 @@ def _plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_eve
     return Plan(nodes=nodes, per_commit=per_commit, gap=gap, interval=max(commit_every, groups * gap), own_gap=own_gap)
 
 
-#: The store's ``books``: ``(writes, requests, paused, own_seen)`` (:meth:`Books.export`).
-BooksValue = tuple[list[float], list[tuple[float, int]], "float | None", "int | None"]
+#: The store's ``books``: ``(writes, requests, paused)`` (:meth:`Books.export`).
+BooksValue = tuple[list[float], list[tuple[float, int]], "float | None"]
 
 
 class Books:
@@ -285,8 +285,6 @@ class Books:
         self.slowdown = 1.0
         self._slowed_at = -math.inf
         self.refusals = 0  # the Hub's 429s so far
-        #: The nodes' own commits these books hold (the store's ``own_writes`` counter; ``None``: not read yet).
-        self.own_seen: int | None = None
 
     def _forget(self, now: float) -> None:
         while self._writes and self._writes[0] <= now - self.budget.commit_window_s:
@@ -322,35 +320,12 @@ class Books:
         return at
 
     def export(self, now: float) -> BooksValue:
-        """``(writes, requests, paused, own_seen)`` as ages: seconds before ``now`` (a pause: seconds after), for the
+        """``(writes, requests, paused)`` as ages: seconds before ``now`` (a pause: seconds after), for the
         next leader (the store's ``books``): a hand-over or a restarted uploader must not start the hour afresh.
         Ages, not times: no host's clock is read on another (see :meth:`take_up`)."""
         self._forget(now)
         paused = self.paused_until - now if self.paused_until > now else None
-        return ([now - t for t in self._writes], [(now - t, n) for t, n in self._requests], paused, self.own_seen)
-
-    def count_own(self, counter: int, now: float, moved: bool = False) -> int:
-        """The writes the store's ``own_writes`` counts and the books do not yet, as writes made ``now`` (a little
-        late: they stay in the window a little longer); how many. A node commits its files itself when no leader
-        answers it, in a hand-over say, and a leader may die as its write applies: the budget holds those too.
-        ``moved``: the counter is another store's than the last one read (a successor's)."""
-        if self.own_seen is None:
-            new = 0
-        elif counter >= self.own_seen:
-            new = counter - self.own_seen
-        else:  # below: on another store, all of it is new there; on the same one, writes withdrawn (kept in the books)
-            new = counter if moved else 0
-        for _ in range(min(new, math.ceil(self.budget.commits_per_hour))):  # (a full window at most: those of a long
-            self.wrote(now, 1)  # spell without a leader were at the nodes' own slots, within the budget)
-        self.own_seen = counter
-        return new
-
-    def announced(self, now: float, files: int) -> None:
-        """A write about to go, announced in the store's ``own_writes`` first: in the books now, and not counted
-        again when the counter is read."""
-        self.wrote(now, files)
-        if self.own_seen is not None:
-            self.own_seen += 1
+        return [now - t for t in self._writes], [(now - t, n) for t, n in self._requests], paused
 
     def withdrawn(self) -> None:
         """The write last announced did not apply (refused, failed): out of the books again."""
@@ -358,17 +333,14 @@ class Books:
             self._writes.pop()
         if self._requests:
             self._requests.pop()
-        if self.own_seen is not None:
-            self.own_seen -= 1
 
     def take_up(self, books: BooksValue, now: float) -> None:
         """The job's books as the last leader left them (:meth:`export`): they replace this leader's, which are
-        in them if it led before (a successor store's copy lags its store's: the writes counted there after it are
-        told there by the leader's node, :meth:`~.moves.Moves.forward`, and counted with the nodes' own). Their
-        ages count from ``now``, not from when they were written: a write stays in the window longer by that gap
-        (a hand-over's seconds), never shorter, whatever the hosts' clocks say."""
-        writes, requests, paused, own_seen = books
-        self.own_seen = own_seen
+        in them if it led before (a successor store's copy lags its store's by a copy at most: the rule's margin
+        holds those writes, and the nodes' own commits). Their ages count from ``now``, not from when they were
+        written: a write stays in the window longer by that gap (a hand-over's seconds), never shorter, whatever the
+        hosts' clocks say."""
+        writes, requests, paused = books
         self._writes = deque(sorted(now - max(0.0, age) for age in writes))
         self._requests = deque(sorted((now - max(0.0, age), n) for age, n in requests))
         # (a pause past the commit window is a bad value: it would hold every write, leader after leader)

@@ -17,14 +17,10 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
     prepared           "ns/name"          the repository or bucket id node 0's Hub resolved
     xet                JSON {cas, token, exp}  the job's Xet write token, fetched and renewed by the leader
                                           (a secret: never in a log line, ``status`` or an error)
-    books              JSON {writes, requests, paused}  what the job's leaders spent on the Hub in its
-                                          windows (unix seconds): a new leader takes them up (:class:`~.plan.Books`)
+    books              JSON {write_ages, request_ages, paused_for}  what the job's leaders spent on the Hub in its
+                                          windows (ages): a new leader takes them up (:class:`~.plan.Books`)
     successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host (in its own
                                           store too); the leader passes the list on in its answers (``successors``)
-    own_writes         counter            writes no leader's books hold yet: a leader's before each write, a node's
-                                          own commits, and, told on a move back, those made through a successor
-    own_writes_copied  counter            in a successor store: ``own_writes`` as its host last copied it in
-                                          (or a leader of an earlier store took what was written here)
     led_from           JSON [host, port, term, n]  in a successor store: the store whose leader marks it, every
                                           ``successor_copy`` while it leads (``n`` counts up): the nodes here are
                                           cut off from a store that lives, and lead nowhere here
@@ -326,30 +322,28 @@ def parse_xet_token(raw: bytes, now: float) -> tuple[str, str, int]:
 MAX_BOOK_ENTRIES = 4096
 
 
-def books_value(writes: list[float], requests: list[tuple[float, int]], paused: float | None,
-                own: int | None = None) -> bytes:
+def books_value(writes: list[float], requests: list[tuple[float, int]], paused: float | None) -> bytes:
     """The ``books`` value: the ages (seconds before it was written) of the writes in the commit window,
-    ``[age, requests]`` of those in the API window, how long a 429's pause still runs (``None``: none), and the
-    nodes' own commits they hold (the ``own_writes`` counter; ``None``: not read). Ages, never a host's clock."""
+    ``[age, requests]`` of those in the API window, how long a 429's pause still runs (``None``: none). Ages,
+    never a host's clock."""
     return json.dumps({"write_ages": [round(a, 3) for a in writes[-MAX_BOOK_ENTRIES:]],
                        "request_ages": [[round(a, 3), n] for a, n in requests[-MAX_BOOK_ENTRIES:]],
-                       "paused_for": None if paused is None else round(paused, 3), "own": own}).encode()
+                       "paused_for": None if paused is None else round(paused, 3)}).encode()
 
 
-def parse_books(raw: bytes) -> tuple[list[float], list[tuple[float, int]], float | None, int | None]:
-    """``(writes, requests, paused, own)`` as :func:`books_value` writes them (a value of the wall-clock form
-    that came before is malformed: the books start afresh)."""
+def parse_books(raw: bytes) -> tuple[list[float], list[tuple[float, int]], float | None]:
+    """``(writes, requests, paused)`` as :func:`books_value` writes them (a value of the wall-clock form that came
+    before is malformed: the books start afresh)."""
     value = _json_object(raw, "books")
     writes, requests = value.get("write_ages"), value.get("request_ages")
-    paused, own = value.get("paused_for"), value.get("own")
+    paused = value.get("paused_for")
     if not (isinstance(writes, list) and isinstance(requests, list)) or max(len(writes), len(requests)) > MAX_BOOK_ENTRIES:
         raise Malformed(f"books: write and request ages are not lists of at most {MAX_BOOK_ENTRIES}")
     if not all(isinstance(entry, list) and len(entry) == 2 for entry in requests):
         raise Malformed("books: a request entry is not [age, requests]")
     return ([_number(a, "books: a write's age") for a in writes],
             [(_number(a, "books: a request's age"), _whole(n, "books: requests")) for a, n in requests],
-            None if paused is None else _number(paused, "books: paused_for"),
-            None if own is None else _whole(own, "books: own"))
+            None if paused is None else _number(paused, "books: paused_for"))
 
 
 def parse_lease(raw: bytes | None) -> tuple[int, int] | None:

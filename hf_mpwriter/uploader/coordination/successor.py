@@ -8,13 +8,13 @@ of their own (a TCPStore on a free port, as a merge tree's group host does) and 
 (``successor/<i>``); the leader passes the list on in its answers (a node no answer told yet reads it
 itself, :func:`published`). Each host copies into its own store,
 every ``timing.successor_copy``, what a new leader takes up: the job's books (the budget holds across the
-move, up to one copy's lag), the job run's word, and the count of terms. A node that finds the job's store
-lost (gone, or silent for ``timing.store_lost``) moves to the first successor that answers (the next one if
-that does not either), announces itself there and offers as before (:meth:`~.member.JobTarget.commit`);
+move, up to one copy's lag: within the rule's margin), the job run's word, and the count of terms. A node that
+finds the job's store lost (gone, or silent for ``timing.store_lost``) moves to the first successor that answers
+(the next one if that does not either), announces itself there and offers as before (:meth:`~.member.JobTarget.commit`);
 where none answers, it commits itself, as without a store. A host whose own files are drained serves its
 store on while nodes that joined it have not left (:meth:`SuccessorHost.linger`). Should the job's store
-answer again, the nodes go back to it (:meth:`~.moves.Moves.go_back`), telling it the writes made here
-(:func:`writes_made_here`); once every node that joined it left, a host copies into its store again. Only the
+answer again, the nodes go back to it (:meth:`~.moves.Moves.go_back`); once every node that joined it left, a
+host copies into its store again. Only the
 uploaders' coordination goes there, never the training's.
 """
 
@@ -38,14 +38,9 @@ SUCCESSORS = 2
 ANY_NODES = 1 << 31
 #: What a new leader takes up, copied from the store in use into each successor's.
 COPIED = ("books", "view/held")
-#: The counters copied, raised to the store in use's: the leaders' terms (a new leader here draws one above every
-#: earlier one), and the nodes' own commits (the books count them from the number they hold).
-COUNTED = ("terms", "own_writes")
-#: ``own_writes`` as the host's last copy left it: what the counter counts beyond it was written through this store.
-WRITES_COPIED = "own_writes_copied"
-#: ``own_writes`` of the store copied from, as the host's last copy read it: a leader's write counted there after it
-#: is in no copy here (:meth:`~.moves.Moves.forward`).
-WRITES_SOURCE = "own_writes_source"
+#: The counter copied, raised to the store in use's: the leaders' terms (a new leader here draws one above every
+#: earlier one).
+COUNTED = "terms"
 #: Set by the leader of an earlier store that reaches this one (:meth:`~.moves.Moves.mark_later`).
 LED_FROM = "led_from"
 
@@ -62,7 +57,7 @@ class SuccessorHost:
         """``store``: the node's view of the job's store (it follows the node when it moves); ``every``, ``poll``:
         :meth:`tick`'s."""
         self.store, self.slot, self.every, self.poll = store, slot, every, poll
-        self._seen, self._copied = -1, -math.inf  # (:meth:`tick`)
+        self._copied = -math.inf  # (:meth:`tick`)
         self.server, self.address = serve(store.address)
         self.own: CoordinationStore = JobStore(self.address, store.prefix, server=self.server)
         self._stop = threading.Event()
@@ -129,15 +124,11 @@ class SuccessorHost:
                 return
 
     def tick(self, now: float) -> None:
-        """Copy (:meth:`copy`) where the store in use counted a write since the last copy (a leader counts each before
-        it goes, a node its own: one read every ``poll``), or every ``every``. A store that dies right after a write
-        then leaves no write its successor's leader does not count (copied every ``every`` alone, the copy missed
-        the writes of its last seconds: a window over, seeds 31274, 31466, 31778). :class:`StoreError` if the store
-        in use fails."""
-        count = self.store.add("own_writes", 0)
-        if count != self._seen or now - self._copied >= self.every:
+        """Copy (:meth:`copy`) every ``every``: the books a leader here takes up lag the job's by one copy at most,
+        which the rule's margin holds. :class:`StoreError` if the store in use fails."""
+        if now - self._copied >= self.every:
             self.copy()
-            self._seen, self._copied = count, now
+            self._copied = now
 
     def copy(self) -> None:
         """Copy the store in use's books, job run word and terms here, and say where this store is (in the
@@ -145,27 +136,11 @@ class SuccessorHost:
         if self.store.address == self.address or not self._free():
             return
         values = {key: raw for key in COPIED if (raw := self.store.get(key))}
-        counters = {key: self.store.add(key, 0) for key in COUNTED}
+        terms = self.store.add(COUNTED, 0)
         if values:
             self.own.multi_set(values)
-        raised = {key: raise_counter(self.own, key, count) for key, count in counters.items()}
-        self.own.multi_set({WRITES_COPIED: str(raised["own_writes"]).encode(),  # (:func:`writes_made_here`)
-                            WRITES_SOURCE: str(counters["own_writes"]).encode()})
+        raise_counter(self.own, COUNTED, terms)
         self.store.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
-
-
-def writes_made_here(store: CoordinationStore, malformed: Skipped) -> int:
-    """The writes a successor store's ``own_writes`` counted since its host last copied the job's into it (its
-    leaders' and its nodes' own): what no books of an earlier store hold. Taken once (compare-and-set: of the
-    nodes that go back from here and the earlier store's leader that marks it, :meth:`~.moves.Moves.mark_later`, the
-    first tells them there). :class:`StoreError` if the store fails."""
-    count, raw = store.add("own_writes", 0), store.get(WRITES_COPIED) or b""
-    try:
-        copied = parse_counter(raw, WRITES_COPIED) if raw else count  # (never copied into: none known made here)
-    except Malformed as exc:
-        malformed.count(WRITES_COPIED, exc)
-        return 0
-    return count - copied if count > copied and store.compare_set(WRITES_COPIED, raw, str(count).encode()) else 0
 
 
 def published(store: CoordinationStore, malformed: Skipped) -> list[tuple[str, int]]:
