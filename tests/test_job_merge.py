@@ -37,7 +37,6 @@ from hf_mpwriter.uploader.coordination.protocol import (
     Malformed,
     Skipped,
     books_value,
-    parse_answer,
     parse_books,
     parse_offer,
 )
@@ -1134,16 +1133,6 @@ def test_an_offer_whose_wait_is_past_its_bound_is_never_taken_and_one_within_it_
     assert list(offered(2, repr(MAX_OFFER_WAIT_S))) == [1]
     now[0] += 1.5
     assert offered(2, repr(MAX_OFFER_WAIT_S)) == {}  # expired: its node takes it back
-
-
-@pytest.mark.parametrize("age", ["Infinity", "-1", "\"5\""])
-def test_an_answer_whose_commit_window_holds_a_bad_age_keeps_its_commit_and_drops_the_window(age):
-    """A node keeps its own commits out of the window its leader's answer shows: a write's age must be a finite number;
-    a bad one costs the window, not the answer (a node that lost a committed answer would commit the files again)."""
-    raw = f'{{"seq": 3, "commit": "abc", "window": [1.5, {age}]}}'.encode()
-    assert parse_answer(raw)["window"] == [] and parse_answer(raw)["commit"] == "abc"
-    assert parse_answer(raw.replace(age.encode(), b"2"))["window"] == [1.5, 2.0]
-    assert parse_answer(b'{"seq": 3, "commit": "abc"}')["window"] == []  # (an older leader's answer: none known)
 
 
 def test_a_nodes_value_or_the_leaders_word_holding_1e999_is_skipped_counted_and_the_rounds_go_on(job_nodes, store):

@@ -39,7 +39,6 @@ from hf_mpwriter.uploader.coordination.plan import (
     Budget,
     make_budget,
     make_plan,
-    own_room_at,
     start_pacing,
 )
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
@@ -201,18 +200,6 @@ def test_the_books_hold_writes_to_the_budget_and_a_429_slows_the_plan():
     assert books.next_free(11.0, 8) == 23.0 and books.slowdown == 2.0
     slow = make_plan(budget, "hub", 16, 8, commit_every=1.0, spacing=0.0, slowdown=books.slowdown)
     assert slow.gap == 2 * make_plan(budget, "hub", 16, 8, commit_every=1.0, spacing=0.0).gap
-
-
-def test_a_node_without_its_leader_commits_itself_only_where_the_window_its_leader_showed_has_room():
-    """A window of 4 commits in 100 s; the leader's last answer (at t=50) showed writes at 10, 20, 30 and 40."""
-    budget = Budget(commits_per_hour=4, requests_per_5min=1000, files_per_commit=1000, commit_window_s=100.0)
-    full = [10.0, 20.0, 30.0, 40.0]
-    # At 130 one write it knew of is left in the window, with two it may not know of (one per own gap since 50): room.
-    assert own_room_at(full, heard=50.0, now=55.0, budget=budget, own_gap=30.0) == 130.0
-    assert own_room_at(full[:2], heard=50.0, now=55.0, budget=budget, own_gap=30.0) == 55.0  # room now
-    assert own_room_at([], heard=50.0, now=55.0, budget=budget, own_gap=30.0) == 55.0  # nothing known: its slots pace it
-    # Counting one write per own gap since it heard, the node still commits once the writes it knew of left the window.
-    assert own_room_at(full, heard=50.0, now=55.0, budget=budget, own_gap=1.0) == 140.0
 
 
 @pytest.fixture
@@ -382,23 +369,6 @@ def test_a_commit_that_timed_out_halves_the_leaders_next_commits():
 def _unused_store() -> JobStore:
     """A store the test never calls (nothing listens there): a leader's decisions alone."""
     return JobStore(StoreAddress("127.0.0.1", 9, "job-unused"), "p")
-
-
-def test_a_leader_keeping_commits_for_nodes_it_cannot_hear_tells_the_slower_plan():
-    """A new term keeps room in the commit window for its predecessor's own slots (:meth:`Leader._absent_own_slots`).
-    Its plan is made within what is left, so that the nodes are told the slower pace and its stated age holds: before,
-    the plan was the whole budget's and the books put off the offers it had promised a slot (at 1,024 nodes after a
-    leader's SIGKILL, the oldest record passed the stated bound: docs/benchmarks.md)."""
-    leader = Leader(target=None, store=_unused_store(), node=1, nodes=1024, spacing=1.0)  # type: ignore[arg-type]
-    leader._files_of = dict.fromkeys(range(1024), 8)
-    full = leader.plan()
-    leader._reserved = 1  # (the predecessor's own slot in the window: one, at 1,024 nodes)
-    kept = leader.plan()
-    allowed = leader.budget.commits_per_hour - 1  # what the books let go (:meth:`Books.next_free`)
-    assert 3600 / full.gap > allowed * PLAN_SLACK  # the whole budget's plan leaves less than its slack under the books
-    assert 3600 / kept.gap == pytest.approx(allowed * PLAN_SLACK)  # the plan told keeps the usual slack within it
-    assert kept.age_bound() > full.age_bound() and kept.own_gap > full.own_gap
-    assert leader.plan(reserved=0) == full
 
 
 def test_a_node_waits_for_earlier_stores_that_answer_by_turns_no_longer_than_the_store_lost_bound():

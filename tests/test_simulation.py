@@ -18,7 +18,6 @@ from hf_mpwriter.uploader.coordination.kept_stores import KeptStores
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.moves import Moves
-from hf_mpwriter.uploader.coordination.plan import Plan
 
 
 @pytest.fixture(autouse=True)
@@ -376,28 +375,6 @@ def test_a_host_that_knew_no_successor_list_goes_on_through_its_own_store_once_o
     assert not result.problems, str(result)
 
 
-@pytest.mark.parametrize("seed", [30779, 33337])
-def test_a_leader_on_a_successor_leaves_room_for_the_nodes_that_never_came(seed):
-    """Seed 30779 of a 10,000-seed sweep with successor stores: the job's store died 8 s into the job, before node 3
-    had heard of a successor; it committed its files itself at its own slots for the rest of the job, uncounted, beside
-    the leader the others found on node 1's successor, which wrote at the whole budget's pace: 15 commits in a window
-    of 12. A leader on a successor now keeps room for the own slots of the job's nodes that are not there."""
-    result = commitsim.run(seed, commitsim.KINDS, successors=True)
-    assert result.had("store-gone") and result.moves >= 1
-    assert not result.problems, str(result)
-
-
-@pytest.mark.parametrize("seed, cut", [(368, 1), (592, 0)])
-def test_a_new_term_leaves_room_for_its_predecessor_cut_off_from_the_store(seed, cut):
-    """Seed 592 (``store-cut``: one node's calls to the job's store hang, the others' go on): the leader, node 0, was
-    cut off; node 1 took a new term and wrote at the plan's pace, while node 0 committed its files itself at its own
-    slot, which no store counted: 13 commits in a window of 12. A new term now keeps room for its predecessor's own
-    slots until it hears from it."""
-    result = commitsim.run(seed, ("store-cut", "preempt", "pause", "lost-answer"))
-    assert result.had("store-cut", cut) and result.terms >= 2
-    assert not result.problems, str(result)
-
-
 def test_a_node_moving_to_a_successor_reads_the_list_there():
     """Seed 33706 of a 10,000-seed sweep with successor stores: node 1's uploader was killed and restarted, its successor
     store at a new address, where nodes 1 and 2 went; node 0 knew only the old one, found it gone, moved to node 2's
@@ -406,14 +383,6 @@ def test_a_node_moving_to_a_successor_reads_the_list_there():
     result = commitsim.run(33706, commitsim.KINDS, successors=True)
     assert result.had("kill", 1) and result.had("store-gone") and result.moves >= 3
     assert not result.problems, str(result)
-
-
-def test_the_own_slots_of_absent_nodes_count_the_most_any_window_holds():
-    plan = Plan(nodes=4, per_commit=4, gap=0.0, interval=60.0, own_gap=50.0)  # own slots every 200 s: 0, 50, 100, 150
-    assert plan.own_slots(set(), 600.0) == 0
-    assert plan.own_slots({3}, 600.0) == 4  # 150, 350, 550 and, both ends counted (a commit late at its slot), 750
-    assert plan.own_slots({3}, 500.0) == 3  # 150, 350, 550
-    assert plan.own_slots({0, 1}, 120.0) == 2 and plan.own_slots({0, 2}, 90.0) == 1 and plan.own_slots({0, 2}, 100.0) == 2
 
 
 def test_the_successors_and_the_term_a_node_knew_are_kept_in_its_logdirs_state(tmp_path):

@@ -85,7 +85,6 @@ class Leader(SeenOffers):
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
         self.max_files = self.budget.files_per_commit
         self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
-        self._reserved = 0  # commits of the window kept for nodes this leader cannot hear (:meth:`_absent_own_slots`)
         self.commits = 0  # commits (a bucket: batches) this node made as the job's leader (``status``)
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
         self._candidates: dict[int, dict] = {}  # what that read found
@@ -150,13 +149,10 @@ class Leader(SeenOffers):
                 self.round_ended(failed=False)
             self._stop.wait(doubling(failures, self.timing.poll, self.timing.lease_stale / 2))
 
-    def plan(self, reserved: int | None = None) -> Plan:
-        """The job's plan as this leader sees it now (the nodes' latest file counts, a 429's slowdown), within the
-        budget less the commits kept for nodes it cannot hear (``reserved``, default :attr:`_reserved`): the nodes
-        are told the slower pace, so that the plan's stated age (:meth:`Plan.age_bound`) stays true."""
+    def plan(self) -> Plan:
+        """The job's plan as this leader sees it now (the nodes' latest file counts, a 429's slowdown)."""
         files = max(self._files_of.values(), default=1)
-        reserved = self._reserved if reserved is None else reserved
-        return make_plan(self.budget.keeping(reserved), self.kind, self.nodes, files, self.commit_every, self.spacing,
+        return make_plan(self.budget, self.kind, self.nodes, files, self.commit_every, self.spacing,
                          self.max_files, self.books.slowdown)
 
     def _hub_call(self, limit: float, call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -207,7 +203,7 @@ class Leader(SeenOffers):
         if offers and self._write(offers, parent):
             rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
             if rest:
-                at = max(self.books.next_free(self.clock(), self.max_files, self._reserved), self.clock() + self.spacing)
+                at = max(self.books.next_free(self.clock(), self.max_files), self.clock() + self.spacing)
                 self._put_off(rest, at, "this commit's files were full")
 
     def _read_successors(self) -> None:
@@ -226,7 +222,6 @@ class Leader(SeenOffers):
         offers the books have no room for soon are put off."""
         if now < self._head_rests_until:
             return False
-        self._reserved = self._absent_own_slots()
         offered = self.store.add("offered", 0)  # one round trip while nothing new was offered (two on a successor)
         if offered != self._offered:
             self._offered, self._candidates = offered, self._offers()
@@ -241,21 +236,13 @@ class Leader(SeenOffers):
         if self._rides_later(now, last):
             return False
         wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
-        free_at = self.books.next_free(now, wanted, self._reserved)
+        free_at = self.books.next_free(now, wanted)
         if free_at > now and not last:  # the budget (or a 429) has no room now
             if free_at - now > self.timing.defer_after:
                 self._put_off(self._candidates, free_at, "the job's budget of Hub commits and requests")
                 self._offered, self._candidates = None, {}
             return False
         return True
-
-    def _absent_own_slots(self) -> int:
-        """The commits in a commit window that the nodes this leader cannot hear (:meth:`unheard`) may make themselves,
-        at their own slots (:meth:`Plan.own_slots`), uncounted by any store, or counted late (those on a successor
-        it marks: counted when it takes them, every ``successor_copy``, and kept room for until then too); on a
-        repository (a bucket has no commit quota)."""
-        absent = self.unheard(self.budget.commit_window_s) if self.kind == "hub" else set()
-        return self.plan(reserved=0).own_slots(absent, self.budget.commit_window_s) if absent else 0
 
     def _rides_later(self, now: float, last: bool) -> bool:
         """Whether this node's own offer, alone after the gathering, is put off to the next group's slot: where
@@ -300,7 +287,6 @@ class Leader(SeenOffers):
             **books,
             **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
                                              **plan.slots_in(node, wall), "successors": self._successors,
-                                             "window": self._window(),
                                              "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
                for node, offer in offers.items()},
         })
@@ -378,16 +364,7 @@ class Leader(SeenOffers):
             self._unknown_age = {}
 
     def _answer(self, offers: dict[int, Any], answer: dict, each: dict[int, dict] | None = None) -> None:
-        window = self._window()
         self.store.multi_set({f"answer/{node}": json.dumps({**answer, **(each or {}).get(node, {}), "seq": offer["seq"],
-                                                             "successors": self._successors, "window": window}).encode()
+                                                             "successors": self._successors}).encode()
                               for node, offer in offers.items()})
         self.store.add("answered", 1)  # the nodes poll this counter, not their answers
-
-    def _window(self) -> list[float]:
-        """The ages of the writes in the books' commit window (a repository's; a bucket has no commit quota), for the
-        answers: a node that loses its leader keeps its own commits out of a window the leader filled
-        (:func:`~.plan.own_room_at`)."""
-        if self.kind != "hub":
-            return []
-        return [round(age, 3) for age in self.books.export(self.clock())[0][-int(self.budget.commits_per_hour):]]

@@ -51,10 +51,6 @@ class Lease:
         self.leases = 0  # times this node took the job's lease (``status``: a new leader each time)
         self.term = 0  # the store's number for this node's current (or last) hold of the lease
         self.term_moves = 0  # the store's moves when that term began (:attr:`JobStore.moves`): its store
-        #: ``(term, node, since)``: the node that held the lease before this term, and when this term began (this
-        #: thread's alone: the rounds read it). Cut off from the store, it commits its files itself at its own slots,
-        #: uncounted (:meth:`~.leader.Leader._absent_own_slots`).
-        self.predecessor: tuple[int, int, float] | None = None
         #: Progress, on this host's monotonic clock: since when the writes (or head reads) fail, and since
         #: when the current round is in a call to the Hub (``None``: not failing, not in a call).
         self._failing_since: float | None = None
@@ -228,8 +224,6 @@ class Lease:
         if not self.store.compare_set("lease", current, mine):
             return False
         self.term, self._lease, self.term_moves = term, mine, moves
-        before = lease_holder(current)
-        self.predecessor = (term, before[0], now) if before is not None and before[0] != self.node else None
         self.kept.keep_term(term)
         self.leases += 1
         self._failing_since = None

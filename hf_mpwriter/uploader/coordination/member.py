@@ -151,8 +151,6 @@ class JobTarget(JobNode):
         plan = Plan.from_json(answer.get("plan"))
         if plan is not None:
             self.plan, self._phases = plan, plan.phases(answer, wall)
-        if "window" in answer:
-            self.own.heard(answer["window"])
         if answer.get("successors"):
             self.moving.told(answer["successors"])
 

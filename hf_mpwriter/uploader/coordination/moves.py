@@ -179,8 +179,8 @@ class Moves:
         """The job's leader (its ``term``), every ``timing.successor_copy`` while it leads (its lease's thread): marks each
         store after the one in use that answers (``led_from``, a new value each time), so that the nodes there, cut off
         from this store (a partition, not its death: it answers its leader), lead nowhere there (:meth:`not_led_here`;
-        alone, one led for itself under a term above this one's: two terms at the Hub). Returns the nodes that use them:
-        it keeps room in the window for their own commits (:meth:`~.seen_offers.SeenOffers.unheard`)."""
+        alone, one led for itself under a term above this one's: two terms at the Hub). Returns the nodes that use them
+        (``status``: ``cut_off``)."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
         if here not in order:
             return set()

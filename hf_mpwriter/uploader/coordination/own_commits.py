@@ -2,16 +2,15 @@
 
 A node commits its files itself when no leader answers it (none yet, one handing over, the store failing).
 Those commits spend the job's budget beside the leader's writes, uncounted by its books: each goes at the node's
-own slot of the budget (:meth:`~.plan.Plan.own_turn`), and not into the commit window its leader's last answer
-showed full (:func:`~.plan.own_room_at`), so that together they stay within the rule's margin (twice the plan,
-docs/guarantees.md).
+own slot of the budget (:meth:`~.plan.Plan.own_turn`), so that together they stay within the rule's margin (twice
+the plan, docs/guarantees.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from .plan import REQUESTS_PER_WRITE, Budget, Plan, own_room_at
+from .plan import REQUESTS_PER_WRITE, Budget, Plan
 
 
 class OwnCommits:
@@ -22,17 +21,10 @@ class OwnCommits:
         self.made = 0  # commits this node made of its files itself (``status``)
         self._last: float | None = None  # monotonic: the last one
         self._due: float | None = None  # monotonic: the next own slot, kept until it commits
-        #: ``(when, [write, ...])``, monotonic: the leader's writes in its commit window as its last answer said them.
-        self._window: tuple[float, list[float]] | None = None
-
-    def heard(self, ages: list[float]) -> None:
-        """The ages of the writes in the leader's commit window, from an answer read now."""
-        now = self.clock()
-        self._window = (now, [now - age for age in ages])
 
     def turn(self, plan: Plan, node: int, wall: float, phase: float | None, closing: bool = False) -> float:
         """Seconds until this node's next own commit may go (0: now): its own slot in ``plan`` (``phase``: on this
-        node's clock, as the leader said it), where the commit window has room. A due time, kept until it commits:
+        node's clock, as the leader said it). A due time, kept until it commits:
         a slot is never missed for being looked at late. ``closing`` (every writer of the node is gone): its last
         records go at once where the node is one of the job's first :func:`last_burst` (the job's end, the margin's)."""
         if closing and node < last_burst(self.budget, self.kind):
@@ -41,9 +33,6 @@ class OwnCommits:
         if self._due is None:
             since = None if self._last is None else now - self._last
             self._due = now + plan.own_turn(node, wall, since, phase)
-        if self._window is not None and self.kind == "hub":  # (each time: a node paused past its due time finds the
-            # window as it is now; a bucket has no commit quota)
-            self._due = own_room_at(self._window[1], self._window[0], max(self._due, now), self.budget, plan.own_gap)
         return max(0.0, self._due - now)
 
     def landed(self) -> None:

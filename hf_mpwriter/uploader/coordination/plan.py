@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -94,9 +93,6 @@ class Budget:
         """The same budget with windows ``factor`` times shorter (simulations of hours in minutes)."""
         return replace(self, commit_window_s=self.commit_window_s / factor, api_window_s=self.api_window_s / factor)
 
-    def keeping(self, commits: int) -> Budget:
-        """The budget less ``commits`` of each commit window, kept for commits no store counts (one is left at least)."""
-        return replace(self, commits_per_hour=max(1.0, self.commits_per_hour - commits)) if commits > 0 else self
 
 
 def make_budget(commits_per_hour: float | None = None, requests_per_5min: float | None = None,
@@ -173,14 +169,6 @@ class Plan:
         """How often one node may commit its files itself: the job's share, split between every node."""
         return self.nodes * self.own_gap
 
-    def own_slots(self, nodes: Collection[int], span: float) -> int:
-        """The most own commits ``nodes`` may make in any ``span`` seconds where no store counts them: one a slot of
-        :meth:`own_turn`'s cycle, both ends of the window counted (a commit goes at its slot or later)."""
-        every, phases = self.own_every(), [self.own_phase(node) for node in nodes]
-        full, rest = divmod(span, every)
-        most = max((sum(1 for phase in phases if (phase - start) % every <= rest) for start in phases), default=0)
-        return len(phases) * int(full) + most
-
     def own_turn(self, node: int, wall: float, since_last: float | None, phase: float | None = None) -> float:
         """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (the
         nodes' slots are ``own_gap`` apart, so they never come together), and not sooner than half a cycle
@@ -202,25 +190,6 @@ class Plan:
             return cls(**parse_plan(value))
         except Malformed:
             return None
-
-
-def own_room_at(window: Sequence[float], heard: float, now: float, budget: Budget, own_gap: float) -> float:
-    """When a node that lost its leader may make a commit of its own without overfilling the commit window
-    (``now`` at the earliest). ``window``: the leader's writes in its books when it last answered the node
-    (at ``heard``; the node's clock, as are all times here). What the node cannot know, the writes since (the
-    other nodes' own slots, a write the leader had under way) is counted as one per ``own_gap``. Without
-    this, a leader that had just filled the window and a store that then hung made the job's commits one
-    more than an explicit ``commits_per_hour``. Once the window holds none of the known writes, the own
-    slots alone pace the node, as they always did."""
-    most, span = budget.commits_per_hour, budget.commit_window_s
-    at = now
-    for leaving in sorted(w + span for w in window if w + span > now):
-        known = sum(1 for w in window if w > at - span)
-        unknown = math.floor(min(at - heard, span) / own_gap) if own_gap > 0 else 0
-        if known + unknown + 1 <= most:
-            return at
-        at = max(at, leaving)
-    return at
 
 
 def start_pacing(plan: Plan, node: int, commit_every: float) -> tuple[float, float]:
@@ -299,13 +268,12 @@ class Books:
         self._forget(now)
         return len(self._writes), sum(n for _, n in self._requests)
 
-    def next_free(self, now: float, files: int, reserved: int = 0) -> float:
+    def next_free(self, now: float, files: int) -> float:
         """When a write of ``files`` files may go (``now`` if it may go now): after a 429's pause, and once
-        the commit window (a repository) and the leader's share of the API window have room for it.
-        ``reserved``: commits of the window kept for nodes that commit themselves uncounted (one at least is not)."""
+        the commit window (a repository) and the leader's share of the API window have room for it."""
         writes, requests = self.spent(now)
         at = max(now, self.paused_until)
-        allowed = max(1, int(self.budget.commits_per_hour) - reserved)
+        allowed = max(1, int(self.budget.commits_per_hour))
         if self.kind == "hub" and writes >= allowed:
             at = max(at, self._writes[writes - allowed] + self.budget.commit_window_s)
         cost = REQUESTS_PER_WRITE[self.kind] * max(1, math.ceil(files / 1000))

@@ -156,8 +156,7 @@ def parse_answer(raw: bytes) -> dict[str, Any]:
     """A leader's answer as its node reads it: ``seq``, and ``commit`` (committed), ``retry_in`` (put off)
     or ``error`` (not committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) where they are within
     their bounds (:func:`parse_plan`; else neither);
-    ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`), maybe empty; ``window``: the ages of the
-    writes in the leader's commit window (:func:`~.plan.own_room_at`), maybe empty."""
+    ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`), maybe empty."""
     answer = _json_object(raw, "answer")
     if not answer:  # the value a node's keys start with: nothing answered yet
         return {"seq": 0, "successors": []}
@@ -167,11 +166,6 @@ def parse_answer(raw: bytes) -> dict[str, Any]:
         raise Malformed("answer: commit is not a string")
     if answer.get("retry_in") is not None:
         parsed["retry_in"] = _number(answer["retry_in"], "answer: retry_in")
-    window = answer.get("window")
-    try:  # (a bad age costs the window, never the commit's answer: a node told nothing keeps to its own slots)
-        parsed["window"] = [_number(age, "answer: window") for age in window[-MAX_WINDOW:]] if isinstance(window, list) else []
-    except Malformed:
-        parsed["window"] = []
     for key in ("plan", "next_in", "own_in"):
         parsed.pop(key, None)
     try:  # (a bad plan or slot costs the plan, never the commit's answer: the node keeps the plan it had)
@@ -209,8 +203,6 @@ def _plan_and_slots(answer: dict[str, Any]) -> dict[str, Any]:
                              for key, cycle in cycles.items() if key in answer}}
 
 
-#: Writes an answer's commit window may list (a repository's commit quota is about 128 an hour).
-MAX_WINDOW = 1024
 #: Successor stores an answer may list (:mod:`.successor` keeps fewer).
 MAX_SUCCESSORS = 8
 

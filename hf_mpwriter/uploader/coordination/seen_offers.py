@@ -65,26 +65,11 @@ class SeenOffers(Lease):
         super().__init__(store, node, nodes, timing, commit_every, clock, kept)
         self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
         self._seen_in_term = 0  # the term those were seen in
-        self._heard: set[int] = set()  # the nodes whose offers this term saw (in :attr:`_seen_in_term`)
         self.home = store.address  # the job's store: its connection moves to a successor's once that is gone
         #: node -> its offer in the store when this term began, or when the store answered again after failures
         self._stale: dict[int, bytes] = {}
         self._unknown_age: dict[int, dict] = {}  # those offers, read: answered "offer again" (:meth:`_offer_again`)
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
-
-    def unheard(self, window: float) -> set[int]:
-        """The nodes this leader cannot hear, which may commit their files themselves: its term's predecessor until this
-        term sees its offer, ``window`` seconds at most (cut off from the store, it commits its files itself:
-        ``store-cut`` seed 592; one dead for good costs its share that long), and on a successor store the job's nodes
-        that are not there (one that knew no successor when the job's store died: seed 30779); and the nodes on the
-        later stores it marks (:attr:`away`: cut off from this store, they commit themselves there)."""
-        before, term, unheard = self.predecessor, self.term, set()  # (read once: the lease's thread sets them)
-        heard = self._heard if self._seen_in_term == term else set()  # (none yet in a term whose offers were not read)
-        if before is not None and before[0] == term and before[1] not in heard and self.clock() - before[2] < window:
-            unheard.add(before[1])
-        if self.on_successor():
-            unheard |= set(range(self.nodes)) - set(self.members())
-        return unheard | self.away
 
     def on_successor(self) -> bool:
         """Whether the store in use is a successor store (:mod:`.successor`): the job's store is gone."""
@@ -103,7 +88,7 @@ class SeenOffers(Lease):
         kinds = ("offer", "answer", "incarnation")
         values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
         if self._seen_in_term != self.term:  # a new term knows no offer's age (:meth:`after_store_gap`)
-            self._first_seen, self._seen_in_term, self._heard = {}, self.term, set()
+            self._first_seen, self._seen_in_term = {}, self.term
         if self.store_gap:  # (not marked yet: what is there now is from before, as far as this leader knows)
             self._mark_stale({node: values[3 * k] for k, node in enumerate(members)})
         now = self.clock()
@@ -131,7 +116,6 @@ class SeenOffers(Lease):
                 continue
             offers[node] = {**offer, "raw": raw}
         self._first_seen = {key: seen for key, seen in self._first_seen.items() if key in present}
-        self._heard.update(offers)  # (its files come through this leader: :meth:`~.leader.Leader._absent_own_slots`)
         return offers
 
     def after_store_gap(self) -> None:
