@@ -1259,7 +1259,7 @@ def test_a_nodes_restart_is_taken_in_whatever_ids_the_leader_took_in_before(stat
     from hf_mpwriter.uploader.jobrun.merge import JobMerge
     from hf_mpwriter.uploader.jobrun.outbox import Outbox
 
-    ahead = 10**20  # an id the leader took in, above any clock's nanoseconds for centuries
+    ahead = 2**62  # an id the leader took in, above any clock's nanoseconds until 2116 (ids are below 2^63)
     outbox = Outbox()
     if state == "kept":
         outbox.take_word(Held(seen={1: ahead}), ahead)  # this process heard the leader's word
@@ -1269,3 +1269,15 @@ def test_a_nodes_restart_is_taken_in_whatever_ids_the_leader_took_in_before(stat
     merge = JobMerge(tmp_path, nodes=2, world=4, wait=30.0, held=held, clock=lambda: 0.0)
     merge.take(1, outbox.message({"ranks": {"2": 199}, "tags": ["loss"], "late": 0}, 10_000, False))
     assert merge.word.seen[1] > ahead and merge.word_moved  # taken in: the job run restarts at 200
+
+
+def test_a_negative_step_a_writer_logged_is_part_of_the_job_run_and_one_past_int64_is_not():
+    """TensorBoard's steps are int64, negative ones included (``add_scalar(..., global_step=-5)``): a node's value
+    with them parses; one with a step past int64 is refused (it would wrap in the job run's file)."""
+    from hf_mpwriter.uploader.jobrun.values import Head
+
+    head = {"ranks": {"0": -5}, "final": False, "late": 0, "made": 3, "every": 1, "epoch": 0, "restarts": [[1, -5]]}
+    assert Head.from_dict(head).ranks == {0: -5}
+    for bad in ({"ranks": {"0": -(2**63) - 1}}, {"made": 10**305}, {"epoch": -1}, {"restarts": [[10**30, 0]]}):
+        with pytest.raises(Malformed):
+            Head.from_dict({**head, **bad})

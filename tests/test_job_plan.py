@@ -489,3 +489,23 @@ def test_a_node_on_a_marked_successor_commits_itself_only_after_a_mark_its_leade
     assert node.not_led_here()[1] > 0  # that mark tells nothing: it waits
     assert leader.mark_later(1) == {2}  # a mark made knowing node 2 is there...
     assert node.not_led_here()[1] == 0.0  # ... lets it commit itself
+
+
+@pytest.mark.parametrize("kind", ["hub", "bucket"])
+def test_a_node_takes_only_a_plan_the_jobs_settings_can_give(kind):
+    """Every number of a hostile plan can be finite and within its bound and still stall a node (a cycle of 86,000
+    years) or flood the Hub (an interval of a microsecond): a node takes a leader's plan only where the job's settings
+    can give it (:func:`plausible`), against the plan it makes itself; every plan a real leader makes passes."""
+    import dataclasses
+
+    from hf_mpwriter.uploader.coordination.plan import MAX_SLOWDOWN, plausible
+
+    budget, nodes = make_budget(), 1024
+    own = make_plan(budget, kind, nodes, 1, 300.0, 14.0)
+    for files, max_files, slowdown in ((1, 1000, 1.0), (8, 1000, 1.0), (64, 20, MAX_SLOWDOWN), (8, 500, 2.0)):
+        assert plausible(make_plan(budget, kind, nodes, files, 300.0, 14.0, max_files, slowdown), own)
+    for hostile in (dataclasses.replace(own, nodes=2**20, own_gap=30 * 86400.0),  # its own slot 86,000 years away
+                    dataclasses.replace(own, nodes=1, interval=1e-6, own_gap=1e-9, gap=1e-9),  # a commit every cycle
+                    dataclasses.replace(own, interval=30 * 86400.0),  # its next offer 30 days away
+                    dataclasses.replace(own, per_commit=0)):
+        assert not plausible(hostile, own), hostile

@@ -413,3 +413,6 @@ def test_triggers_every_5_s_keep_a_jobs_commits_within_twice_its_budget(layout, 
     assert len(commits) > 7200 / 3600 * bound / 4, "the scenario: the triggers made commits"
     busiest = max(sum(1 for c in commits if start <= c < start + 3600) for start in commits)
     assert busiest <= bound, (busiest, bound)
+    if nodes > 1:  # and the asks ride each node's own slot: the nodes' commits stay apart, never together
+        times = sorted(commits)
+        assert min(b - a for a, b in zip(times, times[1:])) > 5.0, times[:8]

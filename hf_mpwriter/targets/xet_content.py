@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -55,14 +56,22 @@ Connection = tuple[str, str, int]
 HUB_CAS: dict[str, tuple[str, ...]] = {"https://huggingface.co": ("https://cas-server.xethub.hf.co",)}
 
 
+#: A URL this module reads the host of the way every client does: no user info, backslash, space or control
+#: character (Python's ``urlsplit`` and hf_xet's WHATWG parser read ``https://a\@b`` as two different hosts).
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:%/-]*)?", re.IGNORECASE)
+
+
 def origin(url: str) -> str:
-    """``scheme://host:port`` of an http(s) URL, lower-cased, the port explicit; ``""`` where it is none."""
-    parts = urlsplit(url.strip())
+    """``scheme://host:port`` of a plain http(s) URL (:data:`_PLAIN_URL`), lower-cased, the port explicit; ``""``
+    where it is none."""
+    if not _PLAIN_URL.fullmatch(url):
+        return ""
+    parts = urlsplit(url)
     try:
         port = parts.port
-    except ValueError:  # (a port that is not a number, or out of range)
+    except ValueError:  # (a port out of range)
         return ""
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    if not parts.hostname:
         return ""
     scheme = parts.scheme.lower()
     return f"{scheme}://{parts.hostname}:{port or (443 if scheme == 'https' else 80)}"

@@ -8,6 +8,7 @@ only hands them to its :class:`~.schedule.Schedule` when they change.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from ..config import UploadConfig, commits_allowed
@@ -46,26 +47,26 @@ class NodePacing:
                 logger.warning("commit_every=%.0f s: this node's files are committed every %.0f s instead (%s): the logs' "
                                "budget on the Hub; HF_MPWRITER_COMMITS_PER_HOUR (and HF_MPWRITER_API_REQUESTS) raise it",
                                self.config.commit_every, interval, case)
-        trigger_gap = self._trigger_gap(interval, case)
+        gap = self._trigger_gap(case)
+        # Where the job's nodes commit without a leader, a writer's ask rides the node's next own slot (the asks of
+        # every node would otherwise crowd the slots together): the last writer gone still commits at once.
+        trigger_gap = math.inf if case in ("own slots", "store gone") else gap
         return Pacing(
             interval=interval, phase=phase, trigger_gap=trigger_gap,
-            final_gap=max(trigger_gap, FINAL_GAP_S), drain_timeout=self.config.drain_timeout,
+            final_gap=max(gap, FINAL_GAP_S), drain_timeout=self.config.drain_timeout,
             preemption_deadline=self.config.preemption_deadline, watch=watch,
         )
 
-    def _trigger_gap(self, interval: float, case: str) -> float:
+    def _trigger_gap(self, case: str) -> float:
         """How often a writer's ask (``close()``, ``scheduler.trigger()``) may make a commit: not more often than the
         target allows (on the Hub, ranks closing one after the other make one commit per ~30 s), nor than the
-        logs' rate where this uploader commits for the whole job (:func:`~hf_mpwriter.config.commits_allowed`), nor
-        than its own slots where the job's nodes commit without a leader: the asks then add at most the regular
-        commits' number, twice the budget at most. The last writer gone and SIGTERM still commit at once (nothing
-        else sends those records); with a leader, a node's offers follow its plan and its own commits their slots."""
+        logs' rate where this uploader commits for the whole job (:func:`~hf_mpwriter.config.commits_allowed`). The
+        last writer gone and SIGTERM still commit at once (nothing else sends those records); with a leader, a node's
+        offers follow its plan and its own commits their slots."""
         gap = min(self.config.commit_every, factory.target_spacing(self.config, self.target))
         per_hour = commits_allowed(self.config)
         if per_hour is not None and (self.config.nodes <= 1 or case == "shared logdir"):
             gap = max(gap, 3600 / per_hour)
-        if case in ("own slots", "store gone"):
-            gap = max(gap, interval)
         return gap
 
     def repace_if_shared(self, schedule: Schedule, live: list[dict], watch: bool, now: float) -> None:

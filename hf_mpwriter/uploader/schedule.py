@@ -79,6 +79,9 @@ class Action(str, Enum):
     EXIT = "exit"  # the uploader's work is over (``Decision.code``)
 
 
+#: The reason of a cycle a writer asked for (``close()``, ``scheduler.trigger()``).
+ASKED = "a writer asked for a commit"
+
 @dataclass(frozen=True)
 class Decision:
     action: Action
@@ -118,9 +121,11 @@ def until_turn(interval: float, phase: float, wall: float, after: float = 0.0) -
     """Seconds from ``wall`` until this node's next turn (wall-clock times ``phase`` modulo
     ``interval``), at least ``after``. An error in the wall clock only shifts a node's turns; it never
     makes a node commit more often than once per ``interval``."""
-    wait = (phase - wall) % interval if interval > 0 else 0.0
-    while wait < after:
-        wait += interval
+    if interval <= 0:
+        return max(0.0, after)
+    wait = (phase - wall) % interval
+    if wait < after:
+        wait += math.ceil((after - wait) / interval) * interval
     return wait
 
 
@@ -205,10 +210,11 @@ class Schedule:
             return Decision(Action.WAIT, "pause after an unexpected error", wait=self.pause_until - now)
         if gone and not self.gone_cycled:
             return Decision(Action.CYCLE, "the last writer is gone", urgent=True)
-        triggered = math.inf if self.triggered_at is None else max(self.triggered_at + SETTLE_S, self.last_cycle + p.trigger_gap)
+        triggered = (math.inf if self.triggered_at is None or p.trigger_gap == math.inf  # (asks ride the next slot)
+                     else max(self.triggered_at + SETTLE_S, self.last_cycle + p.trigger_gap))
         final = self.last_cycle + p.final_gap if gone else math.inf
         if now >= triggered:
-            return Decision(Action.CYCLE, "a writer asked for a commit", urgent=True)
+            return Decision(Action.CYCLE, ASKED, urgent=True)
         if now >= final:
             return Decision(Action.CYCLE, "draining: every writer is gone")
         if now >= self.next_cycle:
@@ -276,7 +282,8 @@ class Schedule:
         if not self.writers_alive:
             self.gone_cycled = True
         after = max(p.interval / 2, p.trigger_gap)
-        if p.phase is not None and now < self.next_cycle < now + after:  # a writer's ask just before a slot takes its place
+        if (reason == ASKED and p.phase is not None and now < self.next_cycle < now + after
+                and math.isfinite(after)):  # a writer's ask just before a slot takes its place
             self.next_cycle = now + until_turn(p.interval, p.phase, wall, after)
         elif now >= self.next_cycle:
             if p.phase is not None:

@@ -49,7 +49,7 @@ from ...errors import Deferred, TargetError
 from ...state.piece import Piece
 from .job_node import JOB_AUDITORS, OWN_COMMITS, JobNode, store_prefix
 from .leader import Leader, SharedTarget
-from .plan import Plan
+from .plan import Plan, make_plan, plausible
 from .store import MAX_VALUE_BYTES, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -127,7 +127,8 @@ class JobTarget(JobNode):
         if answer.get("retry_in") is not None:
             try:  # (a put-off offer is offered anew, or committed here: never left for a late answer to revive)
                 self.offers.withdraw(offer)
-            except StoreError as exc:
+            except StoreError as exc:  # (it may be there still: not committed here before a leader would let it go)
+                self.offers.pending_since = self.clock()
                 self.store_failed(exc)
             if self._hurried():  # the node's disk goes before then
                 return self._commit_ourselves(pieces, message, "the job's budget has no room before this node's deadline")
@@ -147,9 +148,11 @@ class JobTarget(JobNode):
         return str(answer["commit"])
 
     def heard(self, answer: dict, wall: float) -> None:
-        """The leader's plan and this node's slots in it, from an answer read when the wall clock said ``wall``."""
+        """The leader's plan and this node's slots in it, from an answer read when the wall clock said ``wall``: where
+        the job's settings can give that plan (:func:`~.plan.plausible`), else the node keeps its own pacing."""
         plan = Plan.from_json(answer.get("plan"))
-        if plan is not None:
+        own = make_plan(self.budget, self.kind, self.leader.nodes, 1, self.commit_every, self.spacing)
+        if plan is not None and plausible(plan, own):
             self.plan, self._phases = plan, plan.phases(answer, wall)
         if answer.get("successors"):
             self.moving.told(answer["successors"])

@@ -192,6 +192,18 @@ class Plan:
             return None
 
 
+def plausible(told: Plan, own: Plan) -> bool:
+    """Whether a leader's plan (``told``, from an answer) is one the job's settings can give, against ``own``, the plan
+    this node makes of the same settings (:meth:`~.job_node.JobNode.plan_now`, before any leader's): the job's nodes,
+    the gaps at most :data:`MAX_SLOWDOWN` times as long, the interval from ``own``'s (``commit_every`` at the least) to
+    a group a node. Another plan is refused: a value from the store must not stall a node's commits or flood them."""
+    close = 1 + 1e-6
+    return (told.nodes == own.nodes and 1 <= told.per_commit <= told.nodes
+            and own.gap / close <= told.gap <= own.gap * MAX_SLOWDOWN * close
+            and own.own_gap / close <= told.own_gap <= own.own_gap * MAX_SLOWDOWN * close
+            and own.interval / close <= told.interval <= max(own.interval, told.nodes * told.gap) * close)
+
+
 def start_pacing(plan: Plan, node: int, commit_every: float) -> tuple[float, float]:
     """``(interval, phase)`` of ``node`` before the leader's first plan, from ``plan``: the one the node
     makes itself (:meth:`JobTarget.plan_now`). The groups of the plan start at the plan's own slots, so the

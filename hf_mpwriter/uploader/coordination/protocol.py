@@ -61,8 +61,9 @@ MAX_OFFER_WAIT_S = OFFER_WAIT_S
 MAX_SPAN_S = 30 * 24 * 3600.0
 #: A whole number (a sequence number, a term, a size, a count): within an int64.
 MAX_WHOLE = 2**63 - 1
-#: A step of the job run: TensorBoard's event steps are int64 (a larger one wraps in its files).
-MAX_STEP = 2**63 - 1
+#: A step of the job run: TensorBoard's event steps are int64 (a larger one wraps in its files; a writer may log
+#: negative ones).
+MIN_STEP, MAX_STEP = -(2**63), 2**63 - 1
 
 
 class Malformed(ValueError):
@@ -126,9 +127,14 @@ def _whole(value: Any, what: str, minimum: int = 0, maximum: int = MAX_WHOLE) ->
     return value
 
 
-def parse_step(value: Any, what: str, minimum: int = 0) -> int:
-    """A step of the job run (``minimum`` -1 where -1 says none): from ``minimum`` to :data:`MAX_STEP`."""
+def parse_step(value: Any, what: str, minimum: int = MIN_STEP) -> int:
+    """A step of the job run, an int64: from ``minimum`` (:data:`MIN_STEP` by default) to :data:`MAX_STEP`."""
     return _whole(value, what, minimum, MAX_STEP)
+
+
+def parse_count(value: Any, what: str) -> int:
+    """A count or an id another process wrote: a whole number from 0 to :data:`MAX_WHOLE`."""
+    return _whole(value, what)
 
 
 def _file(entry: Any) -> list:

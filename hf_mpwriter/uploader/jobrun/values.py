@@ -46,7 +46,7 @@ import logging
 import math
 import time
 
-from ..coordination.protocol import Malformed, Skipped, parse_step
+from ..coordination.protocol import Malformed, Skipped, parse_count, parse_step
 from .points import Point, merge, point_from_list
 
 logger = logging.getLogger(__name__)
@@ -77,10 +77,12 @@ class Head:
     @classmethod
     def from_dict(cls, head: dict) -> Head:
         """A head as a value holds it; its steps within :func:`~..coordination.protocol.parse_step`'s bounds."""
-        return cls({int(r): parse_step(s, "a rank's newest step", -1) for r, s in head["ranks"].items()},
-                   bool(head["final"]), int(head["late"]), int(head["made"]), parse_step(head.get("every", 1), "every", 1),
-                   int(head.get("epoch", 0)),
-                   tuple((int(n), parse_step(step, "a restart's step")) for n, step in head.get("restarts", ())))
+        return cls({int(r): parse_step(s, "a rank's newest step") for r, s in head["ranks"].items()},
+                   bool(head["final"]), parse_count(head["late"], "late"), parse_count(head["made"], "made"),
+                   parse_step(head.get("every", 1), "every", 1),
+                   parse_count(head.get("epoch", 0), "epoch"),
+                   tuple((parse_count(n, "a restart's epoch"), parse_step(step, "a restart's step"))
+                         for n, step in head.get("restarts", ())))
 
 
 @dataclasses.dataclass
@@ -153,10 +155,11 @@ class Held:
         try:
             value = json.loads(raw)
             unwritten = value.get("unwritten")
-            return cls({str(t): parse_step(s, "a held step", -1) for t, s in value["held"].items()},
+            return cls({str(t): parse_step(s, "a held step") for t, s in value["held"].items()},
                        parse_step(value["every"], "every", 1),
-                       [(int(e), parse_step(s, "a restart's step")) for e, s in value.get("restarts", ())],
-                       {int(n): int(k) for n, k in value.get("seen", {}).items()},
+                       [(parse_count(e, "a restart's epoch"), parse_step(s, "a restart's step"))
+                        for e, s in value.get("restarts", ())],
+                       {int(n): parse_count(k, "seen") for n, k in value.get("seen", {}).items()},
                        None if unwritten is None else parse_step(unwritten, "unwritten"))
         except UNPARSED as exc:
             (skipped or Skipped()).count("view/held", Malformed(f"view/held: {exc}"))
