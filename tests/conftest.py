@@ -42,6 +42,17 @@ def hub():
 
 
 @pytest.fixture
+def store():
+    """The job's store: a TCPStore server on a free port in the test's process, as the job hosts it."""
+    from datetime import timedelta
+
+    dist = pytest.importorskip("torch.distributed")
+    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
+    yield server
+    del server
+
+
+@pytest.fixture
 def store_process():
     """A TCPStore served by a process of its own (its host can be frozen with SIGSTOP); the process and its port."""
     with served_store() as served:

@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simstore import OneStore
+
 from hf_mpwriter.events.decoding import summaries
 from hf_mpwriter.events.encoding import scalar_event, session_start_event
 from hf_mpwriter.events.event_file import EventFileWriter
@@ -50,12 +52,14 @@ WAIT = 30.0  # the job view's wait for a late rank (s of the virtual clock)
 TAG = "loss"
 
 
-class MemoryStore:
+class MemoryStore(OneStore):
     """The job's store as the job run's exchange uses it, in memory
     (:class:`~hf_mpwriter.uploader.coordination.store.CoordinationStore`: mypy checks this class against it):
     ``fail`` makes every call fail (the store gone); ``lose_next_answer`` applies the next ``compare_set`` and then
     fails it (its answer lost). What the exchange never asks of a store (other prefixes, other stores, how long it
     was silent) raises :class:`NotImplementedError`."""
+
+    what = "the job run simulation's store"
 
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
@@ -116,17 +120,6 @@ class MemoryStore:
     def answers(self) -> bool:
         return not self.fail
 
-    def silent_for(self) -> float:
-        raise NotImplementedError("the job run simulation's store keeps no time of its failures")
-
-    def scoped(self, prefix: str) -> MemoryStore:
-        raise NotImplementedError("the job run simulation's store has one prefix")
-
-    def elsewhere(self, address: StoreAddress) -> MemoryStore:
-        raise NotImplementedError("the job run simulation's job has one store")
-
-    def move_to(self, address: StoreAddress, server: object = None) -> None:
-        raise NotImplementedError("the job run simulation's job has one store")
 
 
 @dataclass

@@ -40,6 +40,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from simstore import OneStore
+
 from hf_mpwriter.timing import ABSTAIN_FACTOR, STORE_CALL_S, JobTiming
 from hf_mpwriter.uploader.coordination.lease import Lease
 from hf_mpwriter.uploader.coordination.protocol import lease_holder
@@ -68,13 +70,15 @@ class RoundLock:
         self.held = False
 
 
-class Store:
+class Store(OneStore):
     """The job's store as the lease uses it (:class:`~hf_mpwriter.uploader.coordination.store.CoordinationStore`:
     mypy checks this class against it), in memory, with the faults the simulation arms: ``down`` (``"refuse"``
     or ``"hang"``), and one-shot ``lose`` (the next call applies, its answer lost) and ``late`` (the next call
     misses its deadline and applies later). A call's cost (seconds) delays its caller. What the lease never asks
     of a store (other prefixes, other stores, how long it was silent) raises :class:`NotImplementedError`: a
     lease that starts asking fails its seeds (:meth:`Sim._ticked`) instead of reading a made-up answer."""
+
+    what = "the lease simulation's store"
 
     def __init__(self, sim: Sim) -> None:
         self.sim = sim
@@ -139,18 +143,6 @@ class Store:
         except StoreError:
             return False
         return True
-
-    def silent_for(self) -> float:
-        raise NotImplementedError("the lease simulation's store keeps no time of its failures")
-
-    def scoped(self, prefix: str) -> Store:
-        raise NotImplementedError("the lease simulation's store has one prefix")
-
-    def elsewhere(self, address: StoreAddress) -> Store:
-        raise NotImplementedError("the lease simulation's job has one store")
-
-    def move_to(self, address: StoreAddress, server: object = None) -> None:
-        raise NotImplementedError("the lease simulation's job has one store")
 
     def _write(self, key: str, value: bytes) -> None:
         self.values[key], self.written_at[key] = bytes(value), self.sim.now
@@ -323,7 +315,6 @@ class Sim:
         if self.now - self.overlap_since > TIMING.poll + STORE_CALL_S + 1e-9:
             self.problem(f"nodes {leading} all believe they lead, since {self.overlap_since:.1f} s")
             self.overlap_since = self.now  # (said once per span)
-
 
     def _check_progress(self, node: Node) -> None:
         """A leader whose Hub calls hang or fail, or whose rounds raise, lets the lease go within a stuck call (or

@@ -48,14 +48,6 @@ def _endpoint(hub_is_this_process_hub):
     """The test Hub as the process's Hub (conftest.py's ``hub_is_this_process_hub``)."""
 
 
-@pytest.fixture
-def store():
-    """The job's store: a TCPStore server on a free port, as the job hosts it."""
-    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    yield server
-    del server
-
-
 #: A budget with room for a test's seconds: a node commits itself within a second or two of being left alone.
 ROOMY = make_budget(commits_per_hour=36_000, requests_per_5min=100_000)
 

@@ -202,13 +202,6 @@ def test_the_books_hold_writes_to_the_budget_and_a_429_slows_the_plan():
     assert slow.gap == 2 * make_plan(budget, "hub", 16, 8, commit_every=1.0, spacing=0.0).gap
 
 
-@pytest.fixture
-def store():
-    server = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    yield server
-    del server
-
-
 def _nodes(hub: HubServer, port: int, count: int, budget: Budget, wait: float = 10.0) -> list[JobTarget]:
     address = StoreAddress("127.0.0.1", port, "job-plan")
     targets = []
