@@ -34,6 +34,7 @@ from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
 from hf_mpwriter.uploader.coordination.protocol import (
     MAX_BOOK_ENTRIES,
     MAX_OFFER_WAIT_S,
+    WITHDRAWN,
     Malformed,
     Skipped,
     books_value,
@@ -1133,6 +1134,35 @@ def test_an_offer_whose_wait_is_past_its_bound_is_never_taken_and_one_within_it_
     assert list(offered(2, repr(MAX_OFFER_WAIT_S))) == [1]
     now[0] += 1.5
     assert offered(2, repr(MAX_OFFER_WAIT_S)) == {}  # expired: its node takes it back
+
+
+def test_a_put_off_offer_is_taken_back_and_no_late_answer_makes_it_a_candidate_again(store, monkeypatch):
+    """Seed 61946 of the commit simulation: the leader put node 2's offer off; node 2 committed newer files itself;
+    a deposed leader's late answer to an older offer of node 2's then overwrote the put-off answer, the offer was a
+    candidate again, and the next leader committed it: the file went back at the Hub. A node now takes back an offer
+    its leader puts off. (Real store; the leader's side written by hand.)"""
+    from hf_mpwriter.errors import Deferred
+    from hf_mpwriter.state.piece import Piece
+    from hf_mpwriter.targets.base import UploadedFile
+
+    leader, node = _job_node(store, 0), _job_node(store, 1)
+    monkeypatch.setattr(node.inner, "preupload", lambda pieces: [UploadedFile(f"tb/{p.path}", p.sha256, p.size)
+                                                                 for p in pieces])  # (no Hub: the content is there)
+    view = leader.store
+
+    def put_off() -> None:
+        raw = wait_for(lambda: (raw if (raw := view.get("offer/1") or b"").startswith(b"{") else None), 10, "the offer")
+        view.set("answer/1", json.dumps({"seq": json.loads(raw)["seq"], "commit": None, "retry_in": 60.0}).encode())
+        view.add("answered", 1)
+
+    answering = threading.Thread(target=put_off)
+    answering.start()
+    with pytest.raises(Deferred):  # the scenario: the leader put the node's files off
+        node.commit([Piece(path="rank-001/events.out.tfevents.1.h", size=10, sha256="1" * 64, source="")], "node commit")
+    answering.join()
+    assert view.get("offer/1") == WITHDRAWN  # taken back
+    view.set("answer/1", json.dumps({"seq": node.offers.seq - 1, "commit": None, "retry_in": 2.0}).encode())  # (late)
+    assert leader.leader._offers() == {}  # no candidate: the next leader commits nothing of node 1's
 
 
 def test_a_nodes_value_or_the_leaders_word_holding_1e999_is_skipped_counted_and_the_rounds_go_on(job_nodes, store):

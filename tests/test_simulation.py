@@ -250,16 +250,6 @@ def test_the_commit_simulation_finds_a_preempted_node_that_does_not_hurry():
     assert failed and all("at its preemption" in " ".join(result.problems) for result in failed)
 
 
-def test_a_put_off_offer_left_by_a_node_that_then_committed_itself_is_never_committed_later():
-    """Seed 61946: the leader put node 2's offer (version 11) off for the budget; node 2, signalled, committed version
-    12 itself and was killed. A deposed leader's late answer to an older offer of node 2's then made the put-off offer
-    a candidate again, and the next leader committed it: the file went back from 12 to 11 at the Hub. A node now
-    takes back an offer put off (it offers anew, or commits itself)."""
-    result = commitsim.run(61946, commitsim.KINDS)
-    assert result.had("preempt") and result.had("hub-hold")
-    assert not result.problems, str(result)
-
-
 def test_at_the_stores_death_the_nodes_own_commits_keep_within_twice_the_budget():
     """Seed 20, no successor store: every node commits what it holds at once when the store dies, past the plan's
     window (it was an expected failure while the plan was kept exact) but within the rule's margin, twice the plan."""
