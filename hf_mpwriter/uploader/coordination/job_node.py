@@ -377,4 +377,8 @@ class JobNode(Target):
 
     def plan_now(self, files: int) -> Plan:
         """The leader's last plan, or, before it said one, this node's own for ``files`` files a node."""
-        return self.plan or make_plan(self.budget, self.kind, self.leader.nodes, files, self.commit_every, self.spacing)
+        return self.plan or self.own_plan(files)
+
+    def own_plan(self, files: int) -> Plan:
+        """The plan this node makes of the job's settings for ``files`` files a node (no leader's slowdown)."""
+        return make_plan(self.budget, self.kind, self.leader.nodes, files, self.commit_every, self.spacing)

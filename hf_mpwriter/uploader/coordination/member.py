@@ -49,7 +49,7 @@ from ...errors import Deferred, TargetError
 from ...state.piece import Piece
 from .job_node import JOB_AUDITORS, OWN_COMMITS, JobNode, store_prefix
 from .leader import Leader, SharedTarget
-from .plan import Plan, make_plan, plausible
+from .plan import Plan, plausible
 from .store import MAX_VALUE_BYTES, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -151,8 +151,7 @@ class JobTarget(JobNode):
         """The leader's plan and this node's slots in it, from an answer read when the wall clock said ``wall``: where
         the job's settings can give that plan (:func:`~.plan.plausible`), else the node keeps its own pacing."""
         plan = Plan.from_json(answer.get("plan"))
-        own = make_plan(self.budget, self.kind, self.leader.nodes, 1, self.commit_every, self.spacing)
-        if plan is not None and plausible(plan, own):
+        if plan is not None and plausible(plan, self.own_plan(1)):
             self.plan, self._phases = plan, plan.phases(answer, wall)
         if answer.get("successors"):
             self.moving.told(answer["successors"])
