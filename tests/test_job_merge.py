@@ -877,27 +877,27 @@ def test_a_leader_that_moves_alone_to_a_successor_store_still_shows_the_whole_jo
     ``status`` showed its part at the end)."""
     from hf_mpwriter.cli.status import collect
 
-    dist = pytest.importorskip("torch.distributed")
     views, jobs, exchanges = _led_to_the_end(job_nodes, store, 1)
     whole = {str(r): 4 for r in range(4)}
     before = collect(views[1].logdir)["job_view"]
     assert before["newest_step"] == whole and before["points"] == 5  # (the scenario: node 1 wrote it all)
-    successor = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    jobs[1].store.move_to(StoreAddress("127.0.0.1", successor.port, store.job))
-    assert jobs[1]._announce()  # node 1 alone in the successor store
-    if waits:
-        jobs[1].leader.leading = False
+    # (the successor served by a process of its own, as the file's store: served in the test's process, its first
+    # connection timed out after one fixed order of this file's tests)
+    with served_store() as (_, port):
+        jobs[1].store.move_to(StoreAddress("127.0.0.1", port, store.job))
+        assert jobs[1]._announce()  # node 1 alone in the successor store
+        if waits:
+            jobs[1].leader.leading = False
+            exchanges[1].round(final=True)
+            assert collect(views[1].logdir)["job_view"].get("node") is True  # (the scenario: its part shown meanwhile)
+            jobs[1].leader.leading = True
         exchanges[1].round(final=True)
-        assert collect(views[1].logdir)["job_view"].get("node") is True  # (the scenario: its part shown meanwhile)
-        jobs[1].leader.leading = True
-    exchanges[1].round(final=True)
-    assert exchanges[1].merge is not None and exchanges[1].merge.nodes_heard <= 1  # a new merge: node 1 at most
-    picture = collect(views[1].logdir)["job_view"]
-    assert picture.get("nodes") == 2 and picture["newest_step"] == whole and not picture["missing_ranks"], picture
-    assert picture["points"] == 5 and picture["extremes"] == before["extremes"] != {}  # (its counts stand too)
-    for exchange in exchanges:
-        exchange.close()
-    del successor
+        assert exchanges[1].merge is not None and exchanges[1].merge.nodes_heard <= 1  # a new merge: node 1 at most
+        picture = collect(views[1].logdir)["job_view"]
+        assert picture.get("nodes") == 2 and picture["newest_step"] == whole and not picture["missing_ranks"], picture
+        assert picture["points"] == 5 and picture["extremes"] == before["extremes"] != {}  # (its counts stand too)
+        for exchange in exchanges:
+            exchange.close()
 
 
 def _at_the_target(tmp_path: Path, views: list[JobView], exchanges: list[ViewExchange]) -> Path:
