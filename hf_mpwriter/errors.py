@@ -18,11 +18,12 @@ class TargetError(HFMPWriterError):
     ``close()`` while the data stays queued."""
 
     def __init__(self, message: str, *, transient: bool, retry_after: float | None = None,
-                 timed_out: bool = False) -> None:
+                 timed_out: bool = False, raced: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
         self.retry_after = retry_after
         self.timed_out = timed_out  # the call took too long (a read timeout, a 408 or 504): maybe too big
+        self.raced = raced  # another commit landed first (412): the retry reconciles, usually no one's fault
 
 
 class Deferred(TargetError):

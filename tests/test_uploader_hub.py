@@ -4,10 +4,12 @@ injected server faults, a server that is down. ``test_uploader_lfs.py`` keeps th
 
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -305,3 +307,80 @@ def _failed_attempts(logdir: Path) -> int:
         return job.attempts if job else 0
     finally:
         queue.close()
+
+
+class _OwnThread:
+    """An uploader in this process, made and driven in a thread of its own (its queue's connection is that thread's)."""
+
+    def __init__(self, hub: HubServer, logdir: Path, prefix: str) -> None:
+        from hf_mpwriter.targets.hub import HubTarget
+        from hf_mpwriter.uploader.loop import Uploader
+
+        self.logdir, self.pool = logdir, ThreadPoolExecutor(1, thread_name_prefix=f"test-uploader-{prefix}")
+        target = lambda: HubTarget(REPO, prefix=f"tensorboard/{prefix}", token=TOKEN, endpoint=hub.endpoint)  # noqa: E731
+        self.uploader = self.pool.submit(lambda: Uploader(logdir, token=TOKEN, target=target())).result()
+
+    def cycle(self) -> Future:
+        return self.pool.submit(self.uploader.cycle)
+
+    def landed(self) -> bool:
+        """One cycle more; whether everything is at the Hub then."""
+        self.cycle().result()
+        return bool(collect(self.logdir)["up_to_date"])
+
+
+def _racing_uploaders(hub: HubServer, tmp_path: Path) -> tuple[list[HFSummaryWriter], list[_OwnThread]]:
+    """Two logdirs of one job on one repository, each with its uploader, their first logs landed and more written."""
+    hub.create_repo(REPO)
+    writers, uploaders = [], []
+    for name in ("a", "b"):
+        writer = HFSummaryWriter(logdir=str(tmp_path / name), repo_id=REPO, rank=0, uploader="none", token=TOKEN)
+        writer.add_scalar("loss", 1.0, 0)
+        writer.flush()
+        uploaders.append(_OwnThread(hub, tmp_path / name, name))
+        uploaders[-1].cycle().result()
+        writers.append(writer)
+    for writer in writers:
+        writer.add_scalar("loss", 2.0, 1)
+        writer.flush()
+    return writers, uploaders
+
+
+def _said(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("hf_mpwriter")]
+
+
+def test_a_race_between_two_uploaders_of_one_repository_that_resolves_itself_is_not_a_warning(hub, tmp_path, caplog):
+    """Uploader a's commit is held by the Hub while b's lands: a's comes back 412 (the branch moved), and its next try
+    lands. Nothing of it is a warning or a ``status`` error; every record is at the Hub."""
+    caplog.set_level(logging.INFO, logger="hf_mpwriter")
+    writers, (a, b) = _racing_uploaders(hub, tmp_path)
+    hold = hub.inject("hold", route="commit", seconds=60)
+    raced = a.cycle()
+    try:
+        wait_for(lambda: hold.hits, 30, "a's commit held by the Hub")
+        b.cycle().result()
+    finally:
+        hold.release()
+        raced.result(60)
+    assert hold.outcomes == [412], "no race: a's commit was not refused"
+    assert _said(caplog) == [] and collect(tmp_path / "a")["last_error"] is None
+    wait_for(a.landed, 30, "a's next try to land")
+    assert _said(caplog) == []
+    for writer in writers:
+        writer.close()
+    assert all(collect(tmp_path / name)["up_to_date"] for name in ("a", "b"))
+
+
+def test_a_commit_that_keeps_losing_races_is_said(hub, tmp_path, caplog):
+    """The same refusal three tries in a row is news: a warning and a ``status`` error, the records kept."""
+    from hf_mpwriter.uploader.commit_cycle import RACES_SAID_AFTER
+
+    caplog.set_level(logging.INFO, logger="hf_mpwriter")
+    writers, (a, _) = _racing_uploaders(hub, tmp_path)
+    refused = hub.inject("status", route="commit", times=RACES_SAID_AFTER, status=412)
+    wait_for(lambda: a.cycle().result() is not None and refused.hits == RACES_SAID_AFTER, 30, "three refusals")
+    assert len(_said(caplog)) == 1 and collect(tmp_path / "a")["last_error_kind"] == "transient"
+    wait_for(a.landed, 30, "the next try to land")
+    for writer in writers:
+        writer.close()

@@ -379,7 +379,7 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
             return TargetError(
                 f"cannot {doing} on {where}: the branch {self.revision!r} moved since this commit was prepared "
                 f"(another commit landed first); reconciling against the new head and retrying",
-                transient=True,
+                transient=True, raced=True,
             )
         return classify(exc, doing, where, self._token, missing="the repository was not found",
                         fix_missing="Check repo_id and repo_type, and that the token can see it")

@@ -51,6 +51,10 @@ from .cycle_terms import Clock, Progress, TargetCall, backoff
 from .schedule import LOCAL_RETRY_S
 from .snapshot import Scanner
 
+#: Tries of one job lost to other committers' commits (the branch moved: 412) before that is news. Two uploaders
+#: of one job on one repository race now and then, and the retry reconciles: not a warning, nor a ``status`` error.
+RACES_SAID_AFTER = 3
+
 logger = logging.getLogger("hf_mpwriter.uploader")  # the uploader's log, whichever module speaks
 
 
@@ -263,6 +267,9 @@ class Committer(Audit):
             self.queue.move(job, JobState.PENDING, error=text, next_try=self.clock.time() + delay)
             if exc.retry_after is not None:
                 self.held_until = max(self.held_until, self.clock.time() + delay)
+            if exc.raced and job.attempts < RACES_SAID_AFTER:
+                logger.info("%s (next try in %.1f s)", in_logdir(text, self.logdir), delay)
+                return
             (logger.warning if exc.transient else logger.error)("%s (next try in %.0f s)", in_logdir(text, self.logdir), delay)
             self._record_error(exc, text)
             progress.error, progress.fatal = text, not exc.transient

@@ -325,8 +325,8 @@ class Leader(SeenOffers):
         if exc.timed_out and self.max_files > MIN_FILES_PER_COMMIT:
             self.max_files = max(MIN_FILES_PER_COMMIT, self.max_files // 2)
             logger.warning("job leader: %s; commits of at most %d files from now on", exc, self.max_files)
-        else:
-            logger.warning("job leader: %s", exc)
+        else:  # (a race with another committer resolves itself next round: not a warning)
+            (logger.info if exc.raced else logger.warning)("job leader: %s", exc)
         if exc.transient:  # the branch moved, the network: offered again next round (a hand-over if it lasts)
             self._put_off(offers, self.clock() + self.spacing, f"the leader's commit failed ({exc})")
         else:  # only the user can fix it: the nodes report it
