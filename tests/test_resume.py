@@ -24,7 +24,7 @@ from upload_helpers import (
     writer_env,
 )
 
-from hf_mpwriter import SummaryWriter
+from hf_mpwriter import HFSummaryWriter, SummaryWriter
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.state import attempts
 
@@ -172,6 +172,30 @@ def test_a_relaunch_into_a_new_folder_commits_what_the_killed_attempt_left_witho
     wait_for(lambda: collect(first_dir)["up_to_date"], 30, "the killed attempt's logdir to be up to date")
     assert _hub_files(hub, repo, "attempt-2") == local_event_files(second_dir)
     wait_for(lambda: not list(attempts.index_dir().glob("*.json")), 30, "both logdirs to be done with")
+
+
+def test_a_second_tracker_of_the_same_job_on_one_target_is_not_taken_for_an_earlier_attempt(tmp_path):
+    """README's Accelerate pattern: a main tracker and an ``all_ranks`` one, two logdirs on one target. Each logdir's
+    writers start its uploader; the other's must not start one beside them for an "earlier attempt". A logdir whose
+    writers are gone still gets one (the relaunch's case: the path is checked, not only skipped)."""
+    from hf_mpwriter import config as config_mod
+    from hf_mpwriter.uploader.earlier_attempts import finish_earlier_attempts
+
+    main_dir, ranks_dir, target = tmp_path / "logs" / "demo", tmp_path / "logs" / "demo-ranks", tmp_path / "mirror"
+    main = HFSummaryWriter(logdir=str(main_dir), target_dir=str(target), uploader="none")
+    main.add_scalar("train/loss", 1.0, 0)
+    main.flush()
+    with HFSummaryWriter(logdir=str(ranks_dir), target_dir=str(target), uploader="none") as ranks:
+        ranks.add_scalar("rank/loss", 1.0, 0)
+    config = config_mod.load(ranks_dir)
+    assert finish_earlier_attempts(main_dir, config_mod.load(main_dir), None) == []  # (main_dir: in the index)
+    assert finish_earlier_attempts(ranks_dir, config, None) == []
+    main.close()
+    started = finish_earlier_attempts(ranks_dir, config, None)
+    assert len(started) == 1
+    wait_for(lambda: not psutil.pid_exists(started[0]) or psutil.Process(started[0]).status() == "zombie", 60,
+             "the uploader started for the closed logdir to finish")
+    assert collect(main_dir)["up_to_date"]
 
 
 def _kill_writer_and_uploader(proc: subprocess.Popen, logdir: Path) -> None:

@@ -30,17 +30,21 @@ def _repository(config: UploadConfig) -> str:
     return f"{config.kind}:{config.repo_type}:{config.repo_id or config.directory}@{config.revision} {config.endpoint}"
 
 
-def finish_earlier_attempts(logdir: Path, config: UploadConfig, token: str | None) -> None:
+def finish_earlier_attempts(logdir: Path, config: UploadConfig, token: str | None) -> list[int]:
     """Record ``logdir`` for its target, and start the uploader of each logdir that an earlier attempt to the same
     target left on this host without one: a relaunch into a new folder must not leave the killed attempt's last
-    records on disk."""
+    records on disk. A logdir with a live writer is not an earlier attempt's (the same job's second tracker on one
+    repository): its writers start its uploader. Returns the uploaders started."""
     target = _repository(config)
     attempts.record(logdir, target)
+    started = []
     for earlier in attempts.left_behind(logdir, target):
         try:
             theirs = config_mod.load(earlier)
             if theirs is None or _repository(theirs) != target or uploader_state(earlier) != "none":
                 continue  # (its settings name another target: never started with this token)
+            if live_writers(earlier):
+                continue
             pid = start_uploader_process(earlier, token).pid
         except (OSError, ConfigurationError) as exc:
             logger.warning("%s, an earlier attempt's logdir for the same target, has no uploader, and none "
@@ -48,6 +52,8 @@ def finish_earlier_attempts(logdir: Path, config: UploadConfig, token: str | Non
             continue
         logger.warning("%s, an earlier attempt's logdir for the same target, had no uploader: started one "
                        "(pid %d) to commit what it holds", earlier, pid)
+        started.append(pid)
+    return started
 
 
 def forget_if_done(logdir: Path, drained: Callable[[], bool]) -> None:
