@@ -80,7 +80,7 @@ def main() -> int:
     elif cfg.get("user_handler") == "ignore":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     rank = cfg.get("rank")
-    options = {key: cfg[key] for key in ("flush_secs", "max_queue", "purge_step", "repo_revision", "repo_type")
+    options = {key: cfg[key] for key in ("flush_secs", "max_queue", "purge_step", "repo_revision", "repo_type", "resume")
                if key in cfg}
     start = cfg.get("start", 0)
     marker, every = cfg.get("crash_marker"), cfg.get("checkpoint_every", 10)

@@ -23,6 +23,7 @@ from upload_helpers import (
     uploader_pid,
     writer_env,
 )
+from upload_helpers import finish as finish_writer
 
 from hf_mpwriter import HFSummaryWriter, SummaryWriter
 from hf_mpwriter.cli.status import collect
@@ -196,6 +197,46 @@ def test_a_second_tracker_of_the_same_job_on_one_target_is_not_taken_for_an_earl
     wait_for(lambda: not psutil.pid_exists(started[0]) or psutil.Process(started[0]).status() == "zombie", 60,
              "the uploader started for the closed logdir to finish")
     assert collect(main_dir)["up_to_date"]
+
+
+def test_a_resume_on_a_new_machine_names_the_steps_that_went_with_the_old_disk(tmp_path, hub):
+    """The first attempt's steps 0-27 committed, 28-39 only on its disk; it is SIGKILLed and its disk deleted. The
+    second resumes (``resume=True``) at step 40 in a logdir of the same name: ``status`` and the rank's own output
+    name steps 28 to 39 of its run, and nothing else; the Hub holds 0-27 and 40-59."""
+    from hf_mpwriter.state.lost import Lost
+
+    repo, env, logdir = "user/moved", hub_env(hub, tmp_path), tmp_path / "runs" / "exp"
+    more = tmp_path / "more"
+    first = start_writer({"logdir": str(logdir), "repo_id": repo, "rank": 0, "commit_every_s": 600, "steps": 28,
+                          "flush_every": 0, "trigger_every": 27, "more_after": str(more), "more_steps": 12, "hang": True},
+                         env)
+    read_line(first, "flushed 27", timeout=60)
+    wait_for(lambda: collect(logdir)["up_to_date"] and collect(logdir)["commits"] >= 1, 60, "steps 0-27 committed")
+    more.touch()
+    read_line(first, "flushed 39", timeout=60)
+    _kill_writer_and_uploader(first, logdir)
+    (run,) = {str(Path(p).parent) for p in local_event_files(logdir)}
+    shutil.rmtree(logdir)  # the node is gone with its disk
+    assert _hub_steps(hub, repo, tmp_path / "before") == list(range(28)), "the scenario: 28-39 never reached the Hub"
+
+    second = start_writer({"logdir": str(logdir), "repo_id": repo, "rank": 0, "commit_every_s": 600, "start": 40,
+                           "steps": 60, "resume": True}, env)
+    output = finish_writer(second)  # (its stderr: what the rank's log says)
+    wait_for(lambda: collect(logdir)["up_to_date"], 60, "the second attempt up to date")
+    lost = Lost(run, 27, 40)
+    assert [{k: v for k, v in found.items() if k != "text"} for found in collect(logdir)["lost_steps"]] == [
+        {"run": run, "after": 27, "restart": 40}]
+    assert lost.text() in output  # said in the rank's own output, once
+    assert output.count(lost.text()) == 1
+    assert _hub_steps(hub, repo, tmp_path / "after") == [*range(28), *range(40, 60)]
+
+
+def _hub_steps(hub, repo: str, into: Path) -> list[int]:
+    """The steps of ``loss`` the Hub's copy of the logdir holds, read with TensorBoard's default reader."""
+    files = {p[len("tensorboard/"):]: hub.read_file(repo, p) for p in hub.list_files(repo) if "tfevents" in p}
+    runs = default_reader_scalars(materialise(files, into))
+    (scalars,) = [run["loss"] for run in runs.values() if "loss" in run]
+    return [step for step, _ in scalars]
 
 
 def _kill_writer_and_uploader(proc: subprocess.Popen, logdir: Path) -> None:

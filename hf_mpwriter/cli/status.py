@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import config as config_mod
 from ..errors import ConfigurationError
+from ..state import lost as lost_mod
 from ..state.election import uploader_info, uploader_state
 from ..state.filesystem import queue_advice
 from ..state.jobqueue import HANG_COUNTS, JobQueue, audit_record
@@ -123,6 +124,7 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
         and pending is None and _audit_summary(queue.audit, last)["agrees"],
         # calls that never answered: abandoned past their bound, uploader processes replaced for them
         "hangs": queue.hangs,
+        "lost_steps": queue.lost,  # a resumed run's steps that went with an earlier attempt's disk
         "job_view": _job_view(root),
         "checked_at": time.time(),
     }
@@ -141,6 +143,7 @@ class _QueueView:
     queue_error: str | None = None
     audit: dict[str, Any] = dataclasses.field(default_factory=dict)
     hangs: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(HANG_COUNTS, 0))
+    lost: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def _read_queue(root: Path, key: str | None) -> _QueueView:
@@ -159,6 +162,8 @@ def _read_queue(root: Path, key: str | None) -> _QueueView:
                 view.error_kind = recorded.kind.value if recorded else None
                 view.audit = audit_record(queue)
                 view.hangs = queue.hang_counts()
+                view.lost = [{**dataclasses.asdict(lost), "text": lost.text()}
+                             for lost in lost_mod.decode(queue.get_meta(lost_mod.LOST_META))]
             finally:
                 queue.close()
         except sqlite3.OperationalError as exc:  # locked, an I/O error, cannot open: no rebuild fixes it

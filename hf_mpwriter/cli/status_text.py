@@ -139,6 +139,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"          {path}: {why}")
     if info["last_error"]:
         print(f"error     {in_logdir(info['last_error'], args.logdir)}")
+    for lost in info["lost_steps"]:  # (up to date or not: what went with an earlier attempt's disk is not coming)
+        print(f"LOST      {lost['text']}")
     if info["job_view"]:
         for line in _job_view_lines(info["job_view"], args.tag):
             print(line)

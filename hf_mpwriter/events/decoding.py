@@ -96,6 +96,17 @@ def scalars(record: bytes) -> list[Scalar]:
 Summaries = tuple[list[Scalar], list[Histogram], Optional[int]]
 
 
+def step_of(record: bytes) -> int | None:
+    """The step of one serialized ``Event`` of any kind (``None`` for one that does not parse)."""
+    try:
+        for number, wire, value in _fields(record):
+            if number == 2 and wire == 0:
+                return value - (1 << 64) if value >= 1 << 63 else value
+        return 0
+    except (ValueError, IndexError, TypeError, struct.error):
+        return None
+
+
 def summaries(record: bytes) -> Summaries:
     """The scalars, the histograms and the restart of one serialized ``Event`` (none for any other event,
     or one that does not parse), in one pass."""

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from ..timing import READ_FAILING_S
 from .filesystem import queue_advice
 from .jobqueue import JobQueue
+from .lost import LOST_META, Lost, decode
 from .upload_error import UploadError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ def read_committed(db: Path, target: str) -> dict[str, int]:
     """``path -> committed size`` for a training process waiting in ``close()``: read-only, never
     blocks the uploader, and ``{}`` while the queue does not exist yet or is being rebuilt."""
     return _read_only(db, lambda queue: queue.known_sizes(target), {})
+
+
+def read_lost(db: Path) -> list[Lost]:
+    """The steps of resumed runs the uploader found lost with an earlier attempt's disk."""
+    return _read_only(db, lambda queue: decode(queue.get_meta(LOST_META)), [])
 
 
 def read_failure(db: Path) -> str | None:

@@ -55,6 +55,9 @@ class Claim:
     #: An earlier process (an attempt that was killed, preempted, relaunched) wrote into it: it holds event
     #: files, and no writer of this process used it before.
     earlier_attempt: bool = False
+    #: It holds no event files, and no writer of this process used it before: a new run, or one resumed on a disk
+    #: that lacks its earlier attempts' files (their records are at the target, or lost with their disk).
+    fresh: bool = False
 
     def release(self) -> None:
         _claimed_here.discard(str(self.path))
@@ -93,10 +96,10 @@ def claim_run_dir(logdir: Path, preferred: str | None) -> Claim:
         if n and preferred:
             logger.warning("run directory %s is in use by another live process; writing to %s instead", base, name)
         path.mkdir(parents=True, exist_ok=True)
-        earlier = str(path) not in _used_here and any("tfevents" in entry.name for entry in os.scandir(path))
+        first_use, written = str(path) not in _used_here, any("tfevents" in entry.name for entry in os.scandir(path))
         _claimed_here.add(str(path))
         _used_here.add(str(path))
-        return Claim(name, path, lock, earlier)
+        return Claim(name, path, lock, first_use and written, first_use and not written)
     raise AssertionError("unreachable")
 
 

@@ -92,3 +92,8 @@ class Target(abc.ABC):
     def read(self, path: str) -> bytes:
         """Content of a remote file (relative to ``prefix``): for verification."""
         raise NotImplementedError
+
+    def listing(self, folder: str) -> list[str]:
+        """The remote files under ``folder`` (relative to ``prefix``; ``.``: all), paths relative to ``prefix``:
+        what a resumed run's earlier attempt left there (:mod:`hf_mpwriter.uploader.lost_steps`)."""
+        raise NotImplementedError

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import posixpath
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -249,6 +250,15 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
         fs = HfFileSystem(token=self._token, endpoint=self.api.endpoint)
         with fs.open(remote, "rb") as handle:
             return handle.read()
+
+    def listing(self, folder: str) -> list[str]:
+        where = posixpath.normpath(posixpath.join(self.prefix, folder)) if self.prefix else folder
+        try:
+            entries = self.api.list_bucket_tree(self.repo_id, prefix=None if where == "." else where, recursive=True)
+            paths = [entry.path for entry in entries if type(entry).__name__ == "BucketFile"]
+        except Exception as exc:
+            raise self._error(exc, "list files") from None
+        return sorted(posixpath.relpath(path, self.prefix) if self.prefix else path for path in paths)
 
     def _error(self, exc: BaseException, doing: str) -> TargetError:
         return classify(exc, doing, f"bucket {self.repo_id!r}", self._token, missing="the bucket was not found",

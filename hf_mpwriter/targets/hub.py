@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import posixpath
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -364,6 +365,20 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
         )
         with open(local, "rb") as handle:
             return handle.read()
+
+    def listing(self, folder: str) -> list[str]:
+        from huggingface_hub.errors import EntryNotFoundError
+
+        where = posixpath.normpath(posixpath.join(self.prefix, folder)) if self.prefix else folder
+        try:
+            entries = self.api.list_repo_tree(self.repo_id, path_in_repo=where, recursive=True, repo_type=self.repo_type,
+                                              revision=self.revision)
+            paths = [entry.path for entry in entries if type(entry).__name__ == "RepoFile"]
+        except EntryNotFoundError:
+            return []
+        except Exception as exc:
+            raise self._error(exc, "list files") from None
+        return sorted(posixpath.relpath(path, self.prefix) if self.prefix else path for path in paths)
 
     # -- errors --------------------------------------------------------------------------------
     def _error(self, exc: BaseException, doing: str) -> TargetError:

@@ -122,3 +122,7 @@ class LocalTarget(Target):
 
     def read(self, path: str) -> bytes:
         return (self.directory / self.prefix / path).read_bytes()
+
+    def listing(self, folder: str) -> list[str]:
+        root = self.directory / self.prefix
+        return sorted(p.relative_to(root).as_posix() for p in (root / folder).rglob("*") if p.is_file())

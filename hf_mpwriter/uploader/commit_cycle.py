@@ -40,6 +40,7 @@ from pathlib import Path
 from ..config import UploadConfig, token_found
 from ..errors import Deferred, TargetError, in_logdir
 from ..redaction import redact
+from ..state import lost as lost_mod
 from ..state.filesystem import queue_advice
 from ..state.jobqueue import JobQueue, audit_record
 from ..state.jobs import Job, JobState, Step
@@ -48,6 +49,7 @@ from ..state.upload_error import ErrorKind
 from ..targets import Target
 from .audit import Audit
 from .cycle_terms import Clock, Progress, TargetCall, backoff
+from .lost_steps import LostSteps
 from .schedule import LOCAL_RETRY_S
 from .snapshot import Scanner
 
@@ -81,6 +83,7 @@ class Committer(Audit):
         #: Wall time until which the target asked this node to wait (the job's leader put its files off, the
         #: Hub's ``Retry-After``): an uploader draining its last records keeps trying until then at least.
         self.held_until = 0.0
+        self.lost = LostSteps(self.logdir)
 
     @property
     def queue(self) -> JobQueue:
@@ -152,6 +155,7 @@ class Committer(Audit):
             return progress
         if self._generation is None:  # the queue could not be written at start (disk full): take it over now
             self._generation = self.queue.new_generation()
+        self._look_for_lost()
         key = self.target.key
         job = self.queue.unfinished(key)
         try:
@@ -185,6 +189,21 @@ class Committer(Audit):
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
         return progress
+
+    def _look_for_lost(self) -> None:
+        """A resumed run whose earlier attempt's disk is gone: the steps it lost, found at the target and kept in the
+        queue's meta (``status``, a closing writer). A target that fails is asked again next cycle."""
+        if self.lost.found is None:  # (an earlier uploader's finds are not said again)
+            self.lost.found = lost_mod.decode(self.queue.get_meta(lost_mod.LOST_META))
+        files = [rel for rel, _ in self.scanner.files()]
+        try:
+            new = self.lost.look(files, lambda: self._call("list", self.target.listing, "."),
+                                 lambda path: self._call("read", self.target.read, path))
+        except (TargetError, NotImplementedError, OSError) as exc:
+            logger.info("a resumed run's earlier files at the target not read yet: %s", redact(str(exc), self._token))
+            return
+        if new:
+            self.queue.set_meta(lost_mod.LOST_META, lost_mod.encode(self.lost.found))
 
     def prepare(self) -> bool:
         """Prepare the target once (create the repository...); ``False`` while it fails (backing off)."""

@@ -10,11 +10,12 @@ when to wait and for how long.
 from __future__ import annotations
 
 import logging
+import posixpath
 from pathlib import Path
 
 from ..config import UploadConfig
 from ..errors import with_sync_advice
-from ..state.queue_readers import read_committed, read_error, read_failure
+from ..state.queue_readers import read_committed, read_error, read_failure, read_lost
 from ..state.statedir import state_dir
 from . import supervisor
 
@@ -41,6 +42,10 @@ def say_what_is_left(root: Path, upload: UploadConfig, sizes: dict[str, int], *,
             f"{missing(root, upload.target_key, sizes)} file(s) of {root} are not committed to {upload.description} "
             f"after {close_timeout:.0f} s{_last_error_suffix(root)}. What is on disk is safe and queued; the "
             f"uploader keeps trying while it runs", root, "and this finishes the job"))
+    for lost in read_lost(_queue_path(root)):
+        if lost.run in {posixpath.dirname(rel) or "." for rel in sizes}:  # (this writer's runs: each rank says its own)
+            logger.warning("%s: they were on that disk only, and never reached %s (docs/guarantees.md says what bounds "
+                           "such a loss)", lost.text(), upload.description)
     if unwritten:
         logger.error(
             "%d bytes of records of %s are NOT on disk (it refused them: see the error above); they are kept "

@@ -35,7 +35,7 @@ from tensorboardX.proto.summary_pb2 import Summary
 from .. import environment
 from ..events.encoding import scalar_event, summary_event
 from ..events.event_file import DEFAULT_FLUSH_SECS, DEFAULT_ROTATE_BYTES
-from ..state import registry
+from ..state import lost, registry
 from . import histogram as _histogram
 from .args import check_logdir, check_writer_args, default_logdir
 from .file_writer import FileWriter, write_restart
@@ -113,6 +113,7 @@ class SummaryWriter(SubRuns):
         self._purge_pending = purge_step is not None
         #: ``resume=True`` without ``purge_step``: the restart point is the first step logged, not known yet.
         self._restart_on_first_step = bool(resume) and purge_step is None
+        self._resumed_fresh = False  # (set once the run directory is claimed)
         self._scalars_file_writers: dict[str, list[FileWriter]] = {}  # add_scalars' sub-runs, for export
         self._exported_up_to: dict[Path, int] = {}  # what export_scalars_to_json has read, per file
         comet_config = comet_config or {"disabled": True}
@@ -159,6 +160,7 @@ class SummaryWriter(SubRuns):
                 self._claim = registry.claim_run_dir(self._root, self.rank_info.run_name())
                 # resume=True restarts a run an earlier attempt wrote into, not one this process began
                 # (a Trainer's evaluate() after train(), Lightning's fit() after validate()) nor a new one.
+                self._resumed_fresh = self._restart_on_first_step and self._claim.fresh
                 self._restart_on_first_step = self._restart_on_first_step and self._claim.earlier_attempt
             self.file_writer = self._new_file_writer(self._claim.path)
             if self._purge_pending:  # once per writer: repeated after a close it would hide our own events
@@ -166,6 +168,8 @@ class SummaryWriter(SubRuns):
                 write_restart(self.file_writer, self.purge_step)
             if self._restart_on_first_step:
                 self.file_writer.first_step = self._restart_at
+            elif self._resumed_fresh:
+                self.file_writer.first_step = self._resumed_at
             self.file_writer.event_writer.flush()  # never raises: a full disk must not stop construction
             self.all_writers = {self.file_writer.get_logdir(): self.file_writer}
         return self.file_writer
@@ -178,6 +182,14 @@ class SummaryWriter(SubRuns):
         for writer in self.all_writers.values():  # (the open ones: a sub-run reopened later gets it when made)
             writer.first_step = None
             write_restart(writer, step)
+
+    def _resumed_at(self, step: int) -> None:
+        """``resume=True`` in a run this disk holds nothing of: its first step, kept for the uploader, which asks the
+        target whether an earlier attempt's steps before it went with another disk (:mod:`hf_mpwriter.state.lost`)."""
+        self._resumed_fresh = False
+        self.file_writer.first_step = None
+        if self._claim is not None:
+            lost.note_resumed(self._root, self._claim.name, step)
 
     # -- the hot path ------------------------------------------------------------------------
     def add_scalar(
@@ -203,6 +215,7 @@ class SummaryWriter(SubRuns):
             or double_precision
             or self._comet_enabled
             or self._restart_on_first_step
+            or self._resumed_fresh
         ):
             return self._add_scalar_slow(
                 tag, scalar_value, global_step, walltime, display_name, summary_description, new_style, double_precision
@@ -286,7 +299,7 @@ class SummaryWriter(SubRuns):
         writer = self._get_file_writer()
         step = None if global_step is None else int(global_step)
         if (not self._write_to_disk or writer._default_metadata or (step is not None and step < 0)
-                or self._restart_on_first_step):
+                or self._restart_on_first_step or self._resumed_fresh):
             writer.add_summary(Summary.FromString(summary), global_step, walltime)
             return
         writer.event_writer.add_serialized(summary_event(summary, step, time.time() if walltime is None else walltime))

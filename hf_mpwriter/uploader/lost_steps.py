@@ -1,0 +1,106 @@
+"""The steps a resumed run lost with an earlier attempt's disk, found once at the target and said.
+
+A resumed writer (``resume=True``, ``purge_step``) starts its run's new file with its restart point (a ``START`` at
+step s). Where the target holds files of that run this disk does not, the earlier attempt's disk is gone (a replaced
+node, an ephemeral pod): the run there ends where that attempt's last commit took it, and its steps from there to the
+restart point were only on the lost disk. Nothing can bring them back; the user must hear it, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from collections.abc import Callable
+from pathlib import Path
+
+from ..events.decoding import step_of, summaries
+from ..events.records import iter_records
+from ..state import lost
+from ..state.lost import Lost
+
+logger = logging.getLogger("hf_mpwriter.uploader")
+
+#: A restart point is among a file's first records (its ``file_version``, then the ``START``).
+HEAD_RECORDS = 4
+
+
+def restart_point(path: Path) -> int | None:
+    """The restart step a local event file starts with, if it does."""
+    try:
+        with open(path, "rb") as handle:
+            for count, (_, data) in enumerate(iter_records(handle)):
+                if (restart := summaries(data)[2]) is not None:
+                    return restart
+                if count + 1 >= HEAD_RECORDS:
+                    return None
+    except OSError:
+        return None
+    return None
+
+
+def last_step(content: bytes) -> int | None:
+    """The highest step among ``content``'s whole records (an event file as the target holds it)."""
+    import io
+
+    steps = (step_of(data) for _, data in iter_records(io.BytesIO(content)))
+    return max((s for s in steps if s is not None), default=None)
+
+
+def restarted_runs(files: list[str], logdir: Path, heads: dict[str, int | None]) -> dict[str, int]:
+    """``run -> restart point`` of each run this disk holds nothing of before it: its oldest local event file (names
+    sort in write order) starts with one (``purge_step``), or its writer noted it (``resume=True``). ``heads``
+    keeps each oldest file's restart point, read once."""
+    oldest: dict[str, str] = {}
+    for rel in files:
+        if "tfevents" in rel:
+            run = posixpath.dirname(rel) or "."
+            oldest[run] = min(oldest.get(run, rel), rel)
+    found = lost.resumed_runs(logdir)
+    for run, rel in oldest.items():
+        if rel not in heads:
+            heads[rel] = restart_point(logdir / rel)
+        if (restart := heads[rel]) is not None:
+            found[run] = restart
+    return {run: restart for run, restart in found.items() if restart > 0}
+
+
+def lost_in_run(run: str, restart: int, local: set[str], remote: list[str], read: Callable[[str], bytes]) -> Lost | None:
+    """What ``run`` lost, given the target's files (``remote``: paths relative to the logdir) and ``read`` (a remote
+    file's content); ``None`` where it lost nothing, or where the target holds no file of it this disk lacks."""
+    prefix = "" if run == "." else run + "/"
+    theirs = sorted(p for p in remote if p.startswith(prefix) and "/" not in p[len(prefix):] and "tfevents" in p
+                    and p not in local)
+    after = None
+    for path in reversed(theirs):  # the newest file that holds a record decides
+        if (after := last_step(read(path))) is not None:
+            break
+    if after is None or after >= restart - 1:
+        return None
+    return Lost(run, after, restart)
+
+
+class LostSteps:
+    """What the uploader found lost, each restarted run looked at once."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.found: list[Lost] | None = None  # (the queue's, read by the committer first)
+        self._looked: set[tuple[str, int]] = set()
+        self._heads: dict[str, int | None] = {}
+
+    def look(self, files: list[str], listing: Callable[[], list[str]], read: Callable[[str], bytes]) -> list[Lost]:
+        """The newly found (each said once in the uploader's log); ``listing`` and ``read`` are the target's, and
+        raise as it does: what was not looked at is looked at again next time."""
+        runs = {run: restart for run, restart in restarted_runs(files, self.logdir, self._heads).items()
+                if (run, restart) not in self._looked}
+        if not runs:
+            return []
+        remote, local, new = listing(), set(files), []
+        for run, restart in sorted(runs.items()):
+            found = lost_in_run(run, restart, local, remote, read)
+            if found is not None and found not in (self.found or []):
+                logger.warning("%s; nothing can bring them back (docs/guarantees.md: what bounds such a loss)", found.text())
+                new.append(found)
+            self._looked.add((run, restart))
+        self.found = [*(self.found or []), *new]
+        return new
