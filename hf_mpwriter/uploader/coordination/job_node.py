@@ -287,7 +287,7 @@ class JobNode(Target):
     def _drawn_elsewhere(self) -> bool:
         """Whether this uploader's number, drawn in another store, is this store's count already, where it never
         announced itself: another uploader of this node drew the same number here (this one started while the job's
-        store did not answer it, and drew it in a successor: seed 12796). The answers here to that one's offers carry
+        store did not answer it, and drew it in a successor). The answers here to that one's offers carry
         the numbers of this one's (the incarnation is their high part): one read as this one's answer, its files never
         landed. A higher count here is a newer uploader's, or an older one's this node cannot tell from it: this one's
         offers are ignored here then, and it commits itself."""

@@ -197,7 +197,7 @@ class Leader(SeenOffers):
         if not self.holds():  # (paused past its lease, say: another node leads, and claims these)
             return
         if self._leads_elsewhere():  # (asked before each write too: a store that answers again within the lease
-            self._elsewhere_looked = -math.inf  # thread's 10 s between asks, seed 39391; that thread lets go now)
+            self._elsewhere_looked = -math.inf  # thread's 10 s between asks; that thread lets go now)
             return
         offers = self._claim(offers)
         if offers and self._write(offers, parent):

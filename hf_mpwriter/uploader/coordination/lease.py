@@ -255,7 +255,7 @@ class Lease:
         """Whether the job leads through another store (:attr:`led_elsewhere`): this node does not lead a second time
         here, whose writes would spend the budget again."""
         where, term = (self.led_elsewhere() if self.led_elsewhere is not None else None) or (None, 0)
-        if where is not None or term > self.term:  # (a term drawn above this node's elsewhere: not renewed, seed 31444)
+        if where is not None or term > self.term:  # (a term drawn above this node's elsewhere: not renewed)
             self._term_floor = max(self._term_floor, term)
         self.kept.keep_term(self._term_floor)
         if where is not None and where != self._elsewhere_said:

@@ -180,7 +180,7 @@ class JobTarget(JobNode):
             self.offers.pending_since = None
         # Forward: a store seen once, or successors its node knew (a restarted uploader's after the store died; one not
         # there yet is not gone, and a forward move goes only to a successor that answers). Back: on a successor, an
-        # earlier store that answers again (its leader there counts no own commit made here, seed 39259).
+        # earlier store that answers again (its leader there counts no own commit made here).
         if not self._hurried() and (((self.store_seen or self.successors) and self.moving.forward())
                                     or self.moving.go_back(self.incarnation)):
             self._moved()

@@ -119,8 +119,8 @@ class Moves:
     def _list_there(self) -> None:
         """The successors as the store moved to lists them, where it lists as many as this node knew: a host writes its
         address into the store its node uses (:meth:`~.successor.SuccessorHost.copy`), so one restarted since this
-        node last heard, at a new address where the others went, is listed there (seed 33706: two leaders, a term
-        going back)."""
+        node last heard, at a new address where the others went, is listed there (else: two leaders, a term going
+        back)."""
         try:
             listed = published(self.store, self.malformed)
         except StoreError:
@@ -130,8 +130,8 @@ class Moves:
 
     def _own_joined(self) -> list[StoreAddress]:
         """The store this node hosts, where other nodes announced themselves (they knew the list: the job's leader is
-        there; before, this host committed alone beside it, seed 30084); none where it alone would be there (it
-        would lead for itself at the whole budget's pace beside the nodes that commit alone too, seed 36086)."""
+        there: else this host commits alone beside it); none where it alone would be there (it would lead for
+        itself at the whole budget's pace beside the nodes that commit alone too)."""
         if self.host is None:
             return []
         try:
@@ -164,7 +164,7 @@ class Moves:
     def back_in(self) -> float | None:
         """Seconds until the next :meth:`go_back` check where an earlier store answered the last one (``None`` where
         none did): a node on a successor waits for it before it commits itself (its leader there may count no own
-        commit made here: seed 39259, where the second check came after the node's own slot); ``timing.store_lost`` in
+        commit made here, where the second check comes after the node's own slot); ``timing.store_lost`` in
         all, so that earlier stores that answer by turns never keep it from committing."""
         now = self.clock()
         if self._earlier is None or self.store.address == self.home:
@@ -228,8 +228,8 @@ class Moves:
 
     def announced(self) -> None:
         """This node announced itself in the store in use: a mark read from now on that changes tells that its leader
-        has read it is here (one read before, in the lease's thread, told nothing: the review's script, one commit
-        without room kept for it)."""
+        has read it is here (one read before, in the lease's thread, told nothing: one commit without room kept for
+        it)."""
         self._announced_at = self.count
 
     def _marker(self, raw: bytes, earlier: list[StoreAddress]) -> StoreAddress | None:
@@ -255,7 +255,7 @@ class Moves:
         is there, or will be, and this node goes back to it at its next commits; or a mark of an earlier store's leader
         (:meth:`not_led_here`, term 0). Else ``(None, term)``: the highest term drawn in a later store
         (its ``terms``; a leader there may have led fewer nodes, and let go since): a term of this node's below it is not
-        renewed here (seed 31444: the job's commits went on there under it)."""
+        renewed here (the job's commits may go on there under it)."""
         order, here = [self.home, *self.successors], self.store.address  # (read once: the uploader's thread moves it)
         if here not in order:
             return None

@@ -195,7 +195,7 @@ class JobMerge:
         leader that takes up after its predecessor wrote every point shows the job too), except by a merge that
         wrote nothing yet where an earlier one of this node showed the job (its counts, its min and max, stand: shown
         again where a round that did not lead showed this node's part meanwhile, unless another leader wrote later
-        steps since, a review's script: it would show steps the job is long past)."""
+        steps since: it would show steps the job is long past)."""
         self.heard.nodes |= self._heard
         self.heard.ranks_of.update(self._ranks_of)
         if self._earlier and not self._wrote:
