@@ -429,3 +429,28 @@ def test_held_commit_with_a_stale_parent_is_not_applied(server: HubServer, tmp_p
     assert res["err"]["status"] == 412, stderr
     assert server.list_files("ns/h") == [".gitattributes", "new.txt"] and server.commit_count("ns/h") == 1
     assert server.stats["faults_triggered"] == {"hold": 1}
+
+
+def test_a_folder_of_thousands_is_listed_page_by_page_as_the_hub_does(server: HubServer, tmp_path: Path) -> None:
+    """3,000 entries in one folder (and one more folder deeper): the real client's ``list_repo_tree`` and
+    ``HfFileSystem.ls`` each get every entry, over several pages the server served (a ``Link`` to the next)."""
+    server.create_repo("ns/many")
+    ops = [{"key": "file", "value": {"path": f"logs/rank-{r:04d}/events", "content": "eA==", "encoding": "base64"}}
+           for r in range(3000)]
+    ops.append({"key": "file", "value": {"path": "logs/top.txt", "content": "eA==", "encoding": "base64"}})
+    assert http(server, "POST", "/api/models/ns/many/commit/main", ndjson_commit(*ops))[0] == 200
+    status, headers, body = http(server, "GET", "/api/models/ns/many/tree/main/logs")
+    assert status == 200 and len(json.loads(body)) == 1000 and 'rel="next"' in headers["Link"]  # the Hub's page size
+    server.reset_stats()
+    res = run_client(server, tmp_path, """
+        from huggingface_hub import HfFileSystem
+        out["api"] = [(f.path, type(f).__name__) for f in api.list_repo_tree("ns/many", "logs")]
+        out["fs"] = HfFileSystem().ls("ns/many/logs", detail=False)
+        out["deep"] = sorted(f.path for f in api.list_repo_tree("ns/many", "logs", recursive=True))
+    """)
+    ranks = [f"logs/rank-{r:04d}" for r in range(3000)]
+    assert res["api"] == [[p, "RepoFolder"] for p in ranks] + [["logs/top.txt", "RepoFile"]]
+    assert sorted(res["fs"]) == sorted(f"ns/many/{p}" for p in [*ranks, "logs/top.txt"])
+    assert res["deep"] == sorted([*ranks, *(f"{p}/events" for p in ranks), "logs/top.txt"])
+    # 3,001 entries: 4 pages for each flat listing, 7 for the recursive one (which the client did not split)
+    assert server.stats["requests"]["tree"] == 4 + 4 + 7, server.stats["requests"]

@@ -18,7 +18,7 @@ from ..errors import ConfigurationError, HFMPWriterError
 from .common import CLIError
 from .status_text import cmd_status
 from .sync import cmd_sync, held_lines, release_held
-from .view import cmd_view
+from .view import cmd_view, parse_ranks, parse_slowest
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,14 @@ def _add_view(sub: argparse._SubParsersAction) -> None:
                                      "(hf://me/repo/tensorboard, hf://datasets/..., hf://buckets/me/name/...)")
     view.add_argument("--port", type=int, default=6006, help="TensorBoard's port")
     view.add_argument("--print", action="store_true", help="print the TensorBoard command instead of running it")
+    view.add_argument("--ranks", type=parse_ranks, default=(), metavar="RANKS",
+                      help="rank runs to open beside the job run: 0,3,7 or 0-15 (or both: 0-3,64), or 'all' for every "
+                           "run of the folder (default: where the target holds a job run, job/, that run alone, since "
+                           "TensorBoard lists each run it opens on the Hub and slows past a few hundred runs; else every run)")
+    view.add_argument("--slowest", type=parse_slowest, default=0, metavar="K",
+                      help="also open the K ranks the job run names behind most often: at how many steps each was "
+                           "the last rank to log it (1 s or more after the first) or missed a tag of it (read from "
+                           "the job run alone, a few Hub requests; default: none)")
     view.set_defaults(func=cmd_view)
 
 

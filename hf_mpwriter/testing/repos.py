@@ -10,7 +10,9 @@ percent-quoted and are unquoted one by one, in :mod:`.routing`):
   through Xet or legacy LFS is the client's choice alone: Xet unless ``HF_HUB_DISABLE_XET=1``.)
 * ``POST /api/{T}/{id}/commit/{rev}``: NDJSON, parsed and applied in :mod:`.commits`.
 * ``GET /api/{T}/{id}/tree/{rev}[/{path}]``, ``POST .../paths-info/{rev}``: entries
-  ``{type, oid, size, path, lfs?, xetHash?}``.
+  ``{type, oid, size, path, lfs?, xetHash?}``. The tree comes in pages as the Hub's does: at most 1,000
+  entries (50 with ``expand``), then ``Link: <same URL with ?cursor=...>; rel="next"``, which the client
+  follows (:mod:`.tree_index`: each page a slice of the commit's index, built once).
 * ``HEAD``/``GET /{id}/resolve/{rev}/{path}``: content with ``X-Repo-Commit`` and ``ETag``; files
   stored through Xet also carry ``X-Xet-Hash`` and a ``Link: <.../xet-read-token/{commit}>;
   rel="xet-auth"``, from which a Xet-enabled client downloads through the CAS.
@@ -25,7 +27,7 @@ import hashlib
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from .httpd import HubError, Request, Response, Route, json_response, parse_range
 from .hub_state import HubState
@@ -35,10 +37,10 @@ from .storage import (
     FileEntry,
     Repo,
     cas_scope,
-    dirs_of,
     is_lfs,
     iso,
 )
+from .tree_index import TREE_PAGE, TREE_PAGE_EXPANDED, TreeIndex, TreeIndexes, make_cursor, read_cursor
 
 logger = logging.getLogger("hf_mpwriter.testing.hub_server")
 
@@ -66,11 +68,14 @@ class RepoRoutes(HubState):
     def _repo(self, route: Route) -> Repo:
         return self._repo_by(route.repo_type, route.repo_id)
 
-    @staticmethod
-    def _dir_oid(tree: dict[str, FileEntry], directory: str) -> str:
-        prefix = directory + "/"
-        listing = "".join(f"{p}\0{e.oid}\n" for p, e in sorted(tree.items()) if p.startswith(prefix))
-        return hashlib.sha1(b"tree\0" + listing.encode()).hexdigest()
+    #: The tree indexes of the commits listed last (made on first use: the mixin has no ``__init__`` of its own).
+    _tree_indexes: TreeIndexes | None = None
+
+    def _tree_index(self, commit: Commit) -> TreeIndex:
+        """``commit``'s tree arranged for listing (callers hold ``_lock``)."""
+        if self._tree_indexes is None:
+            self._tree_indexes = TreeIndexes()
+        return self._tree_indexes.of(commit)
 
     def _last_commit(self, repo: Repo, head: Commit, path: str, is_dir: bool) -> dict[str, str]:
         for commit in repo.history(head.oid):
@@ -80,6 +85,7 @@ class RepoRoutes(HubState):
         return {"id": head.oid, "title": head.summary, "date": iso(head.date)}
 
     def _entry_json(self, repo: Repo, commit: Commit, path: str, expand: bool, entry: FileEntry | None = None) -> dict[str, Any]:
+        """One tree / paths-info entry: a file (``entry``) or the directory ``path``."""
         if entry is not None:
             out: dict[str, Any] = {"type": "file", "oid": entry.oid, "size": entry.size, "path": path}
             if entry.lfs_sha256:
@@ -87,7 +93,7 @@ class RepoRoutes(HubState):
             if entry.xet_hash:
                 out["xetHash"] = entry.xet_hash
         else:
-            out = {"type": "directory", "oid": self._dir_oid(commit.tree, path), "size": 0, "path": path}
+            out = {"type": "directory", "oid": self._tree_index(commit).dir_oids[path], "size": 0, "path": path}
         if expand:
             out["lastCommit"] = self._last_commit(repo, commit, path, is_dir=entry is None)
         return out
@@ -220,22 +226,26 @@ class RepoRoutes(HubState):
     # -- listing --------------------------------------------------------------------------------
 
     def _h_tree(self, request: Request, route: Route) -> Response:
+        """One page of a folder's listing, and the next page's URL in ``Link`` while entries are left."""
         recursive, expand = request.qbool("recursive"), request.qbool("expand")
         base = (route.path_in_repo or "").strip("/")
+        cursor = (request.query.get("cursor") or [""])[-1]
         with self._lock:
             repo = self._repo(route)
-            commit = self._commit_at(repo, route.revision or "main")
-            dirs = dirs_of(commit.tree)
-            if base and base not in dirs:
+            revision, start = read_cursor(cursor) if cursor else (route.revision or "main", 0)
+            commit = self._commit_at(repo, revision)
+            index = self._tree_index(commit)
+            if base and base not in index.dir_oids:
                 raise HubError(404, f"Folder not found: {base}", error_code="EntryNotFound")
-            prefix = base + "/" if base else ""
-
-            def wanted(path: str) -> bool:
-                return path.startswith(prefix) and (recursive or "/" not in path[len(prefix) :])
-
-            out = [self._entry_json(repo, commit, d, expand) for d in sorted(dirs) if wanted(d)]
-            out += [self._entry_json(repo, commit, p, expand, e) for p, e in sorted(commit.tree.items()) if wanted(p)]
-        return json_response(out)
+            listing = index.listing(base, recursive)
+            end = start + (TREE_PAGE_EXPANDED if expand else TREE_PAGE)
+            out = [self._entry_json(repo, commit, path, expand, None if is_dir else commit.tree[path])
+                   for path, is_dir in listing[start:end]]
+        headers = {}
+        if end < len(listing):
+            query = {**request.query, "cursor": [make_cursor(commit.oid, end)]}
+            headers["Link"] = f'<{request.base_url}{request.path}?{urlencode(query, doseq=True)}>; rel="next"'
+        return json_response(out, headers=headers)
 
     def _h_paths_info(self, request: Request, route: Route) -> Response:
         content_type = (request.headers.get("Content-Type") or "").lower()
@@ -252,7 +262,7 @@ class RepoRoutes(HubState):
         with self._lock:
             repo = self._repo(route)
             commit = self._commit_at(repo, route.revision or "main")
-            dirs = dirs_of(commit.tree)
+            dirs = self._tree_index(commit).dir_oids
             out = []
             for raw in paths:
                 path = str(raw).strip("/")
