@@ -114,3 +114,16 @@ def _wait_for(proc: subprocess.Popen[bytes], deadline: float, log_file: str, rea
         if time.monotonic() > deadline:
             raise TimeoutError(f"data server not ready in time: {_read(log_file)[-2000:]}")
         time.sleep(0.01)
+
+
+def python_reader_text_steps(logdir: str | os.PathLike[str]) -> dict[str, dict[str, list[int]]]:
+    """The steps of each text tag of each run, as the Python reader keeps them (one entry per record it shows)."""
+    from tensorboard.backend.event_processing import event_accumulator, plugin_event_multiplexer
+    from tensorboard.plugins.text import metadata as text_metadata
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        size_guidance={event_accumulator.TENSORS: 0}, tensor_size_guidance={text_metadata.PLUGIN_NAME: 0})
+    multiplexer.AddRunsFromDirectory(os.fspath(logdir))
+    multiplexer.Reload()
+    return {run: {tag: [e.step for e in multiplexer.GetAccumulator(run).Tensors(tag)] for tag in tags}
+            for run, tags in multiplexer.PluginRunToTagToContent(text_metadata.PLUGIN_NAME).items()}

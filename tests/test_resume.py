@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import LAUNCHER_VARS, finish, read_line, run, stacks, wait_for
-from tb_readers import default_reader_scalars, python_reader_scalars
+from tb_readers import default_reader_scalars, python_reader_scalars, python_reader_text_steps
 from upload_helpers import (
     TESTS,
     hub_env,
@@ -151,6 +151,27 @@ def test_a_trainer_killed_after_a_checkpoint_and_resumed_from_it_is_one_run_at_t
             shown = runs[f"{logdirs[0].name}/rank-000"][tag]
             assert [step for step, _ in shown] == list(range(1, 41)), (reader.__name__, tag)  # every step once
             assert shown == [(s, pytest.approx(history[s][key], rel=1e-6)) for s in range(1, 41)], (reader.__name__, tag)
+
+
+@pytest.mark.parametrize("kwargs", [{"resume": True}, {"purge_step": 31}], ids=["resume", "purge_step"])
+def test_each_attempts_start_records_are_shown_once(tmp_path, kwargs):
+    """What each attempt logs first without a step (the Trainer's ``args`` text, Lightning's ``hp_metric``): three
+    attempts, one of each in the Python reader (``view``'s), the scalars' steps once each."""
+    logdir = tmp_path / "run"
+    for steps, more in ((range(60), {}), (range(31, 60), kwargs), (range(45, 60), {**kwargs, "purge_step": 45}
+                                                                    if "purge_step" in kwargs else kwargs)):
+        run(f"""
+            from hf_mpwriter import SummaryWriter
+            with SummaryWriter({str(logdir)!r}, **{more!r}) as writer:
+                writer.add_text("args", "the run's arguments")
+                writer.add_scalar("hp_metric", -1.0)
+                for step in {steps!r}:
+                    writer.add_scalar("loss", float(step), step)
+        """)
+    assert python_reader_text_steps(logdir)["."]["args/text_summary"] == [0]
+    shown = python_reader_scalars(logdir)["."]
+    assert shown["hp_metric"] == [(0, -1.0)]
+    assert [step for step, _ in shown["loss"]] == list(range(60))
 
 
 def test_a_relaunch_into_a_new_folder_commits_what_the_killed_attempt_left_without_a_sync(tmp_path, hub):

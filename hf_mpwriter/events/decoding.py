@@ -107,6 +107,20 @@ def step_of(record: bytes) -> int | None:
         return None
 
 
+def step_and_tags(record: bytes) -> tuple[int, list[str]] | None:
+    """The step of one serialized ``Event`` and the tags of its summary's values (``None``: it does not parse)."""
+    try:
+        step, tags = 0, []
+        for number, wire, value in _fields(record):
+            if number == 2 and wire == 0:
+                step = value - (1 << 64) if value >= 1 << 63 else value
+            elif number == 5 and wire == 2:
+                tags = [_value(item)[0] for n, w, item in _fields(value) if n == 1 and w == 2]
+        return step, tags
+    except (ValueError, IndexError, TypeError, struct.error, UnicodeDecodeError):
+        return None
+
+
 def summaries(record: bytes) -> Summaries:
     """The scalars, the histograms and the restart of one serialized ``Event`` (none for any other event,
     or one that does not parse), in one pass."""

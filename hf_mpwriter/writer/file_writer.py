@@ -18,6 +18,7 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 from .. import environment
 from ..events.event_file import DEFAULT_FLUSH_SECS, DEFAULT_ROTATE_BYTES, EventFileWriter
 from . import termination
+from .repeats import Repeats
 
 
 class FileWriter(tbx_writer.FileWriter):
@@ -41,10 +42,17 @@ class FileWriter(tbx_writer.FileWriter):
         self._default_metadata: dict = {}
         #: Called with the step of the first event that has one, then cleared (a writer with ``resume=True``).
         self.first_step: Callable[[int], None] | None = None
+        #: A resumed run's records an earlier attempt wrote at its start, left out until the restart point passes.
+        self.repeats: Repeats | None = None
 
     def add_event(self, event: Any, step: Any = None, walltime: float | None = None) -> None:
         if self.first_step is not None and step is not None:
             self.first_step(int(step))
+        if self.repeats is not None:
+            if self.repeats.passed(step):
+                self.repeats = None
+            elif self.repeats.leaves_out(event, step, walltime, [value.tag for value in event.summary.value]):
+                return
         super().add_event(event, step, walltime)
 
     def reopen(self) -> None:

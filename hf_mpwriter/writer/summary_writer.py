@@ -39,6 +39,7 @@ from ..state import lost, registry
 from . import histogram as _histogram
 from .args import check_logdir, check_writer_args, default_logdir
 from .file_writer import FileWriter, write_restart
+from .repeats import Repeats, written_at_start
 from .sub_runs import SubRuns
 from .summaries import tensor_scalar
 from .values import NUMBER_TYPES, TENSOR_TYPE, as_float, checked_float, checked_step, on_host, tensor_args
@@ -163,6 +164,9 @@ class SummaryWriter(SubRuns):
                 self._resumed_fresh = self._restart_on_first_step and self._claim.fresh
                 self._restart_on_first_step = self._restart_on_first_step and self._claim.earlier_attempt
             self.file_writer = self._new_file_writer(self._claim.path)
+            if self._claim.earlier_attempt and (self._restart_on_first_step or self._purge_pending):
+                self.file_writer.repeats = Repeats(written_at_start(self._claim.path),
+                                                   None if self._restart_on_first_step else self.purge_step)
             if self._purge_pending:  # once per writer: repeated after a close it would hide our own events
                 self._purge_pending = False
                 write_restart(self.file_writer, self.purge_step)
@@ -182,6 +186,8 @@ class SummaryWriter(SubRuns):
         for writer in self.all_writers.values():  # (the open ones: a sub-run reopened later gets it when made)
             writer.first_step = None
             write_restart(writer, step)
+            for held in writer.repeats.restarted(step) if writer.repeats is not None else ():
+                writer.add_event(*held)
 
     def _resumed_at(self, step: int) -> None:
         """``resume=True`` in a run this disk holds nothing of: its first step, kept for the uploader, which asks the
@@ -214,8 +220,8 @@ class SummaryWriter(SubRuns):
             or new_style
             or double_precision
             or self._comet_enabled
-            or self._restart_on_first_step
-            or self._resumed_fresh
+            or writer.first_step is not None
+            or writer.repeats is not None
         ):
             return self._add_scalar_slow(
                 tag, scalar_value, global_step, walltime, display_name, summary_description, new_style, double_precision
@@ -299,7 +305,7 @@ class SummaryWriter(SubRuns):
         writer = self._get_file_writer()
         step = None if global_step is None else int(global_step)
         if (not self._write_to_disk or writer._default_metadata or (step is not None and step < 0)
-                or self._restart_on_first_step or self._resumed_fresh):
+                or writer.first_step is not None or writer.repeats is not None):
             writer.add_summary(Summary.FromString(summary), global_step, walltime)
             return
         writer.event_writer.add_serialized(summary_event(summary, step, time.time() if walltime is None else walltime))
