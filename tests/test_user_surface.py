@@ -249,3 +249,26 @@ def test_help_says_each_default_once_and_describes_every_option(command):
     for option, text in options.items():
         assert text.count("(default") <= 1, f"{option}: {text}"
         assert text, f"{option} has no help in {command}"
+
+
+def test_status_names_a_repository_given_without_its_namespace_the_same_before_and_after_its_first_commit(hub,
+                                                                                                          tmp_path):
+    """``repo_id="s5"``: the Hub puts it in the token's namespace. ``status`` names it so before the uploader ever
+    reached the Hub, as it does once the uploader resolved it."""
+    logdir = tmp_path / "logs"
+    env = writer_env({**hub_env(hub, tmp_path), "HF_TOKEN": TOKEN})
+
+    def named() -> str:
+        out = subprocess.run([sys.executable, "-m", "hf_mpwriter", "status", "--json", str(logdir)], env=env,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        return json.loads(out)["target"]["description"]
+
+    finish(start_writer({"logdir": str(logdir), "repo_id": "s5", "steps": 5, "uploader": "none"},
+                        {**hub_env(hub, tmp_path)}))
+    before = named()
+    subprocess.run([sys.executable, "-m", "hf_mpwriter", "sync", str(logdir), "--quiet", "--timeout", "60"], env=env,
+                   capture_output=True, text=True, timeout=120, check=True)
+    from hf_mpwriter.config import resolved_repo_id
+
+    assert resolved_repo_id(logdir) == "test-user/s5" and hub.repo_exists("test-user/s5")  # the scenario: resolved since
+    assert before == named()

@@ -7,6 +7,7 @@ it says of the target is what the uploader's last audit saw there.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sqlite3
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as config_mod
+from .. import environment
 from ..errors import ConfigurationError
 from ..state import lost as lost_mod
 from ..state.election import uploader_info, uploader_state
@@ -95,7 +97,8 @@ def collect(logdir: str | os.PathLike) -> dict[str, Any]:
     liveness = uploader_state(root) if info is not None else "none"
     files = _files(root, config, queue.committed, writers, liveness)
     if config is not None and config.repo_id:  # "name" alone: the namespace the uploader learnt from the Hub
-        config = dataclasses.replace(config, repo_id=config_mod.resolved_repo_id(root) or config.repo_id)
+        resolved = config_mod.resolved_repo_id(root) or _in_namespace(config.repo_id, config.endpoint)
+        config = dataclasses.replace(config, repo_id=resolved or config.repo_id)
     target = None if config is None else {"kind": config.kind, "description": config.description,
                                           "prefix": config.prefix, "commit_every_s": config.commit_every,
                                           "endpoint": config.endpoint}
@@ -144,6 +147,27 @@ class _QueueView:
     audit: dict[str, Any] = dataclasses.field(default_factory=dict)
     hangs: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(HANG_COUNTS, 0))
     lost: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=16)
+def _in_namespace(repo_id: str, endpoint: str | None) -> str | None:
+    """A bare ``name`` in the token's namespace, as the Hub will name it, before the uploader resolved it (one
+    ``whoami`` per process; ``None`` where it cannot be told: no token, no Hub): one name in ``status``, before
+    and after the first commit."""
+    if "/" in repo_id:
+        return None
+    try:
+        from huggingface_hub import HfApi, get_token
+
+        from ..targets.hub_client import configure_process_client
+
+        if get_token() is None:
+            return None
+        configure_process_client(environment.read().http_timeout)  # (a bounded call: status must not hang)
+        name = HfApi(endpoint=endpoint or None).whoami().get("name")
+    except Exception:  # (offline, a refused token: the name as given)
+        return None
+    return f"{name}/{repo_id}" if isinstance(name, str) and name else None
 
 
 def _read_queue(root: Path, key: str | None) -> _QueueView:
