@@ -192,7 +192,11 @@ class Committer(Audit):
 
     def _look_for_lost(self) -> None:
         """A resumed run whose earlier attempt's disk is gone: the steps it lost, found at the target and kept in the
-        queue's meta (``status``, a closing writer). A target that fails is asked again next cycle."""
+        queue's meta (``status``, a closing writer). A target that fails is asked again next cycle. Not in a job of
+        several nodes: a listing each would spend the job's Hub requests (1,024 at once at a 1,024-node start,
+        against 1,000 per 5 minutes), the job's own calls would be refused."""
+        if self.config.nodes > 1:
+            return
         if self.lost.found is None:  # (an earlier uploader's finds are not said again)
             self.lost.found = lost_mod.decode(self.queue.get_meta(lost_mod.LOST_META))
         files = [rel for rel, _ in self.scanner.files()]
