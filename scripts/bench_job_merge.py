@@ -21,9 +21,9 @@ the leader's commits after its merge; four phases of the commits against the rou
 
 Prints, per node count: the leader's CPU for its rounds (share of one core: its merging thread; and the
 whole process meanwhile, the store's server thread and the store clients' threads included), the bytes
-through the store per round, k at the end, the job run's points per tag per hour
-and its size per hour, and the age of the newest job point at the target over time (p50/p95); nothing
-passes or fails.
+through the store per round and a point's bytes there (its value's head included), k at the end, the job
+run's points per tag per hour and its size per hour, and the age of the newest job point at the target over
+time (p50/p95); nothing passes or fails.
 
     python scripts/bench_job_merge.py                              # 64, 256, 1024 nodes, 20 min each, a bucket
     python scripts/bench_job_merge.py --target hub --nodes 256     # a repository
@@ -120,6 +120,7 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, kind: str, root: Path
     names = [f"train/metric_{i:02d}" for i in range(tags)]
     merging = whole = 0.0
     moved: list[int] = []
+    sizes: list[float] = []  # bytes a point in the job's store (the values' heads included)
     grouped: list[int] = []  # group 0's own store, in a tree
     merged: list[tuple[float, int]] = []  # (sim time, newest step the leader's job run holds)
     rounds = int(minutes * 60 / period)
@@ -138,6 +139,8 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, kind: str, root: Path
             whole += time.process_time() - process
         assert leader.merge is not None
         moved.append(2 * leader.merge.bytes_read)  # the values: set by their senders, read by the leader
+        if leader.merge.points_read:
+            sizes.append(leader.merge.bytes_read / leader.merge.points_read)
         merged.append((start + leader.next_in(1000 * period) % period, max(leader.merge.held.values(), default=-1)))
         host = next((e.group for e in exchanges if e.group is not None and e.group.index == 0 and e.group.hosting), None)
         if host is not None and host._own is not None:  # group 0's store: set, then read
@@ -153,6 +156,7 @@ def run(nodes: int, ranks: int, tags: int, minutes: float, kind: str, root: Path
     return {
         "merging_share": merging / seconds, "whole_share": whole / seconds, "period": period,
         "interval": interval, "mb_per_round": statistics.mean(moved[2:] or moved) / 1e6, "every": every,
+        "point_bytes": statistics.mean(sizes[2:] or sizes or [0]),
         "group_mb_per_round": statistics.mean(grouped[2:] or grouped or [0]) / 1e6,
         "groups": leader.groups,
         "points_per_tag_hour": points / tags / hours, "job_mb_hour": job_bytes / 1e6 / hours,
@@ -193,10 +197,10 @@ def main() -> int:
           f"{args.target}'s default commit_every; the store's budget {job_merge.ROUND_BYTES / 2**20:g} MiB a "
           f"{JOB_VIEW_WAIT_S:g}-s round\n")
     print("| nodes | groups | round / commit interval | leader's merging (one core) "
-          "| with the stores, this process (one core) | job's store MB a round "
+          "| with the stores, this process (one core) | job's store MB a round | bytes a point there "
           "| a group's store MB a round | k at the end | points per tag per hour | job run per hour "
           "| newest point's age p50 / p95 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for nodes in (int(n) for n in args.nodes.split(",")):
         root = Path(tempfile.mkdtemp(prefix="bench_job_merge-"))
         try:
@@ -204,7 +208,7 @@ def main() -> int:
         finally:
             shutil.rmtree(root, ignore_errors=True)
         print(f"| {nodes} | {r['groups'] or '-'} | {r['period']:g} s / {r['interval']:g} s | {r['merging_share']:.1%} "
-              f"| {r['whole_share']:.1%} | {r['mb_per_round']:.1f} "
+              f"| {r['whole_share']:.1%} | {r['mb_per_round']:.1f} | {r['point_bytes']:.0f} "
               f"| {r['group_mb_per_round']:.1f} | {r['every']} "
               f"| {r['points_per_tag_hour']:,.0f} | {r['job_mb_hour']:.1f} MB | {r['age_p50']:.0f} s / {r['age_p95']:.0f} s |",
               flush=True)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scala
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.events.records import iter_records
 from hf_mpwriter.uploader.jobrun.bounds import ViewBounds
+from hf_mpwriter.uploader.jobrun.percentiles import PERCENTILES
 from hf_mpwriter.uploader.jobrun.runfile import STATS, stat_tag
 from hf_mpwriter.uploader.jobrun.stats import Stats
 from hf_mpwriter.uploader.jobrun.view import STATE_FILE, JobView
@@ -53,8 +55,15 @@ def _recomputed(copy: Path, tag: str) -> dict[int, dict[str, float]]:
         values = np.array([by_rank[r] for r in ranks], dtype=np.float64)
         out[step] = {"mean": values.mean(), "min": values.min(), "max": values.max(), "std": values.std(),
                      "min_rank": ranks[int(values.argmin())], "max_rank": ranks[int(values.argmax())],
-                     "ranks": len(ranks)}
+                     "ranks": len(ranks), **_nearest_rank(values)}
     return out
+
+
+def _nearest_rank(values: Iterable[float]) -> dict[str, float]:
+    """p50, p90, p99 as the job run defines them: of the m non-NaN values sorted, the one at 0-based index
+    ceil(p * m / 100) - 1."""
+    ordered = sorted(float(v) for v in values if not math.isnan(v))
+    return {name: ordered[math.ceil(p * len(ordered) / 100) - 1] for name, p in PERCENTILES}
 
 
 def _job_points(copy: Path, tag: str) -> dict[int, dict[str, float]]:
@@ -62,7 +71,7 @@ def _job_points(copy: Path, tag: str) -> dict[int, dict[str, float]]:
     max ranks from the step's ``job/extreme_ranks`` text."""
     acc = accumulator(copy / "job")
     points: dict[int, dict[str, float]] = defaultdict(dict)
-    for name in STATS:
+    for name in (*STATS, *(name for name, _ in PERCENTILES)):
         for event in acc.Scalars(stat_tag(tag, name)):
             assert name not in points[event.step], f"{stat_tag(tag, name)}: step {event.step} twice"
             points[event.step][name] = event.value
@@ -73,7 +82,7 @@ def _job_points(copy: Path, tag: str) -> dict[int, dict[str, float]]:
                 name, _, ranks = line.rpartition(": min rank ")
                 if name == tag and event.step in points:
                     low, _, high = ranks.partition(", max rank ")
-                    points[event.step].update(min_rank=float(low), max_rank=float(high))
+                    points[event.step].update(min_rank=float(low), max_rank=float(high.split(",")[0]))
     return points
 
 
@@ -81,7 +90,7 @@ def _assert_equal(job: dict[int, dict[str, float]], want: dict[int, dict[str, fl
     assert sorted(job) == sorted(want)
     for step, stats in want.items():
         got = job[step]
-        for name in ("mean", "min", "max", "std"):  # float32 in the event file
+        for name in ("mean", "min", "max", "std", *(name for name, _ in PERCENTILES)):  # float32 in the event file
             assert got[name] == pytest.approx(stats[name], rel=1e-6, abs=1e-6), (step, name, got, stats)
         for name in ("min_rank", "max_rank", "ranks"):
             assert got[name] == stats[name], (step, name, got, stats)
@@ -146,7 +155,8 @@ def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_t
     layout = plugin_accumulator(copy / "job").Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0]
     charts = {c.title: c.margin.series[0] for c in layout_pb2.Layout.FromString(layout).category[0].chart}
     assert {t: (s.value, s.lower, s.upper) for t, s in charts.items()} == {
-        t: (t, f"~job/{t}/min", f"~job/{t}/max") for t in ("loss", "step_time")}
+        **{t: (t, f"~job/{t}/min", f"~job/{t}/max") for t in ("loss", "step_time")},
+        **{f"{t} p50-p90-p99": (f"~job/{t}/p90", f"~job/{t}/p50", f"~job/{t}/p99") for t in ("loss", "step_time")}}
     # Each step's histogram of the four ranks' weights, merged, is tensorboardX's histogram of all their values.
     merged = {e.step: e.histogram_value for e in accumulator(copy / "job").Histograms("weights")}
     assert sorted(merged) == list(range(steps))

@@ -20,6 +20,7 @@ from ...events.records import iter_records
 from ...state.piece import open_nofollow
 from ...state.statedir import state_dir, write_json_atomic
 from .histogram import HistogramStats
+from .percentiles import PERCENTILES
 from .points import Point, histogram_key, histogram_tag
 from .stats import NO_RANK, Stats
 
@@ -28,8 +29,10 @@ logger = logging.getLogger(__name__)
 RUN_DIR = "job"
 #: The job run's picture for ``status`` (:meth:`JobView.summary`), in the logdir's state directory.
 STATUS_FILE = "job_view.json"
-#: The statistics written for each tag, in this order.
+#: The statistics written for each tag, in this order (then its percentiles, where its point has them).
 STATS = ("mean", "min", "max", "std", "ranks", "missing")
+#: The percentile whose tail ``~job/extreme_ranks`` names (the ranks above it, at most :data:`~.percentiles.TOP`).
+TAIL = 99
 #: How many ranks ``status`` names per tag as most often the min or the max.
 TOP_RANKS = 5
 #: A step whose last rank logged it this long after the first names that rank (``~job/slowest_rank``).
@@ -37,9 +40,9 @@ STRAGGLER_S = 1.0
 #: The group of the job run's tags other than each tag's mean: TensorBoard orders groups by name, and a ``~``
 #: comes after every letter, so the group is the last, collapsed, below the user's own tags.
 GROUP = "~job"
-#: The run's tags as :func:`stat_tag` names them (1: ``<tag>/mean`` and the others beside it, before issue 47):
-#: a run taken up from an older layout writes its margin charts again, for the new names.
-LAYOUT = 3
+#: The run's tags as :func:`stat_tag` names them (1: ``<tag>/mean`` and the others beside it, before issue 47;
+#: 3: before the percentiles): a run taken up from an older layout writes its margin charts again, for the new names.
+LAYOUT = 4
 
 
 def stat_tag(tag: str, name: str) -> str:
@@ -92,8 +95,8 @@ class JobRun:
                                                      step, wall))
                 if stats.nan:
                     writer.add_serialized(text_event(stat_tag(tag, "nan_ranks"), _ranks_text("NaN", stats.nan), step, wall))
-            extremes = [f"{tag}: min rank {stats.low_rank}, max rank {stats.high_rank}" for tag, stats in tagged
-                        if stats.low_rank != NO_RANK]
+            extremes = [f"{tag}: min rank {stats.low_rank}, max rank {stats.high_rank}{_tail_text(stats)}"
+                        for tag, stats in tagged if stats.low_rank != NO_RANK]
             if extremes:
                 writer.add_serialized(text_event(f"{GROUP}/extreme_ranks", "  \n".join(extremes), step, wall))
             if self._stragglers_at is None or step > self._stragglers_at:  # its steps in order too
@@ -159,15 +162,18 @@ class JobRun:
             mins, maxes = self.extremes.setdefault(tag, (Counter(), Counter()))
             mins[stats.low_rank] += 1
             maxes[stats.high_rank] += 1
-        return [(stat_tag(tag, name), float(value)) for name, value in zip(STATS, row)]
+        percentiles = [] if stats.spread is None else [(name, stats.percentile(p)) for name, p in PERCENTILES]
+        return [(stat_tag(tag, name), float(value)) for name, value in [*zip(STATS, row), *percentiles]]
 
     def _chart(self, writer: EventFileWriter, tags: list[str]) -> None:
         """The Custom Scalars layout, written again whenever a tag is new (TensorBoard takes the run's last)."""
         if not tags:
             return
         self._charted.update(tags)
-        charts = [(tag, tag, stat_tag(tag, "min"), stat_tag(tag, "max")) for tag in sorted(self._charted)]
-        writer.add_serialized(margin_layout_event("job: mean, min-max across ranks", charts, time.time()))
+        charts = [chart for tag in sorted(self._charted) for chart in (
+            (tag, tag, stat_tag(tag, "min"), stat_tag(tag, "max")),
+            (f"{tag} p50-p90-p99", stat_tag(tag, "p90"), stat_tag(tag, "p50"), stat_tag(tag, "p99")))]
+        writer.add_serialized(margin_layout_event("job: mean in min-max; p90 in p50-p99, across ranks", charts, time.time()))
 
     def _open(self) -> EventFileWriter:
         if self._writer is None:
@@ -289,6 +295,15 @@ def entries(path: Path) -> list[os.DirEntry]:
 
 def _top(counts: Counter) -> list[list[int]]:
     return [[rank, times] for rank, times in counts.most_common(TOP_RANKS)]
+
+
+def _tail_text(stats: Stats) -> str:
+    """The ranks above the :data:`TAIL` percentile, with their values, where the point has any."""
+    named, more = ([], 0) if stats.spread is None else stats.spread.tail(TAIL, stats.percentile(TAIL))
+    if not named:
+        return ""
+    ranks = ", ".join(f"{rank} ({value:.6g})" for value, rank in named)
+    return f", above p{TAIL}: rank{'s' * (len(named) > 1)} {ranks}" + (f" and {more} more" if more else "")
 
 
 def _ranks_text(what: str, ranks: tuple[int, ...]) -> str:

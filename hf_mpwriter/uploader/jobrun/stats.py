@@ -6,7 +6,7 @@ the sum is carried exactly (as ``math.fsum`` keeps it: non-overlapping partial s
 is every value's correctly rounded sum over n, as at once), the sum of squared deviations merges by Chan, Golub and
 LeVeque's pairwise update (the population std to a float's rounding), the min and max with the rank
 holding them (the lowest rank among ties) merge exactly, and so do the ranks that logged NaN or did
-not report.
+not report. The percentiles across ranks and the ranks in their tail merge as :mod:`.percentiles` says.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from .percentiles import Spread
 
 NO_RANK = -1  # the min or max rank of a point whose values are all NaN
 
@@ -23,7 +25,8 @@ class Stats:
     """``n`` values: their sum and squared deviations, the lowest and highest with their ranks (NaN is
     neither), the ranks that logged NaN, the ranks that logged the tag before but not this step, the
     newest wall time among the values and the rank that logged it (the lowest among ties), and the
-    earliest: how far the slowest rank logged this step after the first, on the ranks' own clocks."""
+    earliest: how far the slowest rank logged this step after the first, on the ranks' own clocks; and the
+    values' spread, for their percentiles (``None`` in a point of before them: it has none)."""
 
     n: int
     sums: tuple[float, ...]  # the exact sum, as non-overlapping partial sums (:func:`_partials`)
@@ -37,6 +40,7 @@ class Stats:
     wall: float
     first_wall: float = math.nan
     last_rank: int = NO_RANK
+    spread: Spread | None = None
 
     @classmethod
     def of(cls, by_rank: Mapping[int, float], missing: tuple[int, ...] = (), wall: float = 0.0,
@@ -50,7 +54,7 @@ class Stats:
         high = min(ranks, key=lambda r: (-by_rank[r], r), default=NO_RANK)
         nan = tuple(sorted(r for r, v in by_rank.items() if math.isnan(v)))
         return cls(len(values), sums, m2, by_rank.get(low, math.nan), low, by_rank.get(high, math.nan), high, nan,
-                   tuple(sorted(missing)), wall, first_wall, last_rank)
+                   tuple(sorted(missing)), wall, first_wall, last_rank, Spread.of(by_rank))
 
     def merge(self, other: Stats) -> Stats:
         """The statistics of both sets of ranks (disjoint) as one."""
@@ -65,9 +69,10 @@ class Stats:
         high, high_rank = _pick((self.high, self.high_rank), (other.high, other.high_rank), -1)
         wall = max(self.wall, other.wall)
         last_rank = _pick((self.wall, self.last_rank), (other.wall, other.last_rank), -1)[1]
+        spread = None if self.spread is None or other.spread is None else self.spread.merge(other.spread)
         return Stats(n, sums, m2, low, low_rank, high, high_rank,
                      tuple(sorted(self.nan + other.nan)), tuple(sorted(self.missing + other.missing)),
-                     wall, min(self.first_wall, other.first_wall, key=lambda w: (math.isnan(w), w)), last_rank)
+                     wall, min(self.first_wall, other.first_wall, key=lambda w: (math.isnan(w), w)), last_rank, spread)
 
     @property
     def lag(self) -> float:
@@ -85,18 +90,31 @@ class Stats:
             return math.nan
         return math.sqrt(max(self.m2, 0.0) / self.n)  # (max keeps a NaN)
 
+    def percentile(self, percent: int) -> float:
+        """The values' ``percent``-th percentile (:mod:`.percentiles`), within their exact min and max; NaN where
+        every value is NaN or the point has no spread."""
+        value = math.nan if self.spread is None else self.spread.percentile(percent)
+        return value if math.isnan(value) else min(max(value, self.low), self.high)
+
     def to_list(self) -> list:
+        spread = [] if self.spread is None else [self.spread.to_list()]
         return [self.n, list(self.sums), self.m2, self.low, self.low_rank, self.high, self.high_rank,
-                list(self.nan), list(self.missing), self.wall, self.first_wall, self.last_rank]
+                list(self.nan), list(self.missing), self.wall, self.first_wall, self.last_rank, *spread]
 
     @classmethod
     def from_list(cls, item: list) -> Stats:
-        n, sums, m2, low, low_rank, high, high_rank, nan, missing, wall, *clocks = item
-        if int(n) < 1 or len(clocks) not in (0, 2):
+        """A point as :meth:`to_list` sends it; raises ``ValueError`` (:class:`~..coordination.protocol.Malformed`
+        among them) or ``TypeError`` if it is not one."""
+        n, sums, m2, low, low_rank, high, high_rank, nan, missing, wall, *more = item
+        if int(n) < 1 or len(more) not in (0, 2, 3):
             raise ValueError(f"a point of {n} values, {len(item)} fields")
-        first_wall, last_rank = clocks or (math.nan, NO_RANK)  # (a point of before the ranks' clocks: none)
-        return cls(int(n), tuple(float(v) for v in sums), float(m2), float(low), int(low_rank), float(high), int(high_rank),
-                   tuple(int(r) for r in nan), tuple(int(r) for r in missing), float(wall), float(first_wall), int(last_rank))
+        first_wall, last_rank = more[:2] or (math.nan, NO_RANK)  # (a point of before the ranks' clocks: none)
+        stats = cls(int(n), tuple(float(v) for v in sums), float(m2), float(low), int(low_rank), float(high), int(high_rank),
+                    tuple(int(r) for r in nan), tuple(int(r) for r in missing), float(wall), float(first_wall),
+                    int(last_rank), Spread.from_list(more[2]) if len(more) == 3 else None)
+        if stats.spread is not None and stats.spread.count != stats.n - len(stats.nan):
+            raise ValueError(f"a point of {stats.n} values, {len(stats.nan)} NaN, whose spread has {stats.spread.count}")
+        return stats
 
 
 def _pick(a: tuple[float, int], b: tuple[float, int], sign: int) -> tuple[float, int]:

@@ -7,15 +7,16 @@ step the ranks logged, writes to the job run
                                                    ranks' own chart of the tag
     ~job/<tag>/min  ~job/<tag>/max  ~job/<tag>/std    (population std)
     ~job/<tag>/ranks  ~job/<tag>/missing             (how many reported, and how many of the world did not)
+    ~job/<tag>/p50  ~job/<tag>/p90  ~job/<tag>/p99   (across the ranks: :mod:`.percentiles`)
 
 (:func:`stat_tag`: the statistics other than the mean in one ``~job`` group, the last, where they do not bury the
 user's tags), from every rank's value for that step, a ``~job/<tag>/missing_ranks`` text naming the
 ranks that logged the tag before but not this step, one ``~job/extreme_ranks`` text a step naming each
-tag's min and max rank (rank ids as text: a chart would smooth them into fractions),
+tag's min and max rank and the ranks above its p99 (rank ids as text: a chart would smooth them into fractions),
 ``~job/lag_s`` (how long after the first rank the last one logged the step, by the ranks' own clocks: the
 event's wall time; ranks in lockstep show none) and ``~job/slowest_rank`` (a text naming that rank and its
 delay, where it is :data:`STRAGGLER_S` or more), and
-a Custom Scalars layout with a margin chart per tag (the mean in its min-max band). Each histogram
+a Custom Scalars layout with two margin charts per tag (the mean in its min-max band; p90 in its p50-p99 band). Each histogram
 tag's histograms of a step are merged into one, ``<tag>``, where the ranks' bucket limits agree, as
 tensorboardX's default ones do (:mod:`.histogram`; where they do not, none is written, and
 ``status`` counts it), with its ``~job/<tag>/missing_ranks``. The run rides along with the logdir's
