@@ -6,26 +6,18 @@ long run. The numbers themselves are the bench's (docs/benchmarks.md), not asser
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 pytest.importorskip("torch.distributed", reason="the job's store is torch's TCPStore")
 pytest.importorskip("hf_xet", reason="a bucket's leader writes by Xet hash")
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_scale.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_scale", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_scale")
 
 
 def test_a_short_scaled_job_on_production_pacing_lands_whole_within_the_limits(tmp_path):

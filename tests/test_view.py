@@ -3,33 +3,25 @@ an ``hf://`` URL, which it reads through fsspec and ``huggingface_hub.HfFileSyst
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
-from helpers import read_line
+from helpers import load_script, read_line
 from upload_helpers import finish, start_writer, wait_for, writer_env
 
 from hf_mpwriter.testing import HubServer
 
 TOKEN = "hf_goodTokenForTests0123456789"
 REPO = "tester/view"
-BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench_view.py"
 
 
 def _bench():
     """scripts/bench_view.py: the simulated job, its seeding, and TensorBoard's loader on a printed command."""
-    spec = importlib.util.spec_from_file_location("bench_view", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_view", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_view")
 
 
 def _loads(command: list[str]) -> dict[str, str | None]:

@@ -8,6 +8,7 @@ restart point were only on the lost disk. Nothing can bring them back; the user 
 
 from __future__ import annotations
 
+import io
 import logging
 import posixpath
 from collections.abc import Callable
@@ -40,8 +41,6 @@ def restart_point(path: Path) -> int | None:
 
 def last_step(content: bytes) -> int | None:
     """The highest step among ``content``'s whole records (an event file as the target holds it)."""
-    import io
-
     steps = (step_of(data) for _, data in iter_records(io.BytesIO(content)))
     return max((s for s in steps if s is not None), default=None)
 
