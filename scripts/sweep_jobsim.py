@@ -6,7 +6,7 @@
     python scripts/sweep_jobsim.py --replay 12 --kinds lost-answer leader
     python scripts/sweep_jobsim.py --model lease --seeds 100000 --processes 2
     python scripts/sweep_jobsim.py --model commit --seeds 1000 --kinds kill hub-hang
-    python scripts/sweep_jobsim.py --model commit --seeds 500 --successors     # nodes 1 and 2 serve successor stores
+    python scripts/sweep_jobsim.py --model commit --seeds 500 --successors     # node 1 serves a successor store
 
 Prints each failing seed (it replays exactly with ``--replay``) and a count; exits 1 if any seed failed.
 """
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", nargs="+", help="the kinds of fault (default: every kind of the model's)")
     parser.add_argument("--processes", type=int, default=1, help="seeds run in this many processes at once")
     parser.add_argument("--replay", type=int, help="run this one seed and print what it did")
-    parser.add_argument("--successors", action="store_true", help="commit model: nodes 1 and 2 serve successor stores")
+    parser.add_argument("--successors", action="store_true", help="commit model: node 1 serves a successor store")
     args = parser.parse_args(argv)
     if args.successors and args.model != "commit":
         parser.error("--successors is the commit model's (--model commit)")

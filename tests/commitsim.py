@@ -12,7 +12,7 @@ repository) and the faults:
 - ``clock-step``: a node's wall clock steps 1-60 minutes ahead or back (its monotonic clock runs on);
 - ``store-hang``: every store call hangs until its deadline, for a while;
 - ``store-gone``: nothing listens at the job's store's address any more, for good: each node goes on alone, or
-  (``successors``) through the successor stores nodes 1 and 2 serve (the real copying and moving; a successor
+  (``successors``) through the successor store node 1 serves (the real copying and moving; a successor
   dies with its node's uploader);
 - ``store-cut`` (asked for by name, not among :data:`KINDS`: the seeds found before keep their faults): one node's
   calls to the job's store hang until their deadline, for a while, as behind a partition; the others' go on;
@@ -32,7 +32,8 @@ end it commits its last version and stops. Invariants:
   made; a node preempted: its last records at the signal, unless the Hub failed, limited or held its calls, or
   the node was stopped, for all but 5 s of its deadline, or the Hub held its own commit carrying them past it);
 - **never backwards**: no commit the Hub applies takes a node's file to an older version than it held;
-- **one leader's term at a time**: the leaders' commits the Hub applies never go back to an older term;
+- **one leader's term at a time on each store**: the commits the Hub applies from the leaders of one store never go
+  back to an older term (two stores may each have a leader: the job's and the successor, within the budget's margin);
 - **progress**: no node holds the lease for long with its rounds skipped (its term on a store it left);
 - **the budget, with its margin**: in every window of the job's commit window, the Hub applies at most twice the
   job's explicit commits an hour (the rule: docs/guarantees.md), the job's end (every node's last records, which go
@@ -67,7 +68,6 @@ from hf_mpwriter.state.piece import Piece
 from hf_mpwriter.targets.base import UploadedFile
 from hf_mpwriter.timing import OFFER_WAIT_S, STORE_CALL_S, JobTiming
 from hf_mpwriter.uploader.coordination import successor
-from hf_mpwriter.uploader.coordination.kept_stores import KeptStores
 from hf_mpwriter.uploader.coordination.leader import Leader
 from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.pacing import pacing
@@ -292,7 +292,6 @@ class SuccessorHost(successor.SuccessorHost):
         self.server, self.own, self.stopped = object(), Store(sim, self.address), False
 
     def start(self) -> None:
-        self.publish_itself()
         self.sim.spawn(self.node, f"successor {self.slot}", self._run)
 
     def stop(self, within: float) -> None:
@@ -314,7 +313,7 @@ class SuccessorHost(successor.SuccessorHost):
 class Applied:
     at: float
     node: int
-    term: int | None  # the leader's term; None: a node's own commit
+    term: tuple[int, int] | None  # the leader's (store's port, term); None: a node's own commit
     versions: dict[str, int]
     last: bool  # it carries a node's last version
 
@@ -359,7 +358,7 @@ class Hub:
             raise TargetError("the simulated Hub says 429", transient=True, retry_after=self.limited_until - now)
         return max(HUB_LATENCY, self.hang_until.get(node, -math.inf) - now + HUB_LATENCY)
 
-    def commit(self, files: list[tuple[str, str]], parent: str | None, node: int, term: int | None) -> str:
+    def commit(self, files: list[tuple[str, str]], parent: str | None, node: int, term: tuple[int, int] | None) -> str:
         """Commit ``files`` (path, sha256: the version, in 64 digits) on ``parent``; what the caller sees."""
         hold = self.hold_next.pop(node, 0.0)
         latency = self.answer_in(node) + hold
@@ -385,16 +384,16 @@ class Hub:
             raise TargetError("the simulated Hub: read timed out", transient=True, timed_out=True)
         return outcome[0]
 
-    def _apply(self, files: list[tuple[str, str]], parent: str | None, node: int, term: int | None):
+    def _apply(self, files: list[tuple[str, str]], parent: str | None, node: int, term: tuple[int, int] | None):
         if parent is not None and parent != str(self.head):
             return TargetError("the simulated Hub: 412, the parent is not the head", transient=True)
         versions = {path: int(sha) for path, sha in files}
         for path, version in versions.items():
             if version < self.files.get(path, 0):
                 self.sim.problem(f"a commit took {path} back from version {self.files[path]} to {version}")
-        terms = [a.term for a in self.applied if a.term is not None]
+        terms = [a.term for a in self.applied if a.term is not None and term is not None and a.term[0] == term[0]]
         if term is not None and terms and term < terms[-1]:
-            self.sim.problem(f"a commit of term {term} applied after one of term {terms[-1]}")
+            self.sim.problem(f"a commit of term {term[1]} applied after one of term {terms[-1][1]} (store {term[0]})")
         self.head += 1
         self.files.update(versions)
         last = any(version == self.sim.nodes[int(path[1:].split("/")[0])].last for path, version in versions.items())
@@ -421,7 +420,8 @@ class Target:
     def commit_uploaded(self, files, message: str, parent: str | None = None) -> str:
         job = self.node.job
         assert job is not None
-        return self.hub.commit([(f.path, f.sha256) for f in files], parent, self.node.number, job.leader.term)
+        return self.hub.commit([(f.path, f.sha256) for f in files], parent, self.node.number,
+                               (job.leader.store.address.port, job.leader.term))
 
     def verify_uploaded(self, files) -> dict[str, str]:
         return {f.path: "not at the head" for f in files if self.hub.files.get(f.path) != int(f.sha256)}
@@ -454,7 +454,6 @@ class Node:
     done: bool = False
     job: JobTarget | None = None
     actors: list[Actor] = field(default_factory=list)
-    kept: KeptStores = field(default_factory=KeptStores)  # the successor stores and highest term it knew, on its disk
 
     @property
     def path(self) -> str:
@@ -541,8 +540,7 @@ class Sim:
         job = self.member(target, target,  # type: ignore[arg-type]  # (the simulated Hub: neither a repository nor a bucket)
                         store, node.number, len(self.nodes), wait=min(TIMING.offer_wait, CALL_BOUND / 3),
                         spacing=SPACING / WINDOWS, budget=self.budget, commit_every=COMMIT_EVERY, call_bound=CALL_BOUND,
-                        timing=TIMING, clock=lambda: self.now, wall=lambda: 1.7e9 + self.now + node.skew, sleep=self.sleep,
-                        kept=node.kept)
+                        timing=TIMING, clock=lambda: self.now, wall=lambda: 1.7e9 + self.now + node.skew, sleep=self.sleep)
         job.store_seen = True
         leader = job.leader
         leader.__class__ = self.leader  # (a test hands in one broken on purpose)
@@ -711,8 +709,7 @@ class Result:
     faults: list[str]
     problems: list[str]
     commits: int
-    moves: int = 0  # the nodes' moves to a successor store (or back)
-    back: int = 0  # of those, back to an earlier store that answered again
+    moves: int = 0  # the nodes' moves to a successor store
     terms: int = 0  # the highest leader's term any node took
     struck: list[tuple[str, int]] = field(default_factory=list)  # (kind, node) of each fault
 
@@ -749,9 +746,8 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
     finally:
         sim.close()
     moves = sum(node.job.moves for node in sim.nodes if node.job is not None)
-    back = sum(node.job.moving.back for node in sim.nodes if node.job is not None)
     terms = max((node.job.leader.term for node in sim.nodes if node.job is not None), default=0)
-    return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves, back,
+    return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves,
                   terms, sim.struck)
 
 

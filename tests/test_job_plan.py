@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -362,126 +359,6 @@ def test_a_commit_that_timed_out_halves_the_leaders_next_commits():
 def _unused_store() -> JobStore:
     """A store the test never calls (nothing listens there): a leader's decisions alone."""
     return JobStore(StoreAddress("127.0.0.1", 9, "job-unused"), "p")
-
-
-def test_a_node_waits_for_earlier_stores_that_answer_by_turns_no_longer_than_the_store_lost_bound():
-    """A node on a successor store waits for its next look at an earlier store that answered (it goes back there,
-    where its leader counts its own commits); where the job's store and the first successor answer by turns, no two
-    looks in a row find the same one and it never goes back: it waits ``timing.store_lost`` in all, then commits.
-    The decision alone: the store's address and what each look finds are given (the looks' own calls are
-    ``tests/test_job_commit.py``'s)."""
-    from types import SimpleNamespace
-
-    from hf_mpwriter.timing import JobTiming
-    from hf_mpwriter.uploader.coordination.moves import Moves
-    from hf_mpwriter.uploader.coordination.protocol import Skipped
-    from hf_mpwriter.uploader.coordination.store import StoreAddress
-
-    home, first, second = (StoreAddress("10.0.0.1", port, "job") for port in (29500, 29501, 29502))
-    now = [0.0]
-    timing = JobTiming()
-    store = SimpleNamespace(address=home)
-    moves = Moves(store, 3, 4, timing, lambda: now[0], Skipped())  # type: ignore[arg-type]
-    moves.successors, moves.count, store.address = [first, second], 1, second  # moved on to the second successor
-    looks: dict[float, int] = {}  # each look (its time) -> its number: the job's store answers the even ones
-    moves._answers = lambda address: address == (home, first)[looks.setdefault(moves._checked, len(looks)) % 2]  # type: ignore[method-assign]
-    waited: list[float] = []
-    while now[0] < 3 * timing.store_lost and ((wait := moves.back_in()) is not None or not waited):
-        assert moves.go_back(incarnation=1) is False  # (never the same store two looks in a row: never back)
-        if wait is not None:
-            waited.append(now[0])
-        now[0] += 1.0
-    assert len(waited) > 2, waited  # the scenario: it waited for look after look
-    assert waited[-1] - waited[0] < timing.store_lost <= now[0] - waited[0] < timing.store_lost + 2
-
-
-def test_a_term_that_outlived_a_store_error_is_not_renewed_below_one_drawn_on_a_successor(store):
-    """Seed 31444 of a sweep with successor stores: the store hung; nodes 0 and 2 moved to a successor and their leader
-    there drew term 5, committed their last records and let go; the store answered again, and node 1 renewed its term
-    4 there (its lease had outlived the hang) and committed after term 5. A node reads the terms drawn in the later
-    stores before it renews its own, and takes a new term above them. (Since the leaders mark the successors they
-    reach, that seed no longer comes to this, nor did any of 18,000 with the reading taken out: the decision alone, on
-    real stores.)"""
-    from hf_mpwriter.timing import JobTiming
-    from hf_mpwriter.uploader.coordination.lease import Lease
-    from hf_mpwriter.uploader.coordination.moves import Moves
-    from hf_mpwriter.uploader.coordination.protocol import Skipped, lease_holder
-
-    later = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    home, successor = (StoreAddress("127.0.0.1", server.port, "job-terms") for server in (store, later))
-    job = JobStore(home, "p")
-    lease = Lease(job, 1, 4, JobTiming(), 10.0)
-    moves = Moves(job, 1, 4, JobTiming(), time.monotonic, Skipped())
-    moves.successors, lease.led_elsewhere = [successor], moves.led_elsewhere
-    job.add("terms", 3)
-    assert lease._hold_lease() and lease.term == 4  # node 1 leads under term 4
-    lease.leading = False  # a store error (its lease outlives it: nobody took it)
-    JobStore(successor, "p").add("terms", 5)  # meanwhile, a leader on the successor drew term 5 (and let go)
-    assert lease._hold_lease()
-    assert lease.term == 6 and lease_holder(job.get("lease")) == (1, 6)  # above 5, not term 4 renewed
-
-
-@pytest.mark.parametrize("host", ["frozen", "dead"])
-def test_a_node_on_a_successor_waits_out_a_mark_of_a_store_that_answers_nothing_not_of_one_whose_host_died(
-        store_process, store, host):
-    """The job's leader marks the successor stores it reaches (:meth:`Moves.mark_later`); a node that comes to one
-    commits itself there, and nobody there leads, until the mark is 2 x ``successor_copy`` old: the job's store may
-    be frozen, or cut off from this node alone, its leader going on. Where nothing listens at the job's store any more
-    (its host process died: no partition answers so), its leader is gone with it: the node's successor may lead at
-    once (before, 20 s after every store's death). Real stores: the job's in a process of its own, frozen or killed."""
-    from hf_mpwriter.timing import JobTiming
-    from hf_mpwriter.uploader.coordination.moves import Moves
-    from hf_mpwriter.uploader.coordination.protocol import Skipped
-    from hf_mpwriter.uploader.coordination.store import StoreError
-
-    proc, port = store_process
-    home, successor = StoreAddress("127.0.0.1", port, "job-mark"), StoreAddress("127.0.0.1", store.port, "job-mark")
-    timing = JobTiming(store_lost=1.0)
-    moves = {node: Moves(JobStore(home, "p", deadline=0.5), node, 3, timing, time.monotonic, Skipped())
-             for node in (0, 2)}
-    for each in moves.values():
-        each.successors = [successor]
-    assert moves[0].mark_later(term=1) == set()  # node 0 leads on the job's store: it marks the successor
-    os.kill(proc.pid, signal.SIGSTOP if host == "frozen" else signal.SIGKILL)
-    if host == "dead":
-        proc.wait(10)
-    node = moves[2]
-    with pytest.raises(StoreError):
-        node.store.get("lease")
-    time.sleep(timing.store_lost)
-    assert node.forward() and node.store.address == successor  # the scenario: node 2 moved on
-    not_led = node.not_led_here()
-    if host == "frozen":
-        assert not_led is not None and 0 < not_led[1] <= timing.successor_copy  # it waits for the mark to change
-    else:
-        assert not_led is None  # it may lead there now
-
-
-def test_a_node_on_a_marked_successor_commits_itself_only_after_a_mark_its_leader_made_knowing_it_is_there(store):
-    """A review's script: the node's lease thread read the job leader's mark on the successor before the node had
-    announced itself there; the leader's next mark (its read of who is there did not list the node) then read as new,
-    and the node committed itself before the leader kept room for it. A mark read before the node announced itself
-    counts for nothing: only a change of one read after it. Real stores; the node's steps as its threads take them."""
-    from hf_mpwriter.timing import JobTiming
-    from hf_mpwriter.uploader.coordination.joining import announce
-    from hf_mpwriter.uploader.coordination.moves import Moves
-    from hf_mpwriter.uploader.coordination.protocol import Skipped
-
-    later = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=timedelta(seconds=10))
-    home, successor = (StoreAddress("127.0.0.1", server.port, "job-order") for server in (store, later))
-    leader, node = (Moves(JobStore(home, "p"), number, 3, JobTiming(), time.monotonic, Skipped())
-                          for number in (0, 2))
-    leader.successors = node.successors = [successor]
-    leader.mark_later(1)
-    node.store.move_to(successor, None)  # (as :meth:`Moves.forward` moves it)
-    node.count += 1
-    assert node.not_led_here()[1] > 0  # the lease thread reads the mark first
-    assert leader.mark_later(1) == set()  # the leader's next mark: node 2 not there yet
-    announce(node.store, 2, 1, True)
-    node.announced()
-    assert node.not_led_here()[1] > 0  # that mark tells nothing: it waits
-    assert leader.mark_later(1) == {2}  # a mark made knowing node 2 is there...
-    assert node.not_led_here()[1] == 0.0  # ... lets it commit itself
 
 
 @pytest.mark.parametrize("kind", ["hub", "bucket"])

@@ -105,8 +105,7 @@ class Uploader:
         self._token = token or os.environ.get("HF_TOKEN")
         self.target = target or target_for(loaded, self._token)
         if target is None and owns_process:  # a multi-node job with a store: one leader commits for all
-            self.target = factory.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout),
-                                          state=self.state)
+            self.target = factory.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout))
         self.calls = TargetCalls(self.target, loaded.http_timeout, self._meanwhile, self._publish, self._count_hang)
         self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self.calls)
         self.file_limit = FileLimitWatch(loaded)  # a repository holds fewer than 100,000 files: say it in time

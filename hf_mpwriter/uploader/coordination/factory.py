@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-from pathlib import Path
 
 from ...config import UploadConfig, commit_interval
 from ...targets import Target, target_for
@@ -16,8 +15,6 @@ from ...targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ...targets.hub import HubTarget
 from ...targets.xet_content import xet_usable
 from ...timing import PREPARED_WAIT_MIN_S, PREPARED_WAIT_NODES, PREPARED_WAIT_S, JobTiming
-from .kept_stores import FILE as STORES_FILE
-from .kept_stores import KeptStores
 from .leader import target_kind
 from .member import OWN_COMMITS, JobTarget, store_prefix
 from .pacing import Situation
@@ -28,9 +25,8 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 
 
 def for_job(config: UploadConfig, target: Target, token: str | None, call_bound: float,
-            timing: JobTiming = JobTiming(), state: Path | None = None) -> Target:
-    """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store. ``state``: the
-    logdir's state folder, where the successor stores the node knew are kept (:mod:`.kept_stores`).
+            timing: JobTiming = JobTiming()) -> Target:
+    """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store.
 
     Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
     :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
@@ -58,8 +54,7 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
                     wait=min(timing.offer_wait, call_bound / 3), spacing=_write_spacing(config, leader_target) / timing.windows,
                     prepared_wait=prepared_wait, budget=_budget(config).scaled(timing.windows),
                     commit_every=config.commit_every, call_bound=call_bound,
-                    files_hint=config.ranks_per_node or 1, timing=timing,
-                    kept=KeptStores(None if state is None else state / STORES_FILE, address.job_id))
+                    files_hint=config.ranks_per_node or 1, timing=timing)
     try:
         store.get("lease")
         job.store_seen = True

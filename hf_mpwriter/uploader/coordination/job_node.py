@@ -22,7 +22,6 @@ from ...timing import (
     JobTiming,
 )
 from .joining import announce, count_up, other_folders, prepared_by_node_0
-from .kept_stores import KeptStores
 from .leader import Leader, SharedTarget, target_kind
 from .moves import Moves
 from .offers import Offers
@@ -63,10 +62,8 @@ class JobNode(Target):
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
                  commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
                  files_hint: int = 1, timing: JobTiming = JobTiming(), clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-                 kept: KeptStores | None = None) -> None:
-        """``clock``, ``wall``, ``sleep``: this host's (a simulation hands in virtual ones: ``tests/commitsim.py``).
-        ``kept``: the successor stores it knew and the highest term (:mod:`.kept_stores`)."""
+                 wall: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+        """``clock``, ``wall``, ``sleep``: this host's (a simulation hands in virtual ones: ``tests/commitsim.py``)."""
         self.inner, self.prefix = inner, inner.prefix
         self.clock, self.wall = clock, wall
         self.timing = timing
@@ -97,8 +94,7 @@ class JobNode(Target):
         #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
         #: which the leader commits at its next round whatever the budget (the job is ending).
         self.closing = False
-        kept = kept or KeptStores()
-        self.leader = self._make_leader(leader_target, nodes, call_bound, kept)
+        self.leader = self._make_leader(leader_target, nodes, call_bound)
         #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,
         #: so that the node's whole commit (upload, wait, that) stays within its own.
         self.offers = Offers(store, node, wait, call_bound / 2, timing, self.leader.malformed, clock, sleep)
@@ -113,27 +109,19 @@ class JobNode(Target):
         self._before_signal = False  # the pieces being committed were taken before the signal came
         self._announced = False  # our incarnation is in the store
         self._announced_in: set[StoreAddress] = set()  # the stores this uploader announced itself in (:meth:`_announce`)
-        #: Its moves between the job's store and the successor stores (:mod:`.moves`), the one it hosts.
-        self.moving = self._make_moves(nodes, kept)
+        #: Its move to a successor store (:mod:`.moves`), and the one it hosts.
+        self.moving = Moves(self.store, self.node, nodes, self.timing, self.clock, self.leader.malformed)
         #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
                                                          self.leader.malformed, lambda cas: inner.trusts_cas(cas))
 
-    def _make_leader(self, leader_target: SharedTarget, nodes: int, call_bound: float, kept: KeptStores) -> Leader:
+    def _make_leader(self, leader_target: SharedTarget, nodes: int, call_bound: float) -> Leader:
         """This node's leader (not started)."""
         leader = Leader(leader_target, self.store, self.node, nodes, self.spacing, self.budget, self.commit_every,
-                        call_bound, self.timing, wall=self.wall, clock=self.clock, kept=kept)
+                        call_bound, self.timing, wall=self.wall, clock=self.clock)
         leader.xet.source = self.inner.xet_write_token  # this node's own token is the one it shares, leading
         leader.xet.trusts = lambda cas: self.inner.trusts_cas(cas)  # (the CAS its own Hub names: the one it checks)
         return leader
-
-    def _make_moves(self, nodes: int, kept: KeptStores) -> Moves:
-        """This node's moves between the job's stores; its leader asks them where else the job leads, and whether the
-        store in use is a successor."""
-        moving = Moves(self.store, self.node, nodes, self.timing, self.clock, self.leader.malformed, kept)
-        self.leader.led_elsewhere = moving.led_elsewhere
-        self.leader.mark_later = moving.mark_later
-        return moving
 
     @property
     def malformed(self) -> Skipped:
@@ -193,11 +181,9 @@ class JobNode(Target):
                 "api_requests": self.budget.requests_per_5min, "malformed": self.leader.malformed.total,
                 "malformed_kinds": dict(self.leader.malformed.kinds),
                 "through_leader": self.through_leader, "own_commits": self.own.made, "taken_back": self.offers.taken_back,
-                "successors": len(self.successors), "moves": self.moves, "moves_back": self.moving.back,
+                "successors": len(self.successors), "moves": self.moves,
                 "on_successor": self.store.address != self.moving.home,
                 "hosts_successor": None if self.successor is None else self.successor.slot,
-                # (leading: the nodes cut off from its store that it found on a successor and counts, :meth:`Moves.mark_later`)
-                "cut_off": sorted(self.leader.away) if self.leader.leading else [],
                 "leases": self.leader.leases, "leader_commits": self.leader.commits,
                 # (the Xet write tokens this node fetched: the leader's is the one the job shares)
                 "xet_tokens": self.inner.xet_tokens}
@@ -273,11 +259,8 @@ class JobNode(Target):
                 counted = self.incarnation == 0 or self._drawn_elsewhere()
                 if counted:  # kept from now on, also if a later call fails: one more than any uploader of this node before
                     self.incarnation = count_up(self.store, f"incarnation/{self.node}")
-                if self.store.address != self.moving.home:  # (a successor it may have left before: in use by it again,
-                    self.store.set(f"left/{self.node}", b"0")  # said before it is listed, or its host could free it)
                 announce(self.store, self.node, self.incarnation, counted)
                 self._announced_in.add(self.store.address)
-                self.moving.announced()
                 self._announced, self.store_gone, self.store_seen = True, False, True
             except StoreError as exc:  # said once, not at every retry of a store that never comes
                 logger.log(logging.WARNING if self.why is None else logging.DEBUG, "%s; %s", exc, OWN_COMMITS)

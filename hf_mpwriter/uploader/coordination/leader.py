@@ -44,7 +44,6 @@ from ...timing import (
     JobTiming,
 )
 from ..schedule import until_turn
-from .kept_stores import KeptStores
 from .lease import doubling
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
 from .protocol import taken_value
@@ -72,15 +71,14 @@ class Leader(SeenOffers):
     def __init__(self, target: SharedTarget, store: CoordinationStore, node: int, nodes: int, spacing: float,
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
                  call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming(),
-                 wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic,
-                 kept: KeptStores | None = None) -> None:
+                 wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
         """``wall``: this host's wall clock (the plan's slots; no other host's is compared with it); ``clock``: its
-        monotonic clock; ``kept``: what its node knew of the job's stores (:mod:`.kept_stores`)."""
+        monotonic clock."""
         self.target, self.spacing, self.wall = target, spacing, wall
         self.budget = budget or make_budget()
         self.kind = target_kind(target)
         self.commit_every, self.call_bound = commit_every, call_bound
-        super().__init__(store, node, nodes, timing, commit_every, clock, kept)
+        super().__init__(store, node, nodes, timing, commit_every, clock)
         self.books = Books(self.budget, self.kind)
         #: Files in one commit at most: the Hub advises tens to hundreds a commit (a 60 s server timeout).
         self.max_files = self.budget.files_per_commit
@@ -195,9 +193,6 @@ class Leader(SeenOffers):
         self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
         offers, rest = fitting(offers, self._first_seen, self.max_files)
         if not self.holds():  # (paused past its lease, say: another node leads, and claims these)
-            return
-        if self._leads_elsewhere():  # (asked before each write too: a store that answers again within the lease
-            self._elsewhere_looked = -math.inf  # thread's 10 s between asks; that thread lets go now)
             return
         offers = self._claim(offers)
         if offers and self._write(offers, parent):

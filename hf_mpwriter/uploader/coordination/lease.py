@@ -23,9 +23,8 @@ import time
 from typing import Callable
 
 from ...timing import ABSTAIN_FACTOR, JobTiming
-from .kept_stores import KeptStores
 from .protocol import lease_holder
-from .store import CoordinationStore, StoreError, raise_counter
+from .store import CoordinationStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -39,9 +38,8 @@ class Lease:
     """The lease's side of a node's :class:`~.leader.Leader`: a thread that holds (or watches) it."""
 
     def __init__(self, store: CoordinationStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
-                 clock: Callable[[], float] = time.monotonic, kept: KeptStores | None = None) -> None:
-        """``clock``: this host's monotonic clock (a simulation hands in a virtual one: ``tests/leasesim.py``);
-        ``kept``: the highest term its node's uploaders knew the job had (:mod:`.kept_stores`)."""
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: this host's monotonic clock (a simulation hands in a virtual one: ``tests/leasesim.py``)."""
         self.store, self.node, self.nodes, self.timing, self.clock = store, node, nodes, timing, clock
         self._handover_after = max(timing.lease_stale, commit_every)  # (the plan's interval, set at each round)
         self.leading = False
@@ -68,22 +66,6 @@ class Lease:
         #: term's leader did not take it): :meth:`~.seen_offers.SeenOffers._offers`.
         self.store_gap = False
         self._round_lock = threading.Lock()  # held while a round runs
-        #: Asked before this node leads, and every ``successor_copy`` while it leads: another store the job leads
-        #: through (an earlier one that answers again, a successor most nodes moved on to while this node stayed), as
-        #: ``(where, its term)``, if any (:meth:`~.moves.Moves.led_elsewhere`).
-        self.led_elsewhere: Callable[[], tuple[str | None, int] | None] | None = None
-        self._elsewhere_said: str | None = None
-        #: Every ``successor_copy`` while it leads: marks the later stores and returns the nodes there
-        #: (:meth:`~.moves.Moves.mark_later`), :attr:`away` from now on.
-        self.mark_later: Callable[[int], set[int]] | None = None
-        self.away: set[int] = set()
-        self._marked = -math.inf  # monotonic
-        self._elsewhere_looked = -math.inf  # monotonic: when this node, leading, last asked (:meth:`_look_elsewhere`)
-        #: The highest term seen led elsewhere (or kept by this node's last uploader): a term here is drawn above it, and
-        #: one of this node's below it is not renewed (the job's commits went on under it: an older term's must not
-        #: follow them).
-        self.kept = kept or KeptStores()
-        self._term_floor = self.kept.term
         self._stop = threading.Event()
 
     def _keep_lease(self) -> None:
@@ -100,10 +82,8 @@ class Lease:
             stalled = self._stalled(self.clock()) if self.leading else None
             if stalled is not None:
                 self._hand_over(stalled)
-            elif self.leading and self._look_elsewhere() and self._leads_elsewhere():
-                self.let_go("the job leads through another store")
-            elif self._hold_lease() and self.leading:
-                self._mark_later()
+            else:
+                self._hold_lease()
             if self.store_gap:
                 self.after_store_gap()
             self._store_failures = 0
@@ -203,65 +183,25 @@ class Lease:
         if now < self._abstain_until:  # handed over: another node first
             return False
         ours = bool(self.term) and lease_holder(current) == (self.node, self.term)
-        # Ours, unrenewed since a store error (a new term would make the nodes offer what this one claimed again);
-        # not where the job's commits went on elsewhere under a later term.
+        # Ours, unrenewed since a store error (a new term would make the nodes offer what this one claimed again).
         if ours and self.term_moves == self.store.moves:
-            if self._leads_elsewhere():
-                return False
-            if self.term > self._term_floor:
-                return self._renew_own(current)
+            return self._renew_own(current)
         if current != self._lease:
             self._lease, self._lease_seen_at = current, now
         if current and not ours and now - self._lease_seen_at < self.timing.lease_stale:
             return False  # (ours from before the store moved, back here: a new term at once, whose rounds run here)
-        if self._leads_elsewhere():
-            return False
         moves = self.store.moves  # (the store this term is taken on: one the connection moved from is not it)
-        if self._term_floor:  # (a term led elsewhere: this one is drawn above it)
-            raise_counter(self.store, "terms", self._term_floor)
         term = self.store.add("terms", 1)  # (drawn even if the take fails: the counter only grows)
         mine = self._lease_value(term)
         if not self.store.compare_set("lease", current, mine):
             return False
         self.term, self._lease, self.term_moves = term, mine, moves
-        self.kept.keep_term(term)
         self.leases += 1
         self._failing_since = None
         self.store_gap = True  # (the offers there now: how long they have waited, this term cannot know)
         self.leading = True  # (last: a round that sees it sees this term)
         logger.info("job leader: node %d leads the job's commits", self.node)
         return True
-
-    def _mark_later(self) -> None:
-        """Every ``timing.successor_copy``, right after this leader renewed its lease (so that a mark means it leads):
-        mark the later stores, and keep room for the nodes cut off from this store there (:attr:`mark_later`).
-        :class:`StoreError` if the store in use fails."""
-        now = self.clock()
-        if self.mark_later is None or now - self._marked < self.timing.successor_copy:
-            return
-        self._marked = now
-        self.away = self.mark_later(self.term)
-
-    def _look_elsewhere(self) -> bool:
-        """Whether to ask, while leading, if the job leads through another store: every ``timing.successor_copy``
-        (a node that renewed its lease as the others moved on asked before their leader took the lease there)."""
-        now = self.clock()
-        if now - self._elsewhere_looked < self.timing.successor_copy:
-            return False
-        self._elsewhere_looked = now
-        return True
-
-    def _leads_elsewhere(self) -> bool:
-        """Whether the job leads through another store (:attr:`led_elsewhere`): this node does not lead a second time
-        here, whose writes would spend the budget again."""
-        where, term = (self.led_elsewhere() if self.led_elsewhere is not None else None) or (None, 0)
-        if where is not None or term > self.term:  # (a term drawn above this node's elsewhere: not renewed)
-            self._term_floor = max(self._term_floor, term)
-        self.kept.keep_term(self._term_floor)
-        if where is not None and where != self._elsewhere_said:
-            logger.warning("job leader: node %d does not lead here: %s", self.node, where)
-        self._elsewhere_said = where
-        return where is not None
 
     def holds(self) -> bool:
         """Whether the store's lease names this node's term now: asked of the store, not of this node's belief (a

@@ -82,18 +82,10 @@ class JobTarget(JobNode):
             return self._commit_ourselves(pieces, message, self._alone)
         if self.offers.pending_since is not None:  # an earlier offer may still be in a store we cannot reach
             return self._commit_ourselves(pieces, message, "an earlier offer is still unresolved")
-        if not self._hurried() and self.moving.go_back(self.incarnation):  # (also from a successor gone or silent)
-            self._moved()
         if (silent := self.store.silent_for()) >= self.timing.store_lost:  # no offer into a store that answers nothing
             return self._commit_ourselves(pieces, message, f"the job's store answered nothing for {silent:.0f} s")
         if self.clock() < self._store_rests_until or not self._announce():
             return self._commit_ourselves(pieces, message, self.why or "the job's store failed")
-        if (not_led := self.moving.not_led_here()) is not None:  # (announced here first: the marking leader reads it)
-            why, wait = not_led
-            if wait > 0 and not self._hurried():
-                raise Deferred(f"job-wide commit not made ({why}); this node commits its files itself once that "
-                               "leader marks this store again", wait)
-            return self._commit_ourselves(pieces, message, why)
         uploaded = self.inner.preupload(pieces)
         if uploaded is None:  # a regular (non-LFS) file travels in the commit itself; a bucket without Xet hashes
             return self._commit_ourselves(pieces, message, "its content cannot be committed by another node")
@@ -165,9 +157,7 @@ class JobTarget(JobNode):
         """Commit as a node without a store would, unless an offer of ours may still be taken by a leader
         (it could not be taken back): then not before no leader takes it any more (see the module's
         docstring), and the queue retries meanwhile. Unless the preemption deadline comes first (a silent
-        store counts as gone then): the node's disk goes with it, and a late leader commits the same files.
-        On a successor where an earlier store answers again, not before the next look at it either (the node goes
-        back there, :meth:`~.moves.Moves.back_in`), but for a node the preemption deadline hurries."""
+        store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
         if self.offers.pending_since is not None:
             now = self.clock()
             left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
@@ -178,20 +168,14 @@ class JobTarget(JobNode):
                 logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
                                "this node commits its files itself now", why)
             self.offers.pending_since = None
-        # Forward: a store seen once, or successors its node knew (a restarted uploader's after the store died; one not
-        # there yet is not gone, and a forward move goes only to a successor that answers). Back: on a successor, an
-        # earlier store that answers again (its leader there counts no own commit made here).
-        if not self._hurried() and (((self.store_seen or self.successors) and self.moving.forward())
-                                    or self.moving.go_back(self.incarnation)):
+        # Forward, once: from a store seen once (one not there yet is not gone) to a successor that answers.
+        if not self._hurried() and (self.store_seen or self.successors) and self.moving.forward():
             self._moved()
             where = self.store.address
             raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through store "
                            f"{where.host}:{where.port}", 0.0)
         if self._hurried():
             self._last_alone(why)
-        elif (back_in := self.moving.back_in()) is not None:  # (not once signalled: the deadline comes first)
-            raise Deferred(f"job-wide commit not made ({why}); an earlier store answers again: this node offers its "
-                           f"files there once it answers the next check", back_in)
         wait = self._own_turn(len(pieces))
         self.mode, self.why = "node", why
         if wait > 0:

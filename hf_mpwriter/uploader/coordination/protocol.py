@@ -3,9 +3,8 @@
 Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)::
 
     members            "0,3,1,"          the nodes that announced themselves (append)
-    left/<n>           counter            node n's uploader that exited, or went back from this successor store
-                                          (its incarnation): n left the store while this equals ``incarnation/<n>``
-                                          ("0" once it announces itself here again)
+    left/<n>           counter            node n's uploader that exited (its incarnation): n left the store while
+                                          this equals ``incarnation/<n>``
     incarnation/<n>    counter            node n's current uploader: each new one adds 1 (the store counts,
                                           not a clock: a replacement's offers always win over its predecessor's)
     offer/<n>          JSON | "-" | "taken:seq:node:term"  an offer, taken back, or claimed by a leader
@@ -19,11 +18,8 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
                                           (a secret: never in a log line, ``status`` or an error)
     books              JSON {write_ages, request_ages, paused_for}  what the job's leaders spent on the Hub in its
                                           windows (ages): a new leader takes them up (:class:`~.plan.Books`)
-    successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host (in its own
-                                          store too); the leader passes the list on in its answers (``successors``)
-    led_from           JSON [host, port, term, n]  in a successor store: the store whose leader marks it, every
-                                          ``successor_copy`` while it leads (``n`` counts up): the nodes here are
-                                          cut off from a store that lives, and lead nowhere here
+    successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host; the leader
+                                          passes the list on in its answers (``successors``)
 
 A value another process wrote is never trusted: a parser either returns a value whose every field
 has the type its readers use, every number finite and within its bound (the ``MAX_`` constants below; the
@@ -244,24 +240,6 @@ def parse_successor(value: Any) -> tuple[str, int]:
     if not _successor_shaped(value):
         raise Malformed(f"successor: {value!r} is not [host, port]")
     return value[0], value[1]
-
-
-def led_from_value(host: str, port: int, term: int, mark: int) -> bytes:
-    """``led_from``: the store whose leader (its ``term``) marked a later one, its node's ``mark``-th mark."""
-    return json.dumps([host, port, term, mark]).encode()
-
-
-def parse_led_from(raw: bytes) -> tuple[str, int]:
-    """``led_from`` as read from the store: the marking leader's store (the term and count only tell a new mark
-    from the last one read, by the bytes)."""
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise Malformed("led_from: not JSON") from None
-    if not (isinstance(value, list) and len(value) == 4
-            and all(not isinstance(n, bool) and isinstance(n, int) for n in value[2:])):
-        raise Malformed(f"led_from: {value!r} is not [host, port, term, n]")
-    return parse_successor(value[:2])
 
 
 def parse_counter(raw: bytes | None, what: str) -> int:

@@ -14,7 +14,6 @@ import time
 from typing import Callable
 
 from ...timing import OFFER_WAIT_S, JobTiming
-from .kept_stores import KeptStores
 from .lease import Lease
 from .protocol import TAKEN, WITHDRAWN, Malformed, Skipped, parse_answer, parse_counter, parse_members, parse_offer
 from .store import CoordinationStore
@@ -61,8 +60,8 @@ class SeenOffers(Lease):
     and those of unknown age."""
 
     def __init__(self, store: CoordinationStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
-                 clock: Callable[[], float] = time.monotonic, kept: KeptStores | None = None) -> None:
-        super().__init__(store, node, nodes, timing, commit_every, clock, kept)
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(store, node, nodes, timing, commit_every, clock)
         self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
         self._seen_in_term = 0  # the term those were seen in
         self.home = store.address  # the job's store: its connection moves to a successor's once that is gone

@@ -1,21 +1,15 @@
-"""The job's successor stores: where its uploaders go on coordinating once the job's own store is gone.
+"""The job's successor store: where its uploaders go on coordinating once the job's own store is gone.
 
-Why: the job's store lives in the training job (torchrun's agent, rank 0's ``env://`` store). When its
-host dies, nothing coordinates the nodes any more and each commits its files itself: at a thousand nodes
-on a repository, hours of the Hub's commit rate. So while the job's store lives, the uploaders of the
-first :data:`SUCCESSORS` nodes after node 0 (where the job's store usually lives) each serve a small store
-of their own (a TCPStore on a free port, as a merge tree's group host does) and publish its address
-(``successor/<i>``); the leader passes the list on in its answers (a node no answer told yet reads it
-itself, :func:`published`). Each host copies into its own store,
-every ``timing.successor_copy``, what a new leader takes up: the job's books (the budget holds across the
-move, up to one copy's lag: within the rule's margin), the job run's word, and the count of terms. A node that
-finds the job's store lost (gone, or silent for ``timing.store_lost``) moves to the first successor that answers
-(the next one if that does not either), announces itself there and offers as before (:meth:`~.member.JobTarget.commit`);
-where none answers, it commits itself, as without a store. A host whose own files are drained serves its
-store on while nodes that joined it have not left (:meth:`SuccessorHost.linger`). Should the job's store
-answer again, the nodes go back to it (:meth:`~.moves.Moves.go_back`); once every node that joined it left, a
-host copies into its store again. Only the
-uploaders' coordination goes there, never the training's.
+Why: the job's store lives in the training job (torchrun's agent, rank 0's ``env://`` store). When its host dies,
+nothing coordinates the nodes any more and each commits its files itself: at a thousand nodes on a repository,
+hours of the Hub's commit rate. So while the job's store lives, node 1's uploader serves a small store of its own
+(a TCPStore on a free port, as a merge tree's group host does) and publishes its address (``successor/1``); the
+leader passes it on in its answers (a node no answer told yet reads it itself, :func:`published`). Its host copies
+into it, every ``timing.successor_copy``, what a new leader takes up: the job's books (one copy's lag: within the
+budget's margin), the job run's word, and the count of terms (a new leader there draws a term above the job's).
+A node that finds the job's store lost moves there once (:mod:`.moves`); where it does not answer, the node commits
+itself, as without a store. A host whose own files are drained serves its store on while nodes that joined it
+have not left (:meth:`SuccessorHost.linger`). Only the uploaders' coordination goes there, never the training's.
 """
 
 from __future__ import annotations
@@ -32,17 +26,14 @@ from .store import CoordinationStore, JobStore, StoreAddress, StoreError, raise_
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
-#: Nodes that host a successor store: nodes 1 to this (node 0's host usually holds the job's store).
-SUCCESSORS = 2
-#: Above any node number (``members`` read back here lists nodes of any job size).
-ANY_NODES = 1 << 31
+#: Nodes that host a successor store: nodes 1 to this (node 0's host usually holds the job's store). One: two
+#: stores have at most two leaders, which the budget's margin (twice the plan) holds.
+SUCCESSORS = 1
 #: What a new leader takes up, copied from the store in use into each successor's.
 COPIED = ("books", "view/held")
 #: The counter copied, raised to the store in use's: the leaders' terms (a new leader here draws one above every
 #: earlier one).
 COUNTED = "terms"
-#: Set by the leader of an earlier store that reaches this one (:meth:`~.moves.Moves.mark_later`).
-LED_FROM = "led_from"
 
 
 def successor_slot(node: int, nodes: int) -> int | None:
@@ -66,16 +57,7 @@ class SuccessorHost:
     def start(self) -> None:
         logger.info("job %s: this node hosts successor store %d at %s:%d", self.address.job_id, self.slot,
                     self.address.host, self.address.port)
-        self.publish_itself()
         self._thread.start()
-
-    def publish_itself(self) -> None:
-        """Its own address, in its own store too: once nodes moved here, the list the leader reads here still
-        has this store in its place (a node goes back only to those before it: :meth:`~.moves.Moves.go_back`)."""
-        try:
-            self.own.set(f"successor/{self.slot}", successor_value(self.address.host, self.address.port))
-        except StoreError as exc:  # (its own store, in this process: a failure here must not stop the uploader)
-            logger.warning("successor store %d: its address not set in itself: %s", self.slot, exc)
 
     def stop(self, within: float) -> None:
         self._stop.set()
@@ -105,14 +87,8 @@ class SuccessorHost:
             return False
 
     def _free(self) -> bool:
-        """Whether no node uses this store (none moved here, or every one that did left it, back to an earlier
-        store say): copied into again from then on. In use, it is the job's store: not overwritten."""
-        raw = self.own.get("members")
-        if not raw:
-            return True
-        if any(not self._left(node) for node in parse_members(raw, ANY_NODES)):
-            return False
-        return self.own.compare_set("members", raw, b"")  # (a node that announced itself meanwhile keeps it in use)
+        """Whether no node moved here yet: once one did, this is the job's store, not copied over."""
+        return not self.own.get("members")
 
     def _run(self) -> None:
         while True:
@@ -131,8 +107,7 @@ class SuccessorHost:
             self._copied = now
 
     def copy(self) -> None:
-        """Copy the store in use's books, job run word and terms here, and say where this store is (in the
-        store in use: after a move, the next successor is listed in the first one)."""
+        """Copy the store in use's books, job run word and terms here, and say where this store is."""
         if self.store.address == self.address or not self._free():
             return
         values = {key: raw for key in COPIED if (raw := self.store.get(key))}
