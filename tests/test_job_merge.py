@@ -32,13 +32,10 @@ from hf_mpwriter.targets.hub import HubTarget
 from hf_mpwriter.timing import STORE_CALL_S
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
 from hf_mpwriter.uploader.coordination.protocol import (
-    MAX_BOOK_ENTRIES,
     MAX_OFFER_WAIT_S,
     WITHDRAWN,
     Malformed,
     Skipped,
-    books_value,
-    parse_books,
     parse_offer,
 )
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
@@ -1235,38 +1232,6 @@ def test_an_undecodable_prepared_id_is_skipped_and_the_node_prepares_its_target_
     assert dict(node.malformed.kinds) == {"prepared": 3}
     node.store.set("prepared", b"tester/job")
     assert node._prepared_by_node_0() == "tester/job"
-
-
-@pytest.mark.parametrize("raw", [b'{"write_ages": [Infinity], "request_ages": []}',
-                                 b'{"write_ages": [], "request_ages": [[1e999, 2]]}',
-                                 b'{"write_ages": [1], "request_ages": [[1, -2]]}',
-                                 b'{"write_ages": [], "request_ages": [], "paused_for": NaN}',
-                                 b'{"write_ages": "1,2", "request_ages": []}', b'{"write_ages": [], "request_ages": [[1]]}',
-                                 b"\xff",
-                                 b'{"writes": [1700000000.5], "requests": [], "paused": null}',  # (the wall-clock form)
-                                 json.dumps({"write_ages": [1.0] * (MAX_BOOK_ENTRIES + 1), "request_ages": []}).encode()])
-def test_the_jobs_books_are_parsed_whole_or_refused(raw):
-    """``books`` (the job's spending, for the next leader): finite ages, whole request counts, bounded lists."""
-    with pytest.raises(Malformed):
-        parse_books(raw)
-    assert parse_books(books_value([5.0, 6.5], [(6.5, 2)], None)) == ([5.0, 6.5], [(6.5, 2)], None)
-
-
-def test_books_taken_up_on_another_host_count_their_writes_from_the_take_up_whatever_its_clocks_say():
-    """Ages, not times: a write the last leader made 10 s before it wrote the books counts 10 s before the next
-    leader takes them up (a little later than it was: never out of the window sooner), on any host's clocks."""
-    from hf_mpwriter.uploader.coordination.plan import Books, Budget
-
-    budget = Budget(commits_per_hour=2, requests_per_5min=1000, files_per_commit=1000, commit_window_s=60.0)
-    old = Books(budget, "hub")
-    old.wrote(100.0, 3)  # (the old leader's monotonic clock)
-    old.wrote(130.0, 3)
-    old.refused(138.0, retry_after=20.0)
-    new = Books(budget, "hub")  # the next leader: its monotonic clock reads 5 when it takes them up
-    new.take_up(parse_books(books_value(*old.export(140.0))), 5.0)
-    assert new.spent(5.0)[0] == 2 and new.last_write() == pytest.approx(-5.0)
-    assert new.next_free(5.0, 1) == pytest.approx(-35.0 + 60.0)  # the first write leaves the window at 25
-    assert new.paused_until == pytest.approx(23.0)  # (the 429's pause: 18 s left of it)
 
 
 def test_a_leaders_word_is_parsed_whole_or_taken_as_empty():

@@ -136,8 +136,7 @@ _FIRST = ("kill", "pause", "store-hang", "store-gone", "lost-answer", "hub-hang"
 
 
 def test_the_budget_holds_when_a_nodes_wall_clock_steps():
-    """Seed 4 stepped node 1's wall clock; it led after a restart and took up the books, which held wall-clock
-    times then: the last leader's writes left its window early (13 commits in a window of 12). Ages now."""
+    """Seed 4 steps node 1's wall clock; it leads after a restart: no host's clock is read on another."""
     result = commitsim.run(4, ("clock-step", "kill", "pause"))
     assert result.had("clock-step") and result.commits >= 12
     assert not result.problems, str(result)
@@ -256,8 +255,8 @@ def test_at_the_stores_death_the_nodes_own_commits_keep_within_twice_the_budget(
 
 
 def test_at_the_stores_death_the_nodes_move_to_the_successor_store_within_the_budget():
-    """Seed 20 again, with the successor store node 1 serves: the nodes move there, one leader goes on there with the
-    books copied, and the window holds."""
+    """Seed 20 again, with the successor store node 1 serves: the nodes move there, one leader goes on there, and
+    the window holds."""
     result = commitsim.run(20, _FIRST, successors=True)
     assert result.had("store-gone") and result.moves >= 2 and result.commits >= 12
     assert not result.problems, str(result)

@@ -9,9 +9,8 @@ leader that commits for all of them, within one budget on the Hub.
 - ``offers``: a node's offers to the leader and the leader's answers, in the store.
 - ``joining``: a node's entry into the store (its incarnation and keys), its folder, the target node 0 prepared.
 - ``xet_share``: the job's one Xet write token: the leader publishes it, the nodes upload with it.
-- ``successor``: the stores the nodes go on through once the job's store is gone.
+- ``successor``: the store the nodes go on through once the job's store is gone.
 - ``lease``: which node leads, kept only while its rounds make progress.
-- ``stored_books``: the leader's books as the store keeps them for the next leader, the writes outside them counted.
 - ``leader``: the rounds of the node that holds the lease: claim the offers, one commit of all, the answers.
 - ``factory``: the uploader's entry point: a node's target and its situation from the logdir's settings.
 

@@ -101,7 +101,7 @@ class JobNode(Target):
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
-        #: Its commits of its own files (``status``; :attr:`why`: the last reason), and telling the books of them.
+        #: Its commits of its own files (``status``; :attr:`why`: the last reason).
         self.own = OwnCommits(self.budget, self.kind, clock)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         #: Signalled, this node commits itself from now on (why): its newest files, once, as its last (:meth:`_last_alone`).

@@ -49,7 +49,6 @@ from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_p
 from .protocol import taken_value
 from .seen_offers import SeenOffers, fitting, oldest_first
 from .store import CoordinationStore, StoreError
-from .stored_books import StoredBooks
 from .successor import published
 from .xet_share import XetPublisher
 
@@ -89,7 +88,6 @@ class Leader(SeenOffers):
         self._last_commit = -math.inf
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
-        self.stored = StoredBooks(self.books, store, self.clock, timing, self.malformed)  # the books in the store
         #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its
         #: node's own, :class:`~.xet_share.XetPublisher`: the node then asks for no second one).
         self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed,
@@ -169,12 +167,8 @@ class Leader(SeenOffers):
         """Commit the offers once the round's first one is ``timing.gather`` old (or every node offered) and
         the books have room; offers that will not have room soon are told when to offer again."""
         self._handover_after = max(self.timing.lease_stale, self.plan().interval)
-        if self.store.moves != self.term_moves:  # this term's store is gone: a term there comes first (and its books)
+        if self.store.moves != self.term_moves:  # this term's store is gone: a term there comes first
             return
-        if self.stored.take_up(self.term):
-            self._last_commit = max(self._last_commit, self.books.last_write())  # (nor sooner than the spacing allows)
-        if self.leading:
-            self.stored.keep_fresh((self.node, self.term))
         self.xet.share()
         self._read_successors()
         ready = self._ready(self.clock())
@@ -256,13 +250,13 @@ class Leader(SeenOffers):
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = self.clock()
         moves = self.store.moves
-        self.stored.announce(len(files))
+        self.books.wrote(self.clock(), len(files))  # (withdrawn if it certainly did not apply)
         try:
             limit = min(self.call_bound, max(self.handover_after(), self.timing.commit_grace))
             commit = self._hub_call(limit, self.target.commit_uploaded, files, message, parent=parent)
         except TargetError as exc:
             if not exc.timed_out:  # refused or failed, not applied: out of the budget again
-                self.stored.withdraw()
+                self.books.withdrawn()
             self._failed(exc, offers)
             return False
         self.wrote()
@@ -277,14 +271,12 @@ class Leader(SeenOffers):
             logger.warning("job leader: committed %d file(s) as %s while the job's store moved; the nodes offer them "
                            "again to the leader there", len(files), commit)
             return False  # (nor any put-off answers: the round's offers were that store's)
-        plan, wall, books = self.plan(), self.wall(), self.stored.value((self.node, self.term))
-        self.store.multi_set({  # (the books with the answers: one round trip; a next leader counts this write)
-            **books,
-            **{f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
-                                             **plan.slots_in(node, wall), "successors": self._successors,
-                                             "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
-               for node, offer in offers.items()},
-        })
+        plan, wall = self.plan(), self.wall()
+        self.store.multi_set({
+            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
+                                          **plan.slots_in(node, wall), "successors": self._successors,
+                                          "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
+            for node, offer in offers.items()})
         self.store.add("answered", 1)
         self._forget(offers)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
@@ -311,8 +303,6 @@ class Leader(SeenOffers):
         fix is the nodes' to report."""
         if exc.retry_after is not None:
             self.books.refused(self.clock(), exc.retry_after)
-            if books := self.stored.value((self.node, self.term)):  # (the pause holds for the next leader too)
-                self.store.multi_set(books)
             logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "
                            "plan's spacing for an hour", exc, exc.retry_after, self.books.slowdown)
             self._put_off(offers, self.books.paused_until, "the Hub asked to slow down (429)")

@@ -250,10 +250,6 @@ def _plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_eve
     return Plan(nodes=nodes, per_commit=per_commit, gap=gap, interval=max(commit_every, groups * gap), own_gap=own_gap)
 
 
-#: The store's ``books``: ``(writes, requests, paused)`` (:meth:`Books.export`).
-BooksValue = tuple[list[float], list[tuple[float, int]], "float | None"]
-
-
 class Books:
     """What the leader spent (writes and their API requests) in the last hour and 5 minutes, and the
     pause a 429 asked for: whether a write may go now, and if not, when."""
@@ -299,37 +295,12 @@ class Books:
                     break
         return at
 
-    def export(self, now: float) -> BooksValue:
-        """``(writes, requests, paused)`` as ages: seconds before ``now`` (a pause: seconds after), for the
-        next leader (the store's ``books``): a hand-over or a restarted uploader must not start the hour afresh.
-        Ages, not times: no host's clock is read on another (see :meth:`take_up`)."""
-        self._forget(now)
-        paused = self.paused_until - now if self.paused_until > now else None
-        return [now - t for t in self._writes], [(now - t, n) for t, n in self._requests], paused
-
     def withdrawn(self) -> None:
         """The write last announced did not apply (refused, failed): out of the books again."""
         if self._writes:  # (gone from the window already, if the call outlasted it)
             self._writes.pop()
         if self._requests:
             self._requests.pop()
-
-    def take_up(self, books: BooksValue, now: float) -> None:
-        """The job's books as the last leader left them (:meth:`export`): they replace this leader's, which are
-        in them if it led before (a successor store's copy lags its store's by a copy at most: the rule's margin
-        holds those writes, and the nodes' own commits). Their ages count from ``now``, not from when they were
-        written: a write stays in the window longer by that gap (a hand-over's seconds), never shorter, whatever the
-        hosts' clocks say."""
-        writes, requests, paused = books
-        self._writes = deque(sorted(now - max(0.0, age) for age in writes))
-        self._requests = deque(sorted((now - max(0.0, age), n) for age, n in requests))
-        # (a pause past the commit window is a bad value: it would hold every write, leader after leader)
-        self.paused_until = -math.inf if paused is None else now + min(max(0.0, paused), self.budget.commit_window_s)
-        self._forget(now)
-
-    def last_write(self) -> float:
-        """When the last write in the books went (monotonic; ``-inf``: none in the window)."""
-        return self._writes[-1] if self._writes else -math.inf
 
     def wrote(self, now: float, files: int) -> None:
         self._writes.append(now)

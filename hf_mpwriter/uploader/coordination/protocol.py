@@ -16,8 +16,6 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
     prepared           "ns/name"          the repository or bucket id node 0's Hub resolved
     xet                JSON {cas, token, exp}  the job's Xet write token, fetched and renewed by the leader
                                           (a secret: never in a log line, ``status`` or an error)
-    books              JSON {write_ages, request_ages, paused_for}  what the job's leaders spent on the Hub in its
-                                          windows (ages): a new leader takes them up (:class:`~.plan.Books`)
     successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host; the leader
                                           passes the list on in its answers (``successors``)
 
@@ -292,34 +290,6 @@ def parse_xet_token(raw: bytes, now: float) -> tuple[str, str, int]:
     if exp > now + MAX_XET_AHEAD_S:
         raise Malformed(f"xet: exp is more than {MAX_XET_AHEAD_S} s ahead")
     return cas, token, exp
-
-
-#: The most writes ``books`` lists (a repository's hour at the Hub's rate; a bucket's 5 minutes at many a second).
-MAX_BOOK_ENTRIES = 4096
-
-
-def books_value(writes: list[float], requests: list[tuple[float, int]], paused: float | None) -> bytes:
-    """The ``books`` value: the ages (seconds before it was written) of the writes in the commit window,
-    ``[age, requests]`` of those in the API window, how long a 429's pause still runs (``None``: none). Ages,
-    never a host's clock."""
-    return json.dumps({"write_ages": [round(a, 3) for a in writes[-MAX_BOOK_ENTRIES:]],
-                       "request_ages": [[round(a, 3), n] for a, n in requests[-MAX_BOOK_ENTRIES:]],
-                       "paused_for": None if paused is None else round(paused, 3)}).encode()
-
-
-def parse_books(raw: bytes) -> tuple[list[float], list[tuple[float, int]], float | None]:
-    """``(writes, requests, paused)`` as :func:`books_value` writes them (a value of the wall-clock form that came
-    before is malformed: the books start afresh)."""
-    value = _json_object(raw, "books")
-    writes, requests = value.get("write_ages"), value.get("request_ages")
-    paused = value.get("paused_for")
-    if not (isinstance(writes, list) and isinstance(requests, list)) or max(len(writes), len(requests)) > MAX_BOOK_ENTRIES:
-        raise Malformed(f"books: write and request ages are not lists of at most {MAX_BOOK_ENTRIES}")
-    if not all(isinstance(entry, list) and len(entry) == 2 for entry in requests):
-        raise Malformed("books: a request entry is not [age, requests]")
-    return ([_number(a, "books: a write's age") for a in writes],
-            [(_number(a, "books: a request's age"), _whole(n, "books: requests")) for a, n in requests],
-            None if paused is None else _number(paused, "books: paused_for"))
 
 
 def parse_lease(raw: bytes | None) -> tuple[int, int] | None:

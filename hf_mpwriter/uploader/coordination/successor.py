@@ -5,8 +5,8 @@ nothing coordinates the nodes any more and each commits its files itself: at a t
 hours of the Hub's commit rate. So while the job's store lives, node 1's uploader serves a small store of its own
 (a TCPStore on a free port, as a merge tree's group host does) and publishes its address (``successor/1``); the
 leader passes it on in its answers (a node no answer told yet reads it itself, :func:`published`). Its host copies
-into it, every ``timing.successor_copy``, what a new leader takes up: the job's books (one copy's lag: within the
-budget's margin), the job run's word, and the count of terms (a new leader there draws a term above the job's).
+into it, every ``timing.successor_copy``, what a new leader takes up: the job run's word, and the count of terms (a
+new leader there draws a term above the job's).
 A node that finds the job's store lost moves there once (:mod:`.moves`); where it does not answer, the node commits
 itself, as without a store. A host whose own files are drained serves its store on while nodes that joined it
 have not left (:meth:`SuccessorHost.linger`). Only the uploaders' coordination goes there, never the training's.
@@ -30,7 +30,7 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: stores have at most two leaders, which the budget's margin (twice the plan) holds.
 SUCCESSORS = 1
 #: What a new leader takes up, copied from the store in use into each successor's.
-COPIED = ("books", "view/held")
+COPIED = ("view/held",)
 #: The counter copied, raised to the store in use's: the leaders' terms (a new leader here draws one above every
 #: earlier one).
 COUNTED = "terms"
@@ -100,14 +100,13 @@ class SuccessorHost:
                 return
 
     def tick(self, now: float) -> None:
-        """Copy (:meth:`copy`) every ``every``: the books a leader here takes up lag the job's by one copy at most,
-        which the rule's margin holds. :class:`StoreError` if the store in use fails."""
+        """Copy (:meth:`copy`) every ``every``. :class:`StoreError` if the store in use fails."""
         if now - self._copied >= self.every:
             self.copy()
             self._copied = now
 
     def copy(self) -> None:
-        """Copy the store in use's books, job run word and terms here, and say where this store is."""
+        """Copy the store in use's job run word and terms here, and say where this store is."""
         if self.store.address == self.address or not self._free():
             return
         values = {key: raw for key in COPIED if (raw := self.store.get(key))}
