@@ -1,29 +1,15 @@
-"""The job's leader: the lease that makes one node's uploader the committer, and its rounds.
-
-Every node's uploader runs a :class:`Leader`; the one holding the store's lease commits the nodes'
-offers (:mod:`hf_mpwriter.uploader.coordination.member` says what an offer is and what a node does with the
-answer). It owns the lease, the rounds, and the order in which offers wait for the job's budget
-(:mod:`.plan`); it never touches a node's queue or files.
+"""The job's leader: the rounds of the node whose uploader holds the lease (:mod:`.lease`).
 
 Contracts:
 
-- **One committer per offer.** The leader claims each offer it commits (``compare_set`` from the
-  offer to :data:`~.protocol.TAKEN`) before committing it; a node takes its offer back the same way. Exactly
-  one of the two wins, whatever the clocks say.
-- **Leading means progress.** The lease is renewed only while the rounds make progress: a leader
-  whose writes or head reads have failed for :meth:`Leader.handover_after` (its node cut off from
-  the Hub, a bad token there), or whose round is stuck in a head read that long (in a commit: that or
-  :data:`LEADER_COMMIT_GRACE_S`, the longer), lets the lease go and does not take it again for a while
-  (longer each time in a row); another node's leader takes it. A node waiting on an offer that a
-  leader claimed stops waiting once that leader no longer holds the lease, and offers it again.
-- **No round under a released lease.** The lease is let go (at a hand-over, at ``stop``) only
-  between rounds; a round still running leaves it to go stale instead.
-- **Only this host's monotonic clock.** Offers expire by when this leader first saw them; answers
-  say how many seconds to wait, never a time of day.
-- **Oldest data first.** Offers are taken, and put off, in the order of the age of the data their
-  node has waiting (it says how long it has waited); offers put off together are spread one write
-  of the plan apart, so they do not come back together.
-"""
+- **One committer per offer.** The leader claims an offer (``compare_set`` to taken) before committing it; its
+  node takes it back the same way: one of the two wins.
+- **Leading means progress.** The lease is renewed only while the rounds make progress (:mod:`.lease`); a node
+  whose claimed offer's leader no longer holds the lease offers it again.
+- **No round under a released lease.** The lease is let go only between rounds.
+- **Only this host's monotonic clock.** Offers expire by when this leader first saw them; answers say seconds.
+- **Oldest data first.** Offers are taken, and put off, in the order of how long their data has waited, those
+  put off together one write of the plan apart."""
 
 from __future__ import annotations
 

@@ -1,44 +1,18 @@
-"""One commit per interval for a whole multi-node job: every node uploads, one leader commits.
+"""A node's commits in a job with a store: it uploads its content, offers the files to the leader, and commits them
+itself where no leader answers.
 
-Without this, each node's uploader commits its own files at its own slot of the job's budget
-(:func:`.pacing.pacing`), so a job's newest records get older with its node count.
-With the job's store (:mod:`hf_mpwriter.uploader.coordination.store`), only the last step of a node's cycle
-changes (:class:`JobTarget`, the node's target). Its queue, snapshots, fence and audit are as before::
+::
 
-    node, at its slot of the leader's plan (:mod:`.plan`):
-        send the content to the Hub's storage          (preupload: Xet, or LFS for a repository)
-        offer the files to the leader, wait for its answer, take the offer back if none comes (:mod:`.offers`)
-        taken back: commit the files itself at its own slot of the job's budget, offering again meanwhile
+    node, at its slot of the plan:  preupload the content (Xet, or LFS for a repository)
+                                    offer the files, wait for the answer, take the offer back if none comes
+                                    taken back: commit them itself at its own slot, offering again meanwhile
 
-    leader (:mod:`.leader`: a thread of every node's uploader; the one holding the lease acts)
-
-Who commits what, and when:
-
-- **Store alive, leader answering**: the leader commits; a node never does.
-- **Store alive, no answer** (no leader yet, one handing over because it cannot reach the Hub): the
-  node commits itself at its own slot (:meth:`~.plan.Plan.own_turn`), a due time it keeps. A store that
-  answered none of its calls for ``timing.store_lost`` is lost, as a gone one is: the node moves to a
-  successor store (:mod:`.successor`) where one answers.
-- **Store gone** (nothing listens at its address: its host died, the job ended): nothing coordinates
-  the nodes any more, so each commits itself at once and then at its own slots of the job's budget,
-  paced by the Hub too (its 429 and ``Retry-After``), until everything has landed; the uploader waits
-  as long as the Hub says.
-
-Nothing depends on the leader for safety, only for cost. Every commit names its parent, fixed
-*before* the offers are read: a node that takes its offer back commits only after that, so a leader
-still holding an old offer is refused (412) or landed first with content the node's own commit then
-extends. Offers carry their node's uploader incarnation: one from an uploader that was replaced
-(stopped, then woken up) is ignored. The store failing at any step leaves the node committing
-itself, and asking the store again :data:`STORE_RETRY_S` later: a store that is not there yet when
-the uploader starts (an ``env://`` store rank 0 creates later) or that comes back is joined then.
-No wall clock is compared across hosts: waits are relative, on each host's monotonic clock.
-
-A Storage Bucket works the same way: the nodes send their files' content to the bucket's Xet
-storage, offer them with their Xet hashes, and the leader writes them in one batch. A bucket has no
-parent to fence with; a late write of a leader still holding an old offer makes a file older
-(shorter), which the node's audit finds and sends again, as for any late bucket write
-(:mod:`hf_mpwriter.targets.bucket`).
-"""
+Who commits: a leader that answers; else the node at its own slot (no leader yet, a hand-over, a silent store); once
+the store is lost, the node moves to the successor, and where none answers commits itself at once, then at its own
+slots, paced by the Hub's 429s too. Safety never rests on the leader: every commit names its parent, fixed before the
+offers are read, so a late leader's commit is refused (412) or extended; a bucket has no parent, and a late write that
+makes a file older is found by the node's audit and sent again. Offers carry the uploader's incarnation. No wall clock
+is compared across hosts: waits are relative, on each host's monotonic clock."""
 
 from __future__ import annotations
 

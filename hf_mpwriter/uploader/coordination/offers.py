@@ -1,15 +1,11 @@
 """A node's offers to its job's leader, and the leader's answers, in the job's store.
 
-Why apart: this is the exchange every commit of a node in a job makes, and the one part of it that must never
-leave an offer both taken back and committed::
+Why apart: the one exchange that must never leave an offer both taken back and committed::
 
-    offer the files (``offer/<n>``): path, sha256, size, Xet hash, and how long its data has waited
-    wait for the leader's answer (``answer/<n>``): the commit id, "offer again in N s", or an error
-    no answer within its wait: take the offer back (compare_set); if a leader claimed it first,
-    wait for that leader's answer instead (its commit is under way)
+    offer the files (``offer/<n>``), wait for the answer (``answer/<n>``); none within the wait: take the offer
+    back (compare_set), or, where a leader claimed it first, wait for that leader's answer
 
-What the node does with the outcome (commit itself, put off, move to a successor store) is :mod:`.member`'s.
-"""
+What the node then does is :mod:`.member`'s."""
 
 from __future__ import annotations
 

@@ -1,26 +1,11 @@
 """The job's budget on the Hub, and the plan that keeps a job of any size within it.
 
-Why a plan: a job of a thousand nodes of 8 ranks changes 8,192 event files every interval. Committing
-them all every interval would take 9 commits of 1,000 files, 108 commits an hour to one repository
-that accepts about 128 (and the job's own checkpoint pushes need some). So the leader spreads the
-nodes over the budget instead: groups of nodes whose files fit in one commit take turns, one group
-per ``gap``, and each node's interval grows to a whole pass over the groups. Every rank's newest
-record then has a bounded, stated age (:attr:`Plan.interval` plus a commit), and the commits per
-hour, files per commit and API requests per 5 minutes stay what the budget says, whatever the size.
-
-The leader makes the plan (it sees the offers: how many files a node has) and hands it to every node
-in its answers; a node cycles at its group's slot of the wall-clock cycle
-(:meth:`Plan.pacing`). The leader also keeps the books (:class:`Books`): what it did spend in the last
-hour and 5 minutes, so that off-plan offers (a closing writer, a retry) wait their turn instead of
-overspending, and a 429 slows the plan.
-
-A node whose offers go unanswered while the store lives (no leader yet, one handing over) has a
-share of the same budget: one commit per :meth:`Plan.own_every` seconds at its own slot, so that a
-thousand nodes together still make at most the budget's commits (:meth:`Plan.own_turn`). Once the
-store is gone (or a job has none) nothing coordinates the nodes: each commits itself at its own slot
-(:meth:`Plan.own_pacing`), and the Hub's own limits (its 429s and their ``Retry-After``) pace them too
-(:mod:`hf_mpwriter.uploader.coordination.member`). One plan, one rate setting, for every way a job commits.
-"""
+Why a plan: 1,024 nodes of 8 ranks change 8,192 files every interval, 9 commits of 1,000 files: 108 an hour to a
+repository that takes about 128. So the leader spreads the nodes over the budget: groups whose files fill one commit
+take turns, one a ``gap``, and a node's interval is a pass over the groups. Every rank's newest record has a stated
+age (:meth:`Plan.age_bound`) and the commits, files and requests stay what the budget says. The leader's books
+(:class:`Books`) hold what it spent, so that off-plan offers wait their turn and a 429 slows the plan. A node no
+leader answers has a share of the same budget: its own slot (:meth:`Plan.own_turn`, :meth:`Plan.own_pacing`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The keys the uploaders of a job share in its store, and one parser per kind of value read from them.
+"""Every key the uploaders of a job share in its store, and one parser per kind of value read from them.
 
 Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)::
 
@@ -18,6 +18,20 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
                                           (a secret: never in a log line, ``status`` or an error)
     successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host; the leader
                                           passes the list on in its answers (``successors``)
+
+The job's own keys (not one target's: :func:`.joining.other_folders`)::
+
+    target/<hash>      text               the folder a target's nodes log to
+    targets            "hash:node,..."    which node logs to which (append)
+
+The job run's keys (:mod:`hf_mpwriter.uploader.jobrun`, its parsers there, bounded by the constants below)::
+
+    view/held          JSON               the leader's word: per tag the last step written, the restarts
+                                          (:meth:`~hf_mpwriter.uploader.jobrun.values.Held.parse`)
+    view/<n>           JSON               node n's points not written yet, with their spread across ranks
+                                          (:func:`~hf_mpwriter.uploader.jobrun.values.parse_value`)
+    view/g<g>          JSON               group g's nodes' values, merged by its host (same parser)
+    view/g<g>/host     JSON {node, at}    which node hosts group g's store, and where (:mod:`~..jobrun.tree`)
 
 A value another process wrote is never trusted: a parser either returns a value whose every field
 has the type its readers use, every number finite and within its bound (the ``MAX_`` constants below; the

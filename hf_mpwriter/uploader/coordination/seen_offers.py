@@ -1,11 +1,7 @@
-"""The nodes' offers as the job's leader reads them in the store: which it may commit, in what order, and which
-nodes it does not hear from (they may commit their files themselves).
+"""The nodes' offers as the job's leader reads them: which it may commit, and in what order.
 
-Why apart: reading the offers is where a leader decides what it must not trust (an offer answered, taken back,
-claimed, expired, or of unknown age after a gap of the store's), while :mod:`.leader` decides what to do with
-those it may commit (when to write, what to put off). The ages are on this host's monotonic clock only: an offer
-expires by when this leader first saw it.
-"""
+Why apart: reading is where a leader decides what it must not trust (answered, taken back, claimed, expired, of
+unknown age); :mod:`.leader` decides what to do with the rest. Ages are on this host's monotonic clock only."""
 
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
-"""The job's one Xet write token: the leader fetches it and publishes it in the job's store (``xet``), the
-nodes upload with it.
+"""The job's one Xet write token: the leader fetches it and publishes it (``xet``), the nodes upload with it.
 
-Why: a Xet write token is a short-lived credential scoped to one repository or bucket; one per node is a
-Hub request per node at the start and at every refresh (at a thousand nodes, most of the job's API budget).
-The token travels only through the job's store, which the job's own processes reach (docs/guarantees.md);
-it never reaches a log line, ``status`` or an error: a failure is said by its type alone. Anyone who reaches the
-store can write ``xet`` too: a value is used (by a node) or kept (by a leader) only where its CAS is one the
-reading node's own Hub names and its expiry is bounded (:func:`checked`); any other is counted as malformed.
-"""
+Why: one token per node is a Hub request per node at the start and at every refresh. The token is a secret: never in a
+log line, ``status`` or an error. Anyone who reaches the store can write ``xet``: a value is used or kept only where
+its CAS is one the reading node's own Hub names and its expiry is bounded (:func:`checked`)."""
 
 from __future__ import annotations
 
