@@ -165,3 +165,30 @@ def test_bucket_batch_names_only_content_uploaded_to_the_bucket(server: HubServe
     assert sorted(files) == ["again.bin", "c1.bin", "c2.bin", "mine.bin"]
     assert files["again.bin"] == files["mine.bin"] and files["c1.bin"] == server.read_bucket_file("ns/other", "o.bin")
     assert files["c2.bin"] == server.read_file("ns/repo", "r.bin")
+
+
+def test_a_bucket_folder_of_thousands_is_listed_page_by_page(server: HubServer, tmp_path: Path) -> None:
+    """2,500 rank folders and a file in one bucket folder: the real client's ``list_bucket_tree`` (flat and
+    recursive) and ``HfFileSystem.ls`` get every entry once, over several pages (``Link`` to the next, a cursor
+    that is the last path served), as for a repository's tree."""
+    from hf_mpwriter.testing.storage import BucketFile
+
+    server.create_bucket("ns/many")
+    with server._lock:  # (test setup: 2,501 files without 2,501 uploads)
+        files = server._buckets["ns/many"].files
+        files.update({f"logs/rank-{r:04d}/events": BucketFile("0" * 64, 1, 1.7e9, 1.7e9) for r in range(2500)})
+        files["logs/top.txt"] = BucketFile("0" * 64, 1, 1.7e9, 1.7e9)
+    status, headers, body = http(server, "GET", "/api/buckets/ns/many/tree/logs")
+    assert status == 200 and len(json.loads(body)) == 1000 and 'rel="next"' in headers["Link"]
+    server.reset_stats()
+    res = run_client(server, tmp_path, """
+        from huggingface_hub import HfFileSystem
+        out["flat"] = [(e.type, e.path) for e in api.list_bucket_tree("ns/many", prefix="logs")]
+        out["deep"] = [e.path for e in api.list_bucket_tree("ns/many", prefix="logs", recursive=True)]
+        out["fs"] = HfFileSystem().ls("buckets/ns/many/logs", detail=False)
+    """)
+    ranks = [f"logs/rank-{r:04d}" for r in range(2500)]
+    assert res["flat"] == [["directory", p] for p in ranks] + [["file", "logs/top.txt"]]
+    assert res["deep"] == [*(f"{p}/events" for p in ranks), "logs/top.txt"]
+    assert sorted(res["fs"]) == sorted(f"buckets/ns/many/{p}" for p in [*ranks, "logs/top.txt"])
+    assert server.stats["requests"]["bucket_tree"] == 3 + 3 + 3, server.stats["requests"]  # 2,501 entries: 3 pages each

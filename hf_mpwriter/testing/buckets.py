@@ -17,7 +17,8 @@ Content always goes through Xet: the client uploads xorbs and a shard to the CAS
   other hash, one the CAS holds for another repository or bucket included, fails that operation:
   knowing a hash gives no access to another repository's content.
 * ``GET /api/buckets/{id}/tree[/{prefix}]?recursive=`` -> files ``{type: file, path, size, xetHash,
-  mtime, uploadedAt}`` and, when not recursive, the direct sub-directories ``{type: directory, path}``;
+  mtime, uploadedAt}`` and, when not recursive, the direct sub-directories ``{type: directory, path}``,
+  1,000 a page in path order with a ``Link: <...?cursor=...>; rel="next"`` while entries are left;
   ``POST /api/buckets/{id}/paths-info`` ``{paths}`` -> the files among them.
 * ``HEAD``/``GET /buckets/{id}/resolve/{path}``: content (``Range`` honoured) with ``X-Xet-Hash`` and
   ``Link: <.../api/buckets/{id}/xet-read-token>; rel="xet-auth"``.
@@ -34,12 +35,14 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from .httpd import HubError, Request, Response, Route, json_response
 from .hub_state import HubState
 from .limits import FolderEntries, folders_holding, too_many_bucket_entries
 from .repos import content_response
-from .storage import Bucket, BucketFile, XetFile, cas_scope, dirs_of, iso
+from .storage import Bucket, BucketFile, XetFile, cas_scope, iso
+from .tree_index import TREE_PAGE
 
 logger = logging.getLogger("hf_mpwriter.testing.hub_server")
 
@@ -198,24 +201,36 @@ class BucketRoutes(HubState):
         return too_many_bucket_entries(limit or 0, crowded)
 
     def _h_bucket_tree(self, request: Request, route: Route) -> Response:
+        """One page of a folder's listing (:data:`~.tree_index.TREE_PAGE` entries, in path order), and the next
+        page's URL in ``Link`` while entries are left. A bucket changes between pages: the cursor is the last path
+        served, not a position, so a page never repeats or skips an entry that stayed."""
         recursive = request.qbool("recursive")
         base = (route.path_in_repo or "").strip("/")
+        after = (request.query.get("cursor") or [""])[-1]
         with self._lock:
             bucket = self._bucket_by(route.repo_id)
             files = dict(bucket.files)
         if base in files:  # listing a file gives that file
             return json_response([self._bucket_file_json(base, files[base])])
         prefix = base + "/" if base else ""
-        under = {p: f for p, f in sorted(files.items()) if p.startswith(prefix)}
+        under = {p: f for p, f in files.items() if p.startswith(prefix)}
         if recursive:
-            return json_response([self._bucket_file_json(p, f) for p, f in under.items()])
-        out = []
-        for d in sorted(dirs_of(under)):
-            if d.startswith(prefix) and "/" not in d[len(prefix) :]:
-                newest = max(f.uploaded_at for p, f in under.items() if p.startswith(d + "/"))
-                out.append({"type": "directory", "path": d, "uploadedAt": iso(newest)})
-        out += [self._bucket_file_json(p, f) for p, f in under.items() if "/" not in p[len(prefix) :]]
-        return json_response(out)
+            entries = {p: self._bucket_file_json(p, f) for p, f in under.items()}
+        else:
+            newest: dict[str, float] = {}  # each folder right under ``base``: its newest file (one pass)
+            for path, f in under.items():
+                head, slash, _ = path[len(prefix):].partition("/")
+                if slash:
+                    newest[prefix + head] = max(newest.get(prefix + head, f.uploaded_at), f.uploaded_at)
+            entries = {d: {"type": "directory", "path": d, "uploadedAt": iso(at)} for d, at in newest.items()}
+            entries.update({p: self._bucket_file_json(p, f) for p, f in under.items() if "/" not in p[len(prefix):]})
+        listing = sorted(p for p in entries if p > after)
+        page = listing[:TREE_PAGE]
+        headers = {}
+        if len(listing) > TREE_PAGE:
+            query = {**request.query, "cursor": [page[-1]]}
+            headers["Link"] = f'<{request.base_url}{request.path}?{urlencode(query, doseq=True)}>; rel="next"'
+        return json_response([entries[p] for p in page], headers=headers)
 
     def _h_bucket_paths_info(self, request: Request, route: Route) -> Response:
         paths = request.json().get("paths") or []
