@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from upload_helpers import TOKEN, finish, hub_env, materialise, start_writer, up
 from hf_mpwriter.cli.status import collect
 from hf_mpwriter.compat import BUCKETS_VERSION, hub_version
 from hf_mpwriter.events.decoding import scalars
-from hf_mpwriter.events.encoding import margin_layout_event, scalar_event, scalars_event, text_event
+from hf_mpwriter.events.encoding import layout_event, scalar_event, scalars_event, text_event
 from hf_mpwriter.events.event_file import EventFileWriter
 from hf_mpwriter.events.records import iter_records
 from hf_mpwriter.uploader.jobrun.bounds import ViewBounds
@@ -153,10 +154,15 @@ def test_four_ranks_job_run_equals_the_statistics_of_their_runs_read_back_from_t
         assert tag == "loss" or len({s["max_rank"] for s in want.values()}) == world
         _assert_equal(_job_points(copy, tag), want, world)
     layout = plugin_accumulator(copy / "job").Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0]
-    charts = {c.title: c.margin.series[0] for c in layout_pb2.Layout.FromString(layout).category[0].chart}
-    assert {t: (s.value, s.lower, s.upper) for t, s in charts.items()} == {
-        **{t: (t, f"~job/{t}/min", f"~job/{t}/max") for t in ("loss", "step_time")},
-        **{f"{t} p50-p90-p99": (f"~job/{t}/p90", f"~job/{t}/p50", f"~job/{t}/p99") for t in ("loss", "step_time")}}
+    charts = layout_pb2.Layout.FromString(layout).category[0].chart
+    assert {c.title: (c.margin.series[0].value, c.margin.series[0].lower, c.margin.series[0].upper)
+            for c in charts if c.HasField("margin")} == {t: (t, f"~job/{t}/min", f"~job/{t}/max") for t in ("loss", "step_time")}
+    lines = {c.title: list(c.multiline.tag) for c in charts if c.HasField("multiline")}
+    assert set(lines) == {f"{t}: mean, p50, p90, p99" for t in ("loss", "step_time")}
+    tags = accumulator(copy / "job").Tags()["scalars"]
+    for title, (regex,) in lines.items():  # each multiline chart's regex picks the tag's mean and percentiles alone
+        tag = title.split(":")[0]
+        assert sorted(t for t in tags if re.search(regex, t)) == sorted([tag, *(f"~job/{tag}/p{p}" for p in (50, 90, 99))])
     # Each step's histogram of the four ranks' weights, merged, is tensorboardX's histogram of all their values.
     merged = {e.step: e.histogram_value for e in accumulator(copy / "job").Histograms("weights")}
     assert sorted(merged) == list(range(steps))
@@ -305,14 +311,15 @@ def test_ties_name_the_lowest_rank(tmp_path):
 
 
 # -- encoding and decoding -----------------------------------------------------------------------------
-def test_the_margin_layout_is_tensorboardx_s_own_event(tmp_path):
+def test_the_layout_is_tensorboardx_s_own_event(tmp_path):
     writer = TBXWriter(str(tmp_path / "tbx"))
-    writer.add_custom_scalars({"job": {"loss": ["Margin", ["loss/mean", "loss/min", "loss/max"]]}})
+    writer.add_custom_scalars({"job": {"loss": ["Margin", ["loss/mean", "loss/min", "loss/max"]],
+                                       "loss: p": ["Multiline", ["^loss$", "^loss/p50$"]]}})
     writer.close()
     (path,) = (tmp_path / "tbx").glob("*tfevents*")
     with open(path, "rb") as handle:
         records = [data for _, data in iter_records(handle)]
-    ours = margin_layout_event("job", [("loss", "loss/mean", "loss/min", "loss/max")], 0.0)
+    ours = layout_event("job", [("loss", "loss/mean", "loss/min", "loss/max"), ("loss: p", ["^loss$", "^loss/p50$"])], 0.0)
     theirs = records[1]
     assert ours[9:] == theirs[9:]  # all but the wall time (field 1, 8 bytes after its key)
 

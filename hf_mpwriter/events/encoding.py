@@ -142,15 +142,18 @@ def scalars_event(values: list[tuple[str, float]], step: int, wall_time: float) 
     return _event(wall_time, step, field(5, summary))
 
 
-def margin_layout_event(title: str, charts: list[tuple[str, str, str, str]], wall_time: float) -> bytes:
-    """The event of tensorboardX's ``add_custom_scalars`` for one category of margin charts, each
-    ``(title, value tag, lower tag, upper tag)``: TensorBoard's Custom Scalars tab draws the value with
-    a band between lower and upper (``layout.proto``: Layout.category, Category.chart, Chart.margin)."""
-    chart_bytes = b"".join(
-        field(2, field(1, name.encode()) + field(3, field(1, field(1, value.encode()) + field(2, lower.encode())
-                                                              + field(3, upper.encode()))))
-        for name, value, lower, upper in charts)
-    layout = field(2, field(1, title.encode()) + chart_bytes)
+def layout_event(title: str, charts: list[tuple[str, str, str, str] | tuple[str, list[str]]], wall_time: float) -> bytes:
+    """The event of tensorboardX's ``add_custom_scalars`` for one category of charts: ``(title, value tag, lower tag,
+    upper tag)`` a margin chart (the value in a band), ``(title, [tag regex, ...])`` a multiline chart
+    (``layout.proto``: Layout.category, Category.chart, Chart.multiline, Chart.margin)."""
+    def chart(spec: tuple) -> bytes:
+        if len(spec) == 2:
+            return field(1, spec[0].encode()) + field(2, b"".join(field(1, tag.encode()) for tag in spec[1]))
+        name, value, lower, upper = spec
+        return field(1, name.encode()) + field(3, field(1, field(1, value.encode()) + field(2, lower.encode())
+                                                        + field(3, upper.encode())))
+
+    layout = field(2, field(1, title.encode()) + b"".join(field(2, chart(spec)) for spec in charts))
     metadata = field(1, field(1, b"custom_scalars"))
     tensor = b"\x08\x07" + field(2, b"") + field(8, layout)  # DT_STRING, a scalar shape, the layout
     value = field(1, b"custom_scalars__config__") + field(8, tensor) + field(9, metadata)

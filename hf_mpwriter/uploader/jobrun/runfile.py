@@ -1,5 +1,5 @@
 """The job run's file, ``<logdir>/job/``: the points written by step in TensorBoard's terms (the tags of
-:func:`stat_tag`, the texts that name ranks, a margin chart per tag, a restart of its own), what it held
+:func:`stat_tag`, the texts that name ranks, two charts per tag, a restart of its own), what it held
 at a restart without state, and the picture ``status`` shows. What goes in it, and when, is
 :mod:`.view`'s (one node) or :mod:`.exchange`'s (a job's leader)."""
 
@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ...events.decoding import summaries
-from ...events.encoding import histogram_event, margin_layout_event, scalars_event, session_start_event, text_event
+from ...events.encoding import histogram_event, layout_event, scalars_event, session_start_event, text_event
 from ...events.event_file import EventFileWriter
 from ...events.records import iter_records
 from ...state.piece import open_nofollow
@@ -41,8 +42,8 @@ STRAGGLER_S = 1.0
 #: comes after every letter, so the group is the last, collapsed, below the user's own tags.
 GROUP = "~job"
 #: The run's tags as :func:`stat_tag` names them (1: ``<tag>/mean`` and the others beside it, before issue 47;
-#: 3: before the percentiles): a run taken up from an older layout writes its margin charts again, for the new names.
-LAYOUT = 4
+#: 3: before the percentiles; 4: p90 in a p50-p99 band): a run taken up from an older layout writes its charts again.
+LAYOUT = 5
 
 
 def stat_tag(tag: str, name: str) -> str:
@@ -51,8 +52,13 @@ def stat_tag(tag: str, name: str) -> str:
     return tag if name == "mean" else f"{GROUP}/{tag}/{name}"
 
 
+def _exactly(*tags: str) -> str:
+    """A multiline chart's regex for these tags alone (Custom Scalars takes regexes: a tag's ``.`` is not any)."""
+    return "^(?:" + "|".join(re.escape(tag) for tag in tags) + ")$"
+
+
 class JobRun:
-    """The job run's file (:data:`RUN_DIR`): points written by step, a margin chart per tag, and how
+    """The job run's file (:data:`RUN_DIR`): points written by step, two charts per tag, and how
     often each rank was a tag's min or max (for ``status``)."""
 
     def __init__(self, logdir: Path, after: int | None = None) -> None:
@@ -170,10 +176,10 @@ class JobRun:
         if not tags:
             return
         self._charted.update(tags)
-        charts = [chart for tag in sorted(self._charted) for chart in (
+        charts: list = [chart for tag in sorted(self._charted) for chart in (
             (tag, tag, stat_tag(tag, "min"), stat_tag(tag, "max")),
-            (f"{tag} p50-p90-p99", stat_tag(tag, "p90"), stat_tag(tag, "p50"), stat_tag(tag, "p99")))]
-        writer.add_serialized(margin_layout_event("job: mean in min-max; p90 in p50-p99, across ranks", charts, time.time()))
+            (f"{tag}: mean, p50, p90, p99", [_exactly(tag, *(stat_tag(tag, name) for name, _ in PERCENTILES))]))]
+        writer.add_serialized(layout_event("job: mean in min-max; mean and p50, p90, p99, across ranks", charts, time.time()))
 
     def _open(self) -> EventFileWriter:
         if self._writer is None:

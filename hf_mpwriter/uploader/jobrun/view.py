@@ -16,7 +16,7 @@ tag's min and max rank and the ranks above its p99 (rank ids as text: a chart wo
 ``~job/lag_s`` (how long after the first rank the last one logged the step, by the ranks' own clocks: the
 event's wall time; ranks in lockstep show none) and ``~job/slowest_rank`` (a text naming that rank and its
 delay, where it is :data:`STRAGGLER_S` or more), and
-a Custom Scalars layout with two margin charts per tag (the mean in its min-max band; p90 in its p50-p99 band). Each histogram
+a Custom Scalars layout with two charts per tag (the mean in its min-max band; the mean, p50, p90 and p99 as lines). Each histogram
 tag's histograms of a step are merged into one, ``<tag>``, where the ranks' bucket limits agree, as
 tensorboardX's default ones do (:mod:`.histogram`; where they do not, none is written, and
 ``status`` counts it), with its ``~job/<tag>/missing_ranks``. The run rides along with the logdir's
