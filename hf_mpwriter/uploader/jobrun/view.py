@@ -15,8 +15,8 @@ ranks that logged the tag before but not this step, one ``~job/extreme_ranks`` t
 tag's min and max rank and the ranks above its p99 (rank ids as text: a chart would smooth them into fractions),
 ``~job/lag_s`` (how long after the first rank the last one logged the step, by the ranks' own clocks: the
 event's wall time; ranks in lockstep show none) and ``~job/slowest_rank`` (a text naming that rank and its
-delay, where it is :data:`STRAGGLER_S` or more), and
-a Custom Scalars layout with two charts per tag (the mean in its min-max band; the mean, p50, p90 and p99 as lines). Each histogram
+delay, where it is :data:`STRAGGLER_S` or more), and a Custom Scalars layout with two charts per tag (the mean in its
+min-max band; the mean, p50, p90 and p99 as lines). Each histogram
 tag's histograms of a step are merged into one, ``<tag>``, where the ranks' bucket limits agree, as
 tensorboardX's default ones do (:mod:`.histogram`; where they do not, none is written, and
 ``status`` counts it), with its ``~job/<tag>/missing_ranks``. The run rides along with the logdir's
