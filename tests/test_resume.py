@@ -340,3 +340,48 @@ def test_a_trainer_resumed_in_one_process_logs_into_the_run_its_checkpoint_names
     train(4, resume=False, callbacks=False)
     train(12, resume=True)
     assert (out / "checkpoint-12").is_dir()
+
+
+def test_a_target_that_cannot_list_holds_no_record_back_and_is_asked_again_after_a_backoff(tmp_path):
+    """The look for a resumed run's lost steps lists the target. Where that listing fails (here: every call past its
+    bound, as against a Hub that never answers), the run's records are committed all the same, in the same cycle,
+    and the listing is asked again only after a backoff that doubles, not at every cycle."""
+    from types import SimpleNamespace
+
+    from tensorboardX import SummaryWriter
+
+    from hf_mpwriter.config import UploadConfig
+    from hf_mpwriter.errors import TargetError
+    from hf_mpwriter.state.lost import note_resumed
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.uploader.commit_cycle import Committer
+
+    logdir, mirror = tmp_path / "logs", tmp_path / "mirror"
+    writer = SummaryWriter(str(logdir / "rank-000"))  # (the rank's file, as any writer leaves it)
+    writer.add_scalar("loss", 1.0, 40)
+    writer.close()
+    note_resumed(logdir, "rank-000", 40)  # (a resume on a disk that held nothing of the run)
+    config = UploadConfig.for_local(mirror, prefix="logs", logdir=logdir)
+    listings: list[float] = []
+    now = SimpleNamespace(t=1000.0)
+
+    def call(what, fn, *args, nbytes=0):
+        if what == "list":
+            listings.append(now.t)
+            raise TargetError("the listing did not answer within its bound", transient=True, timed_out=True)
+        return fn(*args)
+
+    committer = Committer(logdir, config, target_for(config), None, call=call)
+    committer.clock = SimpleNamespace(time=lambda: now.t, monotonic=lambda: now.t)  # type: ignore[assignment]
+    committer.cycle()
+    assert len(listings) == 1  # the scenario: the look was made, and failed
+    assert [p.name for p in (mirror / "logs" / "rank-000").iterdir()] == [p.name for p in (logdir / "rank-000").iterdir()
+                                                                          if "tfevents" in p.name]
+    for seconds in (1.0, 30.0, 28.0):  # (the first backoff: 60 s)
+        now.t += seconds
+        committer.cycle()
+    assert len(listings) == 1, listings  # not asked again at each cycle
+    now.t += 120.0
+    committer.cycle()
+    assert len(listings) == 2 and listings[1] - listings[0] >= 60.0, listings
+    committer.close()

@@ -84,6 +84,7 @@ class Committer(Audit):
         #: Hub's ``Retry-After``): an uploader draining its last records keeps trying until then at least.
         self.held_until = 0.0
         self.lost = LostSteps(self.logdir)
+        self._lost_failures, self._lost_retry_at = 0, 0.0  # (:meth:`_look_for_lost`)
 
     @property
     def queue(self) -> JobQueue:
@@ -155,7 +156,6 @@ class Committer(Audit):
             return progress
         if self._generation is None:  # the queue could not be written at start (disk full): take it over now
             self._generation = self.queue.new_generation()
-        self._look_for_lost()
         key = self.target.key
         job = self.queue.unfinished(key)
         try:
@@ -186,6 +186,7 @@ class Committer(Audit):
             progress.error, progress.local_error = text, True
         if not progress.local_error:
             self._queue_errors_said.clear()  # the queue works: an error of it is news again
+            self._look_for_lost()  # (after the send: a target slow to list holds no record back)
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
         return progress
@@ -194,8 +195,9 @@ class Committer(Audit):
         """A resumed run whose earlier attempt's disk is gone: the steps it lost, found at the target and kept in the
         queue's meta (``status``, a closing writer). A target that fails is asked again next cycle. Not in a job of
         several nodes: a listing each would spend the job's Hub requests (1,024 at once at a 1,024-node start,
-        against 1,000 per 5 minutes), the job's own calls would be refused."""
-        if self.config.nodes > 1:
+        against 1,000 per 5 minutes), the job's own calls would be refused. A look that fails is made again after a
+        backoff that doubles (a Hub that never answers costs one bounded call per backoff, not one per cycle)."""
+        if self.config.nodes > 1 or self.clock.monotonic() < self._lost_retry_at:
             return
         if self.lost.found is None:  # (an earlier uploader's finds are not said again)
             self.lost.found = lost_mod.decode(self.queue.get_meta(lost_mod.LOST_META))
@@ -204,8 +206,11 @@ class Committer(Audit):
             new = self.lost.look(files, lambda: self._call("list", self.target.listing, "."),
                                  lambda path: self._call("read", self.target.read, path))
         except (TargetError, NotImplementedError, OSError) as exc:
+            self._lost_failures += 1
+            self._lost_retry_at = self.clock.monotonic() + min(3600.0, 30.0 * 2 ** min(self._lost_failures, 7))
             logger.info("a resumed run's earlier files at the target not read yet: %s", redact(str(exc), self._token))
             return
+        self._lost_failures = 0
         if new:
             self.queue.set_meta(lost_mod.LOST_META, lost_mod.encode(self.lost.found))
 
