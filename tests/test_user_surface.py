@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -272,3 +273,22 @@ def test_status_names_a_repository_given_without_its_namespace_the_same_before_a
 
     assert resolved_repo_id(logdir) == "test-user/s5" and hub.repo_exists("test-user/s5")  # the scenario: resolved since
     assert before == named()
+
+
+def test_status_waits_a_few_seconds_at_most_for_a_hub_that_does_not_answer_whoami(hub, tmp_path):
+    """``repo_id="s5"`` and a Hub whose ``whoami`` never answers (a latency past any timeout): ``status`` shows the
+    name as given within :data:`~hf_mpwriter.cli.status.WHOAMI_WAIT_S` and a margin, not after the client's read
+    timeout (60 s, then its retries)."""
+    from hf_mpwriter.cli.status import WHOAMI_WAIT_S
+
+    logdir = tmp_path / "logs"
+    env = writer_env({**hub_env(hub, tmp_path), "HF_TOKEN": TOKEN})
+    finish(start_writer({"logdir": str(logdir), "repo_id": "s5", "steps": 2, "uploader": "none"}, {**hub_env(hub, tmp_path)}))
+    stuck = hub.inject("latency", route="whoami", times=None, seconds=600)
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "hf_mpwriter", "status", "--json", str(logdir)], env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    took = time.monotonic() - started
+    assert stuck.hits == 1  # the scenario: status asked, and the Hub did not answer
+    assert "test-user" not in json.loads(out)["target"]["description"] and took < WHOAMI_WAIT_S + 10, took
+    hub.clear_faults()

@@ -25,6 +25,7 @@ from ..state.registry import live_writers
 from ..state.statedir import STATE_DIRNAME, read_json, state_dir
 from ..uploader.jobrun.runfile import STATUS_FILE as JOB_VIEW_FILE
 from ..uploader.snapshot import Scanner
+from ..uploader.throwaway import call_in_thread
 
 #: How many levels below a directory :func:`find_logdirs` looks (a Lightning ``save_dir`` holds its
 #: logdirs at ``name/version_N``: two levels).
@@ -149,11 +150,15 @@ class _QueueView:
     lost: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
+#: How long ``status`` waits for the Hub's ``whoami`` (:func:`_in_namespace`) before it shows the name as given.
+WHOAMI_WAIT_S = 5.0
+
+
 @functools.lru_cache(maxsize=16)
 def _in_namespace(repo_id: str, endpoint: str | None) -> str | None:
     """A bare ``name`` in the token's namespace, as the Hub will name it, before the uploader resolved it (one
-    ``whoami`` per process; ``None`` where it cannot be told: no token, no Hub): one name in ``status``, before
-    and after the first commit."""
+    ``whoami`` per process, waited for :data:`WHOAMI_WAIT_S` at most; ``None`` where it cannot be told: no token,
+    no Hub, a Hub that does not answer): one name in ``status``, before and after the first commit."""
     if "/" in repo_id:
         return None
     try:
@@ -163,9 +168,11 @@ def _in_namespace(repo_id: str, endpoint: str | None) -> str | None:
 
         if get_token() is None:
             return None
-        configure_process_client(environment.read().http_timeout)  # (a bounded call: status must not hang)
-        name = HfApi(endpoint=endpoint or None).whoami().get("name")
-    except Exception:  # (offline, a refused token: the name as given)
+        configure_process_client(environment.read().http_timeout)
+        until = time.monotonic() + WHOAMI_WAIT_S  # (status never waits on a Hub that does not answer)
+        name = call_in_thread("hf_mpwriter-whoami", lambda: HfApi(endpoint=endpoint or None).whoami(),
+                              lambda: until - time.monotonic()).get("name")
+    except Exception:  # (offline, a refused token, no answer in time: the name as given)
         return None
     return f"{name}/{repo_id}" if isinstance(name, str) and name else None
 
