@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import LAUNCHER_VARS, finish, read_line, run, stacks, wait_for
+from helpers import LAUNCHER_VARS, finish, plugin_accumulator, read_line, run, stacks, wait_for
 from tb_readers import default_reader_scalars, python_reader_scalars, python_reader_text_steps
 from upload_helpers import (
     TESTS,
@@ -250,6 +250,7 @@ def test_a_resume_on_a_new_machine_names_the_steps_that_went_with_the_old_disk(t
     assert lost.text() in output  # said in the rank's own output, once
     assert output.count(lost.text()) == 1
     assert _hub_steps(hub, repo, tmp_path / "after") == [*range(28), *range(40, 60)]
+    assert not list((tmp_path / "after").rglob("job"))  # (a lone rank has no job run: the job run's test is below)
 
 
 def _hub_steps(hub, repo: str, into: Path) -> list[int]:
@@ -385,3 +386,57 @@ def test_a_target_that_cannot_list_holds_no_record_back_and_is_asked_again_after
     committer.cycle()
     assert len(listings) == 2 and listings[1] - listings[0] >= 60.0, listings
     committer.close()
+
+
+def test_the_job_run_says_a_resumed_runs_lost_steps_once_at_its_restart_step(tmp_path):
+    """The steps a resume on a new machine lost are said in the job run too (``~job/lost_steps``, a text at the run's
+    restart step), once: again neither within the uploader nor by the next uploader (the job run's state keeps it).
+    Read back with TensorBoard's plugin reader, after points at later steps."""
+    from hf_mpwriter.state.lost import Lost
+    from hf_mpwriter.uploader.jobrun.runfile import RUN_DIR, JobRun
+    from hf_mpwriter.uploader.jobrun.stats import Stats
+
+    logdir = tmp_path / "logs"
+    lost = [Lost("rank-001", 27, 40)]
+    run = JobRun(logdir)
+    run.write([("loss", step, Stats.of({0: 1.0, 1: 2.0}, wall=float(step))) for step in (40, 41, 42)], world=2)
+    run.say_lost(lost)
+    run.say_lost(lost)  # (each cycle hands the finds in again)
+    state = run.state()
+    run.close()
+    again = JobRun(logdir)
+    again.load(state)
+    again.say_lost(lost)  # (the next uploader, from the state)
+    again.say_lost([*lost, Lost("rank-000", 30, 41)])
+    again.close()
+    texts = plugin_accumulator(logdir / RUN_DIR).Tensors("~job/lost_steps/text_summary")  # (a text tag, as tensorboardX names it)
+    said = [(e.step, e.tensor_proto.string_val[0].decode()) for e in texts]
+    assert [step for step, _ in said] == [40, 41], said
+    assert "'rank-001' lost steps 28 to 39" in said[0][1] and "'rank-000' lost steps 31 to 40" in said[1][1], said
+
+
+def test_the_uploaders_job_run_takes_the_lost_steps_where_it_writes_one(tmp_path):
+    """The uploader hands its finds to its job run (:class:`JobRunDriver`): written where two ranks or more make a job
+    run, nothing where a lone rank has none."""
+    from tensorboardX import SummaryWriter
+
+    from hf_mpwriter.config import UploadConfig
+    from hf_mpwriter.state.lost import Lost
+    from hf_mpwriter.uploader.jobrun.driver import JobRunDriver
+    from hf_mpwriter.uploader.jobrun.runfile import RUN_DIR
+
+    for ranks in (1, 2):
+        logdir = tmp_path / f"ranks-{ranks}"
+        for rank in range(ranks):
+            writer = SummaryWriter(str(logdir / f"rank-{rank:03d}"))
+            writer.add_scalar("loss", 1.0, 40)
+            writer.close()
+        config = UploadConfig.for_local(tmp_path / "mirror", prefix="logs", logdir=logdir)
+        driver = JobRunDriver(logdir, config, lambda: None, lambda what, fn, *a: fn(*a), signalled=lambda: False)
+        driver.start()
+        driver.update(final=True)
+        driver.say_lost([Lost("rank-000", 27, 40)])
+        driver.close()
+        said = plugin_accumulator(logdir / RUN_DIR).Tensors("~job/lost_steps/text_summary") if ranks > 1 else []
+        assert [e.step for e in said] == ([40] if ranks > 1 else []), ranks
+        assert ranks > 1 or not (logdir / RUN_DIR).exists()

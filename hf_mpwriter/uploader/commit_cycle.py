@@ -156,6 +156,7 @@ class Committer(Audit):
             return progress
         if self._generation is None:  # the queue could not be written at start (disk full): take it over now
             self._generation = self.queue.new_generation()
+        self._look_for_lost()  # (before the send: a closing writer's report, which waits for that send, says it)
         key = self.target.key
         job = self.queue.unfinished(key)
         try:
@@ -186,7 +187,6 @@ class Committer(Audit):
             progress.error, progress.local_error = text, True
         if not progress.local_error:
             self._queue_errors_said.clear()  # the queue works: an error of it is news again
-            self._look_for_lost()  # (after the send: a target slow to list holds no record back)
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
         return progress

@@ -269,6 +269,7 @@ class Uploader:
             self.committer.skip_backoff()
         self.job_run.rides_along(decision.urgent, schedule.writers_alive)
         progress = self.committer.cycle()
+        self.job_run.say_lost(self.committer.lost.found or [])
         self._count_files(progress)
         schedule.needs_user = progress.fatal
         if self._stuck_transfer(schedule):

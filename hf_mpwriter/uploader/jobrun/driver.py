@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...config import UploadConfig
+from ...state.lost import Lost
 from ...timing import JOB_VIEW_LAST_WAIT_S, JOB_VIEW_READ_S
 from ..coordination.protocol import Seat
 from ..throwaway import Abandoned
@@ -99,6 +100,15 @@ class JobRunDriver:
                 self.exchange.close()
             self.view = self.exchange = None
         return 0
+
+    def say_lost(self, found: Sequence[Lost]) -> None:
+        """Steps resumed runs lost with an earlier attempt's disk (a single node's: :mod:`..lost_steps`), in the job
+        run where this node writes one (two ranks or more: a lone rank has none)."""
+        if self.view is not None and self.exchange is None and len(self.view.newest) >= 2 and found:
+            try:
+                self.view.say_lost(found)
+            except OSError as exc:  # (a full disk: said again at the next cycle)
+                logger.warning("job run of %s: its lost steps not written: %s", self.logdir, exc)
 
     def close(self) -> None:
         if self.exchange is not None:

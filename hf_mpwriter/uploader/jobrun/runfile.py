@@ -18,6 +18,7 @@ from ...events.decoding import summaries
 from ...events.encoding import histogram_event, layout_event, scalars_event, session_start_event, text_event
 from ...events.event_file import EventFileWriter
 from ...events.records import iter_records
+from ...state.lost import Lost
 from ...state.piece import open_nofollow
 from ...state.statedir import state_dir, write_json_atomic
 from .histogram import HistogramStats
@@ -78,6 +79,7 @@ class JobRun:
         #: ranks are its point's only trace, and one made again is not written again, below the lowest restart since.
         self._found: set[bytes] = set()
         self._found_below: float = math.inf
+        self.lost_said: set[tuple[str, int, int]] = set()  # (run, after, restart) of each loss said (:meth:`say_lost`)
 
     def write(self, points: Sequence[tuple[str, int, Point]], world: int, every: int = 1) -> None:
         """Write ``points`` (each tag's steps in order, after those it holds; ``every``: the run holds only the
@@ -126,6 +128,18 @@ class JobRun:
             writer.add_serialized(text_event(f"{GROUP}/slowest_rank", f"rank {worst.last_rank}, {worst.lag:.1f} s after the "
                                              "first rank", step, wall))
         return [(f"{GROUP}/lag_s", float(worst.lag))]
+
+    def say_lost(self, found: Sequence[Lost]) -> None:
+        """``~job/lost_steps``: each rank run's steps lost with an earlier attempt's disk, a text at its restart step,
+        said once (:mod:`hf_mpwriter.uploader.lost_steps` finds them)."""
+        new = [lost for lost in found if (lost.run, lost.after, lost.restart) not in self.lost_said]
+        if not new:
+            return
+        writer = self._open()
+        for lost in new:
+            writer.add_serialized(text_event(f"{GROUP}/lost_steps", lost.text(), lost.restart, time.time()))
+            self.lost_said.add((lost.run, lost.after, lost.restart))
+        writer.flush()
 
     def restart(self, step: int) -> None:
         """Drop the run's points at and after ``step`` as TensorBoard drops a restarted writer's: a
@@ -257,13 +271,14 @@ class JobRun:
 
     def state(self) -> dict:
         return {"layout": LAYOUT, "charted": sorted(self._charted), "points": self.points, "stragglers_at": self._stragglers_at,
-                "unmerged": self.unmerged, "sizes": self._sizes(),
+                "unmerged": self.unmerged, "sizes": self._sizes(), "lost_said": sorted(self.lost_said),
                 "extremes": {tag: [dict(mins), dict(maxes)] for tag, (mins, maxes) in self.extremes.items()}}
 
     def load(self, state: dict) -> None:
         self._charted = set(state["charted"]) if state.get("layout") == LAYOUT else set()  # (older tags: charted anew)
         self.points = int(state["points"])
         self.unmerged = int(state.get("unmerged", 0))  # (a state file of before histograms: none)
+        self.lost_said = {(str(run), int(after), int(restart)) for run, after, restart in state.get("lost_said", [])}
         sizes = state.get("sizes")
         self._saved_sizes = None if sizes is None else {str(name): int(size) for name, size in sizes.items()}
         self._stragglers_at = None if state["stragglers_at"] is None else int(state["stragglers_at"])

@@ -66,10 +66,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ...config import UploadConfig
+from ...state.lost import Lost
 from ...state.statedir import read_json, state_dir, write_json_atomic
 from ...timing import JOB_VIEW_SILENT_S, JOB_VIEW_WAIT_S
 from ...upload_args import matches, pattern_list
@@ -227,6 +228,12 @@ class JobView(RankReader):
     def close(self) -> None:
         """Close the job run's file (it is complete: made read-only, sent once more as it is)."""
         self.run.close()
+
+    def say_lost(self, found: Sequence[Lost]) -> None:
+        """The steps resumed runs lost with an earlier attempt's disk, in the job run (once; kept in its state)."""
+        if any((lost.run, lost.after, lost.restart) not in self.run.lost_said for lost in found):
+            self.run.say_lost(found)
+            self.save()
 
     # -- restart and status ---------------------------------------------------------------------------------
     def save(self) -> None:
