@@ -346,7 +346,8 @@ def test_a_trainer_resumed_in_one_process_logs_into_the_run_its_checkpoint_names
 def test_a_target_that_cannot_list_holds_no_record_back_and_is_asked_again_after_a_backoff(tmp_path):
     """The look for a resumed run's lost steps lists the target. Where that listing fails (here: every call past its
     bound, as against a Hub that never answers), the run's records are committed all the same, in the same cycle,
-    and the listing is asked again only after a backoff that doubles, not at every cycle."""
+    and the listing is asked again only after a backoff that doubles, not at every cycle. Once a look is made, a later
+    uploader of the logdir makes it no more (the note of the resume stays: the queue keeps what was looked at)."""
     from types import SimpleNamespace
 
     from tensorboardX import SummaryWriter
@@ -366,10 +367,13 @@ def test_a_target_that_cannot_list_holds_no_record_back_and_is_asked_again_after
     listings: list[float] = []
     now = SimpleNamespace(t=1000.0)
 
+    answers = [False]
+
     def call(what, fn, *args, nbytes=0):
         if what == "list":
             listings.append(now.t)
-            raise TargetError("the listing did not answer within its bound", transient=True, timed_out=True)
+            if not answers[0]:
+                raise TargetError("the listing did not answer within its bound", transient=True, timed_out=True)
         return fn(*args)
 
     committer = Committer(logdir, config, target_for(config), None, call=call)
@@ -385,7 +389,16 @@ def test_a_target_that_cannot_list_holds_no_record_back_and_is_asked_again_after
     now.t += 120.0
     committer.cycle()
     assert len(listings) == 2 and listings[1] - listings[0] >= 60.0, listings
+    answers[0] = True
+    now.t += 240.0
+    committer.cycle()
+    assert len(listings) == 3  # looked at, at last
     committer.close()
+    later = Committer(logdir, config, target_for(config), None, call=call)  # the next uploader of the logdir
+    later.clock = committer.clock
+    later.cycle()
+    assert len(listings) == 3, listings  # no listing again
+    later.close()
 
 
 def test_the_job_run_says_a_resumed_runs_lost_steps_once_at_its_restart_step(tmp_path):

@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 #: The queue's meta key.
 LOST_META = "lost_steps"
+#: The queue's meta key of the ``[run, restart]`` pairs already looked at: a later uploader lists the target for none.
+LOOKED_META = "lost_looked"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,18 @@ def decode(value: str | None) -> list[Lost]:
         return [Lost(str(d["run"]), int(d["after"]), int(d["restart"])) for d in json.loads(value or "[]")]
     except (ValueError, TypeError, KeyError):
         return []
+
+
+def encode_looked(looked: set[tuple[str, int]]) -> str:
+    return json.dumps(sorted([run, restart] for run, restart in looked))
+
+
+def decode_looked(value: str | None) -> set[tuple[str, int]]:
+    """The ``(run, restart)`` pairs kept (none for a value this version cannot read)."""
+    try:
+        return {(str(run), int(restart)) for run, restart in json.loads(value or "[]")}
+    except (ValueError, TypeError):
+        return set()
 
 
 def _resumed_dir(logdir: Path, create: bool = False) -> Path:

@@ -199,9 +199,11 @@ class Committer(Audit):
         backoff that doubles (a Hub that never answers costs one bounded call per backoff, not one per cycle)."""
         if self.config.nodes > 1 or self.clock.monotonic() < self._lost_retry_at:
             return
-        if self.lost.found is None:  # (an earlier uploader's finds are not said again)
+        if self.lost.found is None:  # (an earlier uploader's finds are not said again, nor its looks made again)
             self.lost.found = lost_mod.decode(self.queue.get_meta(lost_mod.LOST_META))
+            self.lost.looked |= lost_mod.decode_looked(self.queue.get_meta(lost_mod.LOOKED_META))
         files = [rel for rel, _ in self.scanner.files()]
+        looked = len(self.lost.looked)
         try:
             new = self.lost.look(files, lambda: self._call("list", self.target.listing, "."),
                                  lambda path: self._call("read", self.target.read, path))
@@ -213,6 +215,8 @@ class Committer(Audit):
         self._lost_failures = 0
         if new:
             self.queue.set_meta(lost_mod.LOST_META, lost_mod.encode(self.lost.found))
+        if len(self.lost.looked) != looked:  # (after the finds: a crash between looks again, never forgets one)
+            self.queue.set_meta(lost_mod.LOOKED_META, lost_mod.encode_looked(self.lost.looked))
 
     def prepare(self) -> bool:
         """Prepare the target once (create the repository...); ``False`` while it fails (backing off)."""

@@ -84,14 +84,14 @@ class LostSteps:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self.found: list[Lost] | None = None  # (the queue's, read by the committer first)
-        self._looked: set[tuple[str, int]] = set()
+        self.looked: set[tuple[str, int]] = set()  # (run, restart) of each run looked at
         self._heads: dict[str, int | None] = {}
 
     def look(self, files: list[str], listing: Callable[[], list[str]], read: Callable[[str], bytes]) -> list[Lost]:
         """The newly found (each said once in the uploader's log); ``listing`` and ``read`` are the target's, and
         raise as it does: what was not looked at is looked at again next time."""
         runs = {run: restart for run, restart in restarted_runs(files, self.logdir, self._heads).items()
-                if (run, restart) not in self._looked}
+                if (run, restart) not in self.looked}
         if not runs:
             return []
         remote, local, new = listing(), set(files), []
@@ -100,6 +100,6 @@ class LostSteps:
             if found is not None and found not in (self.found or []):
                 logger.warning("%s; nothing can bring them back (docs/guarantees.md: what bounds such a loss)", found.text())
                 new.append(found)
-            self._looked.add((run, restart))
+            self.looked.add((run, restart))
         self.found = [*(self.found or []), *new]
         return new
