@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .points import Point, merge, point_from_list
+from .points import Point, merge_all, point_from_list
 from .runfile import JobRun
 from .values import Head, Held, parse_value, stale
 
@@ -251,8 +251,4 @@ class JobMerge:
 
 
 def _merged(by_nodes: dict[frozenset[int], Point]) -> Point:
-    merged = None
-    for point in by_nodes.values():
-        merged = point if merged is None else merge(merged, point)
-    assert merged is not None
-    return merged
+    return merge_all(list(by_nodes.values()))

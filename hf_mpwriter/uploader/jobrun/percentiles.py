@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -73,7 +73,10 @@ class Spread:
     top: _Ranked
     neg_inf: int = 0
     pos_inf: int = 0
-    sketch: BaseDDSketch | None = None  # ``None`` where ``top`` holds every value
+    sketch: BaseDDSketch | None = None  # ``None`` where ``top`` holds every value, or until :attr:`bins` is built
+    #: ``(positive, negative, zeros)`` as read from the store (:meth:`from_list`), checked and not built into a
+    #: sketch yet: a merge adds them into its own (:meth:`merged`), building none per point.
+    bins: tuple[list[tuple[int, float]], list[tuple[int, float]], int] | None = None
 
     @classmethod
     def of(cls, by_rank: Mapping[int, float]) -> Spread:
@@ -84,30 +87,49 @@ class Spread:
 
     def merge(self, other: Spread) -> Spread:
         """Both sets of ranks' (disjoint) as one; neither is changed."""
-        count = self.count + other.count
-        top = _highest(self.top, other.top)
+        return Spread.merged((self, other))
+
+    @classmethod
+    def merged(cls, spreads: Sequence[Spread]) -> Spread:
+        """Spreads of disjoint ranks as one, at once: one new sketch that every other's bins are added into (a
+        fold of :meth:`merge` copies the growing sketch at each step); none is changed."""
+        count = sum(s.count for s in spreads)
+        top = tuple(islice(heapq.merge(*(s.top for s in spreads), key=_order), TOP))
         sketch = None
         if count > TOP:
-            sketch = self._own_sketch()
-            if other.sketch is None:
-                for value, _ in other.top:
-                    if math.isfinite(value):
-                        sketch.add(value)
-            else:
-                sketch.merge(other.sketch)
-        return Spread(count, top, self.neg_inf + other.neg_inf, self.pos_inf + other.pos_inf, sketch)
+            sketch = _new_sketch()
+            for spread in spreads:
+                if spread.sketch is not None:
+                    sketch.merge(spread.sketch)
+                elif spread.bins is not None:
+                    _add_bins(sketch, spread.bins)
+                else:
+                    for value, _ in spread.top:
+                        if math.isfinite(value):
+                            sketch.add(value)
+        return cls(count, top, sum(s.neg_inf for s in spreads), sum(s.pos_inf for s in spreads), sketch)
+
+    def _built(self) -> BaseDDSketch | None:
+        """The sketch (built from :attr:`bins` the first time it is asked for), ``None`` where ``top`` holds all."""
+        if self.sketch is None and self.bins is not None:
+            sketch = _new_sketch()
+            _add_bins(sketch, self.bins)
+            object.__setattr__(self, "sketch", sketch)  # (a cache: the values it stands for do not change)
+        return self.sketch
 
     def _own_sketch(self) -> BaseDDSketch:
         """A new sketch of the finite values, to change (a copy of this one's)."""
-        if self.sketch is None:
+        built = self._built()
+        if built is None:
             return _sketch_of(v for v, _ in self.top if math.isfinite(v))
         sketch = _new_sketch()
-        sketch.merge(self.sketch)
+        sketch.merge(built)
         return sketch
 
     def _filled(self) -> BaseDDSketch:
         """The sketch of the finite values (made from ``top`` where that holds them all)."""
-        return self._own_sketch() if self.sketch is None else self.sketch
+        built = self._built()
+        return self._own_sketch() if built is None else built
 
     def percentile(self, percent: int) -> float:
         """The nearest-rank ``percent``-th percentile (see the module): exact where its position is among
@@ -141,10 +163,11 @@ class Spread:
         """``[[value, rank, ...]]`` where ``top`` holds every value, else ``[[value, rank, ...], -inf count,
         +inf count, zeros, positive bins, negative bins]`` (bins: :func:`_bins`)."""
         flat = [x for pair in self.top for x in pair]
-        if self.sketch is None:
+        sketch = self._built()
+        if sketch is None:
             return [flat]
-        return [flat, self.neg_inf, self.pos_inf, int(self.sketch._zero_count),
-                _bins(self.sketch._store), _bins(self.sketch._negative_store)]
+        return [flat, self.neg_inf, self.pos_inf, int(sketch._zero_count), _bins(sketch._store),
+                _bins(sketch._negative_store)]
 
     @classmethod
     def from_list(cls, item: Any) -> Spread:
@@ -155,12 +178,11 @@ class Spread:
         if len(item) == 1:
             return cls(len(top), top, sum(v == -math.inf for v, _ in top), sum(v == math.inf for v, _ in top))
         neg_inf, pos_inf, zeros = (parse_count(x, "a spread's count") for x in item[1:4])
-        positive = _store(item[4], CollapsingLowestDenseStore(BIN_LIMIT))
-        sketch = BaseDDSketch(_MAPPING, positive, _store(item[5], CollapsingHighestDenseStore(BIN_LIMIT)), float(zeros))
-        count = neg_inf + pos_inf + int(sketch.count)
+        positive, negative = _pairs(item[4]), _pairs(item[5])
+        count = neg_inf + pos_inf + zeros + int(sum(c for _, c in positive) + sum(c for _, c in negative))
         if count <= TOP or len(top) != TOP:
             raise Malformed(f"a spread of {count} values sketched with {len(top)} on top")
-        return cls(count, top, neg_inf, pos_inf, sketch)
+        return cls(count, top, neg_inf, pos_inf, None, (positive, negative, zeros))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Spread) and self.to_list() == other.to_list()
@@ -192,12 +214,13 @@ def _bins(store: DenseStore) -> list[int]:
     return out
 
 
-def _store(item: Any, store: DenseStore) -> DenseStore:
-    """A store from :func:`_bins`'s form: its keys within a finite value's and :data:`BIN_LIMIT` apart at most."""
+def _pairs(item: Any) -> list[tuple[int, float]]:
+    """``(key, count)`` of :func:`_bins`'s form, the highest key first, then the others up from the lowest (a store
+    they are added into grows once): keys within a finite value's and :data:`BIN_LIMIT` apart at most."""
     if not isinstance(item, list) or len(item) > 2 * BIN_LIMIT + 1:
         raise Malformed("a sketch's bins are not a list within its bounds")
     if not item:
-        return store
+        return []
     key = first = _key(item[0])
     pairs = []
     for x in item[1:]:
@@ -210,9 +233,17 @@ def _store(item: Any, store: DenseStore) -> DenseStore:
         key += 1
     if not pairs or key - first > BIN_LIMIT or key - 1 > _KEYS[1]:
         raise Malformed(f"a sketch's bins are not within {BIN_LIMIT} keys of a finite value's")
-    for k, count in (pairs[-1], *pairs[:-1]):  # (the highest first: the store grows once)
-        store.add(k, count)
-    return store
+    return [pairs[-1], *pairs[:-1]]
+
+
+def _add_bins(sketch: BaseDDSketch, bins: tuple[list[tuple[int, float]], list[tuple[int, float]], int]) -> None:
+    """Add a spread's bins as read (:func:`_pairs`) into ``sketch``, as merging a sketch of them would."""
+    positive, negative, zeros = bins
+    for store, pairs in ((sketch._store, positive), (sketch._negative_store, negative)):
+        for key, count in pairs:
+            store.add(key, count)
+    sketch._zero_count += zeros
+    sketch._count = sketch._negative_store.count + sketch._zero_count + sketch._store.count
 
 
 def _key(x: Any) -> int:
@@ -237,8 +268,3 @@ def _top(flat: Any) -> _Ranked:
 def _before(a: tuple[float, int], b: tuple[float, int]) -> bool:
     """Whether ``a`` comes before ``b`` in the tail's order (:func:`_order`), as they are (no key made)."""
     return a[0] > b[0] or (a[0] == b[0] and a[1] <= b[1])
-
-
-def _highest(a: _Ranked, b: _Ranked) -> _Ranked:
-    """The :data:`TOP` first of two tops, each in the tail's order."""
-    return tuple(islice(heapq.merge(a, b, key=_order), TOP))

@@ -8,7 +8,8 @@ The job view, the nodes' values and the leader key points by ``(tag, step)`` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Union, cast
 
 from .histogram import Buckets, HistogramStats
@@ -58,8 +59,13 @@ def value_from_json(key: str, value: object) -> Value:
 
 def merge(a: Point, b: Point) -> Point:
     """Two points of one tag and step, of disjoint ranks, as one."""
-    if isinstance(a, Stats) and isinstance(b, Stats):
-        return a.merge(b)
-    if isinstance(a, HistogramStats) and isinstance(b, HistogramStats):
-        return a.merge(b)
+    return merge_all((a, b))
+
+
+def merge_all(points: Sequence[Point]) -> Point:
+    """Points of one tag and step, of disjoint ranks, as one (a scalar's at once: :meth:`Stats.merged`)."""
+    if all(isinstance(p, Stats) for p in points):
+        return Stats.merged(cast(Sequence[Stats], points))
+    if all(isinstance(p, HistogramStats) for p in points):
+        return functools.reduce(lambda a, b: a.merge(b), cast(Sequence[HistogramStats], points))
     raise TypeError("a scalar's point and a histogram's of one key")

@@ -11,9 +11,12 @@ not report. The percentiles across ranks and the ranks in their tail merge as :m
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from .percentiles import Spread
 
@@ -58,6 +61,18 @@ class Stats:
 
     def merge(self, other: Stats) -> Stats:
         """The statistics of both sets of ranks (disjoint) as one."""
+        return Stats.merged((self, other))
+
+    @classmethod
+    def merged(cls, points: Sequence[Stats]) -> Stats:
+        """The statistics of several sets of ranks (disjoint) as one; their spreads at once
+        (:meth:`~.percentiles.Spread.merged`)."""
+        out = functools.reduce(Stats._joined, points)
+        spreads = [p.spread for p in points]
+        return out if None in spreads else dataclasses.replace(out, spread=Spread.merged(cast(list, spreads)))
+
+    def _joined(self, other: Stats) -> Stats:
+        """Both sets of ranks as one, but for the spread (:meth:`merged` merges the spreads of all at once)."""
         n = self.n + other.n
         sums = _partials([*self.sums, *other.sums])
         try:
@@ -69,10 +84,9 @@ class Stats:
         high, high_rank = _pick((self.high, self.high_rank), (other.high, other.high_rank), -1)
         wall = max(self.wall, other.wall)
         last_rank = _pick((self.wall, self.last_rank), (other.wall, other.last_rank), -1)[1]
-        spread = None if self.spread is None or other.spread is None else self.spread.merge(other.spread)
         return Stats(n, sums, m2, low, low_rank, high, high_rank,
                      tuple(sorted(self.nan + other.nan)), tuple(sorted(self.missing + other.missing)),
-                     wall, min(self.first_wall, other.first_wall, key=lambda w: (math.isnan(w), w)), last_rank, spread)
+                     wall, min(self.first_wall, other.first_wall, key=lambda w: (math.isnan(w), w)), last_rank)
 
     @property
     def lag(self) -> float:

@@ -47,7 +47,7 @@ import math
 import time
 
 from ..coordination.protocol import Malformed, Skipped, parse_count, parse_step
-from .points import Point, merge, point_from_list
+from .points import Point, merge_all, point_from_list
 
 logger = logging.getLogger(__name__)
 _Key = tuple[str, int]
@@ -209,7 +209,7 @@ def group_value(values: dict[int, bytes], limit: int, held: Held, skipped: Skipp
     out, and said."""
     heads: dict[int, Head] = {}
     tags: dict[str, set[int]] = {}
-    merged: dict[_Key, tuple[Point, frozenset[int]]] = {}
+    found: dict[_Key, tuple[list[Point], frozenset[int]]] = {}
     for node, raw in sorted(values.items()):
         try:
             value = parse_value(node, raw)
@@ -225,8 +225,10 @@ def group_value(values: dict[int, bytes], limit: int, held: Held, skipped: Skipp
         for tag, step, stats, covered in parsed:
             if step <= held.steps.get(tag, -math.inf) or step % held.every or stale(value, step, covered, held):
                 continue
-            had = merged.get((tag, step))
-            merged[(tag, step)] = (stats, covered) if had is None else (merge(had[0], stats), had[1] | covered)
+            had = found.setdefault((tag, step), ([], frozenset()))
+            had[0].append(stats)
+            found[(tag, step)] = (had[0], had[1] | covered)
+    merged = {key: (merge_all(points), covered) for key, (points, covered) in found.items()}
     everyone = frozenset(heads)
     said = {str(n): h.to_dict() for n, h in sorted(heads.items())}
     head = {"nodes": said, "tags": {t: sorted(nodes) for t, nodes in sorted(tags.items())}}
