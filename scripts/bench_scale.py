@@ -93,6 +93,9 @@ SCENARIOS (``--scenario``):
   again after the Hub's ``Retry-After``, as ``JobTarget`` does with the store gone. A repository or a bucket.
   The nodes' own commits are ``commit_uploaded`` of content already in Xet (one Hub API request each; a
   node's own commit in a job also reads the head and verifies: about 5, see DESIGN.md §7).
+  The job goes on after the kill by default (``"last": false``: the nodes offer at their plan's slots), which a
+  real job does not (see END AT KILL).
+- ``kill-store --end-at-kill``: the job ends at the kill, as a torchrun job whose store dies does; see END AT KILL.
 - ``leader-cut-off``: node 0's leader process leads first, but its Hub accepts connections and never
   answers (its route to the Hub is down); as steady otherwise. Its head read hangs: after a hand-over
   time (one plan interval, at least the unscaled ``LEASE_STALE_S``) it stops renewing, the lease goes
@@ -100,6 +103,51 @@ SCENARIOS (``--scenario``):
 - ``freeze-leader``: as kill-leader, but the leading process is stopped (SIGSTOP) for 15 s real, past
   the lease's staleness, then woken up: the standby leads meanwhile; no two leaders' commits may
   overlap (checked in every scenario: two committing rounds of different processes whose spans meet).
+
+END AT KILL (``--scenario kill-store --end-at-kill``). In a torchrun job the job's store lives in torchrun's agent
+on node 0's host, or in rank 0's process (``env://``): when it dies the other ranks fail and close, and the job
+ends. A node's uploader runs in a session of its own (``start_new_session``), so the launcher's signal to its
+ranks does not reach it: it sees every writer of its node gone (``closing``, not ``hurried``), cycles at once
+(``Schedule``: the last writer gone) and offers its newest files with ``"last": true`` (``JobTarget.commit``:
+``self._hurried() or self.closing``), which the leader commits at its next round whatever its budget (``_ready``,
+``_round``: a last offer waits for no spacing, gathering or room in the books; what does not fit the commit's
+1,000 files goes in the next round), within the Hub's own limits.
+
+- REAL, as in the default ``kill-store``: the store's process SIGKILLed; node 1's successor store
+  (``SuccessorHost``); the moves to it (``next_store``), of the simulated nodes and of both leader processes;
+  the ``Leader`` in two processes (its lease and new term on the successor, its rounds and commits); the test Hub
+  with a free account's limits (compressed); a node's own commits where it makes any (``commit_uploaded``); the
+  read-back. Production's ``last_burst`` (``own_commits.py``) says which nodes commit themselves at once.
+- SIMULATED, as ``JobTarget`` does for a closing node: every node's writers close at the kill (the ranks' time
+  to fail and close is taken as 0: the clock starts at the kill). A node's last records are one version of its
+  files that no earlier offer of it held or had pending (the read-back tells them apart), the same each time
+  it offers them again. An offer pending in the dead store goes with it (``JobTarget``: the store gone, no
+  leader can take it). The bench sees the store gone at its next call and moves every node to the successor at
+  once (``Moves.forward`` then ``Deferred(0)``: a node's next cycle offers again at once), where each announces
+  itself and offers its last records at once (not at its slot) with ``"last": true``. Then, per node: answered
+  with a commit: done (nothing more offered: its uploader exits, everything committed and every writer gone);
+  put off (``retry_in``): offered again then (at most a commit window later); an error, or no answer within
+  ``OFFER_WAIT_S`` and taken back (``compare_set``): ``JobTarget._own_turn``, i.e. a node below ``last_burst``
+  commits its last records itself at once (``OwnCommits.turn(closing=True)``: 16 nodes on a repository at the
+  default budget), any other at its own slot (``Plan.own_turn``, a due time it keeps), offering again at least
+  every ``STORE_RETRY_S`` meanwhile; one a leader claimed is awaited as in ``kill-store``. Where no successor
+  answers, each node commits itself at once (the store gone: ``_own_turn`` is 0), again after a 429's
+  ``Retry-After``, until its last records land.
+- NOT MODELLED: (1) the leading node's uploader exits once its own node's records landed (everything committed,
+  every writer gone: its ``Leader.stop`` lets the lease go) and another waiting node's leader takes the lease
+  (its watch: every 2.5 s at 1,024 nodes); here the two leader processes stay up, so one leader commits for all,
+  where a job hands the lease on as leading nodes drain (a last offer is not put off by the new term). (2) The
+  nodes' uploads of their last content (already in Xet here). (3) Node 0's own death: every node survives (the
+  store's process alone dies, as rank 0's ``env://`` store does; node 0's uploader is a process of its own).
+  (4) The real Hub's commit latency (the test Hub commits 1,000 files in about 0.1 s).
+- REPORTS: from the kill until every node's last records are held (answered with a commit, or its own commit),
+  in Hub time and real seconds, and the median node; the leader's first and last commit after the kill; the
+  commits after the kill (the leader's, the nodes' own; the most in any Hub-hour); the Hub API requests after
+  the kill (measured at the test Hub); the 429s. The read-back checks that every rank's file holds its node's
+  last records. MISSED (exit 1): a node's last records not held within ``KILL_STORE_GIVE_UP_S`` (real), a 429
+  after the kill, or the read-back. Read the Hub time with care: at ``--scale 60`` what follows the kill is
+  mostly unscaled process time, the leader's round poll (``LEADER_POLL_S``, 0.5 s real between rounds) and its
+  rounds, each counted 60-fold.
 
 Options that make the nodes less tidy than the simulation otherwise is: ``--spread S`` (each offer 0 to
 S Hub-seconds after its slot, as nodes with their own clocks and uploads offer), ``--upload-s S`` (a
@@ -112,6 +160,7 @@ path twice.
     python scripts/bench_scale.py                                   # steady, repo and bucket, 64,256,1024
     python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-leader
     python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-store
+    python scripts/bench_scale.py --kind repo --nodes 1024 --scenario kill-store --scale 60 --end-at-kill
     python scripts/bench_scale.py --nodes 8 --scale 120 --kind repo  # a quick check
 
 It exits 1 when a row misses a limit (``MISSED:`` lines): a file lost, stale or torn; more than 500 Hub
@@ -374,8 +423,19 @@ class Nodes:
         self.commit_log: list[tuple[float, int, float, float]] = []  # (answered, node, offer's at, offered)
         self.deferred_log: list[float] = []  # when an offer was put off
         from hf_mpwriter.timing import OFFER_WAIT_S, STORE_RETRY_S
+        from hf_mpwriter.uploader.coordination.own_commits import last_burst
 
         self.offer_wait, self.store_retry = OFFER_WAIT_S, STORE_RETRY_S  # not scaled (see the docstring)
+        #: ``--end-at-kill``: the job ended (every node's writers closed, :meth:`close`); each node's last records
+        #: (``last_version``) and when they were held (answered with a commit, or committed by the node itself).
+        self.closing = False
+        self.closed_at: float | None = None
+        self.last_version: list[int | None] = [None] * nodes
+        self.last_held: list[float | None] = [None] * nodes
+        self.last_own = [False] * nodes  # its last records went in its own commit
+        #: Production's ``last_burst``: a closing node below this number commits itself at once where no leader
+        #: answers (``OwnCommits.turn(closing=True)``).
+        self.last_burst = last_burst(self.budget, "bucket" if kind == "bucket" else "hub")
 
     def files(self, node: int, version: int) -> list[list]:
         """A node's files as the library names its ranks' runs (``RankInfo.run_name``: past rank 8,999 in
@@ -398,6 +458,22 @@ class Nodes:
         # no plan yet: the job's start pacing (production's pacing: together, or spread past the first requests' budget)
         now = time.time()
         self.due = [self.next_slot(node, now, cycled=False) for node in range(self.n)]
+        if self.closing:  # their writers are gone: the uploader cycles at once (Schedule: "the last writer is gone")
+            self.due = [now if self.last_held[node] is None else math.inf for node in range(self.n)]
+
+    def close(self) -> None:
+        """The job ends (``--end-at-kill``): every node's writers close now. Each node's last records are a version of
+        its files no offer of it held or had pending (the read-back then tells them apart); from now on each node
+        offers them with ``"last": true`` at once (not at its slot), again after a put-off, until they are held, then
+        nothing more (its uploader exits: everything committed, every writer gone)."""
+        now = time.time()
+        self.closing, self.closed_at = True, now
+        for node in range(self.n):
+            p = self.pending[node]
+            taken = {self.held_version[node], None if p is None else p["version"]}
+            self.last_version[node] = next(v for v in range(VERSIONS) if v not in taken)
+            if p is None:
+                self.due[node] = now  # (one pending waits for its answer, as the node's cycle does)
 
     def next_slot(self, node: int, now: float, cycled: bool = True) -> float:
         """The node's next slot after ``now``; after a cycle (``cycled``) at least half an interval later, as the
@@ -447,20 +523,23 @@ class Nodes:
         due = [n for n in range(self.n) if self.pending[n] is None and self.due[n] + self.jitter[n] <= now] \
             if offering else []
         for node in due:  # the next offer of each: its own delay after the slot (0 to ``spread``)
-            self.jitter[node] = self.pick.uniform(0.0, self.spread)
+            self.jitter[node] = 0.0 if self.closing else self.pick.uniform(0.0, self.spread)  # closing: at once
         if due:
             values = {}
             for node in due:
                 self.first_offer[node] = self.first_offer[node] or now
                 self.seq[node] = max(self.seq[node], self.incarnation << 32) + 1  # as JobTarget.commit numbers it
                 seq = self.seq[node]
+                version = self.version(node, seq)
                 since = self.waiting_since[node] = self.waiting_since[node] or now
+                # "last": JobTarget's ``self._hurried() or self.closing`` (closing: every writer of the node gone)
                 raw = json.dumps({"seq": seq, "incarnation": self.incarnation, "wait": self.offer_wait,
-                                  "waiting": now - since, "last": False,
-                                  "files": self.files(node, seq % VERSIONS)}).encode()
+                                  "waiting": now - since, "last": self.closing,
+                                  "files": self.files(node, version)}).encode()
                 values[f"offer/{node}"] = raw
                 # Its data is as old as its snapshot: the node uploaded the content before offering it.
-                self.pending[node] = {"seq": seq, "at": now - self.upload, "raw": raw, "since": now, "taken": False}
+                self.pending[node] = {"seq": seq, "version": version, "at": now - self.upload, "raw": raw, "since": now,
+                                      "taken": False}
             self.store.multi_set(values)
             self.store.add("offered", len(due))
             self.counts["offers"] += len(due)
@@ -477,22 +556,39 @@ class Nodes:
             self.counts["timeouts"] += 1
             if self.store.compare_set(f"offer/{node}", p["raw"], b"-"):
                 self.pending[node] = None
-                if self.own_due[node] is None:
-                    plan = self.plan[node] or self.own_plan
-                    last = self.own_last[node]
-                    phases = self.phases[node]
-                    self.own_due[node] = now + plan.own_turn(node, now, None if last is None else now - last,
-                                                             None if phases is None else phases[1])
-                own_due = self.own_due[node]
-                assert own_due is not None
-                if own_due <= now:
-                    self._own_commit(node, p["seq"], p["at"])
-                    self.due[node] = self.next_slot(node, time.time())
-                else:
-                    self.due[node] = now + min(own_due - now, self.store_retry)
+                self._own_turn(node, p, now)
             else:
                 p["taken"] = True  # a leader claimed it: wait for its answer
                 self.answered_seen = None
+
+    def _own_turn(self, node: int, p: dict, now: float) -> None:
+        """No leader committed the offer ``p`` (none answered in time, or one answered an error): JobTarget's
+        ``_own_turn``. A closing node below ``last_burst`` commits its last records itself at once
+        (``OwnCommits.turn(closing=True)``); any other at its own slot (``Plan.own_turn``), a due time it keeps,
+        offering again meanwhile at least every ``STORE_RETRY_S``."""
+        if self.closing and node < self.last_burst:
+            self._own_commit(node, p["seq"], p["at"], p["version"])
+            return
+        if self.own_due[node] is None:
+            plan = self.plan[node] or self.own_plan
+            last = self.own_last[node]
+            phases = self.phases[node]
+            self.own_due[node] = now + plan.own_turn(node, now, None if last is None else now - last,
+                                                     None if phases is None else phases[1])
+        own_due = self.own_due[node]
+        assert own_due is not None
+        if own_due <= now:
+            self._own_commit(node, p["seq"], p["at"], p["version"])
+            if not self.closing:
+                self.due[node] = self.next_slot(node, time.time())
+        else:
+            self.due[node] = now + min(own_due - now, self.store_retry)
+
+    def version(self, node: int, seq: int) -> int:
+        """Which of the contents an offer (or own commit) numbered ``seq`` carries: a new one each time while the
+        job runs; a closing node's last records, the same each time it offers them again."""
+        v = self.last_version[node] if self.closing else None
+        return seq % VERSIONS if v is None else v
 
     def _answer_tick(self) -> None:
         answered = self.store.add("answered", 0)
@@ -522,6 +618,9 @@ class Nodes:
                 self.due[node] = now + min(float(answer["retry_in"]), self.budget.commit_window_s)
             elif answer.get("commit") is None:
                 self.counts["errors"] += 1
+                if self.closing:  # JobTarget: "the leader could not commit it": its own turn
+                    self._own_turn(node, p, now)
+                    continue
                 self.due[node] = self.next_slot(node, now)
             else:
                 self.counts["commits"] += 1
@@ -529,9 +628,19 @@ class Nodes:
                     self.moved_first[node] = now
                 self.waiting_since[node] = self.own_due[node] = None
                 if not self.held_at[node] >= p["at"]:
-                    self.held_at[node], self.held_version[node] = p["at"], p["seq"] % VERSIONS
-                self.due[node] = self.next_slot(node, now)
+                    self.held_at[node], self.held_version[node] = p["at"], p["version"]
+                self._last_landed(node, p["version"], now)
+                if not self.closing:
+                    self.due[node] = self.next_slot(node, now)
+                elif self.last_held[node] is None:  # (an offer from before the close: its last records go now)
+                    self.due[node] = now
                 self.commit_log.append((now, node, p["at"], p["since"]))
+
+    def _last_landed(self, node: int, version: int, now: float, own: bool = False) -> None:
+        """A closing node's last records are held: its uploader is done (nothing more is offered)."""
+        if self.closing and version == self.last_version[node] and self.last_held[node] is None:
+            self.last_held[node], self.last_own[node] = now, own
+            self.due[node] = math.inf
 
     # -- without a store ------------------------------------------------------------------------------
     def _store_gone(self) -> None:
@@ -541,7 +650,7 @@ class Nodes:
         self.store_gone_at = now
         for node in range(self.n):
             self.pending[node] = None  # (the leader may still commit it: not counted as held)
-            self.due[node] = now
+            self.due[node] = now if self.last_held[node] is None else math.inf
             self.targets[node].store_gone = True  # what its own JobTarget finds: its pacing is its own slots
 
     def _own_tick(self, offering: bool) -> None:
@@ -552,31 +661,39 @@ class Nodes:
             if self.due[node] > now:
                 break
             self.seq[node] = max(self.seq[node], self.incarnation << 32) + 1
-            retry = self._own_commit(node, self.seq[node], now)
+            retry = self._own_commit(node, self.seq[node], now, self.version(node, self.seq[node]))
             turns = pacing(self.targets[node].situation(self.configs[node]))[0]  # production's: its own slots
-            self.due[node] = time.time() + (retry if retry is not None else turns)
+            if self.closing and retry is None:  # its last records landed: its uploader exits
+                self.due[node] = math.inf
+            else:
+                self.due[node] = time.time() + (retry if retry is not None else turns)
             if retry is None and self.own_gone_first[node] is None:
                 self.own_gone_first[node] = time.time()
             now = time.time()
 
-    def _own_commit(self, node: int, seq: int, at: float) -> float | None:
+    def _own_commit(self, node: int, seq: int, at: float, version: int | None = None) -> float | None:
         """The node's own commit of its files (real), as of ``at``; the seconds to wait after a refusal."""
         from hf_mpwriter.errors import TargetError
         from hf_mpwriter.targets.base import UploadedFile
 
-        files = [UploadedFile(*entry) for entry in self.files(node, seq % VERSIONS)]
+        version = seq % VERSIONS if version is None else version
+        files = [UploadedFile(*entry) for entry in self.files(node, version)]
         try:
             self.own_target.commit_uploaded(files, f"Upload TensorBoard logs: {len(files)} file(s) of node {node} "
                                                    "(hf_mpwriter, the node's own)")
         except TargetError as exc:
             self.counts["own_refused"] += 1
-            return exc.retry_after if exc.retry_after is not None else 1.0
+            retry = exc.retry_after if exc.retry_after is not None else 1.0
+            if self.closing:  # refused: its last records again after the Hub's Retry-After (the queue's backoff)
+                self.due[node] = time.time() + retry
+            return retry
         self.counts["own_commits"] += 1
         self.own_last[node] = time.time()
         self.waiting_since[node] = self.own_due[node] = None
         self.own_commit_log.append((time.time(), node))
         if not self.held_at[node] >= at:
-            self.held_at[node], self.held_version[node] = at, seq % VERSIONS
+            self.held_at[node], self.held_version[node] = at, version
+        self._last_landed(node, version, time.time(), own=True)
         return None
 
     def ages(self, now: float, since: float) -> list[float]:
@@ -624,7 +741,7 @@ def _pct(values: Sequence[float], q: float) -> float:
 
 def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Path, quiet: bool = False,
         minutes: float | None = None, spread: float = 0.0, commit_s: float = 0.0, upload_s: float = 0.0,
-        skew: float = 0.0, poll_scaled: bool = False, ranks_known: bool = True) -> dict:
+        skew: float = 0.0, poll_scaled: bool = False, ranks_known: bool = True, end_at_kill: bool = False) -> dict:
     from hf_mpwriter.testing import HubServer
     from hf_mpwriter.testing.limits import HubLimits
     from hf_mpwriter.timing import AUDIT_EVERY_S, BUCKET_AUDIT_EVERY_S, LEASE_STALE_S
@@ -761,10 +878,17 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                         store_proc.wait()
                         killed = {"at": time.time(), "plan": sim.plan[0] or plan, "stats": stats_before,
                                   "held_at": list(sim.held_at)}
-                        say(f"killed the store: the nodes go on through the successor store (Hub time: × {scale:g})")
-                    if sim.store_gone_at is not None and all(t is not None for t in sim.own_gone_first):
+                        if end_at_kill:  # the job ends with its store: every node's writers close now
+                            sim.close()
+                        say(f"killed the store: the nodes go on through the successor store (Hub time: × {scale:g})"
+                            + ("; the job ends: every node closing, its last records offered at once" if end_at_kill
+                               else ""))
+                    if end_at_kill:
+                        if killed and all(t is not None for t in sim.last_held):
+                            break
+                    elif sim.store_gone_at is not None and all(t is not None for t in sim.own_gone_first):
                         break
-                    if sim.moved_at is not None and all(t is not None for t in sim.moved_first):
+                    elif sim.moved_at is not None and all(t is not None for t in sim.moved_first):
                         break
                 time.sleep(max(0.0, TICK_S - (time.time() - now)))
             # the end: no new offers; the answers of those pending are awaited (one OFFER_WAIT_S)
@@ -807,7 +931,7 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
     per_round_rt = [r["rt"] for r in measured]
     out: dict[str, Any] = {
         "kind": kind, "nodes": nodes, "ranks": ranks, "scale": scale, "scenario": scenario, "skew": skew,
-        "poll_scaled": poll_scaled,
+        "poll_scaled": poll_scaled, "end_at_kill": end_at_kill,
         "plan": plan, "told_bound": sim.told_bound, "wall_s": time.monotonic() - wall0, "counts": dict(sim.counts),
         "readback": readback,
         "dup_commits": commits_dup, "limits_hit": {k: v for k, v in stats_end["limits_hit"].items() if v},
@@ -876,6 +1000,22 @@ def run(kind: str, nodes: int, ranks: int, scale: float, scenario: str, tmp: Pat
                             if v - killed["stats"]["limits_hit"].get(k, 0)}
         out["drain_api"] = sum(api_requests(stats_end, killed["stats"]).values())
         out["leader_commits_after_kill"] = sum(1 for r in rounds if r["files"] and r["t"] > gone)
+        out["own_commits_after_kill"] = sum(1 for t, _ in sim.own_commit_log if t > gone)
+        after_kill = sorted(r["t"] for r in rounds if r["files"] and r["t"] > gone)  # (a round's end: its commit's answer)
+        out["leader_first_after_kill_s"] = (after_kill[0] - gone) * scale if after_kill else math.inf
+        out["leader_last_after_kill_s"] = (after_kill[-1] - gone) * scale if after_kill else math.inf
+        out["moved_after_s"] = (sim.moved_at - gone) * scale if sim.moved_at is not None else math.inf
+        if end_at_kill:
+            held = [t for t in sim.last_held if t is not None]
+            out["last_nodes"] = len(held)
+            out["last_own"] = sum(sim.last_own)
+            out["last_real_s"] = max(held) - gone if len(held) == nodes else math.inf
+            out["last_s"] = out["last_real_s"] * scale
+            out["last_p50_s"] = _pct([t - gone for t in held], 0.5) * scale
+            # the commits after the kill in any sliding Hub-hour (the Hub's 128 a repository)
+            stamps = sorted([r["t"] for r in rounds if r["files"] and r["t"] > gone]
+                            + [t for t, _ in sim.own_commit_log if t > gone])
+            out["commits_hour_max"] = max((sum(1 for u in stamps if s <= u < s + 3600 / scale) for s in stamps), default=0)
     return out
 
 
@@ -894,7 +1034,7 @@ def _read_back(kind: str, hub: Any, sim: Nodes) -> dict:
             for entry in sim.files(node, v):
                 expected[entry[0]] = v
                 if p is not None:
-                    offered[entry[0]] = p["seq"] % VERSIONS
+                    offered[entry[0]] = p["version"]
     paths = sorted(expected)
     infos: dict[str, Any] = {}
     for i in range(0, len(paths), 500):
@@ -977,9 +1117,16 @@ def main() -> int:
     parser.add_argument("--ranks-unknown", action="store_true",
                         help="the nodes' settings say nothing of their ranks (LOCAL_WORLD_SIZE lost on the way to the "
                              "uploader, as before issue 46): their start pacing counts one file a node")
+    parser.add_argument("--end-at-kill", action="store_true",
+                        help="kill-store only: the job ends at the kill, as a torchrun job whose store's host died does: "
+                             "every node's writers close, and each node offers its last records at once with "
+                             "\"last\": true once it moved (see END AT KILL above; default: the nodes go on offering at "
+                             "their plan's slots)")
     parser.add_argument("--json", type=Path, default=None, help="also write every row's raw numbers here")
     parser.add_argument("--_leader", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.end_at_kill and args.scenario != "kill-store":
+        parser.error("--end-at-kill is an option of --scenario kill-store")
     if args._leader:
         leader_main(json.loads(args._leader))
         return 0
@@ -995,7 +1142,8 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
                 r = run(kind, nodes, args.ranks, scale, args.scenario, Path(tmp), minutes=args.minutes,
                         spread=args.spread, commit_s=args.commit_s, upload_s=args.upload_s, skew=args.skew,
-                        poll_scaled=args.poll_scaled, ranks_known=not args.ranks_unknown)
+                        poll_scaled=args.poll_scaled, ranks_known=not args.ranks_unknown,
+                        end_at_kill=args.end_at_kill)
             results.append(r)
             print(json.dumps({k: (str(v) if k == "plan" else v) for k, v in r.items()}), flush=True)
     if args.json:
@@ -1057,6 +1205,18 @@ def main() -> int:
                 what = (f"node 0 led first and could not reach the Hub; the first commit {r['first_commit_real_s']:.1f} s "
                         f"real after the start (the unscaled hand-over and LEASE_STALE_S), by node(s) "
                         f"{r['committing_nodes']}; then as steady (see the table above)")
+            elif r.get("end_at_kill"):
+                where = (f"moved to the successor store {_fmt_s(r['moved_after_s'])} after the kill "
+                         f"({r['moved_after_s'] / sc:.1f} s real)" if r["moved"]
+                         else "found no successor store: each committed itself")
+                what = (f"the job ended at the kill; every node {where}; {r['last_nodes']}/{r['nodes']} nodes' last records "
+                        f"at the target, the last **{_fmt_s(r['last_s'])}** after the kill ({r['last_real_s']:.1f} s real; "
+                        f"p50 {_fmt_s(r['last_p50_s'])}), {r['last_own']} of them by the node's own commit; the leader's "
+                        f"first commit after the kill {_fmt_s(r['leader_first_after_kill_s'])}, its last "
+                        f"{_fmt_s(r['leader_last_after_kill_s'])}; after the kill: "
+                        f"the leader's commits {r['leader_commits_after_kill']}, the nodes' own commits "
+                        f"{r['own_commits_after_kill']} (at most {r['commits_hour_max']} in any Hub-hour), Hub API "
+                        f"requests {r['drain_api']}, 429s {r['drain_429'] or 'none'}")
             else:
                 how = ("had their files committed by the leader on the successor store" if r["moved"] else
                        "committed themselves (each at once, then after the Hub's Retry-After)")
@@ -1064,7 +1224,8 @@ def main() -> int:
                         f"Hub API requests while draining {r['drain_api']}; 429s {r['drain_429'] or 'none'}; the "
                         f"leader's commits after the kill {r['leader_commits_after_kill']}")
             rb = r["readback"]
-            rows.append([r["kind"], r["nodes"], r["scenario"], f"{sc:g}", what,
+            rows.append([r["kind"], r["nodes"], r["scenario"] + (" --end-at-kill" if r.get("end_at_kill") else ""),
+                         f"{sc:g}", what,
                          f"{rb['ok']}/{rb['files']} ok, lost {rb['lost']}, stale {rb['stale']}, torn {rb['torn']}, "
                          f"newer than answered {rb['unanswered']}"
                          + (f", commits naming a path twice {r['dup_commits']}" if r["dup_commits"] is not None else ""),
@@ -1080,6 +1241,12 @@ def _missed(r: dict) -> list[str]:
     """The limits a row misses: issue 32's and 37's "Done when" (the Hub's limits, nothing lost, a stated age)."""
     rb, plan, sc = r["readback"], r["plan"], r["scale"]
     out = [f"read back: {rb}"] if rb["lost"] or rb["stale"] or rb["torn"] else []
+    if r["scenario"] == "kill-store" and r.get("end_at_kill"):
+        if r["last_nodes"] < r["nodes"]:
+            out.append(f"{r['nodes'] - r['last_nodes']} of {r['nodes']} nodes' last records not at the target")
+        if r["drain_429"]:  # the job's end within the Hub's limits
+            out.append(f"the Hub's limits hit after the kill: {r['drain_429']}")
+        return out
     if r["scenario"] == "kill-store":
         return out + ([f"{r['drained_nodes']} of {r['nodes']} nodes drained"] if r["drained_nodes"] < r["nodes"] else [])
     if r["api_5min_with_nodes"] > 500:
