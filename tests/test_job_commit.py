@@ -755,7 +755,7 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_the_successor_and_stay_the
         terms = nodes[0].store.add("terms", 0)
         wait_for(lambda: first.own.add("terms", 0) >= terms, 10, "the successor store to hold the job's terms")
         os.kill(proc.pid, signal.SIGSTOP)
-        wait_for(lambda: all(node.store.silent_for() >= timing.store_lost for node in nodes), 30,
+        wait_for(lambda: all(node.store.silent_for() >= timing.store_lost for node in nodes), 90,
                  "every node's calls to have failed for a while")  # (their leader threads keep asking)
         assert not nodes[0].store.gone()  # the scenario: something listens there, nothing answers
         oids = _commit_together(nodes, [_pieces(tmp_path / f"node-{k}", k, 5000) for k in range(3)], when_due=True)
