@@ -42,6 +42,7 @@ from upload_helpers import (
     writer_env,
 )
 
+from hf_mpwriter.cli.status import collect
 from hf_mpwriter.errors import ConfigurationError
 
 # Skipped without importing lightning: importing it takes seconds, paid by every xdist worker that
@@ -230,6 +231,10 @@ def test_a_ddp_job_killed_after_a_checkpoint_and_relaunched_from_last_is_one_ver
     assert (version / ".hf_mpwriter" / "lightning-ended").is_file(), "fit returned: the version's attempt ended"
     copy = _hub_copy(hub, repo, tmp_path / "remote")
     assert local_event_files(copy / "demo" / "version_0") == local_event_files(version), "every record is at the Hub"
+    # Each rank's hp_metric (no step: step 0) again at the relaunch's start, after the job run holds step 0, was
+    # counted late ("2 late values left out", issue 69); the relaunch leaves it out (writer/repeats.py).
+    view = collect(version)["job_view"]
+    assert view["late"] == 0 and view["newest_step"] == {"0": 29, "1": 29}, view
     # Lightning logs a batch's metrics at the step before its global step, and the checkpoint of global
     # step 20 is saved before batch 20's metrics are logged (step 19); resumed from it, Lightning counts
     # batch 20 done (RESTARTED_ON_TRAIN_BATCH_END) and logs the next one at step 20: attempt 1's steps
