@@ -1,8 +1,9 @@
 """Screenshots of a big job as its users see it in stock TensorBoard (headless Chromium), for the docs.
 
 1. ``job-view-default.png``: ``hf-mpwriter view`` on a big job's copy at the test Hub, as it opens by default:
-   the job run alone. The job is ``scripts/bench_view.py``'s (``--view-ranks`` rank runs, default 1,024 nodes x 8
-   ranks = 8,192, of small real event files, and a job run), committed to an in-process ``HubServer``; ``view``
+   the job run alone. The job is laid out and committed as ``scripts/bench_view.py``'s (``--view-ranks`` rank runs,
+   default 1,024 nodes x 8 ranks = 8,192, of small real event files, and a job run of each step's mean: see
+   :func:`big_job`), to an in-process ``HubServer``; ``view``
    runs as a user runs it (``hf-mpwriter view hf://bench/view/tensorboard/job --port P``, TensorBoard reading
    ``hf://`` through huggingface_hub), and its page is shot once the job run's scalars are served.
 2. ``job-run-percentiles.png``: the job run's Custom Scalars tab (each tag's mean in its min-max band, and the
@@ -10,7 +11,7 @@
    processes (``HFSummaryWriter``, ``WORLD_SIZE``/``RANK``, a local target) whose uploader writes the job run;
    rank ``--diverging`` diverges from step ``--diverge-at`` on. Viewed with ``hf-mpwriter view <logdir>``.
 3. ``job-run-extreme-ranks.png``: the same job run's Text tab, ``~job/extreme_ranks``: each step's min and max
-   rank and the ranks above p99.
+   rank and, from 100 ranks on (below, p99 is the max itself), the ranks above p99.
 
 Run: ``python scripts/screenshots.py [--out docs/images] [--view-ranks 8192] [--ranks 32] [--steps 120]``
 (``--only view`` or ``--only percentiles`` for one part). Needs Chromium at ``/usr/bin/chromium`` (Debian:
