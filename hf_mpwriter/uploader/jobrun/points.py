@@ -57,11 +57,6 @@ def value_from_json(key: str, value: object) -> Value:
     return Buckets.from_list(cast(list, value))
 
 
-def merge(a: Point, b: Point) -> Point:
-    """Two points of one tag and step, of disjoint ranks, as one."""
-    return merge_all((a, b))
-
-
 def merge_all(points: Sequence[Point]) -> Point:
     """Points of one tag and step, of disjoint ranks, as one (a scalar's at once: :meth:`Stats.merged`)."""
     if all(isinstance(p, Stats) for p in points):
