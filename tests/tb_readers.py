@@ -56,8 +56,13 @@ def _server_binary() -> str:
         raise ImportError(f"TensorBoard's data server is not available: {e}") from e
 
 
-def default_reader_scalars(logdir: str | os.PathLike[str], timeout: float = 60) -> Scalars:
-    """Scalars as TensorBoard's default reader (the Rust data server) shows them.
+def default_reader_texts(logdir: str | os.PathLike[str], timeout: float = 60) -> dict[str, dict[str, list[tuple[int, str]]]]:
+    """Texts as TensorBoard's default reader (the Rust data server) shows them: ``run -> tag -> [(step, text)]``."""
+    return default_reader_scalars(logdir, timeout, texts=True)  # type: ignore[return-value]
+
+
+def default_reader_scalars(logdir: str | os.PathLike[str], timeout: float = 60, texts: bool = False) -> Scalars:
+    """Scalars (``texts``: the texts) as TensorBoard's default reader (the Rust data server) shows them.
 
     Started as ``SubprocessServerDataIngester`` starts it (``--port 0`` and a port file), but with
     ``--reload once`` and ``scalars=all`` (TensorBoard keeps 1000 per tag); loading is finished when its
@@ -73,7 +78,7 @@ def default_reader_scalars(logdir: str | os.PathLike[str], timeout: float = 60) 
     with tempfile.TemporaryDirectory(prefix="tb_data_server_") as tmp:
         port_file, log_file = os.path.join(tmp, "port"), os.path.join(tmp, "stderr")
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # RUST_LOG would override -v
-        args = [binary, f"--logdir={os.fspath(logdir)}", "--reload=once", "--samples-per-plugin=scalars=all",
+        args = [binary, f"--logdir={os.fspath(logdir)}", "--reload=once", "--samples-per-plugin=scalars=all,text=all",
                 "--port=0", f"--port-file={port_file}", "--die-after-stdin", "--verbose"]
         with open(log_file, "wb") as log:
             proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, env=env)
@@ -84,6 +89,10 @@ def default_reader_scalars(logdir: str | os.PathLike[str], timeout: float = 60) 
             with grpc.insecure_channel(f"localhost:{port}") as channel:
                 provider = grpc_provider.GrpcDataProvider(f"localhost:{port}", grpc_provider.make_stub(channel))
                 ctx, plugin = context.RequestContext(), scalar_metadata.PLUGIN_NAME
+                if texts:
+                    tensors = provider.read_tensors(ctx, experiment_id="", plugin_name="text", downsample=_ALL)
+                    return {run: {tag: [(d.step, d.numpy.item().decode()) for d in data] for tag, data in tags.items()}
+                            for run, tags in tensors.items()}
                 # No run_tag_filter: every run and every tag of the scalars plugin.
                 series = provider.read_scalars(ctx, experiment_id="", plugin_name=plugin, downsample=_ALL)
                 return {run: {tag: [(d.step, float(d.value)) for d in data] for tag, data in tags.items()}

@@ -310,6 +310,50 @@ def test_a_new_leader_takes_up_where_the_last_stopped_and_no_step_is_written_twi
     assert {value for _, value in scalar_points(events, "~job/loss/ranks")} == {4.0}
 
 
+def test_a_node_that_is_not_the_leaders_says_its_lost_steps_in_its_own_file_of_the_job_run(tmp_path, job_nodes, store):
+    """A job of two nodes resumed on new machines: node 1's ranks lost steps 28-39. Node 1 does not write the job
+    run's points (node 0 leads), but its uploader hands its finds to its job run all the same: they land in its own
+    file of the job run, and the job run at the target (both nodes' files) shows each rank's lost steps at the
+    restart step, and every point once, in TensorBoard's default reader."""
+    from tb_readers import default_reader_scalars, default_reader_texts
+
+    from hf_mpwriter.config import UploadConfig
+    from hf_mpwriter.state.lost import Lost
+    from hf_mpwriter.uploader.jobrun.driver import JobRunDriver
+
+    clock = _Clock()
+    views, writers = job_nodes(2, 2, clock)
+    jobs, exchanges = _exchanges(store, views)
+    jobs[0].leader.leading, jobs[1].leader.leading = True, False
+    for step in range(40, 50):
+        for rank, writer in enumerate(writers):
+            _log(writer, step, float(rank * 10 + step))
+    for _ in range(2):
+        for k in (0, 1):
+            views[k].update()
+            exchanges[k].round(final=False)
+    lost = [Lost("rank-002", 27, 40), Lost("rank-003", 27, 40)]
+    driver = JobRunDriver(views[1].logdir, UploadConfig.for_local(tmp_path / "mirror", prefix="logs", logdir=views[1].logdir),
+                          lambda: None, lambda what, fn, *a: fn(*a), signalled=lambda: False)
+    driver.view, driver.exchange = views[1], exchanges[1]  # (node 1's, as its start makes them in a job with a store)
+    driver.say_lost(lost)
+    driver.say_lost(lost)  # (each cycle hands them in again)
+    for k in (0, 1):
+        views[k].update()
+        exchanges[k].round(final=False)
+        exchanges[k].close()
+        views[k].close()
+    run = tmp_path / "target" / "job"
+    run.mkdir(parents=True)
+    for k in range(2):
+        for path in (views[k].logdir / "job").glob("*tfevents*"):
+            (run / path.name).write_bytes(path.read_bytes())
+    texts = default_reader_texts(run.parent)["job"]
+    said = {tag: [step for step, _ in values] for tag, values in texts.items() if "lost_steps" in tag}
+    assert said == {"~job/lost_steps/rank-002/text_summary": [40], "~job/lost_steps/rank-003/text_summary": [40]}, texts
+    assert [step for step, _ in default_reader_scalars(run.parent)["job"]["loss"]] == list(range(40, 50))
+
+
 def test_a_node_ending_after_the_leaders_node_sends_its_last_points_until_it_leads_and_writes_them(
         tmp_path, job_nodes, store):
     """Node 0 leads and ends first: its last round cannot write the steps node 1 has not sent yet. Node 1

@@ -403,12 +403,74 @@ def test_a_target_that_cannot_list_holds_no_record_back_and_is_asked_again_after
     later.close()
 
 
+def test_in_a_job_of_many_nodes_each_node_looks_at_its_turn_at_its_own_runs_folders_only(tmp_path):
+    """A resumed job of 1,024 nodes on new machines: every node would list the target at once. Node 30 looks only
+    after its turn (25 nodes a window of 5 minutes), and then lists the folders of its restarted runs, nothing else;
+    where one listing fails, what the others found is kept (``status``) and the failed one is asked again later."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from tensorboardX import SummaryWriter
+
+    from hf_mpwriter.config import UploadConfig
+    from hf_mpwriter.errors import TargetError
+    from hf_mpwriter.state import lost as lost_mod
+    from hf_mpwriter.state.lost import note_resumed
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.uploader.commit_cycle import Committer
+    from hf_mpwriter.uploader.lost_steps import look_turn
+
+    assert [look_turn(node, 1024) for node in (0, 24, 25, 1023)] == [0.0, 0.0, 300.0, 40 * 300.0]
+    assert look_turn(30, 1) == 0.0
+    logdir, mirror = tmp_path / "logs", tmp_path / "mirror"
+    for rank in (0, 1):
+        old = SummaryWriter(str(mirror / "logs" / f"rank-{rank:03d}"), filename_suffix=".first")  # (at the target)
+        for step in range(28):
+            old.add_scalar("loss", 1.0, step)
+        old.close()
+        writer = SummaryWriter(str(logdir / f"rank-{rank:03d}"))
+        writer.add_scalar("loss", 2.0, 40)
+        writer.close()
+        note_resumed(logdir, f"rank-{rank:03d}", 40)
+    config = dataclasses.replace(UploadConfig.for_local(mirror, prefix="logs", logdir=logdir), nodes=1024, node_rank=30)
+    listed: list[tuple[float, str]] = []
+    now = SimpleNamespace(t=1000.0)
+
+    def call(what, fn, *args, nbytes=0):
+        if what == "list":
+            listed.append((now.t, args[0]))
+            if len(listed) == 2:
+                raise TargetError("the listing did not answer within its bound", transient=True, timed_out=True)
+        return fn(*args)
+
+    committer = Committer(logdir, config, target_for(config), None, call=call)
+    committer.clock = SimpleNamespace(time=lambda: now.t, monotonic=lambda: now.t)  # type: ignore[assignment]
+    committer.cycle()
+    now.t += 299.0
+    committer.cycle()
+    assert listed == []  # not before its turn
+    now.t += 1.0
+    committer.cycle()
+    assert listed == [(1300.0, "rank-000"), (1300.0, "rank-001")]  # the scenario: the second listing failed
+    kept = lost_mod.decode(committer.queue.get_meta(lost_mod.LOST_META))
+    assert [(lost.run, lost.after, lost.restart) for lost in kept] == [("rank-000", 27, 40)]
+    now.t += 120.0
+    committer.cycle()
+    assert [run for _, run in listed] == ["rank-000", "rank-001", "rank-001"]
+    kept = lost_mod.decode(committer.queue.get_meta(lost_mod.LOST_META))
+    assert [(lost.run, lost.after, lost.restart) for lost in kept] == [("rank-000", 27, 40), ("rank-001", 27, 40)]
+    committer.close()
+
+
 def test_the_job_run_says_a_resumed_runs_lost_steps_once_at_its_restart_step(tmp_path):
-    """The steps a resume on a new machine lost are said in the job run too (``~job/lost_steps``, a text at the run's
-    restart step), once: again neither within the uploader nor by the next uploader (the job run's state keeps it).
-    Read back with TensorBoard's plugin reader, after points at later steps."""
+    """The steps a resume on a new machine lost are said in the job run too (``~job/lost_steps/<run>``, a text at the
+    run's restart step), once: again neither within the uploader nor by the next uploader (the job run's state keeps
+    it). Two ranks restarted at one step: TensorBoard's default reader shows both (it keeps one value of a tag a step),
+    after points at later steps."""
+    from tb_readers import default_reader_texts
+
     from hf_mpwriter.state.lost import Lost
-    from hf_mpwriter.uploader.jobrun.runfile import RUN_DIR, JobRun
+    from hf_mpwriter.uploader.jobrun.runfile import JobRun
     from hf_mpwriter.uploader.jobrun.stats import Stats
 
     logdir = tmp_path / "logs"
@@ -422,12 +484,13 @@ def test_the_job_run_says_a_resumed_runs_lost_steps_once_at_its_restart_step(tmp
     again = JobRun(logdir)
     again.load(state)
     again.say_lost(lost)  # (the next uploader, from the state)
-    again.say_lost([*lost, Lost("rank-000", 30, 41)])
+    again.say_lost([*lost, Lost("rank-000", 30, 40)])
     again.close()
-    texts = plugin_accumulator(logdir / RUN_DIR).Tensors("~job/lost_steps/text_summary")  # (a text tag, as tensorboardX names it)
-    said = [(e.step, e.tensor_proto.string_val[0].decode()) for e in texts]
-    assert [step for step, _ in said] == [40, 41], said
-    assert "'rank-001' lost steps 28 to 39" in said[0][1] and "'rank-000' lost steps 31 to 40" in said[1][1], said
+    (said,) = default_reader_texts(logdir).values()
+    assert {tag: [step for step, _ in texts] for tag, texts in said.items() if "lost" in tag} == {
+        "~job/lost_steps/rank-001/text_summary": [40], "~job/lost_steps/rank-000/text_summary": [40]}, said
+    assert "'rank-001' lost steps 28 to 39" in said["~job/lost_steps/rank-001/text_summary"][0][1]
+    assert "'rank-000' lost steps 31 to 39" in said["~job/lost_steps/rank-000/text_summary"][0][1]
 
 
 def test_the_uploaders_job_run_takes_the_lost_steps_where_it_writes_one(tmp_path):
@@ -452,6 +515,6 @@ def test_the_uploaders_job_run_takes_the_lost_steps_where_it_writes_one(tmp_path
         driver.update(final=True)
         driver.say_lost([Lost("rank-000", 27, 40)])
         driver.close()
-        said = plugin_accumulator(logdir / RUN_DIR).Tensors("~job/lost_steps/text_summary") if ranks > 1 else []
+        said = plugin_accumulator(logdir / RUN_DIR).Tensors("~job/lost_steps/rank-000/text_summary") if ranks > 1 else []
         assert [e.step for e in said] == ([40] if ranks > 1 else []), ranks
         assert ranks > 1 or not (logdir / RUN_DIR).exists()

@@ -49,7 +49,7 @@ from ..state.upload_error import ErrorKind
 from ..targets import Target
 from .audit import Audit
 from .cycle_terms import Clock, Progress, TargetCall, backoff
-from .lost_steps import LostSteps
+from .lost_steps import LostSteps, look_turn
 from .schedule import LOCAL_RETRY_S
 from .snapshot import Scanner
 
@@ -84,7 +84,8 @@ class Committer(Audit):
         #: Hub's ``Retry-After``): an uploader draining its last records keeps trying until then at least.
         self.held_until = 0.0
         self.lost = LostSteps(self.logdir)
-        self._lost_failures, self._lost_retry_at = 0, 0.0  # (:meth:`_look_for_lost`)
+        self._lost_failures = 0
+        self._lost_retry_at: float | None = None  # (:meth:`_look_for_lost`; ``None``: this node's turn not drawn yet)
 
     @property
     def queue(self) -> JobQueue:
@@ -193,28 +194,30 @@ class Committer(Audit):
 
     def _look_for_lost(self) -> None:
         """A resumed run whose earlier attempt's disk is gone: the steps it lost, found at the target and kept in the
-        queue's meta (``status``, a closing writer). A target that fails is asked again next cycle. Not in a job of
-        several nodes: a listing each would spend the job's Hub requests (1,024 at once at a 1,024-node start,
-        against 1,000 per 5 minutes), the job's own calls would be refused. A look that fails is made again after a
-        backoff that doubles (a Hub that never answers costs one bounded call per backoff, not one per cycle)."""
-        if self.config.nodes > 1 or self.clock.monotonic() < self._lost_retry_at:
+        queue's meta (``status``, a closing writer). In a job of several nodes each node looks at its turn
+        (:func:`~.lost_steps.look_turn`), so that the job's looks keep within its share of the Hub's requests. A look
+        that fails is made again after a backoff that doubles (a Hub that never answers costs one bounded call per
+        backoff, not one per cycle)."""
+        now = self.clock.monotonic()
+        if self._lost_retry_at is None:
+            self._lost_retry_at = now + look_turn(self.config.node_rank, self.config.nodes)
+        if now < self._lost_retry_at:
             return
         if self.lost.found is None:  # (an earlier uploader's finds are not said again, nor its looks made again)
             self.lost.found = lost_mod.decode(self.queue.get_meta(lost_mod.LOST_META))
             self.lost.looked |= lost_mod.decode_looked(self.queue.get_meta(lost_mod.LOOKED_META))
         files = [rel for rel, _ in self.scanner.files()]
-        looked = len(self.lost.looked)
+        found, looked = len(self.lost.found or []), len(self.lost.looked)
         try:
-            new = self.lost.look(files, lambda: self._call("list", self.target.listing, "."),
-                                 lambda path: self._call("read", self.target.read, path))
+            self.lost.look(files, lambda run: self._call("list", self.target.listing, run),
+                           lambda path: self._call("read", self.target.read, path))
+            self._lost_failures = 0
         except (TargetError, NotImplementedError, OSError) as exc:
             self._lost_failures += 1
-            self._lost_retry_at = self.clock.monotonic() + min(3600.0, 30.0 * 2 ** min(self._lost_failures, 7))
+            self._lost_retry_at = now + min(3600.0, 30.0 * 2 ** min(self._lost_failures, 7))
             logger.info("a resumed run's earlier files at the target not read yet: %s", redact(str(exc), self._token))
-            return
-        self._lost_failures = 0
-        if new:
-            self.queue.set_meta(lost_mod.LOST_META, lost_mod.encode(self.lost.found))
+        if len(self.lost.found or []) != found:  # (the finds before a failure are kept too)
+            self.queue.set_meta(lost_mod.LOST_META, lost_mod.encode(self.lost.found or []))
         if len(self.lost.looked) != looked:  # (after the finds: a crash between looks again, never forgets one)
             self.queue.set_meta(lost_mod.LOOKED_META, lost_mod.encode_looked(self.lost.looked))
 

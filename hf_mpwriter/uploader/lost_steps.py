@@ -21,8 +21,21 @@ from ..state.lost import Lost
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
+#: Nodes of a job that look for their lost steps in one of the Hub's 5-minute API windows. A node lists one folder per
+#: restarted run (8 for 8 ranks): 25 nodes spend about 200 requests a window, half the plan's default 400, so that the
+#: job stays within twice its plan (docs/guarantees.md); 1,024 nodes have all looked within 41 windows (3.4 h).
+LOOKS_PER_WINDOW = 25
+#: The Hub's window for API requests, in seconds.
+API_WINDOW_S = 300.0
+
 #: A restart point is among a file's first records (its ``file_version``, then the ``START``).
 HEAD_RECORDS = 4
+
+
+def look_turn(node_rank: int, nodes: int) -> float:
+    """Seconds after its uploader starts that node ``node_rank`` of ``nodes`` may look: the job's nodes take turns,
+    :data:`LOOKS_PER_WINDOW` at a time (a resumed job's nodes all start together)."""
+    return 0.0 if nodes <= 1 else (max(0, node_rank) // LOOKS_PER_WINDOW) * API_WINDOW_S
 
 
 def restart_point(path: Path) -> int | None:
@@ -87,19 +100,19 @@ class LostSteps:
         self.looked: set[tuple[str, int]] = set()  # (run, restart) of each run looked at
         self._heads: dict[str, int | None] = {}
 
-    def look(self, files: list[str], listing: Callable[[], list[str]], read: Callable[[str], bytes]) -> list[Lost]:
-        """The newly found (each said once in the uploader's log); ``listing`` and ``read`` are the target's, and
-        raise as it does: what was not looked at is looked at again next time."""
+    def look(self, files: list[str], listing: Callable[[str], list[str]], read: Callable[[str], bytes]) -> list[Lost]:
+        """The newly found (each said once in the uploader's log); ``listing`` (of a folder) and ``read`` are the
+        target's, and raise as it does: what was not looked at is looked at again next time. Only a restarted run's
+        folder is listed: one request a run, whatever else the target holds."""
         runs = {run: restart for run, restart in restarted_runs(files, self.logdir, self._heads).items()
                 if (run, restart) not in self.looked}
-        if not runs:
-            return []
-        remote, local, new = listing(), set(files), []
-        for run, restart in sorted(runs.items()):
-            found = lost_in_run(run, restart, local, remote, read)
-            if found is not None and found not in (self.found or []):
+        local, new = set(files), []
+        self.found = self.found or []
+        for run, restart in sorted(runs.items()):  # (each find kept before the next call: a failure keeps it)
+            found = lost_in_run(run, restart, local, listing(run), read)
+            if found is not None and found not in self.found:
                 logger.warning("%s; nothing can bring them back (docs/guarantees.md: what bounds such a loss)", found.text())
                 new.append(found)
+                self.found.append(found)
             self.looked.add((run, restart))
-        self.found = [*(self.found or []), *new]
         return new

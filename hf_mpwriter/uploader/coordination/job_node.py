@@ -343,6 +343,9 @@ class JobNode(Target):
     def read(self, path: str) -> bytes:
         return self.inner.read(path)
 
+    def listing(self, folder: str) -> list[str]:
+        return self.inner.listing(folder)
+
     def local_reads(self, pieces: Sequence[Piece]) -> int:
         return self.inner.local_reads(pieces)
 

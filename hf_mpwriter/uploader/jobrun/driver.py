@@ -102,9 +102,10 @@ class JobRunDriver:
         return 0
 
     def say_lost(self, found: Sequence[Lost]) -> None:
-        """Steps resumed runs lost with an earlier attempt's disk (a single node's: :mod:`..lost_steps`), in the job
-        run where this node writes one (two ranks or more: a lone rank has none)."""
-        if self.view is not None and self.exchange is None and len(self.view.newest) >= 2 and found:
+        """Steps this node's resumed runs lost with an earlier attempt's disk (:mod:`..lost_steps`), in the job run
+        where the job has one: a node of a job with a store writes them in its own file of the job run (the
+        leader's node writes the points), a lone node where two ranks or more make one."""
+        if self.view is not None and (self.exchange is not None or len(self.view.newest) >= 2) and found:
             try:
                 self.view.say_lost(found)
             except OSError as exc:  # (a full disk: said again at the next cycle)

@@ -130,14 +130,17 @@ class JobRun:
         return [(f"{GROUP}/lag_s", float(worst.lag))]
 
     def say_lost(self, found: Sequence[Lost]) -> None:
-        """``~job/lost_steps``: each rank run's steps lost with an earlier attempt's disk, a text at its restart step,
-        said once (:mod:`hf_mpwriter.uploader.lost_steps` finds them)."""
+        """``~job/lost_steps/<run>``: each rank run's steps lost with an earlier attempt's disk, a text at its restart
+        step, said once (:mod:`hf_mpwriter.uploader.lost_steps` finds them). A tag per run: TensorBoard's default
+        reader keeps one value of a tag per step, and a job's ranks restart at the same step, from several nodes'
+        files."""
         new = [lost for lost in found if (lost.run, lost.after, lost.restart) not in self.lost_said]
         if not new:
             return
         writer = self._open()
         for lost in new:
-            writer.add_serialized(text_event(f"{GROUP}/lost_steps", lost.text(), lost.restart, time.time()))
+            tag = f"{GROUP}/lost_steps" + ("" if lost.run == "." else f"/{lost.run}")
+            writer.add_serialized(text_event(tag, lost.text(), lost.restart, time.time()))
             self.lost_said.add((lost.run, lost.after, lost.restart))
         writer.flush()
 
