@@ -292,3 +292,18 @@ def test_status_waits_a_few_seconds_at_most_for_a_hub_that_does_not_answer_whoam
     assert stuck.hits == 1  # the scenario: status asked, and the Hub did not answer
     assert "test-user" not in json.loads(out)["target"]["description"] and took < WHOAMI_WAIT_S + 10, took
     hub.clear_faults()
+
+
+def test_status_in_a_users_process_leaves_huggingface_hubs_client_as_it_is(hub, monkeypatch):
+    """``status``'s reading (``collect``) may run in a user's process: naming a repository in the token's namespace
+    asks the Hub's ``whoami`` without giving huggingface_hub's process-wide client the uploader's timeouts."""
+    from hf_mpwriter.cli import status
+    from hf_mpwriter.targets import hub_client
+
+    configured: list = []
+    monkeypatch.setattr(hub_client, "configure_process_client", lambda *a, **k: configured.append(a))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    status._in_namespace.cache_clear()
+    assert status._in_namespace("s6", hub.endpoint) == "test-user/s6"  # (the scenario: whoami was asked)
+    assert configured == []
+

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import config as config_mod
-from .. import environment
 from ..errors import ConfigurationError
 from ..state import lost as lost_mod
 from ..state.election import uploader_info, uploader_state
@@ -164,11 +163,8 @@ def _in_namespace(repo_id: str, endpoint: str | None) -> str | None:
     try:
         from huggingface_hub import HfApi, get_token
 
-        from ..targets.hub_client import configure_process_client
-
-        if get_token() is None:
+        if get_token() is None:  # (huggingface_hub's client is left as it is: ``collect`` may run in a user's process)
             return None
-        configure_process_client(environment.read().http_timeout)
         until = time.monotonic() + WHOAMI_WAIT_S  # (status never waits on a Hub that does not answer)
         name = call_in_thread("hf_mpwriter-whoami", lambda: HfApi(endpoint=endpoint or None).whoami(),
                               lambda: until - time.monotonic()).get("name")
