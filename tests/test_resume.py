@@ -371,7 +371,10 @@ def test_a_target_that_cannot_list_holds_no_record_back_and_is_asked_again_after
 
     answers = [False]
 
+    calls: list[str] = []
+
     def call(what, fn, *args, nbytes=0):
+        calls.append(what)
         if what == "list":
             listings.append(now.t)
             if not answers[0]:
@@ -388,9 +391,14 @@ def test_a_target_that_cannot_list_holds_no_record_back_and_is_asked_again_after
         now.t += seconds
         committer.cycle()
     assert len(listings) == 1, listings  # not asked again at each cycle
+    more = SummaryWriter(str(logdir / "rank-000"), filename_suffix=".more")  # (a record to send in the retry's cycle)
+    more.add_scalar("loss", 1.0, 41)
+    more.close()
     now.t += 120.0
+    calls.clear()
     committer.cycle()
     assert len(listings) == 2 and listings[1] - listings[0] >= 60.0, listings
+    assert calls.index("list") > calls.index("commit"), calls  # a failed look holds up no send again: after it
     answers[0] = True
     now.t += 240.0
     committer.cycle()

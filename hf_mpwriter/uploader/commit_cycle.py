@@ -157,7 +157,9 @@ class Committer(Audit):
             return progress
         if self._generation is None:  # the queue could not be written at start (disk full): take it over now
             self._generation = self.queue.new_generation()
-        self._look_for_lost()  # (before the send: a closing writer's report, which waits for that send, says it)
+        look_first = self._lost_failures == 0  # (a look that failed holds up no send again: it comes after)
+        if look_first:
+            self._look_for_lost()  # (before the send: a closing writer's report, which waits for that send, says it)
         key = self.target.key
         job = self.queue.unfinished(key)
         try:
@@ -188,6 +190,8 @@ class Committer(Audit):
             progress.error, progress.local_error = text, True
         if not progress.local_error:
             self._queue_errors_said.clear()  # the queue works: an error of it is news again
+        if not look_first:
+            self._look_for_lost()
         job = self.queue.unfinished(key)
         progress.pending_bytes = job.bytes if job else 0
         return progress
