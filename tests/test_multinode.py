@@ -634,14 +634,13 @@ def test_nodes_write_their_own_files_into_one_bucket(tmp_path):
         assert committed_and_checked(tmp_path / f"node-{node}" / "logs")
 
 
-def _node_writer(k: int, nodes: int, port: int, logdir: Path, env: dict, steps: int, close_after: Path) -> subprocess.Popen:
+def _node_writer(k: int, nodes: int, port: int, logdir: Path, env: dict, **cfg) -> subprocess.Popen:
     """Node ``k`` of ``nodes`` (one rank each, its own host name) as torchrun would start its rank: the job's store
-    at ``port``. The rank logs ``steps`` steps and closes once ``close_after`` exists."""
+    at ``port``; ``cfg``: ``proc_writer.py``'s settings (``steps``; ``close_after``: it closes once that file exists)."""
     ranks = {"TORCHELASTIC_RUN_ID": "store-dies", "TORCHELASTIC_USE_AGENT_STORE": "True", "MASTER_ADDR": "127.0.0.1",
              "MASTER_PORT": str(port), "GROUP_RANK": str(k), "GROUP_WORLD_SIZE": str(nodes), "RANK": str(k),
              "LOCAL_RANK": "0", "WORLD_SIZE": str(nodes), "LOCAL_WORLD_SIZE": "1"}
-    cfg = {"logdir": str(logdir), "repo_id": REPO, "steps": steps, "sleep": 0.02, "commit_every_s": 30,
-           "close_timeout": 5, "close_after": str(close_after)}
+    cfg = {"logdir": str(logdir), "repo_id": REPO, "sleep": 0.02, "commit_every_s": 30, "close_timeout": 5, **cfg}
     return subprocess.Popen(_in_node(k, writer_argv(cfg)), env={**env, **ranks}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -664,7 +663,7 @@ def test_wherever_the_jobs_store_died_every_nodes_last_records_land_soon_after_i
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=5).close()
         end = tmp_path / "end"
-        writers = [_node_writer(k, nodes, port, logdirs[k], env, steps, end) for k in range(nodes)]
+        writers = [_node_writer(k, nodes, port, logdirs[k], env, steps=steps, close_after=str(end)) for k in range(nodes)]
         if dies == "after-a-leader":  # (the other nodes' uploaders reached it before, or not yet)
             wait_for(lambda: any(_job(d).get("leading") for d in logdirs), 120, "a node's uploader to lead the job")
             store.kill()
@@ -681,3 +680,63 @@ def test_wherever_the_jobs_store_died_every_nodes_last_records_land_soon_after_i
         took = time.monotonic() - closed
         assert took < 180, took
         every_applied_commit_is_whole_and_only_grows(hub, REPO, tmp_path)
+
+
+def test_a_job_resumed_on_new_machines_names_each_ranks_lost_steps_in_status_its_output_and_the_job_run(tmp_path):
+    """Two nodes (real processes, each its own host, the job's store): each rank's steps 0-27 committed, 28-39 only on
+    its node's disk; every process SIGKILLed and both disks deleted. The job relaunched on new machines (a new store)
+    resumes (``resume=True``) at step 40: each node's ``status``, each rank's own output and the job run at the Hub
+    (TensorBoard's default reader) name that rank's steps 28 to 39, and nothing else."""
+    from helpers import served_store
+    from tb_readers import default_reader_texts
+    from upload_helpers import materialise, sigkill
+
+    from hf_mpwriter.state.lost import Lost
+
+    with HubServer(tokens={TOKEN}) as hub:
+        hub.create_repo(REPO)
+        env = _job_env({**hub.env(), "HF_HOME": str(tmp_path / "hf_home"), "TEST_TOKEN": TOKEN,
+                        "HF_MPWRITER_COMMITS_PER_HOUR": "36000"})  # (the commits seconds apart, not the Hub's ~28 s)
+        logdirs, more = [tmp_path / f"node-{k}" / "logs" for k in range(2)], tmp_path / "more"
+
+        reads = iter(range(1_000_000))
+
+        def at_hub(rank: int) -> list[int]:
+            """The steps of ``rank``'s run at the Hub (its records: the two attempts' steps do not meet)."""
+            return sorted(step for step, _ in _points(_read_back(hub), rank, tmp_path / f"read-{next(reads)}"))
+
+        with served_store() as (_, port):
+            first = [_node_writer(k, 2, port, logdirs[k], env, steps=28, flush_every=0, trigger_every=27,
+                                  more_after=str(more), more_steps=12, hang=True, commit_every_s=600) for k in range(2)]
+            for proc in first:
+                read_line(proc, "flushed 27", timeout=90)
+            wait_for(lambda: all(at_hub(k) == list(range(28)) for k in range(2)), 120, "steps 0-27 of each rank at the Hub")
+            more.touch()
+            for k, proc in enumerate(first):
+                read_line(proc, "flushed 39", timeout=60)
+                uploader = _uploader_of(logdirs[k], f"node-{k}")
+                assert uploader, "the scenario needs a live uploader to kill"
+                sigkill(proc.pid)
+                sigkill(uploader["pid"])
+                proc.communicate()
+        for logdir in logdirs:
+            shutil.rmtree(logdir)  # the nodes are gone with their disks
+        assert [at_hub(k) for k in range(2)] == [list(range(28))] * 2  # the scenario: 28-39 never reached the Hub
+
+        with served_store() as (_, port):  # the relaunch, on new machines: a new store
+            second = [_node_writer(k, 2, port, logdirs[k], env, start=40, steps=60, resume=True, commit_every_s=600,
+                                   close_timeout=90) for k in range(2)]
+            outputs = [proc.communicate(timeout=180)[1] for proc in second]
+            wait_for(lambda: not any(_uploader_of(logdirs[k], f"node-{k}") for k in range(2)), 120,
+                     "both uploaders to finish")
+        lost = [Lost(f"rank-{k:03d}", 27, 40) for k in range(2)]
+        for k, logdir in enumerate(logdirs):
+            assert [{key: v for key, v in found.items() if key != "text"} for found in collect(logdir)["lost_steps"]] == [
+                {"run": lost[k].run, "after": 27, "restart": 40}]
+            assert outputs[k].count(lost[k].text()) == 1, outputs[k][-3000:]
+            assert at_hub(k) == [*range(28), *range(40, 60)]
+        job = materialise({p: v for p, v in _read_back(hub).items() if p.startswith("job/")}, tmp_path / "job-run")
+        texts = default_reader_texts(job)["job"]
+        assert {tag: [(step, text) for step, text in said] for tag, said in texts.items() if "lost_steps" in tag} == {
+            f"~job/lost_steps/{found.run}/text_summary": [(40, found.text())] for found in lost}
+
