@@ -42,8 +42,8 @@ STRAGGLER_S = 1.0
 #: The group of the job run's tags other than each tag's mean: TensorBoard orders groups by name, and a ``~``
 #: comes after every letter, so the group is the last, collapsed, below the user's own tags.
 GROUP = "~job"
-#: The run's tags as :func:`stat_tag` names them (1: ``<tag>/mean`` and the others beside it, before issue 47;
-#: 3: before the percentiles; 4: p90 in a p50-p99 band): a run taken up from an older layout writes its charts again.
+#: The version of the run's charts (:func:`stat_tag`'s names, the layout's charts): a run taken up from an older one
+#: writes its charts again.
 LAYOUT = 5
 
 
