@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+import types
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -32,6 +33,14 @@ MODELS = {"jobrun": jobsim, "lease": leasesim, "commit": commitsim}
 
 
 def _run(model: str, seed: int, kinds: tuple[str, ...], tmp: str, successors: bool = False):
+    """One seed's result; a seed that raised is a failure of its own (the sweep goes on)."""
+    try:
+        return _run_one(model, seed, kinds, tmp, successors)
+    except Exception as exc:  # (the harness's own checks raise too: "kept the turn for 60 s")
+        return types.SimpleNamespace(seed=seed, problems=[f"raised {exc!r}"])
+
+
+def _run_one(model: str, seed: int, kinds: tuple[str, ...], tmp: str, successors: bool):
     logging.disable(logging.WARNING)
     if model == "commit":
         return commitsim.run(seed, kinds, successors=successors)
