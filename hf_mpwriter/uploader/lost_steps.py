@@ -18,6 +18,7 @@ from ..events.decoding import step_of, summaries
 from ..events.records import iter_records
 from ..state import lost
 from ..state.lost import Lost
+from .coordination.plan import API_WINDOW_S
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -25,8 +26,6 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: restarted run (8 for 8 ranks): 25 nodes spend about 200 requests a window, half the plan's default 400, so that the
 #: job stays within twice its plan (docs/guarantees.md); 1,024 nodes have all looked within 41 windows (3.4 h).
 LOOKS_PER_WINDOW = 25
-#: The Hub's window for API requests, in seconds.
-API_WINDOW_S = 300.0
 
 #: A restart point is among a file's first records (its ``file_version``, then the ``START``).
 HEAD_RECORDS = 4
