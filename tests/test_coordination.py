@@ -72,6 +72,8 @@ def test_views_share_one_connection_an_abandoned_call_and_a_deadline(store_proce
     assert view.until(now, 100.0) == now + 100.0
     job.hurry(now + 3.0)
     assert view.until(now, 100.0) == pytest.approx(now + 1.0)  # a third of what is left before the deadline
+    # A successor store probed while signalled (a node moving on as the job is preempted): its calls hurry too.
+    assert job.elsewhere(StoreAddress("127.0.0.1", port, "job")).until(now, 100.0) == pytest.approx(now + 1.0)
 
 
 def test_a_replacement_whose_clock_runs_behind_is_heard(hub, tmp_path, monkeypatch):

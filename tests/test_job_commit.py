@@ -208,7 +208,6 @@ def test_two_nodes_one_commit(hub, store, tmp_path, monkeypatch, path):
 BUCKET = "tester/job-logs"
 
 
-@pytest.mark.skipif(not batch_takes_xet_hashes(), reason="a bucket's leader needs huggingface_hub 1.10+")
 def test_a_node_lists_a_runs_folder_at_its_own_target_for_its_lost_steps(hub, store, tmp_path):
     """The look for a resumed run's lost steps (:mod:`hf_mpwriter.uploader.lost_steps`) lists the run's folder through
     the node's job target: the files of that folder at the repository, those of no other."""
@@ -221,6 +220,7 @@ def test_a_node_lists_a_runs_folder_at_its_own_target_for_its_lost_steps(hub, st
     assert _node(hub, store.port, 1).listing("rank-003") == ["rank-003/events.out.tfevents.1.first"]
 
 
+@pytest.mark.skipif(not batch_takes_xet_hashes(), reason="a bucket's leader needs huggingface_hub 1.10+")
 def test_two_nodes_one_bucket_batch(hub, store, tmp_path):
     """A bucket: each node sends its content straight to the bucket's Xet storage (a write token
     fetched once and kept), the leader writes both nodes' files in one batch that names them by Xet

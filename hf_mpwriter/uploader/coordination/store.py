@@ -176,8 +176,11 @@ class JobStore:
         return self._connection.address
 
     def elsewhere(self, address: StoreAddress) -> JobStore:
-        """The store at ``address`` under the same prefix, with the same deadline, on a connection of its own."""
-        return JobStore(address, self.prefix, self.deadline)
+        """The store at ``address`` under the same prefix, with the same deadline and preemption deadline, on a
+        connection of its own."""
+        other = JobStore(address, self.prefix, self.deadline)
+        other.hurry(self.preemption)
+        return other
 
     @property
     def moves(self) -> int:
