@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -413,8 +414,9 @@ def test_a_target_that_cannot_list_holds_no_record_back_and_is_asked_again_after
 
 def test_in_a_job_of_many_nodes_each_node_looks_at_its_turn_at_its_own_runs_folders_only(tmp_path):
     """A resumed job of 1,024 nodes on new machines: every node would list the target at once. Node 30 looks only
-    after its turn (25 nodes a window of 5 minutes), and then lists the folders of its restarted runs, nothing else;
-    where one listing fails, what the others found is kept (``status``) and the failed one is asked again later."""
+    after its turn (25 nodes a window of 5 minutes), not while signalled, and then lists the folders of its restarted
+    runs, nothing else (not the job run's, which the uploader writes itself); where one listing fails, what the others
+    found is kept (``status``: also where the queue could not be written at once) and the failed one is asked again."""
     import dataclasses
     from types import SimpleNamespace
 
@@ -426,10 +428,11 @@ def test_in_a_job_of_many_nodes_each_node_looks_at_its_turn_at_its_own_runs_fold
     from hf_mpwriter.state.lost import note_resumed
     from hf_mpwriter.targets import target_for
     from hf_mpwriter.uploader.commit_cycle import Committer
+    from hf_mpwriter.uploader.jobrun.runfile import JobRun
     from hf_mpwriter.uploader.lost_steps import look_turn
 
     assert [look_turn(node, 1024) for node in (0, 24, 25, 1023)] == [0.0, 0.0, 300.0, 40 * 300.0]
-    assert look_turn(30, 1) == 0.0
+    assert look_turn(30, 1) == 0.0 and look_turn(30, 1024, requests_per_5min=100) == 5 * 300.0  # (6 nodes a window)
     logdir, mirror = tmp_path / "logs", tmp_path / "mirror"
     for rank in (0, 1):
         old = SummaryWriter(str(mirror / "logs" / f"rank-{rank:03d}"), filename_suffix=".first")  # (at the target)
@@ -440,6 +443,9 @@ def test_in_a_job_of_many_nodes_each_node_looks_at_its_turn_at_its_own_runs_fold
         writer.add_scalar("loss", 2.0, 40)
         writer.close()
         note_resumed(logdir, f"rank-{rank:03d}", 40)
+    job_run = JobRun(logdir)
+    job_run.restart(40)  # (the job run's own folder starts at the restart point too: not a rank's run)
+    job_run.close()
     config = dataclasses.replace(UploadConfig.for_local(mirror, prefix="logs", logdir=logdir), nodes=1024, node_rank=30)
     listed: list[tuple[float, str]] = []
     now = SimpleNamespace(t=1000.0)
@@ -458,8 +464,23 @@ def test_in_a_job_of_many_nodes_each_node_looks_at_its_turn_at_its_own_runs_fold
     committer.cycle()
     assert listed == []  # not before its turn
     now.t += 1.0
+    committer.signalled = lambda: True
     committer.cycle()
+    assert listed == []  # signalled: its last records first, no look
+    committer.signalled = lambda: False
+    real_set_meta, failing = committer.queue.set_meta, [True]
+
+    def set_meta(key, value):
+        if failing and failing.pop():
+            raise sqlite3.OperationalError("database is locked")
+        real_set_meta(key, value)
+
+    committer.queue.set_meta = set_meta  # type: ignore[method-assign]
+    with pytest.raises(sqlite3.OperationalError):  # (the loop waits and cycles again)
+        committer.cycle()
     assert listed == [(1300.0, "rank-000"), (1300.0, "rank-001")]  # the scenario: the second listing failed
+    assert lost_mod.decode(committer.queue.get_meta(lost_mod.LOST_META)) == []  # (its write failed too)
+    committer.cycle()
     kept = lost_mod.decode(committer.queue.get_meta(lost_mod.LOST_META))
     assert [(lost.run, lost.after, lost.restart) for lost in kept] == [("rank-000", 27, 40)]
     now.t += 120.0

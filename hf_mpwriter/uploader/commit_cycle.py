@@ -35,6 +35,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import UploadConfig, token_found
@@ -86,6 +87,9 @@ class Committer(Audit):
         self.lost = LostSteps(self.logdir)
         self._lost_failures = 0
         self._lost_retry_at: float | None = None  # (:meth:`_look_for_lost`; ``None``: this node's turn not drawn yet)
+        self._lost_saved = (0, 0)  # (finds, looks) the queue's meta holds
+        #: Whether the uploader was signalled (the loop hands in its own): no look for lost steps then.
+        self.signalled: Callable[[], bool] = lambda: False
 
     @property
     def queue(self) -> JobQueue:
@@ -203,27 +207,38 @@ class Committer(Audit):
         that fails is made again after a backoff that doubles (a Hub that never answers costs one bounded call per
         backoff, not one per cycle)."""
         now = self.clock.monotonic()
-        if self._lost_retry_at is None:
-            self._lost_retry_at = now + look_turn(self.config.node_rank, self.config.nodes)
-        if now < self._lost_retry_at:
+        if self.signalled():  # (its last records go first: the deadline leaves no time for a look)
             return
-        if self.lost.found is None:  # (an earlier uploader's finds are not said again, nor its looks made again)
-            self.lost.found = lost_mod.decode(self.queue.get_meta(lost_mod.LOST_META))
-            self.lost.looked |= lost_mod.decode_looked(self.queue.get_meta(lost_mod.LOOKED_META))
-        files = [rel for rel, _ in self.scanner.files()]
-        found, looked = len(self.lost.found or []), len(self.lost.looked)
-        try:
-            self.lost.look(files, lambda run: self._call("list", self.target.listing, run),
-                           lambda path: self._call("read", self.target.read, path))
-            self._lost_failures = 0
-        except (TargetError, NotImplementedError, OSError) as exc:
-            self._lost_failures += 1
-            self._lost_retry_at = now + min(3600.0, 30.0 * 2 ** min(self._lost_failures, 7))
-            logger.info("a resumed run's earlier files at the target not read yet: %s", redact(str(exc), self._token))
-        if len(self.lost.found or []) != found:  # (the finds before a failure are kept too)
-            self.queue.set_meta(lost_mod.LOST_META, lost_mod.encode(self.lost.found or []))
-        if len(self.lost.looked) != looked:  # (after the finds: a crash between looks again, never forgets one)
+        if self._lost_retry_at is None:
+            self._lost_retry_at = now + look_turn(self.config.node_rank, self.config.nodes, self.config.api_requests)
+        if now >= self._lost_retry_at:
+            if self.lost.found is None:  # (an earlier uploader's finds are not said again, nor its looks made again)
+                self.lost.found = lost_mod.decode(self.queue.get_meta(lost_mod.LOST_META))
+                self.lost.looked |= lost_mod.decode_looked(self.queue.get_meta(lost_mod.LOOKED_META))
+                self._lost_saved = (len(self.lost.found), len(self.lost.looked))
+            files = [rel for rel, _ in self.scanner.files()]
+            try:
+                self.lost.look(files, lambda run: self._call("list", self.target.listing, run),
+                               lambda path: self._call("read", self.target.read, path))
+                self._lost_failures = 0
+            except (TargetError, NotImplementedError, OSError) as exc:
+                self._lost_failures += 1
+                self._lost_retry_at = now + min(3600.0, 30.0 * 2 ** min(self._lost_failures, 7))
+                logger.info("a resumed run's earlier files at the target not read yet: %s", redact(str(exc), self._token))
+        self._save_lost()
+
+    def _save_lost(self) -> None:
+        """What the queue's meta lacks of the finds and looks (a write that failed is made at the next cycle); the
+        finds first: a crash between the two looks again, and never forgets a find."""
+        if self.lost.found is None:
+            return
+        found, looked = self._lost_saved
+        if len(self.lost.found) != found:
+            self.queue.set_meta(lost_mod.LOST_META, lost_mod.encode(self.lost.found))
+            self._lost_saved = found, looked = len(self.lost.found), looked
+        if len(self.lost.looked) != looked:
             self.queue.set_meta(lost_mod.LOOKED_META, lost_mod.encode_looked(self.lost.looked))
+            self._lost_saved = found, len(self.lost.looked)
 
     def prepare(self) -> bool:
         """Prepare the target once (create the repository...); ``False`` while it fails (backing off)."""

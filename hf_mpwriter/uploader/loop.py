@@ -108,6 +108,7 @@ class Uploader:
             self.target = factory.for_job(loaded, self.target, self._token, call_bound(loaded.http_timeout))
         self.calls = TargetCalls(self.target, loaded.http_timeout, self._meanwhile, self._publish, self._count_hang)
         self.committer = Committer(self.logdir, loaded, self.target, self._token, call=self.calls)
+        self.committer.signalled = self._signalled  # (its last commit before any look for lost steps)
         self.file_limit = FileLimitWatch(loaded)  # a repository holds fewer than 100,000 files: say it in time
         self._next_prune = 0.0
         self._signals: list[float] = []  # monotonic times of termination signals (see :meth:`terminate`)

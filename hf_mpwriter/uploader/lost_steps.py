@@ -18,23 +18,30 @@ from ..events.decoding import step_of, summaries
 from ..events.records import iter_records
 from ..state import lost
 from ..state.lost import Lost
-from .coordination.plan import API_WINDOW_S
+from .coordination.plan import API_WINDOW_S, DEFAULT_REQUESTS_PER_5MIN
+from .jobrun.runfile import RUN_DIR as JOB_RUN_DIR
+from .system_metrics import RUN_DIR as SYSTEM_RUN_DIR
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
-#: Nodes of a job that look for their lost steps in one of the Hub's 5-minute API windows. A node lists one folder per
-#: restarted run (8 for 8 ranks): 25 nodes spend about 200 requests a window, half the plan's default 400, so that the
-#: job stays within twice its plan (docs/guarantees.md); 1,024 nodes have all looked within 41 windows (3.4 h).
-LOOKS_PER_WINDOW = 25
+#: The listings a node's look is taken to make, one folder per restarted run: a node of 8 ranks.
+LISTINGS_PER_NODE = 8
+#: The share of the job's API requests its nodes' looks spend in a window (the plan's default 400: 25 nodes a window,
+#: 200 requests), so that the job stays within twice its plan (docs/guarantees.md).
+LOOKS_SHARE = 0.5
 
 #: A restart point is among a file's first records (its ``file_version``, then the ``START``).
 HEAD_RECORDS = 4
 
 
-def look_turn(node_rank: int, nodes: int) -> float:
-    """Seconds after its uploader starts that node ``node_rank`` of ``nodes`` may look: the job's nodes take turns,
-    :data:`LOOKS_PER_WINDOW` at a time (a resumed job's nodes all start together)."""
-    return 0.0 if nodes <= 1 else (max(0, node_rank) // LOOKS_PER_WINDOW) * API_WINDOW_S
+def look_turn(node_rank: int, nodes: int, requests_per_5min: float | None = None) -> float:
+    """Seconds after its uploader starts that node ``node_rank`` of ``nodes`` may look: the job's nodes take turns (a
+    resumed job's nodes all start together), as many a window as :data:`LOOKS_SHARE` of the job's requests
+    (``requests_per_5min``, the plan's default by default) allows (1,024 nodes at the default: 41 windows, 3.4 h)."""
+    if nodes <= 1:
+        return 0.0
+    per_window = max(1, int((requests_per_5min or DEFAULT_REQUESTS_PER_5MIN) * LOOKS_SHARE / LISTINGS_PER_NODE))
+    return (max(0, node_rank) // per_window) * API_WINDOW_S
 
 
 def restart_point(path: Path) -> int | None:
@@ -63,7 +70,7 @@ def restarted_runs(files: list[str], logdir: Path, heads: dict[str, int | None])
     keeps each oldest file's restart point, read once."""
     oldest: dict[str, str] = {}
     for rel in files:
-        if "tfevents" in rel:
+        if "tfevents" in rel and rel.split("/", 1)[0] not in (JOB_RUN_DIR, SYSTEM_RUN_DIR):  # (the uploader's own)
             run = posixpath.dirname(rel) or "."
             oldest[run] = min(oldest.get(run, rel), rel)
     found = lost.resumed_runs(logdir)
