@@ -27,7 +27,7 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 #: The listings a node's look is taken to make, one folder per restarted run: a node of 8 ranks.
 LISTINGS_PER_NODE = 8
 #: The share of the job's API requests its nodes' looks spend in a window (the plan's default 400: 25 nodes a window,
-#: 200 requests), so that the job stays within twice its plan (docs/guarantees.md).
+#: 200 requests): with the plan, within the rule's margin of twice the plan (docs/guarantees.md).
 LOOKS_SHARE = 0.5
 
 #: A restart point is among a file's first records (its ``file_version``, then the ``START``).
