@@ -262,6 +262,17 @@ def test_at_the_stores_death_the_nodes_move_to_the_successor_store_within_the_bu
     assert not result.problems, str(result)
 
 
+def test_an_offer_a_leader_saw_before_the_store_hung_is_not_committed_over_its_nodes_newer_files():
+    """Seed 413491 of the 100,000-seed sweep: the store hangs 12 s; node 0 is signalled just after and cannot take its
+    offer (version 6) back, and its deadline comes before the offer's wait ends: it commits version 7 itself. The
+    leader had seen that offer before the hang, so it took it for one of known age and committed it when the store
+    answered again: the file went back from 7 to 6, and node 0's last records were lost. An offer that outlived a
+    store gap is now of unknown age, whether or not the leader had seen it: its node offers again."""
+    result = commitsim.run(413491, commitsim.KINDS + commitsim.EXTRA_KINDS, successors=True)
+    assert result.had("store-hang") and result.had("preempt", 0)  # the scenario
+    assert not result.problems, str(result)
+
+
 def test_nodes_signalled_after_the_stores_death_send_their_last_records_through_the_successor():
     """The job's store dies, and 5 s later every node is signalled (a whole job preempted: its store's host first).
     Each node's last records go through the successor store's leader, a few commits for the job, not one commit a

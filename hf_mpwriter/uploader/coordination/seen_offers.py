@@ -103,8 +103,8 @@ class SeenOffers(Lease):
             if offer["seq"] <= answered or offer["incarnation"] < incarnation:
                 continue
             present.add((node, offer["seq"]))
-            if self._stale.get(node) == raw and (node, offer["seq"]) not in self._first_seen and not offer.get("last"):
-                self._unknown_age[node] = {**offer, "raw": raw}  # (a last offer: its node's files change no more)
+            if self._stale.get(node) == raw and not offer.get("last"):  # (a last offer: its files change no more)
+                self._unknown_age[node] = {**offer, "raw": raw}
                 continue
             seen = self._first_seen.setdefault((node, offer["seq"]), now)
             if now - seen > float(offer.get("wait", OFFER_WAIT_S)):  # its node is taking it back
@@ -114,11 +114,11 @@ class SeenOffers(Lease):
         return offers
 
     def after_store_gap(self) -> None:
-        """The store answers again after a spell of failures, or this node's term began: the offers in it now that
-        this term has not seen yet may be older than their wait (a node that could not take its offer back commits
-        its files itself once its wait is over, and may have committed newer ones since; a leader that first sees
-        an offer cannot tell how long it waited). None of them is committed, but a node's last (its files change
-        no more): their nodes offer again (:meth:`~.leader.Leader._offer_again`)."""
+        """The store answers again after a spell of failures, or this node's term began: the offers in it now may be
+        older than their wait (a node that could not take its offer back commits its files itself once its wait is
+        over, at once where its preemption deadline comes first, and may have committed newer ones since; a leader
+        that first sees an offer cannot tell how long it waited). None of them is committed, but a node's last (its
+        files change no more): their nodes offer again (:meth:`~.leader.Leader._offer_again`)."""
         members = self.members()
         self._mark_stale(dict(zip(members, self.store.multi_get([f"offer/{node}" for node in members]))))
 
