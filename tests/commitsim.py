@@ -712,7 +712,6 @@ class Result:
     moves: int = 0  # the nodes' moves to a successor store
     terms: int = 0  # the highest leader's term any node took
     struck: list[tuple[str, int]] = field(default_factory=list)  # (kind, node) of each fault
-    own: int = 0  # the nodes' commits of their own files (their last uploaders')
 
     def had(self, kind: str, node: int | None = None) -> bool:
         """Whether a fault of ``kind`` (on ``node``) was drawn: a test proves its scenario with it."""
@@ -724,8 +723,7 @@ class Result:
 
 
 def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, nodes: int | None = None,
-        leader: type[Leader] = Leader, member: type[JobTarget] = JobTarget, successors: bool = False,
-        scripted: tuple[tuple[float, str, int], ...] = ()) -> Result:
+        leader: type[Leader] = Leader, member: type[JobTarget] = JobTarget, successors: bool = False) -> Result:
     """One job under seed ``seed``'s faults (of ``kinds``; ``faults`` of them, by default 0-4), to its end; ``leader``,
     ``member``: the nodes' (a test hands in one broken on purpose); ``successors``: node 1 serves a successor
     store (without: a node that never heard of one, or none answers); ``scripted``: faults ``(at, kind, node)`` too."""
@@ -734,8 +732,6 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
     try:
         for node in sim.nodes:
             sim.start(node, rng.uniform(0, 2))
-        for at, kind, number in scripted:
-            sim.later(at, functools.partial(sim.fault, kind, number))
         for _ in range(rng.randint(0, 4) if faults is None else faults):
             kind = rng.choice(kinds)
             by_leader = rng.random() < 0.5
@@ -751,9 +747,8 @@ def run(seed: int, kinds: tuple[str, ...] = KINDS, faults: int | None = None, no
         sim.close()
     moves = sum(node.job.moves for node in sim.nodes if node.job is not None)
     terms = max((node.job.leader.term for node in sim.nodes if node.job is not None), default=0)
-    own = sum(node.job.own.made for node in sim.nodes if node.job is not None)
     return Result(seed, len(sim.nodes), sim.faults, sim.crashes + sim.problems, len(sim.hub.applied), moves,
-                  terms, sim.struck, own)
+                  terms, sim.struck)
 
 
 def _strike(sim: Sim, kind: str, by_leader: bool) -> None:

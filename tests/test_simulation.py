@@ -274,19 +274,6 @@ def test_an_offer_a_leader_saw_before_the_store_hung_is_not_committed_over_its_n
     assert not result.problems, str(result)
 
 
-def test_nodes_signalled_after_the_stores_death_send_their_last_records_through_the_successor():
-    """The job's store dies, and 5 s later every node is signalled (a whole job preempted: its store's host first).
-    Each node's last records go through the successor store's leader, a few commits for the job, not one commit a
-    node (at 1,024 nodes, a thousand commits to one repository at once: the Hub's 429s, and the records lost with
-    the disks)."""
-    nodes = 12
-    scripted = ((300.0, "store-gone", 0), *((305.0, "preempt", k) for k in range(nodes)))
-    result = commitsim.run(3, (), faults=0, nodes=nodes, successors=True, scripted=scripted)
-    assert result.had("store-gone") and sum(result.had("preempt", k) for k in range(nodes)) == nodes  # the scenario
-    assert not result.problems, str(result)
-    assert result.moves >= nodes - 2 and result.own <= 2, (result.moves, result.own)
-
-
 @pytest.mark.parametrize("first", range(0, 300, 50))
 def test_with_a_successor_store_a_jobs_commits_hold_the_rule_over_seeds(first):
     """Every fault kind, the successor store on: the rule holds (nothing lost, nothing going back, each store's

@@ -142,10 +142,9 @@ class JobTarget(JobNode):
                 logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
                                "this node commits its files itself now", why)
             self.offers.pending_since = None
-        # Forward, once: from a store seen once (one not there yet is not gone) to a successor that answers. Signalled
-        # too: a whole job preempted, its store's host first, has its last records in a few of the successor's leader's
-        # commits, not in one commit a node (a thousand to one repository: the Hub's 429s, past the nodes' deadline).
-        if (self.store_seen or self.successors) and self.moving.forward():
+        # Forward, once: from a store seen once (one not there yet is not gone) to a successor that answers. Not once
+        # signalled: finding the store lost may take a probe of it, a third of what is left before the deadline each.
+        if not self._hurried() and (self.store_seen or self.successors) and self.moving.forward():
             self._moved()
             where = self.store.address
             raise Deferred(f"job-wide commit not made ({why}); this node offers its files again through store "
