@@ -798,7 +798,7 @@ def test_with_the_jobs_store_frozen_the_nodes_move_to_the_successor_and_stay_the
         assert all(node.moves == 1 and node.store.address != home.address for node in nodes)
         for node in nodes:
             node.stop()  # (each says it left: the successor's host serves it no longer)
-        lingering.join(timing.lease_stale)
+        lingering.join(3 * timing.lease_stale)  # (its polls every half a staleness, each a store call: under load, more)
         assert not lingering.is_alive()  # both left it: it ended with its process
     finally:
         for node in nodes:
