@@ -272,6 +272,19 @@ def test_sigterm_commits_after_settling_whatever_the_interval_and_spacing():
     assert end.action is Action.EXIT and end.code == 0
 
 
+def test_after_sigterm_a_send_put_off_by_0_s_goes_again_at_once_not_a_gap_later():
+    """A signalled node of a job whose leader never answered commits its newest files itself as its last: the
+    target put the send off by 0 s. With a deadline of seconds, a gap of TERM_GAP_S before it is a third of it."""
+    schedule = Schedule(pacing(preemption_deadline=4.0), 0.0, 0.0)
+    schedule.writers(0.0, alive=True)
+    schedule.terminate(10.0)
+    assert schedule.decide(10.0 + SETTLE_S, drained=False, retry_due=False).action is Action.CYCLE
+    schedule.cycled(11.5, 11.5, "terminating: last commit", again=True)
+    assert schedule.decide(11.5, drained=False, retry_due=False).action is Action.CYCLE
+    schedule.cycled(11.6, 11.6, "terminating: last commit")  # it failed: the next try a gap later, as before
+    assert schedule.decide(11.6 + TERM_GAP_S / 2, drained=False, retry_due=False).action is Action.WAIT
+
+
 def test_sigterm_deadline_ends_it_with_the_backlog_counted():
     schedule = Schedule(pacing(preemption_deadline=20.0), 0.0, 0.0)
     schedule.writers(0.0, alive=False)

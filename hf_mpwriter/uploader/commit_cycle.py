@@ -313,6 +313,7 @@ class Committer(Audit):
         except Deferred as exc:  # the job's budget: no error, no backoff, the files wait for their turn
             self.queue.move(job, JobState.PENDING, next_try=self.clock.time() + (exc.retry_after or 0.0))
             self.held_until = max(self.held_until, self.clock.time() + (exc.retry_after or 0.0))
+            progress.again = not exc.retry_after
             logger.info("%s (next try in %.0f s)", exc, exc.retry_after)
             return
         except TargetError as exc:

@@ -25,6 +25,7 @@ class Progress:
     error: str | None = None
     fatal: bool = False  # the error needs the user (token, repo, revision): retrying alone won't help
     local_error: bool = False  # the disk or the queue refused (full disk, locked database): retry soon
+    again: bool = False  # the target put the send off by 0 s: a new snapshot is to be sent at once
 
 
 class TargetCall(Protocol):

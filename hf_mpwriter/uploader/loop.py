@@ -279,7 +279,7 @@ class Uploader:
         if progress.local_error:
             self._failed_locally(schedule)
         else:
-            schedule.cycled(time.monotonic(), time.time(), decision.reason)
+            schedule.cycled(time.monotonic(), time.time(), decision.reason, again=progress.again)
             if isinstance(self.target, member.JobTarget):  # a plan, the store gone: from its next turn
                 schedule.repace(self._pacing.settings(watch), time.monotonic(), time.time())
                 self._publish()

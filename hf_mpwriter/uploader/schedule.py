@@ -9,7 +9,8 @@ The rules, in order of precedence:
 
 1. **SIGTERM (preemption)**: a last commit *now*, whatever the interval, the target's spacing or a
    backoff: after :data:`SETTLE_S` (the ranks, signalled at the same moment, flush their last
-   records), then again every :data:`TERM_GAP_S` while something new is on disk, until everything is
+   records), then again every :data:`TERM_GAP_S` while something new is on disk (at once where the
+   target put the last send off by 0 s: its newest files, as its last commit), until everything is
    committed and no writer is left, or the deadline (``preemption_deadline``) ends it.
 2. **The last writer gone**: commit at once (the job is over; its grace period may be short), then
    retry every ``final_gap`` until everything is committed (exit 0) or ``drain_timeout`` (exit 1:
@@ -147,6 +148,7 @@ class Schedule:
         self.term_at: float | None = None  # first SIGTERM/SIGINT/SIGHUP
         self.abandon = False  # second signal: exit at once
         self.retry_at = math.inf  # a local error asked for a retry then
+        self.again = False  # the last cycle's send was put off by 0 s (its newest files go at once)
         self.pause_until = -math.inf  # after an unexpected error
         self.needs_user = False  # the last cycle met an error only the user can fix (set by the loop)
 
@@ -253,7 +255,7 @@ class Schedule:
             return Decision(Action.EXIT, "terminated: everything is committed")
         if now >= self.deadline():
             return Decision(Action.EXIT, "terminated: the preemption deadline passed", code=0 if drained else 1)
-        due = max(self.term_at + SETTLE_S, self.last_cycle + TERM_GAP_S)
+        due = max(self.term_at + SETTLE_S, self.last_cycle + (0.0 if self.again else TERM_GAP_S))
         if not drained and now >= due:
             return Decision(Action.CYCLE, "terminating: last commit", urgent=True)
         # Drained while writers live on (still handling the signal): wait for them, or for more data.
@@ -272,10 +274,11 @@ class Schedule:
             after = max(0.0, self.last_cycle + pacing.interval / 2 - now)
             self.next_cycle = now + until_turn(pacing.interval, pacing.phase, wall, after)
 
-    def cycled(self, now: float, wall: float, reason: str) -> None:
-        """A cycle ran (whatever its outcome: a failed job carries its own backoff in the queue)."""
+    def cycled(self, now: float, wall: float, reason: str, again: bool = False) -> None:
+        """A cycle ran (whatever its outcome: a failed job carries its own backoff in the queue). ``again``: its send
+        was put off by 0 s (a signalled node's newest files, as its last commit): after a signal, no gap before it."""
         p = self.pacing
-        self.last_cycle = now
+        self.last_cycle, self.again = now, again
         self.retry_at = math.inf
         if self.triggered_at is not None and self.triggered_at <= now:
             self.triggered_at = None
