@@ -423,6 +423,10 @@ class Target:
         return self.hub.commit([(f.path, f.sha256) for f in files], parent, self.node.number,
                                (job.leader.store.address.port, job.leader.term))
 
+    def behind(self, files, revision: str) -> dict[str, str]:
+        self.hub.sim.sleep(self.hub.answer_in(self.node.number))  # (its files now: newer than at ``revision``, if any)
+        return {f.path: "newer at the head" for f in files if self.hub.files.get(f.path, -1) > int(f.sha256)}
+
     def verify_uploaded(self, files) -> dict[str, str]:
         return {f.path: "not at the head" for f in files if self.hub.files.get(f.path) != int(f.sha256)}
 

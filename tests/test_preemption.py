@@ -687,3 +687,82 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
     else:  # ...the store silent: the offer still there, its newest files committed anyway (the deadline came first), once
         assert not taken_back and last["job"]["taken_back"] == 0, (last["job"], log[-3000:])
         assert last["job"]["own_commits"] == 1, (last["job"], log[-3000:])
+
+
+def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_itself_cut_off_and_preempted(
+        hub, tmp_path, job_store):
+    """Node 0 offers its rank's records (steps 0-59) to the leader, node 1, which gathers for the other node's
+    offer before it commits. Meanwhile node 0 is cut off from the job's store (black-holed, only node 0: the
+    leader sees no gap), its rank logs steps 60-79, and SIGTERM: its offer cannot be taken back and its deadline
+    comes first, so node 0 commits its newest files itself and exits; its disk is gone. When the leader's
+    gathering ends, the old offer is still in the store, unanswered: committed, the file would go back to step 59.
+    Every commit the Hub applied keeps steps 0-79 once there."""
+    from hf_mpwriter.config import load
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.timing import JobTiming
+    from hf_mpwriter.uploader.coordination.member import Leader, store_prefix
+    from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
+
+    hub.create_repo(REPO)
+    logdir = tmp_path / "logs"
+    _, env = _target("repo", hub, tmp_path)
+    relay = _Relay(job_store.port)
+    job = {"GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2", "HF_MPWRITER_PREEMPTION_DEADLINE": str(JOB_DEADLINE_S),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(relay.port), "TORCHELASTIC_RUN_ID": "job-cut-off"}
+    more = tmp_path / "more"
+    rank = _start_rank({"logdir": str(logdir), "rank": 0, "repo_id": REPO, "uploader": "none", "steps": 60,
+                        "flush_every": 10, "commit_every_s": 1, "close_after": str(tmp_path / "never"),
+                        "more_after": str(more), "more_steps": 20}, {**env, **job})
+    leader, uploader = None, None
+    try:
+        read_line(rank, "flushed 59", 60)
+        address = StoreAddress("127.0.0.1", job_store.port, "torchrun-job-cut-off")
+        prefix = store_prefix(address, target_for(load(logdir), TOKEN).key) + "/"
+        leader = Leader(HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint, shared_branch=True),
+                        JobStore(address, prefix), node=1, nodes=2, spacing=0.5, timing=JobTiming(gather=20.0))
+        leader.start()
+        wait_for(lambda: leader.leading, 20, "node 1 to lead")
+        uploader = subprocess.Popen(
+            [sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)], env=writer_env({**env, **job, "HF_TOKEN": TOKEN}),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        offer = wait_for(lambda: _pending_offer(job_store, prefix, logdir), 60, "node 0 to offer all its records")
+        relay.silent.set()
+        more.touch()
+        read_line(rank, "flushed 79", 20)
+        wait_for(lambda: relay.swallowed > 0, 10, "node 0's store calls to go unanswered")
+        rank.send_signal(signal.SIGTERM)
+        os.kill(uploader.pid, signal.SIGTERM)
+        killed = _grace_then_kill([rank, uploader], [], JOB_DEADLINE_S + 1)
+        node_commits = len(hub.commits(REPO))  # (the initial commit and node 0's own, once it exited)
+        gathering = time.monotonic() - leader._first_seen.get((0, offer["seq"]), -1e9) < 20.0
+        answered = wait_for(lambda: _answered(job_store, prefix, offer["seq"]) or leader.commits, 40,
+                            "the leader's round to end with node 0's offer")
+    finally:
+        for proc in (rank, uploader):
+            if proc is not None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        if leader is not None:
+            leader.stop()
+        relay.close()
+    log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
+    shutil.rmtree(logdir)
+    # The scenario: node 0 committed itself by its deadline, while the leader still held its offer, unanswered.
+    assert not killed and gathering and answered and node_commits >= 2, (killed, gathering, node_commits, log[-3000:])
+    history = hub.commits(REPO)  # newest first
+    assert len(history) >= node_commits
+    for commit in history[:len(history) - node_commits + 1]:  # node 0's own commit and every commit the Hub applied since
+        steps = _rank0_steps_at(hub, tmp_path, commit["id"])
+        assert steps == list(range(80)), f"commit {commit['id'][:8]} ({commit['summary']}): steps {steps[:1]}-{steps[-1:]}"
+
+
+def _rank0_steps_at(hub, tmp_path: Path, revision: str) -> list[int]:
+    """Rank 0's logged steps in the repository at ``revision``, read through the real client."""
+    api = HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint).api
+    into = tmp_path / "at" / revision
+    steps: list[int] = []
+    for path in api.list_repo_files(REPO, revision=revision):
+        if path.startswith(f"{PREFIX}/rank-000/") and "tfevents" in path:
+            local = api.hf_hub_download(REPO, path, revision=revision, local_dir=into)
+            steps += [s for s, _ in scalar_points(read_file_events(Path(local)), "loss")]
+    return sorted(steps)

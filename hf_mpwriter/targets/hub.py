@@ -347,14 +347,28 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
         return batched_differences(pieces, remote_path=lambda p: p.path, fetch=self._paths_info,
                                    per_call=self.paths_per_call, compare=_compare)
 
+    def behind(self, files: Sequence[UploadedFile], revision: str) -> dict[str, str]:
+        """``path -> what is wrong`` for each event file of ``files`` that commit ``revision`` holds longer: an
+        event file only grows, so those are older than a commit made since (another process's). One
+        ``paths_info`` call per :data:`PATHS_PER_CALL` event files."""
+        pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files if "tfevents" in f.path]
+
+        def longer(piece: Piece, info: Any) -> str | None:
+            size = getattr(info, "size", None)
+            return f"{revision[:12]} holds {size} bytes of it, newer" if isinstance(size, int) and size > piece.size else None
+
+        return batched_differences(pieces, remote_path=lambda p: p.path, per_call=self.paths_per_call, compare=longer,
+                                   fetch=lambda paths: self._paths_info(paths, revision))
+
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
         """Compare sizes and hashes with ``get_paths_info``, one call per batch of files."""
         return batched_differences(pieces, remote_path=self.remote_path, fetch=self._paths_info,
                                    per_call=self.paths_per_call, compare=_compare)
 
-    def _paths_info(self, paths: list[str]) -> list[Any]:
+    def _paths_info(self, paths: list[str], revision: str | None = None) -> list[Any]:
         try:
-            return list(self.api.get_paths_info(self.repo_id, paths, repo_type=self.repo_type, revision=self.revision))
+            return list(self.api.get_paths_info(self.repo_id, paths, repo_type=self.repo_type,
+                                                revision=revision or self.revision))
         except Exception as exc:
             raise self._error(exc, "list remote files") from None
 

@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Union
+from typing import Any, Callable, Union, cast
 
 from ...errors import TargetError
 from ...targets.base import UploadedFile
@@ -74,6 +74,7 @@ class Leader(SeenOffers):
         self._last_commit = -math.inf
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
+        self._own_head: str | None = None  # this leader's last commit: a head that is not it moved since
         #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its
         #: node's own, :class:`~.xet_share.XetPublisher`: the node then asks for no second one).
         self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed,
@@ -174,7 +175,7 @@ class Leader(SeenOffers):
         offers, rest = fitting(offers, self._first_seen, self.max_files)
         if not self.holds():  # (paused past its lease, say: another node leads, and claims these)
             return
-        offers = self._claim(offers)
+        offers = self._claim(self._not_behind(offers, parent))
         if offers and self._write(offers, parent):
             rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
             if rest:
@@ -247,6 +248,7 @@ class Leader(SeenOffers):
             return False
         self.wrote()
         self.commits += 1
+        self._own_head = commit
         self.max_files = min(self.budget.files_per_commit, self.max_files * 3 // 2)  # back up after a halving
         try:
             wrong = self.target.verify_uploaded(files)
@@ -267,6 +269,23 @@ class Leader(SeenOffers):
         self._forget(offers)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
         return True
+
+    def _not_behind(self, offers: dict[int, dict], parent: str | None) -> dict[int, dict]:
+        """The offers, less those older than the repository's head: where another process committed since this
+        leader's last commit (a node cut off from the store, its preemption deadline first, commits its newest
+        files itself while its offer stays in the store), an offer whose event file the head holds longer would
+        take it back. Those are answered "not committed": a node still there commits its files itself."""
+        if parent is None or parent == self._own_head:
+            return offers  # (a bucket has no head to read them at: guarantees.md)
+        files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
+        behind = self._hub_call(self.handover_after(), cast(HubTarget, self.target).behind, files, parent)
+        stale = {node: o for node, o in offers.items() if any(entry[0] in behind for entry in o["files"])}
+        if stale:
+            logger.warning("job leader: %d node(s)' offers are older than the head %s (%s): not committed", len(stale),
+                           parent, next(iter(behind.values())))
+            self._answer(stale, {"commit": None, "error": f"the target's head holds newer versions of its files ({parent})"})
+            self._forget(stale)
+        return {node: o for node, o in offers.items() if node not in stale}
 
     def _claim(self, offers: dict[int, dict]) -> dict[int, dict]:
         """The offers this leader now owns: each taken from the store unless its node took it back first."""
