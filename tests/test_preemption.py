@@ -689,6 +689,10 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
         assert last["job"]["own_commits"] == 1, (last["job"], log[-3000:])
 
 
+#: How long the leader gathers before it commits: node 0 commits itself and exits ~2 s after the leader saw its offer.
+GATHER_S = 8.0
+
+
 def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_itself_cut_off_and_preempted(
         hub, tmp_path, job_store):
     """Node 0 offers its rank's records (steps 0-59) to the leader, node 1, which gathers for the other node's
@@ -719,7 +723,7 @@ def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_i
         address = StoreAddress("127.0.0.1", job_store.port, "torchrun-job-cut-off")
         prefix = store_prefix(address, target_for(load(logdir), TOKEN).key) + "/"
         leader = Leader(HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint, shared_branch=True),
-                        JobStore(address, prefix), node=1, nodes=2, spacing=0.5, timing=JobTiming(gather=20.0))
+                        JobStore(address, prefix), node=1, nodes=2, spacing=0.5, timing=JobTiming(gather=GATHER_S))
         leader.start()
         wait_for(lambda: leader.leading, 20, "node 1 to lead")
         uploader = subprocess.Popen(
@@ -734,7 +738,7 @@ def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_i
         os.kill(uploader.pid, signal.SIGTERM)
         killed = _grace_then_kill([rank, uploader], [], JOB_DEADLINE_S + 1)
         node_commits = len(hub.commits(REPO))  # (the initial commit and node 0's own, once it exited)
-        gathering = time.monotonic() - leader._first_seen.get((0, offer["seq"]), -1e9) < 20.0
+        gathering = time.monotonic() - leader._first_seen.get((0, offer["seq"]), -1e9) < GATHER_S
         answered = wait_for(lambda: _answered(job_store, prefix, offer["seq"]) or leader.commits, 40,
                             "the leader's round to end with node 0's offer")
     finally:
