@@ -9,7 +9,7 @@ Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)
                                           not a clock: a replacement's offers always win over its predecessor's)
     offer/<n>          JSON | "-" | "taken:seq:node:term"  an offer, taken back, or claimed by a leader
     answer/<n>         JSON               the leader's answer to node n's offer ``seq`` (:func:`parse_answer`: with
-                                          the plan, the node's slots, the successors, the commit window's writes)
+                                          the plan, the node's slots, the successors)
     lease              JSON {node, term, pid, n}            who leads (``(node, term)``; pid: for people)
     terms              counter            each take of the lease adds 1: its holder's term
     offered, answered  counters           polled instead of every node's keys
@@ -306,19 +306,12 @@ def parse_xet_token(raw: bytes, now: float) -> tuple[str, str, int]:
     return cas, token, exp
 
 
-def parse_lease(raw: bytes | None) -> tuple[int, int] | None:
-    """``(node, term)`` of the lease's holder; ``None`` where nobody holds it."""
-    if not raw:
-        return None
-    lease = _json_object(raw, "lease")
-    return _whole(lease.get("node"), "lease: node"), _whole(lease.get("term"), "lease: term")
-
-
 def lease_holder(raw: bytes | None) -> tuple[int, int] | None:
     """``(node, term)`` of the lease's holder; ``None`` where nobody holds it or the value is malformed (a
     holder nobody can name holds nothing: it is taken over once it goes stale)."""
     try:
-        return parse_lease(raw)
+        lease = _json_object(raw, "lease") if raw else None
+        return None if lease is None else (_whole(lease.get("node"), "lease: node"), _whole(lease.get("term"), "lease: term"))
     except Malformed:
         return None
 

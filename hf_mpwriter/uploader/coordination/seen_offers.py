@@ -60,15 +60,10 @@ class SeenOffers(Lease):
         super().__init__(store, node, nodes, timing, commit_every, clock)
         self._first_seen: dict[tuple[int, int], float] = {}  # (node, seq) -> when this leader first saw it
         self._seen_in_term = 0  # the term those were seen in
-        self.home = store.address  # the job's store: its connection moves to a successor's once that is gone
         #: node -> its offer in the store when this term began, or when the store answered again after failures
         self._stale: dict[int, bytes] = {}
         self._unknown_age: dict[int, dict] = {}  # those offers, read: answered "offer again" (:meth:`_offer_again`)
         self.malformed = Skipped()  # values of the store skipped as malformed (``status``)
-
-    def on_successor(self) -> bool:
-        """Whether the store in use is a successor store (:mod:`.successor`): the job's store is gone."""
-        return self.store.address != self.home
 
     def _forget(self, offers: dict[int, dict]) -> None:
         for node, offer in offers.items():
