@@ -400,7 +400,6 @@ class Nodes:
         self.own_due: list[float | None] = [None] * nodes  # a node's own slot, kept until it commits
         self.held_at = [math.nan] * nodes  # offer time of the newest offer the Hub holds
         self.held_version: list[int | None] = [None] * nodes
-        self.own_last: list[float | None] = [None] * nodes
         self.own_gone_first: list[float | None] = [None] * nodes  # its first own commit after the store went
         self.spread = 0.0  # real seconds: each offer comes 0 to this long after its node's slot
         self.upload = 0.0  # real seconds a node's upload takes before it offers (counted in the ages)
@@ -571,10 +570,8 @@ class Nodes:
             return
         if self.own_due[node] is None:
             plan = self.plan[node] or self.own_plan
-            last = self.own_last[node]
             phases = self.phases[node]
-            self.own_due[node] = now + plan.own_turn(node, now, None if last is None else now - last,
-                                                     None if phases is None else phases[1])
+            self.own_due[node] = now + plan.own_turn(node, now, None if phases is None else phases[1])
         own_due = self.own_due[node]
         assert own_due is not None
         if own_due <= now:
@@ -688,7 +685,6 @@ class Nodes:
                 self.due[node] = time.time() + retry
             return retry
         self.counts["own_commits"] += 1
-        self.own_last[node] = time.time()
         self.waiting_since[node] = self.own_due[node] = None
         self.own_commit_log.append((time.time(), node))
         if not self.held_at[node] >= at:

@@ -19,7 +19,6 @@ class OwnCommits:
     def __init__(self, budget: Budget, kind: str, clock: Callable[[], float]) -> None:
         self.budget, self.kind, self.clock = budget, kind, clock
         self.made = 0  # commits this node made of its files itself (``status``)
-        self._last: float | None = None  # monotonic: the last one
         self._due: float | None = None  # monotonic: the next own slot, kept until it commits
 
     def turn(self, plan: Plan, node: int, wall: float, phase: float | None, closing: bool = False) -> float:
@@ -31,8 +30,7 @@ class OwnCommits:
             return 0.0
         now = self.clock()
         if self._due is None:
-            since = None if self._last is None else now - self._last
-            self._due = now + plan.own_turn(node, wall, since, phase)
+            self._due = now + plan.own_turn(node, wall, phase)
         return max(0.0, self._due - now)
 
     def landed(self) -> None:
@@ -40,8 +38,8 @@ class OwnCommits:
         self._due = None
 
     def going(self) -> None:
-        """An own commit goes now: the next own turn counts from it."""
-        self._last, self._due = self.clock(), None
+        """An own commit goes now: the next own turn is drawn anew."""
+        self._due = None
 
 
 def last_burst(budget: Budget, kind: str) -> int:

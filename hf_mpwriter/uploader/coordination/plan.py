@@ -154,15 +154,13 @@ class Plan:
         """How often one node may commit its files itself: the job's share, split between every node."""
         return self.nodes * self.own_gap
 
-    def own_turn(self, node: int, wall: float, since_last: float | None, phase: float | None = None) -> float:
+    def own_turn(self, node: int, wall: float, phase: float | None = None) -> float:
         """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (the
-        nodes' slots are ``own_gap`` apart, so they never come together), and not sooner than half a cycle
-        after its last own commit (``since_last`` seconds ago). ``phase``: the slot on the caller's clock, as
-        the leader said it (:meth:`phases`). The caller keeps the time it gets as a due time: a slot is
-        never missed for being looked at late."""
-        every = self.own_every()
-        after = 0.0 if since_last is None else max(0.0, every / 2 - since_last)
-        return until_turn(every, self.own_phase(node) if phase is None else phase, wall, after)
+        nodes' slots are ``own_gap`` apart, so they never come together; a slot that moves, a new plan's, may
+        give two in a cycle: the margin's). ``phase``: the slot on the caller's clock, as the leader said it
+        (:meth:`phases`). The caller keeps the time it gets as a due time: a slot is never missed for being looked
+        at late."""
+        return until_turn(self.own_every(), self.own_phase(node) if phase is None else phase, wall)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
