@@ -274,7 +274,8 @@ class Leader(SeenOffers):
         """The offers, less those older than the repository's head: where another process committed since this
         leader's last commit (a node cut off from the store, its preemption deadline first, commits its newest
         files itself while its offer stays in the store), an offer whose event file the head holds longer would
-        take it back. Those are answered "not committed": a node still there commits its files itself."""
+        take it back. Those are answered "offer again", as offers of unknown age are: a node still there offers its
+        newest files."""
         if parent is None or parent == self._own_head:
             return offers  # (a bucket has no head to read them at: guarantees.md)
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
@@ -283,8 +284,7 @@ class Leader(SeenOffers):
         if stale:
             logger.warning("job leader: %d node(s)' offers are older than the head %s (%s): not committed", len(stale),
                            parent, next(iter(behind.values())))
-            self._answer(stale, {"commit": None, "error": f"the target's head holds newer versions of its files ({parent})"})
-            self._forget(stale)
+            self._put_off(stale, self.clock(), "the target's head holds newer versions of its files")
         return {node: o for node, o in offers.items() if node not in stale}
 
     def _claim(self, offers: dict[int, dict]) -> dict[int, dict]:
