@@ -172,10 +172,10 @@ class Leader(SeenOffers):
         if not offers or not self.leading:  # (the lease went meanwhile: the store failed, or a hand-over)
             return
         self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
-        offers, rest = fitting(offers, self._first_seen, self.max_files)
         if not self.holds():  # (paused past its lease, say: another node leads, and claims these)
             return
-        offers = self._claim(self._not_behind(offers, parent))
+        offers, rest = fitting(self._not_behind(offers, parent), self._first_seen, self.max_files)
+        offers = self._claim(offers)
         if offers and self._write(offers, parent):
             rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
             if rest:
@@ -275,7 +275,8 @@ class Leader(SeenOffers):
         leader's last commit (a node cut off from the store, its preemption deadline first, commits its newest
         files itself while its offer stays in the store), an offer whose event file the head holds longer would
         take it back. Those are answered "offer again", as offers of unknown age are: a node still there offers its
-        newest files."""
+        newest files. Every offer read is looked at, not only this commit's: one left for a later round would be
+        committed under a head that is this leader's own again."""
         if parent is None or parent == self._own_head:
             return offers  # (a bucket has no head to read them at: guarantees.md)
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
