@@ -275,8 +275,8 @@ class Leader(SeenOffers):
         leader's last commit (a node cut off from the store, its preemption deadline first, commits its newest
         files itself while its offer stays in the store), an offer whose event file the head holds longer would
         take it back. Those are answered "offer again", as offers of unknown age are: a node still there offers its
-        newest files. Every offer read is looked at, not only this commit's: one left for a later round would be
-        committed under a head that is this leader's own again."""
+        newest files. Every offer read is looked at, not only this commit's: one left for a later round (a node's
+        last records, which are not put off) would be committed under a head that is this leader's own again."""
         if parent is None or parent == self._own_head:
             return offers  # (a bucket has no head to read them at: guarantees.md)
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
