@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -606,6 +608,67 @@ def _pending_offer(store, prefix: str, logdir: Path) -> dict | None:
     return offer if {path: size for path, _, size, _ in offer["files"]} == sizes else None
 
 
+class _Node0:
+    """Node 0 of a 2-node job, as real processes: its rank (steps 0-59 on disk, 20 more once ``more`` exists) and
+    its uploader, meeting node 1 (an in-process :class:`Leader` the test makes) in the job's store, reached
+    through ``relay``; ``prefix``: its keys there."""
+
+    def __init__(self, logdir: Path, env: dict, relay: _Relay, more: Path, rank: subprocess.Popen) -> None:
+        self.logdir, self.env, self.relay, self.more, self.rank = logdir, env, relay, more, rank
+        self.uploader: subprocess.Popen | None = None
+        self.leader = None
+        self.address = None
+        self.prefix = ""
+
+    def start_uploader(self) -> subprocess.Popen:
+        """As the rank's writer would start it, in the job's environment."""
+        self.uploader = subprocess.Popen([sys.executable, "-m", "hf_mpwriter.uploader", str(self.logdir)],
+                                         env=writer_env({**self.env, "HF_TOKEN": TOKEN}),
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self.uploader
+
+    def signal(self, grace: float = JOB_DEADLINE_S) -> list[int]:
+        """SIGTERM to the rank and the uploader; SIGKILL to those still running ``grace`` s later: their pids."""
+        assert self.uploader is not None
+        signalled = time.monotonic()
+        self.rank.send_signal(signal.SIGTERM)
+        os.kill(self.uploader.pid, signal.SIGTERM)
+        return _grace_then_kill([self.rank, self.uploader], [], signalled + grace - time.monotonic())
+
+
+@contextmanager
+def _node_0_of_two(hub, tmp_path: Path, job_store, run_id: str) -> Iterator[_Node0]:
+    """:class:`_Node0`, once its rank flushed steps 0-59; at the end every process of it killed, node 1's leader
+    stopped and the relay closed."""
+    from hf_mpwriter.config import load
+    from hf_mpwriter.targets import target_for
+    from hf_mpwriter.uploader.coordination.member import store_prefix
+    from hf_mpwriter.uploader.coordination.store import StoreAddress
+
+    hub.create_repo(REPO)
+    logdir, more, relay = tmp_path / "logs", tmp_path / "more", _Relay(job_store.port)
+    _, env = _target("repo", hub, tmp_path)
+    env = {**env, "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2", "HF_MPWRITER_PREEMPTION_DEADLINE": str(JOB_DEADLINE_S),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(relay.port), "TORCHELASTIC_RUN_ID": run_id}
+    rank = _start_rank({"logdir": str(logdir), "rank": 0, "repo_id": REPO, "uploader": "none", "steps": 60,
+                        "flush_every": 10, "commit_every_s": 1, "close_after": str(tmp_path / "never"),
+                        "more_after": str(more), "more_steps": 20}, env)
+    node = _Node0(logdir, env, relay, more, rank)
+    try:
+        read_line(rank, "flushed 59", 60)  # every record on disk; the rank lives on, as a training does
+        node.address = StoreAddress("127.0.0.1", job_store.port, f"torchrun-{run_id}")
+        node.prefix = store_prefix(node.address, target_for(load(logdir), TOKEN).key) + "/"
+        yield node
+    finally:
+        for proc in (rank, node.uploader):
+            if proc is not None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        if node.leader is not None:
+            node.leader.stop()
+        relay.close()
+
+
 @pytest.mark.parametrize("store_is", ["answering", "black-holed"])
 def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_itself_in_time(hub, tmp_path, job_store,
                                                                                                store_is):
@@ -616,55 +679,27 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
     itself before its deadline (its wait for the leader, and for the store, end in time), then the node
     and its disk are gone. One commit carries them all, its newest files, whether its offer was taken
     back or not (the store silent: a leader that claimed it fixed its parent before, and is refused)."""
-    from hf_mpwriter.config import load
-    from hf_mpwriter.targets import target_for
-    from hf_mpwriter.uploader.coordination.member import Leader, store_prefix
+    from hf_mpwriter.uploader.coordination.member import Leader
     from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN
-    from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
+    from hf_mpwriter.uploader.coordination.store import JobStore
 
-    hub.create_repo(REPO)
-    logdir = tmp_path / "logs"
-    _, env = _target("repo", hub, tmp_path)
-    relay = _Relay(job_store.port)
-    job = {"GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2", "HF_MPWRITER_PREEMPTION_DEADLINE": str(JOB_DEADLINE_S),
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(relay.port), "TORCHELASTIC_RUN_ID": "job-preempted"}
-    more = tmp_path / "more"
-    rank = _start_rank({"logdir": str(logdir), "rank": 0, "repo_id": REPO, "uploader": "none", "steps": 60,
-                        "flush_every": 10, "commit_every_s": 1, "close_after": str(tmp_path / "never"),
-                        "more_after": str(more), "more_steps": 20}, {**env, **job})
-    leader, uploader = None, None
-    try:
-        read_line(rank, "flushed 59", 60)  # every record on disk; the rank lives on, as a training does
-        address = StoreAddress("127.0.0.1", job_store.port, "torchrun-job-preempted")
-        prefix = store_prefix(address, target_for(load(logdir), TOKEN).key) + "/"
+    with _node_0_of_two(hub, tmp_path, job_store, "job-preempted") as node:
+        logdir, prefix, rank, relay = node.logdir, node.prefix, node.rank, node.relay
         out_of_reach = HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=f"http://127.0.0.1:{closed_port()}")
-        leader = Leader(out_of_reach, JobStore(address, prefix), node=1, nodes=2, spacing=0.5)
+        node.leader = leader = Leader(out_of_reach, JobStore(node.address, prefix), node=1, nodes=2, spacing=0.5)
         leader.start()
         wait_for(lambda: leader.leading, 20, "node 1 to lead")
-        uploader = subprocess.Popen(  # as the rank's writer would start it, in the job's environment
-            [sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)], env=writer_env({**env, **job, "HF_TOKEN": TOKEN}),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        uploader = node.start_uploader()
         offer = wait_for(lambda: _pending_offer(job_store, prefix, logdir), 60, "node 0 to offer all its records")
-        more.touch()
+        node.more.touch()
         read_line(rank, "flushed 79", 20)  # records its offer does not hold
         published = _published(logdir, uploader.pid).get("job") or {}  # how its commits go, as status shows it
         if store_is == "black-holed":
             relay.silent.set()
             wait_for(lambda: relay.swallowed > 0, 10, "node 0's store calls to go unanswered")
-        signalled = time.monotonic()
-        rank.send_signal(signal.SIGTERM)
-        os.kill(uploader.pid, signal.SIGTERM)
-        killed = _grace_then_kill([rank, uploader], [], signalled + JOB_DEADLINE_S - time.monotonic())
+        killed = node.signal()
         taken_back = job_store.get(prefix + "offer/0") == WITHDRAWN
         answered = _answered(job_store, prefix, offer["seq"])
-    finally:
-        for proc in (rank, uploader):
-            if proc is not None:
-                proc.kill()
-                proc.communicate(timeout=10)
-        if leader is not None:
-            leader.stop()
-        relay.close()
     log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
     last = _published(logdir, uploader.pid)  # what node 0's uploader published as it exited
     shutil.rmtree(logdir)  # the node's local disk does not survive preemption
@@ -701,54 +736,28 @@ def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_i
     comes first, so node 0 commits its newest files itself and exits; its disk is gone. When the leader's
     gathering ends, the old offer is still in the store, unanswered: committed, the file would go back to step 59.
     Every commit the Hub applied keeps steps 0-79 once there."""
-    from hf_mpwriter.config import load
-    from hf_mpwriter.targets import target_for
     from hf_mpwriter.timing import JobTiming
-    from hf_mpwriter.uploader.coordination.member import Leader, store_prefix
-    from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
+    from hf_mpwriter.uploader.coordination.member import Leader
+    from hf_mpwriter.uploader.coordination.store import JobStore
 
-    hub.create_repo(REPO)
-    logdir = tmp_path / "logs"
-    _, env = _target("repo", hub, tmp_path)
-    relay = _Relay(job_store.port)
-    job = {"GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2", "HF_MPWRITER_PREEMPTION_DEADLINE": str(JOB_DEADLINE_S),
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(relay.port), "TORCHELASTIC_RUN_ID": "job-cut-off"}
-    more = tmp_path / "more"
-    rank = _start_rank({"logdir": str(logdir), "rank": 0, "repo_id": REPO, "uploader": "none", "steps": 60,
-                        "flush_every": 10, "commit_every_s": 1, "close_after": str(tmp_path / "never"),
-                        "more_after": str(more), "more_steps": 20}, {**env, **job})
-    leader, uploader = None, None
-    try:
-        read_line(rank, "flushed 59", 60)
-        address = StoreAddress("127.0.0.1", job_store.port, "torchrun-job-cut-off")
-        prefix = store_prefix(address, target_for(load(logdir), TOKEN).key) + "/"
-        leader = Leader(HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint, shared_branch=True),
-                        JobStore(address, prefix), node=1, nodes=2, spacing=0.5, timing=JobTiming(gather=GATHER_S))
+    with _node_0_of_two(hub, tmp_path, job_store, "job-cut-off") as node:
+        logdir, prefix, relay = node.logdir, node.prefix, node.relay
+        node.leader = leader = Leader(HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint, shared_branch=True),
+                                      JobStore(node.address, prefix), node=1, nodes=2, spacing=0.5,
+                                      timing=JobTiming(gather=GATHER_S))
         leader.start()
         wait_for(lambda: leader.leading, 20, "node 1 to lead")
-        uploader = subprocess.Popen(
-            [sys.executable, "-m", "hf_mpwriter.uploader", str(logdir)], env=writer_env({**env, **job, "HF_TOKEN": TOKEN}),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        node.start_uploader()
         offer = wait_for(lambda: _pending_offer(job_store, prefix, logdir), 60, "node 0 to offer all its records")
         relay.silent.set()
-        more.touch()
-        read_line(rank, "flushed 79", 20)
+        node.more.touch()
+        read_line(node.rank, "flushed 79", 20)
         wait_for(lambda: relay.swallowed > 0, 10, "node 0's store calls to go unanswered")
-        rank.send_signal(signal.SIGTERM)
-        os.kill(uploader.pid, signal.SIGTERM)
-        killed = _grace_then_kill([rank, uploader], [], JOB_DEADLINE_S + 1)
+        killed = node.signal(JOB_DEADLINE_S + 1)
         node_commits = len(hub.commits(REPO))  # (the initial commit and node 0's own, once it exited)
         gathering = time.monotonic() - leader._first_seen.get((0, offer["seq"]), -1e9) < GATHER_S
         answered = wait_for(lambda: _answered(job_store, prefix, offer["seq"]) or leader.commits, 40,
                             "the leader's round to end with node 0's offer")
-    finally:
-        for proc in (rank, uploader):
-            if proc is not None:
-                proc.kill()
-                proc.communicate(timeout=10)
-        if leader is not None:
-            leader.stop()
-        relay.close()
     log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
     shutil.rmtree(logdir)
     # The scenario: node 0 committed itself by its deadline, while the leader still held its offer, unanswered.
