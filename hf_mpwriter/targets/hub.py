@@ -63,6 +63,11 @@ def _branch_moved(exc: BaseException) -> bool:
     return getattr(getattr(exc, "response", None), "status_code", None) == 412
 
 
+def _pieces(files: Sequence[UploadedFile]) -> list[Piece]:
+    """Uploaded files as pieces to compare with what the repository holds (full paths in it)."""
+    return [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files]
+
+
 def _compare(piece: Piece, info: Any) -> str | None:
     """What is wrong with the remote file ``info`` for ``piece``, or ``None`` if it matches."""
     if info is None:
@@ -343,15 +348,14 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
     def verify_uploaded(self, files: Sequence[UploadedFile]) -> dict[str, str]:
         """``path -> what is wrong`` for each of ``files`` (full paths in the repository) the branch
         does not hold with that size and sha256: one ``paths_info`` call per :data:`PATHS_PER_CALL` files."""
-        pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files]
-        return batched_differences(pieces, remote_path=lambda p: p.path, fetch=self._paths_info,
+        return batched_differences(_pieces(files), remote_path=lambda p: p.path, fetch=self._paths_info,
                                    per_call=self.paths_per_call, compare=_compare)
 
     def behind(self, files: Sequence[UploadedFile], revision: str) -> dict[str, str]:
         """``path -> what is wrong`` for each event file of ``files`` that commit ``revision`` holds longer: an
         event file only grows, so those are older than a commit made since (another process's). One
         ``paths_info`` call per :data:`PATHS_PER_CALL` event files."""
-        pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files if "tfevents" in f.path]
+        pieces = _pieces([f for f in files if event_files_only([f.path])])
 
         def longer(piece: Piece, info: Any) -> str | None:
             size = getattr(info, "size", None)
