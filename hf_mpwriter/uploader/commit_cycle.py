@@ -235,10 +235,11 @@ class Committer(Audit):
         found, looked = self._lost_saved
         if len(self.lost.found) != found:
             self.queue.set_meta(lost_mod.LOST_META, lost_mod.encode(self.lost.found))
-            self._lost_saved = found, looked = len(self.lost.found), looked
+            found = len(self.lost.found)
+            self._lost_saved = (found, looked)
         if len(self.lost.looked) != looked:
             self.queue.set_meta(lost_mod.LOOKED_META, lost_mod.encode_looked(self.lost.looked))
-            self._lost_saved = found, len(self.lost.looked)
+            self._lost_saved = (found, len(self.lost.looked))
 
     def prepare(self) -> bool:
         """Prepare the target once (create the repository...); ``False`` while it fails (backing off)."""
