@@ -295,6 +295,26 @@ def test_a_job_split_over_the_store_and_its_successor_keeps_within_twice_the_pla
     assert not result.problems, str(result)
 
 
+class _Blind(Leader):
+    """A leader that does not count the commits other processes made in its books."""
+
+    def _count_others(self, parent):
+        pass
+
+
+def test_two_leaders_on_two_stores_slow_each_other_to_within_twice_the_plan():
+    """Seed 311329 of a 30,000-seed sweep: two nodes cut off from the job's store in turn moved to the successor and
+    led there while node 0 led on the job's store. Each leader's books held only its own commits: two at the plan's
+    pace, and one start-up commit, were 25 in a window of twice the plan's 24. A head another process made now counts
+    in the books: each leader slows for the other's commits."""
+    kinds = commitsim.KINDS + commitsim.EXTRA_KINDS
+    result = commitsim.run(311329, kinds, successors=True)
+    assert result.moves >= 1 and result.had("store-cut")
+    assert not result.problems, str(result)
+    blind = commitsim.run(311329, kinds, successors=True, leader=_Blind)
+    assert any("twice the budget" in problem for problem in blind.problems), str(blind)
+
+
 class _CutOff(commitsim.Store):
     """Node 5's calls to the job's store fail from t=100 to t=500 (a partition between it and the store's host alone);
     every other call goes through."""

@@ -75,6 +75,7 @@ class Leader(SeenOffers):
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
         self._own_head: str | None = None  # this leader's last commit: a head that is not it moved since
+        self._others_head: str | None = None  # the last head another process made, counted in the books
         #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its
         #: node's own, :class:`~.xet_share.XetPublisher`: the node then asks for no second one).
         self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed,
@@ -166,6 +167,7 @@ class Leader(SeenOffers):
         # for a hand-over time is a Hub out of reach, while a commit may take as long as any call may.
         parent = self._hub_call(self.handover_after(), self.target.parent)
         self._head_failures = 0
+        self._count_others(parent)
         offers = self._offers()
         self._offered, self._candidates = None, {}  # read them all again next round
         self._offer_again()
@@ -269,6 +271,13 @@ class Leader(SeenOffers):
         self._forget(offers)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
         return True
+
+    def _count_others(self, parent: str | None) -> None:
+        """Count a head another process made since this leader's last commit as one write in the books: two
+        leaders for a while (each on its own store) then slow each other to about the plan, within the margin."""
+        if self._own_head is not None and parent not in (None, self._own_head, self._others_head):
+            self._others_head = parent
+            self.books.wrote(self.clock(), 0)
 
     def _not_behind(self, offers: dict[int, dict], parent: str | None) -> dict[int, dict]:
         """The offers, less those older than the repository's head: where another process committed since this
