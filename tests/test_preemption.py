@@ -8,6 +8,7 @@ deleted once the grace period is over; the target is read back through the real 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -740,7 +741,8 @@ def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_i
     from hf_mpwriter.uploader.coordination.member import Leader
     from hf_mpwriter.uploader.coordination.store import JobStore
 
-    with _node_0_of_two(hub, tmp_path, job_store, "job-cut-off") as node:
+    leader_log = tmp_path / "leader.log"  # (the leader runs here: its log, should its round not end)
+    with _node_0_of_two(hub, tmp_path, job_store, "job-cut-off") as node, _logged_to(leader_log):
         logdir, prefix, relay = node.logdir, node.prefix, node.relay
         node.leader = leader = Leader(HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint, shared_branch=True),
                                       JobStore(node.address, prefix), node=1, nodes=2, spacing=0.5,
@@ -756,8 +758,11 @@ def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_i
         killed = node.signal(JOB_DEADLINE_S + 1)
         node_commits = len(hub.commits(REPO))  # (the initial commit and node 0's own, once it exited)
         gathering = time.monotonic() - leader._first_seen.get((0, offer["seq"]), -1e9) < GATHER_S
-        answered = wait_for(lambda: _answered(job_store, prefix, offer["seq"]) or leader.commits, 40,
-                            "the leader's round to end with node 0's offer")
+        try:
+            answered = wait_for(lambda: _answered(job_store, prefix, offer["seq"]) or leader.commits, 40,
+                                "the leader's round to end with node 0's offer")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the leader's log:\n{leader_log.read_text()[-4000:]}") from None
     log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
     shutil.rmtree(logdir)
     # The scenario: node 0 committed itself by its deadline, while the leader still held its offer, unanswered.
@@ -767,6 +772,21 @@ def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_i
     for commit in history[:len(history) - node_commits + 1]:  # node 0's own commit and every commit the Hub applied since
         steps = _rank0_steps_at(hub, tmp_path, commit["id"])
         assert steps == list(range(80)), f"commit {commit['id'][:8]} ({commit['summary']}): steps {steps[:1]}-{steps[-1:]}"
+
+
+@contextmanager
+def _logged_to(path: Path) -> Iterator[None]:
+    """The package's log records of this process, at INFO and above, written to ``path`` meanwhile."""
+    handler, package = logging.FileHandler(path), logging.getLogger("hf_mpwriter")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(threadName)s %(levelname)s %(message)s"))
+    level, package.level = package.level, logging.INFO
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        handler.close()
 
 
 def _rank0_steps_at(hub, tmp_path: Path, revision: str) -> list[int]:
