@@ -68,7 +68,7 @@ from hf_mpwriter.state.piece import Piece
 from hf_mpwriter.targets.base import UploadedFile
 from hf_mpwriter.timing import OFFER_WAIT_S, STORE_CALL_S, JobTiming
 from hf_mpwriter.uploader.coordination import successor
-from hf_mpwriter.uploader.coordination.leader import Leader
+from hf_mpwriter.uploader.coordination.leader import Leader, LeaderTarget
 from hf_mpwriter.uploader.coordination.member import JobTarget
 from hf_mpwriter.uploader.coordination.pacing import pacing
 from hf_mpwriter.uploader.coordination.plan import make_budget
@@ -404,7 +404,7 @@ class Hub:
 class Target:
     """What a node's targets do at the simulated Hub (its own, and its leader's)."""
 
-    prefix, key, min_interval = "", "sim", SPACING
+    prefix, key, min_interval, kind, repo_id = "", "sim", SPACING, "hub", "sim/repo"
     job_xet_token = None
 
     def __init__(self, hub: Hub, node: Node) -> None:
@@ -417,25 +417,28 @@ class Target:
     def preupload(self, pieces) -> list[UploadedFile]:
         return [UploadedFile(p.path, p.sha256, p.size) for p in pieces]
 
-    def commit_uploaded(self, files, message: str, parent: str | None = None) -> str:
+    def commit_uploaded(self, files: Sequence[UploadedFile], message: str, parent: str | None = None) -> str:
         job = self.node.job
         assert job is not None
         return self.hub.commit([(f.path, f.sha256) for f in files], parent, self.node.number,
                                (job.leader.store.address.port, job.leader.term))
 
-    def behind(self, files, revision: str) -> dict[str, str]:
+    def behind(self, files: Sequence[UploadedFile], revision: str) -> dict[str, str]:
         self.hub.sim.sleep(self.hub.answer_in(self.node.number))  # (its files now: newer than at ``revision``, if any)
         return {f.path: "newer at the head" for f in files if self.hub.files.get(f.path, -1) > int(f.sha256)}
 
-    def verify_uploaded(self, files) -> dict[str, str]:
+    def verify_uploaded(self, files: Sequence[UploadedFile]) -> dict[str, str]:
         return {f.path: "not at the head" for f in files if self.hub.files.get(f.path) != int(f.sha256)}
 
     def commit(self, pieces, message: str) -> str:
         parent = self.parent()
         return self.hub.commit([(p.path, p.sha256) for p in pieces], parent, self.node.number, None)
 
-    def xet_write_token(self, fresh: float = 0.0):
+    def xet_write_token(self, fresh_for: float) -> None:
         return None
+
+    def trusts_cas(self, cas_url: str) -> bool:
+        return False
 
 
 class NoXet:
@@ -541,7 +544,8 @@ class Sim:
         """A node's uploader starts: its job target (real), its lease's and its rounds' threads, its loop."""
         store = Store(self, node=node.number)
         target = Target(self.hub, node)
-        job = self.member(target, target,  # type: ignore[arg-type]  # (the simulated Hub: neither a repository nor a bucket)
+        leader_target: LeaderTarget = target  # (checked here: the ignore below is for the node's own target)
+        job = self.member(target, leader_target,  # type: ignore[arg-type]  # (the simulated Hub: neither a repository nor a bucket)
                         store, node.number, len(self.nodes), wait=min(TIMING.offer_wait, CALL_BOUND / 3),
                         spacing=SPACING / WINDOWS, budget=self.budget, commit_every=COMMIT_EVERY, call_bound=CALL_BOUND,
                         timing=TIMING, clock=lambda: self.now, wall=lambda: 1.7e9 + self.now + node.skew, sleep=self.sleep)

@@ -349,7 +349,8 @@ def test_a_commit_that_timed_out_halves_the_leaders_next_commits():
     gateway, moved = classified(answered(504)), classified(answered(412))
     assert timed_out.timed_out and gateway.timed_out and not moved.timed_out and moved.transient
 
-    leader = Leader(target=None, store=_unused_store(), node=0, nodes=2, spacing=1.0)  # type: ignore[arg-type]
+    unused = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint="http://127.0.0.1:9")  # (never called)
+    leader = Leader(target=unused, store=_unused_store(), node=0, nodes=2, spacing=1.0)
     leader._failed(moved, {})
     assert leader.max_files == 1000  # a moved branch says nothing about the commit's size
     leader._failed(timed_out, {})

@@ -93,6 +93,7 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
 
     #: No commit rate limit: closing writers get their files stored at once.
     min_interval = 0.0
+    kind = "bucket"  # (the job's budget: API requests only)
     paths_per_call = PATHS_PER_CALL  # (the audit's batches: per target, a test makes them small)
 
     def __init__(
@@ -202,6 +203,10 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
     def parent(self) -> None:
         """A bucket has no history to fence against (see the module's docstring)."""
         return None
+
+    def behind(self, files: Sequence[UploadedFile], revision: str) -> dict[str, str]:
+        """Nothing: a bucket has no revision to read at (its :meth:`parent` is ``None``: guarantees.md)."""
+        return {}
 
     def commit_uploaded(self, files: Sequence[UploadedFile], message: str, parent: str | None = None) -> str | None:
         """One ``batch_bucket_files`` call naming each file by the Xet hash a node uploaded.

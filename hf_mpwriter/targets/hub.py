@@ -92,6 +92,7 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
     each at its own slot): the head is read before every commit, since the last commit's would be refused."""
 
     min_interval = HUB_COMMIT_SPACING_S  # the Hub accepts about 128 commits per hour per repository
+    kind = "hub"  # (the job's budget: commits an hour, and API requests)
     #: After a 412, the head is read before every commit for this long (:data:`SHARED_BRANCH_S`).
     shared_branch_s = SHARED_BRANCH_S
     paths_per_call = PATHS_PER_CALL  # (the audit's batches: per target, a test makes them small)

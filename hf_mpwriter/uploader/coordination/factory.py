@@ -15,7 +15,6 @@ from ...targets.bucket import BucketTarget, batch_takes_xet_hashes
 from ...targets.hub import HubTarget
 from ...targets.xet_content import xet_usable
 from ...timing import PREPARED_WAIT_MIN_S, PREPARED_WAIT_NODES, PREPARED_WAIT_S, JobTiming
-from .leader import target_kind
 from .member import OWN_COMMITS, JobTarget, store_prefix
 from .pacing import Situation
 from .plan import Budget, make_budget
@@ -72,7 +71,7 @@ def situation(config: UploadConfig, target: Target, shared: bool = False) -> Sit
     """What decides the commit times of a node's uploader (:func:`.pacing.pacing`) without a job's leader
     (no store: ``HF_MPWRITER_JOB_STORE=0``, none in the launcher's environment, a local target), from its
     settings; ``shared``: its logdir is every node's (it is the job's one uploader)."""
-    kind = target_kind(target) if isinstance(target, (HubTarget, BucketTarget)) else None
+    kind = target.kind if isinstance(target, (HubTarget, BucketTarget)) else None
     return Situation(commit_every=config.commit_every, rate_interval=commit_interval(config), nodes=config.nodes,
                      node=config.node_rank, kind=kind, budget=_budget(config) if kind else None,
                      files=config.ranks_per_node or 1, spacing=_write_spacing(config, target), shared=shared)

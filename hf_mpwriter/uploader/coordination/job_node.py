@@ -22,7 +22,7 @@ from ...timing import (
     JobTiming,
 )
 from .joining import announce, count_up, other_folders, prepared_by_node_0
-from .leader import Leader, SharedTarget, target_kind
+from .leader import Leader, LeaderTarget, SharedTarget
 from .moves import Moves
 from .offers import Offers
 from .own_commits import OwnCommits
@@ -58,7 +58,7 @@ class JobNode(Target):
     adds them): everything the node's own target does (preparing, reading, auditing) is its own target's
     (``inner``)."""
 
-    def __init__(self, inner: SharedTarget, leader_target: SharedTarget, store: CoordinationStore, node: int, nodes: int,
+    def __init__(self, inner: SharedTarget, leader_target: LeaderTarget, store: CoordinationStore, node: int, nodes: int,
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
                  commit_every: float = HUB_COMMIT_EVERY_S, call_bound: float | None = None,
                  files_hint: int = 1, timing: JobTiming = JobTiming(), clock: Callable[[], float] = time.monotonic,
@@ -78,7 +78,7 @@ class JobNode(Target):
         self._verified: tuple | None = None  # the pieces the leader verified at its last commit of ours
         self._deferred: tuple | None = None  # the pieces last put off for the budget: known not committed
         self.budget = budget or make_budget()
-        self.kind = target_kind(inner)
+        self.kind = inner.kind
         self.commit_every, self.spacing = commit_every, spacing
         #: This node's files, as far as its launcher says (a file per rank), for its own plan before the leader's.
         self.files_hint = max(1, files_hint)
@@ -115,7 +115,7 @@ class JobNode(Target):
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
                                                          self.leader.malformed, lambda cas: inner.trusts_cas(cas))
 
-    def _make_leader(self, leader_target: SharedTarget, nodes: int, call_bound: float) -> Leader:
+    def _make_leader(self, leader_target: LeaderTarget, nodes: int, call_bound: float) -> Leader:
         """This node's leader (not started)."""
         leader = Leader(leader_target, self.store, self.node, nodes, self.spacing, self.budget, self.commit_every,
                         call_bound, self.timing, wall=self.wall, clock=self.clock)

@@ -18,12 +18,14 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Union, cast
+from collections.abc import Sequence
+from typing import Any, Callable, Protocol, Union
 
 from ...errors import TargetError
 from ...targets.base import UploadedFile
 from ...targets.bucket import BucketTarget
 from ...targets.hub import HubTarget
+from ...targets.xet_content import Connection
 from ...timing import (
     HUB_COMMIT_EVERY_S,
     OFFER_WAIT_S,
@@ -40,20 +42,40 @@ from .xet_share import XetPublisher
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
-#: The targets a job's leader can write for its nodes: a repository (one commit, by sha256) or a
-#: Storage Bucket (one batch, by Xet hash).
+#: A node's own target in a job: a repository (one commit, by sha256) or a Storage Bucket (one batch, by Xet hash).
 SharedTarget = Union[HubTarget, BucketTarget]  # (Python 3.9: no ``|`` between classes at run time)
 
 
-def target_kind(target: SharedTarget) -> str:
-    """``"bucket"`` or ``"hub"``: which of the budget's rules (:mod:`.plan`) a target's writes follow."""
-    return "bucket" if isinstance(target, BucketTarget) else "hub"
+class LeaderTarget(Protocol):
+    """What a job's leader writes the nodes' uploaded files through: :class:`HubTarget` and :class:`BucketTarget`
+    are two, a simulation's Hub a third (``tests/commitsim.py``; mypy checks each against this)."""
+
+    kind: str  # "hub" or "bucket": which of the budget's rules (:mod:`.plan`) its writes follow
+    repo_id: str
+
+    def parent(self) -> str | None:
+        """The head the next commit names (``None``: no history to fence against, a bucket)."""
+
+    def commit_uploaded(self, files: Sequence[UploadedFile], message: str, parent: str | None = None) -> str | None:
+        """One commit (a bucket: one batch) of files whose content is uploaded; its id."""
+
+    def verify_uploaded(self, files: Sequence[UploadedFile]) -> dict[str, str]:
+        """``path -> what is wrong`` for each file the head does not hold as given."""
+
+    def behind(self, files: Sequence[UploadedFile], revision: str) -> dict[str, str]:
+        """``path -> why`` for each event file that ``revision`` holds longer (newer) than given."""
+
+    def xet_write_token(self, fresh_for: float) -> Connection | None:
+        """This process's Xet write token, good ``fresh_for`` seconds more, to share (``None``: none)."""
+
+    def trusts_cas(self, cas_url: str) -> bool:
+        """Whether a shared token for ``cas_url`` may be used here."""
 
 
 class Leader(SeenOffers):
     """The thread that holds (or watches) the job's lease and, while it holds it, commits the offers."""
 
-    def __init__(self, target: SharedTarget, store: CoordinationStore, node: int, nodes: int, spacing: float,
+    def __init__(self, target: LeaderTarget, store: CoordinationStore, node: int, nodes: int, spacing: float,
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
                  call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming(),
                  wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
@@ -61,7 +83,7 @@ class Leader(SeenOffers):
         monotonic clock."""
         self.target, self.spacing, self.wall = target, spacing, wall
         self.budget = budget or make_budget()
-        self.kind = target_kind(target)
+        self.kind = target.kind
         self.commit_every, self.call_bound = commit_every, call_bound
         super().__init__(store, node, nodes, timing, commit_every, clock)
         self.books = Books(self.budget, self.kind)
@@ -289,7 +311,7 @@ class Leader(SeenOffers):
         if parent is None or parent == self._own_head:
             return offers  # (a bucket has no head to read them at: guarantees.md)
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
-        behind = self._hub_call(self.handover_after(), cast(HubTarget, self.target).behind, files, parent)
+        behind = self._hub_call(self.handover_after(), self.target.behind, files, parent)
         stale = {node: o for node, o in offers.items() if any(entry[0] in behind for entry in o["files"])}
         if stale:
             logger.warning("job leader: %d node(s)' offers are older than the head %s (%s): not committed", len(stale),
