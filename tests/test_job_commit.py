@@ -1246,3 +1246,45 @@ def test_a_connection_that_times_out_is_made_again_within_the_calls_deadline(sto
     assert len(timeouts) == 2  # the scenario: the first connection timed out, a second was made
     assert bytes(store.get("p/k")) == b"v" and took < 6.0, took
     assert timeouts[0] < 6.0  # each try has a share of the call's deadline, not all of it
+
+
+def test_a_last_offer_left_over_from_a_full_commit_is_looked_at_against_the_head_too(hub, store, tmp_path):
+    """Node 2 committed its newer file itself (cut off and signalled: guarantees.md) while its older offer, its last
+    records, waits in the store beside node 1's. The leader's commit holds one file: node 1's (older data) goes in,
+    node 2's is left over, and a node's last records are not put off but taken next round, when the head is the
+    leader's own again. Every offer read is looked at against the head before the first commit, so node 2's is
+    answered "offer again" and never committed: node 2's file never goes back at any commit the Hub applied."""
+    hub.create_repo(REPO)
+    own = HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+    older = own.preupload(_pieces(tmp_path, 2, 3000))  # node 2's offered version
+    assert older is not None
+    newer = _pieces(tmp_path, 2, 5000)
+    own.commit(newer, "node 2's own commit")  # its newest, committed itself
+    address = StoreAddress("127.0.0.1", store.port, "job-1")
+    shared = JobStore(address, store_prefix(address, own.key))
+    nodes = [JobTarget(own, HubTarget(REPO, prefix="tb", token=TOKEN, endpoint=hub.endpoint), shared, node, 3, wait=10.0,
+                       spacing=0.5, budget=ROOMY) for node in range(3)]
+    node_1 = own.preupload(_pieces(tmp_path, 1, 2000))
+    assert node_1 is not None
+    for node, files, waiting in ((nodes[1], node_1, 100.0), (nodes[2], older, 0.0)):  # node 1's data waited longer
+        assert node._announce()
+        node.store.set(f"offer/{node.node}", json.dumps({
+            "seq": 1, "incarnation": node.incarnation, "wait": 20.0, "waiting": waiting, "last": True,
+            "files": [[f.path, f.sha256, f.size, f.xet_hash] for f in files]}).encode())
+    leader = nodes[0].leader
+    leader.max_files = 1
+    before = len(hub.commits(REPO))
+    leader.start()
+    try:
+        def answered() -> list[dict] | None:
+            raws = [shared.get(f"answer/{k}") for k in (1, 2)]
+            answers = [json.loads(raw) for raw in raws if raw]
+            return answers if len(answers) == 2 and all(a.get("seq") == 1 for a in answers) else None
+
+        answers = wait_for(answered, 30, "both offers answered")  # (node 2's: committed, or "offer again")
+    finally:
+        leader.stop()
+    history = hub.commits(REPO)[:len(hub.commits(REPO)) - before + 1]  # node 2's own commit and every one since
+    assert [len(hub.read_file(REPO, older[0].path, revision=c["id"])) for c in history] == [5000] * len(history)
+    assert len(history) == 2, [c["summary"] for c in history]  # the scenario: the leader committed node 1's file
+    assert answers[0].get("commit") and not answers[1].get("commit") and answers[1]["retry_in"] == 0, answers
