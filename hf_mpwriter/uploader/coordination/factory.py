@@ -1,7 +1,6 @@
-"""The uploader's factory for a job's coordination: what a node's target is (:func:`for_job`: its own, or a
-:class:`~.member.JobTarget` where the job has a store), and the situation its commit times follow
-(:func:`situation`, :func:`~.pacing.pacing`), both from the logdir's settings alone: the launcher's facts
-come from there (the writer read them), never from the uploader's environment."""
+"""The uploader's factory for a job's coordination: a node's target (:func:`for_job`) and what its commit times follow
+(:func:`situation`), both from the logdir's settings alone (where the writer put the launcher's facts), never from the
+uploader's environment."""
 
 from __future__ import annotations
 
@@ -25,15 +24,10 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 
 def for_job(config: UploadConfig, target: Target, token: str | None, call_bound: float,
             timing: JobTiming = JobTiming()) -> Target:
-    """``target`` itself, or a :class:`JobTarget` around it where the job has a reachable store.
-
-    Only a repository or a bucket on the Hub (a bucket: with hf_xet and huggingface_hub 1.10+, see
-    :func:`~hf_mpwriter.targets.bucket.batch_takes_xet_hashes`), only in a multi-node job
-    (``config.nodes > 1``), only with a store in the logdir's settings (the writer found it in the launcher's
-    environment: :func:`~hf_mpwriter.uploader.coordination.store.store_address`); otherwise each node commits itself at its
-    own slots (:func:`.pacing.pacing`). A store that does not answer yet gives a :class:`JobTarget`
-    that commits itself until it does (offering to the leader again ``timing.store_retry`` after a failure).
-    """
+    """``target`` itself, or a :class:`JobTarget` around it: only for a repository or a bucket (with hf_xet and
+    huggingface_hub 1.10+) in a multi-node job whose logdir's settings name a store; otherwise each node commits
+    itself at its own slots. A store that does not answer yet gives a :class:`JobTarget` that commits itself until
+    it does (offering to the leader again ``timing.store_retry`` after a failure)."""
     address = store_address(config.store, config.job_id) if config.job_store else None  # HF_MPWRITER_JOB_STORE=0: each itself
     if config.nodes <= 1 or address is None or not isinstance(target, (HubTarget, BucketTarget)):
         return target
@@ -68,9 +62,8 @@ def for_job(config: UploadConfig, target: Target, token: str | None, call_bound:
 
 
 def situation(config: UploadConfig, target: Target, shared: bool = False) -> Situation:
-    """What decides the commit times of a node's uploader (:func:`.pacing.pacing`) without a job's leader
-    (no store: ``HF_MPWRITER_JOB_STORE=0``, none in the launcher's environment, a local target), from its
-    settings; ``shared``: its logdir is every node's (it is the job's one uploader)."""
+    """What decides a node's commit times (:func:`.pacing.pacing`) where no job's leader paces it, from its settings;
+    ``shared``: its logdir is every node's (it is the job's one uploader)."""
     kind = target.kind if isinstance(target, (HubTarget, BucketTarget)) else None
     return Situation(commit_every=config.commit_every, rate_interval=commit_interval(config), nodes=config.nodes,
                      node=config.node_rank, kind=kind, budget=_budget(config) if kind else None,
@@ -82,12 +75,10 @@ def _budget(config: UploadConfig) -> Budget:
 
 
 def target_spacing(config: UploadConfig, target: Target) -> float:
-    """Seconds between two commits to ``target``: the settings' (:func:`hf_mpwriter.config.commit_spacing`),
-    else the target's own (a bucket has none)."""
+    """Seconds between two commits to ``target``: the settings' if set, else the target's own (a bucket has none)."""
     return config.min_interval if config.min_interval is not None else target.min_interval
 
 
 def _write_spacing(config: UploadConfig, target: Target) -> float:
-    """Seconds between two writes of the job's files (the leader's, or a node's own): at most one per
-    round, the commit spacing apart."""
+    """Seconds between two of the job's writes (the leader's, or a node's own): at most one a round, the commit spacing apart."""
     return min(config.commit_every, target_spacing(config, target)) / 2

@@ -1,8 +1,8 @@
-"""A node's place in a multi-node job: its connection to the job's store, its leader's thread, its moves between
-stores, and its life there (announced, started, stopped, gone, lingering for a successor store's users).
+"""A node's place in a multi-node job: its connection to the job's store, its leader's thread, its moves between stores,
+and its life there (announced, started, stopped, gone, lingering for a successor store's users).
 
-Why apart from :mod:`.member`, which holds how a node's commits go (through the leader, or itself): that path reads
-this state at every step, while what is here changes at a node's start, its stop, a signal and a store's failure.
+Apart from :mod:`.member` (how a node's commits go): that path reads this state at every step, while what is here
+changes at a node's start, its stop, a signal and a store's failure.
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ from .xet_share import SharedXetToken
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
-#: While the leader commits for a job, its nodes' periodic audits together come about as often as this many
-#: nodes' would (each node audits ``nodes / JOB_AUDITORS`` times less often): the leader verifies every
-#: commit it makes, and a thousand nodes auditing every interval would spend the job's Hub API budget.
+#: While the leader commits (and verifies) for a job, its nodes' audits together come as often as this many nodes'
+#: would (:meth:`JobNode.audit_every`): a thousand nodes auditing every interval would spend the job's API budget.
 JOB_AUDITORS = 8
 OWN_COMMITS = ("this node commits its files itself (it offers them to the job's leader again at its first commit "
                f"{STORE_RETRY_S:.0f} s or more after this)")
@@ -54,9 +53,8 @@ def _key_hash(target_key: str) -> str:
 
 
 class JobNode(Target):
-    """A node's target (repository or bucket) in a job with a store, all but its commits (:class:`~.member.JobTarget`
-    adds them): everything the node's own target does (preparing, reading, auditing) is its own target's
-    (``inner``)."""
+    """A node's target in a job with a store, all but its commits (:class:`~.member.JobTarget` adds them): preparing,
+    reading and auditing are its own target's (``inner``)."""
 
     def __init__(self, inner: SharedTarget, leader_target: LeaderTarget, store: CoordinationStore, node: int, nodes: int,
                  wait: float, spacing: float, prepared_wait: float = PREPARED_WAIT_S, budget: Budget | None = None,
@@ -87,21 +85,17 @@ class JobNode(Target):
         self._phases: tuple[float, float] | None = None
         #: Nothing listens at the store's address any more: nothing coordinates the nodes (see the module).
         self.store_gone = False
-        #: The store answered this node once, or something listened at its address (a store too busy to answer
-        #: in time): from then on, nothing listening means gone, not "not there yet" (an ``env://`` store rank 0
-        #: creates later, which every node of a big job would otherwise meet at once).
+        #: The store answered this node once, or something listened at its address: from then on, nothing listening means
+        #: gone, not "not there yet" (an ``env://`` store rank 0 creates later, which every node of a big job meets).
         self.store_seen = False
-        #: Every writer of the node is gone (set by the uploader's loop): its offers are its last records,
-        #: which the leader commits at its next round whatever the budget (the job is ending).
+        #: Closing (glossary), set by the uploader's loop: the leader commits its offers at its next round whatever the budget.
         self.closing = False
         self.leader = self._make_leader(leader_target, nodes, call_bound)
-        #: Its offers to the leader: a claimed one's answer is waited for half the bound of one call to the Hub,
-        #: so that the node's whole commit (upload, wait, that) stays within its own.
+        #: A claimed offer's answer is waited for half the bound of a call to the Hub: the node's whole commit stays within it.
         self.offers = Offers(store, node, wait, call_bound / 2, timing, self.leader.malformed, clock, sleep)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
         self.through_leader = 0  # commits of this node's files the job's leader made (``status``)
-        #: Its commits of its own files (``status``; :attr:`why`: the last reason).
         self.own = OwnCommits(self.budget, self.kind, clock)
         self._store_rests_until = 0.0  # monotonic: the store failed; this node does not ask it before then
         #: Signalled, this node commits itself from now on (why): its newest files, once, as its last (:meth:`_last_alone`).
@@ -109,9 +103,8 @@ class JobNode(Target):
         self._before_signal = False  # the pieces being committed were taken before the signal came
         self._announced = False  # our incarnation is in the store
         self._announced_in: set[StoreAddress] = set()  # the stores this uploader announced itself in (:meth:`_announce`)
-        #: Its move to a successor store (:mod:`.moves`), and the one it hosts.
         self.moving = Moves(self.store, self.node, nodes, self.timing, self.clock, self.leader.malformed)
-        #: The job's Xet write token, as the leader shares it (before prepare: the target's Xet content takes it then).
+        #: The leader's shared Xet token, set before prepare: the target's Xet content takes it then.
         inner.job_xet_token = self.xet = SharedXetToken(store, self.store_usable, timing.xet_wait, timing.poll,
                                                          self.leader.malformed, lambda cas: inner.trusts_cas(cas))
 
@@ -156,8 +149,8 @@ class JobNode(Target):
 
     @property
     def repo_id(self) -> str | None:
-        """The repository or bucket as the Hub named it (``name`` alone: completed with the namespace), for
-        the logdir's ``target.json``: what ``view`` and ``status`` read on every node."""
+        """The repository or bucket as the Hub named it (``name`` alone: with the namespace), for the logdir's ``target.json``:
+        what ``view`` and ``status`` read on every node."""
         return self.inner.repo_id
 
     @property
@@ -189,9 +182,8 @@ class JobNode(Target):
                 "xet_tokens": self.inner.xet_tokens}
 
     def store_failed(self, exc: StoreError) -> None:
-        """The store failed: this node's next commits are its own, and the store is asked again in
-        :data:`STORE_RETRY_S` (one not there yet, or gone, is not asked at every interval; one that
-        comes back is joined)."""
+        """The store failed: this node's next commits are its own, and the store is asked again in ``timing.store_retry``
+        (not at every interval; one that comes back is joined)."""
         self.why = str(exc)
         self._store_rests_until = self.clock() + self.timing.store_retry
         self._announced = False  # a store that comes back may have come back empty (a new host process)
@@ -205,9 +197,8 @@ class JobNode(Target):
         return not self.store_gone and self.clock() >= self._store_rests_until
 
     def situation(self, config: UploadConfig) -> Situation:
-        """What decides this node's commit times (:func:`.pacing.pacing`): the leader's plan once it said one
-        (also while this node commits itself: it offers again at its next slot, and its own commits have a
-        gate of their own, :meth:`_own_turn`), the job's start before, its own slots once the store is gone."""
+        """What decides this node's commit times (:func:`.pacing.pacing`): the leader's plan once it said one (also while this
+        node commits itself: :meth:`_own_turn` gates those), the job's start before, its own slots once the store is gone."""
         store = Store.GONE if self.store_gone else Store.PLANNED if self.plan is not None else Store.STARTING
         return Situation(commit_every=self.commit_every, rate_interval=commit_interval(config), nodes=self.leader.nodes,
                          node=self.node, kind=self.kind, budget=self.budget, files=self.files_hint, spacing=self.spacing,
@@ -215,10 +206,8 @@ class JobNode(Target):
                          leading=self.leading, job_run_every=min(self.commit_every, self.timing.job_run_wait))
 
     def hurry(self, deadline: float) -> None:
-        """The uploader was signalled and must be gone by ``deadline`` (monotonic): from now on a wait for
-        the leader or the store, also one already running, leaves this node the rest to take its offer back
-        and commit its files itself (:meth:`JobStore.until`). The leader's own uploader may be going too:
-        its lease is let go at exit, and another node's takes it."""
+        """The uploader was signalled and must be gone by ``deadline`` (monotonic): every wait on the job ends sooner
+        (:meth:`JobStore.until`). A leader's lease is let go at exit, and another node's takes it."""
         self.store.hurry(deadline)
 
     def start(self) -> None:
@@ -252,8 +241,7 @@ class JobNode(Target):
         return f"{self.inner.prefix or '/'} of {self.inner.description}"
 
     def _announce(self) -> bool:
-        """Our incarnation in the store (:func:`.joining.announce`): at the start, and again before the first
-        offer after a store failure (the store may be a new one, empty)."""
+        """Our incarnation in the store (:func:`.joining.announce`), at the start and after a store failure (it may be new)."""
         if not self._announced:
             try:
                 counted = self.incarnation == 0 or self._drawn_elsewhere()
@@ -268,12 +256,11 @@ class JobNode(Target):
         return self._announced
 
     def _drawn_elsewhere(self) -> bool:
-        """Whether this uploader's number, drawn in another store, is this store's count already, where it never
-        announced itself: another uploader of this node drew the same number here (this one started while the job's
-        store did not answer it, and drew it in a successor). The answers here to that one's offers carry
-        the numbers of this one's (the incarnation is their high part): one read as this one's answer, its files never
-        landed. A higher count here is a newer uploader's, or an older one's this node cannot tell from it: this one's
-        offers are ignored here then, and it commits itself."""
+        """Whether this uploader's number, drawn in another store (a successor, while the job's store did not answer), is
+        this store's count already where it never announced itself: another uploader of this node drew the same number
+        here, and the answers to that one's offers carry this one's offer numbers (the incarnation is their high part): read
+        as this one's, its files would never land. A higher count here is a newer uploader's, or one this node cannot tell:
+        its offers are then ignored here, and it commits itself."""
         return (self.store.address not in self._announced_in
                 and self.store.add(f"incarnation/{self.node}", 0) == self.incarnation)
 
@@ -287,8 +274,7 @@ class JobNode(Target):
             self.successor.stop(max(0.0, until - self.clock()))
 
     def _leave(self) -> None:
-        """Say in the store in use that this node's uploader exits (a successor store's host then need not
-        serve it on for this node: :meth:`linger`)."""
+        """Say in the store in use that this node's uploader exits (a successor store's host need not :meth:`linger` for it)."""
         if self.incarnation > 0 and not self.store_gone:  # (bounded calls, also while resting after a failure)
             try:
                 self.store.set(f"left/{self.node}", str(self.incarnation).encode())
@@ -296,9 +282,8 @@ class JobNode(Target):
                 logger.debug("job: this node's exit not said in the store: %s", exc)
 
     def linger(self, stopped: Callable[[], bool]) -> None:
-        """Once this node's uploader has exited (everything committed, its lock released): the successor
-        store it hosts, if other nodes use it, is served on until they left, for ``timing.successor_linger``
-        at most, and not once ``stopped()`` (a signal: the node is going)."""
+        """Once this node's uploader has exited: serve on the successor store it hosts while other nodes use it
+        (:meth:`SuccessorHost.linger`), for ``timing.successor_linger`` at most, or until ``stopped()`` (a signal)."""
         if self.successor is not None and not self._hurried():
             self.successor.linger(self.node, self.leader.nodes, time.monotonic() + self.timing.successor_linger,
                                   self.timing.lease_stale / 2, stopped)
@@ -307,13 +292,10 @@ class JobNode(Target):
         self.inner.reset_client()
 
     def prepare(self) -> None:
-        """Node 0 creates the repository (or bucket) and tags its card, then says the id the Hub resolved
-        in the store; the other nodes take it from there instead of asking the Hub themselves (at a
-        thousand nodes, thousands of requests before the first commit). A node takes that id only where it is
-        the one its own configuration names (:func:`~.joining.same_target`: a name without namespace costs it
-        one ``whoami``). A node that hears nothing within ``prepared_wait`` (:data:`PREPARED_WAIT_S`, shorter in a
-        small job; node 0's uploader not started or cut off from the Hub, the store gone), or another id,
-        prepares its target itself."""
+        """Node 0 creates the repository (or bucket) and tags its card, then says the id the Hub resolved in the store; the
+        other nodes take it from there instead of asking the Hub (at a thousand nodes, thousands of requests before the
+        first commit), only where it is the one their own configuration names (:func:`~.joining.same_target`). A node that
+        hears nothing within ``prepared_wait``, or another id, prepares its target itself."""
         resolved = None if self.node == 0 else self._prepared_by_node_0()
         if resolved is None:
             self.inner.prepare()
@@ -331,8 +313,7 @@ class JobNode(Target):
                                   self.inner.repo_id, self._own_namespace)
 
     def _own_namespace(self) -> str | None:
-        """The namespace a name without one is created in: the user of this node's own token (``whoami``);
-        ``None`` where the Hub does not say."""
+        """The namespace a bare name is created in: this node's token's user (``whoami``); ``None`` where the Hub does not say."""
         try:
             name = self.inner.api.whoami().get("name")
         except Exception as exc:  # (never the answer or the token in a message: the type alone)
@@ -350,9 +331,8 @@ class JobNode(Target):
         return self.inner.local_reads(pieces)
 
     def audit_every(self, seconds: float) -> float:
-        """While the leader commits (and verifies) for the job, this node audits ``nodes / JOB_AUDITORS``
-        times less often, at 0.5 to 1.5 times that by node rank (the nodes start together: their audits
-        would come together too)."""
+        """While the leader commits for the job, ``nodes / JOB_AUDITORS`` times ``seconds``, at 0.5 to 1.5 times that by node
+        rank (the nodes start together: their audits would come together too)."""
         if self.mode != "job" or self.leader.nodes <= JOB_AUDITORS:
             return seconds
         return seconds * self.leader.nodes / JOB_AUDITORS * (0.5 + (self.node + 0.5) / self.leader.nodes)

@@ -1,8 +1,7 @@
-"""A node's entry into its job's store, and what the nodes share there at the start.
+"""A node's entry into its job's store: its uploader's number, its keys, the folder it logs to, the target node 0 prepared.
 
-Why apart from the commits (:mod:`.member`): these are the few calls a node makes once (again after a store
-failure or a move), not at every interval: its uploader's number, the keys the leader reads in one batch,
-the folder it logs to, and the target node 0 prepared.
+Apart from the commits (:mod:`.member`): these calls are made once (again after a store failure or a move), not at
+every interval.
 """
 
 from __future__ import annotations
@@ -18,15 +17,13 @@ logger = logging.getLogger("hf_mpwriter.uploader")
 
 
 def announce(store: CoordinationStore, node: int, incarnation: int, counted: bool) -> None:
-    """Say in the store that this node's uploader ``incarnation`` (from :func:`count_up` on
-    ``incarnation/<node>``; ``counted``: just now) is its current one, and make its keys. Never over a newer
-    uploader's: one that was stopped and woke up again must not make its successor's offers look stale.
-    :class:`StoreError` if the store fails."""
+    """Say in the store that this node's uploader ``incarnation`` (``counted``: just now by :func:`count_up`) is its
+    current one, and make its keys. Never over a newer uploader's: one that was stopped and woke up again must not make
+    its successor's offers look stale. :class:`StoreError` if the store fails."""
     key = f"incarnation/{node}"
     if not counted and (current := store.add(key, 0)) < incarnation:  # a store that came back empty (a new host)
         store.compare_set(key, str(current).encode(), str(incarnation).encode())
-    # The node's keys exist from now on (created if missing, else left as they are): the leader reads every
-    # member's keys in one batch, and a batch waits for a missing key.
+    # Created if missing: the leader reads every member's keys in one batch, and a batch waits for a missing key.
     store.compare_set(f"offer/{node}", b"", WITHDRAWN)
     store.compare_set(f"answer/{node}", b"", b"{}")
     store.compare_set(f"view/{node}", b"", b"{}")  # its job run points (:mod:`..jobrun.exchange`)
@@ -43,10 +40,9 @@ def count_up(store: CoordinationStore, key: str) -> int:
 
 
 def other_folders(job: CoordinationStore, node: int, key_hash: str, folder: str) -> str | None:
-    """Where this job's other nodes log, where none of them logs with this node (node-local logdirs named
-    differently: ``logs-node0``, ``logs-node1``): each folder would get a leader of its own and the job's
-    runs would be split. ``job``: the job's own keys (not one target's), so that each node sees the others'
-    (the one that starts last says it). ``None``: every node logs where this one does, as far as is known."""
+    """Where this job's other nodes log, where none of them logs with this node (node-local logdirs named differently:
+    each folder would get a leader and a run of its own); ``None``: every node logs where this one does, as far as is
+    known. ``job``: the job's own keys, not one target's, so that each node sees the others' (the last to start says it)."""
     job.append("targets", f"{node}:{key_hash},".encode())
     job.set(f"target/{key_hash}", folder.encode()[:MAX_VALUE_BYTES])
     listed = (job.get("targets") or b"").decode()

@@ -1,8 +1,8 @@
 """A node's one move: from the job's store, lost, to the successor store (:mod:`.successor`).
 
-Forward only. A store that answers again after a hang is not gone back to: the nodes that never left it lead on
-there, those that moved lead on the successor, and two stores have at most two leaders, each within the plan: the
-budget's margin (docs/guarantees.md) holds that. Records are safe either way (each commit names its parent).
+Forward only: a store that answers again after a hang is not gone back to. The nodes that never left it lead on there,
+those that moved on the successor: at most two leaders, each within the plan, which the budget's margin
+(docs/guarantees.md) holds. Records are safe either way (each commit names its parent).
 """
 
 from __future__ import annotations
@@ -40,9 +40,8 @@ class Moves:
         self._read = math.inf
 
     def learn(self) -> None:
-        """A node no answer told of the successors yet reads them in the store itself, every
-        ``timing.successor_copy`` at most: should the store die before its first answer, it still knows where the
-        job goes on. :class:`StoreError` if the store fails."""
+        """Read the successors in the store, every ``timing.successor_copy`` at most, until an answer lists them: should
+        the store die before its first answer, the node still knows where the job goes on. :class:`StoreError` if it fails."""
         now = self.clock()
         if now - self._read < self.timing.successor_copy:
             return
@@ -54,8 +53,7 @@ class Moves:
         self.successors = [StoreAddress(host, port, job) for host, port in listed]
 
     def lost(self) -> bool:
-        """Whether the store in use is lost to this node: nothing listens there any more, or nothing answered
-        its calls for ``timing.store_lost`` (a machine down, frozen or cut off looks the same from here)."""
+        """Whether the store in use is lost to this node (gone, or silent for ``timing.store_lost``)."""
         return self.store.silent_for() >= self.timing.store_lost or self.store.gone()
 
     def forward(self) -> bool:

@@ -1,11 +1,7 @@
 """A node's offers to its job's leader, and the leader's answers, in the job's store.
 
-Why apart: the one exchange that must never leave an offer both taken back and committed::
-
-    offer the files (``offer/<n>``), wait for the answer (``answer/<n>``); none within the wait: take the offer
-    back (compare_set), or, where a leader claimed it first, wait for that leader's answer
-
-What the node then does is :mod:`.member`'s."""
+Apart from :mod:`.member` (what the node then does): this is the one exchange that must never leave an offer both taken
+back and committed."""
 
 from __future__ import annotations
 
@@ -20,8 +16,7 @@ from .store import CoordinationStore
 
 
 class Offers:
-    """This node's offers in the store: their numbers, the one that may still be in a leader's hands, and
-    the exchange (:meth:`exchange`)."""
+    """This node's offers in the store: their numbers, the one that may still be in a leader's hands, the exchange."""
 
     def __init__(self, store: CoordinationStore, node: int, wait: float, taken_wait: float, timing: JobTiming,
                  malformed: Skipped, clock: Callable[[], float] = time.monotonic,
@@ -36,17 +31,16 @@ class Offers:
         self.taken_back = 0  # offers taken back, the leader silent past its wait (``status``)
 
     def make(self, incarnation: int, files: list, waiting: float, last: bool) -> bytes:
-        """The next offer's value. Its number is above every earlier uploader's of this node (the incarnation
-        is its high part): the leader ignores a replaced uploader's."""
+        """The next offer's value, numbered above every earlier uploader's of this node (the incarnation is the high part)."""
         self.seq = max(self.seq, incarnation << 32) + 1
         return json.dumps({"seq": self.seq, "incarnation": incarnation, "wait": self.wait, "waiting": waiting,
                            "last": last, "files": files}).encode()
 
     def exchange(self, offer: bytes) -> dict | None:
-        """Offer, wait for the answer; take the offer back when none comes in time (``None``). One that a
-        leader claimed meanwhile is under way: its answer is waited for as long as a call to the Hub lasts.
-        :class:`Deferred` where that leader stopped leading (the next one takes the files), a transient
-        :class:`TargetError` where it hangs; :class:`~.store.StoreError` where the store fails."""
+        """Offer, wait for the answer; take the offer back (compare_set) when none comes in time (``None``). One that a
+        leader claimed first is under way: its answer is waited for ``taken_wait``. :class:`Deferred` where that leader
+        stopped leading (the next one takes the files), a transient :class:`TargetError` where it hangs;
+        :class:`~.store.StoreError` where the store fails."""
         key = f"offer/{self.node}"
         self.pending_since = self.clock()  # from now on, an offer of ours may be in the store
         self.store.set(key, offer)
@@ -72,9 +66,8 @@ class Offers:
                           "(it hangs); they are offered again", transient=True)
 
     def withdraw(self, offer: bytes) -> None:
-        """Take back ``offer`` (answered, put off) where it is still in the store: a later answer to another offer
-        (a deposed leader's, late) must not make it a candidate again once this node committed newer files itself.
-        Raises :class:`~.store.StoreError` where the store fails."""
+        """Take back ``offer`` (answered, put off) if still in the store: a deposed leader's late answer to another offer must
+        not revive it once this node committed newer files itself. :class:`~.store.StoreError` if the store fails."""
         self.store.compare_set(f"offer/{self.node}", offer, WITHDRAWN)
 
     def leads(self, taker: tuple[int, int]) -> bool:

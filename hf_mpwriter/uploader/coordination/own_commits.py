@@ -1,9 +1,6 @@
-"""A node's commits of its own files in a job: when the next may go.
-
-A node commits its files itself when no leader answers it (none yet, one handing over, the store failing).
-Those commits spend the job's budget beside the leader's writes, uncounted by its books: each goes at the node's
-own slot of the budget (:meth:`~.plan.Plan.own_turn`), so that together they stay within the rule's margin (twice
-the plan, docs/guarantees.md).
+"""A node's commits of its own files where no leader answers it (none yet, a hand-over, the store failing): when the
+next may go. They spend the job's budget beside the leader's writes, uncounted by its books, so each goes at the node's
+own slot (:meth:`~.plan.Plan.own_turn`): together they stay within the margin (docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -22,10 +19,9 @@ class OwnCommits:
         self._due: float | None = None  # monotonic: the next own slot, kept until it commits
 
     def turn(self, plan: Plan, node: int, wall: float, phase: float | None, closing: bool = False) -> float:
-        """Seconds until this node's next own commit may go (0: now): its own slot in ``plan`` (``phase``: on this
-        node's clock, as the leader said it). A due time, kept until it commits:
-        a slot is never missed for being looked at late. ``closing`` (every writer of the node is gone): its last
-        records go at once where the node is one of the job's first :func:`last_burst` (the job's end, the margin's)."""
+        """Seconds until this node's next own commit may go (0: now): its own slot in ``plan`` (``phase``: on this node's
+        clock, as the leader said it), kept as a due time until it commits, so a slot is never missed for being looked at
+        late. ``closing``: its last records go at once where the node is one of the job's first :func:`last_burst`."""
         if closing and node < last_burst(self.budget, self.kind):
             return 0.0
         now = self.clock()

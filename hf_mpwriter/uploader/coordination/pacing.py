@@ -1,10 +1,8 @@
-"""When a node's uploader commits: one function of the state it is given (:func:`pacing`).
+"""When a node's uploader commits: one function of its :class:`Situation`, one named branch per case (:func:`pacing`).
 
-Every case of a node's regular commits is a named branch of :func:`pacing`; the uploader's loop hands
-the result to its :class:`~hf_mpwriter.uploader.schedule.Schedule` (at start, and through
-:meth:`~hf_mpwriter.uploader.schedule.Schedule.repace` whenever the state changes). What a commit then
-does (offer to the leader, wait for its answer, commit itself) is :mod:`.member`'s; the leader's own
-writes follow its plan and books (:mod:`.plan`).
+The uploader's loop hands the result to its :class:`~hf_mpwriter.uploader.schedule.Schedule` at start and through
+:meth:`~hf_mpwriter.uploader.schedule.Schedule.repace` whenever the situation changes. What a commit then does is
+:mod:`.member`'s; the leader's own writes follow its plan and books (:mod:`.plan`).
 """
 
 from __future__ import annotations

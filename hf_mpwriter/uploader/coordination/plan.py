@@ -1,11 +1,10 @@
 """The job's budget on the Hub, and the plan that keeps a job of any size within it.
 
-Why a plan: 1,024 nodes of 8 ranks change 8,192 files every interval, 9 commits of 1,000 files: 108 an hour to a
-repository that takes about 128. So the leader spreads the nodes over the budget: groups whose files fill one commit
-take turns, one a ``gap``, and a node's interval is a pass over the groups. Every rank's newest record has a stated
-age (:meth:`Plan.age_bound`) and the commits, files and requests stay what the budget says. The leader's books
-(:class:`Books`) hold what it spent, so that off-plan offers wait their turn and a 429 slows the plan. A node no
-leader answers has a share of the same budget: its own slot (:meth:`Plan.own_turn`, :meth:`Plan.own_pacing`)."""
+Why a plan: 1,024 nodes of 8 ranks change 8,192 files every interval, 9 commits of 1,000 files: 108 an hour to a repository that
+takes about 128. So the leader spreads the nodes over the budget: groups whose files fill one commit take turns, one a ``gap``,
+and a node's interval is a pass over the groups. Every rank's newest record has a stated age (:meth:`Plan.age_bound`). The
+leader's books (:class:`Books`) hold what it spent, so that off-plan offers wait their turn and a 429 slows the plan. A node no
+leader answers has its own slot of the same budget (:meth:`Plan.own_turn`, :meth:`Plan.own_pacing`)."""
 
 from __future__ import annotations
 
@@ -22,51 +21,40 @@ from .protocol import Malformed, parse_plan
 API_WINDOW_S = 300.0
 #: The commit quota's window (per repository: "128 per hour").
 COMMIT_WINDOW_S = 3600.0
-#: Hub API requests of one write of the leader, per file of it (a repository: the commit, one
-#: ``paths_info`` per 500 files to verify it, a head read now and then; a bucket: one batch and one
-#: ``paths_info`` per 1,000 files), rounded up: what the plan spends per write.
+#: Hub API requests of one write of the leader (a repository: the commit, one ``paths_info`` per 500 files to verify it,
+#: a head read now and then; a bucket: one batch and one ``paths_info`` per 1,000 files), rounded up, per 1,000 files.
 REQUESTS_PER_WRITE = {"hub": 4, "bucket": 2}
-#: The leader plans to spend this share of the request budget; the rest is the nodes': the job's Xet token
-#: (one for the job, an hour), the audits they share (as many as ``member.JOB_AUDITORS`` nodes' at any job
-#: size), retries and verifications of a node's own. None of it grows with the job's size.
+#: The leader plans to spend this share of the request budget; the rest is the nodes' (the job's Xet token, the audits
+#: they share, retries and verifications of a node's own), none of which grows with the job's size.
 LEADER_SHARE = 0.75
-#: The plan spends this share of what the books allow: the rest is slack for what it does not foresee (the
-#: first interval, when every node offers at once; closing writers; retries), so the leader catches up on
-#: it instead of carrying a backlog for ever (why 0.9: docs/design-notes.md).
+#: The plan spends this share of what the books allow: the rest is slack for what it does not foresee (the first
+#: interval, closing writers, retries), so the leader catches up instead of carrying a backlog (why 0.9: docs/design-notes.md).
 PLAN_SLACK = 0.9
-#: A 429 from the Hub multiplies the plan's gap by this, up to :data:`MAX_SLOWDOWN`; an hour without
-#: one brings it back to 1.
+#: A 429 from the Hub multiplies the plan's gap by this, up to :data:`MAX_SLOWDOWN`; an hour without one brings it back to 1.
 SLOWDOWN_STEP = 2.0
 MAX_SLOWDOWN = 8.0
-#: Files in one commit of the job's leader, at most, by default (huggingface_hub's upload_large_folder stops
-#: at 1,000; the Hub's guidance is 50-100 for its 60 s server timeout, which a commit by hash meets better;
-#: after a commit that timed out the leader halves it, down to :data:`MIN_FILES_PER_COMMIT`).
+#: Files in one commit of the job's leader, at most, by default (``upload_large_folder`` stops at 1,000; the Hub's
+#: guidance, 50-100, is for its 60 s server timeout, which a commit by hash meets better).
 MAX_FILES_PER_COMMIT = 1000
-#: The smallest commit the leader falls back to after a commit timed out (huggingface_hub's
-#: ``upload_large_folder`` starts at 20).
+#: The smallest commit the leader halves to after commits timed out (``upload_large_folder`` starts at 20).
 MIN_FILES_PER_COMMIT = 20
-#: Where the nodes take turns in groups, a group leaves room for this many nodes' files in each write: the
-#: leader's own node's, which rides along with every write (:meth:`Plan.leader_pacing`), with room to spare
-#: for its job run's files.
+#: Where the nodes take turns in groups, a group leaves room for this many nodes' files in each write: the leader's own
+#: node's, which rides along (:meth:`Plan.leader_pacing`), with room to spare for its job run's files.
 LEADER_ROOM = 2
-#: The logger's default share of a repository's commit rate (the Hub's ~128 an hour: 32), leaving the
-#: job's own pushes (checkpoints, model cards) the rest.
+#: The logs' default share of a repository's commit rate (32 of the Hub's ~128 an hour); the job's own pushes get the rest.
 COMMIT_SHARE = 0.25
 DEFAULT_COMMITS_PER_HOUR = COMMIT_SHARE * HUB_COMMITS_PER_HOUR
-#: The default API requests per 5 minutes for the job's logs: 40% of a free account's 1,000, so that the
-#: job's own Hub calls on the same token keep most of it.
+#: Default API requests per 5 minutes for the logs: 40% of a free account's 1,000; the job's own calls on the token keep the rest.
 DEFAULT_REQUESTS_PER_5MIN = 400
 
 
 @dataclass(frozen=True)
 class Budget:
-    """What the job's logs may spend on the Hub; each a default a user can raise for their plan.
+    """What the job's logs may spend on the Hub (defaults: :func:`make_budget`; a user can raise each for their plan).
 
-    ``commits_per_hour`` applies to a repository (a bucket has no commit quota); by default a quarter
-    of the Hub's rate (32 an hour), leaving the job's own pushes the rest. ``requests_per_5min`` is the
-    logger's share of the user's API window (a free account has 1,000, shared with the job's own Hub
-    calls on the same token). The windows are the Hub's; a test or benchmark compresses time by
-    shortening both (the rates per window stay the Hub's)."""
+    ``commits_per_hour`` applies to a repository only (a bucket has no commit quota); ``requests_per_5min`` is the
+    logger's share of the user's API window. The windows are the Hub's; a test or benchmark compresses time by shortening
+    both (:meth:`scaled`: the rates per window stay the Hub's)."""
 
     commits_per_hour: float
     requests_per_5min: float
@@ -89,8 +77,8 @@ def make_budget(commits_per_hour: float | None = None, requests_per_5min: float 
 
 @dataclass(frozen=True)
 class Plan:
-    """Which node commits when: groups of ``per_commit`` nodes, one group every ``gap`` seconds, each
-    node every ``interval`` seconds (at least the user's ``commit_every``)."""
+    """Which node commits when: groups of ``per_commit`` nodes, one group every ``gap`` seconds, each node every
+    ``interval`` seconds (at least the user's ``commit_every``)."""
 
     nodes: int
     per_commit: int  # nodes whose files fit in one commit
@@ -107,12 +95,10 @@ class Plan:
         return self.interval, ((node // self.per_commit) * self.gap) % self.interval
 
     def leader_pacing(self, changes_every: float) -> tuple[float, float] | None:
-        """``(interval, phase)`` of the leader's own node where the plan has several groups and writes one every
-        ``gap``: it offers at the groups' slots, every k-th one (no more often than the job run it writes
-        changes, every ``changes_every`` seconds), so the job run rides with those writes instead of its own
-        group's alone (once an interval: about 19 minutes at 1,024 nodes on a repository). ``None`` where that
-        gains nothing, or where the groups leave part of the interval idle (its offers would make writes of
-        their own). Where it rides, each group leaves room for it (:data:`LEADER_ROOM`)."""
+        """``(interval, phase)`` of the leader's own node where the plan has several groups and writes one every ``gap``: it
+        offers at every k-th group's slot (no more often than its job run changes, every ``changes_every`` seconds), so the
+        job run rides with those writes instead of its own group's alone, once an interval. ``None`` where that gains
+        nothing, or where the groups leave part of the interval idle (its offers would make writes of their own)."""
         if self.groups <= 1 or self.gap <= 0 or self.interval > self.groups * self.gap * (1 + 1e-9) \
                 or not math.isfinite(changes_every):
             return None
@@ -120,9 +106,8 @@ class Plan:
         return (every, 0.0) if every < self.interval else None
 
     def own_pacing(self, node: int, commit_every: float) -> tuple[float, float]:
-        """``(interval, phase)`` of ``node`` while it commits its files itself (no store, the store gone):
-        its own slot, every :meth:`own_every` seconds (``commit_every`` at the shortest). The nodes' own
-        commits together keep to the budget's share, one ``own_gap`` apart."""
+        """``(interval, phase)`` of ``node`` while it commits its files itself (no store, the store gone): its own slot, every
+        :meth:`own_every` seconds (``commit_every`` at the shortest), so the nodes' own commits keep to the budget."""
         every = max(commit_every, self.own_every())
         return every, self.own_phase(node) % every
 
@@ -131,9 +116,9 @@ class Plan:
         return (node * self.own_gap) % self.own_every()
 
     def slots_in(self, node: int, wall: float) -> dict[str, float]:
-        """Seconds from ``wall`` (the leader's clock) to ``node``'s next slot and next own slot: what the
-        leader tells a node, which turns them into phases of its own clock (:meth:`phases`), so that no
-        wall clock is compared across hosts and the nodes' slots stay apart whatever their clocks say."""
+        """Seconds from ``wall`` (the leader's clock) to ``node``'s next slot and next own slot, which the node turns into
+        phases of its own clock (:meth:`phases`): no wall clock is compared across hosts, and the slots stay apart whatever
+        the clocks say."""
         return {"next_in": until_turn(self.interval, self.pacing(node)[1], wall),
                 "own_in": until_turn(self.own_every(), self.own_phase(node), wall)}
 
@@ -145,9 +130,8 @@ class Plan:
             return None
 
     def age_bound(self) -> float:
-        """How old a rank's newest record at the target may get while the leader keeps to this plan: one
-        interval until its node's slot, and one more if that offer is put off (oldest data first, the
-        put-offs one gap apart, so no node waits longer than a pass over the groups)."""
+        """How old a rank's newest record at the target may get while the leader keeps to this plan: one interval until its
+        node's slot, one more if that offer is put off (oldest data first, one gap apart: at most a pass over the groups)."""
         return 2 * self.interval
 
     def own_every(self) -> float:
@@ -155,11 +139,9 @@ class Plan:
         return self.nodes * self.own_gap
 
     def own_turn(self, node: int, wall: float, phase: float | None = None) -> float:
-        """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (the
-        nodes' slots are ``own_gap`` apart, so they never come together; a slot that moves, a new plan's, may
-        give two in a cycle: the margin's). ``phase``: the slot on the caller's clock, as the leader said it
-        (:meth:`phases`). The caller keeps the time it gets as a due time: a slot is never missed for being looked
-        at late."""
+        """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (``own_gap`` apart
+        from the others'; a new plan's slot may give two in a cycle: the margin's). ``phase``: the slot on the caller's
+        clock, as the leader said it (:meth:`phases`)."""
         return until_turn(self.own_every(), self.own_phase(node) if phase is None else phase, wall)
 
     def to_json(self) -> dict[str, Any]:
@@ -167,8 +149,7 @@ class Plan:
 
     @classmethod
     def from_json(cls, value: Any) -> Plan | None:
-        """A plan from a leader's answer, within its bounds (:func:`~.protocol.parse_plan`); ``None`` for anything
-        else (an older leader, a garbled value)."""
+        """A plan from a leader's answer, within its bounds (:func:`~.protocol.parse_plan`); ``None`` for anything else."""
         try:
             return cls(**parse_plan(value))
         except Malformed:
@@ -188,22 +169,17 @@ def plausible(told: Plan, own: Plan) -> bool:
 
 
 def start_pacing(plan: Plan, node: int, commit_every: float) -> tuple[float, float]:
-    """``(interval, phase)`` of ``node`` before the leader's first plan, from ``plan``: the one the node
-    makes itself (:meth:`JobTarget.plan_now`). The groups of the plan start at the plan's own slots, so the
-    offers come as the leader wants them (whole groups, none put off); a job of one group starts together,
-    at phase 0 of ``commit_every``. (The nodes' first uploads cost the Hub nothing: they use the Xet token
-    the leader shares for the job. When each node fetched its own, the start had to spread the groups over
-    API windows: 43 minutes for a bucket of 1,024 nodes.)"""
+    """``(interval, phase)`` of ``node`` before the leader's first plan, from the one the node makes itself
+    (:meth:`JobTarget.plan_now`): the groups start at the plan's slots, so the offers come as the leader wants them (whole
+    groups, none put off); a job of one group starts together, at phase 0 of ``commit_every``."""
     if plan.groups <= 1:
         return commit_every, 0.0
     return plan.pacing(node)
 
 
 def write_gap(budget: Budget, kind: str, files: int, slowdown: float = 1.0) -> float:
-    """Seconds between two of the leader's writes of ``files`` files so that the job stays within
-    ``budget``: the commit quota (a repository), and the leader's share of the API window. (Until the job
-    shared one Xet token, each node's own took about one request per node per 30 minutes out of the
-    leader's share: at 4,096 nodes, all but the floor of a quarter of the budget.)"""
+    """Seconds between two of the leader's writes of ``files`` files so that the job stays within ``budget``: the commit
+    quota (a repository), and the leader's share of the API window."""
     per_write = REQUESTS_PER_WRITE[kind] * max(1, math.ceil(files / 1000))
     gap = budget.api_window_s * per_write / (budget.requests_per_5min * LEADER_SHARE)
     if kind == "hub":
@@ -213,8 +189,8 @@ def write_gap(budget: Budget, kind: str, files: int, slowdown: float = 1.0) -> f
 
 def make_plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_every: float,
               spacing: float, max_files: int | None = None, slowdown: float = 1.0) -> Plan:
-    """The plan for ``nodes`` nodes of ``files_per_node`` files each, the leader's writes at least
-    ``spacing`` apart, at most ``max_files`` files each (default: the budget's)."""
+    """The plan for ``nodes`` nodes of ``files_per_node`` files each, the leader's writes at least ``spacing`` apart, at
+    most ``max_files`` files each (default: the budget's)."""
     most = min(budget.files_per_commit, max_files or budget.files_per_commit)
     fits = most // max(1, files_per_node)
     plan = _plan(budget, kind, nodes, files_per_node, commit_every, spacing, slowdown, max(1, min(nodes, fits)))
@@ -234,8 +210,7 @@ def _plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_eve
 
 
 class Books:
-    """What the leader spent (writes and their API requests) in the last hour and 5 minutes, and the
-    pause a 429 asked for: whether a write may go now, and if not, when."""
+    """What the leader spent in the budget's windows, and a 429's pause: whether a write may go now, and if not, when."""
 
     def __init__(self, budget: Budget, kind: str) -> None:
         self.budget, self.kind = budget, kind
@@ -260,8 +235,8 @@ class Books:
         return len(self._writes), sum(n for _, n in self._requests)
 
     def next_free(self, now: float, files: int) -> float:
-        """When a write of ``files`` files may go (``now`` if it may go now): after a 429's pause, and once
-        the commit window (a repository) and the leader's share of the API window have room for it."""
+        """When a write of ``files`` files may go (``now`` if it may go now): after a 429's pause, and once the commit window (a
+        repository) and the leader's share of the API window have room for it."""
         writes, requests = self.spent(now)
         at = max(now, self.paused_until)
         allowed = max(1, int(self.budget.commits_per_hour))

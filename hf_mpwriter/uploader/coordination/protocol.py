@@ -3,21 +3,18 @@
 Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)::
 
     members            "0,3,1,"          the nodes that announced themselves (append)
-    left/<n>           counter            node n's uploader that exited (its incarnation): n left the store while
-                                          this equals ``incarnation/<n>``
-    incarnation/<n>    counter            node n's current uploader: each new one adds 1 (the store counts,
-                                          not a clock: a replacement's offers always win over its predecessor's)
+    left/<n>           counter            node n's exited uploader (its incarnation): n left while it equals ``incarnation/<n>``
+    incarnation/<n>    counter            node n's current uploader, each new one adds 1 (a count, not a clock: a
+                                          replacement's offers always win over its predecessor's)
     offer/<n>          JSON | "-" | "taken:seq:node:term"  an offer, taken back, or claimed by a leader
-    answer/<n>         JSON               the leader's answer to node n's offer ``seq`` (:func:`parse_answer`: with
-                                          the plan, the node's slots, the successors)
+    answer/<n>         JSON               the leader's answer to offer ``seq`` (:func:`parse_answer`: plan, slots, successors)
     lease              JSON {node, term, pid, n}            who leads (``(node, term)``; pid: for people)
     terms              counter            each take of the lease adds 1: its holder's term
     offered, answered  counters           polled instead of every node's keys
     prepared           "ns/name"          the repository or bucket id node 0's Hub resolved
-    xet                JSON {cas, token, exp}  the job's Xet write token, fetched and renewed by the leader
-                                          (a secret: never in a log line, ``status`` or an error)
-    successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host; the leader
-                                          passes the list on in its answers (``successors``)
+    xet                JSON {cas, token, exp}  the job's Xet write token, fetched and renewed by the leader (a secret:
+                                          never in a log line, ``status`` or an error)
+    successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host, passed on in answers
 
 The job's own keys (not one target's: :func:`.joining.other_folders`)::
 
@@ -33,10 +30,9 @@ The job run's keys (:mod:`hf_mpwriter.uploader.jobrun`, its parsers there, bound
     view/g<g>          JSON               group g's nodes' values, merged by its host (same parser)
     view/g<g>/host     JSON {node, at}    which node hosts group g's store, and where (:mod:`~..jobrun.tree`)
 
-A value another process wrote is never trusted: a parser either returns a value whose every field
-has the type its readers use, every number finite and within its bound (the ``MAX_`` constants below; the
-job run's readers use them too), or raises :class:`Malformed`. The reader skips that value, counts it
-(``status``) and goes on with the others: one bad value never stops a round.
+A value another process wrote is never trusted: a parser either returns a value whose every field has the type its
+readers use, every number finite and within its bound (the ``MAX_`` constants below, the job run's readers' too), or raises
+:class:`Malformed`. The reader skips that value, counts it (``status``) and goes on: one bad value never stops a round.
 """
 
 from __future__ import annotations
@@ -57,20 +53,17 @@ WITHDRAWN = b"-"
 #: An offer's value once a leader claimed it (followed by ``seq:node:term``: the offer's, the claimer's).
 TAKEN = b"taken:"
 
-# The bounds of the numbers read from the store: a number outside its bound is :class:`Malformed`.
 #: A node's number is below this, and a plan's nodes and group size at most this.
 MAX_NODES = 1 << 20
 #: An offer's wait for its answer: a node waits at most this long (``JobTiming.offer_wait``, shorter where its
 #: calls are), and a leader takes an offer no longer than its node waits for it.
 MAX_OFFER_WAIT_S = OFFER_WAIT_S
-#: Any other span another process states, in seconds: a plan's interval and gaps, a put-off, an age in the
-#: books or a commit window, how long an offer's data waited. 30 days (a plan of 65,536 nodes of 8 ranks on a
-#: repository, slowed 8 times by the Hub's 429s, has an interval of about 6 days).
+#: Any other span another process states, in seconds (a plan's interval and gaps, a put-off, an age, a window): 30 days,
+#: well above the longest plan interval (about 6 days: 65,536 nodes of 8 ranks on a repository, slowed 8 times).
 MAX_SPAN_S = 30 * 24 * 3600.0
 #: A whole number (a sequence number, a term, a size, a count): within an int64.
 MAX_WHOLE = 2**63 - 1
-#: A step of the job run: TensorBoard's event steps are int64 (a larger one wraps in its files; a writer may log
-#: negative ones).
+#: A step of the job run: TensorBoard's event steps are int64 (a larger one wraps; a writer may log negative ones).
 MIN_STEP, MAX_STEP = -(2**63), 2**63 - 1
 
 
@@ -101,8 +94,7 @@ def taken_value(seq: int, node: int, term: int) -> bytes:
 
 
 def claimer(value: bytes | None, seq: int) -> tuple[int, int] | None:
-    """``(node, term)`` of the leader that claimed offer ``seq``, from the offer's value; ``None`` if it is
-    not claimed (or another offer is)."""
+    """``(node, term)`` of the leader that claimed offer ``seq``; ``None`` where ``value`` claims no offer, or another."""
     if not value or not value.startswith(TAKEN):
         return None
     parts = value[len(TAKEN):].decode(errors="replace").split(":")
@@ -167,10 +159,9 @@ def parse_offer(raw: bytes) -> dict[str, Any]:
 
 
 def parse_answer(raw: bytes) -> dict[str, Any]:
-    """A leader's answer as its node reads it: ``seq``, and ``commit`` (committed), ``retry_in`` (put off)
-    or ``error`` (not committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) where they are within
-    their bounds (:func:`parse_plan`; else neither);
-    ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`), maybe empty."""
+    """A leader's answer as its node reads it: ``seq``, and ``commit`` (committed), ``retry_in`` (put off) or ``error`` (not
+    committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) where they are within their bounds (:func:`parse_plan`;
+    else neither); ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`), maybe empty."""
     answer = _json_object(raw, "answer")
     if not answer:  # the value a node's keys start with: nothing answered yet
         return {"seq": 0, "successors": []}
@@ -207,8 +198,7 @@ def parse_plan(value: Any) -> dict[str, Any]:
 
 
 def _plan_and_slots(answer: dict[str, Any]) -> dict[str, Any]:
-    """An answer's plan (:func:`parse_plan`) and this node's slots in it, each within the plan's cycle (none
-    without a plan; a slot missing: an older leader's)."""
+    """An answer's plan (:func:`parse_plan`) and this node's slots, bounded by its cycle (one missing: an older leader's)."""
     if answer.get("plan") is None:
         return {}
     plan = parse_plan(answer["plan"])
@@ -222,8 +212,7 @@ MAX_SUCCESSORS = 8
 
 
 def parse_members(raw: bytes | None, nodes: int) -> list[int]:
-    """``members`` as read from the store: the job's nodes it lists, in order, each once (anything else in
-    the list is skipped: a partial append, another version)."""
+    """``members`` as read from the store: the job's nodes it lists, in order, each once (anything else is skipped)."""
     parts = [part.strip() for part in (raw or b"").decode(errors="replace").split(",")]
     return sorted({node for part in parts if part.isascii() and part.isdigit() and 0 <= (node := int(part)) < nodes})
 
@@ -317,8 +306,7 @@ def lease_holder(raw: bytes | None) -> tuple[int, int] | None:
 
 
 class Seat(Protocol):
-    """What the job run needs of this node's place in the job (:class:`~.member.JobTarget` is one): the store,
-    its node, whether it leads, and the nodes that announced themselves."""
+    """What the job run needs of this node's place in the job (:class:`~.member.JobTarget` is one)."""
 
     node: int
 

@@ -1,7 +1,5 @@
-"""The nodes' offers as the job's leader reads them: which it may commit, and in what order.
-
-Why apart: reading is where a leader decides what it must not trust (answered, taken back, claimed, expired, of
-unknown age); :mod:`.leader` decides what to do with the rest. Ages are on this host's monotonic clock only."""
+"""The nodes' offers as the job's leader reads them: which it may commit (not answered, taken back, claimed, expired or
+of unknown age), and in what order; :mod:`.leader` decides what to do with them. Ages are on this host's monotonic clock."""
 
 from __future__ import annotations
 
@@ -35,8 +33,7 @@ def oldest_first(offers: dict[int, dict], first_seen: dict[tuple[int, int], floa
 
 def fitting(offers: dict[int, dict], first_seen: dict[tuple[int, int], float],
             max_files: int) -> tuple[dict[int, dict], dict[int, dict]]:
-    """The oldest offers whose files fit in one commit of at most ``max_files`` (at least one offer), and the
-    rest."""
+    """The oldest offers whose files fit in one commit of at most ``max_files`` (at least one offer), and the rest."""
     chosen: dict[int, dict] = {}
     count = 0
     for node, offer in oldest_first(offers, first_seen):
@@ -52,8 +49,7 @@ def fitting(offers: dict[int, dict], first_seen: dict[tuple[int, int], float],
 
 
 class SeenOffers(Lease):
-    """The leader's reading of the nodes' offers (the base of :class:`~.leader.Leader`): since when it saw each,
-    and those of unknown age."""
+    """The leader's reading of the offers (the base of :class:`~.leader.Leader`): since when it saw each, those of unknown age."""
 
     def __init__(self, store: CoordinationStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -70,10 +66,9 @@ class SeenOffers(Lease):
             self._first_seen.pop((node, offer["seq"]), None)
 
     def _offers(self) -> dict[int, dict]:
-        """The nodes' current offers this leader may commit: not answered, taken back or claimed, not
-        expired (by when this leader first saw them, and the wait their node said; one that was there when this
-        term began or the store answered again after failures is of unknown age: :meth:`after_store_gap`), from
-        the node's current uploader. Read in one batch: a few round trips at any job size."""
+        """The nodes' current offers this leader may commit (see the module; unknown age: :meth:`after_store_gap`), from each
+        node's current uploader, expired by when this leader first saw them and the wait their node said. Read in one
+        batch: a few round trips at any job size."""
         members = self.members()
         kinds = ("offer", "answer", "incarnation")
         values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
@@ -109,11 +104,10 @@ class SeenOffers(Lease):
         return offers
 
     def after_store_gap(self) -> None:
-        """The store answers again after a spell of failures, or this node's term began: the offers in it now may be
-        older than their wait (a node that could not take its offer back commits its files itself once its wait is
-        over, at once where its preemption deadline comes first, and may have committed newer ones since; a leader
-        that first sees an offer cannot tell how long it waited). None of them is committed, but a node's last (its
-        files change no more): their nodes offer again (:meth:`~.leader.Leader._offer_again`)."""
+        """The store answers again after a spell of failures, or this node's term began: the offers in it now may be older
+        than their wait (a node that could not take its offer back commits its files itself once its wait is over, or its
+        preemption deadline comes, and may have committed newer ones since). None of them is committed but a node's last
+        (its files change no more): their nodes offer again (:meth:`~.leader.Leader._offer_again`)."""
         members = self.members()
         self._mark_stale(dict(zip(members, self.store.multi_get([f"offer/{node}" for node in members]))))
 

@@ -28,9 +28,8 @@ XET_CHECK_S = 2.0
 
 
 def checked(raw: bytes, trusts: Callable[[str], bool]) -> Connection:
-    """A ``xet`` value as this node may use it: well formed, its expiry bounded
-    (:func:`~.protocol.parse_xet_token`) and its CAS one ``trusts`` (the node's target) accepts;
-    else :class:`Malformed`, naming no secret."""
+    """A ``xet`` value as this node may use it: well formed, its expiry bounded (:func:`~.protocol.parse_xet_token`) and
+    its CAS one ``trusts`` (the node's target) accepts; else :class:`Malformed`, naming no secret."""
     connection = parse_xet_token(raw, time.time())
     if not trusts(connection[0]):
         raise Malformed("xet: cas is not a CAS this node's Hub names")
@@ -52,10 +51,9 @@ class XetPublisher:
         self._thread: threading.Thread | None = None
 
     def share(self) -> None:
-        """When one is due (none yet, or the published one nears the moment the nodes stop using it): a good
-        one in the store is kept (another leader's), else one is fetched and published, in a thread of its own
-        (a token request that hangs must not hold up the job's commits). Where there is none (no Xet here, the
-        Hub refused), the nodes fetch their own, as without a job. :class:`StoreError` if the store fails."""
+        """When one is due: a good one in the store is kept (another leader's), else one is fetched and published in a
+        thread of its own (a token request that hangs must not hold up the job's commits). Where there is none (no Xet
+        here, the Hub refused), the nodes fetch their own. :class:`StoreError` if the store fails."""
         if time.time() < self._due or (self._thread is not None and self._thread.is_alive()):
             return
         if self._published_lasts():
@@ -82,8 +80,7 @@ class XetPublisher:
         logger.info("job leader: shared a Xet write token for the job (good for %.0f s)", connection[2] - time.time())
 
     def _published_lasts(self) -> bool:
-        """Whether the store holds a shared token that the nodes can use for a while yet (then it is kept
-        until it is due): one this node would use itself (:func:`checked`)."""
+        """Whether the store holds a token this node would use (:func:`checked`) for a while yet: then it is kept until due."""
         raw = self.store.get("xet")
         if not raw:
             return False
@@ -97,9 +94,8 @@ class XetPublisher:
 
 
 class SharedXetToken:
-    """The node's side: the token the job's leader shares, as the node's uploads take it: read from the store
-    when the one held nears its expiry, so that the node asks the Hub for no token of its own. At the
-    uploader's first upload it is waited for (the leader shares it at its first round)."""
+    """The node's side: the leader's token, read from the store when the one held nears its expiry, so that the node asks
+    the Hub for none of its own. At the uploader's first upload it is waited for (the leader shares it at its first round)."""
 
     def __init__(self, store: CoordinationStore, usable: Callable[[], bool], first_wait: float, poll: float,
                  malformed: Skipped, trusts: Callable[[str], bool]) -> None:
