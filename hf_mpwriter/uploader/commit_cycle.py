@@ -51,7 +51,7 @@ from ..targets import Target
 from .audit import Audit
 from .cycle_terms import Clock, Progress, TargetCall, backoff
 from .lost_steps import LostSteps, look_turn
-from .schedule import LOCAL_RETRY_S
+from .schedule import LOCAL_RETRY_S, doubling
 from .snapshot import Scanner
 
 #: Tries of one job lost to other committers' commits (the branch moved: 412) before that is news. Two uploaders
@@ -223,7 +223,7 @@ class Committer(Audit):
                 self._lost_failures = 0
             except (TargetError, NotImplementedError, OSError) as exc:
                 self._lost_failures += 1
-                self._lost_retry_at = now + min(3600.0, 30.0 * 2 ** min(self._lost_failures, 7))
+                self._lost_retry_at = now + doubling(self._lost_failures, 30.0, 3600.0)
                 logger.info("a resumed run's earlier files at the target not read yet: %s", redact(str(exc), self._token))
         self._save_lost()
 

@@ -118,6 +118,11 @@ def backoff(attempts: int, transient: bool, retry_after: float | None, rand: flo
     return delay
 
 
+def doubling(failures: int, first: float, cap: float) -> float:
+    """The pause after ``failures`` in a row (a bounded retry without jitter): ``first``, doubling, up to ``cap``."""
+    return min(cap, first * 2 ** min(failures, 16))
+
+
 def until_turn(interval: float, phase: float, wall: float, after: float = 0.0) -> float:
     """Seconds from ``wall`` until this node's next turn (wall-clock times ``phase`` modulo
     ``interval``), at least ``after``. An error in the wall clock only shifts a node's turns; it never

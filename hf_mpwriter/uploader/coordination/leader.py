@@ -31,8 +31,7 @@ from ...timing import (
     OFFER_WAIT_S,
     JobTiming,
 )
-from ..schedule import until_turn
-from .lease import doubling
+from ..schedule import doubling, until_turn
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
 from .protocol import taken_value
 from .seen_offers import SeenOffers, fitting, oldest_first

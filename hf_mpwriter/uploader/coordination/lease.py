@@ -21,15 +21,12 @@ import time
 from typing import Callable
 
 from ...timing import ABSTAIN_FACTOR, JobTiming
+from ..schedule import doubling
 from .protocol import lease_holder
 from .store import CoordinationStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
-
-def doubling(failures: int, first: float, cap: float) -> float:
-    """The leader's pause after ``failures`` in a row: ``first``, doubling, up to ``cap``."""
-    return min(cap, first * 2 ** min(failures, 16))
 
 
 class Lease:
@@ -145,7 +142,8 @@ class Lease:
         """Let another node lead: this one does not take the lease again for a while."""
         self.handed_over = why
         self._handovers += 1  # in a row: a node that keeps failing waits longer before it leads again
-        self._abstain_until = self.clock() + ABSTAIN_FACTOR * self.handover_after() * 2 ** min(self._handovers - 1, 4)
+        first = ABSTAIN_FACTOR * self.handover_after()
+        self._abstain_until = self.clock() + doubling(self._handovers - 1, first, 16 * first)
         self._failing_since = None
         logger.warning("job leader: node %d hands the job's commits over to another node: %s", self.node, why)
         self.let_go(why)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from ...targets.xet_content import REFRESH_BEFORE_S, Connection
-from .lease import doubling
+from ..schedule import doubling
 from .protocol import Malformed, Skipped, parse_xet_token, xet_token_value
 from .store import CoordinationStore, StoreError
 
