@@ -30,7 +30,8 @@ end it commits its last version and stops. Invariants:
 
 - **nothing lost**: at the end, the Hub holds every node's last version (a node killed for good: none it never
   made; a node preempted: its last records at the signal, unless the Hub failed, limited or held its calls, or
-  the node was stopped, for all but 5 s of its deadline, or the Hub held its own commit carrying them past it);
+  the node was stopped, for all but 5 s of its deadline, or the Hub held its own commit carrying them past it, or
+  a ``kill`` came before its deadline: no grace, outside the preemption guarantee);
 - **never backwards**: no commit the Hub applies takes a node's file to an older version than it held;
 - **one leader's term at a time on each store**: the commits the Hub applies from the leaders of one store never go
   back to an older term (two stores may each have a leader: the job's and the successor, within the budget's margin);
@@ -456,6 +457,7 @@ class Node:
     last: int = -1  # its last version (set at its end)
     alive: bool = True
     preempted: float | None = None  # when it was signalled
+    cut_short: bool = False  # SIGKILLed before its preemption deadline: no grace, its last records go with its disk
     paused_until: float = -math.inf
     skew: float = 0.0  # its wall clock's error (s)
     done: bool = False
@@ -616,6 +618,8 @@ class Sim:
         self.faults.append(f"t={self.now:.1f} {kind} node {number} for {length:.0f} s")
         self.struck.append((kind, number))
         if kind == "kill" and node.alive and not node.done:
+            if node.preempted is not None and self.now < node.preempted + PREEMPTION_DEADLINE:
+                node.cut_short = True  # (outside the preemption guarantee: a grace at least the deadline)
             self.kill(node)
             if rng.random() < 0.8:
                 self.later(rng.uniform(1, 60), lambda: self.start(node, 0.0))
@@ -682,7 +686,7 @@ class Sim:
                 self.problem(f"node {leader.node}'s lease tick raised an error nobody expected {leader.tick_errors} time(s) "
                              "(the log has it)")
         for node in self.nodes:
-            if (node.preempted is not None and self.hub.files.get(node.path, 0) < node.last
+            if (node.preempted is not None and not node.cut_short and self.hub.files.get(node.path, 0) < node.last
                     and self.hub.answered(node.number, node.preempted, node.preempted + PREEMPTION_DEADLINE) >= 5.0
                     and not self.hub.held_past(node.number, node.path, node.last, node.preempted + PREEMPTION_DEADLINE)):
                 self.problem(f"node {node.number}'s last records at its preemption (version {node.last}) are not at the "
