@@ -583,10 +583,11 @@ def job_store():
 
 
 def _answered(store, prefix: str, seq: int) -> bool:
-    """Whether the leader answered node 0's offer ``seq`` (a node's answer key exists from its start, empty)."""
+    """Whether the leader answered node 0's offer ``seq`` or a later one of node 0's (a node's answer key exists from its
+    start, empty)."""
     import json
 
-    return store.check([prefix + "answer/0"]) and json.loads(store.get(prefix + "answer/0") or b"{}").get("seq") == seq
+    return store.check([prefix + "answer/0"]) and json.loads(store.get(prefix + "answer/0") or b"{}").get("seq", -1) >= seq
 
 
 def _pending_offer(store, prefix: str, logdir: Path) -> dict | None:
