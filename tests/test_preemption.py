@@ -752,6 +752,9 @@ def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_i
         wait_for(lambda: leader.leading, 20, "node 1 to lead")
         node.start_uploader()
         offer = wait_for(lambda: _pending_offer(job_store, prefix, logdir), 60, "node 0 to offer all its records")
+        # (an offer is two calls, the offer and the ``offered`` counter the leader polls: cut off between them, node 0's
+        # offer would stay unseen, and the leader would have nothing to gather)
+        wait_for(lambda: (0, offer["seq"]) in leader._first_seen, 20, "the leader to see node 0's offer")
         relay.silent.set()
         node.more.touch()
         read_line(node.rank, "flushed 79", 20)
