@@ -80,5 +80,6 @@ def target_spacing(config: UploadConfig, target: Target) -> float:
 
 
 def _write_spacing(config: UploadConfig, target: Target) -> float:
-    """Seconds between two of the job's writes (the leader's, or a node's own): at most one a round, the commit spacing apart."""
+    """Seconds between two of the job's writes (the leader's, or a node's own): at most one a round, the commit
+    spacing apart."""
     return min(config.commit_every, target_spacing(config, target)) / 2

@@ -85,13 +85,16 @@ class JobNode(Target):
         self._phases: tuple[float, float] | None = None
         #: Nothing listens at the store's address any more: nothing coordinates the nodes (see the module).
         self.store_gone = False
-        #: The store answered this node once, or something listened at its address: from then on, nothing listening means
-        #: gone, not "not there yet" (an ``env://`` store rank 0 creates later, which every node of a big job meets).
+        #: The store answered this node once, or something listened at its address: from then on, nothing listening
+        #: means gone, not "not there yet" (an ``env://`` store rank 0 creates later, which every node of a big job
+        #: meets).
         self.store_seen = False
-        #: Closing (glossary), set by the uploader's loop: the leader commits its offers at its next round whatever the budget.
+        #: Closing (glossary), set by the uploader's loop: the leader commits its offers at its next round whatever
+        #: the budget.
         self.closing = False
         self.leader = self._make_leader(leader_target, nodes, call_bound)
-        #: A claimed offer's answer is waited for half the bound of a call to the Hub: the node's whole commit stays within it.
+        #: A claimed offer's answer is waited for half the bound of a call to the Hub: the node's whole commit stays
+        #: within it.
         self.offers = Offers(store, node, wait, call_bound / 2, timing, self.leader.malformed, clock, sleep)
         self.mode = "job"  # "job": through the leader; "node": the store failed, this node commits itself
         self.why: str | None = None  # why this node last committed its files itself (for ``status``)
@@ -149,8 +152,8 @@ class JobNode(Target):
 
     @property
     def repo_id(self) -> str | None:
-        """The repository or bucket as the Hub named it (``name`` alone: with the namespace), for the logdir's ``target.json``:
-        what ``view`` and ``status`` read on every node."""
+        """The repository or bucket as the Hub named it (``name`` alone: with the namespace), for the logdir's
+        ``target.json``: what ``view`` and ``status`` read on every node."""
         return self.inner.repo_id
 
     @property
@@ -182,8 +185,8 @@ class JobNode(Target):
                 "xet_tokens": self.inner.xet_tokens}
 
     def store_failed(self, exc: StoreError) -> None:
-        """The store failed: this node's next commits are its own, and the store is asked again in ``timing.store_retry``
-        (not at every interval; one that comes back is joined)."""
+        """The store failed: this node's next commits are its own, and the store is asked again in
+        ``timing.store_retry`` (not at every interval; one that comes back is joined)."""
         self.why = str(exc)
         self._store_rests_until = self.clock() + self.timing.store_retry
         self._announced = False  # a store that comes back may have come back empty (a new host process)
@@ -197,8 +200,9 @@ class JobNode(Target):
         return not self.store_gone and self.clock() >= self._store_rests_until
 
     def situation(self, config: UploadConfig) -> Situation:
-        """What decides this node's commit times (:func:`.pacing.pacing`): the leader's plan once it said one (also while this
-        node commits itself: :meth:`_own_turn` gates those), the job's start before, its own slots once the store is gone."""
+        """What decides this node's commit times (:func:`.pacing.pacing`): the leader's plan once it said one (also
+        while this node commits itself: :meth:`_own_turn` gates those), the job's start before, its own slots once the
+        store is gone."""
         store = Store.GONE if self.store_gone else Store.PLANNED if self.plan is not None else Store.STARTING
         return Situation(commit_every=self.commit_every, rate_interval=commit_interval(config), nodes=self.leader.nodes,
                          node=self.node, kind=self.kind, budget=self.budget, files=self.files_hint, spacing=self.spacing,
@@ -241,7 +245,8 @@ class JobNode(Target):
         return f"{self.inner.prefix or '/'} of {self.inner.description}"
 
     def _announce(self) -> bool:
-        """Our incarnation in the store (:func:`.joining.announce`), at the start and after a store failure (it may be new)."""
+        """Our incarnation in the store (:func:`.joining.announce`), at the start and after a store failure (it may be
+        new)."""
         if not self._announced:
             try:
                 counted = self.incarnation == 0 or self._drawn_elsewhere()
@@ -256,11 +261,11 @@ class JobNode(Target):
         return self._announced
 
     def _drawn_elsewhere(self) -> bool:
-        """Whether this uploader's number, drawn in another store (a successor, while the job's store did not answer), is
-        this store's count already where it never announced itself: another uploader of this node drew the same number
-        here, and the answers to that one's offers carry this one's offer numbers (the incarnation is their high part): read
-        as this one's, its files would never land. A higher count here is a newer uploader's, or one this node cannot tell:
-        its offers are then ignored here, and it commits itself."""
+        """Whether this uploader's number, drawn in another store (a successor, while the job's store did not answer),
+        is this store's count already where it never announced itself: another uploader of this node drew the same
+        number here, and the answers to that one's offers carry this one's offer numbers (the incarnation is their
+        high part): read as this one's, its files would never land. A higher count here is a newer uploader's, or one
+        this node cannot tell: its offers are then ignored here, and it commits itself."""
         return (self.store.address not in self._announced_in
                 and self.store.add(f"incarnation/{self.node}", 0) == self.incarnation)
 
@@ -274,7 +279,8 @@ class JobNode(Target):
             self.successor.stop(max(0.0, until - self.clock()))
 
     def _leave(self) -> None:
-        """Say in the store in use that this node's uploader exits (a successor store's host need not :meth:`linger` for it)."""
+        """Say in the store in use that this node's uploader exits (a successor store's host need not :meth:`linger`
+        for it)."""
         if self.incarnation > 0 and not self.store_gone:  # (bounded calls, also while resting after a failure)
             try:
                 self.store.set(f"left/{self.node}", str(self.incarnation).encode())
@@ -292,10 +298,11 @@ class JobNode(Target):
         self.inner.reset_client()
 
     def prepare(self) -> None:
-        """Node 0 creates the repository (or bucket) and tags its card, then says the id the Hub resolved in the store; the
-        other nodes take it from there instead of asking the Hub (at a thousand nodes, thousands of requests before the
-        first commit), only where it is the one their own configuration names (:func:`~.joining.same_target`). A node that
-        hears nothing within ``prepared_wait``, or another id, prepares its target itself."""
+        """Node 0 creates the repository (or bucket) and tags its card, then says the id the Hub resolved in the
+        store; the other nodes take it from there instead of asking the Hub (at a thousand nodes, thousands of
+        requests before the first commit), only where it is the one their own configuration names
+        (:func:`~.joining.same_target`). A node that hears nothing within ``prepared_wait``, or another id, prepares
+        its target itself."""
         resolved = None if self.node == 0 else self._prepared_by_node_0()
         if resolved is None:
             self.inner.prepare()
@@ -313,7 +320,8 @@ class JobNode(Target):
                                   self.inner.repo_id, self._own_namespace)
 
     def _own_namespace(self) -> str | None:
-        """The namespace a bare name is created in: this node's token's user (``whoami``); ``None`` where the Hub does not say."""
+        """The namespace a bare name is created in: this node's token's user (``whoami``); ``None`` where the Hub does
+        not say."""
         try:
             name = self.inner.api.whoami().get("name")
         except Exception as exc:  # (never the answer or the token in a message: the type alone)
@@ -331,8 +339,8 @@ class JobNode(Target):
         return self.inner.local_reads(pieces)
 
     def audit_every(self, seconds: float) -> float:
-        """While the leader commits for the job, ``nodes / JOB_AUDITORS`` times ``seconds``, at 0.5 to 1.5 times that by node
-        rank (the nodes start together: their audits would come together too)."""
+        """While the leader commits for the job, ``nodes / JOB_AUDITORS`` times ``seconds``, at 0.5 to 1.5 times that
+        by node rank (the nodes start together: their audits would come together too)."""
         if self.mode != "job" or self.leader.nodes <= JOB_AUDITORS:
             return seconds
         return seconds * self.leader.nodes / JOB_AUDITORS * (0.5 + (self.node + 0.5) / self.leader.nodes)

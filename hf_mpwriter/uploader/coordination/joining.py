@@ -1,4 +1,5 @@
-"""A node's entry into its job's store: its uploader's number, its keys, the folder it logs to, the target node 0 prepared.
+"""A node's entry into its job's store: its uploader's number, its keys, the folder it logs to, the target node 0
+prepared.
 
 Apart from the commits (:mod:`.member`): these calls are made once (again after a store failure or a move), not at
 every interval.
@@ -42,7 +43,8 @@ def count_up(store: CoordinationStore, key: str) -> int:
 def other_folders(job: CoordinationStore, node: int, key_hash: str, folder: str) -> str | None:
     """Where this job's other nodes log, where none of them logs with this node (node-local logdirs named differently:
     each folder would get a leader and a run of its own); ``None``: every node logs where this one does, as far as is
-    known. ``job``: the job's own keys, not one target's, so that each node sees the others' (the last to start says it)."""
+    known. ``job``: the job's own keys, not one target's, so that each node sees the others' (the last to start says
+    it)."""
     job.append("targets", f"{node}:{key_hash},".encode())
     job.set(f"target/{key_hash}", folder.encode()[:MAX_VALUE_BYTES])
     listed = (job.get("targets") or b"").decode()

@@ -2,8 +2,8 @@
 
 Contracts:
 
-- **One committer per offer.** The leader claims an offer (``compare_set`` to taken) before committing it; its node takes
-  it back the same way: one of the two wins.
+- **One committer per offer.** The leader claims an offer (``compare_set`` to taken) before committing it; its node
+  takes it back the same way: one of the two wins.
 - **Leading means progress.** The lease is renewed only while the rounds make progress (:mod:`.lease`); a node whose
   claimed offer's leader no longer holds the lease offers it again.
 - **No round under a released lease.** The lease is let go only between rounds.
@@ -78,7 +78,8 @@ class Leader(SeenOffers):
                  budget: Budget | None = None, commit_every: float = HUB_COMMIT_EVERY_S,
                  call_bound: float = 3 * OFFER_WAIT_S, timing: JobTiming = JobTiming(),
                  wall: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic) -> None:
-        """``wall``: this host's wall clock (the plan's slots, never compared with another's); ``clock``: its monotonic one."""
+        """``wall``: this host's wall clock (the plan's slots, never compared with another's); ``clock``: its
+        monotonic one."""
         self.target, self.spacing, self.wall = target, spacing, wall
         self.budget = budget or make_budget()
         self.kind = target.kind
@@ -96,7 +97,8 @@ class Leader(SeenOffers):
         self._head_rests_until = 0.0  # monotonic
         self._own_head: str | None = None  # this leader's last commit: a head that is not it moved since
         self._others_head: str | None = None  # the last head another process made, counted in the books
-        #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its node's own).
+        #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its node's
+        #: own).
         self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed,
                                 lambda cas: self.target.trusts_cas(cas))
         self._thread: threading.Thread | None = None
@@ -113,8 +115,9 @@ class Leader(SeenOffers):
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop, by the uploader's preemption deadline once signalled, else within ``timing.stop_wait``; a leader lets its
-        lease go at once (the next node need not wait it out), unless a round still runs: then the lease goes stale."""
+        """Stop, by the uploader's preemption deadline once signalled, else within ``timing.stop_wait``; a leader lets
+        its lease go at once (the next node need not wait it out), unless a round still runs: then the lease goes
+        stale."""
         self._stop.set()
         until = min(time.monotonic() + self.timing.stop_wait, self.store.preemption)
         for thread in (self._thread, self._lease_thread):
@@ -157,7 +160,8 @@ class Leader(SeenOffers):
                          self.max_files, self.books.slowdown)
 
     def _hub_call(self, limit: float, call: Any, *args: Any, **kwargs: Any) -> Any:
-        """A call to the Hub, timed for :meth:`_stalled` (stuck past ``limit``); a failure starts or continues a failing span."""
+        """A call to the Hub, timed for :meth:`_stalled` (stuck past ``limit``); a failure starts or continues a
+        failing span."""
         started, failed = self.call_began(limit), False
         try:
             return call(*args, **kwargs)
@@ -210,8 +214,9 @@ class Leader(SeenOffers):
         self._successors = [list(address) for address in published(self.store, self.malformed)]
 
     def _ready(self, now: float) -> bool:
-        """Whether this round writes: offers read (again only when the ``offered`` counter moved), the commit spacing and the
-        gathering past (unless a node's last records wait), and room in the books; offers without room soon are put off."""
+        """Whether this round writes: offers read (again only when the ``offered`` counter moved), the commit spacing
+        and the gathering past (unless a node's last records wait), and room in the books; offers without room soon
+        are put off."""
         if now < self._head_rests_until:
             return False
         offered = self.store.add("offered", 0)  # one round trip while nothing new was offered (two on a successor)
@@ -294,11 +299,11 @@ class Leader(SeenOffers):
             self.books.wrote(self.clock(), 0)
 
     def _not_behind(self, offers: dict[int, dict], parent: str | None) -> dict[int, dict]:
-        """The offers, less those older than the head ``parent``: where another process committed since this leader's last
-        commit (a node cut off from the store commits its newest files itself while its offer stays there), an offer whose
-        event file the head holds longer would take it back. Those are answered "offer again", as offers of unknown age
-        are. Every offer read is looked at, not only this commit's: one left for a later round (a node's last records)
-        would be committed under a head that is this leader's own again."""
+        """The offers, less those older than the head ``parent``: where another process committed since this leader's
+        last commit (a node cut off from the store commits its newest files itself while its offer stays there), an
+        offer whose event file the head holds longer would take it back. Those are answered "offer again", as offers
+        of unknown age are. Every offer read is looked at, not only this commit's: one left for a later round (a
+        node's last records) would be committed under a head that is this leader's own again."""
         if parent is None or parent == self._own_head:
             return offers  # (a bucket has no head to read them at: guarantees.md)
         files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
@@ -319,14 +324,16 @@ class Leader(SeenOffers):
         return claimed
 
     def _full(self) -> bool:
-        """Whether the offers read fill a commit (a group of the plan, or a commit's files): waiting for more falls behind."""
+        """Whether the offers read fill a commit (a group of the plan, or a commit's files): waiting for more falls
+        behind."""
         files = sum(len(o["files"]) for o in self._candidates.values())
         return files >= self.max_files or len(self._candidates) >= self.plan().per_commit
 
     def _failed(self, exc: TargetError, offers: dict[int, dict]) -> None:
-        """A commit of claimed offers failed: a 429 slows the plan and puts the offers off until the Hub's time; a timeout
-        (it may have applied: it stays in the books) halves the next commits (the Hub's 60 s server timeout); other
-        transient errors put them off to the next round; an error only the user can fix is the nodes' to report."""
+        """A commit of claimed offers failed: a 429 slows the plan and puts the offers off until the Hub's time; a
+        timeout (it may have applied: it stays in the books) halves the next commits (the Hub's 60 s server timeout);
+        other transient errors put them off to the next round; an error only the user can fix is the nodes' to
+        report."""
         if exc.retry_after is not None:
             self.books.refused(self.clock(), exc.retry_after)
             logger.warning("job leader: the Hub asks to slow down (%s): writes resume in %.0f s, at %g times the "

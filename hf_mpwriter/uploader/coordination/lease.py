@@ -6,8 +6,9 @@ every other node; one not renewed for ``timing.lease_stale`` (on the observer's 
 writes or head reads fail for a hand-over time, whose rounds keep raising, or whose call to the Hub hangs, lets it go
 and does not take it again for a while, longer each time in a row.
 
-A holder is ``(node, term)``, the term drawn from the store's ``terms`` counter at each take: an uploader that replaced
-itself (an ``exec``: the same node, the same pid) is a new holder, and the offers its predecessor claimed are no longer led.
+A holder is ``(node, term)``, the term drawn from the store's ``terms`` counter at each take: an uploader that
+replaced itself (an ``exec``: the same node, the same pid) is a new holder, and the offers its predecessor claimed are
+no longer led.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ class Lease:
         self._store_failures = 0  # the store's, in a row (the lease's ticks pause longer)
         #: Ticks that raised an error nobody expected: logged and counted, the lease kept on (a simulation fails on any).
         self.tick_errors = 0
-        #: A call to the store failed, or a term began, since the offers were last read: what a node offered before may be
-        #: older than its wait (:meth:`~.seen_offers.SeenOffers.after_store_gap`).
+        #: A call to the store failed, or a term began, since the offers were last read: what a node offered before
+        #: may be older than its wait (:meth:`~.seen_offers.SeenOffers.after_store_gap`).
         self.store_gap = False
         self._round_lock = threading.Lock()  # held while a round runs
         self._stop = threading.Event()
@@ -68,9 +69,10 @@ class Lease:
             self._stop.wait(self.tick())
 
     def tick(self) -> float:
-        """Renew the lease while leading and making progress, or hand it over; otherwise watch it, less often the more nodes
-        watch (each look is a round trip to the job's store), well within its staleness. The seconds until the next tick:
-        after store failures in a row, longer each time (capped at half the lease's staleness: the offers outlive it)."""
+        """Renew the lease while leading and making progress, or hand it over; otherwise watch it, less often the more
+        nodes watch (each look is a round trip to the job's store), well within its staleness. The seconds until the
+        next tick: after store failures in a row, longer each time (capped at half the lease's staleness: the offers
+        outlive it)."""
         try:
             stalled = self._stalled(self.clock()) if self.leading else None
             if stalled is not None:
@@ -119,9 +121,9 @@ class Lease:
             self._round_failing_since = self.clock()
 
     def handover_after(self) -> float:
-        """How long a leader may fail to write before it hands the lease over: one interval of the plan (at least a lease's
-        staleness), so that the job has a working leader again within two. Set by the rounds: the lease thread never reads
-        the plan's inputs while a round changes them."""
+        """How long a leader may fail to write before it hands the lease over: one interval of the plan (at least a
+        lease's staleness), so that the job has a working leader again within two. Set by the rounds: the lease thread
+        never reads the plan's inputs while a round changes them."""
         return self._handover_after
 
     def _stalled(self, now: float) -> str | None:
@@ -135,7 +137,8 @@ class Lease:
         return None
 
     def after_store_gap(self) -> None:
-        """Called after a store gap or at a new term (:attr:`store_gap`); :meth:`.SeenOffers.after_store_gap` overrides it."""
+        """Called after a store gap or at a new term (:attr:`store_gap`); :meth:`.SeenOffers.after_store_gap`
+        overrides it."""
         self.store_gap = False
 
     def _hand_over(self, why: str) -> None:
@@ -197,8 +200,8 @@ class Lease:
         return True
 
     def holds(self) -> bool:
-        """Whether the store's lease names this node's term now, asked of the store (a leader paused past its lease wakes in
-        its round before its lease thread sees another took it). :class:`StoreError` if the store fails."""
+        """Whether the store's lease names this node's term now, asked of the store (a leader paused past its lease
+        wakes in its round before its lease thread sees another took it). :class:`StoreError` if the store fails."""
         return lease_holder(self.store.get("lease")) == (self.node, self.term)
 
     def _renew_own(self, current: bytes) -> bool:

@@ -1,13 +1,13 @@
-"""A node's commits in a job with a store: at its slot of the plan, it uploads its content (Xet, or LFS for a repository),
-offers the files to the leader and waits for the answer; none in time, it takes the offer back and commits them itself at
-its own slot, offering again meanwhile.
+"""A node's commits in a job with a store: at its slot of the plan, it uploads its content (Xet, or LFS for a
+repository), offers the files to the leader and waits for the answer; none in time, it takes the offer back and
+commits them itself at its own slot, offering again meanwhile.
 
-Who commits: a leader that answers; else the node at its own slot (no leader yet, a hand-over, a silent store); once the
-store is lost, the node moves to the successor, and where none answers commits itself at once, then at its own slots,
-paced by the Hub's 429s too. Safety never rests on the leader: every commit names its parent, fixed before the offers are
-read, so a late leader's commit is refused (412) or extended; a bucket has no parent, and a late write that makes a file
-older is found by the node's audit and sent again. No wall clock is compared across hosts: waits are relative, on each
-host's monotonic clock."""
+Who commits: a leader that answers; else the node at its own slot (no leader yet, a hand-over, a silent store); once
+the store is lost, the node moves to the successor, and where none answers commits itself at once, then at its own
+slots, paced by the Hub's 429s too. Safety never rests on the leader: every commit names its parent, fixed before the
+offers are read, so a late leader's commit is refused (412) or extended; a bucket has no parent, and a late write that
+makes a file older is found by the node's audit and sent again. No wall clock is compared across hosts: waits are
+relative, on each host's monotonic clock."""
 
 from __future__ import annotations
 
@@ -27,12 +27,13 @@ __all__ = ["JOB_AUDITORS", "OWN_COMMITS", "JobTarget", "Leader", "SharedTarget",
 
 
 class JobTarget(JobNode):
-    """A node's target in a job with a store: its commits go through the job's leader, or are its own (see the module)."""
+    """A node's target in a job with a store: its commits go through the job's leader, or are its own (see the
+    module)."""
 
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
-        """What the leader verified right after committing these very pieces needs no second look, nor do pieces put off for
-        the budget (nobody committed them: at a thousand nodes, a look each would spend the job's API budget); anything else
-        is asked of the Hub."""
+        """What the leader verified right after committing these very pieces needs no second look, nor do pieces put
+        off for the budget (nobody committed them: at a thousand nodes, a look each would spend the job's API budget);
+        anything else is asked of the Hub."""
         identity = _identity(pieces)
         if self._verified is not None and self._verified == identity:
             self._verified = None
@@ -108,8 +109,8 @@ class JobTarget(JobNode):
         return str(answer["commit"])
 
     def heard(self, answer: dict, wall: float) -> None:
-        """The leader's plan and this node's slots in it, from an answer read at ``wall`` (this host's wall clock), where the
-        job's settings can give that plan (:func:`~.plan.plausible`); else the node keeps its own pacing."""
+        """The leader's plan and this node's slots in it, from an answer read at ``wall`` (this host's wall clock),
+        where the job's settings can give that plan (:func:`~.plan.plausible`); else the node keeps its own pacing."""
         plan = Plan.from_json(answer.get("plan"))
         if plan is not None and plausible(plan, self.own_plan(1)):
             self.plan, self._phases = plan, plan.phases(answer, wall)
@@ -122,9 +123,10 @@ class JobTarget(JobNode):
         self.own.landed()
 
     def _commit_ourselves(self, pieces: Sequence[Piece], message: str, why: str) -> str | None:
-        """Commit as a node without a store would, unless an offer of ours that could not be taken back may still be taken by
-        a leader: then not before no leader takes it (the queue retries meanwhile). Unless the preemption deadline comes
-        first (a silent store counts as gone then): the node's disk goes with it, and a late leader commits the same files."""
+        """Commit as a node without a store would, unless an offer of ours that could not be taken back may still be
+        taken by a leader: then not before no leader takes it (the queue retries meanwhile). Unless the preemption
+        deadline comes first (a silent store counts as gone then): the node's disk goes with it, and a late leader
+        commits the same files."""
         if self.offers.pending_since is not None:
             now = self.clock()
             left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
@@ -158,10 +160,11 @@ class JobTarget(JobNode):
         return commit
 
     def _last_alone(self, why: str) -> None:
-        """Signalled, this node commits itself (``why``) from now on. Where the pieces in hand were taken before the signal,
-        :class:`Deferred` at once: the uploader takes its newest files and commits them as its last, in one commit, not two.
-        Also where its offer could not be taken back: a leader that claimed it fixed its parent before, so its commit lands
-        before this node's or is refused (a bucket has no parent: a late write of that leader's takes the files back)."""
+        """Signalled, this node commits itself (``why``) from now on. Where the pieces in hand were taken before the
+        signal, :class:`Deferred` at once: the uploader takes its newest files and commits them as its last, in one
+        commit, not two. Also where its offer could not be taken back: a leader that claimed it fixed its parent
+        before, so its commit lands before this node's or is refused (a bucket has no parent: a late write of that
+        leader's takes the files back)."""
         self._alone = why
         if self._before_signal:
             self._before_signal = False
@@ -169,11 +172,11 @@ class JobTarget(JobNode):
                            "as its last", 0.0)
 
     def _own_turn(self, files: int) -> float:
-        """Seconds until this node may commit its files itself (0: now). With the store alive: at its own slot, closing
-        included (:meth:`.own_commits.OwnCommits.turn`; a thousand nodes without a leader would otherwise commit at once),
-        the leader asked again at least every ``timing.store_retry`` meanwhile (one may be back). At once when the uploader
-        was signalled (the node's disk goes with it) or the store it once reached is gone (then its own slots,
-        :func:`.pacing.pacing`, and the Hub's 429s pace the commits)."""
+        """Seconds until this node may commit its files itself (0: now). With the store alive: at its own slot,
+        closing included (:meth:`.own_commits.OwnCommits.turn`; a thousand nodes without a leader would otherwise
+        commit at once), the leader asked again at least every ``timing.store_retry`` meanwhile (one may be back). At
+        once when the uploader was signalled (the node's disk goes with it) or the store it once reached is gone (then
+        its own slots, :func:`.pacing.pacing`, and the Hub's 429s pace the commits)."""
         if self._hurried():
             return 0.0
         gone = self.store.gone()

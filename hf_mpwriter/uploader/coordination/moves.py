@@ -40,8 +40,9 @@ class Moves:
         self._read = math.inf
 
     def learn(self) -> None:
-        """Read the successors in the store, every ``timing.successor_copy`` at most, until an answer lists them: should
-        the store die before its first answer, the node still knows where the job goes on. :class:`StoreError` if it fails."""
+        """Read the successors in the store, every ``timing.successor_copy`` at most, until an answer lists them:
+        should the store die before its first answer, the node still knows where the job goes on. :class:`StoreError`
+        if it fails."""
         now = self.clock()
         if now - self._read < self.timing.successor_copy:
             return

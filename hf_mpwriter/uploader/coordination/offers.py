@@ -31,7 +31,8 @@ class Offers:
         self.taken_back = 0  # offers taken back, the leader silent past its wait (``status``)
 
     def make(self, incarnation: int, files: list, waiting: float, last: bool) -> bytes:
-        """The next offer's value, numbered above every earlier uploader's of this node (the incarnation is the high part)."""
+        """The next offer's value, numbered above every earlier uploader's of this node (the incarnation is the high
+        part)."""
         self.seq = max(self.seq, incarnation << 32) + 1
         return json.dumps({"seq": self.seq, "incarnation": incarnation, "wait": self.wait, "waiting": waiting,
                            "last": last, "files": files}).encode()
@@ -66,8 +67,9 @@ class Offers:
                           "(it hangs); they are offered again", transient=True)
 
     def withdraw(self, offer: bytes) -> None:
-        """Take back ``offer`` (answered, put off) if still in the store: a deposed leader's late answer to another offer must
-        not revive it once this node committed newer files itself. :class:`~.store.StoreError` if the store fails."""
+        """Take back ``offer`` (answered, put off) if still in the store: a deposed leader's late answer to another
+        offer must not revive it once this node committed newer files itself. :class:`~.store.StoreError` if the store
+        fails."""
         self.store.compare_set(f"offer/{self.node}", offer, WITHDRAWN)
 
     def leads(self, taker: tuple[int, int]) -> bool:

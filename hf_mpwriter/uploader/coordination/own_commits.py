@@ -19,9 +19,10 @@ class OwnCommits:
         self._due: float | None = None  # monotonic: the next own slot, kept until it commits
 
     def turn(self, plan: Plan, node: int, wall: float, phase: float | None, closing: bool = False) -> float:
-        """Seconds until this node's next own commit may go (0: now): its own slot in ``plan`` (``phase``: on this node's
-        clock, as the leader said it), kept as a due time until it commits, so a slot is never missed for being looked at
-        late. ``closing``: its last records go at once where the node is one of the job's first :func:`last_burst`."""
+        """Seconds until this node's next own commit may go (0: now): its own slot in ``plan`` (``phase``: on this
+        node's clock, as the leader said it), kept as a due time until it commits, so a slot is never missed for being
+        looked at late. ``closing``: its last records go at once where the node is one of the job's first
+        :func:`last_burst`."""
         if closing and node < last_burst(self.budget, self.kind):
             return 0.0
         now = self.clock()

@@ -1,10 +1,11 @@
 """The job's budget on the Hub, and the plan that keeps a job of any size within it.
 
-Why a plan: 1,024 nodes of 8 ranks change 8,192 files every interval, 9 commits of 1,000 files: 108 an hour to a repository that
-takes about 128. So the leader spreads the nodes over the budget: groups whose files fill one commit take turns, one a ``gap``,
-and a node's interval is a pass over the groups. Every rank's newest record has a stated age (:meth:`Plan.age_bound`). The
-leader's books (:class:`Books`) hold what it spent, so that off-plan offers wait their turn and a 429 slows the plan. A node no
-leader answers has its own slot of the same budget (:meth:`Plan.own_turn`, :meth:`Plan.own_pacing`)."""
+Why a plan: 1,024 nodes of 8 ranks change 8,192 files every interval, 9 commits of 1,000 files: 108 an hour to a
+repository that takes about 128. So the leader spreads the nodes over the budget: groups whose files fill one commit
+take turns, one a ``gap``, and a node's interval is a pass over the groups. Every rank's newest record has a stated
+age (:meth:`Plan.age_bound`). The leader's books (:class:`Books`) hold what it spent, so that off-plan offers wait
+their turn and a 429 slows the plan. A node no leader answers has its own slot of the same budget
+(:meth:`Plan.own_turn`, :meth:`Plan.own_pacing`)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ REQUESTS_PER_WRITE = {"hub": 4, "bucket": 2}
 #: they share, retries and verifications of a node's own), none of which grows with the job's size.
 LEADER_SHARE = 0.75
 #: The plan spends this share of what the books allow: the rest is slack for what it does not foresee (the first
-#: interval, closing writers, retries), so the leader catches up instead of carrying a backlog (why 0.9: docs/design-notes.md).
+#: interval, closing writers, retries), so the leader catches up instead of carrying a backlog (why 0.9:
+#: docs/design-notes.md).
 PLAN_SLACK = 0.9
-#: A 429 from the Hub multiplies the plan's gap by this, up to :data:`MAX_SLOWDOWN`; an hour without one brings it back to 1.
+#: A 429 from the Hub multiplies the plan's gap by this, up to :data:`MAX_SLOWDOWN`; an hour without one brings it
+#: back to 1.
 SLOWDOWN_STEP = 2.0
 MAX_SLOWDOWN = 8.0
 #: Files in one commit of the job's leader, at most, by default (``upload_large_folder`` stops at 1,000; the Hub's
@@ -41,10 +44,12 @@ MIN_FILES_PER_COMMIT = 20
 #: Where the nodes take turns in groups, a group leaves room for this many nodes' files in each write: the leader's own
 #: node's, which rides along (:meth:`Plan.leader_pacing`), with room to spare for its job run's files.
 LEADER_ROOM = 2
-#: The logs' default share of a repository's commit rate (32 of the Hub's ~128 an hour); the job's own pushes get the rest.
+#: The logs' default share of a repository's commit rate (32 of the Hub's ~128 an hour); the job's own pushes get the
+#: rest.
 COMMIT_SHARE = 0.25
 DEFAULT_COMMITS_PER_HOUR = COMMIT_SHARE * HUB_COMMITS_PER_HOUR
-#: Default API requests per 5 minutes for the logs: 40% of a free account's 1,000; the job's own calls on the token keep the rest.
+#: Default API requests per 5 minutes for the logs: 40% of a free account's 1,000; the job's own calls on the token
+#: keep the rest.
 DEFAULT_REQUESTS_PER_5MIN = 400
 
 
@@ -53,8 +58,8 @@ class Budget:
     """What the job's logs may spend on the Hub (defaults: :func:`make_budget`; a user can raise each for their plan).
 
     ``commits_per_hour`` applies to a repository only (a bucket has no commit quota); ``requests_per_5min`` is the
-    logger's share of the user's API window. The windows are the Hub's; a test or benchmark compresses time by shortening
-    both (:meth:`scaled`: the rates per window stay the Hub's)."""
+    logger's share of the user's API window. The windows are the Hub's; a test or benchmark compresses time by
+    shortening both (:meth:`scaled`: the rates per window stay the Hub's)."""
 
     commits_per_hour: float
     requests_per_5min: float
@@ -95,10 +100,11 @@ class Plan:
         return self.interval, ((node // self.per_commit) * self.gap) % self.interval
 
     def leader_pacing(self, changes_every: float) -> tuple[float, float] | None:
-        """``(interval, phase)`` of the leader's own node where the plan has several groups and writes one every ``gap``: it
-        offers at every k-th group's slot (no more often than its job run changes, every ``changes_every`` seconds), so the
-        job run rides with those writes instead of its own group's alone, once an interval. ``None`` where that gains
-        nothing, or where the groups leave part of the interval idle (its offers would make writes of their own)."""
+        """``(interval, phase)`` of the leader's own node where the plan has several groups and writes one every
+        ``gap``: it offers at every k-th group's slot (no more often than its job run changes, every ``changes_every``
+        seconds), so the job run rides with those writes instead of its own group's alone, once an interval. ``None``
+        where that gains nothing, or where the groups leave part of the interval idle (its offers would make writes of
+        their own)."""
         if self.groups <= 1 or self.gap <= 0 or self.interval > self.groups * self.gap * (1 + 1e-9) \
                 or not math.isfinite(changes_every):
             return None
@@ -106,8 +112,9 @@ class Plan:
         return (every, 0.0) if every < self.interval else None
 
     def own_pacing(self, node: int, commit_every: float) -> tuple[float, float]:
-        """``(interval, phase)`` of ``node`` while it commits its files itself (no store, the store gone): its own slot, every
-        :meth:`own_every` seconds (``commit_every`` at the shortest), so the nodes' own commits keep to the budget."""
+        """``(interval, phase)`` of ``node`` while it commits its files itself (no store, the store gone): its own
+        slot, every :meth:`own_every` seconds (``commit_every`` at the shortest), so the nodes' own commits keep to
+        the budget."""
         every = max(commit_every, self.own_every())
         return every, self.own_phase(node) % every
 
@@ -116,9 +123,9 @@ class Plan:
         return (node * self.own_gap) % self.own_every()
 
     def slots_in(self, node: int, wall: float) -> dict[str, float]:
-        """Seconds from ``wall`` (the leader's clock) to ``node``'s next slot and next own slot, which the node turns into
-        phases of its own clock (:meth:`phases`): no wall clock is compared across hosts, and the slots stay apart whatever
-        the clocks say."""
+        """Seconds from ``wall`` (the leader's clock) to ``node``'s next slot and next own slot, which the node turns
+        into phases of its own clock (:meth:`phases`): no wall clock is compared across hosts, and the slots stay
+        apart whatever the clocks say."""
         return {"next_in": until_turn(self.interval, self.pacing(node)[1], wall),
                 "own_in": until_turn(self.own_every(), self.own_phase(node), wall)}
 
@@ -130,8 +137,9 @@ class Plan:
             return None
 
     def age_bound(self) -> float:
-        """How old a rank's newest record at the target may get while the leader keeps to this plan: one interval until its
-        node's slot, one more if that offer is put off (oldest data first, one gap apart: at most a pass over the groups)."""
+        """How old a rank's newest record at the target may get while the leader keeps to this plan: one interval
+        until its node's slot, one more if that offer is put off (oldest data first, one gap apart: at most a pass
+        over the groups)."""
         return 2 * self.interval
 
     def own_every(self) -> float:
@@ -139,9 +147,9 @@ class Plan:
         return self.nodes * self.own_gap
 
     def own_turn(self, node: int, wall: float, phase: float | None = None) -> float:
-        """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (``own_gap`` apart
-        from the others'; a new plan's slot may give two in a cycle: the margin's). ``phase``: the slot on the caller's
-        clock, as the leader said it (:meth:`phases`)."""
+        """Seconds from ``wall`` until ``node``'s next own slot in a cycle of :meth:`own_every` seconds (``own_gap``
+        apart from the others'; a new plan's slot may give two in a cycle: the margin's). ``phase``: the slot on the
+        caller's clock, as the leader said it (:meth:`phases`)."""
         return until_turn(self.own_every(), self.own_phase(node) if phase is None else phase, wall)
 
     def to_json(self) -> dict[str, Any]:
@@ -149,7 +157,8 @@ class Plan:
 
     @classmethod
     def from_json(cls, value: Any) -> Plan | None:
-        """A plan from a leader's answer, within its bounds (:func:`~.protocol.parse_plan`); ``None`` for anything else."""
+        """A plan from a leader's answer, within its bounds (:func:`~.protocol.parse_plan`); ``None`` for anything
+        else."""
         try:
             return cls(**parse_plan(value))
         except Malformed:
@@ -170,8 +179,8 @@ def plausible(told: Plan, own: Plan) -> bool:
 
 def start_pacing(plan: Plan, node: int, commit_every: float) -> tuple[float, float]:
     """``(interval, phase)`` of ``node`` before the leader's first plan, from the one the node makes itself
-    (:meth:`JobTarget.plan_now`): the groups start at the plan's slots, so the offers come as the leader wants them (whole
-    groups, none put off); a job of one group starts together, at phase 0 of ``commit_every``."""
+    (:meth:`JobTarget.plan_now`): the groups start at the plan's slots, so the offers come as the leader wants them
+    (whole groups, none put off); a job of one group starts together, at phase 0 of ``commit_every``."""
     if plan.groups <= 1:
         return commit_every, 0.0
     return plan.pacing(node)
@@ -210,7 +219,8 @@ def _plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_eve
 
 
 class Books:
-    """What the leader spent in the budget's windows, and a 429's pause: whether a write may go now, and if not, when."""
+    """What the leader spent in the budget's windows, and a 429's pause: whether a write may go now, and if not,
+    when."""
 
     def __init__(self, budget: Budget, kind: str) -> None:
         self.budget, self.kind = budget, kind
@@ -235,8 +245,8 @@ class Books:
         return len(self._writes), sum(n for _, n in self._requests)
 
     def next_free(self, now: float, files: int) -> float:
-        """When a write of ``files`` files may go (``now`` if it may go now): after a 429's pause, and once the commit window (a
-        repository) and the leader's share of the API window have room for it."""
+        """When a write of ``files`` files may go (``now`` if it may go now): after a 429's pause, and once the commit
+        window (a repository) and the leader's share of the API window have room for it."""
         writes, requests = self.spent(now)
         at = max(now, self.paused_until)
         allowed = max(1, int(self.budget.commits_per_hour))

@@ -2,19 +2,17 @@
 
 Keys, under the prefix of one job and one target (:func:`~.member.store_prefix`)::
 
-    members            "0,3,1,"          the nodes that announced themselves (append)
-    left/<n>           counter            node n's exited uploader (its incarnation): n left while it equals ``incarnation/<n>``
-    incarnation/<n>    counter            node n's current uploader, each new one adds 1 (a count, not a clock: a
-                                          replacement's offers always win over its predecessor's)
-    offer/<n>          JSON | "-" | "taken:seq:node:term"  an offer, taken back, or claimed by a leader
-    answer/<n>         JSON               the leader's answer to offer ``seq`` (:func:`parse_answer`: plan, slots, successors)
-    lease              JSON {node, term, pid, n}            who leads (``(node, term)``; pid: for people)
-    terms              counter            each take of the lease adds 1: its holder's term
-    offered, answered  counters           polled instead of every node's keys
-    prepared           "ns/name"          the repository or bucket id node 0's Hub resolved
-    xet                JSON {cas, token, exp}  the job's Xet write token, fetched and renewed by the leader (a secret:
-                                          never in a log line, ``status`` or an error)
-    successor/<i>      JSON [host, port]  the i-th successor store (:mod:`.successor`), set by its host, passed on in answers
+    members            "0,3,1,"          the nodes that announced themselves (append) left/<n>           counter
+    node n's exited uploader (its incarnation): n left while it equals ``incarnation/<n>`` incarnation/<n>    counter
+    node n's current uploader, each new one adds 1 (a count, not a clock: a replacement's offers always win over its
+    predecessor's) offer/<n>          JSON | "-" | "taken:seq:node:term"  an offer, taken back, or claimed by a leader
+    answer/<n>         JSON               the leader's answer to offer ``seq`` (:func:`parse_answer`: plan, slots,
+    successors) lease              JSON {node, term, pid, n}            who leads (``(node, term)``; pid: for people)
+    terms              counter            each take of the lease adds 1: its holder's term offered, answered  counters
+    polled instead of every node's keys prepared           "ns/name"          the repository or bucket id node 0's Hub
+    resolved xet                JSON {cas, token, exp}  the job's Xet write token, fetched and renewed by the leader
+    (a secret: never in a log line, ``status`` or an error) successor/<i>      JSON [host, port]  the i-th successor
+    store (:mod:`.successor`), set by its host, passed on in answers
 
 The job's own keys (not one target's: :func:`.joining.other_folders`)::
 
@@ -31,8 +29,9 @@ The job run's keys (:mod:`hf_mpwriter.uploader.jobrun`, its parsers there, bound
     view/g<g>/host     JSON {node, at}    which node hosts group g's store, and where (:mod:`~..jobrun.tree`)
 
 A value another process wrote is never trusted: a parser either returns a value whose every field has the type its
-readers use, every number finite and within its bound (the ``MAX_`` constants below, the job run's readers' too), or raises
-:class:`Malformed`. The reader skips that value, counts it (``status``) and goes on: one bad value never stops a round.
+readers use, every number finite and within its bound (the ``MAX_`` constants below, the job run's readers' too), or
+raises :class:`Malformed`. The reader skips that value, counts it (``status``) and goes on: one bad value never stops
+a round.
 """
 
 from __future__ import annotations
@@ -94,7 +93,8 @@ def taken_value(seq: int, node: int, term: int) -> bytes:
 
 
 def claimer(value: bytes | None, seq: int) -> tuple[int, int] | None:
-    """``(node, term)`` of the leader that claimed offer ``seq``; ``None`` where ``value`` claims no offer, or another."""
+    """``(node, term)`` of the leader that claimed offer ``seq``; ``None`` where ``value`` claims no offer, or
+    another."""
     if not value or not value.startswith(TAKEN):
         return None
     parts = value[len(TAKEN):].decode(errors="replace").split(":")
@@ -159,9 +159,10 @@ def parse_offer(raw: bytes) -> dict[str, Any]:
 
 
 def parse_answer(raw: bytes) -> dict[str, Any]:
-    """A leader's answer as its node reads it: ``seq``, and ``commit`` (committed), ``retry_in`` (put off) or ``error`` (not
-    committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) where they are within their bounds (:func:`parse_plan`;
-    else neither); ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`), maybe empty."""
+    """A leader's answer as its node reads it: ``seq``, and ``commit`` (committed), ``retry_in`` (put off) or
+    ``error`` (not committed); ``plan`` and the slots (:meth:`~.plan.Plan.slots_in`) where they are within their
+    bounds (:func:`parse_plan`; else neither); ``successors``: ``[(host, port), ...]`` (:func:`parse_successor`),
+    maybe empty."""
     answer = _json_object(raw, "answer")
     if not answer:  # the value a node's keys start with: nothing answered yet
         return {"seq": 0, "successors": []}
@@ -198,7 +199,8 @@ def parse_plan(value: Any) -> dict[str, Any]:
 
 
 def _plan_and_slots(answer: dict[str, Any]) -> dict[str, Any]:
-    """An answer's plan (:func:`parse_plan`) and this node's slots, bounded by its cycle (one missing: an older leader's)."""
+    """An answer's plan (:func:`parse_plan`) and this node's slots, bounded by its cycle (one missing: an older
+    leader's)."""
     if answer.get("plan") is None:
         return {}
     plan = parse_plan(answer["plan"])

@@ -1,5 +1,6 @@
-"""The nodes' offers as the job's leader reads them: which it may commit (not answered, taken back, claimed, expired or
-of unknown age), and in what order; :mod:`.leader` decides what to do with them. Ages are on this host's monotonic clock."""
+"""The nodes' offers as the job's leader reads them: which it may commit (not answered, taken back, claimed, expired
+or of unknown age), and in what order; :mod:`.leader` decides what to do with them. Ages are on this host's monotonic
+clock."""
 
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def fitting(offers: dict[int, dict], first_seen: dict[tuple[int, int], float],
 
 
 class SeenOffers(Lease):
-    """The leader's reading of the offers (the base of :class:`~.leader.Leader`): since when it saw each, those of unknown age."""
+    """The leader's reading of the offers (the base of :class:`~.leader.Leader`): since when it saw each, those of
+    unknown age."""
 
     def __init__(self, store: CoordinationStore, node: int, nodes: int, timing: JobTiming, commit_every: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -66,9 +68,9 @@ class SeenOffers(Lease):
             self._first_seen.pop((node, offer["seq"]), None)
 
     def _offers(self) -> dict[int, dict]:
-        """The nodes' current offers this leader may commit (see the module; unknown age: :meth:`after_store_gap`), from each
-        node's current uploader, expired by when this leader first saw them and the wait their node said. Read in one
-        batch: a few round trips at any job size."""
+        """The nodes' current offers this leader may commit (see the module; unknown age: :meth:`after_store_gap`),
+        from each node's current uploader, expired by when this leader first saw them and the wait their node said.
+        Read in one batch: a few round trips at any job size."""
         members = self.members()
         kinds = ("offer", "answer", "incarnation")
         values = self.store.multi_get([f"{kind}/{node}" for node in members for kind in kinds])
@@ -104,10 +106,11 @@ class SeenOffers(Lease):
         return offers
 
     def after_store_gap(self) -> None:
-        """The store answers again after a spell of failures, or this node's term began: the offers in it now may be older
-        than their wait (a node that could not take its offer back commits its files itself once its wait is over, or its
-        preemption deadline comes, and may have committed newer ones since). None of them is committed but a node's last
-        (its files change no more): their nodes offer again (:meth:`~.leader.Leader._offer_again`)."""
+        """The store answers again after a spell of failures, or this node's term began: the offers in it now may be
+        older than their wait (a node that could not take its offer back commits its files itself once its wait is
+        over, or its preemption deadline comes, and may have committed newer ones since). None of them is committed
+        but a node's last (its files change no more): their nodes offer again
+        (:meth:`~.leader.Leader._offer_again`)."""
         members = self.members()
         self._mark_stale(dict(zip(members, self.store.multi_get([f"offer/{node}" for node in members]))))
 

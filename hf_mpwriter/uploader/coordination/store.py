@@ -1,13 +1,13 @@
 """The job's own torch.distributed store, as the uploaders of a multi-node job use it.
 
-Why this store: a multi-node job already runs one, which every node reaches at ``MASTER_ADDR:MASTER_PORT``; the uploaders
-need nothing else to agree on one leader.
+Why this store: a multi-node job already runs one, which every node reaches at ``MASTER_ADDR:MASTER_PORT``; the
+uploaders need nothing else to agree on one leader.
 
-Why so careful: the store is the training job's lifeline, not ours. Only small values go in (:data:`MAX_VALUE_BYTES`; the
-client drops its connection past 8 MiB), and every call has a short deadline in a throwaway thread: a store whose host is
-frozen (SIGSTOP, a dead NIC) blocks ``get``/``compare_set`` for ever, GIL released, so the caller walks away and abandons
-the call. Only the uploader uses it, never a training process. ``torch.distributed`` is imported only in a multi-node job
-that has a store (its cost: docs/design-notes.md).
+Why so careful: the store is the training job's lifeline, not ours. Only small values go in (:data:`MAX_VALUE_BYTES`;
+the client drops its connection past 8 MiB), and every call has a short deadline in a throwaway thread: a store whose
+host is frozen (SIGSTOP, a dead NIC) blocks ``get``/``compare_set`` for ever, GIL released, so the caller walks away
+and abandons the call. Only the uploader uses it, never a training process. ``torch.distributed`` is imported only in
+a multi-node job that has a store (its cost: docs/design-notes.md).
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ T = TypeVar("T")
 
 #: The largest value written to the store.
 MAX_VALUE_BYTES = 256 * 1024
-#: Keys per ``multi_get``/``multi_set`` round trip: a thousand offers of a few KB stay far below a client message's 8 MiB.
+#: Keys per ``multi_get``/``multi_set`` round trip: a thousand offers of a few KB stay far below a client message's 8
+#: MiB.
 KEYS_PER_CALL = 256
 #: Connections tried within a call's deadline (:func:`_connect`).
 CONNECT_TRIES = 3
-#: Calls still running after their deadline; past this many, the store is not asked again (each holds a thread and a socket).
+#: Calls still running after their deadline; past this many, the store is not asked again (each holds a thread and a
+#: socket).
 MAX_ABANDONED = 4
 
 
@@ -52,7 +54,8 @@ class StoreAddress:
 
 
 def store_address(store: str | None, job_id: str | None) -> StoreAddress | None:
-    """The job's store as the writer found it (the logdir's ``host:port`` and launch id); ``None``: each node commits itself."""
+    """The job's store as the writer found it (the logdir's ``host:port`` and launch id); ``None``: each node commits
+    itself."""
     if not store or not job_id:
         return None
     host, _, port = store.rpartition(":")
@@ -60,8 +63,8 @@ def store_address(store: str | None, job_id: str | None) -> StoreAddress | None:
 
 
 class CoordinationStore(Protocol):
-    """The job's store as the coordination code uses it (:class:`JobStore`, or a simulation's in-memory store: mypy checks
-    both against this). A call raises :class:`StoreError` where the store fails."""
+    """The job's store as the coordination code uses it (:class:`JobStore`, or a simulation's in-memory store: mypy
+    checks both against this). A call raises :class:`StoreError` where the store fails."""
 
     #: Seconds a call may take.
     deadline: float
@@ -104,7 +107,8 @@ class CoordinationStore(Protocol):
         """Set ``key`` to ``desired`` if it holds ``expected`` (``b""``: unset); whether it did."""
 
     def until(self, started: float, longest: float) -> float:
-        """When a wait on the job begun at ``started`` ends: ``longest`` later, sooner once the uploader was signalled."""
+        """When a wait on the job begun at ``started`` ends: ``longest`` later, sooner once the uploader was
+        signalled."""
 
     def hurry(self, deadline: float) -> None:
         """The uploader must be gone by ``deadline`` (monotonic): every wait on the job ends sooner."""
@@ -136,7 +140,8 @@ class _Connection:
         self.address, self.deadline, self.server = address, deadline, server
         self.preemption = math.inf  # monotonic: the uploader's preemption deadline, once signalled
         self.client: Any = None
-        #: Commands sent to the store so far (a ``get`` is two): what a job's size costs the store, which serves the training too.
+        #: Commands sent to the store so far (a ``get`` is two): what a job's size costs the store, which serves the
+        #: training too.
         self.round_trips = 0
         self.abandoned: list[threading.Thread] = []
         self.moves = 0  # times it moved to another store (:meth:`JobStore.move_to`)
@@ -167,7 +172,8 @@ class JobStore:
         return self._connection.address
 
     def elsewhere(self, address: StoreAddress) -> JobStore:
-        """The store at ``address`` under the same prefix, deadline and preemption deadline, on a connection of its own."""
+        """The store at ``address`` under the same prefix, deadline and preemption deadline, on a connection of its
+        own."""
         other = JobStore(address, self.prefix, self.deadline)
         other.hurry(self.preemption)
         return other
@@ -178,8 +184,8 @@ class JobStore:
         return self._connection.moves
 
     def move_to(self, address: StoreAddress, server: Any = None) -> None:
-        """From now on, every view of this connection calls the store at ``address`` (``server``: this process serves it).
-        Calls abandoned on the old store do not count against the new one."""
+        """From now on, every view of this connection calls the store at ``address`` (``server``: this process serves
+        it). Calls abandoned on the old store do not count against the new one."""
         connection = self._connection
         with connection.lock, connection.swap:
             connection.address, connection.server, connection.client = address, server, None
@@ -204,8 +210,8 @@ class JobStore:
         return self._connection.round_trips
 
     def silent_for(self) -> float:
-        """Seconds since the first of the calls (any view's) that failed without one answering since (0: the last answered):
-        unlike :meth:`gone`, it also tells a machine that is down, frozen or cut off."""
+        """Seconds since the first of the calls (any view's) that failed without one answering since (0: the last
+        answered): unlike :meth:`gone`, it also tells a machine that is down, frozen or cut off."""
         since = self._connection.failing_since
         return 0.0 if since is None else time.monotonic() - since
 
@@ -277,18 +283,20 @@ class JobStore:
 
     # -- bounding ----------------------------------------------------------------------------------
     def hurry(self, deadline: float) -> None:
-        """The uploader must be gone by ``deadline`` (monotonic): every wait ends sooner, one running too (:meth:`until`)."""
+        """The uploader must be gone by ``deadline`` (monotonic): every wait ends sooner, one running too
+        (:meth:`until`)."""
         self._connection.preemption = deadline
 
     def until(self, started: float, longest: float) -> float:
-        """When a wait on the job begun at ``started`` (monotonic) ends: ``longest`` later or, once the uploader was signalled,
-        after a third at most of what was left then before its deadline (the rest is the node's: taking its offer back,
-        committing its files itself). Waits read it again as they wait, so a signal during one shortens it."""
+        """When a wait on the job begun at ``started`` (monotonic) ends: ``longest`` later or, once the uploader was
+        signalled, after a third at most of what was left then before its deadline (the rest is the node's: taking its
+        offer back, committing its files itself). Waits read it again as they wait, so a signal during one shortens
+        it."""
         return started + min(longest, max(0.0, (self.preemption - started) / 3))
 
     def _bounded(self, call: Callable[[Any], T], round_trips: int = 1) -> T:
-        """Run ``call(client)`` in a throwaway thread, one call at a time; :class:`StoreError` if it fails or outlives the
-        deadline (waiting for another thread's call counts against it; importing the client once does not)."""
+        """Run ``call(client)`` in a throwaway thread, one call at a time; :class:`StoreError` if it fails or outlives
+        the deadline (waiting for another thread's call counts against it; importing the client once does not)."""
         from torch.distributed import TCPStore  # noqa: F401 - the first call's import, before its deadline starts
 
         started = time.monotonic()
@@ -337,9 +345,9 @@ class JobStore:
         raise StoreError(f"the job's store at {self._where()} failed: {failure}")
 
     def gone(self) -> bool:
-        """Whether nothing listens at the store's address any more: its host process is gone, and with it every key it held
-        (in memory). A store that merely does not answer (a frozen host, a partition) is not gone: what it holds may still
-        be read. Asked for as long as a call (:meth:`until`)."""
+        """Whether nothing listens at the store's address any more: its host process is gone, and with it every key it
+        held (in memory). A store that merely does not answer (a frozen host, a partition) is not gone: what it holds
+        may still be read. Asked for as long as a call (:meth:`until`)."""
         now = time.monotonic()
         try:
             socket.create_connection((self.address.host, self.address.port),
@@ -371,9 +379,10 @@ class JobStore:
 
 
 def _connect(address: StoreAddress, deadline: float, serving: bool = False) -> Any:
-    """A client of the store at ``address`` (``serving``: its server, on a free port, and its own client), its calls bounded
-    by ``deadline``. Connecting is tried :data:`CONNECT_TRIES` times within it: torch's client may miss the handshake's
-    answer and wait out its whole timeout, where connecting again at once succeeds (docs/design-notes.md)."""
+    """A client of the store at ``address`` (``serving``: its server, on a free port, and its own client), its calls
+    bounded by ``deadline``. Connecting is tried :data:`CONNECT_TRIES` times within it: torch's client may miss the
+    handshake's answer and wait out its whole timeout, where connecting again at once succeeds
+    (docs/design-notes.md)."""
     from torch.distributed import TCPStore  # only here: a single-node uploader never loads torch
 
     for attempt in range(1, CONNECT_TRIES + 1):
@@ -390,7 +399,8 @@ def _connect(address: StoreAddress, deadline: float, serving: bool = False) -> A
 
 def serve(near: StoreAddress) -> tuple[Any, StoreAddress]:
     """A store this process serves (a TCPStore on a free port, on every interface, as torch's own) and the address the
-    job's nodes reach it at (this host's on its route to ``near``, the job's store). It stops when the server is dropped."""
+    job's nodes reach it at (this host's on its route to ``near``, the job's store). It stops when the server is
+    dropped."""
     host = route_address(near)
     server = _connect(StoreAddress(host, 0, near.job_id), STORE_CALL_S, serving=True)
     return server, StoreAddress(host, int(server.port), near.job_id)

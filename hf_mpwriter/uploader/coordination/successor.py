@@ -1,12 +1,12 @@
 """The job's successor store: where its uploaders go on coordinating once the job's own store is gone.
 
 Why: the job's store lives in the training job. When its host dies, each node commits its files itself: at a thousand
-nodes on a repository, hours of the Hub's commit rate. So while the job's store lives, node 1's uploader serves a small
-store of its own and publishes its address (``successor/1``), which the leader passes on in its answers. Its host copies
-into it, every ``timing.successor_copy``, what a new leader takes up: the job run's word, and the count of terms.
-A node that finds the job's store lost moves there once (:mod:`.moves`); where it does not answer, the node commits itself.
-A drained host serves on while nodes that joined it have not left (:meth:`SuccessorHost.linger`). Only the uploaders'
-coordination goes there, never the training's.
+nodes on a repository, hours of the Hub's commit rate. So while the job's store lives, node 1's uploader serves a
+small store of its own and publishes its address (``successor/1``), which the leader passes on in its answers. Its
+host copies into it, every ``timing.successor_copy``, what a new leader takes up: the job run's word, and the count of
+terms. A node that finds the job's store lost moves there once (:mod:`.moves`); where it does not answer, the node
+commits itself. A drained host serves on while nodes that joined it have not left (:meth:`SuccessorHost.linger`). Only
+the uploaders' coordination goes there, never the training's.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class SuccessorHost:
     """A store this uploader serves for its job, kept a copy of what a new leader takes up, and published."""
 
     def __init__(self, store: CoordinationStore, slot: int, every: float, poll: float) -> None:
-        """``store``: the node's view of the job's store (it follows the node's moves); ``every``, ``poll``: :meth:`tick`'s."""
+        """``store``: the node's view of the job's store (it follows the node's moves); ``every``, ``poll``:
+        :meth:`tick`'s."""
         self.store, self.slot, self.every, self.poll = store, slot, every, poll
         self._copied = -math.inf  # (:meth:`tick`)
         self.server, self.address = serve(store.address)
@@ -59,8 +60,9 @@ class SuccessorHost:
         self._thread.join(within)
 
     def linger(self, node: int, nodes: int, until: float, poll: float, stopped: Callable[[], bool]) -> None:
-        """Serve this store on while another node that joined it has not left, until ``until`` (monotonic) or ``stopped()``
-        (a signal): a drained host must not take the job's coordination with it while other nodes still drain."""
+        """Serve this store on while another node that joined it has not left, until ``until`` (monotonic) or
+        ``stopped()`` (a signal): a drained host must not take the job's coordination with it while other nodes still
+        drain."""
         try:
             while time.monotonic() < until and not stopped():
                 staying = [n for n in parse_members(self.own.get("members"), nodes) if n != node and not self._left(n)]
@@ -130,9 +132,9 @@ def served_by(own: SuccessorHost | None, address: StoreAddress) -> Any:
 
 def next_store(store: CoordinationStore, successors: list[StoreAddress], gone: set[StoreAddress],
                own: SuccessorHost | None) -> bool:
-    """Move ``store`` (every view of the node's connection) to the first of ``successors`` not in ``gone`` that answers a
-    call on a connection of its own; whether it moved. One where nothing listens any more is added to ``gone``; one
-    that only did not answer is asked again at the next try."""
+    """Move ``store`` (every view of the node's connection) to the first of ``successors`` not in ``gone`` that
+    answers a call on a connection of its own; whether it moved. One where nothing listens any more is added to
+    ``gone``; one that only did not answer is asked again at the next try."""
     for address in successors:
         if address in gone or address == store.address:
             continue

@@ -80,7 +80,8 @@ class XetPublisher:
         logger.info("job leader: shared a Xet write token for the job (good for %.0f s)", connection[2] - time.time())
 
     def _published_lasts(self) -> bool:
-        """Whether the store holds a token this node would use (:func:`checked`) for a while yet: then it is kept until due."""
+        """Whether the store holds a token this node would use (:func:`checked`) for a while yet: then it is kept
+        until due."""
         raw = self.store.get("xet")
         if not raw:
             return False
@@ -94,8 +95,9 @@ class XetPublisher:
 
 
 class SharedXetToken:
-    """The node's side: the leader's token, read from the store when the one held nears its expiry, so that the node asks
-    the Hub for none of its own. At the uploader's first upload it is waited for (the leader shares it at its first round)."""
+    """The node's side: the leader's token, read from the store when the one held nears its expiry, so that the node
+    asks the Hub for none of its own. At the uploader's first upload it is waited for (the leader shares it at its
+    first round)."""
 
     def __init__(self, store: CoordinationStore, usable: Callable[[], bool], first_wait: float, poll: float,
                  malformed: Skipped, trusts: Callable[[str], bool]) -> None:
