@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ...errors import Deferred, TargetError
+from ...errors import Deferred
 from ...state.piece import Piece
 from .job_node import JOB_AUDITORS, OWN_COMMITS, JobNode, store_prefix
 from .leader import Leader, SharedTarget
@@ -131,8 +131,8 @@ class JobTarget(JobNode):
             now = self.clock()
             left = self.offers.pending_since + self.wait + self.timing.claim_margin - now
             if left > 0 and self.store.until(now, left) >= now + left:  # no deadline, or one that leaves the time
-                raise TargetError(f"the job's leader did not commit this node's files ({why}), and the offer could "
-                                  f"not be taken back: this node commits them itself in {left:.0f} s", transient=True)
+                raise Deferred(f"the job's leader did not commit this node's files ({why}), and the offer could not be "
+                               f"taken back: this node commits them itself in {left:.0f} s", left)
             if left > 0:
                 logger.warning("this node's offer could not be taken back (%s), and the preemption deadline comes first: "
                                "this node commits its files itself now", why)
