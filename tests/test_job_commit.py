@@ -700,6 +700,38 @@ def test_with_the_store_gone_a_node_commits_itself_at_once_whatever_the_budget(h
         node.stop()
 
 
+def test_a_node_whose_offer_is_stuck_in_a_frozen_store_waits_out_its_claim_window_exactly(hub, tmp_path, store_process):
+    """The store's host freezes (SIGSTOP) while this node waits for the leader's answer: its offer cannot be taken
+    back, and a leader may have claimed it just before (its commit still on the way), so the node commits its files
+    itself only once no leader takes that offer any more. It is told exactly when (put off, not an error: an error's
+    growing backoff overshot the window by 42 s once, where the store's host died under load), and then commits."""
+    proc, port = store_process
+    hub.create_repo(REPO)
+    node = _node(hub, port, 1, wait=3.0)  # (no leader runs: none answers)
+    node.prepare()
+    pieces = _pieces(tmp_path, 1, 2000)
+    outcome: list = []
+
+    def commit() -> None:
+        try:
+            outcome.append(node.commit(pieces, "node commit"))
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=commit)
+    thread.start()
+    wait_for(lambda: node.offers.pending_since is not None, 10, "the node to offer and wait for an answer")
+    os.kill(proc.pid, signal.SIGSTOP)  # (the fixture thaws it at the end)
+    thread.join(60)
+    window = node.wait + node.timing.claim_margin
+    assert len(outcome) == 1 and isinstance(outcome[0], Deferred), outcome  # put off, not failed
+    assert 0 < outcome[0].retry_after <= window and node.offers.pending_since is not None, outcome[0].retry_after
+    put_off = time.monotonic()
+    oid, waits = _commit_when_due(node, pieces, "node commit")
+    assert time.monotonic() - put_off <= outcome[0].retry_after + 5, waits  # at the window's end, not later
+    assert node.mode == "node" and _log_commits(hub)[0]["oid"] == oid and not node.differences(pieces)
+
+
 def _commit_until_successors_known(nodes: list[JobTarget], tmp_path: Path) -> int:
     """Every node commits together until the leader's answers list the successor store; the rounds it took."""
     round_ = 0
