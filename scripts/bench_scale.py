@@ -205,6 +205,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from _bench_common import free_port, header, table  # noqa: E402
 from bench_requests import api_requests  # noqa: E402
 
+from hf_mpwriter.targets.base import UploadedFile  # noqa: E402
+from hf_mpwriter.uploader.coordination.protocol import Answer, Offer  # noqa: E402
+
 TOKEN = "hf_bench_scale_token"
 REPO = "bench/scale"
 BUCKET = "bench/scale-logs"
@@ -436,7 +439,7 @@ class Nodes:
         #: answers (``OwnCommits.turn(closing=True)``).
         self.last_burst = last_burst(self.budget, "bucket" if kind == "bucket" else "hub")
 
-    def files(self, node: int, version: int) -> list[list]:
+    def files(self, node: int, version: int) -> list[UploadedFile]:
         """A node's files as the library names its ranks' runs (``RankInfo.run_name``: past rank 8,999 in
         folders of 9,000, so no remote folder holds more than the Hub's 10,000 entries)."""
         from hf_mpwriter.writer.ranks import RankInfo
@@ -444,7 +447,7 @@ class Nodes:
         c = self.contents[version]
         world = self.n * self.ranks
         runs = [RankInfo(node * self.ranks + r, world, "torchrun").run_name() for r in range(self.ranks)]
-        return [[f"tb/{run}/events.out.tfevents.1.node{node}", c.sha256, c.size, c.xet_hash] for run in runs]
+        return [UploadedFile(f"tb/{run}/events.out.tfevents.1.node{node}", c.sha256, c.size, c.xet_hash) for run in runs]
 
     def announce(self) -> None:
         values: dict[str, bytes] = {}
@@ -532,9 +535,8 @@ class Nodes:
                 version = self.version(node, seq)
                 since = self.waiting_since[node] = self.waiting_since[node] or now
                 # "last": JobTarget's ``self._hurried() or self.closing`` (closing: every writer of the node gone)
-                raw = json.dumps({"seq": seq, "incarnation": self.incarnation, "wait": self.offer_wait,
-                                  "waiting": now - since, "last": self.closing,
-                                  "files": self.files(node, version)}).encode()
+                raw = Offer(seq, self.incarnation, self.offer_wait, now - since, self.closing,
+                            tuple(self.files(node, version))).encode()
                 values[f"offer/{node}"] = raw
                 # Its data is as old as its snapshot: the node uploaded the content before offering it.
                 self.pending[node] = {"seq": seq, "version": version, "at": now - self.upload, "raw": raw, "since": now,
@@ -600,8 +602,8 @@ class Nodes:
         for node, raw in zip(waiting, raws):
             p = self.pending[node]
             assert p is not None
-            answer = json.loads(raw or b"{}")
-            if answer.get("seq") != p["seq"]:
+            answer = Answer.decode(raw or b"{}")
+            if answer.seq != p["seq"]:
                 continue
             self.pending[node] = None
             target = self.targets[node]
@@ -609,11 +611,11 @@ class Nodes:
             self.plan[node], self.phases[node] = target.plan, target._phases
             if target.plan is not None:  # the slowest plan a node was told: its stated age holds while it is in force
                 self.told_bound = max(self.told_bound, target.plan.age_bound())
-            if answer.get("retry_in") is not None:
+            if answer.retry_in is not None:
                 self.counts["deferred"] += 1
                 self.deferred_log.append(now)
-                self.due[node] = now + min(float(answer["retry_in"]), self.budget.commit_window_s)
-            elif answer.get("commit") is None:
+                self.due[node] = now + min(answer.retry_in, self.budget.commit_window_s)
+            elif answer.commit is None:
                 self.counts["errors"] += 1
                 if self.closing:  # JobTarget: "the leader could not commit it": its own turn
                     self._own_turn(node, p, now)
@@ -671,10 +673,9 @@ class Nodes:
     def _own_commit(self, node: int, seq: int, at: float, version: int | None = None) -> float | None:
         """The node's own commit of its files (real), as of ``at``; the seconds to wait after a refusal."""
         from hf_mpwriter.errors import TargetError
-        from hf_mpwriter.targets.base import UploadedFile
 
         version = seq % VERSIONS if version is None else version
-        files = [UploadedFile(*entry) for entry in self.files(node, version)]
+        files = self.files(node, version)
         try:
             self.own_target.commit_uploaded(files, f"Upload TensorBoard logs: {len(files)} file(s) of node {node} "
                                                    "(hf_mpwriter, the node's own)")
@@ -1028,9 +1029,9 @@ def _read_back(kind: str, hub: Any, sim: Nodes) -> dict:
         v, p = sim.held_version[node], sim.pending[node]
         if v is not None:
             for entry in sim.files(node, v):
-                expected[entry[0]] = v
+                expected[entry.path] = v
                 if p is not None:
-                    offered[entry[0]] = p["version"]
+                    offered[entry.path] = p["version"]
     paths = sorted(expected)
     infos: dict[str, Any] = {}
     for i in range(0, len(paths), 500):

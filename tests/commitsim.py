@@ -62,6 +62,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import greenlet
+from simstore import undecodable
 
 from hf_mpwriter.config import UploadConfig
 from hf_mpwriter.errors import Deferred, TargetError
@@ -196,7 +197,7 @@ class Store:
         return self._call(lambda: self.values.get(key))
 
     def set(self, key: str, value: bytes, largest: int = 0) -> None:
-        self._call(lambda: self.values.__setitem__(key, bytes(value)))
+        self._call(lambda: self.values.__setitem__(key, bytes(value)), key)
 
     def multi_get(self, keys: Sequence[str]) -> list[bytes]:
         """As the real store's: every key must exist (a TCPStore waits for a missing one, past the call's deadline)."""
@@ -207,17 +208,17 @@ class Store:
         return self._call(lambda: [self.values[key] for key in keys])
 
     def multi_set(self, values: Mapping[str, bytes]) -> None:
-        self._call(lambda: self.values.update({k: bytes(v) for k, v in values.items()}))
+        self._call(lambda: self.values.update({k: bytes(v) for k, v in values.items()}), *values)
 
     def append(self, key: str, value: bytes) -> None:
-        self._call(lambda: self.values.__setitem__(key, self.values.get(key, b"") + value))
+        self._call(lambda: self.values.__setitem__(key, self.values.get(key, b"") + value), key)
 
     def add(self, key: str, amount: int) -> int:
         def apply() -> int:
             value = int(self.values.get(key, b"0")) + amount
             self.values[key] = str(value).encode()
             return value
-        return self._call(apply)
+        return self._call(apply, key)
 
     def compare_set(self, key: str, expected: bytes, desired: bytes) -> bool:
         def apply() -> bool:
@@ -225,7 +226,7 @@ class Store:
                 return False
             self.values[key] = bytes(desired)
             return True
-        return self._call(apply)
+        return self._call(apply, key)
 
     def answers(self) -> bool:
         try:
@@ -256,7 +257,7 @@ class Store:
         self.address, self.failing_since = address, None
         self.moves += 1
 
-    def _call(self, apply: Callable):
+    def _call(self, apply: Callable, *written: str):
         self.round_trips += 1
         state = self.sim.places[self.address].state
         if state is None and self.address == MAIN and self.sim.now < self.sim.cut_until.get(self.node, -math.inf):
@@ -269,6 +270,9 @@ class Store:
             self.sim.sleep(self.deadline)
             raise StoreError("the simulated store did not answer in time")
         value = apply()
+        for key in written:  # (every value written decodes as its key's kind says)
+            if (why := undecodable(key, self.values.get(key))) is not None:
+                self.sim.problem(f"node {self.node} wrote a value no node can read: {why}")
         if self.lose:
             self.lose = False
             self._failed()

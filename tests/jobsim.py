@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simstore import OneStore
+from simstore import OneStore, undecodable
 
 from hf_mpwriter.events.decoding import summaries
 from hf_mpwriter.events.encoding import scalar_event, session_start_event
@@ -67,6 +67,7 @@ class MemoryStore(OneStore):
         self.lose_next_answer = False
         self.address, self.prefix = StoreAddress("jobsim", 1, "job"), ""
         self.deadline, self.preemption, self.moves = STORE_CALL_S, math.inf, 0
+        self.unreadable: list[str] = []  # values written that no node can read (:func:`~simstore.undecodable`)
 
     def _check(self) -> None:
         if self.fail:
@@ -78,7 +79,7 @@ class MemoryStore(OneStore):
 
     def set(self, key: str, value: bytes, largest: int = MAX_VALUE_BYTES) -> None:
         self._check()
-        self.values[key] = bytes(value)
+        self._write(key, value)
 
     def multi_get(self, keys: Sequence[str]) -> list[bytes]:
         self._check()
@@ -86,11 +87,12 @@ class MemoryStore(OneStore):
 
     def multi_set(self, values: Mapping[str, bytes]) -> None:
         self._check()
-        self.values.update({key: bytes(value) for key, value in values.items()})
+        for key, value in values.items():
+            self._write(key, value)
 
     def append(self, key: str, value: bytes) -> None:
         self._check()
-        self.values[key] = self.values.get(key, b"") + value
+        self._write(key, self.values.get(key, b"") + value)
 
     def add(self, key: str, amount: int) -> int:
         self._check()
@@ -102,11 +104,16 @@ class MemoryStore(OneStore):
         self._check()
         applied = self.values.get(key, b"") == expected
         if applied:
-            self.values[key] = bytes(desired)
+            self._write(key, desired)
         if self.lose_next_answer:
             self.lose_next_answer = False
             raise StoreError("the simulated store's answer was lost")
         return applied
+
+    def _write(self, key: str, value: bytes) -> None:
+        self.values[key] = bytes(value)
+        if (why := undecodable(key, value)) is not None:
+            self.unreadable.append(f"a value no node can read was written: {why}")
 
     def until(self, started: float, longest: float) -> float:
         return started + min(longest, max(0.0, (self.preemption - started) / 3))
@@ -314,7 +321,7 @@ def run(seed: int, tmp: Path, steps: int = 24, kinds: tuple[str, ...] = KINDS) -
         node.view.close()
     for rank in ranks:
         rank.writer.close()
-    return Result(seed, kinds, faults, _problems(root, nodes_n, world, steps))
+    return Result(seed, kinds, faults, store.unreadable + _problems(root, nodes_n, world, steps))
 
 
 def default_reader(run_dir: Path, tag: str = TAG) -> dict[int, float]:

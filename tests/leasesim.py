@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from simstore import OneStore
+from simstore import OneStore, undecodable
 
 from hf_mpwriter.timing import ABSTAIN_FACTOR, STORE_CALL_S, JobTiming
 from hf_mpwriter.uploader.coordination.lease import Lease
@@ -146,6 +146,8 @@ class Store(OneStore):
 
     def _write(self, key: str, value: bytes) -> None:
         self.values[key], self.written_at[key] = bytes(value), self.sim.now
+        if (why := undecodable(key, value)) is not None:
+            self.sim.problem(f"a value no node can read was written: {why}")
 
     def _call(self, apply: Callable[[], T]) -> T:
         if self.down == "refuse":

@@ -3,7 +3,9 @@ clock of its failures."""
 
 from __future__ import annotations
 
+from hf_mpwriter.uploader.coordination.protocol import Malformed, Skipped, kind_of
 from hf_mpwriter.uploader.coordination.store import CoordinationStore, StoreAddress
+from hf_mpwriter.uploader.jobrun.values import Held, parse_value
 
 
 class OneStore:
@@ -24,3 +26,28 @@ class OneStore:
 
     def move_to(self, address: StoreAddress, server: object = None) -> None:
         raise NotImplementedError(f"{self.what} is the job's only one")
+
+
+def undecodable(key: str, value: bytes | None) -> str | None:
+    """Why ``value``, just written at ``key``, does not decode as the protocol's table says that key holds
+    (:data:`~hf_mpwriter.uploader.coordination.protocol.KINDS`); ``None`` where it does, or it is unset (``b""``).
+    Every simulated write goes through it: a value a node writes that another cannot read fails the seed."""
+    if not value:
+        return None
+    try:
+        kind = kind_of(key)
+    except KeyError:
+        return f"{key} is no key of the protocol's table"
+    try:
+        if kind.decode is not None:
+            kind.decode(value)
+        elif key == "view/held":
+            skipped = Skipped()
+            Held.parse(value, skipped)
+            if skipped.total:
+                return f"{key}: {value[:200]!r} does not parse"
+        else:
+            parse_value(int(key[5:]) if key[5:].isdigit() else None, value)
+    except Malformed as exc:
+        return f"{key}: {value[:200]!r}: {exc}"
+    return None

@@ -35,8 +35,8 @@ from hf_mpwriter.uploader.coordination.protocol import (
     MAX_OFFER_WAIT_S,
     WITHDRAWN,
     Malformed,
+    Offer,
     Skipped,
-    parse_offer,
 )
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 from hf_mpwriter.uploader.jobrun import exchange as job_merge
@@ -759,7 +759,7 @@ def _tree_dead_host(tmp_path: Path, store, hangs: bool = False) -> None:
         if hangs:  # its claim names a port that takes connections and never answers (a frozen host)
             frozen = socket.create_server(("127.0.0.1", 0), backlog=16)
             claim = json.loads(exchanges[3].job.store.get(exchanges[3].group.key))
-            claim["at"] = f"127.0.0.1:{frozen.getsockname()[1]}"
+            claim["at"] = ["127.0.0.1", frozen.getsockname()[1]]
             exchanges[3].job.store.set(exchanges[3].group.key, json.dumps(claim).encode())
             exchanges[3].job.store.deadline = STORE_CALL_S  # its client to the host gets a node's own deadline
         started = time.monotonic()
@@ -1148,8 +1148,8 @@ def test_an_offer_whose_wait_is_not_a_finite_number_is_malformed(wait):
     """D6: ``"wait": Infinity`` parsed, and the leader never expired that offer."""
     raw = f'{{"seq": 1, "incarnation": 1, "wait": {wait}, "files": [{json.dumps(FILE)}]}}'.encode()
     with pytest.raises(Malformed):
-        parse_offer(raw)
-    assert parse_offer(raw.replace(wait.encode(), b"2.5"))["wait"] == 2.5  # (the same offer, finite: taken)
+        Offer.decode(raw)
+    assert Offer.decode(raw.replace(wait.encode(), b"2.5")).wait == 2.5  # (the same offer, finite: taken)
 
 
 def test_an_offer_whose_wait_is_past_its_bound_is_never_taken_and_one_within_it_expires_at_its_wait(store):

@@ -332,12 +332,12 @@ class _CutOff(commitsim.Store):
     """Node 5's calls to the job's store fail from t=100 to t=500 (a partition between it and the store's host alone);
     every other call goes through."""
 
-    def _call(self, apply):
+    def _call(self, apply, *written):
         if getattr(self, "owner", None) == 5 and self.address == commitsim.MAIN and 100 <= self.sim.now < 500:
             self._failed()
             self.sim.sleep(self.deadline)
             raise commitsim.StoreError("node 5 is cut off from the job's store")
-        return super()._call(apply)
+        return super()._call(apply, *written)
 
 
 def test_one_node_cut_off_from_the_jobs_store_leaves_the_others_their_leader(monkeypatch):

@@ -28,7 +28,7 @@ from .offers import Offers
 from .own_commits import OwnCommits
 from .pacing import Situation, Store
 from .plan import Budget, Plan, make_budget, make_plan
-from .protocol import Skipped
+from .protocol import Skipped, counter_value, prepared_value
 from .store import CoordinationStore, StoreAddress, StoreError
 from .successor import SuccessorHost, successor_slot
 from .xet_share import SharedXetToken
@@ -283,7 +283,7 @@ class JobNode(Target):
         for it)."""
         if self.incarnation > 0 and not self.store_gone:  # (bounded calls, also while resting after a failure)
             try:
-                self.store.set(f"left/{self.node}", str(self.incarnation).encode())
+                self.store.set(f"left/{self.node}", counter_value(self.incarnation))
             except StoreError as exc:
                 logger.debug("job: this node's exit not said in the store: %s", exc)
 
@@ -308,7 +308,7 @@ class JobNode(Target):
             self.inner.prepare()
             if self.node == 0:
                 try:
-                    self.store.set("prepared", self.inner.repo_id.encode())
+                    self.store.set("prepared", prepared_value(self.inner.repo_id))
                 except StoreError as exc:
                     logger.info("job's store: %s (the other nodes prepare the target themselves)", exc)
         else:

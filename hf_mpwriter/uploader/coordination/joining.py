@@ -11,8 +11,19 @@ import logging
 import time
 from collections.abc import Callable
 
-from .protocol import WITHDRAWN, Malformed, Skipped, parse_prepared
-from .store import MAX_VALUE_BYTES, CoordinationStore, StoreError
+from .protocol import (
+    WITHDRAWN,
+    Malformed,
+    Skipped,
+    counter_value,
+    folder_value,
+    member_entry,
+    parse_folder,
+    parse_prepared,
+    parse_targets,
+    target_entry,
+)
+from .store import CoordinationStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
 
@@ -23,12 +34,12 @@ def announce(store: CoordinationStore, node: int, incarnation: int, counted: boo
     its successor's offers look stale. :class:`StoreError` if the store fails."""
     key = f"incarnation/{node}"
     if not counted and (current := store.add(key, 0)) < incarnation:  # a store that came back empty (a new host)
-        store.compare_set(key, str(current).encode(), str(incarnation).encode())
+        store.compare_set(key, counter_value(current), counter_value(incarnation))
     # Created if missing: the leader reads every member's keys in one batch, and a batch waits for a missing key.
     store.compare_set(f"offer/{node}", b"", WITHDRAWN)
     store.compare_set(f"answer/{node}", b"", b"{}")
     store.compare_set(f"view/{node}", b"", b"{}")  # its job run points (:mod:`..jobrun.exchange`)
-    store.append("members", f"{node},".encode())
+    store.append("members", member_entry(node))
 
 
 def count_up(store: CoordinationStore, key: str) -> int:
@@ -36,7 +47,7 @@ def count_up(store: CoordinationStore, key: str) -> int:
     nothing: an ``add`` would count twice, and every offer of ours would look older than the count)."""
     while True:
         current = store.add(key, 0)
-        if store.compare_set(key, str(current).encode(), str(current + 1).encode()):
+        if store.compare_set(key, counter_value(current), counter_value(current + 1)):
             return current + 1
 
 
@@ -45,18 +56,14 @@ def other_folders(job: CoordinationStore, node: int, key_hash: str, folder: str)
     each folder would get a leader and a run of its own); ``None``: every node logs where this one does, as far as is
     known. ``job``: the job's own keys, not one target's, so that each node sees the others' (the last to start says
     it)."""
-    job.append("targets", f"{node}:{key_hash},".encode())
-    job.set(f"target/{key_hash}", folder.encode()[:MAX_VALUE_BYTES])
-    listed = (job.get("targets") or b"").decode()
-    nodes_of: dict[str, set[int]] = {}
-    for entry in filter(None, listed.split(",")):
-        other, _, key = entry.partition(":")
-        nodes_of.setdefault(key, set()).add(int(other))
+    job.append("targets", target_entry(node, key_hash))
+    job.set(f"target/{key_hash}", folder_value(folder))
+    nodes_of = parse_targets(job.get("targets"))
     mine = nodes_of.get(key_hash, set())
     apart = sorted(key for key, nodes in nodes_of.items() if key != key_hash and not nodes & mine)
     if not apart:
         return None
-    return f"node(s) {sorted(nodes_of[apart[0]])} log to {(job.get(f'target/{apart[0]}') or b'?').decode()}"
+    return f"node(s) {sorted(nodes_of[apart[0]])} log to {parse_folder(job.get(f'target/{apart[0]}'))}"
 
 
 def prepared_by_node_0(store: CoordinationStore, wait: float, poll: float, malformed: Skipped, configured: str,

@@ -13,7 +13,6 @@ Contracts:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -33,7 +32,7 @@ from ...timing import (
 )
 from ..schedule import doubling, until_turn
 from .plan import MIN_FILES_PER_COMMIT, Books, Budget, Plan, make_budget, make_plan
-from .protocol import taken_value
+from .protocol import Answer, Offer, taken_value
 from .seen_offers import SeenOffers, fitting, oldest_first
 from .store import CoordinationStore, StoreError
 from .successor import published
@@ -91,7 +90,7 @@ class Leader(SeenOffers):
         self._files_of: dict[int, int] = {}  # node -> files in its latest offer (the plan's files per node)
         self.commits = 0  # commits (a bucket: batches) this node made as the job's leader (``status``)
         self._offered: int | None = None  # the ``offered`` counter when the offers were last read
-        self._candidates: dict[int, dict] = {}  # what that read found
+        self._candidates: dict[int, Offer] = {}  # what that read found
         self._last_commit = -math.inf
         self._head_failures = 0  # the head could not be read, in a row: the next try waits longer
         self._head_rests_until = 0.0  # monotonic
@@ -103,7 +102,7 @@ class Leader(SeenOffers):
                                 lambda cas: self.target.trusts_cas(cas))
         self._thread: threading.Thread | None = None
         self._lease_thread: threading.Thread | None = None
-        self._successors: list[list] = []  # ``[host, port]`` of each successor store, for the answers
+        self._successors: tuple[tuple[str, int], ...] = ()  # each successor store's, for the answers
         self._successors_read = -math.inf  # monotonic
 
     def start(self) -> None:
@@ -193,13 +192,13 @@ class Leader(SeenOffers):
         self._offer_again()
         if not offers or not self.leading:  # (the lease went meanwhile: the store failed, or a hand-over)
             return
-        self._files_of.update((node, len(offer["files"])) for node, offer in offers.items())
+        self._files_of.update((node, len(offer.files)) for node, offer in offers.items())
         if not self.holds():  # (paused past its lease, say: another node leads, and claims these)
             return
         offers, rest = fitting(self._not_behind(offers, parent), self._first_seen, self.max_files)
         offers = self._claim(offers)
         if offers and self._write(offers, parent):
-            rest = {node: offer for node, offer in rest.items() if not offer.get("last")}  # those: the next round
+            rest = {node: offer for node, offer in rest.items() if not offer.last}  # those: the next round
             if rest:
                 at = max(self.books.next_free(self.clock(), self.max_files), self.clock() + self.spacing)
                 self._put_off(rest, at, "this commit's files were full")
@@ -211,7 +210,7 @@ class Leader(SeenOffers):
         if now - self._successors_read < self.timing.successor_copy:
             return
         self._successors_read = now
-        self._successors = [list(address) for address in published(self.store, self.malformed)]
+        self._successors = tuple(published(self.store, self.malformed))
 
     def _ready(self, now: float) -> bool:
         """Whether this round writes: offers read (again only when the ``offered`` counter moved), the commit spacing
@@ -224,15 +223,15 @@ class Leader(SeenOffers):
             self._offered, self._candidates = offered, self._offers()
         if not self._candidates:
             return False
-        last = any(o.get("last") for o in self._candidates.values())  # a node's last records: its disk goes
+        last = any(o.last for o in self._candidates.values())  # a node's last records: its disk goes
         if now - self._last_commit < self.spacing and not last:
             return False
-        first = min(self._first_seen[(node, o["seq"])] for node, o in self._candidates.items())
+        first = min(self._first_seen[(node, o.seq)] for node, o in self._candidates.items())
         if len(self._candidates) < self.nodes and now - first < self.timing.gather and not self._full():
             return False
         if self._rides_later(now, last):
             return False
-        wanted = min(self.max_files, sum(len(o["files"]) for o in self._candidates.values()))
+        wanted = min(self.max_files, sum(len(o.files) for o in self._candidates.values()))
         free_at = self.books.next_free(now, wanted)
         if free_at > now and not last:  # the budget (or a 429) has no room now
             if free_at - now > self.timing.defer_after:
@@ -252,9 +251,9 @@ class Leader(SeenOffers):
         self._offered, self._candidates = None, {}
         return True
 
-    def _write(self, offers: dict[int, dict], parent: str | None) -> bool:
+    def _write(self, offers: dict[int, Offer], parent: str | None) -> bool:
         """One commit (a bucket: one batch) of the claimed offers, verified, and its answers; whether it landed."""
-        files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
+        files = [f for o in offers.values() for f in o.files]
         message = f"Upload TensorBoard logs: {len(files)} file(s) from {len(offers)} node(s) (hf_mpwriter)"
         self._last_commit = self.clock()
         moves = self.store.moves
@@ -280,13 +279,8 @@ class Leader(SeenOffers):
             logger.warning("job leader: committed %d file(s) as %s while the job's store moved; the nodes offer them "
                            "again to the leader there", len(files), commit)
             return False  # (nor any put-off answers: the round's offers were that store's)
-        plan, wall = self.plan(), self.wall()
-        self.store.multi_set({
-            f"answer/{node}": json.dumps({"commit": commit, "seq": offer["seq"], "plan": plan.to_json(),
-                                          **plan.slots_in(node, wall), "successors": self._successors,
-                                          "verified": not any(entry[0] in wrong for entry in offer["files"])}).encode()
-            for node, offer in offers.items()})
-        self.store.add("answered", 1)
+        self._answer(offers, commit=commit, verified={node: not any(f.path in wrong for f in offer.files)
+                                                      for node, offer in offers.items()})
         self._forget(offers)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
         return True
@@ -298,7 +292,7 @@ class Leader(SeenOffers):
             self._others_head = parent
             self.books.wrote(self.clock(), 0)
 
-    def _not_behind(self, offers: dict[int, dict], parent: str | None) -> dict[int, dict]:
+    def _not_behind(self, offers: dict[int, Offer], parent: str | None) -> dict[int, Offer]:
         """The offers, less those older than the head ``parent``: where another process committed since this leader's
         last commit (a node cut off from the store commits its newest files itself while its offer stays there), an
         offer whose event file the head holds longer would take it back. Those are answered "offer again", as offers
@@ -306,30 +300,30 @@ class Leader(SeenOffers):
         node's last records) would be committed under a head that is this leader's own again."""
         if parent is None or parent == self._own_head:
             return offers  # (a bucket has no head to read them at: guarantees.md)
-        files = [UploadedFile(*entry) for o in offers.values() for entry in o["files"]]
+        files = [f for o in offers.values() for f in o.files]
         behind = self._hub_call(self.handover_after(), self.target.behind, files, parent)
-        stale = {node: o for node, o in offers.items() if any(entry[0] in behind for entry in o["files"])}
+        stale = {node: o for node, o in offers.items() if any(f.path in behind for f in o.files)}
         if stale:
             logger.warning("job leader: %d node(s)' offers are older than the head %s (%s): not committed", len(stale),
                            parent, next(iter(behind.values())))
             self._put_off(stale, self.clock(), "the target's head holds newer versions of its files")
         return {node: o for node, o in offers.items() if node not in stale}
 
-    def _claim(self, offers: dict[int, dict]) -> dict[int, dict]:
+    def _claim(self, offers: dict[int, Offer]) -> dict[int, Offer]:
         """The offers this leader now owns: each taken from the store unless its node took it back first."""
         claimed = {}
         for node, offer in offers.items():
-            if self.store.compare_set(f"offer/{node}", offer["raw"], taken_value(offer["seq"], self.node, self.term)):
+            if self.store.compare_set(f"offer/{node}", offer.raw, taken_value(offer.seq, self.node, self.term)):
                 claimed[node] = offer
         return claimed
 
     def _full(self) -> bool:
         """Whether the offers read fill a commit (a group of the plan, or a commit's files): waiting for more falls
         behind."""
-        files = sum(len(o["files"]) for o in self._candidates.values())
+        files = sum(len(o.files) for o in self._candidates.values())
         return files >= self.max_files or len(self._candidates) >= self.plan().per_commit
 
-    def _failed(self, exc: TargetError, offers: dict[int, dict]) -> None:
+    def _failed(self, exc: TargetError, offers: dict[int, Offer]) -> None:
         """A commit of claimed offers failed: a 429 slows the plan and puts the offers off until the Hub's time; a
         timeout (it may have applied: it stays in the books) halves the next commits (the Hub's 60 s server timeout);
         other transient errors put them off to the next round; an error only the user can fix is the nodes' to
@@ -348,28 +342,27 @@ class Leader(SeenOffers):
         if exc.transient:  # the branch moved, the network: offered again next round (a hand-over if it lasts)
             self._put_off(offers, self.clock() + self.spacing, f"the leader's commit failed ({exc})")
         else:  # only the user can fix it: the nodes report it
-            self._answer(offers, {"commit": None, "error": str(exc)})
+            self._answer(offers, error=str(exc))
             self._forget(offers)
 
-    def _put_off(self, offers: dict[int, dict], at: float, why: str) -> None:
+    def _put_off(self, offers: dict[int, Offer], at: float, why: str) -> None:
         """Tell the nodes of ``offers`` to offer again, the oldest data first: the first commit's worth at ``at``
         (monotonic), the next one gap of the plan later, and so on (their files wait on their disks meanwhile)."""
         plan = self.plan()
-        chunk: dict[int, dict] = {}
+        chunk: dict[int, Offer] = {}
         count = 0
         for node, offer in oldest_first(offers, self._first_seen):
-            if chunk and count + len(offer["files"]) > self.max_files:
+            if chunk and count + len(offer.files) > self.max_files:
                 self._defer(chunk, at, why, plan)
                 chunk, count, at = {}, 0, at + plan.gap
             chunk[node] = offer
-            count += len(offer["files"])
+            count += len(offer.files)
         if chunk:
             self._defer(chunk, at, why, plan)
 
-    def _defer(self, offers: dict[int, dict], at: float, why: str, plan: Plan) -> None:
-        retry_in, wall = max(0.0, at - self.clock()), self.wall()
-        self._answer(offers, {"commit": None, "retry_in": retry_in, "why": why, "plan": plan.to_json()},
-                     {node: plan.slots_in(node, wall) for node in offers})
+    def _defer(self, offers: dict[int, Offer], at: float, why: str, plan: Plan) -> None:
+        retry_in = max(0.0, at - self.clock())
+        self._answer(offers, plan, retry_in=retry_in, why=why)
         self._forget(offers)
         logger.info("job leader: %d node(s) put off for %.0f s (%s)", len(offers), retry_in, why)
 
@@ -379,8 +372,15 @@ class Leader(SeenOffers):
             self._put_off(self._unknown_age, self.clock(), "offered before this leader could see how long it waited")
             self._unknown_age = {}
 
-    def _answer(self, offers: dict[int, Any], answer: dict, each: dict[int, dict] | None = None) -> None:
-        self.store.multi_set({f"answer/{node}": json.dumps({**answer, **(each or {}).get(node, {}), "seq": offer["seq"],
-                                                             "successors": self._successors}).encode()
-                              for node, offer in offers.items()})
+    def _answer(self, offers: dict[int, Offer], plan: Plan | None = None, verified: dict[int, bool] | None = None,
+                **answer: Any) -> None:
+        """Answer each of ``offers`` (``answer``: :class:`Answer`'s fields), with the plan and each node's slots in it
+        where ``plan`` is given (``self.plan()`` for a commit), and the successor stores."""
+        plan = plan or (self.plan() if "commit" in answer else None)
+        wall, values = self.wall(), {}
+        for node, offer in offers.items():
+            slots: dict[str, Any] = {} if plan is None else {"plan": plan.to_json(), **plan.slots_in(node, wall)}
+            values[f"answer/{node}"] = Answer(seq=offer.seq, successors=self._successors,
+                                              verified=bool(verified and verified[node]), **answer, **slots).encode()
+        self.store.multi_set(values)
         self.store.add("answered", 1)  # the nodes poll this counter, not their answers

@@ -13,7 +13,6 @@ no longer led.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ from typing import Callable
 
 from ...timing import ABSTAIN_FACTOR, JobTiming
 from ..schedule import doubling
-from .protocol import lease_holder
+from .protocol import LeaseValue, lease_holder
 from .store import CoordinationStore, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -214,4 +213,4 @@ class Lease:
 
     def _lease_value(self, term: int) -> bytes:
         self._renewals += 1
-        return json.dumps({"node": self.node, "term": term, "pid": os.getpid(), "n": self._renewals}).encode()
+        return LeaseValue(self.node, term, os.getpid(), self._renewals).encode()

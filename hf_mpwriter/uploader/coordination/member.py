@@ -19,6 +19,7 @@ from ...state.piece import Piece
 from .job_node import JOB_AUDITORS, OWN_COMMITS, JobNode, store_prefix
 from .leader import Leader, SharedTarget
 from .plan import Plan, plausible
+from .protocol import Answer
 from .store import MAX_VALUE_BYTES, StoreError
 
 logger = logging.getLogger("hf_mpwriter.uploader")
@@ -61,8 +62,8 @@ class JobTarget(JobNode):
         now = self.clock()
         if self._waiting_since is None:
             self._waiting_since = now
-        offer = self.offers.make(self.incarnation, [[f.path, f.sha256, f.size, f.xet_hash] for f in uploaded],
-                                 now - self._waiting_since, self._hurried() or self.closing)
+        offer = self.offers.make(self.incarnation, list(uploaded), now - self._waiting_since,
+                                 self._hurried() or self.closing)
         if len(offer) > MAX_VALUE_BYTES:  # not a store failure: this round has too many files for one value
             return self._commit_ourselves(pieces, message, f"{len(uploaded)} files are too many for one offer")
         try:
@@ -81,11 +82,11 @@ class JobTarget(JobNode):
             return self._commit_ourselves(pieces, message, "the leader did not answer in time")
         return self._answered(answer, offer, pieces, message)
 
-    def _answered(self, answer: dict, offer: bytes, pieces: Sequence[Piece], message: str) -> str | None:
+    def _answered(self, answer: Answer, offer: bytes, pieces: Sequence[Piece], message: str) -> str | None:
         """What the leader's answer means for these pieces: committed, put off (:class:`Deferred`), or ours."""
         self.offers.pending_since = None  # answered: no leader takes this offer again
         self.heard(answer, self.wall())
-        if answer.get("retry_in") is not None:
+        if answer.retry_in is not None:
             try:  # (a put-off offer is offered anew, or committed here: never left for a late answer to revive)
                 self.offers.withdraw(offer)
             except StoreError as exc:  # (it may be there still: not committed here before a leader would let it go)
@@ -97,25 +98,24 @@ class JobTarget(JobNode):
             self._deferred = _identity(pieces)
             # Relative, and never past the budget's window: another host's idea of time does not hold this one up.
             raise Deferred(f"the job's leader puts this node's {len(pieces)} file(s) off to a later write "
-                           f"({answer.get('why', 'the budget')})",
-                           min(float(answer["retry_in"]), self.budget.commit_window_s))
-        if answer.get("commit") is None:
-            return self._commit_ourselves(pieces, message, f"the leader could not commit it: {answer.get('error')}")
+                           f"({answer.why or 'the budget'})", min(answer.retry_in, self.budget.commit_window_s))
+        if answer.commit is None:
+            return self._commit_ourselves(pieces, message, f"the leader could not commit it: {answer.error}")
         self.mode, self.why = "job", None
         self.through_leader += 1
         self._landed()
-        if answer.get("verified"):
+        if answer.verified:
             self._verified = _identity(pieces)
-        return str(answer["commit"])
+        return answer.commit
 
-    def heard(self, answer: dict, wall: float) -> None:
+    def heard(self, answer: Answer, wall: float) -> None:
         """The leader's plan and this node's slots in it, from an answer read at ``wall`` (this host's wall clock),
         where the job's settings can give that plan (:func:`~.plan.plausible`); else the node keeps its own pacing."""
-        plan = Plan.from_json(answer.get("plan"))
+        plan = None if answer.plan is None else Plan(**answer.plan)
         if plan is not None and plausible(plan, self.own_plan(1)):
-            self.plan, self._phases = plan, plan.phases(answer, wall)
-        if answer.get("successors"):
-            self.moving.told(answer["successors"])
+            self.plan, self._phases = plan, plan.phases(answer.next_in, answer.own_in, wall)
+        if answer.successors:
+            self.moving.told(answer.successors)
 
     def _landed(self) -> None:
         """These pieces are committed: nothing of this node waits, nothing is put off."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ...timing import JobTiming
 from .protocol import Skipped, parse_members
@@ -34,9 +34,9 @@ class Moves:
         self.count = 0  # moves to a successor store (``status``)
         self.host: SuccessorHost | None = None  # the one this node hosts, if it does
 
-    def told(self, listed: list) -> None:
-        """The successors as an answer listed them (``[host, port]`` each): the leader's word from now on."""
-        self._known([(host, port) for host, port in listed])
+    def told(self, listed: Sequence[tuple[str, int]]) -> None:
+        """The successors as an answer listed them: the leader's word from now on."""
+        self._known(list(listed))
         self._read = math.inf
 
     def learn(self) -> None:

@@ -5,13 +5,13 @@ back and committed."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
 from ...errors import Deferred, TargetError
+from ...targets.base import UploadedFile
 from ...timing import JobTiming
-from .protocol import WITHDRAWN, Malformed, Skipped, claimer, lease_holder, parse_answer
+from .protocol import WITHDRAWN, Answer, Malformed, Offer, Skipped, claimer, lease_holder
 from .store import CoordinationStore
 
 
@@ -30,14 +30,13 @@ class Offers:
         self.pending_since: float | None = None  # monotonic: our last offer, while a leader may still take it
         self.taken_back = 0  # offers taken back, the leader silent past its wait (``status``)
 
-    def make(self, incarnation: int, files: list, waiting: float, last: bool) -> bytes:
+    def make(self, incarnation: int, files: list[UploadedFile], waiting: float, last: bool) -> bytes:
         """The next offer's value, numbered above every earlier uploader's of this node (the incarnation is the high
         part)."""
         self.seq = max(self.seq, incarnation << 32) + 1
-        return json.dumps({"seq": self.seq, "incarnation": incarnation, "wait": self.wait, "waiting": waiting,
-                           "last": last, "files": files}).encode()
+        return Offer(self.seq, incarnation, self.wait, waiting, last, tuple(files)).encode()
 
-    def exchange(self, offer: bytes) -> dict | None:
+    def exchange(self, offer: bytes) -> Answer | None:
         """Offer, wait for the answer; take the offer back (compare_set) when none comes in time (``None``). One that a
         leader claimed first is under way: its answer is waited for ``taken_wait``. :class:`Deferred` where that leader
         stopped leading (the next one takes the files), a transient :class:`TargetError` where it hangs;
@@ -76,7 +75,7 @@ class Offers:
         """Whether the leader ``(node, term)`` still holds the job's lease."""
         return lease_holder(self.store.get("lease")) == taker
 
-    def _await_answer(self, seq: int, longest: float, worth_it: Callable[[], bool] | None = None) -> dict | None:
+    def _await_answer(self, seq: int, longest: float, worth_it: Callable[[], bool] | None = None) -> Answer | None:
         """Our answer, read each time the leader's ``answered`` counter moves (one round trip per poll);
         ``None`` after ``longest``, or once ``worth_it`` (asked every half lease) says no."""
         started = looked = self.clock()
@@ -95,11 +94,11 @@ class Offers:
             self.sleep(self.timing.poll / 2)
         return None
 
-    def answer(self, seq: int) -> dict | None:
+    def answer(self, seq: int) -> Answer | None:
         """The leader's answer to offer ``seq``, if there is one; a malformed answer is none (counted)."""
         try:
-            answer = parse_answer(self.store.get(f"answer/{self.node}") or b"{}")
+            answer = Answer.decode(self.store.get(f"answer/{self.node}") or b"{}")
         except Malformed as exc:
             self.malformed.count(f"answer/{self.node}", exc)
             return None
-        return answer if answer["seq"] == seq else None
+        return answer if answer.seq == seq else None

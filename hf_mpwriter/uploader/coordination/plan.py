@@ -16,7 +16,6 @@ from typing import Any
 
 from ...timing import HUB_COMMITS_PER_HOUR
 from ..schedule import until_turn
-from .protocol import Malformed, parse_plan
 
 #: The Hub's window for API requests, in seconds (fixed windows of 5 minutes, per user).
 API_WINDOW_S = 300.0
@@ -129,12 +128,12 @@ class Plan:
         return {"next_in": until_turn(self.interval, self.pacing(node)[1], wall),
                 "own_in": until_turn(self.own_every(), self.own_phase(node), wall)}
 
-    def phases(self, slots: dict[str, Any], wall: float) -> tuple[float, float] | None:
-        """``(phase, own phase)`` on the clock that reads ``wall`` now, from :meth:`slots_in` as received."""
-        try:
-            return ((wall + float(slots["next_in"])) % self.interval, (wall + float(slots["own_in"])) % self.own_every())
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+    def phases(self, next_in: float | None, own_in: float | None, wall: float) -> tuple[float, float] | None:
+        """``(phase, own phase)`` on the clock that reads ``wall`` now, from :meth:`slots_in` as received (``None``
+        where either is missing)."""
+        if next_in is None or own_in is None:
             return None
+        return (wall + next_in) % self.interval, (wall + own_in) % self.own_every()
 
     def age_bound(self) -> float:
         """How old a rank's newest record at the target may get while the leader keeps to this plan: one interval
@@ -154,15 +153,6 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_json(cls, value: Any) -> Plan | None:
-        """A plan from a leader's answer, within its bounds (:func:`~.protocol.parse_plan`); ``None`` for anything
-        else."""
-        try:
-            return cls(**parse_plan(value))
-        except Malformed:
-            return None
 
 
 def plausible(told: Plan, own: Plan) -> bool:

@@ -28,14 +28,13 @@ of the budget), and goes with the host's process.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..coordination.protocol import MAX_NODES, Malformed, Seat, parse_successor
+from ..coordination.protocol import GroupHost, Malformed, Seat
 from ..coordination.store import CoordinationStore, JobStore, StoreAddress, StoreError, serve
 from .values import Held, group_value
 
@@ -114,7 +113,7 @@ class Group:
         if raw != self._seen[0]:
             self._seen = (raw, now)
         try:
-            claim = _parse(raw)
+            claim = _parse(raw) if raw else None
         except Malformed as exc:  # (taken as none: this node claims it)
             self.job.malformed.count(self.key, exc)
             claim = None
@@ -131,7 +130,7 @@ class Group:
         """Beat (while hosting), or claim hosting and start serving: compare-and-set on ``raw``, the claim
         first (a group's nodes may all try at once: only the one that wins starts a store)."""
         if not self.hosting:
-            claim = json.dumps({"node": self.job.node, "at": None, "n": time.time_ns()}).encode()
+            claim = GroupHost(self.job.node, None, time.time_ns()).encode()
             if not main.compare_set(self.key, raw, claim):
                 return
             raw = self._hosted = claim
@@ -154,8 +153,7 @@ class Group:
             logger.info("job run: this node hosts group %d (nodes %d-%d) at %s:%d", self.index, self.nodes[0],
                         self.nodes[-1], address.host, address.port)
         assert self._own is not None
-        at = f"{self._own.address.host}:{self._own.address.port}"
-        beat = json.dumps({"node": self.job.node, "at": at, "n": time.time_ns()}).encode()
+        beat = GroupHost(self.job.node, (self._own.address.host, self._own.address.port), time.time_ns()).encode()
         if main.compare_set(self.key, raw, beat):
             self._hosted = beat
             self._seen = (beat, self.clock())
@@ -185,22 +183,8 @@ class Group:
         self._stop_hosting()
 
 
-def _parse(raw: bytes) -> tuple[int, StoreAddress | None] | None:
-    """The node that hosts, and its store (``None``: claimed, not serving yet); ``None`` if unclaimed. Raises
-    :class:`Malformed` unless it is ``{"node": a node's number below MAX_NODES, "at": null or "host:port"}``."""
-    if not raw:
-        return None
-    try:
-        value = json.loads(raw)
-        node, at = value["node"], value["at"]
-    except (ValueError, KeyError, TypeError):
-        raise Malformed("group host: not {node, at}") from None
-    if isinstance(node, bool) or not isinstance(node, int) or not 0 <= node < MAX_NODES:
-        raise Malformed(f"group host: {node!r} is not a node's number")
-    if at is None:
-        return node, None
-    host, _, port = at.rpartition(":") if isinstance(at, str) else ("", "", "")
-    if not (port.isascii() and port.isdigit() and len(port) <= 5):
-        raise Malformed(f"group host: {at!r} is not host:port")
-    host, number = parse_successor([host, int(port)])
-    return node, StoreAddress(host, number, "")
+def _parse(raw: bytes) -> tuple[int, StoreAddress | None]:
+    """The node that hosts, and its store (``None``: claimed, not serving yet). :class:`Malformed` unless it is a
+    :class:`GroupHost`."""
+    host = GroupHost.decode(raw)
+    return host.node, None if host.at is None else StoreAddress(*host.at, "")
