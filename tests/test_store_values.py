@@ -21,8 +21,10 @@ from hf_mpwriter.uploader.coordination.protocol import (
     LeaseValue,
     Malformed,
     Offer,
+    Skipped,
     kind_of,
 )
+from hf_mpwriter.uploader.jobrun.values import Held, group_value, parse_value
 
 FILE = UploadedFile("tb/rank-000/events.out.tfevents.1.h", "a" * 64, 1234, "b" * 64)
 PLAN = {"nodes": 4, "per_commit": 2, "gap": 30.0, "interval": 60.0, "own_gap": 40.0}
@@ -127,3 +129,16 @@ def test_the_commit_simulation_fails_a_seed_where_a_node_writes_a_value_no_node_
     finally:
         logging.disable(logging.NOTSET)
     assert any("no node can read: answer/" in problem for problem in problems), problems[:3]
+
+
+def test_the_job_runs_values_carry_the_version_too():
+    """``view/held`` and a node's or group's ``view/`` value: another version is skipped, counted, as any malformed
+    value."""
+    held = Held({"loss": 4}, 1)
+    assert Held.parse(held.to_json(0)).steps == {"loss": 4}
+    skipped = Skipped()
+    assert Held.parse(held.to_json(0).replace(b'"v": 1', b'"v": 2'), skipped).steps == {} and skipped.total == 1
+    value = group_value({}, 1 << 16, held)
+    assert b'"v": 1' in value and parse_value(None, value) is not None
+    with pytest.raises(Malformed):
+        parse_value(None, value.replace(b'"v": 1', b'"v": 2'))

@@ -76,11 +76,16 @@ def _text(value: Any, what: str, longest: int = MAX_TEXT) -> str:
 
 
 def _message(raw: bytes, what: str) -> dict[str, Any]:
-    """A JSON object of this protocol's version (none said: the first)."""
+    """A JSON object of this protocol's version."""
     try:
         value = json.loads(raw)
     except ValueError:
         raise Malformed(f"{what}: not JSON") from None
+    return versioned(value, what)
+
+
+def versioned(value: Any, what: str) -> dict[str, Any]:
+    """``value`` where it is an object of this protocol's version (none said: the first)."""
     if not isinstance(value, dict):
         raise Malformed(f"{what}: not an object")
     if value.get("v", VERSION) != VERSION:

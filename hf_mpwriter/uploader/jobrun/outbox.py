@@ -9,6 +9,7 @@ import json
 import logging
 import math
 
+from ..coordination.protocol import VERSION
 from .points import Point, point_from_list
 from .values import Held
 
@@ -67,7 +68,7 @@ class Outbox:
         """The node's value: ``head`` (its ranks' newest steps, its tags, its late values), what this outbox
         says of itself, and its points, oldest steps first, within ``limit`` bytes; ``"final"`` where the
         node is ``done`` (every point it will have is made) and every point fits."""
-        head = {**head, "final": False, "made": self.made, "every": self.every, "epoch": self.epoch,
+        head = {"v": VERSION, **head, "final": False, "made": self.made, "every": self.every, "epoch": self.epoch,
                 "restarts": [list(report) for report in self.reports if report[0]]}  # (numbered: see report)
         room = limit - len(json.dumps({**head, "points": []}))
         if room < 0:  # its tags alone are too many: the leader learns them from the points

@@ -46,7 +46,7 @@ import logging
 import math
 import time
 
-from ..coordination.protocol import Malformed, Skipped, parse_count, parse_step
+from ..coordination.protocol import VERSION, Malformed, Skipped, parse_count, parse_step, versioned
 from .points import Point, merge_all, point_from_list
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class Held:
 
     def to_json(self, by: int) -> bytes:
         """The value to publish (``by``: the leader's node; with a nonce, two leaders never publish the same bytes)."""
-        return json.dumps({"held": self.steps, "every": self.every, "restarts": [list(r) for r in self.restarts],
+        return json.dumps({"v": VERSION, "held": self.steps, "every": self.every, "restarts": [list(r) for r in self.restarts],
                            "seen": {str(n): k for n, k in sorted(self.seen.items())}, "unwritten": self.unwritten, "by": by,
                            "n": time.time_ns()}).encode()
 
@@ -153,7 +153,7 @@ class Held:
         if not raw:
             return cls()
         try:
-            value = json.loads(raw)
+            value = versioned(json.loads(raw), "view/held")
             unwritten = value.get("unwritten")
             return cls({str(t): parse_step(s, "a held step") for t, s in value["held"].items()},
                        parse_step(value["every"], "every", 1),
@@ -178,7 +178,7 @@ def parse_value(node: int | None, raw: bytes) -> Value | None:
 
 
 def _value(node: int | None, raw: bytes) -> Value:
-    message = json.loads(raw)
+    message = versioned(json.loads(raw), "view")
     if "nodes" in message:  # a group's
         heads = {int(n): Head.from_dict(h) for n, h in message["nodes"].items()}
         everyone = frozenset(heads)
@@ -231,7 +231,7 @@ def group_value(values: dict[int, bytes], limit: int, held: Held, skipped: Skipp
     merged = {key: (merge_all(points), covered) for key, (points, covered) in found.items()}
     everyone = frozenset(heads)
     said = {str(n): h.to_dict() for n, h in sorted(heads.items())}
-    head = {"nodes": said, "tags": {t: sorted(nodes) for t, nodes in sorted(tags.items())}}
+    head = {"v": VERSION, "nodes": said, "tags": {t: sorted(nodes) for t, nodes in sorted(tags.items())}}
     room = limit - len(json.dumps({**head, "points": []}))
     points: list[list] = []
     for (tag, step), (stats, covered) in sorted(merged.items(), key=lambda pair: (pair[0][1], pair[0][0])):
