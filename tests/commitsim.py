@@ -428,7 +428,7 @@ class Target:
         return self.hub.commit([(f.path, f.sha256) for f in files], parent, self.node.number,
                                (job.leader.store.address.port, job.leader.term))
 
-    def behind(self, files: Sequence[UploadedFile], revision: str) -> dict[str, str]:
+    def behind(self, files: Sequence[UploadedFile], revision: str | None) -> dict[str, str]:
         self.hub.sim.sleep(self.hub.answer_in(self.node.number))  # (its files now: newer than at ``revision``, if any)
         return {f.path: "newer at the head" for f in files if self.hub.files.get(f.path, -1) > int(f.sha256)}
 

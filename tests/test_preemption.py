@@ -639,20 +639,21 @@ class _Node0:
 
 
 @contextmanager
-def _node_0_of_two(hub, tmp_path: Path, job_store, run_id: str) -> Iterator[_Node0]:
-    """:class:`_Node0`, once its rank flushed steps 0-59; at the end every process of it killed, node 1's leader
-    stopped and the relay closed."""
+def _node_0_of_two(hub, tmp_path: Path, job_store, run_id: str, kind: str = "repo") -> Iterator[_Node0]:
+    """:class:`_Node0` logging to ``kind`` (``repo``, ``bucket``), once its rank flushed steps 0-59; at the end every
+    process of it killed, node 1's leader stopped and the relay closed."""
     from hf_mpwriter.config import load
     from hf_mpwriter.targets import target_for
     from hf_mpwriter.uploader.coordination.member import store_prefix
     from hf_mpwriter.uploader.coordination.store import StoreAddress
 
-    hub.create_repo(REPO)
+    if kind == "repo":
+        hub.create_repo(REPO)
     logdir, more, relay = tmp_path / "logs", tmp_path / "more", _Relay(job_store.port)
-    _, env = _target("repo", hub, tmp_path)
+    settings, env = _target(kind, hub, tmp_path)
     env = {**env, "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "2", "HF_MPWRITER_PREEMPTION_DEADLINE": str(JOB_DEADLINE_S),
            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(relay.port), "TORCHELASTIC_RUN_ID": run_id}
-    rank = _start_rank({"logdir": str(logdir), "rank": 0, "repo_id": REPO, "uploader": "none", "steps": 60,
+    rank = _start_rank({"logdir": str(logdir), "rank": 0, **settings, "uploader": "none", "steps": 60,
                         "flush_every": 10, "commit_every_s": 1, "close_after": str(tmp_path / "never"),
                         "more_after": str(more), "more_steps": 20}, env)
     node = _Node0(logdir, env, relay, more, rank)
@@ -730,23 +731,26 @@ def test_a_node_preempted_while_waiting_on_a_leader_that_never_answers_commits_i
 GATHER_S = 8.0
 
 
+@pytest.mark.parametrize("kind", ["repo", "bucket"])
 def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_itself_cut_off_and_preempted(
-        hub, tmp_path, job_store):
+        hub, tmp_path, job_store, kind):
     """Node 0 offers its rank's records (steps 0-59) to the leader, node 1, which gathers for the other node's
     offer before it commits. Meanwhile node 0 is cut off from the job's store (black-holed, only node 0: the
     leader sees no gap), its rank logs steps 60-79, and SIGTERM: its offer cannot be taken back and its deadline
     comes first, so node 0 commits its newest files itself and exits; its disk is gone. When the leader's
     gathering ends, the old offer is still in the store, unanswered: committed, the file would go back to step 59.
-    Every commit the Hub applied keeps steps 0-79 once there."""
+    Every commit the Hub applied keeps steps 0-79 once there (a bucket: every batch applied since node 0's own
+    write holds no shorter version of its file, and the bucket holds steps 0-79 at the end)."""
     from hf_mpwriter.timing import JobTiming
     from hf_mpwriter.uploader.coordination.member import Leader
     from hf_mpwriter.uploader.coordination.store import JobStore
 
     leader_log = tmp_path / "leader.log"  # (the leader runs here: its log, should its round not end)
-    with _node_0_of_two(hub, tmp_path, job_store, "job-cut-off") as node, _logged_to(leader_log):
+    with _node_0_of_two(hub, tmp_path, job_store, "job-cut-off", kind) as node, _logged_to(leader_log):
         logdir, prefix, relay = node.logdir, node.prefix, node.relay
-        node.leader = leader = Leader(HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint, shared_branch=True),
-                                      JobStore(node.address, prefix), node=1, nodes=2, spacing=0.5,
+        target = (HubTarget(REPO, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint, shared_branch=True) if kind == "repo"
+                  else BucketTarget(BUCKET, prefix=PREFIX, token=TOKEN, endpoint=hub.endpoint))
+        node.leader = leader = Leader(target, JobStore(node.address, prefix), node=1, nodes=2, spacing=0.5,
                                       timing=JobTiming(gather=GATHER_S))
         leader.start()
         wait_for(lambda: leader.leading, 20, "node 1 to lead")
@@ -760,7 +764,7 @@ def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_i
         read_line(node.rank, "flushed 79", 20)
         wait_for(lambda: relay.swallowed > 0, 10, "node 0's store calls to go unanswered")
         killed = node.signal(JOB_DEADLINE_S + 1)
-        node_commits = len(hub.commits(REPO))  # (the initial commit and node 0's own, once it exited)
+        node_commits = len(_writes(kind, hub))  # (the initial commit and node 0's own, once it exited)
         gathering = time.monotonic() - leader._first_seen.get((0, offer["seq"]), -1e9) < GATHER_S
         try:
             answered = wait_for(lambda: _answered(job_store, prefix, offer["seq"]) or leader.commits, 40,
@@ -770,12 +774,27 @@ def test_a_leader_never_commits_the_offer_of_a_node_that_committed_newer_files_i
     log = (logdir / ".hf_mpwriter" / "uploader.log").read_text()
     shutil.rmtree(logdir)
     # The scenario: node 0 committed itself by its deadline, while the leader still held its offer, unanswered.
-    assert not killed and gathering and answered and node_commits >= 2, (killed, gathering, node_commits, log[-3000:])
+    assert not killed and gathering and answered and node_commits >= (2 if kind == "repo" else 1), \
+        (killed, gathering, node_commits, log[-3000:])
+    if kind == "bucket":
+        batches = _writes(kind, hub)
+        own = batches[node_commits - 1]["sizes"]  # node 0's own write, its last before it exited
+        for batch in batches[node_commits - 1:]:
+            assert all(batch["sizes"][path] >= size for path, size in own.items() if path in batch["sizes"]), (own, batch)
+        steps = sorted(_steps_on_target(_remote(kind, hub, tmp_path), tmp_path)[0].elements())
+        assert steps == list(range(80)), f"the bucket holds steps {steps[:1]}-{steps[-1:]}"
+        return
     history = hub.commits(REPO)  # newest first
     assert len(history) >= node_commits
     for commit in history[:len(history) - node_commits + 1]:  # node 0's own commit and every commit the Hub applied since
         steps = _rank0_steps_at(hub, tmp_path, commit["id"])
         assert steps == list(range(80)), f"commit {commit['id'][:8]} ({commit['summary']}): steps {steps[:1]}-{steps[-1:]}"
+
+
+def _writes(kind: str, hub) -> list:
+    """Every commit the Hub applied to the repository, newest first; every batch it applied to the bucket, oldest
+    first."""
+    return hub.commits(REPO) if kind == "repo" else hub.bucket_batches(BUCKET)
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from ..timing import HTTP_TIMEOUT_S
 from .base import Target, UploadedFile, synthetic_commit_id
 from .batching import batched_differences
 from .hub_client import UsesHubApi, classify
-from .xet_content import Connection, SharesXetToken, XetContent, XetUnavailable, xet_usable
+from .xet_content import Connection, SharesXetToken, XetContent, XetUnavailable, event_files_only, xet_usable
 
 logger = logging.getLogger(__name__)
 
@@ -204,9 +204,18 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
         """A bucket has no history to fence against (see the module's docstring)."""
         return None
 
-    def behind(self, files: Sequence[UploadedFile], revision: str) -> dict[str, str]:
-        """Nothing: a bucket has no revision to read at (its :meth:`parent` is ``None``: guarantees.md)."""
-        return {}
+    def behind(self, files: Sequence[UploadedFile], revision: str | None = None) -> dict[str, str]:
+        """``path -> what is wrong`` for each event file of ``files`` the bucket holds longer now (a bucket has one
+        state: ``revision`` is not used): an event file only grows, so those are older than a write made since.
+        One ``get_bucket_paths_info`` call per :data:`PATHS_PER_CALL` event files."""
+        pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files if event_files_only([f.path])]
+
+        def longer(piece: Piece, info: Any) -> str | None:
+            size = getattr(info, "size", None)
+            return f"the bucket holds {size} bytes of it, newer" if isinstance(size, int) and size > piece.size else None
+
+        return batched_differences(pieces, remote_path=lambda p: p.path, fetch=self._paths_info,
+                                   per_call=self.paths_per_call, compare=longer)
 
     def commit_uploaded(self, files: Sequence[UploadedFile], message: str, parent: str | None = None) -> str | None:
         """One ``batch_bucket_files`` call naming each file by the Xet hash a node uploaded.

@@ -352,7 +352,7 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
         return batched_differences(_pieces(files), remote_path=lambda p: p.path, fetch=self._paths_info,
                                    per_call=self.paths_per_call, compare=_compare)
 
-    def behind(self, files: Sequence[UploadedFile], revision: str) -> dict[str, str]:
+    def behind(self, files: Sequence[UploadedFile], revision: str | None) -> dict[str, str]:
         """``path -> what is wrong`` for each event file of ``files`` that commit ``revision`` holds longer: an
         event file only grows, so those are older than a commit made since (another process's). One
         ``paths_info`` call per :data:`PATHS_PER_CALL` event files."""
@@ -360,7 +360,8 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
 
         def longer(piece: Piece, info: Any) -> str | None:
             size = getattr(info, "size", None)
-            return f"{revision[:12]} holds {size} bytes of it, newer" if isinstance(size, int) and size > piece.size else None
+            return f"{(revision or 'the head')[:12]} holds {size} bytes of it, newer" \
+                if isinstance(size, int) and size > piece.size else None
 
         return batched_differences(pieces, remote_path=lambda p: p.path, per_call=self.paths_per_call, compare=longer,
                                    fetch=lambda paths: self._paths_info(paths, revision))

@@ -175,7 +175,7 @@ class BucketRoutes(HubState):
                 applied += 1
         if applied:
             with self._lock:
-                bucket.batches.append({"time": now, "paths": written})
+                bucket.batches.append({"time": now, "paths": written, "sizes": {p: bucket.files[p].size for p in written}})
             with self._meta_lock:
                 self._stats["bucket_writes"] += 1
                 self._stats["bucket_ops"] += applied

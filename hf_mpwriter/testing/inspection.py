@@ -89,8 +89,8 @@ class Inspection(HubState):
             return {path: self._cas.files[f.xet_hash].data for path, f in sorted(bucket.files.items())}
 
     def bucket_batches(self, bucket_id: str) -> list[dict[str, Any]]:
-        """Every batch that applied to a bucket, oldest first: ``{"time": wall time, "paths": files written}``
-        (a bucket keeps no history; the test Hub does, for the tests)."""
+        """Every batch that applied to a bucket, oldest first: ``{"time": wall time, "paths": files written,
+        "sizes": {path: bytes}}`` (a bucket keeps no history; the test Hub does, for the tests)."""
         with self._lock:
             bucket = self._buckets.get(bucket_id)
             if bucket is None:

@@ -60,8 +60,9 @@ class LeaderTarget(Protocol):
     def verify_uploaded(self, files: Sequence[UploadedFile]) -> dict[str, str]:
         """``path -> what is wrong`` for each file the head does not hold as given."""
 
-    def behind(self, files: Sequence[UploadedFile], revision: str) -> dict[str, str]:
-        """``path -> why`` for each event file that ``revision`` holds longer (newer) than given."""
+    def behind(self, files: Sequence[UploadedFile], revision: str | None) -> dict[str, str]:
+        """``path -> why`` for each event file that ``revision`` (a bucket: the bucket now) holds longer (newer) than
+        given."""
 
     def xet_write_token(self, fresh_for: float) -> Connection | None:
         """This process's Xet write token, good ``fresh_for`` seconds more, to share (``None``: none)."""
@@ -297,9 +298,12 @@ class Leader(SeenOffers):
         last commit (a node cut off from the store commits its newest files itself while its offer stays there), an
         offer whose event file the head holds longer would take it back. Those are answered "offer again", as offers
         of unknown age are. Every offer read is looked at, not only this commit's: one left for a later round (a
-        node's last records) would be committed under a head that is this leader's own again."""
-        if parent is None or parent == self._own_head:
-            return offers  # (a bucket has no head to read them at: guarantees.md)
+        node's last records) would be committed under a head that is this leader's own again.
+
+        A bucket has no head to fence with (``parent`` is ``None``): the offers are asked of the bucket as it is, before
+        every write (one request per 1,000 files, in the books: :data:`~.plan.REQUESTS_PER_WRITE`)."""
+        if parent is not None and parent == self._own_head:
+            return offers
         files = [f for o in offers.values() for f in o.files]
         behind = self._hub_call(self.handover_after(), self.target.behind, files, parent)
         stale = {node: o for node, o in offers.items() if any(f.path in behind for f in o.files)}

@@ -22,8 +22,9 @@ API_WINDOW_S = 300.0
 #: The commit quota's window (per repository: "128 per hour").
 COMMIT_WINDOW_S = 3600.0
 #: Hub API requests of one write of the leader (a repository: the commit, one ``paths_info`` per 500 files to verify it,
-#: a head read now and then; a bucket: one batch and one ``paths_info`` per 1,000 files), rounded up, per 1,000 files.
-REQUESTS_PER_WRITE = {"hub": 4, "bucket": 2}
+#: a head read now and then; a bucket: one batch, and one ``paths_info`` per 1,000 files before it, whether the bucket
+#: holds newer versions, and one after, to verify it), rounded up, per 1,000 files.
+REQUESTS_PER_WRITE = {"hub": 4, "bucket": 3}
 #: The leader plans to spend this share of the request budget; the rest is the nodes' (the job's Xet token, the audits
 #: they share, retries and verifications of a node's own), none of which grows with the job's size.
 LEADER_SHARE = 0.75
