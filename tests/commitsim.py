@@ -218,7 +218,7 @@ class Store:
             value = int(self.values.get(key, b"0")) + amount
             self.values[key] = str(value).encode()
             return value
-        return self._call(apply, key)
+        return self._call(apply)  # (a count the store itself writes: no node's encoder)
 
     def compare_set(self, key: str, expected: bytes, desired: bytes) -> bool:
         def apply() -> bool:

@@ -3,7 +3,9 @@ clock of its failures."""
 
 from __future__ import annotations
 
-from hf_mpwriter.uploader.coordination.protocol import Malformed, Skipped, kind_of
+import functools
+
+from hf_mpwriter.uploader.coordination.protocol import Kind, Malformed, Skipped, kind_of
 from hf_mpwriter.uploader.coordination.store import CoordinationStore, StoreAddress
 from hf_mpwriter.uploader.jobrun.values import Held, parse_value
 
@@ -28,15 +30,22 @@ class OneStore:
         raise NotImplementedError(f"{self.what} is the job's only one")
 
 
+@functools.lru_cache(maxsize=4096)
+def _kind_of(key: str) -> Kind | None:
+    try:
+        return kind_of(key)
+    except KeyError:
+        return None
+
+
 def undecodable(key: str, value: bytes | None) -> str | None:
     """Why ``value``, just written at ``key``, does not decode as the protocol's table says that key holds
     (:data:`~hf_mpwriter.uploader.coordination.protocol.KINDS`); ``None`` where it does, or it is unset (``b""``).
     Every simulated write goes through it: a value a node writes that another cannot read fails the seed."""
     if not value:
         return None
-    try:
-        kind = kind_of(key)
-    except KeyError:
+    kind = _kind_of(key)
+    if kind is None:
         return f"{key} is no key of the protocol's table"
     try:
         if kind.decode is not None:
