@@ -35,7 +35,7 @@ from hf_mpwriter.timing import LEASE_STALE_S, JobTiming
 from hf_mpwriter.uploader.coordination.member import JobTarget, store_prefix
 from hf_mpwriter.uploader.coordination.pacing import pacing
 from hf_mpwriter.uploader.coordination.plan import Budget, make_budget
-from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN, claimer
+from hf_mpwriter.uploader.coordination.protocol import WITHDRAWN, Answer, Offer, claimer
 from hf_mpwriter.uploader.coordination.store import JobStore, StoreAddress
 
 dist = pytest.importorskip("torch.distributed")
@@ -226,7 +226,8 @@ def test_a_node_lists_a_runs_folder_at_its_own_target_for_its_lost_steps(hub, st
 def test_two_nodes_one_bucket_batch(hub, store, tmp_path):
     """A bucket: each node sends its content straight to the bucket's Xet storage (a write token
     fetched once and kept), the leader writes both nodes' files in one batch that names them by Xet
-    hash, and verifies them with one ``paths-info`` for the job."""
+    hash, and verifies them with one ``paths-info`` for the job; one more, before it, asks whether the bucket holds newer
+    versions (a bucket has no head to fence with)."""
     hub.create_bucket(BUCKET)
     address = StoreAddress("127.0.0.1", store.port, "job-b")
     targets = []
@@ -249,12 +250,12 @@ def test_two_nodes_one_bucket_batch(hub, store, tmp_path):
             # The scenario: one batch, by the leader, of both nodes' files, content through Xet only.
             assert oids[0] == oids[1] and oids[0] is not None, oids
             assert requests.get("bucket_batch") == 1 and ops == 2, (requests, ops)
-            assert requests.get("bucket_paths_info") == 1, requests  # the leader verifies for the job
+            assert requests.get("bucket_paths_info") == 2, requests  # the leader looks, and verifies, for the job
             assert requests.get("shard_upload") == 2, requests  # each node its own content
             assert requests.get("xet_token", 0) == 0, requests  # the job's token, the leader's
             assert all(t.mode == "job" for t in targets)
             assert all(not t.differences(p) for t, p in zip(targets, pieces))
-            assert hub.stats["requests"].get("bucket_paths_info") == 1  # what the leader verified: no second look
+            assert hub.stats["requests"].get("bucket_paths_info") == 2  # what the leader verified: no third look
             files = hub.bucket_files(BUCKET)
             for k in range(2):
                 assert files[f"tb/{pieces[k][0].path}"] == Path(pieces[k][0].source).read_bytes()[:size]
@@ -262,6 +263,41 @@ def test_two_nodes_one_bucket_batch(hub, store, tmp_path):
     finally:
         for target in targets:
             target.stop()
+
+
+@pytest.mark.skipif(not batch_takes_xet_hashes(), reason="a bucket's leader needs huggingface_hub 1.10+")
+def test_a_bucket_leader_writes_no_offer_older_than_the_bucket_until_its_node_offers_the_same_again(hub, store, tmp_path):
+    """The bucket holds a longer version of node 1's file (node 1 wrote it itself, cut off from the store): the
+    leader answers its older offer "offer again" and writes nothing. A node that then offers the same version again
+    has none newer (a restored backup: its disk is the truth, as its audit would have it): written, not put off for
+    ever."""
+    hub.create_bucket(BUCKET)
+    own = BucketTarget(BUCKET, prefix="tb", token=TOKEN, endpoint=hub.endpoint)
+    own.prepare()
+    older = own.preupload(_pieces(tmp_path, 1, 3000))
+    assert older is not None
+    own.commit(_pieces(tmp_path, 1, 5000), "node 1's own write")
+    address = StoreAddress("127.0.0.1", store.port, "job-b2")
+    shared = JobStore(address, store_prefix(address, own.key))
+    nodes = [JobTarget(own, BucketTarget(BUCKET, prefix="tb", token=TOKEN, endpoint=hub.endpoint), shared, node, 2,
+                       wait=10.0, spacing=0.0, budget=ROOMY) for node in range(2)]
+    assert nodes[1]._announce()
+    leader = nodes[0].leader
+    leader.start()
+    try:
+        wait_for(lambda: leader.leading and not leader.store_gap, 20, "node 0 to lead")  # (an offer there before: unknown age)
+        answers = []
+        for seq in (1, 2):
+            shared.set("offer/1", Offer(seq, nodes[1].incarnation, 20.0, 0.0, False, tuple(older)).encode())
+            shared.add("offered", 1)
+            answers.append(wait_for(lambda seq=seq: (a := Answer.decode(shared.get("answer/1") or b"{}")).seq == seq and a,
+                                    30, f"the answer to offer {seq}"))
+            sizes = [batch["sizes"].get(older[0].path) for batch in hub.bucket_batches(BUCKET)]
+            if seq == 1:  # the scenario: the bucket held 5,000 bytes, and the leader wrote nothing of the offer
+                assert answers[0].retry_in == 0 and answers[0].commit is None and sizes == [5000], (answers, sizes)
+    finally:
+        leader.stop()
+    assert answers[1].commit is not None and sizes == [5000, 3000], (answers, sizes)
 
 
 @pytest.mark.parametrize("value", [b'{"cas": "%s", "token": "refused-by-the-hub-0123456789", "exp": 4102444800}',

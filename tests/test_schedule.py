@@ -101,7 +101,7 @@ def test_nodes_without_a_store_keep_to_the_jobs_budget_together(monkeypatch, tmp
     from hf_mpwriter.targets.hub import HubTarget
     from hf_mpwriter.uploader.coordination.factory import situation
     from hf_mpwriter.uploader.coordination.pacing import pacing as node_pacing
-    from hf_mpwriter.uploader.coordination.plan import LEADER_SHARE, REQUESTS_PER_WRITE, make_budget
+    from hf_mpwriter.uploader.coordination.plan import LEADER_SHARE, OWN_REQUESTS_PER_WRITE, make_budget
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("SLURM_NTASKS_PER_NODE", raising=False)
@@ -115,7 +115,7 @@ def test_nodes_without_a_store_keep_to_the_jobs_budget_together(monkeypatch, tmp
     writes_per_hour = nodes * 3600 / interval
     if kind == "hub":
         assert writes_per_hour <= budget.commits_per_hour + 1e-9, writes_per_hour
-    requests_per_5min = writes_per_hour / 12 * REQUESTS_PER_WRITE[kind]
+    requests_per_5min = writes_per_hour / 12 * OWN_REQUESTS_PER_WRITE[kind]  # (each node's own writes)
     assert requests_per_5min <= budget.requests_per_5min * LEADER_SHARE + 1e-9, requests_per_5min
     alone = situation(dataclasses.replace(config, nodes=1, node_rank=0), target)
     assert node_pacing(alone)[:2] == (every, None)  # one node: its own interval, no slot

@@ -142,3 +142,19 @@ def test_the_job_runs_values_carry_the_version_too():
     assert b'"v": 1' in value and parse_value(None, value) is not None
     with pytest.raises(Malformed):
         parse_value(None, value.replace(b'"v": 1', b'"v": 2'))
+
+
+@pytest.mark.parametrize("key, value", [
+    ("offer/3", b"taken:" + b"9" * 5000 + b":1:1"),
+    ("terms", b"9" * 5000),
+])
+def test_a_number_spelled_in_thousands_of_digits_is_malformed_not_a_valueerror(key, value):
+    """Python refuses ``int()`` of a string over 4,300 digits with a ``ValueError`` that no reader expects."""
+    with pytest.raises(Malformed):
+        kind_of(key).decode(value)
+
+
+def test_an_entry_spelled_in_thousands_of_digits_is_skipped_and_the_others_kept():
+    """In ``members`` that ``ValueError`` failed every round of the leader; in ``targets``, the folder check."""
+    assert protocol.parse_members(b"9" * 5000 + b",1,", 4) == [1]
+    assert protocol.parse_targets(b"9" * 5000 + b":00ff,1:00ff,") == {"00ff": {1}}

@@ -18,6 +18,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Callable, Protocol, Union
 
 from ...errors import TargetError
@@ -97,6 +98,7 @@ class Leader(SeenOffers):
         self._head_rests_until = 0.0  # monotonic
         self._own_head: str | None = None  # this leader's last commit: a head that is not it moved since
         self._others_head: str | None = None  # the last head another process made, counted in the books
+        self._told_older: dict[int, set[tuple[str, int]]] = {}  # node -> (path, size) the target held newer, told so
         #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its node's
         #: own).
         self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed,
@@ -196,7 +198,10 @@ class Leader(SeenOffers):
         self._files_of.update((node, len(offer.files)) for node, offer in offers.items())
         if not self.holds():  # (paused past its lease, say: another node leads, and claims these)
             return
-        offers, rest = fitting(self._not_behind(offers, parent), self._first_seen, self.max_files)
+        looked = offers if parent is None else self._not_behind(offers, parent)  # (every offer read: see there)
+        offers, rest = fitting(looked, self._first_seen, self.max_files)
+        if parent is None:  # a bucket: the offers this write takes are asked of the bucket itself
+            offers = self._not_behind(offers, parent)
         offers = self._claim(offers)
         if offers and self._write(offers, parent):
             rest = {node: offer for node, offer in rest.items() if not offer.last}  # those: the next round
@@ -280,8 +285,8 @@ class Leader(SeenOffers):
             logger.warning("job leader: committed %d file(s) as %s while the job's store moved; the nodes offer them "
                            "again to the leader there", len(files), commit)
             return False  # (nor any put-off answers: the round's offers were that store's)
-        self._answer(offers, commit=commit, verified={node: not any(f.path in wrong for f in offer.files)
-                                                      for node, offer in offers.items()})
+        self._answer(offers, Answer(0, commit=commit), self.plan(),
+                     {node: not any(f.path in wrong for f in offer.files) for node, offer in offers.items()})
         self._forget(offers)
         logger.info("job leader: committed %d file(s) of %d node(s) as %s", len(files), len(offers), commit)
         return True
@@ -300,17 +305,23 @@ class Leader(SeenOffers):
         of unknown age are. Every offer read is looked at, not only this commit's: one left for a later round (a
         node's last records) would be committed under a head that is this leader's own again.
 
-        A bucket has no head to fence with (``parent`` is ``None``): the offers are asked of the bucket as it is, before
-        every write (one request per 1,000 files, in the books: :data:`~.plan.REQUESTS_PER_WRITE`)."""
+        A bucket has no head to fence with (``parent`` is ``None``): the offers a write takes are asked of the bucket as
+        it is, before every write (one request per 1,000 files, in the books: :data:`~.plan.REQUESTS_PER_WRITE`).
+
+        A node told so that offers the same versions again has none newer: its own disk's are the truth (a restored
+        backup, which its audit would send again too), and they are written."""
         if parent is not None and parent == self._own_head:
             return offers
         files = [f for o in offers.values() for f in o.files]
         behind = self._hub_call(self.handover_after(), self.target.behind, files, parent)
-        stale = {node: o for node, o in offers.items() if any(f.path in behind for f in o.files)}
+        older = {node: {(f.path, f.size) for f in o.files if f.path in behind} for node, o in offers.items()}
+        stale = {node: o for node, o in offers.items() if older[node] and not older[node] <= self._told_older.get(node, set())}
+        self._told_older = {**{node: paths for node, paths in self._told_older.items() if node not in offers},
+                            **{node: older[node] for node in stale}}
         if stale:
             logger.warning("job leader: %d node(s)' offers are older than the head %s (%s): not committed", len(stale),
                            parent, next(iter(behind.values())))
-            self._put_off(stale, self.clock(), "the target's head holds newer versions of its files")
+            self._put_off(stale, self.clock(), "the target holds newer versions of its files")
         return {node: o for node, o in offers.items() if node not in stale}
 
     def _claim(self, offers: dict[int, Offer]) -> dict[int, Offer]:
@@ -346,7 +357,7 @@ class Leader(SeenOffers):
         if exc.transient:  # the branch moved, the network: offered again next round (a hand-over if it lasts)
             self._put_off(offers, self.clock() + self.spacing, f"the leader's commit failed ({exc})")
         else:  # only the user can fix it: the nodes report it
-            self._answer(offers, error=str(exc))
+            self._answer(offers, Answer(0, error=str(exc)))
             self._forget(offers)
 
     def _put_off(self, offers: dict[int, Offer], at: float, why: str) -> None:
@@ -366,7 +377,7 @@ class Leader(SeenOffers):
 
     def _defer(self, offers: dict[int, Offer], at: float, why: str, plan: Plan) -> None:
         retry_in = max(0.0, at - self.clock())
-        self._answer(offers, plan, retry_in=retry_in, why=why)
+        self._answer(offers, Answer(0, retry_in=retry_in, why=why), plan)
         self._forget(offers)
         logger.info("job leader: %d node(s) put off for %.0f s (%s)", len(offers), retry_in, why)
 
@@ -376,15 +387,14 @@ class Leader(SeenOffers):
             self._put_off(self._unknown_age, self.clock(), "offered before this leader could see how long it waited")
             self._unknown_age = {}
 
-    def _answer(self, offers: dict[int, Offer], plan: Plan | None = None, verified: dict[int, bool] | None = None,
-                **answer: Any) -> None:
-        """Answer each of ``offers`` (``answer``: :class:`Answer`'s fields), with the plan and each node's slots in it
-        where ``plan`` is given (``self.plan()`` for a commit), and the successor stores."""
-        plan = plan or (self.plan() if "commit" in answer else None)
+    def _answer(self, offers: dict[int, Offer], answer: Answer, plan: Plan | None = None,
+                verified: dict[int, bool] | None = None) -> None:
+        """Answer each of ``offers`` with ``answer``, its ``seq`` the offer's, with the plan and the node's slots in it
+        where ``plan`` is given, whether the commit held its files as offered (``verified``), and the successors."""
         wall, values = self.wall(), {}
         for node, offer in offers.items():
             slots: dict[str, Any] = {} if plan is None else {"plan": plan.to_json(), **plan.slots_in(node, wall)}
-            values[f"answer/{node}"] = Answer(seq=offer.seq, successors=self._successors,
-                                              verified=bool(verified and verified[node]), **answer, **slots).encode()
+            values[f"answer/{node}"] = replace(answer, seq=offer.seq, successors=self._successors,
+                                               verified=bool(verified and verified[node]), **slots).encode()
         self.store.multi_set(values)
         self.store.add("answered", 1)  # the nodes poll this counter, not their answers

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .plan import Budget, Plan
-
-#: Hub API requests of a node's own write to a bucket: one batch, one ``paths_info`` to verify it.
-OWN_BUCKET_WRITE = 2
+from .plan import OWN_REQUESTS_PER_WRITE, Budget, Plan
 
 
 class OwnCommits:
@@ -48,5 +45,5 @@ def last_burst(budget: Budget, kind: str) -> int:
     slots' share this keeps a job within twice its budget in any window, so the job's end never waits for a slot."""
     if kind == "hub":
         return max(1, int(budget.commits_per_hour / 2))
-    return max(1, int(budget.requests_per_5min / OWN_BUCKET_WRITE / 2))
+    return max(1, int(budget.requests_per_5min / OWN_REQUESTS_PER_WRITE["bucket"] / 2))
 

@@ -25,6 +25,8 @@ COMMIT_WINDOW_S = 3600.0
 #: a head read now and then; a bucket: one batch, and one ``paths_info`` per 1,000 files before it, whether the bucket
 #: holds newer versions, and one after, to verify it), rounded up, per 1,000 files.
 REQUESTS_PER_WRITE = {"hub": 4, "bucket": 3}
+#: The same for a node's own write: a bucket's without the look before it.
+OWN_REQUESTS_PER_WRITE = {"hub": 4, "bucket": 2}
 #: The leader plans to spend this share of the request budget; the rest is the nodes' (the job's Xet token, the audits
 #: they share, retries and verifications of a node's own), none of which grows with the job's size.
 LEADER_SHARE = 0.75
@@ -177,10 +179,12 @@ def start_pacing(plan: Plan, node: int, commit_every: float) -> tuple[float, flo
     return plan.pacing(node)
 
 
-def write_gap(budget: Budget, kind: str, files: int, slowdown: float = 1.0) -> float:
-    """Seconds between two of the leader's writes of ``files`` files so that the job stays within ``budget``: the commit
-    quota (a repository), and the leader's share of the API window."""
-    per_write = REQUESTS_PER_WRITE[kind] * max(1, math.ceil(files / 1000))
+def write_gap(budget: Budget, kind: str, files: int, slowdown: float = 1.0,
+              costs: dict[str, int] = REQUESTS_PER_WRITE) -> float:
+    """Seconds between two of the leader's writes (``costs``: requests per write, :data:`OWN_REQUESTS_PER_WRITE` for a
+    node's own) of ``files`` files so that the job stays within ``budget``: the commit quota (a repository), and the
+    leader's share of the API window."""
+    per_write = costs[kind] * max(1, math.ceil(files / 1000))
     gap = budget.api_window_s * per_write / (budget.requests_per_5min * LEADER_SHARE)
     if kind == "hub":
         gap = max(gap, budget.commit_window_s / budget.commits_per_hour)
@@ -205,7 +209,7 @@ def _plan(budget: Budget, kind: str, nodes: int, files_per_node: int, commit_eve
     gap = max(spacing, write_gap(budget, kind, per_commit * files_per_node, slowdown))
     groups = math.ceil(nodes / per_commit)
     # A node that commits itself makes a commit (a batch) of its own files: the same gap, one node at a time.
-    own_gap = max(spacing, write_gap(budget, kind, files_per_node, slowdown))
+    own_gap = max(spacing, write_gap(budget, kind, files_per_node, slowdown, OWN_REQUESTS_PER_WRITE))
     return Plan(nodes=nodes, per_commit=per_commit, gap=gap, interval=max(commit_every, groups * gap), own_gap=own_gap)
 
 

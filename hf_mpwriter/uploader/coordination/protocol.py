@@ -112,6 +112,11 @@ def _whole(value: Any, what: str, minimum: int = 0, maximum: int = MAX_WHOLE) ->
     return value
 
 
+def _spelled(text: str, longest: int = 19) -> int | None:
+    """The whole number ``text`` spells in at most ``longest`` ASCII digits (an int64's 19 by default); else ``None``."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= longest else None
+
+
 def parse_step(value: Any, what: str, minimum: int = MIN_STEP) -> int:
     """A step of the job run, an int64: from ``minimum`` (:data:`MIN_STEP` by default) to :data:`MAX_STEP`."""
     return _whole(value, what, minimum, MAX_STEP)
@@ -126,7 +131,8 @@ def parse_count(value: Any, what: str) -> int:
 def _file(entry: Any) -> UploadedFile:
     """``[path, sha256, size, xet_hash or None]``."""
     if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str) and 0 < len(entry[0]) <= MAX_TEXT
-            and isinstance(entry[1], str) and len(entry[1]) == 64 and (entry[3] is None or isinstance(entry[3], str))):
+            and isinstance(entry[1], str) and len(entry[1]) == 64
+            and (entry[3] is None or isinstance(entry[3], str) and len(entry[3]) <= MAX_TEXT)):
         raise Malformed(f"offer: file {str(entry)[:200]} is not [path, sha256, size, xet hash]")
     return UploadedFile(entry[0], entry[1], _whole(entry[2], "offer: a file's size"), entry[3])
 
@@ -170,9 +176,10 @@ def claimer(value: bytes | None, seq: int) -> tuple[int, int] | None:
     if not value or not value.startswith(TAKEN):
         return None
     parts = value[len(TAKEN):].decode(errors="replace").split(":")
-    if len(parts) != 3 or parts[0] != str(seq) or not all(part.isascii() and part.isdigit() for part in parts[1:]):
+    numbers = [_spelled(part) for part in parts]
+    if len(parts) != 3 or parts[0] != str(seq) or numbers[1] is None or numbers[2] is None:
         return None
-    return int(parts[1]), int(parts[2])
+    return numbers[1], numbers[2]
 
 
 def _offer_slot(raw: bytes) -> Offer | tuple[int, int] | None:
@@ -180,8 +187,8 @@ def _offer_slot(raw: bytes) -> Offer | tuple[int, int] | None:
     if raw == WITHDRAWN:
         return None
     if raw.startswith(TAKEN):
-        seq = raw[len(TAKEN):].split(b":", 1)[0].decode(errors="replace")
-        if (taker := claimer(raw, int(seq) if seq.isascii() and seq.isdigit() else -1)) is None:
+        seq = _spelled(raw[len(TAKEN):].split(b":", 1)[0].decode(errors="replace"))
+        if (taker := claimer(raw, -1 if seq is None else seq)) is None:
             raise Malformed("offer: not taken:seq:node:term")
         return taker
     return Offer.decode(raw)
@@ -300,9 +307,9 @@ def parse_counter(raw: bytes | None, what: str) -> int:
     if not raw:
         return 0
     text = raw.decode(errors="replace").strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+    if (count := _spelled(text)) is None:
         raise Malformed(f"{what}: {text[:40]!r} is not a count")
-    return _whole(int(text), what)
+    return _whole(count, what)
 
 
 def member_entry(node: int) -> bytes:
@@ -312,8 +319,8 @@ def member_entry(node: int) -> bytes:
 
 def parse_members(raw: bytes | None, nodes: int) -> list[int]:
     """``members`` as read from the store: the job's nodes it lists, in order, each once (anything else is skipped)."""
-    parts = [part.strip() for part in (raw or b"").decode(errors="replace").split(",")]
-    return sorted({node for part in parts if part.isascii() and part.isdigit() and 0 <= (node := int(part)) < nodes})
+    spelled = [_spelled(part.strip(), 7) for part in (raw or b"").decode(errors="replace").split(",")]
+    return sorted({node for node in spelled if node is not None and node < nodes})
 
 
 def target_entry(node: int, key_hash: str) -> bytes:
@@ -325,9 +332,9 @@ def parse_targets(raw: bytes | None) -> dict[str, set[int]]:
     """``targets``: each target's hash and the nodes that log to it (a malformed entry is skipped)."""
     nodes_of: dict[str, set[int]] = {}
     for entry in (raw or b"").decode(errors="replace").split(","):
-        node, _, key_hash = entry.strip().partition(":")
-        if node.isascii() and node.isdigit() and int(node) < MAX_NODES and _HASH.fullmatch(key_hash):
-            nodes_of.setdefault(key_hash, set()).add(int(node))
+        spelled, _, key_hash = entry.strip().partition(":")
+        if (node := _spelled(spelled, 7)) is not None and node < MAX_NODES and _HASH.fullmatch(key_hash):
+            nodes_of.setdefault(key_hash, set()).add(node)
     return nodes_of
 
 
@@ -401,7 +408,7 @@ class GroupHost:
     @classmethod
     def decode(cls, raw: bytes) -> GroupHost:
         value = _message(raw, "group host")
-        at = value.get("at")
+        at = value.get("at")  # (none: claimed, not serving yet)
         return cls(_whole(value.get("node"), "group host: node", 0, MAX_NODES - 1),
                    None if at is None else parse_successor(at), _whole(value.get("n", 0), "group host: n"))
 
