@@ -54,11 +54,12 @@ sets the node's next slot; a deferral (``retry_in``) makes it offer again then; 
 ``OFFER_WAIT_S`` makes it take the offer back (``compare_set`` to ``-``; one the leader claimed first is
 awaited instead) and commit itself at its ``Plan.own_turn``, a due time it keeps, or, if that is later
 than ``STORE_RETRY_S``, offer again then (as ``JobTarget`` does).
-The content: four event-file contents of different sizes, uploaded once to the Hub's storage (Xet);
-an offer's files point at content ``seq % 4``, so the read-back can tell an old version from the
-newest. A node's data is "written up to" the moment it offers; a rank's newest record's age at the
-target, sampled at random moments a Hub-minute apart on average (fixed ones would alias with the
-interval) after a warm-up (the job's start: until every node's first offer is held; then one plan
+The content: eight event-file contents, each longer than the one before, uploaded once to the Hub's storage
+(Xet); a node's k-th offer's files point at content k (at most the seventh: the same again after), and its last
+records at the eighth, so that a node's files only grow, as event files do (a leader writes no offer the target
+holds longer: ``Leader._not_behind``), and the read-back can tell an old version from the newest. A node's data
+is "written up to" the moment it offers; a rank's newest record's age at the target, sampled at random moments a
+Hub-minute apart on average (fixed ones would alias with the interval) after a warm-up (the job's start: until every node's first offer is held; then one plan
 interval), is now minus the offer time of
 its node's newest offer that the Hub holds (answered with a commit, or committed by the node itself).
 
@@ -212,7 +213,7 @@ TOKEN = "hf_bench_scale_token"
 REPO = "bench/scale"
 BUCKET = "bench/scale-logs"
 ROUND_TRIP_S = 0.3e-3  # a cross-node TCPStore round trip (model)
-VERSIONS = 4  # contents an offer's files may point at (seq % VERSIONS)
+VERSIONS = 8  # contents an offer's files may point at (:meth:`Nodes.version`: a node's files only grow)
 XET_TOKEN_EVERY_S = 3600.0  # model: one Xet write token for the job (the leader's) per Hub-hour
 TICK_S = 0.05  # the simulator's loop, real seconds
 #: Real seconds between a successor store's copies (and the leader's reads of the successors' addresses).
@@ -472,8 +473,7 @@ class Nodes:
         self.closing, self.closed_at = True, now
         for node in range(self.n):
             p = self.pending[node]
-            taken = {self.held_version[node], None if p is None else p["version"]}
-            self.last_version[node] = next(v for v in range(VERSIONS) if v not in taken)
+            self.last_version[node] = VERSIONS - 1  # (longer than any it offered or had pending)
             if p is None:
                 self.due[node] = now  # (one pending waits for its answer, as the node's cycle does)
 
@@ -587,7 +587,7 @@ class Nodes:
         """Which of the contents an offer (or own commit) numbered ``seq`` carries: a new one each time while the
         job runs; a closing node's last records, the same each time it offers them again."""
         v = self.last_version[node] if self.closing else None
-        return seq % VERSIONS if v is None else v
+        return min((seq & 0xFFFFFFFF) - 1, VERSIONS - 2) if v is None else v
 
     def _answer_tick(self) -> None:
         answered = self.store.add("answered", 0)
@@ -674,7 +674,7 @@ class Nodes:
         """The node's own commit of its files (real), as of ``at``; the seconds to wait after a refusal."""
         from hf_mpwriter.errors import TargetError
 
-        version = seq % VERSIONS if version is None else version
+        version = self.version(node, seq) if version is None else version
         files = self.files(node, version)
         try:
             self.own_target.commit_uploaded(files, f"Upload TensorBoard logs: {len(files)} file(s) of node {node} "

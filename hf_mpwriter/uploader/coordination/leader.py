@@ -319,8 +319,8 @@ class Leader(SeenOffers):
         self._told_older = {**{node: paths for node, paths in self._told_older.items() if node not in offers},
                             **{node: older[node] for node in stale}}
         if stale:
-            logger.warning("job leader: %d node(s)' offers are older than the head %s (%s): not committed", len(stale),
-                           parent, next(iter(behind.values())))
+            logger.warning("job leader: %d node(s)' offers are older than the target (%s): not committed", len(stale),
+                           next(iter(behind.values())))
             self._put_off(stale, self.clock(), "the target holds newer versions of its files")
         return {node: o for node, o in offers.items() if node not in stale}
 
