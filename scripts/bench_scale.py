@@ -59,9 +59,9 @@ The content: eight event-file contents, each longer than the one before, uploade
 records at the eighth, so that a node's files only grow, as event files do (a leader writes no offer the target
 holds longer: ``Leader._not_behind``), and the read-back can tell an old version from the newest. A node's data
 is "written up to" the moment it offers; a rank's newest record's age at the target, sampled at random moments a
-Hub-minute apart on average (fixed ones would alias with the interval) after a warm-up (the job's start: until every node's first offer is held; then one plan
-interval), is now minus the offer time of
-its node's newest offer that the Hub holds (answered with a commit, or committed by the node itself).
+Hub-minute apart on average (fixed ones would alias with the interval) after a warm-up (the job's start: until every
+node's first offer is held; then one plan interval), is now minus the offer time of its node's newest offer that the
+Hub holds (answered with a commit, or committed by the node itself).
 
 WHAT IS MODELLED, not measured: the nodes' own Hub API requests (the simulator makes none but the own
 commits of ``kill-store``): the job's one Xet write token (the leader fetches it and shares it through the
