@@ -98,7 +98,8 @@ class Leader(SeenOffers):
         self._head_rests_until = 0.0  # monotonic
         self._own_head: str | None = None  # this leader's last commit: a head that is not it moved since
         self._others_head: str | None = None  # the last head another process made, counted in the books
-        self._told_older: dict[int, set[tuple[str, int]]] = {}  # node -> (path, size) the target held newer, told so
+        #: node -> the offer told the target held newer versions of its files, and those (path, size)
+        self._told_older: dict[int, tuple[int, set[tuple[str, int]]]] = {}
         #: The job's Xet write token, shared while this node leads: by default its target's (a member sets its node's
         #: own).
         self.xet = XetPublisher(store, lambda fresh: self.target.xet_write_token(fresh), timing.store_retry, self.malformed,
@@ -315,14 +316,20 @@ class Leader(SeenOffers):
         files = [f for o in offers.values() for f in o.files]
         behind = self._hub_call(self.handover_after(), self.target.behind, files, parent)
         older = {node: {(f.path, f.size) for f in o.files if f.path in behind} for node, o in offers.items()}
-        stale = {node: o for node, o in offers.items() if older[node] and not older[node] <= self._told_older.get(node, set())}
-        self._told_older = {**{node: paths for node, paths in self._told_older.items() if node not in offers},
-                            **{node: older[node] for node in stale}}
+        stale = {node: o for node, o in offers.items() if older[node] and not self._offered_again(node, o, older[node])}
+        self._told_older = {**{node: was for node, was in self._told_older.items() if node not in offers},
+                            **{node: (o.seq, older[node]) for node, o in stale.items()}}
         if stale:
             logger.warning("job leader: %d node(s)' offers are older than the target (%s): not committed", len(stale),
                            next(iter(behind.values())))
             self._put_off(stale, self.clock(), "the target holds newer versions of its files")
         return {node: o for node, o in offers.items() if node not in stale}
+
+    def _offered_again(self, node: int, offer: Offer, older: set[tuple[str, int]]) -> bool:
+        """Whether ``offer`` is a later one of ``node``'s than the offer it was told of, and holds no versions older than
+        the target's but those (the same offer read again, its answer lost, is no offer again)."""
+        told = self._told_older.get(node)
+        return told is not None and offer.seq > told[0] and older <= told[1]
 
     def _claim(self, offers: dict[int, Offer]) -> dict[int, Offer]:
         """The offers this leader now owns: each taken from the store unless its node took it back first."""
