@@ -54,10 +54,11 @@ sets the node's next slot; a deferral (``retry_in``) makes it offer again then; 
 ``OFFER_WAIT_S`` makes it take the offer back (``compare_set`` to ``-``; one the leader claimed first is
 awaited instead) and commit itself at its ``Plan.own_turn``, a due time it keeps, or, if that is later
 than ``STORE_RETRY_S``, offer again then (as ``JobTarget`` does).
-The content: eight event-file contents, each longer than the one before, uploaded once to the Hub's storage
-(Xet); a node's k-th offer's files point at content k (at most the seventh: the same again after), and its last
-records at the eighth, so that a node's files only grow, as event files do (a leader writes no offer the target
-holds longer: ``Leader._not_behind``), and the read-back can tell an old version from the newest. A node's data
+The content: 48 event-file contents, each longer than the one before, uploaded once to the Hub's storage (Xet); a
+node's k-th offer's files point at content k (at most the 47th: the same again after, past the ~33 offers a node
+makes in the longest run here), and its last records at the 48th, so that a node's files only grow, as event files
+do (a leader writes no offer the target holds longer: ``Leader._not_behind``), and the read-back can tell an old
+version from the newest. A node's data
 is "written up to" the moment it offers; a rank's newest record's age at the target, sampled at random moments a
 Hub-minute apart on average (fixed ones would alias with the interval) after a warm-up (the job's start: until every
 node's first offer is held; then one plan interval), is now minus the offer time of its node's newest offer that the
@@ -213,7 +214,7 @@ TOKEN = "hf_bench_scale_token"
 REPO = "bench/scale"
 BUCKET = "bench/scale-logs"
 ROUND_TRIP_S = 0.3e-3  # a cross-node TCPStore round trip (model)
-VERSIONS = 8  # contents an offer's files may point at (:meth:`Nodes.version`: a node's files only grow)
+VERSIONS = 48  # contents an offer's files may point at (:meth:`Nodes.version`: a node's files only grow)
 XET_TOKEN_EVERY_S = 3600.0  # model: one Xet write token for the job (the leader's) per Hub-hour
 TICK_S = 0.05  # the simulator's loop, real seconds
 #: Real seconds between a successor store's copies (and the leader's reads of the successors' addresses).
