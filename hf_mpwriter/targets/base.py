@@ -25,6 +25,11 @@ class UploadedFile:
     xet_hash: str | None = None
 
 
+def as_pieces(files: Sequence[UploadedFile]) -> list[Piece]:
+    """Uploaded files as pieces to compare with what the target holds (full paths in it)."""
+    return [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files]
+
+
 def synthetic_commit_id(pieces: Sequence[Piece]) -> str:
     """A commit id for a target without commits (a local directory, a bucket): unique per write,
     40 hex digits like a git oid, so the queue and ``status`` treat every target alike."""

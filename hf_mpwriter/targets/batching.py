@@ -39,3 +39,14 @@ def batched_differences(
             if problem:
                 wrong[piece.path] = problem
     return wrong
+
+
+def held_longer(where: str) -> Callable[[Piece, Any], str | None]:
+    """A ``compare`` for :func:`batched_differences`: what is wrong where ``where`` (a revision, the bucket) holds a
+    file longer than the piece (an event file only grows: the piece is older)."""
+
+    def longer(piece: Piece, info: Any) -> str | None:
+        size = getattr(info, "size", None)
+        return f"{where} holds {size} bytes of it, newer" if isinstance(size, int) and size > piece.size else None
+
+    return longer

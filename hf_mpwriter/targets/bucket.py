@@ -30,8 +30,8 @@ from ..config import describe_target, target_key
 from ..errors import TargetError
 from ..state.piece import DigestCache, Piece
 from ..timing import HTTP_TIMEOUT_S
-from .base import Target, UploadedFile, synthetic_commit_id
-from .batching import batched_differences
+from .base import Target, UploadedFile, as_pieces, synthetic_commit_id
+from .batching import batched_differences, held_longer
 from .hub_client import UsesHubApi, classify
 from .xet_content import Connection, SharesXetToken, XetContent, XetUnavailable, event_files_only, xet_usable
 
@@ -208,14 +208,9 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
         """``path -> what is wrong`` for each event file of ``files`` the bucket holds longer now (a bucket has one
         state: ``revision`` is not used): an event file only grows, so those are older than a write made since.
         One ``get_bucket_paths_info`` call per :data:`PATHS_PER_CALL` event files."""
-        pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files if event_files_only([f.path])]
-
-        def longer(piece: Piece, info: Any) -> str | None:
-            size = getattr(info, "size", None)
-            return f"the bucket holds {size} bytes of it, newer" if isinstance(size, int) and size > piece.size else None
-
+        pieces = as_pieces([f for f in files if event_files_only([f.path])])
         return batched_differences(pieces, remote_path=lambda p: p.path, fetch=self._paths_info,
-                                   per_call=self.paths_per_call, compare=longer)
+                                   per_call=self.paths_per_call, compare=held_longer("the bucket"))
 
     def commit_uploaded(self, files: Sequence[UploadedFile], message: str, parent: str | None = None) -> str | None:
         """One ``batch_bucket_files`` call naming each file by the Xet hash a node uploaded.
@@ -230,7 +225,7 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
             self.api.batch_bucket_files(self.repo_id, add=adds)
         except Exception as exc:
             raise self._error(exc, "write") from None
-        return synthetic_commit_id([Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files])
+        return synthetic_commit_id(as_pieces(files))
 
     def verify_uploaded(self, files: Sequence[UploadedFile]) -> dict[str, str]:
         """``path -> what is wrong`` for each of ``files`` (full paths) the bucket does not hold with that
@@ -246,8 +241,7 @@ class BucketTarget(UsesHubApi, SharesXetToken, Target):
                 return "same size, different content (Xet hash)"
             return None
 
-        pieces = [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files]
-        return batched_differences(pieces, remote_path=lambda p: p.path, fetch=self._paths_info,
+        return batched_differences(as_pieces(files), remote_path=lambda p: p.path, fetch=self._paths_info,
                                    per_call=self.paths_per_call, compare=compare)
 
     def _paths_info(self, paths: list[str]) -> list[Any]:

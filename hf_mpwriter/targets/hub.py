@@ -32,8 +32,8 @@ from ..config import describe_target, target_key
 from ..errors import TargetError
 from ..state.piece import Piece, open_nofollow
 from ..timing import HTTP_TIMEOUT_S, HUB_COMMIT_SPACING_S, SHARED_BRANCH_S
-from .base import Target, UploadedFile
-from .batching import batched_differences
+from .base import Target, UploadedFile, as_pieces
+from .batching import batched_differences, held_longer
 from .hub_client import UsesHubApi, classify
 from .xet_content import Connection, SharesXetToken, XetContent, XetUnavailable, event_files_only, xet_usable
 
@@ -61,11 +61,6 @@ def git_blob_sha1(path: str, size: int) -> str:
 def _branch_moved(exc: BaseException) -> bool:
     """The Hub refused a commit because its ``parent_commit`` is no longer the branch head (412)."""
     return getattr(getattr(exc, "response", None), "status_code", None) == 412
-
-
-def _pieces(files: Sequence[UploadedFile]) -> list[Piece]:
-    """Uploaded files as pieces to compare with what the repository holds (full paths in it)."""
-    return [Piece(path=f.path, size=f.size, sha256=f.sha256, source="") for f in files]
 
 
 def _compare(piece: Piece, info: Any) -> str | None:
@@ -349,21 +344,16 @@ class HubTarget(UsesHubApi, SharesXetToken, Target):
     def verify_uploaded(self, files: Sequence[UploadedFile]) -> dict[str, str]:
         """``path -> what is wrong`` for each of ``files`` (full paths in the repository) the branch
         does not hold with that size and sha256: one ``paths_info`` call per :data:`PATHS_PER_CALL` files."""
-        return batched_differences(_pieces(files), remote_path=lambda p: p.path, fetch=self._paths_info,
+        return batched_differences(as_pieces(files), remote_path=lambda p: p.path, fetch=self._paths_info,
                                    per_call=self.paths_per_call, compare=_compare)
 
     def behind(self, files: Sequence[UploadedFile], revision: str | None) -> dict[str, str]:
         """``path -> what is wrong`` for each event file of ``files`` that commit ``revision`` holds longer: an
         event file only grows, so those are older than a commit made since (another process's). One
         ``paths_info`` call per :data:`PATHS_PER_CALL` event files."""
-        pieces = _pieces([f for f in files if event_files_only([f.path])])
-
-        def longer(piece: Piece, info: Any) -> str | None:
-            size = getattr(info, "size", None)
-            return f"{(revision or 'the head')[:12]} holds {size} bytes of it, newer" \
-                if isinstance(size, int) and size > piece.size else None
-
-        return batched_differences(pieces, remote_path=lambda p: p.path, per_call=self.paths_per_call, compare=longer,
+        pieces = as_pieces([f for f in files if event_files_only([f.path])])
+        return batched_differences(pieces, remote_path=lambda p: p.path, per_call=self.paths_per_call,
+                                   compare=held_longer((revision or "the head")[:12]),
                                    fetch=lambda paths: self._paths_info(paths, revision))
 
     def differences(self, pieces: Sequence[Piece]) -> dict[str, str]:
